@@ -1,0 +1,13 @@
+//! # vpop — in-silico clinical trials
+//!
+//! vpop samples virtual populations, integrates a PK/PD/QSP ODE model for every subject under a
+//! dosing regimen, computes exposure metrics inside the integrator and writes them to Parquet.
+//!
+//! - [`model`]: the model DSL, its IR, symbolic derivatives and the CPU evaluator; the built-in
+//!   model library.
+//! - [`solver`]: the tableau table and the CPU f64 reference integrators.
+//! - [`diag`]: file:line:col diagnostics for every kind of user input.
+
+pub mod diag;
+pub mod model;
+pub mod solver;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("vpop {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,3 @@
+//! The model DSL, its expression language, the IR and the CPU evaluator.
+
+pub mod expr;

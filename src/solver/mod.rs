@@ -1,0 +1,165 @@
+//! ODE integrators: the tableau table (the single source of every coefficient for every backend),
+//! step-size control and the CPU f64 reference integrators.
+//!
+//! This module knows nothing of models, doses or metrics: it integrates an [`OdeSystem`] over one
+//! segment between stopping points and reports every accepted step, with its dense output, to a
+//! [`StepObserver`].
+
+use serde::{Deserialize, Serialize};
+
+/// A first-order ODE system y' = f(t, y). Methods take `&mut self` so that implementations can
+/// keep scratch space (derived quantities, evaluation registers) without allocation.
+pub trait OdeSystem {
+    fn dim(&self) -> usize;
+    /// dy = f(t, y)
+    fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]);
+    /// Row-major Jacobian, `jac[i * dim + j] = ∂f_i/∂y_j`.
+    fn jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]);
+    /// ∂f/∂t.
+    fn dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]);
+}
+
+/// Integration methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Classical 4th-order Runge–Kutta, fixed step.
+    Rk4,
+    /// Dormand–Prince 5(4), adaptive, FSAL, 4th-order dense output.
+    Dopri5,
+    /// Tsitouras 5(4), adaptive, FSAL, 4th-order dense output.
+    Tsit5,
+    /// Rosenbrock 2(3) (Shampine & Reichelt), L-stable, for stiff problems.
+    Rosenbrock23,
+    /// Rodas4 (Hairer & Wanner), stiffly accurate, for stiff problems.
+    Rodas4,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] =
+        [Method::Rk4, Method::Dopri5, Method::Tsit5, Method::Rosenbrock23, Method::Rodas4];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Rk4 => "rk4",
+            Method::Dopri5 => "dopri5",
+            Method::Tsit5 => "tsit5",
+            Method::Rosenbrock23 => "rosenbrock23",
+            Method::Rodas4 => "rodas4",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(s))
+    }
+    pub fn is_adaptive(self) -> bool {
+        !matches!(self, Method::Rk4)
+    }
+    pub fn is_rosenbrock(self) -> bool {
+        matches!(self, Method::Rosenbrock23 | Method::Rodas4)
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a subject's integration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Status {
+    Ok = 0,
+    MaxSteps = 1,
+    StepTooSmall = 2,
+    NonFinite = 3,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::MaxSteps => "max_steps",
+            Status::StepTooSmall => "step_too_small",
+            Status::NonFinite => "non_finite",
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Status> {
+        Some(match c {
+            0 => Status::Ok,
+            1 => Status::MaxSteps,
+            2 => Status::StepTooSmall,
+            3 => Status::NonFinite,
+            _ => return None,
+        })
+    }
+}
+
+/// Solver settings for one integration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SolverOptions {
+    pub method: Method,
+    /// Relative tolerance (adaptive methods).
+    pub rtol: f64,
+    /// Absolute tolerance (adaptive methods).
+    pub atol: f64,
+    /// Step size for RK4; the initial step for adaptive methods when `Some`.
+    pub dt: Option<f64>,
+    /// Maximum accepted + rejected steps over the whole integration of one subject.
+    pub max_steps: u64,
+    /// Smallest step allowed, relative to |t| (plus an absolute floor); below it → `StepTooSmall`.
+    pub h_min_rel: f64,
+    /// Largest step allowed (`f64::INFINITY` for none).
+    pub h_max: f64,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        SolverOptions {
+            method: Method::Tsit5,
+            rtol: 1e-6,
+            atol: 1e-9,
+            dt: None,
+            max_steps: 1_000_000,
+            h_min_rel: 1e-14,
+            h_max: f64::INFINITY,
+        }
+    }
+}
+
+/// Work counters, pinned by snapshot tests so that changes in behaviour are visible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub rhs_evals: u64,
+    pub jac_evals: u64,
+    pub lu_decomps: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+/// One accepted step with its continuous extension.
+pub trait DenseOutput {
+    fn t0(&self) -> f64;
+    fn t1(&self) -> f64;
+    fn y0(&self) -> &[f64];
+    fn y1(&self) -> &[f64];
+    /// f(t0, y0).
+    fn f0(&self) -> &[f64];
+    /// f(t1, y1).
+    fn f1(&self) -> &[f64];
+    /// The interpolated solution at `t` in [t0, t1].
+    fn eval(&self, t: f64, out: &mut [f64]);
+}
+
+/// Receives every accepted step, in order.
+pub trait StepObserver {
+    fn on_step(&mut self, step: &dyn DenseOutput);
+}
+
+/// An observer that ignores every step.
+pub struct NoObserver;
+
+impl StepObserver for NoObserver {
+    fn on_step(&mut self, _step: &dyn DenseOutput) {}
+}
