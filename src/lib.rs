@@ -10,4 +10,5 @@
 
 pub mod diag;
 pub mod model;
+pub mod output;
 pub mod solver;
