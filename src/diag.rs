@@ -19,7 +19,10 @@ impl Span {
     }
     /// The smallest span covering both.
     pub fn join(self, other: Span) -> Span {
-        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 }
 
@@ -36,7 +39,11 @@ impl SourceFile {
         let text = text.into();
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        SourceFile { name: name.into(), text, line_starts }
+        SourceFile {
+            name: name.into(),
+            text,
+            line_starts,
+        }
     }
 
     /// 1-based (line, column) of a byte offset; columns count characters, not bytes.
@@ -47,14 +54,23 @@ impl SourceFile {
             Err(i) => i - 1,
         };
         let start = self.line_starts[line];
-        let col = self.text.get(start..offset).map(|s| s.chars().count()).unwrap_or(offset - start);
+        let col = self
+            .text
+            .get(start..offset)
+            .map(|s| s.chars().count())
+            .unwrap_or(offset - start);
         (line + 1, col + 1)
     }
 
     /// A diagnostic located at the start of `span`.
     pub fn error(&self, span: Span, message: impl Into<String>) -> Diagnostic {
         let (line, col) = self.line_col(span.start);
-        Diagnostic { file: self.name.clone(), line, col, message: message.into() }
+        Diagnostic {
+            file: self.name.clone(),
+            line,
+            col,
+            message: message.into(),
+        }
     }
 }
 
@@ -69,7 +85,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -85,6 +105,9 @@ mod tests {
         assert_eq!(s.line_col(3), (2, 1));
         assert_eq!(s.line_col(7), (2, 4)); // after the two-byte é
         assert_eq!(s.line_col(8), (3, 1));
-        assert_eq!(s.error(Span::new(3, 4), "boom").to_string(), "m.vpm:2:1: boom");
+        assert_eq!(
+            s.error(Span::new(3, 4), "boom").to_string(),
+            "m.vpm:2:1: boom"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! - [`diag`]: file:line:col diagnostics for every kind of user input.
 
 pub mod diag;
+pub mod dosing;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod solver;

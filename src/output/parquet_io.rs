@@ -26,11 +26,16 @@ pub fn writer_properties(
     metadata: Vec<(String, String)>,
     max_row_group_rows: usize,
 ) -> WriterProperties {
-    let kv = metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect::<Vec<_>>();
+    let kv = metadata
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, v))
+        .collect::<Vec<_>>();
     WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_created_by(format!("vpop {}", env!("CARGO_PKG_VERSION")))
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("zstd level 3 is valid"),
+        ))
         .set_max_row_group_row_count(Some(max_row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_key_value_metadata(if kv.is_empty() { None } else { Some(kv) })
@@ -48,10 +53,20 @@ pub struct AtomicFile {
 impl AtomicFile {
     pub fn create(dest: impl AsRef<Path>) -> Result<AtomicFile, OutputError> {
         let dest = dest.as_ref().to_path_buf();
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let file = File::create(&tmp).map_err(|source| OutputError::Io { path: tmp.clone(), source })?;
-        Ok(AtomicFile { tmp, dest, file: Some(file) })
+        let file = File::create(&tmp).map_err(|source| OutputError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(AtomicFile {
+            tmp,
+            dest,
+            file: Some(file),
+        })
     }
 
     /// The open temporary file.
@@ -68,15 +83,20 @@ impl AtomicFile {
     /// Flushes to disk and renames into place.
     pub fn commit(mut self) -> Result<PathBuf, OutputError> {
         if let Some(f) = self.file.take() {
-            f.sync_all().map_err(|source| OutputError::Io { path: self.tmp.clone(), source })?;
+            f.sync_all().map_err(|source| OutputError::Io {
+                path: self.tmp.clone(),
+                source,
+            })?;
         }
         self.commit_path()
     }
 
     /// Renames into place (the file must already be closed and synced).
     pub fn commit_path(mut self) -> Result<PathBuf, OutputError> {
-        std::fs::rename(&self.tmp, &self.dest)
-            .map_err(|source| OutputError::Io { path: self.dest.clone(), source })?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(|source| OutputError::Io {
+            path: self.dest.clone(),
+            source,
+        })?;
         self.tmp = PathBuf::new();
         Ok(self.dest.clone())
     }

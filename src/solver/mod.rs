@@ -36,8 +36,13 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 5] =
-        [Method::Rk4, Method::Dopri5, Method::Tsit5, Method::Rosenbrock23, Method::Rodas4];
+    pub const ALL: [Method; 5] = [
+        Method::Rk4,
+        Method::Dopri5,
+        Method::Tsit5,
+        Method::Rosenbrock23,
+        Method::Rodas4,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,7 +54,9 @@ impl Method {
         }
     }
     pub fn from_name(s: &str) -> Option<Method> {
-        Method::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(s))
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s))
     }
     pub fn is_adaptive(self) -> bool {
         !matches!(self, Method::Rk4)

@@ -1,0 +1,3 @@
+//! Backends: where subjects are integrated.
+
+pub mod cpu;

@@ -1,0 +1,367 @@
+//! Dosing regimens and the event schedule they produce.
+//!
+//! A [`Regimen`] is what a trial arm states (doses into named states, repeated every interval,
+//! as boluses or zero-order infusions). For one subject it becomes a [`Schedule`]: a time-ordered
+//! list of [`DoseEvent`]s with the subject's own amounts, lag times and bioavailability applied,
+//! plus the nominal administration times (for troughs and "last dosing interval" windows).
+//! Every event time is an integration stopping point.
+//!
+//! This module owns dosing semantics; it never integrates anything.
+
+use std::fmt;
+
+/// How a dose is administered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Administration {
+    /// Instantaneous input of the amount into the state.
+    Bolus,
+    /// Zero-order input at a fixed rate (amount/time). Bioavailability changes the duration.
+    InfusionRate(f64),
+    /// Zero-order input over a fixed duration. Bioavailability changes the rate.
+    InfusionDuration(f64),
+    /// Zero-order input with rate and/or duration taken from the model's `rate(..)` / `dur(..)`
+    /// declarations for the receiving state.
+    Modelled,
+}
+
+/// One dosing line of a regimen: `count` doses of `amount` into `state`, the first at `start`,
+/// then every `interval`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DoseLine {
+    pub state: usize,
+    pub amount: f64,
+    pub start: f64,
+    pub interval: f64,
+    pub count: u32,
+    pub administration: Administration,
+}
+
+/// An arm's regimen: several dose lines (e.g. a loading dose then maintenance).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Regimen {
+    pub lines: Vec<DoseLine>,
+}
+
+/// Per-subject dosing modifiers, one entry per model state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateDosing {
+    /// Lag time added to every dose into this state.
+    pub lag: f64,
+    /// Bioavailable fraction of every dose into this state.
+    pub bioavailability: f64,
+    /// Modelled infusion rate (`rate(state) = ...`), if declared.
+    pub rate: Option<f64>,
+    /// Modelled infusion duration (`dur(state) = ...`), if declared.
+    pub duration: Option<f64>,
+}
+
+impl Default for StateDosing {
+    fn default() -> Self {
+        StateDosing {
+            lag: 0.0,
+            bioavailability: 1.0,
+            rate: None,
+            duration: None,
+        }
+    }
+}
+
+/// What happens at an event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EventKind {
+    /// Add `amount` to the state.
+    Bolus { amount: f64 },
+    /// Add `rate` to the state's input rate.
+    InfusionStart { rate: f64 },
+    /// Remove `rate` from the state's input rate.
+    InfusionEnd { rate: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DoseEvent {
+    pub time: f64,
+    pub state: usize,
+    pub kind: EventKind,
+}
+
+/// A subject's dosing schedule.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Schedule {
+    /// Events sorted by time; events at equal times keep regimen order, and infusion ends come
+    /// before starts at the same time so that rates never go transiently negative.
+    pub events: Vec<DoseEvent>,
+    /// Nominal administration times (before lag), sorted, deduplicated.
+    pub dose_times: Vec<f64>,
+    /// The dosing interval that follows the last administration (for "last interval" windows),
+    /// if the last dose belongs to a repeated line.
+    pub last_interval: Option<f64>,
+}
+
+/// A regimen that cannot be turned into a schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DosingError(pub String);
+
+impl fmt::Display for DosingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DosingError {}
+
+impl Regimen {
+    /// Checks the parts of a regimen that do not depend on the subject.
+    pub fn validate(&self, n_states: usize) -> Result<(), DosingError> {
+        for (i, l) in self.lines.iter().enumerate() {
+            let err = |m: &str| Err(DosingError(format!("dose line {}: {m}", i + 1)));
+            if l.state >= n_states {
+                return err("dose into a state the model does not have");
+            }
+            if !l.amount.is_finite() || l.amount < 0.0 {
+                return err("amount must be a finite number ≥ 0");
+            }
+            if !l.start.is_finite() || l.start < 0.0 {
+                return err("start time must be a finite number ≥ 0");
+            }
+            if l.count == 0 {
+                return err("count must be at least 1");
+            }
+            if l.count > 1 && !(l.interval.is_finite() && l.interval > 0.0) {
+                return err("repeated doses need an interval > 0");
+            }
+            match l.administration {
+                Administration::InfusionRate(r) if !(r.is_finite() && r > 0.0) => {
+                    return err("infusion rate must be > 0")
+                }
+                Administration::InfusionDuration(d) if !(d.is_finite() && d > 0.0) => {
+                    return err("infusion duration must be > 0")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The subject's schedule. `amount_scale` multiplies every amount (e.g. body weight for
+    /// mg/kg dosing); `dosing` holds the subject's lag, bioavailability and modelled
+    /// rate/duration per state. Fails for a non-finite or negative per-subject value, which the
+    /// caller reports as a failed subject rather than aborting the batch.
+    pub fn schedule(
+        &self,
+        amount_scale: f64,
+        dosing: &[StateDosing],
+    ) -> Result<Schedule, DosingError> {
+        let mut events = Vec::new();
+        let mut dose_times = Vec::new();
+        let mut last: Option<(f64, Option<f64>)> = None;
+        for line in &self.lines {
+            let d = dosing.get(line.state).copied().unwrap_or_default();
+            if !(d.lag.is_finite() && d.lag >= 0.0) {
+                return Err(DosingError(format!(
+                    "lag time {} is not a finite number ≥ 0",
+                    d.lag
+                )));
+            }
+            let f = d.bioavailability;
+            if !(f.is_finite() && f >= 0.0) {
+                return Err(DosingError(format!(
+                    "bioavailability {f} is not a finite number ≥ 0"
+                )));
+            }
+            let amount = line.amount * amount_scale * f;
+            if !(amount.is_finite() && amount >= 0.0) {
+                return Err(DosingError(format!(
+                    "dose amount {amount} is not a finite number ≥ 0"
+                )));
+            }
+            for k in 0..line.count {
+                let nominal = line.start + k as f64 * line.interval;
+                dose_times.push(nominal);
+                let interval = (line.count > 1).then_some(line.interval);
+                if last.is_none_or(|(t, _)| nominal >= t) {
+                    last = Some((nominal, interval));
+                }
+                let t = nominal + d.lag;
+                let mut infusion = |rate: f64, duration: f64| -> Result<(), DosingError> {
+                    if !(rate.is_finite() && rate > 0.0 && duration.is_finite() && duration >= 0.0)
+                    {
+                        return Err(DosingError(format!(
+                            "infusion with rate {rate} and duration {duration} is not valid"
+                        )));
+                    }
+                    if duration > 0.0 {
+                        events.push(DoseEvent {
+                            time: t,
+                            state: line.state,
+                            kind: EventKind::InfusionStart { rate },
+                        });
+                        events.push(DoseEvent {
+                            time: t + duration,
+                            state: line.state,
+                            kind: EventKind::InfusionEnd { rate },
+                        });
+                    }
+                    Ok(())
+                };
+                match line.administration {
+                    Administration::Bolus => {
+                        events.push(DoseEvent { time: t, state: line.state, kind: EventKind::Bolus { amount } })
+                    }
+                    Administration::InfusionRate(rate) => infusion(rate, amount / rate)?,
+                    Administration::InfusionDuration(dur) => infusion(amount / dur, dur)?,
+                    Administration::Modelled => match (d.rate, d.duration) {
+                        (Some(rate), _) => infusion(rate, amount / rate)?,
+                        (None, Some(dur)) if dur > 0.0 => infusion(amount / dur, dur)?,
+                        _ => {
+                            return Err(DosingError(
+                                "a modelled infusion needs rate(..) or dur(..) > 0 declared in the model"
+                                    .into(),
+                            ))
+                        }
+                    },
+                }
+            }
+        }
+        // Stable sort by time; at equal times infusion ends first.
+        events.sort_by(|a, b| {
+            a.time.total_cmp(&b.time).then_with(|| {
+                let rank = |e: &DoseEvent| matches!(e.kind, EventKind::InfusionEnd { .. }) as u8;
+                rank(b).cmp(&rank(a))
+            })
+        });
+        dose_times.sort_by(f64::total_cmp);
+        dose_times.dedup();
+        Ok(Schedule {
+            events,
+            dose_times,
+            last_interval: last.and_then(|(_, i)| i),
+        })
+    }
+}
+
+impl Schedule {
+    /// Time of the last administration, if any.
+    pub fn last_dose_time(&self) -> Option<f64> {
+        self.dose_times.last().copied()
+    }
+
+    /// Event times (the integration stopping points contributed by dosing), sorted, unique.
+    pub fn stop_times(&self) -> Vec<f64> {
+        let mut t: Vec<f64> = self.events.iter().map(|e| e.time).collect();
+        t.dedup();
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(admin: Administration) -> DoseLine {
+        DoseLine {
+            state: 0,
+            amount: 100.0,
+            start: 0.0,
+            interval: 12.0,
+            count: 3,
+            administration: admin,
+        }
+    }
+
+    #[test]
+    fn repeated_bolus_with_lag_and_f() {
+        let r = Regimen {
+            lines: vec![line(Administration::Bolus)],
+        };
+        let d = [StateDosing {
+            lag: 0.5,
+            bioavailability: 0.8,
+            ..Default::default()
+        }];
+        let s = r.schedule(2.0, &d).unwrap();
+        let times: Vec<f64> = s.events.iter().map(|e| e.time).collect();
+        assert_eq!(times, vec![0.5, 12.5, 24.5]);
+        assert_eq!(s.events[0].kind, EventKind::Bolus { amount: 160.0 });
+        assert_eq!(s.dose_times, vec![0.0, 12.0, 24.0]);
+        assert_eq!(s.last_interval, Some(12.0));
+    }
+
+    #[test]
+    fn fixed_rate_infusion_duration_scales_with_f() {
+        let r = Regimen {
+            lines: vec![line(Administration::InfusionRate(50.0))],
+        };
+        let d = [StateDosing {
+            bioavailability: 0.5,
+            ..Default::default()
+        }];
+        let s = r.schedule(1.0, &d).unwrap();
+        // 100 mg × F 0.5 at 50 mg/h lasts 1 h.
+        assert_eq!(
+            s.events[0],
+            DoseEvent {
+                time: 0.0,
+                state: 0,
+                kind: EventKind::InfusionStart { rate: 50.0 }
+            }
+        );
+        assert_eq!(
+            s.events[1],
+            DoseEvent {
+                time: 1.0,
+                state: 0,
+                kind: EventKind::InfusionEnd { rate: 50.0 }
+            }
+        );
+    }
+
+    #[test]
+    fn back_to_back_infusions_end_before_they_start() {
+        let mut l = line(Administration::InfusionDuration(12.0));
+        l.count = 2;
+        let s = Regimen { lines: vec![l] }
+            .schedule(1.0, &[StateDosing::default()])
+            .unwrap();
+        let kinds: Vec<_> = s.events.iter().map(|e| (e.time, e.kind)).collect();
+        assert_eq!(kinds[1].0, 12.0);
+        assert!(matches!(kinds[1].1, EventKind::InfusionEnd { .. }));
+        assert!(matches!(kinds[2].1, EventKind::InfusionStart { .. }));
+    }
+
+    #[test]
+    fn bad_subject_values_are_errors_not_panics() {
+        let r = Regimen {
+            lines: vec![line(Administration::Bolus)],
+        };
+        let d = [StateDosing {
+            lag: f64::NAN,
+            ..Default::default()
+        }];
+        assert!(r.schedule(1.0, &d).is_err());
+        assert!(r
+            .schedule(f64::INFINITY, &[StateDosing::default()])
+            .is_err());
+        let m = Regimen {
+            lines: vec![line(Administration::Modelled)],
+        };
+        assert!(m.schedule(1.0, &[StateDosing::default()]).is_err());
+    }
+
+    #[test]
+    fn validate_rejects_bad_lines() {
+        let mut l = line(Administration::Bolus);
+        l.interval = 0.0;
+        assert!(Regimen {
+            lines: vec![l.clone()]
+        }
+        .validate(1)
+        .is_err());
+        l.interval = 12.0;
+        assert!(Regimen {
+            lines: vec![l.clone()]
+        }
+        .validate(0)
+        .is_err());
+        assert!(Regimen { lines: vec![l] }.validate(1).is_ok());
+    }
+}

@@ -1,0 +1,304 @@
+//! Exposure metrics: their definitions, names and semantics, shared by every backend.
+//!
+//! Metrics are computed during integration, never from a grid afterwards:
+//! - AUC comes from a quadrature state (d AUC/dt = output) integrated with the model, read at
+//!   window edges, which are stopping points;
+//! - Cmax/Tmax/Cmin are checked at every step end and refined inside a step with the method's
+//!   dense output when the output's time derivative changes sign within the step;
+//! - threshold crossings (time above) are located on the dense output;
+//! - values at given times are read from the dense output (left limits: a value at a dose time
+//!   is the pre-dose value).
+//!
+//! Window semantics: a window `[a, b]` sees the output from `a+` (after events at `a`) to `b−`
+//! (before events at `b`). `ctrough` is the value just before the last administration.
+//!
+//! This module owns what a metric means; it never integrates and never touches a GPU.
+
+pub mod accumulate;
+
+pub use accumulate::{MetricAccumulator, OutputEval};
+
+use std::fmt;
+
+/// The time range a metric looks at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Window {
+    /// [0, end of simulation].
+    Whole,
+    /// From the last administration to one dosing interval later (or to the end when the last
+    /// dose is not part of a repeated line), clipped to the end of the simulation.
+    LastInterval,
+    /// An explicit [from, to], clipped to the simulation.
+    Range(f64, f64),
+}
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricKind {
+    Auc,
+    Cmax,
+    Tmax,
+    Cmin,
+    Cavg,
+    /// Value just before the last administration.
+    Ctrough,
+    /// Time during which the output is at or above the threshold.
+    TimeAbove(f64),
+    /// Value at a time (left limit).
+    At(f64),
+}
+
+/// A metric of one output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    pub kind: MetricKind,
+    pub window: Window,
+}
+
+/// A metric name that cannot be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricParseError(pub String);
+
+impl fmt::Display for MetricParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MetricParseError {}
+
+/// The metric names understood by [`Metric::parse`], for help texts and error messages.
+pub const METRIC_SYNTAX: &str = "auc, cmax, tmax, cmin, cavg (each optionally with _last_interval \
+or a window (from, to), e.g. auc(0, 24)), ctrough, time_above(threshold), \
+time_above(threshold, from, to), at(time)";
+
+fn fmt_num(x: f64) -> String {
+    // Column names must be plain identifiers: 1.5 → 1p5, -2 → m2, 1e-3 → 0p001.
+    let s = format!("{x}");
+    s.replace('.', "p").replace('-', "m").replace('+', "")
+}
+
+impl Metric {
+    /// Parses names like `auc`, `auc_last_interval`, `cmax(0, 24)`, `time_above(1.0)`, `at(24)`.
+    pub fn parse(text: &str) -> Result<Metric, MetricParseError> {
+        let t = text.trim();
+        let err = |m: &str| {
+            MetricParseError(format!("metric '{t}': {m}; known metrics: {METRIC_SYNTAX}"))
+        };
+        let (head, args) = match t.find('(') {
+            Some(i) => {
+                let inner = t[i + 1..]
+                    .strip_suffix(')')
+                    .ok_or_else(|| err("missing ')'"))?;
+                let args = inner
+                    .split(',')
+                    .map(|a| a.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
+                    .collect::<Option<Vec<f64>>>()
+                    .ok_or_else(|| err("arguments must be numbers"))?;
+                (t[..i].trim(), args)
+            }
+            None => (t, vec![]),
+        };
+        let (base, window) = if let Some(b) = head.strip_suffix("_last_interval") {
+            (b, Window::LastInterval)
+        } else if let Some(b) = head.strip_suffix("_tau") {
+            (b, Window::LastInterval)
+        } else {
+            (head, Window::Whole)
+        };
+        let windowed = |args: &[f64], window: Window| -> Result<Window, MetricParseError> {
+            match (args, window) {
+                ([], w) => Ok(w),
+                ([a, b], Window::Whole) if a < b && *a >= 0.0 => Ok(Window::Range(*a, *b)),
+                ([_, _], Window::Whole) => Err(err("a window needs 0 ≤ from < to")),
+                _ => Err(err("expected no arguments or a window (from, to)")),
+            }
+        };
+        let kind = match base {
+            "auc" => MetricKind::Auc,
+            "cmax" => MetricKind::Cmax,
+            "tmax" => MetricKind::Tmax,
+            "cmin" => MetricKind::Cmin,
+            "cavg" => MetricKind::Cavg,
+            "ctrough" if args.is_empty() && window == Window::Whole => {
+                return Ok(Metric {
+                    kind: MetricKind::Ctrough,
+                    window,
+                })
+            }
+            "time_above" if window == Window::Whole => {
+                return match args.as_slice() {
+                    [thr] => Ok(Metric {
+                        kind: MetricKind::TimeAbove(*thr),
+                        window,
+                    }),
+                    [thr, rest @ ..] => Ok(Metric {
+                        kind: MetricKind::TimeAbove(*thr),
+                        window: windowed(rest, window)?,
+                    }),
+                    [] => Err(err("time_above needs a threshold")),
+                }
+            }
+            "at" if window == Window::Whole => {
+                return match args.as_slice() {
+                    [t] if *t >= 0.0 => Ok(Metric {
+                        kind: MetricKind::At(*t),
+                        window,
+                    }),
+                    _ => Err(err("at needs one time ≥ 0")),
+                }
+            }
+            _ => return Err(err("unknown metric")),
+        };
+        Ok(Metric {
+            kind,
+            window: windowed(&args, window)?,
+        })
+    }
+
+    /// The column-name suffix: `auc`, `auc_last_interval`, `auc_0_24`, `time_above_1`, `at_24`.
+    pub fn suffix(&self) -> String {
+        let base = match self.kind {
+            MetricKind::Auc => "auc".to_string(),
+            MetricKind::Cmax => "cmax".to_string(),
+            MetricKind::Tmax => "tmax".to_string(),
+            MetricKind::Cmin => "cmin".to_string(),
+            MetricKind::Cavg => "cavg".to_string(),
+            MetricKind::Ctrough => "ctrough".to_string(),
+            MetricKind::TimeAbove(x) => format!("time_above_{}", fmt_num(x)),
+            MetricKind::At(x) => format!("at_{}", fmt_num(x)),
+        };
+        match self.window {
+            Window::Whole => base,
+            Window::LastInterval => format!("{base}_last_interval"),
+            Window::Range(a, b) => format!("{base}_{}_{}", fmt_num(a), fmt_num(b)),
+        }
+    }
+
+    /// Whether this metric needs the output's AUC quadrature state.
+    pub fn needs_auc(&self) -> bool {
+        matches!(self.kind, MetricKind::Auc | MetricKind::Cavg)
+    }
+}
+
+/// A metric of a given output, with its column name `<output>_<suffix>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    pub output: usize,
+    pub metric: Metric,
+    pub column: String,
+}
+
+impl MetricSpec {
+    pub fn new(output: usize, output_name: &str, metric: Metric) -> Self {
+        MetricSpec {
+            output,
+            metric,
+            column: format!("{output_name}_{}", metric.suffix()),
+        }
+    }
+}
+
+/// Absolute window bounds for a subject, given the simulation end and the schedule's nominal
+/// dose times. Returns `None` when the window is empty.
+pub fn resolve_window(
+    window: Window,
+    end: f64,
+    dose_times: &[f64],
+    last_interval: Option<f64>,
+) -> Option<(f64, f64)> {
+    let (a, b) = match window {
+        Window::Whole => (0.0, end),
+        Window::LastInterval => match dose_times.last() {
+            Some(&t) => (t, last_interval.map_or(end, |tau| t + tau)),
+            None => (0.0, end),
+        },
+        Window::Range(a, b) => (a, b),
+    };
+    let (a, b) = (a.max(0.0), b.min(end));
+    (a < b).then_some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_quickstart_metrics() {
+        let names = [
+            "auc",
+            "cmax",
+            "tmax",
+            "ctrough",
+            "auc_last_interval",
+            "time_above(1.0)",
+        ];
+        let suffixes: Vec<String> = names
+            .iter()
+            .map(|n| Metric::parse(n).unwrap().suffix())
+            .collect();
+        assert_eq!(
+            suffixes,
+            [
+                "auc",
+                "cmax",
+                "tmax",
+                "ctrough",
+                "auc_last_interval",
+                "time_above_1"
+            ]
+        );
+        assert_eq!(
+            Metric::parse("auc(0, 24)").unwrap().window,
+            Window::Range(0.0, 24.0)
+        );
+        assert_eq!(Metric::parse("cavg(0,24)").unwrap().suffix(), "cavg_0_24");
+        assert_eq!(
+            Metric::parse("time_above(0.5, 0, 24)").unwrap().suffix(),
+            "time_above_0p5_0_24"
+        );
+        assert_eq!(Metric::parse("at(1.5)").unwrap().kind, MetricKind::At(1.5));
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        for bad in [
+            "",
+            "aucc",
+            "auc(1)",
+            "auc(5, 2)",
+            "cmax(a, b)",
+            "time_above()",
+            "at(-1)",
+            "ctrough(1,2)",
+            "auc(0, 1",
+        ] {
+            assert!(Metric::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_resolve_against_the_schedule() {
+        let doses = [0.0, 12.0, 24.0];
+        assert_eq!(
+            resolve_window(Window::Whole, 48.0, &doses, Some(12.0)),
+            Some((0.0, 48.0))
+        );
+        assert_eq!(
+            resolve_window(Window::LastInterval, 48.0, &doses, Some(12.0)),
+            Some((24.0, 36.0))
+        );
+        assert_eq!(
+            resolve_window(Window::LastInterval, 30.0, &doses, Some(12.0)),
+            Some((24.0, 30.0))
+        );
+        assert_eq!(
+            resolve_window(Window::LastInterval, 48.0, &doses, None),
+            Some((24.0, 48.0))
+        );
+        assert_eq!(
+            resolve_window(Window::Range(50.0, 60.0), 48.0, &doses, None),
+            None
+        );
+    }
+}
