@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod solver;
+pub mod trial;

@@ -1,3 +1,113 @@
-//! Backends: where subjects are integrated.
+//! Backends: where a chunk of subjects is integrated.
+//!
+//! The [`Backend`] trait is deliberately small: a backend receives one chunk of subjects of one
+//! arm (their parameters as structure-of-arrays, their dose scaling) and fills per-subject metric
+//! columns, status codes and optional profiles. Sampling, scheduling semantics and output
+//! encoding live elsewhere, so every backend computes the same thing.
 
 pub mod cpu;
+
+use crate::dosing::Regimen;
+use crate::metrics::MetricSpec;
+use crate::solver::{SolverOptions, Stats};
+
+/// Floating-point precision a backend integrates in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        }
+    }
+}
+
+/// What a backend is and where it runs, for logs and provenance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendInfo {
+    /// `cpu`, `wgpu` or `cuda`.
+    pub name: &'static str,
+    /// The device, e.g. "2 CPU threads" or an adapter name.
+    pub device: String,
+    pub precision: Precision,
+}
+
+/// Everything about an arm that is the same for all its subjects.
+#[derive(Debug, Clone)]
+pub struct ArmPlan {
+    pub name: String,
+    pub regimen: Regimen,
+    pub metrics: Vec<MetricSpec>,
+    pub end: f64,
+    /// Sorted profile sampling times (empty: no profile).
+    pub sample_times: Vec<f64>,
+    pub solver: SolverOptions,
+}
+
+/// One chunk of subjects of one arm.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkInput<'a> {
+    /// Global index of the first subject (for logs; draws are already made).
+    pub first_subject: u64,
+    pub n: usize,
+    /// `params[p][i]`: model parameter p of subject i, for every model parameter.
+    pub params: &'a [Vec<f64>],
+    /// Per-subject multiplier of every dose amount (e.g. body weight for mg/kg), or `None`.
+    pub amount_scale: Option<&'a [f64]>,
+}
+
+/// Per-subject results of a chunk, structure of arrays.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChunkOutput {
+    /// `metrics[m][i]`: metric m (in the arm's metric order) of subject i.
+    pub metrics: Vec<Vec<f64>>,
+    /// `crate::solver::Status` codes.
+    pub status: Vec<u8>,
+    /// `profiles[k][i * n_times + j]`: output k of subject i at sample time j.
+    pub profiles: Vec<Vec<f64>>,
+    /// Work summed over the chunk.
+    pub stats: Stats,
+}
+
+impl ChunkOutput {
+    /// Resizes every column for `n` subjects.
+    pub fn reset(&mut self, n: usize, n_metrics: usize, n_outputs: usize, n_times: usize) {
+        self.metrics.resize_with(n_metrics, Vec::new);
+        for m in &mut self.metrics {
+            m.clear();
+            m.resize(n, f64::NAN);
+        }
+        self.status.clear();
+        self.status.resize(n, 0);
+        let n_prof = if n_times == 0 { 0 } else { n_outputs };
+        self.profiles.resize_with(n_prof, Vec::new);
+        for p in &mut self.profiles {
+            p.clear();
+            p.resize(n * n_times, f64::NAN);
+        }
+        self.stats = Stats::default();
+    }
+}
+
+/// A backend failure (not a subject failure: those are status codes).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend '{0}' is not available: {1}")]
+    Unavailable(&'static str, String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Integrates chunks of subjects.
+pub trait Backend: Send {
+    fn info(&self) -> BackendInfo;
+    /// Integrates every subject of the chunk; subjects that fail are flagged in `out.status`
+    /// and get NaN metrics, the chunk always completes.
+    fn run_chunk(&mut self, arm: &ArmPlan, input: &ChunkInput<'_>, out: &mut ChunkOutput) -> Result<(), BackendError>;
+}

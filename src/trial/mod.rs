@@ -1,0 +1,3 @@
+//! Trials: the spec file, its resolution against a model and population, and the pipeline.
+
+pub mod spec;

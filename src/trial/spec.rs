@@ -1,0 +1,322 @@
+//! The trial spec file (TOML) as written by users, with source spans for every value that can be
+//! wrong, and the dose syntax shared with `vpop simulate`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diag::{Diagnostic, SourceFile, Span};
+
+/// A whole trial spec, as deserialised.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialSpecFile {
+    pub trial: TrialSection,
+    pub model: ModelSection,
+    #[serde(default)]
+    pub population: Option<PopulationSection>,
+    #[serde(rename = "arm")]
+    pub arms: Spanned<Vec<Spanned<ArmSection>>>,
+    pub simulation: SimulationSection,
+    pub output: OutputSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialSection {
+    pub name: String,
+    /// Subjects per arm.
+    pub subjects: Spanned<u64>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A built-in model name (`vpop models` lists them).
+    #[serde(default)]
+    pub library: Option<Spanned<String>>,
+    /// A model file, relative to the spec file.
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
+    /// Overrides of parameter defaults (for parameters the population does not set).
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<f64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationSection {
+    /// A population file, relative to the spec file (or to the working directory for the
+    /// shipped `populations/…` files).
+    pub file: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSection {
+    pub name: Spanned<String>,
+    /// One dosing line.
+    #[serde(default)]
+    pub dose: Option<Spanned<DoseSpec>>,
+    /// Several dosing lines (e.g. a loading dose then maintenance).
+    #[serde(default)]
+    pub doses: Vec<Spanned<DoseSpec>>,
+}
+
+/// One dosing line: `{ amount = 100, into = "depot", every = 12, count = 14 }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DoseSpec {
+    pub amount: f64,
+    /// The receiving state.
+    pub into: String,
+    /// Dosing interval (required when count > 1).
+    #[serde(default)]
+    pub every: Option<f64>,
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Time of the first dose.
+    #[serde(default)]
+    pub start: f64,
+    /// Zero-order infusion at this rate (amount per time unit).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Zero-order infusion over this duration.
+    #[serde(default)]
+    pub duration: Option<f64>,
+    /// Infusion with rate or duration from the model's `rate(..)`/`dur(..)` declarations.
+    #[serde(default)]
+    pub modelled: bool,
+    /// Scale the amount by this covariate (e.g. "wt" for mg/kg dosing).
+    #[serde(default)]
+    pub per: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationSection {
+    pub end: Spanned<f64>,
+    #[serde(default = "default_method")]
+    pub method: Spanned<String>,
+    #[serde(default = "default_rtol")]
+    pub rtol: f64,
+    #[serde(default = "default_atol")]
+    pub atol: f64,
+    /// Step for RK4 (and the first step of adaptive methods).
+    #[serde(default)]
+    pub dt: Option<f64>,
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    #[serde(default = "default_backend")]
+    pub backend: Spanned<String>,
+    /// `f32` or `f64` for GPU backends (the CPU reference is always f64).
+    #[serde(default)]
+    pub precision: Option<Spanned<String>>,
+    /// Subjects per chunk (bounded memory); default chosen by the engine.
+    #[serde(default)]
+    pub chunk_size: Option<usize>,
+}
+
+fn default_method() -> Spanned<String> {
+    Spanned::new(0..0, "tsit5".to_string())
+}
+fn default_rtol() -> f64 {
+    1e-6
+}
+fn default_atol() -> f64 {
+    1e-9
+}
+fn default_backend() -> Spanned<String> {
+    Spanned::new(0..0, "auto".to_string())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    pub dir: String,
+    pub metrics: Vec<Spanned<String>>,
+    /// Which model outputs the metrics apply to (default: all).
+    #[serde(default)]
+    pub outputs: Option<Vec<Spanned<String>>>,
+    /// Write the sampled parameters too.
+    #[serde(default)]
+    pub parameters: bool,
+    /// Write the covariates (default true).
+    #[serde(default = "yes")]
+    pub covariates: bool,
+    #[serde(default)]
+    pub profile: Option<ProfileSpec>,
+    /// Probability of target attainment, e.g. `{ metric = "cp_ctrough", above = 1.0 }`.
+    #[serde(default)]
+    pub target: Option<Spanned<TargetSpec>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    /// Explicit sampling times, or `every` with `from`/`to`.
+    #[serde(default)]
+    pub times: Vec<f64>,
+    #[serde(default)]
+    pub every: Option<f64>,
+    #[serde(default)]
+    pub from: Option<f64>,
+    #[serde(default)]
+    pub to: Option<f64>,
+    /// `f32` (default) or `f16`.
+    #[serde(default)]
+    pub precision: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub metric: String,
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub below: Option<f64>,
+}
+
+/// A span from a toml value.
+pub fn span_of<T>(v: &Spanned<T>) -> Span {
+    let r = v.span();
+    Span::new(r.start, r.end)
+}
+
+/// Parses the spec text; syntax and type errors are located.
+pub fn parse_spec(src: &SourceFile) -> Result<TrialSpecFile, Diagnostic> {
+    toml::from_str::<TrialSpecFile>(&src.text).map_err(|e| toml_error(src, &e))
+}
+
+/// A toml deserialisation error as a located diagnostic.
+pub fn toml_error(src: &SourceFile, e: &toml::de::Error) -> Diagnostic {
+    let span = e
+        .span()
+        .map(|r| Span::new(r.start, r.end))
+        .unwrap_or_default();
+    src.error(span, e.message().trim().to_string())
+}
+
+/// Parses a dose given on the command line as `key=value` pairs separated by commas, e.g.
+/// `amount=100,into=depot,every=12,count=14` — the same keys as a spec's `dose = {…}`.
+pub fn parse_dose_arg(text: &str) -> Result<DoseSpec, String> {
+    let mut table = toml::Table::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("'{part}' is not key=value"))?;
+        let (k, v) = (k.trim(), v.trim());
+        let value = if let Ok(i) = v.parse::<i64>() {
+            toml::Value::Integer(i)
+        } else if let Ok(x) = v.parse::<f64>() {
+            toml::Value::Float(x)
+        } else if let Ok(b) = v.parse::<bool>() {
+            toml::Value::Boolean(b)
+        } else {
+            toml::Value::String(v.to_string())
+        };
+        table.insert(k.to_string(), value);
+    }
+    // Integers are accepted where floats are expected.
+    for key in ["amount", "every", "start", "rate", "duration"] {
+        if let Some(toml::Value::Integer(i)) = table.get(key) {
+            let x = *i as f64;
+            table.insert(key.to_string(), toml::Value::Float(x));
+        }
+    }
+    DoseSpec::deserialize(toml::Value::Table(table))
+        .map_err(|e| format!("dose '{text}': {}", e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUICKSTART: &str = r#"
+[trial]
+name = "2-cmt oral: 100 mg q12h vs 200 mg q24h for 7 days"
+subjects = 100_000            # per arm
+seed = 20261122
+
+[model]
+library = "two_cmt_oral"
+
+[population]
+file = "populations/adult_healthy.toml"
+
+[[arm]]
+name = "100mg_q12h"
+dose = { amount = 100, into = "depot", every = 12, count = 14 }
+
+[[arm]]
+name = "200mg_q24h"
+dose = { amount = 200, into = "depot", every = 24, count = 7 }
+
+[simulation]
+end = 168
+method = "tsit5"
+rtol = 1e-6
+atol = 1e-9
+backend = "auto"
+
+[output]
+dir = "out/quickstart"
+metrics = ["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.0)"]
+"#;
+
+    #[test]
+    fn parses_the_quickstart_spec() {
+        let src = SourceFile::new("quickstart.toml", QUICKSTART);
+        let spec = parse_spec(&src).unwrap();
+        assert_eq!(*spec.trial.subjects.get_ref(), 100_000);
+        assert_eq!(spec.arms.get_ref().len(), 2);
+        let d = spec.arms.get_ref()[1]
+            .get_ref()
+            .dose
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .clone();
+        assert_eq!(
+            (d.amount, d.every, d.count, d.into.as_str()),
+            (200.0, Some(24.0), 7, "depot")
+        );
+        assert_eq!(*spec.simulation.end.get_ref(), 168.0);
+        assert_eq!(spec.output.metrics.len(), 6);
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let text = QUICKSTART.replace("seed = 20261122", "seed = \"x\"");
+        let src = SourceFile::new("q.toml", text);
+        let e = parse_spec(&src).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("q.toml", 5), "{e}");
+        let text = QUICKSTART.replace("method = \"tsit5\"", "methd = \"tsit5\"");
+        let e = parse_spec(&SourceFile::new("q.toml", text)).unwrap_err();
+        assert!(e.message.contains("methd"), "{e}");
+        assert_eq!((e.line, e.col), (23, 1), "{e}");
+    }
+
+    #[test]
+    fn dose_arguments_parse_like_the_spec() {
+        let d = parse_dose_arg("amount=100,into=depot,every=12,count=14").unwrap();
+        assert_eq!(d.amount, 100.0);
+        assert_eq!(d.count, 14);
+        assert_eq!(d.every, Some(12.0));
+        let d = parse_dose_arg("amount=5, into=central, duration=0.5").unwrap();
+        assert_eq!(d.duration, Some(0.5));
+        assert!(parse_dose_arg("amount=5,into=central,colour=red").is_err());
+        assert!(parse_dose_arg("amount").is_err());
+    }
+}

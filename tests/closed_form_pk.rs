@@ -1,0 +1,600 @@
+//! Exposure metrics from the CPU reference against closed-form solutions of linear 1- and
+//! 2-compartment models (IV bolus, infusion, oral; single and multiple doses by superposition).
+//!
+//! The reference concentrations are sums of exponentials (the models' unit impulse responses);
+//! reference AUCs integrate those with high-order Gauss–Legendre quadrature between events, and
+//! reference Cmax/Tmax/crossings are found on the closed form itself — nothing here comes from
+//! the ODE solver.
+
+use vpop::backend::cpu::{simulate_subject, SubjectPlan};
+use vpop::dosing::{Administration, DoseLine, EventKind, Regimen, Schedule, StateDosing};
+use vpop::metrics::{Metric, MetricKind, MetricSpec, OutputEval};
+use vpop::solver::{Integrator, Method, OdeSystem, SolverOptions, Status};
+
+/// dy/dt = A·y, output c = y[central] / v.
+#[derive(Clone)]
+struct LinearModel {
+    a: Vec<f64>,
+    n: usize,
+    central: usize,
+    v: f64,
+}
+
+impl OdeSystem for LinearModel {
+    fn dim(&self) -> usize {
+        self.n
+    }
+    fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
+        for i in 0..self.n {
+            dy[i] = (0..self.n).map(|j| self.a[i * self.n + j] * y[j]).sum();
+        }
+    }
+    fn jacobian(&mut self, _t: f64, _y: &[f64], jac: &mut [f64]) {
+        jac.copy_from_slice(&self.a);
+    }
+    fn dfdt(&mut self, _t: f64, _y: &[f64], out: &mut [f64]) {
+        out.fill(0.0);
+    }
+}
+
+impl OutputEval for LinearModel {
+    fn n_outputs(&self) -> usize {
+        1
+    }
+    fn outputs(&mut self, _t: f64, y: &[f64], out: &mut [f64]) {
+        out[0] = y[self.central] / self.v;
+    }
+    fn output_jacobian(&mut self, _t: f64, _y: &[f64], jac: &mut [f64]) {
+        jac.fill(0.0);
+        jac[self.central] = 1.0 / self.v;
+    }
+}
+
+/// Concentration response to a unit amount put into a state at time 0: Σ c·exp(−λ t).
+type Impulse = Vec<(f64, f64)>;
+
+struct Case {
+    name: &'static str,
+    model: LinearModel,
+    /// Impulse response of the concentration, per dosed state.
+    impulse: Vec<(usize, Impulse)>,
+    regimen: Regimen,
+    dosing: Vec<StateDosing>,
+    end: f64,
+}
+
+fn one_cmt(oral: bool) -> (LinearModel, Vec<(usize, Impulse)>) {
+    let (cl, v, ka) = (2.0, 25.0, 1.3);
+    let k = cl / v;
+    let a = vec![-ka, 0.0, ka, -k];
+    let model = LinearModel {
+        a,
+        n: 2,
+        central: 1,
+        v,
+    };
+    let imp = if oral {
+        let c = ka / (v * (ka - k));
+        vec![(0, vec![(c, k), (-c, ka)])]
+    } else {
+        vec![(1, vec![(1.0 / v, k)])]
+    };
+    (model, imp)
+}
+
+fn two_cmt(oral: bool) -> (LinearModel, Vec<(usize, Impulse)>) {
+    // The two_cmt_oral library model's typical values.
+    let (ka, cl, v1, q, v2) = (1.2, 5.0, 30.0, 2.5, 60.0);
+    let (k10, k12, k21) = (cl / v1, q / v1, q / v2);
+    let s = k10 + k12 + k21;
+    let disc = (s * s - 4.0 * k10 * k21).sqrt();
+    let (alpha, beta) = ((s + disc) / 2.0, (s - disc) / 2.0);
+    let a = vec![-ka, 0.0, 0.0, ka, -(k10 + k12), k21, 0.0, k12, -k21];
+    let model = LinearModel {
+        a,
+        n: 3,
+        central: 1,
+        v: v1,
+    };
+    let imp = if oral {
+        vec![(
+            0,
+            vec![
+                (
+                    ka / v1 * (k21 - alpha) / ((ka - alpha) * (beta - alpha)),
+                    alpha,
+                ),
+                (
+                    ka / v1 * (k21 - beta) / ((ka - beta) * (alpha - beta)),
+                    beta,
+                ),
+                (ka / v1 * (k21 - ka) / ((alpha - ka) * (beta - ka)), ka),
+            ],
+        )]
+    } else {
+        vec![(
+            1,
+            vec![
+                ((alpha - k21) / (v1 * (alpha - beta)), alpha),
+                ((k21 - beta) / (v1 * (alpha - beta)), beta),
+            ],
+        )]
+    };
+    (model, imp)
+}
+
+fn line(
+    state: usize,
+    amount: f64,
+    every: f64,
+    count: u32,
+    administration: Administration,
+) -> DoseLine {
+    DoseLine {
+        state,
+        amount,
+        start: 0.0,
+        interval: every,
+        count,
+        administration,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    let (m, imp) = one_cmt(false);
+    v.push(Case {
+        name: "1cmt iv bolus q12h x3",
+        model: m.clone(),
+        impulse: imp.clone(),
+        regimen: Regimen {
+            lines: vec![line(1, 100.0, 12.0, 3, Administration::Bolus)],
+        },
+        dosing: vec![StateDosing::default(); 2],
+        end: 48.0,
+    });
+    v.push(Case {
+        name: "1cmt iv infusion 2h q12h x3",
+        model: m,
+        impulse: imp,
+        regimen: Regimen {
+            lines: vec![line(
+                1,
+                100.0,
+                12.0,
+                3,
+                Administration::InfusionDuration(2.0),
+            )],
+        },
+        dosing: vec![StateDosing::default(); 2],
+        end: 48.0,
+    });
+    let (m, imp) = one_cmt(true);
+    v.push(Case {
+        name: "1cmt oral single dose",
+        model: m.clone(),
+        impulse: imp.clone(),
+        regimen: Regimen {
+            lines: vec![line(0, 100.0, 0.0, 1, Administration::Bolus)],
+        },
+        dosing: vec![StateDosing::default(); 2],
+        end: 24.0,
+    });
+    v.push(Case {
+        name: "1cmt oral q8h x4 with lag 0.5 h and F 0.8",
+        model: m,
+        impulse: imp,
+        regimen: Regimen {
+            lines: vec![line(0, 100.0, 8.0, 4, Administration::Bolus)],
+        },
+        dosing: vec![
+            StateDosing {
+                lag: 0.5,
+                bioavailability: 0.8,
+                ..Default::default()
+            },
+            StateDosing::default(),
+        ],
+        end: 40.0,
+    });
+    let (m, imp) = two_cmt(false);
+    v.push(Case {
+        name: "2cmt iv bolus single dose",
+        model: m.clone(),
+        impulse: imp.clone(),
+        regimen: Regimen {
+            lines: vec![line(1, 100.0, 0.0, 1, Administration::Bolus)],
+        },
+        dosing: vec![StateDosing::default(); 3],
+        end: 72.0,
+    });
+    v.push(Case {
+        name: "2cmt iv infusion 50 mg/h q24h x3",
+        model: m,
+        impulse: imp,
+        regimen: Regimen {
+            lines: vec![line(1, 100.0, 24.0, 3, Administration::InfusionRate(50.0))],
+        },
+        dosing: vec![StateDosing::default(); 3],
+        end: 72.0,
+    });
+    let (m, imp) = two_cmt(true);
+    v.push(Case {
+        name: "2cmt oral 100 mg q12h x14 (quickstart arm)",
+        model: m,
+        impulse: imp,
+        regimen: Regimen {
+            lines: vec![line(0, 100.0, 12.0, 14, Administration::Bolus)],
+        },
+        dosing: vec![StateDosing::default(); 3],
+        end: 168.0,
+    });
+    v
+}
+
+/// Closed-form concentration at t (left limit at event times: boluses at t do not count).
+fn conc(case: &Case, schedule: &Schedule, t: f64) -> f64 {
+    let mut c = 0.0;
+    let mut open: Vec<(usize, f64, f64)> = Vec::new(); // (state, start, rate)
+    let ends: Vec<(usize, f64, f64)> = schedule
+        .events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::InfusionEnd { rate } => Some((e.state, e.time, rate)),
+            _ => None,
+        })
+        .collect();
+    for e in &schedule.events {
+        let imp = &case
+            .impulse
+            .iter()
+            .find(|(s, _)| *s == e.state)
+            .expect("dosed state has a response")
+            .1;
+        match e.kind {
+            EventKind::Bolus { amount } if e.time < t => {
+                c += amount
+                    * imp
+                        .iter()
+                        .map(|(ci, l)| ci * (-l * (t - e.time)).exp())
+                        .sum::<f64>();
+            }
+            EventKind::InfusionStart { rate } if e.time < t => open.push((e.state, e.time, rate)),
+            _ => {}
+        }
+    }
+    for (state, start, rate) in open {
+        let end = ends
+            .iter()
+            .filter(|(s, te, r)| *s == state && *te > start && *r == rate)
+            .map(|(_, te, _)| *te)
+            .fold(f64::INFINITY, f64::min);
+        let stop = end.min(t);
+        let imp = &case.impulse.iter().find(|(s, _)| *s == state).unwrap().1;
+        c += rate
+            * imp
+                .iter()
+                .map(|(ci, l)| ci / l * ((-l * (t - stop)).exp() - (-l * (t - start)).exp()))
+                .sum::<f64>();
+    }
+    c
+}
+
+/// Breakpoints of the closed form (event times) within [a, b], plus a and b.
+fn pieces(schedule: &Schedule, a: f64, b: f64) -> Vec<f64> {
+    let mut p = vec![a, b];
+    p.extend(
+        schedule
+            .events
+            .iter()
+            .map(|e| e.time)
+            .filter(|t| *t > a && *t < b),
+    );
+    p.sort_by(f64::total_cmp);
+    p.dedup();
+    p
+}
+
+/// 16-point Gauss–Legendre on 256 sub-intervals of every smooth piece.
+fn auc_ref(case: &Case, s: &Schedule, a: f64, b: f64) -> f64 {
+    const X: [f64; 8] = [
+        0.0950125098376374,
+        0.2816035507792589,
+        0.4580167776572274,
+        0.6178762444026438,
+        0.7554044083550030,
+        0.8656312023878318,
+        0.9445750230732326,
+        0.9894009349916499,
+    ];
+    const W: [f64; 8] = [
+        0.1894506104550685,
+        0.1826034150449236,
+        0.1691565193950025,
+        0.1495959888165767,
+        0.1246289712555339,
+        0.0951585116824928,
+        0.0622535239386479,
+        0.0271524594117541,
+    ];
+    let p = pieces(s, a, b);
+    let mut total = 0.0;
+    for w in p.windows(2) {
+        let n = 256;
+        let hseg = (w[1] - w[0]) / n as f64;
+        for j in 0..n {
+            let mid = w[0] + (j as f64 + 0.5) * hseg;
+            for (x, wt) in X.iter().zip(W) {
+                total += wt * hseg / 2.0
+                    * (conc(case, s, mid - x * hseg / 2.0) + conc(case, s, mid + x * hseg / 2.0));
+            }
+        }
+    }
+    total
+}
+
+/// Max of the closed form on [a, b]: a fine scan of every smooth piece, then golden-section.
+/// Right limits at piece starts are approached from inside the piece.
+fn max_ref(case: &Case, s: &Schedule, a: f64, b: f64, sign: f64) -> (f64, f64) {
+    let mut best = (f64::NAN, f64::NEG_INFINITY);
+    for w in pieces(s, a, b).windows(2) {
+        let (lo, hi) = (w[0], w[1]);
+        let n = 4000;
+        let f = |t: f64| sign * conc(case, s, t.clamp(lo + 1e-13 * hi.max(1.0), hi));
+        let mut k_best = 0;
+        for k in 0..=n {
+            if f(lo + (hi - lo) * k as f64 / n as f64)
+                > f(lo + (hi - lo) * k_best as f64 / n as f64)
+            {
+                k_best = k;
+            }
+        }
+        let (mut x0, mut x1) = (
+            lo + (hi - lo) * (k_best.max(1) - 1) as f64 / n as f64,
+            lo + (hi - lo) * (k_best + 1).min(n) as f64 / n as f64,
+        );
+        let g = (5f64.sqrt() - 1.0) / 2.0;
+        for _ in 0..200 {
+            let (m1, m2) = (x1 - g * (x1 - x0), x0 + g * (x1 - x0));
+            if f(m1) < f(m2) {
+                x0 = m1;
+            } else {
+                x1 = m2;
+            }
+        }
+        let t = 0.5 * (x0 + x1);
+        for (tt, v) in [(t, f(t)), (lo, f(lo)), (hi, f(hi))] {
+            if v > best.1 {
+                best = (tt, v);
+            }
+        }
+    }
+    (best.0, sign * best.1)
+}
+
+/// Time with c ≥ thr on [a, b], by bisection of every sign change on a fine scan.
+fn time_above_ref(case: &Case, s: &Schedule, a: f64, b: f64, thr: f64) -> f64 {
+    let mut total = 0.0;
+    for w in pieces(s, a, b).windows(2) {
+        let (lo, hi) = (w[0], w[1]);
+        let f = |t: f64| conc(case, s, t.clamp(lo + 1e-13 * hi.max(1.0), hi)) - thr;
+        let n = 4000;
+        let mut prev = lo;
+        for k in 1..=n {
+            let t = lo + (hi - lo) * k as f64 / n as f64;
+            let (fa, fb) = (f(prev), f(t));
+            if fa >= 0.0 && fb >= 0.0 {
+                total += t - prev;
+            } else if (fa >= 0.0) != (fb >= 0.0) {
+                let (mut x0, mut x1) = (prev, t);
+                for _ in 0..100 {
+                    let m = 0.5 * (x0 + x1);
+                    if (f(m) >= 0.0) == (fa >= 0.0) {
+                        x0 = m;
+                    } else {
+                        x1 = m;
+                    }
+                }
+                total += if fa >= 0.0 { x0 - prev } else { t - x0 };
+            }
+            prev = t;
+        }
+    }
+    total
+}
+
+const METRICS: [&str; 9] = [
+    "auc",
+    "cmax",
+    "tmax",
+    "ctrough",
+    "auc_last_interval",
+    "cmin_last_interval",
+    "cavg(0, 24)",
+    "time_above(1.0)",
+    "at(5)",
+];
+
+fn reference(case: &Case, s: &Schedule, metric: &Metric) -> f64 {
+    let end = case.end;
+    let win =
+        vpop::metrics::resolve_window(metric.window, end, &s.dose_times, s.last_interval).unwrap();
+    match metric.kind {
+        MetricKind::Auc => auc_ref(case, s, win.0, win.1),
+        MetricKind::Cavg => auc_ref(case, s, win.0, win.1) / (win.1 - win.0),
+        MetricKind::Cmax => max_ref(case, s, win.0, win.1, 1.0).1,
+        MetricKind::Tmax => max_ref(case, s, win.0, win.1, 1.0).0,
+        MetricKind::Cmin => max_ref(case, s, win.0, win.1, -1.0).1,
+        MetricKind::Ctrough => match s.dose_times.len() {
+            0 | 1 => f64::NAN,
+            _ => conc(case, s, *s.dose_times.last().unwrap()),
+        },
+        MetricKind::TimeAbove(thr) => time_above_ref(case, s, win.0, win.1, thr),
+        MetricKind::At(t) => conc(case, s, t),
+    }
+}
+
+fn run(case: &Case, method: Method, rtol: f64) -> (Vec<MetricSpec>, Vec<f64>, Schedule, Status) {
+    let specs: Vec<MetricSpec> = METRICS
+        .iter()
+        .map(|m| MetricSpec::new(0, "cp", Metric::parse(m).unwrap()))
+        .collect();
+    let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
+    let opts = SolverOptions {
+        method,
+        rtol,
+        atol: rtol * 1e-4,
+        ..Default::default()
+    };
+    let plan = SubjectPlan {
+        schedule: &schedule,
+        end: case.end,
+        metrics: &specs,
+        sample_times: &[],
+        solver: &opts,
+    };
+    let y0 = vec![0.0; case.model.n];
+    let mut integ = Integrator::new(method, case.model.n + 1);
+    let out = simulate_subject(
+        case.model.clone(),
+        case.model.clone(),
+        &y0,
+        &plan,
+        &mut integ,
+    );
+    (specs, out.metrics, schedule, out.status)
+}
+
+fn check_method(method: Method, rtol: f64, tol: f64) {
+    let mut failures = Vec::new();
+    for case in cases() {
+        let (specs, got, schedule, status) = run(&case, method, rtol);
+        assert_eq!(status, Status::Ok, "{}: {method}", case.name);
+        for (spec, g) in specs.iter().zip(&got) {
+            let want = reference(&case, &schedule, &spec.metric);
+            if want.is_nan() {
+                assert!(
+                    g.is_nan(),
+                    "{}: {} should be NaN, got {g}",
+                    case.name,
+                    spec.column
+                );
+                continue;
+            }
+            // Relative error, with an absolute floor for values that are zero by construction.
+            let err = (g - want).abs() / want.abs().max(1e-3);
+            if !(err <= tol) {
+                failures.push(format!(
+                    "{} {}: got {g:.12e}, want {want:.12e}, rel err {err:.2e}",
+                    case.name, spec.column
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{method} at rtol {rtol}:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn dopri5_matches_closed_forms() {
+    check_method(Method::Dopri5, 1e-8, 1e-6);
+}
+
+#[test]
+fn tsit5_matches_closed_forms() {
+    check_method(Method::Tsit5, 1e-8, 1e-6);
+}
+
+#[test]
+fn rosenbrock23_matches_closed_forms() {
+    check_method(Method::Rosenbrock23, 1e-8, 1e-6);
+}
+
+#[test]
+fn rodas4_matches_closed_forms() {
+    check_method(Method::Rodas4, 1e-8, 1e-6);
+}
+
+#[test]
+fn rk4_auc_error_falls_sixteenfold_when_the_step_halves() {
+    let case = &cases()[6];
+    let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
+    let spec = [MetricSpec::new(0, "cp", Metric::parse("auc").unwrap())];
+    let want = auc_ref(case, &schedule, 0.0, case.end);
+    let err = |dt: f64| {
+        let opts = SolverOptions {
+            method: Method::Rk4,
+            dt: Some(dt),
+            ..Default::default()
+        };
+        let plan = SubjectPlan {
+            schedule: &schedule,
+            end: case.end,
+            metrics: &spec,
+            sample_times: &[],
+            solver: &opts,
+        };
+        let mut integ = Integrator::new(Method::Rk4, 4);
+        let out = simulate_subject(
+            case.model.clone(),
+            case.model.clone(),
+            &[0.0; 3],
+            &plan,
+            &mut integ,
+        );
+        (out.metrics[0] - want).abs()
+    };
+    let (e1, e2) = (err(0.25), err(0.125));
+    let ratio = e1 / e2;
+    assert!(
+        (14.0..18.5).contains(&ratio),
+        "error ratio {ratio} ({e1:e} → {e2:e})"
+    );
+}
+
+#[test]
+fn profile_samples_match_the_closed_form() {
+    let case = &cases()[6];
+    let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
+    let times: Vec<f64> = (0..=56).map(|i| i as f64 * 3.0).collect();
+    let opts = SolverOptions {
+        method: Method::Tsit5,
+        rtol: 1e-9,
+        atol: 1e-13,
+        ..Default::default()
+    };
+    let plan = SubjectPlan {
+        schedule: &schedule,
+        end: case.end,
+        metrics: &[],
+        sample_times: &times,
+        solver: &opts,
+    };
+    let mut integ = Integrator::new(Method::Tsit5, 4);
+    let out = simulate_subject(
+        case.model.clone(),
+        case.model.clone(),
+        &[0.0; 3],
+        &plan,
+        &mut integ,
+    );
+    for (t, got) in times.iter().zip(&out.profile) {
+        let want = conc(case, &schedule, *t);
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1e-3),
+            "t={t}: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_subject_is_flagged_and_yields_nan() {
+    let mut case = cases().swap_remove(0);
+    case.model.a[3] = f64::NAN;
+    let (_, got, _, status) = run(&case, Method::Tsit5, 1e-6);
+    assert_ne!(status, Status::Ok);
+    assert!(got.iter().all(|v| v.is_nan()));
+}
