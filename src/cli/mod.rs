@@ -1,0 +1,28 @@
+//! Command implementations behind the `vpop` binary. Each command is a clap `Args` struct and a
+//! `run` function; errors are reported with their context at this edge.
+
+pub mod models;
+pub mod simulate;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::model::{library, Model};
+
+/// A model given as a library name or as a path to a model file.
+pub fn load_model(name_or_path: &str) -> anyhow::Result<Model> {
+    if let Some(m) = library::get(name_or_path) {
+        return Model::parse(m.name, m.source).map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    let path = Path::new(name_or_path);
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return Model::parse(&path.display().to_string(), &text).map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    let known: Vec<&str> = library::names().collect();
+    anyhow::bail!(
+        "'{name_or_path}' is neither a built-in model nor a model file; built-in models: {}",
+        known.join(", ")
+    )
+}

@@ -1,0 +1,191 @@
+//! `vpop simulate`: one subject, metrics (and optionally its profile) on the terminal.
+
+use anyhow::{bail, Context};
+
+use crate::backend::cpu::{simulate_subject, SubjectPlan};
+use crate::dosing::{Regimen, StateDosing};
+use crate::metrics::{Metric, MetricSpec};
+use crate::model::CompiledModel;
+use crate::solver::{Integrator, Method, SolverOptions, Status};
+use crate::trial::{dose_line, spec::parse_dose_arg};
+
+pub const EXAMPLES: &str = "Examples:
+  vpop simulate two_cmt_oral --dose amount=100,into=depot,every=12,count=14 --end 168
+  vpop simulate two_cmt_oral -p cl=4 -p v1=25 --dose amount=100,into=depot --end 48 --times 0:48:2
+  vpop simulate one_cmt_iv --dose amount=500,into=central,duration=0.5 --metrics auc,cmax,at(12)
+  vpop simulate my_model.vpm --dose amount=10,into=depot --method rodas4 --rtol 1e-10";
+
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// A built-in model name (see `vpop models`) or a model file.
+    pub model: String,
+    /// Parameter override, NAME=VALUE (repeatable).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// A dosing line as comma-separated keys: amount, into, every, count, start, rate, duration,
+    /// modelled (repeatable).
+    #[arg(short = 'd', long = "dose", value_name = "KEY=VALUE,...")]
+    pub doses: Vec<String>,
+    /// End of the simulation.
+    #[arg(long, default_value_t = 24.0)]
+    pub end: f64,
+    /// rk4, dopri5, tsit5, rosenbrock23 or rodas4.
+    #[arg(long, default_value = "tsit5")]
+    pub method: String,
+    #[arg(long, default_value_t = 1e-8)]
+    pub rtol: f64,
+    #[arg(long, default_value_t = 1e-12)]
+    pub atol: f64,
+    /// Step size (required for rk4).
+    #[arg(long)]
+    pub dt: Option<f64>,
+    /// Metrics, comma-separated (e.g. auc,cmax,tmax,ctrough,auc_last_interval,time_above(1)).
+    #[arg(long, value_delimiter = ';', default_value = "auc,cmax,tmax,cmin_last_interval,ctrough")]
+    pub metrics: Vec<String>,
+    /// Print the outputs at these times: a list `0,1,2.5` or a range `from:to:step`.
+    #[arg(long)]
+    pub times: Option<String>,
+}
+
+/// Splits a metric list on commas that are not inside parentheses.
+fn split_metrics(items: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in items {
+        let (mut depth, mut cur) = (0, String::new());
+        for ch in item.chars() {
+            match ch {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(std::mem::take(&mut cur));
+                    continue;
+                }
+                _ => {}
+            }
+            cur.push(ch);
+        }
+        out.push(cur);
+    }
+    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+/// `0,1,2.5` or `from:to:step`.
+pub fn parse_times(text: &str) -> anyhow::Result<Vec<f64>> {
+    let bad = || anyhow::anyhow!("times '{text}': expected a list like 0,1,2.5 or a range from:to:step");
+    let mut t: Vec<f64> = if let [a, b, s] = text.split(':').collect::<Vec<_>>()[..] {
+        let (a, b, s): (f64, f64, f64) =
+            (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?, s.trim().parse().map_err(|_| bad())?);
+        if !(s > 0.0 && b >= a && (b - a) / s <= 1e7) {
+            return Err(bad());
+        }
+        let n = ((b - a) / s + 1e-9).floor() as usize;
+        (0..=n).map(|i| a + i as f64 * s).collect()
+    } else {
+        text.split(',').map(|x| x.trim().parse::<f64>().map_err(|_| bad())).collect::<Result<_, _>>()?
+    };
+    if t.iter().any(|x| !x.is_finite() || *x < 0.0) {
+        bail!("times must be finite and ≥ 0");
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t)
+}
+
+pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    let model = super::load_model(&args.model)?;
+    let compiled = CompiledModel::new(&model);
+    let mut params: Vec<f64> = model.params.iter().map(|p| p.default).collect();
+    for kv in &args.params {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--param '{kv}': expected NAME=VALUE"))?;
+        let i = model.param_index(k.trim()).with_context(|| {
+            let names: Vec<&str> = model.params.iter().map(|p| p.name.as_str()).collect();
+            format!("--param '{kv}': the model has no parameter '{}' (parameters: {})", k.trim(), names.join(", "))
+        })?;
+        params[i] = v.trim().parse().with_context(|| format!("--param '{kv}': '{}' is not a number", v.trim()))?;
+    }
+    let method = Method::from_name(&args.method)
+        .with_context(|| format!("unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)", args.method))?;
+    if method == Method::Rk4 && args.dt.is_none() {
+        bail!("rk4 is a fixed-step method: give --dt");
+    }
+    if !(args.end.is_finite() && args.end > 0.0) {
+        bail!("--end must be a positive number");
+    }
+    let mut regimen = Regimen::default();
+    for d in &args.doses {
+        let spec = parse_dose_arg(d).map_err(anyhow::Error::msg)?;
+        regimen.lines.push(dose_line(&model, &spec).map_err(|e| anyhow::anyhow!("--dose '{d}': {e}"))?);
+    }
+    let mut specs = Vec::new();
+    for name in split_metrics(&args.metrics) {
+        let metric = Metric::parse(&name)?;
+        for (k, o) in model.outputs.iter().enumerate() {
+            specs.push(MetricSpec::new(k, &o.name, metric));
+        }
+    }
+    let times = args.times.as_deref().map(parse_times).transpose()?.unwrap_or_default();
+
+    let mut bound = compiled.bind(&params);
+    let dosing: Vec<StateDosing> = bound.state_dosing();
+    let schedule = regimen.schedule(1.0, &dosing).map_err(|e| anyhow::anyhow!("dosing: {e}"))?;
+    let mut y0 = vec![0.0; model.states.len()];
+    bound.initial_state(&mut y0);
+    let solver = SolverOptions { method, rtol: args.rtol, atol: args.atol, dt: args.dt, ..Default::default() };
+    let plan = SubjectPlan { schedule: &schedule, end: args.end, metrics: &specs, sample_times: &times, solver: &solver };
+    let mut integrator = Integrator::new(method, model.states.len() + model.outputs.len());
+    let out = simulate_subject(bound, compiled.bind(&params), &y0, &plan, &mut integrator);
+
+    println!(
+        "{} — {method}, rtol {:e}, atol {:e} — status {} — {} steps ({} rejected), {} RHS evaluations",
+        model.name,
+        args.rtol,
+        args.atol,
+        out.status.name(),
+        out.stats.accepted,
+        out.stats.rejected,
+        out.stats.rhs_evals
+    );
+    println!();
+    println!("{:<32} {:>20}", "metric", "value");
+    for (s, v) in specs.iter().zip(&out.metrics) {
+        println!("{:<32} {:>20.10e}", s.column, v);
+    }
+    if !times.is_empty() {
+        println!();
+        print!("{:>12}", "time");
+        for o in &model.outputs {
+            print!(" {:>20}", o.name);
+        }
+        println!();
+        for (i, t) in times.iter().enumerate() {
+            print!("{t:>12.4}");
+            for k in 0..model.outputs.len() {
+                print!(" {:>20.10e}", out.profile[k * times.len() + i]);
+            }
+            println!();
+        }
+    }
+    if out.status != Status::Ok {
+        bail!("the integration failed: {}", out.status.name());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_lists_split_outside_parentheses() {
+        let v = split_metrics(&["auc,time_above(1, 0, 24),cmax".to_string()]);
+        assert_eq!(v, ["auc", "time_above(1, 0, 24)", "cmax"]);
+    }
+
+    #[test]
+    fn times_parse_as_lists_and_ranges() {
+        assert_eq!(parse_times("0:2:0.5").unwrap(), vec![0.0, 0.5, 1.0, 1.5, 2.0]);
+        assert_eq!(parse_times("3, 1,2").unwrap(), vec![1.0, 2.0, 3.0]);
+        assert!(parse_times("1:0:1").is_err());
+        assert!(parse_times("a").is_err());
+        assert!(parse_times("-1").is_err());
+    }
+}
