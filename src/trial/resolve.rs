@@ -1,0 +1,396 @@
+//! A trial spec resolved against its model and population: everything checked, every name
+//! turned into an index, every error located in the spec file.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::{ArmPlan, Precision};
+use crate::diag::{Diagnostic, SourceFile};
+use crate::dosing::Regimen;
+use crate::metrics::{Metric, MetricSpec};
+use crate::model::{library, CompiledModel, Model};
+use crate::population::Population;
+use crate::solver::{Method, SolverOptions};
+
+use super::spec::{parse_spec, span_of, TrialSpecFile};
+use super::dose_line;
+
+/// Where each model parameter's per-subject value comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamSource {
+    /// A parameter of the population file (index into its parameter columns).
+    Population(usize),
+    /// The same value for every subject (model default or `[model.params]` override).
+    Fixed(f64),
+}
+
+/// Which backend the spec asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    Auto,
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl BackendChoice {
+    pub fn parse(s: &str) -> Option<BackendChoice> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "auto" => BackendChoice::Auto,
+            "cpu" => BackendChoice::Cpu,
+            "wgpu" => BackendChoice::Wgpu,
+            "cuda" => BackendChoice::Cuda,
+            _ => return None,
+        })
+    }
+}
+
+/// An arm: its plan (shared by all its subjects) and dose scaling.
+#[derive(Debug, Clone)]
+pub struct Arm {
+    pub plan: ArmPlan,
+    /// Per dose line: the population covariate that scales its amount (mg/kg dosing).
+    pub amount_per: Option<usize>,
+}
+
+/// Probability-of-target-attainment definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Index into the arm's metric columns.
+    pub metric: usize,
+    pub column: String,
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+}
+
+/// A fully checked trial.
+pub struct Trial {
+    pub spec_path: PathBuf,
+    pub spec_text: String,
+    pub name: String,
+    pub subjects: u64,
+    pub seed: u64,
+    pub model: Model,
+    pub compiled: CompiledModel,
+    pub population: Option<Population>,
+    pub params: Vec<ParamSource>,
+    pub arms: Vec<Arm>,
+    pub backend: BackendChoice,
+    pub precision: Precision,
+    pub chunk_size: Option<usize>,
+    pub output_dir: PathBuf,
+    pub write_parameters: bool,
+    pub write_covariates: bool,
+    pub profile_f16: bool,
+    pub target: Option<Target>,
+}
+
+/// Errors while loading a trial: located diagnostics, or a file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TrialError {
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl From<Diagnostic> for TrialError {
+    fn from(d: Diagnostic) -> Self {
+        TrialError::Invalid(vec![d])
+    }
+}
+
+/// A path from the spec: relative to the spec's folder, or to the working directory when that
+/// is where it exists (shipped `populations/…` files used from the project root).
+fn resolve_path(spec_path: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    let beside = spec_path.parent().unwrap_or(Path::new(".")).join(p);
+    if beside.exists() || !p.exists() {
+        beside
+    } else {
+        p.to_path_buf()
+    }
+}
+
+impl Trial {
+    /// Reads, parses and checks a trial spec file.
+    pub fn load(path: &Path) -> Result<Trial, TrialError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrialError::Io { path: path.to_path_buf(), source })?;
+        Trial::from_text(path, &text)
+    }
+
+    /// Parses and checks a trial spec given as text (`path` locates errors and relative files).
+    pub fn from_text(path: &Path, text: &str) -> Result<Trial, TrialError> {
+        let src = SourceFile::new(path.display().to_string(), text);
+        let spec = parse_spec(&src)?;
+        resolve(path, &src, spec)
+    }
+}
+
+fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, TrialError> {
+    let mut errors: Vec<Diagnostic> = Vec::new();
+
+    // Model.
+    let model = match (&spec.model.library, &spec.model.file) {
+        (Some(name), None) => match library::get(name.get_ref()) {
+            Some(m) => Model::parse(m.name, m.source).map_err(|e| vec![src.error(span_of(name), format!("built-in model '{}' does not parse: {e}", m.name))]),
+            None => {
+                let known: Vec<&str> = library::names().collect();
+                Err(vec![src.error(span_of(name), format!("no built-in model '{}'; built-in models: {}", name.get_ref(), known.join(", ")))])
+            }
+        },
+        (None, Some(file)) => {
+            let p = resolve_path(path, file.get_ref());
+            match std::fs::read_to_string(&p) {
+                Ok(t) => Model::parse(&p.display().to_string(), &t).map_err(|e| e.diagnostics().to_vec()),
+                Err(e) => Err(vec![src.error(span_of(file), format!("cannot read model file {}: {e}", p.display()))]),
+            }
+        }
+        _ => Err(vec![src.error(Default::default(), "[model] needs exactly one of `library = \"name\"` or `file = \"path\"`")]),
+    };
+    let model = match model {
+        Ok(m) => m,
+        Err(mut e) => {
+            errors.append(&mut e);
+            return Err(TrialError::Invalid(errors));
+        }
+    };
+
+    // Population.
+    let population = match &spec.population {
+        Some(p) => {
+            let file = resolve_path(path, p.file.get_ref());
+            match Population::load(&file) {
+                Ok(pop) => Some(pop),
+                Err(e) => {
+                    errors.push(src.error(span_of(&p.file), format!("population file: {e}")));
+                    return Err(TrialError::Invalid(errors));
+                }
+            }
+        }
+        None => None,
+    };
+
+    // Parameters: population columns first, then overrides, then model defaults.
+    let pop_params: Vec<String> =
+        population.as_ref().map(|p| p.parameter_names().iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+    let mut params: Vec<ParamSource> = model.params.iter().map(|p| ParamSource::Fixed(p.default)).collect();
+    for (i, p) in model.params.iter().enumerate() {
+        if let Some(j) = pop_params.iter().position(|n| *n == p.name) {
+            params[i] = ParamSource::Population(j);
+        }
+    }
+    for (name, value) in &spec.model.params {
+        match model.param_index(name) {
+            Some(i) if matches!(params[i], ParamSource::Population(_)) => errors.push(src.error(
+                span_of(value),
+                format!("parameter '{name}' is set by the population file; remove it here or there"),
+            )),
+            Some(i) => params[i] = ParamSource::Fixed(*value.get_ref()),
+            None => errors.push(src.error(span_of(value), format!("the model has no parameter '{name}'"))),
+        }
+    }
+
+    // Simulation.
+    let end = *spec.simulation.end.get_ref();
+    if !(end.is_finite() && end > 0.0) {
+        errors.push(src.error(span_of(&spec.simulation.end), "end must be a positive number"));
+    }
+    let method = Method::from_name(spec.simulation.method.get_ref());
+    if method.is_none() {
+        errors.push(src.error(
+            span_of(&spec.simulation.method),
+            format!("unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)", spec.simulation.method.get_ref()),
+        ));
+    }
+    let method = method.unwrap_or(Method::Tsit5);
+    let (rtol, atol) = (spec.simulation.rtol, spec.simulation.atol);
+    if !(rtol > 0.0 && rtol < 1.0 && atol > 0.0 && atol.is_finite()) {
+        errors.push(src.error(span_of(&spec.simulation.method), "rtol must be in (0, 1) and atol > 0"));
+    }
+    if method == Method::Rk4 && !spec.simulation.dt.is_some_and(|d| d > 0.0) {
+        errors.push(src.error(span_of(&spec.simulation.method), "rk4 is a fixed-step method: set dt = … (> 0)"));
+    }
+    let solver = SolverOptions {
+        method,
+        rtol,
+        atol,
+        dt: spec.simulation.dt,
+        max_steps: spec.simulation.max_steps.unwrap_or(SolverOptions::default().max_steps),
+        ..Default::default()
+    };
+    let backend = BackendChoice::parse(spec.simulation.backend.get_ref()).unwrap_or_else(|| {
+        errors.push(src.error(span_of(&spec.simulation.backend), "backend must be auto, cpu, wgpu or cuda"));
+        BackendChoice::Auto
+    });
+    let precision = match spec.simulation.precision.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        None | Some((_, "f32")) => Precision::F32,
+        Some((_, "f64")) => Precision::F64,
+        Some((p, _)) => {
+            errors.push(src.error(span_of(p), "precision must be f32 or f64"));
+            Precision::F32
+        }
+    };
+
+    // Metrics × outputs.
+    let outputs: Vec<usize> = match &spec.output.outputs {
+        None => (0..model.outputs.len()).collect(),
+        Some(names) => names
+            .iter()
+            .filter_map(|n| {
+                let i = model.output_index(n.get_ref());
+                if i.is_none() {
+                    let known: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
+                    errors.push(src.error(span_of(n), format!("the model has no output '{}' (outputs: {})", n.get_ref(), known.join(", "))));
+                }
+                i
+            })
+            .collect(),
+    };
+    let mut metric_specs = Vec::new();
+    for m in &spec.output.metrics {
+        match Metric::parse(m.get_ref()) {
+            Ok(metric) => {
+                for &k in &outputs {
+                    metric_specs.push(MetricSpec::new(k, &model.outputs[k].name, metric));
+                }
+            }
+            Err(e) => errors.push(src.error(span_of(m), e.to_string())),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &metric_specs {
+        if !seen.insert(s.column.clone()) {
+            errors.push(src.error(span_of(&spec.output.metrics[0]), format!("metric column '{}' is requested twice", s.column)));
+        }
+    }
+
+    // Profiles.
+    let mut sample_times = Vec::new();
+    let mut profile_f16 = false;
+    if let Some(p) = &spec.output.profile {
+        sample_times = p.times.clone();
+        if let Some(step) = p.every {
+            let (from, to) = (p.from.unwrap_or(0.0), p.to.unwrap_or(end));
+            if step > 0.0 && to >= from && (to - from) / step <= 1e6 {
+                let n = ((to - from) / step + 1e-9).floor() as usize;
+                sample_times.extend((0..=n).map(|i| from + i as f64 * step));
+            } else {
+                errors.push(src.error(Default::default(), "[output.profile]: every must be > 0 and from ≤ to"));
+            }
+        }
+        if sample_times.iter().any(|t| !(t.is_finite() && *t >= 0.0 && *t <= end)) {
+            errors.push(src.error(Default::default(), "[output.profile]: sampling times must lie in [0, end]"));
+        }
+        sample_times.sort_by(f64::total_cmp);
+        sample_times.dedup();
+        match p.precision.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "f32")) => {}
+            Some((_, "f16")) => profile_f16 = true,
+            Some((s, _)) => errors.push(src.error(span_of(s), "profile precision must be f32 or f16")),
+        }
+    }
+
+    // Arms.
+    let covariates: Vec<String> =
+        population.as_ref().map(|p| p.covariate_names().iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+    let mut arms = Vec::new();
+    if spec.arms.get_ref().is_empty() {
+        errors.push(src.error(span_of(&spec.arms), "a trial needs at least one [[arm]]"));
+    }
+    let mut names = std::collections::HashSet::new();
+    for arm in spec.arms.get_ref() {
+        let a = arm.get_ref();
+        if !names.insert(a.name.get_ref().clone()) {
+            errors.push(src.error(span_of(&a.name), format!("arm name '{}' is used twice", a.name.get_ref())));
+        }
+        let mut regimen = Regimen::default();
+        let mut amount_per = None;
+        let doses: Vec<_> = a.dose.iter().chain(&a.doses).collect();
+        if doses.is_empty() {
+            errors.push(src.error(span_of(arm), "an arm needs `dose = {…}` or `doses = [{…}, …]`"));
+        }
+        for d in doses {
+            match dose_line(&model, d.get_ref()) {
+                Ok(l) => regimen.lines.push(l),
+                Err(e) => errors.push(src.error(span_of(d), e)),
+            }
+            if let Some(per) = &d.get_ref().per {
+                match covariates.iter().position(|c| c == per) {
+                    Some(j) if amount_per.is_none_or(|k| k == j) => amount_per = Some(j),
+                    Some(_) => errors.push(src.error(span_of(d), "all dose lines of an arm must use the same `per` covariate")),
+                    None => errors.push(src.error(span_of(d), format!("`per = \"{per}\"`: the population has no covariate '{per}'"))),
+                }
+            }
+        }
+        arms.push(Arm {
+            plan: ArmPlan {
+                name: a.name.get_ref().clone(),
+                regimen,
+                metrics: metric_specs.clone(),
+                end,
+                sample_times: sample_times.clone(),
+                solver: solver.clone(),
+            },
+            amount_per,
+        });
+    }
+
+    let subjects = *spec.trial.subjects.get_ref();
+    if subjects == 0 {
+        errors.push(src.error(span_of(&spec.trial.subjects), "subjects must be at least 1"));
+    }
+    let target = spec.output.target.as_ref().and_then(|t| {
+        let tg = t.get_ref();
+        let idx = metric_specs.iter().position(|s| s.column == tg.metric);
+        match (idx, tg.above, tg.below) {
+            (None, _, _) => {
+                let cols: Vec<&str> = metric_specs.iter().map(|s| s.column.as_str()).collect();
+                errors.push(src.error(span_of(t), format!("target metric '{}' is not among the metric columns ({})", tg.metric, cols.join(", "))));
+                None
+            }
+            (Some(_), None, None) => {
+                errors.push(src.error(span_of(t), "a target needs `above = …` and/or `below = …`"));
+                None
+            }
+            (Some(i), above, below) => Some(Target { metric: i, column: tg.metric.clone(), above, below }),
+        }
+    });
+    if let Some(c) = spec.simulation.chunk_size {
+        if c == 0 {
+            errors.push(src.error(Default::default(), "[simulation] chunk_size must be at least 1"));
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(TrialError::Invalid(errors));
+    }
+    let compiled = CompiledModel::new(&model);
+    Ok(Trial {
+        spec_path: path.to_path_buf(),
+        spec_text: src.text.clone(),
+        name: spec.trial.name,
+        subjects,
+        seed: spec.trial.seed,
+        model,
+        compiled,
+        population,
+        params,
+        arms,
+        backend,
+        precision,
+        chunk_size: spec.simulation.chunk_size,
+        output_dir: resolve_output_dir(path, &spec.output.dir),
+        write_parameters: spec.output.parameters,
+        write_covariates: spec.output.covariates,
+        profile_f16,
+        target,
+    })
+}
+
+/// Output directories are relative to the working directory (where the user runs vpop).
+fn resolve_output_dir(_spec: &Path, dir: &str) -> PathBuf {
+    PathBuf::from(dir)
+}
