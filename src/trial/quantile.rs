@@ -211,7 +211,7 @@ mod tests {
             .collect();
         let probs = [0.0, 0.05, 0.5, 0.95, 1.0, 0.333];
         let (n, q) = quantiles(
-            |f: &mut dyn FnMut(&[f64])| data.chunks(7919).for_each(|c| f(c)),
+            |f: &mut dyn FnMut(&[f64])| data.chunks(7919).for_each(&mut *f),
             &probs,
         );
         data.retain(|x| !x.is_nan());
