@@ -84,7 +84,7 @@ fn one_cmt(oral: bool) -> (LinearModel, Vec<(usize, Impulse)>) {
 
 fn two_cmt(oral: bool) -> (LinearModel, Vec<(usize, Impulse)>) {
     // The two_cmt_oral library model's typical values.
-    let (ka, cl, v1, q, v2) = (1.2, 5.0, 30.0, 2.5, 60.0);
+    let (ka, cl, v1, q, v2): (f64, f64, f64, f64, f64) = (1.2, 5.0, 30.0, 2.5, 60.0);
     let (k10, k12, k21) = (cl / v1, q / v1, q / v2);
     let s = k10 + k12 + k21;
     let disc = (s * s - 4.0 * k10 * k21).sqrt();
