@@ -8,6 +8,7 @@
 //! - [`solver`]: the tableau table and the CPU f64 reference integrators.
 //! - [`diag`]: file:line:col diagnostics for every kind of user input.
 
+pub mod backend;
 pub mod diag;
 pub mod dosing;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //! columns, status codes and optional profiles. Sampling, scheduling semantics and output
 //! encoding live elsewhere, so every backend computes the same thing.
 
-pub mod cpu;
+// pub mod cpu;
 
 use crate::dosing::Regimen;
 use crate::metrics::MetricSpec;
@@ -109,5 +109,10 @@ pub trait Backend: Send {
     fn info(&self) -> BackendInfo;
     /// Integrates every subject of the chunk; subjects that fail are flagged in `out.status`
     /// and get NaN metrics, the chunk always completes.
-    fn run_chunk(&mut self, arm: &ArmPlan, input: &ChunkInput<'_>, out: &mut ChunkOutput) -> Result<(), BackendError>;
+    fn run_chunk(
+        &mut self,
+        arm: &ArmPlan,
+        input: &ChunkInput<'_>,
+        out: &mut ChunkOutput,
+    ) -> Result<(), BackendError>;
 }

@@ -1,0 +1,248 @@
+//! Per-subject result rows → Arrow record batches (one batch per arm and chunk).
+//!
+//! Row layout: `subject_id`, `arm`, covariates, sampled parameters (opt-in), one column per
+//! metric (`<output>_<metric>`, null where a subject failed or the metric is undefined),
+//! `status`, and optional profiles (`<output>_profile`, fixed-size lists of f32 or f16).
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Float16Builder, Float32Builder};
+use arrow_array::types::{UInt16Type, UInt8Type};
+use arrow_array::{
+    ArrayRef, DictionaryArray, FixedSizeListArray, Float64Array, RecordBatch, StringArray,
+    UInt16Array, UInt64Array, UInt8Array,
+};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+
+use crate::backend::ChunkOutput;
+use crate::solver::Status;
+
+/// Status labels in code order.
+pub const STATUS_LABELS: [&str; 4] = ["ok", "max_steps", "step_too_small", "non_finite"];
+
+/// A covariate column: numeric, or categorical with labels for its integer codes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CovariateColumn {
+    pub name: String,
+    pub labels: Option<Vec<String>>,
+}
+
+/// The columns of a trial's output and how to fill them.
+#[derive(Debug, Clone)]
+pub struct RowLayout {
+    pub schema: SchemaRef,
+    pub arms: Vec<String>,
+    pub covariates: Vec<CovariateColumn>,
+    pub parameters: Vec<String>,
+    pub metrics: Vec<String>,
+    pub profile_outputs: Vec<String>,
+    pub n_times: usize,
+    pub profile_f16: bool,
+}
+
+fn dict(key: DataType) -> DataType {
+    DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8))
+}
+
+impl RowLayout {
+    pub fn new(
+        arms: Vec<String>,
+        covariates: Vec<CovariateColumn>,
+        parameters: Vec<String>,
+        metrics: Vec<String>,
+        profile_outputs: Vec<String>,
+        n_times: usize,
+        profile_f16: bool,
+    ) -> RowLayout {
+        let mut fields = vec![
+            Field::new("subject_id", DataType::UInt64, false),
+            Field::new("arm", dict(DataType::UInt16), false),
+        ];
+        for c in &covariates {
+            let dt = if c.labels.is_some() {
+                dict(DataType::UInt16)
+            } else {
+                DataType::Float64
+            };
+            fields.push(Field::new(&c.name, dt, true));
+        }
+        fields.extend(
+            parameters
+                .iter()
+                .map(|p| Field::new(p, DataType::Float64, true)),
+        );
+        fields.extend(
+            metrics
+                .iter()
+                .map(|m| Field::new(m, DataType::Float64, true)),
+        );
+        fields.push(Field::new("status", dict(DataType::UInt8), false));
+        let item = if profile_f16 {
+            DataType::Float16
+        } else {
+            DataType::Float32
+        };
+        for o in &profile_outputs {
+            let list = DataType::FixedSizeList(
+                Arc::new(Field::new("item", item.clone(), true)),
+                n_times as i32,
+            );
+            fields.push(Field::new(format!("{o}_profile"), list, true));
+        }
+        RowLayout {
+            schema: Arc::new(Schema::new(fields)),
+            arms,
+            covariates,
+            parameters,
+            metrics,
+            profile_outputs: if n_times == 0 {
+                Vec::new()
+            } else {
+                profile_outputs
+            },
+            n_times,
+            profile_f16,
+        }
+    }
+
+    /// One arm's rows of a chunk. `covariates[c][i]`, `parameters[p][i]` for subject i of the
+    /// chunk; categorical covariates hold their integer codes.
+    pub fn encode(
+        &self,
+        arm: usize,
+        first_subject: u64,
+        covariates: &[Vec<f64>],
+        parameters: &[Vec<f64>],
+        out: &ChunkOutput,
+    ) -> Result<RecordBatch, ArrowError> {
+        let n = out.status.len();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        cols.push(Arc::new(UInt64Array::from_iter_values(
+            first_subject..first_subject + n as u64,
+        )));
+        let arm_keys = UInt16Array::from(vec![arm as u16; n]);
+        let arm_values = Arc::new(StringArray::from(self.arms.clone()));
+        cols.push(Arc::new(DictionaryArray::<UInt16Type>::try_new(
+            arm_keys, arm_values,
+        )?));
+        for (c, spec) in self.covariates.iter().enumerate() {
+            let values = covariates.get(c).map(|v| &v[..n]).unwrap_or(&[]);
+            match &spec.labels {
+                Some(labels) => {
+                    let keys: UInt16Array = values
+                        .iter()
+                        .map(|&x| (x >= 0.0 && (x as usize) < labels.len()).then_some(x as u16))
+                        .collect();
+                    let dict = Arc::new(StringArray::from(labels.clone()));
+                    cols.push(Arc::new(DictionaryArray::<UInt16Type>::try_new(
+                        keys, dict,
+                    )?));
+                }
+                None => cols.push(Arc::new(Float64Array::from(values.to_vec()))),
+            }
+        }
+        for p in 0..self.parameters.len() {
+            cols.push(Arc::new(Float64Array::from(parameters[p][..n].to_vec())));
+        }
+        for m in 0..self.metrics.len() {
+            let col: Float64Array = out.metrics[m]
+                .iter()
+                .map(|v| v.is_finite().then_some(*v))
+                .collect();
+            cols.push(Arc::new(col));
+        }
+        let status_keys = UInt8Array::from(
+            out.status
+                .iter()
+                .map(|&s| s.min(Status::NonFinite as u8))
+                .collect::<Vec<u8>>(),
+        );
+        cols.push(Arc::new(DictionaryArray::<UInt8Type>::try_new(
+            status_keys,
+            Arc::new(StringArray::from(STATUS_LABELS.to_vec())),
+        )?));
+        for (k, name) in self.profile_outputs.iter().enumerate() {
+            let field_idx = self.schema.index_of(&format!("{name}_profile"))?;
+            let DataType::FixedSizeList(item, size) = self.schema.field(field_idx).data_type()
+            else {
+                return Err(ArrowError::SchemaError(
+                    "profile column is not a list".into(),
+                ));
+            };
+            let values: ArrayRef = if self.profile_f16 {
+                let mut b = Float16Builder::with_capacity(n * self.n_times);
+                for v in &out.profiles[k] {
+                    b.append_option(v.is_finite().then(|| half::f16::from_f64(*v)));
+                }
+                Arc::new(b.finish())
+            } else {
+                let mut b = Float32Builder::with_capacity(n * self.n_times);
+                for v in &out.profiles[k] {
+                    b.append_option(v.is_finite().then_some(*v as f32));
+                }
+                Arc::new(b.finish())
+            };
+            cols.push(Arc::new(FixedSizeListArray::try_new(
+                item.clone(),
+                *size,
+                values,
+                None,
+            )?));
+        }
+        RecordBatch::try_new(self.schema.clone(), cols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+
+    #[test]
+    fn encodes_every_column_kind() {
+        let layout = RowLayout::new(
+            vec!["a".into(), "b".into()],
+            vec![
+                CovariateColumn {
+                    name: "wt".into(),
+                    labels: None,
+                },
+                CovariateColumn {
+                    name: "sex".into(),
+                    labels: Some(vec!["male".into(), "female".into()]),
+                },
+            ],
+            vec!["cl".into()],
+            vec!["cp_auc".into()],
+            vec!["cp".into()],
+            2,
+            true,
+        );
+        let out = ChunkOutput {
+            metrics: vec![vec![1.5, f64::NAN]],
+            status: vec![0, 3],
+            profiles: vec![vec![0.0, 1.0, 2.0, f64::NAN]],
+            stats: Default::default(),
+        };
+        let b = layout
+            .encode(
+                1,
+                10,
+                &[vec![70.0, 80.0], vec![1.0, 0.0]],
+                &[vec![5.0, 6.0]],
+                &out,
+            )
+            .unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.schema().field(b.num_columns() - 1).name(), "cp_profile");
+        let auc = b.column_by_name("cp_auc").unwrap();
+        assert_eq!(auc.null_count(), 1);
+        let ids = b
+            .column_by_name("subject_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .unwrap();
+        assert_eq!(ids.values().to_vec(), vec![10, 11]);
+    }
+}
