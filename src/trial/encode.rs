@@ -141,14 +141,11 @@ impl RowLayout {
                 None => cols.push(Arc::new(Float64Array::from(values.to_vec()))),
             }
         }
-        for p in 0..self.parameters.len() {
-            cols.push(Arc::new(Float64Array::from(parameters[p][..n].to_vec())));
+        for values in parameters.iter().take(self.parameters.len()) {
+            cols.push(Arc::new(Float64Array::from(values[..n].to_vec())));
         }
-        for m in 0..self.metrics.len() {
-            let col: Float64Array = out.metrics[m]
-                .iter()
-                .map(|v| v.is_finite().then_some(*v))
-                .collect();
+        for values in out.metrics.iter().take(self.metrics.len()) {
+            let col: Float64Array = values.iter().map(|v| v.is_finite().then_some(*v)).collect();
             cols.push(Arc::new(col));
         }
         let status_keys = UInt8Array::from(
