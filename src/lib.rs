@@ -8,6 +8,9 @@
 //! - [`solver`]: the tableau table and the CPU f64 reference integrators.
 //! - [`diag`]: file:line:col diagnostics for every kind of user input.
 
+// Numerical loops index several arrays at once, as the generated GPU kernels do.
+#![allow(clippy::needless_range_loop)]
+
 pub mod backend;
 pub mod diag;
 pub mod dosing;

@@ -1,4 +1,5 @@
 //! Exposure metrics from the CPU reference against closed-form solutions of linear 1- and
+#![allow(clippy::needless_range_loop)]
 //! 2-compartment models (IV bolus, infusion, oral; single and multiple doses by superposition).
 //!
 //! The reference concentrations are sums of exponentials (the models' unit impulse responses);
@@ -302,7 +303,7 @@ fn auc_ref(case: &Case, s: &Schedule, a: f64, b: f64) -> f64 {
         0.2816035507792589,
         0.4580167776572274,
         0.6178762444026438,
-        0.7554044083550030,
+        0.755404408355003,
         0.8656312023878318,
         0.9445750230732326,
         0.9894009349916499,
@@ -483,7 +484,7 @@ fn check_method(method: Method, rtol: f64, tol: f64) {
             }
             // Relative error, with an absolute floor for values that are zero by construction.
             let err = (g - want).abs() / want.abs().max(1e-3);
-            if !(err <= tol) {
+            if err.is_nan() || err > tol {
                 failures.push(format!(
                     "{} {}: got {g:.12e}, want {want:.12e}, rel err {err:.2e}",
                     case.name, spec.column
@@ -508,9 +509,12 @@ fn tsit5_matches_closed_forms() {
     check_method(Method::Tsit5, 1e-8, 1e-6);
 }
 
+/// Rosenbrock23 is a second-order method advancing with its lower-order solution, so its global
+/// error is a few hundred times the local tolerance over these horizons (≈2e-6 relative at
+/// rtol 1e-8); one decade tighter meets the same 1e-6 bound.
 #[test]
 fn rosenbrock23_matches_closed_forms() {
-    check_method(Method::Rosenbrock23, 1e-8, 1e-6);
+    check_method(Method::Rosenbrock23, 1e-9, 1e-6);
 }
 
 #[test]

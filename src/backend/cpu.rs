@@ -114,7 +114,12 @@ pub fn stop_times(schedule: &Schedule, end: f64, metrics: &[MetricSpec]) -> Vec<
     stops.extend(schedule.events.iter().map(|e| e.time));
     stops.extend(schedule.dose_times.iter().copied());
     for s in metrics {
-        if let Some((a, b)) = resolve_window(s.metric.window, end, &schedule.dose_times, schedule.last_interval) {
+        if let Some((a, b)) = resolve_window(
+            s.metric.window,
+            end,
+            &schedule.dose_times,
+            schedule.last_interval,
+        ) {
             stops.push(a);
             stops.push(b);
         }
@@ -143,17 +148,37 @@ where
     let mut sys = WithQuadrature::new(model);
     let mut y = vec![0.0; sys.dim()];
     y[..n].copy_from_slice(y0);
-    let mut acc = MetricAccumulator::new(outputs, plan.metrics, n, plan.schedule, plan.end, plan.sample_times);
+    let mut acc = MetricAccumulator::new(
+        outputs,
+        plan.metrics,
+        n,
+        plan.schedule,
+        plan.end,
+        plan.sample_times,
+    );
     let mut stats = Stats::default();
     let mut h = plan.solver.dt.unwrap_or(0.0);
-    let mut status = if y.iter().all(|v| v.is_finite()) { Status::Ok } else { Status::NonFinite };
+    let mut status = if y.iter().all(|v| v.is_finite()) {
+        Status::Ok
+    } else {
+        Status::NonFinite
+    };
     let events = &plan.schedule.events;
     let mut next_event = 0;
     let mut t_prev = 0.0;
     if status == Status::Ok {
         for ts in stop_times(plan.schedule, plan.end, plan.metrics) {
             if ts > t_prev {
-                status = integrator.integrate(&mut sys, t_prev, ts, &mut y, &mut h, plan.solver, &mut acc, &mut stats);
+                status = integrator.integrate(
+                    &mut sys,
+                    t_prev,
+                    ts,
+                    &mut y,
+                    &mut h,
+                    plan.solver,
+                    &mut acc,
+                    &mut stats,
+                );
                 if status != Status::Ok {
                     break;
                 }
@@ -183,6 +208,15 @@ where
             t_prev = ts;
         }
     }
-    let metrics = if status == Status::Ok { acc.finish() } else { vec![f64::NAN; plan.metrics.len()] };
-    SubjectOutcome { status, stats, metrics, profile: acc.profile().to_vec() }
+    let metrics = if status == Status::Ok {
+        acc.finish()
+    } else {
+        vec![f64::NAN; plan.metrics.len()]
+    };
+    SubjectOutcome {
+        status,
+        stats,
+        metrics,
+        profile: acc.profile().to_vec(),
+    }
 }

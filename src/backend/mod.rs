@@ -5,7 +5,7 @@
 //! columns, status codes and optional profiles. Sampling, scheduling semantics and output
 //! encoding live elsewhere, so every backend computes the same thing.
 
-// pub mod cpu;
+pub mod cpu;
 
 use crate::dosing::Regimen;
 use crate::metrics::MetricSpec;

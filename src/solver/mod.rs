@@ -170,3 +170,10 @@ pub struct NoObserver;
 impl StepObserver for NoObserver {
     fn on_step(&mut self, _step: &dyn DenseOutput) {}
 }
+
+pub mod integrator;
+// Coefficients keep the digits of their published sources.
+#[allow(clippy::excessive_precision)]
+pub mod tableau_data;
+
+pub use integrator::{lu_factor, lu_solve, Integrator};

@@ -1,0 +1,661 @@
+//! The CPU f64 reference integrators: RK4, DOPRI5, Tsit5, Rosenbrock23 and Rodas4.
+//!
+//! Step control (shared by every adaptive method and mirrored by the GPU kernels): error norm
+//! ‖e‖ = sqrt(mean((e_i / (atol + rtol·max(|y0_i|, |y1_i|)))²)); a step is accepted when ‖e‖ ≤ 1;
+//! the next step is h·clamp(safety·‖e‖^(−α)·‖e_prev‖^β, fac_min, fac_max) with α = 1/q − 0.75β
+//! (q = the order of the error estimate plus one), β = 0.04 for the explicit pairs and 0 for
+//! the Rosenbrock methods; after a rejection the step may not grow. The initial step follows
+//! Hairer, Nørsett & Wanner (Solving ODEs I, §II.4).
+
+use super::tableau_data::*;
+use super::{DenseOutput, Method, OdeSystem, SolverOptions, Stats, Status, StepObserver};
+
+/// Per-thread workspace for one method and system size; allocation-free after construction.
+pub struct Integrator {
+    method: Method,
+    dim: usize,
+    k: Vec<Vec<f64>>,
+    y1: Vec<f64>,
+    tmp: Vec<f64>,
+    f0: Vec<f64>,
+    f1: Vec<f64>,
+    err: Vec<f64>,
+    dfdt: Vec<f64>,
+    jac: Vec<f64>,
+    lu: Vec<f64>,
+    piv: Vec<usize>,
+    dense: Vec<Vec<f64>>,
+    err_prev: f64,
+}
+
+impl Integrator {
+    pub fn new(method: Method, dim: usize) -> Self {
+        let stages = match method {
+            Method::Rk4 => 4,
+            Method::Dopri5 | Method::Tsit5 => 7,
+            Method::Rosenbrock23 => 3,
+            Method::Rodas4 => 6,
+        };
+        let v = || vec![0.0; dim];
+        let stiff = method.is_rosenbrock();
+        Integrator {
+            method,
+            dim,
+            k: (0..stages).map(|_| v()).collect(),
+            y1: v(),
+            tmp: v(),
+            f0: v(),
+            f1: v(),
+            err: v(),
+            dfdt: v(),
+            jac: if stiff {
+                vec![0.0; dim * dim]
+            } else {
+                Vec::new()
+            },
+            lu: if stiff {
+                vec![0.0; dim * dim]
+            } else {
+                Vec::new()
+            },
+            piv: vec![0; dim],
+            dense: (0..5).map(|_| v()).collect(),
+            err_prev: 1e-4,
+        }
+    }
+
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Integrates one segment [t0, t1] between stopping points (see the module docs of
+    /// [`crate::solver`]). `h` carries the step proposal across segments (0 = choose).
+    #[allow(clippy::too_many_arguments)]
+    pub fn integrate<S: OdeSystem + ?Sized, O: StepObserver + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t0: f64,
+        t1: f64,
+        y: &mut [f64],
+        h: &mut f64,
+        opts: &SolverOptions,
+        obs: &mut O,
+        stats: &mut Stats,
+    ) -> Status {
+        debug_assert_eq!(y.len(), self.dim);
+        if t1 <= t0 {
+            return Status::Ok;
+        }
+        sys.rhs(t0, y, &mut self.f0);
+        stats.rhs_evals += 1;
+        if !all_finite(y) || !all_finite(&self.f0) {
+            return Status::NonFinite;
+        }
+        if self.method == Method::Rk4 {
+            return self.integrate_rk4(sys, t0, t1, y, opts, obs, stats);
+        }
+        let q = match self.method {
+            Method::Dopri5 | Method::Tsit5 => 5.0,
+            Method::Rodas4 => 4.0,
+            Method::Rosenbrock23 => 3.0,
+            Method::Rk4 => unreachable!(),
+        };
+        let beta = if self.method.is_rosenbrock() {
+            0.0
+        } else {
+            STEP_BETA_EXPLICIT
+        };
+        let alpha = 1.0 / q - 0.75 * beta;
+        let span = t1 - t0;
+        if !(*h > 0.0 && h.is_finite()) {
+            *h = opts
+                .dt
+                .unwrap_or_else(|| self.initial_step(sys, t0, y, q, opts, stats));
+        }
+        let mut t = t0;
+        let mut rejected_last = false;
+        let mut saw_non_finite = false;
+        loop {
+            if stats.accepted + stats.rejected >= opts.max_steps {
+                return Status::MaxSteps;
+            }
+            let h_min = opts.h_min_rel * t.abs().max(span) + f64::MIN_POSITIVE;
+            let mut step = h.min(opts.h_max);
+            let last = t + step >= t1 - 1e-12 * span.max(t1.abs() * f64::EPSILON);
+            if last {
+                step = t1 - t;
+            }
+            if step < h_min {
+                return if saw_non_finite {
+                    Status::NonFinite
+                } else {
+                    Status::StepTooSmall
+                };
+            }
+            let ok_stages = match self.method {
+                Method::Dopri5 => {
+                    self.explicit_step(sys, t, step, y, &DOPRI5_C, &DOPRI5_A, &DOPRI5_E, stats)
+                }
+                Method::Tsit5 => {
+                    self.explicit_step(sys, t, step, y, &TSIT5_C, &TSIT5_A, &TSIT5_E, stats)
+                }
+                Method::Rosenbrock23 => self.ros23_step(sys, t, step, y, stats),
+                Method::Rodas4 => self.rodas4_step(sys, t, step, y, stats),
+                Method::Rk4 => unreachable!(),
+            };
+            let e = if ok_stages {
+                self.error_norm(y, opts)
+            } else {
+                f64::INFINITY
+            };
+            if !e.is_finite() {
+                saw_non_finite = true;
+            }
+            if e <= 1.0 {
+                // Accept.
+                let t_new = if last { t1 } else { t + step };
+                if self.method == Method::Rodas4 {
+                    sys.rhs(t_new, &self.y1, &mut self.f1);
+                    stats.rhs_evals += 1;
+                }
+                if !all_finite(&self.f1) {
+                    saw_non_finite = true;
+                    *h = step * STEP_FAC_MIN;
+                    stats.rejected += 1;
+                    rejected_last = true;
+                    continue;
+                }
+                stats.accepted += 1;
+                self.prepare_dense(step);
+                let view = StepView {
+                    it: self,
+                    t0: t,
+                    t1: t_new,
+                    h: step,
+                    y0: y,
+                };
+                obs.on_step(&view);
+                y.copy_from_slice(&self.y1);
+                std::mem::swap(&mut self.f0, &mut self.f1);
+                let mut fac = STEP_SAFETY * e.max(1e-10).powf(-alpha) * self.err_prev.powf(beta);
+                fac = fac.clamp(STEP_FAC_MIN, STEP_FAC_MAX);
+                if rejected_last {
+                    fac = fac.min(1.0);
+                }
+                self.err_prev = e.max(1e-4);
+                rejected_last = false;
+                saw_non_finite = false;
+                if !last {
+                    *h = step * fac;
+                }
+                t = t_new;
+                if last {
+                    return Status::Ok;
+                }
+            } else {
+                stats.rejected += 1;
+                rejected_last = true;
+                let fac = if e.is_finite() {
+                    (STEP_SAFETY * e.powf(-alpha)).clamp(STEP_FAC_MIN, 1.0)
+                } else {
+                    STEP_FAC_MIN
+                };
+                *h = step * fac;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn integrate_rk4<S: OdeSystem + ?Sized, O: StepObserver + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t0: f64,
+        t1: f64,
+        y: &mut [f64],
+        opts: &SolverOptions,
+        obs: &mut O,
+        stats: &mut Stats,
+    ) -> Status {
+        let Some(dt) = opts.dt.filter(|d| *d > 0.0 && d.is_finite()) else {
+            return Status::StepTooSmall;
+        };
+        let span = t1 - t0;
+        let n_steps = ((span / dt) - 1e-9).ceil().max(1.0) as u64;
+        let n = self.dim;
+        for i in 0..n_steps {
+            if stats.accepted + stats.rejected >= opts.max_steps {
+                return Status::MaxSteps;
+            }
+            let t = t0 + i as f64 * dt;
+            let t_new = if i + 1 == n_steps {
+                t1
+            } else {
+                t0 + (i + 1) as f64 * dt
+            };
+            let h = t_new - t;
+            // k1 = f0 (from the previous step or the segment start).
+            self.k[0].copy_from_slice(&self.f0);
+            for s in 1..4 {
+                for j in 0..n {
+                    self.tmp[j] = y[j] + h * RK4_C[s] * self.k[s - 1][j];
+                }
+                let (ks, tmp) = (&mut self.k[s], &self.tmp);
+                sys.rhs(t + RK4_C[s] * h, tmp, ks);
+            }
+            for j in 0..n {
+                self.y1[j] = y[j] + h * (0..4).map(|s| RK4_B[s] * self.k[s][j]).sum::<f64>();
+            }
+            sys.rhs(t_new, &self.y1, &mut self.f1);
+            stats.rhs_evals += 4;
+            if !all_finite(&self.y1) || !all_finite(&self.f1) {
+                return Status::NonFinite;
+            }
+            stats.accepted += 1;
+            let view = StepView {
+                it: self,
+                t0: t,
+                t1: t_new,
+                h,
+                y0: y,
+            };
+            obs.on_step(&view);
+            y.copy_from_slice(&self.y1);
+            std::mem::swap(&mut self.f0, &mut self.f1);
+        }
+        Status::Ok
+    }
+
+    /// Hairer's starting step: h0 from the size of y and f, refined by a second-derivative
+    /// estimate so that the first step's error is near the tolerance.
+    fn initial_step<S: OdeSystem + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t0: f64,
+        y: &[f64],
+        q: f64,
+        opts: &SolverOptions,
+        stats: &mut Stats,
+    ) -> f64 {
+        let n = self.dim as f64;
+        let sc = |v: f64| opts.atol + opts.rtol * v.abs();
+        let d0 = (y.iter().map(|v| (v / sc(*v)).powi(2)).sum::<f64>() / n).sqrt();
+        let d1 = (y
+            .iter()
+            .zip(&self.f0)
+            .map(|(v, f)| (f / sc(*v)).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        let h0 = if d0 < 1e-5 || d1 < 1e-5 {
+            1e-6
+        } else {
+            0.01 * d0 / d1
+        };
+        for j in 0..self.dim {
+            self.tmp[j] = y[j] + h0 * self.f0[j];
+        }
+        sys.rhs(t0 + h0, &self.tmp, &mut self.f1);
+        stats.rhs_evals += 1;
+        let d2 = (y
+            .iter()
+            .zip(self.f1.iter().zip(&self.f0))
+            .map(|(v, (a, b))| ((a - b) / sc(*v)).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt()
+            / h0;
+        let dm = d1.max(d2);
+        let h1 = if dm <= 1e-15 {
+            (h0 * 1e-3).max(1e-6)
+        } else {
+            (0.01 / dm).powf(1.0 / q)
+        };
+        let h = (100.0 * h0).min(h1);
+        if h.is_finite() && h > 0.0 {
+            h
+        } else {
+            1e-6
+        }
+    }
+
+    fn error_norm(&self, y: &[f64], opts: &SolverOptions) -> f64 {
+        let mut s = 0.0;
+        for j in 0..self.dim {
+            let sc = opts.atol + opts.rtol * y[j].abs().max(self.y1[j].abs());
+            s += (self.err[j] / sc).powi(2);
+        }
+        let e = (s / self.dim as f64).sqrt();
+        if e.is_nan() || !all_finite(&self.y1) {
+            f64::INFINITY
+        } else {
+            e
+        }
+    }
+
+    /// One explicit FSAL step: stages k1 (= f0) … k7 (= f(t+h, y1)), solution y1, error e.
+    #[allow(clippy::too_many_arguments)]
+    fn explicit_step<S: OdeSystem + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t: f64,
+        h: f64,
+        y: &[f64],
+        c: &[f64; 7],
+        a: &[[f64; 6]; 7],
+        e: &[f64; 7],
+        stats: &mut Stats,
+    ) -> bool {
+        let n = self.dim;
+        self.k[0].copy_from_slice(&self.f0);
+        for s in 1..7 {
+            for j in 0..n {
+                let mut acc = 0.0;
+                for (r, ar) in a[s][..s].iter().enumerate() {
+                    acc += ar * self.k[r][j];
+                }
+                self.tmp[j] = y[j] + h * acc;
+            }
+            if s == 6 {
+                self.y1.copy_from_slice(&self.tmp);
+            }
+            let (ks, tmp) = (&mut self.k[s], &self.tmp);
+            sys.rhs(t + c[s] * h, tmp, ks);
+        }
+        stats.rhs_evals += 6;
+        self.f1.copy_from_slice(&self.k[6]);
+        for j in 0..n {
+            self.err[j] = h * (0..7).map(|s| e[s] * self.k[s][j]).sum::<f64>();
+        }
+        true
+    }
+
+    /// Builds W = I − h·γ·J (Rosenbrock23) or I/(hγ) − J (Rodas4) and factorises it.
+    fn factorise<S: OdeSystem + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t: f64,
+        y: &[f64],
+        scale_i: f64,
+        scale_j: f64,
+        stats: &mut Stats,
+    ) -> bool {
+        let n = self.dim;
+        sys.jacobian(t, y, &mut self.jac);
+        sys.dfdt(t, y, &mut self.dfdt);
+        stats.jac_evals += 1;
+        for i in 0..n {
+            for j in 0..n {
+                let id = if i == j { scale_i } else { 0.0 };
+                self.lu[i * n + j] = id - scale_j * self.jac[i * n + j];
+            }
+        }
+        stats.lu_decomps += 1;
+        lu_factor(&mut self.lu, &mut self.piv, n)
+    }
+
+    /// Shampine & Reichelt's Rosenbrock 2(3) step (ode23s).
+    fn ros23_step<S: OdeSystem + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t: f64,
+        h: f64,
+        y: &[f64],
+        stats: &mut Stats,
+    ) -> bool {
+        let n = self.dim;
+        let d = ROS23_D;
+        if !self.factorise(sys, t, y, 1.0, h * d, stats) {
+            return false;
+        }
+        // k1 = W⁻¹ (F0 + h d T)
+        for j in 0..n {
+            self.k[0][j] = self.f0[j] + h * d * self.dfdt[j];
+        }
+        lu_solve(&self.lu, &self.piv, n, &mut self.k[0]);
+        // F1 = f(t + h/2, y + h/2 k1)
+        for j in 0..n {
+            self.tmp[j] = y[j] + 0.5 * h * self.k[0][j];
+        }
+        sys.rhs(t + 0.5 * h, &self.tmp, &mut self.err); // F1 kept in `err` until needed
+                                                        // k2 = W⁻¹ (F1 − k1) + k1
+        for j in 0..n {
+            self.k[1][j] = self.err[j] - self.k[0][j];
+        }
+        lu_solve(&self.lu, &self.piv, n, &mut self.k[1]);
+        for j in 0..n {
+            self.k[1][j] += self.k[0][j];
+            self.y1[j] = y[j] + h * self.k[1][j];
+        }
+        sys.rhs(t + h, &self.y1, &mut self.f1);
+        stats.rhs_evals += 2;
+        // k3 = W⁻¹ (F2 − e32 (k2 − F1) − 2 (k1 − F0) + h d T)
+        for j in 0..n {
+            self.k[2][j] = self.f1[j]
+                - ROS23_E32 * (self.k[1][j] - self.err[j])
+                - 2.0 * (self.k[0][j] - self.f0[j])
+                + h * d * self.dfdt[j];
+        }
+        lu_solve(&self.lu, &self.piv, n, &mut self.k[2]);
+        for j in 0..n {
+            self.err[j] = h / 6.0 * (self.k[0][j] - 2.0 * self.k[1][j] + self.k[2][j]);
+        }
+        true
+    }
+
+    /// Rodas4 step in the transformed form of tableau_data.rs.
+    fn rodas4_step<S: OdeSystem + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t: f64,
+        h: f64,
+        y: &[f64],
+        stats: &mut Stats,
+    ) -> bool {
+        let n = self.dim;
+        if !self.factorise(sys, t, y, 1.0 / (h * RODAS4_GAMMA), 1.0, stats) {
+            return false;
+        }
+        for s in 0..6 {
+            // Stage point u_s and its derivative.
+            if s == 0 {
+                self.tmp.copy_from_slice(&self.f0);
+            } else {
+                for j in 0..n {
+                    let mut u = y[j];
+                    for r in 0..s.min(5) {
+                        u += RODAS4_A[s][r] * self.k[r][j];
+                    }
+                    self.y1[j] = u;
+                }
+                let (y1, tmp) = (&self.y1, &mut self.tmp);
+                sys.rhs(t + RODAS4_C[s] * h, y1, tmp);
+                stats.rhs_evals += 1;
+            }
+            for j in 0..n {
+                let mut rhs = self.tmp[j] + h * RODAS4_D[s] * self.dfdt[j];
+                for r in 0..s {
+                    rhs += RODAS4_CC[s][r] / h * self.k[r][j];
+                }
+                self.k[s][j] = rhs;
+            }
+            let ks = &mut self.k[s];
+            lu_solve(&self.lu, &self.piv, n, ks);
+        }
+        // y1 = u_6 + k_6, where u_6 (in y1) = y0 + Σ a_6j k_j.
+        for j in 0..n {
+            self.y1[j] += self.k[5][j];
+            self.err[j] = self.k[5][j];
+        }
+        true
+    }
+
+    /// Precomputes the dense-output vectors of the accepted step.
+    fn prepare_dense(&mut self, h: f64) {
+        let n = self.dim;
+        match self.method {
+            Method::Dopri5 => {
+                // Hairer's CONTD5 form: r1 = y0 (not stored), r2 = y1 − y0, r3 = h k1 − r2,
+                // r4 = r2 − h k7 − r3, r5 = h Σ d_i k_i.
+                for j in 0..n {
+                    let r5 = h * (0..7).map(|s| DOPRI5_D[s] * self.k[s][j]).sum::<f64>();
+                    self.dense[3][j] = r5;
+                }
+            }
+            Method::Rodas4 => {
+                for j in 0..n {
+                    self.dense[0][j] = (0..5).map(|s| RODAS4_H[0][s] * self.k[s][j]).sum();
+                    self.dense[1][j] = (0..5).map(|s| RODAS4_H[1][s] * self.k[s][j]).sum();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn all_finite(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+/// In-place LU factorisation with partial pivoting of a row-major n×n matrix. Returns false if
+/// the matrix is singular or not finite.
+pub fn lu_factor(a: &mut [f64], piv: &mut [usize], n: usize) -> bool {
+    for k in 0..n {
+        let mut p = k;
+        let mut best = a[k * n + k].abs();
+        for i in k + 1..n {
+            let v = a[i * n + k].abs();
+            if v > best {
+                best = v;
+                p = i;
+            }
+        }
+        if best == 0.0 || !best.is_finite() {
+            return false;
+        }
+        piv[k] = p;
+        if p != k {
+            for j in 0..n {
+                a.swap(k * n + j, p * n + j);
+            }
+        }
+        let inv = 1.0 / a[k * n + k];
+        for i in k + 1..n {
+            let f = a[i * n + k] * inv;
+            a[i * n + k] = f;
+            if f != 0.0 {
+                for j in k + 1..n {
+                    a[i * n + j] -= f * a[k * n + j];
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Solves LU x = b in place (b becomes x).
+pub fn lu_solve(lu: &[f64], piv: &[usize], n: usize, b: &mut [f64]) {
+    for k in 0..n {
+        b.swap(k, piv[k]);
+    }
+    for i in 1..n {
+        let mut s = b[i];
+        for j in 0..i {
+            s -= lu[i * n + j] * b[j];
+        }
+        b[i] = s;
+    }
+    for i in (0..n).rev() {
+        let mut s = b[i];
+        for j in i + 1..n {
+            s -= lu[i * n + j] * b[j];
+        }
+        b[i] = s / lu[i * n + i];
+    }
+}
+
+/// An accepted step as seen by observers.
+struct StepView<'a> {
+    it: &'a Integrator,
+    t0: f64,
+    t1: f64,
+    h: f64,
+    y0: &'a [f64],
+}
+
+impl DenseOutput for StepView<'_> {
+    fn t0(&self) -> f64 {
+        self.t0
+    }
+    fn t1(&self) -> f64 {
+        self.t1
+    }
+    fn y0(&self) -> &[f64] {
+        self.y0
+    }
+    fn y1(&self) -> &[f64] {
+        &self.it.y1
+    }
+    fn f0(&self) -> &[f64] {
+        &self.it.f0
+    }
+    fn f1(&self) -> &[f64] {
+        &self.it.f1
+    }
+    fn eval(&self, t: f64, out: &mut [f64]) {
+        let it = self.it;
+        let h = self.h;
+        let th = ((t - self.t0) / h).clamp(0.0, 1.0);
+        let (y0, y1) = (self.y0, &it.y1);
+        match it.method {
+            Method::Rk4 => {
+                let (t2, t3) = (th * th, th * th * th);
+                let (h00, h10, h01, h11) = (
+                    2.0 * t3 - 3.0 * t2 + 1.0,
+                    t3 - 2.0 * t2 + th,
+                    -2.0 * t3 + 3.0 * t2,
+                    t3 - t2,
+                );
+                for j in 0..out.len() {
+                    out[j] = h00 * y0[j] + h10 * h * it.f0[j] + h01 * y1[j] + h11 * h * it.f1[j];
+                }
+            }
+            Method::Dopri5 => {
+                let th1 = 1.0 - th;
+                for j in 0..out.len() {
+                    let r2 = y1[j] - y0[j];
+                    let r3 = h * it.k[0][j] - r2;
+                    let r4 = r2 - h * it.k[6][j] - r3;
+                    let r5 = it.dense[3][j];
+                    out[j] = y0[j] + th * (r2 + th1 * (r3 + th * (r4 + th1 * r5)));
+                }
+            }
+            Method::Tsit5 => {
+                let mut b = [0.0; 7];
+                for (s, r) in TSIT5_R.iter().enumerate() {
+                    b[s] = th * (r[0] + th * (r[1] + th * (r[2] + th * r[3])));
+                }
+                for j in 0..out.len() {
+                    out[j] = y0[j] + h * (0..7).map(|s| b[s] * it.k[s][j]).sum::<f64>();
+                }
+            }
+            Method::Rosenbrock23 => {
+                let d = ROS23_D;
+                let c1 = th * (1.0 - th) / (1.0 - 2.0 * d);
+                let c2 = th * (th - 2.0 * d) / (1.0 - 2.0 * d);
+                for j in 0..out.len() {
+                    out[j] = y0[j] + h * (c1 * it.k[0][j] + c2 * it.k[1][j]);
+                }
+            }
+            Method::Rodas4 => {
+                let th1 = 1.0 - th;
+                for j in 0..out.len() {
+                    out[j] =
+                        th1 * y0[j] + th * (y1[j] + th1 * (it.dense[0][j] + th * it.dense[1][j]));
+                }
+            }
+        }
+        if th == 1.0 {
+            out.copy_from_slice(y1);
+        }
+    }
+}
