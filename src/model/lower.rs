@@ -1,0 +1,763 @@
+//! Lowering: the IR → straight-line programs, the one form every backend consumes.
+//!
+//! A [`Program`] is a list of single operations on earlier registers (static single
+//! assignment), built with hash-consing (common subexpressions are shared), constant folding
+//! and algebraic simplification, then pruned to what its results need. The CPU evaluator runs
+//! programs; the WGSL and CUDA code generators print them one `let rN = …;` per instruction.
+//!
+//! Derivatives (∂f/∂y, ∂f/∂t, ∂g/∂y) are taken symbolically on the program itself, by forward
+//! differentiation of each instruction, so derived quantities are differentiated once and
+//! shared — no expression swell.
+
+use std::collections::HashMap;
+
+use super::expr::{BinOp, Expr, Func, UnOp, Var};
+use super::ir::Model;
+
+/// A register index.
+pub type Reg = u32;
+
+/// One instruction. Booleans are 1.0 / 0.0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op {
+    Const(f64),
+    Time,
+    State(u32),
+    Param(u32),
+    Slot(u32),
+    Neg(Reg),
+    Not(Reg),
+    Add(Reg, Reg),
+    Sub(Reg, Reg),
+    Mul(Reg, Reg),
+    Div(Reg, Reg),
+    /// x^y for a general exponent.
+    Pow(Reg, Reg),
+    /// x^n for a small integer n (printed as repeated multiplication where it pays).
+    Powi(Reg, i32),
+    Lt(Reg, Reg),
+    Le(Reg, Reg),
+    Gt(Reg, Reg),
+    Ge(Reg, Reg),
+    Eq(Reg, Reg),
+    Ne(Reg, Reg),
+    And(Reg, Reg),
+    Or(Reg, Reg),
+    /// `cond != 0 ? a : b`
+    Select(Reg, Reg, Reg),
+    Exp(Reg),
+    Log(Reg),
+    Log10(Reg),
+    Sqrt(Reg),
+    Abs(Reg),
+    Min(Reg, Reg),
+    Max(Reg, Reg),
+}
+
+/// Hashable identity of an instruction (constants by their bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Const(u64),
+    Op(u8, u32, u32, u32),
+}
+
+fn key(op: &Op) -> Key {
+    use Op::*;
+    let k = |tag: u8, a: u32, b: u32, c: u32| Key::Op(tag, a, b, c);
+    match *op {
+        Const(v) => Key::Const(if v == 0.0 { 0 } else { v.to_bits() }),
+        Time => k(1, 0, 0, 0),
+        State(i) => k(2, i, 0, 0),
+        Param(i) => k(3, i, 0, 0),
+        Slot(i) => k(4, i, 0, 0),
+        Neg(a) => k(5, a, 0, 0),
+        Not(a) => k(6, a, 0, 0),
+        Add(a, b) => k(7, a.min(b), a.max(b), 0),
+        Sub(a, b) => k(8, a, b, 0),
+        Mul(a, b) => k(9, a.min(b), a.max(b), 0),
+        Div(a, b) => k(10, a, b, 0),
+        Pow(a, b) => k(11, a, b, 0),
+        Powi(a, n) => k(12, a, n as u32, 0),
+        Lt(a, b) => k(13, a, b, 0),
+        Le(a, b) => k(14, a, b, 0),
+        Gt(a, b) => k(15, a, b, 0),
+        Ge(a, b) => k(16, a, b, 0),
+        Eq(a, b) => k(17, a.min(b), a.max(b), 0),
+        Ne(a, b) => k(18, a.min(b), a.max(b), 0),
+        And(a, b) => k(19, a.min(b), a.max(b), 0),
+        Or(a, b) => k(20, a.min(b), a.max(b), 0),
+        Select(c, a, b) => k(21, c, a, b),
+        Exp(a) => k(22, a, 0, 0),
+        Log(a) => k(23, a, 0, 0),
+        Log10(a) => k(24, a, 0, 0),
+        Sqrt(a) => k(25, a, 0, 0),
+        Abs(a) => k(26, a, 0, 0),
+        Min(a, b) => k(27, a.min(b), a.max(b), 0),
+        Max(a, b) => k(28, a.min(b), a.max(b), 0),
+    }
+}
+
+impl Op {
+    /// The registers this instruction reads.
+    pub fn args(&self) -> impl Iterator<Item = Reg> {
+        use Op::*;
+        let v: [Option<Reg>; 3] = match *self {
+            Const(_) | Time | State(_) | Param(_) | Slot(_) => [None, None, None],
+            Neg(a) | Not(a) | Exp(a) | Log(a) | Log10(a) | Sqrt(a) | Abs(a) | Powi(a, _) => {
+                [Some(a), None, None]
+            }
+            Add(a, b)
+            | Sub(a, b)
+            | Mul(a, b)
+            | Div(a, b)
+            | Pow(a, b)
+            | Lt(a, b)
+            | Le(a, b)
+            | Gt(a, b)
+            | Ge(a, b)
+            | Eq(a, b)
+            | Ne(a, b)
+            | And(a, b)
+            | Or(a, b)
+            | Min(a, b)
+            | Max(a, b) => [Some(a), Some(b), None],
+            Select(c, a, b) => [Some(c), Some(a), Some(b)],
+        };
+        v.into_iter().flatten()
+    }
+
+    fn map_args(&self, f: impl Fn(Reg) -> Reg) -> Op {
+        use Op::*;
+        match *self {
+            Neg(a) => Neg(f(a)),
+            Not(a) => Not(f(a)),
+            Exp(a) => Exp(f(a)),
+            Log(a) => Log(f(a)),
+            Log10(a) => Log10(f(a)),
+            Sqrt(a) => Sqrt(f(a)),
+            Abs(a) => Abs(f(a)),
+            Powi(a, n) => Powi(f(a), n),
+            Add(a, b) => Add(f(a), f(b)),
+            Sub(a, b) => Sub(f(a), f(b)),
+            Mul(a, b) => Mul(f(a), f(b)),
+            Div(a, b) => Div(f(a), f(b)),
+            Pow(a, b) => Pow(f(a), f(b)),
+            Lt(a, b) => Lt(f(a), f(b)),
+            Le(a, b) => Le(f(a), f(b)),
+            Gt(a, b) => Gt(f(a), f(b)),
+            Ge(a, b) => Ge(f(a), f(b)),
+            Eq(a, b) => Eq(f(a), f(b)),
+            Ne(a, b) => Ne(f(a), f(b)),
+            And(a, b) => And(f(a), f(b)),
+            Or(a, b) => Or(f(a), f(b)),
+            Min(a, b) => Min(f(a), f(b)),
+            Max(a, b) => Max(f(a), f(b)),
+            Select(c, a, b) => Select(f(c), f(a), f(b)),
+            other => other,
+        }
+    }
+}
+
+/// A straight-line program and the registers holding its results.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Program {
+    pub instrs: Vec<Op>,
+    pub results: Vec<Reg>,
+}
+
+fn b2f(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Evaluates one instruction given its argument values.
+#[inline]
+pub fn apply(op: &Op, r: &[f64], t: f64, y: &[f64], p: &[f64], slots: &[f64]) -> f64 {
+    use Op::*;
+    let g = |i: Reg| r[i as usize];
+    match *op {
+        Const(v) => v,
+        Time => t,
+        State(i) => y[i as usize],
+        Param(i) => p[i as usize],
+        Slot(i) => slots[i as usize],
+        Neg(a) => -g(a),
+        Not(a) => b2f(g(a) == 0.0),
+        Add(a, b) => g(a) + g(b),
+        Sub(a, b) => g(a) - g(b),
+        Mul(a, b) => g(a) * g(b),
+        Div(a, b) => g(a) / g(b),
+        Pow(a, b) => g(a).powf(g(b)),
+        Powi(a, n) => g(a).powi(n),
+        Lt(a, b) => b2f(g(a) < g(b)),
+        Le(a, b) => b2f(g(a) <= g(b)),
+        Gt(a, b) => b2f(g(a) > g(b)),
+        Ge(a, b) => b2f(g(a) >= g(b)),
+        Eq(a, b) => b2f(g(a) == g(b)),
+        Ne(a, b) => b2f(g(a) != g(b)),
+        And(a, b) => b2f(g(a) != 0.0 && g(b) != 0.0),
+        Or(a, b) => b2f(g(a) != 0.0 || g(b) != 0.0),
+        Select(c, a, b) => {
+            if g(c) != 0.0 {
+                g(a)
+            } else {
+                g(b)
+            }
+        }
+        Exp(a) => g(a).exp(),
+        Log(a) => g(a).ln(),
+        Log10(a) => g(a).log10(),
+        Sqrt(a) => g(a).sqrt(),
+        Abs(a) => g(a).abs(),
+        // NaN-propagating, as the GPU min/max are not guaranteed to be otherwise.
+        Min(a, b) => {
+            let (x, z) = (g(a), g(b));
+            if x.is_nan() || z.is_nan() {
+                f64::NAN
+            } else {
+                x.min(z)
+            }
+        }
+        Max(a, b) => {
+            let (x, z) = (g(a), g(b));
+            if x.is_nan() || z.is_nan() {
+                f64::NAN
+            } else {
+                x.max(z)
+            }
+        }
+    }
+}
+
+impl Program {
+    /// Runs the program; `regs` is scratch (resized as needed), results are written to `out`.
+    pub fn run(
+        &self,
+        t: f64,
+        y: &[f64],
+        p: &[f64],
+        slots: &[f64],
+        regs: &mut Vec<f64>,
+        out: &mut [f64],
+    ) {
+        if regs.len() < self.instrs.len() {
+            regs.resize(self.instrs.len(), 0.0);
+        }
+        for (i, op) in self.instrs.iter().enumerate() {
+            let v = apply(op, regs, t, y, p, slots);
+            regs[i] = v;
+        }
+        for (o, r) in out.iter_mut().zip(&self.results) {
+            *o = regs[*r as usize];
+        }
+    }
+
+    /// Evaluates a program over slots only (population expressions).
+    pub fn eval_slots(&self, slots: &[f64], regs: &mut Vec<f64>, out: &mut [f64]) {
+        self.run(0.0, &[], &[], slots, regs, out)
+    }
+
+    /// The number of instructions of each kind that cost floating-point work (for FLOP counts).
+    pub fn flops(&self) -> usize {
+        self.instrs
+            .iter()
+            .filter(|op| {
+                !matches!(
+                    op,
+                    Op::Const(_) | Op::Time | Op::State(_) | Op::Param(_) | Op::Slot(_)
+                )
+            })
+            .count()
+    }
+}
+
+/// Builds programs with hash-consing and simplification.
+#[derive(Default)]
+pub struct Builder {
+    instrs: Vec<Op>,
+    seen: HashMap<Key, Reg>,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn konst(&self, r: Reg) -> Option<f64> {
+        match self.instrs[r as usize] {
+            Op::Const(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn c(&mut self, v: f64) -> Reg {
+        self.push(Op::Const(v))
+    }
+
+    /// Adds an instruction, folding constants and simplifying.
+    pub fn push(&mut self, op: Op) -> Reg {
+        use Op::*;
+        let k = |r: Reg| self.konst(r);
+        // Constant folding.
+        let all_const = op.args().all(|a| k(a).is_some())
+            && !matches!(op, Time | State(_) | Param(_) | Slot(_) | Const(_));
+        if all_const {
+            let regs: Vec<f64> = self
+                .instrs
+                .iter()
+                .map(|o| if let Const(v) = o { *v } else { 0.0 })
+                .collect();
+            let v = apply(&op, &regs, 0.0, &[], &[], &[]);
+            return self.push(Const(v));
+        }
+        let simplified = match op {
+            Add(a, b) if k(a) == Some(0.0) => Some(b),
+            Add(a, b) if k(b) == Some(0.0) => Some(a),
+            Sub(a, b) if k(b) == Some(0.0) => Some(a),
+            Sub(a, b) if k(a) == Some(0.0) => return self.push(Neg(b)),
+            Sub(a, b) if a == b => return self.c(0.0),
+            Mul(a, b) if k(a) == Some(0.0) || k(b) == Some(0.0) => return self.c(0.0),
+            Mul(a, b) if k(a) == Some(1.0) => Some(b),
+            Mul(a, b) if k(b) == Some(1.0) => Some(a),
+            Mul(a, b) if k(a) == Some(-1.0) => return self.push(Neg(b)),
+            Mul(a, b) if k(b) == Some(-1.0) => return self.push(Neg(a)),
+            Div(a, b) if k(b) == Some(1.0) => Some(a),
+            Div(a, _) if k(a) == Some(0.0) => return self.c(0.0),
+            Neg(a) => match self.instrs[a as usize] {
+                Neg(x) => Some(x),
+                _ => None,
+            },
+            Pow(a, b) => match k(b) {
+                Some(0.0) => return self.c(1.0),
+                Some(1.0) => Some(a),
+                Some(0.5) => return self.push(Sqrt(a)),
+                Some(e) if e.fract() == 0.0 && e.abs() <= 4.0 => {
+                    return self.push(Powi(a, e as i32))
+                }
+                _ => None,
+            },
+            Powi(_, 0) => return self.c(1.0),
+            Powi(a, 1) => Some(a),
+            Select(c, a, b) => match k(c) {
+                Some(v) => Some(if v != 0.0 { a } else { b }),
+                None if a == b => Some(a),
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some(r) = simplified {
+            return r;
+        }
+        let key = key(&op);
+        if let Some(r) = self.seen.get(&key) {
+            return *r;
+        }
+        let r = self.instrs.len() as Reg;
+        self.instrs.push(op);
+        self.seen.insert(key, r);
+        r
+    }
+
+    /// Lowers an expression; `derived[k]` holds the register of derived quantity k.
+    pub fn expr(&mut self, e: &Expr, derived: &[Reg]) -> Reg {
+        match e {
+            Expr::Num(v) => self.c(*v),
+            Expr::Var(v) => match v {
+                Var::Time => self.push(Op::Time),
+                Var::State(i) => self.push(Op::State(*i as u32)),
+                Var::Param(i) => self.push(Op::Param(*i as u32)),
+                Var::Slot(i) => self.push(Op::Slot(*i as u32)),
+                Var::Derived(k) => derived.get(*k).copied().unwrap_or_else(|| self.c(f64::NAN)),
+                // Unresolved names never reach lowering from a validated model.
+                Var::Name { .. } => self.c(f64::NAN),
+            },
+            Expr::Unary(op, a) => {
+                let a = self.expr(a, derived);
+                self.push(match op {
+                    UnOp::Neg => Op::Neg(a),
+                    UnOp::Not => Op::Not(a),
+                })
+            }
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.expr(a, derived), self.expr(b, derived));
+                self.push(match op {
+                    BinOp::Add => Op::Add(a, b),
+                    BinOp::Sub => Op::Sub(a, b),
+                    BinOp::Mul => Op::Mul(a, b),
+                    BinOp::Div => Op::Div(a, b),
+                    BinOp::Pow => Op::Pow(a, b),
+                    BinOp::Lt => Op::Lt(a, b),
+                    BinOp::Le => Op::Le(a, b),
+                    BinOp::Gt => Op::Gt(a, b),
+                    BinOp::Ge => Op::Ge(a, b),
+                    BinOp::Eq => Op::Eq(a, b),
+                    BinOp::Ne => Op::Ne(a, b),
+                    BinOp::And => Op::And(a, b),
+                    BinOp::Or => Op::Or(a, b),
+                })
+            }
+            Expr::Call(f, args) => {
+                let a: Vec<Reg> = args.iter().map(|x| self.expr(x, derived)).collect();
+                let x = a.first().copied().unwrap_or_else(|| self.c(f64::NAN));
+                let y = a.get(1).copied().unwrap_or_else(|| self.c(f64::NAN));
+                self.push(match f {
+                    Func::Exp => Op::Exp(x),
+                    Func::Log => Op::Log(x),
+                    Func::Log10 => Op::Log10(x),
+                    Func::Sqrt => Op::Sqrt(x),
+                    Func::Pow => Op::Pow(x, y),
+                    Func::Abs => Op::Abs(x),
+                    Func::Min => Op::Min(x, y),
+                    Func::Max => Op::Max(x, y),
+                })
+            }
+            Expr::If(c, a, b) => {
+                let (c, a, b) = (
+                    self.expr(c, derived),
+                    self.expr(a, derived),
+                    self.expr(b, derived),
+                );
+                self.push(Op::Select(c, a, b))
+            }
+        }
+    }
+
+    /// Forward derivative of register `r` with respect to `wrt` (a `State(i)` or `Time` leaf);
+    /// `memo` caches derivatives (None = identically zero).
+    pub fn diff(&mut self, r: Reg, wrt: Op, memo: &mut HashMap<Reg, Option<Reg>>) -> Option<Reg> {
+        if let Some(d) = memo.get(&r) {
+            return *d;
+        }
+        use Op::*;
+        let op = self.instrs[r as usize];
+        let mut d = |b: &mut Builder, x: Reg| b.diff(x, wrt, memo);
+        let zero_or = |b: &mut Builder, x: Option<Reg>| x.unwrap_or_else(|| b.c(0.0));
+        let res: Option<Reg> = match op {
+            Const(_) | Param(_) | Slot(_) => None,
+            Time => (wrt == Time).then(|| self.c(1.0)),
+            State(i) => (wrt == State(i)).then(|| self.c(1.0)),
+            Lt(..) | Le(..) | Gt(..) | Ge(..) | Eq(..) | Ne(..) | And(..) | Or(..) | Not(_) => None,
+            Neg(a) => d(self, a).map(|x| self.push(Neg(x))),
+            Add(a, b) => match (d(self, a), d(self, b)) {
+                (None, None) => None,
+                (Some(x), None) | (None, Some(x)) => Some(x),
+                (Some(x), Some(y)) => Some(self.push(Add(x, y))),
+            },
+            Sub(a, b) => match (d(self, a), d(self, b)) {
+                (None, None) => None,
+                (Some(x), None) => Some(x),
+                (None, Some(y)) => Some(self.push(Neg(y))),
+                (Some(x), Some(y)) => Some(self.push(Sub(x, y))),
+            },
+            Mul(a, b) => {
+                let (da, db) = (d(self, a), d(self, b));
+                let t1 = da.map(|x| self.push(Mul(x, b)));
+                let t2 = db.map(|y| self.push(Mul(a, y)));
+                match (t1, t2) {
+                    (None, None) => None,
+                    (Some(x), None) | (None, Some(x)) => Some(x),
+                    (Some(x), Some(y)) => Some(self.push(Add(x, y))),
+                }
+            }
+            Div(a, b) => {
+                // (da − r·db) / b
+                let (da, db) = (d(self, a), d(self, b));
+                let num = match (da, db) {
+                    (None, None) => None,
+                    (Some(x), None) => Some(x),
+                    (da, Some(y)) => {
+                        let ry = self.push(Mul(r, y));
+                        Some(match da {
+                            Some(x) => self.push(Sub(x, ry)),
+                            None => self.push(Neg(ry)),
+                        })
+                    }
+                };
+                num.map(|n| self.push(Div(n, b)))
+            }
+            Pow(a, b) => {
+                // r · (db·ln a + b·da / a)
+                let (da, db) = (d(self, a), d(self, b));
+                let t1 = db.map(|y| {
+                    let l = self.push(Log(a));
+                    self.push(Mul(y, l))
+                });
+                let t2 = da.map(|x| {
+                    let q = self.push(Div(x, a));
+                    self.push(Mul(b, q))
+                });
+                let s = match (t1, t2) {
+                    (None, None) => None,
+                    (Some(x), None) | (None, Some(x)) => Some(x),
+                    (Some(x), Some(y)) => Some(self.push(Add(x, y))),
+                };
+                s.map(|s| self.push(Mul(r, s)))
+            }
+            Powi(a, n) => d(self, a).map(|x| {
+                let p = self.push(Powi(a, n - 1));
+                let nc = self.c(n as f64);
+                let np = self.push(Mul(nc, p));
+                self.push(Mul(np, x))
+            }),
+            Exp(a) => d(self, a).map(|x| self.push(Mul(r, x))),
+            Log(a) => d(self, a).map(|x| self.push(Div(x, a))),
+            Log10(a) => d(self, a).map(|x| {
+                let l = self.c(std::f64::consts::LN_10);
+                let al = self.push(Mul(a, l));
+                self.push(Div(x, al))
+            }),
+            Sqrt(a) => d(self, a).map(|x| {
+                let two = self.c(2.0);
+                let tr = self.push(Mul(two, r));
+                self.push(Div(x, tr))
+            }),
+            Abs(a) => d(self, a).map(|x| {
+                let zero = self.c(0.0);
+                let c = self.push(Ge(a, zero));
+                let nx = self.push(Neg(x));
+                self.push(Select(c, x, nx))
+            }),
+            Min(a, b) | Max(a, b) => {
+                let (da, db) = (d(self, a), d(self, b));
+                if da.is_none() && db.is_none() {
+                    None
+                } else {
+                    let c = self.push(if matches!(op, Min(..)) {
+                        Le(a, b)
+                    } else {
+                        Ge(a, b)
+                    });
+                    let (x, y) = (zero_or(self, da), zero_or(self, db));
+                    Some(self.push(Select(c, x, y)))
+                }
+            }
+            Select(c, a, b) => {
+                let (da, db) = (d(self, a), d(self, b));
+                if da.is_none() && db.is_none() {
+                    None
+                } else {
+                    let (x, y) = (zero_or(self, da), zero_or(self, db));
+                    Some(self.push(Select(c, x, y)))
+                }
+            }
+        };
+        memo.insert(r, res);
+        res
+    }
+
+    /// Finishes a program: keeps only the instructions the results need, in order.
+    pub fn finish(self, results: Vec<Reg>) -> Program {
+        let n = self.instrs.len();
+        let mut live = vec![false; n];
+        for r in &results {
+            live[*r as usize] = true;
+        }
+        for i in (0..n).rev() {
+            if live[i] {
+                for a in self.instrs[i].args() {
+                    live[a as usize] = true;
+                }
+            }
+        }
+        let mut map = vec![0 as Reg; n];
+        let mut instrs = Vec::new();
+        for i in 0..n {
+            if live[i] {
+                map[i] = instrs.len() as Reg;
+                instrs.push(self.instrs[i].map_args(|a| map[a as usize]));
+            }
+        }
+        Program {
+            instrs,
+            results: results.iter().map(|r| map[*r as usize]).collect(),
+        }
+    }
+}
+
+/// The lowered programs of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelPrograms {
+    pub n_states: usize,
+    pub n_params: usize,
+    pub n_outputs: usize,
+    /// dy/dt, one result per state.
+    pub rhs: Program,
+    /// ∂f/∂y row-major (n×n results).
+    pub jacobian: Program,
+    /// ∂f/∂t (n results).
+    pub dfdt: Program,
+    /// Outputs (n_out results).
+    pub outputs: Program,
+    /// ∂g/∂y row-major (n_out×n results).
+    pub output_jacobian: Program,
+    /// Initial states (n results; parameters only).
+    pub init: Program,
+    /// Per state: lag, bioavailability, rate, duration (4n results; NaN = not declared for
+    /// rate and duration; lag defaults to 0 and bioavailability to 1).
+    pub dosing: Program,
+}
+
+fn derived_regs(b: &mut Builder, m: &Model) -> Vec<Reg> {
+    let mut regs = Vec::with_capacity(m.derived.len());
+    for d in &m.derived {
+        let r = b.expr(&d.expr, &regs);
+        regs.push(r);
+    }
+    regs
+}
+
+impl ModelPrograms {
+    pub fn new(m: &Model) -> ModelPrograms {
+        let n = m.states.len();
+        let lower = |exprs: &[&Expr]| {
+            let mut b = Builder::new();
+            let d = derived_regs(&mut b, m);
+            let rs: Vec<Reg> = exprs.iter().map(|e| b.expr(e, &d)).collect();
+            b.finish(rs)
+        };
+        let odes: Vec<&Expr> = m.odes.iter().collect();
+        let outs: Vec<&Expr> = m.outputs.iter().map(|o| &o.expr).collect();
+        let rhs = lower(&odes);
+        let outputs = lower(&outs);
+
+        let jac_of = |exprs: &[&Expr], wrt: &mut dyn FnMut(usize) -> Op, cols: usize| {
+            let mut b = Builder::new();
+            let d = derived_regs(&mut b, m);
+            let rs: Vec<Reg> = exprs.iter().map(|e| b.expr(e, &d)).collect();
+            let zero = b.c(0.0);
+            let mut res = vec![zero; rs.len() * cols];
+            // One memo per column: derivatives of shared subexpressions are shared by rows.
+            for j in 0..cols {
+                let mut memo = HashMap::new();
+                let w = wrt(j);
+                for (i, &r) in rs.iter().enumerate() {
+                    res[i * cols + j] = b.diff(r, w, &mut memo).unwrap_or(zero);
+                }
+            }
+            b.finish(res)
+        };
+        let jacobian = jac_of(&odes, &mut |j| Op::State(j as u32), n);
+        let dfdt = jac_of(&odes, &mut |_| Op::Time, 1);
+        let output_jacobian = jac_of(&outs, &mut |j| Op::State(j as u32), n);
+
+        let zero = Expr::Num(0.0);
+        let inits: Vec<&Expr> = m
+            .states
+            .iter()
+            .map(|s| s.init.as_ref().unwrap_or(&zero))
+            .collect();
+        let init = lower(&inits);
+        let (one, nan) = (Expr::Num(1.0), Expr::Num(f64::NAN));
+        let mut dose_exprs: Vec<&Expr> = Vec::with_capacity(4 * n);
+        for d in &m.dosing {
+            dose_exprs.push(d.lag.as_ref().unwrap_or(&zero));
+            dose_exprs.push(d.bioavailability.as_ref().unwrap_or(&one));
+            dose_exprs.push(d.rate.as_ref().unwrap_or(&nan));
+            dose_exprs.push(d.duration.as_ref().unwrap_or(&nan));
+        }
+        let dosing = lower(&dose_exprs);
+        ModelPrograms {
+            n_states: n,
+            n_params: m.params.len(),
+            n_outputs: m.outputs.len(),
+            rhs,
+            jacobian,
+            dfdt,
+            outputs,
+            output_jacobian,
+            init,
+            dosing,
+        }
+    }
+}
+
+/// Lowers a standalone expression over slots (population files).
+pub fn lower_expr(e: &Expr) -> Program {
+    let mut b = Builder::new();
+    let r = b.expr(e, &[]);
+    b.finish(vec![r])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse::parse_expr_str;
+
+    #[test]
+    fn folds_shares_and_prunes() {
+        let mut b = Builder::new();
+        let x = b.push(Op::Slot(0));
+        let two = b.c(2.0);
+        let three = b.c(3.0);
+        let six = b.push(Op::Mul(two, three));
+        assert_eq!(b.konst(six), Some(6.0));
+        let a = b.push(Op::Mul(x, six));
+        let a2 = b.push(Op::Mul(six, x));
+        assert_eq!(a, a2);
+        let one = b.c(1.0);
+        assert_eq!(b.push(Op::Mul(x, one)), x);
+        let p = b.finish(vec![a]);
+        assert_eq!(p.instrs.len(), 3);
+        let mut regs = Vec::new();
+        let mut out = [0.0];
+        p.eval_slots(&[1.5], &mut regs, &mut out);
+        assert_eq!(out[0], 9.0);
+    }
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let cases = [
+            "x * y + exp(-x) * sqrt(y)",
+            "x ^ 3 / (1 + y ^ 2)",
+            "log(x + y) - log10(x) * pow(y, x)",
+            "abs(x - y) + min(x, y) * max(x, 2 * y)",
+            "if(x > y, x * x, y / x) + (x < 1) * 5",
+            "x ^ -2 + y ^ 0.5 + x ^ y",
+        ];
+        for text in cases {
+            let mut e = parse_expr_str("d", text).unwrap();
+            let src = crate::diag::SourceFile::new("d", text);
+            crate::model::parse::resolve(&mut e, &src, &|n| match n {
+                "x" => Some(Var::State(0)),
+                "y" => Some(Var::State(1)),
+                _ => None,
+            })
+            .unwrap();
+            let mut b = Builder::new();
+            let r = b.expr(&e, &[]);
+            let mut res = vec![r];
+            for j in 0..2 {
+                let mut memo = HashMap::new();
+                let dr = b.diff(r, Op::State(j), &mut memo);
+                res.push(dr.unwrap_or_else(|| b.c(0.0)));
+            }
+            let p = b.finish(res);
+            for (x, y) in [(0.7, 1.3), (2.1, 0.4), (1.9, 2.6)] {
+                let mut out = [0.0; 3];
+                let mut regs = Vec::new();
+                p.run(0.0, &[x, y], &[], &[], &mut regs, &mut out);
+                let f = |x: f64, y: f64| e.eval(&|v| if *v == Var::State(0) { x } else { y });
+                assert!(
+                    (out[0] - f(x, y)).abs() < 1e-12 * f(x, y).abs().max(1.0),
+                    "{text}"
+                );
+                let h = 1e-6;
+                let fdx = (f(x + h, y) - f(x - h, y)) / (2.0 * h);
+                let fdy = (f(x, y + h) - f(x, y - h)) / (2.0 * h);
+                assert!(
+                    (out[1] - fdx).abs() < 1e-6 * fdx.abs().max(1.0),
+                    "{text}: d/dx {} vs {fdx}",
+                    out[1]
+                );
+                assert!(
+                    (out[2] - fdy).abs() < 1e-6 * fdy.abs().max(1.0),
+                    "{text}: d/dy {} vs {fdy}",
+                    out[2]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! Lexer and parser for the expression language and the model DSL statements.
+//!
+//! The parser never panics: every problem becomes a [`Diagnostic`] located in its file, and
+//! nesting is capped so that hostile input cannot overflow the stack.
+
+use super::expr::{BinOp, Expr, Func, UnOp, Var};
+use crate::diag::{Diagnostic, SourceFile, Span};
+
+/// Deepest expression nesting accepted.
+const MAX_DEPTH: usize = 128;
+/// Longest identifier accepted.
+pub const MAX_IDENT: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tok {
+    Num(f64),
+    Ident(String),
+    Op(&'static str),
+    Newline,
+    Eof,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub tok: Tok,
+    pub span: Span,
+}
+
+const OPS: [&str; 19] = [
+    "<=", ">=", "==", "!=", "&&", "||", "+", "-", "*", "/", "^", "(", ")", ",", "=", "<", ">", "!",
+    ".",
+];
+
+/// Splits `range` of the source into tokens. Newlines inside parentheses are dropped, so a
+/// statement continues while parentheses are open; comments run from `#` to the end of line.
+pub fn lex(src: &SourceFile, range: Span) -> Result<Vec<Token>, Diagnostic> {
+    let text = &src.text;
+    let end = range.end.min(text.len());
+    let bytes = text.as_bytes();
+    let mut i = range.start;
+    let mut out = Vec::new();
+    let mut depth: i64 = 0;
+    while i < end {
+        let c = bytes[i];
+        match c {
+            b'#' => {
+                while i < end && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'\n' => {
+                if depth <= 0 {
+                    out.push(Token {
+                        tok: Tok::Newline,
+                        span: Span::new(i, i + 1),
+                    });
+                }
+                i += 1;
+            }
+            b' ' | b'\t' | b'\r' => i += 1,
+            b'0'..=b'9' | b'.' if c != b'.' || (i + 1 < end && bytes[i + 1].is_ascii_digit()) => {
+                let start = i;
+                while i < end && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+                    i += 1;
+                }
+                if i < end && (bytes[i] == b'e' || bytes[i] == b'E') {
+                    let mut j = i + 1;
+                    if j < end && (bytes[j] == b'+' || bytes[j] == b'-') {
+                        j += 1;
+                    }
+                    if j < end && bytes[j].is_ascii_digit() {
+                        i = j;
+                        while i < end && bytes[i].is_ascii_digit() {
+                            i += 1;
+                        }
+                    }
+                }
+                let s = &text[start..i];
+                let span = Span::new(start, i);
+                let v: f64 = s
+                    .parse()
+                    .map_err(|_| src.error(span, format!("'{s}' is not a number")))?;
+                if !v.is_finite() {
+                    return Err(src.error(span, format!("number '{s}' is out of range")));
+                }
+                out.push(Token {
+                    tok: Tok::Num(v),
+                    span,
+                });
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < end && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Ident(text[start..i].to_string()),
+                    span: Span::new(start, i),
+                });
+            }
+            _ => {
+                let rest = &text[i..end];
+                let Some(op) = OPS.iter().find(|o| rest.starts_with(**o)) else {
+                    let ch = rest.chars().next().unwrap_or('?');
+                    return Err(src.error(
+                        Span::new(i, i + ch.len_utf8()),
+                        format!("unexpected character '{}'", ch.escape_debug()),
+                    ));
+                };
+                if *op == "." {
+                    return Err(src.error(Span::new(i, i + 1), "unexpected character '.'"));
+                }
+                match *op {
+                    "(" => depth += 1,
+                    ")" => depth -= 1,
+                    _ => {}
+                }
+                out.push(Token {
+                    tok: Tok::Op(op),
+                    span: Span::new(i, i + op.len()),
+                });
+                i += op.len();
+            }
+        }
+    }
+    out.push(Token {
+        tok: Tok::Eof,
+        span: Span::new(end, end),
+    });
+    Ok(out)
+}
+
+/// Checks an identifier against the strict grammar (`[A-Za-z][A-Za-z0-9_]*`, ≤ 64 characters,
+/// no `__`). Returns the reason when it fails.
+pub fn check_identifier(name: &str) -> Result<(), String> {
+    let first = name.chars().next();
+    if !first.is_some_and(|c| c.is_ascii_alphabetic()) {
+        return Err(format!(
+            "'{name}' is not a valid name: names start with a letter"
+        ));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "'{name}' is not a valid name: use letters, digits and '_'"
+        ));
+    }
+    if name.contains("__") {
+        return Err(format!("'{name}' is not a valid name: '__' is reserved"));
+    }
+    if name.len() > MAX_IDENT {
+        return Err(format!(
+            "name '{}…' is longer than {MAX_IDENT} characters",
+            &name[..16]
+        ));
+    }
+    Ok(())
+}
+
+/// Words that cannot be declared as names.
+pub const RESERVED: [&str; 19] = [
+    "t", "param", "state", "output", "if", "d", "dt", "alag", "f", "rate", "dur", "exp", "log",
+    "log10", "sqrt", "pow", "abs", "min", "max",
+];
+
+/// A cursor over tokens with the expression grammar.
+pub struct Parser<'a> {
+    pub src: &'a SourceFile,
+    pub toks: Vec<Token>,
+    pub pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(src: &'a SourceFile, toks: Vec<Token>) -> Self {
+        Parser { src, toks, pos: 0 }
+    }
+
+    pub fn peek(&self) -> &Token {
+        &self.toks[self.pos.min(self.toks.len() - 1)]
+    }
+
+    pub fn peek_at(&self, k: usize) -> &Token {
+        &self.toks[(self.pos + k).min(self.toks.len() - 1)]
+    }
+
+    pub fn bump(&mut self) -> Token {
+        let t = self.peek().clone();
+        if self.pos < self.toks.len() - 1 {
+            self.pos += 1;
+        }
+        t
+    }
+
+    pub fn is_op(&self, op: &str) -> bool {
+        matches!(&self.peek().tok, Tok::Op(o) if *o == op)
+    }
+
+    pub fn expect_op(&mut self, op: &str) -> Result<Span, Diagnostic> {
+        if self.is_op(op) {
+            Ok(self.bump().span)
+        } else {
+            let t = self.peek().clone();
+            Err(self.src.error(
+                t.span,
+                format!("expected '{op}', found {}", describe(&t.tok)),
+            ))
+        }
+    }
+
+    pub fn expect_ident(&mut self) -> Result<(String, Span), Diagnostic> {
+        let t = self.bump();
+        match t.tok {
+            Tok::Ident(s) => Ok((s, t.span)),
+            other => Err(self.src.error(
+                t.span,
+                format!("expected a name, found {}", describe(&other)),
+            )),
+        }
+    }
+
+    /// Parses a whole expression.
+    pub fn expr(&mut self) -> Result<Expr, Diagnostic> {
+        self.binary(0, 0)
+    }
+
+    fn binary(&mut self, min_prec: u8, depth: usize) -> Result<Expr, Diagnostic> {
+        if depth > MAX_DEPTH {
+            return Err(self
+                .src
+                .error(self.peek().span, "expression is nested too deeply"));
+        }
+        let mut lhs = self.unary(depth + 1)?;
+        loop {
+            let (op, prec, right_assoc) = match &self.peek().tok {
+                Tok::Op("||") => (BinOp::Or, 1, false),
+                Tok::Op("&&") => (BinOp::And, 2, false),
+                Tok::Op("<") => (BinOp::Lt, 3, false),
+                Tok::Op("<=") => (BinOp::Le, 3, false),
+                Tok::Op(">") => (BinOp::Gt, 3, false),
+                Tok::Op(">=") => (BinOp::Ge, 3, false),
+                Tok::Op("==") => (BinOp::Eq, 3, false),
+                Tok::Op("!=") => (BinOp::Ne, 3, false),
+                Tok::Op("+") => (BinOp::Add, 4, false),
+                Tok::Op("-") => (BinOp::Sub, 4, false),
+                Tok::Op("*") => (BinOp::Mul, 5, false),
+                Tok::Op("/") => (BinOp::Div, 5, false),
+                Tok::Op("^") => (BinOp::Pow, 7, true),
+                _ => return Ok(lhs),
+            };
+            if prec < min_prec {
+                return Ok(lhs);
+            }
+            let op_span = self.bump().span;
+            let rhs = if op == BinOp::Pow {
+                // `^` binds tighter than unary minus on its left but accepts one on its right.
+                self.unary_pow_rhs(depth + 1)?
+            } else {
+                self.binary(if right_assoc { prec } else { prec + 1 }, depth + 1)?
+            };
+            if prec == 3
+                && matches!(
+                    self.peek().tok,
+                    Tok::Op("<" | "<=" | ">" | ">=" | "==" | "!=")
+                )
+            {
+                return Err(self.src.error(
+                    self.peek().span,
+                    "comparisons cannot be chained: use && between them",
+                ));
+            }
+            let _ = op_span;
+            lhs = Expr::Binary(op, Box::new(lhs), Box::new(rhs));
+        }
+    }
+
+    fn unary_pow_rhs(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
+        if depth > MAX_DEPTH {
+            return Err(self
+                .src
+                .error(self.peek().span, "expression is nested too deeply"));
+        }
+        if self.is_op("-") {
+            self.bump();
+            let e = self.unary_pow_rhs(depth + 1)?;
+            return Ok(Expr::Unary(UnOp::Neg, Box::new(e)));
+        }
+        let base = self.primary(depth + 1)?;
+        if self.is_op("^") {
+            self.bump();
+            let e = self.unary_pow_rhs(depth + 1)?;
+            return Ok(Expr::Binary(BinOp::Pow, Box::new(base), Box::new(e)));
+        }
+        Ok(base)
+    }
+
+    fn unary(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
+        if depth > MAX_DEPTH {
+            return Err(self
+                .src
+                .error(self.peek().span, "expression is nested too deeply"));
+        }
+        if self.is_op("-") || self.is_op("!") {
+            let neg = self.is_op("-");
+            self.bump();
+            // Unary binds looser than ^: -x^2 = -(x^2).
+            let e = self.binary(6, depth + 1)?;
+            return Ok(Expr::Unary(
+                if neg { UnOp::Neg } else { UnOp::Not },
+                Box::new(e),
+            ));
+        }
+        if self.is_op("+") {
+            self.bump();
+            return self.binary(6, depth + 1);
+        }
+        self.binary_from_primary(depth)
+    }
+
+    fn binary_from_primary(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
+        let base = self.primary(depth + 1)?;
+        if self.is_op("^") {
+            self.bump();
+            let e = self.unary_pow_rhs(depth + 1)?;
+            return Ok(Expr::Binary(BinOp::Pow, Box::new(base), Box::new(e)));
+        }
+        Ok(base)
+    }
+
+    fn primary(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
+        if depth > MAX_DEPTH {
+            return Err(self
+                .src
+                .error(self.peek().span, "expression is nested too deeply"));
+        }
+        let t = self.bump();
+        match t.tok {
+            Tok::Num(v) => Ok(Expr::Num(v)),
+            Tok::Op("(") => {
+                let e = self.binary(0, depth + 1)?;
+                self.expect_op(")")?;
+                Ok(e)
+            }
+            Tok::Ident(name) => {
+                if self.is_op("(") {
+                    let open = self.bump().span;
+                    let mut args = Vec::new();
+                    if !self.is_op(")") {
+                        loop {
+                            args.push(self.binary(0, depth + 1)?);
+                            if self.is_op(",") {
+                                self.bump();
+                                continue;
+                            }
+                            break;
+                        }
+                    }
+                    if !self.is_op(")") {
+                        let p = self.peek().clone();
+                        return Err(self.src.error(
+                            if p.tok == Tok::Eof || p.tok == Tok::Newline {
+                                open
+                            } else {
+                                p.span
+                            },
+                            if p.tok == Tok::Eof || p.tok == Tok::Newline {
+                                "unclosed '('".to_string()
+                            } else {
+                                format!("expected ',' or ')', found {}", describe(&p.tok))
+                            },
+                        ));
+                    }
+                    self.bump();
+                    if name == "if" {
+                        if args.len() != 3 {
+                            return Err(self.src.error(
+                                t.span,
+                                format!("if(cond, a, b) takes 3 arguments, got {}", args.len()),
+                            ));
+                        }
+                        let mut it = args.into_iter();
+                        let (c, a, b) = (
+                            it.next().unwrap_or(Expr::Num(0.0)),
+                            it.next().unwrap_or(Expr::Num(0.0)),
+                            it.next().unwrap_or(Expr::Num(0.0)),
+                        );
+                        return Ok(Expr::If(Box::new(c), Box::new(a), Box::new(b)));
+                    }
+                    let Some(f) = Func::from_name(&name) else {
+                        return Err(self.src.error(t.span, format!("unknown function '{name}' (functions: exp, log, log10, sqrt, pow, abs, min, max, if)")));
+                    };
+                    if args.len() != f.arity() {
+                        return Err(self.src.error(
+                            t.span,
+                            format!(
+                                "{name}() takes {} argument{}, got {}",
+                                f.arity(),
+                                if f.arity() == 1 { "" } else { "s" },
+                                args.len()
+                            ),
+                        ));
+                    }
+                    return Ok(Expr::Call(f, args));
+                }
+                if name == "t" {
+                    return Ok(Expr::Var(Var::Time));
+                }
+                Ok(Expr::Var(Var::Name { name, span: t.span }))
+            }
+            other => Err(self.src.error(
+                t.span,
+                format!("expected a value, found {}", describe(&other)),
+            )),
+        }
+    }
+}
+
+pub fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Num(v) => format!("number {v}"),
+        Tok::Ident(s) => format!("'{s}'"),
+        Tok::Op(o) => format!("'{o}'"),
+        Tok::Newline => "end of line".into(),
+        Tok::Eof => "end of input".into(),
+    }
+}
+
+/// Parses one expression spanning `span` of a source file (e.g. a string value of a TOML file).
+pub fn parse_expr(src: &SourceFile, span: Span) -> Result<Expr, Diagnostic> {
+    let toks = lex(src, span)?;
+    let mut p = Parser::new(
+        src,
+        toks.into_iter().filter(|t| t.tok != Tok::Newline).collect(),
+    );
+    if p.peek().tok == Tok::Eof {
+        return Err(src.error(span, "empty expression"));
+    }
+    let e = p.expr()?;
+    let t = p.peek().clone();
+    if t.tok != Tok::Eof {
+        return Err(src.error(
+            t.span,
+            format!("unexpected {} after the expression", describe(&t.tok)),
+        ));
+    }
+    Ok(e)
+}
+
+/// Parses a standalone expression string (errors are located in a source named `name`).
+pub fn parse_expr_str(name: &str, text: &str) -> Result<Expr, Diagnostic> {
+    let src = SourceFile::new(name, text);
+    parse_expr(&src, Span::new(0, text.len()))
+}
+
+/// Replaces every [`Var::Name`] using `lookup`; an unknown name is an error at its location.
+pub fn resolve(
+    expr: &mut Expr,
+    src: &SourceFile,
+    lookup: &impl Fn(&str) -> Option<Var>,
+) -> Result<(), Diagnostic> {
+    match expr {
+        Expr::Num(_) => Ok(()),
+        Expr::Var(v) => {
+            if let Var::Name { name, span } = v {
+                match lookup(name) {
+                    Some(r) => *v = r,
+                    None => return Err(src.error(*span, format!("unknown name '{name}'"))),
+                }
+            }
+            Ok(())
+        }
+        Expr::Unary(_, a) => resolve(a, src, lookup),
+        Expr::Binary(_, a, b) => {
+            resolve(a, src, lookup)?;
+            resolve(b, src, lookup)
+        }
+        Expr::Call(_, args) => args.iter_mut().try_for_each(|a| resolve(a, src, lookup)),
+        Expr::If(c, a, b) => {
+            resolve(c, src, lookup)?;
+            resolve(a, src, lookup)?;
+            resolve(b, src, lookup)
+        }
+    }
+}
+
+impl Expr {
+    /// Every unresolved name with its location, in order of appearance.
+    pub fn free_names(&self) -> Vec<(String, Span)> {
+        let mut out = Vec::new();
+        self.visit(&mut |e| {
+            if let Expr::Var(Var::Name { name, span }) = e {
+                out.push((name.clone(), *span));
+            }
+        });
+        out
+    }
+
+    /// Calls `f` on every node, parents first.
+    pub fn visit(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Num(_) | Expr::Var(_) => {}
+            Expr::Unary(_, a) => a.visit(f),
+            Expr::Binary(_, a, b) => {
+                a.visit(f);
+                b.visit(f);
+            }
+            Expr::Call(_, args) => args.iter().for_each(|a| a.visit(f)),
+            Expr::If(c, a, b) => {
+                c.visit(f);
+                a.visit(f);
+                b.visit(f);
+            }
+        }
+    }
+
+    /// Direct recursive evaluation (a reference for the lowered programs).
+    pub fn eval(&self, lookup: &impl Fn(&Var) -> f64) -> f64 {
+        let b = |x: bool| if x { 1.0 } else { 0.0 };
+        match self {
+            Expr::Num(v) => *v,
+            Expr::Var(v) => lookup(v),
+            Expr::Unary(UnOp::Neg, a) => -a.eval(lookup),
+            Expr::Unary(UnOp::Not, a) => b(a.eval(lookup) == 0.0),
+            Expr::Binary(op, x, y) => {
+                let (x, y) = (x.eval(lookup), y.eval(lookup));
+                match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::Mul => x * y,
+                    BinOp::Div => x / y,
+                    BinOp::Pow => x.powf(y),
+                    BinOp::Lt => b(x < y),
+                    BinOp::Le => b(x <= y),
+                    BinOp::Gt => b(x > y),
+                    BinOp::Ge => b(x >= y),
+                    BinOp::Eq => b(x == y),
+                    BinOp::Ne => b(x != y),
+                    BinOp::And => b(x != 0.0 && y != 0.0),
+                    BinOp::Or => b(x != 0.0 || y != 0.0),
+                }
+            }
+            Expr::Call(f, args) => {
+                let a = args.first().map(|a| a.eval(lookup)).unwrap_or(f64::NAN);
+                let c = args.get(1).map(|a| a.eval(lookup)).unwrap_or(f64::NAN);
+                match f {
+                    Func::Exp => a.exp(),
+                    Func::Log => a.ln(),
+                    Func::Log10 => a.log10(),
+                    Func::Sqrt => a.sqrt(),
+                    Func::Pow => a.powf(c),
+                    Func::Abs => a.abs(),
+                    Func::Min => a.min(c),
+                    Func::Max => a.max(c),
+                }
+            }
+            Expr::If(c, x, y) => {
+                if c.eval(lookup) != 0.0 {
+                    x.eval(lookup)
+                } else {
+                    y.eval(lookup)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(text: &str) -> f64 {
+        let e = parse_expr_str("x", text).unwrap();
+        e.eval(&|v| match v {
+            Var::Name { name, .. } if name == "a" => 2.0,
+            Var::Name { name, .. } if name == "b" => 3.0,
+            Var::Time => 0.5,
+            _ => f64::NAN,
+        })
+    }
+
+    #[test]
+    fn precedence_and_associativity() {
+        assert_eq!(ev("1 + 2 * 3"), 7.0);
+        assert_eq!(ev("2 ^ 3 ^ 2"), 512.0);
+        assert_eq!(ev("-a^2"), -4.0);
+        assert_eq!(ev("a^-1"), 0.5);
+        assert_eq!(ev("(1 + 2) * 3"), 9.0);
+        assert_eq!(ev("a - b - 1"), -2.0);
+        assert_eq!(ev("a / b * 3"), 2.0);
+        assert_eq!(ev("a < b && b < 4 || 0"), 1.0);
+        assert_eq!(ev("!(a > b)"), 1.0);
+        assert_eq!(ev("if(a >= 2, 10, 20)"), 10.0);
+        assert_eq!(ev("max(a, b) + min(a, b) + pow(a, b)"), 13.0);
+        assert_eq!(ev("t * 4"), 2.0);
+        assert_eq!(ev(".5 + 1e-1 + 2E1"), 20.6);
+        assert!(
+            (ev("exp(log(a)) + sqrt(b) - abs(-1) + log10(100)") - (2.0 + 3f64.sqrt() - 1.0 + 2.0))
+                .abs()
+                < 1e-14
+        );
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let e = parse_expr_str("x", "1 +\n  foo(2)").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 3), "{e}");
+        assert!(e.message.contains("unknown function 'foo'"));
+        let e = parse_expr_str("x", "a < b < 3").unwrap_err();
+        assert!(e.message.contains("chained"));
+        let e = parse_expr_str("x", "max(1)").unwrap_err();
+        assert!(e.message.contains("takes 2 arguments"));
+        let e = parse_expr_str("x", "(1 + 2").unwrap_err();
+        assert!(e.message.contains("expected ')'"), "{e}");
+        let e = parse_expr_str("x", "1 $ 2").unwrap_err();
+        assert_eq!(e.col, 3);
+        assert!(parse_expr_str("x", "1e999").is_err());
+        let deep = "(".repeat(10_000) + "1" + &")".repeat(10_000);
+        assert!(parse_expr_str("x", &deep)
+            .unwrap_err()
+            .message
+            .contains("deeply"));
+    }
+}
