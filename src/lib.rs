@@ -12,6 +12,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod backend;
+pub mod cli;
 pub mod diag;
 pub mod dosing;
 pub mod metrics;

@@ -1,3 +1,35 @@
+//! The `vpop` command line.
+
+use clap::{Parser, Subcommand};
+use vpop::cli;
+
+/// vpop — in-silico clinical trials: sample virtual patients, simulate a PK/PD model for each of
+/// them under a dosing regimen, and get per-subject exposure metrics as Parquet.
+#[derive(Parser)]
+#[command(name = "vpop", version, about, long_about = None, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the built-in models, or print one model's source.
+    #[command(after_help = "Examples:\n  vpop models\n  vpop models two_cmt_oral")]
+    Models(cli::models::ModelsArgs),
+    /// Simulate one subject and print its exposure metrics (and optionally its profile).
+    #[command(after_help = cli::simulate::EXAMPLES)]
+    Simulate(cli::simulate::SimulateArgs),
+}
+
 fn main() {
-    println!("vpop {}", env!("CARGO_PKG_VERSION"));
+    let args = Cli::parse();
+    let result = match &args.command {
+        Command::Models(a) => cli::models::run(a),
+        Command::Simulate(a) => cli::simulate::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -602,3 +602,47 @@ fn a_failing_subject_is_flagged_and_yields_nan() {
     assert_ne!(status, Status::Ok);
     assert!(got.iter().all(|v| v.is_nan()));
 }
+
+/// The command a new user runs: `vpop simulate` on the library's two_cmt_oral model prints AUC,
+/// Cmax and Tmax equal to the closed form.
+#[test]
+fn vpop_simulate_on_the_library_model_matches_the_closed_form() {
+    let case = &cases()[6];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .args([
+            "simulate",
+            "two_cmt_oral",
+            "--dose",
+            "amount=100,into=depot,every=12,count=14",
+            "--end",
+            "168",
+            "--metrics",
+            "auc,cmax,tmax,ctrough",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
+    for (column, metric) in [
+        ("cp_auc", "auc"),
+        ("cp_cmax", "cmax"),
+        ("cp_tmax", "tmax"),
+        ("cp_ctrough", "ctrough"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(column))
+            .unwrap_or_else(|| panic!("no {column} in:\n{text}"));
+        let got: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let want = reference(case, &schedule, &Metric::parse(metric).unwrap());
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs(),
+            "{column}: {got} vs closed form {want}"
+        );
+    }
+}

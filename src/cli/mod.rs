@@ -17,8 +17,10 @@ pub fn load_model(name_or_path: &str) -> anyhow::Result<Model> {
     }
     let path = Path::new(name_or_path);
     if path.exists() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return Model::parse(&path.display().to_string(), &text).map_err(|e| anyhow::anyhow!("{e}"));
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return Model::parse(&path.display().to_string(), &text)
+            .map_err(|e| anyhow::anyhow!("{e}"));
     }
     let known: Vec<&str> = library::names().collect();
     anyhow::bail!(

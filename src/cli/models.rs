@@ -16,13 +16,18 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
         print!("{}", m.source);
         return Ok(());
     }
-    println!("{:<22} {:<60} parameters", "name", "description");
     for m in library::MODELS {
         let params = match Model::parse(m.name, m.source) {
-            Ok(model) => model.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+            Ok(model) => model
+                .params
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             Err(e) => format!("(does not parse: {e})"),
         };
-        println!("{:<22} {:<60} {params}", m.name, m.description);
+        println!("{:<20} {}", m.name, m.description());
+        println!("{:<20} parameters: {params}", "");
     }
     Ok(())
 }

@@ -40,7 +40,11 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub dt: Option<f64>,
     /// Metrics, comma-separated (e.g. auc,cmax,tmax,ctrough,auc_last_interval,time_above(1)).
-    #[arg(long, value_delimiter = ';', default_value = "auc,cmax,tmax,cmin_last_interval,ctrough")]
+    #[arg(
+        long,
+        value_delimiter = ';',
+        default_value = "auc,cmax,tmax,cmin_last_interval,ctrough"
+    )]
     pub metrics: Vec<String>,
     /// Print the outputs at these times: a list `0,1,2.5` or a range `from:to:step`.
     #[arg(long)]
@@ -66,22 +70,31 @@ fn split_metrics(items: &[String]) -> Vec<String> {
         }
         out.push(cur);
     }
-    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// `0,1,2.5` or `from:to:step`.
 pub fn parse_times(text: &str) -> anyhow::Result<Vec<f64>> {
-    let bad = || anyhow::anyhow!("times '{text}': expected a list like 0,1,2.5 or a range from:to:step");
+    let bad =
+        || anyhow::anyhow!("times '{text}': expected a list like 0,1,2.5 or a range from:to:step");
     let mut t: Vec<f64> = if let [a, b, s] = text.split(':').collect::<Vec<_>>()[..] {
-        let (a, b, s): (f64, f64, f64) =
-            (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?, s.trim().parse().map_err(|_| bad())?);
+        let (a, b, s): (f64, f64, f64) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+            s.trim().parse().map_err(|_| bad())?,
+        );
         if !(s > 0.0 && b >= a && (b - a) / s <= 1e7) {
             return Err(bad());
         }
         let n = ((b - a) / s + 1e-9).floor() as usize;
         (0..=n).map(|i| a + i as f64 * s).collect()
     } else {
-        text.split(',').map(|x| x.trim().parse::<f64>().map_err(|_| bad())).collect::<Result<_, _>>()?
+        text.split(',')
+            .map(|x| x.trim().parse::<f64>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?
     };
     if t.iter().any(|x| !x.is_finite() || *x < 0.0) {
         bail!("times must be finite and ≥ 0");
@@ -95,15 +108,28 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     let compiled = CompiledModel::new(&model);
     let mut params: Vec<f64> = model.params.iter().map(|p| p.default).collect();
     for kv in &args.params {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--param '{kv}': expected NAME=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--param '{kv}': expected NAME=VALUE"))?;
         let i = model.param_index(k.trim()).with_context(|| {
             let names: Vec<&str> = model.params.iter().map(|p| p.name.as_str()).collect();
-            format!("--param '{kv}': the model has no parameter '{}' (parameters: {})", k.trim(), names.join(", "))
+            format!(
+                "--param '{kv}': the model has no parameter '{}' (parameters: {})",
+                k.trim(),
+                names.join(", ")
+            )
         })?;
-        params[i] = v.trim().parse().with_context(|| format!("--param '{kv}': '{}' is not a number", v.trim()))?;
+        params[i] = v
+            .trim()
+            .parse()
+            .with_context(|| format!("--param '{kv}': '{}' is not a number", v.trim()))?;
     }
-    let method = Method::from_name(&args.method)
-        .with_context(|| format!("unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)", args.method))?;
+    let method = Method::from_name(&args.method).with_context(|| {
+        format!(
+            "unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)",
+            args.method
+        )
+    })?;
     if method == Method::Rk4 && args.dt.is_none() {
         bail!("rk4 is a fixed-step method: give --dt");
     }
@@ -113,7 +139,9 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     let mut regimen = Regimen::default();
     for d in &args.doses {
         let spec = parse_dose_arg(d).map_err(anyhow::Error::msg)?;
-        regimen.lines.push(dose_line(&model, &spec).map_err(|e| anyhow::anyhow!("--dose '{d}': {e}"))?);
+        regimen
+            .lines
+            .push(dose_line(&model, &spec).map_err(|e| anyhow::anyhow!("--dose '{d}': {e}"))?);
     }
     let mut specs = Vec::new();
     for name in split_metrics(&args.metrics) {
@@ -122,15 +150,34 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             specs.push(MetricSpec::new(k, &o.name, metric));
         }
     }
-    let times = args.times.as_deref().map(parse_times).transpose()?.unwrap_or_default();
+    let times = args
+        .times
+        .as_deref()
+        .map(parse_times)
+        .transpose()?
+        .unwrap_or_default();
 
     let mut bound = compiled.bind(&params);
     let dosing: Vec<StateDosing> = bound.state_dosing();
-    let schedule = regimen.schedule(1.0, &dosing).map_err(|e| anyhow::anyhow!("dosing: {e}"))?;
+    let schedule = regimen
+        .schedule(1.0, &dosing)
+        .map_err(|e| anyhow::anyhow!("dosing: {e}"))?;
     let mut y0 = vec![0.0; model.states.len()];
     bound.initial_state(&mut y0);
-    let solver = SolverOptions { method, rtol: args.rtol, atol: args.atol, dt: args.dt, ..Default::default() };
-    let plan = SubjectPlan { schedule: &schedule, end: args.end, metrics: &specs, sample_times: &times, solver: &solver };
+    let solver = SolverOptions {
+        method,
+        rtol: args.rtol,
+        atol: args.atol,
+        dt: args.dt,
+        ..Default::default()
+    };
+    let plan = SubjectPlan {
+        schedule: &schedule,
+        end: args.end,
+        metrics: &specs,
+        sample_times: &times,
+        solver: &solver,
+    };
     let mut integrator = Integrator::new(method, model.states.len() + model.outputs.len());
     let out = simulate_subject(bound, compiled.bind(&params), &y0, &plan, &mut integrator);
 
@@ -182,7 +229,10 @@ mod tests {
 
     #[test]
     fn times_parse_as_lists_and_ranges() {
-        assert_eq!(parse_times("0:2:0.5").unwrap(), vec![0.0, 0.5, 1.0, 1.5, 2.0]);
+        assert_eq!(
+            parse_times("0:2:0.5").unwrap(),
+            vec![0.0, 0.5, 1.0, 1.5, 2.0]
+        );
         assert_eq!(parse_times("3, 1,2").unwrap(), vec![1.0, 2.0, 3.0]);
         assert!(parse_times("1:0:1").is_err());
         assert!(parse_times("a").is_err());

@@ -4,6 +4,7 @@
 pub mod eval;
 pub mod expr;
 pub mod ir;
+pub mod library;
 pub mod lower;
 pub mod parse;
 

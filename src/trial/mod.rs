@@ -2,4 +2,6 @@
 
 pub mod encode;
 pub mod quantile;
+pub mod regimen;
 pub mod spec;
+pub use regimen::dose_line;

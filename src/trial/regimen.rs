@@ -1,14 +1,18 @@
 //! Dose lines of a spec resolved against a model.
 
+use super::spec::DoseSpec;
 use crate::dosing::{Administration, DoseLine};
 use crate::model::Model;
-use super::spec::DoseSpec;
 
 /// A dosing line of the spec, resolved against the model's states.
 pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
     let state = model.state_index(&d.into).ok_or_else(|| {
         let names: Vec<&str> = model.states.iter().map(|s| s.name.as_str()).collect();
-        format!("dose into '{}', which is not a state of the model (states: {})", d.into, names.join(", "))
+        format!(
+            "dose into '{}', which is not a state of the model (states: {})",
+            d.into,
+            names.join(", ")
+        )
     })?;
     let administration = match (d.rate, d.duration, d.modelled) {
         (None, None, false) => Administration::Bolus,
@@ -28,8 +32,10 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
         count: d.count,
         administration,
     };
-    crate::dosing::Regimen { lines: vec![line.clone()] }
-        .validate(model.states.len())
-        .map_err(|e| e.0.replace("dose line 1: ", ""))?;
+    crate::dosing::Regimen {
+        lines: vec![line.clone()],
+    }
+    .validate(model.states.len())
+    .map_err(|e| e.0.replace("dose line 1: ", ""))?;
     Ok(line)
 }
