@@ -1,0 +1,307 @@
+//! The integrators on problems with independent reference solutions: Robertson's stiff
+//! kinetics (against scipy's Radau at rtol 1e-12), exponential growth and blow-up for status
+//! codes, and pinned work counters.
+
+use vpop::solver::{
+    DenseOutput, Integrator, Method, NoObserver, OdeSystem, SolverOptions, Stats, Status,
+    StepObserver,
+};
+
+struct Robertson;
+
+impl OdeSystem for Robertson {
+    fn dim(&self) -> usize {
+        3
+    }
+    fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
+        dy[0] = -0.04 * y[0] + 1e4 * y[1] * y[2];
+        dy[1] = 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] * y[1];
+        dy[2] = 3e7 * y[1] * y[1];
+    }
+    fn jacobian(&mut self, _t: f64, y: &[f64], j: &mut [f64]) {
+        j.copy_from_slice(&[
+            -0.04,
+            1e4 * y[2],
+            1e4 * y[1],
+            0.04,
+            -1e4 * y[2] - 6e7 * y[1],
+            -1e4 * y[1],
+            0.0,
+            6e7 * y[1],
+            0.0,
+        ]);
+    }
+    fn dfdt(&mut self, _t: f64, _y: &[f64], out: &mut [f64]) {
+        out.fill(0.0);
+    }
+}
+
+fn reference() -> Vec<[f64; 4]> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/robertson_reference.csv"
+    ))
+    .unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let v: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+            [v[0], v[1], v[2], v[3]]
+        })
+        .collect()
+}
+
+fn robertson(method: Method, rtol: f64) -> (Vec<[f64; 3]>, Stats) {
+    let opts = SolverOptions {
+        method,
+        rtol,
+        atol: 1e-14,
+        ..Default::default()
+    };
+    let mut integ = Integrator::new(method, 3);
+    let mut y = [1.0, 0.0, 0.0];
+    let (mut t, mut h, mut stats) = (0.0, 0.0, Stats::default());
+    let mut out = Vec::new();
+    for r in reference() {
+        let status = integ.integrate(
+            &mut Robertson,
+            t,
+            r[0],
+            &mut y,
+            &mut h,
+            &opts,
+            &mut NoObserver,
+            &mut stats,
+        );
+        assert_eq!(status, Status::Ok, "{method} at t = {}", r[0]);
+        out.push(y);
+        t = r[0];
+    }
+    (out, stats)
+}
+
+fn check_robertson(method: Method, rtol: f64, tol: f64) -> Stats {
+    let (got, stats) = robertson(method, rtol);
+    for (g, r) in got.iter().zip(reference()) {
+        for k in 0..3 {
+            let err = (g[k] - r[k + 1]).abs() / r[k + 1].abs();
+            assert!(
+                err < tol,
+                "{method}: y{} at t = {}: {} vs {} (rel err {err:.1e})",
+                k + 1,
+                r[0],
+                g[k],
+                r[k + 1]
+            );
+        }
+    }
+    stats
+}
+
+#[test]
+fn rodas4_solves_robertson() {
+    check_robertson(Method::Rodas4, 1e-8, 1e-6);
+}
+
+#[test]
+fn rosenbrock23_solves_robertson() {
+    check_robertson(Method::Rosenbrock23, 1e-8, 1e-5);
+}
+
+/// y' = y on [0, 1]: e at the end, and the dense output everywhere in between.
+struct Growth;
+
+impl OdeSystem for Growth {
+    fn dim(&self) -> usize {
+        1
+    }
+    fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
+        dy[0] = y[0];
+    }
+    fn jacobian(&mut self, _t: f64, _y: &[f64], j: &mut [f64]) {
+        j[0] = 1.0;
+    }
+    fn dfdt(&mut self, _t: f64, _y: &[f64], out: &mut [f64]) {
+        out[0] = 0.0;
+    }
+}
+
+struct DenseCheck {
+    worst: f64,
+}
+
+impl StepObserver for DenseCheck {
+    fn on_step(&mut self, s: &dyn DenseOutput) {
+        let mut y = [0.0];
+        for i in 0..=10 {
+            let t = s.t0() + (s.t1() - s.t0()) * i as f64 / 10.0;
+            s.eval(t, &mut y);
+            self.worst = self.worst.max((y[0] - t.exp()).abs() / t.exp());
+        }
+        assert!((s.f1()[0] - s.y1()[0]).abs() <= 1e-12 * s.y1()[0].abs());
+    }
+}
+
+#[test]
+fn every_method_reaches_e_and_interpolates_it() {
+    for (method, rtol, tol_end, tol_dense) in [
+        (Method::Dopri5, 1e-10, 1e-9, 1e-8),
+        (Method::Tsit5, 1e-10, 1e-9, 1e-8),
+        (Method::Rodas4, 1e-10, 1e-8, 1e-7),
+        (Method::Rosenbrock23, 1e-8, 5e-6, 5e-6),
+    ] {
+        let opts = SolverOptions {
+            method,
+            rtol,
+            atol: 1e-14,
+            ..Default::default()
+        };
+        let mut y = [1.0];
+        let (mut h, mut stats) = (0.0, Stats::default());
+        let mut obs = DenseCheck { worst: 0.0 };
+        let st = Integrator::new(method, 1).integrate(
+            &mut Growth,
+            0.0,
+            1.0,
+            &mut y,
+            &mut h,
+            &opts,
+            &mut obs,
+            &mut stats,
+        );
+        assert_eq!(st, Status::Ok);
+        let e = std::f64::consts::E;
+        assert!((y[0] - e).abs() / e < tol_end, "{method}: {}", y[0]);
+        assert!(
+            obs.worst < tol_dense,
+            "{method}: dense output error {:e}",
+            obs.worst
+        );
+    }
+}
+
+/// y' = y², y(0) = 1 has a pole at t = 1.
+struct BlowUp;
+
+impl OdeSystem for BlowUp {
+    fn dim(&self) -> usize {
+        1
+    }
+    fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
+        dy[0] = y[0] * y[0];
+    }
+    fn jacobian(&mut self, _t: f64, y: &[f64], j: &mut [f64]) {
+        j[0] = 2.0 * y[0];
+    }
+    fn dfdt(&mut self, _t: f64, _y: &[f64], out: &mut [f64]) {
+        out[0] = 0.0;
+    }
+}
+
+#[test]
+fn status_codes_for_failing_problems() {
+    for method in [
+        Method::Dopri5,
+        Method::Tsit5,
+        Method::Rosenbrock23,
+        Method::Rodas4,
+    ] {
+        // Approaching the pole the step size collapses (or the state overflows): never Ok.
+        let opts = SolverOptions {
+            method,
+            ..Default::default()
+        };
+        let (mut y, mut h, mut stats) = ([1.0], 0.0, Stats::default());
+        let st = Integrator::new(method, 1).integrate(
+            &mut BlowUp,
+            0.0,
+            2.0,
+            &mut y,
+            &mut h,
+            &opts,
+            &mut NoObserver,
+            &mut stats,
+        );
+        assert!(
+            matches!(
+                st,
+                Status::StepTooSmall | Status::NonFinite | Status::MaxSteps
+            ),
+            "{method}: {st:?}"
+        );
+        assert_ne!(st, Status::Ok);
+        // A step budget that cannot suffice.
+        let opts = SolverOptions {
+            method,
+            max_steps: 5,
+            rtol: 1e-10,
+            atol: 1e-12,
+            ..Default::default()
+        };
+        let (mut y, mut h, mut stats) = ([1.0], 0.0, Stats::default());
+        let st = Integrator::new(method, 1).integrate(
+            &mut Growth,
+            0.0,
+            10.0,
+            &mut y,
+            &mut h,
+            &opts,
+            &mut NoObserver,
+            &mut stats,
+        );
+        assert_eq!(st, Status::MaxSteps, "{method}");
+        // A non-finite start.
+        let (mut y, mut h, mut stats) = ([f64::NAN], 0.0, Stats::default());
+        let opts = SolverOptions {
+            method,
+            ..Default::default()
+        };
+        let st = Integrator::new(method, 1).integrate(
+            &mut Growth,
+            0.0,
+            1.0,
+            &mut y,
+            &mut h,
+            &opts,
+            &mut NoObserver,
+            &mut stats,
+        );
+        assert_eq!(st, Status::NonFinite, "{method}");
+    }
+}
+
+/// Work counters, pinned so that any change in step control shows up in review.
+#[test]
+fn work_counters_are_pinned() {
+    let mut lines = Vec::new();
+    for method in [Method::Rosenbrock23, Method::Rodas4] {
+        let (_, s) = robertson(method, 1e-6);
+        lines.push(format!("robertson {method}: {s:?}"));
+    }
+    for method in [
+        Method::Dopri5,
+        Method::Tsit5,
+        Method::Rosenbrock23,
+        Method::Rodas4,
+    ] {
+        let opts = SolverOptions {
+            method,
+            rtol: 1e-8,
+            atol: 1e-12,
+            ..Default::default()
+        };
+        let (mut y, mut h, mut stats) = ([1.0], 0.0, Stats::default());
+        Integrator::new(method, 1).integrate(
+            &mut Growth,
+            0.0,
+            1.0,
+            &mut y,
+            &mut h,
+            &opts,
+            &mut NoObserver,
+            &mut stats,
+        );
+        lines.push(format!("growth {method}: {stats:?}"));
+    }
+    insta::assert_snapshot!(lines.join("\n"));
+}
