@@ -478,6 +478,16 @@ impl Builder {
                 };
                 num.map(|n| self.push(Div(n, b)))
             }
+            Pow(a, b) if d(self, b).is_none() => {
+                // Constant exponent: b·a^(b−1)·da, finite at a = 0 for b ≥ 1.
+                d(self, a).map(|x| {
+                    let one = self.c(1.0);
+                    let bm1 = self.push(Sub(b, one));
+                    let p = self.push(Pow(a, bm1));
+                    let bp = self.push(Mul(b, p));
+                    self.push(Mul(bp, x))
+                })
+            }
             Pow(a, b) => {
                 // r · (db·ln a + b·da / a)
                 let (da, db) = (d(self, a), d(self, b));
