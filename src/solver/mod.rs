@@ -172,6 +172,7 @@ impl StepObserver for NoObserver {
 }
 
 pub mod integrator;
+pub mod tableau;
 // Coefficients keep the digits of their published sources.
 #[allow(clippy::excessive_precision)]
 pub mod tableau_data;
