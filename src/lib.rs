@@ -18,5 +18,6 @@ pub mod dosing;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod population;
 pub mod solver;
 pub mod trial;

@@ -1,0 +1,1114 @@
+//! Virtual populations: population files (covariate DAG, parameter models, OMEGA blocks,
+//! residual error) and counter-based reproducible sampling.
+//!
+//! A population file is TOML whose values are numbers or expressions of the model language (see
+//! `docs/populations.md`). Covariates may depend on one another in any order of the file (they
+//! are sorted by their dependencies; a cycle is an error); parameters are expressions of
+//! covariates and etas. This module never integrates anything and never writes files.
+
+pub mod dist;
+pub mod rng;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rand::RngExt;
+use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::diag::{Diagnostic, SourceFile, Span};
+use crate::model::{lower_expr, parse_expr, resolve, Expr, Program, Var};
+use dist::{cholesky_psd, interp, truncated_std_normal};
+use rng::{subject_rng, Stream};
+
+/// A number or an expression string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Value {
+    Num(f64),
+    Expr(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CovariateSpec {
+    #[serde(default)]
+    dist: Option<Spanned<String>>,
+    #[serde(default)]
+    mean: Option<Spanned<Value>>,
+    #[serde(default)]
+    sd: Option<Spanned<Value>>,
+    #[serde(default)]
+    median: Option<Spanned<Value>>,
+    #[serde(default)]
+    cv: Option<Spanned<Value>>,
+    #[serde(default)]
+    mu: Option<Spanned<Value>>,
+    #[serde(default)]
+    sigma: Option<Spanned<Value>>,
+    #[serde(default)]
+    lo: Option<Spanned<Value>>,
+    #[serde(default)]
+    hi: Option<Spanned<Value>>,
+    /// Categorical: label → frequency (number or expression), in file order.
+    #[serde(default)]
+    levels: Option<Spanned<toml::Table>>,
+    /// Empirical quantile table: the covariate it is indexed by.
+    #[serde(default)]
+    by: Option<Spanned<Value>>,
+    #[serde(default)]
+    x: Option<Vec<f64>>,
+    #[serde(default)]
+    quantiles: Option<Vec<f64>>,
+    #[serde(default)]
+    values: Option<Spanned<Vec<Vec<f64>>>>,
+    /// A derived covariate.
+    #[serde(default)]
+    expr: Option<Spanned<String>>,
+    /// Published targets for `vpop sample --summary`.
+    #[serde(default)]
+    target: Option<Target>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// Published summary values a covariate should reproduce.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    #[serde(default)]
+    pub mean: Option<f64>,
+    #[serde(default)]
+    pub sd: Option<f64>,
+    #[serde(default)]
+    pub median: Option<f64>,
+    #[serde(default)]
+    pub p5: Option<f64>,
+    #[serde(default)]
+    pub p95: Option<f64>,
+    /// Categorical: label → frequency.
+    #[serde(default)]
+    pub freq: Option<BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OmegaSpec {
+    etas: Spanned<Vec<String>>,
+    #[serde(default)]
+    variance: Option<Vec<f64>>,
+    #[serde(default)]
+    cv: Option<Vec<f64>>,
+    #[serde(default)]
+    correlation: Option<Vec<Vec<f64>>>,
+    #[serde(default)]
+    covariance: Option<Vec<Vec<f64>>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResidualSpec {
+    #[serde(default)]
+    additive: Option<f64>,
+    #[serde(default)]
+    proportional: Option<f64>,
+    #[serde(default)]
+    exponential: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    population: Header,
+    #[serde(default)]
+    covariates: indexmap::IndexMap<String, Spanned<CovariateSpec>>,
+    #[serde(default)]
+    parameters: indexmap::IndexMap<String, Spanned<Value>>,
+    #[serde(default)]
+    omega: Vec<Spanned<OmegaSpec>>,
+    #[serde(default)]
+    residual: indexmap::IndexMap<String, Spanned<ResidualSpec>>,
+}
+
+/// How a covariate is drawn. Expression arguments are programs over the population's slots.
+#[derive(Debug, Clone)]
+enum Draw {
+    Normal {
+        mean: Program,
+        sd: Program,
+    },
+    LogNormal {
+        mu: Program,
+        sigma: Program,
+    },
+    Uniform {
+        lo: Program,
+        hi: Program,
+    },
+    Categorical {
+        freqs: Vec<Program>,
+    },
+    Empirical {
+        by: Program,
+        x: Vec<f64>,
+        quantiles: Vec<f64>,
+        values: Vec<Vec<f64>>,
+    },
+    Derived(Program),
+}
+
+#[derive(Debug, Clone)]
+struct Covariate {
+    name: String,
+    draw: Draw,
+    /// Truncation bounds on the covariate's value.
+    lo: Option<Program>,
+    hi: Option<Program>,
+    labels: Option<Vec<String>>,
+    target: Option<Target>,
+    source: Option<String>,
+}
+
+/// Residual error model of one output: y = f·(1 + prop·ε₁) + add·ε₂, or y = f·exp(exp·ε₁).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResidualModel {
+    pub additive: f64,
+    pub proportional: f64,
+    pub exponential: f64,
+}
+
+impl ResidualModel {
+    /// The observation for prediction `f` and standard normal draws `e1`, `e2`.
+    pub fn apply(&self, f: f64, e1: f64, e2: f64) -> f64 {
+        if self.exponential > 0.0 {
+            f * (self.exponential * e1).exp() + self.additive * e2
+        } else {
+            f * (1.0 + self.proportional * e1) + self.additive * e2
+        }
+    }
+}
+
+/// An OMEGA block: its etas (slot indices) and lower Cholesky factor.
+#[derive(Debug, Clone)]
+struct Block {
+    slots: Vec<usize>,
+    chol: Vec<f64>,
+    variances: Vec<f64>,
+}
+
+/// A population: covariates, etas and parameters, ready to sample.
+#[derive(Debug, Clone)]
+pub struct Population {
+    pub name: String,
+    pub description: String,
+    source: SourceFile,
+    /// In sampling (dependency) order.
+    covariates: Vec<Covariate>,
+    eta_names: Vec<String>,
+    blocks: Vec<Block>,
+    params: Vec<(String, Program)>,
+    residual: Vec<(String, ResidualModel)>,
+}
+
+/// A population file that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PopulationError {
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+    #[error("{0}: {1}")]
+    Io(String, String),
+}
+
+impl From<Diagnostic> for PopulationError {
+    fn from(d: Diagnostic) -> Self {
+        PopulationError::Invalid(vec![d])
+    }
+}
+
+/// Sampled subjects, structure of arrays.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SampledChunk {
+    pub first: u64,
+    pub n: usize,
+    /// `covariates[c][i]`, in [`Population::covariate_names`] order (categoricals as codes).
+    pub covariates: Vec<Vec<f64>>,
+    /// `etas[e][i]`, in [`Population::eta_names`] order.
+    pub etas: Vec<Vec<f64>>,
+    /// `parameters[p][i]`, in [`Population::parameter_names`] order.
+    pub parameters: Vec<Vec<f64>>,
+}
+
+trait SpanExt {
+    /// The key's span when found, else the value's.
+    fn max_by(self, value: Span) -> Span;
+}
+
+impl SpanExt for Span {
+    fn max_by(self, value: Span) -> Span {
+        if self.start == self.end {
+            value
+        } else {
+            self
+        }
+    }
+}
+
+fn sp<T>(v: &Spanned<T>) -> Span {
+    Span::new(v.span().start, v.span().end)
+}
+
+impl Population {
+    pub fn load(path: &Path) -> Result<Population, PopulationError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PopulationError::Io(path.display().to_string(), e.to_string()))?;
+        Population::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(file_name: &str, text: &str) -> Result<Population, PopulationError> {
+        let src = SourceFile::new(file_name, text);
+        let spec: FileSpec = toml::from_str(text).map_err(|e| {
+            let span = e
+                .span()
+                .map(|r| Span::new(r.start, r.end))
+                .unwrap_or_default();
+            src.error(span, e.message().trim().to_string())
+        })?;
+        Builder {
+            src: &src,
+            errors: Vec::new(),
+        }
+        .build(spec, &src)
+    }
+
+    pub fn covariate_names(&self) -> Vec<&str> {
+        self.covariates.iter().map(|c| c.name.as_str()).collect()
+    }
+    /// Labels of a categorical covariate (by covariate index), `None` for numeric ones.
+    pub fn covariate_labels(&self, c: usize) -> Option<&[String]> {
+        self.covariates.get(c).and_then(|c| c.labels.as_deref())
+    }
+    pub fn covariate_target(&self, c: usize) -> Option<&Target> {
+        self.covariates.get(c).and_then(|c| c.target.as_ref())
+    }
+    pub fn covariate_source(&self, c: usize) -> Option<&str> {
+        self.covariates.get(c).and_then(|c| c.source.as_deref())
+    }
+    pub fn eta_names(&self) -> Vec<&str> {
+        self.eta_names.iter().map(String::as_str).collect()
+    }
+    /// The OMEGA variance of each eta (the diagonal).
+    pub fn eta_variances(&self) -> Vec<f64> {
+        let mut v = vec![0.0; self.eta_names.len()];
+        for b in &self.blocks {
+            for (k, s) in b.slots.iter().enumerate() {
+                v[*s - self.covariates.len()] = b.variances[k];
+            }
+        }
+        v
+    }
+    /// The OMEGA covariance between two etas (0 across blocks).
+    pub fn eta_covariance(&self, a: usize, b: usize) -> f64 {
+        let nc = self.covariates.len();
+        for blk in &self.blocks {
+            let (Some(i), Some(j)) = (
+                blk.slots.iter().position(|s| *s == a + nc),
+                blk.slots.iter().position(|s| *s == b + nc),
+            ) else {
+                continue;
+            };
+            let n = blk.slots.len();
+            return (0..n)
+                .map(|k| blk.chol[i * n + k] * blk.chol[j * n + k])
+                .sum();
+        }
+        0.0
+    }
+    pub fn parameter_names(&self) -> Vec<&str> {
+        self.params.iter().map(|(n, _)| n.as_str()).collect()
+    }
+    pub fn residual_models(&self) -> &[(String, ResidualModel)] {
+        &self.residual
+    }
+    pub fn source_text(&self) -> &str {
+        &self.source.text
+    }
+    pub fn file_name(&self) -> &str {
+        &self.source.name
+    }
+    pub fn hash(&self) -> String {
+        let d = Sha256::digest(self.source.text.as_bytes());
+        format!(
+            "sha256:{}",
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    }
+
+    /// Samples subjects `first..first + n` into `out`, in parallel. Each subject's values
+    /// depend only on (seed, subject index).
+    pub fn sample(&self, seed: u64, first: u64, n: usize, out: &mut SampledChunk) {
+        let (nc, ne, np) = (
+            self.covariates.len(),
+            self.eta_names.len(),
+            self.params.len(),
+        );
+        let width = nc + ne + np;
+        const BLOCK: usize = 2048;
+        let mut rows = vec![0.0; n * width];
+        rows.par_chunks_mut(BLOCK * width.max(1))
+            .enumerate()
+            .for_each(|(b, chunk)| {
+                let mut slots = vec![0.0; nc + ne];
+                let mut regs = Vec::new();
+                for (k, row) in chunk.chunks_mut(width.max(1)).enumerate() {
+                    let subject = first + (b * BLOCK + k) as u64;
+                    self.sample_one(seed, subject, &mut slots, &mut regs, row);
+                }
+            });
+        out.first = first;
+        out.n = n;
+        let fill = |cols: &mut Vec<Vec<f64>>, count: usize, offset: usize| {
+            cols.resize_with(count, Vec::new);
+            for (c, col) in cols.iter_mut().enumerate() {
+                col.clear();
+                col.extend(rows.chunks(width.max(1)).take(n).map(|r| r[offset + c]));
+            }
+        };
+        fill(&mut out.covariates, nc, 0);
+        fill(&mut out.etas, ne, nc);
+        fill(&mut out.parameters, np, nc + ne);
+    }
+
+    fn sample_one(
+        &self,
+        seed: u64,
+        subject: u64,
+        slots: &mut [f64],
+        regs: &mut Vec<f64>,
+        row: &mut [f64],
+    ) {
+        let nc = self.covariates.len();
+        let mut rng = subject_rng(seed, subject, Stream::Covariates);
+        let mut one = [0.0];
+        let mut ev = |p: &Program, slots: &[f64], regs: &mut Vec<f64>| {
+            p.eval_slots(slots, regs, &mut one);
+            one[0]
+        };
+        for (c, cov) in self.covariates.iter().enumerate() {
+            let lo = cov
+                .lo
+                .as_ref()
+                .map(|p| ev(p, slots, regs))
+                .unwrap_or(f64::NEG_INFINITY);
+            let hi = cov
+                .hi
+                .as_ref()
+                .map(|p| ev(p, slots, regs))
+                .unwrap_or(f64::INFINITY);
+            let v = match &cov.draw {
+                Draw::Normal { mean, sd } => {
+                    let (m, s) = (ev(mean, slots, regs), ev(sd, slots, regs));
+                    if s > 0.0 {
+                        m + s * truncated_std_normal(&mut rng, (lo - m) / s, (hi - m) / s)
+                    } else {
+                        f64::NAN
+                    }
+                }
+                Draw::LogNormal { mu, sigma } => {
+                    let (m, s) = (ev(mu, slots, regs), ev(sigma, slots, regs));
+                    if s > 0.0 {
+                        let (a, b) = (if lo > 0.0 { lo.ln() } else { f64::NEG_INFINITY }, hi.ln());
+                        (m + s * truncated_std_normal(&mut rng, (a - m) / s, (b - m) / s)).exp()
+                    } else {
+                        f64::NAN
+                    }
+                }
+                Draw::Uniform { lo: a, hi: b } => {
+                    let (a, b) = (ev(a, slots, regs).max(lo), ev(b, slots, regs).min(hi));
+                    let u: f64 = rng.random();
+                    a + u * (b - a)
+                }
+                Draw::Categorical { freqs } => {
+                    let mut total = 0.0;
+                    let w: Vec<f64> = freqs
+                        .iter()
+                        .map(|f| {
+                            let x = ev(f, slots, regs).max(0.0);
+                            total += x;
+                            x
+                        })
+                        .collect();
+                    let u: f64 = rng.random::<f64>() * total;
+                    let mut acc = 0.0;
+                    let mut code = w.len().saturating_sub(1);
+                    for (k, x) in w.iter().enumerate() {
+                        acc += x;
+                        if u < acc {
+                            code = k;
+                            break;
+                        }
+                    }
+                    code as f64
+                }
+                Draw::Empirical {
+                    by,
+                    x,
+                    quantiles,
+                    values,
+                } => {
+                    let at = ev(by, slots, regs);
+                    // Quantile function at this x: interpolate each quantile level across x.
+                    let qv: Vec<f64> = (0..quantiles.len())
+                        .map(|q| interp(x, &values.iter().map(|r| r[q]).collect::<Vec<_>>(), at))
+                        .collect();
+                    let u: f64 = rng.random();
+                    interp(quantiles, &qv, u).clamp(lo, hi)
+                }
+                Draw::Derived(p) => ev(p, slots, regs),
+            };
+            slots[c] = v;
+            row[c] = v;
+        }
+        // Etas: z ~ N(0, I), eta = L z per block.
+        let mut erng = subject_rng(seed, subject, Stream::Etas);
+        for b in &self.blocks {
+            let n = b.slots.len();
+            let z: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut erng)).collect();
+            for i in 0..n {
+                let mut e = 0.0;
+                for k in 0..=i {
+                    e += b.chol[i * n + k] * z[k];
+                }
+                slots[b.slots[i]] = e;
+            }
+        }
+        let ne = self.eta_names.len();
+        row[nc..nc + ne].copy_from_slice(&slots[nc..nc + ne]);
+        for (k, (_, p)) in self.params.iter().enumerate() {
+            row[nc + ne + k] = ev(p, slots, regs);
+        }
+    }
+}
+
+struct Builder<'a> {
+    src: &'a SourceFile,
+    errors: Vec<Diagnostic>,
+}
+
+impl Builder<'_> {
+    /// Parses an expression given as a TOML number or string at `span`, resolving names with
+    /// `lookup`. Strings are parsed in place so that errors point into the file.
+    fn expr(&mut self, v: &Spanned<Value>, lookup: &dyn Fn(&str) -> Option<Var>) -> Option<Expr> {
+        let span = sp(v);
+        let mut e = match v.get_ref() {
+            Value::Num(x) => return Some(Expr::Num(*x)),
+            Value::Expr(s) => self.parse_str(s, span)?,
+        };
+        match resolve(&mut e, self.src, &lookup) {
+            Ok(()) => Some(e),
+            Err(d) => {
+                self.errors.push(d);
+                None
+            }
+        }
+    }
+
+    fn parse_str(&mut self, s: &str, span: Span) -> Option<Expr> {
+        let inner = Span::new(span.start + 1, span.end.saturating_sub(1));
+        let in_place = self.src.text.get(inner.start..inner.end) == Some(s);
+        let r = if in_place {
+            parse_expr(self.src, inner)
+        } else {
+            crate::model::parse_expr_str(&self.src.name, s)
+                .map_err(|d| self.src.error(span, d.message))
+        };
+        match r {
+            Ok(e) => Some(e),
+            Err(d) => {
+                self.errors.push(d);
+                None
+            }
+        }
+    }
+
+    fn build(mut self, spec: FileSpec, src: &SourceFile) -> Result<Population, PopulationError> {
+        // Covariate specs with their table spans.
+        let mut specs: Vec<(String, Span, CovariateSpec)> = Vec::new();
+        for (name, value) in &spec.covariates {
+            specs.push((
+                name.clone(),
+                find_key_span(src, "covariates", name).max_by(sp(value)),
+                value.get_ref().clone(),
+            ));
+        }
+        // Labels of categoricals are constants in every expression.
+        let mut labels: HashMap<String, (f64, Span)> = HashMap::new();
+        for (name, span, c) in &specs {
+            if let Some(levels) = &c.levels {
+                for (k, label) in levels.get_ref().keys().enumerate() {
+                    if let Some((code, _)) = labels.get(label) {
+                        if *code != k as f64 {
+                            self.errors.push(src.error(*span, format!("label '{label}' of '{name}' has a different code in another categorical covariate")));
+                        }
+                    }
+                    labels.insert(label.clone(), (k as f64, *span));
+                }
+            }
+        }
+        let eta_names: Vec<String> = spec
+            .omega
+            .iter()
+            .flat_map(|o| o.get_ref().etas.get_ref().clone())
+            .collect();
+        let cov_names: Vec<String> = specs.iter().map(|(n, _, _)| n.clone()).collect();
+        for n in cov_names.iter().chain(&eta_names) {
+            if let Err(msg) = crate::model::parse::check_identifier(n) {
+                self.errors.push(src.error(find_key_span(src, "", n), msg));
+            }
+        }
+        // Dependencies → order. Names a covariate's expressions use:
+        let deps_of = |c: &CovariateSpec| -> Vec<String> {
+            let mut names = Vec::new();
+            let mut add = |v: &Option<Spanned<Value>>| {
+                if let Some(Spanned { .. }) = v {
+                    if let Some(Value::Expr(s)) = v.as_ref().map(|x| x.get_ref()) {
+                        if let Ok(e) = crate::model::parse_expr_str("", s) {
+                            names.extend(e.free_names().into_iter().map(|(n, _)| n));
+                        }
+                    }
+                }
+            };
+            for v in [
+                &c.mean, &c.sd, &c.median, &c.cv, &c.mu, &c.sigma, &c.lo, &c.hi, &c.by,
+            ] {
+                add(v);
+            }
+            if let Some(e) = &c.expr {
+                if let Ok(e) = crate::model::parse_expr_str("", e.get_ref()) {
+                    names.extend(e.free_names().into_iter().map(|(n, _)| n));
+                }
+            }
+            if let Some(levels) = &c.levels {
+                for v in levels.get_ref().values() {
+                    if let toml::Value::String(s) = v {
+                        if let Ok(e) = crate::model::parse_expr_str("", s) {
+                            names.extend(e.free_names().into_iter().map(|(n, _)| n));
+                        }
+                    }
+                }
+            }
+            names.retain(|n| cov_names.contains(n));
+            names
+        };
+        let deps: Vec<Vec<usize>> = specs
+            .iter()
+            .map(|(_, _, c)| {
+                deps_of(c)
+                    .iter()
+                    .filter_map(|d| cov_names.iter().position(|x| x == d))
+                    .collect()
+            })
+            .collect();
+        let mut order = Vec::new();
+        let mut state = vec![0u8; specs.len()]; // 0 new, 1 visiting, 2 done
+        fn visit(
+            i: usize,
+            deps: &[Vec<usize>],
+            state: &mut [u8],
+            order: &mut Vec<usize>,
+            path: &mut Vec<usize>,
+        ) -> Result<(), Vec<usize>> {
+            match state[i] {
+                2 => return Ok(()),
+                1 => {
+                    let start = path.iter().position(|p| *p == i).unwrap_or(0);
+                    return Err(path[start..].to_vec());
+                }
+                _ => {}
+            }
+            state[i] = 1;
+            path.push(i);
+            for &d in &deps[i] {
+                visit(d, deps, state, order, path)?;
+            }
+            path.pop();
+            state[i] = 2;
+            order.push(i);
+            Ok(())
+        }
+        for i in 0..specs.len() {
+            let mut path = Vec::new();
+            if let Err(cycle) = visit(i, &deps, &mut state, &mut order, &mut path) {
+                let names: Vec<&str> = cycle
+                    .iter()
+                    .chain(cycle.first())
+                    .map(|k| specs[*k].0.as_str())
+                    .collect();
+                self.errors.push(src.error(
+                    specs[cycle[0]].1,
+                    format!(
+                        "covariates depend on each other in a cycle: {}",
+                        names.join(" → ")
+                    ),
+                ));
+                return Err(PopulationError::Invalid(self.errors));
+            }
+        }
+        let ordered_names: Vec<String> = order.iter().map(|i| specs[*i].0.clone()).collect();
+        let nc = ordered_names.len();
+        // Name lookup over slots: covariates, then etas; labels as constants.
+        let slot_lookup = |limit_cov: usize, with_etas: bool| {
+            let ordered_names = ordered_names.clone();
+            let eta_names = eta_names.clone();
+            let labels = labels.clone();
+            move |s: &str| -> Option<Var> {
+                if let Some(i) = ordered_names.iter().position(|n| n == s) {
+                    return (i < limit_cov).then_some(Var::Slot(i));
+                }
+                if with_etas {
+                    if let Some(j) = eta_names.iter().position(|n| n == s) {
+                        return Some(Var::Slot(nc + j));
+                    }
+                }
+                labels.get(s).map(|_| Var::Slot(usize::MAX))
+            }
+        };
+
+        let mut covariates = Vec::new();
+        for (pos, &i) in order.iter().enumerate() {
+            let (name, span, c) = &specs[i];
+            let lookup = slot_lookup(pos, false);
+            let prog = |b: &mut Self, v: &Option<Spanned<Value>>, what: &str| -> Option<Program> {
+                match v {
+                    Some(v) => b
+                        .expr(v, &lookup)
+                        .map(|e| lower_with_labels(&e, v, b.src, &labels)),
+                    None => {
+                        b.errors.push(
+                            b.src
+                                .error(*span, format!("covariate '{name}': `{what}` is required")),
+                        );
+                        None
+                    }
+                }
+            };
+            let opt = |b: &mut Self, v: &Option<Spanned<Value>>| -> Option<Program> {
+                v.as_ref().and_then(|v| {
+                    b.expr(v, &slot_lookup(pos, false))
+                        .map(|e| lower_with_labels(&e, v, b.src, &labels))
+                })
+            };
+            let kind = c.dist.as_ref().map(|d| d.get_ref().as_str());
+            let draw = match (kind, &c.expr, &c.levels) {
+                (None, Some(e), None) => {
+                    let v = Spanned::new(e.span(), Value::Expr(e.get_ref().clone()));
+                    prog(&mut self, &Some(v), "expr").map(Draw::Derived)
+                }
+                (None | Some("categorical"), None, Some(levels)) => {
+                    let mut freqs = Vec::new();
+                    let mut constant_sum = Some(0.0);
+                    for (label, f) in levels.get_ref() {
+                        match f {
+                            toml::Value::Float(x) => {
+                                constant_sum = constant_sum.map(|s| s + x);
+                                if *x < 0.0 {
+                                    self.errors.push(src.error(
+                                        sp(levels),
+                                        format!("frequency of '{label}' is negative"),
+                                    ));
+                                }
+                                freqs.push(lower_expr(&Expr::Num(*x)));
+                            }
+                            toml::Value::Integer(x) => {
+                                constant_sum = constant_sum.map(|s| s + *x as f64);
+                                freqs.push(lower_expr(&Expr::Num(*x as f64)));
+                            }
+                            toml::Value::String(s) => {
+                                constant_sum = None;
+                                let v = Spanned::new(
+                                    sp(levels).start..sp(levels).end,
+                                    Value::Expr(s.clone()),
+                                );
+                                if let Some(e) = self.expr(&v, &lookup) {
+                                    freqs.push(lower_with_labels(&e, &v, src, &labels));
+                                }
+                            }
+                            _ => self.errors.push(src.error(
+                                sp(levels),
+                                format!("frequency of '{label}' must be a number or an expression"),
+                            )),
+                        }
+                    }
+                    if let Some(s) = constant_sum {
+                        if (s - 1.0).abs() > 1e-6 {
+                            self.errors.push(src.error(
+                                sp(levels),
+                                format!("the frequencies of '{name}' sum to {s}, not 1"),
+                            ));
+                        }
+                    }
+                    Some(Draw::Categorical { freqs })
+                }
+                (Some("normal"), None, None) => {
+                    let (mean, sd) = (
+                        prog(&mut self, &c.mean, "mean"),
+                        prog(&mut self, &c.sd, "sd"),
+                    );
+                    check_positive(&mut self, &c.sd, "sd");
+                    mean.zip(sd).map(|(mean, sd)| Draw::Normal { mean, sd })
+                }
+                (Some("lognormal"), None, None) => {
+                    if c.median.is_some() || c.cv.is_some() {
+                        check_positive(&mut self, &c.cv, "cv");
+                        check_positive(&mut self, &c.median, "median");
+                        let (median, cv) = (
+                            prog(&mut self, &c.median, "median"),
+                            prog(&mut self, &c.cv, "cv"),
+                        );
+                        // mu = ln(median), sigma = sqrt(ln(1 + cv²)).
+                        median.zip(cv).map(|(m, cv)| Draw::LogNormal {
+                            mu: compose_ln(&m),
+                            sigma: compose_sigma(&cv),
+                        })
+                    } else {
+                        check_positive(&mut self, &c.sigma, "sigma");
+                        let (mu, sigma) = (
+                            prog(&mut self, &c.mu, "mu"),
+                            prog(&mut self, &c.sigma, "sigma"),
+                        );
+                        mu.zip(sigma)
+                            .map(|(mu, sigma)| Draw::LogNormal { mu, sigma })
+                    }
+                }
+                (Some("uniform"), None, None) => {
+                    let (lo, hi) = (prog(&mut self, &c.lo, "lo"), prog(&mut self, &c.hi, "hi"));
+                    lo.zip(hi).map(|(lo, hi)| Draw::Uniform { lo, hi })
+                }
+                (Some("empirical"), None, None) => {
+                    let by = prog(&mut self, &c.by, "by");
+                    match (&c.x, &c.quantiles, &c.values) {
+                        (Some(x), Some(q), Some(v)) => {
+                            let ok_x = x.windows(2).all(|w| w[0] < w[1]) && !x.is_empty();
+                            let ok_q = q.windows(2).all(|w| w[0] < w[1])
+                                && q.iter().all(|p| (0.0..=1.0).contains(p));
+                            let ok_v = v.get_ref().len() == x.len()
+                                && v.get_ref().iter().all(|r| {
+                                    r.len() == q.len() && r.windows(2).all(|w| w[0] <= w[1])
+                                });
+                            if !(ok_x && ok_q && ok_v) {
+                                self.errors.push(src.error(sp(v), format!("covariate '{name}': an empirical table needs increasing x, increasing quantile levels in [0, 1], and one non-decreasing row of values per x")));
+                                None
+                            } else {
+                                by.map(|by| Draw::Empirical {
+                                    by,
+                                    x: x.clone(),
+                                    quantiles: q.clone(),
+                                    values: v.get_ref().clone(),
+                                })
+                            }
+                        }
+                        _ => {
+                            self.errors.push(src.error(*span, format!("covariate '{name}': an empirical table needs x, quantiles and values")));
+                            None
+                        }
+                    }
+                }
+                (Some(other), _, _)
+                    if !["normal", "lognormal", "uniform", "empirical", "categorical"]
+                        .contains(&other) =>
+                {
+                    self.errors.push(src.error(sp(c.dist.as_ref().unwrap_or(&Spanned::new(0..0, String::new()))), format!("covariate '{name}': unknown distribution '{other}' (normal, lognormal, uniform, categorical, empirical)")));
+                    None
+                }
+                _ => {
+                    self.errors.push(src.error(*span, format!("covariate '{name}': give either `dist = …` with its arguments, `levels = {{…}}` for a categorical, or `expr = \"…\"`")));
+                    None
+                }
+            };
+            let (lo, hi) = (opt(&mut self, &c.lo), opt(&mut self, &c.hi));
+            let is_uniform = matches!(draw, Some(Draw::Uniform { .. }));
+            if let Some(draw) = draw {
+                covariates.push(Covariate {
+                    name: name.clone(),
+                    draw,
+                    lo: if is_uniform { None } else { lo },
+                    hi: if is_uniform { None } else { hi },
+                    labels: c
+                        .levels
+                        .as_ref()
+                        .map(|l| l.get_ref().keys().cloned().collect()),
+                    target: c.target.clone(),
+                    source: c.source.clone(),
+                });
+            }
+        }
+
+        // OMEGA blocks.
+        let mut blocks = Vec::new();
+        let mut seen_etas = std::collections::HashSet::new();
+        for o in &spec.omega {
+            let span = sp(o);
+            let om = o.get_ref();
+            let names = om.etas.get_ref();
+            let n = names.len();
+            for e in names {
+                if !seen_etas.insert(e.clone()) || cov_names.contains(e) {
+                    self.errors
+                        .push(src.error(sp(&om.etas), format!("eta '{e}' is declared twice")));
+                }
+            }
+            let var: Option<Vec<f64>> = match (&om.variance, &om.cv, &om.covariance) {
+                (Some(v), None, None) => Some(v.clone()),
+                (None, Some(cv), None) => Some(cv.iter().map(|c| (1.0 + c * c).ln()).collect()),
+                (None, None, Some(_)) => None,
+                _ => {
+                    self.errors.push(src.error(span, "an [[omega]] block needs exactly one of variance = […], cv = […] or covariance = [[…]]"));
+                    continue;
+                }
+            };
+            let matrix: Vec<f64> = match (var, &om.covariance) {
+                (Some(v), _) => {
+                    if v.len() != n {
+                        self.errors
+                            .push(src.error(span, format!("{} etas but {} variances", n, v.len())));
+                        continue;
+                    }
+                    if let Some(c) = v.iter().find(|x| !x.is_finite() || **x < 0.0) {
+                        self.errors.push(src.error(
+                            span,
+                            format!("variance {c} must be ≥ 0 (a negative or missing SD/CV?)"),
+                        ));
+                        continue;
+                    }
+                    let corr = om.correlation.clone().unwrap_or_else(|| {
+                        (0..n)
+                            .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+                            .collect()
+                    });
+                    if corr.len() != n || corr.iter().any(|r| r.len() != n) {
+                        self.errors.push(
+                            src.error(span, format!("the correlation matrix must be {n}×{n}")),
+                        );
+                        continue;
+                    }
+                    if let Some((i, _)) = corr
+                        .iter()
+                        .enumerate()
+                        .find(|(i, r)| r[*i] != 1.0 || r.iter().any(|x| x.abs() > 1.0))
+                    {
+                        self.errors.push(src.error(span, format!("correlation row {}: the diagonal must be 1 and every entry in [−1, 1]", i + 1)));
+                        continue;
+                    }
+                    let sd: Vec<f64> = v.iter().map(|x| x.sqrt()).collect();
+                    (0..n * n)
+                        .map(|k| corr[k / n][k % n] * sd[k / n] * sd[k % n])
+                        .collect()
+                }
+                (None, Some(c)) => {
+                    if c.len() != n || c.iter().any(|r| r.len() != n) {
+                        self.errors.push(
+                            src.error(span, format!("the covariance matrix must be {n}×{n}")),
+                        );
+                        continue;
+                    }
+                    c.concat()
+                }
+                (None, None) => continue,
+            };
+            match cholesky_psd(&matrix, n) {
+                Ok(chol) => {
+                    let slots = names
+                        .iter()
+                        .map(|e| nc + eta_names.iter().position(|x| x == e).unwrap_or(0))
+                        .collect();
+                    blocks.push(Block {
+                        slots,
+                        chol,
+                        variances: (0..n).map(|i| matrix[i * n + i]).collect(),
+                    });
+                }
+                Err(msg) => self
+                    .errors
+                    .push(src.error(span, format!("OMEGA block {:?}: {msg}", names))),
+            }
+        }
+
+        // Parameters: expressions of covariates and etas.
+        let mut params = Vec::new();
+        for (name, v) in &spec.parameters {
+            if let Err(msg) = crate::model::parse::check_identifier(name) {
+                self.errors.push(src.error(sp(v), msg));
+                continue;
+            }
+            if let Some(e) = self.expr(v, &slot_lookup(nc, true)) {
+                params.push((name.clone(), lower_with_labels(&e, v, src, &labels)));
+            }
+        }
+        let mut residual = Vec::new();
+        for (output, r) in &spec.residual {
+            let rr = r.get_ref();
+            let m = ResidualModel {
+                additive: rr.additive.unwrap_or(0.0),
+                proportional: rr.proportional.unwrap_or(0.0),
+                exponential: rr.exponential.unwrap_or(0.0),
+            };
+            if [m.additive, m.proportional, m.exponential]
+                .iter()
+                .any(|x| !x.is_finite() || *x < 0.0)
+            {
+                self.errors.push(src.error(
+                    sp(r),
+                    format!("residual error of '{output}': standard deviations must be ≥ 0"),
+                ));
+            }
+            residual.push((output.clone(), m));
+        }
+        if !self.errors.is_empty() {
+            let mut e = self.errors;
+            e.sort_by_key(|d| (d.line, d.col));
+            e.dedup();
+            return Err(PopulationError::Invalid(e));
+        }
+        Ok(Population {
+            name: spec.population.name,
+            description: spec.population.description,
+            source: src.clone(),
+            covariates,
+            eta_names,
+            blocks,
+            params,
+            residual,
+        })
+    }
+}
+
+/// Replaces category-label placeholders by their codes, then lowers.
+fn lower_with_labels(
+    e: &Expr,
+    v: &Spanned<Value>,
+    src: &SourceFile,
+    labels: &HashMap<String, (f64, Span)>,
+) -> Program {
+    // Re-parse to recover the names at placeholder positions (placeholders are Slot(usize::MAX)).
+    let orig = match v.get_ref() {
+        Value::Num(x) => Expr::Num(*x),
+        Value::Expr(s) => crate::model::parse_expr_str(&src.name, s).unwrap_or(Expr::Num(f64::NAN)),
+    };
+    fn walk(e: &mut Expr, orig: &Expr, labels: &HashMap<String, (f64, Span)>) {
+        match (e, orig) {
+            (e @ Expr::Var(Var::Slot(usize::MAX)), Expr::Var(Var::Name { name, .. })) => {
+                *e = Expr::Num(labels.get(name).map(|l| l.0).unwrap_or(f64::NAN));
+            }
+            (Expr::Unary(_, a), Expr::Unary(_, b)) => walk(a, b, labels),
+            (Expr::Binary(_, a, b), Expr::Binary(_, c, d)) => {
+                walk(a, c, labels);
+                walk(b, d, labels);
+            }
+            (Expr::Call(_, a), Expr::Call(_, b)) => {
+                a.iter_mut().zip(b).for_each(|(x, y)| walk(x, y, labels))
+            }
+            (Expr::If(a, b, c), Expr::If(d, e, f)) => {
+                walk(a, d, labels);
+                walk(b, e, labels);
+                walk(c, f, labels);
+            }
+            _ => {}
+        }
+    }
+    let mut e = e.clone();
+    walk(&mut e, &orig, labels);
+    lower_expr(&e)
+}
+
+fn compose_ln(p: &Program) -> Program {
+    let mut q = p.clone();
+    let r = p.results[0];
+    q.instrs.push(crate::model::Op::Log(r));
+    q.results = vec![(q.instrs.len() - 1) as u32];
+    q
+}
+
+fn compose_sigma(p: &Program) -> Program {
+    use crate::model::Op;
+    let mut q = p.clone();
+    let cv = p.results[0];
+    let base = q.instrs.len() as u32;
+    q.instrs.extend([
+        Op::Mul(cv, cv),
+        Op::Const(1.0),
+        Op::Add(base, base + 1),
+        Op::Log(base + 2),
+        Op::Sqrt(base + 3),
+    ]);
+    q.results = vec![base + 4];
+    q
+}
+
+fn check_positive(b: &mut Builder<'_>, v: &Option<Spanned<Value>>, what: &str) {
+    if let Some(v) = v {
+        if let Value::Num(x) = v.get_ref() {
+            if x.is_nan() || *x <= 0.0 {
+                b.errors
+                    .push(b.src.error(sp(v), format!("{what} must be > 0, got {x}")));
+            }
+        }
+    }
+}
+
+/// The location of `name = …` inside `[section]` (or anywhere when section is empty), for errors
+/// about a whole entry.
+fn find_key_span(src: &SourceFile, section: &str, name: &str) -> Span {
+    let text = &src.text;
+    let start = if section.is_empty() {
+        0
+    } else {
+        text.find(&format!("[{section}")).unwrap_or(0)
+    };
+    let mut off = start;
+    for line in text[start..].split_inclusive('\n') {
+        let t = line.trim_start();
+        let dotted = format!("{section}.{name}");
+        if t.starts_with(name) && t[name.len()..].trim_start().starts_with('=')
+            || t.starts_with(&format!("[{dotted}]"))
+        {
+            let col = line.len() - t.len();
+            return Span::new(off + col, off + col + name.len());
+        }
+        off += line.len();
+    }
+    Span::new(start, start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_adult_population_loads_and_samples() {
+        let p = Population::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/populations/adult_healthy.toml"
+        )))
+        .unwrap();
+        assert_eq!(p.parameter_names(), ["ka", "cl", "v1", "q", "v2"]);
+        let mut c = SampledChunk::default();
+        p.sample(1, 0, 1000, &mut c);
+        let names = p.covariate_names();
+        let wt = &c.covariates[names.iter().position(|n| *n == "wt").unwrap()];
+        assert!(wt.iter().all(|w| w.is_finite() && *w > 30.0 && *w < 150.0));
+        assert!(c
+            .parameters
+            .iter()
+            .all(|col| col.iter().all(|v| v.is_finite() && *v > 0.0)));
+    }
+}
