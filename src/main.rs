@@ -14,6 +14,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run an in-silico trial: sample subjects, simulate every arm, write Parquet.
+    #[command(after_help = cli::run::RUN_EXAMPLES)]
+    Run(cli::run::RunArgs),
+    /// Check a trial spec without running it.
+    Check(cli::run::CheckArgs),
+    /// Sample a population's covariates and parameters to Parquet.
+    #[command(after_help = cli::sample::EXAMPLES)]
+    Sample(cli::sample::SampleArgs),
     /// List the built-in models, or print one model's source.
     #[command(after_help = "Examples:\n  vpop models\n  vpop models two_cmt_oral")]
     Models(cli::models::ModelsArgs),
@@ -25,6 +33,9 @@ enum Command {
 fn main() {
     let args = Cli::parse();
     let result = match &args.command {
+        Command::Run(a) => cli::run::run(a),
+        Command::Check(a) => cli::run::check(a),
+        Command::Sample(a) => cli::sample::run(a),
         Command::Models(a) => cli::models::run(a),
         Command::Simulate(a) => cli::simulate::run(a),
     };

@@ -220,3 +220,94 @@ where
         profile: acc.profile().to_vec(),
     }
 }
+
+/// The CPU f64 reference as a [`Backend`](super::Backend): subjects in parallel on every core
+/// (rayon), each with its own integrator workspace.
+pub struct CpuBackend {
+    model: std::sync::Arc<crate::model::CompiledModel>,
+}
+
+impl CpuBackend {
+    pub fn new(model: std::sync::Arc<crate::model::CompiledModel>) -> Self {
+        CpuBackend { model }
+    }
+}
+
+/// One subject of an arm on the CPU: schedule from the subject's dosing parameters, initial
+/// state from the model, then [`simulate_subject`]. Invalid per-subject dosing (a NaN lag, a
+/// negative bioavailability) flags the subject as non-finite.
+pub fn simulate_arm_subject(
+    model: &crate::model::CompiledModel,
+    params: &[f64],
+    amount_scale: f64,
+    arm: &super::ArmPlan,
+    integrator: &mut Integrator,
+) -> SubjectOutcome {
+    let mut bound = model.bind(params);
+    let n_out = model.n_outputs();
+    let fail = |status| SubjectOutcome {
+        status,
+        stats: Stats::default(),
+        metrics: vec![f64::NAN; arm.metrics.len()],
+        profile: vec![f64::NAN; n_out * arm.sample_times.len()],
+    };
+    let Ok(schedule) = arm.regimen.schedule(amount_scale, &bound.state_dosing()) else {
+        return fail(Status::NonFinite);
+    };
+    let mut y0 = vec![0.0; model.n_states()];
+    bound.initial_state(&mut y0);
+    let plan = SubjectPlan { schedule: &schedule, end: arm.end, metrics: &arm.metrics, sample_times: &arm.sample_times, solver: &arm.solver };
+    simulate_subject(bound, model.bind(params), &y0, &plan, integrator)
+}
+
+impl super::Backend for CpuBackend {
+    fn info(&self) -> super::BackendInfo {
+        super::BackendInfo { name: "cpu", device: "cpu (f64 reference)".into(), precision: super::Precision::F64 }
+    }
+
+    fn run_chunk(&mut self, arm: &super::ArmPlan, input: &super::ChunkInput<'_>, out: &mut super::ChunkOutput) -> Result<(), super::BackendError> {
+        use rayon::prelude::*;
+        let n = input.n;
+        let m = &*self.model;
+        let (n_states, n_out) = (m.n_states(), m.n_outputs());
+        if input.params.len() != m.n_params() || input.params.iter().any(|p| p.len() < n) {
+            return Err(super::BackendError::Failed(format!(
+                "chunk has {} parameter columns for a model with {}",
+                input.params.len(),
+                m.n_params()
+            )));
+        }
+        out.reset(n, arm.metrics.len(), n_out, arm.sample_times.len());
+        let method = arm.solver.method;
+        let results: Vec<SubjectOutcome> = (0..n)
+            .into_par_iter()
+            .map_init(
+                || (Integrator::new(method, n_states + n_out), vec![0.0; input.params.len()]),
+                |(integ, p), i| {
+                    for (k, col) in input.params.iter().enumerate() {
+                        p[k] = col[i];
+                    }
+                    let scale = input.amount_scale.map_or(1.0, |s| s[i]);
+                    simulate_arm_subject(m, p, scale, arm, integ)
+                },
+            )
+            .collect();
+        let nt = arm.sample_times.len();
+        for (i, r) in results.into_iter().enumerate() {
+            out.status[i] = r.status as u8;
+            for (k, v) in r.metrics.iter().enumerate() {
+                out.metrics[k][i] = *v;
+            }
+            for k in 0..out.profiles.len() {
+                out.profiles[k][i * nt..(i + 1) * nt].copy_from_slice(&r.profile[k * nt..(k + 1) * nt]);
+            }
+            let s = &mut out.stats;
+            s.rhs_evals += r.stats.rhs_evals;
+            s.jac_evals += r.stats.jac_evals;
+            s.lu_decomps += r.stats.lu_decomps;
+            s.accepted += r.stats.accepted;
+            s.rejected += r.stats.rejected;
+        }
+        Ok(())
+    }
+}

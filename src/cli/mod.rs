@@ -2,6 +2,8 @@
 //! `run` function; errors are reported with their context at this edge.
 
 pub mod models;
+pub mod run;
+pub mod sample;
 pub mod simulate;
 
 use std::path::Path;

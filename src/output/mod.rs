@@ -3,6 +3,8 @@
 //! Every Parquet file vpop writes gets its properties from [`writer_properties`] and reaches its
 //! final name only through an atomic rename ([`AtomicFile`]), so a reader never sees a half file.
 
+pub mod dataset;
 pub mod parquet_io;
 
+pub use dataset::{DatasetWriter, Manifest, PartEntry, RunIdentity, Shard};
 pub use parquet_io::{writer_properties, AtomicFile, OutputError};

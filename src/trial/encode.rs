@@ -82,7 +82,7 @@ impl RowLayout {
         } else {
             DataType::Float32
         };
-        for o in &profile_outputs {
+        for o in profile_outputs.iter().filter(|_| n_times > 0) {
             let list = DataType::FixedSizeList(
                 Arc::new(Field::new("item", item.clone(), true)),
                 n_times as i32,

@@ -1,7 +1,13 @@
-//! Trials: the spec file, its resolution against a model and population, and the pipeline.
+//! Trials: the spec file, its resolution against a model and population, the pipeline that
+//! runs it, the encoding of its result rows, and its summaries.
 
 pub mod encode;
 pub mod quantile;
 pub mod regimen;
+pub mod resolve;
+pub mod run;
 pub mod spec;
+
 pub use regimen::dose_line;
+pub use resolve::{Trial, TrialError};
+pub use run::{run_trial, RunOptions, RunReport};

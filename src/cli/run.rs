@@ -1,0 +1,112 @@
+//! `vpop run SPEC` and `vpop check SPEC`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::output::Shard;
+use crate::trial::resolve::BackendChoice;
+use crate::trial::run::{format_summary, run_trial, RunOptions};
+use crate::trial::Trial;
+
+pub const RUN_EXAMPLES: &str = "Examples:
+  vpop run examples/quickstart.toml
+  vpop run examples/quickstart.toml --subjects 1000 --out out/small
+  vpop run trial.toml --shard 3/16          # the 3rd of 16 disjoint parts (job arrays)
+  vpop run trial.toml --backend cpu --quiet
+
+A killed run restarted with the same command resumes where it stopped.";
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The trial spec (TOML).
+    pub spec: PathBuf,
+    /// Run only shard k of N (1-based), e.g. 3/16: a deterministic, disjoint range of subjects.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Subjects per arm (overrides the spec).
+    #[arg(long)]
+    pub subjects: Option<u64>,
+    /// Output directory (overrides the spec).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// auto, cpu, wgpu or cuda (overrides the spec).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Subjects per chunk (memory is bounded by a few chunks).
+    #[arg(long)]
+    pub chunk_size: Option<usize>,
+    /// Replace the output of a different earlier run in the output directory.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The trial spec (TOML).
+    pub spec: PathBuf,
+}
+
+pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let trial = Trial::load(&args.spec)?;
+    println!("{}: ok", args.spec.display());
+    println!("  trial       {}", trial.name);
+    println!("  model       {} ({} states, {} parameters, outputs: {})", trial.model.name, trial.model.states.len(), trial.model.params.len(),
+        trial.model.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "));
+    match &trial.population {
+        Some(p) => println!("  population  {} ({} covariates, parameters: {})", p.name, p.covariate_names().len(), p.parameter_names().join(", ")),
+        None => println!("  population  none: every subject has the model's parameter values"),
+    }
+    println!("  subjects    {} per arm, seed {}", trial.subjects, trial.seed);
+    for a in &trial.arms {
+        println!("  arm         {} ({} dose line{})", a.plan.name, a.plan.regimen.lines.len(), if a.plan.regimen.lines.len() == 1 { "" } else { "s" });
+    }
+    let cols: Vec<&str> = trial.arms[0].plan.metrics.iter().map(|m| m.column.as_str()).collect();
+    println!("  metrics     {}", cols.join(", "));
+    println!("  solver      {} rtol {:e} atol {:e}, end {}", trial.arms[0].plan.solver.method, trial.arms[0].plan.solver.rtol, trial.arms[0].plan.solver.atol, trial.arms[0].plan.end);
+    println!("  output      {}", trial.output_dir.display());
+    Ok(())
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let trial = Trial::load(&args.spec)?;
+    let shard = args.shard.as_deref().map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
+    let backend = args
+        .backend
+        .as_deref()
+        .map(|b| BackendChoice::parse(b).with_context(|| format!("--backend {b}: expected auto, cpu, wgpu or cuda")))
+        .transpose()?;
+    let opts = RunOptions {
+        shard,
+        quiet: args.quiet,
+        overwrite: args.overwrite,
+        backend,
+        subjects: args.subjects,
+        chunk_size: args.chunk_size,
+        output_dir: args.out.clone(),
+        stop_after_parts: std::env::var("VPOP_STOP_AFTER_PARTS").ok().and_then(|v| v.parse().ok()),
+    };
+    let report = run_trial(&trial, &opts).map_err(anyhow::Error::msg)?;
+    eprintln!("backend: {} on {} ({})", report.backend.name, report.backend.device, report.backend_reason);
+    let secs = report.wall.as_secs_f64();
+    println!(
+        "{}: {} subjects × {} arms in {:.2} s ({:.0} subject-arms/s); {} parts written{}",
+        trial.name,
+        report.subjects,
+        trial.arms.len(),
+        secs,
+        (report.subjects * trial.arms.len() as u64) as f64 / secs.max(1e-9),
+        report.parts_written,
+        if report.parts_resumed > 0 { format!(", {} resumed", report.parts_resumed) } else { String::new() },
+    );
+    if !report.complete {
+        println!("stopped before the end; run the same command again to resume");
+        return Ok(());
+    }
+    print!("{}", format_summary(&report, trial.target.as_ref()));
+    println!("\noutput: {}", report.dir.display());
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `vpop sample POPULATION -n N --seed S -o params.parquet [--summary]`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arrow_array::{ArrayRef, DictionaryArray, Float64Array, RecordBatch, StringArray, UInt16Array, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+
+use crate::output::{writer_properties, AtomicFile};
+use crate::population::{Population, SampledChunk};
+use crate::trial::quantile::quantiles;
+
+#[derive(clap::Args, Debug)]
+pub struct SampleArgs {
+    /// A population file (e.g. populations/adult_healthy.toml).
+    pub population: PathBuf,
+    /// Number of subjects.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub subjects: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output Parquet file; omit to print only the summary.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Print mean, SD and percentiles of every column beside the file's stated targets.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+pub const EXAMPLES: &str = "Examples:
+  vpop sample populations/adult_healthy.toml -n 100000 --seed 7 -o params.parquet
+  vpop sample populations/adult_healthy.toml -n 1000000 --summary";
+
+const CHUNK: u64 = 1 << 18;
+
+pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
+    let pop = Population::load(&args.population)?;
+    let cov = pop.covariate_names();
+    let etas = pop.eta_names();
+    let params = pop.parameter_names();
+    let mut fields = vec![Field::new("subject_id", DataType::UInt64, false)];
+    for (c, name) in cov.iter().enumerate() {
+        let dt = if pop.covariate_labels(c).is_some() {
+            DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8))
+        } else {
+            DataType::Float64
+        };
+        fields.push(Field::new(*name, dt, true));
+    }
+    for n in etas.iter().chain(&params) {
+        fields.push(Field::new(*n, DataType::Float64, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let meta = vec![
+        ("vpop.engine".to_string(), format!("vpop {}", env!("CARGO_PKG_VERSION"))),
+        ("vpop.population".to_string(), pop.name.clone()),
+        ("vpop.population_file".to_string(), args.population.display().to_string()),
+        ("vpop.population_hash".to_string(), pop.hash()),
+        ("vpop.population_source".to_string(), pop.source_text().to_string()),
+        ("vpop.seed".to_string(), args.seed.to_string()),
+    ];
+    let mut writer = match &args.output {
+        Some(path) => {
+            let mut f = AtomicFile::create(path)?;
+            let w = ArrowWriter::try_new(f.take_file(), schema.clone(), Some(writer_properties(meta, CHUNK as usize)))?;
+            Some((f, w))
+        }
+        None => None,
+    };
+    let mut chunk = SampledChunk::default();
+    let mut first = 0;
+    while first < args.subjects {
+        let n = (args.subjects - first).min(CHUNK) as usize;
+        pop.sample(args.seed, first, n, &mut chunk);
+        if let Some((_, w)) = writer.as_mut() {
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(first..first + n as u64))];
+            for (c, col) in chunk.covariates.iter().enumerate() {
+                match pop.covariate_labels(c) {
+                    Some(labels) => {
+                        let keys: UInt16Array = col.iter().map(|x| Some(*x as u16)).collect();
+                        cols.push(Arc::new(DictionaryArray::try_new(keys, Arc::new(StringArray::from(labels.to_vec())))?));
+                    }
+                    None => cols.push(Arc::new(Float64Array::from(col.clone()))),
+                }
+            }
+            for col in chunk.etas.iter().chain(&chunk.parameters) {
+                cols.push(Arc::new(Float64Array::from(col.clone())));
+            }
+            w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+        }
+        first += n as u64;
+    }
+    if let Some((f, w)) = writer {
+        let file = w.into_inner()?;
+        file.sync_all()?;
+        drop(file);
+        let path = f.commit_path()?;
+        println!("{} subjects of {} (seed {}) → {}", args.subjects, pop.name, args.seed, path.display());
+    }
+    if args.summary {
+        print_summary(&pop, args)?;
+    }
+    Ok(())
+}
+
+/// Mean, SD, 5/50/95th percentiles per column, beside the file's targets. Resamples the same
+/// subjects chunk by chunk (draws depend only on seed and subject index), so memory stays bounded.
+fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
+    let cov = pop.covariate_names();
+    let n_cov = cov.len();
+    let names: Vec<String> = cov.iter().chain(pop.eta_names().iter()).chain(pop.parameter_names().iter()).map(|s| s.to_string()).collect();
+    let stream_col = |k: usize, f: &mut dyn FnMut(&[f64])| {
+        let mut chunk = SampledChunk::default();
+        let mut first = 0;
+        while first < args.subjects {
+            let n = (args.subjects - first).min(CHUNK) as usize;
+            pop.sample(args.seed, first, n, &mut chunk);
+            let ne = chunk.etas.len();
+            let col = if k < n_cov { &chunk.covariates[k] } else if k < n_cov + ne { &chunk.etas[k - n_cov] } else { &chunk.parameters[k - n_cov - ne] };
+            f(col);
+            first += n as u64;
+        }
+    };
+    println!("\n{} — {} subjects, seed {}", pop.name, args.subjects, args.seed);
+    println!("{:<12} {:>11} {:>11} {:>11} {:>11} {:>11}   target", "column", "mean", "sd", "p5", "median", "p95");
+    for (k, name) in names.iter().enumerate() {
+        if k < n_cov {
+            if let Some(labels) = pop.covariate_labels(k) {
+                let mut counts = vec![0u64; labels.len()];
+                stream_col(k, &mut |xs: &[f64]| xs.iter().for_each(|x| counts[*x as usize] += 1));
+                let total: u64 = counts.iter().sum();
+                let target = pop.covariate_target(k).and_then(|t| t.freq.clone()).unwrap_or_default();
+                for (l, c) in labels.iter().zip(&counts) {
+                    let tgt = target.get(l).map(|t| format!("{t:.4}")).unwrap_or_default();
+                    println!("{:<12} {:>11.4} {:>11} {:>11} {:>11} {:>11}   {tgt}", format!("{name}={l}"), *c as f64 / total.max(1) as f64, "", "", "", "");
+                }
+                continue;
+            }
+        }
+        let (mut s, mut s2, mut n) = (0.0, 0.0, 0u64);
+        stream_col(k, &mut |xs: &[f64]| {
+            for x in xs.iter().filter(|x| x.is_finite()) {
+                s += x;
+                s2 += x * x;
+                n += 1;
+            }
+        });
+        let mean = s / n.max(1) as f64;
+        let sd = ((s2 / n.max(1) as f64 - mean * mean) * n as f64 / (n.max(2) - 1) as f64).max(0.0).sqrt();
+        let (_, q) = quantiles(|f: &mut dyn FnMut(&[f64])| stream_col(k, f), &[0.05, 0.5, 0.95]);
+        let target = if k < n_cov {
+            pop.covariate_target(k)
+                .map(|t| {
+                    let mut v = Vec::new();
+                    if let Some(m) = t.mean {
+                        v.push(format!("mean {m}"));
+                    }
+                    if let Some(x) = t.sd {
+                        v.push(format!("sd {x}"));
+                    }
+                    if let Some(x) = t.median {
+                        v.push(format!("median {x}"));
+                    }
+                    v.join(", ")
+                })
+                .unwrap_or_default()
+        } else if k < n_cov + pop.eta_names().len() {
+            format!("sd {:.4}", pop.eta_variances()[k - n_cov].sqrt())
+        } else {
+            String::new()
+        };
+        println!("{:<12} {:>11.4} {:>11.4} {:>11.4} {:>11.4} {:>11.4}   {target}", name, mean, sd, q[0], q[1], q[2]);
+    }
+    let _ = std::io::Write::flush(&mut std::io::stdout()).context("stdout");
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! A Parquet dataset directory: `part-NNNNN.parquet` files and a JSON manifest, written so that
+//! a killed run leaves no partial file and a rerun resumes where it stopped.
+//!
+//! Every part is written under a temporary name and renamed; the manifest is rewritten
+//! atomically after each part. Reopening a directory whose manifest describes the same run
+//! (same identity: spec hash, seed, subjects, chunk size, shard) skips the parts already there;
+//! any other manifest is an error unless the caller asks to overwrite. Parquet files carry no
+//! wall-clock time, so a resumed dataset is byte-identical to an uninterrupted one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{writer_properties, AtomicFile, OutputError};
+
+/// What makes two runs the same run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    pub spec_hash: String,
+    pub seed: u64,
+    pub subjects: u64,
+    pub chunk_size: u64,
+    /// `k/N` (1-based) or `1/1`.
+    pub shard: String,
+}
+
+/// One written part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartEntry {
+    pub part: u64,
+    pub file: String,
+    pub first_subject: u64,
+    pub subjects: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The manifest of a dataset directory (one per shard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub engine: String,
+    pub identity: RunIdentity,
+    pub status: String,
+    pub arms: Vec<String>,
+    pub columns: Vec<String>,
+    pub provenance: BTreeMap<String, String>,
+    pub parts: Vec<PartEntry>,
+}
+
+/// Writes the parts of one run (or one shard of it).
+pub struct DatasetWriter {
+    dir: PathBuf,
+    manifest_path: PathBuf,
+    manifest: Manifest,
+    metadata: Vec<(String, String)>,
+    schema: SchemaRef,
+}
+
+/// The manifest file name of a shard (`_manifest.json` when unsharded).
+pub fn manifest_name(shard: &str) -> String {
+    if shard == "1/1" {
+        "_manifest.json".to_string()
+    } else {
+        format!("_manifest-shard-{}.json", shard.replace('/', "-of-"))
+    }
+}
+
+pub fn part_name(part: u64) -> String {
+    format!("part-{part:05}.parquet")
+}
+
+fn sha256_file(path: &Path) -> Result<String, OutputError> {
+    let bytes = std::fs::read(path).map_err(|source| OutputError::Io { path: path.to_path_buf(), source })?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+impl DatasetWriter {
+    /// Opens (creating if needed) a dataset directory for a run. Returns the writer and the
+    /// parts already complete from an earlier attempt of the same run.
+    pub fn open(
+        dir: &Path,
+        identity: RunIdentity,
+        arms: Vec<String>,
+        schema: SchemaRef,
+        provenance: BTreeMap<String, String>,
+        overwrite: bool,
+    ) -> Result<(DatasetWriter, Vec<PartEntry>), OutputError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OutputError::Io { path: path.clone(), source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let manifest_path = dir.join(manifest_name(&identity.shard));
+        // Temporary files of a killed run are garbage.
+        for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut done = Vec::new();
+        if manifest_path.exists() {
+            let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
+            let old: Option<Manifest> = serde_json::from_str(&text).ok();
+            match old {
+                Some(m) if m.identity == identity && m.columns == columns && !overwrite => {
+                    for p in m.parts {
+                        let path = dir.join(&p.file);
+                        let ok = std::fs::metadata(&path).map(|md| md.len() == p.bytes).unwrap_or(false);
+                        if ok {
+                            done.push(p);
+                        }
+                    }
+                }
+                _ if overwrite => {
+                    let old_parts = old.map(|m| m.parts).unwrap_or_default();
+                    for p in old_parts {
+                        let _ = std::fs::remove_file(dir.join(&p.file));
+                    }
+                }
+                _ => {
+                    return Err(OutputError::Invalid(format!(
+                        "{} holds the output of a different run (another spec, seed, subject count, chunk size or shard); \
+                         choose another output directory or pass --overwrite",
+                        dir.display()
+                    )))
+                }
+            }
+        } else if !overwrite && identity.shard == "1/1" {
+            // Parts without a manifest of ours: refuse to mix runs (shards share a directory).
+            let foreign = std::fs::read_dir(dir)
+                .map_err(io(dir))?
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("part-"));
+            if foreign {
+                return Err(OutputError::Invalid(format!("{} already holds parts of another run; pass --overwrite", dir.display())));
+            }
+        }
+        let mut metadata: Vec<(String, String)> = provenance.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        metadata.push(("vpop.shard".into(), identity.shard.clone()));
+        let manifest = Manifest {
+            engine: format!("vpop {}", env!("CARGO_PKG_VERSION")),
+            identity,
+            status: "running".into(),
+            arms,
+            columns,
+            provenance,
+            parts: done.clone(),
+        };
+        let mut w = DatasetWriter { dir: dir.to_path_buf(), manifest_path, manifest, metadata, schema };
+        w.save_manifest()?;
+        Ok((w, done))
+    }
+
+    fn save_manifest(&mut self) -> Result<(), OutputError> {
+        self.manifest.parts.sort_by_key(|p| p.part);
+        let text = serde_json::to_string_pretty(&self.manifest).map_err(|e| OutputError::Invalid(e.to_string()))?;
+        let mut f = AtomicFile::create(&self.manifest_path)?;
+        use std::io::Write;
+        f.file().write_all(text.as_bytes()).map_err(|source| OutputError::Io { path: self.manifest_path.clone(), source })?;
+        f.commit()?;
+        Ok(())
+    }
+
+    /// Writes one part: each batch becomes its own row group (one per arm).
+    pub fn write_part(&mut self, part: u64, first_subject: u64, subjects: u64, batches: &[RecordBatch]) -> Result<PartEntry, OutputError> {
+        let name = part_name(part);
+        let path = self.dir.join(&name);
+        let mut tmp = AtomicFile::create(&path)?;
+        let props = writer_properties(self.metadata.clone(), usize::MAX);
+        let mut w = ArrowWriter::try_new(tmp.take_file(), self.schema.clone(), Some(props))?;
+        let mut rows = 0u64;
+        for b in batches {
+            if b.schema() != self.schema {
+                return Err(OutputError::Invalid("a batch does not match the dataset schema".into()));
+            }
+            w.write(b)?;
+            w.flush()?;
+            rows += b.num_rows() as u64;
+        }
+        let file = w.into_inner()?;
+        file.sync_all().map_err(|source| OutputError::Io { path: path.clone(), source })?;
+        drop(file);
+        tmp.commit_path()?;
+        let bytes = std::fs::metadata(&path).map_err(|source| OutputError::Io { path: path.clone(), source })?.len();
+        let entry = PartEntry { part, file: name, first_subject, subjects, rows, bytes, sha256: sha256_file(&path)? };
+        self.manifest.parts.push(entry.clone());
+        self.save_manifest()?;
+        Ok(entry)
+    }
+
+    /// Marks the run complete.
+    pub fn finish(mut self) -> Result<Manifest, OutputError> {
+        self.manifest.status = "complete".into();
+        self.save_manifest()?;
+        Ok(self.manifest)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A shard `k/N` of a run: 1-based k.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub k: u64,
+    pub n: u64,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { k: 1, n: 1 };
+
+    /// Parses `k/N` with 1 ≤ k ≤ N.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let (k, n) = s.split_once('/').ok_or_else(|| format!("shard '{s}': expected k/N, e.g. 3/16"))?;
+        let (k, n): (u64, u64) = (
+            k.trim().parse().map_err(|_| format!("shard '{s}': k is not a whole number"))?,
+            n.trim().parse().map_err(|_| format!("shard '{s}': N is not a whole number"))?,
+        );
+        if n == 0 || k == 0 || k > n {
+            return Err(format!("shard '{s}': need 1 ≤ k ≤ N"));
+        }
+        Ok(Shard { k, n })
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.k, self.n)
+    }
+
+    /// The chunks `[a, b)` of this shard when a run has `n_chunks` chunks: contiguous,
+    /// disjoint, covering all chunks over k = 1..N, balanced to within one chunk.
+    pub fn chunk_range(&self, n_chunks: u64) -> (u64, u64) {
+        let a = ((self.k - 1) as u128 * n_chunks as u128 / self.n as u128) as u64;
+        let b = (self.k as u128 * n_chunks as u128 / self.n as u128) as u64;
+        (a, b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_chunks() {
+        for n_chunks in [0u64, 1, 2, 7, 100, 1001] {
+            for n in [1u64, 2, 3, 8, 16, 1000] {
+                let mut next = 0;
+                for k in 1..=n {
+                    let (a, b) = Shard { k, n }.chunk_range(n_chunks);
+                    assert_eq!(a, next, "N={n} k={k}");
+                    assert!(b >= a && b - a <= n_chunks / n + 1);
+                    next = b;
+                }
+                assert_eq!(next, n_chunks);
+            }
+        }
+        assert!(Shard::parse("0/4").is_err() && Shard::parse("5/4").is_err() && Shard::parse("x").is_err());
+        assert_eq!(Shard::parse("3/16").unwrap(), Shard { k: 3, n: 16 });
+    }
+}

@@ -1,0 +1,419 @@
+//! The trial pipeline: chunks of subjects flow through sampling → backend integration →
+//! Arrow/Parquet encoding, three stages overlapped through bounded channels, so memory is
+//! bounded by the chunk size (a few chunks in flight) whatever the number of subjects.
+//!
+//! Every virtual subject receives every arm (a paired design): subject i has the same
+//! covariates and parameters in all arms, so arm differences are not sampling noise.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, Float64Array, RecordBatch};
+use crossbeam_channel::bounded;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use super::encode::{CovariateColumn, RowLayout};
+use super::quantile::quantiles;
+use super::resolve::{BackendChoice, ParamSource, Trial};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, BackendInfo, ChunkInput, ChunkOutput};
+use crate::output::{DatasetWriter, RunIdentity, Shard};
+use crate::population::SampledChunk;
+
+/// Options of one `vpop run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub shard: Option<Shard>,
+    pub quiet: bool,
+    pub overwrite: bool,
+    /// Overrides the spec's backend.
+    pub backend: Option<BackendChoice>,
+    /// Overrides the spec's subjects per arm.
+    pub subjects: Option<u64>,
+    /// Overrides the chunk size.
+    pub chunk_size: Option<usize>,
+    /// Overrides the spec's output directory.
+    pub output_dir: Option<PathBuf>,
+    /// Stop after this many newly written parts (for tests of resumption).
+    pub stop_after_parts: Option<u64>,
+}
+
+/// Summary of one metric in one arm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSummary {
+    pub column: String,
+    pub n: u64,
+    pub median: f64,
+    pub p5: f64,
+    pub p95: f64,
+}
+
+/// Summary of one arm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmSummary {
+    pub name: String,
+    pub subjects: u64,
+    pub failed: u64,
+    pub metrics: Vec<MetricSummary>,
+    /// Probability of target attainment among successful subjects.
+    pub target_attainment: Option<f64>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub backend: BackendInfo,
+    pub backend_reason: String,
+    pub dir: PathBuf,
+    pub subjects: u64,
+    pub parts_written: u64,
+    pub parts_resumed: u64,
+    pub wall: Duration,
+    /// Time the backend spent integrating (the rest is sampling, encoding and writing that the
+    /// pipeline did not hide).
+    pub integrate: Duration,
+    pub arms: Vec<ArmSummary>,
+    pub complete: bool,
+}
+
+/// Default subjects per chunk: large enough to amortise per-chunk costs, small enough to keep
+/// memory at a few tens of MB.
+pub const DEFAULT_CHUNK: usize = 65_536;
+
+/// Picks a backend and says why.
+pub fn select_backend(trial: &Trial, choice: BackendChoice) -> Result<(Box<dyn Backend>, String), String> {
+    let cpu = || Box::new(CpuBackend::new(Arc::new(trial.compiled.clone()))) as Box<dyn Backend>;
+    match choice {
+        BackendChoice::Cpu => Ok((cpu(), "requested".into())),
+        BackendChoice::Auto => Ok((
+            cpu(),
+            "auto: no GPU backend is available in this build of vpop, so the CPU f64 reference runs on all cores".into(),
+        )),
+        BackendChoice::Wgpu | BackendChoice::Cuda => Err(format!(
+            "backend '{}' is not available in this build of vpop yet; use backend = \"cpu\" or \"auto\"",
+            if choice == BackendChoice::Wgpu { "wgpu" } else { "cuda" }
+        )),
+    }
+}
+
+/// Provenance key-value metadata (deterministic: no times, no thread counts).
+pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    let solver = &trial.arms[0].plan.solver;
+    p.insert("vpop.engine".into(), format!("vpop {}", env!("CARGO_PKG_VERSION")));
+    p.insert("vpop.trial_name".into(), trial.name.clone());
+    p.insert("vpop.trial_spec".into(), trial.spec_text.clone());
+    p.insert("vpop.model".into(), trial.model.name.clone());
+    p.insert("vpop.model_hash".into(), trial.model.hash());
+    p.insert("vpop.model_source".into(), trial.model.source.text.clone());
+    if let Some(pop) = &trial.population {
+        p.insert("vpop.population".into(), pop.name.clone());
+        p.insert("vpop.population_file".into(), pop.file_name().to_string());
+        p.insert("vpop.population_hash".into(), pop.hash());
+        p.insert("vpop.population_source".into(), pop.source_text().to_string());
+    }
+    p.insert("vpop.seed".into(), trial.seed.to_string());
+    p.insert("vpop.backend".into(), backend.name.into());
+    p.insert("vpop.device".into(), backend.device.clone());
+    p.insert("vpop.precision".into(), backend.precision.name().into());
+    p.insert("vpop.method".into(), solver.method.name().into());
+    p.insert("vpop.rtol".into(), solver.rtol.to_string());
+    p.insert("vpop.atol".into(), solver.atol.to_string());
+    if !trial.arms[0].plan.sample_times.is_empty() {
+        let t: Vec<String> = trial.arms[0].plan.sample_times.iter().map(|x| x.to_string()).collect();
+        p.insert("vpop.sample_times".into(), t.join(","));
+    }
+    p
+}
+
+fn spec_hash(trial: &Trial) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(trial.spec_text.as_bytes());
+    h.update(trial.model.source.text.as_bytes());
+    if let Some(p) = &trial.population {
+        h.update(p.source_text().as_bytes());
+    }
+    format!("sha256:{:x}", h.finalize())
+}
+
+/// Row layout of a trial's output.
+pub fn layout(trial: &Trial) -> RowLayout {
+    let covariates = match (&trial.population, trial.write_covariates) {
+        (Some(p), true) => p
+            .covariate_names()
+            .iter()
+            .enumerate()
+            .map(|(c, n)| CovariateColumn { name: n.to_string(), labels: p.covariate_labels(c).map(|l| l.to_vec()) })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let parameters = if trial.write_parameters { trial.model.params.iter().map(|p| p.name.clone()).collect() } else { Vec::new() };
+    let arm = &trial.arms[0].plan;
+    RowLayout::new(
+        trial.arms.iter().map(|a| a.plan.name.clone()).collect(),
+        covariates,
+        parameters,
+        arm.metrics.iter().map(|m| m.column.clone()).collect(),
+        trial.model.outputs.iter().map(|o| o.name.clone()).collect(),
+        arm.sample_times.len(),
+        trial.profile_f16,
+    )
+}
+
+/// A sampled chunk with the model's parameter columns.
+struct Sampled {
+    part: u64,
+    first: u64,
+    n: usize,
+    covariates: Vec<Vec<f64>>,
+    params: Vec<Vec<f64>>,
+}
+
+/// A chunk with its per-arm results.
+struct Integrated {
+    sampled: Sampled,
+    outputs: Vec<ChunkOutput>,
+}
+
+fn sample_chunk(trial: &Trial, part: u64, first: u64, n: usize, scratch: &mut SampledChunk) -> Sampled {
+    if let Some(pop) = &trial.population {
+        pop.sample(trial.seed, first, n, scratch);
+    } else {
+        scratch.n = n;
+        scratch.covariates.clear();
+        scratch.parameters.clear();
+    }
+    let params = trial
+        .params
+        .iter()
+        .map(|src| match src {
+            ParamSource::Population(j) => scratch.parameters[*j].clone(),
+            ParamSource::Fixed(v) => vec![*v; n],
+        })
+        .collect();
+    Sampled { part, first, n, covariates: std::mem::take(&mut scratch.covariates), params }
+}
+
+/// Runs a trial to its output directory.
+pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> {
+    let start = Instant::now();
+    let choice = opts.backend.unwrap_or(trial.backend);
+    let (mut backend, reason) = select_backend(trial, choice)?;
+    let info = backend.info();
+    let subjects = opts.subjects.unwrap_or(trial.subjects);
+    let chunk = opts.chunk_size.or(trial.chunk_size).unwrap_or(DEFAULT_CHUNK).max(1) as u64;
+    let shard = opts.shard.unwrap_or(Shard::WHOLE);
+    let n_chunks = subjects.div_ceil(chunk);
+    let (c0, c1) = shard.chunk_range(n_chunks);
+    let dir = opts.output_dir.clone().unwrap_or_else(|| trial.output_dir.clone());
+    let layout = layout(trial);
+    let identity = RunIdentity { spec_hash: spec_hash(trial), seed: trial.seed, subjects, chunk_size: chunk, shard: shard.label() };
+    let arm_names: Vec<String> = trial.arms.iter().map(|a| a.plan.name.clone()).collect();
+    let (mut writer, done) =
+        DatasetWriter::open(&dir, identity, arm_names.clone(), layout.schema.clone(), provenance(trial, &info), opts.overwrite)
+            .map_err(|e| e.to_string())?;
+    let done_parts: std::collections::HashSet<u64> = done.iter().map(|p| p.part).collect();
+    let todo: Vec<u64> = (c0..c1).filter(|c| !done_parts.contains(c)).collect();
+    let todo_subjects: u64 = todo.iter().map(|c| (subjects - c * chunk).min(chunk)).sum();
+
+    let progress = if opts.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let pb = indicatif::ProgressBar::with_draw_target(Some(todo_subjects), indicatif::ProgressDrawTarget::stderr());
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} subjects  {per_sec}  ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    };
+
+    let mut integrate_time = Duration::ZERO;
+    let mut written = 0u64;
+    let stop_after = opts.stop_after_parts.unwrap_or(u64::MAX);
+    let todo = &todo[..todo.len().min(stop_after as usize)];
+    let amount_per: Vec<Option<usize>> = trial.arms.iter().map(|a| a.amount_per).collect();
+    let result: Result<(), String> = std::thread::scope(|s| {
+        let (tx_sampled, rx_sampled) = bounded::<Sampled>(2);
+        let (tx_done, rx_done) = bounded::<Integrated>(2);
+        // Stage 1: sampling.
+        let sampler = s.spawn(move || {
+            let mut scratch = SampledChunk::default();
+            for &c in todo {
+                let first = c * chunk;
+                let n = (subjects - first).min(chunk) as usize;
+                if tx_sampled.send(sample_chunk(trial, c, first, n, &mut scratch)).is_err() {
+                    break;
+                }
+            }
+        });
+        // Stage 3: encoding and writing.
+        let layout = &layout;
+        let writer_ref = &mut writer;
+        let progress_ref = &progress;
+        let encoder = s.spawn(move || -> Result<u64, String> {
+            let mut n_written = 0;
+            for done in rx_done {
+                let sm = &done.sampled;
+                let params_out: Vec<Vec<f64>> = if layout.parameters.is_empty() { Vec::new() } else { sm.params.clone() };
+                let batches: Vec<RecordBatch> = done
+                    .outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(a, out)| layout.encode(a, sm.first, &sm.covariates, &params_out, out))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?;
+                writer_ref.write_part(sm.part, sm.first, sm.n as u64, &batches).map_err(|e| e.to_string())?;
+                progress_ref.inc(sm.n as u64);
+                n_written += 1;
+            }
+            Ok(n_written)
+        });
+        // Stage 2: integration, here on the calling thread (backends need not be Send-shared).
+        let mut failure = None;
+        for sampled in rx_sampled {
+            let mut outputs = Vec::with_capacity(trial.arms.len());
+            let t0 = Instant::now();
+            for (a, arm) in trial.arms.iter().enumerate() {
+                let scale = amount_per[a].map(|c| sampled.covariates[c].as_slice());
+                let input = ChunkInput { first_subject: sampled.first, n: sampled.n, params: &sampled.params, amount_scale: scale };
+                let mut out = ChunkOutput::default();
+                if let Err(e) = backend.run_chunk(&arm.plan, &input, &mut out) {
+                    failure = Some(e.to_string());
+                    break;
+                }
+                outputs.push(out);
+            }
+            integrate_time += t0.elapsed();
+            if failure.is_some() || tx_done.send(Integrated { sampled, outputs }).is_err() {
+                break;
+            }
+        }
+        drop(tx_done);
+        let _ = sampler.join();
+        let w = encoder.join().map_err(|_| "the writer thread panicked".to_string())??;
+        written = w;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    });
+    progress.finish_and_clear();
+    result?;
+    let complete = written + done.len() as u64 == c1 - c0;
+    if complete {
+        writer.finish().map_err(|e| e.to_string())?;
+    }
+    let arms = if complete { summarize(trial, &dir, shard, n_chunks)? } else { Vec::new() };
+    Ok(RunReport {
+        backend: info,
+        backend_reason: reason,
+        dir,
+        subjects: (c0..c1).map(|c| (subjects - c * chunk).min(chunk)).sum(),
+        parts_written: written,
+        parts_resumed: done.len() as u64,
+        wall: start.elapsed(),
+        integrate: integrate_time,
+        arms,
+        complete,
+    })
+}
+
+/// Per-arm summaries read back from this shard's part files: exact quantiles by streaming
+/// selection (memory independent of the number of subjects), failures and target attainment.
+pub fn summarize(trial: &Trial, dir: &Path, shard: Shard, n_chunks: u64) -> Result<Vec<ArmSummary>, String> {
+    let (c0, c1) = shard.chunk_range(n_chunks);
+    let files: Vec<PathBuf> = (c0..c1).map(|c| dir.join(crate::output::dataset::part_name(c))).collect();
+    let read_column = |arm: usize, column: &str, f: &mut dyn FnMut(&[f64])| -> Result<(), String> {
+        for file in &files {
+            let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
+            let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
+            let reader = builder.with_projection(mask).with_row_groups(vec![arm]).with_batch_size(65_536).build().map_err(|e| e.to_string())?;
+            for b in reader {
+                let b = b.map_err(|e| e.to_string())?;
+                let col = b.column(0).as_any().downcast_ref::<Float64Array>().ok_or("metric column is not f64")?;
+                // Nulls (failed subjects, undefined metrics) are skipped as NaN.
+                let vals: Vec<f64> = (0..col.len()).map(|i| if col.is_null(i) { f64::NAN } else { col.value(i) }).collect();
+                f(&vals);
+            }
+        }
+        Ok(())
+    };
+    let mut out = Vec::new();
+    for (a, arm) in trial.arms.iter().enumerate() {
+        let mut metrics = Vec::new();
+        let mut error = None;
+        for spec in &arm.plan.metrics {
+            let (n, q) = quantiles(
+                |f: &mut dyn FnMut(&[f64])| {
+                    if let Err(e) = read_column(a, &spec.column, f) {
+                        error = Some(e);
+                    }
+                },
+                &[0.5, 0.05, 0.95],
+            );
+            metrics.push(MetricSummary { column: spec.column.clone(), n, median: q[0], p5: q[1], p95: q[2] });
+        }
+        if let Some(e) = error {
+            return Err(e);
+        }
+        // Status and target attainment.
+        let (mut subjects, mut failed) = (0u64, 0u64);
+        for file in &files {
+            let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
+            let mask = ProjectionMask::columns(builder.parquet_schema(), ["status"]);
+            let reader = builder.with_projection(mask).with_row_groups(vec![a]).build().map_err(|e| e.to_string())?;
+            for b in reader {
+                let b = b.map_err(|e| e.to_string())?;
+                let col = b.column(0).as_any().downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::UInt8Type>>().ok_or("status column")?;
+                subjects += col.len() as u64;
+                failed += col.keys().iter().filter(|k| k.is_some_and(|k| k != 0)).count() as u64;
+            }
+        }
+        let target_attainment = match &trial.target {
+            Some(t) => {
+                let (mut hit, mut n) = (0u64, 0u64);
+                read_column(a, &t.column, &mut |xs: &[f64]| {
+                    for x in xs.iter().filter(|x| !x.is_nan()) {
+                        n += 1;
+                        if t.above.is_none_or(|lo| *x > lo) && t.below.is_none_or(|hi| *x < hi) {
+                            hit += 1;
+                        }
+                    }
+                })?;
+                Some(if n == 0 { f64::NAN } else { hit as f64 / n as f64 })
+            }
+            None => None,
+        };
+        out.push(ArmSummary { name: arm.plan.name.clone(), subjects, failed, metrics, target_attainment });
+    }
+    Ok(out)
+}
+
+/// The per-arm summary table as text.
+pub fn format_summary(report: &RunReport, target: Option<&super::resolve::Target>) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for arm in &report.arms {
+        let _ = writeln!(s, "\narm {} — {} subjects, {} failed", arm.name, arm.subjects, arm.failed);
+        let _ = writeln!(s, "  {:<28} {:>14} {:>14} {:>14}", "metric", "median", "5th pct", "95th pct");
+        for m in &arm.metrics {
+            let _ = writeln!(s, "  {:<28} {:>14.6} {:>14.6} {:>14.6}", m.column, m.median, m.p5, m.p95);
+        }
+        if let (Some(p), Some(t)) = (arm.target_attainment, target) {
+            let cond = match (t.above, t.below) {
+                (Some(a), Some(b)) => format!("{a} < {} < {b}", t.column),
+                (Some(a), None) => format!("{} > {a}", t.column),
+                (None, Some(b)) => format!("{} < {b}", t.column),
+                (None, None) => t.column.clone(),
+            };
+            let _ = writeln!(s, "  probability of target attainment ({cond}): {:.1} %", 100.0 * p);
+        }
+    }
+    s
+}
