@@ -256,16 +256,31 @@ pub fn simulate_arm_subject(
     };
     let mut y0 = vec![0.0; model.n_states()];
     bound.initial_state(&mut y0);
-    let plan = SubjectPlan { schedule: &schedule, end: arm.end, metrics: &arm.metrics, sample_times: &arm.sample_times, solver: &arm.solver };
+    let plan = SubjectPlan {
+        schedule: &schedule,
+        end: arm.end,
+        metrics: &arm.metrics,
+        sample_times: &arm.sample_times,
+        solver: &arm.solver,
+    };
     simulate_subject(bound, model.bind(params), &y0, &plan, integrator)
 }
 
 impl super::Backend for CpuBackend {
     fn info(&self) -> super::BackendInfo {
-        super::BackendInfo { name: "cpu", device: "cpu (f64 reference)".into(), precision: super::Precision::F64 }
+        super::BackendInfo {
+            name: "cpu",
+            device: "cpu (f64 reference)".into(),
+            precision: super::Precision::F64,
+        }
     }
 
-    fn run_chunk(&mut self, arm: &super::ArmPlan, input: &super::ChunkInput<'_>, out: &mut super::ChunkOutput) -> Result<(), super::BackendError> {
+    fn run_chunk(
+        &mut self,
+        arm: &super::ArmPlan,
+        input: &super::ChunkInput<'_>,
+        out: &mut super::ChunkOutput,
+    ) -> Result<(), super::BackendError> {
         use rayon::prelude::*;
         let n = input.n;
         let m = &*self.model;
@@ -282,7 +297,12 @@ impl super::Backend for CpuBackend {
         let results: Vec<SubjectOutcome> = (0..n)
             .into_par_iter()
             .map_init(
-                || (Integrator::new(method, n_states + n_out), vec![0.0; input.params.len()]),
+                || {
+                    (
+                        Integrator::new(method, n_states + n_out),
+                        vec![0.0; input.params.len()],
+                    )
+                },
                 |(integ, p), i| {
                     for (k, col) in input.params.iter().enumerate() {
                         p[k] = col[i];
@@ -299,7 +319,8 @@ impl super::Backend for CpuBackend {
                 out.metrics[k][i] = *v;
             }
             for k in 0..out.profiles.len() {
-                out.profiles[k][i * nt..(i + 1) * nt].copy_from_slice(&r.profile[k * nt..(k + 1) * nt]);
+                out.profiles[k][i * nt..(i + 1) * nt]
+                    .copy_from_slice(&r.profile[k * nt..(k + 1) * nt]);
             }
             let s = &mut out.stats;
             s.rhs_evals += r.stats.rhs_evals;

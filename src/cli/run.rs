@@ -54,30 +54,77 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let trial = Trial::load(&args.spec)?;
     println!("{}: ok", args.spec.display());
     println!("  trial       {}", trial.name);
-    println!("  model       {} ({} states, {} parameters, outputs: {})", trial.model.name, trial.model.states.len(), trial.model.params.len(),
-        trial.model.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "));
+    println!(
+        "  model       {} ({} states, {} parameters, outputs: {})",
+        trial.model.name,
+        trial.model.states.len(),
+        trial.model.params.len(),
+        trial
+            .model
+            .outputs
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     match &trial.population {
-        Some(p) => println!("  population  {} ({} covariates, parameters: {})", p.name, p.covariate_names().len(), p.parameter_names().join(", ")),
+        Some(p) => println!(
+            "  population  {} ({} covariates, parameters: {})",
+            p.name,
+            p.covariate_names().len(),
+            p.parameter_names().join(", ")
+        ),
         None => println!("  population  none: every subject has the model's parameter values"),
     }
-    println!("  subjects    {} per arm, seed {}", trial.subjects, trial.seed);
+    println!(
+        "  subjects    {} per arm, seed {}",
+        trial.subjects, trial.seed
+    );
     for a in &trial.arms {
-        println!("  arm         {} ({} dose line{})", a.plan.name, a.plan.regimen.lines.len(), if a.plan.regimen.lines.len() == 1 { "" } else { "s" });
+        println!(
+            "  arm         {} ({} dose line{})",
+            a.plan.name,
+            a.plan.regimen.lines.len(),
+            if a.plan.regimen.lines.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
     }
-    let cols: Vec<&str> = trial.arms[0].plan.metrics.iter().map(|m| m.column.as_str()).collect();
+    let cols: Vec<&str> = trial.arms[0]
+        .plan
+        .metrics
+        .iter()
+        .map(|m| m.column.as_str())
+        .collect();
     println!("  metrics     {}", cols.join(", "));
-    println!("  solver      {} rtol {:e} atol {:e}, end {}", trial.arms[0].plan.solver.method, trial.arms[0].plan.solver.rtol, trial.arms[0].plan.solver.atol, trial.arms[0].plan.end);
+    println!(
+        "  solver      {} rtol {:e} atol {:e}, end {}",
+        trial.arms[0].plan.solver.method,
+        trial.arms[0].plan.solver.rtol,
+        trial.arms[0].plan.solver.atol,
+        trial.arms[0].plan.end
+    );
     println!("  output      {}", trial.output_dir.display());
     Ok(())
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let trial = Trial::load(&args.spec)?;
-    let shard = args.shard.as_deref().map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let backend = args
         .backend
         .as_deref()
-        .map(|b| BackendChoice::parse(b).with_context(|| format!("--backend {b}: expected auto, cpu, wgpu or cuda")))
+        .map(|b| {
+            BackendChoice::parse(b)
+                .with_context(|| format!("--backend {b}: expected auto, cpu, wgpu or cuda"))
+        })
         .transpose()?;
     let opts = RunOptions {
         shard,
@@ -87,10 +134,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         subjects: args.subjects,
         chunk_size: args.chunk_size,
         output_dir: args.out.clone(),
-        stop_after_parts: std::env::var("VPOP_STOP_AFTER_PARTS").ok().and_then(|v| v.parse().ok()),
+        stop_after_parts: std::env::var("VPOP_STOP_AFTER_PARTS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
     let report = run_trial(&trial, &opts).map_err(anyhow::Error::msg)?;
-    eprintln!("backend: {} on {} ({})", report.backend.name, report.backend.device, report.backend_reason);
+    eprintln!(
+        "backend: {} on {} ({})",
+        report.backend.name, report.backend.device, report.backend_reason
+    );
     let secs = report.wall.as_secs_f64();
     println!(
         "{}: {} subjects × {} arms in {:.2} s ({:.0} subject-arms/s); {} parts written{}",
@@ -100,7 +152,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         secs,
         (report.subjects * trial.arms.len() as u64) as f64 / secs.max(1e-9),
         report.parts_written,
-        if report.parts_resumed > 0 { format!(", {} resumed", report.parts_resumed) } else { String::new() },
+        if report.parts_resumed > 0 {
+            format!(", {} resumed", report.parts_resumed)
+        } else {
+            String::new()
+        },
     );
     if !report.complete {
         println!("stopped before the end; run the same command again to resume");

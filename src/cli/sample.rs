@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arrow_array::{ArrayRef, DictionaryArray, Float64Array, RecordBatch, StringArray, UInt16Array, UInt64Array};
+use arrow_array::{
+    ArrayRef, DictionaryArray, Float64Array, RecordBatch, StringArray, UInt16Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 
@@ -54,17 +56,30 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     }
     let schema = Arc::new(Schema::new(fields));
     let meta = vec![
-        ("vpop.engine".to_string(), format!("vpop {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "vpop.engine".to_string(),
+            format!("vpop {}", env!("CARGO_PKG_VERSION")),
+        ),
         ("vpop.population".to_string(), pop.name.clone()),
-        ("vpop.population_file".to_string(), args.population.display().to_string()),
+        (
+            "vpop.population_file".to_string(),
+            args.population.display().to_string(),
+        ),
         ("vpop.population_hash".to_string(), pop.hash()),
-        ("vpop.population_source".to_string(), pop.source_text().to_string()),
+        (
+            "vpop.population_source".to_string(),
+            pop.source_text().to_string(),
+        ),
         ("vpop.seed".to_string(), args.seed.to_string()),
     ];
     let mut writer = match &args.output {
         Some(path) => {
             let mut f = AtomicFile::create(path)?;
-            let w = ArrowWriter::try_new(f.take_file(), schema.clone(), Some(writer_properties(meta, CHUNK as usize)))?;
+            let w = ArrowWriter::try_new(
+                f.take_file(),
+                schema.clone(),
+                Some(writer_properties(meta, CHUNK as usize)),
+            )?;
             Some((f, w))
         }
         None => None,
@@ -75,12 +90,17 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         let n = (args.subjects - first).min(CHUNK) as usize;
         pop.sample(args.seed, first, n, &mut chunk);
         if let Some((_, w)) = writer.as_mut() {
-            let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(first..first + n as u64))];
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
+                first..first + n as u64,
+            ))];
             for (c, col) in chunk.covariates.iter().enumerate() {
                 match pop.covariate_labels(c) {
                     Some(labels) => {
                         let keys: UInt16Array = col.iter().map(|x| Some(*x as u16)).collect();
-                        cols.push(Arc::new(DictionaryArray::try_new(keys, Arc::new(StringArray::from(labels.to_vec())))?));
+                        cols.push(Arc::new(DictionaryArray::try_new(
+                            keys,
+                            Arc::new(StringArray::from(labels.to_vec())),
+                        )?));
                     }
                     None => cols.push(Arc::new(Float64Array::from(col.clone()))),
                 }
@@ -97,7 +117,13 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         file.sync_all()?;
         drop(file);
         let path = f.commit_path()?;
-        println!("{} subjects of {} (seed {}) → {}", args.subjects, pop.name, args.seed, path.display());
+        println!(
+            "{} subjects of {} (seed {}) → {}",
+            args.subjects,
+            pop.name,
+            args.seed,
+            path.display()
+        );
     }
     if args.summary {
         print_summary(&pop, args)?;
@@ -110,7 +136,12 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
 fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
     let cov = pop.covariate_names();
     let n_cov = cov.len();
-    let names: Vec<String> = cov.iter().chain(pop.eta_names().iter()).chain(pop.parameter_names().iter()).map(|s| s.to_string()).collect();
+    let names: Vec<String> = cov
+        .iter()
+        .chain(pop.eta_names().iter())
+        .chain(pop.parameter_names().iter())
+        .map(|s| s.to_string())
+        .collect();
     let stream_col = |k: usize, f: &mut dyn FnMut(&[f64])| {
         let mut chunk = SampledChunk::default();
         let mut first = 0;
@@ -118,23 +149,48 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             let n = (args.subjects - first).min(CHUNK) as usize;
             pop.sample(args.seed, first, n, &mut chunk);
             let ne = chunk.etas.len();
-            let col = if k < n_cov { &chunk.covariates[k] } else if k < n_cov + ne { &chunk.etas[k - n_cov] } else { &chunk.parameters[k - n_cov - ne] };
+            let col = if k < n_cov {
+                &chunk.covariates[k]
+            } else if k < n_cov + ne {
+                &chunk.etas[k - n_cov]
+            } else {
+                &chunk.parameters[k - n_cov - ne]
+            };
             f(col);
             first += n as u64;
         }
     };
-    println!("\n{} — {} subjects, seed {}", pop.name, args.subjects, args.seed);
-    println!("{:<12} {:>11} {:>11} {:>11} {:>11} {:>11}   target", "column", "mean", "sd", "p5", "median", "p95");
+    println!(
+        "\n{} — {} subjects, seed {}",
+        pop.name, args.subjects, args.seed
+    );
+    println!(
+        "{:<12} {:>11} {:>11} {:>11} {:>11} {:>11}   target",
+        "column", "mean", "sd", "p5", "median", "p95"
+    );
     for (k, name) in names.iter().enumerate() {
         if k < n_cov {
             if let Some(labels) = pop.covariate_labels(k) {
                 let mut counts = vec![0u64; labels.len()];
-                stream_col(k, &mut |xs: &[f64]| xs.iter().for_each(|x| counts[*x as usize] += 1));
+                stream_col(k, &mut |xs: &[f64]| {
+                    xs.iter().for_each(|x| counts[*x as usize] += 1)
+                });
                 let total: u64 = counts.iter().sum();
-                let target = pop.covariate_target(k).and_then(|t| t.freq.clone()).unwrap_or_default();
+                let target = pop
+                    .covariate_target(k)
+                    .and_then(|t| t.freq.clone())
+                    .unwrap_or_default();
                 for (l, c) in labels.iter().zip(&counts) {
                     let tgt = target.get(l).map(|t| format!("{t:.4}")).unwrap_or_default();
-                    println!("{:<12} {:>11.4} {:>11} {:>11} {:>11} {:>11}   {tgt}", format!("{name}={l}"), *c as f64 / total.max(1) as f64, "", "", "", "");
+                    println!(
+                        "{:<12} {:>11.4} {:>11} {:>11} {:>11} {:>11}   {tgt}",
+                        format!("{name}={l}"),
+                        *c as f64 / total.max(1) as f64,
+                        "",
+                        "",
+                        "",
+                        ""
+                    );
                 }
                 continue;
             }
@@ -148,8 +204,13 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             }
         });
         let mean = s / n.max(1) as f64;
-        let sd = ((s2 / n.max(1) as f64 - mean * mean) * n as f64 / (n.max(2) - 1) as f64).max(0.0).sqrt();
-        let (_, q) = quantiles(|f: &mut dyn FnMut(&[f64])| stream_col(k, f), &[0.05, 0.5, 0.95]);
+        let sd = ((s2 / n.max(1) as f64 - mean * mean) * n as f64 / (n.max(2) - 1) as f64)
+            .max(0.0)
+            .sqrt();
+        let (_, q) = quantiles(
+            |f: &mut dyn FnMut(&[f64])| stream_col(k, f),
+            &[0.05, 0.5, 0.95],
+        );
         let target = if k < n_cov {
             pop.covariate_target(k)
                 .map(|t| {
@@ -171,7 +232,10 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         };
-        println!("{:<12} {:>11.4} {:>11.4} {:>11.4} {:>11.4} {:>11.4}   {target}", name, mean, sd, q[0], q[1], q[2]);
+        println!(
+            "{:<12} {:>11.4} {:>11.4} {:>11.4} {:>11.4} {:>11.4}   {target}",
+            name, mean, sd, q[0], q[1], q[2]
+        );
     }
     let _ = std::io::Write::flush(&mut std::io::stdout()).context("stdout");
     Ok(())

@@ -76,7 +76,10 @@ pub fn part_name(part: u64) -> String {
 }
 
 fn sha256_file(path: &Path) -> Result<String, OutputError> {
-    let bytes = std::fs::read(path).map_err(|source| OutputError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
@@ -93,7 +96,10 @@ impl DatasetWriter {
     ) -> Result<(DatasetWriter, Vec<PartEntry>), OutputError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| OutputError::Io { path: path.clone(), source }
+            move |source| OutputError::Io {
+                path: path.clone(),
+                source,
+            }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let manifest_path = dir.join(manifest_name(&identity.shard));
@@ -140,11 +146,18 @@ impl DatasetWriter {
                 .flatten()
                 .any(|e| e.file_name().to_string_lossy().starts_with("part-"));
             if foreign {
-                return Err(OutputError::Invalid(format!("{} already holds parts of another run; pass --overwrite", dir.display())));
+                return Err(OutputError::Invalid(format!(
+                    "{} already holds parts of another run; pass --overwrite",
+                    dir.display()
+                )));
             }
         }
-        let mut metadata: Vec<(String, String)> = provenance.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        metadata.push(("vpop.shard".into(), identity.shard.clone()));
+        // The shard is in the manifest, not in the parts: a part is the same file whichever
+        // shard wrote it.
+        let metadata: Vec<(String, String)> = provenance
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let manifest = Manifest {
             engine: format!("vpop {}", env!("CARGO_PKG_VERSION")),
             identity,
@@ -154,23 +167,41 @@ impl DatasetWriter {
             provenance,
             parts: done.clone(),
         };
-        let mut w = DatasetWriter { dir: dir.to_path_buf(), manifest_path, manifest, metadata, schema };
+        let mut w = DatasetWriter {
+            dir: dir.to_path_buf(),
+            manifest_path,
+            manifest,
+            metadata,
+            schema,
+        };
         w.save_manifest()?;
         Ok((w, done))
     }
 
     fn save_manifest(&mut self) -> Result<(), OutputError> {
         self.manifest.parts.sort_by_key(|p| p.part);
-        let text = serde_json::to_string_pretty(&self.manifest).map_err(|e| OutputError::Invalid(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&self.manifest)
+            .map_err(|e| OutputError::Invalid(e.to_string()))?;
         let mut f = AtomicFile::create(&self.manifest_path)?;
         use std::io::Write;
-        f.file().write_all(text.as_bytes()).map_err(|source| OutputError::Io { path: self.manifest_path.clone(), source })?;
+        f.file()
+            .write_all(text.as_bytes())
+            .map_err(|source| OutputError::Io {
+                path: self.manifest_path.clone(),
+                source,
+            })?;
         f.commit()?;
         Ok(())
     }
 
     /// Writes one part: each batch becomes its own row group (one per arm).
-    pub fn write_part(&mut self, part: u64, first_subject: u64, subjects: u64, batches: &[RecordBatch]) -> Result<PartEntry, OutputError> {
+    pub fn write_part(
+        &mut self,
+        part: u64,
+        first_subject: u64,
+        subjects: u64,
+        batches: &[RecordBatch],
+    ) -> Result<PartEntry, OutputError> {
         let name = part_name(part);
         let path = self.dir.join(&name);
         let mut tmp = AtomicFile::create(&path)?;
@@ -179,18 +210,36 @@ impl DatasetWriter {
         let mut rows = 0u64;
         for b in batches {
             if b.schema() != self.schema {
-                return Err(OutputError::Invalid("a batch does not match the dataset schema".into()));
+                return Err(OutputError::Invalid(
+                    "a batch does not match the dataset schema".into(),
+                ));
             }
             w.write(b)?;
             w.flush()?;
             rows += b.num_rows() as u64;
         }
         let file = w.into_inner()?;
-        file.sync_all().map_err(|source| OutputError::Io { path: path.clone(), source })?;
+        file.sync_all().map_err(|source| OutputError::Io {
+            path: path.clone(),
+            source,
+        })?;
         drop(file);
         tmp.commit_path()?;
-        let bytes = std::fs::metadata(&path).map_err(|source| OutputError::Io { path: path.clone(), source })?.len();
-        let entry = PartEntry { part, file: name, first_subject, subjects, rows, bytes, sha256: sha256_file(&path)? };
+        let bytes = std::fs::metadata(&path)
+            .map_err(|source| OutputError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        let entry = PartEntry {
+            part,
+            file: name,
+            first_subject,
+            subjects,
+            rows,
+            bytes,
+            sha256: sha256_file(&path)?,
+        };
         self.manifest.parts.push(entry.clone());
         self.save_manifest()?;
         Ok(entry)
@@ -220,10 +269,16 @@ impl Shard {
 
     /// Parses `k/N` with 1 ≤ k ≤ N.
     pub fn parse(s: &str) -> Result<Shard, String> {
-        let (k, n) = s.split_once('/').ok_or_else(|| format!("shard '{s}': expected k/N, e.g. 3/16"))?;
+        let (k, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("shard '{s}': expected k/N, e.g. 3/16"))?;
         let (k, n): (u64, u64) = (
-            k.trim().parse().map_err(|_| format!("shard '{s}': k is not a whole number"))?,
-            n.trim().parse().map_err(|_| format!("shard '{s}': N is not a whole number"))?,
+            k.trim()
+                .parse()
+                .map_err(|_| format!("shard '{s}': k is not a whole number"))?,
+            n.trim()
+                .parse()
+                .map_err(|_| format!("shard '{s}': N is not a whole number"))?,
         );
         if n == 0 || k == 0 || k > n {
             return Err(format!("shard '{s}': need 1 ≤ k ≤ N"));
@@ -262,7 +317,11 @@ mod tests {
                 assert_eq!(next, n_chunks);
             }
         }
-        assert!(Shard::parse("0/4").is_err() && Shard::parse("5/4").is_err() && Shard::parse("x").is_err());
+        assert!(
+            Shard::parse("0/4").is_err()
+                && Shard::parse("5/4").is_err()
+                && Shard::parse("x").is_err()
+        );
         assert_eq!(Shard::parse("3/16").unwrap(), Shard { k: 3, n: 16 });
     }
 }

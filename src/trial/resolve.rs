@@ -11,8 +11,8 @@ use crate::model::{library, CompiledModel, Model};
 use crate::population::Population;
 use crate::solver::{Method, SolverOptions};
 
-use super::spec::{parse_spec, span_of, TrialSpecFile};
 use super::dose_line;
+use super::spec::{parse_spec, span_of, TrialSpecFile};
 
 /// Where each model parameter's per-subject value comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,7 +90,10 @@ pub enum TrialError {
     #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl From<Diagnostic> for TrialError {
@@ -117,7 +120,10 @@ fn resolve_path(spec_path: &Path, p: &str) -> PathBuf {
 impl Trial {
     /// Reads, parses and checks a trial spec file.
     pub fn load(path: &Path) -> Result<Trial, TrialError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrialError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TrialError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Trial::from_text(path, &text)
     }
 
@@ -135,20 +141,40 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     // Model.
     let model = match (&spec.model.library, &spec.model.file) {
         (Some(name), None) => match library::get(name.get_ref()) {
-            Some(m) => Model::parse(m.name, m.source).map_err(|e| vec![src.error(span_of(name), format!("built-in model '{}' does not parse: {e}", m.name))]),
+            Some(m) => Model::parse(m.name, m.source).map_err(|e| {
+                vec![src.error(
+                    span_of(name),
+                    format!("built-in model '{}' does not parse: {e}", m.name),
+                )]
+            }),
             None => {
                 let known: Vec<&str> = library::names().collect();
-                Err(vec![src.error(span_of(name), format!("no built-in model '{}'; built-in models: {}", name.get_ref(), known.join(", ")))])
+                Err(vec![src.error(
+                    span_of(name),
+                    format!(
+                        "no built-in model '{}'; built-in models: {}",
+                        name.get_ref(),
+                        known.join(", ")
+                    ),
+                )])
             }
         },
         (None, Some(file)) => {
             let p = resolve_path(path, file.get_ref());
             match std::fs::read_to_string(&p) {
-                Ok(t) => Model::parse(&p.display().to_string(), &t).map_err(|e| e.diagnostics().to_vec()),
-                Err(e) => Err(vec![src.error(span_of(file), format!("cannot read model file {}: {e}", p.display()))]),
+                Ok(t) => {
+                    Model::parse(&p.display().to_string(), &t).map_err(|e| e.diagnostics().to_vec())
+                }
+                Err(e) => Err(vec![src.error(
+                    span_of(file),
+                    format!("cannot read model file {}: {e}", p.display()),
+                )]),
             }
         }
-        _ => Err(vec![src.error(Default::default(), "[model] needs exactly one of `library = \"name\"` or `file = \"path\"`")]),
+        _ => Err(vec![src.error(
+            Default::default(),
+            "[model] needs exactly one of `library = \"name\"` or `file = \"path\"`",
+        )]),
     };
     let model = match model {
         Ok(m) => m,
@@ -174,9 +200,15 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     };
 
     // Parameters: population columns first, then overrides, then model defaults.
-    let pop_params: Vec<String> =
-        population.as_ref().map(|p| p.parameter_names().iter().map(|s| s.to_string()).collect()).unwrap_or_default();
-    let mut params: Vec<ParamSource> = model.params.iter().map(|p| ParamSource::Fixed(p.default)).collect();
+    let pop_params: Vec<String> = population
+        .as_ref()
+        .map(|p| p.parameter_names().iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
+    let mut params: Vec<ParamSource> = model
+        .params
+        .iter()
+        .map(|p| ParamSource::Fixed(p.default))
+        .collect();
     for (i, p) in model.params.iter().enumerate() {
         if let Some(j) = pop_params.iter().position(|n| *n == p.name) {
             params[i] = ParamSource::Population(j);
@@ -186,46 +218,74 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         match model.param_index(name) {
             Some(i) if matches!(params[i], ParamSource::Population(_)) => errors.push(src.error(
                 span_of(value),
-                format!("parameter '{name}' is set by the population file; remove it here or there"),
+                format!(
+                    "parameter '{name}' is set by the population file; remove it here or there"
+                ),
             )),
             Some(i) => params[i] = ParamSource::Fixed(*value.get_ref()),
-            None => errors.push(src.error(span_of(value), format!("the model has no parameter '{name}'"))),
+            None => errors.push(src.error(
+                span_of(value),
+                format!("the model has no parameter '{name}'"),
+            )),
         }
     }
 
     // Simulation.
     let end = *spec.simulation.end.get_ref();
     if !(end.is_finite() && end > 0.0) {
-        errors.push(src.error(span_of(&spec.simulation.end), "end must be a positive number"));
+        errors.push(src.error(
+            span_of(&spec.simulation.end),
+            "end must be a positive number",
+        ));
     }
     let method = Method::from_name(spec.simulation.method.get_ref());
     if method.is_none() {
         errors.push(src.error(
             span_of(&spec.simulation.method),
-            format!("unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)", spec.simulation.method.get_ref()),
+            format!(
+                "unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)",
+                spec.simulation.method.get_ref()
+            ),
         ));
     }
     let method = method.unwrap_or(Method::Tsit5);
     let (rtol, atol) = (spec.simulation.rtol, spec.simulation.atol);
     if !(rtol > 0.0 && rtol < 1.0 && atol > 0.0 && atol.is_finite()) {
-        errors.push(src.error(span_of(&spec.simulation.method), "rtol must be in (0, 1) and atol > 0"));
+        errors.push(src.error(
+            span_of(&spec.simulation.method),
+            "rtol must be in (0, 1) and atol > 0",
+        ));
     }
     if method == Method::Rk4 && !spec.simulation.dt.is_some_and(|d| d > 0.0) {
-        errors.push(src.error(span_of(&spec.simulation.method), "rk4 is a fixed-step method: set dt = … (> 0)"));
+        errors.push(src.error(
+            span_of(&spec.simulation.method),
+            "rk4 is a fixed-step method: set dt = … (> 0)",
+        ));
     }
     let solver = SolverOptions {
         method,
         rtol,
         atol,
         dt: spec.simulation.dt,
-        max_steps: spec.simulation.max_steps.unwrap_or(SolverOptions::default().max_steps),
+        max_steps: spec
+            .simulation
+            .max_steps
+            .unwrap_or(SolverOptions::default().max_steps),
         ..Default::default()
     };
     let backend = BackendChoice::parse(spec.simulation.backend.get_ref()).unwrap_or_else(|| {
-        errors.push(src.error(span_of(&spec.simulation.backend), "backend must be auto, cpu, wgpu or cuda"));
+        errors.push(src.error(
+            span_of(&spec.simulation.backend),
+            "backend must be auto, cpu, wgpu or cuda",
+        ));
         BackendChoice::Auto
     });
-    let precision = match spec.simulation.precision.as_ref().map(|p| (p, p.get_ref().as_str())) {
+    let precision = match spec
+        .simulation
+        .precision
+        .as_ref()
+        .map(|p| (p, p.get_ref().as_str()))
+    {
         None | Some((_, "f32")) => Precision::F32,
         Some((_, "f64")) => Precision::F64,
         Some((p, _)) => {
@@ -243,7 +303,14 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 let i = model.output_index(n.get_ref());
                 if i.is_none() {
                     let known: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
-                    errors.push(src.error(span_of(n), format!("the model has no output '{}' (outputs: {})", n.get_ref(), known.join(", "))));
+                    errors.push(src.error(
+                        span_of(n),
+                        format!(
+                            "the model has no output '{}' (outputs: {})",
+                            n.get_ref(),
+                            known.join(", ")
+                        ),
+                    ));
                 }
                 i
             })
@@ -263,7 +330,10 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     let mut seen = std::collections::HashSet::new();
     for s in &metric_specs {
         if !seen.insert(s.column.clone()) {
-            errors.push(src.error(span_of(&spec.output.metrics[0]), format!("metric column '{}' is requested twice", s.column)));
+            errors.push(src.error(
+                span_of(&spec.output.metrics[0]),
+                format!("metric column '{}' is requested twice", s.column),
+            ));
         }
     }
 
@@ -278,24 +348,37 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 let n = ((to - from) / step + 1e-9).floor() as usize;
                 sample_times.extend((0..=n).map(|i| from + i as f64 * step));
             } else {
-                errors.push(src.error(Default::default(), "[output.profile]: every must be > 0 and from ≤ to"));
+                errors.push(src.error(
+                    Default::default(),
+                    "[output.profile]: every must be > 0 and from ≤ to",
+                ));
             }
         }
-        if sample_times.iter().any(|t| !(t.is_finite() && *t >= 0.0 && *t <= end)) {
-            errors.push(src.error(Default::default(), "[output.profile]: sampling times must lie in [0, end]"));
+        if sample_times
+            .iter()
+            .any(|t| !(t.is_finite() && *t >= 0.0 && *t <= end))
+        {
+            errors.push(src.error(
+                Default::default(),
+                "[output.profile]: sampling times must lie in [0, end]",
+            ));
         }
         sample_times.sort_by(f64::total_cmp);
         sample_times.dedup();
         match p.precision.as_ref().map(|s| (s, s.get_ref().as_str())) {
             None | Some((_, "f32")) => {}
             Some((_, "f16")) => profile_f16 = true,
-            Some((s, _)) => errors.push(src.error(span_of(s), "profile precision must be f32 or f16")),
+            Some((s, _)) => {
+                errors.push(src.error(span_of(s), "profile precision must be f32 or f16"))
+            }
         }
     }
 
     // Arms.
-    let covariates: Vec<String> =
-        population.as_ref().map(|p| p.covariate_names().iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+    let covariates: Vec<String> = population
+        .as_ref()
+        .map(|p| p.covariate_names().iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
     let mut arms = Vec::new();
     if spec.arms.get_ref().is_empty() {
         errors.push(src.error(span_of(&spec.arms), "a trial needs at least one [[arm]]"));
@@ -304,13 +387,19 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     for arm in spec.arms.get_ref() {
         let a = arm.get_ref();
         if !names.insert(a.name.get_ref().clone()) {
-            errors.push(src.error(span_of(&a.name), format!("arm name '{}' is used twice", a.name.get_ref())));
+            errors.push(src.error(
+                span_of(&a.name),
+                format!("arm name '{}' is used twice", a.name.get_ref()),
+            ));
         }
         let mut regimen = Regimen::default();
         let mut amount_per = None;
         let doses: Vec<_> = a.dose.iter().chain(&a.doses).collect();
         if doses.is_empty() {
-            errors.push(src.error(span_of(arm), "an arm needs `dose = {…}` or `doses = [{…}, …]`"));
+            errors.push(src.error(
+                span_of(arm),
+                "an arm needs `dose = {…}` or `doses = [{…}, …]`",
+            ));
         }
         for d in doses {
             match dose_line(&model, d.get_ref()) {
@@ -320,8 +409,14 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             if let Some(per) = &d.get_ref().per {
                 match covariates.iter().position(|c| c == per) {
                     Some(j) if amount_per.is_none_or(|k| k == j) => amount_per = Some(j),
-                    Some(_) => errors.push(src.error(span_of(d), "all dose lines of an arm must use the same `per` covariate")),
-                    None => errors.push(src.error(span_of(d), format!("`per = \"{per}\"`: the population has no covariate '{per}'"))),
+                    Some(_) => errors.push(src.error(
+                        span_of(d),
+                        "all dose lines of an arm must use the same `per` covariate",
+                    )),
+                    None => errors.push(src.error(
+                        span_of(d),
+                        format!("`per = \"{per}\"`: the population has no covariate '{per}'"),
+                    )),
                 }
             }
         }
@@ -348,19 +443,34 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         match (idx, tg.above, tg.below) {
             (None, _, _) => {
                 let cols: Vec<&str> = metric_specs.iter().map(|s| s.column.as_str()).collect();
-                errors.push(src.error(span_of(t), format!("target metric '{}' is not among the metric columns ({})", tg.metric, cols.join(", "))));
+                errors.push(src.error(
+                    span_of(t),
+                    format!(
+                        "target metric '{}' is not among the metric columns ({})",
+                        tg.metric,
+                        cols.join(", ")
+                    ),
+                ));
                 None
             }
             (Some(_), None, None) => {
                 errors.push(src.error(span_of(t), "a target needs `above = …` and/or `below = …`"));
                 None
             }
-            (Some(i), above, below) => Some(Target { metric: i, column: tg.metric.clone(), above, below }),
+            (Some(i), above, below) => Some(Target {
+                metric: i,
+                column: tg.metric.clone(),
+                above,
+                below,
+            }),
         }
     });
     if let Some(c) = spec.simulation.chunk_size {
         if c == 0 {
-            errors.push(src.error(Default::default(), "[simulation] chunk_size must be at least 1"));
+            errors.push(src.error(
+                Default::default(),
+                "[simulation] chunk_size must be at least 1",
+            ));
         }
     }
 

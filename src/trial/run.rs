@@ -84,7 +84,10 @@ pub struct RunReport {
 pub const DEFAULT_CHUNK: usize = 65_536;
 
 /// Picks a backend and says why.
-pub fn select_backend(trial: &Trial, choice: BackendChoice) -> Result<(Box<dyn Backend>, String), String> {
+pub fn select_backend(
+    trial: &Trial,
+    choice: BackendChoice,
+) -> Result<(Box<dyn Backend>, String), String> {
     let cpu = || Box::new(CpuBackend::new(Arc::new(trial.compiled.clone()))) as Box<dyn Backend>;
     match choice {
         BackendChoice::Cpu => Ok((cpu(), "requested".into())),
@@ -103,7 +106,10 @@ pub fn select_backend(trial: &Trial, choice: BackendChoice) -> Result<(Box<dyn B
 pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
     let solver = &trial.arms[0].plan.solver;
-    p.insert("vpop.engine".into(), format!("vpop {}", env!("CARGO_PKG_VERSION")));
+    p.insert(
+        "vpop.engine".into(),
+        format!("vpop {}", env!("CARGO_PKG_VERSION")),
+    );
     p.insert("vpop.trial_name".into(), trial.name.clone());
     p.insert("vpop.trial_spec".into(), trial.spec_text.clone());
     p.insert("vpop.model".into(), trial.model.name.clone());
@@ -113,7 +119,10 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
         p.insert("vpop.population".into(), pop.name.clone());
         p.insert("vpop.population_file".into(), pop.file_name().to_string());
         p.insert("vpop.population_hash".into(), pop.hash());
-        p.insert("vpop.population_source".into(), pop.source_text().to_string());
+        p.insert(
+            "vpop.population_source".into(),
+            pop.source_text().to_string(),
+        );
     }
     p.insert("vpop.seed".into(), trial.seed.to_string());
     p.insert("vpop.backend".into(), backend.name.into());
@@ -123,7 +132,12 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
     p.insert("vpop.rtol".into(), solver.rtol.to_string());
     p.insert("vpop.atol".into(), solver.atol.to_string());
     if !trial.arms[0].plan.sample_times.is_empty() {
-        let t: Vec<String> = trial.arms[0].plan.sample_times.iter().map(|x| x.to_string()).collect();
+        let t: Vec<String> = trial.arms[0]
+            .plan
+            .sample_times
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
         p.insert("vpop.sample_times".into(), t.join(","));
     }
     p
@@ -147,11 +161,18 @@ pub fn layout(trial: &Trial) -> RowLayout {
             .covariate_names()
             .iter()
             .enumerate()
-            .map(|(c, n)| CovariateColumn { name: n.to_string(), labels: p.covariate_labels(c).map(|l| l.to_vec()) })
+            .map(|(c, n)| CovariateColumn {
+                name: n.to_string(),
+                labels: p.covariate_labels(c).map(|l| l.to_vec()),
+            })
             .collect(),
         _ => Vec::new(),
     };
-    let parameters = if trial.write_parameters { trial.model.params.iter().map(|p| p.name.clone()).collect() } else { Vec::new() };
+    let parameters = if trial.write_parameters {
+        trial.model.params.iter().map(|p| p.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let arm = &trial.arms[0].plan;
     RowLayout::new(
         trial.arms.iter().map(|a| a.plan.name.clone()).collect(),
@@ -179,7 +200,13 @@ struct Integrated {
     outputs: Vec<ChunkOutput>,
 }
 
-fn sample_chunk(trial: &Trial, part: u64, first: u64, n: usize, scratch: &mut SampledChunk) -> Sampled {
+fn sample_chunk(
+    trial: &Trial,
+    part: u64,
+    first: u64,
+    n: usize,
+    scratch: &mut SampledChunk,
+) -> Sampled {
     if let Some(pop) = &trial.population {
         pop.sample(trial.seed, first, n, scratch);
     } else {
@@ -195,7 +222,13 @@ fn sample_chunk(trial: &Trial, part: u64, first: u64, n: usize, scratch: &mut Sa
             ParamSource::Fixed(v) => vec![*v; n],
         })
         .collect();
-    Sampled { part, first, n, covariates: std::mem::take(&mut scratch.covariates), params }
+    Sampled {
+        part,
+        first,
+        n,
+        covariates: std::mem::take(&mut scratch.covariates),
+        params,
+    }
 }
 
 /// Runs a trial to its output directory.
@@ -205,17 +238,36 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
     let (mut backend, reason) = select_backend(trial, choice)?;
     let info = backend.info();
     let subjects = opts.subjects.unwrap_or(trial.subjects);
-    let chunk = opts.chunk_size.or(trial.chunk_size).unwrap_or(DEFAULT_CHUNK).max(1) as u64;
+    let chunk = opts
+        .chunk_size
+        .or(trial.chunk_size)
+        .unwrap_or(DEFAULT_CHUNK)
+        .max(1) as u64;
     let shard = opts.shard.unwrap_or(Shard::WHOLE);
     let n_chunks = subjects.div_ceil(chunk);
     let (c0, c1) = shard.chunk_range(n_chunks);
-    let dir = opts.output_dir.clone().unwrap_or_else(|| trial.output_dir.clone());
+    let dir = opts
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| trial.output_dir.clone());
     let layout = layout(trial);
-    let identity = RunIdentity { spec_hash: spec_hash(trial), seed: trial.seed, subjects, chunk_size: chunk, shard: shard.label() };
+    let identity = RunIdentity {
+        spec_hash: spec_hash(trial),
+        seed: trial.seed,
+        subjects,
+        chunk_size: chunk,
+        shard: shard.label(),
+    };
     let arm_names: Vec<String> = trial.arms.iter().map(|a| a.plan.name.clone()).collect();
-    let (mut writer, done) =
-        DatasetWriter::open(&dir, identity, arm_names.clone(), layout.schema.clone(), provenance(trial, &info), opts.overwrite)
-            .map_err(|e| e.to_string())?;
+    let (mut writer, done) = DatasetWriter::open(
+        &dir,
+        identity,
+        arm_names.clone(),
+        layout.schema.clone(),
+        provenance(trial, &info),
+        opts.overwrite,
+    )
+    .map_err(|e| e.to_string())?;
     let done_parts: std::collections::HashSet<u64> = done.iter().map(|p| p.part).collect();
     let todo: Vec<u64> = (c0..c1).filter(|c| !done_parts.contains(c)).collect();
     let todo_subjects: u64 = todo.iter().map(|c| (subjects - c * chunk).min(chunk)).sum();
@@ -223,10 +275,15 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
     let progress = if opts.quiet {
         indicatif::ProgressBar::hidden()
     } else {
-        let pb = indicatif::ProgressBar::with_draw_target(Some(todo_subjects), indicatif::ProgressDrawTarget::stderr());
+        let pb = indicatif::ProgressBar::with_draw_target(
+            Some(todo_subjects),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} subjects  {per_sec}  ETA {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} subjects  {per_sec}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         pb
     };
@@ -245,7 +302,10 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
             for &c in todo {
                 let first = c * chunk;
                 let n = (subjects - first).min(chunk) as usize;
-                if tx_sampled.send(sample_chunk(trial, c, first, n, &mut scratch)).is_err() {
+                if tx_sampled
+                    .send(sample_chunk(trial, c, first, n, &mut scratch))
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -258,7 +318,11 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
             let mut n_written = 0;
             for done in rx_done {
                 let sm = &done.sampled;
-                let params_out: Vec<Vec<f64>> = if layout.parameters.is_empty() { Vec::new() } else { sm.params.clone() };
+                let params_out: Vec<Vec<f64>> = if layout.parameters.is_empty() {
+                    Vec::new()
+                } else {
+                    sm.params.clone()
+                };
                 let batches: Vec<RecordBatch> = done
                     .outputs
                     .iter()
@@ -266,7 +330,9 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
                     .map(|(a, out)| layout.encode(a, sm.first, &sm.covariates, &params_out, out))
                     .collect::<Result<_, _>>()
                     .map_err(|e| e.to_string())?;
-                writer_ref.write_part(sm.part, sm.first, sm.n as u64, &batches).map_err(|e| e.to_string())?;
+                writer_ref
+                    .write_part(sm.part, sm.first, sm.n as u64, &batches)
+                    .map_err(|e| e.to_string())?;
                 progress_ref.inc(sm.n as u64);
                 n_written += 1;
             }
@@ -279,7 +345,12 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
             let t0 = Instant::now();
             for (a, arm) in trial.arms.iter().enumerate() {
                 let scale = amount_per[a].map(|c| sampled.covariates[c].as_slice());
-                let input = ChunkInput { first_subject: sampled.first, n: sampled.n, params: &sampled.params, amount_scale: scale };
+                let input = ChunkInput {
+                    first_subject: sampled.first,
+                    n: sampled.n,
+                    params: &sampled.params,
+                    amount_scale: scale,
+                };
                 let mut out = ChunkOutput::default();
                 if let Err(e) = backend.run_chunk(&arm.plan, &input, &mut out) {
                     failure = Some(e.to_string());
@@ -294,7 +365,9 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
         }
         drop(tx_done);
         let _ = sampler.join();
-        let w = encoder.join().map_err(|_| "the writer thread panicked".to_string())??;
+        let w = encoder
+            .join()
+            .map_err(|_| "the writer thread panicked".to_string())??;
         written = w;
         match failure {
             Some(e) => Err(e),
@@ -307,7 +380,11 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
     if complete {
         writer.finish().map_err(|e| e.to_string())?;
     }
-    let arms = if complete { summarize(trial, &dir, shard, n_chunks)? } else { Vec::new() };
+    let arms = if complete {
+        summarize(trial, &dir, shard, n_chunks)?
+    } else {
+        Vec::new()
+    };
     Ok(RunReport {
         backend: info,
         backend_reason: reason,
@@ -324,20 +401,45 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
 
 /// Per-arm summaries read back from this shard's part files: exact quantiles by streaming
 /// selection (memory independent of the number of subjects), failures and target attainment.
-pub fn summarize(trial: &Trial, dir: &Path, shard: Shard, n_chunks: u64) -> Result<Vec<ArmSummary>, String> {
+pub fn summarize(
+    trial: &Trial,
+    dir: &Path,
+    shard: Shard,
+    n_chunks: u64,
+) -> Result<Vec<ArmSummary>, String> {
     let (c0, c1) = shard.chunk_range(n_chunks);
-    let files: Vec<PathBuf> = (c0..c1).map(|c| dir.join(crate::output::dataset::part_name(c))).collect();
+    let files: Vec<PathBuf> = (c0..c1)
+        .map(|c| dir.join(crate::output::dataset::part_name(c)))
+        .collect();
     let read_column = |arm: usize, column: &str, f: &mut dyn FnMut(&[f64])| -> Result<(), String> {
         for file in &files {
             let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
             let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
-            let reader = builder.with_projection(mask).with_row_groups(vec![arm]).with_batch_size(65_536).build().map_err(|e| e.to_string())?;
+            let reader = builder
+                .with_projection(mask)
+                .with_row_groups(vec![arm])
+                .with_batch_size(65_536)
+                .build()
+                .map_err(|e| e.to_string())?;
             for b in reader {
                 let b = b.map_err(|e| e.to_string())?;
-                let col = b.column(0).as_any().downcast_ref::<Float64Array>().ok_or("metric column is not f64")?;
+                let col = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .ok_or("metric column is not f64")?;
                 // Nulls (failed subjects, undefined metrics) are skipped as NaN.
-                let vals: Vec<f64> = (0..col.len()).map(|i| if col.is_null(i) { f64::NAN } else { col.value(i) }).collect();
+                let vals: Vec<f64> = (0..col.len())
+                    .map(|i| {
+                        if col.is_null(i) {
+                            f64::NAN
+                        } else {
+                            col.value(i)
+                        }
+                    })
+                    .collect();
                 f(&vals);
             }
         }
@@ -356,7 +458,13 @@ pub fn summarize(trial: &Trial, dir: &Path, shard: Shard, n_chunks: u64) -> Resu
                 },
                 &[0.5, 0.05, 0.95],
             );
-            metrics.push(MetricSummary { column: spec.column.clone(), n, median: q[0], p5: q[1], p95: q[2] });
+            metrics.push(MetricSummary {
+                column: spec.column.clone(),
+                n,
+                median: q[0],
+                p5: q[1],
+                p95: q[2],
+            });
         }
         if let Some(e) = error {
             return Err(e);
@@ -365,14 +473,27 @@ pub fn summarize(trial: &Trial, dir: &Path, shard: Shard, n_chunks: u64) -> Resu
         let (mut subjects, mut failed) = (0u64, 0u64);
         for file in &files {
             let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
             let mask = ProjectionMask::columns(builder.parquet_schema(), ["status"]);
-            let reader = builder.with_projection(mask).with_row_groups(vec![a]).build().map_err(|e| e.to_string())?;
+            let reader = builder
+                .with_projection(mask)
+                .with_row_groups(vec![a])
+                .build()
+                .map_err(|e| e.to_string())?;
             for b in reader {
                 let b = b.map_err(|e| e.to_string())?;
-                let col = b.column(0).as_any().downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::UInt8Type>>().ok_or("status column")?;
+                let col = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::UInt8Type>>()
+                    .ok_or("status column")?;
                 subjects += col.len() as u64;
-                failed += col.keys().iter().filter(|k| k.is_some_and(|k| k != 0)).count() as u64;
+                failed += col
+                    .keys()
+                    .iter()
+                    .filter(|k| k.is_some_and(|k| k != 0))
+                    .count() as u64;
             }
         }
         let target_attainment = match &trial.target {
@@ -386,11 +507,21 @@ pub fn summarize(trial: &Trial, dir: &Path, shard: Shard, n_chunks: u64) -> Resu
                         }
                     }
                 })?;
-                Some(if n == 0 { f64::NAN } else { hit as f64 / n as f64 })
+                Some(if n == 0 {
+                    f64::NAN
+                } else {
+                    hit as f64 / n as f64
+                })
             }
             None => None,
         };
-        out.push(ArmSummary { name: arm.plan.name.clone(), subjects, failed, metrics, target_attainment });
+        out.push(ArmSummary {
+            name: arm.plan.name.clone(),
+            subjects,
+            failed,
+            metrics,
+            target_attainment,
+        });
     }
     Ok(out)
 }
@@ -400,10 +531,22 @@ pub fn format_summary(report: &RunReport, target: Option<&super::resolve::Target
     use std::fmt::Write;
     let mut s = String::new();
     for arm in &report.arms {
-        let _ = writeln!(s, "\narm {} — {} subjects, {} failed", arm.name, arm.subjects, arm.failed);
-        let _ = writeln!(s, "  {:<28} {:>14} {:>14} {:>14}", "metric", "median", "5th pct", "95th pct");
+        let _ = writeln!(
+            s,
+            "\narm {} — {} subjects, {} failed",
+            arm.name, arm.subjects, arm.failed
+        );
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>14} {:>14} {:>14}",
+            "metric", "median", "5th pct", "95th pct"
+        );
         for m in &arm.metrics {
-            let _ = writeln!(s, "  {:<28} {:>14.6} {:>14.6} {:>14.6}", m.column, m.median, m.p5, m.p95);
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>14.6} {:>14.6} {:>14.6}",
+                m.column, m.median, m.p5, m.p95
+            );
         }
         if let (Some(p), Some(t)) = (arm.target_attainment, target) {
             let cond = match (t.above, t.below) {
@@ -412,7 +555,11 @@ pub fn format_summary(report: &RunReport, target: Option<&super::resolve::Target
                 (None, Some(b)) => format!("{} < {b}", t.column),
                 (None, None) => t.column.clone(),
             };
-            let _ = writeln!(s, "  probability of target attainment ({cond}): {:.1} %", 100.0 * p);
+            let _ = writeln!(
+                s,
+                "  probability of target attainment ({cond}): {:.1} %",
+                100.0 * p
+            );
         }
     }
     s
