@@ -1,0 +1,249 @@
+//! Population sampling against its targets: moments (against closed forms of the stated
+//! distributions), OMEGA correlations, truncation, categorical frequencies; reproducibility
+//! across threads, chunkings, shards and single subjects; located errors for bad files.
+
+use std::path::Path;
+
+use vpop::population::dist::{norm_cdf, norm_ppf};
+use vpop::population::{Population, SampledChunk};
+
+fn adult() -> Population {
+    Population::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("populations/adult_healthy.toml"))
+        .unwrap()
+}
+
+fn col<'a>(p: &Population, c: &'a SampledChunk, name: &str) -> &'a [f64] {
+    if let Some(i) = p.covariate_names().iter().position(|n| *n == name) {
+        return &c.covariates[i];
+    }
+    if let Some(i) = p.eta_names().iter().position(|n| *n == name) {
+        return &c.etas[i];
+    }
+    let i = p.parameter_names().iter().position(|n| *n == name).unwrap();
+    &c.parameters[i]
+}
+
+/// Mean and variance of N(mu, sd²) truncated to [lo, hi] (closed form).
+fn truncated_normal_moments(mu: f64, sd: f64, lo: f64, hi: f64) -> (f64, f64) {
+    let (a, b) = ((lo - mu) / sd, (hi - mu) / sd);
+    let phi = |x: f64| (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let z = norm_cdf(b) - norm_cdf(a);
+    let mean = mu + sd * (phi(a) - phi(b)) / z;
+    let var = sd * sd * (1.0 + (a * phi(a) - b * phi(b)) / z - ((phi(a) - phi(b)) / z).powi(2));
+    (mean, var)
+}
+
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    (
+        m,
+        (x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt(),
+    )
+}
+
+#[test]
+fn moments_correlations_bounds_and_frequencies_match_the_targets() {
+    let p = adult();
+    let n = 1_000_000;
+    let mut c = SampledChunk::default();
+    p.sample(2024, 0, n, &mut c);
+
+    // Sex: Bernoulli(0.5) — within 3 standard errors.
+    let sex = col(&p, &c, "sex");
+    let female = sex.iter().filter(|s| **s == 1.0).count() as f64 / n as f64;
+    assert!(
+        (female - 0.5).abs() < 3.0 * (0.25 / n as f64).sqrt(),
+        "female fraction {female}"
+    );
+
+    // Age: normal(35, 10) truncated to [18, 55]; its mean in closed form.
+    let (mean_t, var_t) = truncated_normal_moments(35.0, 10.0, 18.0, 55.0);
+    let age = col(&p, &c, "age");
+    let (m, sd) = mean_sd(age);
+    assert!(
+        (m - mean_t).abs() < 3.0 * var_t.sqrt() / (n as f64).sqrt(),
+        "age mean {m} vs {mean_t}"
+    );
+    assert!(
+        (sd - var_t.sqrt()).abs() < 0.02 * var_t.sqrt(),
+        "age sd {sd} vs {}",
+        var_t.sqrt()
+    );
+    assert!(
+        age.iter().all(|x| (18.0..=55.0).contains(x)),
+        "age outside its truncation"
+    );
+
+    // Height by sex: the NHANES means.
+    for (code, mu, sd_t) in [(0.0, 175.3, 7.6), (1.0, 161.3, 7.1)] {
+        let h: Vec<f64> = col(&p, &c, "height")
+            .iter()
+            .zip(sex)
+            .filter(|(_, s)| **s == code)
+            .map(|(h, _)| *h)
+            .collect();
+        let (m, _) = mean_sd(&h);
+        // The file truncates height to [140, 210] cm.
+        let (target, _) = truncated_normal_moments(mu, sd_t, 140.0, 210.0);
+        assert!(
+            (m - target).abs() < 3.0 * sd_t / (h.len() as f64).sqrt(),
+            "height mean {m} vs {target}"
+        );
+    }
+    let bmi = col(&p, &c, "bmi");
+    assert!(
+        bmi.iter().all(|x| (18.5..=32.0).contains(x)),
+        "BMI outside its truncation"
+    );
+    // Derived covariates are their formulas.
+    let (wt, ht) = (col(&p, &c, "wt"), col(&p, &c, "height"));
+    for i in (0..n).step_by(9973) {
+        assert!((wt[i] - bmi[i] * (ht[i] / 100.0).powi(2)).abs() < 1e-9 * wt[i]);
+    }
+
+    // Etas: variances ln(1 + CV²) and the stated correlation.
+    let names = ["eta_cl", "eta_v1", "eta_ka"];
+    let cv = [0.30f64, 0.20, 0.40];
+    let etas: Vec<&[f64]> = names.iter().map(|e| col(&p, &c, e)).collect();
+    for (k, e) in etas.iter().enumerate() {
+        let (m, sd) = mean_sd(e);
+        let want = (1.0 + cv[k] * cv[k]).ln().sqrt();
+        assert!(
+            m.abs() < 3.0 * want / (n as f64).sqrt(),
+            "{} mean {m}",
+            names[k]
+        );
+        assert!(
+            (sd - want).abs() < 0.01 * want,
+            "{} sd {sd} vs {want}",
+            names[k]
+        );
+    }
+    let corr = |x: &[f64], y: &[f64]| {
+        let ((mx, sx), (my, sy)) = (mean_sd(x), mean_sd(y));
+        x.iter()
+            .zip(y)
+            .map(|(a, b)| (a - mx) * (b - my))
+            .sum::<f64>()
+            / ((n as f64 - 1.0) * sx * sy)
+    };
+    assert!((corr(etas[0], etas[1]) - 0.5).abs() < 0.01);
+    assert!(corr(etas[0], etas[2]).abs() < 0.01 && corr(etas[1], etas[2]).abs() < 0.01);
+    // The parameter model: cl = 5 (wt/70)^0.75 exp(eta_cl).
+    let cl = col(&p, &c, "cl");
+    for i in (0..n).step_by(7919) {
+        let want = 5.0 * (wt[i] / 70.0).powf(0.75) * etas[0][i].exp();
+        assert!((cl[i] - want).abs() < 1e-12 * want);
+    }
+}
+
+#[test]
+fn draws_depend_only_on_seed_and_subject() {
+    let p = adult();
+    let n = 3000;
+    let mut reference = SampledChunk::default();
+    p.sample(7, 0, n, &mut reference);
+    let bits = |c: &SampledChunk, i: usize| -> Vec<u64> {
+        c.covariates
+            .iter()
+            .chain(&c.etas)
+            .chain(&c.parameters)
+            .map(|col| col[i].to_bits())
+            .collect()
+    };
+    // Thread counts.
+    for threads in [1, 2, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut c = SampledChunk::default();
+        pool.install(|| p.sample(7, 0, n, &mut c));
+        assert!(c == reference, "{threads} threads");
+    }
+    // Chunk sizes and shard-like splits.
+    for chunk in [1usize, 1000, 65536] {
+        let mut first = 0;
+        while first < n {
+            let m = chunk.min(n - first);
+            let mut c = SampledChunk::default();
+            p.sample(7, first as u64, m, &mut c);
+            for i in 0..m {
+                assert_eq!(
+                    bits(&c, i),
+                    bits(&reference, first + i),
+                    "chunk {chunk}, subject {}",
+                    first + i
+                );
+            }
+            first += m;
+        }
+    }
+    // A subject alone, and another seed differs.
+    let mut alone = SampledChunk::default();
+    p.sample(7, 2999, 1, &mut alone);
+    assert_eq!(bits(&alone, 0), bits(&reference, 2999));
+    p.sample(8, 2999, 1, &mut alone);
+    assert_ne!(bits(&alone, 0), bits(&reference, 2999));
+}
+
+const GOOD: &str = r#"[population]
+name = "t"
+
+[covariates.sex]
+levels = { male = 0.5, female = 0.5 }
+
+[covariates.wt]
+dist = "normal"
+mean = "if(sex == female, 65, 80)"
+sd = 10
+
+[parameters]
+cl = "2 * (wt / 70)^0.75 * exp(eta_cl)"
+
+[[omega]]
+etas = ["eta_cl", "eta_v"]
+variance = [0.09, 0.04]
+correlation = [[1, 0.3], [0.3, 1]]
+"#;
+
+#[test]
+fn bad_files_are_located_errors() {
+    assert!(Population::parse("ok.toml", GOOD).is_ok());
+    for (from, to, line, fragment) in [
+        ("correlation = [[1, 0.3], [0.3, 1]]", "correlation = [[1, 0.99], [-0.99, 1]]", 15, "not symmetric"),
+        ("correlation = [[1, 0.3], [0.3, 1]]", "correlation = [[1, 1.5], [1.5, 1]]", 15, "every entry in [−1, 1]"),
+        ("variance = [0.09, 0.04]", "covariance = [[0.09, 0.2], [0.2, 0.04]]", 15, "positive semi-definite"),
+        (
+            "mean = \"if(sex == female, 65, 80)\"\nsd = 10",
+            "mean = \"if(sex == female, 65, 80) + ht\"\nsd = 10\n\n[covariates.ht]\ndist = \"normal\"\nmean = \"wt\"\nsd = 1",
+            7,
+            "cycle: wt → ht → wt",
+        ),
+        ("cl = \"2 * (wt / 70)", "cl = \"2 * (wtt / 70)", 13, "unknown name 'wtt'"),
+        ("sd = 10", "sd = -10", 10, "sd must be > 0"),
+        ("male = 0.5, female = 0.5", "male = 0.5, female = 0.6", 5, "sum to 1.1"),
+        ("name = \"t\"", "name = t\"", 2, ""),
+        ("dist = \"normal\"", "dist = \"gaussian\"", 8, "unknown distribution 'gaussian'"),
+    ] {
+        let text = GOOD.replace(from, to);
+        assert_ne!(text, GOOD, "{from}");
+        let err = match Population::parse("pop.toml", &text) {
+            Ok(_) => panic!("{to}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(&format!("pop.toml:{line}:")) && err.contains(fragment), "{to}: {err}");
+    }
+}
+
+#[test]
+fn normal_quantile_function_inverts_the_cdf() {
+    for p in [1e-300, 1e-12, 0.001, 0.3, 0.5, 0.77, 0.999999] {
+        let x = norm_ppf(p);
+        assert!(
+            (norm_cdf(x) - p).abs() <= 1e-13 * p.max(1e-300) + 1e-16,
+            "{p}"
+        );
+    }
+}
