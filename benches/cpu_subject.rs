@@ -16,28 +16,53 @@ fn subject(c: &mut Criterion) {
     let model = Model::parse(lm.name, lm.source).unwrap();
     let compiled = CompiledModel::new(&model);
     let params: Vec<f64> = model.params.iter().map(|p| p.default).collect();
-    let metrics: Vec<MetricSpec> = ["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.0)"]
-        .iter()
-        .map(|m| MetricSpec::new(0, "cp", Metric::parse(m).unwrap()))
-        .collect();
+    let metrics: Vec<MetricSpec> = [
+        "auc",
+        "cmax",
+        "tmax",
+        "ctrough",
+        "auc_last_interval",
+        "time_above(1.0)",
+    ]
+    .iter()
+    .map(|m| MetricSpec::new(0, "cp", Metric::parse(m).unwrap()))
+    .collect();
     let mut group = c.benchmark_group("quickstart_subject");
     group.throughput(Throughput::Elements(1));
     for method in [Method::Tsit5, Method::Dopri5, Method::Rodas4] {
         let arm = ArmPlan {
             name: "a".into(),
-            regimen: Regimen { lines: vec![DoseLine { state: 0, amount: 100.0, start: 0.0, interval: 12.0, count: 14, administration: Administration::Bolus }] },
+            regimen: Regimen {
+                lines: vec![DoseLine {
+                    state: 0,
+                    amount: 100.0,
+                    start: 0.0,
+                    interval: 12.0,
+                    count: 14,
+                    administration: Administration::Bolus,
+                }],
+            },
             metrics: metrics.clone(),
             end: 168.0,
             sample_times: vec![],
-            solver: SolverOptions { method, rtol: 1e-6, atol: 1e-9, ..Default::default() },
+            solver: SolverOptions {
+                method,
+                rtol: 1e-6,
+                atol: 1e-9,
+                ..Default::default()
+            },
         };
         let mut integ = Integrator::new(method, 4);
-        group.bench_function(method.name(), |b| b.iter(|| simulate_arm_subject(&compiled, &params, 1.0, &arm, &mut integ)));
+        group.bench_function(method.name(), |b| {
+            b.iter(|| simulate_arm_subject(&compiled, &params, 1.0, &arm, &mut integ))
+        });
     }
     group.finish();
     let mut bound = compiled.bind(&params);
     let (y, mut dy) = ([10.0, 3.0, 7.0], [0.0; 3]);
-    c.bench_function("rhs two_cmt_oral", |b| b.iter(|| bound.rhs(1.0, std::hint::black_box(&y), &mut dy)));
+    c.bench_function("rhs two_cmt_oral", |b| {
+        b.iter(|| bound.rhs(1.0, std::hint::black_box(&y), &mut dy))
+    });
 }
 
 criterion_group!(benches, subject);

@@ -158,6 +158,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             String::new()
         },
     );
+    println!(
+        "integration {:.2} s = {:.0} % of wall time (the rest is sampling, encoding and writing not hidden by the pipeline, and the summary)",
+        report.integrate.as_secs_f64(),
+        100.0 * report.integrate.as_secs_f64() / secs.max(1e-9)
+    );
     if !report.complete {
         println!("stopped before the end; run the same command again to resume");
         return Ok(());

@@ -46,6 +46,8 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     jac: Vec<f64>,
     ybuf: Vec<f64>,
     cbuf: Vec<f64>,
+    interior_max: Vec<Option<(f64, f64)>>,
+    interior_min: Vec<Option<(f64, f64)>>,
 }
 
 impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
@@ -111,6 +113,8 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             jac: vec![0.0; n_out * n_states],
             ybuf: vec![0.0; n_states + n_out],
             cbuf: vec![0.0; n_out],
+            interior_max: vec![None; n_out],
+            interior_min: vec![None; n_out],
         }
     }
 
@@ -347,8 +351,8 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
         }
 
         // Interior extrema are refined at most once per output and kind per step.
-        let mut interior_max: Vec<Option<(f64, f64)>> = vec![None; n_out];
-        let mut interior_min: Vec<Option<(f64, f64)>> = vec![None; n_out];
+        self.interior_max.fill(None);
+        self.interior_min.fill(None);
         for i in 0..self.specs.len() {
             let spec = &self.specs[i];
             let Some((a, b)) = self.windows[i] else {
@@ -363,11 +367,11 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
                 MetricKind::Cmax | MetricKind::Tmax => {
                     self.update_extreme(i, t1, c1);
                     if self.dc0[k] > 0.0 && self.dc1[k] < 0.0 {
-                        let (tm, cm) = match interior_max[k] {
+                        let (tm, cm) = match self.interior_max[k] {
                             Some(v) => v,
                             None => {
                                 let v = self.refine_extremum(step, k, true);
-                                interior_max[k] = Some(v);
+                                self.interior_max[k] = Some(v);
                                 v
                             }
                         };
@@ -377,11 +381,11 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
                 MetricKind::Cmin => {
                     self.update_extreme(i, t1, c1);
                     if self.dc0[k] < 0.0 && self.dc1[k] > 0.0 {
-                        let (tm, cm) = match interior_min[k] {
+                        let (tm, cm) = match self.interior_min[k] {
                             Some(v) => v,
                             None => {
                                 let v = self.refine_extremum(step, k, false);
-                                interior_min[k] = Some(v);
+                                self.interior_min[k] = Some(v);
                                 v
                             }
                         };
