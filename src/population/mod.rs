@@ -217,7 +217,9 @@ pub struct Population {
     covariates: Vec<Covariate>,
     eta_names: Vec<String>,
     blocks: Vec<Block>,
-    params: Vec<(String, Program)>,
+    param_names: Vec<String>,
+    /// Every parameter in one program (subexpressions shared across parameters).
+    param_program: Program,
     residual: Vec<(String, ResidualModel)>,
 }
 
@@ -335,7 +337,7 @@ impl Population {
         0.0
     }
     pub fn parameter_names(&self) -> Vec<&str> {
-        self.params.iter().map(|(n, _)| n.as_str()).collect()
+        self.param_names.iter().map(String::as_str).collect()
     }
     pub fn residual_models(&self) -> &[(String, ResidualModel)] {
         &self.residual
@@ -360,7 +362,7 @@ impl Population {
         let (nc, ne, np) = (
             self.covariates.len(),
             self.eta_names.len(),
-            self.params.len(),
+            self.param_names.len(),
         );
         let width = nc + ne + np;
         const BLOCK: usize = 2048;
@@ -401,6 +403,10 @@ impl Population {
         let mut rng = subject_rng(seed, subject, Stream::Covariates);
         let mut one = [0.0];
         let mut ev = |p: &Program, slots: &[f64], regs: &mut Vec<f64>| {
+            // Most arguments are constants: skip the interpreter for them.
+            if let [crate::model::Op::Const(v)] = p.instrs.as_slice() {
+                return *v;
+            }
             p.eval_slots(slots, regs, &mut one);
             one[0]
         };
@@ -439,20 +445,16 @@ impl Population {
                     a + u * (b - a)
                 }
                 Draw::Categorical { freqs } => {
+                    // Two passes over the (few) frequencies: no allocation per subject.
                     let mut total = 0.0;
-                    let w: Vec<f64> = freqs
-                        .iter()
-                        .map(|f| {
-                            let x = ev(f, slots, regs).max(0.0);
-                            total += x;
-                            x
-                        })
-                        .collect();
+                    for f in freqs {
+                        total += ev(f, slots, regs).max(0.0);
+                    }
                     let u: f64 = rng.random::<f64>() * total;
                     let mut acc = 0.0;
-                    let mut code = w.len().saturating_sub(1);
-                    for (k, x) in w.iter().enumerate() {
-                        acc += x;
+                    let mut code = freqs.len().saturating_sub(1);
+                    for (k, f) in freqs.iter().enumerate() {
+                        acc += ev(f, slots, regs).max(0.0);
                         if u < acc {
                             code = k;
                             break;
@@ -483,7 +485,18 @@ impl Population {
         let mut erng = subject_rng(seed, subject, Stream::Etas);
         for b in &self.blocks {
             let n = b.slots.len();
-            let z: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut erng)).collect();
+            // A stack buffer for the usual small blocks.
+            let mut stack = [0.0f64; 16];
+            let mut heap = Vec::new();
+            let z: &mut [f64] = if n <= stack.len() {
+                &mut stack[..n]
+            } else {
+                heap.resize(n, 0.0);
+                &mut heap
+            };
+            for v in z.iter_mut() {
+                *v = StandardNormal.sample(&mut erng);
+            }
             for i in 0..n {
                 let mut e = 0.0;
                 for k in 0..=i {
@@ -494,9 +507,8 @@ impl Population {
         }
         let ne = self.eta_names.len();
         row[nc..nc + ne].copy_from_slice(&slots[nc..nc + ne]);
-        for (k, (_, p)) in self.params.iter().enumerate() {
-            row[nc + ne + k] = ev(p, slots, regs);
-        }
+        self.param_program
+            .eval_slots(slots, regs, &mut row[nc + ne..]);
     }
 }
 
@@ -951,7 +963,7 @@ impl Builder<'_> {
                 continue;
             }
             if let Some(e) = self.expr(v, &slot_lookup(nc, true)) {
-                params.push((name.clone(), lower_with_labels(&e, v, src, &labels)));
+                params.push((name.clone(), with_labels(&e, v, src, &labels)));
             }
         }
         let mut residual = Vec::new();
@@ -986,7 +998,12 @@ impl Builder<'_> {
             covariates,
             eta_names,
             blocks,
-            params,
+            param_names: params.iter().map(|(n, _)| n.clone()).collect(),
+            param_program: {
+                let mut b = crate::model::lower::Builder::new();
+                let regs: Vec<_> = params.iter().map(|(_, e)| b.expr(e, &[])).collect();
+                b.finish(regs)
+            },
             residual,
         })
     }
@@ -999,6 +1016,16 @@ fn lower_with_labels(
     src: &SourceFile,
     labels: &HashMap<String, (f64, Span)>,
 ) -> Program {
+    lower_expr(&with_labels(e, v, src, labels))
+}
+
+/// Replaces category-label placeholders by their codes.
+fn with_labels(
+    e: &Expr,
+    v: &Spanned<Value>,
+    src: &SourceFile,
+    labels: &HashMap<String, (f64, Span)>,
+) -> Expr {
     // Re-parse to recover the names at placeholder positions (placeholders are Slot(usize::MAX)).
     let orig = match v.get_ref() {
         Value::Num(x) => Expr::Num(*x),
@@ -1027,10 +1054,21 @@ fn lower_with_labels(
     }
     let mut e = e.clone();
     walk(&mut e, &orig, labels);
-    lower_expr(&e)
+    e
+}
+
+/// A constant program's value.
+fn constant(p: &Program) -> Option<f64> {
+    match p.instrs.as_slice() {
+        [crate::model::Op::Const(v)] => Some(*v),
+        _ => None,
+    }
 }
 
 fn compose_ln(p: &Program) -> Program {
+    if let Some(v) = constant(p) {
+        return lower_expr(&Expr::Num(v.ln()));
+    }
     let mut q = p.clone();
     let r = p.results[0];
     q.instrs.push(crate::model::Op::Log(r));
@@ -1040,6 +1078,9 @@ fn compose_ln(p: &Program) -> Program {
 
 fn compose_sigma(p: &Program) -> Program {
     use crate::model::Op;
+    if let Some(cv) = constant(p) {
+        return lower_expr(&Expr::Num((1.0 + cv * cv).ln().sqrt()));
+    }
     let mut q = p.clone();
     let cv = p.results[0];
     let base = q.instrs.len() as u32;
