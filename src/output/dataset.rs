@@ -76,9 +76,9 @@ pub fn part_name(part: u64) -> String {
 }
 
 fn sha256_file(path: &Path) -> Result<String, OutputError> {
-    let bytes = std::fs::read(path).map_err(|source| OutputError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| OutputError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
@@ -96,9 +96,9 @@ impl DatasetWriter {
     ) -> Result<(DatasetWriter, Vec<PartEntry>), OutputError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| OutputError::Io {
+            move |cause| OutputError::Io {
                 path: path.clone(),
-                source,
+                cause,
             }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -186,9 +186,9 @@ impl DatasetWriter {
         use std::io::Write;
         f.file()
             .write_all(text.as_bytes())
-            .map_err(|source| OutputError::Io {
+            .map_err(|cause| OutputError::Io {
                 path: self.manifest_path.clone(),
-                source,
+                cause,
             })?;
         f.commit()?;
         Ok(())
@@ -219,16 +219,16 @@ impl DatasetWriter {
             rows += b.num_rows() as u64;
         }
         let file = w.into_inner()?;
-        file.sync_all().map_err(|source| OutputError::Io {
+        file.sync_all().map_err(|cause| OutputError::Io {
             path: path.clone(),
-            source,
+            cause,
         })?;
         drop(file);
         tmp.commit_path()?;
         let bytes = std::fs::metadata(&path)
-            .map_err(|source| OutputError::Io {
+            .map_err(|cause| OutputError::Io {
                 path: path.clone(),
-                source,
+                cause,
             })?
             .len();
         let entry = PartEntry {

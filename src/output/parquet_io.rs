@@ -10,8 +10,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
@@ -58,9 +58,9 @@ impl AtomicFile {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tmp = dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let file = File::create(&tmp).map_err(|source| OutputError::Io {
+        let file = File::create(&tmp).map_err(|cause| OutputError::Io {
             path: tmp.clone(),
-            source,
+            cause,
         })?;
         Ok(AtomicFile {
             tmp,
@@ -83,9 +83,9 @@ impl AtomicFile {
     /// Flushes to disk and renames into place.
     pub fn commit(mut self) -> Result<PathBuf, OutputError> {
         if let Some(f) = self.file.take() {
-            f.sync_all().map_err(|source| OutputError::Io {
+            f.sync_all().map_err(|cause| OutputError::Io {
                 path: self.tmp.clone(),
-                source,
+                cause,
             })?;
         }
         self.commit_path()
@@ -93,9 +93,9 @@ impl AtomicFile {
 
     /// Renames into place (the file must already be closed and synced).
     pub fn commit_path(mut self) -> Result<PathBuf, OutputError> {
-        std::fs::rename(&self.tmp, &self.dest).map_err(|source| OutputError::Io {
+        std::fs::rename(&self.tmp, &self.dest).map_err(|cause| OutputError::Io {
             path: self.dest.clone(),
-            source,
+            cause,
         })?;
         self.tmp = PathBuf::new();
         Ok(self.dest.clone())

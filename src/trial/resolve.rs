@@ -89,10 +89,10 @@ pub struct Trial {
 pub enum TrialError {
     #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -120,9 +120,9 @@ fn resolve_path(spec_path: &Path, p: &str) -> PathBuf {
 impl Trial {
     /// Reads, parses and checks a trial spec file.
     pub fn load(path: &Path) -> Result<Trial, TrialError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrialError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| TrialError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Trial::from_text(path, &text)
     }
