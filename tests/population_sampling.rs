@@ -247,3 +247,81 @@ fn normal_quantile_function_inverts_the_cdf() {
         );
     }
 }
+
+#[test]
+fn renal_population_reproduces_ckd_epi_and_its_classes() {
+    let p = Population::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("populations/renal_impairment.toml"),
+    )
+    .unwrap();
+    let mut c = SampledChunk::default();
+    p.sample(3, 0, 200_000, &mut c);
+    let (renal, egfr, scr, age, sex) = (
+        col(&p, &c, "renal"),
+        col(&p, &c, "egfr"),
+        col(&p, &c, "scr"),
+        col(&p, &c, "age"),
+        col(&p, &c, "sex"),
+    );
+    let bounds = [(90.0, 120.0), (60.0, 90.0), (30.0, 60.0), (15.0, 30.0)];
+    let mut counts = [0usize; 4];
+    for i in 0..egfr.len() {
+        let k = renal[i] as usize;
+        counts[k] += 1;
+        assert!(
+            egfr[i] >= bounds[k].0 && egfr[i] <= bounds[k].1,
+            "eGFR {} in class {k}",
+            egfr[i]
+        );
+        // The forward CKD-EPI 2021 equation on the sampled creatinine gives back the eGFR.
+        let female = sex[i] == 1.0;
+        let (kappa, alpha) = if female { (0.7, -0.241) } else { (0.9, -0.302) };
+        let r = scr[i] / kappa;
+        let e = 142.0
+            * r.min(1.0).powf(alpha)
+            * r.max(1.0).powf(-1.2)
+            * 0.9938f64.powf(age[i])
+            * if female { 1.012 } else { 1.0 };
+        assert!(
+            (e - egfr[i]).abs() < 1e-9 * egfr[i],
+            "CKD-EPI of scr {} gives {e}, sampled {}",
+            scr[i],
+            egfr[i]
+        );
+    }
+    for c in counts {
+        let f = c as f64 / egfr.len() as f64;
+        assert!(
+            (f - 0.25).abs() < 3.0 * (0.25 * 0.75 / egfr.len() as f64).sqrt(),
+            "class frequency {f}"
+        );
+    }
+}
+
+#[test]
+fn phenotype_frequencies_follow_ancestry() {
+    let p = Population::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("populations/cyp_phenotypes.toml"),
+    )
+    .unwrap();
+    let n = 400_000;
+    let mut c = SampledChunk::default();
+    p.sample(5, 0, n, &mut c);
+    let (anc, ph) = (col(&p, &c, "ancestry"), col(&p, &c, "cyp2c19"));
+    // Table frequencies (pm, im, nm, rm, um) by ancestry code.
+    let want = [
+        [0.023, 0.248, 0.406, 0.276, 0.047],
+        [0.223, 0.440, 0.321, 0.016, 0.0],
+    ];
+    for a in 0..2 {
+        let idx: Vec<usize> = (0..n).filter(|i| anc[*i] == a as f64).collect();
+        for (k, w) in want[a].iter().enumerate() {
+            let f = idx.iter().filter(|i| ph[**i] == k as f64).count() as f64 / idx.len() as f64;
+            let se = (w * (1.0 - w) / idx.len() as f64).sqrt().max(1e-12);
+            assert!(
+                (f - w).abs() <= 3.0 * se,
+                "ancestry {a}, phenotype {k}: {f} vs {w}"
+            );
+        }
+    }
+}
