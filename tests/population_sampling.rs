@@ -313,9 +313,9 @@ fn phenotype_frequencies_follow_ancestry() {
         [0.023, 0.248, 0.406, 0.276, 0.047],
         [0.223, 0.440, 0.321, 0.016, 0.0],
     ];
-    for a in 0..2 {
+    for (a, freqs) in want.iter().enumerate() {
         let idx: Vec<usize> = (0..n).filter(|i| anc[*i] == a as f64).collect();
-        for (k, w) in want[a].iter().enumerate() {
+        for (k, w) in freqs.iter().enumerate() {
             let f = idx.iter().filter(|i| ph[**i] == k as f64).count() as f64 / idx.len() as f64;
             let se = (w * (1.0 - w) / idx.len() as f64).sqrt().max(1e-12);
             assert!(
