@@ -13,11 +13,13 @@ pub const EXAMPLES: &str = "Examples:
   vpop simulate two_cmt_oral --dose amount=100,into=depot,every=12,count=14 --end 168
   vpop simulate two_cmt_oral -p cl=4 -p v1=25 --dose amount=100,into=depot --end 48 --times 0:48:2
   vpop simulate one_cmt_iv --dose amount=500,into=central,duration=0.5 --metrics auc,cmax,at(12)
-  vpop simulate my_model.vpm --dose amount=10,into=depot --method rodas4 --rtol 1e-10";
+  vpop simulate my_model.vpm --dose amount=10,into=depot --method rodas4 --rtol 1e-10
+  vpop simulate examples/one_subject.toml";
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
-    /// A built-in model name (see `vpop models`) or a model file.
+    /// A built-in model name (see `vpop models`), a model file (.vpm), or a simulation file
+    /// (.toml) holding the model, parameters, doses and settings.
     pub model: String,
     /// Parameter override, NAME=VALUE (repeatable).
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
@@ -103,7 +105,87 @@ pub fn parse_times(text: &str) -> anyhow::Result<Vec<f64>> {
     Ok(t)
 }
 
+/// A one-subject simulation given as a small TOML file instead of flags:
+///
+/// ```toml
+/// model = "two_cmt_oral"            # or a .vpm file, relative to this file
+/// params = { cl = 4.0 }
+/// doses = [{ amount = 100, into = "depot", every = 12, count = 14 }]
+/// end = 168
+/// method = "tsit5"                  # optional; rtol, atol, dt too
+/// metrics = ["auc", "cmax", "tmax"] # optional
+/// times = "0:168:6"                 # optional profile
+/// ```
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SimulationFile {
+    model: String,
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    doses: Vec<crate::trial::spec::DoseSpec>,
+    end: f64,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    rtol: Option<f64>,
+    #[serde(default)]
+    atol: Option<f64>,
+    #[serde(default)]
+    dt: Option<f64>,
+    #[serde(default)]
+    metrics: Option<Vec<String>>,
+    #[serde(default)]
+    times: Option<String>,
+}
+
+/// Reads a simulation file into the equivalent command-line arguments.
+fn args_from_file(path: &str) -> anyhow::Result<(SimulateArgs, Vec<crate::trial::spec::DoseSpec>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let src = crate::diag::SourceFile::new(path, text.as_str());
+    let f: SimulationFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}", crate::trial::spec::toml_error(&src, &e)))?;
+    let model = if f.model.ends_with(".vpm") {
+        let beside = std::path::Path::new(path)
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(&f.model);
+        beside.display().to_string()
+    } else {
+        f.model
+    };
+    let d = SimulateArgs {
+        model,
+        params: f.params.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        doses: Vec::new(),
+        end: f.end,
+        method: f.method.unwrap_or_else(|| "tsit5".into()),
+        rtol: f.rtol.unwrap_or(1e-8),
+        atol: f.atol.unwrap_or(1e-12),
+        dt: f.dt,
+        metrics: f
+            .metrics
+            .map(|m| vec![m.join(",")])
+            .unwrap_or_else(|| vec!["auc,cmax,tmax,cmin_last_interval,ctrough".into()]),
+        times: f.times,
+    };
+    Ok((d, f.doses))
+}
+
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    if args.model.ends_with(".toml") {
+        let (file_args, doses) = args_from_file(&args.model)?;
+        return simulate(&file_args, doses);
+    }
+    let doses = args
+        .doses
+        .iter()
+        .map(|d| parse_dose_arg(d).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    simulate(args, doses)
+}
+
+fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> anyhow::Result<()> {
     let model = super::load_model(&args.model)?;
     let compiled = CompiledModel::new(&model);
     let mut params: Vec<f64> = model.params.iter().map(|p| p.default).collect();
@@ -137,11 +219,11 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         bail!("--end must be a positive number");
     }
     let mut regimen = Regimen::default();
-    for d in &args.doses {
-        let spec = parse_dose_arg(d).map_err(anyhow::Error::msg)?;
-        regimen
-            .lines
-            .push(dose_line(&model, &spec).map_err(|e| anyhow::anyhow!("--dose '{d}': {e}"))?);
+    for spec in &doses {
+        regimen.lines.push(
+            dose_line(&model, spec)
+                .map_err(|e| anyhow::anyhow!("dose into '{}': {e}", spec.into))?,
+        );
     }
     let mut specs = Vec::new();
     for name in split_metrics(&args.metrics) {
