@@ -311,3 +311,61 @@ fn bad_specs_are_located_errors() {
         assert!(err.contains(fragment), "{to}: {err}");
     }
 }
+
+/// Simulated observations carry the population's residual error: standardised residuals
+/// (obs − pred) / sqrt((0.10·pred)² + 0.01²) are standard normal.
+#[test]
+fn observations_carry_the_residual_error_model() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = SPEC.replace(
+        "profile = { every = 12, precision = \"f16\" }",
+        "profile = { every = 6 }\nobservations = true",
+    );
+    let t = Trial::from_text(&root.join("spec.toml"), &text).unwrap();
+    let dir = tmp("observations");
+    run_trial(&t, &opts(&dir)).unwrap();
+    let (mut s, mut s2, mut n) = (0.0, 0.0, 0usize);
+    for part in std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+    {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&part).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let b = batch.unwrap();
+            use arrow_array::{Array, FixedSizeListArray, Float32Array};
+            let list = |name: &str| {
+                let l = b
+                    .column_by_name(name)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<FixedSizeListArray>()
+                    .unwrap()
+                    .clone();
+                l.values()
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap()
+                    .clone()
+            };
+            let (pred, obs) = (list("cp_profile"), list("cp_obs"));
+            for i in 0..pred.len() {
+                let (f, y) = (pred.value(i) as f64, obs.value(i) as f64);
+                let r = (y - f) / ((0.1 * f).powi(2) + 0.01f64.powi(2)).sqrt();
+                s += r;
+                s2 += r * r;
+                n += 1;
+            }
+        }
+    }
+    let mean = s / n as f64;
+    let sd = (s2 / n as f64 - mean * mean).sqrt();
+    assert!(n > 40_000, "{n} observations");
+    assert!(mean.abs() < 3.0 / (n as f64).sqrt() + 1e-3, "mean {mean}");
+    assert!((sd - 1.0).abs() < 0.02, "sd {sd}");
+}

@@ -38,22 +38,39 @@ pub struct RowLayout {
     pub profile_outputs: Vec<String>,
     pub n_times: usize,
     pub profile_f16: bool,
+    /// Outputs with simulated observations (`<output>_obs`).
+    pub observations: Vec<String>,
 }
 
 fn dict(key: DataType) -> DataType {
     DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8))
 }
 
+/// What a trial's output rows hold (see [`RowLayout::new`]).
+#[derive(Debug, Clone, Default)]
+pub struct Columns {
+    pub arms: Vec<String>,
+    pub covariates: Vec<CovariateColumn>,
+    pub parameters: Vec<String>,
+    pub metrics: Vec<String>,
+    pub profile_outputs: Vec<String>,
+    pub n_times: usize,
+    pub profile_f16: bool,
+    pub observations: Vec<String>,
+}
+
 impl RowLayout {
-    pub fn new(
-        arms: Vec<String>,
-        covariates: Vec<CovariateColumn>,
-        parameters: Vec<String>,
-        metrics: Vec<String>,
-        profile_outputs: Vec<String>,
-        n_times: usize,
-        profile_f16: bool,
-    ) -> RowLayout {
+    pub fn new(columns: Columns) -> RowLayout {
+        let Columns {
+            arms,
+            covariates,
+            parameters,
+            metrics,
+            profile_outputs,
+            n_times,
+            profile_f16,
+            observations,
+        } = columns;
         let mut fields = vec![
             Field::new("subject_id", DataType::UInt64, false),
             Field::new("arm", dict(DataType::UInt16), false),
@@ -89,6 +106,18 @@ impl RowLayout {
             );
             fields.push(Field::new(format!("{o}_profile"), list, true));
         }
+        let observations: Vec<String> = if n_times == 0 {
+            Vec::new()
+        } else {
+            observations
+        };
+        for o in &observations {
+            let list = DataType::FixedSizeList(
+                Arc::new(Field::new("item", item.clone(), true)),
+                n_times as i32,
+            );
+            fields.push(Field::new(format!("{o}_obs"), list, true));
+        }
         RowLayout {
             schema: Arc::new(Schema::new(fields)),
             arms,
@@ -102,6 +131,7 @@ impl RowLayout {
             },
             n_times,
             profile_f16,
+            observations,
         }
     }
 
@@ -114,6 +144,7 @@ impl RowLayout {
         covariates: &[Vec<f64>],
         parameters: &[Vec<f64>],
         out: &ChunkOutput,
+        observations: &[Vec<f64>],
     ) -> Result<RecordBatch, ArrowError> {
         let n = out.status.len();
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
@@ -159,34 +190,41 @@ impl RowLayout {
             Arc::new(StringArray::from(STATUS_LABELS.to_vec())),
         )?));
         for (k, name) in self.profile_outputs.iter().enumerate() {
-            let field_idx = self.schema.index_of(&format!("{name}_profile"))?;
-            let DataType::FixedSizeList(item, size) = self.schema.field(field_idx).data_type()
-            else {
-                return Err(ArrowError::SchemaError(
-                    "profile column is not a list".into(),
-                ));
-            };
-            let values: ArrayRef = if self.profile_f16 {
-                let mut b = Float16Builder::with_capacity(n * self.n_times);
-                for v in &out.profiles[k] {
-                    b.append_option(v.is_finite().then(|| half::f16::from_f64(*v)));
-                }
-                Arc::new(b.finish())
-            } else {
-                let mut b = Float32Builder::with_capacity(n * self.n_times);
-                for v in &out.profiles[k] {
-                    b.append_option(v.is_finite().then_some(*v as f32));
-                }
-                Arc::new(b.finish())
-            };
-            cols.push(Arc::new(FixedSizeListArray::try_new(
-                item.clone(),
-                *size,
-                values,
-                None,
-            )?));
+            cols.push(self.list_column(&format!("{name}_profile"), &out.profiles[k])?);
+        }
+        for (k, name) in self.observations.iter().enumerate() {
+            cols.push(self.list_column(&format!("{name}_obs"), &observations[k])?);
         }
         RecordBatch::try_new(self.schema.clone(), cols)
+    }
+
+    /// A fixed-size-list column (f32 or f16 items; non-finite values become nulls).
+    fn list_column(&self, field: &str, values: &[f64]) -> Result<ArrayRef, ArrowError> {
+        let idx = self.schema.index_of(field)?;
+        let DataType::FixedSizeList(item, size) = self.schema.field(idx).data_type() else {
+            return Err(ArrowError::SchemaError(format!(
+                "{field} is not a list column"
+            )));
+        };
+        let items: ArrayRef = if self.profile_f16 {
+            let mut b = Float16Builder::with_capacity(values.len());
+            for v in values {
+                b.append_option(v.is_finite().then(|| half::f16::from_f64(*v)));
+            }
+            Arc::new(b.finish())
+        } else {
+            let mut b = Float32Builder::with_capacity(values.len());
+            for v in values {
+                b.append_option(v.is_finite().then_some(*v as f32));
+            }
+            Arc::new(b.finish())
+        };
+        Ok(Arc::new(FixedSizeListArray::try_new(
+            item.clone(),
+            *size,
+            items,
+            None,
+        )?))
     }
 }
 
@@ -197,9 +235,9 @@ mod tests {
 
     #[test]
     fn encodes_every_column_kind() {
-        let layout = RowLayout::new(
-            vec!["a".into(), "b".into()],
-            vec![
+        let layout = RowLayout::new(Columns {
+            arms: vec!["a".into(), "b".into()],
+            covariates: vec![
                 CovariateColumn {
                     name: "wt".into(),
                     labels: None,
@@ -209,12 +247,13 @@ mod tests {
                     labels: Some(vec!["male".into(), "female".into()]),
                 },
             ],
-            vec!["cl".into()],
-            vec!["cp_auc".into()],
-            vec!["cp".into()],
-            2,
-            true,
-        );
+            parameters: vec!["cl".into()],
+            metrics: vec!["cp_auc".into()],
+            profile_outputs: vec!["cp".into()],
+            n_times: 2,
+            profile_f16: true,
+            observations: vec![],
+        });
         let out = ChunkOutput {
             metrics: vec![vec![1.5, f64::NAN]],
             status: vec![0, 3],
@@ -228,6 +267,7 @@ mod tests {
                 &[vec![70.0, 80.0], vec![1.0, 0.0]],
                 &[vec![5.0, 6.0]],
                 &out,
+                &[],
             )
             .unwrap();
         assert_eq!(b.num_rows(), 2);

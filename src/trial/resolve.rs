@@ -81,6 +81,8 @@ pub struct Trial {
     pub write_parameters: bool,
     pub write_covariates: bool,
     pub profile_f16: bool,
+    /// Outputs written with residual error: (output index, residual model).
+    pub observations: Vec<(usize, crate::population::ResidualModel)>,
     pub target: Option<Target>,
 }
 
@@ -474,6 +476,26 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
     }
 
+    let mut observations = Vec::new();
+    if spec.output.observations {
+        let residual = population
+            .as_ref()
+            .map(|p| p.residual_models().to_vec())
+            .unwrap_or_default();
+        if sample_times.is_empty() {
+            errors.push(src.error(Default::default(), "[output] observations = true needs sampling times: add profile = { every = … } or { times = […] }"));
+        }
+        if residual.is_empty() {
+            errors.push(src.error(Default::default(), "[output] observations = true needs a [residual] error model in the population file"));
+        }
+        for (name, m) in residual {
+            match model.output_index(&name) {
+                Some(k) => observations.push((k, m)),
+                None => errors.push(src.error(Default::default(), format!("the population's residual error names output '{name}', which the model does not have"))),
+            }
+        }
+    }
+
     if !errors.is_empty() {
         return Err(TrialError::Invalid(errors));
     }
@@ -496,6 +518,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         write_parameters: spec.output.parameters,
         write_covariates: spec.output.covariates,
         profile_f16,
+        observations,
         target,
     })
 }

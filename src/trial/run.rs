@@ -15,7 +15,7 @@ use crossbeam_channel::bounded;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use super::encode::{CovariateColumn, RowLayout};
+use super::encode::{Columns, CovariateColumn, RowLayout};
 use super::quantile::quantiles;
 use super::resolve::{BackendChoice, ParamSource, Trial};
 use crate::backend::cpu::CpuBackend;
@@ -174,15 +174,20 @@ pub fn layout(trial: &Trial) -> RowLayout {
         Vec::new()
     };
     let arm = &trial.arms[0].plan;
-    RowLayout::new(
-        trial.arms.iter().map(|a| a.plan.name.clone()).collect(),
+    RowLayout::new(Columns {
+        arms: trial.arms.iter().map(|a| a.plan.name.clone()).collect(),
         covariates,
         parameters,
-        arm.metrics.iter().map(|m| m.column.clone()).collect(),
-        trial.model.outputs.iter().map(|o| o.name.clone()).collect(),
-        arm.sample_times.len(),
-        trial.profile_f16,
-    )
+        metrics: arm.metrics.iter().map(|m| m.column.clone()).collect(),
+        profile_outputs: trial.model.outputs.iter().map(|o| o.name.clone()).collect(),
+        n_times: arm.sample_times.len(),
+        profile_f16: trial.profile_f16,
+        observations: trial
+            .observations
+            .iter()
+            .map(|(k, _)| trial.model.outputs[*k].name.clone())
+            .collect(),
+    })
 }
 
 /// A sampled chunk with the model's parameter columns.
@@ -229,6 +234,37 @@ fn sample_chunk(
         covariates: std::mem::take(&mut scratch.covariates),
         params,
     }
+}
+
+/// Simulated observations of one arm's chunk: each profile value with the population's residual
+/// error, from the subject's residual stream (keyed by seed, subject and arm).
+fn observations(trial: &Trial, arm: usize, first: u64, out: &ChunkOutput) -> Vec<Vec<f64>> {
+    use crate::population::rng::{splitmix64, subject_rng, Stream};
+    use rand_distr::{Distribution, StandardNormal};
+    let nt = trial.arms[arm].plan.sample_times.len();
+    if trial.observations.is_empty() || nt == 0 {
+        return Vec::new();
+    }
+    let n = out.status.len();
+    let arm_seed = trial.seed ^ splitmix64(arm as u64 + 1);
+    let mut obs: Vec<Vec<f64>> = trial
+        .observations
+        .iter()
+        .map(|_| vec![f64::NAN; n * nt])
+        .collect();
+    for i in 0..n {
+        let mut rng = subject_rng(arm_seed, first + i as u64, Stream::Residual);
+        for (o, (k, model)) in trial.observations.iter().enumerate() {
+            for j in 0..nt {
+                let (e1, e2): (f64, f64) = (
+                    StandardNormal.sample(&mut rng),
+                    StandardNormal.sample(&mut rng),
+                );
+                obs[o][i * nt + j] = model.apply(out.profiles[*k][i * nt + j], e1, e2);
+            }
+        }
+    }
+    obs
 }
 
 /// Runs a trial to its output directory.
@@ -327,7 +363,10 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
                     .outputs
                     .iter()
                     .enumerate()
-                    .map(|(a, out)| layout.encode(a, sm.first, &sm.covariates, &params_out, out))
+                    .map(|(a, out)| {
+                        let obs = observations(trial, a, sm.first, out);
+                        layout.encode(a, sm.first, &sm.covariates, &params_out, out, &obs)
+                    })
                     .collect::<Result<_, _>>()
                     .map_err(|e| e.to_string())?;
                 writer_ref

@@ -152,6 +152,10 @@ pub struct OutputSection {
     pub covariates: bool,
     #[serde(default)]
     pub profile: Option<ProfileSpec>,
+    /// Also write simulated observations (`<output>_obs`): the profile with the population
+    /// file's residual error added.
+    #[serde(default)]
+    pub observations: bool,
     /// Probability of target attainment, e.g. `{ metric = "cp_ctrough", above = 1.0 }`.
     #[serde(default)]
     pub target: Option<Spanned<TargetSpec>>,
