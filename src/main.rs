@@ -22,6 +22,8 @@ enum Command {
     /// Sample a population's covariates and parameters to Parquet.
     #[command(after_help = cli::sample::EXAMPLES)]
     Sample(cli::sample::SampleArgs),
+    /// List the GPU adapters (wgpu) with their f64/f16 support.
+    Devices(cli::devices::DevicesArgs),
     /// List the built-in models, or print one model's source.
     #[command(after_help = "Examples:\n  vpop models\n  vpop models two_cmt_oral")]
     Models(cli::models::ModelsArgs),
@@ -36,6 +38,7 @@ fn main() {
         Command::Run(a) => cli::run::run(a),
         Command::Check(a) => cli::run::check(a),
         Command::Sample(a) => cli::sample::run(a),
+        Command::Devices(a) => cli::devices::run(a),
         Command::Models(a) => cli::models::run(a),
         Command::Simulate(a) => cli::simulate::run(a),
     };

@@ -6,6 +6,7 @@
 //! encoding live elsewhere, so every backend computes the same thing.
 
 pub mod cpu;
+pub mod wgpu;
 
 use crate::dosing::Regimen;
 use crate::metrics::MetricSpec;
