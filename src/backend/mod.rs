@@ -6,6 +6,7 @@
 //! encoding live elsewhere, so every backend computes the same thing.
 
 pub mod cpu;
+pub mod cuda;
 pub mod wgpu;
 
 use crate::dosing::Regimen;
