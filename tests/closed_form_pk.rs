@@ -672,3 +672,51 @@ fn simulation_files_run_and_reach_the_steady_state_identity() {
     // 100 mg every 12 h for 6.5 days at CL = 4 L/h: within 1 % of 25 mg·h/L.
     assert!((auc_tau / 25.0 - 1.0).abs() < 0.01, "{auc_tau}");
 }
+
+/// A threshold just below Cmax is crossed twice within a few steps, often within one: the time
+/// above it comes from both crossings located on the dense output around the interior maximum.
+#[test]
+fn time_above_a_threshold_near_the_peak_matches_the_closed_form() {
+    for case in cases() {
+        let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
+        let (_, cmax) = max_ref(&case, &schedule, 0.0, case.end, 1.0);
+        let thr = 0.99 * cmax;
+        let specs = [MetricSpec::new(
+            0,
+            "cp",
+            Metric::parse(&format!("time_above({thr})")).unwrap(),
+        )];
+        let want = time_above_ref(&case, &schedule, 0.0, case.end, thr);
+        for method in [Method::Tsit5, Method::Dopri5, Method::Rodas4] {
+            let opts = SolverOptions {
+                method,
+                // Loose: steps as long as the time above the threshold.
+                rtol: 1e-3,
+                atol: 1e-7,
+                ..Default::default()
+            };
+            let plan = SubjectPlan {
+                schedule: &schedule,
+                end: case.end,
+                metrics: &specs,
+                sample_times: &[],
+                solver: &opts,
+            };
+            let y0 = vec![0.0; case.model.n];
+            let mut integ = Integrator::new(method, case.model.n + 1);
+            let out = simulate_subject(
+                case.model.clone(),
+                case.model.clone(),
+                &y0,
+                &plan,
+                &mut integ,
+            );
+            let got = out.metrics[0];
+            assert!(
+                (got - want).abs() <= 3e-2 * want + 1e-6,
+                "{} {method}: time above {thr:.4} = {got}, closed form {want}",
+                case.name
+            );
+        }
+    }
+}

@@ -369,3 +369,84 @@ fn observations_carry_the_residual_error_model() {
     assert!(mean.abs() < 3.0 / (n as f64).sqrt() + 1e-3, "mean {mean}");
     assert!((sd - 1.0).abs() < 0.02, "sd {sd}");
 }
+
+/// `subject_id` and the named Float64 columns of a dataset, in file order.
+fn float_columns(dir: &Path, names: &[&str]) -> (Vec<u64>, Vec<Vec<f64>>) {
+    use arrow_array::{Array, Float64Array, UInt64Array};
+    let mut ids = Vec::new();
+    let mut cols = vec![Vec::new(); names.len()];
+    for (name, _) in files(dir) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(dir.join(name)).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let b = batch.unwrap();
+            let id = b.column_by_name("subject_id").unwrap();
+            let id = id.as_any().downcast_ref::<UInt64Array>().unwrap();
+            ids.extend(id.values().iter().copied());
+            for (k, n) in names.iter().enumerate() {
+                let c = b.column_by_name(n).unwrap();
+                let c = c.as_any().downcast_ref::<Float64Array>().unwrap();
+                cols[k]
+                    .extend((0..c.len()).map(|i| if c.is_null(i) { f64::NAN } else { c.value(i) }));
+            }
+        }
+    }
+    (ids, cols)
+}
+
+#[test]
+fn the_wgpu_backend_runs_a_trial_like_the_cpu_reference() {
+    let t = trial();
+    let gpu_dir = tmp("wgpu");
+    let gpu_opts = RunOptions {
+        backend: Some(vpop::trial::resolve::BackendChoice::Wgpu),
+        ..opts(&gpu_dir)
+    };
+    let report = match run_trial(&t, &gpu_opts) {
+        Ok(r) => r,
+        Err(e) if e.contains("not available") => {
+            println!("SKIPPED: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(report.backend.name, "wgpu");
+    let cpu_dir = tmp("wgpu-cpu-reference");
+    run_trial(&t, &opts(&cpu_dir)).unwrap();
+    let names = ["cp_auc", "cp_cmax", "cp_ctrough", "cp_time_above_1"];
+    let (gid, got) = float_columns(&gpu_dir, &names);
+    let (cid, want) = float_columns(&cpu_dir, &names);
+    assert_eq!(gid, cid);
+    assert_eq!(gid.len(), 5000);
+    for (k, n) in names.iter().enumerate() {
+        for i in 0..gid.len() {
+            let (g, c) = (got[k][i], want[k][i]);
+            // Time above a threshold is a difference of crossing times: absolute in hours.
+            let tol = if n.contains("time_above") {
+                1e-3
+            } else {
+                1e-4 * c.abs() + 1e-9
+            };
+            assert!((g - c).abs() <= tol, "{n} row {i}: wgpu {g} vs cpu {c}");
+        }
+    }
+    use parquet::file::reader::FileReader;
+    let reader = parquet::file::reader::SerializedFileReader::new(
+        std::fs::File::open(gpu_dir.join("part-00000.parquet")).unwrap(),
+    )
+    .unwrap();
+    let kv: std::collections::HashMap<String, String> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(kv["vpop.backend"], "wgpu");
+    assert_eq!(kv["vpop.precision"], "f32");
+}

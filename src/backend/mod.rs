@@ -7,6 +7,8 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod gpu;
+pub mod stepgen;
 pub mod wgpu;
 
 use crate::dosing::Regimen;

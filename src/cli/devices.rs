@@ -24,6 +24,9 @@ pub fn run(_args: &DevicesArgs) -> anyhow::Result<()> {
             yes(a.f16)
         );
     }
-    println!("\nThe WGSL integrator kernels are not available yet: trials run on the CPU backend.");
+    println!(
+        "\nbackend = \"wgpu\" integrates trials in f32 on the first hardware adapter; \
+         backend = \"auto\" never picks a software adapter (type Cpu) over the CPU reference."
+    );
     Ok(())
 }

@@ -152,8 +152,6 @@ impl Regimen {
         dosing: &[StateDosing],
     ) -> Result<Schedule, DosingError> {
         let mut events = Vec::new();
-        let mut dose_times = Vec::new();
-        let mut last: Option<(f64, Option<f64>)> = None;
         for line in &self.lines {
             let d = dosing.get(line.state).copied().unwrap_or_default();
             if !(d.lag.is_finite() && d.lag >= 0.0) {
@@ -176,11 +174,6 @@ impl Regimen {
             }
             for k in 0..line.count {
                 let nominal = line.start + k as f64 * line.interval;
-                dose_times.push(nominal);
-                let interval = (line.count > 1).then_some(line.interval);
-                if last.is_none_or(|(t, _)| nominal >= t) {
-                    last = Some((nominal, interval));
-                }
                 let t = nominal + d.lag;
                 let mut infusion = |rate: f64, duration: f64| -> Result<(), DosingError> {
                     if !(rate.is_finite() && rate > 0.0 && duration.is_finite() && duration >= 0.0)
@@ -229,13 +222,33 @@ impl Regimen {
                 rank(b).cmp(&rank(a))
             })
         });
-        dose_times.sort_by(f64::total_cmp);
-        dose_times.dedup();
+        let (dose_times, last_interval) = self.nominal_times();
         Ok(Schedule {
             events,
             dose_times,
-            last_interval: last.and_then(|(_, i)| i),
+            last_interval,
         })
+    }
+
+    /// The nominal administration times (sorted, unique; lag not applied) and the dosing
+    /// interval of the last administration when it belongs to a repeated line. The same for
+    /// every subject of an arm.
+    pub fn nominal_times(&self) -> (Vec<f64>, Option<f64>) {
+        let mut dose_times = Vec::new();
+        let mut last: Option<(f64, Option<f64>)> = None;
+        for line in &self.lines {
+            for k in 0..line.count {
+                let nominal = line.start + k as f64 * line.interval;
+                dose_times.push(nominal);
+                let interval = (line.count > 1).then_some(line.interval);
+                if last.is_none_or(|(t, _)| nominal >= t) {
+                    last = Some((nominal, interval));
+                }
+            }
+        }
+        dose_times.sort_by(f64::total_cmp);
+        dose_times.dedup();
+        (dose_times, last.and_then(|(_, i)| i))
     }
 }
 

@@ -16,6 +16,18 @@ pub trait OutputEval {
     fn outputs(&mut self, t: f64, y: &[f64], out: &mut [f64]);
     /// Row-major `n_outputs × y.len()` gradient ∂g_k/∂y_j.
     fn output_jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]);
+    /// ∂g_k/∂t at fixed states. The default is a central difference, exact for outputs that
+    /// do not depend on t explicitly.
+    fn output_dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        let n = self.n_outputs();
+        let dt = 1e-6 * t.abs().max(1.0);
+        let (mut plus, mut minus) = (vec![0.0; n], vec![0.0; n]);
+        self.outputs(t + dt, y, &mut plus);
+        self.outputs(t - dt, y, &mut minus);
+        for k in 0..n {
+            out[k] = (plus[k] - minus[k]) / (2.0 * dt);
+        }
+    }
 }
 
 /// Golden-section iterations when refining an extremum inside a step: the bracket shrinks to
@@ -88,10 +100,11 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
                 _ => f64::NAN,
             })
             .collect();
+        // Output slopes are also what reveals a threshold crossed twice inside one step.
         let wants_extrema = specs.iter().any(|s| {
             matches!(
                 s.metric.kind,
-                MetricKind::Cmax | MetricKind::Tmax | MetricKind::Cmin
+                MetricKind::Cmax | MetricKind::Tmax | MetricKind::Cmin | MetricKind::TimeAbove(_)
             )
         });
         MetricAccumulator {
@@ -259,8 +272,20 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
 
     /// The time in the step where output k crosses `thr` (a sign change of c − thr between the
     /// step ends is assumed), by the Illinois variant of regula falsi.
-    fn crossing(&mut self, step: &dyn DenseOutput, k: usize, thr: f64, g0: f64, g1: f64) -> f64 {
-        let (mut a, mut b) = (step.t0(), step.t1());
+    /// The time in [a, b] (inside the step) where output k crosses `thr`, given the signs of
+    /// c − thr at a and b differ.
+    #[allow(clippy::too_many_arguments)]
+    fn crossing(
+        &mut self,
+        step: &dyn DenseOutput,
+        k: usize,
+        thr: f64,
+        a: f64,
+        b: f64,
+        g0: f64,
+        g1: f64,
+    ) -> f64 {
+        let (mut a, mut b) = (a, b);
         let (mut ga, mut gb) = (g0, g1);
         let mut side = 0i8;
         let tol = 1e-13 * (b - a).abs().max(f64::MIN_POSITIVE) + 4.0 * f64::EPSILON * b.abs();
@@ -291,6 +316,25 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             }
         }
         x
+    }
+
+    /// The interior maximum (or minimum) of output k in the step, refined once per step.
+    fn interior(&mut self, step: &dyn DenseOutput, k: usize, maximize: bool) -> (f64, f64) {
+        let cached = if maximize {
+            self.interior_max[k]
+        } else {
+            self.interior_min[k]
+        };
+        if let Some(v) = cached {
+            return v;
+        }
+        let v = self.refine_extremum(step, k, maximize);
+        if maximize {
+            self.interior_max[k] = Some(v);
+        } else {
+            self.interior_min[k] = Some(v);
+        }
+        v
     }
 
     /// The metric values, in the order of the specs. Extremes never seen are NaN.
@@ -395,10 +439,34 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
                 MetricKind::TimeAbove(thr) => {
                     let (g0, g1) = (c0 - thr, c1 - thr);
                     let above = match (g0 >= 0.0, g1 >= 0.0) {
+                        // Both ends on one side: the output may still cross twice inside the
+                        // step, around an interior extremum on the other side.
+                        (true, true) if self.dc0[k] < 0.0 && self.dc1[k] > 0.0 => {
+                            let (tm, cm) = self.interior(step, k, false);
+                            if cm < thr {
+                                let gm = cm - thr;
+                                let down = self.crossing(step, k, thr, t0, tm, g0, gm);
+                                let up = self.crossing(step, k, thr, tm, t1, gm, g1);
+                                (t1 - t0) - (up - down)
+                            } else {
+                                t1 - t0
+                            }
+                        }
                         (true, true) => t1 - t0,
+                        (false, false) if self.dc0[k] > 0.0 && self.dc1[k] < 0.0 => {
+                            let (tm, cm) = self.interior(step, k, true);
+                            if cm >= thr {
+                                let gm = cm - thr;
+                                let up = self.crossing(step, k, thr, t0, tm, g0, gm);
+                                let down = self.crossing(step, k, thr, tm, t1, gm, g1);
+                                down - up
+                            } else {
+                                0.0
+                            }
+                        }
                         (false, false) => 0.0,
-                        (true, false) => self.crossing(step, k, thr, g0, g1) - t0,
-                        (false, true) => t1 - self.crossing(step, k, thr, g0, g1),
+                        (true, false) => self.crossing(step, k, thr, t0, t1, g0, g1) - t0,
+                        (false, true) => t1 - self.crossing(step, k, thr, t0, t1, g0, g1),
                     };
                     self.values[i] += above;
                 }

@@ -134,4 +134,10 @@ impl OutputEval for BoundModel<'_> {
             .output_jacobian
             .run(t, y, &self.params, &[], &mut self.regs, jac);
     }
+    fn output_dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        self.m
+            .programs
+            .output_dfdt
+            .run(t, y, &self.params, &[], &mut self.regs, out);
+    }
 }

@@ -603,6 +603,8 @@ pub struct ModelPrograms {
     pub outputs: Program,
     /// ∂g/∂y row-major (n_out×n results).
     pub output_jacobian: Program,
+    /// ∂g/∂t (n_out results).
+    pub output_dfdt: Program,
     /// Initial states (n results; parameters only).
     pub init: Program,
     /// Per state: lag, bioavailability, rate, duration (4n results; NaN = not declared for
@@ -652,6 +654,7 @@ impl ModelPrograms {
         let jacobian = jac_of(&odes, &mut |j| Op::State(j as u32), n);
         let dfdt = jac_of(&odes, &mut |_| Op::Time, 1);
         let output_jacobian = jac_of(&outs, &mut |j| Op::State(j as u32), n);
+        let output_dfdt = jac_of(&outs, &mut |_| Op::Time, 1);
 
         let zero = Expr::Num(0.0);
         let inits: Vec<&Expr> = m
@@ -678,6 +681,7 @@ impl ModelPrograms {
             dfdt,
             outputs,
             output_jacobian,
+            output_dfdt,
             init,
             dosing,
         }

@@ -68,6 +68,13 @@ impl Integrator {
         self.method
     }
 
+    /// Forgets the step-size controller's memory of the previous error: call it before each
+    /// new subject, so that a subject's result never depends on which subjects the same
+    /// workspace integrated before (threads take subjects in no fixed order).
+    pub fn reset(&mut self) {
+        self.err_prev = 1e-4;
+    }
+
     /// Integrates one segment [t0, t1] between stopping points (see the module docs of
     /// [`crate::solver`]). `h` carries the step proposal across segments (0 = choose).
     #[allow(clippy::too_many_arguments)]

@@ -84,22 +84,98 @@ pub struct RunReport {
 pub const DEFAULT_CHUNK: usize = 65_536;
 
 /// Picks a backend and says why.
+///
+/// `auto` takes CUDA, then a hardware wgpu adapter, then the CPU reference. A software
+/// adapter (llvmpipe, WARP, SwiftShader) is never chosen by `auto`: the CPU reference is faster
+/// than a rasteriser emulating a GPU on the same cores, and exact in f64.
 pub fn select_backend(
     trial: &Trial,
     choice: BackendChoice,
 ) -> Result<(Box<dyn Backend>, String), String> {
-    let cpu = || Box::new(CpuBackend::new(Arc::new(trial.compiled.clone()))) as Box<dyn Backend>;
+    let model = Arc::new(trial.compiled.clone());
+    let cpu = || Box::new(CpuBackend::new(model.clone())) as Box<dyn Backend>;
+    let f64_wgpu = "the wgpu kernels integrate in f32; precision = \"f64\" needs backend = \"cuda\" or \"cpu\"";
     match choice {
         BackendChoice::Cpu => Ok((cpu(), "requested".into())),
-        BackendChoice::Auto => Ok((
-            cpu(),
-            "auto: no GPU backend is available in this build of vpop, so the CPU f64 reference runs on all cores".into(),
-        )),
-        BackendChoice::Wgpu | BackendChoice::Cuda => Err(format!(
-            "backend '{}' is not available in this build of vpop yet; use backend = \"cpu\" or \"auto\"",
-            if choice == BackendChoice::Wgpu { "wgpu" } else { "cuda" }
-        )),
+        BackendChoice::Cuda => cuda_backend(model.clone(), trial.precision)
+            .map(|(b, name)| (b, format!("requested (device {name})")))
+            .map_err(|e| format!("backend 'cuda' is not available: {e}")),
+        BackendChoice::Wgpu if trial.precision == crate::backend::Precision::F64 => {
+            Err(format!("backend 'wgpu' is not available: {f64_wgpu}"))
+        }
+        BackendChoice::Wgpu => wgpu_backend(model.clone())
+            .map(|(b, name)| (b, format!("requested (adapter {name})")))
+            .map_err(|e| format!("backend 'wgpu' is not available: {e}")),
+        BackendChoice::Auto => {
+            let no_cuda = match cuda_backend(model.clone(), trial.precision) {
+                Ok((b, name)) => return Ok((b, format!("auto: CUDA device {name} found"))),
+                Err(e) => format!("no CUDA ({e})"),
+            };
+            if trial.precision == crate::backend::Precision::F64 {
+                return Ok((
+                    cpu(),
+                    format!("auto: {no_cuda}; {f64_wgpu}: the CPU f64 reference runs on all cores"),
+                ));
+            }
+            match wgpu_backend(model.clone()) {
+                Ok((b, name)) if !is_software(&name) => {
+                    Ok((b, format!("auto: {no_cuda}; GPU adapter {name} found")))
+                }
+                Ok((_, name)) => Ok((
+                    cpu(),
+                    format!(
+                        "auto: {no_cuda}; the only wgpu adapter is a software rasteriser ({name}), \
+                         so the CPU f64 reference runs on all cores (backend = \"wgpu\" forces it)"
+                    ),
+                )),
+                Err(e) => Ok((
+                    cpu(),
+                    format!("auto: {no_cuda}; no wgpu adapter ({e}), so the CPU f64 reference runs on all cores"),
+                )),
+            }
+        }
     }
+}
+
+/// The CUDA backend and its device's name.
+#[cfg(feature = "cuda")]
+fn cuda_backend(
+    model: Arc<crate::model::CompiledModel>,
+    precision: crate::backend::Precision,
+) -> Result<(Box<dyn Backend>, String), String> {
+    let b = crate::backend::cuda::CudaBackend::new(model, precision).map_err(|e| e.to_string())?;
+    let name = format!("'{}'", b.info().device);
+    Ok((Box::new(b), name))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend(
+    _model: Arc<crate::model::CompiledModel>,
+    _precision: crate::backend::Precision,
+) -> Result<(Box<dyn Backend>, String), String> {
+    Err("this build of vpop has no CUDA support (cargo feature `cuda`)".into())
+}
+
+fn is_software(adapter: &str) -> bool {
+    adapter.contains("type Cpu")
+}
+
+/// The wgpu backend and a description of its adapter (name, API and device type).
+#[cfg(feature = "wgpu")]
+fn wgpu_backend(
+    model: Arc<crate::model::CompiledModel>,
+) -> Result<(Box<dyn Backend>, String), String> {
+    let b = crate::backend::wgpu::WgpuBackend::new(model).map_err(|e| e.to_string())?;
+    let a = b.adapter();
+    let name = format!("'{}' ({}, type {})", a.name, a.backend, a.device_type);
+    Ok((Box::new(b), name))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_backend(
+    _model: Arc<crate::model::CompiledModel>,
+) -> Result<(Box<dyn Backend>, String), String> {
+    Err("this build of vpop has no wgpu support (cargo feature `wgpu`)".into())
 }
 
 /// Provenance key-value metadata (deterministic: no times, no thread counts).

@@ -119,6 +119,7 @@ pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
         function("model_dfdt", &m.dfdt, p),
         function("model_outputs", &m.outputs, p),
         function("model_output_jac", &m.output_jacobian, p),
+        function("model_output_dfdt", &m.output_dfdt, p),
         function("model_init", &m.init, p),
         function("model_dosing", &m.dosing, p),
     ]

@@ -147,6 +147,7 @@ pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
         function("model_dfdt", &m.dfdt, ns, np, p),
         function("model_outputs", &m.outputs, ns, np, p),
         function("model_output_jac", &m.output_jacobian, ns, np, p),
+        function("model_output_dfdt", &m.output_dfdt, ns, np, p),
         function("model_init", &m.init, ns, np, p),
         function("model_dosing", &m.dosing, ns, np, p),
     ]

@@ -5,6 +5,7 @@
 //! evaluation kernel that checks generated code against the CPU evaluator, and adapter listing.
 
 pub mod codegen;
+pub mod kernel;
 
 use crate::backend::Precision;
 use crate::model::ModelPrograms;
@@ -265,6 +266,443 @@ mod runtime {
         }
     }
 }
+
+#[cfg(feature = "wgpu")]
+mod integrate {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use sha2::{Digest, Sha256};
+    use wgpu::util::DeviceExt;
+
+    use super::kernel::{arm_data, integrate_source, KernelSizes, CARRY_U};
+    use super::Gpu;
+    use crate::backend::{
+        ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
+    };
+    use crate::model::CompiledModel;
+
+    /// The kernel's uniform block (layout as `struct Meta` in shaders/integrate.wgsl).
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Meta {
+        n: u32,
+        n_admin: u32,
+        n_fixed: u32,
+        n_times: u32,
+        first_dispatch: u32,
+        wants_extrema: u32,
+        max_steps: u32,
+        off_fixed: u32,
+        off_times: u32,
+        off_metrics: u32,
+        step_budget: u32,
+        stop_budget: u32,
+        rtol: f32,
+        atol: f32,
+        dt: f32,
+        h_max: f32,
+        h_min_rel: f32,
+        end_time: f32,
+        trough: f32,
+        pad0: f32,
+    }
+
+    /// Status the kernel gives a subject whose loops the shader compiler cut short.
+    const CUT_SHORT: u32 = 254;
+    /// Per-dispatch budgets on a hardware adapter: short dispatches keep desktop watchdogs
+    /// quiet, and a subject that needs more is resumed by the next dispatch.
+    const GPU_STEP_BUDGET: u32 = 1024;
+    const GPU_STOP_BUDGET: u32 = 64;
+    /// Loop iterations per invocation a software rasteriser allows (llvmpipe: 65 535 back
+    /// edges, after which every loop exits); budgets keep well below.
+    const SOFTWARE_LOOP_ITERATIONS: usize = 40_000;
+
+    /// Steps and stopping points per dispatch and subject.
+    fn budgets(
+        software: bool,
+        method: crate::solver::Method,
+        z: &KernelSizes,
+        ad: &crate::backend::gpu::ArmData,
+        arm: &ArmPlan,
+    ) -> (u32, u32) {
+        if !software {
+            return (GPU_STEP_BUDGET, GPU_STOP_BUDGET);
+        }
+        // Upper estimates of loop iterations (see shaders/integrate.wgsl).
+        let (ns, no, ny, nm) = (z.ns, z.no, z.ny(), z.nm);
+        let stages = crate::backend::stepgen::stages(method) + 1;
+        let searches = 2 * no
+            + arm
+                .metrics
+                .iter()
+                .filter(|s| matches!(s.metric.kind, crate::metrics::MetricKind::TimeAbove(_)))
+                .count();
+        let per_step = stages * (3 * ny + 2 * ns + 2 * no + ns * ns + no * ns)
+            + ns * ns * ns
+            + 6 * ny
+            + searches * 62 * (ny + ns + no)
+            + 8 * nm
+            + ad.n_times.min(64) * (ny + ns + no);
+        let per_stop = 4 * ad.n_admin + ad.n_fixed.min(64) + 8 * nm + 4 * (ny + ns + no) + 16;
+        let fixed_cost = ad.n_times * no + 4 * (ny + ns + 2 * nm) + ad.n_admin + 64;
+        let avail = SOFTWARE_LOOP_ITERATIONS.saturating_sub(fixed_cost).max(1);
+        let stops = (avail / 4 / per_stop).clamp(1, 64);
+        let steps = ((avail - (stops * per_stop).min(avail)) / per_step).max(1);
+        (steps as u32, stops as u32)
+    }
+
+    /// The WGSL backend: one invocation per subject, f32, on a wgpu adapter.
+    pub struct WgpuBackend {
+        gpu: Gpu,
+        model: Arc<CompiledModel>,
+        pipelines: HashMap<[u8; 32], wgpu::ComputePipeline>,
+        /// Overrides the per-dispatch budgets (steps, stopping points).
+        budget_override: Option<(u32, u32)>,
+    }
+
+    fn failed(m: impl std::fmt::Display) -> BackendError {
+        BackendError::Failed(format!("wgpu: {m}"))
+    }
+
+    impl WgpuBackend {
+        /// On the high-performance adapter.
+        pub fn new(model: Arc<CompiledModel>) -> Result<WgpuBackend, BackendError> {
+            Ok(WgpuBackend::with_gpu(Gpu::new(false)?, model))
+        }
+
+        pub fn with_gpu(gpu: Gpu, model: Arc<CompiledModel>) -> WgpuBackend {
+            WgpuBackend {
+                gpu,
+                model,
+                pipelines: HashMap::new(),
+                budget_override: None,
+            }
+        }
+
+        /// Steps and stopping points each subject may do per dispatch (at least 1 each);
+        /// `None` restores the defaults for the adapter.
+        pub fn set_dispatch_budget(&mut self, budget: Option<(u32, u32)>) {
+            self.budget_override = budget.map(|(a, b)| (a.max(1), b.max(1)));
+        }
+
+        pub fn adapter(&self) -> &super::AdapterInfo {
+            &self.gpu.info
+        }
+
+        /// The compiled kernel for a source, cached by the source's SHA-256.
+        fn pipeline(&mut self, src: &str) -> Result<wgpu::ComputePipeline, BackendError> {
+            let key: [u8; 32] = Sha256::digest(src.as_bytes()).into();
+            if let Some(p) = self.pipelines.get(&key) {
+                return Ok(p.clone());
+            }
+            let device = &self.gpu.device;
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("integrate"),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("integrate"),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(failed(format!("kernel does not compile: {e}")));
+            }
+            self.pipelines.insert(key, pipeline.clone());
+            Ok(pipeline)
+        }
+
+        /// Subjects per dispatch within the adapter's buffer limits.
+        fn batch_size(&self, z: &KernelSizes, n_times: usize) -> usize {
+            let lim = self.gpu.device.limits();
+            let max_binding = lim
+                .max_storage_buffer_binding_size
+                .min(lim.max_buffer_size)
+                .max(4);
+            let widest = [z.np, 1, z.carry_f(), CARRY_U, z.nm, z.no * n_times]
+                .into_iter()
+                .max()
+                .unwrap_or(1) as u64;
+            let by_limit = max_binding / (4 * widest);
+            // 65 535 workgroups of 64 per dimension, two dimensions.
+            by_limit.clamp(1, 1 << 22) as usize
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn run_batch(
+            &mut self,
+            pipeline: &wgpu::ComputePipeline,
+            arm: &ArmPlan,
+            ad: &crate::backend::gpu::ArmData,
+            z: &KernelSizes,
+            input: &ChunkInput<'_>,
+            s0: usize,
+            n: usize,
+            out: &mut ChunkOutput,
+        ) -> Result<(), BackendError> {
+            let device = &self.gpu.device;
+            let queue = &self.gpu.queue;
+            let nt = ad.n_times;
+            let mut params = vec![0f32; (z.np * n).max(1)];
+            for (p, col) in input.params.iter().enumerate() {
+                for i in 0..n {
+                    params[p * n + i] = col[s0 + i] as f32;
+                }
+            }
+            let scale: Vec<f32> = (0..n)
+                .map(|i| input.amount_scale.map_or(1.0, |s| s[s0 + i] as f32))
+                .collect();
+            let init = |label: &str, bytes: &[u8]| {
+                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+            };
+            let b_params = init("params", bytemuck::cast_slice(&params));
+            let b_scale = init("scale", bytemuck::cast_slice(&scale));
+            let arm32: Vec<f32> = ad.data.iter().map(|v| *v as f32).collect();
+            let b_arm = init("arm", bytemuck::cast_slice(&arm32));
+            let rw = |label: &str, words: usize| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: (4 * words.max(1)) as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })
+            };
+            let s = &arm.solver;
+            let b_carry = rw("carry", z.carry_f() * n);
+            let b_carry_u = rw("carry_u", CARRY_U * n);
+            let b_metrics = rw("metrics", z.nm * n);
+            let b_prof = rw("profiles", z.no * n * nt);
+            let b_pending = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("pending"),
+                size: 4,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let software = self.gpu.info.device_type == "Cpu";
+            let (step_budget, stop_budget) = self
+                .budget_override
+                .unwrap_or_else(|| budgets(software, s.method, z, ad, arm));
+            let groups = (n as u32).div_ceil(64).max(1);
+            let max_dim = device.limits().max_compute_workgroups_per_dimension;
+            let (gx, gy) = if groups <= max_dim {
+                (groups, 1)
+            } else {
+                let y = groups.div_ceil(max_dim);
+                (groups.div_ceil(y), y)
+            };
+            let layout = pipeline.get_bind_group_layout(0);
+            let mut dispatch = 0u64;
+            loop {
+                let meta = Meta {
+                    n: n as u32,
+                    n_admin: ad.n_admin as u32,
+                    n_fixed: ad.n_fixed as u32,
+                    n_times: nt as u32,
+                    first_dispatch: (dispatch == 0) as u32,
+                    wants_extrema: ad.wants_extrema as u32,
+                    max_steps: s.max_steps.min(u64::from(u32::MAX)) as u32,
+                    off_fixed: ad.off_fixed as u32,
+                    off_times: ad.off_times as u32,
+                    off_metrics: ad.off_metrics as u32,
+                    step_budget,
+                    stop_budget,
+                    rtol: s.rtol as f32,
+                    atol: s.atol as f32,
+                    dt: s.dt.unwrap_or(0.0) as f32,
+                    h_max: s.h_max.min(f64::from(f32::MAX)) as f32,
+                    h_min_rel: s.h_min_rel as f32,
+                    end_time: arm.end as f32,
+                    trough: ad.trough as f32,
+                    pad0: 0.0,
+                };
+                let b_meta = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("meta"),
+                    contents: bytemuck::bytes_of(&meta),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+                let buffers = [
+                    &b_params, &b_scale, &b_arm, &b_carry, &b_carry_u, &b_metrics, &b_prof,
+                    &b_meta, &b_pending,
+                ];
+                let entries: Vec<wgpu::BindGroupEntry> = buffers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupEntry {
+                        binding: i as u32,
+                        resource: b.as_entire_binding(),
+                    })
+                    .collect();
+                let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &layout,
+                    entries: &entries,
+                });
+                queue.write_buffer(&b_pending, 0, bytemuck::bytes_of(&0u32));
+                let mut enc =
+                    device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
+                queue.submit([enc.finish()]);
+                dispatch += 1;
+                let pending: Vec<u32> = self.read(&b_pending)?;
+                if pending[0] == 0 {
+                    break;
+                }
+            }
+            let metrics: Vec<f32> = self.read(&b_metrics)?;
+            let counters: Vec<u32> = self.read(&b_carry_u)?;
+            for m in 0..z.nm {
+                for i in 0..n {
+                    out.metrics[m][s0 + i] = f64::from(metrics[m * n + i]);
+                }
+            }
+            for i in 0..n {
+                let c = &counters[i * CARRY_U..(i + 1) * CARRY_U];
+                if c[0] == CUT_SHORT {
+                    return Err(failed(format!(
+                        "adapter '{}' cut the kernel's loops short (subject {}): its loop limit is \
+                         below this model's dispatch budget",
+                        self.gpu.info.name,
+                        input.first_subject + (s0 + i) as u64
+                    )));
+                }
+                out.status[s0 + i] = c[0] as u8;
+                out.stats.accepted += u64::from(c[1]);
+                out.stats.rejected += u64::from(c[2]);
+                out.stats.rhs_evals += u64::from(c[3]);
+                out.stats.jac_evals += u64::from(c[4]);
+                out.stats.lu_decomps += u64::from(c[4]);
+            }
+            if nt > 0 {
+                let prof: Vec<f32> = self.read(&b_prof)?;
+                for (k, col) in out.profiles.iter_mut().enumerate() {
+                    for i in 0..n {
+                        for j in 0..nt {
+                            col[(s0 + i) * nt + j] = f64::from(prof[(k * n + i) * nt + j]);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// Copies a storage buffer back to the host.
+        fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer) -> Result<Vec<T>, BackendError> {
+            let device = &self.gpu.device;
+            let size = src.size();
+            let staging = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc =
+                device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
+            self.gpu.queue.submit([enc.finish()]);
+            let (tx, rx) = std::sync::mpsc::channel();
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| failed(format!("poll: {e}")))?;
+            rx.recv()
+                .map_err(failed)?
+                .map_err(|e| failed(format!("map: {e}")))?;
+            let v: Vec<T> = {
+                let view = staging
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| failed(format!("map range: {e}")))?;
+                bytemuck::cast_slice(&view).to_vec()
+            };
+            staging.unmap();
+            Ok(v)
+        }
+    }
+
+    impl Backend for WgpuBackend {
+        fn info(&self) -> BackendInfo {
+            BackendInfo {
+                name: "wgpu",
+                device: format!(
+                    "{} ({}, {})",
+                    self.gpu.info.name, self.gpu.info.backend, self.gpu.info.device_type
+                ),
+                precision: Precision::F32,
+            }
+        }
+
+        fn run_chunk(
+            &mut self,
+            arm: &ArmPlan,
+            input: &ChunkInput<'_>,
+            out: &mut ChunkOutput,
+        ) -> Result<(), BackendError> {
+            let model = self.model.clone();
+            let progs = &model.programs;
+            let n = input.n;
+            if input.params.len() != progs.n_params || input.params.iter().any(|p| p.len() < n) {
+                return Err(failed(format!(
+                    "chunk has {} parameter columns for a model with {}",
+                    input.params.len(),
+                    progs.n_params
+                )));
+            }
+            if arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
+                return Err(failed(format!(
+                    "rtol {} is below what f32 resolves (the wgpu kernels integrate in f32); \
+                     use rtol ≥ 1e-7, or backend = \"cpu\" for f64",
+                    arm.solver.rtol
+                )));
+            }
+            out.reset(
+                n,
+                arm.metrics.len(),
+                progs.n_outputs,
+                arm.sample_times.len(),
+            );
+            if n == 0 {
+                return Ok(());
+            }
+            let src =
+                integrate_source(progs, arm.solver.method, arm.metrics.len()).map_err(failed)?;
+            let pipeline = self.pipeline(&src)?;
+            let ad = arm_data(arm);
+            let z = KernelSizes::new(progs, arm.metrics.len());
+            let batch = self.batch_size(&z, ad.n_times);
+            let mut s0 = 0;
+            while s0 < n {
+                let len = batch.min(n - s0);
+                self.run_batch(&pipeline, arm, &ad, &z, input, s0, len, out)?;
+                s0 += len;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+pub use integrate::WgpuBackend;
 
 #[cfg(feature = "wgpu")]
 pub use runtime::{list_adapters, Gpu};

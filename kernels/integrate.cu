@@ -1,0 +1,585 @@
+// Integrates one virtual subject per thread over an arm's dosing schedule, in f32 or f64, with
+// the same stopping points, events, step control, dense-output metrics and status codes as the
+// CPU reference (src/backend/cpu.rs, src/solver/integrator.rs, src/metrics/accumulate.rs) and
+// the WGSL kernel (shaders/integrate.wgsl).
+//
+// Slots filled by src/backend/cuda/kernel.rs: REAL, SIZES, TABLEAUS (coefficients from
+// build.rs), MODEL (generated model functions), STAGES and STEP (the method, from
+// src/backend/stepgen.rs).
+
+typedef {{REAL}} real;
+{{SIZES}}
+{{TABLEAUS}}
+
+#define BIG ((real)3.0e38)
+#define GOLDEN_ITERS 34
+#define ROOT_ITERS 60
+#define CUT_SHORT 254u
+
+__device__ __forceinline__ real clampr(real x, real a, real b) { return fmin(fmax(x, a), b); }
+#define clamp clampr
+
+struct Meta {
+    unsigned n, n_admin, n_fixed, n_times;
+    unsigned wants_extrema, max_steps, off_fixed, off_times, off_metrics, pad0;
+    // eps: the precision's machine epsilon; snap: a step that ends within snap·span of a
+    // stopping point is stretched to it.
+    real rtol, atol, dt, h_max, h_min_rel, end_time, trough, eps, snap;
+};
+
+{{MODEL}}
+
+struct Sub {
+    const Meta* m;
+    const real* arm;
+    real* profiles;
+    unsigned sid;
+    real q[NP1];
+    real subj_scale;
+    real dose_v[NS4];
+    real rates[NS];
+    real y[NY], y1[NY], f0[NY], f1[NY], err[NY], tmp[NY], dense_v[NY], dfdt_v[NY];
+    real lu[NS * NS];
+    int piv[NS];
+    real gq[NOS];
+    real w_si, w_sj;
+    real vals[NM1], aux[NM1];
+    real st_t0, st_t1, st_h, h_prop, err_prev, t_prev;
+    unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
+    real imax_t[NO], imax_c[NO], imin_t[NO], imin_c[NO];
+    unsigned ifound[NO];
+{{STAGES}}
+
+    __device__ bool all_finite(const real* v) {
+        bool ok = true;
+        for (int j = 0; j < NY; j++) ok = ok && isfinite(v[j]);
+        return ok;
+    }
+
+    // The model extended with infusion inputs and one AUC state per output.
+    __device__ void sys_rhs(real t, const real* v, real* out) {
+        real f[NS], g[NO];
+        model_rhs(t, v, q, f);
+        model_outputs(t, v, q, g);
+        for (int j = 0; j < NS; j++) out[j] = f[j] + rates[j];
+        for (int k = 0; k < NO; k++) out[NS + k] = g[k];
+        n_rhs++;
+    }
+
+    __device__ void outs(real t, const real* v, real* c) { model_outputs(t, v, q, c); }
+
+    // W = si·I − sj·J of the extended system: the model block by LU with partial pivoting, the
+    // AUC rows (J = [G 0]) by substitution in w_solve.
+    __device__ bool w_factor(real t, real si, real sj) {
+        real jm[NS * NS], dm[NS], dg[NO];
+        model_jac(t, y, q, jm);
+        model_output_jac(t, y, q, gq);
+        model_dfdt(t, y, q, dm);
+        model_output_dfdt(t, y, q, dg);
+        for (int j = 0; j < NS; j++) dfdt_v[j] = dm[j];
+        for (int k = 0; k < NO; k++) dfdt_v[NS + k] = dg[k];
+        n_jac++;
+        w_si = si;
+        w_sj = sj;
+        for (int i = 0; i < NS; i++)
+            for (int j = 0; j < NS; j++) lu[i * NS + j] = (i == j ? si : (real)0) - sj * jm[i * NS + j];
+        for (int k = 0; k < NS; k++) {
+            int p = k;
+            real best = fabs(lu[k * NS + k]);
+            for (int i = k + 1; i < NS; i++) {
+                real v = fabs(lu[i * NS + k]);
+                if (v > best) { best = v; p = i; }
+            }
+            if (best == (real)0 || !isfinite(best)) return false;
+            piv[k] = p;
+            if (p != k)
+                for (int j = 0; j < NS; j++) {
+                    real a = lu[k * NS + j];
+                    lu[k * NS + j] = lu[p * NS + j];
+                    lu[p * NS + j] = a;
+                }
+            real inv = (real)1 / lu[k * NS + k];
+            for (int i = k + 1; i < NS; i++) {
+                real f = lu[i * NS + k] * inv;
+                lu[i * NS + k] = f;
+                if (f != (real)0)
+                    for (int j = k + 1; j < NS; j++) lu[i * NS + j] -= f * lu[k * NS + j];
+            }
+        }
+        return true;
+    }
+
+    __device__ void w_solve(real* x) {
+        real b[NO];
+        for (int k = 0; k < NO; k++) b[k] = x[NS + k];
+        for (int k = 0; k < NS; k++) {
+            int p = piv[k];
+            real a = x[k];
+            x[k] = x[p];
+            x[p] = a;
+        }
+        for (int i = 1; i < NS; i++) {
+            real s = x[i];
+            for (int j = 0; j < i; j++) s -= lu[i * NS + j] * x[j];
+            x[i] = s;
+        }
+        for (int i = NS - 1; i >= 0; i--) {
+            real s = x[i];
+            for (int j = i + 1; j < NS; j++) s -= lu[i * NS + j] * x[j];
+            x[i] = s / lu[i * NS + i];
+        }
+        for (int k = 0; k < NO; k++) {
+            real s = b[k];
+            for (int j = 0; j < NS; j++) s += w_sj * gq[k * NS + j] * x[j];
+            x[NS + k] = s / w_si;
+        }
+    }
+
+{{STEP}}
+
+    __device__ real error_norm() {
+        real s = 0;
+        for (int j = 0; j < NY; j++) {
+            real sc = m->atol + m->rtol * fmax(fabs(y[j]), fabs(y1[j]));
+            real r = err[j] / sc;
+            s += r * r;
+        }
+        real e = sqrt(s / (real)NY);
+        if (!isfinite(e) || !all_finite(y1)) return BIG;
+        return e;
+    }
+
+    // Hairer, Nørsett & Wanner's starting step.
+    __device__ real initial_step(real t0) {
+        real d0 = 0, d1 = 0;
+        for (int j = 0; j < NY; j++) {
+            real sc = m->atol + m->rtol * fabs(y[j]);
+            d0 += (y[j] / sc) * (y[j] / sc);
+            d1 += (f0[j] / sc) * (f0[j] / sc);
+        }
+        d0 = sqrt(d0 / (real)NY);
+        d1 = sqrt(d1 / (real)NY);
+        real h0 = (d0 < (real)1e-5 || d1 < (real)1e-5) ? (real)1e-6 : (real)0.01 * d0 / d1;
+        for (int j = 0; j < NY; j++) tmp[j] = y[j] + h0 * f0[j];
+        sys_rhs(t0 + h0, tmp, f1);
+        real d2 = 0;
+        for (int j = 0; j < NY; j++) {
+            real sc = m->atol + m->rtol * fabs(y[j]);
+            real r = (f1[j] - f0[j]) / sc;
+            d2 += r * r;
+        }
+        d2 = sqrt(d2 / (real)NY) / h0;
+        real dm = fmax(d1, d2);
+        real h1 = dm <= (real)1e-15 ? fmax(h0 * (real)1e-3, (real)1e-6) : pow((real)0.01 / dm, (real)1 / Q_ORDER);
+        real h = fmin((real)100 * h0, h1);
+        return (isfinite(h) && h > (real)0) ? h : (real)1e-6;
+    }
+
+    // Metric kinds: 0 auc, 1 cmax, 2 tmax, 3 cmin, 4 cavg, 5 ctrough, 6 time above x, 7 at x.
+    __device__ void spec(unsigned mi, unsigned& kind, unsigned& k, bool& win, real& a, real& b, real& x) {
+        const real* s = arm + m->off_metrics + mi * 6;
+        kind = (unsigned)s[0];
+        k = (unsigned)s[1];
+        win = s[2] != (real)0;
+        a = s[3];
+        b = s[4];
+        x = s[5];
+    }
+
+    __device__ void update_extreme(unsigned mi, unsigned kind, real t, real c) {
+        if (kind == 1u) {
+            if (c > vals[mi]) vals[mi] = c;
+        } else if (kind == 2u) {
+            if (c > aux[mi]) { aux[mi] = c; vals[mi] = t; }
+        } else if (kind == 3u) {
+            if (c < vals[mi]) vals[mi] = c;
+        }
+    }
+
+    __device__ real output_at(real t, unsigned k) {
+        real c[NO];
+        dense_into(t);
+        outs(t, dense_v, c);
+        return c[k];
+    }
+
+    __device__ void refine_extremum(unsigned k, bool maximize, real& tm, real& cm) {
+        const real sign = maximize ? (real)1 : (real)-1;
+        const real inv_phi = (real)0.6180339887498949;
+        real a = st_t0, b = st_t1;
+        real x1 = b - inv_phi * (b - a), x2 = a + inv_phi * (b - a);
+        real g1 = sign * output_at(x1, k), g2 = sign * output_at(x2, k);
+        for (int it = 0; it < GOLDEN_ITERS; it++) {
+            if (g1 < g2) {
+                a = x1; x1 = x2; g1 = g2;
+                x2 = a + inv_phi * (b - a);
+                g2 = sign * output_at(x2, k);
+            } else {
+                b = x2; x2 = x1; g2 = g1;
+                x1 = b - inv_phi * (b - a);
+                g1 = sign * output_at(x1, k);
+            }
+        }
+        if (g1 > g2) { tm = x1; cm = sign * g1; } else { tm = x2; cm = sign * g2; }
+    }
+
+    // Where output k crosses thr inside the step (Illinois variant of regula falsi).
+    __device__ real crossing(unsigned k, real thr, real a0, real b0, real g0, real g1) {
+        real a = a0, b = b0, ga = g0, gb = g1;
+        int side = 0;
+        const real tol = (real)1e-6 * (b - a) + (real)4 * m->eps * fabs(b);
+        real x = a;
+        for (int it = 0; it < ROOT_ITERS; it++) {
+            x = (a * gb - b * ga) / (gb - ga);
+            if (!isfinite(x) || x <= a || x >= b) x = (real)0.5 * (a + b);
+            real gx = output_at(x, k) - thr;
+            if (gx == (real)0 || (b - a) < tol) break;
+            if ((gx > (real)0) == (gb > (real)0)) {
+                b = x; gb = gx;
+                if (side == -1) ga *= (real)0.5;
+                side = -1;
+            } else {
+                a = x; ga = gx;
+                if (side == 1) gb *= (real)0.5;
+                side = 1;
+            }
+        }
+        return x;
+    }
+
+    __device__ void output_slopes(real t, const real* v, const real* f, real* d) {
+        real gj[NOS];
+        model_output_jac(t, v, q, gj);
+        for (int k = 0; k < NO; k++) {
+            real s = 0;
+            for (int j = 0; j < NS; j++) s += gj[k * NS + j] * f[j];
+            d[k] = s;
+        }
+    }
+
+    __device__ void write_profile(unsigned j, const real* c) {
+        for (int k = 0; k < NO; k++)
+            profiles[((size_t)k * m->n + sid) * m->n_times + j] = c[k];
+    }
+
+    __device__ void observe() {
+        const real t0 = st_t0, t1 = st_t1;
+        real c0[NO], c1[NO], dc0[NO], dc1[NO], c[NO];
+        outs(t0, y, c0);
+        outs(t1, y1, c1);
+        const real* times = arm + m->off_times;
+        while (next_sample < m->n_times && times[next_sample] <= t1) {
+            real ts = times[next_sample];
+            if (ts > t0) {
+                dense_into(ts);
+                outs(ts, dense_v, c);
+                write_profile(next_sample, c);
+            }
+            next_sample++;
+        }
+        for (int k = 0; k < NO; k++) { dc0[k] = 0; dc1[k] = 0; ifound[k] = 0; }
+        if (m->wants_extrema) {
+            output_slopes(t0, y, f0, dc0);
+            output_slopes(t1, y1, f1, dc1);
+        }
+        for (unsigned mi = 0; mi < NM; mi++) {
+            unsigned kind, k;
+            bool win;
+            real a, b, x;
+            spec(mi, kind, k, win, a, b, x);
+            if (!win || t0 < a || t1 > b) continue;
+            if (kind == 1u || kind == 2u) {
+                update_extreme(mi, kind, t1, c1[k]);
+                if (dc0[k] > (real)0 && dc1[k] < (real)0) {
+                    if (!(ifound[k] & 1u)) {
+                        refine_extremum(k, true, imax_t[k], imax_c[k]);
+                        ifound[k] |= 1u;
+                    }
+                    update_extreme(mi, kind, imax_t[k], imax_c[k]);
+                }
+            } else if (kind == 3u) {
+                update_extreme(mi, kind, t1, c1[k]);
+                if (dc0[k] < (real)0 && dc1[k] > (real)0) {
+                    if (!(ifound[k] & 2u)) {
+                        refine_extremum(k, false, imin_t[k], imin_c[k]);
+                        ifound[k] |= 2u;
+                    }
+                    update_extreme(mi, kind, imin_t[k], imin_c[k]);
+                }
+            } else if (kind == 6u) {
+                real g0 = c0[k] - x, g1 = c1[k] - x, above = 0;
+                if (g0 >= (real)0 && g1 >= (real)0) {
+                    above = t1 - t0;
+                    // Both ends above: the output may dip below around an interior minimum.
+                    if (dc0[k] < (real)0 && dc1[k] > (real)0) {
+                        if (!(ifound[k] & 2u)) {
+                            refine_extremum(k, false, imin_t[k], imin_c[k]);
+                            ifound[k] |= 2u;
+                        }
+                        if (imin_c[k] < x) {
+                            real gm = imin_c[k] - x;
+                            above -= crossing(k, x, imin_t[k], t1, gm, g1) - crossing(k, x, t0, imin_t[k], g0, gm);
+                        }
+                    }
+                } else if (g0 < (real)0 && g1 < (real)0) {
+                    // Both ends below: the output may rise above around an interior maximum.
+                    if (dc0[k] > (real)0 && dc1[k] < (real)0) {
+                        if (!(ifound[k] & 1u)) {
+                            refine_extremum(k, true, imax_t[k], imax_c[k]);
+                            ifound[k] |= 1u;
+                        }
+                        if (imax_c[k] >= x) {
+                            real gm = imax_c[k] - x;
+                            above = crossing(k, x, imax_t[k], t1, gm, g1) - crossing(k, x, t0, imax_t[k], g0, gm);
+                        }
+                    }
+                } else if (g0 >= (real)0) above = crossing(k, x, t0, t1, g0, g1) - t0;
+                else above = t1 - crossing(k, x, t0, t1, g0, g1);
+                vals[mi] += above;
+            } else if (kind == 7u && x > t0 && x <= t1) {
+                vals[mi] = output_at(x, k);
+            }
+        }
+    }
+
+    __device__ void stop_pre(real t) {
+        real c[NO];
+        outs(t, y, c);
+        if (t == (real)0)
+            while (next_sample < m->n_times && arm[m->off_times + next_sample] <= (real)0) {
+                write_profile(next_sample, c);
+                next_sample++;
+            }
+        for (unsigned mi = 0; mi < NM; mi++) {
+            unsigned kind, k;
+            bool win;
+            real a, b, x;
+            spec(mi, kind, k, win, a, b, x);
+            real cv = c[k];
+            if (kind == 5u) {
+                if (t == m->trough) vals[mi] = cv;
+            } else if (kind == 7u) {
+                if (x == (real)0 && t == (real)0) vals[mi] = cv;
+            } else if (kind == 0u || kind == 4u) {
+                if (win) {
+                    real auc = y[NS + k];
+                    if (t == a) aux[mi] = auc;
+                    if (t == b) {
+                        real area = auc - aux[mi];
+                        vals[mi] = kind == 4u ? area / (b - a) : area;
+                    }
+                }
+            } else if (kind >= 1u && kind <= 3u) {
+                if (win && a < t && t <= b) update_extreme(mi, kind, t, cv);
+            }
+        }
+    }
+
+    __device__ void stop_post(real t) {
+        if (!m->wants_extrema) return;
+        real c[NO];
+        outs(t, y, c);
+        for (unsigned mi = 0; mi < NM; mi++) {
+            unsigned kind, k;
+            bool win;
+            real a, b, x;
+            spec(mi, kind, k, win, a, b, x);
+            if (kind >= 1u && kind <= 3u && win && a <= t && t < b) update_extreme(mi, kind, t, c[k]);
+        }
+    }
+
+    // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite.
+    __device__ unsigned integrate(real t0, real t1) {
+        if (t1 <= t0) return 0u;
+        sys_rhs(t0, y, f0);
+        if (!all_finite(y) || !all_finite(f0)) return 3u;
+        const real span = t1 - t0;
+        if (FIXED_STEP) {
+            const real dt = m->dt;
+            if (!(dt > (real)0 && isfinite(dt))) return 2u;
+            const unsigned n_steps = (unsigned)fmax(ceil(span / dt - (real)1e-4), (real)1);
+            for (unsigned i = 0; i < n_steps; i++) {
+                if (n_acc + n_rej >= m->max_steps) return 1u;
+                real t = t0 + (real)i * dt;
+                real t_new = (i + 1 == n_steps) ? t1 : t0 + (real)(i + 1) * dt;
+                real h = t_new - t;
+                do_step(t, h);
+                if (!all_finite(y1) || !all_finite(f1)) return 3u;
+                n_acc++;
+                prepare_dense(h);
+                st_t0 = t; st_t1 = t_new; st_h = h;
+                observe();
+                for (int j = 0; j < NY; j++) { y[j] = y1[j]; f0[j] = f1[j]; }
+            }
+            return 0u;
+        }
+        const real alpha = (real)1 / Q_ORDER - (real)0.75 * BETA;
+        if (!(h_prop > (real)0 && isfinite(h_prop))) h_prop = m->dt > (real)0 ? m->dt : initial_step(t0);
+        real t = t0;
+        bool rejected_last = false, saw_non_finite = false;
+        for (;;) {
+            if (n_acc + n_rej >= m->max_steps) return 1u;
+            const real scale_t = fmax(fabs(t), span);
+            const real h_min = fmax(m->h_min_rel * scale_t, (real)4 * m->eps * fabs(t));
+            real step = fmin(h_prop, m->h_max);
+            const bool last = t + step >= t1 - (m->snap * span + (real)4 * m->eps * fabs(t1));
+            if (last) step = t1 - t;
+            if (step < h_min) return saw_non_finite ? 3u : 2u;
+            bool ok = do_step(t, step);
+            real e = ok ? error_norm() : BIG;
+            if (e >= BIG) saw_non_finite = true;
+            if (e <= (real)1) {
+                real t_new = last ? t1 : t + step;
+                if (NEEDS_F1) sys_rhs(t_new, y1, f1);
+                if (!all_finite(f1)) {
+                    saw_non_finite = true;
+                    h_prop = step * STEP_FAC_MIN;
+                    n_rej++;
+                    rejected_last = true;
+                    continue;
+                }
+                n_acc++;
+                prepare_dense(step);
+                st_t0 = t; st_t1 = t_new; st_h = step;
+                observe();
+                for (int j = 0; j < NY; j++) { y[j] = y1[j]; f0[j] = f1[j]; }
+                real fac = STEP_SAFETY * pow(fmax(e, (real)1e-10), -alpha) * pow(err_prev, BETA);
+                fac = fmin(fmax(fac, STEP_FAC_MIN), STEP_FAC_MAX);
+                if (rejected_last) fac = fmin(fac, (real)1);
+                err_prev = fmax(e, (real)1e-4);
+                rejected_last = false;
+                saw_non_finite = false;
+                if (!last) h_prop = step * fac;
+                t = t_new;
+                if (last) return 0u;
+            } else {
+                n_rej++;
+                rejected_last = true;
+                real fac = e < BIG ? fmin(fmax(STEP_SAFETY * pow(e, -alpha), STEP_FAC_MIN), (real)1) : STEP_FAC_MIN;
+                h_prop = step * fac;
+            }
+        }
+    }
+
+    // Administration i for this subject: kind 0 bolus, 1 infusion, 2 nothing, 3 invalid.
+    __device__ void admin_event(unsigned i, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
+        const real* a = arm + i * 5;
+        const real nominal = a[0];
+        const unsigned s = (unsigned)a[1];
+        const real amt = a[2];
+        const unsigned ak = (unsigned)a[3];
+        const real v = a[4];
+        state = s;
+        kind = 3u;
+        start = 0; end_ = 0; value = 0;
+        const real lag = dose_v[4 * s], f = dose_v[4 * s + 1], rate_m = dose_v[4 * s + 2], dur_m = dose_v[4 * s + 3];
+        if (!(isfinite(lag) && lag >= (real)0) || !(isfinite(f) && f >= (real)0)) return;
+        const real amount = amt * subj_scale * f;
+        if (!(isfinite(amount) && amount >= (real)0)) return;
+        const real t = nominal + lag;
+        start = t;
+        if (ak == 0u) { value = amount; kind = 0u; return; }
+        real rate, dur;
+        if (ak == 1u) { rate = v; dur = amount / v; }
+        else if (ak == 2u) { rate = amount / v; dur = v; }
+        else if (!isnan(rate_m)) { rate = rate_m; dur = amount / rate_m; }
+        else if (!isnan(dur_m) && dur_m > (real)0) { rate = amount / dur_m; dur = dur_m; }
+        else return;
+        if (!(isfinite(rate) && rate > (real)0 && isfinite(dur) && dur >= (real)0)) return;
+        value = rate;
+        end_ = t + dur;
+        kind = dur > (real)0 ? 1u : 2u;
+    }
+
+    __device__ void run_stops() {
+        for (;;) {
+            if (t_prev >= m->end_time) return;
+            while (fs < m->n_fixed && arm[m->off_fixed + fs] <= t_prev) fs++;
+            real ts = fs < m->n_fixed ? arm[m->off_fixed + fs] : BIG;
+            for (unsigned a = 0; a < m->n_admin; a++) {
+                real st, en, val;
+                unsigned s, kind;
+                admin_event(a, st, en, val, s, kind);
+                if (kind <= 1u && st > t_prev) ts = fmin(ts, st);
+                if (kind == 1u && en > t_prev) ts = fmin(ts, en);
+            }
+            if (ts >= BIG) { status = CUT_SHORT; return; }
+            if (t_prev >= (real)0) {
+                unsigned r = integrate(t_prev, ts);
+                if (r != 0u) { status = r; return; }
+            }
+            stop_pre(ts);
+            for (unsigned a = 0; a < m->n_admin; a++) {
+                real st, en, val;
+                unsigned s, kind;
+                admin_event(a, st, en, val, s, kind);
+                if (kind == 0u && st > t_prev && st <= ts) y[s] += val;
+                if (kind == 1u) {
+                    if (st > t_prev && st <= ts) rates[s] += val;
+                    if (en > t_prev && en <= ts) {
+                        rates[s] -= val;
+                        if (fabs(rates[s]) <= (real)1e-6 * val) rates[s] = 0;
+                    }
+                }
+            }
+            if (!all_finite(y)) { status = 3u; return; }
+            stop_post(ts);
+            t_prev = ts;
+        }
+    }
+};
+
+extern "C" __global__ void integrate(const real* __restrict__ params, const real* __restrict__ scale,
+                                     const real* __restrict__ arm, const Meta meta,
+                                     real* __restrict__ metrics_out, unsigned* __restrict__ counters,
+                                     real* __restrict__ profiles) {
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= meta.n) return;
+    Sub S;
+    S.m = &meta;
+    S.arm = arm;
+    S.profiles = profiles;
+    S.sid = i;
+    for (int p = 0; p < NP; p++) S.q[p] = __ldg(&params[(size_t)p * meta.n + i]);
+    S.subj_scale = scale[i];
+    real zero[NS];
+    for (int j = 0; j < NS; j++) zero[j] = 0;
+    model_dosing((real)0, zero, S.q, S.dose_v);
+    real y0[NS];
+    model_init((real)0, zero, S.q, y0);
+    for (int j = 0; j < NS; j++) { S.y[j] = y0[j]; S.rates[j] = 0; }
+    for (int k = 0; k < NO; k++) S.y[NS + k] = 0;
+    for (unsigned mi = 0; mi < NM; mi++) {
+        unsigned kind, k;
+        bool win;
+        real a, b, x;
+        S.spec(mi, kind, k, win, a, b, x);
+        S.vals[mi] = nan("");
+        S.aux[mi] = nan("");
+        if (kind == 1u) S.vals[mi] = -BIG;
+        if (kind == 2u) S.aux[mi] = -BIG;
+        if (kind == 3u) S.vals[mi] = BIG;
+        if (kind == 6u) S.vals[mi] = 0;
+    }
+    S.t_prev = -1;
+    S.h_prop = 0;
+    S.err_prev = (real)1e-4;
+    S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;
+    for (unsigned j = 0; j < meta.n_times; j++)
+        for (int k = 0; k < NO; k++) profiles[((size_t)k * meta.n + i) * meta.n_times + j] = nan("");
+    if (!S.all_finite(S.y)) S.status = 3u;
+    for (unsigned a = 0; a < meta.n_admin; a++) {
+        real st, en, val;
+        unsigned s, kind;
+        S.admin_event(a, st, en, val, s, kind);
+        if (kind == 3u) S.status = 3u;
+    }
+    if (S.status == 0u) S.run_stops();
+    for (unsigned mi = 0; mi < NM; mi++) {
+        real v = S.vals[mi];
+        if (S.status != 0u || !isfinite(v) || fabs(v) >= BIG) v = nan("");
+        metrics_out[(size_t)mi * meta.n + i] = v;
+    }
+    unsigned* c = counters + (size_t)i * 5;
+    c[0] = S.status; c[1] = S.n_acc; c[2] = S.n_rej; c[3] = S.n_rhs; c[4] = S.n_jac;
+}

@@ -1,0 +1,844 @@
+// Integrates one virtual subject per invocation over an arm's dosing schedule, in f32, with the
+// same stopping points, events, step control, dense-output metrics and status codes as the CPU
+// f64 reference (src/backend/cpu.rs, src/solver/integrator.rs, src/metrics/accumulate.rs).
+//
+// A dispatch does at most a budget of steps and stopping points per subject, so that no
+// dispatch runs long enough to trip a desktop watchdog (or a software rasteriser's loop limit);
+// a subject that runs out of budget is suspended, everything it needs to go on is kept in the
+// carry buffers, it counts itself in `pending`, and the host dispatches again until none is.
+//
+// Slots filled by src/backend/wgpu/kernel.rs: SIZES (NS, NP, NO, NY, NM, the carry widths),
+// TABLEAUS (coefficients from build.rs), MODEL (generated model functions), STAGES and STEP
+// (the method, from src/backend/stepgen.rs), and literal array sizes N_*.
+
+{{SIZES}}
+{{TABLEAUS}}
+
+// Largest finite f32 used as ±infinity in running extremes.
+const BIG: f32 = 3.0e38;
+const EPS: f32 = 1.1920929e-7;
+// Golden-section iterations (0.618^34 ≈ 8e-8 of the step: below f32 resolution).
+const GOLDEN_ITERS: u32 = 34u;
+const ROOT_ITERS: u32 = 60u;
+
+struct Meta {
+    n: u32,
+    n_admin: u32,
+    n_fixed: u32,
+    n_times: u32,
+    first_dispatch: u32,
+    wants_extrema: u32,
+    max_steps: u32,
+    off_fixed: u32,
+    off_times: u32,
+    off_metrics: u32,
+    step_budget: u32,
+    stop_budget: u32,
+    rtol: f32,
+    atol: f32,
+    dt: f32,
+    h_max: f32,
+    h_min_rel: f32,
+    end_time: f32,
+    trough: f32,
+    pad0: f32,
+}
+
+// Model parameters, structure of arrays: parameter p of subject i at [p * n + i].
+@group(0) @binding(0) var<storage, read> params: array<f32>;
+// Per-subject dose amount multiplier.
+@group(0) @binding(1) var<storage, read> scale: array<f32>;
+// The arm: administrations (5 values each: nominal time, state, amount, kind, value), fixed
+// stopping points, profile sample times, metric specs (6 values each).
+@group(0) @binding(2) var<storage, read> arm: array<f32>;
+// Per-subject floating-point carry (CW values each) and counters (CU values each).
+@group(0) @binding(3) var<storage, read_write> carry: array<f32>;
+@group(0) @binding(4) var<storage, read_write> carry_u: array<u32>;
+// Metric m of subject i at [m * n + i].
+@group(0) @binding(5) var<storage, read_write> metrics_out: array<f32>;
+// Output k of subject i at sample j at [(k * n + i) * n_times + j].
+@group(0) @binding(6) var<storage, read_write> profiles: array<f32>;
+@group(0) @binding(7) var<uniform> meta_: Meta;
+// Subjects suspended by this dispatch.
+@group(0) @binding(8) var<storage, read_write> pending: atomic<u32>;
+
+{{MODEL}}
+
+// Per-subject state.
+var<private> sid: u32;
+var<private> q: array<f32, {{N_NP}}>;
+var<private> subj_scale: f32;
+var<private> dose_v: array<f32, {{N_NS4}}>;
+var<private> rates: array<f32, {{N_NS}}>;
+var<private> y: array<f32, {{N_NY}}>;
+var<private> y1: array<f32, {{N_NY}}>;
+var<private> f0: array<f32, {{N_NY}}>;
+var<private> f1: array<f32, {{N_NY}}>;
+var<private> err: array<f32, {{N_NY}}>;
+var<private> tmp: array<f32, {{N_NY}}>;
+var<private> dense_v: array<f32, {{N_NY}}>;
+var<private> dfdt_v: array<f32, {{N_NY}}>;
+var<private> lu: array<f32, {{N_NSS}}>;
+var<private> piv: array<u32, {{N_NS}}>;
+var<private> gq: array<f32, {{N_NOS}}>;
+var<private> w_si: f32;
+var<private> w_sj: f32;
+var<private> vals: array<f32, {{N_NM}}>;
+var<private> aux: array<f32, {{N_NM}}>;
+var<private> st_t0: f32;
+var<private> st_t1: f32;
+var<private> st_h: f32;
+var<private> h_prop: f32;
+var<private> err_prev: f32;
+var<private> t_prev: f32;
+var<private> t_cur: f32;
+var<private> step_i: u32;
+var<private> steps_left: u32;
+var<private> stops_left: u32;
+var<private> suspended: bool;
+var<private> status: u32;
+var<private> n_acc: u32;
+var<private> n_rej: u32;
+var<private> n_rhs: u32;
+var<private> n_jac: u32;
+var<private> next_sample: u32;
+var<private> fs: u32;
+// Interior extremum of each output in the current step, refined at most once.
+var<private> imax_t: array<f32, {{N_NO}}>;
+var<private> imax_c: array<f32, {{N_NO}}>;
+var<private> imin_t: array<f32, {{N_NO}}>;
+var<private> imin_c: array<f32, {{N_NO}}>;
+var<private> ifound: array<u32, {{N_NO}}>;
+
+{{STAGES}}
+
+fn finite(x: f32) -> bool {
+    // By bits: shader compilers may assume that comparisons never see NaN.
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+fn is_nan(x: f32) -> bool {
+    let b = bitcast<u32>(x);
+    return (b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u;
+}
+
+fn nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+
+fn all_finite(v: array<f32, {{N_NY}}>) -> bool {
+    var ok = true;
+    for (var j = 0u; j < NY; j++) { ok = ok && finite(v[j]); }
+    return ok;
+}
+
+fn model_part(v: array<f32, {{N_NY}}>) -> array<f32, {{N_NS}}> {
+    var ys: array<f32, {{N_NS}}>;
+    for (var j = 0u; j < NS; j++) { ys[j] = v[j]; }
+    return ys;
+}
+
+// The model extended with infusion inputs and one AUC state per output.
+fn sys_rhs(t: f32, v: array<f32, {{N_NY}}>) -> array<f32, {{N_NY}}> {
+    let ys = model_part(v);
+    var f = model_rhs(t, ys, q);
+    var g = model_outputs(t, ys, q);
+    var out: array<f32, {{N_NY}}>;
+    for (var j = 0u; j < NS; j++) { out[j] = f[j] + rates[j]; }
+    for (var k = 0u; k < NO; k++) { out[NS + k] = g[k]; }
+    n_rhs++;
+    return out;
+}
+
+fn outs(t: f32, v: array<f32, {{N_NY}}>) -> array<f32, {{N_NO}}> {
+    return model_outputs(t, model_part(v), q);
+}
+
+// W = si·I − sj·J of the extended system, factorised: the model block by LU with partial
+// pivoting; the AUC rows (J = [G 0]) are solved by substitution in w_solve.
+fn w_factor(t: f32, si: f32, sj: f32) -> bool {
+    let ys = model_part(y);
+    var jm = model_jac(t, ys, q);
+    gq = model_output_jac(t, ys, q);
+    var dm = model_dfdt(t, ys, q);
+    var dg = model_output_dfdt(t, ys, q);
+    for (var j = 0u; j < NS; j++) { dfdt_v[j] = dm[j]; }
+    for (var k = 0u; k < NO; k++) { dfdt_v[NS + k] = dg[k]; }
+    n_jac++;
+    w_si = si;
+    w_sj = sj;
+    for (var i = 0u; i < NS; i++) {
+        for (var j = 0u; j < NS; j++) {
+            lu[i * NS + j] = select(0.0, si, i == j) - sj * jm[i * NS + j];
+        }
+    }
+    for (var k = 0u; k < NS; k++) {
+        var p = k;
+        var best = abs(lu[k * NS + k]);
+        for (var i = k + 1u; i < NS; i++) {
+            let v = abs(lu[i * NS + k]);
+            if (v > best) { best = v; p = i; }
+        }
+        if (best == 0.0 || !finite(best)) { return false; }
+        piv[k] = p;
+        if (p != k) {
+            for (var j = 0u; j < NS; j++) {
+                let a = lu[k * NS + j];
+                lu[k * NS + j] = lu[p * NS + j];
+                lu[p * NS + j] = a;
+            }
+        }
+        let inv = 1.0 / lu[k * NS + k];
+        for (var i = k + 1u; i < NS; i++) {
+            let f = lu[i * NS + k] * inv;
+            lu[i * NS + k] = f;
+            if (f != 0.0) {
+                for (var j = k + 1u; j < NS; j++) { lu[i * NS + j] -= f * lu[k * NS + j]; }
+            }
+        }
+    }
+    return true;
+}
+
+fn w_solve(b: array<f32, {{N_NY}}>) -> array<f32, {{N_NY}}> {
+    var x = b;
+    for (var k = 0u; k < NS; k++) {
+        let p = piv[k];
+        let a = x[k];
+        x[k] = x[p];
+        x[p] = a;
+    }
+    for (var i = 1u; i < NS; i++) {
+        var s = x[i];
+        for (var j = 0u; j < i; j++) { s -= lu[i * NS + j] * x[j]; }
+        x[i] = s;
+    }
+    for (var ii = 0u; ii < NS; ii++) {
+        let i = NS - 1u - ii;
+        var s = x[i];
+        for (var j = i + 1u; j < NS; j++) { s -= lu[i * NS + j] * x[j]; }
+        x[i] = s / lu[i * NS + i];
+    }
+    for (var k = 0u; k < NO; k++) {
+        var s = b[NS + k];
+        for (var j = 0u; j < NS; j++) { s += w_sj * gq[k * NS + j] * x[j]; }
+        x[NS + k] = s / w_si;
+    }
+    return x;
+}
+
+{{STEP}}
+
+fn error_norm() -> f32 {
+    var s = 0.0;
+    for (var j = 0u; j < NY; j++) {
+        let sc = meta_.atol + meta_.rtol * max(abs(y[j]), abs(y1[j]));
+        let r = err[j] / sc;
+        s += r * r;
+    }
+    let e = sqrt(s / f32(NY));
+    if (!finite(e) || !all_finite(y1)) { return BIG; }
+    return e;
+}
+
+// Hairer, Nørsett & Wanner's starting step.
+fn initial_step(t0: f32) -> f32 {
+    var d0 = 0.0;
+    var d1 = 0.0;
+    for (var j = 0u; j < NY; j++) {
+        let sc = meta_.atol + meta_.rtol * abs(y[j]);
+        d0 += (y[j] / sc) * (y[j] / sc);
+        d1 += (f0[j] / sc) * (f0[j] / sc);
+    }
+    d0 = sqrt(d0 / f32(NY));
+    d1 = sqrt(d1 / f32(NY));
+    var h0 = 1e-6;
+    if (!(d0 < 1e-5 || d1 < 1e-5)) { h0 = 0.01 * d0 / d1; }
+    for (var j = 0u; j < NY; j++) { tmp[j] = y[j] + h0 * f0[j]; }
+    f1 = sys_rhs(t0 + h0, tmp);
+    var d2 = 0.0;
+    for (var j = 0u; j < NY; j++) {
+        let sc = meta_.atol + meta_.rtol * abs(y[j]);
+        let r = (f1[j] - f0[j]) / sc;
+        d2 += r * r;
+    }
+    d2 = sqrt(d2 / f32(NY)) / h0;
+    let dm = max(d1, d2);
+    var h1 = max(h0 * 1e-3, 1e-6);
+    if (dm > 1e-15) { h1 = pow(0.01 / dm, 1.0 / Q_ORDER); }
+    let h = min(100.0 * h0, h1);
+    if (finite(h) && h > 0.0) { return h; }
+    return 1e-6;
+}
+
+struct Spec {
+    kind: u32,
+    k: u32,
+    win: bool,
+    a: f32,
+    b: f32,
+    x: f32,
+}
+
+// Metric kinds: 0 auc, 1 cmax, 2 tmax, 3 cmin, 4 cavg, 5 ctrough, 6 time above x, 7 value at x.
+fn spec(m: u32) -> Spec {
+    let o = meta_.off_metrics + m * 6u;
+    return Spec(u32(arm[o]), u32(arm[o + 1u]), arm[o + 2u] != 0.0, arm[o + 3u], arm[o + 4u], arm[o + 5u]);
+}
+
+fn update_extreme(m: u32, kind: u32, t: f32, c: f32) {
+    if (kind == 1u) {
+        if (c > vals[m]) { vals[m] = c; }
+    } else if (kind == 2u) {
+        // aux holds the running maximum, the value is its time.
+        if (c > aux[m]) { aux[m] = c; vals[m] = t; }
+    } else if (kind == 3u) {
+        if (c < vals[m]) { vals[m] = c; }
+    }
+}
+
+fn output_at(t: f32, k: u32) -> f32 {
+    dense_into(t);
+    var c = outs(t, dense_v);
+    return c[k];
+}
+
+// Golden-section search for the extremum of output k inside the step; returns (t, c).
+fn refine_extremum(k: u32, maximize: bool) -> vec2<f32> {
+    let sign = select(-1.0, 1.0, maximize);
+    let inv_phi = 0.6180339887498949;
+    var a = st_t0;
+    var b = st_t1;
+    var x1 = b - inv_phi * (b - a);
+    var x2 = a + inv_phi * (b - a);
+    var g1 = sign * output_at(x1, k);
+    var g2 = sign * output_at(x2, k);
+    for (var it = 0u; it < GOLDEN_ITERS; it++) {
+        if (g1 < g2) {
+            a = x1;
+            x1 = x2;
+            g1 = g2;
+            x2 = a + inv_phi * (b - a);
+            g2 = sign * output_at(x2, k);
+        } else {
+            b = x2;
+            x2 = x1;
+            g2 = g1;
+            x1 = b - inv_phi * (b - a);
+            g1 = sign * output_at(x1, k);
+        }
+    }
+    if (g1 > g2) { return vec2<f32>(x1, sign * g1); }
+    return vec2<f32>(x2, sign * g2);
+}
+
+// Where output k crosses thr in [a0, b0] inside the step, given the signs of c − thr at the
+// ends differ (Illinois variant of regula falsi).
+fn crossing(k: u32, thr: f32, a0: f32, b0: f32, g0: f32, g1: f32) -> f32 {
+    var a = a0;
+    var b = b0;
+    var ga = g0;
+    var gb = g1;
+    var side = 0;
+    let tol = 1e-6 * (b - a) + 4.0 * EPS * abs(b);
+    var x = a;
+    for (var it = 0u; it < ROOT_ITERS; it++) {
+        x = (a * gb - b * ga) / (gb - ga);
+        if (!finite(x) || x <= a || x >= b) { x = 0.5 * (a + b); }
+        let gx = output_at(x, k) - thr;
+        if (gx == 0.0 || (b - a) < tol) { break; }
+        if ((gx > 0.0) == (gb > 0.0)) {
+            b = x;
+            gb = gx;
+            if (side == -1) { ga *= 0.5; }
+            side = -1;
+        } else {
+            a = x;
+            ga = gx;
+            if (side == 1) { gb *= 0.5; }
+            side = 1;
+        }
+    }
+    return x;
+}
+
+// d output / dt at the ends of the step: ∇g · f.
+fn output_slopes(t: f32, v: array<f32, {{N_NY}}>, f: array<f32, {{N_NY}}>) -> array<f32, {{N_NO}}> {
+    var gj = model_output_jac(t, model_part(v), q);
+    var d: array<f32, {{N_NO}}>;
+    for (var k = 0u; k < NO; k++) {
+        var s = 0.0;
+        for (var j = 0u; j < NS; j++) { s += gj[k * NS + j] * f[j]; }
+        d[k] = s;
+    }
+    return d;
+}
+
+fn write_profile(j: u32, c: array<f32, {{N_NO}}>) {
+    for (var k = 0u; k < NO; k++) {
+        profiles[(k * meta_.n + sid) * meta_.n_times + j] = c[k];
+    }
+}
+
+// Every accepted step: profile samples, extremes, threshold crossings, values at times.
+fn observe() {
+    let t0 = st_t0;
+    let t1 = st_t1;
+    var c0 = outs(t0, y);
+    var c1 = outs(t1, y1);
+    let base = meta_.off_times;
+    while (next_sample < meta_.n_times && arm[base + next_sample] <= t1) {
+        let ts = arm[base + next_sample];
+        if (ts > t0) {
+            dense_into(ts);
+            write_profile(next_sample, outs(ts, dense_v));
+        }
+        next_sample++;
+    }
+    var dc0: array<f32, {{N_NO}}>;
+    var dc1: array<f32, {{N_NO}}>;
+    if (meta_.wants_extrema != 0u) {
+        dc0 = output_slopes(t0, y, f0);
+        dc1 = output_slopes(t1, y1, f1);
+    }
+    for (var k = 0u; k < NO; k++) { ifound[k] = 0u; }
+    for (var m = 0u; m < NM; m++) {
+        let s = spec(m);
+        if (!s.win || t0 < s.a || t1 > s.b) { continue; }
+        let k = s.k;
+        if (s.kind == 1u || s.kind == 2u) {
+            update_extreme(m, s.kind, t1, c1[k]);
+            if (dc0[k] > 0.0 && dc1[k] < 0.0) {
+                if ((ifound[k] & 1u) == 0u) {
+                    let r = refine_extremum(k, true);
+                    imax_t[k] = r.x;
+                    imax_c[k] = r.y;
+                    ifound[k] |= 1u;
+                }
+                update_extreme(m, s.kind, imax_t[k], imax_c[k]);
+            }
+        } else if (s.kind == 3u) {
+            update_extreme(m, s.kind, t1, c1[k]);
+            if (dc0[k] < 0.0 && dc1[k] > 0.0) {
+                if ((ifound[k] & 2u) == 0u) {
+                    let r = refine_extremum(k, false);
+                    imin_t[k] = r.x;
+                    imin_c[k] = r.y;
+                    ifound[k] |= 2u;
+                }
+                update_extreme(m, s.kind, imin_t[k], imin_c[k]);
+            }
+        } else if (s.kind == 6u) {
+            let g0 = c0[k] - s.x;
+            let g1 = c1[k] - s.x;
+            var above = 0.0;
+            if (g0 >= 0.0 && g1 >= 0.0) {
+                above = t1 - t0;
+                // Both ends above: the output may dip below around an interior minimum.
+                if (dc0[k] < 0.0 && dc1[k] > 0.0) {
+                    if ((ifound[k] & 2u) == 0u) {
+                        let r = refine_extremum(k, false);
+                        imin_t[k] = r.x;
+                        imin_c[k] = r.y;
+                        ifound[k] |= 2u;
+                    }
+                    if (imin_c[k] < s.x) {
+                        let gm = imin_c[k] - s.x;
+                        let down = crossing(k, s.x, t0, imin_t[k], g0, gm);
+                        let up = crossing(k, s.x, imin_t[k], t1, gm, g1);
+                        above -= up - down;
+                    }
+                }
+            } else if (g0 < 0.0 && g1 < 0.0) {
+                // Both ends below: the output may rise above around an interior maximum.
+                if (dc0[k] > 0.0 && dc1[k] < 0.0) {
+                    if ((ifound[k] & 1u) == 0u) {
+                        let r = refine_extremum(k, true);
+                        imax_t[k] = r.x;
+                        imax_c[k] = r.y;
+                        ifound[k] |= 1u;
+                    }
+                    if (imax_c[k] >= s.x) {
+                        let gm = imax_c[k] - s.x;
+                        let up = crossing(k, s.x, t0, imax_t[k], g0, gm);
+                        let down = crossing(k, s.x, imax_t[k], t1, gm, g1);
+                        above = down - up;
+                    }
+                }
+            } else if (g0 >= 0.0) {
+                above = crossing(k, s.x, t0, t1, g0, g1) - t0;
+            } else {
+                above = t1 - crossing(k, s.x, t0, t1, g0, g1);
+            }
+            vals[m] += above;
+        } else if (s.kind == 7u && s.x > t0 && s.x <= t1) {
+            vals[m] = output_at(s.x, k);
+        }
+    }
+}
+
+// Before the events of a stopping point (left limit).
+fn stop_pre(t: f32) {
+    var c = outs(t, y);
+    if (t == 0.0) {
+        while (next_sample < meta_.n_times && arm[meta_.off_times + next_sample] <= 0.0) {
+            write_profile(next_sample, c);
+            next_sample++;
+        }
+    }
+    for (var m = 0u; m < NM; m++) {
+        let s = spec(m);
+        let cv = c[s.k];
+        if (s.kind == 5u) {
+            if (t == meta_.trough) { vals[m] = cv; }
+        } else if (s.kind == 7u) {
+            if (s.x == 0.0 && t == 0.0) { vals[m] = cv; }
+        } else if (s.kind == 0u || s.kind == 4u) {
+            if (s.win) {
+                let auc = y[NS + s.k];
+                if (t == s.a) { aux[m] = auc; }
+                if (t == s.b) {
+                    let area = auc - aux[m];
+                    vals[m] = select(area, area / (s.b - s.a), s.kind == 4u);
+                }
+            }
+        } else if (s.kind >= 1u && s.kind <= 3u) {
+            if (s.win && s.a < t && t <= s.b) { update_extreme(m, s.kind, t, cv); }
+        }
+    }
+}
+
+// After the events of a stopping point (right limit).
+fn stop_post(t: f32) {
+    if (meta_.wants_extrema == 0u) { return; }
+    var c = outs(t, y);
+    for (var m = 0u; m < NM; m++) {
+        let s = spec(m);
+        if (s.kind >= 1u && s.kind <= 3u && s.win && s.a <= t && t < s.b) {
+            update_extreme(m, s.kind, t, c[s.k]);
+        }
+    }
+}
+
+// Integrates the segment [t0, t1] between stopping points from t_cur (t0, or where a
+// suspended subject stopped); returns a status code (0 ok, 1 max steps, 2 step too small,
+// 3 non-finite) or SUSPEND when this dispatch's step budget is spent.
+const SUSPEND: u32 = 255u;
+// Returned only if a loop ended in a way the code does not allow (a loop cut short by the
+// shader compiler): reported as a failure rather than a silently wrong result.
+const CUT_SHORT: u32 = 254u;
+
+fn integrate(t0: f32, t1: f32) -> u32 {
+    if (t1 <= t0) { return 0u; }
+    f0 = sys_rhs(t_cur, y);
+    if (!all_finite(y) || !all_finite(f0)) { return 3u; }
+    let span = t1 - t0;
+    if (FIXED_STEP) {
+        let dt = meta_.dt;
+        if (!(dt > 0.0 && finite(dt))) { return 2u; }
+        let n_steps = u32(max(ceil(span / dt - 1e-4), 1.0));
+        for (var i = step_i; i < n_steps; i++) {
+            if (n_acc + n_rej >= meta_.max_steps) { return 1u; }
+            if (steps_left == 0u) {
+                step_i = i;
+                t_cur = t0 + f32(i) * dt;
+                return SUSPEND;
+            }
+            steps_left--;
+            let t = t0 + f32(i) * dt;
+            var t_new = t0 + f32(i + 1u) * dt;
+            if (i + 1u == n_steps) { t_new = t1; }
+            let h = t_new - t;
+            do_step(t, h);
+            if (!all_finite(y1) || !all_finite(f1)) { return 3u; }
+            n_acc++;
+            prepare_dense(h);
+            st_t0 = t;
+            st_t1 = t_new;
+            st_h = h;
+            observe();
+            y = y1;
+            f0 = f1;
+            if (i + 1u == n_steps) {
+                step_i = 0u;
+                return 0u;
+            }
+        }
+        return CUT_SHORT;
+    }
+    let alpha = 1.0 / Q_ORDER - 0.75 * BETA;
+    if (!(h_prop > 0.0 && finite(h_prop))) {
+        if (meta_.dt > 0.0) { h_prop = meta_.dt; } else { h_prop = initial_step(t0); }
+    }
+    var t = t_cur;
+    var rejected_last = false;
+    var saw_non_finite = false;
+    loop {
+        if (n_acc + n_rej >= meta_.max_steps) { return 1u; }
+        if (steps_left == 0u && !rejected_last) {
+            t_cur = t;
+            return SUSPEND;
+        }
+        if (steps_left > 0u) { steps_left--; }
+        let scale_t = max(abs(t), span);
+        // A step must also move t in f32: at least a few ulps of t.
+        let h_min = max(meta_.h_min_rel * scale_t, 4.0 * EPS * abs(t));
+        var step = min(h_prop, meta_.h_max);
+        let last = t + step >= t1 - (1e-6 * span + 4.0 * EPS * abs(t1));
+        if (last) { step = t1 - t; }
+        if (step < h_min) { return select(2u, 3u, saw_non_finite); }
+        let ok = do_step(t, step);
+        var e = BIG;
+        if (ok) { e = error_norm(); }
+        if (e >= BIG) { saw_non_finite = true; }
+        if (e <= 1.0) {
+            var t_new = t + step;
+            if (last) { t_new = t1; }
+            if (NEEDS_F1) { f1 = sys_rhs(t_new, y1); }
+            if (!all_finite(f1)) {
+                saw_non_finite = true;
+                h_prop = step * STEP_FAC_MIN;
+                n_rej++;
+                rejected_last = true;
+                continue;
+            }
+            n_acc++;
+            prepare_dense(step);
+            st_t0 = t;
+            st_t1 = t_new;
+            st_h = step;
+            observe();
+            y = y1;
+            f0 = f1;
+            var fac = STEP_SAFETY * pow(max(e, 1e-10), -alpha) * pow(err_prev, BETA);
+            fac = clamp(fac, STEP_FAC_MIN, STEP_FAC_MAX);
+            if (rejected_last) { fac = min(fac, 1.0); }
+            err_prev = max(e, 1e-4);
+            rejected_last = false;
+            saw_non_finite = false;
+            if (!last) { h_prop = step * fac; }
+            t = t_new;
+            if (last) { return 0u; }
+        } else {
+            n_rej++;
+            rejected_last = true;
+            var fac = STEP_FAC_MIN;
+            if (e < BIG) { fac = clamp(STEP_SAFETY * pow(e, -alpha), STEP_FAC_MIN, 1.0); }
+            h_prop = step * fac;
+        }
+    }
+    return CUT_SHORT;
+}
+
+struct Event {
+    start: f32,
+    end_: f32,
+    // Bolus amount or infusion rate.
+    value: f32,
+    state: u32,
+    // 0 bolus, 1 infusion, 2 nothing (an infusion of zero duration), 3 invalid.
+    kind: u32,
+}
+
+// Administration i of the arm for this subject (lag, bioavailability, modelled rate or
+// duration from the model's dosing declarations; amounts scaled per subject).
+fn admin_event(i: u32) -> Event {
+    let o = i * 5u;
+    let nominal = arm[o];
+    let s = u32(arm[o + 1u]);
+    let amt = arm[o + 2u];
+    let kind = u32(arm[o + 3u]);
+    let v = arm[o + 4u];
+    var ev = Event(0.0, 0.0, 0.0, s, 3u);
+    let lag = dose_v[4u * s];
+    let f = dose_v[4u * s + 1u];
+    let rate_m = dose_v[4u * s + 2u];
+    let dur_m = dose_v[4u * s + 3u];
+    if (!(finite(lag) && lag >= 0.0) || !(finite(f) && f >= 0.0)) { return ev; }
+    let amount = amt * subj_scale * f;
+    if (!(finite(amount) && amount >= 0.0)) { return ev; }
+    let t = nominal + lag;
+    ev.start = t;
+    if (kind == 0u) {
+        ev.value = amount;
+        ev.kind = 0u;
+        return ev;
+    }
+    var rate = 0.0;
+    var dur = 0.0;
+    if (kind == 1u) {
+        rate = v;
+        dur = amount / v;
+    } else if (kind == 2u) {
+        rate = amount / v;
+        dur = v;
+    } else if (!is_nan(rate_m)) {
+        rate = rate_m;
+        dur = amount / rate_m;
+    } else if (!is_nan(dur_m) && dur_m > 0.0) {
+        rate = amount / dur_m;
+        dur = dur_m;
+    } else {
+        return ev;
+    }
+    if (!(finite(rate) && rate > 0.0 && finite(dur) && dur >= 0.0)) { return ev; }
+    ev.value = rate;
+    ev.end_ = t + dur;
+    ev.kind = select(2u, 1u, dur > 0.0);
+    return ev;
+}
+
+// Stopping points from the last one processed to the end, within this dispatch's budget.
+fn run_stops() {
+    loop {
+        if (t_prev >= meta_.end_time) { return; }
+        while (fs < meta_.n_fixed && arm[meta_.off_fixed + fs] <= t_prev) { fs++; }
+        var ts = BIG;
+        if (fs < meta_.n_fixed) { ts = arm[meta_.off_fixed + fs]; }
+        for (var a = 0u; a < meta_.n_admin; a++) {
+            let ev = admin_event(a);
+            if (ev.kind <= 1u && ev.start > t_prev) { ts = min(ts, ev.start); }
+            if (ev.kind == 1u && ev.end_ > t_prev) { ts = min(ts, ev.end_); }
+        }
+        if (ts >= BIG) { status = CUT_SHORT; return; }
+        if (t_prev >= 0.0) {
+            if (t_cur == t_prev && stops_left == 0u) {
+                suspended = true;
+                return;
+            }
+            let st = integrate(t_prev, ts);
+            if (st == SUSPEND) {
+                suspended = true;
+                return;
+            }
+            if (st != 0u) { status = st; return; }
+        }
+        if (stops_left > 0u) { stops_left--; }
+        stop_pre(ts);
+        for (var a = 0u; a < meta_.n_admin; a++) {
+            let ev = admin_event(a);
+            if (ev.kind == 0u && ev.start > t_prev && ev.start <= ts) {
+                y[ev.state] += ev.value;
+            }
+            if (ev.kind == 1u) {
+                if (ev.start > t_prev && ev.start <= ts) { rates[ev.state] += ev.value; }
+                if (ev.end_ > t_prev && ev.end_ <= ts) {
+                    rates[ev.state] -= ev.value;
+                    // A finished infusion leaves exactly nothing behind.
+                    if (abs(rates[ev.state]) <= 1e-6 * ev.value) { rates[ev.state] = 0.0; }
+                }
+            }
+        }
+        if (!all_finite(y)) { status = 3u; return; }
+        stop_post(ts);
+        t_prev = ts;
+        t_cur = ts;
+    }
+    status = CUT_SHORT;
+}
+
+fn save_carry() {
+    var o = sid * CW;
+    for (var j = 0u; j < NY; j++) { carry[o] = y[j]; o++; }
+    for (var j = 0u; j < NS; j++) { carry[o] = rates[j]; o++; }
+    for (var m = 0u; m < NM; m++) { carry[o] = vals[m]; o++; }
+    for (var m = 0u; m < NM; m++) { carry[o] = aux[m]; o++; }
+    carry[o] = t_prev;
+    carry[o + 1u] = h_prop;
+    carry[o + 2u] = err_prev;
+    carry[o + 3u] = t_cur;
+    let u = sid * CU;
+    carry_u[u] = status;
+    carry_u[u + 1u] = n_acc;
+    carry_u[u + 2u] = n_rej;
+    carry_u[u + 3u] = n_rhs;
+    carry_u[u + 4u] = n_jac;
+    carry_u[u + 5u] = next_sample;
+    carry_u[u + 6u] = fs;
+    carry_u[u + 7u] = step_i;
+}
+
+fn load_carry() {
+    var o = sid * CW;
+    for (var j = 0u; j < NY; j++) { y[j] = carry[o]; o++; }
+    for (var j = 0u; j < NS; j++) { rates[j] = carry[o]; o++; }
+    for (var m = 0u; m < NM; m++) { vals[m] = carry[o]; o++; }
+    for (var m = 0u; m < NM; m++) { aux[m] = carry[o]; o++; }
+    t_prev = carry[o];
+    h_prop = carry[o + 1u];
+    err_prev = carry[o + 2u];
+    t_cur = carry[o + 3u];
+    let u = sid * CU;
+    status = carry_u[u];
+    n_acc = carry_u[u + 1u];
+    n_rej = carry_u[u + 2u];
+    n_rhs = carry_u[u + 3u];
+    n_jac = carry_u[u + 4u];
+    next_sample = carry_u[u + 5u];
+    fs = carry_u[u + 6u];
+    step_i = carry_u[u + 7u];
+}
+
+fn start_subject() {
+    var zero: array<f32, {{N_NS}}>;
+    var y0 = model_init(0.0, zero, q);
+    for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
+    for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
+    for (var m = 0u; m < NM; m++) {
+        let kind = spec(m).kind;
+        vals[m] = nan();
+        aux[m] = nan();
+        if (kind == 1u) { vals[m] = -BIG; }
+        if (kind == 2u) { aux[m] = -BIG; }
+        if (kind == 3u) { vals[m] = BIG; }
+        if (kind == 6u) { vals[m] = 0.0; }
+    }
+    t_prev = -1.0;
+    t_cur = -1.0;
+    step_i = 0u;
+    h_prop = 0.0;
+    err_prev = 1e-4;
+    status = 0u;
+    n_acc = 0u;
+    n_rej = 0u;
+    n_rhs = 0u;
+    n_jac = 0u;
+    next_sample = 0u;
+    fs = 0u;
+    for (var j = 0u; j < meta_.n_times; j++) {
+        for (var k = 0u; k < NO; k++) { profiles[(k * meta_.n + sid) * meta_.n_times + j] = nan(); }
+    }
+    if (!all_finite(y)) { status = 3u; }
+    for (var a = 0u; a < meta_.n_admin; a++) {
+        if (admin_event(a).kind == 3u) { status = 3u; }
+    }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= meta_.n) { return; }
+    sid = i;
+    for (var p = 0u; p < NP; p++) { q[p] = params[p * meta_.n + i]; }
+    subj_scale = scale[i];
+    var zero: array<f32, {{N_NS}}>;
+    dose_v = model_dosing(0.0, zero, q);
+    if (meta_.first_dispatch != 0u) {
+        start_subject();
+    } else {
+        load_carry();
+        // Finished in an earlier dispatch: its results are written.
+        if (status != 0u || t_prev >= meta_.end_time) { return; }
+    }
+    steps_left = meta_.step_budget;
+    stops_left = meta_.stop_budget;
+    suspended = false;
+    if (status == 0u) { run_stops(); }
+    save_carry();
+    if (suspended) { atomicAdd(&pending, 1u); }
+    for (var m = 0u; m < NM; m++) {
+        var v = vals[m];
+        if (status != 0u || !finite(v) || abs(v) >= BIG) { v = nan(); }
+        metrics_out[m * meta_.n + i] = v;
+    }
+}
