@@ -435,27 +435,22 @@ fn reference(case: &Case, s: &Schedule, metric: &Metric) -> f64 {
     }
 }
 
-fn run(case: &Case, method: Method, rtol: f64) -> (Vec<MetricSpec>, Vec<f64>, Schedule, Status) {
-    let specs: Vec<MetricSpec> = METRICS
-        .iter()
-        .map(|m| MetricSpec::new(0, "cp", Metric::parse(m).unwrap()))
-        .collect();
+/// One subject of a case with the given metrics and solver options.
+fn simulate(
+    case: &Case,
+    specs: &[MetricSpec],
+    opts: &SolverOptions,
+) -> (Vec<f64>, Schedule, Status) {
     let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
-    let opts = SolverOptions {
-        method,
-        rtol,
-        atol: rtol * 1e-4,
-        ..Default::default()
-    };
     let plan = SubjectPlan {
         schedule: &schedule,
         end: case.end,
-        metrics: &specs,
+        metrics: specs,
         sample_times: &[],
-        solver: &opts,
+        solver: opts,
     };
     let y0 = vec![0.0; case.model.n];
-    let mut integ = Integrator::new(method, case.model.n + 1);
+    let mut integ = Integrator::new(opts.method, case.model.n + 1);
     let out = simulate_subject(
         case.model.clone(),
         case.model.clone(),
@@ -463,7 +458,22 @@ fn run(case: &Case, method: Method, rtol: f64) -> (Vec<MetricSpec>, Vec<f64>, Sc
         &plan,
         &mut integ,
     );
-    (specs, out.metrics, schedule, out.status)
+    (out.metrics, schedule, out.status)
+}
+
+fn run(case: &Case, method: Method, rtol: f64) -> (Vec<MetricSpec>, Vec<f64>, Schedule, Status) {
+    let specs: Vec<MetricSpec> = METRICS
+        .iter()
+        .map(|m| MetricSpec::new(0, "cp", Metric::parse(m).unwrap()))
+        .collect();
+    let opts = SolverOptions {
+        method,
+        rtol,
+        atol: rtol * 1e-4,
+        ..Default::default()
+    };
+    let (metrics, schedule, status) = simulate(case, &specs, &opts);
+    (specs, metrics, schedule, status)
 }
 
 fn check_method(method: Method, rtol: f64, tol: f64) {
@@ -688,30 +698,15 @@ fn time_above_a_threshold_near_the_peak_matches_the_closed_form() {
         )];
         let want = time_above_ref(&case, &schedule, 0.0, case.end, thr);
         for method in [Method::Tsit5, Method::Dopri5, Method::Rodas4] {
+            // Loose: steps as long as the time above the threshold.
             let opts = SolverOptions {
                 method,
-                // Loose: steps as long as the time above the threshold.
                 rtol: 1e-3,
                 atol: 1e-7,
                 ..Default::default()
             };
-            let plan = SubjectPlan {
-                schedule: &schedule,
-                end: case.end,
-                metrics: &specs,
-                sample_times: &[],
-                solver: &opts,
-            };
-            let y0 = vec![0.0; case.model.n];
-            let mut integ = Integrator::new(method, case.model.n + 1);
-            let out = simulate_subject(
-                case.model.clone(),
-                case.model.clone(),
-                &y0,
-                &plan,
-                &mut integ,
-            );
-            let got = out.metrics[0];
+            let (metrics, _, _) = simulate(&case, &specs, &opts);
+            let got = metrics[0];
             assert!(
                 (got - want).abs() <= 3e-2 * want + 1e-6,
                 "{} {method}: time above {thr:.4} = {got}, closed form {want}",

@@ -1,7 +1,7 @@
 //! What the GPU kernels (WGSL and CUDA) share on the host side: their sizes and the arm data
 //! they read (administrations, stopping points, sample times, metric specs).
 
-use crate::backend::ArmPlan;
+use crate::backend::{ArmPlan, ChunkInput, ChunkOutput};
 use crate::dosing::Administration;
 use crate::metrics::{resolve_window, MetricKind};
 use crate::model::ModelPrograms;
@@ -141,6 +141,80 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
         off_metrics,
         trough,
         wants_extrema,
+    }
+}
+
+/// Checks a chunk against the model and the kernel's precision, and sizes `out` for it.
+/// `precision_hint` completes the message when the tolerance is too tight for f32.
+pub fn prepare_chunk(
+    progs: &ModelPrograms,
+    arm: &ArmPlan,
+    input: &ChunkInput<'_>,
+    f32_kernel: bool,
+    precision_hint: &str,
+    out: &mut ChunkOutput,
+) -> Result<(), String> {
+    let n = input.n;
+    if input.params.len() != progs.n_params || input.params.iter().any(|p| p.len() < n) {
+        return Err(format!(
+            "chunk has {} parameter columns for a model with {}",
+            input.params.len(),
+            progs.n_params
+        ));
+    }
+    if f32_kernel && arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
+        return Err(format!(
+            "rtol {} is below what f32 resolves; {precision_hint}",
+            arm.solver.rtol
+        ));
+    }
+    out.reset(
+        n,
+        arm.metrics.len(),
+        progs.n_outputs,
+        arm.sample_times.len(),
+    );
+    Ok(())
+}
+
+/// Per-subject counters as the kernels write them: status, accepted steps, rejected steps,
+/// right-hand-side evaluations, Jacobians (one LU each).
+pub fn take_counters(out: &mut ChunkOutput, counters: &[u32], stride: usize, s0: usize) {
+    for (i, c) in counters.chunks_exact(stride).enumerate() {
+        out.status[s0 + i] = c[0].min(255) as u8;
+        out.stats.accepted += u64::from(c[1]);
+        out.stats.rejected += u64::from(c[2]);
+        out.stats.rhs_evals += u64::from(c[3]);
+        out.stats.jac_evals += u64::from(c[4]);
+        out.stats.lu_decomps += u64::from(c[4]);
+    }
+}
+
+/// Metrics (`[m * n + i]`) and profiles (`[(k * n + i) * n_times + j]`) of `n` subjects as the
+/// kernels write them, into `out` from subject `s0` on.
+pub fn take_values<T: Copy>(
+    out: &mut ChunkOutput,
+    metrics: &[T],
+    profiles: &[T],
+    n: usize,
+    s0: usize,
+    to_f64: impl Fn(T) -> f64,
+) {
+    for (m, col) in out.metrics.iter_mut().enumerate() {
+        for i in 0..n {
+            col[s0 + i] = to_f64(metrics[m * n + i]);
+        }
+    }
+    let n_times = out
+        .profiles
+        .first()
+        .map_or(0, |p| p.len() / out.status.len().max(1));
+    for (k, col) in out.profiles.iter_mut().enumerate() {
+        for i in 0..n {
+            for j in 0..n_times {
+                col[(s0 + i) * n_times + j] = to_f64(profiles[(k * n + i) * n_times + j]);
+            }
+        }
     }
 }
 

@@ -82,7 +82,7 @@ mod runtime {
     use sha2::{Digest, Sha256};
 
     use super::kernel::{integrate_source, COUNTERS};
-    use crate::backend::gpu::{arm_data, KernelSizes};
+    use crate::backend::gpu::{arm_data, prepare_chunk, take_counters, take_values, KernelSizes};
     use crate::backend::{
         ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
     };
@@ -297,30 +297,13 @@ mod runtime {
             unsafe { launch.launch(cfg) }.map_err(e)?;
             let metrics = st.clone_dtoh(&d_metrics).map_err(e)?;
             let counters = st.clone_dtoh(&d_counters).map_err(e)?;
-            for m in 0..z.nm {
-                for i in 0..n {
-                    out.metrics[m][i] = metrics[m * n + i].to();
-                }
-            }
-            for i in 0..n {
-                let c = &counters[i * COUNTERS..(i + 1) * COUNTERS];
-                out.status[i] = c[0].min(255) as u8;
-                out.stats.accepted += u64::from(c[1]);
-                out.stats.rejected += u64::from(c[2]);
-                out.stats.rhs_evals += u64::from(c[3]);
-                out.stats.jac_evals += u64::from(c[4]);
-                out.stats.lu_decomps += u64::from(c[4]);
-            }
-            if nt > 0 {
-                let prof = st.clone_dtoh(&d_prof).map_err(e)?;
-                for (k, col) in out.profiles.iter_mut().enumerate() {
-                    for i in 0..n {
-                        for j in 0..nt {
-                            col[i * nt + j] = prof[(k * n + i) * nt + j].to();
-                        }
-                    }
-                }
-            }
+            take_counters(out, &counters, COUNTERS, 0);
+            let prof = if nt > 0 {
+                st.clone_dtoh(&d_prof).map_err(e)?
+            } else {
+                Vec::new()
+            };
+            take_values(out, &metrics, &prof, n, 0, T::to);
             Ok(())
         }
     }
@@ -342,28 +325,16 @@ mod runtime {
         ) -> Result<(), BackendError> {
             let progs = &self.model.programs;
             let n = input.n;
-            if input.params.len() != progs.n_params || input.params.iter().any(|p| p.len() < n) {
-                return Err(failed(format!(
-                    "chunk has {} parameter columns for a model with {}",
-                    input.params.len(),
-                    progs.n_params
-                )));
-            }
-            if self.precision == Precision::F32
-                && arm.solver.method.is_adaptive()
-                && arm.solver.rtol < 1e-7
-            {
-                return Err(failed(format!(
-                    "rtol {} is below what f32 resolves; use precision = \"f64\"",
-                    arm.solver.rtol
-                )));
-            }
-            out.reset(
-                n,
-                arm.metrics.len(),
-                progs.n_outputs,
-                arm.sample_times.len(),
-            );
+            let f32_kernel = self.precision == Precision::F32;
+            prepare_chunk(
+                progs,
+                arm,
+                input,
+                f32_kernel,
+                "use precision = \"f64\"",
+                out,
+            )
+            .map_err(failed)?;
             if n == 0 {
                 return Ok(());
             }

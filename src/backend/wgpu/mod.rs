@@ -183,12 +183,6 @@ mod runtime {
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("staging"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
             let meta = self
                 .device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -242,19 +236,37 @@ mod runtime {
                 pass.set_bind_group(0, &bind, &[]);
                 pass.dispatch_workgroups(gx, gy, 1);
             }
-            enc.copy_buffer_to_buffer(&b_out, 0, &staging, 0, bytes);
+            self.queue.submit([enc.finish()]);
+            let out: Vec<f32> = self.read(&b_out)?;
+            Ok(out[..n * width].to_vec())
+        }
+
+        /// Copies a storage buffer back to the host.
+        pub fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer) -> Result<Vec<T>, BackendError> {
+            let fail = |m: String| BackendError::Failed(format!("wgpu: {m}"));
+            let device = &self.device;
+            let size = src.size();
+            let staging = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc =
+                device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
             self.queue.submit([enc.finish()]);
             let (tx, rx) = std::sync::mpsc::channel();
             staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
                 let _ = tx.send(r);
             });
-            self.device
+            device
                 .poll(wgpu::PollType::wait_indefinitely())
                 .map_err(|e| fail(format!("poll: {e}")))?;
             rx.recv()
                 .map_err(|e| fail(e.to_string()))?
                 .map_err(|e| fail(format!("map: {e}")))?;
-            let out: Vec<f32> = {
+            let v: Vec<T> = {
                 let view = staging
                     .slice(..)
                     .get_mapped_range()
@@ -262,7 +274,7 @@ mod runtime {
                 bytemuck::cast_slice(&view).to_vec()
             };
             staging.unmap();
-            Ok(out[..n * width].to_vec())
+            Ok(v)
         }
     }
 }
@@ -277,6 +289,7 @@ mod integrate {
 
     use super::kernel::{arm_data, integrate_source, KernelSizes, CARRY_U};
     use super::Gpu;
+    use crate::backend::gpu::{prepare_chunk, take_counters, take_values};
     use crate::backend::{
         ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
     };
@@ -562,81 +575,32 @@ mod integrate {
                 }
                 queue.submit([enc.finish()]);
                 dispatch += 1;
-                let pending: Vec<u32> = self.read(&b_pending)?;
+                let pending: Vec<u32> = self.gpu.read(&b_pending)?;
                 if pending[0] == 0 {
                     break;
                 }
             }
-            let metrics: Vec<f32> = self.read(&b_metrics)?;
-            let counters: Vec<u32> = self.read(&b_carry_u)?;
-            for m in 0..z.nm {
-                for i in 0..n {
-                    out.metrics[m][s0 + i] = f64::from(metrics[m * n + i]);
-                }
+            let metrics: Vec<f32> = self.gpu.read(&b_metrics)?;
+            let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
+            if let Some(i) = counters
+                .chunks_exact(CARRY_U)
+                .position(|c| c[0] == CUT_SHORT)
+            {
+                return Err(failed(format!(
+                    "adapter '{}' cut the kernel's loops short (subject {}): its loop limit is \
+                     below this model's dispatch budget",
+                    self.gpu.info.name,
+                    input.first_subject + (s0 + i) as u64
+                )));
             }
-            for i in 0..n {
-                let c = &counters[i * CARRY_U..(i + 1) * CARRY_U];
-                if c[0] == CUT_SHORT {
-                    return Err(failed(format!(
-                        "adapter '{}' cut the kernel's loops short (subject {}): its loop limit is \
-                         below this model's dispatch budget",
-                        self.gpu.info.name,
-                        input.first_subject + (s0 + i) as u64
-                    )));
-                }
-                out.status[s0 + i] = c[0] as u8;
-                out.stats.accepted += u64::from(c[1]);
-                out.stats.rejected += u64::from(c[2]);
-                out.stats.rhs_evals += u64::from(c[3]);
-                out.stats.jac_evals += u64::from(c[4]);
-                out.stats.lu_decomps += u64::from(c[4]);
-            }
-            if nt > 0 {
-                let prof: Vec<f32> = self.read(&b_prof)?;
-                for (k, col) in out.profiles.iter_mut().enumerate() {
-                    for i in 0..n {
-                        for j in 0..nt {
-                            col[(s0 + i) * nt + j] = f64::from(prof[(k * n + i) * nt + j]);
-                        }
-                    }
-                }
-            }
-            Ok(())
-        }
-
-        /// Copies a storage buffer back to the host.
-        fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer) -> Result<Vec<T>, BackendError> {
-            let device = &self.gpu.device;
-            let size = src.size();
-            let staging = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("staging"),
-                size,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut enc =
-                device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
-            self.gpu.queue.submit([enc.finish()]);
-            let (tx, rx) = std::sync::mpsc::channel();
-            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-            device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| failed(format!("poll: {e}")))?;
-            rx.recv()
-                .map_err(failed)?
-                .map_err(|e| failed(format!("map: {e}")))?;
-            let v: Vec<T> = {
-                let view = staging
-                    .slice(..)
-                    .get_mapped_range()
-                    .map_err(|e| failed(format!("map range: {e}")))?;
-                bytemuck::cast_slice(&view).to_vec()
+            take_counters(out, &counters, CARRY_U, s0);
+            let prof: Vec<f32> = if nt > 0 {
+                self.gpu.read(&b_prof)?
+            } else {
+                Vec::new()
             };
-            staging.unmap();
-            Ok(v)
+            take_values(out, &metrics, &prof, n, s0, f64::from);
+            Ok(())
         }
     }
 
@@ -661,26 +625,9 @@ mod integrate {
             let model = self.model.clone();
             let progs = &model.programs;
             let n = input.n;
-            if input.params.len() != progs.n_params || input.params.iter().any(|p| p.len() < n) {
-                return Err(failed(format!(
-                    "chunk has {} parameter columns for a model with {}",
-                    input.params.len(),
-                    progs.n_params
-                )));
-            }
-            if arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
-                return Err(failed(format!(
-                    "rtol {} is below what f32 resolves (the wgpu kernels integrate in f32); \
-                     use rtol ≥ 1e-7, or backend = \"cpu\" for f64",
-                    arm.solver.rtol
-                )));
-            }
-            out.reset(
-                n,
-                arm.metrics.len(),
-                progs.n_outputs,
-                arm.sample_times.len(),
-            );
+            let hint =
+                "the wgpu kernels integrate in f32: use rtol ≥ 1e-7, or backend = \"cpu\" for f64";
+            prepare_chunk(progs, arm, input, true, hint, out).map_err(failed)?;
             if n == 0 {
                 return Ok(());
             }
