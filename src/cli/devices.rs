@@ -25,8 +25,9 @@ pub fn run(_args: &DevicesArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nbackend = \"wgpu\" integrates trials in f32 on the first hardware adapter; \
-         backend = \"auto\" never picks a software adapter (type Cpu) over the CPU reference."
+        "\nbackend = \"wgpu\" integrates trials in f32 on the high-performance adapter (a \
+         software one if that is all there is); backend = \"auto\" never picks a software \
+         adapter (type Cpu) over the CPU reference."
     );
     Ok(())
 }

@@ -143,7 +143,7 @@ fn cuda_backend(
     model: Arc<crate::model::CompiledModel>,
     precision: crate::backend::Precision,
 ) -> Result<(Box<dyn Backend>, String), String> {
-    let b = crate::backend::cuda::CudaBackend::new(model, precision).map_err(|e| e.to_string())?;
+    let b = crate::backend::cuda::CudaBackend::new(model, precision).map_err(why)?;
     let name = format!("'{}'", b.info().device);
     Ok((Box::new(b), name))
 }
@@ -156,6 +156,15 @@ fn cuda_backend(
     Err("this build of vpop has no CUDA support (cargo feature `cuda`)".into())
 }
 
+/// Why a backend is unavailable, without repeating its name.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn why(e: crate::backend::BackendError) -> String {
+    match e {
+        crate::backend::BackendError::Unavailable(_, m) => m,
+        other => other.to_string(),
+    }
+}
+
 fn is_software(adapter: &str) -> bool {
     adapter.contains("type Cpu")
 }
@@ -165,7 +174,7 @@ fn is_software(adapter: &str) -> bool {
 fn wgpu_backend(
     model: Arc<crate::model::CompiledModel>,
 ) -> Result<(Box<dyn Backend>, String), String> {
-    let b = crate::backend::wgpu::WgpuBackend::new(model).map_err(|e| e.to_string())?;
+    let b = crate::backend::wgpu::WgpuBackend::new(model).map_err(why)?;
     let a = b.adapter();
     let name = format!("'{}' ({}, type {})", a.name, a.backend, a.device_type);
     Ok((Box::new(b), name))
