@@ -163,6 +163,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         report.integrate.as_secs_f64(),
         100.0 * report.integrate.as_secs_f64() / secs.max(1e-9)
     );
+    if let Some(mb) = peak_memory_mb() {
+        println!("peak memory {mb:.0} MB");
+    }
     if !report.complete {
         println!("stopped before the end; run the same command again to resume");
         return Ok(());
@@ -170,4 +173,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     print!("{}", format_summary(&report, trial.target.as_ref()));
     println!("\noutput: {}", report.dir.display());
     Ok(())
+}
+
+/// This process's peak resident memory (Linux: VmHWM), in MB.
+fn peak_memory_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
