@@ -3,7 +3,8 @@
 // CPU reference (src/backend/cpu.rs, src/solver/integrator.rs, src/metrics/accumulate.rs) and
 // the WGSL kernel (shaders/integrate.wgsl).
 //
-// Slots filled by src/backend/cuda/kernel.rs: REAL, SIZES, TABLEAUS (coefficients from
+// Slots filled by src/backend/cuda/kernel.rs: REAL, SIZES (with the metric searches'
+// GOLDEN_ITERS, ROOT_ITERS and ROOT_RTOL for the precision), TABLEAUS (coefficients from
 // build.rs), MODEL (generated model functions), STAGES and STEP (the method, from
 // src/backend/stepgen.rs).
 
@@ -12,8 +13,6 @@ typedef {{REAL}} real;
 {{TABLEAUS}}
 
 #define BIG ((real)3.0e38)
-#define GOLDEN_ITERS 34
-#define ROOT_ITERS 60
 #define CUT_SHORT 254u
 
 __device__ __forceinline__ real clampr(real x, real a, real b) { return fmin(fmax(x, a), b); }
@@ -227,7 +226,7 @@ struct Sub {
     __device__ real crossing(unsigned k, real thr, real a0, real b0, real g0, real g1) {
         real a = a0, b = b0, ga = g0, gb = g1;
         int side = 0;
-        const real tol = (real)1e-6 * (b - a) + (real)4 * m->eps * fabs(b);
+        const real tol = (real)ROOT_RTOL * (b - a) + (real)4 * m->eps * fabs(b);
         real x = a;
         for (int it = 0; it < ROOT_ITERS; it++) {
             x = (a * gb - b * ga) / (gb - ga);

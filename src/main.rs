@@ -27,6 +27,9 @@ enum Command {
     /// List the built-in models, or print one model's source.
     #[command(after_help = "Examples:\n  vpop models\n  vpop models two_cmt_oral")]
     Models(cli::models::ModelsArgs),
+    /// Run a trial on every available backend: subjects/s, ratio to the CPU, agreement.
+    #[command(after_help = cli::bench::EXAMPLES)]
+    Bench(cli::bench::BenchArgs),
     /// Simulate one subject and print its exposure metrics (and optionally its profile).
     #[command(after_help = cli::simulate::EXAMPLES)]
     Simulate(cli::simulate::SimulateArgs),
@@ -41,6 +44,7 @@ fn main() {
         Command::Devices(a) => cli::devices::run(a),
         Command::Models(a) => cli::models::run(a),
         Command::Simulate(a) => cli::simulate::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

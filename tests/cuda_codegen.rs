@@ -28,7 +28,9 @@ fn every_generated_kernel_compiles_with_nvrtc() {
 }
 
 /// The integrator kernel of every library model × method × precision compiles, and an f32
-/// kernel computes in f32 only (no double-precision instructions in its PTX).
+/// kernel computes in f32 only (no double-precision instructions in its PTX). Where ptxas is
+/// available, the register/spill report of every kernel (sm_90) is printed, and no f32 kernel
+/// may spill registers to local memory.
 #[test]
 fn every_integrator_kernel_compiles_with_nvrtc() {
     use vpop::backend::cuda::kernel::integrate_source;
@@ -48,23 +50,118 @@ fn every_integrator_kernel_compiles_with_nvrtc() {
             })
         })
         .collect();
-    // NVRTC compiles independent programs concurrently.
-    cases.par_iter().for_each(|&(name, source, method, p)| {
-        let m = Model::parse(name, source).unwrap();
-        let progs = ModelPrograms::new(&m);
-        let src = integrate_source(&progs, method, 4, p).unwrap();
-        let ptx =
-            compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {method} {p:?}: {e}"));
-        assert!(
-            ptx.contains(".entry integrate"),
-            "{name} {method} {p:?}: no kernel entry in the PTX"
+    let ptxas = ptxas();
+    if ptxas.is_none() {
+        println!(
+            "no ptxas (set VPOP_PTXAS, or put the CUDA bin directory on PATH): no spill report"
         );
-        if p == Precision::F32 {
-            let doubles = ptx.lines().filter(|l| l.contains(".f64")).count();
-            assert_eq!(
-                doubles, 0,
-                "{name} {method}: the f32 kernel has {doubles} double-precision instructions"
+    }
+    // NVRTC compiles independent programs concurrently.
+    type Row = (String, usize, Precision, (u32, u32, u32, u32));
+    let rows: Vec<Option<Row>> = cases
+        .par_iter()
+        .map(|&(name, source, method, p)| {
+            let m = Model::parse(name, source).unwrap();
+            let progs = ModelPrograms::new(&m);
+            let src = integrate_source(&progs, method, 4, p).unwrap();
+            let ptx =
+                compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {method} {p:?}: {e}"));
+            assert!(
+                ptx.contains(".entry integrate"),
+                "{name} {method} {p:?}: no kernel entry in the PTX"
             );
-        }
-    });
+            if p == Precision::F32 {
+                let doubles = ptx.lines().filter(|l| l.contains(".f64")).count();
+                assert_eq!(
+                    doubles, 0,
+                    "{name} {method}: the f32 kernel has {doubles} double-precision instructions"
+                );
+            }
+            ptxas.as_ref().map(|x| {
+                let tag = format!("{name}-{method}-{}", p.name());
+                let r = ptxas_report(x, &ptx, &tag);
+                (tag, progs.n_states, p, r)
+            })
+        })
+        .collect();
+    let rows: Vec<Row> = rows.into_iter().flatten().collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "{:<40} {:>6} {:>9} {:>11} {:>12} {:>11}",
+        "kernel", "states", "registers", "stack bytes", "spill stores", "spill loads"
+    );
+    for (tag, ns, _, (r, st, ss, sl)) in &rows {
+        println!("{tag:<40} {ns:>6} {r:>9} {st:>11} {ss:>12} {sl:>11}");
+    }
+    let spilling: Vec<&String> = rows
+        .iter()
+        .filter(|(_, _, p, (_, _, ss, _))| *p == Precision::F32 && *ss > 0)
+        .map(|(t, ..)| t)
+        .collect();
+    assert!(spilling.is_empty(), "f32 kernels that spill: {spilling:?}");
+}
+
+/// `ptxas` from the environment (VPOP_PTXAS), the PATH, or the NVCC wheel beside NVRTC.
+fn ptxas() -> Option<std::path::PathBuf> {
+    let lib_path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    let mut candidates: Vec<std::path::PathBuf> = std::env::var_os("VPOP_PTXAS")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .collect();
+    candidates.push("ptxas".into());
+    candidates.extend(
+        lib_path
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| std::path::Path::new(d).join("../bin/ptxas")),
+    );
+    candidates.into_iter().find(|p| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// Registers, stack frame and spills of a kernel as `ptxas -v` reports them for sm_90.
+fn ptxas_report(ptxas: &std::path::Path, ptx: &str, tag: &str) -> (u32, u32, u32, u32) {
+    let dir = std::env::temp_dir().join(format!("vpop-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{tag}.ptx"));
+    std::fs::write(&file, ptx).unwrap();
+    let out = std::process::Command::new(ptxas)
+        .args(["-arch=sm_90", "-v", "-o"])
+        .arg(dir.join(format!("{tag}.cubin")))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(dir.join(format!("{tag}.cubin")));
+    assert!(out.status.success(), "{tag}: ptxas failed:\n{log}");
+    let number_before = |key: &str| -> u32 {
+        log.lines()
+            .filter_map(|l| {
+                let at = l.find(key)?;
+                l[..at].split_whitespace().last()?.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let registers = log
+        .lines()
+        .filter_map(|l| {
+            let at = l.find("Used ")?;
+            l[at + 5..].split_whitespace().next()?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0);
+    (
+        registers,
+        number_before("bytes stack frame"),
+        number_before("bytes spill stores"),
+        number_before("bytes spill loads"),
+    )
 }

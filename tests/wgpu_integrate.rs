@@ -1,15 +1,16 @@
 //! The WGSL integrator kernel: generated for every library model × method and validated by
 //! naga; run on an adapter (lavapipe in CI) and checked against the CPU f64 reference.
 
+#[macro_use]
+mod common;
+
 use std::sync::Arc;
 
-use vpop::backend::cpu::CpuBackend;
+use common::{arm, run, subjects, Agreement};
 use vpop::backend::wgpu::kernel::integrate_source;
-use vpop::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput};
-use vpop::dosing::{Administration, DoseLine, Regimen};
-use vpop::metrics::{Metric, MetricSpec};
+use vpop::backend::Backend;
 use vpop::model::{library, CompiledModel, Model, ModelPrograms};
-use vpop::solver::{Method, SolverOptions};
+use vpop::solver::Method;
 
 fn validate(src: &str) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
@@ -49,244 +50,26 @@ fn gpu_backend(model: Arc<CompiledModel>) -> Option<vpop::backend::wgpu::WgpuBac
     }
 }
 
-/// Parameters of `n` subjects: the model's defaults times a deterministic spread of ±30 %.
-fn subjects(m: &Model, n: usize) -> Vec<Vec<f64>> {
-    m.params
-        .iter()
-        .enumerate()
-        .map(|(p, par)| {
-            (0..n)
-                .map(|i| {
-                    let u = ((i * 7 + p * 13) % 17) as f64 / 16.0 - 0.5;
-                    par.default * (0.6 * u).exp()
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan {
-    let specs = metrics
-        .iter()
-        .flat_map(|x| {
-            let metric = Metric::parse(x).unwrap();
-            m.outputs
-                .iter()
-                .enumerate()
-                .map(move |(k, o)| MetricSpec::new(k, &o.name, metric))
-        })
-        .collect();
-    ArmPlan {
-        name: "a".into(),
-        regimen: Regimen {
-            lines: vec![
-                DoseLine {
-                    state: 0,
-                    amount: 100.0,
-                    start: 0.0,
-                    interval: 12.0,
-                    count: 4,
-                    administration: Administration::Bolus,
-                },
-                DoseLine {
-                    state: 0,
-                    amount: 50.0,
-                    start: 6.0,
-                    interval: 0.0,
-                    count: 1,
-                    administration: Administration::InfusionDuration(2.5),
-                },
-            ],
-        },
-        metrics: specs,
-        end: 72.0,
-        sample_times: vec![0.0, 1.0, 7.3, 36.0, 71.0],
-        solver: SolverOptions {
-            method,
-            rtol,
-            atol: rtol * 1e-3,
-            dt: (method == Method::Rk4).then_some(0.01),
-            ..Default::default()
-        },
-    }
-}
-
-fn run(b: &mut dyn Backend, arm: &ArmPlan, params: &[Vec<f64>]) -> ChunkOutput {
-    let n = params[0].len();
-    let input = ChunkInput {
-        first_subject: 0,
-        n,
-        params,
-        amount_scale: None,
-    };
-    let mut out = ChunkOutput::default();
-    b.run_chunk(arm, &input, &mut out).unwrap();
-    out
-}
-
-/// Largest difference between GPU and CPU values relative to `|cpu| + floor`, where the floor
-/// is 1e-6 of the column's largest magnitude (values that are zero up to round-off).
-fn max_rel(gpu: &[f64], cpu: &[f64]) -> f64 {
-    let scale = cpu.iter().map(|v| v.abs()).fold(0.0, f64::max);
-    gpu.iter()
-        .zip(cpu)
-        .map(|(g, c)| {
-            if g.is_nan() && c.is_nan() {
-                0.0
-            } else {
-                (g - c).abs() / (c.abs() + 1e-6 * scale).max(f64::MIN_POSITIVE)
-            }
-        })
-        .fold(
-            0.0,
-            |a: f64, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
-        )
-}
-
 /// Every method on one library model: the WGSL kernel (f32, rtol 1e-6) against the CPU
 /// reference at the same settings (1e-4) and at rtol 1e-10 (1e-3).
-fn agrees_with_the_cpu_reference(name: &str) {
-    let lm = library::get(name).unwrap();
-    let metrics: Vec<String> = [
-        "auc",
-        "cmax",
-        "tmax",
-        "cmin(13, 72)",
-        "ctrough",
-        "auc_last_interval",
-        "cavg(0, 24)",
-        "at(30)",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut worst = 0.0f64;
-    let mut report = String::new();
-    {
-        let m = Model::parse(lm.name, lm.source).unwrap();
-        let model = Arc::new(CompiledModel::new(&m));
-        let Some(mut gpu) = gpu_backend(model.clone()) else {
-            return;
-        };
-        let mut cpu = CpuBackend::new(model.clone());
-        let params = subjects(&m, 24);
-        // A threshold in the range of the first output: 30 % of subject 0's Cmax.
-        let probe = run(
-            &mut cpu,
-            &arm(&m, Method::Rodas4, 1e-10, &["cmax".into()]),
-            &params,
-        );
-        let thr = 0.3 * probe.metrics[0][0];
-        let mut all = metrics.clone();
-        all.push(format!("time_above({thr})"));
-        for method in Method::ALL {
-            let gpu_arm = arm(&m, method, 1e-6, &all);
-            let got = run(&mut gpu, &gpu_arm, &params);
-            // The same method and tolerance in f64 (the backends must compute the same thing),
-            // and a tight f64 solution (the GPU result must also be accurate).
-            let same = run(&mut cpu, &gpu_arm, &params);
-            let tight = run(&mut cpu, &arm(&m, method, 1e-10, &all), &params);
-            assert_eq!(got.status, same.status, "{} {method}: status", lm.name);
-            for (k, s) in gpu_arm.metrics.iter().enumerate() {
-                let tmax = s.column.ends_with("_tmax");
-                for (want, tol) in [(&same, 1e-4), (&tight, 1e-3)] {
-                    // Tmax sits on a flat maximum: f32 resolves its time less finely.
-                    let tol = if tmax { 10.0 * tol } else { tol };
-                    let e = max_rel(&got.metrics[k], &want.metrics[k]);
-                    assert!(
-                        e <= tol,
-                        "{} {method} {}: max relative difference {e:.3e} > {tol:e} (gpu {:?} vs cpu {:?})",
-                        lm.name,
-                        s.column,
-                        &got.metrics[k][..4],
-                        &want.metrics[k][..4]
-                    );
-                }
-                let e = max_rel(&got.metrics[k], &same.metrics[k]);
-                report.push_str(&format!("{} {method} {}: {e:.2e}\n", lm.name, s.column));
-                if !tmax {
-                    worst = worst.max(e);
-                }
-            }
-            for (k, p) in got.profiles.iter().enumerate() {
-                let e = max_rel(p, &same.profiles[k]);
-                assert!(e <= 1e-4, "{} {method} profile {k}: {e:.3e}", lm.name);
-            }
-        }
-    }
-    println!("{report}{name}: worst relative difference (all but tmax): {worst:.3e}");
-}
-
-macro_rules! agreement_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                agrees_with_the_cpu_reference(stringify!($name));
-            }
-        )*
-
-        #[test]
-        fn every_library_model_has_an_agreement_test() {
-            let covered = [$(stringify!($name)),*];
-            for lm in library::MODELS {
-                assert!(covered.contains(&lm.name), "no agreement test for {}", lm.name);
-            }
-        }
+fn agreement(name: &str) {
+    let tol = Agreement {
+        rtol: 1e-6,
+        same: 1e-4,
+        tight: 1e-3,
     };
+    common::agrees_with_the_cpu_reference(name, tol, |model| {
+        gpu_backend(model).map(|b| Box::new(b) as Box<dyn Backend>)
+    });
 }
 
-agreement_tests!(
-    one_cmt_iv,
-    one_cmt_oral,
-    two_cmt_iv,
-    two_cmt_oral,
-    three_cmt_iv,
-    three_cmt_oral,
-    transit_oral,
-    mm_elim_oral,
-    tmdd_full,
-    tmdd_qss,
-    idr1,
-    idr2,
-    idr3,
-    idr4,
-    effect_emax,
-    ddi_ritonavir_cyp3a,
-);
+agreement_tests!(agreement);
 
 #[test]
 fn failing_subjects_get_the_same_status_codes() {
-    let lm = library::get("two_cmt_oral").unwrap();
-    let m = Model::parse(lm.name, lm.source).unwrap();
-    let model = Arc::new(CompiledModel::new(&m));
-    let Some(mut gpu) = gpu_backend(model.clone()) else {
-        return;
-    };
-    let mut cpu = CpuBackend::new(model);
-    let mut params = subjects(&m, 4);
-    params[1][0] = f64::NAN; // subject 0: a NaN parameter, non-finite
-    params[0][1] = -1e6; // subject 1: a huge negative absorption rate, overflows
-    for method in Method::ALL {
-        let mut a = arm(&m, method, 1e-6, &["auc".into(), "cmax".into()]);
-        let want = run(&mut cpu, &a, &params);
-        let got = run(&mut gpu, &a, &params);
-        // Subject 1 overflows f32 sooner than f64: it fails either way, maybe differently.
-        assert_ne!(got.status[1], 0, "{method}");
-        for i in [0, 2, 3] {
-            assert_eq!(got.status[i], want.status[i], "{method}");
-        }
-        assert_eq!(got.status[0], 3, "{method}");
-        assert!(got.metrics[0][0].is_nan());
-        // Too few steps allowed: every subject stops with max_steps.
-        a.solver.max_steps = 20;
-        let want = run(&mut cpu, &a, &params);
-        let got = run(&mut gpu, &a, &params);
-        assert_ne!(got.status[1], 0, "{method} with max_steps");
-        for i in [0, 2, 3] {
-            assert_eq!(got.status[i], want.status[i], "{method} with max_steps");
-        }
-        assert_eq!(got.status[2], 1, "{method}");
+    let model = Arc::new(CompiledModel::new(&common::library_model("two_cmt_oral")));
+    if let Some(mut gpu) = gpu_backend(model) {
+        common::failing_subjects_get_the_same_status_codes(&mut gpu);
     }
 }
 

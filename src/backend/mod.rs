@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod gpu;
+pub mod records;
 pub mod stepgen;
 pub mod wgpu;
 
@@ -77,6 +78,9 @@ pub struct ChunkOutput {
     pub profiles: Vec<Vec<f64>>,
     /// Work summed over the chunk.
     pub stats: Stats,
+    /// Time the device spent integrating (kernel launches to completion, transfers excluded);
+    /// zero for the CPU backend, where it is the whole call.
+    pub kernel_time: std::time::Duration,
 }
 
 impl ChunkOutput {
@@ -96,6 +100,7 @@ impl ChunkOutput {
             p.resize(n * n_times, f64::NAN);
         }
         self.stats = Stats::default();
+        self.kernel_time = std::time::Duration::ZERO;
     }
 }
 

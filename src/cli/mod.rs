@@ -1,6 +1,7 @@
 //! Command implementations behind the `vpop` binary. Each command is a clap `Args` struct and a
 //! `run` function; errors are reported with their context at this edge.
 
+pub mod bench;
 pub mod devices;
 pub mod models;
 pub mod run;

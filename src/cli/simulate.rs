@@ -14,7 +14,9 @@ pub const EXAMPLES: &str = "Examples:
   vpop simulate two_cmt_oral -p cl=4 -p v1=25 --dose amount=100,into=depot --end 48 --times 0:48:2
   vpop simulate one_cmt_iv --dose amount=500,into=central,duration=0.5 --metrics auc,cmax,at(12)
   vpop simulate my_model.vpm --dose amount=10,into=depot --method rodas4 --rtol 1e-10
-  vpop simulate examples/one_subject.toml";
+  vpop simulate examples/one_subject.toml
+  vpop simulate one_cmt_oral --data examples/nm_dataset.csv --id 2
+  vpop simulate one_cmt_oral --data records.csv --out predictions.csv";
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
@@ -51,6 +53,16 @@ pub struct SimulateArgs {
     /// Print the outputs at these times: a list `0,1,2.5` or a range `from:to:step`.
     #[arg(long)]
     pub times: Option<String>,
+    /// A NONMEM-format dataset (CSV: ID, TIME, EVID, AMT, CMT, SS, II, ADDL, RATE, covariates):
+    /// simulate its records and print the outputs on every record.
+    #[arg(long, value_name = "CSV")]
+    pub data: Option<std::path::PathBuf>,
+    /// With --data: only this subject (ID).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// With --data: also write the rows as CSV to this file.
+    #[arg(long, value_name = "CSV")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Splits a metric list on commas that are not inside parentheses.
@@ -168,6 +180,9 @@ fn args_from_file(path: &str) -> anyhow::Result<(SimulateArgs, Vec<crate::trial:
             .map(|m| vec![m.join(",")])
             .unwrap_or_else(|| vec!["auc,cmax,tmax,cmin_last_interval,ctrough".into()]),
         times: f.times,
+        data: None,
+        id: None,
+        out: None,
     };
     Ok((d, f.doses))
 }
@@ -214,6 +229,19 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     })?;
     if method == Method::Rk4 && args.dt.is_none() {
         bail!("rk4 is a fixed-step method: give --dt");
+    }
+    if let Some(data) = &args.data {
+        if !doses.is_empty() {
+            bail!("--data gives the doses: leave out --dose");
+        }
+        let solver = SolverOptions {
+            method,
+            rtol: args.rtol,
+            atol: args.atol,
+            dt: args.dt,
+            ..Default::default()
+        };
+        return simulate_dataset(args, &model, &compiled, &params, data, &solver);
     }
     if !(args.end.is_finite() && args.end > 0.0) {
         bail!("--end must be a positive number");
@@ -295,6 +323,79 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     }
     if out.status != Status::Ok {
         bail!("the integration failed: {}", out.status.name());
+    }
+    Ok(())
+}
+
+/// Simulates the records of a NONMEM-format dataset and prints the outputs on every record.
+fn simulate_dataset(
+    args: &SimulateArgs,
+    model: &crate::model::Model,
+    compiled: &CompiledModel,
+    params: &[f64],
+    data: &std::path::Path,
+    solver: &SolverOptions,
+) -> anyhow::Result<()> {
+    use crate::backend::records::{check_subject, simulate_records, RecordBinding};
+    use crate::dosing::nonmem::Dataset;
+    let ds = Dataset::load(data)?;
+    let subjects: Vec<_> = match &args.id {
+        Some(id) => vec![ds
+            .subject(id)
+            .with_context(|| format!("{}: no subject with ID {id}", ds.name))?],
+        None => ds.subjects.iter().collect(),
+    };
+    let binding = RecordBinding::new(model, &ds.covariates);
+    let bound = binding.bound(&ds.covariates);
+    if !bound.is_empty() {
+        eprintln!(
+            "dataset columns setting model parameters: {}",
+            bound.join(", ")
+        );
+    }
+    let mut csv = String::from("ID,TIME,EVID");
+    for o in &model.outputs {
+        csv.push(',');
+        csv.push_str(&o.name.to_ascii_uppercase());
+    }
+    csv.push('\n');
+    print!("{:>8} {:>12} {:>5}", "ID", "TIME", "EVID");
+    for o in &model.outputs {
+        print!(" {:>20}", o.name);
+    }
+    println!();
+    let mut failed = Vec::new();
+    for s in subjects {
+        check_subject(model, compiled, params, &binding, s)
+            .map_err(|(line, m)| anyhow::anyhow!("{}:{line}:1: {m}", ds.name))?;
+        let out = simulate_records(compiled, params, &binding, s, solver);
+        if out.status != Status::Ok {
+            failed.push(format!("{} ({})", s.id, out.status.name()));
+        }
+        for (j, r) in s.records.iter().enumerate() {
+            let evid = match r.evid {
+                crate::dosing::nonmem::Evid::Observation => 0,
+                crate::dosing::nonmem::Evid::Dose => 1,
+                crate::dosing::nonmem::Evid::Other => 2,
+                crate::dosing::nonmem::Evid::Reset => 3,
+                crate::dosing::nonmem::Evid::ResetDose => 4,
+            };
+            print!("{:>8} {:>12.4} {evid:>5}", s.id, r.time);
+            csv.push_str(&format!("{},{},{evid}", s.id, r.time));
+            for col in &out.outputs {
+                print!(" {:>20.10e}", col[j]);
+                csv.push_str(&format!(",{}", col[j]));
+            }
+            println!();
+            csv.push('\n');
+        }
+    }
+    if let Some(path) = &args.out {
+        crate::output::AtomicFile::write(path, csv.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !failed.is_empty() {
+        bail!("the integration failed for subjects {}", failed.join(", "));
     }
     Ok(())
 }

@@ -8,6 +8,8 @@
 //!
 //! This module owns dosing semantics; it never integrates anything.
 
+pub mod nonmem;
+
 use std::fmt;
 
 /// How a dose is administered.

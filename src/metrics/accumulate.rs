@@ -32,9 +32,11 @@ pub trait OutputEval {
 
 /// Golden-section iterations when refining an extremum inside a step: the bracket shrinks to
 /// 0.618^48 ≈ 1e-10 of the step, far below what affects Cmax (error ∝ bracket²).
-const GOLDEN_ITERS: usize = 48;
+pub const GOLDEN_ITERS: usize = 48;
 /// Iteration cap for locating a threshold crossing (Illinois method).
-const ROOT_ITERS: usize = 60;
+pub const ROOT_ITERS: usize = 60;
+/// A threshold crossing is located to this fraction of its bracket (plus round-off of t).
+pub const ROOT_RTOL: f64 = 1e-13;
 
 /// Accumulates one subject's metrics (and optional profile samples).
 pub struct MetricAccumulator<'a, E: OutputEval> {
@@ -288,7 +290,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
         let (mut a, mut b) = (a, b);
         let (mut ga, mut gb) = (g0, g1);
         let mut side = 0i8;
-        let tol = 1e-13 * (b - a).abs().max(f64::MIN_POSITIVE) + 4.0 * f64::EPSILON * b.abs();
+        let tol = ROOT_RTOL * (b - a).abs().max(f64::MIN_POSITIVE) + 4.0 * f64::EPSILON * b.abs();
         let mut x = a;
         for _ in 0..ROOT_ITERS {
             x = (a * gb - b * ga) / (gb - ga);

@@ -69,6 +69,17 @@ impl AtomicFile {
         })
     }
 
+    /// Writes `bytes` to `dest` atomically.
+    pub fn write(dest: impl AsRef<Path>, bytes: &[u8]) -> Result<PathBuf, OutputError> {
+        use std::io::Write;
+        let mut f = AtomicFile::create(dest)?;
+        let tmp = f.tmp.clone();
+        f.file()
+            .write_all(bytes)
+            .map_err(|cause| OutputError::Io { path: tmp, cause })?;
+        f.commit()
+    }
+
     /// The open temporary file.
     pub fn file(&mut self) -> &mut File {
         self.file.as_mut().expect("file is present until commit")

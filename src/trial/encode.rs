@@ -258,7 +258,7 @@ mod tests {
             metrics: vec![vec![1.5, f64::NAN]],
             status: vec![0, 3],
             profiles: vec![vec![0.0, 1.0, 2.0, f64::NAN]],
-            stats: Default::default(),
+            ..Default::default()
         };
         let b = layout
             .encode(

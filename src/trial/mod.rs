@@ -1,6 +1,7 @@
 //! Trials: the spec file, its resolution against a model and population, the pipeline that
 //! runs it, the encoding of its result rows, and its summaries.
 
+pub mod bench;
 pub mod encode;
 pub mod quantile;
 pub mod regimen;

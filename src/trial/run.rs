@@ -139,7 +139,7 @@ pub fn select_backend(
 
 /// The CUDA backend and its device's name.
 #[cfg(feature = "cuda")]
-fn cuda_backend(
+pub(crate) fn cuda_backend(
     model: Arc<crate::model::CompiledModel>,
     precision: crate::backend::Precision,
 ) -> Result<(Box<dyn Backend>, String), String> {
@@ -149,7 +149,7 @@ fn cuda_backend(
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_backend(
+pub(crate) fn cuda_backend(
     _model: Arc<crate::model::CompiledModel>,
     _precision: crate::backend::Precision,
 ) -> Result<(Box<dyn Backend>, String), String> {
@@ -171,7 +171,7 @@ fn is_software(adapter: &str) -> bool {
 
 /// The wgpu backend and a description of its adapter (name, API and device type).
 #[cfg(feature = "wgpu")]
-fn wgpu_backend(
+pub(crate) fn wgpu_backend(
     model: Arc<crate::model::CompiledModel>,
 ) -> Result<(Box<dyn Backend>, String), String> {
     let b = crate::backend::wgpu::WgpuBackend::new(model).map_err(why)?;
@@ -181,7 +181,7 @@ fn wgpu_backend(
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu_backend(
+pub(crate) fn wgpu_backend(
     _model: Arc<crate::model::CompiledModel>,
 ) -> Result<(Box<dyn Backend>, String), String> {
     Err("this build of vpop has no wgpu support (cargo feature `wgpu`)".into())
@@ -276,12 +276,12 @@ pub fn layout(trial: &Trial) -> RowLayout {
 }
 
 /// A sampled chunk with the model's parameter columns.
-struct Sampled {
-    part: u64,
-    first: u64,
-    n: usize,
-    covariates: Vec<Vec<f64>>,
-    params: Vec<Vec<f64>>,
+pub(crate) struct Sampled {
+    pub part: u64,
+    pub first: u64,
+    pub n: usize,
+    pub covariates: Vec<Vec<f64>>,
+    pub params: Vec<Vec<f64>>,
 }
 
 /// A chunk with its per-arm results.
@@ -290,7 +290,7 @@ struct Integrated {
     outputs: Vec<ChunkOutput>,
 }
 
-fn sample_chunk(
+pub(crate) fn sample_chunk(
     trial: &Trial,
     part: u64,
     first: u64,

@@ -292,9 +292,14 @@ mod runtime {
                 .arg(&mut d_metrics)
                 .arg(&mut d_counters)
                 .arg(&mut d_prof);
+            // Uploads finish first, so that the time below is the kernel's alone.
+            st.synchronize().map_err(e)?;
+            let t0 = std::time::Instant::now();
             // SAFETY: the arguments match the kernel's signature in kernels/integrate.cu and
             // every buffer is sized for n subjects.
             unsafe { launch.launch(cfg) }.map_err(e)?;
+            st.synchronize().map_err(e)?;
+            out.kernel_time += t0.elapsed();
             let metrics = st.clone_dtoh(&d_metrics).map_err(e)?;
             let counters = st.clone_dtoh(&d_counters).map_err(e)?;
             take_counters(out, &counters, COUNTERS, 0);

@@ -516,6 +516,7 @@ mod integrate {
             };
             let layout = pipeline.get_bind_group_layout(0);
             let mut dispatch = 0u64;
+            let t0 = std::time::Instant::now();
             loop {
                 let meta = Meta {
                     n: n as u32,
@@ -580,6 +581,7 @@ mod integrate {
                     break;
                 }
             }
+            out.kernel_time += t0.elapsed();
             let metrics: Vec<f32> = self.gpu.read(&b_metrics)?;
             let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
             if let Some(i) = counters

@@ -1,0 +1,86 @@
+//! `vpop bench SPEC`: the trial on every available backend, with subjects/s, the ratio to the
+//! CPU reference and the largest difference of the metrics from a tight CPU f64 reference.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::output::AtomicFile;
+use crate::trial::bench::{format_report, run_bench, BenchOptions, Target};
+use crate::trial::Trial;
+
+pub const EXAMPLES: &str = "Examples:
+  vpop bench examples/quickstart.toml
+  vpop bench examples/quickstart.toml -n 10000000 --backends cuda-f32,cuda-f64,wgpu --rtol 1e-5
+  vpop bench examples/quickstart.toml --backends cpu --cpu-subjects 100000 --json bench.json
+
+The CPU reference integrates the first --cpu-subjects subjects of each arm twice: at the trial's
+settings (timed, on all cores) and at --reference-rtol (the accuracy reference). Each GPU backend
+integrates -n subjects per arm; sampling happens before the clock starts.";
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The trial spec (TOML).
+    pub spec: PathBuf,
+    /// Subjects per arm on each GPU backend.
+    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    pub subjects: u64,
+    /// Subjects per arm on the CPU reference, and in the accuracy comparison.
+    #[arg(long, default_value_t = 20_000)]
+    pub cpu_subjects: u64,
+    /// Backends to run, comma-separated: cpu, wgpu, cuda-f32, cuda-f64.
+    #[arg(long, default_value = "cpu,wgpu,cuda-f32,cuda-f64")]
+    pub backends: String,
+    /// Relative tolerance of the backends under test (overrides the spec; atol follows).
+    #[arg(long)]
+    pub rtol: Option<f64>,
+    /// Relative tolerance of the CPU f64 accuracy reference.
+    #[arg(long, default_value_t = 1e-10)]
+    pub reference_rtol: f64,
+    /// Subjects per backend call.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub chunk_size: usize,
+    /// Also write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let trial = Trial::load(&args.spec)?;
+    let mut targets = Vec::new();
+    for name in args.backends.split(',').filter(|s| !s.trim().is_empty()) {
+        let t = Target::parse(name).with_context(|| {
+            format!("unknown backend '{name}' in --backends (cpu, wgpu, cuda-f32, cuda-f64)")
+        })?;
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+    }
+    anyhow::ensure!(!targets.is_empty(), "--backends names no backend");
+    if let Some(r) = args.rtol {
+        anyhow::ensure!(r > 0.0 && r < 1.0, "--rtol must be in (0, 1), got {r}");
+    }
+    anyhow::ensure!(
+        args.reference_rtol > 0.0 && args.reference_rtol < 1.0,
+        "--reference-rtol must be in (0, 1), got {}",
+        args.reference_rtol
+    );
+    let opts = BenchOptions {
+        subjects: args.subjects.max(1),
+        cpu_subjects: args.cpu_subjects.max(1),
+        targets: targets.clone(),
+        rtol: args.rtol,
+        reference_rtol: args.reference_rtol,
+        chunk: args.chunk_size.max(1),
+        time_cpu: targets.contains(&Target::Cpu),
+    };
+    let report = run_bench(&trial, &opts, &mut |line| eprintln!("{line}"))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("{}", format_report(&report));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        AtomicFile::write(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

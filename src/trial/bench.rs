@@ -1,0 +1,430 @@
+//! `vpop bench`: one trial on every available backend, timed and checked against the CPU f64
+//! reference in the same run.
+//!
+//! The CPU reference integrates the first `cpu_subjects` subjects twice: at the trial's
+//! settings (its time gives the CPU row) and at a tight tolerance (the accuracy reference).
+//! Each GPU backend integrates all `subjects` subjects per arm in chunks; sampling is done
+//! before the clock starts, so the figures are integration only: `seconds` is the backend's
+//! whole call (uploads, kernel, downloads), `kernel_seconds` the kernel alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::run::{cuda_backend, sample_chunk, wgpu_backend};
+use super::Trial;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput, Precision};
+use crate::population::SampledChunk;
+
+/// A backend under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Cpu,
+    Wgpu,
+    Cuda(Precision),
+}
+
+impl Target {
+    /// Every target, in the order `vpop bench` runs them.
+    pub const ALL: [Target; 4] = [
+        Target::Cpu,
+        Target::Wgpu,
+        Target::Cuda(Precision::F32),
+        Target::Cuda(Precision::F64),
+    ];
+
+    pub fn parse(s: &str) -> Option<Target> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Target::Cpu,
+            "wgpu" => Target::Wgpu,
+            "cuda" | "cuda-f32" => Target::Cuda(Precision::F32),
+            "cuda-f64" => Target::Cuda(Precision::F64),
+            _ => return None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::Cpu => "cpu",
+            Target::Wgpu => "wgpu",
+            Target::Cuda(Precision::F32) => "cuda-f32",
+            Target::Cuda(Precision::F64) => "cuda-f64",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Subjects per arm on each GPU backend.
+    pub subjects: u64,
+    /// Subjects per arm on the CPU (timed) and in the comparison.
+    pub cpu_subjects: u64,
+    pub targets: Vec<Target>,
+    /// Overrides the spec's tolerances for the backends under test (atol follows rtol).
+    pub rtol: Option<f64>,
+    /// Relative tolerance of the CPU f64 accuracy reference.
+    pub reference_rtol: f64,
+    /// Subjects per backend call.
+    pub chunk: usize,
+    /// Also time the CPU on the first `cpu_subjects` subjects.
+    pub time_cpu: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            subjects: 1_000_000,
+            cpu_subjects: 20_000,
+            targets: Target::ALL.to_vec(),
+            rtol: None,
+            reference_rtol: 1e-10,
+            chunk: 1 << 20,
+            time_cpu: true,
+        }
+    }
+}
+
+/// One backend's figures, over all arms.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchRow {
+    pub backend: String,
+    pub device: String,
+    /// Subject-arms integrated.
+    pub subjects: u64,
+    /// Wall time of the backend calls.
+    pub seconds: f64,
+    /// Kernel time alone (GPU backends).
+    pub kernel_seconds: Option<f64>,
+    pub failed: u64,
+    /// Subjects whose status differs from the CPU reference's at the same settings.
+    pub status_mismatches: u64,
+    /// Largest relative difference of AUC and Cmax columns from the tight reference.
+    pub max_rel_auc_cmax: f64,
+    /// Largest difference of any metric but Tmax from the tight reference, relative to
+    /// `|reference| + 1e-6 · max |column|`.
+    pub max_rel_metrics: f64,
+}
+
+impl BenchRow {
+    pub fn subjects_per_s(&self) -> f64 {
+        self.subjects as f64 / self.seconds.max(1e-12)
+    }
+
+    pub fn kernel_subjects_per_s(&self) -> Option<f64> {
+        self.kernel_seconds
+            .map(|k| self.subjects as f64 / k.max(1e-12))
+    }
+}
+
+/// Backends that could not be run, with the reason.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    pub backend: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub trial: String,
+    pub arms: Vec<String>,
+    pub method: String,
+    pub rtol: f64,
+    pub atol: f64,
+    pub reference: String,
+    pub rows: Vec<BenchRow>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Runs the benchmark; `progress` receives a line as each backend finishes.
+pub fn run_bench(
+    trial: &Trial,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport, String> {
+    let mut plans: Vec<ArmPlan> = trial.arms.iter().map(|a| a.plan.clone()).collect();
+    if let Some(rtol) = opts.rtol {
+        for p in &mut plans {
+            let ratio = rtol / p.solver.rtol;
+            p.solver.rtol = rtol;
+            p.solver.atol *= ratio;
+        }
+    }
+    let reference_plans: Vec<ArmPlan> = plans
+        .iter()
+        .map(|p| {
+            let mut r = p.clone();
+            r.solver.atol *= opts.reference_rtol / r.solver.rtol;
+            r.solver.rtol = opts.reference_rtol;
+            r
+        })
+        .collect();
+    let n_ref = opts.cpu_subjects.min(opts.subjects).max(1) as usize;
+    let chunk = opts.chunk.max(n_ref);
+    let model = Arc::new(trial.compiled.clone());
+    let mut scratch = SampledChunk::default();
+    let first = sample_chunk(trial, 0, 0, n_ref, &mut scratch);
+    let run_arms = |b: &mut dyn Backend, plans: &[ArmPlan], s: &super::run::Sampled| {
+        let mut outs = Vec::new();
+        let mut wall = Duration::ZERO;
+        for (a, plan) in plans.iter().enumerate() {
+            let scale = trial.arms[a].amount_per.map(|c| s.covariates[c].as_slice());
+            let input = ChunkInput {
+                first_subject: s.first,
+                n: s.n,
+                params: &s.params,
+                amount_scale: scale,
+            };
+            let mut out = ChunkOutput::default();
+            let t0 = Instant::now();
+            b.run_chunk(plan, &input, &mut out)
+                .map_err(|e| e.to_string())?;
+            wall += t0.elapsed();
+            outs.push(out);
+        }
+        Ok::<_, String>((outs, wall))
+    };
+
+    let mut cpu = CpuBackend::new(model.clone());
+    let cpu_device = cpu.info().device;
+    progress(&format!(
+        "reference: CPU f64 at rtol {:e} on {n_ref} subjects per arm",
+        opts.reference_rtol
+    ));
+    let (reference, _) = run_arms(&mut cpu, &reference_plans, &first)?;
+    let (same, cpu_wall) = run_arms(&mut cpu, &plans, &first)?;
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for &target in &opts.targets {
+        if target == Target::Cpu {
+            if opts.time_cpu {
+                let row = compare(
+                    "cpu (f64)",
+                    &cpu_device,
+                    &plans,
+                    &same,
+                    &same,
+                    &reference,
+                    n_ref,
+                    cpu_wall,
+                    None,
+                );
+                progress(&format_row(&row));
+                rows.push(row);
+            }
+            continue;
+        }
+        let made = match target {
+            Target::Cpu => unreachable!(),
+            Target::Wgpu => wgpu_backend(model.clone()),
+            Target::Cuda(p) => cuda_backend(model.clone(), p),
+        };
+        let mut b = match made {
+            Ok((b, _)) => b,
+            Err(e) => {
+                progress(&format!("{}: skipped ({e})", target.label()));
+                skipped.push(Skipped {
+                    backend: target.label().into(),
+                    reason: e,
+                });
+                continue;
+            }
+        };
+        let info = b.info();
+        // Warm-up: kernels are compiled on first use.
+        let warm = sample_chunk(trial, 0, 0, n_ref.min(256), &mut scratch);
+        run_arms(b.as_mut(), &plans, &warm)?;
+        let mut wall = Duration::ZERO;
+        let mut kernel = Duration::ZERO;
+        let mut failed = 0u64;
+        let mut head = Vec::new();
+        let mut c0 = 0u64;
+        while c0 < opts.subjects {
+            let n = (opts.subjects - c0).min(chunk as u64) as usize;
+            let s = sample_chunk(trial, c0 / chunk as u64, c0, n, &mut scratch);
+            let (outs, w) = run_arms(b.as_mut(), &plans, &s)?;
+            wall += w;
+            for o in &outs {
+                kernel += o.kernel_time;
+                failed += o.status.iter().filter(|s| **s != 0).count() as u64;
+            }
+            if c0 == 0 {
+                head = outs;
+            }
+            c0 += n as u64;
+        }
+        let label = format!("{} ({})", target.label(), info.precision.name());
+        let mut row = compare(
+            &label,
+            &info.device,
+            &plans,
+            &head,
+            &same,
+            &reference,
+            n_ref,
+            wall,
+            Some(kernel),
+        );
+        row.subjects = opts.subjects * plans.len() as u64;
+        row.failed = failed;
+        progress(&format_row(&row));
+        rows.push(row);
+    }
+    let s = &plans[0].solver;
+    Ok(BenchReport {
+        trial: trial.name.clone(),
+        arms: plans.iter().map(|p| p.name.clone()).collect(),
+        method: s.method.name().into(),
+        rtol: s.rtol,
+        atol: s.atol,
+        reference: format!(
+            "CPU f64, {} at rtol {:e}, first {n_ref} subjects of each arm",
+            s.method.name(),
+            opts.reference_rtol
+        ),
+        rows,
+        skipped,
+    })
+}
+
+/// A row from the first `n` subjects of each arm, against the CPU at the same settings and
+/// the tight reference.
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    label: &str,
+    device: &str,
+    plans: &[ArmPlan],
+    got: &[ChunkOutput],
+    same: &[ChunkOutput],
+    reference: &[ChunkOutput],
+    n: usize,
+    wall: Duration,
+    kernel: Option<Duration>,
+) -> BenchRow {
+    let mut row = BenchRow {
+        backend: label.into(),
+        device: device.into(),
+        subjects: (n * plans.len()) as u64,
+        seconds: wall.as_secs_f64(),
+        kernel_seconds: kernel.map(|k| k.as_secs_f64()),
+        failed: 0,
+        status_mismatches: 0,
+        max_rel_auc_cmax: 0.0,
+        max_rel_metrics: 0.0,
+    };
+    for (a, plan) in plans.iter().enumerate() {
+        let (g, s, r) = (&got[a], &same[a], &reference[a]);
+        row.failed += g.status[..n].iter().filter(|x| **x != 0).count() as u64;
+        row.status_mismatches += (0..n).filter(|&i| g.status[i] != s.status[i]).count() as u64;
+        for (k, spec) in plan.metrics.iter().enumerate() {
+            let col = &spec.column;
+            if col.ends_with("_tmax") {
+                continue;
+            }
+            let (gv, rv) = (&g.metrics[k][..n], &r.metrics[k][..n]);
+            let ok = |i: usize| g.status[i] == 0 && r.status[i] == 0;
+            let scale = rv.iter().map(|v| v.abs()).fold(0.0, f64::max);
+            for i in (0..n).filter(|&i| ok(i)) {
+                let d = (gv[i] - rv[i]).abs();
+                let floored = d / (rv[i].abs() + 1e-6 * scale).max(f64::MIN_POSITIVE);
+                row.max_rel_metrics = max_nan(row.max_rel_metrics, floored);
+                if col.ends_with("_auc") || col.ends_with("_cmax") {
+                    let rel = d / rv[i].abs().max(f64::MIN_POSITIVE);
+                    row.max_rel_auc_cmax = max_nan(row.max_rel_auc_cmax, rel);
+                }
+            }
+        }
+    }
+    row
+}
+
+/// The larger of two values; NaN (a metric missing on one side only) counts as infinite.
+fn max_nan(a: f64, b: f64) -> f64 {
+    if b.is_nan() {
+        f64::INFINITY
+    } else {
+        a.max(b)
+    }
+}
+
+fn format_row(r: &BenchRow) -> String {
+    let kernel = r
+        .kernel_subjects_per_s()
+        .map_or("-".to_string(), |k| format!("{k:.3e}"));
+    format!(
+        "{}: {} subject-arms in {:.3} s: {:.3e} subjects/s (kernel only: {kernel}), {} failed, \
+         max rel. error AUC/Cmax {:.2e}, all metrics but Tmax {:.2e}",
+        r.backend,
+        r.subjects,
+        r.seconds,
+        r.subjects_per_s(),
+        r.failed,
+        r.max_rel_auc_cmax,
+        r.max_rel_metrics
+    )
+}
+
+/// The report as a plain-text table.
+pub fn format_report(rep: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} — arms: {}; {} rtol {:e} atol {:e}",
+        rep.trial,
+        rep.arms.join(", "),
+        rep.method,
+        rep.rtol,
+        rep.atol
+    );
+    let _ = writeln!(s, "accuracy reference: {}", rep.reference);
+    let cpu = rep
+        .rows
+        .iter()
+        .find(|r| r.backend.starts_with("cpu"))
+        .map(|r| r.subjects_per_s());
+    let _ = writeln!(
+        s,
+        "{:<16} {:>12} {:>10} {:>12} {:>14} {:>9} {:>7} {:>10} {:>10}  device",
+        "backend",
+        "subject-arms",
+        "seconds",
+        "subjects/s",
+        "kernel subj/s",
+        "x CPU",
+        "failed",
+        "AUC/Cmax",
+        "all"
+    );
+    for r in &rep.rows {
+        let ratio = cpu.map_or("-".to_string(), |c| {
+            format!("{:.1}", r.subjects_per_s() / c)
+        });
+        let kernel = r
+            .kernel_subjects_per_s()
+            .map_or("-".to_string(), |k| format!("{k:.3e}"));
+        let _ = writeln!(
+            s,
+            "{:<16} {:>12} {:>10.3} {:>12.3e} {:>14} {:>9} {:>7} {:>10.2e} {:>10.2e}  {}",
+            r.backend,
+            r.subjects,
+            r.seconds,
+            r.subjects_per_s(),
+            kernel,
+            ratio,
+            r.failed,
+            r.max_rel_auc_cmax,
+            r.max_rel_metrics,
+            r.device
+        );
+    }
+    for k in &rep.skipped {
+        let _ = writeln!(s, "{:<16} not run: {}", k.backend, k.reason);
+    }
+    let _ = write!(
+        s,
+        "AUC/Cmax: largest relative error of AUC and Cmax columns against the reference; \
+         all: of every metric but Tmax, relative to |reference| + 1e-6·max|column|."
+    );
+    s
+}
