@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod population;
+pub mod sensitivity;
 pub mod solver;
 pub mod trial;

@@ -27,6 +27,9 @@ enum Command {
     /// List the built-in models, or print one model's source.
     #[command(after_help = "Examples:\n  vpop models\n  vpop models two_cmt_oral")]
     Models(cli::models::ModelsArgs),
+    /// Global sensitivity analysis (Sobol, Morris, eFAST) of exposure metrics.
+    #[command(after_help = cli::sensitivity::EXAMPLES)]
+    Sensitivity(cli::sensitivity::SensitivityArgs),
     /// Run a trial on every available backend: subjects/s, ratio to the CPU, agreement.
     #[command(after_help = cli::bench::EXAMPLES)]
     Bench(cli::bench::BenchArgs),
@@ -45,6 +48,7 @@ fn main() {
         Command::Models(a) => cli::models::run(a),
         Command::Simulate(a) => cli::simulate::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Sensitivity(a) => cli::sensitivity::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

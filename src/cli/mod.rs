@@ -6,6 +6,7 @@ pub mod devices;
 pub mod models;
 pub mod run;
 pub mod sample;
+pub mod sensitivity;
 pub mod simulate;
 
 use std::path::Path;

@@ -7,4 +7,6 @@ pub mod dataset;
 pub mod parquet_io;
 
 pub use dataset::{DatasetWriter, Manifest, PartEntry, RunIdentity, Shard};
+pub mod plot;
+
 pub use parquet_io::{writer_properties, AtomicFile, OutputError};

@@ -1,0 +1,41 @@
+//! `vpop sensitivity SPEC`: global sensitivity analysis of exposure metrics.
+
+use std::path::PathBuf;
+
+use crate::sensitivity::run::{format_report, run as run_analysis, Analysis};
+use crate::trial::resolve::BackendChoice;
+
+pub const EXAMPLES: &str = "Examples:
+  vpop sensitivity examples/sensitivity.toml
+  vpop sensitivity examples/sensitivity.toml --backend cpu
+
+The spec names a trial spec (model, arms, solver, backend), the design (sobol, morris, efast),
+the factors (model parameters with a range or a distribution) and the metric columns to
+analyse. Results go to OUT/indices.parquet (arm, output, factor, index, value, conf) and
+OUT/evaluations.parquet (factor values and outputs of every model run).";
+
+#[derive(clap::Args, Debug)]
+pub struct SensitivityArgs {
+    /// The sensitivity spec (TOML).
+    pub spec: PathBuf,
+    /// auto, cpu, wgpu or cuda (overrides the trial spec's).
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
+    let a = Analysis::load(&args.spec).map_err(anyhow::Error::msg)?;
+    let backend = match &args.backend {
+        None => None,
+        Some(b) => Some(
+            BackendChoice::parse(b)
+                .ok_or_else(|| anyhow::anyhow!("unknown backend '{b}' (auto, cpu, wgpu, cuda)"))?,
+        ),
+    };
+    let report = run_analysis(&a, backend).map_err(anyhow::Error::msg)?;
+    println!("{}", format_report(&a, &report));
+    for f in &report.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,584 @@
+//! Global sensitivity analysis: designs (Saltelli's scheme on a scrambled Sobol' sequence,
+//! Morris trajectories, eFAST search curves) in the unit hypercube, and the estimators of the
+//! indices from the model outputs.
+//!
+//! The designs' row layouts and the estimators follow SALib (Herman & Usher, 2017), so that a
+//! design and its outputs can be handed to SALib's `sobol.analyze`, `morris.analyze` and
+//! `fast.analyze` and give the same indices (tests/sensitivity.rs checks it to 1e-10):
+//! - Sobol: first order by Saltelli et al. (2010), total order by Jansen (1999), both on outputs
+//!   standardised by their mean and standard deviation and divided by the variance of the A
+//!   and B rows; bootstrap confidence intervals z·sd of the resampled estimates.
+//! - Morris (1991) with Campolongo et al.'s (2007) μ*: elementary effects (y(x_i high) −
+//!   y(x_i low)) / Δ with Δ = p / (2(p − 1)) in unit-cube units; μ, μ*, σ (n − 1).
+//! - eFAST (Saltelli, Tarantola & Chan, 1999): for each factor a block of N points on a search
+//!   curve where it oscillates at ω = ⌊(N − 1)/(2M)⌋ and the others at low frequencies; first
+//!   order from the power at the first M harmonics of ω, total from the power below ω/2.
+//!
+//! This module knows nothing about models: [`run`] maps a design onto model parameters and
+//! evaluates it through the trial backends.
+
+pub mod run;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+/// The design method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Sobol,
+    Morris,
+    Efast,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "sobol" | "saltelli" => Method::Sobol,
+            "morris" => Method::Morris,
+            "efast" | "fast" => Method::Efast,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Sobol => "sobol",
+            Method::Morris => "morris",
+            Method::Efast => "efast",
+        }
+    }
+}
+
+/// Points in the unit hypercube, row-major `rows × k`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Design {
+    pub method: Method,
+    pub k: usize,
+    pub rows: usize,
+    pub x: Vec<f64>,
+    /// Sobol: base samples N; Morris: trajectories r; eFAST: points per factor N.
+    pub n: usize,
+    /// Morris: number of grid levels p; eFAST: interference factor M.
+    pub param: usize,
+}
+
+impl Design {
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.x[i * self.k..(i + 1) * self.k]
+    }
+}
+
+/// Largest Sobol' sequence length and dimension of the scrambled generator.
+pub const SOBOL_MAX_N: usize = 1 << 16;
+pub const SOBOL_MAX_FACTORS: usize = 128;
+
+/// Saltelli's scheme: for each of `n` Owen-scrambled Sobol' points in 2k dimensions (A from
+/// the first k, B from the last k), the rows A, AB₁ … AB_k (A with column j from B), B:
+/// `n · (k + 2)` rows.
+pub fn sobol_design(k: usize, n: usize, seed: u64) -> Result<Design, String> {
+    if k == 0 || k > SOBOL_MAX_FACTORS {
+        return Err(format!(
+            "Sobol designs take 1 to {SOBOL_MAX_FACTORS} factors, not {k}"
+        ));
+    }
+    if !(2..=SOBOL_MAX_N).contains(&n) {
+        return Err(format!(
+            "Sobol designs take 2 to {SOBOL_MAX_N} base samples, not {n}"
+        ));
+    }
+    let seed = (seed ^ (seed >> 32)) as u32;
+    let rows = n * (k + 2);
+    let mut x = vec![0.0; rows * k];
+    for i in 0..n {
+        let a: Vec<f64> = (0..k)
+            .map(|j| f64::from(sobol_burley::sample(i as u32, j as u32, seed)))
+            .collect();
+        let b: Vec<f64> = (0..k)
+            .map(|j| f64::from(sobol_burley::sample(i as u32, (k + j) as u32, seed)))
+            .collect();
+        let base = i * (k + 2);
+        x[base * k..(base + 1) * k].copy_from_slice(&a);
+        for j in 0..k {
+            let r = base + 1 + j;
+            let row = &mut x[r * k..(r + 1) * k];
+            row.copy_from_slice(&a);
+            row[j] = b[j];
+        }
+        let r = base + k + 1;
+        x[r * k..(r + 1) * k].copy_from_slice(&b);
+    }
+    Ok(Design {
+        method: Method::Sobol,
+        k,
+        rows,
+        x,
+        n,
+        param: 0,
+    })
+}
+
+/// Morris trajectories: `r` trajectories of k + 1 points on a grid of `p` levels (p even),
+/// each moving one factor by Δ = p / (2(p − 1)) at a time, in random order.
+pub fn morris_design(k: usize, r: usize, p: usize, seed: u64) -> Result<Design, String> {
+    if k == 0 {
+        return Err("a Morris design needs at least one factor".into());
+    }
+    if r < 2 {
+        return Err(format!(
+            "a Morris design needs at least 2 trajectories, not {r}"
+        ));
+    }
+    if p < 2 || p % 2 != 0 {
+        return Err(format!(
+            "Morris levels must be even and at least 2, not {p}"
+        ));
+    }
+    let delta = morris_delta(p);
+    let step = 1.0 / (p - 1) as f64;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let rows = r * (k + 1);
+    let mut x = Vec::with_capacity(rows * k);
+    for _ in 0..r {
+        let mut pt: Vec<f64> = (0..k)
+            .map(|_| rng.random_range(0..p) as f64 * step)
+            .collect();
+        x.extend_from_slice(&pt);
+        let mut order: Vec<usize> = (0..k).collect();
+        for i in (1..k).rev() {
+            let j = rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        for &i in &order {
+            // With p even every level has exactly one neighbour Δ away inside [0, 1].
+            if pt[i] + delta <= 1.0 + 1e-12 {
+                pt[i] += delta;
+            } else {
+                pt[i] -= delta;
+            }
+            pt[i] = pt[i].clamp(0.0, 1.0);
+            x.extend_from_slice(&pt);
+        }
+    }
+    Ok(Design {
+        method: Method::Morris,
+        k,
+        rows,
+        x,
+        n: r,
+        param: p,
+    })
+}
+
+/// Δ of a Morris grid with `p` levels.
+pub fn morris_delta(p: usize) -> f64 {
+    p as f64 / (2.0 * (p as f64 - 1.0))
+}
+
+/// The eFAST frequencies: ω₀ for the factor of interest, then the k − 1 complementary ones.
+fn efast_omegas(k: usize, n: usize, m: usize) -> (usize, Vec<usize>) {
+    let omega0 = (n - 1) / (2 * m);
+    let mm = omega0 / (2 * m);
+    let others = if k < 2 {
+        Vec::new()
+    } else if mm >= k - 1 {
+        // ⌊linspace(1, mm, k − 1)⌋.
+        (0..k - 1)
+            .map(|i| {
+                if k == 2 {
+                    1
+                } else {
+                    (1.0 + (mm as f64 - 1.0) * i as f64 / (k - 2) as f64).floor() as usize
+                }
+            })
+            .collect()
+    } else {
+        (0..k - 1).map(|i| i % mm.max(1) + 1).collect()
+    };
+    (omega0, others)
+}
+
+/// eFAST: k blocks of `n` points; in block i factor i runs at frequency ω₀, the others at the
+/// complementary frequencies, each block with a random phase shift.
+pub fn efast_design(k: usize, n: usize, m: usize, seed: u64) -> Result<Design, String> {
+    if k == 0 {
+        return Err("an eFAST design needs at least one factor".into());
+    }
+    if m == 0 || n <= 4 * m * m {
+        return Err(format!(
+            "eFAST needs more than 4·M² = {} points per factor (M = {m}), not {n}",
+            4 * m * m
+        ));
+    }
+    let (omega0, others) = efast_omegas(k, n, m);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let rows = n * k;
+    let mut x = vec![0.0; rows * k];
+    for i in 0..k {
+        let mut omega = vec![0usize; k];
+        omega[i] = omega0;
+        let mut o = others.iter();
+        for (j, w) in omega.iter_mut().enumerate() {
+            if j != i {
+                *w = *o.next().unwrap_or(&1);
+            }
+        }
+        let phi = 2.0 * std::f64::consts::PI * rng.random::<f64>();
+        for s_idx in 0..n {
+            let s = 2.0 * std::f64::consts::PI / n as f64 * s_idx as f64;
+            let row = i * n + s_idx;
+            for j in 0..k {
+                let g = 0.5 + ((omega[j] as f64 * s + phi).sin()).asin() / std::f64::consts::PI;
+                x[row * k + j] = g;
+            }
+        }
+    }
+    Ok(Design {
+        method: Method::Efast,
+        k,
+        rows,
+        x,
+        n,
+        param: m,
+    })
+}
+
+/// Indices of one output.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Indices {
+    /// Per factor: (name of the index, value, confidence half-width or NaN).
+    pub values: Vec<Vec<(&'static str, f64, f64)>>,
+}
+
+/// z of a two-sided confidence level.
+fn z_of(conf: f64) -> f64 {
+    crate::population::dist::norm_ppf(0.5 + conf / 2.0)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Population variance.
+fn var(v: &[f64]) -> f64 {
+    let m = mean(v);
+    v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64
+}
+
+/// Sample standard deviation (n − 1).
+fn sd1(v: &[f64]) -> f64 {
+    let m = mean(v);
+    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
+}
+
+fn first_order(a: &[f64], ab: &[f64], b: &[f64]) -> f64 {
+    let y: Vec<f64> = a.iter().chain(b).copied().collect();
+    let v = var(&y);
+    if v == 0.0 {
+        return 0.0;
+    }
+    let s: f64 = (0..a.len()).map(|i| b[i] * (ab[i] - a[i])).sum::<f64>() / a.len() as f64;
+    s / v
+}
+
+fn total_order(a: &[f64], ab: &[f64], b: &[f64]) -> f64 {
+    let y: Vec<f64> = a.iter().chain(b).copied().collect();
+    let v = var(&y);
+    if v == 0.0 {
+        return 0.0;
+    }
+    let s: f64 = (0..a.len())
+        .map(|i| (a[i] - ab[i]) * (a[i] - ab[i]))
+        .sum::<f64>()
+        / a.len() as f64;
+    0.5 * s / v
+}
+
+fn check_finite(y: &[f64]) -> Result<(), String> {
+    let bad = y.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(format!(
+            "{bad} of {} model evaluations gave no finite value; the indices need every one",
+            y.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Sobol first-order (S1) and total (ST) indices with bootstrap confidence half-widths.
+pub fn sobol_indices(
+    d: &Design,
+    y: &[f64],
+    resamples: usize,
+    conf: f64,
+    seed: u64,
+) -> Result<Indices, String> {
+    let (k, n) = (d.k, d.n);
+    if y.len() != n * (k + 2) {
+        return Err(format!("expected {} outputs, got {}", n * (k + 2), y.len()));
+    }
+    check_finite(y)?;
+    let mu = mean(y);
+    let sd = var(y).sqrt();
+    let ys: Vec<f64> = y
+        .iter()
+        .map(|v| if sd > 0.0 { (v - mu) / sd } else { 0.0 })
+        .collect();
+    let step = k + 2;
+    let a: Vec<f64> = (0..n).map(|i| ys[i * step]).collect();
+    let b: Vec<f64> = (0..n).map(|i| ys[i * step + k + 1]).collect();
+    let z = z_of(conf);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let draws: Vec<Vec<usize>> = (0..resamples)
+        .map(|_| (0..n).map(|_| rng.random_range(0..n)).collect())
+        .collect();
+    let mut values = Vec::with_capacity(k);
+    for j in 0..k {
+        let ab: Vec<f64> = (0..n).map(|i| ys[i * step + 1 + j]).collect();
+        let s1 = first_order(&a, &ab, &b);
+        let st = total_order(&a, &ab, &b);
+        let (mut r1, mut rt) = (Vec::new(), Vec::new());
+        for idx in &draws {
+            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+            let (ra, rab, rb) = (pick(&a), pick(&ab), pick(&b));
+            r1.push(first_order(&ra, &rab, &rb));
+            rt.push(total_order(&ra, &rab, &rb));
+        }
+        let ci = |r: &[f64]| if r.len() > 1 { z * sd1(r) } else { f64::NAN };
+        values.push(vec![("S1", s1, ci(&r1)), ("ST", st, ci(&rt))]);
+    }
+    Ok(Indices { values })
+}
+
+/// Morris μ, μ*, σ per factor (μ* with a bootstrap confidence half-width).
+pub fn morris_indices(
+    d: &Design,
+    y: &[f64],
+    resamples: usize,
+    conf: f64,
+    seed: u64,
+) -> Result<Indices, String> {
+    let (k, r) = (d.k, d.n);
+    if y.len() != r * (k + 1) {
+        return Err(format!("expected {} outputs, got {}", r * (k + 1), y.len()));
+    }
+    check_finite(y)?;
+    let delta = morris_delta(d.param);
+    let mut ee = vec![Vec::with_capacity(r); k];
+    for t in 0..r {
+        for s in 0..k {
+            let (r0, r1) = (t * (k + 1) + s, t * (k + 1) + s + 1);
+            let (x0, x1) = (d.row(r0), d.row(r1));
+            let Some(i) = (0..k).find(|&i| x0[i] != x1[i]) else {
+                return Err(format!("trajectory {t} step {s} changes no factor"));
+            };
+            let e = if x1[i] > x0[i] {
+                (y[r1] - y[r0]) / delta
+            } else {
+                (y[r0] - y[r1]) / delta
+            };
+            ee[i].push(e);
+        }
+    }
+    let z = z_of(conf);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut values = Vec::with_capacity(k);
+    for e in &ee {
+        let mu = mean(e);
+        let abs: Vec<f64> = e.iter().map(|v| v.abs()).collect();
+        let mu_star = mean(&abs);
+        let sigma = if e.len() > 1 { sd1(e) } else { f64::NAN };
+        let boot: Vec<f64> = (0..resamples)
+            .map(|_| {
+                let s: f64 = (0..abs.len())
+                    .map(|_| abs[rng.random_range(0..abs.len())])
+                    .sum();
+                s / abs.len() as f64
+            })
+            .collect();
+        let ci = if boot.len() > 1 {
+            z * sd1(&boot)
+        } else {
+            f64::NAN
+        };
+        values.push(vec![
+            ("mu", mu, f64::NAN),
+            ("mu_star", mu_star, ci),
+            ("sigma", sigma, f64::NAN),
+        ]);
+    }
+    Ok(Indices { values })
+}
+
+/// The power spectrum (|FFT|/N)² of `y` at frequencies 1 … ⌈N/2⌉ − 1.
+fn spectrum(y: &[f64]) -> Vec<f64> {
+    use rustfft::num_complex::Complex;
+    let n = y.len();
+    let mut buf: Vec<Complex<f64>> = y.iter().map(|v| Complex::new(*v, 0.0)).collect();
+    rustfft::FftPlanner::new()
+        .plan_fft_forward(n)
+        .process(&mut buf);
+    (1..n.div_ceil(2))
+        .map(|j| (buf[j].norm() / n as f64).powi(2))
+        .collect()
+}
+
+fn efast_orders(y: &[f64], m: usize, omega: usize) -> (f64, f64) {
+    let sp = spectrum(y);
+    let v = 2.0 * sp.iter().sum::<f64>();
+    if v == 0.0 {
+        return (0.0, 0.0);
+    }
+    let d1 = 2.0 * (1..=m).filter_map(|p| sp.get(p * omega - 1)).sum::<f64>();
+    let dt = 2.0 * sp[..(omega / 2).min(sp.len())].iter().sum::<f64>();
+    (d1 / v, 1.0 - dt / v)
+}
+
+/// eFAST first-order (S1) and total (ST) indices with bootstrap confidence half-widths (each
+/// resample takes half of the block's points with replacement, as SALib does).
+pub fn efast_indices(
+    d: &Design,
+    y: &[f64],
+    resamples: usize,
+    conf: f64,
+    seed: u64,
+) -> Result<Indices, String> {
+    let (k, n, m) = (d.k, d.n, d.param);
+    if y.len() != n * k {
+        return Err(format!("expected {} outputs, got {}", n * k, y.len()));
+    }
+    check_finite(y)?;
+    let omega = (n - 1) / (2 * m);
+    let z = z_of(conf);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut values = Vec::with_capacity(k);
+    for i in 0..k {
+        let block = &y[i * n..(i + 1) * n];
+        let (s1, st) = efast_orders(block, m, omega);
+        let half = n.div_ceil(2);
+        let (mut r1, mut rt) = (Vec::new(), Vec::new());
+        for _ in 0..resamples {
+            let rs: Vec<f64> = (0..half).map(|_| block[rng.random_range(0..n)]).collect();
+            let w = (half - 1) / (2 * m);
+            if w == 0 {
+                continue;
+            }
+            let (a, b) = efast_orders(&rs, m, w);
+            r1.push(a);
+            rt.push(b);
+        }
+        let ci = |r: &[f64]| if r.len() > 1 { z * sd1(r) } else { f64::NAN };
+        values.push(vec![("S1", s1, ci(&r1)), ("ST", st, ci(&rt))]);
+    }
+    Ok(Indices { values })
+}
+
+/// The indices of a design's outputs by its method.
+pub fn indices(
+    d: &Design,
+    y: &[f64],
+    resamples: usize,
+    conf: f64,
+    seed: u64,
+) -> Result<Indices, String> {
+    match d.method {
+        Method::Sobol => sobol_indices(d, y, resamples, conf, seed),
+        Method::Morris => morris_indices(d, y, resamples, conf, seed),
+        Method::Efast => efast_indices(d, y, resamples, conf, seed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ishigami (a = 7, b = 0.1) on [−π, π]³.
+    fn ishigami(x: &[f64]) -> f64 {
+        let p = |u: f64| -std::f64::consts::PI + 2.0 * std::f64::consts::PI * u;
+        let (x1, x2, x3) = (p(x[0]), p(x[1]), p(x[2]));
+        x1.sin() + 7.0 * x2.sin().powi(2) + 0.1 * x3.powi(4) * x1.sin()
+    }
+
+    /// Analytic indices of Ishigami (a = 7, b = 0.1): (S1, ST) per factor.
+    fn ishigami_exact() -> [(f64, f64); 3] {
+        let (a, b) = (7.0f64, 0.1f64);
+        let pi4 = std::f64::consts::PI.powi(4);
+        let pi8 = pi4 * pi4;
+        let v1 = 0.5 * (1.0 + b * pi4 / 5.0).powi(2);
+        let v2 = a * a / 8.0;
+        let v13 = b * b * pi8 * (1.0 / 18.0 - 1.0 / 50.0);
+        let v = v1 + v2 + v13;
+        [(v1 / v, (v1 + v13) / v), (v2 / v, v2 / v), (0.0, v13 / v)]
+    }
+
+    fn outputs(d: &Design) -> Vec<f64> {
+        (0..d.rows).map(|i| ishigami(d.row(i))).collect()
+    }
+
+    #[test]
+    fn sobol_recovers_the_analytic_ishigami_indices() {
+        let d = sobol_design(3, 1 << 14, 1).unwrap();
+        let idx = sobol_indices(&d, &outputs(&d), 100, 0.95, 2).unwrap();
+        for (j, (s1, st)) in ishigami_exact().iter().enumerate() {
+            let got = &idx.values[j];
+            assert!((got[0].1 - s1).abs() < 0.01, "S1[{j}] {} vs {s1}", got[0].1);
+            assert!((got[1].1 - st).abs() < 0.01, "ST[{j}] {} vs {st}", got[1].1);
+            assert!(got[0].2 > 0.0 && got[0].2 < 0.05, "CI {}", got[0].2);
+        }
+    }
+
+    #[test]
+    fn efast_recovers_the_analytic_ishigami_indices() {
+        let d = efast_design(3, 1 << 12, 4, 1).unwrap();
+        let idx = efast_indices(&d, &outputs(&d), 20, 0.95, 2).unwrap();
+        for (j, (s1, st)) in ishigami_exact().iter().enumerate() {
+            let got = &idx.values[j];
+            assert!((got[0].1 - s1).abs() < 0.02, "S1[{j}] {} vs {s1}", got[0].1);
+            assert!((got[1].1 - st).abs() < 0.05, "ST[{j}] {} vs {st}", got[1].1);
+        }
+    }
+
+    #[test]
+    fn morris_ranks_a_linear_model() {
+        let d = morris_design(4, 20, 4, 3).unwrap();
+        let coef = [0.5, 4.0, -2.0, 0.0];
+        let y: Vec<f64> = (0..d.rows)
+            .map(|i| d.row(i).iter().zip(coef).map(|(x, c)| x * c).sum())
+            .collect();
+        let idx = morris_indices(&d, &y, 50, 0.95, 1).unwrap();
+        for (j, c) in coef.iter().enumerate() {
+            let v = &idx.values[j];
+            // A linear model: every elementary effect is the coefficient.
+            assert!((v[0].1 - c).abs() < 1e-9, "mu[{j}] {}", v[0].1);
+            assert!((v[1].1 - c.abs()).abs() < 1e-9, "mu*[{j}] {}", v[1].1);
+            assert!(v[2].1.abs() < 1e-9, "sigma[{j}] {}", v[2].1);
+        }
+    }
+
+    #[test]
+    fn morris_trajectories_move_one_factor_by_delta_on_the_grid() {
+        let d = morris_design(5, 10, 4, 9).unwrap();
+        let delta = morris_delta(4);
+        for t in 0..10 {
+            for s in 0..5 {
+                let (a, b) = (d.row(t * 6 + s), d.row(t * 6 + s + 1));
+                let moved: Vec<usize> = (0..5).filter(|&i| a[i] != b[i]).collect();
+                assert_eq!(moved.len(), 1);
+                assert!(((a[moved[0]] - b[moved[0]]).abs() - delta).abs() < 1e-12);
+                assert!(b.iter().all(|v| (0.0..=1.0).contains(v)));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_designs_are_refused() {
+        assert!(sobol_design(0, 16, 1).is_err());
+        assert!(sobol_design(3, 1 << 17, 1).is_err());
+        assert!(morris_design(3, 10, 3, 1).is_err());
+        assert!(efast_design(3, 64, 4, 1).is_err());
+        let d = sobol_design(2, 8, 1).unwrap();
+        let mut y = vec![1.0; d.rows];
+        y[3] = f64::NAN;
+        assert!(sobol_indices(&d, &y, 10, 0.95, 1)
+            .unwrap_err()
+            .contains("1 of 32"));
+    }
+}

@@ -1,0 +1,654 @@
+//! `vpop sensitivity SPEC`: a design over model parameters, evaluated through the same backends
+//! as trials (one virtual subject per design row, every arm of the referenced trial), and the
+//! indices of the chosen exposure metrics.
+//!
+//! ```toml
+//! [sensitivity]
+//! trial = "quickstart.toml"        # model, arms, solver and backend come from this trial spec
+//! method = "sobol"                 # sobol | morris | efast
+//! samples = 4096                   # Sobol: base samples N (N·(k+2) runs); Morris: trajectories;
+//!                                  # eFAST: points per factor
+//! outputs = ["cp_auc", "cp_cmax"]  # metric columns (default: all but Tmax)
+//! out = "out/gsa"
+//!
+//! [[factor]]
+//! name = "ka"
+//! range = [0.5, 3.0]               # uniform; scale = "log" for log-uniform
+//! [[factor]]
+//! name = "cl"
+//! lognormal = { median = 4.0, cv = 0.3 }
+//! ```
+//!
+//! Parameters that are not factors keep the trial's fixed value or the model's default; the
+//! trial's population is not sampled.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{efast_design, indices, morris_design, sobol_design, Design, Indices, Method};
+use crate::backend::{ChunkInput, ChunkOutput};
+use crate::diag::{Diagnostic, SourceFile, Span};
+use crate::population::dist::norm_ppf;
+use crate::trial::resolve::{BackendChoice, ParamSource};
+use crate::trial::run::select_backend;
+use crate::trial::Trial;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    sensitivity: Section,
+    #[serde(default)]
+    factor: Vec<Spanned<FactorSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    trial: Spanned<String>,
+    method: Spanned<String>,
+    samples: Spanned<usize>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    outputs: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    arms: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    bootstrap: Option<usize>,
+    #[serde(default)]
+    confidence: Option<Spanned<f64>>,
+    #[serde(default)]
+    levels: Option<Spanned<usize>>,
+    #[serde(default)]
+    interference: Option<Spanned<usize>>,
+    #[serde(default)]
+    out: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FactorSpec {
+    name: Spanned<String>,
+    #[serde(default)]
+    range: Option<Spanned<[f64; 2]>>,
+    #[serde(default)]
+    scale: Option<Spanned<String>>,
+    #[serde(default)]
+    normal: Option<Spanned<NormalSpec>>,
+    #[serde(default)]
+    lognormal: Option<Spanned<LognormalSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NormalSpec {
+    mean: f64,
+    sd: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LognormalSpec {
+    median: f64,
+    cv: f64,
+}
+
+/// How a factor's unit-cube coordinate becomes a parameter value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transform {
+    Uniform(f64, f64),
+    LogUniform(f64, f64),
+    Normal(f64, f64),
+    /// median, σ of the log.
+    Lognormal(f64, f64),
+}
+
+impl Transform {
+    pub fn apply(self, u: f64) -> f64 {
+        let q = || norm_ppf(u.clamp(1e-12, 1.0 - 1e-12));
+        match self {
+            Transform::Uniform(a, b) => a + u * (b - a),
+            Transform::LogUniform(a, b) => (a.ln() + u * (b.ln() - a.ln())).exp(),
+            Transform::Normal(m, s) => m + s * q(),
+            Transform::Lognormal(med, s) => med * (s * q()).exp(),
+        }
+    }
+
+    fn bounded(self) -> bool {
+        matches!(self, Transform::Uniform(..) | Transform::LogUniform(..))
+    }
+}
+
+/// A factor: a model parameter and its distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factor {
+    pub name: String,
+    pub param: usize,
+    pub transform: Transform,
+}
+
+/// A loaded sensitivity spec.
+pub struct Analysis {
+    pub trial: Trial,
+    pub method: Method,
+    pub factors: Vec<Factor>,
+    pub samples: usize,
+    pub seed: u64,
+    /// (arm index, metric index) of every analysed output.
+    pub outputs: Vec<(usize, usize)>,
+    pub bootstrap: usize,
+    pub confidence: f64,
+    pub levels: usize,
+    pub interference: usize,
+    pub out: PathBuf,
+}
+
+fn invalid(d: Diagnostic) -> String {
+    d.to_string()
+}
+
+impl Analysis {
+    pub fn load(path: &Path) -> Result<Analysis, String> {
+        let name = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+        let src = SourceFile::new(name, text.as_str());
+        let at = |r: std::ops::Range<usize>| Span::new(r.start, r.end);
+        let f: SpecFile =
+            toml::from_str(&text).map_err(|e| invalid(crate::trial::spec::toml_error(&src, &e)))?;
+        let s = &f.sensitivity;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let trial_path = base.join(s.trial.get_ref());
+        let trial = Trial::load(&trial_path).map_err(|e| e.to_string())?;
+        let method = Method::parse(s.method.get_ref()).ok_or_else(|| {
+            invalid(src.error(
+                at(s.method.span()),
+                format!(
+                    "unknown method '{}' (sobol, morris, efast)",
+                    s.method.get_ref()
+                ),
+            ))
+        })?;
+        if f.factor.is_empty() {
+            return Err(invalid(src.error(
+                Span::default(),
+                "no [[factor]]: name at least one model parameter to vary",
+            )));
+        }
+        let mut factors = Vec::new();
+        for fs in &f.factor {
+            let fsp = fs.get_ref();
+            let pname = fsp.name.get_ref();
+            let Some(param) = trial.model.param_index(pname) else {
+                let names: Vec<&str> = trial.model.params.iter().map(|p| p.name.as_str()).collect();
+                return Err(invalid(src.error(
+                    at(fsp.name.span()),
+                    format!(
+                        "the model has no parameter '{pname}' (parameters: {})",
+                        names.join(", ")
+                    ),
+                )));
+            };
+            if factors.iter().any(|x: &Factor| x.param == param) {
+                return Err(invalid(src.error(
+                    at(fsp.name.span()),
+                    format!("parameter '{pname}' is a factor twice"),
+                )));
+            }
+            let given = [
+                fsp.range.is_some(),
+                fsp.normal.is_some(),
+                fsp.lognormal.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if given != 1 {
+                return Err(invalid(src.error(
+                    at(fs.span()),
+                    format!("factor '{pname}' needs exactly one of range, normal, lognormal"),
+                )));
+            }
+            let transform = if let Some(r) = &fsp.range {
+                let [a, b] = *r.get_ref();
+                let log = match &fsp.scale {
+                    None => false,
+                    Some(sc) => match sc.get_ref().as_str() {
+                        "linear" => false,
+                        "log" => true,
+                        other => {
+                            return Err(invalid(src.error(
+                                at(sc.span()),
+                                format!("scale must be \"linear\" or \"log\", not \"{other}\""),
+                            )))
+                        }
+                    },
+                };
+                if !(a.is_finite() && b.is_finite() && a < b) || (log && a <= 0.0) {
+                    return Err(invalid(src.error(
+                        at(r.span()),
+                        format!(
+                            "range must be [low, high] with low < high{}",
+                            if log {
+                                " and low > 0 on a log scale"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )));
+                }
+                if log {
+                    Transform::LogUniform(a, b)
+                } else {
+                    Transform::Uniform(a, b)
+                }
+            } else if let Some(n) = &fsp.normal {
+                let v = n.get_ref();
+                if !(v.mean.is_finite() && v.sd.is_finite() && v.sd > 0.0) {
+                    return Err(invalid(
+                        src.error(at(n.span()), "normal needs a finite mean and sd > 0"),
+                    ));
+                }
+                Transform::Normal(v.mean, v.sd)
+            } else {
+                let l = fsp.lognormal.as_ref().expect("one of the three is given");
+                let v = l.get_ref();
+                if !(v.median > 0.0 && v.median.is_finite() && v.cv > 0.0 && v.cv.is_finite()) {
+                    return Err(invalid(
+                        src.error(at(l.span()), "lognormal needs median > 0 and cv > 0"),
+                    ));
+                }
+                Transform::Lognormal(v.median, (1.0 + v.cv * v.cv).ln().sqrt())
+            };
+            if method == Method::Morris && !transform.bounded() {
+                return Err(invalid(src.error(
+                    at(fs.span()),
+                    format!("Morris grids need bounded factors: give '{pname}' a range"),
+                )));
+            }
+            factors.push(Factor {
+                name: pname.clone(),
+                param,
+                transform,
+            });
+        }
+        let arms: Vec<usize> = match &s.arms {
+            None => (0..trial.arms.len()).collect(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    trial
+                        .arms
+                        .iter()
+                        .position(|a| &a.plan.name == n.get_ref())
+                        .ok_or_else(|| {
+                            invalid(src.error(
+                                at(n.span()),
+                                format!("the trial has no arm '{}'", n.get_ref()),
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut outputs = Vec::new();
+        for &a in &arms {
+            let cols: Vec<&str> = trial.arms[a]
+                .plan
+                .metrics
+                .iter()
+                .map(|m| m.column.as_str())
+                .collect();
+            match &s.outputs {
+                None => outputs.extend(
+                    cols.iter()
+                        .enumerate()
+                        .filter(|(_, c)| !c.ends_with("_tmax"))
+                        .map(|(m, _)| (a, m)),
+                ),
+                Some(list) => {
+                    for o in list {
+                        let m = cols.iter().position(|c| c == o.get_ref()).ok_or_else(|| {
+                            invalid(src.error(
+                                at(o.span()),
+                                format!(
+                                    "no metric column '{}' (the trial's: {})",
+                                    o.get_ref(),
+                                    cols.join(", ")
+                                ),
+                            ))
+                        })?;
+                        outputs.push((a, m));
+                    }
+                }
+            }
+        }
+        let positive = |v: &Option<Spanned<usize>>, default: usize, what: &str| {
+            v.as_ref().map_or(Ok(default), |x| {
+                if *x.get_ref() >= 1 {
+                    Ok(*x.get_ref())
+                } else {
+                    Err(invalid(
+                        src.error(at(x.span()), format!("{what} must be ≥ 1")),
+                    ))
+                }
+            })
+        };
+        let confidence = match &s.confidence {
+            None => 0.95,
+            Some(c) if *c.get_ref() > 0.0 && *c.get_ref() < 1.0 => *c.get_ref(),
+            Some(c) => {
+                return Err(invalid(
+                    src.error(at(c.span()), "confidence must be in (0, 1)"),
+                ))
+            }
+        };
+        // Relative to the working directory, like a trial's output directory.
+        let out = PathBuf::from(s.out.as_deref().unwrap_or("out/sensitivity"));
+        let a = Analysis {
+            method,
+            factors,
+            samples: *s.samples.get_ref(),
+            seed: s.seed.unwrap_or(1),
+            outputs,
+            bootstrap: s.bootstrap.unwrap_or(200),
+            confidence,
+            levels: positive(&s.levels, 4, "levels")?,
+            interference: positive(&s.interference, 4, "interference")?,
+            out,
+            trial,
+        };
+        // The design's own checks (sizes, levels) with the spec's location.
+        a.design()
+            .map_err(|e| invalid(src.error(at(s.samples.span()), e)))?;
+        Ok(a)
+    }
+
+    /// The design in the unit hypercube.
+    pub fn design(&self) -> Result<Design, String> {
+        let k = self.factors.len();
+        match self.method {
+            Method::Sobol => sobol_design(k, self.samples, self.seed),
+            Method::Morris => morris_design(k, self.samples, self.levels, self.seed),
+            Method::Efast => efast_design(k, self.samples, self.interference, self.seed),
+        }
+    }
+
+    /// Every model parameter for every design row (`params[p][row]`).
+    pub fn parameters(&self, d: &Design) -> Vec<Vec<f64>> {
+        let base: Vec<f64> = self
+            .trial
+            .params
+            .iter()
+            .zip(&self.trial.model.params)
+            .map(|(src, p)| match src {
+                ParamSource::Fixed(v) => *v,
+                ParamSource::Population(_) => p.default,
+            })
+            .collect();
+        let mut params: Vec<Vec<f64>> = base.iter().map(|v| vec![*v; d.rows]).collect();
+        for (j, f) in self.factors.iter().enumerate() {
+            for (i, v) in params[f.param].iter_mut().enumerate() {
+                *v = f.transform.apply(d.x[i * d.k + j]);
+            }
+        }
+        params
+    }
+}
+
+/// The indices of one output.
+#[derive(Debug, Clone)]
+pub struct OutputIndices {
+    pub arm: String,
+    pub output: String,
+    pub indices: Indices,
+}
+
+/// What an analysis produced.
+pub struct Report {
+    pub backend: String,
+    pub evaluations: u64,
+    pub results: Vec<OutputIndices>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs the design through the backend and estimates the indices; writes
+/// `indices.parquet` and `evaluations.parquet` (factor values and outputs per row).
+pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, String> {
+    let d = a.design()?;
+    let params = a.parameters(&d);
+    let choice = backend.unwrap_or(a.trial.backend);
+    let (mut b, reason) = select_backend(&a.trial, choice)?;
+    let info = b.info();
+    let chunk = a.trial.chunk_size.unwrap_or(65_536).max(1);
+    let mut values: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    let arms: Vec<usize> = {
+        let mut v: Vec<usize> = a.outputs.iter().map(|o| o.0).collect();
+        v.dedup();
+        v
+    };
+    for &arm in &arms {
+        let plan = &a.trial.arms[arm].plan;
+        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(d.rows); plan.metrics.len()];
+        let mut s0 = 0;
+        while s0 < d.rows {
+            let n = chunk.min(d.rows - s0);
+            let slice: Vec<Vec<f64>> = params.iter().map(|c| c[s0..s0 + n].to_vec()).collect();
+            let input = ChunkInput {
+                first_subject: s0 as u64,
+                n,
+                params: &slice,
+                amount_scale: None,
+            };
+            let mut out = ChunkOutput::default();
+            b.run_chunk(plan, &input, &mut out)
+                .map_err(|e| e.to_string())?;
+            for (m, col) in cols.iter_mut().enumerate() {
+                col.extend_from_slice(&out.metrics[m]);
+            }
+            s0 += n;
+        }
+        for &(oa, m) in &a.outputs {
+            if oa == arm {
+                values.insert((arm, m), std::mem::take(&mut cols[m]));
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for &(arm, m) in &a.outputs {
+        let y = &values[&(arm, m)];
+        let plan = &a.trial.arms[arm].plan;
+        let idx = indices(&d, y, a.bootstrap, a.confidence, a.seed ^ 0x5eed)
+            .map_err(|e| format!("{} {}: {e}", plan.name, plan.metrics[m].column))?;
+        results.push(OutputIndices {
+            arm: plan.name.clone(),
+            output: plan.metrics[m].column.clone(),
+            indices: idx,
+        });
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let meta = provenance(a, info.name, &info.device, &reason);
+    let f1 = a.out.join("indices.parquet");
+    write_batch(&f1, &indices_batch(a, &results)?, &meta)?;
+    let f2 = a.out.join("evaluations.parquet");
+    write_batch(&f2, &evaluations_batch(a, &params, &values)?, &meta)?;
+    let f3 = a.out.join("indices.png");
+    crate::output::plot::bar_panels(&f3, &panels(a, &results))?;
+    Ok(Report {
+        backend: format!("backend {} ({}; {reason})", info.name, info.device),
+        evaluations: (d.rows * arms.len()) as u64,
+        results,
+        files: vec![f1, f2, f3],
+    })
+}
+
+/// One chart panel per output: per factor, S1 and ST (Sobol, eFAST) or μ* and σ (Morris).
+fn panels(a: &Analysis, results: &[OutputIndices]) -> Vec<crate::output::plot::BarPanel> {
+    results
+        .iter()
+        .map(|r| crate::output::plot::BarPanel {
+            title: format!("{} / {} — {}", r.arm, r.output, a.method.name()),
+            categories: a.factors.iter().map(|f| f.name.clone()).collect(),
+            bars: r
+                .indices
+                .values
+                .iter()
+                .map(|vals| {
+                    vals.iter()
+                        .filter(|(n, ..)| *n != "mu")
+                        .map(|(n, v, c)| (n.to_string(), *v, *c))
+                        .collect()
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn provenance(a: &Analysis, backend: &str, device: &str, reason: &str) -> Vec<(String, String)> {
+    let s = &a.trial.arms[0].plan.solver;
+    vec![
+        (
+            "vpop.engine".into(),
+            format!("vpop {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("vpop.sensitivity.method".into(), a.method.name().into()),
+        ("vpop.sensitivity.samples".into(), a.samples.to_string()),
+        ("vpop.seed".into(), a.seed.to_string()),
+        ("vpop.trial_spec".into(), a.trial.spec_text.clone()),
+        ("vpop.model".into(), a.trial.model.name.clone()),
+        ("vpop.model_hash".into(), a.trial.model.hash()),
+        ("vpop.backend".into(), backend.into()),
+        ("vpop.device".into(), device.into()),
+        ("vpop.backend_reason".into(), reason.into()),
+        ("vpop.method".into(), s.method.name().into()),
+        ("vpop.rtol".into(), s.rtol.to_string()),
+        ("vpop.atol".into(), s.atol.to_string()),
+        (
+            "vpop.factors".into(),
+            a.factors
+                .iter()
+                .map(|f| format!("{}: {:?}", f.name, f.transform))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    ]
+}
+
+fn indices_batch(a: &Analysis, results: &[OutputIndices]) -> Result<RecordBatch, String> {
+    let (mut arm, mut output, mut factor, mut index, mut value, mut conf) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for r in results {
+        for (j, f) in a.factors.iter().enumerate() {
+            for (name, v, c) in &r.indices.values[j] {
+                arm.push(r.arm.clone());
+                output.push(r.output.clone());
+                factor.push(f.name.clone());
+                index.push(name.to_string());
+                value.push(*v);
+                conf.push(*c);
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("arm", DataType::Utf8, false),
+        Field::new("output", DataType::Utf8, false),
+        Field::new("factor", DataType::Utf8, false),
+        Field::new("index", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("conf", DataType::Float64, true),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(arm)),
+        Arc::new(StringArray::from(output)),
+        Arc::new(StringArray::from(factor)),
+        Arc::new(StringArray::from(index)),
+        Arc::new(Float64Array::from(value)),
+        Arc::new(Float64Array::from(conf)),
+    ];
+    RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+}
+
+fn evaluations_batch(
+    a: &Analysis,
+    params: &[Vec<f64>],
+    values: &BTreeMap<(usize, usize), Vec<f64>>,
+) -> Result<RecordBatch, String> {
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for f in &a.factors {
+        fields.push(Field::new(&f.name, DataType::Float64, false));
+        cols.push(Arc::new(Float64Array::from(params[f.param].clone())));
+    }
+    for ((arm, m), y) in values {
+        let plan = &a.trial.arms[*arm].plan;
+        let name = if a.trial.arms.len() > 1 {
+            format!("{}.{}", plan.name, plan.metrics[*m].column)
+        } else {
+            plan.metrics[*m].column.clone()
+        };
+        fields.push(Field::new(name, DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from(y.clone())));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| e.to_string())
+}
+
+fn write_batch(path: &Path, batch: &RecordBatch, meta: &[(String, String)]) -> Result<(), String> {
+    use crate::output::{writer_properties, AtomicFile};
+    let mut tmp = AtomicFile::create(path).map_err(|e| e.to_string())?;
+    let props = writer_properties(meta.to_vec(), 1 << 20);
+    let mut w = parquet::arrow::ArrowWriter::try_new(tmp.take_file(), batch.schema(), Some(props))
+        .map_err(|e| e.to_string())?;
+    w.write(batch).map_err(|e| e.to_string())?;
+    let f = w.into_inner().map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    drop(f);
+    tmp.commit_path().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The indices as a console table.
+pub fn format_report(a: &Analysis, rep: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} — {} design, {} factors, {} evaluations, {}",
+        a.trial.name,
+        a.method.name(),
+        a.factors.len(),
+        rep.evaluations,
+        rep.backend
+    );
+    for r in &rep.results {
+        let _ = writeln!(s, "\n{} / {}", r.arm, r.output);
+        let names: Vec<&str> = r.indices.values[0].iter().map(|v| v.0).collect();
+        let _ = write!(s, "  {:<16}", "factor");
+        for n in &names {
+            let _ = write!(s, " {n:>22}");
+        }
+        let _ = writeln!(s);
+        for (j, f) in a.factors.iter().enumerate() {
+            let _ = write!(s, "  {:<16}", f.name);
+            for (_, v, c) in &r.indices.values[j] {
+                let cell = if c.is_nan() {
+                    format!("{v:.4}")
+                } else {
+                    format!("{v:.4} ± {c:.4}")
+                };
+                let _ = write!(s, " {cell:>22}");
+            }
+            let _ = writeln!(s);
+        }
+    }
+    let _ = write!(
+        s,
+        "\n± : {:.0} % bootstrap confidence half-width.",
+        100.0 * a.confidence
+    );
+    s
+}

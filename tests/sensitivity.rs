@@ -1,0 +1,250 @@
+//! Sensitivity analysis: vpop's indices equal SALib's on the same design and outputs, and a
+//! whole analysis through the trial pipeline finds the analytic answer of a PK model.
+
+use std::path::PathBuf;
+
+use vpop::sensitivity::{
+    efast_design, efast_indices, morris_design, morris_indices, sobol_design, sobol_indices, Design,
+};
+
+/// Ishigami (a = 7, b = 0.1) on [−π, π]³ from unit-cube coordinates.
+fn ishigami(x: &[f64]) -> f64 {
+    let p = |u: f64| -std::f64::consts::PI + 2.0 * std::f64::consts::PI * u;
+    let (x1, x2, x3) = (p(x[0]), p(x[1]), p(x[2]));
+    x1.sin() + 7.0 * x2.sin().powi(2) + 0.1 * x3.powi(4) * x1.sin()
+}
+
+fn outputs(d: &Design) -> Vec<f64> {
+    (0..d.rows).map(|i| ishigami(d.row(i))).collect()
+}
+
+fn write_column(path: &PathBuf, y: &[f64]) {
+    let text: Vec<String> = y.iter().map(|v| format!("{v:.17e}")).collect();
+    std::fs::write(path, text.join("\n")).unwrap();
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vpop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn assert_close(what: &str, ours: &[f64], theirs: &serde_json::Value) {
+    let theirs: Vec<f64> = theirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(ours.len(), theirs.len(), "{what}");
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!(
+            (a - b).abs() <= 1e-10 * (1.0 + b.abs()),
+            "{what}: vpop {a} vs SALib {b}"
+        );
+    }
+}
+
+#[test]
+fn indices_equal_salibs_on_the_same_design_and_outputs() {
+    let have_salib = std::process::Command::new("python3")
+        .args(["-c", "import SALib, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_salib {
+        println!("SKIPPED: SALib is not installed (pip install SALib)");
+        return;
+    }
+    let dir = temp_dir("salib");
+    let (k, p, m) = (3, 4, 4);
+    let sd = sobol_design(k, 1024, 7).unwrap();
+    let sy = outputs(&sd);
+    write_column(&dir.join("sobol_y.csv"), &sy);
+    let md = morris_design(k, 50, p, 7).unwrap();
+    let my = outputs(&md);
+    let rows: Vec<String> = (0..md.rows)
+        .map(|i| {
+            md.row(i)
+                .iter()
+                .map(|v| format!("{v:.17e}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    std::fs::write(dir.join("morris_x.csv"), rows.join("\n")).unwrap();
+    write_column(&dir.join("morris_y.csv"), &my);
+    let ed = efast_design(k, 1001, m, 7).unwrap();
+    let ey = outputs(&ed);
+    write_column(&dir.join("efast_y.csv"), &ey);
+    std::fs::write(
+        dir.join("meta.json"),
+        format!("{{\"k\": {k}, \"levels\": {p}, \"M\": {m}}}"),
+    )
+    .unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/salib_check.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SALib failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pick = |idx: &vpop::sensitivity::Indices, i: usize| -> Vec<f64> {
+        idx.values.iter().map(|f| f[i].1).collect()
+    };
+    let s = sobol_indices(&sd, &sy, 10, 0.95, 1).unwrap();
+    assert_close("sobol S1", &pick(&s, 0), &json["sobol"]["S1"]);
+    assert_close("sobol ST", &pick(&s, 1), &json["sobol"]["ST"]);
+    let mo = morris_indices(&md, &my, 10, 0.95, 1).unwrap();
+    assert_close("morris mu", &pick(&mo, 0), &json["morris"]["mu"]);
+    assert_close("morris mu_star", &pick(&mo, 1), &json["morris"]["mu_star"]);
+    assert_close("morris sigma", &pick(&mo, 2), &json["morris"]["sigma"]);
+    let e = efast_indices(&ed, &ey, 10, 0.95, 1).unwrap();
+    assert_close("efast S1", &pick(&e, 0), &json["efast"]["S1"]);
+    assert_close("efast ST", &pick(&e, 1), &json["efast"]["ST"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A one-compartment IV bolus: AUC = dose / CL and C(0) = dose / V exactly, so the AUC depends
+/// on CL alone and Cmax on V alone. The whole analysis runs through the trial pipeline (CPU
+/// backend) and writes its Parquet files.
+#[test]
+fn a_pk_analysis_through_the_pipeline_finds_the_analytic_answer() {
+    use vpop::sensitivity::run::{run, Analysis};
+    let dir = temp_dir("gsa");
+    std::fs::write(
+        dir.join("trial.toml"),
+        r#"
+[trial]
+name = "1-cmt IV bolus"
+subjects = 1
+seed = 1
+
+[model]
+library = "one_cmt_iv"
+
+[[arm]]
+name = "bolus"
+dose = { amount = 100, into = "central" }
+
+[simulation]
+end = 2000
+method = "tsit5"
+rtol = 1e-8
+atol = 1e-10
+backend = "cpu"
+
+[output]
+dir = "out"
+metrics = ["auc", "cmax"]
+"#,
+    )
+    .unwrap();
+    for (method, samples) in [("sobol", 256), ("efast", 257), ("morris", 20)] {
+        let spec = format!(
+            r#"
+[sensitivity]
+trial = "trial.toml"
+method = "{method}"
+samples = {samples}
+seed = 3
+bootstrap = 50
+out = "{out}"
+
+[[factor]]
+name = "cl"
+range = [1.0, 4.0]
+
+[[factor]]
+name = "v"
+range = [10.0, 50.0]
+scale = "log"
+"#,
+            out = dir.join(format!("gsa-{method}")).display()
+        );
+        let path = dir.join(format!("{method}.toml"));
+        std::fs::write(&path, spec).unwrap();
+        let a = Analysis::load(&path).unwrap();
+        let rep = run(&a, None).unwrap();
+        assert_eq!(rep.results.len(), 2, "{method}");
+        for f in &rep.files {
+            assert!(f.exists(), "{}", f.display());
+        }
+        let auc = &rep.results[0];
+        let cmax = &rep.results[1];
+        assert_eq!(auc.output, "cp_auc");
+        assert_eq!(cmax.output, "cp_cmax");
+        match method {
+            "morris" => {
+                // μ* of the factor that matters is large, of the other zero.
+                assert!(auc.indices.values[0][1].1 > 1.0, "{:?}", auc.indices);
+                assert!(auc.indices.values[1][1].1 < 1e-3, "{:?}", auc.indices);
+                assert!(cmax.indices.values[1][1].1 > 0.1, "{:?}", cmax.indices);
+                assert!(cmax.indices.values[0][1].1 < 1e-6, "{:?}", cmax.indices);
+            }
+            _ => {
+                let (s1_cl, st_v) = (auc.indices.values[0][0].1, auc.indices.values[1][1].1);
+                assert!((s1_cl - 1.0).abs() < 0.05, "{method} AUC S1(cl) {s1_cl}");
+                assert!(st_v.abs() < 0.02, "{method} AUC ST(v) {st_v}");
+                let (s1_v, st_cl) = (cmax.indices.values[1][0].1, cmax.indices.values[0][1].1);
+                assert!((s1_v - 1.0).abs() < 0.05, "{method} Cmax S1(v) {s1_v}");
+                assert!(st_cl.abs() < 0.02, "{method} Cmax ST(cl) {st_cl}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_specs_are_located() {
+    use vpop::sensitivity::run::Analysis;
+    let dir = temp_dir("gsa-bad");
+    std::fs::write(
+        dir.join("trial.toml"),
+        "[trial]\nname = \"t\"\nsubjects = 1\nseed = 1\n[model]\nlibrary = \"one_cmt_iv\"\n\
+         [[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"central\" }\n[simulation]\nend = 24\n\
+         [output]\ndir = \"out\"\nmetrics = [\"auc\"]\n",
+    )
+    .unwrap();
+    let cases = [
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"kk\"\nrange = [1, 2]\n",
+            ":6:8: the model has no parameter 'kk'",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobel\"\nsamples = 64\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":3:10: unknown method 'sobel'",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"cl\"\nrange = [2, 1]\n",
+            ":7:9: range must be [low, high]",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"morris\"\nsamples = 10\n[[factor]]\nname = \"cl\"\nnormal = { mean = 1, sd = 0.1 }\n",
+            ":5:1: Morris grids need bounded factors",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"efast\"\nsamples = 20\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":4:11: eFAST needs more than",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\noutputs = [\"cp_cmax\"]\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":5:12: no metric column 'cp_cmax'",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let p = dir.join(format!("s{i}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let e = match Analysis::load(&p) {
+            Ok(_) => panic!("case {i} loaded"),
+            Err(e) => e,
+        };
+        assert!(e.contains(want), "case {i}: {e} does not contain {want}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
