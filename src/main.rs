@@ -17,6 +17,9 @@ enum Command {
     /// Run an in-silico trial: sample subjects, simulate every arm, write Parquet.
     #[command(after_help = cli::run::RUN_EXAMPLES)]
     Run(cli::run::RunArgs),
+    /// PNG charts of a run's output: metric distributions by arm, profile percentile bands.
+    #[command(after_help = cli::report::EXAMPLES)]
+    Report(cli::report::ReportArgs),
     /// Check a trial spec without running it.
     Check(cli::run::CheckArgs),
     /// Sample a population's covariates and parameters to Parquet.
@@ -43,6 +46,7 @@ fn main() {
     let result = match &args.command {
         Command::Run(a) => cli::run::run(a),
         Command::Check(a) => cli::run::check(a),
+        Command::Report(a) => cli::report::run(a),
         Command::Sample(a) => cli::sample::run(a),
         Command::Devices(a) => cli::devices::run(a),
         Command::Models(a) => cli::models::run(a),

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod devices;
 pub mod models;
+pub mod report;
 pub mod run;
 pub mod sample;
 pub mod sensitivity;

@@ -55,54 +55,21 @@ const SERIES: [RGBColor; 4] = [
 
 /// Grouped bar charts with error bars, one panel per [`BarPanel`], stacked vertically.
 pub fn bar_panels(path: &Path, panels: &[BarPanel]) -> Result<(), String> {
-    let text = font_available();
-    if !text {
-        eprintln!(
-            "warning: no TrueType font found (set VPOP_FONT=/path/to/font.ttf): {} has no labels",
-            path.display()
-        );
-    }
-    let height = (320 * panels.len().max(1)) as u32;
-    // Drawn under a temporary name (the encoder goes by the extension), then renamed.
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{}.tmp.png", name.trim_end_matches(".png")));
-    draw(&tmp, path, panels, text, height)?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn draw(
-    tmp: &Path,
-    path: &Path,
-    panels: &[BarPanel],
-    text: bool,
-    height: u32,
-) -> Result<(), String> {
-    let root = BitMapBackend::new(tmp, (960, height)).into_drawing_area();
-    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let areas = root.split_evenly((panels.len().max(1), 1));
-    for (panel, area) in panels.iter().zip(areas) {
+    grid(path, panels, 1, |area, panel, text| {
+        let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
         let nc = panel.categories.len().max(1);
         let ns = panel.bars.first().map_or(1, |b| b.len().max(1));
-        let hi = panel
-            .bars
-            .iter()
-            .flatten()
-            .map(|(_, v, c)| v + if c.is_finite() { *c } else { 0.0 })
-            .fold(0.0f64, f64::max)
-            .max(1e-12)
-            * 1.1;
-        let lo = panel
-            .bars
-            .iter()
-            .flatten()
-            .map(|(_, v, c)| v - if c.is_finite() { *c } else { 0.0 })
-            .fold(0.0f64, f64::min)
-            * 1.1;
-        let mut builder = ChartBuilder::on(&area);
+        let reach = |sign: f64| {
+            panel
+                .bars
+                .iter()
+                .flatten()
+                .map(|(_, v, c)| v + sign * if c.is_finite() { *c } else { 0.0 })
+                .fold(0.0f64, |a, b| if sign > 0.0 { a.max(b) } else { a.min(b) })
+                * 1.1
+        };
+        let (lo, hi) = (reach(-1.0), reach(1.0).max(1e-12));
+        let mut builder = ChartBuilder::on(area);
         builder.margin(12);
         if text {
             builder
@@ -162,7 +129,230 @@ fn draw(
                 .draw()
                 .map_err(|e| err(&e))?;
         }
+        Ok(())
+    })
+}
+
+/// Distributions of one quantity by group (arm): a title and per group (label, values).
+pub struct HistPanel {
+    pub title: String,
+    pub groups: Vec<(String, Vec<f64>)>,
+}
+
+/// One group's percentile band: (label, 5th, median, 95th percentile at every x).
+pub type Band = (String, Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// Percentile bands over x by group.
+pub struct BandPanel {
+    pub title: String,
+    pub x_label: String,
+    pub x: Vec<f64>,
+    pub groups: Vec<Band>,
+}
+
+/// Renders panels in a grid of `cols` columns under a temporary name, then renames.
+fn grid<T>(
+    path: &Path,
+    panels: &[T],
+    cols: usize,
+    draw_one: impl Fn(
+        &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+        &T,
+        bool,
+    ) -> Result<(), String>,
+) -> Result<(), String> {
+    let text = font_available();
+    if !text {
+        eprintln!(
+            "warning: no TrueType font found (set VPOP_FONT=/path/to/font.ttf): {} has no labels",
+            path.display()
+        );
     }
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    let cols = cols.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(cols).max(1);
+    let width = (560 * cols).max(960) as u32;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{}.tmp.png", name.trim_end_matches(".png")));
+    {
+        let root = BitMapBackend::new(&tmp, (width, (360 * rows) as u32)).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let areas = root.split_evenly((rows, cols));
+        for (p, area) in panels.iter().zip(areas.iter()) {
+            draw_one(area, p, text)?;
+        }
+        root.present()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Histograms (density-scaled outlines) of each group, panel by panel, between the 0.5th and
+/// 99.5th percentiles of all groups together.
+pub fn hist_panels(path: &Path, panels: &[HistPanel], bins: usize) -> Result<(), String> {
+    grid(path, panels, 2, |area, panel, text| {
+        let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let mut all: Vec<f64> = panel
+            .groups
+            .iter()
+            .flat_map(|g| g.1.iter().copied())
+            .filter(|v| v.is_finite())
+            .collect();
+        if all.is_empty() {
+            return Ok(());
+        }
+        all.sort_by(f64::total_cmp);
+        let q = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
+        let (mut lo, mut hi) = (q(0.005), q(0.995));
+        if hi <= lo {
+            lo -= 0.5 * lo.abs().max(1e-12);
+            hi += 0.5 * hi.abs().max(1e-12);
+        }
+        let w = (hi - lo) / bins as f64;
+        let dens: Vec<Vec<f64>> = panel
+            .groups
+            .iter()
+            .map(|(_, v)| {
+                let mut h = vec![0.0; bins];
+                let n = v.iter().filter(|x| x.is_finite()).count().max(1) as f64;
+                for x in v.iter().filter(|x| x.is_finite() && **x >= lo && **x <= hi) {
+                    let b = (((x - lo) / w) as usize).min(bins - 1);
+                    h[b] += 1.0 / (n * w);
+                }
+                h
+            })
+            .collect();
+        let top = dens
+            .iter()
+            .flatten()
+            .fold(0.0f64, |a, b| a.max(*b))
+            .max(1e-300)
+            * 1.1;
+        let mut builder = ChartBuilder::on(area);
+        builder.margin(10);
+        if text {
+            builder
+                .caption(&panel.title, ("sans-serif", 16))
+                .x_label_area_size(30)
+                .y_label_area_size(56);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(lo..hi, 0.0..top)
+            .map_err(|e| err(&e))?;
+        if text {
+            chart
+                .configure_mesh()
+                .y_desc("density")
+                .x_labels(6)
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        for (g, h) in dens.iter().enumerate() {
+            let color = SERIES[g % SERIES.len()];
+            let mut pts = vec![(lo, 0.0)];
+            for (b, d) in h.iter().enumerate() {
+                pts.push((lo + b as f64 * w, *d));
+                pts.push((lo + (b + 1) as f64 * w, *d));
+            }
+            pts.push((hi, 0.0));
+            let s = chart
+                .draw_series(std::iter::once(PathElement::new(
+                    pts,
+                    color.stroke_width(2),
+                )))
+                .map_err(|e| err(&e))?;
+            if text {
+                s.label(panel.groups[g].0.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Median lines with shaded 5th–95th percentile bands, one panel per output.
+pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
+    grid(path, panels, 1, |area, panel, text| {
+        let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let (x0, x1) = (
+            panel.x.first().copied().unwrap_or(0.0),
+            panel.x.last().copied().unwrap_or(1.0),
+        );
+        let top = panel
+            .groups
+            .iter()
+            .flat_map(|g| g.3.iter().copied())
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max)
+            .max(1e-300)
+            * 1.05;
+        let mut builder = ChartBuilder::on(area);
+        builder.margin(10);
+        if text {
+            builder
+                .caption(&panel.title, ("sans-serif", 16))
+                .x_label_area_size(30)
+                .y_label_area_size(56);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(x0..x1.max(x0 + 1e-9), 0.0..top)
+            .map_err(|e| err(&e))?;
+        if text {
+            chart
+                .configure_mesh()
+                .x_desc(panel.x_label.as_str())
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        for (g, (label, lo, mid, hi)) in panel.groups.iter().enumerate() {
+            let color = SERIES[g % SERIES.len()];
+            let mut poly: Vec<(f64, f64)> =
+                panel.x.iter().copied().zip(hi.iter().copied()).collect();
+            poly.extend(panel.x.iter().copied().zip(lo.iter().copied()).rev());
+            poly.retain(|p| p.1.is_finite());
+            chart
+                .draw_series(std::iter::once(Polygon::new(poly, color.mix(0.2).filled())))
+                .map_err(|e| err(&e))?;
+            let line: Vec<(f64, f64)> = panel
+                .x
+                .iter()
+                .copied()
+                .zip(mid.iter().copied())
+                .filter(|p| p.1.is_finite())
+                .collect();
+            let s = chart
+                .draw_series(std::iter::once(PathElement::new(
+                    line,
+                    color.stroke_width(2),
+                )))
+                .map_err(|e| err(&e))?;
+            if text {
+                s.label(format!("{label}: median, 5th–95th percentile"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        Ok(())
+    })
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod encode;
 pub mod quantile;
 pub mod regimen;
+pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod spec;

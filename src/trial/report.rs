@@ -1,0 +1,234 @@
+//! `vpop report DIR`: PNG charts of a trial's output dataset — the distribution of every
+//! metric by arm, and percentile bands of the profiles when the run wrote them.
+//!
+//! The dataset is read back from its Parquet parts (every manifest in the directory, so the
+//! parts of several shards count together). Charts of runs with more subjects than
+//! `max_subjects` per arm use a systematic sample (every k-th subject), which the chart titles
+//! state.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, FixedSizeListArray, Float16Array, Float32Array, Float64Array};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use crate::output::dataset::Manifest;
+use crate::output::plot::{band_panels, hist_panels, BandPanel, HistPanel};
+
+/// What a report wrote.
+#[derive(Debug, Clone)]
+pub struct ReportFiles {
+    pub files: Vec<PathBuf>,
+    pub subjects_per_arm: Vec<u64>,
+}
+
+/// The manifests of a dataset directory (one per shard).
+fn manifests(dir: &Path) -> Result<Vec<Manifest>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    let mut names: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("_manifest") && n.ends_with(".json"))
+        })
+        .collect();
+    names.sort();
+    for p in names {
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let m: Manifest =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        out.push(m);
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{}: no _manifest*.json: not a vpop run's output directory",
+            dir.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads one column of one arm (row group) from every part, every `stride`-th row.
+fn read_column(
+    files: &[PathBuf],
+    arm: usize,
+    column: &str,
+    stride: u64,
+    mut take: impl FnMut(&dyn Array, usize),
+) -> Result<(), String> {
+    let mut row = 0u64;
+    for file in files {
+        let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
+        let idx = builder
+            .schema()
+            .index_of(column)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        if arm >= builder.metadata().num_row_groups() {
+            continue;
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(vec![arm])
+            .with_batch_size(65_536)
+            .build()
+            .map_err(|e| e.to_string())?;
+        for b in reader {
+            let b = b.map_err(|e| e.to_string())?;
+            let col = b.column(0);
+            for i in 0..col.len() {
+                if row % stride == 0 {
+                    take(col.as_ref(), i);
+                }
+                row += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn f64_at(a: &dyn Array, i: usize) -> f64 {
+    if a.is_null(i) {
+        return f64::NAN;
+    }
+    if let Some(x) = a.as_any().downcast_ref::<Float64Array>() {
+        x.value(i)
+    } else if let Some(x) = a.as_any().downcast_ref::<Float32Array>() {
+        f64::from(x.value(i))
+    } else if let Some(x) = a.as_any().downcast_ref::<Float16Array>() {
+        x.value(i).to_f64()
+    } else {
+        f64::NAN
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Writes `metrics.png` and, when the run wrote profiles, `profiles.png` into `out`.
+pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, String> {
+    let ms = manifests(dir)?;
+    let first = &ms[0];
+    let arms = first.arms.clone();
+    let mut parts: Vec<(u64, String)> = ms
+        .iter()
+        .flat_map(|m| m.parts.iter().map(|p| (p.part, p.file.clone())))
+        .collect();
+    parts.sort();
+    parts.dedup();
+    let files: Vec<PathBuf> = parts.iter().map(|(_, f)| dir.join(f)).collect();
+    let subjects: u64 = ms
+        .iter()
+        .flat_map(|m| m.parts.iter().map(|p| p.subjects))
+        .sum();
+    let stride = subjects.div_ceil(max_subjects.max(1)).max(1);
+    let prov = &first.provenance;
+    let source = prov
+        .get("vpop.model_source")
+        .ok_or("the manifest has no vpop.model_source")?;
+    let model = crate::model::Model::parse("model", source).map_err(|e| e.to_string())?;
+    let outputs: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
+    let metric_cols: Vec<&String> = first
+        .columns
+        .iter()
+        .filter(|c| {
+            outputs.iter().any(|o| c.starts_with(&format!("{o}_")))
+                && !c.ends_with("_profile")
+                && !c.ends_with("_obs")
+        })
+        .collect();
+    let sampled = if stride > 1 {
+        format!(" (every {stride}th subject)")
+    } else {
+        String::new()
+    };
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut written = Vec::new();
+    let mut panels = Vec::new();
+    for col in &metric_cols {
+        let mut groups = Vec::new();
+        for (a, name) in arms.iter().enumerate() {
+            let mut v = Vec::new();
+            read_column(&files, a, col, stride, |arr, i| v.push(f64_at(arr, i)))?;
+            groups.push((name.clone(), v));
+        }
+        let n: usize = groups.first().map_or(0, |g| g.1.len());
+        panels.push(HistPanel {
+            title: format!("{col}: {n} subjects per arm{sampled}"),
+            groups,
+        });
+    }
+    if !panels.is_empty() {
+        let p = out.join("metrics.png");
+        hist_panels(&p, &panels, 60)?;
+        written.push(p);
+    }
+    let times: Vec<f64> = prov
+        .get("vpop.sample_times")
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let mut bands = Vec::new();
+    for o in &outputs {
+        let col = format!("{o}_profile");
+        if times.is_empty() || !first.columns.contains(&col) {
+            continue;
+        }
+        let nt = times.len();
+        let mut groups = Vec::new();
+        for (a, name) in arms.iter().enumerate() {
+            let mut by_time: Vec<Vec<f64>> = vec![Vec::new(); nt];
+            read_column(&files, a, &col, stride, |arr, i| {
+                if let Some(l) = arr.as_any().downcast_ref::<FixedSizeListArray>() {
+                    if l.is_null(i) {
+                        return;
+                    }
+                    let items = l.value(i);
+                    for (j, slot) in by_time.iter_mut().enumerate().take(items.len()) {
+                        let v = f64_at(items.as_ref(), j);
+                        if v.is_finite() {
+                            slot.push(v);
+                        }
+                    }
+                }
+            })?;
+            let mut lo = Vec::with_capacity(nt);
+            let mut mid = Vec::with_capacity(nt);
+            let mut hi = Vec::with_capacity(nt);
+            for v in &mut by_time {
+                v.sort_by(f64::total_cmp);
+                lo.push(percentile(v, 0.05));
+                mid.push(percentile(v, 0.5));
+                hi.push(percentile(v, 0.95));
+            }
+            groups.push((name.clone(), lo, mid, hi));
+        }
+        bands.push(BandPanel {
+            title: format!("{o}{sampled}"),
+            x_label: "time".into(),
+            x: times.clone(),
+            groups,
+        });
+    }
+    if !bands.is_empty() {
+        let p = out.join("profiles.png");
+        band_panels(&p, &bands)?;
+        written.push(p);
+    }
+    if written.is_empty() {
+        return Err(format!(
+            "{}: no metric or profile columns to plot",
+            dir.display()
+        ));
+    }
+    Ok(ReportFiles {
+        files: written,
+        subjects_per_arm: vec![subjects; arms.len()],
+    })
+}
