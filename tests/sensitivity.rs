@@ -248,3 +248,101 @@ fn bad_specs_are_located() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A typical-value factor acts on the population: it scales every virtual subject's sampled
+/// clearance, and the analysed output is the median over the subjects. For a linear model the
+/// AUC after one dose is dose/CL, so the median AUC depends on the typical clearance alone.
+#[test]
+fn typical_value_factors_act_on_the_sampled_population() {
+    use vpop::sensitivity::run::{run, Analysis};
+    let dir = temp_dir("gsa-pop");
+    let pop = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("populations/adult_healthy.toml");
+    std::fs::write(
+        dir.join("trial.toml"),
+        format!(
+            r#"
+[trial]
+name = "population GSA"
+subjects = 1
+seed = 11
+
+[model]
+library = "two_cmt_oral"
+
+[population]
+file = "{}"
+
+[[arm]]
+name = "single"
+dose = {{ amount = 100, into = "depot" }}
+
+[simulation]
+end = 400
+rtol = 1e-7
+atol = 1e-10
+backend = "cpu"
+
+[output]
+dir = "out"
+metrics = ["auc", "cmax"]
+"#,
+            pop.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("gsa.toml"),
+        format!(
+            r#"
+[sensitivity]
+trial = "trial.toml"
+method = "sobol"
+samples = 64
+subjects = 40
+statistic = "median"
+out = "{}"
+
+[[factor]]
+typical = "cl"
+range = [0.5, 2.0]
+scale = "log"
+
+[[factor]]
+typical = "ka"
+range = [0.5, 2.0]
+scale = "log"
+"#,
+            dir.join("out").display()
+        ),
+    )
+    .unwrap();
+    let a = Analysis::load(&dir.join("gsa.toml")).unwrap();
+    assert_eq!(a.subjects, 40);
+    let rep = run(&a, None).unwrap();
+    assert_eq!(rep.evaluations, 64 * 4 * 40);
+    let auc = &rep.results[0];
+    assert_eq!(auc.output, "cp_auc");
+    let (s1_cl, st_ka) = (auc.indices.values[0][0].1, auc.indices.values[1][1].1);
+    assert!(
+        (s1_cl - 1.0).abs() < 0.05,
+        "median AUC S1(typical cl) {s1_cl}"
+    );
+    assert!(st_ka.abs() < 0.01, "median AUC ST(typical ka) {st_ka}");
+    // Cmax depends on absorption too.
+    assert!(rep.results[1].indices.values[1][1].1 > 0.01);
+    // A typical-value factor needs a population parameter.
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n[[factor]]\ntypical = \"nope\"\nrange = [1, 2]\n",
+    )
+    .unwrap();
+    let e = match Analysis::load(&dir.join("bad.toml")) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e,
+    };
+    assert!(
+        e.contains(":6:11: the model has no parameter 'nope'"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,8 +19,11 @@
 //! lognormal = { median = 4.0, cv = 0.3 }
 //! ```
 //!
-//! Parameters that are not factors keep the trial's fixed value or the model's default; the
-//! trial's population is not sampled.
+//! Parameters that are not factors keep the trial's fixed value or the model's default. A
+//! factor given as `typical = "cl"` instead acts on the population: it multiplies the sampled
+//! value of population parameter `cl` of `subjects` virtual subjects (the same subjects at every
+//! design point), and the analysed output is a statistic (`statistic`: median by default) of
+//! their metric.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,12 +72,23 @@ struct Section {
     interference: Option<Spanned<usize>>,
     #[serde(default)]
     out: Option<String>,
+    /// Virtual subjects per design point when a factor acts on the population.
+    #[serde(default)]
+    subjects: Option<Spanned<usize>>,
+    /// Statistic of a design point's subjects: mean, median, p5, p95.
+    #[serde(default)]
+    statistic: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FactorSpec {
-    name: Spanned<String>,
+    /// A model parameter set to the factor's value.
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    /// A population parameter whose typical value the factor multiplies.
+    #[serde(default)]
+    typical: Option<Spanned<String>>,
     #[serde(default)]
     range: Option<Spanned<[f64; 2]>>,
     #[serde(default)]
@@ -131,6 +145,50 @@ pub struct Factor {
     pub name: String,
     pub param: usize,
     pub transform: Transform,
+    /// The factor multiplies the population-sampled value of the parameter (a typical-value
+    /// factor) instead of setting it.
+    pub typical: bool,
+}
+
+/// The statistic of a design point's virtual subjects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statistic {
+    Mean,
+    Quantile(f64),
+}
+
+impl Statistic {
+    fn parse(s: &str) -> Option<Statistic> {
+        Some(match s {
+            "mean" => Statistic::Mean,
+            "median" => Statistic::Quantile(0.5),
+            "p5" => Statistic::Quantile(0.05),
+            "p95" => Statistic::Quantile(0.95),
+            _ => return None,
+        })
+    }
+
+    /// Over the finite values; NaN when fewer than half of them are finite.
+    fn of(self, v: &mut [f64]) -> f64 {
+        let n = v.len();
+        let mut ok: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        if ok.is_empty() || 2 * ok.len() < n {
+            return f64::NAN;
+        }
+        match self {
+            Statistic::Mean => ok.iter().sum::<f64>() / ok.len() as f64,
+            Statistic::Quantile(p) => {
+                ok.sort_by(f64::total_cmp);
+                let x = p * (ok.len() - 1) as f64;
+                let (i, f) = (x.floor() as usize, x.fract());
+                if i + 1 < ok.len() {
+                    ok[i] * (1.0 - f) + ok[i + 1] * f
+                } else {
+                    ok[i]
+                }
+            }
+        }
+    }
 }
 
 /// A loaded sensitivity spec.
@@ -147,6 +205,9 @@ pub struct Analysis {
     pub levels: usize,
     pub interference: usize,
     pub out: PathBuf,
+    /// Virtual subjects per design point (1 without typical-value factors).
+    pub subjects: usize,
+    pub statistic: Statistic,
 }
 
 fn invalid(d: Diagnostic) -> String {
@@ -184,20 +245,38 @@ impl Analysis {
         let mut factors = Vec::new();
         for fs in &f.factor {
             let fsp = fs.get_ref();
-            let pname = fsp.name.get_ref();
+            let (pname_sp, typical) = match (&fsp.name, &fsp.typical) {
+                (Some(n), None) => (n, false),
+                (None, Some(t)) => (t, true),
+                _ => {
+                    return Err(invalid(src.error(
+                        at(fs.span()),
+                        "a factor needs either name = \"<model parameter>\" or typical = \"<population parameter>\"",
+                    )))
+                }
+            };
+            let pname = pname_sp.get_ref();
             let Some(param) = trial.model.param_index(pname) else {
                 let names: Vec<&str> = trial.model.params.iter().map(|p| p.name.as_str()).collect();
                 return Err(invalid(src.error(
-                    at(fsp.name.span()),
+                    at(pname_sp.span()),
                     format!(
                         "the model has no parameter '{pname}' (parameters: {})",
                         names.join(", ")
                     ),
                 )));
             };
+            if typical && !matches!(trial.params[param], ParamSource::Population(_)) {
+                return Err(invalid(src.error(
+                    at(pname_sp.span()),
+                    format!(
+                        "'{pname}' is not a parameter of the trial's population: a typical-value factor scales a population parameter (use name = \"{pname}\" to set it directly)"
+                    ),
+                )));
+            }
             if factors.iter().any(|x: &Factor| x.param == param) {
                 return Err(invalid(src.error(
-                    at(fsp.name.span()),
+                    at(pname_sp.span()),
                     format!("parameter '{pname}' is a factor twice"),
                 )));
             }
@@ -273,9 +352,14 @@ impl Analysis {
                 )));
             }
             factors.push(Factor {
-                name: pname.clone(),
+                name: if typical {
+                    format!("typical_{pname}")
+                } else {
+                    pname.clone()
+                },
                 param,
                 transform,
+                typical,
             });
         }
         let arms: Vec<usize> = match &s.arms {
@@ -350,7 +434,28 @@ impl Analysis {
         };
         // Relative to the working directory, like a trial's output directory.
         let out = PathBuf::from(s.out.as_deref().unwrap_or("out/sensitivity"));
+        let any_typical = factors.iter().any(|f| f.typical);
+        let subjects = match &s.subjects {
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
+            Some(n) => return Err(invalid(src.error(at(n.span()), "subjects must be ≥ 1"))),
+            None if any_typical => 100,
+            None => 1,
+        };
+        let statistic = match &s.statistic {
+            None => Statistic::Quantile(0.5),
+            Some(st) => Statistic::parse(st.get_ref()).ok_or_else(|| {
+                invalid(src.error(
+                    at(st.span()),
+                    format!(
+                        "unknown statistic '{}' (mean, median, p5, p95)",
+                        st.get_ref()
+                    ),
+                ))
+            })?,
+        };
         let a = Analysis {
+            subjects,
+            statistic,
             method,
             factors,
             samples: *s.samples.get_ref(),
@@ -379,22 +484,47 @@ impl Analysis {
         }
     }
 
-    /// Every model parameter for every design row (`params[p][row]`).
+    /// Every model parameter for every evaluation: design row r's subject i is evaluation
+    /// `r · subjects + i` (`params[p][evaluation]`). With typical-value factors the same
+    /// `subjects` virtual subjects (subjects 0 … subjects − 1 of the trial's seed) are used at
+    /// every design point, their sampled parameters scaled by the factors.
     pub fn parameters(&self, d: &Design) -> Vec<Vec<f64>> {
-        let base: Vec<f64> = self
+        let m = self.subjects;
+        let sampled: Option<Vec<Vec<f64>>> = match (
+            &self.trial.population,
+            m > 1 || self.factors.iter().any(|f| f.typical),
+        ) {
+            (Some(pop), true) => {
+                let mut chunk = crate::population::SampledChunk::default();
+                pop.sample(self.trial.seed, 0, m, &mut chunk);
+                Some(chunk.parameters)
+            }
+            _ => None,
+        };
+        let base: Vec<Vec<f64>> = self
             .trial
             .params
             .iter()
             .zip(&self.trial.model.params)
-            .map(|(src, p)| match src {
-                ParamSource::Fixed(v) => *v,
-                ParamSource::Population(_) => p.default,
+            .map(|(src, p)| match (src, &sampled) {
+                (ParamSource::Fixed(v), _) => vec![*v; m],
+                (ParamSource::Population(j), Some(s)) => s[*j].clone(),
+                (ParamSource::Population(_), None) => vec![p.default; m],
             })
             .collect();
-        let mut params: Vec<Vec<f64>> = base.iter().map(|v| vec![*v; d.rows]).collect();
+        let n = d.rows * m;
+        let mut params: Vec<Vec<f64>> = base
+            .iter()
+            .map(|b| (0..n).map(|e| b[e % m]).collect())
+            .collect();
         for (j, f) in self.factors.iter().enumerate() {
-            for (i, v) in params[f.param].iter_mut().enumerate() {
-                *v = f.transform.apply(d.x[i * d.k + j]);
+            for (e, v) in params[f.param].iter_mut().enumerate() {
+                let x = f.transform.apply(d.x[(e / m) * d.k + j]);
+                if f.typical {
+                    *v *= x;
+                } else {
+                    *v = x;
+                }
             }
         }
         params
@@ -434,10 +564,11 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
     };
     for &arm in &arms {
         let plan = &a.trial.arms[arm].plan;
-        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(d.rows); plan.metrics.len()];
+        let total = d.rows * a.subjects;
+        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(total); plan.metrics.len()];
         let mut s0 = 0;
-        while s0 < d.rows {
-            let n = chunk.min(d.rows - s0);
+        while s0 < total {
+            let n = chunk.min(total - s0);
             let slice: Vec<Vec<f64>> = params.iter().map(|c| c[s0..s0 + n].to_vec()).collect();
             let input = ChunkInput {
                 first_subject: s0 as u64,
@@ -455,7 +586,15 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
         }
         for &(oa, m) in &a.outputs {
             if oa == arm {
-                values.insert((arm, m), std::mem::take(&mut cols[m]));
+                let mut all = std::mem::take(&mut cols[m]);
+                let per_row: Vec<f64> = if a.subjects == 1 {
+                    all
+                } else {
+                    all.chunks_mut(a.subjects)
+                        .map(|c| a.statistic.of(c))
+                        .collect()
+                };
+                values.insert((arm, m), per_row);
             }
         }
     }
@@ -476,12 +615,12 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
     let f1 = a.out.join("indices.parquet");
     write_batch(&f1, &indices_batch(a, &results)?, &meta)?;
     let f2 = a.out.join("evaluations.parquet");
-    write_batch(&f2, &evaluations_batch(a, &params, &values)?, &meta)?;
+    write_batch(&f2, &evaluations_batch(a, &d, &values)?, &meta)?;
     let f3 = a.out.join("indices.png");
     crate::output::plot::bar_panels(&f3, &panels(a, &results))?;
     Ok(Report {
         backend: format!("backend {} ({}; {reason})", info.name, info.device),
-        evaluations: (d.rows * arms.len()) as u64,
+        evaluations: (d.rows * a.subjects * arms.len()) as u64,
         results,
         files: vec![f1, f2, f3],
     })
@@ -518,6 +657,11 @@ fn provenance(a: &Analysis, backend: &str, device: &str, reason: &str) -> Vec<(S
         ),
         ("vpop.sensitivity.method".into(), a.method.name().into()),
         ("vpop.sensitivity.samples".into(), a.samples.to_string()),
+        ("vpop.sensitivity.subjects".into(), a.subjects.to_string()),
+        (
+            "vpop.sensitivity.statistic".into(),
+            format!("{:?}", a.statistic),
+        ),
         ("vpop.seed".into(), a.seed.to_string()),
         ("vpop.trial_spec".into(), a.trial.spec_text.clone()),
         ("vpop.model".into(), a.trial.model.name.clone()),
@@ -575,14 +719,18 @@ fn indices_batch(a: &Analysis, results: &[OutputIndices]) -> Result<RecordBatch,
 
 fn evaluations_batch(
     a: &Analysis,
-    params: &[Vec<f64>],
+    d: &Design,
     values: &BTreeMap<(usize, usize), Vec<f64>>,
 ) -> Result<RecordBatch, String> {
     let mut fields = Vec::new();
     let mut cols: Vec<ArrayRef> = Vec::new();
-    for f in &a.factors {
+    for (j, f) in a.factors.iter().enumerate() {
+        // The factor's own value per design row (a multiplier for typical-value factors).
+        let col: Vec<f64> = (0..d.rows)
+            .map(|r| f.transform.apply(d.x[r * d.k + j]))
+            .collect();
         fields.push(Field::new(&f.name, DataType::Float64, false));
-        cols.push(Arc::new(Float64Array::from(params[f.param].clone())));
+        cols.push(Arc::new(Float64Array::from(col)));
     }
     for ((arm, m), y) in values {
         let plan = &a.trial.arms[*arm].plan;
