@@ -39,3 +39,126 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
     .map_err(|e| e.0.replace("dose line 1: ", ""))?;
     Ok(line)
 }
+
+/// The dose records of a one-subject NONMEM-format dataset as regimen lines: each dose record
+/// (EVID 1) becomes a line of ADDL + 1 doses every II, a bolus (RATE 0), an infusion at RATE
+/// (RATE > 0; bioavailability changes its duration) or a modelled infusion (RATE −1 with
+/// `rate(state)`, RATE −2 with `dur(state)` declared in the model). Observation and other-type
+/// records are ignored (the trial's metrics and profile settings apply). Steady-state doses,
+/// resets and columns that would set model parameters over time are refused with the record's
+/// line: they need `vpop simulate --data`.
+pub fn record_lines(
+    model: &Model,
+    ds: &crate::dosing::nonmem::Dataset,
+) -> Result<Vec<DoseLine>, crate::diag::Diagnostic> {
+    use crate::dosing::nonmem::Evid;
+    let at = |line: usize, message: String| crate::diag::Diagnostic {
+        file: ds.name.clone(),
+        line,
+        col: 1,
+        message,
+    };
+    let [subject] = &ds.subjects[..] else {
+        return Err(at(
+            1,
+            format!(
+                "an arm's records must describe one subject (the regimen every virtual subject gets); this dataset has {}",
+                ds.subjects.len()
+            ),
+        ));
+    };
+    let params: Vec<String> = model
+        .params
+        .iter()
+        .map(|p| p.name.to_ascii_lowercase())
+        .collect();
+    let mut lines = Vec::new();
+    for r in &subject.records {
+        for (c, name) in ds.covariates.iter().enumerate() {
+            if params.contains(name) && !r.covariates[c].is_nan() {
+                return Err(at(
+                    r.line,
+                    format!(
+                        "column {} would set model parameter '{name}': time-varying parameters need `vpop simulate --data`; in a trial, parameters come from the population",
+                        name.to_ascii_uppercase()
+                    ),
+                ));
+            }
+        }
+        match r.evid {
+            Evid::Observation | Evid::Other => continue,
+            Evid::Reset | Evid::ResetDose => {
+                return Err(at(
+                    r.line,
+                    "EVID 3/4 (reset) records are not supported in an arm's regimen yet; use `vpop simulate --data`".into(),
+                ))
+            }
+            Evid::Dose => {}
+        }
+        if r.ss != 0 {
+            return Err(at(
+                r.line,
+                "steady-state (SS) doses are not supported in an arm's regimen yet; use `vpop simulate --data`".into(),
+            ));
+        }
+        let state = r.cmt as usize - 1;
+        let Some(st) = model.states.get(state) else {
+            return Err(at(
+                r.line,
+                format!(
+                    "CMT {} but the model has {} states",
+                    r.cmt,
+                    model.states.len()
+                ),
+            ));
+        };
+        let decl = model.dosing.get(state);
+        let administration = if r.rate > 0.0 {
+            Administration::InfusionRate(r.rate)
+        } else if r.rate == -1.0 {
+            if decl.is_none_or(|d| d.rate.is_none()) {
+                return Err(at(
+                    r.line,
+                    format!("RATE = -1 needs rate({}) = ... in the model", st.name),
+                ));
+            }
+            Administration::Modelled
+        } else if r.rate == -2.0 {
+            if decl.is_none_or(|d| d.duration.is_none()) {
+                return Err(at(
+                    r.line,
+                    format!("RATE = -2 needs dur({}) = ... in the model", st.name),
+                ));
+            }
+            if decl.is_some_and(|d| d.rate.is_some()) {
+                return Err(at(
+                    r.line,
+                    format!(
+                        "RATE = -2 in an arm's regimen needs a model that declares dur({0}) but not rate({0})",
+                        st.name
+                    ),
+                ));
+            }
+            Administration::Modelled
+        } else {
+            Administration::Bolus
+        };
+        lines.push(DoseLine {
+            state,
+            amount: r.amt,
+            start: r.time,
+            interval: if r.addl > 0 { r.ii } else { 0.0 },
+            count: r.addl + 1,
+            administration,
+        });
+    }
+    if lines.is_empty() {
+        return Err(at(1, "the records hold no dose (EVID 1)".into()));
+    }
+    crate::dosing::Regimen {
+        lines: lines.clone(),
+    }
+    .validate(model.states.len())
+    .map_err(|e| at(1, e.0))?;
+    Ok(lines)
+}

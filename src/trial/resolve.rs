@@ -397,11 +397,20 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         let mut regimen = Regimen::default();
         let mut amount_per = None;
         let doses: Vec<_> = a.dose.iter().chain(&a.doses).collect();
-        if doses.is_empty() {
+        if doses.is_empty() && a.records.is_none() {
             errors.push(src.error(
                 span_of(arm),
-                "an arm needs `dose = {…}` or `doses = [{…}, …]`",
+                "an arm needs `dose = {…}`, `doses = [{…}, …]` or `records = \"regimen.csv\"`",
             ));
+        }
+        if let Some(rec) = &a.records {
+            let file = resolve_path(path, rec.get_ref());
+            match crate::dosing::nonmem::Dataset::load(&file)
+                .and_then(|ds| super::regimen::record_lines(&model, &ds))
+            {
+                Ok(lines) => regimen.lines.extend(lines),
+                Err(d) => errors.push(src.error(span_of(rec), format!("records: {d}"))),
+            }
         }
         for d in doses {
             match dose_line(&model, d.get_ref()) {

@@ -63,6 +63,9 @@ pub struct ArmSection {
     /// Several dosing lines (e.g. a loading dose then maintenance).
     #[serde(default)]
     pub doses: Vec<Spanned<DoseSpec>>,
+    /// A one-subject NONMEM-format dataset whose dose records are (part of) the regimen.
+    #[serde(default)]
+    pub records: Option<Spanned<String>>,
 }
 
 /// One dosing line: `{ amount = 100, into = "depot", every = 12, count = 14 }`.
