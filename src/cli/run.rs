@@ -163,6 +163,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         report.integrate.as_secs_f64(),
         100.0 * report.integrate.as_secs_f64() / secs.max(1e-9)
     );
+    println!(
+        "stage busy times: sampling {:.2} s, encoding and writing {:.2} s (summed over workers, overlapped with integration), summary {:.2} s",
+        report.sampling.as_secs_f64(),
+        report.encoding.as_secs_f64(),
+        report.summary.as_secs_f64()
+    );
     if let Some(mb) = peak_memory_mb() {
         println!("peak memory {mb:.0} MB");
     }

@@ -202,6 +202,56 @@ impl DatasetWriter {
         subjects: u64,
         batches: &[RecordBatch],
     ) -> Result<PartEntry, OutputError> {
+        let entry = self.part_writer().write(part, first_subject, subjects, batches)?;
+        self.record_part(entry.clone())?;
+        Ok(entry)
+    }
+
+    /// A handle that writes part files from any thread; [`DatasetWriter::record_part`] then
+    /// adds each to the manifest.
+    pub fn part_writer(&self) -> PartWriter {
+        PartWriter {
+            dir: self.dir.clone(),
+            metadata: self.metadata.clone(),
+            schema: self.schema.clone(),
+        }
+    }
+
+    /// Adds a written part to the manifest (saved atomically).
+    pub fn record_part(&mut self, entry: PartEntry) -> Result<(), OutputError> {
+        self.manifest.parts.push(entry);
+        self.save_manifest()
+    }
+
+    /// Marks the run complete.
+    pub fn finish(mut self) -> Result<Manifest, OutputError> {
+        self.manifest.status = "complete".into();
+        self.save_manifest()?;
+        Ok(self.manifest)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Writes part files of one dataset (cheap to clone; used from several threads).
+#[derive(Clone)]
+pub struct PartWriter {
+    dir: PathBuf,
+    metadata: Vec<(String, String)>,
+    schema: SchemaRef,
+}
+
+impl PartWriter {
+    /// Writes one part file atomically: each batch becomes its own row group (one per arm).
+    pub fn write(
+        &self,
+        part: u64,
+        first_subject: u64,
+        subjects: u64,
+        batches: &[RecordBatch],
+    ) -> Result<PartEntry, OutputError> {
         let name = part_name(part);
         let path = self.dir.join(&name);
         let mut tmp = AtomicFile::create(&path)?;
@@ -231,7 +281,7 @@ impl DatasetWriter {
                 cause,
             })?
             .len();
-        let entry = PartEntry {
+        Ok(PartEntry {
             part,
             file: name,
             first_subject,
@@ -239,21 +289,7 @@ impl DatasetWriter {
             rows,
             bytes,
             sha256: sha256_file(&path)?,
-        };
-        self.manifest.parts.push(entry.clone());
-        self.save_manifest()?;
-        Ok(entry)
-    }
-
-    /// Marks the run complete.
-    pub fn finish(mut self) -> Result<Manifest, OutputError> {
-        self.manifest.status = "complete".into();
-        self.save_manifest()?;
-        Ok(self.manifest)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        })
     }
 }
 

@@ -75,6 +75,12 @@ pub struct RunReport {
     /// Time the backend spent integrating (the rest is sampling, encoding and writing that the
     /// pipeline did not hide).
     pub integrate: Duration,
+    /// Busy time of the sampling stage (overlapped with integration).
+    pub sampling: Duration,
+    /// Busy time of the encoding and writing workers, summed (overlapped).
+    pub encoding: Duration,
+    /// Reading the parts back for the summary (after the pipeline).
+    pub summary: Duration,
     pub arms: Vec<ArmSummary>,
     pub complete: bool,
 }
@@ -82,6 +88,13 @@ pub struct RunReport {
 /// Default subjects per chunk: large enough to amortise per-chunk costs, small enough to keep
 /// memory at a few tens of MB.
 pub const DEFAULT_CHUNK: usize = 65_536;
+
+/// Encoding-and-writing workers: one per four cores, at most four (each holds one chunk and
+/// its Parquet buffers at a time, ~50 MB at the default chunk size).
+fn encoders() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 4).clamp(1, 4)
+}
 
 /// Picks a backend and says why.
 ///
@@ -410,6 +423,8 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
     };
 
     let mut integrate_time = Duration::ZERO;
+    let mut sample_time = Duration::ZERO;
+    let mut encode_time = Duration::ZERO;
     let mut written = 0u64;
     let stop_after = opts.stop_after_parts.unwrap_or(u64::MAX);
     let todo = &todo[..todo.len().min(stop_after as usize)];
@@ -420,44 +435,71 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
         // Stage 1: sampling.
         let sampler = s.spawn(move || {
             let mut scratch = SampledChunk::default();
+            let mut busy = Duration::ZERO;
             for &c in todo {
                 let first = c * chunk;
                 let n = (subjects - first).min(chunk) as usize;
-                if tx_sampled
-                    .send(sample_chunk(trial, c, first, n, &mut scratch))
-                    .is_err()
-                {
+                let t0 = Instant::now();
+                let sampled = sample_chunk(trial, c, first, n, &mut scratch);
+                busy += t0.elapsed();
+                if tx_sampled.send(sampled).is_err() {
                     break;
                 }
             }
+            busy
         });
-        // Stage 3: encoding and writing.
+        // Stage 3: encoding and writing, by several workers (each part is its own file); the
+        // manifest records the parts as they finish.
         let layout = &layout;
+        let part_writer = writer.part_writer();
         let writer_ref = &mut writer;
         let progress_ref = &progress;
-        let encoder = s.spawn(move || -> Result<u64, String> {
+        let n_encoders = encoders();
+        let (tx_parts, rx_parts) = bounded::<(crate::output::PartEntry, usize)>(n_encoders);
+        let workers: Vec<_> = (0..n_encoders)
+            .map(|_| {
+                let rx_done = rx_done.clone();
+                let tx_parts = tx_parts.clone();
+                let part_writer = part_writer.clone();
+                s.spawn(move || -> Result<Duration, String> {
+                    let mut busy = Duration::ZERO;
+                    for done in rx_done {
+                        let t0 = Instant::now();
+                        let sm = &done.sampled;
+                        let params_out: Vec<Vec<f64>> = if layout.parameters.is_empty() {
+                            Vec::new()
+                        } else {
+                            sm.params.clone()
+                        };
+                        let batches: Vec<RecordBatch> = done
+                            .outputs
+                            .iter()
+                            .enumerate()
+                            .map(|(a, out)| {
+                                let obs = observations(trial, a, sm.first, out);
+                                layout.encode(a, sm.first, &sm.covariates, &params_out, out, &obs)
+                            })
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| e.to_string())?;
+                        let entry = part_writer
+                            .write(sm.part, sm.first, sm.n as u64, &batches)
+                            .map_err(|e| e.to_string())?;
+                        busy += t0.elapsed();
+                        if tx_parts.send((entry, sm.n)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(busy)
+                })
+            })
+            .collect();
+        drop(tx_parts);
+        drop(rx_done);
+        let recorder = s.spawn(move || -> Result<u64, String> {
             let mut n_written = 0;
-            for done in rx_done {
-                let sm = &done.sampled;
-                let params_out: Vec<Vec<f64>> = if layout.parameters.is_empty() {
-                    Vec::new()
-                } else {
-                    sm.params.clone()
-                };
-                let batches: Vec<RecordBatch> = done
-                    .outputs
-                    .iter()
-                    .enumerate()
-                    .map(|(a, out)| {
-                        let obs = observations(trial, a, sm.first, out);
-                        layout.encode(a, sm.first, &sm.covariates, &params_out, out, &obs)
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| e.to_string())?;
-                writer_ref
-                    .write_part(sm.part, sm.first, sm.n as u64, &batches)
-                    .map_err(|e| e.to_string())?;
-                progress_ref.inc(sm.n as u64);
+            for (entry, n) in rx_parts {
+                writer_ref.record_part(entry).map_err(|e| e.to_string())?;
+                progress_ref.inc(n as u64);
                 n_written += 1;
             }
             Ok(n_written)
@@ -488,10 +530,21 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
             }
         }
         drop(tx_done);
-        let _ = sampler.join();
-        let w = encoder
+        sample_time = sampler.join().unwrap_or_default();
+        let mut worker_error = None;
+        for w in workers {
+            match w.join() {
+                Ok(Ok(busy)) => encode_time += busy,
+                Ok(Err(e)) => worker_error = Some(e),
+                Err(_) => worker_error = Some("an encoder thread panicked".to_string()),
+            }
+        }
+        let w = recorder
             .join()
-            .map_err(|_| "the writer thread panicked".to_string())??;
+            .map_err(|_| "the manifest thread panicked".to_string())??;
+        if let Some(e) = worker_error {
+            return Err(e);
+        }
         written = w;
         match failure {
             Some(e) => Err(e),
@@ -504,11 +557,13 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
     if complete {
         writer.finish().map_err(|e| e.to_string())?;
     }
+    let t_summary = Instant::now();
     let arms = if complete {
         summarize(trial, &dir, shard, n_chunks)?
     } else {
         Vec::new()
     };
+    let summary_time = t_summary.elapsed();
     Ok(RunReport {
         backend: info,
         backend_reason: reason,
@@ -518,6 +573,9 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
         parts_resumed: done.len() as u64,
         wall: start.elapsed(),
         integrate: integrate_time,
+        sampling: sample_time,
+        encoding: encode_time,
+        summary: summary_time,
         arms,
         complete,
     })
@@ -569,29 +627,48 @@ pub fn summarize(
         }
         Ok(())
     };
+    // Exact quantiles take several passes over a column: every (arm, metric) column in
+    // parallel.
+    let tasks: Vec<(usize, usize)> = trial
+        .arms
+        .iter()
+        .enumerate()
+        .flat_map(|(a, arm)| (0..arm.plan.metrics.len()).map(move |m| (a, m)))
+        .collect();
+    let summaries: Vec<Result<MetricSummary, String>> = {
+        use rayon::prelude::*;
+        tasks
+            .par_iter()
+            .map(|&(a, m)| {
+                let spec = &trial.arms[a].plan.metrics[m];
+                let mut error = None;
+                let (n, q) = quantiles(
+                    |f: &mut dyn FnMut(&[f64])| {
+                        if let Err(e) = read_column(a, &spec.column, f) {
+                            error = Some(e);
+                        }
+                    },
+                    &[0.5, 0.05, 0.95],
+                );
+                match error {
+                    Some(e) => Err(e),
+                    None => Ok(MetricSummary {
+                        column: spec.column.clone(),
+                        n,
+                        median: q[0],
+                        p5: q[1],
+                        p95: q[2],
+                    }),
+                }
+            })
+            .collect()
+    };
+    let mut summaries = summaries.into_iter();
     let mut out = Vec::new();
     for (a, arm) in trial.arms.iter().enumerate() {
         let mut metrics = Vec::new();
-        let mut error = None;
-        for spec in &arm.plan.metrics {
-            let (n, q) = quantiles(
-                |f: &mut dyn FnMut(&[f64])| {
-                    if let Err(e) = read_column(a, &spec.column, f) {
-                        error = Some(e);
-                    }
-                },
-                &[0.5, 0.05, 0.95],
-            );
-            metrics.push(MetricSummary {
-                column: spec.column.clone(),
-                n,
-                median: q[0],
-                p5: q[1],
-                p95: q[2],
-            });
-        }
-        if let Some(e) = error {
-            return Err(e);
+        for _ in &arm.plan.metrics {
+            metrics.push(summaries.next().ok_or("missing summary")??);
         }
         // Status and target attainment.
         let (mut subjects, mut failed) = (0u64, 0u64);
