@@ -202,7 +202,9 @@ impl DatasetWriter {
         subjects: u64,
         batches: &[RecordBatch],
     ) -> Result<PartEntry, OutputError> {
-        let entry = self.part_writer().write(part, first_subject, subjects, batches)?;
+        let entry = self
+            .part_writer()
+            .write(part, first_subject, subjects, batches)?;
         self.record_part(entry.clone())?;
         Ok(entry)
     }
