@@ -387,96 +387,90 @@ impl<'m> Sim<'m> {
                 tail.push((a, dose.state, Input::Bolus(dose.amount)));
             }
         }
-        let n = self.model.n_states();
-        let saved_pending = std::mem::take(&mut self.pending);
-        let saved_rates = self.sys.rates.clone();
-        let saved_y = self.y.clone();
-        let saved_t = self.t;
-        let mut prev_change = f64::INFINITY;
-        let mut stalled = 0;
-        let mut result = Err(Status::MaxSteps);
-        for cycle in 0..SS_MAX_CYCLES {
-            self.sys.rates.fill(0.0);
-            self.pending.clear();
-            self.y.fill(0.0);
-            self.y[..n].copy_from_slice(x);
-            self.t = 0.0;
-            for &(at, state, kind) in &window {
-                self.push(at, state, kind);
+        self.isolated(|sim| {
+            let mut prev_change = f64::INFINITY;
+            let mut stalled = 0;
+            for cycle in 0..SS_MAX_CYCLES {
+                sim.restart(x);
+                for &(at, state, kind) in &window {
+                    sim.push(at, state, kind);
+                }
+                // Window-end inputs are not part of this interval.
+                sim.advance_exclusive(ii)?;
+                let change = sim.take_change(x);
+                // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
+                let rho = (change / prev_change).min(0.999_999);
+                let remaining = if cycle == 0 {
+                    f64::INFINITY
+                } else {
+                    change * rho / (1.0 - rho)
+                };
+                prev_change = change;
+                // At the integration's own noise floor the change stops shrinking.
+                stalled = if change <= SS_NOISE && rho >= 0.9 {
+                    stalled + 1
+                } else {
+                    0
+                };
+                if change == 0.0 || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3 {
+                    return Ok(tail.clone());
+                }
             }
-            // Window-end inputs are not part of this interval.
-            if let Err(e) = self.advance_exclusive(ii) {
-                result = Err(e);
-                break;
-            }
-            let mut change = 0.0f64;
-            for i in 0..n {
-                let w = self.solver.atol + self.solver.rtol * self.y[i].abs();
-                change = change.max((self.y[i] - x[i]).abs() / w);
-                x[i] = self.y[i];
-            }
-            // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
-            let rho = (change / prev_change).min(0.999_999);
-            let remaining = if cycle == 0 {
-                f64::INFINITY
-            } else {
-                change * rho / (1.0 - rho)
-            };
-            prev_change = change;
-            // At the integration's own noise floor the change stops shrinking.
-            stalled = if change <= SS_NOISE && rho >= 0.9 {
-                stalled + 1
-            } else {
-                0
-            };
-            if change == 0.0 || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3 {
-                result = Ok(tail.clone());
-                break;
-            }
-        }
-        self.pending = saved_pending;
-        self.sys.rates = saved_rates;
-        self.y = saved_y;
-        self.t = saved_t;
-        result
+            Err(Status::MaxSteps)
+        })
     }
 
     /// The steady state of a constant input `rate` into `state`, from `x`.
     fn steady_infusion(&mut self, state: usize, rate: f64, x: &mut [f64]) -> Result<(), Status> {
-        let n = self.model.n_states();
-        let saved_pending = std::mem::take(&mut self.pending);
-        let saved_rates = self.sys.rates.clone();
-        let saved_y = self.y.clone();
-        let saved_t = self.t;
-        let mut span = 1.0;
-        let mut result = Err(Status::MaxSteps);
-        for _ in 0..80 {
-            self.sys.rates.fill(0.0);
-            self.sys.rates[state] = rate;
-            self.y.fill(0.0);
-            self.y[..n].copy_from_slice(x);
-            self.t = 0.0;
-            if let Err(e) = self.integrate_to(span) {
-                result = Err(e);
-                break;
+        self.isolated(|sim| {
+            let mut span = 1.0;
+            for _ in 0..80 {
+                sim.restart(x);
+                sim.sys.rates[state] = rate;
+                sim.integrate_to(span)?;
+                if sim.take_change(x) <= SS_NOISE {
+                    return Ok(());
+                }
+                span = (2.0 * span).min(1e12);
             }
-            let mut change = 0.0f64;
-            for i in 0..n {
-                let w = self.solver.atol + self.solver.rtol * self.y[i].abs();
-                change = change.max((self.y[i] - x[i]).abs() / w);
-                x[i] = self.y[i];
-            }
-            if change <= SS_NOISE {
-                result = Ok(());
-                break;
-            }
-            span = (2.0 * span).min(1e12);
+            Err(Status::MaxSteps)
+        })
+    }
+
+    /// Runs `f` on a scratch use of the simulation; the state, time, inputs and pending
+    /// inputs are restored afterwards.
+    fn isolated<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let pending = std::mem::take(&mut self.pending);
+        let rates = self.sys.rates.clone();
+        let y = self.y.clone();
+        let t = self.t;
+        let r = f(self);
+        self.pending = pending;
+        self.sys.rates = rates;
+        self.y = y;
+        self.t = t;
+        r
+    }
+
+    /// Starts from model states `x` at time 0 with no inputs.
+    fn restart(&mut self, x: &[f64]) {
+        self.sys.rates.fill(0.0);
+        self.pending.clear();
+        self.y.fill(0.0);
+        self.y[..x.len()].copy_from_slice(x);
+        self.t = 0.0;
+    }
+
+    /// The largest change of the model states from `x` (in units of the solver's tolerance);
+    /// `x` takes the new states.
+    fn take_change(&mut self, x: &mut [f64]) -> f64 {
+        let mut change = 0.0f64;
+        for (i, xi) in x.iter_mut().enumerate() {
+            let w = self.solver.atol + self.solver.rtol * self.y[i].abs();
+            change = change.max((self.y[i] - *xi).abs() / w);
+            *xi = self.y[i];
         }
-        self.pending = saved_pending;
-        self.sys.rates = saved_rates;
-        self.y = saved_y;
-        self.t = saved_t;
-        result
+        change
     }
 
     /// Like [`Sim::advance`] but inputs due exactly at `t1` stay pending.

@@ -230,17 +230,17 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     if method == Method::Rk4 && args.dt.is_none() {
         bail!("rk4 is a fixed-step method: give --dt");
     }
+    let solver = SolverOptions {
+        method,
+        rtol: args.rtol,
+        atol: args.atol,
+        dt: args.dt,
+        ..Default::default()
+    };
     if let Some(data) = &args.data {
         if !doses.is_empty() {
             bail!("--data gives the doses: leave out --dose");
         }
-        let solver = SolverOptions {
-            method,
-            rtol: args.rtol,
-            atol: args.atol,
-            dt: args.dt,
-            ..Default::default()
-        };
         return simulate_dataset(args, &model, &compiled, &params, data, &solver);
     }
     if !(args.end.is_finite() && args.end > 0.0) {
@@ -274,13 +274,6 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         .map_err(|e| anyhow::anyhow!("dosing: {e}"))?;
     let mut y0 = vec![0.0; model.states.len()];
     bound.initial_state(&mut y0);
-    let solver = SolverOptions {
-        method,
-        rtol: args.rtol,
-        atol: args.atol,
-        dt: args.dt,
-        ..Default::default()
-    };
     let plan = SubjectPlan {
         schedule: &schedule,
         end: args.end,

@@ -38,6 +38,39 @@ pub fn font_available() -> bool {
     })
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A chart builder with a margin, and a caption and axis label areas when there is text.
+fn chart_builder<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    text: bool,
+) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(10);
+    if text {
+        builder
+            .caption(title, ("sans-serif", 16))
+            .x_label_area_size(30)
+            .y_label_area_size(56);
+    }
+    builder
+}
+
+/// The series legend in a white box.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 /// One group of bars: a title and, per category, bars (label, value, half-width or NaN).
 pub struct BarPanel {
     pub title: String,
@@ -69,14 +102,7 @@ pub fn bar_panels(path: &Path, panels: &[BarPanel]) -> Result<(), String> {
                 * 1.1
         };
         let (lo, hi) = (reach(-1.0), reach(1.0).max(1e-12));
-        let mut builder = ChartBuilder::on(area);
-        builder.margin(12);
-        if text {
-            builder
-                .caption(&panel.title, ("sans-serif", 18))
-                .x_label_area_size(28)
-                .y_label_area_size(48);
-        }
+        let mut builder = chart_builder(area, &panel.title, text);
         let mut chart = builder
             .build_cartesian_2d(0f64..nc as f64, lo..hi)
             .map_err(|e| err(&e))?;
@@ -122,12 +148,7 @@ pub fn bar_panels(path: &Path, panels: &[BarPanel]) -> Result<(), String> {
             }
         }
         if text {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(&e))?;
+            legend(&mut chart).map_err(|e| err(&e))?;
         }
         Ok(())
     })
@@ -231,14 +252,7 @@ pub fn hist_panels(path: &Path, panels: &[HistPanel], bins: usize) -> Result<(),
             .fold(0.0f64, |a, b| a.max(*b))
             .max(1e-300)
             * 1.1;
-        let mut builder = ChartBuilder::on(area);
-        builder.margin(10);
-        if text {
-            builder
-                .caption(&panel.title, ("sans-serif", 16))
-                .x_label_area_size(30)
-                .y_label_area_size(56);
-        }
+        let mut builder = chart_builder(area, &panel.title, text);
         let mut chart = builder
             .build_cartesian_2d(lo..hi, 0.0..top)
             .map_err(|e| err(&e))?;
@@ -271,12 +285,7 @@ pub fn hist_panels(path: &Path, panels: &[HistPanel], bins: usize) -> Result<(),
             }
         }
         if text {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(&e))?;
+            legend(&mut chart).map_err(|e| err(&e))?;
         }
         Ok(())
     })
@@ -298,14 +307,7 @@ pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
             .fold(0.0f64, f64::max)
             .max(1e-300)
             * 1.05;
-        let mut builder = ChartBuilder::on(area);
-        builder.margin(10);
-        if text {
-            builder
-                .caption(&panel.title, ("sans-serif", 16))
-                .x_label_area_size(30)
-                .y_label_area_size(56);
-        }
+        let mut builder = chart_builder(area, &panel.title, text);
         let mut chart = builder
             .build_cartesian_2d(x0..x1.max(x0 + 1e-9), 0.0..top)
             .map_err(|e| err(&e))?;
@@ -346,12 +348,7 @@ pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
             }
         }
         if text {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(&e))?;
+            legend(&mut chart).map_err(|e| err(&e))?;
         }
         Ok(())
     })

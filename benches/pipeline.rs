@@ -1,0 +1,158 @@
+//! The host side of `vpop run` and one backend chunk:
+//! - sampling + Arrow encoding + zstd Parquet encoding of one chunk of the quickstart (65 536
+//!   subjects × 2 arms, written to memory), in rows/s;
+//! - one chunk of 4 096 quickstart subjects (both arms) on each available backend, in
+//!   subject-arms/s (wgpu only on a hardware adapter; CUDA where a device exists).
+//!
+//! cargo bench --bench pipeline
+
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vpop::backend::{Backend, ChunkInput, ChunkOutput};
+use vpop::population::SampledChunk;
+use vpop::trial::run::layout;
+use vpop::trial::Trial;
+
+fn quickstart() -> Trial {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(root).unwrap();
+    Trial::load(&root.join("examples/quickstart.toml")).unwrap()
+}
+
+/// Parameters of the first `n` subjects in the model's parameter order.
+fn params(trial: &Trial, n: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let mut chunk = SampledChunk::default();
+    let pop = trial.population.as_ref().unwrap();
+    pop.sample(trial.seed, 0, n, &mut chunk);
+    let p = trial
+        .params
+        .iter()
+        .map(|src| match src {
+            vpop::trial::resolve::ParamSource::Population(j) => chunk.parameters[*j].clone(),
+            vpop::trial::resolve::ParamSource::Fixed(v) => vec![*v; n],
+        })
+        .collect();
+    (p, chunk.covariates)
+}
+
+fn host(c: &mut Criterion) {
+    let trial = quickstart();
+    let n = 65_536;
+    let (_, cov) = params(&trial, n);
+    let lay = layout(&trial);
+    // Plausible metric values; the encoder does not look at them.
+    let outs: Vec<ChunkOutput> = trial
+        .arms
+        .iter()
+        .map(|a| {
+            let mut o = ChunkOutput::default();
+            o.reset(n, a.plan.metrics.len(), 1, 0);
+            for (m, col) in o.metrics.iter_mut().enumerate() {
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = (i as f64 * 0.37 + m as f64).sin().abs() * 100.0;
+                }
+            }
+            o
+        })
+        .collect();
+    let mut group = c.benchmark_group("host_pipeline");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("sample 65536 subjects", |b| {
+        let mut chunk = SampledChunk::default();
+        let pop = trial.population.as_ref().unwrap();
+        b.iter(|| pop.sample(trial.seed, 0, n, &mut chunk))
+    });
+    group.throughput(Throughput::Elements((n * outs.len()) as u64));
+    use parquet::basic::Compression;
+    for (label, compression) in [
+        ("zstd(3), as vpop writes", None),
+        ("snappy", Some(Compression::SNAPPY)),
+        ("uncompressed", Some(Compression::UNCOMPRESSED)),
+        (
+            "zstd(3) without dictionaries",
+            Some(Compression::ZSTD(
+                parquet::basic::ZstdLevel::try_new(3).unwrap(),
+            )),
+        ),
+    ] {
+        group.bench_function(
+            format!("encode + Parquet {label}, 65536 subjects x 2 arms"),
+            |b| {
+                b.iter(|| {
+                    let props = match compression {
+                        None => vpop::output::writer_properties(Vec::new(), usize::MAX),
+                        Some(c) => parquet::file::properties::WriterProperties::builder()
+                            .set_compression(c)
+                            .build(),
+                    };
+                    let mut w = parquet::arrow::ArrowWriter::try_new(
+                        Vec::new(),
+                        lay.schema.clone(),
+                        Some(props),
+                    )
+                    .unwrap();
+                    for (a, o) in outs.iter().enumerate() {
+                        let batch = lay.encode(a, 0, &cov, &[], o, &[]).unwrap();
+                        w.write(&batch).unwrap();
+                        w.flush().unwrap();
+                    }
+                    w.into_inner().unwrap().len()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+fn backends(c: &mut Criterion) {
+    let trial = quickstart();
+    let n = 4096;
+    let (p, _) = params(&trial, n);
+    let model = Arc::new(trial.compiled.clone());
+    let mut list: Vec<(String, Box<dyn Backend>)> = vec![(
+        "cpu".into(),
+        Box::new(vpop::backend::cpu::CpuBackend::new(model.clone())),
+    )];
+    #[cfg(feature = "wgpu")]
+    match vpop::backend::wgpu::WgpuBackend::new(model.clone()) {
+        Ok(b) if b.adapter().device_type != "Cpu" => list.push(("wgpu".into(), Box::new(b))),
+        Ok(_) => println!("wgpu: skipped (software adapter only)"),
+        Err(e) => println!("wgpu: skipped ({e})"),
+    }
+    #[cfg(feature = "cuda")]
+    for prec in [vpop::backend::Precision::F32, vpop::backend::Precision::F64] {
+        match vpop::backend::cuda::CudaBackend::new(model.clone(), prec) {
+            Ok(b) => list.push((format!("cuda-{}", prec.name()), Box::new(b))),
+            Err(e) => println!("cuda-{}: skipped ({e})", prec.name()),
+        }
+    }
+    let mut group = c.benchmark_group("backend_chunk");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements((n * trial.arms.len()) as u64));
+    for (name, b) in &mut list {
+        group.bench_function(
+            format!("{name}: 4096 quickstart subjects x 2 arms"),
+            |bench| {
+                bench.iter(|| {
+                    for arm in &trial.arms {
+                        let input = ChunkInput {
+                            first_subject: 0,
+                            n,
+                            params: &p,
+                            amount_scale: None,
+                        };
+                        let mut out = ChunkOutput::default();
+                        b.run_chunk(&arm.plan, &input, &mut out).unwrap();
+                    }
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, host, backends);
+criterion_main!(benches);
