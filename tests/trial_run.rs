@@ -450,3 +450,23 @@ fn the_wgpu_backend_runs_a_trial_like_the_cpu_reference() {
     assert_eq!(kv["vpop.backend"], "wgpu");
     assert_eq!(kv["vpop.precision"], "f32");
 }
+
+/// A part in which no subject succeeds: the summary still counts every failure (the status
+/// dictionary read back from Parquet holds only the labels present in the file).
+#[test]
+fn a_run_where_every_subject_fails_counts_every_failure() {
+    let dir = tmp("all-fail");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("stiff.vpm"),
+        "param k = 0.1\nstate x\nd/dt(x) = -k * x * 1e50\noutput c = x\n",
+    )
+    .unwrap();
+    let spec = "[trial]\nname = \"fails\"\nsubjects = 20\nseed = 1\n[model]\nfile = \"stiff.vpm\"\n\
+                [[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"x\" }\n\
+                [simulation]\nend = 1\nbackend = \"cpu\"\n[output]\ndir = \"out\"\nmetrics = [\"auc\"]\n";
+    let trial = Trial::from_text(&dir.join("spec.toml"), spec).unwrap();
+    let rep = run_trial(&trial, &opts(&dir.join("out"))).unwrap();
+    assert_eq!((rep.arms[0].subjects, rep.arms[0].failed), (20, 20));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -692,10 +692,18 @@ pub fn summarize(
                     .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::UInt8Type>>()
                     .ok_or("status column")?;
                 subjects += col.len() as u64;
+                // Keys index the dictionary as read back, which holds only the labels present
+                // in the file: compare labels, not key values.
+                let labels = col
+                    .values()
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .ok_or("status labels")?;
+                let ok: Vec<bool> = (0..labels.len()).map(|i| labels.value(i) == "ok").collect();
                 failed += col
                     .keys()
                     .iter()
-                    .filter(|k| k.is_some_and(|k| k != 0))
+                    .filter(|k| k.is_some_and(|k| !ok.get(k as usize).copied().unwrap_or(false)))
                     .count() as u64;
             }
         }
