@@ -259,19 +259,6 @@ impl Program {
     pub fn eval_slots(&self, slots: &[f64], regs: &mut Vec<f64>, out: &mut [f64]) {
         self.run(0.0, &[], &[], slots, regs, out)
     }
-
-    /// The number of instructions of each kind that cost floating-point work (for FLOP counts).
-    pub fn flops(&self) -> usize {
-        self.instrs
-            .iter()
-            .filter(|op| {
-                !matches!(
-                    op,
-                    Op::Const(_) | Op::Time | Op::State(_) | Op::Param(_) | Op::Slot(_)
-                )
-            })
-            .count()
-    }
 }
 
 /// Builds programs with hash-consing and simplification.
@@ -610,6 +597,36 @@ pub struct ModelPrograms {
     /// Per state: lag, bioavailability, rate, duration (4n results; NaN = not declared for
     /// rate and duration; lag defaults to 0 and bioavailability to 1).
     pub dosing: Program,
+}
+
+impl Program {
+    /// Floating-point operations of one evaluation: additions, subtractions, multiplications,
+    /// divisions, negations and comparisons count 1, an integer power its multiplications,
+    /// and exp, log, log10, sqrt and a general power count 1 each (they are reported apart
+    /// by [`Program::transcendentals`]).
+    pub fn flops(&self) -> u64 {
+        self.instrs
+            .iter()
+            .map(|op| match op {
+                Op::Const(_) | Op::Time | Op::State(_) | Op::Param(_) | Op::Slot(_) => 0,
+                Op::Powi(_, n) => u64::from(n.unsigned_abs().max(2) - 1),
+                _ => 1,
+            })
+            .sum()
+    }
+
+    /// exp, log, log10, sqrt and general powers in one evaluation.
+    pub fn transcendentals(&self) -> u64 {
+        self.instrs
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::Exp(_) | Op::Log(_) | Op::Log10(_) | Op::Sqrt(_) | Op::Pow(..)
+                )
+            })
+            .count() as u64
+    }
 }
 
 fn derived_regs(b: &mut Builder, m: &Model) -> Vec<Reg> {

@@ -104,6 +104,11 @@ pub struct BenchRow {
     /// Largest difference of any metric but Tmax from the tight reference, relative to
     /// `|reference| + 1e-6 · max |column|`.
     pub max_rel_metrics: f64,
+    /// Mean accepted + rejected steps per subject-arm.
+    pub steps_per_subject: f64,
+    /// Mean right-hand-side evaluations per subject-arm (each with the outputs for the AUC
+    /// quadrature).
+    pub rhs_per_subject: f64,
 }
 
 impl BenchRow {
@@ -134,6 +139,10 @@ pub struct BenchReport {
     pub reference: String,
     pub rows: Vec<BenchRow>,
     pub skipped: Vec<Skipped>,
+    /// Floating-point operations of one right-hand side plus outputs evaluation of the model
+    /// (the transcendental functions among them counted once each).
+    pub model_flops_per_rhs: u64,
+    pub model_transcendentals_per_rhs: u64,
 }
 
 /// Runs the benchmark; `progress` receives a line as each backend finishes.
@@ -284,6 +293,10 @@ pub fn run_bench(
         ),
         rows,
         skipped,
+        model_flops_per_rhs: trial.compiled.programs.rhs.flops()
+            + trial.compiled.programs.outputs.flops(),
+        model_transcendentals_per_rhs: trial.compiled.programs.rhs.transcendentals()
+            + trial.compiled.programs.outputs.transcendentals(),
     })
 }
 
@@ -311,7 +324,17 @@ fn compare(
         status_mismatches: 0,
         max_rel_auc_cmax: 0.0,
         max_rel_metrics: 0.0,
+        steps_per_subject: 0.0,
+        rhs_per_subject: 0.0,
     };
+    let (mut steps, mut rhs) = (0u64, 0u64);
+    for g in got {
+        steps += g.stats.accepted + g.stats.rejected;
+        rhs += g.stats.rhs_evals;
+    }
+    let count = got.iter().map(|g| g.status.len()).sum::<usize>().max(1) as f64;
+    row.steps_per_subject = steps as f64 / count;
+    row.rhs_per_subject = rhs as f64 / count;
     for (a, plan) in plans.iter().enumerate() {
         let (g, s, r) = (&got[a], &same[a], &reference[a]);
         row.failed += g.status[..n].iter().filter(|x| **x != 0).count() as u64;
@@ -420,6 +443,18 @@ pub fn format_report(rep: &BenchReport) -> String {
     }
     for k in &rep.skipped {
         let _ = writeln!(s, "{:<16} not run: {}", k.backend, k.reason);
+    }
+    let _ = writeln!(
+        s,
+        "work per subject-arm (first subjects): model RHS + outputs = {} flops ({} transcendental)",
+        rep.model_flops_per_rhs, rep.model_transcendentals_per_rhs
+    );
+    for r in &rep.rows {
+        let _ = writeln!(
+            s,
+            "  {:<16} {:>10.1} steps {:>10.1} RHS evaluations",
+            r.backend, r.steps_per_subject, r.rhs_per_subject
+        );
     }
     let _ = write!(
         s,
