@@ -49,6 +49,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    quiet_vulkan_loader();
     let args = Cli::parse();
     let result = match &args.command {
         Command::Run(a) => cli::run::run(a),
@@ -64,5 +65,23 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Vulkan's window-system code prints "error: XDG_RUNTIME_DIR is invalid or not set" when the
+/// variable is missing (containers, CI, batch jobs), although vpop draws no window: give it a
+/// private directory then, before any thread starts.
+fn quiet_vulkan_loader() {
+    #[cfg(unix)]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        use std::os::unix::fs::DirBuilderExt;
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::temp_dir().join(format!("vpop-runtime-{uid}"));
+        let made = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        if made.is_ok() || dir.is_dir() {
+            // SAFETY: called first thing in main, while the process has one thread.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
     }
 }
