@@ -295,6 +295,41 @@ impl PartWriter {
     }
 }
 
+/// Streams one column of one row group (an arm) from each part file in turn, in batches.
+pub fn for_each_column_batch(
+    files: &[PathBuf],
+    row_group: usize,
+    column: &str,
+    f: &mut dyn FnMut(&dyn arrow_array::Array) -> Result<(), String>,
+) -> Result<(), String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    for file in files {
+        let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(fh)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let idx = builder
+            .schema()
+            .index_of(column)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        if row_group >= builder.metadata().num_row_groups() {
+            continue;
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(vec![row_group])
+            .with_batch_size(65_536)
+            .build()
+            .map_err(|e| e.to_string())?;
+        for b in reader {
+            let b = b.map_err(|e| e.to_string())?;
+            f(b.column(0).as_ref())?;
+        }
+    }
+    Ok(())
+}
+
 /// A shard `k/N` of a run: 1-based k.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {

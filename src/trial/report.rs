@@ -9,8 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, FixedSizeListArray, Float16Array, Float32Array, Float64Array};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 
 use crate::output::dataset::Manifest;
 use crate::output::plot::{band_panels, hist_panels, BandPanel, HistPanel};
@@ -59,35 +57,15 @@ fn read_column(
     mut take: impl FnMut(&dyn Array, usize),
 ) -> Result<(), String> {
     let mut row = 0u64;
-    for file in files {
-        let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
-        let idx = builder
-            .schema()
-            .index_of(column)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        if arm >= builder.metadata().num_row_groups() {
-            continue;
-        }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
-        let reader = builder
-            .with_projection(mask)
-            .with_row_groups(vec![arm])
-            .with_batch_size(65_536)
-            .build()
-            .map_err(|e| e.to_string())?;
-        for b in reader {
-            let b = b.map_err(|e| e.to_string())?;
-            let col = b.column(0);
-            for i in 0..col.len() {
-                if row % stride == 0 {
-                    take(col.as_ref(), i);
-                }
-                row += 1;
+    crate::output::dataset::for_each_column_batch(files, arm, column, &mut |col| {
+        for i in 0..col.len() {
+            if row % stride == 0 {
+                take(col, i);
             }
+            row += 1;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn f64_at(a: &dyn Array, i: usize) -> f64 {

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{Array, Float64Array, RecordBatch};
 use crossbeam_channel::bounded;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 
 use super::encode::{Columns, CovariateColumn, RowLayout};
 use super::quantile::quantiles;
@@ -596,38 +594,24 @@ pub fn summarize(
         .map(|c| dir.join(crate::output::dataset::part_name(c)))
         .collect();
     let read_column = |arm: usize, column: &str, f: &mut dyn FnMut(&[f64])| -> Result<(), String> {
-        for file in &files {
-            let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
-            let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
-            let reader = builder
-                .with_projection(mask)
-                .with_row_groups(vec![arm])
-                .with_batch_size(65_536)
-                .build()
-                .map_err(|e| e.to_string())?;
-            for b in reader {
-                let b = b.map_err(|e| e.to_string())?;
-                let col = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<Float64Array>()
-                    .ok_or("metric column is not f64")?;
-                // Nulls (failed subjects, undefined metrics) are skipped as NaN.
-                let vals: Vec<f64> = (0..col.len())
-                    .map(|i| {
-                        if col.is_null(i) {
-                            f64::NAN
-                        } else {
-                            col.value(i)
-                        }
-                    })
-                    .collect();
-                f(&vals);
-            }
-        }
-        Ok(())
+        crate::output::dataset::for_each_column_batch(&files, arm, column, &mut |col| {
+            let col = col
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .ok_or("metric column is not f64")?;
+            // Nulls (failed subjects, undefined metrics) are skipped as NaN.
+            let vals: Vec<f64> = (0..col.len())
+                .map(|i| {
+                    if col.is_null(i) {
+                        f64::NAN
+                    } else {
+                        col.value(i)
+                    }
+                })
+                .collect();
+            f(&vals);
+            Ok(())
+        })
     };
     // Exact quantiles take several passes over a column: every (arm, metric) column in
     // parallel.
@@ -674,39 +658,27 @@ pub fn summarize(
         }
         // Status and target attainment.
         let (mut subjects, mut failed) = (0u64, 0u64);
-        for file in &files {
-            let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| e.to_string())?;
-            let mask = ProjectionMask::columns(builder.parquet_schema(), ["status"]);
-            let reader = builder
-                .with_projection(mask)
-                .with_row_groups(vec![a])
-                .build()
-                .map_err(|e| e.to_string())?;
-            for b in reader {
-                let b = b.map_err(|e| e.to_string())?;
-                let col = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::UInt8Type>>()
-                    .ok_or("status column")?;
-                subjects += col.len() as u64;
-                // Keys index the dictionary as read back, which holds only the labels present
-                // in the file: compare labels, not key values.
-                let labels = col
-                    .values()
-                    .as_any()
-                    .downcast_ref::<arrow_array::StringArray>()
-                    .ok_or("status labels")?;
-                let ok: Vec<bool> = (0..labels.len()).map(|i| labels.value(i) == "ok").collect();
-                failed += col
-                    .keys()
-                    .iter()
-                    .filter(|k| k.is_some_and(|k| !ok.get(k as usize).copied().unwrap_or(false)))
-                    .count() as u64;
-            }
-        }
+        crate::output::dataset::for_each_column_batch(&files, a, "status", &mut |col| {
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::UInt8Type>>()
+                .ok_or("status column")?;
+            subjects += col.len() as u64;
+            // Keys index the dictionary as read back, which holds only the labels present in
+            // the file: compare labels, not key values.
+            let labels = col
+                .values()
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .ok_or("status labels")?;
+            let ok: Vec<bool> = (0..labels.len()).map(|i| labels.value(i) == "ok").collect();
+            failed += col
+                .keys()
+                .iter()
+                .filter(|k| k.is_some_and(|k| !ok.get(k as usize).copied().unwrap_or(false)))
+                .count() as u64;
+            Ok(())
+        })?;
         let target_attainment = match &trial.target {
             Some(t) => {
                 let (mut hit, mut n) = (0u64, 0u64);
