@@ -17,9 +17,9 @@
 // Largest finite f32 used as ±infinity in running extremes.
 const BIG: f32 = 3.0e38;
 const EPS: f32 = 1.1920929e-7;
-// Golden-section iterations (0.618^34 ≈ 8e-8 of the step: below f32 resolution).
-const GOLDEN_ITERS: u32 = 34u;
-const ROOT_ITERS: u32 = 60u;
+// The in-step searches (src/backend/gpu.rs search_settings): golden-section iterations, the
+// crossing iteration cap and bracket fraction, as far as f32 resolves.
+{{SEARCH}}
 
 struct Meta {
     n: u32,
@@ -340,7 +340,7 @@ fn crossing(k: u32, thr: f32, a0: f32, b0: f32, g0: f32, g1: f32) -> f32 {
     var ga = g0;
     var gb = g1;
     var side = 0;
-    let tol = 1e-6 * (b - a) + 4.0 * EPS * abs(b);
+    let tol = ROOT_RTOL * (b - a) + 4.0 * EPS * abs(b);
     var x = a;
     for (var it = 0u; it < ROOT_ITERS; it++) {
         x = (a * gb - b * ga) / (gb - ga);

@@ -218,6 +218,17 @@ pub fn take_values<T: Copy>(
     }
 }
 
+/// The in-step searches of the kernels for a precision: golden-section iterations for an
+/// extremum, the iteration cap and the bracket fraction for a threshold crossing. In f64 they
+/// are the CPU reference's; in f32 they stop where f32 stops resolving.
+pub fn search_settings(p: crate::backend::Precision) -> (usize, usize, f64) {
+    use crate::metrics::accumulate::{GOLDEN_ITERS, ROOT_ITERS, ROOT_RTOL};
+    match p {
+        crate::backend::Precision::F32 => (34, ROOT_ITERS, 1e-6),
+        crate::backend::Precision::F64 => (GOLDEN_ITERS, ROOT_ITERS, ROOT_RTOL),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

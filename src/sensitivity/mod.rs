@@ -248,6 +248,15 @@ pub struct Indices {
     pub values: Vec<Vec<(&'static str, f64, f64)>>,
 }
 
+/// Confidence half-width z·sd of resampled estimates (NaN with fewer than two).
+fn half_width(z: f64, resampled: &[f64]) -> f64 {
+    if resampled.len() > 1 {
+        z * sd1(resampled)
+    } else {
+        f64::NAN
+    }
+}
+
 /// z of a two-sided confidence level.
 fn z_of(conf: f64) -> f64 {
     crate::population::dist::norm_ppf(0.5 + conf / 2.0)
@@ -292,7 +301,11 @@ fn total_order(a: &[f64], ab: &[f64], b: &[f64]) -> f64 {
     0.5 * s / v
 }
 
-fn check_finite(y: &[f64]) -> Result<(), String> {
+/// The outputs fit the design (`expected` of them) and are all finite.
+fn check_outputs(y: &[f64], expected: usize) -> Result<(), String> {
+    if y.len() != expected {
+        return Err(format!("expected {expected} outputs, got {}", y.len()));
+    }
     let bad = y.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(format!(
@@ -312,10 +325,7 @@ pub fn sobol_indices(
     seed: u64,
 ) -> Result<Indices, String> {
     let (k, n) = (d.k, d.n);
-    if y.len() != n * (k + 2) {
-        return Err(format!("expected {} outputs, got {}", n * (k + 2), y.len()));
-    }
-    check_finite(y)?;
+    check_outputs(y, n * (k + 2))?;
     let mu = mean(y);
     let sd = var(y).sqrt();
     let ys: Vec<f64> = y
@@ -342,8 +352,10 @@ pub fn sobol_indices(
             r1.push(first_order(&ra, &rab, &rb));
             rt.push(total_order(&ra, &rab, &rb));
         }
-        let ci = |r: &[f64]| if r.len() > 1 { z * sd1(r) } else { f64::NAN };
-        values.push(vec![("S1", s1, ci(&r1)), ("ST", st, ci(&rt))]);
+        values.push(vec![
+            ("S1", s1, half_width(z, &r1)),
+            ("ST", st, half_width(z, &rt)),
+        ]);
     }
     Ok(Indices { values })
 }
@@ -357,10 +369,7 @@ pub fn morris_indices(
     seed: u64,
 ) -> Result<Indices, String> {
     let (k, r) = (d.k, d.n);
-    if y.len() != r * (k + 1) {
-        return Err(format!("expected {} outputs, got {}", r * (k + 1), y.len()));
-    }
-    check_finite(y)?;
+    check_outputs(y, r * (k + 1))?;
     let delta = morris_delta(d.param);
     let mut ee = vec![Vec::with_capacity(r); k];
     for t in 0..r {
@@ -394,11 +403,7 @@ pub fn morris_indices(
                 s / abs.len() as f64
             })
             .collect();
-        let ci = if boot.len() > 1 {
-            z * sd1(&boot)
-        } else {
-            f64::NAN
-        };
+        let ci = half_width(z, &boot);
         values.push(vec![
             ("mu", mu, f64::NAN),
             ("mu_star", mu_star, ci),
@@ -442,10 +447,7 @@ pub fn efast_indices(
     seed: u64,
 ) -> Result<Indices, String> {
     let (k, n, m) = (d.k, d.n, d.param);
-    if y.len() != n * k {
-        return Err(format!("expected {} outputs, got {}", n * k, y.len()));
-    }
-    check_finite(y)?;
+    check_outputs(y, n * k)?;
     let omega = (n - 1) / (2 * m);
     let z = z_of(conf);
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -465,8 +467,10 @@ pub fn efast_indices(
             r1.push(a);
             rt.push(b);
         }
-        let ci = |r: &[f64]| if r.len() > 1 { z * sd1(r) } else { f64::NAN };
-        values.push(vec![("S1", s1, ci(&r1)), ("ST", st, ci(&rt))]);
+        values.push(vec![
+            ("S1", s1, half_width(z, &r1)),
+            ("ST", st, half_width(z, &rt)),
+        ]);
     }
     Ok(Indices { values })
 }

@@ -76,14 +76,13 @@ pub fn integrate_source(
         (z.no * z.ns).max(1),
     );
     let step = step_code(method, Lang::Cuda, ny);
-    // Metric searches: in f64 exactly the CPU reference's; in f32 as far as f32 resolves.
-    use crate::metrics::accumulate::{GOLDEN_ITERS, ROOT_ITERS, ROOT_RTOL};
-    let (real, golden, root_rtol) = match p {
-        Precision::F32 => ("float", 34, 1e-6),
-        Precision::F64 => ("double", GOLDEN_ITERS, ROOT_RTOL),
+    let real = match p {
+        Precision::F32 => "float",
+        Precision::F64 => "double",
     };
+    let (golden, root_iters, root_rtol) = crate::backend::gpu::search_settings(p);
     let sizes = format!(
-        "{sizes}#define GOLDEN_ITERS {golden}\n#define ROOT_ITERS {ROOT_ITERS}\n\
+        "{sizes}#define GOLDEN_ITERS {golden}\n#define ROOT_ITERS {root_iters}\n\
          #define ROOT_RTOL {root_rtol:e}\n"
     );
     // Member functions of the per-subject struct: indent them.

@@ -39,10 +39,17 @@ pub fn integrate_source(
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions(m, Precision::F32);
     let lit = |v: usize| v.max(1).to_string();
+    let (golden, root_iters, root_rtol) = crate::backend::gpu::search_settings(Precision::F32);
+    let search = format!(
+        "const GOLDEN_ITERS: u32 = {golden}u;\nconst ROOT_ITERS: u32 = {root_iters}u;\n\
+         const ROOT_RTOL: f32 = {};",
+        codegen::literal(root_rtol, Precision::F32)
+    );
     codegen::fill(
         INTEGRATE_WGSL,
         &[
             ("SIZES", &sizes),
+            ("SEARCH", &search),
             ("TABLEAUS", TABLEAUS_WGSL),
             ("MODEL", &funcs),
             ("STAGES", &step.decls),
