@@ -51,6 +51,7 @@ fn subject(c: &mut Criterion) {
                 atol: 1e-9,
                 ..Default::default()
             },
+            occasions: Vec::new(),
         };
         let mut integ = Integrator::new(method, 4);
         group.bench_function(method.name(), |b| {

@@ -143,6 +143,7 @@ fn backends(c: &mut Criterion) {
                             n,
                             params: &p,
                             amount_scale: None,
+                            occasion_params: &[],
                         };
                         let mut out = ChunkOutput::default();
                         b.run_chunk(&arm.plan, &input, &mut out).unwrap();

@@ -443,6 +443,7 @@ fn simulate(
 ) -> (Vec<f64>, Schedule, Status) {
     let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
     let plan = SubjectPlan {
+        occasions: &[],
         schedule: &schedule,
         end: case.end,
         metrics: specs,
@@ -545,6 +546,7 @@ fn rk4_auc_error_falls_sixteenfold_when_the_step_halves() {
             ..Default::default()
         };
         let plan = SubjectPlan {
+            occasions: &[],
             schedule: &schedule,
             end: case.end,
             metrics: &spec,
@@ -581,6 +583,7 @@ fn profile_samples_match_the_closed_form() {
         ..Default::default()
     };
     let plan = SubjectPlan {
+        occasions: &[],
         schedule: &schedule,
         end: case.end,
         metrics: &[],

@@ -149,6 +149,7 @@ fn every_method_agrees_on_every_library_model() {
                 ..Default::default()
             };
             let plan = SubjectPlan {
+                occasions: &[],
                 schedule: &schedule,
                 end: 72.0,
                 metrics: &specs,

@@ -325,3 +325,124 @@ fn phenotype_frequencies_follow_ancestry() {
         }
     }
 }
+
+/// Pearson correlation.
+fn corr(a: &[f64], b: &[f64]) -> f64 {
+    let (ma, sa) = mean_sd(a);
+    let (mb, sb) = mean_sd(b);
+    let n = a.len() as f64;
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - ma) * (y - mb))
+        .sum::<f64>()
+        / ((n - 1.0) * sa * sb)
+}
+
+#[test]
+fn inter_occasion_etas_are_drawn_per_occasion() {
+    let text = r#"
+[population]
+name = "iov"
+
+[covariates.wt]
+dist = "lognormal"
+median = 70
+cv = 0.2
+
+[parameters]
+cl = "5 * (wt / 70)^0.75 * exp(eta_cl + iov_cl)"
+v = "30 * exp(eta_v)"
+ka = "1.2 * exp(iov_ka)"
+
+[[omega]]
+etas = ["eta_cl", "eta_v"]
+cv = [0.3, 0.2]
+
+[[omega]]
+etas = ["iov_cl", "iov_ka"]
+variance = [0.01, 0.04]
+correlation = [[1, 0.5], [0.5, 1]]
+occasion = true
+"#;
+    let p = Population::parse("iov.toml", text).unwrap();
+    assert_eq!(p.iov_eta_indices(), vec![2, 3]);
+    assert_eq!(p.parameter_varies_by_occasion(), &[true, false, true]);
+    let n = 400_000;
+    let mut c = SampledChunk::default();
+    p.sample_occasions(5, 0, n, 3, &mut c);
+    assert_eq!(c.occasions.len(), 2);
+    let se_corr = 1.0 / (n as f64).sqrt();
+    let occ = |k: usize, j: usize| -> &[f64] {
+        if k == 0 {
+            &c.etas[2 + j]
+        } else {
+            &c.occasions[k - 1].etas[j]
+        }
+    };
+    for k in 0..3 {
+        // Variances of OMEGA's IOV block, and its correlation, at every occasion.
+        let (m_cl, sd_cl) = mean_sd(occ(k, 0));
+        let (m_ka, sd_ka) = mean_sd(occ(k, 1));
+        assert!(
+            m_cl.abs() < 3.0 * 0.1 / (n as f64).sqrt(),
+            "occasion {k}: mean {m_cl}"
+        );
+        assert!(
+            m_ka.abs() < 3.0 * 0.2 / (n as f64).sqrt(),
+            "occasion {k}: mean {m_ka}"
+        );
+        assert!(
+            (sd_cl / 0.1 - 1.0).abs() < 0.005,
+            "occasion {k}: sd {sd_cl}"
+        );
+        assert!(
+            (sd_ka / 0.2 - 1.0).abs() < 0.005,
+            "occasion {k}: sd {sd_ka}"
+        );
+        let r = corr(occ(k, 0), occ(k, 1));
+        assert!((r - 0.5).abs() < 0.01, "occasion {k}: correlation {r}");
+        // Independent of the subject's IIV etas and of the other occasions.
+        assert!(corr(occ(k, 0), &c.etas[0]).abs() < 4.0 * se_corr);
+        for l in 0..k {
+            let r = corr(occ(k, 0), occ(l, 0));
+            assert!(r.abs() < 4.0 * se_corr, "occasions {l} and {k}: {r}");
+        }
+    }
+    // Parameters at each occasion use that occasion's etas and the subject's own.
+    let (wt, eta_cl) = (&c.covariates[0], &c.etas[0]);
+    for k in 0..3 {
+        let cl = if k == 0 {
+            &c.parameters[0]
+        } else {
+            &c.occasions[k - 1].parameters[0]
+        };
+        let v = if k == 0 {
+            &c.parameters[1]
+        } else {
+            &c.occasions[k - 1].parameters[1]
+        };
+        for i in (0..n).step_by(9973) {
+            let want = 5.0 * (wt[i] / 70.0).powf(0.75) * (eta_cl[i] + occ(k, 0)[i]).exp();
+            assert!((cl[i] / want - 1.0).abs() < 1e-14);
+            assert_eq!(v[i], c.parameters[1][i], "v does not vary by occasion");
+        }
+    }
+    // Occasion k does not depend on how many occasions are sampled, nor on the chunking;
+    // the first occasion is what `sample` gives.
+    let mut one = SampledChunk::default();
+    p.sample(5, 1000, 10, &mut one);
+    let mut two = SampledChunk::default();
+    p.sample_occasions(5, 1000, 10, 2, &mut two);
+    assert_eq!(one.etas, two.etas);
+    assert_eq!(one.parameters, two.parameters);
+    assert_eq!(
+        two.occasions[0].etas[0][..],
+        c.occasions[0].etas[0][1000..1010]
+    );
+    // A subject-level population is unchanged by the occasion machinery.
+    assert!(adult().iov_eta_indices().is_empty());
+
+    let bad = text.replace("occasion = true", "occasion = \"yes\"");
+    let err = Population::parse("iov.toml", &bad).unwrap_err().to_string();
+    assert!(err.starts_with("iov.toml:"), "{err}");
+}

@@ -83,6 +83,9 @@ pub struct SubjectPlan<'a> {
     /// Sorted times at which the outputs are sampled (left limits).
     pub sample_times: &'a [f64],
     pub solver: &'a SolverOptions,
+    /// Start times of the second, third, … occasion (sorted; empty: one occasion). At each,
+    /// [`simulate_subject_occasions`] rebinds the model to the next occasion's parameters.
+    pub occasions: &'a [f64],
 }
 
 /// The result of one subject.
@@ -133,6 +136,25 @@ where
     M: OdeSystem + OutputEval,
     E: OutputEval,
 {
+    simulate_subject_occasions(model, outputs, y0, plan, integrator, None)
+}
+
+/// [`simulate_subject`] with parameters that change between occasions: at the start of
+/// occasion k + 2 (`plan.occasions[k]`), `rebind(k)` gives the model and output evaluator of
+/// that occasion. States carry over; the outputs may jump there, like at a bolus. Without
+/// `rebind`, the occasions are ignored.
+pub fn simulate_subject_occasions<M, E>(
+    model: M,
+    outputs: E,
+    y0: &[f64],
+    plan: &SubjectPlan<'_>,
+    integrator: &mut Integrator,
+    mut rebind: Option<&mut dyn FnMut(usize) -> (M, E)>,
+) -> SubjectOutcome
+where
+    M: OdeSystem + OutputEval,
+    E: OutputEval,
+{
     let n = y0.len();
     let mut sys = WithQuadrature::new(model);
     let mut y = vec![0.0; sys.dim()];
@@ -156,8 +178,20 @@ where
     let events = &plan.schedule.events;
     let mut next_event = 0;
     let mut t_prev = 0.0;
+    let occasions = if rebind.is_some() {
+        plan.occasions
+    } else {
+        &[]
+    };
+    let mut next_occasion = 0;
+    let mut stops = stop_times(plan.schedule, plan.end, plan.metrics);
+    if !occasions.is_empty() {
+        stops.extend(occasions.iter().filter(|t| (0.0..=plan.end).contains(*t)));
+        stops.sort_by(f64::total_cmp);
+        stops.dedup();
+    }
     if status == Status::Ok {
-        for ts in stop_times(plan.schedule, plan.end, plan.metrics) {
+        for ts in stops {
             if ts > t_prev {
                 status = integrator.integrate(
                     &mut sys,
@@ -174,6 +208,14 @@ where
                 }
             }
             acc.at_stop_pre(ts, &y);
+            while next_occasion < occasions.len() && occasions[next_occasion] <= ts {
+                if let Some(rebind) = rebind.as_mut() {
+                    let (m, e) = rebind(next_occasion);
+                    sys.model = m;
+                    acc.set_outputs(e);
+                }
+                next_occasion += 1;
+            }
             while next_event < events.len() && events[next_event].time <= ts {
                 let e = events[next_event];
                 match e.kind {
@@ -233,6 +275,20 @@ pub fn simulate_arm_subject(
     arm: &super::ArmPlan,
     integrator: &mut Integrator,
 ) -> SubjectOutcome {
+    simulate_arm_subject_occasions(model, params, &[], amount_scale, arm, integrator)
+}
+
+/// [`simulate_arm_subject`] for an arm with occasions: `later[k]` holds the parameters of
+/// occasion k + 2 (at least as many as `arm.occasions`). Doses take the lag, bioavailability
+/// and modelled rate of the occasion their nominal time falls in.
+pub fn simulate_arm_subject_occasions(
+    model: &crate::model::CompiledModel,
+    params: &[f64],
+    later: &[Vec<f64>],
+    amount_scale: f64,
+    arm: &super::ArmPlan,
+    integrator: &mut Integrator,
+) -> SubjectOutcome {
     let mut bound = model.bind(params);
     let n_out = model.n_outputs();
     let fail = |status| SubjectOutcome {
@@ -241,7 +297,19 @@ pub fn simulate_arm_subject(
         metrics: vec![f64::NAN; arm.metrics.len()],
         profile: vec![f64::NAN; n_out * arm.sample_times.len()],
     };
-    let Ok(schedule) = arm.regimen.schedule(amount_scale, &bound.state_dosing()) else {
+    let occasions = &arm.occasions[..arm.occasions.len().min(later.len())];
+    let schedule = if occasions.is_empty() {
+        arm.regimen.schedule(amount_scale, &bound.state_dosing())
+    } else {
+        let dosing: Vec<Vec<crate::dosing::StateDosing>> = std::iter::once(bound.state_dosing())
+            .chain(later.iter().map(|p| model.bind(p).state_dosing()))
+            .collect();
+        let dosing: Vec<&[crate::dosing::StateDosing]> =
+            dosing.iter().map(|d| d.as_slice()).collect();
+        arm.regimen
+            .schedule_occasions(amount_scale, occasions, &dosing)
+    };
+    let Ok(schedule) = schedule else {
         return fail(Status::NonFinite);
     };
     let mut y0 = vec![0.0; model.n_states()];
@@ -252,8 +320,20 @@ pub fn simulate_arm_subject(
         metrics: &arm.metrics,
         sample_times: &arm.sample_times,
         solver: &arm.solver,
+        occasions,
     };
-    simulate_subject(bound, model.bind(params), &y0, &plan, integrator)
+    if occasions.is_empty() {
+        return simulate_subject(bound, model.bind(params), &y0, &plan, integrator);
+    }
+    let mut rebind = |k: usize| (model.bind(&later[k]), model.bind(&later[k]));
+    simulate_subject_occasions(
+        bound,
+        model.bind(params),
+        &y0,
+        &plan,
+        integrator,
+        Some(&mut rebind),
+    )
 }
 
 impl super::Backend for CpuBackend {
@@ -282,6 +362,19 @@ impl super::Backend for CpuBackend {
                 m.n_params()
             )));
         }
+        let n_later = arm.occasions.len();
+        if input.occasion_params.len() < n_later
+            || input.occasion_params[..n_later]
+                .iter()
+                .any(|o| o.len() != m.n_params() || o.iter().any(|p| p.len() < n))
+        {
+            return Err(super::BackendError::Failed(format!(
+                "arm '{}' has {} occasions but the chunk holds parameters for {}",
+                arm.name,
+                n_later + 1,
+                input.occasion_params.len() + 1
+            )));
+        }
         out.reset(n, arm.metrics.len(), n_out, arm.sample_times.len());
         let method = arm.solver.method;
         let results: Vec<SubjectOutcome> = (0..n)
@@ -291,14 +384,20 @@ impl super::Backend for CpuBackend {
                     (
                         Integrator::new(method, n_states + n_out),
                         vec![0.0; input.params.len()],
+                        vec![vec![0.0; input.params.len()]; n_later],
                     )
                 },
-                |(integ, p), i| {
+                |(integ, p, later), i| {
                     for (k, col) in input.params.iter().enumerate() {
                         p[k] = col[i];
                     }
                     let scale = input.amount_scale.map_or(1.0, |s| s[i]);
-                    simulate_arm_subject(m, p, scale, arm, integ)
+                    for (l, occ) in later.iter_mut().zip(input.occasion_params) {
+                        for (k, col) in occ.iter().enumerate() {
+                            l[k] = col[i];
+                        }
+                    }
+                    simulate_arm_subject_occasions(m, p, later, scale, arm, integ)
                 },
             )
             .collect();

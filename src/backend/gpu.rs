@@ -162,6 +162,13 @@ pub fn prepare_chunk(
             progs.n_params
         ));
     }
+    if !arm.occasions.is_empty() {
+        return Err(format!(
+            "arm '{}' switches parameters between occasions, which the GPU kernels do not do \
+             yet: use backend = \"cpu\"",
+            arm.name
+        ));
+    }
     if f32_kernel && arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
         return Err(format!(
             "rtol {} is below what f32 resolves; {precision_hint}",
@@ -256,6 +263,7 @@ mod tests {
             end: 48.0,
             sample_times: vec![1.0, 2.0],
             solver: SolverOptions::default(),
+            occasions: Vec::new(),
         }
     }
 

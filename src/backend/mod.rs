@@ -53,6 +53,9 @@ pub struct ArmPlan {
     /// Sorted profile sampling times (empty: no profile).
     pub sample_times: Vec<f64>,
     pub solver: SolverOptions,
+    /// Start times of the second, third, … occasion (sorted, > 0; empty: one occasion). The
+    /// parameters switch to the next occasion's values at each.
+    pub occasions: Vec<f64>,
 }
 
 /// One chunk of subjects of one arm.
@@ -65,6 +68,9 @@ pub struct ChunkInput<'a> {
     pub params: &'a [Vec<f64>],
     /// Per-subject multiplier of every dose amount (e.g. body weight for mg/kg), or `None`.
     pub amount_scale: Option<&'a [f64]>,
+    /// `occasion_params[k][p][i]`: parameter p of subject i at occasion k + 2, for at least
+    /// as many occasions as the arm has (empty for arms of one occasion).
+    pub occasion_params: &'a [Vec<Vec<f64>>],
 }
 
 /// Per-subject results of a chunk, structure of arrays.

@@ -29,6 +29,65 @@ pub struct SampleArgs {
     /// Print mean, SD and percentiles of every column beside the file's stated targets.
     #[arg(long)]
     pub summary: bool,
+    /// Occasions per subject: inter-occasion etas (`occasion = true` OMEGA blocks) are drawn
+    /// anew for each, and the parameters that use them get one column per occasion
+    /// (`cl_occ1`, `cl_occ2`, …).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub occasions: u32,
+}
+
+/// A Float64 column of a sampled chunk.
+#[derive(Debug, Clone, Copy)]
+enum Col {
+    Eta(usize),
+    Param(usize),
+    /// Occasion k ≥ 2 (index k − 2 into `occasions`), inter-occasion eta j.
+    OccEta(usize, usize),
+    OccParam(usize, usize),
+}
+
+impl Col {
+    fn get(self, c: &SampledChunk) -> &[f64] {
+        match self {
+            Col::Eta(e) => &c.etas[e],
+            Col::Param(p) => &c.parameters[p],
+            Col::OccEta(k, j) => &c.occasions[k].etas[j],
+            Col::OccParam(k, p) => &c.occasions[k].parameters[p],
+        }
+    }
+}
+
+/// The eta and parameter columns with their names: with several occasions, every
+/// occasion-varying column once per occasion, suffixed `_occK`.
+fn value_columns(pop: &Population, occasions: usize) -> Vec<(String, Col)> {
+    let iov = pop.iov_eta_indices();
+    let varies = pop.parameter_varies_by_occasion();
+    let mut cols = Vec::new();
+    let name = |n: &str, k: usize, per_occasion: bool| {
+        if per_occasion && occasions > 1 {
+            format!("{n}_occ{k}")
+        } else {
+            n.to_string()
+        }
+    };
+    for (e, n) in pop.eta_names().iter().enumerate() {
+        let j = iov.iter().position(|x| *x == e);
+        cols.push((name(n, 1, j.is_some()), Col::Eta(e)));
+        if let Some(j) = j {
+            for k in 2..=occasions {
+                cols.push((name(n, k, true), Col::OccEta(k - 2, j)));
+            }
+        }
+    }
+    for (p, n) in pop.parameter_names().iter().enumerate() {
+        cols.push((name(n, 1, varies[p]), Col::Param(p)));
+        if varies[p] {
+            for k in 2..=occasions {
+                cols.push((name(n, k, true), Col::OccParam(k - 2, p)));
+            }
+        }
+    }
+    cols
 }
 
 pub const EXAMPLES: &str = "Examples:
@@ -40,8 +99,8 @@ const CHUNK: u64 = 1 << 18;
 pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     let pop = Population::load(&args.population)?;
     let cov = pop.covariate_names();
-    let etas = pop.eta_names();
-    let params = pop.parameter_names();
+    let occasions = args.occasions as usize;
+    let values = value_columns(&pop, occasions);
     let mut fields = vec![Field::new("subject_id", DataType::UInt64, false)];
     for (c, name) in cov.iter().enumerate() {
         let dt = if pop.covariate_labels(c).is_some() {
@@ -51,8 +110,8 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         };
         fields.push(Field::new(*name, dt, true));
     }
-    for n in etas.iter().chain(&params) {
-        fields.push(Field::new(*n, DataType::Float64, true));
+    for (n, _) in &values {
+        fields.push(Field::new(n, DataType::Float64, true));
     }
     let schema = Arc::new(Schema::new(fields));
     let meta = vec![
@@ -71,6 +130,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             pop.source_text().to_string(),
         ),
         ("vpop.seed".to_string(), args.seed.to_string()),
+        ("vpop.occasions".to_string(), occasions.to_string()),
     ];
     let mut writer = match &args.output {
         Some(path) => {
@@ -88,7 +148,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     let mut first = 0;
     while first < args.subjects {
         let n = (args.subjects - first).min(CHUNK) as usize;
-        pop.sample(args.seed, first, n, &mut chunk);
+        pop.sample_occasions(args.seed, first, n, occasions, &mut chunk);
         if let Some((_, w)) = writer.as_mut() {
             let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
                 first..first + n as u64,
@@ -105,8 +165,8 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
                     None => cols.push(Arc::new(Float64Array::from(col.clone()))),
                 }
             }
-            for col in chunk.etas.iter().chain(&chunk.parameters) {
-                cols.push(Arc::new(Float64Array::from(col.clone())));
+            for (_, c) in &values {
+                cols.push(Arc::new(Float64Array::from(c.get(&chunk).to_vec())));
             }
             w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
         }
@@ -136,25 +196,23 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
 fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
     let cov = pop.covariate_names();
     let n_cov = cov.len();
+    let occasions = args.occasions as usize;
+    let values = value_columns(pop, occasions);
     let names: Vec<String> = cov
         .iter()
-        .chain(pop.eta_names().iter())
-        .chain(pop.parameter_names().iter())
         .map(|s| s.to_string())
+        .chain(values.iter().map(|(n, _)| n.clone()))
         .collect();
     let stream_col = |k: usize, f: &mut dyn FnMut(&[f64])| {
         let mut chunk = SampledChunk::default();
         let mut first = 0;
         while first < args.subjects {
             let n = (args.subjects - first).min(CHUNK) as usize;
-            pop.sample(args.seed, first, n, &mut chunk);
-            let ne = chunk.etas.len();
+            pop.sample_occasions(args.seed, first, n, occasions, &mut chunk);
             let col = if k < n_cov {
                 &chunk.covariates[k]
-            } else if k < n_cov + ne {
-                &chunk.etas[k - n_cov]
             } else {
-                &chunk.parameters[k - n_cov - ne]
+                values[k - n_cov].1.get(&chunk)
             };
             f(col);
             first += n as u64;
@@ -227,8 +285,12 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
                     v.join(", ")
                 })
                 .unwrap_or_default()
-        } else if k < n_cov + pop.eta_names().len() {
-            format!("sd {:.4}", pop.eta_variances()[k - n_cov].sqrt())
+        } else if let Col::Eta(e) | Col::OccEta(_, e) = values[k - n_cov].1 {
+            let e = match values[k - n_cov].1 {
+                Col::OccEta(..) => pop.iov_eta_indices()[e],
+                _ => e,
+            };
+            format!("sd {:.4}", pop.eta_variances()[e].sqrt())
         } else {
             String::new()
         };

@@ -275,6 +275,7 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     let mut y0 = vec![0.0; model.states.len()];
     bound.initial_state(&mut y0);
     let plan = SubjectPlan {
+        occasions: &[],
         schedule: &schedule,
         end: args.end,
         metrics: &specs,

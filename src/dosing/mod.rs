@@ -153,68 +153,30 @@ impl Regimen {
         amount_scale: f64,
         dosing: &[StateDosing],
     ) -> Result<Schedule, DosingError> {
+        self.schedule_occasions(amount_scale, &[], &[dosing])
+    }
+
+    /// The schedule of a subject whose dosing parameters change between occasions:
+    /// `starts[k]` is the start time of occasion k + 2 (the first occasion starts at 0) and
+    /// `dosing[k]` holds occasion k + 1's lag, bioavailability, rate and duration per state. A
+    /// dose takes the values of the occasion its nominal time falls in.
+    pub fn schedule_occasions(
+        &self,
+        amount_scale: f64,
+        starts: &[f64],
+        dosing: &[&[StateDosing]],
+    ) -> Result<Schedule, DosingError> {
         let mut events = Vec::new();
         for line in &self.lines {
-            let d = dosing.get(line.state).copied().unwrap_or_default();
-            if !(d.lag.is_finite() && d.lag >= 0.0) {
-                return Err(DosingError(format!(
-                    "lag time {} is not a finite number ≥ 0",
-                    d.lag
-                )));
-            }
-            let f = d.bioavailability;
-            if !(f.is_finite() && f >= 0.0) {
-                return Err(DosingError(format!(
-                    "bioavailability {f} is not a finite number ≥ 0"
-                )));
-            }
-            let amount = line.amount * amount_scale * f;
-            if !(amount.is_finite() && amount >= 0.0) {
-                return Err(DosingError(format!(
-                    "dose amount {amount} is not a finite number ≥ 0"
-                )));
-            }
             for k in 0..line.count {
                 let nominal = line.start + k as f64 * line.interval;
-                let t = nominal + d.lag;
-                let mut infusion = |rate: f64, duration: f64| -> Result<(), DosingError> {
-                    if !(rate.is_finite() && rate > 0.0 && duration.is_finite() && duration >= 0.0)
-                    {
-                        return Err(DosingError(format!(
-                            "infusion with rate {rate} and duration {duration} is not valid"
-                        )));
-                    }
-                    if duration > 0.0 {
-                        events.push(DoseEvent {
-                            time: t,
-                            state: line.state,
-                            kind: EventKind::InfusionStart { rate },
-                        });
-                        events.push(DoseEvent {
-                            time: t + duration,
-                            state: line.state,
-                            kind: EventKind::InfusionEnd { rate },
-                        });
-                    }
-                    Ok(())
-                };
-                match line.administration {
-                    Administration::Bolus => {
-                        events.push(DoseEvent { time: t, state: line.state, kind: EventKind::Bolus { amount } })
-                    }
-                    Administration::InfusionRate(rate) => infusion(rate, amount / rate)?,
-                    Administration::InfusionDuration(dur) => infusion(amount / dur, dur)?,
-                    Administration::Modelled => match (d.rate, d.duration) {
-                        (Some(rate), _) => infusion(rate, amount / rate)?,
-                        (None, Some(dur)) if dur > 0.0 => infusion(amount / dur, dur)?,
-                        _ => {
-                            return Err(DosingError(
-                                "a modelled infusion needs rate(..) or dur(..) > 0 declared in the model"
-                                    .into(),
-                            ))
-                        }
-                    },
-                }
+                let occasion = starts.iter().take_while(|s| **s <= nominal).count();
+                let d = dosing
+                    .get(occasion.min(dosing.len().saturating_sub(1)))
+                    .and_then(|d| d.get(line.state))
+                    .copied()
+                    .unwrap_or_default();
+                dose_events(line, nominal, amount_scale, &d, &mut events)?;
             }
         }
         // Stable sort by time; at equal times infusion ends first.
@@ -266,6 +228,76 @@ impl Schedule {
         t.dedup();
         t
     }
+}
+
+/// The events of one administration of `line` at nominal time `nominal`, with the subject's
+/// dosing values `d` for the line's state.
+fn dose_events(
+    line: &DoseLine,
+    nominal: f64,
+    amount_scale: f64,
+    d: &StateDosing,
+    events: &mut Vec<DoseEvent>,
+) -> Result<(), DosingError> {
+    if !(d.lag.is_finite() && d.lag >= 0.0) {
+        return Err(DosingError(format!(
+            "lag time {} is not a finite number ≥ 0",
+            d.lag
+        )));
+    }
+    let f = d.bioavailability;
+    if !(f.is_finite() && f >= 0.0) {
+        return Err(DosingError(format!(
+            "bioavailability {f} is not a finite number ≥ 0"
+        )));
+    }
+    let amount = line.amount * amount_scale * f;
+    if !(amount.is_finite() && amount >= 0.0) {
+        return Err(DosingError(format!(
+            "dose amount {amount} is not a finite number ≥ 0"
+        )));
+    }
+    let t = nominal + d.lag;
+    let mut infusion = |rate: f64, duration: f64| -> Result<(), DosingError> {
+        if !(rate.is_finite() && rate > 0.0 && duration.is_finite() && duration >= 0.0) {
+            return Err(DosingError(format!(
+                "infusion with rate {rate} and duration {duration} is not valid"
+            )));
+        }
+        if duration > 0.0 {
+            events.push(DoseEvent {
+                time: t,
+                state: line.state,
+                kind: EventKind::InfusionStart { rate },
+            });
+            events.push(DoseEvent {
+                time: t + duration,
+                state: line.state,
+                kind: EventKind::InfusionEnd { rate },
+            });
+        }
+        Ok(())
+    };
+    match line.administration {
+        Administration::Bolus => events.push(DoseEvent {
+            time: t,
+            state: line.state,
+            kind: EventKind::Bolus { amount },
+        }),
+        Administration::InfusionRate(rate) => infusion(rate, amount / rate)?,
+        Administration::InfusionDuration(dur) => infusion(amount / dur, dur)?,
+        Administration::Modelled => match (d.rate, d.duration) {
+            (Some(rate), _) => infusion(rate, amount / rate)?,
+            (None, Some(dur)) if dur > 0.0 => infusion(amount / dur, dur)?,
+            _ => {
+                return Err(DosingError(
+                    "a modelled infusion needs rate(..) or dur(..) > 0 declared in the model"
+                        .into(),
+                ))
+            }
+        },
+    }
+    Ok(())
 }
 
 #[cfg(test)]

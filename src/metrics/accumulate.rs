@@ -138,6 +138,12 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
     }
 
     /// Before the events at stopping point `t` (left limit). `y` is the integrated vector.
+    /// Evaluates the outputs with `eval` from now on (parameters that change between
+    /// occasions); call it at a stop, between [`Self::at_stop_pre`] and [`Self::at_stop_post`].
+    pub fn set_outputs(&mut self, eval: E) {
+        self.eval = eval;
+    }
+
     pub fn at_stop_pre(&mut self, t: f64, y: &[f64]) {
         let n = self.n_states;
         self.eval.outputs(t, &y[..n], &mut self.c0);

@@ -174,7 +174,7 @@ fn b2f(b: bool) -> f64 {
 }
 
 /// Evaluates one instruction given its argument values.
-#[inline]
+#[inline(always)]
 pub fn apply(op: &Op, r: &[f64], t: f64, y: &[f64], p: &[f64], slots: &[f64]) -> f64 {
     use Op::*;
     let g = |i: Reg| r[i as usize];
@@ -243,9 +243,11 @@ impl Program {
         regs: &mut Vec<f64>,
         out: &mut [f64],
     ) {
-        if regs.len() < self.instrs.len() {
-            regs.resize(self.instrs.len(), 0.0);
+        let n = self.instrs.len();
+        if regs.len() < n {
+            regs.resize(n, 0.0);
         }
+        let regs = &mut regs[..n];
         for (i, op) in self.instrs.iter().enumerate() {
             let v = apply(op, regs, t, y, p, slots);
             regs[i] = v;

@@ -106,6 +106,9 @@ struct OmegaSpec {
     correlation: Option<Vec<Vec<f64>>>,
     #[serde(default)]
     covariance: Option<Vec<Vec<f64>>>,
+    /// Inter-occasion variability: one independent draw per occasion.
+    #[serde(default)]
+    occasion: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +208,8 @@ struct Block {
     slots: Vec<usize>,
     chol: Vec<f64>,
     variances: Vec<f64>,
+    /// Drawn once per occasion (inter-occasion variability) rather than once per subject.
+    occasion: bool,
 }
 
 /// A population: covariates, etas and parameters, ready to sample.
@@ -220,6 +225,10 @@ pub struct Population {
     param_names: Vec<String>,
     /// Every parameter in one program (subexpressions shared across parameters).
     param_program: Program,
+    /// Per parameter: whether it depends on an inter-occasion eta.
+    param_varies: Vec<bool>,
+    /// Slots of the inter-occasion etas, in `eta_names` order.
+    iov_slots: Vec<usize>,
     residual: Vec<(String, ResidualModel)>,
 }
 
@@ -248,6 +257,18 @@ pub struct SampledChunk {
     /// `etas[e][i]`, in [`Population::eta_names`] order.
     pub etas: Vec<Vec<f64>>,
     /// `parameters[p][i]`, in [`Population::parameter_names`] order.
+    pub parameters: Vec<Vec<f64>>,
+    /// Occasions after the first, when sampled with inter-occasion variability (`etas` and
+    /// `parameters` above hold the first occasion).
+    pub occasions: Vec<OccasionColumns>,
+}
+
+/// One later occasion of a sampled chunk.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OccasionColumns {
+    /// `etas[j][i]`: the inter-occasion etas ([`Population::iov_eta_indices`] order).
+    pub etas: Vec<Vec<f64>>,
+    /// `parameters[p][i]`: every parameter at this occasion.
     pub parameters: Vec<Vec<f64>>,
 }
 
@@ -336,6 +357,15 @@ impl Population {
         }
         0.0
     }
+    /// Indices (into [`Population::eta_names`]) of the inter-occasion etas.
+    pub fn iov_eta_indices(&self) -> Vec<usize> {
+        let nc = self.covariates.len();
+        self.iov_slots.iter().map(|s| s - nc).collect()
+    }
+    /// Per parameter: whether it changes from occasion to occasion.
+    pub fn parameter_varies_by_occasion(&self) -> &[bool] {
+        &self.param_varies
+    }
     pub fn parameter_names(&self) -> Vec<&str> {
         self.param_names.iter().map(String::as_str).collect()
     }
@@ -359,42 +389,95 @@ impl Population {
     /// Samples subjects `first..first + n` into `out`, in parallel. Each subject's values
     /// depend only on (seed, subject index).
     pub fn sample(&self, seed: u64, first: u64, n: usize, out: &mut SampledChunk) {
+        self.sample_occasions(seed, first, n, 1, out)
+    }
+
+    /// Samples subjects with `occasions` occasions (at least one): the inter-occasion etas are
+    /// drawn anew for every occasion and the parameters evaluated with them. Occasion k of
+    /// subject i depends only on (seed, i, k).
+    pub fn sample_occasions(
+        &self,
+        seed: u64,
+        first: u64,
+        n: usize,
+        occasions: usize,
+        out: &mut SampledChunk,
+    ) {
         let (nc, ne, np) = (
             self.covariates.len(),
             self.eta_names.len(),
             self.param_names.len(),
         );
-        let width = nc + ne + np;
-        const BLOCK: usize = 2048;
-        let mut rows = vec![0.0; n * width];
-        rows.par_chunks_mut(BLOCK * width.max(1))
-            .enumerate()
-            .for_each(|(b, chunk)| {
-                let mut slots = vec![0.0; nc + ne];
-                let mut regs = Vec::new();
-                for (k, row) in chunk.chunks_mut(width.max(1)).enumerate() {
-                    let subject = first + (b * BLOCK + k) as u64;
-                    self.sample_one(seed, subject, &mut slots, &mut regs, row);
-                }
-            });
+        let occasions = occasions.max(1);
+        let niov = self.iov_slots.len();
+        let width = nc + ne + np + (occasions - 1) * (niov + np);
+        // Blocks small enough that a block's rows stay in cache while they are scattered into
+        // the columns.
+        const BLOCK: usize = 1024;
         out.first = first;
         out.n = n;
-        let fill = |cols: &mut Vec<Vec<f64>>, count: usize, offset: usize| {
+        for (cols, count) in [
+            (&mut out.covariates, nc),
+            (&mut out.etas, ne),
+            (&mut out.parameters, np),
+        ] {
             cols.resize_with(count, Vec::new);
-            for (c, col) in cols.iter_mut().enumerate() {
+            for col in cols.iter_mut() {
                 col.clear();
-                col.extend(rows.chunks(width.max(1)).take(n).map(|r| r[offset + c]));
+                col.resize(n, 0.0);
             }
-        };
-        fill(&mut out.covariates, nc, 0);
-        fill(&mut out.etas, ne, nc);
-        fill(&mut out.parameters, np, nc + ne);
+        }
+        out.occasions.resize_with(occasions - 1, Default::default);
+        for occ in out.occasions.iter_mut() {
+            for (cols, count) in [(&mut occ.etas, niov), (&mut occ.parameters, np)] {
+                cols.resize_with(count, Vec::new);
+                for col in cols.iter_mut() {
+                    col.clear();
+                    col.resize(n, 0.0);
+                }
+            }
+        }
+        // One mutable slice per column and block, regrouped by block.
+        let n_blocks = n.div_ceil(BLOCK);
+        let mut blocks: Vec<Vec<&mut [f64]>> =
+            (0..n_blocks).map(|_| Vec::with_capacity(width)).collect();
+        for col in out
+            .covariates
+            .iter_mut()
+            .chain(out.etas.iter_mut())
+            .chain(out.parameters.iter_mut())
+            .chain(
+                out.occasions
+                    .iter_mut()
+                    .flat_map(|o| o.etas.iter_mut().chain(o.parameters.iter_mut())),
+            )
+        {
+            for (b, part) in col.chunks_mut(BLOCK).enumerate() {
+                blocks[b].push(part);
+            }
+        }
+        blocks.par_iter_mut().enumerate().for_each(|(b, cols)| {
+            let len = BLOCK.min(n - b * BLOCK);
+            let mut slots = vec![0.0; nc + ne];
+            let mut regs = Vec::new();
+            let mut rows = vec![0.0; len * width];
+            for (k, row) in rows.chunks_exact_mut(width.max(1)).enumerate().take(len) {
+                let subject = first + (b * BLOCK + k) as u64;
+                self.sample_one(seed, subject, occasions, &mut slots, &mut regs, row);
+            }
+            for (c, col) in cols.iter_mut().enumerate() {
+                for (k, v) in col.iter_mut().enumerate() {
+                    *v = rows[k * width + c];
+                }
+            }
+        });
     }
 
     fn sample_one(
         &self,
         seed: u64,
         subject: u64,
+        occasions: usize,
         slots: &mut [f64],
         regs: &mut Vec<f64>,
         row: &mut [f64],
@@ -481,34 +564,59 @@ impl Population {
             slots[c] = v;
             row[c] = v;
         }
-        // Etas: z ~ N(0, I), eta = L z per block.
+        // Etas: z ~ N(0, I), eta = L z per block; subject-level blocks from the eta stream.
         let mut erng = subject_rng(seed, subject, Stream::Etas);
-        for b in &self.blocks {
-            let n = b.slots.len();
-            // A stack buffer for the usual small blocks.
-            let mut stack = [0.0f64; 16];
-            let mut heap = Vec::new();
-            let z: &mut [f64] = if n <= stack.len() {
-                &mut stack[..n]
-            } else {
-                heap.resize(n, 0.0);
-                &mut heap
-            };
-            for v in z.iter_mut() {
-                *v = StandardNormal.sample(&mut erng);
-            }
-            for i in 0..n {
-                let mut e = 0.0;
-                for k in 0..=i {
-                    e += b.chol[i * n + k] * z[k];
+        for b in self.blocks.iter().filter(|b| !b.occasion) {
+            draw_block(b, &mut erng, slots);
+        }
+        let (ne, np) = (self.eta_names.len(), self.param_names.len());
+        let niov = self.iov_slots.len();
+        // Occasion-level blocks from the occasion stream, occasion after occasion: occasion k's
+        // values do not depend on how many occasions are sampled.
+        let mut orng = (niov > 0).then(|| subject_rng(seed, subject, Stream::Occasions));
+        for k in 0..occasions.max(1) {
+            if let Some(orng) = orng.as_mut() {
+                for b in self.blocks.iter().filter(|b| b.occasion) {
+                    draw_block(b, orng, slots);
                 }
-                slots[b.slots[i]] = e;
+            }
+            if k == 0 {
+                row[nc..nc + ne].copy_from_slice(&slots[nc..nc + ne]);
+                self.param_program
+                    .eval_slots(slots, regs, &mut row[nc + ne..nc + ne + np]);
+            } else {
+                let off = nc + ne + np + (k - 1) * (niov + np);
+                for (j, s) in self.iov_slots.iter().enumerate() {
+                    row[off + j] = slots[*s];
+                }
+                self.param_program
+                    .eval_slots(slots, regs, &mut row[off + niov..off + niov + np]);
             }
         }
-        let ne = self.eta_names.len();
-        row[nc..nc + ne].copy_from_slice(&slots[nc..nc + ne]);
-        self.param_program
-            .eval_slots(slots, regs, &mut row[nc + ne..]);
+    }
+}
+
+/// Draws one OMEGA block's etas into their slots: z ~ N(0, I), eta = L z.
+fn draw_block(b: &Block, rng: &mut impl rand::Rng, slots: &mut [f64]) {
+    let n = b.slots.len();
+    // A stack buffer for the usual small blocks.
+    let mut stack = [0.0f64; 16];
+    let mut heap = Vec::new();
+    let z: &mut [f64] = if n <= stack.len() {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0.0);
+        &mut heap
+    };
+    for v in z.iter_mut() {
+        *v = StandardNormal.sample(rng);
+    }
+    for i in 0..n {
+        let mut e = 0.0;
+        for k in 0..=i {
+            e += b.chol[i * n + k] * z[k];
+        }
+        slots[b.slots[i]] = e;
     }
 }
 
@@ -947,6 +1055,7 @@ impl Builder<'_> {
                         slots,
                         chol,
                         variances: (0..n).map(|i| matrix[i * n + i]).collect(),
+                        occasion: om.occasion,
                     });
                 }
                 Err(msg) => self
@@ -991,6 +1100,18 @@ impl Builder<'_> {
             e.dedup();
             return Err(PopulationError::Invalid(e));
         }
+        let param_program = {
+            let mut b = crate::model::lower::Builder::new();
+            let regs: Vec<_> = params.iter().map(|(_, e)| b.expr(e, &[])).collect();
+            b.finish(regs)
+        };
+        let mut iov_slots: Vec<usize> = blocks
+            .iter()
+            .filter(|b| b.occasion)
+            .flat_map(|b| b.slots.iter().copied())
+            .collect();
+        iov_slots.sort_unstable();
+        let param_varies = depends_on_slots(&param_program, &iov_slots);
         Ok(Population {
             name: spec.population.name,
             description: spec.population.description,
@@ -999,14 +1120,24 @@ impl Builder<'_> {
             eta_names,
             blocks,
             param_names: params.iter().map(|(n, _)| n.clone()).collect(),
-            param_program: {
-                let mut b = crate::model::lower::Builder::new();
-                let regs: Vec<_> = params.iter().map(|(_, e)| b.expr(e, &[])).collect();
-                b.finish(regs)
-            },
+            param_program,
+            param_varies,
+            iov_slots,
             residual,
         })
     }
+}
+
+/// Per result of `p`: whether it reads any of `slots`.
+fn depends_on_slots(p: &Program, slots: &[usize]) -> Vec<bool> {
+    let mut dep = vec![false; p.instrs.len()];
+    for (i, op) in p.instrs.iter().enumerate() {
+        dep[i] = match op {
+            crate::model::Op::Slot(s) => slots.contains(&(*s as usize)),
+            _ => op.args().any(|a| dep[a as usize]),
+        };
+    }
+    p.results.iter().map(|r| dep[*r as usize]).collect()
 }
 
 /// Replaces category-label placeholders by their codes, then lowers.

@@ -564,6 +564,12 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
     };
     for &arm in &arms {
         let plan = &a.trial.arms[arm].plan;
+        if !plan.occasions.is_empty() {
+            return Err(format!(
+                "arm '{}' has occasions; sensitivity analyses take arms of one occasion",
+                plan.name
+            ));
+        }
         let total = d.rows * a.subjects;
         let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(total); plan.metrics.len()];
         let mut s0 = 0;
@@ -575,6 +581,7 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
                 n,
                 params: &slice,
                 amount_scale: None,
+                occasion_params: &[],
             };
             let mut out = ChunkOutput::default();
             b.run_chunk(plan, &input, &mut out)

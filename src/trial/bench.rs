@@ -183,6 +183,7 @@ pub fn run_bench(
                 n: s.n,
                 params: &s.params,
                 amount_scale: scale,
+                occasion_params: &s.occasion_params,
             };
             let mut out = ChunkOutput::default();
             let t0 = Instant::now();

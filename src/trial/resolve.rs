@@ -14,6 +14,9 @@ use crate::solver::{Method, SolverOptions};
 use super::dose_line;
 use super::spec::{parse_spec, span_of, TrialSpecFile};
 
+/// The most occasions an arm may have.
+pub const MAX_OCCASIONS: usize = 1000;
+
 /// Where each model parameter's per-subject value comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ParamSource {
@@ -431,6 +434,21 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 }
             }
         }
+        let mut occasions = Vec::new();
+        if let Some(occ) = &a.occasions {
+            let t = occ.get_ref();
+            let increasing = t.windows(2).all(|w| w[0] < w[1]);
+            if t.first() != Some(&0.0) || !increasing || t.iter().any(|x| !x.is_finite()) {
+                errors.push(src.error(
+                    span_of(occ),
+                    "occasions: start times of the occasions, the first 0, strictly increasing",
+                ));
+            } else if t.len() > MAX_OCCASIONS {
+                errors.push(src.error(span_of(occ), format!("occasions: at most {MAX_OCCASIONS}")));
+            } else {
+                occasions = t[1..].to_vec();
+            }
+        }
         arms.push(Arm {
             plan: ArmPlan {
                 name: a.name.get_ref().clone(),
@@ -439,6 +457,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 end,
                 sample_times: sample_times.clone(),
                 solver: solver.clone(),
+                occasions,
             },
             amount_per,
         });

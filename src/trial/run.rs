@@ -119,6 +119,10 @@ pub fn select_backend(
         BackendChoice::Wgpu => wgpu_backend(model.clone())
             .map(|(b, name)| (b, format!("requested (adapter {name})")))
             .map_err(|e| format!("backend 'wgpu' is not available: {e}")),
+        BackendChoice::Auto if trial.arms.iter().any(|a| !a.plan.occasions.is_empty()) => Ok((
+            cpu(),
+            "auto: arms with occasions switch parameters on the CPU f64 reference only".into(),
+        )),
         BackendChoice::Auto => {
             let no_cuda = match cuda_backend(model.clone(), trial.precision) {
                 Ok((b, name)) => return Ok((b, format!("auto: CUDA device {name} found"))),
@@ -295,6 +299,8 @@ pub(crate) struct Sampled {
     pub n: usize,
     pub covariates: Vec<Vec<f64>>,
     pub params: Vec<Vec<f64>>,
+    /// `occasion_params[k][p][i]`: the model's parameter p at occasion k + 2.
+    pub occasion_params: Vec<Vec<Vec<f64>>>,
 }
 
 /// A chunk with its per-arm results.
@@ -310,19 +316,37 @@ pub(crate) fn sample_chunk(
     n: usize,
     scratch: &mut SampledChunk,
 ) -> Sampled {
+    let occasions = trial
+        .arms
+        .iter()
+        .map(|a| a.plan.occasions.len() + 1)
+        .max()
+        .unwrap_or(1);
     if let Some(pop) = &trial.population {
-        pop.sample(trial.seed, first, n, scratch);
+        pop.sample_occasions(trial.seed, first, n, occasions, scratch);
     } else {
         scratch.n = n;
         scratch.covariates.clear();
         scratch.parameters.clear();
+        scratch.occasions.clear();
     }
-    let params = trial
-        .params
-        .iter()
-        .map(|src| match src {
-            ParamSource::Population(j) => scratch.parameters[*j].clone(),
-            ParamSource::Fixed(v) => vec![*v; n],
+    let columns = |pop_params: &[Vec<f64>]| -> Vec<Vec<f64>> {
+        trial
+            .params
+            .iter()
+            .map(|src| match src {
+                ParamSource::Population(j) => pop_params[*j].clone(),
+                ParamSource::Fixed(v) => vec![*v; n],
+            })
+            .collect()
+    };
+    let params = columns(&scratch.parameters);
+    // Without a population (or without inter-occasion variability) every occasion has the
+    // first occasion's parameters.
+    let occasion_params = (1..occasions)
+        .map(|k| match scratch.occasions.get(k - 1) {
+            Some(o) => columns(&o.parameters),
+            None => params.clone(),
         })
         .collect();
     Sampled {
@@ -331,6 +355,7 @@ pub(crate) fn sample_chunk(
         n,
         covariates: std::mem::take(&mut scratch.covariates),
         params,
+        occasion_params,
     }
 }
 
@@ -516,6 +541,7 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
                     n: sampled.n,
                     params: &sampled.params,
                     amount_scale: scale,
+                    occasion_params: &sampled.occasion_params,
                 };
                 let mut out = ChunkOutput::default();
                 if let Err(e) = backend.run_chunk(&arm.plan, &input, &mut out) {

@@ -66,6 +66,10 @@ pub struct ArmSection {
     /// A one-subject NONMEM-format dataset whose dose records are (part of) the regimen.
     #[serde(default)]
     pub records: Option<Spanned<String>>,
+    /// Start times of the occasions (the first 0): parameters with inter-occasion
+    /// variability take a new value at each.
+    #[serde(default)]
+    pub occasions: Option<Spanned<Vec<f64>>>,
 }
 
 /// One dosing line: `{ amount = 100, into = "depot", every = 12, count = 14 }`.

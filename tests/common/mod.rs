@@ -70,6 +70,7 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
             dt: (method == Method::Rk4).then_some(0.01),
             ..Default::default()
         },
+        occasions: Vec::new(),
     }
 }
 
@@ -80,6 +81,7 @@ pub fn run(b: &mut dyn Backend, arm: &ArmPlan, params: &[Vec<f64>]) -> ChunkOutp
         n,
         params,
         amount_scale: None,
+        occasion_params: &[],
     };
     let mut out = ChunkOutput::default();
     b.run_chunk(arm, &input, &mut out).unwrap();
