@@ -76,6 +76,40 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
         ),
         None => println!("  population  none: every subject has the model's parameter values"),
     }
+    if let Some(d) = &trial.data {
+        println!(
+            "  dataset     {}: {} subjects × {} replicates = {} virtual subjects, {} records each replicate, seed {}",
+            d.dataset.name,
+            d.dataset.subjects.len(),
+            d.replicates,
+            trial.subjects,
+            d.dataset.rows,
+            trial.seed
+        );
+        let bound = d.binding.bound(&d.dataset.covariates);
+        if !bound.is_empty() {
+            println!("  set by data {}", bound.join(", "));
+        }
+        if let Some(p) = &trial.population {
+            let given: Vec<&str> = d
+                .given
+                .iter()
+                .map(|(c, _)| p.covariate_names()[*c])
+                .collect();
+            if !given.is_empty() {
+                println!("  covariates  from the dataset: {}", given.join(", "));
+            }
+        }
+        println!(
+            "  solver      {} rtol {:e} atol {:e}, records to t = {}",
+            trial.arms[0].plan.solver.method,
+            trial.arms[0].plan.solver.rtol,
+            trial.arms[0].plan.solver.atol,
+            d.end
+        );
+        println!("  output      {}", trial.output_dir.display());
+        return Ok(());
+    }
     println!(
         "  subjects    {} per arm, seed {}",
         trial.subjects, trial.seed
@@ -144,6 +178,41 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         report.backend.name, report.backend.device, report.backend_reason
     );
     let secs = report.wall.as_secs_f64();
+    if let Some(d) = &trial.data {
+        println!(
+            "{}: {} subjects ({} dataset subjects × {} replicates) in {:.2} s ({:.0} subjects/s); {} parts written{}",
+            trial.name,
+            report.subjects,
+            d.dataset.subjects.len(),
+            d.replicates,
+            secs,
+            report.subjects as f64 / secs.max(1e-9),
+            report.parts_written,
+            if report.parts_resumed > 0 {
+                format!(", {} resumed", report.parts_resumed)
+            } else {
+                String::new()
+            },
+        );
+        if !report.complete {
+            println!("stopped before the end; run the same command again to resume");
+            return Ok(());
+        }
+        let failed: u64 = report.arms.iter().map(|a| a.failed).sum();
+        let ran: u64 = report.arms.iter().map(|a| a.subjects).sum();
+        println!(
+            "{failed} of {ran} subjects simulated in this run failed; one row per record, outputs: {}",
+            trial
+                .model
+                .outputs
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("\noutput: {}", report.dir.display());
+        return Ok(());
+    }
     println!(
         "{}: {} subjects × {} arms in {:.2} s ({:.0} subject-arms/s); {} parts written{}",
         trial.name,

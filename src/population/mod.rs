@@ -403,6 +403,21 @@ impl Population {
         occasions: usize,
         out: &mut SampledChunk,
     ) {
+        self.sample_given(seed, first, n, occasions, &[], out)
+    }
+
+    /// [`Population::sample_occasions`] with some covariates given rather than drawn:
+    /// `given[j] = (c, values)` sets covariate c of the chunk's subject k to `values[k]` (NaN:
+    /// drawn as usual). Covariates that depend on given ones use the given values.
+    pub fn sample_given(
+        &self,
+        seed: u64,
+        first: u64,
+        n: usize,
+        occasions: usize,
+        given: &[(usize, Vec<f64>)],
+        out: &mut SampledChunk,
+    ) {
         let (nc, ne, np) = (
             self.covariates.len(),
             self.eta_names.len(),
@@ -461,9 +476,20 @@ impl Population {
             let mut slots = vec![0.0; nc + ne];
             let mut regs = Vec::new();
             let mut rows = vec![0.0; len * width];
+            let mut fixed = vec![f64::NAN; if given.is_empty() { 0 } else { nc }];
             for (k, row) in rows.chunks_exact_mut(width.max(1)).enumerate().take(len) {
                 let subject = first + (b * BLOCK + k) as u64;
-                self.sample_one(seed, subject, occasions, &mut slots, &mut regs, row);
+                for (c, values) in given {
+                    fixed[*c] = values[b * BLOCK + k];
+                }
+                self.sample_one(
+                    seed,
+                    subject,
+                    occasions,
+                    &fixed,
+                    (&mut slots, &mut regs),
+                    row,
+                );
             }
             for (c, col) in cols.iter_mut().enumerate() {
                 for (k, v) in col.iter_mut().enumerate() {
@@ -478,8 +504,8 @@ impl Population {
         seed: u64,
         subject: u64,
         occasions: usize,
-        slots: &mut [f64],
-        regs: &mut Vec<f64>,
+        fixed: &[f64],
+        (slots, regs): (&mut [f64], &mut Vec<f64>),
         row: &mut [f64],
     ) {
         let nc = self.covariates.len();
@@ -494,6 +520,11 @@ impl Population {
             one[0]
         };
         for (c, cov) in self.covariates.iter().enumerate() {
+            if let Some(v) = fixed.get(c).filter(|v| !v.is_nan()) {
+                slots[c] = *v;
+                row[c] = *v;
+                continue;
+            }
             let lo = cov
                 .lo
                 .as_ref()

@@ -227,6 +227,12 @@ impl Analysis {
         let base = path.parent().unwrap_or(Path::new("."));
         let trial_path = base.join(s.trial.get_ref());
         let trial = Trial::load(&trial_path).map_err(|e| e.to_string())?;
+        if trial.data.is_some() {
+            return Err(format!(
+                "{}: sensitivity analyses take arm trials, not [data] trials",
+                trial_path.display()
+            ));
+        }
         let method = Method::parse(s.method.get_ref()).ok_or_else(|| {
             invalid(src.error(
                 at(s.method.span()),

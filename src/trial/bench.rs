@@ -151,6 +151,11 @@ pub fn run_bench(
     opts: &BenchOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport, String> {
+    if trial.data.is_some() {
+        return Err(
+            "vpop bench runs arm trials; a [data] trial runs on the CPU reference only".into(),
+        );
+    }
     let mut plans: Vec<ArmPlan> = trial.arms.iter().map(|a| a.plan.clone()).collect();
     if let Some(rtol) = opts.rtol {
         for p in &mut plans {

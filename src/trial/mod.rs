@@ -2,6 +2,7 @@
 //! runs it, the encoding of its result rows, and its summaries.
 
 pub mod bench;
+pub mod dataset;
 pub mod encode;
 pub mod quantile;
 pub mod regimen;

@@ -94,6 +94,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, String> {
     let ms = manifests(dir)?;
     let first = &ms[0];
+    if first.provenance.contains_key("vpop.dataset") {
+        return Err(format!(
+            "{}: a [data] run (one row per dataset record) has no arm metrics or profiles to \
+             chart; read its parts with pandas, polars or DuckDB",
+            dir.display()
+        ));
+    }
     let arms = first.arms.clone();
     let mut parts: Vec<(u64, String)> = ms
         .iter()

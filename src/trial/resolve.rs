@@ -14,6 +14,22 @@ use crate::solver::{Method, SolverOptions};
 use super::dose_line;
 use super::spec::{parse_spec, span_of, TrialSpecFile};
 
+/// A trial whose subjects and doses come from a NONMEM-format dataset.
+#[derive(Debug, Clone)]
+pub struct DataDesign {
+    pub dataset: crate::dosing::nonmem::Dataset,
+    /// Dataset columns that set model parameters (record by record).
+    pub binding: crate::backend::records::RecordBinding,
+    /// Virtual subjects per dataset subject: virtual subject i is dataset subject
+    /// `i % n_subjects`, replicate `i / n_subjects`.
+    pub replicates: u64,
+    /// (population covariate, dataset covariate column): the dataset's value (the subject's
+    /// first non-missing one) replaces the population's draw.
+    pub given: Vec<(usize, usize)>,
+    /// The last record's time.
+    pub end: f64,
+}
+
 /// The most occasions an arm may have.
 pub const MAX_OCCASIONS: usize = 1000;
 
@@ -87,6 +103,8 @@ pub struct Trial {
     /// Outputs written with residual error: (output index, residual model).
     pub observations: Vec<(usize, crate::population::ResidualModel)>,
     pub target: Option<Target>,
+    /// A dataset's subjects and records instead of arms (one placeholder arm in `arms`).
+    pub data: Option<DataDesign>,
 }
 
 /// Errors while loading a trial: located diagnostics, or a file that cannot be read.
@@ -235,14 +253,29 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
     }
 
+    // A dataset instead of arms.
+    let data = spec.data.as_ref().and_then(|d| {
+        let r = resolve_data(src, path, d, &model, population.as_ref());
+        r.map_err(|mut e| errors.append(&mut e)).ok()
+    });
+
     // Simulation.
-    let end = *spec.simulation.end.get_ref();
-    if !(end.is_finite() && end > 0.0) {
-        errors.push(src.error(
-            span_of(&spec.simulation.end),
-            "end must be a positive number",
-        ));
-    }
+    let end = match (&spec.simulation.end, &data) {
+        (Some(e), _) => {
+            let end = *e.get_ref();
+            if !(end.is_finite() && end > 0.0) {
+                errors.push(src.error(span_of(e), "end must be a positive number"));
+            }
+            end
+        }
+        (None, Some(d)) => d.end,
+        // The dataset failed to load: its errors say why.
+        (None, None) if spec.data.is_some() => 1.0,
+        (None, None) => {
+            errors.push(src.error(Default::default(), "[simulation] needs `end = …` (hours)"));
+            1.0
+        }
+    };
     let method = Method::from_name(spec.simulation.method.get_ref());
     if method.is_none() {
         errors.push(src.error(
@@ -385,11 +418,55 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         .map(|p| p.covariate_names().iter().map(|s| s.to_string()).collect())
         .unwrap_or_default();
     let mut arms = Vec::new();
-    if spec.arms.get_ref().is_empty() {
-        errors.push(src.error(span_of(&spec.arms), "a trial needs at least one [[arm]]"));
+    let no_arms = Vec::new();
+    let spec_arms = spec.arms.as_ref().map_or(&no_arms, |a| a.get_ref());
+    match (&spec.arms, &spec.data) {
+        (Some(a), Some(_)) if !a.get_ref().is_empty() => errors.push(src.error(
+            span_of(a),
+            "a [data] trial takes its subjects and doses from the dataset: remove the [[arm]] \
+             sections (or the [data] section)",
+        )),
+        (_, Some(_)) => {}
+        (Some(a), None) if a.get_ref().is_empty() => {
+            errors.push(src.error(span_of(a), "a trial needs at least one [[arm]]"))
+        }
+        (None, None) => errors.push(src.error(
+            Default::default(),
+            "a trial needs at least one [[arm]] (or a [data] dataset)",
+        )),
+        _ => {}
+    }
+    if let (Some(d), Some(dd)) = (&spec.data, &data) {
+        for (what, bad) in [
+            ("metrics", !metric_specs.is_empty()),
+            ("profile", !sample_times.is_empty()),
+            ("target", spec.output.target.is_some()),
+        ] {
+            if bad {
+                errors.push(src.error(
+                    span_of(d),
+                    format!(
+                        "[output] {what}: a [data] trial writes the model's outputs on every \
+                         record of the dataset, not arm metrics or profiles"
+                    ),
+                ));
+            }
+        }
+        arms.push(Arm {
+            plan: ArmPlan {
+                name: dd.dataset.name.clone(),
+                regimen: Regimen::default(),
+                metrics: Vec::new(),
+                end,
+                sample_times: Vec::new(),
+                solver: solver.clone(),
+                occasions: Vec::new(),
+            },
+            amount_per: None,
+        });
     }
     let mut names = std::collections::HashSet::new();
-    for arm in spec.arms.get_ref() {
+    for arm in spec_arms {
         let a = arm.get_ref();
         if !names.insert(a.name.get_ref().clone()) {
             errors.push(src.error(
@@ -463,10 +540,28 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         });
     }
 
-    let subjects = *spec.trial.subjects.get_ref();
-    if subjects == 0 {
-        errors.push(src.error(span_of(&spec.trial.subjects), "subjects must be at least 1"));
-    }
+    let subjects = match (&spec.trial.subjects, &data) {
+        (Some(s), None) => {
+            if *s.get_ref() == 0 {
+                errors.push(src.error(span_of(s), "subjects must be at least 1"));
+            }
+            *s.get_ref()
+        }
+        (Some(s), Some(_)) => {
+            errors.push(src.error(
+                span_of(s),
+                "with [data], the subjects are the dataset's subjects × `replicates`: remove \
+                 `subjects`",
+            ));
+            1
+        }
+        (None, Some(d)) => d.dataset.subjects.len() as u64 * d.replicates,
+        (None, None) if spec.data.is_some() => 1,
+        (None, None) => {
+            errors.push(src.error(Default::default(), "[trial] needs `subjects = …` (per arm)"));
+            1
+        }
+    };
     let target = spec.output.target.as_ref().and_then(|t| {
         let tg = t.get_ref();
         let idx = metric_specs.iter().position(|s| s.column == tg.metric);
@@ -510,7 +605,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             .as_ref()
             .map(|p| p.residual_models().to_vec())
             .unwrap_or_default();
-        if sample_times.is_empty() {
+        if sample_times.is_empty() && spec.data.is_none() {
             errors.push(src.error(Default::default(), "[output] observations = true needs sampling times: add profile = { every = … } or { times = […] }"));
         }
         if residual.is_empty() {
@@ -548,6 +643,85 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         profile_f16,
         observations,
         target,
+        data,
+    })
+}
+
+/// The `[data]` section: the dataset, how its columns bind to the model and the population,
+/// and the end of the simulation (the last record's time).
+fn resolve_data(
+    src: &SourceFile,
+    path: &Path,
+    d: &toml::Spanned<super::spec::DataSection>,
+    model: &Model,
+    population: Option<&Population>,
+) -> Result<DataDesign, Vec<crate::diag::Diagnostic>> {
+    use crate::dosing::nonmem::Dataset;
+    let sec = d.get_ref();
+    let file = resolve_path(path, sec.file.get_ref());
+    let dataset = Dataset::load(&file)
+        .map_err(|e| vec![src.error(span_of(&sec.file), format!("dataset: {e}"))])?;
+    let mut errors = Vec::new();
+    if dataset.subjects.is_empty() {
+        errors.push(src.error(span_of(&sec.file), "the dataset has no subjects"));
+    }
+    let replicates = sec.replicates.as_ref().map_or(1, |r| *r.get_ref());
+    if replicates == 0 {
+        if let Some(r) = &sec.replicates {
+            errors.push(src.error(span_of(r), "replicates must be at least 1"));
+        }
+    }
+    let binding = crate::backend::records::RecordBinding::new(model, &dataset.covariates);
+    // Population covariates the dataset provides: the subject's first non-missing value.
+    let mut given = Vec::new();
+    if let Some(pop) = population {
+        for (c, name) in pop.covariate_names().iter().enumerate() {
+            let Some(col) = dataset
+                .covariates
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(name))
+            else {
+                continue;
+            };
+            let labels = pop.covariate_labels(c);
+            for s in &dataset.subjects {
+                let first = s.records.iter().find(|r| !r.covariates[col].is_nan());
+                if let (Some(labels), Some(r)) = (labels, first) {
+                    let v = r.covariates[col];
+                    if v.fract() != 0.0 || v < 0.0 || v >= labels.len() as f64 {
+                        errors.push(src.error(
+                            span_of(&sec.file),
+                            format!(
+                                "{}:{}: {} = {v} is not a code of the population's categorical \
+                                 covariate '{name}' (0 … {}: {})",
+                                dataset.name,
+                                r.line,
+                                dataset.covariates[col],
+                                labels.len() - 1,
+                                labels.join(", ")
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
+            given.push((c, col));
+        }
+    }
+    let end = dataset
+        .subjects
+        .iter()
+        .flat_map(|s| s.records.iter().map(|r| r.time))
+        .fold(0.0f64, f64::max);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(DataDesign {
+        dataset,
+        binding,
+        replicates,
+        given,
+        end: end.max(f64::MIN_POSITIVE),
     })
 }
 

@@ -245,7 +245,7 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
     p
 }
 
-fn spec_hash(trial: &Trial) -> String {
+pub(crate) fn spec_hash(trial: &Trial) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(trial.spec_text.as_bytes());
@@ -392,6 +392,9 @@ fn observations(trial: &Trial, arm: usize, first: u64, out: &ChunkOutput) -> Vec
 
 /// Runs a trial to its output directory.
 pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> {
+    if trial.data.is_some() {
+        return super::dataset::run_dataset_trial(trial, opts);
+    }
     let start = Instant::now();
     let choice = opts.backend.unwrap_or(trial.backend);
     let (mut backend, reason) = select_backend(trial, choice)?;

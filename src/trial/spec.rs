@@ -16,8 +16,11 @@ pub struct TrialSpecFile {
     pub model: ModelSection,
     #[serde(default)]
     pub population: Option<PopulationSection>,
-    #[serde(rename = "arm")]
-    pub arms: Spanned<Vec<Spanned<ArmSection>>>,
+    #[serde(rename = "arm", default)]
+    pub arms: Option<Spanned<Vec<Spanned<ArmSection>>>>,
+    /// A NONMEM-format dataset whose subjects and records replace the arms.
+    #[serde(default)]
+    pub data: Option<Spanned<DataSection>>,
     pub simulation: SimulationSection,
     pub output: OutputSection,
 }
@@ -26,9 +29,20 @@ pub struct TrialSpecFile {
 #[serde(deny_unknown_fields)]
 pub struct TrialSection {
     pub name: String,
-    /// Subjects per arm.
-    pub subjects: Spanned<u64>,
+    /// Subjects per arm (with `[data]`: the dataset's subjects × replicates instead).
+    #[serde(default)]
+    pub subjects: Option<Spanned<u64>>,
     pub seed: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// A NONMEM-format CSV dataset, relative to the spec file.
+    pub file: Spanned<String>,
+    /// Virtual subjects per dataset subject (each with its own draws), default 1.
+    #[serde(default)]
+    pub replicates: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,7 +122,9 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulationSection {
-    pub end: Spanned<f64>,
+    /// Required for arms; with `[data]` the records' last time is the end.
+    #[serde(default)]
+    pub end: Option<Spanned<f64>>,
     #[serde(default = "default_method")]
     pub method: Spanned<String>,
     #[serde(default = "default_rtol")]
@@ -147,6 +163,7 @@ fn default_backend() -> Spanned<String> {
 #[serde(deny_unknown_fields)]
 pub struct OutputSection {
     pub dir: String,
+    #[serde(default)]
     pub metrics: Vec<Spanned<String>>,
     /// Which model outputs the metrics apply to (default: all).
     #[serde(default)]
@@ -290,9 +307,9 @@ metrics = ["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.
     fn parses_the_quickstart_spec() {
         let src = SourceFile::new("quickstart.toml", QUICKSTART);
         let spec = parse_spec(&src).unwrap();
-        assert_eq!(*spec.trial.subjects.get_ref(), 100_000);
-        assert_eq!(spec.arms.get_ref().len(), 2);
-        let d = spec.arms.get_ref()[1]
+        assert_eq!(*spec.trial.subjects.unwrap().get_ref(), 100_000);
+        assert_eq!(spec.arms.as_ref().unwrap().get_ref().len(), 2);
+        let d = spec.arms.unwrap().get_ref()[1]
             .get_ref()
             .dose
             .as_ref()
@@ -303,7 +320,7 @@ metrics = ["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.
             (d.amount, d.every, d.count, d.into.as_str()),
             (200.0, Some(24.0), 7, "depot")
         );
-        assert_eq!(*spec.simulation.end.get_ref(), 168.0);
+        assert_eq!(*spec.simulation.end.unwrap().get_ref(), 168.0);
         assert_eq!(spec.output.metrics.len(), 6);
     }
 

@@ -1,0 +1,383 @@
+//! Trials on a NONMEM-format dataset (`[data]`): every dataset subject is simulated
+//! `replicates` times, each replicate a virtual subject with its own draws from the population,
+//! through the subject's own records with NONMEM's semantics (`crate::backend::records`, the
+//! CPU f64 reference). The output has one row per record: the model's outputs after the
+//! record, and with `[output] observations = true` the same with the population's residual
+//! error.
+//!
+//! Virtual subject i is dataset subject `i % n` (n subjects in the dataset), replicate
+//! `i / n`, so its draws depend only on (seed, i) like every other run, and a run resumes and
+//! shards by chunks of virtual subjects as arm trials do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{
+    ArrayRef, DictionaryArray, Float64Array, RecordBatch, StringArray, UInt16Array, UInt32Array,
+    UInt64Array, UInt8Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use rayon::prelude::*;
+
+use crate::backend::records::{simulate_records, RecordsOutcome};
+use crate::backend::{BackendInfo, Precision};
+use crate::output::{DatasetWriter, RunIdentity, Shard};
+use crate::population::SampledChunk;
+use crate::solver::Status;
+
+use super::resolve::{BackendChoice, DataDesign, ParamSource, Trial};
+use super::run::{provenance, spec_hash, ArmSummary, RunOptions, RunReport};
+
+/// Virtual subjects per part by default: dataset subjects often have tens of records each.
+const DEFAULT_CHUNK: usize = 4096;
+
+/// The Arrow schema of a dataset run's rows.
+fn schema(trial: &Trial, data: &DataDesign) -> SchemaRef {
+    let dict = |v: DataType| DataType::Dictionary(Box::new(v), Box::new(DataType::Utf8));
+    let mut fields = vec![
+        Field::new("subject_id", DataType::UInt64, false),
+        Field::new("replicate", DataType::UInt32, false),
+        Field::new("ID", dict(DataType::UInt32), false),
+        Field::new("TIME", DataType::Float64, false),
+        Field::new("EVID", DataType::UInt8, false),
+        Field::new("CMT", DataType::Float64, true),
+        Field::new("AMT", DataType::Float64, true),
+        Field::new("DV", DataType::Float64, true),
+    ];
+    for o in &trial.model.outputs {
+        fields.push(Field::new(&o.name, DataType::Float64, true));
+    }
+    for (k, _) in &trial.observations {
+        fields.push(Field::new(
+            format!("{}_obs", trial.model.outputs[*k].name),
+            DataType::Float64,
+            true,
+        ));
+    }
+    if let (Some(pop), true) = (&trial.population, trial.write_covariates) {
+        for (c, name) in pop.covariate_names().iter().enumerate() {
+            let dt = if pop.covariate_labels(c).is_some() {
+                dict(DataType::UInt16)
+            } else {
+                DataType::Float64
+            };
+            fields.push(Field::new(*name, dt, true));
+        }
+    }
+    if trial.write_parameters {
+        for p in &trial.model.params {
+            fields.push(Field::new(&p.name, DataType::Float64, true));
+        }
+    }
+    fields.push(Field::new("status", dict(DataType::UInt8), false));
+    let _ = data;
+    Arc::new(Schema::new(fields))
+}
+
+/// One chunk of virtual subjects: their draws and simulated records.
+struct Chunk {
+    first: u64,
+    covariates: Vec<Vec<f64>>,
+    /// `params[p][k]`: model parameter p of the chunk's subject k before any record sets it.
+    params: Vec<Vec<f64>>,
+    outcomes: Vec<RecordsOutcome>,
+}
+
+fn simulate_chunk(trial: &Trial, data: &DataDesign, first: u64, n: usize) -> Chunk {
+    let ids = data.dataset.subjects.len() as u64;
+    let subject_of = |k: usize| &data.dataset.subjects[((first + k as u64) % ids) as usize];
+    let mut scratch = SampledChunk::default();
+    if let Some(pop) = &trial.population {
+        let given: Vec<(usize, Vec<f64>)> = data
+            .given
+            .iter()
+            .map(|(c, col)| {
+                let values = (0..n)
+                    .map(|k| {
+                        subject_of(k)
+                            .records
+                            .iter()
+                            .map(|r| r.covariates[*col])
+                            .find(|v| !v.is_nan())
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect();
+                (*c, values)
+            })
+            .collect();
+        pop.sample_given(trial.seed, first, n, 1, &given, &mut scratch);
+    }
+    let params: Vec<Vec<f64>> = trial
+        .params
+        .iter()
+        .map(|src| match src {
+            ParamSource::Population(j) => scratch.parameters[*j].clone(),
+            ParamSource::Fixed(v) => vec![*v; n],
+        })
+        .collect();
+    let solver = &trial.arms[0].plan.solver;
+    let outcomes = (0..n)
+        .into_par_iter()
+        .map(|k| {
+            let base: Vec<f64> = params.iter().map(|c| c[k]).collect();
+            simulate_records(&trial.compiled, &base, &data.binding, subject_of(k), solver)
+        })
+        .collect();
+    Chunk {
+        first,
+        covariates: scratch.covariates,
+        params,
+        outcomes,
+    }
+}
+
+/// The rows of a chunk: one per record of every virtual subject.
+fn encode(
+    trial: &Trial,
+    data: &DataDesign,
+    schema: &SchemaRef,
+    c: &Chunk,
+) -> Result<RecordBatch, String> {
+    use crate::population::rng::{subject_rng, Stream};
+    use rand_distr::{Distribution, StandardNormal};
+    let ids = data.dataset.subjects.len() as u64;
+    let rows: usize = c
+        .outcomes
+        .iter()
+        .map(|o| o.outputs.first().map_or(0, Vec::len))
+        .sum();
+    let mut subject_id = Vec::with_capacity(rows);
+    let mut replicate = Vec::with_capacity(rows);
+    let mut id_key = Vec::with_capacity(rows);
+    let (mut time, mut evid, mut cmt, mut amt, mut dv) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let n_out = trial.model.outputs.len();
+    let mut outputs = vec![Vec::with_capacity(rows); n_out];
+    let mut obs = vec![Vec::with_capacity(rows); trial.observations.len()];
+    let mut status = Vec::with_capacity(rows);
+    let mut row_subject = Vec::with_capacity(rows);
+    for (k, o) in c.outcomes.iter().enumerate() {
+        let i = c.first + k as u64;
+        let s = (i % ids) as usize;
+        let subject = &data.dataset.subjects[s];
+        let mut rng = subject_rng(trial.seed, i, Stream::Residual);
+        for (j, r) in subject.records.iter().enumerate() {
+            subject_id.push(i);
+            replicate.push((i / ids) as u32);
+            id_key.push(s as u32);
+            time.push(r.time);
+            evid.push(r.evid as u8);
+            cmt.push(r.cmt as f64);
+            amt.push(r.amt);
+            dv.push(r.dv);
+            for (out, col) in outputs.iter_mut().enumerate() {
+                col.push(o.outputs[out][j]);
+            }
+            for (col, (out, model)) in obs.iter_mut().zip(&trial.observations) {
+                let (e1, e2): (f64, f64) = (
+                    StandardNormal.sample(&mut rng),
+                    StandardNormal.sample(&mut rng),
+                );
+                let f = o.outputs[*out][j];
+                // Observations exist on observation records only.
+                col.push(if r.evid as u8 == 0 {
+                    Some(model.apply(f, e1, e2))
+                } else {
+                    None
+                });
+            }
+            status.push((o.status as u8).min(Status::NonFinite as u8));
+            row_subject.push(k);
+        }
+    }
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(subject_id)),
+        Arc::new(UInt32Array::from(replicate)),
+        Arc::new(
+            DictionaryArray::try_new(
+                UInt32Array::from(id_key),
+                Arc::new(StringArray::from_iter_values(
+                    data.dataset.subjects.iter().map(|s| s.id.as_str()),
+                )),
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        Arc::new(Float64Array::from(time)),
+        Arc::new(UInt8Array::from(evid)),
+        Arc::new(Float64Array::from(cmt)),
+        Arc::new(Float64Array::from(amt)),
+        Arc::new(Float64Array::from(dv)),
+    ];
+    for col in outputs {
+        // Null where the subject failed, as for arm metrics.
+        let col: Float64Array = col.iter().map(|v| v.is_finite().then_some(*v)).collect();
+        cols.push(Arc::new(col));
+    }
+    for col in obs {
+        cols.push(Arc::new(Float64Array::from(col)));
+    }
+    if let (Some(pop), true) = (&trial.population, trial.write_covariates) {
+        for (ci, values) in c.covariates.iter().enumerate() {
+            let per_row = row_subject.iter().map(|k| values[*k]);
+            match pop.covariate_labels(ci) {
+                Some(labels) => {
+                    let keys: UInt16Array = per_row.map(|x| Some(x as u16)).collect();
+                    cols.push(Arc::new(
+                        DictionaryArray::try_new(
+                            keys,
+                            Arc::new(StringArray::from(labels.to_vec())),
+                        )
+                        .map_err(|e| e.to_string())?,
+                    ));
+                }
+                None => cols.push(Arc::new(Float64Array::from_iter_values(per_row))),
+            }
+        }
+    }
+    if trial.write_parameters {
+        for values in &c.params {
+            cols.push(Arc::new(Float64Array::from_iter_values(
+                row_subject.iter().map(|k| values[*k]),
+            )));
+        }
+    }
+    cols.push(Arc::new(
+        DictionaryArray::try_new(
+            UInt8Array::from(status),
+            Arc::new(StringArray::from(super::encode::STATUS_LABELS.to_vec())),
+        )
+        .map_err(|e| e.to_string())?,
+    ));
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
+}
+
+/// Runs a `[data]` trial on the CPU f64 reference (the GPU kernels do not process dataset
+/// records).
+pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> {
+    let start = Instant::now();
+    let data = trial
+        .data
+        .as_ref()
+        .ok_or_else(|| "the trial has no [data] section".to_string())?;
+    let reason = match opts.backend.unwrap_or(trial.backend) {
+        BackendChoice::Cpu => "requested".to_string(),
+        BackendChoice::Auto => {
+            "auto: dataset records run on the CPU f64 reference (NONMEM semantics)".into()
+        }
+        BackendChoice::Wgpu | BackendChoice::Cuda => {
+            return Err(
+                "the GPU backends are not available for a [data] trial: dataset records (SS, \
+                 resets, time-varying covariates) run on the CPU reference; use backend = \
+                 \"cpu\" or \"auto\""
+                    .into(),
+            )
+        }
+    };
+    if opts.subjects.is_some_and(|s| s != trial.subjects) {
+        return Err(format!(
+            "a [data] trial simulates the dataset's {} subjects × {} replicates = {} subjects; \
+             change `replicates` in [data] instead of --subjects",
+            data.dataset.subjects.len(),
+            data.replicates,
+            trial.subjects
+        ));
+    }
+    let info = BackendInfo {
+        name: "cpu",
+        device: "cpu (f64 reference)".into(),
+        precision: Precision::F64,
+    };
+    let subjects = trial.subjects;
+    let chunk = opts
+        .chunk_size
+        .or(trial.chunk_size)
+        .unwrap_or(DEFAULT_CHUNK)
+        .max(1) as u64;
+    let shard = opts.shard.unwrap_or(Shard::WHOLE);
+    let (c0, c1) = shard.chunk_range(subjects.div_ceil(chunk));
+    let dir = opts
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| trial.output_dir.clone());
+    let schema = schema(trial, data);
+    let identity = RunIdentity {
+        spec_hash: spec_hash(trial),
+        seed: trial.seed,
+        subjects,
+        chunk_size: chunk,
+        shard: shard.label(),
+    };
+    let mut prov = provenance(trial, &info);
+    prov.insert("vpop.dataset".into(), data.dataset.name.clone());
+    prov.insert("vpop.replicates".into(), data.replicates.to_string());
+    let (mut writer, done) = DatasetWriter::open(
+        &dir,
+        identity,
+        vec![trial.arms[0].plan.name.clone()],
+        schema.clone(),
+        prov,
+        opts.overwrite,
+    )
+    .map_err(|e| e.to_string())?;
+    let done_parts: std::collections::HashSet<u64> = done.iter().map(|p| p.part).collect();
+    let stop_after = opts.stop_after_parts.unwrap_or(u64::MAX);
+    let (mut written, mut failed, mut ran) = (0u64, 0u64, 0u64);
+    let (mut integrate, mut encoding) = (Duration::ZERO, Duration::ZERO);
+    let mut complete = true;
+    for c in c0..c1 {
+        if done_parts.contains(&c) {
+            continue;
+        }
+        if written >= stop_after {
+            complete = false;
+            break;
+        }
+        let first = c * chunk;
+        let n = (subjects - first).min(chunk) as usize;
+        let t0 = Instant::now();
+        let sim = simulate_chunk(trial, data, first, n);
+        integrate += t0.elapsed();
+        let t1 = Instant::now();
+        let batch = encode(trial, data, &schema, &sim)?;
+        writer
+            .write_part(c, first, n as u64, &[batch])
+            .map_err(|e| e.to_string())?;
+        encoding += t1.elapsed();
+        failed += sim
+            .outcomes
+            .iter()
+            .filter(|o| o.status != Status::Ok)
+            .count() as u64;
+        ran += n as u64;
+        written += 1;
+    }
+    if complete {
+        writer.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(RunReport {
+        backend: info,
+        backend_reason: reason,
+        dir,
+        subjects,
+        parts_written: written,
+        parts_resumed: done.len() as u64,
+        wall: start.elapsed(),
+        integrate,
+        sampling: Duration::ZERO,
+        encoding,
+        summary: Duration::ZERO,
+        arms: vec![ArmSummary {
+            name: trial.arms[0].plan.name.clone(),
+            subjects: ran,
+            failed,
+            metrics: Vec::new(),
+            target_attainment: None,
+        }],
+        complete,
+    })
+}

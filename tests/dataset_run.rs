@@ -1,0 +1,288 @@
+//! `vpop run` on a NONMEM-format dataset (`[data]`): every dataset subject replicated with its
+//! own draws, outputs on every record checked against the closed form of a one-compartment IV
+//! bolus with each virtual subject's written parameters; covariates given by the dataset;
+//! residual error on observation records only; resumption; located errors.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, Float64Array, UInt32Array, UInt64Array, UInt8Array};
+use vpop::trial::{run_trial, RunOptions, Trial};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vpop-data-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const POP: &str = r#"
+[population]
+name = "iv"
+
+[covariates.wt]
+dist = "lognormal"
+median = 70
+cv = 0.2
+
+[covariates.sex]
+levels = { male = 0.5, female = 0.5 }
+
+[parameters]
+cl = "5 * (wt / 70)^0.75 * exp(eta_cl)"
+v = "50 * exp(eta_v)"
+
+[[omega]]
+etas = ["eta_cl", "eta_v"]
+cv = [0.3, 0.2]
+
+[residual]
+cp = { proportional = 0.1 }
+"#;
+
+/// Subject 1 gives its weight and sex; subject 2 gives neither (drawn); subject 3's second
+/// dose is an EVID 4 reset-and-dose.
+const DATA: &str = "ID,TIME,EVID,AMT,CMT,WT,SEX,DV
+1,0,1,100,1,52,1,.
+1,1,0,.,1,.,.,1.5
+1,6,0,.,1,.,.,.
+1,12,1,100,1,.,.,.
+1,14,0,.,1,.,.,.
+2,0,1,200,1,.,.,.
+2,2,0,.,1,.,.,.
+2,24,0,.,1,.,.,.
+3,0,1,100,1,90,0,.
+3,4,0,.,1,.,.,.
+3,8,4,50,1,.,.,.
+3,10,0,.,1,.,.,.
+";
+
+const SPEC: &str = r#"
+[trial]
+name = "dataset"
+seed = 11
+
+[model]
+library = "one_cmt_iv"
+
+[population]
+file = "pop.toml"
+
+[data]
+file = "data.csv"
+replicates = 40
+
+[simulation]
+method = "tsit5"
+rtol = 1e-10
+atol = 1e-12
+chunk_size = 25
+
+[output]
+dir = "out"
+parameters = true
+observations = true
+"#;
+
+fn setup(name: &str, spec: &str) -> (PathBuf, Result<Trial, String>) {
+    let dir = tmp(name);
+    std::fs::write(dir.join("pop.toml"), POP).unwrap();
+    std::fs::write(dir.join("data.csv"), DATA).unwrap();
+    let t = Trial::from_text(&dir.join("spec.toml"), spec).map_err(|e| e.to_string());
+    (dir, t)
+}
+
+fn opts(dir: &Path) -> RunOptions {
+    RunOptions {
+        shard: None,
+        quiet: true,
+        overwrite: false,
+        backend: None,
+        subjects: None,
+        chunk_size: None,
+        output_dir: Some(dir.to_path_buf()),
+        stop_after_parts: None,
+    }
+}
+
+struct Rows {
+    subject: Vec<u64>,
+    replicate: Vec<u32>,
+    time: Vec<f64>,
+    evid: Vec<u8>,
+    cols: std::collections::HashMap<String, Vec<Option<f64>>>,
+}
+
+fn read(dir: &Path) -> Rows {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    parts.sort();
+    let mut r = Rows {
+        subject: vec![],
+        replicate: vec![],
+        time: vec![],
+        evid: vec![],
+        cols: Default::default(),
+    };
+    for p in parts {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&p).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let get = |n: &str| b.column_by_name(n).unwrap().clone();
+            let f64s = |n: &str| {
+                let c = get(n);
+                let c = c.as_any().downcast_ref::<Float64Array>().unwrap().clone();
+                (0..c.len())
+                    .map(|i| (!c.is_null(i)).then(|| c.value(i)))
+                    .collect::<Vec<_>>()
+            };
+            let s = get("subject_id");
+            r.subject
+                .extend(s.as_any().downcast_ref::<UInt64Array>().unwrap().values());
+            let s = get("replicate");
+            r.replicate
+                .extend(s.as_any().downcast_ref::<UInt32Array>().unwrap().values());
+            let s = get("EVID");
+            r.evid
+                .extend(s.as_any().downcast_ref::<UInt8Array>().unwrap().values());
+            r.time.extend(f64s("TIME").into_iter().map(|v| v.unwrap()));
+            for n in ["cp", "cp_obs", "cl", "v", "wt", "DV"] {
+                r.cols.entry(n.to_string()).or_default().extend(f64s(n));
+            }
+        }
+    }
+    r
+}
+
+#[test]
+fn every_record_of_every_replicate_matches_the_closed_form() {
+    let (dir, t) = setup("closed-form", SPEC);
+    let t = t.unwrap();
+    assert_eq!(t.subjects, 3 * 40);
+    let out = dir.join("out");
+    let report = run_trial(&t, &opts(&out)).unwrap();
+    assert_eq!(report.backend.name, "cpu");
+    assert_eq!(report.parts_written, 5);
+    let r = read(&out);
+    // 5 + 3 + 4 records per replicate.
+    assert_eq!(r.subject.len(), 40 * 12);
+    let (cp, obs) = (&r.cols["cp"], &r.cols["cp_obs"]);
+    let (cl, v, wt) = (&r.cols["cl"], &r.cols["v"], &r.cols["wt"]);
+    let mut last_dose: std::collections::HashMap<u64, Vec<(f64, f64, bool)>> = Default::default();
+    let (mut z, mut z2, mut nobs) = (0.0, 0.0, 0);
+    for i in 0..r.subject.len() {
+        let s = r.subject[i];
+        let id = s % 3;
+        assert_eq!(u64::from(r.replicate[i]), s / 3);
+        // Subject 1's weight comes from the dataset, the others' only when given.
+        match id {
+            0 => assert_eq!(wt[i], Some(52.0)),
+            2 => assert_eq!(wt[i], Some(90.0)),
+            _ => assert_ne!(wt[i], Some(52.0)),
+        }
+        let (cl, v) = (cl[i].unwrap(), v[i].unwrap());
+        // Doses up to this record (EVID 4 clears what came before).
+        let doses = last_dose.entry(s).or_default();
+        let t_rec = r.time[i];
+        if r.evid[i] == 1 || r.evid[i] == 4 {
+            let amt = match (id, t_rec as u32) {
+                (1, _) => 200.0,
+                (2, 8) => 50.0,
+                _ => 100.0,
+            };
+            doses.push((t_rec, amt, r.evid[i] == 4));
+        }
+        let start = doses.iter().rposition(|d| d.2).unwrap_or(0);
+        let want: f64 = doses[start..]
+            .iter()
+            .map(|(td, a, _)| a / v * (-(cl / v) * (t_rec - td)).exp())
+            .sum();
+        let got = cp[i].unwrap();
+        assert!(
+            (got - want).abs() <= 1e-8 * want.abs() + 1e-12,
+            "subject {s} t {t_rec}: {got} vs {want}"
+        );
+        match (r.evid[i], obs[i]) {
+            (0, Some(y)) => {
+                let e = (y - got) / (0.1 * got);
+                z += e;
+                z2 += e * e;
+                nobs += 1;
+            }
+            (0, None) => panic!("no observation on an observation record"),
+            (_, Some(_)) => panic!("an observation on a dose record"),
+            _ => {}
+        }
+    }
+    // Proportional residual error with SD 0.1: standardised residuals ~ N(0, 1).
+    let m = z / nobs as f64;
+    let sd = (z2 / nobs as f64 - m * m).sqrt();
+    assert!(m.abs() < 4.0 / (nobs as f64).sqrt(), "mean {m}");
+    assert!((sd - 1.0).abs() < 0.15, "sd {sd} over {nobs}");
+    // The dataset's DV is carried along.
+    assert_eq!(r.cols["DV"][1], Some(1.5));
+
+    // A run stopped after two parts resumes to the same files.
+    let again = dir.join("again");
+    let stop = RunOptions {
+        stop_after_parts: Some(2),
+        ..opts(&again)
+    };
+    assert!(!run_trial(&t, &stop).unwrap().complete);
+    let resumed = run_trial(&t, &opts(&again)).unwrap();
+    assert_eq!(resumed.parts_resumed, 2);
+    for k in 0..5 {
+        let name = format!("part-{k:05}.parquet");
+        assert_eq!(
+            std::fs::read(out.join(&name)).unwrap(),
+            std::fs::read(again.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn bad_dataset_trials_are_located_errors() {
+    let with_arm = SPEC.replace(
+        "[simulation]",
+        "[[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"central\" }\n\n[simulation]",
+    );
+    let e = setup("arm", &with_arm).1.err().unwrap();
+    assert!(e.contains("spec.toml:") && e.contains("[[arm]]"), "{e}");
+    let with_metrics = SPEC.replace(
+        "parameters = true",
+        "parameters = true\nmetrics = [\"auc\"]",
+    );
+    let e = setup("metrics", &with_metrics).1.err().unwrap();
+    assert!(e.contains("metrics"), "{e}");
+    let with_subjects = SPEC.replace("seed = 11", "seed = 11\nsubjects = 5");
+    let e = setup("subjects", &with_subjects).1.err().unwrap();
+    assert!(e.contains("replicates"), "{e}");
+    // A sex code the population does not have, with the dataset line.
+    let (dir, _) = setup("code", SPEC);
+    std::fs::write(
+        dir.join("data.csv"),
+        DATA.replace("1,0,1,100,1,52,1,.", "1,0,1,100,1,52,2,."),
+    )
+    .unwrap();
+    let e = match Trial::from_text(&dir.join("spec.toml"), SPEC) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("sex code 2 accepted"),
+    };
+    assert!(e.contains("data.csv:2") && e.contains("sex"), "{e}");
+    // The GPU backends do not process records.
+    let (dir, t) = setup("gpu", SPEC);
+    let gpu = RunOptions {
+        backend: Some(vpop::trial::resolve::BackendChoice::Wgpu),
+        ..opts(&dir.join("out"))
+    };
+    let e = run_trial(&t.unwrap(), &gpu).err().unwrap();
+    assert!(e.contains("CPU"), "{e}");
+}

@@ -1,0 +1,518 @@
+//! The populations that ship in `populations/` against the published figures they encode:
+//! CYP2C19 and CYP2D6 phenotype frequencies by ancestry, CDC 2000 weight- and stature-for-age
+//! percentiles by sex and age, bounds, and finite parameters. The expected values are written
+//! here from the sources, not read from the files.
+
+use std::path::Path;
+
+use vpop::model::{library, Model};
+use vpop::population::dist::norm_ppf;
+use vpop::population::{Population, SampledChunk};
+
+fn load(file: &str) -> Population {
+    Population::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("populations")
+            .join(file),
+    )
+    .unwrap()
+}
+
+fn col<'a>(p: &Population, c: &'a SampledChunk, name: &str) -> &'a [f64] {
+    if let Some(i) = p.covariate_names().iter().position(|n| *n == name) {
+        return &c.covariates[i];
+    }
+    let i = p.parameter_names().iter().position(|n| *n == name).unwrap();
+    &c.parameters[i]
+}
+
+/// The code of `label` in categorical covariate `name`.
+fn code(p: &Population, name: &str, label: &str) -> f64 {
+    let c = p.covariate_names().iter().position(|n| *n == name).unwrap();
+    p.covariate_labels(c)
+        .unwrap()
+        .iter()
+        .position(|l| l == label)
+        .unwrap_or_else(|| panic!("{name} has no label {label}")) as f64
+}
+
+/// Every parameter finite and positive, and the parameters those of the `two_cmt_oral` model.
+fn check_parameters(p: &Population, c: &SampledChunk) {
+    let lib = library::get("two_cmt_oral").unwrap();
+    let model = Model::parse(lib.name, lib.source).unwrap();
+    let want: Vec<&str> = model.params.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(p.parameter_names(), want);
+    for (name, values) in p.parameter_names().iter().zip(&c.parameters) {
+        assert!(
+            values.iter().all(|v| v.is_finite() && *v > 0.0),
+            "{name}: a non-finite or non-positive value"
+        );
+    }
+}
+
+#[test]
+fn phenotype_frequencies_by_ancestry_match_their_sources() {
+    let p = load("cyp_phenotypes.toml");
+    let n = 200_000;
+    let mut c = SampledChunk::default();
+    p.sample(11, 0, n, &mut c);
+    check_parameters(&p, &c);
+    let anc = col(&p, &c, "ancestry");
+
+    // CYP2C19, Personalized Medicine 2022;19(4):327–339, Table 3 (phenotype frequencies of
+    // *1/*2/*3/*17 diplotypes): NM, UM, RM, IM as printed, PM the remainder.
+    let cyp2c19 = |nm: f64, um: f64, rm: f64, im: f64| {
+        [
+            ("pm", 1.0 - nm - um - rm - im),
+            ("im", im),
+            ("nm", nm),
+            ("rm", rm),
+            ("um", um),
+        ]
+    };
+    let c19 = [
+        ("european", cyp2c19(0.406, 0.047, 0.276, 0.248)),
+        ("japanese", cyp2c19(0.321, 0.0, 0.016, 0.440)),
+    ];
+    // CYP2D6, CPIC/PharmGKB CYP2D6 frequency table (2024 copy): diplotype frequencies of the
+    // European and East Asian groups summed by the phenotype of the CPIC Diplotype–Phenotype
+    // Table (2024). The Japanese ancestry takes the East Asian group.
+    let d6 = [
+        (
+            "european",
+            [
+                ("pm", 0.06502),
+                ("im", 0.38253),
+                ("nm", 0.49188),
+                ("indeterminate", 0.03725),
+                ("um", 0.02331),
+            ],
+        ),
+        (
+            "japanese",
+            [
+                ("pm", 0.00794),
+                ("im", 0.38250),
+                ("nm", 0.53830),
+                ("indeterminate", 0.06265),
+                ("um", 0.00859),
+            ],
+        ),
+    ];
+
+    // Ancestry 50/50 (design): within 3 standard errors.
+    let eu = anc
+        .iter()
+        .filter(|a| **a == code(&p, "ancestry", "european"))
+        .count() as f64
+        / n as f64;
+    assert!(
+        (eu - 0.5).abs() <= 3.0 * (0.25 / n as f64).sqrt(),
+        "European fraction {eu}"
+    );
+
+    let check = |gene: &str, ancestry: &str, want: &[(&str, f64)]| {
+        let a = code(&p, "ancestry", ancestry);
+        let ph = col(&p, &c, gene);
+        let idx: Vec<usize> = (0..n).filter(|i| anc[*i] == a).collect();
+        let m = idx.len() as f64;
+        let total: f64 = want.iter().map(|(_, w)| w).sum();
+        assert!(
+            (total - 1.0).abs() < 1e-4,
+            "{gene} {ancestry}: sums to {total}"
+        );
+        for (label, w) in want {
+            let k = code(&p, gene, label);
+            let f = idx.iter().filter(|i| ph[**i] == k).count() as f64 / m;
+            if *w == 0.0 {
+                assert_eq!(
+                    f, 0.0,
+                    "{gene} {ancestry} {label}: {f} where the source has none"
+                );
+                continue;
+            }
+            let se = (w * (1.0 - w) / m).sqrt();
+            assert!(
+                (f - w).abs() <= 3.0 * se,
+                "{gene} {ancestry} {label}: sampled {f:.5} vs {w:.5} (3 SE = {:.5})",
+                3.0 * se
+            );
+        }
+    };
+    for (ancestry, want) in &c19 {
+        check("cyp2c19", ancestry, want);
+    }
+    for (ancestry, want) in &d6 {
+        check("cyp2d6", ancestry, want);
+    }
+
+    // Weight is truncated to [40, 150] kg.
+    assert!(col(&p, &c, "wt").iter().all(|w| (40.0..=150.0).contains(w)));
+    // Clearance: poor metabolisers of both genes keep only the non-CYP fraction (1 − 0.4 − 0.4).
+    let (c19c, d6c, wt, cl) = (
+        col(&p, &c, "cyp2c19"),
+        col(&p, &c, "cyp2d6"),
+        col(&p, &c, "wt"),
+        col(&p, &c, "cl"),
+    );
+    let (pm19, pm2d6) = (code(&p, "cyp2c19", "pm"), code(&p, "cyp2d6", "pm"));
+    let both_pm: Vec<usize> = (0..n)
+        .filter(|i| c19c[*i] == pm19 && d6c[*i] == pm2d6)
+        .collect();
+    assert!(!both_pm.is_empty());
+    let eta_cl = &c.etas[p.eta_names().iter().position(|e| *e == "eta_cl").unwrap()];
+    for i in both_pm {
+        let want = 5.0 * (wt[i] / 70.0).powf(0.75) * 0.2 * eta_cl[i].exp();
+        assert!((cl[i] - want).abs() < 1e-12 * want);
+    }
+}
+
+/// A CDC 2000 growth-chart row: sex (1 boys, 2 girls), age in months, L, M, S, P10, P90.
+type CdcRow = (u8, f64, f64, f64, f64, f64, f64);
+
+// CDC 2000 growth charts (NCHS; Kuczmarski et al. 2002, Vital Health Stat 11(246)), wtage.csv.
+const WEIGHT_FOR_AGE: [CdcRow; 12] = [
+    (
+        1,
+        24.0,
+        -0.20615245,
+        12.6707633,
+        0.108125811,
+        11.05265567,
+        14.58339799,
+    ),
+    (
+        1,
+        45.5,
+        -0.86869965,
+        15.80872535,
+        0.117641148,
+        13.72043155,
+        18.58127627,
+    ),
+    (
+        1,
+        105.5,
+        -1.355720571,
+        27.90904433,
+        0.163774719,
+        23.20221593,
+        35.72793225,
+    ),
+    (
+        1,
+        165.5,
+        -0.640056805,
+        49.87187409,
+        0.192705974,
+        39.65325233,
+        65.25318239,
+    ),
+    (
+        1,
+        201.5,
+        -0.933544683,
+        63.89958662,
+        0.167043722,
+        52.57010692,
+        81.1369598,
+    ),
+    (
+        1,
+        216.5,
+        -1.066224038,
+        67.28992603,
+        0.161922819,
+        55.78730622,
+        85.07640364,
+    ),
+    (
+        2,
+        24.0,
+        -0.73533951,
+        12.05503983,
+        0.107399495,
+        10.57373483,
+        13.93766409,
+    ),
+    (
+        2,
+        45.5,
+        -1.143135936,
+        15.37262729,
+        0.128990225,
+        13.21264896,
+        18.46379435,
+    ),
+    (
+        2,
+        105.5,
+        -1.008521695,
+        28.24520531,
+        0.182037118,
+        22.90632506,
+        36.85163675,
+    ),
+    (
+        2,
+        165.5,
+        -1.054846957,
+        48.69017613,
+        0.191020995,
+        39.16231542,
+        64.62888901,
+    ),
+    (
+        2,
+        201.5,
+        -1.805281675,
+        54.90609842,
+        0.162905415,
+        45.99173597,
+        71.35395381,
+    ),
+    (
+        2,
+        216.5,
+        -1.850946286,
+        56.22969564,
+        0.16036959,
+        47.24157543,
+        72.82563495,
+    ),
+];
+
+// The same, statage.csv.
+const STATURE_FOR_AGE: [CdcRow; 12] = [
+    (
+        1,
+        24.0,
+        0.941523967,
+        86.45220101,
+        0.040321528,
+        81.99171445,
+        90.92619137,
+    ),
+    (
+        1,
+        45.5,
+        0.602595306,
+        100.7783198,
+        0.041076485,
+        95.52887815,
+        106.1387493,
+    ),
+    (
+        1,
+        105.5,
+        0.40391127,
+        132.3840348,
+        0.045905281,
+        124.7319249,
+        140.3092555,
+    ),
+    (
+        1,
+        165.5,
+        1.456720479,
+        162.2865119,
+        0.049506051,
+        151.8347622,
+        172.4392666,
+    ),
+    (
+        1,
+        201.5,
+        1.825245107,
+        175.0181691,
+        0.041725679,
+        165.4424364,
+        184.1797333,
+    ),
+    (
+        1,
+        216.5,
+        1.399999187,
+        176.1850208,
+        0.04064364,
+        166.9093676,
+        185.2692255,
+    ),
+    (
+        2,
+        24.0,
+        1.07244896,
+        84.97555512,
+        0.040791394,
+        80.52476467,
+        89.40951159,
+    ),
+    (
+        2,
+        45.5,
+        0.301955463,
+        99.33939735,
+        0.042947412,
+        93.97609374,
+        104.9127666,
+    ),
+    (
+        2,
+        105.5,
+        0.043619747,
+        131.8593015,
+        0.046585611,
+        124.2077692,
+        139.9604267,
+    ),
+    (
+        2,
+        165.5,
+        1.008254396,
+        159.9057871,
+        0.041495379,
+        151.4003414,
+        168.4074983,
+    ),
+    (
+        2,
+        201.5,
+        0.985571579,
+        162.8531067,
+        0.039747815,
+        154.5606528,
+        171.1516601,
+    ),
+    (
+        2,
+        216.5,
+        1.047571238,
+        163.1307866,
+        0.039687311,
+        154.8235077,
+        171.4179802,
+    ),
+];
+
+/// The LMS quantile X = M (1 + L S z)^(1/L) and its derivative dX/dz.
+fn lms(l: f64, m: f64, s: f64, z: f64) -> (f64, f64) {
+    let b = 1.0 + l * s * z;
+    (m * b.powf(1.0 / l), m * s * b.powf(1.0 / l - 1.0))
+}
+
+/// The p-quantile of `x` (sorted in place; nearest rank).
+fn quantile(x: &mut [f64], p: f64) -> f64 {
+    x.sort_by(|a, b| a.total_cmp(b));
+    x[((p * x.len() as f64) as usize).min(x.len() - 1)]
+}
+
+#[test]
+fn paediatric_growth_follows_the_cdc_charts() {
+    let p = load("paediatric.toml");
+    // Ages tested: midway between the file's 6-monthly rows, where its linear interpolation is
+    // least exact; subjects within ±1.5 months of each.
+    let ages = [45.5, 105.5, 165.5, 201.5];
+    let half_bin = 1.5;
+    let (n, chunk) = (2_000_000usize, 250_000usize);
+    // bins[variable][row] gathers the sampled values of the subjects near that row's age.
+    let mut bins = vec![vec![Vec::new(); WEIGHT_FOR_AGE.len()]; 2];
+    let (mut females, mut c) = (0usize, SampledChunk::default());
+    let (male, female) = (code(&p, "sex", "male"), code(&p, "sex", "female"));
+    // Bounds: the file holds draws beyond the 1st/99th percentile at those percentiles, so no
+    // weight (height) lies below the girls' 1st percentile at 2 y or above the boys' 99th
+    // percentile at 18 y (LMS; 1e-4 relative for the rounding of the file's values).
+    let bounds = |t: &[CdcRow; 12]| {
+        let z = norm_ppf(0.99);
+        let lo = t
+            .iter()
+            .filter(|r| r.1 == 24.0)
+            .map(|r| lms(r.2, r.3, r.4, -z).0);
+        let hi = t
+            .iter()
+            .filter(|r| r.1 == 216.5)
+            .map(|r| lms(r.2, r.3, r.4, z).0);
+        (lo.fold(f64::INFINITY, f64::min), hi.fold(0.0, f64::max))
+    };
+    let (wt_bounds, ht_bounds) = (bounds(&WEIGHT_FOR_AGE), bounds(&STATURE_FOR_AGE));
+    for first in (0..n).step_by(chunk) {
+        p.sample(3, first as u64, chunk, &mut c);
+        check_parameters(&p, &c);
+        let (sex, age, wt, ht) = (
+            col(&p, &c, "sex"),
+            col(&p, &c, "age"),
+            col(&p, &c, "wt"),
+            col(&p, &c, "height"),
+        );
+        let (bmi, bsa, fmat) = (col(&p, &c, "bmi"), col(&p, &c, "bsa"), col(&p, &c, "fmat"));
+        for i in 0..chunk {
+            assert!(sex[i] == male || sex[i] == female);
+            females += (sex[i] == female) as usize;
+            assert!((2.0..=18.0).contains(&age[i]), "age {}", age[i]);
+            assert!(
+                wt[i] >= wt_bounds.0 * (1.0 - 1e-4) && wt[i] <= wt_bounds.1 * (1.0 + 1e-4),
+                "weight {} outside {wt_bounds:?}",
+                wt[i]
+            );
+            assert!(
+                ht[i] >= ht_bounds.0 * (1.0 - 1e-4) && ht[i] <= ht_bounds.1 * (1.0 + 1e-4),
+                "height {} outside {ht_bounds:?}",
+                ht[i]
+            );
+            // Derived covariates: BMI, Mosteller BSA, and the GFR maturation of Rhodin et al.
+            // (2009): TM50 47.7 weeks postmenstrual age, Hill 3.4, birth at 40 weeks.
+            assert!((bmi[i] - wt[i] / (ht[i] / 100.0).powi(2)).abs() < 1e-9 * bmi[i]);
+            assert!((bsa[i] - (ht[i] * wt[i] / 3600.0).sqrt()).abs() < 1e-12);
+            let pma = 40.0 + age[i] * 365.25 / 7.0;
+            let want = 1.0 / (1.0 + (47.7 / pma).powf(3.4));
+            assert!((fmat[i] - want).abs() < 1e-12 && fmat[i] > 0.977);
+            for (r, row) in WEIGHT_FOR_AGE.iter().enumerate() {
+                let s = if row.0 == 1 { male } else { female };
+                if sex[i] == s && (12.0 * age[i] - row.1).abs() <= half_bin {
+                    bins[0][r].push(wt[i]);
+                    bins[1][r].push(ht[i]);
+                }
+            }
+        }
+    }
+    let f = females as f64 / n as f64;
+    assert!(
+        (f - 0.5).abs() <= 3.0 * (0.25 / n as f64).sqrt(),
+        "female fraction {f}"
+    );
+
+    // P10, P50 (= M) and P90 near each age against the chart. Tolerance: 3 standard errors of
+    // the sample quantile (density from the row's L, M, S) plus 0.5 % for the file's linear
+    // interpolation between 6-monthly rows (≤ 0.2 % at the rows in between) and the spread of
+    // ages within the bin (≤ 0.4 % at P90 of weight, less elsewhere).
+    for (v, (table, what)) in [(&WEIGHT_FOR_AGE, "weight"), (&STATURE_FOR_AGE, "height")]
+        .iter()
+        .enumerate()
+    {
+        for (r, &(sex, months, l, m, s, p10, p90)) in table.iter().enumerate() {
+            if !ages.contains(&months) {
+                continue;
+            }
+            let x = &mut bins[v][r];
+            let k = x.len() as f64;
+            assert!(k > 10_000.0, "{what} at {months} months: only {k} subjects");
+            for (prob, want) in [(0.1, p10), (0.5, m), (0.9, p90)] {
+                let z = norm_ppf(prob);
+                let (at, dxdz) = lms(l, m, s, z);
+                assert!(
+                    (at - want).abs() < 1e-3 * want,
+                    "LMS and percentile disagree"
+                );
+                let density = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt() / dxdz;
+                let se = (prob * (1.0 - prob) / k).sqrt() / density;
+                let got = quantile(x, prob);
+                let tol = 3.0 * se + 0.005 * want;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{what}, sex {sex}, {months} months, P{}: sampled {got:.3} vs CDC {want:.3} \
+                     (tolerance {tol:.3})",
+                    prob * 100.0
+                );
+            }
+        }
+    }
+}
