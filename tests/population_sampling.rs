@@ -446,3 +446,38 @@ occasion = true
     let err = Population::parse("iov.toml", &bad).unwrap_err().to_string();
     assert!(err.starts_with("iov.toml:"), "{err}");
 }
+
+#[test]
+fn empirical_tables_truncate_at_their_bounds() {
+    // Quantile function of uniform(0, 10) at every x; lo/hi truncate it to uniform(2, 5).
+    let text = r#"
+[population]
+name = "emp"
+
+[covariates.age]
+dist = "uniform"
+lo = 0
+hi = 1
+
+[covariates.x]
+dist = "empirical"
+by = "age"
+x = [0, 1]
+quantiles = [0, 0.5, 1]
+values = [[0, 5, 10], [0, 5, 10]]
+lo = 2
+hi = 5
+"#;
+    let p = Population::parse("emp.toml", text).unwrap();
+    let n = 200_000;
+    let mut c = SampledChunk::default();
+    p.sample(3, 0, n, &mut c);
+    let x = col(&p, &c, "x");
+    assert!(x.iter().all(|v| (2.0..=5.0).contains(v)));
+    let (m, sd) = mean_sd(x);
+    // Uniform(2, 5): mean 3.5, sd 3/√12; nothing piled up at the bounds.
+    assert!((m - 3.5).abs() < 3.0 * (3.0 / 12f64.sqrt()) / (n as f64).sqrt(), "mean {m}");
+    assert!((sd - 3.0 / 12f64.sqrt()).abs() < 0.005, "sd {sd}");
+    let at_bounds = x.iter().filter(|v| **v == 2.0 || **v == 5.0).count();
+    assert!(at_bounds < 5, "{at_bounds} draws at the bounds");
+}

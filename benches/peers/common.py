@@ -8,14 +8,23 @@ import pyarrow.dataset as ds
 
 DOSE, EVERY, COUNT, END = 100.0, 12.0, 14, 168.0
 RTOL, ATOL = 1e-6, 1e-9
+COLUMNS = ["ka", "cl", "v1", "q", "v2", "cp_auc", "cp_cmax"]  # parameters, then vpop's metrics
 
 
 def load(vpop_dir, n):
     """The first n subjects of a vpop run with `parameters = true`: parameters and metrics."""
     t = ds.dataset(sorted(glob.glob(f"{vpop_dir}/part-*.parquet")), format="parquet").to_table()
     t = t.sort_by("subject_id").slice(0, n)
-    cols = {c: t.column(c).to_numpy() for c in ["ka", "cl", "v1", "q", "v2", "cp_auc", "cp_cmax"]}
+    cols = {c: t.column(c).to_numpy() for c in COLUMNS}
     return cols
+
+
+def write_csv(vpop_dir, n, path):
+    """The first n subjects (parameters and vpop's metrics) as CSV, every digit kept, for the
+    peers that are not Python (diffsol)."""
+    cols = load(vpop_dir, n)
+    table = np.column_stack([cols[c] for c in COLUMNS])
+    np.savetxt(path, table, delimiter=",", fmt="%.17g", header=",".join(COLUMNS), comments="")
 
 
 def rhs(p):
@@ -49,3 +58,8 @@ def report(name, per_subject_seconds, auc, cmax, ref, extra=""):
     if extra:
         print(extra, file=sys.stderr)
     return out
+
+
+if __name__ == "__main__":
+    # usage: common.py VPOP_DIR N OUT.csv   writes the first N subjects for the diffsol peer
+    write_csv(sys.argv[1], int(sys.argv[2]), sys.argv[3])

@@ -282,6 +282,12 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
                     if let Some(x) = t.median {
                         v.push(format!("median {x}"));
                     }
+                    if let Some(x) = t.p5 {
+                        v.push(format!("p5 {x}"));
+                    }
+                    if let Some(x) = t.p95 {
+                        v.push(format!("p95 {x}"));
+                    }
                     v.join(", ")
                 })
                 .unwrap_or_default()

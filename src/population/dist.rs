@@ -150,11 +150,42 @@ pub fn interp(x: &[f64], y: &[f64], at: f64) -> f64 {
     y[i] + w * (y[i + 1] - y[i])
 }
 
+/// The inverse of [`interp`] for non-decreasing `y`: the first `x` where the interpolant
+/// reaches `v` (clamped to the ends of `x`).
+pub fn interp_inverse(x: &[f64], y: &[f64], v: f64) -> f64 {
+    if v.is_nan() || x.is_empty() {
+        return f64::NAN;
+    }
+    if v <= y[0] {
+        return x[0];
+    }
+    let last = y.len() - 1;
+    if v >= y[last] {
+        return x[last];
+    }
+    let i = y.partition_point(|w| *w < v).max(1) - 1;
+    let dy = y[i + 1] - y[i];
+    if dy <= 0.0 {
+        return x[i + 1];
+    }
+    x[i] + (v - y[i]) / dy * (x[i + 1] - x[i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
+
+    #[test]
+    fn interpolation_inverts() {
+        let (x, y) = ([0.0, 0.5, 1.0], [10.0, 20.0, 20.0 + 1e-12]);
+        for v in [10.0, 12.5, 15.0, 19.0, 20.0] {
+            assert!((interp(&x, &y, interp_inverse(&x, &y, v)) - v).abs() < 1e-12);
+        }
+        assert_eq!(interp_inverse(&x, &y, 5.0), 0.0);
+        assert_eq!(interp_inverse(&x, &y, 30.0), 1.0);
+    }
 
     #[test]
     fn normal_quantiles_match_published_values() {

@@ -21,7 +21,7 @@ use toml::Spanned;
 
 use crate::diag::{Diagnostic, SourceFile, Span};
 use crate::model::{lower_expr, parse_expr, resolve, Expr, Program, Var};
-use dist::{cholesky_psd, interp, truncated_std_normal};
+use dist::{cholesky_psd, interp, interp_inverse, truncated_std_normal};
 use rng::{subject_rng, Stream};
 
 /// A number or an expression string.
@@ -587,8 +587,23 @@ impl Population {
                     let qv: Vec<f64> = (0..quantiles.len())
                         .map(|q| interp(x, &values.iter().map(|r| r[q]).collect::<Vec<_>>(), at))
                         .collect();
+                    // Truncation to [lo, hi]: u uniform between the quantile levels of the
+                    // bounds (the inverse of the interpolated quantile function), so the
+                    // distribution is truncated rather than piled up at the bounds.
+                    let (ulo, uhi) = (
+                        if lo > f64::NEG_INFINITY {
+                            interp_inverse(quantiles, &qv, lo)
+                        } else {
+                            0.0
+                        },
+                        if hi < f64::INFINITY {
+                            interp_inverse(quantiles, &qv, hi)
+                        } else {
+                            1.0
+                        },
+                    );
                     let u: f64 = rng.random();
-                    interp(quantiles, &qv, u).clamp(lo, hi)
+                    interp(quantiles, &qv, ulo + u * (uhi - ulo).max(0.0)).clamp(lo, hi)
                 }
                 Draw::Derived(p) => ev(p, slots, regs),
             };
