@@ -229,6 +229,13 @@ fn every_record_of_every_replicate_matches_the_closed_form() {
     // The dataset's DV is carried along.
     assert_eq!(r.cols["DV"][1], Some(1.5));
 
+    // The visual predictive check: a PNG of the simulated bands and the observed DV.
+    let rep = vpop::trial::report::report(&out, &dir.join("report"), 1000).unwrap();
+    assert_eq!(rep.files.len(), 1);
+    assert!(rep.files[0].ends_with("vpc.png"));
+    let png = std::fs::read(&rep.files[0]).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
     // A run stopped after two parts resumes to the same files.
     let again = dir.join("again");
     let stop = RunOptions {

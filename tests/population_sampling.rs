@@ -476,7 +476,10 @@ hi = 5
     assert!(x.iter().all(|v| (2.0..=5.0).contains(v)));
     let (m, sd) = mean_sd(x);
     // Uniform(2, 5): mean 3.5, sd 3/√12; nothing piled up at the bounds.
-    assert!((m - 3.5).abs() < 3.0 * (3.0 / 12f64.sqrt()) / (n as f64).sqrt(), "mean {m}");
+    assert!(
+        (m - 3.5).abs() < 3.0 * (3.0 / 12f64.sqrt()) / (n as f64).sqrt(),
+        "mean {m}"
+    );
     assert!((sd - 3.0 / 12f64.sqrt()).abs() < 0.005, "sd {sd}");
     let at_bounds = x.iter().filter(|v| **v == 2.0 || **v == 5.0).count();
     assert!(at_bounds < 5, "{at_bounds} draws at the bounds");

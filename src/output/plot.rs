@@ -169,6 +169,8 @@ pub struct BandPanel {
     pub x_label: String,
     pub x: Vec<f64>,
     pub groups: Vec<Band>,
+    /// Observed (x, y) points drawn over the bands (e.g. a dataset's DV), with their label.
+    pub points: Option<(String, Vec<(f64, f64)>)>,
 }
 
 /// Renders panels in a grid of `cols` columns under a temporary name, then renames.
@@ -303,6 +305,7 @@ pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
             .groups
             .iter()
             .flat_map(|g| g.3.iter().copied())
+            .chain(panel.points.iter().flat_map(|p| p.1.iter().map(|q| q.1)))
             .filter(|v| v.is_finite())
             .fold(0.0f64, f64::max)
             .max(1e-300)
@@ -345,6 +348,20 @@ pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                     });
+            }
+        }
+        if let Some((label, points)) = &panel.points {
+            let s = chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|p| p.0.is_finite() && p.1.is_finite())
+                        .map(|p| Circle::new(*p, 2, BLACK.filled())),
+                )
+                .map_err(|e| err(&e))?;
+            if text {
+                s.label(label.as_str())
+                    .legend(|(x, y)| Circle::new((x + 8, y), 2, BLACK.filled()));
             }
         }
         if text {

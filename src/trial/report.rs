@@ -90,16 +90,122 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A `[data]` run's visual predictive check, `vpc.png`: for every model output, the 5th, 50th
+/// and 95th percentiles of the simulated values over all replicates at each observation time
+/// of the dataset (with residual error when the run wrote `<output>_obs`), and the dataset's
+/// observed DV at those times.
+fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, String> {
+    let first = &ms[0];
+    let mut parts: Vec<(u64, String)> = ms
+        .iter()
+        .flat_map(|m| m.parts.iter().map(|p| (p.part, p.file.clone())))
+        .collect();
+    parts.sort();
+    parts.dedup();
+    let files: Vec<PathBuf> = parts.iter().map(|(_, f)| dir.join(f)).collect();
+    let subjects: u64 = ms
+        .iter()
+        .flat_map(|m| m.parts.iter().map(|p| p.subjects))
+        .sum();
+    let source = first
+        .provenance
+        .get("vpop.model_source")
+        .ok_or("the manifest has no vpop.model_source")?;
+    let model = crate::model::Model::parse("model", source).map_err(|e| e.to_string())?;
+    let read_f64 = |col: &str| -> Result<Vec<f64>, String> {
+        let mut v = Vec::new();
+        read_column(&files, 0, col, 1, |arr, i| v.push(f64_at(arr, i)))?;
+        Ok(v)
+    };
+    let int = |col: &str| -> Result<Vec<u64>, String> {
+        let mut v = Vec::new();
+        read_column(&files, 0, col, 1, |arr, i| {
+            use arrow_array::{UInt32Array, UInt8Array};
+            let a = arr.as_any();
+            v.push(if let Some(x) = a.downcast_ref::<UInt8Array>() {
+                u64::from(x.value(i))
+            } else if let Some(x) = a.downcast_ref::<UInt32Array>() {
+                u64::from(x.value(i))
+            } else {
+                u64::MAX
+            })
+        })?;
+        Ok(v)
+    };
+    let time = read_f64("TIME")?;
+    let evid = int("EVID")?;
+    let replicate = int("replicate")?;
+    let dv = read_f64("DV")?;
+    let obs_rows: Vec<usize> = (0..time.len()).filter(|i| evid[*i] == 0).collect();
+    let mut times: Vec<f64> = obs_rows.iter().map(|i| time[*i]).collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    if times.is_empty() {
+        return Err(format!(
+            "{}: the dataset has no observation records (EVID 0) to check",
+            dir.display()
+        ));
+    }
+    let observed: Vec<(f64, f64)> = obs_rows
+        .iter()
+        .filter(|i| replicate[**i] == 0 && dv[**i].is_finite())
+        .map(|i| (time[*i], dv[*i]))
+        .collect();
+    let mut panels = Vec::new();
+    for o in &model.outputs {
+        let with_error = first.columns.contains(&format!("{}_obs", o.name));
+        let col = if with_error {
+            format!("{}_obs", o.name)
+        } else {
+            o.name.clone()
+        };
+        let values = read_f64(&col)?;
+        let mut by_time: Vec<Vec<f64>> = vec![Vec::new(); times.len()];
+        for &i in &obs_rows {
+            if values[i].is_finite() {
+                let k = times.partition_point(|t| *t < time[i]);
+                by_time[k].push(values[i]);
+            }
+        }
+        let (mut lo, mut mid, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+        for v in &mut by_time {
+            v.sort_by(f64::total_cmp);
+            lo.push(percentile(v, 0.05));
+            mid.push(percentile(v, 0.5));
+            hi.push(percentile(v, 0.95));
+        }
+        panels.push(BandPanel {
+            title: format!(
+                "{}: {} simulated subjects{}",
+                o.name,
+                subjects,
+                if with_error {
+                    " (with residual error)"
+                } else {
+                    ""
+                }
+            ),
+            x_label: "time".into(),
+            x: times.clone(),
+            groups: vec![("simulated".into(), lo, mid, hi)],
+            points: Some(("observed DV".into(), observed.clone())),
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let p = out.join("vpc.png");
+    band_panels(&p, &panels)?;
+    Ok(ReportFiles {
+        files: vec![p],
+        subjects_per_arm: vec![subjects],
+    })
+}
+
 /// Writes `metrics.png` and, when the run wrote profiles, `profiles.png` into `out`.
 pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, String> {
     let ms = manifests(dir)?;
     let first = &ms[0];
     if first.provenance.contains_key("vpop.dataset") {
-        return Err(format!(
-            "{}: a [data] run (one row per dataset record) has no arm metrics or profiles to \
-             chart; read its parts with pandas, polars or DuckDB",
-            dir.display()
-        ));
+        return data_report(dir, out, &ms);
     }
     let arms = first.arms.clone();
     let mut parts: Vec<(u64, String)> = ms
@@ -199,6 +305,7 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
             x_label: "time".into(),
             x: times.clone(),
             groups,
+            points: None,
         });
     }
     if !bands.is_empty() {
