@@ -39,13 +39,13 @@ cv = [0.3, 0.2]
 cp = { proportional = 0.1 }
 "#;
 
-/// Subject 1 gives its weight and sex; subject 2 gives neither (drawn); subject 3's second
-/// dose is an EVID 4 reset-and-dose.
+/// Subject 1 gives its weight and sex, and its weight changes at 12 h (clearance follows);
+/// subject 2 gives neither (drawn); subject 3's second dose is an EVID 4 reset-and-dose.
 const DATA: &str = "ID,TIME,EVID,AMT,CMT,WT,SEX,DV
 1,0,1,100,1,52,1,.
 1,1,0,.,1,.,.,1.5
 1,6,0,.,1,.,.,.
-1,12,1,100,1,.,.,.
+1,12,1,100,1,70,.,.
 1,14,0,.,1,.,.,.
 2,0,1,200,1,.,.,.
 2,2,0,.,1,.,.,.
@@ -200,10 +200,16 @@ fn every_record_of_every_replicate_matches_the_closed_form() {
             doses.push((t_rec, amt, r.evid[i] == 4));
         }
         let start = doses.iter().rposition(|d| d.2).unwrap_or(0);
-        let want: f64 = doses[start..]
+        let mut want: f64 = doses[start..]
             .iter()
             .map(|(td, a, _)| a / v * (-(cl / v) * (t_rec - td)).exp())
             .sum();
+        if id == 0 && t_rec >= 12.0 {
+            // From 12 h the weight is 70 kg instead of 52: clearance × (70/52)^0.75.
+            let cl2 = cl * (70.0f64 / 52.0).powf(0.75);
+            let a12 = 100.0 * (-(cl / v) * 12.0).exp() + 100.0;
+            want = a12 / v * (-(cl2 / v) * (t_rec - 12.0)).exp();
+        }
         let got = cp[i].unwrap();
         assert!(
             (got - want).abs() <= 1e-8 * want.abs() + 1e-12,
@@ -284,6 +290,17 @@ fn bad_dataset_trials_are_located_errors() {
         Ok(_) => panic!("sex code 2 accepted"),
     };
     assert!(e.contains("data.csv:2") && e.contains("sex"), "{e}");
+    // A compartment the model does not have.
+    std::fs::write(
+        dir.join("data.csv"),
+        DATA.replace("3,8,4,50,1,", "3,8,4,50,2,"),
+    )
+    .unwrap();
+    let e = match Trial::from_text(&dir.join("spec.toml"), SPEC) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("CMT 2 accepted for a one-compartment model"),
+    };
+    assert!(e.contains("data.csv:12") && e.contains("CMT 2"), "{e}");
     // The GPU backends do not process records.
     let (dir, t) = setup("gpu", SPEC);
     let gpu = RunOptions {

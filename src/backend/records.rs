@@ -546,11 +546,26 @@ pub fn simulate_records(
     subject: &Subject,
     solver: &SolverOptions,
 ) -> RecordsOutcome {
+    simulate_records_with(model, base, binding, subject, solver, &mut |_, _| {})
+}
+
+/// [`simulate_records`] with `update(record, params)` called on every record before the
+/// binding's columns set parameters (e.g. a population's parameter model re-evaluated with
+/// the record's time-varying covariates); parameters it changes take effect from that record.
+pub fn simulate_records_with(
+    model: &CompiledModel,
+    base: &[f64],
+    binding: &RecordBinding,
+    subject: &Subject,
+    solver: &SolverOptions,
+    update: &mut dyn FnMut(&Record, &mut [f64]),
+) -> RecordsOutcome {
     let n_out = model.n_outputs();
     let nr = subject.records.len();
     let mut outputs = vec![vec![f64::NAN; nr]; n_out];
     let mut params = base.to_vec();
     if let Some(r) = subject.records.first() {
+        update(r, &mut params);
         set_params(&mut params, binding, r);
     }
     let mut sim = Sim::new(model, params, solver);
@@ -577,7 +592,7 @@ pub fn simulate_records(
             status = e;
             break;
         }
-        sim.params_from_record(binding, r);
+        sim.params_from_record(binding, r, update);
         let step = match r.evid {
             Evid::Observation | Evid::Other => Ok(()),
             Evid::Reset => {
@@ -613,8 +628,14 @@ pub fn simulate_records(
 }
 
 impl Sim<'_> {
-    fn params_from_record(&mut self, binding: &RecordBinding, r: &Record) {
+    fn params_from_record(
+        &mut self,
+        binding: &RecordBinding,
+        r: &Record,
+        update: &mut dyn FnMut(&Record, &mut [f64]),
+    ) {
         let before = self.params.clone();
+        update(r, &mut self.params);
         set_params(&mut self.params, binding, r);
         if self.params != before {
             self.rebind();

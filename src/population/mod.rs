@@ -357,6 +357,28 @@ impl Population {
         }
         0.0
     }
+    /// Re-evaluates one subject's derived covariates (in sampling order) and parameters after
+    /// some covariates changed: `slots` holds the subject's covariates then its etas (as
+    /// sampled, with the changed values written in); covariates marked in `keep` (e.g. given
+    /// by a dataset) and drawn covariates keep their values. `params` receives the parameters
+    /// in [`Population::parameter_names`] order.
+    pub fn recompute(
+        &self,
+        slots: &mut [f64],
+        keep: &[bool],
+        regs: &mut Vec<f64>,
+        params: &mut [f64],
+    ) {
+        let mut one = [0.0];
+        for (c, cov) in self.covariates.iter().enumerate() {
+            if let (Draw::Derived(p), false) = (&cov.draw, keep.get(c).copied().unwrap_or(false)) {
+                p.eval_slots(slots, regs, &mut one);
+                slots[c] = one[0];
+            }
+        }
+        self.param_program.eval_slots(slots, regs, params);
+    }
+
     /// Indices (into [`Population::eta_names`]) of the inter-occasion etas.
     pub fn iov_eta_indices(&self) -> Vec<usize> {
         let nc = self.covariates.len();

@@ -19,7 +19,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
-use crate::backend::records::{simulate_records, RecordsOutcome};
+use crate::backend::records::{simulate_records, simulate_records_with, RecordsOutcome};
 use crate::backend::{BackendInfo, Precision};
 use crate::output::{DatasetWriter, RunIdentity, Shard};
 use crate::population::SampledChunk;
@@ -116,11 +116,60 @@ fn simulate_chunk(trial: &Trial, data: &DataDesign, first: u64, n: usize) -> Chu
         })
         .collect();
     let solver = &trial.arms[0].plan.solver;
+    let time_varying = trial.population.as_ref().filter(|_| !data.given.is_empty());
     let outcomes = (0..n)
         .into_par_iter()
         .map(|k| {
             let base: Vec<f64> = params.iter().map(|c| c[k]).collect();
-            simulate_records(&trial.compiled, &base, &data.binding, subject_of(k), solver)
+            let Some(pop) = time_varying else {
+                return simulate_records(
+                    &trial.compiled,
+                    &base,
+                    &data.binding,
+                    subject_of(k),
+                    solver,
+                );
+            };
+            // Covariates given by the dataset change from record to record (last observation
+            // carried forward): derived covariates and the population's parameters follow.
+            let mut slots: Vec<f64> = scratch
+                .covariates
+                .iter()
+                .chain(&scratch.etas)
+                .map(|c| c[k])
+                .collect();
+            let mut keep = vec![false; scratch.covariates.len()];
+            for (c, _) in &data.given {
+                keep[*c] = true;
+            }
+            let mut regs = Vec::new();
+            let mut pop_params = vec![0.0; pop.parameter_names().len()];
+            let mut update = |r: &crate::dosing::nonmem::Record, p: &mut [f64]| {
+                let mut changed = false;
+                for (c, col) in &data.given {
+                    let v = r.covariates[*col];
+                    if !v.is_nan() && v != slots[*c] {
+                        slots[*c] = v;
+                        changed = true;
+                    }
+                }
+                if changed {
+                    pop.recompute(&mut slots, &keep, &mut regs, &mut pop_params);
+                    for (i, src) in trial.params.iter().enumerate() {
+                        if let ParamSource::Population(j) = src {
+                            p[i] = pop_params[*j];
+                        }
+                    }
+                }
+            };
+            simulate_records_with(
+                &trial.compiled,
+                &base,
+                &data.binding,
+                subject_of(k),
+                solver,
+                &mut update,
+            )
         })
         .collect();
     Chunk {

@@ -672,6 +672,20 @@ fn resolve_data(
         }
     }
     let binding = crate::backend::records::RecordBinding::new(model, &dataset.covariates);
+    // Compartments and modelled rates/durations of every dose record, against the model.
+    let compiled = CompiledModel::new(model);
+    let defaults: Vec<f64> = model.params.iter().map(|p| p.default).collect();
+    for s in &dataset.subjects {
+        if let Err((line, msg)) =
+            crate::backend::records::check_subject(model, &compiled, &defaults, &binding, s)
+        {
+            errors.push(src.error(
+                span_of(&sec.file),
+                format!("{}:{line}: {msg}", dataset.name),
+            ));
+            break;
+        }
+    }
     // Population covariates the dataset provides: the subject's first non-missing value.
     let mut given = Vec::new();
     if let Some(pop) = population {

@@ -90,7 +90,7 @@ fn refine_peak<'a, S: OdeSolverMethod<'a, E>, E: OdeEquations<V = V, T = f64> + 
     if !(slope(a, buf)? > 0.0 && slope(b, buf)? < 0.0) {
         return Ok(None);
     }
-    while b - a > 1e-12 * b.abs().max(1.0) {
+    while b - a > 1e-9 * b.abs().max(1.0) {
         let m = 0.5 * (a + b);
         if slope(m, buf)? > 0.0 {
             a = m;
@@ -143,9 +143,7 @@ fn main() -> Result<(), DiffsolError> {
         let mut buf = V::zeros(4, ctx);
         let t0 = Instant::now();
         for s in &subjects {
-            problem
-                .eqn_mut()
-                .set_params(&V::from_slice(&s.p, ctx));
+            problem.eqn_mut().set_params(&V::from_slice(&s.p, ctx));
             let v1 = s.p[2];
             let mut solver = problem.tsit45()?;
             let mut peak = 0.0f64; // the central amount at t = 0 is 0
@@ -162,7 +160,11 @@ fn main() -> Result<(), DiffsolError> {
                     let reason = solver.step()?;
                     let (b, end_value, falling) = {
                         let st = solver.state();
-                        (st.t, st.y.get_index(CENTRAL), st.dy.get_index(CENTRAL) < 0.0)
+                        (
+                            st.t,
+                            st.y.get_index(CENTRAL),
+                            st.dy.get_index(CENTRAL) < 0.0,
+                        )
                     };
                     peak = peak.max(end_value);
                     if rising && falling {
