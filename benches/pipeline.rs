@@ -117,7 +117,7 @@ fn backends(c: &mut Criterion) {
         Box::new(vpop::backend::cpu::CpuBackend::new(model.clone())),
     )];
     #[cfg(feature = "wgpu")]
-    match vpop::backend::wgpu::WgpuBackend::new(model.clone()) {
+    match vpop::backend::wgpu::WgpuBackend::new(model.clone(), vpop::backend::Precision::F32) {
         Ok(b) if b.adapter().device_type != "Cpu" => list.push(("wgpu".into(), Box::new(b))),
         Ok(_) => println!("wgpu: skipped (software adapter only)"),
         Err(e) => println!("wgpu: skipped ({e})"),

@@ -1,24 +1,31 @@
-// Integrates one virtual subject per invocation over an arm's dosing schedule, in f32, with the
-// same stopping points, events, step control, dense-output metrics and status codes as the CPU
-// f64 reference (src/backend/cpu.rs, src/solver/integrator.rs, src/metrics/accumulate.rs).
+// Integrates one virtual subject per invocation over an arm's dosing schedule, in f32 or f64,
+// with the same stopping points, events, step control, dense-output metrics and status codes as
+// the CPU f64 reference (src/backend/cpu.rs, src/solver/integrator.rs,
+// src/metrics/accumulate.rs) and the CUDA kernel (kernels/integrate.cu).
 //
 // A dispatch does at most a budget of steps and stopping points per subject, so that no
 // dispatch runs long enough to trip a desktop watchdog (or a software rasteriser's loop limit);
 // a subject that runs out of budget is suspended, everything it needs to go on is kept in the
 // carry buffers, it counts itself in `pending`, and the host dispatches again until none is.
 //
-// Slots filled by src/backend/wgpu/kernel.rs: SIZES (NS, NP, NO, NY, NM, the carry widths),
-// TABLEAUS (coefficients from build.rs), MODEL (generated model functions), STAGES and STEP
-// (the method, from src/backend/stepgen.rs), and literal array sizes N_*.
+// `real` stands for the scalar type, f32 or f64: src/backend/wgpu/kernel.rs replaces the word
+// (a WGSL alias would make naga's array<real, N> a type apart from the model functions'
+// array<f32, N>). Slots it fills: SIZES (NS, NP, NO, NY, NM, the carry widths), SEARCH (the
+// precision's machine epsilon, end-of-segment snap and metric search settings), PRECISION
+// (shaders/real_f32.wgsl or real_f64.wgsl: finite, is_nan, nan, pow_r, and in f64 the
+// exp/log/log10/pow the model functions call), TABLEAUS (coefficients from build.rs), MODEL
+// (generated model functions), STAGES and STEP (the method, from src/backend/stepgen.rs), and
+// literal array sizes N_*.
 
 {{SIZES}}
 {{TABLEAUS}}
 
-// Largest finite f32 used as ±infinity in running extremes.
-const BIG: f32 = 3.0e38;
-const EPS: f32 = 1.1920929e-7;
-// The in-step searches (src/backend/gpu.rs search_settings): golden-section iterations, the
-// crossing iteration cap and bracket fraction, as far as f32 resolves.
+// Largest finite f32, used as ±infinity in running extremes (in both precisions).
+const BIG: real = 3.0e38;
+// EPS: the precision's machine epsilon; SNAP: a step that ends within SNAP·span of a stopping
+// point is stretched to it. The in-step searches (src/backend/gpu.rs search_settings):
+// golden-section iterations, the crossing iteration cap and bracket fraction, as far as the
+// precision resolves.
 {{SEARCH}}
 
 struct Meta {
@@ -34,30 +41,30 @@ struct Meta {
     off_metrics: u32,
     step_budget: u32,
     stop_budget: u32,
-    rtol: f32,
-    atol: f32,
-    dt: f32,
-    h_max: f32,
-    h_min_rel: f32,
-    end_time: f32,
-    trough: f32,
-    pad0: f32,
+    rtol: real,
+    atol: real,
+    dt: real,
+    h_max: real,
+    h_min_rel: real,
+    end_time: real,
+    trough: real,
+    pad0: real,
 }
 
 // Model parameters, structure of arrays: parameter p of subject i at [p * n + i].
-@group(0) @binding(0) var<storage, read> params: array<f32>;
+@group(0) @binding(0) var<storage, read> params: array<real>;
 // Per-subject dose amount multiplier.
-@group(0) @binding(1) var<storage, read> scale: array<f32>;
+@group(0) @binding(1) var<storage, read> scale: array<real>;
 // The arm: administrations (5 values each: nominal time, state, amount, kind, value), fixed
 // stopping points, profile sample times, metric specs (6 values each).
-@group(0) @binding(2) var<storage, read> arm: array<f32>;
+@group(0) @binding(2) var<storage, read> arm: array<real>;
 // Per-subject floating-point carry (CW values each) and counters (CU values each).
-@group(0) @binding(3) var<storage, read_write> carry: array<f32>;
+@group(0) @binding(3) var<storage, read_write> carry: array<real>;
 @group(0) @binding(4) var<storage, read_write> carry_u: array<u32>;
 // Metric m of subject i at [m * n + i].
-@group(0) @binding(5) var<storage, read_write> metrics_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> metrics_out: array<real>;
 // Output k of subject i at sample j at [(k * n + i) * n_times + j].
-@group(0) @binding(6) var<storage, read_write> profiles: array<f32>;
+@group(0) @binding(6) var<storage, read_write> profiles: array<real>;
 @group(0) @binding(7) var<uniform> meta_: Meta;
 // Subjects suspended by this dispatch.
 @group(0) @binding(8) var<storage, read_write> pending: atomic<u32>;
@@ -66,32 +73,32 @@ struct Meta {
 
 // Per-subject state.
 var<private> sid: u32;
-var<private> q: array<f32, {{N_NP}}>;
-var<private> subj_scale: f32;
-var<private> dose_v: array<f32, {{N_NS4}}>;
-var<private> rates: array<f32, {{N_NS}}>;
-var<private> y: array<f32, {{N_NY}}>;
-var<private> y1: array<f32, {{N_NY}}>;
-var<private> f0: array<f32, {{N_NY}}>;
-var<private> f1: array<f32, {{N_NY}}>;
-var<private> err: array<f32, {{N_NY}}>;
-var<private> tmp: array<f32, {{N_NY}}>;
-var<private> dense_v: array<f32, {{N_NY}}>;
-var<private> dfdt_v: array<f32, {{N_NY}}>;
-var<private> lu: array<f32, {{N_NSS}}>;
+var<private> q: array<real, {{N_NP}}>;
+var<private> subj_scale: real;
+var<private> dose_v: array<real, {{N_NS4}}>;
+var<private> rates: array<real, {{N_NS}}>;
+var<private> y: array<real, {{N_NY}}>;
+var<private> y1: array<real, {{N_NY}}>;
+var<private> f0: array<real, {{N_NY}}>;
+var<private> f1: array<real, {{N_NY}}>;
+var<private> err: array<real, {{N_NY}}>;
+var<private> tmp: array<real, {{N_NY}}>;
+var<private> dense_v: array<real, {{N_NY}}>;
+var<private> dfdt_v: array<real, {{N_NY}}>;
+var<private> lu: array<real, {{N_NSS}}>;
 var<private> piv: array<u32, {{N_NS}}>;
-var<private> gq: array<f32, {{N_NOS}}>;
-var<private> w_si: f32;
-var<private> w_sj: f32;
-var<private> vals: array<f32, {{N_NM}}>;
-var<private> aux: array<f32, {{N_NM}}>;
-var<private> st_t0: f32;
-var<private> st_t1: f32;
-var<private> st_h: f32;
-var<private> h_prop: f32;
-var<private> err_prev: f32;
-var<private> t_prev: f32;
-var<private> t_cur: f32;
+var<private> gq: array<real, {{N_NOS}}>;
+var<private> w_si: real;
+var<private> w_sj: real;
+var<private> vals: array<real, {{N_NM}}>;
+var<private> aux: array<real, {{N_NM}}>;
+var<private> st_t0: real;
+var<private> st_t1: real;
+var<private> st_h: real;
+var<private> h_prop: real;
+var<private> err_prev: real;
+var<private> t_prev: real;
+var<private> t_cur: real;
 var<private> step_i: u32;
 var<private> steps_left: u32;
 var<private> stops_left: u32;
@@ -104,59 +111,47 @@ var<private> n_jac: u32;
 var<private> next_sample: u32;
 var<private> fs: u32;
 // Interior extremum of each output in the current step, refined at most once.
-var<private> imax_t: array<f32, {{N_NO}}>;
-var<private> imax_c: array<f32, {{N_NO}}>;
-var<private> imin_t: array<f32, {{N_NO}}>;
-var<private> imin_c: array<f32, {{N_NO}}>;
+var<private> imax_t: array<real, {{N_NO}}>;
+var<private> imax_c: array<real, {{N_NO}}>;
+var<private> imin_t: array<real, {{N_NO}}>;
+var<private> imin_c: array<real, {{N_NO}}>;
 var<private> ifound: array<u32, {{N_NO}}>;
 
 {{STAGES}}
 
-fn finite(x: f32) -> bool {
-    // By bits: shader compilers may assume that comparisons never see NaN.
-    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
-}
+{{PRECISION}}
 
-fn is_nan(x: f32) -> bool {
-    let b = bitcast<u32>(x);
-    return (b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u;
-}
-
-fn nan() -> f32 {
-    return bitcast<f32>(0x7fc00000u);
-}
-
-fn all_finite(v: array<f32, {{N_NY}}>) -> bool {
+fn all_finite(v: array<real, {{N_NY}}>) -> bool {
     var ok = true;
     for (var j = 0u; j < NY; j++) { ok = ok && finite(v[j]); }
     return ok;
 }
 
-fn model_part(v: array<f32, {{N_NY}}>) -> array<f32, {{N_NS}}> {
-    var ys: array<f32, {{N_NS}}>;
+fn model_part(v: array<real, {{N_NY}}>) -> array<real, {{N_NS}}> {
+    var ys: array<real, {{N_NS}}>;
     for (var j = 0u; j < NS; j++) { ys[j] = v[j]; }
     return ys;
 }
 
 // The model extended with infusion inputs and one AUC state per output.
-fn sys_rhs(t: f32, v: array<f32, {{N_NY}}>) -> array<f32, {{N_NY}}> {
+fn sys_rhs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NY}}> {
     let ys = model_part(v);
     var f = model_rhs(t, ys, q);
     var g = model_outputs(t, ys, q);
-    var out: array<f32, {{N_NY}}>;
+    var out: array<real, {{N_NY}}>;
     for (var j = 0u; j < NS; j++) { out[j] = f[j] + rates[j]; }
     for (var k = 0u; k < NO; k++) { out[NS + k] = g[k]; }
     n_rhs++;
     return out;
 }
 
-fn outs(t: f32, v: array<f32, {{N_NY}}>) -> array<f32, {{N_NO}}> {
+fn outs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NO}}> {
     return model_outputs(t, model_part(v), q);
 }
 
 // W = si·I − sj·J of the extended system, factorised: the model block by LU with partial
 // pivoting; the AUC rows (J = [G 0]) are solved by substitution in w_solve.
-fn w_factor(t: f32, si: f32, sj: f32) -> bool {
+fn w_factor(t: real, si: real, sj: real) -> bool {
     let ys = model_part(y);
     var jm = model_jac(t, ys, q);
     gq = model_output_jac(t, ys, q);
@@ -200,7 +195,7 @@ fn w_factor(t: f32, si: f32, sj: f32) -> bool {
     return true;
 }
 
-fn w_solve(b: array<f32, {{N_NY}}>) -> array<f32, {{N_NY}}> {
+fn w_solve(b: array<real, {{N_NY}}>) -> array<real, {{N_NY}}> {
     var x = b;
     for (var k = 0u; k < NS; k++) {
         let p = piv[k];
@@ -229,43 +224,43 @@ fn w_solve(b: array<f32, {{N_NY}}>) -> array<f32, {{N_NY}}> {
 
 {{STEP}}
 
-fn error_norm() -> f32 {
-    var s = 0.0;
+fn error_norm() -> real {
+    var s: real = 0.0;
     for (var j = 0u; j < NY; j++) {
         let sc = meta_.atol + meta_.rtol * max(abs(y[j]), abs(y1[j]));
         let r = err[j] / sc;
         s += r * r;
     }
-    let e = sqrt(s / f32(NY));
+    let e = sqrt(s / real(NY));
     if (!finite(e) || !all_finite(y1)) { return BIG; }
     return e;
 }
 
 // Hairer, Nørsett & Wanner's starting step.
-fn initial_step(t0: f32) -> f32 {
-    var d0 = 0.0;
-    var d1 = 0.0;
+fn initial_step(t0: real) -> real {
+    var d0: real = 0.0;
+    var d1: real = 0.0;
     for (var j = 0u; j < NY; j++) {
         let sc = meta_.atol + meta_.rtol * abs(y[j]);
         d0 += (y[j] / sc) * (y[j] / sc);
         d1 += (f0[j] / sc) * (f0[j] / sc);
     }
-    d0 = sqrt(d0 / f32(NY));
-    d1 = sqrt(d1 / f32(NY));
-    var h0 = 1e-6;
+    d0 = sqrt(d0 / real(NY));
+    d1 = sqrt(d1 / real(NY));
+    var h0: real = 1e-6;
     if (!(d0 < 1e-5 || d1 < 1e-5)) { h0 = 0.01 * d0 / d1; }
     for (var j = 0u; j < NY; j++) { tmp[j] = y[j] + h0 * f0[j]; }
     f1 = sys_rhs(t0 + h0, tmp);
-    var d2 = 0.0;
+    var d2: real = 0.0;
     for (var j = 0u; j < NY; j++) {
         let sc = meta_.atol + meta_.rtol * abs(y[j]);
         let r = (f1[j] - f0[j]) / sc;
         d2 += r * r;
     }
-    d2 = sqrt(d2 / f32(NY)) / h0;
+    d2 = sqrt(d2 / real(NY)) / h0;
     let dm = max(d1, d2);
     var h1 = max(h0 * 1e-3, 1e-6);
-    if (dm > 1e-15) { h1 = pow(0.01 / dm, 1.0 / Q_ORDER); }
+    if (dm > 1e-15) { h1 = pow_r(0.01 / dm, 1.0 / Q_ORDER); }
     let h = min(100.0 * h0, h1);
     if (finite(h) && h > 0.0) { return h; }
     return 1e-6;
@@ -275,9 +270,9 @@ struct Spec {
     kind: u32,
     k: u32,
     win: bool,
-    a: f32,
-    b: f32,
-    x: f32,
+    a: real,
+    b: real,
+    x: real,
 }
 
 // Metric kinds: 0 auc, 1 cmax, 2 tmax, 3 cmin, 4 cavg, 5 ctrough, 6 time above x, 7 value at x.
@@ -286,7 +281,7 @@ fn spec(m: u32) -> Spec {
     return Spec(u32(arm[o]), u32(arm[o + 1u]), arm[o + 2u] != 0.0, arm[o + 3u], arm[o + 4u], arm[o + 5u]);
 }
 
-fn update_extreme(m: u32, kind: u32, t: f32, c: f32) {
+fn update_extreme(m: u32, kind: u32, t: real, c: real) {
     if (kind == 1u) {
         if (c > vals[m]) { vals[m] = c; }
     } else if (kind == 2u) {
@@ -297,16 +292,16 @@ fn update_extreme(m: u32, kind: u32, t: f32, c: f32) {
     }
 }
 
-fn output_at(t: f32, k: u32) -> f32 {
+fn output_at(t: real, k: u32) -> real {
     dense_into(t);
     var c = outs(t, dense_v);
     return c[k];
 }
 
 // Golden-section search for the extremum of output k inside the step; returns (t, c).
-fn refine_extremum(k: u32, maximize: bool) -> vec2<f32> {
-    let sign = select(-1.0, 1.0, maximize);
-    let inv_phi = 0.6180339887498949;
+fn refine_extremum(k: u32, maximize: bool) -> vec2<real> {
+    let sign = select(real(-1), real(1), maximize);
+    let inv_phi: real = 0.6180339887498949;
     var a = st_t0;
     var b = st_t1;
     var x1 = b - inv_phi * (b - a);
@@ -328,13 +323,13 @@ fn refine_extremum(k: u32, maximize: bool) -> vec2<f32> {
             g1 = sign * output_at(x1, k);
         }
     }
-    if (g1 > g2) { return vec2<f32>(x1, sign * g1); }
-    return vec2<f32>(x2, sign * g2);
+    if (g1 > g2) { return vec2<real>(x1, sign * g1); }
+    return vec2<real>(x2, sign * g2);
 }
 
 // Where output k crosses thr in [a0, b0] inside the step, given the signs of c − thr at the
 // ends differ (Illinois variant of regula falsi).
-fn crossing(k: u32, thr: f32, a0: f32, b0: f32, g0: f32, g1: f32) -> f32 {
+fn crossing(k: u32, thr: real, a0: real, b0: real, g0: real, g1: real) -> real {
     var a = a0;
     var b = b0;
     var ga = g0;
@@ -363,18 +358,18 @@ fn crossing(k: u32, thr: f32, a0: f32, b0: f32, g0: f32, g1: f32) -> f32 {
 }
 
 // d output / dt at the ends of the step: ∇g · f.
-fn output_slopes(t: f32, v: array<f32, {{N_NY}}>, f: array<f32, {{N_NY}}>) -> array<f32, {{N_NO}}> {
+fn output_slopes(t: real, v: array<real, {{N_NY}}>, f: array<real, {{N_NY}}>) -> array<real, {{N_NO}}> {
     var gj = model_output_jac(t, model_part(v), q);
-    var d: array<f32, {{N_NO}}>;
+    var d: array<real, {{N_NO}}>;
     for (var k = 0u; k < NO; k++) {
-        var s = 0.0;
+        var s: real = 0.0;
         for (var j = 0u; j < NS; j++) { s += gj[k * NS + j] * f[j]; }
         d[k] = s;
     }
     return d;
 }
 
-fn write_profile(j: u32, c: array<f32, {{N_NO}}>) {
+fn write_profile(j: u32, c: array<real, {{N_NO}}>) {
     for (var k = 0u; k < NO; k++) {
         profiles[(k * meta_.n + sid) * meta_.n_times + j] = c[k];
     }
@@ -395,8 +390,8 @@ fn observe() {
         }
         next_sample++;
     }
-    var dc0: array<f32, {{N_NO}}>;
-    var dc1: array<f32, {{N_NO}}>;
+    var dc0: array<real, {{N_NO}}>;
+    var dc1: array<real, {{N_NO}}>;
     if (meta_.wants_extrema != 0u) {
         dc0 = output_slopes(t0, y, f0);
         dc1 = output_slopes(t1, y1, f1);
@@ -431,7 +426,7 @@ fn observe() {
         } else if (s.kind == 6u) {
             let g0 = c0[k] - s.x;
             let g1 = c1[k] - s.x;
-            var above = 0.0;
+            var above: real = 0.0;
             if (g0 >= 0.0 && g1 >= 0.0) {
                 above = t1 - t0;
                 // Both ends above: the output may dip below around an interior minimum.
@@ -478,7 +473,7 @@ fn observe() {
 }
 
 // Before the events of a stopping point (left limit).
-fn stop_pre(t: f32) {
+fn stop_pre(t: real) {
     var c = outs(t, y);
     if (t == 0.0) {
         while (next_sample < meta_.n_times && arm[meta_.off_times + next_sample] <= 0.0) {
@@ -509,7 +504,7 @@ fn stop_pre(t: f32) {
 }
 
 // After the events of a stopping point (right limit).
-fn stop_post(t: f32) {
+fn stop_post(t: real) {
     if (meta_.wants_extrema == 0u) { return; }
     var c = outs(t, y);
     for (var m = 0u; m < NM; m++) {
@@ -528,7 +523,7 @@ const SUSPEND: u32 = 255u;
 // shader compiler): reported as a failure rather than a silently wrong result.
 const CUT_SHORT: u32 = 254u;
 
-fn integrate(t0: f32, t1: f32) -> u32 {
+fn integrate(t0: real, t1: real) -> u32 {
     if (t1 <= t0) { return 0u; }
     f0 = sys_rhs(t_cur, y);
     if (!all_finite(y) || !all_finite(f0)) { return 3u; }
@@ -541,12 +536,12 @@ fn integrate(t0: f32, t1: f32) -> u32 {
             if (n_acc + n_rej >= meta_.max_steps) { return 1u; }
             if (steps_left == 0u) {
                 step_i = i;
-                t_cur = t0 + f32(i) * dt;
+                t_cur = t0 + real(i) * dt;
                 return SUSPEND;
             }
             steps_left--;
-            let t = t0 + f32(i) * dt;
-            var t_new = t0 + f32(i + 1u) * dt;
+            let t = t0 + real(i) * dt;
+            var t_new = t0 + real(i + 1u) * dt;
             if (i + 1u == n_steps) { t_new = t1; }
             let h = t_new - t;
             do_step(t, h);
@@ -581,10 +576,10 @@ fn integrate(t0: f32, t1: f32) -> u32 {
         }
         if (steps_left > 0u) { steps_left--; }
         let scale_t = max(abs(t), span);
-        // A step must also move t in f32: at least a few ulps of t.
+        // A step must also move t: at least a few ulps of t.
         let h_min = max(meta_.h_min_rel * scale_t, 4.0 * EPS * abs(t));
         var step = min(h_prop, meta_.h_max);
-        let last = t + step >= t1 - (1e-6 * span + 4.0 * EPS * abs(t1));
+        let last = t + step >= t1 - (SNAP * span + 4.0 * EPS * abs(t1));
         if (last) { step = t1 - t; }
         if (step < h_min) { return select(2u, 3u, saw_non_finite); }
         let ok = do_step(t, step);
@@ -610,7 +605,7 @@ fn integrate(t0: f32, t1: f32) -> u32 {
             observe();
             y = y1;
             f0 = f1;
-            var fac = STEP_SAFETY * pow(max(e, 1e-10), -alpha) * pow(err_prev, BETA);
+            var fac = STEP_SAFETY * pow_r(max(e, 1e-10), -alpha) * pow_r(err_prev, BETA);
             fac = clamp(fac, STEP_FAC_MIN, STEP_FAC_MAX);
             if (rejected_last) { fac = min(fac, 1.0); }
             err_prev = max(e, 1e-4);
@@ -622,8 +617,8 @@ fn integrate(t0: f32, t1: f32) -> u32 {
         } else {
             n_rej++;
             rejected_last = true;
-            var fac = STEP_FAC_MIN;
-            if (e < BIG) { fac = clamp(STEP_SAFETY * pow(e, -alpha), STEP_FAC_MIN, 1.0); }
+            var fac: real = STEP_FAC_MIN;
+            if (e < BIG) { fac = clamp(STEP_SAFETY * pow_r(e, -alpha), STEP_FAC_MIN, 1.0); }
             h_prop = step * fac;
         }
     }
@@ -631,10 +626,10 @@ fn integrate(t0: f32, t1: f32) -> u32 {
 }
 
 struct Event {
-    start: f32,
-    end_: f32,
+    start: real,
+    end_: real,
     // Bolus amount or infusion rate.
-    value: f32,
+    value: real,
     state: u32,
     // 0 bolus, 1 infusion, 2 nothing (an infusion of zero duration), 3 invalid.
     kind: u32,
@@ -664,8 +659,8 @@ fn admin_event(i: u32) -> Event {
         ev.kind = 0u;
         return ev;
     }
-    var rate = 0.0;
-    var dur = 0.0;
+    var rate: real = 0.0;
+    var dur: real = 0.0;
     if (kind == 1u) {
         rate = v;
         dur = amount / v;
@@ -780,7 +775,7 @@ fn load_carry() {
 }
 
 fn start_subject() {
-    var zero: array<f32, {{N_NS}}>;
+    var zero: array<real, {{N_NS}}>;
     var y0 = model_init(0.0, zero, q);
     for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
     for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
@@ -821,7 +816,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     sid = i;
     for (var p = 0u; p < NP; p++) { q[p] = params[p * meta_.n + i]; }
     subj_scale = scale[i];
-    var zero: array<f32, {{N_NS}}>;
+    var zero: array<real, {{N_NS}}>;
     dose_v = model_dosing(0.0, zero, q);
     if (meta_.first_dispatch != 0u) {
         start_subject();

@@ -5,6 +5,7 @@
 
 {{SIZES}}
 // Scalars are {{T}} everywhere (a type alias would give arrays of distinct types in naga).
+// PRECISION: the scalar helpers (in f64 the exp, log, log10 and pow the model functions call).
 
 struct Meta { n: u32, width: u32 }
 
@@ -13,6 +14,8 @@ struct Meta { n: u32, width: u32 }
 @group(0) @binding(2) var<storage, read> times: array<{{T}}>;    // n
 @group(0) @binding(3) var<storage, read_write> results: array<{{T}}>; // n × width
 @group(0) @binding(4) var<uniform> meta_: Meta;
+
+{{PRECISION}}
 
 {{MODEL}}
 

@@ -47,11 +47,13 @@ fn agreement(name: &str) {
                 rtol: 1e-6,
                 same: 1e-4,
                 tight: 1e-3,
+                subjects: 24,
             },
             Precision::F64 => Agreement {
                 rtol: 1e-10,
                 same: 1e-9,
                 tight: 1e-9,
+                subjects: 24,
             },
         };
         common::agrees_with_the_cpu_reference(name, tol, |m| cuda(m, p));

@@ -586,3 +586,124 @@ metrics = ["auc", "cmax"]
         "{err}"
     );
 }
+
+/// The trial spec with `extra` lines added to [simulation] and fewer subjects.
+fn spec_with(subjects: u32, simulation: &str) -> String {
+    SPEC.replace("subjects = 2500", &format!("subjects = {subjects}"))
+        .replace("rtol = 1e-5\natol = 1e-7\n", simulation)
+}
+
+/// `backend = "wgpu"` with `precision = "f64"` integrates in f64 where the adapter has
+/// SHADER_F64 (lavapipe has): the CPU run's metrics within 1e-9, and `vpop.precision = f64`.
+#[test]
+fn the_wgpu_backend_runs_a_trial_in_f64_like_the_cpu_reference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = spec_with(
+        300,
+        "rtol = 1e-10\natol = 1e-13\nbackend = \"wgpu\"\nprecision = \"f64\"\n",
+    );
+    let t = Trial::from_text(&root.join("spec.toml"), &text).unwrap();
+    let gpu_dir = tmp("wgpu-f64");
+    let report = match run_trial(&t, &opts(&gpu_dir)) {
+        Ok(r) => r,
+        Err(e) if e.contains("not available") => {
+            println!("SKIPPED: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(report.backend.name, "wgpu");
+    assert_eq!(report.backend.precision, vpop::backend::Precision::F64);
+    let cpu_dir = tmp("wgpu-f64-cpu-reference");
+    let cpu_opts = RunOptions {
+        backend: Some(vpop::trial::resolve::BackendChoice::Cpu),
+        ..opts(&cpu_dir)
+    };
+    run_trial(&t, &cpu_opts).unwrap();
+    let names = ["cp_auc", "cp_cmax", "cp_ctrough", "cp_time_above_1"];
+    let (gid, got) = float_columns(&gpu_dir, &names);
+    let (cid, want) = float_columns(&cpu_dir, &names);
+    assert_eq!(gid, cid);
+    assert_eq!(gid.len(), 600);
+    for (k, n) in names.iter().enumerate() {
+        for i in 0..gid.len() {
+            let (g, c) = (got[k][i], want[k][i]);
+            assert!(
+                (g - c).abs() <= 1e-9 * c.abs() + 1e-12,
+                "{n} row {i}: wgpu {g} vs cpu {c}"
+            );
+        }
+    }
+    use parquet::file::reader::FileReader;
+    let reader = parquet::file::reader::SerializedFileReader::new(
+        std::fs::File::open(gpu_dir.join("part-00000.parquet")).unwrap(),
+    )
+    .unwrap();
+    let kv: std::collections::HashMap<String, String> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(kv["vpop.backend"], "wgpu");
+    assert_eq!(kv["vpop.precision"], "f64");
+    let _ = std::fs::remove_dir_all(&gpu_dir);
+    let _ = std::fs::remove_dir_all(&cpu_dir);
+}
+
+/// Asking wgpu for f64 where the adapter has no SHADER_F64 (wgpu's GL backend never has it)
+/// stops the run with a clear message, and an f32 kernel refuses a tolerance it cannot
+/// resolve with a hint at f64: errors, never panics.
+#[test]
+fn f64_on_wgpu_without_shader_f64_and_f32_below_its_resolution_are_clear_errors() {
+    let dir = tmp("wgpu-f64-missing");
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = spec_with(10, "rtol = 1e-10\natol = 1e-13\nprecision = \"f64\"\n")
+        .replace("populations/", &format!("{}/populations/", root.display()));
+    let spec = dir.join("spec.toml");
+    std::fs::write(&spec, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--backend",
+            "wgpu",
+            "--quiet",
+        ])
+        .env("WGPU_BACKEND", "gl")
+        .env("XDG_RUNTIME_DIR", &dir)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("backend 'wgpu' is not available"), "{err}");
+    if err.contains("SHADER_F64") {
+        assert!(err.contains("precision = \"f32\""), "{err}");
+    } else {
+        println!("no GL adapter here: {err}");
+    }
+    // f32 at rtol 1e-10 on whatever adapter there is.
+    let t = Trial::from_text(
+        &root.join("spec.toml"),
+        &spec_with(10, "rtol = 1e-10\natol = 1e-13\n"),
+    )
+    .unwrap();
+    let f32_opts = RunOptions {
+        backend: Some(vpop::trial::resolve::BackendChoice::Wgpu),
+        ..opts(&dir.join("out"))
+    };
+    match run_trial(&t, &f32_opts) {
+        Err(e) if e.contains("not available") => println!("SKIPPED (f32 part): {e}"),
+        Err(e) => assert!(
+            e.contains("below what f32 resolves") && e.contains("precision = \"f64\""),
+            "{e}"
+        ),
+        Ok(_) => panic!("rtol 1e-10 accepted in f32"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,6 @@
-//! The WGSL integrator kernel: generated for every library model × method and validated by
-//! naga; run on an adapter (lavapipe in CI) and checked against the CPU f64 reference.
+//! The WGSL integrator kernel: generated for every library model × method × precision and
+//! validated by naga; run in f32 on an adapter (lavapipe in CI) and checked against the CPU f64
+//! reference within 1e-4 at rtol 1e-6. The f64 kernels run in tests/wgpu_integrate_f64.rs.
 
 #[macro_use]
 mod common;
@@ -8,19 +9,20 @@ use std::sync::Arc;
 
 use common::{arm, run, subjects, Agreement};
 use vpop::backend::wgpu::kernel::integrate_source;
-use vpop::backend::Backend;
+use vpop::backend::{Backend, Precision};
 use vpop::model::{library, CompiledModel, Model, ModelPrograms};
 use vpop::solver::Method;
 
-fn validate(src: &str) -> Result<(), String> {
+fn validate(src: &str, p: Precision) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .map(|_| ())
-    .map_err(|e| e.emit_to_string(src))
+    let caps = match p {
+        Precision::F32 => naga::valid::Capabilities::empty(),
+        Precision::F64 => naga::valid::Capabilities::FLOAT64,
+    };
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .map(|_| ())
+        .map_err(|e| e.emit_to_string(src))
 }
 
 #[test]
@@ -28,23 +30,41 @@ fn every_integrator_kernel_validates() {
     for lm in library::MODELS {
         let m = Model::parse(lm.name, lm.source).unwrap();
         let progs = ModelPrograms::new(&m);
-        for method in Method::ALL {
-            for nm in [0, 3] {
-                let src = integrate_source(&progs, method, nm).unwrap();
-                if let Err(e) = validate(&src) {
-                    panic!("{} {method} ({nm} metrics):\n{e}", lm.name);
+        for p in [Precision::F32, Precision::F64] {
+            for method in Method::ALL {
+                for nm in [0, 3] {
+                    let src = integrate_source(&progs, method, nm, p).unwrap();
+                    if let Err(e) = validate(&src, p) {
+                        panic!("{} {method} {p:?} ({nm} metrics):\n{e}", lm.name);
+                    }
+                    if p == Precision::F64 {
+                        // Vulkan has exp, log and pow for 32-bit floats only: an f64 kernel
+                        // calls its own (exp64, log64, pow64, …), never the builtins.
+                        for builtin in ["exp(", "log(", "pow(", "exp2(", "log2("] {
+                            let called = src.match_indices(builtin).any(|(i, _)| {
+                                i == 0
+                                    || !src.as_bytes()[i - 1].is_ascii_alphanumeric()
+                                        && src.as_bytes()[i - 1] != b'_'
+                            });
+                            assert!(!called, "{} {method}: f64 kernel calls {builtin}", lm.name);
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// The adapter's backend for a model, or `None` (after printing SKIPPED) without an adapter.
-fn gpu_backend(model: Arc<CompiledModel>) -> Option<vpop::backend::wgpu::WgpuBackend> {
-    match vpop::backend::wgpu::WgpuBackend::new(model) {
+/// The adapter's backend for a model, or `None` (after printing SKIPPED) without an adapter,
+/// or for f64 without SHADER_F64.
+fn gpu_backend(
+    model: Arc<CompiledModel>,
+    p: Precision,
+) -> Option<vpop::backend::wgpu::WgpuBackend> {
+    match vpop::backend::wgpu::WgpuBackend::new(model, p) {
         Ok(b) => Some(b),
         Err(e) => {
-            println!("SKIPPED: no wgpu adapter ({e})");
+            println!("SKIPPED: {e}");
             None
         }
     }
@@ -57,9 +77,10 @@ fn agreement(name: &str) {
         rtol: 1e-6,
         same: 1e-4,
         tight: 1e-3,
+        subjects: 24,
     };
     common::agrees_with_the_cpu_reference(name, tol, |model| {
-        gpu_backend(model).map(|b| Box::new(b) as Box<dyn Backend>)
+        gpu_backend(model, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>)
     });
 }
 
@@ -68,7 +89,7 @@ agreement_tests!(agreement);
 #[test]
 fn failing_subjects_get_the_same_status_codes() {
     let model = Arc::new(CompiledModel::new(&common::library_model("two_cmt_oral")));
-    if let Some(mut gpu) = gpu_backend(model) {
+    if let Some(mut gpu) = gpu_backend(model, Precision::F32) {
         common::failing_subjects_get_the_same_status_codes(&mut gpu);
     }
 }
@@ -78,7 +99,7 @@ fn suspended_and_resumed_subjects_give_the_same_results() {
     let lm = library::get("two_cmt_oral").unwrap();
     let m = Model::parse(lm.name, lm.source).unwrap();
     let model = Arc::new(CompiledModel::new(&m));
-    let Some(mut gpu) = gpu_backend(model) else {
+    let Some(mut gpu) = gpu_backend(model, Precision::F32) else {
         return;
     };
     let params = subjects(&m, 16);

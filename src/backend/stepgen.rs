@@ -23,11 +23,10 @@ pub enum Lang {
 }
 
 impl Lang {
+    /// The scalar type's name: `real` in both languages (a `typedef` in CUDA C; in WGSL a word
+    /// that `crate::backend::wgpu::kernel` replaces by `f32` or `f64`).
     fn real(self) -> &'static str {
-        match self {
-            Lang::Wgsl => "f32",
-            Lang::Cuda => "real",
-        }
+        "real"
     }
 
     /// `for j in 0..NY { body }`.
@@ -63,7 +62,7 @@ impl Lang {
 
     fn let_(self, name: &str, value: &str) -> String {
         match self {
-            Lang::Wgsl => format!("    let {name}: f32 = {value};\n"),
+            Lang::Wgsl => format!("    let {name}: {} = {value};\n", self.real()),
             Lang::Cuda => format!("    const real {name} = {value};\n"),
         }
     }
@@ -71,7 +70,10 @@ impl Lang {
     fn head(self, name: &str, args: &[&str], ret: &str) -> String {
         match self {
             Lang::Wgsl => {
-                let a: Vec<String> = args.iter().map(|a| format!("{a}: f32")).collect();
+                let a: Vec<String> = args
+                    .iter()
+                    .map(|a| format!("{a}: {}", self.real()))
+                    .collect();
                 let r = if ret == "void" {
                     String::new()
                 } else {
@@ -89,7 +91,7 @@ impl Lang {
     /// Declaration of one per-subject vector of NY values.
     fn vector(self, name: &str, ny: usize) -> String {
         match self {
-            Lang::Wgsl => format!("var<private> {name}: array<f32, {ny}>;\n"),
+            Lang::Wgsl => format!("var<private> {name}: array<{}, {ny}>;\n", self.real()),
             Lang::Cuda => format!("    real {name}[NY];\n"),
         }
     }
@@ -140,10 +142,9 @@ pub fn step_code(method: Method, lang: Lang, ny: usize) -> StepCode {
         Method::Rosenbrock23 => (3.0, 0.0),
         Method::Rodas4 => (4.0, 0.0),
     };
-    let r = lang.real();
     let consts = match lang {
         Lang::Wgsl => format!(
-            "const Q_ORDER: f32 = {q:?};\nconst BETA: f32 = {};\nconst FIXED_STEP: bool = {};\nconst NEEDS_F1: bool = {};\n",
+            "const Q_ORDER: real = {q:?};\nconst BETA: real = {};\nconst FIXED_STEP: bool = {};\nconst NEEDS_F1: bool = {};\n",
             if beta == 0.0 { "0.0".to_string() } else { "STEP_BETA_EXPLICIT".to_string() },
             method == Method::Rk4,
             method == Method::Rodas4
@@ -164,7 +165,6 @@ pub fn step_code(method: Method, lang: Lang, ny: usize) -> StepCode {
     };
     let prep = prepare_dense(method, lang);
     let dense = dense(method, lang);
-    let _ = r;
     StepCode {
         decls,
         code: format!("{consts}\n{body}\n{prep}\n{dense}"),
@@ -385,7 +385,7 @@ mod tests {
         // a_{2,1} of DOPRI5 is nonzero, a_{6,1} (index 37) is zero.
         assert!(c.code.contains("DOPRI5_A_13 * k1[j]"));
         assert!(!c.code.contains("DOPRI5_A_37"));
-        assert!(c.decls.contains("var<private> k6: array<f32, 4>;"));
+        assert!(c.decls.contains("var<private> k6: array<real, 4>;"));
     }
 
     #[test]

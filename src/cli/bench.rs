@@ -28,7 +28,7 @@ pub struct BenchArgs {
     /// Subjects per arm on the CPU reference, and in the accuracy comparison.
     #[arg(long, default_value_t = 20_000)]
     pub cpu_subjects: u64,
-    /// Backends to run, comma-separated: cpu, wgpu, cuda-f32, cuda-f64.
+    /// Backends to run, comma-separated: cpu, wgpu, wgpu-f64, cuda-f32, cuda-f64.
     #[arg(long, default_value = "cpu,wgpu,cuda-f32,cuda-f64")]
     pub backends: String,
     /// Relative tolerance of the backends under test (overrides the spec; atol follows).
@@ -50,7 +50,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut targets = Vec::new();
     for name in args.backends.split(',').filter(|s| !s.trim().is_empty()) {
         let t = Target::parse(name).with_context(|| {
-            format!("unknown backend '{name}' in --backends (cpu, wgpu, cuda-f32, cuda-f64)")
+            format!(
+                "unknown backend '{name}' in --backends (cpu, wgpu, wgpu-f64, cuda-f32, cuda-f64)"
+            )
         })?;
         if !targets.contains(&t) {
             targets.push(t);

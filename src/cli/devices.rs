@@ -26,8 +26,9 @@ pub fn run(_args: &DevicesArgs) -> anyhow::Result<()> {
     }
     println!(
         "\nbackend = \"wgpu\" integrates trials in f32 on the high-performance adapter (a \
-         software one if that is all there is); backend = \"auto\" never picks a software \
-         adapter (type Cpu) over the CPU reference."
+         software one if that is all there is), and in f64 with precision = \"f64\" where that \
+         adapter has f64 = yes; backend = \"auto\" never picks a software adapter (type Cpu) \
+         over the CPU reference, nor wgpu for f64."
     );
     Ok(())
 }

@@ -21,6 +21,8 @@ pub struct StateDecl {
     /// Initial value (parameters only); 0 when absent.
     pub init: Option<Expr>,
     pub span: Span,
+    /// Where the initial value is given (`name(0) = …`).
+    pub init_span: Option<Span>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,8 @@ pub struct CompartmentDosing {
     pub bioavailability: Option<Expr>,
     pub rate: Option<Expr>,
     pub duration: Option<Expr>,
+    /// Where each is declared: lag, bioavailability, rate, duration.
+    pub spans: [Option<Span>; 4],
 }
 
 /// A parsed, resolved and validated model.
@@ -57,6 +61,8 @@ pub struct Model {
     pub derived: Vec<DerivedDecl>,
     /// Right-hand sides by state index.
     pub odes: Vec<Expr>,
+    /// Where each right-hand side is given (the state's name in `d/dt(name)`), by state index.
+    pub ode_spans: Vec<Span>,
     pub outputs: Vec<OutputDecl>,
     /// By state index.
     pub dosing: Vec<CompartmentDosing>,
@@ -254,6 +260,7 @@ impl Model {
             states: vec![],
             derived: vec![],
             odes: vec![],
+            ode_spans: vec![],
             outputs: vec![],
             dosing: vec![],
         };
@@ -300,6 +307,7 @@ impl Model {
                                 name: n.clone(),
                                 init: None,
                                 span: *sp,
+                                init_span: None,
                             });
                         }
                     }
@@ -332,6 +340,7 @@ impl Model {
         }
         let n = m.states.len();
         let mut odes: Vec<Option<Expr>> = vec![None; n];
+        m.ode_spans = m.states.iter().map(|s| s.span).collect();
         m.dosing = vec![CompartmentDosing::default(); n];
 
         // Resolution. A derived quantity may use only derived quantities defined before it.
@@ -412,6 +421,7 @@ impl Model {
                         continue;
                     }
                     let mut e = e.clone();
+                    m.ode_spans[i] = *sp;
                     match resolve(&mut e, &src, &lookup_before(all)) {
                         Ok(()) => odes[i] = Some(e),
                         Err(d) => {
@@ -428,7 +438,10 @@ impl Model {
                     match resolve(&mut e, &src, &lookup_before(all)) {
                         Ok(()) if !static_only(&e) => errors.push(src.error(*sp, format!("the initial value of '{name}' may depend on parameters only, not on states or t"))),
                         Ok(()) if m.states[i].init.is_some() => errors.push(src.error(*sp, format!("{name}(0) is given twice"))),
-                        Ok(()) => m.states[i].init = Some(e),
+                        Ok(()) => {
+                            m.states[i].init = Some(e);
+                            m.states[i].init_span = Some(*sp);
+                        }
                         Err(d) => errors.push(explain(d, &e, all)),
                     }
                 }
@@ -446,17 +459,18 @@ impl Model {
                         )),
                         Ok(()) => {
                             let d = &mut m.dosing[i];
-                            let slot = match *kind {
-                                "alag" => &mut d.lag,
-                                "f" => &mut d.bioavailability,
-                                "rate" => &mut d.rate,
-                                _ => &mut d.duration,
+                            let (slot, at) = match *kind {
+                                "alag" => (&mut d.lag, 0),
+                                "f" => (&mut d.bioavailability, 1),
+                                "rate" => (&mut d.rate, 2),
+                                _ => (&mut d.duration, 3),
                             };
                             if slot.is_some() {
                                 errors
                                     .push(src.error(*sp, format!("{kind}({name}) is given twice")));
                             }
                             *slot = Some(e);
+                            d.spans[at] = Some(*sp);
                         }
                         Err(d) => errors.push(explain(d, &e, all)),
                     }

@@ -8,11 +8,19 @@
 //! Derivatives (∂f/∂y, ∂f/∂t, ∂g/∂y) are taken symbolically on the program itself, by forward
 //! differentiation of each instruction, so derived quantities are differentiated once and
 //! shared — no expression swell.
+//!
+//! Every instruction remembers the model statement it was lowered from (the derivative of an
+//! instruction, that of the instruction), so that a problem with code generated from a
+//! program can be reported at a line of the model file ([`ModelPrograms::statements`]).
 
 use std::collections::HashMap;
 
 use super::expr::{BinOp, Expr, Func, UnOp, Var};
 use super::ir::Model;
+use crate::diag::{Diagnostic, Span};
+
+/// The origin of an instruction that no model statement produced.
+pub const NO_ORIGIN: u32 = u32::MAX;
 
 /// A register index.
 pub type Reg = u32;
@@ -163,6 +171,16 @@ impl Op {
 pub struct Program {
     pub instrs: Vec<Op>,
     pub results: Vec<Reg>,
+    /// Per instruction, the index of the model statement it comes from in
+    /// [`ModelPrograms::statements`], or [`NO_ORIGIN`].
+    pub origins: Vec<u32>,
+}
+
+impl Program {
+    /// The statement instruction `i` comes from, if any.
+    pub fn origin(&self, i: usize) -> Option<u32> {
+        self.origins.get(i).copied().filter(|o| *o != NO_ORIGIN)
+    }
 }
 
 fn b2f(b: bool) -> f64 {
@@ -264,15 +282,33 @@ impl Program {
 }
 
 /// Builds programs with hash-consing and simplification.
-#[derive(Default)]
 pub struct Builder {
     instrs: Vec<Op>,
     seen: HashMap<Key, Reg>,
+    /// Per instruction, the statement being lowered when it was first made.
+    origins: Vec<u32>,
+    origin: u32,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            instrs: Vec::new(),
+            seen: HashMap::new(),
+            origins: Vec::new(),
+            origin: NO_ORIGIN,
+        }
+    }
 }
 
 impl Builder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The statement new instructions come from (an index the caller gives meaning to).
+    pub fn set_origin(&mut self, origin: u32) {
+        self.origin = origin;
     }
 
     fn konst(&self, r: Reg) -> Option<f64> {
@@ -346,6 +382,7 @@ impl Builder {
         }
         let r = self.instrs.len() as Reg;
         self.instrs.push(op);
+        self.origins.push(self.origin);
         self.seen.insert(key, r);
         r
     }
@@ -422,6 +459,9 @@ impl Builder {
         }
         use Op::*;
         let op = self.instrs[r as usize];
+        // The derivative's instructions come from where the instruction came from.
+        let outer = self.origin;
+        self.origin = self.origins[r as usize];
         let mut d = |b: &mut Builder, x: Reg| b.diff(x, wrt, memo);
         let zero_or = |b: &mut Builder, x: Option<Reg>| x.unwrap_or_else(|| b.c(0.0));
         let res: Option<Reg> = match op {
@@ -543,6 +583,7 @@ impl Builder {
                 }
             }
         };
+        self.origin = outer;
         memo.insert(r, res);
         res
     }
@@ -563,15 +604,41 @@ impl Builder {
         }
         let mut map = vec![0 as Reg; n];
         let mut instrs = Vec::new();
+        let mut origins = Vec::new();
         for i in 0..n {
             if live[i] {
                 map[i] = instrs.len() as Reg;
                 instrs.push(self.instrs[i].map_args(|a| map[a as usize]));
+                origins.push(self.origins[i]);
             }
         }
         Program {
             instrs,
             results: results.iter().map(|r| map[*r as usize]).collect(),
+            origins,
+        }
+    }
+}
+
+/// A statement of a model file, located: what code generated from it is reported against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The statement as its reader knows it: `d/dt(central)`, `k10 = …`, `output cp`,
+    /// `central(0) = …`, `alag(depot) = …`.
+    pub what: String,
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Statement {
+    /// A diagnostic at the statement.
+    pub fn error(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: self.file.clone(),
+            line: self.line,
+            col: self.col,
+            message: message.into(),
         }
     }
 }
@@ -599,6 +666,9 @@ pub struct ModelPrograms {
     /// Per state: lag, bioavailability, rate, duration (4n results; NaN = not declared for
     /// rate and duration; lag defaults to 0 and bioavailability to 1).
     pub dosing: Program,
+    /// The model's statements the programs' instructions come from (`Program::origins`):
+    /// derived quantities, right-hand sides, outputs, initial values and dosing declarations.
+    pub statements: Vec<Statement>,
 }
 
 impl Program {
@@ -631,33 +701,101 @@ impl Program {
     }
 }
 
+/// Derived quantity k is statement k.
 fn derived_regs(b: &mut Builder, m: &Model) -> Vec<Reg> {
     let mut regs = Vec::with_capacity(m.derived.len());
-    for d in &m.derived {
+    for (k, d) in m.derived.iter().enumerate() {
+        b.set_origin(k as u32);
         let r = b.expr(&d.expr, &regs);
         regs.push(r);
     }
     regs
 }
 
+/// Lowers each expression with its statement as origin.
+fn lower_all(b: &mut Builder, exprs: &[(&Expr, u32)], derived: &[Reg]) -> Vec<Reg> {
+    exprs
+        .iter()
+        .map(|(e, origin)| {
+            b.set_origin(*origin);
+            b.expr(e, derived)
+        })
+        .collect()
+}
+
 impl ModelPrograms {
     pub fn new(m: &Model) -> ModelPrograms {
         let n = m.states.len();
-        let lower = |exprs: &[&Expr]| {
+        // Statements: derived quantities, right-hand sides, outputs, then initial values and
+        // dosing declarations where given.
+        let src = &m.source;
+        let mut statements: Vec<Statement> = Vec::new();
+        let mut statement = |what: String, span: Span| -> u32 {
+            let (line, col) = src.line_col(span.start);
+            statements.push(Statement {
+                what,
+                file: src.name.clone(),
+                line,
+                col,
+            });
+            (statements.len() - 1) as u32
+        };
+        for d in &m.derived {
+            statement(format!("{} = …", d.name), d.span);
+        }
+        let mut odes: Vec<(&Expr, u32)> = Vec::with_capacity(n);
+        for (i, e) in m.odes.iter().enumerate() {
+            let span = m.ode_spans.get(i).copied().unwrap_or(m.states[i].span);
+            odes.push((e, statement(format!("d/dt({})", m.states[i].name), span)));
+        }
+        let mut outs: Vec<(&Expr, u32)> = Vec::with_capacity(m.outputs.len());
+        for o in &m.outputs {
+            outs.push((&o.expr, statement(format!("output {}", o.name), o.span)));
+        }
+        let zero = Expr::Num(0.0);
+        let mut inits: Vec<(&Expr, u32)> = Vec::with_capacity(n);
+        for s in &m.states {
+            inits.push(match (&s.init, s.init_span) {
+                (Some(e), Some(span)) => (e, statement(format!("{}(0) = …", s.name), span)),
+                (Some(e), None) => (e, NO_ORIGIN),
+                (None, _) => (&zero, NO_ORIGIN),
+            });
+        }
+        let (one, nan) = (Expr::Num(1.0), Expr::Num(f64::NAN));
+        let mut dose_exprs: Vec<(&Expr, u32)> = Vec::with_capacity(4 * n);
+        for (i, d) in m.dosing.iter().enumerate() {
+            let decls = [
+                (&d.lag, &zero, "alag"),
+                (&d.bioavailability, &one, "f"),
+                (&d.rate, &nan, "rate"),
+                (&d.duration, &nan, "dur"),
+            ];
+            for (k, (e, default, kind)) in decls.into_iter().enumerate() {
+                dose_exprs.push(match (e, d.spans[k]) {
+                    (Some(e), Some(span)) => (
+                        e,
+                        statement(format!("{kind}({}) = …", m.states[i].name), span),
+                    ),
+                    (Some(e), None) => (e, NO_ORIGIN),
+                    (None, _) => (default, NO_ORIGIN),
+                });
+            }
+        }
+
+        let lower = |exprs: &[(&Expr, u32)]| {
             let mut b = Builder::new();
             let d = derived_regs(&mut b, m);
-            let rs: Vec<Reg> = exprs.iter().map(|e| b.expr(e, &d)).collect();
+            let rs = lower_all(&mut b, exprs, &d);
             b.finish(rs)
         };
-        let odes: Vec<&Expr> = m.odes.iter().collect();
-        let outs: Vec<&Expr> = m.outputs.iter().map(|o| &o.expr).collect();
         let rhs = lower(&odes);
         let outputs = lower(&outs);
 
-        let jac_of = |exprs: &[&Expr], wrt: &mut dyn FnMut(usize) -> Op, cols: usize| {
+        let jac_of = |exprs: &[(&Expr, u32)], wrt: &mut dyn FnMut(usize) -> Op, cols: usize| {
             let mut b = Builder::new();
             let d = derived_regs(&mut b, m);
-            let rs: Vec<Reg> = exprs.iter().map(|e| b.expr(e, &d)).collect();
+            let rs = lower_all(&mut b, exprs, &d);
+            b.set_origin(NO_ORIGIN);
             let zero = b.c(0.0);
             let mut res = vec![zero; rs.len() * cols];
             // One memo per column: derivatives of shared subexpressions are shared by rows.
@@ -675,21 +813,7 @@ impl ModelPrograms {
         let output_jacobian = jac_of(&outs, &mut |j| Op::State(j as u32), n);
         let output_dfdt = jac_of(&outs, &mut |_| Op::Time, 1);
 
-        let zero = Expr::Num(0.0);
-        let inits: Vec<&Expr> = m
-            .states
-            .iter()
-            .map(|s| s.init.as_ref().unwrap_or(&zero))
-            .collect();
         let init = lower(&inits);
-        let (one, nan) = (Expr::Num(1.0), Expr::Num(f64::NAN));
-        let mut dose_exprs: Vec<&Expr> = Vec::with_capacity(4 * n);
-        for d in &m.dosing {
-            dose_exprs.push(d.lag.as_ref().unwrap_or(&zero));
-            dose_exprs.push(d.bioavailability.as_ref().unwrap_or(&one));
-            dose_exprs.push(d.rate.as_ref().unwrap_or(&nan));
-            dose_exprs.push(d.duration.as_ref().unwrap_or(&nan));
-        }
         let dosing = lower(&dose_exprs);
         ModelPrograms {
             n_states: n,
@@ -703,6 +827,7 @@ impl ModelPrograms {
             output_dfdt,
             init,
             dosing,
+            statements,
         }
     }
 }

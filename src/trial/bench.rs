@@ -20,15 +20,16 @@ use crate::population::SampledChunk;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Cpu,
-    Wgpu,
+    Wgpu(Precision),
     Cuda(Precision),
 }
 
 impl Target {
-    /// Every target, in the order `vpop bench` runs them.
+    /// The default targets, in the order `vpop bench` runs them (`wgpu-f64`, opt-in as in
+    /// trials, only when named).
     pub const ALL: [Target; 4] = [
         Target::Cpu,
-        Target::Wgpu,
+        Target::Wgpu(Precision::F32),
         Target::Cuda(Precision::F32),
         Target::Cuda(Precision::F64),
     ];
@@ -36,7 +37,8 @@ impl Target {
     pub fn parse(s: &str) -> Option<Target> {
         Some(match s.trim().to_ascii_lowercase().as_str() {
             "cpu" => Target::Cpu,
-            "wgpu" => Target::Wgpu,
+            "wgpu" | "wgpu-f32" => Target::Wgpu(Precision::F32),
+            "wgpu-f64" => Target::Wgpu(Precision::F64),
             "cuda" | "cuda-f32" => Target::Cuda(Precision::F32),
             "cuda-f64" => Target::Cuda(Precision::F64),
             _ => return None,
@@ -46,7 +48,8 @@ impl Target {
     pub fn label(self) -> &'static str {
         match self {
             Target::Cpu => "cpu",
-            Target::Wgpu => "wgpu",
+            Target::Wgpu(Precision::F32) => "wgpu",
+            Target::Wgpu(Precision::F64) => "wgpu-f64",
             Target::Cuda(Precision::F32) => "cuda-f32",
             Target::Cuda(Precision::F64) => "cuda-f64",
         }
@@ -231,7 +234,7 @@ pub fn run_bench(
         }
         let made = match target {
             Target::Cpu => unreachable!(),
-            Target::Wgpu => wgpu_backend(model.clone()),
+            Target::Wgpu(p) => wgpu_backend(model.clone(), p),
             Target::Cuda(p) => cuda_backend(model.clone(), p),
         };
         let mut b = match made {

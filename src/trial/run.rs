@@ -107,16 +107,12 @@ pub fn select_backend(
 ) -> Result<(Box<dyn Backend>, String), String> {
     let model = Arc::new(trial.compiled.clone());
     let cpu = || Box::new(CpuBackend::new(model.clone())) as Box<dyn Backend>;
-    let f64_wgpu = "the wgpu kernels integrate in f32; precision = \"f64\" needs backend = \"cuda\" or \"cpu\"";
     match choice {
         BackendChoice::Cpu => Ok((cpu(), "requested".into())),
         BackendChoice::Cuda => cuda_backend(model.clone(), trial.precision)
             .map(|(b, name)| (b, format!("requested (device {name})")))
             .map_err(|e| format!("backend 'cuda' is not available: {e}")),
-        BackendChoice::Wgpu if trial.precision == crate::backend::Precision::F64 => {
-            Err(format!("backend 'wgpu' is not available: {f64_wgpu}"))
-        }
-        BackendChoice::Wgpu => wgpu_backend(model.clone())
+        BackendChoice::Wgpu => wgpu_backend(model.clone(), trial.precision)
             .map(|(b, name)| (b, format!("requested (adapter {name})")))
             .map_err(|e| format!("backend 'wgpu' is not available: {e}")),
         BackendChoice::Auto if trial.arms.iter().any(|a| !a.plan.occasions.is_empty()) => Ok((
@@ -131,10 +127,13 @@ pub fn select_backend(
             if trial.precision == crate::backend::Precision::F64 {
                 return Ok((
                     cpu(),
-                    format!("auto: {no_cuda}; {f64_wgpu}: the CPU f64 reference runs on all cores"),
+                    format!(
+                        "auto: {no_cuda}; f64 on wgpu is opt-in (backend = \"wgpu\", on an adapter \
+                         with f64 in `vpop devices`): the CPU f64 reference runs on all cores"
+                    ),
                 ));
             }
-            match wgpu_backend(model.clone()) {
+            match wgpu_backend(model.clone(), trial.precision) {
                 Ok((b, name)) if !is_software(&name) => {
                     Ok((b, format!("auto: {no_cuda}; GPU adapter {name} found")))
                 }
@@ -186,12 +185,24 @@ fn is_software(adapter: &str) -> bool {
     adapter.contains("type Cpu")
 }
 
-/// The wgpu backend and a description of its adapter (name, API and device type).
+/// The wgpu backend in `precision` and a description of its adapter (name, API and device
+/// type).
 #[cfg(feature = "wgpu")]
 pub(crate) fn wgpu_backend(
     model: Arc<crate::model::CompiledModel>,
+    precision: crate::backend::Precision,
 ) -> Result<(Box<dyn Backend>, String), String> {
-    let b = crate::backend::wgpu::WgpuBackend::new(model).map_err(why)?;
+    let b = crate::backend::wgpu::WgpuBackend::new(model, precision).map_err(|e| {
+        let e = why(e);
+        if precision == crate::backend::Precision::F64 {
+            format!(
+                "{e}; precision = \"f64\" on wgpu needs it: use precision = \"f32\", or \
+                 backend = \"cpu\" or \"cuda\" for f64"
+            )
+        } else {
+            e
+        }
+    })?;
     let a = b.adapter();
     let name = format!("'{}' ({}, type {})", a.name, a.backend, a.device_type);
     Ok((Box::new(b), name))
@@ -200,6 +211,7 @@ pub(crate) fn wgpu_backend(
 #[cfg(not(feature = "wgpu"))]
 pub(crate) fn wgpu_backend(
     _model: Arc<crate::model::CompiledModel>,
+    _precision: crate::backend::Precision,
 ) -> Result<(Box<dyn Backend>, String), String> {
     Err("this build of vpop has no wgpu support (cargo feature `wgpu`)".into())
 }

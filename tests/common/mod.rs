@@ -119,6 +119,15 @@ pub const METRICS: [&str; 8] = [
     "at(30)",
 ];
 
+/// The closest two f64 computations of Tmax can be expected to agree (relative). Near a flat
+/// maximum an output differs from its peak by ½|c''|·(t − Tmax)², so a round-off difference δ
+/// in the output moves the located maximum by about √(2δ/|c''|): on the CPU reference itself,
+/// a change of one parameter by one ulp moves Tmax by up to 1.7e-8 relative (effect_emax,
+/// idr2, idr3; `tmax_moves_by_round_off` in tests/wgpu_integrate.rs checks the effect_emax
+/// case). Backends with their own (equally accurate) exp, log and pow, or another order of
+/// operations, differ from the CPU by such round-off; 5e-8 leaves room for a few ulps.
+pub const TMAX_CONDITIONING: f64 = 5e-8;
+
 /// Tolerances of an agreement test.
 #[derive(Debug, Clone, Copy)]
 pub struct Agreement {
@@ -128,6 +137,8 @@ pub struct Agreement {
     pub same: f64,
     /// Against the CPU at rtol 1e-10.
     pub tight: f64,
+    /// Subjects integrated.
+    pub subjects: usize,
 }
 
 /// Every method on one library model: the backend made by `make` against the CPU reference
@@ -148,7 +159,7 @@ pub fn agrees_with_the_cpu_reference(
         return;
     };
     let mut cpu = CpuBackend::new(model.clone());
-    let params = subjects(&m, 24);
+    let params = subjects(&m, tol.subjects);
     // A threshold in the range of the first output: 30 % of subject 0's Cmax.
     let probe = run(
         &mut cpu,
@@ -170,13 +181,25 @@ pub fn agrees_with_the_cpu_reference(
         // The same method and tolerance in f64 (the backends must compute the same thing),
         // and a tight f64 solution (the result must also be accurate).
         let same = run(&mut cpu, &gpu_arm, &params);
-        let tight = run(&mut cpu, &arm(&m, method, 1e-10, &all), &params);
+        let tight_arm = arm(&m, method, 1e-10, &all);
+        let tight = if tight_arm.solver == gpu_arm.solver {
+            same.clone()
+        } else {
+            run(&mut cpu, &tight_arm, &params)
+        };
         assert_eq!(got.status, same.status, "{} {method}: status", lm.name);
+        // Worst relative difference from the CPU at the same settings: all but Tmax, Tmax.
+        let mut method_worst = (0.0f64, 0.0f64);
         for (k, s) in gpu_arm.metrics.iter().enumerate() {
             let tmax = s.column.ends_with("_tmax");
             for (want, tol) in [(&same, tol.same), (&tight, tol.tight)] {
-                // Tmax sits on a flat maximum: its time is resolved less finely.
-                let tol = if tmax { 10.0 * tol } else { tol };
+                // Tmax sits on a flat maximum: its time is resolved less finely, and never
+                // closer than TMAX_CONDITIONING (round-off alone moves it that much).
+                let tol = if tmax {
+                    (10.0 * tol).max(TMAX_CONDITIONING)
+                } else {
+                    tol
+                };
                 let e = max_rel(&got.metrics[k], &want.metrics[k]);
                 assert!(
                     e <= tol,
@@ -189,14 +212,21 @@ pub fn agrees_with_the_cpu_reference(
             }
             let e = max_rel(&got.metrics[k], &same.metrics[k]);
             report.push_str(&format!("{} {method} {}: {e:.2e}\n", lm.name, s.column));
-            if !tmax {
+            if tmax {
+                method_worst.1 = method_worst.1.max(e);
+            } else {
                 worst = worst.max(e);
+                method_worst.0 = method_worst.0.max(e);
             }
         }
         for (k, p) in got.profiles.iter().enumerate() {
             let e = max_rel(p, &same.profiles[k]);
             assert!(e <= tol.same, "{} {method} profile {k}: {e:.3e}", lm.name);
         }
+        report.push_str(&format!(
+            "{} {method}: worst {:.2e} (tmax {:.2e})\n",
+            lm.name, method_worst.0, method_worst.1
+        ));
     }
     println!("{report}{name}: worst relative difference (all but tmax): {worst:.3e}");
 }

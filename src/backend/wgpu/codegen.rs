@@ -3,6 +3,10 @@
 //! Every lowered [`Program`] of a model becomes one WGSL function whose body is one
 //! `let rN: T = …;` per instruction. Numbers are re-printed from their parsed `f64` values and
 //! names appear nowhere, so no text of a model file reaches a shader.
+//!
+//! In f64 the exponential, logarithms and general powers call the kernels' own `exp64`,
+//! `log64`, `log10_64` and `pow64` (`shaders/real_f64.wgsl`, see [`precision_helpers`]): the
+//! WGSL builtins lower to Vulkan instructions that take 32-bit floats only.
 
 use std::fmt::Write;
 
@@ -15,6 +19,51 @@ pub fn scalar(p: Precision) -> &'static str {
         Precision::F32 => "f32",
         Precision::F64 => "f64",
     }
+}
+
+/// The scalar helpers every shader of precision `p` includes: `finite`, `is_nan`, `nan` and
+/// `pow_r`, and in f64 the exp, log, log10 and pow that f64 model functions call.
+pub fn precision_helpers(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => REAL_F32_WGSL,
+        Precision::F64 => REAL_F64_WGSL,
+    }
+}
+
+/// The f32 helpers.
+pub const REAL_F32_WGSL: &str = include_str!("../../../shaders/real_f32.wgsl");
+/// The f64 helpers, with f64 exp, log, log10 and pow.
+pub const REAL_F64_WGSL: &str = include_str!("../../../shaders/real_f64.wgsl");
+
+/// Replaces the type word `real` of a template by the scalar type of `p`, outside `//`
+/// comments.
+pub fn retype(template: &str, p: Precision) -> String {
+    let t = scalar(p);
+    let mut out = String::with_capacity(template.len());
+    for line in template.split_inclusive('\n') {
+        let (code, comment) = match line.find("//") {
+            Some(i) => line.split_at(i),
+            None => (line, ""),
+        };
+        let b = code.as_bytes();
+        let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let mut i = 0;
+        while i < code.len() {
+            if code[i..].starts_with("real")
+                && (i == 0 || !is_ident(b[i - 1]))
+                && b.get(i + 4).is_none_or(|c| !is_ident(*c))
+            {
+                out.push_str(t);
+                i += 4;
+            } else {
+                let c = code[i..].chars().next().unwrap_or(' ');
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+        out.push_str(comment);
+    }
+    out
 }
 
 /// A WGSL literal for `v` in precision `p` (NaN and infinities through bit patterns).
@@ -62,6 +111,7 @@ fn expr(op: &Op, p: Precision) -> String {
     let t = scalar(p);
     let b = |x: String| format!("select({t}(0), {t}(1), {x})");
     let r = |x: u32| reg(x);
+    let f64 = p == Precision::F64;
     match *op {
         Op::Const(v) => literal(v, p),
         Op::Time => "t".into(),
@@ -74,6 +124,7 @@ fn expr(op: &Op, p: Precision) -> String {
         Op::Sub(a, c) => format!("{} - {}", r(a), r(c)),
         Op::Mul(a, c) => format!("{} * {}", r(a), r(c)),
         Op::Div(a, c) => format!("{} / {}", r(a), r(c)),
+        Op::Pow(a, c) if f64 => format!("pow64({}, {})", r(a), r(c)),
         Op::Pow(a, c) => format!("pow({}, {})", r(a), r(c)),
         Op::Powi(a, n) => {
             let m = n.unsigned_abs().max(1);
@@ -93,8 +144,11 @@ fn expr(op: &Op, p: Precision) -> String {
         Op::And(a, c) => b(format!("({} != {t}(0)) && ({} != {t}(0))", r(a), r(c))),
         Op::Or(a, c) => b(format!("({} != {t}(0)) || ({} != {t}(0))", r(a), r(c))),
         Op::Select(c, a, e) => format!("select({}, {}, {} != {t}(0))", r(e), r(a), r(c)),
+        Op::Exp(a) if f64 => format!("exp64({})", r(a)),
         Op::Exp(a) => format!("exp({})", r(a)),
+        Op::Log(a) if f64 => format!("log64({})", r(a)),
         Op::Log(a) => format!("log({})", r(a)),
+        Op::Log10(a) if f64 => format!("log10_64({})", r(a)),
         Op::Log10(a) => format!("log({}) * {}", r(a), literal(std::f64::consts::LOG10_E, p)),
         Op::Sqrt(a) => format!("sqrt({})", r(a)),
         Op::Abs(a) => format!("abs({})", r(a)),
@@ -137,21 +191,107 @@ pub fn sizes(m: &ModelPrograms) -> String {
     )
 }
 
+/// The model functions: WGSL name, program, and what the program computes.
+fn programs(m: &ModelPrograms) -> [(&'static str, &Program, &'static str); 8] {
+    [
+        ("model_rhs", &m.rhs, "right-hand side"),
+        ("model_jac", &m.jacobian, "Jacobian"),
+        ("model_dfdt", &m.dfdt, "time derivative"),
+        ("model_outputs", &m.outputs, "value"),
+        ("model_output_jac", &m.output_jacobian, "gradient"),
+        ("model_output_dfdt", &m.output_dfdt, "time derivative"),
+        ("model_init", &m.init, "value"),
+        ("model_dosing", &m.dosing, "value"),
+    ]
+}
+
 /// All model functions: `model_rhs`, `model_jac` (row-major), `model_dfdt`, `model_outputs`,
 /// `model_output_jac`, `model_init`, `model_dosing` (lag, F, rate, dur per state).
 pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
     let (ns, np) = (m.n_states, m.n_params);
-    [
-        function("model_rhs", &m.rhs, ns, np, p),
-        function("model_jac", &m.jacobian, ns, np, p),
-        function("model_dfdt", &m.dfdt, ns, np, p),
-        function("model_outputs", &m.outputs, ns, np, p),
-        function("model_output_jac", &m.output_jacobian, ns, np, p),
-        function("model_output_dfdt", &m.output_dfdt, ns, np, p),
-        function("model_init", &m.init, ns, np, p),
-        function("model_dosing", &m.dosing, ns, np, p),
-    ]
-    .join("\n")
+    programs(m)
+        .iter()
+        .map(|(name, prog, _)| function(name, prog, ns, np, p))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A line of a shader that belongs to a generated model function, traced back to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedLine {
+    /// The WGSL function, e.g. `model_jac`.
+    pub function: &'static str,
+    /// The line, trimmed.
+    pub text: String,
+    /// The instruction the line computes or returns.
+    pub instr: Option<usize>,
+    /// The model statement that instruction comes from.
+    pub statement: Option<crate::model::lower::Statement>,
+    /// What the function computes of the statement ("right-hand side", "Jacobian", …).
+    pub part: &'static str,
+}
+
+impl GeneratedLine {
+    /// `file:line:col: …` at the model statement where there is one, else a message naming the
+    /// generated function.
+    pub fn message(&self, what_failed: &str) -> String {
+        match &self.statement {
+            Some(s) => s
+                .error(format!(
+                    "{what_failed} in the code generated for `{}` (its {}, in {}: `{}`)",
+                    s.what, self.part, self.function, self.text
+                ))
+                .to_string(),
+            None => format!(
+                "{what_failed} in the generated model function {} (`{}`)",
+                self.function, self.text
+            ),
+        }
+    }
+}
+
+/// The generated model function line at byte `offset` of a shader `src` built from `m`'s
+/// [`model_functions`], or `None` when the offset is elsewhere. One line per instruction
+/// (`let rN: T = …;`) and per result (`out[k] = rN;`), so the line names the instruction.
+pub fn generated_line(src: &str, offset: usize, m: &ModelPrograms) -> Option<GeneratedLine> {
+    let offset = offset.min(src.len());
+    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    let text = src[start..end].trim();
+    // The enclosing function: the last `fn ` at the start of a line before the offset.
+    let head = src[..start]
+        .rmatch_indices("\nfn ")
+        .next()
+        .map(|(i, _)| i + 1)
+        .or_else(|| src.starts_with("fn ").then_some(0))?;
+    let name_end = src[head + 3..].find('(')? + head + 3;
+    let name = &src[head + 3..name_end];
+    // The function must still be open at the offset.
+    if src[head..start].lines().any(|l| l == "}") {
+        return None;
+    }
+    let (function, prog, part) = programs(m).into_iter().find(|(n, _, _)| *n == name)?;
+    let reg = |s: &str| -> Option<usize> {
+        let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    };
+    let instr = if let Some(rest) = text.strip_prefix("let r") {
+        reg(rest)
+    } else if text.starts_with("out[") {
+        text.split("= r").nth(1).and_then(reg)
+    } else {
+        None
+    };
+    let statement = instr
+        .and_then(|i| prog.origin(i))
+        .and_then(|o| m.statements.get(o as usize).cloned());
+    Some(GeneratedLine {
+        function,
+        text: text.to_string(),
+        instr,
+        statement,
+        part,
+    })
 }
 
 /// Fills `{{NAME}}` slots of a template; every slot must be filled and every value used.
@@ -183,6 +323,67 @@ mod tests {
         assert_eq!(literal(1e300, Precision::F32), "bitcast<f32>(0x7f800000u)");
         assert!(literal(f64::NAN, Precision::F64).contains("0x7fc00000u"));
         assert_eq!(literal(-2.5, Precision::F32), "-2.5f");
+    }
+
+    #[test]
+    fn retyping_replaces_the_word_outside_comments() {
+        assert_eq!(
+            retype(
+                "var x: real = 0.0; // real\nfn f(a: array<real, 2>) -> real {} unreal real_x",
+                Precision::F64
+            ),
+            "var x: f64 = 0.0; // real\nfn f(a: array<f64, 2>) -> f64 {} unreal real_x"
+        );
+        assert_eq!(retype("real", Precision::F32), "f32");
+    }
+
+    #[test]
+    fn f64_functions_call_the_kernel_math() {
+        use crate::model::{Model, ModelPrograms};
+        let m = Model::parse(
+            "m.vpm",
+            "param a = 2\nstate x\nd/dt(x) = -exp(a) * x + log(a) + log10(x + 1) + pow(x + 1, a)\noutput y = x\n",
+        )
+        .unwrap();
+        let progs = ModelPrograms::new(&m);
+        let f = function("model_rhs", &progs.rhs, 1, 1, Precision::F64);
+        for call in ["exp64(", "log64(", "log10_64(", "pow64("] {
+            assert!(f.contains(call), "{call} in {f}");
+        }
+        for builtin in [" exp(", " log(", " pow("] {
+            assert!(!f.contains(builtin), "{builtin} in {f}");
+        }
+    }
+
+    #[test]
+    fn shader_lines_lead_back_to_model_statements() {
+        use crate::model::{Model, ModelPrograms};
+        let text = "param k = 2\nparam v = 10\nstate a, b\nc = a / v\nd/dt(a) = -k * a\n\
+                    d/dt(b) = k * a - exp(c) * b\noutput cp = b / v\n";
+        let m = Model::parse("m.vpm", text).unwrap();
+        let progs = ModelPrograms::new(&m);
+        let src = format!("// head\n{}", model_functions(&progs, Precision::F32));
+        // The line computing exp(c) in the right-hand side: d/dt(b), line 6.
+        let at = src.find("exp(").unwrap();
+        let g = generated_line(&src, at, &progs).unwrap();
+        assert_eq!(g.function, "model_rhs");
+        let s = g.statement.as_ref().unwrap();
+        assert_eq!((s.what.as_str(), s.line, s.col), ("d/dt(b)", 6, 6));
+        assert!(g
+            .message("boom")
+            .starts_with("m.vpm:6:6: boom in the code generated for `d/dt(b)`"));
+        // c = a / v, line 4, used by both equations; its derivative in the Jacobian.
+        let jac = src.find("fn model_jac").unwrap();
+        let div = jac + src[jac..].find(" / ").unwrap();
+        let g = generated_line(&src, div, &progs).unwrap();
+        assert_eq!((g.function, g.part), ("model_jac", "Jacobian"));
+        assert_eq!(g.statement.unwrap().line, 4);
+        // A result line names the instruction it returns; outside any function: nothing.
+        let outputs = src.find("fn model_outputs").unwrap();
+        let ret = outputs + src[outputs..].find("out[0]").unwrap();
+        let g = generated_line(&src, ret, &progs).unwrap();
+        assert_eq!(g.statement.unwrap().what, "output cp");
+        assert_eq!(generated_line(&src, 2, &progs), None);
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The WGSL integrator kernel's source for a model, a method and a number of metrics (the arm
-//! data it reads is built in `crate::backend::gpu`); the wgpu runtime in `mod.rs` uploads and
-//! dispatches.
+//! The WGSL integrator kernel's source for a model, a method, a number of metrics and a
+//! precision (the arm data it reads is built in `crate::backend::gpu`); the wgpu runtime in
+//! `mod.rs` uploads and dispatches. One template serves f32 and f64, as for CUDA: its scalar
+//! type `real` is replaced by `f32` or `f64`, and the precision's helpers (`finite`, `nan`,
+//! `pow_r`, and in f64 the kernel's own exp, log, log10 and pow) are filled in.
 
 pub use crate::backend::gpu::{arm_data, ArmData, KernelSizes};
-use crate::backend::stepgen::{step_code, Lang};
+use crate::backend::stepgen::{step_code, Lang, StepCode};
 use crate::backend::Precision;
 use crate::model::ModelPrograms;
 use crate::solver::tableau::TABLEAUS_WGSL;
@@ -17,11 +19,21 @@ pub const INTEGRATE_WGSL: &str = include_str!("../../../shaders/integrate.wgsl")
 /// Counters kept per subject between segments.
 pub const CARRY_U: usize = 8;
 
-/// The full WGSL source of the integrator kernel (f32).
+/// Machine epsilon and the end-of-segment snap of each precision (as in the CUDA kernel).
+fn eps_snap(p: Precision) -> (f64, f64) {
+    match p {
+        Precision::F32 => (f64::from(f32::EPSILON), 1e-6),
+        Precision::F64 => (f64::EPSILON, 1e-12),
+    }
+}
+
+/// The full WGSL source of the integrator kernel in precision `p` (f64 needs an adapter with
+/// `SHADER_F64`).
 pub fn integrate_source(
     m: &ModelPrograms,
     method: Method,
     n_metrics: usize,
+    p: Precision,
 ) -> Result<String, String> {
     let z = KernelSizes::new(m, n_metrics);
     let ny = z.ny();
@@ -37,19 +49,30 @@ pub fn integrate_source(
         CARRY_U
     );
     let step = step_code(method, Lang::Wgsl, ny);
-    let funcs = codegen::model_functions(m, Precision::F32);
+    let funcs = codegen::model_functions(m, p);
     let lit = |v: usize| v.max(1).to_string();
-    let (golden, root_iters, root_rtol) = crate::backend::gpu::search_settings(Precision::F32);
+    let (golden, root_iters, root_rtol) = crate::backend::gpu::search_settings(p);
+    let (eps, snap) = eps_snap(p);
     let search = format!(
-        "const GOLDEN_ITERS: u32 = {golden}u;\nconst ROOT_ITERS: u32 = {root_iters}u;\n\
-         const ROOT_RTOL: f32 = {};",
-        codegen::literal(root_rtol, Precision::F32)
+        "const EPS: real = {};\nconst SNAP: real = {};\n\
+         const GOLDEN_ITERS: u32 = {golden}u;\nconst ROOT_ITERS: u32 = {root_iters}u;\n\
+         const ROOT_RTOL: real = {};",
+        codegen::literal(eps, p),
+        codegen::literal(snap, p),
+        codegen::literal(root_rtol, p)
     );
+    let template = codegen::retype(INTEGRATE_WGSL, p);
+    let step = StepCode {
+        decls: codegen::retype(&step.decls, p),
+        code: codegen::retype(&step.code, p),
+    };
+    let search = codegen::retype(&search, p);
     codegen::fill(
-        INTEGRATE_WGSL,
+        &template,
         &[
             ("SIZES", &sizes),
             ("SEARCH", &search),
+            ("PRECISION", codegen::precision_helpers(p)),
             ("TABLEAUS", TABLEAUS_WGSL),
             ("MODEL", &funcs),
             ("STAGES", &step.decls),

@@ -1,8 +1,9 @@
 //! The WGSL backend: model code generation and the wgpu runtime.
 //!
-//! Every wgpu call of the crate lives in this module (its API moves between versions). The
-//! integrator kernels are not written yet; what exists is the code generator, the model
-//! evaluation kernel that checks generated code against the CPU evaluator, and adapter listing.
+//! Every wgpu call of the crate lives in this module (its API moves between versions): the
+//! integrator backend ([`WgpuBackend`], f32 everywhere, f64 where the adapter has
+//! `SHADER_F64`), the model evaluation kernel that checks generated code against the CPU
+//! evaluator, and adapter listing.
 
 pub mod codegen;
 pub mod kernel;
@@ -23,12 +24,70 @@ pub fn model_eval_source(m: &ModelPrograms, p: Precision) -> Result<String, Stri
         &[
             ("SIZES", &sizes),
             ("T", codegen::scalar(p)),
+            ("PRECISION", codegen::precision_helpers(p)),
             ("MODEL", &funcs),
             ("NS", &ns),
             ("NP", &np),
         ],
     )?;
     Ok(body)
+}
+
+/// Checks a generated shader with naga (the WGSL front end and validator wgpu itself uses)
+/// before an adapter compiles it, so that an error in code generated from a model is reported
+/// at the model statement it came from (`file:line:col`, see
+/// [`codegen::generated_line`]); other errors carry naga's own report. `what` names the
+/// shader in messages.
+#[cfg(feature = "wgpu")]
+pub fn check_source(src: &str, p: Precision, m: &ModelPrograms, what: &str) -> Result<(), String> {
+    use wgpu::naga;
+    let failed = format!("the {} {what} does not compile", p.name());
+    let locate = |offset: usize, message: String| -> String {
+        match codegen::generated_line(src, offset, m) {
+            Some(line) => format!("{}: {message}", line.message(&failed)),
+            None => format!("{failed}: {message}"),
+        }
+    };
+    let module = match naga::front::wgsl::parse_str(src) {
+        Ok(module) => module,
+        Err(e) => {
+            return Err(match e.location(src) {
+                Some(at) => locate(at.offset as usize, e.message().to_string()),
+                None => format!("{failed}: {}", e.emit_to_string(src)),
+            })
+        }
+    };
+    let caps = match p {
+        Precision::F32 => naga::valid::Capabilities::empty(),
+        Precision::F64 => naga::valid::Capabilities::FLOAT64,
+    };
+    match naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // The error and its causes, innermost last.
+            let mut message = e.as_inner().to_string();
+            let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e.as_inner());
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            // The spans go from the function to the expression: the narrowest one that is a
+            // line of a generated model function says most.
+            let mut spans: Vec<_> = e.spans().map(|(span, _)| span.location(src)).collect();
+            spans.sort_by_key(|at| at.length);
+            let at = spans
+                .iter()
+                .find(|at| {
+                    codegen::generated_line(src, at.offset as usize, m)
+                        .is_some_and(|g| g.instr.is_some())
+                })
+                .or(spans.first());
+            Err(match at {
+                Some(at) => locate(at.offset as usize, message),
+                None => format!("{failed}: {}", e.emit_to_string(src)),
+            })
+        }
+    }
 }
 
 /// An adapter as `vpop devices` shows it.
@@ -39,6 +98,40 @@ pub struct AdapterInfo {
     pub device_type: String,
     pub f64: bool,
     pub f16: bool,
+}
+
+/// A scalar type the WGSL kernels are built for.
+#[cfg(feature = "wgpu")]
+pub(crate) trait Real: bytemuck::Pod + Default + 'static {
+    const PRECISION: Precision;
+    /// The largest finite value.
+    const MAX: f64;
+    fn of(x: f64) -> Self;
+    fn to(self) -> f64;
+}
+
+#[cfg(feature = "wgpu")]
+impl Real for f32 {
+    const PRECISION: Precision = Precision::F32;
+    const MAX: f64 = f32::MAX as f64;
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+    fn to(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl Real for f64 {
+    const PRECISION: Precision = Precision::F64;
+    const MAX: f64 = f64::MAX;
+    fn of(x: f64) -> f64 {
+        x
+    }
+    fn to(self) -> f64 {
+        self
+    }
 }
 
 #[cfg(feature = "wgpu")]
@@ -74,6 +167,8 @@ mod runtime {
         pub device: wgpu::Device,
         pub queue: wgpu::Queue,
         pub info: AdapterInfo,
+        /// Whether the device was opened with `SHADER_F64` (f64 kernels run).
+        pub shader_f64: bool,
     }
 
     impl Gpu {
@@ -92,8 +187,8 @@ mod runtime {
             let has_f64 = adapter.features().contains(wgpu::Features::SHADER_F64);
             if want_f64 && !has_f64 {
                 return Err(unavailable(format!(
-                    "adapter '{}' has no SHADER_F64",
-                    info.name
+                    "adapter '{}' ({:?}) has no SHADER_F64 (column f64 of `vpop devices`)",
+                    info.name, info.backend
                 )));
             }
             let (device, queue) =
@@ -121,6 +216,7 @@ mod runtime {
                     f64: f.contains(wgpu::Features::SHADER_F64),
                     f16: f.contains(wgpu::Features::SHADER_F16),
                 },
+                shader_f64: want_f64,
             })
         }
 
@@ -133,12 +229,39 @@ mod runtime {
             params: &[f32],
             times: &[f32],
         ) -> Result<Vec<f32>, BackendError> {
+            self.eval_model(m, states, params, times)
+        }
+
+        /// As [`Gpu::eval_model_f32`], in f64 (a device opened with `Gpu::new(true)`).
+        pub fn eval_model_f64(
+            &self,
+            m: &ModelPrograms,
+            states: &[f64],
+            params: &[f64],
+            times: &[f64],
+        ) -> Result<Vec<f64>, BackendError> {
+            self.eval_model(m, states, params, times)
+        }
+
+        fn eval_model<T: Real>(
+            &self,
+            m: &ModelPrograms,
+            states: &[T],
+            params: &[T],
+            times: &[T],
+        ) -> Result<Vec<T>, BackendError> {
             use wgpu::util::DeviceExt;
             let fail = |m: String| BackendError::Failed(m);
+            if T::PRECISION == Precision::F64 && !self.shader_f64 {
+                return Err(fail(
+                    "f64 evaluation needs a device opened with SHADER_F64 (Gpu::new(true))".into(),
+                ));
+            }
             let n = times.len();
             let (ns, no) = (m.n_states.max(1), m.n_outputs.max(1));
             let width = ns + ns * ns + ns + no + no * ns;
-            let src = model_eval_source(m, Precision::F32).map_err(fail)?;
+            let src = model_eval_source(m, T::PRECISION).map_err(fail)?;
+            check_source(&src, T::PRECISION, m, "model evaluation shader").map_err(fail)?;
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = self
                 .device
@@ -159,15 +282,12 @@ mod runtime {
             if let Some(e) = pollster::block_on(scope.pop()) {
                 return Err(fail(format!("shader: {e}")));
             }
-            let storage = |label: &str, data: &[f32]| {
+            let empty = [T::default()];
+            let storage = |label: &str, data: &[T]| {
                 self.device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: Some(label),
-                        contents: bytemuck::cast_slice(if data.is_empty() {
-                            &[0.0f32]
-                        } else {
-                            data
-                        }),
+                        contents: bytemuck::cast_slice(if data.is_empty() { &empty } else { data }),
                         usage: wgpu::BufferUsages::STORAGE,
                     })
             };
@@ -176,7 +296,7 @@ mod runtime {
                 storage("params", params),
                 storage("times", times),
             );
-            let bytes = (n * width * 4).max(4) as u64;
+            let bytes = (n * width * std::mem::size_of::<T>()).max(8) as u64;
             let b_out = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("results"),
                 size: bytes,
@@ -237,7 +357,7 @@ mod runtime {
                 pass.dispatch_workgroups(gx, gy, 1);
             }
             self.queue.submit([enc.finish()]);
-            let out: Vec<f32> = self.read(&b_out)?;
+            let out: Vec<T> = self.read(&b_out)?;
             Ok(out[..n * width].to_vec())
         }
 
@@ -288,37 +408,27 @@ mod integrate {
     use wgpu::util::DeviceExt;
 
     use super::kernel::{arm_data, integrate_source, KernelSizes, CARRY_U};
-    use super::Gpu;
+    use super::{Gpu, Real};
     use crate::backend::gpu::{prepare_chunk, take_counters, take_values};
     use crate::backend::{
         ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
     };
     use crate::model::CompiledModel;
 
-    /// The kernel's uniform block (layout as `struct Meta` in shaders/integrate.wgsl).
-    #[repr(C)]
-    #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Meta {
-        n: u32,
-        n_admin: u32,
-        n_fixed: u32,
-        n_times: u32,
-        first_dispatch: u32,
-        wants_extrema: u32,
-        max_steps: u32,
-        off_fixed: u32,
-        off_times: u32,
-        off_metrics: u32,
-        step_budget: u32,
-        stop_budget: u32,
-        rtol: f32,
-        atol: f32,
-        dt: f32,
-        h_max: f32,
-        h_min_rel: f32,
-        end_time: f32,
-        trough: f32,
-        pad0: f32,
+    /// The kernel's uniform block, `struct Meta` in shaders/integrate.wgsl: twelve u32 (n,
+    /// n_admin, n_fixed, n_times, first_dispatch, wants_extrema, max_steps, off_fixed,
+    /// off_times, off_metrics, step_budget, stop_budget), then eight scalars of the kernel's
+    /// precision (rtol, atol, dt, h_max, h_min_rel, end_time, trough, a pad): 80 bytes in f32,
+    /// 112 in f64 (the first f64 at offset 48, aligned).
+    fn meta_bytes<T: Real>(counts: [u32; 12], reals: [f64; 8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(48 + 8 * std::mem::size_of::<T>());
+        for c in counts {
+            b.extend_from_slice(bytemuck::bytes_of(&c));
+        }
+        for r in reals {
+            b.extend_from_slice(bytemuck::bytes_of(&T::of(r)));
+        }
+        b
     }
 
     /// Status the kernel gives a subject whose loops the shader compiler cut short.
@@ -365,10 +475,12 @@ mod integrate {
         (steps as u32, stops as u32)
     }
 
-    /// The WGSL backend: one invocation per subject, f32, on a wgpu adapter.
+    /// The WGSL backend: one invocation per subject on a wgpu adapter, in f32, or in f64 on
+    /// an adapter with `SHADER_F64`.
     pub struct WgpuBackend {
         gpu: Gpu,
         model: Arc<CompiledModel>,
+        precision: Precision,
         pipelines: HashMap<[u8; 32], wgpu::ComputePipeline>,
         /// Overrides the per-dispatch budgets (steps, stopping points).
         budget_override: Option<(u32, u32)>,
@@ -379,18 +491,38 @@ mod integrate {
     }
 
     impl WgpuBackend {
-        /// On the high-performance adapter.
-        pub fn new(model: Arc<CompiledModel>) -> Result<WgpuBackend, BackendError> {
-            Ok(WgpuBackend::with_gpu(Gpu::new(false)?, model))
+        /// On the high-performance adapter, in `precision`; f64 needs an adapter with
+        /// `SHADER_F64` and is refused with a clear error (never a panic) without one.
+        pub fn new(
+            model: Arc<CompiledModel>,
+            precision: Precision,
+        ) -> Result<WgpuBackend, BackendError> {
+            let gpu = Gpu::new(precision == Precision::F64)?;
+            WgpuBackend::with_gpu(gpu, model, precision)
         }
 
-        pub fn with_gpu(gpu: Gpu, model: Arc<CompiledModel>) -> WgpuBackend {
-            WgpuBackend {
+        /// On a device already opened (with `SHADER_F64` for f64).
+        pub fn with_gpu(
+            gpu: Gpu,
+            model: Arc<CompiledModel>,
+            precision: Precision,
+        ) -> Result<WgpuBackend, BackendError> {
+            if precision == Precision::F64 && !gpu.shader_f64 {
+                return Err(BackendError::Unavailable(
+                    "wgpu",
+                    format!(
+                        "the device of adapter '{}' was opened without SHADER_F64",
+                        gpu.info.name
+                    ),
+                ));
+            }
+            Ok(WgpuBackend {
                 gpu,
                 model,
+                precision,
                 pipelines: HashMap::new(),
                 budget_override: None,
-            }
+            })
         }
 
         /// Steps and stopping points each subject may do per dispatch (at least 1 each);
@@ -403,12 +535,16 @@ mod integrate {
             &self.gpu.info
         }
 
-        /// The compiled kernel for a source, cached by the source's SHA-256.
+        /// The compiled kernel for a source, cached by the source's SHA-256. The source is
+        /// checked with naga first, so that an error in generated model code names the model
+        /// statement it came from.
         fn pipeline(&mut self, src: &str) -> Result<wgpu::ComputePipeline, BackendError> {
             let key: [u8; 32] = Sha256::digest(src.as_bytes()).into();
             if let Some(p) = self.pipelines.get(&key) {
                 return Ok(p.clone());
             }
+            super::check_source(src, self.precision, &self.model.programs, "wgpu kernel")
+                .map_err(BackendError::Failed)?;
             let device = &self.gpu.device;
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -431,7 +567,7 @@ mod integrate {
         }
 
         /// Subjects per dispatch within the adapter's buffer limits.
-        fn batch_size(&self, z: &KernelSizes, n_times: usize) -> usize {
+        fn batch_size(&self, z: &KernelSizes, n_times: usize, bytes: u64) -> usize {
             let lim = self.gpu.device.limits();
             let max_binding = lim
                 .max_storage_buffer_binding_size
@@ -441,13 +577,13 @@ mod integrate {
                 .into_iter()
                 .max()
                 .unwrap_or(1) as u64;
-            let by_limit = max_binding / (4 * widest);
+            let by_limit = max_binding / (bytes * widest);
             // 65 535 workgroups of 64 per dimension, two dimensions.
             by_limit.clamp(1, 1 << 22) as usize
         }
 
         #[allow(clippy::too_many_arguments)]
-        fn run_batch(
+        fn run_batch<T: Real>(
             &mut self,
             pipeline: &wgpu::ComputePipeline,
             arm: &ArmPlan,
@@ -461,14 +597,14 @@ mod integrate {
             let device = &self.gpu.device;
             let queue = &self.gpu.queue;
             let nt = ad.n_times;
-            let mut params = vec![0f32; (z.np * n).max(1)];
+            let mut params = vec![T::default(); (z.np * n).max(1)];
             for (p, col) in input.params.iter().enumerate() {
                 for i in 0..n {
-                    params[p * n + i] = col[s0 + i] as f32;
+                    params[p * n + i] = T::of(col[s0 + i]);
                 }
             }
-            let scale: Vec<f32> = (0..n)
-                .map(|i| input.amount_scale.map_or(1.0, |s| s[s0 + i] as f32))
+            let scale: Vec<T> = (0..n)
+                .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[s0 + i])))
                 .collect();
             let init = |label: &str, bytes: &[u8]| {
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -479,21 +615,22 @@ mod integrate {
             };
             let b_params = init("params", bytemuck::cast_slice(&params));
             let b_scale = init("scale", bytemuck::cast_slice(&scale));
-            let arm32: Vec<f32> = ad.data.iter().map(|v| *v as f32).collect();
-            let b_arm = init("arm", bytemuck::cast_slice(&arm32));
-            let rw = |label: &str, words: usize| {
+            let arm_v: Vec<T> = ad.data.iter().map(|v| T::of(*v)).collect();
+            let b_arm = init("arm", bytemuck::cast_slice(&arm_v));
+            let real = std::mem::size_of::<T>();
+            let rw = |label: &str, words: usize, bytes: usize| {
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
-                    size: (4 * words.max(1)) as u64,
+                    size: (bytes * words.max(1)) as u64,
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                     mapped_at_creation: false,
                 })
             };
             let s = &arm.solver;
-            let b_carry = rw("carry", z.carry_f() * n);
-            let b_carry_u = rw("carry_u", CARRY_U * n);
-            let b_metrics = rw("metrics", z.nm * n);
-            let b_prof = rw("profiles", z.no * n * nt);
+            let b_carry = rw("carry", z.carry_f() * n, real);
+            let b_carry_u = rw("carry_u", CARRY_U * n, 4);
+            let b_metrics = rw("metrics", z.nm * n, real);
+            let b_prof = rw("profiles", z.no * n * nt, real);
             let b_pending = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("pending"),
                 size: 4,
@@ -518,31 +655,35 @@ mod integrate {
             let mut dispatch = 0u64;
             let t0 = std::time::Instant::now();
             loop {
-                let meta = Meta {
-                    n: n as u32,
-                    n_admin: ad.n_admin as u32,
-                    n_fixed: ad.n_fixed as u32,
-                    n_times: nt as u32,
-                    first_dispatch: (dispatch == 0) as u32,
-                    wants_extrema: ad.wants_extrema as u32,
-                    max_steps: s.max_steps.min(u64::from(u32::MAX)) as u32,
-                    off_fixed: ad.off_fixed as u32,
-                    off_times: ad.off_times as u32,
-                    off_metrics: ad.off_metrics as u32,
-                    step_budget,
-                    stop_budget,
-                    rtol: s.rtol as f32,
-                    atol: s.atol as f32,
-                    dt: s.dt.unwrap_or(0.0) as f32,
-                    h_max: s.h_max.min(f64::from(f32::MAX)) as f32,
-                    h_min_rel: s.h_min_rel as f32,
-                    end_time: arm.end as f32,
-                    trough: ad.trough as f32,
-                    pad0: 0.0,
-                };
+                let meta = meta_bytes::<T>(
+                    [
+                        n as u32,
+                        ad.n_admin as u32,
+                        ad.n_fixed as u32,
+                        nt as u32,
+                        (dispatch == 0) as u32,
+                        ad.wants_extrema as u32,
+                        s.max_steps.min(u64::from(u32::MAX)) as u32,
+                        ad.off_fixed as u32,
+                        ad.off_times as u32,
+                        ad.off_metrics as u32,
+                        step_budget,
+                        stop_budget,
+                    ],
+                    [
+                        s.rtol,
+                        s.atol,
+                        s.dt.unwrap_or(0.0),
+                        s.h_max.min(T::MAX),
+                        s.h_min_rel,
+                        arm.end,
+                        ad.trough,
+                        0.0,
+                    ],
+                );
                 let b_meta = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some("meta"),
-                    contents: bytemuck::bytes_of(&meta),
+                    contents: &meta,
                     usage: wgpu::BufferUsages::UNIFORM,
                 });
                 let buffers = [
@@ -582,7 +723,7 @@ mod integrate {
                 }
             }
             out.kernel_time += t0.elapsed();
-            let metrics: Vec<f32> = self.gpu.read(&b_metrics)?;
+            let metrics: Vec<T> = self.gpu.read(&b_metrics)?;
             let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
             if let Some(i) = counters
                 .chunks_exact(CARRY_U)
@@ -596,12 +737,12 @@ mod integrate {
                 )));
             }
             take_counters(out, &counters, CARRY_U, s0);
-            let prof: Vec<f32> = if nt > 0 {
+            let prof: Vec<T> = if nt > 0 {
                 self.gpu.read(&b_prof)?
             } else {
                 Vec::new()
             };
-            take_values(out, &metrics, &prof, n, s0, f64::from);
+            take_values(out, &metrics, &prof, n, s0, T::to);
             Ok(())
         }
     }
@@ -614,7 +755,7 @@ mod integrate {
                     "{} ({}, {})",
                     self.gpu.info.name, self.gpu.info.backend, self.gpu.info.device_type
                 ),
-                precision: Precision::F32,
+                precision: self.precision,
             }
         }
 
@@ -627,22 +768,35 @@ mod integrate {
             let model = self.model.clone();
             let progs = &model.programs;
             let n = input.n;
-            let hint =
-                "the wgpu kernels integrate in f32: use rtol ≥ 1e-7, or backend = \"cpu\" for f64";
-            prepare_chunk(progs, arm, input, true, hint, out).map_err(failed)?;
+            let hint = "use rtol ≥ 1e-7, or precision = \"f64\" (on an adapter with f64 in `vpop \
+                        devices`, or backend = \"cpu\")";
+            let f32_kernel = self.precision == Precision::F32;
+            prepare_chunk(progs, arm, input, f32_kernel, hint, out).map_err(failed)?;
             if n == 0 {
                 return Ok(());
             }
+            let p = self.precision;
             let src =
-                integrate_source(progs, arm.solver.method, arm.metrics.len()).map_err(failed)?;
+                integrate_source(progs, arm.solver.method, arm.metrics.len(), p).map_err(failed)?;
             let pipeline = self.pipeline(&src)?;
             let ad = arm_data(arm);
             let z = KernelSizes::new(progs, arm.metrics.len());
-            let batch = self.batch_size(&z, ad.n_times);
+            let bytes = match p {
+                Precision::F32 => 4,
+                Precision::F64 => 8,
+            };
+            let batch = self.batch_size(&z, ad.n_times, bytes);
             let mut s0 = 0;
             while s0 < n {
                 let len = batch.min(n - s0);
-                self.run_batch(&pipeline, arm, &ad, &z, input, s0, len, out)?;
+                match p {
+                    Precision::F32 => {
+                        self.run_batch::<f32>(&pipeline, arm, &ad, &z, input, s0, len, out)?
+                    }
+                    Precision::F64 => {
+                        self.run_batch::<f64>(&pipeline, arm, &ad, &z, input, s0, len, out)?
+                    }
+                }
                 s0 += len;
             }
             Ok(())
