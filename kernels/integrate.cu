@@ -5,8 +5,14 @@
 //
 // Slots filled by src/backend/cuda/kernel.rs: REAL, SIZES (with the metric searches'
 // GOLDEN_ITERS, ROOT_ITERS and ROOT_RTOL for the precision), TABLEAUS (coefficients from
-// build.rs), MODEL (generated model functions), STAGES and STEP (the method, from
-// src/backend/stepgen.rs).
+// build.rs), MODEL (generated model functions), METRICS (each metric's kind and output),
+// STAGES and STEP (the method, from src/backend/stepgen.rs).
+//
+// Everything a thread keeps is meant to live in registers: every per-subject array is indexed
+// with compile-time indices only (loops over NS, NO, NY and NM are unrolled, and a value at a
+// run-time index, such as a dose's compartment or an LU pivot row, is reached by a predicated
+// loop over the compile-time ones), and every function is inlined, so no pointer to a
+// per-thread array escapes. ptxas's report (tests/cuda_codegen.rs) checks it.
 
 typedef {{REAL}} real;
 {{SIZES}}
@@ -14,8 +20,9 @@ typedef {{REAL}} real;
 
 #define BIG ((real)3.0e38)
 #define CUT_SHORT 254u
+#define FI __device__ __forceinline__
 
-__device__ __forceinline__ real clampr(real x, real a, real b) { return fmin(fmax(x, a), b); }
+FI real clampr(real x, real a, real b) { return fmin(fmax(x, a), b); }
 #define clamp clampr
 
 struct Meta {
@@ -28,10 +35,13 @@ struct Meta {
 
 {{MODEL}}
 
+{{METRICS}}
+
 struct Sub {
-    const Meta* m;
-    const real* arm;
-    real* profiles;
+    // The kernel's parameter itself (__grid_constant__): read in place, never copied.
+    const Meta* __restrict__ m;
+    const real* __restrict__ arm;
+    real* __restrict__ profiles;
     unsigned sid;
     real q[NP1];
     real subj_scale;
@@ -49,86 +59,122 @@ struct Sub {
     unsigned ifound[NO];
 {{STAGES}}
 
-    __device__ bool all_finite(const real* v) {
+    FI bool all_finite(const real* v) {
         bool ok = true;
+        #pragma unroll
         for (int j = 0; j < NY; j++) ok = ok && isfinite(v[j]);
         return ok;
     }
 
     // The model extended with infusion inputs and one AUC state per output.
-    __device__ void sys_rhs(real t, const real* v, real* out) {
+    FI void sys_rhs(real t, const real* v, real* out) {
         real f[NS], g[NO];
         model_rhs(t, v, q, f);
         model_outputs(t, v, q, g);
+        #pragma unroll
         for (int j = 0; j < NS; j++) out[j] = f[j] + rates[j];
+        #pragma unroll
         for (int k = 0; k < NO; k++) out[NS + k] = g[k];
         n_rhs++;
     }
 
-    __device__ void outs(real t, const real* v, real* c) { model_outputs(t, v, q, c); }
+    FI void outs(real t, const real* v, real* c) { model_outputs(t, v, q, c); }
 
     // W = si·I − sj·J of the extended system: the model block by LU with partial pivoting, the
     // AUC rows (J = [G 0]) by substitution in w_solve.
-    __device__ bool w_factor(real t, real si, real sj) {
+    // Loops have constant bounds and test the varying ones inside, so that unrolling leaves
+    // compile-time indices only; a pivot row is swapped by a predicated loop over the rows.
+    FI bool w_factor(real t, real si, real sj) {
         real jm[NS * NS], dm[NS], dg[NO];
         model_jac(t, y, q, jm);
         model_output_jac(t, y, q, gq);
         model_dfdt(t, y, q, dm);
         model_output_dfdt(t, y, q, dg);
+        #pragma unroll
         for (int j = 0; j < NS; j++) dfdt_v[j] = dm[j];
+        #pragma unroll
         for (int k = 0; k < NO; k++) dfdt_v[NS + k] = dg[k];
         n_jac++;
         w_si = si;
         w_sj = sj;
-        for (int i = 0; i < NS; i++)
+        #pragma unroll
+        for (int i = 0; i < NS; i++) {
+            #pragma unroll
             for (int j = 0; j < NS; j++) lu[i * NS + j] = (i == j ? si : (real)0) - sj * jm[i * NS + j];
+        }
+        #pragma unroll
         for (int k = 0; k < NS; k++) {
             int p = k;
             real best = fabs(lu[k * NS + k]);
-            for (int i = k + 1; i < NS; i++) {
+            #pragma unroll
+            for (int i = 0; i < NS; i++) {
+                if (i <= k) continue;
                 real v = fabs(lu[i * NS + k]);
                 if (v > best) { best = v; p = i; }
             }
             if (best == (real)0 || !isfinite(best)) return false;
             piv[k] = p;
-            if (p != k)
+            #pragma unroll
+            for (int i = 0; i < NS; i++) {
+                if (i <= k || i != p) continue;
+                #pragma unroll
                 for (int j = 0; j < NS; j++) {
                     real a = lu[k * NS + j];
-                    lu[k * NS + j] = lu[p * NS + j];
-                    lu[p * NS + j] = a;
+                    lu[k * NS + j] = lu[i * NS + j];
+                    lu[i * NS + j] = a;
                 }
+            }
             real inv = (real)1 / lu[k * NS + k];
-            for (int i = k + 1; i < NS; i++) {
+            #pragma unroll
+            for (int i = 0; i < NS; i++) {
+                if (i <= k) continue;
                 real f = lu[i * NS + k] * inv;
                 lu[i * NS + k] = f;
-                if (f != (real)0)
-                    for (int j = k + 1; j < NS; j++) lu[i * NS + j] -= f * lu[k * NS + j];
+                if (f != (real)0) {
+                    #pragma unroll
+                    for (int j = 0; j < NS; j++)
+                        if (j > k) lu[i * NS + j] -= f * lu[k * NS + j];
+                }
             }
         }
         return true;
     }
 
-    __device__ void w_solve(real* x) {
+    FI void w_solve(real* x) {
         real b[NO];
+        #pragma unroll
         for (int k = 0; k < NO; k++) b[k] = x[NS + k];
+        #pragma unroll
         for (int k = 0; k < NS; k++) {
-            int p = piv[k];
-            real a = x[k];
-            x[k] = x[p];
-            x[p] = a;
+            const int p = piv[k];
+            #pragma unroll
+            for (int i = 0; i < NS; i++) {
+                if (i <= k || i != p) continue;
+                real a = x[k];
+                x[k] = x[i];
+                x[i] = a;
+            }
         }
+        #pragma unroll
         for (int i = 1; i < NS; i++) {
             real s = x[i];
-            for (int j = 0; j < i; j++) s -= lu[i * NS + j] * x[j];
+            #pragma unroll
+            for (int j = 0; j < NS; j++)
+                if (j < i) s -= lu[i * NS + j] * x[j];
             x[i] = s;
         }
+        #pragma unroll
         for (int i = NS - 1; i >= 0; i--) {
             real s = x[i];
-            for (int j = i + 1; j < NS; j++) s -= lu[i * NS + j] * x[j];
+            #pragma unroll
+            for (int j = 0; j < NS; j++)
+                if (j > i) s -= lu[i * NS + j] * x[j];
             x[i] = s / lu[i * NS + i];
         }
+        #pragma unroll
         for (int k = 0; k < NO; k++) {
             real s = b[k];
+            #pragma unroll
             for (int j = 0; j < NS; j++) s += w_sj * gq[k * NS + j] * x[j];
             x[NS + k] = s / w_si;
         }
@@ -136,8 +182,9 @@ struct Sub {
 
 {{STEP}}
 
-    __device__ real error_norm() {
+    FI real error_norm() {
         real s = 0;
+        #pragma unroll
         for (int j = 0; j < NY; j++) {
             real sc = m->atol + m->rtol * fmax(fabs(y[j]), fabs(y1[j]));
             real r = err[j] / sc;
@@ -149,8 +196,9 @@ struct Sub {
     }
 
     // Hairer, Nørsett & Wanner's starting step.
-    __device__ real initial_step(real t0) {
+    FI real initial_step(real t0) {
         real d0 = 0, d1 = 0;
+        #pragma unroll
         for (int j = 0; j < NY; j++) {
             real sc = m->atol + m->rtol * fabs(y[j]);
             d0 += (y[j] / sc) * (y[j] / sc);
@@ -159,9 +207,11 @@ struct Sub {
         d0 = sqrt(d0 / (real)NY);
         d1 = sqrt(d1 / (real)NY);
         real h0 = (d0 < (real)1e-5 || d1 < (real)1e-5) ? (real)1e-6 : (real)0.01 * d0 / d1;
+        #pragma unroll
         for (int j = 0; j < NY; j++) tmp[j] = y[j] + h0 * f0[j];
         sys_rhs(t0 + h0, tmp, f1);
         real d2 = 0;
+        #pragma unroll
         for (int j = 0; j < NY; j++) {
             real sc = m->atol + m->rtol * fabs(y[j]);
             real r = (f1[j] - f0[j]) / sc;
@@ -175,17 +225,19 @@ struct Sub {
     }
 
     // Metric kinds: 0 auc, 1 cmax, 2 tmax, 3 cmin, 4 cavg, 5 ctrough, 6 time above x, 7 at x.
-    __device__ void spec(unsigned mi, unsigned& kind, unsigned& k, bool& win, real& a, real& b, real& x) {
+    // A metric's kind and output are compile-time constants (METRICS); its window and
+    // threshold are read from the arm data.
+    FI void spec(unsigned mi, unsigned& kind, unsigned& k, bool& win, real& a, real& b, real& x) {
         const real* s = arm + m->off_metrics + mi * 6;
-        kind = (unsigned)s[0];
-        k = (unsigned)s[1];
-        win = s[2] != (real)0;
-        a = s[3];
-        b = s[4];
-        x = s[5];
+        kind = metric_kind(mi);
+        k = metric_output(mi);
+        win = __ldg(&s[2]) != (real)0;
+        a = __ldg(&s[3]);
+        b = __ldg(&s[4]);
+        x = __ldg(&s[5]);
     }
 
-    __device__ void update_extreme(unsigned mi, unsigned kind, real t, real c) {
+    FI void update_extreme(unsigned mi, unsigned kind, real t, real c) {
         if (kind == 1u) {
             if (c > vals[mi]) vals[mi] = c;
         } else if (kind == 2u) {
@@ -195,14 +247,14 @@ struct Sub {
         }
     }
 
-    __device__ real output_at(real t, unsigned k) {
+    FI real output_at(real t, unsigned k) {
         real c[NO];
         dense_into(t);
         outs(t, dense_v, c);
         return c[k];
     }
 
-    __device__ void refine_extremum(unsigned k, bool maximize, real& tm, real& cm) {
+    FI void refine_extremum(unsigned k, bool maximize, real& tm, real& cm) {
         const real sign = maximize ? (real)1 : (real)-1;
         const real inv_phi = (real)0.6180339887498949;
         real a = st_t0, b = st_t1;
@@ -223,7 +275,7 @@ struct Sub {
     }
 
     // Where output k crosses thr inside the step (Illinois variant of regula falsi).
-    __device__ real crossing(unsigned k, real thr, real a0, real b0, real g0, real g1) {
+    FI real crossing(unsigned k, real thr, real a0, real b0, real g0, real g1) {
         real a = a0, b = b0, ga = g0, gb = g1;
         int side = 0;
         const real tol = (real)ROOT_RTOL * (b - a) + (real)4 * m->eps * fabs(b);
@@ -246,29 +298,32 @@ struct Sub {
         return x;
     }
 
-    __device__ void output_slopes(real t, const real* v, const real* f, real* d) {
+    FI void output_slopes(real t, const real* v, const real* f, real* d) {
         real gj[NOS];
         model_output_jac(t, v, q, gj);
+        #pragma unroll
         for (int k = 0; k < NO; k++) {
             real s = 0;
+            #pragma unroll
             for (int j = 0; j < NS; j++) s += gj[k * NS + j] * f[j];
             d[k] = s;
         }
     }
 
-    __device__ void write_profile(unsigned j, const real* c) {
+    FI void write_profile(unsigned j, const real* c) {
+        #pragma unroll
         for (int k = 0; k < NO; k++)
             profiles[((size_t)k * m->n + sid) * m->n_times + j] = c[k];
     }
 
-    __device__ void observe() {
+    FI void observe() {
         const real t0 = st_t0, t1 = st_t1;
         real c0[NO], c1[NO], dc0[NO], dc1[NO], c[NO];
         outs(t0, y, c0);
         outs(t1, y1, c1);
         const real* times = arm + m->off_times;
-        while (next_sample < m->n_times && times[next_sample] <= t1) {
-            real ts = times[next_sample];
+        while (next_sample < m->n_times && __ldg(&times[next_sample]) <= t1) {
+            real ts = __ldg(&times[next_sample]);
             if (ts > t0) {
                 dense_into(ts);
                 outs(ts, dense_v, c);
@@ -276,11 +331,13 @@ struct Sub {
             }
             next_sample++;
         }
+        #pragma unroll
         for (int k = 0; k < NO; k++) { dc0[k] = 0; dc1[k] = 0; ifound[k] = 0; }
         if (m->wants_extrema) {
             output_slopes(t0, y, f0, dc0);
             output_slopes(t1, y1, f1, dc1);
         }
+        #pragma unroll
         for (unsigned mi = 0; mi < NM; mi++) {
             unsigned kind, k;
             bool win;
@@ -341,7 +398,7 @@ struct Sub {
         }
     }
 
-    __device__ void stop_pre(real t) {
+    FI void stop_pre(real t) {
         real c[NO];
         outs(t, y, c);
         if (t == (real)0)
@@ -349,6 +406,7 @@ struct Sub {
                 write_profile(next_sample, c);
                 next_sample++;
             }
+        #pragma unroll
         for (unsigned mi = 0; mi < NM; mi++) {
             unsigned kind, k;
             bool win;
@@ -374,10 +432,11 @@ struct Sub {
         }
     }
 
-    __device__ void stop_post(real t) {
+    FI void stop_post(real t) {
         if (!m->wants_extrema) return;
         real c[NO];
         outs(t, y, c);
+        #pragma unroll
         for (unsigned mi = 0; mi < NM; mi++) {
             unsigned kind, k;
             bool win;
@@ -388,7 +447,7 @@ struct Sub {
     }
 
     // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite.
-    __device__ unsigned integrate(real t0, real t1) {
+    FI unsigned integrate(real t0, real t1) {
         if (t1 <= t0) return 0u;
         sys_rhs(t0, y, f0);
         if (!all_finite(y) || !all_finite(f0)) return 3u;
@@ -408,6 +467,7 @@ struct Sub {
                 prepare_dense(h);
                 st_t0 = t; st_t1 = t_new; st_h = h;
                 observe();
+                #pragma unroll
                 for (int j = 0; j < NY; j++) { y[j] = y1[j]; f0[j] = f1[j]; }
             }
             return 0u;
@@ -441,6 +501,7 @@ struct Sub {
                 prepare_dense(step);
                 st_t0 = t; st_t1 = t_new; st_h = step;
                 observe();
+                #pragma unroll
                 for (int j = 0; j < NY; j++) { y[j] = y1[j]; f0[j] = f1[j]; }
                 real fac = STEP_SAFETY * pow(fmax(e, (real)1e-10), -alpha) * pow(err_prev, BETA);
                 fac = fmin(fmax(fac, STEP_FAC_MIN), STEP_FAC_MAX);
@@ -461,7 +522,7 @@ struct Sub {
     }
 
     // Administration i for this subject: kind 0 bolus, 1 infusion, 2 nothing, 3 invalid.
-    __device__ void admin_event(unsigned i, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
+    FI void admin_event(unsigned i, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
         const real* a = arm + i * 5;
         const real nominal = a[0];
         const unsigned s = (unsigned)a[1];
@@ -471,7 +532,15 @@ struct Sub {
         state = s;
         kind = 3u;
         start = 0; end_ = 0; value = 0;
-        const real lag = dose_v[4 * s], f = dose_v[4 * s + 1], rate_m = dose_v[4 * s + 2], dur_m = dose_v[4 * s + 3];
+        real lag = 0, f = 0, rate_m = 0, dur_m = 0;
+        #pragma unroll
+        for (int j = 0; j < NS; j++)
+            if ((unsigned)j == s) {
+                lag = dose_v[4 * j];
+                f = dose_v[4 * j + 1];
+                rate_m = dose_v[4 * j + 2];
+                dur_m = dose_v[4 * j + 3];
+            }
         if (!(isfinite(lag) && lag >= (real)0) || !(isfinite(f) && f >= (real)0)) return;
         const real amount = amt * subj_scale * f;
         if (!(isfinite(amount) && amount >= (real)0)) return;
@@ -490,7 +559,7 @@ struct Sub {
         kind = dur > (real)0 ? 1u : 2u;
     }
 
-    __device__ void run_stops() {
+    FI void run_stops() {
         for (;;) {
             if (t_prev >= m->end_time) return;
             while (fs < m->n_fixed && arm[m->off_fixed + fs] <= t_prev) fs++;
@@ -512,12 +581,17 @@ struct Sub {
                 real st, en, val;
                 unsigned s, kind;
                 admin_event(a, st, en, val, s, kind);
-                if (kind == 0u && st > t_prev && st <= ts) y[s] += val;
-                if (kind == 1u) {
-                    if (st > t_prev && st <= ts) rates[s] += val;
-                    if (en > t_prev && en <= ts) {
-                        rates[s] -= val;
-                        if (fabs(rates[s]) <= (real)1e-6 * val) rates[s] = 0;
+                // y[s] and rates[s] for the run-time s, as predicated updates.
+                #pragma unroll
+                for (int j = 0; j < NS; j++) {
+                    if ((unsigned)j != s) continue;
+                    if (kind == 0u && st > t_prev && st <= ts) y[j] += val;
+                    if (kind == 1u) {
+                        if (st > t_prev && st <= ts) rates[j] += val;
+                        if (en > t_prev && en <= ts) {
+                            rates[j] -= val;
+                            if (fabs(rates[j]) <= (real)1e-6 * val) rates[j] = 0;
+                        }
                     }
                 }
             }
@@ -529,7 +603,7 @@ struct Sub {
 };
 
 extern "C" __global__ void integrate(const real* __restrict__ params, const real* __restrict__ scale,
-                                     const real* __restrict__ arm, const Meta meta,
+                                     const real* __restrict__ arm, const __grid_constant__ Meta meta,
                                      real* __restrict__ metrics_out, unsigned* __restrict__ counters,
                                      real* __restrict__ profiles) {
     const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -539,15 +613,20 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
     S.arm = arm;
     S.profiles = profiles;
     S.sid = i;
+    #pragma unroll
     for (int p = 0; p < NP; p++) S.q[p] = __ldg(&params[(size_t)p * meta.n + i]);
     S.subj_scale = scale[i];
     real zero[NS];
+    #pragma unroll
     for (int j = 0; j < NS; j++) zero[j] = 0;
     model_dosing((real)0, zero, S.q, S.dose_v);
     real y0[NS];
     model_init((real)0, zero, S.q, y0);
+    #pragma unroll
     for (int j = 0; j < NS; j++) { S.y[j] = y0[j]; S.rates[j] = 0; }
+    #pragma unroll
     for (int k = 0; k < NO; k++) S.y[NS + k] = 0;
+    #pragma unroll
     for (unsigned mi = 0; mi < NM; mi++) {
         unsigned kind, k;
         bool win;
@@ -564,8 +643,10 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
     S.h_prop = 0;
     S.err_prev = (real)1e-4;
     S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;
-    for (unsigned j = 0; j < meta.n_times; j++)
+    for (unsigned j = 0; j < meta.n_times; j++) {
+        #pragma unroll
         for (int k = 0; k < NO; k++) profiles[((size_t)k * meta.n + i) * meta.n_times + j] = nan("");
+    }
     if (!S.all_finite(S.y)) S.status = 3u;
     for (unsigned a = 0; a < meta.n_admin; a++) {
         real st, en, val;
@@ -574,6 +655,7 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
         if (kind == 3u) S.status = 3u;
     }
     if (S.status == 0u) S.run_stops();
+    #pragma unroll
     for (unsigned mi = 0; mi < NM; mi++) {
         real v = S.vals[mi];
         if (S.status != 0u || !isfinite(v) || fabs(v) >= BIG) v = nan("");

@@ -29,8 +29,11 @@ fn every_generated_kernel_compiles_with_nvrtc() {
 
 /// The integrator kernel of every library model × method × precision compiles, and an f32
 /// kernel computes in f32 only (no double-precision instructions in its PTX). Where ptxas is
-/// available, the register/spill report of every kernel (sm_90) is printed, and no f32 kernel
-/// may spill registers to local memory.
+/// available, the register/spill report of every kernel (sm_90, a metric of every kind) is
+/// printed, and the kernels keep their state in registers: no f32 kernel and no f64 kernel of
+/// an explicit method has a stack frame in local memory or spills, and no f64 kernel of a
+/// model with 4 states or fewer does. The f64 Rosenbrock kernels of larger models may spill a
+/// little where they reach the 255-register limit: at most 256 bytes of stack frame.
 #[test]
 fn every_integrator_kernel_compiles_with_nvrtc() {
     use vpop::backend::cuda::kernel::integrate_source;
@@ -57,13 +60,13 @@ fn every_integrator_kernel_compiles_with_nvrtc() {
         );
     }
     // NVRTC compiles independent programs concurrently.
-    type Row = (String, usize, Precision, (u32, u32, u32, u32));
+    type Row = (String, usize, Method, Precision, (u32, u32, u32, u32));
     let rows: Vec<Option<Row>> = cases
         .par_iter()
         .map(|&(name, source, method, p)| {
             let m = Model::parse(name, source).unwrap();
             let progs = ModelPrograms::new(&m);
-            let src = integrate_source(&progs, method, 4, p).unwrap();
+            let src = integrate_source(&progs, method, &every_kind(&m), p).unwrap();
             let ptx =
                 compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {method} {p:?}: {e}"));
             assert!(
@@ -80,7 +83,7 @@ fn every_integrator_kernel_compiles_with_nvrtc() {
             ptxas.as_ref().map(|x| {
                 let tag = format!("{name}-{method}-{}", p.name());
                 let r = ptxas_report(x, &ptx, &tag);
-                (tag, progs.n_states, p, r)
+                (tag, progs.n_states, method, p, r)
             })
         })
         .collect();
@@ -92,15 +95,21 @@ fn every_integrator_kernel_compiles_with_nvrtc() {
         "{:<40} {:>6} {:>9} {:>11} {:>12} {:>11}",
         "kernel", "states", "registers", "stack bytes", "spill stores", "spill loads"
     );
-    for (tag, ns, _, (r, st, ss, sl)) in &rows {
+    for (tag, ns, _, _, (r, st, ss, sl)) in &rows {
         println!("{tag:<40} {ns:>6} {r:>9} {st:>11} {ss:>12} {sl:>11}");
     }
-    let spilling: Vec<&String> = rows
+    let local: Vec<&String> = rows
         .iter()
-        .filter(|(_, _, p, (_, _, ss, _))| *p == Precision::F32 && *ss > 0)
+        .filter(|(_, ns, method, p, (_, st, ss, _))| {
+            let strict = *p == Precision::F32 || !method.is_rosenbrock() || *ns <= 4;
+            (*st > 0 || *ss > 0) && (strict || *st > 256)
+        })
         .map(|(t, ..)| t)
         .collect();
-    assert!(spilling.is_empty(), "f32 kernels that spill: {spilling:?}");
+    assert!(
+        local.is_empty(),
+        "kernels with more local memory than allowed: {local:?}"
+    );
 }
 
 /// `ptxas` from the environment (VPOP_PTXAS), the PATH, or the NVCC wheel beside NVRTC.
@@ -164,4 +173,28 @@ fn ptxas_report(ptxas: &std::path::Path, ptx: &str, tag: &str) -> (u32, u32, u32
         number_before("bytes spill stores"),
         number_before("bytes spill loads"),
     )
+}
+
+/// One metric of every kind, spread over the model's outputs.
+fn every_kind(m: &Model) -> Vec<vpop::metrics::MetricSpec> {
+    use vpop::metrics::{Metric, MetricSpec};
+    let kinds = [
+        "auc",
+        "cmax",
+        "tmax",
+        "cmin(13, 72)",
+        "cavg(0, 24)",
+        "ctrough",
+        "time_above(1)",
+        "at(30)",
+    ];
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let out = i % m.outputs.len().max(1);
+            let name = m.outputs.get(out).map_or("zero", |o| o.name.as_str());
+            MetricSpec::new(out, name, Metric::parse(k).unwrap())
+        })
+        .collect()
 }

@@ -1,34 +1,101 @@
-//! The CUDA integrator kernels on a device, against the CPU f64 reference: f32 within 1e-4 at
-//! rtol 1e-6, f64 within 1e-9 at rtol 1e-10, for every library model × method, and the same
-//! status codes for failing subjects. Without libcuda, NVRTC or a device, every test prints
-//! SKIPPED.
+//! The CUDA integrator kernels against the CPU f64 reference: f32 within 1e-4 at rtol 1e-6,
+//! f64 within 1e-9 at rtol 1e-10, for every library model × method, the same status codes for
+//! failing subjects, and every subject of a large chunk in its own row.
+//!
+//! The kernels run on a device where there is one (libcuda, NVRTC and a GPU), and on the host
+//! emulation (the same generated CUDA source built by the system C++ compiler and run on the
+//! CPU) where a C++ compiler is found; on both where both exist. VPOP_CUDA_RUNNER=device or
+//! emulated keeps one, VPOP_CUDA_PRECISION=f32 or f64 one precision. Without either, every test
+//! prints SKIPPED.
 
 #[macro_use]
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use common::{arm, run, subjects, Agreement};
-use vpop::backend::Backend;
-use vpop::backend::Precision;
+use vpop::backend::{Backend, BackendError, Precision};
 use vpop::model::CompiledModel;
 use vpop::solver::Method;
 
+/// Where the kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    Device,
+    Emulated,
+}
+
 #[cfg(feature = "cuda")]
-fn cuda(model: Arc<CompiledModel>, p: Precision) -> Option<Box<dyn Backend>> {
-    match vpop::backend::cuda::CudaBackend::new(model, p) {
-        Ok(b) => Some(Box::new(b)),
-        Err(e) => {
-            println!("SKIPPED: {e}");
-            None
-        }
-    }
+fn make(
+    r: Runner,
+    model: Arc<CompiledModel>,
+    p: Precision,
+) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(match r {
+        Runner::Device => Box::new(vpop::backend::cuda::CudaBackend::new(model, p)?),
+        Runner::Emulated => Box::new(vpop::backend::cuda::EmulatedCuda::new(model, p)?),
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_model: Arc<CompiledModel>, _p: Precision) -> Option<Box<dyn Backend>> {
-    println!("SKIPPED: built without the `cuda` feature");
-    None
+fn make(
+    _r: Runner,
+    _model: Arc<CompiledModel>,
+    _p: Precision,
+) -> Result<Box<dyn Backend>, BackendError> {
+    Err(BackendError::Unavailable(
+        "cuda",
+        "built without the `cuda` feature".into(),
+    ))
+}
+
+/// The runners available here (probed once), or why there is none.
+fn runners() -> Result<&'static [Runner], &'static str> {
+    static FOUND: OnceLock<Result<Vec<Runner>, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let wanted: Vec<Runner> = match std::env::var("VPOP_CUDA_RUNNER").as_deref() {
+            Ok("device") => vec![Runner::Device],
+            Ok("emulated") => vec![Runner::Emulated],
+            _ => vec![Runner::Device, Runner::Emulated],
+        };
+        let model = Arc::new(CompiledModel::new(&common::library_model("one_cmt_iv")));
+        let mut ok = Vec::new();
+        let mut why = Vec::new();
+        for r in wanted {
+            match make(r, model.clone(), Precision::F32) {
+                Ok(_) => ok.push(r),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        if ok.is_empty() {
+            Err(why.join("; "))
+        } else {
+            Ok(ok)
+        }
+    });
+    match found {
+        Ok(v) => Ok(v),
+        Err(why) => Err(why),
+    }
+}
+
+/// Calls `check` with each available runner's backend for `model` and `p`; prints SKIPPED
+/// when there is none.
+fn each_runner(
+    model: &Arc<CompiledModel>,
+    p: Precision,
+    mut check: impl FnMut(Runner, &mut dyn Backend),
+) {
+    match runners() {
+        Err(why) => println!("SKIPPED: {why}"),
+        Ok(rs) => {
+            for &r in rs {
+                let mut b = make(r, model.clone(), p)
+                    .unwrap_or_else(|e| panic!("{r:?} was available, now: {e}"));
+                check(r, b.as_mut());
+            }
+        }
+    }
 }
 
 /// The precisions to check: both, or the one named by VPOP_CUDA_PRECISION (f32 or f64).
@@ -41,6 +108,10 @@ fn precisions() -> Vec<Precision> {
 }
 
 fn agreement(name: &str) {
+    let Ok(rs) = runners() else {
+        println!("SKIPPED: {}", runners().unwrap_err());
+        return;
+    };
     for p in precisions() {
         let tol = match p {
             Precision::F32 => Agreement {
@@ -56,7 +127,12 @@ fn agreement(name: &str) {
                 subjects: 24,
             },
         };
-        common::agrees_with_the_cpu_reference(name, tol, |m| cuda(m, p));
+        for &r in rs {
+            println!("{name}, {r:?}, {}:", p.name());
+            common::agrees_with_the_cpu_reference(name, tol, |m| {
+                Some(make(r, m, p).unwrap_or_else(|e| panic!("{r:?}: {e}")))
+            });
+        }
     }
 }
 
@@ -66,9 +142,9 @@ agreement_tests!(agreement);
 fn failing_subjects_get_the_same_status_codes() {
     for p in [Precision::F32, Precision::F64] {
         let model = Arc::new(CompiledModel::new(&common::library_model("two_cmt_oral")));
-        if let Some(mut b) = cuda(model, p) {
-            common::failing_subjects_get_the_same_status_codes(b.as_mut());
-        }
+        each_runner(&model, p, |_, b| {
+            common::failing_subjects_get_the_same_status_codes(b);
+        });
     }
 }
 
@@ -78,26 +154,25 @@ fn failing_subjects_get_the_same_status_codes() {
 fn subjects_land_in_their_own_rows() {
     let m = common::library_model("two_cmt_oral");
     let model = Arc::new(CompiledModel::new(&m));
-    let Some(mut b) = cuda(model, Precision::F32) else {
-        return;
-    };
     let params = subjects(&m, 1000);
     let a = arm(&m, Method::Tsit5, 1e-6, &["auc".into(), "cmax".into()]);
-    let all = run(b.as_mut(), &a, &params);
-    for i in [0usize, 1, 127, 128, 129, 999] {
-        let one: Vec<Vec<f64>> = params.iter().map(|c| vec![c[i]]).collect();
-        let alone = run(b.as_mut(), &a, &one);
-        for k in 0..2 {
+    each_runner(&model, Precision::F32, |r, b| {
+        let all = run(b, &a, &params);
+        for i in [0usize, 1, 127, 128, 129, 999] {
+            let one: Vec<Vec<f64>> = params.iter().map(|c| vec![c[i]]).collect();
+            let alone = run(b, &a, &one);
+            for k in 0..2 {
+                assert_eq!(
+                    all.metrics[k][i], alone.metrics[k][0],
+                    "{r:?}: subject {i} metric {k}"
+                );
+            }
+            let nt = a.sample_times.len();
             assert_eq!(
-                all.metrics[k][i], alone.metrics[k][0],
-                "subject {i} metric {k}"
+                &all.profiles[0][i * nt..(i + 1) * nt],
+                &alone.profiles[0][..],
+                "{r:?}: subject {i} profile"
             );
         }
-        let nt = a.sample_times.len();
-        assert_eq!(
-            &all.profiles[0][i * nt..(i + 1) * nt],
-            &alone.profiles[0][..],
-            "subject {i} profile"
-        );
-    }
+    });
 }

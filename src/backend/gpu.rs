@@ -54,8 +54,8 @@ pub struct ArmData {
     pub wants_extrema: bool,
 }
 
-/// Kind codes shared with the template.
-fn metric_code(kind: MetricKind) -> (f64, f64) {
+/// Kind codes shared with the templates, and a metric's threshold or time.
+pub fn metric_code(kind: MetricKind) -> (f64, f64) {
     match kind {
         MetricKind::Auc => (0.0, 0.0),
         MetricKind::Cmax => (1.0, 0.0),

@@ -36,7 +36,7 @@ impl Precision {
 /// What a backend is and where it runs, for logs and provenance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendInfo {
-    /// `cpu`, `wgpu` or `cuda`.
+    /// `cpu`, `wgpu`, `cuda` or `cuda-emulated` (the CUDA kernels run on the host, for checks).
     pub name: &'static str,
     /// The device, e.g. "2 CPU threads" or an adapter name.
     pub device: String,

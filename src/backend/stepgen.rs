@@ -83,7 +83,10 @@ impl Lang {
             }
             Lang::Cuda => {
                 let a: Vec<String> = args.iter().map(|a| format!("real {a}")).collect();
-                format!("__device__ {ret} {name}({}) {{\n", a.join(", "))
+                format!(
+                    "__device__ __forceinline__ {ret} {name}({}) {{\n",
+                    a.join(", ")
+                )
             }
         }
     }

@@ -1,9 +1,12 @@
-//! The CUDA integrator kernel's source for a model, a method, a number of metrics and a
-//! precision (the arm data it reads is built in `crate::backend::gpu`).
+//! The CUDA integrator kernel's source for a model, a method, an arm's metrics and a precision
+//! (the arm data it reads is built in `crate::backend::gpu`).
 
-use crate::backend::gpu::KernelSizes;
+use std::fmt::Write;
+
+use crate::backend::gpu::{metric_code, KernelSizes};
 use crate::backend::stepgen::{step_code, Lang};
 use crate::backend::Precision;
+use crate::metrics::MetricSpec;
 use crate::model::ModelPrograms;
 use crate::solver::tableau::TABLEAUS_CUH;
 use crate::solver::Method;
@@ -53,14 +56,43 @@ fn cast_literals(code: &str) -> String {
     out
 }
 
-/// The full CUDA C source of the integrator kernel `integrate`.
+/// `metric_kind(mi)` and `metric_output(mi)`: each metric's kind code (as in the arm data) and
+/// output, as compile-time constants of the kernel.
+fn metric_table(metrics: &[MetricSpec]) -> String {
+    let mut s = String::from(
+        "// Kind (0 auc, 1 cmax, 2 tmax, 3 cmin, 4 cavg, 5 ctrough, 6 time above, 7 at) and\n\
+         // output of each metric.\n",
+    );
+    let kinds: Vec<usize> = metrics
+        .iter()
+        .map(|x| metric_code(x.metric.kind).0 as usize)
+        .collect();
+    let outputs: Vec<usize> = metrics.iter().map(|x| x.output).collect();
+    for (name, values) in [("metric_kind", kinds), ("metric_output", outputs)] {
+        let _ = write!(s, "FI constexpr unsigned {name}(unsigned mi) {{ return ");
+        for (i, v) in values.iter().enumerate() {
+            let _ = write!(s, "mi == {i}u ? {v}u : ");
+        }
+        s.push_str("0u; }\n");
+    }
+    s
+}
+
+/// The full CUDA C source of the integrator kernel `integrate` for an arm's metrics (their
+/// kinds and outputs are compiled in; windows and thresholds are read from the arm data).
 pub fn integrate_source(
     m: &ModelPrograms,
     method: Method,
-    n_metrics: usize,
+    metrics: &[MetricSpec],
     p: Precision,
 ) -> Result<String, String> {
-    let z = KernelSizes::new(m, n_metrics);
+    if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
+        return Err(format!(
+            "metric {} reads output {} of a model with {}",
+            x.column, x.output, m.n_outputs
+        ));
+    }
+    let z = KernelSizes::new(m, metrics.len());
     let ny = z.ny();
     let sizes = format!(
         "#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NY {}\n#define NM {}\n\
@@ -107,6 +139,7 @@ pub fn integrate_source(
             ("SIZES", &sizes),
             ("TABLEAUS", TABLEAUS_CUH),
             ("MODEL", &codegen::model_functions(m, p)),
+            ("METRICS", &metric_table(metrics)),
             ("STAGES", &step.decls),
             ("STEP", &funcs),
         ],
@@ -120,6 +153,34 @@ fn codegen_fill(template: &str, slots: &[(&str, &str)]) -> Result<String, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_kinds_and_outputs_are_compiled_in() {
+        use crate::metrics::Metric;
+        let metrics = [
+            MetricSpec::new(1, "e", Metric::parse("tmax").unwrap()),
+            MetricSpec::new(0, "cp", Metric::parse("time_above(2)").unwrap()),
+        ];
+        let t = metric_table(&metrics);
+        assert!(
+            t.contains("metric_kind(unsigned mi) { return mi == 0u ? 2u : mi == 1u ? 6u : 0u; }")
+        );
+        assert!(
+            t.contains("metric_output(unsigned mi) { return mi == 0u ? 1u : mi == 1u ? 0u : 0u; }")
+        );
+        assert!(metric_table(&[]).contains("metric_kind(unsigned mi) { return 0u; }"));
+    }
+
+    #[test]
+    fn a_metric_of_a_missing_output_is_an_error() {
+        use crate::metrics::Metric;
+        use crate::model::{library, Model};
+        let lm = library::get("two_cmt_oral").unwrap();
+        let progs = ModelPrograms::new(&Model::parse(lm.name, lm.source).unwrap());
+        let bad = [MetricSpec::new(5, "x", Metric::parse("auc").unwrap())];
+        let e = integrate_source(&progs, Method::Tsit5, &bad, Precision::F32).unwrap_err();
+        assert!(e.contains("output 5"), "{e}");
+    }
 
     #[test]
     fn decimal_literals_are_cast_and_names_are_not() {

@@ -1,0 +1,445 @@
+//! The CUDA integrator kernel run on the CPU: the very source NVRTC compiles for a device,
+//! built by the system C++ compiler between a prelude of host definitions of the CUDA it uses
+//! (`kernels/host_prelude.h`) and an entry point that runs the kernel's threads one after
+//! another (`kernels/host_entry.h`), loaded as a shared library and called on the same buffers
+//! the device would get.
+//!
+//! This exists to check the kernels where there is no GPU (CI): [`EmulatedCuda`] is a
+//! [`Backend`] that computes what the device computes, up to the last bits of the math library
+//! and of fused multiply-adds (the emulation contracts none). It is as slow as a
+//! single-threaded CPU integrator per core and is not offered to trial specs.
+//!
+//! The C++ compiler is `$CXX`, else `c++`, `g++` or `clang++` on the PATH. Libraries are cached
+//! by the SHA-256 of the compiler, its flags and the source in `$XDG_CACHE_HOME/vpop/cuda-emulation`
+//! (or `~/.cache/vpop/cuda-emulation`, or a private directory in the temporary directory), and
+//! stay loaded for the life of the process.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::host::{Host, Job, Launcher, Meta, Real, Written, BLOCK};
+use crate::backend::{
+    ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
+};
+use crate::model::CompiledModel;
+
+/// Host definitions of the CUDA the kernel uses; opens the namespace the kernel goes in.
+pub const HOST_PRELUDE: &str = include_str!("../../../kernels/host_prelude.h");
+/// The exported entry point; closes the namespace.
+pub const HOST_ENTRY: &str = include_str!("../../../kernels/host_entry.h");
+
+/// The exported entry point's name.
+const ENTRY: &CStr = c"vpop_emulate_integrate";
+
+/// Flags of every build (no fast-math: IEEE arithmetic in the kernel's own precision).
+const FLAGS: &[&str] = &[
+    "-std=c++17",
+    "-O2",
+    "-shared",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-ffp-contract=off",
+    "-w",
+];
+
+const NAME: &str = "cuda-emulated";
+
+/// `vpop_emulate_integrate` of kernels/host_entry.h for `real` = T: the kernel's seven
+/// arguments (Meta by pointer), then block size, grid size, first block and end block.
+pub(super) type EntryFn<T> = unsafe extern "C" fn(
+    *const T,
+    *const T,
+    *const T,
+    *const Meta<T>,
+    *mut T,
+    *mut u32,
+    *mut T,
+    u32,
+    u32,
+    u32,
+    u32,
+);
+
+/// The entry point of a loaded library, for the precision it was built for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Entry {
+    F32(EntryFn<f32>),
+    F64(EntryFn<f64>),
+}
+
+fn failed(m: impl std::fmt::Display) -> BackendError {
+    BackendError::Failed(format!("{NAME}: {m}"))
+}
+
+/// The C++ compiler: a program, arguments from `$CXX`, and the first line of `--version`.
+#[derive(Debug, Clone)]
+struct Compiler {
+    program: String,
+    args: Vec<String>,
+    version: String,
+}
+
+impl Compiler {
+    fn find() -> Result<Compiler, String> {
+        let from_env: Option<Vec<String>> = std::env::var("CXX")
+            .ok()
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .filter(|v: &Vec<String>| !v.is_empty());
+        let candidates: Vec<Vec<String>> = match from_env {
+            Some(v) => vec![v],
+            None => ["c++", "g++", "clang++"]
+                .iter()
+                .map(|c| vec![c.to_string()])
+                .collect(),
+        };
+        for c in &candidates {
+            let Ok(out) = Command::new(&c[0]).args(&c[1..]).arg("--version").output() else {
+                continue;
+            };
+            if out.status.success() {
+                let version = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                return Ok(Compiler {
+                    program: c[0].clone(),
+                    args: c[1..].to_vec(),
+                    version,
+                });
+            }
+        }
+        let tried: Vec<String> = candidates.iter().map(|c| c.join(" ")).collect();
+        Err(format!(
+            "no C++ compiler to build the emulated kernels (tried {}; install g++ or set CXX)",
+            tried.join(", ")
+        ))
+    }
+}
+
+/// The directory of built libraries, private to the user.
+fn cache_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    let bases = absolute(std::env::var_os("XDG_CACHE_HOME"))
+        .into_iter()
+        .chain(absolute(std::env::var_os("HOME")).map(|h| h.join(".cache")));
+    for base in bases {
+        let d = base.join("vpop").join("cuda-emulation");
+        if std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)
+            .is_ok()
+        {
+            return Ok(d);
+        }
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let d = std::env::temp_dir().join(format!("vpop-cuda-emulation-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+        Ok(()) => Ok(d),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Someone else's directory, or one others can write to, is not used.
+            let md = std::fs::symlink_metadata(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            if md.is_dir() && md.uid() == uid && md.mode() & 0o077 == 0 {
+                Ok(d)
+            } else {
+                Err(format!(
+                    "{} is not a private directory of this user",
+                    d.display()
+                ))
+            }
+        }
+        Err(e) => Err(format!("creating {}: {e}", d.display())),
+    }
+}
+
+type Cell = Arc<OnceLock<Result<Entry, String>>>;
+
+/// Libraries loaded by this process, by key; each is built and loaded once.
+fn loaded() -> &'static Mutex<HashMap<[u8; 32], Cell>> {
+    static LOADED: OnceLock<Mutex<HashMap<[u8; 32], Cell>>> = OnceLock::new();
+    LOADED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn hex(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The last dynamic-linker error.
+fn dl_error() -> String {
+    // SAFETY: dlerror returns null or a NUL-terminated message owned by the C library, valid
+    // until the next dl call on this thread; it is copied at once.
+    let p = unsafe { libc::dlerror() };
+    if p.is_null() {
+        "unknown error".into()
+    } else {
+        // SAFETY: non-null, NUL-terminated (above).
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+/// Loads a library built by [`Emulator::build`] and finds its entry point. The library is never
+/// unloaded, so the entry point stays valid for the life of the process.
+fn load(path: &Path, precision: Precision) -> Result<Entry, String> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: a NUL byte in the path", path.display()))?;
+    // SAFETY: `c` is a NUL-terminated path to a library this module built from the prelude, a
+    // generated kernel and the entry point; it defines no initialisers that run on loading.
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(format!("loading {}: {}", path.display(), dl_error()));
+    }
+    // SAFETY: `handle` is a live handle (never closed) and ENTRY a NUL-terminated name.
+    let sym: *mut c_void = unsafe { libc::dlsym(handle, ENTRY.as_ptr()) };
+    if sym.is_null() {
+        return Err(format!(
+            "{}: no entry point: {}",
+            path.display(),
+            dl_error()
+        ));
+    }
+    // SAFETY: `sym` is `vpop_emulate_integrate` of kernels/host_entry.h, whose C signature is
+    // `EntryFn<real>`, and the library was built from a source whose `real` is the type of
+    // `precision` (the precision is part of the generated source, hence of the key).
+    Ok(unsafe {
+        match precision {
+            Precision::F32 => Entry::F32(std::mem::transmute::<*mut c_void, EntryFn<f32>>(sym)),
+            Precision::F64 => Entry::F64(std::mem::transmute::<*mut c_void, EntryFn<f64>>(sym)),
+        }
+    })
+}
+
+/// Builds and runs kernels on the host.
+pub(super) struct Emulator {
+    compiler: Compiler,
+    dir: PathBuf,
+}
+
+impl Emulator {
+    /// The entry point of the library built from a kernel source, built (or taken from the
+    /// cache) and loaded on first use.
+    fn entry(&self, src: &str, precision: Precision) -> Result<Entry, String> {
+        let cpp = format!("{HOST_PRELUDE}\n{src}\n{HOST_ENTRY}");
+        let mut h = Sha256::new();
+        for part in [&self.compiler.version, &self.compiler.program]
+            .into_iter()
+            .chain(&self.compiler.args)
+        {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(FLAGS.join(" ").as_bytes());
+        h.update([0]);
+        h.update(cpp.as_bytes());
+        let key: [u8; 32] = h.finalize().into();
+        let cell = {
+            let mut map = loaded().lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key).or_default().clone()
+        };
+        cell.get_or_init(|| {
+            let so = self.dir.join(format!("{}.so", hex(&key)));
+            if so.is_file() {
+                if let Ok(e) = load(&so, precision) {
+                    return Ok(e);
+                }
+                // A library that does not load is rebuilt.
+                let _ = std::fs::remove_file(&so);
+            }
+            self.build(&cpp, &hex(&key), &so)?;
+            load(&so, precision)
+        })
+        .clone()
+    }
+
+    /// Compiles `cpp` into the library `so`, through a file of this process that is renamed
+    /// into place, so that concurrent builds of the same source never see a partial library.
+    fn build(&self, cpp: &str, key: &str, so: &Path) -> Result<(), String> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let tag = format!(
+            "{key}.{}.{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let src = self.dir.join(format!("{tag}.cpp"));
+        let tmp = self.dir.join(format!("{tag}.so"));
+        std::fs::write(&src, cpp).map_err(|e| format!("writing {}: {e}", src.display()))?;
+        let out = Command::new(&self.compiler.program)
+            .args(&self.compiler.args)
+            .args(FLAGS)
+            .arg("-o")
+            .arg(&tmp)
+            .args(["-x", "c++"])
+            .arg(&src)
+            .args(["-x", "none", "-lm"])
+            .output()
+            .map_err(|e| format!("running {}: {e}", self.compiler.program))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            let kept = self.dir.join(format!("{key}.cpp"));
+            let _ = std::fs::rename(&src, &kept);
+            let log = String::from_utf8_lossy(&out.stderr);
+            let head: Vec<&str> = log.lines().take(40).collect();
+            return Err(format!(
+                "{} could not build the emulated kernel {}:\n{}",
+                self.compiler.program,
+                kept.display(),
+                head.join("\n")
+            ));
+        }
+        let _ = std::fs::remove_file(&src);
+        std::fs::rename(&tmp, so).map_err(|e| format!("{}: {e}", so.display()))
+    }
+}
+
+/// Output buffers shared by the host threads of one emulated launch.
+struct Outputs<T> {
+    metrics: *mut T,
+    counters: *mut u32,
+    profiles: *mut T,
+}
+
+// SAFETY: the pointers are only used by `Outputs::run`, whose calls write disjoint elements
+// (the outputs of their own subjects), while the vectors they point into outlive them.
+unsafe impl<T: Send> Send for Outputs<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Outputs<T> {}
+
+impl<T: Real> Outputs<T> {
+    /// Runs blocks [first, end) of a launch of `grid` blocks.
+    fn run(&self, f: EntryFn<T>, job: &Job<'_, T>, grid: u32, first: u32, end: u32) {
+        // SAFETY: `f` is the entry point of the kernel built from `job.src` for T. The input
+        // slices and the output buffers have the lengths the device would get for `job.n`
+        // subjects (the kernel's indexing is bounded by them: metrics `[m * n + i]`, counters
+        // `[i * 5 + c]`, profiles `[(k * n + i) * n_times + j]`, subject i < n). Each call
+        // writes only the outputs of the subjects of its own blocks, so concurrent calls for
+        // disjoint block ranges never write the same element; the kernel's other state is on
+        // the stack and in thread-locals.
+        unsafe {
+            f(
+                job.params.as_ptr(),
+                job.scale.as_ptr(),
+                job.arm.as_ptr(),
+                &job.meta,
+                self.metrics,
+                self.counters,
+                self.profiles,
+                BLOCK,
+                grid,
+                first,
+                end,
+            )
+        }
+    }
+}
+
+impl Launcher for Emulator {
+    fn launch<T: Real>(&mut self, job: &Job<'_, T>) -> Result<Written<T>, BackendError> {
+        let entry = self.entry(job.src, T::PRECISION).map_err(failed)?;
+        let f = T::emulated(&entry).ok_or_else(|| failed("a library of the other precision"))?;
+        let n = u32::try_from(job.n).map_err(|_| failed("too many subjects for one launch"))?;
+        let mut metrics = vec![T::default(); job.metrics_len];
+        let mut counters = vec![0u32; job.counters_len];
+        let mut profiles = vec![T::default(); job.profiles_len];
+        let grid = n.div_ceil(BLOCK);
+        // As many parts as threads, each a range of whole blocks.
+        let parts = (rayon::current_num_threads() as u32).clamp(1, grid.max(1));
+        let per = grid.div_ceil(parts).max(1);
+        let outputs = Outputs {
+            metrics: metrics.as_mut_ptr(),
+            counters: counters.as_mut_ptr(),
+            profiles: profiles.as_mut_ptr(),
+        };
+        let t0 = std::time::Instant::now();
+        (0..grid.div_ceil(per)).into_par_iter().for_each(|c| {
+            outputs.run(f, job, grid, c * per, ((c + 1) * per).min(grid));
+        });
+        let kernel_time = t0.elapsed();
+        if job.meta.n_times == 0 {
+            profiles.clear();
+        }
+        Ok(Written {
+            metrics,
+            counters,
+            profiles,
+            kernel_time,
+        })
+    }
+}
+
+/// The CUDA integrator kernel, emulated on the host (see the module documentation).
+pub struct EmulatedCuda {
+    host: Host<Emulator>,
+}
+
+impl EmulatedCuda {
+    /// Finds the C++ compiler and the cache directory; `BackendError::Unavailable` without them.
+    pub fn new(
+        model: Arc<CompiledModel>,
+        precision: Precision,
+    ) -> Result<EmulatedCuda, BackendError> {
+        let unavailable = |m: String| BackendError::Unavailable(NAME, m);
+        let compiler = Compiler::find().map_err(unavailable)?;
+        let dir = cache_dir().map_err(unavailable)?;
+        Ok(EmulatedCuda {
+            host: Host {
+                model,
+                precision,
+                launcher: Emulator { compiler, dir },
+                label: NAME,
+            },
+        })
+    }
+}
+
+impl Backend for EmulatedCuda {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: NAME,
+            device: format!(
+                "CUDA kernels emulated on the host ({})",
+                self.host.launcher.compiler.version
+            ),
+            precision: self.host.precision,
+        }
+    }
+
+    fn run_chunk(
+        &mut self,
+        arm: &ArmPlan,
+        input: &ChunkInput<'_>,
+        out: &mut ChunkOutput,
+    ) -> Result<(), BackendError> {
+        self.host.run_chunk(arm, input, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_the_compiler_rejects_is_an_error() {
+        let Ok(compiler) = Compiler::find() else {
+            println!("SKIPPED: no C++ compiler");
+            return;
+        };
+        let e = Emulator {
+            compiler,
+            dir: cache_dir().unwrap(),
+        };
+        let err = e.entry("not a kernel", Precision::F32).unwrap_err();
+        assert!(err.contains("could not build the emulated kernel"), "{err}");
+    }
+}

@@ -1,0 +1,235 @@
+//! What a run of the CUDA integrator kernel needs on the host, wherever the kernel runs: the
+//! kernel's source, its parameter, scale and arm buffers, its `Meta` struct, the sizes of the
+//! buffers it writes, and the unpacking of what it wrote into a [`ChunkOutput`]. A
+//! [`Launcher`] does the rest — the device through cudarc ([`super::CudaBackend`]) or the host
+//! emulation ([`super::EmulatedCuda`]) — so both run the same source on the same buffers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
+
+use super::kernel::{integrate_source, COUNTERS};
+use crate::backend::gpu::{arm_data, prepare_chunk, take_counters, take_values, KernelSizes};
+use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
+use crate::model::CompiledModel;
+
+/// Threads per block of every launch.
+pub(super) const BLOCK: u32 = 128;
+
+/// The kernel's `struct Meta` (kernels/integrate.cu), for `real` = T.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Meta<T> {
+    pub n: u32,
+    pub n_admin: u32,
+    pub n_fixed: u32,
+    pub n_times: u32,
+    pub wants_extrema: u32,
+    pub max_steps: u32,
+    pub off_fixed: u32,
+    pub off_times: u32,
+    pub off_metrics: u32,
+    pub pad0: u32,
+    pub rtol: T,
+    pub atol: T,
+    pub dt: T,
+    pub h_max: T,
+    pub h_min_rel: T,
+    pub end_time: T,
+    pub trough: T,
+    pub eps: T,
+    pub snap: T,
+}
+
+// SAFETY: plain `repr(C)` data with the layout of the kernel's struct (ten 32-bit unsigned
+// integers, then nine `real`s, which start 8-byte aligned at byte 40).
+unsafe impl<T: Real> DeviceRepr for Meta<T> {}
+
+/// A floating-point type the kernels are compiled for.
+pub(super) trait Real:
+    DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + 'static
+{
+    const PRECISION: Precision;
+    const EPS: f64;
+    const SNAP: f64;
+    fn of(x: f64) -> Self;
+    fn to(self) -> f64;
+    /// The host emulation's entry point for this type, if `e` was built for it.
+    fn emulated(e: &super::emulate::Entry) -> Option<super::emulate::EntryFn<Self>>;
+}
+
+impl Real for f32 {
+    const PRECISION: Precision = Precision::F32;
+    const EPS: f64 = f32::EPSILON as f64;
+    const SNAP: f64 = 1e-6;
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+    fn to(self) -> f64 {
+        f64::from(self)
+    }
+    fn emulated(e: &super::emulate::Entry) -> Option<super::emulate::EntryFn<f32>> {
+        match e {
+            super::emulate::Entry::F32(f) => Some(*f),
+            super::emulate::Entry::F64(_) => None,
+        }
+    }
+}
+
+impl Real for f64 {
+    const PRECISION: Precision = Precision::F64;
+    const EPS: f64 = f64::EPSILON;
+    const SNAP: f64 = 1e-12;
+    fn of(x: f64) -> f64 {
+        x
+    }
+    fn to(self) -> f64 {
+        self
+    }
+    fn emulated(e: &super::emulate::Entry) -> Option<super::emulate::EntryFn<f64>> {
+        match e {
+            super::emulate::Entry::F64(f) => Some(*f),
+            super::emulate::Entry::F32(_) => None,
+        }
+    }
+}
+
+/// One launch of `integrate`: its source and its inputs, as the kernel reads them.
+pub(super) struct Job<'a, T> {
+    pub src: &'a str,
+    /// Subjects (threads that do work).
+    pub n: usize,
+    /// `params[p * n + i]`.
+    pub params: &'a [T],
+    /// Dose scaling per subject.
+    pub scale: &'a [T],
+    pub arm: &'a [T],
+    pub meta: Meta<T>,
+    /// Lengths of the buffers the kernel writes (each at least 1).
+    pub metrics_len: usize,
+    pub counters_len: usize,
+    pub profiles_len: usize,
+}
+
+/// What a launch wrote.
+pub(super) struct Written<T> {
+    pub metrics: Vec<T>,
+    pub counters: Vec<u32>,
+    /// Empty when the arm samples no profile.
+    pub profiles: Vec<T>,
+    /// The kernel's own time (transfers excluded).
+    pub kernel_time: Duration,
+}
+
+/// Runs the kernel of a job somewhere.
+pub(super) trait Launcher {
+    fn launch<T: Real>(&mut self, job: &Job<'_, T>) -> Result<Written<T>, BackendError>;
+}
+
+/// A backend running the CUDA integrator kernel through a launcher.
+pub(super) struct Host<L> {
+    pub model: Arc<CompiledModel>,
+    pub precision: Precision,
+    pub launcher: L,
+    /// Prefix of error messages.
+    pub label: &'static str,
+}
+
+impl<L: Launcher> Host<L> {
+    pub fn failed(&self, m: impl std::fmt::Display) -> BackendError {
+        BackendError::Failed(format!("{}: {m}", self.label))
+    }
+
+    pub fn run_chunk(
+        &mut self,
+        arm: &ArmPlan,
+        input: &ChunkInput<'_>,
+        out: &mut ChunkOutput,
+    ) -> Result<(), BackendError> {
+        let progs = &self.model.programs;
+        let f32_kernel = self.precision == Precision::F32;
+        prepare_chunk(
+            progs,
+            arm,
+            input,
+            f32_kernel,
+            "use precision = \"f64\"",
+            out,
+        )
+        .map_err(|e| self.failed(e))?;
+        if input.n == 0 {
+            return Ok(());
+        }
+        match self.precision {
+            Precision::F32 => self.run::<f32>(arm, input, out),
+            Precision::F64 => self.run::<f64>(arm, input, out),
+        }
+    }
+
+    fn run<T: Real>(
+        &mut self,
+        arm: &ArmPlan,
+        input: &ChunkInput<'_>,
+        out: &mut ChunkOutput,
+    ) -> Result<(), BackendError> {
+        let progs = &self.model.programs;
+        let n = input.n;
+        if u32::try_from(n).is_err() {
+            return Err(self.failed(format!("a chunk of {n} subjects is too large")));
+        }
+        let src = integrate_source(progs, arm.solver.method, &arm.metrics, T::PRECISION)
+            .map_err(|e| self.failed(e))?;
+        let ad = arm_data(arm);
+        let z = KernelSizes::new(progs, arm.metrics.len());
+        let nt = ad.n_times;
+        let mut params = vec![T::default(); (z.np * n).max(1)];
+        for (p, col) in input.params.iter().enumerate() {
+            for i in 0..n {
+                params[p * n + i] = T::of(col[i]);
+            }
+        }
+        let scale: Vec<T> = (0..n)
+            .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[i])))
+            .collect();
+        let arm_v: Vec<T> = ad.data.iter().map(|v| T::of(*v)).collect();
+        let s = &arm.solver;
+        let meta = Meta::<T> {
+            n: n as u32,
+            n_admin: ad.n_admin as u32,
+            n_fixed: ad.n_fixed as u32,
+            n_times: nt as u32,
+            wants_extrema: ad.wants_extrema as u32,
+            max_steps: s.max_steps.min(u64::from(u32::MAX)) as u32,
+            off_fixed: ad.off_fixed as u32,
+            off_times: ad.off_times as u32,
+            off_metrics: ad.off_metrics as u32,
+            pad0: 0,
+            rtol: T::of(s.rtol),
+            atol: T::of(s.atol),
+            dt: T::of(s.dt.unwrap_or(0.0)),
+            h_max: T::of(s.h_max.min(1e30)),
+            h_min_rel: T::of(s.h_min_rel),
+            end_time: T::of(arm.end),
+            trough: T::of(ad.trough),
+            eps: T::of(T::EPS),
+            snap: T::of(T::SNAP),
+        };
+        let job = Job {
+            src: &src,
+            n,
+            params: &params,
+            scale: &scale,
+            arm: &arm_v,
+            meta,
+            metrics_len: (z.nm * n).max(1),
+            counters_len: COUNTERS * n,
+            profiles_len: (z.no * n * nt).max(1),
+        };
+        let w = self.launcher.launch(&job)?;
+        out.kernel_time += w.kernel_time;
+        take_counters(out, &w.counters, COUNTERS, 0);
+        take_values(out, &w.metrics, &w.profiles, n, 0, T::to);
+        Ok(())
+    }
+}
