@@ -90,23 +90,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// A `[data]` run's visual predictive check, `vpc.png`: for every model output, the 5th, 50th
-/// and 95th percentiles of the simulated values over all replicates at each observation time
-/// of the dataset (with residual error when the run wrote `<output>_obs`), and the dataset's
-/// observed DV at those times.
-fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, String> {
-    let first = &ms[0];
+/// The part files of every manifest (each part once) and the subjects they hold.
+fn part_files(dir: &Path, ms: &[Manifest]) -> (Vec<PathBuf>, u64) {
     let mut parts: Vec<(u64, String)> = ms
         .iter()
         .flat_map(|m| m.parts.iter().map(|p| (p.part, p.file.clone())))
         .collect();
     parts.sort();
     parts.dedup();
-    let files: Vec<PathBuf> = parts.iter().map(|(_, f)| dir.join(f)).collect();
-    let subjects: u64 = ms
+    let subjects = ms
         .iter()
         .flat_map(|m| m.parts.iter().map(|p| p.subjects))
         .sum();
+    (parts.iter().map(|(_, f)| dir.join(f)).collect(), subjects)
+}
+
+/// A `[data]` run's visual predictive check, `vpc.png`: for every model output, the 5th, 50th
+/// and 95th percentiles of the simulated values over all replicates at each observation time
+/// of the dataset (with residual error when the run wrote `<output>_obs`), and the dataset's
+/// observed DV at those times.
+fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, String> {
+    let first = &ms[0];
+    let (files, subjects) = part_files(dir, ms);
     let source = first
         .provenance
         .get("vpop.model_source")
@@ -208,17 +213,7 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
         return data_report(dir, out, &ms);
     }
     let arms = first.arms.clone();
-    let mut parts: Vec<(u64, String)> = ms
-        .iter()
-        .flat_map(|m| m.parts.iter().map(|p| (p.part, p.file.clone())))
-        .collect();
-    parts.sort();
-    parts.dedup();
-    let files: Vec<PathBuf> = parts.iter().map(|(_, f)| dir.join(f)).collect();
-    let subjects: u64 = ms
-        .iter()
-        .flat_map(|m| m.parts.iter().map(|p| p.subjects))
-        .sum();
+    let (files, subjects) = part_files(dir, &ms);
     let stride = subjects.div_ceil(max_subjects.max(1)).max(1);
     let prov = &first.provenance;
     let source = prov
