@@ -20,19 +20,19 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
 use crate::backend::records::{simulate_records, simulate_records_with, RecordsOutcome};
-use crate::backend::{BackendInfo, Precision};
-use crate::output::{DatasetWriter, RunIdentity, Shard};
+use crate::backend::Backend;
+use crate::output::DatasetWriter;
 use crate::population::SampledChunk;
 use crate::solver::Status;
 
 use super::resolve::{BackendChoice, DataDesign, ParamSource, Trial};
-use super::run::{provenance, spec_hash, ArmSummary, RunOptions, RunReport};
+use super::run::{provenance, run_plan, ArmSummary, RunOptions, RunPlan, RunReport};
 
 /// Virtual subjects per part by default: dataset subjects often have tens of records each.
 const DEFAULT_CHUNK: usize = 4096;
 
 /// The Arrow schema of a dataset run's rows.
-fn schema(trial: &Trial, data: &DataDesign) -> SchemaRef {
+fn schema(trial: &Trial) -> SchemaRef {
     let dict = |v: DataType| DataType::Dictionary(Box::new(v), Box::new(DataType::Utf8));
     let mut fields = vec![
         Field::new("subject_id", DataType::UInt64, false),
@@ -70,7 +70,6 @@ fn schema(trial: &Trial, data: &DataDesign) -> SchemaRef {
         }
     }
     fields.push(Field::new("status", dict(DataType::UInt8), false));
-    let _ = data;
     Arc::new(Schema::new(fields))
 }
 
@@ -234,7 +233,7 @@ fn encode(
                 );
                 let f = o.outputs[*out][j];
                 // Observations exist on observation records only.
-                col.push(if r.evid as u8 == 0 {
+                col.push(if r.evid == crate::dosing::nonmem::Evid::Observation {
                     Some(model.apply(f, e1, e2))
                 } else {
                     None
@@ -336,31 +335,16 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
             trial.subjects
         ));
     }
-    let info = BackendInfo {
-        name: "cpu",
-        device: "cpu (f64 reference)".into(),
-        precision: Precision::F64,
-    };
+    let info = crate::backend::cpu::CpuBackend::new(Arc::new(trial.compiled.clone())).info();
     let subjects = trial.subjects;
-    let chunk = opts
-        .chunk_size
-        .or(trial.chunk_size)
-        .unwrap_or(DEFAULT_CHUNK)
-        .max(1) as u64;
-    let shard = opts.shard.unwrap_or(Shard::WHOLE);
-    let (c0, c1) = shard.chunk_range(subjects.div_ceil(chunk));
-    let dir = opts
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| trial.output_dir.clone());
-    let schema = schema(trial, data);
-    let identity = RunIdentity {
-        spec_hash: spec_hash(trial),
-        seed: trial.seed,
-        subjects,
-        chunk_size: chunk,
-        shard: shard.label(),
-    };
+    let RunPlan {
+        chunk,
+        c0,
+        c1,
+        dir,
+        identity,
+    } = run_plan(trial, opts, subjects, DEFAULT_CHUNK);
+    let schema = schema(trial);
     let mut prov = provenance(trial, &info);
     prov.insert("vpop.dataset".into(), data.dataset.name.clone());
     prov.insert("vpop.replicates".into(), data.replicates.to_string());

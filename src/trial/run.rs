@@ -257,6 +257,49 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
     p
 }
 
+/// Which chunks of a run this invocation writes, where, and the run's identity.
+pub(crate) struct RunPlan {
+    pub chunk: u64,
+    /// This shard's chunks: `c0..c1`.
+    pub c0: u64,
+    pub c1: u64,
+    pub dir: PathBuf,
+    pub identity: RunIdentity,
+}
+
+/// The chunking (options, then spec, then `default_chunk`), shard and output directory of a
+/// run of `subjects` subjects.
+pub(crate) fn run_plan(
+    trial: &Trial,
+    opts: &RunOptions,
+    subjects: u64,
+    default_chunk: usize,
+) -> RunPlan {
+    let chunk = opts
+        .chunk_size
+        .or(trial.chunk_size)
+        .unwrap_or(default_chunk)
+        .max(1) as u64;
+    let shard = opts.shard.unwrap_or(Shard::WHOLE);
+    let (c0, c1) = shard.chunk_range(subjects.div_ceil(chunk));
+    RunPlan {
+        chunk,
+        c0,
+        c1,
+        dir: opts
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| trial.output_dir.clone()),
+        identity: RunIdentity {
+            spec_hash: spec_hash(trial),
+            seed: trial.seed,
+            subjects,
+            chunk_size: chunk,
+            shard: shard.label(),
+        },
+    }
+}
+
 pub(crate) fn spec_hash(trial: &Trial) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -412,26 +455,16 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
     let (mut backend, reason) = select_backend(trial, choice)?;
     let info = backend.info();
     let subjects = opts.subjects.unwrap_or(trial.subjects);
-    let chunk = opts
-        .chunk_size
-        .or(trial.chunk_size)
-        .unwrap_or(DEFAULT_CHUNK)
-        .max(1) as u64;
+    let RunPlan {
+        chunk,
+        c0,
+        c1,
+        dir,
+        identity,
+    } = run_plan(trial, opts, subjects, DEFAULT_CHUNK);
     let shard = opts.shard.unwrap_or(Shard::WHOLE);
     let n_chunks = subjects.div_ceil(chunk);
-    let (c0, c1) = shard.chunk_range(n_chunks);
-    let dir = opts
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| trial.output_dir.clone());
     let layout = layout(trial);
-    let identity = RunIdentity {
-        spec_hash: spec_hash(trial),
-        seed: trial.seed,
-        subjects,
-        chunk_size: chunk,
-        shard: shard.label(),
-    };
     let arm_names: Vec<String> = trial.arms.iter().map(|a| a.plan.name.clone()).collect();
     let (mut writer, done) = DatasetWriter::open(
         &dir,
