@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use vpop::backend::records::{check_subject, simulate_records, RecordBinding};
+use vpop::backend::records::{
+    check_subject, record_program, run_program, simulate_records, RecordBinding,
+};
 use vpop::dosing::nonmem::Dataset;
 use vpop::model::{CompiledModel, Model};
 use vpop::solver::{Method, SolverOptions, Status};
@@ -101,4 +103,41 @@ fn every_scenario_matches_nonmem_with_tsit5() {
 #[test]
 fn every_scenario_matches_nonmem_with_rodas4() {
     check(Method::Rodas4);
+}
+
+/// The records as a program (what the GPU kernels run), run on the CPU reference: the same
+/// numbers, bit for bit, as simulating the records directly.
+#[test]
+fn programs_reproduce_the_direct_simulation() {
+    let Some(data) = reference("1001.csv") else {
+        println!("SKIPPED: ../shared/reference/nmtests is not beside the checkout");
+        return;
+    };
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/nm1001.vpm"),
+    )
+    .unwrap();
+    let ir = Model::parse("nm1001.vpm", &text).unwrap();
+    let model = CompiledModel::new(&ir);
+    let ds = Dataset::load(&data).unwrap();
+    let binding = RecordBinding::new(&ir, &ds.covariates);
+    let base: Vec<f64> = ir.params.iter().map(|p| p.default).collect();
+    let solver = SolverOptions {
+        rtol: 1e-8,
+        atol: 1e-8,
+        ..Default::default()
+    };
+    let mut n_ss = 0;
+    for s in &ds.subjects {
+        let direct = simulate_records(&model, &base, &binding, s, &solver);
+        let program = record_program(&model, &base, &binding, s, &mut |_, _| {});
+        n_ss += program
+            .ops
+            .iter()
+            .filter(|op| matches!(op, vpop::backend::records::Op::SteadyState(..)))
+            .count();
+        let via = run_program(&model, &program, &solver);
+        assert_eq!(via, direct, "scenario {}", s.id);
+    }
+    assert!(n_ss > 0, "the scenarios exercise steady states");
 }

@@ -139,6 +139,16 @@ fn set_params(params: &mut [f64], binding: &RecordBinding, r: &Record) {
     }
 }
 
+/// A change of the inputs: a bolus into a state, or a change of its zero-order input rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Input {
+    Bolus(f64),
+    Rate(f64),
+}
+
+/// An input at a time (relative to a dosing interval's start inside a steady-state window).
+pub type TimedInput = (f64, usize, Input);
+
 /// A pending change of the inputs.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -150,10 +160,11 @@ struct Pending {
     kind: Input,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Input {
-    Bolus(f64),
-    Rate(f64),
+fn input_class(kind: Input) -> u8 {
+    match kind {
+        Input::Rate(r) if r < 0.0 => 0,
+        _ => 1,
+    }
 }
 
 /// A dose resolved against the model: into `state`, `amount` after F, after `lag`, as a bolus
@@ -196,7 +207,7 @@ impl Dose {
     }
 
     /// This dose's inputs when given at `t`.
-    fn inputs(&self, t: f64) -> Vec<(f64, usize, Input)> {
+    fn inputs(&self, t: f64) -> Vec<TimedInput> {
         let start = t + self.lag;
         if self.duration > 0.0 {
             vec![
@@ -207,84 +218,138 @@ impl Dose {
             vec![(start, self.state, Input::Bolus(self.amount))]
         }
     }
+
+    /// The inputs of this dose repeated every `ii` forever: those inside one interval
+    /// `[0, ii)` that starts at a dose (in the order they are applied), and those of the
+    /// doses before a dose time that are due at or after it (relative times ≥ 0; an infusion
+    /// already running counts from 0).
+    fn steady_state_inputs(&self, ii: f64) -> (Vec<TimedInput>, Vec<TimedInput>) {
+        let reach = ((self.lag + self.duration) / ii).ceil() as usize + 1;
+        let mut window = Vec::new();
+        let mut tail = Vec::new();
+        for j in 0..=reach {
+            // The dose j intervals before the window's start.
+            let t0 = -(j as f64) * ii;
+            let a = t0 + self.lag;
+            if self.duration > 0.0 {
+                let b = a + self.duration;
+                if b > 0.0 && a < ii {
+                    window.push((a.max(0.0), self.state, Input::Rate(self.rate)));
+                    if b < ii {
+                        window.push((b, self.state, Input::Rate(-self.rate)));
+                    }
+                }
+            } else if (0.0..ii).contains(&a) {
+                window.push((a, self.state, Input::Bolus(self.amount)));
+            }
+            // The dose j + 1 intervals before the dose time.
+            let a = a - ii;
+            if self.duration > 0.0 {
+                let b = a + self.duration;
+                if b > 0.0 {
+                    tail.push((a.max(0.0), self.state, Input::Rate(self.rate)));
+                    tail.push((b, self.state, Input::Rate(-self.rate)));
+                }
+            } else if a >= 0.0 {
+                tail.push((a, self.state, Input::Bolus(self.amount)));
+            }
+        }
+        // Applied in time order, rate decreases first, then in order of creation (a stable
+        // sort keeps creation order).
+        window.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(input_class(a.2).cmp(&input_class(b.2)))
+        });
+        (window, tail)
+    }
 }
 
-/// The simulation state of one subject.
-struct Sim<'m> {
+/// What the record semantics ask of the integration: the CPU f64 reference integrates as it
+/// goes; [`Recorder`] writes the same requests down as a [`Program`] for the GPU kernels.
+trait Engine {
+    /// The parameters in force from now on.
+    fn set_params(&mut self, params: &[f64]);
+    /// Every state back to its initial value (with the parameters in force), no inputs, the
+    /// step size forgotten.
+    fn reset(&mut self);
+    /// The first time.
+    fn start(&mut self, t: f64);
+    /// Integrates from `t0` to `t1 > t0`.
+    fn integrate(&mut self, t0: f64, t1: f64) -> Result<(), Status>;
+    fn finite(&self) -> bool;
+    fn apply(&mut self, state: usize, input: Input);
+    /// The model states become (`mode` 1) or are increased by (`mode` 2) the steady state of
+    /// the inputs `window` repeated every `ii`, found from the current model states (mode 1)
+    /// or from zero (mode 2). Time, inputs and other states are left as they are.
+    fn steady_state(&mut self, mode: u8, ii: f64, window: &[TimedInput]) -> Result<(), Status>;
+    /// The model states become the steady state of a constant input `rate` into `state`.
+    fn steady_infusion(&mut self, state: usize, rate: f64) -> Result<(), Status>;
+    /// The outputs after record `j`, at time `t`.
+    fn output(&mut self, j: usize, t: f64);
+}
+
+/// Times that differ by round-off only (an infusion end computed as start + AMT/RATE next to
+/// a record time) are the same time.
+fn same_time(t: f64, t1: f64) -> bool {
+    t1 > t && t1 - t <= 1e-13 * t1.abs().max(1.0)
+}
+
+fn integrate_to<E: Engine>(e: &mut E, t: &mut f64, t1: f64) -> Result<(), Status> {
+    if same_time(*t, t1) {
+        *t = t1;
+    }
+    if t1 > *t {
+        e.integrate(*t, t1)?;
+        *t = t1;
+    }
+    if e.finite() {
+        Ok(())
+    } else {
+        Err(Status::NonFinite)
+    }
+}
+
+/// The record semantics of one subject: parameters in force, time, pending inputs.
+struct Sim<'m, E> {
     model: &'m CompiledModel,
     params: Vec<f64>,
-    sys: WithQuadrature<crate::model::BoundModel<'m>>,
-    integrator: Integrator,
-    solver: SolverOptions,
-    y: Vec<f64>,
+    dosing: Vec<StateDosing>,
+    engine: E,
     t: f64,
-    h: f64,
     pending: Vec<Pending>,
     seq: u64,
-    stats: Stats,
 }
 
-impl<'m> Sim<'m> {
-    fn new(model: &'m CompiledModel, params: Vec<f64>, solver: &SolverOptions) -> Sim<'m> {
-        let sys = WithQuadrature::new(model.bind(&params));
-        let dim = model.n_states() + model.n_outputs();
-        let mut s = Sim {
+impl<'m, E: Engine> Sim<'m, E> {
+    fn new(model: &'m CompiledModel, params: Vec<f64>, mut engine: E) -> Sim<'m, E> {
+        engine.set_params(&params);
+        engine.reset();
+        Sim {
             model,
+            dosing: model.bind(&params).state_dosing(),
             params,
-            sys,
-            integrator: Integrator::new(solver.method, dim),
-            solver: solver.clone(),
-            y: vec![0.0; dim],
+            engine,
             t: f64::NEG_INFINITY,
-            h: 0.0,
             pending: Vec::new(),
             seq: 0,
-            stats: Stats::default(),
-        };
-        s.reset();
-        s
-    }
-
-    fn rebind(&mut self) {
-        self.sys.model = self.model.bind(&self.params);
+        }
     }
 
     /// Every state back to its initial value; inputs and pending doses cancelled.
     fn reset(&mut self) {
-        let n = self.model.n_states();
-        self.y.fill(0.0);
-        self.sys.model.initial_state(&mut self.y[..n]);
-        self.sys.rates.fill(0.0);
+        self.engine.reset();
         self.pending.clear();
-        self.h = 0.0;
     }
 
     fn push(&mut self, time: f64, state: usize, kind: Input) {
-        let class = match kind {
-            Input::Rate(r) if r < 0.0 => 0,
-            _ => 1,
-        };
         self.seq += 1;
         self.pending.push(Pending {
             time,
-            class,
+            class: input_class(kind),
             seq: self.seq,
             state,
             kind,
         });
-    }
-
-    fn apply(&mut self, p: Pending) {
-        match p.kind {
-            Input::Bolus(a) => self.y[p.state] += a,
-            Input::Rate(r) => {
-                let x = &mut self.sys.rates[p.state];
-                *x += r;
-                if x.abs() <= 1e-12 * r.abs() {
-                    *x = 0.0;
-                }
-            }
-        }
     }
 
     /// The next pending input due at or before `t`, removed from the queue.
@@ -308,222 +373,31 @@ impl<'m> Sim<'m> {
     fn advance(&mut self, t1: f64) -> Result<(), Status> {
         if self.t == f64::NEG_INFINITY {
             self.t = t1;
+            self.engine.start(t1);
         }
         while let Some(p) = self.next_due(t1) {
-            self.integrate_to(p.time.max(self.t))?;
-            self.apply(p);
+            let to = p.time.max(self.t);
+            integrate_to(&mut self.engine, &mut self.t, to)?;
+            self.engine.apply(p.state, p.kind);
         }
-        self.integrate_to(t1)
-    }
-
-    fn integrate_to(&mut self, t1: f64) -> Result<(), Status> {
-        // Times that differ by round-off only (an infusion end computed as start + AMT/RATE
-        // next to a record time) are the same time.
-        if t1 > self.t && t1 - self.t <= 1e-13 * t1.abs().max(1.0) {
-            self.t = t1;
-        }
-        if t1 > self.t {
-            let st = self.integrator.integrate(
-                &mut self.sys,
-                self.t,
-                t1,
-                &mut self.y,
-                &mut self.h,
-                &self.solver,
-                &mut NoObserver,
-                &mut self.stats,
-            );
-            if st != Status::Ok {
-                return Err(st);
-            }
-            self.t = t1;
-        }
-        if self.y.iter().all(|v| v.is_finite()) {
-            Ok(())
-        } else {
-            Err(Status::NonFinite)
-        }
-    }
-
-    /// The steady state, at the time of a dose, of `dose` repeated every `ii` forever before
-    /// it, from the state `x` (model states only), with the inputs of those earlier doses that
-    /// are still due after the dose time (relative times ≥ 0).
-    fn steady_state(
-        &mut self,
-        dose: &Dose,
-        ii: f64,
-        x: &mut [f64],
-    ) -> Result<Vec<(f64, usize, Input)>, Status> {
-        // Inputs within one interval [0, ii) that starts at an earlier dose: those of every
-        // earlier dose j intervals before it (j ≥ 0) that fall inside the window.
-        let reach = ((dose.lag + dose.duration) / ii).ceil() as usize + 1;
-        let mut window = Vec::new();
-        let mut tail = Vec::new();
-        for j in 0..=reach {
-            // The dose j intervals before the window's start.
-            let t0 = -(j as f64) * ii;
-            let a = t0 + dose.lag;
-            if dose.duration > 0.0 {
-                let b = a + dose.duration;
-                if b > 0.0 && a < ii {
-                    window.push((a.max(0.0), dose.state, Input::Rate(dose.rate)));
-                    if b < ii {
-                        window.push((b, dose.state, Input::Rate(-dose.rate)));
-                    }
-                }
-            } else if (0.0..ii).contains(&a) {
-                window.push((a, dose.state, Input::Bolus(dose.amount)));
-            }
-            // The dose j + 1 intervals before the dose time: its inputs due at or after it
-            // (relative time 0), an infusion already running counting from 0.
-            let a = a - ii;
-            if dose.duration > 0.0 {
-                let b = a + dose.duration;
-                if b > 0.0 {
-                    tail.push((a.max(0.0), dose.state, Input::Rate(dose.rate)));
-                    tail.push((b, dose.state, Input::Rate(-dose.rate)));
-                }
-            } else if a >= 0.0 {
-                tail.push((a, dose.state, Input::Bolus(dose.amount)));
-            }
-        }
-        self.isolated(|sim| {
-            let mut prev_change = f64::INFINITY;
-            let mut stalled = 0;
-            for cycle in 0..SS_MAX_CYCLES {
-                sim.restart(x);
-                for &(at, state, kind) in &window {
-                    sim.push(at, state, kind);
-                }
-                // Window-end inputs are not part of this interval.
-                sim.advance_exclusive(ii)?;
-                let change = sim.take_change(x);
-                // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
-                let rho = (change / prev_change).min(0.999_999);
-                let remaining = if cycle == 0 {
-                    f64::INFINITY
-                } else {
-                    change * rho / (1.0 - rho)
-                };
-                prev_change = change;
-                // At the integration's own noise floor the change stops shrinking.
-                stalled = if change <= SS_NOISE && rho >= 0.9 {
-                    stalled + 1
-                } else {
-                    0
-                };
-                if change == 0.0 || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3 {
-                    return Ok(tail.clone());
-                }
-            }
-            Err(Status::MaxSteps)
-        })
-    }
-
-    /// The steady state of a constant input `rate` into `state`, from `x`.
-    fn steady_infusion(&mut self, state: usize, rate: f64, x: &mut [f64]) -> Result<(), Status> {
-        self.isolated(|sim| {
-            let mut span = 1.0;
-            for _ in 0..80 {
-                sim.restart(x);
-                sim.sys.rates[state] = rate;
-                sim.integrate_to(span)?;
-                if sim.take_change(x) <= SS_NOISE {
-                    return Ok(());
-                }
-                span = (2.0 * span).min(1e12);
-            }
-            Err(Status::MaxSteps)
-        })
-    }
-
-    /// Runs `f` on a scratch use of the simulation; the state, time, inputs and pending
-    /// inputs are restored afterwards.
-    fn isolated<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let pending = std::mem::take(&mut self.pending);
-        let rates = self.sys.rates.clone();
-        let y = self.y.clone();
-        let t = self.t;
-        let r = f(self);
-        self.pending = pending;
-        self.sys.rates = rates;
-        self.y = y;
-        self.t = t;
-        r
-    }
-
-    /// Starts from model states `x` at time 0 with no inputs.
-    fn restart(&mut self, x: &[f64]) {
-        self.sys.rates.fill(0.0);
-        self.pending.clear();
-        self.y.fill(0.0);
-        self.y[..x.len()].copy_from_slice(x);
-        self.t = 0.0;
-    }
-
-    /// The largest change of the model states from `x` (in units of the solver's tolerance);
-    /// `x` takes the new states.
-    fn take_change(&mut self, x: &mut [f64]) -> f64 {
-        let mut change = 0.0f64;
-        for (i, xi) in x.iter_mut().enumerate() {
-            let w = self.solver.atol + self.solver.rtol * self.y[i].abs();
-            change = change.max((self.y[i] - *xi).abs() / w);
-            *xi = self.y[i];
-        }
-        change
-    }
-
-    /// Like [`Sim::advance`] but inputs due exactly at `t1` stay pending.
-    fn advance_exclusive(&mut self, t1: f64) -> Result<(), Status> {
-        loop {
-            let next = self
-                .pending
-                .iter()
-                .filter(|p| p.time < t1)
-                .map(|p| p.time)
-                .fold(f64::INFINITY, f64::min);
-            if next == f64::INFINITY {
-                break;
-            }
-            self.integrate_to(next.max(self.t))?;
-            while let Some(p) = self.next_due(next) {
-                self.apply(p);
-            }
-        }
-        self.integrate_to(t1)
+        integrate_to(&mut self.engine, &mut self.t, t1)
     }
 
     /// Gives a dose record's dose at `t` (SS handled), or an implicit additional dose.
     fn dose(&mut self, r: &Record, ss: u8) -> Result<(), Status> {
         let state = r.cmt as usize - 1;
-        let d = self.sys.model.state_dosing()[state];
-        let n = self.model.n_states();
         if ss > 0 && r.ii == 0.0 {
             // A steady-state infusion: AMT 0, RATE > 0.
-            let mut x = self.y[..n].to_vec();
-            self.steady_infusion(state, r.rate, &mut x)?;
-            self.y[..n].copy_from_slice(&x);
-            return Ok(());
+            return self.engine.steady_infusion(state, r.rate);
         }
-        let dose = Dose::resolve(r, &d)?;
+        let dose = Dose::resolve(r, &self.dosing[state])?;
         if ss > 0 {
-            let mut x = if ss == 1 {
-                self.y[..n].to_vec()
-            } else {
-                vec![0.0; n]
-            };
-            let tail = self.steady_state(&dose, r.ii, &mut x)?;
-            for i in 0..n {
-                if ss == 1 {
-                    self.y[i] = x[i];
-                } else {
-                    self.y[i] += x[i];
-                }
-            }
+            let (window, tail) = dose.steady_state_inputs(r.ii);
+            self.engine.steady_state(ss, r.ii, &window)?;
             for (at, state, kind) in tail {
                 if at <= 0.0 {
-                    if let Input::Rate(rate) = kind {
-                        self.sys.rates[state] += rate;
+                    if let Input::Rate(_) = kind {
+                        self.engine.apply(state, kind);
                         continue;
                     }
                 }
@@ -535,46 +409,43 @@ impl<'m> Sim<'m> {
         }
         Ok(())
     }
+
+    fn params_from_record(
+        &mut self,
+        binding: &RecordBinding,
+        r: &Record,
+        update: &mut dyn FnMut(&Record, &mut [f64]),
+    ) {
+        let before = self.params.clone();
+        update(r, &mut self.params);
+        set_params(&mut self.params, binding, r);
+        if self.params != before {
+            self.engine.set_params(&self.params);
+            self.dosing = self.model.bind(&self.params).state_dosing();
+        }
+    }
 }
 
-/// Simulates one subject's records: `base` holds the model parameters before any covariate
-/// column sets them.
-pub fn simulate_records(
+/// Runs one subject's records on `engine`; the status of the first failure, if any.
+fn run_records<E: Engine>(
     model: &CompiledModel,
     base: &[f64],
     binding: &RecordBinding,
     subject: &Subject,
-    solver: &SolverOptions,
-) -> RecordsOutcome {
-    simulate_records_with(model, base, binding, subject, solver, &mut |_, _| {})
-}
-
-/// [`simulate_records`] with `update(record, params)` called on every record before the
-/// binding's columns set parameters (e.g. a population's parameter model re-evaluated with
-/// the record's time-varying covariates); parameters it changes take effect from that record.
-pub fn simulate_records_with(
-    model: &CompiledModel,
-    base: &[f64],
-    binding: &RecordBinding,
-    subject: &Subject,
-    solver: &SolverOptions,
+    engine: E,
     update: &mut dyn FnMut(&Record, &mut [f64]),
-) -> RecordsOutcome {
-    let n_out = model.n_outputs();
-    let nr = subject.records.len();
-    let mut outputs = vec![vec![f64::NAN; nr]; n_out];
+) -> (E, Status) {
     let mut params = base.to_vec();
     if let Some(r) = subject.records.first() {
         update(r, &mut params);
         set_params(&mut params, binding, r);
     }
-    let mut sim = Sim::new(model, params, solver);
+    let mut sim = Sim::new(model, params, engine);
     // Implicit additional doses: (time, record index), processed before the dataset's records
     // at the same time.
     let mut implicit: Vec<(f64, usize)> = Vec::new();
     let mut next_implicit = 0;
     let mut status = Status::Ok;
-    let mut out = vec![0.0; n_out];
     'records: for (j, r) in subject.records.iter().enumerate() {
         // Implicit doses due up to this record's time.
         implicit[next_implicit..].sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -614,31 +485,374 @@ pub fn simulate_records_with(
             status = e;
             break;
         }
-        let n = model.n_states();
-        sim.sys.model.outputs(r.time, &sim.y[..n], &mut out);
-        for (k, v) in out.iter().enumerate() {
-            outputs[k][j] = *v;
+        sim.engine.output(j, r.time);
+    }
+    (sim.engine, status)
+}
+
+/// The CPU f64 reference: integrates as the semantics ask.
+struct Cpu<'m> {
+    model: &'m CompiledModel,
+    sys: WithQuadrature<crate::model::BoundModel<'m>>,
+    integrator: Integrator,
+    solver: SolverOptions,
+    y: Vec<f64>,
+    h: f64,
+    stats: Stats,
+    outputs: Vec<Vec<f64>>,
+    out: Vec<f64>,
+}
+
+impl<'m> Cpu<'m> {
+    fn new(model: &'m CompiledModel, solver: &SolverOptions, n_records: usize) -> Cpu<'m> {
+        let dim = model.n_states() + model.n_outputs();
+        let params = vec![0.0; model.programs.n_params];
+        Cpu {
+            model,
+            sys: WithQuadrature::new(model.bind(&params)),
+            integrator: Integrator::new(solver.method, dim),
+            solver: solver.clone(),
+            y: vec![0.0; dim],
+            h: 0.0,
+            stats: Stats::default(),
+            outputs: vec![vec![f64::NAN; n_records]; model.n_outputs()],
+            out: vec![0.0; model.n_outputs()],
+        }
+    }
+
+    /// Runs `f` on a scratch use of the state; the state and the inputs are restored
+    /// afterwards.
+    fn isolated<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let rates = self.sys.rates.clone();
+        let y = self.y.clone();
+        let r = f(self);
+        self.sys.rates = rates;
+        self.y = y;
+        r
+    }
+
+    /// Starts from model states `x` with no inputs.
+    fn restart(&mut self, x: &[f64]) {
+        self.sys.rates.fill(0.0);
+        self.y.fill(0.0);
+        self.y[..x.len()].copy_from_slice(x);
+    }
+
+    /// The largest change of the model states from `x` (in units of the solver's tolerance);
+    /// `x` takes the new states.
+    fn take_change(&mut self, x: &mut [f64]) -> f64 {
+        let mut change = 0.0f64;
+        for (i, xi) in x.iter_mut().enumerate() {
+            let w = self.solver.atol + self.solver.rtol * self.y[i].abs();
+            change = change.max((self.y[i] - *xi).abs() / w);
+            *xi = self.y[i];
+        }
+        change
+    }
+}
+
+impl Engine for Cpu<'_> {
+    fn set_params(&mut self, params: &[f64]) {
+        self.sys.model = self.model.bind(params);
+    }
+
+    fn reset(&mut self) {
+        let n = self.model.n_states();
+        self.y.fill(0.0);
+        self.sys.model.initial_state(&mut self.y[..n]);
+        self.sys.rates.fill(0.0);
+        self.h = 0.0;
+    }
+
+    fn start(&mut self, _t: f64) {}
+
+    fn integrate(&mut self, t0: f64, t1: f64) -> Result<(), Status> {
+        match self.integrator.integrate(
+            &mut self.sys,
+            t0,
+            t1,
+            &mut self.y,
+            &mut self.h,
+            &self.solver,
+            &mut NoObserver,
+            &mut self.stats,
+        ) {
+            Status::Ok => Ok(()),
+            st => Err(st),
+        }
+    }
+
+    fn finite(&self) -> bool {
+        self.y.iter().all(|v| v.is_finite())
+    }
+
+    fn apply(&mut self, state: usize, input: Input) {
+        match input {
+            Input::Bolus(a) => self.y[state] += a,
+            Input::Rate(r) => {
+                let x = &mut self.sys.rates[state];
+                *x += r;
+                if x.abs() <= 1e-12 * r.abs() {
+                    *x = 0.0;
+                }
+            }
+        }
+    }
+
+    fn steady_state(&mut self, mode: u8, ii: f64, window: &[TimedInput]) -> Result<(), Status> {
+        let n = self.model.n_states();
+        let mut x = if mode == 1 {
+            self.y[..n].to_vec()
+        } else {
+            vec![0.0; n]
+        };
+        self.isolated(|cpu| {
+            let mut prev_change = f64::INFINITY;
+            let mut stalled = 0;
+            for cycle in 0..SS_MAX_CYCLES {
+                cpu.restart(&x);
+                let mut t = 0.0;
+                for &(at, state, input) in window {
+                    let to = at.max(t);
+                    integrate_to(cpu, &mut t, to)?;
+                    cpu.apply(state, input);
+                }
+                integrate_to(cpu, &mut t, ii)?;
+                let change = cpu.take_change(&mut x);
+                // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
+                let rho = (change / prev_change).min(0.999_999);
+                let remaining = if cycle == 0 {
+                    f64::INFINITY
+                } else {
+                    change * rho / (1.0 - rho)
+                };
+                prev_change = change;
+                // At the integration's own noise floor the change stops shrinking.
+                stalled = if change <= SS_NOISE && rho >= 0.9 {
+                    stalled + 1
+                } else {
+                    0
+                };
+                if change == 0.0 || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3 {
+                    return Ok(());
+                }
+            }
+            Err(Status::MaxSteps)
+        })?;
+        for (i, xi) in x.iter().enumerate() {
+            if mode == 1 {
+                self.y[i] = *xi;
+            } else {
+                self.y[i] += *xi;
+            }
+        }
+        Ok(())
+    }
+
+    fn steady_infusion(&mut self, state: usize, rate: f64) -> Result<(), Status> {
+        let n = self.model.n_states();
+        let mut x = self.y[..n].to_vec();
+        self.isolated(|cpu| {
+            let mut span = 1.0;
+            for _ in 0..SS_INFUSION_DOUBLINGS {
+                cpu.restart(&x);
+                cpu.sys.rates[state] = rate;
+                integrate_to(cpu, &mut 0.0, span)?;
+                if cpu.take_change(&mut x) <= SS_NOISE {
+                    return Ok(());
+                }
+                span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
+            }
+            Err(Status::MaxSteps)
+        })?;
+        self.y[..n].copy_from_slice(&x);
+        Ok(())
+    }
+
+    fn output(&mut self, j: usize, t: f64) {
+        let n = self.model.n_states();
+        self.sys.model.outputs(t, &self.y[..n], &mut self.out);
+        for (k, v) in self.out.iter().enumerate() {
+            self.outputs[k][j] = *v;
+        }
+    }
+}
+
+/// A steady-state infusion doubles its span at most this many times, up to this span.
+const SS_INFUSION_DOUBLINGS: usize = 80;
+const SS_INFUSION_SPAN_MAX: f64 = 1e12;
+
+/// Simulates one subject's records: `base` holds the model parameters before any covariate
+/// column sets them.
+pub fn simulate_records(
+    model: &CompiledModel,
+    base: &[f64],
+    binding: &RecordBinding,
+    subject: &Subject,
+    solver: &SolverOptions,
+) -> RecordsOutcome {
+    simulate_records_with(model, base, binding, subject, solver, &mut |_, _| {})
+}
+
+/// [`simulate_records`] with `update(record, params)` called on every record before the
+/// binding's columns set parameters (e.g. a population's parameter model re-evaluated with
+/// the record's time-varying covariates); parameters it changes take effect from that record.
+pub fn simulate_records_with(
+    model: &CompiledModel,
+    base: &[f64],
+    binding: &RecordBinding,
+    subject: &Subject,
+    solver: &SolverOptions,
+    update: &mut dyn FnMut(&Record, &mut [f64]),
+) -> RecordsOutcome {
+    let cpu = Cpu::new(model, solver, subject.records.len());
+    let (cpu, status) = run_records(model, base, binding, subject, cpu, update);
+    RecordsOutcome {
+        status,
+        stats: cpu.stats,
+        outputs: cpu.outputs,
+    }
+}
+
+/// One step of a subject's [`Program`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// The first time.
+    Start(f64),
+    /// Integrate from the first time to the second (later) one.
+    Advance(f64, f64),
+    Apply(usize, Input),
+    /// Every state back to its initial value, no inputs, step size forgotten.
+    Reset,
+    /// The parameters in force from now on: [`Program::params`]`[k]`.
+    Params(usize),
+    /// Record j's outputs, at time t.
+    Output(usize, f64),
+    /// See the engine's `steady_state`: mode, interval, inputs of one interval.
+    SteadyState(u8, f64, Vec<TimedInput>),
+    /// A constant input into a state to steady state.
+    SteadyInfusion(usize, f64),
+    /// The subject fails here with this status.
+    Fail(Status),
+}
+
+/// One subject's records as the integration steps they ask for, with every event time,
+/// amount, rate, lag and bioavailability resolved: what the GPU kernels run (their
+/// interpreters do the integration and the steady-state iterations; the semantics are all
+/// here, shared with the CPU reference).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Program {
+    pub ops: Vec<Op>,
+    /// The parameter sets the program switches to.
+    pub params: Vec<Vec<f64>>,
+    /// Records (output rows).
+    pub n_records: usize,
+}
+
+/// Writes the semantics' requests down.
+struct Recorder {
+    program: Program,
+}
+
+impl Engine for Recorder {
+    fn set_params(&mut self, params: &[f64]) {
+        let k = self.program.params.len();
+        self.program.params.push(params.to_vec());
+        self.program.ops.push(Op::Params(k));
+    }
+    fn reset(&mut self) {
+        self.program.ops.push(Op::Reset);
+    }
+    fn start(&mut self, t: f64) {
+        self.program.ops.push(Op::Start(t));
+    }
+    fn integrate(&mut self, t0: f64, t1: f64) -> Result<(), Status> {
+        self.program.ops.push(Op::Advance(t0, t1));
+        Ok(())
+    }
+    fn finite(&self) -> bool {
+        true
+    }
+    fn apply(&mut self, state: usize, input: Input) {
+        self.program.ops.push(Op::Apply(state, input));
+    }
+    fn steady_state(&mut self, mode: u8, ii: f64, window: &[TimedInput]) -> Result<(), Status> {
+        self.program
+            .ops
+            .push(Op::SteadyState(mode, ii, window.to_vec()));
+        Ok(())
+    }
+    fn steady_infusion(&mut self, state: usize, rate: f64) -> Result<(), Status> {
+        self.program.ops.push(Op::SteadyInfusion(state, rate));
+        Ok(())
+    }
+    fn output(&mut self, j: usize, t: f64) {
+        self.program.ops.push(Op::Output(j, t));
+    }
+}
+
+/// The program of one subject's records (see [`simulate_records_with`] for `update`).
+pub fn record_program(
+    model: &CompiledModel,
+    base: &[f64],
+    binding: &RecordBinding,
+    subject: &Subject,
+    update: &mut dyn FnMut(&Record, &mut [f64]),
+) -> Program {
+    let rec = Recorder {
+        program: Program {
+            n_records: subject.records.len(),
+            ..Program::default()
+        },
+    };
+    let (mut rec, status) = run_records(model, base, binding, subject, rec, update);
+    if status != Status::Ok {
+        rec.program.ops.push(Op::Fail(status));
+    }
+    rec.program
+}
+
+/// Runs a program on the CPU f64 reference (what the GPU kernels do, in f64 on the host): the
+/// same outcome as simulating the records directly.
+pub fn run_program(
+    model: &CompiledModel,
+    program: &Program,
+    solver: &SolverOptions,
+) -> RecordsOutcome {
+    let mut cpu = Cpu::new(model, solver, program.n_records);
+    let mut status = Status::Ok;
+    for op in &program.ops {
+        let r = match op {
+            Op::Start(_) => Ok(()),
+            Op::Advance(t0, t1) => integrate_to(&mut cpu, &mut t0.clone(), *t1),
+            Op::Apply(s, input) => {
+                cpu.apply(*s, *input);
+                Ok(())
+            }
+            Op::Reset => {
+                cpu.reset();
+                Ok(())
+            }
+            Op::Params(k) => {
+                cpu.set_params(&program.params[*k]);
+                Ok(())
+            }
+            Op::Output(j, t) => {
+                cpu.output(*j, *t);
+                Ok(())
+            }
+            Op::SteadyState(mode, ii, window) => cpu.steady_state(*mode, *ii, window),
+            Op::SteadyInfusion(s, rate) => cpu.steady_infusion(*s, *rate),
+            Op::Fail(st) => Err(*st),
+        };
+        if let Err(st) = r {
+            status = st;
+            break;
         }
     }
     RecordsOutcome {
         status,
-        stats: sim.stats,
-        outputs,
-    }
-}
-
-impl Sim<'_> {
-    fn params_from_record(
-        &mut self,
-        binding: &RecordBinding,
-        r: &Record,
-        update: &mut dyn FnMut(&Record, &mut [f64]),
-    ) {
-        let before = self.params.clone();
-        update(r, &mut self.params);
-        set_params(&mut self.params, binding, r);
-        if self.params != before {
-            self.rebind();
-        }
+        stats: cpu.stats,
+        outputs: cpu.outputs,
     }
 }
