@@ -34,6 +34,7 @@ fn subject(c: &mut Criterion) {
             name: "a".into(),
             regimen: Regimen {
                 lines: vec![DoseLine {
+                    steady_state: false,
                     state: 0,
                     amount: 100.0,
                     start: 0.0,

@@ -132,6 +132,7 @@ fn line(
     administration: Administration,
 ) -> DoseLine {
     DoseLine {
+        steady_state: false,
         state,
         amount,
         start: 0.0,

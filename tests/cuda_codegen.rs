@@ -27,7 +27,8 @@ fn every_generated_kernel_compiles_with_nvrtc() {
     }
 }
 
-/// The integrator kernel of every library model × method × precision compiles, and an f32
+/// The integrator kernel of every library model × method × precision compiles (for an arm
+/// and for dataset records), and an f32
 /// kernel computes in f32 only (no double-precision instructions in its PTX). Where ptxas is
 /// available, the register/spill report of every kernel (sm_90, a metric of every kind) is
 /// printed, and the kernels keep their state in registers: no f32 kernel and no f64 kernel of
@@ -36,20 +37,24 @@ fn every_generated_kernel_compiles_with_nvrtc() {
 /// little where they reach the 255-register limit: at most 256 bytes of stack frame.
 #[test]
 fn every_integrator_kernel_compiles_with_nvrtc() {
-    use vpop::backend::cuda::kernel::integrate_source;
+    use vpop::backend::cuda::kernel::{integrate_source, records_source};
     use vpop::solver::Method;
     if !nvrtc_available() {
         println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
         return;
     }
     use rayon::prelude::*;
-    let cases: Vec<(&str, &str, Method, Precision)> = library::MODELS
+    let cases: Vec<(&str, &str, Method, Precision, bool)> = library::MODELS
         .iter()
         .flat_map(|lm| {
             Method::ALL.into_iter().flat_map(move |method| {
                 [Precision::F32, Precision::F64]
                     .into_iter()
-                    .map(move |p| (lm.name, lm.source, method, p))
+                    .flat_map(move |p| {
+                        [false, true]
+                            .into_iter()
+                            .map(move |records| (lm.name, lm.source, method, p, records))
+                    })
             })
         })
         .collect();
@@ -63,10 +68,14 @@ fn every_integrator_kernel_compiles_with_nvrtc() {
     type Row = (String, usize, Method, Precision, (u32, u32, u32, u32));
     let rows: Vec<Option<Row>> = cases
         .par_iter()
-        .map(|&(name, source, method, p)| {
+        .map(|&(name, source, method, p, records)| {
             let m = Model::parse(name, source).unwrap();
             let progs = ModelPrograms::new(&m);
-            let src = integrate_source(&progs, method, &every_kind(&m), p).unwrap();
+            let src = if records {
+                records_source(&progs, method, p).unwrap()
+            } else {
+                integrate_source(&progs, method, &every_kind(&m), p).unwrap()
+            };
             let ptx =
                 compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {method} {p:?}: {e}"));
             assert!(
@@ -81,7 +90,8 @@ fn every_integrator_kernel_compiles_with_nvrtc() {
                 );
             }
             ptxas.as_ref().map(|x| {
-                let tag = format!("{name}-{method}-{}", p.name());
+                let driver = if records { "-records" } else { "" };
+                let tag = format!("{name}-{method}-{}{driver}", p.name());
                 let r = ptxas_report(x, &ptx, &tag);
                 (tag, progs.n_states, method, p, r)
             })

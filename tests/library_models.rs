@@ -118,6 +118,7 @@ fn every_method_agrees_on_every_library_model() {
         // A dose into the first state (the depot or the central compartment), repeated.
         let regimen = Regimen {
             lines: vec![DoseLine {
+                steady_state: false,
                 state: 0,
                 amount: 100.0,
                 start: 0.0,

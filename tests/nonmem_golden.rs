@@ -1,13 +1,19 @@
 //! NONMEM's own outputs for 29 dosing scenarios (shared/reference/nmtests: bolus, infusion,
 //! lag, bioavailability, modelled duration, ADDL, SS = 1 and 2, steady-state infusion, EVID 3
-//! and 4), reproduced on the CPU f64 reference to NONMEM's printed digits:
-//! |sim − CP| ≤ 5e-5·|CP| + 1e-3 on every row.
+//! and 4), reproduced to NONMEM's printed digits, |sim − CP| ≤ 5e-5·|CP| + 1e-3 on every row:
+//! on the CPU f64 reference, and through the record programs every backend runs (the CPU
+//! reference, the WGSL kernels in f32 and f64, the CUDA kernels on a device or emulated on the
+//! host). Backends that are not there print SKIPPED.
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use vpop::backend::records::{
-    check_subject, record_program, run_program, simulate_records, RecordBinding,
+    check_subject, record_program, run_program, simulate_records, Program, RecordBinding,
+    RecordsOutcome,
 };
+use vpop::backend::{Backend, Precision};
 use vpop::dosing::nonmem::Dataset;
 use vpop::model::{CompiledModel, Model};
 use vpop::solver::{Method, SolverOptions, Status};
@@ -29,10 +35,20 @@ fn nonmem_cp(path: &PathBuf) -> Vec<f64> {
         .collect()
 }
 
-fn check(method: Method) {
+/// The scenarios' dataset, model and NONMEM's CP, or `None` (SKIPPED) without the reference.
+struct Golden {
+    ir: Model,
+    model: CompiledModel,
+    ds: Dataset,
+    cp: Vec<f64>,
+    binding: RecordBinding,
+    base: Vec<f64>,
+}
+
+fn golden() -> Option<Golden> {
     let (Some(data), Some(golden)) = (reference("1001.csv"), reference("1001-nm.csv")) else {
         println!("SKIPPED: ../shared/reference/nmtests is not beside the checkout");
-        return;
+        return None;
     };
     let text = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/nm1001.vpm"),
@@ -47,23 +63,42 @@ fn check(method: Method) {
     assert_eq!(ds.subjects.len(), 29);
     let binding = RecordBinding::new(&ir, &ds.covariates);
     let base: Vec<f64> = ir.params.iter().map(|p| p.default).collect();
-    let solver = SolverOptions {
-        method,
-        rtol: 1e-10,
-        atol: 1e-10,
-        ..Default::default()
-    };
+    for s in &ds.subjects {
+        check_subject(&ir, &model, &base, &binding, s).unwrap();
+    }
+    Some(Golden {
+        ir,
+        model,
+        ds,
+        cp,
+        binding,
+        base,
+    })
+}
+
+/// Every row of every scenario against NONMEM; `outcome(i)` is scenario i's simulation.
+fn compare(g: &Golden, what: &str, outcomes: &[RecordsOutcome]) {
     let mut failures = Vec::new();
     let mut worst = 0.0f64;
     let mut worst_at = String::new();
-    for s in &ds.subjects {
-        check_subject(&ir, &model, &base, &binding, s).unwrap();
-        let got = simulate_records(&model, &base, &binding, s, &solver);
-        assert_eq!(got.status, Status::Ok, "scenario {}", s.id);
+    for (s, got) in g.ds.subjects.iter().zip(outcomes) {
+        let failed_at = s
+            .records
+            .iter()
+            .zip(&got.outputs[0])
+            .find(|(_, v)| v.is_nan());
+        assert_eq!(
+            got.status,
+            Status::Ok,
+            "{what}: scenario {} failed at {:?} ({:?})",
+            s.id,
+            failed_at.map(|(r, _)| (r.line, r.time)),
+            got.stats
+        );
         let mut bad = 0;
         let mut first = None;
         for (j, r) in s.records.iter().enumerate() {
-            let want = cp[r.row];
+            let want = g.cp[r.row];
             let sim = got.outputs[0][j];
             let tol = 5e-5 * want.abs() + 1e-3;
             let err = (sim - want).abs();
@@ -79,20 +114,60 @@ fn check(method: Method) {
                 first.get_or_insert((r.line, r.time, sim, want));
             }
         }
-        if bad > 0 {
+        if let Some((line, time, sim, want)) = first {
             failures.push(format!(
-                "scenario {}: {bad} of {} rows differ; first at line {} (time {}): {} vs NONMEM {}",
+                "{what}: scenario {}: {bad} of {} rows differ; first at line {line} (time \
+                 {time}): {sim} vs NONMEM {want}",
                 s.id,
                 s.records.len(),
-                first.unwrap().0,
-                first.unwrap().1,
-                first.unwrap().2,
-                first.unwrap().3
             ));
         }
     }
-    println!("{method}: worst |sim − CP| / tolerance = {worst:.3} ({worst_at})");
+    println!("{what}: worst |sim − CP| / tolerance = {worst:.3} ({worst_at})");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The scenarios as record programs on a backend.
+fn check_backend(backend: &mut dyn Backend, method: Method, rtol: f64) {
+    let Some(g) = golden() else { return };
+    let programs: Vec<Program> =
+        g.ds.subjects
+            .iter()
+            .map(|s| record_program(&g.model, &g.base, &g.binding, s, &mut |_, _| {}))
+            .collect();
+    let refs: Vec<&Program> = programs.iter().collect();
+    let solver = SolverOptions {
+        method,
+        rtol,
+        atol: rtol,
+        ..Default::default()
+    };
+    let info = backend.info();
+    let what = format!(
+        "{} {} {method} rtol {rtol:e}",
+        info.name,
+        info.precision.name()
+    );
+    let outcomes = backend.run_records(&refs, &solver).unwrap();
+    assert_eq!(outcomes.len(), programs.len());
+    let _ = &g.ir;
+    compare(&g, &what, &outcomes);
+}
+
+fn check(method: Method) {
+    let Some(g) = golden() else { return };
+    let solver = SolverOptions {
+        method,
+        rtol: 1e-10,
+        atol: 1e-10,
+        ..Default::default()
+    };
+    let outcomes: Vec<RecordsOutcome> =
+        g.ds.subjects
+            .iter()
+            .map(|s| simulate_records(&g.model, &g.base, &g.binding, s, &solver))
+            .collect();
+    compare(&g, &format!("cpu records {method}"), &outcomes);
 }
 
 #[test]
@@ -140,4 +215,95 @@ fn programs_reproduce_the_direct_simulation() {
         assert_eq!(via, direct, "scenario {}", s.id);
     }
     assert!(n_ss > 0, "the scenarios exercise steady states");
+}
+
+#[test]
+fn programs_on_the_cpu_backend_match_nonmem() {
+    let Some(g) = golden() else { return };
+    let mut b = vpop::backend::cpu::CpuBackend::new(Arc::new(g.model));
+    check_backend(&mut b, Method::Tsit5, 1e-10);
+}
+
+/// The WGSL records kernel, or `None` (SKIPPED) without an adapter for the precision.
+fn wgpu(precision: Precision) -> Option<vpop::backend::wgpu::WgpuBackend> {
+    let g = golden()?;
+    match vpop::backend::wgpu::WgpuBackend::new(Arc::new(g.model), precision) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            println!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn wgpu_f64_matches_nonmem() {
+    if let Some(mut b) = wgpu(Precision::F64) {
+        check_backend(&mut b, Method::Tsit5, 1e-10);
+    }
+}
+
+#[test]
+fn wgpu_f64_rodas4_matches_nonmem() {
+    if let Some(mut b) = wgpu(Precision::F64) {
+        check_backend(&mut b, Method::Rodas4, 1e-10);
+    }
+}
+
+#[test]
+fn wgpu_f32_matches_nonmem() {
+    if let Some(mut b) = wgpu(Precision::F32) {
+        check_backend(&mut b, Method::Tsit5, 1e-6);
+    }
+}
+
+/// The CUDA records kernel on the device (`device`) or emulated on the host, or `None`
+/// (SKIPPED) where it cannot run.
+#[cfg(feature = "cuda")]
+fn cuda(device: bool, precision: Precision) -> Option<Box<dyn Backend>> {
+    let g = golden()?;
+    let model = Arc::new(g.model);
+    let made: Result<Box<dyn Backend>, _> = if device {
+        vpop::backend::cuda::CudaBackend::new(model, precision).map(|b| Box::new(b) as _)
+    } else {
+        vpop::backend::cuda::EmulatedCuda::new(model, precision).map(|b| Box::new(b) as _)
+    };
+    match made {
+        Ok(b) => Some(b),
+        Err(e) => {
+            println!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_matrix(device: bool) {
+    for (precision, method, rtol) in [
+        (Precision::F64, Method::Tsit5, 1e-10),
+        (Precision::F64, Method::Rodas4, 1e-10),
+        (Precision::F32, Method::Tsit5, 1e-6),
+    ] {
+        if let Some(mut b) = cuda(device, precision) {
+            check_backend(b.as_mut(), method, rtol);
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_device_matches_nonmem() {
+    cuda_matrix(true);
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_emulated_matches_nonmem() {
+    cuda_matrix(false);
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_matches_nonmem() {
+    println!("SKIPPED: built without the `cuda` feature");
 }

@@ -101,8 +101,8 @@ fn unsupported_records_are_refused_with_their_line() {
     let dir = temp_dir("records-bad");
     let cases = [
         (
-            "ID,TIME,EVID,AMT,CMT,SS,II\n1,0,1,100,1,1,12\n",
-            "regimen.csv:2:1: steady-state (SS) doses are not supported",
+            "ID,TIME,EVID,AMT,CMT,SS,II\n1,5,1,100,1,1,12\n",
+            "regimen.csv:2:1: in an arm's regimen a steady-state dose is SS = 1 at TIME 0",
         ),
         (
             "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,5,3,.,.\n",

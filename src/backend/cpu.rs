@@ -309,11 +309,47 @@ pub fn simulate_arm_subject_occasions(
         arm.regimen
             .schedule_occasions(amount_scale, occasions, &dosing)
     };
-    let Ok(schedule) = schedule else {
+    let Ok(mut schedule) = schedule else {
         return fail(Status::NonFinite);
     };
     let mut y0 = vec![0.0; model.n_states()];
     bound.initial_state(&mut y0);
+    // A line at steady state: the arm starts from the steady state of its dose, with the
+    // inputs of the earlier doses that reach past 0.
+    let mut ss_stats = Stats::default();
+    if let Some(line) = arm.regimen.lines.iter().find(|l| l.steady_state) {
+        let Ok(dose) = line.resolve(amount_scale, &bound.state_dosing()[line.state]) else {
+            return fail(Status::NonFinite);
+        };
+        let start = crate::backend::records::steady_state_start(
+            model,
+            params,
+            line.state,
+            &dose,
+            line.interval,
+            &arm.solver,
+        );
+        let (x, tail, stats) = match start {
+            Ok(v) => v,
+            Err(status) => return fail(status),
+        };
+        y0 = x;
+        ss_stats = stats;
+        for (at, state, input) in tail {
+            use crate::backend::records::Input;
+            let kind = match input {
+                Input::Bolus(amount) => EventKind::Bolus { amount },
+                Input::Rate(rate) if rate > 0.0 => EventKind::InfusionStart { rate },
+                Input::Rate(rate) => EventKind::InfusionEnd { rate: -rate },
+            };
+            schedule.events.push(crate::dosing::DoseEvent {
+                time: at,
+                state,
+                kind,
+            });
+        }
+        crate::dosing::sort_events(&mut schedule.events);
+    }
     let plan = SubjectPlan {
         schedule: &schedule,
         end: arm.end,
@@ -322,18 +358,26 @@ pub fn simulate_arm_subject_occasions(
         solver: &arm.solver,
         occasions,
     };
-    if occasions.is_empty() {
-        return simulate_subject(bound, model.bind(params), &y0, &plan, integrator);
-    }
-    let mut rebind = |k: usize| (model.bind(&later[k]), model.bind(&later[k]));
-    simulate_subject_occasions(
-        bound,
-        model.bind(params),
-        &y0,
-        &plan,
-        integrator,
-        Some(&mut rebind),
-    )
+    let mut outcome = if occasions.is_empty() {
+        simulate_subject(bound, model.bind(params), &y0, &plan, integrator)
+    } else {
+        let mut rebind = |k: usize| (model.bind(&later[k]), model.bind(&later[k]));
+        simulate_subject_occasions(
+            bound,
+            model.bind(params),
+            &y0,
+            &plan,
+            integrator,
+            Some(&mut rebind),
+        )
+    };
+    let s = &mut outcome.stats;
+    s.rhs_evals += ss_stats.rhs_evals;
+    s.jac_evals += ss_stats.jac_evals;
+    s.lu_decomps += ss_stats.lu_decomps;
+    s.accepted += ss_stats.accepted;
+    s.rejected += ss_stats.rejected;
+    outcome
 }
 
 impl super::Backend for CpuBackend {
@@ -419,5 +463,17 @@ impl super::Backend for CpuBackend {
             s.rejected += r.stats.rejected;
         }
         Ok(())
+    }
+
+    fn run_records(
+        &mut self,
+        programs: &[&crate::backend::records::Program],
+        solver: &crate::solver::SolverOptions,
+    ) -> Result<Vec<crate::backend::records::RecordsOutcome>, super::BackendError> {
+        use rayon::prelude::*;
+        Ok(programs
+            .par_iter()
+            .map(|p| crate::backend::records::run_program(&self.model, p, solver))
+            .collect())
     }
 }

@@ -1,10 +1,12 @@
 //! What the GPU kernels (WGSL and CUDA) share on the host side: their sizes and the arm data
 //! they read (administrations, stopping points, sample times, metric specs).
 
+use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::{ArmPlan, ChunkInput, ChunkOutput};
 use crate::dosing::Administration;
 use crate::metrics::{resolve_window, MetricKind};
 use crate::model::ModelPrograms;
+use crate::solver::{Stats, Status};
 
 /// Values per administration and per metric spec in the arm buffer.
 pub const ADMIN_STRIDE: usize = 5;
@@ -169,6 +171,13 @@ pub fn prepare_chunk(
             arm.name
         ));
     }
+    if arm.regimen.lines.iter().any(|l| l.steady_state) {
+        return Err(format!(
+            "arm '{}' starts at steady state, which the GPU arm kernels do not do yet: use \
+             backend = \"cpu\"",
+            arm.name
+        ));
+    }
     if f32_kernel && arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
         return Err(format!(
             "rtol {} is below what f32 resolves; {precision_hint}",
@@ -236,6 +245,128 @@ pub fn search_settings(p: crate::backend::Precision) -> (usize, usize, f64) {
     }
 }
 
+/// Values per instruction of a record program as the kernels read it, and per subject in the
+/// records kernels' index.
+pub const INSTR_STRIDE: usize = 4;
+pub const INDEX_STRIDE: usize = 5;
+
+/// Record programs of several subjects as the records kernels read them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RecordsData {
+    /// Instructions, [`INSTR_STRIDE`] values each (see shaders/records_driver.wgsl).
+    pub prog: Vec<f64>,
+    /// Parameter sets, `np` values each.
+    pub params: Vec<f64>,
+    /// Per subject: first instruction, instructions, first parameter set, first output row,
+    /// records.
+    pub index: Vec<u32>,
+    /// Output rows (records) of all subjects.
+    pub rows: usize,
+}
+
+/// Packs programs for the records kernels; an error when one does not fit the kernels' u32
+/// offsets or their values' exact integers.
+pub fn records_data(programs: &[&Program], np: usize) -> Result<RecordsData, String> {
+    use crate::backend::records::{Input, Op};
+    let mut d = RecordsData::default();
+    let (mut sets, mut instrs) = (0usize, 0usize);
+    for prog in programs {
+        let first = instrs;
+        let input = |(at, s, i): &(f64, usize, Input)| match i {
+            Input::Bolus(a) => [2.0, *s as f64, *a, *at],
+            Input::Rate(r) => [3.0, *s as f64, *r, *at],
+        };
+        for op in &prog.ops {
+            let w = match op {
+                Op::Start(t) => [0.0, *t, 0.0, 0.0],
+                Op::Advance(t0, t1) => [1.0, *t0, *t1, 0.0],
+                Op::Apply(s, i) => input(&(0.0, *s, *i)),
+                Op::Reset => [4.0, 0.0, 0.0, 0.0],
+                Op::Params(k) => [5.0, *k as f64, 0.0, 0.0],
+                Op::Output(j, t) => [6.0, *j as f64, *t, 0.0],
+                Op::SteadyState(mode, ii, window) => {
+                    d.prog
+                        .extend_from_slice(&[7.0, f64::from(*mode), *ii, window.len() as f64]);
+                    for w in window {
+                        d.prog.extend_from_slice(&input(w));
+                    }
+                    instrs += 1 + window.len();
+                    continue;
+                }
+                Op::SteadyInfusion(s, rate) => [8.0, *s as f64, *rate, 0.0],
+                Op::Fail(st) => [9.0, f64::from(*st as u8), 0.0, 0.0],
+            };
+            d.prog.extend_from_slice(&w);
+            instrs += 1;
+        }
+        for set in &prog.params {
+            d.params.extend_from_slice(&set[..np]);
+        }
+        // Values the kernels read as integers are exact in f32 below 2^24.
+        if prog.params.len() >= 1 << 24 || prog.n_records >= 1 << 24 {
+            return Err("a subject has more than 2^24 records or parameter changes".into());
+        }
+        d.index.extend_from_slice(&[
+            u32::try_from(first).map_err(|_| "record programs too long for one batch")?,
+            (instrs - first) as u32,
+            u32::try_from(sets).map_err(|_| "too many parameter sets for one batch")?,
+            u32::try_from(d.rows).map_err(|_| "too many records for one batch")?,
+            prog.n_records as u32,
+        ]);
+        sets += prog.params.len();
+        d.rows += prog.n_records;
+    }
+    if u32::try_from(instrs * INSTR_STRIDE).is_err() || u32::try_from(sets * np.max(1)).is_err() {
+        return Err("record programs too long for one batch".into());
+    }
+    for v in [&mut d.prog, &mut d.params] {
+        if v.is_empty() {
+            v.push(0.0);
+        }
+    }
+    Ok(d)
+}
+
+/// Subjects' outcomes from what the records kernels wrote: outputs (`no` per row) and
+/// counters (status, accepted, rejected, right-hand sides, Jacobians: the first five of
+/// `stride` per subject).
+pub fn take_records<T: Copy>(
+    programs: &[&Program],
+    data: &RecordsData,
+    outputs: &[T],
+    counters: &[u32],
+    stride: usize,
+    n_outputs: usize,
+    to_f64: impl Fn(T) -> f64,
+) -> Vec<RecordsOutcome> {
+    let no = n_outputs.max(1);
+    programs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let c = &counters[i * stride..i * stride + 5];
+            let row = data.index[i * INDEX_STRIDE + 3] as usize;
+            RecordsOutcome {
+                status: Status::from_code(c[0].min(255) as u8).unwrap_or(Status::NonFinite),
+                stats: Stats {
+                    accepted: u64::from(c[1]),
+                    rejected: u64::from(c[2]),
+                    rhs_evals: u64::from(c[3]),
+                    jac_evals: u64::from(c[4]),
+                    lu_decomps: u64::from(c[4]),
+                },
+                outputs: (0..n_outputs)
+                    .map(|k| {
+                        (0..p.n_records)
+                            .map(|j| to_f64(outputs[(row + j) * no + k]))
+                            .collect()
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +379,7 @@ mod tests {
             name: "a".into(),
             regimen: Regimen {
                 lines: vec![DoseLine {
+                    steady_state: false,
                     state: 1,
                     amount: 100.0,
                     start: 0.0,

@@ -130,4 +130,12 @@ pub trait Backend: Send {
         input: &ChunkInput<'_>,
         out: &mut ChunkOutput,
     ) -> Result<(), BackendError>;
+    /// Runs dataset subjects' record programs ([`records::record_program`]); one outcome per
+    /// program, in order. Subjects that fail are flagged in their outcome, the batch always
+    /// completes.
+    fn run_records(
+        &mut self,
+        programs: &[&records::Program],
+        solver: &SolverOptions,
+    ) -> Result<Vec<records::RecordsOutcome>, BackendError>;
 }

@@ -47,6 +47,11 @@ const SS_FRACTION: f64 = 0.01;
 /// A change of the state over a whole interval this small (in units of the solver's tolerance)
 /// is the integration's own error: the steady state is reached.
 const SS_NOISE: f64 = 10.0;
+/// A state that changes over a whole interval by no more than this many units of round-off
+/// (ulps of its value) has stopped changing at the precision's resolution: where the
+/// tolerance is close to round-off (f32 kernels) the changes can settle into a cycle there
+/// instead of shrinking.
+const SS_ULPS: f64 = 16.0;
 /// At most this many dosing intervals when looking for a steady state.
 const SS_MAX_CYCLES: usize = 100_000;
 
@@ -538,16 +543,20 @@ impl<'m> Cpu<'m> {
         self.y[..x.len()].copy_from_slice(x);
     }
 
-    /// The largest change of the model states from `x` (in units of the solver's tolerance);
-    /// `x` takes the new states.
-    fn take_change(&mut self, x: &mut [f64]) -> f64 {
+    /// The largest change of the model states from `x` (in units of the solver's tolerance),
+    /// and whether every state changed by round-off only ([`SS_ULPS`]); `x` takes the new
+    /// states.
+    fn take_change(&mut self, x: &mut [f64]) -> (f64, bool) {
         let mut change = 0.0f64;
+        let mut still = true;
         for (i, xi) in x.iter_mut().enumerate() {
             let w = self.solver.atol + self.solver.rtol * self.y[i].abs();
-            change = change.max((self.y[i] - *xi).abs() / w);
+            let d = (self.y[i] - *xi).abs();
+            change = change.max(d / w);
+            still &= d <= SS_ULPS * f64::EPSILON * self.y[i].abs();
             *xi = self.y[i];
         }
-        change
+        (change, still)
     }
 }
 
@@ -618,7 +627,7 @@ impl Engine for Cpu<'_> {
                     cpu.apply(state, input);
                 }
                 integrate_to(cpu, &mut t, ii)?;
-                let change = cpu.take_change(&mut x);
+                let (change, still) = cpu.take_change(&mut x);
                 // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
                 let rho = (change / prev_change).min(0.999_999);
                 let remaining = if cycle == 0 {
@@ -633,7 +642,7 @@ impl Engine for Cpu<'_> {
                 } else {
                     0
                 };
-                if change == 0.0 || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3 {
+                if still || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3 {
                     return Ok(());
                 }
             }
@@ -658,7 +667,8 @@ impl Engine for Cpu<'_> {
                 cpu.restart(&x);
                 cpu.sys.rates[state] = rate;
                 integrate_to(cpu, &mut 0.0, span)?;
-                if cpu.take_change(&mut x) <= SS_NOISE {
+                let (change, still) = cpu.take_change(&mut x);
+                if change <= SS_NOISE || still {
                     return Ok(());
                 }
                 span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
@@ -855,4 +865,33 @@ pub fn run_program(
         stats: cpu.stats,
         outputs: cpu.outputs,
     }
+}
+
+/// The steady state an arm starts from when a dose line is at steady state
+/// ([`crate::dosing::DoseLine::steady_state`]): from the model's initial state (`params`
+/// bound), the steady state of `dose` into `state` repeated every `ii` forever, found by the
+/// same iterations as SS = 1 on a record. Returns the model states at the dose time, the
+/// inputs of the earlier doses still due at or after it (relative times ≥ 0; an infusion
+/// already running counts from 0) and the work it took.
+pub fn steady_state_start(
+    model: &CompiledModel,
+    params: &[f64],
+    state: usize,
+    dose: &crate::dosing::ResolvedDose,
+    ii: f64,
+    solver: &SolverOptions,
+) -> Result<(Vec<f64>, Vec<TimedInput>, Stats), Status> {
+    let d = Dose {
+        state,
+        amount: dose.amount,
+        lag: dose.lag,
+        rate: if dose.bolus { 0.0 } else { dose.rate },
+        duration: if dose.bolus { 0.0 } else { dose.duration },
+    };
+    let (window, tail) = d.steady_state_inputs(ii);
+    let mut cpu = Cpu::new(model, solver, 0);
+    cpu.set_params(params);
+    cpu.reset();
+    cpu.steady_state(1, ii, &window)?;
+    Ok((cpu.y[..model.n_states()].to_vec(), tail, cpu.stats))
 }

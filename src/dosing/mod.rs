@@ -36,6 +36,23 @@ pub struct DoseLine {
     pub interval: f64,
     pub count: u32,
     pub administration: Administration,
+    /// The first dose is given at steady state (NONMEM's SS = 1): at `start` the state is the
+    /// steady state of this line's dose repeated every `interval` forever before it, with the
+    /// inputs of those earlier doses that reach past `start` (a long infusion, a lag longer
+    /// than the interval) still to come. The line must start at 0 (the arm starts at steady
+    /// state), and a regimen has at most one such line.
+    pub steady_state: bool,
+}
+
+/// A dose resolved for a subject: the amount after scaling and bioavailability, the lag, and
+/// for an infusion its rate and duration (`duration` 0: a bolus, or an infusion of nothing).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResolvedDose {
+    pub amount: f64,
+    pub lag: f64,
+    pub rate: f64,
+    pub duration: f64,
+    pub bolus: bool,
 }
 
 /// An arm's regimen: several dose lines (e.g. a loading dose then maintenance).
@@ -131,6 +148,17 @@ impl Regimen {
             if l.count > 1 && !(l.interval.is_finite() && l.interval > 0.0) {
                 return err("repeated doses need an interval > 0");
             }
+            if l.steady_state {
+                if !(l.interval.is_finite() && l.interval > 0.0) {
+                    return err("a steady-state line needs an interval > 0 (every = …)");
+                }
+                if l.start != 0.0 {
+                    return err("a steady-state line starts at 0: the arm starts at steady state");
+                }
+                if self.lines[..i].iter().any(|o| o.steady_state) {
+                    return err("only one dose line can be at steady state");
+                }
+            }
             match l.administration {
                 Administration::InfusionRate(r) if !(r.is_finite() && r > 0.0) => {
                     return err("infusion rate must be > 0")
@@ -179,13 +207,7 @@ impl Regimen {
                 dose_events(line, nominal, amount_scale, &d, &mut events)?;
             }
         }
-        // Stable sort by time; at equal times infusion ends first.
-        events.sort_by(|a, b| {
-            a.time.total_cmp(&b.time).then_with(|| {
-                let rank = |e: &DoseEvent| matches!(e.kind, EventKind::InfusionEnd { .. }) as u8;
-                rank(b).cmp(&rank(a))
-            })
-        });
+        sort_events(&mut events);
         let (dose_times, last_interval) = self.nominal_times();
         Ok(Schedule {
             events,
@@ -232,6 +254,74 @@ impl Schedule {
 
 /// The events of one administration of `line` at nominal time `nominal`, with the subject's
 /// dosing values `d` for the line's state.
+/// Events sorted by time, stably; at equal times infusion ends first.
+pub fn sort_events(events: &mut [DoseEvent]) {
+    events.sort_by(|a, b| {
+        a.time.total_cmp(&b.time).then_with(|| {
+            let rank = |e: &DoseEvent| matches!(e.kind, EventKind::InfusionEnd { .. }) as u8;
+            rank(b).cmp(&rank(a))
+        })
+    });
+}
+
+impl DoseLine {
+    /// This line's dose for a subject: `amount_scale` multiplies the amount, `d` holds the
+    /// subject's lag, bioavailability and modelled rate/duration for the receiving state.
+    pub fn resolve(&self, amount_scale: f64, d: &StateDosing) -> Result<ResolvedDose, DosingError> {
+        if !(d.lag.is_finite() && d.lag >= 0.0) {
+            return Err(DosingError(format!(
+                "lag time {} is not a finite number ≥ 0",
+                d.lag
+            )));
+        }
+        let f = d.bioavailability;
+        if !(f.is_finite() && f >= 0.0) {
+            return Err(DosingError(format!(
+                "bioavailability {f} is not a finite number ≥ 0"
+            )));
+        }
+        let amount = self.amount * amount_scale * f;
+        if !(amount.is_finite() && amount >= 0.0) {
+            return Err(DosingError(format!(
+                "dose amount {amount} is not a finite number ≥ 0"
+            )));
+        }
+        let infusion = |rate: f64, duration: f64| -> Result<ResolvedDose, DosingError> {
+            if !(rate.is_finite() && rate > 0.0 && duration.is_finite() && duration >= 0.0) {
+                return Err(DosingError(format!(
+                    "infusion with rate {rate} and duration {duration} is not valid"
+                )));
+            }
+            Ok(ResolvedDose {
+                amount,
+                lag: d.lag,
+                rate,
+                duration,
+                bolus: false,
+            })
+        };
+        match self.administration {
+            Administration::Bolus => Ok(ResolvedDose {
+                amount,
+                lag: d.lag,
+                rate: 0.0,
+                duration: 0.0,
+                bolus: true,
+            }),
+            Administration::InfusionRate(rate) => infusion(rate, amount / rate),
+            Administration::InfusionDuration(dur) => infusion(amount / dur, dur),
+            Administration::Modelled => match (d.rate, d.duration) {
+                (Some(rate), _) => infusion(rate, amount / rate),
+                (None, Some(dur)) if dur > 0.0 => infusion(amount / dur, dur),
+                _ => Err(DosingError(
+                    "a modelled infusion needs rate(..) or dur(..) > 0 declared in the model"
+                        .into(),
+                )),
+            },
+        }
+    }
+}
+
 fn dose_events(
     line: &DoseLine,
     nominal: f64,
@@ -239,63 +329,25 @@ fn dose_events(
     d: &StateDosing,
     events: &mut Vec<DoseEvent>,
 ) -> Result<(), DosingError> {
-    if !(d.lag.is_finite() && d.lag >= 0.0) {
-        return Err(DosingError(format!(
-            "lag time {} is not a finite number ≥ 0",
-            d.lag
-        )));
-    }
-    let f = d.bioavailability;
-    if !(f.is_finite() && f >= 0.0) {
-        return Err(DosingError(format!(
-            "bioavailability {f} is not a finite number ≥ 0"
-        )));
-    }
-    let amount = line.amount * amount_scale * f;
-    if !(amount.is_finite() && amount >= 0.0) {
-        return Err(DosingError(format!(
-            "dose amount {amount} is not a finite number ≥ 0"
-        )));
-    }
-    let t = nominal + d.lag;
-    let mut infusion = |rate: f64, duration: f64| -> Result<(), DosingError> {
-        if !(rate.is_finite() && rate > 0.0 && duration.is_finite() && duration >= 0.0) {
-            return Err(DosingError(format!(
-                "infusion with rate {rate} and duration {duration} is not valid"
-            )));
-        }
-        if duration > 0.0 {
-            events.push(DoseEvent {
-                time: t,
-                state: line.state,
-                kind: EventKind::InfusionStart { rate },
-            });
-            events.push(DoseEvent {
-                time: t + duration,
-                state: line.state,
-                kind: EventKind::InfusionEnd { rate },
-            });
-        }
-        Ok(())
-    };
-    match line.administration {
-        Administration::Bolus => events.push(DoseEvent {
+    let r = line.resolve(amount_scale, d)?;
+    let t = nominal + r.lag;
+    if r.bolus {
+        events.push(DoseEvent {
             time: t,
             state: line.state,
-            kind: EventKind::Bolus { amount },
-        }),
-        Administration::InfusionRate(rate) => infusion(rate, amount / rate)?,
-        Administration::InfusionDuration(dur) => infusion(amount / dur, dur)?,
-        Administration::Modelled => match (d.rate, d.duration) {
-            (Some(rate), _) => infusion(rate, amount / rate)?,
-            (None, Some(dur)) if dur > 0.0 => infusion(amount / dur, dur)?,
-            _ => {
-                return Err(DosingError(
-                    "a modelled infusion needs rate(..) or dur(..) > 0 declared in the model"
-                        .into(),
-                ))
-            }
-        },
+            kind: EventKind::Bolus { amount: r.amount },
+        });
+    } else if r.duration > 0.0 {
+        events.push(DoseEvent {
+            time: t,
+            state: line.state,
+            kind: EventKind::InfusionStart { rate: r.rate },
+        });
+        events.push(DoseEvent {
+            time: t + r.duration,
+            state: line.state,
+            kind: EventKind::InfusionEnd { rate: r.rate },
+        });
     }
     Ok(())
 }
@@ -306,6 +358,7 @@ mod tests {
 
     fn line(admin: Administration) -> DoseLine {
         DoseLine {
+            steady_state: false,
             state: 0,
             amount: 100.0,
             start: 0.0,

@@ -19,14 +19,16 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
-use crate::backend::records::{simulate_records, simulate_records_with, RecordsOutcome};
+use crate::backend::records::{record_program, Program, RecordsOutcome};
 use crate::backend::Backend;
 use crate::output::DatasetWriter;
 use crate::population::SampledChunk;
 use crate::solver::Status;
 
-use super::resolve::{BackendChoice, DataDesign, ParamSource, Trial};
-use super::run::{provenance, run_plan, ArmSummary, RunOptions, RunPlan, RunReport};
+use super::resolve::{DataDesign, ParamSource, Trial};
+use super::run::{
+    provenance, run_plan, select_backend, ArmSummary, RunOptions, RunPlan, RunReport,
+};
 
 /// Virtual subjects per part by default: dataset subjects often have tens of records each.
 const DEFAULT_CHUNK: usize = 4096;
@@ -82,7 +84,13 @@ struct Chunk {
     outcomes: Vec<RecordsOutcome>,
 }
 
-fn simulate_chunk(trial: &Trial, data: &DataDesign, first: u64, n: usize) -> Chunk {
+fn simulate_chunk(
+    trial: &Trial,
+    data: &DataDesign,
+    first: u64,
+    n: usize,
+    backend: &mut dyn Backend,
+) -> Result<Chunk, String> {
     let ids = data.dataset.subjects.len() as u64;
     let subject_of = |k: usize| &data.dataset.subjects[((first + k as u64) % ids) as usize];
     let mut scratch = SampledChunk::default();
@@ -116,17 +124,19 @@ fn simulate_chunk(trial: &Trial, data: &DataDesign, first: u64, n: usize) -> Chu
         .collect();
     let solver = &trial.arms[0].plan.solver;
     let time_varying = trial.population.as_ref().filter(|_| !data.given.is_empty());
-    let outcomes = (0..n)
+    // Each virtual subject's records as a program (the semantics, on the host), then the
+    // backend integrates them all.
+    let programs: Vec<Program> = (0..n)
         .into_par_iter()
         .map(|k| {
             let base: Vec<f64> = params.iter().map(|c| c[k]).collect();
             let Some(pop) = time_varying else {
-                return simulate_records(
+                return record_program(
                     &trial.compiled,
                     &base,
                     &data.binding,
                     subject_of(k),
-                    solver,
+                    &mut |_, _| {},
                 );
             };
             // Covariates given by the dataset change from record to record (last observation
@@ -161,22 +171,25 @@ fn simulate_chunk(trial: &Trial, data: &DataDesign, first: u64, n: usize) -> Chu
                     }
                 }
             };
-            simulate_records_with(
+            record_program(
                 &trial.compiled,
                 &base,
                 &data.binding,
                 subject_of(k),
-                solver,
                 &mut update,
             )
         })
         .collect();
-    Chunk {
+    let refs: Vec<&Program> = programs.iter().collect();
+    let outcomes = backend
+        .run_records(&refs, solver)
+        .map_err(|e| e.to_string())?;
+    Ok(Chunk {
         first,
         covariates: scratch.covariates,
         params,
         outcomes,
-    }
+    })
 }
 
 /// The rows of a chunk: one per record of every virtual subject.
@@ -304,28 +317,16 @@ fn encode(
     RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
 }
 
-/// Runs a `[data]` trial on the CPU f64 reference (the GPU kernels do not process dataset
-/// records).
+/// Runs a `[data]` trial: the records' semantics are resolved on the host into programs
+/// (`crate::backend::records`), which the chosen backend integrates (the CPU f64 reference,
+/// or the WGSL and CUDA records kernels).
 pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> {
     let start = Instant::now();
     let data = trial
         .data
         .as_ref()
         .ok_or_else(|| "the trial has no [data] section".to_string())?;
-    let reason = match opts.backend.unwrap_or(trial.backend) {
-        BackendChoice::Cpu => "requested".to_string(),
-        BackendChoice::Auto => {
-            "auto: dataset records run on the CPU f64 reference (NONMEM semantics)".into()
-        }
-        BackendChoice::Wgpu | BackendChoice::Cuda => {
-            return Err(
-                "the GPU backends are not available for a [data] trial: dataset records (SS, \
-                 resets, time-varying covariates) run on the CPU reference; use backend = \
-                 \"cpu\" or \"auto\""
-                    .into(),
-            )
-        }
-    };
+    let (mut backend, reason) = select_backend(trial, opts.backend.unwrap_or(trial.backend))?;
     if opts.subjects.is_some_and(|s| s != trial.subjects) {
         return Err(format!(
             "a [data] trial simulates the dataset's {} subjects × {} replicates = {} subjects; \
@@ -335,7 +336,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
             trial.subjects
         ));
     }
-    let info = crate::backend::cpu::CpuBackend::new(Arc::new(trial.compiled.clone())).info();
+    let info = backend.info();
     let subjects = trial.subjects;
     let RunPlan {
         chunk,
@@ -373,7 +374,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         let first = c * chunk;
         let n = (subjects - first).min(chunk) as usize;
         let t0 = Instant::now();
-        let sim = simulate_chunk(trial, data, first, n);
+        let sim = simulate_chunk(trial, data, first, n, backend.as_mut())?;
         integrate += t0.elapsed();
         let t1 = Instant::now();
         let batch = encode(trial, data, &schema, &sim)?;

@@ -25,6 +25,7 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
         return Err(format!("{} doses need an interval: add every = …", d.count));
     }
     let line = DoseLine {
+        steady_state: d.steady_state,
         state,
         amount: d.amount,
         start: d.start,
@@ -43,10 +44,11 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
 /// The dose records of a one-subject NONMEM-format dataset as regimen lines: each dose record
 /// (EVID 1) becomes a line of ADDL + 1 doses every II, a bolus (RATE 0), an infusion at RATE
 /// (RATE > 0; bioavailability changes its duration) or a modelled infusion (RATE −1 with
-/// `rate(state)`, RATE −2 with `dur(state)` declared in the model). Observation and other-type
-/// records are ignored (the trial's metrics and profile settings apply). Steady-state doses,
-/// resets and columns that would set model parameters over time are refused with the record's
-/// line: they need `vpop simulate --data`.
+/// `rate(state)`, RATE −2 with `dur(state)` declared in the model); a steady-state dose
+/// (SS = 1) at time 0 makes its line start the arm at steady state. Observation and
+/// other-type records are ignored (the trial's metrics and profile settings apply). Other
+/// steady-state doses, resets and columns that would set model parameters over time are
+/// refused with the record's line: they need a `[data]` trial (or `vpop simulate --data`).
 pub fn record_lines(
     model: &Model,
     ds: &crate::dosing::nonmem::Dataset,
@@ -79,7 +81,7 @@ pub fn record_lines(
                 return Err(at(
                     r.line,
                     format!(
-                        "column {} would set model parameter '{name}': time-varying parameters need `vpop simulate --data`; in a trial, parameters come from the population",
+                        "column {} would set model parameter '{name}': time-varying parameters need a [data] trial or `vpop simulate --data`; in an arm, parameters come from the population",
                         name.to_ascii_uppercase()
                     ),
                 ));
@@ -90,15 +92,16 @@ pub fn record_lines(
             Evid::Reset | Evid::ResetDose => {
                 return Err(at(
                     r.line,
-                    "EVID 3/4 (reset) records are not supported in an arm's regimen yet; use `vpop simulate --data`".into(),
+                    "EVID 3/4 (reset) records are not supported in an arm's regimen yet; use a [data] trial or `vpop simulate --data`".into(),
                 ))
             }
             Evid::Dose => {}
         }
-        if r.ss != 0 {
+        let steady_state = r.ss == 1;
+        if r.ss == 2 || (steady_state && (r.time != 0.0 || r.ii <= 0.0)) {
             return Err(at(
                 r.line,
-                "steady-state (SS) doses are not supported in an arm's regimen yet; use `vpop simulate --data`".into(),
+                "in an arm's regimen a steady-state dose is SS = 1 at TIME 0 with II > 0 (the arm starts at steady state); other steady-state records need a [data] trial or `vpop simulate --data`".into(),
             ));
         }
         let state = r.cmt as usize - 1;
@@ -144,10 +147,15 @@ pub fn record_lines(
             Administration::Bolus
         };
         lines.push(DoseLine {
+            steady_state,
             state,
             amount: r.amt,
             start: r.time,
-            interval: if r.addl > 0 { r.ii } else { 0.0 },
+            interval: if r.addl > 0 || steady_state {
+                r.ii
+            } else {
+                0.0
+            },
             count: r.addl + 1,
             administration,
         });

@@ -113,6 +113,9 @@ pub struct DoseSpec {
     /// Scale the amount by this covariate (e.g. "wt" for mg/kg dosing).
     #[serde(default)]
     pub per: Option<String>,
+    /// The first dose is given at steady state (the arm starts at steady state; NONMEM SS = 1).
+    #[serde(default)]
+    pub steady_state: bool,
 }
 
 fn one() -> u32 {

@@ -43,6 +43,7 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
         regimen: Regimen {
             lines: vec![
                 DoseLine {
+                    steady_state: false,
                     state: 0,
                     amount: 100.0,
                     start: 0.0,
@@ -51,6 +52,7 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
                     administration: Administration::Bolus,
                 },
                 DoseLine {
+                    steady_state: false,
                     state: 0,
                     amount: 50.0,
                     start: 6.0,

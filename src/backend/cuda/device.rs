@@ -8,9 +8,11 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKe
 use sha2::{Digest, Sha256};
 
 use super::host::{Host, Job, Launcher, Real, Written, BLOCK};
+use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::Precision;
 use crate::backend::{ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput};
 use crate::model::CompiledModel;
+use crate::solver::SolverOptions;
 
 fn failed(m: impl std::fmt::Display) -> BackendError {
     BackendError::Failed(format!("cuda: {m}"))
@@ -54,7 +56,10 @@ impl Launcher for Device {
         let d_scale = st.clone_htod(job.scale).map_err(e)?;
         let d_arm = st.clone_htod(job.arm).map_err(e)?;
         let mut d_metrics = st.alloc_zeros::<T>(job.metrics_len).map_err(e)?;
-        let mut d_counters = st.alloc_zeros::<u32>(job.counters_len).map_err(e)?;
+        let mut d_counters = match job.counters_in {
+            Some(c) => st.clone_htod(c).map_err(e)?,
+            None => st.alloc_zeros::<u32>(job.counters_len).map_err(e)?,
+        };
         let mut d_prof = st.alloc_zeros::<T>(job.profiles_len).map_err(e)?;
         let cfg = LaunchConfig {
             grid_dim: ((job.n as u32).div_ceil(BLOCK), 1, 1),
@@ -164,5 +169,13 @@ impl Backend for CudaBackend {
         out: &mut ChunkOutput,
     ) -> Result<(), BackendError> {
         self.host.run_chunk(arm, input, out)
+    }
+
+    fn run_records(
+        &mut self,
+        programs: &[&Program],
+        solver: &SolverOptions,
+    ) -> Result<Vec<RecordsOutcome>, BackendError> {
+        self.host.run_records(programs, solver)
     }
 }

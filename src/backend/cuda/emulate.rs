@@ -26,10 +26,12 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::host::{Host, Job, Launcher, Meta, Real, Written, BLOCK};
+use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::{
     ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
 };
 use crate::model::CompiledModel;
+use crate::solver::SolverOptions;
 
 /// Host definitions of the CUDA the kernel uses; opens the namespace the kernel goes in.
 pub const HOST_PRELUDE: &str = include_str!("../../../kernels/host_prelude.h");
@@ -350,7 +352,10 @@ impl Launcher for Emulator {
         let f = T::emulated(&entry).ok_or_else(|| failed("a library of the other precision"))?;
         let n = u32::try_from(job.n).map_err(|_| failed("too many subjects for one launch"))?;
         let mut metrics = vec![T::default(); job.metrics_len];
-        let mut counters = vec![0u32; job.counters_len];
+        let mut counters = match job.counters_in {
+            Some(c) => c.to_vec(),
+            None => vec![0u32; job.counters_len],
+        };
         let mut profiles = vec![T::default(); job.profiles_len];
         let grid = n.div_ceil(BLOCK);
         // As many parts as threads, each a range of whole blocks.
@@ -422,6 +427,14 @@ impl Backend for EmulatedCuda {
         out: &mut ChunkOutput,
     ) -> Result<(), BackendError> {
         self.host.run_chunk(arm, input, out)
+    }
+
+    fn run_records(
+        &mut self,
+        programs: &[&Program],
+        solver: &SolverOptions,
+    ) -> Result<Vec<RecordsOutcome>, BackendError> {
+        self.host.run_records(programs, solver)
     }
 }
 

@@ -9,10 +9,15 @@ use std::time::Duration;
 
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
-use super::kernel::{integrate_source, COUNTERS};
-use crate::backend::gpu::{arm_data, prepare_chunk, take_counters, take_values, KernelSizes};
+use super::kernel::{integrate_source, records_source, COUNTERS};
+use crate::backend::gpu::{
+    arm_data, prepare_chunk, records_data, take_counters, take_records, take_values, KernelSizes,
+    INDEX_STRIDE,
+};
+use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
 use crate::model::CompiledModel;
+use crate::solver::SolverOptions;
 
 /// Threads per block of every launch.
 pub(super) const BLOCK: u32 = 128;
@@ -109,6 +114,9 @@ pub(super) struct Job<'a, T> {
     /// Lengths of the buffers the kernel writes (each at least 1).
     pub metrics_len: usize,
     pub counters_len: usize,
+    /// What the counters buffer holds before the launch (zeros when `None`): the records
+    /// kernel reads each subject's index there.
+    pub counters_in: Option<&'a [u32]>,
     pub profiles_len: usize,
 }
 
@@ -224,6 +232,7 @@ impl<L: Launcher> Host<L> {
             meta,
             metrics_len: (z.nm * n).max(1),
             counters_len: COUNTERS * n,
+            counters_in: None,
             profiles_len: (z.no * n * nt).max(1),
         };
         let w = self.launcher.launch(&job)?;
@@ -231,5 +240,125 @@ impl<L: Launcher> Host<L> {
         take_counters(out, &w.counters, COUNTERS, 0);
         take_values(out, &w.metrics, &w.profiles, n, 0, T::to);
         Ok(())
+    }
+}
+
+impl<L: Launcher> Host<L> {
+    /// Runs record programs on the records kernel, in batches that keep every offset and
+    /// every integer the kernel reads from its values exact.
+    pub fn run_records(
+        &mut self,
+        programs: &[&Program],
+        solver: &SolverOptions,
+    ) -> Result<Vec<RecordsOutcome>, BackendError> {
+        if programs.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.precision == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
+            return Err(self.failed(format!(
+                "rtol {} is below what f32 resolves; use precision = \"f64\"",
+                solver.rtol
+            )));
+        }
+        let mut outcomes = Vec::with_capacity(programs.len());
+        let mut start = 0;
+        while start < programs.len() {
+            // At most 2^20 subjects and 2^22 instructions, records and parameter sets per
+            // launch (a subject larger than that gets a launch of its own).
+            let mut end = start;
+            let (mut instrs, mut rows, mut sets) = (0usize, 0usize, 0usize);
+            while end < programs.len() && end - start < 1 << 20 {
+                let p = programs[end];
+                let i = p.ops.len() + p.ops.iter().map(window_len).sum::<usize>();
+                if end > start
+                    && (instrs + i > 1 << 22
+                        || rows + p.n_records > 1 << 22
+                        || sets + p.params.len() > 1 << 22)
+                {
+                    break;
+                }
+                instrs += i;
+                rows += p.n_records;
+                sets += p.params.len();
+                end += 1;
+            }
+            let part = match self.precision {
+                Precision::F32 => self.run_records_batch::<f32>(&programs[start..end], solver)?,
+                Precision::F64 => self.run_records_batch::<f64>(&programs[start..end], solver)?,
+            };
+            outcomes.extend(part);
+            start = end;
+        }
+        Ok(outcomes)
+    }
+
+    fn run_records_batch<T: Real>(
+        &mut self,
+        programs: &[&Program],
+        solver: &SolverOptions,
+    ) -> Result<Vec<RecordsOutcome>, BackendError> {
+        let progs = &self.model.programs;
+        let n = programs.len();
+        let z = KernelSizes::new(progs, 0);
+        let src = records_source(progs, solver.method, T::PRECISION).map_err(|e| self.failed(e))?;
+        let data = records_data(programs, z.np).map_err(|e| self.failed(e))?;
+        let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|x| T::of(*x)).collect() };
+        let params = cast(&data.params);
+        let prog = cast(&data.prog);
+        let s = solver;
+        let meta = Meta::<T> {
+            n: n as u32,
+            n_admin: 0,
+            n_fixed: 0,
+            n_times: 0,
+            wants_extrema: 0,
+            max_steps: s.max_steps.min(u64::from(u32::MAX)) as u32,
+            off_fixed: 0,
+            off_times: 0,
+            off_metrics: 0,
+            pad0: 0,
+            rtol: T::of(s.rtol),
+            atol: T::of(s.atol),
+            dt: T::of(s.dt.unwrap_or(0.0)),
+            h_max: T::of(s.h_max.min(1e30)),
+            h_min_rel: T::of(s.h_min_rel),
+            end_time: T::of(0.0),
+            trough: T::of(-1.0),
+            eps: T::of(T::EPS),
+            snap: T::of(T::SNAP),
+        };
+        let job = Job {
+            src: &src,
+            n,
+            params: &params,
+            scale: &[T::default()],
+            arm: &prog,
+            meta,
+            metrics_len: (z.no * data.rows).max(1),
+            counters_len: COUNTERS * n,
+            counters_in: Some(&data.index),
+            // Steady-state scratch (kernels/records_driver.cu SCRATCH).
+            profiles_len: (z.ny() + 2 * z.ns) * n,
+        };
+        let w = self.launcher.launch(&job)?;
+        Ok(take_records(
+            programs,
+            &data,
+            &w.metrics,
+            &w.counters,
+            COUNTERS,
+            progs.n_outputs,
+            T::to,
+        ))
+    }
+}
+
+// The records kernel reads its index where it writes its counters.
+const _: () = assert!(INDEX_STRIDE == COUNTERS);
+
+fn window_len(op: &Op) -> usize {
+    match op {
+        Op::SteadyState(_, _, w) => w.len(),
+        _ => 0,
     }
 }

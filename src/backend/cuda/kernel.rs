@@ -15,6 +15,10 @@ use super::codegen;
 
 /// The integrator template.
 pub const INTEGRATE_CU: &str = include_str!("../../../kernels/integrate.cu");
+/// Its driver through an arm's dosing schedule.
+pub const ARM_DRIVER_CU: &str = include_str!("../../../kernels/arm_driver.cu");
+/// Its driver through a dataset subject's record program.
+pub const RECORDS_DRIVER_CU: &str = include_str!("../../../kernels/records_driver.cu");
 
 /// Counters written per subject: status, accepted, rejected, rhs evaluations, Jacobians.
 pub const COUNTERS: usize = 5;
@@ -86,6 +90,22 @@ pub fn integrate_source(
     metrics: &[MetricSpec],
     p: Precision,
 ) -> Result<String, String> {
+    source(m, method, metrics, p, false)
+}
+
+/// The full CUDA C source of the records kernel `integrate` (a dataset subject's record
+/// program, see `crate::backend::records::Program`), in precision `p`.
+pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
+    source(m, method, &[], p, true)
+}
+
+fn source(
+    m: &ModelPrograms,
+    method: Method,
+    metrics: &[MetricSpec],
+    p: Precision,
+    records: bool,
+) -> Result<String, String> {
     if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
         return Err(format!(
             "metric {} reads output {} of a model with {}",
@@ -96,7 +116,7 @@ pub fn integrate_source(
     let ny = z.ny();
     let sizes = format!(
         "#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NY {}\n#define NM {}\n\
-         #define NM1 {}\n#define NS4 {}\n#define NOS {}\n",
+         #define NM1 {}\n#define NS4 {}\n#define NOS {}\n#define OBSERVE {}\n",
         z.ns,
         z.np,
         z.np.max(1),
@@ -106,6 +126,7 @@ pub fn integrate_source(
         z.nm.max(1),
         (4 * m.n_states).max(1),
         (z.no * z.ns).max(1),
+        u8::from(!records),
     );
     let step = step_code(method, Lang::Cuda, ny);
     let real = match p {
@@ -132,9 +153,15 @@ pub fn integrate_source(
         })
         .collect();
     let sizes = format!("{sizes}{}\n", consts.join("\n"));
+    let driver = if records {
+        RECORDS_DRIVER_CU
+    } else {
+        ARM_DRIVER_CU
+    };
     codegen_fill(
         INTEGRATE_CU,
         &[
+            ("DRIVER", driver),
             ("REAL", real),
             ("SIZES", &sizes),
             ("TABLEAUS", TABLEAUS_CUH),

@@ -15,9 +15,20 @@ use super::codegen;
 
 /// The integrator template.
 pub const INTEGRATE_WGSL: &str = include_str!("../../../shaders/integrate.wgsl");
+/// Its driver through an arm's dosing schedule.
+pub const ARM_DRIVER_WGSL: &str = include_str!("../../../shaders/arm_driver.wgsl");
+/// Its driver through a dataset subject's record program.
+pub const RECORDS_DRIVER_WGSL: &str = include_str!("../../../shaders/records_driver.wgsl");
 
-/// Counters kept per subject between segments.
+/// Counters kept per subject between dispatches by the arm driver.
 pub const CARRY_U: usize = 8;
+/// … and by the records driver.
+pub const RECORDS_CARRY_U: usize = 13;
+
+/// Floating-point values the records driver keeps per subject between dispatches.
+pub fn records_carry_f(z: &KernelSizes) -> usize {
+    2 * z.ny() + 3 * z.ns + 7
+}
 
 /// Machine epsilon and the end-of-segment snap of each precision (as in the CUDA kernel).
 fn eps_snap(p: Precision) -> (f64, f64) {
@@ -35,18 +46,33 @@ pub fn integrate_source(
     n_metrics: usize,
     p: Precision,
 ) -> Result<String, String> {
+    source(m, method, n_metrics, p, false)
+}
+
+/// The full WGSL source of the records kernel (a dataset subject's record program, see
+/// `crate::backend::records::Program`) in precision `p`.
+pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
+    source(m, method, 0, p, true)
+}
+
+fn source(
+    m: &ModelPrograms,
+    method: Method,
+    n_metrics: usize,
+    p: Precision,
+    records: bool,
+) -> Result<String, String> {
     let z = KernelSizes::new(m, n_metrics);
     let ny = z.ny();
+    let (driver, cw, cu) = if records {
+        (RECORDS_DRIVER_WGSL, records_carry_f(&z), RECORDS_CARRY_U)
+    } else {
+        (ARM_DRIVER_WGSL, z.carry_f(), CARRY_U)
+    };
     let sizes = format!(
         "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NY: u32 = {}u;\n\
          const NM: u32 = {}u;\nconst CW: u32 = {}u;\nconst CU: u32 = {}u;\n",
-        z.ns,
-        z.np,
-        z.no,
-        ny,
-        z.nm,
-        z.carry_f(),
-        CARRY_U
+        z.ns, z.np, z.no, ny, z.nm, cw, cu
     );
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions(m, p);
@@ -61,7 +87,7 @@ pub fn integrate_source(
         codegen::literal(snap, p),
         codegen::literal(root_rtol, p)
     );
-    let template = codegen::retype(INTEGRATE_WGSL, p);
+    let template = codegen::retype(&INTEGRATE_WGSL.replace("{{DRIVER}}", driver), p);
     let step = StepCode {
         decls: codegen::retype(&step.decls, p),
         code: codegen::retype(&step.code, p),

@@ -407,13 +407,20 @@ mod integrate {
     use sha2::{Digest, Sha256};
     use wgpu::util::DeviceExt;
 
-    use super::kernel::{arm_data, integrate_source, KernelSizes, CARRY_U};
+    use super::kernel::{
+        arm_data, integrate_source, records_carry_f, records_source, KernelSizes, CARRY_U,
+        RECORDS_CARRY_U,
+    };
     use super::{Gpu, Real};
-    use crate::backend::gpu::{prepare_chunk, take_counters, take_values};
+    use crate::backend::gpu::{
+        prepare_chunk, records_data, take_counters, take_records, take_values, INSTR_STRIDE,
+    };
+    use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
         ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
     };
     use crate::model::CompiledModel;
+    use crate::solver::SolverOptions;
 
     /// The kernel's uniform block, `struct Meta` in shaders/integrate.wgsl: twelve u32 (n,
     /// n_admin, n_fixed, n_times, first_dispatch, wants_extrema, max_steps, off_fixed,
@@ -475,13 +482,75 @@ mod integrate {
         (steps as u32, stops as u32)
     }
 
+    /// Steps and instructions (or steady-state rounds) per dispatch and subject of the records
+    /// kernel.
+    fn records_budgets(
+        software: bool,
+        method: crate::solver::Method,
+        z: &KernelSizes,
+        programs: &[&Program],
+    ) -> (u32, u32) {
+        if !software {
+            return (GPU_STEP_BUDGET, GPU_STOP_BUDGET);
+        }
+        let (ns, no, ny) = (z.ns, z.no, z.ny());
+        let stages = crate::backend::stepgen::stages(method) + 1;
+        let per_step =
+            stages * (3 * ny + 2 * ns + 2 * no + ns * ns + no * ns) + ns * ns * ns + 6 * ny;
+        let window = programs
+            .iter()
+            .flat_map(|p| &p.ops)
+            .map(|op| match op {
+                Op::SteadyState(_, _, w) => w.len(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let rows = programs.iter().map(|p| p.n_records).max().unwrap_or(0);
+        let per_round = 4 * window + 12 * (ny + ns) + z.np + no + 32;
+        let fixed_cost = rows * no + 8 * (ny + ns) + z.np + 64;
+        let avail = SOFTWARE_LOOP_ITERATIONS.saturating_sub(fixed_cost).max(1);
+        let rounds = (avail / 4 / per_round).clamp(1, 64);
+        let steps = ((avail - (rounds * per_round).min(avail)) / per_step).max(1);
+        (steps as u32, rounds as u32)
+    }
+
+    /// Every binding the records kernel uses (shaders/records_driver.wgsl): parameter sets,
+    /// program, carry, counters, outputs, `Meta`, suspended count, index.
+    fn records_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+        let buffer = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
+        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("records"),
+            entries: &[
+                buffer(0, storage(true)),
+                buffer(2, storage(true)),
+                buffer(3, storage(false)),
+                buffer(4, storage(false)),
+                buffer(5, storage(false)),
+                buffer(7, wgpu::BufferBindingType::Uniform),
+                buffer(8, storage(false)),
+                buffer(9, storage(true)),
+            ],
+        })
+    }
+
     /// The WGSL backend: one invocation per subject on a wgpu adapter, in f32, or in f64 on
     /// an adapter with `SHADER_F64`.
     pub struct WgpuBackend {
         gpu: Gpu,
         model: Arc<CompiledModel>,
         precision: Precision,
-        pipelines: HashMap<[u8; 32], wgpu::ComputePipeline>,
+        pipelines: HashMap<[u8; 32], (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
         /// Overrides the per-dispatch budgets (steps, stopping points).
         budget_override: Option<(u32, u32)>,
     }
@@ -535,10 +604,15 @@ mod integrate {
             &self.gpu.info
         }
 
-        /// The compiled kernel for a source, cached by the source's SHA-256. The source is
-        /// checked with naga first, so that an error in generated model code names the model
-        /// statement it came from.
-        fn pipeline(&mut self, src: &str) -> Result<wgpu::ComputePipeline, BackendError> {
+        /// The compiled kernel for a source and its bind group layout, cached by the source's
+        /// SHA-256. The source is checked with naga first, so that an error in generated model
+        /// code names the model statement it came from. `explicit`: the layout of every
+        /// binding the records kernel has, used or not (else derived from the shader).
+        fn pipeline(
+            &mut self,
+            src: &str,
+            explicit: bool,
+        ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout), BackendError> {
             let key: [u8; 32] = Sha256::digest(src.as_bytes()).into();
             if let Some(p) = self.pipelines.get(&key) {
                 return Ok(p.clone());
@@ -551,9 +625,17 @@ mod integrate {
                 label: Some("integrate"),
                 source: wgpu::ShaderSource::Wgsl(src.into()),
             });
+            let layout = explicit.then(|| records_layout(device));
+            let pipeline_layout = layout.as_ref().map(|l| {
+                device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some("records"),
+                    bind_group_layouts: &[Some(l)],
+                    immediate_size: 0,
+                })
+            });
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some("integrate"),
-                layout: None,
+                layout: pipeline_layout.as_ref(),
                 module: &module,
                 entry_point: Some("main"),
                 compilation_options: Default::default(),
@@ -562,8 +644,10 @@ mod integrate {
             if let Some(e) = pollster::block_on(scope.pop()) {
                 return Err(failed(format!("kernel does not compile: {e}")));
             }
-            self.pipelines.insert(key, pipeline.clone());
-            Ok(pipeline)
+            let layout = layout.unwrap_or_else(|| pipeline.get_bind_group_layout(0));
+            self.pipelines
+                .insert(key, (pipeline.clone(), layout.clone()));
+            Ok((pipeline, layout))
         }
 
         /// Subjects per dispatch within the adapter's buffer limits.
@@ -582,10 +666,228 @@ mod integrate {
             by_limit.clamp(1, 1 << 22) as usize
         }
 
+        /// Dispatches `pipeline` over `n` subjects until none is suspended: `buffers` at their
+        /// bindings, binding 7 the `Meta` block `meta(first dispatch)` gives, 8 the count of
+        /// suspended subjects.
+        fn dispatch(
+            &self,
+            pipeline: &wgpu::ComputePipeline,
+            layout: &wgpu::BindGroupLayout,
+            buffers: &[(u32, &wgpu::Buffer)],
+            n: usize,
+            meta: impl Fn(bool) -> Vec<u8>,
+        ) -> Result<(), BackendError> {
+            let device = &self.gpu.device;
+            let queue = &self.gpu.queue;
+            let b_pending = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("pending"),
+                size: 4,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let groups = (n as u32).div_ceil(64).max(1);
+            let max_dim = device.limits().max_compute_workgroups_per_dimension;
+            let (gx, gy) = if groups <= max_dim {
+                (groups, 1)
+            } else {
+                let y = groups.div_ceil(max_dim);
+                (groups.div_ceil(y), y)
+            };
+            let mut first = true;
+            loop {
+                let b_meta = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("meta"),
+                    contents: &meta(first),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+                let entries: Vec<wgpu::BindGroupEntry> = buffers
+                    .iter()
+                    .copied()
+                    .chain([(7, &b_meta), (8, &b_pending)])
+                    .map(|(binding, b)| wgpu::BindGroupEntry {
+                        binding,
+                        resource: b.as_entire_binding(),
+                    })
+                    .collect();
+                let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout,
+                    entries: &entries,
+                });
+                queue.write_buffer(&b_pending, 0, bytemuck::bytes_of(&0u32));
+                let mut enc =
+                    device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
+                queue.submit([enc.finish()]);
+                first = false;
+                let pending: Vec<u32> = self.gpu.read(&b_pending)?;
+                if pending[0] == 0 {
+                    return Ok(());
+                }
+            }
+        }
+
+        /// Programs split into batches whose buffers fit the adapter's limits.
+        fn records_batches<'p>(
+            &self,
+            programs: &'p [&'p Program],
+            z: &KernelSizes,
+            bytes: u64,
+        ) -> Vec<&'p [&'p Program]> {
+            let lim = self.gpu.device.limits();
+            let max_binding = lim
+                .max_storage_buffer_binding_size
+                .min(lim.max_buffer_size)
+                .max(4);
+            let max_values = (max_binding / bytes) as usize;
+            let per_subject =
+                (records_carry_f(z) * bytes as usize).max(RECORDS_CARRY_U * 4) / bytes as usize;
+            let (mut batches, mut start) = (Vec::new(), 0);
+            let (mut prog, mut params, mut rows) = (0usize, 0usize, 0usize);
+            for (i, p) in programs.iter().enumerate() {
+                let instrs: usize = p
+                    .ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::SteadyState(_, _, w) => 1 + w.len(),
+                        _ => 1,
+                    })
+                    .sum();
+                let (dp, dq, dr) = (
+                    instrs * INSTR_STRIDE,
+                    p.params.len() * z.np,
+                    p.n_records * z.no,
+                );
+                let subjects = i - start + 1;
+                let full = prog + dp > max_values
+                    || params + dq > max_values
+                    || rows + dr > max_values
+                    || subjects * per_subject > max_values
+                    || subjects > 1 << 22;
+                if full && i > start {
+                    batches.push(&programs[start..i]);
+                    start = i;
+                    (prog, params, rows) = (0, 0, 0);
+                }
+                prog += dp;
+                params += dq;
+                rows += dr;
+            }
+            batches.push(&programs[start..]);
+            batches
+        }
+
+        fn run_records_batch<T: Real>(
+            &mut self,
+            (pipeline, layout): &(wgpu::ComputePipeline, wgpu::BindGroupLayout),
+            programs: &[&Program],
+            z: &KernelSizes,
+            solver: &SolverOptions,
+        ) -> Result<Vec<RecordsOutcome>, BackendError> {
+            let device = &self.gpu.device;
+            let n = programs.len();
+            let data = records_data(programs, z.np).map_err(failed)?;
+            let init = |label: &str, bytes: &[u8]| {
+                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+            };
+            let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|x| T::of(*x)).collect() };
+            let b_params = init("params", bytemuck::cast_slice(&cast(&data.params)));
+            let b_prog = init("program", bytemuck::cast_slice(&cast(&data.prog)));
+            let b_index = init("index", bytemuck::cast_slice(&data.index));
+            let real = std::mem::size_of::<T>();
+            let rw = |label: &str, words: usize, bytes: usize| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: (bytes * words.max(1)) as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })
+            };
+            let b_carry = rw("carry", records_carry_f(z) * n, real);
+            let b_carry_u = rw("carry_u", RECORDS_CARRY_U * n, 4);
+            let b_out = rw("outputs", z.no * data.rows, real);
+            let software = self.gpu.info.device_type == "Cpu";
+            let (step_budget, stop_budget) = self
+                .budget_override
+                .unwrap_or_else(|| records_budgets(software, solver.method, z, programs));
+            let s = solver;
+            let buffers = [
+                (0, &b_params),
+                (2, &b_prog),
+                (3, &b_carry),
+                (4, &b_carry_u),
+                (5, &b_out),
+                (9, &b_index),
+            ];
+            self.dispatch(pipeline, layout, &buffers, n, |first| {
+                meta_bytes::<T>(
+                    [
+                        n as u32,
+                        0,
+                        0,
+                        0,
+                        first as u32,
+                        0,
+                        s.max_steps.min(u64::from(u32::MAX)) as u32,
+                        0,
+                        0,
+                        0,
+                        step_budget,
+                        stop_budget,
+                    ],
+                    [
+                        s.rtol,
+                        s.atol,
+                        s.dt.unwrap_or(0.0),
+                        s.h_max.min(T::MAX),
+                        s.h_min_rel,
+                        0.0,
+                        0.0,
+                        0.0,
+                    ],
+                )
+            })?;
+            let outputs: Vec<T> = self.gpu.read(&b_out)?;
+            let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
+            if let Some(i) = counters
+                .chunks_exact(RECORDS_CARRY_U)
+                .position(|c| c[0] == CUT_SHORT)
+            {
+                return Err(failed(format!(
+                    "adapter '{}' cut the kernel's loops short (subject {i} of a batch): its \
+                     loop limit is below this model's dispatch budget",
+                    self.gpu.info.name,
+                )));
+            }
+            Ok(take_records(
+                programs,
+                &data,
+                &outputs,
+                &counters,
+                RECORDS_CARRY_U,
+                self.model.programs.n_outputs,
+                T::to,
+            ))
+        }
+
         #[allow(clippy::too_many_arguments)]
         fn run_batch<T: Real>(
             &mut self,
-            pipeline: &wgpu::ComputePipeline,
+            (pipeline, layout): &(wgpu::ComputePipeline, wgpu::BindGroupLayout),
             arm: &ArmPlan,
             ad: &crate::backend::gpu::ArmData,
             z: &KernelSizes,
@@ -595,7 +897,6 @@ mod integrate {
             out: &mut ChunkOutput,
         ) -> Result<(), BackendError> {
             let device = &self.gpu.device;
-            let queue = &self.gpu.queue;
             let nt = ad.n_times;
             let mut params = vec![T::default(); (z.np * n).max(1)];
             for (p, col) in input.params.iter().enumerate() {
@@ -631,37 +932,23 @@ mod integrate {
             let b_carry_u = rw("carry_u", CARRY_U * n, 4);
             let b_metrics = rw("metrics", z.nm * n, real);
             let b_prof = rw("profiles", z.no * n * nt, real);
-            let b_pending = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("pending"),
-                size: 4,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
             let software = self.gpu.info.device_type == "Cpu";
             let (step_budget, stop_budget) = self
                 .budget_override
                 .unwrap_or_else(|| budgets(software, s.method, z, ad, arm));
-            let groups = (n as u32).div_ceil(64).max(1);
-            let max_dim = device.limits().max_compute_workgroups_per_dimension;
-            let (gx, gy) = if groups <= max_dim {
-                (groups, 1)
-            } else {
-                let y = groups.div_ceil(max_dim);
-                (groups.div_ceil(y), y)
-            };
-            let layout = pipeline.get_bind_group_layout(0);
-            let mut dispatch = 0u64;
             let t0 = std::time::Instant::now();
-            loop {
-                let meta = meta_bytes::<T>(
+            let buffers = [
+                &b_params, &b_scale, &b_arm, &b_carry, &b_carry_u, &b_metrics, &b_prof,
+            ];
+            let buffers: Vec<(u32, &wgpu::Buffer)> = (0..).zip(buffers).collect();
+            self.dispatch(pipeline, layout, &buffers, n, |first| {
+                meta_bytes::<T>(
                     [
                         n as u32,
                         ad.n_admin as u32,
                         ad.n_fixed as u32,
                         nt as u32,
-                        (dispatch == 0) as u32,
+                        first as u32,
                         ad.wants_extrema as u32,
                         s.max_steps.min(u64::from(u32::MAX)) as u32,
                         ad.off_fixed as u32,
@@ -680,48 +967,8 @@ mod integrate {
                         ad.trough,
                         0.0,
                     ],
-                );
-                let b_meta = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("meta"),
-                    contents: &meta,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-                let buffers = [
-                    &b_params, &b_scale, &b_arm, &b_carry, &b_carry_u, &b_metrics, &b_prof,
-                    &b_meta, &b_pending,
-                ];
-                let entries: Vec<wgpu::BindGroupEntry> = buffers
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| wgpu::BindGroupEntry {
-                        binding: i as u32,
-                        resource: b.as_entire_binding(),
-                    })
-                    .collect();
-                let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &layout,
-                    entries: &entries,
-                });
-                queue.write_buffer(&b_pending, 0, bytemuck::bytes_of(&0u32));
-                let mut enc =
-                    device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes: None,
-                    });
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(gx, gy, 1);
-                }
-                queue.submit([enc.finish()]);
-                dispatch += 1;
-                let pending: Vec<u32> = self.gpu.read(&b_pending)?;
-                if pending[0] == 0 {
-                    break;
-                }
-            }
+                )
+            })?;
             out.kernel_time += t0.elapsed();
             let metrics: Vec<T> = self.gpu.read(&b_metrics)?;
             let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
@@ -778,7 +1025,7 @@ mod integrate {
             let p = self.precision;
             let src =
                 integrate_source(progs, arm.solver.method, arm.metrics.len(), p).map_err(failed)?;
-            let pipeline = self.pipeline(&src)?;
+            let pipeline = self.pipeline(&src, false)?;
             let ad = arm_data(arm);
             let z = KernelSizes::new(progs, arm.metrics.len());
             let bytes = match p {
@@ -800,6 +1047,45 @@ mod integrate {
                 s0 += len;
             }
             Ok(())
+        }
+
+        fn run_records(
+            &mut self,
+            programs: &[&Program],
+            solver: &SolverOptions,
+        ) -> Result<Vec<RecordsOutcome>, BackendError> {
+            if programs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let model = self.model.clone();
+            let progs = &model.programs;
+            let p = self.precision;
+            if p == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
+                return Err(failed(format!(
+                    "rtol {} is below what f32 resolves; use rtol ≥ 1e-7, or precision = \"f64\"",
+                    solver.rtol
+                )));
+            }
+            let src = records_source(progs, solver.method, p).map_err(failed)?;
+            let pipeline = self.pipeline(&src, true)?;
+            let z = KernelSizes::new(progs, 0);
+            let bytes = match p {
+                Precision::F32 => 4,
+                Precision::F64 => 8,
+            };
+            let mut outcomes = Vec::with_capacity(programs.len());
+            for batch in self.records_batches(programs, &z, bytes) {
+                let part = match p {
+                    Precision::F32 => {
+                        self.run_records_batch::<f32>(&pipeline, batch, &z, solver)?
+                    }
+                    Precision::F64 => {
+                        self.run_records_batch::<f64>(&pipeline, batch, &z, solver)?
+                    }
+                };
+                outcomes.extend(part);
+            }
+            Ok(outcomes)
         }
     }
 }

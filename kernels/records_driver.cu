@@ -1,0 +1,283 @@
+// The records driver of kernels/integrate.cu: one dataset subject's records, run as the
+// program src/backend/records.rs writes for it (`Program`), as shaders/records_driver.wgsl
+// does (see there for the instruction set) but without dispatch budgets: a thread runs its
+// subject to the end. As there, the program is a resumable machine that stops where it needs
+// an integration; here the thread then integrates and goes on, so that the integrator is
+// inlined at one call site only (which keeps the kernel within its registers). Every event time, amount, rate, lag and bioavailability is resolved on
+// the host; this driver integrates between events, applies inputs, resets, switches parameter
+// sets, writes each record's outputs and finds steady states by the same iterations as the
+// CPU reference (`Cpu::steady_state`, `Cpu::steady_infusion`).
+//
+// The kernel keeps the arm kernel's signature: `params` holds the parameter sets, `arm` the
+// instructions (four values each), `metrics_out` the records' outputs (NO per record),
+// `counters` comes in holding each subject's index (first instruction, instructions, first
+// parameter set, first output row, records) and goes out holding its counters (status,
+// accepted, rejected, right-hand sides, Jacobians), and `profiles` is each thread's scratch
+// for steady states (SCRATCH values: the iterate, and the state and inputs put aside), in
+// global memory so that the integration keeps its registers.
+
+// Steady states as in src/backend/records.rs.
+#define SS_FRACTION ((real)0.01)
+#define SS_NOISE ((real)10)
+#define SS_ULPS ((real)16)
+#define SS_MAX_CYCLES 100000u
+#define SS_INFUSION_DOUBLINGS 80u
+#define SS_INFUSION_SPAN_MAX ((real)1e12)
+#define SCRATCH (NY + 2 * NS)
+
+struct Rec : Sub {
+    const real* psets;
+    // ss_x: the steady-state iterate; save_y, save_rates: the state and inputs put aside.
+    real* ss_x;
+    real* save_y;
+    real* save_rates;
+    real t_cur, save_t, prev_change, span;
+    // The integration the machine waits for: from want_t0 to want_t1.
+    real want_t0, want_t1;
+    unsigned ip, wi, phase, cycle, stalled;
+    // Every state changed by round-off only in the last take_change.
+    bool ss_still;
+
+    FI void load_params(unsigned k) {
+        #pragma unroll
+        for (int p = 0; p < NP; p++) q[p] = psets[(size_t)k * NP + p];
+    }
+
+    FI bool fail(unsigned st) {
+        status = st;
+        return false;
+    }
+
+    // Whether the time is t1 (times this close are the same time, as on the CPU reference);
+    // if not, the machine waits for an integration from t0 to t1 (and then comes back here).
+    FI bool at(real t0, real t1) {
+        if (t1 <= t_cur) return true;
+        t_cur = t0;
+        if (t1 - t0 <= fmax((real)1e-13, (real)8 * m->eps) * fmax(fabs(t1), (real)1)) {
+            t_cur = fmax(t0, t1);
+            return true;
+        }
+        want_t0 = t0;
+        want_t1 = t1;
+        return false;
+    }
+
+    // y[s] or rates[s] for the run-time s, as predicated updates.
+    FI void apply_input(unsigned op, unsigned s, real v) {
+        #pragma unroll
+        for (int j = 0; j < NS; j++) {
+            if ((unsigned)j != s) continue;
+            if (op == 2u) {
+                y[j] += v;
+            } else {
+                rates[j] += v;
+                if (fabs(rates[j]) <= (real)1e-12 * fabs(v)) rates[j] = 0;
+            }
+        }
+    }
+
+    FI void reset_states() {
+        real zero[NS], y0[NS];
+        #pragma unroll
+        for (int j = 0; j < NS; j++) zero[j] = 0;
+        model_init((real)0, zero, q, y0);
+        #pragma unroll
+        for (int j = 0; j < NS; j++) { y[j] = y0[j]; rates[j] = 0; }
+        #pragma unroll
+        for (int k = 0; k < NO; k++) y[NS + k] = 0;
+        h_prop = 0;
+    }
+
+    // A steady-state round starts from the model states ss_x at time 0 with no inputs.
+    FI void restart() {
+        #pragma unroll
+        for (int j = 0; j < NS; j++) { y[j] = ss_x[j]; rates[j] = 0; }
+        #pragma unroll
+        for (int k = 0; k < NO; k++) y[NS + k] = 0;
+        t_cur = 0;
+        wi = 0;
+    }
+
+    // The largest change of the model states from ss_x in units of the tolerance (and
+    // ss_still); ss_x takes them.
+    FI real take_change() {
+        real change = 0;
+        ss_still = true;
+        #pragma unroll
+        for (int j = 0; j < NS; j++) {
+            const real w = m->atol + m->rtol * fabs(y[j]);
+            const real d = fabs(y[j] - ss_x[j]);
+            change = fmax(change, d / w);
+            ss_still = ss_still && d <= SS_ULPS * m->eps * fabs(y[j]);
+            ss_x[j] = y[j];
+        }
+        return change;
+    }
+
+    FI void isolate() {
+        #pragma unroll
+        for (int j = 0; j < NY; j++) save_y[j] = y[j];
+        #pragma unroll
+        for (int j = 0; j < NS; j++) save_rates[j] = rates[j];
+        save_t = t_cur;
+    }
+
+    // Back from the scratch rounds: the model states set to (mode 1) or increased by (mode 2)
+    // ss_x.
+    FI void settle(unsigned mode) {
+        #pragma unroll
+        for (int j = 0; j < NY; j++) y[j] = save_y[j];
+        #pragma unroll
+        for (int j = 0; j < NS; j++) {
+            rates[j] = save_rates[j];
+            y[j] = mode == 1u ? ss_x[j] : y[j] + ss_x[j];
+        }
+        t_cur = save_t;
+        phase = 0;
+    }
+
+    // The window's inputs `w` (n of them) repeated every ii to steady state; false while the
+    // machine waits (or failed), true when the steady state is reached.
+    FI bool steady_state(const real* w, unsigned mode, real ii, unsigned n) {
+        if (phase == 0u) {
+            isolate();
+            #pragma unroll
+            for (int j = 0; j < NS; j++) ss_x[j] = mode == 1u ? y[j] : (real)0;
+            prev_change = BIG;
+            cycle = 0;
+            stalled = 0;
+            phase = 1;
+            restart();
+        }
+        for (;;) {
+            while (wi < n) {
+                const real* in = w + 4 * wi;
+                if (!at(t_cur, fmax(in[3], t_cur))) return false;
+                apply_input((unsigned)in[0], (unsigned)in[1], in[2]);
+                wi++;
+            }
+            if (!at(t_cur, ii)) return false;
+            const real change = take_change();
+            // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
+            const real rho = fmin(change / prev_change, (real)0.999999);
+            const real remaining = cycle > 0 ? change * rho / ((real)1 - rho) : BIG;
+            prev_change = change;
+            stalled = (change <= SS_NOISE && rho >= (real)0.9) ? stalled + 1 : 0;
+            if (ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3) {
+                settle(mode);
+                return true;
+            }
+            if (++cycle >= SS_MAX_CYCLES) return fail(1u);
+            restart();
+        }
+    }
+
+    // A constant input `rate` into state s to steady state: spans doubling from 1 until a span
+    // changes nothing.
+    FI bool steady_infusion(unsigned s, real rate) {
+        if (phase == 0u) {
+            isolate();
+            #pragma unroll
+            for (int j = 0; j < NS; j++) ss_x[j] = y[j];
+            span = 1;
+            cycle = 0;
+            phase = 2;
+            restart();
+            apply_input(3u, s, rate);
+        }
+        for (;;) {
+            if (!at(t_cur, span)) return false;
+            if (take_change() <= SS_NOISE || ss_still) {
+                settle(1u);
+                return true;
+            }
+            if (++cycle >= SS_INFUSION_DOUBLINGS) return fail(1u);
+            span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
+            restart();
+            apply_input(3u, s, rate);
+        }
+    }
+
+    // Runs the program from instruction ip; true when the machine waits for an integration,
+    // false at the end or on a failure.
+    FI bool step(const real* prog, unsigned len, real* out) {
+        for (; ip < len; ip++) {
+            const real* in = prog + 4 * ip;
+            const unsigned op = (unsigned)in[0];
+            const real a = in[1], b = in[2], c = in[3];
+            if (op == 0u) {
+                t_cur = a;
+            } else if (op == 1u) {
+                if (!at(a, b)) return true;
+            } else if (op == 2u || op == 3u) {
+                apply_input(op, (unsigned)a, b);
+                if (!all_finite(y)) return fail(3u);
+            } else if (op == 4u) {
+                reset_states();
+            } else if (op == 5u) {
+                load_params((unsigned)a);
+            } else if (op == 6u) {
+                real v[NO];
+                outs(b, y, v);
+                real* row = out + (size_t)(unsigned)a * NO;
+                #pragma unroll
+                for (int k = 0; k < NO; k++) row[k] = v[k];
+            } else if (op == 7u) {
+                if (!steady_state(in + 4, (unsigned)a, b, (unsigned)c)) return status == 0u;
+                ip += (unsigned)c;
+            } else if (op == 8u) {
+                if (!steady_infusion((unsigned)a, b)) return status == 0u;
+            } else {
+                return fail((unsigned)a);
+            }
+        }
+        return false;
+    }
+
+    FI void run(const real* prog, unsigned len, real* out) {
+        ip = 0;
+        phase = 0;
+        while (step(prog, len, out)) {
+            // The one place the integrator is inlined.
+            const unsigned st = integrate(want_t0, want_t1);
+            if (st != 0u) { status = st; return; }
+            t_cur = want_t1;
+            if (!all_finite(y)) { status = 3u; return; }
+        }
+    }
+};
+
+extern "C" __global__ void integrate(const real* __restrict__ params, const real* __restrict__ scale,
+                                     const real* __restrict__ arm, const __grid_constant__ Meta meta,
+                                     real* __restrict__ metrics_out, unsigned* __restrict__ counters,
+                                     real* __restrict__ profiles) {
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= meta.n) return;
+    unsigned* c = counters + (size_t)i * 5;
+    const unsigned first = c[0], len = c[1], pset = c[2], row = c[3], rows = c[4];
+    Rec S;
+    S.m = &meta;
+    S.arm = arm;
+    S.profiles = profiles;
+    S.sid = i;
+    S.psets = params + (size_t)pset * NP;
+    S.ss_x = profiles + (size_t)i * SCRATCH;
+    S.save_y = S.ss_x + NS;
+    S.save_rates = S.save_y + NY;
+    real* out = metrics_out + (size_t)row * NO;
+    for (unsigned j = 0; j < rows; j++) {
+        #pragma unroll
+        for (int k = 0; k < NO; k++) out[(size_t)j * NO + k] = nan("");
+    }
+    #pragma unroll
+    for (int j = 0; j < NY; j++) S.y[j] = 0;
+    #pragma unroll
+    for (int j = 0; j < NS; j++) S.rates[j] = 0;
+    S.t_cur = 0;
+    S.h_prop = 0;
+    S.err_prev = (real)1e-4;
+    S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;
+    S.load_params(0);
+    S.run(arm + (size_t)first * 4, len, out);
+    c[0] = S.status; c[1] = S.n_acc; c[2] = S.n_rej; c[3] = S.n_rhs; c[4] = S.n_jac;
+}

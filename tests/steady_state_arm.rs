@@ -1,0 +1,177 @@
+//! Arms that start at steady state (`steady_state = true` on a dose line, or SS = 1 at time 0
+//! in an arm's records), on the CPU reference, against closed forms of a one-compartment IV
+//! model: a bolus and an infusion longer than the dosing interval (whose previous infusion is
+//! still running at the start). The GPU arm kernels refuse such arms with a clear error.
+
+use std::sync::Arc;
+
+use vpop::backend::cpu::{simulate_arm_subject, CpuBackend};
+use vpop::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput};
+use vpop::dosing::{Administration, DoseLine, Regimen};
+use vpop::metrics::{Metric, MetricSpec};
+use vpop::model::{library, CompiledModel, Model};
+use vpop::solver::{Integrator, Method, SolverOptions, Status};
+
+const CL: f64 = 5.0;
+const V: f64 = 50.0;
+const II: f64 = 12.0;
+const DOSE: f64 = 100.0;
+
+fn model() -> (Model, CompiledModel) {
+    let lm = library::get("one_cmt_iv").unwrap();
+    let m = Model::parse(lm.name, lm.source).unwrap();
+    let c = CompiledModel::new(&m);
+    (m, c)
+}
+
+fn arm(administration: Administration, metrics: &[&str]) -> ArmPlan {
+    ArmPlan {
+        name: "ss".into(),
+        regimen: Regimen {
+            lines: vec![DoseLine {
+                state: 0,
+                amount: DOSE,
+                start: 0.0,
+                interval: II,
+                count: 1,
+                administration,
+                steady_state: true,
+            }],
+        },
+        metrics: metrics
+            .iter()
+            .map(|x| MetricSpec::new(0, "cp", Metric::parse(x).unwrap()))
+            .collect(),
+        end: II,
+        sample_times: Vec::new(),
+        solver: SolverOptions {
+            method: Method::Tsit5,
+            rtol: 1e-10,
+            atol: 1e-12,
+            ..Default::default()
+        },
+        occasions: Vec::new(),
+    }
+}
+
+fn simulate(arm: &ArmPlan) -> Vec<f64> {
+    let (_, c) = model();
+    let mut integ = Integrator::new(arm.solver.method, 2);
+    let out = simulate_arm_subject(&c, &[CL, V], 1.0, arm, &mut integ);
+    assert_eq!(out.status, Status::Ok);
+    assert!(out.stats.accepted > 0);
+    out.metrics
+}
+
+fn close(got: f64, want: f64, rel: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= rel * want.abs(),
+        "{what}: {got} vs {want} (rel {:.2e})",
+        (got - want).abs() / want.abs()
+    );
+}
+
+/// A bolus every 12 h at steady state: AUC over the interval is D/CL, the concentration
+/// starts at D/V/(1 − r) and falls to D/V·r/(1 − r), r = exp(−12·CL/V).
+#[test]
+fn a_bolus_at_steady_state_matches_the_closed_form() {
+    let m = simulate(&arm(
+        Administration::Bolus,
+        &["auc", "cmax", "cmin", "at(5)"],
+    ));
+    let k = CL / V;
+    let r = (-k * II).exp();
+    close(m[0], DOSE / CL, 1e-8, "AUC over the interval");
+    close(m[1], DOSE / V / (1.0 - r), 1e-8, "Cmax");
+    close(m[2], DOSE / V * r / (1.0 - r), 1e-8, "Cmin");
+    close(m[3], DOSE / V * (-k * 5.0).exp() / (1.0 - r), 1e-8, "C(5)");
+}
+
+/// An 18-hour infusion every 12 h at steady state: at the start the previous infusion is
+/// still running (until 6 h); AUC over the interval is still D/CL (mass balance), and the
+/// concentration is the superposition of every earlier infusion.
+#[test]
+fn an_infusion_longer_than_the_interval_matches_the_closed_form() {
+    let dur = 18.0;
+    let m = simulate(&arm(
+        Administration::InfusionDuration(dur),
+        &["auc", "at(3)", "at(9)", "cmax", "cmin"],
+    ));
+    let k = CL / V;
+    let rate = DOSE / dur;
+    // One infusion from s to s + dur, seen at t.
+    let one = |s: f64, t: f64| -> f64 {
+        if t <= s {
+            return 0.0;
+        }
+        let e = (s + dur).min(t);
+        rate / CL * ((-k * (t - e)).exp() - (-k * (t - s)).exp())
+    };
+    let c = |t: f64| (0..4000).map(|j| one(-(j as f64) * II, t)).sum::<f64>();
+    close(m[0], DOSE / CL, 1e-8, "AUC over the interval");
+    close(m[1], c(3.0), 1e-8, "C(3)");
+    close(m[2], c(9.0), 1e-8, "C(9)");
+    // The rate drops at 6 h (the previous infusion ends): the peak is there.
+    close(m[3], c(6.0), 1e-8, "Cmax");
+    close(m[4], c(0.0).min(c(12.0)), 1e-8, "Cmin");
+}
+
+/// A steady-state line in an arm's records (SS = 1 at time 0) is the same arm as the line.
+#[test]
+fn records_with_ss_start_the_arm_at_steady_state() {
+    let (m, _) = model();
+    let dir = std::env::temp_dir().join(format!("vpop-ss-arm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("ss.csv");
+    std::fs::write(
+        &csv,
+        "ID,TIME,EVID,AMT,CMT,SS,II,ADDL\n1,0,1,100,1,1,12,2\n",
+    )
+    .unwrap();
+    let ds = vpop::dosing::nonmem::Dataset::load(&csv).unwrap();
+    let lines = vpop::trial::regimen::record_lines(&m, &ds).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].steady_state);
+    assert_eq!((lines[0].interval, lines[0].count), (12.0, 3));
+    // Refused: SS = 1 later than the start, and SS = 2.
+    for bad in [
+        "ID,TIME,EVID,AMT,CMT,SS,II\n1,0,1,100,1,0,0\n1,24,1,100,1,1,12\n",
+        "ID,TIME,EVID,AMT,CMT,SS,II\n1,0,1,100,1,2,12\n",
+    ] {
+        std::fs::write(&csv, bad).unwrap();
+        let ds = vpop::dosing::nonmem::Dataset::load(&csv).unwrap();
+        let e = vpop::trial::regimen::record_lines(&m, &ds).unwrap_err();
+        assert!(e.message.contains("SS = 1 at TIME 0"), "{}", e.message);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The GPU arm kernels refuse an arm that starts at steady state (the CPU reference runs it).
+#[test]
+fn gpu_kernels_refuse_a_steady_state_start() {
+    let (_, c) = model();
+    let c = Arc::new(c);
+    let a = arm(Administration::Bolus, &["auc"]);
+    let params = vec![vec![CL], vec![V]];
+    let input = ChunkInput {
+        first_subject: 0,
+        n: 1,
+        params: &params,
+        amount_scale: None,
+        occasion_params: &[],
+    };
+    let mut out = ChunkOutput::default();
+    CpuBackend::new(c.clone())
+        .run_chunk(&a, &input, &mut out)
+        .unwrap();
+    close(out.metrics[0][0], DOSE / CL, 1e-8, "AUC on the CPU backend");
+    let mut gpu = a.clone();
+    gpu.solver.rtol = 1e-6;
+    match vpop::backend::wgpu::WgpuBackend::new(c, vpop::backend::Precision::F32) {
+        Ok(mut b) => {
+            let e = b.run_chunk(&gpu, &input, &mut out).unwrap_err().to_string();
+            assert!(e.contains("steady state") && e.contains("cpu"), "{e}");
+        }
+        Err(e) => println!("SKIPPED: {e}"),
+    }
+}
