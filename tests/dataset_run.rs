@@ -353,3 +353,40 @@ fn the_wgpu_records_kernel_matches_the_closed_form() {
         );
     }
 }
+
+/// `vpop bench` on a dataset trial: the record programs on the CPU and on wgpu (SKIPPED
+/// without an adapter), the outputs on every record against the tight CPU reference.
+#[test]
+fn bench_runs_a_dataset_trial_on_every_backend() {
+    use vpop::trial::bench::{run_bench, BenchOptions, Target};
+    let (_dir, t) = setup("bench", SPEC);
+    let opts = BenchOptions {
+        subjects: 120,
+        cpu_subjects: 60,
+        targets: vec![Target::Cpu, Target::Wgpu(vpop::backend::Precision::F32)],
+        rtol: Some(1e-6),
+        ..Default::default()
+    };
+    let rep = run_bench(&t.unwrap(), &opts, &mut |_| {}).unwrap();
+    assert!(rep.reference.contains("every record"), "{}", rep.reference);
+    assert_eq!(rep.rows[0].backend, "cpu (f64)");
+    for r in &rep.rows {
+        println!(
+            "{}: {} subjects, max rel. error {:.2e}",
+            r.backend, r.subjects, r.max_rel_metrics
+        );
+        assert_eq!(r.failed, 0);
+        assert_eq!(r.status_mismatches, 0);
+        assert!(
+            r.max_rel_metrics < 1e-4,
+            "{}: {}",
+            r.backend,
+            r.max_rel_metrics
+        );
+        assert!(r.steps_per_subject > 0.0);
+    }
+    match rep.rows.get(1) {
+        Some(r) => assert_eq!(r.subjects, 120),
+        None => println!("SKIPPED: {}", rep.skipped[0].reason),
+    }
+}

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context};
 
-use crate::backend::cpu::{simulate_subject, SubjectPlan};
+use crate::backend::cpu::simulate_arm_subject;
+use crate::backend::ArmPlan;
 use crate::dosing::{Regimen, StateDosing};
 use crate::metrics::{Metric, MetricSpec};
 use crate::model::CompiledModel;
@@ -27,7 +28,7 @@ pub struct SimulateArgs {
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
     /// A dosing line as comma-separated keys: amount, into, every, count, start, rate, duration,
-    /// modelled (repeatable).
+    /// modelled, steady_state (repeatable).
     #[arg(short = 'd', long = "dose", value_name = "KEY=VALUE,...")]
     pub doses: Vec<String>,
     /// End of the simulation.
@@ -267,24 +268,25 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         .transpose()?
         .unwrap_or_default();
 
-    let mut bound = compiled.bind(&params);
-    let dosing: Vec<StateDosing> = bound.state_dosing();
-    let schedule = regimen
+    regimen
+        .validate(model.states.len())
+        .map_err(|e| anyhow::anyhow!("dosing: {e}"))?;
+    let dosing: Vec<StateDosing> = compiled.bind(&params).state_dosing();
+    regimen
         .schedule(1.0, &dosing)
         .map_err(|e| anyhow::anyhow!("dosing: {e}"))?;
-    let mut y0 = vec![0.0; model.states.len()];
-    bound.initial_state(&mut y0);
-    let plan = SubjectPlan {
-        occasions: &[],
-        schedule: &schedule,
+    let arm = ArmPlan {
+        name: "simulate".into(),
+        regimen,
+        metrics: specs.clone(),
         end: args.end,
-        metrics: &specs,
-        sample_times: &times,
-        solver: &solver,
+        sample_times: times.clone(),
+        solver: solver.clone(),
+        occasions: Vec::new(),
     };
     let mut integrator = Integrator::new(method, model.states.len() + model.outputs.len());
-    let out = simulate_subject(bound, compiled.bind(&params), &y0, &plan, &mut integrator);
-
+    // The same path as a trial's subject (a steady-state start included).
+    let out = simulate_arm_subject(&compiled, &params, 1.0, &arm, &mut integrator);
     println!(
         "{} — {method}, rtol {:e}, atol {:e} — status {} — {} steps ({} rejected), {} RHS evaluations",
         model.name,

@@ -154,10 +154,8 @@ pub fn run_bench(
     opts: &BenchOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport, String> {
-    if trial.data.is_some() {
-        return Err(
-            "vpop bench runs arm trials; a [data] trial runs on the CPU reference only".into(),
-        );
+    if let Some(data) = &trial.data {
+        return run_bench_data(trial, data, opts, progress);
     }
     let mut plans: Vec<ArmPlan> = trial.arms.iter().map(|a| a.plan.clone()).collect();
     if let Some(rtol) = opts.rtol {
@@ -298,6 +296,162 @@ pub fn run_bench(
         reference: format!(
             "CPU f64, {} at rtol {:e}, first {n_ref} subjects of each arm",
             s.method.name(),
+            opts.reference_rtol
+        ),
+        rows,
+        skipped,
+        model_flops_per_rhs: trial.compiled.programs.rhs.flops()
+            + trial.compiled.programs.outputs.flops(),
+        model_transcendentals_per_rhs: trial.compiled.programs.rhs.transcendentals()
+            + trial.compiled.programs.outputs.transcendentals(),
+    })
+}
+
+/// `vpop bench` on a `[data]` trial: the virtual subjects' record programs (built before the
+/// clock starts, like sampling) on every backend, and the outputs on every record compared
+/// with the CPU f64 reference (both error columns of a row then describe those outputs).
+fn run_bench_data(
+    trial: &Trial,
+    data: &super::resolve::DataDesign,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport, String> {
+    use super::dataset::chunk_programs;
+    use crate::backend::records::{Program, RecordsOutcome};
+    let mut solver = trial.arms[0].plan.solver.clone();
+    if let Some(rtol) = opts.rtol {
+        solver.atol *= rtol / solver.rtol;
+        solver.rtol = rtol;
+    }
+    let mut tight = solver.clone();
+    tight.atol *= opts.reference_rtol / tight.rtol;
+    tight.rtol = opts.reference_rtol;
+    let n_ref = opts.cpu_subjects.min(opts.subjects).max(1) as usize;
+    let chunk = opts.chunk.max(n_ref);
+    let model = Arc::new(trial.compiled.clone());
+    let head = chunk_programs(trial, data, 0, n_ref).programs;
+    let head: Vec<&Program> = head.iter().collect();
+    let mut cpu = CpuBackend::new(model.clone());
+    let cpu_device = cpu.info().device;
+    progress(&format!(
+        "reference: CPU f64 at rtol {:e} on {n_ref} virtual subjects",
+        opts.reference_rtol
+    ));
+    let fail = |e: crate::backend::BackendError| e.to_string();
+    let reference = cpu.run_records(&head, &tight).map_err(fail)?;
+    let t0 = Instant::now();
+    let same = cpu.run_records(&head, &solver).map_err(fail)?;
+    let cpu_wall = t0.elapsed();
+    let row_of = |label: &str, device: &str, got: &[RecordsOutcome], wall: Duration| {
+        let mut row = BenchRow {
+            backend: label.into(),
+            device: device.into(),
+            subjects: got.len() as u64,
+            seconds: wall.as_secs_f64(),
+            kernel_seconds: None,
+            failed: got.iter().filter(|o| o.status as u8 != 0).count() as u64,
+            status_mismatches: 0,
+            max_rel_auc_cmax: 0.0,
+            max_rel_metrics: 0.0,
+            steps_per_subject: 0.0,
+            rhs_per_subject: 0.0,
+        };
+        let (mut steps, mut rhs) = (0u64, 0u64);
+        for o in got {
+            steps += o.stats.accepted + o.stats.rejected;
+            rhs += o.stats.rhs_evals;
+        }
+        row.steps_per_subject = steps as f64 / got.len().max(1) as f64;
+        row.rhs_per_subject = rhs as f64 / got.len().max(1) as f64;
+        let n_out = trial.compiled.n_outputs();
+        for k in 0..n_out {
+            let scale = reference
+                .iter()
+                .flat_map(|r| r.outputs[k].iter())
+                .map(|v| v.abs())
+                .fold(0.0, f64::max);
+            for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
+                if g.status != same[i].status {
+                    row.status_mismatches += u64::from(k == 0);
+                }
+                if g.status as u8 != 0 || r.status as u8 != 0 {
+                    continue;
+                }
+                for (gv, rv) in g.outputs[k].iter().zip(&r.outputs[k]) {
+                    let d = (gv - rv).abs();
+                    let floored = d / (rv.abs() + 1e-6 * scale).max(f64::MIN_POSITIVE);
+                    row.max_rel_metrics = max_nan(row.max_rel_metrics, floored);
+                }
+            }
+        }
+        row.max_rel_auc_cmax = row.max_rel_metrics;
+        row
+    };
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for &target in &opts.targets {
+        if target == Target::Cpu {
+            if opts.time_cpu {
+                let row = row_of("cpu (f64)", &cpu_device, &same, cpu_wall);
+                progress(&format_row(&row));
+                rows.push(row);
+            }
+            continue;
+        }
+        let made = match target {
+            Target::Cpu => unreachable!(),
+            Target::Wgpu(p) => wgpu_backend(model.clone(), p),
+            Target::Cuda(p) => cuda_backend(model.clone(), p),
+        };
+        let mut b = match made {
+            Ok((b, _)) => b,
+            Err(e) => {
+                progress(&format!("{}: skipped ({e})", target.label()));
+                skipped.push(Skipped {
+                    backend: target.label().into(),
+                    reason: e,
+                });
+                continue;
+            }
+        };
+        let info = b.info();
+        // Warm-up: kernels are compiled on first use.
+        b.run_records(&head[..head.len().min(256)], &solver)
+            .map_err(fail)?;
+        let mut wall = Duration::ZERO;
+        let (mut failed, mut first) = (0u64, Vec::new());
+        let mut c0 = 0u64;
+        while c0 < opts.subjects {
+            let n = (opts.subjects - c0).min(chunk as u64) as usize;
+            let programs = chunk_programs(trial, data, c0, n).programs;
+            let programs: Vec<&Program> = programs.iter().collect();
+            let t0 = Instant::now();
+            let outs = b.run_records(&programs, &solver).map_err(fail)?;
+            wall += t0.elapsed();
+            failed += outs.iter().filter(|o| o.status as u8 != 0).count() as u64;
+            if c0 == 0 {
+                first = outs;
+            }
+            c0 += n as u64;
+        }
+        first.truncate(n_ref);
+        let label = format!("{} ({})", target.label(), info.precision.name());
+        let mut row = row_of(&label, &info.device, &first, wall);
+        row.subjects = opts.subjects;
+        row.failed = failed;
+        progress(&format_row(&row));
+        rows.push(row);
+    }
+    Ok(BenchReport {
+        trial: trial.name.clone(),
+        arms: vec![trial.arms[0].plan.name.clone()],
+        method: solver.method.name().into(),
+        rtol: solver.rtol,
+        atol: solver.atol,
+        reference: format!(
+            "CPU f64, {} at rtol {:e}, first {n_ref} virtual subjects; errors are of the \
+             outputs on every record",
+            solver.method.name(),
             opts.reference_rtol
         ),
         rows,

@@ -84,6 +84,14 @@ struct Chunk {
     outcomes: Vec<RecordsOutcome>,
 }
 
+/// A chunk of virtual subjects as record programs, with their draws.
+pub(crate) struct ChunkPrograms {
+    pub covariates: Vec<Vec<f64>>,
+    /// `params[p][k]`: model parameter p of the chunk's subject k before any record sets it.
+    pub params: Vec<Vec<f64>>,
+    pub programs: Vec<Program>,
+}
+
 fn simulate_chunk(
     trial: &Trial,
     data: &DataDesign,
@@ -91,6 +99,27 @@ fn simulate_chunk(
     n: usize,
     backend: &mut dyn Backend,
 ) -> Result<Chunk, String> {
+    let c = chunk_programs(trial, data, first, n);
+    let refs: Vec<&Program> = c.programs.iter().collect();
+    let outcomes = backend
+        .run_records(&refs, &trial.arms[0].plan.solver)
+        .map_err(|e| e.to_string())?;
+    Ok(Chunk {
+        first,
+        covariates: c.covariates,
+        params: c.params,
+        outcomes,
+    })
+}
+
+/// Virtual subjects `first..first + n`: their draws, and each one's records as a program
+/// (the semantics, resolved on the host; a backend integrates them).
+pub(crate) fn chunk_programs(
+    trial: &Trial,
+    data: &DataDesign,
+    first: u64,
+    n: usize,
+) -> ChunkPrograms {
     let ids = data.dataset.subjects.len() as u64;
     let subject_of = |k: usize| &data.dataset.subjects[((first + k as u64) % ids) as usize];
     let mut scratch = SampledChunk::default();
@@ -122,7 +151,6 @@ fn simulate_chunk(
             ParamSource::Fixed(v) => vec![*v; n],
         })
         .collect();
-    let solver = &trial.arms[0].plan.solver;
     let time_varying = trial.population.as_ref().filter(|_| !data.given.is_empty());
     // Each virtual subject's records as a program (the semantics, on the host), then the
     // backend integrates them all.
@@ -180,16 +208,11 @@ fn simulate_chunk(
             )
         })
         .collect();
-    let refs: Vec<&Program> = programs.iter().collect();
-    let outcomes = backend
-        .run_records(&refs, solver)
-        .map_err(|e| e.to_string())?;
-    Ok(Chunk {
-        first,
+    ChunkPrograms {
         covariates: scratch.covariates,
         params,
-        outcomes,
-    })
+        programs,
+    }
 }
 
 /// The rows of a chunk: one per record of every virtual subject.

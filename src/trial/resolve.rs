@@ -511,6 +511,13 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 }
             }
         }
+        if regimen.lines.iter().filter(|l| l.steady_state).count() > 1 {
+            errors.push(src.error(
+                span_of(arm),
+                "only one dose line of an arm can be at steady state (`steady_state = true`, or \
+                 SS = 1 in its records)",
+            ));
+        }
         let mut occasions = Vec::new();
         if let Some(occ) = &a.occasions {
             let t = occ.get_ref();
