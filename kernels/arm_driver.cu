@@ -41,15 +41,174 @@ struct Arm : Sub {
         kind = dur > (real)0 ? 1u : 2u;
     }
 
+#if SS_START
+    // The arm starts at steady state (src/dosing DoseLine::steady_state): administration
+    // SS_ADMIN (nominal time 0) repeated every SS_II forever before 0. The doses of that
+    // line before 0 are administrations too ("tail" events: j = 1 … n_tail intervals before
+    // 0), of which only the inputs after 0 count; an infusion running at 0 starts at 0.
+    unsigned n_tail;
+
+    // The steady-state dose: its lag (start), duration, bolus amount or rate, state, and
+    // kind (0 bolus, 1 infusion, 2 nothing, 3 invalid).
+    FI void ss_dose(real& lag, real& dur, real& value, unsigned& state, unsigned& kind) {
+        real st, en;
+        admin_event(SS_ADMIN, st, en, value, state, kind);
+        lag = st;
+        dur = kind == 1u ? en - st : (real)0;
+    }
+
+    // The dose j intervals before 0, from 0 on.
+    FI void tail_event(unsigned j, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
+        real lag, dur;
+        ss_dose(lag, dur, value, state, kind);
+        const real a = lag - (real)j * SS_II;
+        start = a;
+        end_ = a + dur;
+        if (kind == 0u && !(a >= (real)0)) kind = 2u;
+        if (kind == 1u) {
+            if (!(end_ > (real)0)) kind = 2u;
+            start = fmax(a, (real)0);
+        }
+    }
+
+    // Among the inputs of one interval [0, SS_II) of the dose repeated forever, the first after
+    // the cursor (time, class, key) in application order: by time, rate decreases first, then
+    // in order of creation (key 2j: bolus or start of the dose j intervals before; 2j + 1: its
+    // end). False when none is left.
+    FI bool next_window_input(real lag, real dur, real value, unsigned kind, unsigned reach,
+                              real& ct, unsigned& cc, unsigned& ck, real& dv, bool& bolus) {
+        bool found = false;
+        real bt = 0;
+        unsigned bc = 0, bk = 0;
+        for (unsigned j = 0; j <= reach; j++) {
+            const real a = lag - (real)j * SS_II;
+            for (unsigned w = 0; w < 2; w++) {
+                real t;
+                unsigned c;
+                if (kind == 0u) {
+                    if (w == 1u || !(a >= (real)0 && a < SS_II)) continue;
+                    t = a; c = 1;
+                } else if (kind == 1u) {
+                    const real b = a + dur;
+                    if (!(b > (real)0 && a < SS_II)) continue;
+                    if (w == 0u) { t = fmax(a, (real)0); c = 1; }
+                    else { if (!(b < SS_II)) continue; t = b; c = 0; }
+                } else {
+                    continue;
+                }
+                const unsigned k = 2 * j + w;
+                const bool after = t > ct || (t == ct && (c > cc || (c == cc && k > ck)));
+                const bool before = !found || t < bt || (t == bt && (c < bc || (c == bc && k < bk)));
+                if (after && before) { found = true; bt = t; bc = c; bk = k; }
+            }
+        }
+        if (!found) return false;
+        ct = bt; cc = bc; ck = bk;
+        bolus = kind == 0u;
+        dv = bolus ? value : (bc == 0u ? -value : value);
+        return true;
+    }
+
+    // The state at 0: the steady state of the dose, by the iterations of the CPU reference
+    // (src/backend/records.rs). False on a failure (status set).
+    FI bool steady_start() {
+        real lag, dur, value;
+        unsigned s, kind;
+        ss_dose(lag, dur, value, s, kind);
+        if (kind == 3u) { status = 3u; return false; }
+        const unsigned reach = (unsigned)ceil((lag + dur) / SS_II) + 1;
+        n_tail = reach + 1;
+        real x[NS];
+        #pragma unroll
+        for (int j = 0; j < NS; j++) x[j] = y[j];
+        real prev_change = BIG;
+        unsigned stalled = 0;
+        observing = false;
+        for (unsigned cycle = 0; cycle < SS_MAX_CYCLES; cycle++) {
+            #pragma unroll
+            for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
+            #pragma unroll
+            for (int k = 0; k < NO; k++) y[NS + k] = 0;
+            real t = 0, ct = -BIG;
+            unsigned cc = 0, ck = 0;
+            for (;;) {
+                real dv = 0;
+                bool bolus = false;
+                const bool more = next_window_input(lag, dur, value, kind, reach, ct, cc, ck, dv, bolus);
+                const real te = more ? ct : SS_II;
+                // The one integrator call of the steady-state iterations.
+                if (te - t > fmax((real)1e-13, (real)8 * m->eps) * fmax(fabs(te), (real)1)) {
+                    const unsigned st = integrate(t, te);
+                    if (st != 0u) { status = st; return false; }
+                }
+                t = fmax(t, te);
+                if (!all_finite(y)) { status = 3u; return false; }
+                if (!more) break;
+                #pragma unroll
+                for (int j = 0; j < NS; j++) {
+                    if ((unsigned)j != s) continue;
+                    if (bolus) y[j] += dv;
+                    else {
+                        rates[j] += dv;
+                        if (fabs(rates[j]) <= (real)1e-12 * fabs(dv)) rates[j] = 0;
+                    }
+                }
+            }
+            real change = 0;
+            bool still = true;
+            #pragma unroll
+            for (int j = 0; j < NS; j++) {
+                const real w = m->atol + m->rtol * fabs(y[j]);
+                const real d = fabs(y[j] - x[j]);
+                change = fmax(change, d / w);
+                still = still && d <= SS_ULPS * m->eps * fabs(y[j]);
+                x[j] = y[j];
+            }
+            const real rho = fmin(change / prev_change, (real)0.999999);
+            const real remaining = cycle > 0 ? change * rho / ((real)1 - rho) : BIG;
+            prev_change = change;
+            stalled = (change <= SS_NOISE && rho >= (real)0.9) ? stalled + 1 : 0;
+            if (still || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3) {
+                #pragma unroll
+                for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
+                #pragma unroll
+                for (int k = 0; k < NO; k++) y[NS + k] = 0;
+                h_prop = 0;
+                err_prev = (real)1e-4;
+                observing = true;
+                return true;
+            }
+        }
+        status = 1u;
+        return false;
+    }
+#endif
+
+    // Event a of the subject: an administration, or (a ≥ n_admin) a tail event.
+    FI void event(unsigned a, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
+#if SS_START
+        if (a >= m->n_admin) { tail_event(a - m->n_admin + 1, start, end_, value, state, kind); return; }
+#endif
+        admin_event(a, start, end_, value, state, kind);
+    }
+
+    FI unsigned n_events() {
+#if SS_START
+        return m->n_admin + n_tail;
+#else
+        return m->n_admin;
+#endif
+    }
+
     FI void run_stops() {
         for (;;) {
             if (t_prev >= m->end_time) return;
             while (fs < m->n_fixed && arm[m->off_fixed + fs] <= t_prev) fs++;
             real ts = fs < m->n_fixed ? arm[m->off_fixed + fs] : BIG;
-            for (unsigned a = 0; a < m->n_admin; a++) {
+            for (unsigned a = 0; a < n_events(); a++) {
                 real st, en, val;
                 unsigned s, kind;
-                admin_event(a, st, en, val, s, kind);
+                event(a, st, en, val, s, kind);
                 if (kind <= 1u && st > t_prev) ts = fmin(ts, st);
                 if (kind == 1u && en > t_prev) ts = fmin(ts, en);
             }
@@ -59,10 +218,10 @@ struct Arm : Sub {
                 if (r != 0u) { status = r; return; }
             }
             stop_pre(ts);
-            for (unsigned a = 0; a < m->n_admin; a++) {
+            for (unsigned a = 0; a < n_events(); a++) {
                 real st, en, val;
                 unsigned s, kind;
-                admin_event(a, st, en, val, s, kind);
+                event(a, st, en, val, s, kind);
                 // y[s] and rates[s] for the run-time s, as predicated updates.
                 #pragma unroll
                 for (int j = 0; j < NS; j++) {
@@ -122,6 +281,7 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
         if (kind == 6u) S.vals[mi] = 0;
     }
     S.t_prev = -1;
+    S.observing = true;
     S.h_prop = 0;
     S.err_prev = (real)1e-4;
     S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;
@@ -136,6 +296,9 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
         S.admin_event(a, st, en, val, s, kind);
         if (kind == 3u) S.status = 3u;
     }
+#if SS_START
+    if (S.status == 0u) S.steady_start();
+#endif
     if (S.status == 0u) S.run_stops();
     #pragma unroll
     for (unsigned mi = 0; mi < NM; mi++) {

@@ -22,6 +22,13 @@ typedef {{REAL}} real;
 {{TABLEAUS}}
 
 #define BIG ((real)3.0e38)
+// Steady states as in src/backend/records.rs: stop when the change still to come is below
+// SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance units)
+// for three intervals, or every state changed by round-off only (SS_ULPS ulps).
+#define SS_FRACTION ((real)0.01)
+#define SS_NOISE ((real)10)
+#define SS_ULPS ((real)16)
+#define SS_MAX_CYCLES 100000u
 #define CUT_SHORT 254u
 #define FI __device__ __forceinline__
 
@@ -58,6 +65,8 @@ struct Sub {
     real vals[NM1], aux[NM1];
     real st_t0, st_t1, st_h, h_prop, err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
+    // Accepted steps are observed (not during a steady-state start's iterations).
+    bool observing;
     real imax_t[NO], imax_c[NO], imin_t[NO], imin_c[NO];
     unsigned ifound[NO];
 {{STAGES}}
@@ -467,7 +476,7 @@ struct Sub {
                 do_step(t, h);
                 if (!all_finite(y1) || !all_finite(f1)) return 3u;
                 n_acc++;
-                if (OBSERVE) {
+                if (OBSERVE && observing) {
                     prepare_dense(h);
                     st_t0 = t; st_t1 = t_new; st_h = h;
                     observe();
@@ -506,7 +515,7 @@ struct Sub {
                     continue;
                 }
                 n_acc++;
-                if (OBSERVE) {
+                if (OBSERVE && observing) {
                     prepare_dense(step);
                     st_t0 = t; st_t1 = t_new; st_h = step;
                     observe();

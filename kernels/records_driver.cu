@@ -16,11 +16,6 @@
 // for steady states (SCRATCH values: the iterate, and the state and inputs put aside), in
 // global memory so that the integration keeps its registers.
 
-// Steady states as in src/backend/records.rs.
-#define SS_FRACTION ((real)0.01)
-#define SS_NOISE ((real)10)
-#define SS_ULPS ((real)16)
-#define SS_MAX_CYCLES 100000u
 #define SS_INFUSION_DOUBLINGS 80u
 #define SS_INFUSION_SPAN_MAX ((real)1e12)
 #define SCRATCH (NY + 2 * NS)

@@ -2,8 +2,10 @@
 // (administrations expanded from the dose lines, with the subject's lag, bioavailability and
 // modelled rates), metrics and profiles observed on every accepted step.
 
-// Every accepted step is observed (metrics, profiles).
+// Every accepted step is observed (metrics, profiles), except during the iterations of a
+// steady-state start.
 fn accepted_step(t0: real, t1: real, h: real) {
+    if (ss_phase == 1u) { return; }
     prepare_dense(h);
     st_t0 = t0;
     st_t1 = t1;
@@ -69,6 +71,212 @@ fn admin_event(i: u32) -> Event {
     return ev;
 }
 
+// A steady-state start (SS_START; src/dosing DoseLine::steady_state): administration SS_ADMIN
+// (nominal time 0) repeated every SS_II forever before 0. The state at 0 is found by the CPU
+// reference's iterations (src/backend/records.rs), within the dispatch budget (a subject can be
+// suspended inside them); the doses of that line before 0 are events too ("tail" events: the
+// dose j = 1 … n_tail intervals before 0), of which only the inputs after 0 count, an infusion
+// running at 0 starting at 0.
+// 0 not started, 1 iterating, 2 done (or no steady-state start).
+var<private> ss_phase: u32;
+var<private> ss_cycle: u32;
+var<private> ss_stalled: u32;
+var<private> ss_prev: real;
+var<private> ss_x: array<real, {{N_NS}}>;
+// Time within the interval, and the integration under way to the next input.
+var<private> ss_t: real;
+var<private> ss_busy: u32;
+// The last input applied in this interval: time, class, key (see next_window_input).
+var<private> ss_ct: real;
+var<private> ss_cc: u32;
+var<private> ss_ck: u32;
+var<private> n_tail: u32;
+
+// The steady-state dose: start = its lag, end_ − start its duration.
+fn ss_dose() -> Event {
+    return admin_event(SS_ADMIN);
+}
+
+fn ss_reach(d: Event) -> u32 {
+    var dur: real = 0.0;
+    if (d.kind == 1u) { dur = d.end_ - d.start; }
+    return u32(ceil((d.start + dur) / SS_II)) + 1u;
+}
+
+// The dose j intervals before 0, from 0 on.
+fn tail_event(j: u32) -> Event {
+    var ev = ss_dose();
+    let a = ev.start - real(j) * SS_II;
+    ev.end_ = ev.end_ - real(j) * SS_II;
+    ev.start = a;
+    if (ev.kind == 0u && !(a >= 0.0)) { ev.kind = 2u; }
+    if (ev.kind == 1u) {
+        if (!(ev.end_ > 0.0)) { ev.kind = 2u; }
+        ev.start = max(a, 0.0);
+    }
+    return ev;
+}
+
+// Event a of the subject: an administration, or (a ≥ n_admin) a tail event.
+fn event_of(a: u32) -> Event {
+    if (SS_START && a >= meta_.n_admin) { return tail_event(a - meta_.n_admin + 1u); }
+    return admin_event(a);
+}
+
+fn n_events() -> u32 {
+    return meta_.n_admin + n_tail;
+}
+
+struct WindowInput {
+    found: bool,
+    t: real,
+    c: u32,
+    k: u32,
+    // Bolus amount or rate change.
+    dv: real,
+}
+
+// Among the inputs of one interval [0, SS_II) of the dose repeated forever, the first after the
+// cursor (ss_ct, ss_cc, ss_ck) in application order: by time, rate decreases (class 0) first,
+// then in order of creation (key 2j: the bolus or start of the dose j intervals before; 2j + 1:
+// its end).
+fn next_window_input(d: Event) -> WindowInput {
+    var best = WindowInput(false, 0.0, 0u, 0u, 0.0);
+    var dur: real = 0.0;
+    if (d.kind == 1u) { dur = d.end_ - d.start; }
+    let reach = ss_reach(d);
+    for (var j = 0u; j <= reach; j++) {
+        let a = d.start - real(j) * SS_II;
+        for (var w = 0u; w < 2u; w++) {
+            var t: real = 0.0;
+            var c = 1u;
+            var dv = d.value;
+            if (d.kind == 0u) {
+                if (w == 1u || !(a >= 0.0 && a < SS_II)) { continue; }
+                t = a;
+            } else if (d.kind == 1u) {
+                let b = a + dur;
+                if (!(b > 0.0 && a < SS_II)) { continue; }
+                if (w == 0u) {
+                    t = max(a, 0.0);
+                } else {
+                    if (!(b < SS_II)) { continue; }
+                    t = b;
+                    c = 0u;
+                    dv = -d.value;
+                }
+            } else {
+                continue;
+            }
+            let k = 2u * j + w;
+            let after = t > ss_ct || (t == ss_ct && (c > ss_cc || (c == ss_cc && k > ss_ck)));
+            let before = !best.found || t < best.t
+                || (t == best.t && (c < best.c || (c == best.c && k < best.k)));
+            if (after && before) { best = WindowInput(true, t, c, k, dv); }
+        }
+    }
+    return best;
+}
+
+// A steady-state interval starts from the model states ss_x at time 0 with no inputs.
+fn ss_restart() {
+    for (var j = 0u; j < NS; j++) { y[j] = ss_x[j]; rates[j] = 0.0; }
+    for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
+    ss_t = 0.0;
+    ss_busy = 0u;
+    ss_ct = -BIG;
+    ss_cc = 0u;
+    ss_ck = 0u;
+}
+
+// Integrates the interval from ss_t to te; false when suspended or failed.
+fn ss_advance(te: real) -> bool {
+    if (ss_busy == 0u) {
+        if (te - ss_t <= max(1e-13, 8.0 * EPS) * max(abs(te), 1.0)) {
+            ss_t = max(ss_t, te);
+            if (!all_finite(y)) { status = 3u; return false; }
+            return true;
+        }
+        ss_busy = 1u;
+        t_cur = ss_t;
+        step_i = 0u;
+    }
+    let st = integrate(ss_t, te);
+    if (st == SUSPEND) {
+        suspended = true;
+        return false;
+    }
+    if (st != 0u) { status = st; return false; }
+    ss_busy = 0u;
+    ss_t = te;
+    if (!all_finite(y)) { status = 3u; return false; }
+    return true;
+}
+
+// The state at 0; false while suspended (or failed, status set).
+fn steady_start() -> bool {
+    let d = ss_dose();
+    if (ss_phase == 0u) {
+        for (var j = 0u; j < NS; j++) { ss_x[j] = y[j]; }
+        ss_prev = BIG;
+        ss_cycle = 0u;
+        ss_stalled = 0u;
+        ss_phase = 1u;
+        ss_restart();
+    }
+    loop {
+        loop {
+            let nx = next_window_input(d);
+            var te = SS_II;
+            if (nx.found) { te = nx.t; }
+            if (!ss_advance(te)) { return false; }
+            if (!nx.found) { break; }
+            if (nx.c == 1u && d.kind == 0u) {
+                y[d.state] += nx.dv;
+            } else {
+                rates[d.state] += nx.dv;
+                if (abs(rates[d.state]) <= 1e-12 * abs(nx.dv)) { rates[d.state] = 0.0; }
+            }
+            ss_ct = nx.t;
+            ss_cc = nx.c;
+            ss_ck = nx.k;
+        }
+        var change: real = 0.0;
+        var still = true;
+        for (var j = 0u; j < NS; j++) {
+            let w = meta_.atol + meta_.rtol * abs(y[j]);
+            let dd = abs(y[j] - ss_x[j]);
+            change = max(change, dd / w);
+            still = still && dd <= SS_ULPS * EPS * abs(y[j]);
+            ss_x[j] = y[j];
+        }
+        let rho = min(change / ss_prev, 0.999999);
+        var remaining = BIG;
+        if (ss_cycle > 0u) { remaining = change * rho / (1.0 - rho); }
+        ss_prev = change;
+        if (change <= SS_NOISE && rho >= 0.9) { ss_stalled++; } else { ss_stalled = 0u; }
+        if (still || (ss_cycle >= 2u && remaining <= SS_FRACTION) || ss_stalled >= 3u) {
+            ss_restart();
+            h_prop = 0.0;
+            err_prev = 1e-4;
+            t_prev = -1.0;
+            t_cur = -1.0;
+            step_i = 0u;
+            ss_phase = 2u;
+            return true;
+        }
+        ss_cycle++;
+        if (ss_cycle >= SS_MAX_CYCLES) { status = 1u; return false; }
+        ss_restart();
+        if (stops_left == 0u) {
+            suspended = true;
+            return false;
+        }
+        stops_left--;
+    }
+    return false;
+}
+
 // Stopping points from the last one processed to the end, within this dispatch's budget.
 fn run_stops() {
     loop {
@@ -76,8 +284,8 @@ fn run_stops() {
         while (fs < meta_.n_fixed && arm[meta_.off_fixed + fs] <= t_prev) { fs++; }
         var ts = BIG;
         if (fs < meta_.n_fixed) { ts = arm[meta_.off_fixed + fs]; }
-        for (var a = 0u; a < meta_.n_admin; a++) {
-            let ev = admin_event(a);
+        for (var a = 0u; a < n_events(); a++) {
+            let ev = event_of(a);
             if (ev.kind <= 1u && ev.start > t_prev) { ts = min(ts, ev.start); }
             if (ev.kind == 1u && ev.end_ > t_prev) { ts = min(ts, ev.end_); }
         }
@@ -96,8 +304,8 @@ fn run_stops() {
         }
         if (stops_left > 0u) { stops_left--; }
         stop_pre(ts);
-        for (var a = 0u; a < meta_.n_admin; a++) {
-            let ev = admin_event(a);
+        for (var a = 0u; a < n_events(); a++) {
+            let ev = event_of(a);
             if (ev.kind == 0u && ev.start > t_prev && ev.start <= ts) {
                 y[ev.state] += ev.value;
             }
@@ -137,6 +345,20 @@ fn save_carry() {
     carry_u[u + 5u] = next_sample;
     carry_u[u + 6u] = fs;
     carry_u[u + 7u] = step_i;
+    if (SS_START) {
+        o = sid * CW + CW_ARM;
+        for (var k = 0u; k < NS; k++) { carry[o] = ss_x[k]; o++; }
+        carry[o] = ss_prev;
+        carry[o + 1u] = ss_t;
+        carry[o + 2u] = ss_ct;
+        let v = sid * CU + CU_ARM;
+        carry_u[v] = ss_phase;
+        carry_u[v + 1u] = ss_cycle;
+        carry_u[v + 2u] = ss_stalled;
+        carry_u[v + 3u] = ss_busy;
+        carry_u[v + 4u] = ss_cc;
+        carry_u[v + 5u] = ss_ck;
+    }
 }
 
 fn load_carry() {
@@ -158,6 +380,20 @@ fn load_carry() {
     next_sample = carry_u[u + 5u];
     fs = carry_u[u + 6u];
     step_i = carry_u[u + 7u];
+    if (SS_START) {
+        o = sid * CW + CW_ARM;
+        for (var k = 0u; k < NS; k++) { ss_x[k] = carry[o]; o++; }
+        ss_prev = carry[o];
+        ss_t = carry[o + 1u];
+        ss_ct = carry[o + 2u];
+        let v = sid * CU + CU_ARM;
+        ss_phase = carry_u[v];
+        ss_cycle = carry_u[v + 1u];
+        ss_stalled = carry_u[v + 2u];
+        ss_busy = carry_u[v + 3u];
+        ss_cc = carry_u[v + 4u];
+        ss_ck = carry_u[v + 5u];
+    }
 }
 
 fn start_subject() {
@@ -189,6 +425,8 @@ fn start_subject() {
     for (var j = 0u; j < meta_.n_times; j++) {
         for (var k = 0u; k < NO; k++) { profiles[(k * meta_.n + sid) * meta_.n_times + j] = nan(); }
     }
+    ss_phase = select(2u, 0u, SS_START);
+    ss_busy = 0u;
     if (!all_finite(y)) { status = 3u; }
     for (var a = 0u; a < meta_.n_admin; a++) {
         if (admin_event(a).kind == 3u) { status = 3u; }
@@ -211,10 +449,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         // Finished in an earlier dispatch: its results are written.
         if (status != 0u || t_prev >= meta_.end_time) { return; }
     }
+    n_tail = 0u;
+    if (SS_START) {
+        let d = ss_dose();
+        if (d.kind <= 2u) { n_tail = ss_reach(d) + 1u; }
+    }
     steps_left = meta_.step_budget;
     stops_left = meta_.stop_budget;
     suspended = false;
-    if (status == 0u) { run_stops(); }
+    if (!SS_START) { ss_phase = 2u; }
+    if (status == 0u && ss_phase != 2u) { steady_start(); }
+    if (status == 0u && ss_phase == 2u && !suspended) { run_stops(); }
     save_carry();
     if (suspended) { atomicAdd(&pending, 1u); }
     for (var m = 0u; m < NM; m++) {

@@ -25,6 +25,13 @@
 
 // Largest finite f32, used as ±infinity in running extremes (in both precisions).
 const BIG: real = 3.0e38;
+// Steady states as in src/backend/records.rs: stop when the change still to come is below
+// SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance
+// units) for three intervals, or every state changed by round-off only (SS_ULPS ulps).
+const SS_FRACTION: real = 0.01;
+const SS_NOISE: real = 10.0;
+const SS_ULPS: real = 16.0;
+const SS_MAX_CYCLES: u32 = 100000u;
 // EPS: the precision's machine epsilon; SNAP: a step that ends within SNAP·span of a stopping
 // point is stretched to it. The in-step searches (src/backend/gpu.rs search_settings):
 // golden-section iterations, the crossing iteration cap and bracket fraction, as far as the

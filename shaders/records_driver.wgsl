@@ -27,13 +27,6 @@ fn accepted_step(t0: real, t1: real, h: real) {}
 // output row, records.
 @group(0) @binding(9) var<storage, read> index: array<u32>;
 
-// Steady states as in src/backend/records.rs: stop when the change still to come is below
-// SS_FRACTION of the tolerance, or the change is at the integration's noise floor, or every
-// state changed by round-off only (SS_ULPS).
-const SS_FRACTION: real = 0.01;
-const SS_NOISE: real = 10.0;
-const SS_ULPS: real = 16.0;
-const SS_MAX_CYCLES: u32 = 100000u;
 const SS_INFUSION_DOUBLINGS: u32 = 80u;
 const SS_INFUSION_SPAN_MAX: real = 1e12;
 

@@ -208,3 +208,28 @@ fn every_kind(m: &Model) -> Vec<vpop::metrics::MetricSpec> {
         })
         .collect()
 }
+
+/// The kernel of an arm that starts at steady state (the steady-state iterations compiled in)
+/// compiles with NVRTC for every library model in both precisions.
+#[test]
+fn steady_state_start_kernels_compile_with_nvrtc() {
+    use rayon::prelude::*;
+    use vpop::backend::cuda::kernel::arm_source;
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    let cases: Vec<(&str, &str, Precision)> = library::MODELS
+        .iter()
+        .flat_map(|lm| [Precision::F32, Precision::F64].map(|p| (lm.name, lm.source, p)))
+        .collect();
+    cases.par_iter().for_each(|&(name, source, p)| {
+        let m = Model::parse(name, source).unwrap();
+        let progs = ModelPrograms::new(&m);
+        let src = arm_source(&progs, Method::Tsit5, &every_kind(&m), Some((1, 12.0)), p).unwrap();
+        assert!(src.contains("#define SS_START 1"));
+        let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {p:?}: {e}"));
+        assert!(ptx.contains(".entry integrate"), "{name} {p:?}");
+    });
+}

@@ -1,7 +1,9 @@
 //! Arms that start at steady state (`steady_state = true` on a dose line, or SS = 1 at time 0
-//! in an arm's records), on the CPU reference, against closed forms of a one-compartment IV
-//! model: a bolus and an infusion longer than the dosing interval (whose previous infusion is
-//! still running at the start). The GPU arm kernels refuse such arms with a clear error.
+//! in an arm's records): on the CPU reference against closed forms of a one-compartment IV
+//! model (a bolus, and an infusion longer than the dosing interval whose previous infusion is
+//! still running at the start); on the WGSL kernels (lavapipe) and the CUDA kernels (emulated
+//! on the host) against the CPU reference, with an oral dose whose lag is longer than the
+//! interval too, and resumed from any dispatch budget.
 
 use std::sync::Arc;
 
@@ -146,32 +148,165 @@ fn records_with_ss_start_the_arm_at_steady_state() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The GPU arm kernels refuse an arm that starts at steady state (the CPU reference runs it).
-#[test]
-fn gpu_kernels_refuse_a_steady_state_start() {
-    let (_, c) = model();
-    let c = Arc::new(c);
-    let a = arm(Administration::Bolus, &["auc"]);
-    let params = vec![vec![CL], vec![V]];
+const ORAL_LAG: &str = "
+param ka = 1.2
+param cl = 5
+param v = 50
+param lag = 15
+state depot
+state central
+alag(depot) = lag
+d/dt(depot) = -ka * depot
+d/dt(central) = ka * depot - cl / v * central
+output cp = central / v
+";
+
+/// Arms at steady state on a GPU backend against the CPU reference at the same settings: a
+/// bolus, an infusion longer than the interval, and an oral dose whose lag (15 h) is longer
+/// than the interval (the previous dose is still to come after 0); several subjects.
+fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64, tol: f64) {
+    let metrics = [
+        "auc",
+        "cmax",
+        "cmin",
+        "ctrough",
+        "auc_last_interval",
+        "at(5)",
+    ];
+    let mut arms = Vec::new();
+    if oral {
+        let mut a = arm(Administration::Bolus, &metrics);
+        a.regimen.lines[0].count = 2;
+        a.end = 2.0 * II;
+        arms.push(a);
+    } else {
+        for admin in [
+            Administration::Bolus,
+            Administration::InfusionDuration(18.0),
+        ] {
+            let mut a = arm(admin, &metrics);
+            a.regimen.lines[0].count = 3;
+            a.end = 3.0 * II;
+            arms.push(a);
+        }
+    }
+    let n = 6;
+    let params: Vec<Vec<f64>> = if oral {
+        vec![
+            (0..n).map(|i| 0.8 + 0.2 * i as f64).collect(),
+            (0..n).map(|i| 3.0 + i as f64).collect(),
+            vec![50.0; n],
+            (0..n).map(|i| 2.0 + 3.0 * i as f64).collect(),
+        ]
+    } else {
+        vec![(0..n).map(|i| 3.0 + i as f64).collect(), vec![V; n]]
+    };
     let input = ChunkInput {
         first_subject: 0,
-        n: 1,
+        n,
         params: &params,
         amount_scale: None,
         occasion_params: &[],
     };
-    let mut out = ChunkOutput::default();
-    CpuBackend::new(c.clone())
-        .run_chunk(&a, &input, &mut out)
-        .unwrap();
-    close(out.metrics[0][0], DOSE / CL, 1e-8, "AUC on the CPU backend");
-    let mut gpu = a.clone();
-    gpu.solver.rtol = 1e-6;
-    match vpop::backend::wgpu::WgpuBackend::new(c, vpop::backend::Precision::F32) {
-        Ok(mut b) => {
-            let e = b.run_chunk(&gpu, &input, &mut out).unwrap_err().to_string();
-            assert!(e.contains("steady state") && e.contains("cpu"), "{e}");
+    let model = Arc::new(model.clone());
+    for mut a in arms {
+        a.solver.rtol = rtol;
+        a.solver.atol = rtol * 1e-2;
+        let (mut cpu, mut gpu) = (ChunkOutput::default(), ChunkOutput::default());
+        CpuBackend::new(model.clone())
+            .run_chunk(&a, &input, &mut cpu)
+            .unwrap();
+        b.run_chunk(&a, &input, &mut gpu).unwrap();
+        let mut worst = 0.0f64;
+        for (m, spec) in a.metrics.iter().enumerate() {
+            for i in 0..n {
+                assert_eq!(gpu.status[i], 0, "{}", spec.column);
+                let (g, c) = (gpu.metrics[m][i], cpu.metrics[m][i]);
+                let rel = (g - c).abs() / c.abs();
+                worst = worst.max(rel);
+                assert!(rel <= tol, "{} subject {i}: {g} vs {c}", spec.column);
+            }
         }
-        Err(e) => println!("SKIPPED: {e}"),
+        println!(
+            "{} {:?}: worst {worst:.2e}",
+            b.info().name,
+            a.regimen.lines[0].administration
+        );
     }
+}
+
+fn oral_model() -> CompiledModel {
+    CompiledModel::new(&Model::parse("oral_lag.vpm", ORAL_LAG).unwrap())
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn emulated_cuda_kernels_start_at_steady_state() {
+    use vpop::backend::cuda::EmulatedCuda;
+    use vpop::backend::Precision;
+    for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-9), (Precision::F32, 1e-6, 1e-4)] {
+        for (oral, model) in [(false, model().1), (true, oral_model())] {
+            match EmulatedCuda::new(Arc::new(model.clone()), p) {
+                Ok(mut b) => gpu_agrees(&mut b, &model, oral, rtol, tol),
+                Err(e) => println!("SKIPPED: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn wgpu_kernels_start_at_steady_state() {
+    use vpop::backend::wgpu::WgpuBackend;
+    use vpop::backend::Precision;
+    for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-9), (Precision::F32, 1e-6, 1e-4)] {
+        for (oral, model) in [(false, model().1), (true, oral_model())] {
+            match WgpuBackend::new(Arc::new(model.clone()), p) {
+                Ok(mut b) => gpu_agrees(&mut b, &model, oral, rtol, tol),
+                Err(e) => println!("SKIPPED: {e}"),
+            }
+        }
+    }
+}
+
+/// A subject suspended anywhere in the steady-state iterations (two steps and one interval
+/// per dispatch) resumes to the same bits as with the default dispatch budget.
+#[test]
+fn wgpu_steady_state_start_resumes_exactly() {
+    use vpop::backend::wgpu::WgpuBackend;
+    use vpop::backend::Precision;
+    let model = oral_model();
+    let mut b = match WgpuBackend::new(Arc::new(model.clone()), Precision::F64) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let mut a = arm(Administration::Bolus, &["auc", "cmax", "cmin", "at(5)"]);
+    a.regimen.lines[0].count = 2;
+    a.end = 2.0 * II;
+    a.solver.atol = 1e-12;
+    let params = vec![
+        vec![1.0, 1.5],
+        vec![4.0, 6.0],
+        vec![50.0, 40.0],
+        vec![15.0, 3.0],
+    ];
+    let input = ChunkInput {
+        first_subject: 0,
+        n: 2,
+        params: &params,
+        amount_scale: None,
+        occasion_params: &[],
+    };
+    let (mut whole, mut pieces) = (ChunkOutput::default(), ChunkOutput::default());
+    b.run_chunk(&a, &input, &mut whole).unwrap();
+    b.set_dispatch_budget(Some((2, 1)));
+    b.run_chunk(&a, &input, &mut pieces).unwrap();
+    assert_eq!(whole.status, vec![0, 0]);
+    assert_eq!(whole.metrics, pieces.metrics);
+    // The same steps; a resumed integration evaluates its first right-hand side again.
+    assert_eq!(whole.stats.accepted, pieces.stats.accepted);
+    assert_eq!(whole.stats.rejected, pieces.stats.rejected);
+    assert!(pieces.stats.rhs_evals > whole.stats.rhs_evals);
 }

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{arm, run, subjects, Agreement};
-use vpop::backend::wgpu::kernel::integrate_source;
+use vpop::backend::wgpu::kernel::{arm_source, integrate_source};
 use vpop::backend::{Backend, Precision};
 use vpop::model::{library, CompiledModel, Model, ModelPrograms};
 use vpop::solver::Method;
@@ -32,10 +32,13 @@ fn every_integrator_kernel_validates() {
         let progs = ModelPrograms::new(&m);
         for p in [Precision::F32, Precision::F64] {
             for method in Method::ALL {
-                for nm in [0, 3] {
-                    let src = integrate_source(&progs, method, nm, p).unwrap();
+                for (nm, ss) in [(0, None), (3, None), (3, Some((1, 12.0)))] {
+                    let src = match ss {
+                        None => integrate_source(&progs, method, nm, p).unwrap(),
+                        Some(_) => arm_source(&progs, method, nm, ss, p).unwrap(),
+                    };
                     if let Err(e) = validate(&src, p) {
-                        panic!("{} {method} {p:?} ({nm} metrics):\n{e}", lm.name);
+                        panic!("{} {method} {p:?} ({nm} metrics, {ss:?}):\n{e}", lm.name);
                     }
                     if p == Precision::F64 {
                         // Vulkan has exp, log and pow for 32-bit floats only: an f64 kernel

@@ -146,6 +146,19 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
     }
 }
 
+/// The arm's steady-state line, if any, as the kernels see it: the index of its first
+/// administration in [`arm_data`]'s order (nominal time 0) and its interval.
+pub fn steady_state_admin(arm: &ArmPlan) -> Option<(usize, f64)> {
+    let mut first = 0;
+    for line in &arm.regimen.lines {
+        if line.steady_state {
+            return Some((first, line.interval));
+        }
+        first += line.count as usize;
+    }
+    None
+}
+
 /// Checks a chunk against the model and the kernel's precision, and sizes `out` for it.
 /// `precision_hint` completes the message when the tolerance is too tight for f32.
 pub fn prepare_chunk(
@@ -168,13 +181,6 @@ pub fn prepare_chunk(
         return Err(format!(
             "arm '{}' switches parameters between occasions, which the GPU kernels do not do \
              yet: use backend = \"cpu\"",
-            arm.name
-        ));
-    }
-    if arm.regimen.lines.iter().any(|l| l.steady_state) {
-        return Err(format!(
-            "arm '{}' starts at steady state, which the GPU arm kernels do not do yet: use \
-             backend = \"cpu\"",
             arm.name
         ));
     }

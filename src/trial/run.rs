@@ -119,17 +119,6 @@ pub fn select_backend(
             cpu(),
             "auto: arms with occasions switch parameters on the CPU f64 reference only".into(),
         )),
-        BackendChoice::Auto
-            if trial
-                .arms
-                .iter()
-                .any(|a| a.plan.regimen.lines.iter().any(|l| l.steady_state)) =>
-        {
-            Ok((
-                cpu(),
-                "auto: arms that start at steady state run on the CPU f64 reference only".into(),
-            ))
-        }
         BackendChoice::Auto => {
             let no_cuda = match cuda_backend(model.clone(), trial.precision) {
                 Ok((b, name)) => return Ok((b, format!("auto: CUDA device {name} found"))),

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
-use super::kernel::{integrate_source, records_source, COUNTERS};
+use super::kernel::{arm_source, records_source, COUNTERS};
 use crate::backend::gpu::{
-    arm_data, prepare_chunk, records_data, take_counters, take_records, take_values, KernelSizes,
-    INDEX_STRIDE,
+    arm_data, prepare_chunk, records_data, steady_state_admin, take_counters, take_records,
+    take_values, KernelSizes, INDEX_STRIDE,
 };
 use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
@@ -186,8 +186,14 @@ impl<L: Launcher> Host<L> {
         if u32::try_from(n).is_err() {
             return Err(self.failed(format!("a chunk of {n} subjects is too large")));
         }
-        let src = integrate_source(progs, arm.solver.method, &arm.metrics, T::PRECISION)
-            .map_err(|e| self.failed(e))?;
+        let src = arm_source(
+            progs,
+            arm.solver.method,
+            &arm.metrics,
+            steady_state_admin(arm),
+            T::PRECISION,
+        )
+        .map_err(|e| self.failed(e))?;
         let ad = arm_data(arm);
         let z = KernelSizes::new(progs, arm.metrics.len());
         let nt = ad.n_times;

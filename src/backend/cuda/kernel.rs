@@ -90,19 +90,33 @@ pub fn integrate_source(
     metrics: &[MetricSpec],
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, metrics, p, false)
+    source(m, method, metrics, None, p, false)
+}
+
+/// [`integrate_source`] for an arm that starts at steady state: the steady-state dose is
+/// administration `ss.0` (nominal time 0), repeated every `ss.1` (see
+/// `crate::backend::gpu::steady_state_admin`).
+pub fn arm_source(
+    m: &ModelPrograms,
+    method: Method,
+    metrics: &[MetricSpec],
+    ss: Option<(usize, f64)>,
+    p: Precision,
+) -> Result<String, String> {
+    source(m, method, metrics, ss, p, false)
 }
 
 /// The full CUDA C source of the records kernel `integrate` (a dataset subject's record
 /// program, see `crate::backend::records::Program`), in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, &[], p, true)
+    source(m, method, &[], None, p, true)
 }
 
 fn source(
     m: &ModelPrograms,
     method: Method,
     metrics: &[MetricSpec],
+    ss: Option<(usize, f64)>,
     p: Precision,
     records: bool,
 ) -> Result<String, String> {
@@ -134,9 +148,12 @@ fn source(
         Precision::F64 => "double",
     };
     let (golden, root_iters, root_rtol) = crate::backend::gpu::search_settings(p);
+    let (ss_admin, ss_ii) = ss.unwrap_or((0, 1.0));
     let sizes = format!(
         "{sizes}#define GOLDEN_ITERS {golden}\n#define ROOT_ITERS {root_iters}\n\
-         #define ROOT_RTOL {root_rtol:e}\n"
+         #define ROOT_RTOL {root_rtol:e}\n#define SS_START {}\n#define SS_ADMIN {ss_admin}u\n\
+         #define SS_II ((real){ss_ii:e})\n",
+        u8::from(ss.is_some())
     );
     // Member functions of the per-subject struct: indent them.
     let code = cast_literals(&step.code);

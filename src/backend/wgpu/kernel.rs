@@ -46,33 +46,68 @@ pub fn integrate_source(
     n_metrics: usize,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, n_metrics, p, false)
+    source(m, method, n_metrics, None, p, false)
+}
+
+/// [`integrate_source`] for an arm that may start at steady state: the steady-state dose is
+/// administration `ss.0` (nominal time 0), repeated every `ss.1` (see
+/// `crate::backend::gpu::steady_state_admin`).
+pub fn arm_source(
+    m: &ModelPrograms,
+    method: Method,
+    n_metrics: usize,
+    ss: Option<(usize, f64)>,
+    p: Precision,
+) -> Result<String, String> {
+    source(m, method, n_metrics, ss, p, false)
+}
+
+/// Floating-point values and counters the arm driver keeps per subject between dispatches;
+/// a steady-state start keeps its iteration too.
+pub fn arm_carry(z: &KernelSizes, steady_state: bool) -> (usize, usize) {
+    if steady_state {
+        (z.carry_f() + z.ns + 3, CARRY_U + 6)
+    } else {
+        (z.carry_f(), CARRY_U)
+    }
 }
 
 /// The full WGSL source of the records kernel (a dataset subject's record program, see
 /// `crate::backend::records::Program`) in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, 0, p, true)
+    source(m, method, 0, None, p, true)
 }
 
 fn source(
     m: &ModelPrograms,
     method: Method,
     n_metrics: usize,
+    ss: Option<(usize, f64)>,
     p: Precision,
     records: bool,
 ) -> Result<String, String> {
     let z = KernelSizes::new(m, n_metrics);
     let ny = z.ny();
-    let (driver, cw, cu) = if records {
-        (RECORDS_DRIVER_WGSL, records_carry_f(&z), RECORDS_CARRY_U)
+    let (driver, (cw, cu)) = if records {
+        (RECORDS_DRIVER_WGSL, (records_carry_f(&z), RECORDS_CARRY_U))
     } else {
-        (ARM_DRIVER_WGSL, z.carry_f(), CARRY_U)
+        (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some()))
     };
+    let (ss_admin, ss_ii) = ss.unwrap_or((0, 1.0));
     let sizes = format!(
         "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NY: u32 = {}u;\n\
-         const NM: u32 = {}u;\nconst CW: u32 = {}u;\nconst CU: u32 = {}u;\n",
-        z.ns, z.np, z.no, ny, z.nm, cw, cu
+         const NM: u32 = {}u;\nconst CW: u32 = {cw}u;\nconst CU: u32 = {cu}u;\n\
+         const CW_ARM: u32 = {}u;\nconst CU_ARM: u32 = {CARRY_U}u;\nconst SS_START: bool = {};\n\
+         const SS_ADMIN: u32 = {ss_admin}u;\nconst SS_II: {} = {};\n",
+        z.ns,
+        z.np,
+        z.no,
+        ny,
+        z.nm,
+        z.carry_f(),
+        ss.is_some(),
+        codegen::scalar(p),
+        codegen::literal(ss_ii, p),
     );
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions(m, p);

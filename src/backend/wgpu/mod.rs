@@ -408,12 +408,13 @@ mod integrate {
     use wgpu::util::DeviceExt;
 
     use super::kernel::{
-        arm_data, integrate_source, records_carry_f, records_source, KernelSizes, CARRY_U,
+        arm_carry, arm_data, arm_source, records_carry_f, records_source, KernelSizes,
         RECORDS_CARRY_U,
     };
     use super::{Gpu, Real};
     use crate::backend::gpu::{
-        prepare_chunk, records_data, take_counters, take_records, take_values, INSTR_STRIDE,
+        prepare_chunk, records_data, steady_state_admin, take_counters, take_records, take_values,
+        INSTR_STRIDE,
     };
     use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
@@ -455,6 +456,7 @@ mod integrate {
         z: &KernelSizes,
         ad: &crate::backend::gpu::ArmData,
         arm: &ArmPlan,
+        ss_reach: usize,
     ) -> (u32, u32) {
         if !software {
             return (GPU_STEP_BUDGET, GPU_STOP_BUDGET);
@@ -474,12 +476,50 @@ mod integrate {
             + searches * 62 * (ny + ns + no)
             + 8 * nm
             + ad.n_times.min(64) * (ny + ns + no);
-        let per_stop = 4 * ad.n_admin + ad.n_fixed.min(64) + 8 * nm + 4 * (ny + ns + no) + 16;
+        // A steady-state start: tail events join the administrations, and each interval of its
+        // iterations looks for its inputs among 2(reach + 1) candidates per input.
+        let n_events = ad.n_admin + if ss_reach > 0 { ss_reach + 2 } else { 0 };
+        let window = if ss_reach > 0 {
+            8 * (ss_reach + 1) * (ss_reach + 1) + 8 * (ny + ns)
+        } else {
+            0
+        };
+        let per_stop =
+            4 * n_events + ad.n_fixed.min(64) + 8 * nm + 4 * (ny + ns + no) + 16 + window;
         let fixed_cost = ad.n_times * no + 4 * (ny + ns + 2 * nm) + ad.n_admin + 64;
         let avail = SOFTWARE_LOOP_ITERATIONS.saturating_sub(fixed_cost).max(1);
         let stops = (avail / 4 / per_stop).clamp(1, 64);
         let steps = ((avail - (stops * per_stop).min(avail)) / per_step).max(1);
         (steps as u32, stops as u32)
+    }
+
+    /// The most intervals any subject's steady-state dose reaches back (its lag plus duration
+    /// over the interval, plus one) among subjects `s0..s0 + n` of a chunk.
+    fn steady_state_reach(
+        model: &CompiledModel,
+        arm: &ArmPlan,
+        input: &ChunkInput<'_>,
+        s0: usize,
+        n: usize,
+    ) -> usize {
+        let Some(line) = arm.regimen.lines.iter().find(|l| l.steady_state) else {
+            return 0;
+        };
+        let mut p = vec![0.0; input.params.len()];
+        (s0..s0 + n)
+            .map(|i| {
+                for (k, col) in input.params.iter().enumerate() {
+                    p[k] = col[i];
+                }
+                let scale = input.amount_scale.map_or(1.0, |s| s[i]);
+                let d = model.bind(&p).state_dosing()[line.state];
+                line.resolve(scale, &d).map_or(1, |r| {
+                    let dur = if r.bolus { 0.0 } else { r.duration };
+                    ((r.lag + dur) / line.interval).ceil().min(1e6) as usize + 1
+                })
+            })
+            .max()
+            .unwrap_or(1)
     }
 
     /// Steps and instructions (or steady-state rounds) per dispatch and subject of the records
@@ -657,7 +697,8 @@ mod integrate {
                 .max_storage_buffer_binding_size
                 .min(lim.max_buffer_size)
                 .max(4);
-            let widest = [z.np, 1, z.carry_f(), CARRY_U, z.nm, z.no * n_times]
+            let (cw, cu) = arm_carry(z, true);
+            let widest = [z.np, 1, cw, cu, z.nm, z.no * n_times]
                 .into_iter()
                 .max()
                 .unwrap_or(1) as u64;
@@ -928,14 +969,20 @@ mod integrate {
                 })
             };
             let s = &arm.solver;
-            let b_carry = rw("carry", z.carry_f() * n, real);
-            let b_carry_u = rw("carry_u", CARRY_U * n, 4);
+            let ss = steady_state_admin(arm);
+            let (cw, cu) = arm_carry(z, ss.is_some());
+            let b_carry = rw("carry", cw * n, real);
+            let b_carry_u = rw("carry_u", cu * n, 4);
             let b_metrics = rw("metrics", z.nm * n, real);
             let b_prof = rw("profiles", z.no * n * nt, real);
             let software = self.gpu.info.device_type == "Cpu";
+            let reach = match (software, ss) {
+                (true, Some(_)) => steady_state_reach(&self.model, arm, input, s0, n),
+                _ => 0,
+            };
             let (step_budget, stop_budget) = self
                 .budget_override
-                .unwrap_or_else(|| budgets(software, s.method, z, ad, arm));
+                .unwrap_or_else(|| budgets(software, s.method, z, ad, arm, reach));
             let t0 = std::time::Instant::now();
             let buffers = [
                 &b_params, &b_scale, &b_arm, &b_carry, &b_carry_u, &b_metrics, &b_prof,
@@ -972,10 +1019,7 @@ mod integrate {
             out.kernel_time += t0.elapsed();
             let metrics: Vec<T> = self.gpu.read(&b_metrics)?;
             let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
-            if let Some(i) = counters
-                .chunks_exact(CARRY_U)
-                .position(|c| c[0] == CUT_SHORT)
-            {
+            if let Some(i) = counters.chunks_exact(cu).position(|c| c[0] == CUT_SHORT) {
                 return Err(failed(format!(
                     "adapter '{}' cut the kernel's loops short (subject {}): its loop limit is \
                      below this model's dispatch budget",
@@ -983,7 +1027,7 @@ mod integrate {
                     input.first_subject + (s0 + i) as u64
                 )));
             }
-            take_counters(out, &counters, CARRY_U, s0);
+            take_counters(out, &counters, cu, s0);
             let prof: Vec<T> = if nt > 0 {
                 self.gpu.read(&b_prof)?
             } else {
@@ -1023,8 +1067,14 @@ mod integrate {
                 return Ok(());
             }
             let p = self.precision;
-            let src =
-                integrate_source(progs, arm.solver.method, arm.metrics.len(), p).map_err(failed)?;
+            let src = arm_source(
+                progs,
+                arm.solver.method,
+                arm.metrics.len(),
+                steady_state_admin(arm),
+                p,
+            )
+            .map_err(failed)?;
             let pipeline = self.pipeline(&src, false)?;
             let ad = arm_data(arm);
             let z = KernelSizes::new(progs, arm.metrics.len());
