@@ -3,7 +3,8 @@
 // modelled rates), metrics and profiles observed on every accepted step.
 
 struct Arm : Sub {
-    // Administration i for this subject: kind 0 bolus, 1 infusion, 2 nothing, 3 invalid.
+    // Administration i for this subject: kind 0 bolus, 1 infusion, 2 nothing, 3 invalid,
+    // 4 reset.
     FI void admin_event(unsigned i, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
         const real* a = arm + i * 5;
         const real nominal = a[0];
@@ -14,6 +15,7 @@ struct Arm : Sub {
         state = s;
         kind = 3u;
         start = 0; end_ = 0; value = 0;
+        if (ak == 4u) { start = nominal; end_ = nominal; state = 0; kind = 4u; return; }
         real lag = 0, f = 0, rate_m = 0, dur_m = 0;
         #pragma unroll
         for (int j = 0; j < NS; j++)
@@ -121,8 +123,8 @@ struct Arm : Sub {
         real x[NS];
         #pragma unroll
         for (int j = 0; j < NS; j++) x[j] = y[j];
-        real prev_change = BIG;
-        unsigned stalled = 0;
+        ss_prev = BIG;
+        ss_stalled = 0;
         observing = false;
         for (unsigned cycle = 0; cycle < SS_MAX_CYCLES; cycle++) {
             #pragma unroll
@@ -154,21 +156,7 @@ struct Arm : Sub {
                     }
                 }
             }
-            real change = 0;
-            bool still = true;
-            #pragma unroll
-            for (int j = 0; j < NS; j++) {
-                const real w = m->atol + m->rtol * fabs(y[j]);
-                const real d = fabs(y[j] - x[j]);
-                change = fmax(change, d / w);
-                still = still && d <= SS_ULPS * m->eps * fabs(y[j]);
-                x[j] = y[j];
-            }
-            const real rho = fmin(change / prev_change, (real)0.999999);
-            const real remaining = cycle > 0 ? change * rho / ((real)1 - rho) : BIG;
-            prev_change = change;
-            stalled = (change <= SS_NOISE && rho >= (real)0.9) ? stalled + 1 : 0;
-            if (still || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3) {
+            if (ss_converged(ss_take_change(x), cycle)) {
                 #pragma unroll
                 for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
                 #pragma unroll
@@ -200,6 +188,24 @@ struct Arm : Sub {
 #endif
     }
 
+    // Resets (HAS_RESETS): an event of a dose given before a reset, due at or after it, is
+    // cancelled (src/dosing Administration::Reset).
+    FI bool cut(unsigned a, real t) {
+#if HAS_RESETS
+        real n0 = a < m->n_admin ? arm[a * 5] : (real)0;
+#if SS_START
+        if (a >= m->n_admin) n0 = -(real)(a - m->n_admin + 1) * SS_II;
+#endif
+        for (unsigned r = 0; r < m->n_admin; r++) {
+            if ((unsigned)arm[r * 5 + 3] == 4u) {
+                const real tr = arm[r * 5];
+                if (n0 < tr && tr <= t) return true;
+            }
+        }
+#endif
+        return false;
+    }
+
     FI void run_stops() {
         for (;;) {
             if (t_prev >= m->end_time) return;
@@ -209,7 +215,7 @@ struct Arm : Sub {
                 real st, en, val;
                 unsigned s, kind;
                 event(a, st, en, val, s, kind);
-                if (kind <= 1u && st > t_prev) ts = fmin(ts, st);
+                if ((kind <= 1u || kind == 4u) && st > t_prev) ts = fmin(ts, st);
                 if (kind == 1u && en > t_prev) ts = fmin(ts, en);
             }
             if (ts >= BIG) { status = CUT_SHORT; return; }
@@ -218,18 +224,37 @@ struct Arm : Sub {
                 if (r != 0u) { status = r; return; }
             }
             stop_pre(ts);
+#if HAS_RESETS
+            bool reset = false;
+            for (unsigned a = 0; a < m->n_admin; a++) {
+                real st, en, val;
+                unsigned s, kind;
+                admin_event(a, st, en, val, s, kind);
+                reset = reset || (kind == 4u && st > t_prev && st <= ts);
+            }
+            if (reset) {
+                // Back to the initial state; the AUC quadratures go on.
+                real zero[NS], y0[NS];
+                #pragma unroll
+                for (int j = 0; j < NS; j++) zero[j] = 0;
+                model_init((real)0, zero, q, y0);
+                #pragma unroll
+                for (int j = 0; j < NS; j++) { y[j] = y0[j]; rates[j] = 0; }
+            }
+#endif
             for (unsigned a = 0; a < n_events(); a++) {
                 real st, en, val;
                 unsigned s, kind;
                 event(a, st, en, val, s, kind);
+                const bool cut_start = cut(a, st), cut_end = cut(a, en);
                 // y[s] and rates[s] for the run-time s, as predicated updates.
                 #pragma unroll
                 for (int j = 0; j < NS; j++) {
                     if ((unsigned)j != s) continue;
-                    if (kind == 0u && st > t_prev && st <= ts) y[j] += val;
+                    if (kind == 0u && st > t_prev && st <= ts && !cut_start) y[j] += val;
                     if (kind == 1u) {
-                        if (st > t_prev && st <= ts) rates[j] += val;
-                        if (en > t_prev && en <= ts) {
+                        if (st > t_prev && st <= ts && !cut_start) rates[j] += val;
+                        if (en > t_prev && en <= ts && !cut_end) {
                             rates[j] -= val;
                             if (fabs(rates[j]) <= (real)1e-6 * val) rates[j] = 0;
                         }

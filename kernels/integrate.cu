@@ -458,6 +458,39 @@ struct Sub {
         }
     }
 
+    // Steady-state iterations (both drivers): the last interval's change, how many intervals it
+    // has sat at the noise floor, and whether every state changed by round-off only.
+    real ss_prev;
+    unsigned ss_stalled;
+    bool ss_still;
+
+    // The largest change of the model states from the iterate x over an interval, in units of
+    // the tolerance (and ss_still); x takes the states.
+    FI real ss_take_change(real* x) {
+        real change = 0;
+        ss_still = true;
+        #pragma unroll
+        for (int j = 0; j < NS; j++) {
+            const real w = m->atol + m->rtol * fabs(y[j]);
+            const real d = fabs(y[j] - x[j]);
+            change = fmax(change, d / w);
+            ss_still = ss_still && d <= SS_ULPS * m->eps * fabs(y[j]);
+            x[j] = y[j];
+        }
+        return change;
+    }
+
+    // After interval `cycle` (from 0) changed the state by `change`: whether the steady state
+    // is reached (ss_prev and ss_stalled follow). Geometric convergence: the change still to
+    // come is about change·ρ/(1−ρ).
+    FI bool ss_converged(real change, unsigned cycle) {
+        const real rho = fmin(change / ss_prev, (real)0.999999);
+        const real remaining = cycle > 0 ? change * rho / ((real)1 - rho) : BIG;
+        ss_prev = change;
+        ss_stalled = (change <= SS_NOISE && rho >= (real)0.9) ? ss_stalled + 1 : 0;
+        return ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || ss_stalled >= 3;
+    }
+
     // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite.
     FI unsigned integrate(real t0, real t1) {
         if (t1 <= t0) return 0u;

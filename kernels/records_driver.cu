@@ -26,12 +26,10 @@ struct Rec : Sub {
     real* ss_x;
     real* save_y;
     real* save_rates;
-    real t_cur, save_t, prev_change, span;
+    real t_cur, save_t, span;
     // The integration the machine waits for: from want_t0 to want_t1.
     real want_t0, want_t1;
-    unsigned ip, wi, phase, cycle, stalled;
-    // Every state changed by round-off only in the last take_change.
-    bool ss_still;
+    unsigned ip, wi, phase, cycle;
 
     FI void load_params(unsigned k) {
         #pragma unroll
@@ -93,22 +91,6 @@ struct Rec : Sub {
         wi = 0;
     }
 
-    // The largest change of the model states from ss_x in units of the tolerance (and
-    // ss_still); ss_x takes them.
-    FI real take_change() {
-        real change = 0;
-        ss_still = true;
-        #pragma unroll
-        for (int j = 0; j < NS; j++) {
-            const real w = m->atol + m->rtol * fabs(y[j]);
-            const real d = fabs(y[j] - ss_x[j]);
-            change = fmax(change, d / w);
-            ss_still = ss_still && d <= SS_ULPS * m->eps * fabs(y[j]);
-            ss_x[j] = y[j];
-        }
-        return change;
-    }
-
     FI void isolate() {
         #pragma unroll
         for (int j = 0; j < NY; j++) save_y[j] = y[j];
@@ -138,9 +120,9 @@ struct Rec : Sub {
             isolate();
             #pragma unroll
             for (int j = 0; j < NS; j++) ss_x[j] = mode == 1u ? y[j] : (real)0;
-            prev_change = BIG;
+            ss_prev = BIG;
             cycle = 0;
-            stalled = 0;
+            ss_stalled = 0;
             phase = 1;
             restart();
         }
@@ -152,13 +134,7 @@ struct Rec : Sub {
                 wi++;
             }
             if (!at(t_cur, ii)) return false;
-            const real change = take_change();
-            // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
-            const real rho = fmin(change / prev_change, (real)0.999999);
-            const real remaining = cycle > 0 ? change * rho / ((real)1 - rho) : BIG;
-            prev_change = change;
-            stalled = (change <= SS_NOISE && rho >= (real)0.9) ? stalled + 1 : 0;
-            if (ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3) {
+            if (ss_converged(ss_take_change(ss_x), cycle)) {
                 settle(mode);
                 return true;
             }
@@ -182,7 +158,7 @@ struct Rec : Sub {
         }
         for (;;) {
             if (!at(t_cur, span)) return false;
-            if (take_change() <= SS_NOISE || ss_still) {
+            if (ss_take_change(ss_x) <= SS_NOISE || ss_still) {
                 settle(1u);
                 return true;
             }

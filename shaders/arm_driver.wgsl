@@ -19,7 +19,7 @@ struct Event {
     // Bolus amount or infusion rate.
     value: real,
     state: u32,
-    // 0 bolus, 1 infusion, 2 nothing (an infusion of zero duration), 3 invalid.
+    // 0 bolus, 1 infusion, 2 nothing (an infusion of zero duration), 3 invalid, 4 reset.
     kind: u32,
 }
 
@@ -32,6 +32,7 @@ fn admin_event(i: u32) -> Event {
     let amt = arm[o + 2u];
     let kind = u32(arm[o + 3u]);
     let v = arm[o + 4u];
+    if (kind == 4u) { return Event(nominal, nominal, 0.0, 0u, 4u); }
     var ev = Event(0.0, 0.0, 0.0, s, 3u);
     let lag = dose_v[4u * s];
     let f = dose_v[4u * s + 1u];
@@ -80,9 +81,6 @@ fn admin_event(i: u32) -> Event {
 // 0 not started, 1 iterating, 2 done (or no steady-state start).
 var<private> ss_phase: u32;
 var<private> ss_cycle: u32;
-var<private> ss_stalled: u32;
-var<private> ss_prev: real;
-var<private> ss_x: array<real, {{N_NS}}>;
 // Time within the interval, and the integration under way to the next input.
 var<private> ss_t: real;
 var<private> ss_busy: u32;
@@ -241,21 +239,7 @@ fn steady_start() -> bool {
             ss_cc = nx.c;
             ss_ck = nx.k;
         }
-        var change: real = 0.0;
-        var still = true;
-        for (var j = 0u; j < NS; j++) {
-            let w = meta_.atol + meta_.rtol * abs(y[j]);
-            let dd = abs(y[j] - ss_x[j]);
-            change = max(change, dd / w);
-            still = still && dd <= SS_ULPS * EPS * abs(y[j]);
-            ss_x[j] = y[j];
-        }
-        let rho = min(change / ss_prev, 0.999999);
-        var remaining = BIG;
-        if (ss_cycle > 0u) { remaining = change * rho / (1.0 - rho); }
-        ss_prev = change;
-        if (change <= SS_NOISE && rho >= 0.9) { ss_stalled++; } else { ss_stalled = 0u; }
-        if (still || (ss_cycle >= 2u && remaining <= SS_FRACTION) || ss_stalled >= 3u) {
+        if (ss_converged(ss_take_change(), ss_cycle)) {
             ss_restart();
             h_prop = 0.0;
             err_prev = 1e-4;
@@ -277,6 +261,25 @@ fn steady_start() -> bool {
     return false;
 }
 
+// Resets (HAS_RESETS): an event of a dose given before a reset, due at or after it, is
+// cancelled (src/dosing Administration::Reset).
+fn nominal_of(a: u32) -> real {
+    if (SS_START && a >= meta_.n_admin) { return -real(a - meta_.n_admin + 1u) * SS_II; }
+    return arm[a * 5u];
+}
+
+fn cut(a: u32, t: real) -> bool {
+    if (!HAS_RESETS) { return false; }
+    let n0 = nominal_of(a);
+    for (var r = 0u; r < meta_.n_admin; r++) {
+        if (u32(arm[r * 5u + 3u]) == 4u) {
+            let tr = arm[r * 5u];
+            if (n0 < tr && tr <= t) { return true; }
+        }
+    }
+    return false;
+}
+
 // Stopping points from the last one processed to the end, within this dispatch's budget.
 fn run_stops() {
     loop {
@@ -286,7 +289,7 @@ fn run_stops() {
         if (fs < meta_.n_fixed) { ts = arm[meta_.off_fixed + fs]; }
         for (var a = 0u; a < n_events(); a++) {
             let ev = event_of(a);
-            if (ev.kind <= 1u && ev.start > t_prev) { ts = min(ts, ev.start); }
+            if ((ev.kind <= 1u || ev.kind == 4u) && ev.start > t_prev) { ts = min(ts, ev.start); }
             if (ev.kind == 1u && ev.end_ > t_prev) { ts = min(ts, ev.end_); }
         }
         if (ts >= BIG) { status = CUT_SHORT; return; }
@@ -304,14 +307,29 @@ fn run_stops() {
         }
         if (stops_left > 0u) { stops_left--; }
         stop_pre(ts);
+        if (HAS_RESETS) {
+            var reset = false;
+            for (var a = 0u; a < meta_.n_admin; a++) {
+                let ev = admin_event(a);
+                reset = reset || (ev.kind == 4u && ev.start > t_prev && ev.start <= ts);
+            }
+            if (reset) {
+                // Back to the initial state; the AUC quadratures go on.
+                var zero: array<real, {{N_NS}}>;
+                let y0 = model_init(0.0, zero, q);
+                for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
+            }
+        }
         for (var a = 0u; a < n_events(); a++) {
             let ev = event_of(a);
-            if (ev.kind == 0u && ev.start > t_prev && ev.start <= ts) {
+            if (ev.kind == 0u && ev.start > t_prev && ev.start <= ts && !cut(a, ev.start)) {
                 y[ev.state] += ev.value;
             }
             if (ev.kind == 1u) {
-                if (ev.start > t_prev && ev.start <= ts) { rates[ev.state] += ev.value; }
-                if (ev.end_ > t_prev && ev.end_ <= ts) {
+                if (ev.start > t_prev && ev.start <= ts && !cut(a, ev.start)) {
+                    rates[ev.state] += ev.value;
+                }
+                if (ev.end_ > t_prev && ev.end_ <= ts && !cut(a, ev.end_)) {
                     rates[ev.state] -= ev.value;
                     // A finished infusion leaves exactly nothing behind.
                     if (abs(rates[ev.state]) <= 1e-6 * ev.value) { rates[ev.state] = 0.0; }

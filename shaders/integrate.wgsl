@@ -525,6 +525,40 @@ fn stop_post(t: real) {
     }
 }
 
+// Steady-state iterations (both drivers): the iterate, the last interval's change, how many
+// intervals it has sat at the noise floor, and whether every state changed by round-off only.
+var<private> ss_x: array<real, {{N_NS}}>;
+var<private> ss_prev: real;
+var<private> ss_stalled: u32;
+var<private> ss_still: bool;
+
+// The largest change of the model states from ss_x over an interval, in units of the
+// tolerance (and ss_still); ss_x takes the states.
+fn ss_take_change() -> real {
+    var change: real = 0.0;
+    ss_still = true;
+    for (var j = 0u; j < NS; j++) {
+        let w = meta_.atol + meta_.rtol * abs(y[j]);
+        let d = abs(y[j] - ss_x[j]);
+        change = max(change, d / w);
+        ss_still = ss_still && d <= SS_ULPS * EPS * abs(y[j]);
+        ss_x[j] = y[j];
+    }
+    return change;
+}
+
+// After interval `cycle` (from 0) changed the state by `change`: whether the steady state is
+// reached (ss_prev and ss_stalled follow). Geometric convergence: the change still to come is
+// about change·ρ/(1−ρ).
+fn ss_converged(change: real, cycle: u32) -> bool {
+    let rho = min(change / ss_prev, 0.999999);
+    var remaining = BIG;
+    if (cycle > 0u) { remaining = change * rho / (1.0 - rho); }
+    ss_prev = change;
+    if (change <= SS_NOISE && rho >= 0.9) { ss_stalled++; } else { ss_stalled = 0u; }
+    return ss_still || (cycle >= 2u && remaining <= SS_FRACTION) || ss_stalled >= 3u;
+}
+
 // Integrates the segment [t0, t1] between stopping points from t_cur (t0, or where a
 // suspended subject stopped); returns a status code (0 ok, 1 max steps, 2 step too small,
 // 3 non-finite) or SUSPEND when this dispatch's step budget is spent.

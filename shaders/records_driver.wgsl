@@ -36,19 +36,14 @@ var<private> wi: u32;
 // 0 running the program, 1 in steady-state cycles, 2 in a steady-state infusion.
 var<private> phase: u32;
 var<private> cycle: u32;
-var<private> stalled: u32;
 // Parameter set in force.
 var<private> pk: u32;
 // An integration is under way (from t_prev, now at t_cur).
 var<private> busy: u32;
-var<private> ss_x: array<real, {{N_NS}}>;
 var<private> save_y: array<real, {{N_NY}}>;
 var<private> save_rates: array<real, {{N_NS}}>;
 var<private> save_t: real;
-var<private> prev_change: real;
 var<private> span_ss: real;
-// Every state changed by round-off only in the last take_change.
-var<private> ss_still: bool;
 
 fn load_params() {
     let o = (index[sid * 5u + 2u] + pk) * NP;
@@ -115,21 +110,6 @@ fn restart() {
     wi = 0u;
 }
 
-// The largest change of the model states from ss_x, in units of the tolerance (and ss_still);
-// ss_x takes them.
-fn take_change() -> real {
-    var change: real = 0.0;
-    ss_still = true;
-    for (var j = 0u; j < NS; j++) {
-        let w = meta_.atol + meta_.rtol * abs(y[j]);
-        let d = abs(y[j] - ss_x[j]);
-        change = max(change, d / w);
-        ss_still = ss_still && d <= SS_ULPS * EPS * abs(y[j]);
-        ss_x[j] = y[j];
-    }
-    return change;
-}
-
 fn isolate() {
     save_y = y;
     save_rates = rates;
@@ -163,8 +143,8 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
         isolate();
         for (var j = 0u; j < NS; j++) { ss_x[j] = select(0.0, y[j], mode == 1u); }
         cycle = 0u;
-        stalled = 0u;
-        prev_change = BIG;
+        ss_stalled = 0u;
+        ss_prev = BIG;
         phase = 1u;
         restart();
     }
@@ -176,14 +156,7 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
             wi++;
         }
         if (!advance_to(ii)) { return false; }
-        let change = take_change();
-        // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
-        let rho = min(change / prev_change, 0.999999);
-        var remaining = BIG;
-        if (cycle > 0u) { remaining = change * rho / (1.0 - rho); }
-        prev_change = change;
-        if (change <= SS_NOISE && rho >= 0.9) { stalled++; } else { stalled = 0u; }
-        if (ss_still || (cycle >= 2u && remaining <= SS_FRACTION) || stalled >= 3u) {
+        if (ss_converged(ss_take_change(), cycle)) {
             settle(mode);
             return true;
         }
@@ -209,7 +182,7 @@ fn steady_infusion(s: u32, rate: real) -> bool {
     }
     loop {
         if (!advance_to(span_ss)) { return false; }
-        if (take_change() <= SS_NOISE || ss_still) {
+        if (ss_take_change() <= SS_NOISE || ss_still) {
             settle(1u);
             return true;
         }
@@ -279,7 +252,7 @@ fn save_carry() {
     carry[o + 2u] = h_prop;
     carry[o + 3u] = err_prev;
     carry[o + 4u] = save_t;
-    carry[o + 5u] = prev_change;
+    carry[o + 5u] = ss_prev;
     carry[o + 6u] = span_ss;
     let u = sid * CU;
     carry_u[u] = status;
@@ -291,7 +264,7 @@ fn save_carry() {
     carry_u[u + 6u] = wi;
     carry_u[u + 7u] = phase;
     carry_u[u + 8u] = cycle;
-    carry_u[u + 9u] = stalled;
+    carry_u[u + 9u] = ss_stalled;
     carry_u[u + 10u] = pk;
     carry_u[u + 11u] = busy;
     carry_u[u + 12u] = step_i;
@@ -309,7 +282,7 @@ fn load_carry() {
     h_prop = carry[o + 2u];
     err_prev = carry[o + 3u];
     save_t = carry[o + 4u];
-    prev_change = carry[o + 5u];
+    ss_prev = carry[o + 5u];
     span_ss = carry[o + 6u];
     let u = sid * CU;
     status = carry_u[u];
@@ -321,7 +294,7 @@ fn load_carry() {
     wi = carry_u[u + 6u];
     phase = carry_u[u + 7u];
     cycle = carry_u[u + 8u];
-    stalled = carry_u[u + 9u];
+    ss_stalled = carry_u[u + 9u];
     pk = carry_u[u + 10u];
     busy = carry_u[u + 11u];
     step_i = carry_u[u + 12u];
@@ -335,7 +308,7 @@ fn start_subject() {
     h_prop = 0.0;
     err_prev = 1e-4;
     save_t = 0.0;
-    prev_change = BIG;
+    ss_prev = BIG;
     span_ss = 1.0;
     status = 0u;
     n_acc = 0u;
@@ -346,7 +319,7 @@ fn start_subject() {
     wi = 0u;
     phase = 0u;
     cycle = 0u;
-    stalled = 0u;
+    ss_stalled = 0u;
     pk = 0u;
     busy = 0u;
     step_i = 0u;

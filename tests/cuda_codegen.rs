@@ -209,8 +209,9 @@ fn every_kind(m: &Model) -> Vec<vpop::metrics::MetricSpec> {
         .collect()
 }
 
-/// The kernel of an arm that starts at steady state (the steady-state iterations compiled in)
-/// compiles with NVRTC for every library model in both precisions.
+/// The kernel of an arm that starts at steady state and has resets (the steady-state
+/// iterations and the resets compiled in) compiles with NVRTC for every library model in both
+/// precisions.
 #[test]
 fn steady_state_start_kernels_compile_with_nvrtc() {
     use rayon::prelude::*;
@@ -227,8 +228,16 @@ fn steady_state_start_kernels_compile_with_nvrtc() {
     cases.par_iter().for_each(|&(name, source, p)| {
         let m = Model::parse(name, source).unwrap();
         let progs = ModelPrograms::new(&m);
-        let src = arm_source(&progs, Method::Tsit5, &every_kind(&m), Some((1, 12.0)), p).unwrap();
-        assert!(src.contains("#define SS_START 1"));
+        let src = arm_source(
+            &progs,
+            Method::Tsit5,
+            &every_kind(&m),
+            Some((1, 12.0)),
+            true,
+            p,
+        )
+        .unwrap();
+        assert!(src.contains("#define SS_START 1") && src.contains("#define HAS_RESETS 1"));
         let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {p:?}: {e}"));
         assert!(ptx.contains(".entry integrate"), "{name} {p:?}");
     });

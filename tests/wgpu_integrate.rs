@@ -35,7 +35,7 @@ fn every_integrator_kernel_validates() {
                 for (nm, ss) in [(0, None), (3, None), (3, Some((1, 12.0)))] {
                     let src = match ss {
                         None => integrate_source(&progs, method, nm, p).unwrap(),
-                        Some(_) => arm_source(&progs, method, nm, ss, p).unwrap(),
+                        Some(_) => arm_source(&progs, method, nm, ss, true, p).unwrap(),
                     };
                     if let Err(e) = validate(&src, p) {
                         panic!("{} {method} {p:?} ({nm} metrics, {ss:?}):\n{e}", lm.name);

@@ -219,6 +219,11 @@ where
             while next_event < events.len() && events[next_event].time <= ts {
                 let e = events[next_event];
                 match e.kind {
+                    EventKind::Reset => {
+                        // Back to the initial state; the AUC quadratures go on.
+                        y[..n].copy_from_slice(y0);
+                        sys.rates.fill(0.0);
+                    }
                     EventKind::Bolus { amount } => y[e.state] += amount,
                     EventKind::InfusionStart { rate } => sys.rates[e.state] += rate,
                     EventKind::InfusionEnd { rate } => {

@@ -82,6 +82,7 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
             Administration::InfusionRate(r) => (1.0, r),
             Administration::InfusionDuration(d) => (2.0, d),
             Administration::Modelled => (3.0, 0.0),
+            Administration::Reset => (4.0, 0.0),
         };
         for k in 0..line.count {
             let nominal = line.start + k as f64 * line.interval;
@@ -157,6 +158,14 @@ pub fn steady_state_admin(arm: &ArmPlan) -> Option<(usize, f64)> {
         first += line.count as usize;
     }
     None
+}
+
+/// Whether the arm has resets (the kernels then cancel what earlier doses still had to give).
+pub fn has_resets(arm: &ArmPlan) -> bool {
+    arm.regimen
+        .lines
+        .iter()
+        .any(|l| l.administration == Administration::Reset)
 }
 
 /// Checks a chunk against the model and the kernel's precision, and sizes `out` for it.

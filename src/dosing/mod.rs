@@ -24,6 +24,11 @@ pub enum Administration {
     /// Zero-order input with rate and/or duration taken from the model's `rate(..)` / `dur(..)`
     /// declarations for the receiving state.
     Modelled,
+    /// Not a dose: every state goes back to its initial value (at the arm's start), inputs
+    /// stop, and whatever doses given before still had to give (a running infusion, a lagged
+    /// dose) is cancelled (NONMEM's EVID 3). Doses at the reset's time come after it (EVID 4).
+    /// `state` and `amount` are ignored.
+    Reset,
 }
 
 /// One dosing line of a regimen: `count` doses of `amount` into `state`, the first at `start`,
@@ -94,6 +99,8 @@ pub enum EventKind {
     InfusionStart { rate: f64 },
     /// Remove `rate` from the state's input rate.
     InfusionEnd { rate: f64 },
+    /// Every state back to its initial value, no inputs.
+    Reset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,6 +156,9 @@ impl Regimen {
                 return err("repeated doses need an interval > 0");
             }
             if l.steady_state {
+                if l.administration == Administration::Reset {
+                    return err("a reset cannot be at steady state");
+                }
                 if !(l.interval.is_finite() && l.interval > 0.0) {
                     return err("a steady-state line needs an interval > 0 (every = …)");
                 }
@@ -195,9 +205,19 @@ impl Regimen {
         dosing: &[&[StateDosing]],
     ) -> Result<Schedule, DosingError> {
         let mut events = Vec::new();
+        let resets = self.reset_times();
         for line in &self.lines {
             for k in 0..line.count {
                 let nominal = line.start + k as f64 * line.interval;
+                if line.administration == Administration::Reset {
+                    events.push(DoseEvent {
+                        time: nominal,
+                        state: 0,
+                        kind: EventKind::Reset,
+                    });
+                    continue;
+                }
+                let from = events.len();
                 let occasion = starts.iter().take_while(|s| **s <= nominal).count();
                 let d = dosing
                     .get(occasion.min(dosing.len().saturating_sub(1)))
@@ -205,6 +225,15 @@ impl Regimen {
                     .copied()
                     .unwrap_or_default();
                 dose_events(line, nominal, amount_scale, &d, &mut events)?;
+                // A reset after the dose cancels what the dose still had to give from then on.
+                let mut k = from;
+                while k < events.len() {
+                    if resets.iter().any(|r| nominal < *r && *r <= events[k].time) {
+                        events.remove(k);
+                    } else {
+                        k += 1;
+                    }
+                }
             }
         }
         sort_events(&mut events);
@@ -216,13 +245,29 @@ impl Regimen {
         })
     }
 
+    /// The times of the regimen's resets, sorted.
+    pub fn reset_times(&self) -> Vec<f64> {
+        let mut t: Vec<f64> = self
+            .lines
+            .iter()
+            .filter(|l| l.administration == Administration::Reset)
+            .flat_map(|l| (0..l.count).map(move |k| l.start + k as f64 * l.interval))
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t
+    }
+
     /// The nominal administration times (sorted, unique; lag not applied) and the dosing
     /// interval of the last administration when it belongs to a repeated line. The same for
     /// every subject of an arm.
     pub fn nominal_times(&self) -> (Vec<f64>, Option<f64>) {
         let mut dose_times = Vec::new();
         let mut last: Option<(f64, Option<f64>)> = None;
-        for line in &self.lines {
+        for line in self
+            .lines
+            .iter()
+            .filter(|l| l.administration != Administration::Reset)
+        {
             for k in 0..line.count {
                 let nominal = line.start + k as f64 * line.interval;
                 dose_times.push(nominal);
@@ -254,14 +299,14 @@ impl Schedule {
 
 /// The events of one administration of `line` at nominal time `nominal`, with the subject's
 /// dosing values `d` for the line's state.
-/// Events sorted by time, stably; at equal times infusion ends first.
+/// Events sorted by time, stably; at equal times resets first, then infusion ends.
 pub fn sort_events(events: &mut [DoseEvent]) {
-    events.sort_by(|a, b| {
-        a.time.total_cmp(&b.time).then_with(|| {
-            let rank = |e: &DoseEvent| matches!(e.kind, EventKind::InfusionEnd { .. }) as u8;
-            rank(b).cmp(&rank(a))
-        })
-    });
+    let rank = |e: &DoseEvent| match e.kind {
+        EventKind::Reset => 0u8,
+        EventKind::InfusionEnd { .. } => 1,
+        _ => 2,
+    };
+    events.sort_by(|a, b| a.time.total_cmp(&b.time).then(rank(a).cmp(&rank(b))));
 }
 
 impl DoseLine {
@@ -310,6 +355,7 @@ impl DoseLine {
             }),
             Administration::InfusionRate(rate) => infusion(rate, amount / rate),
             Administration::InfusionDuration(dur) => infusion(amount / dur, dur),
+            Administration::Reset => Err(DosingError("a reset is not a dose".into())),
             Administration::Modelled => match (d.rate, d.duration) {
                 (Some(rate), _) => infusion(rate, amount / rate),
                 (None, Some(dur)) if dur > 0.0 => infusion(amount / dur, dur),

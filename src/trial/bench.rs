@@ -230,21 +230,8 @@ pub fn run_bench(
             }
             continue;
         }
-        let made = match target {
-            Target::Cpu => unreachable!(),
-            Target::Wgpu(p) => wgpu_backend(model.clone(), p),
-            Target::Cuda(p) => cuda_backend(model.clone(), p),
-        };
-        let mut b = match made {
-            Ok((b, _)) => b,
-            Err(e) => {
-                progress(&format!("{}: skipped ({e})", target.label()));
-                skipped.push(Skipped {
-                    backend: target.label().into(),
-                    reason: e,
-                });
-                continue;
-            }
+        let Some(mut b) = open_target(target, &model, progress, &mut skipped) else {
+            continue;
         };
         let info = b.info();
         // Warm-up: kernels are compiled on first use.
@@ -398,21 +385,8 @@ fn run_bench_data(
             }
             continue;
         }
-        let made = match target {
-            Target::Cpu => unreachable!(),
-            Target::Wgpu(p) => wgpu_backend(model.clone(), p),
-            Target::Cuda(p) => cuda_backend(model.clone(), p),
-        };
-        let mut b = match made {
-            Ok((b, _)) => b,
-            Err(e) => {
-                progress(&format!("{}: skipped ({e})", target.label()));
-                skipped.push(Skipped {
-                    backend: target.label().into(),
-                    reason: e,
-                });
-                continue;
-            }
+        let Some(mut b) = open_target(target, &model, progress, &mut skipped) else {
+            continue;
         };
         let info = b.info();
         // Warm-up: kernels are compiled on first use.
@@ -461,6 +435,31 @@ fn run_bench_data(
         model_transcendentals_per_rhs: trial.compiled.programs.rhs.transcendentals()
             + trial.compiled.programs.outputs.transcendentals(),
     })
+}
+
+/// A GPU target's backend, or `None` with the reason in `skipped` (and in `progress`).
+fn open_target(
+    target: Target,
+    model: &Arc<crate::model::CompiledModel>,
+    progress: &mut dyn FnMut(&str),
+    skipped: &mut Vec<Skipped>,
+) -> Option<Box<dyn Backend>> {
+    let made = match target {
+        Target::Cpu => return None,
+        Target::Wgpu(p) => wgpu_backend(model.clone(), p),
+        Target::Cuda(p) => cuda_backend(model.clone(), p),
+    };
+    match made {
+        Ok((b, _)) => Some(b),
+        Err(e) => {
+            progress(&format!("{}: skipped ({e})", target.label()));
+            skipped.push(Skipped {
+                backend: target.label().into(),
+                reason: e,
+            });
+            None
+        }
+    }
 }
 
 /// A row from the first `n` subjects of each arm, against the CPU at the same settings and

@@ -90,10 +90,24 @@ pub fn record_lines(
         match r.evid {
             Evid::Observation | Evid::Other => continue,
             Evid::Reset | Evid::ResetDose => {
-                return Err(at(
-                    r.line,
-                    "EVID 3/4 (reset) records are not supported in an arm's regimen yet; use a [data] trial or `vpop simulate --data`".into(),
-                ))
+                if r.time <= 0.0 {
+                    return Err(at(
+                        r.line,
+                        "a reset (EVID 3/4) in an arm's regimen comes after the arm's start (TIME > 0)".into(),
+                    ));
+                }
+                lines.push(DoseLine {
+                    steady_state: false,
+                    state: 0,
+                    amount: 0.0,
+                    start: r.time,
+                    interval: 0.0,
+                    count: 1,
+                    administration: Administration::Reset,
+                });
+                if r.evid == Evid::Reset {
+                    continue;
+                }
             }
             Evid::Dose => {}
         }
@@ -160,7 +174,10 @@ pub fn record_lines(
             administration,
         });
     }
-    if lines.is_empty() {
+    if lines
+        .iter()
+        .all(|l| l.administration == Administration::Reset)
+    {
         return Err(at(1, "the records hold no dose (EVID 1)".into()));
     }
     crate::dosing::Regimen {

@@ -511,6 +511,25 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 }
             }
         }
+        if let Some(resets) = &a.resets {
+            let t = resets.get_ref();
+            if t.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+                errors
+                    .push(src.error(span_of(resets), "resets: times after the arm's start (> 0)"));
+            } else {
+                regimen
+                    .lines
+                    .extend(t.iter().map(|x| crate::dosing::DoseLine {
+                        state: 0,
+                        amount: 0.0,
+                        start: *x,
+                        interval: 0.0,
+                        count: 1,
+                        administration: crate::dosing::Administration::Reset,
+                        steady_state: false,
+                    }));
+            }
+        }
         if regimen.lines.iter().filter(|l| l.steady_state).count() > 1 {
             errors.push(src.error(
                 span_of(arm),

@@ -84,6 +84,10 @@ pub struct ArmSection {
     /// variability take a new value at each.
     #[serde(default)]
     pub occasions: Option<Spanned<Vec<f64>>>,
+    /// Times at which every state goes back to its initial value and what earlier doses
+    /// still had to give is cancelled (NONMEM's EVID 3; a dose at the same time comes after).
+    #[serde(default)]
+    pub resets: Option<Spanned<Vec<f64>>>,
 }
 
 /// One dosing line: `{ amount = 100, into = "depot", every = 12, count = 14 }`.

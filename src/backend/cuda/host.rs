@@ -11,8 +11,8 @@ use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
 use super::kernel::{arm_source, records_source, COUNTERS};
 use crate::backend::gpu::{
-    arm_data, prepare_chunk, records_data, steady_state_admin, take_counters, take_records,
-    take_values, KernelSizes, INDEX_STRIDE,
+    arm_data, has_resets, prepare_chunk, records_data, steady_state_admin, take_counters,
+    take_records, take_values, KernelSizes, INDEX_STRIDE,
 };
 use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
@@ -45,6 +45,33 @@ pub(super) struct Meta<T> {
     pub trough: T,
     pub eps: T,
     pub snap: T,
+}
+
+impl<T: Real> Meta<T> {
+    /// The solver's settings for `n` subjects, with no arm (the records kernel's).
+    pub fn new(n: usize, s: &SolverOptions) -> Meta<T> {
+        Meta {
+            n: n as u32,
+            n_admin: 0,
+            n_fixed: 0,
+            n_times: 0,
+            wants_extrema: 0,
+            max_steps: s.max_steps.min(u64::from(u32::MAX)) as u32,
+            off_fixed: 0,
+            off_times: 0,
+            off_metrics: 0,
+            pad0: 0,
+            rtol: T::of(s.rtol),
+            atol: T::of(s.atol),
+            dt: T::of(s.dt.unwrap_or(0.0)),
+            h_max: T::of(s.h_max.min(1e30)),
+            h_min_rel: T::of(s.h_min_rel),
+            end_time: T::of(0.0),
+            trough: T::of(-1.0),
+            eps: T::of(T::EPS),
+            snap: T::of(T::SNAP),
+        }
+    }
 }
 
 // SAFETY: plain `repr(C)` data with the layout of the kernel's struct (ten 32-bit unsigned
@@ -191,6 +218,7 @@ impl<L: Launcher> Host<L> {
             arm.solver.method,
             &arm.metrics,
             steady_state_admin(arm),
+            has_resets(arm),
             T::PRECISION,
         )
         .map_err(|e| self.failed(e))?;
@@ -207,27 +235,17 @@ impl<L: Launcher> Host<L> {
             .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[i])))
             .collect();
         let arm_v: Vec<T> = ad.data.iter().map(|v| T::of(*v)).collect();
-        let s = &arm.solver;
         let meta = Meta::<T> {
-            n: n as u32,
             n_admin: ad.n_admin as u32,
             n_fixed: ad.n_fixed as u32,
             n_times: nt as u32,
             wants_extrema: ad.wants_extrema as u32,
-            max_steps: s.max_steps.min(u64::from(u32::MAX)) as u32,
             off_fixed: ad.off_fixed as u32,
             off_times: ad.off_times as u32,
             off_metrics: ad.off_metrics as u32,
-            pad0: 0,
-            rtol: T::of(s.rtol),
-            atol: T::of(s.atol),
-            dt: T::of(s.dt.unwrap_or(0.0)),
-            h_max: T::of(s.h_max.min(1e30)),
-            h_min_rel: T::of(s.h_min_rel),
             end_time: T::of(arm.end),
             trough: T::of(ad.trough),
-            eps: T::of(T::EPS),
-            snap: T::of(T::SNAP),
+            ..Meta::new(n, &arm.solver)
         };
         let job = Job {
             src: &src,
@@ -311,28 +329,7 @@ impl<L: Launcher> Host<L> {
         let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|x| T::of(*x)).collect() };
         let params = cast(&data.params);
         let prog = cast(&data.prog);
-        let s = solver;
-        let meta = Meta::<T> {
-            n: n as u32,
-            n_admin: 0,
-            n_fixed: 0,
-            n_times: 0,
-            wants_extrema: 0,
-            max_steps: s.max_steps.min(u64::from(u32::MAX)) as u32,
-            off_fixed: 0,
-            off_times: 0,
-            off_metrics: 0,
-            pad0: 0,
-            rtol: T::of(s.rtol),
-            atol: T::of(s.atol),
-            dt: T::of(s.dt.unwrap_or(0.0)),
-            h_max: T::of(s.h_max.min(1e30)),
-            h_min_rel: T::of(s.h_min_rel),
-            end_time: T::of(0.0),
-            trough: T::of(-1.0),
-            eps: T::of(T::EPS),
-            snap: T::of(T::SNAP),
-        };
+        let meta = Meta::<T>::new(n, solver);
         let job = Job {
             src: &src,
             n,

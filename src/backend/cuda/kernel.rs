@@ -90,26 +90,27 @@ pub fn integrate_source(
     metrics: &[MetricSpec],
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, metrics, None, p, false)
+    source(m, method, metrics, None, false, p, false)
 }
 
-/// [`integrate_source`] for an arm that starts at steady state: the steady-state dose is
-/// administration `ss.0` (nominal time 0), repeated every `ss.1` (see
-/// `crate::backend::gpu::steady_state_admin`).
+/// [`integrate_source`] for an arm that may start at steady state (the steady-state dose is
+/// administration `ss.0`, nominal time 0, repeated every `ss.1`: see
+/// `crate::backend::gpu::steady_state_admin`) and may have resets.
 pub fn arm_source(
     m: &ModelPrograms,
     method: Method,
     metrics: &[MetricSpec],
     ss: Option<(usize, f64)>,
+    resets: bool,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, metrics, ss, p, false)
+    source(m, method, metrics, ss, resets, p, false)
 }
 
 /// The full CUDA C source of the records kernel `integrate` (a dataset subject's record
 /// program, see `crate::backend::records::Program`), in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, &[], None, p, true)
+    source(m, method, &[], None, false, p, true)
 }
 
 fn source(
@@ -117,6 +118,7 @@ fn source(
     method: Method,
     metrics: &[MetricSpec],
     ss: Option<(usize, f64)>,
+    resets: bool,
     p: Precision,
     records: bool,
 ) -> Result<String, String> {
@@ -152,8 +154,9 @@ fn source(
     let sizes = format!(
         "{sizes}#define GOLDEN_ITERS {golden}\n#define ROOT_ITERS {root_iters}\n\
          #define ROOT_RTOL {root_rtol:e}\n#define SS_START {}\n#define SS_ADMIN {ss_admin}u\n\
-         #define SS_II ((real){ss_ii:e})\n",
-        u8::from(ss.is_some())
+         #define SS_II ((real){ss_ii:e})\n#define HAS_RESETS {}\n",
+        u8::from(ss.is_some()),
+        u8::from(resets)
     );
     // Member functions of the per-subject struct: indent them.
     let code = cast_literals(&step.code);

@@ -46,20 +46,21 @@ pub fn integrate_source(
     n_metrics: usize,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, n_metrics, None, p, false)
+    source(m, method, n_metrics, None, false, p, false)
 }
 
-/// [`integrate_source`] for an arm that may start at steady state: the steady-state dose is
-/// administration `ss.0` (nominal time 0), repeated every `ss.1` (see
-/// `crate::backend::gpu::steady_state_admin`).
+/// [`integrate_source`] for an arm that may start at steady state (the steady-state dose is
+/// administration `ss.0`, nominal time 0, repeated every `ss.1`: see
+/// `crate::backend::gpu::steady_state_admin`) and may have resets.
 pub fn arm_source(
     m: &ModelPrograms,
     method: Method,
     n_metrics: usize,
     ss: Option<(usize, f64)>,
+    resets: bool,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, n_metrics, ss, p, false)
+    source(m, method, n_metrics, ss, resets, p, false)
 }
 
 /// Floating-point values and counters the arm driver keeps per subject between dispatches;
@@ -75,7 +76,7 @@ pub fn arm_carry(z: &KernelSizes, steady_state: bool) -> (usize, usize) {
 /// The full WGSL source of the records kernel (a dataset subject's record program, see
 /// `crate::backend::records::Program`) in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, 0, None, p, true)
+    source(m, method, 0, None, false, p, true)
 }
 
 fn source(
@@ -83,6 +84,7 @@ fn source(
     method: Method,
     n_metrics: usize,
     ss: Option<(usize, f64)>,
+    resets: bool,
     p: Precision,
     records: bool,
 ) -> Result<String, String> {
@@ -98,7 +100,7 @@ fn source(
         "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NY: u32 = {}u;\n\
          const NM: u32 = {}u;\nconst CW: u32 = {cw}u;\nconst CU: u32 = {cu}u;\n\
          const CW_ARM: u32 = {}u;\nconst CU_ARM: u32 = {CARRY_U}u;\nconst SS_START: bool = {};\n\
-         const SS_ADMIN: u32 = {ss_admin}u;\nconst SS_II: {} = {};\n",
+         const SS_ADMIN: u32 = {ss_admin}u;\nconst SS_II: {} = {};\nconst HAS_RESETS: bool = {resets};\n",
         z.ns,
         z.np,
         z.no,

@@ -413,8 +413,8 @@ mod integrate {
     };
     use super::{Gpu, Real};
     use crate::backend::gpu::{
-        prepare_chunk, records_data, steady_state_admin, take_counters, take_records, take_values,
-        INSTR_STRIDE,
+        has_resets, prepare_chunk, records_data, steady_state_admin, take_counters, take_records,
+        take_values, INSTR_STRIDE,
     };
     use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
@@ -690,13 +690,17 @@ mod integrate {
             Ok((pipeline, layout))
         }
 
+        /// The largest storage buffer a kernel can bind, in bytes.
+        fn max_binding(&self) -> u64 {
+            let lim = self.gpu.device.limits();
+            lim.max_storage_buffer_binding_size
+                .min(lim.max_buffer_size)
+                .max(4)
+        }
+
         /// Subjects per dispatch within the adapter's buffer limits.
         fn batch_size(&self, z: &KernelSizes, n_times: usize, bytes: u64) -> usize {
-            let lim = self.gpu.device.limits();
-            let max_binding = lim
-                .max_storage_buffer_binding_size
-                .min(lim.max_buffer_size)
-                .max(4);
+            let max_binding = self.max_binding();
             let (cw, cu) = arm_carry(z, true);
             let widest = [z.np, 1, cw, cu, z.nm, z.no * n_times]
                 .into_iter()
@@ -785,12 +789,7 @@ mod integrate {
             z: &KernelSizes,
             bytes: u64,
         ) -> Vec<&'p [&'p Program]> {
-            let lim = self.gpu.device.limits();
-            let max_binding = lim
-                .max_storage_buffer_binding_size
-                .min(lim.max_buffer_size)
-                .max(4);
-            let max_values = (max_binding / bytes) as usize;
+            let max_values = (self.max_binding() / bytes) as usize;
             let per_subject =
                 (records_carry_f(z) * bytes as usize).max(RECORDS_CARRY_U * 4) / bytes as usize;
             let (mut batches, mut start) = (Vec::new(), 0);
@@ -1072,6 +1071,7 @@ mod integrate {
                 arm.solver.method,
                 arm.metrics.len(),
                 steady_state_admin(arm),
+                has_resets(arm),
                 p,
             )
             .map_err(failed)?;
