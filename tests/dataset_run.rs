@@ -368,7 +368,9 @@ fn bench_runs_a_dataset_trial_on_every_backend() {
         ..Default::default()
     };
     let rep = run_bench(&t.unwrap(), &opts, &mut |_| {}).unwrap();
+    assert!(rep.records);
     assert!(rep.reference.contains("every record"), "{}", rep.reference);
+    assert!(vpop::trial::bench::format_report(&rep).contains("outputs on every record"));
     assert_eq!(rep.rows[0].backend, "cpu (f64)");
     for r in &rep.rows {
         println!(

@@ -146,6 +146,8 @@ pub struct BenchReport {
     /// (the transcendental functions among them counted once each).
     pub model_flops_per_rhs: u64,
     pub model_transcendentals_per_rhs: u64,
+    /// A `[data]` trial: both error columns are of the outputs on every record.
+    pub records: bool,
 }
 
 /// Runs the benchmark; `progress` receives a line as each backend finishes.
@@ -291,6 +293,7 @@ pub fn run_bench(
             + trial.compiled.programs.outputs.flops(),
         model_transcendentals_per_rhs: trial.compiled.programs.rhs.transcendentals()
             + trial.compiled.programs.outputs.transcendentals(),
+        records: false,
     })
 }
 
@@ -434,6 +437,7 @@ fn run_bench_data(
             + trial.compiled.programs.outputs.flops(),
         model_transcendentals_per_rhs: trial.compiled.programs.rhs.transcendentals()
             + trial.compiled.programs.outputs.transcendentals(),
+        records: true,
     })
 }
 
@@ -618,10 +622,18 @@ pub fn format_report(rep: &BenchReport) -> String {
             r.backend, r.steps_per_subject, r.rhs_per_subject
         );
     }
-    let _ = write!(
-        s,
-        "AUC/Cmax: largest relative error of AUC and Cmax columns against the reference; \
-         all: of every metric but Tmax, relative to |reference| + 1e-6·max|column|."
-    );
+    let _ = if rep.records {
+        write!(
+            s,
+            "AUC/Cmax and all: largest error of the outputs on every record against the \
+             reference, relative to |reference| + 1e-6·max|output|."
+        )
+    } else {
+        write!(
+            s,
+            "AUC/Cmax: largest relative error of AUC and Cmax columns against the reference; \
+             all: of every metric but Tmax, relative to |reference| + 1e-6·max|column|."
+        )
+    };
     s
 }
