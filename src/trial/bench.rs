@@ -150,6 +150,33 @@ pub struct BenchReport {
     pub records: bool,
 }
 
+impl BenchReport {
+    fn new(
+        trial: &Trial,
+        arms: Vec<String>,
+        solver: &crate::solver::SolverOptions,
+        reference: String,
+        rows: Vec<BenchRow>,
+        skipped: Vec<Skipped>,
+        records: bool,
+    ) -> BenchReport {
+        let p = &trial.compiled.programs;
+        BenchReport {
+            trial: trial.name.clone(),
+            arms,
+            method: solver.method.name().into(),
+            rtol: solver.rtol,
+            atol: solver.atol,
+            reference,
+            rows,
+            skipped,
+            model_flops_per_rhs: p.rhs.flops() + p.outputs.flops(),
+            model_transcendentals_per_rhs: p.rhs.transcendentals() + p.outputs.transcendentals(),
+            records,
+        }
+    }
+}
+
 /// Runs the benchmark; `progress` receives a line as each backend finishes.
 pub fn run_bench(
     trial: &Trial,
@@ -276,25 +303,19 @@ pub fn run_bench(
         rows.push(row);
     }
     let s = &plans[0].solver;
-    Ok(BenchReport {
-        trial: trial.name.clone(),
-        arms: plans.iter().map(|p| p.name.clone()).collect(),
-        method: s.method.name().into(),
-        rtol: s.rtol,
-        atol: s.atol,
-        reference: format!(
+    Ok(BenchReport::new(
+        trial,
+        plans.iter().map(|p| p.name.clone()).collect(),
+        s,
+        format!(
             "CPU f64, {} at rtol {:e}, first {n_ref} subjects of each arm",
             s.method.name(),
             opts.reference_rtol
         ),
         rows,
         skipped,
-        model_flops_per_rhs: trial.compiled.programs.rhs.flops()
-            + trial.compiled.programs.outputs.flops(),
-        model_transcendentals_per_rhs: trial.compiled.programs.rhs.transcendentals()
-            + trial.compiled.programs.outputs.transcendentals(),
-        records: false,
-    })
+        false,
+    ))
 }
 
 /// `vpop bench` on a `[data]` trial: the virtual subjects' record programs (built before the
@@ -419,13 +440,11 @@ fn run_bench_data(
         progress(&format_row(&row));
         rows.push(row);
     }
-    Ok(BenchReport {
-        trial: trial.name.clone(),
-        arms: vec![trial.arms[0].plan.name.clone()],
-        method: solver.method.name().into(),
-        rtol: solver.rtol,
-        atol: solver.atol,
-        reference: format!(
+    Ok(BenchReport::new(
+        trial,
+        vec![trial.arms[0].plan.name.clone()],
+        &solver,
+        format!(
             "CPU f64, {} at rtol {:e}, first {n_ref} virtual subjects; errors are of the \
              outputs on every record",
             solver.method.name(),
@@ -433,12 +452,8 @@ fn run_bench_data(
         ),
         rows,
         skipped,
-        model_flops_per_rhs: trial.compiled.programs.rhs.flops()
-            + trial.compiled.programs.outputs.flops(),
-        model_transcendentals_per_rhs: trial.compiled.programs.rhs.transcendentals()
-            + trial.compiled.programs.outputs.transcendentals(),
-        records: true,
-    })
+        true,
+    ))
 }
 
 /// A GPU target's backend, or `None` with the reason in `skipped` (and in `progress`).

@@ -427,12 +427,27 @@ mod integrate {
     /// n_admin, n_fixed, n_times, first_dispatch, wants_extrema, max_steps, off_fixed,
     /// off_times, off_metrics, step_budget, stop_budget), then eight scalars of the kernel's
     /// precision (rtol, atol, dt, h_max, h_min_rel, end_time, trough, a pad): 80 bytes in f32,
-    /// 112 in f64 (the first f64 at offset 48, aligned).
-    fn meta_bytes<T: Real>(counts: [u32; 12], reals: [f64; 8]) -> Vec<u8> {
+    /// 112 in f64 (the first f64 at offset 48, aligned). `counts` are the u32s but max_steps,
+    /// which comes from the solver with the scalars.
+    fn meta_bytes<T: Real>(counts: [u32; 11], s: &SolverOptions, end: f64, trough: f64) -> Vec<u8> {
+        let max_steps = s.max_steps.min(u64::from(u32::MAX)) as u32;
         let mut b = Vec::with_capacity(48 + 8 * std::mem::size_of::<T>());
-        for c in counts {
-            b.extend_from_slice(bytemuck::bytes_of(&c));
+        for (i, c) in counts.iter().enumerate() {
+            if i == 6 {
+                b.extend_from_slice(bytemuck::bytes_of(&max_steps));
+            }
+            b.extend_from_slice(bytemuck::bytes_of(c));
         }
+        let reals = [
+            s.rtol,
+            s.atol,
+            s.dt.unwrap_or(0.0),
+            s.h_max.min(T::MAX),
+            s.h_min_rel,
+            end,
+            trough,
+            0.0,
+        ];
         for r in reals {
             b.extend_from_slice(bytemuck::bytes_of(&T::of(r)));
         }
@@ -882,23 +897,15 @@ mod integrate {
                         0,
                         first as u32,
                         0,
-                        s.max_steps.min(u64::from(u32::MAX)) as u32,
                         0,
                         0,
                         0,
                         step_budget,
                         stop_budget,
                     ],
-                    [
-                        s.rtol,
-                        s.atol,
-                        s.dt.unwrap_or(0.0),
-                        s.h_max.min(T::MAX),
-                        s.h_min_rel,
-                        0.0,
-                        0.0,
-                        0.0,
-                    ],
+                    s,
+                    0.0,
+                    0.0,
                 )
             })?;
             let outputs: Vec<T> = self.gpu.read(&b_out)?;
@@ -996,23 +1003,15 @@ mod integrate {
                         nt as u32,
                         first as u32,
                         ad.wants_extrema as u32,
-                        s.max_steps.min(u64::from(u32::MAX)) as u32,
                         ad.off_fixed as u32,
                         ad.off_times as u32,
                         ad.off_metrics as u32,
                         step_budget,
                         stop_budget,
                     ],
-                    [
-                        s.rtol,
-                        s.atol,
-                        s.dt.unwrap_or(0.0),
-                        s.h_max.min(T::MAX),
-                        s.h_min_rel,
-                        arm.end,
-                        ad.trough,
-                        0.0,
-                    ],
+                    s,
+                    arm.end,
+                    ad.trough,
                 )
             })?;
             out.kernel_time += t0.elapsed();
