@@ -176,3 +176,66 @@ fn subjects_land_in_their_own_rows() {
         }
     });
 }
+
+/// A chunk split across lanes (as a machine's streams and devices split it) gives what one
+/// launch gives, subject by subject, in f32 and f64, with profiles.
+#[cfg(feature = "cuda")]
+#[test]
+fn a_chunk_split_across_lanes_equals_one_launch() {
+    let m = common::library_model("two_cmt_oral");
+    let model = Arc::new(CompiledModel::new(&m));
+    let params = subjects(&m, 1000);
+    let a = arm(&m, Method::Tsit5, 1e-6, &["auc".into(), "cmax".into()]);
+    for p in [Precision::F32, Precision::F64] {
+        let mut outs = Vec::new();
+        for lanes in [1, 3] {
+            match vpop::backend::cuda::EmulatedCuda::new(model.clone(), p) {
+                Ok(b) => outs.push(run(&mut b.with_lanes(lanes), &a, &params)),
+                Err(e) => {
+                    println!("SKIPPED: {e}");
+                    return;
+                }
+            }
+        }
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(outs[0].status, outs[1].status);
+        assert_eq!(outs[0].stats, outs[1].stats);
+        for (x, y) in outs[0].metrics.iter().zip(&outs[1].metrics) {
+            assert_eq!(bits(x), bits(y), "{p:?} metrics");
+        }
+        for (x, y) in outs[0].profiles.iter().zip(&outs[1].profiles) {
+            assert_eq!(bits(x), bits(y), "{p:?} profiles");
+        }
+    }
+}
+
+/// A chunk large enough for a device to split across its streams (and devices): every
+/// subject's result equals the subject run alone, at the parts' edges too.
+#[test]
+fn a_chunk_split_across_streams_keeps_every_subject_in_its_row() {
+    let m = common::library_model("one_cmt_iv");
+    let model = Arc::new(CompiledModel::new(&m));
+    let params = subjects(&m, 100_000);
+    let a = arm(&m, Method::Tsit5, 1e-4, &["auc".into(), "cmax".into()]);
+    each_runner(&model, Precision::F32, |r, b| {
+        let all = run(b, &a, &params);
+        for i in [0usize, 33_407, 33_408, 33_409, 66_815, 66_816, 99_999] {
+            let one: Vec<Vec<f64>> = params.iter().map(|c| vec![c[i]]).collect();
+            let alone = run(b, &a, &one);
+            assert_eq!(all.status[i], alone.status[0], "{r:?}: subject {i} status");
+            for k in 0..2 {
+                assert_eq!(
+                    all.metrics[k][i].to_bits(),
+                    alone.metrics[k][0].to_bits(),
+                    "{r:?}: subject {i} metric {k}"
+                );
+            }
+            let nt = a.sample_times.len();
+            assert_eq!(
+                &all.profiles[0][i * nt..(i + 1) * nt],
+                &alone.profiles[0][..],
+                "{r:?}: subject {i} profile"
+            );
+        }
+    });
+}

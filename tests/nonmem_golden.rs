@@ -302,6 +302,46 @@ fn cuda_emulated_matches_nonmem() {
     cuda_matrix(false);
 }
 
+/// Record programs split across lanes (as a machine's streams and devices split them) give
+/// what one launch gives, subject by subject.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_records_split_across_lanes_equal_one_launch() {
+    let Some(g) = golden() else { return };
+    let model = Arc::new(g.model.clone());
+    let programs: Vec<Program> =
+        g.ds.subjects
+            .iter()
+            .map(|s| record_program(&g.model, &g.base, &g.binding, s, &mut |_, _| {}))
+            .collect();
+    let refs: Vec<&Program> = programs.iter().collect();
+    let solver = SolverOptions {
+        method: Method::Tsit5,
+        rtol: 1e-6,
+        atol: 1e-6,
+        ..Default::default()
+    };
+    let mut runs = Vec::new();
+    for lanes in [1, 4] {
+        match vpop::backend::cuda::EmulatedCuda::new(model.clone(), Precision::F32) {
+            Ok(b) => runs.push(b.with_lanes(lanes).run_records(&refs, &solver).unwrap()),
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                return;
+            }
+        }
+    }
+    assert_eq!(runs[0].len(), programs.len());
+    for (i, (one, split)) in runs[0].iter().zip(&runs[1]).enumerate() {
+        assert_eq!(one.status, split.status, "subject {i}");
+        assert_eq!(one.stats, split.stats, "subject {i}");
+        for (a, b) in one.outputs.iter().zip(&split.outputs) {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same && a.len() == b.len(), "subject {i}: {a:?} vs {b:?}");
+        }
+    }
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_matches_nonmem() {

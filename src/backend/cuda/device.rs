@@ -1,40 +1,193 @@
-//! The CUDA backend on a device: NVRTC compiles the kernel for the device's architecture,
-//! cudarc uploads the buffers, launches and downloads.
+//! The CUDA backend on the machine's devices: NVRTC compiles each kernel once per architecture,
+//! every device takes a share of each launch, and on each device consecutive parts go to
+//! different streams through page-locked staging buffers, so that one part's upload and
+//! download overlap another's kernel. The devices are all those the driver shows, or the
+//! ordinals listed in `VPOP_CUDA_DEVICES` (e.g. `0,2`; an ordinal listed twice is driven by two
+//! threads with streams of their own, which exercises the several-device path on one GPU).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
+};
 use sha2::{Digest, Sha256};
 
-use super::host::{Host, Job, Launcher, Real, Written, BLOCK};
+use super::host::{Host, Job, Launched, Launcher, Real, Written, BLOCK};
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::Precision;
 use crate::backend::{ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput};
 use crate::model::CompiledModel;
 use crate::solver::SolverOptions;
 
+/// Streams per device: parts dealt to a device go round its streams.
+const LANES: usize = 3;
+
+/// The smallest part worth a stream of its own: enough threads to fill most of a device.
+const MIN_PART: usize = 32_768;
+
+/// Alignment of the regions of a lane's buffers.
+const ALIGN: usize = 256;
+
 fn failed(m: impl std::fmt::Display) -> BackendError {
     BackendError::Failed(format!("cuda: {m}"))
 }
 
-/// Device 0, its stream and the kernels compiled for it.
-pub(super) struct Device {
-    ctx: Arc<CudaContext>,
+fn driver(e: cudarc::driver::DriverError) -> BackendError {
+    failed(format!("{e:?}"))
+}
+
+/// Where a job's buffers lie in its lane's device buffer, in bytes:
+/// `[params | scale | arm | counters | metrics | profiles]`. The upload covers `params` to the
+/// end of `counters` (the records kernel's index, or zeros); metrics and profiles are zeroed on
+/// the device; the download covers `counters` to the end of `metrics`, or of `profiles` when
+/// the arm samples profiles.
+struct Layout {
+    params: Range<usize>,
+    scale: Range<usize>,
+    arm: Range<usize>,
+    counters: Range<usize>,
+    metrics: Range<usize>,
+    profiles: Range<usize>,
+    download_end: usize,
+}
+
+impl Layout {
+    fn of<T: Real>(job: &Job<'_, T>) -> Layout {
+        let t = std::mem::size_of::<T>();
+        let mut at = 0;
+        let mut region = |bytes: usize| {
+            let r = at..at + bytes;
+            at = (at + bytes).next_multiple_of(ALIGN);
+            r
+        };
+        let params = region(std::mem::size_of_val(job.params));
+        let scale = region(std::mem::size_of_val(job.scale));
+        let arm = region(std::mem::size_of_val(job.arm));
+        let counters = region(job.counters_len * 4);
+        let metrics = region(job.metrics_len * t);
+        let profiles = region(job.profiles_len * t);
+        let download_end = if job.meta.n_times > 0 {
+            profiles.end
+        } else {
+            metrics.end
+        };
+        Layout {
+            params,
+            scale,
+            arm,
+            counters,
+            metrics,
+            profiles,
+            download_end,
+        }
+    }
+
+    /// The download's range within the download buffer.
+    fn down(&self, r: &Range<usize>) -> Range<usize> {
+        r.start - self.counters.start..r.end - self.counters.start
+    }
+}
+
+/// What a device's jobs wrote, by job index, and the device's kernel span.
+type DeviceRun<T> = Result<(Vec<(usize, Written<T>)>, Duration), BackendError>;
+
+/// PTX by source key and architecture.
+type PtxCache = HashMap<([u8; 32], &'static str), String>;
+
+/// A job whose kernel and download are queued on a lane.
+struct InFlight {
+    job: usize,
+    layout: Layout,
+    start: CudaEvent,
+    end: CudaEvent,
+}
+
+/// One stream of a device with its staging buffers (page-locked, grown as needed and kept)
+/// and its device buffer.
+struct Lane {
     stream: Arc<CudaStream>,
+    /// Write-combined: the host only writes it.
+    up: Option<PinnedHostSlice<u8>>,
+    down: Option<PinnedHostSlice<u8>>,
+    buf: Option<CudaSlice<u8>>,
+    flight: Option<InFlight>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Copies to and from the staging buffers must end before they are freed.
+        let _ = self.stream.synchronize();
+    }
+}
+
+/// `slot`, grown to at least `len` bytes (after the lane's stream has finished with it).
+fn staging<'a>(
+    ctx: &Arc<CudaContext>,
+    slot: &'a mut Option<PinnedHostSlice<u8>>,
+    len: usize,
+    write_combined: bool,
+) -> Result<&'a mut [u8], BackendError> {
+    if slot.as_ref().is_none_or(|b| b.len() < len) {
+        *slot = None;
+        let cap = len + len / 8;
+        let flags = if write_combined {
+            sys::CU_MEMHOSTALLOC_WRITECOMBINED
+        } else {
+            0
+        };
+        // SAFETY: the memory is not initialised; every byte of it that is read (uploaded or
+        // taken after a download) was written first, by the host or by the download.
+        let b = unsafe { ctx.alloc_pinned_with_flags::<u8>(cap, flags) }.map_err(driver)?;
+        *slot = Some(b);
+    }
+    let b = slot.as_mut().ok_or_else(|| failed("no staging buffer"))?;
+    b.as_mut_slice().map_err(driver)
+}
+
+/// One device, its lanes and the kernels loaded on it.
+struct Device {
+    ctx: Arc<CudaContext>,
+    lanes: Vec<Lane>,
     arch: &'static str,
     name: String,
     functions: HashMap<[u8; 32], CudaFunction>,
 }
 
 impl Device {
-    /// The compiled kernel for a source, cached by the source's SHA-256.
-    fn function(&mut self, src: &str) -> Result<CudaFunction, BackendError> {
-        let key: [u8; 32] = Sha256::digest(src.as_bytes()).into();
+    fn open(ordinal: usize) -> Result<Device, String> {
+        let ctx = CudaContext::new(ordinal).map_err(|e| format!("{e:?}"))?;
+        let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
+        let name = ctx.name().map_err(|e| format!("{e:?}"))?;
+        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let lanes = (0..LANES)
+            .map(|_| {
+                Ok(Lane {
+                    stream: ctx.new_stream().map_err(|e| format!("{e:?}"))?,
+                    up: None,
+                    down: None,
+                    buf: None,
+                    flight: None,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Device {
+            ctx,
+            lanes,
+            arch,
+            name,
+            functions: HashMap::new(),
+        })
+    }
+
+    /// The kernel of a source whose PTX is `ptx`, loaded once.
+    fn function(&mut self, key: [u8; 32], ptx: &str) -> Result<CudaFunction, BackendError> {
         if let Some(f) = self.functions.get(&key) {
             return Ok(f.clone());
         }
-        let ptx = super::compile_ptx(src, self.arch).map_err(failed)?;
         let module = self
             .ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
@@ -45,67 +198,259 @@ impl Device {
         self.functions.insert(key, f.clone());
         Ok(f)
     }
-}
 
-impl Launcher for Device {
-    fn launch<T: Real>(&mut self, job: &Job<'_, T>) -> Result<Written<T>, BackendError> {
-        let f = self.function(job.src)?;
-        let st = &self.stream;
-        let e = |x: cudarc::driver::DriverError| failed(format!("{x:?}"));
-        let d_params = st.clone_htod(job.params).map_err(e)?;
-        let d_scale = st.clone_htod(job.scale).map_err(e)?;
-        let d_arm = st.clone_htod(job.arm).map_err(e)?;
-        let mut d_metrics = st.alloc_zeros::<T>(job.metrics_len).map_err(e)?;
-        let mut d_counters = match job.counters_in {
-            Some(c) => st.clone_htod(c).map_err(e)?,
-            None => st.alloc_zeros::<u32>(job.counters_len).map_err(e)?,
-        };
-        let mut d_prof = st.alloc_zeros::<T>(job.profiles_len).map_err(e)?;
+    /// Queues job `ix`'s upload, kernel and download on lane `l`, which has nothing in flight.
+    fn enqueue<T: Real>(
+        &mut self,
+        l: usize,
+        ix: usize,
+        job: &Job<'_, T>,
+        f: &CudaFunction,
+    ) -> Result<(), BackendError> {
+        let layout = Layout::of(job);
+        let ctx = self.ctx.clone();
+        let Lane {
+            stream,
+            up,
+            down,
+            buf,
+            flight,
+        } = &mut self.lanes[l];
+        let host = staging(&ctx, up, layout.counters.end, true)?;
+        host[layout.params.clone()].copy_from_slice(bytemuck::cast_slice(job.params));
+        host[layout.scale.clone()].copy_from_slice(bytemuck::cast_slice(job.scale));
+        host[layout.arm.clone()].copy_from_slice(bytemuck::cast_slice(job.arm));
+        let counters = &mut host[layout.counters.clone()];
+        counters.fill(0);
+        if let Some(c) = job.counters_in {
+            let c: &[u8] = bytemuck::cast_slice(c);
+            counters[..c.len()].copy_from_slice(c);
+        }
+        if buf.as_ref().is_none_or(|b| b.len() < layout.profiles.end) {
+            let cap = layout.profiles.end + layout.profiles.end / 8;
+            // SAFETY: uninitialised device memory; the upload and the zeroing below write
+            // every byte the kernel reads before it reads it.
+            *buf = Some(unsafe { stream.alloc::<u8>(cap) }.map_err(driver)?);
+        }
+        let dev = buf.as_mut().ok_or_else(|| failed("no device buffer"))?;
+        let up_len = layout.counters.end;
+        stream
+            .memcpy_htod(&host[..up_len], &mut dev.slice_mut(..up_len))
+            .map_err(driver)?;
+        stream
+            .memset_zeros(&mut dev.slice_mut(layout.metrics.start..layout.profiles.end))
+            .map_err(driver)?;
+        let base = dev.device_ptr(stream).0;
+        let at = |r: &Range<usize>| base + r.start as u64;
+        let (params, scale, arm) = (at(&layout.params), at(&layout.scale), at(&layout.arm));
+        let (metrics, counters, profiles) = (
+            at(&layout.metrics),
+            at(&layout.counters),
+            at(&layout.profiles),
+        );
+        let timed = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = stream.record_event(timed).map_err(driver)?;
         let cfg = LaunchConfig {
             grid_dim: ((job.n as u32).div_ceil(BLOCK), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut launch = st.launch_builder(&f);
+        let mut launch = stream.launch_builder(f);
         launch
-            .arg(&d_params)
-            .arg(&d_scale)
-            .arg(&d_arm)
+            .arg(&params)
+            .arg(&scale)
+            .arg(&arm)
             .arg(&job.meta)
-            .arg(&mut d_metrics)
-            .arg(&mut d_counters)
-            .arg(&mut d_prof);
-        // Uploads finish first, so that the time below is the kernel's alone.
-        st.synchronize().map_err(e)?;
-        let t0 = std::time::Instant::now();
-        // SAFETY: the arguments match the kernel's signature in kernels/integrate.cu and
-        // every buffer is sized for n subjects.
-        unsafe { launch.launch(cfg) }.map_err(e)?;
-        st.synchronize().map_err(e)?;
-        let kernel_time = t0.elapsed();
-        let metrics = st.clone_dtoh(&d_metrics).map_err(e)?;
-        let counters = st.clone_dtoh(&d_counters).map_err(e)?;
-        let profiles = if job.meta.n_times > 0 {
-            st.clone_dtoh(&d_prof).map_err(e)?
-        } else {
-            Vec::new()
+            .arg(&metrics)
+            .arg(&counters)
+            .arg(&profiles);
+        // SAFETY: the arguments match the kernel's signature in kernels/integrate.cu (device
+        // pointers into this lane's buffer, which holds every region at its size for job.n
+        // subjects, and Meta by value); the buffer lives until the lane's stream is done.
+        unsafe { launch.launch(cfg) }.map_err(driver)?;
+        let end = stream.record_event(timed).map_err(driver)?;
+        let d_len = layout.download_end - layout.counters.start;
+        let host = staging(&ctx, down, d_len, false)?;
+        stream
+            .memcpy_dtoh(
+                &dev.slice(layout.counters.start..layout.download_end),
+                &mut host[..d_len],
+            )
+            .map_err(driver)?;
+        *flight = Some(InFlight {
+            job: ix,
+            layout,
+            start,
+            end,
+        });
+        Ok(())
+    }
+
+    /// Waits for lane `l`'s job and takes what it wrote.
+    fn finish<T: Real>(
+        &mut self,
+        l: usize,
+    ) -> Result<Option<(InFlight, Written<T>)>, BackendError> {
+        let lane = &mut self.lanes[l];
+        let Some(fl) = lane.flight.take() else {
+            return Ok(None);
         };
-        Ok(Written {
-            metrics,
-            counters,
-            profiles,
+        lane.stream.synchronize().map_err(driver)?;
+        let host = lane
+            .down
+            .as_ref()
+            .ok_or_else(|| failed("no staging buffer"))?
+            .as_slice()
+            .map_err(driver)?;
+        let lay = &fl.layout;
+        let take =
+            |r: &Range<usize>| -> Vec<T> { bytemuck::pod_collect_to_vec(&host[lay.down(r)]) };
+        let written = Written {
+            counters: bytemuck::pod_collect_to_vec(&host[lay.down(&lay.counters)]),
+            metrics: take(&lay.metrics),
+            profiles: if lay.download_end == lay.profiles.end {
+                take(&lay.profiles)
+            } else {
+                Vec::new()
+            },
+        };
+        Ok(Some((fl, written)))
+    }
+
+    /// Runs this device's jobs round its lanes; what they wrote, by job index, and the span
+    /// from the first kernel's start to the last one's end.
+    fn run<T: Real>(&mut self, jobs: &[(usize, &Job<'_, T>)], ptx: &PtxCache) -> DeviceRun<T> {
+        let result = self.run_lanes(jobs, ptx);
+        if result.is_err() {
+            for lane in &mut self.lanes {
+                let _ = lane.stream.synchronize();
+                lane.flight = None;
+            }
+        }
+        result
+    }
+
+    fn run_lanes<T: Real>(
+        &mut self,
+        jobs: &[(usize, &Job<'_, T>)],
+        ptx: &PtxCache,
+    ) -> DeviceRun<T> {
+        let mut done = Vec::with_capacity(jobs.len());
+        let mut events = Vec::with_capacity(jobs.len());
+        let mut keep = |fw: Option<(InFlight, Written<T>)>| {
+            if let Some((fl, w)) = fw {
+                done.push((fl.job, w));
+                events.push((fl.start, fl.end));
+            }
+        };
+        for (k, (ix, job)) in jobs.iter().enumerate() {
+            let key = source_key(job.src);
+            let code = ptx
+                .get(&(key, self.arch))
+                .ok_or_else(|| failed("a kernel was not compiled"))?;
+            let f = self.function(key, code)?;
+            let l = k % LANES;
+            keep(self.finish(l)?);
+            self.enqueue(l, *ix, job, &f)?;
+        }
+        for l in 0..LANES {
+            keep(self.finish(l)?);
+        }
+        Ok((done, span(&events)?))
+    }
+}
+
+/// From the earliest start to the latest end of kernels bracketed by timed events of one
+/// context.
+fn span(events: &[(CudaEvent, CudaEvent)]) -> Result<Duration, BackendError> {
+    let Some((first, _)) = events.first() else {
+        return Ok(Duration::ZERO);
+    };
+    let (mut lo, mut hi) = (0f32, 0f32);
+    for (s, e) in events {
+        lo = lo.min(first.elapsed_ms(s).map_err(driver)?);
+        hi = hi.max(first.elapsed_ms(e).map_err(driver)?);
+    }
+    Ok(Duration::from_secs_f64(f64::from(hi - lo).max(0.0) / 1e3))
+}
+
+fn source_key(src: &str) -> [u8; 32] {
+    Sha256::digest(src.as_bytes()).into()
+}
+
+/// All devices, and the PTX of every kernel compiled so far, by source and architecture.
+pub(super) struct Devices {
+    devices: Vec<Device>,
+    ptx: PtxCache,
+}
+
+impl Launcher for Devices {
+    fn lanes(&self) -> (usize, usize) {
+        (self.devices.len() * LANES, MIN_PART)
+    }
+
+    fn launch_all<T: Real>(&mut self, jobs: &[Job<'_, T>]) -> Result<Launched<T>, BackendError> {
+        // NVRTC compiles each source once per architecture, before the devices start.
+        for d in &self.devices {
+            for j in jobs {
+                if let std::collections::hash_map::Entry::Vacant(v) =
+                    self.ptx.entry((source_key(j.src), d.arch))
+                {
+                    v.insert(super::compile_ptx(j.src, d.arch).map_err(failed)?);
+                }
+            }
+        }
+        // Job k goes to device k mod D, each device driven by a thread of its own.
+        let nd = self.devices.len();
+        let ptx = &self.ptx;
+        let per_device: Vec<Vec<(usize, &Job<'_, T>)>> = (0..nd)
+            .map(|d| jobs.iter().enumerate().skip(d).step_by(nd).collect())
+            .collect();
+        let results: Vec<DeviceRun<T>> = if nd == 1 {
+            vec![self.devices[0].run(&per_device[0], ptx)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .devices
+                    .iter_mut()
+                    .zip(&per_device)
+                    .map(|(dev, mine)| s.spawn(move || dev.run(mine, ptx)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(failed("a device's thread panicked")))
+                    })
+                    .collect()
+            })
+        };
+        let mut parts: Vec<Option<Written<T>>> = (0..jobs.len()).map(|_| None).collect();
+        let mut kernel_time = Duration::ZERO;
+        for r in results {
+            let (done, t) = r?;
+            kernel_time = kernel_time.max(t);
+            for (ix, w) in done {
+                parts[ix] = Some(w);
+            }
+        }
+        Ok(Launched {
+            parts: parts
+                .into_iter()
+                .map(|w| w.ok_or_else(|| failed("a part was not run")))
+                .collect::<Result<_, _>>()?,
             kernel_time,
         })
     }
 }
 
-/// The CUDA backend on device 0.
+/// The CUDA backend on every device of the machine.
 pub struct CudaBackend {
-    host: Host<Device>,
+    host: Host<Devices>,
 }
 
 impl CudaBackend {
-    /// Opens device 0; a clear error (never a panic) without a driver or a device.
+    /// Opens every device; a clear error (never a panic) without a driver or a device.
     pub fn new(
         model: Arc<CompiledModel>,
         precision: Precision,
@@ -122,42 +467,116 @@ impl CudaBackend {
                 "no NVRTC (libnvrtc) on the library path".into(),
             ));
         }
-        let opened = std::panic::catch_unwind(|| -> Result<_, String> {
-            let ctx = CudaContext::new(0).map_err(|e| format!("{e:?}"))?;
-            let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
-            let name = ctx.name().map_err(|e| format!("{e:?}"))?;
-            Ok((ctx, major, minor, name))
+        let listed = match std::env::var("VPOP_CUDA_DEVICES") {
+            Ok(v) if !v.trim().is_empty() => Some(
+                v.split(',')
+                    .map(|x| x.trim().parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        BackendError::Failed(format!(
+                            "VPOP_CUDA_DEVICES={v:?}: expected device ordinals such as 0,1"
+                        ))
+                    })?,
+            ),
+            _ => None,
+        };
+        let opened = std::panic::catch_unwind(|| -> Result<Vec<Device>, String> {
+            let n = CudaContext::device_count().map_err(|e| format!("{e:?}"))?;
+            if n < 1 {
+                return Err("the driver shows no device".into());
+            }
+            let ordinals = listed.unwrap_or_else(|| (0..n as usize).collect());
+            if let Some(bad) = ordinals.iter().find(|o| **o >= n as usize) {
+                return Err(format!(
+                    "VPOP_CUDA_DEVICES names device {bad}, but the driver shows {n}"
+                ));
+            }
+            ordinals.into_iter().map(Device::open).collect()
         });
-        let (ctx, major, minor, name) = match opened {
+        let devices = match opened {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(unavailable(format!("no CUDA device: {e}"))),
             Err(_) => return Err(unavailable("the CUDA driver could not be loaded".into())),
         };
-        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
-        let stream = ctx.default_stream();
         Ok(CudaBackend {
             host: Host {
                 model,
                 precision,
-                launcher: Device {
-                    ctx,
-                    stream,
-                    arch,
-                    name,
-                    functions: HashMap::new(),
+                launcher: Devices {
+                    devices,
+                    ptx: HashMap::new(),
                 },
                 label: "cuda",
             },
         })
     }
+
+    /// How many devices take a share of each launch.
+    pub fn device_count(&self) -> usize {
+        self.host.launcher.devices.len()
+    }
+}
+
+/// A CUDA device as `vpop devices` lists it.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub arch: String,
+    pub memory_bytes: usize,
+    pub multiprocessors: i32,
+}
+
+/// The CUDA devices the driver shows, or why there are none (never a panic).
+pub fn list_devices() -> Result<Vec<DeviceInfo>, String> {
+    // SAFETY: probes for the shared library without calling into it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("no CUDA driver (libcuda) on the library path".into());
+    }
+    let listed = std::panic::catch_unwind(|| -> Result<Vec<DeviceInfo>, String> {
+        let e = |e: cudarc::driver::DriverError| format!("{e:?}");
+        let n = CudaContext::device_count().map_err(e)?;
+        (0..n.max(0) as usize)
+            .map(|ordinal| {
+                let ctx = CudaContext::new(ordinal).map_err(e)?;
+                let (major, minor) = ctx.compute_capability().map_err(e)?;
+                Ok(DeviceInfo {
+                    ordinal,
+                    name: ctx.name().map_err(e)?,
+                    arch: format!("sm_{major}{minor}"),
+                    memory_bytes: ctx.total_mem().map_err(e)?,
+                    multiprocessors: ctx
+                        .attribute(
+                            sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                        )
+                        .map_err(e)?,
+                })
+            })
+            .collect()
+    });
+    listed.unwrap_or_else(|_| Err("the CUDA driver could not be loaded".into()))
+}
+
+/// "NAME (sm_XX)" for one device, "N × NAME (sm_XX)" for several alike, a list otherwise.
+fn describe(devices: &[Device]) -> String {
+    let each: Vec<String> = devices
+        .iter()
+        .map(|d| format!("{} ({})", d.name, d.arch))
+        .collect();
+    match each.as_slice() {
+        [one] => one.clone(),
+        [first, rest @ ..] if rest.iter().all(|d| d == first) => {
+            format!("{} × {first}", each.len())
+        }
+        _ => each.join(", "),
+    }
 }
 
 impl Backend for CudaBackend {
     fn info(&self) -> BackendInfo {
-        let d = &self.host.launcher;
         BackendInfo {
             name: "cuda",
-            device: format!("{} ({})", d.name, d.arch),
+            device: describe(&self.host.launcher.devices),
             precision: self.host.precision,
         }
     }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::host::{Host, Job, Launcher, Meta, Real, Written, BLOCK};
+use super::host::{Host, Job, Launched, Launcher, Meta, Real, Written, BLOCK};
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::{
     ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
@@ -227,6 +227,8 @@ fn load(path: &Path, precision: Precision) -> Result<Entry, String> {
 pub(super) struct Emulator {
     compiler: Compiler,
     dir: PathBuf,
+    /// Parts each launch is split into (as a device's streams would split it).
+    lanes: usize,
 }
 
 impl Emulator {
@@ -346,8 +348,8 @@ impl<T: Real> Outputs<T> {
     }
 }
 
-impl Launcher for Emulator {
-    fn launch<T: Real>(&mut self, job: &Job<'_, T>) -> Result<Written<T>, BackendError> {
+impl Emulator {
+    fn launch<T: Real>(&self, job: &Job<'_, T>) -> Result<Written<T>, BackendError> {
         let entry = self.entry(job.src, T::PRECISION).map_err(failed)?;
         let f = T::emulated(&entry).ok_or_else(|| failed("a library of the other precision"))?;
         let n = u32::try_from(job.n).map_err(|_| failed("too many subjects for one launch"))?;
@@ -366,11 +368,9 @@ impl Launcher for Emulator {
             counters: counters.as_mut_ptr(),
             profiles: profiles.as_mut_ptr(),
         };
-        let t0 = std::time::Instant::now();
         (0..grid.div_ceil(per)).into_par_iter().for_each(|c| {
             outputs.run(f, job, grid, c * per, ((c + 1) * per).min(grid));
         });
-        let kernel_time = t0.elapsed();
         if job.meta.n_times == 0 {
             profiles.clear();
         }
@@ -378,7 +378,24 @@ impl Launcher for Emulator {
             metrics,
             counters,
             profiles,
-            kernel_time,
+        })
+    }
+}
+
+impl Launcher for Emulator {
+    fn lanes(&self) -> (usize, usize) {
+        (self.lanes, 1)
+    }
+
+    fn launch_all<T: Real>(&mut self, jobs: &[Job<'_, T>]) -> Result<Launched<T>, BackendError> {
+        let t0 = std::time::Instant::now();
+        let parts = jobs
+            .iter()
+            .map(|j| self.launch(j))
+            .collect::<Result<_, _>>()?;
+        Ok(Launched {
+            parts,
+            kernel_time: t0.elapsed(),
         })
     }
 }
@@ -401,10 +418,21 @@ impl EmulatedCuda {
             host: Host {
                 model,
                 precision,
-                launcher: Emulator { compiler, dir },
+                launcher: Emulator {
+                    compiler,
+                    dir,
+                    lanes: 1,
+                },
                 label: NAME,
             },
         })
+    }
+
+    /// Splits every launch into `lanes` parts run one after another, as a machine's streams
+    /// and devices split it (for tests that results do not depend on the split).
+    pub fn with_lanes(mut self, lanes: usize) -> EmulatedCuda {
+        self.host.launcher.lanes = lanes.max(1);
+        self
     }
 }
 
@@ -451,6 +479,7 @@ mod tests {
         let e = Emulator {
             compiler,
             dir: cache_dir().unwrap(),
+            lanes: 1,
         };
         let err = e.entry("not a kernel", Precision::F32).unwrap_err();
         assert!(err.contains("could not build the emulated kernel"), "{err}");

@@ -1,18 +1,25 @@
 //! What a run of the CUDA integrator kernel needs on the host, wherever the kernel runs: the
 //! kernel's source, its parameter, scale and arm buffers, its `Meta` struct, the sizes of the
 //! buffers it writes, and the unpacking of what it wrote into a [`ChunkOutput`]. A
-//! [`Launcher`] does the rest — the device through cudarc ([`super::CudaBackend`]) or the host
-//! emulation ([`super::EmulatedCuda`]) — so both run the same source on the same buffers.
+//! [`Launcher`] does the rest — the devices through cudarc ([`super::CudaBackend`]) or the
+//! host emulation ([`super::EmulatedCuda`]) — so both run the same source on the same buffers.
+//!
+//! A chunk is split into parts of whole subjects, one per lane of the launcher (every stream
+//! of every device), so that the parts' transfers overlap each other's kernels and every GPU
+//! of the machine takes a share. Each subject's result does not depend on the split.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
+
+use rayon::prelude::*;
 
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
 use super::kernel::{arm_source, records_source, COUNTERS};
 use crate::backend::gpu::{
     arm_data, has_resets, prepare_chunk, records_data, steady_state_admin, take_counters,
-    take_records, take_values, KernelSizes, INDEX_STRIDE,
+    take_records, take_values, KernelSizes, RecordsData, INDEX_STRIDE,
 };
 use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
@@ -80,7 +87,7 @@ unsafe impl<T: Real> DeviceRepr for Meta<T> {}
 
 /// A floating-point type the kernels are compiled for.
 pub(super) trait Real:
-    DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + 'static
+    DeviceRepr + ValidAsZeroBits + bytemuck::Pod + Default + Send + Sync + 'static
 {
     const PRECISION: Precision;
     const EPS: f64;
@@ -147,19 +154,40 @@ pub(super) struct Job<'a, T> {
     pub profiles_len: usize,
 }
 
-/// What a launch wrote.
+/// What a job's launch wrote.
 pub(super) struct Written<T> {
     pub metrics: Vec<T>,
     pub counters: Vec<u32>,
     /// Empty when the arm samples no profile.
     pub profiles: Vec<T>,
-    /// The kernel's own time (transfers excluded).
+}
+
+/// What the jobs of one call wrote, in job order.
+pub(super) struct Launched<T> {
+    pub parts: Vec<Written<T>>,
+    /// From the first kernel's start to the last one's end (transfers before and after
+    /// excluded; on several devices, the longest device).
     pub kernel_time: Duration,
 }
 
-/// Runs the kernel of a job somewhere.
+/// Runs the kernels of jobs somewhere.
 pub(super) trait Launcher {
-    fn launch<T: Real>(&mut self, job: &Job<'_, T>) -> Result<Written<T>, BackendError>;
+    /// Lanes (parts run at once: streams × devices), and the smallest part worth a lane.
+    fn lanes(&self) -> (usize, usize);
+    /// Runs independent jobs, in any order and possibly at once; results in job order.
+    fn launch_all<T: Real>(&mut self, jobs: &[Job<'_, T>]) -> Result<Launched<T>, BackendError>;
+}
+
+/// Splits `n` subjects into at most `lanes` parts of whole blocks, none smaller than `min`
+/// subjects (except a last, shorter one, or when there are fewer subjects than that).
+pub(super) fn split(n: usize, (lanes, min): (usize, usize)) -> Vec<Range<usize>> {
+    let block = BLOCK as usize;
+    let k = lanes.max(1).min(n / min.max(1)).max(1);
+    let per = n.div_ceil(k).div_ceil(block) * block;
+    (0..n)
+        .step_by(per.max(1))
+        .map(|a| a..(a + per).min(n))
+        .collect()
 }
 
 /// A backend running the CUDA integrator kernel through a launcher.
@@ -225,15 +253,6 @@ impl<L: Launcher> Host<L> {
         let ad = arm_data(arm);
         let z = KernelSizes::new(progs, arm.metrics.len());
         let nt = ad.n_times;
-        let mut params = vec![T::default(); (z.np * n).max(1)];
-        for (p, col) in input.params.iter().enumerate() {
-            for i in 0..n {
-                params[p * n + i] = T::of(col[i]);
-            }
-        }
-        let scale: Vec<T> = (0..n)
-            .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[i])))
-            .collect();
         let arm_v: Vec<T> = ad.data.iter().map(|v| T::of(*v)).collect();
         let meta = Meta::<T> {
             n_admin: ad.n_admin as u32,
@@ -247,22 +266,53 @@ impl<L: Launcher> Host<L> {
             trough: T::of(ad.trough),
             ..Meta::new(n, &arm.solver)
         };
-        let job = Job {
-            src: &src,
-            n,
-            params: &params,
-            scale: &scale,
-            arm: &arm_v,
-            meta,
-            metrics_len: (z.nm * n).max(1),
-            counters_len: COUNTERS * n,
-            counters_in: None,
-            profiles_len: (z.no * n * nt).max(1),
-        };
-        let w = self.launcher.launch(&job)?;
-        out.kernel_time += w.kernel_time;
-        take_counters(out, &w.counters, COUNTERS, 0);
-        take_values(out, &w.metrics, &w.profiles, n, 0, T::to);
+        // Each part's parameters (`[p * len + i]`) and dose scaling, packed in parallel.
+        let parts = split(n, self.launcher.lanes());
+        let packed: Vec<(Vec<T>, Vec<T>)> = parts
+            .par_iter()
+            .map(|r| {
+                let len = r.len();
+                let mut params = vec![T::default(); (z.np * len).max(1)];
+                for (p, col) in input.params.iter().enumerate() {
+                    for (d, v) in params[p * len..(p + 1) * len]
+                        .iter_mut()
+                        .zip(&col[r.clone()])
+                    {
+                        *d = T::of(*v);
+                    }
+                }
+                let scale: Vec<T> = r
+                    .clone()
+                    .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[i])))
+                    .collect();
+                (params, scale)
+            })
+            .collect();
+        let jobs: Vec<Job<'_, T>> = parts
+            .iter()
+            .zip(&packed)
+            .map(|(r, (params, scale))| Job {
+                src: &src,
+                n: r.len(),
+                params,
+                scale,
+                arm: &arm_v,
+                meta: Meta {
+                    n: r.len() as u32,
+                    ..meta
+                },
+                metrics_len: (z.nm * r.len()).max(1),
+                counters_len: COUNTERS * r.len(),
+                counters_in: None,
+                profiles_len: (z.no * r.len() * nt).max(1),
+            })
+            .collect();
+        let done = self.launcher.launch_all(&jobs)?;
+        out.kernel_time += done.kernel_time;
+        for (r, w) in parts.iter().zip(&done.parts) {
+            take_counters(out, &w.counters, COUNTERS, r.start);
+            take_values(out, &w.metrics, &w.profiles, r.len(), r.start, T::to);
+        }
         Ok(())
     }
 }
@@ -284,14 +334,17 @@ impl<L: Launcher> Host<L> {
                 solver.rtol
             )));
         }
-        let mut outcomes = Vec::with_capacity(programs.len());
+        // Batches that keep every offset and integer exact: at most 2^20 subjects and 2^22
+        // instructions, records and parameter sets each (a subject larger than that gets a
+        // batch of its own), and no more subjects than a lane's share.
+        let (lanes, min) = self.launcher.lanes();
+        let share = programs.len().div_ceil(lanes.max(1)).max(min).min(1 << 20);
+        let mut batches: Vec<Range<usize>> = Vec::new();
         let mut start = 0;
         while start < programs.len() {
-            // At most 2^20 subjects and 2^22 instructions, records and parameter sets per
-            // launch (a subject larger than that gets a launch of its own).
             let mut end = start;
             let (mut instrs, mut rows, mut sets) = (0usize, 0usize, 0usize);
-            while end < programs.len() && end - start < 1 << 20 {
+            while end < programs.len() && end - start < share {
                 let p = programs[end];
                 let i = p.ops.len() + p.ops.iter().map(window_len).sum::<usize>();
                 if end > start
@@ -306,53 +359,67 @@ impl<L: Launcher> Host<L> {
                 sets += p.params.len();
                 end += 1;
             }
-            let part = match self.precision {
-                Precision::F32 => self.run_records_batch::<f32>(&programs[start..end], solver)?,
-                Precision::F64 => self.run_records_batch::<f64>(&programs[start..end], solver)?,
-            };
-            outcomes.extend(part);
+            batches.push(start..end);
             start = end;
         }
-        Ok(outcomes)
+        match self.precision {
+            Precision::F32 => self.run_records_batches::<f32>(programs, &batches, solver),
+            Precision::F64 => self.run_records_batches::<f64>(programs, &batches, solver),
+        }
     }
 
-    fn run_records_batch<T: Real>(
+    fn run_records_batches<T: Real>(
         &mut self,
         programs: &[&Program],
+        batches: &[Range<usize>],
         solver: &SolverOptions,
     ) -> Result<Vec<RecordsOutcome>, BackendError> {
         let progs = &self.model.programs;
-        let n = programs.len();
         let z = KernelSizes::new(progs, 0);
         let src = records_source(progs, solver.method, T::PRECISION).map_err(|e| self.failed(e))?;
-        let data = records_data(programs, z.np).map_err(|e| self.failed(e))?;
         let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|x| T::of(*x)).collect() };
-        let params = cast(&data.params);
-        let prog = cast(&data.prog);
-        let meta = Meta::<T>::new(n, solver);
-        let job = Job {
-            src: &src,
-            n,
-            params: &params,
-            scale: &[T::default()],
-            arm: &prog,
-            meta,
-            metrics_len: (z.no * data.rows).max(1),
-            counters_len: COUNTERS * n,
-            counters_in: Some(&data.index),
-            // Steady-state scratch (kernels/records_driver.cu SCRATCH).
-            profiles_len: (z.ny() + 2 * z.ns) * n,
-        };
-        let w = self.launcher.launch(&job)?;
-        Ok(take_records(
-            programs,
-            &data,
-            &w.metrics,
-            &w.counters,
-            COUNTERS,
-            progs.n_outputs,
-            T::to,
-        ))
+        type Packed<T> = (RecordsData, Vec<T>, Vec<T>);
+        let packed: Vec<Packed<T>> = batches
+            .par_iter()
+            .map(|b| {
+                let data = records_data(&programs[b.clone()], z.np)?;
+                let (params, prog) = (cast(&data.params), cast(&data.prog));
+                Ok((data, params, prog))
+            })
+            .collect::<Result<_, String>>()
+            .map_err(|e| self.failed(e))?;
+        let no_scale = [T::default()];
+        let jobs: Vec<Job<'_, T>> = batches
+            .iter()
+            .zip(&packed)
+            .map(|(b, (data, params, prog))| Job {
+                src: &src,
+                n: b.len(),
+                params,
+                scale: &no_scale,
+                arm: prog,
+                meta: Meta::<T>::new(b.len(), solver),
+                metrics_len: (z.no * data.rows).max(1),
+                counters_len: COUNTERS * b.len(),
+                counters_in: Some(&data.index),
+                // Steady-state scratch (kernels/records_driver.cu SCRATCH).
+                profiles_len: (z.ny() + 2 * z.ns) * b.len(),
+            })
+            .collect();
+        let done = self.launcher.launch_all(&jobs)?;
+        let mut outcomes = Vec::with_capacity(programs.len());
+        for ((b, (data, _, _)), w) in batches.iter().zip(&packed).zip(&done.parts) {
+            outcomes.extend(take_records(
+                &programs[b.clone()],
+                data,
+                &w.metrics,
+                &w.counters,
+                COUNTERS,
+                progs.n_outputs,
+                T::to,
+            ));
+        }
+        Ok(outcomes)
     }
 }
 
@@ -363,5 +430,38 @@ fn window_len(op: &Op) -> usize {
     match op {
         Op::SteadyState(_, _, w) => w.len(),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_every_subject_once_in_whole_blocks() {
+        let b = BLOCK as usize;
+        for (n, lanes, min) in [
+            (1, 3, 1),
+            (1000, 3, 1),
+            (1000, 3, 32_768),
+            (1 << 20, 6, 32_768),
+            (100_000, 12, 32_768),
+            (129, 2, 1),
+        ] {
+            let parts = split(n, (lanes, min));
+            assert!(
+                !parts.is_empty() && parts.len() <= lanes,
+                "{n} {lanes} {min}"
+            );
+            assert_eq!(parts[0].start, 0);
+            assert_eq!(parts.last().unwrap().end, n);
+            for w in parts.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert_eq!(w[0].len() % b, 0, "{n} {lanes} {min}: {parts:?}");
+                assert!(w[0].len() >= min.min(n));
+            }
+        }
+        assert_eq!(split(1000, (3, 32_768)), vec![0..1000]);
+        assert_eq!(split(100_000, (12, 32_768)).len(), 3);
     }
 }

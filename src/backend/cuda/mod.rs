@@ -80,6 +80,6 @@ pub mod emulate;
 mod host;
 
 #[cfg(feature = "cuda")]
-pub use device::CudaBackend;
+pub use device::{list_devices, CudaBackend, DeviceInfo};
 #[cfg(feature = "cuda")]
 pub use emulate::EmulatedCuda;
