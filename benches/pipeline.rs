@@ -66,32 +66,51 @@ fn host(c: &mut Criterion) {
         b.iter(|| pop.sample(trial.seed, 0, n, &mut chunk))
     });
     group.throughput(Throughput::Elements((n * outs.len()) as u64));
-    use parquet::basic::Compression;
-    for (label, compression) in [
-        ("zstd(3), as vpop writes", None),
-        ("snappy", Some(Compression::SNAPPY)),
-        ("uncompressed", Some(Compression::UNCOMPRESSED)),
+    use vpop::output::Codec;
+    type Props<'a> = Box<dyn Fn() -> parquet::file::properties::WriterProperties + 'a>;
+    let builders: [(&str, Props); 4] = [
         (
-            "zstd(3) without dictionaries",
-            Some(Compression::ZSTD(
-                parquet::basic::ZstdLevel::try_new(3).unwrap(),
-            )),
+            "zstd, as vpop writes",
+            Box::new(|| {
+                vpop::output::writer_properties(&lay.schema, Vec::new(), usize::MAX, Codec::Zstd)
+            }),
         ),
-    ] {
+        (
+            "snappy",
+            Box::new(|| {
+                vpop::output::writer_properties(&lay.schema, Vec::new(), usize::MAX, Codec::Snappy)
+            }),
+        ),
+        (
+            "uncompressed",
+            Box::new(|| {
+                vpop::output::writer_properties(&lay.schema, Vec::new(), usize::MAX, Codec::None)
+            }),
+        ),
+        (
+            // What vpop wrote before 2026-11-30 (dictionaries tried on every column).
+            "zstd(3) with dictionaries on every column",
+            Box::new(|| {
+                parquet::file::properties::WriterProperties::builder()
+                    .set_writer_version(parquet::file::properties::WriterVersion::PARQUET_2_0)
+                    .set_compression(parquet::basic::Compression::ZSTD(
+                        parquet::basic::ZstdLevel::try_new(3).unwrap(),
+                    ))
+                    .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+                    .build()
+            }),
+        ),
+    ];
+    for (label, props) in &builders {
+        let mut bytes = 0;
         group.bench_function(
             format!("encode + Parquet {label}, 65536 subjects x 2 arms"),
             |b| {
                 b.iter(|| {
-                    let props = match compression {
-                        None => vpop::output::writer_properties(Vec::new(), usize::MAX),
-                        Some(c) => parquet::file::properties::WriterProperties::builder()
-                            .set_compression(c)
-                            .build(),
-                    };
                     let mut w = parquet::arrow::ArrowWriter::try_new(
                         Vec::new(),
                         lay.schema.clone(),
-                        Some(props),
+                        Some(props()),
                     )
                     .unwrap();
                     for (a, o) in outs.iter().enumerate() {
@@ -99,10 +118,11 @@ fn host(c: &mut Criterion) {
                         w.write(&batch).unwrap();
                         w.flush().unwrap();
                     }
-                    w.into_inner().unwrap().len()
+                    bytes = w.into_inner().unwrap().len();
                 })
             },
         );
+        println!("{label}: {bytes} bytes");
     }
     group.finish();
 }

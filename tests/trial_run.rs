@@ -301,6 +301,12 @@ fn bad_specs_are_located_errors() {
             "target metric 'cp_trough'",
         ),
         ("subjects = 2500", "subjects = -3", 4, ""),
+        (
+            "parameters = true",
+            "parameters = true\ncompression = \"lz5\"",
+            32,
+            "unknown compression 'lz5'",
+        ),
     ] {
         let text = SPEC.replace(from, to);
         let err = match Trial::from_text(&root, &text) {
@@ -706,4 +712,68 @@ fn f64_on_wgpu_without_shader_f64_and_f32_below_its_resolution_are_clear_errors(
         Ok(_) => panic!("rtol 1e-10 accepted in f32"),
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The parts' columns are encoded as `[output] compression` says: by default zstd with
+/// byte-stream-split floating-point columns, no dictionary but on dictionary columns, and a
+/// delta-encoded subject_id; `compression = "none"` leaves every column uncompressed. Both read
+/// back to the same values.
+#[test]
+fn parts_are_compressed_as_the_spec_says() {
+    use parquet::basic::{Compression, Encoding};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec.toml");
+    let mut values = Vec::new();
+    for (codec, line) in [("zstd", ""), ("none", "compression = \"none\"\n")] {
+        let text = SPEC
+            .replace("subjects = 2500", "subjects = 300")
+            .replace("[output]\n", &format!("[output]\n{line}"));
+        let trial = Trial::from_text(&root, &text).unwrap();
+        let dir = tmp(&format!("codec-{codec}"));
+        run_trial(&trial, &opts(&dir)).unwrap();
+        let file = std::fs::File::open(dir.join("part-00000.parquet")).unwrap();
+        let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
+        for rg in meta.row_groups() {
+            for col in rg.columns() {
+                let name = col.column_path().string();
+                let enc = col.encodings().collect::<Vec<_>>();
+                let zstd = matches!(col.compression(), Compression::ZSTD(_));
+                assert_eq!(
+                    zstd,
+                    codec == "zstd",
+                    "{codec} {name}: {:?}",
+                    col.compression()
+                );
+                if codec == "none" {
+                    assert_eq!(col.compression(), Compression::UNCOMPRESSED, "{name}");
+                }
+                let float =
+                    name.starts_with("cp_") || ["age", "wt", "cl", "v1"].contains(&name.as_str());
+                if float && !name.contains("profile") {
+                    assert!(
+                        !enc.contains(&Encoding::RLE_DICTIONARY),
+                        "{codec} {name}: {enc:?}"
+                    );
+                    if codec == "zstd" {
+                        assert!(
+                            enc.contains(&Encoding::BYTE_STREAM_SPLIT),
+                            "{name}: {enc:?}"
+                        );
+                    }
+                }
+                if name == "subject_id" {
+                    assert!(
+                        enc.contains(&Encoding::DELTA_BINARY_PACKED),
+                        "{name}: {enc:?}"
+                    );
+                }
+                if name == "arm" || name == "status" {
+                    assert!(enc.contains(&Encoding::RLE_DICTIONARY), "{name}: {enc:?}");
+                }
+            }
+        }
+        values.push(float_columns(&dir, &["cp_auc", "cp_cmax", "age"]));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(values[0], values[1]);
 }

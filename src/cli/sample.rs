@@ -10,7 +10,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 
-use crate::output::{writer_properties, AtomicFile};
+use crate::output::{writer_properties, AtomicFile, Codec};
 use crate::population::{Population, SampledChunk};
 use crate::trial::quantile::quantiles;
 
@@ -138,7 +138,12 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             let w = ArrowWriter::try_new(
                 f.take_file(),
                 schema.clone(),
-                Some(writer_properties(meta, CHUNK as usize)),
+                Some(writer_properties(
+                    &schema,
+                    meta,
+                    CHUNK as usize,
+                    Codec::default(),
+                )),
             )?;
             Some((f, w))
         }

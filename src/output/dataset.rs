@@ -16,7 +16,7 @@ use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{writer_properties, AtomicFile, OutputError};
+use super::{writer_properties, AtomicFile, Codec, OutputError};
 
 /// What makes two runs the same run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +60,7 @@ pub struct DatasetWriter {
     manifest: Manifest,
     metadata: Vec<(String, String)>,
     schema: SchemaRef,
+    codec: Codec,
 }
 
 /// The manifest file name of a shard (`_manifest.json` when unsharded).
@@ -92,6 +93,7 @@ impl DatasetWriter {
         arms: Vec<String>,
         schema: SchemaRef,
         provenance: BTreeMap<String, String>,
+        codec: Codec,
         overwrite: bool,
     ) -> Result<(DatasetWriter, Vec<PartEntry>), OutputError> {
         let io = |path: &Path| {
@@ -173,6 +175,7 @@ impl DatasetWriter {
             manifest,
             metadata,
             schema,
+            codec,
         };
         w.save_manifest()?;
         Ok((w, done))
@@ -216,6 +219,7 @@ impl DatasetWriter {
             dir: self.dir.clone(),
             metadata: self.metadata.clone(),
             schema: self.schema.clone(),
+            codec: self.codec,
         }
     }
 
@@ -243,6 +247,7 @@ pub struct PartWriter {
     dir: PathBuf,
     metadata: Vec<(String, String)>,
     schema: SchemaRef,
+    codec: Codec,
 }
 
 impl PartWriter {
@@ -257,7 +262,7 @@ impl PartWriter {
         let name = part_name(part);
         let path = self.dir.join(&name);
         let mut tmp = AtomicFile::create(&path)?;
-        let props = writer_properties(self.metadata.clone(), usize::MAX);
+        let props = writer_properties(&self.schema, self.metadata.clone(), usize::MAX, self.codec);
         let mut w = ArrowWriter::try_new(tmp.take_file(), self.schema.clone(), Some(props))?;
         let mut rows = 0u64;
         for b in batches {

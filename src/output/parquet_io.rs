@@ -20,26 +20,92 @@ pub enum OutputError {
     Invalid(String),
 }
 
-/// The properties of every Parquet file vpop writes: Parquet 2.0, zstd level 3, chunk
-/// statistics, `created_by` naming the engine, and the given key-value metadata.
+/// How the columns of vpop's Parquet files are compressed (`[output] compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Codec {
+    /// zstd level 1 (the default): floating-point columns byte-stream-split first, which lets
+    /// zstd find their repeated exponent bytes.
+    #[default]
+    Zstd,
+    Snappy,
+    /// No compression: the fastest to write and to read, the largest files.
+    None,
+}
+
+impl Codec {
+    pub fn parse(s: &str) -> Option<Codec> {
+        match s {
+            "zstd" => Some(Codec::Zstd),
+            "snappy" => Some(Codec::Snappy),
+            "none" => Some(Codec::None),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Zstd => "zstd",
+            Codec::Snappy => "snappy",
+            Codec::None => "none",
+        }
+    }
+}
+
+/// The properties of every Parquet file vpop writes: Parquet 2.0, `created_by` naming the
+/// engine, the given key-value metadata, and per column of `schema`:
+/// - floating-point columns (metrics, covariates, parameters, profiles): no dictionary (their
+///   values are nearly all distinct, so a dictionary is built and thrown away for every page),
+///   byte-stream-split under zstd, no statistics (a row group is an arm of a part: the
+///   minimum and maximum of a metric over it prune nothing);
+/// - integer columns (`subject_id`): delta-encoded, no dictionary, chunk statistics (they
+///   locate a subject's part and row group);
+/// - dictionary columns (`arm`, `status`, categorical covariates): dictionary-encoded as Arrow
+///   holds them, chunk statistics.
 pub fn writer_properties(
+    schema: &arrow_schema::Schema,
     metadata: Vec<(String, String)>,
     max_row_group_rows: usize,
+    codec: Codec,
 ) -> WriterProperties {
+    use parquet::basic::{Encoding, Type};
     let kv = metadata
         .into_iter()
         .map(|(k, v)| KeyValue::new(k, v))
         .collect::<Vec<_>>();
-    WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_created_by(format!("vpop {}", env!("CARGO_PKG_VERSION")))
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("zstd level 3 is valid"),
-        ))
+        .set_compression(match codec {
+            Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")),
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::None => Compression::UNCOMPRESSED,
+        })
         .set_max_row_group_row_count(Some(max_row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_key_value_metadata(if kv.is_empty() { None } else { Some(kv) })
-        .build()
+        .set_key_value_metadata(if kv.is_empty() { None } else { Some(kv) });
+    // A schema Parquet cannot hold is refused by the writer itself, with its own message.
+    if let Ok(descr) = parquet::arrow::ArrowSchemaConverter::new().convert(schema) {
+        for col in descr.columns() {
+            let path = col.path().clone();
+            match col.physical_type() {
+                Type::FLOAT | Type::DOUBLE => {
+                    b = b
+                        .set_column_dictionary_enabled(path.clone(), false)
+                        .set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+                    if codec == Codec::Zstd {
+                        b = b.set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+                    }
+                }
+                Type::INT64 | Type::INT32 => {
+                    b = b
+                        .set_column_dictionary_enabled(path.clone(), false)
+                        .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+                }
+                _ => {}
+            }
+        }
+    }
+    b.build()
 }
 
 /// A file written under a temporary name beside its destination and renamed into place on

@@ -759,9 +759,9 @@ fn evaluations_batch(
 }
 
 fn write_batch(path: &Path, batch: &RecordBatch, meta: &[(String, String)]) -> Result<(), String> {
-    use crate::output::{writer_properties, AtomicFile};
+    use crate::output::{writer_properties, AtomicFile, Codec};
     let mut tmp = AtomicFile::create(path).map_err(|e| e.to_string())?;
-    let props = writer_properties(meta.to_vec(), 1 << 20);
+    let props = writer_properties(&batch.schema(), meta.to_vec(), 1 << 20, Codec::default());
     let mut w = parquet::arrow::ArrowWriter::try_new(tmp.take_file(), batch.schema(), Some(props))
         .map_err(|e| e.to_string())?;
     w.write(batch).map_err(|e| e.to_string())?;

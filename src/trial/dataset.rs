@@ -378,6 +378,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         vec![trial.arms[0].plan.name.clone()],
         schema.clone(),
         prov,
+        trial.codec,
         opts.overwrite,
     )
     .map_err(|e| e.to_string())?;

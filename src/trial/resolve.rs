@@ -100,6 +100,8 @@ pub struct Trial {
     pub write_parameters: bool,
     pub write_covariates: bool,
     pub profile_f16: bool,
+    /// Compression of the output's Parquet parts.
+    pub codec: crate::output::Codec,
     /// Outputs written with residual error: (output index, residual model).
     pub observations: Vec<(usize, crate::population::ResidualModel)>,
     pub target: Option<Target>,
@@ -412,6 +414,20 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
     }
 
+    let codec = match &spec.output.compression {
+        None => crate::output::Codec::default(),
+        Some(c) => crate::output::Codec::parse(c.get_ref()).unwrap_or_else(|| {
+            errors.push(src.error(
+                span_of(c),
+                format!(
+                    "unknown compression '{}': expected \"zstd\", \"snappy\" or \"none\"",
+                    c.get_ref()
+                ),
+            ));
+            crate::output::Codec::default()
+        }),
+    };
+
     // Arms.
     let covariates: Vec<String> = population
         .as_ref()
@@ -667,6 +683,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         write_parameters: spec.output.parameters,
         write_covariates: spec.output.covariates,
         profile_f16,
+        codec,
         observations,
         target,
         data,

@@ -472,6 +472,7 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
         arm_names.clone(),
         layout.schema.clone(),
         provenance(trial, &info),
+        trial.codec,
         opts.overwrite,
     )
     .map_err(|e| e.to_string())?;

@@ -190,6 +190,9 @@ pub struct OutputSection {
     /// Probability of target attainment, e.g. `{ metric = "cp_ctrough", above = 1.0 }`.
     #[serde(default)]
     pub target: Option<Spanned<TargetSpec>>,
+    /// Parquet compression: "zstd" (default), "snappy" or "none".
+    #[serde(default)]
+    pub compression: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
