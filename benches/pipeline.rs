@@ -2,7 +2,9 @@
 //! - sampling + Arrow encoding + zstd Parquet encoding of one chunk of the quickstart (65 536
 //!   subjects × 2 arms, written to memory), in rows/s;
 //! - one chunk of 4 096 quickstart subjects (both arms) on each available backend, in
-//!   subject-arms/s (wgpu only on a hardware adapter; CUDA where a device exists).
+//!   subject-arms/s (wgpu only on a hardware adapter; CUDA where a device exists);
+//! - `vpop run` of 1 M quickstart subjects (VPOP_BENCH_SUBJECTS) through a backend that
+//!   integrates nothing: the subjects/s the host side sustains on all cores.
 //!
 //! cargo bench --bench pipeline
 
@@ -175,5 +177,89 @@ fn backends(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, host, backends);
+/// A backend that integrates nothing: every subject's metrics are made from its parameters at
+/// once, so that a run measures the host pipeline alone (sampling, packing, encoding, Parquet,
+/// manifest, summary).
+struct NoIntegration;
+
+impl Backend for NoIntegration {
+    fn info(&self) -> vpop::backend::BackendInfo {
+        vpop::backend::BackendInfo {
+            name: "none",
+            device: "no integration (host pipeline benchmark)".into(),
+            precision: vpop::backend::Precision::F64,
+        }
+    }
+
+    fn run_chunk(
+        &mut self,
+        arm: &vpop::backend::ArmPlan,
+        input: &ChunkInput<'_>,
+        out: &mut ChunkOutput,
+    ) -> Result<(), vpop::backend::BackendError> {
+        let nt = arm.sample_times.len();
+        out.reset(input.n, arm.metrics.len(), 1, nt);
+        for (m, col) in out.metrics.iter_mut().enumerate() {
+            for (v, p) in col.iter_mut().zip(&input.params[m % input.params.len()]) {
+                *v = p * (m + 1) as f64;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_records(
+        &mut self,
+        _programs: &[&vpop::backend::records::Program],
+        _solver: &vpop::solver::SolverOptions,
+    ) -> Result<Vec<vpop::backend::records::RecordsOutcome>, vpop::backend::BackendError> {
+        Err(vpop::backend::BackendError::Failed("no records".into()))
+    }
+}
+
+/// `vpop run` of the quickstart (1 M subjects × 2 arms, default chunks and codec) with no
+/// integration: how many subjects per second the host side sustains on this machine's cores.
+fn host_end_to_end(c: &mut Criterion) {
+    let mut trial = quickstart();
+    let n: u64 = std::env::var("VPOP_BENCH_SUBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    trial.subjects = n;
+    let dir = std::env::temp_dir().join(format!("vpop-bench-host-{}", std::process::id()));
+    let mut group = c.benchmark_group("host_end_to_end");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n));
+    for codec in [vpop::output::Codec::Zstd, vpop::output::Codec::None] {
+        trial.codec = codec;
+        group.bench_function(
+            format!(
+                "quickstart {n} subjects x 2 arms, no integration, {}",
+                codec.name()
+            ),
+            |b| {
+                b.iter(|| {
+                    let opts = vpop::trial::RunOptions {
+                        quiet: true,
+                        overwrite: true,
+                        output_dir: Some(dir.clone()),
+                        ..Default::default()
+                    };
+                    let r = vpop::trial::run::run_trial_on(
+                        &trial,
+                        &opts,
+                        Box::new(NoIntegration),
+                        String::new(),
+                        std::time::Instant::now(),
+                    )
+                    .unwrap();
+                    assert!(r.complete);
+                })
+            },
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    group.finish();
+}
+
+criterion_group!(benches, host, backends, host_end_to_end);
 criterion_main!(benches);

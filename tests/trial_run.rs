@@ -105,6 +105,22 @@ fn a_stopped_run_resumes_to_identical_files() {
     );
     assert!(!resumed.join(".part-00003.parquet.123.tmp").exists());
     assert_eq!(r.arms, second.arms);
+    // The manifest names every part with its size and SHA-256.
+    let manifest: vpop::output::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(resumed.join("_manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest.parts.len(), 4);
+    for p in &manifest.parts {
+        use sha2::Digest;
+        let bytes = std::fs::read(resumed.join(&p.file)).unwrap();
+        assert_eq!(p.bytes, bytes.len() as u64, "{}", p.file);
+        assert_eq!(
+            p.sha256,
+            format!("{:x}", sha2::Sha256::digest(&bytes)),
+            "{}",
+            p.file
+        );
+    }
     // A different run into the same directory is refused.
     let mut other = trial();
     other.seed = 100;

@@ -76,12 +76,23 @@ pub fn part_name(part: u64) -> String {
     format!("part-{part:05}.parquet")
 }
 
-fn sha256_file(path: &Path) -> Result<String, OutputError> {
-    let bytes = std::fs::read(path).map_err(|cause| OutputError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+/// A writer that hashes what passes through it (so a part is hashed as it is written, not
+/// read back).
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl DatasetWriter {
@@ -263,7 +274,11 @@ impl PartWriter {
         let path = self.dir.join(&name);
         let mut tmp = AtomicFile::create(&path)?;
         let props = writer_properties(&self.schema, self.metadata.clone(), usize::MAX, self.codec);
-        let mut w = ArrowWriter::try_new(tmp.take_file(), self.schema.clone(), Some(props))?;
+        let out = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, tmp.take_file()),
+            hash: Sha256::new(),
+        };
+        let mut w = ArrowWriter::try_new(out, self.schema.clone(), Some(props))?;
         let mut rows = 0u64;
         for b in batches {
             if b.schema() != self.schema {
@@ -275,19 +290,17 @@ impl PartWriter {
             w.flush()?;
             rows += b.num_rows() as u64;
         }
-        let file = w.into_inner()?;
-        file.sync_all().map_err(|cause| OutputError::Io {
+        let out = w.into_inner()?;
+        let sha256 = format!("{:x}", out.hash.finalize());
+        let io = |cause| OutputError::Io {
             path: path.clone(),
             cause,
-        })?;
+        };
+        let file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
         drop(file);
         tmp.commit_path()?;
-        let bytes = std::fs::metadata(&path)
-            .map_err(|cause| OutputError::Io {
-                path: path.clone(),
-                cause,
-            })?
-            .len();
         Ok(PartEntry {
             part,
             file: name,
@@ -295,7 +308,7 @@ impl PartWriter {
             subjects,
             rows,
             bytes,
-            sha256: sha256_file(&path)?,
+            sha256,
         })
     }
 }

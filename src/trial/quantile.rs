@@ -2,8 +2,9 @@
 //!
 //! Each value is mapped to an order-preserving 64-bit key; every pass histograms the next 16
 //! bits of the keys that share the prefix found so far, for every wanted rank at once, until the
-//! remaining candidates fit in a small buffer. Memory stays at a few histograms whatever the
-//! number of values; a column is read at most four times. Quantiles interpolate linearly between
+//! remaining candidates fit in a buffer (2^20 keys). Memory stays at a few histograms and
+//! buffers whatever the number of values; a column is read twice for most data, at most five
+//! times. Quantiles interpolate linearly between
 //! order statistics (type 7, as numpy's default, pandas, polars and DuckDB's `quantile_cont`).
 
 /// Order-preserving key of a finite f64.
@@ -24,102 +25,155 @@ fn unkey(k: u64) -> f64 {
     }
 }
 
-/// Candidates below this count are collected and sorted instead of histogrammed further.
-const COLLECT_LIMIT: u64 = 1 << 16;
+/// Candidates at most this many are collected and sorted instead of histogrammed further.
+const COLLECT_LIMIT: u64 = 1 << 20;
 
 /// Finds order statistics of the finite values produced by `stream`, which must yield the same
 /// values in the same order on every call (it is called several times). NaN values are skipped.
 /// Returns `(count, values at the requested 0-based ranks)`; ranks ≥ count give NaN.
-pub fn order_statistics<F>(mut stream: F, ranks: &[u64]) -> (u64, Vec<f64>)
+pub fn order_statistics<F>(stream: F, ranks: &[u64]) -> (u64, Vec<f64>)
 where
     F: FnMut(&mut dyn FnMut(&[f64])),
 {
-    let mut count = 0u64;
-    stream(&mut |xs: &[f64]| count += xs.iter().filter(|x| !x.is_nan()).count() as u64);
-    // Per rank: the key prefix fixed so far (its bit length) and the rank within that prefix.
+    let (count, _, values) = select(stream, |_| ranks.to_vec());
+    (count, values)
+}
+
+/// The selection: the first pass histograms the top 16 bits of every key (which also counts
+/// the values, so that `ranks_for(count)` can name the ranks); each later pass serves every
+/// distinct prefix the pending ranks have reached, histogramming its next 16 bits or, when at
+/// most [`COLLECT_LIMIT`] candidates share it, collecting and sorting them. Typically two
+/// passes. Returns the count, the ranks and their values.
+fn select<F>(mut stream: F, ranks_for: impl FnOnce(u64) -> Vec<u64>) -> (u64, Vec<u64>, Vec<f64>)
+where
+    F: FnMut(&mut dyn FnMut(&[f64])),
+{
+    let mut top = vec![0u64; 1 << 16];
+    stream(&mut |xs: &[f64]| {
+        for &x in xs {
+            if !x.is_nan() {
+                top[(key(x) >> 48) as usize] += 1;
+            }
+        }
+    });
+    let count: u64 = top.iter().sum();
+    let ranks = ranks_for(count);
+    /// A rank: the key prefix fixed so far (its bit length), the rank within that prefix and
+    /// how many values share the prefix.
     struct Pending {
         prefix: u64,
         bits: u32,
         rank: u64,
+        within: u64,
         result: Option<f64>,
+    }
+    /// Fixes the next 16 bits of `p` from the histogram of its prefix.
+    fn descend(p: &mut Pending, hist: &[u64]) {
+        let mut acc = 0u64;
+        for (bucket, &c) in hist.iter().enumerate() {
+            if acc + c > p.rank {
+                p.prefix = (p.prefix << 16) | bucket as u64;
+                p.bits += 16;
+                p.rank -= acc;
+                p.within = c;
+                return;
+            }
+            acc += c;
+        }
     }
     let mut pend: Vec<Pending> = ranks
         .iter()
-        .map(|&r| Pending {
-            prefix: 0,
-            bits: 0,
-            rank: r,
-            result: if r >= count { Some(f64::NAN) } else { None },
+        .map(|&r| {
+            let mut p = Pending {
+                prefix: 0,
+                bits: 0,
+                rank: r,
+                within: count,
+                result: (r >= count).then_some(f64::NAN),
+            };
+            if p.result.is_none() {
+                descend(&mut p, &top);
+            }
+            p
         })
         .collect();
-    let matches = |k: u64, prefix: u64, bits: u32| bits == 0 || (k >> (64 - bits)) == prefix;
-    let mut in_prefix = vec![count; pend.len()];
+    drop(top);
+    /// The candidates of one prefix in a pass.
+    struct Group {
+        prefix: u64,
+        bits: u32,
+        collect: bool,
+        hist: Vec<u64>,
+        buf: Vec<u64>,
+    }
     while pend.iter().any(|p| p.result.is_none()) {
-        // Collect where few candidates remain; histogram the next 16 bits elsewhere.
-        let collect: Vec<bool> = pend
-            .iter()
-            .zip(&in_prefix)
-            .map(|(p, n)| p.result.is_none() && (*n <= COLLECT_LIMIT || p.bits >= 48))
-            .collect();
-        let mut hist: Vec<Vec<u64>> = pend
-            .iter()
-            .zip(&collect)
-            .map(|(p, c)| {
-                if p.result.is_none() && !c {
-                    vec![0u64; 1 << 16]
-                } else {
-                    Vec::new()
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of = vec![usize::MAX; pend.len()];
+        for (i, p) in pend.iter().enumerate() {
+            if p.result.is_some() {
+                continue;
+            }
+            let g = match groups
+                .iter()
+                .position(|g| g.prefix == p.prefix && g.bits == p.bits)
+            {
+                Some(g) => g,
+                None => {
+                    let collect = p.within <= COLLECT_LIMIT || p.bits >= 48;
+                    groups.push(Group {
+                        prefix: p.prefix,
+                        bits: p.bits,
+                        collect,
+                        hist: if collect {
+                            Vec::new()
+                        } else {
+                            vec![0; 1 << 16]
+                        },
+                        buf: Vec::new(),
+                    });
+                    groups.len() - 1
                 }
-            })
-            .collect();
-        let mut bufs: Vec<Vec<u64>> = vec![Vec::new(); pend.len()];
+            };
+            group_of[i] = g;
+        }
         stream(&mut |xs: &[f64]| {
             for &x in xs {
                 if x.is_nan() {
                     continue;
                 }
                 let k = key(x);
-                for (i, p) in pend.iter().enumerate() {
-                    if p.result.is_some() || !matches(k, p.prefix, p.bits) {
+                for g in groups.iter_mut() {
+                    if (k >> (64 - g.bits)) != g.prefix {
                         continue;
                     }
-                    if collect[i] {
-                        bufs[i].push(k);
+                    if g.collect {
+                        g.buf.push(k);
                     } else {
-                        hist[i][((k << p.bits) >> 48) as usize] += 1;
+                        g.hist[((k << g.bits) >> 48) as usize] += 1;
                     }
                 }
             }
         });
-        for (i, p) in pend.iter_mut().enumerate() {
-            if p.result.is_some() {
+        for g in groups.iter_mut().filter(|g| g.collect) {
+            g.buf.sort_unstable();
+        }
+        for (p, &g) in pend.iter_mut().zip(&group_of) {
+            if g == usize::MAX {
                 continue;
             }
-            if collect[i] {
-                let b = &mut bufs[i];
-                b.sort_unstable();
-                p.result = Some(unkey(b[p.rank as usize]));
-                continue;
-            }
-            let mut acc = 0u64;
-            for (bucket, &c) in hist[i].iter().enumerate() {
-                if acc + c > p.rank {
-                    p.prefix = (p.prefix << 16) | bucket as u64;
-                    p.bits += 16;
-                    p.rank -= acc;
-                    in_prefix[i] = c;
-                    break;
-                }
-                acc += c;
+            let g = &groups[g];
+            if g.collect {
+                p.result = Some(unkey(g.buf[p.rank as usize]));
+            } else {
+                descend(p, &g.hist);
             }
         }
     }
-    (
-        count,
-        pend.into_iter()
-            .map(|p| p.result.unwrap_or(f64::NAN))
-            .collect(),
-    )
+    let values = pend
+        .into_iter()
+        .map(|p| p.result.unwrap_or(f64::NAN))
+        .collect();
+    (count, ranks, values)
 }
 
 /// Type-7 quantiles (linear interpolation between order statistics) of the non-NaN values.
@@ -127,32 +181,29 @@ pub fn quantiles<F>(stream: F, probs: &[f64]) -> (u64, Vec<f64>)
 where
     F: FnMut(&mut dyn FnMut(&[f64])),
 {
-    // First find the count, so that ranks are known; order_statistics counts again, which is
-    // cheap next to the selection passes.
-    let mut stream = stream;
-    let mut n = 0u64;
-    stream(&mut |xs: &[f64]| n += xs.iter().filter(|x| !x.is_nan()).count() as u64);
+    // Each probability needs the order statistics on either side of its position.
+    let position = |n: u64, p: f64| {
+        let h = n.saturating_sub(1) as f64 * p.clamp(0.0, 1.0);
+        let lo = h.floor() as u64;
+        (lo, h - lo as f64)
+    };
+    let (n, _, stats) = select(stream, |n| {
+        probs
+            .iter()
+            .flat_map(|&p| {
+                let (lo, _) = position(n, p);
+                [lo, (lo + 1).min(n.saturating_sub(1))]
+            })
+            .collect()
+    });
     if n == 0 {
         return (0, vec![f64::NAN; probs.len()]);
     }
-    let mut ranks = Vec::new();
-    let pos: Vec<(u64, f64)> = probs
-        .iter()
-        .map(|&p| {
-            let h = (n - 1) as f64 * p.clamp(0.0, 1.0);
-            let lo = h.floor() as u64;
-            (lo, h - lo as f64)
-        })
-        .collect();
-    for &(lo, _) in &pos {
-        ranks.push(lo);
-        ranks.push((lo + 1).min(n - 1));
-    }
-    let (_, stats) = order_statistics(stream, &ranks);
-    let q = pos
+    let q = probs
         .iter()
         .enumerate()
-        .map(|(i, &(_, frac))| {
+        .map(|(i, &p)| {
+            let (_, frac) = position(n, p);
             let (a, b) = (stats[2 * i], stats[2 * i + 1]);
             if frac == 0.0 {
                 a
@@ -215,6 +266,31 @@ mod tests {
             &probs,
         );
         data.retain(|x| !x.is_nan());
+        data.sort_by(f64::total_cmp);
+        assert_eq!(n, data.len() as u64);
+        for (p, got) in probs.iter().zip(&q) {
+            assert_eq!(*got, type7(&data, *p), "p = {p}");
+        }
+    }
+
+    /// More candidates than a buffer holds under one 16-bit prefix (and under one 32-bit
+    /// prefix), with ties: the selection descends further before it collects.
+    #[test]
+    fn deep_selection_on_a_narrow_range() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut data: Vec<f64> = (0..2_300_000)
+            .map(|i| match i % 4 {
+                0 => 1.0 + rng.random::<f64>() * 1e-3,
+                1 => 1.0 + rng.random::<f64>() * 1e-9,
+                2 => 1.0 + (i % 1000) as f64 * 1e-12,
+                _ => 1.0,
+            })
+            .collect();
+        let probs = [0.0, 0.05, 0.25, 0.5, 0.7, 0.95, 1.0];
+        let (n, q) = quantiles(
+            |f: &mut dyn FnMut(&[f64])| data.chunks(65_536).for_each(&mut *f),
+            &probs,
+        );
         data.sort_by(f64::total_cmp);
         assert_eq!(n, data.len() as u64);
         for (p, got) in probs.iter().zip(&q) {

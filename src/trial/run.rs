@@ -452,7 +452,22 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
     }
     let start = Instant::now();
     let choice = opts.backend.unwrap_or(trial.backend);
-    let (mut backend, reason) = select_backend(trial, choice)?;
+    let (backend, reason) = select_backend(trial, choice)?;
+    run_trial_on(trial, opts, backend, reason, start)
+}
+
+/// Runs a trial's arms on a given backend (`reason` says why it was chosen; `start` is when
+/// the run began, for its wall time).
+pub fn run_trial_on(
+    trial: &Trial,
+    opts: &RunOptions,
+    mut backend: Box<dyn Backend>,
+    reason: String,
+    start: Instant,
+) -> Result<RunReport, String> {
+    if trial.data.is_some() {
+        return Err("a [data] trial runs through run_trial".into());
+    }
     let info = backend.info();
     let subjects = opts.subjects.unwrap_or(trial.subjects);
     let RunPlan {
@@ -675,16 +690,20 @@ pub fn summarize(
                 .downcast_ref::<Float64Array>()
                 .ok_or("metric column is not f64")?;
             // Nulls (failed subjects, undefined metrics) are skipped as NaN.
-            let vals: Vec<f64> = (0..col.len())
-                .map(|i| {
-                    if col.is_null(i) {
-                        f64::NAN
-                    } else {
-                        col.value(i)
-                    }
-                })
-                .collect();
-            f(&vals);
+            if col.null_count() == 0 {
+                f(col.values());
+            } else {
+                let vals: Vec<f64> = (0..col.len())
+                    .map(|i| {
+                        if col.is_null(i) {
+                            f64::NAN
+                        } else {
+                            col.value(i)
+                        }
+                    })
+                    .collect();
+                f(&vals);
+            }
             Ok(())
         })
     };
