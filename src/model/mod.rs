@@ -2,6 +2,7 @@
 //! CPU evaluator. See `docs/model-language.md` for the language.
 
 pub mod eval;
+pub mod exec;
 pub mod expr;
 pub mod ir;
 pub mod library;
