@@ -44,12 +44,10 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
 
     fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
         let n = self.n;
-        let (dy_model, dy_auc) = dy.split_at_mut(n);
-        self.model.rhs(t, &y[..n], dy_model);
-        for (d, r) in dy_model.iter_mut().zip(&self.rates) {
+        self.model.rhs_and_outputs(t, &y[..n], dy);
+        for (d, r) in dy[..n].iter_mut().zip(&self.rates) {
             *d += r;
         }
-        self.model.outputs(t, &y[..n], dy_auc);
     }
 
     fn jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]) {

@@ -14,6 +14,16 @@ pub trait OutputEval {
     fn n_outputs(&self) -> usize;
     /// `y` holds the model states (quadrature states excluded).
     fn outputs(&mut self, t: f64, y: &[f64], out: &mut [f64]);
+    /// The right-hand side into `dy[..n]` and the outputs into `dy[n..]`, `n = y.len()` (a
+    /// model that evaluates both at once overrides this).
+    fn rhs_and_outputs(&mut self, t: f64, y: &[f64], dy: &mut [f64])
+    where
+        Self: crate::solver::OdeSystem,
+    {
+        let (f, g) = dy.split_at_mut(y.len());
+        self.rhs(t, y, f);
+        self.outputs(t, y, g);
+    }
     /// Row-major `n_outputs × y.len()` gradient ∂g_k/∂y_j.
     fn output_jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]);
     /// ∂g_k/∂t at fixed states. The default is a central difference, exact for outputs that

@@ -26,10 +26,12 @@ struct Execs {
     output_dfdt: Exec,
     init: Exec,
     dosing: Exec,
+    /// The right-hand side and the outputs in one program.
+    rhs_outputs: Exec,
 }
 
 impl Execs {
-    fn all(&self) -> [&Exec; 8] {
+    fn all(&self) -> [&Exec; 9] {
         [
             &self.rhs,
             &self.jacobian,
@@ -39,6 +41,7 @@ impl Execs {
             &self.output_dfdt,
             &self.init,
             &self.dosing,
+            &self.rhs_outputs,
         ]
     }
 }
@@ -61,6 +64,7 @@ impl CompiledModel {
             output_dfdt: Exec::new(&p.output_dfdt, inputs),
             init: Exec::new(&p.init, inputs),
             dosing: Exec::new(&p.dosing, inputs),
+            rhs_outputs: Exec::new(&p.rhs.concat(&p.outputs), inputs),
         };
         CompiledModel { programs, exec }
     }
@@ -93,7 +97,7 @@ pub struct BoundModel<'a> {
     m: &'a CompiledModel,
     params: Vec<f64>,
     /// One environment per program (as [`Execs::all`]), the parameters in place.
-    envs: [Vec<f64>; 8],
+    envs: [Vec<f64>; 9],
 }
 
 const RHS: usize = 0;
@@ -104,6 +108,7 @@ const OUTPUT_JACOBIAN: usize = 4;
 const OUTPUT_DFDT: usize = 5;
 const INIT: usize = 6;
 const DOSING: usize = 7;
+const RHS_OUTPUTS: usize = 8;
 
 impl BoundModel<'_> {
     pub fn set_params(&mut self, params: &[f64]) {
@@ -159,6 +164,12 @@ impl OutputEval for BoundModel<'_> {
     }
     fn outputs(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.m.exec.outputs.eval(&mut self.envs[OUTPUTS], t, y, out);
+    }
+    fn rhs_and_outputs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
+        self.m
+            .exec
+            .rhs_outputs
+            .eval(&mut self.envs[RHS_OUTPUTS], t, y, dy);
     }
     fn output_jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]) {
         self.m

@@ -268,7 +268,9 @@ mod tests {
                 params: p.n_params,
                 slots: 0,
             };
+            let both = p.rhs.concat(&p.outputs);
             for prog in [
+                &both,
                 &p.rhs,
                 &p.jacobian,
                 &p.dfdt,

@@ -177,6 +177,18 @@ pub struct Program {
 }
 
 impl Program {
+    /// One program computing this program's results, then `other`'s (instructions appended,
+    /// nothing shared; for evaluating both with one call).
+    pub fn concat(&self, other: &Program) -> Program {
+        let off = self.instrs.len() as Reg;
+        let mut p = self.clone();
+        p.instrs
+            .extend(other.instrs.iter().map(|op| op.map_args(|r| r + off)));
+        p.origins.extend_from_slice(&other.origins);
+        p.results.extend(other.results.iter().map(|r| r + off));
+        p
+    }
+
     /// The statement instruction `i` comes from, if any.
     pub fn origin(&self, i: usize) -> Option<u32> {
         self.origins.get(i).copied().filter(|o| *o != NO_ORIGIN)
