@@ -115,7 +115,7 @@ impl BoundModel<'_> {
         self.params.clear();
         self.params.extend_from_slice(params);
         for (e, env) in self.m.exec.all().iter().zip(&mut self.envs) {
-            env[e.params()].copy_from_slice(&params[..e.params().len()]);
+            e.set_params(env, params);
         }
     }
     pub fn params(&self) -> &[f64] {

@@ -1,11 +1,13 @@
 //! Fast evaluation of a lowered [`Program`] on the CPU.
 //!
 //! A program's loads (time, states, parameters, slots) and constants are not executed: they
-//! become places in one flat environment, `[t | y | p | slots | constants | results]`, which the
-//! caller fills (time and states per call, parameters once per subject, constants once). Only
-//! the arithmetic remains, each instruction reading its operands straight from the environment
-//! and appending its result. The operations and their order are the program's own, so results
-//! are bit for bit those of [`Program::run`].
+//! become places in one flat environment,
+//! `[t | y | p | slots | constants | parameter-only results | other results]`, which the caller
+//! fills (time and states per call, parameters once per subject, constants once). Only the
+//! arithmetic remains, each instruction reading its operands straight from the environment and
+//! appending its result; what depends on parameters and constants alone (a model's rate
+//! constants, `cl / v1`) runs once per subject, in [`Exec::set_params`]. The operations are the
+//! program's own, so results are bit for bit those of [`Program::run`].
 
 use super::lower::{Op, Program};
 
@@ -58,11 +60,14 @@ pub struct Inputs {
 /// A program compiled for [`Exec::run`].
 #[derive(Debug, Clone)]
 pub struct Exec {
+    /// Instructions of parameters and constants only, results from `pre_base` on.
+    pre: Vec<Ins>,
+    /// The others, results from `base` on.
     ins: Vec<Ins>,
     results: Vec<u32>,
     inputs: Inputs,
     consts: Vec<f64>,
-    /// Where the instructions' results start.
+    pre_base: usize,
     base: usize,
 }
 
@@ -83,6 +88,47 @@ fn nan_or(x: f64, z: f64, f: fn(f64, f64) -> f64) -> f64 {
     }
 }
 
+/// Runs `ins`, the k-th writing `env[base + k]`.
+#[inline]
+fn step(ins: &[Ins], base: usize, env: &mut [f64]) {
+    for (k, i) in ins.iter().enumerate() {
+        let x = env[i.a as usize];
+        let v = match i.code {
+            Code::Add => x + env[i.b as usize],
+            Code::Sub => x - env[i.b as usize],
+            Code::Mul => x * env[i.b as usize],
+            Code::Div => x / env[i.b as usize],
+            Code::Neg => -x,
+            Code::Not => b2f(x == 0.0),
+            Code::Pow => x.powf(env[i.b as usize]),
+            Code::Powi => x.powi(i.b as i32),
+            Code::Lt => b2f(x < env[i.b as usize]),
+            Code::Le => b2f(x <= env[i.b as usize]),
+            Code::Gt => b2f(x > env[i.b as usize]),
+            Code::Ge => b2f(x >= env[i.b as usize]),
+            Code::Eq => b2f(x == env[i.b as usize]),
+            Code::Ne => b2f(x != env[i.b as usize]),
+            Code::And => b2f(x != 0.0 && env[i.b as usize] != 0.0),
+            Code::Or => b2f(x != 0.0 || env[i.b as usize] != 0.0),
+            Code::Select => {
+                if x != 0.0 {
+                    env[i.b as usize]
+                } else {
+                    env[i.c as usize]
+                }
+            }
+            Code::Exp => x.exp(),
+            Code::Log => x.ln(),
+            Code::Log10 => x.log10(),
+            Code::Sqrt => x.sqrt(),
+            Code::Abs => x.abs(),
+            Code::Min => nan_or(x, env[i.b as usize], f64::min),
+            Code::Max => nan_or(x, env[i.b as usize], f64::max),
+        };
+        env[base + k] = v;
+    }
+}
+
 impl Exec {
     /// Compiles `p`, whose loads are within `inputs`.
     ///
@@ -99,15 +145,38 @@ impl Exec {
             .iter()
             .filter(|o| matches!(o, Op::Const(_)))
             .count();
-        let base = c0 + n_consts;
+        // Which instructions depend on parameters and constants only.
+        let mut fixed = Vec::with_capacity(p.instrs.len());
+        for op in &p.instrs {
+            let f = match op {
+                Op::Const(_) | Op::Param(_) => true,
+                Op::Time | Op::State(_) | Op::Slot(_) => false,
+                other => other.args().all(|a| fixed[a as usize]),
+            };
+            fixed.push(f);
+        }
+        let is_load = |op: &Op| {
+            matches!(
+                op,
+                Op::Const(_) | Op::Time | Op::State(_) | Op::Param(_) | Op::Slot(_)
+            )
+        };
+        let n_pre = p
+            .instrs
+            .iter()
+            .zip(&fixed)
+            .filter(|(op, f)| **f && !is_load(op))
+            .count();
+        let pre_base = c0 + n_consts;
+        let base = pre_base + n_pre;
         let mut consts = Vec::with_capacity(n_consts);
-        let mut at = Vec::with_capacity(p.instrs.len());
-        let mut ins = Vec::new();
+        let mut at: Vec<usize> = Vec::with_capacity(p.instrs.len());
+        let (mut pre, mut ins) = (Vec::new(), Vec::new());
         let check = |i: u32, n: usize, what: &str| {
             assert!((i as usize) < n, "a program loads {what} {i} of {n}");
             i as usize
         };
-        for op in &p.instrs {
+        for (op, f) in p.instrs.iter().zip(&fixed) {
             let g = |r: u32| at[r as usize] as u32;
             let (code, a, b, c) = match *op {
                 Op::Const(v) => {
@@ -156,24 +225,38 @@ impl Exec {
                 Op::Min(a, b) => (Code::Min, g(a), g(b), 0),
                 Op::Max(a, b) => (Code::Max, g(a), g(b), 0),
             };
-            at.push(base + ins.len());
-            ins.push(Ins { code, a, b, c });
+            if *f {
+                at.push(pre_base + pre.len());
+                pre.push(Ins { code, a, b, c });
+            } else {
+                at.push(base + ins.len());
+                ins.push(Ins { code, a, b, c });
+            }
         }
         Exec {
             results: p.results.iter().map(|r| at[*r as usize] as u32).collect(),
+            pre,
             ins,
             inputs,
             consts,
+            pre_base,
             base,
         }
     }
 
-    /// A fresh environment: constants in place, time, states, parameters and slots zero.
+    /// A fresh environment: constants in place, the rest zero; give it parameters with
+    /// [`Exec::set_params`] (also when the program has none) before running it.
     pub fn env(&self) -> Vec<f64> {
         let mut e = vec![0.0; self.base + self.ins.len()];
-        let c0 = self.base - self.consts.len();
-        e[c0..self.base].copy_from_slice(&self.consts);
+        let c0 = self.pre_base - self.consts.len();
+        e[c0..self.pre_base].copy_from_slice(&self.consts);
         e
+    }
+
+    /// Writes the parameters into `env` and evaluates what depends on them alone.
+    pub fn set_params(&self, env: &mut [f64], params: &[f64]) {
+        env[self.params()].copy_from_slice(&params[..self.inputs.params]);
+        step(&self.pre, self.pre_base, &mut env[..self.base]);
     }
 
     /// Where the states go in the environment (time is at 0).
@@ -193,47 +276,12 @@ impl Exec {
         s0..s0 + self.inputs.slots
     }
 
-    /// Runs the instructions on `env` (from [`Exec::env`], inputs filled in) and writes the
-    /// results to `out`.
+    /// Runs the instructions on `env` (from [`Exec::env`], parameters set, time, states and
+    /// slots filled in) and writes the results to `out`.
     #[inline]
     pub fn run(&self, env: &mut [f64], out: &mut [f64]) {
         let env = &mut env[..self.base + self.ins.len()];
-        for (k, i) in self.ins.iter().enumerate() {
-            let x = env[i.a as usize];
-            let v = match i.code {
-                Code::Add => x + env[i.b as usize],
-                Code::Sub => x - env[i.b as usize],
-                Code::Mul => x * env[i.b as usize],
-                Code::Div => x / env[i.b as usize],
-                Code::Neg => -x,
-                Code::Not => b2f(x == 0.0),
-                Code::Pow => x.powf(env[i.b as usize]),
-                Code::Powi => x.powi(i.b as i32),
-                Code::Lt => b2f(x < env[i.b as usize]),
-                Code::Le => b2f(x <= env[i.b as usize]),
-                Code::Gt => b2f(x > env[i.b as usize]),
-                Code::Ge => b2f(x >= env[i.b as usize]),
-                Code::Eq => b2f(x == env[i.b as usize]),
-                Code::Ne => b2f(x != env[i.b as usize]),
-                Code::And => b2f(x != 0.0 && env[i.b as usize] != 0.0),
-                Code::Or => b2f(x != 0.0 || env[i.b as usize] != 0.0),
-                Code::Select => {
-                    if x != 0.0 {
-                        env[i.b as usize]
-                    } else {
-                        env[i.c as usize]
-                    }
-                }
-                Code::Exp => x.exp(),
-                Code::Log => x.ln(),
-                Code::Log10 => x.log10(),
-                Code::Sqrt => x.sqrt(),
-                Code::Abs => x.abs(),
-                Code::Min => nan_or(x, env[i.b as usize], f64::min),
-                Code::Max => nan_or(x, env[i.b as usize], f64::max),
-            };
-            env[self.base + k] = v;
-        }
+        step(&self.ins, self.base, env);
         for (o, r) in out.iter_mut().zip(&self.results) {
             *o = env[*r as usize];
         }
@@ -297,7 +345,7 @@ mod tests {
                     let mut want = vec![0.0; prog.results.len()];
                     prog.run(t, &y, &par, &[], &mut regs, &mut want);
                     let mut got = vec![0.0; prog.results.len()];
-                    env[e.params()].copy_from_slice(&par);
+                    e.set_params(&mut env, &par);
                     e.eval(&mut env, t, &y, &mut got);
                     for (g, w) in got.iter().zip(&want) {
                         assert!(
