@@ -291,7 +291,8 @@ impl Exec {
     #[inline]
     pub fn eval(&self, env: &mut [f64], t: f64, y: &[f64], out: &mut [f64]) {
         env[0] = t;
-        env[1..1 + self.inputs.states].copy_from_slice(&y[..self.inputs.states]);
+        let n = self.inputs.states;
+        crate::solver::copy_short(&mut env[1..1 + n], &y[..n]);
         self.run(env, out);
     }
 }

@@ -182,7 +182,7 @@ impl Integrator {
                     y0: y,
                 };
                 obs.on_step(&view);
-                y.copy_from_slice(&self.y1);
+                super::copy_short(y, &self.y1);
                 std::mem::swap(&mut self.f0, &mut self.f1);
                 let mut fac = STEP_SAFETY * e.max(1e-10).powf(-alpha) * self.err_prev.powf(beta);
                 fac = fac.clamp(STEP_FAC_MIN, STEP_FAC_MAX);
@@ -241,7 +241,7 @@ impl Integrator {
             };
             let h = t_new - t;
             // k1 = f0 (from the previous step or the segment start).
-            self.k[0].copy_from_slice(&self.f0);
+            super::copy_short(&mut self.k[0], &self.f0);
             for s in 1..4 {
                 for j in 0..n {
                     self.tmp[j] = y[j] + h * RK4_C[s] * self.k[s - 1][j];
@@ -266,7 +266,7 @@ impl Integrator {
                 y0: y,
             };
             obs.on_step(&view);
-            y.copy_from_slice(&self.y1);
+            super::copy_short(y, &self.y1);
             std::mem::swap(&mut self.f0, &mut self.f1);
         }
         Status::Ok
@@ -353,7 +353,7 @@ impl Integrator {
         stats: &mut Stats,
     ) -> bool {
         let n = self.dim;
-        self.k[0].copy_from_slice(&self.f0);
+        super::copy_short(&mut self.k[0], &self.f0);
         for s in 1..7 {
             for j in 0..n {
                 let mut acc = 0.0;
@@ -363,13 +363,13 @@ impl Integrator {
                 self.tmp[j] = y[j] + h * acc;
             }
             if s == 6 {
-                self.y1.copy_from_slice(&self.tmp);
+                super::copy_short(&mut self.y1, &self.tmp);
             }
             let (ks, tmp) = (&mut self.k[s], &self.tmp);
             sys.rhs(t + c[s] * h, tmp, ks);
         }
         stats.rhs_evals += 6;
-        self.f1.copy_from_slice(&self.k[6]);
+        super::copy_short(&mut self.f1, &self.k[6]);
         for j in 0..n {
             self.err[j] = h * (0..7).map(|s| e[s] * self.k[s][j]).sum::<f64>();
         }

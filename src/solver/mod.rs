@@ -178,3 +178,19 @@ pub mod tableau;
 pub mod tableau_data;
 
 pub use integrator::{lu_factor, lu_solve, Integrator};
+
+/// `dst.copy_from_slice(src)` for the short vectors of a model's state: a loop of constant
+/// length for up to eight values (a call to `memcpy` costs more than the copy there).
+#[inline(always)]
+pub fn copy_short(dst: &mut [f64], src: &[f64]) {
+    assert_eq!(dst.len(), src.len(), "copy_short: lengths differ");
+    if src.len() <= 8 {
+        for i in 0..8 {
+            if i < src.len() {
+                dst[i] = src[i];
+            }
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
