@@ -212,6 +212,14 @@ struct Block {
     occasion: bool,
 }
 
+/// Scratch space of a thread evaluating a population's expressions.
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    regs: Vec<f64>,
+    /// The parameter program's environment (see [`crate::model::exec::Exec`]).
+    env: Vec<f64>,
+}
+
 /// A population: covariates, etas and parameters, ready to sample.
 #[derive(Debug, Clone)]
 pub struct Population {
@@ -223,8 +231,9 @@ pub struct Population {
     eta_names: Vec<String>,
     blocks: Vec<Block>,
     param_names: Vec<String>,
-    /// Every parameter in one program (subexpressions shared across parameters).
-    param_program: Program,
+    /// Every parameter in one program (subexpressions shared across parameters), compiled for
+    /// the CPU with the covariates and etas as its inputs.
+    param_exec: crate::model::exec::Exec,
     /// Per parameter: whether it depends on an inter-occasion eta.
     param_varies: Vec<bool>,
     /// Slots of the inter-occasion etas, in `eta_names` order.
@@ -366,9 +375,10 @@ impl Population {
         &self,
         slots: &mut [f64],
         keep: &[bool],
-        regs: &mut Vec<f64>,
+        scratch: &mut Scratch,
         params: &mut [f64],
     ) {
+        let regs = &mut scratch.regs;
         let mut one = [0.0];
         for (c, cov) in self.covariates.iter().enumerate() {
             if let (Draw::Derived(p), false) = (&cov.draw, keep.get(c).copied().unwrap_or(false)) {
@@ -376,7 +386,19 @@ impl Population {
                 slots[c] = one[0];
             }
         }
-        self.param_program.eval_slots(slots, regs, params);
+        self.eval_params(slots, &mut scratch.env, params);
+    }
+
+    /// Every parameter from the covariates and etas in `slots`.
+    fn eval_params(&self, slots: &[f64], env: &mut Vec<f64>, params: &mut [f64]) {
+        let e = &self.param_exec;
+        if env.is_empty() {
+            *env = e.env();
+            e.set_params(env, &[]);
+        }
+        let n = e.slots().len();
+        env[e.slots()].copy_from_slice(&slots[..n]);
+        e.run(env, params);
     }
 
     /// Indices (into [`Population::eta_names`]) of the inter-occasion etas.
@@ -496,7 +518,7 @@ impl Population {
         blocks.par_iter_mut().enumerate().for_each(|(b, cols)| {
             let len = BLOCK.min(n - b * BLOCK);
             let mut slots = vec![0.0; nc + ne];
-            let mut regs = Vec::new();
+            let mut scratch = Scratch::default();
             let mut rows = vec![0.0; len * width];
             let mut fixed = vec![f64::NAN; if given.is_empty() { 0 } else { nc }];
             for (k, row) in rows.chunks_exact_mut(width.max(1)).enumerate().take(len) {
@@ -509,7 +531,7 @@ impl Population {
                     subject,
                     occasions,
                     &fixed,
-                    (&mut slots, &mut regs),
+                    (&mut slots, &mut scratch),
                     row,
                 );
             }
@@ -527,9 +549,10 @@ impl Population {
         subject: u64,
         occasions: usize,
         fixed: &[f64],
-        (slots, regs): (&mut [f64], &mut Vec<f64>),
+        (slots, scratch): (&mut [f64], &mut Scratch),
         row: &mut [f64],
     ) {
+        let Scratch { regs, env } = scratch;
         let nc = self.covariates.len();
         let mut rng = subject_rng(seed, subject, Stream::Covariates);
         let mut one = [0.0];
@@ -650,15 +673,13 @@ impl Population {
             }
             if k == 0 {
                 row[nc..nc + ne].copy_from_slice(&slots[nc..nc + ne]);
-                self.param_program
-                    .eval_slots(slots, regs, &mut row[nc + ne..nc + ne + np]);
+                self.eval_params(slots, env, &mut row[nc + ne..nc + ne + np]);
             } else {
                 let off = nc + ne + np + (k - 1) * (niov + np);
                 for (j, s) in self.iov_slots.iter().enumerate() {
                     row[off + j] = slots[*s];
                 }
-                self.param_program
-                    .eval_slots(slots, regs, &mut row[off + niov..off + niov + np]);
+                self.eval_params(slots, env, &mut row[off + niov..off + niov + np]);
             }
         }
     }
@@ -1180,6 +1201,7 @@ impl Builder<'_> {
             .collect();
         iov_slots.sort_unstable();
         let param_varies = depends_on_slots(&param_program, &iov_slots);
+        let nc_slots = covariates.len() + eta_names.len();
         Ok(Population {
             name: spec.population.name,
             description: spec.population.description,
@@ -1188,7 +1210,13 @@ impl Builder<'_> {
             eta_names,
             blocks,
             param_names: params.iter().map(|(n, _)| n.clone()).collect(),
-            param_program,
+            param_exec: crate::model::exec::Exec::new(
+                &param_program,
+                crate::model::exec::Inputs {
+                    slots: nc_slots,
+                    ..Default::default()
+                },
+            ),
             param_varies,
             iov_slots,
             residual,

@@ -179,7 +179,7 @@ pub(crate) fn chunk_programs(
             for (c, _) in &data.given {
                 keep[*c] = true;
             }
-            let mut regs = Vec::new();
+            let mut scratch = crate::population::Scratch::default();
             let mut pop_params = vec![0.0; pop.parameter_names().len()];
             let mut update = |r: &crate::dosing::nonmem::Record, p: &mut [f64]| {
                 let mut changed = false;
@@ -191,7 +191,7 @@ pub(crate) fn chunk_programs(
                     }
                 }
                 if changed {
-                    pop.recompute(&mut slots, &keep, &mut regs, &mut pop_params);
+                    pop.recompute(&mut slots, &keep, &mut scratch, &mut pop_params);
                     for (i, src) in trial.params.iter().enumerate() {
                         if let ParamSource::Population(j) = src {
                             p[i] = pop_params[*j];
