@@ -148,22 +148,23 @@ fn failing_subjects_get_the_same_status_codes() {
     }
 }
 
-/// A chunk larger than one launch's worth of blocks, with profiles: every subject's result is
-/// where it belongs (subject i of the chunk equals subject i run alone).
-#[test]
-fn subjects_land_in_their_own_rows() {
-    let m = common::library_model("two_cmt_oral");
-    let model = Arc::new(CompiledModel::new(&m));
-    let params = subjects(&m, 1000);
-    let a = arm(&m, Method::Tsit5, 1e-6, &["auc".into(), "cmax".into()]);
-    each_runner(&model, Precision::F32, |r, b| {
+/// Runs `n` subjects of `model` as one chunk on each runner: the subjects `picked` give bit for
+/// bit what they give run alone (status, metrics, profiles).
+fn subjects_equal_themselves_alone(model: &str, n: usize, rtol: f64, picked: &[usize]) {
+    let m = common::library_model(model);
+    let compiled = Arc::new(CompiledModel::new(&m));
+    let params = subjects(&m, n);
+    let a = arm(&m, Method::Tsit5, rtol, &["auc".into(), "cmax".into()]);
+    each_runner(&compiled, Precision::F32, |r, b| {
         let all = run(b, &a, &params);
-        for i in [0usize, 1, 127, 128, 129, 999] {
+        for &i in picked {
             let one: Vec<Vec<f64>> = params.iter().map(|c| vec![c[i]]).collect();
             let alone = run(b, &a, &one);
+            assert_eq!(all.status[i], alone.status[0], "{r:?}: subject {i} status");
             for k in 0..2 {
                 assert_eq!(
-                    all.metrics[k][i], alone.metrics[k][0],
+                    all.metrics[k][i].to_bits(),
+                    alone.metrics[k][0].to_bits(),
                     "{r:?}: subject {i} metric {k}"
                 );
             }
@@ -175,6 +176,25 @@ fn subjects_land_in_their_own_rows() {
             );
         }
     });
+}
+
+/// A chunk larger than one launch's worth of blocks, with profiles: every subject's result is
+/// where it belongs (subject i of the chunk equals subject i run alone).
+#[test]
+fn subjects_land_in_their_own_rows() {
+    subjects_equal_themselves_alone("two_cmt_oral", 1000, 1e-6, &[0, 1, 127, 128, 129, 999]);
+}
+
+/// A chunk large enough for a device to split across its streams (and devices): every
+/// subject's result equals the subject run alone, at the parts' edges too.
+#[test]
+fn a_chunk_split_across_streams_keeps_every_subject_in_its_row() {
+    subjects_equal_themselves_alone(
+        "one_cmt_iv",
+        100_000,
+        1e-4,
+        &[0, 33_407, 33_408, 33_409, 66_815, 66_816, 99_999],
+    );
 }
 
 /// A chunk split across lanes (as a machine's streams and devices split it) gives what one
@@ -207,35 +227,4 @@ fn a_chunk_split_across_lanes_equals_one_launch() {
             assert_eq!(bits(x), bits(y), "{p:?} profiles");
         }
     }
-}
-
-/// A chunk large enough for a device to split across its streams (and devices): every
-/// subject's result equals the subject run alone, at the parts' edges too.
-#[test]
-fn a_chunk_split_across_streams_keeps_every_subject_in_its_row() {
-    let m = common::library_model("one_cmt_iv");
-    let model = Arc::new(CompiledModel::new(&m));
-    let params = subjects(&m, 100_000);
-    let a = arm(&m, Method::Tsit5, 1e-4, &["auc".into(), "cmax".into()]);
-    each_runner(&model, Precision::F32, |r, b| {
-        let all = run(b, &a, &params);
-        for i in [0usize, 33_407, 33_408, 33_409, 66_815, 66_816, 99_999] {
-            let one: Vec<Vec<f64>> = params.iter().map(|c| vec![c[i]]).collect();
-            let alone = run(b, &a, &one);
-            assert_eq!(all.status[i], alone.status[0], "{r:?}: subject {i} status");
-            for k in 0..2 {
-                assert_eq!(
-                    all.metrics[k][i].to_bits(),
-                    alone.metrics[k][0].to_bits(),
-                    "{r:?}: subject {i} metric {k}"
-                );
-            }
-            let nt = a.sample_times.len();
-            assert_eq!(
-                &all.profiles[0][i * nt..(i + 1) * nt],
-                &alone.profiles[0][..],
-                "{r:?}: subject {i} profile"
-            );
-        }
-    });
 }

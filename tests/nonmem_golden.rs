@@ -128,13 +128,17 @@ fn compare(g: &Golden, what: &str, outcomes: &[RecordsOutcome]) {
 }
 
 /// The scenarios as record programs on a backend.
+/// Every golden subject's record program.
+fn programs(g: &Golden) -> Vec<Program> {
+    g.ds.subjects
+        .iter()
+        .map(|s| record_program(&g.model, &g.base, &g.binding, s, &mut |_, _| {}))
+        .collect()
+}
+
 fn check_backend(backend: &mut dyn Backend, method: Method, rtol: f64) {
     let Some(g) = golden() else { return };
-    let programs: Vec<Program> =
-        g.ds.subjects
-            .iter()
-            .map(|s| record_program(&g.model, &g.base, &g.binding, s, &mut |_, _| {}))
-            .collect();
+    let programs = programs(&g);
     let refs: Vec<&Program> = programs.iter().collect();
     let solver = SolverOptions {
         method,
@@ -309,11 +313,7 @@ fn cuda_emulated_matches_nonmem() {
 fn cuda_records_split_across_lanes_equal_one_launch() {
     let Some(g) = golden() else { return };
     let model = Arc::new(g.model.clone());
-    let programs: Vec<Program> =
-        g.ds.subjects
-            .iter()
-            .map(|s| record_program(&g.model, &g.base, &g.binding, s, &mut |_, _| {}))
-            .collect();
+    let programs = programs(&g);
     let refs: Vec<&Program> = programs.iter().collect();
     let solver = SolverOptions {
         method: Method::Tsit5,
