@@ -28,7 +28,9 @@ pub struct BenchArgs {
     /// Subjects per arm on the CPU reference, and in the accuracy comparison.
     #[arg(long, default_value_t = 20_000)]
     pub cpu_subjects: u64,
-    /// Backends to run, comma-separated: cpu, wgpu, wgpu-f64, cuda-f32, cuda-f64.
+    /// Backends to run, comma-separated: cpu, wgpu, wgpu-f64, cuda-f32, cuda-f64; also
+    /// cuda-emulated-f32 and cuda-emulated-f64 (the CUDA kernels run on the CPU, to see their
+    /// accuracy at a tolerance where there is no GPU; their speed means nothing).
     #[arg(long, default_value = "cpu,wgpu,cuda-f32,cuda-f64")]
     pub backends: String,
     /// Relative tolerance of the backends under test (overrides the spec; atol follows).
@@ -51,7 +53,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for name in args.backends.split(',').filter(|s| !s.trim().is_empty()) {
         let t = Target::parse(name).with_context(|| {
             format!(
-                "unknown backend '{name}' in --backends (cpu, wgpu, wgpu-f64, cuda-f32, cuda-f64)"
+                "unknown backend '{name}' in --backends (cpu, wgpu, wgpu-f64, cuda-f32, cuda-f64, cuda-emulated-f32, cuda-emulated-f64)"
             )
         })?;
         if !targets.contains(&t) {

@@ -22,6 +22,8 @@ pub enum Target {
     Cpu,
     Wgpu(Precision),
     Cuda(Precision),
+    /// The CUDA kernels run on the host (accuracy checks without a GPU).
+    CudaEmulated(Precision),
 }
 
 impl Target {
@@ -41,6 +43,8 @@ impl Target {
             "wgpu-f64" => Target::Wgpu(Precision::F64),
             "cuda" | "cuda-f32" => Target::Cuda(Precision::F32),
             "cuda-f64" => Target::Cuda(Precision::F64),
+            "cuda-emulated" | "cuda-emulated-f32" => Target::CudaEmulated(Precision::F32),
+            "cuda-emulated-f64" => Target::CudaEmulated(Precision::F64),
             _ => return None,
         })
     }
@@ -52,6 +56,8 @@ impl Target {
             Target::Wgpu(Precision::F64) => "wgpu-f64",
             Target::Cuda(Precision::F32) => "cuda-f32",
             Target::Cuda(Precision::F64) => "cuda-f64",
+            Target::CudaEmulated(Precision::F32) => "cuda-emulated-f32",
+            Target::CudaEmulated(Precision::F64) => "cuda-emulated-f64",
         }
     }
 }
@@ -456,6 +462,26 @@ fn run_bench_data(
     ))
 }
 
+/// The CUDA kernels emulated on the host (the same generated source, built by the system C++
+/// compiler): their accuracy at a tolerance, without a GPU. Not a speed figure.
+#[cfg(feature = "cuda")]
+fn emulated_cuda(
+    model: Arc<crate::model::CompiledModel>,
+    p: Precision,
+) -> Result<(Box<dyn Backend>, String), String> {
+    crate::backend::cuda::EmulatedCuda::new(model, p)
+        .map(|b| (Box::new(b) as Box<dyn Backend>, String::new()))
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn emulated_cuda(
+    _model: Arc<crate::model::CompiledModel>,
+    _p: Precision,
+) -> Result<(Box<dyn Backend>, String), String> {
+    Err("this build of vpop has no CUDA support (cargo feature `cuda`)".into())
+}
+
 /// A GPU target's backend, or `None` with the reason in `skipped` (and in `progress`).
 fn open_target(
     target: Target,
@@ -467,6 +493,7 @@ fn open_target(
         Target::Cpu => return None,
         Target::Wgpu(p) => wgpu_backend(model.clone(), p),
         Target::Cuda(p) => cuda_backend(model.clone(), p),
+        Target::CudaEmulated(p) => emulated_cuda(model.clone(), p),
     };
     match made {
         Ok((b, _)) => Some(b),
@@ -651,4 +678,29 @@ pub fn format_report(rep: &BenchReport) -> String {
         )
     };
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_target_label_parses_back() {
+        for t in [
+            Target::Cpu,
+            Target::Wgpu(Precision::F32),
+            Target::Wgpu(Precision::F64),
+            Target::Cuda(Precision::F32),
+            Target::Cuda(Precision::F64),
+            Target::CudaEmulated(Precision::F32),
+            Target::CudaEmulated(Precision::F64),
+        ] {
+            assert_eq!(Target::parse(t.label()), Some(t), "{}", t.label());
+        }
+        assert_eq!(
+            Target::parse("cuda-emulated"),
+            Some(Target::CudaEmulated(Precision::F32))
+        );
+        assert_eq!(Target::parse("tpu"), None);
+    }
 }
