@@ -800,3 +800,56 @@ fn parts_are_compressed_as_the_spec_says() {
     }
     assert_eq!(values[0], values[1]);
 }
+
+/// A backend that prefers large calls (the CUDA kernels, here emulated on the host) gets
+/// consecutive chunks merged into one call; every subject's row is what it is when its chunk
+/// is the only one in the call, bit for bit, and the parts are those of the chunking.
+#[cfg(feature = "cuda")]
+#[test]
+fn chunks_merged_into_one_call_give_every_subject_its_own_row() {
+    use vpop::backend::Backend;
+    let t = trial();
+    let model = std::sync::Arc::new(t.compiled.clone());
+    let make = || -> Option<Box<dyn Backend>> {
+        match vpop::backend::cuda::EmulatedCuda::new(model.clone(), vpop::backend::Precision::F32) {
+            Ok(b) => Some(Box::new(b)),
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                None
+            }
+        }
+    };
+    let Some(b) = make() else { return };
+    assert!(b.preferred_batch() > 2500);
+    let run = |b: Box<dyn Backend>, dir: &Path, chunk: usize| {
+        let o = RunOptions {
+            chunk_size: Some(chunk),
+            ..opts(dir)
+        };
+        let r = vpop::trial::run::run_trial_on(&t, &o, b, String::new(), std::time::Instant::now())
+            .unwrap();
+        assert!(r.complete);
+        r
+    };
+    let merged = tmp("merged");
+    let r = run(b, &merged, 700);
+    assert_eq!(r.parts_written, 4);
+    let single = tmp("single");
+    run(make().unwrap(), &single, 2500);
+    let cols = ["cp_auc", "cp_cmax", "cp_ctrough", "cp_time_above_1", "cl"];
+    // Rows keyed by subject and arm (within a part, an arm's rows come before the next arm's).
+    let keyed = |dir: &Path| {
+        let (ids, vals) = float_columns(dir, &cols);
+        let mut seen = std::collections::HashMap::new();
+        let mut rows = std::collections::BTreeMap::new();
+        for (r, id) in ids.iter().enumerate() {
+            let arm = seen.entry(*id).and_modify(|k| *k += 1).or_insert(0usize);
+            let v: Vec<u64> = vals.iter().map(|c| c[r].to_bits()).collect();
+            rows.insert((*id, *arm), v);
+        }
+        rows
+    };
+    let (a, b) = (keyed(&merged), keyed(&single));
+    assert_eq!(a.len(), 2 * 2500);
+    assert!(a == b, "merged calls changed some subject's row");
+}

@@ -138,4 +138,10 @@ pub trait Backend: Send {
         programs: &[&records::Program],
         solver: &SolverOptions,
     ) -> Result<Vec<records::RecordsOutcome>, BackendError>;
+    /// Subjects per call this backend runs best with: the trial pipeline merges consecutive
+    /// chunks into calls of up to this many (a GPU needs hundreds of thousands of threads to
+    /// be busy; the CPU is as fast chunk by chunk). Part files do not depend on it.
+    fn preferred_batch(&self) -> usize {
+        1
+    }
 }

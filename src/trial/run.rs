@@ -414,6 +414,59 @@ pub(crate) fn sample_chunk(
     }
 }
 
+/// Consecutive sampled chunks as one input (columns concatenated).
+fn merge(group: &[Sampled]) -> Sampled {
+    let cat = |col: &dyn Fn(&Sampled) -> &Vec<f64>| -> Vec<f64> {
+        let mut v = Vec::with_capacity(group.iter().map(|g| g.n).sum());
+        for g in group {
+            v.extend_from_slice(col(g));
+        }
+        v
+    };
+    let first = &group[0];
+    Sampled {
+        part: first.part,
+        first: first.first,
+        n: group.iter().map(|g| g.n).sum(),
+        covariates: (0..first.covariates.len())
+            .map(|c| cat(&|g: &Sampled| &g.covariates[c]))
+            .collect(),
+        params: (0..first.params.len())
+            .map(|p| cat(&|g: &Sampled| &g.params[p]))
+            .collect(),
+        occasion_params: (0..first.occasion_params.len())
+            .map(|k| {
+                (0..first.occasion_params[k].len())
+                    .map(|p| cat(&|g: &Sampled| &g.occasion_params[k][p]))
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+/// The outputs of merged chunks, chunk by chunk (`n_times` profile samples per subject).
+fn split_output(out: &ChunkOutput, group: &[Sampled], n_times: usize) -> Vec<ChunkOutput> {
+    let mut at = 0;
+    group
+        .iter()
+        .map(|g| {
+            let r = at..at + g.n;
+            at += g.n;
+            ChunkOutput {
+                metrics: out.metrics.iter().map(|m| m[r.clone()].to_vec()).collect(),
+                status: out.status[r.clone()].to_vec(),
+                profiles: out
+                    .profiles
+                    .iter()
+                    .map(|p| p[r.start * n_times..r.end * n_times].to_vec())
+                    .collect(),
+                stats: Default::default(),
+                kernel_time: Default::default(),
+            }
+        })
+        .collect()
+}
+
 /// Simulated observations of one arm's chunk: each profile value with the population's residual
 /// error, from the subject's residual stream (keyed by seed, subject and arm).
 fn observations(trial: &Trial, arm: usize, first: u64, out: &ChunkOutput) -> Vec<Vec<f64>> {
@@ -518,8 +571,12 @@ pub fn run_trial_on(
     let stop_after = opts.stop_after_parts.unwrap_or(u64::MAX);
     let todo = &todo[..todo.len().min(stop_after as usize)];
     let amount_per: Vec<Option<usize>> = trial.arms.iter().map(|a| a.amount_per).collect();
+    // Consecutive chunks are merged into calls of up to the backend's preferred size; the
+    // sampler runs that many chunks ahead.
+    let batch = backend.preferred_batch().max(1);
+    let per_call = (batch as u64).div_ceil(chunk).clamp(1, 256) as usize;
     let result: Result<(), String> = std::thread::scope(|s| {
-        let (tx_sampled, rx_sampled) = bounded::<Sampled>(2);
+        let (tx_sampled, rx_sampled) = bounded::<Sampled>(per_call + 1);
         let (tx_done, rx_done) = bounded::<Integrated>(2);
         // Stage 1: sampling.
         let sampler = s.spawn(move || {
@@ -595,27 +652,64 @@ pub fn run_trial_on(
         });
         // Stage 2: integration, here on the calling thread (backends need not be Send-shared).
         let mut failure = None;
-        for sampled in rx_sampled {
-            let mut outputs = Vec::with_capacity(trial.arms.len());
+        let mut rx = rx_sampled.iter();
+        while let Some(first) = rx.next() {
+            let mut group = vec![first];
+            let mut n: usize = group[0].n;
+            while group.len() < per_call && n < batch {
+                match rx.next() {
+                    Some(next) => {
+                        n += next.n;
+                        group.push(next);
+                    }
+                    None => break,
+                }
+            }
+            let merged = (group.len() > 1).then(|| merge(&group));
+            let input_of = merged.as_ref().unwrap_or(&group[0]);
+            let mut outputs: Vec<Vec<ChunkOutput>> = Vec::with_capacity(trial.arms.len());
             let t0 = Instant::now();
             for (a, arm) in trial.arms.iter().enumerate() {
-                let scale = amount_per[a].map(|c| sampled.covariates[c].as_slice());
+                let scale = amount_per[a].map(|c| input_of.covariates[c].as_slice());
                 let input = ChunkInput {
-                    first_subject: sampled.first,
-                    n: sampled.n,
-                    params: &sampled.params,
+                    first_subject: input_of.first,
+                    n: input_of.n,
+                    params: &input_of.params,
                     amount_scale: scale,
-                    occasion_params: &sampled.occasion_params,
+                    occasion_params: &input_of.occasion_params,
                 };
                 let mut out = ChunkOutput::default();
                 if let Err(e) = backend.run_chunk(&arm.plan, &input, &mut out) {
                     failure = Some(e.to_string());
                     break;
                 }
-                outputs.push(out);
+                outputs.push(if group.len() > 1 {
+                    split_output(&out, &group, arm.plan.sample_times.len())
+                } else {
+                    vec![out]
+                });
             }
             integrate_time += t0.elapsed();
-            if failure.is_some() || tx_done.send(Integrated { sampled, outputs }).is_err() {
+            if failure.is_some() {
+                break;
+            }
+            // Chunk j's outputs, arm by arm.
+            let mut per_chunk: Vec<Vec<ChunkOutput>> = (0..group.len())
+                .map(|_| Vec::with_capacity(outputs.len()))
+                .collect();
+            for arm_outputs in outputs {
+                for (j, o) in arm_outputs.into_iter().enumerate() {
+                    per_chunk[j].push(o);
+                }
+            }
+            let mut closed = false;
+            for (sampled, outputs) in group.into_iter().zip(per_chunk) {
+                if tx_done.send(Integrated { sampled, outputs }).is_err() {
+                    closed = true;
+                    break;
+                }
+            }
+            if closed {
                 break;
             }
         }

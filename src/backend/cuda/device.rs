@@ -597,4 +597,8 @@ impl Backend for CudaBackend {
     ) -> Result<Vec<RecordsOutcome>, BackendError> {
         self.host.run_records(programs, solver)
     }
+    /// 2^20 subjects per device (three streams of ~350 000 threads each).
+    fn preferred_batch(&self) -> usize {
+        (1 << 20) * self.host.launcher.devices.len()
+    }
 }

@@ -464,6 +464,10 @@ impl Backend for EmulatedCuda {
     ) -> Result<Vec<RecordsOutcome>, BackendError> {
         self.host.run_records(programs, solver)
     }
+    /// 2^20 subjects per device (three streams of ~350 000 threads each). As the device would.
+    fn preferred_batch(&self) -> usize {
+        1 << 20
+    }
 }
 
 #[cfg(test)]

@@ -1136,6 +1136,16 @@ mod integrate {
             }
             Ok(outcomes)
         }
+
+        /// 2^20 subjects on a hardware adapter; chunk by chunk on a software one (no gain
+        /// there, and less memory).
+        fn preferred_batch(&self) -> usize {
+            if self.gpu.info.device_type == "Cpu" {
+                1
+            } else {
+                1 << 20
+            }
+        }
     }
 }
 
