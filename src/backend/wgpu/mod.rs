@@ -102,7 +102,7 @@ pub struct AdapterInfo {
 
 /// A scalar type the WGSL kernels are built for.
 #[cfg(feature = "wgpu")]
-pub(crate) trait Real: bytemuck::Pod + Default + 'static {
+pub(crate) trait Real: bytemuck::Pod + Default + Send + Sync + 'static {
     const PRECISION: Precision;
     /// The largest finite value.
     const MAX: f64;
