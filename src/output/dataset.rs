@@ -82,6 +82,13 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// Whether a recorded part is on disk with the recorded size and SHA-256.
+fn intact(dir: &Path, p: &PartEntry) -> bool {
+    let path = dir.join(&p.file);
+    std::fs::metadata(&path).is_ok_and(|md| md.len() == p.bytes)
+        && sha256_file(&path).is_ok_and(|h| h == p.sha256)
+}
+
 /// A writer that hashes what passes through it (so a part is hashed as it is written, not
 /// read back).
 struct Hashing<W> {
@@ -138,13 +145,9 @@ impl DatasetWriter {
                 Some(m) if m.identity == identity && m.columns == columns && !overwrite => {
                     // A part counts as done only if its bytes hash to what was recorded.
                     use rayon::prelude::*;
-                    let intact = |p: &PartEntry| {
-                        let path = dir.join(&p.file);
-                        std::fs::metadata(&path).is_ok_and(|md| md.len() == p.bytes)
-                            && sha256_file(&path).is_ok_and(|h| h == p.sha256)
-                        };
-                    let ok: Vec<bool> = m.parts.par_iter().map(intact).collect();
-                    done.extend(m.parts.into_iter().zip(ok).filter(|(_, ok)| *ok).map(|(p, _)| p));
+                    let ok: Vec<bool> = m.parts.par_iter().map(|p| intact(dir, p)).collect();
+                    let kept = m.parts.into_iter().zip(ok).filter(|(_, ok)| *ok);
+                    done.extend(kept.map(|(p, _)| p));
                 }
                 _ if overwrite => {
                     let old_parts = old.map(|m| m.parts).unwrap_or_default();
