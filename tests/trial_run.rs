@@ -853,3 +853,63 @@ fn chunks_merged_into_one_call_give_every_subject_its_own_row() {
     assert_eq!(a.len(), 2 * 2500);
     assert!(a == b, "merged calls changed some subject's row");
 }
+
+/// A backend that fails ends the run with its error, while the sampler is still ahead (it
+/// must not be left waiting on a full channel), for backends that take chunk by chunk and for
+/// those that take merged chunks.
+#[test]
+fn a_failing_backend_ends_the_run_with_its_error() {
+    use vpop::backend::{ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput};
+    struct Failing(usize);
+    impl Backend for Failing {
+        fn info(&self) -> BackendInfo {
+            BackendInfo {
+                name: "failing",
+                device: "none".into(),
+                precision: vpop::backend::Precision::F64,
+            }
+        }
+        fn run_chunk(
+            &mut self,
+            _arm: &ArmPlan,
+            _input: &ChunkInput<'_>,
+            _out: &mut ChunkOutput,
+        ) -> Result<(), BackendError> {
+            Err(BackendError::Failed("the device fell off the bus".into()))
+        }
+        fn run_records(
+            &mut self,
+            _programs: &[&vpop::backend::records::Program],
+            _solver: &vpop::solver::SolverOptions,
+        ) -> Result<Vec<vpop::backend::records::RecordsOutcome>, BackendError> {
+            Err(BackendError::Failed("no records".into()))
+        }
+        fn preferred_batch(&self) -> usize {
+            self.0
+        }
+    }
+    for batch in [1, 500] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = trial();
+            let dir = tmp(&format!("failing-{batch}"));
+            let o = RunOptions {
+                chunk_size: Some(50),
+                ..opts(&dir)
+            };
+            let r = vpop::trial::run::run_trial_on(
+                &t,
+                &o,
+                Box::new(Failing(batch)),
+                String::new(),
+                std::time::Instant::now(),
+            );
+            let _ = tx.send(r.map(|_| ()));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the run did not end");
+        let err = r.unwrap_err();
+        assert!(err.contains("fell off the bus"), "{err}");
+    }
+}

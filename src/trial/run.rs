@@ -652,7 +652,9 @@ pub fn run_trial_on(
         });
         // Stage 2: integration, here on the calling thread (backends need not be Send-shared).
         let mut failure = None;
-        let mut rx = rx_sampled.iter();
+        // The receiver moves into the iterator, dropped after the loop: a sampler blocked on a
+        // full channel then stops instead of waiting forever.
+        let mut rx = rx_sampled.into_iter();
         while let Some(first) = rx.next() {
             let mut group = vec![first];
             let mut n: usize = group[0].n;
@@ -713,6 +715,7 @@ pub fn run_trial_on(
                 break;
             }
         }
+        drop(rx);
         drop(tx_done);
         sample_time = sampler.join().unwrap_or_default();
         let mut worker_error = None;
