@@ -232,15 +232,8 @@ struct Arm : Sub {
                 admin_event(a, st, en, val, s, kind);
                 reset = reset || (kind == 4u && st > t_prev && st <= ts);
             }
-            if (reset) {
-                // Back to the initial state; the AUC quadratures go on.
-                real zero[NS], y0[NS];
-                #pragma unroll
-                for (int j = 0; j < NS; j++) zero[j] = 0;
-                model_init((real)0, zero, q, y0);
-                #pragma unroll
-                for (int j = 0; j < NS; j++) { y[j] = y0[j]; rates[j] = 0; }
-            }
+            // Back to the initial state; the AUC quadratures go on.
+            if (reset) initial_states();
 #endif
             for (unsigned a = 0; a < n_events(); a++) {
                 real st, en, val;
@@ -286,10 +279,7 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
     #pragma unroll
     for (int j = 0; j < NS; j++) zero[j] = 0;
     model_dosing((real)0, zero, S.q, S.dose_v);
-    real y0[NS];
-    model_init((real)0, zero, S.q, y0);
-    #pragma unroll
-    for (int j = 0; j < NS; j++) { S.y[j] = y0[j]; S.rates[j] = 0; }
+    S.initial_states();
     #pragma unroll
     for (int k = 0; k < NO; k++) S.y[NS + k] = 0;
     #pragma unroll

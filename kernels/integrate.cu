@@ -92,6 +92,17 @@ struct Sub {
 
     FI void outs(real t, const real* v, real* c) { model_outputs(t, v, q, c); }
 
+    // The model's initial states and no infusion running (a subject's start, a reset); the
+    // AUC quadratures are left to the caller.
+    FI void initial_states() {
+        real zero[NS], y0[NS];
+        #pragma unroll
+        for (int j = 0; j < NS; j++) zero[j] = 0;
+        model_init((real)0, zero, q, y0);
+        #pragma unroll
+        for (int j = 0; j < NS; j++) { y[j] = y0[j]; rates[j] = 0; }
+    }
+
     // W = si·I − sj·J of the extended system: the model block by LU with partial pivoting, the
     // AUC rows (J = [G 0]) by substitution in w_solve.
     // Loops have constant bounds and test the varying ones inside, so that unrolling leaves

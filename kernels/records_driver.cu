@@ -70,12 +70,7 @@ struct Rec : Sub {
     }
 
     FI void reset_states() {
-        real zero[NS], y0[NS];
-        #pragma unroll
-        for (int j = 0; j < NS; j++) zero[j] = 0;
-        model_init((real)0, zero, q, y0);
-        #pragma unroll
-        for (int j = 0; j < NS; j++) { y[j] = y0[j]; rates[j] = 0; }
+        initial_states();
         #pragma unroll
         for (int k = 0; k < NO; k++) y[NS + k] = 0;
         h_prop = 0;

@@ -313,12 +313,8 @@ fn run_stops() {
                 let ev = admin_event(a);
                 reset = reset || (ev.kind == 4u && ev.start > t_prev && ev.start <= ts);
             }
-            if (reset) {
-                // Back to the initial state; the AUC quadratures go on.
-                var zero: array<real, {{N_NS}}>;
-                let y0 = model_init(0.0, zero, q);
-                for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
-            }
+            // Back to the initial state; the AUC quadratures go on.
+            if (reset) { initial_states(); }
         }
         for (var a = 0u; a < n_events(); a++) {
             let ev = event_of(a);
@@ -415,9 +411,7 @@ fn load_carry() {
 }
 
 fn start_subject() {
-    var zero: array<real, {{N_NS}}>;
-    var y0 = model_init(0.0, zero, q);
-    for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
+    initial_states();
     for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
     for (var m = 0u; m < NM; m++) {
         let kind = spec(m).kind;

@@ -159,6 +159,14 @@ fn outs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NO}}> {
     return model_outputs(t, model_part(v), q);
 }
 
+// The model's initial states and no infusion running (a subject's start, a reset); the AUC
+// quadratures are left to the caller.
+fn initial_states() {
+    var zero: array<real, {{N_NS}}>;
+    let y0 = model_init(0.0, zero, q);
+    for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
+}
+
 // W = si·I − sj·J of the extended system, factorised: the model block by LU with partial
 // pivoting; the AUC rows (J = [G 0]) are solved by substitution in w_solve.
 fn w_factor(t: real, si: real, sj: real) -> bool {

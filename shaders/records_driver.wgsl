@@ -95,9 +95,7 @@ fn apply_input(op: u32, s: u32, v: real) {
 }
 
 fn reset_states() {
-    var zero: array<real, {{N_NS}}>;
-    let y0 = model_init(0.0, zero, q);
-    for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
+    initial_states();
     for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
     h_prop = 0.0;
 }
