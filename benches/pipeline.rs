@@ -219,6 +219,8 @@ impl Backend for NoIntegration {
 /// `vpop run` of the quickstart (1 M subjects × 2 arms, default chunks and codec) with no
 /// integration: how many subjects per second the host side sustains on this machine's cores.
 fn host_end_to_end(c: &mut Criterion) {
+    // As the `vpop` binary does at its start.
+    vpop::tune_allocator();
     let mut trial = quickstart();
     let n: u64 = std::env::var("VPOP_BENCH_SUBJECTS")
         .ok()

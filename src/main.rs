@@ -50,6 +50,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     quiet_vulkan_loader();
+    vpop::tune_allocator();
     let args = Cli::parse();
     let result = match &args.command {
         Command::Run(a) => cli::run::run(a),
