@@ -183,6 +183,7 @@ fn summaries_and_output_columns() {
     );
     let pta = low.target_attainment.unwrap();
     assert!((0.0..=1.0).contains(&pta));
+    summary_matches_the_files(&r, &dir, 0.5);
 
     // Columns and provenance, read back with the parquet crate.
     let part = dir.join("part-00000.parquet");
@@ -911,5 +912,66 @@ fn a_failing_backend_ends_the_run_with_its_error() {
             .expect("the run did not end");
         let err = r.unwrap_err();
         assert!(err.contains("fell off the bus"), "{err}");
+    }
+}
+
+/// Each arm's summary (counted while the parts were written, quantiles by selection) equals
+/// what sorting the metric columns read back from the part files gives: type-7 median and 5th
+/// and 95th percentiles of the non-null values, subjects, and the share of defined
+/// `cp_ctrough` values above `above`.
+fn summary_matches_the_files(r: &vpop::trial::RunReport, dir: &Path, above: f64) {
+    use arrow_array::{Array, Float64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    parts.sort();
+    let column = |arm: usize, name: &str| -> (usize, Vec<f64>) {
+        let (mut rows, mut values) = (0, Vec::new());
+        for p in &parts {
+            let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(p).unwrap())
+                .unwrap()
+                .with_row_groups(vec![arm])
+                .build()
+                .unwrap();
+            for batch in b {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name(name).unwrap();
+                let col = col.as_any().downcast_ref::<Float64Array>().unwrap();
+                rows += col.len();
+                values.extend(col.iter().flatten());
+            }
+        }
+        (rows, values)
+    };
+    let type7 = |sorted: &[f64], p: f64| {
+        let h = (sorted.len() - 1) as f64 * p;
+        let lo = h.floor() as usize;
+        let hi = (lo + 1).min(sorted.len() - 1);
+        let frac = h - lo as f64;
+        if frac == 0.0 {
+            sorted[lo]
+        } else {
+            sorted[lo] + frac * (sorted[hi] - sorted[lo])
+        }
+    };
+    for (a, arm) in r.arms.iter().enumerate() {
+        for m in &arm.metrics {
+            let (rows, mut v) = column(a, &m.column);
+            assert_eq!(arm.subjects, rows as u64, "{}", m.column);
+            v.sort_by(f64::total_cmp);
+            assert_eq!(m.n, v.len() as u64, "{}", m.column);
+            let want = [type7(&v, 0.5), type7(&v, 0.05), type7(&v, 0.95)];
+            assert_eq!([m.median, m.p5, m.p95], want, "arm {a} {}", m.column);
+        }
+        let (_, trough) = column(a, "cp_ctrough");
+        let hit = trough.iter().filter(|x| **x > above).count();
+        assert_eq!(
+            arm.target_attainment.unwrap(),
+            hit as f64 / trough.len() as f64,
+            "arm {a}"
+        );
     }
 }

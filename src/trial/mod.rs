@@ -10,6 +10,7 @@ pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod spec;
+pub mod summary;
 
 pub use regimen::dose_line;
 pub use resolve::{Trial, TrialError};

@@ -6,16 +6,16 @@
 //! covariates and parameters in all arms, so arm differences are not sampling noise.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, Float64Array, RecordBatch};
+use arrow_array::RecordBatch;
 use crossbeam_channel::bounded;
 
 use super::encode::{Columns, CovariateColumn, RowLayout};
-use super::quantile::quantiles;
 use super::resolve::{BackendChoice, ParamSource, Trial};
+use super::summary::{summarize, Tally};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BackendInfo, ChunkInput, ChunkOutput};
 use crate::output::{DatasetWriter, RunIdentity, Shard};
@@ -546,6 +546,8 @@ pub fn run_trial_on(
     .map_err(|e| e.to_string())?;
     let done_parts: std::collections::HashSet<u64> = done.iter().map(|p| p.part).collect();
     let todo: Vec<u64> = (c0..c1).filter(|c| !done_parts.contains(c)).collect();
+    // Parts this run writes: the summary's counts of them are taken as they are written.
+    let tallied: std::collections::HashSet<u64> = todo.iter().copied().collect();
     let todo_subjects: u64 = todo.iter().map(|c| (subjects - c * chunk).min(chunk)).sum();
 
     let progress = if opts.quiet {
@@ -575,6 +577,7 @@ pub fn run_trial_on(
     // sampler runs that many chunks ahead.
     let batch = backend.preferred_batch().max(1);
     let per_call = (batch as u64).div_ceil(chunk).clamp(1, 256) as usize;
+    let mut tally = Tally::new(trial);
     let result: Result<(), String> = std::thread::scope(|s| {
         let (tx_sampled, rx_sampled) = bounded::<Sampled>(per_call + 1);
         let (tx_done, rx_done) = bounded::<Integrated>(2);
@@ -607,8 +610,10 @@ pub fn run_trial_on(
                 let rx_done = rx_done.clone();
                 let tx_parts = tx_parts.clone();
                 let part_writer = part_writer.clone();
-                s.spawn(move || -> Result<Duration, String> {
+                s.spawn(move || -> Result<(Duration, Tally), String> {
                     let mut busy = Duration::ZERO;
+                    // The summary's counts, taken from the batches as they are written.
+                    let mut tally = Tally::new(trial);
                     for done in rx_done {
                         let t0 = Instant::now();
                         let sm = &done.sampled;
@@ -630,12 +635,15 @@ pub fn run_trial_on(
                         let entry = part_writer
                             .write(sm.part, sm.first, sm.n as u64, &batches)
                             .map_err(|e| e.to_string())?;
+                        for (a, b) in batches.iter().enumerate() {
+                            tally.add_batch(trial, a, b)?;
+                        }
                         busy += t0.elapsed();
                         if tx_parts.send((entry, sm.n)).is_err() {
                             break;
                         }
                     }
-                    Ok(busy)
+                    Ok((busy, tally))
                 })
             })
             .collect();
@@ -721,7 +729,10 @@ pub fn run_trial_on(
         let mut worker_error = None;
         for w in workers {
             match w.join() {
-                Ok(Ok(busy)) => encode_time += busy,
+                Ok(Ok((busy, t))) => {
+                    encode_time += busy;
+                    tally.merge(&t);
+                }
                 Ok(Err(e)) => worker_error = Some(e),
                 Err(_) => worker_error = Some("an encoder thread panicked".to_string()),
             }
@@ -746,7 +757,7 @@ pub fn run_trial_on(
     }
     let t_summary = Instant::now();
     let arms = if complete {
-        summarize(trial, &dir, shard, n_chunks)?
+        summarize(trial, &dir, shard, n_chunks, tally, &tallied)?
     } else {
         Vec::new()
     };
@@ -766,138 +777,6 @@ pub fn run_trial_on(
         arms,
         complete,
     })
-}
-
-/// Per-arm summaries read back from this shard's part files: exact quantiles by streaming
-/// selection (memory independent of the number of subjects), failures and target attainment.
-pub fn summarize(
-    trial: &Trial,
-    dir: &Path,
-    shard: Shard,
-    n_chunks: u64,
-) -> Result<Vec<ArmSummary>, String> {
-    let (c0, c1) = shard.chunk_range(n_chunks);
-    let files: Vec<PathBuf> = (c0..c1)
-        .map(|c| dir.join(crate::output::dataset::part_name(c)))
-        .collect();
-    let read_column = |arm: usize, column: &str, f: &mut dyn FnMut(&[f64])| -> Result<(), String> {
-        crate::output::dataset::for_each_column_batch(&files, arm, column, &mut |col| {
-            let col = col
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .ok_or("metric column is not f64")?;
-            // Nulls (failed subjects, undefined metrics) are skipped as NaN.
-            if col.null_count() == 0 {
-                f(col.values());
-            } else {
-                let vals: Vec<f64> = (0..col.len())
-                    .map(|i| {
-                        if col.is_null(i) {
-                            f64::NAN
-                        } else {
-                            col.value(i)
-                        }
-                    })
-                    .collect();
-                f(&vals);
-            }
-            Ok(())
-        })
-    };
-    // Exact quantiles take several passes over a column: every (arm, metric) column in
-    // parallel.
-    let tasks: Vec<(usize, usize)> = trial
-        .arms
-        .iter()
-        .enumerate()
-        .flat_map(|(a, arm)| (0..arm.plan.metrics.len()).map(move |m| (a, m)))
-        .collect();
-    let summaries: Vec<Result<MetricSummary, String>> = {
-        use rayon::prelude::*;
-        tasks
-            .par_iter()
-            .map(|&(a, m)| {
-                let spec = &trial.arms[a].plan.metrics[m];
-                let mut error = None;
-                let (n, q) = quantiles(
-                    |f: &mut dyn FnMut(&[f64])| {
-                        if let Err(e) = read_column(a, &spec.column, f) {
-                            error = Some(e);
-                        }
-                    },
-                    &[0.5, 0.05, 0.95],
-                );
-                match error {
-                    Some(e) => Err(e),
-                    None => Ok(MetricSummary {
-                        column: spec.column.clone(),
-                        n,
-                        median: q[0],
-                        p5: q[1],
-                        p95: q[2],
-                    }),
-                }
-            })
-            .collect()
-    };
-    let mut summaries = summaries.into_iter();
-    let mut out = Vec::new();
-    for (a, arm) in trial.arms.iter().enumerate() {
-        let mut metrics = Vec::new();
-        for _ in &arm.plan.metrics {
-            metrics.push(summaries.next().ok_or("missing summary")??);
-        }
-        // Status and target attainment.
-        let (mut subjects, mut failed) = (0u64, 0u64);
-        crate::output::dataset::for_each_column_batch(&files, a, "status", &mut |col| {
-            let col = col
-                .as_any()
-                .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::UInt8Type>>()
-                .ok_or("status column")?;
-            subjects += col.len() as u64;
-            // Keys index the dictionary as read back, which holds only the labels present in
-            // the file: compare labels, not key values.
-            let labels = col
-                .values()
-                .as_any()
-                .downcast_ref::<arrow_array::StringArray>()
-                .ok_or("status labels")?;
-            let ok: Vec<bool> = (0..labels.len()).map(|i| labels.value(i) == "ok").collect();
-            failed += col
-                .keys()
-                .iter()
-                .filter(|k| k.is_some_and(|k| !ok.get(k as usize).copied().unwrap_or(false)))
-                .count() as u64;
-            Ok(())
-        })?;
-        let target_attainment = match &trial.target {
-            Some(t) => {
-                let (mut hit, mut n) = (0u64, 0u64);
-                read_column(a, &t.column, &mut |xs: &[f64]| {
-                    for x in xs.iter().filter(|x| !x.is_nan()) {
-                        n += 1;
-                        if t.above.is_none_or(|lo| *x > lo) && t.below.is_none_or(|hi| *x < hi) {
-                            hit += 1;
-                        }
-                    }
-                })?;
-                Some(if n == 0 {
-                    f64::NAN
-                } else {
-                    hit as f64 / n as f64
-                })
-            }
-            None => None,
-        };
-        out.push(ArmSummary {
-            name: arm.plan.name.clone(),
-            subjects,
-            failed,
-            metrics,
-            target_attainment,
-        });
-    }
-    Ok(out)
 }
 
 /// The per-arm summary table as text.

@@ -1,0 +1,253 @@
+//! The per-arm summary of a run: exact median and 5th/95th percentiles of every metric,
+//! subjects, failures and target attainment, over the parts of a shard.
+//!
+//! What one pass can count is tallied while the parts are written ([`Tally`]: subjects,
+//! failures, target hits and the quantile selection's first pass); parts written by an earlier,
+//! resumed run are read back for the same tally. The quantiles then need one more pass over
+//! each metric column for most data (see [`super::quantile`]), read back from the parts, so
+//! memory does not grow with the number of subjects.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, DictionaryArray, Float64Array, RecordBatch, StringArray};
+
+use super::quantile::{quantiles_after, TopCounts};
+use super::resolve::Trial;
+use super::run::{ArmSummary, MetricSummary};
+use crate::output::dataset::{for_each_column_batch, part_name};
+use crate::output::Shard;
+
+/// One arm's counts.
+#[derive(Debug, Clone, Default)]
+struct ArmTally {
+    subjects: u64,
+    failed: u64,
+    /// Successful subjects whose target metric is defined, and those in the target range.
+    target_n: u64,
+    target_hit: u64,
+    /// The first quantile pass of each metric column.
+    metrics: Vec<TopCounts>,
+}
+
+/// What the summary counts in one pass over the parts, tallied part by part (by each encoder,
+/// then merged).
+#[derive(Debug, Clone)]
+pub struct Tally {
+    arms: Vec<ArmTally>,
+}
+
+/// A metric column's values with nulls (failed subjects, undefined metrics) as NaN.
+fn values(col: &dyn Array) -> Result<std::borrow::Cow<'_, [f64]>, String> {
+    let col = col
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or("metric column is not f64")?;
+    Ok(if col.null_count() == 0 {
+        std::borrow::Cow::Borrowed(col.values().as_ref())
+    } else {
+        std::borrow::Cow::Owned(
+            (0..col.len())
+                .map(|i| {
+                    if col.is_null(i) {
+                        f64::NAN
+                    } else {
+                        col.value(i)
+                    }
+                })
+                .collect(),
+        )
+    })
+}
+
+impl Tally {
+    pub fn new(trial: &Trial) -> Tally {
+        Tally {
+            arms: trial
+                .arms
+                .iter()
+                .map(|a| ArmTally {
+                    metrics: vec![TopCounts::default(); a.plan.metrics.len()],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts one arm's `status` column.
+    fn add_status(&mut self, arm: usize, col: &dyn Array) -> Result<(), String> {
+        let col = col
+            .as_any()
+            .downcast_ref::<DictionaryArray<arrow_array::types::UInt8Type>>()
+            .ok_or("status column")?;
+        let t = &mut self.arms[arm];
+        t.subjects += col.len() as u64;
+        // Keys index the dictionary as read back, which holds only the labels present in the
+        // file: compare labels, not key values.
+        let labels = col
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or("status labels")?;
+        let ok: Vec<bool> = (0..labels.len()).map(|i| labels.value(i) == "ok").collect();
+        t.failed += col
+            .keys()
+            .iter()
+            .filter(|k| k.is_some_and(|k| !ok.get(k as usize).copied().unwrap_or(false)))
+            .count() as u64;
+        Ok(())
+    }
+
+    fn add_metric(&mut self, arm: usize, m: usize, col: &dyn Array) -> Result<(), String> {
+        self.arms[arm].metrics[m].add(&values(col)?);
+        Ok(())
+    }
+
+    fn add_target(&mut self, trial: &Trial, arm: usize, col: &dyn Array) -> Result<(), String> {
+        let Some(t) = &trial.target else {
+            return Ok(());
+        };
+        let a = &mut self.arms[arm];
+        for x in values(col)?.iter().filter(|x| !x.is_nan()) {
+            a.target_n += 1;
+            if t.above.is_none_or(|lo| *x > lo) && t.below.is_none_or(|hi| *x < hi) {
+                a.target_hit += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one part's batch of `arm`, as written.
+    pub fn add_batch(
+        &mut self,
+        trial: &Trial,
+        arm: usize,
+        batch: &RecordBatch,
+    ) -> Result<(), String> {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("no column {name}"))
+        };
+        self.add_status(arm, col("status")?.as_ref())?;
+        for (m, spec) in trial.arms[arm].plan.metrics.iter().enumerate() {
+            self.add_metric(arm, m, col(&spec.column)?.as_ref())?;
+        }
+        if let Some(t) = &trial.target {
+            self.add_target(trial, arm, col(&t.column)?.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Counts parts already on disk (written by an earlier run that this one resumes).
+    fn add_files(&mut self, trial: &Trial, files: &[PathBuf]) -> Result<(), String> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        for a in 0..trial.arms.len() {
+            for_each_column_batch(files, a, "status", &mut |c| self.add_status(a, c))?;
+            for (m, spec) in trial.arms[a].plan.metrics.iter().enumerate() {
+                for_each_column_batch(files, a, &spec.column, &mut |c| self.add_metric(a, m, c))?;
+            }
+            if let Some(t) = &trial.target {
+                for_each_column_batch(files, a, &t.column, &mut |c| self.add_target(trial, a, c))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        for (a, b) in self.arms.iter_mut().zip(&other.arms) {
+            a.subjects += b.subjects;
+            a.failed += b.failed;
+            a.target_n += b.target_n;
+            a.target_hit += b.target_hit;
+            for (x, y) in a.metrics.iter_mut().zip(&b.metrics) {
+                x.merge(y);
+            }
+        }
+    }
+}
+
+/// Per-arm summaries of this shard's parts. `tally` holds the counts of the parts named in
+/// `tallied` (written by this run); the other parts of the shard are read back for theirs.
+/// Exact quantiles by streaming selection: memory independent of the number of subjects.
+pub fn summarize(
+    trial: &Trial,
+    dir: &Path,
+    shard: Shard,
+    n_chunks: u64,
+    mut tally: Tally,
+    tallied: &HashSet<u64>,
+) -> Result<Vec<ArmSummary>, String> {
+    let (c0, c1) = shard.chunk_range(n_chunks);
+    let file = |c: u64| dir.join(part_name(c));
+    let files: Vec<PathBuf> = (c0..c1).map(file).collect();
+    let untallied: Vec<PathBuf> = (c0..c1)
+        .filter(|c| !tallied.contains(c))
+        .map(file)
+        .collect();
+    tally.add_files(trial, &untallied)?;
+    // The second quantile pass reads every (arm, metric) column back, in parallel.
+    let tasks: Vec<(usize, usize)> = trial
+        .arms
+        .iter()
+        .enumerate()
+        .flat_map(|(a, arm)| (0..arm.plan.metrics.len()).map(move |m| (a, m)))
+        .collect();
+    let summaries: Vec<Result<MetricSummary, String>> = {
+        use rayon::prelude::*;
+        tasks
+            .par_iter()
+            .map(|&(a, m)| {
+                let spec = &trial.arms[a].plan.metrics[m];
+                let mut error = None;
+                let (n, q) = quantiles_after(
+                    &tally.arms[a].metrics[m],
+                    |f: &mut dyn FnMut(&[f64])| {
+                        let read = for_each_column_batch(&files, a, &spec.column, &mut |col| {
+                            f(&values(col)?);
+                            Ok(())
+                        });
+                        if let Err(e) = read {
+                            error.get_or_insert(e);
+                        }
+                    },
+                    &[0.5, 0.05, 0.95],
+                );
+                match error {
+                    Some(e) => Err(e),
+                    None => Ok(MetricSummary {
+                        column: spec.column.clone(),
+                        n,
+                        median: q[0],
+                        p5: q[1],
+                        p95: q[2],
+                    }),
+                }
+            })
+            .collect()
+    };
+    let mut summaries = summaries.into_iter();
+    let mut out = Vec::new();
+    for (arm, t) in trial.arms.iter().zip(&tally.arms) {
+        let mut metrics = Vec::new();
+        for _ in &arm.plan.metrics {
+            metrics.push(summaries.next().ok_or("missing summary")??);
+        }
+        out.push(ArmSummary {
+            name: arm.plan.name.clone(),
+            subjects: t.subjects,
+            failed: t.failed,
+            metrics,
+            target_attainment: trial.target.as_ref().map(|_| {
+                if t.target_n == 0 {
+                    f64::NAN
+                } else {
+                    t.target_hit as f64 / t.target_n as f64
+                }
+            }),
+        });
+    }
+    Ok(out)
+}
