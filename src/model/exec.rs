@@ -57,6 +57,15 @@ pub struct Inputs {
     pub slots: usize,
 }
 
+/// One program of several compiled together by [`Exec::parts`]: its executed instructions
+/// and where its result lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    start: u32,
+    end: u32,
+    result: u32,
+}
+
 /// A program compiled for [`Exec::run`].
 #[derive(Debug, Clone)]
 pub struct Exec {
@@ -136,6 +145,48 @@ impl Exec {
     /// If an instruction loads a state, parameter or slot beyond `inputs` (a lowering bug: the
     /// model's programs load only what the model declares).
     pub fn new(p: &Program, inputs: Inputs) -> Exec {
+        Exec::build(p, inputs).0
+    }
+
+    /// Compiles single-result programs that read only slots and constants into one
+    /// environment, each to be run on its own with [`Exec::run_part`] (in any order, as often as
+    /// needed, after the slots it reads were written). A population's covariate expressions
+    /// are compiled this way: each reads the covariates drawn before it.
+    ///
+    /// # Panics
+    /// As [`Exec::new`], or if a program has other than one result.
+    pub fn parts(programs: &[&Program], inputs: Inputs) -> (Exec, Vec<Part>) {
+        let mut all = Program::default();
+        let mut offsets = Vec::with_capacity(programs.len());
+        for p in programs {
+            assert_eq!(p.results.len(), 1, "a part has one result");
+            offsets.push(all.instrs.len());
+            all = all.concat(p);
+        }
+        let (exec, ins_before, at) = Exec::build(&all, inputs);
+        let parts = programs
+            .iter()
+            .zip(offsets)
+            .map(|(p, off)| Part {
+                start: ins_before[off],
+                end: ins_before[off + p.instrs.len()],
+                result: at[off + p.results[0] as usize],
+            })
+            .collect();
+        (exec, parts)
+    }
+
+    /// Runs one part (see [`Exec::parts`]) on `env` and returns its result.
+    #[inline]
+    pub fn run_part(&self, env: &mut [f64], part: Part) -> f64 {
+        let (s, e) = (part.start as usize, part.end as usize);
+        step(&self.ins[s..e], self.base + s, &mut env[..self.base + e]);
+        env[part.result as usize]
+    }
+
+    /// The compiled program; per instruction of `p` (and one past the last) how many executed
+    /// instructions precede it; per instruction, where its value lives in the environment.
+    fn build(p: &Program, inputs: Inputs) -> (Exec, Vec<u32>, Vec<u32>) {
         let y0 = 1;
         let p0 = y0 + inputs.states;
         let s0 = p0 + inputs.params;
@@ -176,7 +227,9 @@ impl Exec {
             assert!((i as usize) < n, "a program loads {what} {i} of {n}");
             i as usize
         };
+        let mut ins_before = Vec::with_capacity(p.instrs.len() + 1);
         for (op, f) in p.instrs.iter().zip(&fixed) {
+            ins_before.push(ins.len() as u32);
             let g = |r: u32| at[r as usize] as u32;
             let (code, a, b, c) = match *op {
                 Op::Const(v) => {
@@ -233,7 +286,8 @@ impl Exec {
                 ins.push(Ins { code, a, b, c });
             }
         }
-        Exec {
+        ins_before.push(ins.len() as u32);
+        let exec = Exec {
             results: p.results.iter().map(|r| at[*r as usize] as u32).collect(),
             pre,
             ins,
@@ -241,7 +295,8 @@ impl Exec {
             consts,
             pre_base,
             base,
-        }
+        };
+        (exec, ins_before, at.into_iter().map(|a| a as u32).collect())
     }
 
     /// A fresh environment: constants in place, the rest zero; give it parameters with
@@ -301,6 +356,80 @@ impl Exec {
 mod tests {
     use super::*;
     use crate::model::ModelPrograms;
+
+    fn program(instrs: Vec<Op>) -> Program {
+        let results = vec![instrs.len() as u32 - 1];
+        Program {
+            instrs,
+            results,
+            origins: Vec::new(),
+        }
+    }
+
+    /// Programs compiled together as parts, run one at a time as their slots are written,
+    /// give what each gives alone in the reference interpreter.
+    #[test]
+    fn parts_run_one_at_a_time_match_the_interpreter() {
+        use Op::*;
+        let progs = [
+            // A constant, a constant expression, then expressions of earlier slots.
+            program(vec![Const(35.0)]),
+            program(vec![Const(2.0), Const(3.0), Pow(0, 1)]),
+            program(vec![
+                Slot(0),
+                Const(1.0),
+                Eq(0, 1),
+                Const(161.3),
+                Const(175.3),
+                Select(2, 3, 4),
+            ]),
+            program(vec![
+                Slot(1),
+                Slot(0),
+                Const(100.0),
+                Div(1, 2),
+                Powi(3, 2),
+                Mul(0, 4),
+            ]),
+            program(vec![
+                Slot(2),
+                Slot(1),
+                Mul(0, 1),
+                Const(3600.0),
+                Div(2, 3),
+                Sqrt(4),
+            ]),
+        ];
+        let refs: Vec<&Program> = progs.iter().collect();
+        let inputs = Inputs {
+            slots: 4,
+            ..Default::default()
+        };
+        let (e, parts) = Exec::parts(&refs, inputs);
+        let mut env = e.env();
+        e.set_params(&mut env, &[]);
+        let mut regs = Vec::new();
+        for subject in 0..5 {
+            let mut slots = [0.0; 4];
+            slots[0] = (subject % 2) as f64;
+            slots[1] = 150.0 + subject as f64 * 7.3;
+            for (k, (p, part)) in progs.iter().zip(&parts).enumerate() {
+                if k >= 3 {
+                    // The slot this program reads last was "drawn" just now.
+                    slots[k - 1] = 60.0 + subject as f64 * 1.7 + k as f64;
+                }
+                env[e.slots()].copy_from_slice(&slots);
+                let mut want = [0.0];
+                p.eval_slots(&slots, &mut regs, &mut want);
+                let got = e.run_part(&mut env, *part);
+                assert_eq!(
+                    got.to_bits(),
+                    want[0].to_bits(),
+                    "program {k}, subject {subject}"
+                );
+            }
+        }
+    }
 
     /// Every library model's programs give bit for bit what the reference interpreter gives,
     /// at states and parameters that exercise their branches.

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::diag::{Diagnostic, SourceFile, Span};
+use crate::model::exec::{Exec, Part};
 use crate::model::{lower_expr, parse_expr, resolve, Expr, Program, Var};
 use dist::{cholesky_psd, interp, interp_inverse, truncated_std_normal};
 use rng::{subject_rng, Stream};
@@ -183,6 +184,59 @@ struct Covariate {
     source: Option<String>,
 }
 
+/// A covariate's expressions as parts of [`Population::cov_exec`]: its bounds, and its draw's
+/// expressions in [`Draw::programs`] order.
+#[derive(Debug, Clone, Default)]
+struct CovParts {
+    lo: Option<Part>,
+    hi: Option<Part>,
+    draw: Vec<Part>,
+}
+
+impl Draw {
+    /// The draw's expressions: (mean, sd), (mu, sigma), (lo, hi), the frequencies, the
+    /// empirical table's `by`, or the derived expression.
+    fn programs(&self) -> Vec<&Program> {
+        match self {
+            Draw::Normal { mean, sd } => vec![mean, sd],
+            Draw::LogNormal { mu, sigma } => vec![mu, sigma],
+            Draw::Uniform { lo, hi } => vec![lo, hi],
+            Draw::Categorical { freqs } => freqs.iter().collect(),
+            Draw::Empirical { by, .. } => vec![by],
+            Draw::Derived(p) => vec![p],
+        }
+    }
+}
+
+/// Compiles every covariate expression into one program over the population's slots.
+fn compile_covariates(covariates: &[Covariate], n_slots: usize) -> (Exec, Vec<CovParts>) {
+    let mut programs: Vec<&Program> = Vec::new();
+    for c in covariates {
+        programs.extend(c.lo.iter().chain(c.hi.iter()));
+        programs.extend(c.draw.programs());
+    }
+    let inputs = crate::model::exec::Inputs {
+        slots: n_slots,
+        ..Default::default()
+    };
+    let (exec, parts) = Exec::parts(&programs, inputs);
+    let mut parts = parts.into_iter();
+    let cov_parts = covariates
+        .iter()
+        .map(|c| CovParts {
+            lo: c.lo.as_ref().and_then(|_| parts.next()),
+            hi: c.hi.as_ref().and_then(|_| parts.next()),
+            draw: c
+                .draw
+                .programs()
+                .iter()
+                .filter_map(|_| parts.next())
+                .collect(),
+        })
+        .collect();
+    (exec, cov_parts)
+}
+
 /// Residual error model of one output: y = f·(1 + prop·ε₁) + add·ε₂, or y = f·exp(exp·ε₁).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ResidualModel {
@@ -215,9 +269,11 @@ struct Block {
 /// Scratch space of a thread evaluating a population's expressions.
 #[derive(Debug, Clone, Default)]
 pub struct Scratch {
-    regs: Vec<f64>,
     /// The parameter program's environment (see [`crate::model::exec::Exec`]).
     env: Vec<f64>,
+    /// The covariate expressions' environment; its slots hold the subject's covariates as
+    /// they are drawn.
+    cov_env: Vec<f64>,
 }
 
 /// A population: covariates, etas and parameters, ready to sample.
@@ -228,6 +284,10 @@ pub struct Population {
     source: SourceFile,
     /// In sampling (dependency) order.
     covariates: Vec<Covariate>,
+    /// Every covariate expression compiled into one program, run part by part as the
+    /// covariates they read are drawn; `cov_parts[c]` are covariate c's parts.
+    cov_exec: Exec,
+    cov_parts: Vec<CovParts>,
     eta_names: Vec<String>,
     blocks: Vec<Block>,
     param_names: Vec<String>,
@@ -378,15 +438,26 @@ impl Population {
         scratch: &mut Scratch,
         params: &mut [f64],
     ) {
-        let regs = &mut scratch.regs;
-        let mut one = [0.0];
+        let env = self.cov_env(&mut scratch.cov_env);
+        let s0 = self.cov_exec.slots().start;
+        let nc = self.covariates.len();
+        env[s0..s0 + nc].copy_from_slice(&slots[..nc]);
         for (c, cov) in self.covariates.iter().enumerate() {
-            if let (Draw::Derived(p), false) = (&cov.draw, keep.get(c).copied().unwrap_or(false)) {
-                p.eval_slots(slots, regs, &mut one);
-                slots[c] = one[0];
+            if let (Draw::Derived(_), false) = (&cov.draw, keep.get(c).copied().unwrap_or(false)) {
+                slots[c] = self.cov_exec.run_part(env, self.cov_parts[c].draw[0]);
+                env[s0 + c] = slots[c];
             }
         }
         self.eval_params(slots, &mut scratch.env, params);
+    }
+
+    /// The covariate expressions' environment in `env`, made on first use.
+    fn cov_env<'e>(&self, env: &'e mut Vec<f64>) -> &'e mut [f64] {
+        if env.is_empty() {
+            *env = self.cov_exec.env();
+            self.cov_exec.set_params(env, &[]);
+        }
+        env
     }
 
     /// Every parameter from the covariates and etas in `slots`.
@@ -552,45 +623,39 @@ impl Population {
         (slots, scratch): (&mut [f64], &mut Scratch),
         row: &mut [f64],
     ) {
-        let Scratch { regs, env } = scratch;
+        let Scratch { env, cov_env } = scratch;
         let nc = self.covariates.len();
         let mut rng = subject_rng(seed, subject, Stream::Covariates);
-        let mut one = [0.0];
-        let mut ev = |p: &Program, slots: &[f64], regs: &mut Vec<f64>| {
-            // Most arguments are constants: skip the interpreter for them.
-            if let [crate::model::Op::Const(v)] = p.instrs.as_slice() {
-                return *v;
-            }
-            p.eval_slots(slots, regs, &mut one);
-            one[0]
-        };
-        for (c, cov) in self.covariates.iter().enumerate() {
+        let cenv = self.cov_env(cov_env);
+        let s0 = self.cov_exec.slots().start;
+        let exec = &self.cov_exec;
+        for (c, (cov, parts)) in self.covariates.iter().zip(&self.cov_parts).enumerate() {
             if let Some(v) = fixed.get(c).filter(|v| !v.is_nan()) {
                 slots[c] = *v;
+                cenv[s0 + c] = *v;
                 row[c] = *v;
                 continue;
             }
-            let lo = cov
+            let lo = parts
                 .lo
-                .as_ref()
-                .map(|p| ev(p, slots, regs))
+                .map(|p| exec.run_part(cenv, p))
                 .unwrap_or(f64::NEG_INFINITY);
-            let hi = cov
+            let hi = parts
                 .hi
-                .as_ref()
-                .map(|p| ev(p, slots, regs))
+                .map(|p| exec.run_part(cenv, p))
                 .unwrap_or(f64::INFINITY);
+            let mut ev = |k: usize| exec.run_part(cenv, parts.draw[k]);
             let v = match &cov.draw {
-                Draw::Normal { mean, sd } => {
-                    let (m, s) = (ev(mean, slots, regs), ev(sd, slots, regs));
+                Draw::Normal { .. } => {
+                    let (m, s) = (ev(0), ev(1));
                     if s > 0.0 {
                         m + s * truncated_std_normal(&mut rng, (lo - m) / s, (hi - m) / s)
                     } else {
                         f64::NAN
                     }
                 }
-                Draw::LogNormal { mu, sigma } => {
-                    let (m, s) = (ev(mu, slots, regs), ev(sigma, slots, regs));
+                Draw::LogNormal { .. } => {
+                    let (m, s) = (ev(0), ev(1));
                     if s > 0.0 {
                         let (a, b) = (if lo > 0.0 { lo.ln() } else { f64::NEG_INFINITY }, hi.ln());
                         (m + s * truncated_std_normal(&mut rng, (a - m) / s, (b - m) / s)).exp()
@@ -598,22 +663,22 @@ impl Population {
                         f64::NAN
                     }
                 }
-                Draw::Uniform { lo: a, hi: b } => {
-                    let (a, b) = (ev(a, slots, regs).max(lo), ev(b, slots, regs).min(hi));
+                Draw::Uniform { .. } => {
+                    let (a, b) = (ev(0).max(lo), ev(1).min(hi));
                     let u: f64 = rng.random();
                     a + u * (b - a)
                 }
                 Draw::Categorical { freqs } => {
                     // Two passes over the (few) frequencies: no allocation per subject.
                     let mut total = 0.0;
-                    for f in freqs {
-                        total += ev(f, slots, regs).max(0.0);
+                    for k in 0..freqs.len() {
+                        total += ev(k).max(0.0);
                     }
                     let u: f64 = rng.random::<f64>() * total;
                     let mut acc = 0.0;
                     let mut code = freqs.len().saturating_sub(1);
-                    for (k, f) in freqs.iter().enumerate() {
-                        acc += ev(f, slots, regs).max(0.0);
+                    for k in 0..freqs.len() {
+                        acc += ev(k).max(0.0);
                         if u < acc {
                             code = k;
                             break;
@@ -622,12 +687,12 @@ impl Population {
                     code as f64
                 }
                 Draw::Empirical {
-                    by,
                     x,
                     quantiles,
                     values,
+                    ..
                 } => {
-                    let at = ev(by, slots, regs);
+                    let at = ev(0);
                     // Quantile function at this x: interpolate each quantile level across x.
                     let qv: Vec<f64> = (0..quantiles.len())
                         .map(|q| interp(x, &values.iter().map(|r| r[q]).collect::<Vec<_>>(), at))
@@ -650,9 +715,10 @@ impl Population {
                     let u: f64 = rng.random();
                     interp(quantiles, &qv, ulo + u * (uhi - ulo).max(0.0)).clamp(lo, hi)
                 }
-                Draw::Derived(p) => ev(p, slots, regs),
+                Draw::Derived(_) => ev(0),
             };
             slots[c] = v;
+            cenv[s0 + c] = v;
             row[c] = v;
         }
         // Etas: z ~ N(0, I), eta = L z per block; subject-level blocks from the eta stream.
@@ -1202,10 +1268,13 @@ impl Builder<'_> {
         iov_slots.sort_unstable();
         let param_varies = depends_on_slots(&param_program, &iov_slots);
         let nc_slots = covariates.len() + eta_names.len();
+        let (cov_exec, cov_parts) = compile_covariates(&covariates, nc_slots);
         Ok(Population {
             name: spec.population.name,
             description: spec.population.description,
             source: src.clone(),
+            cov_exec,
+            cov_parts,
             covariates,
             eta_names,
             blocks,
