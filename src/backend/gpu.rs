@@ -257,6 +257,34 @@ pub fn take_values<T: Copy + Sync>(
         });
 }
 
+/// The driver a kernel source is built around.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Driver {
+    /// An arm's regimen for a chunk of subjects: a steady-state start (the steady-state
+    /// dose's administration and interval, see [`steady_state_admin`]) and resets compiled in
+    /// or not.
+    Arm {
+        ss: Option<(usize, f64)>,
+        resets: bool,
+    },
+    /// A dataset subject's record program (`crate::backend::records::Program`).
+    Records,
+}
+
+impl Driver {
+    /// The steady-state start of an arm driver, as `(SS_START, SS_ADMIN, SS_II, HAS_RESETS)`;
+    /// none for records.
+    pub fn arm_settings(self) -> (bool, usize, f64, bool) {
+        match self {
+            Driver::Arm { ss, resets } => {
+                let (admin, ii) = ss.unwrap_or((0, 1.0));
+                (ss.is_some(), admin, ii, resets)
+            }
+            Driver::Records => (false, 0, 1.0, false),
+        }
+    }
+}
+
 /// The in-step searches of the kernels for a precision: golden-section iterations for an
 /// extremum, the iteration cap and the bracket fraction for a threshold crossing. In f64 they
 /// are the CPU reference's; in f32 they stop where f32 stops resolving.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::backend::gpu::{metric_code, KernelSizes};
+use crate::backend::gpu::{metric_code, Driver, KernelSizes};
 use crate::backend::stepgen::{step_code, Lang};
 use crate::backend::Precision;
 use crate::metrics::MetricSpec;
@@ -90,7 +90,16 @@ pub fn integrate_source(
     metrics: &[MetricSpec],
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, metrics, None, false, p, false)
+    source(
+        m,
+        method,
+        metrics,
+        Driver::Arm {
+            ss: None,
+            resets: false,
+        },
+        p,
+    )
 }
 
 /// [`integrate_source`] for an arm that may start at steady state (the steady-state dose is
@@ -104,24 +113,23 @@ pub fn arm_source(
     resets: bool,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, metrics, ss, resets, p, false)
+    source(m, method, metrics, Driver::Arm { ss, resets }, p)
 }
 
 /// The full CUDA C source of the records kernel `integrate` (a dataset subject's record
 /// program, see `crate::backend::records::Program`), in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, &[], None, false, p, true)
+    source(m, method, &[], Driver::Records, p)
 }
 
 fn source(
     m: &ModelPrograms,
     method: Method,
     metrics: &[MetricSpec],
-    ss: Option<(usize, f64)>,
-    resets: bool,
+    driver: Driver,
     p: Precision,
-    records: bool,
 ) -> Result<String, String> {
+    let records = driver == Driver::Records;
     if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
         return Err(format!(
             "metric {} reads output {} of a model with {}",
@@ -150,12 +158,12 @@ fn source(
         Precision::F64 => "double",
     };
     let (golden, root_iters, root_rtol) = crate::backend::gpu::search_settings(p);
-    let (ss_admin, ss_ii) = ss.unwrap_or((0, 1.0));
+    let (ss_start, ss_admin, ss_ii, resets) = driver.arm_settings();
     let sizes = format!(
         "{sizes}#define GOLDEN_ITERS {golden}\n#define ROOT_ITERS {root_iters}\n\
          #define ROOT_RTOL {root_rtol:e}\n#define SS_START {}\n#define SS_ADMIN {ss_admin}u\n\
          #define SS_II ((real){ss_ii:e})\n#define HAS_RESETS {}\n",
-        u8::from(ss.is_some()),
+        u8::from(ss_start),
         u8::from(resets)
     );
     // Member functions of the per-subject struct: indent them.
@@ -173,10 +181,9 @@ fn source(
         })
         .collect();
     let sizes = format!("{sizes}{}\n", consts.join("\n"));
-    let driver = if records {
-        RECORDS_DRIVER_CU
-    } else {
-        ARM_DRIVER_CU
+    let driver = match driver {
+        Driver::Records => RECORDS_DRIVER_CU,
+        Driver::Arm { .. } => ARM_DRIVER_CU,
     };
     codegen_fill(
         INTEGRATE_CU,

@@ -4,6 +4,7 @@
 //! type `real` is replaced by `f32` or `f64`, and the precision's helpers (`finite`, `nan`,
 //! `pow_r`, and in f64 the kernel's own exp, log, log10 and pow) are filled in.
 
+use crate::backend::gpu::Driver;
 pub use crate::backend::gpu::{arm_data, ArmData, KernelSizes};
 use crate::backend::stepgen::{step_code, Lang, StepCode};
 use crate::backend::Precision;
@@ -46,7 +47,16 @@ pub fn integrate_source(
     n_metrics: usize,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, n_metrics, None, false, p, false)
+    source(
+        m,
+        method,
+        n_metrics,
+        Driver::Arm {
+            ss: None,
+            resets: false,
+        },
+        p,
+    )
 }
 
 /// [`integrate_source`] for an arm that may start at steady state (the steady-state dose is
@@ -60,7 +70,7 @@ pub fn arm_source(
     resets: bool,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, n_metrics, ss, resets, p, false)
+    source(m, method, n_metrics, Driver::Arm { ss, resets }, p)
 }
 
 /// Floating-point values and counters the arm driver keeps per subject between dispatches;
@@ -76,26 +86,23 @@ pub fn arm_carry(z: &KernelSizes, steady_state: bool) -> (usize, usize) {
 /// The full WGSL source of the records kernel (a dataset subject's record program, see
 /// `crate::backend::records::Program`) in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, 0, None, false, p, true)
+    source(m, method, 0, Driver::Records, p)
 }
 
 fn source(
     m: &ModelPrograms,
     method: Method,
     n_metrics: usize,
-    ss: Option<(usize, f64)>,
-    resets: bool,
+    driver: Driver,
     p: Precision,
-    records: bool,
 ) -> Result<String, String> {
     let z = KernelSizes::new(m, n_metrics);
     let ny = z.ny();
-    let (driver, (cw, cu)) = if records {
-        (RECORDS_DRIVER_WGSL, (records_carry_f(&z), RECORDS_CARRY_U))
-    } else {
-        (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some()))
+    let (ss_start, ss_admin, ss_ii, resets) = driver.arm_settings();
+    let (driver, (cw, cu)) = match driver {
+        Driver::Records => (RECORDS_DRIVER_WGSL, (records_carry_f(&z), RECORDS_CARRY_U)),
+        Driver::Arm { ss, .. } => (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some())),
     };
-    let (ss_admin, ss_ii) = ss.unwrap_or((0, 1.0));
     let sizes = format!(
         "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NY: u32 = {}u;\n\
          const NM: u32 = {}u;\nconst CW: u32 = {cw}u;\nconst CU: u32 = {cu}u;\n\
@@ -107,7 +114,7 @@ fn source(
         ny,
         z.nm,
         z.carry_f(),
-        ss.is_some(),
+        ss_start,
         codegen::scalar(p),
         codegen::literal(ss_ii, p),
     );
