@@ -3,16 +3,40 @@
 # without a Rust toolchain: build the binaries on a build machine, carry them, run them there.
 #
 #   .ci/gpu-check.sh collect DIR     # here: release binary, test and bench executables,
-#                                    # stripped, in DIR/bin.tar.xz (~20 MB)
-#   .ci/gpu-check.sh run DIR OUT     # on the GPU machine, from the repository root: logs in OUT
+#                                    # stripped, in DIR/bin.tar.xz (~20 MB); the Vulkan loader's
+#                                    # packages in DIR/gl when apt-get can fetch them
+#   .ci/gpu-check.sh run DIR OUT     # on the GPU machine, from the repository root
+#   .ci/gpu-check.sh list            # the checks, most important first
 #
-# `run` expects the CUDA driver and NVRTC (the nvidia-cuda-nvrtc wheel's library is found when
-# pip installed it), and for wgpu the Vulkan loader. Every check has its own time limit; a
-# summary of each goes to OUT/summary.txt.
+# `run` takes the checks in the order of `list` and stops starting new ones when its time
+# budget is spent (VPOP_GPU_BUDGET seconds, default 540), so that one call of a few minutes
+# brings back what matters most; VPOP_GPU_CHECKS="name name ..." runs only those (e.g. the
+# rest, in a second call). It writes two files: OUT/summary.txt (one line per check: exit
+# code, seconds, SKIPPED count, last result line) and OUT/logs.tar.gz (every check's full
+# log and the machine's description). It expects the CUDA driver and NVRTC (the
+# nvidia-cuda-nvrtc wheel's library is found when pip installed it); for wgpu, the Vulkan
+# loader, unpacked from DIR/gl when the machine lacks it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 tests=(cuda_integrate nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64)
+
+# name, time limit (s): in order of importance.
+checks=(
+  "bench_2e-4 90"        # CUDA f32/f64 throughput and accuracy at the tolerance of the target
+  "cuda_f32 150"         # the f32 agreement matrix, status codes, splits (device only)
+  "cuda_f64 150"         # the f64 agreement matrix
+  "run_10M_zstd 90"      # vpop run, 10 M subjects per arm, end to end
+  "run_10M_none 60"      # the same without compression
+  "bench_1e-6 120"       # throughput at rtol 1e-6, with the CPU on every core
+  "peers_gpu 240"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
+  "cuda_records 90"      # record programs (NONMEM golden data) on the device
+  "cuda_steady_state 90"
+  "cuda_resets 90"
+  "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
+  "host_pipeline 120"    # the host side alone, 10 M subjects, every core
+  "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
+)
 
 collect() {
   local dir=$1
@@ -38,55 +62,116 @@ for l in sys.stdin:
   tar cJf "$dir/bin.tar.xz.tmp" -C "$dir" vpop pipeline_bench "${tests[@]}" &&
     mv "$dir/bin.tar.xz.tmp" "$dir/bin.tar.xz"
   rm -f "$dir/vpop" "$dir/pipeline_bench" "${tests[@]/#/$dir/}"
-  ls -la "$dir"
+  # The Vulkan loader and GL dispatch libraries for a machine that has the driver alone.
+  mkdir -p "$dir/gl" /tmp/vpop-apt/partial
+  local o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/vpop-apt)
+  { apt-get "${o[@]}" update && (cd "$dir/gl" &&
+    apt-get "${o[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+  } > /dev/null 2>&1 || echo "no Vulkan loader packages (wgpu will be SKIPPED where none is installed)"
+  ls -la "$dir" "$dir/gl"
 }
 
-# check NAME SECONDS COMMAND...: runs a command with a time limit, logs it, summarises it.
+# check NAME SECONDS COMMAND...: runs a command within its time limit and what is left of the
+# budget, logs it, summarises it.
 check() {
   local name=$1 limit=$2
   shift 2
+  local left=$((DEADLINE - SECONDS))
+  if [ "$left" -lt 20 ]; then
+    printf '%-20s not run: budget spent\n' "$name" >> "$OUT/summary.txt"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   local t0=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+  # Through bash, so that a command may be one of this script's functions (exported below).
+  timeout "$limit" bash -c '"$@"' _ "$@" > "$LOGS/$name.txt" 2>&1
   local rc=$?
   printf '%-20s rc %3d %4d s, %3d SKIPPED: %s\n' "$name" "$rc" "$((SECONDS - t0))" \
-    "$(grep -c SKIPPED "$OUT/$name.txt")" \
-    "$(grep -E 'test result|subject-arms/s|thrpt' "$OUT/$name.txt" | tail -1)" >> "$OUT/summary.txt"
+    "$(grep -c SKIPPED "$LOGS/$name.txt")" \
+    "$(grep -E 'test result|^(cpu|cuda-f|wgpu)|thrpt|subject-arms/s|"peer"' "$LOGS/$name.txt" |
+      tail -3 | tr -s ' ' | paste -sd '|')" \
+    >> "$OUT/summary.txt"
+  tar czf "$OUT/logs.tar.gz" -C "$LOGS" .
+}
+
+# The peers' problem on the GPU: vpop (CUDA, f32 and f64 backends) on N subjects, then diffrax
+# and torchdiffeq on the same subjects, each checking its metrics against vpop's.
+peers_gpu() {
+  local n=65536 d=/tmp/vpop-peers
+  "$BIN/vpop" run benches/peers/trial.toml --subjects $n --backend cuda --out $d/vpop \
+    --overwrite --quiet || return 1
+  (cd benches/peers &&
+    timeout 100 python3 diffrax_peer.py $d/vpop $n f32
+    timeout 100 python3 torchdiffeq_peer.py $d/vpop $n f32)
+}
+
+run_10m() {
+  local codec=$1 spec=/tmp/q-$1.toml
+  sed "s/^\[output\]$/[output]\ncompression = \"$codec\"/" examples/quickstart.toml > "$spec"
+  sed -i "s|^file = \"populations/|file = \"$PWD/populations/|" "$spec"
+  "$BIN/vpop" run "$spec" --subjects 10000000 --backend cuda --chunk-size 1048576 \
+    --out "/tmp/q10m-$codec" --overwrite
+  local rc=$?
+  rm -rf "/tmp/q10m-$codec"
+  return $rc
+}
+
+export -f peers_gpu run_10m
+
+one() {
+  local b=("$BIN/vpop" bench examples/quickstart.toml -n 10000000 --cpu-subjects 20000)
+  case $1 in
+    bench_2e-4) check "$1" "$2" "${b[@]}" --backends cuda-f32,cuda-f64 --rtol 2e-4 ;;
+    bench_1e-6) check "$1" "$2" "${b[@]}" --backends cpu,cuda-f32,cuda-f64 ;;
+    cuda_f32) check "$1" "$2" env VPOP_CUDA_PRECISION=f32 "$BIN/cuda_integrate" --test-threads 16 --nocapture ;;
+    cuda_f64) check "$1" "$2" env VPOP_CUDA_PRECISION=f64 "$BIN/cuda_integrate" --test-threads 16 --nocapture ;;
+    cuda_two_threads) check "$1" "$2" env VPOP_CUDA_DEVICES=0,0 "$BIN/cuda_integrate" --test-threads 16 --nocapture split subjects_land ;;
+    cuda_records) check "$1" "$2" "$BIN/nonmem_golden" --nocapture cuda ;;
+    cuda_steady_state) check "$1" "$2" "$BIN/steady_state_arm" --nocapture ;;
+    cuda_resets) check "$1" "$2" "$BIN/records_arm" --nocapture ;;
+    run_10M_zstd) check "$1" "$2" run_10m zstd ;;
+    run_10M_none) check "$1" "$2" run_10m none ;;
+    peers_gpu) check "$1" "$2" peers_gpu ;;
+    host_pipeline) check "$1" "$2" env VPOP_BENCH_SUBJECTS=10000000 "$BIN/pipeline_bench" --bench host_end_to_end ;;
+    wgpu) check "$1" "$2" "$BIN/wgpu_integrate" --test-threads 16 --nocapture ;;
+    *) echo "unknown check $1" >> "$OUT/summary.txt" ;;
+  esac
 }
 
 run() {
   OUT=$2
-  local dir=/tmp/vpop-gpu-check
-  mkdir -p "$dir" && tar xJf "$1/bin.tar.xz" -C "$dir" || exit 1
-  mkdir -p "$OUT" -m 700 /tmp/xdg
-  export XDG_RUNTIME_DIR=/tmp/xdg
+  DEADLINE=$((SECONDS + ${VPOP_GPU_BUDGET:-540}))
+  export BIN=/tmp/vpop-gpu-check
+  LOGS=/tmp/vpop-gpu-logs
+  mkdir -p "$BIN" "$LOGS" "$OUT" /tmp/xdg && chmod 700 /tmp/xdg &&
+    tar xJf "$1/bin.tar.xz" -C "$BIN" || exit 1
+  export XDG_RUNTIME_DIR=/tmp/xdg PYTHONUNBUFFERED=1 VPOP_CUDA_RUNNER=device
   local nv
   nv=$(python3 -c "import nvidia, os; print(os.path.join(nvidia.__path__[0], 'cu13', 'lib'))" 2>/dev/null)
   [ -n "$nv" ] && export LD_LIBRARY_PATH="$nv:${LD_LIBRARY_PATH:-}"
-  { date; nvidia-smi; nproc; "$dir/vpop" devices; } > "$OUT/machine.txt" 2>&1
-  export VPOP_CUDA_RUNNER=device
-  check cuda_f32 240 env VPOP_CUDA_PRECISION=f32 "$dir/cuda_integrate" --test-threads 16 --nocapture
-  check cuda_f64 240 env VPOP_CUDA_PRECISION=f64 "$dir/cuda_integrate" --test-threads 16 --nocapture
-  check cuda_two_threads 120 env VPOP_CUDA_DEVICES=0,0 "$dir/cuda_integrate" --test-threads 16 --nocapture split subjects_land
-  check cuda_records 120 "$dir/nonmem_golden" --nocapture cuda
-  check cuda_steady_state 120 "$dir/steady_state_arm" --nocapture
-  check cuda_resets 120 "$dir/records_arm" --nocapture
-  check wgpu 120 "$dir/wgpu_integrate" --test-threads 16 --nocapture
-  local b="$dir/vpop bench examples/quickstart.toml -n 10000000 --cpu-subjects 20000"
-  check bench_rtol_1e-6 150 $b --backends cpu,cuda-f32,cuda-f64
-  check bench_rtol_1e-4 90 $b --backends cuda-f32,cuda-f64 --rtol 1e-4
-  check host_pipeline 150 env VPOP_BENCH_SUBJECTS=10000000 "$dir/pipeline_bench" --bench host_end_to_end
-  for codec in zstd none; do
-    sed "s/^\[output\]$/[output]\ncompression = \"$codec\"/" examples/quickstart.toml > /tmp/q-$codec.toml
-    sed -i "s|^file = \"populations/|file = \"$PWD/populations/|" /tmp/q-$codec.toml
-    check "run_10M_$codec" 120 "$dir/vpop" run /tmp/q-$codec.toml --subjects 10000000 \
-      --backend cuda --chunk-size 1048576 --out /tmp/q10m-$codec --overwrite
-    rm -rf /tmp/q10m-$codec
+  if ! ldconfig -p | grep -q libvulkan && compgen -G "$1/gl/*.deb" > /dev/null; then
+    for f in "$1"/gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  fi
+  local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  [ -f "$icd" ] && export VK_DRIVER_FILES=${VK_DRIVER_FILES:-$icd}
+  { date; nvidia-smi; nproc; "$BIN/vpop" devices; } > "$LOGS/machine.txt" 2>&1
+  : > "$OUT/summary.txt"
+  local c name limit
+  for c in "${checks[@]}"; do
+    read -r name limit <<< "$c"
+    if [ -n "${VPOP_GPU_CHECKS:-}" ] && [[ " $VPOP_GPU_CHECKS " != *" $name "* ]]; then
+      continue
+    fi
+    one "$name" "$limit"
   done
+  tar czf "$OUT/logs.tar.gz" -C "$LOGS" .
   cat "$OUT/summary.txt"
 }
 
 case "${1:-}" in
   collect) collect "${2:?DIR}" ;;
   run) run "${2:?DIR}" "${3:?OUT}" ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  list) printf '%s\n' "${checks[@]}" ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac
