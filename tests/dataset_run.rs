@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use arrow_array::{Array, Float64Array, UInt32Array, UInt64Array, UInt8Array};
 use vpop::trial::{run_trial, RunOptions, Trial};
 
@@ -113,12 +115,7 @@ struct Rows {
 }
 
 fn read(dir: &Path) -> Rows {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    parts.sort();
+    let parts = common::parquet_parts(dir);
     let mut r = Rows {
         subject: vec![],
         replicate: vec![],

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use vpop::output::Shard;
 use vpop::trial::{run_trial, RunOptions, Trial};
 
@@ -54,19 +56,15 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+    common::parquet_parts(dir)
+        .into_iter()
         .map(|p| {
             (
                 p.file_name().unwrap().to_string_lossy().into_owned(),
                 std::fs::read(&p).unwrap(),
             )
         })
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 fn opts(dir: &Path) -> RunOptions {
@@ -922,12 +920,7 @@ fn a_failing_backend_ends_the_run_with_its_error() {
 fn summary_matches_the_files(r: &vpop::trial::RunReport, dir: &Path, above: f64) {
     use arrow_array::{Array, Float64Array};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    parts.sort();
+    let parts = common::parquet_parts(dir);
     let column = |arm: usize, name: &str| -> (usize, Vec<f64>) {
         let (mut rows, mut values) = (0, Vec::new());
         for p in &parts {

@@ -1,6 +1,7 @@
 //! Helpers shared by the backend agreement tests: deterministic subjects, a test arm with
-//! boluses and an infusion, and the comparison against the CPU f64 reference.
-#![allow(dead_code)]
+//! boluses and an infusion, and the comparison against the CPU f64 reference; the part files
+//! of a run's output directory.
+#![allow(dead_code, unused_macros)]
 
 use std::sync::Arc;
 
@@ -314,4 +315,15 @@ macro_rules! agreement_tests {
             }
         }
     };
+}
+
+/// The Parquet part files of a run's output directory, in part order.
+pub fn parquet_parts(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut parts: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    parts.sort();
+    parts
 }
