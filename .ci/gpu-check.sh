@@ -109,7 +109,8 @@ run_10m() {
   local codec=$1 spec=/tmp/q-$1.toml
   sed "s/^\[output\]$/[output]\ncompression = \"$codec\"/" examples/quickstart.toml > "$spec"
   sed -i "s|^file = \"populations/|file = \"$PWD/populations/|" "$spec"
-  "$BIN/vpop" run "$spec" --subjects 10000000 --backend cuda --chunk-size 1048576 \
+  # Default chunks (parts of 65 536 subjects, encoded in parallel), merged into calls of 2^20.
+  "$BIN/vpop" run "$spec" --subjects 10000000 --backend cuda \
     --out "/tmp/q10m-$codec" --overwrite
   local rc=$?
   rm -rf "/tmp/q10m-$codec"
