@@ -116,7 +116,7 @@ fn host(c: &mut Criterion) {
                     )
                     .unwrap();
                     for (a, o) in outs.iter().enumerate() {
-                        let batch = lay.encode(a, 0, &cov, &[], o, &[]).unwrap();
+                        let batch = lay.encode(a, 0, &cov, &[], &o.view_all(), &[]).unwrap();
                         w.write(&batch).unwrap();
                         w.flush().unwrap();
                     }
@@ -178,8 +178,8 @@ fn backends(c: &mut Criterion) {
 }
 
 /// A backend that integrates nothing: every subject's metrics are made from its parameters at
-/// once, so that a run measures the host pipeline alone (sampling, packing, encoding, Parquet,
-/// manifest, summary).
+/// once, so that a run measures the host pipeline alone (sampling, merging chunks into calls as
+/// for a GPU, encoding, Parquet, manifest, summary).
 struct NoIntegration;
 
 impl Backend for NoIntegration {
@@ -205,6 +205,11 @@ impl Backend for NoIntegration {
             }
         }
         Ok(())
+    }
+
+    /// As a GPU backend: consecutive chunks merged into calls of 2^20 subjects.
+    fn preferred_batch(&self) -> usize {
+        1 << 20
     }
 
     fn run_records(

@@ -807,7 +807,14 @@ fn parts_are_compressed_as_the_spec_says() {
 #[test]
 fn chunks_merged_into_one_call_give_every_subject_its_own_row() {
     use vpop::backend::Backend;
-    let t = trial();
+    // The high arm doses per kilogram: merged calls carry the weight column.
+    let spec = SPEC.replace(
+        r#"dose = { amount = 200, into = "depot", every = 24, count = 2 }"#,
+        r#"dose = { amount = 3, per = "wt", into = "depot", every = 24, count = 2 }"#,
+    );
+    assert_ne!(spec, SPEC);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let t = Trial::from_text(&root.join("spec.toml"), &spec).unwrap();
     let model = std::sync::Arc::new(t.compiled.clone());
     let make = || -> Option<Box<dyn Backend>> {
         match vpop::backend::cuda::EmulatedCuda::new(model.clone(), vpop::backend::Precision::F32) {
@@ -851,6 +858,37 @@ fn chunks_merged_into_one_call_give_every_subject_its_own_row() {
     let (a, b) = (keyed(&merged), keyed(&single));
     assert_eq!(a.len(), 2 * 2500);
     assert!(a == b, "merged calls changed some subject's row");
+    // Profiles too, subject by subject (f16 bits, rows in subject order within each arm).
+    let profiles = |dir: &Path| {
+        use arrow_array::{Array, FixedSizeListArray, Float16Array, UInt64Array};
+        let mut rows = std::collections::BTreeMap::new();
+        for ((name, _), arm) in files(dir).iter().flat_map(|f| [(f, 0), (f, 1)]) {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(dir.join(name)).unwrap(),
+            )
+            .unwrap()
+            .with_row_groups(vec![arm])
+            .build()
+            .unwrap();
+            for batch in reader {
+                let b = batch.unwrap();
+                let ids = b.column_by_name("subject_id").unwrap();
+                let ids = ids.as_any().downcast_ref::<UInt64Array>().unwrap();
+                let p = b.column_by_name("cp_profile").unwrap();
+                let p = p.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+                for (r, id) in ids.values().iter().enumerate() {
+                    let v = p.value(r);
+                    let v = v.as_any().downcast_ref::<Float16Array>().unwrap();
+                    let bits: Vec<u16> = v.values().iter().map(|x| x.to_bits()).collect();
+                    rows.insert((*id, arm), bits);
+                }
+            }
+        }
+        rows
+    };
+    let (pa, pb) = (profiles(&merged), profiles(&single));
+    assert_eq!(pa.len(), 2 * 2500);
+    assert!(pa == pb, "merged calls changed some subject's profile");
 }
 
 /// A backend that fails ends the run with its error, while the sampler is still ahead (it

@@ -108,6 +108,37 @@ impl ChunkOutput {
         self.stats = Stats::default();
         self.kernel_time = std::time::Duration::ZERO;
     }
+
+    /// The results of subjects `range` (profiles of `n_times` samples per subject), without a
+    /// copy.
+    pub fn view(&self, range: std::ops::Range<usize>, n_times: usize) -> OutputView<'_> {
+        OutputView {
+            metrics: self.metrics.iter().map(|m| &m[range.clone()]).collect(),
+            status: &self.status[range.clone()],
+            profiles: self
+                .profiles
+                .iter()
+                .map(|p| &p[range.start * n_times..range.end * n_times])
+                .collect(),
+        }
+    }
+
+    /// Every subject's results.
+    pub fn view_all(&self) -> OutputView<'_> {
+        OutputView {
+            metrics: self.metrics.iter().map(|m| &m[..]).collect(),
+            status: &self.status,
+            profiles: self.profiles.iter().map(|p| &p[..]).collect(),
+        }
+    }
+}
+
+/// A run of consecutive subjects' results in a [`ChunkOutput`] (the same layout, borrowed).
+#[derive(Debug, Clone)]
+pub struct OutputView<'a> {
+    pub metrics: Vec<&'a [f64]>,
+    pub status: &'a [u8],
+    pub profiles: Vec<&'a [f64]>,
 }
 
 /// A backend failure (not a subject failure: those are status codes).

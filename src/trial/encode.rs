@@ -14,7 +14,7 @@ use arrow_array::{
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
-use crate::backend::ChunkOutput;
+use crate::backend::OutputView;
 use crate::solver::Status;
 
 /// Status labels in code order.
@@ -143,7 +143,7 @@ impl RowLayout {
         first_subject: u64,
         covariates: &[Vec<f64>],
         parameters: &[Vec<f64>],
-        out: &ChunkOutput,
+        out: &OutputView<'_>,
         observations: &[Vec<f64>],
     ) -> Result<RecordBatch, ArrowError> {
         let n = out.status.len();
@@ -190,7 +190,7 @@ impl RowLayout {
             Arc::new(StringArray::from(STATUS_LABELS.to_vec())),
         )?));
         for (k, name) in self.profile_outputs.iter().enumerate() {
-            cols.push(self.list_column(&format!("{name}_profile"), &out.profiles[k])?);
+            cols.push(self.list_column(&format!("{name}_profile"), out.profiles[k])?);
         }
         for (k, name) in self.observations.iter().enumerate() {
             cols.push(self.list_column(&format!("{name}_obs"), &observations[k])?);
@@ -231,6 +231,7 @@ impl RowLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ChunkOutput;
     use arrow_array::Array;
 
     #[test]
@@ -266,7 +267,7 @@ mod tests {
                 10,
                 &[vec![70.0, 80.0], vec![1.0, 0.0]],
                 &[vec![5.0, 6.0]],
-                &out,
+                &out.view_all(),
                 &[],
             )
             .unwrap();

@@ -17,7 +17,7 @@ use super::encode::{Columns, CovariateColumn, RowLayout};
 use super::resolve::{BackendChoice, ParamSource, Trial};
 use super::summary::{summarize, Tally};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, BackendInfo, ChunkInput, ChunkOutput};
+use crate::backend::{Backend, BackendInfo, ChunkInput, ChunkOutput, OutputView};
 use crate::output::{DatasetWriter, RunIdentity, Shard};
 use crate::population::SampledChunk;
 
@@ -358,10 +358,12 @@ pub(crate) struct Sampled {
     pub occasion_params: Vec<Vec<Vec<f64>>>,
 }
 
-/// A chunk with its per-arm results.
+/// A chunk with its per-arm results: subjects `range` of each arm's output (the output of the
+/// backend call that integrated this chunk, possibly merged with its neighbours).
 struct Integrated {
     sampled: Sampled,
-    outputs: Vec<ChunkOutput>,
+    outputs: Vec<Arc<ChunkOutput>>,
+    range: std::ops::Range<usize>,
 }
 
 pub(crate) fn sample_chunk(
@@ -414,8 +416,9 @@ pub(crate) fn sample_chunk(
     }
 }
 
-/// Consecutive sampled chunks as one input (columns concatenated).
-fn merge(group: &[Sampled]) -> Sampled {
+/// Consecutive sampled chunks as one input: parameters and the covariates that scale an arm's
+/// doses (`amount_per`) concatenated; the other covariates are left empty (backends read none).
+fn merge(group: &[Sampled], amount_per: &[Option<usize>]) -> Sampled {
     let cat = |col: &dyn Fn(&Sampled) -> &Vec<f64>| -> Vec<f64> {
         let mut v = Vec::with_capacity(group.iter().map(|g| g.n).sum());
         for g in group {
@@ -429,7 +432,13 @@ fn merge(group: &[Sampled]) -> Sampled {
         first: first.first,
         n: group.iter().map(|g| g.n).sum(),
         covariates: (0..first.covariates.len())
-            .map(|c| cat(&|g: &Sampled| &g.covariates[c]))
+            .map(|c| {
+                if amount_per.contains(&Some(c)) {
+                    cat(&|g: &Sampled| &g.covariates[c])
+                } else {
+                    Vec::new()
+                }
+            })
             .collect(),
         params: (0..first.params.len())
             .map(|p| cat(&|g: &Sampled| &g.params[p]))
@@ -444,32 +453,9 @@ fn merge(group: &[Sampled]) -> Sampled {
     }
 }
 
-/// The outputs of merged chunks, chunk by chunk (`n_times` profile samples per subject).
-fn split_output(out: &ChunkOutput, group: &[Sampled], n_times: usize) -> Vec<ChunkOutput> {
-    let mut at = 0;
-    group
-        .iter()
-        .map(|g| {
-            let r = at..at + g.n;
-            at += g.n;
-            ChunkOutput {
-                metrics: out.metrics.iter().map(|m| m[r.clone()].to_vec()).collect(),
-                status: out.status[r.clone()].to_vec(),
-                profiles: out
-                    .profiles
-                    .iter()
-                    .map(|p| p[r.start * n_times..r.end * n_times].to_vec())
-                    .collect(),
-                stats: Default::default(),
-                kernel_time: Default::default(),
-            }
-        })
-        .collect()
-}
-
 /// Simulated observations of one arm's chunk: each profile value with the population's residual
 /// error, from the subject's residual stream (keyed by seed, subject and arm).
-fn observations(trial: &Trial, arm: usize, first: u64, out: &ChunkOutput) -> Vec<Vec<f64>> {
+fn observations(trial: &Trial, arm: usize, first: u64, out: &OutputView<'_>) -> Vec<Vec<f64>> {
     use crate::population::rng::{splitmix64, subject_rng, Stream};
     use rand_distr::{Distribution, StandardNormal};
     let nt = trial.arms[arm].plan.sample_times.len();
@@ -627,8 +613,10 @@ pub fn run_trial_on(
                             .iter()
                             .enumerate()
                             .map(|(a, out)| {
-                                let obs = observations(trial, a, sm.first, out);
-                                layout.encode(a, sm.first, &sm.covariates, &params_out, out, &obs)
+                                let nt = trial.arms[a].plan.sample_times.len();
+                                let out = out.view(done.range.clone(), nt);
+                                let obs = observations(trial, a, sm.first, &out);
+                                layout.encode(a, sm.first, &sm.covariates, &params_out, &out, &obs)
                             })
                             .collect::<Result<_, _>>()
                             .map_err(|e| e.to_string())?;
@@ -675,9 +663,9 @@ pub fn run_trial_on(
                     None => break,
                 }
             }
-            let merged = (group.len() > 1).then(|| merge(&group));
+            let merged = (group.len() > 1).then(|| merge(&group, &amount_per));
             let input_of = merged.as_ref().unwrap_or(&group[0]);
-            let mut outputs: Vec<Vec<ChunkOutput>> = Vec::with_capacity(trial.arms.len());
+            let mut outputs: Vec<Arc<ChunkOutput>> = Vec::with_capacity(trial.arms.len());
             let t0 = Instant::now();
             for (a, arm) in trial.arms.iter().enumerate() {
                 let scale = amount_per[a].map(|c| input_of.covariates[c].as_slice());
@@ -693,28 +681,27 @@ pub fn run_trial_on(
                     failure = Some(e.to_string());
                     break;
                 }
-                outputs.push(if group.len() > 1 {
-                    split_output(&out, &group, arm.plan.sample_times.len())
-                } else {
-                    vec![out]
-                });
+                outputs.push(Arc::new(out));
             }
             integrate_time += t0.elapsed();
             if failure.is_some() {
                 break;
             }
-            // Chunk j's outputs, arm by arm.
-            let mut per_chunk: Vec<Vec<ChunkOutput>> = (0..group.len())
-                .map(|_| Vec::with_capacity(outputs.len()))
-                .collect();
-            for arm_outputs in outputs {
-                for (j, o) in arm_outputs.into_iter().enumerate() {
-                    per_chunk[j].push(o);
-                }
-            }
+            // Each chunk goes on with its subjects' range of the call's outputs (no copy).
             let mut closed = false;
-            for (sampled, outputs) in group.into_iter().zip(per_chunk) {
-                if tx_done.send(Integrated { sampled, outputs }).is_err() {
+            let mut at = 0;
+            for sampled in group {
+                let range = at..at + sampled.n;
+                at += sampled.n;
+                let outputs = outputs.clone();
+                if tx_done
+                    .send(Integrated {
+                        sampled,
+                        outputs,
+                        range,
+                    })
+                    .is_err()
+                {
                     closed = true;
                     break;
                 }
