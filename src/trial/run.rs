@@ -648,14 +648,23 @@ pub fn run_trial_on(
         });
         // Stage 2: integration, here on the calling thread (backends need not be Send-shared).
         let mut failure = None;
-        // The receiver moves into the iterator, dropped after the loop: a sampler blocked on a
-        // full channel then stops instead of waiting forever.
-        let mut rx = rx_sampled.into_iter();
-        while let Some(first) = rx.next() {
+        // The receiver is dropped after the loop: a sampler blocked on a full channel then
+        // stops instead of waiting forever.
+        let rx = rx_sampled;
+        let min_call = per_call.div_ceil(4);
+        while let Ok(first) = rx.recv() {
             let mut group = vec![first];
             let mut n: usize = group[0].n;
+            // Chunks already sampled join the call; the call waits for more only while it has
+            // fewer than a quarter of its chunks (at the start, or when sampling falls behind),
+            // so that encoding starts early and the stages overlap.
             while group.len() < per_call && n < batch {
-                match rx.next() {
+                let next = if group.len() < min_call {
+                    rx.recv().ok()
+                } else {
+                    rx.try_recv().ok()
+                };
+                match next {
                     Some(next) => {
                         n += next.n;
                         group.push(next);
