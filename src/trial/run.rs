@@ -419,7 +419,9 @@ pub(crate) fn sample_chunk(
 /// Consecutive sampled chunks as one input: parameters and the covariates that scale an arm's
 /// doses (`amount_per`) concatenated; the other covariates are left empty (backends read none).
 fn merge(group: &[Sampled], amount_per: &[Option<usize>]) -> Sampled {
-    let cat = |col: &dyn Fn(&Sampled) -> &Vec<f64>| -> Vec<f64> {
+    use rayon::prelude::*;
+    // Columns are concatenated in parallel: this runs between backend calls.
+    let cat = |col: &(dyn Fn(&Sampled) -> &Vec<f64> + Sync)| -> Vec<f64> {
         let mut v = Vec::with_capacity(group.iter().map(|g| g.n).sum());
         for g in group {
             v.extend_from_slice(col(g));
@@ -432,6 +434,7 @@ fn merge(group: &[Sampled], amount_per: &[Option<usize>]) -> Sampled {
         first: first.first,
         n: group.iter().map(|g| g.n).sum(),
         covariates: (0..first.covariates.len())
+            .into_par_iter()
             .map(|c| {
                 if amount_per.contains(&Some(c)) {
                     cat(&|g: &Sampled| &g.covariates[c])
@@ -441,11 +444,13 @@ fn merge(group: &[Sampled], amount_per: &[Option<usize>]) -> Sampled {
             })
             .collect(),
         params: (0..first.params.len())
+            .into_par_iter()
             .map(|p| cat(&|g: &Sampled| &g.params[p]))
             .collect(),
         occasion_params: (0..first.occasion_params.len())
             .map(|k| {
                 (0..first.occasion_params[k].len())
+                    .into_par_iter()
                     .map(|p| cat(&|g: &Sampled| &g.occasion_params[k][p]))
                     .collect()
             })
