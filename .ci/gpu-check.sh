@@ -29,7 +29,7 @@ checks=(
   "run_10M_zstd 90"      # vpop run, 10 M subjects per arm, end to end
   "run_10M_none 60"      # the same without compression
   "bench_1e-6 120"       # throughput at rtol 1e-6, with the CPU on every core
-  "peers_gpu 240"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
+  "peers_gpu 300"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
   "cuda_records 90"      # record programs (NONMEM golden data) on the device
   "cuda_steady_state 90"
   "cuda_resets 90"
@@ -94,15 +94,21 @@ check() {
   tar czf "$OUT/logs.tar.gz" -C "$LOGS" .
 }
 
-# The peers' problem on the GPU: vpop (CUDA, f32 and f64 backends) on N subjects, then diffrax
-# and torchdiffeq on the same subjects, each checking its metrics against vpop's.
+# The peers' problem on the GPU: vpop on N subjects with the CUDA backend in f64 (the metrics
+# every peer is compared with) and in f32 (its time), then diffrax and torchdiffeq on the same
+# subjects in f32 and f64, each printing its time and its largest difference from vpop.
 peers_gpu() {
-  local n=65536 d=/tmp/vpop-peers
-  "$BIN/vpop" run benches/peers/trial.toml --subjects $n --backend cuda --out $d/vpop \
-    --overwrite --quiet || return 1
+  local n=65536 d=/tmp/vpop-peers p
+  for p in f64 f32; do
+    sed -e "s/^backend = \"cpu\"/backend = \"cuda\"\nprecision = \"$p\"/" \
+      -e "s|^file = \"populations/|file = \"$PWD/populations/|" benches/peers/trial.toml > $d-$p.toml
+    "$BIN/vpop" run $d-$p.toml --subjects $n --out $d/vpop-$p --overwrite --quiet || return 1
+  done
   (cd benches/peers &&
-    timeout 100 python3 diffrax_peer.py $d/vpop $n f32
-    timeout 100 python3 torchdiffeq_peer.py $d/vpop $n f32)
+    for p in f32 f64; do
+      timeout 100 python3 diffrax_peer.py $d/vpop-f64 $n $p
+      timeout 100 python3 torchdiffeq_peer.py $d/vpop-f64 $n $p
+    done)
 }
 
 run_10m() {
