@@ -232,6 +232,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         report.integrate.as_secs_f64(),
         100.0 * report.integrate.as_secs_f64() / secs.max(1e-9)
     );
+    if report.calls > 0 {
+        let per_call = report.parts_written as f64 / report.calls as f64;
+        let kernel = if report.kernel.is_zero() {
+            String::new()
+        } else {
+            format!("; device kernels {:.2} s", report.kernel.as_secs_f64())
+        };
+        println!(
+            "backend calls: {} per arm, {per_call:.1} chunks each on average{kernel}",
+            report.calls
+        );
+    }
     println!(
         "stage busy times: sampling {:.2} s, encoding and writing {:.2} s (summed over workers, overlapped with integration), summary {:.2} s",
         report.sampling.as_secs_f64(),

@@ -429,6 +429,8 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         sampling: Duration::ZERO,
         encoding,
         summary: Duration::ZERO,
+        calls: written,
+        kernel: Duration::ZERO,
         arms: vec![ArmSummary {
             name: trial.arms[0].plan.name.clone(),
             subjects: ran,

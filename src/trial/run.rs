@@ -79,6 +79,10 @@ pub struct RunReport {
     pub encoding: Duration,
     /// Reading the parts back for the summary (after the pipeline).
     pub summary: Duration,
+    /// Backend calls (consecutive chunks are merged into one call for GPU backends).
+    pub calls: u64,
+    /// Of `integrate`, the time the device spent in kernels (zero for the CPU backend).
+    pub kernel: Duration,
     pub arms: Vec<ArmSummary>,
     pub complete: bool,
 }
@@ -558,6 +562,8 @@ pub fn run_trial_on(
     };
 
     let mut integrate_time = Duration::ZERO;
+    let mut kernel_time = Duration::ZERO;
+    let mut calls = 0u64;
     let mut sample_time = Duration::ZERO;
     let mut encode_time = Duration::ZERO;
     let mut written = 0u64;
@@ -695,9 +701,11 @@ pub fn run_trial_on(
                     failure = Some(e.to_string());
                     break;
                 }
+                kernel_time += out.kernel_time;
                 outputs.push(Arc::new(out));
             }
             integrate_time += t0.elapsed();
+            calls += 1;
             if failure.is_some() {
                 break;
             }
@@ -775,6 +783,8 @@ pub fn run_trial_on(
         sampling: sample_time,
         encoding: encode_time,
         summary: summary_time,
+        calls,
+        kernel: kernel_time,
         arms,
         complete,
     })
