@@ -862,16 +862,8 @@ fn chunks_merged_into_one_call_give_every_subject_its_own_row() {
     let profiles = |dir: &Path| {
         use arrow_array::{Array, FixedSizeListArray, Float16Array, UInt64Array};
         let mut rows = std::collections::BTreeMap::new();
-        for ((name, _), arm) in files(dir).iter().flat_map(|f| [(f, 0), (f, 1)]) {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(dir.join(name)).unwrap(),
-            )
-            .unwrap()
-            .with_row_groups(vec![arm])
-            .build()
-            .unwrap();
-            for batch in reader {
-                let b = batch.unwrap();
+        for arm in 0..2 {
+            for b in common::arm_batches(dir, arm) {
                 let ids = b.column_by_name("subject_id").unwrap();
                 let ids = ids.as_any().downcast_ref::<UInt64Array>().unwrap();
                 let p = b.column_by_name("cp_profile").unwrap();
@@ -957,23 +949,13 @@ fn a_failing_backend_ends_the_run_with_its_error() {
 /// `cp_ctrough` values above `above`.
 fn summary_matches_the_files(r: &vpop::trial::RunReport, dir: &Path, above: f64) {
     use arrow_array::{Array, Float64Array};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let parts = common::parquet_parts(dir);
     let column = |arm: usize, name: &str| -> (usize, Vec<f64>) {
         let (mut rows, mut values) = (0, Vec::new());
-        for p in &parts {
-            let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(p).unwrap())
-                .unwrap()
-                .with_row_groups(vec![arm])
-                .build()
-                .unwrap();
-            for batch in b {
-                let batch = batch.unwrap();
-                let col = batch.column_by_name(name).unwrap();
-                let col = col.as_any().downcast_ref::<Float64Array>().unwrap();
-                rows += col.len();
-                values.extend(col.iter().flatten());
-            }
+        for batch in common::arm_batches(dir, arm) {
+            let col = batch.column_by_name(name).unwrap();
+            let col = col.as_any().downcast_ref::<Float64Array>().unwrap();
+            rows += col.len();
+            values.extend(col.iter().flatten());
         }
         (rows, values)
     };

@@ -327,3 +327,19 @@ pub fn parquet_parts(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     parts.sort();
     parts
 }
+
+/// The record batches of one arm (row group `arm` of every part) of a run's output directory.
+pub fn arm_batches(dir: &std::path::Path, arm: usize) -> Vec<arrow_array::RecordBatch> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    parquet_parts(dir)
+        .iter()
+        .flat_map(|p| {
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(p).unwrap())
+                .unwrap()
+                .with_row_groups(vec![arm])
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap())
+        })
+        .collect()
+}
