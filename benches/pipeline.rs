@@ -70,11 +70,28 @@ fn host(c: &mut Criterion) {
     group.throughput(Throughput::Elements((n * outs.len()) as u64));
     use vpop::output::Codec;
     type Props<'a> = Box<dyn Fn() -> parquet::file::properties::WriterProperties + 'a>;
-    let builders: [(&str, Props); 4] = [
+    let builders: [(&str, Props); 6] = [
         (
-            "zstd, as vpop writes",
+            "zstd (level 1)",
             Box::new(|| {
-                vpop::output::writer_properties(&lay.schema, Vec::new(), usize::MAX, Codec::Zstd)
+                vpop::output::writer_properties(&lay.schema, Vec::new(), usize::MAX, Codec::Zstd(1))
+            }),
+        ),
+        (
+            "zstd level -1",
+            Box::new(|| {
+                vpop::output::writer_properties(
+                    &lay.schema,
+                    Vec::new(),
+                    usize::MAX,
+                    Codec::Zstd(-1),
+                )
+            }),
+        ),
+        (
+            "lz4, as vpop writes by default",
+            Box::new(|| {
+                vpop::output::writer_properties(&lay.schema, Vec::new(), usize::MAX, Codec::Lz4)
             }),
         ),
         (
@@ -236,7 +253,11 @@ fn host_end_to_end(c: &mut Criterion) {
     let mut group = c.benchmark_group("host_end_to_end");
     group.sample_size(10);
     group.throughput(Throughput::Elements(n));
-    for codec in [vpop::output::Codec::Zstd, vpop::output::Codec::None] {
+    for codec in [
+        vpop::output::Codec::Zstd(1),
+        vpop::output::Codec::Lz4,
+        vpop::output::Codec::None,
+    ] {
         trial.codec = codec;
         group.bench_function(
             format!(

@@ -329,6 +329,18 @@ fn bad_specs_are_located_errors() {
             32,
             "unknown compression 'lz5'",
         ),
+        (
+            "parameters = true",
+            "parameters = true\ncompression = \"lz4\"\ncompression_level = 3",
+            33,
+            "a compression level is for zstd, not lz4",
+        ),
+        (
+            "parameters = true",
+            "parameters = true\ncompression = \"zstd\"\ncompression_level = 23",
+            33,
+            "zstd level 23 is out of range",
+        ),
     ] {
         let text = SPEC.replace(from, to);
         let err = match Trial::from_text(&root, &text) {
@@ -736,39 +748,56 @@ fn f64_on_wgpu_without_shader_f64_and_f32_below_its_resolution_are_clear_errors(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The parts' columns are encoded as `[output] compression` says: by default zstd with
+/// The parts' columns are encoded as `[output] compression` says: by default LZ4 with
 /// byte-stream-split floating-point columns, no dictionary but on dictionary columns, and a
-/// delta-encoded subject_id; `compression = "none"` leaves every column uncompressed. Both read
-/// back to the same values.
+/// delta-encoded subject_id; zstd and snappy split the floating-point columns too;
+/// `compression = "none"` leaves every column plain and uncompressed; `compression_level`
+/// changes zstd's output. All read back to the same values, with this crate and (where
+/// installed) pyarrow and DuckDB.
 #[test]
 fn parts_are_compressed_as_the_spec_says() {
     use parquet::basic::{Compression, Encoding};
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec.toml");
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import pyarrow, duckdb"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !python {
+        println!("SKIPPED (reading back with pyarrow and DuckDB): not installed");
+    }
     let mut values = Vec::new();
-    for (codec, line) in [("zstd", ""), ("none", "compression = \"none\"\n")] {
+    let mut zstd_parts = Vec::new();
+    for (codec, lines) in [
+        ("lz4", ""),
+        ("zstd", "compression = \"zstd\"\n"),
+        ("zstd", "compression = \"zstd\"\ncompression_level = -1\n"),
+        ("snappy", "compression = \"snappy\"\n"),
+        ("none", "compression = \"none\"\n"),
+    ] {
         let text = SPEC
             .replace("subjects = 2500", "subjects = 300")
-            .replace("[output]\n", &format!("[output]\n{line}"));
+            .replace("[output]\n", &format!("[output]\n{lines}"));
         let trial = Trial::from_text(&root, &text).unwrap();
-        let dir = tmp(&format!("codec-{codec}"));
+        let dir = tmp(&format!("codec-{codec}-{}", values.len()));
         run_trial(&trial, &opts(&dir)).unwrap();
-        let file = std::fs::File::open(dir.join("part-00000.parquet")).unwrap();
-        let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
+        let part = dir.join("part-00000.parquet");
+        let meta = SerializedFileReader::new(std::fs::File::open(&part).unwrap())
+            .unwrap()
+            .metadata()
+            .clone();
         for rg in meta.row_groups() {
             for col in rg.columns() {
                 let name = col.column_path().string();
                 let enc = col.encodings().collect::<Vec<_>>();
-                let zstd = matches!(col.compression(), Compression::ZSTD(_));
-                assert_eq!(
-                    zstd,
-                    codec == "zstd",
-                    "{codec} {name}: {:?}",
-                    col.compression()
-                );
-                if codec == "none" {
-                    assert_eq!(col.compression(), Compression::UNCOMPRESSED, "{name}");
-                }
+                let compression = col.compression();
+                let expected = match codec {
+                    "zstd" => matches!(compression, Compression::ZSTD(_)),
+                    "lz4" => compression == Compression::LZ4_RAW,
+                    "snappy" => compression == Compression::SNAPPY,
+                    _ => compression == Compression::UNCOMPRESSED,
+                };
+                assert!(expected, "{codec} {name}: {compression:?}");
                 let float =
                     name.starts_with("cp_") || ["age", "wt", "cl", "v1"].contains(&name.as_str());
                 if float && !name.contains("profile") {
@@ -776,12 +805,11 @@ fn parts_are_compressed_as_the_spec_says() {
                         !enc.contains(&Encoding::RLE_DICTIONARY),
                         "{codec} {name}: {enc:?}"
                     );
-                    if codec == "zstd" {
-                        assert!(
-                            enc.contains(&Encoding::BYTE_STREAM_SPLIT),
-                            "{name}: {enc:?}"
-                        );
-                    }
+                    assert_eq!(
+                        enc.contains(&Encoding::BYTE_STREAM_SPLIT),
+                        codec != "none",
+                        "{codec} {name}: {enc:?}"
+                    );
                 }
                 if name == "subject_id" {
                     assert!(
@@ -794,10 +822,38 @@ fn parts_are_compressed_as_the_spec_says() {
                 }
             }
         }
-        values.push(float_columns(&dir, &["cp_auc", "cp_cmax", "age"]));
+        if codec == "zstd" {
+            zstd_parts.push(std::fs::read(&part).unwrap());
+        }
+        let cols = float_columns(&dir, &["cp_auc", "cp_cmax", "age"]);
+        if python {
+            let sum: f64 = cols.1[0].iter().sum();
+            let script = format!(
+                "import pyarrow.dataset as ds, duckdb, math\n\
+                 t = ds.dataset('{d}', format='parquet').to_table()\n\
+                 s = sum(x for x in t.column('cp_auc').to_pylist())\n\
+                 (n, d) = duckdb.connect().execute(\"SELECT count(*), sum(cp_auc) FROM read_parquet('{d}/part-*.parquet')\").fetchone()\n\
+                 assert t.num_rows == n == {rows}, (t.num_rows, n)\n\
+                 assert math.isclose(s, {sum:?}, rel_tol=1e-12) and math.isclose(d, {sum:?}, rel_tol=1e-12), (s, d)\n",
+                d = dir.display(),
+                rows = cols.0.len(),
+            );
+            let out = std::process::Command::new("python3")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{codec}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        values.push(cols);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    assert_eq!(values[0], values[1]);
+    assert!(values.windows(2).all(|w| w[0] == w[1]));
+    // The level reaches zstd (the files differ), the values do not change.
+    assert_ne!(zstd_parts[0], zstd_parts[1]);
 }
 
 /// A backend that prefers large calls (the CUDA kernels, here emulated on the host) gets

@@ -414,19 +414,33 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
     }
 
-    let codec = match &spec.output.compression {
+    let mut codec = match &spec.output.compression {
         None => crate::output::Codec::default(),
         Some(c) => crate::output::Codec::parse(c.get_ref()).unwrap_or_else(|| {
+            let names: Vec<String> = crate::output::CODEC_NAMES
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect();
             errors.push(src.error(
                 span_of(c),
                 format!(
-                    "unknown compression '{}': expected \"zstd\", \"snappy\" or \"none\"",
-                    c.get_ref()
+                    "unknown compression '{}': expected one of {}",
+                    c.get_ref(),
+                    names.join(", ")
                 ),
             ));
             crate::output::Codec::default()
         }),
     };
+    if let Some(level) = &spec.output.compression_level {
+        let checked = i32::try_from(*level.get_ref())
+            .map_err(|_| format!("zstd level {} is out of range", level.get_ref()))
+            .and_then(|l| codec.with_level(l));
+        match checked {
+            Ok(c) => codec = c,
+            Err(e) => errors.push(src.error(span_of(level), e)),
+        }
+    }
 
     // Arms.
     let covariates: Vec<String> = population

@@ -190,9 +190,12 @@ pub struct OutputSection {
     /// Probability of target attainment, e.g. `{ metric = "cp_ctrough", above = 1.0 }`.
     #[serde(default)]
     pub target: Option<Spanned<TargetSpec>>,
-    /// Parquet compression: "zstd" (default), "snappy" or "none".
+    /// Parquet compression: "lz4" (default), "zstd", "snappy" or "none".
     #[serde(default)]
     pub compression: Option<Spanned<String>>,
+    /// zstd's level (default 1; negative levels are its fast modes).
+    #[serde(default)]
+    pub compression_level: Option<Spanned<i64>>,
 }
 
 fn yes() -> bool {
