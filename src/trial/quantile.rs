@@ -5,7 +5,8 @@
 //! remaining candidates fit in a buffer (2^20 keys). Memory stays at a few histograms and
 //! buffers whatever the number of values; a column is read twice for most data, at most five
 //! times, and once fewer when the first pass was tallied as the values were written
-//! ([`TopCounts`]). Quantiles interpolate linearly between
+//! ([`TopCounts`]). A pass over values split into parts (a dataset's files) runs the parts in
+//! parallel and merges their counts. Quantiles interpolate linearly between
 //! order statistics (type 7, as numpy's default, pandas, polars and DuckDB's `quantile_cont`).
 
 /// Order-preserving key of a finite f64.
@@ -36,8 +37,102 @@ pub fn order_statistics<F>(stream: F, ranks: &[u64]) -> (u64, Vec<f64>)
 where
     F: FnMut(&mut dyn FnMut(&[f64])),
 {
-    let (count, _, values) = select(None, stream, |_| ranks.to_vec());
+    let (count, _, values) = select(None, sequential(stream), |_| ranks.to_vec());
     (count, values)
+}
+
+/// What one pass accumulates: the first pass's counts of the top 16 bits, or a later pass's
+/// histograms and candidates. Accumulators of disjoint parts of the values merge.
+#[derive(Debug, Clone)]
+enum Acc {
+    Top(TopCounts),
+    Pass(Vec<Group>),
+}
+
+impl Acc {
+    fn add(&mut self, xs: &[f64]) {
+        match self {
+            Acc::Top(t) => t.add(xs),
+            Acc::Pass(groups) => {
+                for &x in xs {
+                    if x.is_nan() {
+                        continue;
+                    }
+                    let k = key(x);
+                    for g in groups.iter_mut() {
+                        if (k >> (64 - g.bits)) != g.prefix {
+                            continue;
+                        }
+                        if g.collect {
+                            g.buf.push(k);
+                        } else {
+                            g.hist[((k << g.bits) >> 48) as usize] += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Acc) {
+        match (self, other) {
+            (Acc::Top(a), Acc::Top(b)) => a.merge(&b),
+            (Acc::Pass(a), Acc::Pass(b)) => {
+                for (g, h) in a.iter_mut().zip(b) {
+                    for (x, y) in g.hist.iter_mut().zip(&h.hist) {
+                        *x += y;
+                    }
+                    g.buf.extend_from_slice(&h.buf);
+                }
+            }
+            _ => unreachable!("accumulators of one pass"),
+        }
+    }
+}
+
+/// The candidates of one prefix in a pass.
+#[derive(Debug, Clone)]
+struct Group {
+    prefix: u64,
+    bits: u32,
+    collect: bool,
+    hist: Vec<u64>,
+    buf: Vec<u64>,
+}
+
+/// A pass over values streamed one part after another: `stream` yields them all.
+fn sequential<F>(mut stream: F) -> impl FnMut(Acc) -> Acc
+where
+    F: FnMut(&mut dyn FnMut(&[f64])),
+{
+    move |mut acc| {
+        stream(&mut |xs: &[f64]| acc.add(xs));
+        acc
+    }
+}
+
+/// A pass over values split into `parts`, each streamed on its own, in parallel.
+fn parallel<S>(parts: &[S]) -> impl FnMut(Acc) -> Acc + '_
+where
+    S: Fn(&mut dyn FnMut(&[f64])) + Sync,
+{
+    use rayon::prelude::*;
+    move |empty: Acc| {
+        parts
+            .par_iter()
+            .fold(
+                || empty.clone(),
+                |mut acc, part| {
+                    part(&mut |xs: &[f64]| acc.add(xs));
+                    acc
+                },
+            )
+            .reduce_with(|mut a, b| {
+                a.merge(b);
+                a
+            })
+            .unwrap_or(empty.clone())
+    }
 }
 
 /// The selection's first pass: counts of the keys' top 16 bits (sign, exponent and four
@@ -104,22 +199,22 @@ impl TopCounts {
 /// (which also counts the values, so that `ranks_for(count)` can name the ranks); each later
 /// pass serves every distinct prefix the pending ranks have reached, histogramming its next 16
 /// bits or, when at most [`COLLECT_LIMIT`] candidates share it, collecting and sorting them.
-/// Typically two passes. Returns the count, the ranks and their values.
-fn select<F>(
+/// Typically two passes; `pass` runs one, given its empty accumulator. Returns the count, the
+/// ranks and their values.
+fn select<P>(
     first: Option<&TopCounts>,
-    mut stream: F,
+    mut pass: P,
     ranks_for: impl FnOnce(u64) -> Vec<u64>,
 ) -> (u64, Vec<u64>, Vec<f64>)
 where
-    F: FnMut(&mut dyn FnMut(&[f64])),
+    P: FnMut(Acc) -> Acc,
 {
     let top = match first {
         Some(t) => t.dense(),
-        None => {
-            let mut t = TopCounts::default();
-            stream(&mut |xs: &[f64]| t.add(xs));
-            t.dense()
-        }
+        None => match pass(Acc::Top(TopCounts::default())) {
+            Acc::Top(t) => t.dense(),
+            Acc::Pass(_) => unreachable!("a first pass counts"),
+        },
     };
     let count: u64 = top.iter().sum();
     let ranks = ranks_for(count);
@@ -165,14 +260,6 @@ where
         })
         .collect();
     drop(top);
-    /// The candidates of one prefix in a pass.
-    struct Group {
-        prefix: u64,
-        bits: u32,
-        collect: bool,
-        hist: Vec<u64>,
-        buf: Vec<u64>,
-    }
     while pend.iter().any(|p| p.result.is_none()) {
         let mut groups: Vec<Group> = Vec::new();
         let mut group_of = vec![usize::MAX; pend.len()];
@@ -203,24 +290,10 @@ where
             };
             group_of[i] = g;
         }
-        stream(&mut |xs: &[f64]| {
-            for &x in xs {
-                if x.is_nan() {
-                    continue;
-                }
-                let k = key(x);
-                for g in groups.iter_mut() {
-                    if (k >> (64 - g.bits)) != g.prefix {
-                        continue;
-                    }
-                    if g.collect {
-                        g.buf.push(k);
-                    } else {
-                        g.hist[((k << g.bits) >> 48) as usize] += 1;
-                    }
-                }
-            }
-        });
+        let mut groups = match pass(Acc::Pass(groups)) {
+            Acc::Pass(g) => g,
+            Acc::Top(_) => unreachable!("a later pass selects"),
+        };
         for g in groups.iter_mut().filter(|g| g.collect) {
             g.buf.sort_unstable();
         }
@@ -248,21 +321,22 @@ pub fn quantiles<F>(stream: F, probs: &[f64]) -> (u64, Vec<f64>)
 where
     F: FnMut(&mut dyn FnMut(&[f64])),
 {
-    quantiles_of(None, stream, probs)
+    quantiles_of(None, sequential(stream), probs)
 }
 
-/// [`quantiles`] of values whose first pass, `first`, was taken as they streamed past: `stream`
-/// must yield the same values.
-pub fn quantiles_after<F>(first: &TopCounts, stream: F, probs: &[f64]) -> (u64, Vec<f64>)
+/// [`quantiles`] of values split into `parts`, each a stream of its own, whose first pass,
+/// `first`, was taken as they streamed past: the parts must yield the same values. The later
+/// passes run the parts in parallel.
+pub fn quantiles_after<S>(first: &TopCounts, parts: &[S], probs: &[f64]) -> (u64, Vec<f64>)
 where
-    F: FnMut(&mut dyn FnMut(&[f64])),
+    S: Fn(&mut dyn FnMut(&[f64])) + Sync,
 {
-    quantiles_of(Some(first), stream, probs)
+    quantiles_of(Some(first), parallel(parts), probs)
 }
 
-fn quantiles_of<F>(first: Option<&TopCounts>, stream: F, probs: &[f64]) -> (u64, Vec<f64>)
+fn quantiles_of<P>(first: Option<&TopCounts>, pass: P, probs: &[f64]) -> (u64, Vec<f64>)
 where
-    F: FnMut(&mut dyn FnMut(&[f64])),
+    P: FnMut(Acc) -> Acc,
 {
     // Each probability needs the order statistics on either side of its position.
     let position = |n: u64, p: f64| {
@@ -270,7 +344,7 @@ where
         let lo = h.floor() as u64;
         (lo, h - lo as f64)
     };
-    let (n, _, stats) = select(first, stream, |n| {
+    let (n, _, stats) = select(first, pass, |n| {
         probs
             .iter()
             .flat_map(|&p| {
@@ -374,10 +448,20 @@ mod tests {
             |f: &mut dyn FnMut(&[f64])| data.chunks(65_536).for_each(&mut *f),
             &probs,
         );
+        // The same through parts read in parallel, whose histograms and candidates merge.
+        let mut first = TopCounts::default();
+        first.add(&data);
+        let parts: Vec<_> = data
+            .chunks(300_001)
+            .map(|part| move |f: &mut dyn FnMut(&[f64])| part.chunks(65_536).for_each(&mut *f))
+            .collect();
+        let (n_par, q_par) = quantiles_after(&first, &parts, &probs);
         data.sort_by(f64::total_cmp);
         assert_eq!(n, data.len() as u64);
-        for (p, got) in probs.iter().zip(&q) {
+        assert_eq!(n_par, n);
+        for ((p, got), par) in probs.iter().zip(&q).zip(&q_par) {
             assert_eq!(*got, type7(&data, *p), "p = {p}");
+            assert_eq!(*par, *got, "p = {p}, parts in parallel");
         }
     }
 
@@ -406,24 +490,30 @@ mod tests {
             data.iter().filter(|x| !x.is_nan()).count() as u64
         );
         let probs = [0.05, 0.5, 0.95];
-        let mut passes = [0; 2];
+        let mut passes = 0;
         let own = quantiles(
             |f: &mut dyn FnMut(&[f64])| {
-                passes[0] += 1;
+                passes += 1;
                 data.chunks(65_536).for_each(&mut *f)
             },
             &probs,
         );
-        let after = quantiles_after(
-            &first,
-            |f: &mut dyn FnMut(&[f64])| {
-                passes[1] += 1;
-                data.chunks(65_536).for_each(&mut *f)
-            },
-            &probs,
-        );
+        // The same values as parts streamed in parallel (each part read once per pass).
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let reads = AtomicUsize::new(0);
+        let parts: Vec<_> = data
+            .chunks(100_000)
+            .map(|part| {
+                let reads = &reads;
+                move |f: &mut dyn FnMut(&[f64])| {
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    part.chunks(4_099).for_each(&mut *f)
+                }
+            })
+            .collect();
+        let after = quantiles_after(&first, &parts, &probs);
         assert_eq!(own, after);
-        assert_eq!(passes[1], passes[0] - 1);
+        assert_eq!(reads.load(Ordering::Relaxed), (passes - 1) * parts.len());
     }
 
     #[test]

@@ -139,19 +139,33 @@ impl Tally {
         Ok(())
     }
 
-    /// Counts parts already on disk (written by an earlier run that this one resumes).
+    /// Counts parts already on disk (written by an earlier run that this one resumes), each
+    /// file on its own, in parallel.
     fn add_files(&mut self, trial: &Trial, files: &[PathBuf]) -> Result<(), String> {
-        if files.is_empty() {
-            return Ok(());
-        }
-        for a in 0..trial.arms.len() {
-            for_each_column_batch(files, a, "status", &mut |c| self.add_status(a, c))?;
-            for (m, spec) in trial.arms[a].plan.metrics.iter().enumerate() {
-                for_each_column_batch(files, a, &spec.column, &mut |c| self.add_metric(a, m, c))?;
-            }
-            if let Some(t) = &trial.target {
-                for_each_column_batch(files, a, &t.column, &mut |c| self.add_target(trial, a, c))?;
-            }
+        use rayon::prelude::*;
+        let tallies = files
+            .par_iter()
+            .map(|file| {
+                let mut t = Tally::new(trial);
+                let file = std::slice::from_ref(file);
+                for a in 0..trial.arms.len() {
+                    for_each_column_batch(file, a, "status", &mut |c| t.add_status(a, c))?;
+                    for (m, spec) in trial.arms[a].plan.metrics.iter().enumerate() {
+                        for_each_column_batch(file, a, &spec.column, &mut |c| {
+                            t.add_metric(a, m, c)
+                        })?;
+                    }
+                    if let Some(tg) = &trial.target {
+                        for_each_column_batch(file, a, &tg.column, &mut |c| {
+                            t.add_target(trial, a, c)
+                        })?;
+                    }
+                }
+                Ok(t)
+            })
+            .collect::<Result<Vec<Tally>, String>>()?;
+        for t in &tallies {
+            self.merge(t);
         }
         Ok(())
     }
@@ -188,7 +202,8 @@ pub fn summarize(
         .map(file)
         .collect();
     tally.add_files(trial, &untallied)?;
-    // The second quantile pass reads every (arm, metric) column back, in parallel.
+    // The second quantile pass reads every (arm, metric) column back, in parallel (columns and
+    // their parts).
     let tasks: Vec<(usize, usize)> = trial
         .arms
         .iter()
@@ -201,20 +216,34 @@ pub fn summarize(
             .par_iter()
             .map(|&(a, m)| {
                 let spec = &trial.arms[a].plan.metrics[m];
-                let mut error = None;
-                let (n, q) = quantiles_after(
-                    &tally.arms[a].metrics[m],
-                    |f: &mut dyn FnMut(&[f64])| {
-                        let read = for_each_column_batch(&files, a, &spec.column, &mut |col| {
-                            f(&values(col)?);
-                            Ok(())
-                        });
-                        if let Err(e) = read {
-                            error.get_or_insert(e);
+                // Each part file a stream of its own: the selection's passes read them in
+                // parallel.
+                let error = std::sync::Mutex::new(None);
+                let parts: Vec<_> = files
+                    .iter()
+                    .map(|file| {
+                        let error = &error;
+                        move |f: &mut dyn FnMut(&[f64])| {
+                            let read = for_each_column_batch(
+                                std::slice::from_ref(file),
+                                a,
+                                &spec.column,
+                                &mut |col| {
+                                    f(&values(col)?);
+                                    Ok(())
+                                },
+                            );
+                            if let Err(e) = read {
+                                error
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .get_or_insert(e);
+                            }
                         }
-                    },
-                    &[0.5, 0.05, 0.95],
-                );
+                    })
+                    .collect();
+                let (n, q) = quantiles_after(&tally.arms[a].metrics[m], &parts, &[0.5, 0.05, 0.95]);
+                let error = error.into_inner().unwrap_or_else(|p| p.into_inner());
                 match error {
                     Some(e) => Err(e),
                     None => Ok(MetricSummary {
