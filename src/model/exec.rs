@@ -176,6 +176,13 @@ impl Exec {
         (exec, parts)
     }
 
+    /// The value of a part that is a constant (no instructions, its result a constant).
+    pub fn constant(&self, part: Part) -> Option<f64> {
+        let c0 = self.pre_base - self.consts.len();
+        let r = part.result as usize;
+        (part.start == part.end && (c0..self.pre_base).contains(&r)).then(|| self.consts[r - c0])
+    }
+
     /// Runs one part (see [`Exec::parts`]) on `env` and returns its result.
     #[inline]
     pub fn run_part(&self, env: &mut [f64], part: Part) -> f64 {
@@ -406,6 +413,10 @@ mod tests {
             ..Default::default()
         };
         let (e, parts) = Exec::parts(&refs, inputs);
+        // Only a bare constant is known without running: a constant expression is computed
+        // (once, with the parameters), slot reads per run.
+        let constants: Vec<Option<f64>> = parts.iter().map(|p| e.constant(*p)).collect();
+        assert_eq!(constants, [Some(35.0), None, None, None, None]);
         let mut env = e.env();
         e.set_params(&mut env, &[]);
         let mut regs = Vec::new();

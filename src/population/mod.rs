@@ -191,6 +191,14 @@ struct CovParts {
     lo: Option<Part>,
     hi: Option<Part>,
     draw: Vec<Part>,
+    /// A log-normal covariate's truncation bounds on the log scale, when both are constant
+    /// (or absent): computed once rather than per subject.
+    log_bounds: Option<(f64, f64)>,
+}
+
+/// A log-normal draw's bounds on the log scale.
+fn log_bounds(lo: f64, hi: f64) -> (f64, f64) {
+    (if lo > 0.0 { lo.ln() } else { f64::NEG_INFINITY }, hi.ln())
 }
 
 impl Draw {
@@ -223,15 +231,29 @@ fn compile_covariates(covariates: &[Covariate], n_slots: usize) -> (Exec, Vec<Co
     let mut parts = parts.into_iter();
     let cov_parts = covariates
         .iter()
-        .map(|c| CovParts {
-            lo: c.lo.as_ref().and_then(|_| parts.next()),
-            hi: c.hi.as_ref().and_then(|_| parts.next()),
-            draw: c
-                .draw
-                .programs()
-                .iter()
-                .filter_map(|_| parts.next())
-                .collect(),
+        .map(|c| {
+            let lo = c.lo.as_ref().and_then(|_| parts.next());
+            let hi = c.hi.as_ref().and_then(|_| parts.next());
+            let bound = |p: Option<Part>, none: f64| p.map_or(Some(none), |p| exec.constant(p));
+            let log_bounds = match (
+                &c.draw,
+                bound(lo, f64::NEG_INFINITY),
+                bound(hi, f64::INFINITY),
+            ) {
+                (Draw::LogNormal { .. }, Some(lo), Some(hi)) => Some(log_bounds(lo, hi)),
+                _ => None,
+            };
+            CovParts {
+                lo,
+                hi,
+                draw: c
+                    .draw
+                    .programs()
+                    .iter()
+                    .filter_map(|_| parts.next())
+                    .collect(),
+                log_bounds,
+            }
         })
         .collect();
     (exec, cov_parts)
@@ -657,7 +679,7 @@ impl Population {
                 Draw::LogNormal { .. } => {
                     let (m, s) = (ev(0), ev(1));
                     if s > 0.0 {
-                        let (a, b) = (if lo > 0.0 { lo.ln() } else { f64::NEG_INFINITY }, hi.ln());
+                        let (a, b) = parts.log_bounds.unwrap_or_else(|| log_bounds(lo, hi));
                         (m + s * truncated_std_normal(&mut rng, (a - m) / s, (b - m) / s)).exp()
                     } else {
                         f64::NAN
