@@ -91,13 +91,14 @@ pub struct RunReport {
 /// memory at a few tens of MB.
 pub const DEFAULT_CHUNK: usize = 65_536;
 
-/// Encoding-and-writing workers: one per two cores, at most eight (each holds one chunk and
-/// its Parquet buffers at a time, ~50 MB at the default chunk size). Encoding costs about a
-/// microsecond per row and core (`cargo bench --bench pipeline`), so on a GPU server it is the
-/// stage that needs the cores.
+/// Encoding-and-writing workers: one per core, at most sixteen (each holds one chunk and its
+/// Parquet buffers at a time, ~50 MB at the default chunk size). They share the cores with the
+/// sampler's threads and wait while there is nothing to encode; encoding is the host's largest
+/// cost (`cargo bench --bench pipeline`), and on 2 cores two workers instead of one took the
+/// end-to-end bench from 0.77 to 0.56 s (docs/benchmarks.md).
 fn encoders() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / 2).clamp(1, 8)
+    cores.clamp(1, 16)
 }
 
 /// Picks a backend and says why.
