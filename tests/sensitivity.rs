@@ -1,6 +1,8 @@
 //! Sensitivity analysis: vpop's indices equal SALib's on the same design and outputs, and a
 //! whole analysis through the trial pipeline finds the analytic answer of a PK model.
 
+mod common;
+
 use std::path::PathBuf;
 
 use vpop::sensitivity::{
@@ -48,11 +50,7 @@ fn assert_close(what: &str, ours: &[f64], theirs: &serde_json::Value) {
 
 #[test]
 fn indices_equal_salibs_on_the_same_design_and_outputs() {
-    let have_salib = std::process::Command::new("python3")
-        .args(["-c", "import SALib, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_salib {
+    if !common::python_imports("SALib, numpy") {
         println!("SKIPPED: SALib is not installed (pip install SALib)");
         return;
     }

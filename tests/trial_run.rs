@@ -247,11 +247,7 @@ fn summaries_and_output_columns() {
     );
 
     // Interoperability: pyarrow and DuckDB read the same rows and medians.
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import pyarrow, duckdb"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    if !common::python_imports("pyarrow, duckdb") {
         println!("SKIPPED: pyarrow/duckdb not installed (the interop check needs them)");
         return;
     }
@@ -759,10 +755,7 @@ fn parts_are_compressed_as_the_spec_says() {
     use parquet::basic::{Compression, Encoding};
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec.toml");
-    let python = std::process::Command::new("python3")
-        .args(["-c", "import pyarrow, duckdb"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let python = common::python_imports("pyarrow, duckdb");
     if !python {
         println!("SKIPPED (reading back with pyarrow and DuckDB): not installed");
     }

@@ -343,3 +343,12 @@ pub fn arm_batches(dir: &std::path::Path, arm: usize) -> Vec<arrow_array::Record
         })
         .collect()
 }
+
+/// Whether `python3` can import `modules` (e.g. "pyarrow, duckdb"): checks that read outputs
+/// back with Python tools run where those are installed and say SKIPPED elsewhere.
+pub fn python_imports(modules: &str) -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
