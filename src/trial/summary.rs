@@ -143,30 +143,36 @@ impl Tally {
     /// file on its own, in parallel.
     fn add_files(&mut self, trial: &Trial, files: &[PathBuf]) -> Result<(), String> {
         use rayon::prelude::*;
-        let tallies = files
+        let read = files
             .par_iter()
-            .map(|file| {
-                let mut t = Tally::new(trial);
-                let file = std::slice::from_ref(file);
-                for a in 0..trial.arms.len() {
-                    for_each_column_batch(file, a, "status", &mut |c| t.add_status(a, c))?;
-                    for (m, spec) in trial.arms[a].plan.metrics.iter().enumerate() {
-                        for_each_column_batch(file, a, &spec.column, &mut |c| {
-                            t.add_metric(a, m, c)
-                        })?;
+            .try_fold(
+                || Tally::new(trial),
+                |mut t, file| {
+                    let file = std::slice::from_ref(file);
+                    for a in 0..trial.arms.len() {
+                        for_each_column_batch(file, a, "status", &mut |c| t.add_status(a, c))?;
+                        for (m, spec) in trial.arms[a].plan.metrics.iter().enumerate() {
+                            for_each_column_batch(file, a, &spec.column, &mut |c| {
+                                t.add_metric(a, m, c)
+                            })?;
+                        }
+                        if let Some(tg) = &trial.target {
+                            for_each_column_batch(file, a, &tg.column, &mut |c| {
+                                t.add_target(trial, a, c)
+                            })?;
+                        }
                     }
-                    if let Some(tg) = &trial.target {
-                        for_each_column_batch(file, a, &tg.column, &mut |c| {
-                            t.add_target(trial, a, c)
-                        })?;
-                    }
-                }
-                Ok(t)
-            })
-            .collect::<Result<Vec<Tally>, String>>()?;
-        for t in &tallies {
-            self.merge(t);
-        }
+                    Ok::<_, String>(t)
+                },
+            )
+            .try_reduce(
+                || Tally::new(trial),
+                |mut a, b| {
+                    a.merge(&b);
+                    Ok(a)
+                },
+            )?;
+        self.merge(&read);
         Ok(())
     }
 
