@@ -117,7 +117,8 @@ run_10m() {
   local arms=$1 codec=$2 spec=/tmp/q-$1-$2.toml
   awk -v arms="$arms" '/^\[\[arm\]\]/{n++} /^\[/{skip=(n>arms && /^\[\[arm\]\]/)} !skip' \
     examples/quickstart.toml |
-    sed "s/^\[output\]$/[output]\ncompression = \"$codec\"/" > "$spec"
+    sed -e "s/^\[output\]$/[output]\ncompression = \"$codec\"/" \
+      -e "s/^name = \"2-cmt oral: .*/name = \"2-cmt oral, quickstart: $arms arm(s), $codec\"/" > "$spec"
   sed -i "s|^file = \"populations/|file = \"$PWD/populations/|" "$spec"
   # Default chunks (parts of 65 536 subjects, encoded in parallel), merged into calls of 2^20.
   "$BIN/vpop" run "$spec" --subjects 10000000 --backend cuda \

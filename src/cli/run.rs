@@ -214,10 +214,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: {} subjects × {} arms in {:.2} s ({:.0} subject-arms/s); {} parts written{}",
+        "{}: {} subjects × {} arm{} in {:.2} s ({:.0} subject-arms/s); {} parts written{}",
         trial.name,
         report.subjects,
         trial.arms.len(),
+        if trial.arms.len() == 1 { "" } else { "s" },
         secs,
         (report.subjects * trial.arms.len() as u64) as f64 / secs.max(1e-9),
         report.parts_written,
