@@ -131,7 +131,7 @@ where
                 a.merge(b);
                 a
             })
-            .unwrap_or(empty.clone())
+            .unwrap_or(empty)
     }
 }
 
