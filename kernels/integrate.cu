@@ -6,7 +6,7 @@
 // subject's records as a program (kernels/records_driver.cu).
 //
 // Slots filled by src/backend/cuda/kernel.rs: REAL, SIZES (with the metric searches'
-// GOLDEN_ITERS, ROOT_ITERS and ROOT_RTOL for the precision, and OBSERVE: whether accepted steps
+// EXTREMUM_XTOL, EXTREMUM_ITERS, ROOT_ITERS and ROOT_RTOL for the precision, and OBSERVE: whether accepted steps
 // are observed for metrics and profiles), TABLEAUS (coefficients from build.rs), MODEL
 // (generated model functions), METRICS (each metric's kind and output), STAGES and STEP (the
 // method, from src/backend/stepgen.rs), DRIVER.
@@ -63,7 +63,7 @@ struct Sub {
     real gq[NOS];
     real w_si, w_sj;
     real vals[NM1], aux[NM1];
-    real st_t0, st_t1, st_h, h_prop, err_prev, t_prev;
+    real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
     // Accepted steps are observed (not during a steady-state start's iterations).
     bool observing;
@@ -277,24 +277,54 @@ struct Sub {
         return c[k];
     }
 
+    // The extremum of output k inside the step: Brent's minimisation of -sign * c (parabolic
+    // interpolation safeguarded by golden sections), as the CPU reference's refine_extremum.
     FI void refine_extremum(unsigned k, bool maximize, real& tm, real& cm) {
         const real sign = maximize ? (real)1 : (real)-1;
-        const real inv_phi = (real)0.6180339887498949;
+        const real cgold = (real)0.3819660112501051;  // (3 - sqrt(5)) / 2
         real a = st_t0, b = st_t1;
-        real x1 = b - inv_phi * (b - a), x2 = a + inv_phi * (b - a);
-        real g1 = sign * output_at(x1, k), g2 = sign * output_at(x2, k);
-        for (int it = 0; it < GOLDEN_ITERS; it++) {
-            if (g1 < g2) {
-                a = x1; x1 = x2; g1 = g2;
-                x2 = a + inv_phi * (b - a);
-                g2 = sign * output_at(x2, k);
+        const real xtol = (real)EXTREMUM_XTOL * (b - a);
+        real x = a + cgold * (b - a), w = x, v = x;
+        real fx = -sign * output_at(x, k), fw = fx, fv = fx;
+        real d = 0, e = 0;
+        for (int it = 0; it < EXTREMUM_ITERS; it++) {
+            real xm = (real)0.5 * (a + b);
+            real tol1 = xtol + (real)2 * m->eps * fabs(x);
+            real tol2 = (real)2 * tol1;
+            if (fabs(x - xm) <= tol2 - (real)0.5 * (b - a)) break;
+            bool parabolic = false;
+            if (fabs(e) > tol1) {
+                real r = (x - w) * (fx - fv);
+                real q = (x - v) * (fx - fw);
+                real p = (x - v) * q - (x - w) * r;
+                q = (real)2 * (q - r);
+                if (q > (real)0) p = -p;
+                q = fabs(q);
+                real e_prev = e;
+                e = d;
+                if (fabs(p) < fabs((real)0.5 * q * e_prev) && p > q * (a - x) && p < q * (b - x)) {
+                    d = p / q;
+                    real u = x + d;
+                    if (u - a < tol2 || b - u < tol2) d = xm >= x ? tol1 : -tol1;
+                    parabolic = true;
+                }
+            }
+            if (!parabolic) {
+                e = x >= xm ? a - x : b - x;
+                d = cgold * e;
+            }
+            real u = fabs(d) >= tol1 ? x + d : (d > (real)0 ? x + tol1 : x - tol1);
+            real fu = -sign * output_at(u, k);
+            if (fu <= fx) {
+                if (u >= x) a = x; else b = x;
+                v = w; fv = fw; w = x; fw = fx; x = u; fx = fu;
             } else {
-                b = x2; x2 = x1; g2 = g1;
-                x1 = b - inv_phi * (b - a);
-                g1 = sign * output_at(x1, k);
+                if (u < x) a = u; else b = u;
+                if (fu <= fw || w == x) { v = w; fv = fw; w = u; fw = fu; }
+                else if (fu <= fv || v == x || v == w) { v = u; fv = fu; }
             }
         }
-        if (g1 > g2) { tm = x1; cm = sign * g1; } else { tm = x2; cm = sign * g2; }
+        tm = x; cm = -sign * fx;
     }
 
     // Where output k crosses thr inside the step (Illinois variant of regula falsi).
@@ -566,10 +596,12 @@ struct Sub {
                 }
                 #pragma unroll
                 for (int j = 0; j < NY; j++) { y[j] = y1[j]; f0[j] = f1[j]; }
-                real fac = STEP_SAFETY * pow(fmax(e, (real)1e-10), -alpha) * pow(err_prev, BETA);
+                // safety · e^(−α) · e_prev^β as exp(β ln e_prev − α ln e): one log per step.
+                real ln_e = log(fmax(e, (real)1e-10));
+                real fac = STEP_SAFETY * exp(BETA * ln_err_prev - alpha * ln_e);
                 fac = fmin(fmax(fac, STEP_FAC_MIN), STEP_FAC_MAX);
                 if (rejected_last) fac = fmin(fac, (real)1);
-                err_prev = fmax(e, (real)1e-4);
+                ln_err_prev = fmax(ln_e, log((real)1e-4));
                 rejected_last = false;
                 saw_non_finite = false;
                 if (!last) h_prop = step * fac;
@@ -578,7 +610,7 @@ struct Sub {
             } else {
                 n_rej++;
                 rejected_last = true;
-                real fac = e < BIG ? fmin(fmax(STEP_SAFETY * pow(e, -alpha), STEP_FAC_MIN), (real)1) : STEP_FAC_MIN;
+                real fac = e < BIG ? fmin(fmax(STEP_SAFETY * exp(-alpha * log(e)), STEP_FAC_MIN), (real)1) : STEP_FAC_MIN;
                 h_prop = step * fac;
             }
         }

@@ -242,7 +242,7 @@ fn steady_start() -> bool {
         if (ss_converged(ss_take_change(), ss_cycle)) {
             ss_restart();
             h_prop = 0.0;
-            err_prev = 1e-4;
+            ln_err_prev = log_r(1e-4);
             t_prev = -1.0;
             t_cur = -1.0;
             step_i = 0u;
@@ -348,7 +348,7 @@ fn save_carry() {
     for (var m = 0u; m < NM; m++) { carry[o] = aux[m]; o++; }
     carry[o] = t_prev;
     carry[o + 1u] = h_prop;
-    carry[o + 2u] = err_prev;
+    carry[o + 2u] = ln_err_prev;
     carry[o + 3u] = t_cur;
     let u = sid * CU;
     carry_u[u] = status;
@@ -383,7 +383,7 @@ fn load_carry() {
     for (var m = 0u; m < NM; m++) { aux[m] = carry[o]; o++; }
     t_prev = carry[o];
     h_prop = carry[o + 1u];
-    err_prev = carry[o + 2u];
+    ln_err_prev = carry[o + 2u];
     t_cur = carry[o + 3u];
     let u = sid * CU;
     status = carry_u[u];
@@ -426,7 +426,7 @@ fn start_subject() {
     t_cur = -1.0;
     step_i = 0u;
     h_prop = 0.0;
-    err_prev = 1e-4;
+    ln_err_prev = log_r(1e-4);
     status = 0u;
     n_acc = 0u;
     n_rej = 0u;

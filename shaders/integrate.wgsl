@@ -14,7 +14,7 @@
 // (a WGSL alias would make naga's array<real, N> a type apart from the model functions'
 // array<f32, N>). Slots it fills: SIZES (NS, NP, NO, NY, NM, the carry widths), SEARCH (the
 // precision's machine epsilon, end-of-segment snap and metric search settings), PRECISION
-// (shaders/real_f32.wgsl or real_f64.wgsl: finite, is_nan, nan, pow_r, and in f64 the
+// (shaders/real_f32.wgsl or real_f64.wgsl: finite, is_nan, nan, pow_r, exp_r, log_r, and in f64 the
 // exp/log/log10/pow the model functions call), TABLEAUS (coefficients from build.rs), MODEL
 // (generated model functions), STAGES and STEP (the method, from src/backend/stepgen.rs), and
 // literal array sizes N_*. The driver defines accepted_step(t0, t1, h), called on every
@@ -33,9 +33,9 @@ const SS_NOISE: real = 10.0;
 const SS_ULPS: real = 16.0;
 const SS_MAX_CYCLES: u32 = 100000u;
 // EPS: the precision's machine epsilon; SNAP: a step that ends within SNAP·span of a stopping
-// point is stretched to it. The in-step searches (src/backend/gpu.rs search_settings):
-// golden-section iterations, the crossing iteration cap and bracket fraction, as far as the
-// precision resolves.
+// point is stretched to it. The in-step searches (src/backend/gpu.rs search_settings): the
+// extremum search's fraction of the step and iteration cap, the crossing iteration cap and
+// bracket fraction, as far as the precision resolves.
 {{SEARCH}}
 
 struct Meta {
@@ -106,7 +106,7 @@ var<private> st_t0: real;
 var<private> st_t1: real;
 var<private> st_h: real;
 var<private> h_prop: real;
-var<private> err_prev: real;
+var<private> ln_err_prev: real;
 var<private> t_prev: real;
 var<private> t_cur: real;
 var<private> step_i: u32;
@@ -316,33 +316,74 @@ fn output_at(t: real, k: u32) -> real {
     return c[k];
 }
 
-// Golden-section search for the extremum of output k inside the step; returns (t, c).
+// The extremum of output k inside the step; returns (t, c). Brent's minimisation of
+// -sign * c (parabolic interpolation safeguarded by golden sections), as the CPU reference's
+// refine_extremum.
 fn refine_extremum(k: u32, maximize: bool) -> vec2<real> {
     let sign = select(real(-1), real(1), maximize);
-    let inv_phi: real = 0.6180339887498949;
+    let cgold: real = 0.3819660112501051;  // (3 - sqrt(5)) / 2
     var a = st_t0;
     var b = st_t1;
-    var x1 = b - inv_phi * (b - a);
-    var x2 = a + inv_phi * (b - a);
-    var g1 = sign * output_at(x1, k);
-    var g2 = sign * output_at(x2, k);
-    for (var it = 0u; it < GOLDEN_ITERS; it++) {
-        if (g1 < g2) {
-            a = x1;
-            x1 = x2;
-            g1 = g2;
-            x2 = a + inv_phi * (b - a);
-            g2 = sign * output_at(x2, k);
+    let xtol = EXTREMUM_XTOL * (b - a);
+    var x = a + cgold * (b - a);
+    var w = x;
+    var v = x;
+    var fx = -sign * output_at(x, k);
+    var fw = fx;
+    var fv = fx;
+    var d: real = 0.0;
+    var e: real = 0.0;
+    for (var it = 0u; it < EXTREMUM_ITERS; it++) {
+        let xm = 0.5 * (a + b);
+        let tol1 = xtol + 2.0 * EPS * abs(x);
+        let tol2 = 2.0 * tol1;
+        if (abs(x - xm) <= tol2 - 0.5 * (b - a)) { break; }
+        var parabolic = false;
+        if (abs(e) > tol1) {
+            let r = (x - w) * (fx - fv);
+            var q = (x - v) * (fx - fw);
+            var p = (x - v) * q - (x - w) * r;
+            q = 2.0 * (q - r);
+            if (q > 0.0) { p = -p; }
+            q = abs(q);
+            let e_prev = e;
+            e = d;
+            if (abs(p) < abs(0.5 * q * e_prev) && p > q * (a - x) && p < q * (b - x)) {
+                d = p / q;
+                let u = x + d;
+                if (u - a < tol2 || b - u < tol2) { d = select(-tol1, tol1, xm >= x); }
+                parabolic = true;
+            }
+        }
+        if (!parabolic) {
+            e = select(b - x, a - x, x >= xm);
+            d = cgold * e;
+        }
+        var u = x + d;
+        if (abs(d) < tol1) { u = select(x - tol1, x + tol1, d > 0.0); }
+        let fu = -sign * output_at(u, k);
+        if (fu <= fx) {
+            if (u >= x) { a = x; } else { b = x; }
+            v = w;
+            fv = fw;
+            w = x;
+            fw = fx;
+            x = u;
+            fx = fu;
         } else {
-            b = x2;
-            x2 = x1;
-            g2 = g1;
-            x1 = b - inv_phi * (b - a);
-            g1 = sign * output_at(x1, k);
+            if (u < x) { a = u; } else { b = u; }
+            if (fu <= fw || w == x) {
+                v = w;
+                fv = fw;
+                w = u;
+                fw = fu;
+            } else if (fu <= fv || v == x || v == w) {
+                v = u;
+                fv = fu;
+            }
         }
     }
-    if (g1 > g2) { return vec2<real>(x1, sign * g1); }
-    return vec2<real>(x2, sign * g2);
+    return vec2<real>(x, -sign * fx);
 }
 
 // Where output k crosses thr in [a0, b0] inside the step, given the signs of c − thr at the
@@ -651,10 +692,12 @@ fn integrate(t0: real, t1: real) -> u32 {
             accepted_step(t, t_new, step);
             y = y1;
             f0 = f1;
-            var fac = STEP_SAFETY * pow_r(max(e, 1e-10), -alpha) * pow_r(err_prev, BETA);
+            // safety · e^(−α) · e_prev^β from logarithms: one log per step.
+            let ln_e = log_r(max(e, 1e-10));
+            var fac = STEP_SAFETY * exp_r(BETA * ln_err_prev - alpha * ln_e);
             fac = clamp(fac, STEP_FAC_MIN, STEP_FAC_MAX);
             if (rejected_last) { fac = min(fac, 1.0); }
-            err_prev = max(e, 1e-4);
+            ln_err_prev = max(ln_e, log_r(1e-4));
             rejected_last = false;
             saw_non_finite = false;
             if (!last) { h_prop = step * fac; }
@@ -664,7 +707,7 @@ fn integrate(t0: real, t1: real) -> u32 {
             n_rej++;
             rejected_last = true;
             var fac: real = STEP_FAC_MIN;
-            if (e < BIG) { fac = clamp(STEP_SAFETY * pow_r(e, -alpha), STEP_FAC_MIN, 1.0); }
+            if (e < BIG) { fac = clamp(STEP_SAFETY * exp_r(-alpha * log_r(e)), STEP_FAC_MIN, 1.0); }
             h_prop = step * fac;
         }
     }

@@ -18,3 +18,11 @@ fn nan() -> f32 {
 fn pow_r(a: f32, b: f32) -> f32 {
     return pow(a, b);
 }
+
+fn exp_r(x: f32) -> f32 {
+    return exp(x);
+}
+
+fn log_r(x: f32) -> f32 {
+    return log(x);
+}

@@ -215,3 +215,11 @@ fn pow64(a: f64, b: f64) -> f64 {
 fn pow_r(a: f64, b: f64) -> f64 {
     return pow64(a, b);
 }
+
+fn exp_r(x: f64) -> f64 {
+    return exp64(x);
+}
+
+fn log_r(x: f64) -> f64 {
+    return log64(x);
+}

@@ -248,7 +248,7 @@ fn save_carry() {
     carry[o] = t_prev;
     carry[o + 1u] = t_cur;
     carry[o + 2u] = h_prop;
-    carry[o + 3u] = err_prev;
+    carry[o + 3u] = ln_err_prev;
     carry[o + 4u] = save_t;
     carry[o + 5u] = ss_prev;
     carry[o + 6u] = span_ss;
@@ -278,7 +278,7 @@ fn load_carry() {
     t_prev = carry[o];
     t_cur = carry[o + 1u];
     h_prop = carry[o + 2u];
-    err_prev = carry[o + 3u];
+    ln_err_prev = carry[o + 3u];
     save_t = carry[o + 4u];
     ss_prev = carry[o + 5u];
     span_ss = carry[o + 6u];
@@ -304,7 +304,7 @@ fn start_subject() {
     t_prev = 0.0;
     t_cur = 0.0;
     h_prop = 0.0;
-    err_prev = 1e-4;
+    ln_err_prev = log_r(1e-4);
     save_t = 0.0;
     ss_prev = BIG;
     span_ss = 1.0;

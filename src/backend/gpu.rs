@@ -285,14 +285,29 @@ impl Driver {
     }
 }
 
-/// The in-step searches of the kernels for a precision: golden-section iterations for an
-/// extremum, the iteration cap and the bracket fraction for a threshold crossing. In f64 they
-/// are the CPU reference's; in f32 they stop where f32 stops resolving.
-pub fn search_settings(p: crate::backend::Precision) -> (usize, usize, f64) {
-    use crate::metrics::accumulate::{GOLDEN_ITERS, ROOT_ITERS, ROOT_RTOL};
-    match p {
-        crate::backend::Precision::F32 => (34, ROOT_ITERS, 1e-6),
-        crate::backend::Precision::F64 => (GOLDEN_ITERS, ROOT_ITERS, ROOT_RTOL),
+/// The in-step searches of the kernels for a precision: the fraction of the step to which an
+/// extremum is located and the iteration cap of that search, the iteration cap and the bracket
+/// fraction for a threshold crossing. In f64 they are the CPU reference's; in f32 they stop
+/// where f32 stops resolving.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchSettings {
+    pub extremum_xtol: f64,
+    pub extremum_iters: usize,
+    pub root_iters: usize,
+    pub root_rtol: f64,
+}
+
+pub fn search_settings(p: crate::backend::Precision) -> SearchSettings {
+    use crate::metrics::accumulate::{EXTREMUM_ITERS, EXTREMUM_XTOL, ROOT_ITERS, ROOT_RTOL};
+    let (extremum_xtol, root_rtol) = match p {
+        crate::backend::Precision::F32 => (1e-6, 1e-6),
+        crate::backend::Precision::F64 => (EXTREMUM_XTOL, ROOT_RTOL),
+    };
+    SearchSettings {
+        extremum_xtol,
+        extremum_iters: EXTREMUM_ITERS,
+        root_iters: ROOT_ITERS,
+        root_rtol,
     }
 }
 

@@ -4,17 +4,68 @@
 //! ‖e‖ = sqrt(mean((e_i / (atol + rtol·max(|y0_i|, |y1_i|)))²)); a step is accepted when ‖e‖ ≤ 1;
 //! the next step is h·clamp(safety·‖e‖^(−α)·‖e_prev‖^β, fac_min, fac_max) with α = 1/q − 0.75β
 //! (q = the order of the error estimate plus one), β = 0.04 for the explicit pairs and 0 for
-//! the Rosenbrock methods; after a rejection the step may not grow. The initial step follows
+//! the Rosenbrock methods; after a rejection the step may not grow (the CPU takes the powers
+//! as exp(β·ln‖e_prev‖ − α·ln‖e‖), one logarithm per step). The initial step follows
 //! Hairer, Nørsett & Wanner (Solving ODEs I, §II.4).
 
 use super::tableau_data::*;
 use super::{DenseOutput, Method, OdeSystem, SolverOptions, Stats, Status, StepObserver};
 
+/// Evaluates `$body` with `$n` bound to `$dim`, in a copy where it is a constant for systems of
+/// up to 8 components (most PK models with their AUC states), so that the compiler unrolls and
+/// vectorises the loops over components of a function inlined into `$body`.
+macro_rules! by_dim {
+    ($dim:expr, |$n:ident| $body:expr) => {
+        match $dim {
+            1 => {
+                let $n = 1;
+                $body
+            }
+            2 => {
+                let $n = 2;
+                $body
+            }
+            3 => {
+                let $n = 3;
+                $body
+            }
+            4 => {
+                let $n = 4;
+                $body
+            }
+            5 => {
+                let $n = 5;
+                $body
+            }
+            6 => {
+                let $n = 6;
+                $body
+            }
+            7 => {
+                let $n = 7;
+                $body
+            }
+            8 => {
+                let $n = 8;
+                $body
+            }
+            $n => $body,
+        }
+    };
+}
+
+/// ln(1e-4): the controller's memory of the previous error at the start, and its floor (the
+/// logarithm taken as the kernels take it, so that the emulated kernels stay bit-identical).
+fn ln_err_floor() -> f64 {
+    std::hint::black_box(1e-4f64).ln()
+}
+
 /// Per-thread workspace for one method and system size; allocation-free after construction.
 pub struct Integrator {
     method: Method,
     dim: usize,
-    k: Vec<Vec<f64>>,
+    /// Stage derivatives, stage-major: stage s is `k[s * dim..(s + 1) * dim]`.
+    k: Vec<f64>,
     y1: Vec<f64>,
     tmp: Vec<f64>,
     f0: Vec<f64>,
@@ -25,7 +76,10 @@ pub struct Integrator {
     lu: Vec<f64>,
     piv: Vec<usize>,
     dense: Vec<Vec<f64>>,
-    err_prev: f64,
+    /// ln of the previous accepted step's error norm (at least 1e-4), for the PI controller.
+    ln_err_prev: f64,
+    /// [`ln_err_floor`], computed once.
+    ln_err_floor: f64,
 }
 
 impl Integrator {
@@ -41,7 +95,7 @@ impl Integrator {
         Integrator {
             method,
             dim,
-            k: (0..stages).map(|_| v()).collect(),
+            k: vec![0.0; stages * dim],
             y1: v(),
             tmp: v(),
             f0: v(),
@@ -60,7 +114,8 @@ impl Integrator {
             },
             piv: vec![0; dim],
             dense: (0..5).map(|_| v()).collect(),
-            err_prev: 1e-4,
+            ln_err_prev: ln_err_floor(),
+            ln_err_floor: ln_err_floor(),
         }
     }
 
@@ -72,7 +127,7 @@ impl Integrator {
     /// new subject, so that a subject's result never depends on which subjects the same
     /// workspace integrated before (threads take subjects in no fixed order).
     pub fn reset(&mut self) {
-        self.err_prev = 1e-4;
+        self.ln_err_prev = self.ln_err_floor;
     }
 
     /// Integrates one segment [t0, t1] between stopping points (see the module docs of
@@ -184,12 +239,14 @@ impl Integrator {
                 obs.on_step(&view);
                 super::copy_short(y, &self.y1);
                 std::mem::swap(&mut self.f0, &mut self.f1);
-                let mut fac = STEP_SAFETY * e.max(1e-10).powf(-alpha) * self.err_prev.powf(beta);
+                // safety · e^(−α) · e_prev^β, with one logarithm per step (e_prev's is kept).
+                let ln_e = e.max(1e-10).ln();
+                let mut fac = STEP_SAFETY * (beta * self.ln_err_prev - alpha * ln_e).exp();
                 fac = fac.clamp(STEP_FAC_MIN, STEP_FAC_MAX);
                 if rejected_last {
                     fac = fac.min(1.0);
                 }
-                self.err_prev = e.max(1e-4);
+                self.ln_err_prev = ln_e.max(self.ln_err_floor);
                 rejected_last = false;
                 saw_non_finite = false;
                 if !last {
@@ -203,7 +260,7 @@ impl Integrator {
                 stats.rejected += 1;
                 rejected_last = true;
                 let fac = if e.is_finite() {
-                    (STEP_SAFETY * e.powf(-alpha)).clamp(STEP_FAC_MIN, 1.0)
+                    (STEP_SAFETY * (-alpha * e.ln()).exp()).clamp(STEP_FAC_MIN, 1.0)
                 } else {
                     STEP_FAC_MIN
                 };
@@ -241,16 +298,16 @@ impl Integrator {
             };
             let h = t_new - t;
             // k1 = f0 (from the previous step or the segment start).
-            super::copy_short(&mut self.k[0], &self.f0);
+            super::copy_short(&mut self.k[..n], &self.f0);
             for s in 1..4 {
                 for j in 0..n {
-                    self.tmp[j] = y[j] + h * RK4_C[s] * self.k[s - 1][j];
+                    self.tmp[j] = y[j] + h * RK4_C[s] * self.k[(s - 1) * n + j];
                 }
-                let (ks, tmp) = (&mut self.k[s], &self.tmp);
+                let (ks, tmp) = (&mut self.k[s * n..(s + 1) * n], &self.tmp);
                 sys.rhs(t + RK4_C[s] * h, tmp, ks);
             }
             for j in 0..n {
-                self.y1[j] = y[j] + h * (0..4).map(|s| RK4_B[s] * self.k[s][j]).sum::<f64>();
+                self.y1[j] = y[j] + h * (0..4).map(|s| RK4_B[s] * self.k[s * n + j]).sum::<f64>();
             }
             sys.rhs(t_new, &self.y1, &mut self.f1);
             stats.rhs_evals += 4;
@@ -326,13 +383,19 @@ impl Integrator {
     }
 
     fn error_norm(&self, y: &[f64], opts: &SolverOptions) -> f64 {
+        by_dim!(self.dim, |n| self.error_norm_n(n, y, opts))
+    }
+
+    #[inline(always)]
+    fn error_norm_n(&self, n: usize, y: &[f64], opts: &SolverOptions) -> f64 {
+        let (y, y1, err) = (&y[..n], &self.y1[..n], &self.err[..n]);
         let mut s = 0.0;
-        for j in 0..self.dim {
-            let sc = opts.atol + opts.rtol * y[j].abs().max(self.y1[j].abs());
-            s += (self.err[j] / sc).powi(2);
+        for j in 0..n {
+            let sc = opts.atol + opts.rtol * y[j].abs().max(y1[j].abs());
+            s += (err[j] / sc).powi(2);
         }
-        let e = (s / self.dim as f64).sqrt();
-        if e.is_nan() || !all_finite(&self.y1) {
+        let e = (s / n as f64).sqrt();
+        if e.is_nan() || !all_finite(y1) {
             f64::INFINITY
         } else {
             e
@@ -352,28 +415,55 @@ impl Integrator {
         e: &[f64; 7],
         stats: &mut Stats,
     ) -> bool {
-        let n = self.dim;
-        super::copy_short(&mut self.k[0], &self.f0);
-        for s in 1..7 {
-            for j in 0..n {
-                let mut acc = 0.0;
-                for (r, ar) in a[s][..s].iter().enumerate() {
-                    acc += ar * self.k[r][j];
-                }
-                self.tmp[j] = y[j] + h * acc;
-            }
-            if s == 6 {
-                super::copy_short(&mut self.y1, &self.tmp);
-            }
-            let (ks, tmp) = (&mut self.k[s], &self.tmp);
-            sys.rhs(t + c[s] * h, tmp, ks);
-        }
+        by_dim!(self.dim, |n| self.explicit_step_n(n, sys, t, h, y, c, a, e));
         stats.rhs_evals += 6;
-        super::copy_short(&mut self.f1, &self.k[6]);
-        for j in 0..n {
-            self.err[j] = h * (0..7).map(|s| e[s] * self.k[s][j]).sum::<f64>();
-        }
         true
+    }
+
+    /// [`Integrator::explicit_step`] for `n = self.dim`. Each stage sum adds its terms in
+    /// stage order, as written in the tableau.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn explicit_step_n<S: OdeSystem + ?Sized>(
+        &mut self,
+        n: usize,
+        sys: &mut S,
+        t: f64,
+        h: f64,
+        y: &[f64],
+        c: &[f64; 7],
+        a: &[[f64; 6]; 7],
+        e: &[f64; 7],
+    ) {
+        let y = &y[..n];
+        let k = &mut self.k[..7 * n];
+        let tmp = &mut self.tmp[..n];
+        k[..n].copy_from_slice(&self.f0[..n]);
+        for s in 1..7 {
+            let (done, rest) = k.split_at_mut(s * n);
+            tmp.fill(0.0);
+            for (ar, kr) in a[s][..s].iter().zip(done.chunks_exact(n)) {
+                for (acc, kj) in tmp.iter_mut().zip(kr) {
+                    *acc += ar * kj;
+                }
+            }
+            for (v, yj) in tmp.iter_mut().zip(y) {
+                *v = yj + h * *v;
+            }
+            sys.rhs(t + c[s] * h, tmp, &mut rest[..n]);
+        }
+        self.y1[..n].copy_from_slice(tmp);
+        self.f1[..n].copy_from_slice(&k[6 * n..]);
+        let err = &mut self.err[..n];
+        err.fill(0.0);
+        for (es, ks) in e.iter().zip(k.chunks_exact(n)) {
+            for (ej, kj) in err.iter_mut().zip(ks) {
+                *ej += es * kj;
+            }
+        }
+        for ej in err.iter_mut() {
+            *ej *= h;
+        }
     }
 
     /// Builds W = I − h·γ·J (Rosenbrock23) or I/(hγ) − J (Rodas4) and factorises it.
@@ -416,35 +506,35 @@ impl Integrator {
         }
         // k1 = W⁻¹ (F0 + h d T)
         for j in 0..n {
-            self.k[0][j] = self.f0[j] + h * d * self.dfdt[j];
+            self.k[j] = self.f0[j] + h * d * self.dfdt[j];
         }
-        lu_solve(&self.lu, &self.piv, n, &mut self.k[0]);
+        lu_solve(&self.lu, &self.piv, n, &mut self.k[..n]);
         // F1 = f(t + h/2, y + h/2 k1)
         for j in 0..n {
-            self.tmp[j] = y[j] + 0.5 * h * self.k[0][j];
+            self.tmp[j] = y[j] + 0.5 * h * self.k[j];
         }
         sys.rhs(t + 0.5 * h, &self.tmp, &mut self.err); // F1 kept in `err` until needed
                                                         // k2 = W⁻¹ (F1 − k1) + k1
         for j in 0..n {
-            self.k[1][j] = self.err[j] - self.k[0][j];
+            self.k[n + j] = self.err[j] - self.k[j];
         }
-        lu_solve(&self.lu, &self.piv, n, &mut self.k[1]);
+        lu_solve(&self.lu, &self.piv, n, &mut self.k[n..2 * n]);
         for j in 0..n {
-            self.k[1][j] += self.k[0][j];
-            self.y1[j] = y[j] + h * self.k[1][j];
+            self.k[n + j] += self.k[j];
+            self.y1[j] = y[j] + h * self.k[n + j];
         }
         sys.rhs(t + h, &self.y1, &mut self.f1);
         stats.rhs_evals += 2;
         // k3 = W⁻¹ (F2 − e32 (k2 − F1) − 2 (k1 − F0) + h d T)
         for j in 0..n {
-            self.k[2][j] = self.f1[j]
-                - ROS23_E32 * (self.k[1][j] - self.err[j])
-                - 2.0 * (self.k[0][j] - self.f0[j])
+            self.k[2 * n + j] = self.f1[j]
+                - ROS23_E32 * (self.k[n + j] - self.err[j])
+                - 2.0 * (self.k[j] - self.f0[j])
                 + h * d * self.dfdt[j];
         }
-        lu_solve(&self.lu, &self.piv, n, &mut self.k[2]);
+        lu_solve(&self.lu, &self.piv, n, &mut self.k[2 * n..3 * n]);
         for j in 0..n {
-            self.err[j] = h / 6.0 * (self.k[0][j] - 2.0 * self.k[1][j] + self.k[2][j]);
+            self.err[j] = h / 6.0 * (self.k[j] - 2.0 * self.k[n + j] + self.k[2 * n + j]);
         }
         true
     }
@@ -470,7 +560,7 @@ impl Integrator {
                 for j in 0..n {
                     let mut u = y[j];
                     for r in 0..s.min(5) {
-                        u += RODAS4_A[s][r] * self.k[r][j];
+                        u += RODAS4_A[s][r] * self.k[r * n + j];
                     }
                     self.y1[j] = u;
                 }
@@ -481,17 +571,17 @@ impl Integrator {
             for j in 0..n {
                 let mut rhs = self.tmp[j] + h * RODAS4_D[s] * self.dfdt[j];
                 for r in 0..s {
-                    rhs += RODAS4_CC[s][r] / h * self.k[r][j];
+                    rhs += RODAS4_CC[s][r] / h * self.k[r * n + j];
                 }
-                self.k[s][j] = rhs;
+                self.k[s * n + j] = rhs;
             }
-            let ks = &mut self.k[s];
+            let ks = &mut self.k[s * n..(s + 1) * n];
             lu_solve(&self.lu, &self.piv, n, ks);
         }
         // y1 = u_6 + k_6, where u_6 (in y1) = y0 + Σ a_6j k_j.
         for j in 0..n {
-            self.y1[j] += self.k[5][j];
-            self.err[j] = self.k[5][j];
+            self.y1[j] += self.k[5 * n + j];
+            self.err[j] = self.k[5 * n + j];
         }
         true
     }
@@ -504,14 +594,14 @@ impl Integrator {
                 // Hairer's CONTD5 form: r1 = y0 (not stored), r2 = y1 − y0, r3 = h k1 − r2,
                 // r4 = r2 − h k7 − r3, r5 = h Σ d_i k_i.
                 for j in 0..n {
-                    let r5 = h * (0..7).map(|s| DOPRI5_D[s] * self.k[s][j]).sum::<f64>();
+                    let r5 = h * (0..7).map(|s| DOPRI5_D[s] * self.k[s * n + j]).sum::<f64>();
                     self.dense[3][j] = r5;
                 }
             }
             Method::Rodas4 => {
                 for j in 0..n {
-                    self.dense[0][j] = (0..5).map(|s| RODAS4_H[0][s] * self.k[s][j]).sum();
-                    self.dense[1][j] = (0..5).map(|s| RODAS4_H[1][s] * self.k[s][j]).sum();
+                    self.dense[0][j] = (0..5).map(|s| RODAS4_H[0][s] * self.k[s * n + j]).sum();
+                    self.dense[1][j] = (0..5).map(|s| RODAS4_H[1][s] * self.k[s * n + j]).sum();
                 }
             }
             _ => {}
@@ -630,8 +720,8 @@ impl DenseOutput for StepView<'_> {
                 let th1 = 1.0 - th;
                 for j in 0..out.len() {
                     let r2 = y1[j] - y0[j];
-                    let r3 = h * it.k[0][j] - r2;
-                    let r4 = r2 - h * it.k[6][j] - r3;
+                    let r3 = h * it.k[j] - r2;
+                    let r4 = r2 - h * it.k[6 * it.dim + j] - r3;
                     let r5 = it.dense[3][j];
                     out[j] = y0[j] + th * (r2 + th1 * (r3 + th * (r4 + th1 * r5)));
                 }
@@ -641,16 +731,18 @@ impl DenseOutput for StepView<'_> {
                 for (s, r) in TSIT5_R.iter().enumerate() {
                     b[s] = th * (r[0] + th * (r[1] + th * (r[2] + th * r[3])));
                 }
-                for j in 0..out.len() {
-                    out[j] = y0[j] + h * (0..7).map(|s| b[s] * it.k[s][j]).sum::<f64>();
-                }
+                by_dim!(it.dim, |n| {
+                    for j in 0..out.len() {
+                        out[j] = y0[j] + h * (0..7).map(|s| b[s] * it.k[s * n + j]).sum::<f64>();
+                    }
+                })
             }
             Method::Rosenbrock23 => {
                 let d = ROS23_D;
                 let c1 = th * (1.0 - th) / (1.0 - 2.0 * d);
                 let c2 = th * (th - 2.0 * d) / (1.0 - 2.0 * d);
                 for j in 0..out.len() {
-                    out[j] = y0[j] + h * (c1 * it.k[0][j] + c2 * it.k[1][j]);
+                    out[j] = y0[j] + h * (c1 * it.k[j] + c2 * it.k[it.dim + j]);
                 }
             }
             Method::Rodas4 => {

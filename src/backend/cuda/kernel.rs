@@ -157,12 +157,16 @@ fn source(
         Precision::F32 => "float",
         Precision::F64 => "double",
     };
-    let (golden, root_iters, root_rtol) = crate::backend::gpu::search_settings(p);
+    let s = crate::backend::gpu::search_settings(p);
     let (ss_start, ss_admin, ss_ii, resets) = driver.arm_settings();
     let sizes = format!(
-        "{sizes}#define GOLDEN_ITERS {golden}\n#define ROOT_ITERS {root_iters}\n\
-         #define ROOT_RTOL {root_rtol:e}\n#define SS_START {}\n#define SS_ADMIN {ss_admin}u\n\
+        "{sizes}#define EXTREMUM_XTOL {:e}\n#define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n\
+         #define ROOT_RTOL {:e}\n#define SS_START {}\n#define SS_ADMIN {ss_admin}u\n\
          #define SS_II ((real){ss_ii:e})\n#define HAS_RESETS {}\n",
+        s.extremum_xtol,
+        s.extremum_iters,
+        s.root_iters,
+        s.root_rtol,
         u8::from(ss_start),
         u8::from(resets)
     );

@@ -121,15 +121,18 @@ fn source(
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions(m, p);
     let lit = |v: usize| v.max(1).to_string();
-    let (golden, root_iters, root_rtol) = crate::backend::gpu::search_settings(p);
+    let s = crate::backend::gpu::search_settings(p);
     let (eps, snap) = eps_snap(p);
     let search = format!(
         "const EPS: real = {};\nconst SNAP: real = {};\n\
-         const GOLDEN_ITERS: u32 = {golden}u;\nconst ROOT_ITERS: u32 = {root_iters}u;\n\
-         const ROOT_RTOL: real = {};",
+         const EXTREMUM_XTOL: real = {};\nconst EXTREMUM_ITERS: u32 = {}u;\n\
+         const ROOT_ITERS: u32 = {}u;\nconst ROOT_RTOL: real = {};",
         codegen::literal(eps, p),
         codegen::literal(snap, p),
-        codegen::literal(root_rtol, p)
+        codegen::literal(s.extremum_xtol, p),
+        s.extremum_iters,
+        s.root_iters,
+        codegen::literal(s.root_rtol, p)
     );
     let template = codegen::retype(&INTEGRATE_WGSL.replace("{{DRIVER}}", driver), p);
     let step = StepCode {
