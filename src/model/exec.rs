@@ -38,6 +38,16 @@ enum Code {
     Abs,
     Min,
     Max,
+    /// Fused (see [`fuse`]): a·b + c.
+    MulAdd,
+    /// a·b − c.
+    MulSub,
+    /// c − a·b.
+    NegMulAdd,
+    /// a·b + c·d.
+    MulMulAdd,
+    /// a·b − c·d.
+    MulMulSub,
 }
 
 /// One instruction: its operands are environment indices (`b` holds the exponent of `Powi`).
@@ -47,6 +57,33 @@ struct Ins {
     a: u32,
     b: u32,
     c: u32,
+    d: u32,
+}
+
+impl Ins {
+    /// The environment indices it reads.
+    fn operands(&self) -> &'static [usize] {
+        use Code::*;
+        match self.code {
+            Neg | Not | Powi | Exp | Log | Log10 | Sqrt | Abs => &[0],
+            Select | MulAdd | MulSub | NegMulAdd => &[0, 1, 2],
+            MulMulAdd | MulMulSub => &[0, 1, 2, 3],
+            _ => &[0, 1],
+        }
+    }
+
+    fn operand_mut(&mut self, i: usize) -> &mut u32 {
+        match i {
+            0 => &mut self.a,
+            1 => &mut self.b,
+            2 => &mut self.c,
+            _ => &mut self.d,
+        }
+    }
+
+    fn operand(&self, i: usize) -> u32 {
+        [self.a, self.b, self.c, self.d][i]
+    }
 }
 
 /// The sizes of a program's inputs.
@@ -133,9 +170,104 @@ fn step(ins: &[Ins], base: usize, env: &mut [f64]) {
             Code::Abs => x.abs(),
             Code::Min => nan_or(x, env[i.b as usize], f64::min),
             Code::Max => nan_or(x, env[i.b as usize], f64::max),
+            Code::MulAdd => x * env[i.b as usize] + env[i.c as usize],
+            Code::MulSub => x * env[i.b as usize] - env[i.c as usize],
+            Code::NegMulAdd => env[i.c as usize] - x * env[i.b as usize],
+            Code::MulMulAdd => x * env[i.b as usize] + env[i.c as usize] * env[i.d as usize],
+            Code::MulMulSub => x * env[i.b as usize] - env[i.c as usize] * env[i.d as usize],
         };
         env[base + k] = v;
     }
+}
+
+/// Folds each product whose only reader is a sum or difference into it (`x·y ± z`,
+/// `z − x·y`, `x·y ± z·w`), so that fewer instructions are dispatched; the arithmetic is the
+/// same, operation for operation (no fused multiply-add), so results are bit for bit those of
+/// the unfused program. `ins[k]` writes `env[base + k]`; returns the instructions, renumbered
+/// in the same scheme, and `results` renumbered.
+fn fuse(ins: &[Ins], base: usize, results: &[u32]) -> (Vec<Ins>, Vec<u32>) {
+    // How many instructions and results read each instruction's value.
+    let mut uses = vec![0u32; ins.len()];
+    let read = ins
+        .iter()
+        .flat_map(|i| i.operands().iter().map(|&o| i.operand(o)))
+        .chain(results.iter().copied());
+    for slot in read {
+        if let Some(k) = (slot as usize).checked_sub(base) {
+            uses[k] += 1;
+        }
+    }
+    // A product that this one instruction alone reads.
+    let product = |slot: u32, uses: &[u32]| -> Option<(u32, u32)> {
+        let k = (slot as usize).checked_sub(base)?;
+        (ins[k].code == Code::Mul && uses[k] == 1).then_some((ins[k].a, ins[k].b))
+    };
+    let mut folded = vec![false; ins.len()];
+    let mut out: Vec<Ins> = ins.to_vec();
+    for (k, i) in ins.iter().enumerate() {
+        let (p, q) = match i.code {
+            Code::Add | Code::Sub => (product(i.a, &uses), product(i.b, &uses)),
+            _ => continue,
+        };
+        let add = i.code == Code::Add;
+        let fused = match (p, q) {
+            (Some((a, b)), Some((c, d))) => Ins {
+                code: if add {
+                    Code::MulMulAdd
+                } else {
+                    Code::MulMulSub
+                },
+                a,
+                b,
+                c,
+                d,
+            },
+            // z + x·y = x·y + z exactly (floating-point addition commutes).
+            (Some((a, b)), None) => Ins {
+                code: if add { Code::MulAdd } else { Code::MulSub },
+                a,
+                b,
+                c: i.b,
+                d: 0,
+            },
+            (None, Some((a, b))) => Ins {
+                code: if add { Code::MulAdd } else { Code::NegMulAdd },
+                a,
+                b,
+                c: i.a,
+                d: 0,
+            },
+            (None, None) => continue,
+        };
+        for (slot, hit) in [(i.a, p.is_some()), (i.b, q.is_some())] {
+            if hit {
+                folded[slot as usize - base] = true;
+            }
+        }
+        out[k] = fused;
+    }
+    // Drop the folded products and renumber what follows them.
+    let mut at = vec![u32::MAX; ins.len()];
+    let mut kept = Vec::with_capacity(ins.len());
+    let map = |slot: u32, at: &[u32]| -> u32 {
+        match (slot as usize).checked_sub(base) {
+            Some(k) => at[k],
+            None => slot,
+        }
+    };
+    for (k, mut i) in out.into_iter().enumerate() {
+        if folded[k] {
+            continue;
+        }
+        for &o in i.operands() {
+            let v = map(i.operand(o), &at);
+            *i.operand_mut(o) = v;
+        }
+        at[k] = (base + kept.len()) as u32;
+        kept.push(i);
+    }
+    let results = results.iter().map(|&r| map(r, &at)).collect();
+    (kept, results)
 }
 
 impl Exec {
@@ -145,7 +277,10 @@ impl Exec {
     /// If an instruction loads a state, parameter or slot beyond `inputs` (a lowering bug: the
     /// model's programs load only what the model declares).
     pub fn new(p: &Program, inputs: Inputs) -> Exec {
-        Exec::build(p, inputs).0
+        let mut e = Exec::build(p, inputs).0;
+        let (ins, results) = fuse(&e.ins, e.base, &e.results);
+        (e.ins, e.results) = (ins, results);
+        e
     }
 
     /// Compiles single-result programs that read only slots and constants into one
@@ -285,12 +420,19 @@ impl Exec {
                 Op::Min(a, b) => (Code::Min, g(a), g(b), 0),
                 Op::Max(a, b) => (Code::Max, g(a), g(b), 0),
             };
+            let i = Ins {
+                code,
+                a,
+                b,
+                c,
+                d: 0,
+            };
             if *f {
                 at.push(pre_base + pre.len());
-                pre.push(Ins { code, a, b, c });
+                pre.push(i);
             } else {
                 at.push(base + ins.len());
-                ins.push(Ins { code, a, b, c });
+                ins.push(i);
             }
         }
         ins_before.push(ins.len() as u32);
@@ -442,8 +584,35 @@ mod tests {
         }
     }
 
+    /// Products read by one sum or difference are folded into it: two_cmt_oral's right-hand
+    /// side and output run in 6 instructions instead of 9 (its `ka·depot − k·central` and
+    /// `q/v1·central − q/v2·periph` each become one).
+    #[test]
+    fn products_fold_into_sums() {
+        let lm = crate::model::library::get("two_cmt_oral").unwrap();
+        let m = crate::model::Model::parse(lm.name, lm.source).unwrap();
+        let p = ModelPrograms::new(&m);
+        let inputs = Inputs {
+            states: p.n_states,
+            params: p.n_params,
+            slots: 0,
+        };
+        let both = p.rhs.concat(&p.outputs);
+        let unfused = Exec::build(&both, inputs).0;
+        let fused = Exec::new(&both, inputs);
+        let codes = |e: &Exec| e.ins.iter().map(|i| i.code).collect::<Vec<_>>();
+        assert_eq!(
+            (unfused.ins.len(), fused.ins.len()),
+            (9, 6),
+            "{:?}",
+            codes(&fused)
+        );
+        assert!(codes(&fused).contains(&Code::MulMulSub));
+    }
+
     /// Every library model's programs give bit for bit what the reference interpreter gives,
-    /// at states and parameters that exercise their branches.
+    /// at states and parameters that exercise their branches (the fused instructions
+    /// included).
     #[test]
     fn matches_the_interpreter_bit_for_bit() {
         for lm in crate::model::library::MODELS {
