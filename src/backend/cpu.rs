@@ -45,8 +45,11 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
         let n = self.n;
         self.model.rhs_and_outputs(t, &y[..n], dy);
-        for (d, r) in dy[..n].iter_mut().zip(&self.rates) {
-            *d += r;
+        // Most of the time nothing is infused: leave the derivatives alone then.
+        if self.rates.iter().any(|r| *r != 0.0) {
+            for (d, r) in dy[..n].iter_mut().zip(&self.rates) {
+                *d += r;
+            }
         }
     }
 
