@@ -333,20 +333,34 @@ pub fn for_each_column_batch(
     column: &str,
     f: &mut dyn FnMut(&dyn arrow_array::Array) -> Result<(), String>,
 ) -> Result<(), String> {
+    for_each_batch(files, row_group, &[column], &mut |b| {
+        f(b.column(0).as_ref())
+    })
+}
+
+/// Streams the named columns of one row group (an arm) from each part file in turn, in
+/// batches that hold just those columns (find them by name).
+pub fn for_each_batch(
+    files: &[PathBuf],
+    row_group: usize,
+    columns: &[&str],
+    f: &mut dyn FnMut(&arrow_array::RecordBatch) -> Result<(), String>,
+) -> Result<(), String> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ProjectionMask;
     for file in files {
         let fh = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(fh)
             .map_err(|e| format!("{}: {e}", file.display()))?;
-        let idx = builder
-            .schema()
-            .index_of(column)
+        let idx = columns
+            .iter()
+            .map(|c| builder.schema().index_of(c))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: {e}", file.display()))?;
         if row_group >= builder.metadata().num_row_groups() {
             continue;
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
         let reader = builder
             .with_projection(mask)
             .with_row_groups(vec![row_group])
@@ -354,8 +368,7 @@ pub fn for_each_column_batch(
             .build()
             .map_err(|e| e.to_string())?;
         for b in reader {
-            let b = b.map_err(|e| e.to_string())?;
-            f(b.column(0).as_ref())?;
+            f(&b.map_err(|e| e.to_string())?)?;
         }
     }
     Ok(())

@@ -442,7 +442,8 @@ impl Integrator {
         for s in 1..7 {
             let (done, rest) = k.split_at_mut(s * n);
             tmp.fill(0.0);
-            for (ar, kr) in a[s][..s].iter().zip(done.chunks_exact(n)) {
+            // (n.max(1): a system of no components has no chunks.)
+            for (ar, kr) in a[s][..s].iter().zip(done.chunks_exact(n.max(1))) {
                 for (acc, kj) in tmp.iter_mut().zip(kr) {
                     *acc += ar * kj;
                 }
@@ -456,7 +457,7 @@ impl Integrator {
         self.f1[..n].copy_from_slice(&k[6 * n..]);
         let err = &mut self.err[..n];
         err.fill(0.0);
-        for (es, ks) in e.iter().zip(k.chunks_exact(n)) {
+        for (es, ks) in e.iter().zip(k.chunks_exact(n.max(1))) {
             for (ej, kj) in err.iter_mut().zip(ks) {
                 *ej += es * kj;
             }

@@ -15,7 +15,7 @@ use arrow_array::{Array, DictionaryArray, Float64Array, RecordBatch, StringArray
 use super::quantile::{quantiles_after, TopCounts};
 use super::resolve::Trial;
 use super::run::{ArmSummary, MetricSummary};
-use crate::output::dataset::{for_each_column_batch, part_name};
+use crate::output::dataset::{for_each_batch, for_each_column_batch, part_name};
 use crate::output::Shard;
 
 /// One arm's counts.
@@ -149,18 +149,13 @@ impl Tally {
                 || Tally::new(trial),
                 |mut t, file| {
                     let file = std::slice::from_ref(file);
-                    for a in 0..trial.arms.len() {
-                        for_each_column_batch(file, a, "status", &mut |c| t.add_status(a, c))?;
-                        for (m, spec) in trial.arms[a].plan.metrics.iter().enumerate() {
-                            for_each_column_batch(file, a, &spec.column, &mut |c| {
-                                t.add_metric(a, m, c)
-                            })?;
-                        }
-                        if let Some(tg) = &trial.target {
-                            for_each_column_batch(file, a, &tg.column, &mut |c| {
-                                t.add_target(trial, a, c)
-                            })?;
-                        }
+                    for (a, arm) in trial.arms.iter().enumerate() {
+                        // What add_batch reads, and nothing else.
+                        let columns: Vec<&str> = std::iter::once("status")
+                            .chain(arm.plan.metrics.iter().map(|s| s.column.as_str()))
+                            .chain(trial.target.iter().map(|t| t.column.as_str()))
+                            .collect();
+                        for_each_batch(file, a, &columns, &mut |b| t.add_batch(trial, a, b))?;
                     }
                     Ok::<_, String>(t)
                 },
