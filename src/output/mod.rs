@@ -9,6 +9,4 @@ pub mod parquet_io;
 pub use dataset::{DatasetWriter, Manifest, PartEntry, RunIdentity, Shard};
 pub mod plot;
 
-pub use parquet_io::{
-    writer_properties, AtomicFile, Codec, OutputError, CODEC_NAMES, DEFAULT_ZSTD_LEVEL,
-};
+pub use parquet_io::{writer_properties, AtomicFile, Codec, OutputError, DEFAULT_ZSTD_LEVEL};

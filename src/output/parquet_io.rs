@@ -43,19 +43,18 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 /// zstd's levels (`ZSTD_minCLevel()` to `ZSTD_maxCLevel()` of zstd 1.5).
 pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -(1 << 17)..=22;
 
-/// The codec names `[output] compression` accepts.
-pub const CODEC_NAMES: [&str; 4] = ["zstd", "lz4", "snappy", "none"];
-
 impl Codec {
-    /// A codec by name, zstd at its default level.
+    /// Every codec (zstd at its default level), in the order error messages list them.
+    pub const ALL: [Codec; 4] = [
+        Codec::Zstd(DEFAULT_ZSTD_LEVEL),
+        Codec::Lz4,
+        Codec::Snappy,
+        Codec::None,
+    ];
+
+    /// A codec by its name (as `[output] compression` gives it), zstd at its default level.
     pub fn parse(s: &str) -> Option<Codec> {
-        match s {
-            "zstd" => Some(Codec::Zstd(DEFAULT_ZSTD_LEVEL)),
-            "lz4" => Some(Codec::Lz4),
-            "snappy" => Some(Codec::Snappy),
-            "none" => Some(Codec::None),
-            _ => None,
-        }
+        Codec::ALL.into_iter().find(|c| c.name() == s)
     }
 
     /// The same codec at `level`: zstd only, at a level zstd accepts.

@@ -417,9 +417,9 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     let mut codec = match &spec.output.compression {
         None => crate::output::Codec::default(),
         Some(c) => crate::output::Codec::parse(c.get_ref()).unwrap_or_else(|| {
-            let names: Vec<String> = crate::output::CODEC_NAMES
+            let names: Vec<String> = crate::output::Codec::ALL
                 .iter()
-                .map(|n| format!("\"{n}\""))
+                .map(|c| format!("\"{}\"", c.name()))
                 .collect();
             errors.push(src.error(
                 span_of(c),
