@@ -617,6 +617,12 @@ fn all_finite(v: &[f64]) -> bool {
 /// In-place LU factorisation with partial pivoting of a row-major n×n matrix. Returns false if
 /// the matrix is singular or not finite.
 pub fn lu_factor(a: &mut [f64], piv: &mut [usize], n: usize) -> bool {
+    by_dim!(n, |n| lu_factor_n(a, piv, n))
+}
+
+#[inline(always)]
+fn lu_factor_n(a: &mut [f64], piv: &mut [usize], n: usize) -> bool {
+    let (a, piv) = (&mut a[..n * n], &mut piv[..n]);
     for k in 0..n {
         let mut p = k;
         let mut best = a[k * n + k].abs();
@@ -652,6 +658,12 @@ pub fn lu_factor(a: &mut [f64], piv: &mut [usize], n: usize) -> bool {
 
 /// Solves LU x = b in place (b becomes x).
 pub fn lu_solve(lu: &[f64], piv: &[usize], n: usize, b: &mut [f64]) {
+    by_dim!(n, |n| lu_solve_n(lu, piv, n, b))
+}
+
+#[inline(always)]
+fn lu_solve_n(lu: &[f64], piv: &[usize], n: usize, b: &mut [f64]) {
+    let (lu, piv, b) = (&lu[..n * n], &piv[..n], &mut b[..n]);
     for k in 0..n {
         b.swap(k, piv[k]);
     }
@@ -667,7 +679,8 @@ pub fn lu_solve(lu: &[f64], piv: &[usize], n: usize, b: &mut [f64]) {
         for j in i + 1..n {
             s -= lu[i * n + j] * b[j];
         }
-        b[i] = s / lu[i * n + i];
+        // The reciprocal does not wait for s: the rows' divisions overlap instead of chaining.
+        b[i] = s * (1.0 / lu[i * n + i]);
     }
 }
 
