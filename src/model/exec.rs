@@ -584,12 +584,10 @@ mod tests {
         }
     }
 
-    /// Products read by one sum or difference are folded into it: two_cmt_oral's right-hand
-    /// side and output run in 6 instructions instead of 9 (its `ka·depot − k·central` and
-    /// `q/v1·central − q/v2·periph` each become one).
-    #[test]
-    fn products_fold_into_sums() {
-        let lm = crate::model::library::get("two_cmt_oral").unwrap();
+    /// A library model, its programs and their inputs.
+    fn compiled(
+        lm: &crate::model::library::LibraryModel,
+    ) -> (crate::model::Model, ModelPrograms, Inputs) {
         let m = crate::model::Model::parse(lm.name, lm.source).unwrap();
         let p = ModelPrograms::new(&m);
         let inputs = Inputs {
@@ -597,6 +595,16 @@ mod tests {
             params: p.n_params,
             slots: 0,
         };
+        (m, p, inputs)
+    }
+
+    /// Products read by one sum or difference are folded into it: two_cmt_oral's right-hand
+    /// side and output run in 6 instructions instead of 9 (its `ka·depot − k·central` and
+    /// `q/v1·central − q/v2·periph` each become one).
+    #[test]
+    fn products_fold_into_sums() {
+        let lm = crate::model::library::get("two_cmt_oral").unwrap();
+        let (_, p, inputs) = compiled(lm);
         let both = p.rhs.concat(&p.outputs);
         let unfused = Exec::build(&both, inputs).0;
         let fused = Exec::new(&both, inputs);
@@ -616,16 +624,8 @@ mod tests {
     #[test]
     fn matches_the_interpreter_bit_for_bit() {
         for lm in crate::model::library::MODELS {
-            let (name, m) = (
-                lm.name,
-                crate::model::Model::parse(lm.name, lm.source).unwrap(),
-            );
-            let p = ModelPrograms::new(&m);
-            let inputs = Inputs {
-                states: p.n_states,
-                params: p.n_params,
-                slots: 0,
-            };
+            let name = lm.name;
+            let (m, p, inputs) = compiled(lm);
             let both = p.rhs.concat(&p.outputs);
             for prog in [
                 &both,

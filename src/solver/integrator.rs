@@ -16,39 +16,14 @@ use super::{DenseOutput, Method, OdeSystem, SolverOptions, Stats, Status, StepOb
 /// vectorises the loops over components of a function inlined into `$body`.
 macro_rules! by_dim {
     ($dim:expr, |$n:ident| $body:expr) => {
+        by_dim!(@sizes $dim, $n, $body, 1 2 3 4 5 6 7 8)
+    };
+    (@sizes $dim:expr, $n:ident, $body:expr, $($k:literal)*) => {
         match $dim {
-            1 => {
-                let $n = 1;
+            $($k => {
+                let $n = $k;
                 $body
-            }
-            2 => {
-                let $n = 2;
-                $body
-            }
-            3 => {
-                let $n = 3;
-                $body
-            }
-            4 => {
-                let $n = 4;
-                $body
-            }
-            5 => {
-                let $n = 5;
-                $body
-            }
-            6 => {
-                let $n = 6;
-                $body
-            }
-            7 => {
-                let $n = 7;
-                $body
-            }
-            8 => {
-                let $n = 8;
-                $body
-            }
+            })*
             $n => $body,
         }
     };
