@@ -6,9 +6,9 @@
 // subject's records as a program (kernels/records_driver.cu).
 //
 // Slots filled by src/backend/cuda/kernel.rs: REAL, SIZES (with the metric searches'
-// EXTREMUM_XTOL, EXTREMUM_ITERS, ROOT_ITERS and ROOT_RTOL for the precision, and OBSERVE: whether accepted steps
-// are observed for metrics and profiles), TABLEAUS (coefficients from build.rs), MODEL
-// (generated model functions), METRICS (each metric's kind and output), STAGES and STEP (the
+// EXTREMUM_CGOLD, EXTREMUM_XTOL, EXTREMUM_ITERS, ROOT_ITERS and ROOT_RTOL for the precision,
+// and OBSERVE: whether accepted steps are observed for metrics and profiles), TABLEAUS
+// (coefficients from build.rs), MODEL (generated model functions), METRICS (each metric's kind and output), STAGES and STEP (the
 // method, from src/backend/stepgen.rs), DRIVER.
 //
 // Everything a thread keeps is meant to live in registers: every per-subject array is indexed
@@ -281,10 +281,9 @@ struct Sub {
     // interpolation safeguarded by golden sections), as the CPU reference's refine_extremum.
     FI void refine_extremum(unsigned k, bool maximize, real& tm, real& cm) {
         const real sign = maximize ? (real)1 : (real)-1;
-        const real cgold = (real)0.3819660112501051;  // (3 - sqrt(5)) / 2
         real a = st_t0, b = st_t1;
         const real xtol = (real)EXTREMUM_XTOL * (b - a);
-        real x = a + cgold * (b - a), w = x, v = x;
+        real x = a + (real)EXTREMUM_CGOLD * (b - a), w = x, v = x;
         real fx = -sign * output_at(x, k), fw = fx, fv = fx;
         real d = 0, e = 0;
         for (int it = 0; it < EXTREMUM_ITERS; it++) {
@@ -311,7 +310,7 @@ struct Sub {
             }
             if (!parabolic) {
                 e = x >= xm ? a - x : b - x;
-                d = cgold * e;
+                d = (real)EXTREMUM_CGOLD * e;
             }
             real u = fabs(d) >= tol1 ? x + d : (d > (real)0 ? x + tol1 : x - tol1);
             real fu = -sign * output_at(u, k);

@@ -321,11 +321,10 @@ fn output_at(t: real, k: u32) -> real {
 // refine_extremum.
 fn refine_extremum(k: u32, maximize: bool) -> vec2<real> {
     let sign = select(real(-1), real(1), maximize);
-    let cgold: real = 0.3819660112501051;  // (3 - sqrt(5)) / 2
     var a = st_t0;
     var b = st_t1;
     let xtol = EXTREMUM_XTOL * (b - a);
-    var x = a + cgold * (b - a);
+    var x = a + EXTREMUM_CGOLD * (b - a);
     var w = x;
     var v = x;
     var fx = -sign * output_at(x, k);
@@ -357,7 +356,7 @@ fn refine_extremum(k: u32, maximize: bool) -> vec2<real> {
         }
         if (!parabolic) {
             e = select(b - x, a - x, x >= xm);
-            d = cgold * e;
+            d = EXTREMUM_CGOLD * e;
         }
         var u = x + d;
         if (abs(d) < tol1) { u = select(x - tol1, x + tol1, d > 0.0); }

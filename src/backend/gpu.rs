@@ -291,6 +291,8 @@ impl Driver {
 /// where f32 stops resolving.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchSettings {
+    /// The extremum search's golden-section fraction, as the CPU reference's.
+    pub extremum_cgold: f64,
     pub extremum_xtol: f64,
     pub extremum_iters: usize,
     pub root_iters: usize,
@@ -298,12 +300,13 @@ pub struct SearchSettings {
 }
 
 pub fn search_settings(p: crate::backend::Precision) -> SearchSettings {
-    use crate::metrics::accumulate::{EXTREMUM_ITERS, EXTREMUM_XTOL, ROOT_ITERS, ROOT_RTOL};
+    use crate::metrics::accumulate::{CGOLD, EXTREMUM_ITERS, EXTREMUM_XTOL, ROOT_ITERS, ROOT_RTOL};
     let (extremum_xtol, root_rtol) = match p {
         crate::backend::Precision::F32 => (1e-6, 1e-6),
         crate::backend::Precision::F64 => (EXTREMUM_XTOL, ROOT_RTOL),
     };
     SearchSettings {
+        extremum_cgold: CGOLD,
         extremum_xtol,
         extremum_iters: EXTREMUM_ITERS,
         root_iters: ROOT_ITERS,

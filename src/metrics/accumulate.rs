@@ -43,8 +43,8 @@ pub trait OutputEval {
 /// An extremum inside a step is located to this fraction of the step (plus round-off of t):
 /// far below what affects Cmax (its error ∝ the distance²) and below Tmax's own conditioning.
 pub const EXTREMUM_XTOL: f64 = 1e-9;
-/// (3 − √5)/2, the golden section's smaller fraction (the kernels use the same literal).
-const CGOLD: f64 = 0.3819660112501051;
+/// (3 − √5)/2, the golden section's smaller fraction (the kernels are given this value).
+pub const CGOLD: f64 = 0.3819660112501051;
 /// Iteration cap of that search, which converges in far fewer (golden sections alone would
 /// need 43 iterations to reach 1e-9 of the step).
 pub const EXTREMUM_ITERS: usize = 100;

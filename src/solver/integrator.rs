@@ -170,11 +170,16 @@ impl Integrator {
                 };
             }
             let ok_stages = match self.method {
-                Method::Dopri5 => {
-                    self.explicit_step(sys, t, step, y, &DOPRI5_C, &DOPRI5_A, &DOPRI5_E, stats)
-                }
-                Method::Tsit5 => {
-                    self.explicit_step(sys, t, step, y, &TSIT5_C, &TSIT5_A, &TSIT5_E, stats)
+                Method::Dopri5 | Method::Tsit5 => {
+                    let (c, a, e) = if self.method == Method::Dopri5 {
+                        (&DOPRI5_C, &DOPRI5_A, &DOPRI5_E)
+                    } else {
+                        (&TSIT5_C, &TSIT5_A, &TSIT5_E)
+                    };
+                    by_dim!(self.dim, |n| self
+                        .explicit_step(n, sys, t, step, y, c, a, e));
+                    stats.rhs_evals += 6;
+                    true
                 }
                 Method::Rosenbrock23 => self.ros23_step(sys, t, step, y, stats),
                 Method::Rodas4 => self.rodas4_step(sys, t, step, y, stats),
@@ -377,29 +382,12 @@ impl Integrator {
         }
     }
 
-    /// One explicit FSAL step: stages k1 (= f0) … k7 (= f(t+h, y1)), solution y1, error e.
-    #[allow(clippy::too_many_arguments)]
-    fn explicit_step<S: OdeSystem + ?Sized>(
-        &mut self,
-        sys: &mut S,
-        t: f64,
-        h: f64,
-        y: &[f64],
-        c: &[f64; 7],
-        a: &[[f64; 6]; 7],
-        e: &[f64; 7],
-        stats: &mut Stats,
-    ) -> bool {
-        by_dim!(self.dim, |n| self.explicit_step_n(n, sys, t, h, y, c, a, e));
-        stats.rhs_evals += 6;
-        true
-    }
-
-    /// [`Integrator::explicit_step`] for `n = self.dim`. Each stage sum adds its terms in
-    /// stage order, as written in the tableau.
+    /// One explicit FSAL step of a system of `n = self.dim` components: stages k1 (= f0) …
+    /// k7 (= f(t+h, y1)), solution y1, error e. Each stage sum adds its terms in stage order,
+    /// as written in the tableau. Called through [`by_dim!`].
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn explicit_step_n<S: OdeSystem + ?Sized>(
+    fn explicit_step<S: OdeSystem + ?Sized>(
         &mut self,
         n: usize,
         sys: &mut S,

@@ -160,9 +160,11 @@ fn source(
     let s = crate::backend::gpu::search_settings(p);
     let (ss_start, ss_admin, ss_ii, resets) = driver.arm_settings();
     let sizes = format!(
-        "{sizes}#define EXTREMUM_XTOL {:e}\n#define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n\
+        "{sizes}#define EXTREMUM_CGOLD {:e}\n#define EXTREMUM_XTOL {:e}\n\
+         #define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n\
          #define ROOT_RTOL {:e}\n#define SS_START {}\n#define SS_ADMIN {ss_admin}u\n\
          #define SS_II ((real){ss_ii:e})\n#define HAS_RESETS {}\n",
+        s.extremum_cgold,
         s.extremum_xtol,
         s.extremum_iters,
         s.root_iters,

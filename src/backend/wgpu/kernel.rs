@@ -125,10 +125,12 @@ fn source(
     let (eps, snap) = eps_snap(p);
     let search = format!(
         "const EPS: real = {};\nconst SNAP: real = {};\n\
-         const EXTREMUM_XTOL: real = {};\nconst EXTREMUM_ITERS: u32 = {}u;\n\
+         const EXTREMUM_CGOLD: real = {};\nconst EXTREMUM_XTOL: real = {};\n\
+         const EXTREMUM_ITERS: u32 = {}u;\n\
          const ROOT_ITERS: u32 = {}u;\nconst ROOT_RTOL: real = {};",
         codegen::literal(eps, p),
         codegen::literal(snap, p),
+        codegen::literal(s.extremum_cgold, p),
         codegen::literal(s.extremum_xtol, p),
         s.extremum_iters,
         s.root_iters,
