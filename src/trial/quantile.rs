@@ -8,6 +8,10 @@
 //! ([`TopCounts`]). A pass over values split into parts (a dataset's files) runs the parts in
 //! parallel and merges their counts. Quantiles interpolate linearly between
 //! order statistics (type 7, as numpy's default, pandas, polars and DuckDB's `quantile_cont`).
+//!
+//! Values that stream past in random order (a trial's subjects) usually need no pass at all:
+//! [`StreamedQuantiles`] keeps the values near each wanted position as they go by, and falls
+//! back to the passes only when those miss.
 
 /// Order-preserving key of a finite f64.
 fn key(x: f64) -> u64 {
@@ -334,33 +338,28 @@ where
     quantiles_of(Some(first), parallel(parts), probs)
 }
 
-fn quantiles_of<P>(first: Option<&TopCounts>, pass: P, probs: &[f64]) -> (u64, Vec<f64>)
-where
-    P: FnMut(Acc) -> Acc,
-{
-    // Each probability needs the order statistics on either side of its position.
-    let position = |n: u64, p: f64| {
-        let h = n.saturating_sub(1) as f64 * p.clamp(0.0, 1.0);
-        let lo = h.floor() as u64;
-        (lo, h - lo as f64)
-    };
-    let (n, _, stats) = select(first, pass, |n| {
-        probs
-            .iter()
-            .flat_map(|&p| {
-                let (lo, _) = position(n, p);
-                [lo, (lo + 1).min(n.saturating_sub(1))]
-            })
-            .collect()
-    });
+/// The 0-based ranks of the order statistics on either side of each probability's position
+/// among `n` values, two per probability, and the position's fraction between them.
+fn type7_ranks(n: u64, probs: &[f64]) -> Vec<(u64, u64, f64)> {
+    probs
+        .iter()
+        .map(|&p| {
+            let h = n.saturating_sub(1) as f64 * p.clamp(0.0, 1.0);
+            let lo = h.floor() as u64;
+            (lo, (lo + 1).min(n.saturating_sub(1)), h - lo as f64)
+        })
+        .collect()
+}
+
+/// Type-7 quantiles from the order statistics at [`type7_ranks`], two per probability.
+fn type7_interpolate(n: u64, probs: &[f64], stats: &[f64]) -> Vec<f64> {
     if n == 0 {
-        return (0, vec![f64::NAN; probs.len()]);
+        return vec![f64::NAN; probs.len()];
     }
-    let q = probs
+    type7_ranks(n, probs)
         .iter()
         .enumerate()
-        .map(|(i, &p)| {
-            let (_, frac) = position(n, p);
+        .map(|(i, &(_, _, frac))| {
             let (a, b) = (stats[2 * i], stats[2 * i + 1]);
             if frac == 0.0 {
                 a
@@ -368,8 +367,335 @@ where
                 a + frac * (b - a)
             }
         })
-        .collect();
-    (n, q)
+        .collect()
+}
+
+fn quantiles_of<P>(first: Option<&TopCounts>, pass: P, probs: &[f64]) -> (u64, Vec<f64>)
+where
+    P: FnMut(Acc) -> Acc,
+{
+    let (n, _, stats) = select(first, pass, |n| {
+        type7_ranks(n, probs)
+            .iter()
+            .flat_map(|&(lo, hi, _)| [lo, hi])
+            .collect()
+    });
+    (n, type7_interpolate(n, probs, &stats))
+}
+
+/// Values kept around each wanted probability's position while the values stream past, so
+/// that the quantiles usually need no pass over the values at all.
+///
+/// Each probability has a window, a range of values: every value in it is kept, the values
+/// below it are only counted. Until [`WARM_KEYS`] values have been seen they are all kept,
+/// once for every probability; then each window holding more than [`WINDOW_KEYS`] values (and
+/// more than twice its target width) is narrowed to the values within [`WINDOW_SIGMAS`]
+/// standard errors of the probability's rank among the values seen so far (the standard error
+/// of a sample quantile's rank, √(p(1 − p)·n)), so memory grows as √n. At the end the order statistics
+/// are read from the windows when their ranks fall inside them, which is certain for data that
+/// arrive in random order, as subjects do; otherwise (data sorted by the metric, say) the
+/// window is given up and [`quantiles_after`] reads the values again: the result is exact
+/// either way (a quantile that is a zero may come back as +0 where the passes would say −0).
+/// Tallies of disjoint parts of the values merge (their windows intersect).
+#[derive(Debug, Clone)]
+pub struct StreamedQuantiles {
+    probs: Vec<f64>,
+    n: u64,
+    top: TopCounts,
+    /// Every value, while there are fewer than [`WARM_KEYS`] (one window for all the
+    /// probabilities); then `None`, and each probability has its window.
+    warm: Option<Kept>,
+    windows: Vec<Window>,
+}
+
+/// A probability's window; `None` once given up.
+#[derive(Debug, Clone)]
+struct Window {
+    p: f64,
+    kept: Option<Kept>,
+}
+
+/// The values of a window, `lo..=hi`, and the count of values below `lo`. Values equal to a
+/// bound are only counted (a metric may have many ties: zero time above a threshold, say), so
+/// that ties cost no memory; the values strictly between the bounds are kept. `lo == hi` keeps
+/// only the count `at_lo`. Values are compared as numbers with −0 taken as +0 (a NaN is in no
+/// window), so that the order is total.
+#[derive(Debug, Clone)]
+struct Kept {
+    lo: f64,
+    hi: f64,
+    below: u64,
+    at_lo: u64,
+    at_hi: u64,
+    values: Vec<f64>,
+}
+
+/// The values kept for all the probabilities at once, at most, before each has its window.
+const WARM_KEYS: usize = 1 << 15;
+
+/// A window keeping more values than this (and more than twice its width) is narrowed.
+const WINDOW_KEYS: usize = 1 << 13;
+
+/// A narrowed window keeps the values within this many standard errors of the wanted rank.
+const WINDOW_SIGMAS: f64 = 8.0;
+
+impl Kept {
+    fn everything() -> Kept {
+        Kept {
+            lo: f64::NEG_INFINITY,
+            hi: f64::INFINITY,
+            below: 0,
+            at_lo: 0,
+            at_hi: 0,
+            values: Vec::new(),
+        }
+    }
+
+    /// Counts or keeps the values of `xs` (NaNs compare false: in no window).
+    fn add(&mut self, xs: &[f64]) {
+        let (lo, hi) = (self.lo, self.hi);
+        // Counting without branches (the place of a value relative to the window is
+        // unpredictable), then keeping the few in the window.
+        let (mut below, mut at_lo, mut at_hi) = (0u64, 0u64, 0u64);
+        for &x in xs {
+            below += u64::from(x < lo);
+            at_lo += u64::from(x == lo);
+            at_hi += u64::from(x == hi);
+        }
+        self.below += below;
+        self.at_lo += at_lo;
+        if lo != hi {
+            self.at_hi += at_hi;
+        }
+        // Each value written past the end, the length advanced if it is in the window (a
+        // branch would be mispredicted on `x > lo` for half the values of a median's window).
+        for block in xs.chunks(4096) {
+            let mut m = self.values.len();
+            self.values.resize(m + block.len(), 0.0);
+            for &x in block {
+                self.values[m] = x + 0.0;
+                m += usize::from((x > lo) & (x < hi));
+            }
+            self.values.truncate(m);
+        }
+    }
+
+    /// How many values the window holds.
+    fn len(&self) -> u64 {
+        self.at_lo + self.values.len() as u64 + self.at_hi
+    }
+
+    /// The `i`-th smallest value of the window (reorders `values`).
+    fn nth(&mut self, i: u64) -> f64 {
+        if i < self.at_lo {
+            self.lo
+        } else if i - self.at_lo < self.values.len() as u64 {
+            *self
+                .values
+                .select_nth_unstable_by((i - self.at_lo) as usize, f64::total_cmp)
+                .1
+        } else {
+            self.hi
+        }
+    }
+
+    /// How many values of the window are below `v`, and how many are equal to it.
+    fn rank(&self, v: f64) -> (u64, u64) {
+        let at_hi = if self.hi != self.lo { self.at_hi } else { 0 };
+        let (mut lt, mut eq) = (0u64, 0u64);
+        for &x in &self.values {
+            lt += u64::from(x < v);
+            eq += u64::from(x == v);
+        }
+        lt += u64::from(self.lo < v) * self.at_lo + u64::from(self.hi < v) * at_hi;
+        eq += u64::from(self.lo == v) * self.at_lo + u64::from(self.hi == v) * at_hi;
+        (lt, eq)
+    }
+
+    /// Keeps only the values in `lo..=hi`, bounds within the window's, counting those below.
+    fn restrict(&mut self, lo: f64, hi: f64) {
+        let (below, at_lo) = self.rank(lo);
+        let at_hi = if hi == lo { 0 } else { self.rank(hi).1 };
+        self.values.retain(|&x| lo < x && x < hi);
+        self.values.shrink_to(2 * self.values.len());
+        self.below += below;
+        (self.lo, self.hi, self.at_lo, self.at_hi) = (lo, hi, at_lo, at_hi);
+    }
+
+    /// Narrows to the values within [`WINDOW_SIGMAS`] standard errors of the rank of `p` among
+    /// `n` values; `false` if that rank is not in the window (the values do not arrive in
+    /// random order), when the window must be given up.
+    fn narrow(&mut self, p: f64, n: u64) -> bool {
+        let len = self.len() as f64;
+        let target = n.saturating_sub(1) as f64 * p.clamp(0.0, 1.0) - self.below as f64;
+        if !(0.0..len).contains(&target) {
+            return false;
+        }
+        let half = WINDOW_SIGMAS * (p * (1.0 - p) * n as f64).sqrt() + 2.0;
+        if 2.0 * (2.0 * half + 1.0) > self.values.len() as f64 {
+            return true;
+        }
+        // A bound moves only where the window reaches beyond the target's neighbourhood; the
+        // new bounds are values of the window.
+        let lo = if target - half > 0.0 {
+            self.nth((target - half) as u64)
+        } else {
+            self.lo
+        };
+        let hi = if target + half < len - 1.0 {
+            self.nth((target + half).ceil() as u64)
+        } else {
+            self.hi
+        };
+        self.restrict(lo, hi);
+        true
+    }
+}
+
+impl StreamedQuantiles {
+    /// Tallies for the quantiles at `probs`.
+    pub fn new(probs: &[f64]) -> StreamedQuantiles {
+        StreamedQuantiles {
+            probs: probs.to_vec(),
+            n: 0,
+            top: TopCounts::default(),
+            warm: Some(Kept::everything()),
+            windows: Vec::new(),
+        }
+    }
+
+    /// Counts the non-NaN values of `xs`.
+    pub fn add(&mut self, xs: &[f64]) {
+        // Pieces no larger than the values kept for all probabilities: the windows are given
+        // and narrowed as soon as there are that many.
+        for piece in xs.chunks(WARM_KEYS) {
+            self.add_piece(piece);
+        }
+    }
+
+    fn add_piece(&mut self, xs: &[f64]) {
+        self.top.add(xs);
+        self.n += xs.iter().filter(|x| !x.is_nan()).count() as u64;
+        match &mut self.warm {
+            Some(k) => k.add(xs),
+            None => {
+                for k in self.windows.iter_mut().filter_map(|w| w.kept.as_mut()) {
+                    k.add(xs);
+                }
+            }
+        }
+        self.narrow();
+    }
+
+    /// Gives each probability its window, from the values kept so far for all of them.
+    fn split(&mut self) {
+        if let Some(warm) = self.warm.take() {
+            self.windows = self
+                .probs
+                .iter()
+                .map(|&p| Window {
+                    p,
+                    kept: Some(warm.clone()),
+                })
+                .collect();
+        }
+    }
+
+    /// Narrows the windows that hold too many values (first giving each probability its own,
+    /// once the values kept for all of them are too many).
+    fn narrow(&mut self) {
+        if self
+            .warm
+            .as_ref()
+            .is_some_and(|k| k.values.len() >= WARM_KEYS)
+        {
+            self.split();
+        }
+        let n = self.n;
+        for w in &mut self.windows {
+            if w.kept
+                .as_ref()
+                .is_some_and(|k| k.values.len() > WINDOW_KEYS)
+                && !w.kept.as_mut().is_some_and(|k| k.narrow(w.p, n))
+            {
+                w.kept = None;
+            }
+        }
+    }
+
+    /// Adds the tally of other values (the same probabilities).
+    pub fn merge(&mut self, other: &StreamedQuantiles) {
+        assert_eq!(self.probs, other.probs, "tallies of the same quantiles");
+        self.top.merge(&other.top);
+        self.n += other.n;
+        if let (Some(a), Some(b)) = (&mut self.warm, &other.warm) {
+            a.below += b.below;
+            a.at_lo += b.at_lo;
+            a.at_hi += b.at_hi;
+            a.values.extend_from_slice(&b.values);
+        } else {
+            self.split();
+            let mut other = other.clone();
+            other.split();
+            for (w, o) in self.windows.iter_mut().zip(other.windows) {
+                w.kept = match (w.kept.take(), o.kept) {
+                    (Some(mut a), Some(mut b)) => {
+                        let (lo, hi) = (a.lo.max(b.lo), a.hi.min(b.hi));
+                        (lo <= hi).then(|| {
+                            a.restrict(lo, hi);
+                            b.restrict(lo, hi);
+                            a.below += b.below;
+                            a.at_lo += b.at_lo;
+                            a.at_hi += b.at_hi;
+                            a.values.extend_from_slice(&b.values);
+                            a
+                        })
+                    }
+                    _ => None,
+                };
+            }
+        }
+        self.narrow();
+    }
+
+    /// How many values were counted.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// The selection's first pass, for [`quantiles_after`].
+    pub fn top_counts(&self) -> &TopCounts {
+        &self.top
+    }
+
+    /// The quantiles, if every order statistic they need is in a window; `None` if the values
+    /// must be read again ([`quantiles_after`] with [`Self::top_counts`]).
+    pub fn quantiles(&self) -> Option<(u64, Vec<f64>)> {
+        let n = self.n;
+        if n == 0 {
+            return Some((0, vec![f64::NAN; self.probs.len()]));
+        }
+        // Copies of the windows, whose values the selection reorders.
+        let kept: Vec<Option<&Kept>> = match &self.warm {
+            Some(k) => vec![Some(k)],
+            None => self.windows.iter().map(|w| w.kept.as_ref()).collect(),
+        };
+        let mut copies: Vec<Option<Kept>> = vec![None; kept.len()];
+        let mut stats = Vec::with_capacity(2 * self.probs.len());
+        for &(lo, hi, _) in &type7_ranks(n, &self.probs) {
+            for rank in [lo, hi] {
+                // Any window that holds the rank will do (windows may overlap).
+                let (i, k) = kept.iter().enumerate().find_map(|(i, k)| {
+                    let k = (*k)?;
+                    (k.below <= rank && rank - k.below < k.len()).then_some((i, k))
+                })?;
+                let k = copies[i].get_or_insert_with(|| k.clone());
+                let below = k.below;
+                stats.push(k.nth(rank - below));
+            }
+        }
+        Some((n, type7_interpolate(n, &self.probs, &stats)))
+    }
 }
 
 #[cfg(test)]
@@ -514,6 +840,124 @@ mod tests {
         let after = quantiles_after(&first, &parts, &probs);
         assert_eq!(own, after);
         assert_eq!(reads.load(Ordering::Relaxed), (passes - 1) * parts.len());
+    }
+
+    /// Exact quantiles of values streamed in `batch`-sized pieces through tallies of `parts`
+    /// values each, merged; `None` where the kept keys did not hold them.
+    fn streamed(data: &[f64], parts: usize, batch: usize, probs: &[f64]) -> StreamedQuantiles {
+        let mut all = StreamedQuantiles::new(probs);
+        for part in data.chunks(parts) {
+            let mut t = StreamedQuantiles::new(probs);
+            for b in part.chunks(batch) {
+                t.add(b);
+            }
+            all.merge(&t);
+        }
+        all
+    }
+
+    fn exact(data: &[f64], probs: &[f64]) -> Vec<f64> {
+        let mut sorted: Vec<f64> = data.iter().copied().filter(|x| !x.is_nan()).collect();
+        sorted.sort_by(f64::total_cmp);
+        probs.iter().map(|&p| type7(&sorted, p)).collect()
+    }
+
+    /// Subjects arrive in random order: the kept keys hold every order statistic the summary
+    /// needs (no pass over the values), with ties (zeros, a value clamped at a bound), NaNs,
+    /// negatives and a heavy tail, tallied part by part and merged, and the memory they take
+    /// stays far below the values'.
+    #[test]
+    fn streamed_quantiles_need_no_second_pass_for_random_order() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let data: Vec<f64> = (0..1_500_000)
+            .map(|_| {
+                let u = rng.random::<f64>();
+                if u < 0.2 {
+                    0.0
+                } else if u < 0.3 {
+                    -0.0
+                } else if u < 0.35 {
+                    f64::NAN
+                } else if u < 0.45 {
+                    168.0
+                } else if u < 0.5 {
+                    -rng.random::<f64>()
+                } else {
+                    (rng.random::<f64>() * 6.0).exp()
+                }
+            })
+            .collect();
+        for probs in [&[0.5, 0.05, 0.95][..], &[0.0, 0.25, 0.3, 0.999, 1.0]] {
+            for (parts, batch) in [(1_500_000, 65_536), (200_000, 4_099), (1_000, 7)] {
+                let s = streamed(&data, parts, batch, probs);
+                let (n, q) = s.quantiles().unwrap_or_else(|| {
+                    panic!("probs {probs:?}, parts of {parts}: the kept keys miss a rank")
+                });
+                assert_eq!(n, data.iter().filter(|x| !x.is_nan()).count() as u64);
+                assert_eq!(q, exact(&data, probs), "probs {probs:?}, parts of {parts}");
+                // At most twice a window's width or WINDOW_KEYS each, and what one batch
+                // added since the last narrowing.
+                let kept: usize = s
+                    .windows
+                    .iter()
+                    .map(|w| w.kept.as_ref().map_or(0, |k| k.values.len()))
+                    .sum();
+                let bound: f64 = probs
+                    .iter()
+                    .map(|p| {
+                        let half = WINDOW_SIGMAS * (p * (1.0 - p) * n as f64).sqrt() + 2.0;
+                        (2.0 * (2.0 * half + 1.0)).max(WINDOW_KEYS as f64)
+                    })
+                    .sum::<f64>()
+                    + batch.max(parts.min(WARM_KEYS)) as f64;
+                assert!(
+                    s.warm.is_none() && kept as f64 <= bound,
+                    "{kept} values kept for {n} values (at most {bound})"
+                );
+            }
+        }
+    }
+
+    /// Values sorted by themselves (the worst order for windows chosen from the values seen
+    /// so far): the kept keys may miss a rank, and then the selection's passes over the values
+    /// give the exact quantiles.
+    #[test]
+    fn streamed_quantiles_fall_back_to_passes_for_sorted_values() {
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut data: Vec<f64> = (0..400_000).map(|_| rng.random::<f64>() * 100.0).collect();
+        let probs = [0.5, 0.05, 0.95];
+        let want = exact(&data, &probs);
+        for descending in [false, true] {
+            data.sort_by(f64::total_cmp);
+            if descending {
+                data.reverse();
+            }
+            let s = streamed(&data, 100_000, 65_536, &probs);
+            assert!(s.quantiles().is_none(), "sorted values, windows kept");
+            let parts: Vec<_> = data
+                .chunks(100_000)
+                .map(|part| move |f: &mut dyn FnMut(&[f64])| part.chunks(65_536).for_each(&mut *f))
+                .collect();
+            assert_eq!(quantiles_after(s.top_counts(), &parts, &probs).1, want);
+        }
+    }
+
+    /// Small tallies keep every key: exact for any order, and for none or one value.
+    #[test]
+    fn streamed_quantiles_of_few_values_are_exact() {
+        let probs = [0.5, 0.05, 0.95];
+        let data: Vec<f64> = (0..20_000).map(|i| ((i * 7919) % 20_000) as f64).collect();
+        let mut sorted = data.clone();
+        sorted.sort_by(f64::total_cmp);
+        for d in [&data, &sorted] {
+            let (n, q) = streamed(d, 5_000, 1_000, &probs).quantiles().unwrap();
+            assert_eq!((n, q), (20_000, exact(d, &probs)));
+        }
+        let (n, q) = streamed(&[f64::NAN], 1, 1, &probs).quantiles().unwrap();
+        assert_eq!(n, 0);
+        assert!(q.iter().all(|x| x.is_nan()));
+        let (_, q) = streamed(&[2.5], 1, 1, &probs).quantiles().unwrap();
+        assert_eq!(q, vec![2.5; 3]);
     }
 
     #[test]

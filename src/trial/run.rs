@@ -77,7 +77,7 @@ pub struct RunReport {
     pub sampling: Duration,
     /// Busy time of the encoding and writing workers, summed (overlapped).
     pub encoding: Duration,
-    /// Reading the parts back for the summary (after the pipeline).
+    /// The summary's quantiles after the pipeline (and reading back the parts that need it).
     pub summary: Duration,
     /// Backend calls (consecutive chunks are merged into one call for GPU backends).
     pub calls: u64,

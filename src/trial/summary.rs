@@ -1,22 +1,26 @@
 //! The per-arm summary of a run: exact median and 5th/95th percentiles of every metric,
 //! subjects, failures and target attainment, over the parts of a shard.
 //!
-//! What one pass can count is tallied while the parts are written ([`Tally`]: subjects,
-//! failures, target hits and the quantile selection's first pass); parts written by an earlier,
-//! resumed run are read back for the same tally. The quantiles then need one more pass over
-//! each metric column for most data (see [`super::quantile`]), read back from the parts, so
-//! memory does not grow with the number of subjects.
+//! Everything is tallied while the parts are written ([`Tally`]: subjects, failures, target
+//! hits, and each metric's quantile tally: the selection's first pass and the values around
+//! each quantile's position, see [`StreamedQuantiles`]); parts written by an earlier, resumed
+//! run are read back for the same tally. A metric column whose kept values do not hold its
+//! quantiles (values that did not arrive in random order) is read back from the parts for the
+//! selection's later passes. Memory grows as the square root of the number of subjects.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, DictionaryArray, Float64Array, RecordBatch, StringArray};
 
-use super::quantile::{quantiles_after, TopCounts};
+use super::quantile::{quantiles_after, StreamedQuantiles};
 use super::resolve::Trial;
 use super::run::{ArmSummary, MetricSummary};
 use crate::output::dataset::{for_each_batch, for_each_column_batch, part_name};
 use crate::output::Shard;
+
+/// The summary's quantiles: median, 5th and 95th percentiles.
+const PROBS: [f64; 3] = [0.5, 0.05, 0.95];
 
 /// One arm's counts.
 #[derive(Debug, Clone, Default)]
@@ -26,8 +30,8 @@ struct ArmTally {
     /// Successful subjects whose target metric is defined, and those in the target range.
     target_n: u64,
     target_hit: u64,
-    /// The first quantile pass of each metric column.
-    metrics: Vec<TopCounts>,
+    /// Each metric column's quantile tally.
+    metrics: Vec<StreamedQuantiles>,
 }
 
 /// What the summary counts in one pass over the parts, tallied part by part (by each encoder,
@@ -67,7 +71,7 @@ impl Tally {
                 .arms
                 .iter()
                 .map(|a| ArmTally {
-                    metrics: vec![TopCounts::default(); a.plan.metrics.len()],
+                    metrics: vec![StreamedQuantiles::new(&PROBS); a.plan.metrics.len()],
                     ..Default::default()
                 })
                 .collect(),
@@ -203,8 +207,9 @@ pub fn summarize(
         .map(file)
         .collect();
     tally.add_files(trial, &untallied)?;
-    // The second quantile pass reads every (arm, metric) column back, in parallel (columns and
-    // their parts).
+    // The quantiles come from the keys kept while the values streamed past; a column whose
+    // kept keys do not hold them is read back from the parts for the selection's later passes,
+    // in parallel (columns and their parts).
     let tasks: Vec<(usize, usize)> = trial
         .arms
         .iter()
@@ -217,44 +222,18 @@ pub fn summarize(
             .par_iter()
             .map(|&(a, m)| {
                 let spec = &trial.arms[a].plan.metrics[m];
-                // Each part file a stream of its own: the selection's passes read them in
-                // parallel.
-                let error = std::sync::Mutex::new(None);
-                let parts: Vec<_> = files
-                    .iter()
-                    .map(|file| {
-                        let error = &error;
-                        move |f: &mut dyn FnMut(&[f64])| {
-                            let read = for_each_column_batch(
-                                std::slice::from_ref(file),
-                                a,
-                                &spec.column,
-                                &mut |col| {
-                                    f(&values(col)?);
-                                    Ok(())
-                                },
-                            );
-                            if let Err(e) = read {
-                                error
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .get_or_insert(e);
-                            }
-                        }
-                    })
-                    .collect();
-                let (n, q) = quantiles_after(&tally.arms[a].metrics[m], &parts, &[0.5, 0.05, 0.95]);
-                let error = error.into_inner().unwrap_or_else(|p| p.into_inner());
-                match error {
-                    Some(e) => Err(e),
-                    None => Ok(MetricSummary {
-                        column: spec.column.clone(),
-                        n,
-                        median: q[0],
-                        p5: q[1],
-                        p95: q[2],
-                    }),
-                }
+                let streamed = &tally.arms[a].metrics[m];
+                let (n, q) = match streamed.quantiles() {
+                    Some(q) => q,
+                    None => read_back(&files, a, &spec.column, streamed)?,
+                };
+                Ok(MetricSummary {
+                    column: spec.column.clone(),
+                    n,
+                    median: q[0],
+                    p5: q[1],
+                    p95: q[2],
+                })
             })
             .collect()
     };
@@ -280,4 +259,116 @@ pub fn summarize(
         });
     }
     Ok(out)
+}
+
+/// The quantiles of one arm's metric column by the selection's later passes over its parts
+/// (each part file a stream of its own, read in parallel), after the first pass `streamed`.
+fn read_back(
+    files: &[PathBuf],
+    arm: usize,
+    column: &str,
+    streamed: &StreamedQuantiles,
+) -> Result<(u64, Vec<f64>), String> {
+    let error = std::sync::Mutex::new(None);
+    let parts: Vec<_> = files
+        .iter()
+        .map(|file| {
+            let error = &error;
+            move |f: &mut dyn FnMut(&[f64])| {
+                let read =
+                    for_each_column_batch(std::slice::from_ref(file), arm, column, &mut |col| {
+                        f(&values(col)?);
+                        Ok(())
+                    });
+                if let Err(e) = read {
+                    error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                }
+            }
+        })
+        .collect();
+    let q = quantiles_after(streamed.top_counts(), &parts, &PROBS);
+    match error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(q),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of more subjects than the values kept for all probabilities (so each metric's
+    /// windows are given and narrowed, part by part in each encoder): its summary equals the
+    /// selection's passes over the parts read back, and the windows tallied again from the
+    /// parts.
+    #[test]
+    fn windows_and_read_back_agree_on_a_run() {
+        let dir = std::env::temp_dir().join(format!("vpop-summary-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("pop.toml"),
+            r#"
+[population]
+name = "oral"
+[parameters]
+ka = "1.5 * exp(eta_ka)"
+cl = "2.8 * exp(eta_cl)"
+v = "35 * exp(eta_v)"
+[[omega]]
+etas = ["eta_ka", "eta_cl", "eta_v"]
+cv = [0.4, 0.3, 0.2]
+"#,
+        )
+        .unwrap();
+        let spec = dir.join("trial.toml");
+        let text = r#"
+[trial]
+name = "windows"
+subjects = 45000
+seed = 3
+[model]
+library = "one_cmt_oral"
+[population]
+file = "pop.toml"
+[[arm]]
+name = "single"
+dose = { amount = 100, into = "depot" }
+[simulation]
+end = 24
+method = "tsit5"
+rtol = 1e-4
+chunk_size = 5000
+backend = "cpu"
+[output]
+dir = "unused"
+metrics = ["auc", "cmax", "tmax", "time_above(2.0)"]
+"#;
+        std::fs::write(&spec, text).unwrap();
+        let trial = Trial::from_text(&spec, text).unwrap();
+        let out = dir.join("out");
+        let opts = crate::trial::RunOptions {
+            quiet: true,
+            output_dir: Some(out.clone()),
+            ..Default::default()
+        };
+        let report = crate::trial::run_trial(&trial, &opts).unwrap();
+        let files: Vec<PathBuf> = (0..9).map(|c| out.join(part_name(c))).collect();
+        for m in &report.arms[0].metrics {
+            let mut streamed = StreamedQuantiles::new(&PROBS);
+            for_each_column_batch(&files, 0, &m.column, &mut |col| {
+                streamed.add(&values(col)?);
+                Ok(())
+            })
+            .unwrap();
+            let (n, q) = read_back(&files, 0, &m.column, &streamed).unwrap();
+            assert_eq!(n, m.n, "{}", m.column);
+            assert_eq!(q, vec![m.median, m.p5, m.p95], "{}", m.column);
+            assert_eq!(streamed.quantiles(), Some((n, q)), "{}", m.column);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
