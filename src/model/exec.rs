@@ -180,6 +180,71 @@ fn step(ins: &[Ins], base: usize, env: &mut [f64]) {
     }
 }
 
+/// `out[l] = f(operands at lane l)` for every lane.
+#[inline(always)]
+fn lanes<const N: usize>(out: &mut [f64], ops: [&[f64]; N], f: impl Fn([f64; N]) -> f64) {
+    for (l, o) in out.iter_mut().enumerate() {
+        *o = f(ops.map(|x| x[l]));
+    }
+}
+
+/// [`step`] on an environment of `n` lanes (subjects), entry `i` of lane `l` at `i·n + l`:
+/// each instruction runs over all lanes before the next, so it is dispatched once per
+/// instruction instead of once per subject. The same operations, lane by lane.
+fn step_lanes(ins: &[Ins], base: usize, env: &mut [f64], n: usize) {
+    for (k, i) in ins.iter().enumerate() {
+        let (src, rest) = env.split_at_mut((base + k) * n);
+        let out = &mut rest[..n];
+        let at = |j: u32| &src[j as usize * n..(j as usize + 1) * n];
+        let a = at(i.a);
+        match i.code {
+            Code::Add => lanes(out, [a, at(i.b)], |[x, y]| x + y),
+            Code::Sub => lanes(out, [a, at(i.b)], |[x, y]| x - y),
+            Code::Mul => lanes(out, [a, at(i.b)], |[x, y]| x * y),
+            Code::Div => lanes(out, [a, at(i.b)], |[x, y]| x / y),
+            Code::Neg => lanes(out, [a], |[x]| -x),
+            Code::Not => lanes(out, [a], |[x]| b2f(x == 0.0)),
+            Code::Pow => lanes(out, [a, at(i.b)], |[x, y]| x.powf(y)),
+            Code::Powi => lanes(out, [a], |[x]| x.powi(i.b as i32)),
+            Code::Lt => lanes(out, [a, at(i.b)], |[x, y]| b2f(x < y)),
+            Code::Le => lanes(out, [a, at(i.b)], |[x, y]| b2f(x <= y)),
+            Code::Gt => lanes(out, [a, at(i.b)], |[x, y]| b2f(x > y)),
+            Code::Ge => lanes(out, [a, at(i.b)], |[x, y]| b2f(x >= y)),
+            Code::Eq => lanes(out, [a, at(i.b)], |[x, y]| b2f(x == y)),
+            Code::Ne => lanes(out, [a, at(i.b)], |[x, y]| b2f(x != y)),
+            Code::And => lanes(out, [a, at(i.b)], |[x, y]| b2f(x != 0.0 && y != 0.0)),
+            Code::Or => lanes(out, [a, at(i.b)], |[x, y]| b2f(x != 0.0 || y != 0.0)),
+            Code::Select => lanes(
+                out,
+                [a, at(i.b), at(i.c)],
+                |[x, y, z]| {
+                    if x != 0.0 {
+                        y
+                    } else {
+                        z
+                    }
+                },
+            ),
+            Code::Exp => lanes(out, [a], |[x]| x.exp()),
+            Code::Log => lanes(out, [a], |[x]| x.ln()),
+            Code::Log10 => lanes(out, [a], |[x]| x.log10()),
+            Code::Sqrt => lanes(out, [a], |[x]| x.sqrt()),
+            Code::Abs => lanes(out, [a], |[x]| x.abs()),
+            Code::Min => lanes(out, [a, at(i.b)], |[x, y]| nan_or(x, y, f64::min)),
+            Code::Max => lanes(out, [a, at(i.b)], |[x, y]| nan_or(x, y, f64::max)),
+            Code::MulAdd => lanes(out, [a, at(i.b), at(i.c)], |[x, y, z]| x * y + z),
+            Code::MulSub => lanes(out, [a, at(i.b), at(i.c)], |[x, y, z]| x * y - z),
+            Code::NegMulAdd => lanes(out, [a, at(i.b), at(i.c)], |[x, y, z]| z - x * y),
+            Code::MulMulAdd => lanes(out, [a, at(i.b), at(i.c), at(i.d)], |[x, y, z, w]| {
+                x * y + z * w
+            }),
+            Code::MulMulSub => lanes(out, [a, at(i.b), at(i.c), at(i.d)], |[x, y, z, w]| {
+                x * y - z * w
+            }),
+        }
+    }
+}
+
 /// Folds each product whose only reader is a sum or difference into it (`x·y ± z`,
 /// `z − x·y`, `x·y ± z·w`), so that fewer instructions are dispatched; the arithmetic is the
 /// same, operation for operation (no fused multiply-add), so results are bit for bit those of
@@ -324,6 +389,59 @@ impl Exec {
         let (s, e) = (part.start as usize, part.end as usize);
         step(&self.ins[s..e], self.base + s, &mut env[..self.base + e]);
         env[part.result as usize]
+    }
+
+    /// A fresh environment of `n` lanes (see [`step_lanes`]) for a program without
+    /// parameters (a population's): constants in place and what depends on them alone
+    /// evaluated, the rest zero.
+    pub fn env_lanes(&self, n: usize) -> Vec<f64> {
+        assert_eq!(
+            self.inputs.params, 0,
+            "lanes are for programs without parameters"
+        );
+        let mut e = vec![0.0; (self.base + self.ins.len()) * n];
+        let c0 = self.pre_base - self.consts.len();
+        for (j, &c) in self.consts.iter().enumerate() {
+            e[(c0 + j) * n..(c0 + j + 1) * n].fill(c);
+        }
+        step_lanes(&self.pre, self.pre_base, &mut e[..self.base * n], n);
+        e
+    }
+
+    /// [`Exec::run_part`] on every lane of `env` (from [`Exec::env_lanes`]); returns the
+    /// result's lanes.
+    pub fn run_part_lanes<'e>(&self, env: &'e mut [f64], n: usize, part: Part) -> &'e [f64] {
+        let (s, e) = (part.start as usize, part.end as usize);
+        step_lanes(
+            &self.ins[s..e],
+            self.base + s,
+            &mut env[..(self.base + e) * n],
+            n,
+        );
+        let r = part.result as usize;
+        &env[r * n..(r + 1) * n]
+    }
+
+    /// Runs the instructions on every lane of `env` (from [`Exec::env_lanes`], slots filled
+    /// in); the results are then at [`Exec::result_lanes`].
+    pub fn run_lanes(&self, env: &mut [f64], n: usize) {
+        step_lanes(
+            &self.ins,
+            self.base,
+            &mut env[..(self.base + self.ins.len()) * n],
+            n,
+        );
+    }
+
+    /// Result `j`'s lanes after [`Exec::run_lanes`].
+    pub fn result_lanes<'e>(&self, env: &'e [f64], n: usize, j: usize) -> &'e [f64] {
+        let r = self.results[j] as usize;
+        &env[r * n..(r + 1) * n]
+    }
+
+    /// Where slot `j` of lane 0 is in an environment of `n` lanes (lane `l` follows at `+ l`).
+    pub fn slot_lanes(&self, n: usize, j: usize) -> usize {
+        (self.slots().start + j) * n
     }
 
     /// The compiled program; per instruction of `p` (and one past the last) how many executed
@@ -579,6 +697,112 @@ mod tests {
                     got.to_bits(),
                     want[0].to_bits(),
                     "program {k}, subject {subject}"
+                );
+            }
+        }
+    }
+
+    /// Every operation, the fused ones included, run over lanes gives bit for bit what it
+    /// gives run one subject at a time and in the reference interpreter, at values that
+    /// exercise its branches (zeros, negatives, NaN, infinity).
+    #[test]
+    fn lanes_match_one_subject_at_a_time() {
+        use Op::*;
+        let mut instrs = vec![Slot(0), Slot(1), Slot(2), Const(0.5)];
+        let (x, y, z, h) = (0, 1, 2, 3);
+        let ops = [
+            Neg(x),
+            Not(y),
+            Add(x, y),
+            Sub(x, z),
+            Div(y, z),
+            Pow(y, h),
+            Powi(x, 3),
+            Lt(x, y),
+            Le(x, y),
+            Gt(y, z),
+            Ge(y, z),
+            Eq(x, y),
+            Ne(x, z),
+            And(x, y),
+            Or(y, z),
+            Select(x, y, z),
+            Exp(x),
+            Log(y),
+            Log10(z),
+            Sqrt(y),
+            Abs(z),
+            Min(x, z),
+            Max(y, z),
+        ];
+        instrs.extend(ops);
+        let mut results: Vec<u32> = (4..instrs.len() as u32).collect();
+        // Products read by one sum or difference only: fused.
+        let mut push = |op: Op, result: bool| {
+            instrs.push(op);
+            if result {
+                results.push(instrs.len() as u32 - 1);
+            }
+            instrs.len() as u32 - 1
+        };
+        let (p1, p2) = (push(Mul(x, y), false), push(Mul(z, h), false));
+        push(Add(p1, z), true);
+        let p3 = push(Mul(x, z), false);
+        push(Sub(p3, y), true);
+        let p4 = push(Mul(y, y), false);
+        push(Sub(h, p4), true);
+        let p5 = push(Mul(x, x), false);
+        push(Add(p2, p5), true);
+        let (p6, p7) = (push(Mul(x, h), false), push(Mul(y, z), false));
+        push(Sub(p6, p7), true);
+        let prog = Program {
+            instrs,
+            results,
+            origins: Vec::new(),
+        };
+        let inputs = Inputs {
+            slots: 3,
+            ..Default::default()
+        };
+        let e = Exec::new(&prog, inputs);
+        let codes: Vec<Code> = e.ins.iter().map(|i| i.code).collect();
+        for fused in [
+            Code::MulAdd,
+            Code::MulSub,
+            Code::NegMulAdd,
+            Code::MulMulAdd,
+            Code::MulMulSub,
+        ] {
+            assert!(codes.contains(&fused), "{fused:?} not in {codes:?}");
+        }
+        const N: usize = 37;
+        let special = [0.0, -0.0, -1.5, 2.0, f64::NAN, f64::INFINITY, 1e-300, 3.25];
+        let lane = |l: usize| -> [f64; 3] {
+            std::array::from_fn(|j| special[(l * (j + 2) + j) % special.len()] * (1 + l % 3) as f64)
+        };
+        let mut env = e.env_lanes(N);
+        for l in 0..N {
+            for (j, v) in lane(l).iter().enumerate() {
+                env[e.slot_lanes(N, j) + l] = *v;
+            }
+        }
+        e.run_lanes(&mut env, N);
+        let mut one = e.env();
+        e.set_params(&mut one, &[]);
+        let mut regs = Vec::new();
+        let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for l in 0..N {
+            let slots = lane(l);
+            one[e.slots()].copy_from_slice(&slots);
+            let mut want = vec![0.0; prog.results.len()];
+            e.run(&mut one, &mut want);
+            let mut reference = vec![0.0; prog.results.len()];
+            prog.eval_slots(&slots, &mut regs, &mut reference);
+            for (j, (w, r)) in want.iter().zip(&reference).enumerate() {
+                let got = e.result_lanes(&env, N, j)[l];
+                assert!(
+                    same(got, *w) && same(*w, *r),
+                    "lane {l}, result {j}: {got} {w} {r}"
                 );
             }
         }

@@ -563,8 +563,7 @@ impl Population {
         let occasions = occasions.max(1);
         let niov = self.iov_slots.len();
         let width = nc + ne + np + (occasions - 1) * (niov + np);
-        // Blocks small enough that a block's rows stay in cache while they are scattered into
-        // the columns.
+        // Blocks of subjects, each sampled on one thread in groups of LANES.
         const BLOCK: usize = 1024;
         out.first = first;
         out.n = n;
@@ -610,166 +609,235 @@ impl Population {
         }
         blocks.par_iter_mut().enumerate().for_each(|(b, cols)| {
             let len = BLOCK.min(n - b * BLOCK);
-            let mut slots = vec![0.0; nc + ne];
-            let mut scratch = Scratch::default();
-            let mut rows = vec![0.0; len * width];
-            let mut fixed = vec![f64::NAN; if given.is_empty() { 0 } else { nc }];
-            for (k, row) in rows.chunks_exact_mut(width.max(1)).enumerate().take(len) {
-                let subject = first + (b * BLOCK + k) as u64;
-                for (c, values) in given {
-                    fixed[*c] = values[b * BLOCK + k];
-                }
-                self.sample_one(
+            let mut scratch = LaneScratch::default();
+            for start in (0..len).step_by(LANES) {
+                let group = Group {
                     seed,
-                    subject,
+                    first: first + (b * BLOCK + start) as u64,
+                    m: LANES.min(len - start),
                     occasions,
-                    &fixed,
-                    (&mut slots, &mut scratch),
-                    row,
-                );
-            }
-            for (c, col) in cols.iter_mut().enumerate() {
-                for (k, v) in col.iter_mut().enumerate() {
-                    *v = rows[k * width + c];
-                }
+                    given,
+                    at: b * BLOCK + start,
+                };
+                self.sample_lanes(&group, &mut scratch, cols, start);
             }
         });
     }
 
-    fn sample_one(
-        &self,
-        seed: u64,
-        subject: u64,
-        occasions: usize,
-        fixed: &[f64],
-        (slots, scratch): (&mut [f64], &mut Scratch),
-        row: &mut [f64],
-    ) {
-        let Scratch { env, cov_env } = scratch;
-        let nc = self.covariates.len();
-        let mut rng = subject_rng(seed, subject, Stream::Covariates);
-        let cenv = self.cov_env(cov_env);
-        let s0 = self.cov_exec.slots().start;
+    /// Samples a group of subjects, one per lane: each covariate's expressions are evaluated
+    /// for all of them at once ([`Exec::run_part_lanes`]), then each subject's draw from its own
+    /// stream, in the same order as one subject alone would make them, so that every value is
+    /// bit for bit what sampling the subject on its own gives. Writes column `c` of subject
+    /// `l` to `cols[c][off + l]` (columns as in [`Population::sample_given`]).
+    fn sample_lanes(&self, g: &Group, s: &mut LaneScratch, cols: &mut [&mut [f64]], off: usize) {
+        let (nc, ne, np) = (
+            self.covariates.len(),
+            self.eta_names.len(),
+            self.param_names.len(),
+        );
+        let ns = nc + ne;
+        let m = g.m;
         let exec = &self.cov_exec;
+        if s.cov_env.is_empty() {
+            s.cov_env = exec.env_lanes(LANES);
+            s.param_env = self.param_exec.env_lanes(LANES);
+        }
+        s.slots.resize(LANES * ns, 0.0);
+        s.rng.clear();
+        s.rng
+            .extend((0..m).map(|l| subject_rng(g.seed, g.first + l as u64, Stream::Covariates)));
         for (c, (cov, parts)) in self.covariates.iter().zip(&self.cov_parts).enumerate() {
-            if let Some(v) = fixed.get(c).filter(|v| !v.is_nan()) {
-                slots[c] = *v;
-                cenv[s0 + c] = *v;
-                row[c] = *v;
-                continue;
-            }
-            let lo = parts
-                .lo
-                .map(|p| exec.run_part(cenv, p))
-                .unwrap_or(f64::NEG_INFINITY);
-            let hi = parts
-                .hi
-                .map(|p| exec.run_part(cenv, p))
-                .unwrap_or(f64::INFINITY);
-            let mut ev = |k: usize| exec.run_part(cenv, parts.draw[k]);
-            let v = match &cov.draw {
-                Draw::Normal { .. } => {
-                    let (m, s) = (ev(0), ev(1));
-                    if s > 0.0 {
-                        m + s * truncated_std_normal(&mut rng, (lo - m) / s, (hi - m) / s)
-                    } else {
-                        f64::NAN
-                    }
+            let fixed = g.given.iter().find(|(gc, _)| *gc == c).map(|(_, v)| v);
+            // The expressions, for every lane.
+            let mut lanes_of = |p: Option<Part>, none: f64, out: &mut Vec<f64>| {
+                out.clear();
+                match p {
+                    Some(p) => out.extend_from_slice(exec.run_part_lanes(&mut s.cov_env, LANES, p)),
+                    None => out.resize(LANES, none),
                 }
-                Draw::LogNormal { .. } => {
-                    let (m, s) = (ev(0), ev(1));
-                    if s > 0.0 {
-                        let (a, b) = parts.log_bounds.unwrap_or_else(|| log_bounds(lo, hi));
-                        (m + s * truncated_std_normal(&mut rng, (a - m) / s, (b - m) / s)).exp()
-                    } else {
-                        f64::NAN
-                    }
-                }
-                Draw::Uniform { .. } => {
-                    let (a, b) = (ev(0).max(lo), ev(1).min(hi));
-                    let u: f64 = rng.random();
-                    a + u * (b - a)
-                }
-                Draw::Categorical { freqs } => {
-                    // Two passes over the (few) frequencies: no allocation per subject.
-                    let mut total = 0.0;
-                    for k in 0..freqs.len() {
-                        total += ev(k).max(0.0);
-                    }
-                    let u: f64 = rng.random::<f64>() * total;
-                    let mut acc = 0.0;
-                    let mut code = freqs.len().saturating_sub(1);
-                    for k in 0..freqs.len() {
-                        acc += ev(k).max(0.0);
-                        if u < acc {
-                            code = k;
-                            break;
-                        }
-                    }
-                    code as f64
-                }
-                Draw::Empirical {
-                    x,
-                    quantiles,
-                    values,
-                    ..
-                } => {
-                    let at = ev(0);
-                    // Quantile function at this x: interpolate each quantile level across x.
-                    let qv: Vec<f64> = (0..quantiles.len())
-                        .map(|q| interp(x, &values.iter().map(|r| r[q]).collect::<Vec<_>>(), at))
-                        .collect();
-                    // Truncation to [lo, hi]: u uniform between the quantile levels of the
-                    // bounds (the inverse of the interpolated quantile function), so the
-                    // distribution is truncated rather than piled up at the bounds.
-                    let (ulo, uhi) = (
-                        if lo > f64::NEG_INFINITY {
-                            interp_inverse(quantiles, &qv, lo)
-                        } else {
-                            0.0
-                        },
-                        if hi < f64::INFINITY {
-                            interp_inverse(quantiles, &qv, hi)
-                        } else {
-                            1.0
-                        },
-                    );
-                    let u: f64 = rng.random();
-                    interp(quantiles, &qv, ulo + u * (uhi - ulo).max(0.0)).clamp(lo, hi)
-                }
-                Draw::Derived(_) => ev(0),
             };
-            slots[c] = v;
-            cenv[s0 + c] = v;
-            row[c] = v;
+            lanes_of(parts.lo, f64::NEG_INFINITY, &mut s.lo);
+            lanes_of(parts.hi, f64::INFINITY, &mut s.hi);
+            s.ev.resize_with(parts.draw.len(), Vec::new);
+            for (k, &p) in parts.draw.iter().enumerate() {
+                lanes_of(Some(p), 0.0, &mut s.ev[k]);
+            }
+            let slot = exec.slot_lanes(LANES, c);
+            for l in 0..m {
+                let v = match fixed.map(|f| f[g.at + l]).filter(|v| !v.is_nan()) {
+                    Some(v) => v,
+                    None => {
+                        let ev = |k: usize| s.ev[k][l];
+                        draw(cov, parts, s.lo[l], s.hi[l], &ev, &mut s.rng[l])
+                    }
+                };
+                s.cov_env[slot + l] = v;
+                s.slots[l * ns + c] = v;
+                cols[c][off + l] = v;
+            }
         }
         // Etas: z ~ N(0, I), eta = L z per block; subject-level blocks from the eta stream.
-        let mut erng = subject_rng(seed, subject, Stream::Etas);
-        for b in self.blocks.iter().filter(|b| !b.occasion) {
-            draw_block(b, &mut erng, slots);
+        for l in 0..m {
+            let mut erng = subject_rng(g.seed, g.first + l as u64, Stream::Etas);
+            let slots = &mut s.slots[l * ns..(l + 1) * ns];
+            for b in self.blocks.iter().filter(|b| !b.occasion) {
+                draw_block(b, &mut erng, slots);
+            }
         }
-        let (ne, np) = (self.eta_names.len(), self.param_names.len());
         let niov = self.iov_slots.len();
         // Occasion-level blocks from the occasion stream, occasion after occasion: occasion k's
         // values do not depend on how many occasions are sampled.
-        let mut orng = (niov > 0).then(|| subject_rng(seed, subject, Stream::Occasions));
-        for k in 0..occasions.max(1) {
-            if let Some(orng) = orng.as_mut() {
-                for b in self.blocks.iter().filter(|b| b.occasion) {
-                    draw_block(b, orng, slots);
+        s.rng.clear();
+        if niov > 0 {
+            s.rng
+                .extend((0..m).map(|l| subject_rng(g.seed, g.first + l as u64, Stream::Occasions)));
+        }
+        let pe = &self.param_exec;
+        let n_read = pe.slots().len();
+        for k in 0..g.occasions.max(1) {
+            let out = if k == 0 {
+                nc + ne
+            } else {
+                nc + ne + np + (k - 1) * (niov + np)
+            };
+            for l in 0..m {
+                let slots = &mut s.slots[l * ns..(l + 1) * ns];
+                if niov > 0 {
+                    for b in self.blocks.iter().filter(|b| b.occasion) {
+                        draw_block(b, &mut s.rng[l], slots);
+                    }
+                }
+                if k == 0 {
+                    for j in 0..ne {
+                        cols[nc + j][off + l] = slots[nc + j];
+                    }
+                } else {
+                    for (j, &sl) in self.iov_slots.iter().enumerate() {
+                        cols[out + j][off + l] = slots[sl];
+                    }
+                }
+                for (j, &v) in slots[..n_read].iter().enumerate() {
+                    s.param_env[pe.slot_lanes(LANES, j) + l] = v;
                 }
             }
-            if k == 0 {
-                row[nc..nc + ne].copy_from_slice(&slots[nc..nc + ne]);
-                self.eval_params(slots, env, &mut row[nc + ne..nc + ne + np]);
-            } else {
-                let off = nc + ne + np + (k - 1) * (niov + np);
-                for (j, s) in self.iov_slots.iter().enumerate() {
-                    row[off + j] = slots[*s];
-                }
-                self.eval_params(slots, env, &mut row[off + niov..off + niov + np]);
+            pe.run_lanes(&mut s.param_env, LANES);
+            let first_param = if k == 0 { out } else { out + niov };
+            for j in 0..np {
+                cols[first_param + j][off..off + m]
+                    .copy_from_slice(&pe.result_lanes(&s.param_env, LANES, j)[..m]);
             }
         }
+    }
+}
+
+/// Subjects sampled together, one per lane (see [`Population::sample_lanes`]).
+const LANES: usize = 64;
+
+/// A group of subjects to sample: `m` subjects from `first`, the group's first at index `at`
+/// of the chunk (for given covariates).
+struct Group<'a> {
+    seed: u64,
+    first: u64,
+    m: usize,
+    occasions: usize,
+    given: &'a [(usize, Vec<f64>)],
+    at: usize,
+}
+
+/// A thread's scratch space for [`Population::sample_lanes`].
+#[derive(Default)]
+struct LaneScratch {
+    cov_env: Vec<f64>,
+    param_env: Vec<f64>,
+    /// Each lane's covariates and etas, `slots[l · (covariates + etas) + j]`.
+    slots: Vec<f64>,
+    rng: Vec<rand::rngs::SmallRng>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    ev: Vec<Vec<f64>>,
+}
+
+/// One covariate's draw for one subject, from its bounds and its draw's expressions
+/// (`ev(k)`, [`Draw::programs`] order).
+fn draw(
+    cov: &Covariate,
+    parts: &CovParts,
+    lo: f64,
+    hi: f64,
+    ev: &dyn Fn(usize) -> f64,
+    rng: &mut rand::rngs::SmallRng,
+) -> f64 {
+    match &cov.draw {
+        Draw::Normal { .. } => {
+            let (m, s) = (ev(0), ev(1));
+            if s > 0.0 {
+                m + s * truncated_std_normal(rng, (lo - m) / s, (hi - m) / s)
+            } else {
+                f64::NAN
+            }
+        }
+        Draw::LogNormal { .. } => {
+            let (m, s) = (ev(0), ev(1));
+            if s > 0.0 {
+                let (a, b) = parts.log_bounds.unwrap_or_else(|| log_bounds(lo, hi));
+                (m + s * truncated_std_normal(rng, (a - m) / s, (b - m) / s)).exp()
+            } else {
+                f64::NAN
+            }
+        }
+        Draw::Uniform { .. } => {
+            let (a, b) = (ev(0).max(lo), ev(1).min(hi));
+            let u: f64 = rng.random();
+            a + u * (b - a)
+        }
+        Draw::Categorical { freqs } => {
+            // Two passes over the (few) frequencies: no allocation per subject.
+            let mut total = 0.0;
+            for k in 0..freqs.len() {
+                total += ev(k).max(0.0);
+            }
+            let u: f64 = rng.random::<f64>() * total;
+            let mut acc = 0.0;
+            let mut code = freqs.len().saturating_sub(1);
+            for k in 0..freqs.len() {
+                acc += ev(k).max(0.0);
+                if u < acc {
+                    code = k;
+                    break;
+                }
+            }
+            code as f64
+        }
+        Draw::Empirical {
+            x,
+            quantiles,
+            values,
+            ..
+        } => {
+            let at = ev(0);
+            // Quantile function at this x: interpolate each quantile level across x.
+            let qv: Vec<f64> = (0..quantiles.len())
+                .map(|q| interp(x, &values.iter().map(|r| r[q]).collect::<Vec<_>>(), at))
+                .collect();
+            // Truncation to [lo, hi]: u uniform between the quantile levels of the bounds
+            // (the inverse of the interpolated quantile function), so the distribution is
+            // truncated rather than piled up at the bounds.
+            let (ulo, uhi) = (
+                if lo > f64::NEG_INFINITY {
+                    interp_inverse(quantiles, &qv, lo)
+                } else {
+                    0.0
+                },
+                if hi < f64::INFINITY {
+                    interp_inverse(quantiles, &qv, hi)
+                } else {
+                    1.0
+                },
+            );
+            let u: f64 = rng.random();
+            interp(quantiles, &qv, ulo + u * (uhi - ulo).max(0.0)).clamp(lo, hi)
+        }
+        Draw::Derived(_) => ev(0),
     }
 }
 
