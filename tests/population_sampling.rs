@@ -484,3 +484,89 @@ hi = 5
     let at_bounds = x.iter().filter(|v| **v == 2.0 || **v == 5.0).count();
     assert!(at_bounds < 5, "{at_bounds} draws at the bounds");
 }
+
+/// `vpop sample -o FILE --summary`: the file holds the subjects the library samples, and the
+/// summary's mean, SD and type-7 5th, 50th and 95th percentiles of every numeric column are
+/// those of the file's column (60 000 subjects: one sampling pass, the percentiles from the
+/// values kept near their positions).
+#[test]
+fn the_sample_command_writes_the_subjects_and_summarises_them() {
+    use arrow_array::{Array, Float64Array};
+    let dir = std::env::temp_dir().join(format!("vpop-sample-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("subjects.parquet");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let n = 60_000;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("sample")
+        .arg(root.join("populations/adult_healthy.toml"))
+        .args(["-n", &n.to_string(), "--seed", "3", "--summary", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let column = |name: &str| -> Vec<f64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name(name).unwrap();
+                let c = c.as_any().downcast_ref::<Float64Array>().unwrap();
+                (0..c.len()).map(|i| c.value(i)).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let p = adult();
+    let mut lib = SampledChunk::default();
+    p.sample(3, 0, n, &mut lib);
+    let type7 = |sorted: &[f64], q: f64| {
+        let h = (sorted.len() - 1) as f64 * q;
+        let lo = h.floor() as usize;
+        let hi = (lo + 1).min(sorted.len() - 1);
+        sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+    };
+    let mut checked = 0;
+    for name in ["age", "wt", "crcl", "eta_cl", "cl", "v2"] {
+        let xs = column(name);
+        let want_bits: Vec<u64> = col(&p, &lib, name).iter().map(|x| x.to_bits()).collect();
+        assert!(
+            xs.iter().map(|x| x.to_bits()).eq(want_bits),
+            "{name}: the file differs from the library's subjects"
+        );
+        let (mut s, mut s2) = (0.0, 0.0);
+        for x in &xs {
+            s += x;
+            s2 += x * x;
+        }
+        let m = xs.len() as f64;
+        let mean = s / m;
+        let sd = ((s2 / m - mean * mean) * m / (m - 1.0)).max(0.0).sqrt();
+        let mut sorted = xs.clone();
+        sorted.sort_by(f64::total_cmp);
+        let want: Vec<String> = [mean, sd, type7(&sorted, 0.05), type7(&sorted, 0.5)]
+            .iter()
+            .chain(&[type7(&sorted, 0.95)])
+            .map(|v| format!("{v:.4}"))
+            .collect();
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no summary line for {name}:\n{text}"));
+        let got: Vec<&str> = line.split_whitespace().skip(1).take(5).collect();
+        assert_eq!(got, want, "{name}: {line}");
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,7 +12,7 @@ use parquet::arrow::ArrowWriter;
 
 use crate::output::{writer_properties, AtomicFile, Codec};
 use crate::population::{Population, SampledChunk};
-use crate::trial::quantile::quantiles;
+use crate::trial::quantile::{quantiles_after, StreamedQuantiles};
 
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
@@ -197,7 +197,10 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
 }
 
 /// Mean, SD, 5/50/95th percentiles per column, beside the file's targets. Resamples the same
-/// subjects chunk by chunk (draws depend only on seed and subject index), so memory stays bounded.
+/// subjects chunk by chunk (draws depend only on seed and subject index), so memory stays
+/// bounded: one pass tallies every column (the quantiles from the values kept near their
+/// positions); a column whose kept values miss its quantiles is resampled for the exact
+/// selection's later passes.
 fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
     let cov = pop.covariate_names();
     let n_cov = cov.len();
@@ -208,21 +211,55 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
         .map(|s| s.to_string())
         .chain(values.iter().map(|(n, _)| n.clone()))
         .collect();
-    let stream_col = |k: usize, f: &mut dyn FnMut(&[f64])| {
+    /// Column `k` of a chunk: the covariates, then `values`.
+    fn column<'c>(
+        values: &[(String, Col)],
+        n_cov: usize,
+        c: &'c SampledChunk,
+        k: usize,
+    ) -> &'c [f64] {
+        if k < n_cov {
+            &c.covariates[k]
+        } else {
+            values[k - n_cov].1.get(c)
+        }
+    }
+    let for_each_chunk = |f: &mut dyn FnMut(&SampledChunk)| {
         let mut chunk = SampledChunk::default();
         let mut first = 0;
         while first < args.subjects {
             let n = (args.subjects - first).min(CHUNK) as usize;
             pop.sample_occasions(args.seed, first, n, occasions, &mut chunk);
-            let col = if k < n_cov {
-                &chunk.covariates[k]
-            } else {
-                values[k - n_cov].1.get(&chunk)
-            };
-            f(col);
+            f(&chunk);
             first += n as u64;
         }
     };
+    const PROBS: [f64; 3] = [0.05, 0.5, 0.95];
+    let labels: Vec<Option<&[String]>> = (0..names.len())
+        .map(|k| (k < n_cov).then(|| pop.covariate_labels(k)).flatten())
+        .collect();
+    let mut counts: Vec<Vec<u64>> = labels
+        .iter()
+        .map(|l| vec![0; l.map_or(0, |l| l.len())])
+        .collect();
+    let mut moments = vec![(0.0f64, 0.0f64, 0u64); names.len()];
+    let mut tallies = vec![StreamedQuantiles::new(&PROBS); names.len()];
+    for_each_chunk(&mut |chunk| {
+        for k in 0..names.len() {
+            let xs = column(&values, n_cov, chunk, k);
+            if labels[k].is_some() {
+                xs.iter().for_each(|x| counts[k][*x as usize] += 1);
+                continue;
+            }
+            let (s, s2, n) = &mut moments[k];
+            for x in xs.iter().filter(|x| x.is_finite()) {
+                *s += x;
+                *s2 += x * x;
+                *n += 1;
+            }
+            tallies[k].add(xs);
+        }
+    });
     println!(
         "\n{} — {} subjects, seed {}",
         pop.name, args.subjects, args.seed
@@ -232,48 +269,37 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
         "column", "mean", "sd", "p5", "median", "p95"
     );
     for (k, name) in names.iter().enumerate() {
-        if k < n_cov {
-            if let Some(labels) = pop.covariate_labels(k) {
-                let mut counts = vec![0u64; labels.len()];
-                stream_col(k, &mut |xs: &[f64]| {
-                    xs.iter().for_each(|x| counts[*x as usize] += 1)
-                });
-                let total: u64 = counts.iter().sum();
-                let target = pop
-                    .covariate_target(k)
-                    .and_then(|t| t.freq.clone())
-                    .unwrap_or_default();
-                for (l, c) in labels.iter().zip(&counts) {
-                    let tgt = target.get(l).map(|t| format!("{t:.4}")).unwrap_or_default();
-                    println!(
-                        "{:<12} {:>11.4} {:>11} {:>11} {:>11} {:>11}   {tgt}",
-                        format!("{name}={l}"),
-                        *c as f64 / total.max(1) as f64,
-                        "",
-                        "",
-                        "",
-                        ""
-                    );
-                }
-                continue;
+        if let Some(labels) = labels[k] {
+            let total: u64 = counts[k].iter().sum();
+            let target = pop
+                .covariate_target(k)
+                .and_then(|t| t.freq.clone())
+                .unwrap_or_default();
+            for (l, c) in labels.iter().zip(&counts[k]) {
+                let tgt = target.get(l).map(|t| format!("{t:.4}")).unwrap_or_default();
+                println!(
+                    "{:<12} {:>11.4} {:>11} {:>11} {:>11} {:>11}   {tgt}",
+                    format!("{name}={l}"),
+                    *c as f64 / total.max(1) as f64,
+                    "",
+                    "",
+                    "",
+                    ""
+                );
             }
+            continue;
         }
-        let (mut s, mut s2, mut n) = (0.0, 0.0, 0u64);
-        stream_col(k, &mut |xs: &[f64]| {
-            for x in xs.iter().filter(|x| x.is_finite()) {
-                s += x;
-                s2 += x * x;
-                n += 1;
-            }
-        });
+        let (s, s2, n) = moments[k];
         let mean = s / n.max(1) as f64;
         let sd = ((s2 / n.max(1) as f64 - mean * mean) * n as f64 / (n.max(2) - 1) as f64)
             .max(0.0)
             .sqrt();
-        let (_, q) = quantiles(
-            |f: &mut dyn FnMut(&[f64])| stream_col(k, f),
-            &[0.05, 0.5, 0.95],
-        );
+        let (_, q) = tallies[k].quantiles().unwrap_or_else(|| {
+            let resample = |f: &mut dyn FnMut(&[f64])| {
+                for_each_chunk(&mut |chunk| f(column(&values, n_cov, chunk, k)))
+            };
+            quantiles_after(tallies[k].top_counts(), &[resample], &PROBS)
+        });
         let target = if k < n_cov {
             pop.covariate_target(k)
                 .map(|t| {
