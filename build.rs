@@ -40,6 +40,8 @@ fn constants() -> Vec<(String, f64)> {
     v.push(("STEP_FAC_MIN".into(), STEP_FAC_MIN));
     v.push(("STEP_FAC_MAX".into(), STEP_FAC_MAX));
     v.push(("STEP_BETA_EXPLICIT".into(), STEP_BETA_EXPLICIT));
+    v.push(("STEP_ERR_MIN".into(), STEP_ERR_MIN));
+    v.push(("STEP_ERR_PREV_MIN".into(), STEP_ERR_PREV_MIN));
     v
 }
 

@@ -162,7 +162,7 @@ struct Arm : Sub {
                 #pragma unroll
                 for (int k = 0; k < NO; k++) y[NS + k] = 0;
                 h_prop = 0;
-                ln_err_prev = log((real)1e-4);
+                ln_err_prev = log(STEP_ERR_PREV_MIN);
                 observing = true;
                 return true;
             }
@@ -298,7 +298,7 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
     S.t_prev = -1;
     S.observing = true;
     S.h_prop = 0;
-    S.ln_err_prev = log((real)1e-4);
+    S.ln_err_prev = log(STEP_ERR_PREV_MIN);
     S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;
     for (unsigned j = 0; j < meta.n_times; j++) {
         #pragma unroll

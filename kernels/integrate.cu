@@ -596,11 +596,11 @@ struct Sub {
                 #pragma unroll
                 for (int j = 0; j < NY; j++) { y[j] = y1[j]; f0[j] = f1[j]; }
                 // safety · e^(−α) · e_prev^β as exp(β ln e_prev − α ln e): one log per step.
-                real ln_e = log(fmax(e, (real)1e-10));
+                real ln_e = log(fmax(e, STEP_ERR_MIN));
                 real fac = STEP_SAFETY * exp(BETA * ln_err_prev - alpha * ln_e);
                 fac = fmin(fmax(fac, STEP_FAC_MIN), STEP_FAC_MAX);
                 if (rejected_last) fac = fmin(fac, (real)1);
-                ln_err_prev = fmax(ln_e, log((real)1e-4));
+                ln_err_prev = fmax(ln_e, log(STEP_ERR_PREV_MIN));
                 rejected_last = false;
                 saw_non_finite = false;
                 if (!last) h_prop = step * fac;

@@ -241,7 +241,7 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
     for (int j = 0; j < NS; j++) S.rates[j] = 0;
     S.t_cur = 0;
     S.h_prop = 0;
-    S.ln_err_prev = log((real)1e-4);
+    S.ln_err_prev = log(STEP_ERR_PREV_MIN);
     S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;
     S.load_params(0);
     S.run(arm + (size_t)first * 4, len, out);

@@ -242,7 +242,7 @@ fn steady_start() -> bool {
         if (ss_converged(ss_take_change(), ss_cycle)) {
             ss_restart();
             h_prop = 0.0;
-            ln_err_prev = log_r(1e-4);
+            ln_err_prev = log_r(STEP_ERR_PREV_MIN);
             t_prev = -1.0;
             t_cur = -1.0;
             step_i = 0u;
@@ -426,7 +426,7 @@ fn start_subject() {
     t_cur = -1.0;
     step_i = 0u;
     h_prop = 0.0;
-    ln_err_prev = log_r(1e-4);
+    ln_err_prev = log_r(STEP_ERR_PREV_MIN);
     status = 0u;
     n_acc = 0u;
     n_rej = 0u;

@@ -692,11 +692,11 @@ fn integrate(t0: real, t1: real) -> u32 {
             y = y1;
             f0 = f1;
             // safety · e^(−α) · e_prev^β from logarithms: one log per step.
-            let ln_e = log_r(max(e, 1e-10));
+            let ln_e = log_r(max(e, STEP_ERR_MIN));
             var fac = STEP_SAFETY * exp_r(BETA * ln_err_prev - alpha * ln_e);
             fac = clamp(fac, STEP_FAC_MIN, STEP_FAC_MAX);
             if (rejected_last) { fac = min(fac, 1.0); }
-            ln_err_prev = max(ln_e, log_r(1e-4));
+            ln_err_prev = max(ln_e, log_r(STEP_ERR_PREV_MIN));
             rejected_last = false;
             saw_non_finite = false;
             if (!last) { h_prop = step * fac; }

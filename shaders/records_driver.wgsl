@@ -304,7 +304,7 @@ fn start_subject() {
     t_prev = 0.0;
     t_cur = 0.0;
     h_prop = 0.0;
-    ln_err_prev = log_r(1e-4);
+    ln_err_prev = log_r(STEP_ERR_PREV_MIN);
     save_t = 0.0;
     ss_prev = BIG;
     span_ss = 1.0;

@@ -29,10 +29,11 @@ macro_rules! by_dim {
     };
 }
 
-/// ln(1e-4): the controller's memory of the previous error at the start, and its floor (the
-/// logarithm taken as the kernels take it, so that the emulated kernels stay bit-identical).
+/// ln([`STEP_ERR_PREV_MIN`]): the controller's memory of the previous error at the start, and
+/// its floor (the logarithm taken as the kernels take it, so that the emulated kernels stay
+/// bit-identical).
 fn ln_err_floor() -> f64 {
-    std::hint::black_box(1e-4f64).ln()
+    std::hint::black_box(STEP_ERR_PREV_MIN).ln()
 }
 
 /// Per-thread workspace for one method and system size; allocation-free after construction.
@@ -220,7 +221,7 @@ impl Integrator {
                 super::copy_short(y, &self.y1);
                 std::mem::swap(&mut self.f0, &mut self.f1);
                 // safety · e^(−α) · e_prev^β, with one logarithm per step (e_prev's is kept).
-                let ln_e = e.max(1e-10).ln();
+                let ln_e = e.max(STEP_ERR_MIN).ln();
                 let mut fac = STEP_SAFETY * (beta * self.ln_err_prev - alpha * ln_e).exp();
                 fac = fac.clamp(STEP_FAC_MIN, STEP_FAC_MAX);
                 if rejected_last {

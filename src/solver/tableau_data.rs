@@ -232,3 +232,8 @@ pub const STEP_FAC_MIN: f64 = 0.2;
 pub const STEP_FAC_MAX: f64 = 10.0;
 /// PI controller gain on the previous error (Hairer's DOPRI5: β = 0.04); 0 for Rosenbrock.
 pub const STEP_BETA_EXPLICIT: f64 = 0.04;
+/// Floor of an accepted step's error norm in the controller (its logarithm stays finite).
+pub const STEP_ERR_MIN: f64 = 1e-10;
+/// The controller's memory of the previous error: its value at the start (and after a
+/// reset), and its floor.
+pub const STEP_ERR_PREV_MIN: f64 = 1e-4;
