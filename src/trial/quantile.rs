@@ -391,11 +391,12 @@ where
 /// once for every probability; then each window holding more than [`WINDOW_KEYS`] values (and
 /// more than twice its target width) is narrowed to the values within [`WINDOW_SIGMAS`]
 /// standard errors of the probability's rank among the values seen so far (the standard error
-/// of a sample quantile's rank, √(p(1 − p)·n)), so memory grows as √n. At the end the order statistics
-/// are read from the windows when their ranks fall inside them, which is certain for data that
-/// arrive in random order, as subjects do; otherwise (data sorted by the metric, say) the
-/// window is given up and [`quantiles_after`] reads the values again: the result is exact
-/// either way (a quantile that is a zero may come back as +0 where the passes would say −0).
+/// of a sample quantile's rank, √(p(1 − p)·n)), so memory grows as √n. At the end the order
+/// statistics are read from the windows when their ranks fall inside them, which is certain
+/// for data that arrive in random order, as subjects do; otherwise (data sorted by the metric,
+/// say) the window is given up and [`quantiles_after`] reads the values again: the result is
+/// exact either way (a quantile that is a zero may come back as +0 where the passes would say
+/// −0).
 /// Tallies of disjoint parts of the values merge (their windows intersect).
 #[derive(Debug, Clone)]
 pub struct StreamedQuantiles {
