@@ -12,7 +12,7 @@ use parquet::arrow::ArrowWriter;
 
 use crate::output::{writer_properties, AtomicFile, Codec};
 use crate::population::{Population, SampledChunk};
-use crate::trial::quantile::{quantiles_after, StreamedQuantiles};
+use crate::trial::quantile::StreamedQuantiles;
 
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
@@ -298,7 +298,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             let resample = |f: &mut dyn FnMut(&[f64])| {
                 for_each_chunk(&mut |chunk| f(column(&values, n_cov, chunk, k)))
             };
-            quantiles_after(tallies[k].top_counts(), &[resample], &PROBS)
+            tallies[k].passes_over(&[resample])
         });
         let target = if k < n_cov {
             pop.covariate_target(k)

@@ -664,13 +664,18 @@ impl StreamedQuantiles {
         self.n
     }
 
-    /// The selection's first pass, for [`quantiles_after`].
-    pub fn top_counts(&self) -> &TopCounts {
-        &self.top
+    /// The quantiles by the selection's later passes over the values, streamed again as
+    /// `parts` (see [`quantiles_after`]), after the first pass tallied here: for when
+    /// [`Self::quantiles`] says the kept values miss them.
+    pub fn passes_over<S>(&self, parts: &[S]) -> (u64, Vec<f64>)
+    where
+        S: Fn(&mut dyn FnMut(&[f64])) + Sync,
+    {
+        quantiles_after(&self.top, parts, &self.probs)
     }
 
     /// The quantiles, if every order statistic they need is in a window; `None` if the values
-    /// must be read again ([`quantiles_after`] with [`Self::top_counts`]).
+    /// must be read again ([`Self::passes_over`]).
     pub fn quantiles(&self) -> Option<(u64, Vec<f64>)> {
         let n = self.n;
         if n == 0 {
@@ -939,7 +944,7 @@ mod tests {
                 .chunks(100_000)
                 .map(|part| move |f: &mut dyn FnMut(&[f64])| part.chunks(65_536).for_each(&mut *f))
                 .collect();
-            assert_eq!(quantiles_after(s.top_counts(), &parts, &probs).1, want);
+            assert_eq!(s.passes_over(&parts).1, want);
         }
     }
 

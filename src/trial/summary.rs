@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, DictionaryArray, Float64Array, RecordBatch, StringArray};
 
-use super::quantile::{quantiles_after, StreamedQuantiles};
+use super::quantile::StreamedQuantiles;
 use super::resolve::Trial;
 use super::run::{ArmSummary, MetricSummary};
 use crate::output::dataset::{for_each_batch, for_each_column_batch, part_name};
@@ -207,9 +207,9 @@ pub fn summarize(
         .map(file)
         .collect();
     tally.add_files(trial, &untallied)?;
-    // The quantiles come from the keys kept while the values streamed past; a column whose
-    // kept keys do not hold them is read back from the parts for the selection's later passes,
-    // in parallel (columns and their parts).
+    // The quantiles come from the values kept as they streamed past; a column whose kept
+    // values do not hold them is read back from the parts for the selection's later passes, in
+    // parallel (columns and their parts).
     let tasks: Vec<(usize, usize)> = trial
         .arms
         .iter()
@@ -289,7 +289,7 @@ fn read_back(
             }
         })
         .collect();
-    let q = quantiles_after(streamed.top_counts(), &parts, &PROBS);
+    let q = streamed.passes_over(&parts);
     match error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
         None => Ok(q),
