@@ -30,6 +30,11 @@ enum Command {
     /// List the built-in models, or print one model's source.
     #[command(after_help = "Examples:\n  vpop models\n  vpop models two_cmt_oral")]
     Models(cli::models::ModelsArgs),
+    /// List the built-in populations, or print one population's file.
+    #[command(
+        after_help = "Examples:\n  vpop populations\n  vpop populations adult_healthy > my_population.toml"
+    )]
+    Populations(cli::populations::PopulationsArgs),
     /// Global sensitivity analysis (Sobol, Morris, eFAST) of exposure metrics.
     #[command(after_help = cli::sensitivity::EXAMPLES)]
     Sensitivity(cli::sensitivity::SensitivityArgs),
@@ -59,6 +64,7 @@ fn main() {
         Command::Sample(a) => cli::sample::run(a),
         Command::Devices(a) => cli::devices::run(a),
         Command::Models(a) => cli::models::run(a),
+        Command::Populations(a) => cli::populations::run(a),
         Command::Simulate(a) => cli::simulate::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Sensitivity(a) => cli::sensitivity::run(a),

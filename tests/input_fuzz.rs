@@ -282,14 +282,7 @@ fn sensitivity_spec_dir() -> PathBuf {
     let quick = std::fs::read_to_string(root().join("examples/quickstart.toml"))
         .unwrap()
         .replace("subjects = 100_000", "subjects = 3")
-        .replace("backend = \"auto\"", "backend = \"cpu\"")
-        .replace(
-            "populations/adult_healthy.toml",
-            &root()
-                .join("populations/adult_healthy.toml")
-                .display()
-                .to_string(),
-        );
+        .replace("backend = \"auto\"", "backend = \"cpu\"");
     std::fs::write(dir.join("quickstart.toml"), quick).unwrap();
     dir
 }

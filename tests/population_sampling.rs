@@ -570,3 +570,50 @@ fn the_sample_command_writes_the_subjects_and_summarises_them() {
     assert_eq!(checked, 6);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A built-in population is sampled by name from any directory, exactly as its shipped file;
+/// an unknown name lists the built-in ones.
+#[test]
+fn built_in_populations_are_sampled_by_name() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let elsewhere = std::env::temp_dir();
+    let sample = |what: &std::ffi::OsStr| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .current_dir(&elsewhere)
+            .arg("sample")
+            .arg(what)
+            .args(["-n", "3000", "--seed", "5", "--summary"])
+            .output()
+            .unwrap()
+    };
+    for p in vpop::population::library::POPULATIONS {
+        let by_name = sample(p.name.as_ref());
+        let by_file = sample(
+            root.join(format!("populations/{}.toml", p.name))
+                .as_os_str(),
+        );
+        assert!(
+            by_name.status.success(),
+            "{}",
+            String::from_utf8_lossy(&by_name.stderr)
+        );
+        assert!(by_file.status.success());
+        assert_eq!(by_name.stdout, by_file.stdout, "{}", p.name);
+        assert!(String::from_utf8_lossy(&by_name.stdout).contains("3000 subjects"));
+    }
+    let bad = sample("adult_healty".as_ref());
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("built-in populations: adult_healthy, "),
+        "{err}"
+    );
+    let list = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("populations")
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    for p in vpop::population::library::POPULATIONS {
+        assert!(list.contains(p.name), "{list}");
+    }
+}

@@ -348,6 +348,48 @@ fn bad_specs_are_located_errors() {
     }
 }
 
+/// `[population] library = "NAME"` takes the built-in copy of a shipped population from any
+/// directory: the same population (hash and samples) as its file; a shipped file named from
+/// elsewhere gets a hint, and so do unknown names and both keys at once.
+#[test]
+fn built_in_populations_are_named_from_anywhere() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let elsewhere = std::env::temp_dir().join("elsewhere").join("spec.toml");
+    let by_name = SPEC.replace(
+        "file = \"populations/adult_healthy.toml\"",
+        "library = \"adult_healthy\"",
+    );
+    let a = Trial::from_text(&elsewhere, &by_name).unwrap();
+    let b = Trial::from_text(&root.join("spec.toml"), SPEC).unwrap();
+    let (pa, pb) = (a.population.unwrap(), b.population.unwrap());
+    assert_eq!(pa.hash(), pb.hash());
+    let (mut ca, mut cb) = Default::default();
+    pa.sample(9, 0, 500, &mut ca);
+    pb.sample(9, 0, 500, &mut cb);
+    assert_eq!(ca, cb);
+    let err = |text: &str| match Trial::from_text(&elsewhere, text) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(e) => e.to_string(),
+    };
+    // (The tests run in the project's root, where `populations/…` is found.)
+    let e = err(&SPEC.replace("populations/adult", "shipped/adult"));
+    assert!(e.contains("spec.toml:11:8: population file:"), "{e}");
+    assert!(
+        e.contains("a population of that name is built in: library = \"adult_healthy\""),
+        "{e}"
+    );
+    let e = err(&by_name.replace("\"adult_healthy\"", "\"adults\""));
+    assert!(
+        e.contains("spec.toml:11:11: no built-in population 'adults'"),
+        "{e}"
+    );
+    let e = err(&by_name.replace(
+        "library = \"adult_healthy\"",
+        "library = \"adult_healthy\"\nfile = \"p.toml\"",
+    ));
+    assert!(e.contains("not both"), "{e}");
+}
+
 /// Simulated observations carry the population's residual error: standardised residuals
 /// (obs − pred) / sqrt((0.10·pred)² + 0.01²) are standard normal.
 #[test]

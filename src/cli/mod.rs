@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod devices;
 pub mod models;
+pub mod populations;
 pub mod report;
 pub mod run;
 pub mod sample;
@@ -31,6 +32,24 @@ pub fn load_model(name_or_path: &str) -> anyhow::Result<Model> {
     let known: Vec<&str> = library::names().collect();
     anyhow::bail!(
         "'{name_or_path}' is neither a built-in model nor a model file; built-in models: {}",
+        known.join(", ")
+    )
+}
+
+/// A population given as a file or as a built-in name: a path that exists is read, otherwise
+/// the name of a built-in population is taken.
+pub fn load_population(name_or_path: &Path) -> anyhow::Result<crate::population::Population> {
+    use crate::population::{library as populations, Population};
+    if name_or_path.exists() {
+        return Ok(Population::load(name_or_path)?);
+    }
+    if let Some(p) = name_or_path.to_str().and_then(populations::get) {
+        return Ok(Population::parse(&p.file_name(), p.source)?);
+    }
+    let known: Vec<&str> = populations::names().collect();
+    anyhow::bail!(
+        "'{}' is neither a population file nor a built-in population; built-in populations: {}",
+        name_or_path.display(),
         known.join(", ")
     )
 }

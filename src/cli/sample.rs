@@ -16,7 +16,8 @@ use crate::trial::quantile::StreamedQuantiles;
 
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
-    /// A population file (e.g. populations/adult_healthy.toml).
+    /// A population file (e.g. populations/my_population.toml) or a built-in population's
+    /// name (`vpop populations` lists them).
     pub population: PathBuf,
     /// Number of subjects.
     #[arg(short = 'n', long, default_value_t = 1000)]
@@ -91,13 +92,13 @@ fn value_columns(pop: &Population, occasions: usize) -> Vec<(String, Col)> {
 }
 
 pub const EXAMPLES: &str = "Examples:
-  vpop sample populations/adult_healthy.toml -n 100000 --seed 7 -o params.parquet
+  vpop sample adult_healthy -n 100000 --seed 7 -o params.parquet
   vpop sample populations/adult_healthy.toml -n 1000000 --summary";
 
 const CHUNK: u64 = 1 << 18;
 
 pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
-    let pop = Population::load(&args.population)?;
+    let pop = super::load_population(&args.population)?;
     let cov = pop.covariate_names();
     let occasions = args.occasions as usize;
     let values = value_columns(&pop, occasions);

@@ -7,6 +7,7 @@
 //! covariates and etas. This module never integrates anything and never writes files.
 
 pub mod dist;
+pub mod library;
 pub mod rng;
 
 use std::collections::{BTreeMap, HashMap};

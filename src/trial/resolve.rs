@@ -8,7 +8,7 @@ use crate::diag::{Diagnostic, SourceFile};
 use crate::dosing::Regimen;
 use crate::metrics::{Metric, MetricSpec};
 use crate::model::{library, CompiledModel, Model};
-use crate::population::Population;
+use crate::population::{library as population_library, Population};
 use crate::solver::{Method, SolverOptions};
 
 use super::dose_line;
@@ -211,16 +211,67 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
 
     // Population.
     let population = match &spec.population {
-        Some(p) => {
-            let file = resolve_path(path, p.file.get_ref());
-            match Population::load(&file) {
-                Ok(pop) => Some(pop),
-                Err(e) => {
-                    errors.push(src.error(span_of(&p.file), format!("population file: {e}")));
+        Some(p) => match (&p.library, &p.file) {
+            (Some(name), None) => match population_library::get(name.get_ref()) {
+                Some(lp) => match Population::parse(&lp.file_name(), lp.source) {
+                    Ok(pop) => Some(pop),
+                    Err(e) => {
+                        errors.push(src.error(
+                            span_of(name),
+                            format!("built-in population '{}' does not parse: {e}", lp.name),
+                        ));
+                        return Err(TrialError::Invalid(errors));
+                    }
+                },
+                None => {
+                    let known: Vec<&str> = population_library::names().collect();
+                    errors.push(src.error(
+                        span_of(name),
+                        format!(
+                            "no built-in population '{}'; built-in populations: {}",
+                            name.get_ref(),
+                            known.join(", ")
+                        ),
+                    ));
                     return Err(TrialError::Invalid(errors));
                 }
+            },
+            (None, Some(f)) => {
+                let file = resolve_path(path, f.get_ref());
+                match Population::load(&file) {
+                    Ok(pop) => Some(pop),
+                    Err(e) => {
+                        // A shipped file named from elsewhere than the project's root.
+                        let hint = match (
+                            file.exists(),
+                            population_library::named_by_path(f.get_ref()),
+                        ) {
+                            (false, Some(lp)) => format!(
+                                "; a population of that name is built in: library = \"{}\"",
+                                lp.name
+                            ),
+                            _ => String::new(),
+                        };
+                        errors.push(src.error(span_of(f), format!("population file: {e}{hint}")));
+                        return Err(TrialError::Invalid(errors));
+                    }
+                }
             }
-        }
+            (Some(name), Some(_)) => {
+                errors.push(src.error(
+                    span_of(name),
+                    "[population] takes either `library` or `file`, not both",
+                ));
+                return Err(TrialError::Invalid(errors));
+            }
+            (None, None) => {
+                errors.push(src.error(
+                    Default::default(),
+                    "[population] needs `library = \"NAME\"` (a built-in population) or `file = \"PATH\"`",
+                ));
+                return Err(TrialError::Invalid(errors));
+            }
+        },
         None => None,
     };
 

@@ -62,9 +62,13 @@ pub struct ModelSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PopulationSection {
+    /// A built-in population name (`vpop populations` lists them).
+    #[serde(default)]
+    pub library: Option<Spanned<String>>,
     /// A population file, relative to the spec file (or to the working directory for the
     /// shipped `populations/…` files).
-    pub file: Spanned<String>,
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
