@@ -12,6 +12,7 @@ pub mod rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use rand_distr::{Distribution, StandardNormal};
@@ -526,7 +527,8 @@ impl Population {
 
     /// Samples subjects `first..first + n` into `out`, in parallel. Each subject's values
     /// depend only on (seed, subject index).
-    pub fn sample(&self, seed: u64, first: u64, n: usize, out: &mut SampledChunk) {
+    /// Returns the time spent, summed over the worker threads.
+    pub fn sample(&self, seed: u64, first: u64, n: usize, out: &mut SampledChunk) -> Duration {
         self.sample_occasions(seed, first, n, 1, out)
     }
 
@@ -540,7 +542,7 @@ impl Population {
         n: usize,
         occasions: usize,
         out: &mut SampledChunk,
-    ) {
+    ) -> Duration {
         self.sample_given(seed, first, n, occasions, &[], out)
     }
 
@@ -555,7 +557,7 @@ impl Population {
         occasions: usize,
         given: &[(usize, Vec<f64>)],
         out: &mut SampledChunk,
-    ) {
+    ) -> Duration {
         let (nc, ne, np) = (
             self.covariates.len(),
             self.eta_names.len(),
@@ -608,21 +610,29 @@ impl Population {
                 blocks[b].push(part);
             }
         }
-        blocks.par_iter_mut().enumerate().for_each(|(b, cols)| {
-            let len = BLOCK.min(n - b * BLOCK);
-            let mut scratch = LaneScratch::default();
-            for start in (0..len).step_by(LANES) {
-                let group = Group {
-                    seed,
-                    first: first + (b * BLOCK + start) as u64,
-                    m: LANES.min(len - start),
-                    occasions,
-                    given,
-                    at: b * BLOCK + start,
-                };
-                self.sample_lanes(&group, &mut scratch, cols, start);
-            }
-        });
+        // Each block's time: the busy time of sampling, which a shared thread pool (the CPU
+        // backend integrates in the same one) would hide behind other work in wall time.
+        blocks
+            .par_iter_mut()
+            .enumerate()
+            .map(|(b, cols)| {
+                let t0 = Instant::now();
+                let len = BLOCK.min(n - b * BLOCK);
+                let mut scratch = LaneScratch::default();
+                for start in (0..len).step_by(LANES) {
+                    let group = Group {
+                        seed,
+                        first: first + (b * BLOCK + start) as u64,
+                        m: LANES.min(len - start),
+                        occasions,
+                        given,
+                        at: b * BLOCK + start,
+                    };
+                    self.sample_lanes(&group, &mut scratch, cols, start);
+                }
+                t0.elapsed()
+            })
+            .sum()
     }
 
     /// Samples a group of subjects, one per lane: each covariate's expressions are evaluated

@@ -213,7 +213,7 @@ pub fn run_bench(
     let chunk = opts.chunk.max(n_ref);
     let model = Arc::new(trial.compiled.clone());
     let mut scratch = SampledChunk::default();
-    let first = sample_chunk(trial, 0, 0, n_ref, &mut scratch);
+    let (first, _) = sample_chunk(trial, 0, 0, n_ref, &mut scratch);
     let run_arms = |b: &mut dyn Backend, plans: &[ArmPlan], s: &super::run::Sampled| {
         let mut outs = Vec::new();
         let mut wall = Duration::ZERO;
@@ -270,7 +270,7 @@ pub fn run_bench(
         };
         let info = b.info();
         // Warm-up: kernels are compiled on first use.
-        let warm = sample_chunk(trial, 0, 0, n_ref.min(256), &mut scratch);
+        let (warm, _) = sample_chunk(trial, 0, 0, n_ref.min(256), &mut scratch);
         run_arms(b.as_mut(), &plans, &warm)?;
         let mut wall = Duration::ZERO;
         let mut kernel = Duration::ZERO;
@@ -279,7 +279,7 @@ pub fn run_bench(
         let mut c0 = 0u64;
         while c0 < opts.subjects {
             let n = (opts.subjects - c0).min(chunk as u64) as usize;
-            let s = sample_chunk(trial, c0 / chunk as u64, c0, n, &mut scratch);
+            let (s, _) = sample_chunk(trial, c0 / chunk as u64, c0, n, &mut scratch);
             let (outs, w) = run_arms(b.as_mut(), &plans, &s)?;
             wall += w;
             for o in &outs {

@@ -377,21 +377,23 @@ pub(crate) fn sample_chunk(
     first: u64,
     n: usize,
     scratch: &mut SampledChunk,
-) -> Sampled {
+) -> (Sampled, Duration) {
     let occasions = trial
         .arms
         .iter()
         .map(|a| a.plan.occasions.len() + 1)
         .max()
         .unwrap_or(1);
-    if let Some(pop) = &trial.population {
-        pop.sample_occasions(trial.seed, first, n, occasions, scratch);
+    let busy = if let Some(pop) = &trial.population {
+        pop.sample_occasions(trial.seed, first, n, occasions, scratch)
     } else {
         scratch.n = n;
         scratch.covariates.clear();
         scratch.parameters.clear();
         scratch.occasions.clear();
-    }
+        Duration::ZERO
+    };
+    let t0 = Instant::now();
     let columns = |pop_params: &[Vec<f64>]| -> Vec<Vec<f64>> {
         trial
             .params
@@ -411,14 +413,16 @@ pub(crate) fn sample_chunk(
             None => params.clone(),
         })
         .collect();
-    Sampled {
+    let sampled = Sampled {
         part,
         first,
         n,
         covariates: std::mem::take(&mut scratch.covariates),
         params,
         occasion_params,
-    }
+    };
+    // The population's busy time (summed over its workers) and the copies above.
+    (sampled, busy + t0.elapsed())
 }
 
 /// Consecutive sampled chunks as one input: parameters and the covariates that scale an arm's
@@ -586,9 +590,8 @@ pub fn run_trial_on(
             for &c in todo {
                 let first = c * chunk;
                 let n = (subjects - first).min(chunk) as usize;
-                let t0 = Instant::now();
-                let sampled = sample_chunk(trial, c, first, n, &mut scratch);
-                busy += t0.elapsed();
+                let (sampled, took) = sample_chunk(trial, c, first, n, &mut scratch);
+                busy += took;
                 if tx_sampled.send(sampled).is_err() {
                     break;
                 }
