@@ -13,7 +13,9 @@ use vpop::backend::records::{
     check_subject, record_program, run_program, simulate_records, Program, RecordBinding,
     RecordsOutcome,
 };
-use vpop::backend::{Backend, Precision};
+use vpop::backend::Backend;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use vpop::backend::Precision;
 use vpop::dosing::nonmem::Dataset;
 use vpop::model::{CompiledModel, Model};
 use vpop::solver::{Method, SolverOptions, Status};
@@ -229,6 +231,7 @@ fn programs_on_the_cpu_backend_match_nonmem() {
 }
 
 /// The WGSL records kernel, or `None` (SKIPPED) without an adapter for the precision.
+#[cfg(feature = "wgpu")]
 fn wgpu(precision: Precision) -> Option<vpop::backend::wgpu::WgpuBackend> {
     let g = golden()?;
     match vpop::backend::wgpu::WgpuBackend::new(Arc::new(g.model), precision) {
@@ -241,6 +244,7 @@ fn wgpu(precision: Precision) -> Option<vpop::backend::wgpu::WgpuBackend> {
 }
 
 #[test]
+#[cfg(feature = "wgpu")]
 fn wgpu_f64_matches_nonmem() {
     if let Some(mut b) = wgpu(Precision::F64) {
         check_backend(&mut b, Method::Tsit5, 1e-10);
@@ -248,6 +252,7 @@ fn wgpu_f64_matches_nonmem() {
 }
 
 #[test]
+#[cfg(feature = "wgpu")]
 fn wgpu_f64_rodas4_matches_nonmem() {
     if let Some(mut b) = wgpu(Precision::F64) {
         check_backend(&mut b, Method::Rodas4, 1e-10);
@@ -255,6 +260,7 @@ fn wgpu_f64_rodas4_matches_nonmem() {
 }
 
 #[test]
+#[cfg(feature = "wgpu")]
 fn wgpu_f32_matches_nonmem() {
     if let Some(mut b) = wgpu(Precision::F32) {
         check_backend(&mut b, Method::Tsit5, 1e-6);

@@ -271,7 +271,9 @@ fn gpu_resets_agree(
         vpop::backend::cpu::CpuBackend::new(model.clone())
             .run_chunk(&a, &input, &mut cpu)
             .unwrap();
+        #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
         let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+        #[cfg(feature = "wgpu")]
         match vpop::backend::wgpu::WgpuBackend::new(model.clone(), p) {
             Ok(b) => backends.push(Box::new(b)),
             Err(e) => println!("SKIPPED: {e}"),

@@ -5,6 +5,9 @@
 //! on the host) against the CPU reference, with an oral dose whose lag is longer than the
 //! interval too, and resumed from any dispatch budget.
 
+// Without a GPU backend compiled in, only the CPU tests remain.
+#![cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_imports))]
+
 use std::sync::Arc;
 
 use vpop::backend::cpu::{simulate_arm_subject, CpuBackend};
@@ -148,6 +151,7 @@ fn records_with_ss_start_the_arm_at_steady_state() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 const ORAL_LAG: &str = "
 param ka = 1.2
 param cl = 5
@@ -164,6 +168,7 @@ output cp = central / v
 /// Arms at steady state on a GPU backend against the CPU reference at the same settings: a
 /// bolus, an infusion longer than the interval, and an oral dose whose lag (15 h) is longer
 /// than the interval (the previous dose is still to come after 0); several subjects.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64, tol: f64) {
     let metrics = [
         "auc",
@@ -235,6 +240,7 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
     }
 }
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn oral_model() -> CompiledModel {
     CompiledModel::new(&Model::parse("oral_lag.vpm", ORAL_LAG).unwrap())
 }
@@ -255,6 +261,7 @@ fn emulated_cuda_kernels_start_at_steady_state() {
 }
 
 #[test]
+#[cfg(feature = "wgpu")]
 fn wgpu_kernels_start_at_steady_state() {
     use vpop::backend::wgpu::WgpuBackend;
     use vpop::backend::Precision;
@@ -271,6 +278,7 @@ fn wgpu_kernels_start_at_steady_state() {
 /// A subject suspended anywhere in the steady-state iterations (two steps and one interval
 /// per dispatch) resumes to the same bits as with the default dispatch budget.
 #[test]
+#[cfg(feature = "wgpu")]
 fn wgpu_steady_state_start_resumes_exactly() {
     use vpop::backend::wgpu::WgpuBackend;
     use vpop::backend::Precision;

@@ -1,6 +1,8 @@
 //! Generated WGSL for every library model: validated by naga (f32 and f64), and evaluated on a
 //! real adapter (lavapipe in CI) against the CPU f64 evaluator.
 
+#![cfg(feature = "wgpu")]
+
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use vpop::backend::wgpu::model_eval_source;

@@ -2,6 +2,8 @@
 //! validated by naga; run in f32 on an adapter (lavapipe in CI) and checked against the CPU f64
 //! reference within 1e-4 at rtol 1e-6. The f64 kernels run in tests/wgpu_integrate_f64.rs.
 
+#![cfg(feature = "wgpu")]
+
 #[macro_use]
 mod common;
 

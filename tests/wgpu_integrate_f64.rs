@@ -4,6 +4,8 @@
 //! exactly. Without such an adapter every test prints SKIPPED. The f64 kernels are generated
 //! and validated with the f32 ones in tests/wgpu_integrate.rs.
 
+#![cfg(feature = "wgpu")]
+
 #[macro_use]
 mod common;
 

@@ -175,4 +175,9 @@ pub trait Backend: Send {
     fn preferred_batch(&self) -> usize {
         1
     }
+    /// The operations its kernels performed so far, by kind, for a backend that counts them
+    /// (the counting build of the emulated CUDA kernel); None for the others.
+    fn op_counts(&self) -> Option<cuda::OpCounts> {
+        None
+    }
 }

@@ -45,6 +45,12 @@ pub struct BenchArgs {
     /// Also write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Count the CUDA kernel's operations per subject-arm (FLOPs by kind, transcendental
+    /// functions, comparisons) in f32 and f64, on this many subjects per arm: the generated
+    /// kernel built on the host with a number type that counts what is done with it (needs a
+    /// C++ compiler). With a CUDA row, the report gives the FLOP rate that makes.
+    #[arg(long, value_name = "SUBJECTS", default_value_t = 0)]
+    pub count_ops: usize,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -77,6 +83,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         reference_rtol: args.reference_rtol,
         chunk: args.chunk_size.max(1),
         time_cpu: targets.contains(&Target::Cpu),
+        count_ops: args.count_ops,
     };
     let report = run_bench(&trial, &opts, &mut |line| eprintln!("{line}"))
         .map_err(|e| anyhow::anyhow!(e))?;

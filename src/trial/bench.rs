@@ -78,6 +78,9 @@ pub struct BenchOptions {
     pub chunk: usize,
     /// Also time the CPU on the first `cpu_subjects` subjects.
     pub time_cpu: bool,
+    /// Count the CUDA kernel's operations per subject-arm (f32 and f64) on this many subjects
+    /// per arm, with the counting build of the emulated kernel; 0: not counted.
+    pub count_ops: usize,
 }
 
 impl Default for BenchOptions {
@@ -90,6 +93,7 @@ impl Default for BenchOptions {
             reference_rtol: 1e-10,
             chunk: 1 << 20,
             time_cpu: true,
+            count_ops: 0,
         }
     }
 }
@@ -154,6 +158,25 @@ pub struct BenchReport {
     pub model_transcendentals_per_rhs: u64,
     /// A `[data]` trial: both error columns are of the outputs on every record.
     pub records: bool,
+    /// The CUDA kernel's operations per subject-arm, counted on the host (`count_ops`).
+    pub kernel_ops: Vec<KernelOps>,
+}
+
+/// Operations of the CUDA integrator kernel per subject-arm, in one precision: the generated
+/// kernel built on the host with a number type that counts them, run on the bench's first
+/// subjects (kernels/host_count.h).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelOps {
+    pub precision: String,
+    /// Subject-arms counted.
+    pub subject_arms: u64,
+    /// Mean accepted + rejected steps per subject-arm in the counted run.
+    pub steps_per_subject: f64,
+    /// Per subject-arm (rounded).
+    pub per_subject: crate::backend::cuda::OpCounts,
+    /// Floating-point operations per subject-arm, unrounded (fused multiply-adds count two,
+    /// transcendental functions apart).
+    pub flops_per_subject: f64,
 }
 
 impl BenchReport {
@@ -179,6 +202,7 @@ impl BenchReport {
             model_flops_per_rhs: p.rhs.flops() + p.outputs.flops(),
             model_transcendentals_per_rhs: p.rhs.transcendentals() + p.outputs.transcendentals(),
             records,
+            kernel_ops: Vec::new(),
         }
     }
 }
@@ -308,8 +332,41 @@ pub fn run_bench(
         progress(&format_row(&row));
         rows.push(row);
     }
+    let mut kernel_ops = Vec::new();
+    if opts.count_ops > 0 {
+        let n = opts.count_ops.min(opts.subjects as usize).max(1);
+        let (s, _) = sample_chunk(trial, 0, 0, n, &mut scratch);
+        for p in [Precision::F32, Precision::F64] {
+            match count_kernel_ops(&model, p) {
+                Ok(mut b) => {
+                    let (outs, _) = run_arms(b.as_mut(), &plans, &s)?;
+                    let arms = (n * plans.len()) as u64;
+                    let steps: u64 = outs
+                        .iter()
+                        .map(|o| o.stats.accepted + o.stats.rejected)
+                        .sum();
+                    let total = b.op_counts().unwrap_or_default();
+                    let k = KernelOps {
+                        precision: p.name().into(),
+                        subject_arms: arms,
+                        steps_per_subject: steps as f64 / arms as f64,
+                        per_subject: total.per(arms),
+                        flops_per_subject: total.flops() as f64 / arms as f64,
+                    };
+                    progress(&format_kernel_ops(&k));
+                    kernel_ops.push(k);
+                }
+                Err(e) => {
+                    progress(&format!(
+                        "kernel operations ({}): not counted ({e})",
+                        p.name()
+                    ));
+                }
+            }
+        }
+    }
     let s = &plans[0].solver;
-    Ok(BenchReport::new(
+    let mut report = BenchReport::new(
         trial,
         plans.iter().map(|p| p.name.clone()).collect(),
         s,
@@ -321,7 +378,49 @@ pub fn run_bench(
         rows,
         skipped,
         false,
-    ))
+    );
+    report.kernel_ops = kernel_ops;
+    Ok(report)
+}
+
+/// A counting build of the emulated CUDA kernel.
+#[cfg(feature = "cuda")]
+fn count_kernel_ops(
+    model: &Arc<crate::model::CompiledModel>,
+    p: Precision,
+) -> Result<Box<dyn Backend>, String> {
+    crate::backend::cuda::EmulatedCuda::counting(model.clone(), p)
+        .map(|b| Box::new(b) as Box<dyn Backend>)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn count_kernel_ops(
+    _model: &Arc<crate::model::CompiledModel>,
+    _p: Precision,
+) -> Result<Box<dyn Backend>, String> {
+    Err("this build of vpop has no CUDA support (cargo feature `cuda`)".into())
+}
+
+/// One line of kernel operation counts.
+pub fn format_kernel_ops(k: &KernelOps) -> String {
+    let o = &k.per_subject;
+    format!(
+        "CUDA kernel {} per subject-arm (counted on the host, {} subject-arms, {:.1} steps each): \
+         {:.0} FLOPs ({} add/sub, {} mul, {} div, {} fma, {} sqrt), {} exp/log/pow, {} comparisons, {} other",
+        k.precision,
+        k.subject_arms,
+        k.steps_per_subject,
+        k.flops_per_subject,
+        o.add,
+        o.mul,
+        o.div,
+        o.fma,
+        o.sqrt,
+        o.transcendental,
+        o.compare,
+        o.other
+    )
 }
 
 /// `vpop bench` on a `[data]` trial: the virtual subjects' record programs (built before the
@@ -335,6 +434,9 @@ fn run_bench_data(
 ) -> Result<BenchReport, String> {
     use super::dataset::chunk_programs;
     use crate::backend::records::{Program, RecordsOutcome};
+    if opts.count_ops > 0 {
+        progress("kernel operations: counted for trials with arms, not for [data] trials");
+    }
     let mut solver = trial.arms[0].plan.solver.clone();
     if let Some(rtol) = opts.rtol {
         solver.atol *= rtol / solver.rtol;
@@ -663,6 +765,23 @@ pub fn format_report(rep: &BenchReport) -> String {
             "  {:<16} {:>10.1} steps {:>10.1} RHS evaluations",
             r.backend, r.steps_per_subject, r.rhs_per_subject
         );
+    }
+    for k in &rep.kernel_ops {
+        let _ = writeln!(s, "{}", format_kernel_ops(k));
+        // The rate of floating-point work of the CUDA rows in this precision.
+        for r in rep.rows.iter().filter(|r| {
+            r.backend.starts_with("cuda") && r.backend.ends_with(&format!("({})", k.precision))
+        }) {
+            if let Some(rate) = r.kernel_subjects_per_s() {
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {:.3e} FLOP/s and {:.3e} exp/log/pow per second in the kernel",
+                    r.backend,
+                    rate * k.flops_per_subject,
+                    rate * k.per_subject.transcendental as f64
+                );
+            }
+        }
     }
     let _ = if rep.records {
         write!(

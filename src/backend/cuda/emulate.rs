@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::host::{Host, Job, Launched, Launcher, Meta, Real, Written, BLOCK};
+use super::OpCounts;
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::{
     ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
@@ -37,9 +38,16 @@ use crate::solver::SolverOptions;
 pub const HOST_PRELUDE: &str = include_str!("../../../kernels/host_prelude.h");
 /// The exported entry point; closes the namespace.
 pub const HOST_ENTRY: &str = include_str!("../../../kernels/host_entry.h");
+/// A number type that counts the operations done with it (counting builds).
+pub const HOST_COUNT: &str = include_str!("../../../kernels/host_count.h");
 
 /// The exported entry point's name.
 const ENTRY: &CStr = c"vpop_emulate_integrate";
+/// A counting build's function that hands over the calling thread's counts.
+const TAKE_COUNTS: &CStr = c"vpop_emulate_take_counts";
+
+/// `vpop_emulate_take_counts` of kernels/host_count.h.
+type TakeCountsFn = unsafe extern "C" fn(*mut u64);
 
 /// Flags of every build (no fast-math: IEEE arithmetic in the kernel's own precision).
 const FLAGS: &[&str] = &[
@@ -167,7 +175,14 @@ fn cache_dir() -> Result<PathBuf, String> {
     }
 }
 
-type Cell = Arc<OnceLock<Result<Entry, String>>>;
+/// A loaded library's entry point, and its count function when it is a counting build.
+#[derive(Debug, Clone, Copy)]
+struct Loaded {
+    entry: Entry,
+    take_counts: Option<TakeCountsFn>,
+}
+
+type Cell = Arc<OnceLock<Result<Loaded, String>>>;
 
 /// Libraries loaded by this process, by key; each is built and loaded once.
 fn loaded() -> &'static Mutex<HashMap<[u8; 32], Cell>> {
@@ -194,7 +209,7 @@ fn dl_error() -> String {
 
 /// Loads a library built by [`Emulator::build`] and finds its entry point. The library is never
 /// unloaded, so the entry point stays valid for the life of the process.
-fn load(path: &Path, precision: Precision) -> Result<Entry, String> {
+fn load(path: &Path, precision: Precision, counting: bool) -> Result<Loaded, String> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| format!("{}: a NUL byte in the path", path.display()))?;
     // SAFETY: `c` is a NUL-terminated path to a library this module built from the prelude, a
@@ -214,13 +229,30 @@ fn load(path: &Path, precision: Precision) -> Result<Entry, String> {
     }
     // SAFETY: `sym` is `vpop_emulate_integrate` of kernels/host_entry.h, whose C signature is
     // `EntryFn<real>`, and the library was built from a source whose `real` is the type of
-    // `precision` (the precision is part of the generated source, hence of the key).
-    Ok(unsafe {
+    // `precision` (the precision is part of the generated source, hence of the key), or a
+    // counting number of the same size and layout (kernels/host_count.h).
+    let entry = unsafe {
         match precision {
             Precision::F32 => Entry::F32(std::mem::transmute::<*mut c_void, EntryFn<f32>>(sym)),
             Precision::F64 => Entry::F64(std::mem::transmute::<*mut c_void, EntryFn<f64>>(sym)),
         }
-    })
+    };
+    let take_counts = if counting {
+        // SAFETY: as above, for the name of kernels/host_count.h's count function.
+        let sym: *mut c_void = unsafe { libc::dlsym(handle, TAKE_COUNTS.as_ptr()) };
+        if sym.is_null() {
+            return Err(format!(
+                "{}: no count function: {}",
+                path.display(),
+                dl_error()
+            ));
+        }
+        // SAFETY: `sym` is `vpop_emulate_take_counts`, of C signature `TakeCountsFn`.
+        Some(unsafe { std::mem::transmute::<*mut c_void, TakeCountsFn>(sym) })
+    } else {
+        None
+    };
+    Ok(Loaded { entry, take_counts })
 }
 
 /// Builds and runs kernels on the host.
@@ -229,13 +261,30 @@ pub(super) struct Emulator {
     dir: PathBuf,
     /// Parts each launch is split into (as a device's streams would split it).
     lanes: usize,
+    /// Counting builds: `real` counts its operations (kernels/host_count.h), launches run on
+    /// the calling thread, and the counts add up here.
+    counting: Option<Mutex<OpCounts>>,
 }
 
 impl Emulator {
     /// The entry point of the library built from a kernel source, built (or taken from the
     /// cache) and loaded on first use.
-    fn entry(&self, src: &str, precision: Precision) -> Result<Entry, String> {
-        let cpp = format!("{HOST_PRELUDE}\n{src}\n{HOST_ENTRY}");
+    fn entry(&self, src: &str, precision: Precision) -> Result<Loaded, String> {
+        let counting = self.counting.is_some();
+        let cpp = if counting {
+            let real = match precision {
+                Precision::F32 => "float",
+                Precision::F64 => "double",
+            };
+            let plain = format!("typedef {real} real;");
+            if !src.contains(&plain) {
+                return Err(format!("the kernel source does not declare `{plain}`"));
+            }
+            let src = src.replacen(&plain, &format!("typedef vpop_counted<{real}> real;"), 1);
+            format!("{HOST_PRELUDE}\n{HOST_COUNT}\n{src}\n{HOST_ENTRY}")
+        } else {
+            format!("{HOST_PRELUDE}\n{src}\n{HOST_ENTRY}")
+        };
         let mut h = Sha256::new();
         for part in [&self.compiler.version, &self.compiler.program]
             .into_iter()
@@ -255,14 +304,14 @@ impl Emulator {
         cell.get_or_init(|| {
             let so = self.dir.join(format!("{}.so", hex(&key)));
             if so.is_file() {
-                if let Ok(e) = load(&so, precision) {
+                if let Ok(e) = load(&so, precision, counting) {
                     return Ok(e);
                 }
                 // A library that does not load is rebuilt.
                 let _ = std::fs::remove_file(&so);
             }
             self.build(&cpp, &hex(&key), &so)?;
-            load(&so, precision)
+            load(&so, precision, counting)
         })
         .clone()
     }
@@ -350,8 +399,9 @@ impl<T: Real> Outputs<T> {
 
 impl Emulator {
     fn launch<T: Real>(&self, job: &Job<'_, T>) -> Result<Written<T>, BackendError> {
-        let entry = self.entry(job.src, T::PRECISION).map_err(failed)?;
-        let f = T::emulated(&entry).ok_or_else(|| failed("a library of the other precision"))?;
+        let loaded = self.entry(job.src, T::PRECISION).map_err(failed)?;
+        let f =
+            T::emulated(&loaded.entry).ok_or_else(|| failed("a library of the other precision"))?;
         let n = u32::try_from(job.n).map_err(|_| failed("too many subjects for one launch"))?;
         let mut metrics = vec![T::default(); job.metrics_len];
         let mut counters = match job.counters_in {
@@ -368,9 +418,24 @@ impl Emulator {
             counters: counters.as_mut_ptr(),
             profiles: profiles.as_mut_ptr(),
         };
-        (0..grid.div_ceil(per)).into_par_iter().for_each(|c| {
-            outputs.run(f, job, grid, c * per, ((c + 1) * per).min(grid));
-        });
+        match (&self.counting, loaded.take_counts) {
+            (Some(total), Some(take)) => {
+                // On this thread, whose counters the kernel's operations go to.
+                let mut raw = [0u64; 8];
+                // SAFETY: `take` writes the 8 counters of kernels/host_count.h into `raw`.
+                unsafe { take(raw.as_mut_ptr()) };
+                outputs.run(f, job, grid, 0, grid);
+                // SAFETY: as above.
+                unsafe { take(raw.as_mut_ptr()) };
+                total
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add_raw(&raw);
+            }
+            _ => (0..grid.div_ceil(per)).into_par_iter().for_each(|c| {
+                outputs.run(f, job, grid, c * per, ((c + 1) * per).min(grid));
+            }),
+        }
         if job.meta.n_times == 0 {
             profiles.clear();
         }
@@ -422,10 +487,33 @@ impl EmulatedCuda {
                     compiler,
                     dir,
                     lanes: 1,
+                    counting: None,
                 },
                 label: NAME,
             },
         })
+    }
+
+    /// A counting build: the same kernel with a `real` that counts every operation done with
+    /// it (kernels/host_count.h), run on one thread; [`EmulatedCuda::op_counts`] gives the
+    /// totals. Results are those of the plain build.
+    pub fn counting(
+        model: Arc<CompiledModel>,
+        precision: Precision,
+    ) -> Result<EmulatedCuda, BackendError> {
+        let mut e = EmulatedCuda::new(model, precision)?;
+        e.host.launcher.counting = Some(Mutex::new(OpCounts::default()));
+        Ok(e)
+    }
+
+    /// The operations of every launch so far (zero unless built by [`EmulatedCuda::counting`]).
+    pub fn op_counts(&self) -> OpCounts {
+        self.host
+            .launcher
+            .counting
+            .as_ref()
+            .map(|c| *c.lock().unwrap_or_else(|e| e.into_inner()))
+            .unwrap_or_default()
     }
 
     /// Splits every launch into `lanes` parts run one after another, as a machine's streams
@@ -468,6 +556,13 @@ impl Backend for EmulatedCuda {
     fn preferred_batch(&self) -> usize {
         1 << 20
     }
+    fn op_counts(&self) -> Option<OpCounts> {
+        self.host
+            .launcher
+            .counting
+            .is_some()
+            .then(|| self.op_counts())
+    }
 }
 
 #[cfg(test)]
@@ -484,6 +579,7 @@ mod tests {
             compiler,
             dir: cache_dir().unwrap(),
             lanes: 1,
+            counting: None,
         };
         let err = e.entry("not a kernel", Precision::F32).unwrap_err();
         assert!(err.contains("could not build the emulated kernel"), "{err}");

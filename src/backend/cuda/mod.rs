@@ -72,6 +72,75 @@ pub fn compile_ptx(_src: &str, _arch: &'static str) -> Result<String, String> {
     Err("vpop was built without the `cuda` feature".into())
 }
 
+/// Operations the integrator kernel performed, by kind (kernels/host_count.h), counted by a
+/// counting build of the emulated kernel (`EmulatedCuda::counting`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OpCounts {
+    /// Additions and subtractions.
+    pub add: u64,
+    pub mul: u64,
+    pub div: u64,
+    /// Fused multiply-adds (two floating-point operations each).
+    pub fma: u64,
+    pub sqrt: u64,
+    /// exp, log, log10 and pow.
+    pub transcendental: u64,
+    /// Comparisons, fmin and fmax.
+    pub compare: u64,
+    /// Negations, fabs, ceil, floor and finiteness tests.
+    pub other: u64,
+}
+
+impl OpCounts {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn from_raw(r: &[u64; 8]) -> OpCounts {
+        OpCounts {
+            add: r[0],
+            mul: r[1],
+            div: r[2],
+            fma: r[3],
+            sqrt: r[4],
+            transcendental: r[5],
+            compare: r[6],
+            other: r[7],
+        }
+    }
+
+    /// Floating-point operations: additions, multiplications, divisions, square roots, and
+    /// two per fused multiply-add (transcendental functions are counted apart).
+    pub fn flops(&self) -> u64 {
+        self.add + self.mul + self.div + self.sqrt + 2 * self.fma
+    }
+
+    /// Each count divided by `n` (per subject), rounded.
+    pub fn per(&self, n: u64) -> OpCounts {
+        let d = |v: u64| (v as f64 / n.max(1) as f64).round() as u64;
+        OpCounts {
+            add: d(self.add),
+            mul: d(self.mul),
+            div: d(self.div),
+            fma: d(self.fma),
+            sqrt: d(self.sqrt),
+            transcendental: d(self.transcendental),
+            compare: d(self.compare),
+            other: d(self.other),
+        }
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn add_raw(&mut self, r: &[u64; 8]) {
+        let o = OpCounts::from_raw(r);
+        self.add += o.add;
+        self.mul += o.mul;
+        self.div += o.div;
+        self.fma += o.fma;
+        self.sqrt += o.sqrt;
+        self.transcendental += o.transcendental;
+        self.compare += o.compare;
+        self.other += o.other;
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
