@@ -274,6 +274,7 @@ extern "C" __global__ void integrate(const real* __restrict__ params, const real
     S.sid = i;
     #pragma unroll
     for (int p = 0; p < NP; p++) S.q[p] = __ldg(&params[(size_t)p * meta.n + i]);
+    model_prepare(S.q);
     S.subj_scale = scale[i];
     real zero[NS];
     #pragma unroll

@@ -53,6 +53,7 @@ struct Sub {
     const real* __restrict__ arm;
     real* __restrict__ profiles;
     unsigned sid;
+    // The parameters, then what model_prepare computes from them alone.
     real q[NP1];
     real subj_scale;
     real dose_v[NS4];

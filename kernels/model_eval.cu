@@ -5,6 +5,8 @@
 typedef {{REAL}} real;
 #define NS {{NS}}
 #define NP {{NP}}
+// Parameters, then the values model_prepare computes from them.
+#define NQ {{NQ}}
 #define NO {{NO}}
 
 {{TABLEAUS}}
@@ -15,9 +17,10 @@ extern "C" __global__ void model_eval(const real* __restrict__ states, const rea
                                       const real* __restrict__ times, real* __restrict__ results, unsigned n) {
     unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    real y[NS], q[NP];
+    real y[NS], q[NQ];
     for (int k = 0; k < NS; k++) y[k] = states[(size_t)k * n + i];
     for (int k = 0; k < NP; k++) q[k] = params[(size_t)k * n + i];
+    model_prepare(q);
     const real t = times[i];
     const int width = NS + NS * NS + NS + NO + NO * NS;
     real* out = results + (size_t)i * width;

@@ -34,6 +34,7 @@ struct Rec : Sub {
     FI void load_params(unsigned k) {
         #pragma unroll
         for (int p = 0; p < NP; p++) q[p] = psets[(size_t)k * NP + p];
+        model_prepare(q);
     }
 
     FI bool fail(unsigned st) {

@@ -3,7 +3,14 @@
 //! The same lowered [`Program`]s as the WGSL generator, printed as one `const real rN = …;` per
 //! instruction, where `real` is `float` or `double` (one template serves both precisions).
 //! Numbers are re-printed from their parsed values; no text of a model file reaches a kernel.
+//!
+//! What the right-hand side and the outputs compute from parameters and constants alone (a
+//! model's rate constants, `(cl + q) / v1`) is computed once per subject, by `model_prepare`,
+//! into the parameter array after the parameters (`q[NP + k]`), where those functions read it:
+//! the same operations on the same values as before, so the same bits (the CPU reference does
+//! the same, [`crate::model::exec`]), without their divisions at every evaluation.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use crate::backend::Precision;
@@ -54,7 +61,11 @@ pub fn literal(v: f64, p: Precision) -> String {
 }
 
 fn expr(op: &Op, p: Precision) -> String {
-    let r = |x: u32| format!("r{x}");
+    expr_named(op, p, &|x| format!("r{x}"))
+}
+
+/// [`expr`] with the operands named by `r`.
+fn expr_named(op: &Op, p: Precision, r: &dyn Fn(u32) -> String) -> String {
     let b = |c: String| format!("(({c}) ? (real)1 : (real)0)");
     match *op {
         Op::Const(v) => literal(v, p),
@@ -98,10 +109,30 @@ fn expr(op: &Op, p: Precision) -> String {
 
 /// `__device__ void NAME(real t, const real* y, const real* q, real* out)`.
 pub fn function(name: &str, prog: &Program, p: Precision) -> String {
+    function_hoisted(name, prog, p, None)
+}
+
+/// [`function`] reading the values `hoist` names from `q` (register → index into `q`), and
+/// leaving out the instructions only they read.
+fn function_hoisted(
+    name: &str,
+    prog: &Program,
+    p: Precision,
+    hoist: Option<&ProgramHoist>,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "__device__ __forceinline__ void {name}(real t, const real* __restrict__ y, const real* __restrict__ q, real* __restrict__ out) {{");
     let _ = writeln!(s, "    (void)t; (void)y; (void)q;");
     for (i, op) in prog.instrs.iter().enumerate() {
+        if let Some(h) = hoist {
+            if let Some(k) = h.read.get(&(i as u32)) {
+                let _ = writeln!(s, "    const real r{i} = q[{k}];");
+                continue;
+            }
+            if h.skip[i] {
+                continue;
+            }
+        }
         let _ = writeln!(s, "    const real r{i} = {};", expr(op, p));
     }
     for (k, r) in prog.results.iter().enumerate() {
@@ -111,17 +142,205 @@ pub fn function(name: &str, prog: &Program, p: Precision) -> String {
     s
 }
 
-/// Every model function, as for WGSL.
+/// How one program reads the values computed once per subject.
+#[derive(Debug, Clone, Default)]
+struct ProgramHoist {
+    /// Register → index into `q` of its value.
+    read: HashMap<u32, usize>,
+    /// Instructions left out: they depend on parameters and constants alone and only such
+    /// instructions read them.
+    skip: Vec<bool>,
+}
+
+/// The values of the right-hand side and the outputs computed once per subject.
+#[derive(Debug, Clone, Default)]
+pub struct Hoisted {
+    /// Values after the parameters in `q`.
+    pub slots: usize,
+    rhs: ProgramHoist,
+    outputs: ProgramHoist,
+    /// The body of `model_prepare`.
+    prepare: String,
+}
+
+/// Which values of `prog` depend on parameters and constants alone and are read by an
+/// instruction that does not, or are results: those are computed once per subject and stored
+/// after the parameters, one place per distinct expression (`keys`).
+fn hoist_program(
+    prog: &Program,
+    tag: &str,
+    p: Precision,
+    n_params: usize,
+    keys: &mut HashMap<String, usize>,
+    prepare: &mut String,
+) -> ProgramHoist {
+    let n = prog.instrs.len();
+    let load = |op: &Op| matches!(op, Op::Const(_) | Op::Param(_));
+    let mut fixed = vec![false; n];
+    let mut key: Vec<String> = vec![String::new(); n];
+    for (i, op) in prog.instrs.iter().enumerate() {
+        fixed[i] = match op {
+            Op::Const(_) | Op::Param(_) => true,
+            Op::Time | Op::State(_) | Op::Slot(_) => false,
+            _ => op.args().all(|a| fixed[a as usize]),
+        };
+        if fixed[i] {
+            key[i] = match *op {
+                Op::Const(v) => format!("c{:x}", v.to_bits()),
+                Op::Param(j) => format!("p{j}"),
+                _ => {
+                    let name = format!("{op:?}");
+                    let name = name.split('(').next().unwrap_or("");
+                    let extra = match *op {
+                        Op::Powi(_, e) => format!(";{e}"),
+                        _ => String::new(),
+                    };
+                    let args: Vec<&str> = op.args().map(|a| key[a as usize].as_str()).collect();
+                    format!("{name}({}{extra})", args.join(","))
+                }
+            };
+        }
+    }
+    // Fixed values that something else reads.
+    let mut wanted = vec![false; n];
+    for (i, op) in prog.instrs.iter().enumerate() {
+        if !fixed[i] {
+            for a in op.args() {
+                wanted[a as usize] = true;
+            }
+        }
+    }
+    for &r in &prog.results {
+        wanted[r as usize] = true;
+    }
+    let mut h = ProgramHoist {
+        read: HashMap::new(),
+        skip: vec![false; n],
+    };
+    // What the stored values need, computed in model_prepare.
+    let mut needed = vec![false; n];
+    for i in (0..n).rev() {
+        let store = fixed[i] && !load(&prog.instrs[i]) && wanted[i];
+        if store || (needed[i] && fixed[i]) {
+            needed[i] = true;
+            for a in prog.instrs[i].args() {
+                needed[a as usize] = true;
+            }
+        }
+    }
+    let name = |x: u32| format!("{tag}{x}");
+    for (i, op) in prog.instrs.iter().enumerate() {
+        if !fixed[i] {
+            continue;
+        }
+        if needed[i] {
+            let _ = writeln!(
+                prepare,
+                "    const real {} = {};",
+                name(i as u32),
+                expr_named(op, p, &name)
+            );
+        }
+        if load(op) {
+            continue;
+        }
+        if wanted[i] {
+            let next = keys.len();
+            let k = *keys.entry(key[i].clone()).or_insert(next);
+            if k == next {
+                let _ = writeln!(prepare, "    q[{}] = {};", n_params + k, name(i as u32));
+            }
+            h.read.insert(i as u32, n_params + k);
+        } else {
+            h.skip[i] = true;
+        }
+    }
+    h
+}
+
+/// The right-hand side's and the outputs' values that depend on parameters and constants alone.
+pub fn hoisted(m: &ModelPrograms, p: Precision) -> Hoisted {
+    let mut keys = HashMap::new();
+    let mut prepare = String::new();
+    let rhs = hoist_program(&m.rhs, "f", p, m.n_params, &mut keys, &mut prepare);
+    let outputs = hoist_program(&m.outputs, "g", p, m.n_params, &mut keys, &mut prepare);
+    Hoisted {
+        slots: keys.len(),
+        rhs,
+        outputs,
+        prepare,
+    }
+}
+
+/// Every model function, as for WGSL, and `model_prepare(real* q)`, which computes the values of
+/// the right-hand side and the outputs that depend on parameters alone into `q[NP…]` (call it
+/// whenever the parameters change; [`hoisted`] gives their number).
 pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
+    let h = hoisted(m, p);
+    let prepare = format!(
+        "__device__ __forceinline__ void model_prepare(real* __restrict__ q) {{\n    (void)q;\n{}}}\n",
+        h.prepare
+    );
     [
-        function("model_rhs", &m.rhs, p),
+        prepare,
+        function_hoisted("model_rhs", &m.rhs, p, Some(&h.rhs)),
         function("model_jac", &m.jacobian, p),
         function("model_dfdt", &m.dfdt, p),
-        function("model_outputs", &m.outputs, p),
+        function_hoisted("model_outputs", &m.outputs, p, Some(&h.outputs)),
         function("model_output_jac", &m.output_jacobian, p),
         function("model_output_dfdt", &m.output_dfdt, p),
         function("model_init", &m.init, p),
         function("model_dosing", &m.dosing, p),
     ]
     .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{library, Model};
+
+    fn programs(src: &str) -> ModelPrograms {
+        ModelPrograms::new(&Model::parse("m.vpm", src).unwrap())
+    }
+
+    fn body<'a>(code: &'a str, name: &str) -> &'a str {
+        let start = code.find(&format!("void {name}(")).unwrap();
+        let end = start + code[start..].find("\n}\n").unwrap();
+        &code[start..end]
+    }
+
+    #[test]
+    fn what_depends_on_parameters_alone_is_computed_once_per_subject() {
+        let lm = library::get("two_cmt_oral").unwrap();
+        let m = programs(lm.source);
+        let h = hoisted(&m, Precision::F64);
+        // -ka, k10 + q/v1 (k10 = cl/v1), q/v1 (read by two right-hand sides) and q/v2.
+        assert_eq!(h.slots, 4, "{}", h.prepare);
+        let code = model_functions(&m, Precision::F64);
+        let rhs = body(&code, "model_rhs");
+        assert!(!rhs.contains(" / "), "{rhs}");
+        assert!(rhs.contains("q[5]") && rhs.contains("q[8]"), "{rhs}");
+        let prepare = body(&code, "model_prepare");
+        assert_eq!(prepare.matches(" / ").count(), 3, "{prepare}");
+        // The output divides a state by a parameter: nothing to hoist there.
+        assert!(body(&code, "model_outputs").contains(" / "));
+    }
+
+    #[test]
+    fn values_that_depend_on_time_or_states_are_not_hoisted() {
+        let m = programs(
+            "param k = 0.5\nparam v = 10\nstate a\nd/dt(a) = -k / v * a + exp(-t) * k\noutput c = a / v\n",
+        );
+        let h = hoisted(&m, Precision::F32);
+        // -k / v (or k / v) only: exp(-t) depends on time, the products on the state.
+        assert_eq!(h.slots, 1, "{}", h.prepare);
+        let code = model_functions(&m, Precision::F32);
+        assert!(body(&code, "model_rhs").contains("exp("));
+        assert!(!body(&code, "model_prepare").contains("exp("));
+        // Models without parameters get an empty model_prepare.
+        let none = programs("state a\nd/dt(a) = -a\noutput c = a\n");
+        assert_eq!(hoisted(&none, Precision::F32).slots, 0);
+        assert!(model_functions(&none, Precision::F32).contains("void model_prepare("));
+    }
 }

@@ -143,7 +143,8 @@ fn source(
          #define NM1 {}\n#define NS4 {}\n#define NOS {}\n#define OBSERVE {}\n",
         z.ns,
         z.np,
-        z.np.max(1),
+        // The parameters, then the values model_prepare computes from them.
+        (z.np + super::codegen::hoisted(m, p).slots).max(1),
         z.no,
         ny,
         z.nm,

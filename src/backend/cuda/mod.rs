@@ -26,12 +26,17 @@ pub fn model_eval_source(m: &ModelPrograms, p: Precision) -> Result<String, Stri
         m.n_params.max(1).to_string(),
         m.n_outputs.max(1).to_string(),
     );
+    // The parameters and, after them, what model_prepare computes from them.
+    let nq = (m.n_params + codegen::hoisted(m, p).slots)
+        .max(1)
+        .to_string();
     crate::backend::wgpu::codegen::fill(
         MODEL_EVAL_CU,
         &[
             ("REAL", real),
             ("NS", &ns),
             ("NP", &np),
+            ("NQ", &nq),
             ("NO", &no),
             ("TABLEAUS", crate::solver::tableau::TABLEAUS_CUH),
             ("MODEL", &codegen::model_functions(m, p)),
