@@ -6,6 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::mutate_bytes;
 use proptest::prelude::*;
 use vpop::dosing::nonmem::Dataset;
 use vpop::population::{Population, SampledChunk};
@@ -112,25 +115,6 @@ fn mutate_tokens(text: &str, ops: &[(usize, u8, usize)]) -> String {
         }
     }
     t.concat()
-}
-
-/// Byte-level mutations: delete, insert or replace one byte.
-fn mutate_bytes(src: &str, ops: &[(usize, u8, u8)]) -> String {
-    let mut b = src.as_bytes().to_vec();
-    for &(pos, kind, byte) in ops {
-        if b.is_empty() {
-            break;
-        }
-        let i = pos % b.len();
-        match kind % 3 {
-            0 => {
-                b.remove(i);
-            }
-            1 => b.insert(i, byte),
-            _ => b[i] = byte,
-        }
-    }
-    String::from_utf8_lossy(&b).into_owned()
 }
 
 fn populations() -> Vec<(String, String)> {

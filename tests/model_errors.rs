@@ -1,6 +1,9 @@
 //! Bad model files: each produces its expected error at its expected line and column, and no
 //! input — random bytes, mutated models — makes the parser or validator panic.
 
+mod common;
+
+use common::mutate_bytes as mutate;
 use proptest::prelude::*;
 use vpop::model::library;
 use vpop::model::Model;
@@ -56,24 +59,6 @@ fn every_library_model_parses() {
             m.name
         );
     }
-}
-
-fn mutate(src: &str, ops: &[(usize, u8, u8)]) -> String {
-    let mut b = src.as_bytes().to_vec();
-    for &(pos, kind, byte) in ops {
-        if b.is_empty() {
-            break;
-        }
-        let i = pos % b.len();
-        match kind % 3 {
-            0 => {
-                b.remove(i);
-            }
-            1 => b.insert(i, byte),
-            _ => b[i] = byte,
-        }
-    }
-    String::from_utf8_lossy(&b).into_owned()
 }
 
 proptest! {

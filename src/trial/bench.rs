@@ -337,8 +337,8 @@ pub fn run_bench(
         let n = opts.count_ops.min(opts.subjects as usize).max(1);
         let (s, _) = sample_chunk(trial, 0, 0, n, &mut scratch);
         for p in [Precision::F32, Precision::F64] {
-            match count_kernel_ops(&model, p) {
-                Ok(mut b) => {
+            match emulated_cuda(model.clone(), p, true) {
+                Ok((mut b, _)) => {
                     let (outs, _) = run_arms(b.as_mut(), &plans, &s)?;
                     let arms = (n * plans.len()) as u64;
                     let steps: u64 = outs
@@ -381,25 +381,6 @@ pub fn run_bench(
     );
     report.kernel_ops = kernel_ops;
     Ok(report)
-}
-
-/// A counting build of the emulated CUDA kernel.
-#[cfg(feature = "cuda")]
-fn count_kernel_ops(
-    model: &Arc<crate::model::CompiledModel>,
-    p: Precision,
-) -> Result<Box<dyn Backend>, String> {
-    crate::backend::cuda::EmulatedCuda::counting(model.clone(), p)
-        .map(|b| Box::new(b) as Box<dyn Backend>)
-        .map_err(|e| e.to_string())
-}
-
-#[cfg(not(feature = "cuda"))]
-fn count_kernel_ops(
-    _model: &Arc<crate::model::CompiledModel>,
-    _p: Precision,
-) -> Result<Box<dyn Backend>, String> {
-    Err("this build of vpop has no CUDA support (cargo feature `cuda`)".into())
 }
 
 /// One line of kernel operation counts.
@@ -565,14 +546,21 @@ fn run_bench_data(
 }
 
 /// The CUDA kernels emulated on the host (the same generated source, built by the system C++
-/// compiler): their accuracy at a tolerance, without a GPU. Not a speed figure.
+/// compiler): their accuracy at a tolerance, without a GPU. Not a speed figure. `counting`:
+/// the build that counts the kernel's operations.
 #[cfg(feature = "cuda")]
 fn emulated_cuda(
     model: Arc<crate::model::CompiledModel>,
     p: Precision,
+    counting: bool,
 ) -> Result<(Box<dyn Backend>, String), String> {
-    crate::backend::cuda::EmulatedCuda::new(model, p)
-        .map(|b| (Box::new(b) as Box<dyn Backend>, String::new()))
+    use crate::backend::cuda::EmulatedCuda;
+    let b = if counting {
+        EmulatedCuda::counting(model, p)
+    } else {
+        EmulatedCuda::new(model, p)
+    };
+    b.map(|b| (Box::new(b) as Box<dyn Backend>, String::new()))
         .map_err(|e| e.to_string())
 }
 
@@ -580,6 +568,7 @@ fn emulated_cuda(
 fn emulated_cuda(
     _model: Arc<crate::model::CompiledModel>,
     _p: Precision,
+    _counting: bool,
 ) -> Result<(Box<dyn Backend>, String), String> {
     Err("this build of vpop has no CUDA support (cargo feature `cuda`)".into())
 }
@@ -595,7 +584,7 @@ fn open_target(
         Target::Cpu => return None,
         Target::Wgpu(p) => wgpu_backend(model.clone(), p),
         Target::Cuda(p) => cuda_backend(model.clone(), p),
-        Target::CudaEmulated(p) => emulated_cuda(model.clone(), p),
+        Target::CudaEmulated(p) => emulated_cuda(model.clone(), p, false),
     };
     match made {
         Ok((b, _)) => Some(b),

@@ -352,3 +352,23 @@ pub fn python_imports(modules: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// Byte-level mutations of a text: `(position, kind, byte)` deletes (kind 0), inserts (1) or
+/// replaces (2) one byte, positions taken modulo the length.
+pub fn mutate_bytes(src: &str, ops: &[(usize, u8, u8)]) -> String {
+    let mut b = src.as_bytes().to_vec();
+    for &(pos, kind, byte) in ops {
+        if b.is_empty() {
+            break;
+        }
+        let i = pos % b.len();
+        match kind % 3 {
+            0 => {
+                b.remove(i);
+            }
+            1 => b.insert(i, byte),
+            _ => b[i] = byte,
+        }
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}

@@ -16,6 +16,14 @@ use std::fmt::Write;
 use crate::backend::Precision;
 use crate::model::{ModelPrograms, Op, Program};
 
+/// The C type that `real` stands for.
+pub fn real_type(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "float",
+        Precision::F64 => "double",
+    }
+}
+
 /// A C literal of type `real`.
 pub fn literal(v: f64, p: Precision) -> String {
     match p {

@@ -218,15 +218,17 @@ fn load(path: &Path, precision: Precision, counting: bool) -> Result<Loaded, Str
     if handle.is_null() {
         return Err(format!("loading {}: {}", path.display(), dl_error()));
     }
-    // SAFETY: `handle` is a live handle (never closed) and ENTRY a NUL-terminated name.
-    let sym: *mut c_void = unsafe { libc::dlsym(handle, ENTRY.as_ptr()) };
-    if sym.is_null() {
-        return Err(format!(
-            "{}: no entry point: {}",
-            path.display(),
-            dl_error()
-        ));
-    }
+    // A symbol of the library, or an error naming what is missing.
+    let symbol = |name: &CStr, what: &str| -> Result<*mut c_void, String> {
+        // SAFETY: `handle` is a live handle (never closed) and `name` a NUL-terminated name.
+        let sym: *mut c_void = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        if sym.is_null() {
+            Err(format!("{}: no {what}: {}", path.display(), dl_error()))
+        } else {
+            Ok(sym)
+        }
+    };
+    let sym = symbol(ENTRY, "entry point")?;
     // SAFETY: `sym` is `vpop_emulate_integrate` of kernels/host_entry.h, whose C signature is
     // `EntryFn<real>`, and the library was built from a source whose `real` is the type of
     // `precision` (the precision is part of the generated source, hence of the key), or a
@@ -238,15 +240,7 @@ fn load(path: &Path, precision: Precision, counting: bool) -> Result<Loaded, Str
         }
     };
     let take_counts = if counting {
-        // SAFETY: as above, for the name of kernels/host_count.h's count function.
-        let sym: *mut c_void = unsafe { libc::dlsym(handle, TAKE_COUNTS.as_ptr()) };
-        if sym.is_null() {
-            return Err(format!(
-                "{}: no count function: {}",
-                path.display(),
-                dl_error()
-            ));
-        }
+        let sym = symbol(TAKE_COUNTS, "count function")?;
         // SAFETY: `sym` is `vpop_emulate_take_counts`, of C signature `TakeCountsFn`.
         Some(unsafe { std::mem::transmute::<*mut c_void, TakeCountsFn>(sym) })
     } else {
@@ -272,10 +266,7 @@ impl Emulator {
     fn entry(&self, src: &str, precision: Precision) -> Result<Loaded, String> {
         let counting = self.counting.is_some();
         let cpp = if counting {
-            let real = match precision {
-                Precision::F32 => "float",
-                Precision::F64 => "double",
-            };
+            let real = super::codegen::real_type(precision);
             let plain = format!("typedef {real} real;");
             if !src.contains(&plain) {
                 return Err(format!("the kernel source does not declare `{plain}`"));

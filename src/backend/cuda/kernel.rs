@@ -154,10 +154,7 @@ fn source(
         u8::from(!records),
     );
     let step = step_code(method, Lang::Cuda, ny);
-    let real = match p {
-        Precision::F32 => "float",
-        Precision::F64 => "double",
-    };
+    let real = super::codegen::real_type(p);
     let s = crate::backend::gpu::search_settings(p);
     let (ss_start, ss_admin, ss_ii, resets) = driver.arm_settings();
     let sizes = format!(

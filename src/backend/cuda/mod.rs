@@ -17,10 +17,7 @@ pub const MODEL_EVAL_CU: &str = include_str!("../../../kernels/model_eval.cu");
 
 /// The full CUDA C source of the model evaluation kernel for a model.
 pub fn model_eval_source(m: &ModelPrograms, p: Precision) -> Result<String, String> {
-    let real = match p {
-        Precision::F32 => "float",
-        Precision::F64 => "double",
-    };
+    let real = codegen::real_type(p);
     let (ns, np, no) = (
         m.n_states.max(1).to_string(),
         m.n_params.max(1).to_string(),
