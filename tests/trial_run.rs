@@ -110,27 +110,81 @@ fn a_stopped_run_resumes_to_identical_files() {
     );
     assert!(!resumed.join(".part-00003.parquet.123.tmp").exists());
     assert_eq!(r.arms, second.arms);
-    // The manifest names every part with its size and SHA-256.
+    // The manifest names every part with its size and BLAKE3.
     let manifest: vpop::output::Manifest =
         serde_json::from_str(&std::fs::read_to_string(resumed.join("_manifest.json")).unwrap())
             .unwrap();
     assert_eq!(manifest.parts.len(), 4);
     for p in &manifest.parts {
-        use sha2::Digest;
         let bytes = std::fs::read(resumed.join(&p.file)).unwrap();
         assert_eq!(p.bytes, bytes.len() as u64, "{}", p.file);
         assert_eq!(
-            p.sha256,
-            format!("{:x}", sha2::Sha256::digest(&bytes)),
+            p.blake3.as_deref(),
+            Some(blake3::hash(&bytes).to_hex().as_str()),
             "{}",
             p.file
         );
+        assert_eq!(p.sha256, None);
     }
     // A different run into the same directory is refused.
     let mut other = trial();
     other.seed = 100;
     let err = run_trial(&other, &opts(&resumed)).unwrap_err();
     assert!(err.contains("different run"), "{err}");
+}
+
+/// Manifests written before parts were hashed with BLAKE3 record SHA-256: resuming such a run
+/// keeps the parts whose SHA-256 still matches and writes the others again.
+#[test]
+fn a_run_recorded_with_sha256_resumes() {
+    use sha2::Digest;
+    let t = trial();
+    let whole = tmp("whole-sha");
+    run_trial(&t, &opts(&whole)).unwrap();
+    let dir = tmp("resumed-sha");
+    let first = run_trial(
+        &t,
+        &RunOptions {
+            stop_after_parts: Some(3),
+            ..opts(&dir)
+        },
+    )
+    .unwrap();
+    assert!(!first.complete);
+    let path = dir.join("_manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for p in m["parts"].as_array_mut().unwrap() {
+        let file = p["file"].as_str().unwrap().to_string();
+        let bytes = std::fs::read(dir.join(&file)).unwrap();
+        let p = p.as_object_mut().unwrap();
+        assert!(p.remove("blake3").is_some());
+        p.insert(
+            "sha256".into(),
+            format!("{:x}", sha2::Sha256::digest(&bytes)).into(),
+        );
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let torn = dir.join("part-00000.parquet");
+    let mut bytes = std::fs::read(&torn).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&torn, &bytes).unwrap();
+    let second = run_trial(&t, &opts(&dir)).unwrap();
+    assert!(second.complete);
+    assert_eq!((second.parts_resumed, second.parts_written), (2, 2));
+    assert!(files(&whole) == files(&dir), "resumed dataset differs");
+    // The rewritten manifest records BLAKE3 for every part, the resumed ones included.
+    let m: vpop::output::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(m.parts.len(), 4);
+    for p in &m.parts {
+        let bytes = std::fs::read(dir.join(&p.file)).unwrap();
+        assert_eq!(
+            p.blake3.as_deref(),
+            Some(blake3::hash(&bytes).to_hex().as_str())
+        );
+    }
 }
 
 #[test]

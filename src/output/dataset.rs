@@ -38,7 +38,13 @@ pub struct PartEntry {
     pub subjects: u64,
     pub rows: u64,
     pub bytes: u64,
-    pub sha256: String,
+    /// BLAKE3 of the file's bytes (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// SHA-256 of the file's bytes (hex), as manifests written before BLAKE3 recorded it:
+    /// still checked when such a run is resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// The manifest of a dataset directory (one per shard).
@@ -76,24 +82,46 @@ pub fn part_name(part: u64) -> String {
     format!("part-{part:05}.parquet")
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut h = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
-    Ok(format!("{:x}", h.finalize()))
-}
-
-/// Whether a recorded part is on disk with the recorded size and SHA-256.
-fn intact(dir: &Path, p: &PartEntry) -> bool {
+/// A recorded part if it is on disk with the recorded size and hash: BLAKE3, or SHA-256 in
+/// manifests written before BLAKE3 (such a part comes back with its BLAKE3 recorded too). A part
+/// with neither is not trusted.
+fn verified(dir: &Path, mut p: PartEntry) -> Option<PartEntry> {
     let path = dir.join(&p.file);
-    std::fs::metadata(&path).is_ok_and(|md| md.len() == p.bytes)
-        && sha256_file(&path).is_ok_and(|h| h == p.sha256)
+    if !std::fs::metadata(&path).is_ok_and(|md| md.len() == p.bytes) {
+        return None;
+    }
+    let mut f = std::fs::File::open(&path).ok()?;
+    let mut b3 = blake3::Hasher::new();
+    match p.sha256.clone() {
+        Some(want) if p.blake3.is_none() => {
+            let mut sha = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                use std::io::Read;
+                let n = f.read(&mut buf).ok()?;
+                if n == 0 {
+                    break;
+                }
+                sha.update(&buf[..n]);
+                b3.update(&buf[..n]);
+            }
+            (format!("{:x}", sha.finalize()) == want).then_some(())?;
+            p.blake3 = Some(b3.finalize().to_hex().to_string());
+            Some(p)
+        }
+        _ => {
+            let want = p.blake3.as_deref()?;
+            std::io::copy(&mut f, &mut b3).ok()?;
+            (b3.finalize().to_hex().as_str() == want).then_some(p)
+        }
+    }
 }
 
 /// A writer that hashes what passes through it (so a part is hashed as it is written, not
 /// read back).
 struct Hashing<W> {
     inner: W,
-    hash: Sha256,
+    hash: blake3::Hasher,
 }
 
 impl<W: std::io::Write> std::io::Write for Hashing<W> {
@@ -145,9 +173,12 @@ impl DatasetWriter {
                 Some(m) if m.identity == identity && m.columns == columns && !overwrite => {
                     // A part counts as done only if its bytes hash to what was recorded.
                     use rayon::prelude::*;
-                    let ok: Vec<bool> = m.parts.par_iter().map(|p| intact(dir, p)).collect();
-                    let kept = m.parts.into_iter().zip(ok).filter(|(_, ok)| *ok);
-                    done.extend(kept.map(|(p, _)| p));
+                    let kept: Vec<Option<PartEntry>> = m
+                        .parts
+                        .into_par_iter()
+                        .map(|p| verified(dir, p))
+                        .collect();
+                    done.extend(kept.into_iter().flatten());
                 }
                 _ if overwrite => {
                     let old_parts = old.map(|m| m.parts).unwrap_or_default();
@@ -285,10 +316,15 @@ impl PartWriter {
         let path = self.dir.join(&name);
         let mut tmp = AtomicFile::create(&path)?;
         let props = writer_properties(&self.schema, self.metadata.clone(), usize::MAX, self.codec);
-        let out = Hashing {
-            inner: std::io::BufWriter::with_capacity(1 << 20, tmp.take_file()),
-            hash: Sha256::new(),
-        };
+        // Hashed below the buffer, in updates of up to 1 MiB (BLAKE3 hashes several of its
+        // 1 KiB chunks at once only in large updates).
+        let out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            Hashing {
+                inner: tmp.take_file(),
+                hash: blake3::Hasher::new(),
+            },
+        );
         let mut w = ArrowWriter::try_new(out, self.schema.clone(), Some(props))?;
         let mut rows = 0u64;
         for b in batches {
@@ -301,16 +337,19 @@ impl PartWriter {
             w.flush()?;
             rows += b.num_rows() as u64;
         }
-        let out = w.into_inner()?;
-        let sha256 = format!("{:x}", out.hash.finalize());
         let io = |cause| OutputError::Io {
             path: path.clone(),
             cause,
         };
+        let out = w
+            .into_inner()?
+            .into_inner()
+            .map_err(|e| io(e.into_error()))?;
+        let blake3 = out.hash.finalize().to_hex().to_string();
         // Not synced to disk: a part is trusted on resumption only if its bytes still hash to
         // what the manifest recorded (see `DatasetWriter::open`), so a part lost or torn by a
         // crash is written again; forcing every part to disk cost a fifth of the pipeline.
-        let file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
+        let file = out.inner;
         let bytes = file.metadata().map_err(io)?.len();
         drop(file);
         tmp.commit_path()?;
@@ -321,7 +360,8 @@ impl PartWriter {
             subjects,
             rows,
             bytes,
-            sha256,
+            blake3: Some(blake3),
+            sha256: None,
         })
     }
 }
