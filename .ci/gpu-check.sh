@@ -19,11 +19,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-tests=(cuda_integrate nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64)
+tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64)
 
 # name, time limit (s): in order of importance.
 checks=(
   "bench_2e-4 90"        # CUDA f32/f64 throughput and accuracy at the tolerance of the target
+  "tune 150"             # the same with other block sizes, register caps and fast math
   "cuda_f32 150"         # the f32 agreement matrix, status codes, splits (device only)
   "cuda_f64 150"         # the f64 agreement matrix
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
@@ -36,7 +37,11 @@ checks=(
   "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
   "host_pipeline 120"    # the host side alone, 10 M subjects, every core
   "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
+  "cuda_tuning 60"       # every tuning agrees with the CPU reference
 )
+
+# The tunings the `tune` check compares (vpop bench --cuda-variants).
+variants="default;block=64;block=256;maxrreg=64;maxrreg=80;minblocks=6;opt=-prec-div=false;fast-math;block=256,maxrreg=64,fast-math"
 
 collect() {
   local dir=$1
@@ -134,6 +139,9 @@ one() {
   local b=("$BIN/vpop" bench examples/quickstart.toml -n 10000000 --cpu-subjects 20000)
   case $1 in
     bench_2e-4) check "$1" "$2" "${b[@]}" --backends cuda-f32,cuda-f64 --rtol 2e-4 ;;
+    tune) check "$1" "$2" "$BIN/vpop" bench examples/quickstart.toml -n 4000000 --cpu-subjects 20000 \
+      --backends cuda-f32,cuda-f64 --rtol 2e-4 --cuda-variants "$variants" ;;
+    cuda_tuning) check "$1" "$2" "$BIN/cuda_tuning" --test-threads 1 --nocapture ;;
     bench_1e-6) check "$1" "$2" "${b[@]}" --backends cpu,cuda-f32,cuda-f64 ;;
     cuda_f32) check "$1" "$2" env VPOP_CUDA_PRECISION=f32 "$BIN/cuda_integrate" --test-threads 16 --nocapture ;;
     cuda_f64) check "$1" "$2" env VPOP_CUDA_PRECISION=f64 "$BIN/cuda_integrate" --test-threads 16 --nocapture ;;

@@ -261,10 +261,16 @@ struct Arm : Sub {
     }
 };
 
-extern "C" __global__ void integrate(const real* __restrict__ params, const real* __restrict__ scale,
-                                     const real* __restrict__ arm, const __grid_constant__ Meta meta,
-                                     real* __restrict__ metrics_out, unsigned* __restrict__ counters,
-                                     real* __restrict__ profiles) {
+// Launch attributes of the entry (a register cap, launch bounds): set by the CUDA backend's
+// tuning (CudaTuning), none by default.
+#ifndef VPOP_LAUNCH_BOUNDS
+#define VPOP_LAUNCH_BOUNDS
+#endif
+
+extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__ params, const real* __restrict__ scale,
+                                                        const real* __restrict__ arm, const __grid_constant__ Meta meta,
+                                                        real* __restrict__ metrics_out, unsigned* __restrict__ counters,
+                                                        real* __restrict__ profiles) {
     const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= meta.n) return;
     Arm S;

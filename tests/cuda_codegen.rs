@@ -242,3 +242,73 @@ fn steady_state_start_kernels_compile_with_nvrtc() {
         assert!(ptx.contains(".entry integrate"), "{name} {p:?}");
     });
 }
+
+/// The tuning reaches the PTX: a register cap becomes the entry's `.maxnreg` and launch bounds
+/// its `.maxntid` and `.minnctapersm` (and ptxas, where available, keeps the kernel within the
+/// cap), and fast math turns the f32 kernel's IEEE divisions into approximate ones; the default
+/// tuning compiles as `compile_ptx` does.
+#[test]
+fn tuning_options_reach_the_ptx() {
+    use vpop::backend::cuda::kernel::integrate_source;
+    use vpop::backend::cuda::{compile_ptx_tuned, CudaTuning};
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    let lm = library::MODELS
+        .iter()
+        .find(|m| m.name == "two_cmt_oral")
+        .unwrap();
+    let m = Model::parse(lm.name, lm.source).unwrap();
+    let progs = ModelPrograms::new(&m);
+    let src = integrate_source(&progs, Method::Tsit5, &every_kind(&m), Precision::F32).unwrap();
+    let tuned = |t: &str| compile_ptx_tuned(&src, "sm_90", &CudaTuning::parse(t).unwrap()).unwrap();
+    let plain = tuned("default");
+    assert_eq!(plain, compile_ptx(&src, "sm_90").unwrap());
+    assert!(plain.contains("div.rn.f32") && !plain.contains(".maxnreg"));
+    let capped = tuned("maxrreg=40");
+    assert!(capped.contains(".maxnreg 40"), "no register cap in the PTX");
+    let bounded = tuned("block=256,minblocks=4");
+    assert!(bounded.contains(".maxntid 256") && bounded.contains(".minnctapersm 4"));
+    let fast = tuned("fast-math");
+    assert!(
+        !fast.contains("div.rn.f32") && fast.contains("div.approx"),
+        "fast math left IEEE divisions in the PTX"
+    );
+    assert!(tuned("opt=-prec-div=false").contains("div.full.f32"));
+    let bad = compile_ptx_tuned(&src, "sm_90", &CudaTuning::parse("opt=-no-such").unwrap());
+    assert!(bad.is_err(), "NVRTC accepted an unknown option");
+    let Some(x) = ptxas() else {
+        println!("no ptxas: registers not checked");
+        return;
+    };
+    // What each tuning of the `tune` GPU check (.ci/gpu-check.sh) costs in registers and local
+    // memory, in both precisions (sm_90).
+    println!("two_cmt_oral Tsit5, every metric kind: registers, stack frame, spill stores");
+    for p in [Precision::F32, Precision::F64] {
+        let src = integrate_source(&progs, Method::Tsit5, &every_kind(&m), p).unwrap();
+        for t in [
+            "default",
+            "maxrreg=40",
+            "maxrreg=64",
+            "maxrreg=80",
+            "minblocks=6",
+        ] {
+            let tuning = CudaTuning::parse(t).unwrap();
+            let ptx = compile_ptx_tuned(&src, "sm_90", &tuning).unwrap();
+            let tag = format!("tuning-{}-{}", p.name(), t.replace('=', ""));
+            let (regs, stack, spills, _) = ptxas_report(&x, &ptx, &tag);
+            println!("  {:<4} {t:<12} {regs:>4} {stack:>5} {spills:>5}", p.name());
+            let cap = tuning
+                .maxrregcount
+                .or(tuning.min_blocks.map(|b| 65_536 / (b * tuning.block)))
+                .unwrap_or(255);
+            assert!(
+                regs <= cap,
+                "{t} ({}): {regs} registers over {cap}",
+                p.name()
+            );
+        }
+    }
+}

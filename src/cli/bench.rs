@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::backend::cuda::CudaTuning;
 use crate::output::AtomicFile;
 use crate::trial::bench::{format_report, run_bench, BenchOptions, Target};
 use crate::trial::Trial;
@@ -13,6 +14,8 @@ pub const EXAMPLES: &str = "Examples:
   vpop bench examples/quickstart.toml
   vpop bench examples/quickstart.toml -n 10000000 --backends cuda-f32,cuda-f64,wgpu --rtol 1e-5
   vpop bench examples/quickstart.toml --backends cpu --cpu-subjects 100000 --json bench.json
+  vpop bench examples/quickstart.toml -n 10000000 --backends cuda-f32 --rtol 2e-4 \
+      --cuda-variants 'default;block=256;block=64;maxrreg=64;fast-math'
 
 The CPU reference integrates the first --cpu-subjects subjects of each arm twice: at the trial's
 settings (timed, on all cores) and at --reference-rtol (the accuracy reference). Each GPU backend
@@ -51,6 +54,13 @@ pub struct BenchArgs {
     /// C++ compiler). With a CUDA row, the report gives the FLOP rate that makes.
     #[arg(long, value_name = "SUBJECTS", default_value_t = 0)]
     pub count_ops: usize,
+    /// Run each CUDA backend once per tuning, separated by semicolons, each a comma-separated
+    /// list of block=N (threads per block, default 128), maxrreg=N (NVRTC --maxrregcount),
+    /// fast-math (NVRTC --use_fast_math), opt=-OPTION (any NVRTC option) or default, e.g.
+    /// "default;block=256;block=64,maxrreg=64;fast-math". Without it, CUDA runs with the
+    /// tuning in VPOP_CUDA_TUNING (the default where unset).
+    #[arg(long, value_name = "TUNINGS")]
+    pub cuda_variants: Option<String>,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -75,6 +85,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--reference-rtol must be in (0, 1), got {}",
         args.reference_rtol
     );
+    let cuda_variants = match &args.cuda_variants {
+        Some(v) => v
+            .split(';')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| CudaTuning::parse(t).map_err(|e| anyhow::anyhow!("--cuda-variants: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => {
+            if targets.iter().any(|t| matches!(t, Target::Cuda(_))) {
+                CudaTuning::from_env().map_err(|e| anyhow::anyhow!(e))?;
+            }
+            Vec::new()
+        }
+    };
     let opts = BenchOptions {
         subjects: args.subjects.max(1),
         cpu_subjects: args.cpu_subjects.max(1),
@@ -84,6 +108,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         chunk: args.chunk_size.max(1),
         time_cpu: targets.contains(&Target::Cpu),
         count_ops: args.count_ops,
+        cuda_variants,
     };
     let report = run_bench(&trial, &opts, &mut |line| eprintln!("{line}"))
         .map_err(|e| anyhow::anyhow!(e))?;

@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::run::{cuda_backend, sample_chunk, wgpu_backend};
+use super::run::{cuda_backend_tuned, sample_chunk, wgpu_backend};
 use super::Trial;
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaTuning;
 use crate::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput, Precision};
 use crate::population::SampledChunk;
 
@@ -81,6 +82,9 @@ pub struct BenchOptions {
     /// Count the CUDA kernel's operations per subject-arm (f32 and f64) on this many subjects
     /// per arm, with the counting build of the emulated kernel; 0: not counted.
     pub count_ops: usize,
+    /// Each CUDA target runs once per tuning listed here (rows labelled with the tuning);
+    /// empty: once, with `VPOP_CUDA_TUNING`'s tuning (the default).
+    pub cuda_variants: Vec<CudaTuning>,
 }
 
 impl Default for BenchOptions {
@@ -94,6 +98,7 @@ impl Default for BenchOptions {
             chunk: 1 << 20,
             time_cpu: true,
             count_ops: 0,
+            cuda_variants: Vec::new(),
         }
     }
 }
@@ -270,8 +275,8 @@ pub fn run_bench(
     let (same, cpu_wall) = run_arms(&mut cpu, &plans, &first)?;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    for &target in &opts.targets {
-        if target == Target::Cpu {
+    for run in TargetRun::all(opts) {
+        if run.target == Target::Cpu {
             if opts.time_cpu {
                 let row = compare(
                     "cpu (f64)",
@@ -289,7 +294,7 @@ pub fn run_bench(
             }
             continue;
         }
-        let Some(mut b) = open_target(target, &model, progress, &mut skipped) else {
+        let Some(mut b) = open_target(&run, &model, progress, &mut skipped) else {
             continue;
         };
         let info = b.info();
@@ -315,7 +320,7 @@ pub fn run_bench(
             }
             c0 += n as u64;
         }
-        let label = format!("{} ({})", target.label(), info.precision.name());
+        let label = run.row_label(info.precision);
         let mut row = compare(
             &label,
             &info.device,
@@ -489,8 +494,8 @@ fn run_bench_data(
     };
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    for &target in &opts.targets {
-        if target == Target::Cpu {
+    for run in TargetRun::all(opts) {
+        if run.target == Target::Cpu {
             if opts.time_cpu {
                 let row = row_of("cpu (f64)", &cpu_device, &same, cpu_wall);
                 progress(&format_row(&row));
@@ -498,7 +503,7 @@ fn run_bench_data(
             }
             continue;
         }
-        let Some(mut b) = open_target(target, &model, progress, &mut skipped) else {
+        let Some(mut b) = open_target(&run, &model, progress, &mut skipped) else {
             continue;
         };
         let info = b.info();
@@ -522,7 +527,7 @@ fn run_bench_data(
             c0 += n as u64;
         }
         first.truncate(n_ref);
-        let label = format!("{} ({})", target.label(), info.precision.name());
+        let label = run.row_label(info.precision);
         let mut row = row_of(&label, &info.device, &first, wall);
         row.subjects = opts.subjects;
         row.failed = failed;
@@ -575,27 +580,69 @@ fn emulated_cuda(
 
 /// A GPU target's backend, or `None` with the reason in `skipped` (and in `progress`).
 fn open_target(
-    target: Target,
+    run: &TargetRun,
     model: &Arc<crate::model::CompiledModel>,
     progress: &mut dyn FnMut(&str),
     skipped: &mut Vec<Skipped>,
 ) -> Option<Box<dyn Backend>> {
-    let made = match target {
+    let made = match run.target {
         Target::Cpu => return None,
         Target::Wgpu(p) => wgpu_backend(model.clone(), p),
-        Target::Cuda(p) => cuda_backend(model.clone(), p),
+        Target::Cuda(p) => cuda_backend_tuned(model.clone(), p, run.tuning.as_ref()),
         Target::CudaEmulated(p) => emulated_cuda(model.clone(), p, false),
     };
     match made {
         Ok((b, _)) => Some(b),
         Err(e) => {
-            progress(&format!("{}: skipped ({e})", target.label()));
+            let name = run.name();
+            progress(&format!("{name}: skipped ({e})"));
             skipped.push(Skipped {
-                backend: target.label().into(),
+                backend: name,
                 reason: e,
             });
             None
         }
+    }
+}
+
+/// One backend run of the bench: a target, and for CUDA the tuning it is run with.
+struct TargetRun {
+    target: Target,
+    tuning: Option<CudaTuning>,
+}
+
+impl TargetRun {
+    /// The targets in order, each CUDA target once per variant.
+    fn all(opts: &BenchOptions) -> Vec<TargetRun> {
+        let mut runs = Vec::new();
+        for &target in &opts.targets {
+            match target {
+                Target::Cuda(_) if !opts.cuda_variants.is_empty() => {
+                    runs.extend(opts.cuda_variants.iter().map(|t| TargetRun {
+                        target,
+                        tuning: Some(t.clone()),
+                    }))
+                }
+                _ => runs.push(TargetRun {
+                    target,
+                    tuning: None,
+                }),
+            }
+        }
+        runs
+    }
+
+    /// The target's label, with the tuning where one was asked for.
+    fn name(&self) -> String {
+        match &self.tuning {
+            Some(t) => format!("{} [{}]", self.target.label(), t.label()),
+            None => self.target.label().to_string(),
+        }
+    }
+
+    /// The label of the run's row.
+    fn row_label(&self, precision: Precision) -> String {
+        format!("{} ({})", self.name(), precision.name())
     }
 }
 
@@ -705,9 +752,16 @@ pub fn format_report(rep: &BenchReport) -> String {
         .iter()
         .find(|r| r.backend.starts_with("cpu"))
         .map(|r| r.subjects_per_s());
+    // The backend column fits the longest label (tuned CUDA rows name their tuning).
+    let w = rep
+        .rows
+        .iter()
+        .map(|r| r.backend.chars().count())
+        .chain(rep.skipped.iter().map(|k| k.backend.chars().count()))
+        .fold(16, usize::max);
     let _ = writeln!(
         s,
-        "{:<16} {:>12} {:>10} {:>12} {:>14} {:>9} {:>7} {:>10} {:>10}  device",
+        "{:<w$} {:>12} {:>10} {:>12} {:>14} {:>9} {:>7} {:>10} {:>10}  device",
         "backend",
         "subject-arms",
         "seconds",
@@ -727,7 +781,7 @@ pub fn format_report(rep: &BenchReport) -> String {
             .map_or("-".to_string(), |k| format!("{k:.3e}"));
         let _ = writeln!(
             s,
-            "{:<16} {:>12} {:>10.3} {:>12.3e} {:>14} {:>9} {:>7} {:>10.2e} {:>10.2e}  {}",
+            "{:<w$} {:>12} {:>10.3} {:>12.3e} {:>14} {:>9} {:>7} {:>10.2e} {:>10.2e}  {}",
             r.backend,
             r.subjects,
             r.seconds,
@@ -741,7 +795,7 @@ pub fn format_report(rep: &BenchReport) -> String {
         );
     }
     for k in &rep.skipped {
-        let _ = writeln!(s, "{:<16} not run: {}", k.backend, k.reason);
+        let _ = writeln!(s, "{:<w$} not run: {}", k.backend, k.reason);
     }
     let _ = writeln!(
         s,
@@ -751,7 +805,7 @@ pub fn format_report(rep: &BenchReport) -> String {
     for r in &rep.rows {
         let _ = writeln!(
             s,
-            "  {:<16} {:>10.1} steps {:>10.1} RHS evaluations",
+            "  {:<w$} {:>10.1} steps {:>10.1} RHS evaluations",
             r.backend, r.steps_per_subject, r.rhs_per_subject
         );
     }
@@ -764,7 +818,7 @@ pub fn format_report(rep: &BenchReport) -> String {
             if let Some(rate) = r.kernel_subjects_per_s() {
                 let _ = writeln!(
                     s,
-                    "  {:<16} {:.3e} FLOP/s and {:.3e} exp/log/pow per second in the kernel",
+                    "  {:<w$} {:.3e} FLOP/s and {:.3e} exp/log/pow per second in the kernel",
                     r.backend,
                     rate * k.flops_per_subject,
                     rate * k.per_subject.transcendental as f64

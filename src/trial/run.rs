@@ -110,6 +110,10 @@ pub fn select_backend(
     trial: &Trial,
     choice: BackendChoice,
 ) -> Result<(Box<dyn Backend>, String), String> {
+    if matches!(choice, BackendChoice::Cuda | BackendChoice::Auto) {
+        // A mistyped tuning is an error, not a reason for `auto` to pass CUDA over.
+        crate::backend::cuda::CudaTuning::from_env()?;
+    }
     let model = Arc::new(trial.compiled.clone());
     let cpu = || Box::new(CpuBackend::new(model.clone())) as Box<dyn Backend>;
     match choice {
@@ -159,20 +163,35 @@ pub fn select_backend(
 }
 
 /// The CUDA backend and its device's name.
-#[cfg(feature = "cuda")]
 pub(crate) fn cuda_backend(
     model: Arc<crate::model::CompiledModel>,
     precision: crate::backend::Precision,
 ) -> Result<(Box<dyn Backend>, String), String> {
-    let b = crate::backend::cuda::CudaBackend::new(model, precision).map_err(why)?;
+    cuda_backend_tuned(model, precision, None)
+}
+
+/// The CUDA backend with `tuning`, or with `VPOP_CUDA_TUNING`'s (the default) where `None`.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_backend_tuned(
+    model: Arc<crate::model::CompiledModel>,
+    precision: crate::backend::Precision,
+    tuning: Option<&crate::backend::cuda::CudaTuning>,
+) -> Result<(Box<dyn Backend>, String), String> {
+    use crate::backend::cuda::CudaBackend;
+    let b = match tuning {
+        Some(t) => CudaBackend::tuned(model, precision, t.clone()),
+        None => CudaBackend::new(model, precision),
+    }
+    .map_err(why)?;
     let name = format!("'{}'", b.info().device);
     Ok((Box::new(b), name))
 }
 
 #[cfg(not(feature = "cuda"))]
-pub(crate) fn cuda_backend(
+pub(crate) fn cuda_backend_tuned(
     _model: Arc<crate::model::CompiledModel>,
     _precision: crate::backend::Precision,
+    _tuning: Option<&crate::backend::cuda::CudaTuning>,
 ) -> Result<(Box<dyn Backend>, String), String> {
     Err("this build of vpop has no CUDA support (cargo feature `cuda`)".into())
 }

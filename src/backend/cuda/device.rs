@@ -16,7 +16,8 @@ use cudarc::driver::{
 };
 use sha2::{Digest, Sha256};
 
-use super::host::{Host, Job, Launched, Launcher, Real, Written, BLOCK};
+use super::host::{Host, Job, Launched, Launcher, Real, Written};
+use super::CudaTuning;
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::Precision;
 use crate::backend::{ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput};
@@ -155,6 +156,8 @@ struct Device {
     arch: &'static str,
     name: String,
     functions: HashMap<[u8; 32], CudaFunction>,
+    /// Threads per block of every launch.
+    block: u32,
 }
 
 impl Device {
@@ -180,6 +183,7 @@ impl Device {
             arch,
             name,
             functions: HashMap::new(),
+            block: super::DEFAULT_BLOCK,
         })
     }
 
@@ -209,6 +213,7 @@ impl Device {
     ) -> Result<(), BackendError> {
         let layout = Layout::of(job);
         let ctx = self.ctx.clone();
+        let block = self.block;
         let Lane {
             stream,
             up,
@@ -251,8 +256,8 @@ impl Device {
         let timed = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = stream.record_event(timed).map_err(driver)?;
         let cfg = LaunchConfig {
-            grid_dim: ((job.n as u32).div_ceil(BLOCK), 1, 1),
-            block_dim: (BLOCK, 1, 1),
+            grid_dim: ((job.n as u32).div_ceil(block), 1, 1),
+            block_dim: (block, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut launch = stream.launch_builder(f);
@@ -382,6 +387,7 @@ fn source_key(src: &str) -> [u8; 32] {
 pub(super) struct Devices {
     devices: Vec<Device>,
     ptx: PtxCache,
+    tuning: CudaTuning,
 }
 
 impl Launcher for Devices {
@@ -396,7 +402,9 @@ impl Launcher for Devices {
                 if let std::collections::hash_map::Entry::Vacant(v) =
                     self.ptx.entry((source_key(j.src), d.arch))
                 {
-                    v.insert(super::compile_ptx(j.src, d.arch).map_err(failed)?);
+                    v.insert(
+                        super::compile_ptx_tuned(j.src, d.arch, &self.tuning).map_err(failed)?,
+                    );
                 }
             }
         }
@@ -450,10 +458,21 @@ pub struct CudaBackend {
 }
 
 impl CudaBackend {
-    /// Opens every device; a clear error (never a panic) without a driver or a device.
+    /// Opens every device, with the tuning of `VPOP_CUDA_TUNING` (the default where it is
+    /// unset); a clear error (never a panic) without a driver or a device.
     pub fn new(
         model: Arc<CompiledModel>,
         precision: Precision,
+    ) -> Result<CudaBackend, BackendError> {
+        let tuning = CudaTuning::from_env().map_err(BackendError::Failed)?;
+        CudaBackend::tuned(model, precision, tuning)
+    }
+
+    /// Opens every device, compiling and launching the kernels as `tuning` says.
+    pub fn tuned(
+        model: Arc<CompiledModel>,
+        precision: Precision,
+        tuning: CudaTuning,
     ) -> Result<CudaBackend, BackendError> {
         let unavailable = |m: String| BackendError::Unavailable("cuda", m);
         // SAFETY: probes for the shared library without calling into it.
@@ -493,11 +512,14 @@ impl CudaBackend {
             }
             ordinals.into_iter().map(Device::open).collect()
         });
-        let devices = match opened {
+        let mut devices = match opened {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(unavailable(format!("no CUDA device: {e}"))),
             Err(_) => return Err(unavailable("the CUDA driver could not be loaded".into())),
         };
+        for d in &mut devices {
+            d.block = tuning.block;
+        }
         Ok(CudaBackend {
             host: Host {
                 model,
@@ -505,6 +527,7 @@ impl CudaBackend {
                 launcher: Devices {
                     devices,
                     ptx: HashMap::new(),
+                    tuning,
                 },
                 label: "cuda",
             },
@@ -576,7 +599,10 @@ impl Backend for CudaBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             name: "cuda",
-            device: describe(&self.host.launcher.devices),
+            device: match &self.host.launcher.tuning {
+                t if *t == CudaTuning::default() => describe(&self.host.launcher.devices),
+                t => format!("{} [{}]", describe(&self.host.launcher.devices), t.label()),
+            },
             precision: self.host.precision,
         }
     }

@@ -53,15 +53,39 @@ pub fn nvrtc_available() -> bool {
     false
 }
 
-/// Compiles CUDA C to PTX for `arch` (e.g. "sm_90"). Errors carry NVRTC's log and the source.
-#[cfg(feature = "cuda")]
+/// Compiles CUDA C to PTX for `arch` (e.g. "sm_90") with the default tuning. Errors carry
+/// NVRTC's log and the source.
 pub fn compile_ptx(src: &str, arch: &'static str) -> Result<String, String> {
+    compile_ptx_tuned(src, arch, &CudaTuning::default())
+}
+
+/// Compiles CUDA C to PTX for `arch` with the NVRTC options of `tuning`.
+#[cfg(feature = "cuda")]
+pub fn compile_ptx_tuned(
+    src: &str,
+    arch: &'static str,
+    tuning: &CudaTuning,
+) -> Result<String, String> {
     if !nvrtc_available() {
         return Err("NVRTC (libnvrtc) is not on the library path".into());
     }
+    // (cudarc's `use_fast_math` field passes --fmad=true, not --use_fast_math.)
+    let fast = tuning.fast_math.then(|| "--use_fast_math".to_string());
     let opts = cudarc::nvrtc::CompileOptions {
         arch: Some(arch),
+        options: fast.into_iter().chain(tuning.options.clone()).collect(),
         ..Default::default()
+    };
+    // NVRTC's --maxrregcount reaches only the cubins it makes, not PTX (which the driver
+    // compiles): a register cap and launch bounds go into the source, as attributes of the
+    // kernel's entry that the PTX carries (.maxnreg, .maxntid, .minnctapersm).
+    let bounds = tuning.launch_bounds();
+    let tuned;
+    let src = if bounds.is_empty() {
+        src
+    } else {
+        tuned = format!("#define VPOP_LAUNCH_BOUNDS {bounds}\n{src}");
+        &tuned
     };
     match cudarc::nvrtc::compile_ptx_with_opts(src, opts) {
         Ok(ptx) => Ok(ptx.to_src()),
@@ -70,8 +94,144 @@ pub fn compile_ptx(src: &str, arch: &'static str) -> Result<String, String> {
 }
 
 #[cfg(not(feature = "cuda"))]
-pub fn compile_ptx(_src: &str, _arch: &'static str) -> Result<String, String> {
+pub fn compile_ptx_tuned(
+    _src: &str,
+    _arch: &'static str,
+    _tuning: &CudaTuning,
+) -> Result<String, String> {
     Err("vpop was built without the `cuda` feature".into())
+}
+
+/// How the CUDA integrator kernels are compiled and launched: threads per block and NVRTC's
+/// options. The default is what `vpop run` uses; `VPOP_CUDA_TUNING` (e.g.
+/// `block=256,fast-math`) changes it for a run, and `vpop bench --cuda-variants` times several
+/// side by side (docs/gpu.md, "Tuning the kernels").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaTuning {
+    /// Threads per block: a multiple of 32 from 32 to 1024.
+    pub block: u32,
+    /// A cap on registers per thread (16 to 255): the entry's `__maxnreg__`.
+    pub maxrregcount: Option<u32>,
+    /// Blocks of `block` threads that should fit on one multiprocessor at once: the entry's
+    /// `__launch_bounds__(block, minblocks)`, which caps registers to allow it.
+    pub min_blocks: Option<u32>,
+    /// NVRTC's `--use_fast_math`: flush-to-zero and approximate division, square root and
+    /// transcendental functions in f32 (f64 arithmetic is unchanged).
+    pub fast_math: bool,
+    /// Further NVRTC options, as given (e.g. `-ftz=true`, `-prec-div=false`).
+    pub options: Vec<String>,
+}
+
+/// Threads per block of the default tuning.
+pub const DEFAULT_BLOCK: u32 = 128;
+
+impl Default for CudaTuning {
+    fn default() -> CudaTuning {
+        CudaTuning {
+            block: DEFAULT_BLOCK,
+            maxrregcount: None,
+            min_blocks: None,
+            fast_math: false,
+            options: Vec::new(),
+        }
+    }
+}
+
+impl CudaTuning {
+    /// The environment variable a run's tuning is read from.
+    pub const ENV: &'static str = "VPOP_CUDA_TUNING";
+
+    /// Parses `key=value` items separated by commas: `block=N`, `maxrreg=N`, `minblocks=N`,
+    /// `fast-math`, `opt=-NVRTC-OPTION` (repeatable); `default` or nothing is the default.
+    pub fn parse(s: &str) -> Result<CudaTuning, String> {
+        let mut t = CudaTuning::default();
+        let number = |key: &str, v: &str, lo: u32, hi: u32| -> Result<u32, String> {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (lo..=hi).contains(n))
+                .ok_or_else(|| format!("{key}={v}: expected a whole number from {lo} to {hi}"))
+        };
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim())),
+                None => (item, None),
+            };
+            match (key, value) {
+                ("default", None) => {}
+                ("block", Some(v)) => {
+                    let b = number("block", v, 32, 1024)?;
+                    if b % 32 != 0 {
+                        return Err(format!("block={b}: expected a multiple of 32 (a warp)"));
+                    }
+                    t.block = b;
+                }
+                ("maxrreg", Some(v)) => t.maxrregcount = Some(number("maxrreg", v, 16, 255)?),
+                ("minblocks", Some(v)) => t.min_blocks = Some(number("minblocks", v, 1, 32)?),
+                ("fast-math", None) => t.fast_math = true,
+                ("opt", Some(v)) if v.starts_with('-') && !v.contains(char::is_whitespace) => {
+                    t.options.push(v.to_string())
+                }
+                ("opt", _) => {
+                    return Err(format!(
+                        "'{item}': expected one NVRTC option such as opt=-ftz=true"
+                    ))
+                }
+                _ => {
+                    return Err(format!(
+                        "'{item}': expected block=N, maxrreg=N, minblocks=N, fast-math, \
+                         opt=-OPTION or default"
+                    ))
+                }
+            }
+        }
+        if t.maxrregcount.is_some() && t.min_blocks.is_some() {
+            return Err("maxrreg and minblocks both cap registers: give one of them".to_string());
+        }
+        Ok(t)
+    }
+
+    /// The attributes of the kernel's entry (`VPOP_LAUNCH_BOUNDS` in kernels/*_driver.cu):
+    /// empty for the default.
+    pub fn launch_bounds(&self) -> String {
+        match (self.maxrregcount, self.min_blocks) {
+            (Some(r), _) => format!("__maxnreg__({r})"),
+            (None, Some(m)) => format!("__launch_bounds__({}, {m})", self.block),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The tuning named by `VPOP_CUDA_TUNING`, or the default where it is unset or empty.
+    pub fn from_env() -> Result<CudaTuning, String> {
+        match std::env::var(Self::ENV) {
+            Ok(v) => CudaTuning::parse(&v).map_err(|e| format!("{}={v:?}: {e}", Self::ENV)),
+            Err(_) => Ok(CudaTuning::default()),
+        }
+    }
+
+    /// The canonical text of the tuning (what [`CudaTuning::parse`] reads back), `default` for
+    /// the default.
+    pub fn label(&self) -> String {
+        let mut items = Vec::new();
+        if self.block != DEFAULT_BLOCK {
+            items.push(format!("block={}", self.block));
+        }
+        if let Some(r) = self.maxrregcount {
+            items.push(format!("maxrreg={r}"));
+        }
+        if let Some(m) = self.min_blocks {
+            items.push(format!("minblocks={m}"));
+        }
+        if self.fast_math {
+            items.push("fast-math".to_string());
+        }
+        items.extend(self.options.iter().map(|o| format!("opt={o}")));
+        if items.is_empty() {
+            "default".to_string()
+        } else {
+            items.join(",")
+        }
+    }
 }
 
 /// Operations the integrator kernel performed, by kind (kernels/host_count.h), counted by a
@@ -154,3 +314,52 @@ mod host;
 pub use device::{list_devices, CudaBackend, DeviceInfo};
 #[cfg(feature = "cuda")]
 pub use emulate::EmulatedCuda;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunings_parse_and_print_back() {
+        assert_eq!(CudaTuning::parse("").unwrap(), CudaTuning::default());
+        assert_eq!(CudaTuning::parse("default").unwrap().label(), "default");
+        let t = CudaTuning::parse(" block=256 , maxrreg=64,fast-math,opt=-ftz=true ").unwrap();
+        assert_eq!(
+            t,
+            CudaTuning {
+                block: 256,
+                maxrregcount: Some(64),
+                min_blocks: None,
+                fast_math: true,
+                options: vec!["-ftz=true".into()],
+            }
+        );
+        assert_eq!(t.label(), "block=256,maxrreg=64,fast-math,opt=-ftz=true");
+        assert_eq!(CudaTuning::parse(&t.label()).unwrap(), t);
+        let t = CudaTuning::parse("block=64,minblocks=8").unwrap();
+        assert_eq!(t.label(), "block=64,minblocks=8");
+        assert_eq!(t.launch_bounds(), "__launch_bounds__(64, 8)");
+        assert_eq!(CudaTuning::default().launch_bounds(), "");
+        // The default block size, named, is the default.
+        assert_eq!(CudaTuning::parse("block=128").unwrap().label(), "default");
+    }
+
+    #[test]
+    fn bad_tunings_are_explained() {
+        for (text, says) in [
+            ("block=100", "multiple of 32"),
+            ("block=2048", "from 32 to 1024"),
+            ("block=", "whole number"),
+            ("maxrreg=8", "from 16 to 255"),
+            ("opt=ftz", "one NVRTC option"),
+            ("opt=-a -b", "one NVRTC option"),
+            ("fastmath", "expected block=N"),
+            ("minblocks=0", "from 1 to 32"),
+            ("maxrreg=64,minblocks=2", "give one of them"),
+            ("fast-math=1", "expected block=N"),
+        ] {
+            let e = CudaTuning::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+}
