@@ -31,6 +31,11 @@ typedef {{REAL}} real;
 #define SS_MAX_CYCLES 100000u
 #define CUT_SHORT 254u
 #define FI __device__ __forceinline__
+// Attributes of the driver's entry `integrate` (a register cap, launch bounds), set by the
+// CUDA backend's tuning (src/backend/cuda/mod.rs, CudaTuning): none by default.
+#ifndef VPOP_LAUNCH_BOUNDS
+#define VPOP_LAUNCH_BOUNDS
+#endif
 
 FI real clampr(real x, real a, real b) { return fmin(fmax(x, a), b); }
 #define clamp clampr

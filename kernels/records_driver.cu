@@ -214,12 +214,6 @@ struct Rec : Sub {
     }
 };
 
-// Launch attributes of the entry (a register cap, launch bounds): set by the CUDA backend's
-// tuning (CudaTuning), none by default.
-#ifndef VPOP_LAUNCH_BOUNDS
-#define VPOP_LAUNCH_BOUNDS
-#endif
-
 extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__ params, const real* __restrict__ scale,
                                                         const real* __restrict__ arm, const __grid_constant__ Meta meta,
                                                         real* __restrict__ metrics_out, unsigned* __restrict__ counters,

@@ -64,6 +64,35 @@ fn the_bench_runs_cuda_once_per_tuning() {
     }
 }
 
+/// `vpop bench` of the quickstart, 8 subjects, on `backends`, with further arguments.
+fn bench(backends: &str, more: &[&str], tuning: Option<&str>) -> std::process::Output {
+    let mut args = vec![
+        "bench",
+        "examples/quickstart.toml",
+        "-n",
+        "8",
+        "--backends",
+        backends,
+    ];
+    args.extend_from_slice(more);
+    vpop(&args, tuning)
+}
+
+/// `vpop run` of the quickstart, 4 subjects, into `out`, with further arguments.
+fn run(out: &Path, more: &[&str], tuning: Option<&str>) -> std::process::Output {
+    let mut args = vec![
+        "run",
+        "examples/quickstart.toml",
+        "--subjects",
+        "4",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    vpop(&args, tuning)
+}
+
 fn vpop(args: &[&str], tuning: Option<&str>) -> std::process::Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"));
@@ -77,19 +106,7 @@ fn vpop(args: &[&str], tuning: Option<&str>) -> std::process::Output {
 
 #[test]
 fn a_mistyped_tuning_is_a_clear_error() {
-    let out = vpop(
-        &[
-            "bench",
-            "examples/quickstart.toml",
-            "-n",
-            "8",
-            "--backends",
-            "cuda-f32",
-            "--cuda-variants",
-            "default;block=100",
-        ],
-        None,
-    );
+    let out = bench("cuda-f32", &["--cuda-variants", "default;block=100"], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -99,18 +116,7 @@ fn a_mistyped_tuning_is_a_clear_error() {
     // The environment's tuning is checked before `auto` looks for a device, so that a typo is
     // not taken for a missing GPU.
     let dir = std::env::temp_dir().join(format!("vpop-tuning-{}", std::process::id()));
-    let out = vpop(
-        &[
-            "run",
-            "examples/quickstart.toml",
-            "--subjects",
-            "4",
-            "--quiet",
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-        Some("blocks=256"),
-    );
+    let out = run(&dir, &[], Some("blocks=256"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -118,17 +124,7 @@ fn a_mistyped_tuning_is_a_clear_error() {
         "{err}"
     );
     assert!(!dir.join("_manifest.json").exists());
-    let out = vpop(
-        &[
-            "bench",
-            "examples/quickstart.toml",
-            "-n",
-            "8",
-            "--backends",
-            "cpu,cuda-f64",
-        ],
-        Some("maxrreg=300"),
-    );
+    let out = bench("cpu,cuda-f64", &[], Some("maxrreg=300"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -136,20 +132,7 @@ fn a_mistyped_tuning_is_a_clear_error() {
         "{err}"
     );
     // The CPU backend takes no tuning and ignores the variable.
-    let out = vpop(
-        &[
-            "run",
-            "examples/quickstart.toml",
-            "--subjects",
-            "4",
-            "--quiet",
-            "--backend",
-            "cpu",
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-        Some("blocks=256"),
-    );
+    let out = run(&dir, &["--backend", "cpu"], Some("blocks=256"));
     assert!(
         out.status.success(),
         "{}",

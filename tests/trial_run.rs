@@ -67,6 +67,14 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Flips a byte in the middle of a file: a part torn by a crash, of the same size.
+fn tear(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(file, &bytes).unwrap();
+}
+
 fn opts(dir: &Path) -> RunOptions {
     RunOptions {
         quiet: true,
@@ -96,11 +104,7 @@ fn a_stopped_run_resumes_to_identical_files() {
     std::fs::write(resumed.join(".part-00003.parquet.123.tmp"), b"half a file").unwrap();
     // A part torn by a crash (same size, other bytes) no longer matches its recorded hash and
     // is written again.
-    let torn = resumed.join("part-00001.parquet");
-    let mut bytes = std::fs::read(&torn).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&torn, &bytes).unwrap();
+    tear(&resumed.join("part-00001.parquet"));
     let second = run_trial(&t, &opts(&resumed)).unwrap();
     assert!(second.complete);
     assert_eq!((second.parts_resumed, second.parts_written), (1, 3));
@@ -165,11 +169,7 @@ fn a_run_recorded_with_sha256_resumes() {
         );
     }
     std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
-    let torn = dir.join("part-00000.parquet");
-    let mut bytes = std::fs::read(&torn).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&torn, &bytes).unwrap();
+    tear(&dir.join("part-00000.parquet"));
     let second = run_trial(&t, &opts(&dir)).unwrap();
     assert!(second.complete);
     assert_eq!((second.parts_resumed, second.parts_written), (2, 2));
