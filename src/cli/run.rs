@@ -180,19 +180,26 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let secs = report.wall.as_secs_f64();
     if let Some(d) = &trial.data {
         println!(
-            "{}: {} subjects ({} dataset subjects × {} replicates) in {:.2} s ({:.0} subjects/s); {} parts written{}",
+            "{}: {} subjects ({} dataset subjects × {} replicates) in {:.2} s ({:.0} subjects/s); {} written{}",
             trial.name,
             report.subjects,
             d.dataset.subjects.len(),
             d.replicates,
             secs,
             report.subjects as f64 / secs.max(1e-9),
-            report.parts_written,
+            parts(report.parts_written),
             if report.parts_resumed > 0 {
                 format!(", {} resumed", report.parts_resumed)
             } else {
                 String::new()
             },
+        );
+        // A dataset trial's stages run one after the other, chunk by chunk.
+        println!(
+            "stage times: sampling and record programs {:.2} s, integration {:.2} s, encoding and writing {:.2} s",
+            report.sampling.as_secs_f64(),
+            report.integrate.as_secs_f64(),
+            report.encoding.as_secs_f64()
         );
         if !report.complete {
             println!("stopped before the end; run the same command again to resume");
@@ -214,14 +221,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: {} subjects × {} arm{} in {:.2} s ({:.0} subject-arms/s); {} parts written{}",
+        "{}: {} subjects × {} arm{} in {:.2} s ({:.0} subject-arms/s); {} written{}",
         trial.name,
         report.subjects,
         trial.arms.len(),
         if trial.arms.len() == 1 { "" } else { "s" },
         secs,
         (report.subjects * trial.arms.len() as u64) as f64 / secs.max(1e-9),
-        report.parts_written,
+        parts(report.parts_written),
         if report.parts_resumed > 0 {
             format!(", {} resumed", report.parts_resumed)
         } else {
@@ -269,4 +276,13 @@ fn peak_memory_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// "1 part", "3 parts".
+fn parts(n: u64) -> String {
+    if n == 1 {
+        "1 part".to_string()
+    } else {
+        format!("{n} parts")
+    }
 }

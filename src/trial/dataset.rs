@@ -92,24 +92,29 @@ pub(crate) struct ChunkPrograms {
     pub programs: Vec<Program>,
 }
 
+/// The chunk's subjects sampled, their programs built and integrated; with the time spent
+/// sampling and building (the rest of the call is integration).
 fn simulate_chunk(
     trial: &Trial,
     data: &DataDesign,
     first: u64,
     n: usize,
     backend: &mut dyn Backend,
-) -> Result<Chunk, String> {
+) -> Result<(Chunk, Duration), String> {
+    let t0 = Instant::now();
     let c = chunk_programs(trial, data, first, n);
+    let built = t0.elapsed();
     let refs: Vec<&Program> = c.programs.iter().collect();
     let outcomes = backend
         .run_records(&refs, &trial.arms[0].plan.solver)
         .map_err(|e| e.to_string())?;
-    Ok(Chunk {
+    let chunk = Chunk {
         first,
         covariates: c.covariates,
         params: c.params,
         outcomes,
-    })
+    };
+    Ok((chunk, built))
 }
 
 /// Virtual subjects `first..first + n`: their draws, and each one's records as a program
@@ -385,7 +390,8 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
     let done_parts: std::collections::HashSet<u64> = done.iter().map(|p| p.part).collect();
     let stop_after = opts.stop_after_parts.unwrap_or(u64::MAX);
     let (mut written, mut failed, mut ran) = (0u64, 0u64, 0u64);
-    let (mut integrate, mut encoding) = (Duration::ZERO, Duration::ZERO);
+    let (mut integrate, mut sampling, mut encoding) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut complete = true;
     for c in c0..c1 {
         if done_parts.contains(&c) {
@@ -398,8 +404,9 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         let first = c * chunk;
         let n = (subjects - first).min(chunk) as usize;
         let t0 = Instant::now();
-        let sim = simulate_chunk(trial, data, first, n, backend.as_mut())?;
-        integrate += t0.elapsed();
+        let (sim, built) = simulate_chunk(trial, data, first, n, backend.as_mut())?;
+        integrate += t0.elapsed() - built;
+        sampling += built;
         let t1 = Instant::now();
         let batch = encode(trial, data, &schema, &sim)?;
         writer
@@ -426,7 +433,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         parts_resumed: done.len() as u64,
         wall: start.elapsed(),
         integrate,
-        sampling: Duration::ZERO,
+        sampling,
         encoding,
         summary: Duration::ZERO,
         calls: written,
