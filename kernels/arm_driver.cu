@@ -206,18 +206,91 @@ struct Arm : Sub {
         return false;
     }
 
+    // Dose line l's administrations [b, e). Within a line the start and end times do not
+    // decrease (same state, amount and kind for every administration of it, nominal times
+    // increasing: src/backend/gpu.rs, arm_data), so what is due next is found by a binary
+    // search, not a scan of the whole schedule at every stop.
+    FI void line_range(unsigned l, unsigned& b, unsigned& e) {
+        const real* ends = arm + m->n_admin * 5u;
+        b = l == 0u ? 0u : (unsigned)ends[l - 1u];
+        e = (unsigned)ends[l];
+    }
+
+    // The first administration of [b, e) whose start (ends: end) is after t, or e.
+    FI unsigned first_after(unsigned b, unsigned e, real t, bool ends) {
+        while (b < e) {
+            const unsigned mid = b + (e - b) / 2u;
+            real st, en, val;
+            unsigned s, kind;
+            admin_event(mid, st, en, val, s, kind);
+            if ((ends ? en : st) > t) e = mid;
+            else b = mid + 1u;
+        }
+        return b;
+    }
+
+    // The kind of line l's administrations (the same for all of them).
+    FI unsigned line_kind(unsigned b) {
+        real st, en, val;
+        unsigned s, kind;
+        admin_event(b, st, en, val, s, kind);
+        return kind;
+    }
+
+    // Event a's inputs in (t_prev, ts]: a bolus, an infusion's start or end (resets apart).
+    FI void apply_event(unsigned a, real ts) {
+        real st, en, val;
+        unsigned s, kind;
+        event(a, st, en, val, s, kind);
+        const bool cut_start = cut(a, st), cut_end = cut(a, en);
+        // y[s] and rates[s] for the run-time s, as predicated updates.
+        #pragma unroll
+        for (int j = 0; j < NS; j++) {
+            if ((unsigned)j != s) continue;
+            if (kind == 0u && st > t_prev && st <= ts && !cut_start) y[j] += val;
+            if (kind == 1u) {
+                if (st > t_prev && st <= ts && !cut_start) rates[j] += val;
+                if (en > t_prev && en <= ts && !cut_end) {
+                    rates[j] -= val;
+                    if (fabs(rates[j]) <= (real)1e-6 * val) rates[j] = 0;
+                }
+            }
+        }
+    }
+
     FI void run_stops() {
+        const unsigned nl = m->n_lines;
         for (;;) {
             if (t_prev >= m->end_time) return;
             while (fs < m->n_fixed && arm[m->off_fixed + fs] <= t_prev) fs++;
             real ts = fs < m->n_fixed ? arm[m->off_fixed + fs] : BIG;
-            for (unsigned a = 0; a < n_events(); a++) {
+            // The next stop: the earliest start (bolus, infusion, reset) or infusion end after
+            // t_prev, line by line.
+            for (unsigned l = 0; l < nl; l++) {
+                unsigned b, e;
+                line_range(l, b, e);
+                if (b >= e) continue;
+                const unsigned kind = line_kind(b);
+                real st, en, val;
+                unsigned s, k;
+                if (kind <= 1u || kind == 4u) {
+                    const unsigned a = first_after(b, e, t_prev, false);
+                    if (a < e) { admin_event(a, st, en, val, s, k); ts = fmin(ts, st); }
+                }
+                if (kind == 1u) {
+                    const unsigned a = first_after(b, e, t_prev, true);
+                    if (a < e) { admin_event(a, st, en, val, s, k); ts = fmin(ts, en); }
+                }
+            }
+#if SS_START
+            for (unsigned a = m->n_admin; a < n_events(); a++) {
                 real st, en, val;
                 unsigned s, kind;
                 event(a, st, en, val, s, kind);
-                if ((kind <= 1u || kind == 4u) && st > t_prev) ts = fmin(ts, st);
+                if (kind <= 1u && st > t_prev) ts = fmin(ts, st);
                 if (kind == 1u && en > t_prev) ts = fmin(ts, en);
             }
+#endif
             if (ts >= BIG) { status = CUT_SHORT; return; }
             if (t_prev >= (real)0) {
                 unsigned r = integrate(t_prev, ts);
@@ -226,34 +299,36 @@ struct Arm : Sub {
             stop_pre(ts);
 #if HAS_RESETS
             bool reset = false;
-            for (unsigned a = 0; a < m->n_admin; a++) {
-                real st, en, val;
-                unsigned s, kind;
-                admin_event(a, st, en, val, s, kind);
-                reset = reset || (kind == 4u && st > t_prev && st <= ts);
+            for (unsigned l = 0; l < nl; l++) {
+                unsigned b, e;
+                line_range(l, b, e);
+                if (b >= e || line_kind(b) != 4u) continue;
+                const unsigned a = first_after(b, e, t_prev, false);
+                if (a < e) {
+                    real st, en, val;
+                    unsigned s, kind;
+                    admin_event(a, st, en, val, s, kind);
+                    reset = reset || st <= ts;
+                }
             }
             // Back to the initial state; the AUC quadratures go on.
             if (reset) initial_states();
 #endif
-            for (unsigned a = 0; a < n_events(); a++) {
-                real st, en, val;
-                unsigned s, kind;
-                event(a, st, en, val, s, kind);
-                const bool cut_start = cut(a, st), cut_end = cut(a, en);
-                // y[s] and rates[s] for the run-time s, as predicated updates.
-                #pragma unroll
-                for (int j = 0; j < NS; j++) {
-                    if ((unsigned)j != s) continue;
-                    if (kind == 0u && st > t_prev && st <= ts && !cut_start) y[j] += val;
-                    if (kind == 1u) {
-                        if (st > t_prev && st <= ts && !cut_start) rates[j] += val;
-                        if (en > t_prev && en <= ts && !cut_end) {
-                            rates[j] -= val;
-                            if (fabs(rates[j]) <= (real)1e-6 * val) rates[j] = 0;
-                        }
-                    }
-                }
+            // The inputs due in (t_prev, ts], in the order of the administrations: of each
+            // line, those whose start (infusions: start or end) falls in the window.
+            for (unsigned l = 0; l < nl; l++) {
+                unsigned b, e;
+                line_range(l, b, e);
+                if (b >= e) continue;
+                const unsigned kind = line_kind(b);
+                if (kind > 1u) continue;
+                const unsigned lo = first_after(b, e, t_prev, kind == 1u);
+                const unsigned hi = first_after(lo, e, ts, false);
+                for (unsigned a = lo; a < hi; a++) apply_event(a, ts);
             }
+#if SS_START
+            for (unsigned a = m->n_admin; a < n_events(); a++) apply_event(a, ts);
+#endif
             if (!all_finite(y)) { status = 3u; return; }
             stop_post(ts);
             t_prev = ts;

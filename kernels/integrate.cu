@@ -42,7 +42,8 @@ FI real clampr(real x, real a, real b) { return fmin(fmax(x, a), b); }
 
 struct Meta {
     unsigned n, n_admin, n_fixed, n_times;
-    unsigned wants_extrema, max_steps, off_fixed, off_times, off_metrics, pad0;
+    // n_lines: dose lines, whose administrations' end indices follow the administrations.
+    unsigned wants_extrema, max_steps, off_fixed, off_times, off_metrics, n_lines;
     // eps: the precision's machine epsilon; snap: a step that ends within snap·span of a
     // stopping point is stretched to it.
     real rtol, atol, dt, h_max, h_min_rel, end_time, trough, eps, snap;

@@ -43,9 +43,12 @@ impl KernelSizes {
 /// An arm as the kernel reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArmData {
-    /// Administrations, fixed stopping points, sample times and metric specs, in that order.
+    /// Administrations (5 values each), the index one past each dose line's last
+    /// administration (`n_lines` values), fixed stopping points, sample times and metric specs,
+    /// in that order.
     pub data: Vec<f64>,
     pub n_admin: usize,
+    pub n_lines: usize,
     pub n_fixed: usize,
     pub n_times: usize,
     pub off_fixed: usize,
@@ -76,6 +79,10 @@ pub fn metric_code(kind: MetricKind) -> (f64, f64) {
 pub fn arm_data(arm: &ArmPlan) -> ArmData {
     let mut data = Vec::new();
     let mut n_admin = 0;
+    // Where each dose line's administrations end: within a line they are due in order (same
+    // state, amount and kind, nominal times increasing), so their start and end times do not
+    // decrease for any subject, which lets the CUDA kernel search them instead of scanning.
+    let mut line_ends = Vec::new();
     for line in &arm.regimen.lines {
         let (kind, value) = match line.administration {
             Administration::Bolus => (0.0, 0.0),
@@ -89,7 +96,12 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
             data.extend_from_slice(&[nominal, line.state as f64, line.amount, kind, value]);
             n_admin += 1;
         }
+        if line.count > 0 {
+            line_ends.push(n_admin as f64);
+        }
     }
+    let n_lines = line_ends.len();
+    data.extend_from_slice(&line_ends);
     let (dose_times, last_interval) = arm.regimen.nominal_times();
     let end = arm.end;
     let windows: Vec<Option<(f64, f64)>> = arm
@@ -137,6 +149,7 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
     ArmData {
         data,
         n_admin,
+        n_lines,
         n_fixed: stops.len(),
         n_times: arm.sample_times.len(),
         off_fixed,
@@ -473,12 +486,15 @@ mod tests {
         let d = arm_data(&arm());
         assert_eq!(d.n_admin, 3);
         assert_eq!(&d.data[..5], &[0.0, 1.0, 100.0, 2.0, 1.0]);
+        // One dose line: its administrations end at index 3.
+        assert_eq!((d.n_lines, d.data[15]), (1, 3.0));
+        assert_eq!(d.off_fixed, 16);
         assert_eq!(d.n_fixed, 5);
         assert_eq!(
             &d.data[d.off_fixed..d.off_times],
             &[0.0, 12.0, 24.0, 36.0, 48.0]
         );
-        assert_eq!(d.off_times, 15 + 5);
+        assert_eq!(d.off_times, 16 + 5);
         assert_eq!(&d.data[d.off_times..d.off_metrics], &[1.0, 2.0]);
         // ctrough: the last administration; auc_last_interval: [24, 36].
         assert_eq!(d.trough, 24.0);

@@ -42,7 +42,8 @@ pub(super) struct Meta<T> {
     pub off_fixed: u32,
     pub off_times: u32,
     pub off_metrics: u32,
-    pub pad0: u32,
+    /// Dose lines; their administrations' end indices follow the administrations.
+    pub n_lines: u32,
     pub rtol: T,
     pub atol: T,
     pub dt: T,
@@ -67,7 +68,7 @@ impl<T: Real> Meta<T> {
             off_fixed: 0,
             off_times: 0,
             off_metrics: 0,
-            pad0: 0,
+            n_lines: 0,
             rtol: T::of(s.rtol),
             atol: T::of(s.atol),
             dt: T::of(s.dt.unwrap_or(0.0)),
@@ -256,6 +257,7 @@ impl<L: Launcher> Host<L> {
         let arm_v: Vec<T> = ad.data.iter().map(|v| T::of(*v)).collect();
         let meta = Meta::<T> {
             n_admin: ad.n_admin as u32,
+            n_lines: ad.n_lines as u32,
             n_fixed: ad.n_fixed as u32,
             n_times: nt as u32,
             wants_extrema: ad.wants_extrema as u32,
