@@ -280,17 +280,83 @@ fn cut(a: u32, t: real) -> bool {
     return false;
 }
 
+// Dose line l's administrations [b, e): the line ends follow the administrations
+// (src/backend/gpu.rs, arm_data), as many as there are lines. Within a line the start and end
+// times do not decrease (same state, amount and kind, nominal times increasing), so what is
+// due next is found by a binary search, not a scan of the whole schedule at every stop.
+fn n_lines() -> u32 {
+    return meta_.off_fixed - meta_.n_admin * 5u;
+}
+
+fn line_begin(l: u32) -> u32 {
+    if (l == 0u) { return 0u; }
+    return u32(arm[meta_.n_admin * 5u + l - 1u]);
+}
+
+fn line_end(l: u32) -> u32 {
+    return u32(arm[meta_.n_admin * 5u + l]);
+}
+
+// The first administration of [b, e) whose start (ends: end) is after t, or e.
+fn first_after(b0: u32, e0: u32, t: real, ends: bool) -> u32 {
+    var b = b0;
+    var e = e0;
+    while (b < e) {
+        let mid = b + (e - b) / 2u;
+        let ev = admin_event(mid);
+        if (select(ev.start, ev.end_, ends) > t) { e = mid; } else { b = mid + 1u; }
+    }
+    return b;
+}
+
+// Event a's inputs in (t_prev, ts]: a bolus, an infusion's start or end (resets apart).
+fn apply_event(a: u32, ts: real) {
+    let ev = event_of(a);
+    if (ev.kind == 0u && ev.start > t_prev && ev.start <= ts && !cut(a, ev.start)) {
+        y[ev.state] += ev.value;
+    }
+    if (ev.kind == 1u) {
+        if (ev.start > t_prev && ev.start <= ts && !cut(a, ev.start)) {
+            rates[ev.state] += ev.value;
+        }
+        if (ev.end_ > t_prev && ev.end_ <= ts && !cut(a, ev.end_)) {
+            rates[ev.state] -= ev.value;
+            // A finished infusion leaves exactly nothing behind.
+            if (abs(rates[ev.state]) <= 1e-6 * ev.value) { rates[ev.state] = 0.0; }
+        }
+    }
+}
+
 // Stopping points from the last one processed to the end, within this dispatch's budget.
 fn run_stops() {
+    let nl = n_lines();
     loop {
         if (t_prev >= meta_.end_time) { return; }
         while (fs < meta_.n_fixed && arm[meta_.off_fixed + fs] <= t_prev) { fs++; }
         var ts = BIG;
         if (fs < meta_.n_fixed) { ts = arm[meta_.off_fixed + fs]; }
-        for (var a = 0u; a < n_events(); a++) {
-            let ev = event_of(a);
-            if ((ev.kind <= 1u || ev.kind == 4u) && ev.start > t_prev) { ts = min(ts, ev.start); }
-            if (ev.kind == 1u && ev.end_ > t_prev) { ts = min(ts, ev.end_); }
+        // The next stop: the earliest start (bolus, infusion, reset) or infusion end after
+        // t_prev, line by line.
+        for (var l = 0u; l < nl; l++) {
+            let b = line_begin(l);
+            let e = line_end(l);
+            if (b >= e) { continue; }
+            let kind = admin_event(b).kind;
+            if (kind <= 1u || kind == 4u) {
+                let a = first_after(b, e, t_prev, false);
+                if (a < e) { ts = min(ts, admin_event(a).start); }
+            }
+            if (kind == 1u) {
+                let a = first_after(b, e, t_prev, true);
+                if (a < e) { ts = min(ts, admin_event(a).end_); }
+            }
+        }
+        if (SS_START) {
+            for (var a = meta_.n_admin; a < n_events(); a++) {
+                let ev = event_of(a);
+                if (ev.kind <= 1u && ev.start > t_prev) { ts = min(ts, ev.start); }
+                if (ev.kind == 1u && ev.end_ > t_prev) { ts = min(ts, ev.end_); }
+            }
         }
         if (ts >= BIG) { status = CUT_SHORT; return; }
         if (t_prev >= 0.0) {
@@ -309,28 +375,30 @@ fn run_stops() {
         stop_pre(ts);
         if (HAS_RESETS) {
             var reset = false;
-            for (var a = 0u; a < meta_.n_admin; a++) {
-                let ev = admin_event(a);
-                reset = reset || (ev.kind == 4u && ev.start > t_prev && ev.start <= ts);
+            for (var l = 0u; l < nl; l++) {
+                let b = line_begin(l);
+                let e = line_end(l);
+                if (b >= e || admin_event(b).kind != 4u) { continue; }
+                let a = first_after(b, e, t_prev, false);
+                if (a < e) { reset = reset || admin_event(a).start <= ts; }
             }
             // Back to the initial state; the AUC quadratures go on.
             if (reset) { initial_states(); }
         }
-        for (var a = 0u; a < n_events(); a++) {
-            let ev = event_of(a);
-            if (ev.kind == 0u && ev.start > t_prev && ev.start <= ts && !cut(a, ev.start)) {
-                y[ev.state] += ev.value;
-            }
-            if (ev.kind == 1u) {
-                if (ev.start > t_prev && ev.start <= ts && !cut(a, ev.start)) {
-                    rates[ev.state] += ev.value;
-                }
-                if (ev.end_ > t_prev && ev.end_ <= ts && !cut(a, ev.end_)) {
-                    rates[ev.state] -= ev.value;
-                    // A finished infusion leaves exactly nothing behind.
-                    if (abs(rates[ev.state]) <= 1e-6 * ev.value) { rates[ev.state] = 0.0; }
-                }
-            }
+        // The inputs due in (t_prev, ts], in the order of the administrations: of each line,
+        // those whose start (infusions: start or end) falls in the window.
+        for (var l = 0u; l < nl; l++) {
+            let b = line_begin(l);
+            let e = line_end(l);
+            if (b >= e) { continue; }
+            let kind = admin_event(b).kind;
+            if (kind > 1u) { continue; }
+            let lo = first_after(b, e, t_prev, kind == 1u);
+            let hi = first_after(lo, e, ts, false);
+            for (var a = lo; a < hi; a++) { apply_event(a, ts); }
+        }
+        if (SS_START) {
+            for (var a = meta_.n_admin; a < n_events(); a++) { apply_event(a, ts); }
         }
         if (!all_finite(y)) { status = 3u; return; }
         stop_post(ts);

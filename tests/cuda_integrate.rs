@@ -234,56 +234,16 @@ fn a_chunk_split_across_lanes_equals_one_launch() {
 /// by searching each line, and gives the CPU reference's metrics, bit for bit in f64 with Tsit5.
 #[test]
 fn long_interleaved_schedules_agree() {
-    use vpop::dosing::{Administration, DoseLine, Regimen};
     let Ok(rs) = runners() else {
         println!("SKIPPED: {}", runners().unwrap_err());
         return;
     };
     let ir = common::library_model("two_cmt_oral");
     let model = Arc::new(CompiledModel::new(&ir));
-    let metrics: Vec<String> = [
-        "auc",
-        "cmax",
-        "tmax",
-        "cmin",
-        "ctrough",
-        "at(401)",
-        "auc(390, 420)",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let line = |state, amount, start, interval, count, administration| DoseLine {
-        steady_state: false,
-        state,
-        amount,
-        start,
-        interval,
-        count,
-        administration,
-    };
     let params = subjects(&ir, 8);
     for p in precisions() {
         let rtol = if p == Precision::F64 { 1e-10 } else { 1e-6 };
-        let mut a = arm(&ir, Method::Tsit5, rtol, &metrics);
-        a.end = 720.0;
-        a.sample_times = vec![0.0, 13.0, 400.5, 719.0];
-        a.regimen = Regimen {
-            lines: vec![
-                line(0, 100.0, 0.0, 12.0, 60, Administration::Bolus),
-                line(
-                    1,
-                    40.0,
-                    6.0,
-                    24.0,
-                    28,
-                    Administration::InfusionDuration(30.0),
-                ),
-                line(1, 20.0, 5.0, 48.0, 15, Administration::Bolus),
-                line(0, 0.0, 400.0, 0.0, 1, Administration::Reset),
-                line(1, 10.0, 3.0, 36.0, 19, Administration::InfusionRate(4.0)),
-            ],
-        };
+        let a = common::long_interleaved_arm(&ir, Method::Tsit5, rtol);
         let cpu = run(
             &mut vpop::backend::cpu::CpuBackend::new(model.clone()),
             &a,
@@ -292,24 +252,13 @@ fn long_interleaved_schedules_agree() {
         for &r in rs {
             let mut b = make(r, model.clone(), p).unwrap();
             let gpu = run(b.as_mut(), &a, &params);
-            let mut worst = 0.0f64;
-            for (m, col) in a.metrics.iter().enumerate() {
-                if col.column.ends_with("_tmax") {
-                    continue;
-                }
-                let d = common::max_rel(&gpu.metrics[m], &cpu.metrics[m]);
-                worst = worst.max(d);
-            }
             assert_eq!(gpu.status, cpu.status, "{r:?} {p:?}");
+            let worst = common::worst_difference(&a, &gpu, &cpu);
             println!("{r:?} {p:?}: worst {worst:.2e}");
             match (r, p) {
                 (Runner::Emulated, Precision::F64) => assert_eq!(worst, 0.0),
                 (_, Precision::F64) => assert!(worst <= 1e-9, "{worst}"),
                 _ => assert!(worst <= 1e-4, "{worst}"),
-            }
-            for (g, c) in gpu.profiles.iter().zip(&cpu.profiles) {
-                let d = common::max_rel(g, c);
-                assert!(d <= if p == Precision::F64 { 1e-9 } else { 1e-4 }, "{d}");
             }
         }
     }

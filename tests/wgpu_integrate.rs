@@ -124,3 +124,28 @@ fn suspended_and_resumed_subjects_give_the_same_results() {
     assert_eq!(some.metrics, default.metrics);
     assert_eq!(many.status, default.status);
 }
+
+/// A long schedule of interleaved dose lines (boluses into two compartments, overlapping
+/// infusions, a reset): the kernel searches each line for what is due next and agrees with the
+/// CPU reference, also when every dispatch stops after one step and one stopping point.
+#[test]
+fn long_interleaved_schedules_agree() {
+    let m = common::library_model("two_cmt_oral");
+    let model = Arc::new(CompiledModel::new(&m));
+    let Some(mut gpu) = gpu_backend(model.clone(), Precision::F32) else {
+        return;
+    };
+    let params = subjects(&m, 8);
+    let a = common::long_interleaved_arm(&m, Method::Tsit5, 1e-6);
+    let cpu = run(&mut vpop::backend::cpu::CpuBackend::new(model), &a, &params);
+    let default = run(&mut gpu, &a, &params);
+    assert_eq!(default.status, cpu.status);
+    let worst = common::worst_difference(&a, &default, &cpu);
+    println!("wgpu f32: worst {worst:.2e}");
+    assert!(worst <= 1e-4, "{worst}");
+    gpu.set_dispatch_budget(Some((1, 1)));
+    let resumed = run(&mut gpu, &a, &params);
+    gpu.set_dispatch_budget(None);
+    assert_eq!(resumed.metrics, default.metrics);
+    assert_eq!(resumed.profiles, default.profiles);
+}

@@ -77,6 +77,71 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
     }
 }
 
+/// A long schedule of five interleaved dose lines over 720 h (boluses into two compartments
+/// every 12 and 48 h, infusions every 24 h lasting 30 h and every 36 h at a fixed rate, a reset
+/// at 400 h), with metrics of every kind that reads the whole profile and profiles.
+pub fn long_interleaved_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
+    use vpop::dosing::{Administration, DoseLine, Regimen};
+    let metrics: Vec<String> = [
+        "auc",
+        "cmax",
+        "tmax",
+        "cmin",
+        "ctrough",
+        "at(401)",
+        "auc(390, 420)",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let line = |state, amount, start, interval, count, administration| DoseLine {
+        steady_state: false,
+        state,
+        amount,
+        start,
+        interval,
+        count,
+        administration,
+    };
+    let mut a = arm(m, method, rtol, &metrics);
+    a.end = 720.0;
+    a.sample_times = vec![0.0, 13.0, 400.5, 719.0];
+    a.regimen = Regimen {
+        lines: vec![
+            line(0, 100.0, 0.0, 12.0, 60, Administration::Bolus),
+            line(
+                1,
+                40.0,
+                6.0,
+                24.0,
+                28,
+                Administration::InfusionDuration(30.0),
+            ),
+            line(1, 20.0, 5.0, 48.0, 15, Administration::Bolus),
+            line(0, 0.0, 400.0, 0.0, 1, Administration::Reset),
+            line(1, 10.0, 3.0, 36.0, 19, Administration::InfusionRate(4.0)),
+        ],
+    };
+    a
+}
+
+/// The largest relative difference (see [`max_rel`]) of any metric but Tmax and of any profile
+/// between two runs of `arm`.
+pub fn worst_difference(arm: &ArmPlan, gpu: &ChunkOutput, cpu: &ChunkOutput) -> f64 {
+    let metrics = arm
+        .metrics
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.column.ends_with("_tmax"))
+        .map(|(m, _)| max_rel(&gpu.metrics[m], &cpu.metrics[m]));
+    let profiles = gpu
+        .profiles
+        .iter()
+        .zip(&cpu.profiles)
+        .map(|(g, c)| max_rel(g, c));
+    metrics.chain(profiles).fold(0.0, f64::max)
+}
+
 pub fn run(b: &mut dyn Backend, arm: &ArmPlan, params: &[Vec<f64>]) -> ChunkOutput {
     let n = params[0].len();
     let input = ChunkInput {
