@@ -206,10 +206,10 @@ struct Arm : Sub {
         return false;
     }
 
-    // Dose line l's administrations [b, e). Within a line the start and end times do not
-    // decrease (same state, amount and kind for every administration of it, nominal times
-    // increasing: src/backend/gpu.rs, arm_data), so what is due next is found by a binary
-    // search, not a scan of the whole schedule at every stop.
+    // Line l's administrations [b, e): a dose line, or consecutive lines of the same dose
+    // (src/backend/gpu.rs, arm_data). Within one the start and end times do not decrease (the
+    // same state, amount and kind throughout, nominal times increasing), so what is due next
+    // is found by a binary search, not a scan of the whole schedule at every stop.
     FI void line_range(unsigned l, unsigned& b, unsigned& e) {
         const real* ends = arm + m->n_admin * 5u;
         b = l == 0u ? 0u : (unsigned)ends[l - 1u];

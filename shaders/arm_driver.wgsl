@@ -280,10 +280,11 @@ fn cut(a: u32, t: real) -> bool {
     return false;
 }
 
-// Dose line l's administrations [b, e): the line ends follow the administrations
-// (src/backend/gpu.rs, arm_data), as many as there are lines. Within a line the start and end
-// times do not decrease (same state, amount and kind, nominal times increasing), so what is
-// due next is found by a binary search, not a scan of the whole schedule at every stop.
+// Line l's administrations [b, e): a dose line, or consecutive lines of the same dose; the
+// lines' ends follow the administrations (src/backend/gpu.rs, arm_data). Within one the start
+// and end times do not decrease (the same state, amount and kind throughout, nominal times
+// increasing), so what is due next is found by a binary search, not a scan of the whole
+// schedule at every stop.
 fn n_lines() -> u32 {
     return meta_.off_fixed - meta_.n_admin * 5u;
 }

@@ -43,9 +43,9 @@ impl KernelSizes {
 /// An arm as the kernel reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArmData {
-    /// Administrations (5 values each), the index one past each dose line's last
-    /// administration (`n_lines` values), fixed stopping points, sample times and metric specs,
-    /// in that order.
+    /// Administrations (5 values each), the index one past the last administration of each
+    /// line (a dose line, or consecutive lines of the same dose: `n_lines` values), fixed
+    /// stopping points, sample times and metric specs, in that order.
     pub data: Vec<f64>,
     pub n_admin: usize,
     pub n_lines: usize,
@@ -79,10 +79,13 @@ pub fn metric_code(kind: MetricKind) -> (f64, f64) {
 pub fn arm_data(arm: &ArmPlan) -> ArmData {
     let mut data = Vec::new();
     let mut n_admin = 0;
-    // Where each dose line's administrations end: within a line they are due in order (same
+    // Where each run of administrations ends. Within a dose line they are due in order (same
     // state, amount and kind, nominal times increasing), so their start and end times do not
-    // decrease for any subject, which lets the CUDA kernel search them instead of scanning.
-    let mut line_ends = Vec::new();
+    // decrease for any subject, which lets the kernels search them instead of scanning; a line
+    // that goes on where the previous one stopped (the same dose given later, as a dataset's
+    // dose records are) continues its run.
+    let mut line_ends: Vec<f64> = Vec::new();
+    let mut last: Option<(&crate::dosing::DoseLine, f64)> = None;
     for line in &arm.regimen.lines {
         let (kind, value) = match line.administration {
             Administration::Bolus => (0.0, 0.0),
@@ -96,9 +99,21 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
             data.extend_from_slice(&[nominal, line.state as f64, line.amount, kind, value]);
             n_admin += 1;
         }
-        if line.count > 0 {
-            line_ends.push(n_admin as f64);
+        if line.count == 0 {
+            continue;
         }
+        let first = line.start;
+        let continues = last.is_some_and(|(prev, prev_last)| {
+            prev.state == line.state
+                && prev.amount == line.amount
+                && prev.administration == line.administration
+                && first >= prev_last
+        });
+        match line_ends.last_mut() {
+            Some(end) if continues => *end = n_admin as f64,
+            _ => line_ends.push(n_admin as f64),
+        }
+        last = Some((line, line.start + (line.count - 1) as f64 * line.interval));
     }
     let n_lines = line_ends.len();
     data.extend_from_slice(&line_ends);
@@ -479,6 +494,40 @@ mod tests {
             solver: SolverOptions::default(),
             occasions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn lines_of_the_same_dose_given_later_make_one_run() {
+        use crate::dosing::{Administration, DoseLine, Regimen};
+        let line = |state, amount, start, count, administration| DoseLine {
+            steady_state: false,
+            state,
+            amount,
+            start,
+            interval: 12.0,
+            count,
+            administration,
+        };
+        let mut a = arm();
+        let bolus = Administration::Bolus;
+        // Dose records: one line each, the same dose; then a larger one; an earlier one again;
+        // an infusion of the same amount; an empty line.
+        a.regimen = Regimen {
+            lines: vec![
+                line(0, 100.0, 0.0, 1, bolus),
+                line(0, 100.0, 12.0, 1, bolus),
+                line(0, 100.0, 24.0, 3, bolus),
+                line(0, 200.0, 60.0, 1, bolus),
+                line(0, 200.0, 30.0, 1, bolus),
+                line(0, 200.0, 72.0, 0, bolus),
+                line(0, 200.0, 84.0, 2, Administration::InfusionRate(50.0)),
+            ],
+        };
+        let d = arm_data(&a);
+        assert_eq!(d.n_admin, 9);
+        assert_eq!(d.n_lines, 4);
+        assert_eq!(&d.data[45..49], &[5.0, 6.0, 7.0, 9.0]);
+        assert_eq!(d.off_fixed, 49);
     }
 
     #[test]

@@ -77,9 +77,9 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
     }
 }
 
-/// A long schedule of five interleaved dose lines over 720 h (boluses into two compartments
-/// every 12 and 48 h, infusions every 24 h lasting 30 h and every 36 h at a fixed rate, a reset
-/// at 400 h), with metrics of every kind that reads the whole profile and profiles.
+/// A long schedule of interleaved dose lines over 720 h (boluses into two compartments every 12
+/// and 48 h, infusions every 24 h lasting 30 h and every 36 h at a fixed rate, single infusions,
+/// a reset at 400 h), with metrics of every kind that reads the whole profile and profiles.
 pub fn long_interleaved_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
     use vpop::dosing::{Administration, DoseLine, Regimen};
     let metrics: Vec<String> = [
@@ -120,6 +120,12 @@ pub fn long_interleaved_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
             line(1, 20.0, 5.0, 48.0, 15, Administration::Bolus),
             line(0, 0.0, 400.0, 0.0, 1, Administration::Reset),
             line(1, 10.0, 3.0, 36.0, 19, Administration::InfusionRate(4.0)),
+            // Single doses as a dataset's records give them: the first two go on from the
+            // line before last (one run with it), the third comes before them (a run of its
+            // own).
+            line(1, 10.0, 687.0, 0.0, 1, Administration::InfusionRate(4.0)),
+            line(1, 10.0, 700.5, 0.0, 1, Administration::InfusionRate(4.0)),
+            line(1, 10.0, 2.0, 0.0, 1, Administration::InfusionRate(4.0)),
         ],
     };
     a
