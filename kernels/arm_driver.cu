@@ -216,6 +216,9 @@ struct Arm : Sub {
         e = (unsigned)ends[l];
     }
 
+    // A line this short is scanned: a search would cost more.
+#define SHORT_LINE 4u
+
     // The first administration of [b, e) whose start (ends: end) is after t, or e.
     FI unsigned first_after(unsigned b, unsigned e, real t, bool ends) {
         while (b < e) {
@@ -269,10 +272,17 @@ struct Arm : Sub {
             for (unsigned l = 0; l < nl; l++) {
                 unsigned b, e;
                 line_range(l, b, e);
-                if (b >= e) continue;
-                const unsigned kind = line_kind(b);
                 real st, en, val;
                 unsigned s, k;
+                if (e - b <= SHORT_LINE) {
+                    for (unsigned a = b; a < e; a++) {
+                        admin_event(a, st, en, val, s, k);
+                        if ((k <= 1u || k == 4u) && st > t_prev) ts = fmin(ts, st);
+                        if (k == 1u && en > t_prev) ts = fmin(ts, en);
+                    }
+                    continue;
+                }
+                const unsigned kind = line_kind(b);
                 if (kind <= 1u || kind == 4u) {
                     const unsigned a = first_after(b, e, t_prev, false);
                     if (a < e) { admin_event(a, st, en, val, s, k); ts = fmin(ts, st); }
@@ -302,11 +312,18 @@ struct Arm : Sub {
             for (unsigned l = 0; l < nl; l++) {
                 unsigned b, e;
                 line_range(l, b, e);
-                if (b >= e || line_kind(b) != 4u) continue;
+                real st, en, val;
+                unsigned s, kind;
+                if (e - b <= SHORT_LINE) {
+                    for (unsigned a = b; a < e; a++) {
+                        admin_event(a, st, en, val, s, kind);
+                        reset = reset || (kind == 4u && st > t_prev && st <= ts);
+                    }
+                    continue;
+                }
+                if (line_kind(b) != 4u) continue;
                 const unsigned a = first_after(b, e, t_prev, false);
                 if (a < e) {
-                    real st, en, val;
-                    unsigned s, kind;
                     admin_event(a, st, en, val, s, kind);
                     reset = reset || st <= ts;
                 }
@@ -319,12 +336,14 @@ struct Arm : Sub {
             for (unsigned l = 0; l < nl; l++) {
                 unsigned b, e;
                 line_range(l, b, e);
-                if (b >= e) continue;
-                const unsigned kind = line_kind(b);
-                if (kind > 1u) continue;
-                const unsigned lo = first_after(b, e, t_prev, kind == 1u);
-                const unsigned hi = first_after(lo, e, ts, false);
-                for (unsigned a = lo; a < hi; a++) apply_event(a, ts);
+                if (e - b > SHORT_LINE) {
+                    const unsigned kind = line_kind(b);
+                    if (kind > 1u) continue;
+                    const unsigned lo = first_after(b, e, t_prev, kind == 1u);
+                    b = lo;
+                    e = first_after(lo, e, ts, false);
+                }
+                for (unsigned a = b; a < e; a++) apply_event(a, ts);
             }
 #if SS_START
             for (unsigned a = m->n_admin; a < n_events(); a++) apply_event(a, ts);

@@ -298,6 +298,9 @@ fn line_end(l: u32) -> u32 {
     return u32(arm[meta_.n_admin * 5u + l]);
 }
 
+// A line this short is scanned: a search would cost more.
+const SHORT_LINE: u32 = 4u;
+
 // The first administration of [b, e) whose start (ends: end) is after t, or e.
 fn first_after(b0: u32, e0: u32, t: real, ends: bool) -> u32 {
     var b = b0;
@@ -341,7 +344,14 @@ fn run_stops() {
         for (var l = 0u; l < nl; l++) {
             let b = line_begin(l);
             let e = line_end(l);
-            if (b >= e) { continue; }
+            if (e - b <= SHORT_LINE) {
+                for (var a = b; a < e; a++) {
+                    let ev = admin_event(a);
+                    if ((ev.kind <= 1u || ev.kind == 4u) && ev.start > t_prev) { ts = min(ts, ev.start); }
+                    if (ev.kind == 1u && ev.end_ > t_prev) { ts = min(ts, ev.end_); }
+                }
+                continue;
+            }
             let kind = admin_event(b).kind;
             if (kind <= 1u || kind == 4u) {
                 let a = first_after(b, e, t_prev, false);
@@ -379,7 +389,14 @@ fn run_stops() {
             for (var l = 0u; l < nl; l++) {
                 let b = line_begin(l);
                 let e = line_end(l);
-                if (b >= e || admin_event(b).kind != 4u) { continue; }
+                if (e - b <= SHORT_LINE) {
+                    for (var a = b; a < e; a++) {
+                        let ev = admin_event(a);
+                        reset = reset || (ev.kind == 4u && ev.start > t_prev && ev.start <= ts);
+                    }
+                    continue;
+                }
+                if (admin_event(b).kind != 4u) { continue; }
                 let a = first_after(b, e, t_prev, false);
                 if (a < e) { reset = reset || admin_event(a).start <= ts; }
             }
@@ -389,13 +406,14 @@ fn run_stops() {
         // The inputs due in (t_prev, ts], in the order of the administrations: of each line,
         // those whose start (infusions: start or end) falls in the window.
         for (var l = 0u; l < nl; l++) {
-            let b = line_begin(l);
-            let e = line_end(l);
-            if (b >= e) { continue; }
-            let kind = admin_event(b).kind;
-            if (kind > 1u) { continue; }
-            let lo = first_after(b, e, t_prev, kind == 1u);
-            let hi = first_after(lo, e, ts, false);
+            var lo = line_begin(l);
+            var hi = line_end(l);
+            if (hi - lo > SHORT_LINE) {
+                let kind = admin_event(lo).kind;
+                if (kind > 1u) { continue; }
+                lo = first_after(lo, hi, t_prev, kind == 1u);
+                hi = first_after(lo, hi, ts, false);
+            }
             for (var a = lo; a < hi; a++) { apply_event(a, ts); }
         }
         if (SS_START) {
