@@ -240,6 +240,14 @@ struct Arm : Sub {
         return kind;
     }
 
+    // The next stop ts, or an event's start (bolus, infusion, reset) or end (infusion) after
+    // t_prev if sooner.
+    FI real sooner(real ts, real st, real en, unsigned kind) {
+        if ((kind <= 1u || kind == 4u) && st > t_prev) ts = fmin(ts, st);
+        if (kind == 1u && en > t_prev) ts = fmin(ts, en);
+        return ts;
+    }
+
     // Event a's inputs in (t_prev, ts]: a bolus, an infusion's start or end (resets apart).
     FI void apply_event(unsigned a, real ts) {
         real st, en, val;
@@ -277,8 +285,7 @@ struct Arm : Sub {
                 if (e - b <= SHORT_LINE) {
                     for (unsigned a = b; a < e; a++) {
                         admin_event(a, st, en, val, s, k);
-                        if ((k <= 1u || k == 4u) && st > t_prev) ts = fmin(ts, st);
-                        if (k == 1u && en > t_prev) ts = fmin(ts, en);
+                        ts = sooner(ts, st, en, k);
                     }
                     continue;
                 }
@@ -297,8 +304,7 @@ struct Arm : Sub {
                 real st, en, val;
                 unsigned s, kind;
                 event(a, st, en, val, s, kind);
-                if (kind <= 1u && st > t_prev) ts = fmin(ts, st);
-                if (kind == 1u && en > t_prev) ts = fmin(ts, en);
+                ts = sooner(ts, st, en, kind);
             }
 #endif
             if (ts >= BIG) { status = CUT_SHORT; return; }

@@ -313,6 +313,15 @@ fn first_after(b0: u32, e0: u32, t: real, ends: bool) -> u32 {
     return b;
 }
 
+// The next stop ts, or an event's start (bolus, infusion, reset) or end (infusion) after t_prev
+// if sooner.
+fn sooner(ts: real, ev: Event) -> real {
+    var t = ts;
+    if ((ev.kind <= 1u || ev.kind == 4u) && ev.start > t_prev) { t = min(t, ev.start); }
+    if (ev.kind == 1u && ev.end_ > t_prev) { t = min(t, ev.end_); }
+    return t;
+}
+
 // Event a's inputs in (t_prev, ts]: a bolus, an infusion's start or end (resets apart).
 fn apply_event(a: u32, ts: real) {
     let ev = event_of(a);
@@ -345,11 +354,7 @@ fn run_stops() {
             let b = line_begin(l);
             let e = line_end(l);
             if (e - b <= SHORT_LINE) {
-                for (var a = b; a < e; a++) {
-                    let ev = admin_event(a);
-                    if ((ev.kind <= 1u || ev.kind == 4u) && ev.start > t_prev) { ts = min(ts, ev.start); }
-                    if (ev.kind == 1u && ev.end_ > t_prev) { ts = min(ts, ev.end_); }
-                }
+                for (var a = b; a < e; a++) { ts = sooner(ts, admin_event(a)); }
                 continue;
             }
             let kind = admin_event(b).kind;
@@ -363,11 +368,7 @@ fn run_stops() {
             }
         }
         if (SS_START) {
-            for (var a = meta_.n_admin; a < n_events(); a++) {
-                let ev = event_of(a);
-                if (ev.kind <= 1u && ev.start > t_prev) { ts = min(ts, ev.start); }
-                if (ev.kind == 1u && ev.end_ > t_prev) { ts = min(ts, ev.end_); }
-            }
+            for (var a = meta_.n_admin; a < n_events(); a++) { ts = sooner(ts, event_of(a)); }
         }
         if (ts >= BIG) { status = CUT_SHORT; return; }
         if (t_prev >= 0.0) {
