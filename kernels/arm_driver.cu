@@ -3,44 +3,57 @@
 // modelled rates), metrics and profiles observed on every accepted step.
 
 struct Arm : Sub {
-    // Administration i for this subject: kind 0 bolus, 1 infusion, 2 nothing, 3 invalid,
-    // 4 reset.
-    FI void admin_event(unsigned i, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
+    // Administration i's dose for this subject, all but its times: its lag and duration (0 for a
+    // bolus or a reset), amount or rate, state, and kind: 0 bolus, 1 infusion, 2 nothing,
+    // 3 invalid, 4 reset. The same for every administration of a line.
+    FI void admin_dose(unsigned i, real& lag, real& dur, real& value, unsigned& state, unsigned& kind) {
         const real* a = arm + i * 5;
-        const real nominal = a[0];
         const unsigned s = (unsigned)a[1];
         const real amt = a[2];
         const unsigned ak = (unsigned)a[3];
         const real v = a[4];
         state = s;
         kind = 3u;
-        start = 0; end_ = 0; value = 0;
-        if (ak == 4u) { start = nominal; end_ = nominal; state = 0; kind = 4u; return; }
-        real lag = 0, f = 0, rate_m = 0, dur_m = 0;
+        lag = 0; dur = 0; value = 0;
+        if (ak == 4u) { state = 0; kind = 4u; return; }
+        real l = 0, f = 0, rate_m = 0, dur_m = 0;
         #pragma unroll
         for (int j = 0; j < NS; j++)
             if ((unsigned)j == s) {
-                lag = dose_v[4 * j];
+                l = dose_v[4 * j];
                 f = dose_v[4 * j + 1];
                 rate_m = dose_v[4 * j + 2];
                 dur_m = dose_v[4 * j + 3];
             }
-        if (!(isfinite(lag) && lag >= (real)0) || !(isfinite(f) && f >= (real)0)) return;
+        if (!(isfinite(l) && l >= (real)0) || !(isfinite(f) && f >= (real)0)) return;
         const real amount = amt * subj_scale * f;
         if (!(isfinite(amount) && amount >= (real)0)) return;
-        const real t = nominal + lag;
-        start = t;
+        lag = l;
         if (ak == 0u) { value = amount; kind = 0u; return; }
-        real rate, dur;
-        if (ak == 1u) { rate = v; dur = amount / v; }
-        else if (ak == 2u) { rate = amount / v; dur = v; }
-        else if (!isnan(rate_m)) { rate = rate_m; dur = amount / rate_m; }
-        else if (!isnan(dur_m) && dur_m > (real)0) { rate = amount / dur_m; dur = dur_m; }
+        real rate, d;
+        if (ak == 1u) { rate = v; d = amount / v; }
+        else if (ak == 2u) { rate = amount / v; d = v; }
+        else if (!isnan(rate_m)) { rate = rate_m; d = amount / rate_m; }
+        else if (!isnan(dur_m) && dur_m > (real)0) { rate = amount / dur_m; d = dur_m; }
         else return;
-        if (!(isfinite(rate) && rate > (real)0 && isfinite(dur) && dur >= (real)0)) return;
+        if (!(isfinite(rate) && rate > (real)0 && isfinite(d) && d >= (real)0)) return;
         value = rate;
-        end_ = t + dur;
-        kind = dur > (real)0 ? 1u : 2u;
+        dur = d;
+        kind = d > (real)0 ? 1u : 2u;
+    }
+
+    // Administration i for this subject: its start (nominal time + lag) and end (start +
+    // duration, an infusion's), with its dose.
+    FI void admin_event(unsigned i, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
+        real lag, dur;
+        admin_dose(i, lag, dur, value, state, kind);
+        const real nominal = arm[i * 5];
+        start = 0; end_ = 0;
+        if (kind == 4u) { start = nominal; end_ = nominal; }
+        else if (kind != 3u) {
+            start = nominal + lag;
+            if (kind != 0u) end_ = start + dur;
+        }
     }
 
 #if SS_START
@@ -216,28 +229,17 @@ struct Arm : Sub {
         e = (unsigned)ends[l];
     }
 
-    // A line this short is scanned: a search would cost more.
-#define SHORT_LINE 4u
-
-    // The first administration of [b, e) whose start (ends: end) is after t, or e.
-    FI unsigned first_after(unsigned b, unsigned e, real t, bool ends) {
+    // The first administration of [b, e) whose start (ends: end) is after t, or e, in a line
+    // whose doses have this lag and duration (admin_dose): start = nominal + lag and end =
+    // start + duration, as admin_event computes them. Only the nominal times are read.
+    FI unsigned first_after(unsigned b, unsigned e, real t, real lag, real dur, bool ends) {
         while (b < e) {
             const unsigned mid = b + (e - b) / 2u;
-            real st, en, val;
-            unsigned s, kind;
-            admin_event(mid, st, en, val, s, kind);
-            if ((ends ? en : st) > t) e = mid;
+            const real st = arm[mid * 5u] + lag;
+            if ((ends ? st + dur : st) > t) e = mid;
             else b = mid + 1u;
         }
         return b;
-    }
-
-    // The kind of line l's administrations (the same for all of them).
-    FI unsigned line_kind(unsigned b) {
-        real st, en, val;
-        unsigned s, kind;
-        admin_event(b, st, en, val, s, kind);
-        return kind;
     }
 
     // The next stop ts, or an event's start (bolus, infusion, reset) or end (infusion) after
@@ -280,23 +282,17 @@ struct Arm : Sub {
             for (unsigned l = 0; l < nl; l++) {
                 unsigned b, e;
                 line_range(l, b, e);
-                real st, en, val;
-                unsigned s, k;
-                if (e - b <= SHORT_LINE) {
-                    for (unsigned a = b; a < e; a++) {
-                        admin_event(a, st, en, val, s, k);
-                        ts = sooner(ts, st, en, k);
-                    }
-                    continue;
-                }
-                const unsigned kind = line_kind(b);
+                if (b >= e) continue;
+                real lag, dur, val;
+                unsigned s, kind;
+                admin_dose(b, lag, dur, val, s, kind);
                 if (kind <= 1u || kind == 4u) {
-                    const unsigned a = first_after(b, e, t_prev, false);
-                    if (a < e) { admin_event(a, st, en, val, s, k); ts = fmin(ts, st); }
+                    const unsigned a = first_after(b, e, t_prev, lag, dur, false);
+                    if (a < e) ts = fmin(ts, arm[a * 5u] + lag);
                 }
                 if (kind == 1u) {
-                    const unsigned a = first_after(b, e, t_prev, true);
-                    if (a < e) { admin_event(a, st, en, val, s, k); ts = fmin(ts, en); }
+                    const unsigned a = first_after(b, e, t_prev, lag, dur, true);
+                    if (a < e) ts = fmin(ts, (arm[a * 5u] + lag) + dur);
                 }
             }
 #if SS_START
@@ -318,21 +314,10 @@ struct Arm : Sub {
             for (unsigned l = 0; l < nl; l++) {
                 unsigned b, e;
                 line_range(l, b, e);
-                real st, en, val;
-                unsigned s, kind;
-                if (e - b <= SHORT_LINE) {
-                    for (unsigned a = b; a < e; a++) {
-                        admin_event(a, st, en, val, s, kind);
-                        reset = reset || (kind == 4u && st > t_prev && st <= ts);
-                    }
-                    continue;
-                }
-                if (line_kind(b) != 4u) continue;
-                const unsigned a = first_after(b, e, t_prev, false);
-                if (a < e) {
-                    admin_event(a, st, en, val, s, kind);
-                    reset = reset || st <= ts;
-                }
+                // A reset line's lag and duration are 0: its times are the nominal ones.
+                if (b >= e || (unsigned)arm[b * 5u + 3u] != 4u) continue;
+                const unsigned a = first_after(b, e, t_prev, (real)0, (real)0, false);
+                reset = reset || (a < e && arm[a * 5u] <= ts);
             }
             // Back to the initial state; the AUC quadratures go on.
             if (reset) initial_states();
@@ -342,14 +327,14 @@ struct Arm : Sub {
             for (unsigned l = 0; l < nl; l++) {
                 unsigned b, e;
                 line_range(l, b, e);
-                if (e - b > SHORT_LINE) {
-                    const unsigned kind = line_kind(b);
-                    if (kind > 1u) continue;
-                    const unsigned lo = first_after(b, e, t_prev, kind == 1u);
-                    b = lo;
-                    e = first_after(lo, e, ts, false);
-                }
-                for (unsigned a = b; a < e; a++) apply_event(a, ts);
+                if (b >= e) continue;
+                real lag, dur, val;
+                unsigned s, kind;
+                admin_dose(b, lag, dur, val, s, kind);
+                if (kind > 1u) continue;
+                const unsigned lo = first_after(b, e, t_prev, lag, dur, kind == 1u);
+                const unsigned hi = first_after(lo, e, ts, lag, dur, false);
+                for (unsigned a = lo; a < hi; a++) apply_event(a, ts);
             }
 #if SS_START
             for (unsigned a = m->n_admin; a < n_events(); a++) apply_event(a, ts);

@@ -23,30 +23,38 @@ struct Event {
     kind: u32,
 }
 
-// Administration i of the arm for this subject (lag, bioavailability, modelled rate or
-// duration from the model's dosing declarations; amounts scaled per subject).
-fn admin_event(i: u32) -> Event {
+// Administration i's dose for this subject, all but its times (lag, bioavailability, modelled
+// rate or duration from the model's dosing declarations; amounts scaled per subject). The same
+// for every administration of a line.
+struct Dose {
+    // 0 for a reset; the duration 0 for a bolus or a reset.
+    lag: real,
+    dur: real,
+    value: real,
+    state: u32,
+    kind: u32,
+}
+
+fn admin_dose(i: u32) -> Dose {
     let o = i * 5u;
-    let nominal = arm[o];
     let s = u32(arm[o + 1u]);
     let amt = arm[o + 2u];
     let kind = u32(arm[o + 3u]);
     let v = arm[o + 4u];
-    if (kind == 4u) { return Event(nominal, nominal, 0.0, 0u, 4u); }
-    var ev = Event(0.0, 0.0, 0.0, s, 3u);
+    if (kind == 4u) { return Dose(0.0, 0.0, 0.0, 0u, 4u); }
+    var d = Dose(0.0, 0.0, 0.0, s, 3u);
     let lag = dose_v[4u * s];
     let f = dose_v[4u * s + 1u];
     let rate_m = dose_v[4u * s + 2u];
     let dur_m = dose_v[4u * s + 3u];
-    if (!(finite(lag) && lag >= 0.0) || !(finite(f) && f >= 0.0)) { return ev; }
+    if (!(finite(lag) && lag >= 0.0) || !(finite(f) && f >= 0.0)) { return d; }
     let amount = amt * subj_scale * f;
-    if (!(finite(amount) && amount >= 0.0)) { return ev; }
-    let t = nominal + lag;
-    ev.start = t;
+    if (!(finite(amount) && amount >= 0.0)) { return d; }
+    d.lag = lag;
     if (kind == 0u) {
-        ev.value = amount;
-        ev.kind = 0u;
-        return ev;
+        d.value = amount;
+        d.kind = 0u;
+        return d;
     }
     var rate: real = 0.0;
     var dur: real = 0.0;
@@ -63,12 +71,28 @@ fn admin_event(i: u32) -> Event {
         rate = amount / dur_m;
         dur = dur_m;
     } else {
-        return ev;
+        return d;
     }
-    if (!(finite(rate) && rate > 0.0 && finite(dur) && dur >= 0.0)) { return ev; }
-    ev.value = rate;
-    ev.end_ = t + dur;
-    ev.kind = select(2u, 1u, dur > 0.0);
+    if (!(finite(rate) && rate > 0.0 && finite(dur) && dur >= 0.0)) { return d; }
+    d.value = rate;
+    d.dur = dur;
+    d.kind = select(2u, 1u, dur > 0.0);
+    return d;
+}
+
+// Administration i of the arm for this subject: its start (nominal time + lag) and end (start +
+// duration, an infusion's), with its dose.
+fn admin_event(i: u32) -> Event {
+    let d = admin_dose(i);
+    let nominal = arm[i * 5u];
+    var ev = Event(0.0, 0.0, d.value, d.state, d.kind);
+    if (d.kind == 4u) {
+        ev.start = nominal;
+        ev.end_ = nominal;
+    } else if (d.kind != 3u) {
+        ev.start = nominal + d.lag;
+        if (d.kind != 0u) { ev.end_ = ev.start + d.dur; }
+    }
     return ev;
 }
 
@@ -298,17 +322,16 @@ fn line_end(l: u32) -> u32 {
     return u32(arm[meta_.n_admin * 5u + l]);
 }
 
-// A line this short is scanned: a search would cost more.
-const SHORT_LINE: u32 = 4u;
-
-// The first administration of [b, e) whose start (ends: end) is after t, or e.
-fn first_after(b0: u32, e0: u32, t: real, ends: bool) -> u32 {
+// The first administration of [b, e) whose start (ends: end) is after t, or e, in a line whose
+// doses are d (admin_dose): start = nominal + lag and end = start + duration, as admin_event
+// computes them. Only the nominal times are read.
+fn first_after(b0: u32, e0: u32, t: real, d: Dose, ends: bool) -> u32 {
     var b = b0;
     var e = e0;
     while (b < e) {
         let mid = b + (e - b) / 2u;
-        let ev = admin_event(mid);
-        if (select(ev.start, ev.end_, ends) > t) { e = mid; } else { b = mid + 1u; }
+        let st = arm[mid * 5u] + d.lag;
+        if (select(st, st + d.dur, ends) > t) { e = mid; } else { b = mid + 1u; }
     }
     return b;
 }
@@ -353,18 +376,15 @@ fn run_stops() {
         for (var l = 0u; l < nl; l++) {
             let b = line_begin(l);
             let e = line_end(l);
-            if (e - b <= SHORT_LINE) {
-                for (var a = b; a < e; a++) { ts = sooner(ts, admin_event(a)); }
-                continue;
+            if (b >= e) { continue; }
+            let d = admin_dose(b);
+            if (d.kind <= 1u || d.kind == 4u) {
+                let a = first_after(b, e, t_prev, d, false);
+                if (a < e) { ts = min(ts, arm[a * 5u] + d.lag); }
             }
-            let kind = admin_event(b).kind;
-            if (kind <= 1u || kind == 4u) {
-                let a = first_after(b, e, t_prev, false);
-                if (a < e) { ts = min(ts, admin_event(a).start); }
-            }
-            if (kind == 1u) {
-                let a = first_after(b, e, t_prev, true);
-                if (a < e) { ts = min(ts, admin_event(a).end_); }
+            if (d.kind == 1u) {
+                let a = first_after(b, e, t_prev, d, true);
+                if (a < e) { ts = min(ts, (arm[a * 5u] + d.lag) + d.dur); }
             }
         }
         if (SS_START) {
@@ -390,16 +410,12 @@ fn run_stops() {
             for (var l = 0u; l < nl; l++) {
                 let b = line_begin(l);
                 let e = line_end(l);
-                if (e - b <= SHORT_LINE) {
-                    for (var a = b; a < e; a++) {
-                        let ev = admin_event(a);
-                        reset = reset || (ev.kind == 4u && ev.start > t_prev && ev.start <= ts);
-                    }
-                    continue;
-                }
-                if (admin_event(b).kind != 4u) { continue; }
-                let a = first_after(b, e, t_prev, false);
-                if (a < e) { reset = reset || admin_event(a).start <= ts; }
+                if (b >= e) { continue; }
+                // A reset line's lag and duration are 0: its times are the nominal ones.
+                let d = admin_dose(b);
+                if (d.kind != 4u) { continue; }
+                let a = first_after(b, e, t_prev, d, false);
+                reset = reset || (a < e && arm[a * 5u] <= ts);
             }
             // Back to the initial state; the AUC quadratures go on.
             if (reset) { initial_states(); }
@@ -407,14 +423,13 @@ fn run_stops() {
         // The inputs due in (t_prev, ts], in the order of the administrations: of each line,
         // those whose start (infusions: start or end) falls in the window.
         for (var l = 0u; l < nl; l++) {
-            var lo = line_begin(l);
-            var hi = line_end(l);
-            if (hi - lo > SHORT_LINE) {
-                let kind = admin_event(lo).kind;
-                if (kind > 1u) { continue; }
-                lo = first_after(lo, hi, t_prev, kind == 1u);
-                hi = first_after(lo, hi, ts, false);
-            }
+            let b = line_begin(l);
+            let e = line_end(l);
+            if (b >= e) { continue; }
+            let d = admin_dose(b);
+            if (d.kind > 1u) { continue; }
+            let lo = first_after(b, e, t_prev, d, d.kind == 1u);
+            let hi = first_after(lo, e, ts, d, false);
             for (var a = lo; a < hi; a++) { apply_event(a, ts); }
         }
         if (SS_START) {
