@@ -3,10 +3,86 @@
 // modelled rates), metrics and profiles observed on every accepted step.
 
 struct Arm : Sub {
+#if HAS_OCCASIONS
+    // The occasion table after the metric specs (src/backend/gpu.rs, occasion_table): the
+    // number K of later occasions, their starts, then the occasion of each run of
+    // administrations.
+    FI unsigned occ_base() { return m->off_metrics + NM * 6u; }
+    FI unsigned n_occ() { return (unsigned)arm[occ_base()]; }
+    FI unsigned run_occ(unsigned l) { return (unsigned)arm[occ_base() + 1u + n_occ() + l]; }
+
+    // The occasion time t falls in (0 the first): how many later occasions start at or before t.
+    FI unsigned occasion_of(real t) {
+        const real* starts = arm + occ_base() + 1u;
+        unsigned b = 0, e = n_occ();
+        while (b < e) {
+            const unsigned mid = b + (e - b) / 2u;
+            if (starts[mid] <= t) b = mid + 1u;
+            else e = mid;
+        }
+        return b;
+    }
+
+    // Occasion o's dosing values: the current occasion's are at hand, another's are worked out
+    // from its parameters.
+    FI void dose_of(unsigned o, real* dv) {
+        if (o == occ) {
+            #pragma unroll
+            for (int j = 0; j < NS4; j++) dv[j] = dose_v[j];
+            return;
+        }
+        real qo[NP1], zero[NS];
+        params_of(o, qo);
+        #pragma unroll
+        for (int j = 0; j < NS; j++) zero[j] = 0;
+        model_dosing((real)0, zero, qo, dv);
+    }
+
+    // Run l's dose (admin_dose of its first administration b); false when the run cannot have
+    // an input after t_prev: a later occasion's (its doses start at or after that occasion's
+    // start, a stopping point not yet reached) or one found finished (before occ_live).
+    FI bool run_dose(unsigned l, unsigned b, real& lag, real& dur, real& value, unsigned& state,
+                     unsigned& kind) {
+        const unsigned o = run_occ(l);
+        if (o > occ || o < occ_live) return false;
+        real dv[NS4];
+        dose_of(o, dv);
+        admin_dose_v(b, dv, lag, dur, value, state, kind);
+        return true;
+    }
+
+    // At a stopping point ts: the occasions that start by then begin (the CPU reference switches
+    // after observing the stop, before its inputs).
+    FI void switch_occasion(real ts) {
+        unsigned k = occ;
+        while (k < n_occ() && arm[occ_base() + 1u + k] <= ts) k++;
+        if (k == occ) return;
+        occ = k;
+        params_of(k, q);
+        real zero[NS];
+        #pragma unroll
+        for (int j = 0; j < NS; j++) zero[j] = 0;
+        model_dosing((real)0, zero, q, dose_v);
+    }
+#endif
+
     // Administration i's dose for this subject, all but its times: its lag and duration (0 for a
     // bolus or a reset), amount or rate, state, and kind: 0 bolus, 1 infusion, 2 nothing,
     // 3 invalid, 4 reset. The same for every administration of a line.
     FI void admin_dose(unsigned i, real& lag, real& dur, real& value, unsigned& state, unsigned& kind) {
+#if HAS_OCCASIONS
+        real dv[NS4];
+        dose_of(occasion_of(arm[i * 5]), dv);
+        admin_dose_v(i, dv, lag, dur, value, state, kind);
+#else
+        admin_dose_v(i, dose_v, lag, dur, value, state, kind);
+#endif
+    }
+
+    // admin_dose with the dosing values dv (lag, bioavailability, modelled rate and duration
+    // per state) of the administration's occasion.
+    FI void admin_dose_v(unsigned i, const real* dv, real& lag, real& dur, real& value, unsigned& state,
+                         unsigned& kind) {
         const real* a = arm + i * 5;
         const unsigned s = (unsigned)a[1];
         const real amt = a[2];
@@ -20,10 +96,10 @@ struct Arm : Sub {
         #pragma unroll
         for (int j = 0; j < NS; j++)
             if ((unsigned)j == s) {
-                l = dose_v[4 * j];
-                f = dose_v[4 * j + 1];
-                rate_m = dose_v[4 * j + 2];
-                dur_m = dose_v[4 * j + 3];
+                l = dv[4 * j];
+                f = dv[4 * j + 1];
+                rate_m = dv[4 * j + 2];
+                dur_m = dv[4 * j + 3];
             }
         if (!(isfinite(l) && l >= (real)0) || !(isfinite(f) && f >= (real)0)) return;
         const real amount = amt * subj_scale * f;
@@ -279,22 +355,44 @@ struct Arm : Sub {
             real ts = fs < m->n_fixed ? arm[m->off_fixed + fs] : BIG;
             // The next stop: the earliest start (bolus, infusion, reset) or infusion end after
             // t_prev, line by line.
+#if HAS_OCCASIONS
+            unsigned live = occ;
+#endif
             for (unsigned l = 0; l < nl; l++) {
                 unsigned b, e;
                 line_range(l, b, e);
                 if (b >= e) continue;
                 real lag, dur, val;
                 unsigned s, kind;
+#if HAS_OCCASIONS
+                if (!run_dose(l, b, lag, dur, val, s, kind)) continue;
+                bool pending = false;
+#else
                 admin_dose(b, lag, dur, val, s, kind);
+#endif
                 if (kind <= 1u || kind == 4u) {
                     const unsigned a = first_after(b, e, t_prev, lag, dur, false);
                     if (a < e) ts = fmin(ts, arm[a * 5u] + lag);
+#if HAS_OCCASIONS
+                    pending = pending || a < e;
+#endif
                 }
                 if (kind == 1u) {
                     const unsigned a = first_after(b, e, t_prev, lag, dur, true);
                     if (a < e) ts = fmin(ts, (arm[a * 5u] + lag) + dur);
+#if HAS_OCCASIONS
+                    pending = pending || a < e;
+#endif
                 }
+#if HAS_OCCASIONS
+                if (pending && run_occ(l) < live) live = run_occ(l);
+#endif
             }
+#if HAS_OCCASIONS
+            // Runs of earlier occasions with nothing after t_prev have nothing after any later
+            // time either.
+            occ_live = live;
+#endif
 #if SS_START
             for (unsigned a = m->n_admin; a < n_events(); a++) {
                 real st, en, val;
@@ -309,6 +407,9 @@ struct Arm : Sub {
                 if (r != 0u) { status = r; return; }
             }
             stop_pre(ts);
+#if HAS_OCCASIONS
+            switch_occasion(ts);
+#endif
 #if HAS_RESETS
             bool reset = false;
             for (unsigned l = 0; l < nl; l++) {
@@ -316,6 +417,9 @@ struct Arm : Sub {
                 line_range(l, b, e);
                 // A reset line's lag and duration are 0: its times are the nominal ones.
                 if (b >= e || (unsigned)arm[b * 5u + 3u] != 4u) continue;
+#if HAS_OCCASIONS
+                if (run_occ(l) > occ || run_occ(l) < occ_live) continue;
+#endif
                 const unsigned a = first_after(b, e, t_prev, (real)0, (real)0, false);
                 reset = reset || (a < e && arm[a * 5u] <= ts);
             }
@@ -330,7 +434,11 @@ struct Arm : Sub {
                 if (b >= e) continue;
                 real lag, dur, val;
                 unsigned s, kind;
+#if HAS_OCCASIONS
+                if (!run_dose(l, b, lag, dur, val, s, kind)) continue;
+#else
                 admin_dose(b, lag, dur, val, s, kind);
+#endif
                 if (kind > 1u) continue;
                 const unsigned lo = first_after(b, e, t_prev, lag, dur, kind == 1u);
                 const unsigned hi = first_after(lo, e, ts, lag, dur, false);
@@ -361,6 +469,11 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     for (int p = 0; p < NP; p++) S.q[p] = __ldg(&params[(size_t)p * meta.n + i]);
     model_prepare(S.q);
     S.subj_scale = scale[i];
+#if HAS_OCCASIONS
+    S.params = params;
+    S.occ = 0;
+    S.occ_live = 0;
+#endif
     real zero[NS];
     #pragma unroll
     for (int j = 0; j < NS; j++) zero[j] = 0;
@@ -391,12 +504,26 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
         for (int k = 0; k < NO; k++) profiles[((size_t)k * meta.n + i) * meta.n_times + j] = nan("");
     }
     if (!S.all_finite(S.y)) S.status = 3u;
+#if HAS_OCCASIONS
+    // Every administration of a run has the run's dose: one check per run.
+    for (unsigned l = 0; l < meta.n_lines; l++) {
+        unsigned b, e;
+        S.line_range(l, b, e);
+        if (b >= e) continue;
+        real dv[NS4], lag, dur, val;
+        unsigned s, kind;
+        S.dose_of(S.run_occ(l), dv);
+        S.admin_dose_v(b, dv, lag, dur, val, s, kind);
+        if (kind == 3u) S.status = 3u;
+    }
+#else
     for (unsigned a = 0; a < meta.n_admin; a++) {
         real st, en, val;
         unsigned s, kind;
         S.admin_event(a, st, en, val, s, kind);
         if (kind == 3u) S.status = 3u;
     }
+#endif
 #if SS_START
     if (S.status == 0u) S.steady_start();
 #endif

@@ -76,6 +76,21 @@ struct Sub {
     bool observing;
     real imax_t[NO], imax_c[NO], imin_t[NO], imin_c[NO];
     unsigned ifound[NO];
+#if HAS_OCCASIONS
+    // Parameters switch between occasions (src/backend/gpu.rs, occasion_table): every
+    // occasion's parameters, `params[(o * NP + p) * n + i]`; the current occasion (q and dose_v
+    // are its own); runs of administrations of earlier occasions than occ_live have nothing
+    // left to give.
+    const real* __restrict__ params;
+    unsigned occ, occ_live;
+
+    // Occasion o's parameters, then what model_prepare computes from them.
+    FI void params_of(unsigned o, real* qo) {
+        #pragma unroll
+        for (int p = 0; p < NP; p++) qo[p] = __ldg(&params[((size_t)o * NP + p) * m->n + sid]);
+        model_prepare(qo);
+    }
+#endif
 {{STAGES}}
 
     FI bool all_finite(const real* v) {
@@ -105,6 +120,14 @@ struct Sub {
         real zero[NS], y0[NS];
         #pragma unroll
         for (int j = 0; j < NS; j++) zero[j] = 0;
+#if HAS_OCCASIONS
+        // The initial state is the first occasion's, as the CPU reference's.
+        if (occ != 0u) {
+            real q0[NP1];
+            params_of(0u, q0);
+            model_init((real)0, zero, q0, y0);
+        } else
+#endif
         model_init((real)0, zero, q, y0);
         #pragma unroll
         for (int j = 0; j < NS; j++) { y[j] = y0[j]; rates[j] = 0; }

@@ -35,7 +35,76 @@ struct Dose {
     kind: u32,
 }
 
+// The occasion table after the metric specs (HAS_OCCASIONS; src/backend/gpu.rs,
+// occasion_table): the number K of later occasions, their starts, then the occasion of each
+// run of administrations. Runs of administrations of occasions before occ_live have nothing
+// left to give.
+var<private> occ_live: u32;
+
+fn occ_base() -> u32 {
+    return meta_.off_metrics + NM * 6u;
+}
+
+fn n_occ() -> u32 {
+    return u32(arm[occ_base()]);
+}
+
+fn run_occ(l: u32) -> u32 {
+    return u32(arm[occ_base() + 1u + n_occ() + l]);
+}
+
+// The occasion time t falls in (0 the first): how many later occasions start at or before t.
+fn occasion_of(t: real) -> u32 {
+    let s0 = occ_base() + 1u;
+    var b = 0u;
+    var e = n_occ();
+    while (b < e) {
+        let mid = b + (e - b) / 2u;
+        if (arm[s0 + mid] <= t) { b = mid + 1u; } else { e = mid; }
+    }
+    return b;
+}
+
+// Occasion o's dosing values: the current occasion's are at hand, another's are worked out from
+// its parameters.
+fn dose_of(o: u32) -> array<real, {{N_NS4}}> {
+    if (o == occ) { return dose_v; }
+    var zero: array<real, {{N_NS}}>;
+    return model_dosing(0.0, zero, params_of(o));
+}
+
+// The occasion that holds at t becomes the current one: its parameters and dosing values.
+fn enter_occasion(k: u32) {
+    if (k == occ) { return; }
+    occ = k;
+    q = params_of(k);
+    var zero: array<real, {{N_NS}}>;
+    dose_v = model_dosing(0.0, zero, q);
+}
+
 fn admin_dose(i: u32) -> Dose {
+    if (HAS_OCCASIONS) { return admin_dose_v(i, dose_of(occasion_of(arm[i * 5u]))); }
+    return admin_dose_v(i, dose_v);
+}
+
+// Whether run l can have an input after t_prev: not one of a later occasion (its doses start
+// at or after that occasion's start, a stopping point not yet reached) nor one found finished
+// (before occ_live).
+fn run_open(l: u32) -> bool {
+    if (!HAS_OCCASIONS) { return true; }
+    let o = run_occ(l);
+    return o <= occ && o >= occ_live;
+}
+
+// Run l's dose (admin_dose of its first administration b), with its occasion's dosing values.
+fn run_dose(l: u32, b: u32) -> Dose {
+    if (HAS_OCCASIONS) { return admin_dose_v(b, dose_of(run_occ(l))); }
+    return admin_dose_v(b, dose_v);
+}
+
+// admin_dose with the dosing values dv (lag, bioavailability, modelled rate and duration per
+// state) of the administration's occasion.
+fn admin_dose_v(i: u32, dv: array<real, {{N_NS4}}>) -> Dose {
     let o = i * 5u;
     let s = u32(arm[o + 1u]);
     let amt = arm[o + 2u];
@@ -43,10 +112,10 @@ fn admin_dose(i: u32) -> Dose {
     let v = arm[o + 4u];
     if (kind == 4u) { return Dose(0.0, 0.0, 0.0, 0u, 4u); }
     var d = Dose(0.0, 0.0, 0.0, s, 3u);
-    let lag = dose_v[4u * s];
-    let f = dose_v[4u * s + 1u];
-    let rate_m = dose_v[4u * s + 2u];
-    let dur_m = dose_v[4u * s + 3u];
+    let lag = dv[4u * s];
+    let f = dv[4u * s + 1u];
+    let rate_m = dv[4u * s + 2u];
+    let dur_m = dv[4u * s + 3u];
     if (!(finite(lag) && lag >= 0.0) || !(finite(f) && f >= 0.0)) { return d; }
     let amount = amt * subj_scale * f;
     if (!(finite(amount) && amount >= 0.0)) { return d; }
@@ -373,20 +442,28 @@ fn run_stops() {
         if (fs < meta_.n_fixed) { ts = arm[meta_.off_fixed + fs]; }
         // The next stop: the earliest start (bolus, infusion, reset) or infusion end after
         // t_prev, line by line.
+        var live = occ;
         for (var l = 0u; l < nl; l++) {
             let b = line_begin(l);
             let e = line_end(l);
-            if (b >= e) { continue; }
-            let d = admin_dose(b);
+            if (b >= e || !run_open(l)) { continue; }
+            let d = run_dose(l, b);
+            var pending = false;
             if (d.kind <= 1u || d.kind == 4u) {
                 let a = first_after(b, e, t_prev, d, false);
                 if (a < e) { ts = min(ts, arm[a * 5u] + d.lag); }
+                pending = pending || a < e;
             }
             if (d.kind == 1u) {
                 let a = first_after(b, e, t_prev, d, true);
                 if (a < e) { ts = min(ts, (arm[a * 5u] + d.lag) + d.dur); }
+                pending = pending || a < e;
             }
+            if (HAS_OCCASIONS && pending) { live = min(live, run_occ(l)); }
         }
+        // Runs of earlier occasions with nothing after t_prev have nothing after any later time
+        // either.
+        if (HAS_OCCASIONS) { occ_live = live; }
         if (SS_START) {
             for (var a = meta_.n_admin; a < n_events(); a++) { ts = sooner(ts, event_of(a)); }
         }
@@ -405,14 +482,17 @@ fn run_stops() {
         }
         if (stops_left > 0u) { stops_left--; }
         stop_pre(ts);
+        // The occasions that start by ts begin (the CPU reference switches after observing the
+        // stop, before its inputs).
+        if (HAS_OCCASIONS) { enter_occasion(occasion_of(ts)); }
         if (HAS_RESETS) {
             var reset = false;
             for (var l = 0u; l < nl; l++) {
                 let b = line_begin(l);
                 let e = line_end(l);
-                if (b >= e) { continue; }
+                if (b >= e || !run_open(l)) { continue; }
                 // A reset line's lag and duration are 0: its times are the nominal ones.
-                let d = admin_dose(b);
+                let d = run_dose(l, b);
                 if (d.kind != 4u) { continue; }
                 let a = first_after(b, e, t_prev, d, false);
                 reset = reset || (a < e && arm[a * 5u] <= ts);
@@ -425,8 +505,8 @@ fn run_stops() {
         for (var l = 0u; l < nl; l++) {
             let b = line_begin(l);
             let e = line_end(l);
-            if (b >= e) { continue; }
-            let d = admin_dose(b);
+            if (b >= e || !run_open(l)) { continue; }
+            let d = run_dose(l, b);
             if (d.kind > 1u) { continue; }
             let lo = first_after(b, e, t_prev, d, d.kind == 1u);
             let hi = first_after(lo, e, ts, d, false);
@@ -543,8 +623,15 @@ fn start_subject() {
     ss_phase = select(2u, 0u, SS_START);
     ss_busy = 0u;
     if (!all_finite(y)) { status = 3u; }
-    for (var a = 0u; a < meta_.n_admin; a++) {
-        if (admin_event(a).kind == 3u) { status = 3u; }
+    if (HAS_OCCASIONS) {
+        // Every administration of a run has the run's dose: one check per run.
+        for (var l = 0u; l < n_lines(); l++) {
+            if (line_begin(l) < line_end(l) && run_dose(l, line_begin(l)).kind == 3u) { status = 3u; }
+        }
+    } else {
+        for (var a = 0u; a < meta_.n_admin; a++) {
+            if (admin_event(a).kind == 3u) { status = 3u; }
+        }
     }
 }
 
@@ -557,12 +644,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     subj_scale = scale[i];
     var zero: array<real, {{N_NS}}>;
     dose_v = model_dosing(0.0, zero, q);
+    occ = 0u;
+    occ_live = 0u;
     if (meta_.first_dispatch != 0u) {
         start_subject();
     } else {
         load_carry();
         // Finished in an earlier dispatch: its results are written.
         if (status != 0u || t_prev >= meta_.end_time) { return; }
+        // The occasion reached: the stops up to t_prev are behind (occ_live is found again).
+        if (HAS_OCCASIONS) { enter_occasion(occasion_of(t_prev)); }
     }
     n_tail = 0u;
     if (SS_START) {

@@ -120,6 +120,9 @@ var<private> n_rhs: u32;
 var<private> n_jac: u32;
 var<private> next_sample: u32;
 var<private> fs: u32;
+// The current occasion of an arm whose parameters switch between occasions (HAS_OCCASIONS:
+// q and dose_v are its own; shaders/arm_driver.wgsl); 0 otherwise.
+var<private> occ: u32;
 // Interior extremum of each output in the current step, refined at most once.
 var<private> imax_t: array<real, {{N_NO}}>;
 var<private> imax_c: array<real, {{N_NO}}>;
@@ -159,11 +162,21 @@ fn outs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NO}}> {
     return model_outputs(t, model_part(v), q);
 }
 
+// Occasion o's parameters (HAS_OCCASIONS: `params[(o * NP + p) * n + i]`; o = 0 the first).
+fn params_of(o: u32) -> array<real, {{N_NP}}> {
+    var qo: array<real, {{N_NP}}>;
+    for (var p = 0u; p < NP; p++) { qo[p] = params[(o * NP + p) * meta_.n + sid]; }
+    return qo;
+}
+
 // The model's initial states and no infusion running (a subject's start, a reset); the AUC
 // quadratures are left to the caller.
 fn initial_states() {
     var zero: array<real, {{N_NS}}>;
-    let y0 = model_init(0.0, zero, q);
+    var p0 = q;
+    // The initial state is the first occasion's, as the CPU reference's.
+    if (HAS_OCCASIONS && occ != 0u) { p0 = params_of(0u); }
+    let y0 = model_init(0.0, zero, p0);
     for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
 }
 

@@ -209,38 +209,73 @@ fn every_kind(m: &Model) -> Vec<vpop::metrics::MetricSpec> {
         .collect()
 }
 
-/// The kernel of an arm that starts at steady state and has resets (the steady-state
-/// iterations and the resets compiled in) compiles with NVRTC for every library model in both
-/// precisions.
+/// The kernel of an arm that starts at steady state, has resets and switches parameters
+/// between occasions (the steady-state iterations, the resets and the occasions compiled in),
+/// and the kernel of an arm with occasions alone, compile with NVRTC for every library model
+/// in both precisions (Tsit5). Where ptxas is found: the occasions alone keep every kernel
+/// free of local memory, as the plain Tsit5 kernels are; everything at once stays within the
+/// stack frame the largest plain kernels may have (256 bytes).
 #[test]
 fn steady_state_start_kernels_compile_with_nvrtc() {
     use rayon::prelude::*;
     use vpop::backend::cuda::kernel::arm_source;
+    use vpop::backend::gpu::Driver;
     use vpop::solver::Method;
     if !nvrtc_available() {
         println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
         return;
     }
-    let cases: Vec<(&str, &str, Precision)> = library::MODELS
+    let ptxas = ptxas();
+    let cases: Vec<(&str, &str, Precision, bool)> = library::MODELS
         .iter()
-        .flat_map(|lm| [Precision::F32, Precision::F64].map(|p| (lm.name, lm.source, p)))
+        .flat_map(|lm| {
+            [Precision::F32, Precision::F64]
+                .into_iter()
+                .flat_map(move |p| [true, false].map(|all| (lm.name, lm.source, p, all)))
+        })
         .collect();
-    cases.par_iter().for_each(|&(name, source, p)| {
-        let m = Model::parse(name, source).unwrap();
-        let progs = ModelPrograms::new(&m);
-        let src = arm_source(
-            &progs,
-            Method::Tsit5,
-            &every_kind(&m),
-            Some((1, 12.0)),
-            true,
-            p,
-        )
-        .unwrap();
-        assert!(src.contains("#define SS_START 1") && src.contains("#define HAS_RESETS 1"));
-        let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {p:?}: {e}"));
-        assert!(ptx.contains(".entry integrate"), "{name} {p:?}");
-    });
+    let mut rows: Vec<String> = cases
+        .par_iter()
+        .filter_map(|&(name, source, p, all)| {
+            let m = Model::parse(name, source).unwrap();
+            let progs = ModelPrograms::new(&m);
+            let driver = Driver::Arm {
+                ss: all.then_some((1, 12.0)),
+                resets: all,
+                occasions: true,
+            };
+            let src = arm_source(&progs, Method::Tsit5, &every_kind(&m), driver, p).unwrap();
+            assert!(src.contains("#define HAS_OCCASIONS 1"));
+            if all {
+                assert!(src.contains("#define SS_START 1") && src.contains("#define HAS_RESETS 1"));
+            }
+            let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {p:?}: {e}"));
+            assert!(ptx.contains(".entry integrate"), "{name} {p:?}");
+            let what = if all {
+                "ss-resets-occasions"
+            } else {
+                "occasions"
+            };
+            let tag = format!("{name}-tsit5-{}-{what}", p.name());
+            ptxas.as_ref().map(|x| {
+                let (r, st, ss, sl) = ptxas_report(x, &ptx, &tag);
+                if all {
+                    assert!(st <= 256, "{tag}: a stack frame of {st} bytes");
+                } else {
+                    assert!(st == 0 && ss == 0, "{tag}: local memory ({st} bytes)");
+                }
+                format!("{tag:<52} {r:>9} {st:>11} {ss:>12} {sl:>11}")
+            })
+        })
+        .collect();
+    rows.sort();
+    if !rows.is_empty() {
+        println!(
+            "{:<52} {:>9} {:>11} {:>12} {:>11}",
+            "kernel", "registers", "stack bytes", "spill stores", "spill loads"
+        );
+        println!("{}", rows.join("\n"));
+    }
 }
 
 /// The tuning reaches the PTX: a register cap becomes the entry's `.maxnreg` and launch bounds

@@ -263,3 +263,49 @@ fn long_interleaved_schedules_agree() {
         }
     }
 }
+
+/// Parameters that switch between occasions (inter-occasion variability): doses take the lag,
+/// bioavailability and modelled rate of the occasion their nominal time falls in, doses given
+/// before an occasion's start finish with their own, a reset at an occasion's start restores
+/// the first occasion's initial state; the kernel agrees with the CPU reference, and the
+/// occasions change the results.
+#[test]
+fn occasions_switch_parameters() {
+    let Ok(rs) = runners() else {
+        println!("SKIPPED: {}", runners().unwrap_err());
+        return;
+    };
+    let ir = vpop::model::Model::parse("dosing", common::DOSING_MODEL).unwrap();
+    let model = Arc::new(CompiledModel::new(&ir));
+    for p in precisions() {
+        let rtol = if p == Precision::F64 { 1e-10 } else { 1e-6 };
+        for method in [Method::Tsit5, Method::Rodas4] {
+            let (a, params, later) = common::occasion_arm(&ir, method, rtol, 16);
+            let mut cpu_b = vpop::backend::cpu::CpuBackend::new(model.clone());
+            let cpu = common::run_occasions(&mut cpu_b, &a, &params, &later);
+            let one = run(
+                &mut cpu_b,
+                &vpop::backend::ArmPlan {
+                    occasions: vec![],
+                    ..a.clone()
+                },
+                &params,
+            );
+            let effect = common::worst_difference(&a, &one, &cpu);
+            assert!(effect > 1e-2, "the occasions change the results: {effect}");
+            for &r in rs {
+                let mut b = make(r, model.clone(), p).unwrap();
+                let gpu = common::run_occasions(b.as_mut(), &a, &params, &later);
+                assert_eq!(gpu.status, cpu.status, "{r:?} {p:?} {method}");
+                let worst = common::worst_difference(&a, &gpu, &cpu);
+                println!(
+                    "{r:?} {p:?} {method}: worst {worst:.2e} (occasions' effect {effect:.2e})"
+                );
+                match (r, p) {
+                    (_, Precision::F64) => assert!(worst <= 1e-9, "{worst}"),
+                    _ => assert!(worst <= 1e-4, "{worst}"),
+                }
+            }
+        }
+    }
+}

@@ -605,7 +605,8 @@ fn a_run_where_every_subject_fails_counts_every_failure() {
 
 /// Inter-occasion variability: clearance takes a new value at the second occasion (12 h),
 /// where the second dose falls. One-compartment IV bolus, so every subject's AUC and Cmax
-/// have closed forms in its two sampled clearances.
+/// have closed forms in its two sampled clearances: on the CPU reference and on the WGSL
+/// kernel in f64.
 #[test]
 fn arms_switch_parameters_between_occasions() {
     let dir = tmp("occasions");
@@ -660,53 +661,60 @@ dir = "out"
 metrics = ["auc", "cmax"]
 "#;
     let t = Trial::from_text(&dir.join("spec.toml"), spec).unwrap();
-    let out = dir.join("out");
-    run_trial(&t, &opts(&out)).unwrap();
-    let (ids, got) = float_columns(&out, &["cp_auc", "cp_cmax"]);
-    assert_eq!(ids.len(), 300);
     let pop = vpop::population::Population::load(&dir.join("pop.toml")).unwrap();
     let mut c = vpop::population::SampledChunk::default();
     pop.sample_occasions(5, 0, 300, 2, &mut c);
-    let mut switched = 0;
-    for (row, id) in ids.iter().enumerate() {
-        let i = *id as usize;
-        let (cl1, cl2, v) = (
-            c.parameters[0][i],
-            c.occasions[0].parameters[0][i],
-            c.parameters[1][i],
-        );
-        assert_eq!(v, c.occasions[0].parameters[1][i]);
-        let (k1, k2) = (cl1 / v, cl2 / v);
-        let a12 = 100.0 * (-12.0 * k1).exp() + 100.0;
-        let auc =
-            (100.0 * (1.0 - (-12.0 * k1).exp()) / k1 + a12 * (1.0 - (-12.0 * k2).exp()) / k2) / v;
-        let cmax = a12 / v;
-        for (k, want) in [auc, cmax].into_iter().enumerate() {
-            let g = got[k][row];
-            assert!(
-                (g / want - 1.0).abs() < 1e-8,
-                "subject {i}: {g} vs closed form {want}"
+    // On the CPU reference, and on the WGSL kernel in f64 where an adapter has it.
+    let gpu_spec = spec.replace(
+        "backend = \"cpu\"",
+        "backend = \"wgpu\"\nprecision = \"f64\"",
+    );
+    let gpu_t = Trial::from_text(&dir.join("spec.toml"), &gpu_spec).unwrap();
+    for (t, name) in [(&t, "cpu"), (&gpu_t, "wgpu")] {
+        let out = dir.join(name);
+        if let Err(e) = run_trial(t, &opts(&out)) {
+            assert!(name != "cpu" && e.contains("not available"), "{e}");
+            println!("SKIPPED ({name} part): {e}");
+            continue;
+        }
+        let (ids, got) = float_columns(&out, &["cp_auc", "cp_cmax"]);
+        assert_eq!(ids.len(), 300);
+        let mut switched = 0;
+        for (row, id) in ids.iter().enumerate() {
+            let i = *id as usize;
+            let (cl1, cl2, v) = (
+                c.parameters[0][i],
+                c.occasions[0].parameters[0][i],
+                c.parameters[1][i],
             );
+            assert_eq!(v, c.occasions[0].parameters[1][i]);
+            let (k1, k2) = (cl1 / v, cl2 / v);
+            let a12 = 100.0 * (-12.0 * k1).exp() + 100.0;
+            let auc = (100.0 * (1.0 - (-12.0 * k1).exp()) / k1
+                + a12 * (1.0 - (-12.0 * k2).exp()) / k2)
+                / v;
+            let cmax = a12 / v;
+            for (k, want) in [auc, cmax].into_iter().enumerate() {
+                let g = got[k][row];
+                assert!(
+                    (g / want - 1.0).abs() < 1e-8,
+                    "{name}, subject {i}: {g} vs closed form {want}"
+                );
+            }
+            // The result differs from one clearance all along: the switch happened.
+            let one = (100.0 * (1.0 - (-12.0 * k1).exp()) / k1
+                + a12 * (1.0 - (-12.0 * k1).exp()) / k1)
+                / v;
+            if (one / auc - 1.0).abs() > 1e-3 {
+                switched += 1;
+            }
         }
-        // The result differs from one clearance all along: the switch happened.
-        let one =
-            (100.0 * (1.0 - (-12.0 * k1).exp()) / k1 + a12 * (1.0 - (-12.0 * k1).exp()) / k1) / v;
-        if (one / auc - 1.0).abs() > 1e-3 {
-            switched += 1;
-        }
+        assert!(
+            switched > 250,
+            "{name}: {switched} subjects changed clearance"
+        );
     }
-    assert!(switched > 250, "{switched} subjects changed clearance");
 
-    // The GPU kernels refuse occasions rather than ignoring them.
-    let gpu = RunOptions {
-        backend: Some(vpop::trial::resolve::BackendChoice::Wgpu),
-        ..opts(&dir.join("gpu"))
-    };
-    match run_trial(&t, &gpu) {
-        Err(e) if e.contains("not available") => println!("SKIPPED (wgpu part): {e}"),
-        Err(e) => assert!(e.contains("occasions"), "{e}"),
-        Ok(_) => panic!("the wgpu backend ran an arm with occasions"),
-    }
     // Occasions must start at 0 and increase.
     let bad = spec.replace("occasions = [0, 12]", "occasions = [12, 0]");
     let err = match Trial::from_text(&dir.join("spec.toml"), &bad) {

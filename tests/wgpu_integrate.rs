@@ -10,6 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{arm, run, subjects, Agreement};
+use vpop::backend::gpu::Driver;
 use vpop::backend::wgpu::kernel::{arm_source, integrate_source};
 use vpop::backend::{Backend, Precision};
 use vpop::model::{library, CompiledModel, Model, ModelPrograms};
@@ -37,7 +38,14 @@ fn every_integrator_kernel_validates() {
                 for (nm, ss) in [(0, None), (3, None), (3, Some((1, 12.0)))] {
                     let src = match ss {
                         None => integrate_source(&progs, method, nm, p).unwrap(),
-                        Some(_) => arm_source(&progs, method, nm, ss, true, p).unwrap(),
+                        Some(_) => {
+                            let d = Driver::Arm {
+                                ss,
+                                resets: true,
+                                occasions: true,
+                            };
+                            arm_source(&progs, method, nm, d, p).unwrap()
+                        }
                     };
                     if let Err(e) = validate(&src, p) {
                         panic!("{} {method} {p:?} ({nm} metrics, {ss:?}):\n{e}", lm.name);
@@ -148,4 +156,40 @@ fn long_interleaved_schedules_agree() {
     gpu.set_dispatch_budget(None);
     assert_eq!(resumed.metrics, default.metrics);
     assert_eq!(resumed.profiles, default.profiles);
+}
+
+/// Parameters that switch between occasions (inter-occasion variability; see
+/// `tests/cuda_integrate.rs`, `occasions_switch_parameters`): the kernel agrees with the CPU
+/// reference in f32 and f64, also when every dispatch stops after one step and one stopping
+/// point (a resumed subject finds its occasion again).
+#[test]
+fn occasions_switch_parameters() {
+    let m = Model::parse("dosing", common::DOSING_MODEL).unwrap();
+    let model = Arc::new(CompiledModel::new(&m));
+    for p in [Precision::F32, Precision::F64] {
+        let Some(mut gpu) = gpu_backend(model.clone(), p) else {
+            continue;
+        };
+        let (rtol, tol) = match p {
+            Precision::F32 => (1e-6, 1e-4),
+            Precision::F64 => (1e-10, 1e-9),
+        };
+        for method in [Method::Tsit5, Method::Rodas4] {
+            let (a, params, later) = common::occasion_arm(&m, method, rtol, 8);
+            let mut cpu_b = vpop::backend::cpu::CpuBackend::new(model.clone());
+            let cpu = common::run_occasions(&mut cpu_b, &a, &params, &later);
+            let default = common::run_occasions(&mut gpu, &a, &params, &later);
+            assert_eq!(default.status, cpu.status);
+            let worst = common::worst_difference(&a, &default, &cpu);
+            println!("wgpu {p:?} {method}: worst {worst:.2e}");
+            assert!(worst <= tol, "{p:?} {method}: {worst}");
+            if p == Precision::F32 {
+                gpu.set_dispatch_budget(Some((1, 1)));
+                let resumed = common::run_occasions(&mut gpu, &a, &params, &later);
+                gpu.set_dispatch_budget(None);
+                assert_eq!(resumed.metrics, default.metrics);
+                assert_eq!(resumed.profiles, default.profiles);
+            }
+        }
+    }
 }

@@ -44,8 +44,9 @@ impl KernelSizes {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArmData {
     /// Administrations (5 values each), the index one past the last administration of each
-    /// line (a dose line, or consecutive lines of the same dose: `n_lines` values), fixed
-    /// stopping points, sample times and metric specs, in that order.
+    /// line (a dose line, or consecutive lines of the same dose, of one occasion: `n_lines`
+    /// values), fixed stopping points, sample times and metric specs, in that order; then, for
+    /// an arm with occasions, their table (see [`occasion_table`]).
     pub data: Vec<f64>,
     pub n_admin: usize,
     pub n_lines: usize,
@@ -54,6 +55,8 @@ pub struct ArmData {
     pub off_fixed: usize,
     pub off_times: usize,
     pub off_metrics: usize,
+    /// Later occasions (the arm's `occasions`: each switches every parameter).
+    pub n_occ: usize,
     /// Time of the last administration when there are several (ctrough), else −1.
     pub trough: f64,
     pub wants_extrema: bool,
@@ -84,7 +87,11 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
     // decrease for any subject, which lets the kernels search them instead of scanning; a line
     // that goes on where the previous one stopped (the same dose given later, as a dataset's
     // dose records are) continues its run.
+    // With occasions, a run is also of one occasion (the one the nominal times fall in: its
+    // lag, bioavailability and modelled rate hold for the whole run).
     let mut line_ends: Vec<f64> = Vec::new();
+    let mut run_occasions: Vec<f64> = Vec::new();
+    let occasion_of = |t: f64| arm.occasions.iter().take_while(|s| **s <= t).count();
     let mut last: Option<(&crate::dosing::DoseLine, f64)> = None;
     for line in &arm.regimen.lines {
         let (kind, value) = match line.administration {
@@ -94,26 +101,30 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
             Administration::Modelled => (3.0, 0.0),
             Administration::Reset => (4.0, 0.0),
         };
-        for k in 0..line.count {
-            let nominal = line.start + k as f64 * line.interval;
-            data.extend_from_slice(&[nominal, line.state as f64, line.amount, kind, value]);
-            n_admin += 1;
-        }
-        if line.count == 0 {
-            continue;
-        }
-        let first = line.start;
         let continues = last.is_some_and(|(prev, prev_last)| {
             prev.state == line.state
                 && prev.amount == line.amount
                 && prev.administration == line.administration
-                && first >= prev_last
+                && line.start >= prev_last
         });
-        match line_ends.last_mut() {
-            Some(end) if continues => *end = n_admin as f64,
-            _ => line_ends.push(n_admin as f64),
+        for k in 0..line.count {
+            let nominal = line.start + k as f64 * line.interval;
+            data.extend_from_slice(&[nominal, line.state as f64, line.amount, kind, value]);
+            n_admin += 1;
+            let occasion = occasion_of(nominal) as f64;
+            match line_ends.last_mut() {
+                Some(end) if (k > 0 || continues) && run_occasions.last() == Some(&occasion) => {
+                    *end = n_admin as f64
+                }
+                _ => {
+                    line_ends.push(n_admin as f64);
+                    run_occasions.push(occasion);
+                }
+            }
         }
-        last = Some((line, line.start + (line.count - 1) as f64 * line.interval));
+        if line.count > 0 {
+            last = Some((line, line.start + (line.count - 1) as f64 * line.interval));
+        }
     }
     let n_lines = line_ends.len();
     data.extend_from_slice(&line_ends);
@@ -126,6 +137,7 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
         .collect();
     let mut stops = vec![0.0, end];
     stops.extend(dose_times.iter().copied());
+    stops.extend(arm.occasions.iter().copied());
     for (a, b) in windows.iter().flatten() {
         stops.push(*a);
         stops.push(*b);
@@ -145,6 +157,12 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
             None => (0.0, 0.0, 0.0),
         };
         data.extend_from_slice(&[kind, s.output as f64, win, a, b, x]);
+    }
+    let n_occ = arm.occasions.len();
+    if n_occ > 0 {
+        data.push(n_occ as f64);
+        data.extend_from_slice(&arm.occasions);
+        data.extend_from_slice(&run_occasions);
     }
     let trough = if dose_times.len() > 1 {
         dose_times.last().map_or(-1.0, |t| *t)
@@ -170,9 +188,51 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
         off_fixed,
         off_times,
         off_metrics,
+        n_occ,
         trough,
         wants_extrema,
     }
+}
+
+/// Where an arm's occasion table starts in [`arm_data`]'s `data`: after the metric specs, so
+/// that the kernels find it without a field of their own. It holds the number K of later
+/// occasions, their start times (K values, increasing) and, for each run of administrations,
+/// the occasion its nominal times fall in (0 the first); an arm of one occasion has none.
+pub fn occasion_table(ad: &ArmData, n_metrics: usize) -> usize {
+    ad.off_metrics + n_metrics * SPEC_STRIDE
+}
+
+/// Parameters of subjects `range` as the kernels read them, `[(o * np + p) * len + i]` for
+/// occasion o of the arm (0 the first: `input.params`; then `input.occasion_params`), in the
+/// kernel's type. At least one value.
+pub fn pack_params<T: Copy + Default>(
+    input: &ChunkInput<'_>,
+    arm: &ArmPlan,
+    np: usize,
+    range: std::ops::Range<usize>,
+    of: impl Fn(f64) -> T,
+) -> Vec<T> {
+    let len = range.len();
+    let sets = std::iter::once(input.params).chain(
+        input.occasion_params[..arm.occasions.len()]
+            .iter()
+            .map(|o| o.as_slice()),
+    );
+    let mut params = vec![T::default(); (param_sets(arm) * np * len).max(1)];
+    for (o, set) in sets.enumerate() {
+        for (p, col) in set.iter().enumerate().take(np) {
+            let d = &mut params[(o * np + p) * len..(o * np + p + 1) * len];
+            for (d, v) in d.iter_mut().zip(&col[range.clone()]) {
+                *d = of(*v);
+            }
+        }
+    }
+    params
+}
+
+/// Parameter sets per subject the kernels read for an arm: one per occasion.
+pub fn param_sets(arm: &ArmPlan) -> usize {
+    1 + arm.occasions.len()
 }
 
 /// The arm's steady-state line, if any, as the kernels see it: the index of its first
@@ -214,11 +274,17 @@ pub fn prepare_chunk(
             progs.n_params
         ));
     }
-    if !arm.occasions.is_empty() {
+    let n_later = arm.occasions.len();
+    if input.occasion_params.len() < n_later
+        || input.occasion_params[..n_later]
+            .iter()
+            .any(|o| o.len() != progs.n_params || o.iter().any(|p| p.len() < n))
+    {
         return Err(format!(
-            "arm '{}' switches parameters between occasions, which the GPU kernels do not do \
-             yet: use backend = \"cpu\"",
-            arm.name
+            "arm '{}' has {} occasions but the chunk holds parameters for {}",
+            arm.name,
+            n_later + 1,
+            input.occasion_params.len() + 1
         ));
     }
     if f32_kernel && arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
@@ -294,23 +360,60 @@ pub enum Driver {
     Arm {
         ss: Option<(usize, f64)>,
         resets: bool,
+        /// Parameters switch between occasions.
+        occasions: bool,
     },
     /// A dataset subject's record program (`crate::backend::records::Program`).
     Records,
 }
 
 impl Driver {
-    /// The steady-state start of an arm driver, as `(SS_START, SS_ADMIN, SS_II, HAS_RESETS)`;
-    /// none for records.
-    pub fn arm_settings(self) -> (bool, usize, f64, bool) {
-        match self {
-            Driver::Arm { ss, resets } => {
-                let (admin, ii) = ss.unwrap_or((0, 1.0));
-                (ss.is_some(), admin, ii, resets)
-            }
-            Driver::Records => (false, 0, 1.0, false),
+    /// The driver of an arm's kernel: its steady-state start, resets and occasions.
+    pub fn of_arm(arm: &ArmPlan) -> Driver {
+        Driver::Arm {
+            ss: steady_state_admin(arm),
+            resets: has_resets(arm),
+            occasions: !arm.occasions.is_empty(),
         }
     }
+
+    /// What an arm driver compiles in; nothing for records.
+    pub fn arm_settings(self) -> ArmSettings {
+        match self {
+            Driver::Arm {
+                ss,
+                resets,
+                occasions,
+            } => {
+                let (ss_admin, ss_ii) = ss.unwrap_or((0, 1.0));
+                ArmSettings {
+                    ss_start: ss.is_some(),
+                    ss_admin,
+                    ss_ii,
+                    resets,
+                    occasions,
+                }
+            }
+            Driver::Records => ArmSettings {
+                ss_start: false,
+                ss_admin: 0,
+                ss_ii: 1.0,
+                resets: false,
+                occasions: false,
+            },
+        }
+    }
+}
+
+/// The switches of an arm driver's source (`SS_START`, `SS_ADMIN`, `SS_II`, `HAS_RESETS`,
+/// `HAS_OCCASIONS`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArmSettings {
+    pub ss_start: bool,
+    pub ss_admin: usize,
+    pub ss_ii: f64,
+    pub resets: bool,
+    pub occasions: bool,
 }
 
 /// The in-step searches of the kernels for a precision: the fraction of the step to which an
@@ -528,6 +631,41 @@ mod tests {
         assert_eq!(d.n_lines, 4);
         assert_eq!(&d.data[45..49], &[5.0, 6.0, 7.0, 9.0]);
         assert_eq!(d.off_fixed, 49);
+    }
+
+    #[test]
+    fn runs_are_cut_at_occasions_and_their_table_follows_the_specs() {
+        let line = |amount, start, count| DoseLine {
+            steady_state: false,
+            state: 0,
+            amount,
+            start,
+            interval: 12.0,
+            count,
+            administration: Administration::Bolus,
+        };
+        let mut a = arm();
+        // Doses at 0, 12, 24, 36 and a record at 48 going on from them; occasions from 20 and
+        // from 36 (a dose on a start is of the new occasion) and one after the end.
+        a.regimen = Regimen {
+            lines: vec![line(100.0, 0.0, 4), line(100.0, 48.0, 1)],
+        };
+        a.occasions = vec![20.0, 36.0, 100.0];
+        let d = arm_data(&a);
+        assert_eq!((d.n_admin, d.n_lines, d.n_occ), (5, 3, 3));
+        assert_eq!(&d.data[25..28], &[2.0, 3.0, 5.0]);
+        // The occasions' starts within the arm are stopping points.
+        assert_eq!(
+            &d.data[d.off_fixed..d.off_times],
+            &[0.0, 12.0, 20.0, 24.0, 36.0, 48.0]
+        );
+        let t = occasion_table(&d, a.metrics.len());
+        assert_eq!(t, d.off_metrics + 4 * SPEC_STRIDE);
+        assert_eq!(&d.data[t..], &[3.0, 20.0, 36.0, 100.0, 0.0, 1.0, 2.0]);
+        // Without occasions the arm data end with the specs.
+        let plain = arm_data(&arm());
+        assert_eq!(plain.n_occ, 0);
+        assert_eq!(occasion_table(&plain, 4), plain.data.len());
     }
 
     #[test]

@@ -124,10 +124,6 @@ pub fn select_backend(
         BackendChoice::Wgpu => wgpu_backend(model.clone(), trial.precision)
             .map(|(b, name)| (b, format!("requested (adapter {name})")))
             .map_err(|e| format!("backend 'wgpu' is not available: {e}")),
-        BackendChoice::Auto if trial.arms.iter().any(|a| !a.plan.occasions.is_empty()) => Ok((
-            cpu(),
-            "auto: arms with occasions switch parameters on the CPU f64 reference only".into(),
-        )),
         BackendChoice::Auto => {
             let no_cuda = match cuda_backend(model.clone(), trial.precision) {
                 Ok((b, name)) => return Ok((b, format!("auto: CUDA device {name} found"))),

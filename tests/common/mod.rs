@@ -131,6 +131,124 @@ pub fn long_interleaved_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
     a
 }
 
+/// A model whose doses depend on its parameters (the oral dose's lag and bioavailability, a
+/// modelled infusion rate into the central compartment), with an endogenous baseline: the
+/// initial amount in the central compartment.
+pub const DOSING_MODEL: &str = "
+param ka = 1.2
+param cl = 5
+param v = 40
+param lag = 3
+param fa = 0.7
+param r = 20
+param base = 8
+state depot
+state central
+central(0) = base
+alag(depot) = lag
+f(depot) = fa
+rate(central) = r
+d/dt(depot) = -ka * depot
+d/dt(central) = ka * depot - cl / v * central
+output cp = central / v
+";
+
+/// Parameter columns, `[p][i]`.
+pub type Columns = Vec<Vec<f64>>;
+
+/// An arm of [`DOSING_MODEL`] over 480 h whose parameters switch at five later occasions (at
+/// 150, 300, 301.5 and 410 h, and at 600 h, after the end): lagged oral doses every 12 h,
+/// modelled infusions every 24 h and 30-h infusions every 48 h that run across the occasions'
+/// starts, a reset at the start of the occasion at 300 h; with the parameters of every
+/// occasion for `n` subjects (`occasion_params[k][p][i]`, each subject's own spread).
+pub fn occasion_arm(
+    m: &Model,
+    method: Method,
+    rtol: f64,
+    n: usize,
+) -> (ArmPlan, Columns, Vec<Columns>) {
+    let metrics: Vec<String> = [
+        "auc",
+        "cmax",
+        "tmax",
+        "cmin",
+        "ctrough",
+        "at(301)",
+        "auc(290, 320)",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let line = |state, amount, start, interval, count, administration| DoseLine {
+        steady_state: false,
+        state,
+        amount,
+        start,
+        interval,
+        count,
+        administration,
+    };
+    let mut a = arm(m, method, rtol, &metrics);
+    a.end = 480.0;
+    a.sample_times = vec![0.0, 13.0, 150.0, 300.5, 479.0];
+    a.regimen = Regimen {
+        lines: vec![
+            line(0, 100.0, 0.0, 12.0, 40, Administration::Bolus),
+            line(1, 200.0, 6.0, 24.0, 20, Administration::Modelled),
+            line(
+                1,
+                50.0,
+                30.0,
+                48.0,
+                10,
+                Administration::InfusionDuration(30.0),
+            ),
+            line(0, 0.0, 300.0, 0.0, 1, Administration::Reset),
+        ],
+    };
+    a.occasions = vec![150.0, 300.0, 301.5, 410.0, 600.0];
+    let params = subjects(m, n);
+    let later = (1..=a.occasions.len())
+        .map(|k| {
+            params
+                .iter()
+                .enumerate()
+                .map(|(p, col)| {
+                    col.iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let u = ((i * 5 + p * 3 + k * 7) % 11) as f64 / 10.0 - 0.5;
+                            // Lags of up to ~8 h carry doses of one occasion into the next.
+                            let spread = if m.params[p].name == "lag" { 1.0 } else { 0.4 };
+                            v * (spread * u).exp()
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    (a, params, later)
+}
+
+/// [`run`] with parameters for every later occasion of the arm.
+pub fn run_occasions(
+    b: &mut dyn Backend,
+    arm: &ArmPlan,
+    params: &[Vec<f64>],
+    later: &[Vec<Vec<f64>>],
+) -> ChunkOutput {
+    let input = ChunkInput {
+        first_subject: 0,
+        n: params[0].len(),
+        params,
+        amount_scale: None,
+        occasion_params: later,
+    };
+    let mut out = ChunkOutput::default();
+    b.run_chunk(arm, &input, &mut out).unwrap();
+    out
+}
+
 /// The largest relative difference (see [`max_rel`]) of any metric but Tmax and of any profile
 /// between two runs of `arm`.
 pub fn worst_difference(arm: &ArmPlan, gpu: &ChunkOutput, cpu: &ChunkOutput) -> f64 {

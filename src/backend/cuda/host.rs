@@ -18,8 +18,8 @@ use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
 use super::kernel::{arm_source, records_source, COUNTERS};
 use crate::backend::gpu::{
-    arm_data, has_resets, prepare_chunk, records_data, steady_state_admin, take_counters,
-    take_records, take_values, KernelSizes, RecordsData, INDEX_STRIDE,
+    arm_data, pack_params, prepare_chunk, records_data, take_counters, take_records, take_values,
+    Driver, KernelSizes, RecordsData, INDEX_STRIDE,
 };
 use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
@@ -140,7 +140,7 @@ pub(super) struct Job<'a, T> {
     pub src: &'a str,
     /// Subjects (threads that do work).
     pub n: usize,
-    /// `params[p * n + i]`.
+    /// `params[(o * np + p) * n + i]`: parameter p of subject i at occasion o.
     pub params: &'a [T],
     /// Dose scaling per subject.
     pub scale: &'a [T],
@@ -246,8 +246,7 @@ impl<L: Launcher> Host<L> {
             progs,
             arm.solver.method,
             &arm.metrics,
-            steady_state_admin(arm),
-            has_resets(arm),
+            Driver::of_arm(arm),
             T::PRECISION,
         )
         .map_err(|e| self.failed(e))?;
@@ -268,21 +267,13 @@ impl<L: Launcher> Host<L> {
             trough: T::of(ad.trough),
             ..Meta::new(n, &arm.solver)
         };
-        // Each part's parameters (`[p * len + i]`) and dose scaling, packed in parallel.
+        // Each part's parameters (`[(o * np + p) * len + i]`, o the occasion) and dose
+        // scaling, packed in parallel.
         let parts = split(n, self.launcher.lanes());
         let packed: Vec<(Vec<T>, Vec<T>)> = parts
             .par_iter()
             .map(|r| {
-                let len = r.len();
-                let mut params = vec![T::default(); (z.np * len).max(1)];
-                for (p, col) in input.params.iter().enumerate() {
-                    for (d, v) in params[p * len..(p + 1) * len]
-                        .iter_mut()
-                        .zip(&col[r.clone()])
-                    {
-                        *d = T::of(*v);
-                    }
-                }
+                let params = pack_params(input, arm, z.np, r.clone(), T::of);
                 let scale: Vec<T> = r
                     .clone()
                     .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[i])))

@@ -97,23 +97,22 @@ pub fn integrate_source(
         Driver::Arm {
             ss: None,
             resets: false,
+            occasions: false,
         },
         p,
     )
 }
 
-/// [`integrate_source`] for an arm that may start at steady state (the steady-state dose is
-/// administration `ss.0`, nominal time 0, repeated every `ss.1`: see
-/// `crate::backend::gpu::steady_state_admin`) and may have resets.
+/// [`integrate_source`] for an arm that may start at steady state, have resets and switch
+/// parameters between occasions: `driver` is `Driver::of_arm` of the arm (a `Driver::Arm`).
 pub fn arm_source(
     m: &ModelPrograms,
     method: Method,
     metrics: &[MetricSpec],
-    ss: Option<(usize, f64)>,
-    resets: bool,
+    driver: Driver,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, metrics, Driver::Arm { ss, resets }, p)
+    source(m, method, metrics, driver, p)
 }
 
 /// The full CUDA C source of the records kernel `integrate` (a dataset subject's record
@@ -156,19 +155,22 @@ fn source(
     let step = step_code(method, Lang::Cuda, ny);
     let real = super::codegen::real_type(p);
     let s = crate::backend::gpu::search_settings(p);
-    let (ss_start, ss_admin, ss_ii, resets) = driver.arm_settings();
+    let a = driver.arm_settings();
     let sizes = format!(
         "{sizes}#define EXTREMUM_CGOLD {:e}\n#define EXTREMUM_XTOL {:e}\n\
          #define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n\
-         #define ROOT_RTOL {:e}\n#define SS_START {}\n#define SS_ADMIN {ss_admin}u\n\
-         #define SS_II ((real){ss_ii:e})\n#define HAS_RESETS {}\n",
+         #define ROOT_RTOL {:e}\n#define SS_START {}\n#define SS_ADMIN {}u\n\
+         #define SS_II ((real){:e})\n#define HAS_RESETS {}\n#define HAS_OCCASIONS {}\n",
         s.extremum_cgold,
         s.extremum_xtol,
         s.extremum_iters,
         s.root_iters,
         s.root_rtol,
-        u8::from(ss_start),
-        u8::from(resets)
+        u8::from(a.ss_start),
+        a.ss_admin,
+        a.ss_ii,
+        u8::from(a.resets),
+        u8::from(a.occasions)
     );
     // Member functions of the per-subject struct: indent them.
     let code = cast_literals(&step.code);

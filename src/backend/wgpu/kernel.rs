@@ -54,23 +54,22 @@ pub fn integrate_source(
         Driver::Arm {
             ss: None,
             resets: false,
+            occasions: false,
         },
         p,
     )
 }
 
-/// [`integrate_source`] for an arm that may start at steady state (the steady-state dose is
-/// administration `ss.0`, nominal time 0, repeated every `ss.1`: see
-/// `crate::backend::gpu::steady_state_admin`) and may have resets.
+/// [`integrate_source`] for an arm that may start at steady state, have resets and switch
+/// parameters between occasions: `driver` is `Driver::of_arm` of the arm (a `Driver::Arm`).
 pub fn arm_source(
     m: &ModelPrograms,
     method: Method,
     n_metrics: usize,
-    ss: Option<(usize, f64)>,
-    resets: bool,
+    driver: Driver,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, n_metrics, Driver::Arm { ss, resets }, p)
+    source(m, method, n_metrics, driver, p)
 }
 
 /// Floating-point values and counters the arm driver keeps per subject between dispatches;
@@ -98,7 +97,7 @@ fn source(
 ) -> Result<String, String> {
     let z = KernelSizes::new(m, n_metrics);
     let ny = z.ny();
-    let (ss_start, ss_admin, ss_ii, resets) = driver.arm_settings();
+    let a = driver.arm_settings();
     let (driver, (cw, cu)) = match driver {
         Driver::Records => (RECORDS_DRIVER_WGSL, (records_carry_f(&z), RECORDS_CARRY_U)),
         Driver::Arm { ss, .. } => (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some())),
@@ -107,16 +106,20 @@ fn source(
         "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NY: u32 = {}u;\n\
          const NM: u32 = {}u;\nconst CW: u32 = {cw}u;\nconst CU: u32 = {cu}u;\n\
          const CW_ARM: u32 = {}u;\nconst CU_ARM: u32 = {CARRY_U}u;\nconst SS_START: bool = {};\n\
-         const SS_ADMIN: u32 = {ss_admin}u;\nconst SS_II: {} = {};\nconst HAS_RESETS: bool = {resets};\n",
+         const SS_ADMIN: u32 = {}u;\nconst SS_II: {} = {};\nconst HAS_RESETS: bool = {};\n\
+         const HAS_OCCASIONS: bool = {};\n",
         z.ns,
         z.np,
         z.no,
         ny,
         z.nm,
         z.carry_f(),
-        ss_start,
+        a.ss_start,
+        a.ss_admin,
         codegen::scalar(p),
-        codegen::literal(ss_ii, p),
+        codegen::literal(a.ss_ii, p),
+        a.resets,
+        a.occasions,
     );
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions(m, p);

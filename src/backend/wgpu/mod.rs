@@ -413,8 +413,8 @@ mod integrate {
     };
     use super::{Gpu, Real};
     use crate::backend::gpu::{
-        has_resets, prepare_chunk, records_data, steady_state_admin, take_counters, take_records,
-        take_values, INSTR_STRIDE,
+        pack_params, param_sets, prepare_chunk, records_data, steady_state_admin, take_counters,
+        take_records, take_values, Driver, INSTR_STRIDE,
     };
     use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
@@ -714,10 +714,10 @@ mod integrate {
         }
 
         /// Subjects per dispatch within the adapter's buffer limits.
-        fn batch_size(&self, z: &KernelSizes, n_times: usize, bytes: u64) -> usize {
+        fn batch_size(&self, z: &KernelSizes, sets: usize, n_times: usize, bytes: u64) -> usize {
             let max_binding = self.max_binding();
             let (cw, cu) = arm_carry(z, true);
-            let widest = [z.np, 1, cw, cu, z.nm, z.no * n_times]
+            let widest = [sets * z.np, 1, cw, cu, z.nm, z.no * n_times]
                 .into_iter()
                 .max()
                 .unwrap_or(1) as u64;
@@ -945,12 +945,7 @@ mod integrate {
         ) -> Result<(), BackendError> {
             let device = &self.gpu.device;
             let nt = ad.n_times;
-            let mut params = vec![T::default(); (z.np * n).max(1)];
-            for (p, col) in input.params.iter().enumerate() {
-                for i in 0..n {
-                    params[p * n + i] = T::of(col[s0 + i]);
-                }
-            }
+            let params = pack_params(input, arm, z.np, s0..s0 + n, T::of);
             let scale: Vec<T> = (0..n)
                 .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[s0 + i])))
                 .collect();
@@ -1069,8 +1064,7 @@ mod integrate {
                 progs,
                 arm.solver.method,
                 arm.metrics.len(),
-                steady_state_admin(arm),
-                has_resets(arm),
+                Driver::of_arm(arm),
                 p,
             )
             .map_err(failed)?;
@@ -1081,7 +1075,7 @@ mod integrate {
                 Precision::F32 => 4,
                 Precision::F64 => 8,
             };
-            let batch = self.batch_size(&z, ad.n_times, bytes);
+            let batch = self.batch_size(&z, param_sets(arm), ad.n_times, bytes);
             let mut s0 = 0;
             while s0 < n {
                 let len = batch.min(n - s0);
