@@ -77,24 +77,28 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
     }
 }
 
-/// A long schedule of interleaved dose lines over 720 h (boluses into two compartments every 12
-/// and 48 h, infusions every 24 h lasting 30 h and every 36 h at a fixed rate, single infusions,
-/// a reset at 400 h), with metrics of every kind that reads the whole profile and profiles.
-pub fn long_interleaved_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
-    use vpop::dosing::{Administration, DoseLine, Regimen};
-    let metrics: Vec<String> = [
-        "auc",
-        "cmax",
-        "tmax",
-        "cmin",
-        "ctrough",
-        "at(401)",
-        "auc(390, 420)",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let line = |state, amount, start, interval, count, administration| DoseLine {
+/// Metrics of every kind that reads the whole profile, the value at `at` and the AUC over
+/// `window`.
+fn profile_metrics(at: f64, window: (f64, f64)) -> Vec<String> {
+    let mut v: Vec<String> = ["auc", "cmax", "tmax", "cmin", "ctrough"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.push(format!("at({at})"));
+    v.push(format!("auc({}, {})", window.0, window.1));
+    v
+}
+
+/// A dose line that is not at steady state.
+fn line(
+    state: usize,
+    amount: f64,
+    start: f64,
+    interval: f64,
+    count: u32,
+    administration: Administration,
+) -> DoseLine {
+    DoseLine {
         steady_state: false,
         state,
         amount,
@@ -102,8 +106,14 @@ pub fn long_interleaved_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
         interval,
         count,
         administration,
-    };
-    let mut a = arm(m, method, rtol, &metrics);
+    }
+}
+
+/// A long schedule of interleaved dose lines over 720 h (boluses into two compartments every 12
+/// and 48 h, infusions every 24 h lasting 30 h and every 36 h at a fixed rate, single infusions,
+/// a reset at 400 h), with metrics of every kind that reads the whole profile and profiles.
+pub fn long_interleaved_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
+    let mut a = arm(m, method, rtol, &profile_metrics(401.0, (390.0, 420.0)));
     a.end = 720.0;
     a.sample_times = vec![0.0, 13.0, 400.5, 719.0];
     a.regimen = Regimen {
@@ -167,28 +177,7 @@ pub fn occasion_arm(
     rtol: f64,
     n: usize,
 ) -> (ArmPlan, Columns, Vec<Columns>) {
-    let metrics: Vec<String> = [
-        "auc",
-        "cmax",
-        "tmax",
-        "cmin",
-        "ctrough",
-        "at(301)",
-        "auc(290, 320)",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let line = |state, amount, start, interval, count, administration| DoseLine {
-        steady_state: false,
-        state,
-        amount,
-        start,
-        interval,
-        count,
-        administration,
-    };
-    let mut a = arm(m, method, rtol, &metrics);
+    let mut a = arm(m, method, rtol, &profile_metrics(301.0, (290.0, 320.0)));
     a.end = 480.0;
     a.sample_times = vec![0.0, 13.0, 150.0, 300.5, 479.0];
     a.regimen = Regimen {
