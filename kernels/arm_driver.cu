@@ -241,7 +241,7 @@ struct Arm : Sub {
                     if (bolus) y[j] += dv;
                     else {
                         rates[j] += dv;
-                        if (fabs(rates[j]) <= (real)1e-12 * fabs(dv)) rates[j] = 0;
+                        if (fabs(rates[j]) <= RATE_CANCEL * fabs(dv)) rates[j] = 0;
                     }
                 }
             }
@@ -341,7 +341,7 @@ struct Arm : Sub {
                 if (st > t_prev && st <= ts && !cut_start) rates[j] += val;
                 if (en > t_prev && en <= ts && !cut_end) {
                     rates[j] -= val;
-                    if (fabs(rates[j]) <= (real)1e-6 * val) rates[j] = 0;
+                    if (fabs(rates[j]) <= RATE_CANCEL * val) rates[j] = 0;
                 }
             }
         }

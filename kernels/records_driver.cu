@@ -65,7 +65,7 @@ struct Rec : Sub {
                 y[j] += v;
             } else {
                 rates[j] += v;
-                if (fabs(rates[j]) <= (real)1e-12 * fabs(v)) rates[j] = 0;
+                if (fabs(rates[j]) <= RATE_CANCEL * fabs(v)) rates[j] = 0;
             }
         }
     }

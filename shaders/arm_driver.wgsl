@@ -326,7 +326,7 @@ fn steady_start() -> bool {
                 y[d.state] += nx.dv;
             } else {
                 rates[d.state] += nx.dv;
-                if (abs(rates[d.state]) <= 1e-12 * abs(nx.dv)) { rates[d.state] = 0.0; }
+                if (abs(rates[d.state]) <= RATE_CANCEL * abs(nx.dv)) { rates[d.state] = 0.0; }
             }
             ss_ct = nx.t;
             ss_cc = nx.c;
@@ -427,7 +427,7 @@ fn apply_event(a: u32, ts: real) {
         if (ev.end_ > t_prev && ev.end_ <= ts && !cut(a, ev.end_)) {
             rates[ev.state] -= ev.value;
             // A finished infusion leaves exactly nothing behind.
-            if (abs(rates[ev.state]) <= 1e-6 * ev.value) { rates[ev.state] = 0.0; }
+            if (abs(rates[ev.state]) <= RATE_CANCEL * ev.value) { rates[ev.state] = 0.0; }
         }
     }
 }

@@ -90,7 +90,7 @@ fn apply_input(op: u32, s: u32, v: real) {
         y[s] += v;
     } else {
         rates[s] += v;
-        if (abs(rates[s]) <= 1e-12 * abs(v)) { rates[s] = 0.0; }
+        if (abs(rates[s]) <= RATE_CANCEL * abs(v)) { rates[s] = 0.0; }
     }
 }
 

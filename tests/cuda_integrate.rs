@@ -309,3 +309,33 @@ fn occasions_switch_parameters() {
         }
     }
 }
+
+/// A slow infusion running on after a fast one into the same compartment (rates 1e-4 and 1e4)
+/// keeps its rate when the fast one ends: only round-off of the rates' sum is cancelled there
+/// (1e-12 of the ending rate in f64, as on the CPU reference).
+#[test]
+fn a_slow_infusion_outlasting_a_fast_one_keeps_its_rate() {
+    let Ok(rs) = runners() else {
+        println!("SKIPPED: {}", runners().unwrap_err());
+        return;
+    };
+    if !precisions().contains(&Precision::F64) {
+        return;
+    }
+    let ir = common::library_model("one_cmt_iv");
+    let model = Arc::new(CompiledModel::new(&ir));
+    let params = subjects(&ir, 4);
+    let a = common::slow_and_fast_infusions(&ir);
+    let cpu = run(
+        &mut vpop::backend::cpu::CpuBackend::new(model.clone()),
+        &a,
+        &params,
+    );
+    for &r in rs {
+        let mut b = make(r, model.clone(), Precision::F64).unwrap();
+        let gpu = run(b.as_mut(), &a, &params);
+        let worst = common::worst_difference(&a, &gpu, &cpu);
+        println!("{r:?} F64: worst {worst:.2e}");
+        assert!(worst <= 1e-9, "{worst}");
+    }
+}

@@ -103,3 +103,21 @@ fn suspended_and_resumed_subjects_give_the_same_results() {
     assert_eq!(some.metrics, default.metrics);
     assert_eq!(some.status, default.status);
 }
+
+/// A slow infusion running on after a fast one into the same compartment keeps its rate when
+/// the fast one ends (see `tests/cuda_integrate.rs`, same name).
+#[test]
+fn a_slow_infusion_outlasting_a_fast_one_keeps_its_rate() {
+    let ir = common::library_model("one_cmt_iv");
+    let model = Arc::new(CompiledModel::new(&ir));
+    let Some(mut gpu) = gpu_backend(model.clone()) else {
+        return;
+    };
+    let params = subjects(&ir, 4);
+    let a = common::slow_and_fast_infusions(&ir);
+    let cpu = run(&mut vpop::backend::cpu::CpuBackend::new(model), &a, &params);
+    let got = run(&mut gpu, &a, &params);
+    let worst = common::worst_difference(&a, &got, &cpu);
+    println!("wgpu f64: worst {worst:.2e}");
+    assert!(worst <= 1e-9, "{worst}");
+}

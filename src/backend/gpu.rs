@@ -416,6 +416,16 @@ pub struct ArmSettings {
     pub occasions: bool,
 }
 
+/// What is left of a compartment's infusion rate when an infusion ends, relative to that
+/// infusion's rate, below which it is taken as exactly zero (round-off of the rates' sum): the
+/// CPU reference's 1e-12 in f64; in f32, where a sum of rates keeps errors of ~1e-7, 1e-6.
+pub fn rate_cancel(p: crate::backend::Precision) -> f64 {
+    match p {
+        crate::backend::Precision::F32 => 1e-6,
+        crate::backend::Precision::F64 => 1e-12,
+    }
+}
+
 /// The in-step searches of the kernels for a precision: the fraction of the step to which an
 /// extremum is located and the iteration cap of that search, the iteration cap and the bracket
 /// fraction for a threshold crossing. In f64 they are the CPU reference's; in f32 they stop

@@ -141,6 +141,22 @@ pub fn long_interleaved_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
     a
 }
 
+/// Two infusions into the first state from 0 h, at rates 1e-4 (for 100 h) and 1e4 (for
+/// 0.01 h), AUC and Cmax to 200 h and the profile at 150 h (from the slow one alone): Tsit5 at
+/// rtol 1e-10.
+pub fn slow_and_fast_infusions(m: &Model) -> ArmPlan {
+    let mut a = arm(m, Method::Tsit5, 1e-10, &["auc".into(), "cmax".into()]);
+    a.regimen = Regimen {
+        lines: vec![
+            line(0, 0.01, 0.0, 0.0, 1, Administration::InfusionRate(1e-4)),
+            line(0, 100.0, 0.0, 0.0, 1, Administration::InfusionRate(1e4)),
+        ],
+    };
+    a.end = 200.0;
+    a.sample_times = vec![150.0];
+    a
+}
+
 /// A model whose doses depend on its parameters (the oral dose's lag and bioavailability, a
 /// modelled infusion rate into the central compartment), with an endogenous baseline: the
 /// initial amount in the central compartment.

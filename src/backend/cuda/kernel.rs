@@ -160,7 +160,8 @@ fn source(
         "{sizes}#define EXTREMUM_CGOLD {:e}\n#define EXTREMUM_XTOL {:e}\n\
          #define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n\
          #define ROOT_RTOL {:e}\n#define SS_START {}\n#define SS_ADMIN {}u\n\
-         #define SS_II ((real){:e})\n#define HAS_RESETS {}\n#define HAS_OCCASIONS {}\n",
+         #define SS_II ((real){:e})\n#define HAS_RESETS {}\n#define HAS_OCCASIONS {}\n\
+         #define RATE_CANCEL ((real){:e})\n",
         s.extremum_cgold,
         s.extremum_xtol,
         s.extremum_iters,
@@ -170,7 +171,8 @@ fn source(
         a.ss_admin,
         a.ss_ii,
         u8::from(a.resets),
-        u8::from(a.occasions)
+        u8::from(a.occasions),
+        crate::backend::gpu::rate_cancel(p)
     );
     // Member functions of the per-subject struct: indent them.
     let code = cast_literals(&step.code);

@@ -127,12 +127,13 @@ fn source(
     let s = crate::backend::gpu::search_settings(p);
     let (eps, snap) = eps_snap(p);
     let search = format!(
-        "const EPS: real = {};\nconst SNAP: real = {};\n\
+        "const EPS: real = {};\nconst SNAP: real = {};\nconst RATE_CANCEL: real = {};\n\
          const EXTREMUM_CGOLD: real = {};\nconst EXTREMUM_XTOL: real = {};\n\
          const EXTREMUM_ITERS: u32 = {}u;\n\
          const ROOT_ITERS: u32 = {}u;\nconst ROOT_RTOL: real = {};",
         codegen::literal(eps, p),
         codegen::literal(snap, p),
+        codegen::literal(crate::backend::gpu::rate_cancel(p), p),
         codegen::literal(s.extremum_cgold, p),
         codegen::literal(s.extremum_xtol, p),
         s.extremum_iters,
