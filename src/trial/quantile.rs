@@ -457,16 +457,35 @@ impl Kept {
         let (lo, hi) = (self.lo, self.hi);
         // Counting without branches (the place of a value relative to the window is
         // unpredictable), then keeping the few in the window.
-        let (mut below, mut at_lo, mut at_hi) = (0u64, 0u64, 0u64);
+        let (mut below, mut at_lo, mut at_hi, mut inside) = (0u64, 0u64, 0u64, 0u64);
         for &x in xs {
             below += u64::from(x < lo);
             at_lo += u64::from(x == lo);
             at_hi += u64::from(x == hi);
+            inside += u64::from((x > lo) & (x < hi));
         }
         self.below += below;
         self.at_lo += at_lo;
         if lo != hi {
             self.at_hi += at_hi;
+        }
+        if inside == 0 {
+            return;
+        }
+        if inside * 16 < xs.len() as u64 {
+            // A narrowed window holds few of the values: one branch, taken that rarely, is
+            // predicted well. The test is one unsigned comparison of order-preserving keys
+            // (−0 taken as +0, as the comparisons above take it; a NaN's key is beyond ±∞).
+            let from = key(lo).wrapping_add(1);
+            let width = key(hi).saturating_sub(key(lo)).saturating_sub(1);
+            self.values.reserve(inside as usize);
+            for &x in xs {
+                let x = x + 0.0;
+                if key(x).wrapping_sub(from) < width {
+                    self.values.push(x);
+                }
+            }
+            return;
         }
         // Each value written past the end, the length advanced if it is in the window (a
         // branch would be mispredicted on `x > lo` for half the values of a median's window).
@@ -715,6 +734,62 @@ mod tests {
         let lo = h.floor() as usize;
         let hi = (lo + 1).min(sorted.len() - 1);
         sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+    }
+
+    /// A window keeps the values strictly between its bounds and counts the rest the same way
+    /// whether few or many of them fall inside (two code paths), with −0, NaN and infinities.
+    #[test]
+    fn windows_keep_the_same_values_however_few_are_inside() {
+        let specials = [
+            -0.0,
+            0.0,
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for (lo, hi) in [
+            (0.0, 1.0),
+            (-1.0, 0.0),
+            (f64::NEG_INFINITY, 0.0),
+            (2.0, 2.0),
+            (-3.0, 5.0),
+        ] {
+            for inside in [1usize, 400] {
+                let mut xs: Vec<f64> = specials.to_vec();
+                xs.extend([lo, hi, lo, hi]);
+                // Many values outside, some inside.
+                xs.extend((0..1000).map(|i| 10.0 + i as f64));
+                xs.extend((0..inside).map(|i| {
+                    lo.max(-100.0)
+                        + (hi.min(100.0) - lo.max(-100.0)) * (i as f64 + 0.5) / inside as f64
+                }));
+                let mut k = Kept::everything();
+                (k.lo, k.hi) = (lo, hi);
+                k.add(&xs);
+                let mut want: Vec<f64> = xs
+                    .iter()
+                    .filter(|&&x| lo < x && x < hi)
+                    .map(|x| x + 0.0)
+                    .collect();
+                let mut got = k.values.clone();
+                want.sort_by(f64::total_cmp);
+                got.sort_by(f64::total_cmp);
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "({lo}, {hi}), {inside} inside"
+                );
+                assert_eq!(k.below, xs.iter().filter(|&&x| x < lo).count() as u64);
+                assert_eq!(k.at_lo, xs.iter().filter(|&&x| x == lo).count() as u64);
+                let at_hi = if lo == hi {
+                    0
+                } else {
+                    xs.iter().filter(|&&x| x == hi).count() as u64
+                };
+                assert_eq!(k.at_hi, at_hi);
+            }
+        }
     }
 
     #[test]
