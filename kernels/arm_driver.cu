@@ -278,18 +278,20 @@ struct Arm : Sub {
     }
 
     // Resets (HAS_RESETS): an event of a dose given before a reset, due at or after it, is
-    // cancelled (src/dosing Administration::Reset).
+    // cancelled (src/dosing Administration::Reset). Of each run of resets, the first after the
+    // dose's nominal time is found by a binary search (their lag and duration are 0).
     FI bool cut(unsigned a, real t) {
 #if HAS_RESETS
         real n0 = a < m->n_admin ? arm[a * 5] : (real)0;
 #if SS_START
         if (a >= m->n_admin) n0 = -(real)(a - m->n_admin + 1) * SS_II;
 #endif
-        for (unsigned r = 0; r < m->n_admin; r++) {
-            if ((unsigned)arm[r * 5 + 3] == 4u) {
-                const real tr = arm[r * 5];
-                if (n0 < tr && tr <= t) return true;
-            }
+        for (unsigned l = 0; l < m->n_lines; l++) {
+            unsigned b, e;
+            line_range(l, b, e);
+            if (b >= e || (unsigned)arm[b * 5u + 3u] != 4u) continue;
+            const unsigned r = first_after(b, e, n0, (real)0, (real)0, false);
+            if (r < e && arm[r * 5u] <= t) return true;
         }
 #endif
         return false;

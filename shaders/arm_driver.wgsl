@@ -364,11 +364,15 @@ fn nominal_of(a: u32) -> real {
 fn cut(a: u32, t: real) -> bool {
     if (!HAS_RESETS) { return false; }
     let n0 = nominal_of(a);
-    for (var r = 0u; r < meta_.n_admin; r++) {
-        if (u32(arm[r * 5u + 3u]) == 4u) {
-            let tr = arm[r * 5u];
-            if (n0 < tr && tr <= t) { return true; }
-        }
+    // Of each run of resets, the first after the dose's nominal time (their lag and duration
+    // are 0).
+    let none = Dose(0.0, 0.0, 0.0, 0u, 4u);
+    for (var l = 0u; l < n_lines(); l++) {
+        let b = line_begin(l);
+        let e = line_end(l);
+        if (b >= e || u32(arm[b * 5u + 3u]) != 4u) { continue; }
+        let r = first_after(b, e, n0, none, false);
+        if (r < e && arm[r * 5u] <= t) { return true; }
     }
     return false;
 }
