@@ -186,7 +186,8 @@ pub type Columns = Vec<Vec<f64>>;
 /// 150, 300, 301.5 and 410 h, and at 600 h, after the end): lagged oral doses every 12 h,
 /// modelled infusions every 24 h and 30-h infusions every 48 h that run across the occasions'
 /// starts, a reset at the start of the occasion at 300 h; with the parameters of every
-/// occasion for `n` subjects (`occasion_params[k][p][i]`, each subject's own spread).
+/// occasion for `n` subjects (`occasion_params[k][p][i]`, each subject's own spread; subjects
+/// 3 and 5 have invalid dosing at a later occasion).
 pub fn occasion_arm(
     m: &Model,
     method: Method,
@@ -213,7 +214,7 @@ pub fn occasion_arm(
     };
     a.occasions = vec![150.0, 300.0, 301.5, 410.0, 600.0];
     let params = subjects(m, n);
-    let later = (1..=a.occasions.len())
+    let mut later: Vec<Columns> = (1..=a.occasions.len())
         .map(|k| {
             params
                 .iter()
@@ -232,6 +233,13 @@ pub fn occasion_arm(
                 .collect()
         })
         .collect();
+    // Invalid dosing at a later occasion only: subject 3's lag at the third occasion is NaN,
+    // subject 5's bioavailability at the second is negative. Both subjects fail (non_finite).
+    let index = |name: &str| m.params.iter().position(|p| p.name == name);
+    if let (Some(lag), Some(fa), true) = (index("lag"), index("fa"), n > 5) {
+        later[1][lag][3] = f64::NAN;
+        later[0][fa][5] = -0.5;
+    }
     (a, params, later)
 }
 
