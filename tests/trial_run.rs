@@ -715,6 +715,29 @@ metrics = ["auc", "cmax"]
         );
     }
 
+    // A thousand occasions (all but two after the end): every subject carries every
+    // occasion's parameters, so the default chunk shrinks (1 000 × 2 parameters × 8 bytes:
+    // 16 384 subjects in 256 MiB) and the results are the two-occasion run's.
+    let many: Vec<String> = [0.0, 12.0]
+        .into_iter()
+        .chain((0..998).map(|k| 100.0 + k as f64))
+        .map(|t| t.to_string())
+        .collect();
+    let many = spec.replace(
+        "occasions = [0, 12]",
+        &format!("occasions = [{}]", many.join(", ")),
+    );
+    let t_many = Trial::from_text(&dir.join("spec.toml"), &many).unwrap();
+    let out = dir.join("many");
+    run_trial(&t_many, &opts(&out)).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["identity"]["chunk_size"], 16384);
+    assert_eq!(
+        float_columns(&out, &["cp_auc", "cp_cmax"]),
+        float_columns(&dir.join("cpu"), &["cp_auc", "cp_cmax"])
+    );
+
     // Occasions must start at 0 and increase.
     let bad = spec.replace("occasions = [0, 12]", "occasions = [12, 0]");
     let err = match Trial::from_text(&dir.join("spec.toml"), &bad) {

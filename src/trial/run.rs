@@ -91,6 +91,30 @@ pub struct RunReport {
 /// memory at a few tens of MB.
 pub const DEFAULT_CHUNK: usize = 65_536;
 
+/// Bytes of sampled parameters one chunk, or one backend call of merged chunks, may hold.
+/// Each subject carries the parameters of every occasion of the trial's arms, so with many
+/// occasions (up to a thousand) chunks and calls are made smaller to keep memory bounded.
+const PARAM_BUDGET: u64 = 256 << 20;
+
+/// Bytes of parameters per subject: every model parameter at every occasion, in f64.
+fn param_bytes(trial: &Trial) -> u64 {
+    let sets = trial
+        .arms
+        .iter()
+        .map(|a| a.plan.occasions.len() + 1)
+        .max()
+        .unwrap_or(1);
+    (sets * trial.params.len().max(1) * 8) as u64
+}
+
+/// The default chunk: [`DEFAULT_CHUNK`] subjects, or fewer (a power of two, at least 1024)
+/// when their parameters would exceed [`PARAM_BUDGET`].
+fn default_chunk(trial: &Trial) -> usize {
+    let fit = (PARAM_BUDGET / param_bytes(trial)).max(1024) as usize;
+    let pow2 = 1usize << fit.ilog2();
+    DEFAULT_CHUNK.min(pow2)
+}
+
 /// Encoding-and-writing workers: one per core, at most sixteen (each holds one chunk and its
 /// Parquet buffers at a time, ~50 MB at the default chunk size). They share the cores with the
 /// sampler's threads and wait while there is nothing to encode; encoding is the host's largest
@@ -544,7 +568,7 @@ pub fn run_trial_on(
         c1,
         dir,
         identity,
-    } = run_plan(trial, opts, subjects, DEFAULT_CHUNK);
+    } = run_plan(trial, opts, subjects, default_chunk(trial));
     let shard = opts.shard.unwrap_or(Shard::WHOLE);
     let n_chunks = subjects.div_ceil(chunk);
     let layout = layout(trial);
@@ -593,7 +617,8 @@ pub fn run_trial_on(
     // Consecutive chunks are merged into calls of up to the backend's preferred size; the
     // sampler runs that many chunks ahead.
     let batch = backend.preferred_batch().max(1);
-    let per_call = (batch as u64).div_ceil(chunk).clamp(1, 256) as usize;
+    let fit = (PARAM_BUDGET / (chunk * param_bytes(trial))).max(1);
+    let per_call = (batch as u64).div_ceil(chunk).min(fit).clamp(1, 256) as usize;
     let mut tally = Tally::new(trial);
     let result: Result<(), String> = std::thread::scope(|s| {
         let (tx_sampled, rx_sampled) = bounded::<Sampled>(per_call + 1);
