@@ -31,22 +31,26 @@ struct Arm : Sub {
             for (int j = 0; j < NS4; j++) dv[j] = dose_v[j];
             return;
         }
-        real qo[NP1], zero[NS];
+        real qo[NP1];
         params_of(o, qo);
-        #pragma unroll
-        for (int j = 0; j < NS; j++) zero[j] = 0;
-        model_dosing((real)0, zero, qo, dv);
+        dosing_of(qo, dv);
     }
 
-    // Run l's dose (admin_dose of its first administration b); false when the run cannot have
-    // an input after t_prev: a later occasion's (its doses start at or after that occasion's
-    // start, a stopping point not yet reached) or one found finished (before occ_live).
+    // Whether run l can have an input after t_prev: not one of a later occasion (its doses
+    // start at or after that occasion's start, a stopping point not yet reached) nor one found
+    // finished (before occ_live).
+    FI bool run_open(unsigned l) {
+        const unsigned o = run_occ(l);
+        return o <= occ && o >= occ_live;
+    }
+
+    // Run l's dose (admin_dose of its first administration b), with its occasion's dosing
+    // values; false when the run is not open.
     FI bool run_dose(unsigned l, unsigned b, real& lag, real& dur, real& value, unsigned& state,
                      unsigned& kind) {
-        const unsigned o = run_occ(l);
-        if (o > occ || o < occ_live) return false;
+        if (!run_open(l)) return false;
         real dv[NS4];
-        dose_of(o, dv);
+        dose_of(run_occ(l), dv);
         admin_dose_v(b, dv, lag, dur, value, state, kind);
         return true;
     }
@@ -54,15 +58,11 @@ struct Arm : Sub {
     // At a stopping point ts: the occasions that start by then begin (the CPU reference switches
     // after observing the stop, before its inputs).
     FI void switch_occasion(real ts) {
-        unsigned k = occ;
-        while (k < n_occ() && arm[occ_base() + 1u + k] <= ts) k++;
+        const unsigned k = occasion_of(ts);
         if (k == occ) return;
         occ = k;
         params_of(k, q);
-        real zero[NS];
-        #pragma unroll
-        for (int j = 0; j < NS; j++) zero[j] = 0;
-        model_dosing((real)0, zero, q, dose_v);
+        dosing_of(q, dose_v);
     }
 #endif
 
@@ -420,7 +420,7 @@ struct Arm : Sub {
                 // A reset line's lag and duration are 0: its times are the nominal ones.
                 if (b >= e || (unsigned)arm[b * 5u + 3u] != 4u) continue;
 #if HAS_OCCASIONS
-                if (run_occ(l) > occ || run_occ(l) < occ_live) continue;
+                if (!run_open(l)) continue;
 #endif
                 const unsigned a = first_after(b, e, t_prev, (real)0, (real)0, false);
                 reset = reset || (a < e && arm[a * 5u] <= ts);
@@ -476,10 +476,7 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     S.occ = 0;
     S.occ_live = 0;
 #endif
-    real zero[NS];
-    #pragma unroll
-    for (int j = 0; j < NS; j++) zero[j] = 0;
-    model_dosing((real)0, zero, S.q, S.dose_v);
+    S.dosing_of(S.q, S.dose_v);
     S.initial_states();
     #pragma unroll
     for (int k = 0; k < NO; k++) S.y[NS + k] = 0;

@@ -114,6 +114,15 @@ struct Sub {
 
     FI void outs(real t, const real* v, real* c) { model_outputs(t, v, q, c); }
 
+    // The dosing values (lag, bioavailability, modelled rate and duration per state) of
+    // parameters qo: the model's dosing declarations at t = 0 with no amounts.
+    FI void dosing_of(const real* qo, real* dv) {
+        real zero[NS];
+        #pragma unroll
+        for (int j = 0; j < NS; j++) zero[j] = 0;
+        model_dosing((real)0, zero, qo, dv);
+    }
+
     // The model's initial states and no infusion running (a subject's start, a reset); the
     // AUC quadratures are left to the caller.
     FI void initial_states() {

@@ -69,8 +69,7 @@ fn occasion_of(t: real) -> u32 {
 // its parameters.
 fn dose_of(o: u32) -> array<real, {{N_NS4}}> {
     if (o == occ) { return dose_v; }
-    var zero: array<real, {{N_NS}}>;
-    return model_dosing(0.0, zero, params_of(o));
+    return dosing_of(params_of(o));
 }
 
 // The occasion that holds at t becomes the current one: its parameters and dosing values.
@@ -78,8 +77,14 @@ fn enter_occasion(k: u32) {
     if (k == occ) { return; }
     occ = k;
     q = params_of(k);
+    dose_v = dosing_of(q);
+}
+
+// The dosing values (lag, bioavailability, modelled rate and duration per state) of parameters
+// p: the model's dosing declarations at t = 0 with no amounts.
+fn dosing_of(p: array<real, {{N_NP}}>) -> array<real, {{N_NS4}}> {
     var zero: array<real, {{N_NS}}>;
-    dose_v = model_dosing(0.0, zero, q);
+    return model_dosing(0.0, zero, p);
 }
 
 fn admin_dose(i: u32) -> Dose {
@@ -646,8 +651,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     sid = i;
     for (var p = 0u; p < NP; p++) { q[p] = params[p * meta_.n + i]; }
     subj_scale = scale[i];
-    var zero: array<real, {{N_NS}}>;
-    dose_v = model_dosing(0.0, zero, q);
+    dose_v = dosing_of(q);
     occ = 0u;
     occ_live = 0u;
     if (meta_.first_dispatch != 0u) {

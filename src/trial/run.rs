@@ -96,15 +96,20 @@ pub const DEFAULT_CHUNK: usize = 65_536;
 /// occasions (up to a thousand) chunks and calls are made smaller to keep memory bounded.
 const PARAM_BUDGET: u64 = 256 << 20;
 
-/// Bytes of parameters per subject: every model parameter at every occasion, in f64.
-fn param_bytes(trial: &Trial) -> u64 {
-    let sets = trial
+/// Occasions a subject is sampled for: the most of any arm (an arm without `occasions` has
+/// one).
+fn occasion_count(trial: &Trial) -> usize {
+    trial
         .arms
         .iter()
         .map(|a| a.plan.occasions.len() + 1)
         .max()
-        .unwrap_or(1);
-    (sets * trial.params.len().max(1) * 8) as u64
+        .unwrap_or(1)
+}
+
+/// Bytes of parameters per subject: every model parameter at every occasion, in f64.
+fn param_bytes(trial: &Trial) -> u64 {
+    (occasion_count(trial) * trial.params.len().max(1) * 8) as u64
 }
 
 /// The default chunk: [`DEFAULT_CHUNK`] subjects, or fewer (a power of two, at least 1024)
@@ -417,12 +422,7 @@ pub(crate) fn sample_chunk(
     n: usize,
     scratch: &mut SampledChunk,
 ) -> (Sampled, Duration) {
-    let occasions = trial
-        .arms
-        .iter()
-        .map(|a| a.plan.occasions.len() + 1)
-        .max()
-        .unwrap_or(1);
+    let occasions = occasion_count(trial);
     let busy = if let Some(pop) = &trial.population {
         pop.sample_occasions(trial.seed, first, n, occasions, scratch)
     } else {
