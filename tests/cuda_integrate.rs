@@ -301,6 +301,19 @@ fn occasions_switch_parameters() {
             assert!(effect > 1e-2, "the occasions change the results: {effect}");
             for &r in rs {
                 let mut b = make(r, model.clone(), p).unwrap();
+                // Too few occasions' parameters: an error naming the arm, on either backend.
+                for b in [b.as_mut(), &mut cpu_b as &mut dyn Backend] {
+                    let input = vpop::backend::ChunkInput {
+                        first_subject: 0,
+                        n: params[0].len(),
+                        params: &params,
+                        amount_scale: None,
+                        occasion_params: &later[..2],
+                    };
+                    let mut out = vpop::backend::ChunkOutput::default();
+                    let e = b.run_chunk(&a, &input, &mut out).unwrap_err().to_string();
+                    assert!(e.contains("arm 'a' has 6 occasions"), "{e}");
+                }
                 let gpu = common::run_occasions(b.as_mut(), &a, &params, &later);
                 assert_eq!(gpu.status, cpu.status, "{r:?} {p:?} {method}");
                 let worst = common::worst_difference(&a, &gpu, &cpu);

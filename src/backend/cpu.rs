@@ -231,7 +231,7 @@ where
                         let r = &mut sys.rates[e.state];
                         *r -= rate;
                         // Cancel round-off so that a finished infusion leaves exactly nothing.
-                        if r.abs() <= 1e-12 * rate.abs() {
+                        if r.abs() <= super::Precision::F64.rate_cancel() * rate.abs() {
                             *r = 0.0;
                         }
                     }
@@ -412,19 +412,10 @@ impl super::Backend for CpuBackend {
                 m.n_params()
             )));
         }
+        input
+            .check_occasions(arm, m.n_params())
+            .map_err(super::BackendError::Failed)?;
         let n_later = arm.occasions.len();
-        if input.occasion_params.len() < n_later
-            || input.occasion_params[..n_later]
-                .iter()
-                .any(|o| o.len() != m.n_params() || o.iter().any(|p| p.len() < n))
-        {
-            return Err(super::BackendError::Failed(format!(
-                "arm '{}' has {} occasions but the chunk holds parameters for {}",
-                arm.name,
-                n_later + 1,
-                input.occasion_params.len() + 1
-            )));
-        }
         out.reset(n, arm.metrics.len(), n_out, arm.sample_times.len());
         let method = arm.solver.method;
         let results: Vec<SubjectOutcome> = (0..n)

@@ -274,19 +274,7 @@ pub fn prepare_chunk(
             progs.n_params
         ));
     }
-    let n_later = arm.occasions.len();
-    if input.occasion_params.len() < n_later
-        || input.occasion_params[..n_later]
-            .iter()
-            .any(|o| o.len() != progs.n_params || o.iter().any(|p| p.len() < n))
-    {
-        return Err(format!(
-            "arm '{}' has {} occasions but the chunk holds parameters for {}",
-            arm.name,
-            n_later + 1,
-            input.occasion_params.len() + 1
-        ));
-    }
+    input.check_occasions(arm, progs.n_params)?;
     if f32_kernel && arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
         return Err(format!(
             "rtol {} is below what f32 resolves; {precision_hint}",
@@ -414,16 +402,6 @@ pub struct ArmSettings {
     pub ss_ii: f64,
     pub resets: bool,
     pub occasions: bool,
-}
-
-/// What is left of a compartment's infusion rate when an infusion ends, relative to that
-/// infusion's rate, below which it is taken as exactly zero (round-off of the rates' sum): the
-/// CPU reference's 1e-12 in f64; in f32, where a sum of rates keeps errors of ~1e-7, 1e-6.
-pub fn rate_cancel(p: crate::backend::Precision) -> f64 {
-    match p {
-        crate::backend::Precision::F32 => 1e-6,
-        crate::backend::Precision::F64 => 1e-12,
-    }
 }
 
 /// The in-step searches of the kernels for a precision: the fraction of the step to which an

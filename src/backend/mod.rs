@@ -31,6 +31,17 @@ impl Precision {
             Precision::F64 => "f64",
         }
     }
+
+    /// What is left of a compartment's infusion rate when an input changes it, relative to
+    /// that input's rate, below which it is taken as exactly zero (round-off of the rates'
+    /// sum): 1e-12 in f64 (the CPU reference and the f64 kernels); in f32, where a sum of rates
+    /// keeps errors of ~1e-7, 1e-6.
+    pub fn rate_cancel(self) -> f64 {
+        match self {
+            Precision::F32 => 1e-6,
+            Precision::F64 => 1e-12,
+        }
+    }
 }
 
 /// What a backend is and where it runs, for logs and provenance.
@@ -71,6 +82,27 @@ pub struct ChunkInput<'a> {
     /// `occasion_params[k][p][i]`: parameter p of subject i at occasion k + 2, for at least
     /// as many occasions as the arm has (empty for arms of one occasion).
     pub occasion_params: &'a [Vec<Vec<f64>>],
+}
+
+impl ChunkInput<'_> {
+    /// Whether the chunk holds parameters (`n_params` columns of at least `n` values) for
+    /// every later occasion of `arm`; the error names the arm otherwise.
+    pub fn check_occasions(&self, arm: &ArmPlan, n_params: usize) -> Result<(), String> {
+        let n_later = arm.occasions.len();
+        if self.occasion_params.len() < n_later
+            || self.occasion_params[..n_later]
+                .iter()
+                .any(|o| o.len() != n_params || o.iter().any(|p| p.len() < self.n))
+        {
+            return Err(format!(
+                "arm '{}' has {} occasions but the chunk holds parameters for {}",
+                arm.name,
+                n_later + 1,
+                self.occasion_params.len() + 1
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Per-subject results of a chunk, structure of arrays.

@@ -601,7 +601,7 @@ impl Engine for Cpu<'_> {
             Input::Rate(r) => {
                 let x = &mut self.sys.rates[state];
                 *x += r;
-                if x.abs() <= 1e-12 * r.abs() {
+                if x.abs() <= super::Precision::F64.rate_cancel() * r.abs() {
                     *x = 0.0;
                 }
             }

@@ -172,7 +172,7 @@ fn source(
         a.ss_ii,
         u8::from(a.resets),
         u8::from(a.occasions),
-        crate::backend::gpu::rate_cancel(p)
+        p.rate_cancel()
     );
     // Member functions of the per-subject struct: indent them.
     let code = cast_literals(&step.code);

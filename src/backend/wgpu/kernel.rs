@@ -133,7 +133,7 @@ fn source(
          const ROOT_ITERS: u32 = {}u;\nconst ROOT_RTOL: real = {};",
         codegen::literal(eps, p),
         codegen::literal(snap, p),
-        codegen::literal(crate::backend::gpu::rate_cancel(p), p),
+        codegen::literal(p.rate_cancel(), p),
         codegen::literal(s.extremum_cgold, p),
         codegen::literal(s.extremum_xtol, p),
         s.extremum_iters,
