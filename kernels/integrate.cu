@@ -123,20 +123,13 @@ struct Sub {
         model_dosing((real)0, zero, qo, dv);
     }
 
-    // The model's initial states and no infusion running (a subject's start, a reset); the
-    // AUC quadratures are left to the caller.
+    // The model's initial states with the parameters in force (a reset in a later occasion:
+    // that occasion's, as NONMEM's initial conditions) and no infusion running (a subject's
+    // start, a reset); the AUC quadratures are left to the caller.
     FI void initial_states() {
         real zero[NS], y0[NS];
         #pragma unroll
         for (int j = 0; j < NS; j++) zero[j] = 0;
-#if HAS_OCCASIONS
-        // The initial state is the first occasion's, as the CPU reference's.
-        if (occ != 0u) {
-            real q0[NP1];
-            params_of(0u, q0);
-            model_init((real)0, zero, q0, y0);
-        } else
-#endif
         model_init((real)0, zero, q, y0);
         #pragma unroll
         for (int j = 0; j < NS; j++) { y[j] = y0[j]; rates[j] = 0; }

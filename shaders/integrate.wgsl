@@ -169,14 +169,12 @@ fn params_of(o: u32) -> array<real, {{N_NP}}> {
     return qo;
 }
 
-// The model's initial states and no infusion running (a subject's start, a reset); the AUC
-// quadratures are left to the caller.
+// The model's initial states with the parameters in force (a reset in a later occasion: that
+// occasion's, as NONMEM's initial conditions) and no infusion running (a subject's start, a
+// reset); the AUC quadratures are left to the caller.
 fn initial_states() {
     var zero: array<real, {{N_NS}}>;
-    var p0 = q;
-    // The initial state is the first occasion's, as the CPU reference's.
-    if (HAS_OCCASIONS && occ != 0u) { p0 = params_of(0u); }
-    let y0 = model_init(0.0, zero, p0);
+    let y0 = model_init(0.0, zero, q);
     for (var j = 0u; j < NS; j++) { y[j] = y0[j]; rates[j] = 0.0; }
 }
 

@@ -305,3 +305,151 @@ fn gpu_resets_agree(
         }
     }
 }
+
+const BASELINE: &str = "
+param k = 0.1
+param base = 8
+state x
+x(0) = base
+d/dt(x) = -k * x
+output c = x
+";
+
+/// A reset restores the initial state of the occasion in force, as NONMEM evaluates the
+/// initial conditions with the parameters current at the reset: a baseline with inter-occasion
+/// variability, occasions from 10 h and 20 h, resets at 15 h (within the second occasion) and
+/// at 20 h (at the third's start). Every backend against the closed form.
+#[test]
+fn a_reset_restores_the_initial_state_of_the_occasion_in_force() {
+    use std::sync::Arc;
+    use vpop::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput, Precision};
+    use vpop::dosing::{Administration, DoseLine, Regimen};
+    use vpop::metrics::{Metric, MetricSpec};
+    use vpop::model::{CompiledModel, Model};
+    use vpop::solver::{Method, SolverOptions};
+    let model = Arc::new(CompiledModel::new(
+        &Model::parse("baseline.vpm", BASELINE).unwrap(),
+    ));
+    let reset = |at: f64| DoseLine {
+        state: 0,
+        amount: 0.0,
+        start: at,
+        interval: 0.0,
+        count: 1,
+        administration: Administration::Reset,
+        steady_state: false,
+    };
+    let metrics = ["at(8)", "at(12)", "at(17)", "at(20)", "at(25)", "auc"];
+    let arm = ArmPlan {
+        name: "iov baseline".into(),
+        regimen: Regimen {
+            lines: vec![reset(15.0), reset(20.0)],
+        },
+        metrics: metrics
+            .iter()
+            .map(|m| MetricSpec::new(0, "c", Metric::parse(m).unwrap()))
+            .collect(),
+        end: 30.0,
+        sample_times: Vec::new(),
+        solver: SolverOptions::default(),
+        occasions: vec![10.0, 20.0],
+    };
+    // Two subjects; (k, base) in the three occasions.
+    let occ = [
+        [(0.1, 8.0), (0.2, 5.0), (0.3, 3.0)],
+        [(0.05, 2.0), (0.15, 6.0), (0.25, 9.0)],
+    ];
+    let columns = |o: usize| -> Vec<Vec<f64>> {
+        vec![
+            occ.iter().map(|s| s[o].0).collect(),
+            occ.iter().map(|s| s[o].1).collect(),
+        ]
+    };
+    let params = columns(0);
+    let later = vec![columns(1), columns(2)];
+    let input = ChunkInput {
+        first_subject: 0,
+        n: 2,
+        params: &params,
+        amount_scale: None,
+        occasion_params: &later,
+    };
+    let want = |s: &[(f64, f64); 3]| -> Vec<f64> {
+        let [(k1, b1), (k2, b2), (k3, b3)] = *s;
+        let x10 = b1 * (-k1 * 10.0).exp();
+        let x = |t: f64| {
+            if t < 10.0 {
+                b1 * (-k1 * t).exp()
+            } else if t < 15.0 {
+                x10 * (-k2 * (t - 10.0)).exp()
+            } else if t < 20.0 {
+                b2 * (-k2 * (t - 15.0)).exp()
+            } else {
+                b3 * (-k3 * (t - 20.0)).exp()
+            }
+        };
+        // The integral of b·e^{−k(t − a)} from a to a + d.
+        let part = |b: f64, k: f64, d: f64| b * (1.0 - (-k * d).exp()) / k;
+        let auc = part(b1, k1, 10.0) + part(x10, k2, 5.0) + part(b2, k2, 5.0) + part(b3, k3, 10.0);
+        // at(20) is the left limit there: before the reset.
+        vec![
+            x(8.0),
+            x(12.0),
+            x(17.0),
+            b2 * (-k2 * 5.0).exp(),
+            x(25.0),
+            auc,
+        ]
+    };
+    let runs: Vec<(Box<dyn Backend>, f64)> = {
+        #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
+        let mut v: Vec<(Box<dyn Backend>, f64)> = vec![(
+            Box::new(vpop::backend::cpu::CpuBackend::new(model.clone())),
+            1e-9,
+        )];
+        for (p, tol) in [(Precision::F64, 1e-9), (Precision::F32, 1e-4)] {
+            #[cfg(feature = "cuda")]
+            match vpop::backend::cuda::EmulatedCuda::new(model.clone(), p) {
+                Ok(b) => v.push((Box::new(b), tol)),
+                Err(e) => println!("SKIPPED: {e}"),
+            }
+            #[cfg(feature = "wgpu")]
+            match vpop::backend::wgpu::WgpuBackend::new(model.clone(), p) {
+                Ok(b) => v.push((Box::new(b), tol)),
+                Err(e) => println!("SKIPPED: {e}"),
+            }
+            let _ = (p, tol);
+        }
+        v
+    };
+    for (mut b, tol) in runs {
+        let mut a = arm.clone();
+        let f64_run = b.info().precision == Precision::F64;
+        a.solver.method = Method::Tsit5;
+        a.solver.rtol = if f64_run { 1e-10 } else { 1e-6 };
+        a.solver.atol = a.solver.rtol * 1e-2;
+        let mut out = ChunkOutput::default();
+        b.run_chunk(&a, &input, &mut out).unwrap();
+        let mut worst = 0.0f64;
+        for (i, s) in occ.iter().enumerate() {
+            assert_eq!(out.status[i], 0);
+            for (m, w) in want(s).iter().enumerate() {
+                let g = out.metrics[m][i];
+                let rel = (g - w).abs() / w.abs();
+                worst = worst.max(rel);
+                assert!(
+                    rel <= tol,
+                    "{} {:?} subject {i} {}: {g} vs {w}",
+                    b.info().name,
+                    b.info().precision,
+                    metrics[m]
+                );
+            }
+        }
+        println!(
+            "{} {:?}: worst {worst:.2e}",
+            b.info().name,
+            b.info().precision
+        );
+    }
+}

@@ -125,7 +125,7 @@ pub fn stop_times(schedule: &Schedule, end: f64, metrics: &[MetricSpec]) -> Vec<
 
 /// Integrates one subject. `model` drives the integration, `outputs` evaluates outputs for the
 /// metrics (two instances of the same bound model: the integrator and the metric observer each
-/// hold one). `y0` holds the model's initial states.
+/// hold one). `y0` holds the model's initial states (a reset restores them).
 pub fn simulate_subject<M, E>(
     model: M,
     outputs: E,
@@ -137,20 +137,29 @@ where
     M: OdeSystem + OutputEval,
     E: OutputEval,
 {
-    simulate_subject_occasions(model, outputs, y0, plan, integrator, None)
+    simulate_subject_occasions(model, outputs, y0, y0, plan, integrator, None)
 }
 
+/// What [`simulate_subject_occasions`] switches to at the start of an occasion: the model and
+/// output evaluator bound to the occasion's parameters, and the model's initial state with
+/// them (what a reset in that occasion restores).
+pub type Occasion<M, E> = (M, E, Vec<f64>);
+
 /// [`simulate_subject`] with parameters that change between occasions: at the start of
-/// occasion k + 2 (`plan.occasions[k]`), `rebind(k)` gives the model and output evaluator of
-/// that occasion. States carry over; the outputs may jump there, like at a bolus. Without
-/// `rebind`, the occasions are ignored.
+/// occasion k + 2 (`plan.occasions[k]`), `rebind(k)` gives the model, output evaluator and
+/// initial state of that occasion. States carry over; the outputs may jump there, like at a
+/// bolus. Without `rebind`, the occasions are ignored. `y0` is the state at 0 (a steady state,
+/// say), `init` the model's initial state in the first occasion: a reset restores the initial
+/// state of the occasion in force, as NONMEM evaluates the initial conditions with the
+/// parameters current at the reset.
 pub fn simulate_subject_occasions<M, E>(
     model: M,
     outputs: E,
     y0: &[f64],
+    init: &[f64],
     plan: &SubjectPlan<'_>,
     integrator: &mut Integrator,
-    mut rebind: Option<&mut dyn FnMut(usize) -> (M, E)>,
+    mut rebind: Option<&mut dyn FnMut(usize) -> Occasion<M, E>>,
 ) -> SubjectOutcome
 where
     M: OdeSystem + OutputEval,
@@ -185,6 +194,7 @@ where
         &[]
     };
     let mut next_occasion = 0;
+    let mut reset_to = init.to_vec();
     let mut stops = stop_times(plan.schedule, plan.end, plan.metrics);
     if !occasions.is_empty() {
         stops.extend(occasions.iter().filter(|t| (0.0..=plan.end).contains(*t)));
@@ -211,9 +221,10 @@ where
             acc.at_stop_pre(ts, &y);
             while next_occasion < occasions.len() && occasions[next_occasion] <= ts {
                 if let Some(rebind) = rebind.as_mut() {
-                    let (m, e) = rebind(next_occasion);
+                    let (m, e, y_init) = rebind(next_occasion);
                     sys.model = m;
                     acc.set_outputs(e);
+                    reset_to = y_init;
                 }
                 next_occasion += 1;
             }
@@ -222,7 +233,7 @@ where
                 match e.kind {
                     EventKind::Reset => {
                         // Back to the initial state; the AUC quadratures go on.
-                        y[..n].copy_from_slice(y0);
+                        y[..n].copy_from_slice(&reset_to);
                         sys.rates.fill(0.0);
                     }
                     EventKind::Bolus { amount } => y[e.state] += amount,
@@ -318,8 +329,9 @@ pub fn simulate_arm_subject_occasions(
     let Ok(mut schedule) = schedule else {
         return fail(Status::NonFinite);
     };
-    let mut y0 = vec![0.0; model.n_states()];
-    bound.initial_state(&mut y0);
+    let mut init = vec![0.0; model.n_states()];
+    bound.initial_state(&mut init);
+    let mut y0 = init.clone();
     // A line at steady state: the arm starts from the steady state of its dose, with the
     // inputs of the earlier doses that reach past 0.
     let mut ss_stats = Stats::default();
@@ -364,19 +376,28 @@ pub fn simulate_arm_subject_occasions(
         solver: &arm.solver,
         occasions,
     };
-    let mut outcome = if occasions.is_empty() {
-        simulate_subject(bound, model.bind(params), &y0, &plan, integrator)
-    } else {
-        let mut rebind = |k: usize| (model.bind(&later[k]), model.bind(&later[k]));
-        simulate_subject_occasions(
-            bound,
-            model.bind(params),
-            &y0,
-            &plan,
-            integrator,
-            Some(&mut rebind),
-        )
+    // A reset restores the model's initial state (never the steady state of the start), with
+    // the parameters of the occasion in force.
+    let mut rebind = |k: usize| {
+        let mut b = model.bind(&later[k]);
+        let mut y_init = vec![0.0; model.n_states()];
+        b.initial_state(&mut y_init);
+        (b, model.bind(&later[k]), y_init)
     };
+    let rebind: Option<&mut dyn FnMut(usize) -> Occasion<_, _>> = if occasions.is_empty() {
+        None
+    } else {
+        Some(&mut rebind)
+    };
+    let mut outcome = simulate_subject_occasions(
+        bound,
+        model.bind(params),
+        &y0,
+        &init,
+        &plan,
+        integrator,
+        rebind,
+    );
     let s = &mut outcome.stats;
     s.rhs_evals += ss_stats.rhs_evals;
     s.jac_evals += ss_stats.jac_evals;
