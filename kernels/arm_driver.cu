@@ -148,10 +148,9 @@ struct Arm : Sub {
         dur = kind == 1u ? en - st : (real)0;
     }
 
-    // The dose j intervals before 0, from 0 on.
-    FI void tail_event(unsigned j, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
-        real lag, dur;
-        ss_dose(lag, dur, value, state, kind);
+    // The times of the dose j intervals before 0 (tail event n_admin + j − 1), from 0 on, for
+    // the steady-state dose's lag, duration and kind (ss_dose; kind 2: nothing after 0).
+    FI void tail_times(unsigned j, real lag, real dur, real& start, real& end_, unsigned& kind) {
         const real a = lag - (real)j * SS_II;
         start = a;
         end_ = a + dur;
@@ -214,7 +213,6 @@ struct Arm : Sub {
         for (int j = 0; j < NS; j++) x[j] = y[j];
         ss_prev = BIG;
         ss_stalled = 0;
-        observing = false;
         for (unsigned cycle = 0; cycle < SS_MAX_CYCLES; cycle++) {
             #pragma unroll
             for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
@@ -229,7 +227,7 @@ struct Arm : Sub {
                 const real te = more ? ct : SS_II;
                 // The one integrator call of the steady-state iterations.
                 if (te - t > fmax((real)1e-13, (real)8 * m->eps) * fmax(fabs(te), (real)1)) {
-                    const unsigned st = integrate(t, te);
+                    const unsigned st = integrate<false>(t, te);
                     if (st != 0u) { status = st; return false; }
                 }
                 t = fmax(t, te);
@@ -252,7 +250,6 @@ struct Arm : Sub {
                 for (int k = 0; k < NO; k++) y[NS + k] = 0;
                 h_prop = 0;
                 ln_err_prev = log(STEP_ERR_PREV_MIN);
-                observing = true;
                 return true;
             }
         }
@@ -260,22 +257,6 @@ struct Arm : Sub {
         return false;
     }
 #endif
-
-    // Event a of the subject: an administration, or (a ≥ n_admin) a tail event.
-    FI void event(unsigned a, real& start, real& end_, real& value, unsigned& state, unsigned& kind) {
-#if SS_START
-        if (a >= m->n_admin) { tail_event(a - m->n_admin + 1, start, end_, value, state, kind); return; }
-#endif
-        admin_event(a, start, end_, value, state, kind);
-    }
-
-    FI unsigned n_events() {
-#if SS_START
-        return m->n_admin + n_tail;
-#else
-        return m->n_admin;
-#endif
-    }
 
     // Resets (HAS_RESETS): an event of a dose given before a reset, due at or after it, is
     // cancelled (src/dosing Administration::Reset). Of each run of resets, the first after the
@@ -328,11 +309,18 @@ struct Arm : Sub {
         return ts;
     }
 
-    // Event a's inputs in (t_prev, ts]: a bolus, an infusion's start or end (resets apart).
+    // Administration a's inputs in (t_prev, ts]: a bolus, an infusion's start or end (resets
+    // apart).
     FI void apply_event(unsigned a, real ts) {
         real st, en, val;
         unsigned s, kind;
-        event(a, st, en, val, s, kind);
+        admin_event(a, st, en, val, s, kind);
+        apply_input(a, ts, st, en, val, s, kind);
+    }
+
+    // The inputs in (t_prev, ts] of event a (an administration, or a ≥ n_admin the tail event
+    // a − n_admin + 1) of these times, value, state and kind.
+    FI void apply_input(unsigned a, real ts, real st, real en, real val, unsigned s, unsigned kind) {
         const bool cut_start = cut(a, st), cut_end = cut(a, en);
         // y[s] and rates[s] for the run-time s, as predicated updates.
         #pragma unroll
@@ -396,11 +384,17 @@ struct Arm : Sub {
             occ_live = live;
 #endif
 #if SS_START
-            for (unsigned a = m->n_admin; a < n_events(); a++) {
-                real st, en, val;
+            // The tail events: the steady-state dose worked out once, not once per event.
+            {
+                real lag, dur, val;
                 unsigned s, kind;
-                event(a, st, en, val, s, kind);
-                ts = sooner(ts, st, en, kind);
+                ss_dose(lag, dur, val, s, kind);
+                for (unsigned j = 1; j <= n_tail; j++) {
+                    real st, en;
+                    unsigned k = kind;
+                    tail_times(j, lag, dur, st, en, k);
+                    ts = sooner(ts, st, en, k);
+                }
             }
 #endif
             if (ts >= BIG) { status = CUT_SHORT; return; }
@@ -447,7 +441,17 @@ struct Arm : Sub {
                 for (unsigned a = lo; a < hi; a++) apply_event(a, ts);
             }
 #if SS_START
-            for (unsigned a = m->n_admin; a < n_events(); a++) apply_event(a, ts);
+            {
+                real lag, dur, val;
+                unsigned s, kind;
+                ss_dose(lag, dur, val, s, kind);
+                for (unsigned j = 1; j <= n_tail; j++) {
+                    real st, en;
+                    unsigned k = kind;
+                    tail_times(j, lag, dur, st, en, k);
+                    apply_input(m->n_admin + j - 1u, ts, st, en, val, s, k);
+                }
+            }
 #endif
             if (!all_finite(y)) { status = 3u; return; }
             stop_post(ts);
@@ -494,7 +498,6 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
         if (kind == 6u) S.vals[mi] = 0;
     }
     S.t_prev = -1;
-    S.observing = true;
     S.h_prop = 0;
     S.ln_err_prev = log(STEP_ERR_PREV_MIN);
     S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;

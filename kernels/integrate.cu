@@ -72,8 +72,6 @@ struct Sub {
     real vals[NM1], aux[NM1];
     real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
-    // Accepted steps are observed (not during a steady-state start's iterations).
-    bool observing;
     real imax_t[NO], imax_c[NO], imin_t[NO], imin_c[NO];
     unsigned ifound[NO];
 #if HAS_OCCASIONS
@@ -563,7 +561,9 @@ struct Sub {
         return ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || ss_stalled >= 3;
     }
 
-    // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite.
+    // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite. OBS
+    // false: the accepted steps are never observed (no observer code in this copy).
+    template <bool OBS = true>
     FI unsigned integrate(real t0, real t1) {
         if (t1 <= t0) return 0u;
         sys_rhs(t0, y, f0);
@@ -581,7 +581,7 @@ struct Sub {
                 do_step(t, h);
                 if (!all_finite(y1) || !all_finite(f1)) return 3u;
                 n_acc++;
-                if (OBSERVE && observing) {
+                if (OBSERVE && OBS) {
                     prepare_dense(h);
                     st_t0 = t; st_t1 = t_new; st_h = h;
                     observe();
@@ -620,7 +620,7 @@ struct Sub {
                     continue;
                 }
                 n_acc++;
-                if (OBSERVE && observing) {
+                if (OBSERVE && OBS) {
                     prepare_dense(step);
                     st_t0 = t; st_t1 = t_new; st_h = step;
                     observe();
