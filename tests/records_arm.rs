@@ -323,27 +323,18 @@ output c = x
 fn a_reset_restores_the_initial_state_of_the_occasion_in_force() {
     use std::sync::Arc;
     use vpop::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput, Precision};
-    use vpop::dosing::{Administration, DoseLine, Regimen};
+    use vpop::dosing::{DoseLine, Regimen};
     use vpop::metrics::{Metric, MetricSpec};
     use vpop::model::{CompiledModel, Model};
     use vpop::solver::{Method, SolverOptions};
     let model = Arc::new(CompiledModel::new(
         &Model::parse("baseline.vpm", BASELINE).unwrap(),
     ));
-    let reset = |at: f64| DoseLine {
-        state: 0,
-        amount: 0.0,
-        start: at,
-        interval: 0.0,
-        count: 1,
-        administration: Administration::Reset,
-        steady_state: false,
-    };
     let metrics = ["at(8)", "at(12)", "at(17)", "at(20)", "at(25)", "auc"];
     let arm = ArmPlan {
         name: "iov baseline".into(),
         regimen: Regimen {
-            lines: vec![reset(15.0), reset(20.0)],
+            lines: vec![DoseLine::reset(15.0), DoseLine::reset(20.0)],
         },
         metrics: metrics
             .iter()

@@ -76,6 +76,16 @@ fn close(got: f64, want: f64, rel: f64, what: &str) {
     );
 }
 
+/// The concentration at t of one infusion of DOSE over `dur` hours from s.
+fn infusion(dur: f64, s: f64, t: f64) -> f64 {
+    if t <= s {
+        return 0.0;
+    }
+    let (k, rate) = (CL / V, DOSE / dur);
+    let e = (s + dur).min(t);
+    rate / CL * ((-k * (t - e)).exp() - (-k * (t - s)).exp())
+}
+
 /// A bolus every 12 h at steady state: AUC over the interval is D/CL, the concentration
 /// starts at D/V/(1 − r) and falls to D/V·r/(1 − r), r = exp(−12·CL/V).
 #[test]
@@ -102,16 +112,7 @@ fn an_infusion_longer_than_the_interval_matches_the_closed_form() {
         Administration::InfusionDuration(dur),
         &["auc", "at(3)", "at(9)", "cmax", "cmin"],
     ));
-    let k = CL / V;
-    let rate = DOSE / dur;
-    // One infusion from s to s + dur, seen at t.
-    let one = |s: f64, t: f64| -> f64 {
-        if t <= s {
-            return 0.0;
-        }
-        let e = (s + dur).min(t);
-        rate / CL * ((-k * (t - e)).exp() - (-k * (t - s)).exp())
-    };
+    let one = |s: f64, t: f64| infusion(dur, s, t);
     let c = |t: f64| (0..4000).map(|j| one(-(j as f64) * II, t)).sum::<f64>();
     close(m[0], DOSE / CL, 1e-8, "AUC over the interval");
     close(m[1], c(3.0), 1e-8, "C(3)");
@@ -140,18 +141,11 @@ fn a_reset_after_a_steady_state_start_empties_the_body() {
         ],
     );
     a.regimen.lines[0].count = 3;
-    a.regimen.lines.push(reset_line(18.0));
+    a.regimen.lines.push(DoseLine::reset(18.0));
     a.end = 3.0 * II;
     let m = simulate(&a);
-    let k = CL / V;
-    let rate = DOSE / dur;
-    let one = |s: f64, t: f64| -> f64 {
-        if t <= s {
-            return 0.0;
-        }
-        let e = (s + dur).min(t);
-        rate / CL * ((-k * (t - e)).exp() - (-k * (t - s)).exp())
-    };
+    let (k, rate) = (CL / V, DOSE / dur);
+    let one = |s: f64, t: f64| infusion(dur, s, t);
     let c = |t: f64| (0..4000).map(|j| one(II - (j as f64) * II, t)).sum::<f64>();
     close(m[0], c(17.0), 1e-8, "C(17), before the reset");
     assert_eq!(m[1], 0.0, "C(20): nothing left after the reset");
@@ -161,18 +155,6 @@ fn a_reset_after_a_steady_state_start_empties_the_body() {
     // The integral from 24 to 36 h of one infusion started at 24 h.
     let auc = rate / CL * (12.0 - (1.0 - (-k * 12.0).exp()) / k);
     close(m[5], auc, 1e-8, "AUC(18, 36)");
-}
-
-fn reset_line(at: f64) -> DoseLine {
-    DoseLine {
-        state: 0,
-        amount: 0.0,
-        start: at,
-        interval: 0.0,
-        count: 1,
-        administration: Administration::Reset,
-        steady_state: false,
-    }
 }
 
 /// A steady-state line in an arm's records (SS = 1 at time 0) is the same arm as the line.
@@ -250,7 +232,7 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
         }
         // A reset after the start: back to the model's initial state, not the steady state.
         let mut a = arms[1].clone();
-        a.regimen.lines.push(reset_line(18.0));
+        a.regimen.lines.push(DoseLine::reset(18.0));
         arms.push(a);
     }
     let n = 6;

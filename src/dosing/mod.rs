@@ -310,6 +310,20 @@ pub fn sort_events(events: &mut [DoseEvent]) {
 }
 
 impl DoseLine {
+    /// A reset at `at` (NONMEM's EVID 3): every state back to its initial value, what earlier
+    /// doses still had to give cancelled.
+    pub fn reset(at: f64) -> DoseLine {
+        DoseLine {
+            state: 0,
+            amount: 0.0,
+            start: at,
+            interval: 0.0,
+            count: 1,
+            administration: Administration::Reset,
+            steady_state: false,
+        }
+    }
+
     /// This line's dose for a subject: `amount_scale` multiplies the amount, `d` holds the
     /// subject's lag, bioavailability and modelled rate/duration for the receiving state.
     pub fn resolve(&self, amount_scale: f64, d: &StateDosing) -> Result<ResolvedDose, DosingError> {

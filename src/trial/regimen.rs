@@ -96,15 +96,7 @@ pub fn record_lines(
                         "a reset (EVID 3/4) in an arm's regimen comes after the arm's start (TIME > 0)".into(),
                     ));
                 }
-                lines.push(DoseLine {
-                    steady_state: false,
-                    state: 0,
-                    amount: 0.0,
-                    start: r.time,
-                    interval: 0.0,
-                    count: 1,
-                    administration: Administration::Reset,
-                });
+                lines.push(DoseLine::reset(r.time));
                 if r.evid == Evid::Reset {
                     continue;
                 }

@@ -600,15 +600,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             } else {
                 regimen
                     .lines
-                    .extend(t.iter().map(|x| crate::dosing::DoseLine {
-                        state: 0,
-                        amount: 0.0,
-                        start: *x,
-                        interval: 0.0,
-                        count: 1,
-                        administration: crate::dosing::Administration::Reset,
-                        steady_state: false,
-                    }));
+                    .extend(t.iter().map(|x| crate::dosing::DoseLine::reset(*x)));
             }
         }
         if regimen.lines.iter().filter(|l| l.steady_state).count() > 1 {
