@@ -161,6 +161,21 @@ struct Arm : Sub {
         }
     }
 
+    // f(a, start, end, value, state, kind) for every tail event a (n_admin + j − 1 for the
+    // dose j intervals before 0), the steady-state dose worked out once, not once per event.
+    template <class F>
+    FI void each_tail(F f) {
+        real lag, dur, val;
+        unsigned s, kind;
+        ss_dose(lag, dur, val, s, kind);
+        for (unsigned j = 1; j <= n_tail; j++) {
+            real st, en;
+            unsigned k = kind;
+            tail_times(j, lag, dur, st, en, k);
+            f(m->n_admin + j - 1u, st, en, val, s, k);
+        }
+    }
+
     // Among the inputs of one interval [0, SS_II) of the dose repeated forever, the first after
     // the cursor (time, class, key) in application order: by time, rate decreases first, then
     // in order of creation (key 2j: bolus or start of the dose j intervals before; 2j + 1: its
@@ -384,18 +399,9 @@ struct Arm : Sub {
             occ_live = live;
 #endif
 #if SS_START
-            // The tail events: the steady-state dose worked out once, not once per event.
-            {
-                real lag, dur, val;
-                unsigned s, kind;
-                ss_dose(lag, dur, val, s, kind);
-                for (unsigned j = 1; j <= n_tail; j++) {
-                    real st, en;
-                    unsigned k = kind;
-                    tail_times(j, lag, dur, st, en, k);
-                    ts = sooner(ts, st, en, k);
-                }
-            }
+            each_tail([&](unsigned, real st, real en, real, unsigned, unsigned k) {
+                ts = sooner(ts, st, en, k);
+            });
 #endif
             if (ts >= BIG) { status = CUT_SHORT; return; }
             if (t_prev >= (real)0) {
@@ -441,17 +447,9 @@ struct Arm : Sub {
                 for (unsigned a = lo; a < hi; a++) apply_event(a, ts);
             }
 #if SS_START
-            {
-                real lag, dur, val;
-                unsigned s, kind;
-                ss_dose(lag, dur, val, s, kind);
-                for (unsigned j = 1; j <= n_tail; j++) {
-                    real st, en;
-                    unsigned k = kind;
-                    tail_times(j, lag, dur, st, en, k);
-                    apply_input(m->n_admin + j - 1u, ts, st, en, val, s, k);
-                }
-            }
+            each_tail([&](unsigned a, real st, real en, real val, unsigned s, unsigned k) {
+                apply_input(a, ts, st, en, val, s, k);
+            });
 #endif
             if (!all_finite(y)) { status = 3u; return; }
             stop_post(ts);
