@@ -211,11 +211,11 @@ fn every_kind(m: &Model) -> Vec<vpop::metrics::MetricSpec> {
 
 /// The kernel of an arm that starts at steady state, has resets and switches parameters
 /// between occasions (the steady-state iterations, the resets and the occasions compiled in),
-/// of an arm with a steady-state start and resets, and of an arm with occasions alone, compile
-/// with NVRTC for every library model in both precisions (Tsit5). Where ptxas is found: the
-/// occasions alone keep every kernel free of local memory, as the plain Tsit5 kernels are; a
-/// steady-state start with resets stays within the stack frame the largest plain kernels may
-/// have (256 bytes).
+/// of an arm with a steady-state start and resets, of an arm with a steady-state start alone
+/// and of an arm with occasions alone, compile with NVRTC for every library model in both
+/// precisions (Tsit5). Where ptxas is found: the occasions alone keep every kernel free of
+/// local memory, as the plain Tsit5 kernels are; a steady-state start stays within the stack
+/// frame the largest plain kernels may have (256 bytes).
 #[test]
 fn steady_state_start_kernels_compile_with_nvrtc() {
     use rayon::prelude::*;
@@ -227,42 +227,48 @@ fn steady_state_start_kernels_compile_with_nvrtc() {
         return;
     }
     let ptxas = ptxas();
-    // (steady-state start and resets, occasions)
-    let drivers = [(true, true), (true, false), (false, true)];
-    let cases: Vec<(&str, &str, Precision, bool, bool)> = library::MODELS
+    // (steady-state start, resets, occasions)
+    let drivers = [
+        (true, true, true),
+        (true, true, false),
+        (true, false, false),
+        (false, false, true),
+    ];
+    let cases: Vec<_> = library::MODELS
         .iter()
         .flat_map(|lm| {
             [Precision::F32, Precision::F64]
                 .into_iter()
-                .flat_map(move |p| drivers.map(|(ssr, occ)| (lm.name, lm.source, p, ssr, occ)))
+                .flat_map(move |p| drivers.map(|d| (lm.name, lm.source, p, d)))
         })
         .collect();
     let mut faults = Vec::new();
     let mut rows: Vec<String> = cases
         .par_iter()
-        .filter_map(|&(name, source, p, ssr, occ)| {
+        .filter_map(|&(name, source, p, (ss_start, resets, occ))| {
             let m = Model::parse(name, source).unwrap();
             let progs = ModelPrograms::new(&m);
             let driver = Driver::Arm {
-                ss: ssr.then_some((1, 12.0)),
-                resets: ssr,
+                ss: ss_start.then_some((1, 12.0)),
+                resets,
                 occasions: occ,
             };
             let src = arm_source(&progs, Method::Tsit5, &every_kind(&m), driver, p).unwrap();
             assert_eq!(src.contains("#define HAS_OCCASIONS 1"), occ);
-            assert_eq!(src.contains("#define SS_START 1"), ssr);
-            assert_eq!(src.contains("#define HAS_RESETS 1"), ssr);
+            assert_eq!(src.contains("#define SS_START 1"), ss_start);
+            assert_eq!(src.contains("#define HAS_RESETS 1"), resets);
             let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{name} {p:?}: {e}"));
             assert!(ptx.contains(".entry integrate"), "{name} {p:?}");
-            let what = match (ssr, occ) {
-                (true, true) => "ss-resets-occasions",
-                (true, false) => "ss-resets",
+            let what = match (ss_start, resets, occ) {
+                (true, true, true) => "ss-resets-occasions",
+                (true, true, false) => "ss-resets",
+                (true, false, false) => "ss",
                 _ => "occasions",
             };
             let tag = format!("{name}-tsit5-{}-{what}", p.name());
             ptxas.as_ref().map(|x| {
                 let (r, st, ss, sl) = ptxas_report(x, &ptx, &tag);
-                let fault = if ssr {
+                let fault = if ss_start {
                     (st > 256).then(|| format!("{tag}: a stack frame of {st} bytes"))
                 } else {
                     (st != 0 || ss != 0).then(|| format!("{tag}: local memory ({st} bytes)"))
