@@ -194,7 +194,8 @@ where
         &[]
     };
     let mut next_occasion = 0;
-    let mut reset_to = init.to_vec();
+    // What a reset restores: `init`, then the initial state of the occasion in force.
+    let mut reset_to = std::borrow::Cow::Borrowed(init);
     let mut stops = stop_times(plan.schedule, plan.end, plan.metrics);
     if !occasions.is_empty() {
         stops.extend(occasions.iter().filter(|t| (0.0..=plan.end).contains(*t)));
@@ -224,7 +225,7 @@ where
                     let (m, e, y_init) = rebind(next_occasion);
                     sys.model = m;
                     acc.set_outputs(e);
-                    reset_to = y_init;
+                    reset_to = std::borrow::Cow::Owned(y_init);
                 }
                 next_occasion += 1;
             }
