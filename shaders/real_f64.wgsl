@@ -3,7 +3,7 @@
 // Vulkan's extended instructions (GLSL.std.450 exp, log, pow, exp2, log2, sin, …) take 16- and
 // 32-bit floats only: a WGSL `exp` of an f64 is either rejected or, as on lavapipe, silently
 // evaluated wrongly. frexp of an f64 needs 64-bit integers, and bit casts of f64 do too. So the
-// f64 kernels carry their own exp, log, log10 and pow, built from what every SHADER_F64
+// f64 kernels carry their own exp, log, log10, pow, sin and cos, built from what every SHADER_F64
 // adapter has: arithmetic, fma, floor, ldexp, comparisons and conversions. Accuracy (measured
 // against Rust's f64 functions by f64_math_functions_are_accurate_on_an_adapter in
 // tests/wgpu_codegen.rs, see docs/gpu.md): about one ulp, a few for pow with large exponents.
@@ -222,4 +222,98 @@ fn exp_r(x: f64) -> f64 {
 
 fn log_r(x: f64) -> f64 {
     return log64(x);
+}
+
+// sin and cos: fdlibm's (e_rem_pio2.c, k_sin.c, k_cos.c; the coefficients are theirs).
+// x = k·π/2 + (y0 + y1) with |y0| ≤ π/4 by the medium-range reduction: π/2 in parts of 33 bits
+// (k times each is exact for |k| < 2^20) and their tails, a second and a third part taken when
+// the first leaves a remainder that small relative to x (here by magnitudes, in fdlibm by
+// exponents). Then the minimax polynomials of degree 13 (sin) and 14 (cos) on [−π/4, π/4],
+// with y1 carried. About one ulp for |x| < 2^20·π/2 ≈ 1.6e6 (measured by
+// f64_sin_cos_are_accurate_on_an_adapter in tests/wgpu_codegen.rs); beyond, k times the first
+// part is no longer exact and the error grows with |x|. NaN for ±∞ and NaN.
+const F64_INVPIO2: f64 = 6.36619772367581382433e-01lf;
+const F64_PIO2_1: f64 = 1.57079632673412561417e+00lf;
+const F64_PIO2_1T: f64 = 6.07710050650619224932e-11lf;
+const F64_PIO2_2: f64 = 6.07710050630396597660e-11lf;
+const F64_PIO2_2T: f64 = 2.02226624879595063154e-21lf;
+const F64_PIO2_3: f64 = 2.02226624871116645580e-21lf;
+const F64_PIO2_3T: f64 = 8.47842766036889956997e-32lf;
+
+struct Reduced64 {
+    hi: f64,
+    lo: f64,
+    q: i32,
+}
+
+fn rem_pio2_64(x: f64) -> Reduced64 {
+    let k = floor(x * F64_INVPIO2 + 0.5lf);
+    var r = x - k * F64_PIO2_1;
+    var w = k * F64_PIO2_1T;
+    var y0 = r - w;
+    // The first part cancelled more than 16 bits of x: the second (and maybe third) part.
+    if (abs(y0) < abs(x) * 1.52587890625e-05lf) {
+        var t = r;
+        w = k * F64_PIO2_2;
+        r = t - w;
+        w = k * F64_PIO2_2T - ((t - r) - w);
+        y0 = r - w;
+        if (abs(y0) < abs(x) * 1.7763568394002505e-15lf) {
+            t = r;
+            w = k * F64_PIO2_3;
+            r = t - w;
+            w = k * F64_PIO2_3T - ((t - r) - w);
+            y0 = r - w;
+        }
+    }
+    return Reduced64(y0, (r - y0) - w, i32(k) & 3);
+}
+
+// The sine of x + y for |x| ≤ π/4, y a tail below an ulp of x.
+fn ksin64(x: f64, y: f64) -> f64 {
+    let z = x * x;
+    let v = z * x;
+    var r = 1.58969099521155010221e-10lf;
+    r = r * z - 2.50507602534068634195e-08lf;
+    r = r * z + 2.75573137070700676789e-06lf;
+    r = r * z - 1.98412698298579493134e-04lf;
+    r = r * z + 8.33333333332248946124e-03lf;
+    return x - ((z * (0.5lf * y - v * r) - y) + v * 1.66666666666666324348e-01lf);
+}
+
+// The cosine of x + y for |x| ≤ π/4, y a tail below an ulp of x.
+fn kcos64(x: f64, y: f64) -> f64 {
+    let z = x * x;
+    var r = -1.13596475577881948265e-11lf;
+    r = r * z + 2.08757232129817482790e-09lf;
+    r = r * z - 2.75573143513906633035e-07lf;
+    r = r * z + 2.48015872894767294178e-05lf;
+    r = r * z - 1.38888888888741095749e-03lf;
+    r = r * z + 4.16666666666666019037e-02lf;
+    r = r * z;
+    let hz = 0.5lf * z;
+    let w = 1.0lf - hz;
+    return w + (((1.0lf - w) - hz) + (z * r - x * y));
+}
+
+fn sin_r(x: f64) -> f64 {
+    if (!finite(x)) { return nan(); }
+    let a = rem_pio2_64(x);
+    switch (a.q) {
+        case 0: { return ksin64(a.hi, a.lo); }
+        case 1: { return kcos64(a.hi, a.lo); }
+        case 2: { return -ksin64(a.hi, a.lo); }
+        default: { return -kcos64(a.hi, a.lo); }
+    }
+}
+
+fn cos_r(x: f64) -> f64 {
+    if (!finite(x)) { return nan(); }
+    let a = rem_pio2_64(x);
+    switch (a.q) {
+        case 0: { return kcos64(a.hi, a.lo); }
+        case 1: { return -ksin64(a.hi, a.lo); }
+        case 2: { return -kcos64(a.hi, a.lo); }
+        default: { return ksin64(a.hi, a.lo); }
+    }
 }

@@ -77,6 +77,71 @@ fn baselines_are_fixed_points_without_drug() {
     }
 }
 
+/// idr_circadian without drug stays on its 24-hour cycle from its initial state: the response
+/// is the closed form rm/kout + b·(kout·cos(w(t − tz)) + w·sin(w(t − tz)))/(kout² + w²),
+/// checked by the right-hand side at t = 0 (against the derivative of the closed form) and by
+/// integration over two days.
+#[test]
+fn the_circadian_baseline_repeats_every_day_without_drug() {
+    let m = load("idr_circadian");
+    let c = CompiledModel::new(&m);
+    let p = defaults(&m);
+    let get = |name: &str| p[m.params.iter().position(|q| q.name == name).unwrap()];
+    let (rm, b, tz, kout) = (get("rm"), get("b"), get("tz"), get("kout"));
+    let w = 2.0 * std::f64::consts::PI / 24.0;
+    let cycle = |t: f64| {
+        rm / kout
+            + b * (kout * (w * (t - tz)).cos() + w * (w * (t - tz)).sin()) / (kout * kout + w * w)
+    };
+    let slope = |t: f64| {
+        b * w * (-kout * (w * (t - tz)).sin() + w * (w * (t - tz)).cos()) / (kout * kout + w * w)
+    };
+    let mut bound = c.bind(&p);
+    let mut y0 = vec![0.0; 3];
+    bound.initial_state(&mut y0);
+    assert!((y0[2] - cycle(0.0)).abs() < 1e-13 * cycle(0.0), "{y0:?}");
+    let mut dy = vec![0.0; 3];
+    bound.rhs(0.0, &y0, &mut dy);
+    assert!(
+        (dy[2] - slope(0.0)).abs() < 1e-13 * rm,
+        "{} vs {}",
+        dy[2],
+        slope(0.0)
+    );
+    let times = [5.0, 13.0, 24.0, 30.5, 47.0];
+    let specs: Vec<MetricSpec> = times
+        .iter()
+        .map(|t| MetricSpec::new(1, "response", Metric::parse(&format!("at({t})")).unwrap()))
+        .collect();
+    let schedule = Regimen::default()
+        .schedule(1.0, &bound.state_dosing())
+        .unwrap();
+    let solver = SolverOptions {
+        method: Method::Tsit5,
+        rtol: 1e-11,
+        atol: 1e-12,
+        ..Default::default()
+    };
+    let plan = SubjectPlan {
+        occasions: &[],
+        schedule: &schedule,
+        end: 48.0,
+        metrics: &specs,
+        sample_times: &[],
+        solver: &solver,
+    };
+    let mut integ = Integrator::new(Method::Tsit5, 5);
+    let out = simulate_subject(c.bind(&p), c.bind(&p), &y0, &plan, &mut integ);
+    assert_eq!(out.status, Status::Ok);
+    for (t, got) in times.iter().zip(&out.metrics) {
+        let want = cycle(*t);
+        assert!(
+            (got - want).abs() < 1e-9 * want,
+            "r({t}) = {got}, want {want}"
+        );
+    }
+}
+
 #[test]
 fn jacobians_match_finite_differences_on_every_library_model() {
     for lm in library::MODELS {

@@ -1164,3 +1164,26 @@ fn summary_matches_the_files(r: &vpop::trial::RunReport, dir: &Path, above: f64)
         );
     }
 }
+
+/// Every trial spec under examples/ loads (its model, population and arms resolve), as
+/// `vpop check` does.
+#[test]
+fn every_example_trial_spec_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut loaded = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml")
+            && std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .any(|l| l.trim() == "[trial]")
+        {
+            Trial::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            loaded.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    loaded.sort();
+    assert!(loaded.len() >= 4, "{loaded:?}");
+    println!("{loaded:?}");
+}

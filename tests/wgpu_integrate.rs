@@ -50,17 +50,26 @@ fn every_integrator_kernel_validates() {
                     if let Err(e) = validate(&src, p) {
                         panic!("{} {method} {p:?} ({nm} metrics, {ss:?}):\n{e}", lm.name);
                     }
-                    if p == Precision::F64 {
-                        // Vulkan has exp, log and pow for 32-bit floats only: an f64 kernel
-                        // calls its own (exp64, log64, pow64, …), never the builtins.
-                        for builtin in ["exp(", "log(", "pow(", "exp2(", "log2("] {
-                            let called = src.match_indices(builtin).any(|(i, _)| {
-                                i == 0
-                                    || !src.as_bytes()[i - 1].is_ascii_alphanumeric()
-                                        && src.as_bytes()[i - 1] != b'_'
-                            });
-                            assert!(!called, "{} {method}: f64 kernel calls {builtin}", lm.name);
+                    // Vulkan has exp, log and pow for 32-bit floats only: an f64 kernel calls
+                    // its own (exp64, log64, pow64, …), never the builtins. sin and cos are the
+                    // kernels' own in both precisions (sin_r, cos_r).
+                    let builtins: &[&str] = match p {
+                        Precision::F64 => {
+                            &["exp(", "log(", "pow(", "exp2(", "log2(", "sin(", "cos("]
                         }
+                        Precision::F32 => &["sin(", "cos("],
+                    };
+                    for builtin in builtins {
+                        let called = src.match_indices(builtin).any(|(i, _)| {
+                            i == 0
+                                || !src.as_bytes()[i - 1].is_ascii_alphanumeric()
+                                    && src.as_bytes()[i - 1] != b'_'
+                        });
+                        assert!(
+                            !called,
+                            "{} {method} {p:?}: kernel calls {builtin}",
+                            lm.name
+                        );
                     }
                 }
             }

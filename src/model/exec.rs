@@ -38,6 +38,8 @@ enum Code {
     Abs,
     Min,
     Max,
+    Sin,
+    Cos,
     /// Fused (see [`fuse`]): a·b + c.
     MulAdd,
     /// a·b − c.
@@ -65,7 +67,7 @@ impl Ins {
     fn operands(&self) -> &'static [usize] {
         use Code::*;
         match self.code {
-            Neg | Not | Powi | Exp | Log | Log10 | Sqrt | Abs => &[0],
+            Neg | Not | Powi | Exp | Log | Log10 | Sqrt | Abs | Sin | Cos => &[0],
             Select | MulAdd | MulSub | NegMulAdd => &[0, 1, 2],
             MulMulAdd | MulMulSub => &[0, 1, 2, 3],
             _ => &[0, 1],
@@ -168,6 +170,8 @@ fn step(ins: &[Ins], base: usize, env: &mut [f64]) {
             Code::Log10 => x.log10(),
             Code::Sqrt => x.sqrt(),
             Code::Abs => x.abs(),
+            Code::Sin => x.sin(),
+            Code::Cos => x.cos(),
             Code::Min => nan_or(x, env[i.b as usize], f64::min),
             Code::Max => nan_or(x, env[i.b as usize], f64::max),
             Code::MulAdd => x * env[i.b as usize] + env[i.c as usize],
@@ -230,6 +234,8 @@ fn step_lanes(ins: &[Ins], base: usize, env: &mut [f64], n: usize) {
             Code::Log10 => lanes(out, [a], |[x]| x.log10()),
             Code::Sqrt => lanes(out, [a], |[x]| x.sqrt()),
             Code::Abs => lanes(out, [a], |[x]| x.abs()),
+            Code::Sin => lanes(out, [a], |[x]| x.sin()),
+            Code::Cos => lanes(out, [a], |[x]| x.cos()),
             Code::Min => lanes(out, [a, at(i.b)], |[x, y]| nan_or(x, y, f64::min)),
             Code::Max => lanes(out, [a, at(i.b)], |[x, y]| nan_or(x, y, f64::max)),
             Code::MulAdd => lanes(out, [a, at(i.b), at(i.c)], |[x, y, z]| x * y + z),
@@ -535,6 +541,8 @@ impl Exec {
                 Op::Log10(a) => (Code::Log10, g(a), 0, 0),
                 Op::Sqrt(a) => (Code::Sqrt, g(a), 0, 0),
                 Op::Abs(a) => (Code::Abs, g(a), 0, 0),
+                Op::Sin(a) => (Code::Sin, g(a), 0, 0),
+                Op::Cos(a) => (Code::Cos, g(a), 0, 0),
                 Op::Min(a, b) => (Code::Min, g(a), g(b), 0),
                 Op::Max(a, b) => (Code::Max, g(a), g(b), 0),
             };
@@ -734,6 +742,8 @@ mod tests {
             Abs(z),
             Min(x, z),
             Max(y, z),
+            Sin(x),
+            Cos(z),
         ];
         instrs.extend(ops);
         let mut results: Vec<u32> = (4..instrs.len() as u32).collect();

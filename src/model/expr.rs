@@ -57,6 +57,8 @@ pub enum Func {
     Abs,
     Min,
     Max,
+    Sin,
+    Cos,
 }
 
 impl Func {
@@ -70,6 +72,8 @@ impl Func {
             Func::Abs => "abs",
             Func::Min => "min",
             Func::Max => "max",
+            Func::Sin => "sin",
+            Func::Cos => "cos",
         }
     }
     pub fn arity(self) -> usize {
@@ -88,6 +92,8 @@ impl Func {
             "abs" => Func::Abs,
             "min" => Func::Min,
             "max" => Func::Max,
+            "sin" => Func::Sin,
+            "cos" => Func::Cos,
             _ => return None,
         })
     }

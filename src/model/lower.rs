@@ -60,6 +60,8 @@ pub enum Op {
     Abs(Reg),
     Min(Reg, Reg),
     Max(Reg, Reg),
+    Sin(Reg),
+    Cos(Reg),
 }
 
 /// Hashable identity of an instruction (constants by their bits).
@@ -102,6 +104,8 @@ fn key(op: &Op) -> Key {
         Abs(a) => k(26, a, 0, 0),
         Min(a, b) => k(27, a.min(b), a.max(b), 0),
         Max(a, b) => k(28, a.min(b), a.max(b), 0),
+        Sin(a) => k(29, a, 0, 0),
+        Cos(a) => k(30, a, 0, 0),
     }
 }
 
@@ -111,9 +115,16 @@ impl Op {
         use Op::*;
         let v: [Option<Reg>; 3] = match *self {
             Const(_) | Time | State(_) | Param(_) | Slot(_) => [None, None, None],
-            Neg(a) | Not(a) | Exp(a) | Log(a) | Log10(a) | Sqrt(a) | Abs(a) | Powi(a, _) => {
-                [Some(a), None, None]
-            }
+            Neg(a)
+            | Not(a)
+            | Exp(a)
+            | Log(a)
+            | Log10(a)
+            | Sqrt(a)
+            | Abs(a)
+            | Sin(a)
+            | Cos(a)
+            | Powi(a, _) => [Some(a), None, None],
             Add(a, b)
             | Sub(a, b)
             | Mul(a, b)
@@ -144,6 +155,8 @@ impl Op {
             Log10(a) => Log10(f(a)),
             Sqrt(a) => Sqrt(f(a)),
             Abs(a) => Abs(f(a)),
+            Sin(a) => Sin(f(a)),
+            Cos(a) => Cos(f(a)),
             Powi(a, n) => Powi(f(a), n),
             Add(a, b) => Add(f(a), f(b)),
             Sub(a, b) => Sub(f(a), f(b)),
@@ -242,6 +255,8 @@ pub fn apply(op: &Op, r: &[f64], t: f64, y: &[f64], p: &[f64], slots: &[f64]) ->
         Log10(a) => g(a).log10(),
         Sqrt(a) => g(a).sqrt(),
         Abs(a) => g(a).abs(),
+        Sin(a) => g(a).sin(),
+        Cos(a) => g(a).cos(),
         // NaN-propagating, as the GPU min/max are not guaranteed to be otherwise.
         Min(a, b) => {
             let (x, z) = (g(a), g(b));
@@ -448,6 +463,8 @@ impl Builder {
                     Func::Sqrt => Op::Sqrt(x),
                     Func::Pow => Op::Pow(x, y),
                     Func::Abs => Op::Abs(x),
+                    Func::Sin => Op::Sin(x),
+                    Func::Cos => Op::Cos(x),
                     Func::Min => Op::Min(x, y),
                     Func::Max => Op::Max(x, y),
                 })
@@ -564,6 +581,15 @@ impl Builder {
                 let two = self.c(2.0);
                 let tr = self.push(Mul(two, r));
                 self.push(Div(x, tr))
+            }),
+            Sin(a) => d(self, a).map(|x| {
+                let c = self.push(Cos(a));
+                self.push(Mul(c, x))
+            }),
+            Cos(a) => d(self, a).map(|x| {
+                let s = self.push(Sin(a));
+                let m = self.push(Mul(s, x));
+                self.push(Neg(m))
             }),
             Abs(a) => d(self, a).map(|x| {
                 let zero = self.c(0.0);
@@ -686,7 +712,7 @@ pub struct ModelPrograms {
 impl Program {
     /// Floating-point operations of one evaluation: additions, subtractions, multiplications,
     /// divisions, negations and comparisons count 1, an integer power its multiplications,
-    /// and exp, log, log10, sqrt and a general power count 1 each (they are reported apart
+    /// and exp, log, log10, sqrt, sin, cos and a general power count 1 each (they are reported apart
     /// by [`Program::transcendentals`]).
     pub fn flops(&self) -> u64 {
         self.instrs
@@ -699,14 +725,20 @@ impl Program {
             .sum()
     }
 
-    /// exp, log, log10, sqrt and general powers in one evaluation.
+    /// exp, log, log10, sqrt, sin, cos and general powers in one evaluation.
     pub fn transcendentals(&self) -> u64 {
         self.instrs
             .iter()
             .filter(|op| {
                 matches!(
                     op,
-                    Op::Exp(_) | Op::Log(_) | Op::Log10(_) | Op::Sqrt(_) | Op::Pow(..)
+                    Op::Exp(_)
+                        | Op::Log(_)
+                        | Op::Log10(_)
+                        | Op::Sqrt(_)
+                        | Op::Pow(..)
+                        | Op::Sin(_)
+                        | Op::Cos(_)
                 )
             })
             .count() as u64
@@ -886,6 +918,7 @@ mod tests {
             "abs(x - y) + min(x, y) * max(x, 2 * y)",
             "if(x > y, x * x, y / x) + (x < 1) * 5",
             "x ^ -2 + y ^ 0.5 + x ^ y",
+            "sin(x * y) * cos(x) - cos(2 * y + sin(x))",
         ];
         for text in cases {
             let mut e = parse_expr_str("d", text).unwrap();

@@ -157,9 +157,9 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
 }
 
 /// Words that cannot be declared as names.
-pub const RESERVED: [&str; 19] = [
+pub const RESERVED: [&str; 21] = [
     "t", "param", "state", "output", "if", "d", "dt", "alag", "f", "rate", "dur", "exp", "log",
-    "log10", "sqrt", "pow", "abs", "min", "max",
+    "log10", "sqrt", "pow", "abs", "min", "max", "sin", "cos",
 ];
 
 /// A cursor over tokens with the expression grammar.
@@ -385,7 +385,7 @@ impl<'a> Parser<'a> {
                         return Ok(Expr::If(Box::new(c), Box::new(a), Box::new(b)));
                     }
                     let Some(f) = Func::from_name(&name) else {
-                        return Err(self.src.error(t.span, format!("unknown function '{name}' (functions: exp, log, log10, sqrt, pow, abs, min, max, if)")));
+                        return Err(self.src.error(t.span, format!("unknown function '{name}' (functions: exp, log, log10, sqrt, pow, abs, min, max, sin, cos, if)")));
                     };
                     if args.len() != f.arity() {
                         return Err(self.src.error(
@@ -550,6 +550,8 @@ impl Expr {
                     Func::Abs => a.abs(),
                     Func::Min => a.min(c),
                     Func::Max => a.max(c),
+                    Func::Sin => a.sin(),
+                    Func::Cos => a.cos(),
                 }
             }
             Expr::If(c, x, y) => {

@@ -497,6 +497,7 @@ macro_rules! agreement_tests {
             idr2,
             idr3,
             idr4,
+            idr_circadian,
             effect_emax,
             ddi_ritonavir_cyp3a
         );

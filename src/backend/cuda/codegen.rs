@@ -112,6 +112,9 @@ fn expr_named(op: &Op, p: Precision, r: &dyn Fn(u32) -> String) -> String {
         Op::Abs(a) => format!("fabs({})", r(a)),
         Op::Min(a, c) => format!("fmin({}, {})", r(a), r(c)),
         Op::Max(a, c) => format!("fmax({}, {})", r(a), r(c)),
+        // The kernels' own (kernels/sincos_f32.cu, kernels/sincos_f64.cu).
+        Op::Sin(a) => format!("sin_r({})", r(a)),
+        Op::Cos(a) => format!("cos_r({})", r(a)),
     }
 }
 
@@ -280,16 +283,27 @@ pub fn hoisted(m: &ModelPrograms, p: Precision) -> Hoisted {
     }
 }
 
+/// The f32 kernels' sin and cos (`sin_r`, `cos_r`), which model code calls.
+pub const SINCOS_F32_CU: &str = include_str!("../../../kernels/sincos_f32.cu");
+/// The f64 kernels' sin and cos.
+pub const SINCOS_F64_CU: &str = include_str!("../../../kernels/sincos_f64.cu");
+
 /// Every model function, as for WGSL, and `model_prepare(real* q)`, which computes the values of
 /// the right-hand side and the outputs that depend on parameters alone into `q[NP…]` (call it
-/// whenever the parameters change; [`hoisted`] gives their number).
+/// whenever the parameters change; [`hoisted`] gives their number). They come after the
+/// kernels' own sin and cos ([`SINCOS_F32_CU`], [`SINCOS_F64_CU`]).
 pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
     let h = hoisted(m, p);
     let prepare = format!(
         "__device__ __forceinline__ void model_prepare(real* __restrict__ q) {{\n    (void)q;\n{}}}\n",
         h.prepare
     );
+    let trig = match p {
+        Precision::F32 => SINCOS_F32_CU,
+        Precision::F64 => SINCOS_F64_CU,
+    };
     [
+        trig.to_string(),
         prepare,
         function_hoisted("model_rhs", &m.rhs, p, Some(&h.rhs)),
         function("model_jac", &m.jacobian, p),

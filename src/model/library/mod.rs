@@ -44,6 +44,7 @@ library!(
     "idr2",
     "idr3",
     "idr4",
+    "idr_circadian",
     "effect_emax",
     "ddi_ritonavir_cyp3a",
 );

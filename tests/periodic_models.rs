@@ -1,0 +1,320 @@
+//! Models with `sin` and `cos`, on every backend against closed forms:
+//! - a one-compartment response to a cosine input (a circadian production rate) with bolus
+//!   doses on top: the solution and its AUC in closed form;
+//! - a pendulum, `sin` of a state (so its Jacobian holds `cos`, for the Rosenbrock methods):
+//!   its energy is conserved and its period is 4·√(L/g)·K(sin(θ₀/2)), K the complete elliptic
+//!   integral of the first kind (by the arithmetic–geometric mean).
+//!
+//! The CPU f64 reference with every adaptive method; the WGSL kernels (lavapipe in CI) and
+//! the CUDA kernels (emulated on the host) in f64 and f32.
+
+// Without a GPU backend compiled in, only the CPU tests remain.
+#![cfg_attr(
+    not(any(feature = "wgpu", feature = "cuda")),
+    allow(unused_imports, dead_code)
+)]
+
+use std::f64::consts::PI;
+use std::sync::Arc;
+
+use vpop::backend::cpu::CpuBackend;
+use vpop::backend::{ArmPlan, Backend, Precision};
+use vpop::dosing::{Administration, DoseLine, Regimen};
+use vpop::metrics::{Metric, MetricSpec};
+use vpop::model::{CompiledModel, Model};
+use vpop::solver::{Method, SolverOptions};
+
+mod common;
+
+const CIRCADIAN: &str = "\
+param k = 0.3
+param a = 2
+param w = 0.2617993877991494
+param ph = 1
+state x
+d/dt(x) = a * (1 + cos(w * t - ph)) - k * x
+output c = x
+";
+
+const PENDULUM: &str = "\
+param g = 9.81
+param len = 1.5
+param th0 = 1
+state th, om
+th(0) = th0
+d/dt(th) = om
+d/dt(om) = -g / len * sin(th)
+output theta = th
+output energy = 0.5 * len * om^2 + g * (1 - cos(th))
+";
+
+const DOSE: f64 = 5.0;
+const II: f64 = 24.0;
+const END: f64 = 60.0;
+const TIMES: [f64; 4] = [7.5, 23.0, 31.0, 55.0];
+
+/// Subjects of the circadian model: (k, a, w, ph).
+fn circadian_subjects() -> Vec<[f64; 4]> {
+    vec![
+        [0.3, 2.0, 2.0 * PI / 24.0, 1.0],
+        [0.05, 0.7, 2.0 * PI / 24.0, -2.5],
+        [1.2, 5.0, 2.0 * PI / 12.0, 4.0],
+        [0.3, 2.0, 2.0 * PI / 8.0, 0.0],
+    ]
+}
+
+/// x(t) with x(0) = 0 and DOSE into x at 0, II, 2·II, …: the particular solution, the
+/// homogeneous part that makes x(0) = 0, and the doses' exponentials.
+fn circadian_x(p: [f64; 4], t: f64) -> f64 {
+    let [k, a, w, ph] = p;
+    let q = a / (k * k + w * w);
+    let part = |t: f64| a / k + q * (k * (w * t - ph).cos() + w * (w * t - ph).sin());
+    let mut x = part(t) - part(0.0) * (-k * t).exp();
+    let mut td = 0.0;
+    while td <= t {
+        x += DOSE * (-k * (t - td)).exp();
+        td += II;
+    }
+    x
+}
+
+/// ∫₀ᵀ x dt of [`circadian_x`].
+fn circadian_auc(p: [f64; 4], end: f64) -> f64 {
+    let [k, a, w, ph] = p;
+    let q = a / (k * k + w * w);
+    let part = |t: f64| a / k + q * (k * (w * t - ph).cos() + w * (w * t - ph).sin());
+    let int_part = a * end / k
+        + q * (k * ((w * end - ph).sin() + ph.sin()) / w
+            - w * ((w * end - ph).cos() - ph.cos()) / w);
+    let decay = |from: f64| (1.0 - (-k * (end - from)).exp()) / k;
+    let mut auc = int_part - part(0.0) * decay(0.0);
+    let mut td = 0.0;
+    while td <= end {
+        auc += DOSE * decay(td);
+        td += II;
+    }
+    auc
+}
+
+/// Subjects of the pendulum: (g, len, th0).
+fn pendulum_subjects() -> Vec<[f64; 3]> {
+    vec![
+        [9.81, 1.5, 1.0],
+        [9.81, 0.5, 0.2],
+        [1.62, 2.0, 2.5],
+        [9.81, 1.0, -1.8],
+    ]
+}
+
+/// The period of a pendulum of amplitude th0: 4·√(len/g)·K(m) with m = sin²(th0/2),
+/// K(m) = π / (2·AGM(1, √(1 − m))).
+fn pendulum_period(p: [f64; 3]) -> f64 {
+    let [g, len, th0] = p;
+    let m = (th0 / 2.0).sin().powi(2);
+    let (mut x, mut y) = (1.0f64, (1.0 - m).sqrt());
+    for _ in 0..40 {
+        (x, y) = (0.5 * (x + y), (x * y).sqrt());
+    }
+    4.0 * (len / g).sqrt() * PI / (2.0 * x)
+}
+
+fn plan(
+    metrics: &[(usize, &str, String)],
+    regimen: Regimen,
+    end: f64,
+    method: Method,
+    rtol: f64,
+) -> ArmPlan {
+    ArmPlan {
+        name: "periodic".into(),
+        regimen,
+        metrics: metrics
+            .iter()
+            .map(|(o, name, m)| MetricSpec::new(*o, name, Metric::parse(m).unwrap()))
+            .collect(),
+        end,
+        sample_times: Vec::new(),
+        solver: SolverOptions {
+            method,
+            rtol,
+            atol: rtol * 1e-3,
+            ..Default::default()
+        },
+        occasions: Vec::new(),
+    }
+}
+
+/// The circadian arm: `at(t)` at [`TIMES`] and the AUC, with the closed form of each.
+fn circadian_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let mut metrics: Vec<(usize, &str, String)> =
+        TIMES.iter().map(|t| (0, "c", format!("at({t})"))).collect();
+    metrics.push((0, "c", "auc".into()));
+    let regimen = Regimen {
+        lines: vec![DoseLine {
+            state: 0,
+            amount: DOSE,
+            start: 0.0,
+            interval: II,
+            count: 3,
+            administration: Administration::Bolus,
+            steady_state: false,
+        }],
+    };
+    let subjects = circadian_subjects();
+    let params = (0..4)
+        .map(|j| subjects.iter().map(|s| s[j]).collect())
+        .collect();
+    let want = subjects
+        .iter()
+        .map(|&s| {
+            let mut w: Vec<f64> = TIMES
+                .iter()
+                // `at` at a dose time is the value before the dose.
+                .map(|&t| circadian_x(s, t))
+                .collect();
+            w.push(circadian_auc(s, END));
+            w
+        })
+        .collect();
+    (plan(&metrics, regimen, END, method, rtol), params, want)
+}
+
+/// The pendulum arm, over 2.5 periods of its slowest subject: θ at a quarter, a half and one
+/// period of each subject (0, −θ₀, θ₀), and the largest and smallest energy (both
+/// g·(1 − cos θ₀)). The times differ per subject, so each subject is its own arm.
+fn pendulum_cases(method: Method, rtol: f64) -> Vec<(ArmPlan, Vec<Vec<f64>>, Vec<f64>)> {
+    pendulum_subjects()
+        .into_iter()
+        .map(|s| {
+            let period = pendulum_period(s);
+            let metrics = vec![
+                (0, "theta", format!("at({})", period / 4.0)),
+                (0, "theta", format!("at({})", period / 2.0)),
+                (0, "theta", format!("at({period})")),
+                (1, "energy", "cmax".into()),
+                (1, "energy", "cmin".into()),
+            ];
+            let e = s[0] * (1.0 - s[2].cos());
+            let want = vec![0.0, -s[2], s[2], e, e];
+            let params = s.iter().map(|&v| vec![v]).collect();
+            (
+                plan(&metrics, Regimen::default(), 2.5 * period, method, rtol),
+                params,
+                want,
+            )
+        })
+        .collect()
+}
+
+/// Runs `a` on `b` and returns each subject's metrics.
+fn run(b: &mut dyn Backend, a: &ArmPlan, params: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let n = params[0].len();
+    let out = common::run(b, a, params);
+    assert!(out.status.iter().all(|&s| s == 0), "{:?}", out.status);
+    (0..n)
+        .map(|i| out.metrics.iter().map(|col| col[i]).collect())
+        .collect()
+}
+
+/// The largest error of `got` against `want`: relative where |want| > `floor`, absolute
+/// (scaled by `floor`) below.
+fn worst(got: &[Vec<f64>], want: &[Vec<f64>], floor: f64) -> f64 {
+    let mut e = 0.0f64;
+    for (g, w) in got.iter().zip(want) {
+        for (x, y) in g.iter().zip(w) {
+            e = e.max((x - y).abs() / y.abs().max(floor));
+        }
+    }
+    e
+}
+
+fn models() -> (CompiledModel, CompiledModel) {
+    let c = Model::parse("circadian.vpm", CIRCADIAN).unwrap();
+    let p = Model::parse("pendulum.vpm", PENDULUM).unwrap();
+    (CompiledModel::new(&c), CompiledModel::new(&p))
+}
+
+/// Both models on one backend (`make` builds it for a model) at `rtol`: every metric within
+/// `tol` of its closed form. Returns the worst errors (circadian, pendulum).
+fn check(
+    make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    method: Method,
+    rtol: f64,
+    tol: f64,
+) -> Option<(f64, f64)> {
+    let (c, p) = models();
+    let mut b = make(Arc::new(c))?;
+    let (arm, params, want) = circadian_case(method, rtol);
+    let got = run(b.as_mut(), &arm, &params);
+    let e_c = worst(&got, &want, 1.0);
+    assert!(
+        e_c <= tol,
+        "circadian: {e_c:.2e} > {tol:e}\n{got:?}\n{want:?}"
+    );
+    let mut b = make(Arc::new(p))?;
+    let mut e_p = 0.0f64;
+    for (arm, params, want) in pendulum_cases(method, rtol) {
+        let got = run(b.as_mut(), &arm, &params);
+        let e = worst(&got, std::slice::from_ref(&want), 1.0);
+        assert!(e <= tol, "pendulum: {e:.2e} > {tol:e}\n{got:?}\n{want:?}");
+        e_p = e_p.max(e);
+    }
+    Some((e_c, e_p))
+}
+
+#[test]
+fn cpu_reference_matches_the_closed_forms() {
+    for method in [
+        Method::Dopri5,
+        Method::Tsit5,
+        Method::Rosenbrock23,
+        Method::Rodas4,
+    ] {
+        // Rosenbrock23 is of order 2–3: its error is a few hundred times rtol here.
+        let (rtol, tol) = match method {
+            Method::Rosenbrock23 => (1e-8, 1e-5),
+            _ => (1e-10, 1e-8),
+        };
+        let mut make =
+            |m: Arc<CompiledModel>| Some(Box::new(CpuBackend::new(m)) as Box<dyn Backend>);
+        let (c, p) = check(&mut make, method, rtol, tol).unwrap();
+        println!("cpu {method:?}: circadian {c:.2e}, pendulum {p:.2e}");
+    }
+}
+
+/// Both models on a GPU backend in f64 (rtol 1e-10, within 1e-8) and f32 (rtol 1e-6, within
+/// 1e-4), with Tsit5 and Rodas4; `new` builds the backend, or says why it cannot.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
+    name: &str,
+    new: impl Fn(Arc<CompiledModel>, Precision) -> Result<B, E>,
+) {
+    for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-8), (Precision::F32, 1e-6, 1e-4)] {
+        for method in [Method::Tsit5, Method::Rodas4] {
+            let mut make = |m: Arc<CompiledModel>| match new(m, p) {
+                Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
+                Err(e) => {
+                    println!("SKIPPED: {e}");
+                    None
+                }
+            };
+            if let Some((c, e)) = check(&mut make, method, rtol, tol) {
+                println!("{name} {p:?} {method:?}: circadian {c:.2e}, pendulum {e:.2e}");
+            }
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn emulated_cuda_kernels_match_the_closed_forms() {
+    use vpop::backend::cuda::EmulatedCuda;
+    gpu_matches_the_closed_forms("cuda-emulated", EmulatedCuda::new);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_kernels_match_the_closed_forms() {
+    use vpop::backend::wgpu::WgpuBackend;
+    gpu_matches_the_closed_forms("wgpu", WgpuBackend::new);
+}
