@@ -16,6 +16,30 @@ fn defaults(m: &Model) -> Vec<f64> {
     m.params.iter().map(|p| p.default).collect()
 }
 
+/// One subject of model `m` (compiled as `c`) on the CPU reference from `y0` to `end`.
+#[allow(clippy::too_many_arguments)]
+fn simulate(
+    c: &CompiledModel,
+    m: &Model,
+    params: &[f64],
+    y0: &[f64],
+    schedule: &vpop::dosing::Schedule,
+    metrics: &[MetricSpec],
+    end: f64,
+    solver: &SolverOptions,
+) -> vpop::backend::cpu::SubjectOutcome {
+    let plan = SubjectPlan {
+        occasions: &[],
+        schedule,
+        end,
+        metrics,
+        sample_times: &[],
+        solver,
+    };
+    let mut integ = Integrator::new(solver.method, m.states.len() + m.outputs.len());
+    simulate_subject(c.bind(params), c.bind(params), y0, &plan, &mut integ)
+}
+
 fn rhs_at(name: &str, y: &[f64]) -> Vec<f64> {
     let m = load(name);
     let c = CompiledModel::new(&m);
@@ -122,16 +146,7 @@ fn the_circadian_baseline_repeats_every_day_without_drug() {
         atol: 1e-12,
         ..Default::default()
     };
-    let plan = SubjectPlan {
-        occasions: &[],
-        schedule: &schedule,
-        end: 48.0,
-        metrics: &specs,
-        sample_times: &[],
-        solver: &solver,
-    };
-    let mut integ = Integrator::new(Method::Tsit5, 5);
-    let out = simulate_subject(c.bind(&p), c.bind(&p), &y0, &plan, &mut integ);
+    let out = simulate(&c, &m, &p, &y0, &schedule, &specs, 48.0, &solver);
     assert_eq!(out.status, Status::Ok);
     for (t, got) in times.iter().zip(&out.metrics) {
         let want = cycle(*t);
@@ -214,16 +229,7 @@ fn every_method_agrees_on_every_library_model() {
                 dt: (method == Method::Rk4).then_some(0.01),
                 ..Default::default()
             };
-            let plan = SubjectPlan {
-                occasions: &[],
-                schedule: &schedule,
-                end: 72.0,
-                metrics: &specs,
-                sample_times: &[],
-                solver: &solver,
-            };
-            let mut integ = Integrator::new(method, m.states.len() + m.outputs.len());
-            simulate_subject(c.bind(&params), c.bind(&params), &y0, &plan, &mut integ)
+            simulate(&c, &m, &params, &y0, &schedule, &specs, 72.0, &solver)
         };
         let reference = run(Method::Rodas4, 1e-10);
         assert_eq!(reference.status, Status::Ok, "{}", lm.name);
