@@ -226,6 +226,14 @@ fn bad_files_are_located_errors() {
         ("male = 0.5, female = 0.5", "male = 0.5, female = 0.6", 5, "sum to 1.1"),
         ("name = \"t\"", "name = t\"", 2, ""),
         ("dist = \"normal\"", "dist = \"gaussian\"", 8, "unknown distribution 'gaussian'"),
+        // `pi` and `t` are values in every expression, so nothing may take their names.
+        (
+            "[parameters]",
+            "[covariates.pi]\ndist = \"normal\"\nmean = 3\nsd = 1\n\n[parameters]",
+            12,
+            "expressions read it as the constant π",
+        ),
+        ("male = 0.5, female", "t = 0.5, female", 5, "label of 'sex': 't' cannot be a name here"),
     ] {
         let text = GOOD.replace(from, to);
         assert_ne!(text, GOOD, "{from}");
@@ -445,6 +453,50 @@ occasion = true
     let bad = text.replace("occasion = true", "occasion = \"yes\"");
     let err = Population::parse("iov.toml", &bad).unwrap_err().to_string();
     assert!(err.starts_with("iov.toml:"), "{err}");
+}
+
+/// A fraction with logit-normal variability, as NONMEM models write bioavailability:
+/// `expit(logit(0.7) + eta)` is the subject's eta through the logistic function, evaluated by the
+/// population's compiled expressions, and its logit is normal with the typical value's logit as
+/// mean.
+#[test]
+fn logit_normal_parameters_use_expit_and_logit() {
+    let text = r#"
+[population]
+name = "f"
+
+[parameters]
+f = "expit(logit(0.7) + eta_f)"
+theta = "2 * pi * expit(eta_f)"
+
+[[omega]]
+etas = ["eta_f"]
+variance = [0.25]
+"#;
+    let p = Population::parse("f.toml", text).unwrap();
+    let n = 100_000;
+    let mut c = SampledChunk::default();
+    p.sample(11, 0, n, &mut c);
+    let (f, theta, eta) = (col(&p, &c, "f"), col(&p, &c, "theta"), col(&p, &c, "eta_f"));
+    let logit = |x: f64| (x / (1.0 - x)).ln();
+    for i in 0..n {
+        let expected = 1.0 / (1.0 + (-(logit(0.7) + eta[i])).exp());
+        assert!(
+            (f[i] - expected).abs() <= 2e-16,
+            "{} against {expected}",
+            f[i]
+        );
+        assert!(f[i] > 0.0 && f[i] < 1.0);
+        let expected = 2.0 * std::f64::consts::PI / (1.0 + (-eta[i]).exp());
+        assert!((theta[i] - expected).abs() <= 1e-15 * expected);
+    }
+    let z: Vec<f64> = f.iter().map(|&x| logit(x)).collect();
+    let (m, sd) = mean_sd(&z);
+    assert!(
+        (m - logit(0.7)).abs() < 3.0 * 0.5 / (n as f64).sqrt(),
+        "mean of logit(f) {m}"
+    );
+    assert!((sd - 0.5).abs() < 0.005, "sd of logit(f) {sd}");
 }
 
 #[test]

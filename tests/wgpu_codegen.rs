@@ -419,11 +419,16 @@ fn f64_math_functions_are_accurate_on_an_adapter() {
     }
 }
 
-/// Evaluates `sin(x)` and `cos(x)` through the generated code of a model on the adapter, for
-/// each x of `xs` (in f32 when `f32`): (sin, cos) per point.
-fn sin_cos_on_adapter(gpu: &vpop::backend::wgpu::Gpu, xs: &[f64], f32: bool) -> Vec<(f64, f64)> {
-    let text = "param x = 1\nstate s\nd/dt(s) = 0\noutput sn = sin(x)\noutput cs = cos(x)\n";
-    let m = Model::parse("trig.vpm", text).unwrap();
+/// Evaluates the two outputs of a model with one parameter `x` and one state through the
+/// generated code on the adapter, for each x of `xs` (in f32 when `f32`): a pair per point.
+fn two_outputs_on_adapter(
+    gpu: &vpop::backend::wgpu::Gpu,
+    outputs: &str,
+    xs: &[f64],
+    f32: bool,
+) -> Vec<(f64, f64)> {
+    let text = format!("param x = 1\nstate s\nd/dt(s) = 0\n{outputs}");
+    let m = Model::parse("two.vpm", &text).unwrap();
     let progs = ModelPrograms::new(&m);
     let n = xs.len();
     // rhs, Jacobian, ∂f/∂t (one each), the two outputs, their Jacobians.
@@ -442,6 +447,75 @@ fn sin_cos_on_adapter(gpu: &vpop::backend::wgpu::Gpu, xs: &[f64], f32: bool) -> 
     (0..n)
         .map(|i| (got[i * width + 3], got[i * width + 4]))
         .collect()
+}
+
+/// Evaluates `sin(x)` and `cos(x)` through the generated code of a model on the adapter, for
+/// each x of `xs` (in f32 when `f32`): (sin, cos) per point.
+fn sin_cos_on_adapter(gpu: &vpop::backend::wgpu::Gpu, xs: &[f64], f32: bool) -> Vec<(f64, f64)> {
+    two_outputs_on_adapter(gpu, "output sn = sin(x)\noutput cs = cos(x)\n", xs, f32)
+}
+
+/// `expit` and `logit` on the adapter, in f32 and f64, against their formulas in f64: close
+/// to the formulas' rounding in the middle, and exactly 0, 1 and ±∞ where the formulas
+/// saturate (exp overflowing, 1 + exp(−x) rounding to 1, logit of 0 and 1).
+#[test]
+fn expit_and_logit_saturate_and_agree_on_an_adapter() {
+    let expit = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    let mut rng = SmallRng::seed_from_u64(41);
+    let mut xs: Vec<f64> = vec![0.0, 1.0, 0.5, 1e-30, 1.0 - 1e-7];
+    xs.extend((0..2000).map(|_| rng.random_range(-30.0..30.0)));
+    xs.extend((0..2000).map(|_| rng.random_range(0.0..1.0)));
+    for f32 in [true, false] {
+        let gpu = match vpop::backend::wgpu::Gpu::new(!f32) {
+            Ok(g) => g,
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                continue;
+            }
+        };
+        let round = |x: f64| if f32 { x as f32 as f64 } else { x };
+        let outputs = "output e = expit(x)\noutput l = logit(x)\n";
+        let (mut worst_e, mut worst_l) = (0f64, 0f64);
+        let xs: Vec<f64> = xs.iter().map(|&x| round(x)).collect();
+        for (&x, (e, l)) in xs
+            .iter()
+            .zip(two_outputs_on_adapter(&gpu, outputs, &xs, f32))
+        {
+            // Relative to the result, with an absolute floor for the tails and near logit's
+            // zero at 1/2 (where log of a ratio near 1 is small).
+            let (want_e, want_l) = (expit(x), logit(x));
+            worst_e = worst_e.max((e - want_e).abs() / want_e.max(1e-6));
+            if (0.0..1.0).contains(&x) && x > 0.0 {
+                worst_l = worst_l.max((l - want_l).abs() / want_l.abs().max(1.0));
+            }
+        }
+        let eps = if f32 {
+            f64::from(f32::EPSILON)
+        } else {
+            f64::EPSILON
+        };
+        println!(
+            "{}: expit worst {:.2} ulp, logit worst {:.2} ulp",
+            if f32 { "f32" } else { "f64" },
+            worst_e / eps,
+            worst_l / eps
+        );
+        // In f32 the builtin exp's error dominates (Vulkan bounds it by 3 + 2·|x| ulps; on
+        // lavapipe 7.1 ulp of expit over |x| < 30); in f64 the kernels' own exp64.
+        let limit = if f32 { 16.0 } else { 4.0 };
+        assert!(worst_e <= limit * eps, "expit: {:.2} ulp", worst_e / eps);
+        assert!(worst_l <= 4.0 * eps, "logit: {:.2} ulp", worst_l / eps);
+        // Saturation: exp(−x) overflows (f32 beyond 88.7, f64 beyond 709.8) and 1 + exp(−x)
+        // rounds to 1 (f32 beyond 16.7, f64 beyond 36.8).
+        let (low, high) = if f32 { (-100.0, 20.0) } else { (-800.0, 40.0) };
+        let ends = [low, high, 0.0, 1.0];
+        let got = two_outputs_on_adapter(&gpu, outputs, &ends, f32);
+        assert_eq!(got[0].0, 0.0, "expit({low})");
+        assert_eq!(got[1].0, 1.0, "expit({high})");
+        assert_eq!(got[2].1, f64::NEG_INFINITY, "logit(0)");
+        assert_eq!(got[3].1, f64::INFINITY, "logit(1)");
+    }
 }
 
 /// Arguments for the sin and cos tests, by class: uniform in (−r, r) for each r of `ranges`,

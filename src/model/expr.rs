@@ -59,9 +59,29 @@ pub enum Func {
     Max,
     Sin,
     Cos,
+    /// The logistic function 1 / (1 + exp(-x)), lowered to those operations.
+    Expit,
+    /// log(x / (1 - x)), lowered to those operations.
+    Logit,
 }
 
 impl Func {
+    /// Every function, in the order the documentation and error messages list them.
+    pub const ALL: [Func; 12] = [
+        Func::Exp,
+        Func::Log,
+        Func::Log10,
+        Func::Sqrt,
+        Func::Pow,
+        Func::Abs,
+        Func::Min,
+        Func::Max,
+        Func::Sin,
+        Func::Cos,
+        Func::Expit,
+        Func::Logit,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Func::Exp => "exp",
@@ -74,6 +94,8 @@ impl Func {
             Func::Max => "max",
             Func::Sin => "sin",
             Func::Cos => "cos",
+            Func::Expit => "expit",
+            Func::Logit => "logit",
         }
     }
     pub fn arity(self) -> usize {
@@ -83,19 +105,7 @@ impl Func {
         }
     }
     pub fn from_name(s: &str) -> Option<Func> {
-        Some(match s {
-            "exp" => Func::Exp,
-            "log" => Func::Log,
-            "log10" => Func::Log10,
-            "sqrt" => Func::Sqrt,
-            "pow" => Func::Pow,
-            "abs" => Func::Abs,
-            "min" => Func::Min,
-            "max" => Func::Max,
-            "sin" => Func::Sin,
-            "cos" => Func::Cos,
-            _ => return None,
-        })
+        Func::ALL.into_iter().find(|f| f.name() == s)
     }
 }
 

@@ -456,7 +456,7 @@ impl Builder {
                 let a: Vec<Reg> = args.iter().map(|x| self.expr(x, derived)).collect();
                 let x = a.first().copied().unwrap_or_else(|| self.c(f64::NAN));
                 let y = a.get(1).copied().unwrap_or_else(|| self.c(f64::NAN));
-                self.push(match f {
+                let op = match f {
                     Func::Exp => Op::Exp(x),
                     Func::Log => Op::Log(x),
                     Func::Log10 => Op::Log10(x),
@@ -467,7 +467,21 @@ impl Builder {
                     Func::Cos => Op::Cos(x),
                     Func::Min => Op::Min(x, y),
                     Func::Max => Op::Max(x, y),
-                })
+                    Func::Expit => {
+                        let one = self.c(1.0);
+                        let minus = self.push(Op::Neg(x));
+                        let e = self.push(Op::Exp(minus));
+                        let denominator = self.push(Op::Add(one, e));
+                        Op::Div(one, denominator)
+                    }
+                    Func::Logit => {
+                        let one = self.c(1.0);
+                        let rest = self.push(Op::Sub(one, x));
+                        let odds = self.push(Op::Div(x, rest));
+                        Op::Log(odds)
+                    }
+                };
+                self.push(op)
             }
             Expr::If(c, a, b) => {
                 let (c, a, b) = (
@@ -919,6 +933,7 @@ mod tests {
             "if(x > y, x * x, y / x) + (x < 1) * 5",
             "x ^ -2 + y ^ 0.5 + x ^ y",
             "sin(x * y) * cos(x) - cos(2 * y + sin(x))",
+            "expit(x - 2 * y) * logit(y / (1 + y)) + pi * logit(expit(x))",
         ];
         for text in cases {
             let mut e = parse_expr_str("d", text).unwrap();

@@ -157,10 +157,43 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
 }
 
 /// Words that cannot be declared as names.
-pub const RESERVED: [&str; 21] = [
-    "t", "param", "state", "output", "if", "d", "dt", "alag", "f", "rate", "dur", "exp", "log",
-    "log10", "sqrt", "pow", "abs", "min", "max", "sin", "cos",
+pub const RESERVED: [&str; 24] = [
+    "t", "pi", "param", "state", "output", "if", "d", "dt", "alag", "f", "rate", "dur", "exp",
+    "log", "log10", "sqrt", "pow", "abs", "min", "max", "sin", "cos", "expit", "logit",
 ];
+
+/// Names that an expression reads as values of its own (time and the constant π), so no
+/// quantity of a model or a population may take them.
+pub const VALUE_NAMES: [&str; 2] = ["t", "pi"];
+
+/// Checks the name of a population's covariate, eta or parameter: the identifier grammar, and
+/// not a name that expressions read as a value of their own.
+pub fn check_population_name(name: &str) -> Result<(), String> {
+    check_identifier(name)?;
+    check_not_value_name(name)
+}
+
+/// Refuses `t` and `pi` as the name of a quantity or a category label.
+pub fn check_not_value_name(name: &str) -> Result<(), String> {
+    if VALUE_NAMES.contains(&name) {
+        return Err(format!(
+            "'{name}' cannot be a name here: expressions read it as {}",
+            if name == "t" {
+                "time"
+            } else {
+                "the constant π"
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// The functions an expression may call, as error messages list them.
+fn function_list() -> String {
+    let mut names: Vec<&str> = Func::ALL.iter().map(|f| f.name()).collect();
+    names.push("if");
+    names.join(", ")
+}
 
 /// A cursor over tokens with the expression grammar.
 pub struct Parser<'a> {
@@ -385,7 +418,10 @@ impl<'a> Parser<'a> {
                         return Ok(Expr::If(Box::new(c), Box::new(a), Box::new(b)));
                     }
                     let Some(f) = Func::from_name(&name) else {
-                        return Err(self.src.error(t.span, format!("unknown function '{name}' (functions: exp, log, log10, sqrt, pow, abs, min, max, sin, cos, if)")));
+                        return Err(self.src.error(
+                            t.span,
+                            format!("unknown function '{name}' (functions: {})", function_list()),
+                        ));
                     };
                     if args.len() != f.arity() {
                         return Err(self.src.error(
@@ -402,6 +438,9 @@ impl<'a> Parser<'a> {
                 }
                 if name == "t" {
                     return Ok(Expr::Var(Var::Time));
+                }
+                if name == "pi" {
+                    return Ok(Expr::Num(std::f64::consts::PI));
                 }
                 Ok(Expr::Var(Var::Name { name, span: t.span }))
             }
@@ -552,6 +591,8 @@ impl Expr {
                     Func::Max => a.max(c),
                     Func::Sin => a.sin(),
                     Func::Cos => a.cos(),
+                    Func::Expit => 1.0 / (1.0 + (-a).exp()),
+                    Func::Logit => (a / (1.0 - a)).ln(),
                 }
             }
             Expr::If(c, x, y) => {
@@ -599,6 +640,32 @@ mod tests {
                 .abs()
                 < 1e-14
         );
+    }
+
+    #[test]
+    fn pi_expit_and_logit() {
+        assert_eq!(ev("pi"), std::f64::consts::PI);
+        assert_eq!(ev("2 * pi / 24"), std::f64::consts::PI / 12.0);
+        // expit(x) = 1 / (1 + e^-x) and logit(p) = ln(p / (1 - p)), at points where both are
+        // known exactly: expit(ln 3) = 3/4, logit(1/5) = -ln 4.
+        assert!((ev("expit(log(b))") - 0.75).abs() < 1e-16);
+        assert!((ev("logit(0.2)") + 4f64.ln()).abs() < 1e-15);
+        assert_eq!(ev("expit(0)"), 0.5);
+        assert_eq!(ev("logit(0.5)"), 0.0);
+        assert_eq!(ev("expit(-800)"), 0.0);
+        assert_eq!(ev("expit(800)"), 1.0);
+        assert_eq!(ev("logit(0)"), f64::NEG_INFINITY);
+        // 1 - expit(2) loses about three bits.
+        assert!((ev("logit(expit(a))") - 2.0).abs() < 1e-14);
+        let e = parse_expr_str("x", "pi(1)").unwrap_err();
+        assert!(e.message.contains("unknown function 'pi'"), "{e}");
+        let e = parse_expr_str("x", "tanh(1)").unwrap_err();
+        assert!(e.message.contains("expit, logit, if"), "{e}");
+        let e = parse_expr_str("x", "logit(1, 2)").unwrap_err();
+        assert!(e.message.contains("logit() takes 1 argument, got 2"), "{e}");
+        assert!(check_population_name("pi").is_err());
+        assert!(check_population_name("t").is_err());
+        assert!(check_population_name("pie").is_ok());
     }
 
     #[test]

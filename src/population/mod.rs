@@ -932,6 +932,10 @@ impl Builder<'_> {
         for (name, span, c) in &specs {
             if let Some(levels) = &c.levels {
                 for (k, label) in levels.get_ref().keys().enumerate() {
+                    if let Err(msg) = crate::model::parse::check_not_value_name(label) {
+                        self.errors
+                            .push(src.error(sp(levels), format!("label of '{name}': {msg}")));
+                    }
                     if let Some((code, _)) = labels.get(label) {
                         if *code != k as f64 {
                             self.errors.push(src.error(*span, format!("label '{label}' of '{name}' has a different code in another categorical covariate")));
@@ -947,9 +951,17 @@ impl Builder<'_> {
             .flat_map(|o| o.get_ref().etas.get_ref().clone())
             .collect();
         let cov_names: Vec<String> = specs.iter().map(|(n, _, _)| n.clone()).collect();
-        for n in cov_names.iter().chain(&eta_names) {
-            if let Err(msg) = crate::model::parse::check_identifier(n) {
-                self.errors.push(src.error(find_key_span(src, "", n), msg));
+        for (n, span, _) in &specs {
+            if let Err(msg) = crate::model::parse::check_population_name(n) {
+                self.errors.push(src.error(*span, msg));
+            }
+        }
+        for n in &eta_names {
+            if let Err(msg) = crate::model::parse::check_population_name(n) {
+                // The name as an element of an `etas = [...]` list.
+                let at = src.text.find(&format!("\"{n}\"")).map_or(0, |i| i + 1);
+                self.errors
+                    .push(src.error(Span::new(at, at + n.len()), msg));
             }
         }
         // Dependencies → order. Names a covariate's expressions use:
@@ -1323,7 +1335,7 @@ impl Builder<'_> {
         // Parameters: expressions of covariates and etas.
         let mut params = Vec::new();
         for (name, v) in &spec.parameters {
-            if let Err(msg) = crate::model::parse::check_identifier(name) {
+            if let Err(msg) = crate::model::parse::check_population_name(name) {
                 self.errors.push(src.error(sp(v), msg));
                 continue;
             }

@@ -1,9 +1,10 @@
-//! Models with `sin` and `cos`, on every backend against closed forms:
+//! Models written with the language's functions `sin`, `cos`, `expit`, `logit` and `pi`, on every backend against closed forms:
 //! - a one-compartment response to a cosine input (a circadian production rate) with bolus
 //!   doses on top: the solution and its AUC in closed form;
 //! - a pendulum, `sin` of a state (so its Jacobian holds `cos`, for the Rosenbrock methods):
 //!   its energy is conserved and its period is 4·√(L/g)·K(sin(θ₀/2)), K the complete elliptic
-//!   integral of the first kind (by the arithmetic–geometric mean).
+//!   integral of the first kind (by the arithmetic–geometric mean);
+//! - logistic growth, whose logit is linear in time: logit(n/cap) = r·t + logit(p0).
 //!
 //! The CPU f64 reference with every adaptive method; the WGSL kernels (lavapipe in CI) and
 //! the CUDA kernels (emulated on the host) in f64 and f32.
@@ -46,6 +47,19 @@ d/dt(th) = om
 d/dt(om) = -g / len * sin(th)
 output theta = th
 output energy = 0.5 * len * om^2 + g * (1 - cos(th))
+";
+
+const LOGISTIC: &str = "\
+param r = 0.3
+param cap = 100
+param p0 = 0.05
+state n
+n(0) = cap * p0
+fr = n / cap
+d/dt(n) = r * n * (1 - fr)
+output z = logit(fr)
+output back = expit(logit(fr)) * 2 * pi / (2 * pi)
+output size = n
 ";
 
 const DOSE: f64 = 5.0;
@@ -116,6 +130,52 @@ fn pendulum_period(p: [f64; 3]) -> f64 {
         (x, y) = (0.5 * (x + y), (x * y).sqrt());
     }
     4.0 * (len / g).sqrt() * PI / (2.0 * x)
+}
+
+/// Subjects of the logistic model: (r, cap, p0); at the end (15 h) n/cap is 0.83–0.95.
+fn logistic_subjects() -> Vec<[f64; 3]> {
+    vec![
+        [0.3, 100.0, 0.05],
+        [0.1, 5.0, 0.3],
+        [0.5, 1e3, 0.01],
+        [0.2, 20.0, 0.5],
+    ]
+}
+
+const LOGISTIC_END: f64 = 15.0;
+
+/// The logistic arm: z = logit(n/cap) at four times and its AUC, n/cap back through expit at
+/// the same times, and the largest n (at the end), with the closed form of each.
+fn logistic_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let times = [0.0, 2.5, 7.0, 12.0];
+    let mut metrics: Vec<(usize, &str, String)> = Vec::new();
+    for (o, name) in [(0, "z"), (1, "back")] {
+        metrics.extend(times.iter().map(|t| (o, name, format!("at({t})"))));
+    }
+    metrics.push((0, "z", "auc".into()));
+    metrics.push((2, "size", "cmax".into()));
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    let expit = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let subjects = logistic_subjects();
+    let params = (0..3)
+        .map(|j| subjects.iter().map(|s| s[j]).collect())
+        .collect();
+    let want = subjects
+        .iter()
+        .map(|&[r, cap, p0]| {
+            let z = |t: f64| r * t + logit(p0);
+            let mut w: Vec<f64> = times.iter().map(|&t| z(t)).collect();
+            w.extend(times.iter().map(|&t| expit(z(t))));
+            w.push(r * LOGISTIC_END * LOGISTIC_END / 2.0 + logit(p0) * LOGISTIC_END);
+            w.push(cap * expit(z(LOGISTIC_END)));
+            w
+        })
+        .collect();
+    (
+        plan(&metrics, Regimen::default(), LOGISTIC_END, method, rtol),
+        params,
+        want,
+    )
 }
 
 fn plan(
@@ -228,21 +288,24 @@ fn worst(got: &[Vec<f64>], want: &[Vec<f64>], floor: f64) -> f64 {
     e
 }
 
-fn models() -> (CompiledModel, CompiledModel) {
-    let c = Model::parse("circadian.vpm", CIRCADIAN).unwrap();
-    let p = Model::parse("pendulum.vpm", PENDULUM).unwrap();
-    (CompiledModel::new(&c), CompiledModel::new(&p))
+fn models() -> [CompiledModel; 3] {
+    [
+        ("circadian.vpm", CIRCADIAN),
+        ("pendulum.vpm", PENDULUM),
+        ("logistic.vpm", LOGISTIC),
+    ]
+    .map(|(name, text)| CompiledModel::new(&Model::parse(name, text).unwrap()))
 }
 
-/// Both models on one backend (`make` builds it for a model) at `rtol`: every metric within
-/// `tol` of its closed form. Returns the worst errors (circadian, pendulum).
+/// The three models on one backend (`make` builds it for a model) at `rtol`: every metric
+/// within `tol` of its closed form. Returns the worst errors (circadian, pendulum, logistic).
 fn check(
     make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
     method: Method,
     rtol: f64,
     tol: f64,
-) -> Option<(f64, f64)> {
-    let (c, p) = models();
+) -> Option<(f64, f64, f64)> {
+    let [c, p, l] = models();
     let mut b = make(Arc::new(c))?;
     let (arm, params, want) = circadian_case(method, rtol);
     let got = run(b.as_mut(), &arm, &params);
@@ -259,7 +322,15 @@ fn check(
         assert!(e <= tol, "pendulum: {e:.2e} > {tol:e}\n{got:?}\n{want:?}");
         e_p = e_p.max(e);
     }
-    Some((e_c, e_p))
+    let mut b = make(Arc::new(l))?;
+    let (arm, params, want) = logistic_case(method, rtol);
+    let got = run(b.as_mut(), &arm, &params);
+    let e_l = worst(&got, &want, 1.0);
+    assert!(
+        e_l <= tol,
+        "logistic: {e_l:.2e} > {tol:e}\n{got:?}\n{want:?}"
+    );
+    Some((e_c, e_p, e_l))
 }
 
 #[test]
@@ -277,12 +348,12 @@ fn cpu_reference_matches_the_closed_forms() {
         };
         let mut make =
             |m: Arc<CompiledModel>| Some(Box::new(CpuBackend::new(m)) as Box<dyn Backend>);
-        let (c, p) = check(&mut make, method, rtol, tol).unwrap();
-        println!("cpu {method:?}: circadian {c:.2e}, pendulum {p:.2e}");
+        let (c, p, l) = check(&mut make, method, rtol, tol).unwrap();
+        println!("cpu {method:?}: circadian {c:.2e}, pendulum {p:.2e}, logistic {l:.2e}");
     }
 }
 
-/// Both models on a GPU backend in f64 (rtol 1e-10, within 1e-8) and f32 (rtol 1e-6, within
+/// The three models on a GPU backend in f64 (rtol 1e-10, within 1e-8) and f32 (rtol 1e-6, within
 /// 1e-4), with Tsit5 and Rodas4; `new` builds the backend, or says why it cannot.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
@@ -298,8 +369,10 @@ fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
                     None
                 }
             };
-            if let Some((c, e)) = check(&mut make, method, rtol, tol) {
-                println!("{name} {p:?} {method:?}: circadian {c:.2e}, pendulum {e:.2e}");
+            if let Some((c, e, l)) = check(&mut make, method, rtol, tol) {
+                println!(
+                    "{name} {p:?} {method:?}: circadian {c:.2e}, pendulum {e:.2e}, logistic {l:.2e}"
+                );
             }
         }
     }
