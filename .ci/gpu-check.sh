@@ -24,9 +24,10 @@ tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgp
 # name, time limit (s): in order of importance.
 checks=(
   "bench_2e-4 90"        # CUDA f32/f64 throughput and accuracy at the tolerance of the target
-  "tune 150"             # the same with other block sizes, register caps and fast math
+  "metrics_cost 75"      # the same kernel with fewer metrics: what the in-step searches cost
   "cuda_f32 150"         # the f32 agreement matrix, status codes, splits (device only)
   "cuda_f64 150"         # the f64 agreement matrix
+  "tune 150"             # bench_2e-4 with other block sizes, register caps and fast math
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
   "run_10M_2arms 120"    # 10 M subjects per arm of the quickstart, lz4 then zstd
   "bench_1e-6 120"       # throughput at rtol 1e-6, with the CPU on every core
@@ -133,7 +134,27 @@ run_10m() {
   return $rc
 }
 
-export -f peers_gpu run_10m
+# The kernel's throughput with the quickstart's metrics cut down: AUC alone (no search inside a
+# step), AUC and Cmax (Brent's search for each peak), all six (also threshold crossings). A
+# search runs in some threads of a warp while the others wait (docs/gpu.md, "Searches inside
+# a step"); the differences between the three rows are what the searches cost on the device.
+metrics_cost() {
+  local spec=/tmp/metrics-cost.toml label m
+  for label in auc auc+cmax all_six; do
+    case $label in
+      auc) m='["auc"]' ;;
+      auc+cmax) m='["auc", "cmax"]' ;;
+      *) m='["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.0)"]' ;;
+    esac
+    sed -e "s/^metrics = .*/metrics = $m/" -e '/^target = /d' \
+      -e "s|^name = \"2-cmt oral: .*|name = \"quickstart, metrics: $label\"|" examples/quickstart.toml > "$spec"
+    echo "== metrics: $label"
+    "$BIN/vpop" bench "$spec" -n "${VPOP_METRICS_COST_N:-4000000}" --cpu-subjects 2000 \
+      --backends "${VPOP_METRICS_COST_BACKENDS:-cuda-f32,cuda-f64}" --rtol 2e-4 || return 1
+  done
+}
+
+export -f peers_gpu run_10m metrics_cost
 
 one() {
   local b=("$BIN/vpop" bench examples/quickstart.toml -n 10000000 --cpu-subjects 20000)
@@ -151,6 +172,7 @@ one() {
     cuda_records) check "$1" "$2" "$BIN/nonmem_golden" --nocapture cuda ;;
     cuda_steady_state) check "$1" "$2" "$BIN/steady_state_arm" --nocapture ;;
     cuda_resets) check "$1" "$2" "$BIN/records_arm" --nocapture ;;
+    metrics_cost) check "$1" "$2" metrics_cost ;;
     run_10M) check "$1" "$2" run_10m 1 lz4 ;;
     run_10M_2arms) check "$1" "$2" bash -c 'run_10m 2 lz4 && run_10m 2 zstd' ;;
     peers_gpu) check "$1" "$2" peers_gpu ;;
