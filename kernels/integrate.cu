@@ -307,10 +307,83 @@ struct Sub {
         return c[k];
     }
 
-    // The extremum of output k inside the step: Brent's minimisation of -sign * c (parabolic
-    // interpolation safeguarded by golden sections), as the CPU reference's refine_extremum.
-    FI void refine_extremum(unsigned k, bool maximize, real& tm, real& cm) {
+    // An output affine in the states (output_affine(k)) follows the dense output's polynomial
+    // (degree 4 at most) on a step: the quartic through its values at u = 0, 1, 2, 3, 4
+    // (u = 4 (t - t0) / h), in Newton's forward differences d[0..3] from f0 = the value at
+    // u = 0, as the CPU reference's Quartic.
+    FI void quartic(unsigned k, real ca, real cb, real* d) {
+        const real t0 = st_t0, h = st_t1 - st_t0;
+        const real f1 = output_at(t0 + (real)0.25 * h, k);
+        const real f2 = output_at(t0 + (real)0.5 * h, k);
+        const real f3 = output_at(t0 + (real)0.75 * h, k);
+        const real a1 = f1 - ca, a2 = f2 - f1, a3 = f3 - f2, a4 = cb - f3;
+        const real b1 = a2 - a1, b2 = a3 - a2, b3 = a4 - a3;
+        const real e1 = b2 - b1, e2 = b3 - b2;
+        d[0] = a1; d[1] = b1; d[2] = e1; d[3] = e2 - e1;
+    }
+
+    // P(u), P'(u), P''(u) of the quartic (f0, d).
+    FI void quartic_eval(const real* d, real f0, real u, real& p, real& dp, real& ddp) {
+        const real s3 = d[2] + (u - (real)3) / (real)4 * d[3];
+        const real s3d = d[3] / (real)4;
+        const real s2 = d[1] + (u - (real)2) / (real)3 * s3;
+        const real s2d = s3 / (real)3 + (u - (real)2) / (real)3 * s3d;
+        const real s2dd = (real)2 * s3d / (real)3;
+        const real s1 = d[0] + (u - (real)1) / (real)2 * s2;
+        const real s1d = s2 / (real)2 + (u - (real)1) / (real)2 * s2d;
+        const real s1dd = s2d + (u - (real)1) / (real)2 * s2dd;
+        p = f0 + u * s1;
+        dp = s1 + u * s1d;
+        ddp = (real)2 * s1d + u * s1dd;
+    }
+
+    // The root in [lo, hi] of P' (slope) or of P - thr (not slope), given opposite signs at
+    // the ends: Newton's method kept inside the bracket (bisection where a step would leave
+    // it), as the CPU reference's Quartic::root. False when the signs do not differ.
+    FI bool quartic_root(const real* d, real f0, bool slope, real thr, real lo, real hi, real& root) {
+        real p, dp, ddp;
+        quartic_eval(d, f0, lo, p, dp, ddp);
+        const real glo = slope ? dp : p - thr;
+        quartic_eval(d, f0, hi, p, dp, ddp);
+        const real ghi = slope ? dp : p - thr;
+        if (glo == (real)0) { root = lo; return true; }
+        if (ghi == (real)0) { root = hi; return true; }
+        if ((glo > (real)0) == (ghi > (real)0) || !isfinite(glo) || !isfinite(ghi)) return false;
+        const bool lo_positive = glo > (real)0;
+        real u = lo + glo / (glo - ghi) * (hi - lo);
+        for (int it = 0; it < QUARTIC_ITERS; it++) {
+            quartic_eval(d, f0, u, p, dp, ddp);
+            const real gu = slope ? dp : p - thr, du = slope ? ddp : dp;
+            if (gu == (real)0) { root = u; return true; }
+            if ((gu > (real)0) == lo_positive) lo = u; else hi = u;
+            real next = u - gu / du;
+            if (!(next > lo && next < hi)) next = (real)0.5 * (lo + hi);
+            if (fabs(next - u) <= (real)4 * m->eps * fmax(fabs(u), (real)1)
+                || hi - lo <= (real)4 * m->eps * fmax(fabs(hi), (real)1)) { root = next; return true; }
+            u = next;
+        }
+        root = u;
+        return true;
+    }
+
+    // The extremum of output k inside the step, whose ends have outputs ca and cb: for an
+    // affine output, the root of the quartic's slope; otherwise (or when the quartic's slope
+    // does not change sign) Brent's minimisation of -sign * c (parabolic interpolation
+    // safeguarded by golden sections), as the CPU reference's refine_extremum.
+    FI void refine_extremum(unsigned k, bool maximize, real ca, real cb, real& tm, real& cm) {
         const real sign = maximize ? (real)1 : (real)-1;
+        if (output_affine(k)) {
+            real d[4], p, d0, d4, dd, u;
+            quartic(k, ca, cb, d);
+            quartic_eval(d, ca, (real)0, p, d0, dd);
+            quartic_eval(d, ca, (real)4, p, d4, dd);
+            if (sign * d0 > (real)0 && sign * d4 < (real)0
+                && quartic_root(d, ca, true, (real)0, (real)0, (real)4, u)) {
+                tm = st_t0 + (st_t1 - st_t0) * u / (real)4;
+                cm = output_at(tm, k);
+                return;
+            }
+        }
         real a = st_t0, b = st_t1;
         const real xtol = (real)EXTREMUM_XTOL * (b - a);
         real x = a + (real)EXTREMUM_CGOLD * (b - a), w = x, v = x;
@@ -356,8 +429,17 @@ struct Sub {
         tm = x; cm = -sign * fx;
     }
 
-    // Where output k crosses thr inside the step (Illinois variant of regula falsi).
-    FI real crossing(unsigned k, real thr, real a0, real b0, real g0, real g1) {
+    // Where output k crosses thr in [a0, b0] inside the step, whose ends have outputs ca and
+    // cb: for an affine output, the root of the quartic minus thr; otherwise (or when its sign
+    // does not change there) the Illinois variant of regula falsi.
+    FI real crossing(unsigned k, real thr, real a0, real b0, real g0, real g1, real ca, real cb) {
+        if (output_affine(k)) {
+            const real t0 = st_t0, h = st_t1 - st_t0;
+            real d[4], u;
+            quartic(k, ca, cb, d);
+            if (quartic_root(d, ca, false, thr, (real)4 * (a0 - t0) / h, (real)4 * (b0 - t0) / h, u))
+                return t0 + h * u / (real)4;
+        }
         real a = a0, b = b0, ga = g0, gb = g1;
         int side = 0;
         const real tol = (real)ROOT_RTOL * (b - a) + (real)4 * m->eps * fabs(b);
@@ -430,7 +512,7 @@ struct Sub {
                 update_extreme(mi, kind, t1, c1[k]);
                 if (dc0[k] > (real)0 && dc1[k] < (real)0) {
                     if (!(ifound[k] & 1u)) {
-                        refine_extremum(k, true, imax_t[k], imax_c[k]);
+                        refine_extremum(k, true, c0[k], c1[k], imax_t[k], imax_c[k]);
                         ifound[k] |= 1u;
                     }
                     update_extreme(mi, kind, imax_t[k], imax_c[k]);
@@ -439,7 +521,7 @@ struct Sub {
                 update_extreme(mi, kind, t1, c1[k]);
                 if (dc0[k] < (real)0 && dc1[k] > (real)0) {
                     if (!(ifound[k] & 2u)) {
-                        refine_extremum(k, false, imin_t[k], imin_c[k]);
+                        refine_extremum(k, false, c0[k], c1[k], imin_t[k], imin_c[k]);
                         ifound[k] |= 2u;
                     }
                     update_extreme(mi, kind, imin_t[k], imin_c[k]);
@@ -451,28 +533,28 @@ struct Sub {
                     // Both ends above: the output may dip below around an interior minimum.
                     if (dc0[k] < (real)0 && dc1[k] > (real)0) {
                         if (!(ifound[k] & 2u)) {
-                            refine_extremum(k, false, imin_t[k], imin_c[k]);
+                            refine_extremum(k, false, c0[k], c1[k], imin_t[k], imin_c[k]);
                             ifound[k] |= 2u;
                         }
                         if (imin_c[k] < x) {
                             real gm = imin_c[k] - x;
-                            above -= crossing(k, x, imin_t[k], t1, gm, g1) - crossing(k, x, t0, imin_t[k], g0, gm);
+                            above -= crossing(k, x, imin_t[k], t1, gm, g1, c0[k], c1[k]) - crossing(k, x, t0, imin_t[k], g0, gm, c0[k], c1[k]);
                         }
                     }
                 } else if (g0 < (real)0 && g1 < (real)0) {
                     // Both ends below: the output may rise above around an interior maximum.
                     if (dc0[k] > (real)0 && dc1[k] < (real)0) {
                         if (!(ifound[k] & 1u)) {
-                            refine_extremum(k, true, imax_t[k], imax_c[k]);
+                            refine_extremum(k, true, c0[k], c1[k], imax_t[k], imax_c[k]);
                             ifound[k] |= 1u;
                         }
                         if (imax_c[k] >= x) {
                             real gm = imax_c[k] - x;
-                            above = crossing(k, x, imax_t[k], t1, gm, g1) - crossing(k, x, t0, imax_t[k], g0, gm);
+                            above = crossing(k, x, imax_t[k], t1, gm, g1, c0[k], c1[k]) - crossing(k, x, t0, imax_t[k], g0, gm, c0[k], c1[k]);
                         }
                     }
-                } else if (g0 >= (real)0) above = crossing(k, x, t0, t1, g0, g1) - t0;
-                else above = t1 - crossing(k, x, t0, t1, g0, g1);
+                } else if (g0 >= (real)0) above = crossing(k, x, t0, t1, g0, g1, c0[k], c1[k]) - t0;
+                else above = t1 - crossing(k, x, t0, t1, g0, g1, c0[k], c1[k]);
                 vals[mi] += above;
             } else if (kind == 7u && x > t0 && x <= t1) {
                 vals[mi] = output_at(x, k);

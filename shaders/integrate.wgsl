@@ -327,11 +327,90 @@ fn output_at(t: real, k: u32) -> real {
     return c[k];
 }
 
-// The extremum of output k inside the step; returns (t, c). Brent's minimisation of
-// -sign * c (parabolic interpolation safeguarded by golden sections), as the CPU reference's
-// refine_extremum.
-fn refine_extremum(k: u32, maximize: bool) -> vec2<real> {
+// An output affine in the states (output_affine(k)) follows the dense output's polynomial
+// (degree 4 at most) on a step: the quartic through its values at u = 0, 1, 2, 3, 4
+// (u = 4 (t - t0) / h), as Newton's forward differences from the value ca at u = 0, as the
+// CPU reference's Quartic.
+fn quartic(k: u32, ca: real, cb: real) -> vec4<real> {
+    let t0 = st_t0;
+    let h = st_t1 - st_t0;
+    let f1 = output_at(t0 + 0.25 * h, k);
+    let f2 = output_at(t0 + 0.5 * h, k);
+    let f3 = output_at(t0 + 0.75 * h, k);
+    let a1 = f1 - ca;
+    let a2 = f2 - f1;
+    let a3 = f3 - f2;
+    let a4 = cb - f3;
+    let b1 = a2 - a1;
+    let b2 = a3 - a2;
+    let b3 = a4 - a3;
+    let e1 = b2 - b1;
+    let e2 = b3 - b2;
+    return vec4<real>(a1, b1, e1, e2 - e1);
+}
+
+// (P(u), P'(u), P''(u)) of the quartic (f0, d).
+fn quartic_eval(d: vec4<real>, f0: real, u: real) -> vec3<real> {
+    let s3 = d.z + (u - 3.0) / 4.0 * d.w;
+    let s3d = d.w / 4.0;
+    let s2 = d.y + (u - 2.0) / 3.0 * s3;
+    let s2d = s3 / 3.0 + (u - 2.0) / 3.0 * s3d;
+    let s2dd = 2.0 * s3d / 3.0;
+    let s1 = d.x + (u - 1.0) / 2.0 * s2;
+    let s1d = s2 / 2.0 + (u - 1.0) / 2.0 * s2d;
+    let s1dd = s2d + (u - 1.0) / 2.0 * s2dd;
+    return vec3<real>(f0 + u * s1, s1 + u * s1d, 2.0 * s1d + u * s1dd);
+}
+
+// The root in [lo, hi] of P' (slope) or of P - thr (not slope), given opposite signs at the
+// ends: Newton's method kept inside the bracket (bisection where a step would leave it), as
+// the CPU reference's Quartic::root. Returns (1, root), or (0, 0) when the signs do not differ.
+fn quartic_root(d: vec4<real>, f0: real, slope: bool, thr: real, lo0: real, hi0: real) -> vec2<real> {
+    var lo = lo0;
+    var hi = hi0;
+    let el = quartic_eval(d, f0, lo);
+    let eh = quartic_eval(d, f0, hi);
+    let glo = select(el.x - thr, el.y, slope);
+    let ghi = select(eh.x - thr, eh.y, slope);
+    if (glo == 0.0) { return vec2<real>(1.0, lo); }
+    if (ghi == 0.0) { return vec2<real>(1.0, hi); }
+    if ((glo > 0.0) == (ghi > 0.0) || !finite(glo) || !finite(ghi)) { return vec2<real>(0.0, 0.0); }
+    let lo_positive = glo > 0.0;
+    var u = lo + glo / (glo - ghi) * (hi - lo);
+    for (var it = 0u; it < QUARTIC_ITERS; it++) {
+        let e = quartic_eval(d, f0, u);
+        let gu = select(e.x - thr, e.y, slope);
+        let du = select(e.y, e.z, slope);
+        if (gu == 0.0) { return vec2<real>(1.0, u); }
+        if ((gu > 0.0) == lo_positive) { lo = u; } else { hi = u; }
+        var next = u - gu / du;
+        if (!(next > lo && next < hi)) { next = 0.5 * (lo + hi); }
+        if (abs(next - u) <= 4.0 * EPS * max(abs(u), 1.0) || hi - lo <= 4.0 * EPS * max(abs(hi), 1.0)) {
+            return vec2<real>(1.0, next);
+        }
+        u = next;
+    }
+    return vec2<real>(1.0, u);
+}
+
+// The extremum of output k inside the step, whose ends have outputs ca and cb; returns
+// (t, c). For an affine output, the root of the quartic's slope; otherwise (or when the
+// quartic's slope does not change sign) Brent's minimisation of -sign * c (parabolic
+// interpolation safeguarded by golden sections), as the CPU reference's refine_extremum.
+fn refine_extremum(k: u32, maximize: bool, ca: real, cb: real) -> vec2<real> {
     let sign = select(real(-1), real(1), maximize);
+    if (output_affine(k)) {
+        let d = quartic(k, ca, cb);
+        let d0 = quartic_eval(d, ca, 0.0).y;
+        let d4 = quartic_eval(d, ca, 4.0).y;
+        if (sign * d0 > 0.0 && sign * d4 < 0.0) {
+            let r = quartic_root(d, ca, true, 0.0, 0.0, 4.0);
+            if (r.x != 0.0) {
+                let tm = st_t0 + (st_t1 - st_t0) * r.y / 4.0;
+                return vec2<real>(tm, output_at(tm, k));
+            }
+        }
+    }
     var a = st_t0;
     var b = st_t1;
     let xtol = EXTREMUM_XTOL * (b - a);
@@ -397,8 +476,17 @@ fn refine_extremum(k: u32, maximize: bool) -> vec2<real> {
 }
 
 // Where output k crosses thr in [a0, b0] inside the step, given the signs of c − thr at the
-// ends differ (Illinois variant of regula falsi).
-fn crossing(k: u32, thr: real, a0: real, b0: real, g0: real, g1: real) -> real {
+// ends differ; the step's ends have outputs ca and cb. For an affine output, the root of the
+// quartic minus thr; otherwise (or when its sign does not change there) the Illinois variant
+// of regula falsi.
+fn crossing(k: u32, thr: real, a0: real, b0: real, g0: real, g1: real, ca: real, cb: real) -> real {
+    if (output_affine(k)) {
+        let t0 = st_t0;
+        let h = st_t1 - st_t0;
+        let d = quartic(k, ca, cb);
+        let r = quartic_root(d, ca, false, thr, 4.0 * (a0 - t0) / h, 4.0 * (b0 - t0) / h);
+        if (r.x != 0.0) { return t0 + h * r.y / 4.0; }
+    }
     var a = a0;
     var b = b0;
     var ga = g0;
@@ -474,7 +562,7 @@ fn observe() {
             update_extreme(m, s.kind, t1, c1[k]);
             if (dc0[k] > 0.0 && dc1[k] < 0.0) {
                 if ((ifound[k] & 1u) == 0u) {
-                    let r = refine_extremum(k, true);
+                    let r = refine_extremum(k, true, c0[k], c1[k]);
                     imax_t[k] = r.x;
                     imax_c[k] = r.y;
                     ifound[k] |= 1u;
@@ -485,7 +573,7 @@ fn observe() {
             update_extreme(m, s.kind, t1, c1[k]);
             if (dc0[k] < 0.0 && dc1[k] > 0.0) {
                 if ((ifound[k] & 2u) == 0u) {
-                    let r = refine_extremum(k, false);
+                    let r = refine_extremum(k, false, c0[k], c1[k]);
                     imin_t[k] = r.x;
                     imin_c[k] = r.y;
                     ifound[k] |= 2u;
@@ -501,15 +589,15 @@ fn observe() {
                 // Both ends above: the output may dip below around an interior minimum.
                 if (dc0[k] < 0.0 && dc1[k] > 0.0) {
                     if ((ifound[k] & 2u) == 0u) {
-                        let r = refine_extremum(k, false);
+                        let r = refine_extremum(k, false, c0[k], c1[k]);
                         imin_t[k] = r.x;
                         imin_c[k] = r.y;
                         ifound[k] |= 2u;
                     }
                     if (imin_c[k] < s.x) {
                         let gm = imin_c[k] - s.x;
-                        let down = crossing(k, s.x, t0, imin_t[k], g0, gm);
-                        let up = crossing(k, s.x, imin_t[k], t1, gm, g1);
+                        let down = crossing(k, s.x, t0, imin_t[k], g0, gm, c0[k], c1[k]);
+                        let up = crossing(k, s.x, imin_t[k], t1, gm, g1, c0[k], c1[k]);
                         above -= up - down;
                     }
                 }
@@ -517,22 +605,22 @@ fn observe() {
                 // Both ends below: the output may rise above around an interior maximum.
                 if (dc0[k] > 0.0 && dc1[k] < 0.0) {
                     if ((ifound[k] & 1u) == 0u) {
-                        let r = refine_extremum(k, true);
+                        let r = refine_extremum(k, true, c0[k], c1[k]);
                         imax_t[k] = r.x;
                         imax_c[k] = r.y;
                         ifound[k] |= 1u;
                     }
                     if (imax_c[k] >= s.x) {
                         let gm = imax_c[k] - s.x;
-                        let up = crossing(k, s.x, t0, imax_t[k], g0, gm);
-                        let down = crossing(k, s.x, imax_t[k], t1, gm, g1);
+                        let up = crossing(k, s.x, t0, imax_t[k], g0, gm, c0[k], c1[k]);
+                        let down = crossing(k, s.x, imax_t[k], t1, gm, g1, c0[k], c1[k]);
                         above = down - up;
                     }
                 }
             } else if (g0 >= 0.0) {
-                above = crossing(k, s.x, t0, t1, g0, g1) - t0;
+                above = crossing(k, s.x, t0, t1, g0, g1, c0[k], c1[k]) - t0;
             } else {
-                above = t1 - crossing(k, s.x, t0, t1, g0, g1);
+                above = t1 - crossing(k, s.x, t0, t1, g0, g1, c0[k], c1[k]);
             }
             vals[m] += above;
         } else if (s.kind == 7u && s.x > t0 && s.x <= t1) {

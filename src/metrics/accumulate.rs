@@ -24,6 +24,12 @@ pub trait OutputEval {
         self.rhs(t, y, f);
         self.outputs(t, y, g);
     }
+    /// Whether output k is affine in the states with coefficients constant over a step and
+    /// no explicit time (then it follows the dense output's polynomial; see
+    /// `ModelPrograms::affine_outputs`). The default, false, is always safe.
+    fn output_is_affine(&self, _k: usize) -> bool {
+        false
+    }
     /// Row-major `n_outputs × y.len()` gradient ∂g_k/∂y_j.
     fn output_jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]);
     /// ∂g_k/∂t at fixed states. The default is a central difference, exact for outputs that
@@ -53,6 +59,111 @@ pub const ROOT_ITERS: usize = 60;
 /// A threshold crossing is located to this fraction of its bracket (plus round-off of t).
 pub const ROOT_RTOL: f64 = 1e-13;
 
+/// A polynomial of degree 4 at most in u ∈ [0, 4], from its values at u = 0, 1, 2, 3, 4:
+/// Newton's forward-difference form, P(u) = f0 + u·(Δ1 + (u−1)/2·(Δ2 + (u−2)/3·(Δ3 +
+/// (u−3)/4·Δ4))). Every method's dense output is such a polynomial in u = 4(t − t0)/h, and so
+/// is an output affine in the states ([`OutputEval::output_is_affine`]): its extrema and
+/// threshold crossings inside a step are then roots of P′ or of P − thr, found by Newton's
+/// method kept inside a bracket, instead of a search that evaluates the dense output again at
+/// every iteration.
+#[derive(Debug, Clone, Copy)]
+pub struct Quartic {
+    f0: f64,
+    d: [f64; 4],
+}
+
+/// Iteration cap of the bracketed Newton iterations (bisection alone would reach 2^-60 of the
+/// bracket).
+pub const QUARTIC_ITERS: usize = 60;
+
+impl Quartic {
+    pub fn new(f: [f64; 5]) -> Quartic {
+        let d1 = [f[1] - f[0], f[2] - f[1], f[3] - f[2], f[4] - f[3]];
+        let d2 = [d1[1] - d1[0], d1[2] - d1[1], d1[3] - d1[2]];
+        let d3 = [d2[1] - d2[0], d2[2] - d2[1]];
+        Quartic {
+            f0: f[0],
+            d: [d1[0], d2[0], d3[0], d3[1] - d3[0]],
+        }
+    }
+
+    /// P(u), P′(u) and P″(u).
+    pub fn eval(&self, u: f64) -> (f64, f64, f64) {
+        let [d1, d2, d3, d4] = self.d;
+        let s3 = d3 + (u - 3.0) / 4.0 * d4;
+        let s3d = d4 / 4.0;
+        let s2 = d2 + (u - 2.0) / 3.0 * s3;
+        let s2d = s3 / 3.0 + (u - 2.0) / 3.0 * s3d;
+        let s2dd = 2.0 * s3d / 3.0;
+        let s1 = d1 + (u - 1.0) / 2.0 * s2;
+        let s1d = s2 / 2.0 + (u - 1.0) / 2.0 * s2d;
+        let s1dd = s2d + (u - 1.0) / 2.0 * s2dd;
+        (self.f0 + u * s1, s1 + u * s1d, 2.0 * s1d + u * s1dd)
+    }
+
+    /// The root in [lo, hi] of g (which returns g and g′), given g(lo) and g(hi) of opposite
+    /// signs: Newton's method, with a bisection wherever a Newton step would leave the bracket.
+    fn root(lo: f64, hi: f64, g: impl Fn(f64) -> (f64, f64)) -> Option<f64> {
+        let (mut lo, mut hi) = (lo, hi);
+        let (glo, ghi) = (g(lo).0, g(hi).0);
+        if glo == 0.0 {
+            return Some(lo);
+        }
+        if ghi == 0.0 {
+            return Some(hi);
+        }
+        if (glo > 0.0) == (ghi > 0.0) || !(glo.is_finite() && ghi.is_finite()) {
+            return None;
+        }
+        let lo_positive = glo > 0.0;
+        let mut u = lo + glo / (glo - ghi) * (hi - lo);
+        for _ in 0..QUARTIC_ITERS {
+            let (gu, du) = g(u);
+            if gu == 0.0 {
+                return Some(u);
+            }
+            if (gu > 0.0) == lo_positive {
+                lo = u;
+            } else {
+                hi = u;
+            }
+            let mut next = u - gu / du;
+            if !(next > lo && next < hi) {
+                next = 0.5 * (lo + hi);
+            }
+            if (next - u).abs() <= 4.0 * f64::EPSILON * u.abs().max(1.0)
+                || hi - lo <= 4.0 * f64::EPSILON * hi.abs().max(1.0)
+            {
+                return Some(next);
+            }
+            u = next;
+        }
+        Some(u)
+    }
+
+    /// Where P has an interior maximum (or minimum) in (0, 4), when P′ changes sign there
+    /// from + to − (from − to +); None when it does not.
+    pub fn extremum(&self, maximize: bool) -> Option<f64> {
+        let sign = if maximize { 1.0 } else { -1.0 };
+        let (a, b) = (sign * self.eval(0.0).1, sign * self.eval(4.0).1);
+        if !(a > 0.0 && b < 0.0) {
+            return None;
+        }
+        Self::root(0.0, 4.0, |u| {
+            let (_, d, dd) = self.eval(u);
+            (d, dd)
+        })
+    }
+
+    /// Where P crosses `thr` in [lo, hi] ⊂ [0, 4], when P − thr changes sign there.
+    pub fn crossing(&self, thr: f64, lo: f64, hi: f64) -> Option<f64> {
+        Self::root(lo, hi, |u| {
+            let (p, d, _) = self.eval(u);
+            (p - thr, d)
+        })
+    }
+}
+
 /// Accumulates one subject's metrics (and optional profile samples).
 pub struct MetricAccumulator<'a, E: OutputEval> {
     eval: E,
@@ -67,6 +178,8 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     next_sample: usize,
     profile: Vec<f64>,
     wants_extrema: bool,
+    /// Per output: follows the dense output's polynomial on a step ([`OutputEval::output_is_affine`]).
+    affine: Vec<bool>,
     // scratch
     c0: Vec<f64>,
     c1: Vec<f64>,
@@ -124,6 +237,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
                 MetricKind::Cmax | MetricKind::Tmax | MetricKind::Cmin | MetricKind::TimeAbove(_)
             )
         });
+        let affine = (0..n_out).map(|k| eval.output_is_affine(k)).collect();
         MetricAccumulator {
             eval,
             specs,
@@ -136,6 +250,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             next_sample: 0,
             profile: vec![f64::NAN; n_out * sample_times.len()],
             wants_extrema,
+            affine,
             c0: vec![0.0; n_out],
             c1: vec![0.0; n_out],
             dc0: vec![0.0; n_out],
@@ -269,6 +384,13 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
     fn refine_extremum(&mut self, step: &dyn DenseOutput, k: usize, maximize: bool) -> (f64, f64) {
         // Minimise φ = −sign·c.
         let sign = if maximize { 1.0 } else { -1.0 };
+        if self.affine[k] {
+            let p = self.quartic(step, k);
+            if let Some(u) = p.extremum(maximize) {
+                let t = step.t0() + (step.t1() - step.t0()) * u / 4.0;
+                return (t, self.output_at(step, t, k));
+            }
+        }
         let (mut a, mut b) = (step.t0(), step.t1());
         let xtol = EXTREMUM_XTOL * (b - a);
         let mut x = a + CGOLD * (b - a);
@@ -357,6 +479,13 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
         g0: f64,
         g1: f64,
     ) -> f64 {
+        if self.affine[k] {
+            let (t0, h) = (step.t0(), step.t1() - step.t0());
+            let p = self.quartic(step, k);
+            if let Some(u) = p.crossing(thr, 4.0 * (a - t0) / h, 4.0 * (b - t0) / h) {
+                return t0 + h * u / 4.0;
+            }
+        }
         let (mut a, mut b) = (a, b);
         let (mut ga, mut gb) = (g0, g1);
         let mut side = 0i8;
@@ -388,6 +517,14 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             }
         }
         x
+    }
+
+    /// Output k on the step as the quartic through its values at θ = 0, ¼, ½, ¾ and 1 (three
+    /// dense evaluations; the ends are the step's own outputs).
+    fn quartic(&mut self, step: &dyn DenseOutput, k: usize) -> Quartic {
+        let (t0, h) = (step.t0(), step.t1() - step.t0());
+        let mid = [0.25, 0.5, 0.75].map(|th| self.output_at(step, t0 + th * h, k));
+        Quartic::new([self.c0[k], mid[0], mid[1], mid[2], self.c1[k]])
     }
 
     /// The interior maximum (or minimum) of output k in the step, refined once per step.
@@ -558,6 +695,56 @@ mod tests {
     use super::*;
     use crate::metrics::Metric;
     use std::cell::Cell;
+
+    /// The quartic through five values is the polynomial itself; its extremum and crossings
+    /// are the roots of P′ and of P − thr to round-off. P(u) = (u − 0.5)(u − 3.5)(u + 1)(u − 6)/10
+    /// is negative at both ends of [0, 4] with one maximum between its roots 0.5 and 3.5,
+    /// located here independently by bisection on P′.
+    #[test]
+    fn quartic_extrema_and_crossings_are_exact() {
+        let roots = [0.5, 3.5, -1.0, 6.0];
+        let p = |u: f64| roots.iter().map(|r| u - r).product::<f64>() / 10.0;
+        let dp = |u: f64| {
+            (0..4)
+                .map(|i| {
+                    (0..4)
+                        .filter(|&j| j != i)
+                        .map(|j| u - roots[j])
+                        .product::<f64>()
+                })
+                .sum::<f64>()
+                / 10.0
+        };
+        let q = Quartic::new([0.0, 1.0, 2.0, 3.0, 4.0].map(p));
+        for u in [0.0, 0.37, 1.3, 2.5, 4.0] {
+            let (v, d, _) = q.eval(u);
+            assert!(
+                (v - p(u)).abs() < 1e-13 && (d - dp(u)).abs() < 1e-13,
+                "u = {u}"
+            );
+        }
+        let (mut lo, mut hi) = (0.0, 4.0);
+        assert!(dp(lo) > 0.0 && dp(hi) < 0.0);
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if dp(mid) > 0.0 {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let u = q.extremum(true).unwrap();
+        assert!((u - lo).abs() < 1e-13, "{u} against {lo}");
+        assert!(q.extremum(false).is_none());
+        // A crossing of P = 1 between its root 0.5 and the maximum.
+        let x = q.crossing(1.0, 0.5, lo).unwrap();
+        assert!((p(x) - 1.0).abs() < 1e-13, "P({x}) = {}", p(x));
+        // No sign change: no root (the caller falls back to the search).
+        assert!(q.crossing(100.0, 0.0, 4.0).is_none());
+        assert!(Quartic::new([0.0, 1.0, 2.0, 3.0, 4.0])
+            .extremum(true)
+            .is_none());
+    }
 
     /// One state, output = the state; counts output evaluations.
     struct Identity<'a>(&'a Cell<usize>);

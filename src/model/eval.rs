@@ -171,6 +171,9 @@ impl OutputEval for BoundModel<'_> {
             .rhs_outputs
             .eval(&mut self.envs[RHS_OUTPUTS], t, y, dy);
     }
+    fn output_is_affine(&self, k: usize) -> bool {
+        self.m.programs.affine_outputs[k]
+    }
     fn output_jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]) {
         self.m
             .exec

@@ -202,6 +202,16 @@ impl Program {
         p
     }
 
+    /// Per result: whether it depends on an instruction for which `leaf` holds (through the
+    /// instructions that compute it).
+    pub fn results_depend_on(&self, leaf: impl Fn(&Op) -> bool) -> Vec<bool> {
+        let mut dep = vec![false; self.instrs.len()];
+        for (i, op) in self.instrs.iter().enumerate() {
+            dep[i] = leaf(op) || op.args().any(|a| dep[a as usize]);
+        }
+        self.results.iter().map(|&r| dep[r as usize]).collect()
+    }
+
     /// The statement instruction `i` comes from, if any.
     pub fn origin(&self, i: usize) -> Option<u32> {
         self.origins.get(i).copied().filter(|o| *o != NO_ORIGIN)
@@ -718,6 +728,10 @@ pub struct ModelPrograms {
     /// Per state: lag, bioavailability, rate, duration (4n results; NaN = not declared for
     /// rate and duration; lag defaults to 0 and bioavailability to 1).
     pub dosing: Program,
+    /// Per output: affine in the states with constant coefficients (parameters at most) and
+    /// not depending on time explicitly. On a step, such an output is the same polynomial in
+    /// (t − t0)/h as the dense output of the states (degree 4 at most for every method).
+    pub affine_outputs: Vec<bool>,
     /// The model's statements the programs' instructions come from (`Program::origins`):
     /// derived quantities, right-hand sides, outputs, initial values and dosing declarations.
     pub statements: Vec<Statement>,
@@ -873,7 +887,16 @@ impl ModelPrograms {
 
         let init = lower(&inits);
         let dosing = lower(&dose_exprs);
+        // Outputs affine in the states, with coefficients that do not change with time, and
+        // without explicit time.
+        let explicit_time = outputs.results_depend_on(|op| matches!(op, Op::Time));
+        let varying_slope =
+            output_jacobian.results_depend_on(|op| matches!(op, Op::Time | Op::State(_)));
+        let affine_outputs = (0..m.outputs.len())
+            .map(|k| !explicit_time[k] && !varying_slope[k * n..(k + 1) * n].contains(&true))
+            .collect();
         ModelPrograms {
+            affine_outputs,
             n_states: n,
             n_params: m.params.len(),
             n_outputs: m.outputs.len(),
@@ -921,6 +944,18 @@ mod tests {
         let mut out = [0.0];
         p.eval_slots(&[1.5], &mut regs, &mut out);
         assert_eq!(out[0], 9.0);
+    }
+
+    #[test]
+    fn affine_outputs_are_recognised() {
+        let text = "param v = 30\nparam e = 2\nstate a, b\nk = 1 / v\n\
+                    d/dt(a) = -a\nd/dt(b) = a - b\n\
+                    output cp = a / v + 2 * b - e\noutput emax = a / (e + a)\n\
+                    output late = a * t\noutput clock = b + t\noutput kink = abs(a - b)\n\
+                    output scaled = k * (a + b)\n";
+        let m = crate::model::Model::parse("affine.vpm", text).unwrap();
+        let p = ModelPrograms::new(&m);
+        assert_eq!(p.affine_outputs, [true, false, false, false, false, true]);
     }
 
     #[test]

@@ -82,6 +82,25 @@ fn metric_table(metrics: &[MetricSpec]) -> String {
     s
 }
 
+/// `output_affine(k)`: whether output k is affine in the states (`ModelPrograms::affine_outputs`),
+/// as a compile-time constant of the kernel.
+fn affine_table(m: &ModelPrograms) -> String {
+    let ks: Vec<String> = (0..m.n_outputs)
+        .filter(|&k| m.affine_outputs[k])
+        .map(|k| format!("k == {k}u"))
+        .collect();
+    format!(
+        "// Outputs affine in the states: searched on their quartic.
+         FI constexpr bool output_affine(unsigned k) {{ return {}; }}
+",
+        if ks.is_empty() {
+            "false".to_string()
+        } else {
+            ks.join(" || ")
+        }
+    )
+}
+
 /// The full CUDA C source of the integrator kernel `integrate` for an arm's metrics (their
 /// kinds and outputs are compiled in; windows and thresholds are read from the arm data).
 pub fn integrate_source(
@@ -158,7 +177,7 @@ fn source(
     let a = driver.arm_settings();
     let sizes = format!(
         "{sizes}#define EXTREMUM_CGOLD {:e}\n#define EXTREMUM_XTOL {:e}\n\
-         #define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n\
+         #define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n#define QUARTIC_ITERS {}\n\
          #define ROOT_RTOL {:e}\n#define SS_START {}\n#define SS_ADMIN {}u\n\
          #define SS_II ((real){:e})\n#define HAS_RESETS {}\n#define HAS_OCCASIONS {}\n\
          #define RATE_CANCEL ((real){:e})\n",
@@ -166,6 +185,7 @@ fn source(
         s.extremum_xtol,
         s.extremum_iters,
         s.root_iters,
+        crate::metrics::accumulate::QUARTIC_ITERS,
         s.root_rtol,
         u8::from(a.ss_start),
         a.ss_admin,
@@ -201,7 +221,10 @@ fn source(
             ("SIZES", &sizes),
             ("TABLEAUS", TABLEAUS_CUH),
             ("MODEL", &codegen::model_functions(m, p)),
-            ("METRICS", &metric_table(metrics)),
+            (
+                "METRICS",
+                &format!("{}{}", metric_table(metrics), affine_table(m)),
+            ),
             ("STAGES", &step.decls),
             ("STEP", &funcs),
         ],

@@ -145,6 +145,21 @@ fn source(
         decls: codegen::retype(&step.decls, p),
         code: codegen::retype(&step.code, p),
     };
+    // Outputs affine in the states are searched on their quartic.
+    let affine: Vec<String> = (0..m.n_outputs)
+        .filter(|&k| m.affine_outputs[k])
+        .map(|k| format!("k == {k}u"))
+        .collect();
+    let search = format!(
+        "{search}\nconst QUARTIC_ITERS: u32 = {}u;\n\
+         fn output_affine(k: u32) -> bool {{ return {}; }}",
+        crate::metrics::accumulate::QUARTIC_ITERS,
+        if affine.is_empty() {
+            "false".to_string()
+        } else {
+            affine.join(" || ")
+        }
+    );
     let search = codegen::retype(&search, p);
     codegen::fill(
         &template,
