@@ -132,6 +132,13 @@ fn pendulum_period(p: [f64; 3]) -> f64 {
     4.0 * (len / g).sqrt() * PI / (2.0 * x)
 }
 
+/// Per-subject parameter rows as the backends take them: one column per parameter.
+fn columns<const N: usize>(subjects: &[[f64; N]]) -> Vec<Vec<f64>> {
+    (0..N)
+        .map(|j| subjects.iter().map(|s| s[j]).collect())
+        .collect()
+}
+
 /// Subjects of the logistic model: (r, cap, p0); at the end (15 h) n/cap is 0.83–0.95.
 fn logistic_subjects() -> Vec<[f64; 3]> {
     vec![
@@ -157,9 +164,7 @@ fn logistic_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<
     let logit = |p: f64| (p / (1.0 - p)).ln();
     let expit = |z: f64| 1.0 / (1.0 + (-z).exp());
     let subjects = logistic_subjects();
-    let params = (0..3)
-        .map(|j| subjects.iter().map(|s| s[j]).collect())
-        .collect();
+    let params = columns(&subjects);
     let want = subjects
         .iter()
         .map(|&[r, cap, p0]| {
@@ -221,9 +226,7 @@ fn circadian_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec
         }],
     };
     let subjects = circadian_subjects();
-    let params = (0..4)
-        .map(|j| subjects.iter().map(|s| s[j]).collect())
-        .collect();
+    let params = columns(&subjects);
     let want = subjects
         .iter()
         .map(|&s| {
@@ -297,6 +300,22 @@ fn models() -> [CompiledModel; 3] {
     .map(|(name, text)| CompiledModel::new(&Model::parse(name, text).unwrap()))
 }
 
+/// A model's one arm on a backend (`make` builds it): every metric within `tol` of its closed
+/// form. Returns the worst error.
+fn one_arm(
+    make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    model: CompiledModel,
+    name: &str,
+    (arm, params, want): (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f64>>),
+    tol: f64,
+) -> Option<f64> {
+    let mut b = make(Arc::new(model))?;
+    let got = run(b.as_mut(), &arm, &params);
+    let e = worst(&got, &want, 1.0);
+    assert!(e <= tol, "{name}: {e:.2e} > {tol:e}\n{got:?}\n{want:?}");
+    Some(e)
+}
+
 /// The three models on one backend (`make` builds it for a model) at `rtol`: every metric
 /// within `tol` of its closed form. Returns the worst errors (circadian, pendulum, logistic).
 fn check(
@@ -306,14 +325,7 @@ fn check(
     tol: f64,
 ) -> Option<(f64, f64, f64)> {
     let [c, p, l] = models();
-    let mut b = make(Arc::new(c))?;
-    let (arm, params, want) = circadian_case(method, rtol);
-    let got = run(b.as_mut(), &arm, &params);
-    let e_c = worst(&got, &want, 1.0);
-    assert!(
-        e_c <= tol,
-        "circadian: {e_c:.2e} > {tol:e}\n{got:?}\n{want:?}"
-    );
+    let e_c = one_arm(make, c, "circadian", circadian_case(method, rtol), tol)?;
     let mut b = make(Arc::new(p))?;
     let mut e_p = 0.0f64;
     for (arm, params, want) in pendulum_cases(method, rtol) {
@@ -322,14 +334,7 @@ fn check(
         assert!(e <= tol, "pendulum: {e:.2e} > {tol:e}\n{got:?}\n{want:?}");
         e_p = e_p.max(e);
     }
-    let mut b = make(Arc::new(l))?;
-    let (arm, params, want) = logistic_case(method, rtol);
-    let got = run(b.as_mut(), &arm, &params);
-    let e_l = worst(&got, &want, 1.0);
-    assert!(
-        e_l <= tol,
-        "logistic: {e_l:.2e} > {tol:e}\n{got:?}\n{want:?}"
-    );
+    let e_l = one_arm(make, l, "logistic", logistic_case(method, rtol), tol)?;
     Some((e_c, e_p, e_l))
 }
 
