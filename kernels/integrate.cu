@@ -30,6 +30,12 @@ typedef {{REAL}} real;
 #define SS_ULPS ((real)16)
 #define SS_MAX_CYCLES 100000u
 #define CUT_SHORT 254u
+// The constants of the quartic's coefficients (Quartic::new in src/metrics/accumulate.rs):
+// quotients of doubles, rounded once to double, then to real.
+#define QUARTIC_THIRD (1.0 / 3.0)
+#define QUARTIC_SIXTH (1.0 / 6.0)
+#define QUARTIC_TWENTY_FOURTH (1.0 / 24.0)
+#define QUARTIC_ELEVEN_24THS (11.0 / 24.0)
 #define FI __device__ __forceinline__
 // Attributes of the driver's entry `integrate` (a register cap, launch bounds), set by the
 // CUDA backend's tuning (src/backend/cuda/mod.rs, CudaTuning): none by default.
@@ -73,6 +79,9 @@ struct Sub {
     real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
     real imax_t[NO], imax_c[NO], imin_t[NO], imin_c[NO];
+    // Per output: the step's quartic (an affine output), once made.
+    real quart[NO * 5];
+    // Per output, for the current step: interior maximum refined (1), minimum (2), quartic made (4).
     unsigned ifound[NO];
 #if HAS_OCCASIONS
     // Parameters switch between occasions (src/backend/gpu.rs, occasion_table): every
@@ -243,7 +252,7 @@ struct Sub {
             real r = err[j] / sc;
             s += r * r;
         }
-        real e = sqrt(s / (real)NY);
+        real e = sqrt(s * ((real)1 / (real)NY));
         if (!isfinite(e) || !all_finite(y1)) return BIG;
         return e;
     }
@@ -309,9 +318,11 @@ struct Sub {
 
     // An output affine in the states (output_affine(k)) follows the dense output's polynomial
     // (degree 4 at most) on a step: the quartic through its values at u = 0, 1, 2, 3, 4
-    // (u = 4 (t - t0) / h), in Newton's forward differences d[0..3] from f0 = the value at
-    // u = 0, as the CPU reference's Quartic.
-    FI void quartic(unsigned k, real ca, real cb, real* d) {
+    // (u = 4 (t - t0) / h), from Newton's forward differences expanded into the coefficients
+    // of 1, u, ..., u^4, as the CPU reference's Quartic. Made once per step and output.
+    FI const real* quartic(unsigned k, real ca, real cb) {
+        real* c = &quart[k * 5];
+        if (ifound[k] & 4u) return c;
         const real t0 = st_t0, h = st_t1 - st_t0;
         const real f1 = output_at(t0 + (real)0.25 * h, k);
         const real f2 = output_at(t0 + (real)0.5 * h, k);
@@ -319,32 +330,31 @@ struct Sub {
         const real a1 = f1 - ca, a2 = f2 - f1, a3 = f3 - f2, a4 = cb - f3;
         const real b1 = a2 - a1, b2 = a3 - a2, b3 = a4 - a3;
         const real e1 = b2 - b1, e2 = b3 - b2;
-        d[0] = a1; d[1] = b1; d[2] = e1; d[3] = e2 - e1;
+        const real da = a1, db = b1, dc = e1, dd = e2 - e1;
+        c[0] = ca;
+        c[1] = da - (real)0.5 * db + (real)QUARTIC_THIRD * dc - (real)0.25 * dd;
+        c[2] = (real)0.5 * db - (real)0.5 * dc + (real)QUARTIC_ELEVEN_24THS * dd;
+        c[3] = (real)QUARTIC_SIXTH * dc - (real)0.25 * dd;
+        c[4] = (real)QUARTIC_TWENTY_FOURTH * dd;
+        ifound[k] |= 4u;
+        return c;
     }
 
-    // P(u), P'(u), P''(u) of the quartic (f0, d).
-    FI void quartic_eval(const real* d, real f0, real u, real& p, real& dp, real& ddp) {
-        const real s3 = d[2] + (u - (real)3) / (real)4 * d[3];
-        const real s3d = d[3] / (real)4;
-        const real s2 = d[1] + (u - (real)2) / (real)3 * s3;
-        const real s2d = s3 / (real)3 + (u - (real)2) / (real)3 * s3d;
-        const real s2dd = (real)2 * s3d / (real)3;
-        const real s1 = d[0] + (u - (real)1) / (real)2 * s2;
-        const real s1d = s2 / (real)2 + (u - (real)1) / (real)2 * s2d;
-        const real s1dd = s2d + (u - (real)1) / (real)2 * s2dd;
-        p = f0 + u * s1;
-        dp = s1 + u * s1d;
-        ddp = (real)2 * s1d + u * s1dd;
+    // P(u), P'(u), P''(u) of the quartic c, by Horner's rule.
+    FI void quartic_eval(const real* c, real u, real& p, real& dp, real& ddp) {
+        p = (((c[4] * u + c[3]) * u + c[2]) * u + c[1]) * u + c[0];
+        dp = (((real)4 * c[4] * u + (real)3 * c[3]) * u + (real)2 * c[2]) * u + c[1];
+        ddp = ((real)12 * c[4] * u + (real)6 * c[3]) * u + (real)2 * c[2];
     }
 
     // The root in [lo, hi] of P' (slope) or of P - thr (not slope), given opposite signs at
     // the ends: Newton's method kept inside the bracket (bisection where a step would leave
     // it), as the CPU reference's Quartic::root. False when the signs do not differ.
-    FI bool quartic_root(const real* d, real f0, bool slope, real thr, real lo, real hi, real& root) {
+    FI bool quartic_root(const real* c, bool slope, real thr, real lo, real hi, real& root) {
         real p, dp, ddp;
-        quartic_eval(d, f0, lo, p, dp, ddp);
+        quartic_eval(c, lo, p, dp, ddp);
         const real glo = slope ? dp : p - thr;
-        quartic_eval(d, f0, hi, p, dp, ddp);
+        quartic_eval(c, hi, p, dp, ddp);
         const real ghi = slope ? dp : p - thr;
         if (glo == (real)0) { root = lo; return true; }
         if (ghi == (real)0) { root = hi; return true; }
@@ -352,7 +362,7 @@ struct Sub {
         const bool lo_positive = glo > (real)0;
         real u = lo + glo / (glo - ghi) * (hi - lo);
         for (int it = 0; it < QUARTIC_ITERS; it++) {
-            quartic_eval(d, f0, u, p, dp, ddp);
+            quartic_eval(c, u, p, dp, ddp);
             const real gu = slope ? dp : p - thr, du = slope ? ddp : dp;
             if (gu == (real)0) { root = u; return true; }
             if ((gu > (real)0) == lo_positive) lo = u; else hi = u;
@@ -373,12 +383,12 @@ struct Sub {
     FI void refine_extremum(unsigned k, bool maximize, real ca, real cb, real& tm, real& cm) {
         const real sign = maximize ? (real)1 : (real)-1;
         if (output_affine(k)) {
-            real d[4], p, d0, d4, dd, u;
-            quartic(k, ca, cb, d);
-            quartic_eval(d, ca, (real)0, p, d0, dd);
-            quartic_eval(d, ca, (real)4, p, d4, dd);
+            real p, d0, d4, dd, u;
+            const real* c = quartic(k, ca, cb);
+            quartic_eval(c, (real)0, p, d0, dd);
+            quartic_eval(c, (real)4, p, d4, dd);
             if (sign * d0 > (real)0 && sign * d4 < (real)0
-                && quartic_root(d, ca, true, (real)0, (real)0, (real)4, u)) {
+                && quartic_root(c, true, (real)0, (real)0, (real)4, u)) {
                 tm = st_t0 + (st_t1 - st_t0) * u / (real)4;
                 cm = output_at(tm, k);
                 return;
@@ -434,10 +444,10 @@ struct Sub {
     // does not change there) the Illinois variant of regula falsi.
     FI real crossing(unsigned k, real thr, real a0, real b0, real g0, real g1, real ca, real cb) {
         if (output_affine(k)) {
-            const real t0 = st_t0, h = st_t1 - st_t0;
-            real d[4], u;
-            quartic(k, ca, cb, d);
-            if (quartic_root(d, ca, false, thr, (real)4 * (a0 - t0) / h, (real)4 * (b0 - t0) / h, u))
+            const real t0 = st_t0, h = st_t1 - st_t0, per_time = (real)4 / h;
+            real u;
+            const real* c = quartic(k, ca, cb);
+            if (quartic_root(c, false, thr, (a0 - t0) * per_time, (b0 - t0) * per_time, u))
                 return t0 + h * u / (real)4;
         }
         real a = a0, b = b0, ga = g0, gb = g1;

@@ -128,7 +128,10 @@ var<private> imax_t: array<real, {{N_NO}}>;
 var<private> imax_c: array<real, {{N_NO}}>;
 var<private> imin_t: array<real, {{N_NO}}>;
 var<private> imin_c: array<real, {{N_NO}}>;
+// Per output, for the current step: interior maximum refined (1), minimum (2), quartic made (4).
 var<private> ifound: array<u32, {{N_NO}}>;
+// Per output: the step's quartic (an affine output), once made.
+var<private> quart: array<array<real, 5>, {{N_NO}}>;
 
 {{STAGES}}
 
@@ -260,7 +263,7 @@ fn error_norm() -> real {
         let r = err[j] / sc;
         s += r * r;
     }
-    let e = sqrt(s / real(NY));
+    let e = sqrt(s * (1.0 / real(NY)));
     if (!finite(e) || !all_finite(y1)) { return BIG; }
     return e;
 }
@@ -329,9 +332,10 @@ fn output_at(t: real, k: u32) -> real {
 
 // An output affine in the states (output_affine(k)) follows the dense output's polynomial
 // (degree 4 at most) on a step: the quartic through its values at u = 0, 1, 2, 3, 4
-// (u = 4 (t - t0) / h), as Newton's forward differences from the value ca at u = 0, as the
-// CPU reference's Quartic.
-fn quartic(k: u32, ca: real, cb: real) -> vec4<real> {
+// (u = 4 (t - t0) / h), from Newton's forward differences expanded into the coefficients of
+// 1, u, ..., u^4, as the CPU reference's Quartic. Made once per step and output.
+fn quartic(k: u32, ca: real, cb: real) -> array<real, 5> {
+    if ((ifound[k] & 4u) != 0u) { return quart[k]; }
     let t0 = st_t0;
     let h = st_t1 - st_t0;
     let f1 = output_at(t0 + 0.25 * h, k);
@@ -346,30 +350,39 @@ fn quartic(k: u32, ca: real, cb: real) -> vec4<real> {
     let b3 = a4 - a3;
     let e1 = b2 - b1;
     let e2 = b3 - b2;
-    return vec4<real>(a1, b1, e1, e2 - e1);
+    let dd = e2 - e1;
+    // The constants are quotients rounded once (abstract floats), then to real.
+    let third = real(1.0 / 3.0);
+    let sixth = real(1.0 / 6.0);
+    let twenty_fourth = real(1.0 / 24.0);
+    let eleven_24ths = real(11.0 / 24.0);
+    quart[k] = array<real, 5>(
+        ca,
+        a1 - 0.5 * b1 + third * e1 - 0.25 * dd,
+        0.5 * b1 - 0.5 * e1 + eleven_24ths * dd,
+        sixth * e1 - 0.25 * dd,
+        twenty_fourth * dd,
+    );
+    ifound[k] |= 4u;
+    return quart[k];
 }
 
-// (P(u), P'(u), P''(u)) of the quartic (f0, d).
-fn quartic_eval(d: vec4<real>, f0: real, u: real) -> vec3<real> {
-    let s3 = d.z + (u - 3.0) / 4.0 * d.w;
-    let s3d = d.w / 4.0;
-    let s2 = d.y + (u - 2.0) / 3.0 * s3;
-    let s2d = s3 / 3.0 + (u - 2.0) / 3.0 * s3d;
-    let s2dd = 2.0 * s3d / 3.0;
-    let s1 = d.x + (u - 1.0) / 2.0 * s2;
-    let s1d = s2 / 2.0 + (u - 1.0) / 2.0 * s2d;
-    let s1dd = s2d + (u - 1.0) / 2.0 * s2dd;
-    return vec3<real>(f0 + u * s1, s1 + u * s1d, 2.0 * s1d + u * s1dd);
+// (P(u), P'(u), P''(u)) of the quartic c, by Horner's rule.
+fn quartic_eval(c: array<real, 5>, u: real) -> vec3<real> {
+    let p = (((c[4] * u + c[3]) * u + c[2]) * u + c[1]) * u + c[0];
+    let dp = ((4.0 * c[4] * u + 3.0 * c[3]) * u + 2.0 * c[2]) * u + c[1];
+    let ddp = (12.0 * c[4] * u + 6.0 * c[3]) * u + 2.0 * c[2];
+    return vec3<real>(p, dp, ddp);
 }
 
 // The root in [lo, hi] of P' (slope) or of P - thr (not slope), given opposite signs at the
 // ends: Newton's method kept inside the bracket (bisection where a step would leave it), as
 // the CPU reference's Quartic::root. Returns (1, root), or (0, 0) when the signs do not differ.
-fn quartic_root(d: vec4<real>, f0: real, slope: bool, thr: real, lo0: real, hi0: real) -> vec2<real> {
+fn quartic_root(c: array<real, 5>, slope: bool, thr: real, lo0: real, hi0: real) -> vec2<real> {
     var lo = lo0;
     var hi = hi0;
-    let el = quartic_eval(d, f0, lo);
-    let eh = quartic_eval(d, f0, hi);
+    let el = quartic_eval(c, lo);
+    let eh = quartic_eval(c, hi);
     let glo = select(el.x - thr, el.y, slope);
     let ghi = select(eh.x - thr, eh.y, slope);
     if (glo == 0.0) { return vec2<real>(1.0, lo); }
@@ -378,7 +391,7 @@ fn quartic_root(d: vec4<real>, f0: real, slope: bool, thr: real, lo0: real, hi0:
     let lo_positive = glo > 0.0;
     var u = lo + glo / (glo - ghi) * (hi - lo);
     for (var it = 0u; it < QUARTIC_ITERS; it++) {
-        let e = quartic_eval(d, f0, u);
+        let e = quartic_eval(c, u);
         let gu = select(e.x - thr, e.y, slope);
         let du = select(e.y, e.z, slope);
         if (gu == 0.0) { return vec2<real>(1.0, u); }
@@ -400,11 +413,11 @@ fn quartic_root(d: vec4<real>, f0: real, slope: bool, thr: real, lo0: real, hi0:
 fn refine_extremum(k: u32, maximize: bool, ca: real, cb: real) -> vec2<real> {
     let sign = select(real(-1), real(1), maximize);
     if (output_affine(k)) {
-        let d = quartic(k, ca, cb);
-        let d0 = quartic_eval(d, ca, 0.0).y;
-        let d4 = quartic_eval(d, ca, 4.0).y;
+        let c = quartic(k, ca, cb);
+        let d0 = quartic_eval(c, 0.0).y;
+        let d4 = quartic_eval(c, 4.0).y;
         if (sign * d0 > 0.0 && sign * d4 < 0.0) {
-            let r = quartic_root(d, ca, true, 0.0, 0.0, 4.0);
+            let r = quartic_root(c, true, 0.0, 0.0, 4.0);
             if (r.x != 0.0) {
                 let tm = st_t0 + (st_t1 - st_t0) * r.y / 4.0;
                 return vec2<real>(tm, output_at(tm, k));
@@ -483,8 +496,9 @@ fn crossing(k: u32, thr: real, a0: real, b0: real, g0: real, g1: real, ca: real,
     if (output_affine(k)) {
         let t0 = st_t0;
         let h = st_t1 - st_t0;
-        let d = quartic(k, ca, cb);
-        let r = quartic_root(d, ca, false, thr, 4.0 * (a0 - t0) / h, 4.0 * (b0 - t0) / h);
+        let per_time = 4.0 / h;
+        let c = quartic(k, ca, cb);
+        let r = quartic_root(c, false, thr, (a0 - t0) * per_time, (b0 - t0) * per_time);
         if (r.x != 0.0) { return t0 + h * r.y / 4.0; }
     }
     var a = a0;

@@ -433,6 +433,22 @@ pub fn search_settings(p: crate::backend::Precision) -> SearchSettings {
     }
 }
 
+/// The body of both kernels' `output_affine(k)`: whether output k is affine in the states
+/// (`ModelPrograms::affine_outputs`, searched on its step's quartic), a condition on `k` with
+/// the model's outputs compiled in (`k == 0u || k == 2u`, or `false`). WGSL and CUDA C read it
+/// alike.
+pub fn affine_condition(m: &crate::model::ModelPrograms) -> String {
+    let ks: Vec<String> = (0..m.n_outputs)
+        .filter(|&k| m.affine_outputs[k])
+        .map(|k| format!("k == {k}u"))
+        .collect();
+    if ks.is_empty() {
+        "false".to_string()
+    } else {
+        ks.join(" || ")
+    }
+}
+
 /// Values per instruction of a record program as the kernels read it, and per subject in the
 /// records kernels' index.
 pub const INSTR_STRIDE: usize = 4;

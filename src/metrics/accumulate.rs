@@ -59,17 +59,27 @@ pub const ROOT_ITERS: usize = 60;
 /// A threshold crossing is located to this fraction of its bracket (plus round-off of t).
 pub const ROOT_RTOL: f64 = 1e-13;
 
-/// A polynomial of degree 4 at most in u ∈ [0, 4], from its values at u = 0, 1, 2, 3, 4:
-/// Newton's forward-difference form, P(u) = f0 + u·(Δ1 + (u−1)/2·(Δ2 + (u−2)/3·(Δ3 +
-/// (u−3)/4·Δ4))). Every method's dense output is such a polynomial in u = 4(t − t0)/h, and so
-/// is an output affine in the states ([`OutputEval::output_is_affine`]): its extrema and
-/// threshold crossings inside a step are then roots of P′ or of P − thr, found by Newton's
-/// method kept inside a bracket, instead of a search that evaluates the dense output again at
-/// every iteration.
+/// The constants of [`Quartic::new`], rounded to f64 (the GPU kernels round the same values
+/// to their precision).
+const THIRD: f64 = 1.0 / 3.0;
+const SIXTH: f64 = 1.0 / 6.0;
+const TWENTY_FOURTH: f64 = 1.0 / 24.0;
+const ELEVEN_24THS: f64 = 11.0 / 24.0;
+
+/// A polynomial of degree 4 at most in u ∈ [0, 4], from its values at u = 0, 1, 2, 3, 4.
+/// Every method's dense output is such a polynomial in u = 4(t − t0)/h, and so is an output
+/// affine in the states ([`OutputEval::output_is_affine`]): its extrema and threshold crossings
+/// inside a step are then roots of P′ or of P − thr, found by Newton's method kept inside a
+/// bracket, instead of a search that evaluates the dense output again at every iteration.
+///
+/// The values' forward differences Δ1…Δ4 give Newton's form, P(u) = f0 + Δ1·u + Δ2·u(u−1)/2 +
+/// Δ3·u(u−1)(u−2)/6 + Δ4·u(u−1)(u−2)(u−3)/24, which is expanded once into the coefficients of
+/// 1, u, …, u⁴, so that P, P′ and P″ are evaluated by Horner's rule with no divisions (the
+/// GPU kernels do the same).
 #[derive(Debug, Clone, Copy)]
 pub struct Quartic {
-    f0: f64,
-    d: [f64; 4],
+    /// The coefficients of u⁰ … u⁴.
+    c: [f64; 5],
 }
 
 /// Iteration cap of the bracketed Newton iterations (bisection alone would reach 2^-60 of the
@@ -81,24 +91,25 @@ impl Quartic {
         let d1 = [f[1] - f[0], f[2] - f[1], f[3] - f[2], f[4] - f[3]];
         let d2 = [d1[1] - d1[0], d1[2] - d1[1], d1[3] - d1[2]];
         let d3 = [d2[1] - d2[0], d2[2] - d2[1]];
+        let (a, b, c, d) = (d1[0], d2[0], d3[0], d3[1] - d3[0]);
         Quartic {
-            f0: f[0],
-            d: [d1[0], d2[0], d3[0], d3[1] - d3[0]],
+            c: [
+                f[0],
+                a - 0.5 * b + THIRD * c - 0.25 * d,
+                0.5 * b - 0.5 * c + ELEVEN_24THS * d,
+                SIXTH * c - 0.25 * d,
+                TWENTY_FOURTH * d,
+            ],
         }
     }
 
     /// P(u), P′(u) and P″(u).
     pub fn eval(&self, u: f64) -> (f64, f64, f64) {
-        let [d1, d2, d3, d4] = self.d;
-        let s3 = d3 + (u - 3.0) / 4.0 * d4;
-        let s3d = d4 / 4.0;
-        let s2 = d2 + (u - 2.0) / 3.0 * s3;
-        let s2d = s3 / 3.0 + (u - 2.0) / 3.0 * s3d;
-        let s2dd = 2.0 * s3d / 3.0;
-        let s1 = d1 + (u - 1.0) / 2.0 * s2;
-        let s1d = s2 / 2.0 + (u - 1.0) / 2.0 * s2d;
-        let s1dd = s2d + (u - 1.0) / 2.0 * s2dd;
-        (self.f0 + u * s1, s1 + u * s1d, 2.0 * s1d + u * s1dd)
+        let [c0, c1, c2, c3, c4] = self.c;
+        let p = (((c4 * u + c3) * u + c2) * u + c1) * u + c0;
+        let dp = ((4.0 * c4 * u + 3.0 * c3) * u + 2.0 * c2) * u + c1;
+        let ddp = (12.0 * c4 * u + 6.0 * c3) * u + 2.0 * c2;
+        (p, dp, ddp)
     }
 
     /// The root in [lo, hi] of g (which returns g and g′), given g(lo) and g(hi) of opposite
@@ -189,6 +200,8 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     ybuf: Vec<f64>,
     cbuf: Vec<f64>,
     interior_max: Vec<Option<(f64, f64)>>,
+    /// Per output: its quartic on the current step, once made (affine outputs).
+    quartics: Vec<Option<Quartic>>,
     interior_min: Vec<Option<(f64, f64)>>,
 }
 
@@ -259,6 +272,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             ybuf: vec![0.0; n_states + n_out],
             cbuf: vec![0.0; n_out],
             interior_max: vec![None; n_out],
+            quartics: vec![None; n_out],
             interior_min: vec![None; n_out],
         }
     }
@@ -464,10 +478,9 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
         (x, -sign * fx)
     }
 
-    /// The time in the step where output k crosses `thr` (a sign change of c − thr between the
-    /// step ends is assumed), by the Illinois variant of regula falsi.
     /// The time in [a, b] (inside the step) where output k crosses `thr`, given the signs of
-    /// c − thr at a and b differ.
+    /// c − thr at a and b differ: on the step's quartic for an affine output, otherwise (or
+    /// when P − thr keeps its sign there) by the Illinois variant of regula falsi.
     #[allow(clippy::too_many_arguments)]
     fn crossing(
         &mut self,
@@ -482,7 +495,8 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
         if self.affine[k] {
             let (t0, h) = (step.t0(), step.t1() - step.t0());
             let p = self.quartic(step, k);
-            if let Some(u) = p.crossing(thr, 4.0 * (a - t0) / h, 4.0 * (b - t0) / h) {
+            let per_time = 4.0 / h;
+            if let Some(u) = p.crossing(thr, (a - t0) * per_time, (b - t0) * per_time) {
                 return t0 + h * u / 4.0;
             }
         }
@@ -520,11 +534,17 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
     }
 
     /// Output k on the step as the quartic through its values at θ = 0, ¼, ½, ¾ and 1 (three
-    /// dense evaluations; the ends are the step's own outputs).
+    /// dense evaluations; the ends are the step's own outputs), made once per step and
+    /// output: an extremum and the crossings around it share it.
     fn quartic(&mut self, step: &dyn DenseOutput, k: usize) -> Quartic {
+        if let Some(q) = self.quartics[k] {
+            return q;
+        }
         let (t0, h) = (step.t0(), step.t1() - step.t0());
         let mid = [0.25, 0.5, 0.75].map(|th| self.output_at(step, t0 + th * h, k));
-        Quartic::new([self.c0[k], mid[0], mid[1], mid[2], self.c1[k]])
+        let q = Quartic::new([self.c0[k], mid[0], mid[1], mid[2], self.c1[k]]);
+        self.quartics[k] = Some(q);
+        q
     }
 
     /// The interior maximum (or minimum) of output k in the step, refined once per step.
@@ -605,6 +625,7 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
 
         // Interior extrema are refined at most once per output and kind per step.
         self.interior_max.fill(None);
+        self.quartics.fill(None);
         self.interior_min.fill(None);
         for i in 0..self.specs.len() {
             let spec = &self.specs[i];

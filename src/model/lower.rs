@@ -325,6 +325,11 @@ pub struct Builder {
     /// Per instruction, the statement being lowered when it was first made.
     origins: Vec<u32>,
     origin: u32,
+    /// Per instruction: its value depends on constants and parameters alone.
+    fixed: Vec<bool>,
+    /// Divisions by such values become multiplications by their reciprocals
+    /// ([`Builder::with_reciprocals`]).
+    reciprocals: bool,
 }
 
 impl Default for Builder {
@@ -334,6 +339,8 @@ impl Default for Builder {
             seen: HashMap::new(),
             origins: Vec::new(),
             origin: NO_ORIGIN,
+            fixed: Vec::new(),
+            reciprocals: false,
         }
     }
 }
@@ -341,6 +348,19 @@ impl Default for Builder {
 impl Builder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder that writes `a / b`, where `b` depends on constants and parameters alone and
+    /// `a` does not, as `a * (1 / b)`: the reciprocal is then a value of the parameters, which
+    /// every backend computes once per subject, and what runs at each evaluation is a
+    /// multiplication instead of a division (a division is several times the instructions of a
+    /// multiplication on a GPU). The product may differ from the quotient in its last bit.
+    /// For the programs evaluated many times per subject; not for values computed once.
+    pub fn with_reciprocals() -> Self {
+        Builder {
+            reciprocals: true,
+            ..Self::default()
+        }
     }
 
     /// The statement new instructions come from (an index the caller gives meaning to).
@@ -413,11 +433,26 @@ impl Builder {
         if let Some(r) = simplified {
             return r;
         }
+        if let Div(a, b) = op {
+            // Not when 1/b would overflow or lose bits to underflow.
+            let fine = k(b).is_none_or(|v| (1.0 / v).is_normal());
+            if self.reciprocals && fine && self.fixed[b as usize] && !self.fixed[a as usize] {
+                let one = self.c(1.0);
+                let inverse = self.push(Div(one, b));
+                return self.push(Mul(a, inverse));
+            }
+        }
         let key = key(&op);
         if let Some(r) = self.seen.get(&key) {
             return *r;
         }
         let r = self.instrs.len() as Reg;
+        let fixed = match op {
+            Const(_) | Param(_) => true,
+            Time | State(_) | Slot(_) => false,
+            _ => op.args().all(|a| self.fixed[a as usize]),
+        };
+        self.fixed.push(fixed);
         self.instrs.push(op);
         self.origins.push(self.origin);
         self.seen.insert(key, r);
@@ -854,17 +889,23 @@ impl ModelPrograms {
             }
         }
 
-        let lower = |exprs: &[(&Expr, u32)]| {
-            let mut b = Builder::new();
+        // The programs run at every evaluation divide by values of the parameters through
+        // reciprocals (Builder::with_reciprocals); initial values and dosing run once.
+        let lower = |exprs: &[(&Expr, u32)], per_evaluation: bool| {
+            let mut b = if per_evaluation {
+                Builder::with_reciprocals()
+            } else {
+                Builder::new()
+            };
             let d = derived_regs(&mut b, m);
             let rs = lower_all(&mut b, exprs, &d);
             b.finish(rs)
         };
-        let rhs = lower(&odes);
-        let outputs = lower(&outs);
+        let rhs = lower(&odes, true);
+        let outputs = lower(&outs, true);
 
         let jac_of = |exprs: &[(&Expr, u32)], wrt: &mut dyn FnMut(usize) -> Op, cols: usize| {
-            let mut b = Builder::new();
+            let mut b = Builder::with_reciprocals();
             let d = derived_regs(&mut b, m);
             let rs = lower_all(&mut b, exprs, &d);
             b.set_origin(NO_ORIGIN);
@@ -885,8 +926,8 @@ impl ModelPrograms {
         let output_jacobian = jac_of(&outs, &mut |j| Op::State(j as u32), n);
         let output_dfdt = jac_of(&outs, &mut |_| Op::Time, 1);
 
-        let init = lower(&inits);
-        let dosing = lower(&dose_exprs);
+        let init = lower(&inits, false);
+        let dosing = lower(&dose_exprs, false);
         // Outputs affine in the states, with coefficients that do not change with time, and
         // without explicit time.
         let explicit_time = outputs.results_depend_on(|op| matches!(op, Op::Time));
@@ -956,6 +997,59 @@ mod tests {
         let m = crate::model::Model::parse("affine.vpm", text).unwrap();
         let p = ModelPrograms::new(&m);
         assert_eq!(p.affine_outputs, [true, false, false, false, false, true]);
+    }
+
+    #[test]
+    fn divisions_by_parameters_become_multiplications_by_reciprocals() {
+        let text = "param v = 30\nparam k = 0.5\nstate a, b\n\
+                    d/dt(a) = -k * a / v + b / a\nd/dt(b) = a / 3 - b / 4 + a / 1e-310\n\
+                    output c = a / v\na(0) = 1 / v\n";
+        let m = crate::model::Model::parse("r.vpm", text).unwrap();
+        let p = ModelPrograms::new(&m);
+        let divisions = |prog: &Program| -> Vec<(Op, Op)> {
+            let at = |r: Reg| prog.instrs[r as usize];
+            prog.instrs
+                .iter()
+                .filter_map(|op| match *op {
+                    Op::Div(a, b) => Some((at(a), at(b))),
+                    _ => None,
+                })
+                .collect()
+        };
+        // In the right-hand side, 1/v (a value of the parameters, computed once per subject),
+        // b / a (a state) and a / 1e-310 (whose reciprocal would overflow) stay divisions;
+        // a / 3 and b / 4 become products with 1/3 and 1/4.
+        let rhs = divisions(&p.rhs);
+        assert_eq!(rhs.len(), 3, "{:?}", p.rhs.instrs);
+        assert!(rhs.contains(&(Op::Const(1.0), Op::Param(0))));
+        assert!(rhs.contains(&(Op::State(1), Op::State(0))));
+        assert!(rhs.contains(&(Op::State(0), Op::Const(1e-310))));
+        assert!(p.rhs.instrs.contains(&Op::Const(1.0 / 3.0)));
+        assert!(p.rhs.instrs.contains(&Op::Const(0.25)));
+        // The output and its gradient: 1/v alone.
+        assert_eq!(divisions(&p.outputs), [(Op::Const(1.0), Op::Param(0))]);
+        assert_eq!(
+            divisions(&p.output_jacobian),
+            [(Op::Const(1.0), Op::Param(0))]
+        );
+        // Initial values run once per subject: unchanged.
+        assert_eq!(divisions(&p.init), [(Op::Const(1.0), Op::Param(0))]);
+        // The programs compute what the model says, to the last bit or two.
+        // (The second right-hand side overflows, as the division does.)
+        let (y, q) = ([0.7, 1.3], [30.0, 0.5]);
+        let mut out = [0.0; 2];
+        let mut regs = Vec::new();
+        p.rhs.run(0.0, &y, &q, &[], &mut regs, &mut out);
+        let want = [
+            -0.5 * 0.7 / 30.0 + 1.3 / 0.7,
+            0.7 / 3.0 - 1.3 / 4.0 + 0.7 / 1e-310,
+        ];
+        for (o, w) in out.iter().zip(want) {
+            assert!(
+                *o == w || (o - w).abs() <= 4.0 * f64::EPSILON * w.abs(),
+                "{o} {w}"
+            );
+        }
     }
 
     #[test]

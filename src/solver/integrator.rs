@@ -375,7 +375,9 @@ impl Integrator {
             let sc = opts.atol + opts.rtol * y[j].abs().max(y1[j].abs());
             s += (err[j] / sc).powi(2);
         }
-        let e = (s / n as f64).sqrt();
+        // A multiplication by 1/n, as the GPU kernels do (a division there is several
+        // instructions).
+        let e = (s * (1.0 / n as f64)).sqrt();
         if e.is_nan() || !all_finite(y1) {
             f64::INFINITY
         } else {

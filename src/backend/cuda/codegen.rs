@@ -163,20 +163,26 @@ struct ProgramHoist {
     skip: Vec<bool>,
 }
 
-/// The values of the right-hand side and the outputs computed once per subject.
+/// The values of the model's functions computed once per subject.
 #[derive(Debug, Clone, Default)]
 pub struct Hoisted {
     /// Values after the parameters in `q`.
     pub slots: usize,
     rhs: ProgramHoist,
     outputs: ProgramHoist,
+    output_jacobian: ProgramHoist,
+    output_dfdt: ProgramHoist,
+    jacobian: ProgramHoist,
+    dfdt: ProgramHoist,
     /// The body of `model_prepare`.
     prepare: String,
 }
 
 /// Which values of `prog` depend on parameters and constants alone and are read by an
 /// instruction that does not, or are results: those are computed once per subject and stored
-/// after the parameters, one place per distinct expression (`keys`).
+/// after the parameters, one place per distinct expression (`keys`). With `new_slots` false,
+/// only values already stored for another program are read from `q`; the rest are computed
+/// where they are used (the Jacobian: its n² values would hold as many registers).
 fn hoist_program(
     prog: &Program,
     tag: &str,
@@ -184,6 +190,7 @@ fn hoist_program(
     n_params: usize,
     keys: &mut HashMap<String, usize>,
     prepare: &mut String,
+    new_slots: bool,
 ) -> ProgramHoist {
     let n = prog.instrs.len();
     let load = |op: &Op| matches!(op, Op::Const(_) | Op::Param(_));
@@ -228,10 +235,34 @@ fn hoist_program(
         read: HashMap::new(),
         skip: vec![false; n],
     };
+    if !new_slots {
+        for i in 0..n {
+            if fixed[i] && !load(&prog.instrs[i]) {
+                if let Some(&k) = keys.get(&key[i]) {
+                    h.read.insert(i as u32, n_params + k);
+                }
+            }
+        }
+        // What only the values read from q needed is left out.
+        let mut live = vec![false; n];
+        for &r in &prog.results {
+            live[r as usize] = true;
+        }
+        for i in (0..n).rev() {
+            if live[i] && !h.read.contains_key(&(i as u32)) {
+                for a in prog.instrs[i].args() {
+                    live[a as usize] = true;
+                }
+            }
+        }
+        h.skip = live.iter().map(|l| !l).collect();
+        return h;
+    }
     // What the stored values need, computed in model_prepare.
     let mut needed = vec![false; n];
     for i in (0..n).rev() {
-        let store = fixed[i] && !load(&prog.instrs[i]) && wanted[i];
+        // Values another program stored already are read, not computed again.
+        let store = fixed[i] && !load(&prog.instrs[i]) && wanted[i] && !keys.contains_key(&key[i]);
         if store || (needed[i] && fixed[i]) {
             needed[i] = true;
             for a in prog.instrs[i].args() {
@@ -273,12 +304,22 @@ fn hoist_program(
 pub fn hoisted(m: &ModelPrograms, p: Precision) -> Hoisted {
     let mut keys = HashMap::new();
     let mut prepare = String::new();
-    let rhs = hoist_program(&m.rhs, "f", p, m.n_params, &mut keys, &mut prepare);
-    let outputs = hoist_program(&m.outputs, "g", p, m.n_params, &mut keys, &mut prepare);
+    let np = m.n_params;
+    let (k, pre) = (&mut keys, &mut prepare);
+    let rhs = hoist_program(&m.rhs, "f", p, np, k, pre, true);
+    let outputs = hoist_program(&m.outputs, "g", p, np, k, pre, true);
+    let output_jacobian = hoist_program(&m.output_jacobian, "h", p, np, k, pre, true);
+    let output_dfdt = hoist_program(&m.output_dfdt, "u", p, np, k, pre, true);
+    let jacobian = hoist_program(&m.jacobian, "j", p, np, k, pre, false);
+    let dfdt = hoist_program(&m.dfdt, "v", p, np, k, pre, false);
     Hoisted {
         slots: keys.len(),
         rhs,
         outputs,
+        output_jacobian,
+        output_dfdt,
+        jacobian,
+        dfdt,
         prepare,
     }
 }
@@ -306,11 +347,16 @@ pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
         trig.to_string(),
         prepare,
         function_hoisted("model_rhs", &m.rhs, p, Some(&h.rhs)),
-        function("model_jac", &m.jacobian, p),
-        function("model_dfdt", &m.dfdt, p),
+        function_hoisted("model_jac", &m.jacobian, p, Some(&h.jacobian)),
+        function_hoisted("model_dfdt", &m.dfdt, p, Some(&h.dfdt)),
         function_hoisted("model_outputs", &m.outputs, p, Some(&h.outputs)),
-        function("model_output_jac", &m.output_jacobian, p),
-        function("model_output_dfdt", &m.output_dfdt, p),
+        function_hoisted(
+            "model_output_jac",
+            &m.output_jacobian,
+            p,
+            Some(&h.output_jacobian),
+        ),
+        function_hoisted("model_output_dfdt", &m.output_dfdt, p, Some(&h.output_dfdt)),
         function("model_init", &m.init, p),
         function("model_dosing", &m.dosing, p),
     ]
@@ -337,16 +383,24 @@ mod tests {
         let lm = library::get("two_cmt_oral").unwrap();
         let m = programs(lm.source);
         let h = hoisted(&m, Precision::F64);
-        // -ka, k10 + q/v1 (k10 = cl/v1), q/v1 (read by two right-hand sides) and q/v2.
-        assert_eq!(h.slots, 4, "{}", h.prepare);
+        // -ka, k10 + q/v1 (k10 = cl/v1), q/v1 (read by two right-hand sides), q/v2, and 1/v1
+        // (the output central / v1 is central * (1/v1), and 1/v1 is its gradient).
+        assert_eq!(h.slots, 5, "{}", h.prepare);
         let code = model_functions(&m, Precision::F64);
         let rhs = body(&code, "model_rhs");
         assert!(!rhs.contains(" / "), "{rhs}");
         assert!(rhs.contains("q[5]") && rhs.contains("q[8]"), "{rhs}");
         let prepare = body(&code, "model_prepare");
-        assert_eq!(prepare.matches(" / ").count(), 3, "{prepare}");
-        // The output divides a state by a parameter: nothing to hoist there.
-        assert!(body(&code, "model_outputs").contains(" / "));
+        assert_eq!(prepare.matches(" / ").count(), 4, "{prepare}");
+        // Each value is stored once, though two programs read it.
+        assert_eq!(prepare.matches("q[9] =").count(), 1, "{prepare}");
+        for f in ["model_outputs", "model_output_jac"] {
+            let b = body(&code, f);
+            assert!(!b.contains(" / ") && b.contains("q[9]"), "{b}");
+        }
+        // The Jacobian reads the values the right-hand side stored and stores none of its own.
+        let jac = body(&code, "model_jac");
+        assert!(!jac.contains(" / ") && jac.contains("q[6]"), "{jac}");
     }
 
     #[test]
@@ -355,8 +409,9 @@ mod tests {
             "param k = 0.5\nparam v = 10\nstate a\nd/dt(a) = -k / v * a + exp(-t) * k\noutput c = a / v\n",
         );
         let h = hoisted(&m, Precision::F32);
-        // -k / v (or k / v) only: exp(-t) depends on time, the products on the state.
-        assert_eq!(h.slots, 1, "{}", h.prepare);
+        // -k / v (or k / v) and 1/v (the output, a / v, is a * (1/v)): exp(-t) depends on
+        // time, the products on the state.
+        assert_eq!(h.slots, 2, "{}", h.prepare);
         let code = model_functions(&m, Precision::F32);
         assert!(body(&code, "model_rhs").contains("exp("));
         assert!(!body(&code, "model_prepare").contains("exp("));

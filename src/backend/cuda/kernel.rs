@@ -85,19 +85,10 @@ fn metric_table(metrics: &[MetricSpec]) -> String {
 /// `output_affine(k)`: whether output k is affine in the states (`ModelPrograms::affine_outputs`),
 /// as a compile-time constant of the kernel.
 fn affine_table(m: &ModelPrograms) -> String {
-    let ks: Vec<String> = (0..m.n_outputs)
-        .filter(|&k| m.affine_outputs[k])
-        .map(|k| format!("k == {k}u"))
-        .collect();
     format!(
-        "// Outputs affine in the states: searched on their quartic.
-         FI constexpr bool output_affine(unsigned k) {{ return {}; }}
-",
-        if ks.is_empty() {
-            "false".to_string()
-        } else {
-            ks.join(" || ")
-        }
+        "// Outputs affine in the states: searched on their quartic.\n\
+         FI constexpr bool output_affine(unsigned k) {{ return {}; }}\n",
+        crate::backend::gpu::affine_condition(m)
     )
 }
 

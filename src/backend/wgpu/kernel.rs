@@ -146,19 +146,11 @@ fn source(
         code: codegen::retype(&step.code, p),
     };
     // Outputs affine in the states are searched on their quartic.
-    let affine: Vec<String> = (0..m.n_outputs)
-        .filter(|&k| m.affine_outputs[k])
-        .map(|k| format!("k == {k}u"))
-        .collect();
     let search = format!(
         "{search}\nconst QUARTIC_ITERS: u32 = {}u;\n\
          fn output_affine(k: u32) -> bool {{ return {}; }}",
         crate::metrics::accumulate::QUARTIC_ITERS,
-        if affine.is_empty() {
-            "false".to_string()
-        } else {
-            affine.join(" || ")
-        }
+        crate::backend::gpu::affine_condition(m)
     );
     let search = codegen::retype(&search, p);
     codegen::fill(
