@@ -788,6 +788,37 @@ impl Program {
             .sum()
     }
 
+    /// Per instruction: whether its value depends on time, the states or slots. The others
+    /// depend on parameters and constants alone, and every backend that evaluates a program
+    /// many times per subject computes them once per subject.
+    pub fn varying(&self) -> Vec<bool> {
+        let mut v = vec![false; self.instrs.len()];
+        for (i, op) in self.instrs.iter().enumerate() {
+            v[i] = matches!(op, Op::Time | Op::State(_) | Op::Slot(_))
+                || op.args().any(|a| v[a as usize]);
+        }
+        v
+    }
+
+    /// [`Program::flops`] and [`Program::transcendentals`] of the instructions run at every
+    /// evaluation ([`Program::varying`]).
+    pub fn per_evaluation(&self) -> (u64, u64) {
+        let varying = self.varying();
+        let kept: Vec<Op> = self
+            .instrs
+            .iter()
+            .zip(&varying)
+            .filter(|(_, v)| **v)
+            .map(|(op, _)| *op)
+            .collect();
+        let p = Program {
+            instrs: kept,
+            results: Vec::new(),
+            origins: Vec::new(),
+        };
+        (p.flops(), p.transcendentals())
+    }
+
     /// exp, log, log10, sqrt, sin, cos and general powers in one evaluation.
     pub fn transcendentals(&self) -> u64 {
         self.instrs
@@ -1032,6 +1063,10 @@ mod tests {
             divisions(&p.output_jacobian),
             [(Op::Const(1.0), Op::Param(0))]
         );
+        // At each evaluation: (−k)·a, its product with 1/v, b/a, their sum; a·(1/3), b·¼,
+        // a/1e-310, the difference and the sum (−k once per subject). The output: a·(1/v).
+        assert_eq!(p.rhs.per_evaluation(), (9, 0));
+        assert_eq!(p.outputs.per_evaluation(), (1, 0));
         // Initial values run once per subject: unchanged.
         assert_eq!(divisions(&p.init), [(Op::Const(1.0), Op::Param(0))]);
         // The programs compute what the model says, to the last bit or two.

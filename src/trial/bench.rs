@@ -158,7 +158,8 @@ pub struct BenchReport {
     pub rows: Vec<BenchRow>,
     pub skipped: Vec<Skipped>,
     /// Floating-point operations of one right-hand side plus outputs evaluation of the model
-    /// (the transcendental functions among them counted once each).
+    /// (the transcendental functions among them counted once each), without the values of
+    /// the parameters alone, which the backends compute once per subject.
     pub model_flops_per_rhs: u64,
     pub model_transcendentals_per_rhs: u64,
     /// A `[data]` trial: both error columns are of the outputs on every record.
@@ -204,8 +205,8 @@ impl BenchReport {
             reference,
             rows,
             skipped,
-            model_flops_per_rhs: p.rhs.flops() + p.outputs.flops(),
-            model_transcendentals_per_rhs: p.rhs.transcendentals() + p.outputs.transcendentals(),
+            model_flops_per_rhs: p.rhs.per_evaluation().0 + p.outputs.per_evaluation().0,
+            model_transcendentals_per_rhs: p.rhs.per_evaluation().1 + p.outputs.per_evaluation().1,
             records,
             kernel_ops: Vec::new(),
         }
@@ -799,7 +800,7 @@ pub fn format_report(rep: &BenchReport) -> String {
     }
     let _ = writeln!(
         s,
-        "work per subject-arm (first subjects): model RHS + outputs = {} flops ({} transcendental)",
+        "work per subject-arm (first subjects): model RHS + outputs = {} flops per evaluation ({} transcendental; values of the parameters alone once per subject)",
         rep.model_flops_per_rhs, rep.model_transcendentals_per_rhs
     );
     for r in &rep.rows {
