@@ -79,9 +79,7 @@ struct Sub {
     real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
     real imax_t[NO], imax_c[NO], imin_t[NO], imin_c[NO];
-    // Per output: the step's quartic (an affine output), once made.
-    real quart[NO * 5];
-    // Per output, for the current step: interior maximum refined (1), minimum (2), quartic made (4).
+    // Per output, for the current step: interior maximum refined (1), minimum (2).
     unsigned ifound[NO];
 #if HAS_OCCASIONS
     // Parameters switch between occasions (src/backend/gpu.rs, occasion_table): every
@@ -319,10 +317,11 @@ struct Sub {
     // An output affine in the states (output_affine(k)) follows the dense output's polynomial
     // (degree 4 at most) on a step: the quartic through its values at u = 0, 1, 2, 3, 4
     // (u = 4 (t - t0) / h), from Newton's forward differences expanded into the coefficients
-    // of 1, u, ..., u^4, as the CPU reference's Quartic. Made once per step and output.
-    FI const real* quartic(unsigned k, real ca, real cb) {
-        real* c = &quart[k * 5];
-        if (ifound[k] & 4u) return c;
+    // of 1, u, ..., u^4, as the CPU reference's Quartic. Made for each search: the CPU
+    // reference and the WGSL kernel keep a step's quartic for the searches after the first,
+    // which would hold five more registers per output here, where the largest models' f64
+    // kernels are at the limit.
+    FI void quartic(unsigned k, real ca, real cb, real* c) {
         const real t0 = st_t0, h = st_t1 - st_t0;
         const real f1 = output_at(t0 + (real)0.25 * h, k);
         const real f2 = output_at(t0 + (real)0.5 * h, k);
@@ -336,8 +335,6 @@ struct Sub {
         c[2] = (real)0.5 * db - (real)0.5 * dc + (real)QUARTIC_ELEVEN_24THS * dd;
         c[3] = (real)QUARTIC_SIXTH * dc - (real)0.25 * dd;
         c[4] = (real)QUARTIC_TWENTY_FOURTH * dd;
-        ifound[k] |= 4u;
-        return c;
     }
 
     // P(u), P'(u), P''(u) of the quartic c, by Horner's rule.
@@ -383,8 +380,8 @@ struct Sub {
     FI void refine_extremum(unsigned k, bool maximize, real ca, real cb, real& tm, real& cm) {
         const real sign = maximize ? (real)1 : (real)-1;
         if (output_affine(k)) {
-            real p, d0, d4, dd, u;
-            const real* c = quartic(k, ca, cb);
+            real p, d0, d4, dd, u, c[5];
+            quartic(k, ca, cb, c);
             quartic_eval(c, (real)0, p, d0, dd);
             quartic_eval(c, (real)4, p, d4, dd);
             if (sign * d0 > (real)0 && sign * d4 < (real)0
@@ -445,8 +442,8 @@ struct Sub {
     FI real crossing(unsigned k, real thr, real a0, real b0, real g0, real g1, real ca, real cb) {
         if (output_affine(k)) {
             const real t0 = st_t0, h = st_t1 - st_t0, per_time = (real)4 / h;
-            real u;
-            const real* c = quartic(k, ca, cb);
+            real u, c[5];
+            quartic(k, ca, cb, c);
             if (quartic_root(c, false, thr, (a0 - t0) * per_time, (b0 - t0) * per_time, u))
                 return t0 + h * u / (real)4;
         }
