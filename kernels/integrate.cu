@@ -78,9 +78,9 @@ struct Sub {
     real vals[NM1], aux[NM1];
     real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
+    // Per output, for the current step: its interior maximum and minimum where a metric
+    // needs them (observe).
     real imax_t[NO], imax_c[NO], imin_t[NO], imin_c[NO];
-    // Per output, for the current step: interior maximum refined (1), minimum (2).
-    unsigned ifound[NO];
 #if HAS_OCCASIONS
     // Parameters switch between occasions (src/backend/gpu.rs, occasion_table): every
     // occasion's parameters, `params[(o * NP + p) * n + i]`; the current occasion (q and dose_v
@@ -503,10 +503,47 @@ struct Sub {
             next_sample++;
         }
         #pragma unroll
-        for (int k = 0; k < NO; k++) { dc0[k] = 0; dc1[k] = 0; ifound[k] = 0; }
+        for (int k = 0; k < NO; k++) { dc0[k] = 0; dc1[k] = 0; }
         if (m->wants_extrema) {
             output_slopes(t0, y, f0, dc0);
             output_slopes(t1, y1, f1, dc1);
+        }
+        // Which interior extrema the metrics need, per output: maximum (1), minimum (2).
+        unsigned want[NO];
+        #pragma unroll
+        for (int k = 0; k < NO; k++) want[k] = 0;
+        #pragma unroll
+        for (unsigned mi = 0; mi < NM; mi++) {
+            unsigned kind, k;
+            bool win;
+            real a, b, x;
+            spec(mi, kind, k, win, a, b, x);
+            if (!win || t0 < a || t1 > b) continue;
+            const bool peak = dc0[k] > (real)0 && dc1[k] < (real)0;
+            const bool dip = dc0[k] < (real)0 && dc1[k] > (real)0;
+            if ((kind == 1u || kind == 2u) && peak) want[k] |= 1u;
+            else if (kind == 3u && dip) want[k] |= 2u;
+            else if (kind == 6u) {
+                // Both ends above: the output may dip below around an interior minimum; both
+                // below: it may rise above around an interior maximum.
+                const real g0 = c0[k] - x, g1 = c1[k] - x;
+                if (g0 >= (real)0 && g1 >= (real)0 && dip) want[k] |= 2u;
+                else if (g0 < (real)0 && g1 < (real)0 && peak) want[k] |= 1u;
+            }
+        }
+        // Each search is written once per output (not once per metric that needs it): the
+        // kernel's code, and its compile time, grow with the outputs that have such metrics.
+        #pragma unroll
+        for (int k = 0; k < NO; k++) {
+            if (!want[k]) continue;
+            #pragma unroll 1
+            for (unsigned w = 1u; w <= 2u; w++) {
+                if (!(want[k] & w)) continue;
+                real tm, cm;
+                refine_extremum(k, w == 1u, c0[k], c1[k], tm, cm);
+                if (w == 1u) { imax_t[k] = tm; imax_c[k] = cm; }
+                else { imin_t[k] = tm; imin_c[k] = cm; }
+            }
         }
         #pragma unroll
         for (unsigned mi = 0; mi < NM; mi++) {
@@ -517,51 +554,34 @@ struct Sub {
             if (!win || t0 < a || t1 > b) continue;
             if (kind == 1u || kind == 2u) {
                 update_extreme(mi, kind, t1, c1[k]);
-                if (dc0[k] > (real)0 && dc1[k] < (real)0) {
-                    if (!(ifound[k] & 1u)) {
-                        refine_extremum(k, true, c0[k], c1[k], imax_t[k], imax_c[k]);
-                        ifound[k] |= 1u;
-                    }
-                    update_extreme(mi, kind, imax_t[k], imax_c[k]);
-                }
+                if (dc0[k] > (real)0 && dc1[k] < (real)0) update_extreme(mi, kind, imax_t[k], imax_c[k]);
             } else if (kind == 3u) {
                 update_extreme(mi, kind, t1, c1[k]);
-                if (dc0[k] < (real)0 && dc1[k] > (real)0) {
-                    if (!(ifound[k] & 2u)) {
-                        refine_extremum(k, false, c0[k], c1[k], imin_t[k], imin_c[k]);
-                        ifound[k] |= 2u;
-                    }
-                    update_extreme(mi, kind, imin_t[k], imin_c[k]);
-                }
+                if (dc0[k] < (real)0 && dc1[k] > (real)0) update_extreme(mi, kind, imin_t[k], imin_c[k]);
             } else if (kind == 6u) {
-                real g0 = c0[k] - x, g1 = c1[k] - x, above = 0;
+                const real g0 = c0[k] - x, g1 = c1[k] - x;
+                // The crossings inside the step (none, one, or two around an interior extremum
+                // beyond the threshold), found by one search written once per metric.
+                unsigned n = 0;
+                real tm = 0, gm = 0;
                 if (g0 >= (real)0 && g1 >= (real)0) {
-                    above = t1 - t0;
-                    // Both ends above: the output may dip below around an interior minimum.
-                    if (dc0[k] < (real)0 && dc1[k] > (real)0) {
-                        if (!(ifound[k] & 2u)) {
-                            refine_extremum(k, false, c0[k], c1[k], imin_t[k], imin_c[k]);
-                            ifound[k] |= 2u;
-                        }
-                        if (imin_c[k] < x) {
-                            real gm = imin_c[k] - x;
-                            above -= crossing(k, x, imin_t[k], t1, gm, g1, c0[k], c1[k]) - crossing(k, x, t0, imin_t[k], g0, gm, c0[k], c1[k]);
-                        }
-                    }
+                    if (dc0[k] < (real)0 && dc1[k] > (real)0 && imin_c[k] < x) { n = 2; tm = imin_t[k]; gm = imin_c[k] - x; }
                 } else if (g0 < (real)0 && g1 < (real)0) {
-                    // Both ends below: the output may rise above around an interior maximum.
-                    if (dc0[k] > (real)0 && dc1[k] < (real)0) {
-                        if (!(ifound[k] & 1u)) {
-                            refine_extremum(k, true, c0[k], c1[k], imax_t[k], imax_c[k]);
-                            ifound[k] |= 1u;
-                        }
-                        if (imax_c[k] >= x) {
-                            real gm = imax_c[k] - x;
-                            above = crossing(k, x, imax_t[k], t1, gm, g1, c0[k], c1[k]) - crossing(k, x, t0, imax_t[k], g0, gm, c0[k], c1[k]);
-                        }
-                    }
-                } else if (g0 >= (real)0) above = crossing(k, x, t0, t1, g0, g1, c0[k], c1[k]) - t0;
-                else above = t1 - crossing(k, x, t0, t1, g0, g1, c0[k], c1[k]);
+                    if (dc0[k] > (real)0 && dc1[k] < (real)0 && imax_c[k] >= x) { n = 2; tm = imax_t[k]; gm = imax_c[k] - x; }
+                } else n = 1;
+                real x0 = 0, x1 = 0;
+                #pragma unroll 1
+                for (unsigned i = 0; i < n; i++) {
+                    const bool first = i == 0u;
+                    const real lo = first ? t0 : tm, glo = first ? g0 : gm;
+                    const real hi = first && n == 2u ? tm : t1, ghi = first && n == 2u ? gm : g1;
+                    const real xc = crossing(k, x, lo, hi, glo, ghi, c0[k], c1[k]);
+                    if (first) x0 = xc; else x1 = xc;
+                }
+                real above;
+                if (n == 2u) above = g0 >= (real)0 ? (t1 - t0) - (x1 - x0) : x1 - x0;
+                else if (n == 1u) above = g0 >= (real)0 ? x0 - t0 : t1 - x0;
+                else above = g0 >= (real)0 ? t1 - t0 : (real)0;
                 vals[mi] += above;
             } else if (kind == 7u && x > t0 && x <= t1) {
                 vals[mi] = output_at(x, k);

@@ -123,12 +123,12 @@ var<private> fs: u32;
 // The current occasion of an arm whose parameters switch between occasions (HAS_OCCASIONS:
 // q and dose_v are its own; shaders/arm_driver.wgsl); 0 otherwise.
 var<private> occ: u32;
-// Interior extremum of each output in the current step, refined at most once.
+// Interior extremum of each output in the current step, where a metric needs it (observe).
 var<private> imax_t: array<real, {{N_NO}}>;
 var<private> imax_c: array<real, {{N_NO}}>;
 var<private> imin_t: array<real, {{N_NO}}>;
 var<private> imin_c: array<real, {{N_NO}}>;
-// Per output, for the current step: interior maximum refined (1), minimum (2), quartic made (4).
+// Per output, for the current step: quartic made (4).
 var<private> ifound: array<u32, {{N_NO}}>;
 // Per output: the step's quartic (an affine output), once made.
 var<private> quart: array<array<real, 5>, {{N_NO}}>;
@@ -567,74 +567,93 @@ fn observe() {
         dc0 = output_slopes(t0, y, f0);
         dc1 = output_slopes(t1, y1, f1);
     }
-    for (var k = 0u; k < NO; k++) { ifound[k] = 0u; }
+    // Which interior extrema the metrics need, per output: maximum (1), minimum (2).
+    var want: array<u32, {{N_NO}}>;
+    for (var k = 0u; k < NO; k++) {
+        ifound[k] = 0u;
+        want[k] = 0u;
+    }
+    for (var m = 0u; m < NM; m++) {
+        let s = spec(m);
+        if (!s.win || t0 < s.a || t1 > s.b) { continue; }
+        let k = s.k;
+        let peak = dc0[k] > 0.0 && dc1[k] < 0.0;
+        let dip = dc0[k] < 0.0 && dc1[k] > 0.0;
+        if ((s.kind == 1u || s.kind == 2u) && peak) {
+            want[k] |= 1u;
+        } else if (s.kind == 3u && dip) {
+            want[k] |= 2u;
+        } else if (s.kind == 6u) {
+            // Both ends above: the output may dip below around an interior minimum; both
+            // below: it may rise above around an interior maximum.
+            let g0 = c0[k] - s.x;
+            let g1 = c1[k] - s.x;
+            if (g0 >= 0.0 && g1 >= 0.0 && dip) { want[k] |= 2u; }
+            else if (g0 < 0.0 && g1 < 0.0 && peak) { want[k] |= 1u; }
+        }
+    }
+    // One call of each search in the kernel (inlined by shader compilers: every call site is
+    // a copy of the search and of the dense output).
+    for (var j = 0u; j < 2u * NO; j++) {
+        let k = j / 2u;
+        let w = 1u << (j % 2u);
+        if ((want[k] & w) == 0u) { continue; }
+        let r = refine_extremum(k, w == 1u, c0[k], c1[k]);
+        if (w == 1u) {
+            imax_t[k] = r.x;
+            imax_c[k] = r.y;
+        } else {
+            imin_t[k] = r.x;
+            imin_c[k] = r.y;
+        }
+    }
     for (var m = 0u; m < NM; m++) {
         let s = spec(m);
         if (!s.win || t0 < s.a || t1 > s.b) { continue; }
         let k = s.k;
         if (s.kind == 1u || s.kind == 2u) {
             update_extreme(m, s.kind, t1, c1[k]);
-            if (dc0[k] > 0.0 && dc1[k] < 0.0) {
-                if ((ifound[k] & 1u) == 0u) {
-                    let r = refine_extremum(k, true, c0[k], c1[k]);
-                    imax_t[k] = r.x;
-                    imax_c[k] = r.y;
-                    ifound[k] |= 1u;
-                }
-                update_extreme(m, s.kind, imax_t[k], imax_c[k]);
-            }
+            if (dc0[k] > 0.0 && dc1[k] < 0.0) { update_extreme(m, s.kind, imax_t[k], imax_c[k]); }
         } else if (s.kind == 3u) {
             update_extreme(m, s.kind, t1, c1[k]);
-            if (dc0[k] < 0.0 && dc1[k] > 0.0) {
-                if ((ifound[k] & 2u) == 0u) {
-                    let r = refine_extremum(k, false, c0[k], c1[k]);
-                    imin_t[k] = r.x;
-                    imin_c[k] = r.y;
-                    ifound[k] |= 2u;
-                }
-                update_extreme(m, s.kind, imin_t[k], imin_c[k]);
-            }
+            if (dc0[k] < 0.0 && dc1[k] > 0.0) { update_extreme(m, s.kind, imin_t[k], imin_c[k]); }
         } else if (s.kind == 6u) {
             let g0 = c0[k] - s.x;
             let g1 = c1[k] - s.x;
-            var above: real = 0.0;
+            // The crossings inside the step: none, one, or two around an interior extremum
+            // beyond the threshold.
+            var n = 0u;
+            var tm: real = 0.0;
+            var gm: real = 0.0;
             if (g0 >= 0.0 && g1 >= 0.0) {
-                above = t1 - t0;
-                // Both ends above: the output may dip below around an interior minimum.
-                if (dc0[k] < 0.0 && dc1[k] > 0.0) {
-                    if ((ifound[k] & 2u) == 0u) {
-                        let r = refine_extremum(k, false, c0[k], c1[k]);
-                        imin_t[k] = r.x;
-                        imin_c[k] = r.y;
-                        ifound[k] |= 2u;
-                    }
-                    if (imin_c[k] < s.x) {
-                        let gm = imin_c[k] - s.x;
-                        let down = crossing(k, s.x, t0, imin_t[k], g0, gm, c0[k], c1[k]);
-                        let up = crossing(k, s.x, imin_t[k], t1, gm, g1, c0[k], c1[k]);
-                        above -= up - down;
-                    }
+                if (dc0[k] < 0.0 && dc1[k] > 0.0 && imin_c[k] < s.x) {
+                    n = 2u;
+                    tm = imin_t[k];
+                    gm = imin_c[k] - s.x;
                 }
             } else if (g0 < 0.0 && g1 < 0.0) {
-                // Both ends below: the output may rise above around an interior maximum.
-                if (dc0[k] > 0.0 && dc1[k] < 0.0) {
-                    if ((ifound[k] & 1u) == 0u) {
-                        let r = refine_extremum(k, true, c0[k], c1[k]);
-                        imax_t[k] = r.x;
-                        imax_c[k] = r.y;
-                        ifound[k] |= 1u;
-                    }
-                    if (imax_c[k] >= s.x) {
-                        let gm = imax_c[k] - s.x;
-                        let up = crossing(k, s.x, t0, imax_t[k], g0, gm, c0[k], c1[k]);
-                        let down = crossing(k, s.x, imax_t[k], t1, gm, g1, c0[k], c1[k]);
-                        above = down - up;
-                    }
+                if (dc0[k] > 0.0 && dc1[k] < 0.0 && imax_c[k] >= s.x) {
+                    n = 2u;
+                    tm = imax_t[k];
+                    gm = imax_c[k] - s.x;
                 }
-            } else if (g0 >= 0.0) {
-                above = crossing(k, s.x, t0, t1, g0, g1, c0[k], c1[k]) - t0;
             } else {
-                above = t1 - crossing(k, s.x, t0, t1, g0, g1, c0[k], c1[k]);
+                n = 1u;
+            }
+            var x0: real = 0.0;
+            var x1: real = 0.0;
+            for (var i = 0u; i < n; i++) {
+                let first = i == 0u;
+                let split = first && n == 2u;
+                let xc = crossing(k, s.x, select(tm, t0, first), select(t1, tm, split),
+                    select(gm, g0, first), select(g1, gm, split), c0[k], c1[k]);
+                if (first) { x0 = xc; } else { x1 = xc; }
+            }
+            var above: real = select(0.0, t1 - t0, g0 >= 0.0);
+            if (n == 2u) {
+                above = select(x1 - x0, (t1 - t0) - (x1 - x0), g0 >= 0.0);
+            } else if (n == 1u) {
+                above = select(t1 - x0, x0 - t0, g0 >= 0.0);
             }
             vals[m] += above;
         } else if (s.kind == 7u && s.x > t0 && s.x <= t1) {
