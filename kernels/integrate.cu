@@ -30,12 +30,6 @@ typedef {{REAL}} real;
 #define SS_ULPS ((real)16)
 #define SS_MAX_CYCLES 100000u
 #define CUT_SHORT 254u
-// The constants of the quartic's coefficients (Quartic::new in src/metrics/accumulate.rs):
-// quotients of doubles, rounded once to double, then to real.
-#define QUARTIC_THIRD (1.0 / 3.0)
-#define QUARTIC_SIXTH (1.0 / 6.0)
-#define QUARTIC_TWENTY_FOURTH (1.0 / 24.0)
-#define QUARTIC_ELEVEN_24THS (11.0 / 24.0)
 #define FI __device__ __forceinline__
 // Attributes of the driver's entry `integrate` (a register cap, launch bounds), set by the
 // CUDA backend's tuning (src/backend/cuda/mod.rs, CudaTuning): none by default.

@@ -351,17 +351,13 @@ fn quartic(k: u32, ca: real, cb: real) -> array<real, 5> {
     let e1 = b2 - b1;
     let e2 = b3 - b2;
     let dd = e2 - e1;
-    // The constants are quotients rounded once (abstract floats), then to real.
-    let third = real(1.0 / 3.0);
-    let sixth = real(1.0 / 6.0);
-    let twenty_fourth = real(1.0 / 24.0);
-    let eleven_24ths = real(11.0 / 24.0);
+    // QUARTIC_THIRD, …: the CPU reference's constants (generated), rounded to real.
     quart[k] = array<real, 5>(
         ca,
-        a1 - 0.5 * b1 + third * e1 - 0.25 * dd,
-        0.5 * b1 - 0.5 * e1 + eleven_24ths * dd,
-        sixth * e1 - 0.25 * dd,
-        twenty_fourth * dd,
+        a1 - 0.5 * b1 + QUARTIC_THIRD * e1 - 0.25 * dd,
+        0.5 * b1 - 0.5 * e1 + QUARTIC_ELEVEN_24THS * dd,
+        QUARTIC_SIXTH * e1 - 0.25 * dd,
+        QUARTIC_TWENTY_FOURTH * dd,
     );
     ifound[k] |= 4u;
     return quart[k];

@@ -65,6 +65,13 @@ const THIRD: f64 = 1.0 / 3.0;
 const SIXTH: f64 = 1.0 / 6.0;
 const TWENTY_FOURTH: f64 = 1.0 / 24.0;
 const ELEVEN_24THS: f64 = 11.0 / 24.0;
+/// The same constants under the names the GPU kernels give them (QUARTIC_THIRD, …).
+pub const QUARTIC_CONSTANTS: [(&str, f64); 4] = [
+    ("QUARTIC_THIRD", THIRD),
+    ("QUARTIC_SIXTH", SIXTH),
+    ("QUARTIC_TWENTY_FOURTH", TWENTY_FOURTH),
+    ("QUARTIC_ELEVEN_24THS", ELEVEN_24THS),
+];
 
 /// A polynomial of degree 4 at most in u ∈ [0, 4], from its values at u = 0, 1, 2, 3, 4.
 /// Every method's dense output is such a polynomial in u = 4(t − t0)/h, and so is an output

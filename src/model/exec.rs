@@ -463,15 +463,7 @@ impl Exec {
             .filter(|o| matches!(o, Op::Const(_)))
             .count();
         // Which instructions depend on parameters and constants only.
-        let mut fixed = Vec::with_capacity(p.instrs.len());
-        for op in &p.instrs {
-            let f = match op {
-                Op::Const(_) | Op::Param(_) => true,
-                Op::Time | Op::State(_) | Op::Slot(_) => false,
-                other => other.args().all(|a| fixed[a as usize]),
-            };
-            fixed.push(f);
-        }
+        let fixed = p.on_parameters_alone();
         let is_load = |op: &Op| {
             matches!(
                 op,

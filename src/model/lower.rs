@@ -110,6 +110,16 @@ fn key(op: &Op) -> Key {
 }
 
 impl Op {
+    /// Whether this instruction's value depends on parameters and constants alone, given
+    /// which earlier values do (`alone`, by register).
+    pub fn on_parameters_alone(&self, alone: &[bool]) -> bool {
+        match self {
+            Op::Const(_) | Op::Param(_) => true,
+            Op::Time | Op::State(_) | Op::Slot(_) => false,
+            _ => self.args().all(|a| alone[a as usize]),
+        }
+    }
+
     /// The registers this instruction reads.
     pub fn args(&self) -> impl Iterator<Item = Reg> {
         use Op::*;
@@ -447,11 +457,7 @@ impl Builder {
             return *r;
         }
         let r = self.instrs.len() as Reg;
-        let fixed = match op {
-            Const(_) | Param(_) => true,
-            Time | State(_) | Slot(_) => false,
-            _ => op.args().all(|a| self.fixed[a as usize]),
-        };
+        let fixed = op.on_parameters_alone(&self.fixed);
         self.fixed.push(fixed);
         self.instrs.push(op);
         self.origins.push(self.origin);
@@ -788,27 +794,28 @@ impl Program {
             .sum()
     }
 
-    /// Per instruction: whether its value depends on time, the states or slots. The others
-    /// depend on parameters and constants alone, and every backend that evaluates a program
-    /// many times per subject computes them once per subject.
-    pub fn varying(&self) -> Vec<bool> {
-        let mut v = vec![false; self.instrs.len()];
-        for (i, op) in self.instrs.iter().enumerate() {
-            v[i] = matches!(op, Op::Time | Op::State(_) | Op::Slot(_))
-                || op.args().any(|a| v[a as usize]);
+    /// Per instruction: whether its value depends on parameters and constants alone (not on
+    /// time, the states or slots). Every backend that evaluates a program many times per
+    /// subject computes those values once per subject.
+    pub fn on_parameters_alone(&self) -> Vec<bool> {
+        let mut alone = Vec::with_capacity(self.instrs.len());
+        for op in &self.instrs {
+            let a = op.on_parameters_alone(&alone);
+            alone.push(a);
         }
-        v
+        alone
     }
 
     /// [`Program::flops`] and [`Program::transcendentals`] of the instructions run at every
-    /// evaluation ([`Program::varying`]).
+    /// evaluation: those that do not depend on parameters and constants alone
+    /// ([`Program::on_parameters_alone`]).
     pub fn per_evaluation(&self) -> (u64, u64) {
-        let varying = self.varying();
+        let alone = self.on_parameters_alone();
         let kept: Vec<Op> = self
             .instrs
             .iter()
-            .zip(&varying)
-            .filter(|(_, v)| **v)
+            .zip(&alone)
+            .filter(|(_, a)| !**a)
             .map(|(op, _)| *op)
             .collect();
         let p = Program {

@@ -196,6 +196,7 @@ impl BenchReport {
         records: bool,
     ) -> BenchReport {
         let p = &trial.compiled.programs;
+        let (rhs, outputs) = (p.rhs.per_evaluation(), p.outputs.per_evaluation());
         BenchReport {
             trial: trial.name.clone(),
             arms,
@@ -205,8 +206,8 @@ impl BenchReport {
             reference,
             rows,
             skipped,
-            model_flops_per_rhs: p.rhs.per_evaluation().0 + p.outputs.per_evaluation().0,
-            model_transcendentals_per_rhs: p.rhs.per_evaluation().1 + p.outputs.per_evaluation().1,
+            model_flops_per_rhs: rhs.0 + outputs.0,
+            model_transcendentals_per_rhs: rhs.1 + outputs.1,
             records,
             kernel_ops: Vec::new(),
         }

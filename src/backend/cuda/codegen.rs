@@ -194,14 +194,9 @@ fn hoist_program(
 ) -> ProgramHoist {
     let n = prog.instrs.len();
     let load = |op: &Op| matches!(op, Op::Const(_) | Op::Param(_));
-    let mut fixed = vec![false; n];
+    let fixed = prog.on_parameters_alone();
     let mut key: Vec<String> = vec![String::new(); n];
     for (i, op) in prog.instrs.iter().enumerate() {
-        fixed[i] = match op {
-            Op::Const(_) | Op::Param(_) => true,
-            Op::Time | Op::State(_) | Op::Slot(_) => false,
-            _ => op.args().all(|a| fixed[a as usize]),
-        };
         if fixed[i] {
             key[i] = match *op {
                 Op::Const(v) => format!("c{:x}", v.to_bits()),

@@ -185,6 +185,12 @@ fn source(
         u8::from(a.occasions),
         p.rate_cancel()
     );
+    // The quartic's constants: doubles (as the CPU reference's), rounded to real where used.
+    let sizes: String = crate::metrics::accumulate::QUARTIC_CONSTANTS
+        .iter()
+        .fold(sizes, |acc, (name, v)| {
+            acc + &format!("#define {name} {v:e}\n")
+        });
     // Member functions of the per-subject struct: indent them.
     let code = cast_literals(&step.code);
     let (consts, funcs): (Vec<&str>, Vec<&str>) =

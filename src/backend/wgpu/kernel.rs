@@ -152,6 +152,12 @@ fn source(
         crate::metrics::accumulate::QUARTIC_ITERS,
         crate::backend::gpu::affine_condition(m)
     );
+    // The quartic's constants: doubles (as the CPU reference's), rounded to real.
+    let search = crate::metrics::accumulate::QUARTIC_CONSTANTS
+        .iter()
+        .fold(search, |acc, (name, v)| {
+            acc + &format!("\nconst {name}: real = {};", codegen::literal(*v, p))
+        });
     let search = codegen::retype(&search, p);
     codegen::fill(
         &template,
