@@ -366,3 +366,83 @@ fn tuning_options_reach_the_ptx() {
         }
     }
 }
+
+/// Kernels kept between runs (`vpop::backend::cuda::cache`): a second compile of the same
+/// source and tuning reads the PTX the first kept, equal to what NVRTC makes; another tuning is
+/// another entry; an entry cut short, or holding something else, is compiled again; without a
+/// directory, or with one that cannot be written, the kernel is compiled all the same; pruning
+/// removes the entries used least recently.
+#[cfg(feature = "cuda")]
+#[test]
+fn compiled_kernels_are_kept_between_runs() {
+    use vpop::backend::cuda::cache::{compile_ptx_in, prune, Origin};
+    use vpop::backend::cuda::CudaTuning;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vpop-ptx-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lm = library::get("two_cmt_oral").unwrap();
+    let m = Model::parse(lm.name, lm.source).unwrap();
+    let src = model_eval_source(&ModelPrograms::new(&m), Precision::F32).unwrap();
+    let plain = CudaTuning::default();
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let fresh = compile_ptx(&src, "sm_90").unwrap();
+    let (first, o) = compile_ptx_in(Some(&dir), &src, "sm_90", &plain).unwrap();
+    assert_eq!((o, &first), (Origin::Compiled, &fresh));
+    assert_eq!(entries().len(), 1, "{:?}", entries());
+    let kept = entries()[0].clone();
+    assert!(kept.extension().is_some_and(|x| x == "ptx"));
+    let (again, o) = compile_ptx_in(Some(&dir), &src, "sm_90", &plain).unwrap();
+    assert_eq!((o, &again), (Origin::Cached, &fresh));
+    // Another tuning, another architecture: other entries.
+    let fast = CudaTuning::parse("fast-math").unwrap();
+    let (f, o) = compile_ptx_in(Some(&dir), &src, "sm_90", &fast).unwrap();
+    assert_eq!(o, Origin::Compiled);
+    assert_ne!(f, fresh);
+    let (_, o) = compile_ptx_in(Some(&dir), &src, "sm_80", &plain).unwrap();
+    assert_eq!(o, Origin::Compiled);
+    assert_eq!(entries().len(), 3);
+    // An entry cut short (a full disk), or one that holds another kernel, is compiled again
+    // and replaced.
+    let text = std::fs::read_to_string(&kept).unwrap();
+    for bad in [
+        text[..text.len() / 3].to_string(),
+        "// another\n.entry x".into(),
+    ] {
+        std::fs::write(&kept, bad).unwrap();
+        let (p, o) = compile_ptx_in(Some(&dir), &src, "sm_90", &plain).unwrap();
+        assert_eq!((o, &p), (Origin::Compiled, &fresh));
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), text);
+    }
+    // No directory, a directory that cannot be written: compiled, nothing kept.
+    let (p, o) = compile_ptx_in(None, &src, "sm_90", &plain).unwrap();
+    assert_eq!((o, &p), (Origin::Compiled, &fresh));
+    let missing = dir.join("no").join("such");
+    let (p, o) = compile_ptx_in(Some(&missing), &src, "sm_90", &plain).unwrap();
+    assert_eq!((o, &p), (Origin::Compiled, &fresh));
+    assert!(!missing.exists());
+    // Pruning keeps the most recently used entry: `kept`, read last.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for e in entries() {
+        let f = std::fs::File::options().append(true).open(&e).unwrap();
+        f.set_modified(past).unwrap();
+    }
+    let (_, o) = compile_ptx_in(Some(&dir), &src, "sm_90", &plain).unwrap();
+    assert_eq!(o, Origin::Cached);
+    let len = std::fs::metadata(&kept).unwrap().len();
+    prune(&dir, len);
+    assert_eq!(entries(), vec![kept.clone()]);
+    prune(&dir, 0);
+    assert!(entries().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -402,9 +402,10 @@ impl Launcher for Devices {
                 if let std::collections::hash_map::Entry::Vacant(v) =
                     self.ptx.entry((source_key(j.src), d.arch))
                 {
-                    v.insert(
-                        super::compile_ptx_tuned(j.src, d.arch, &self.tuning).map_err(failed)?,
-                    );
+                    // Kept between runs (docs/gpu.md, "Kernels kept between runs").
+                    let (ptx, _) =
+                        super::cache::compile_ptx(j.src, d.arch, &self.tuning).map_err(failed)?;
+                    v.insert(ptx);
                 }
             }
         }

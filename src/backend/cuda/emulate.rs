@@ -138,41 +138,7 @@ impl Compiler {
 
 /// The directory of built libraries, private to the user.
 fn cache_dir() -> Result<PathBuf, String> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
-    let bases = absolute(std::env::var_os("XDG_CACHE_HOME"))
-        .into_iter()
-        .chain(absolute(std::env::var_os("HOME")).map(|h| h.join(".cache")));
-    for base in bases {
-        let d = base.join("vpop").join("cuda-emulation");
-        if std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&d)
-            .is_ok()
-        {
-            return Ok(d);
-        }
-    }
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    let d = std::env::temp_dir().join(format!("vpop-cuda-emulation-{uid}"));
-    match std::fs::DirBuilder::new().mode(0o700).create(&d) {
-        Ok(()) => Ok(d),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Someone else's directory, or one others can write to, is not used.
-            let md = std::fs::symlink_metadata(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-            if md.is_dir() && md.uid() == uid && md.mode() & 0o077 == 0 {
-                Ok(d)
-            } else {
-                Err(format!(
-                    "{} is not a private directory of this user",
-                    d.display()
-                ))
-            }
-        }
-        Err(e) => Err(format!("creating {}: {e}", d.display())),
-    }
+    super::cache::user_dir("cuda-emulation")
 }
 
 /// A loaded library's entry point, and its count function when it is a counting build.

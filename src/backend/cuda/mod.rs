@@ -69,11 +69,9 @@ pub fn compile_ptx_tuned(
     if !nvrtc_available() {
         return Err("NVRTC (libnvrtc) is not on the library path".into());
     }
-    // (cudarc's `use_fast_math` field passes --fmad=true, not --use_fast_math.)
-    let fast = tuning.fast_math.then(|| "--use_fast_math".to_string());
     let opts = cudarc::nvrtc::CompileOptions {
         arch: Some(arch),
-        options: fast.into_iter().chain(tuning.options.clone()).collect(),
+        options: tuning.nvrtc_options(),
         ..Default::default()
     };
     // NVRTC's --maxrregcount reaches only the cubins it makes, not PTX (which the driver
@@ -191,6 +189,13 @@ impl CudaTuning {
         Ok(t)
     }
 
+    /// NVRTC's options besides the architecture.
+    pub fn nvrtc_options(&self) -> Vec<String> {
+        // (cudarc's `use_fast_math` field passes --fmad=true, not --use_fast_math.)
+        let fast = self.fast_math.then(|| "--use_fast_math".to_string());
+        fast.into_iter().chain(self.options.clone()).collect()
+    }
+
     /// The attributes of the kernel's entry (`VPOP_LAUNCH_BOUNDS` in kernels/*_driver.cu):
     /// empty for the default.
     pub fn launch_bounds(&self) -> String {
@@ -303,6 +308,8 @@ impl OpCounts {
     }
 }
 
+#[cfg(feature = "cuda")]
+pub mod cache;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
