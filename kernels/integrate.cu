@@ -502,43 +502,13 @@ struct Sub {
             output_slopes(t0, y, f0, dc0);
             output_slopes(t1, y1, f1, dc1);
         }
-        // Which interior extrema the metrics need, per output: maximum (1), minimum (2).
-        unsigned want[NO];
+        // Per output, for this step: interior maximum refined (1), minimum (2). An extremum
+        // search is called once per metric that needs it (the refined extremum is shared);
+        // calling it once per output instead, after a pass that notes what the metrics need,
+        // compiles faster but pushed the largest model's f64 kernels past 255 registers.
+        unsigned ifound[NO];
         #pragma unroll
-        for (int k = 0; k < NO; k++) want[k] = 0;
-        #pragma unroll
-        for (unsigned mi = 0; mi < NM; mi++) {
-            unsigned kind, k;
-            bool win;
-            real a, b, x;
-            spec(mi, kind, k, win, a, b, x);
-            if (!win || t0 < a || t1 > b) continue;
-            const bool peak = dc0[k] > (real)0 && dc1[k] < (real)0;
-            const bool dip = dc0[k] < (real)0 && dc1[k] > (real)0;
-            if ((kind == 1u || kind == 2u) && peak) want[k] |= 1u;
-            else if (kind == 3u && dip) want[k] |= 2u;
-            else if (kind == 6u) {
-                // Both ends above: the output may dip below around an interior minimum; both
-                // below: it may rise above around an interior maximum.
-                const real g0 = c0[k] - x, g1 = c1[k] - x;
-                if (g0 >= (real)0 && g1 >= (real)0 && dip) want[k] |= 2u;
-                else if (g0 < (real)0 && g1 < (real)0 && peak) want[k] |= 1u;
-            }
-        }
-        // Each search is written once per output (not once per metric that needs it): the
-        // kernel's code, and its compile time, grow with the outputs that have such metrics.
-        #pragma unroll
-        for (int k = 0; k < NO; k++) {
-            if (!want[k]) continue;
-            #pragma unroll 1
-            for (unsigned w = 1u; w <= 2u; w++) {
-                if (!(want[k] & w)) continue;
-                real tm, cm;
-                refine_extremum(k, w == 1u, c0[k], c1[k], tm, cm);
-                if (w == 1u) { imax_t[k] = tm; imax_c[k] = cm; }
-                else { imin_t[k] = tm; imin_c[k] = cm; }
-            }
-        }
+        for (int k = 0; k < NO; k++) ifound[k] = 0;
         #pragma unroll
         for (unsigned mi = 0; mi < NM; mi++) {
             unsigned kind, k;
@@ -548,20 +518,46 @@ struct Sub {
             if (!win || t0 < a || t1 > b) continue;
             if (kind == 1u || kind == 2u) {
                 update_extreme(mi, kind, t1, c1[k]);
-                if (dc0[k] > (real)0 && dc1[k] < (real)0) update_extreme(mi, kind, imax_t[k], imax_c[k]);
+                if (dc0[k] > (real)0 && dc1[k] < (real)0) {
+                    if (!(ifound[k] & 1u)) {
+                        refine_extremum(k, true, c0[k], c1[k], imax_t[k], imax_c[k]);
+                        ifound[k] |= 1u;
+                    }
+                    update_extreme(mi, kind, imax_t[k], imax_c[k]);
+                }
             } else if (kind == 3u) {
                 update_extreme(mi, kind, t1, c1[k]);
-                if (dc0[k] < (real)0 && dc1[k] > (real)0) update_extreme(mi, kind, imin_t[k], imin_c[k]);
+                if (dc0[k] < (real)0 && dc1[k] > (real)0) {
+                    if (!(ifound[k] & 2u)) {
+                        refine_extremum(k, false, c0[k], c1[k], imin_t[k], imin_c[k]);
+                        ifound[k] |= 2u;
+                    }
+                    update_extreme(mi, kind, imin_t[k], imin_c[k]);
+                }
             } else if (kind == 6u) {
                 const real g0 = c0[k] - x, g1 = c1[k] - x;
                 // The crossings inside the step (none, one, or two around an interior extremum
-                // beyond the threshold), found by one search written once per metric.
+                // beyond the threshold), found at one call site of the crossing search.
                 unsigned n = 0;
                 real tm = 0, gm = 0;
                 if (g0 >= (real)0 && g1 >= (real)0) {
-                    if (dc0[k] < (real)0 && dc1[k] > (real)0 && imin_c[k] < x) { n = 2; tm = imin_t[k]; gm = imin_c[k] - x; }
+                    if (dc0[k] < (real)0 && dc1[k] > (real)0) {
+                        if (!(ifound[k] & 2u)) {
+                            refine_extremum(k, false, c0[k], c1[k], imin_t[k], imin_c[k]);
+                            ifound[k] |= 2u;
+                        }
+                        // Both ends above: the output may dip below around an interior minimum.
+                        if (imin_c[k] < x) { n = 2; tm = imin_t[k]; gm = imin_c[k] - x; }
+                    }
                 } else if (g0 < (real)0 && g1 < (real)0) {
-                    if (dc0[k] > (real)0 && dc1[k] < (real)0 && imax_c[k] >= x) { n = 2; tm = imax_t[k]; gm = imax_c[k] - x; }
+                    if (dc0[k] > (real)0 && dc1[k] < (real)0) {
+                        if (!(ifound[k] & 1u)) {
+                            refine_extremum(k, true, c0[k], c1[k], imax_t[k], imax_c[k]);
+                            ifound[k] |= 1u;
+                        }
+                        // Both ends below: it may rise above around an interior maximum.
+                        if (imax_c[k] >= x) { n = 2; tm = imax_t[k]; gm = imax_c[k] - x; }
+                    }
                 } else n = 1;
                 real x0 = 0, x1 = 0;
                 #pragma unroll 1
