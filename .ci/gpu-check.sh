@@ -19,7 +19,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64)
+tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64
+  function_models wgpu_codegen)
 
 # name, time limit (s): in order of importance.
 checks=(
@@ -39,6 +40,8 @@ checks=(
   "host_pipeline 120"    # the host side alone, 10 M subjects, every core
   "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
   "cuda_tuning 60"       # every tuning agrees with the CPU reference
+  "cuda_functions 60"    # sin, cos, tanh, atan, erf, erfc, phi, floor, ceil, … against closed forms
+  "wgpu_functions 90"    # the WGSL kernels' own functions' accuracy through the NVIDIA Vulkan driver
 )
 
 # The tunings the `tune` check compares (vpop bench --cuda-variants).
@@ -178,6 +181,8 @@ one() {
     peers_gpu) check "$1" "$2" peers_gpu ;;
     host_pipeline) check "$1" "$2" env VPOP_BENCH_SUBJECTS=10000000 "$BIN/pipeline_bench" --bench host_end_to_end ;;
     wgpu) check "$1" "$2" "$BIN/wgpu_integrate" --test-threads 16 --nocapture ;;
+    cuda_functions) check "$1" "$2" "$BIN/function_models" --nocapture cuda_kernels ;;
+    wgpu_functions) check "$1" "$2" "$BIN/wgpu_codegen" --test-threads 4 --nocapture accurate ;;
     *) echo "unknown check $1" >> "$OUT/summary.txt" ;;
   esac
 }

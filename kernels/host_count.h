@@ -7,8 +7,8 @@
 //
 // Kinds: additions and subtractions, multiplications, divisions, fused multiply-adds (two
 // floating-point operations each), square roots, transcendental functions (exp, log, log10,
-// pow), comparisons (including fmin and fmax), and the rest (negations, fabs, ceil, floor,
-// finiteness tests). Conversions are not operations.
+// pow, tanh, atan, erf, erfc), comparisons (including fmin and fmax), and the rest (negations,
+// fabs, ceil, floor, finiteness tests). Conversions are not operations.
 
 enum VpopOp { VPOP_ADD, VPOP_MUL, VPOP_DIV, VPOP_FMA, VPOP_SQRT, VPOP_TRANSC, VPOP_CMP, VPOP_OTHER, VPOP_KINDS };
 static thread_local unsigned long long vpop_ops[VPOP_KINDS];
@@ -103,6 +103,10 @@ VPOP_COMPARE(!=)
 VPOP_MATH1(exp, VPOP_TRANSC)
 VPOP_MATH1(log, VPOP_TRANSC)
 VPOP_MATH1(log10, VPOP_TRANSC)
+VPOP_MATH1(tanh, VPOP_TRANSC)
+VPOP_MATH1(atan, VPOP_TRANSC)
+VPOP_MATH1(erf, VPOP_TRANSC)
+VPOP_MATH1(erfc, VPOP_TRANSC)
 VPOP_MATH1(sqrt, VPOP_SQRT)
 VPOP_MATH1(fabs, VPOP_OTHER)
 VPOP_MATH1(ceil, VPOP_OTHER)

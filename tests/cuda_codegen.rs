@@ -27,6 +27,52 @@ fn every_generated_kernel_compiles_with_nvrtc() {
     }
 }
 
+/// A model that calls every function of the model language, in its right-hand side (so the
+/// Rosenbrock kernels' Jacobian calls their derivatives) and its outputs: the model evaluation
+/// and the Rodas4 integrator kernels compile with NVRTC in both precisions, and the f32 ones
+/// call CUDA's float functions (no double-precision instruction in their PTX).
+#[test]
+fn every_model_function_compiles_with_nvrtc() {
+    use vpop::backend::cuda::kernel::integrate_source;
+    use vpop::metrics::{Metric, MetricSpec};
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    let text = "param k = 0.5\nparam c = 2\nstate x, y\nx(0) = 1\n\
+                d/dt(x) = -k * tanh(x) + atan(y) * erf(x - y) + sin(t) * cos(x)\n\
+                d/dt(y) = k * erfc(x) - phi(y) * expit(x) + logit(0.25 + 0.5 * expit(y))\n\
+                output a = pow(abs(x), c) + log10(1 + y * y) + sqrt(exp(-x * x)) + min(x, y)\n\
+                output b = floor(t / 24) + ceil(x) + max(x, y) + log(2 + tanh(y))\n";
+    let m = Model::parse("functions.vpm", text).unwrap();
+    let progs = ModelPrograms::new(&m);
+    let metrics = vec![
+        MetricSpec::new(0, "a", Metric::parse("auc").unwrap()),
+        MetricSpec::new(1, "b", Metric::parse("cmax").unwrap()),
+    ];
+    for p in [Precision::F32, Precision::F64] {
+        let sources = [
+            ("model_eval", model_eval_source(&progs, p).unwrap()),
+            (
+                "integrate",
+                integrate_source(&progs, Method::Rodas4, &metrics, p).unwrap(),
+            ),
+        ];
+        for (entry, src) in sources {
+            let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{entry} {p:?}: {e}"));
+            assert!(ptx.contains(&format!(".entry {entry}")), "{entry} {p:?}");
+            if p == Precision::F32 {
+                let doubles = ptx.lines().filter(|l| l.contains(".f64")).count();
+                assert_eq!(
+                    doubles, 0,
+                    "{entry}: {doubles} double-precision instructions"
+                );
+            }
+        }
+    }
+}
+
 /// The integrator kernel of every library model × method × precision compiles (for an arm
 /// and for dataset records), and an f32
 /// kernel computes in f32 only (no double-precision instructions in its PTX). Where ptxas is

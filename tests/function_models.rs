@@ -1,13 +1,18 @@
-//! Models written with the language's functions `sin`, `cos`, `expit`, `logit` and `pi`, on every backend against closed forms:
+//! Models written with the language's functions (`sin`, `cos`, `expit`, `logit`, `tanh`, `atan`,
+//! `erf`, `erfc`, `phi`, `floor`, `ceil`) and `pi`, on every backend against closed forms:
 //! - a one-compartment response to a cosine input (a circadian production rate) with bolus
 //!   doses on top: the solution and its AUC in closed form;
 //! - a pendulum, `sin` of a state (so its Jacobian holds `cos`, for the Rosenbrock methods):
 //!   its energy is conserved and its period is 4·√(L/g)·K(sin(θ₀/2)), K the complete elliptic
 //!   integral of the first kind (by the arithmetic–geometric mean);
-//! - logistic growth, whose logit is linear in time: logit(n/cap) = r·t + logit(p0).
+//! - logistic growth, whose logit is linear in time: logit(n/cap) = r·t + logit(p0);
+//! - a Gaussian input (an absorption profile: the absorbed fraction is a difference of normal
+//!   distribution functions, `phi`) and a state decaying as y' = −k·tanh(y) (so
+//!   sinh(y) = sinh(y0)·e^(−kt), and the Rosenbrock methods' Jacobian holds 1 − tanh²), seen
+//!   through `erf`, `erfc`, `atan`, `floor` and `ceil`; the AUC of Φ by ∫Φ(u) du = uΦ(u) + φ(u).
 //!
 //! The CPU f64 reference with every adaptive method; the WGSL kernels (lavapipe in CI) and
-//! the CUDA kernels (emulated on the host) in f64 and f32.
+//! the CUDA kernels (emulated on the host, and on a device where there is one) in f64 and f32.
 
 // Without a GPU backend compiled in, only the CPU tests remain.
 #![cfg_attr(
@@ -60,6 +65,25 @@ d/dt(n) = r * n * (1 - fr)
 output z = logit(fr)
 output back = expit(logit(fr)) * 2 * pi / (2 * pi)
 output size = n
+";
+
+const SPECIAL: &str = "\
+param dose = 100
+param t0 = 4
+param s = 1.5
+param k = 0.8
+param y0 = 2
+state amt, y
+y(0) = y0
+d/dt(amt) = dose / (s * sqrt(2 * pi)) * exp(-0.5 * ((t - t0) / s)^2)
+d/dt(y) = -k * tanh(y)
+output frac = phi((t - t0) / s) - phi(-t0 / s)
+output absorbed = amt / dose
+output yv = y
+output ey = erf(y)
+output ecy = erfc(y / 2)
+output ay = atan(3 * y)
+output steps = 1 + floor(t / 2) + ceil(t / 3 - 0.4)
 ";
 
 const DOSE: f64 = 5.0;
@@ -183,6 +207,66 @@ fn logistic_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<
     )
 }
 
+/// Subjects of the special-functions model: (dose, t0, s, k, y0).
+fn special_subjects() -> Vec<[f64; 5]> {
+    vec![
+        [100.0, 4.0, 1.5, 0.8, 2.0],
+        [50.0, 2.0, 0.5, 0.3, -1.5],
+        [10.0, 6.0, 2.5, 1.5, 0.5],
+        [1.0, 3.0, 1.0, 0.05, 4.0],
+    ]
+}
+
+const SPECIAL_END: f64 = 12.0;
+
+/// The special-functions arm: every output at four times (away from the steps of `floor` and
+/// `ceil`) and the AUC of `frac`, with the closed form of each from Rust's and the `libm`
+/// crate's functions. `steps` is 1 at the start and first steps up at t = 1.2: a step at
+/// t = 0, where its AUC is still 0, would leave Rodas4 at atol 1e-13 nothing to measure the
+/// step's error against (`step_too_small`).
+fn special_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let times = [1.5, 4.0, 6.5, 10.0];
+    let names = ["frac", "absorbed", "yv", "ey", "ecy", "ay", "steps"];
+    let mut metrics: Vec<(usize, &str, String)> = Vec::new();
+    for (o, name) in names.iter().enumerate() {
+        metrics.extend(times.iter().map(|t| (o, *name, format!("at({t})"))));
+    }
+    metrics.push((0, "frac", "auc".into()));
+    let phi = |u: f64| 0.5 * libm::erfc(-u / 2f64.sqrt());
+    let density = |u: f64| (-0.5 * u * u).exp() / (2.0 * PI).sqrt();
+    let subjects = special_subjects();
+    let params = columns(&subjects);
+    let want = subjects
+        .iter()
+        .map(|&[_, t0, s, k, y0]| {
+            let frac = |t: f64| phi((t - t0) / s) - phi(-t0 / s);
+            let y = |t: f64| (y0.sinh() * (-k * t).exp()).asinh();
+            let outputs: [&dyn Fn(f64) -> f64; 7] = [
+                &frac,
+                &frac,
+                &y,
+                &|t| libm::erf(y(t)),
+                &|t| libm::erfc(y(t) / 2.0),
+                &|t| (3.0 * y(t)).atan(),
+                &|t| 1.0 + (t / 2.0).floor() + (t / 3.0 - 0.4).ceil(),
+            ];
+            let mut w: Vec<f64> = Vec::new();
+            for f in outputs {
+                w.extend(times.iter().map(|&t| f(t)));
+            }
+            let big = |u: f64| u * phi(u) + density(u);
+            let (u0, u1) = (-t0 / s, (SPECIAL_END - t0) / s);
+            w.push(s * (big(u1) - big(u0)) - SPECIAL_END * phi(u0));
+            w
+        })
+        .collect();
+    (
+        plan(&metrics, Regimen::default(), SPECIAL_END, method, rtol),
+        params,
+        want,
+    )
+}
+
 fn plan(
     metrics: &[(usize, &str, String)],
     regimen: Regimen,
@@ -291,11 +375,12 @@ fn worst(got: &[Vec<f64>], want: &[Vec<f64>], floor: f64) -> f64 {
     e
 }
 
-fn models() -> [CompiledModel; 3] {
+fn models() -> [CompiledModel; 4] {
     [
         ("circadian.vpm", CIRCADIAN),
         ("pendulum.vpm", PENDULUM),
         ("logistic.vpm", LOGISTIC),
+        ("special.vpm", SPECIAL),
     ]
     .map(|(name, text)| CompiledModel::new(&Model::parse(name, text).unwrap()))
 }
@@ -316,15 +401,16 @@ fn one_arm(
     Some(e)
 }
 
-/// The three models on one backend (`make` builds it for a model) at `rtol`: every metric
-/// within `tol` of its closed form. Returns the worst errors (circadian, pendulum, logistic).
+/// The four models on one backend (`make` builds it for a model) at `rtol`: every metric
+/// within `tol` of its closed form. Returns the worst errors (circadian, pendulum, logistic,
+/// special functions).
 fn check(
     make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
     method: Method,
     rtol: f64,
     tol: f64,
-) -> Option<(f64, f64, f64)> {
-    let [c, p, l] = models();
+) -> Option<[f64; 4]> {
+    let [c, p, l, f] = models();
     let e_c = one_arm(make, c, "circadian", circadian_case(method, rtol), tol)?;
     let mut b = make(Arc::new(p))?;
     let mut e_p = 0.0f64;
@@ -335,7 +421,8 @@ fn check(
         e_p = e_p.max(e);
     }
     let e_l = one_arm(make, l, "logistic", logistic_case(method, rtol), tol)?;
-    Some((e_c, e_p, e_l))
+    let e_f = one_arm(make, f, "special", special_case(method, rtol), tol)?;
+    Some([e_c, e_p, e_l, e_f])
 }
 
 #[test]
@@ -353,12 +440,14 @@ fn cpu_reference_matches_the_closed_forms() {
         };
         let mut make =
             |m: Arc<CompiledModel>| Some(Box::new(CpuBackend::new(m)) as Box<dyn Backend>);
-        let (c, p, l) = check(&mut make, method, rtol, tol).unwrap();
-        println!("cpu {method:?}: circadian {c:.2e}, pendulum {p:.2e}, logistic {l:.2e}");
+        let [c, p, l, f] = check(&mut make, method, rtol, tol).unwrap();
+        println!(
+            "cpu {method:?}: circadian {c:.2e}, pendulum {p:.2e}, logistic {l:.2e}, special {f:.2e}"
+        );
     }
 }
 
-/// The three models on a GPU backend in f64 (rtol 1e-10, within 1e-8) and f32 (rtol 1e-6, within
+/// The four models on a GPU backend in f64 (rtol 1e-10, within 1e-8) and f32 (rtol 1e-6, within
 /// 1e-4), with Tsit5 and Rodas4; `new` builds the backend, or says why it cannot.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
@@ -374,9 +463,10 @@ fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
                     None
                 }
             };
-            if let Some((c, e, l)) = check(&mut make, method, rtol, tol) {
+            if let Some([c, e, l, f]) = check(&mut make, method, rtol, tol) {
                 println!(
-                    "{name} {p:?} {method:?}: circadian {c:.2e}, pendulum {e:.2e}, logistic {l:.2e}"
+                    "{name} {p:?} {method:?}: circadian {c:.2e}, pendulum {e:.2e}, \
+                     logistic {l:.2e}, special {f:.2e}"
                 );
             }
         }
@@ -388,6 +478,14 @@ fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
 fn emulated_cuda_kernels_match_the_closed_forms() {
     use vpop::backend::cuda::EmulatedCuda;
     gpu_matches_the_closed_forms("cuda-emulated", EmulatedCuda::new);
+}
+
+/// On a CUDA device (SKIPPED without one; `.ci/gpu-check.sh`'s `cuda_functions` check).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_kernels_match_the_closed_forms() {
+    use vpop::backend::cuda::CudaBackend;
+    gpu_matches_the_closed_forms("cuda", CudaBackend::new);
 }
 
 #[cfg(feature = "wgpu")]

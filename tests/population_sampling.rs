@@ -499,6 +499,61 @@ variance = [0.25]
     assert!((sd - 0.5).abs() < 0.005, "sd of logit(f) {sd}");
 }
 
+/// `phi`, `floor` and the other functions in population expressions: Φ of a standard normal
+/// eta is uniform on (0, 1) (the probability integral transform), so `floor(10 * Φ)` puts a
+/// tenth of the subjects in each decile; `tanh`, `atan`, `erf`, `erfc` and `ceil` equal Rust's
+/// and the `libm` crate's functions of each subject's eta.
+#[test]
+fn phi_of_a_normal_eta_is_uniform_and_floor_bins_it() {
+    let text = r#"
+[population]
+name = "u"
+
+[parameters]
+u = "phi(eta_z / 2)"
+decile = "floor(10 * phi(eta_z / 2))"
+mix = "tanh(eta_z) + atan(eta_z) + erf(eta_z) + erfc(eta_z) + ceil(eta_z)"
+
+[[omega]]
+etas = ["eta_z"]
+variance = [4.0]
+"#;
+    let p = Population::parse("u.toml", text).unwrap();
+    let n = 100_000;
+    let mut c = SampledChunk::default();
+    p.sample(5, 0, n, &mut c);
+    let (u, decile, mix, eta) = (
+        col(&p, &c, "u"),
+        col(&p, &c, "decile"),
+        col(&p, &c, "mix"),
+        col(&p, &c, "eta_z"),
+    );
+    let mut counts = [0usize; 10];
+    for i in 0..n {
+        let z = eta[i];
+        let want = 0.5 * libm::erfc(z / 2.0 * -std::f64::consts::FRAC_1_SQRT_2);
+        assert!((u[i] - want).abs() <= 2.0 * f64::EPSILON * want, "{}", u[i]);
+        assert_eq!(decile[i], (10.0 * u[i]).floor());
+        let want = z.tanh() + z.atan() + libm::erf(z) + libm::erfc(z) + z.ceil();
+        assert!(
+            (mix[i] - want).abs() <= 1e-15 * want.abs().max(1.0),
+            "{}",
+            mix[i]
+        );
+        counts[decile[i] as usize] += 1;
+    }
+    let (m, sd) = mean_sd(u);
+    assert!(
+        (m - 0.5).abs() < 4.0 * 0.2887 / (n as f64).sqrt(),
+        "mean {m}"
+    );
+    assert!((sd - 1.0 / 12f64.sqrt()).abs() < 0.003, "sd {sd}");
+    // Binomial(n, 0.1): SD 95 subjects per decile.
+    for (k, &c) in counts.iter().enumerate() {
+        assert!(c.abs_diff(n / 10) < 400, "decile {k}: {c}");
+    }
+}
+
 #[test]
 fn empirical_tables_truncate_at_their_bounds() {
     // Quantile function of uniform(0, 10) at every x; lo/hi truncate it to uniform(2, 5).

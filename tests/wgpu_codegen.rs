@@ -419,20 +419,21 @@ fn f64_math_functions_are_accurate_on_an_adapter() {
     }
 }
 
-/// Evaluates the two outputs of a model with one parameter `x` and one state through the
-/// generated code on the adapter, for each x of `xs` (in f32 when `f32`): a pair per point.
-fn two_outputs_on_adapter(
+/// Evaluates the outputs of a model with one parameter `x` and one state through the generated
+/// code on the adapter, for each x of `xs` (in f32 when `f32`): the outputs' values per point.
+fn outputs_on_adapter(
     gpu: &vpop::backend::wgpu::Gpu,
     outputs: &str,
     xs: &[f64],
     f32: bool,
-) -> Vec<(f64, f64)> {
+) -> Vec<Vec<f64>> {
     let text = format!("param x = 1\nstate s\nd/dt(s) = 0\n{outputs}");
-    let m = Model::parse("two.vpm", &text).unwrap();
+    let m = Model::parse("outputs.vpm", &text).unwrap();
+    let no = m.outputs.len();
     let progs = ModelPrograms::new(&m);
     let n = xs.len();
-    // rhs, Jacobian, ∂f/∂t (one each), the two outputs, their Jacobians.
-    let width = 3 + 2 + 2;
+    // rhs, Jacobian, ∂f/∂t (one each), the outputs, their Jacobians (one each).
+    let width = 3 + 2 * no;
     let got: Vec<f64> = if f32 {
         let xs: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
         gpu.eval_model_f32(&progs, &vec![1.0; n], &xs, &vec![0.0; n])
@@ -445,7 +446,20 @@ fn two_outputs_on_adapter(
             .unwrap()
     };
     (0..n)
-        .map(|i| (got[i * width + 3], got[i * width + 4]))
+        .map(|i| got[i * width + 3..i * width + 3 + no].to_vec())
+        .collect()
+}
+
+/// As [`outputs_on_adapter`] for a model with two outputs: a pair per point.
+fn two_outputs_on_adapter(
+    gpu: &vpop::backend::wgpu::Gpu,
+    outputs: &str,
+    xs: &[f64],
+    f32: bool,
+) -> Vec<(f64, f64)> {
+    outputs_on_adapter(gpu, outputs, xs, f32)
+        .into_iter()
+        .map(|o| (o[0], o[1]))
         .collect()
 }
 
@@ -651,5 +665,389 @@ fn f32_sin_cos_are_accurate_on_an_adapter() {
         if !class.starts_with("x ≈") {
             assert!(*rel <= 2.0, "{class}: {rel} ulp");
         }
+    }
+}
+
+/// A model's outputs: tanh, atan, erf, erfc, floor and ceil of its parameter `x`.
+const TANH_ATAN_ERF: &str = "output th = tanh(x)\noutput at = atan(x)\noutput ef = erf(x)\n\
+                             output ec = erfc(x)\noutput fl = floor(x)\noutput ce = ceil(x)\n";
+const TANH_ATAN_ERF_NAMES: [&str; 6] = ["tanh", "atan", "erf", "erfc", "floor", "ceil"];
+
+/// The references for [`TANH_ATAN_ERF`]: Rust's tanh, atan, floor and ceil, the `libm` crate's
+/// erf and erfc (fdlibm's).
+fn tanh_atan_erf_reference(x: f64) -> [f64; 6] {
+    [
+        x.tanh(),
+        x.atan(),
+        libm::erf(x),
+        libm::erfc(x),
+        x.floor(),
+        x.ceil(),
+    ]
+}
+
+/// The generated code of a model with tanh, atan, erf, erfc, floor and ceil is valid WGSL in
+/// both precisions and calls the kernels' own functions (shaders/real_f32.wgsl,
+/// shaders/real_f64.wgsl), never the builtins `tanh` and `atan` (Vulkan bounds their f32 error
+/// only loosely and has no f64 ones), nor in f64 the builtin `exp`.
+#[test]
+fn tanh_atan_erf_code_validates_and_calls_no_builtins() {
+    let text = format!("param x = 1\nstate s\nd/dt(s) = 0\n{TANH_ATAN_ERF}");
+    let m = Model::parse("outputs.vpm", &text).unwrap();
+    let progs = ModelPrograms::new(&m);
+    for p in [Precision::F32, Precision::F64] {
+        let src = model_eval_source(&progs, p).unwrap();
+        if let Err(e) = validate(&src, p == Precision::F64) {
+            panic!("{p:?}:\n{e}");
+        }
+        // The code without its comments (which name atan(t) and the like).
+        let src: String = src
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for own in [
+            "tanh_r(r",
+            "atan_r(r",
+            "erf_r(r",
+            "erfc_r(r",
+            "floor_r(r",
+            "ceil_r(r",
+        ] {
+            assert!(src.contains(own), "{p:?}: no call {own}…");
+        }
+        let builtins: &[&str] = match p {
+            Precision::F32 => &["tanh(", "atan("],
+            Precision::F64 => &["tanh(", "atan(", "exp("],
+        };
+        for builtin in builtins {
+            let called = src.match_indices(builtin).any(|(i, _)| {
+                i == 0
+                    || !(src.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        || src.as_bytes()[i - 1] == b'_')
+            });
+            assert!(!called, "{p:?}: calls the builtin {builtin}");
+        }
+    }
+}
+
+/// erf and erfc at a few points, independent of `libm`: computed with mpmath 1.3 at 50 digits
+/// and rounded to f64 (x, erf x, erfc x).
+const ERF_ERFC_MPMATH: [(f64, f64, f64); 26] = [
+    (1e-300, 1.1283791670955126e-300, 1.0),
+    (1e-10, 1.1283791670955126e-10, 0.999999999887162),
+    (0.1, 0.1124629160182849, 0.887537083981715),
+    (0.25, 0.27632639016823696, 0.7236736098317631),
+    (0.5, 0.5204998778130465, 0.4795001221869535),
+    (0.8, 0.7421009647076605, 0.2578990352923395),
+    (0.84375, 0.7672256612323416, 0.23277433876765838),
+    (0.9, 0.7969082124228322, 0.20309178757716786),
+    (1.0, 0.8427007929497149, 0.15729920705028513),
+    (1.25, 0.9229001282564583, 0.07709987174354177),
+    (1.5, 0.9661051464753108, 0.033894853524689274),
+    (2.0, 0.9953222650189527, 0.004677734981047266),
+    (
+        2.857142857142857,
+        0.9999466876886117,
+        5.3312311388322795e-05,
+    ),
+    (3.0, 0.9999779095030014, 2.209049699858544e-05),
+    (4.5, 0.9999999998033839, 1.9661604415428876e-10),
+    (5.9, 0.9999999999999999, 7.190409783550478e-17),
+    (8.0, 1.0, 1.1224297172982926e-29),
+    (10.0, 1.0, 2.088487583762545e-45),
+    (15.0, 1.0, 7.212994172451207e-100),
+    (20.0, 1.0, 5.395865611607901e-176),
+    (25.0, 1.0, 8.300172571196523e-274),
+    (26.5, 1.0, 2.2109076642637343e-307),
+    (27.0, 1.0, 5.23705e-319),
+    (-0.3, -0.3286267594591274, 1.3286267594591274),
+    (-1.0, -0.8427007929497149, 1.8427007929497148),
+    (-3.0, -0.9999779095030014, 1.9999779095030015),
+];
+
+/// The same value: equal bits (so ±0 apart), or both NaN.
+fn same_value(got: f64, want: f64) -> bool {
+    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+}
+
+/// Random arguments for the tanh, atan, erf and erfc tests, by class: uniform in (−1, 1),
+/// (−6, 6) and (−r, r), erfc's tail from `tail.0` to `tail.1` (where its result is still
+/// normal) and log-uniform magnitudes from 10^−`decades` to 10^`decades`; each rounded to f32
+/// when `f32`.
+fn tanh_atan_erf_points(r: f64, tail: (f64, f64), decades: i32, f32: bool) -> Vec<(String, f64)> {
+    let mut rng = SmallRng::seed_from_u64(43);
+    let round = |x: f64| if f32 { x as f32 as f64 } else { x };
+    let mut points = Vec::new();
+    for _ in 0..(1 << 13) {
+        for r in [1.0, 6.0, r] {
+            points.push((format!("|x| < {r}"), round(rng.random_range(-r..r))));
+        }
+        points.push((
+            format!("x in [{}, {}]", tail.0, tail.1),
+            round(rng.random_range(tail.0..tail.1)),
+        ));
+        let d = f64::from(decades);
+        let mag = 10f64.powf(rng.random_range(-d..d));
+        let sign = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
+        points.push((
+            format!("1e-{decades} < |x| < 1e{decades}"),
+            round(sign * mag),
+        ));
+    }
+    points
+}
+
+/// The f64 tanh, atan, erf, erfc, floor and ceil of the WGSL kernels (shaders/real_f64.wgsl:
+/// Cephes's tanh, fdlibm's atan, erf and erfc) against Rust's and `libm`'s on an adapter with
+/// SHADER_F64, and erf and erfc against mpmath's values: ±0, ±∞, NaN, saturation (±1, 0, 2)
+/// and floor and ceil exactly as IEEE's, tanh, atan and erf within 2 ulps, erfc within 4
+/// (relative where its result is normal, in units of the least subnormal beyond), over the
+/// whole range.
+#[test]
+fn f64_tanh_atan_erf_are_accurate_on_an_adapter() {
+    let gpu = match vpop::backend::wgpu::Gpu::new(true) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let limits = [2.0, 2.0, 2.0, 4.0];
+    let specials = [
+        0.0,
+        -0.0,
+        5e-324,
+        -1e-310,
+        1e-300,
+        1e-9,
+        0.4375,
+        0.5,
+        -0.5,
+        0.625,
+        -0.625,
+        0.6875,
+        1.0,
+        -1.0,
+        1.1875,
+        2.4375,
+        2.5,
+        -2.5,
+        6.0,
+        -6.0,
+        8.0,
+        19.1,
+        22.0,
+        26.5,
+        27.2,
+        27.3,
+        28.0,
+        -28.0,
+        30.0,
+        -30.0,
+        1e20,
+        -1e300,
+        f64::MAX,
+        4503599627370495.5,
+        -4503599627370495.5,
+        4503599627370497.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+    ];
+    let got = outputs_on_adapter(&gpu, TANH_ATAN_ERF, &specials, false);
+    for (&x, o) in specials.iter().zip(&got) {
+        let want = tanh_atan_erf_reference(x);
+        for k in 0..6 {
+            let name = TANH_ATAN_ERF_NAMES[k];
+            // Exactly: floor and ceil, NaN, the signs of zeros, the limits at ±∞ and
+            // saturation (tanh and erf ±1, erfc 0 and 2 from |x| = 28).
+            let exact = k >= 4 || x.is_nan() || x == 0.0 || x.is_infinite() || x.abs() >= 28.0;
+            if exact && !(k == 1 && x.is_finite()) {
+                assert!(
+                    same_value(o[k], want[k]),
+                    "{name}({x:e}) = {:e}, want {:e}",
+                    o[k],
+                    want[k]
+                );
+            } else {
+                assert!(
+                    ulps(o[k], want[k]) <= limits[k],
+                    "{name}({x:e}) = {:e}, want {:e}",
+                    o[k],
+                    want[k]
+                );
+            }
+        }
+    }
+    // Against mpmath's values (independent of libm, whose method is the kernels' own).
+    let xs: Vec<f64> = ERF_ERFC_MPMATH.iter().map(|p| p.0).collect();
+    let got = outputs_on_adapter(&gpu, TANH_ATAN_ERF, &xs, false);
+    for (&(x, erf, erfc), o) in ERF_ERFC_MPMATH.iter().zip(&got) {
+        let (e, c) = (ulps(o[2], erf), ulps(o[3], erfc));
+        println!("mpmath: erf({x:e}) {e:.2} ulp, erfc({x:e}) {c:.2} ulp");
+        assert!(e <= limits[2], "erf({x:e}) = {:e}, want {erf:e}", o[2]);
+        assert!(c <= limits[3], "erfc({x:e}) = {:e}, want {erfc:e}", o[3]);
+    }
+    let points = tanh_atan_erf_points(30.0, (6.0, 26.5), 300, false);
+    let xs: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let got = outputs_on_adapter(&gpu, TANH_ATAN_ERF, &xs, false);
+    let mut worst: std::collections::BTreeMap<(usize, String), (f64, f64)> = Default::default();
+    for ((class, x), o) in points.iter().zip(&got) {
+        let want = tanh_atan_erf_reference(*x);
+        for k in 0..4 {
+            let e = ulps(o[k], want[k]);
+            let w = worst.entry((k, class.clone())).or_insert((0.0, 0.0));
+            if e > w.0 {
+                *w = (e, *x);
+            }
+        }
+        for k in 4..6 {
+            assert!(
+                same_value(o[k], want[k]),
+                "{}({x:e}) = {:e}, want {:e}",
+                TANH_ATAN_ERF_NAMES[k],
+                o[k],
+                want[k]
+            );
+        }
+    }
+    for ((k, class), (e, x)) in &worst {
+        let name = TANH_ATAN_ERF_NAMES[*k];
+        println!("{name}, {class}: worst {e:.2} ulp (x {x:e})");
+    }
+    for ((k, class), (e, x)) in &worst {
+        let name = TANH_ATAN_ERF_NAMES[*k];
+        assert!(*e <= limits[*k], "{name}, {class}: {e} ulp at x = {x:e}");
+    }
+}
+
+/// The f32 tanh, atan, erf, erfc, floor and ceil of the WGSL kernels (shaders/real_f32.wgsl:
+/// Cephes's single-precision functions with their own exp, not the builtins) against the f64
+/// functions of the same f32 arguments: ±0, ±∞, NaN, saturation (±1, 0, 2) and floor and ceil
+/// exactly, tanh, atan and erf within 4 f32 ulps, erfc within 16 where its result is a normal
+/// f32 (below that, within 2^-126: adapters may flush subnormals). f32 subnormal arguments are
+/// left out for the same reason.
+#[test]
+fn f32_tanh_atan_erf_are_accurate_on_an_adapter() {
+    let gpu = match vpop::backend::wgpu::Gpu::new(false) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let limits = [4.0, 4.0, 4.0, 16.0];
+    let tiny = f64::from(f32::MIN_POSITIVE);
+    // Relative error in units of 2^-23, or 0 when both are the same non-finite value or NaN;
+    // results below f32's normal range count as exact within 2^-126.
+    let ulps32 = |got: f64, want: f64| {
+        if same_value(got, want) || (got == want) {
+            0.0
+        } else if !got.is_finite() || !want.is_finite() {
+            f64::INFINITY
+        } else if want.abs() < tiny {
+            if (got - want).abs() <= tiny {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            (got - want).abs() / (want.abs() * f64::from(f32::EPSILON))
+        }
+    };
+    let specials: Vec<f64> = [
+        0.0,
+        -0.0,
+        1e-30,
+        1e-6,
+        0.41421356,
+        0.5,
+        -0.5,
+        0.625,
+        -0.625,
+        1.0,
+        -1.0,
+        2.0,
+        2.4142137,
+        2.5,
+        -2.5,
+        4.0,
+        -4.0,
+        9.1,
+        10.1,
+        -10.1,
+        12.0,
+        8388607.5,
+        -8388607.5,
+        8388609.0,
+        1e30,
+        f64::from(f32::MAX),
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+    ]
+    .iter()
+    .map(|&x: &f64| x as f32 as f64)
+    .collect();
+    let got = outputs_on_adapter(&gpu, TANH_ATAN_ERF, &specials, true);
+    for (&x, o) in specials.iter().zip(&got) {
+        let want = tanh_atan_erf_reference(x);
+        for k in 0..6 {
+            let name = TANH_ATAN_ERF_NAMES[k];
+            // Exactly (the f64 reference rounded to f32): floor and ceil, NaN, the signs of
+            // zeros, the limits at ±∞ and saturation (tanh and erf ±1, erfc 0 and 2 from
+            // |x| = 10.1).
+            let exact = k >= 4 || x.is_nan() || x == 0.0 || x.is_infinite() || x.abs() >= 10.1;
+            if exact && !(k == 1 && x.is_finite()) {
+                let want = want[k] as f32 as f64;
+                assert!(
+                    same_value(o[k], want),
+                    "f32 {name}({x:e}) = {:e}, want {want:e}",
+                    o[k],
+                );
+            } else {
+                assert!(
+                    ulps32(o[k], want[k]) <= limits[k],
+                    "f32 {name}({x:e}) = {:e}, want {:e}",
+                    o[k],
+                    want[k]
+                );
+            }
+        }
+    }
+    let points = tanh_atan_erf_points(12.0, (4.0, 9.1), 30, true);
+    let xs: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let got = outputs_on_adapter(&gpu, TANH_ATAN_ERF, &xs, true);
+    let mut worst: std::collections::BTreeMap<(usize, String), (f64, f64)> = Default::default();
+    for ((class, x), o) in points.iter().zip(&got) {
+        let want = tanh_atan_erf_reference(*x);
+        for k in 0..4 {
+            let e = ulps32(o[k], want[k]);
+            let w = worst.entry((k, class.clone())).or_insert((0.0, 0.0));
+            if e > w.0 {
+                *w = (e, *x);
+            }
+        }
+        for k in 4..6 {
+            assert!(
+                same_value(o[k], want[k]),
+                "f32 {}({x:e}) = {:e}, want {:e}",
+                TANH_ATAN_ERF_NAMES[k],
+                o[k],
+                want[k]
+            );
+        }
+    }
+    for ((k, class), (e, x)) in &worst {
+        let name = TANH_ATAN_ERF_NAMES[*k];
+        println!("f32 {name}, {class}: worst {e:.2} ulp (x {x:e})");
+    }
+    for ((k, class), (e, x)) in &worst {
+        let name = TANH_ATAN_ERF_NAMES[*k];
+        assert!(
+            *e <= limits[*k],
+            "f32 {name}, {class}: {e} ulp at x = {x:e}"
+        );
     }
 }

@@ -40,6 +40,12 @@ enum Code {
     Max,
     Sin,
     Cos,
+    Tanh,
+    Atan,
+    Erf,
+    Erfc,
+    Floor,
+    Ceil,
     /// Fused (see [`fuse`]): a·b + c.
     MulAdd,
     /// a·b − c.
@@ -67,7 +73,8 @@ impl Ins {
     fn operands(&self) -> &'static [usize] {
         use Code::*;
         match self.code {
-            Neg | Not | Powi | Exp | Log | Log10 | Sqrt | Abs | Sin | Cos => &[0],
+            Neg | Not | Powi | Exp | Log | Log10 | Sqrt | Abs | Sin | Cos | Tanh | Atan | Erf
+            | Erfc | Floor | Ceil => &[0],
             Select | MulAdd | MulSub | NegMulAdd => &[0, 1, 2],
             MulMulAdd | MulMulSub => &[0, 1, 2, 3],
             _ => &[0, 1],
@@ -172,6 +179,12 @@ fn step(ins: &[Ins], base: usize, env: &mut [f64]) {
             Code::Abs => x.abs(),
             Code::Sin => x.sin(),
             Code::Cos => x.cos(),
+            Code::Tanh => x.tanh(),
+            Code::Atan => x.atan(),
+            Code::Erf => libm::erf(x),
+            Code::Erfc => libm::erfc(x),
+            Code::Floor => x.floor(),
+            Code::Ceil => x.ceil(),
             Code::Min => nan_or(x, env[i.b as usize], f64::min),
             Code::Max => nan_or(x, env[i.b as usize], f64::max),
             Code::MulAdd => x * env[i.b as usize] + env[i.c as usize],
@@ -236,6 +249,12 @@ fn step_lanes(ins: &[Ins], base: usize, env: &mut [f64], n: usize) {
             Code::Abs => lanes(out, [a], |[x]| x.abs()),
             Code::Sin => lanes(out, [a], |[x]| x.sin()),
             Code::Cos => lanes(out, [a], |[x]| x.cos()),
+            Code::Tanh => lanes(out, [a], |[x]| x.tanh()),
+            Code::Atan => lanes(out, [a], |[x]| x.atan()),
+            Code::Erf => lanes(out, [a], |[x]| libm::erf(x)),
+            Code::Erfc => lanes(out, [a], |[x]| libm::erfc(x)),
+            Code::Floor => lanes(out, [a], |[x]| x.floor()),
+            Code::Ceil => lanes(out, [a], |[x]| x.ceil()),
             Code::Min => lanes(out, [a, at(i.b)], |[x, y]| nan_or(x, y, f64::min)),
             Code::Max => lanes(out, [a, at(i.b)], |[x, y]| nan_or(x, y, f64::max)),
             Code::MulAdd => lanes(out, [a, at(i.b), at(i.c)], |[x, y, z]| x * y + z),
@@ -535,6 +554,12 @@ impl Exec {
                 Op::Abs(a) => (Code::Abs, g(a), 0, 0),
                 Op::Sin(a) => (Code::Sin, g(a), 0, 0),
                 Op::Cos(a) => (Code::Cos, g(a), 0, 0),
+                Op::Tanh(a) => (Code::Tanh, g(a), 0, 0),
+                Op::Atan(a) => (Code::Atan, g(a), 0, 0),
+                Op::Erf(a) => (Code::Erf, g(a), 0, 0),
+                Op::Erfc(a) => (Code::Erfc, g(a), 0, 0),
+                Op::Floor(a) => (Code::Floor, g(a), 0, 0),
+                Op::Ceil(a) => (Code::Ceil, g(a), 0, 0),
                 Op::Min(a, b) => (Code::Min, g(a), g(b), 0),
                 Op::Max(a, b) => (Code::Max, g(a), g(b), 0),
             };
@@ -736,6 +761,12 @@ mod tests {
             Max(y, z),
             Sin(x),
             Cos(z),
+            Tanh(x),
+            Atan(z),
+            Erf(y),
+            Erfc(x),
+            Floor(z),
+            Ceil(x),
         ];
         instrs.extend(ops);
         let mut results: Vec<u32> = (4..instrs.len() as u32).collect();

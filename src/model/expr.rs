@@ -59,6 +59,14 @@ pub enum Func {
     Max,
     Sin,
     Cos,
+    Tanh,
+    Atan,
+    Erf,
+    Erfc,
+    /// The standard normal distribution function, 0.5 · erfc(−x / √2) (NONMEM's PHI).
+    Phi,
+    Floor,
+    Ceil,
     /// The logistic function 1 / (1 + exp(-x)), lowered to those operations.
     Expit,
     /// log(x / (1 - x)), lowered to those operations.
@@ -67,7 +75,7 @@ pub enum Func {
 
 impl Func {
     /// Every function, in the order the documentation and error messages list them.
-    pub const ALL: [Func; 12] = [
+    pub const ALL: [Func; 19] = [
         Func::Exp,
         Func::Log,
         Func::Log10,
@@ -78,6 +86,13 @@ impl Func {
         Func::Max,
         Func::Sin,
         Func::Cos,
+        Func::Tanh,
+        Func::Atan,
+        Func::Erf,
+        Func::Erfc,
+        Func::Phi,
+        Func::Floor,
+        Func::Ceil,
         Func::Expit,
         Func::Logit,
     ];
@@ -94,6 +109,13 @@ impl Func {
             Func::Max => "max",
             Func::Sin => "sin",
             Func::Cos => "cos",
+            Func::Tanh => "tanh",
+            Func::Atan => "atan",
+            Func::Erf => "erf",
+            Func::Erfc => "erfc",
+            Func::Phi => "phi",
+            Func::Floor => "floor",
+            Func::Ceil => "ceil",
             Func::Expit => "expit",
             Func::Logit => "logit",
         }

@@ -62,6 +62,12 @@ pub enum Op {
     Max(Reg, Reg),
     Sin(Reg),
     Cos(Reg),
+    Tanh(Reg),
+    Atan(Reg),
+    Erf(Reg),
+    Erfc(Reg),
+    Floor(Reg),
+    Ceil(Reg),
 }
 
 /// Hashable identity of an instruction (constants by their bits).
@@ -106,6 +112,12 @@ fn key(op: &Op) -> Key {
         Max(a, b) => k(28, a.min(b), a.max(b), 0),
         Sin(a) => k(29, a, 0, 0),
         Cos(a) => k(30, a, 0, 0),
+        Tanh(a) => k(31, a, 0, 0),
+        Atan(a) => k(32, a, 0, 0),
+        Erf(a) => k(33, a, 0, 0),
+        Erfc(a) => k(34, a, 0, 0),
+        Floor(a) => k(35, a, 0, 0),
+        Ceil(a) => k(36, a, 0, 0),
     }
 }
 
@@ -134,6 +146,12 @@ impl Op {
             | Abs(a)
             | Sin(a)
             | Cos(a)
+            | Tanh(a)
+            | Atan(a)
+            | Erf(a)
+            | Erfc(a)
+            | Floor(a)
+            | Ceil(a)
             | Powi(a, _) => [Some(a), None, None],
             Add(a, b)
             | Sub(a, b)
@@ -167,6 +185,12 @@ impl Op {
             Abs(a) => Abs(f(a)),
             Sin(a) => Sin(f(a)),
             Cos(a) => Cos(f(a)),
+            Tanh(a) => Tanh(f(a)),
+            Atan(a) => Atan(f(a)),
+            Erf(a) => Erf(f(a)),
+            Erfc(a) => Erfc(f(a)),
+            Floor(a) => Floor(f(a)),
+            Ceil(a) => Ceil(f(a)),
             Powi(a, n) => Powi(f(a), n),
             Add(a, b) => Add(f(a), f(b)),
             Sub(a, b) => Sub(f(a), f(b)),
@@ -277,6 +301,12 @@ pub fn apply(op: &Op, r: &[f64], t: f64, y: &[f64], p: &[f64], slots: &[f64]) ->
         Abs(a) => g(a).abs(),
         Sin(a) => g(a).sin(),
         Cos(a) => g(a).cos(),
+        Tanh(a) => g(a).tanh(),
+        Atan(a) => g(a).atan(),
+        Erf(a) => libm::erf(g(a)),
+        Erfc(a) => libm::erfc(g(a)),
+        Floor(a) => g(a).floor(),
+        Ceil(a) => g(a).ceil(),
         // NaN-propagating, as the GPU min/max are not guaranteed to be otherwise.
         Min(a, b) => {
             let (x, z) = (g(a), g(b));
@@ -516,6 +546,19 @@ impl Builder {
                     Func::Abs => Op::Abs(x),
                     Func::Sin => Op::Sin(x),
                     Func::Cos => Op::Cos(x),
+                    Func::Tanh => Op::Tanh(x),
+                    Func::Atan => Op::Atan(x),
+                    Func::Erf => Op::Erf(x),
+                    Func::Erfc => Op::Erfc(x),
+                    Func::Phi => {
+                        let scale = self.c(-std::f64::consts::FRAC_1_SQRT_2);
+                        let z = self.push(Op::Mul(x, scale));
+                        let e = self.push(Op::Erfc(z));
+                        let half = self.c(0.5);
+                        Op::Mul(half, e)
+                    }
+                    Func::Floor => Op::Floor(x),
+                    Func::Ceil => Op::Ceil(x),
                     Func::Min => Op::Min(x, y),
                     Func::Max => Op::Max(x, y),
                     Func::Expit => {
@@ -656,6 +699,32 @@ impl Builder {
                 let m = self.push(Mul(s, x));
                 self.push(Neg(m))
             }),
+            Tanh(a) => d(self, a).map(|x| {
+                // (1 − tanh²)·da
+                let one = self.c(1.0);
+                let sq = self.push(Mul(r, r));
+                let s = self.push(Sub(one, sq));
+                self.push(Mul(s, x))
+            }),
+            Atan(a) => d(self, a).map(|x| {
+                // da / (1 + a²)
+                let one = self.c(1.0);
+                let sq = self.push(Mul(a, a));
+                let s = self.push(Add(one, sq));
+                self.push(Div(x, s))
+            }),
+            Erf(a) | Erfc(a) => d(self, a).map(|x| {
+                // ±2/√π · e^(−a²) · da
+                let sign = if matches!(op, Erf(_)) { 1.0 } else { -1.0 };
+                let sq = self.push(Mul(a, a));
+                let m = self.push(Neg(sq));
+                let e = self.push(Exp(m));
+                let k = self.c(sign * std::f64::consts::FRAC_2_SQRT_PI);
+                let ke = self.push(Mul(k, e));
+                self.push(Mul(ke, x))
+            }),
+            // Piecewise constant: zero wherever it is differentiable.
+            Floor(_) | Ceil(_) => None,
             Abs(a) => d(self, a).map(|x| {
                 let zero = self.c(0.0);
                 let c = self.push(Ge(a, zero));
@@ -826,7 +895,8 @@ impl Program {
         (p.flops(), p.transcendentals())
     }
 
-    /// exp, log, log10, sqrt, sin, cos and general powers in one evaluation.
+    /// exp, log, log10, sqrt, sin, cos, tanh, atan, erf, erfc and general powers in one
+    /// evaluation.
     pub fn transcendentals(&self) -> u64 {
         self.instrs
             .iter()
@@ -840,6 +910,10 @@ impl Program {
                         | Op::Pow(..)
                         | Op::Sin(_)
                         | Op::Cos(_)
+                        | Op::Tanh(_)
+                        | Op::Atan(_)
+                        | Op::Erf(_)
+                        | Op::Erfc(_)
                 )
             })
             .count() as u64
@@ -1105,6 +1179,8 @@ mod tests {
             "x ^ -2 + y ^ 0.5 + x ^ y",
             "sin(x * y) * cos(x) - cos(2 * y + sin(x))",
             "expit(x - 2 * y) * logit(y / (1 + y)) + pi * logit(expit(x))",
+            "tanh(x - y) * atan(x * y) + erf(x - y) * erfc(y / x) + phi(x - 2 * y)",
+            "floor(x) * tanh(y) + ceil(y) * atan(x) - erfc(-x * y)",
         ];
         for text in cases {
             let mut e = parse_expr_str("d", text).unwrap();

@@ -157,9 +157,10 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
 }
 
 /// Words that cannot be declared as names.
-pub const RESERVED: [&str; 24] = [
+pub const RESERVED: [&str; 31] = [
     "t", "pi", "param", "state", "output", "if", "d", "dt", "alag", "f", "rate", "dur", "exp",
-    "log", "log10", "sqrt", "pow", "abs", "min", "max", "sin", "cos", "expit", "logit",
+    "log", "log10", "sqrt", "pow", "abs", "min", "max", "sin", "cos", "tanh", "atan", "erf",
+    "erfc", "phi", "floor", "ceil", "expit", "logit",
 ];
 
 /// Names that an expression reads as values of its own (time and the constant π), so no
@@ -591,6 +592,13 @@ impl Expr {
                     Func::Max => a.max(c),
                     Func::Sin => a.sin(),
                     Func::Cos => a.cos(),
+                    Func::Tanh => a.tanh(),
+                    Func::Atan => a.atan(),
+                    Func::Erf => libm::erf(a),
+                    Func::Erfc => libm::erfc(a),
+                    Func::Phi => 0.5 * libm::erfc(a * -std::f64::consts::FRAC_1_SQRT_2),
+                    Func::Floor => a.floor(),
+                    Func::Ceil => a.ceil(),
                     Func::Expit => 1.0 / (1.0 + (-a).exp()),
                     Func::Logit => (a / (1.0 - a)).ln(),
                 }
@@ -659,13 +667,54 @@ mod tests {
         assert!((ev("logit(expit(a))") - 2.0).abs() < 1e-14);
         let e = parse_expr_str("x", "pi(1)").unwrap_err();
         assert!(e.message.contains("unknown function 'pi'"), "{e}");
-        let e = parse_expr_str("x", "tanh(1)").unwrap_err();
-        assert!(e.message.contains("expit, logit, if"), "{e}");
+        let e = parse_expr_str("x", "gamma(1)").unwrap_err();
+        assert!(e.message.contains("floor, ceil, expit, logit, if"), "{e}");
         let e = parse_expr_str("x", "logit(1, 2)").unwrap_err();
         assert!(e.message.contains("logit() takes 1 argument, got 2"), "{e}");
         assert!(check_population_name("pi").is_err());
         assert!(check_population_name("t").is_err());
         assert!(check_population_name("pie").is_ok());
+    }
+
+    /// tanh, atan, erf, erfc, phi, floor and ceil against tabulated values (erf(1), erfc(1),
+    /// Φ(−1) and Φ's 97.5th percentile to 18 digits: Abramowitz & Stegun, tables 7.1 and 26.1).
+    #[test]
+    fn tanh_atan_erf_phi_floor_ceil() {
+        let close = |text: &str, want: f64| {
+            let got = ev(text);
+            assert!(
+                (got - want).abs() <= 2.0 * f64::EPSILON * want.abs(),
+                "{text} = {got:e}, want {want:e}"
+            );
+        };
+        close("tanh(1)", 0.761_594_155_955_764_9);
+        close("tanh(-a)", -0.964_027_580_075_816_9);
+        assert_eq!(ev("tanh(0)"), 0.0);
+        assert_eq!(ev("tanh(800)"), 1.0);
+        close("atan(1)", std::f64::consts::FRAC_PI_4);
+        close("4 * atan(1) - pi", 0.0);
+        assert_eq!(ev("atan(1e300)"), std::f64::consts::FRAC_PI_2);
+        close("erf(1)", 0.842_700_792_949_714_9);
+        close("erfc(1)", 0.157_299_207_050_285_1);
+        close("erf(-1) + erfc(-1)", 1.0);
+        assert_eq!(ev("erfc(30)"), 0.0);
+        assert_eq!(ev("erfc(-30)"), 2.0);
+        close("phi(-1)", 0.158_655_253_931_457_05);
+        close("phi(1.959963984540054)", 0.975);
+        assert_eq!(ev("phi(0)"), 0.5);
+        // The lower tail keeps its relative accuracy: Φ(−10) = 7.619853024160526e-24.
+        assert!((ev("phi(-10)") / 7.619_853_024_160_526e-24 - 1.0).abs() < 1e-14);
+        assert_eq!(ev("floor(-1.5) + ceil(-1.5)"), -3.0);
+        assert_eq!(ev("floor(a) + ceil(a + 0.25)"), 5.0);
+        let e = parse_expr_str("x", "erf(1, 2)").unwrap_err();
+        assert!(e.message.contains("erf() takes 1 argument, got 2"), "{e}");
+    }
+
+    #[test]
+    fn every_function_name_is_reserved() {
+        for f in Func::ALL {
+            assert!(RESERVED.contains(&f.name()), "{}", f.name());
+        }
     }
 
     #[test]

@@ -115,6 +115,13 @@ fn expr_named(op: &Op, p: Precision, r: &dyn Fn(u32) -> String) -> String {
         // The kernels' own (kernels/sincos_f32.cu, kernels/sincos_f64.cu).
         Op::Sin(a) => format!("sin_r({})", r(a)),
         Op::Cos(a) => format!("cos_r({})", r(a)),
+        // CUDA's math library (float overloads in f32 kernels).
+        Op::Tanh(a) => format!("tanh({})", r(a)),
+        Op::Atan(a) => format!("atan({})", r(a)),
+        Op::Erf(a) => format!("erf({})", r(a)),
+        Op::Erfc(a) => format!("erfc({})", r(a)),
+        Op::Floor(a) => format!("floor({})", r(a)),
+        Op::Ceil(a) => format!("ceil({})", r(a)),
     }
 }
 

@@ -6,9 +6,10 @@
 //!
 //! In f64 the exponential, logarithms and general powers call the kernels' own `exp64`,
 //! `log64`, `log10_64` and `pow64` (`shaders/real_f64.wgsl`, see [`precision_helpers`]): the
-//! WGSL builtins lower to Vulkan instructions that take 32-bit floats only. `sin` and `cos`
-//! call the kernels' own `sin_r` and `cos_r` in both precisions (Vulkan bounds the f32
-//! builtins' error only loosely).
+//! WGSL builtins lower to Vulkan instructions that take 32-bit floats only. `sin`, `cos`,
+//! `tanh`, `atan`, `erf` and `erfc` call the kernels' own `sin_r`, `cos_r`, `tanh_r`, `atan_r`,
+//! `erf_r` and `erfc_r` in both precisions (Vulkan bounds the f32 builtins' error only
+//! loosely, and has no erf); `floor` and `ceil` call `floor_r` and `ceil_r`.
 
 use std::fmt::Write;
 
@@ -24,8 +25,8 @@ pub fn scalar(p: Precision) -> &'static str {
 }
 
 /// The scalar helpers every shader of precision `p` includes: `finite`, `is_nan`, `nan` and
-/// `pow_r`, `sin_r` and `cos_r`, and in f64 the exp, log, log10 and pow that f64 model
-/// functions call.
+/// `pow_r`, `sin_r`, `cos_r`, `tanh_r`, `atan_r`, `erf_r`, `erfc_r`, `floor_r` and `ceil_r`,
+/// and in f64 the exp, log, log10 and pow that f64 model functions call.
 pub fn precision_helpers(p: Precision) -> &'static str {
     match p {
         Precision::F32 => REAL_F32_WGSL,
@@ -35,7 +36,7 @@ pub fn precision_helpers(p: Precision) -> &'static str {
 
 /// The f32 helpers.
 pub const REAL_F32_WGSL: &str = include_str!("../../../shaders/real_f32.wgsl");
-/// The f64 helpers, with f64 exp, log, log10, pow, sin and cos.
+/// The f64 helpers, with f64 exp, log, log10, pow, sin, cos, tanh, atan, erf and erfc.
 pub const REAL_F64_WGSL: &str = include_str!("../../../shaders/real_f64.wgsl");
 
 /// Replaces the type word `real` of a template by the scalar type of `p`, outside `//`
@@ -159,6 +160,12 @@ fn expr(op: &Op, p: Precision) -> String {
         Op::Max(a, c) => format!("max({}, {})", r(a), r(c)),
         Op::Sin(a) => format!("sin_r({})", r(a)),
         Op::Cos(a) => format!("cos_r({})", r(a)),
+        Op::Tanh(a) => format!("tanh_r({})", r(a)),
+        Op::Atan(a) => format!("atan_r({})", r(a)),
+        Op::Erf(a) => format!("erf_r({})", r(a)),
+        Op::Erfc(a) => format!("erfc_r({})", r(a)),
+        Op::Floor(a) => format!("floor_r({})", r(a)),
+        Op::Ceil(a) => format!("ceil_r({})", r(a)),
     }
 }
 
