@@ -24,8 +24,8 @@ pub const ENV: &str = "VPOP_KERNEL_CACHE";
 /// The most bytes of PTX the cache keeps (a kernel's PTX is 0.1–1 MB).
 pub const MAX_BYTES: u64 = 256 << 20;
 
-/// SHA-256 in hexadecimal.
-fn sha256_hex(parts: &[&[u8]]) -> String {
+/// The SHA-256 of the parts, one after the other, in hexadecimal.
+pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p);

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use super::host::{Host, Job, Launched, Launcher, Meta, Real, Written, BLOCK};
 use super::OpCounts;
@@ -151,13 +150,9 @@ struct Loaded {
 type Cell = Arc<OnceLock<Result<Loaded, String>>>;
 
 /// Libraries loaded by this process, by key; each is built and loaded once.
-fn loaded() -> &'static Mutex<HashMap<[u8; 32], Cell>> {
-    static LOADED: OnceLock<Mutex<HashMap<[u8; 32], Cell>>> = OnceLock::new();
+fn loaded() -> &'static Mutex<HashMap<String, Cell>> {
+    static LOADED: OnceLock<Mutex<HashMap<String, Cell>>> = OnceLock::new();
     LOADED.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn hex(key: &[u8; 32]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The last dynamic-linker error.
@@ -242,24 +237,22 @@ impl Emulator {
         } else {
             format!("{HOST_PRELUDE}\n{src}\n{HOST_ENTRY}")
         };
-        let mut h = Sha256::new();
+        let flags = FLAGS.join(" ");
+        let mut parts: Vec<&[u8]> = Vec::new();
         for part in [&self.compiler.version, &self.compiler.program]
             .into_iter()
             .chain(&self.compiler.args)
         {
-            h.update(part.as_bytes());
-            h.update([0]);
+            parts.extend([part.as_bytes(), b"\0"]);
         }
-        h.update(FLAGS.join(" ").as_bytes());
-        h.update([0]);
-        h.update(cpp.as_bytes());
-        let key: [u8; 32] = h.finalize().into();
+        parts.extend([flags.as_bytes(), b"\0", cpp.as_bytes()]);
+        let key = super::cache::sha256_hex(&parts);
         let cell = {
             let mut map = loaded().lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(key).or_default().clone()
+            map.entry(key.clone()).or_default().clone()
         };
         cell.get_or_init(|| {
-            let so = self.dir.join(format!("{}.so", hex(&key)));
+            let so = self.dir.join(format!("{key}.so"));
             if so.is_file() {
                 if let Ok(e) = load(&so, precision, counting) {
                     return Ok(e);
@@ -267,7 +260,7 @@ impl Emulator {
                 // A library that does not load is rebuilt.
                 let _ = std::fs::remove_file(&so);
             }
-            self.build(&cpp, &hex(&key), &so)?;
+            self.build(&cpp, &key, &so)?;
             load(&so, precision, counting)
         })
         .clone()
