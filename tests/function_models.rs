@@ -1,11 +1,14 @@
-//! Models written with the language's functions (`sin`, `cos`, `expit`, `logit`, `tanh`, `atan`,
-//! `erf`, `erfc`, `phi`, `floor`, `ceil`) and `pi`, on every backend against closed forms:
+//! Models written with the language's functions (`sin`, `cos`, `expit`, `logit`, `tanh`,
+//! `atan`, `erf`, `erfc`, `phi`, `floor`, `ceil`) and `pi`, on every backend against closed
+//! forms and exact relations:
 //! - a one-compartment response to a cosine input (a circadian production rate) with bolus
 //!   doses on top: the solution and its AUC in closed form;
 //! - a pendulum, `sin` of a state (so its Jacobian holds `cos`, for the Rosenbrock methods):
 //!   its energy is conserved and its period is 4·√(L/g)·K(sin(θ₀/2)), K the complete elliptic
 //!   integral of the first kind (by the arithmetic–geometric mean);
 //! - logistic growth, whose logit is linear in time: logit(n/cap) = r·t + logit(p0);
+//! - examples/probit_ae.vpm's probit adverse event, Φ((cp − c50)/s): its peak is Φ of the
+//!   concentration's peak, at the same time, and it is above ½ while cp is above c50;
 //! - a Gaussian input (an absorption profile: the absorbed fraction is a difference of normal
 //!   distribution functions, `phi`) and a state decaying as y' = −k·tanh(y) (so
 //!   sinh(y) = sinh(y0)·e^(−kt), and the Rosenbrock methods' Jacobian holds 1 − tanh²), seen
@@ -478,6 +481,144 @@ fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
 fn emulated_cuda_kernels_match_the_closed_forms() {
     use vpop::backend::cuda::EmulatedCuda;
     gpu_matches_the_closed_forms("cuda-emulated", EmulatedCuda::new);
+}
+
+/// Subjects of examples/probit_ae.vpm: (ka, cl, v1, q, v2, c50, s); under 200 mg q24h their
+/// concentration peaks lie 0.85 to 2.4 SDs above c50, so that the event's probability peaks
+/// between 0.80 and 0.993: short of 1, where f32 would round a flat top to ties.
+fn probit_subjects() -> Vec<[f64; 7]> {
+    vec![
+        [1.2, 5.0, 30.0, 2.5, 60.0, 4.0, 0.8],
+        [0.6, 3.0, 25.0, 4.0, 40.0, 3.5, 0.8],
+        [2.5, 8.0, 45.0, 1.0, 80.0, 2.5, 1.2],
+        [0.9, 6.5, 20.0, 3.0, 50.0, 4.5, 0.7],
+        [1.8, 4.0, 60.0, 2.0, 30.0, 3.0, 0.9],
+    ]
+}
+
+/// The probit exposure-response of examples/probit_ae.vpm, p = Φ((cp − c50)/s), is an
+/// increasing function of the concentration, so its peak is Φ of the concentration's peak, at
+/// the same time, and it is above ½ exactly while cp is above c50: the extremum and crossing
+/// searches on a non-affine output (Brent's and Illinois' on the dense output) against those on
+/// the affine `cp` (on its quartic). 200 mg q24h × 7; `new` builds the backend for a precision
+/// (None where there is none), which must agree at rtol 1e-10 (f64, within 1e-8) or 1e-6 (f32,
+/// within 1e-4).
+fn probit_peak_is_phi_of_the_concentration_peak(
+    name: &str,
+    new: &mut dyn FnMut(Arc<CompiledModel>, Precision) -> Option<Box<dyn Backend>>,
+) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/probit_ae.vpm");
+    let text = std::fs::read_to_string(path).unwrap();
+    let model = Arc::new(CompiledModel::new(&Model::parse(path, &text).unwrap()));
+    let subjects = probit_subjects();
+    let params = columns(&subjects);
+    let regimen = Regimen {
+        lines: vec![DoseLine {
+            state: 0,
+            amount: 200.0,
+            start: 0.0,
+            interval: 24.0,
+            count: 7,
+            administration: Administration::Bolus,
+            steady_state: false,
+        }],
+    };
+    for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-8), (Precision::F32, 1e-6, 1e-4)] {
+        let Some(mut b) = new(model.clone(), p) else {
+            continue;
+        };
+        let mut metrics: Vec<(usize, &str, String)> = Vec::new();
+        for (o, name) in [(0, "cp"), (1, "p_ae")] {
+            metrics.extend(["cmax", "tmax"].map(|m| (o, name, m.to_string())));
+        }
+        metrics.push((1, "p_ae", "time_above(0.5)".into()));
+        // cp above each subject's own c50: subject i reads column 5 + i.
+        for s in &subjects {
+            metrics.push((0, "cp", format!("time_above({})", s[5])));
+        }
+        let arm = plan(&metrics, regimen.clone(), 168.0, Method::Tsit5, rtol);
+        let got = run(b.as_mut(), &arm, &params);
+        let phi = |u: f64| 0.5 * libm::erfc(u * -std::f64::consts::FRAC_1_SQRT_2);
+        let mut e = 0.0f64;
+        for (i, (g, s)) in got.iter().zip(&subjects).enumerate() {
+            let (c50, sd) = (s[5], s[6]);
+            let (cmax, tmax, pmax, ptmax, above) = (g[0], g[1], g[2], g[3], g[4]);
+            let z = (cmax - c50) / sd;
+            assert!(
+                (0.5..3.0).contains(&z),
+                "{name} {p:?} subject {i}: cmax {cmax} is {z} SDs above c50"
+            );
+            let rel = |x: f64, y: f64| (x - y).abs() / y.abs().max(1.0);
+            let errs = [
+                rel(pmax, phi((cmax - c50) / sd)),
+                rel(ptmax, tmax),
+                rel(above, g[5 + i]),
+            ];
+            for (what, err) in ["peak", "time of the peak", "time above"].iter().zip(errs) {
+                assert!(
+                    err <= tol,
+                    "{name} {p:?} subject {i}: {what} differs by {err:.2e}\n{g:?}"
+                );
+            }
+            e = e.max(errs.into_iter().fold(0.0, f64::max));
+        }
+        println!("{name} {p:?}: probit peak, its time and time above ½ within {e:.2e}");
+    }
+}
+
+#[test]
+fn cpu_probit_peak_is_phi_of_the_concentration_peak() {
+    probit_peak_is_phi_of_the_concentration_peak("cpu", &mut |m, p| {
+        (p == Precision::F64).then(|| Box::new(CpuBackend::new(m)) as Box<dyn Backend>)
+    });
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn emulated_cuda_probit_peak_is_phi_of_the_concentration_peak() {
+    use vpop::backend::cuda::EmulatedCuda;
+    probit_peak_is_phi_of_the_concentration_peak("cuda-emulated", &mut |m, p| {
+        match EmulatedCuda::new(m, p) {
+            Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                None
+            }
+        }
+    });
+}
+
+/// On a CUDA device (SKIPPED without one; `.ci/gpu-check.sh`'s `cuda_functions` check).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_probit_peak_is_phi_of_the_concentration_peak() {
+    use vpop::backend::cuda::CudaBackend;
+    probit_peak_is_phi_of_the_concentration_peak(
+        "cuda",
+        &mut |m, p| match CudaBackend::new(m, p) {
+            Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                None
+            }
+        },
+    );
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_probit_peak_is_phi_of_the_concentration_peak() {
+    use vpop::backend::wgpu::WgpuBackend;
+    probit_peak_is_phi_of_the_concentration_peak(
+        "wgpu",
+        &mut |m, p| match WgpuBackend::new(m, p) {
+            Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                None
+            }
+        },
+    );
 }
 
 /// On a CUDA device (SKIPPED without one; `.ci/gpu-check.sh`'s `cuda_functions` check).
