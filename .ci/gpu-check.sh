@@ -97,7 +97,7 @@ check() {
   local rc=$?
   printf '%-20s rc %3d %4d s, %3d SKIPPED: %s\n' "$name" "$rc" "$((SECONDS - t0))" \
     "$(grep -c SKIPPED "$LOGS/$name.txt")" \
-    "$(grep -E 'test result|^(cpu|cuda-f|wgpu)|thrpt|subject-arms/s|"peer"' "$LOGS/$name.txt" |
+    "$(grep -E 'test result|^(cpu|cuda-f|cuda |wgpu)|thrpt|subject-arms/s|"peer"' "$LOGS/$name.txt" |
       tail -3 | tr -s ' ' | paste -sd '|')" \
     >> "$OUT/summary.txt"
   tar czf "$OUT/logs.tar.gz" -C "$LOGS" .

@@ -79,8 +79,8 @@ fn cos_r(x: f32) -> f32 {
     }
 }
 
-// e^(x + lo) for |lo| of the order of an ulp of x, for tanh and erfc (exp_r is the builtin,
-// whose error Vulkan bounds only by 3 + 2·|x| ulps): x = k·ln 2 + r with |r| ≤ ln2/2, ln 2 in
+// e^(x + lo) for tanh (lo = 0) and erfc (|lo| up to 0.08; exp_r is the builtin, whose error
+// Vulkan bounds only by 3 + 2·|x| ulps): x = k·ln 2 + r with |r| ≤ ln2/2 + |lo|, ln 2 in
 // two parts of which k times the first is exact (Cody–Waite), e^r by Cephes expf.c's minimax
 // polynomial, times 2^k in two factors so that subnormal results stay representable (where
 // the adapter keeps f32 subnormals). Overflow beyond 88.72, 0 below −104.

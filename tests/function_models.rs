@@ -228,7 +228,7 @@ const SPECIAL_END: f64 = 12.0;
 /// t = 0, where its AUC is still 0, would leave Rodas4 at atol 1e-13 nothing to measure the
 /// step's error against (`step_too_small`).
 fn special_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f64>>) {
-    let times = [1.5, 4.0, 6.5, 10.0];
+    let times = [1.5, 4.5, 6.5, 9.5];
     let names = ["frac", "absorbed", "yv", "ey", "ecy", "ay", "steps"];
     let mut metrics: Vec<(usize, &str, String)> = Vec::new();
     for (o, name) in names.iter().enumerate() {

@@ -246,6 +246,34 @@ impl Program {
         self.results.iter().map(|&r| dep[r as usize]).collect()
     }
 
+    /// Per result: whether it reads a step function (`floor`, `ceil`, a comparison, a logical
+    /// operation) of a value that depends on the states. Such a result jumps where that value
+    /// crosses a whole number or a bound, and its derivative is 0 in between.
+    pub fn results_step_with_states(&self) -> Vec<bool> {
+        use Op::*;
+        let n = self.instrs.len();
+        let (mut moving, mut stepped) = (vec![false; n], vec![false; n]);
+        for (i, op) in self.instrs.iter().enumerate() {
+            moving[i] = matches!(op, State(_)) || op.args().any(|a| moving[a as usize]);
+            let step = matches!(
+                op,
+                Floor(_)
+                    | Ceil(_)
+                    | Lt(..)
+                    | Le(..)
+                    | Gt(..)
+                    | Ge(..)
+                    | Eq(..)
+                    | Ne(..)
+                    | Not(_)
+                    | And(..)
+                    | Or(..)
+            );
+            stepped[i] = (step && moving[i]) || op.args().any(|a| stepped[a as usize]);
+        }
+        self.results.iter().map(|&r| stepped[r as usize]).collect()
+    }
+
     /// The statement instruction `i` comes from, if any.
     pub fn origin(&self, i: usize) -> Option<u32> {
         self.origins.get(i).copied().filter(|o| *o != NO_ORIGIN)
@@ -370,6 +398,10 @@ pub struct Builder {
     /// Divisions by such values become multiplications by their reciprocals
     /// ([`Builder::with_reciprocals`]).
     reciprocals: bool,
+    /// The products made so from a quotient `a / b`: product → (a, b).
+    quotients: HashMap<Reg, (Reg, Reg)>,
+    /// Per instruction: its value depends on time, and not on the states or slots.
+    timed: Vec<bool>,
 }
 
 impl Default for Builder {
@@ -381,6 +413,8 @@ impl Default for Builder {
             origin: NO_ORIGIN,
             fixed: Vec::new(),
             reciprocals: false,
+            quotients: HashMap::new(),
+            timed: Vec::new(),
         }
     }
 }
@@ -394,8 +428,11 @@ impl Builder {
     /// `a` does not, as `a * (1 / b)`: the reciprocal is then a value of the parameters, which
     /// every backend computes once per subject, and what runs at each evaluation is a
     /// multiplication instead of a division (a division is several times the instructions of a
-    /// multiplication on a GPU). The product may differ from the quotient in its last bit.
-    /// For the programs evaluated many times per subject; not for values computed once.
+    /// multiplication on a GPU). The product may differ from the quotient in its last bit, so
+    /// where `floor`, `ceil` or a comparison reads a value of time (and parameters), which may
+    /// land exactly on a whole number or a bound (`floor(t / 49)` at t = 49), its quotients
+    /// stay divisions. (Values of the states cross such points rather than land on them.) For
+    /// the programs evaluated many times per subject; not for values computed once.
     pub fn with_reciprocals() -> Self {
         Builder {
             reciprocals: true,
@@ -419,9 +456,64 @@ impl Builder {
         self.push(Op::Const(v))
     }
 
+    /// A value of time `x` with the products [`Builder::with_reciprocals`] made of quotients
+    /// `a / b` back to exact quotients, through sums, differences, negations, products and
+    /// quotients (to a depth of 8 operations); any other `x` as it is.
+    fn exact(&mut self, x: Reg) -> Reg {
+        if !self.timed[x as usize] {
+            return x;
+        }
+        self.exact_to(x, 8)
+    }
+
+    fn exact_to(&mut self, x: Reg, depth: u32) -> Reg {
+        use Op::*;
+        if let Some(&(a, b)) = self.quotients.get(&x) {
+            let a = self.exact_to(a, depth.saturating_sub(1));
+            let saved = std::mem::replace(&mut self.reciprocals, false);
+            let q = self.push(Div(a, b));
+            self.reciprocals = saved;
+            return q;
+        }
+        if depth == 0 {
+            return x;
+        }
+        let op = self.instrs[x as usize];
+        if !matches!(op, Add(..) | Sub(..) | Mul(..) | Div(..) | Neg(_)) {
+            return x;
+        }
+        let args: Vec<Reg> = op.args().collect();
+        let exact: Vec<Reg> = args.iter().map(|&r| self.exact_to(r, depth - 1)).collect();
+        if exact == args {
+            return x;
+        }
+        let saved = std::mem::replace(&mut self.reciprocals, false);
+        let r = self.push(match op {
+            Add(..) => Add(exact[0], exact[1]),
+            Sub(..) => Sub(exact[0], exact[1]),
+            Mul(..) => Mul(exact[0], exact[1]),
+            Div(..) => Div(exact[0], exact[1]),
+            _ => Neg(exact[0]),
+        });
+        self.reciprocals = saved;
+        r
+    }
+
     /// Adds an instruction, folding constants and simplifying.
     pub fn push(&mut self, op: Op) -> Reg {
         use Op::*;
+        // Steps see exact quotients ([`Builder::with_reciprocals`]).
+        let op = match op {
+            Floor(a) => Floor(self.exact(a)),
+            Ceil(a) => Ceil(self.exact(a)),
+            Lt(a, b) => Lt(self.exact(a), self.exact(b)),
+            Le(a, b) => Le(self.exact(a), self.exact(b)),
+            Gt(a, b) => Gt(self.exact(a), self.exact(b)),
+            Ge(a, b) => Ge(self.exact(a), self.exact(b)),
+            Eq(a, b) => Eq(self.exact(a), self.exact(b)),
+            Ne(a, b) => Ne(self.exact(a), self.exact(b)),
+            other => other,
+        };
         let k = |r: Reg| self.konst(r);
         // Constant folding.
         let all_const = op.args().all(|a| k(a).is_some())
@@ -479,7 +571,9 @@ impl Builder {
             if self.reciprocals && fine && self.fixed[b as usize] && !self.fixed[a as usize] {
                 let one = self.c(1.0);
                 let inverse = self.push(Div(one, b));
-                return self.push(Mul(a, inverse));
+                let product = self.push(Mul(a, inverse));
+                self.quotients.insert(product, (a, b));
+                return product;
             }
         }
         let key = key(&op);
@@ -489,6 +583,17 @@ impl Builder {
         let r = self.instrs.len() as Reg;
         let fixed = op.on_parameters_alone(&self.fixed);
         self.fixed.push(fixed);
+        let timed = match op {
+            Time => true,
+            State(_) | Slot(_) => false,
+            _ => {
+                op.args().any(|a| self.timed[a as usize])
+                    && op
+                        .args()
+                        .all(|a| self.timed[a as usize] || self.fixed[a as usize])
+            }
+        };
+        self.timed.push(timed);
         self.instrs.push(op);
         self.origins.push(self.origin);
         self.seen.insert(key, r);
@@ -1045,8 +1150,12 @@ impl ModelPrograms {
         let explicit_time = outputs.results_depend_on(|op| matches!(op, Op::Time));
         let varying_slope =
             output_jacobian.results_depend_on(|op| matches!(op, Op::Time | Op::State(_)));
+        // A step of the states (floor(cp), cp > 1) has a zero slope between its jumps.
+        let steps = outputs.results_step_with_states();
         let affine_outputs = (0..m.outputs.len())
-            .map(|k| !explicit_time[k] && !varying_slope[k * n..(k + 1) * n].contains(&true))
+            .map(|k| {
+                !explicit_time[k] && !steps[k] && !varying_slope[k * n..(k + 1) * n].contains(&true)
+            })
             .collect();
         ModelPrograms {
             affine_outputs,
@@ -1105,10 +1214,42 @@ mod tests {
                     d/dt(a) = -a\nd/dt(b) = a - b\n\
                     output cp = a / v + 2 * b - e\noutput emax = a / (e + a)\n\
                     output late = a * t\noutput clock = b + t\noutput kink = abs(a - b)\n\
-                    output scaled = k * (a + b)\n";
+                    output scaled = k * (a + b)\noutput level = floor(a / v)\n\
+                    output on = (a > e) * 2 + b\noutput fixed = floor(e) * a - ceil(v) * b\n";
         let m = crate::model::Model::parse("affine.vpm", text).unwrap();
         let p = ModelPrograms::new(&m);
-        assert_eq!(p.affine_outputs, [true, false, false, false, false, true]);
+        assert_eq!(
+            p.affine_outputs,
+            [true, false, false, false, false, true, false, false, true]
+        );
+    }
+
+    /// `floor`, `ceil` and comparisons of values of time read exact quotients, though
+    /// divisions by constants and parameters are otherwise multiplications by reciprocals:
+    /// k · (1/d) is 1 ulp short of k at t = k·d for these divisors.
+    #[test]
+    fn steps_read_exact_quotients() {
+        for d in [49.0, 98.0, 103.0, 107.0] {
+            let text = format!(
+                "param w = {d}\nstate a\nd/dt(a) = floor(t / {d}) + (t / w >= 3) - a / w\n\
+                 output day = floor(t / w)\noutput up = floor(-(2 - t / {d}) * 2) / 2\n\
+                 output done = if(t / w == 3, 1, 0)\noutput c = a / w\n"
+            );
+            let m = crate::model::Model::parse("q.vpm", &text).unwrap();
+            let p = ModelPrograms::new(&m);
+            let t = 3.0 * d;
+            assert!(t * (1.0 / d) < 3.0, "{d}: the reciprocal is exact");
+            let (mut regs, mut out) = (Vec::new(), vec![0.0; 4]);
+            p.outputs.run(t, &[d], &[d], &[], &mut regs, &mut out);
+            assert_eq!(out[..3], [3.0, 1.0, 1.0], "{d}");
+            let mut f = [0.0];
+            p.rhs.run(t, &[d], &[d], &[], &mut regs, &mut f);
+            assert_eq!(f[0], 3.0 + 1.0 - d * (1.0 / d), "{d}");
+            assert!(d * (1.0 / d) < 1.0, "{d}: the reciprocal is exact");
+            // Where no step reads it, the quotient is a product.
+            assert!(p.outputs.instrs.iter().any(|op| matches!(op, Op::Mul(..))));
+            assert!(p.rhs.instrs.iter().any(|op| matches!(op, Op::Mul(..))));
+        }
     }
 
     #[test]
