@@ -566,6 +566,21 @@ fn probit_peak_is_phi_of_the_concentration_peak(
     }
 }
 
+/// A maker of `new`'s backends for [`probit_peak_is_phi_of_the_concentration_peak`]: None,
+/// with why (SKIPPED), where one cannot be built.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn or_skipped<B: Backend + 'static, E: std::fmt::Display>(
+    new: impl Fn(Arc<CompiledModel>, Precision) -> Result<B, E>,
+) -> impl FnMut(Arc<CompiledModel>, Precision) -> Option<Box<dyn Backend>> {
+    move |m, p| match new(m, p) {
+        Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
+        Err(e) => {
+            println!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
 #[test]
 fn cpu_probit_peak_is_phi_of_the_concentration_peak() {
     probit_peak_is_phi_of_the_concentration_peak("cpu", &mut |m, p| {
@@ -577,15 +592,10 @@ fn cpu_probit_peak_is_phi_of_the_concentration_peak() {
 #[test]
 fn emulated_cuda_probit_peak_is_phi_of_the_concentration_peak() {
     use vpop::backend::cuda::EmulatedCuda;
-    probit_peak_is_phi_of_the_concentration_peak("cuda-emulated", &mut |m, p| {
-        match EmulatedCuda::new(m, p) {
-            Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
-            Err(e) => {
-                println!("SKIPPED: {e}");
-                None
-            }
-        }
-    });
+    probit_peak_is_phi_of_the_concentration_peak(
+        "cuda-emulated",
+        &mut or_skipped(EmulatedCuda::new),
+    );
 }
 
 /// On a CUDA device (SKIPPED without one; `.ci/gpu-check.sh`'s `cuda_functions` check).
@@ -593,32 +603,14 @@ fn emulated_cuda_probit_peak_is_phi_of_the_concentration_peak() {
 #[test]
 fn cuda_probit_peak_is_phi_of_the_concentration_peak() {
     use vpop::backend::cuda::CudaBackend;
-    probit_peak_is_phi_of_the_concentration_peak(
-        "cuda",
-        &mut |m, p| match CudaBackend::new(m, p) {
-            Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
-            Err(e) => {
-                println!("SKIPPED: {e}");
-                None
-            }
-        },
-    );
+    probit_peak_is_phi_of_the_concentration_peak("cuda", &mut or_skipped(CudaBackend::new));
 }
 
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_probit_peak_is_phi_of_the_concentration_peak() {
     use vpop::backend::wgpu::WgpuBackend;
-    probit_peak_is_phi_of_the_concentration_peak(
-        "wgpu",
-        &mut |m, p| match WgpuBackend::new(m, p) {
-            Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
-            Err(e) => {
-                println!("SKIPPED: {e}");
-                None
-            }
-        },
-    );
+    probit_peak_is_phi_of_the_concentration_peak("wgpu", &mut or_skipped(WgpuBackend::new));
 }
 
 /// On a CUDA device (SKIPPED without one; `.ci/gpu-check.sh`'s `cuda_functions` check).
