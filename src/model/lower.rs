@@ -398,8 +398,6 @@ pub struct Builder {
     /// Divisions by such values become multiplications by their reciprocals
     /// ([`Builder::with_reciprocals`]).
     reciprocals: bool,
-    /// The products made so from a quotient `a / b`: product → (a, b).
-    quotients: HashMap<Reg, (Reg, Reg)>,
     /// Per instruction: its value depends on time, and not on the states or slots.
     timed: Vec<bool>,
 }
@@ -413,7 +411,6 @@ impl Default for Builder {
             origin: NO_ORIGIN,
             fixed: Vec::new(),
             reciprocals: false,
-            quotients: HashMap::new(),
             timed: Vec::new(),
         }
     }
@@ -425,13 +422,14 @@ impl Builder {
     }
 
     /// A builder that writes `a / b`, where `b` depends on constants and parameters alone and
-    /// `a` does not, as `a * (1 / b)`: the reciprocal is then a value of the parameters, which
+    /// `a` depends on the states, as `a * (1 / b)`: the reciprocal is then a value of the
+    /// parameters, which
     /// every backend computes once per subject, and what runs at each evaluation is a
     /// multiplication instead of a division (a division is several times the instructions of a
     /// multiplication on a GPU). The product may differ from the quotient in its last bit, so
-    /// where `floor`, `ceil` or a comparison reads a value of time (and parameters), which may
-    /// land exactly on a whole number or a bound (`floor(t / 49)` at t = 49), its quotients
-    /// stay divisions. (Values of the states cross such points rather than land on them.) For
+    /// values of time (and parameters) are divided exactly: they may land exactly on a whole
+    /// number or a bound that `floor`, `ceil` or a comparison steps at (`floor(t / 49)` at
+    /// t = 49), where values of the states cross such points rather than land on them. For
     /// the programs evaluated many times per subject; not for values computed once.
     pub fn with_reciprocals() -> Self {
         Builder {
@@ -456,64 +454,9 @@ impl Builder {
         self.push(Op::Const(v))
     }
 
-    /// A value of time `x` with the products [`Builder::with_reciprocals`] made of quotients
-    /// `a / b` back to exact quotients, through sums, differences, negations, products and
-    /// quotients (to a depth of 8 operations); any other `x` as it is.
-    fn exact(&mut self, x: Reg) -> Reg {
-        if !self.timed[x as usize] {
-            return x;
-        }
-        self.exact_to(x, 8)
-    }
-
-    fn exact_to(&mut self, x: Reg, depth: u32) -> Reg {
-        use Op::*;
-        if let Some(&(a, b)) = self.quotients.get(&x) {
-            let a = self.exact_to(a, depth.saturating_sub(1));
-            let saved = std::mem::replace(&mut self.reciprocals, false);
-            let q = self.push(Div(a, b));
-            self.reciprocals = saved;
-            return q;
-        }
-        if depth == 0 {
-            return x;
-        }
-        let op = self.instrs[x as usize];
-        if !matches!(op, Add(..) | Sub(..) | Mul(..) | Div(..) | Neg(_)) {
-            return x;
-        }
-        let args: Vec<Reg> = op.args().collect();
-        let exact: Vec<Reg> = args.iter().map(|&r| self.exact_to(r, depth - 1)).collect();
-        if exact == args {
-            return x;
-        }
-        let saved = std::mem::replace(&mut self.reciprocals, false);
-        let r = self.push(match op {
-            Add(..) => Add(exact[0], exact[1]),
-            Sub(..) => Sub(exact[0], exact[1]),
-            Mul(..) => Mul(exact[0], exact[1]),
-            Div(..) => Div(exact[0], exact[1]),
-            _ => Neg(exact[0]),
-        });
-        self.reciprocals = saved;
-        r
-    }
-
     /// Adds an instruction, folding constants and simplifying.
     pub fn push(&mut self, op: Op) -> Reg {
         use Op::*;
-        // Steps see exact quotients ([`Builder::with_reciprocals`]).
-        let op = match op {
-            Floor(a) => Floor(self.exact(a)),
-            Ceil(a) => Ceil(self.exact(a)),
-            Lt(a, b) => Lt(self.exact(a), self.exact(b)),
-            Le(a, b) => Le(self.exact(a), self.exact(b)),
-            Gt(a, b) => Gt(self.exact(a), self.exact(b)),
-            Ge(a, b) => Ge(self.exact(a), self.exact(b)),
-            Eq(a, b) => Eq(self.exact(a), self.exact(b)),
-            Ne(a, b) => Ne(self.exact(a), self.exact(b)),
-            other => other,
-        };
         let k = |r: Reg| self.konst(r);
         // Constant folding.
         let all_const = op.args().all(|a| k(a).is_some())
@@ -568,12 +511,11 @@ impl Builder {
         if let Div(a, b) = op {
             // Not when 1/b would overflow or lose bits to underflow.
             let fine = k(b).is_none_or(|v| (1.0 / v).is_normal());
-            if self.reciprocals && fine && self.fixed[b as usize] && !self.fixed[a as usize] {
+            let moving = !self.fixed[a as usize] && !self.timed[a as usize];
+            if self.reciprocals && fine && self.fixed[b as usize] && moving {
                 let one = self.c(1.0);
                 let inverse = self.push(Div(one, b));
-                let product = self.push(Mul(a, inverse));
-                self.quotients.insert(product, (a, b));
-                return product;
+                return self.push(Mul(a, inverse));
             }
         }
         let key = key(&op);
@@ -1224,9 +1166,9 @@ mod tests {
         );
     }
 
-    /// `floor`, `ceil` and comparisons of values of time read exact quotients, though
-    /// divisions by constants and parameters are otherwise multiplications by reciprocals:
-    /// k · (1/d) is 1 ulp short of k at t = k·d for these divisors.
+    /// Values of time are divided exactly, though divisions of values of the states by
+    /// constants and parameters are multiplications by reciprocals: k · (1/d) is 1 ulp short of
+    /// k at t = k·d for these divisors, which `floor`, `ceil` and comparisons would see.
     #[test]
     fn steps_read_exact_quotients() {
         for d in [49.0, 98.0, 103.0, 107.0] {
