@@ -82,7 +82,7 @@ fn enter_occasion(k: u32) {
 
 // The dosing values (lag, bioavailability, modelled rate and duration per state) of parameters
 // p: the model's dosing declarations at t = 0 with no amounts.
-fn dosing_of(p: array<real, {{N_NP}}>) -> array<real, {{N_NS4}}> {
+fn dosing_of(p: array<real, {{N_NQ}}>) -> array<real, {{N_NS4}}> {
     var zero: array<real, {{N_NS}}>;
     return model_dosing(0.0, zero, p);
 }
@@ -650,6 +650,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= meta_.n) { return; }
     sid = i;
     for (var p = 0u; p < NP; p++) { q[p] = params[p * meta_.n + i]; }
+    q = model_prepare(q);
     subj_scale = scale[i];
     dose_v = dosing_of(q);
     occ = 0u;

@@ -19,6 +19,10 @@
 // (generated model functions), STAGES and STEP (the method, from src/backend/stepgen.rs), and
 // literal array sizes N_*. The driver defines accepted_step(t0, t1, h), called on every
 // accepted step.
+//
+// `q` holds a subject's parameters (NP) and, after them, what the generated `model_prepare`
+// computes from them alone (N_NQ in all): wherever the parameters are loaded, model_prepare
+// follows.
 
 {{SIZES}}
 {{TABLEAUS}}
@@ -83,7 +87,7 @@ struct Meta {
 
 // Per-subject state.
 var<private> sid: u32;
-var<private> q: array<real, {{N_NP}}>;
+var<private> q: array<real, {{N_NQ}}>;
 var<private> subj_scale: real;
 var<private> dose_v: array<real, {{N_NS4}}>;
 var<private> rates: array<real, {{N_NS}}>;
@@ -166,10 +170,10 @@ fn outs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NO}}> {
 }
 
 // Occasion o's parameters (HAS_OCCASIONS: `params[(o * NP + p) * n + i]`; o = 0 the first).
-fn params_of(o: u32) -> array<real, {{N_NP}}> {
-    var qo: array<real, {{N_NP}}>;
+fn params_of(o: u32) -> array<real, {{N_NQ}}> {
+    var qo: array<real, {{N_NQ}}>;
     for (var p = 0u; p < NP; p++) { qo[p] = params[(o * NP + p) * meta_.n + sid]; }
-    return qo;
+    return model_prepare(qo);
 }
 
 // The model's initial states with the parameters in force (a reset in a later occasion: that

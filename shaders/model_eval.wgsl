@@ -25,8 +25,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= meta_.n) { return; }
     var y: array<{{T}}, {{NS}}>;
     for (var k = 0u; k < NS; k++) { y[k] = states[i * NS + k]; }
-    var q: array<{{T}}, {{NP}}>;
+    var q: array<{{T}}, {{NQ}}>;
     for (var k = 0u; k < NP; k++) { q[k] = params[i * NP + k]; }
+    q = model_prepare(q);
     let t = times[i];
     var o = i * meta_.width;
     var f = model_rhs(t, y, q);

@@ -48,6 +48,7 @@ var<private> span_ss: real;
 fn load_params() {
     let o = (index[sid * 5u + 2u] + pk) * NP;
     for (var p = 0u; p < NP; p++) { q[p] = params[o + p]; }
+    q = model_prepare(q);
 }
 
 // Integrates from t0 to t1 (times this close are the same time, as on the CPU reference);

@@ -47,6 +47,54 @@ fn every_generated_shader_validates() {
     }
 }
 
+/// The text of the generated function that starts with `head`, to its closing brace.
+fn function_body<'a>(src: &'a str, head: &str) -> &'a str {
+    let start = src.find(head).unwrap_or_else(|| panic!("no {head}"));
+    let end = start + src[start..].find("\n}\n").unwrap();
+    &src[start..end]
+}
+
+/// What depends on parameters and constants alone is computed once per subject, in
+/// `model_prepare`, and read from `q` by the model functions: no division is left in the
+/// right-hand side or the outputs of a model whose rate is a sum of 40 quotients of
+/// parameters. `model_prepare` names a value after its program and instruction with an
+/// underscore (`f_32`), so that no name is a type's (`f32`, `f64`, `f16`, which the lines
+/// below it would then mean): this right-hand side has more than 64 instructions, all of them
+/// in model_prepare, and validates. The generated functions' values are checked on an adapter
+/// against the CPU evaluator by the tests below, on every library model.
+#[test]
+fn parameter_only_values_are_computed_once_under_names_of_their_own() {
+    let terms: Vec<String> = (1..=40).map(|i| format!("k / (v + {i})")).collect();
+    let text = format!(
+        "param k = 0.5\nparam v = 10\nstate a\nd/dt(a) = -({}) * a\noutput c = a / v\n",
+        terms.join(" + ")
+    );
+    let m = Model::parse("quotients.vpm", &text).unwrap();
+    let progs = ModelPrograms::new(&m);
+    assert!(progs.rhs.instrs.len() > 120, "{}", progs.rhs.instrs.len());
+    for p in [Precision::F32, Precision::F64] {
+        let src = model_eval_source(&progs, p).unwrap();
+        if let Err(e) = validate(&src, p == Precision::F64) {
+            panic!("{p:?}:\n{e}");
+        }
+        let prepare = function_body(&src, "fn model_prepare(");
+        // 40 quotients, and 1/v: the output a / v is a * (1/v).
+        assert_eq!(prepare.matches(" / ").count(), 41, "{prepare}");
+        for name in ["f_16: ", "f_32: ", "f_64: "] {
+            assert!(prepare.contains(name), "{p:?}: no {name} in {prepare}");
+        }
+        // The rate is stored at q[2] (after k and v) and 1/v at q[3].
+        for (f, read) in [
+            ("fn model_rhs(", "q[2]"),
+            ("fn model_jac(", "q[2]"),
+            ("fn model_outputs(", "q[3]"),
+        ] {
+            let body = function_body(&src, f);
+            assert!(!body.contains(" / ") && body.contains(read), "{body}");
+        }
+    }
+}
+
 #[test]
 fn generated_code_agrees_with_the_cpu_evaluator_on_an_adapter() {
     let gpu = match vpop::backend::wgpu::Gpu::new(false) {
@@ -706,13 +754,15 @@ fn tanh_atan_erf_code_validates_and_calls_no_builtins() {
             .map(|l| l.split("//").next().unwrap_or(""))
             .collect::<Vec<_>>()
             .join("\n");
+        // Calls from generated code (`let r3: f32 = tanh_r(r2);`, or in model_prepare, as
+        // here, where x is a parameter: `let g_3: f32 = tanh_r(g_2);`).
         for own in [
-            "tanh_r(r",
-            "atan_r(r",
-            "erf_r(r",
-            "erfc_r(r",
-            "floor_r(r",
-            "ceil_r(r",
+            "= tanh_r(",
+            "= atan_r(",
+            "= erf_r(",
+            "= erfc_r(",
+            "= floor_r(",
+            "= ceil_r(",
         ] {
             assert!(src.contains(own), "{p:?}: no call {own}…");
         }

@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod gpu;
+pub mod hoist;
 pub mod records;
 pub mod stepgen;
 pub mod wgpu;

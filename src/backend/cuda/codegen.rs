@@ -6,13 +6,12 @@
 //!
 //! What the right-hand side and the outputs compute from parameters and constants alone (a
 //! model's rate constants, `(cl + q) / v1`) is computed once per subject, by `model_prepare`,
-//! into the parameter array after the parameters (`q[NP + k]`), where those functions read it:
-//! the same operations on the same values as before, so the same bits (the CPU reference does
-//! the same, [`crate::model::exec`]), without their divisions at every evaluation.
+//! into the parameter array after the parameters (`q[NP + k]`), where those functions read it
+//! ([`crate::backend::hoist`], which the WGSL generator shares).
 
-use std::collections::HashMap;
 use std::fmt::Write;
 
+use crate::backend::hoist::{hoisted, ProgramHoist};
 use crate::backend::Precision;
 use crate::model::{ModelPrograms, Op, Program};
 
@@ -160,172 +159,6 @@ fn function_hoisted(
     s
 }
 
-/// How one program reads the values computed once per subject.
-#[derive(Debug, Clone, Default)]
-struct ProgramHoist {
-    /// Register → index into `q` of its value.
-    read: HashMap<u32, usize>,
-    /// Instructions left out: they depend on parameters and constants alone and only such
-    /// instructions read them.
-    skip: Vec<bool>,
-}
-
-/// The values of the model's functions computed once per subject.
-#[derive(Debug, Clone, Default)]
-pub struct Hoisted {
-    /// Values after the parameters in `q`.
-    pub slots: usize,
-    rhs: ProgramHoist,
-    outputs: ProgramHoist,
-    output_jacobian: ProgramHoist,
-    output_dfdt: ProgramHoist,
-    jacobian: ProgramHoist,
-    dfdt: ProgramHoist,
-    /// The body of `model_prepare`.
-    prepare: String,
-}
-
-/// Which values of `prog` depend on parameters and constants alone and are read by an
-/// instruction that does not, or are results: those are computed once per subject and stored
-/// after the parameters, one place per distinct expression (`keys`). With `new_slots` false,
-/// only values already stored for another program are read from `q`; the rest are computed
-/// where they are used (the Jacobian: its n² values would hold as many registers).
-fn hoist_program(
-    prog: &Program,
-    tag: &str,
-    p: Precision,
-    n_params: usize,
-    keys: &mut HashMap<String, usize>,
-    prepare: &mut String,
-    new_slots: bool,
-) -> ProgramHoist {
-    let n = prog.instrs.len();
-    let load = |op: &Op| matches!(op, Op::Const(_) | Op::Param(_));
-    let fixed = prog.on_parameters_alone();
-    let mut key: Vec<String> = vec![String::new(); n];
-    for (i, op) in prog.instrs.iter().enumerate() {
-        if fixed[i] {
-            key[i] = match *op {
-                Op::Const(v) => format!("c{:x}", v.to_bits()),
-                Op::Param(j) => format!("p{j}"),
-                _ => {
-                    let name = format!("{op:?}");
-                    let name = name.split('(').next().unwrap_or("");
-                    let extra = match *op {
-                        Op::Powi(_, e) => format!(";{e}"),
-                        _ => String::new(),
-                    };
-                    let args: Vec<&str> = op.args().map(|a| key[a as usize].as_str()).collect();
-                    format!("{name}({}{extra})", args.join(","))
-                }
-            };
-        }
-    }
-    // Fixed values that something else reads.
-    let mut wanted = vec![false; n];
-    for (i, op) in prog.instrs.iter().enumerate() {
-        if !fixed[i] {
-            for a in op.args() {
-                wanted[a as usize] = true;
-            }
-        }
-    }
-    for &r in &prog.results {
-        wanted[r as usize] = true;
-    }
-    let mut h = ProgramHoist {
-        read: HashMap::new(),
-        skip: vec![false; n],
-    };
-    if !new_slots {
-        for i in 0..n {
-            if fixed[i] && !load(&prog.instrs[i]) {
-                if let Some(&k) = keys.get(&key[i]) {
-                    h.read.insert(i as u32, n_params + k);
-                }
-            }
-        }
-        // What only the values read from q needed is left out.
-        let mut live = vec![false; n];
-        for &r in &prog.results {
-            live[r as usize] = true;
-        }
-        for i in (0..n).rev() {
-            if live[i] && !h.read.contains_key(&(i as u32)) {
-                for a in prog.instrs[i].args() {
-                    live[a as usize] = true;
-                }
-            }
-        }
-        h.skip = live.iter().map(|l| !l).collect();
-        return h;
-    }
-    // What the stored values need, computed in model_prepare.
-    let mut needed = vec![false; n];
-    for i in (0..n).rev() {
-        // Values another program stored already are read, not computed again.
-        let store = fixed[i] && !load(&prog.instrs[i]) && wanted[i] && !keys.contains_key(&key[i]);
-        if store || (needed[i] && fixed[i]) {
-            needed[i] = true;
-            for a in prog.instrs[i].args() {
-                needed[a as usize] = true;
-            }
-        }
-    }
-    let name = |x: u32| format!("{tag}{x}");
-    for (i, op) in prog.instrs.iter().enumerate() {
-        if !fixed[i] {
-            continue;
-        }
-        if needed[i] {
-            let _ = writeln!(
-                prepare,
-                "    const real {} = {};",
-                name(i as u32),
-                expr_named(op, p, &name)
-            );
-        }
-        if load(op) {
-            continue;
-        }
-        if wanted[i] {
-            let next = keys.len();
-            let k = *keys.entry(key[i].clone()).or_insert(next);
-            if k == next {
-                let _ = writeln!(prepare, "    q[{}] = {};", n_params + k, name(i as u32));
-            }
-            h.read.insert(i as u32, n_params + k);
-        } else {
-            h.skip[i] = true;
-        }
-    }
-    h
-}
-
-/// The right-hand side's and the outputs' values that depend on parameters and constants alone.
-pub fn hoisted(m: &ModelPrograms, p: Precision) -> Hoisted {
-    let mut keys = HashMap::new();
-    let mut prepare = String::new();
-    let np = m.n_params;
-    let (k, pre) = (&mut keys, &mut prepare);
-    let rhs = hoist_program(&m.rhs, "f", p, np, k, pre, true);
-    let outputs = hoist_program(&m.outputs, "g", p, np, k, pre, true);
-    let output_jacobian = hoist_program(&m.output_jacobian, "h", p, np, k, pre, true);
-    let output_dfdt = hoist_program(&m.output_dfdt, "u", p, np, k, pre, true);
-    let jacobian = hoist_program(&m.jacobian, "j", p, np, k, pre, false);
-    let dfdt = hoist_program(&m.dfdt, "v", p, np, k, pre, false);
-    Hoisted {
-        slots: keys.len(),
-        rhs,
-        outputs,
-        output_jacobian,
-        output_dfdt,
-        jacobian,
-        dfdt,
-        prepare,
-    }
-}
-
 /// The f32 kernels' sin and cos (`sin_r`, `cos_r`), which model code calls.
 pub const SINCOS_F32_CU: &str = include_str!("../../../kernels/sincos_f32.cu");
 /// The f64 kernels' sin and cos.
@@ -336,10 +169,22 @@ pub const SINCOS_F64_CU: &str = include_str!("../../../kernels/sincos_f64.cu");
 /// whenever the parameters change; [`hoisted`] gives their number). They come after the
 /// kernels' own sin and cos ([`SINCOS_F32_CU`], [`SINCOS_F64_CU`]).
 pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
-    let h = hoisted(m, p);
+    let h = hoisted(m);
+    let mut body = String::new();
+    for line in &h.prepare {
+        let name = |x: u32| line.name(x);
+        let _ = writeln!(
+            body,
+            "    const real {} = {};",
+            name(line.instr),
+            expr_named(&line.op, p, &name)
+        );
+        if let Some(k) = line.store {
+            let _ = writeln!(body, "    q[{k}] = {};", name(line.instr));
+        }
+    }
     let prepare = format!(
-        "__device__ __forceinline__ void model_prepare(real* __restrict__ q) {{\n    (void)q;\n{}}}\n",
-        h.prepare
+        "__device__ __forceinline__ void model_prepare(real* __restrict__ q) {{\n    (void)q;\n{body}}}\n"
     );
     let trig = match p {
         Precision::F32 => SINCOS_F32_CU,
@@ -384,10 +229,10 @@ mod tests {
     fn what_depends_on_parameters_alone_is_computed_once_per_subject() {
         let lm = library::get("two_cmt_oral").unwrap();
         let m = programs(lm.source);
-        let h = hoisted(&m, Precision::F64);
+        let h = hoisted(&m);
         // -ka, k10 + q/v1 (k10 = cl/v1), q/v1 (read by two right-hand sides), q/v2, and 1/v1
         // (the output central / v1 is central * (1/v1), and 1/v1 is its gradient).
-        assert_eq!(h.slots, 5, "{}", h.prepare);
+        assert_eq!(h.slots, 5, "{:?}", h.prepare);
         let code = model_functions(&m, Precision::F64);
         let rhs = body(&code, "model_rhs");
         assert!(!rhs.contains(" / "), "{rhs}");
@@ -410,16 +255,16 @@ mod tests {
         let m = programs(
             "param k = 0.5\nparam v = 10\nstate a\nd/dt(a) = -k / v * a + exp(-t) * k\noutput c = a / v\n",
         );
-        let h = hoisted(&m, Precision::F32);
+        let h = hoisted(&m);
         // -k / v (or k / v) and 1/v (the output, a / v, is a * (1/v)): exp(-t) depends on
         // time, the products on the state.
-        assert_eq!(h.slots, 2, "{}", h.prepare);
+        assert_eq!(h.slots, 2, "{:?}", h.prepare);
         let code = model_functions(&m, Precision::F32);
         assert!(body(&code, "model_rhs").contains("exp("));
         assert!(!body(&code, "model_prepare").contains("exp("));
         // Models without parameters get an empty model_prepare.
         let none = programs("state a\nd/dt(a) = -a\noutput c = a\n");
-        assert_eq!(hoisted(&none, Precision::F32).slots, 0);
+        assert_eq!(hoisted(&none).slots, 0);
         assert!(model_functions(&none, Precision::F32).contains("void model_prepare("));
     }
 }

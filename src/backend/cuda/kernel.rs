@@ -153,7 +153,7 @@ fn source(
         z.ns,
         z.np,
         // The parameters, then the values model_prepare computes from them.
-        (z.np + super::codegen::hoisted(m, p).slots).max(1),
+        crate::backend::hoist::q_len(m).max(1),
         z.no,
         ny,
         z.nm,

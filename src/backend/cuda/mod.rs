@@ -24,9 +24,7 @@ pub fn model_eval_source(m: &ModelPrograms, p: Precision) -> Result<String, Stri
         m.n_outputs.max(1).to_string(),
     );
     // The parameters and, after them, what model_prepare computes from them.
-    let nq = (m.n_params + codegen::hoisted(m, p).slots)
-        .max(1)
-        .to_string();
+    let nq = crate::backend::hoist::q_len(m).max(1).to_string();
     crate::backend::wgpu::codegen::fill(
         MODEL_EVAL_CU,
         &[

@@ -13,6 +13,7 @@
 
 use std::fmt::Write;
 
+use crate::backend::hoist::{hoisted, q_len, tagged_program, Hoisted, ProgramHoist};
 use crate::backend::Precision;
 use crate::model::{ModelPrograms, Op, Program};
 
@@ -112,9 +113,13 @@ fn reg(r: u32) -> String {
 
 /// One instruction's right-hand side.
 fn expr(op: &Op, p: Precision) -> String {
+    expr_named(op, p, &reg)
+}
+
+/// [`expr`] with the operands named by `r`.
+fn expr_named(op: &Op, p: Precision, r: &dyn Fn(u32) -> String) -> String {
     let t = scalar(p);
     let b = |x: String| format!("select({t}(0), {t}(1), {x})");
-    let r = |x: u32| reg(x);
     let f64 = p == Precision::F64;
     match *op {
         Op::Const(v) => literal(v, p),
@@ -169,18 +174,42 @@ fn expr(op: &Op, p: Precision) -> String {
     }
 }
 
-/// A WGSL function `fn NAME(t: T, y: array<T, ns>, q: array<T, np>) -> array<T, results>`.
-/// Array sizes are integer literals, as in the kernels' declarations, so that the types match.
-pub fn function(name: &str, prog: &Program, ns: usize, np: usize, p: Precision) -> String {
+/// A WGSL function `fn NAME(t: T, y: array<T, ns>, q: array<T, nq>) -> array<T, results>`,
+/// where `q` holds the parameters and, after them, the values `model_prepare` computes
+/// ([`hoist`](crate::backend::hoist)). Array sizes are integer literals, as in the kernels'
+/// declarations, so that the types match.
+pub fn function(name: &str, prog: &Program, ns: usize, nq: usize, p: Precision) -> String {
+    function_hoisted(name, prog, ns, nq, p, None)
+}
+
+/// [`function`] reading the values `hoist` names from `q` (register → index into `q`), and
+/// leaving out the instructions only they read.
+fn function_hoisted(
+    name: &str,
+    prog: &Program,
+    ns: usize,
+    nq: usize,
+    p: Precision,
+    hoist: Option<&ProgramHoist>,
+) -> String {
     let t = scalar(p);
     let nr = prog.results.len().max(1);
-    let (ns, np) = (ns.max(1), np.max(1));
+    let (ns, nq) = (ns.max(1), nq.max(1));
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "fn {name}(t: {t}, y: array<{t}, {ns}>, q: array<{t}, {np}>) -> array<{t}, {nr}> {{"
+        "fn {name}(t: {t}, y: array<{t}, {ns}>, q: array<{t}, {nq}>) -> array<{t}, {nr}> {{"
     );
     for (i, op) in prog.instrs.iter().enumerate() {
+        if let Some(h) = hoist {
+            if let Some(k) = h.read.get(&(i as u32)) {
+                let _ = writeln!(s, "    let r{i}: {t} = q[{k}];");
+                continue;
+            }
+            if h.skip[i] {
+                continue;
+            }
+        }
         let _ = writeln!(s, "    let r{i}: {t} = {};", expr(op, p));
     }
     let _ = writeln!(s, "    var out: array<{t}, {nr}>;");
@@ -192,13 +221,43 @@ pub fn function(name: &str, prog: &Program, ns: usize, np: usize, p: Precision) 
     s
 }
 
+/// `fn model_prepare(p: array<T, nq>) -> array<T, nq>`: the parameters `p` with, after them,
+/// the values of the model's functions that depend on parameters and constants alone. One
+/// line per value, `let {tag}_{instr}: T = …;` (see [`generated_line`]).
+fn prepare_function(h: &Hoisted, nq: usize, p: Precision) -> String {
+    let t = scalar(p);
+    let nq = nq.max(1);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "fn model_prepare(p: array<{t}, {nq}>) -> array<{t}, {nq}> {{\n    var q = p;"
+    );
+    for line in &h.prepare {
+        // `f_12`, not `f12`: a name must not be a type's (`f32`, `f64`, `f16`), which the
+        // type annotations of the lines below would then mean.
+        let name = |x: u32| format!("{}_{x}", line.tag);
+        let _ = writeln!(
+            s,
+            "    let {}: {t} = {};",
+            name(line.instr),
+            expr_named(&line.op, p, &name)
+        );
+        if let Some(k) = line.store {
+            let _ = writeln!(s, "    q[{k}] = {};", name(line.instr));
+        }
+    }
+    let _ = writeln!(s, "    return q;\n}}");
+    s
+}
+
 /// Sizes a shader needs as constants.
 pub fn sizes(m: &ModelPrograms) -> String {
     let ns = m.n_states.max(1);
     format!(
-        "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\n",
+        "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NQ: u32 = {}u;\nconst NO: u32 = {}u;\n",
         ns,
         m.n_params.max(1),
+        q_len(m).max(1),
         m.n_outputs.max(1)
     )
 }
@@ -217,13 +276,28 @@ fn programs(m: &ModelPrograms) -> [(&'static str, &Program, &'static str); 8] {
     ]
 }
 
-/// All model functions: `model_rhs`, `model_jac` (row-major), `model_dfdt`, `model_outputs`,
-/// `model_output_jac`, `model_init`, `model_dosing` (lag, F, rate, dur per state).
+/// All model functions: `model_prepare` (what the others read from `q` after the parameters;
+/// call it whenever the parameters change), `model_rhs`, `model_jac` (row-major),
+/// `model_dfdt`, `model_outputs`, `model_output_jac`, `model_output_dfdt`, `model_init`,
+/// `model_dosing` (lag, F, rate, dur per state).
 pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
-    let (ns, np) = (m.n_states, m.n_params);
-    programs(m)
-        .iter()
-        .map(|(name, prog, _)| function(name, prog, ns, np, p))
+    let h = hoisted(m);
+    let (ns, nq) = (m.n_states, m.n_params + h.slots);
+    let reads = |name: &str| match name {
+        "model_rhs" => Some(&h.rhs),
+        "model_jac" => Some(&h.jacobian),
+        "model_dfdt" => Some(&h.dfdt),
+        "model_outputs" => Some(&h.outputs),
+        "model_output_jac" => Some(&h.output_jacobian),
+        "model_output_dfdt" => Some(&h.output_dfdt),
+        _ => None,
+    };
+    std::iter::once(prepare_function(&h, nq, p))
+        .chain(
+            programs(m)
+                .iter()
+                .map(|(name, prog, _)| function_hoisted(name, prog, ns, nq, p, reads(name))),
+        )
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -282,11 +356,32 @@ pub fn generated_line(src: &str, offset: usize, m: &ModelPrograms) -> Option<Gen
     if src[head..start].lines().any(|l| l == "}") {
         return None;
     }
-    let (function, prog, part) = programs(m).into_iter().find(|(n, _, _)| *n == name)?;
     let reg = |s: &str| -> Option<usize> {
         let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
         digits.parse().ok()
     };
+    let statement_of = |prog: &Program, instr: Option<usize>| {
+        instr
+            .and_then(|i| prog.origin(i))
+            .and_then(|o| m.statements.get(o as usize).cloned())
+    };
+    if name == "model_prepare" {
+        // `let {tag}_{instr}: T = …;` and `q[k] = {tag}_{instr};` (a one-letter tag).
+        let named = text
+            .strip_prefix("let ")
+            .or_else(|| text.split("= ").nth(1).filter(|_| text.starts_with("q[")))?;
+        let tag = named.get(..1)?;
+        let (prog, part) = tagged_program(m, tag)?;
+        let instr = named.get(2..).and_then(reg);
+        return Some(GeneratedLine {
+            function: "model_prepare",
+            text: text.to_string(),
+            instr,
+            statement: statement_of(prog, instr),
+            part,
+        });
+    }
+    let (function, prog, part) = programs(m).into_iter().find(|(n, _, _)| *n == name)?;
     let instr = if let Some(rest) = text.strip_prefix("let r") {
         reg(rest)
     } else if text.starts_with("out[") {
@@ -294,14 +389,11 @@ pub fn generated_line(src: &str, offset: usize, m: &ModelPrograms) -> Option<Gen
     } else {
         None
     };
-    let statement = instr
-        .and_then(|i| prog.origin(i))
-        .and_then(|o| m.statements.get(o as usize).cloned());
     Some(GeneratedLine {
         function,
         text: text.to_string(),
         instr,
-        statement,
+        statement: statement_of(prog, instr),
         part,
     })
 }
@@ -384,12 +476,29 @@ mod tests {
         assert!(g
             .message("boom")
             .starts_with("m.vpm:6:6: boom in the code generated for `d/dt(b)`"));
-        // c = a / v, line 4, used by both equations; its derivative in the Jacobian.
-        let jac = src.find("fn model_jac").unwrap();
-        let div = jac + src[jac..].find(" / ").unwrap();
+        // c = a / v, line 4, used by both equations, is a * (1/v), and 1/v is computed once per
+        // subject, in model_prepare (for the right-hand side, the first program there).
+        let prepare = src.find("fn model_prepare").unwrap();
+        let div = prepare + src[prepare..].find(" / ").unwrap();
         let g = generated_line(&src, div, &progs).unwrap();
-        assert_eq!((g.function, g.part), ("model_jac", "Jacobian"));
+        assert_eq!((g.function, g.part), ("model_prepare", "right-hand side"));
         assert_eq!(g.statement.unwrap().line, 4);
+        // Where model_prepare stores it, likewise.
+        let store = src[prepare..].find("    q[").unwrap() + prepare + 4;
+        assert_eq!(
+            generated_line(&src, store, &progs)
+                .unwrap()
+                .statement
+                .unwrap()
+                .line,
+            4
+        );
+        // exp(c) in the Jacobian: the derivative of d/dt(b).
+        let jac = src.find("fn model_jac").unwrap();
+        let exp = jac + src[jac..].find("exp(").unwrap();
+        let g = generated_line(&src, exp, &progs).unwrap();
+        assert_eq!((g.function, g.part), ("model_jac", "Jacobian"));
+        assert_eq!(g.statement.unwrap().line, 6);
         // A result line names the instruction it returns; outside any function: nothing.
         let outputs = src.find("fn model_outputs").unwrap();
         let ret = outputs + src[outputs..].find("out[0]").unwrap();

@@ -169,7 +169,8 @@ fn source(
             ("MODEL", &funcs),
             ("STAGES", &step.decls),
             ("STEP", &step.code),
-            ("N_NP", &lit(z.np)),
+            // The parameters, then what model_prepare computes from them.
+            ("N_NQ", &lit(crate::backend::hoist::q_len(m))),
             ("N_NS4", &lit(4 * m.n_states)),
             ("N_NS", &lit(z.ns)),
             ("N_NY", &lit(ny)),

@@ -18,7 +18,9 @@ pub const MODEL_EVAL_WGSL: &str = include_str!("../../../shaders/model_eval.wgsl
 pub fn model_eval_source(m: &ModelPrograms, p: Precision) -> Result<String, String> {
     let sizes = codegen::sizes(m);
     let funcs = codegen::model_functions(m, p);
-    let (ns, np) = (m.n_states.max(1).to_string(), m.n_params.max(1).to_string());
+    let ns = m.n_states.max(1).to_string();
+    // The parameters, then what model_prepare computes from them.
+    let nq = crate::backend::hoist::q_len(m).max(1).to_string();
     let body = codegen::fill(
         MODEL_EVAL_WGSL,
         &[
@@ -27,7 +29,7 @@ pub fn model_eval_source(m: &ModelPrograms, p: Precision) -> Result<String, Stri
             ("PRECISION", codegen::precision_helpers(p)),
             ("MODEL", &funcs),
             ("NS", &ns),
-            ("NP", &np),
+            ("NQ", &nq),
         ],
     )?;
     Ok(body)
