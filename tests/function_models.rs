@@ -1,5 +1,6 @@
 //! Models written with the language's functions (`sin`, `cos`, `expit`, `logit`, `tanh`,
-//! `atan`, `erf`, `erfc`, `phi`, `floor`, `ceil`) and `pi`, on every backend against closed
+//! `atan`, `erf`, `erfc`, `phi`, `floor`, `ceil`, `trunc`, `mod`) and `pi`, on every backend
+//! against closed
 //! forms and exact relations:
 //! - a one-compartment response to a cosine input (a circadian production rate) with bolus
 //!   doses on top: the solution and its AUC in closed form;
@@ -12,7 +13,8 @@
 //! - a Gaussian input (an absorption profile: the absorbed fraction is a difference of normal
 //!   distribution functions, `phi`) and a state decaying as y' = −k·tanh(y) (so
 //!   sinh(y) = sinh(y0)·e^(−kt), and the Rosenbrock methods' Jacobian holds 1 − tanh²), seen
-//!   through `erf`, `erfc`, `atan`, `floor` and `ceil`; the AUC of Φ by ∫Φ(u) du = uΦ(u) + φ(u).
+//!   through `erf`, `erfc`, `atan`, `floor` and `ceil`, and time through `mod` and `trunc`
+//!   of negative and positive values; the AUC of Φ by ∫Φ(u) du = uΦ(u) + φ(u).
 //!
 //! The CPU f64 reference with every adaptive method; the WGSL kernels (lavapipe in CI) and
 //! the CUDA kernels (emulated on the host, and on a device where there is one) in f64 and f32.
@@ -87,6 +89,7 @@ output ey = erf(y)
 output ecy = erfc(y / 2)
 output ay = atan(3 * y)
 output steps = 1 + floor(t / 2) + ceil(t / 3 - 0.4)
+output wrap = mod(t - 3.7, 2.5) + trunc(1.2 - t / 3)
 ";
 
 const DOSE: f64 = 5.0;
@@ -222,14 +225,14 @@ fn special_subjects() -> Vec<[f64; 5]> {
 
 const SPECIAL_END: f64 = 12.0;
 
-/// The special-functions arm: every output at four times (away from the steps of `floor` and
-/// `ceil`) and the AUC of `frac`, with the closed form of each from Rust's and the `libm`
+/// The special-functions arm: every output at four times (away from the steps of `floor`,
+/// `ceil`, `trunc` and `mod`) and the AUC of `frac`, with the closed form of each from Rust's and the `libm`
 /// crate's functions. `steps` is 1 at the start and first steps up at t = 1.2: a step at
 /// t = 0, where its AUC is still 0, would leave Rodas4 at atol 1e-13 nothing to measure the
 /// step's error against (`step_too_small`).
 fn special_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let times = [1.5, 4.5, 6.5, 9.5];
-    let names = ["frac", "absorbed", "yv", "ey", "ecy", "ay", "steps"];
+    let names = ["frac", "absorbed", "yv", "ey", "ecy", "ay", "steps", "wrap"];
     let mut metrics: Vec<(usize, &str, String)> = Vec::new();
     for (o, name) in names.iter().enumerate() {
         metrics.extend(times.iter().map(|t| (o, *name, format!("at({t})"))));
@@ -244,7 +247,13 @@ fn special_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f
         .map(|&[_, t0, s, k, y0]| {
             let frac = |t: f64| phi((t - t0) / s) - phi(-t0 / s);
             let y = |t: f64| (y0.sinh() * (-k * t).exp()).asinh();
-            let outputs: [&dyn Fn(f64) -> f64; 7] = [
+            // mod(a, b) = a − b·floor(a / b) (the sign of b); trunc toward zero, where floor
+            // would step down: 1.2 − t/3 is −0.3 at t = 4.5.
+            let wrap = |t: f64| {
+                let a = t - 3.7;
+                a - 2.5 * (a / 2.5).floor() + (1.2 - t / 3.0).trunc()
+            };
+            let outputs: [&dyn Fn(f64) -> f64; 8] = [
                 &frac,
                 &frac,
                 &y,
@@ -252,6 +261,7 @@ fn special_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f
                 &|t| libm::erfc(y(t) / 2.0),
                 &|t| (3.0 * y(t)).atan(),
                 &|t| 1.0 + (t / 2.0).floor() + (t / 3.0 - 0.4).ceil(),
+                &wrap,
             ];
             let mut w: Vec<f64> = Vec::new();
             for f in outputs {

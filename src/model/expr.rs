@@ -67,6 +67,11 @@ pub enum Func {
     Phi,
     Floor,
     Ceil,
+    /// Rounding toward zero (NONMEM's INT), lowered to `floor` or `ceil` by the sign.
+    Trunc,
+    /// The floored remainder a − b·floor(a / b), which has the sign of b (R's `%%`, numpy's
+    /// `mod`), lowered to those operations.
+    Mod,
     /// The logistic function 1 / (1 + exp(-x)), lowered to those operations.
     Expit,
     /// log(x / (1 - x)), lowered to those operations.
@@ -75,7 +80,7 @@ pub enum Func {
 
 impl Func {
     /// Every function, in the order the documentation and error messages list them.
-    pub const ALL: [Func; 19] = [
+    pub const ALL: [Func; 21] = [
         Func::Exp,
         Func::Log,
         Func::Log10,
@@ -93,6 +98,8 @@ impl Func {
         Func::Phi,
         Func::Floor,
         Func::Ceil,
+        Func::Trunc,
+        Func::Mod,
         Func::Expit,
         Func::Logit,
     ];
@@ -116,13 +123,15 @@ impl Func {
             Func::Phi => "phi",
             Func::Floor => "floor",
             Func::Ceil => "ceil",
+            Func::Trunc => "trunc",
+            Func::Mod => "mod",
             Func::Expit => "expit",
             Func::Logit => "logit",
         }
     }
     pub fn arity(self) -> usize {
         match self {
-            Func::Pow | Func::Min | Func::Max => 2,
+            Func::Pow | Func::Min | Func::Max | Func::Mod => 2,
             _ => 1,
         }
     }

@@ -606,6 +606,22 @@ impl Builder {
                     }
                     Func::Floor => Op::Floor(x),
                     Func::Ceil => Op::Ceil(x),
+                    Func::Trunc => {
+                        // ceil below 0, floor elsewhere (NaN included, which floor keeps).
+                        let zero = self.c(0.0);
+                        let negative = self.push(Op::Lt(x, zero));
+                        let up = self.push(Op::Ceil(x));
+                        let down = self.push(Op::Floor(x));
+                        Op::Select(negative, up, down)
+                    }
+                    Func::Mod => {
+                        // a − b·floor(a / b): the quotient of a value of time is exact, as
+                        // floor(t / 24) is (the division's own rules).
+                        let quotient = self.push(Op::Div(x, y));
+                        let whole = self.push(Op::Floor(quotient));
+                        let multiple = self.push(Op::Mul(y, whole));
+                        Op::Sub(x, multiple)
+                    }
                     Func::Min => Op::Min(x, y),
                     Func::Max => Op::Max(x, y),
                     Func::Expit => {
@@ -1175,15 +1191,18 @@ mod tests {
             let text = format!(
                 "param w = {d}\nstate a\nd/dt(a) = floor(t / {d}) + (t / w >= 3) - a / w\n\
                  output day = floor(t / w)\noutput up = floor(-(2 - t / {d}) * 2) / 2\n\
-                 output done = if(t / w == 3, 1, 0)\noutput c = a / w\n"
+                 output done = if(t / w == 3, 1, 0)\noutput c = a / w\n\
+                 output wrap = mod(t, w) + mod(t, {d}) + trunc(-t / w)\n"
             );
             let m = crate::model::Model::parse("q.vpm", &text).unwrap();
             let p = ModelPrograms::new(&m);
             let t = 3.0 * d;
             assert!(t * (1.0 / d) < 3.0, "{d}: the reciprocal is exact");
-            let (mut regs, mut out) = (Vec::new(), vec![0.0; 4]);
+            let (mut regs, mut out) = (Vec::new(), vec![0.0; 5]);
             p.outputs.run(t, &[d], &[d], &[], &mut regs, &mut out);
             assert_eq!(out[..3], [3.0, 1.0, 1.0], "{d}");
+            // mod and trunc are quotients read by floor (and ceil): exact too.
+            assert_eq!(out[4], -3.0, "{d}");
             let mut f = [0.0];
             p.rhs.run(t, &[d], &[d], &[], &mut regs, &mut f);
             assert_eq!(f[0], 3.0 + 1.0 - d * (1.0 / d), "{d}");
@@ -1264,6 +1283,7 @@ mod tests {
             "expit(x - 2 * y) * logit(y / (1 + y)) + pi * logit(expit(x))",
             "tanh(x - y) * atan(x * y) + erf(x - y) * erfc(y / x) + phi(x - 2 * y)",
             "floor(x) * tanh(y) + ceil(y) * atan(x) - erfc(-x * y)",
+            "trunc(x - 2 * y) * y + mod(x * 7, y) + mod(-x, 0.37) * x",
         ];
         for text in cases {
             let mut e = parse_expr_str("d", text).unwrap();

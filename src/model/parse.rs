@@ -157,10 +157,10 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
 }
 
 /// Words that cannot be declared as names.
-pub const RESERVED: [&str; 31] = [
+pub const RESERVED: [&str; 33] = [
     "t", "pi", "param", "state", "output", "if", "d", "dt", "alag", "f", "rate", "dur", "exp",
     "log", "log10", "sqrt", "pow", "abs", "min", "max", "sin", "cos", "tanh", "atan", "erf",
-    "erfc", "phi", "floor", "ceil", "expit", "logit",
+    "erfc", "phi", "floor", "ceil", "trunc", "mod", "expit", "logit",
 ];
 
 /// Names that an expression reads as values of its own (time and the constant π), so no
@@ -599,6 +599,8 @@ impl Expr {
                     Func::Phi => 0.5 * libm::erfc(a * -std::f64::consts::FRAC_1_SQRT_2),
                     Func::Floor => a.floor(),
                     Func::Ceil => a.ceil(),
+                    Func::Trunc => a.trunc(),
+                    Func::Mod => a - c * (a / c).floor(),
                     Func::Expit => 1.0 / (1.0 + (-a).exp()),
                     Func::Logit => (a / (1.0 - a)).ln(),
                 }
@@ -668,7 +670,7 @@ mod tests {
         let e = parse_expr_str("x", "pi(1)").unwrap_err();
         assert!(e.message.contains("unknown function 'pi'"), "{e}");
         let e = parse_expr_str("x", "gamma(1)").unwrap_err();
-        assert!(e.message.contains("floor, ceil, expit, logit, if"), "{e}");
+        assert!(e.message.contains("floor, ceil, trunc, mod, expit, logit, if"), "{e}");
         let e = parse_expr_str("x", "logit(1, 2)").unwrap_err();
         assert!(e.message.contains("logit() takes 1 argument, got 2"), "{e}");
         assert!(check_population_name("pi").is_err());
@@ -709,6 +711,27 @@ mod tests {
         assert_eq!(ev("floor(a) + ceil(a + 0.25)"), 5.0);
         let e = parse_expr_str("x", "erf(1, 2)").unwrap_err();
         assert!(e.message.contains("erf() takes 1 argument, got 2"), "{e}");
+    }
+
+    #[test]
+    fn trunc_and_mod() {
+        // Toward zero, where floor goes down.
+        assert_eq!(ev("trunc(2.7) + 10 * trunc(-2.7)"), 2.0 - 20.0);
+        assert_eq!(ev("trunc(-0.5)"), 0.0);
+        assert!(ev("trunc(-0.5)").is_sign_negative());
+        assert_eq!(ev("trunc(1e300)"), 1e300);
+        assert!(ev("trunc(0 / 0)").is_nan());
+        // The floored remainder has the sign of the divisor (R's %%, numpy's mod).
+        assert_eq!(ev("mod(7, 3)"), 1.0);
+        assert_eq!(ev("mod(-7, 3)"), 2.0);
+        assert_eq!(ev("mod(7, -3)"), -2.0);
+        assert_eq!(ev("mod(-7, -3)"), -1.0);
+        assert_eq!(ev("mod(b, a)"), 1.0);
+        assert_eq!(ev("mod(50.5, 24)"), 2.5);
+        assert!(ev("mod(1, 0)").is_nan());
+        assert!(ev("mod(1 / 0, 24)").is_nan());
+        let e = parse_expr_str("x", "mod(7)").unwrap_err();
+        assert!(e.message.contains("mod() takes 2 arguments, got 1"), "{e}");
     }
 
     #[test]
