@@ -372,6 +372,24 @@ fn bad_specs_are_located_errors() {
             33,
             "target metric 'cp_trough'",
         ),
+        (
+            "\"time_above(1.0)\"",
+            "\"time_above(1.0)\", \"conc:cmax\"",
+            30,
+            "the model has no output 'conc' (outputs: cp)",
+        ),
+        (
+            "\"time_above(1.0)\"",
+            "\"time_above(1.0)\", \"cp:cmax\"",
+            30,
+            "metric column 'cp_cmax' is requested twice",
+        ),
+        (
+            "\"time_above(1.0)\"",
+            "\"cp time_above:(1.0)\"",
+            30,
+            "'cp time_above' is not an output name",
+        ),
         ("subjects = 2500", "subjects = -3", 4, ""),
         (
             "parameters = true",
@@ -400,6 +418,39 @@ fn bad_specs_are_located_errors() {
         assert!(err.contains(&format!("spec.toml:{line}:")), "{to}: {err}");
         assert!(err.contains(fragment), "{to}: {err}");
     }
+}
+
+/// A metric is of every output, or of the one output named before a colon
+/// (examples/pkpd_emax.toml: `effect:time_above(50)`, and no cp_time_above_50).
+#[test]
+fn a_metric_of_one_output() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let t = Trial::load(&root.join("examples/pkpd_emax.toml")).unwrap();
+    let columns: Vec<&str> = t.arms[0]
+        .plan
+        .metrics
+        .iter()
+        .map(|s| s.column.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "cp_auc",
+            "effect_auc",
+            "cp_cmax",
+            "effect_cmax",
+            "cp_tmax",
+            "effect_tmax",
+            "cp_cmin_last_interval",
+            "effect_cmin_last_interval",
+            "effect_time_above_50"
+        ]
+    );
+    let last = &t.arms[0].plan.metrics[8];
+    assert_eq!(last.output, t.model.output_index("effect").unwrap());
+    // The target names a column of the one output.
+    let target = t.target.as_ref().unwrap();
+    assert_eq!(columns[target.metric], "effect_cmin_last_interval");
 }
 
 /// `[population] library = "NAME"` takes the built-in copy of a shipped population from any

@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use crate::backend::cpu::simulate_arm_subject;
 use crate::backend::ArmPlan;
 use crate::dosing::{Regimen, StateDosing};
-use crate::metrics::{Metric, MetricSpec};
+use crate::metrics::{MetricRequest, MetricSpec};
 use crate::model::CompiledModel;
 use crate::solver::{Integrator, Method, SolverOptions, Status};
 use crate::trial::{dose_line, spec::parse_dose_arg};
@@ -44,7 +44,8 @@ pub struct SimulateArgs {
     /// Step size (required for rk4).
     #[arg(long)]
     pub dt: Option<f64>,
-    /// Metrics, comma-separated (e.g. auc,cmax,tmax,ctrough,auc_last_interval,time_above(1)).
+    /// Metrics, comma-separated (e.g. auc,cmax,tmax,ctrough,auc_last_interval,time_above(1)),
+    /// each of every output, or of one output named before a colon (effect:time_above(50)).
     #[arg(
         long,
         value_delimiter = ';',
@@ -256,9 +257,25 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     }
     let mut specs = Vec::new();
     for name in split_metrics(&args.metrics) {
-        let metric = Metric::parse(&name)?;
+        let request = MetricRequest::parse(&name)?;
         for (k, o) in model.outputs.iter().enumerate() {
-            specs.push(MetricSpec::new(k, &o.name, metric));
+            let spec = MetricSpec::new(k, &o.name, request.metric);
+            // `auc,cp:auc` asks for cp_auc once.
+            let wanted = request.output.as_ref().is_none_or(|n| *n == o.name);
+            if wanted && specs.iter().all(|s: &MetricSpec| s.column != spec.column) {
+                specs.push(spec);
+            }
+        }
+        if let Some(n) = request
+            .output
+            .as_ref()
+            .filter(|n| model.output_index(n).is_none())
+        {
+            let known: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
+            bail!(
+                "metric '{name}': the model has no output '{n}' (outputs: {})",
+                known.join(", ")
+            );
         }
     }
     let times = args

@@ -181,6 +181,42 @@ impl Metric {
     }
 }
 
+/// A metric as a trial spec or `vpop simulate --metrics` asks for it: `cmax` (of every output)
+/// or `effect:time_above(50)` (of the output `effect` only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRequest {
+    /// The output named before a `:`, if any.
+    pub output: Option<String>,
+    pub metric: Metric,
+}
+
+impl MetricRequest {
+    pub fn parse(text: &str) -> Result<MetricRequest, MetricParseError> {
+        let t = text.trim();
+        // A `:` before any parenthesis names the output.
+        let colon = t.find(':').filter(|&i| t.find('(').is_none_or(|p| i < p));
+        let Some(i) = colon else {
+            return Ok(MetricRequest {
+                output: None,
+                metric: Metric::parse(t)?,
+            });
+        };
+        let name = t[..i].trim();
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(MetricParseError(format!(
+                "metric '{t}': '{name}' is not an output name (`output:metric`, e.g. \
+                 effect:time_above(50))"
+            )));
+        }
+        Ok(MetricRequest {
+            output: Some(name.to_string()),
+            metric: Metric::parse(&t[i + 1..])?,
+        })
+    }
+}
+
 /// A metric of a given output, with its column name `<output>_<suffix>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricSpec {
@@ -261,6 +297,30 @@ mod tests {
     }
 
     #[test]
+    fn a_metric_can_name_its_output() {
+        let r = MetricRequest::parse(" effect : time_above(50, 0, 24)").unwrap();
+        assert_eq!(r.output.as_deref(), Some("effect"));
+        assert_eq!(r.metric.suffix(), "time_above_50_0_24");
+        let r = MetricRequest::parse("cmax_last_interval").unwrap();
+        assert_eq!(
+            (r.output, r.metric.suffix()),
+            (None, "cmax_last_interval".into())
+        );
+        for bad in [
+            "2x:auc",
+            ":auc",
+            "a b:auc",
+            "e:",
+            "e:cmax:auc",
+            "e:nonsense",
+        ] {
+            assert!(MetricRequest::parse(bad).is_err(), "{bad}");
+        }
+        let e = MetricRequest::parse("c-p:auc").unwrap_err().to_string();
+        assert!(e.contains("'c-p' is not an output name"), "{e}");
+    }
+
+    #[test]
     fn rejects_nonsense() {
         for bad in [
             "",
@@ -274,6 +334,7 @@ mod tests {
             "auc(0, 1",
         ] {
             assert!(Metric::parse(bad).is_err(), "{bad}");
+            assert!(MetricRequest::parse(bad).is_err(), "{bad}");
         }
     }
 

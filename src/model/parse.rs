@@ -670,7 +670,11 @@ mod tests {
         let e = parse_expr_str("x", "pi(1)").unwrap_err();
         assert!(e.message.contains("unknown function 'pi'"), "{e}");
         let e = parse_expr_str("x", "gamma(1)").unwrap_err();
-        assert!(e.message.contains("floor, ceil, trunc, mod, expit, logit, if"), "{e}");
+        assert!(
+            e.message
+                .contains("floor, ceil, trunc, mod, expit, logit, if"),
+            "{e}"
+        );
         let e = parse_expr_str("x", "logit(1, 2)").unwrap_err();
         assert!(e.message.contains("logit() takes 1 argument, got 2"), "{e}");
         assert!(check_population_name("pi").is_err());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::{ArmPlan, Precision};
 use crate::diag::{Diagnostic, SourceFile};
 use crate::dosing::Regimen;
-use crate::metrics::{Metric, MetricSpec};
+use crate::metrics::{MetricRequest, MetricSpec};
 use crate::model::{library, CompiledModel, Model};
 use crate::population::{library as population_library, Population};
 use crate::solver::{Method, SolverOptions};
@@ -407,24 +407,44 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             })
             .collect(),
     };
+    // Each metric of every output above, or of the one output it names (`effect:cmax`).
     let mut metric_specs = Vec::new();
-    for m in &spec.output.metrics {
-        match Metric::parse(m.get_ref()) {
-            Ok(metric) => {
-                for &k in &outputs {
-                    metric_specs.push(MetricSpec::new(k, &model.outputs[k].name, metric));
-                }
-            }
-            Err(e) => errors.push(src.error(span_of(m), e.to_string())),
-        }
-    }
     let mut seen = std::collections::HashSet::new();
-    for s in &metric_specs {
-        if !seen.insert(s.column.clone()) {
-            errors.push(src.error(
-                span_of(&spec.output.metrics[0]),
-                format!("metric column '{}' is requested twice", s.column),
-            ));
+    for m in &spec.output.metrics {
+        let request = match MetricRequest::parse(m.get_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(src.error(span_of(m), e.to_string()));
+                continue;
+            }
+        };
+        let of: Vec<usize> = match &request.output {
+            None => outputs.clone(),
+            Some(name) => match model.output_index(name) {
+                Some(k) => vec![k],
+                None => {
+                    let known: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
+                    errors.push(src.error(
+                        span_of(m),
+                        format!(
+                            "the model has no output '{name}' (outputs: {})",
+                            known.join(", ")
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
+        for k in of {
+            let s = MetricSpec::new(k, &model.outputs[k].name, request.metric);
+            if !seen.insert(s.column.clone()) {
+                errors.push(src.error(
+                    span_of(m),
+                    format!("metric column '{}' is requested twice", s.column),
+                ));
+                continue;
+            }
+            metric_specs.push(s);
         }
     }
 
