@@ -54,11 +54,13 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let trial = Trial::load(&args.spec)?;
     println!("{}: ok", args.spec.display());
     println!("  trial       {}", trial.name);
+    // "1 covariate", "2 covariates".
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
-        "  model       {} ({} states, {} parameters, outputs: {})",
+        "  model       {} ({}, {}, outputs: {})",
         trial.model.name,
-        trial.model.states.len(),
-        trial.model.params.len(),
+        count(trial.model.states.len(), "state"),
+        count(trial.model.params.len(), "parameter"),
         trial
             .model
             .outputs
@@ -69,9 +71,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     );
     match &trial.population {
         Some(p) => println!(
-            "  population  {} ({} covariates, parameters: {})",
+            "  population  {} ({}, parameters: {})",
             p.name,
-            p.covariate_names().len(),
+            count(p.covariate_names().len(), "covariate"),
             p.parameter_names().join(", ")
         ),
         None => println!("  population  none: every subject has the model's parameter values"),
