@@ -83,6 +83,15 @@ fn parameter_only_values_are_computed_once_under_names_of_their_own() {
         for name in ["f_16: ", "f_32: ", "f_64: "] {
             assert!(prepare.contains(name), "{p:?}: no {name} in {prepare}");
         }
+        // A model without parameters gets a model_prepare that returns its one-place array.
+        let none = ModelPrograms::new(
+            &Model::parse("none.vpm", "state a\nd/dt(a) = -a / 3\noutput c = a\n").unwrap(),
+        );
+        let src_none = model_eval_source(&none, p).unwrap();
+        if let Err(e) = validate(&src_none, p == Precision::F64) {
+            panic!("{p:?} without parameters:\n{e}");
+        }
+        assert!(src_none.contains("fn model_prepare("));
         // The rate is stored at q[2] (after k and v) and 1/v at q[3].
         for (f, read) in [
             ("fn model_rhs(", "q[2]"),
