@@ -379,6 +379,12 @@ fn bad_specs_are_located_errors() {
             "the model has no output 'conc' (outputs: cp)",
         ),
         (
+            "parameters = true",
+            "parameters = true\noutputs = [\"cp\", \"conc\"]",
+            32,
+            "the model has no output 'conc' (outputs: cp)",
+        ),
+        (
             "\"time_above(1.0)\"",
             "\"time_above(1.0)\", \"cp:cmax\"",
             30,

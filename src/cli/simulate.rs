@@ -258,24 +258,18 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     let mut specs = Vec::new();
     for name in split_metrics(&args.metrics) {
         let request = MetricRequest::parse(&name)?;
-        for (k, o) in model.outputs.iter().enumerate() {
-            let spec = MetricSpec::new(k, &o.name, request.metric);
+        let of: Vec<usize> = match &request.output {
+            None => (0..model.outputs.len()).collect(),
+            Some(n) => vec![model
+                .output_named(n)
+                .map_err(|e| anyhow::anyhow!("metric '{name}': {e}"))?],
+        };
+        for k in of {
+            let spec = MetricSpec::new(k, &model.outputs[k].name, request.metric);
             // `auc,cp:auc` asks for cp_auc once.
-            let wanted = request.output.as_ref().is_none_or(|n| *n == o.name);
-            if wanted && specs.iter().all(|s: &MetricSpec| s.column != spec.column) {
+            if specs.iter().all(|s: &MetricSpec| s.column != spec.column) {
                 specs.push(spec);
             }
-        }
-        if let Some(n) = request
-            .output
-            .as_ref()
-            .filter(|n| model.output_index(n).is_none())
-        {
-            let known: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
-            bail!(
-                "metric '{name}': the model has no output '{n}' (outputs: {})",
-                known.join(", ")
-            );
         }
     }
     let times = args

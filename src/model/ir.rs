@@ -531,6 +531,17 @@ impl Model {
     pub fn output_index(&self, name: &str) -> Option<usize> {
         self.outputs.iter().position(|s| s.name == name)
     }
+
+    /// [`Model::output_index`], or the message "the model has no output 'x' (outputs: …)".
+    pub fn output_named(&self, name: &str) -> Result<usize, String> {
+        self.output_index(name).ok_or_else(|| {
+            let known: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+            format!(
+                "the model has no output '{name}' (outputs: {})",
+                known.join(", ")
+            )
+        })
+    }
 }
 
 #[cfg(test)]

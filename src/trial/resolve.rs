@@ -391,19 +391,10 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         Some(names) => names
             .iter()
             .filter_map(|n| {
-                let i = model.output_index(n.get_ref());
-                if i.is_none() {
-                    let known: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
-                    errors.push(src.error(
-                        span_of(n),
-                        format!(
-                            "the model has no output '{}' (outputs: {})",
-                            n.get_ref(),
-                            known.join(", ")
-                        ),
-                    ));
-                }
-                i
+                model
+                    .output_named(n.get_ref())
+                    .map_err(|e| errors.push(src.error(span_of(n), e)))
+                    .ok()
             })
             .collect(),
     };
@@ -420,17 +411,10 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         };
         let of: Vec<usize> = match &request.output {
             None => outputs.clone(),
-            Some(name) => match model.output_index(name) {
-                Some(k) => vec![k],
-                None => {
-                    let known: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
-                    errors.push(src.error(
-                        span_of(m),
-                        format!(
-                            "the model has no output '{name}' (outputs: {})",
-                            known.join(", ")
-                        ),
-                    ));
+            Some(name) => match model.output_named(name) {
+                Ok(k) => vec![k],
+                Err(e) => {
+                    errors.push(src.error(span_of(m), e));
                     continue;
                 }
             },
