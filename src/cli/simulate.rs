@@ -258,12 +258,10 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     let mut specs = Vec::new();
     for name in split_metrics(&args.metrics) {
         let request = MetricRequest::parse(&name)?;
-        let of: Vec<usize> = match &request.output {
-            None => (0..model.outputs.len()).collect(),
-            Some(n) => vec![model
-                .output_named(n)
-                .map_err(|e| anyhow::anyhow!("metric '{name}': {e}"))?],
-        };
+        let all: Vec<usize> = (0..model.outputs.len()).collect();
+        let of = request
+            .outputs(&model, &all)
+            .map_err(|e| anyhow::anyhow!("metric '{name}': {e}"))?;
         for k in of {
             let spec = MetricSpec::new(k, &model.outputs[k].name, request.metric);
             // `auc,cp:auc` asks for cp_auc once.

@@ -202,9 +202,7 @@ impl MetricRequest {
             });
         };
         let name = t[..i].trim();
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if crate::model::parse::check_identifier(name).is_err() {
             return Err(MetricParseError(format!(
                 "metric '{t}': '{name}' is not an output name (`output:metric`, e.g. \
                  effect:time_above(50))"
@@ -214,6 +212,19 @@ impl MetricRequest {
             output: Some(name.to_string()),
             metric: Metric::parse(&t[i + 1..])?,
         })
+    }
+
+    /// The outputs it is of: its own, or else `all`; an output the model does not have is an
+    /// error ([`crate::model::Model::output_named`]).
+    pub fn outputs(
+        &self,
+        model: &crate::model::Model,
+        all: &[usize],
+    ) -> Result<Vec<usize>, String> {
+        match &self.output {
+            None => Ok(all.to_vec()),
+            Some(name) => Ok(vec![model.output_named(name)?]),
+        }
     }
 }
 

@@ -409,15 +409,12 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 continue;
             }
         };
-        let of: Vec<usize> = match &request.output {
-            None => outputs.clone(),
-            Some(name) => match model.output_named(name) {
-                Ok(k) => vec![k],
-                Err(e) => {
-                    errors.push(src.error(span_of(m), e));
-                    continue;
-                }
-            },
+        let of = match request.outputs(&model, &outputs) {
+            Ok(of) => of,
+            Err(e) => {
+                errors.push(src.error(span_of(m), e));
+                continue;
+            }
         };
         for k in of {
             let s = MetricSpec::new(k, &model.outputs[k].name, request.metric);
