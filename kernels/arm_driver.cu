@@ -232,7 +232,7 @@ struct Arm : Sub {
             #pragma unroll
             for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
             #pragma unroll
-            for (int k = 0; k < NO; k++) y[NS + k] = 0;
+            for (int a = 0; a < NA; a++) y[NS + a] = 0;
             real t = 0, ct = -BIG;
             unsigned cc = 0, ck = 0;
             for (;;) {
@@ -262,7 +262,7 @@ struct Arm : Sub {
                 #pragma unroll
                 for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
                 #pragma unroll
-                for (int k = 0; k < NO; k++) y[NS + k] = 0;
+                for (int a = 0; a < NA; a++) y[NS + a] = 0;
                 h_prop = 0;
                 ln_err_prev = log(STEP_ERR_PREV_MIN);
                 return true;
@@ -481,7 +481,7 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     S.dosing_of(S.q, S.dose_v);
     S.initial_states();
     #pragma unroll
-    for (int k = 0; k < NO; k++) S.y[NS + k] = 0;
+    for (int a = 0; a < NA; a++) S.y[NS + a] = 0;
     #pragma unroll
     for (unsigned mi = 0; mi < NM; mi++) {
         unsigned kind, k;

@@ -12,7 +12,7 @@
 // method, from src/backend/stepgen.rs), DRIVER.
 //
 // Everything a thread keeps is meant to live in registers: every per-subject array is indexed
-// with compile-time indices only (loops over NS, NO, NY and NM are unrolled, and a value at a
+// with compile-time indices only (loops over NS, NO, NA, NY and NM are unrolled, and a value at a
 // run-time index, such as a dose's compartment or an LU pivot row, is reached by a predicated
 // loop over the compile-time ones), and every function is inlined, so no pointer to a
 // per-thread array escapes. ptxas's report (tests/cuda_codegen.rs) checks it.
@@ -99,15 +99,19 @@ struct Sub {
         return ok;
     }
 
-    // The model extended with infusion inputs and one AUC state per output.
+    // The model extended with infusion inputs and an AUC state for each output an area
+    // metric reads (quad_output; NA of them, none in the records kernel).
     FI void sys_rhs(real t, const real* v, real* out) {
-        real f[NS], g[NO];
+        real f[NS];
         model_rhs(t, v, q, f);
-        model_outputs(t, v, q, g);
         #pragma unroll
         for (int j = 0; j < NS; j++) out[j] = f[j] + rates[j];
+#if NA > 0
+        real g[NO];
+        model_outputs(t, v, q, g);
         #pragma unroll
-        for (int k = 0; k < NO; k++) out[NS + k] = g[k];
+        for (int a = 0; a < NA; a++) out[NS + a] = g[quad_output(a)];
+#endif
         n_rhs++;
     }
 
@@ -139,15 +143,18 @@ struct Sub {
     // Loops have constant bounds and test the varying ones inside, so that unrolling leaves
     // compile-time indices only; a pivot row is swapped by a predicated loop over the rows.
     FI bool w_factor(real t, real si, real sj) {
-        real jm[NS * NS], dm[NS], dg[NO];
+        real jm[NS * NS], dm[NS];
         model_jac(t, y, q, jm);
-        model_output_jac(t, y, q, gq);
         model_dfdt(t, y, q, dm);
-        model_output_dfdt(t, y, q, dg);
         #pragma unroll
         for (int j = 0; j < NS; j++) dfdt_v[j] = dm[j];
+#if NA > 0
+        real dg[NO];
+        model_output_jac(t, y, q, gq);
+        model_output_dfdt(t, y, q, dg);
         #pragma unroll
-        for (int k = 0; k < NO; k++) dfdt_v[NS + k] = dg[k];
+        for (int a = 0; a < NA; a++) dfdt_v[NS + a] = dg[quad_output(a)];
+#endif
         n_jac++;
         w_si = si;
         w_sj = sj;
@@ -195,9 +202,9 @@ struct Sub {
     }
 
     FI void w_solve(real* x) {
-        real b[NO];
+        real b[NA1];
         #pragma unroll
-        for (int k = 0; k < NO; k++) b[k] = x[NS + k];
+        for (int a = 0; a < NA; a++) b[a] = x[NS + a];
         #pragma unroll
         for (int k = 0; k < NS; k++) {
             const int p = piv[k];
@@ -226,11 +233,12 @@ struct Sub {
             x[i] = s / lu[i * NS + i];
         }
         #pragma unroll
-        for (int k = 0; k < NO; k++) {
-            real s = b[k];
+        for (int a = 0; a < NA; a++) {
+            const int k = quad_output(a);
+            real s = b[a];
             #pragma unroll
             for (int j = 0; j < NS; j++) s += w_sj * gq[k * NS + j] * x[j];
-            x[NS + k] = s / w_si;
+            x[NS + a] = s / w_si;
         }
     }
 
@@ -600,7 +608,7 @@ struct Sub {
                 if (x == (real)0 && t == (real)0) vals[mi] = cv;
             } else if (kind == 0u || kind == 4u) {
                 if (win) {
-                    real auc = y[NS + k];
+                    real auc = y[NS + metric_quad(mi)];
                     if (t == a) aux[mi] = auc;
                     if (t == b) {
                         real area = auc - aux[mi];

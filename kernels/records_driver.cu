@@ -73,7 +73,7 @@ struct Rec : Sub {
     FI void reset_states() {
         initial_states();
         #pragma unroll
-        for (int k = 0; k < NO; k++) y[NS + k] = 0;
+        for (int a = 0; a < NA; a++) y[NS + a] = 0;
         h_prop = 0;
     }
 
@@ -82,7 +82,7 @@ struct Rec : Sub {
         #pragma unroll
         for (int j = 0; j < NS; j++) { y[j] = ss_x[j]; rates[j] = 0; }
         #pragma unroll
-        for (int k = 0; k < NO; k++) y[NS + k] = 0;
+        for (int a = 0; a < NA; a++) y[NS + a] = 0;
         t_cur = 0;
         wi = 0;
     }

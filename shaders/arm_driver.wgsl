@@ -277,7 +277,7 @@ fn next_window_input(d: Event) -> WindowInput {
 // A steady-state interval starts from the model states ss_x at time 0 with no inputs.
 fn ss_restart() {
     for (var j = 0u; j < NS; j++) { y[j] = ss_x[j]; rates[j] = 0.0; }
-    for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
+    for (var a = 0u; a < NA; a++) { y[NS + a] = 0.0; }
     ss_t = 0.0;
     ss_busy = 0u;
     ss_ct = -BIG;
@@ -604,7 +604,7 @@ fn load_carry() {
 
 fn start_subject() {
     initial_states();
-    for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
+    for (var a = 0u; a < NA; a++) { y[NS + a] = 0.0; }
     for (var m = 0u; m < NM; m++) {
         let kind = spec(m).kind;
         vals[m] = nan();
@@ -676,10 +676,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (status == 0u && ss_phase != 2u) { steady_start(); }
     if (status == 0u && ss_phase == 2u && !suspended) { run_stops(); }
     save_carry();
-    if (suspended) { atomicAdd(&pending, 1u); }
     for (var m = 0u; m < NM; m++) {
         var v = vals[m];
         if (status != 0u || !finite(v) || abs(v) >= BIG) { v = nan(); }
         metrics_out[m * meta_.n + i] = v;
+    }
+    if (!loops_intact()) {
+        carry_u[sid * CU] = CUT_SHORT;
+    } else if (suspended) {
+        atomicAdd(&pending, 1u);
     }
 }

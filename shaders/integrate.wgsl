@@ -12,7 +12,8 @@
 //
 // `real` stands for the scalar type, f32 or f64: src/backend/wgpu/kernel.rs replaces the word
 // (a WGSL alias would make naga's array<real, N> a type apart from the model functions'
-// array<f32, N>). Slots it fills: SIZES (NS, NP, NO, NY, NM, the carry widths), SEARCH (the
+// array<f32, N>). Slots it fills: SIZES (NS, NP, NO, NA, NY, NM, the carry widths, and the AUC
+// quadratures' outputs: quad_output, output_quad), SEARCH (the
 // precision's machine epsilon, end-of-segment snap and metric search settings), PRECISION
 // (shaders/real_f32.wgsl or real_f64.wgsl: finite, is_nan, nan, pow_r, exp_r, log_r, and in f64 the
 // exp/log/log10/pow the model functions call), TABLEAUS (coefficients from build.rs), MODEL
@@ -153,14 +154,17 @@ fn model_part(v: array<real, {{N_NY}}>) -> array<real, {{N_NS}}> {
     return ys;
 }
 
-// The model extended with infusion inputs and one AUC state per output.
+// The model extended with infusion inputs and an AUC state for each output an area metric
+// reads (quad_output; NA of them, none in the records kernel).
 fn sys_rhs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NY}}> {
     let ys = model_part(v);
     var f = model_rhs(t, ys, q);
-    var g = model_outputs(t, ys, q);
     var out: array<real, {{N_NY}}>;
     for (var j = 0u; j < NS; j++) { out[j] = f[j] + rates[j]; }
-    for (var k = 0u; k < NO; k++) { out[NS + k] = g[k]; }
+    if (NA > 0u) {
+        var g = model_outputs(t, ys, q);
+        for (var a = 0u; a < NA; a++) { out[NS + a] = g[quad_output(a)]; }
+    }
     n_rhs++;
     return out;
 }
@@ -190,11 +194,13 @@ fn initial_states() {
 fn w_factor(t: real, si: real, sj: real) -> bool {
     let ys = model_part(y);
     var jm = model_jac(t, ys, q);
-    gq = model_output_jac(t, ys, q);
     var dm = model_dfdt(t, ys, q);
-    var dg = model_output_dfdt(t, ys, q);
     for (var j = 0u; j < NS; j++) { dfdt_v[j] = dm[j]; }
-    for (var k = 0u; k < NO; k++) { dfdt_v[NS + k] = dg[k]; }
+    if (NA > 0u) {
+        gq = model_output_jac(t, ys, q);
+        var dg = model_output_dfdt(t, ys, q);
+        for (var a = 0u; a < NA; a++) { dfdt_v[NS + a] = dg[quad_output(a)]; }
+    }
     n_jac++;
     w_si = si;
     w_sj = sj;
@@ -250,10 +256,11 @@ fn w_solve(b: array<real, {{N_NY}}>) -> array<real, {{N_NY}}> {
         for (var j = i + 1u; j < NS; j++) { s -= lu[i * NS + j] * x[j]; }
         x[i] = s / lu[i * NS + i];
     }
-    for (var k = 0u; k < NO; k++) {
-        var s = b[NS + k];
+    for (var a = 0u; a < NA; a++) {
+        let k = quad_output(a);
+        var s = b[NS + a];
         for (var j = 0u; j < NS; j++) { s += w_sj * gq[k * NS + j] * x[j]; }
-        x[NS + k] = s / w_si;
+        x[NS + a] = s / w_si;
     }
     return x;
 }
@@ -680,7 +687,7 @@ fn stop_pre(t: real) {
             if (s.x == 0.0 && t == 0.0) { vals[m] = cv; }
         } else if (s.kind == 0u || s.kind == 4u) {
             if (s.win) {
-                let auc = y[NS + s.k];
+                let auc = y[NS + output_quad(s.k)];
                 if (t == s.a) { aux[m] = auc; }
                 if (t == s.b) {
                     let area = auc - aux[m];
@@ -746,6 +753,20 @@ const SUSPEND: u32 = 255u;
 // Returned only if a loop ended in a way the code does not allow (a loop cut short by the
 // shader compiler): reported as a failure rather than a silently wrong result.
 const CUT_SHORT: u32 = 254u;
+
+// Whether every loop of this invocation ran its course. A software rasteriser (llvmpipe) counts
+// the loop back edges of an invocation group against one limit and, past it, leaves every
+// loop after one pass without a word: values computed in loops are then silently wrong. A
+// loop whose trip count the compiler cannot know (two; three for an empty batch, which never
+// gets here) tells: it runs once only if the limit was reached. The drivers call it last, and
+// report a subject whose dispatch was cut as CUT_SHORT; the host then runs the batch again
+// with a smaller budget.
+fn loops_intact() -> bool {
+    let laps = select(2u, 3u, meta_.n == 0u);
+    var v = 0u;
+    for (var i = 0u; i < laps; i++) { v = v * 3u + 1u; }
+    return v == select(4u, 13u, meta_.n == 0u);
+}
 
 fn integrate(t0: real, t1: real) -> u32 {
     if (t1 <= t0) { return 0u; }

@@ -97,14 +97,14 @@ fn apply_input(op: u32, s: u32, v: real) {
 
 fn reset_states() {
     initial_states();
-    for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
+    for (var a = 0u; a < NA; a++) { y[NS + a] = 0.0; }
     h_prop = 0.0;
 }
 
 // A steady-state cycle starts from the model states ss_x at time 0 with no inputs.
 fn restart() {
     for (var j = 0u; j < NS; j++) { y[j] = ss_x[j]; rates[j] = 0.0; }
-    for (var k = 0u; k < NO; k++) { y[NS + k] = 0.0; }
+    for (var a = 0u; a < NA; a++) { y[NS + a] = 0.0; }
     t_cur = 0.0;
     wi = 0u;
 }
@@ -347,5 +347,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     suspended = false;
     run_program();
     save_carry();
-    if (suspended) { atomicAdd(&pending, 1u); }
+    if (!loops_intact()) {
+        carry_u[sid * CU] = CUT_SHORT;
+    } else if (suspended) {
+        atomicAdd(&pending, 1u);
+    }
 }

@@ -205,12 +205,12 @@ fn a_shader_that_does_not_compile_names_the_model_line() {
     let s = &progs.statements[progs.rhs.origin(i).unwrap() as usize];
     assert_eq!((s.what.as_str(), s.line, s.col), ("d/dt(central)", 11, 6));
     for p in [Precision::F32, Precision::F64] {
-        let good = integrate_source(&progs, Method::Tsit5, 2, p).unwrap();
+        let good = integrate_source(&progs, Method::Tsit5, &[], p).unwrap();
         check_source(&good, p, &progs, "wgpu kernel").unwrap();
     }
     progs.rhs.instrs[i] = Op::State(99);
     for p in [Precision::F32, Precision::F64] {
-        let bad = integrate_source(&progs, Method::Tsit5, 2, p).unwrap();
+        let bad = integrate_source(&progs, Method::Tsit5, &[], p).unwrap();
         let e = check_source(&bad, p, &progs, "wgpu kernel").unwrap_err();
         println!("{e}");
         assert!(

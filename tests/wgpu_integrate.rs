@@ -28,23 +28,41 @@ fn validate(src: &str, p: Precision) -> Result<(), String> {
         .map_err(|e| e.emit_to_string(src))
 }
 
+/// Three metrics: the AUC of the last output, the Cmax of the first, and its average
+/// concentration (two quadratures when the model has several outputs).
+fn three_metrics(m: &Model) -> Vec<vpop::metrics::MetricSpec> {
+    use vpop::metrics::{Metric, MetricSpec};
+    let last = m.outputs.len().max(1) - 1;
+    let name = |k: usize| m.outputs.get(k).map_or("zero", |o| o.name.as_str());
+    [(last, "auc"), (0, "cmax"), (0, "cavg(0, 24)")]
+        .iter()
+        .map(|(k, x)| MetricSpec::new(*k, name(*k), Metric::parse(x).unwrap()))
+        .collect()
+}
+
 #[test]
 fn every_integrator_kernel_validates() {
     for lm in library::MODELS {
         let m = Model::parse(lm.name, lm.source).unwrap();
         let progs = ModelPrograms::new(&m);
+        let three = three_metrics(&m);
         for p in [Precision::F32, Precision::F64] {
             for method in Method::ALL {
-                for (nm, ss) in [(0, None), (3, None), (3, Some((1, 12.0)))] {
+                for (metrics, ss) in [
+                    (&[][..], None),
+                    (&three[..], None),
+                    (&three, Some((1, 12.0))),
+                ] {
+                    let nm = metrics.len();
                     let src = match ss {
-                        None => integrate_source(&progs, method, nm, p).unwrap(),
+                        None => integrate_source(&progs, method, metrics, p).unwrap(),
                         Some(_) => {
                             let d = Driver::Arm {
                                 ss,
                                 resets: true,
                                 occasions: true,
                             };
-                            arm_source(&progs, method, nm, d, p).unwrap()
+                            arm_source(&progs, method, metrics, d, p).unwrap()
                         }
                     };
                     if let Err(e) = validate(&src, p) {
@@ -147,6 +165,48 @@ fn suspended_and_resumed_subjects_give_the_same_results() {
     assert_eq!(many.metrics, default.metrics);
     assert_eq!(some.metrics, default.metrics);
     assert_eq!(many.status, default.status);
+}
+
+/// A software adapter (llvmpipe) counts an invocation group's loop back edges against one
+/// limit and, past it, leaves every loop after one pass without a word. A dispatch that ran
+/// past it is detected: with a budget set explicitly, that is an error naming the budget, never
+/// a wrong result; with the default budgets, the batch is run again with smaller ones and
+/// agrees with the CPU reference. On a hardware adapter every budget gives the same results.
+#[test]
+fn a_dispatch_past_the_loop_limit_is_detected() {
+    let m = common::library_model("two_cmt_oral");
+    let model = Arc::new(CompiledModel::new(&m));
+    let Some(mut gpu) = gpu_backend(model.clone(), Precision::F32) else {
+        return;
+    };
+    let params = subjects(&m, 64);
+    let a = common::long_interleaved_arm(&m, Method::Tsit5, 1e-6);
+    let input = vpop::backend::ChunkInput {
+        first_subject: 0,
+        n: 64,
+        params: &params,
+        amount_scale: None,
+        occasion_params: &[],
+    };
+    gpu.set_dispatch_budget(Some((1 << 30, 1 << 30)));
+    let mut out = vpop::backend::ChunkOutput::default();
+    let whole = gpu.run_chunk(&a, &input, &mut out);
+    gpu.set_dispatch_budget(None);
+    let default = run(&mut gpu, &a, &params);
+    let cpu = run(&mut vpop::backend::cpu::CpuBackend::new(model), &a, &params);
+    assert_eq!(default.status, cpu.status);
+    let worst = common::worst_difference(&a, &default, &cpu);
+    assert!(worst <= 1e-4, "{worst}");
+    if gpu.adapter().device_type == "Cpu" {
+        let e = whole
+            .expect_err("one dispatch for the whole schedule")
+            .to_string();
+        println!("{e}");
+        assert!(e.contains("cut the kernel's loops short") && e.contains("1073741824 steps"));
+    } else {
+        whole.unwrap();
+        assert_eq!(out.metrics, default.metrics);
+    }
 }
 
 /// A long schedule of interleaved dose lines (boluses into two compartments, overlapping

@@ -3,48 +3,74 @@
 //!
 //! A subject is integrated segment by segment between stopping points (dose and infusion
 //! events, nominal dose times, metric window edges, the end). The model is extended with one
-//! quadrature state per output (d AUC/dt = output), so AUCs are integrated to the solver's
-//! tolerance rather than summed on a grid.
+//! quadrature state per output whose AUC a metric reads (d AUC/dt = output,
+//! [`crate::metrics::quadrature_outputs`]), so AUCs are integrated to the solver's tolerance
+//! rather than summed on a grid.
 
 use crate::dosing::{EventKind, Schedule};
 use crate::metrics::{resolve_window, MetricAccumulator, MetricSpec, OutputEval};
 use crate::solver::{Integrator, OdeSystem, SolverOptions, Stats, Status};
 
-/// A model extended with one AUC quadrature state per output and piecewise-constant infusion
-/// inputs.
+/// A model extended with AUC quadrature states for some of its outputs and piecewise-constant
+/// infusion inputs.
 pub struct WithQuadrature<M> {
     pub model: M,
     /// Current zero-order input rate into each model state.
     pub rates: Vec<f64>,
     n: usize,
     n_out: usize,
+    /// The output each quadrature state integrates.
+    quad: Vec<usize>,
+    /// Whether `quad` is every output in order (the outputs go straight into the derivative).
+    all: bool,
     jac_model: Vec<f64>,
     jac_out: Vec<f64>,
+    /// The model's derivatives and every output, or every output's time derivative.
+    scratch: Vec<f64>,
 }
 
 impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
-    pub fn new(model: M) -> Self {
+    /// `quad`: the outputs that get a quadrature state, in the order of those states.
+    pub fn new(model: M, quad: Vec<usize>) -> Self {
         let n = model.dim();
         let n_out = model.n_outputs();
+        assert!(
+            quad.iter().all(|&k| k < n_out),
+            "quadrature of a missing output"
+        );
+        let all = quad.iter().copied().eq(0..n_out);
         WithQuadrature {
             model,
             rates: vec![0.0; n],
             n,
             n_out,
+            all,
             jac_model: vec![0.0; n * n],
             jac_out: vec![0.0; n_out * n],
+            scratch: vec![0.0; if all || quad.is_empty() { 0 } else { n + n_out }],
+            quad,
         }
     }
 }
 
 impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     fn dim(&self) -> usize {
-        self.n + self.n_out
+        self.n + self.quad.len()
     }
 
     fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
         let n = self.n;
-        self.model.rhs_and_outputs(t, &y[..n], dy);
+        if self.quad.is_empty() {
+            self.model.rhs(t, &y[..n], &mut dy[..n]);
+        } else if self.all {
+            self.model.rhs_and_outputs(t, &y[..n], dy);
+        } else {
+            self.model.rhs_and_outputs(t, &y[..n], &mut self.scratch);
+            dy[..n].copy_from_slice(&self.scratch[..n]);
+            for (d, &k) in dy[n..].iter_mut().zip(&self.quad) {
+                *d = self.scratch[n + k];
+            }
+        }
         // Most of the time nothing is infused: leave the derivatives alone then.
         if self.rates.iter().any(|r| *r != 0.0) {
             for (d, r) in dy[..n].iter_mut().zip(&self.rates) {
@@ -54,15 +80,17 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     }
 
     fn jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]) {
-        let (n, m) = (self.n, self.n + self.n_out);
+        let (n, m) = (self.n, self.dim());
         self.model.jacobian(t, &y[..n], &mut self.jac_model);
-        self.model.output_jacobian(t, &y[..n], &mut self.jac_out);
+        if !self.quad.is_empty() {
+            self.model.output_jacobian(t, &y[..n], &mut self.jac_out);
+        }
         jac.fill(0.0);
         for i in 0..n {
             jac[i * m..i * m + n].copy_from_slice(&self.jac_model[i * n..(i + 1) * n]);
         }
-        for k in 0..self.n_out {
-            let row = (n + k) * m;
+        for (a, &k) in self.quad.iter().enumerate() {
+            let row = (n + a) * m;
             jac[row..row + n].copy_from_slice(&self.jac_out[k * n..(k + 1) * n]);
         }
     }
@@ -71,7 +99,15 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         let n = self.n;
         let (out_model, out_auc) = out.split_at_mut(n);
         self.model.dfdt(t, &y[..n], out_model);
-        self.model.output_dfdt(t, &y[..n], out_auc);
+        if self.all {
+            self.model.output_dfdt(t, &y[..n], out_auc);
+        } else if !self.quad.is_empty() {
+            let g = &mut self.scratch[..self.n_out];
+            self.model.output_dfdt(t, &y[..n], g);
+            for (d, &k) in out_auc.iter_mut().zip(&self.quad) {
+                *d = g[k];
+            }
+        }
     }
 }
 
@@ -166,7 +202,7 @@ where
     E: OutputEval,
 {
     let n = y0.len();
-    let mut sys = WithQuadrature::new(model);
+    let mut sys = WithQuadrature::new(model, crate::metrics::quadrature_outputs(plan.metrics));
     let mut y = vec![0.0; sys.dim()];
     y[..n].copy_from_slice(y0);
     let mut acc = MetricAccumulator::new(
@@ -177,6 +213,7 @@ where
         plan.end,
         plan.sample_times,
     );
+    integrator.fit(sys.dim());
     integrator.reset();
     let mut stats = Stats::default();
     let mut h = plan.solver.dt.unwrap_or(0.0);
@@ -440,12 +477,13 @@ impl super::Backend for CpuBackend {
         let n_later = arm.occasions.len();
         out.reset(n, arm.metrics.len(), n_out, arm.sample_times.len());
         let method = arm.solver.method;
+        let dim = n_states + crate::metrics::quadrature_outputs(&arm.metrics).len();
         let results: Vec<SubjectOutcome> = (0..n)
             .into_par_iter()
             .map_init(
                 || {
                     (
-                        Integrator::new(method, n_states + n_out),
+                        Integrator::new(method, dim),
                         vec![0.0; input.params.len()],
                         vec![vec![0.0; input.params.len()]; n_later],
                     )

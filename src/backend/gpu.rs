@@ -4,7 +4,7 @@
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::{ArmPlan, ChunkInput, ChunkOutput};
 use crate::dosing::Administration;
-use crate::metrics::{resolve_window, MetricKind};
+use crate::metrics::{quadrature_outputs, resolve_window, MetricKind, MetricSpec};
 use crate::model::ModelPrograms;
 use crate::solver::{Stats, Status};
 
@@ -20,19 +20,23 @@ pub struct KernelSizes {
     /// Outputs (at least 1: a model without outputs gets a zero one).
     pub no: usize,
     pub nm: usize,
+    /// AUC quadrature states ([`crate::metrics::quadrature_outputs`] of the metrics).
+    pub na: usize,
 }
 
 impl KernelSizes {
-    pub fn new(m: &ModelPrograms, n_metrics: usize) -> KernelSizes {
+    pub fn new(m: &ModelPrograms, metrics: &[MetricSpec]) -> KernelSizes {
         KernelSizes {
             ns: m.n_states.max(1),
             np: m.n_params,
             no: m.n_outputs.max(1),
-            nm: n_metrics,
+            nm: metrics.len(),
+            na: quadrature_outputs(metrics).len(),
         }
     }
+    /// Integrated components: the model states, then the AUC quadratures.
     pub fn ny(&self) -> usize {
-        self.ns + self.no
+        self.ns + self.na
     }
     /// Floating-point values carried per subject between segments.
     pub fn carry_f(&self) -> usize {

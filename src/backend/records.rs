@@ -510,11 +510,12 @@ struct Cpu<'m> {
 
 impl<'m> Cpu<'m> {
     fn new(model: &'m CompiledModel, solver: &SolverOptions, n_records: usize) -> Cpu<'m> {
-        let dim = model.n_states() + model.n_outputs();
+        // Records read outputs at their times, never an area: no quadrature states.
+        let dim = model.n_states();
         let params = vec![0.0; model.programs.n_params];
         Cpu {
             model,
-            sys: WithQuadrature::new(model.bind(&params)),
+            sys: WithQuadrature::new(model.bind(&params), Vec::new()),
             integrator: Integrator::new(solver.method, dim),
             solver: solver.clone(),
             y: vec![0.0; dim],

@@ -8,7 +8,7 @@
 //! the bodies; only declarations, loops and calls are spelled per language.
 //!
 //! The generated functions work on the kernel's per-subject variables: `y` (state at the step
-//! start, model states then one AUC state per output), `y1`, `f0`, `f1`, `err`, `tmp`, the
+//! start, model states then the AUC states of the outputs with an area metric), `y1`, `f0`, `f1`, `err`, `tmp`, the
 //! stage vectors `k0…`, the dense-output vectors `dn0`, `dn1`, the step `st_t0`/`st_h`, and
 //! `dfdt_v` (∂f/∂t, filled by `w_factor`).
 

@@ -293,7 +293,10 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         solver: solver.clone(),
         occasions: Vec::new(),
     };
-    let mut integrator = Integrator::new(method, model.states.len() + model.outputs.len());
+    let mut integrator = Integrator::new(
+        method,
+        model.states.len() + crate::metrics::quadrature_outputs(&specs).len(),
+    );
     // The same path as a trial's subject (a steady-state start included).
     let out = simulate_arm_subject(&compiled, &params, 1.0, &arm, &mut integrator);
     println!(

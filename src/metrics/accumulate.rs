@@ -205,6 +205,8 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     dc1: Vec<f64>,
     jac: Vec<f64>,
     ybuf: Vec<f64>,
+    /// Per spec: the quadrature state of its output (area metrics).
+    slot: Vec<usize>,
     cbuf: Vec<f64>,
     interior_max: Vec<Option<(f64, f64)>>,
     /// Per output: its quartic on the current step, once made (affine outputs).
@@ -213,8 +215,8 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
 }
 
 impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
-    /// `n_states` counts the model states; the integrated vector continues with one AUC state
-    /// per output. `sample_times` must be sorted; profile values are stored time-major per
+    /// `n_states` counts the model states; the integrated vector continues with the AUC
+    /// states of [`super::quadrature_outputs`] of `specs`. `sample_times` must be sorted; profile values are stored time-major per
     /// output (`profile[k * n_times + i]`).
     pub fn new(
         eval: E,
@@ -258,6 +260,12 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             )
         });
         let affine = (0..n_out).map(|k| eval.output_is_affine(k)).collect();
+        let quad = super::quadrature_outputs(specs);
+        // Each area metric's quadrature state.
+        let slot = specs
+            .iter()
+            .map(|s| quad.iter().position(|&k| k == s.output).unwrap_or(0))
+            .collect();
         MetricAccumulator {
             eval,
             specs,
@@ -276,7 +284,8 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             dc0: vec![0.0; n_out],
             dc1: vec![0.0; n_out],
             jac: vec![0.0; n_out * n_states],
-            ybuf: vec![0.0; n_states + n_out],
+            ybuf: vec![0.0; n_states + quad.len()],
+            slot,
             cbuf: vec![0.0; n_out],
             interior_max: vec![None; n_out],
             quartics: vec![None; n_out],
@@ -318,7 +327,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
                 MetricKind::At(ta) if ta == 0.0 && t == 0.0 => self.values[i] = c,
                 MetricKind::Auc | MetricKind::Cavg => {
                     if let Some((a, b)) = self.windows[i] {
-                        let auc = y[n + k];
+                        let auc = y[n + self.slot[i]];
                         if t == a {
                             self.aux[i] = auc;
                         }

@@ -246,6 +246,21 @@ impl MetricSpec {
     }
 }
 
+/// The outputs whose area a quadrature state integrates alongside the model (d AUC/dt =
+/// output): those of an `auc` or `cavg` metric, each once, in increasing order. Quadrature `a`
+/// integrates output `quadrature_outputs(specs)[a]`; an output no such metric reads gets none,
+/// so its values never take part in step-size control.
+pub fn quadrature_outputs(specs: &[MetricSpec]) -> Vec<usize> {
+    let mut outputs: Vec<usize> = specs
+        .iter()
+        .filter(|s| matches!(s.metric.kind, MetricKind::Auc | MetricKind::Cavg))
+        .map(|s| s.output)
+        .collect();
+    outputs.sort_unstable();
+    outputs.dedup();
+    outputs
+}
+
 /// Absolute window bounds for a subject, given the simulation end and the schedule's nominal
 /// dose times. Returns `None` when the window is empty.
 pub fn resolve_window(
@@ -372,5 +387,21 @@ mod tests {
             resolve_window(Window::Range(50.0, 60.0), 48.0, &doses, None),
             None
         );
+    }
+
+    #[test]
+    fn quadratures_serve_the_outputs_of_area_metrics_only() {
+        let spec = |k: usize, m: &str| MetricSpec::new(k, "c", Metric::parse(m).unwrap());
+        let specs = [
+            spec(2, "cavg_last_interval"),
+            spec(1, "cmax"),
+            spec(0, "time_above(3)"),
+            spec(2, "auc"),
+            spec(0, "auc(0, 24)"),
+            spec(3, "at(4)"),
+        ];
+        assert_eq!(quadrature_outputs(&specs), [0, 2]);
+        assert!(quadrature_outputs(&specs[1..3]).is_empty());
+        assert!(quadrature_outputs(&[]).is_empty());
     }
 }

@@ -99,6 +99,14 @@ impl Integrator {
         self.method
     }
 
+    /// Makes the workspace fit a system of `dim` components (reallocated only when the size
+    /// changes).
+    pub fn fit(&mut self, dim: usize) {
+        if dim != self.dim {
+            *self = Integrator::new(self.method, dim);
+        }
+    }
+
     /// Forgets the step-size controller's memory of the previous error: call it before each
     /// new subject, so that a subject's result never depends on which subjects the same
     /// workspace integrated before (threads take subjects in no fixed order).

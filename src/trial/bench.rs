@@ -124,8 +124,8 @@ pub struct BenchRow {
     pub max_rel_metrics: f64,
     /// Mean accepted + rejected steps per subject-arm.
     pub steps_per_subject: f64,
-    /// Mean right-hand-side evaluations per subject-arm (each with the outputs for the AUC
-    /// quadrature).
+    /// Mean right-hand-side evaluations per subject-arm (each with the outputs that have an
+    /// AUC quadrature).
     pub rhs_per_subject: f64,
 }
 

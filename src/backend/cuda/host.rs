@@ -251,7 +251,7 @@ impl<L: Launcher> Host<L> {
         )
         .map_err(|e| self.failed(e))?;
         let ad = arm_data(arm);
-        let z = KernelSizes::new(progs, arm.metrics.len());
+        let z = KernelSizes::new(progs, &arm.metrics);
         let nt = ad.n_times;
         let arm_v: Vec<T> = ad.data.iter().map(|v| T::of(*v)).collect();
         let meta = Meta::<T> {
@@ -368,7 +368,7 @@ impl<L: Launcher> Host<L> {
         solver: &SolverOptions,
     ) -> Result<Vec<RecordsOutcome>, BackendError> {
         let progs = &self.model.programs;
-        let z = KernelSizes::new(progs, 0);
+        let z = KernelSizes::new(progs, &[]);
         let src = records_source(progs, solver.method, T::PRECISION).map_err(|e| self.failed(e))?;
         let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|x| T::of(*x)).collect() };
         type Packed<T> = (RecordsData, Vec<T>, Vec<T>);

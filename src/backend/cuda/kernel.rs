@@ -6,7 +6,7 @@ use std::fmt::Write;
 use crate::backend::gpu::{metric_code, Driver, KernelSizes};
 use crate::backend::stepgen::{step_code, Lang};
 use crate::backend::Precision;
-use crate::metrics::MetricSpec;
+use crate::metrics::{quadrature_outputs, MetricSpec};
 use crate::model::ModelPrograms;
 use crate::solver::tableau::TABLEAUS_CUH;
 use crate::solver::Method;
@@ -61,7 +61,9 @@ fn cast_literals(code: &str) -> String {
 }
 
 /// `metric_kind(mi)` and `metric_output(mi)`: each metric's kind code (as in the arm data) and
-/// output, as compile-time constants of the kernel.
+/// output; `quad_output(a)`: the output AUC quadrature `a` integrates
+/// ([`quadrature_outputs`]); `metric_quad(mi)`: the quadrature an area metric reads; all as
+/// compile-time constants of the kernel.
 fn metric_table(metrics: &[MetricSpec]) -> String {
     let mut s = String::from(
         "// Kind (0 auc, 1 cmax, 2 tmax, 3 cmin, 4 cavg, 5 ctrough, 6 time above, 7 at) and\n\
@@ -72,7 +74,21 @@ fn metric_table(metrics: &[MetricSpec]) -> String {
         .map(|x| metric_code(x.metric.kind).0 as usize)
         .collect();
     let outputs: Vec<usize> = metrics.iter().map(|x| x.output).collect();
-    for (name, values) in [("metric_kind", kinds), ("metric_output", outputs)] {
+    let quad = quadrature_outputs(metrics);
+    let slots: Vec<usize> = outputs
+        .iter()
+        .map(|k| quad.iter().position(|q| q == k).unwrap_or(0))
+        .collect();
+    s.push_str(
+        "// The output each AUC quadrature integrates, and the quadrature of each metric's output\n\
+         // (area metrics).\n",
+    );
+    for (name, values) in [
+        ("metric_kind", kinds),
+        ("metric_output", outputs),
+        ("quad_output", quad),
+        ("metric_quad", slots),
+    ] {
         let _ = write!(s, "FI constexpr unsigned {name}(unsigned mi) {{ return ");
         for (i, v) in values.iter().enumerate() {
             let _ = write!(s, "mi == {i}u ? {v}u : ");
@@ -145,16 +161,19 @@ fn source(
             x.column, x.output, m.n_outputs
         ));
     }
-    let z = KernelSizes::new(m, metrics.len());
+    let z = KernelSizes::new(m, metrics);
     let ny = z.ny();
     let sizes = format!(
-        "#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NY {}\n#define NM {}\n\
-         #define NM1 {}\n#define NS4 {}\n#define NOS {}\n#define OBSERVE {}\n",
+        "#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NA {}\n#define NA1 {}\n\
+         #define NY {}\n#define NM {}\n#define NM1 {}\n#define NS4 {}\n#define NOS {}\n\
+         #define OBSERVE {}\n",
         z.ns,
         z.np,
         // The parameters, then the values model_prepare computes from them.
         crate::backend::hoist::q_len(m).max(1),
         z.no,
+        z.na,
+        z.na.max(1),
         ny,
         z.nm,
         z.nm.max(1),
@@ -251,6 +270,23 @@ mod tests {
             t.contains("metric_output(unsigned mi) { return mi == 0u ? 1u : mi == 1u ? 0u : 0u; }")
         );
         assert!(metric_table(&[]).contains("metric_kind(unsigned mi) { return 0u; }"));
+        // No area metric: no quadrature.
+        assert!(t.contains("quad_output(unsigned mi) { return 0u; }"));
+        // Quadratures for outputs 1 and 2 only, each once, whatever reads them.
+        let metrics = [
+            MetricSpec::new(2, "c", Metric::parse("cavg(0, 24)").unwrap()),
+            MetricSpec::new(0, "a", Metric::parse("cmax").unwrap()),
+            MetricSpec::new(1, "b", Metric::parse("auc").unwrap()),
+            MetricSpec::new(2, "c", Metric::parse("auc_last_interval").unwrap()),
+        ];
+        let t = metric_table(&metrics);
+        assert!(
+            t.contains("quad_output(unsigned mi) { return mi == 0u ? 1u : mi == 1u ? 2u : 0u; }")
+        );
+        assert!(t.contains(
+            "metric_quad(unsigned mi) { return mi == 0u ? 1u : mi == 1u ? 0u : mi == 2u ? 0u : \
+             mi == 3u ? 1u : 0u; }"
+        ));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The WGSL integrator kernel's source for a model, a method, a number of metrics and a
+//! The WGSL integrator kernel's source for a model, a method, an arm's metrics and a
 //! precision (the arm data it reads is built in `crate::backend::gpu`); the wgpu runtime in
 //! `mod.rs` uploads and dispatches. One template serves f32 and f64, as for CUDA: its scalar
 //! type `real` is replaced by `f32` or `f64`, and the precision's helpers (`finite`, `nan`,
@@ -8,6 +8,7 @@ use crate::backend::gpu::Driver;
 pub use crate::backend::gpu::{arm_data, ArmData, KernelSizes};
 use crate::backend::stepgen::{step_code, Lang, StepCode};
 use crate::backend::Precision;
+use crate::metrics::{quadrature_outputs, MetricSpec};
 use crate::model::ModelPrograms;
 use crate::solver::tableau::TABLEAUS_WGSL;
 use crate::solver::Method;
@@ -39,18 +40,19 @@ fn eps_snap(p: Precision) -> (f64, f64) {
     }
 }
 
-/// The full WGSL source of the integrator kernel in precision `p` (f64 needs an adapter with
-/// `SHADER_F64`).
+/// The full WGSL source of the integrator kernel for an arm's metrics (their number and which
+/// outputs get an AUC quadrature are compiled in; kinds, outputs, windows and thresholds are
+/// read from the arm data), in precision `p` (f64 needs an adapter with `SHADER_F64`).
 pub fn integrate_source(
     m: &ModelPrograms,
     method: Method,
-    n_metrics: usize,
+    metrics: &[MetricSpec],
     p: Precision,
 ) -> Result<String, String> {
     source(
         m,
         method,
-        n_metrics,
+        metrics,
         Driver::Arm {
             ss: None,
             resets: false,
@@ -65,11 +67,11 @@ pub fn integrate_source(
 pub fn arm_source(
     m: &ModelPrograms,
     method: Method,
-    n_metrics: usize,
+    metrics: &[MetricSpec],
     driver: Driver,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, n_metrics, driver, p)
+    source(m, method, metrics, driver, p)
 }
 
 /// Floating-point values and counters the arm driver keeps per subject between dispatches;
@@ -85,17 +87,35 @@ pub fn arm_carry(z: &KernelSizes, steady_state: bool) -> (usize, usize) {
 /// The full WGSL source of the records kernel (a dataset subject's record program, see
 /// `crate::backend::records::Program`) in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, 0, Driver::Records, p)
+    source(m, method, &[], Driver::Records, p)
+}
+
+/// `fn {name}(i: u32) -> u32` returning `values[i]` (0 past the end), as a chain of selects.
+fn index_function(name: &str, values: &[usize]) -> String {
+    let body = values
+        .iter()
+        .enumerate()
+        .rev()
+        .fold("0u".to_string(), |acc, (i, v)| {
+            format!("select({acc}, {v}u, i == {i}u)")
+        });
+    format!("fn {name}(i: u32) -> u32 {{ return {body}; }}\n")
 }
 
 fn source(
     m: &ModelPrograms,
     method: Method,
-    n_metrics: usize,
+    metrics: &[MetricSpec],
     driver: Driver,
     p: Precision,
 ) -> Result<String, String> {
-    let z = KernelSizes::new(m, n_metrics);
+    if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
+        return Err(format!(
+            "metric {} reads output {} of a model with {}",
+            x.column, x.output, m.n_outputs
+        ));
+    }
+    let z = KernelSizes::new(m, metrics);
     let ny = z.ny();
     let a = driver.arm_settings();
     let (driver, (cw, cu)) = match driver {
@@ -103,7 +123,8 @@ fn source(
         Driver::Arm { ss, .. } => (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some())),
     };
     let sizes = format!(
-        "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NY: u32 = {}u;\n\
+        "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NA: u32 = {}u;\n\
+         const NY: u32 = {}u;\n\
          const NM: u32 = {}u;\nconst CW: u32 = {cw}u;\nconst CU: u32 = {cu}u;\n\
          const CW_ARM: u32 = {}u;\nconst CU_ARM: u32 = {CARRY_U}u;\nconst SS_START: bool = {};\n\
          const SS_ADMIN: u32 = {}u;\nconst SS_II: {} = {};\nconst HAS_RESETS: bool = {};\n\
@@ -111,6 +132,7 @@ fn source(
         z.ns,
         z.np,
         z.no,
+        z.na,
         ny,
         z.nm,
         z.carry_f(),
@@ -120,6 +142,16 @@ fn source(
         codegen::literal(a.ss_ii, p),
         a.resets,
         a.occasions,
+    );
+    // The output each AUC quadrature integrates, and the quadrature of an output that has one.
+    let quad = quadrature_outputs(metrics);
+    let slot_of: Vec<usize> = (0..z.no)
+        .map(|k| quad.iter().position(|&q| q == k).unwrap_or(0))
+        .collect();
+    let sizes = format!(
+        "{sizes}{}{}",
+        index_function("quad_output", &quad),
+        index_function("output_quad", &slot_of)
     );
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions(m, p);
@@ -180,4 +212,51 @@ fn source(
             ("N_NO", &lit(z.no)),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metric;
+    use crate::model::{library, Model};
+
+    #[test]
+    fn index_functions_are_select_chains() {
+        assert_eq!(
+            index_function("f", &[4, 7]),
+            "fn f(i: u32) -> u32 { return select(select(0u, 7u, i == 1u), 4u, i == 0u); }\n"
+        );
+        assert_eq!(
+            index_function("f", &[]),
+            "fn f(i: u32) -> u32 { return 0u; }\n"
+        );
+    }
+
+    /// Only outputs with an area metric get a quadrature: the extended state is the model's
+    /// states and those, and the records kernel has none.
+    #[test]
+    fn quadratures_are_compiled_in_for_area_metrics_only() {
+        let lm = library::get("effect_emax").unwrap();
+        let m = Model::parse(lm.name, lm.source).unwrap();
+        let progs = ModelPrograms::new(&m);
+        let effect = m.outputs.iter().position(|o| o.name == "effect").unwrap();
+        let spec = |k: usize, x: &str| MetricSpec::new(k, "o", Metric::parse(x).unwrap());
+        let metrics = [
+            spec(0, "cmax"),
+            spec(effect, "auc"),
+            spec(0, "time_above(1)"),
+        ];
+        let ns = m.states.len();
+        let src = integrate_source(&progs, Method::Tsit5, &metrics, Precision::F32).unwrap();
+        assert!(src.contains("const NA: u32 = 1u;"));
+        assert!(src.contains(&format!("const NY: u32 = {}u;", ns + 1)));
+        assert!(src.contains(&format!(
+            "fn quad_output(i: u32) -> u32 {{ return select(0u, {effect}u, i == 0u); }}"
+        )));
+        let src = records_source(&progs, Method::Rodas4, Precision::F64).unwrap();
+        assert!(src.contains("const NA: u32 = 0u;"));
+        assert!(src.contains(&format!("const NY: u32 = {ns}u;")));
+        let bad = [spec(m.outputs.len(), "auc")];
+        assert!(integrate_source(&progs, Method::Tsit5, &bad, Precision::F32).is_err());
+    }
 }

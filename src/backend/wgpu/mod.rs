@@ -610,6 +610,9 @@ mod integrate {
         pipelines: HashMap<[u8; 32], (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
         /// Overrides the per-dispatch budgets (steps, stopping points).
         budget_override: Option<(u32, u32)>,
+        /// The software adapter's budgets are divided by this: doubled each time a dispatch
+        /// ran past the adapter's loop limit (see [`WgpuBackend::cut_budget`]).
+        budget_divisor: u32,
     }
 
     fn failed(m: impl std::fmt::Display) -> BackendError {
@@ -648,7 +651,34 @@ mod integrate {
                 precision,
                 pipelines: HashMap::new(),
                 budget_override: None,
+                budget_divisor: 1,
             })
+        }
+
+        /// The budgets of a batch: the override, or the estimate divided by the divisor.
+        fn batch_budget(&self, estimate: (u32, u32)) -> (u32, u32) {
+            self.budget_override.unwrap_or_else(|| {
+                let d = self.budget_divisor;
+                ((estimate.0 / d).max(1), (estimate.1 / d).max(1))
+            })
+        }
+
+        /// A batch whose dispatches ran past the software adapter's loop limit (a subject with
+        /// `CUT_SHORT`, which the kernel gives every subject of an invocation group that reached
+        /// it): Ok after halving the budgets of this and later batches, so that the batch can
+        /// be run again from its start; an error when the budgets were set explicitly or can
+        /// shrink no further. `subject` names the subject for the message.
+        fn cut_budget(&mut self, budget: (u32, u32), subject: String) -> Result<(), BackendError> {
+            if self.budget_override.is_some() || budget == (1, 1) || self.budget_divisor >= 1 << 16
+            {
+                return Err(failed(format!(
+                    "adapter '{}' cut the kernel's loops short ({subject}) with a budget of {} \
+                     steps and {} stopping points per dispatch: its loop limit is below that",
+                    self.gpu.info.name, budget.0, budget.1
+                )));
+            }
+            self.budget_divisor *= 2;
+            Ok(())
         }
 
         /// Steps and stopping points each subject may do per dispatch (at least 1 each);
@@ -878,9 +908,7 @@ mod integrate {
             let b_carry_u = rw("carry_u", RECORDS_CARRY_U * n, 4);
             let b_out = rw("outputs", z.no * data.rows, real);
             let software = self.gpu.info.device_type == "Cpu";
-            let (step_budget, stop_budget) = self
-                .budget_override
-                .unwrap_or_else(|| records_budgets(software, solver.method, z, programs));
+            let estimate = records_budgets(software, solver.method, z, programs);
             let s = solver;
             let buffers = [
                 (0, &b_params),
@@ -890,38 +918,41 @@ mod integrate {
                 (5, &b_out),
                 (9, &b_index),
             ];
-            self.dispatch(pipeline, layout, &buffers, n, |first| {
-                meta_bytes::<T>(
-                    [
-                        n as u32,
-                        0,
-                        0,
-                        0,
-                        first as u32,
-                        0,
-                        0,
-                        0,
-                        0,
-                        step_budget,
-                        stop_budget,
-                    ],
-                    s,
-                    0.0,
-                    0.0,
-                )
-            })?;
+            let counters = loop {
+                let (step_budget, stop_budget) = self.batch_budget(estimate);
+                self.dispatch(pipeline, layout, &buffers, n, |first| {
+                    meta_bytes::<T>(
+                        [
+                            n as u32,
+                            0,
+                            0,
+                            0,
+                            first as u32,
+                            0,
+                            0,
+                            0,
+                            0,
+                            step_budget,
+                            stop_budget,
+                        ],
+                        s,
+                        0.0,
+                        0.0,
+                    )
+                })?;
+                let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
+                match counters
+                    .chunks_exact(RECORDS_CARRY_U)
+                    .position(|c| c[0] == CUT_SHORT)
+                {
+                    None => break counters,
+                    Some(i) => self.cut_budget(
+                        (step_budget, stop_budget),
+                        format!("subject {i} of a batch"),
+                    )?,
+                }
+            };
             let outputs: Vec<T> = self.gpu.read(&b_out)?;
-            let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
-            if let Some(i) = counters
-                .chunks_exact(RECORDS_CARRY_U)
-                .position(|c| c[0] == CUT_SHORT)
-            {
-                return Err(failed(format!(
-                    "adapter '{}' cut the kernel's loops short (subject {i} of a batch): its \
-                     loop limit is below this model's dispatch budget",
-                    self.gpu.info.name,
-                )));
-            }
             Ok(take_records(
                 programs,
                 &data,
@@ -983,45 +1014,45 @@ mod integrate {
                 (true, Some(_)) => steady_state_reach(&self.model, arm, input, s0, n),
                 _ => 0,
             };
-            let (step_budget, stop_budget) = self
-                .budget_override
-                .unwrap_or_else(|| budgets(software, s.method, z, ad, arm, reach));
+            let estimate = budgets(software, s.method, z, ad, arm, reach);
             let t0 = std::time::Instant::now();
             let buffers = [
                 &b_params, &b_scale, &b_arm, &b_carry, &b_carry_u, &b_metrics, &b_prof,
             ];
             let buffers: Vec<(u32, &wgpu::Buffer)> = (0..).zip(buffers).collect();
-            self.dispatch(pipeline, layout, &buffers, n, |first| {
-                meta_bytes::<T>(
-                    [
-                        n as u32,
-                        ad.n_admin as u32,
-                        ad.n_fixed as u32,
-                        nt as u32,
-                        first as u32,
-                        ad.wants_extrema as u32,
-                        ad.off_fixed as u32,
-                        ad.off_times as u32,
-                        ad.off_metrics as u32,
-                        step_budget,
-                        stop_budget,
-                    ],
-                    s,
-                    arm.end,
-                    ad.trough,
-                )
-            })?;
+            let counters = loop {
+                let (step_budget, stop_budget) = self.batch_budget(estimate);
+                self.dispatch(pipeline, layout, &buffers, n, |first| {
+                    meta_bytes::<T>(
+                        [
+                            n as u32,
+                            ad.n_admin as u32,
+                            ad.n_fixed as u32,
+                            nt as u32,
+                            first as u32,
+                            ad.wants_extrema as u32,
+                            ad.off_fixed as u32,
+                            ad.off_times as u32,
+                            ad.off_metrics as u32,
+                            step_budget,
+                            stop_budget,
+                        ],
+                        s,
+                        arm.end,
+                        ad.trough,
+                    )
+                })?;
+                let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
+                match counters.chunks_exact(cu).position(|c| c[0] == CUT_SHORT) {
+                    None => break counters,
+                    Some(i) => self.cut_budget(
+                        (step_budget, stop_budget),
+                        format!("subject {}", input.first_subject + (s0 + i) as u64),
+                    )?,
+                }
+            };
             out.kernel_time += t0.elapsed();
             let metrics: Vec<T> = self.gpu.read(&b_metrics)?;
-            let counters: Vec<u32> = self.gpu.read(&b_carry_u)?;
-            if let Some(i) = counters.chunks_exact(cu).position(|c| c[0] == CUT_SHORT) {
-                return Err(failed(format!(
-                    "adapter '{}' cut the kernel's loops short (subject {}): its loop limit is \
-                     below this model's dispatch budget",
-                    self.gpu.info.name,
-                    input.first_subject + (s0 + i) as u64
-                )));
-            }
             take_counters(out, &counters, cu, s0);
             let prof: Vec<T> = if nt > 0 {
                 self.gpu.read(&b_prof)?
@@ -1065,14 +1096,14 @@ mod integrate {
             let src = arm_source(
                 progs,
                 arm.solver.method,
-                arm.metrics.len(),
+                &arm.metrics,
                 Driver::of_arm(arm),
                 p,
             )
             .map_err(failed)?;
             let pipeline = self.pipeline(&src, false)?;
             let ad = arm_data(arm);
-            let z = KernelSizes::new(progs, arm.metrics.len());
+            let z = KernelSizes::new(progs, &arm.metrics);
             let bytes = match p {
                 Precision::F32 => 4,
                 Precision::F64 => 8,
@@ -1113,7 +1144,7 @@ mod integrate {
             }
             let src = records_source(progs, solver.method, p).map_err(failed)?;
             let pipeline = self.pipeline(&src, true)?;
-            let z = KernelSizes::new(progs, 0);
+            let z = KernelSizes::new(progs, &[]);
             let bytes = match p {
                 Precision::F32 => 4,
                 Precision::F64 => 8,
