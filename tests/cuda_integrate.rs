@@ -264,6 +264,51 @@ fn long_interleaved_schedules_agree() {
     }
 }
 
+/// Metrics that read some outputs only (effect_emax: the AUC and average of `effect`, the Cmax
+/// of `cp`): only `effect` gets a quadrature. The kernels agree with the CPU reference (bit for
+/// bit in emulated f64), and the CPU's AUC equals that of an arm where every output has one.
+#[test]
+fn quadratures_of_some_outputs_agree() {
+    let Ok(rs) = runners() else {
+        println!("SKIPPED: {}", runners().unwrap_err());
+        return;
+    };
+    let ir = common::library_model("effect_emax");
+    assert_eq!(ir.outputs.len(), 2);
+    let model = Arc::new(CompiledModel::new(&ir));
+    let params = subjects(&ir, 8);
+    for p in precisions() {
+        let rtol = if p == Precision::F64 { 1e-10 } else { 1e-6 };
+        let a = common::some_outputs_arm(&ir, Method::Tsit5, rtol);
+        let mut cpu_b = vpop::backend::cpu::CpuBackend::new(model.clone());
+        let cpu = run(&mut cpu_b, &a, &params);
+        assert!(cpu.status.iter().all(|s| *s == 0));
+        if p == Precision::F64 {
+            // Every output's AUC integrated: columns cp_auc, effect_auc.
+            let every = run(
+                &mut cpu_b,
+                &arm(&ir, Method::Tsit5, rtol, &["auc".into()]),
+                &params,
+            );
+            let d = common::max_rel(&cpu.metrics[0], &every.metrics[1]);
+            println!("effect AUC alone against with cp's: {d:.2e}");
+            assert!(d <= 1e-8, "{d}");
+        }
+        for &r in rs {
+            let mut b = make(r, model.clone(), p).unwrap();
+            let gpu = run(b.as_mut(), &a, &params);
+            assert_eq!(gpu.status, cpu.status, "{r:?} {p:?}");
+            let worst = common::worst_difference(&a, &gpu, &cpu);
+            println!("{r:?} {p:?}: worst {worst:.2e}");
+            match (r, p) {
+                (Runner::Emulated, Precision::F64) => assert_eq!(worst, 0.0),
+                (_, Precision::F64) => assert!(worst <= 1e-9, "{worst}"),
+                _ => assert!(worst <= 1e-4, "{worst}"),
+            }
+        }
+    }
+}
+
 /// Parameters that switch between occasions (inter-occasion variability): doses take the lag,
 /// bioavailability and modelled rate of the occasion their nominal time falls in, doses given
 /// before an occasion's start finish with their own, a reset at an occasion's start restores

@@ -167,6 +167,33 @@ fn suspended_and_resumed_subjects_give_the_same_results() {
     assert_eq!(many.status, default.status);
 }
 
+/// Metrics that read some outputs only (effect_emax: the AUC of `effect`, the Cmax of `cp`;
+/// only `effect` gets a quadrature): the kernel agrees with the CPU reference in f32 and f64.
+#[test]
+fn quadratures_of_some_outputs_agree() {
+    let m = common::library_model("effect_emax");
+    let model = Arc::new(CompiledModel::new(&m));
+    let params = subjects(&m, 16);
+    for (p, rtol, tol) in [(Precision::F32, 1e-6, 1e-4), (Precision::F64, 1e-10, 1e-9)] {
+        let Some(mut gpu) = gpu_backend(model.clone(), p) else {
+            continue;
+        };
+        for method in [Method::Tsit5, Method::Rodas4] {
+            let a = common::some_outputs_arm(&m, method, rtol);
+            let cpu = run(
+                &mut vpop::backend::cpu::CpuBackend::new(model.clone()),
+                &a,
+                &params,
+            );
+            let gpu_out = run(&mut gpu, &a, &params);
+            assert_eq!(gpu_out.status, cpu.status);
+            let worst = common::worst_difference(&a, &gpu_out, &cpu);
+            println!("wgpu {p:?} {method}: worst {worst:.2e}");
+            assert!(worst <= tol, "{p:?} {method}: {worst}");
+        }
+    }
+}
+
 /// A software adapter (llvmpipe) counts an invocation group's loop back edges against one
 /// limit and, past it, leaves every loop after one pass without a word. A dispatch that ran
 /// past it is detected: with a budget set explicitly, that is an error naming the budget, never

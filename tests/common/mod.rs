@@ -109,6 +109,24 @@ fn line(
     }
 }
 
+/// [`arm`] whose metrics read some outputs only: the AUC and average of the model's last
+/// output, the Cmax and time above 1 of its first. With several outputs, the last alone gets an
+/// AUC quadrature (the kernels' quadrature map is then not the identity).
+pub fn some_outputs_arm(m: &Model, method: Method, rtol: f64) -> ArmPlan {
+    let last = m.outputs.len() - 1;
+    let spec =
+        |k: usize, x: &str| MetricSpec::new(k, &m.outputs[k].name, Metric::parse(x).unwrap());
+    ArmPlan {
+        metrics: vec![
+            spec(last, "auc"),
+            spec(0, "cmax"),
+            spec(last, "cavg(0, 24)"),
+            spec(0, "time_above(1)"),
+        ],
+        ..arm(m, method, rtol, &[])
+    }
+}
+
 /// A long schedule of interleaved dose lines over 720 h (boluses into two compartments every 12
 /// and 48 h, infusions every 24 h lasting 30 h and every 36 h at a fixed rate, single infusions,
 /// a reset at 400 h), with metrics of every kind that reads the whole profile and profiles.
