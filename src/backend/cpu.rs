@@ -65,8 +65,10 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         } else if self.all {
             self.model.rhs_and_outputs(t, &y[..n], dy);
         } else {
+            // Every output is evaluated (one program with the right-hand side), the ones with
+            // a quadrature kept. Short copies: a memcpy call would cost more than the copy.
             self.model.rhs_and_outputs(t, &y[..n], &mut self.scratch);
-            dy[..n].copy_from_slice(&self.scratch[..n]);
+            crate::solver::copy_short(&mut dy[..n], &self.scratch[..n]);
             for (d, &k) in dy[n..].iter_mut().zip(&self.quad) {
                 *d = self.scratch[n + k];
             }
