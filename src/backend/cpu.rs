@@ -25,7 +25,7 @@ pub struct WithQuadrature<M> {
     all: bool,
     jac_model: Vec<f64>,
     jac_out: Vec<f64>,
-    /// The model's derivatives and every output, or every output's time derivative.
+    /// Every output's time derivative.
     scratch: Vec<f64>,
 }
 
@@ -47,7 +47,7 @@ impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
             all,
             jac_model: vec![0.0; n * n],
             jac_out: vec![0.0; n_out * n],
-            scratch: vec![0.0; if all || quad.is_empty() { 0 } else { n + n_out }],
+            scratch: vec![0.0; if all || quad.is_empty() { 0 } else { n_out }],
             quad,
         }
     }
@@ -65,13 +65,7 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         } else if self.all {
             self.model.rhs_and_outputs(t, &y[..n], dy);
         } else {
-            // Every output is evaluated (one program with the right-hand side), the ones with
-            // a quadrature kept. Short copies: a memcpy call would cost more than the copy.
-            self.model.rhs_and_outputs(t, &y[..n], &mut self.scratch);
-            crate::solver::copy_short(&mut dy[..n], &self.scratch[..n]);
-            for (d, &k) in dy[n..].iter_mut().zip(&self.quad) {
-                *d = self.scratch[n + k];
-            }
+            self.model.rhs_and_some_outputs(t, &y[..n], &self.quad, dy);
         }
         // Most of the time nothing is infused: leave the derivatives alone then.
         if self.rates.iter().any(|r| *r != 0.0) {

@@ -24,6 +24,21 @@ pub trait OutputEval {
         self.rhs(t, y, f);
         self.outputs(t, y, g);
     }
+    /// The right-hand side into `dy[..n]` and outputs `which[a]` into `dy[n + a]`,
+    /// `n = y.len()`: what the AUC quadratures of those outputs need (a model that evaluates
+    /// them in one program overrides this).
+    fn rhs_and_some_outputs(&mut self, t: f64, y: &[f64], which: &[usize], dy: &mut [f64])
+    where
+        Self: crate::solver::OdeSystem,
+    {
+        let (f, g) = dy.split_at_mut(y.len());
+        self.rhs(t, y, f);
+        let mut all = vec![0.0; self.n_outputs()];
+        self.outputs(t, y, &mut all);
+        for (d, &k) in g.iter_mut().zip(which) {
+            *d = all[k];
+        }
+    }
     /// Whether output k is affine in the states with coefficients constant over a step and
     /// no explicit time (then it follows the dense output's polynomial; see
     /// `ModelPrograms::affine_outputs`). The default, false, is always safe.

@@ -1,5 +1,7 @@
 //! The CPU evaluator: runs a model's lowered programs in f64.
 
+use std::sync::{Arc, Mutex};
+
 use super::exec::{Exec, Inputs};
 use super::ir::Model;
 use super::lower::ModelPrograms;
@@ -9,10 +11,23 @@ use crate::solver::OdeSystem;
 
 /// A model compiled for the CPU: its lowered programs, and each compiled for [`Exec`]. Shared
 /// read-only across threads.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CompiledModel {
     pub programs: ModelPrograms,
     exec: Execs,
+    /// The right-hand side with some of the outputs, per set of outputs asked for (see
+    /// [`CompiledModel::rhs_with`]), compiled when first asked for.
+    rhs_some: Mutex<Vec<(Vec<usize>, Arc<Exec>)>>,
+}
+
+impl Clone for CompiledModel {
+    fn clone(&self) -> Self {
+        CompiledModel {
+            programs: self.programs.clone(),
+            exec: self.exec.clone(),
+            rhs_some: Mutex::new(self.rhs_some.lock().map(|v| v.clone()).unwrap_or_default()),
+        }
+    }
 }
 
 /// The model's programs compiled for [`Exec`], in [`ModelPrograms`] order.
@@ -66,7 +81,33 @@ impl CompiledModel {
             dosing: Exec::new(&p.dosing, inputs),
             rhs_outputs: Exec::new(&p.rhs.concat(&p.outputs), inputs),
         };
-        CompiledModel { programs, exec }
+        CompiledModel {
+            programs,
+            exec,
+            rhs_some: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The right-hand side, then outputs `which` (in that order), as one program: what an
+    /// integration with AUC quadratures for those outputs evaluates at every stage. Compiled
+    /// once per set; the outputs no quadrature needs are not computed.
+    pub fn rhs_with(&self, which: &[usize]) -> Arc<Exec> {
+        let mut cache = self.rhs_some.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, e)) = cache.iter().find(|(w, _)| w == which) {
+            return e.clone();
+        }
+        let p = &self.programs;
+        let inputs = Inputs {
+            states: p.n_states,
+            params: p.n_params,
+            slots: 0,
+        };
+        let e = Arc::new(Exec::new(
+            &p.rhs.concat(&p.outputs.keep_results(which)),
+            inputs,
+        ));
+        cache.push((which.to_vec(), e.clone()));
+        e
     }
 
     pub fn n_states(&self) -> usize {
@@ -85,6 +126,7 @@ impl CompiledModel {
             m: self,
             params: Vec::new(),
             envs: self.exec.all().map(|e| e.env()),
+            some: None,
         };
         b.set_params(params);
         b
@@ -98,6 +140,9 @@ pub struct BoundModel<'a> {
     params: Vec<f64>,
     /// One environment per program (as [`Execs::all`]), the parameters in place.
     envs: [Vec<f64>; 9],
+    /// The outputs last asked for with the right-hand side ([`CompiledModel::rhs_with`]), its
+    /// program and environment.
+    some: Option<(Vec<usize>, Arc<Exec>, Vec<f64>)>,
 }
 
 const RHS: usize = 0;
@@ -115,6 +160,9 @@ impl BoundModel<'_> {
         self.params.clear();
         self.params.extend_from_slice(params);
         for (e, env) in self.m.exec.all().iter().zip(&mut self.envs) {
+            e.set_params(env, params);
+        }
+        if let Some((_, e, env)) = &mut self.some {
             e.set_params(env, params);
         }
     }
@@ -171,6 +219,20 @@ impl OutputEval for BoundModel<'_> {
             .rhs_outputs
             .eval(&mut self.envs[RHS_OUTPUTS], t, y, dy);
     }
+    fn rhs_and_some_outputs(&mut self, t: f64, y: &[f64], which: &[usize], dy: &mut [f64]) {
+        if which.iter().copied().eq(0..self.m.n_outputs()) {
+            return self.rhs_and_outputs(t, y, dy);
+        }
+        if self.some.as_ref().is_none_or(|(w, _, _)| w != which) {
+            let e = self.m.rhs_with(which);
+            let mut env = e.env();
+            e.set_params(&mut env, &self.params);
+            self.some = Some((which.to_vec(), e, env));
+        }
+        if let Some((_, e, env)) = &mut self.some {
+            e.eval(env, t, y, dy);
+        }
+    }
     fn output_is_affine(&self, k: usize) -> bool {
         self.m.programs.affine_outputs[k]
     }
@@ -185,5 +247,53 @@ impl OutputEval for BoundModel<'_> {
             .exec
             .output_dfdt
             .eval(&mut self.envs[OUTPUT_DFDT], t, y, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::library;
+
+    /// The right-hand side with some outputs, in any order or none, gives what the right-hand
+    /// side and the outputs give apart, bit for bit; a program per set, without the outputs it
+    /// does not need; parameters set later reach it too.
+    #[test]
+    fn the_right_hand_side_with_some_outputs() {
+        let lm = library::get("effect_emax").unwrap();
+        let ir = Model::parse(lm.name, lm.source).unwrap();
+        let m = CompiledModel::new(&ir);
+        let (ns, no) = (m.n_states(), m.n_outputs());
+        assert_eq!(no, 2);
+        let mut p: Vec<f64> = ir.params.iter().map(|q| q.default).collect();
+        let mut b = m.bind(&p);
+        let y: Vec<f64> = (0..ns).map(|j| 1.5 + j as f64).collect();
+        for round in 0..2 {
+            let mut f = vec![0.0; ns];
+            let mut g = vec![0.0; no];
+            b.rhs(3.0, &y, &mut f);
+            b.outputs(3.0, &y, &mut g);
+            for which in [vec![], vec![1], vec![0], vec![1, 0], vec![0, 1]] {
+                let mut dy = vec![f64::NAN; ns + which.len()];
+                b.rhs_and_some_outputs(3.0, &y, &which, &mut dy);
+                let want: Vec<f64> = f
+                    .iter()
+                    .copied()
+                    .chain(which.iter().map(|&k| g[k]))
+                    .collect();
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&dy), bits(&want), "{which:?} round {round}");
+            }
+            // Different parameters: every program follows.
+            for v in p.iter_mut() {
+                *v *= 1.25;
+            }
+            b.set_params(&p);
+        }
+        let cp = m.programs.outputs.keep_results(&[0]).instrs.len();
+        let both = m.programs.outputs.instrs.len();
+        assert!(cp < both, "{cp} of {both} instructions");
+        // [], [1], [0] and [1, 0]; [0, 1] is every output, the fused program's.
+        assert_eq!(m.rhs_some.lock().unwrap().len(), 4);
     }
 }

@@ -236,6 +236,37 @@ impl Program {
         p
     }
 
+    /// The program of results `keep` (in that order) alone: the instructions no kept result
+    /// needs are dropped.
+    pub fn keep_results(&self, keep: &[usize]) -> Program {
+        let n = self.instrs.len();
+        let mut live = vec![false; n];
+        for &k in keep {
+            live[self.results[k] as usize] = true;
+        }
+        for i in (0..n).rev() {
+            if live[i] {
+                for a in self.instrs[i].args() {
+                    live[a as usize] = true;
+                }
+            }
+        }
+        let mut map = vec![0 as Reg; n];
+        let mut p = Program::default();
+        for i in (0..n).filter(|&i| live[i]) {
+            map[i] = p.instrs.len() as Reg;
+            p.instrs.push(self.instrs[i].map_args(|a| map[a as usize]));
+            if let Some(o) = self.origins.get(i) {
+                p.origins.push(*o);
+            }
+        }
+        p.results = keep
+            .iter()
+            .map(|&k| map[self.results[k] as usize])
+            .collect();
+        p
+    }
+
     /// Per result: whether it depends on an instruction for which `leaf` holds (through the
     /// instructions that compute it).
     pub fn results_depend_on(&self, leaf: impl Fn(&Op) -> bool) -> Vec<bool> {
