@@ -229,6 +229,31 @@ fn a_chunk_split_across_lanes_equals_one_launch() {
     }
 }
 
+/// Arm `a` on every runner in precision `p` gives the CPU reference's `cpu`: the same statuses,
+/// and every metric and profile bit for bit in emulated f64, within 1e-9 in f64 on a device and
+/// 1e-4 in f32.
+fn agrees_on_every_runner(
+    rs: &[Runner],
+    model: &Arc<CompiledModel>,
+    p: Precision,
+    a: &vpop::backend::ArmPlan,
+    params: &[Vec<f64>],
+    cpu: &vpop::backend::ChunkOutput,
+) {
+    for &r in rs {
+        let mut b = make(r, model.clone(), p).unwrap();
+        let gpu = run(b.as_mut(), a, params);
+        assert_eq!(gpu.status, cpu.status, "{r:?} {p:?}");
+        let worst = common::worst_difference(a, &gpu, cpu);
+        println!("{r:?} {p:?}: worst {worst:.2e}");
+        match (r, p) {
+            (Runner::Emulated, Precision::F64) => assert_eq!(worst, 0.0),
+            (_, Precision::F64) => assert!(worst <= 1e-9, "{worst}"),
+            _ => assert!(worst <= 1e-4, "{worst}"),
+        }
+    }
+}
+
 /// A long schedule of interleaved dose lines (boluses into two compartments, overlapping
 /// infusions whose ends fall between later starts, a reset): the kernel finds what is due next
 /// by searching each line, and gives the CPU reference's metrics, bit for bit in f64 with Tsit5.
@@ -249,18 +274,7 @@ fn long_interleaved_schedules_agree() {
             &a,
             &params,
         );
-        for &r in rs {
-            let mut b = make(r, model.clone(), p).unwrap();
-            let gpu = run(b.as_mut(), &a, &params);
-            assert_eq!(gpu.status, cpu.status, "{r:?} {p:?}");
-            let worst = common::worst_difference(&a, &gpu, &cpu);
-            println!("{r:?} {p:?}: worst {worst:.2e}");
-            match (r, p) {
-                (Runner::Emulated, Precision::F64) => assert_eq!(worst, 0.0),
-                (_, Precision::F64) => assert!(worst <= 1e-9, "{worst}"),
-                _ => assert!(worst <= 1e-4, "{worst}"),
-            }
-        }
+        agrees_on_every_runner(rs, &model, p, &a, &params, &cpu);
     }
 }
 
@@ -294,18 +308,7 @@ fn quadratures_of_some_outputs_agree() {
             println!("effect AUC alone against with cp's: {d:.2e}");
             assert!(d <= 1e-8, "{d}");
         }
-        for &r in rs {
-            let mut b = make(r, model.clone(), p).unwrap();
-            let gpu = run(b.as_mut(), &a, &params);
-            assert_eq!(gpu.status, cpu.status, "{r:?} {p:?}");
-            let worst = common::worst_difference(&a, &gpu, &cpu);
-            println!("{r:?} {p:?}: worst {worst:.2e}");
-            match (r, p) {
-                (Runner::Emulated, Precision::F64) => assert_eq!(worst, 0.0),
-                (_, Precision::F64) => assert!(worst <= 1e-9, "{worst}"),
-                _ => assert!(worst <= 1e-4, "{worst}"),
-            }
-        }
+        agrees_on_every_runner(rs, &model, p, &a, &params, &cpu);
     }
 }
 

@@ -239,32 +239,8 @@ impl Program {
     /// The program of results `keep` (in that order) alone: the instructions no kept result
     /// needs are dropped.
     pub fn keep_results(&self, keep: &[usize]) -> Program {
-        let n = self.instrs.len();
-        let mut live = vec![false; n];
-        for &k in keep {
-            live[self.results[k] as usize] = true;
-        }
-        for i in (0..n).rev() {
-            if live[i] {
-                for a in self.instrs[i].args() {
-                    live[a as usize] = true;
-                }
-            }
-        }
-        let mut map = vec![0 as Reg; n];
-        let mut p = Program::default();
-        for i in (0..n).filter(|&i| live[i]) {
-            map[i] = p.instrs.len() as Reg;
-            p.instrs.push(self.instrs[i].map_args(|a| map[a as usize]));
-            if let Some(o) = self.origins.get(i) {
-                p.origins.push(*o);
-            }
-        }
-        p.results = keep
-            .iter()
-            .map(|&k| map[self.results[k] as usize])
-            .collect();
-        p
+        let results: Vec<Reg> = keep.iter().map(|&k| self.results[k]).collect();
+        pruned(&self.instrs, &self.origins, &results)
     }
 
     /// Per result: whether it depends on an instruction for which `leaf` holds (through the
@@ -856,34 +832,36 @@ impl Builder {
 
     /// Finishes a program: keeps only the instructions the results need, in order.
     pub fn finish(self, results: Vec<Reg>) -> Program {
-        let n = self.instrs.len();
-        let mut live = vec![false; n];
-        for r in &results {
-            live[*r as usize] = true;
-        }
-        for i in (0..n).rev() {
-            if live[i] {
-                for a in self.instrs[i].args() {
-                    live[a as usize] = true;
-                }
+        pruned(&self.instrs, &self.origins, &results)
+    }
+}
+
+/// The program computing `results` from `instrs`: only the instructions they need, in order,
+/// renumbered, each with its origin (where `origins` has one).
+fn pruned(instrs: &[Op], origins: &[u32], results: &[Reg]) -> Program {
+    let n = instrs.len();
+    let mut live = vec![false; n];
+    for r in results {
+        live[*r as usize] = true;
+    }
+    for i in (0..n).rev() {
+        if live[i] {
+            for a in instrs[i].args() {
+                live[a as usize] = true;
             }
-        }
-        let mut map = vec![0 as Reg; n];
-        let mut instrs = Vec::new();
-        let mut origins = Vec::new();
-        for i in 0..n {
-            if live[i] {
-                map[i] = instrs.len() as Reg;
-                instrs.push(self.instrs[i].map_args(|a| map[a as usize]));
-                origins.push(self.origins[i]);
-            }
-        }
-        Program {
-            instrs,
-            results: results.iter().map(|r| map[*r as usize]).collect(),
-            origins,
         }
     }
+    let mut map = vec![0 as Reg; n];
+    let mut p = Program::default();
+    for i in (0..n).filter(|&i| live[i]) {
+        map[i] = p.instrs.len() as Reg;
+        p.instrs.push(instrs[i].map_args(|a| map[a as usize]));
+        if let Some(o) = origins.get(i) {
+            p.origins.push(*o);
+        }
+    }
+    p.results = results.iter().map(|r| map[*r as usize]).collect();
+    p
 }
 
 /// A statement of a model file, located: what code generated from it is reported against.
