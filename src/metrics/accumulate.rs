@@ -279,7 +279,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
         // Each area metric's quadrature state.
         let slot = specs
             .iter()
-            .map(|s| quad.iter().position(|&k| k == s.output).unwrap_or(0))
+            .map(|s| super::quadrature_slot(&quad, s.output))
             .collect();
         MetricAccumulator {
             eval,

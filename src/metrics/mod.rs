@@ -261,6 +261,12 @@ pub fn quadrature_outputs(specs: &[MetricSpec]) -> Vec<usize> {
     outputs
 }
 
+/// The quadrature state of `output` among `quad` ([`quadrature_outputs`]); 0 for an output
+/// without one (never read: only area metrics read quadratures).
+pub fn quadrature_slot(quad: &[usize], output: usize) -> usize {
+    quad.iter().position(|&k| k == output).unwrap_or(0)
+}
+
 /// Absolute window bounds for a subject, given the simulation end and the schedule's nominal
 /// dose times. Returns `None` when the window is empty.
 pub fn resolve_window(

@@ -77,7 +77,7 @@ fn metric_table(metrics: &[MetricSpec]) -> String {
     let quad = quadrature_outputs(metrics);
     let slots: Vec<usize> = outputs
         .iter()
-        .map(|k| quad.iter().position(|q| q == k).unwrap_or(0))
+        .map(|&k| crate::metrics::quadrature_slot(&quad, k))
         .collect();
     s.push_str(
         "// The output each AUC quadrature integrates, and the quadrature of each metric's output\n\

@@ -146,7 +146,7 @@ fn source(
     // The output each AUC quadrature integrates, and the quadrature of an output that has one.
     let quad = quadrature_outputs(metrics);
     let slot_of: Vec<usize> = (0..z.no)
-        .map(|k| quad.iter().position(|&q| q == k).unwrap_or(0))
+        .map(|k| crate::metrics::quadrature_slot(&quad, k))
         .collect();
     let sizes = format!(
         "{sizes}{}{}",
