@@ -39,6 +39,7 @@ checks=(
   "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
   "host_pipeline 120"    # the host side alone, 10 M subjects, every core
   "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
+  "wgpu_checks 90"       # the WGSL kernels' speed with and without wgpu's runtime checks
   "cuda_tuning 60"       # every tuning agrees with the CPU reference
   "cuda_functions 60"    # sin, cos, tanh, atan, erf, erfc, phi, floor, ceil, … against closed forms
   "wgpu_functions 90"    # the WGSL kernels' own functions' accuracy through the NVIDIA Vulkan driver
@@ -157,7 +158,18 @@ metrics_cost() {
   done
 }
 
-export -f peers_gpu run_10m metrics_cost
+# The quickstart on the WGSL kernels compiled with each VPOP_WGPU_CHECKS setting (docs/gpu.md,
+# "Runtime checks in the WGSL kernels"): what wgpu's loop counters and index clamps cost.
+wgpu_checks() {
+  local c
+  for c in checked unbounded-loops unchecked; do
+    echo "== VPOP_WGPU_CHECKS=$c"
+    VPOP_WGPU_CHECKS=$c "$BIN/vpop" bench examples/quickstart.toml -n "${VPOP_WGPU_CHECKS_N:-2000000}" \
+      --cpu-subjects 2000 --backends wgpu --rtol 2e-4 || return 1
+  done
+}
+
+export -f peers_gpu run_10m metrics_cost wgpu_checks
 
 one() {
   local b=("$BIN/vpop" bench examples/quickstart.toml -n 10000000 --cpu-subjects 20000)
@@ -181,6 +193,7 @@ one() {
     peers_gpu) check "$1" "$2" peers_gpu ;;
     host_pipeline) check "$1" "$2" env VPOP_BENCH_SUBJECTS=10000000 "$BIN/pipeline_bench" --bench host_end_to_end ;;
     wgpu) check "$1" "$2" "$BIN/wgpu_integrate" --test-threads 16 --nocapture ;;
+    wgpu_checks) check "$1" "$2" wgpu_checks ;;
     cuda_functions) check "$1" "$2" "$BIN/function_models" --nocapture --skip emulated cuda_kernels cuda_probit ;;
     wgpu_functions) check "$1" "$2" "$BIN/wgpu_codegen" --test-threads 4 --nocapture accurate ;;
     *) echo "unknown check $1" >> "$OUT/summary.txt" ;;

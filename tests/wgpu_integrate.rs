@@ -194,6 +194,57 @@ fn quadratures_of_some_outputs_agree() {
     }
 }
 
+/// The kernels compiled without wgpu's loop counters, or without any of its runtime checks
+/// (`VPOP_WGPU_CHECKS`), compute bit for bit what the checked kernels compute: every loop ends
+/// and every index is in bounds without them. A long schedule of interleaved dose lines, an
+/// explicit and a Rosenbrock method, f32 and f64.
+#[test]
+fn runtime_checks_change_nothing() {
+    use vpop::backend::wgpu::ShaderChecks;
+    let m = common::library_model("two_cmt_oral");
+    let model = Arc::new(CompiledModel::new(&m));
+    let params = subjects(&m, 16);
+    let bits = |v: &[Vec<f64>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (p, rtol) in [(Precision::F32, 1e-6), (Precision::F64, 1e-10)] {
+        let Some(mut gpu) = gpu_backend(model.clone(), p) else {
+            continue;
+        };
+        for method in [Method::Tsit5, Method::Rodas4] {
+            let a = common::long_interleaved_arm(&m, method, rtol);
+            gpu.set_shader_checks(ShaderChecks::Checked);
+            let checked = run(&mut gpu, &a, &params);
+            for c in [ShaderChecks::UnboundedLoops, ShaderChecks::Unchecked] {
+                gpu.set_shader_checks(c);
+                assert!(gpu.info().device.contains(c.label()));
+                let other = run(&mut gpu, &a, &params);
+                assert_eq!(other.status, checked.status, "{p:?} {method} {c:?}");
+                assert_eq!(
+                    bits(&other.metrics),
+                    bits(&checked.metrics),
+                    "{p:?} {method} {c:?}"
+                );
+                assert_eq!(
+                    bits(&other.profiles),
+                    bits(&checked.profiles),
+                    "{p:?} {method} {c:?}"
+                );
+                assert_eq!(other.stats, checked.stats, "{p:?} {method} {c:?}");
+            }
+            println!("wgpu {p:?} {method}: the same results with every setting");
+        }
+    }
+    assert_eq!(
+        ShaderChecks::parse("unchecked"),
+        Ok(ShaderChecks::Unchecked)
+    );
+    assert_eq!(ShaderChecks::parse(""), Ok(ShaderChecks::Checked));
+    let e = ShaderChecks::parse("loops").unwrap_err();
+    assert!(
+        e.contains("expected checked, unbounded-loops or unchecked"),
+        "{e}"
+    );
+}
+
 /// A software adapter (llvmpipe) counts an invocation group's loop back edges against one
 /// limit and, past it, leaves every loop after one pass without a word. A dispatch that ran
 /// past it is detected: with a budget set explicitly, that is an error naming the budget, never

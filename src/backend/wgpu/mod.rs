@@ -102,6 +102,69 @@ pub struct AdapterInfo {
     pub f16: bool,
 }
 
+/// The checks wgpu compiles into the integrator kernels (its `ShaderRuntimeChecks`), read
+/// from `VPOP_WGPU_CHECKS` when a backend opens (docs/gpu.md, "Runtime checks in the WGSL
+/// kernels"). The default keeps every check. The kernels end every loop by a budget or an
+/// iteration cap and index their arrays within bounds, so the others compute the same
+/// results; they exist to measure what the checks cost on an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShaderChecks {
+    /// Every check: loops bounded by a 64-bit counter of their own, array and buffer indices
+    /// clamped where the driver does not check them, integer division guarded.
+    #[default]
+    Checked,
+    /// Every check but the loop counter.
+    UnboundedLoops,
+    /// None of them.
+    Unchecked,
+}
+
+impl ShaderChecks {
+    /// The environment variable a run's setting is read from.
+    pub const ENV: &'static str = "VPOP_WGPU_CHECKS";
+
+    /// `checked` (or nothing), `unbounded-loops` or `unchecked`.
+    pub fn parse(s: &str) -> Result<ShaderChecks, String> {
+        match s.trim() {
+            "" | "checked" | "default" => Ok(ShaderChecks::Checked),
+            "unbounded-loops" => Ok(ShaderChecks::UnboundedLoops),
+            "unchecked" => Ok(ShaderChecks::Unchecked),
+            other => Err(format!(
+                "'{other}': expected checked, unbounded-loops or unchecked"
+            )),
+        }
+    }
+
+    /// The setting named by `VPOP_WGPU_CHECKS`, or the default where it is unset.
+    pub fn from_env() -> Result<ShaderChecks, String> {
+        match std::env::var(Self::ENV) {
+            Ok(v) => ShaderChecks::parse(&v).map_err(|e| format!("{}={v:?}: {e}", Self::ENV)),
+            Err(_) => Ok(ShaderChecks::Checked),
+        }
+    }
+
+    /// The text [`ShaderChecks::parse`] reads back.
+    pub fn label(self) -> &'static str {
+        match self {
+            ShaderChecks::Checked => "checked",
+            ShaderChecks::UnboundedLoops => "unbounded-loops",
+            ShaderChecks::Unchecked => "unchecked",
+        }
+    }
+
+    #[cfg(feature = "wgpu")]
+    fn runtime_checks(self) -> wgpu::ShaderRuntimeChecks {
+        match self {
+            ShaderChecks::Checked => wgpu::ShaderRuntimeChecks::checked(),
+            ShaderChecks::UnboundedLoops => wgpu::ShaderRuntimeChecks {
+                force_loop_bounding: false,
+                ..wgpu::ShaderRuntimeChecks::checked()
+            },
+            ShaderChecks::Unchecked => wgpu::ShaderRuntimeChecks::unchecked(),
+        }
+    }
+}
+
 /// A scalar type the WGSL kernels are built for.
 #[cfg(feature = "wgpu")]
 pub(crate) trait Real: bytemuck::Pod + Default + Send + Sync + 'static {
@@ -413,7 +476,7 @@ mod integrate {
         arm_carry, arm_data, arm_source, records_carry_f, records_source, KernelSizes,
         RECORDS_CARRY_U,
     };
-    use super::{Gpu, Real};
+    use super::{Gpu, Real, ShaderChecks};
     use crate::backend::gpu::{
         pack_params, param_sets, prepare_chunk, records_data, steady_state_admin, take_counters,
         take_records, take_values, Driver, INSTR_STRIDE,
@@ -608,6 +671,8 @@ mod integrate {
         model: Arc<CompiledModel>,
         precision: Precision,
         pipelines: HashMap<[u8; 32], (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+        /// The checks compiled into the kernels.
+        checks: ShaderChecks,
         /// Overrides the per-dispatch budgets (steps, stopping points).
         budget_override: Option<(u32, u32)>,
         /// The software adapter's budgets are divided by this: doubled each time a dispatch
@@ -645,11 +710,13 @@ mod integrate {
                     ),
                 ));
             }
+            let checks = ShaderChecks::from_env().map_err(failed)?;
             Ok(WgpuBackend {
                 gpu,
                 model,
                 precision,
                 pipelines: HashMap::new(),
+                checks,
                 budget_override: None,
                 budget_divisor: 1,
             })
@@ -687,6 +754,14 @@ mod integrate {
             self.budget_override = budget.map(|(a, b)| (a.max(1), b.max(1)));
         }
 
+        /// The checks compiled into later kernels (`VPOP_WGPU_CHECKS`'s by default).
+        pub fn set_shader_checks(&mut self, checks: ShaderChecks) {
+            if checks != self.checks {
+                self.checks = checks;
+                self.pipelines.clear();
+            }
+        }
+
         pub fn adapter(&self) -> &super::AdapterInfo {
             &self.gpu.info
         }
@@ -708,10 +783,17 @@ mod integrate {
                 .map_err(BackendError::Failed)?;
             let device = &self.gpu.device;
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            let desc = wgpu::ShaderModuleDescriptor {
                 label: Some("integrate"),
                 source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
+            };
+            // SAFETY: wgpu's checks guard against infinite loops and out-of-bounds indices.
+            // Every loop of the kernels ends by a step or stop budget, an iteration cap or a
+            // bounded index, and every index stays within its array or the buffers the host
+            // sized for the batch (`ShaderChecks`; the checked and unchecked kernels give
+            // bit-identical results: wgpu_integrate `runtime_checks_change_nothing`).
+            let module =
+                unsafe { device.create_shader_module_trusted(desc, self.checks.runtime_checks()) };
             let layout = explicit.then(|| records_layout(device));
             let pipeline_layout = layout.as_ref().map(|l| {
                 device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -1069,8 +1151,14 @@ mod integrate {
             BackendInfo {
                 name: "wgpu",
                 device: format!(
-                    "{} ({}, {})",
-                    self.gpu.info.name, self.gpu.info.backend, self.gpu.info.device_type
+                    "{} ({}, {}){}",
+                    self.gpu.info.name,
+                    self.gpu.info.backend,
+                    self.gpu.info.device_type,
+                    match self.checks {
+                        ShaderChecks::Checked => String::new(),
+                        c => format!(" [{} kernels]", c.label()),
+                    }
                 ),
                 precision: self.precision,
             }
