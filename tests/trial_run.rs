@@ -397,6 +397,55 @@ fn bad_specs_are_located_errors() {
             "'cp time_above' is not an output name",
         ),
         ("subjects = 2500", "subjects = -3", 4, ""),
+        ("rtol = 1e-5", "rtol = 0", 24, "rtol must be in (0, 1)"),
+        (
+            "atol = 1e-7",
+            "atol = -1e-7",
+            25,
+            "atol must be a positive number",
+        ),
+        (
+            "chunk_size = 700",
+            "chunk_size = 0",
+            26,
+            "chunk_size must be at least 1",
+        ),
+        (
+            "chunk_size = 700",
+            "chunk_size = 700\ndt = -0.5",
+            27,
+            "dt must be a positive number",
+        ),
+        (
+            "chunk_size = 700",
+            "chunk_size = 700\nmax_steps = 0",
+            27,
+            "max_steps must be at least 1",
+        ),
+        (
+            "profile = { every = 12,",
+            "profile = { every = 0,",
+            32,
+            "every must be > 0",
+        ),
+        (
+            "profile = { every = 12,",
+            "profile = { times = [1, 500],",
+            32,
+            "sampling times must lie in [0, end]",
+        ),
+        (
+            "profile = { every = 12, precision = \"f16\" }",
+            "observations = true",
+            32,
+            "observations = true needs sampling times",
+        ),
+        (
+            "method = \"tsit5\"",
+            "method = \"rk4\"",
+            23,
+            "rk4 is a fixed-step method",
+        ),
         (
             "parameters = true",
             "parameters = true\ncompression = \"lz5\"",
@@ -423,6 +472,89 @@ fn bad_specs_are_located_errors() {
         };
         assert!(err.contains(&format!("spec.toml:{line}:")), "{to}: {err}");
         assert!(err.contains(fragment), "{to}: {err}");
+    }
+}
+
+/// `vpop check` checks every kind of file vpop reads, told apart by its top-level keys: a
+/// trial spec, a population file, a sensitivity spec, a `vpop simulate` file; errors in
+/// each are located.
+#[test]
+fn check_takes_every_kind_of_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = |path: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("check")
+            .arg(path)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    for (file, says) in [
+        ("examples/quickstart.toml", "  arm         100mg_q12h"),
+        ("populations/adult_healthy.toml", "ok (a population file)"),
+        ("examples/sensitivity.toml", "factors     ka, cl, v1, q, v2"),
+        ("examples/one_subject.toml", "ok (a one-subject simulation"),
+    ] {
+        let (ok, text) = check(&root.join(file));
+        assert!(ok && text.contains(says), "{file}: {text}");
+    }
+    let dir = tmp("check-kinds");
+    std::fs::create_dir_all(&dir).unwrap();
+    let population = std::fs::read_to_string(root.join("populations/adult_healthy.toml")).unwrap();
+    let bad = dir.join("population.toml");
+    std::fs::write(
+        &bad,
+        population.replacen("[covariates.age]", "[covariates.age]\ndistr = 1", 1),
+    )
+    .unwrap();
+    let (ok, text) = check(&bad);
+    assert!(!ok && text.contains("population.toml:22:"), "{text}");
+    let sensitivity = std::fs::read_to_string(root.join("examples/sensitivity.toml")).unwrap();
+    let bad = dir.join("sensitivity.toml");
+    std::fs::write(
+        &bad,
+        sensitivity
+            .replace("method = \"sobol\"", "method = \"sobolev\"")
+            .replace(
+                "\"quickstart.toml\"",
+                &format!("{:?}", root.join("examples/quickstart.toml")),
+            ),
+    )
+    .unwrap();
+    let (ok, text) = check(&bad);
+    assert!(
+        !ok && text.contains("sensitivity.toml:") && text.contains("sobolev"),
+        "{text}"
+    );
+    let simulate = dir.join("one_subject.toml");
+    std::fs::write(
+        &simulate,
+        "model = \"two_cmt_oral\"\nparams = { clearance = 4.0 }\nend = 24\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&simulate);
+    assert!(
+        !ok && text
+            .contains("one_subject.toml:2:10: the model two_cmt_oral has no parameter 'clearance'"),
+        "{text}"
+    );
+    std::fs::write(
+        &simulate,
+        "model = \"two_cmt_oral\"\nend = 24\nrtol = 0\ndt = -1\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&simulate);
+    assert!(!ok, "{text}");
+    for line in [
+        "one_subject.toml:3:8: rtol must be in (0, 1)",
+        "one_subject.toml:4:6: dt must be a positive number",
+    ] {
+        assert!(text.contains(line), "{text}");
     }
 }
 

@@ -46,11 +46,107 @@ pub struct RunArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// The trial spec (TOML).
+    /// The file (TOML): a trial spec, or a population file, a sensitivity spec or a
+    /// `vpop simulate` file, recognised by their top-level keys.
     pub spec: PathBuf,
 }
 
+/// The kinds of TOML file vpop reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Trial,
+    Population,
+    Sensitivity,
+    Simulate,
+}
+
+/// What a file is, from its top-level keys; a trial spec where they do not tell (its loader
+/// then reports what is wrong, located).
+fn file_kind(text: &str) -> FileKind {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return FileKind::Trial;
+    };
+    if table.contains_key("sensitivity") {
+        FileKind::Sensitivity
+    } else if table.contains_key("covariates")
+        || (table.contains_key("parameters") && !table.contains_key("model"))
+    {
+        FileKind::Population
+    } else if table.get("model").is_some_and(toml::Value::is_str) {
+        FileKind::Simulate
+    } else {
+        FileKind::Trial
+    }
+}
+
 pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let path = &args.spec;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    match file_kind(&text) {
+        FileKind::Trial => check_trial(args),
+        FileKind::Population => {
+            let p = crate::population::Population::load(path)?;
+            println!("{}: ok (a population file)", path.display());
+            println!("  population  {}", p.name);
+            println!("  covariates  {}", p.covariate_names().join(", "));
+            println!("  parameters  {}", p.parameter_names().join(", "));
+            let residual: Vec<&str> = p
+                .residual_models()
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !residual.is_empty() {
+                println!("  residual    {}", residual.join(", "));
+            }
+            Ok(())
+        }
+        FileKind::Sensitivity => {
+            let a = crate::sensitivity::run::Analysis::load(path).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}: ok (a sensitivity spec: vpop sensitivity)",
+                path.display()
+            );
+            println!("  trial       {}", a.trial.name);
+            println!(
+                "  method      {}, {} samples, seed {}",
+                a.method.name(),
+                a.samples,
+                a.seed
+            );
+            let factors: Vec<&str> = a.factors.iter().map(|f| f.name.as_str()).collect();
+            println!("  factors     {}", factors.join(", "));
+            let outputs: Vec<String> = a
+                .outputs
+                .iter()
+                .map(|&(arm, m)| {
+                    let plan = &a.trial.arms[arm].plan;
+                    format!("{}/{}", plan.name, plan.metrics[m].column)
+                })
+                .collect();
+            println!("  outputs     {}", outputs.join(", "));
+            println!("  output      {}", a.out.display());
+            Ok(())
+        }
+        FileKind::Simulate => {
+            let file = path.display().to_string();
+            let (sim, _) = super::simulate::args_from_file(&file)?;
+            let model = super::load_model(&sim.model)?;
+            println!(
+                "{file}: ok (a one-subject simulation: vpop simulate {file}; its doses and \
+                 metrics are checked when it runs)"
+            );
+            println!("  model       {}", model.name);
+            println!(
+                "  solver      {} rtol {:e} atol {:e}, end {}",
+                sim.method, sim.rtol, sim.atol, sim.end
+            );
+            Ok(())
+        }
+    }
+}
+
+fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
     let trial = Trial::load(&args.spec)?;
     println!("{}: ok", args.spec.display());
     println!("  trial       {}", trial.name);

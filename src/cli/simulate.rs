@@ -1,6 +1,7 @@
 //! `vpop simulate`: one subject, metrics (and optionally its profile) on the terminal.
 
 use anyhow::{bail, Context};
+use toml::Spanned;
 
 use crate::backend::cpu::simulate_arm_subject;
 use crate::backend::ArmPlan;
@@ -133,50 +134,115 @@ pub fn parse_times(text: &str) -> anyhow::Result<Vec<f64>> {
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct SimulationFile {
-    model: String,
+    model: Spanned<String>,
     #[serde(default)]
-    params: std::collections::BTreeMap<String, f64>,
+    params: Option<Spanned<std::collections::BTreeMap<String, f64>>>,
     #[serde(default)]
     doses: Vec<crate::trial::spec::DoseSpec>,
-    end: f64,
+    end: Spanned<f64>,
     #[serde(default)]
-    method: Option<String>,
+    method: Option<Spanned<String>>,
     #[serde(default)]
-    rtol: Option<f64>,
+    rtol: Option<Spanned<f64>>,
     #[serde(default)]
-    atol: Option<f64>,
+    atol: Option<Spanned<f64>>,
     #[serde(default)]
-    dt: Option<f64>,
+    dt: Option<Spanned<f64>>,
     #[serde(default)]
     metrics: Option<Vec<String>>,
     #[serde(default)]
     times: Option<String>,
 }
 
-/// Reads a simulation file into the equivalent command-line arguments.
-fn args_from_file(path: &str) -> anyhow::Result<(SimulateArgs, Vec<crate::trial::spec::DoseSpec>)> {
+/// Reads a simulation file into the equivalent command-line arguments. The model, its
+/// parameters, the method and the numbers are checked here, so that an error names its place
+/// in the file.
+pub(crate) fn args_from_file(
+    path: &str,
+) -> anyhow::Result<(SimulateArgs, Vec<crate::trial::spec::DoseSpec>)> {
+    use crate::trial::spec::span_of;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let src = crate::diag::SourceFile::new(path, text.as_str());
     let f: SimulationFile = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}", crate::trial::spec::toml_error(&src, &e)))?;
-    let model = if f.model.ends_with(".vpm") {
+    let name = f.model.get_ref();
+    let model = if name.ends_with(".vpm") {
         let beside = std::path::Path::new(path)
             .parent()
             .unwrap_or(std::path::Path::new("."))
-            .join(&f.model);
+            .join(name);
         beside.display().to_string()
     } else {
-        f.model
+        name.clone()
     };
+    let mut errors = Vec::new();
+    match super::load_model(&model) {
+        Ok(m) => {
+            for (k, _) in f.params.iter().flat_map(|p| p.get_ref()) {
+                if m.param_index(k).is_none() {
+                    let names: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
+                    errors.push(src.error(
+                        span_of(f.params.as_ref().unwrap()),
+                        format!(
+                            "the model {} has no parameter '{k}' (parameters: {})",
+                            m.name,
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(e) => errors.push(src.error(span_of(&f.model), format!("{e:#}"))),
+    }
+    if !(f.end.get_ref().is_finite() && *f.end.get_ref() > 0.0) {
+        errors.push(src.error(span_of(&f.end), "end must be a positive number (hours)"));
+    }
+    if let Some(m) = f
+        .method
+        .as_ref()
+        .filter(|m| Method::from_name(m.get_ref()).is_none())
+    {
+        errors.push(src.error(
+            span_of(m),
+            format!(
+                "unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)",
+                m.get_ref()
+            ),
+        ));
+    }
+    if let Some(r) = f
+        .rtol
+        .as_ref()
+        .filter(|r| !(*r.get_ref() > 0.0 && *r.get_ref() < 1.0))
+    {
+        errors.push(src.error(span_of(r), "rtol must be in (0, 1)"));
+    }
+    let positive = |v: &Spanned<f64>| *v.get_ref() > 0.0 && v.get_ref().is_finite();
+    if let Some(a) = f.atol.as_ref().filter(|a| !positive(a)) {
+        errors.push(src.error(span_of(a), "atol must be a positive number"));
+    }
+    if let Some(d) = f.dt.as_ref().filter(|d| !positive(d)) {
+        errors.push(src.error(span_of(d), "dt must be a positive number (hours)"));
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| (e.line, e.col));
+        let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        bail!("{}", all.join("\n"));
+    }
     let d = SimulateArgs {
         model,
-        params: f.params.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        params: f
+            .params
+            .iter()
+            .flat_map(|p| p.get_ref())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         doses: Vec::new(),
-        end: f.end,
-        method: f.method.unwrap_or_else(|| "tsit5".into()),
-        rtol: f.rtol.unwrap_or(1e-8),
-        atol: f.atol.unwrap_or(1e-12),
-        dt: f.dt,
+        end: *f.end.get_ref(),
+        method: f.method.map_or_else(|| "tsit5".into(), |m| m.into_inner()),
+        rtol: f.rtol.map_or(1e-8, |r| *r.get_ref()),
+        atol: f.atol.map_or(1e-12, |a| *a.get_ref()),
+        dt: f.dt.map(|d| *d.get_ref()),
         metrics: f
             .metrics
             .map(|m| vec![m.join(",")])
@@ -231,6 +297,15 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     })?;
     if method == Method::Rk4 && args.dt.is_none() {
         bail!("rk4 is a fixed-step method: give --dt");
+    }
+    if !(args.rtol > 0.0 && args.rtol < 1.0) {
+        bail!("--rtol must be in (0, 1), got {}", args.rtol);
+    }
+    if !(args.atol > 0.0 && args.atol.is_finite()) {
+        bail!("--atol must be a positive number, got {}", args.atol);
+    }
+    if let Some(dt) = args.dt.filter(|d| !(*d > 0.0 && d.is_finite())) {
+        bail!("--dt must be a positive number (hours), got {dt}");
     }
     let solver = SolverOptions {
         method,

@@ -340,28 +340,39 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         ));
     }
     let method = method.unwrap_or(Method::Tsit5);
-    let (rtol, atol) = (spec.simulation.rtol, spec.simulation.atol);
-    if !(rtol > 0.0 && rtol < 1.0 && atol > 0.0 && atol.is_finite()) {
-        errors.push(src.error(
-            span_of(&spec.simulation.method),
-            "rtol must be in (0, 1) and atol > 0",
-        ));
+    let sim = &spec.simulation;
+    let (rtol, atol) = (*sim.rtol.get_ref(), *sim.atol.get_ref());
+    if !(rtol > 0.0 && rtol < 1.0) {
+        errors.push(src.error(span_of(&sim.rtol), "rtol must be in (0, 1)"));
     }
-    if method == Method::Rk4 && !spec.simulation.dt.is_some_and(|d| d > 0.0) {
-        errors.push(src.error(
-            span_of(&spec.simulation.method),
-            "rk4 is a fixed-step method: set dt = … (> 0)",
-        ));
+    if !(atol > 0.0 && atol.is_finite()) {
+        errors.push(src.error(span_of(&sim.atol), "atol must be a positive number"));
+    }
+    let dt = sim.dt.as_ref().map(|d| *d.get_ref());
+    match &sim.dt {
+        Some(d) if !(*d.get_ref() > 0.0 && d.get_ref().is_finite()) => {
+            errors.push(src.error(span_of(d), "dt must be a positive number (hours)"));
+        }
+        None if method == Method::Rk4 => {
+            errors.push(src.error(
+                span_of(&sim.method),
+                "rk4 is a fixed-step method: set dt = … (> 0)",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(m) = sim.max_steps.as_ref().filter(|m| *m.get_ref() == 0) {
+        errors.push(src.error(span_of(m), "max_steps must be at least 1"));
     }
     let solver = SolverOptions {
         method,
         rtol,
         atol,
-        dt: spec.simulation.dt,
-        max_steps: spec
-            .simulation
+        dt,
+        max_steps: sim
             .max_steps
-            .unwrap_or(SolverOptions::default().max_steps),
+            .as_ref()
+            .map_or(SolverOptions::default().max_steps, |m| *m.get_ref()),
         ..Default::default()
     };
     let backend = BackendChoice::parse(spec.simulation.backend.get_ref()).unwrap_or_else(|| {
@@ -432,7 +443,8 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     // Profiles.
     let mut sample_times = Vec::new();
     let mut profile_f16 = false;
-    if let Some(p) = &spec.output.profile {
+    if let Some(ps) = &spec.output.profile {
+        let p = ps.get_ref();
         sample_times = p.times.clone();
         if let Some(step) = p.every {
             let (from, to) = (p.from.unwrap_or(0.0), p.to.unwrap_or(end));
@@ -441,7 +453,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 sample_times.extend((0..=n).map(|i| from + i as f64 * step));
             } else {
                 errors.push(src.error(
-                    Default::default(),
+                    span_of(ps),
                     "[output.profile]: every must be > 0 and from ≤ to",
                 ));
             }
@@ -451,7 +463,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             .any(|t| !(t.is_finite() && *t >= 0.0 && *t <= end))
         {
             errors.push(src.error(
-                Default::default(),
+                span_of(ps),
                 "[output.profile]: sampling times must lie in [0, end]",
             ));
         }
@@ -690,31 +702,32 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             }),
         }
     });
-    if let Some(c) = spec.simulation.chunk_size {
-        if c == 0 {
-            errors.push(src.error(
-                Default::default(),
-                "[simulation] chunk_size must be at least 1",
-            ));
-        }
+    if let Some(c) = spec
+        .simulation
+        .chunk_size
+        .as_ref()
+        .filter(|c| *c.get_ref() == 0)
+    {
+        errors.push(src.error(span_of(c), "chunk_size must be at least 1"));
     }
 
     let mut observations = Vec::new();
-    if spec.output.observations {
+    if let Some(obs) = spec.output.observations.as_ref().filter(|o| *o.get_ref()) {
+        let at = span_of(obs);
         let residual = population
             .as_ref()
             .map(|p| p.residual_models().to_vec())
             .unwrap_or_default();
         if sample_times.is_empty() && spec.data.is_none() {
-            errors.push(src.error(Default::default(), "[output] observations = true needs sampling times: add profile = { every = … } or { times = […] }"));
+            errors.push(src.error(at, "[output] observations = true needs sampling times: add profile = { every = … } or { times = […] }"));
         }
         if residual.is_empty() {
-            errors.push(src.error(Default::default(), "[output] observations = true needs a [residual] error model in the population file"));
+            errors.push(src.error(at, "[output] observations = true needs a [residual] error model in the population file"));
         }
         for (name, m) in residual {
             match model.output_index(&name) {
                 Some(k) => observations.push((k, m)),
-                None => errors.push(src.error(Default::default(), format!("the population's residual error names output '{name}', which the model does not have"))),
+                None => errors.push(src.error(at, format!("the population's residual error names output '{name}', which the model does not have"))),
             }
         }
     }
@@ -736,7 +749,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         arms,
         backend,
         precision,
-        chunk_size: spec.simulation.chunk_size,
+        chunk_size: spec.simulation.chunk_size.as_ref().map(|c| *c.get_ref()),
         output_dir: resolve_output_dir(path, &spec.output.dir),
         write_parameters: spec.output.parameters,
         write_covariates: spec.output.covariates,

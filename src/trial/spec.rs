@@ -139,14 +139,14 @@ pub struct SimulationSection {
     #[serde(default = "default_method")]
     pub method: Spanned<String>,
     #[serde(default = "default_rtol")]
-    pub rtol: f64,
+    pub rtol: Spanned<f64>,
     #[serde(default = "default_atol")]
-    pub atol: f64,
+    pub atol: Spanned<f64>,
     /// Step for RK4 (and the first step of adaptive methods).
     #[serde(default)]
-    pub dt: Option<f64>,
+    pub dt: Option<Spanned<f64>>,
     #[serde(default)]
-    pub max_steps: Option<u64>,
+    pub max_steps: Option<Spanned<u64>>,
     #[serde(default = "default_backend")]
     pub backend: Spanned<String>,
     /// `f32` or `f64` for GPU backends (the CPU reference is always f64).
@@ -154,17 +154,17 @@ pub struct SimulationSection {
     pub precision: Option<Spanned<String>>,
     /// Subjects per chunk (bounded memory); default chosen by the engine.
     #[serde(default)]
-    pub chunk_size: Option<usize>,
+    pub chunk_size: Option<Spanned<usize>>,
 }
 
 fn default_method() -> Spanned<String> {
     Spanned::new(0..0, "tsit5".to_string())
 }
-fn default_rtol() -> f64 {
-    1e-6
+fn default_rtol() -> Spanned<f64> {
+    Spanned::new(0..0, 1e-6)
 }
-fn default_atol() -> f64 {
-    1e-9
+fn default_atol() -> Spanned<f64> {
+    Spanned::new(0..0, 1e-9)
 }
 fn default_backend() -> Spanned<String> {
     Spanned::new(0..0, "auto".to_string())
@@ -186,11 +186,11 @@ pub struct OutputSection {
     #[serde(default = "yes")]
     pub covariates: bool,
     #[serde(default)]
-    pub profile: Option<ProfileSpec>,
+    pub profile: Option<Spanned<ProfileSpec>>,
     /// Also write simulated observations (`<output>_obs`): the profile with the population
     /// file's residual error added.
     #[serde(default)]
-    pub observations: bool,
+    pub observations: Option<Spanned<bool>>,
     /// Probability of target attainment, e.g. `{ metric = "cp_ctrough", above = 1.0 }`.
     #[serde(default)]
     pub target: Option<Spanned<TargetSpec>>,
