@@ -223,6 +223,13 @@ fn bad_files_are_located_errors() {
         ),
         ("cl = \"2 * (wt / 70)", "cl = \"2 * (wtt / 70)", 13, "unknown name 'wtt'"),
         ("sd = 10", "sd = -10", 10, "sd must be > 0"),
+        ("sd = 10", "sd = 10\nlo = 90\nhi = 40", 12, "covariate 'wt': hi (40) must be above lo (90)"),
+        (
+            "dist = \"normal\"\nmean = \"if(sex == female, 65, 80)\"\nsd = 10",
+            "dist = \"uniform\"\nlo = 50\nhi = 50",
+            10,
+            "hi (50) must be above lo (50)",
+        ),
         ("male = 0.5, female = 0.5", "male = 0.5, female = 0.6", 5, "sum to 1.1"),
         ("name = \"t\"", "name = t\"", 2, ""),
         ("dist = \"normal\"", "dist = \"gaussian\"", 8, "unknown distribution 'gaussian'"),
@@ -590,6 +597,45 @@ hi = 5
     assert!((sd - 3.0 / 12f64.sqrt()).abs() < 0.005, "sd {sd}");
     let at_bounds = x.iter().filter(|v| **v == 2.0 || **v == 5.0).count();
     assert!(at_bounds < 5, "{at_bounds} draws at the bounds");
+}
+
+/// `vpop sample POP` without a file prints the summary; a covariate whose bounds, given by
+/// expressions, leave some subjects no interval is NaN for them, and the summary says how many
+/// and leaves them out of the statistics.
+#[test]
+fn the_sample_summary_counts_subjects_without_a_value() {
+    let dir = std::env::temp_dir().join(format!("vpop-sample-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pop.toml");
+    let text = GOOD.replace(
+        "sd = 10",
+        "sd = 10\nlo = \"if(sex == female, 90, 20)\"\nhi = 85",
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("sample")
+        .arg(&file)
+        .args(["-n", "2000"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let females = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sex=female"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(|f| (f.parse::<f64>().unwrap() * 2000.0).round() as u64)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!((900..1100).contains(&females), "{text}");
+    for column in ["wt", "cl"] {
+        let note = format!("note: {column}: {females} of 2000 subjects are NaN or infinite");
+        assert!(text.contains(&note), "{note}\n{text}");
+    }
+    let wt = text.lines().find(|l| l.starts_with("wt ")).unwrap();
+    let mean: f64 = wt.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // The males' weights alone: normal(80, 10) truncated to [20, 85], whose mean is
+    // 80 − 10·φ(0.5)/(Φ(0.5) − Φ(−6)) = 74.91.
+    assert!((mean - 74.91).abs() < 1.0, "{wt}");
 }
 
 /// `vpop sample -o FILE --summary`: the file holds the subjects the library samples, and the

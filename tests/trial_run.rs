@@ -789,6 +789,13 @@ fn a_run_where_every_subject_fails_counts_every_failure() {
     let trial = Trial::from_text(&dir.join("spec.toml"), spec).unwrap();
     let rep = run_trial(&trial, &opts(&dir.join("out"))).unwrap();
     assert_eq!((rep.arms[0].subjects, rep.arms[0].failed), (20, 20));
+    // Why, by status: as written, and as read back from the parts by a resumed run.
+    assert_eq!(rep.arms[0].failures, [("step_too_small".to_string(), 20)]);
+    let resumed = run_trial(&trial, &opts(&dir.join("out"))).unwrap();
+    assert_eq!(resumed.parts_resumed, 1);
+    assert_eq!(resumed.arms[0].failures, rep.arms[0].failures);
+    let text = vpop::trial::run::format_summary(&resumed, None);
+    assert!(text.contains("20 failed (step_too_small 20;"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

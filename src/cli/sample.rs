@@ -24,7 +24,7 @@ pub struct SampleArgs {
     pub subjects: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Output Parquet file; omit to print only the summary.
+    /// Output Parquet file; without it, the summary is printed (as with --summary).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
     /// Print mean, SD and percentiles of every column beside the file's stated targets.
@@ -152,7 +152,8 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     };
     let mut chunk = SampledChunk::default();
     let mut first = 0;
-    while first < args.subjects {
+    // Without a file, the summary samples the subjects itself.
+    while writer.is_some() && first < args.subjects {
         let n = (args.subjects - first).min(CHUNK) as usize;
         pop.sample_occasions(args.seed, first, n, occasions, &mut chunk);
         if let Some((_, w)) = writer.as_mut() {
@@ -191,7 +192,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    if args.summary {
+    if args.summary || args.output.is_none() {
         print_summary(&pop, args)?;
     }
     Ok(())
@@ -269,6 +270,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
         "{:<12} {:>11} {:>11} {:>11} {:>11} {:>11}   target",
         "column", "mean", "sd", "p5", "median", "p95"
     );
+    let mut not_finite = Vec::new();
     for (k, name) in names.iter().enumerate() {
         if let Some(labels) = labels[k] {
             let total: u64 = counts[k].iter().sum();
@@ -291,7 +293,14 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             continue;
         }
         let (s, s2, n) = moments[k];
-        let mean = s / n.max(1) as f64;
+        if n < args.subjects {
+            not_finite.push(format!(
+                "{name}: {} of {} subjects are NaN or infinite (left out of its statistics)",
+                args.subjects - n,
+                args.subjects
+            ));
+        }
+        let mean = if n == 0 { f64::NAN } else { s / n as f64 };
         let sd = ((s2 / n.max(1) as f64 - mean * mean) * n as f64 / (n.max(2) - 1) as f64)
             .max(0.0)
             .sqrt();
@@ -336,6 +345,9 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             "{:<12} {:>11.4} {:>11.4} {:>11.4} {:>11.4} {:>11.4}   {target}",
             name, mean, sd, q[0], q[1], q[2]
         );
+    }
+    for line in &not_finite {
+        println!("note: {line}");
     }
     let _ = std::io::Write::flush(&mut std::io::stdout()).context("stdout");
     Ok(())

@@ -1223,6 +1223,16 @@ impl Builder<'_> {
                     None
                 }
             };
+            if let (Some(l), Some(h)) = (&c.lo, &c.hi) {
+                if let (Value::Num(a), Value::Num(b)) = (l.get_ref(), h.get_ref()) {
+                    if !(a < b) {
+                        self.errors.push(src.error(
+                            sp(h),
+                            format!("covariate '{name}': hi ({b}) must be above lo ({a})"),
+                        ));
+                    }
+                }
+            }
             let (lo, hi) = (opt(&mut self, &c.lo), opt(&mut self, &c.hi));
             let is_uniform = matches!(draw, Some(Draw::Uniform { .. }));
             if let Some(draw) = draw {

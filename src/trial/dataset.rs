@@ -390,6 +390,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
     let done_parts: std::collections::HashSet<u64> = done.iter().map(|p| p.part).collect();
     let stop_after = opts.stop_after_parts.unwrap_or(u64::MAX);
     let (mut written, mut failed, mut ran) = (0u64, 0u64, 0u64);
+    let mut failures = std::collections::BTreeMap::new();
     let (mut integrate, mut sampling, mut encoding) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut complete = true;
@@ -413,11 +414,10 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
             .write_part(c, first, n as u64, &[batch])
             .map_err(|e| e.to_string())?;
         encoding += t1.elapsed();
-        failed += sim
-            .outcomes
-            .iter()
-            .filter(|o| o.status != Status::Ok)
-            .count() as u64;
+        for o in sim.outcomes.iter().filter(|o| o.status != Status::Ok) {
+            failed += 1;
+            *failures.entry(o.status.name().to_string()).or_insert(0u64) += 1;
+        }
         ran += n as u64;
         written += 1;
     }
@@ -442,6 +442,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
             name: trial.arms[0].plan.name.clone(),
             subjects: ran,
             failed,
+            failures: failures.into_iter().collect(),
             metrics: Vec::new(),
             target_attainment: None,
         }],

@@ -55,6 +55,8 @@ pub struct ArmSummary {
     pub name: String,
     pub subjects: u64,
     pub failed: u64,
+    /// The failed subjects by status (`non_finite`, `max_steps`, …), in label order.
+    pub failures: Vec<(String, u64)>,
     pub metrics: Vec<MetricSummary>,
     /// Probability of target attainment among successful subjects.
     pub target_attainment: Option<f64>,
@@ -839,10 +841,22 @@ pub fn format_summary(report: &RunReport, target: Option<&super::resolve::Target
     use std::fmt::Write;
     let mut s = String::new();
     for arm in &report.arms {
+        let why: Vec<String> = arm
+            .failures
+            .iter()
+            .map(|(l, n)| format!("{l} {n}"))
+            .collect();
         let _ = writeln!(
             s,
-            "\narm {} — {} subjects, {} failed",
-            arm.name, arm.subjects, arm.failed
+            "\narm {} — {} subjects, {} failed{}",
+            arm.name,
+            arm.subjects,
+            arm.failed,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}; each subject's in the status column)", why.join(", "))
+            }
         );
         let _ = writeln!(
             s,

@@ -27,6 +27,8 @@ const PROBS: [f64; 3] = [0.5, 0.05, 0.95];
 struct ArmTally {
     subjects: u64,
     failed: u64,
+    /// Failed subjects by status label.
+    failures: std::collections::BTreeMap<String, u64>,
     /// Successful subjects whose target metric is defined, and those in the target range.
     target_n: u64,
     target_hit: u64,
@@ -93,12 +95,18 @@ impl Tally {
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or("status labels")?;
-        let ok: Vec<bool> = (0..labels.len()).map(|i| labels.value(i) == "ok").collect();
-        t.failed += col
-            .keys()
-            .iter()
-            .filter(|k| k.is_some_and(|k| !ok.get(k as usize).copied().unwrap_or(false)))
-            .count() as u64;
+        let mut by_key = vec![0u64; labels.len()];
+        for k in col.keys().iter().flatten() {
+            if let Some(c) = by_key.get_mut(k as usize) {
+                *c += 1;
+            }
+        }
+        for (i, n) in by_key.into_iter().enumerate() {
+            if n > 0 && labels.value(i) != "ok" {
+                t.failed += n;
+                *t.failures.entry(labels.value(i).to_string()).or_default() += n;
+            }
+        }
         Ok(())
     }
 
@@ -179,6 +187,9 @@ impl Tally {
         for (a, b) in self.arms.iter_mut().zip(&other.arms) {
             a.subjects += b.subjects;
             a.failed += b.failed;
+            for (label, n) in &b.failures {
+                *a.failures.entry(label.clone()).or_default() += n;
+            }
             a.target_n += b.target_n;
             a.target_hit += b.target_hit;
             for (x, y) in a.metrics.iter_mut().zip(&b.metrics) {
@@ -248,6 +259,7 @@ pub fn summarize(
             name: arm.plan.name.clone(),
             subjects: t.subjects,
             failed: t.failed,
+            failures: t.failures.iter().map(|(l, n)| (l.clone(), *n)).collect(),
             metrics,
             target_attainment: trial.target.as_ref().map(|_| {
                 if t.target_n == 0 {
