@@ -1225,7 +1225,7 @@ impl Builder<'_> {
             };
             if let (Some(l), Some(h)) = (&c.lo, &c.hi) {
                 if let (Value::Num(a), Value::Num(b)) = (l.get_ref(), h.get_ref()) {
-                    if !(a < b) {
+                    if a.partial_cmp(b) != Some(std::cmp::Ordering::Less) {
                         self.errors.push(src.error(
                             sp(h),
                             format!("covariate '{name}': hi ({b}) must be above lo ({a})"),
