@@ -558,6 +558,31 @@ fn check_takes_every_kind_of_file() {
     }
 }
 
+/// Counts on the command line are at least 1: a run of no subjects, or chunks of none, is
+/// refused before anything is sampled or written.
+#[test]
+fn zero_counts_on_the_command_line_are_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = root.join("examples/quickstart.toml");
+    let spec = spec.to_str().unwrap();
+    for args in [
+        vec!["run", spec, "--subjects", "0"],
+        vec!["run", spec, "--chunk-size", "0"],
+        vec!["sample", "adult_healthy", "-n", "0"],
+        vec!["bench", spec, "--cpu-subjects", "0"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("must be at least 1"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// A metric is of every output, or of the one output named before a colon
 /// (examples/pkpd_emax.toml: `effect:time_above(50)`, and no cp_time_above_50).
 #[test]

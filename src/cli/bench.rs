@@ -26,10 +26,10 @@ pub struct BenchArgs {
     /// The trial spec (TOML).
     pub spec: PathBuf,
     /// Subjects per arm on each GPU backend.
-    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    #[arg(short = 'n', long, default_value_t = 1_000_000, value_parser = super::at_least_one::<u64>)]
     pub subjects: u64,
     /// Subjects per arm on the CPU reference, and in the accuracy comparison.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = super::at_least_one::<u64>)]
     pub cpu_subjects: u64,
     /// Backends to run, comma-separated: cpu, wgpu, wgpu-f64, cuda-f32, cuda-f64; also
     /// cuda-emulated-f32 and cuda-emulated-f64 (the CUDA kernels run on the CPU, to see their
@@ -43,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1e-10)]
     pub reference_rtol: f64,
     /// Subjects per backend call.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 20, value_parser = super::at_least_one::<usize>)]
     pub chunk_size: usize,
     /// Also write the results as JSON.
     #[arg(long)]

@@ -53,3 +53,16 @@ pub fn load_population(name_or_path: &Path) -> anyhow::Result<crate::population:
         known.join(", ")
     )
 }
+
+/// A count of at least 1, for clap (`--subjects`, `--chunk-size`).
+pub(crate) fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    match s.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}

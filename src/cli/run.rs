@@ -25,7 +25,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub shard: Option<String>,
     /// Subjects per arm (overrides the spec).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<u64>)]
     pub subjects: Option<u64>,
     /// Output directory (overrides the spec).
     #[arg(long)]
@@ -34,7 +34,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub backend: Option<String>,
     /// Subjects per chunk (memory is bounded by a few chunks).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub chunk_size: Option<usize>,
     /// Replace the output of a different earlier run in the output directory.
     #[arg(long)]

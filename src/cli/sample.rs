@@ -20,7 +20,7 @@ pub struct SampleArgs {
     /// name (`vpop populations` lists them).
     pub population: PathBuf,
     /// Number of subjects.
-    #[arg(short = 'n', long, default_value_t = 1000)]
+    #[arg(short = 'n', long, default_value_t = 1000, value_parser = super::at_least_one::<u64>)]
     pub subjects: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
