@@ -155,26 +155,49 @@ fn atan_r(x: f32) -> f32 {
     return select(r, -r, x < 0.0);
 }
 
-// erf and erfc: Cephes ndtrf.c. erf(x) = x·T(x²) for |x| < 1 (Cephes's T of degree 6),
-// erfc = 1 − erf there; for |x| ≥ 1, erfc|x| = e^(−x²)·P(1/x²)/|x| below 2 and
+// erf and erfc: Cephes ndtrf.c. erf(x) = x + x·U(x²) for |x| < 1 (Cephes's T of degree 6,
+// U = T − 1), erfc = 1 − erf below 1/4 and, as fdlibm's s_erf.c takes it without 1 − erf's
+// cancellation, 0.5 − ((x − 0.5) + x·U) up to 0.84375 and (1 − erx) − P(x − 1)/Q(x − 1) up
+// to 1 (fdlibm's pa/qa and erx); for |x| ≥ 1, erfc|x| = e^(−x²)·P(1/x²)/|x| below 2 and
 // e^(−x²)·R(1/x²)/|x| beyond (Cephes's P of degree 8 and R of degree 7), then erf = 1 − erfc
 // and erfc(−x) = 2 − erfc(x). Unlike Cephes, e^(−x²) comes from x² as an exact sum (the
 // square of x's leading 12 bits, exact in f32, and the rest) through exp_ext: the rounding of
 // x², half an ulp of it, would cost up to 32 ulps of the result at x = 9. erfc underflows to
-// 0 beyond 10.05 (0 from 10.1), erf is ±1 beyond 4. erf within 1.5 f32 ulps of the f64 erf;
-// erfc within 6.1 where its result is a normal f32, the worst just below 1 (1 − erf cancels:
-// erfc is 0.16 there), 2.1 beyond 4 (measured by f32_tanh_atan_erf_are_accurate_on_an_adapter).
-// NaN stays NaN, ±0 stay ±0.
-fn erf_small32(x: f32) -> f32 {
-    let z = x * x;
+// 0 beyond 10.05 (0 from 10.1), erf is ±1 beyond 4. erf within 0.64 f32 ulps of the f64 erf;
+// erfc within 2.3 where its result is a normal f32 (1.1 below 1, where 1 − erf alone lost up
+// to 6.1), 2.1 beyond 4 (measured by f32_tanh_atan_erf_are_accurate_on_an_adapter). NaN stays
+// NaN, ±0 stay ±0.
+// (erf(x) − x)/x for |x| < 1, of z = x² (Cephes's polynomial less its constant term's 1).
+fn erf_small32(z: f32) -> f32 {
     var t = 7.853861353153693e-5;
     t = t * z - 8.010193625184903e-4;
     t = t * z + 5.188327685732524e-3;
     t = t * z - 2.685381193529856e-2;
     t = t * z + 1.128358514861418e-1;
     t = t * z - 3.761262582423300e-1;
-    t = t * z + 1.128379165726710;
-    return x * t;
+    t = t * z + 1.283791657267100e-1;
+    return t;
+}
+
+// erf(1 + s) − erx for |1 + s| in [0.84375, 1]: fdlibm's s_erf.c pa/qa (the values of the f64
+// kernels, rounded to f32) and its erx.
+const F32_ERX: f32 = 8.45062911510467529297e-01;
+fn erf_one32(s: f32) -> f32 {
+    var p = -2.16637559486879084300e-03;
+    p = p * s + 3.54783043256182359371e-02;
+    p = p * s - 1.10894694282396677476e-01;
+    p = p * s + 3.18346619901161753674e-01;
+    p = p * s - 3.72207876035701323847e-01;
+    p = p * s + 4.14856118683748331666e-01;
+    p = p * s - 2.36211856075265944077e-03;
+    var q = 1.19844998467991074170e-02;
+    q = q * s + 1.36370839120290507362e-02;
+    q = q * s + 1.26171219808761642112e-01;
+    q = q * s + 7.18286544141962662868e-02;
+    q = q * s + 5.40397917702171048937e-01;
+    q = q * s + 1.06420880400844228286e-01;
+    q = q * s + 1.0;
+    return p / q;
 }
 
 // erfc(x) for 1 ≤ x < 10.1.
@@ -210,7 +233,7 @@ fn erfc_large32(x: f32) -> f32 {
 fn erf_r(x: f32) -> f32 {
     if (is_nan(x)) { return x; }
     let a = abs(x);
-    if (a < 1.0) { return erf_small32(x); }
+    if (a < 1.0) { return x + x * erf_small32(x * x); }
     var r = 1.0;
     if (a < 4.0) { r = 1.0 - erfc_large32(a); }
     return select(r, -r, x < 0.0);
@@ -219,7 +242,13 @@ fn erf_r(x: f32) -> f32 {
 fn erfc_r(x: f32) -> f32 {
     if (is_nan(x)) { return x; }
     let a = abs(x);
-    if (a < 1.0) { return 1.0 - erf_small32(x); }
+    // 1 − erf without its cancellation above 1/4, as fdlibm: 0.5 − ((x − 0.5) + x·u) below
+    // 0.84375, (1 − erx) − P/Q (both exact differences) up to 1.
+    if (a < 1.0) {
+        if (x < 0.25) { return 1.0 - (x + x * erf_small32(x * x)); }
+        if (x < 0.84375) { return 0.5 - ((x - 0.5) + x * erf_small32(x * x)); }
+        return (1.0 - F32_ERX) - erf_one32(x - 1.0);
+    }
     var r = 0.0;
     if (a < 10.1) { r = erfc_large32(a); }
     return select(r, 2.0 - r, x < 0.0);
