@@ -399,6 +399,18 @@ fn bad_specs_are_located_errors() {
         ("subjects = 2500", "subjects = -3", 4, ""),
         ("rtol = 1e-5", "rtol = 0", 24, "rtol must be in (0, 1)"),
         (
+            "dir = \"unused\"",
+            "dir = \"\"",
+            29,
+            "dir must name the output directory",
+        ),
+        (
+            "above = 0.5 }",
+            "above = 0.5, below = 0.1 }",
+            33,
+            "a target range needs above < below",
+        ),
+        (
             "atol = 1e-7",
             "atol = -1e-7",
             25,

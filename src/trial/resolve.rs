@@ -440,6 +440,13 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
     }
 
+    if spec.output.dir.get_ref().trim().is_empty() {
+        errors.push(src.error(
+            span_of(&spec.output.dir),
+            "dir must name the output directory (\".\" for the current one)",
+        ));
+    }
+
     // Profiles.
     let mut sample_times = Vec::new();
     let mut profile_f16 = false;
@@ -694,6 +701,13 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 errors.push(src.error(span_of(t), "a target needs `above = …` and/or `below = …`"));
                 None
             }
+            (Some(_), Some(lo), Some(hi)) if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) => {
+                errors.push(src.error(
+                    span_of(t),
+                    format!("a target range needs above < below (got above = {lo}, below = {hi}): no value is in it"),
+                ));
+                None
+            }
             (Some(i), above, below) => Some(Target {
                 metric: i,
                 column: tg.metric.clone(),
@@ -750,7 +764,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         backend,
         precision,
         chunk_size: spec.simulation.chunk_size.as_ref().map(|c| *c.get_ref()),
-        output_dir: resolve_output_dir(path, &spec.output.dir),
+        output_dir: resolve_output_dir(path, spec.output.dir.get_ref()),
         write_parameters: spec.output.parameters,
         write_covariates: spec.output.covariates,
         profile_f16,

@@ -173,7 +173,7 @@ fn default_backend() -> Spanned<String> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSection {
-    pub dir: String,
+    pub dir: Spanned<String>,
     #[serde(default)]
     pub metrics: Vec<Spanned<String>>,
     /// Which model outputs the metrics apply to (default: all).
