@@ -568,6 +568,21 @@ fn check_takes_every_kind_of_file() {
     ] {
         assert!(text.contains(line), "{text}");
     }
+    std::fs::write(
+        &simulate,
+        "model = \"two_cmt_oral\"\nend = 24\ndoses = [{ amount = 1, into = \"gut\" }]\n\
+         metrics = [\"auc\", \"conc:cmax\"]\ntimes = \"0:24:-1\"\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&simulate);
+    assert!(!ok, "{text}");
+    for line in [
+        "one_subject.toml:3:10: dose into 'gut', which is not a state",
+        "one_subject.toml:4:19: metric 'conc:cmax': the model has no output 'conc'",
+        "one_subject.toml:5:9: times '0:24:-1'",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
 }
 
 /// Counts on the command line are at least 1: a run of no subjects, or chunks of none, is

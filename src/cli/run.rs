@@ -132,10 +132,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
             let file = path.display().to_string();
             let (sim, _) = super::simulate::args_from_file(&file)?;
             let model = super::load_model(&sim.model)?;
-            println!(
-                "{file}: ok (a one-subject simulation: vpop simulate {file}; its doses and \
-                 metrics are checked when it runs)"
-            );
+            println!("{file}: ok (a one-subject simulation: vpop simulate {file})");
             println!("  model       {}", model.name);
             println!(
                 "  solver      {} rtol {:e} atol {:e}, end {}",

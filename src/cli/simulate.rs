@@ -138,7 +138,7 @@ struct SimulationFile {
     #[serde(default)]
     params: Option<Spanned<std::collections::BTreeMap<String, f64>>>,
     #[serde(default)]
-    doses: Vec<crate::trial::spec::DoseSpec>,
+    doses: Vec<Spanned<crate::trial::spec::DoseSpec>>,
     end: Spanned<f64>,
     #[serde(default)]
     method: Option<Spanned<String>>,
@@ -149,14 +149,14 @@ struct SimulationFile {
     #[serde(default)]
     dt: Option<Spanned<f64>>,
     #[serde(default)]
-    metrics: Option<Vec<String>>,
+    metrics: Option<Vec<Spanned<String>>>,
     #[serde(default)]
-    times: Option<String>,
+    times: Option<Spanned<String>>,
 }
 
-/// Reads a simulation file into the equivalent command-line arguments. The model, its
-/// parameters, the method and the numbers are checked here, so that an error names its place
-/// in the file.
+/// Reads a simulation file into the equivalent command-line arguments. Everything is checked
+/// here (the model, its parameters, the doses, the metrics, the sampling times, the method and
+/// the numbers), so that an error names its place in the file.
 pub(crate) fn args_from_file(
     path: &str,
 ) -> anyhow::Result<(SimulateArgs, Vec<crate::trial::spec::DoseSpec>)> {
@@ -191,8 +191,31 @@ pub(crate) fn args_from_file(
                     ));
                 }
             }
+            for d in &f.doses {
+                if let Err(e) = dose_line(&m, d.get_ref()) {
+                    errors.push(src.error(span_of(d), e));
+                }
+            }
+            let all: Vec<usize> = (0..m.outputs.len()).collect();
+            for name in f.metrics.iter().flatten() {
+                // (The parser's messages name the metric.)
+                let checked = MetricRequest::parse(name.get_ref())
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|r| {
+                        r.outputs(&m, &all)
+                            .map_err(|e| format!("metric '{}': {e}", name.get_ref()))
+                    });
+                if let Err(e) = checked {
+                    errors.push(src.error(span_of(name), e));
+                }
+            }
         }
         Err(e) => errors.push(src.error(span_of(&f.model), format!("{e:#}"))),
+    }
+    if let Some(t) = &f.times {
+        if let Err(e) = parse_times(t.get_ref()) {
+            errors.push(src.error(span_of(t), format!("{e:#}")));
+        }
     }
     if !(f.end.get_ref().is_finite() && *f.end.get_ref() > 0.0) {
         errors.push(src.error(span_of(&f.end), "end must be a positive number (hours)"));
@@ -245,14 +268,17 @@ pub(crate) fn args_from_file(
         dt: f.dt.map(|d| *d.get_ref()),
         metrics: f
             .metrics
-            .map(|m| vec![m.join(",")])
+            .map(|m| {
+                let names: Vec<&str> = m.iter().map(|n| n.get_ref().as_str()).collect();
+                vec![names.join(",")]
+            })
             .unwrap_or_else(|| vec!["auc,cmax,tmax,cmin_last_interval,ctrough".into()]),
-        times: f.times,
+        times: f.times.map(|t| t.into_inner()),
         data: None,
         id: None,
         out: None,
     };
-    Ok((d, f.doses))
+    Ok((d, f.doses.into_iter().map(|d| d.into_inner()).collect()))
 }
 
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
