@@ -20,12 +20,12 @@ enum Command {
     /// PNG charts of a run's output: metric distributions by arm, profile percentile bands.
     #[command(after_help = cli::report::EXAMPLES)]
     Report(cli::report::ReportArgs),
-    /// Check a trial spec without running it.
+    /// Check a trial spec (or a population, sensitivity or simulate file) without running it.
     Check(cli::run::CheckArgs),
-    /// Sample a population's covariates and parameters to Parquet.
+    /// Sample a population's covariates and parameters: to Parquet, or summarised.
     #[command(after_help = cli::sample::EXAMPLES)]
     Sample(cli::sample::SampleArgs),
-    /// List the GPU adapters (wgpu) with their f64/f16 support.
+    /// List the GPUs: CUDA devices, and wgpu adapters with their f64/f16 support.
     Devices(cli::devices::DevicesArgs),
     /// List the built-in models, or print one model's source.
     #[command(after_help = "Examples:\n  vpop models\n  vpop models two_cmt_oral")]
