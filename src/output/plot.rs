@@ -61,14 +61,44 @@ fn chart_builder<'a, 'b>(
     builder
 }
 
-/// The series legend in a white box.
+/// The series legend in a white box (plotters' default place: the middle of the right side).
 fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<(), String> {
+    legend_at(chart, SeriesLabelPosition::MiddleRight)
+}
+
+fn legend_at<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
+        .position(position)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(|e| e.to_string())
+}
+
+/// Where a histogram's legend covers least: the upper corner over the third of the bins with
+/// the lower peak, and the height of the plot that keeps that peak below the legend (which
+/// takes about the top quarter).
+fn legend_corner(dens: &[Vec<f64>], bins: usize, top: f64) -> (SeriesLabelPosition, f64) {
+    let third = (bins / 3).max(1);
+    let peak = |range: std::ops::Range<usize>| {
+        dens.iter()
+            .flat_map(|h| h[range.clone()].iter())
+            .fold(0.0f64, |a, b| a.max(*b))
+    };
+    let (left, right) = (
+        peak(0..third.min(bins)),
+        peak(bins.saturating_sub(third)..bins),
+    );
+    let (corner, peak) = if left < right {
+        (SeriesLabelPosition::UpperLeft, left)
+    } else {
+        (SeriesLabelPosition::UpperRight, right)
+    };
+    (corner, top.max(peak / 0.72))
 }
 
 /// One group of bars: a title and, per category, bars (label, value, half-width or NaN).
@@ -254,6 +284,7 @@ pub fn hist_panels(path: &Path, panels: &[HistPanel], bins: usize) -> Result<(),
             .fold(0.0f64, |a, b| a.max(*b))
             .max(1e-300)
             * 1.1;
+        let (corner, top) = legend_corner(&dens, bins, top);
         let mut builder = chart_builder(area, &panel.title, text);
         let mut chart = builder
             .build_cartesian_2d(lo..hi, 0.0..top)
@@ -287,7 +318,7 @@ pub fn hist_panels(path: &Path, panels: &[HistPanel], bins: usize) -> Result<(),
             }
         }
         if text {
-            legend(&mut chart).map_err(|e| err(&e))?;
+            legend_at(&mut chart, corner).map_err(|e| err(&e))?;
         }
         Ok(())
     })
@@ -369,4 +400,28 @@ pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A histogram's legend goes to the upper corner over the lower third, and the plot is
+    /// made tall enough that the peak under it stays below the legend.
+    #[test]
+    fn the_legend_goes_where_the_bars_are_low() {
+        let left_heavy = vec![vec![5.0, 4.0, 3.0, 1.0, 0.5, 0.2], vec![1.0; 6]];
+        let (corner, top) = legend_corner(&left_heavy, 6, 5.5);
+        assert!(matches!(corner, SeriesLabelPosition::UpperRight));
+        assert_eq!(top, 5.5);
+        let right_heavy = vec![vec![0.1, 0.2, 1.0, 2.0, 4.0, 5.0]];
+        let (corner, _) = legend_corner(&right_heavy, 6, 5.5);
+        assert!(matches!(corner, SeriesLabelPosition::UpperLeft));
+        // Both thirds as high as the whole: the plot grows so that the peak stays below the
+        // legend's quarter.
+        let flat = vec![vec![5.0; 6]];
+        let (corner, top) = legend_corner(&flat, 6, 5.5);
+        assert!(matches!(corner, SeriesLabelPosition::UpperRight));
+        assert!((top - 5.0 / 0.72).abs() < 1e-12, "{top}");
+    }
 }
