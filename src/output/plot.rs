@@ -341,6 +341,15 @@ pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
             .fold(0.0f64, f64::max)
             .max(1e-300)
             * 1.05;
+        // Room above the bands for the legend (about 20 pixels a row) at the upper right.
+        let rows = panel.groups.len() + usize::from(panel.points.is_some());
+        let plot_px = (area.dim_in_pixel().1 as f64 - 70.0).max(60.0);
+        let legend_share = ((rows as f64 * 20.0 + 16.0) / plot_px).min(0.5);
+        let top = if text {
+            top / (1.0 - legend_share)
+        } else {
+            top
+        };
         let mut builder = chart_builder(area, &panel.title, text);
         let mut chart = builder
             .build_cartesian_2d(x0..x1.max(x0 + 1e-9), 0.0..top)
@@ -396,7 +405,7 @@ pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
             }
         }
         if text {
-            legend(&mut chart).map_err(|e| err(&e))?;
+            legend_at(&mut chart, SeriesLabelPosition::UpperRight).map_err(|e| err(&e))?;
         }
         Ok(())
     })
