@@ -610,6 +610,17 @@ fn zero_counts_on_the_command_line_are_refused() {
     }
 }
 
+/// An output path that is a file, not a directory, is refused with a message that says so.
+#[test]
+fn an_output_path_that_is_a_file_is_refused() {
+    let file = tmp("a-file");
+    std::fs::write(&file, "keep me").unwrap();
+    let err = run_trial(&trial(), &opts(&file)).unwrap_err().to_string();
+    assert!(err.contains("is a file, not a directory"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    let _ = std::fs::remove_file(&file);
+}
+
 /// A metric is of every output, or of the one output named before a colon
 /// (examples/pkpd_emax.toml: `effect:time_above(50)`, and no cp_time_above_50).
 #[test]

@@ -155,6 +155,12 @@ impl DatasetWriter {
                 cause,
             }
         };
+        if dir.exists() && !dir.is_dir() {
+            return Err(OutputError::Invalid(format!(
+                "{} is a file, not a directory: choose an output directory",
+                dir.display()
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let manifest_path = dir.join(manifest_name(&identity.shard));
         // Temporary files of a killed run are garbage.
