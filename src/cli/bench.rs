@@ -77,14 +77,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(!targets.is_empty(), "--backends names no backend");
+    use crate::solver::check;
     if let Some(r) = args.rtol {
-        anyhow::ensure!(r > 0.0 && r < 1.0, "--rtol must be in (0, 1), got {r}");
+        check::rtol(r).map_err(|e| anyhow::anyhow!("--{e}, got {r}"))?;
     }
-    anyhow::ensure!(
-        args.reference_rtol > 0.0 && args.reference_rtol < 1.0,
-        "--reference-rtol must be in (0, 1), got {}",
-        args.reference_rtol
-    );
+    let r = args.reference_rtol;
+    check::rtol(r).map_err(|e| anyhow::anyhow!("--reference-{e}, got {r}"))?;
     let cuda_variants = match &args.cuda_variants {
         Some(v) => v
             .split(';')

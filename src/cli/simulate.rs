@@ -8,7 +8,7 @@ use crate::backend::ArmPlan;
 use crate::dosing::{Regimen, StateDosing};
 use crate::metrics::{MetricRequest, MetricSpec};
 use crate::model::CompiledModel;
-use crate::solver::{Integrator, Method, SolverOptions, Status};
+use crate::solver::{check, Integrator, Method, SolverOptions, Status};
 use crate::trial::{dose_line, spec::parse_dose_arg};
 
 pub const EXAMPLES: &str = "Examples:
@@ -220,32 +220,21 @@ pub(crate) fn args_from_file(
     if !(f.end.get_ref().is_finite() && *f.end.get_ref() > 0.0) {
         errors.push(src.error(span_of(&f.end), "end must be a positive number (hours)"));
     }
-    if let Some(m) = f
-        .method
-        .as_ref()
-        .filter(|m| Method::from_name(m.get_ref()).is_none())
-    {
-        errors.push(src.error(
-            span_of(m),
-            format!(
-                "unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)",
-                m.get_ref()
-            ),
-        ));
+    if let Some(m) = &f.method {
+        if let Err(e) = Method::parse(m.get_ref()) {
+            errors.push(src.error(span_of(m), e));
+        }
     }
-    if let Some(r) = f
-        .rtol
-        .as_ref()
-        .filter(|r| !(*r.get_ref() > 0.0 && *r.get_ref() < 1.0))
-    {
-        errors.push(src.error(span_of(r), "rtol must be in (0, 1)"));
-    }
-    let positive = |v: &Spanned<f64>| *v.get_ref() > 0.0 && v.get_ref().is_finite();
-    if let Some(a) = f.atol.as_ref().filter(|a| !positive(a)) {
-        errors.push(src.error(span_of(a), "atol must be a positive number"));
-    }
-    if let Some(d) = f.dt.as_ref().filter(|d| !positive(d)) {
-        errors.push(src.error(span_of(d), "dt must be a positive number (hours)"));
+    for (v, rule) in [
+        (&f.rtol, check::rtol as fn(f64) -> Result<(), &'static str>),
+        (&f.atol, check::atol),
+        (&f.dt, check::dt),
+    ] {
+        if let Some(v) = v {
+            if let Err(e) = rule(*v.get_ref()) {
+                errors.push(src.error(span_of(v), e));
+            }
+        }
     }
     if !errors.is_empty() {
         errors.sort_by_key(|e| (e.line, e.col));
@@ -315,23 +304,15 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
             .parse()
             .with_context(|| format!("--param '{kv}': '{}' is not a number", v.trim()))?;
     }
-    let method = Method::from_name(&args.method).with_context(|| {
-        format!(
-            "unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)",
-            args.method
-        )
-    })?;
+    let method = Method::parse(&args.method).map_err(anyhow::Error::msg)?;
     if method == Method::Rk4 && args.dt.is_none() {
         bail!("rk4 is a fixed-step method: give --dt");
     }
-    if !(args.rtol > 0.0 && args.rtol < 1.0) {
-        bail!("--rtol must be in (0, 1), got {}", args.rtol);
-    }
-    if !(args.atol > 0.0 && args.atol.is_finite()) {
-        bail!("--atol must be a positive number, got {}", args.atol);
-    }
-    if let Some(dt) = args.dt.filter(|d| !(*d > 0.0 && d.is_finite())) {
-        bail!("--dt must be a positive number (hours), got {dt}");
+    let flag = |e: &str, x: f64| anyhow::anyhow!("--{e}, got {x}");
+    check::rtol(args.rtol).map_err(|e| flag(e, args.rtol))?;
+    check::atol(args.atol).map_err(|e| flag(e, args.atol))?;
+    if let Some(dt) = args.dt {
+        check::dt(dt).map_err(|e| flag(e, dt))?;
     }
     let solver = SolverOptions {
         method,

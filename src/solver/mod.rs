@@ -58,6 +58,13 @@ impl Method {
             .into_iter()
             .find(|m| m.name().eq_ignore_ascii_case(s))
     }
+    /// [`Method::from_name`], or the message every input format gives for an unknown name.
+    pub fn parse(s: &str) -> Result<Method, String> {
+        Method::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown method '{s}' ({})", names.join(", "))
+        })
+    }
     pub fn is_adaptive(self) -> bool {
         !matches!(self, Method::Rk4)
     }
@@ -100,6 +107,35 @@ impl Status {
             3 => Status::NonFinite,
             _ => return None,
         })
+    }
+}
+
+/// The rules for the settings a user gives (trial specs, `vpop simulate` files and flags,
+/// `vpop bench`): each names what is wrong, and the caller says where.
+pub mod check {
+    /// A relative tolerance in (0, 1).
+    pub fn rtol(x: f64) -> Result<(), &'static str> {
+        if x > 0.0 && x < 1.0 {
+            Ok(())
+        } else {
+            Err("rtol must be in (0, 1)")
+        }
+    }
+    /// A positive, finite absolute tolerance.
+    pub fn atol(x: f64) -> Result<(), &'static str> {
+        if x > 0.0 && x.is_finite() {
+            Ok(())
+        } else {
+            Err("atol must be a positive number")
+        }
+    }
+    /// A positive, finite step (hours).
+    pub fn dt(x: f64) -> Result<(), &'static str> {
+        if x > 0.0 && x.is_finite() {
+            Ok(())
+        } else {
+            Err("dt must be a positive number (hours)")
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use crate::dosing::Regimen;
 use crate::metrics::{MetricRequest, MetricSpec};
 use crate::model::{library, CompiledModel, Model};
 use crate::population::{library as population_library, Population};
-use crate::solver::{Method, SolverOptions};
+use crate::solver::{check, Method, SolverOptions};
 
 use super::dose_line;
 use super::spec::{parse_spec, span_of, TrialSpecFile};
@@ -329,29 +329,24 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             1.0
         }
     };
-    let method = Method::from_name(spec.simulation.method.get_ref());
-    if method.is_none() {
-        errors.push(src.error(
-            span_of(&spec.simulation.method),
-            format!(
-                "unknown method '{}' (rk4, dopri5, tsit5, rosenbrock23, rodas4)",
-                spec.simulation.method.get_ref()
-            ),
-        ));
-    }
-    let method = method.unwrap_or(Method::Tsit5);
     let sim = &spec.simulation;
+    let method = Method::parse(sim.method.get_ref()).unwrap_or_else(|e| {
+        errors.push(src.error(span_of(&sim.method), e));
+        Method::Tsit5
+    });
     let (rtol, atol) = (*sim.rtol.get_ref(), *sim.atol.get_ref());
-    if !(rtol > 0.0 && rtol < 1.0) {
-        errors.push(src.error(span_of(&sim.rtol), "rtol must be in (0, 1)"));
+    if let Err(e) = check::rtol(rtol) {
+        errors.push(src.error(span_of(&sim.rtol), e));
     }
-    if !(atol > 0.0 && atol.is_finite()) {
-        errors.push(src.error(span_of(&sim.atol), "atol must be a positive number"));
+    if let Err(e) = check::atol(atol) {
+        errors.push(src.error(span_of(&sim.atol), e));
     }
     let dt = sim.dt.as_ref().map(|d| *d.get_ref());
     match &sim.dt {
-        Some(d) if !(*d.get_ref() > 0.0 && d.get_ref().is_finite()) => {
-            errors.push(src.error(span_of(d), "dt must be a positive number (hours)"));
+        Some(d) => {
+            if let Err(e) = check::dt(*d.get_ref()) {
+                errors.push(src.error(span_of(d), e));
+            }
         }
         None if method == Method::Rk4 => {
             errors.push(src.error(
