@@ -389,7 +389,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
     .map_err(|e| e.to_string())?;
     let done_parts: std::collections::HashSet<u64> = done.iter().map(|p| p.part).collect();
     let stop_after = opts.stop_after_parts.unwrap_or(u64::MAX);
-    let (mut written, mut failed, mut ran) = (0u64, 0u64, 0u64);
+    let (mut written, mut ran) = (0u64, 0u64);
     let mut failures = std::collections::BTreeMap::new();
     let (mut integrate, mut sampling, mut encoding) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -415,7 +415,6 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
             .map_err(|e| e.to_string())?;
         encoding += t1.elapsed();
         for o in sim.outcomes.iter().filter(|o| o.status != Status::Ok) {
-            failed += 1;
             *failures.entry(o.status.name().to_string()).or_insert(0u64) += 1;
         }
         ran += n as u64;
@@ -441,7 +440,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         arms: vec![ArmSummary {
             name: trial.arms[0].plan.name.clone(),
             subjects: ran,
-            failed,
+            failed: failures.values().sum(),
             failures: failures.into_iter().collect(),
             metrics: Vec::new(),
             target_attainment: None,

@@ -26,7 +26,6 @@ const PROBS: [f64; 3] = [0.5, 0.05, 0.95];
 #[derive(Debug, Clone, Default)]
 struct ArmTally {
     subjects: u64,
-    failed: u64,
     /// Failed subjects by status label.
     failures: std::collections::BTreeMap<String, u64>,
     /// Successful subjects whose target metric is defined, and those in the target range.
@@ -103,7 +102,6 @@ impl Tally {
         }
         for (i, n) in by_key.into_iter().enumerate() {
             if n > 0 && labels.value(i) != "ok" {
-                t.failed += n;
                 *t.failures.entry(labels.value(i).to_string()).or_default() += n;
             }
         }
@@ -186,7 +184,6 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) {
         for (a, b) in self.arms.iter_mut().zip(&other.arms) {
             a.subjects += b.subjects;
-            a.failed += b.failed;
             for (label, n) in &b.failures {
                 *a.failures.entry(label.clone()).or_default() += n;
             }
@@ -258,7 +255,7 @@ pub fn summarize(
         out.push(ArmSummary {
             name: arm.plan.name.clone(),
             subjects: t.subjects,
-            failed: t.failed,
+            failed: t.failures.values().sum(),
             failures: t.failures.iter().map(|(l, n)| (l.clone(), *n)).collect(),
             metrics,
             target_attainment: trial.target.as_ref().map(|_| {

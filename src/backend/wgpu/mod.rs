@@ -123,16 +123,22 @@ impl ShaderChecks {
     /// The environment variable a run's setting is read from.
     pub const ENV: &'static str = "VPOP_WGPU_CHECKS";
 
-    /// `checked` (or nothing), `unbounded-loops` or `unchecked`.
+    const ALL: [ShaderChecks; 3] = [
+        ShaderChecks::Checked,
+        ShaderChecks::UnboundedLoops,
+        ShaderChecks::Unchecked,
+    ];
+
+    /// A [`ShaderChecks::label`], `default` or nothing (the default).
     pub fn parse(s: &str) -> Result<ShaderChecks, String> {
-        match s.trim() {
-            "" | "checked" | "default" => Ok(ShaderChecks::Checked),
-            "unbounded-loops" => Ok(ShaderChecks::UnboundedLoops),
-            "unchecked" => Ok(ShaderChecks::Unchecked),
-            other => Err(format!(
-                "'{other}': expected checked, unbounded-loops or unchecked"
-            )),
+        let s = s.trim();
+        if s.is_empty() || s == "default" {
+            return Ok(ShaderChecks::Checked);
         }
+        ShaderChecks::ALL
+            .into_iter()
+            .find(|c| c.label() == s)
+            .ok_or_else(|| format!("'{s}': expected checked, unbounded-loops or unchecked"))
     }
 
     /// The setting named by `VPOP_WGPU_CHECKS`, or the default where it is unset.
