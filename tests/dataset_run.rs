@@ -307,7 +307,22 @@ fn bad_dataset_trials_are_located_errors() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("CMT 2 accepted for a one-compartment model"),
     };
-    assert!(e.contains("data.csv:12") && e.contains("CMT 2"), "{e}");
+    // At the CMT field: line 12, column 10.
+    assert!(e.contains("data.csv:12:10: CMT 2"), "{e}");
+    // RATE = -1 without a modelled rate, at the RATE field.
+    std::fs::write(
+        dir.join("data.csv"),
+        "ID,TIME,AMT,RATE,CMT\n1,0,100,2,1\n1,12,100,-1,1\n",
+    )
+    .unwrap();
+    let e = match Trial::from_text(&dir.join("spec.toml"), SPEC) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("RATE -1 accepted without a modelled rate"),
+    };
+    assert!(
+        e.contains("data.csv:3:10: RATE = -1 needs a modelled rate"),
+        "{e}"
+    );
 }
 
 /// The same dataset trial on the WGSL records kernel (SKIPPED without an adapter): in f64 at
@@ -388,4 +403,94 @@ fn bench_runs_a_dataset_trial_on_every_backend() {
         Some(r) => assert_eq!(r.subjects, 120),
         None => println!("SKIPPED: {}", rep.skipped[0].reason),
     }
+}
+
+/// `vpop simulate MODEL --data CSV --out CSV`: a bolus, a zero-order infusion (RATE) and an
+/// EVID 4 reset-and-dose, every record's cp against the closed form of the one-compartment
+/// model with its default parameters (CL 5, V 50); a CMT the model lacks is refused at its
+/// field before anything is printed.
+#[test]
+fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
+    let dir = tmp("simulate-data");
+    let data = dir.join("d.csv");
+    std::fs::write(
+        &data,
+        "ID,TIME,EVID,AMT,RATE,CMT\n1,0,1,100,.,1\n1,1,0,.,.,1\n1,6,0,.,.,1\n\
+         1,12,1,100,20,1\n1,14,0,.,.,1\n1,24,0,.,.,1\n1,30,4,50,.,1\n1,32,0,.,.,1\n",
+    )
+    .unwrap();
+    let pred = dir.join("pred.csv");
+    let vpop = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = vpop(&[
+        "simulate".as_ref(),
+        "one_cmt_iv".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--out".as_ref(),
+        pred.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (cl, v) = (5.0f64, 50.0f64);
+    let k = cl / v;
+    // Amount in central at t: the 100 mg bolus at 0 and the 100 mg infusion at 20 mg/h from 12
+    // (5 h), until the reset at 30; then the 50 mg bolus alone.
+    let amount = |t: f64| -> f64 {
+        if t >= 30.0 {
+            return 50.0 * (-k * (t - 30.0)).exp();
+        }
+        let mut a = 100.0 * (-k * t).exp();
+        if t > 12.0 {
+            let on = (t - 12.0).min(5.0);
+            a += 20.0 / k * (1.0 - (-k * on).exp()) * (-k * (t - 12.0 - on)).exp();
+        }
+        a
+    };
+    let text = std::fs::read_to_string(&pred).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("ID,TIME,EVID,CP"));
+    let mut n = 0;
+    for l in lines {
+        let f: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+        let want = amount(f[1]) / v;
+        assert!(
+            (f[3] - want).abs() <= 1e-6 * want,
+            "t {}: cp {} vs closed form {want}",
+            f[1],
+            f[3]
+        );
+        n += 1;
+    }
+    assert_eq!(n, 8);
+    // A compartment the model lacks: line 5, the CMT field at column 15; nothing on stdout.
+    std::fs::write(
+        &data,
+        "ID,TIME,EVID,AMT,RATE,CMT\n1,0,1,100,.,1\n1,1,0,.,.,1\n1,6,0,.,.,1\n1,12,1,100,20,2\n",
+    )
+    .unwrap();
+    let out = vpop(&[
+        "simulate".as_ref(),
+        "one_cmt_iv".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("d.csv:5:15: CMT 2 but the model has 1 compartment (state)"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

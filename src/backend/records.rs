@@ -90,14 +90,14 @@ impl RecordBinding {
 }
 
 /// Checks a subject's dose records against the model (compartment numbers, modelled rates and
-/// durations declared); returns (line, message) of the first problem.
+/// durations declared); returns (line, column, message) of the first problem.
 pub fn check_subject(
     ir: &Model,
     model: &CompiledModel,
     base: &[f64],
     binding: &RecordBinding,
     subject: &Subject,
-) -> Result<(), (usize, String)> {
+) -> Result<(), (usize, usize, String)> {
     let n = model.n_states();
     let mut params = base.to_vec();
     for r in &subject.records {
@@ -108,7 +108,16 @@ pub fn check_subject(
         if r.cmt as usize > n {
             return Err((
                 r.line,
-                format!("CMT {} but the model has {n} compartments (states)", r.cmt),
+                r.cmt_col,
+                format!(
+                    "CMT {} but the model has {n} {}",
+                    r.cmt,
+                    if n == 1 {
+                        "compartment (state)"
+                    } else {
+                        "compartments (states)"
+                    }
+                ),
             ));
         }
         let d = model.bind(&params).state_dosing()[r.cmt as usize - 1];
@@ -116,6 +125,7 @@ pub fn check_subject(
         if r.rate == -1.0 && d.rate.is_none() {
             return Err((
                 r.line,
+                r.rate_col,
                 format!(
                     "RATE = -1 needs a modelled rate: declare rate({state}) = ... in the model"
                 ),
@@ -124,6 +134,7 @@ pub fn check_subject(
         if r.rate == -2.0 && d.duration.is_none() {
             return Err((
                 r.line,
+                r.rate_col,
                 format!(
                     "RATE = -2 needs a modelled duration: declare dur({state}) = ... in the model"
                 ),

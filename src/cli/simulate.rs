@@ -436,6 +436,11 @@ fn simulate_dataset(
         None => ds.subjects.iter().collect(),
     };
     let binding = RecordBinding::new(model, &ds.covariates);
+    // Every subject's doses against the model before anything is printed.
+    for s in &subjects {
+        check_subject(model, compiled, params, &binding, s)
+            .map_err(|(line, col, m)| anyhow::anyhow!("{}:{line}:{col}: {m}", ds.name))?;
+    }
     let bound = binding.bound(&ds.covariates);
     if !bound.is_empty() {
         eprintln!(
@@ -456,8 +461,6 @@ fn simulate_dataset(
     println!();
     let mut failed = Vec::new();
     for s in subjects {
-        check_subject(model, compiled, params, &binding, s)
-            .map_err(|(line, m)| anyhow::anyhow!("{}:{line}:1: {m}", ds.name))?;
         let out = simulate_records(compiled, params, &binding, s, solver);
         if out.status != Status::Ok {
             failed.push(format!("{} ({})", s.id, out.status.name()));

@@ -43,6 +43,10 @@ pub struct Record {
     pub covariates: Vec<f64>,
     /// 1-based line in the file (for messages).
     pub line: usize,
+    /// 1-based columns of this record's CMT and RATE fields (1 where the column is absent), so
+    /// that errors found against the model point at them.
+    pub cmt_col: usize,
+    pub rate_col: usize,
     /// 0-based position among the dataset's records (for output rows).
     pub row: usize,
 }
@@ -248,6 +252,8 @@ impl Dataset {
                 dv: num(cols.dv, "DV")?,
                 covariates: cov,
                 line: i + 1,
+                cmt_col: src.line_col(at(cols.cmt).start).1,
+                rate_col: src.line_col(at(cols.rate).start).1,
                 row: rows,
             };
             rows += 1;

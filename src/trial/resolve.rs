@@ -799,12 +799,12 @@ fn resolve_data(
     let compiled = CompiledModel::new(model);
     let defaults: Vec<f64> = model.params.iter().map(|p| p.default).collect();
     for s in &dataset.subjects {
-        if let Err((line, msg)) =
+        if let Err((line, col, msg)) =
             crate::backend::records::check_subject(model, &compiled, &defaults, &binding, s)
         {
             errors.push(src.error(
                 span_of(&sec.file),
-                format!("{}:{line}: {msg}", dataset.name),
+                format!("{}:{line}:{col}: {msg}", dataset.name),
             ));
             break;
         }
