@@ -146,6 +146,88 @@ fn host(c: &mut Criterion) {
     group.finish();
 }
 
+/// Profiles (`cp_profile`, 49 times every 2 h) of 65 536 subjects × 2 arms: Arrow + Parquet
+/// (LZ4) encoding with f32 and with f16 items, as vpop writes them, to memory; for f16 also two
+/// other ways to write them.
+fn profiles(c: &mut Criterion) {
+    use vpop::output::Codec;
+    use vpop::trial::encode::{Columns, RowLayout};
+    let n = 65_536;
+    let n_times = 49;
+    let mut group = c.benchmark_group("host_pipeline");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(2 * n as u64));
+    // Oral-absorption curves with subject-to-subject spread: smooth, distinct values.
+    let mut out = ChunkOutput::default();
+    out.reset(n, 1, 1, n_times);
+    for i in 0..n {
+        let u = (i as f64 * 0.618_033_988_75).fract();
+        let (ka, k, scale) = (0.8 + u, 0.05 + 0.1 * u, 1.0 + 3.0 * u);
+        for j in 0..n_times {
+            let t = 2.0 * j as f64;
+            out.profiles[0][i * n_times + j] = scale * ((-k * t).exp() - (-ka * t).exp());
+        }
+    }
+    for f16 in [false, true] {
+        let lay = RowLayout::new(Columns {
+            arms: vec!["a".into(), "b".into()],
+            profile_outputs: vec!["cp".into()],
+            n_times,
+            profile_f16: f16,
+            ..Default::default()
+        });
+        let label = if f16 { "f16" } else { "f32" };
+        let variants: Vec<(&str, parquet::file::properties::WriterProperties)> = {
+            use parquet::basic::Encoding;
+            use parquet::file::properties::EnabledStatistics;
+            use parquet::schema::types::ColumnPath;
+            let base =
+                || vpop::output::writer_properties(&lay.schema, Vec::new(), usize::MAX, Codec::Lz4);
+            let path = ColumnPath::from(vec!["cp_profile".into(), "list".into(), "item".into()]);
+            let mut v = vec![("as written", base())];
+            if f16 {
+                v.push((
+                    "with statistics (as written before 2026-12-02)",
+                    base()
+                        .into_builder()
+                        .set_column_statistics_enabled(path.clone(), EnabledStatistics::Chunk)
+                        .build(),
+                ));
+                v.push((
+                    "byte-stream-split, no dictionary (DuckDB 2.0.1 cannot read it)",
+                    base()
+                        .into_builder()
+                        .set_column_dictionary_enabled(path.clone(), false)
+                        .set_column_encoding(path.clone(), Encoding::BYTE_STREAM_SPLIT)
+                        .build(),
+                ));
+            }
+            v
+        };
+        for (v, props) in &variants {
+            let mut bytes = 0;
+            group.bench_function(format!("profiles {label} {v}"), |b| {
+                b.iter(|| {
+                    let mut w = parquet::arrow::ArrowWriter::try_new(
+                        Vec::new(),
+                        lay.schema.clone(),
+                        Some(props.clone()),
+                    )
+                    .unwrap();
+                    for a in 0..2 {
+                        let batch = lay.encode(a, 0, &[], &[], &out.view_all(), &[]).unwrap();
+                        w.write(&batch).unwrap();
+                        w.flush().unwrap();
+                    }
+                    bytes = w.into_inner().unwrap().len();
+                })
+            });
+            println!("profiles {label} {v}: {bytes} bytes");
+        }
+    }
+    group.finish();
+}
+
 fn backends(c: &mut Criterion) {
     let trial = quickstart();
     let n = 4096;
@@ -289,5 +371,5 @@ fn host_end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, host, backends, host_end_to_end);
+criterion_group!(benches, host, profiles, backends, host_end_to_end);
 criterion_main!(benches);

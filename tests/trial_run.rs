@@ -1199,6 +1199,27 @@ fn parts_are_compressed_as_the_spec_says() {
                 if name == "arm" || name == "status" {
                     assert!(enc.contains(&Encoding::RLE_DICTIONARY), "{name}: {enc:?}");
                 }
+                // Statistics where they prune row groups: the subject ids, the arm, the
+                // status; not on floating-point columns or categorical covariates.
+                let stats = col.statistics();
+                match name.as_str() {
+                    "subject_id" | "arm" | "status" => {
+                        let s = stats.unwrap_or_else(|| panic!("{name}: no statistics"));
+                        assert!(s.min_bytes_opt().is_some(), "{name}: {s:?}");
+                        if name == "arm" {
+                            assert_eq!(s.min_bytes_opt(), s.max_bytes_opt());
+                        }
+                    }
+                    "sex" => assert!(
+                        stats.is_none_or(|s| s.min_bytes_opt().is_none()),
+                        "{name}: {stats:?}"
+                    ),
+                    _ if float => assert!(
+                        stats.is_none_or(|s| s.min_bytes_opt().is_none()),
+                        "{name}: {stats:?}"
+                    ),
+                    _ => {}
+                }
             }
         }
         if codec == "zstd" {

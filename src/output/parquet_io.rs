@@ -96,6 +96,10 @@ impl Codec {
     }
 }
 
+/// String columns whose row groups keep their minimum and maximum: the arm, the status, and a
+/// dataset run's subject `ID` (a part holds a contiguous run of the dataset's subjects).
+pub const PRUNING_COLUMNS: [&str; 3] = ["arm", "status", "ID"];
+
 /// The properties of every Parquet file vpop writes: Parquet 2.0, `created_by` naming the
 /// engine, the given key-value metadata, and per column of `schema`:
 /// - floating-point columns (metrics, covariates, parameters, profiles): no dictionary (their
@@ -104,8 +108,11 @@ impl Codec {
 ///   minimum and maximum of a metric over it prune nothing);
 /// - integer columns (`subject_id`): delta-encoded, no dictionary, chunk statistics (they
 ///   locate a subject's part and row group);
-/// - dictionary columns (`arm`, `status`, categorical covariates): dictionary-encoded as Arrow
-///   holds them, chunk statistics.
+/// - dictionary columns: dictionary-encoded as Arrow holds them; chunk statistics on those a
+///   reader prunes row groups by ([`PRUNING_COLUMNS`]: `arm` is constant over a row group,
+///   `status` is `ok` over most of them, so `status <> 'ok'` skips those), none on the others
+///   (categorical covariates: every row group holds every level in random order, so its
+///   minimum and maximum prune nothing, and computing them compares every row's string).
 pub fn writer_properties(
     schema: &arrow_schema::Schema,
     metadata: Vec<(String, String)>,
@@ -141,6 +148,14 @@ pub fn writer_properties(
                     b = b
                         .set_column_dictionary_enabled(path.clone(), false)
                         .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+                }
+                Type::FIXED_LEN_BYTE_ARRAY
+                    if col.logical_type_ref() == Some(&parquet::basic::LogicalType::Float16) =>
+                {
+                    b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
+                }
+                Type::BYTE_ARRAY if !PRUNING_COLUMNS.contains(&col.name()) => {
+                    b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
                 }
                 _ => {}
             }

@@ -42,6 +42,24 @@ for arm, cols in expected["medians"].items():
         if got is None or not math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-300):
             failures.append(f"duckdb median {arm}/{col}: {got} != vpop {want}")
 
+# Every column decodes in DuckDB too (profiles: f32 or f16 items), to the same values.
+con.execute(f"SELECT * FROM read_parquet('{glob}')").fetchall()
+for name in table.column_names:
+    if name.endswith("_profile"):
+        items = table.column(name).combine_chunks().flatten().to_pylist()
+        want = math.fsum(float(x) for x in items if x is not None)
+        (got,) = con.execute(
+            f"SELECT sum(list_sum({name})::DOUBLE) FROM read_parquet('{glob}')"
+        ).fetchone()
+        if not math.isclose(got, want, rel_tol=1e-9):
+            failures.append(f"duckdb sum of {name} {got} != pyarrow {want}")
+statuses = table.column("status").to_pylist()
+(failed,) = con.execute(
+    f"SELECT count(*) FROM read_parquet('{glob}') WHERE status <> 'ok'"
+).fetchone()
+if failed != sum(s != "ok" for s in statuses):
+    failures.append(f"duckdb failed {failed} != pyarrow {sum(s != 'ok' for s in statuses)}")
+
 if failures:
     print("\n".join(failures))
     sys.exit(1)
