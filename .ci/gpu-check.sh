@@ -39,7 +39,7 @@ checks=(
   "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
   "host_pipeline 120"    # the host side alone, 10 M subjects, every core
   "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
-  "wgpu_checks 90"       # the WGSL kernels' speed with and without wgpu's runtime checks
+  "wgpu_checks 120"      # the WGSL kernels' speed with and without wgpu's runtime checks, loops kept
   "cuda_tuning 60"       # every tuning agrees with the CPU reference
   "cuda_functions 60"    # sin, cos, tanh, atan, erf, erfc, phi, floor, ceil, … against closed forms
   "wgpu_functions 90"    # the WGSL kernels' own functions' accuracy through the NVIDIA Vulkan driver
@@ -167,6 +167,10 @@ wgpu_checks() {
     VPOP_WGPU_CHECKS=$c "$BIN/vpop" bench examples/quickstart.toml -n "${VPOP_WGPU_CHECKS_N:-2000000}" \
       --cpu-subjects 2000 --backends wgpu --rtol 2e-4 || return 1
   done
+  # The loops over the model's sizes kept as loops instead of unrolled (the default).
+  echo "== VPOP_WGSL_UNROLL=0"
+  VPOP_WGSL_UNROLL=0 "$BIN/vpop" bench examples/quickstart.toml -n "${VPOP_WGPU_CHECKS_N:-2000000}" \
+    --cpu-subjects 2000 --backends wgpu --rtol 2e-4 || return 1
 }
 
 export -f peers_gpu run_10m metrics_cost wgpu_checks

@@ -245,6 +245,45 @@ fn runtime_checks_change_nothing() {
     );
 }
 
+/// The explicit methods' kernels with their loops over the model's sizes unrolled (the
+/// default) compute bit for bit what the same kernels with those loops kept compute
+/// (`VPOP_WGSL_UNROLL=0`): a six-state model on the long schedule of interleaved dose lines, f32
+/// and f64, every explicit method.
+#[test]
+fn unrolled_loops_change_nothing() {
+    let m = common::library_model("transit_oral");
+    let model = Arc::new(CompiledModel::new(&m));
+    let params = subjects(&m, 16);
+    let bits = |v: &[Vec<f64>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (p, rtol) in [(Precision::F32, 1e-6), (Precision::F64, 1e-10)] {
+        let Some(mut gpu) = gpu_backend(model.clone(), p) else {
+            continue;
+        };
+        for method in [Method::Tsit5, Method::Dopri5, Method::Rk4] {
+            let a = common::long_interleaved_arm(&m, method, rtol);
+            gpu.set_unroll_loops(true);
+            let unrolled = run(&mut gpu, &a, &params);
+            gpu.set_unroll_loops(false);
+            assert!(gpu.info().device.contains("loops kept"));
+            let kept = run(&mut gpu, &a, &params);
+            assert_eq!(unrolled.status, kept.status, "{p:?} {method}");
+            assert_eq!(
+                bits(&unrolled.metrics),
+                bits(&kept.metrics),
+                "{p:?} {method}"
+            );
+            assert_eq!(
+                bits(&unrolled.profiles),
+                bits(&kept.profiles),
+                "{p:?} {method}"
+            );
+            assert_eq!(unrolled.stats, kept.stats, "{p:?} {method}");
+            println!("wgpu {p:?} {method}: the same results unrolled and with loops kept");
+        }
+        gpu.set_unroll_loops(true);
+    }
+}
+
 /// A software adapter (llvmpipe) counts an invocation group's loop back edges against one
 /// limit and, past it, leaves every loop after one pass without a word. A dispatch that ran
 /// past it is detected: with a budget set explicitly, that is an error naming the budget, never

@@ -415,9 +415,223 @@ pub fn fill(template: &str, slots: &[(&str, &str)]) -> Result<String, String> {
     Ok(out)
 }
 
+/// Loops with more passes than this are left as loops.
+pub const UNROLL_MAX_PASSES: u32 = 64;
+
+/// Unrolls the loops of a kernel's source that run over one of `sizes`: every loop
+/// `for (var j = 0u; j < N; j++) { … }` (on one line, or with its closing brace alone on a line
+/// at the loop's indentation) whose bound `N` is one of `sizes`, declared at module scope as
+/// `const N: u32 = Ku;` with K ≤ [`UNROLL_MAX_PASSES`], and whose body neither leaves the
+/// loop (`break`, `continue`), assigns `j` nor calls one of the kernel's functions, becomes K
+/// blocks `{ const j = 0u; … }`, `{ const j = 1u; … }`, …; loops nested in such a body are
+/// unrolled first, and a loop that still holds a loop after that is kept. Every other line is
+/// kept as it is, so a line of generated model code stays findable ([`generated_line`]).
+///
+/// Why: a kernel's per-subject arrays (the state, the stage vectors) are indexed by these
+/// loops' counters. Indexed by constants, a compiler can keep each element in a register;
+/// indexed in a loop it does not unroll, the array is kept in memory and every access is a
+/// load or a store (on llvmpipe a gather or scatter across the SIMD lanes). llvmpipe unrolls
+/// loops of a few passes but not of 20: a 23-state model's Tsit5 kernel ran 3–4× faster
+/// unrolled (docs/gpu.md, "Unrolled loops").
+pub fn unroll_loops(src: &str, sizes: &[&str]) -> String {
+    let consts: Vec<(&str, u32)> = src
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("const ")?;
+            let (name, value) = rest.split_once(": u32 = ")?;
+            let value = value.strip_suffix("u;")?.parse().ok()?;
+            Some((name, value))
+        })
+        .filter(|(n, _)| sizes.contains(n))
+        .collect();
+    // The kernel's own functions: a body that calls one is kept as a loop (each copy would
+    // inline it again).
+    let fns: Vec<&str> = src
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("fn ")?
+                .split_once('(')
+                .map(|(n, _)| n.trim())
+        })
+        .collect();
+    let lines: Vec<&str> = src.split_inclusive('\n').collect();
+    let mut out = String::with_capacity(src.len() * 2);
+    unroll_lines(&lines, &Sizes { consts, fns }, &mut out);
+    out
+}
+
+struct Sizes<'a> {
+    consts: Vec<(&'a str, u32)>,
+    fns: Vec<&'a str>,
+}
+
+impl Sizes<'_> {
+    /// Whether `body` calls one of the kernel's functions.
+    fn calls(&self, body: &str) -> bool {
+        self.fns.iter().any(|f| {
+            body.match_indices(f).any(|(i, _)| {
+                let before = body[..i].chars().next_back();
+                !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && body[i + f.len()..].trim_start().starts_with('(')
+            })
+        })
+    }
+}
+
+/// A loop header `for (var V = 0u; V < N; V++) {` with N a size of `consts`: (indentation,
+/// V, passes, what follows the opening brace).
+fn loop_header<'a>(
+    line: &'a str,
+    consts: &[(&str, u32)],
+) -> Option<(&'a str, &'a str, u32, &'a str)> {
+    let code = line.trim_end_matches(['\n', '\r']);
+    let indent = &code[..code.len() - code.trim_start().len()];
+    let rest = code.trim_start().strip_prefix("for (var ")?;
+    let (var, rest) = rest.split_once(" = 0u; ")?;
+    if var.is_empty() || !var.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+        return None;
+    }
+    let rest = rest.strip_prefix(var)?.strip_prefix(" < ")?;
+    let (bound, rest) = rest.split_once("; ")?;
+    let passes = consts.iter().find(|(c, _)| *c == bound)?.1;
+    let rest = rest.strip_prefix(var)?.strip_prefix("++) {")?;
+    (passes <= UNROLL_MAX_PASSES).then_some((indent, var, passes, rest.trim()))
+}
+
+/// Whether a loop body may be unrolled: it does not leave the loop and does not assign its
+/// counter `var`.
+fn unrollable(body: &str, var: &str) -> bool {
+    let words = |w: &str| {
+        body.match_indices(w).any(|(i, _)| {
+            let before = body[..i].chars().next_back();
+            let after = body[i + w.len()..].chars().next();
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            !ident(before) && !ident(after)
+        })
+    };
+    if words("break") || words("continue") {
+        return false;
+    }
+    // `var` followed by an assignment or an increment.
+    !body.match_indices(var).any(|(i, _)| {
+        let before = body[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            return false;
+        }
+        let after = body[i + var.len()..].trim_start();
+        if after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            return false;
+        }
+        [
+            "++", "--", "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "<<=", ">>=",
+        ]
+        .iter()
+        .any(|op| after.starts_with(op))
+            || (after.starts_with('=') && !after.starts_with("=="))
+    })
+}
+
+fn unroll_lines(lines: &[&str], sizes: &Sizes, out: &mut String) {
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        i += 1;
+        let Some((indent, var, passes, rest)) = loop_header(line, &sizes.consts) else {
+            out.push_str(line);
+            continue;
+        };
+        if !rest.is_empty() {
+            // One line: `… { body }`.
+            let body = rest.strip_suffix('}').map(str::trim);
+            match body {
+                Some(body)
+                    if body.matches('{').count() == body.matches('}').count()
+                        && unrollable(body, var)
+                        && !sizes.calls(body) =>
+                {
+                    for k in 0..passes {
+                        out.push_str(&format!("{indent}{{ const {var} = {k}u; {body} }}\n"));
+                    }
+                }
+                _ => out.push_str(line),
+            }
+            continue;
+        }
+        // Several lines, up to the closing brace at the loop's indentation.
+        let close = format!("{indent}}}");
+        let Some(end) = lines[i..]
+            .iter()
+            .position(|l| l.trim_end_matches(['\n', '\r']) == close)
+            .map(|e| i + e)
+        else {
+            out.push_str(line);
+            continue;
+        };
+        let body = &lines[i..end];
+        let mut inner = String::new();
+        unroll_lines(body, sizes, &mut inner);
+        i = end + 1;
+        // A loop that still holds a loop stays one: copies of a loop (the elimination of an
+        // LU factorisation, over rows after the pivot) would only make the kernel longer.
+        if !unrollable(&body.concat(), var)
+            || inner.lines().any(|l| l.trim_start().starts_with("for ("))
+        {
+            out.push_str(line);
+            out.push_str(&inner);
+            out.push_str(lines[end]);
+            continue;
+        }
+        for k in 0..passes {
+            out.push_str(&format!("{indent}{{ const {var} = {k}u;\n"));
+            out.push_str(&inner);
+            out.push_str(&format!("{indent}}}\n"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loops_over_sizes_are_unrolled() {
+        let src = "const NS: u32 = 2u;\nconst NO: u32 = 0u;\nconst BIG: u32 = 65u;\n\
+                   fn f() {\n    for (var j = 0u; j < NS; j++) { y[j] = x[j]; }\n\
+                   \x20   for (var k = 0u; k < NS; k++) {\n        let a = x[k];\n\
+                   \x20       for (var j = 0u; j < NS; j++) { m[k * NS + j] = a; }\n    }\n\
+                   \x20   for (var j = 0u; j < NO; j++) { y[j] = 0.0; }\n\
+                   \x20   for (var j = 0u; j < BIG; j++) { y[j] = 0.0; }\n\
+                   \x20   for (var j = 0u; j < NS; j++) { if (x[j] > 0.0) { break; } }\n\
+                   \x20   for (var j = 0u; j < NS; j++) { j += 1u; }\n\
+                   \x20   for (var j = 0u; j < n; j++) { y[j] = 1.0; }\n\
+                   \x20   for (var j = 1u; j < NS; j++) { y[j] = 1.0; }\n\
+                   \x20   for (var j = 0u; j < NS; j++) {\n        if (x[j] > 0.0) { continue; }\n    }\n\
+                   \x20   for (var k = 0u; k < NS; k++) {\n        for (var j = 0u; j < NS; j++) { y[j] = 0.0; }\n\
+                   \x20       for (var i = k + 1u; i < NS; i++) { y[i] = 1.0; }\n    }\n}\n";
+        let want = "const NS: u32 = 2u;\nconst NO: u32 = 0u;\nconst BIG: u32 = 65u;\n\
+                    fn f() {\n    { const j = 0u; y[j] = x[j]; }\n    { const j = 1u; y[j] = x[j]; }\n\
+                    \x20   { const k = 0u;\n        let a = x[k];\n\
+                    \x20       { const j = 0u; m[k * NS + j] = a; }\n\
+                    \x20       { const j = 1u; m[k * NS + j] = a; }\n    }\n\
+                    \x20   { const k = 1u;\n        let a = x[k];\n\
+                    \x20       { const j = 0u; m[k * NS + j] = a; }\n\
+                    \x20       { const j = 1u; m[k * NS + j] = a; }\n    }\n\
+                    \x20   for (var j = 0u; j < BIG; j++) { y[j] = 0.0; }\n\
+                    \x20   for (var j = 0u; j < NS; j++) { if (x[j] > 0.0) { break; } }\n\
+                    \x20   for (var j = 0u; j < NS; j++) { j += 1u; }\n\
+                    \x20   for (var j = 0u; j < n; j++) { y[j] = 1.0; }\n\
+                    \x20   for (var j = 1u; j < NS; j++) { y[j] = 1.0; }\n\
+                    \x20   for (var j = 0u; j < NS; j++) {\n        if (x[j] > 0.0) { continue; }\n    }\n\
+                    \x20   for (var k = 0u; k < NS; k++) {\n\
+                    \x20       { const j = 0u; y[j] = 0.0; }\n        { const j = 1u; y[j] = 0.0; }\n\
+                    \x20       for (var i = k + 1u; i < NS; i++) { y[i] = 1.0; }\n    }\n}\n";
+        assert_eq!(unroll_loops(src, &["NS", "NO", "BIG"]), want);
+        // A counter read but not assigned; `jj` and `.j` are other names.
+        assert!(unrollable("y[j] = x[j] + jj; s.j = 1; t = j == 1u;", "j"));
+        assert!(!unrollable("y[j] = 1.0; j = 2u;", "j"));
+        assert!(!unrollable("j++;", "j"));
+        assert!(unrollable("breakfast[j] = 1.0;", "j"));
+    }
 
     #[test]
     fn literals_are_valid_wgsl_numbers() {
