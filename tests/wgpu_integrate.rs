@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::{arm, run, subjects, Agreement};
 use vpop::backend::gpu::Driver;
 use vpop::backend::wgpu::kernel::{arm_source, integrate_source};
-use vpop::backend::{Backend, Precision};
+use vpop::backend::{Backend, ChunkOutput, Precision};
 use vpop::model::{library, CompiledModel, Model, ModelPrograms};
 use vpop::solver::Method;
 
@@ -194,6 +194,15 @@ fn quadratures_of_some_outputs_agree() {
     }
 }
 
+/// Two runs' status codes, metrics, profiles and step counts are the same, bit for bit.
+fn assert_bit_identical(a: &ChunkOutput, b: &ChunkOutput, what: &str) {
+    let bits = |v: &[Vec<f64>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(a.status, b.status, "{what}");
+    assert_eq!(bits(&a.metrics), bits(&b.metrics), "{what}");
+    assert_eq!(bits(&a.profiles), bits(&b.profiles), "{what}");
+    assert_eq!(a.stats, b.stats, "{what}");
+}
+
 /// The kernels compiled without wgpu's loop counters, or without any of its runtime checks
 /// (`VPOP_WGPU_CHECKS`), compute bit for bit what the checked kernels compute: every loop ends
 /// and every index is in bounds without them. A long schedule of interleaved dose lines, an
@@ -204,7 +213,6 @@ fn runtime_checks_change_nothing() {
     let m = common::library_model("two_cmt_oral");
     let model = Arc::new(CompiledModel::new(&m));
     let params = subjects(&m, 16);
-    let bits = |v: &[Vec<f64>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (p, rtol) in [(Precision::F32, 1e-6), (Precision::F64, 1e-10)] {
         let Some(mut gpu) = gpu_backend(model.clone(), p) else {
             continue;
@@ -217,18 +225,7 @@ fn runtime_checks_change_nothing() {
                 gpu.set_shader_checks(c);
                 assert!(gpu.info().device.contains(c.label()));
                 let other = run(&mut gpu, &a, &params);
-                assert_eq!(other.status, checked.status, "{p:?} {method} {c:?}");
-                assert_eq!(
-                    bits(&other.metrics),
-                    bits(&checked.metrics),
-                    "{p:?} {method} {c:?}"
-                );
-                assert_eq!(
-                    bits(&other.profiles),
-                    bits(&checked.profiles),
-                    "{p:?} {method} {c:?}"
-                );
-                assert_eq!(other.stats, checked.stats, "{p:?} {method} {c:?}");
+                assert_bit_identical(&other, &checked, &format!("{p:?} {method} {c:?}"));
             }
             println!("wgpu {p:?} {method}: the same results with every setting");
         }
@@ -254,7 +251,6 @@ fn unrolled_loops_change_nothing() {
     let m = common::library_model("transit_oral");
     let model = Arc::new(CompiledModel::new(&m));
     let params = subjects(&m, 16);
-    let bits = |v: &[Vec<f64>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (p, rtol) in [(Precision::F32, 1e-6), (Precision::F64, 1e-10)] {
         let Some(mut gpu) = gpu_backend(model.clone(), p) else {
             continue;
@@ -266,18 +262,7 @@ fn unrolled_loops_change_nothing() {
             gpu.set_unroll_loops(false);
             assert!(gpu.info().device.contains("loops kept"));
             let kept = run(&mut gpu, &a, &params);
-            assert_eq!(unrolled.status, kept.status, "{p:?} {method}");
-            assert_eq!(
-                bits(&unrolled.metrics),
-                bits(&kept.metrics),
-                "{p:?} {method}"
-            );
-            assert_eq!(
-                bits(&unrolled.profiles),
-                bits(&kept.profiles),
-                "{p:?} {method}"
-            );
-            assert_eq!(unrolled.stats, kept.stats, "{p:?} {method}");
+            assert_bit_identical(&unrolled, &kept, &format!("{p:?} {method}"));
             println!("wgpu {p:?} {method}: the same results unrolled and with loops kept");
         }
         gpu.set_unroll_loops(true);

@@ -605,6 +605,7 @@ mod tests {
                    \x20   for (var j = 0u; j < NS; j++) { j += 1u; }\n\
                    \x20   for (var j = 0u; j < n; j++) { y[j] = 1.0; }\n\
                    \x20   for (var j = 1u; j < NS; j++) { y[j] = 1.0; }\n\
+                   \x20   for (var j = 0u; j < NS; j++) { y[j] = f (x[j]); }\n\
                    \x20   for (var j = 0u; j < NS; j++) {\n        if (x[j] > 0.0) { continue; }\n    }\n\
                    \x20   for (var k = 0u; k < NS; k++) {\n        for (var j = 0u; j < NS; j++) { y[j] = 0.0; }\n\
                    \x20       for (var i = k + 1u; i < NS; i++) { y[i] = 1.0; }\n    }\n}\n";
@@ -621,6 +622,7 @@ mod tests {
                     \x20   for (var j = 0u; j < NS; j++) { j += 1u; }\n\
                     \x20   for (var j = 0u; j < n; j++) { y[j] = 1.0; }\n\
                     \x20   for (var j = 1u; j < NS; j++) { y[j] = 1.0; }\n\
+                    \x20   for (var j = 0u; j < NS; j++) { y[j] = f (x[j]); }\n\
                     \x20   for (var j = 0u; j < NS; j++) {\n        if (x[j] > 0.0) { continue; }\n    }\n\
                     \x20   for (var k = 0u; k < NS; k++) {\n\
                     \x20       { const j = 0u; y[j] = 0.0; }\n        { const j = 1u; y[j] = 0.0; }\n\
