@@ -431,7 +431,7 @@ pub const UNROLL_MAX_PASSES: u32 = 64;
 /// loops' counters. Indexed by constants, a compiler can keep each element in a register;
 /// indexed in a loop it does not unroll, the array is kept in memory and every access is a
 /// load or a store (on llvmpipe a gather or scatter across the SIMD lanes). llvmpipe unrolls
-/// loops of a few passes but not of 20: a 23-state model's Tsit5 kernel ran 3–4× faster
+/// loops of a few passes but not of 20: a 23-state model's Tsit5 kernel ran 2.95× faster
 /// unrolled (docs/gpu.md, "Unrolled loops").
 pub fn unroll_loops(src: &str, sizes: &[&str]) -> String {
     let consts: Vec<(&str, u32)> = src
@@ -573,7 +573,11 @@ fn unroll_lines(lines: &[&str], sizes: &Sizes, out: &mut String) {
         i = end + 1;
         // A loop that still holds a loop stays one: copies of a loop (the elimination of an
         // LU factorisation, over rows after the pivot) would only make the kernel longer.
-        if !unrollable(&body.concat(), var)
+        let text = body.concat();
+        // A body whose braces do not pair up did not end at that line: keep the loop.
+        if text.matches('{').count() != text.matches('}').count()
+            || !unrollable(&text, var)
+            || sizes.calls(&text)
             || inner.lines().any(|l| l.trim_start().starts_with("for ("))
         {
             out.push_str(line);
@@ -628,6 +632,13 @@ mod tests {
                     \x20       { const j = 0u; y[j] = 0.0; }\n        { const j = 1u; y[j] = 0.0; }\n\
                     \x20       for (var i = k + 1u; i < NS; i++) { y[i] = 1.0; }\n    }\n}\n";
         assert_eq!(unroll_loops(src, &["NS", "NO", "BIG"]), want);
+        // A closing brace at the loop's indentation that is not the loop's own, and a
+        // multi-line body that calls a kernel function.
+        let odd =
+            "const NS: u32 = 2u;\nfn g() {\n    if (a) {\n    for (var j = 0u; j < NS; j++) {\n\
+                   \x20       y[j] = 0.0;\n        }\n    }\n    for (var j = 0u; j < NS; j++) {\n\
+                   \x20       y[j] = g(j);\n    }\n}\n";
+        assert_eq!(unroll_loops(odd, &["NS"]), odd);
         // A counter read but not assigned; `jj` and `.j` are other names.
         assert!(unrollable("y[j] = x[j] + jj; s.j = 1; t = j == 1u;", "j"));
         assert!(!unrollable("y[j] = 1.0; j = 2u;", "j"));
