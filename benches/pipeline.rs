@@ -126,24 +126,32 @@ fn host(c: &mut Criterion) {
             format!("encode + Parquet {label}, 65536 subjects x 2 arms"),
             |b| {
                 b.iter(|| {
-                    let mut w = parquet::arrow::ArrowWriter::try_new(
-                        Vec::new(),
-                        lay.schema.clone(),
-                        Some(props()),
-                    )
-                    .unwrap();
-                    for (a, o) in outs.iter().enumerate() {
-                        let batch = lay.encode(a, 0, &cov, &[], &o.view_all(), &[]).unwrap();
-                        w.write(&batch).unwrap();
-                        w.flush().unwrap();
-                    }
-                    bytes = w.into_inner().unwrap().len();
+                    bytes = to_memory(&lay, props(), outs.len(), |a| {
+                        lay.encode(a, 0, &cov, &[], &outs[a].view_all(), &[])
+                    })
                 })
             },
         );
         println!("{label}: {bytes} bytes");
     }
     group.finish();
+}
+
+/// Writes the batches of `arms` arms (one row group each) as one Parquet file in memory;
+/// its size in bytes.
+fn to_memory(
+    lay: &vpop::trial::encode::RowLayout,
+    props: parquet::file::properties::WriterProperties,
+    arms: usize,
+    batch: impl Fn(usize) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError>,
+) -> usize {
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(Vec::new(), lay.schema.clone(), Some(props)).unwrap();
+    for a in 0..arms {
+        w.write(&batch(a).unwrap()).unwrap();
+        w.flush().unwrap();
+    }
+    w.into_inner().unwrap().len()
 }
 
 /// Profiles (`cp_profile`, 49 times every 2 h) of 65 536 subjects × 2 arms: Arrow + Parquet
@@ -208,18 +216,9 @@ fn profiles(c: &mut Criterion) {
             let mut bytes = 0;
             group.bench_function(format!("profiles {label} {v}"), |b| {
                 b.iter(|| {
-                    let mut w = parquet::arrow::ArrowWriter::try_new(
-                        Vec::new(),
-                        lay.schema.clone(),
-                        Some(props.clone()),
-                    )
-                    .unwrap();
-                    for a in 0..2 {
-                        let batch = lay.encode(a, 0, &[], &[], &out.view_all(), &[]).unwrap();
-                        w.write(&batch).unwrap();
-                        w.flush().unwrap();
-                    }
-                    bytes = w.into_inner().unwrap().len();
+                    bytes = to_memory(&lay, props.clone(), 2, |a| {
+                        lay.encode(a, 0, &[], &[], &out.view_all(), &[])
+                    })
                 })
             });
             println!("profiles {label} {v}: {bytes} bytes");

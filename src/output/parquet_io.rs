@@ -102,10 +102,12 @@ pub const PRUNING_COLUMNS: [&str; 3] = ["arm", "status", "ID"];
 
 /// The properties of every Parquet file vpop writes: Parquet 2.0, `created_by` naming the
 /// engine, the given key-value metadata, and per column of `schema`:
-/// - floating-point columns (metrics, covariates, parameters, profiles): no dictionary (their
+/// - floating-point columns (metrics, covariates, parameters, f32 profiles): no dictionary (their
 ///   values are nearly all distinct, so a dictionary is built and thrown away for every page),
 ///   byte-stream-split under any codec, no statistics (a row group is an arm of a part: the
 ///   minimum and maximum of a metric over it prune nothing);
+/// - f16 profile items (fixed-length byte arrays): dictionary-encoded (DuckDB 2.0.1 does not
+///   read byte-stream-split half floats), no statistics;
 /// - integer columns (`subject_id`): delta-encoded, no dictionary, chunk statistics (they
 ///   locate a subject's part and row group);
 /// - dictionary columns: dictionary-encoded as Arrow holds them; chunk statistics on those a

@@ -468,14 +468,22 @@ struct Sizes<'a> {
 impl Sizes<'_> {
     /// Whether `body` calls one of the kernel's functions.
     fn calls(&self, body: &str) -> bool {
-        self.fns.iter().any(|f| {
-            body.match_indices(f).any(|(i, _)| {
-                let before = body[..i].chars().next_back();
-                !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && body[i + f.len()..].trim_start().starts_with('(')
-            })
-        })
+        self.fns
+            .iter()
+            .any(|f| uses(body, f).any(|after| after.trim_start().starts_with('(')))
     }
+}
+
+/// What follows each use of the identifier `name` in `code` (not a part of a longer
+/// identifier, nor a member `x.name`).
+fn uses<'a>(code: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    code.match_indices(name).filter_map(move |(i, _)| {
+        let after = &code[i + name.len()..];
+        let before = code[..i].chars().next_back();
+        (!before.is_some_and(|c| ident(c) || c == '.') && !after.starts_with(ident))
+            .then_some(after)
+    })
 }
 
 /// A loop header `for (var V = 0u; V < N; V++) {` with N a size of `consts`: (indentation,
@@ -501,27 +509,12 @@ fn loop_header<'a>(
 /// Whether a loop body may be unrolled: it does not leave the loop and does not assign its
 /// counter `var`.
 fn unrollable(body: &str, var: &str) -> bool {
-    let words = |w: &str| {
-        body.match_indices(w).any(|(i, _)| {
-            let before = body[..i].chars().next_back();
-            let after = body[i + w.len()..].chars().next();
-            let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-            !ident(before) && !ident(after)
-        })
-    };
-    if words("break") || words("continue") {
+    if uses(body, "break").next().is_some() || uses(body, "continue").next().is_some() {
         return false;
     }
     // `var` followed by an assignment or an increment.
-    !body.match_indices(var).any(|(i, _)| {
-        let before = body[..i].chars().next_back();
-        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-            return false;
-        }
-        let after = body[i + var.len()..].trim_start();
-        if after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
-            return false;
-        }
+    !uses(body, var).any(|after| {
+        let after = after.trim_start();
         [
             "++", "--", "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "<<=", ">>=",
         ]

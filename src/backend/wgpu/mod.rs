@@ -796,19 +796,15 @@ mod integrate {
             self.unroll = unroll;
         }
 
-        /// A generated kernel as it is compiled: an explicit method's with its loops over
-        /// the model's sizes unrolled (unless kept), so that its per-subject arrays are
+        /// Whether a kernel of `method` is compiled with its loops over the model's sizes
+        /// unrolled: an explicit method's (unless kept), so that its per-subject arrays are
         /// indexed by constants. The loops over the metrics stay loops (their kinds are read
         /// from the arm data: a copy per metric would copy every kind's code), and so do a
         /// Rosenbrock method's: its LU factors are indexed by the pivots, at run time, and on
         /// llvmpipe unrolling the rest took the compile time of a 23-state model's Rodas4
         /// kernel from 21 to 48 s for a kernel 1.7× faster (docs/gpu.md, "Unrolled loops").
-        fn finish_source(&self, src: String, method: crate::solver::Method) -> String {
-            if self.unroll && !method.is_rosenbrock() {
-                super::codegen::unroll_loops(&src, &["NS", "NY", "NA", "NO", "NP"])
-            } else {
-                src
-            }
+        fn unrolls(&self, method: crate::solver::Method) -> bool {
+            self.unroll && !method.is_rosenbrock()
         }
 
         pub fn adapter(&self) -> &super::AdapterInfo {
@@ -816,18 +812,32 @@ mod integrate {
         }
 
         /// The compiled kernel for a source and its bind group layout, cached by the source's
-        /// SHA-256. The source is checked with naga first, so that an error in generated model
+        /// SHA-256 and whether its loops are unrolled (`codegen::unroll_loops`, done on a miss
+        /// only). The source is checked with naga first, so that an error in generated model
         /// code names the model statement it came from. `explicit`: the layout of every
         /// binding the records kernel has, used or not (else derived from the shader).
         fn pipeline(
             &mut self,
             src: &str,
             explicit: bool,
+            unroll: bool,
         ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout), BackendError> {
-            let key: [u8; 32] = Sha256::digest(src.as_bytes()).into();
+            let key: [u8; 32] = Sha256::new()
+                .chain_update(src.as_bytes())
+                .chain_update([u8::from(unroll)])
+                .finalize()
+                .into();
             if let Some(p) = self.pipelines.get(&key) {
                 return Ok(p.clone());
             }
+            // Unrolled once, when the kernel is first compiled.
+            let unrolled;
+            let src = if unroll {
+                unrolled = super::codegen::unroll_loops(src, &["NS", "NY", "NA", "NO", "NP"]);
+                &unrolled
+            } else {
+                src
+            };
             super::check_source(src, self.precision, &self.model.programs, "wgpu kernel")
                 .map_err(BackendError::Failed)?;
             let device = &self.gpu.device;
@@ -1240,8 +1250,7 @@ mod integrate {
                 p,
             )
             .map_err(failed)?;
-            let src = self.finish_source(src, arm.solver.method);
-            let pipeline = self.pipeline(&src, false)?;
+            let pipeline = self.pipeline(&src, false, self.unrolls(arm.solver.method))?;
             let ad = arm_data(arm);
             let z = KernelSizes::new(progs, &arm.metrics);
             let bytes = match p {
@@ -1283,8 +1292,7 @@ mod integrate {
                 )));
             }
             let src = records_source(progs, solver.method, p).map_err(failed)?;
-            let src = self.finish_source(src, solver.method);
-            let pipeline = self.pipeline(&src, true)?;
+            let pipeline = self.pipeline(&src, true, self.unrolls(solver.method))?;
             let z = KernelSizes::new(progs, &[]);
             let bytes = match p {
                 Precision::F32 => 4,
