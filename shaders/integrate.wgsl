@@ -12,8 +12,9 @@
 //
 // `real` stands for the scalar type, f32 or f64: src/backend/wgpu/kernel.rs replaces the word
 // (a WGSL alias would make naga's array<real, N> a type apart from the model functions'
-// array<f32, N>). Slots it fills: SIZES (NS, NP, NO, NA, NY, NM, the carry widths, and the AUC
-// quadratures' outputs: quad_output, output_quad), SEARCH (the
+// array<f32, N>). Slots it fills: SIZES (NS, NP, NO, NA, NY, NM, the carry widths, the AUC
+// quadratures' outputs: quad_output, output_quad, and each metric's kind and output:
+// metric_kind, metric_output), SEARCH (the
 // precision's machine epsilon, end-of-segment snap and metric search settings), PRECISION
 // (shaders/real_f32.wgsl or real_f64.wgsl: finite, is_nan, nan, pow_r, exp_r, log_r, and in f64 the
 // exp/log/log10/pow the model functions call), TABLEAUS (coefficients from build.rs), MODEL
@@ -319,9 +320,13 @@ struct Spec {
 }
 
 // Metric kinds: 0 auc, 1 cmax, 2 tmax, 3 cmin, 4 cavg, 5 ctrough, 6 time above x, 7 value at x.
+// A metric's kind and output are compiled in (the arm data has them too): in a kernel whose
+// loops over the metrics are unrolled (src/backend/wgpu/codegen.rs, unroll_loops), each
+// metric's copy keeps its own kind's code, and its arrays are indexed by constants. Its window
+// and threshold are the arm's (arm data).
 fn spec(m: u32) -> Spec {
     let o = meta_.off_metrics + m * 6u;
-    return Spec(u32(arm[o]), u32(arm[o + 1u]), arm[o + 2u] != 0.0, arm[o + 3u], arm[o + 4u], arm[o + 5u]);
+    return Spec(metric_kind(m), metric_output(m), arm[o + 2u] != 0.0, arm[o + 3u], arm[o + 4u], arm[o + 5u]);
 }
 
 fn update_extreme(m: u32, kind: u32, t: real, c: real) {
@@ -582,21 +587,22 @@ fn observe() {
     }
     for (var m = 0u; m < NM; m++) {
         let s = spec(m);
-        if (!s.win || t0 < s.a || t1 > s.b) { continue; }
-        let k = s.k;
-        let peak = dc0[k] > 0.0 && dc1[k] < 0.0;
-        let dip = dc0[k] < 0.0 && dc1[k] > 0.0;
-        if ((s.kind == 1u || s.kind == 2u) && peak) {
-            want[k] |= 1u;
-        } else if (s.kind == 3u && dip) {
-            want[k] |= 2u;
-        } else if (s.kind == 6u) {
-            // Both ends above: the output may dip below around an interior minimum; both
-            // below: it may rise above around an interior maximum.
-            let g0 = c0[k] - s.x;
-            let g1 = c1[k] - s.x;
-            if (g0 >= 0.0 && g1 >= 0.0 && dip) { want[k] |= 2u; }
-            else if (g0 < 0.0 && g1 < 0.0 && peak) { want[k] |= 1u; }
+        if (s.win && !(t0 < s.a || t1 > s.b)) {
+            let k = s.k;
+            let peak = dc0[k] > 0.0 && dc1[k] < 0.0;
+            let dip = dc0[k] < 0.0 && dc1[k] > 0.0;
+            if ((s.kind == 1u || s.kind == 2u) && peak) {
+                want[k] |= 1u;
+            } else if (s.kind == 3u && dip) {
+                want[k] |= 2u;
+            } else if (s.kind == 6u) {
+                // Both ends above: the output may dip below around an interior minimum; both
+                // below: it may rise above around an interior maximum.
+                let g0 = c0[k] - s.x;
+                let g1 = c1[k] - s.x;
+                if (g0 >= 0.0 && g1 >= 0.0 && dip) { want[k] |= 2u; }
+                else if (g0 < 0.0 && g1 < 0.0 && peak) { want[k] |= 1u; }
+            }
         }
     }
     // One call of each search in the kernel (inlined by shader compilers: every call site is
@@ -616,55 +622,56 @@ fn observe() {
     }
     for (var m = 0u; m < NM; m++) {
         let s = spec(m);
-        if (!s.win || t0 < s.a || t1 > s.b) { continue; }
-        let k = s.k;
-        if (s.kind == 1u || s.kind == 2u) {
-            update_extreme(m, s.kind, t1, c1[k]);
-            if (dc0[k] > 0.0 && dc1[k] < 0.0) { update_extreme(m, s.kind, imax_t[k], imax_c[k]); }
-        } else if (s.kind == 3u) {
-            update_extreme(m, s.kind, t1, c1[k]);
-            if (dc0[k] < 0.0 && dc1[k] > 0.0) { update_extreme(m, s.kind, imin_t[k], imin_c[k]); }
-        } else if (s.kind == 6u) {
-            let g0 = c0[k] - s.x;
-            let g1 = c1[k] - s.x;
-            // The crossings inside the step: none, one, or two around an interior extremum
-            // beyond the threshold.
-            var n = 0u;
-            var tm: real = 0.0;
-            var gm: real = 0.0;
-            if (g0 >= 0.0 && g1 >= 0.0) {
-                if (dc0[k] < 0.0 && dc1[k] > 0.0 && imin_c[k] < s.x) {
-                    n = 2u;
-                    tm = imin_t[k];
-                    gm = imin_c[k] - s.x;
+        if (s.win && !(t0 < s.a || t1 > s.b)) {
+            let k = s.k;
+            if (s.kind == 1u || s.kind == 2u) {
+                update_extreme(m, s.kind, t1, c1[k]);
+                if (dc0[k] > 0.0 && dc1[k] < 0.0) { update_extreme(m, s.kind, imax_t[k], imax_c[k]); }
+            } else if (s.kind == 3u) {
+                update_extreme(m, s.kind, t1, c1[k]);
+                if (dc0[k] < 0.0 && dc1[k] > 0.0) { update_extreme(m, s.kind, imin_t[k], imin_c[k]); }
+            } else if (s.kind == 6u) {
+                let g0 = c0[k] - s.x;
+                let g1 = c1[k] - s.x;
+                // The crossings inside the step: none, one, or two around an interior extremum
+                // beyond the threshold.
+                var n = 0u;
+                var tm: real = 0.0;
+                var gm: real = 0.0;
+                if (g0 >= 0.0 && g1 >= 0.0) {
+                    if (dc0[k] < 0.0 && dc1[k] > 0.0 && imin_c[k] < s.x) {
+                        n = 2u;
+                        tm = imin_t[k];
+                        gm = imin_c[k] - s.x;
+                    }
+                } else if (g0 < 0.0 && g1 < 0.0) {
+                    if (dc0[k] > 0.0 && dc1[k] < 0.0 && imax_c[k] >= s.x) {
+                        n = 2u;
+                        tm = imax_t[k];
+                        gm = imax_c[k] - s.x;
+                    }
+                } else {
+                    n = 1u;
                 }
-            } else if (g0 < 0.0 && g1 < 0.0) {
-                if (dc0[k] > 0.0 && dc1[k] < 0.0 && imax_c[k] >= s.x) {
-                    n = 2u;
-                    tm = imax_t[k];
-                    gm = imax_c[k] - s.x;
+                var x0: real = 0.0;
+                var x1: real = 0.0;
+                for (var i = 0u; i < n; i++) {
+                    let first = i == 0u;
+                    let split = first && n == 2u;
+                    let xc = crossing(k, s.x, select(tm, t0, first), select(t1, tm, split),
+                        select(gm, g0, first), select(g1, gm, split), c0[k], c1[k]);
+                    if (first) { x0 = xc; } else { x1 = xc; }
                 }
-            } else {
-                n = 1u;
+                var above: real = select(0.0, t1 - t0, g0 >= 0.0);
+                if (n == 2u) {
+                    above = select(x1 - x0, (t1 - t0) - (x1 - x0), g0 >= 0.0);
+                } else if (n == 1u) {
+                    above = select(t1 - x0, x0 - t0, g0 >= 0.0);
+                }
+                vals[m] += above;
+            } else if (s.kind == 7u && s.x > t0 && s.x <= t1) {
+                vals[m] = output_at(s.x, k);
             }
-            var x0: real = 0.0;
-            var x1: real = 0.0;
-            for (var i = 0u; i < n; i++) {
-                let first = i == 0u;
-                let split = first && n == 2u;
-                let xc = crossing(k, s.x, select(tm, t0, first), select(t1, tm, split),
-                    select(gm, g0, first), select(g1, gm, split), c0[k], c1[k]);
-                if (first) { x0 = xc; } else { x1 = xc; }
-            }
-            var above: real = select(0.0, t1 - t0, g0 >= 0.0);
-            if (n == 2u) {
-                above = select(x1 - x0, (t1 - t0) - (x1 - x0), g0 >= 0.0);
-            } else if (n == 1u) {
-                above = select(t1 - x0, x0 - t0, g0 >= 0.0);
-            }
-            vals[m] += above;
-        } else if (s.kind == 7u && s.x > t0 && s.x <= t1) {
-            vals[m] = output_at(s.x, k);
         }
     }
 }

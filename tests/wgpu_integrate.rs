@@ -242,10 +242,10 @@ fn runtime_checks_change_nothing() {
     );
 }
 
-/// The explicit methods' kernels with their loops over the model's sizes unrolled (the
-/// default) compute bit for bit what the same kernels with those loops kept compute
-/// (`VPOP_WGSL_UNROLL=0`): a six-state model on the long schedule of interleaved dose lines, f32
-/// and f64, every explicit method.
+/// The explicit methods' kernels with their loops over the model's sizes and metrics unrolled
+/// (the default) compute bit for bit what the same kernels with those loops kept compute
+/// (`VPOP_WGSL_UNROLL=0`): a six-state model on the long schedule of interleaved dose lines,
+/// with metrics of every kind (whole-profile and windowed), f32 and f64, every explicit method.
 #[test]
 fn unrolled_loops_change_nothing() {
     let m = common::library_model("transit_oral");
@@ -256,7 +256,23 @@ fn unrolled_loops_change_nothing() {
             continue;
         };
         for method in [Method::Tsit5, Method::Dopri5, Method::Rk4] {
-            let a = common::long_interleaved_arm(&m, method, rtol);
+            let mut a = common::long_interleaved_arm(&m, method, rtol);
+            // Windowed extrema, an average, an AUC over a window, times above two thresholds.
+            let more = [
+                "cmax(380, 430)",
+                "tmax(380, 430)",
+                "cmin(300, 390)",
+                "cavg(0, 24)",
+                "time_above(1)",
+                "time_above(2.5)",
+                "auc(600, 700)",
+            ];
+            for x in more {
+                let metric = vpop::metrics::Metric::parse(x).unwrap();
+                let k = a.metrics.len() % m.outputs.len();
+                let spec = vpop::metrics::MetricSpec::new(k, &m.outputs[k].name, metric);
+                a.metrics.push(spec);
+            }
             gpu.set_unroll_loops(true);
             let unrolled = run(&mut gpu, &a, &params);
             gpu.set_unroll_loops(false);

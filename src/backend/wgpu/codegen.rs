@@ -422,7 +422,8 @@ pub const UNROLL_MAX_PASSES: u32 = 64;
 /// `for (var j = 0u; j < N; j++) { … }` (on one line, or with its closing brace alone on a line
 /// at the loop's indentation) whose bound `N` is one of `sizes`, declared at module scope as
 /// `const N: u32 = Ku;` with K ≤ [`UNROLL_MAX_PASSES`], and whose body neither leaves the
-/// loop (`break`, `continue`), assigns `j` nor calls one of the kernel's functions, becomes K
+/// loop (`break`, `continue`), assigns `j` nor calls one of the kernel's functions (unless `N`
+/// is one of `copies`: there a copy of each call per pass is wanted), becomes K
 /// blocks `{ const j = 0u; … }`, `{ const j = 1u; … }`, …; loops nested in such a body are
 /// unrolled first, and a loop that still holds a loop after that is kept. Every other line is
 /// kept as it is, so a line of generated model code stays findable ([`generated_line`]).
@@ -433,7 +434,7 @@ pub const UNROLL_MAX_PASSES: u32 = 64;
 /// load or a store (on llvmpipe a gather or scatter across the SIMD lanes). llvmpipe unrolls
 /// loops of a few passes but not of 20: a 23-state model's Tsit5 kernel ran 2.95× faster
 /// unrolled (docs/gpu.md, "Unrolled loops").
-pub fn unroll_loops(src: &str, sizes: &[&str]) -> String {
+pub fn unroll_loops(src: &str, sizes: &[&str], copies: &[&str]) -> String {
     let consts: Vec<(&str, u32)> = src
         .lines()
         .filter_map(|l| {
@@ -456,21 +457,33 @@ pub fn unroll_loops(src: &str, sizes: &[&str]) -> String {
         .collect();
     let lines: Vec<&str> = src.split_inclusive('\n').collect();
     let mut out = String::with_capacity(src.len() * 2);
-    unroll_lines(&lines, &Sizes { consts, fns }, &mut out);
+    unroll_lines(
+        &lines,
+        &Sizes {
+            consts,
+            fns,
+            copies,
+        },
+        &mut out,
+    );
     out
 }
 
 struct Sizes<'a> {
     consts: Vec<(&'a str, u32)>,
     fns: Vec<&'a str>,
+    copies: &'a [&'a str],
 }
 
 impl Sizes<'_> {
-    /// Whether `body` calls one of the kernel's functions.
-    fn calls(&self, body: &str) -> bool {
-        self.fns
-            .iter()
-            .any(|f| uses(body, f).any(|after| after.trim_start().starts_with('(')))
+    /// Whether `body`, in a loop over `bound`, calls one of the kernel's functions (and
+    /// `bound` is not one of the `copies`).
+    fn calls(&self, bound: &str, body: &str) -> bool {
+        !self.copies.contains(&bound)
+            && self
+                .fns
+                .iter()
+                .any(|f| uses(body, f).any(|after| after.trim_start().starts_with('(')))
     }
 }
 
@@ -487,11 +500,11 @@ fn uses<'a>(code: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a 
 }
 
 /// A loop header `for (var V = 0u; V < N; V++) {` with N a size of `consts`: (indentation,
-/// V, passes, what follows the opening brace).
+/// V, N, passes, what follows the opening brace).
 fn loop_header<'a>(
     line: &'a str,
-    consts: &[(&str, u32)],
-) -> Option<(&'a str, &'a str, u32, &'a str)> {
+    consts: &[(&'a str, u32)],
+) -> Option<(&'a str, &'a str, &'a str, u32, &'a str)> {
     let code = line.trim_end_matches(['\n', '\r']);
     let indent = &code[..code.len() - code.trim_start().len()];
     let rest = code.trim_start().strip_prefix("for (var ")?;
@@ -501,9 +514,9 @@ fn loop_header<'a>(
     }
     let rest = rest.strip_prefix(var)?.strip_prefix(" < ")?;
     let (bound, rest) = rest.split_once("; ")?;
-    let passes = consts.iter().find(|(c, _)| *c == bound)?.1;
+    let (bound, passes) = *consts.iter().find(|(c, _)| *c == bound)?;
     let rest = rest.strip_prefix(var)?.strip_prefix("++) {")?;
-    (passes <= UNROLL_MAX_PASSES).then_some((indent, var, passes, rest.trim()))
+    (passes <= UNROLL_MAX_PASSES).then_some((indent, var, bound, passes, rest.trim()))
 }
 
 /// Whether a loop body may be unrolled: it does not leave the loop and does not assign its
@@ -529,7 +542,7 @@ fn unroll_lines(lines: &[&str], sizes: &Sizes, out: &mut String) {
     while i < lines.len() {
         let line = lines[i];
         i += 1;
-        let Some((indent, var, passes, rest)) = loop_header(line, &sizes.consts) else {
+        let Some((indent, var, bound, passes, rest)) = loop_header(line, &sizes.consts) else {
             out.push_str(line);
             continue;
         };
@@ -540,7 +553,7 @@ fn unroll_lines(lines: &[&str], sizes: &Sizes, out: &mut String) {
                 Some(body)
                     if body.matches('{').count() == body.matches('}').count()
                         && unrollable(body, var)
-                        && !sizes.calls(body) =>
+                        && !sizes.calls(bound, body) =>
                 {
                     for k in 0..passes {
                         out.push_str(&format!("{indent}{{ const {var} = {k}u; {body} }}\n"));
@@ -570,7 +583,7 @@ fn unroll_lines(lines: &[&str], sizes: &Sizes, out: &mut String) {
         // A body whose braces do not pair up did not end at that line: keep the loop.
         if text.matches('{').count() != text.matches('}').count()
             || !unrollable(&text, var)
-            || sizes.calls(&text)
+            || sizes.calls(bound, &text)
             || inner.lines().any(|l| l.trim_start().starts_with("for ("))
         {
             out.push_str(line);
@@ -624,14 +637,23 @@ mod tests {
                     \x20   for (var k = 0u; k < NS; k++) {\n\
                     \x20       { const j = 0u; y[j] = 0.0; }\n        { const j = 1u; y[j] = 0.0; }\n\
                     \x20       for (var i = k + 1u; i < NS; i++) { y[i] = 1.0; }\n    }\n}\n";
-        assert_eq!(unroll_loops(src, &["NS", "NO", "BIG"]), want);
+        assert_eq!(unroll_loops(src, &["NS", "NO", "BIG"], &[]), want);
         // A closing brace at the loop's indentation that is not the loop's own, and a
         // multi-line body that calls a kernel function.
         let odd =
             "const NS: u32 = 2u;\nfn g() {\n    if (a) {\n    for (var j = 0u; j < NS; j++) {\n\
                    \x20       y[j] = 0.0;\n        }\n    }\n    for (var j = 0u; j < NS; j++) {\n\
                    \x20       y[j] = g(j);\n    }\n}\n";
-        assert_eq!(unroll_loops(odd, &["NS"]), odd);
+        assert_eq!(unroll_loops(odd, &["NS"], &[]), odd);
+        // A loop over one of the `copies` is unrolled even where it calls a kernel function.
+        let calls = "const NM: u32 = 2u;\nfn g() {\n    for (var m = 0u; m < NM; m++) {\n\
+                     \x20       v[m] = g(m);\n    }\n}\n";
+        assert_eq!(unroll_loops(calls, &["NM"], &[]), calls);
+        assert_eq!(
+            unroll_loops(calls, &["NM"], &["NM"]),
+            "const NM: u32 = 2u;\nfn g() {\n    { const m = 0u;\n        v[m] = g(m);\n    }\n\
+             \x20   { const m = 1u;\n        v[m] = g(m);\n    }\n}\n"
+        );
         // A counter read but not assigned; `jj` and `.j` are other names.
         assert!(unrollable("y[j] = x[j] + jj; s.j = 1; t = j == 1u;", "j"));
         assert!(!unrollable("y[j] = 1.0; j = 2u;", "j"));

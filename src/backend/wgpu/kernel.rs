@@ -40,9 +40,9 @@ fn eps_snap(p: Precision) -> (f64, f64) {
     }
 }
 
-/// The full WGSL source of the integrator kernel for an arm's metrics (their number and which
-/// outputs get an AUC quadrature are compiled in; kinds, outputs, windows and thresholds are
-/// read from the arm data), in precision `p` (f64 needs an adapter with `SHADER_F64`).
+/// The full WGSL source of the integrator kernel for an arm's metrics (their number, kinds and
+/// outputs, and which outputs get an AUC quadrature, are compiled in; windows and thresholds
+/// are read from the arm data), in precision `p` (f64 needs an adapter with `SHADER_F64`).
 pub fn integrate_source(
     m: &ModelPrograms,
     method: Method,
@@ -153,6 +153,17 @@ fn source(
         index_function("quad_output", &quad),
         index_function("output_quad", &slot_of)
     );
+    // Each metric's kind (its code in the arm data) and output.
+    let kinds: Vec<usize> = metrics
+        .iter()
+        .map(|x| crate::backend::gpu::metric_code(x.metric.kind).0 as usize)
+        .collect();
+    let outputs: Vec<usize> = metrics.iter().map(|x| x.output).collect();
+    let sizes = format!(
+        "{sizes}{}{}",
+        index_function("metric_kind", &kinds),
+        index_function("metric_output", &outputs)
+    );
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions(m, p);
     let lit = |v: usize| v.max(1).to_string();
@@ -232,6 +243,10 @@ mod tests {
         );
     }
 
+    fn has_lines(src: &str, lines: &[&str]) -> bool {
+        lines.iter().all(|l| src.lines().any(|x| x == *l))
+    }
+
     /// Only outputs with an area metric get a quadrature: the extended state is the model's
     /// states and those, and the records kernel has none.
     #[test]
@@ -256,6 +271,18 @@ mod tests {
         let src = records_source(&progs, Method::Rodas4, Precision::F64).unwrap();
         assert!(src.contains("const NA: u32 = 0u;"));
         assert!(src.contains(&format!("const NY: u32 = {ns}u;")));
+        // Each metric's kind (as the arm data codes it) and output are compiled in.
+        assert!(has_lines(
+            &integrate_source(&progs, Method::Tsit5, &metrics, Precision::F32).unwrap(),
+            &[
+                "fn metric_kind(i: u32) -> u32 { return select(select(select(0u, 6u, i == 2u), \
+                 0u, i == 1u), 1u, i == 0u); }",
+                &format!(
+                    "fn metric_output(i: u32) -> u32 {{ return select(select(select(0u, 0u, i == \
+                     2u), {effect}u, i == 1u), 0u, i == 0u); }}"
+                ),
+            ]
+        ));
         let bad = [spec(m.outputs.len(), "auc")];
         assert!(integrate_source(&progs, Method::Tsit5, &bad, Precision::F32).is_err());
     }

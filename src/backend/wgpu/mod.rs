@@ -171,9 +171,18 @@ impl ShaderChecks {
     }
 }
 
-/// The environment variable that keeps the kernels' loops over the model's sizes as loops
-/// (`0`) instead of unrolling them (`1`, the default; `codegen::unroll_loops`).
+/// The environment variable that keeps the kernels' loops over the model's sizes and the
+/// metrics as loops (`0`) instead of unrolling them (`1`, the default;
+/// `codegen::unroll_loops`).
 pub const UNROLL_ENV: &str = "VPOP_WGSL_UNROLL";
+
+/// The sizes whose loops an explicit method's kernel has unrolled (`codegen::unroll_loops`):
+/// the states, the integrated vector, the quadratures, the outputs, the parameters and the
+/// metrics. A loop over the metrics is unrolled even where its body calls the kernel's
+/// functions: each metric's kind and output are compiled in (`metric_kind`, `metric_output`),
+/// so each copy keeps its own kind's code only.
+#[cfg(feature = "wgpu")]
+const UNROLLED_SIZES: [&str; 6] = ["NS", "NY", "NA", "NO", "NP", "NM"];
 
 /// Whether `VPOP_WGSL_UNROLL` asks for unrolled loops (unset: yes).
 pub fn unroll_from_env() -> Result<bool, String> {
@@ -790,19 +799,19 @@ mod integrate {
             }
         }
 
-        /// Whether later kernels have their loops over the model's sizes unrolled (the
-        /// default; `VPOP_WGSL_UNROLL=0` keeps them).
+        /// Whether later kernels have their loops over the model's sizes and the metrics
+        /// unrolled (the default; `VPOP_WGSL_UNROLL=0` keeps them).
         pub fn set_unroll_loops(&mut self, unroll: bool) {
             self.unroll = unroll;
         }
 
-        /// Whether a kernel of `method` is compiled with its loops over the model's sizes
-        /// unrolled: an explicit method's (unless kept), so that its per-subject arrays are
-        /// indexed by constants. The loops over the metrics stay loops (their kinds are read
-        /// from the arm data: a copy per metric would copy every kind's code), and so do a
-        /// Rosenbrock method's: its LU factors are indexed by the pivots, at run time, and on
-        /// llvmpipe unrolling the rest took the compile time of a 23-state model's Rodas4
-        /// kernel from 21 to 48 s for a kernel 1.7× faster (docs/gpu.md, "Unrolled loops").
+        /// Whether a kernel of `method` is compiled with its loops over the model's sizes and
+        /// metrics unrolled ([`super::UNROLLED_SIZES`]): an explicit method's (unless kept), so
+        /// that its per-subject arrays are indexed by constants. A Rosenbrock method's keeps
+        /// its loops: its LU factors are indexed by the pivots, at run time, and on llvmpipe
+        /// unrolling the rest took the compile time of a 23-state model's Rodas4 kernel from 21
+        /// to 48 s for a kernel 1.7× faster; unrolling its loops over the metrics alone, from
+        /// 22 to 72 s for a kernel 1.05× faster (docs/gpu.md, "Unrolled loops").
         fn unrolls(&self, method: crate::solver::Method) -> bool {
             self.unroll && !method.is_rosenbrock()
         }
@@ -833,7 +842,7 @@ mod integrate {
             // Unrolled once, when the kernel is first compiled.
             let unrolled;
             let src = if unroll {
-                unrolled = super::codegen::unroll_loops(src, &["NS", "NY", "NA", "NO", "NP"]);
+                unrolled = super::codegen::unroll_loops(src, &super::UNROLLED_SIZES, &["NM"]);
                 &unrolled
             } else {
                 src
