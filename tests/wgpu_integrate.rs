@@ -242,10 +242,10 @@ fn runtime_checks_change_nothing() {
     );
 }
 
-/// The explicit methods' kernels with their loops over the model's sizes and metrics unrolled
-/// (the default) compute bit for bit what the same kernels with those loops kept compute
+/// The kernels with their loops over the model's sizes and metrics unrolled (the default)
+/// compute bit for bit what the same kernels with those loops kept compute
 /// (`VPOP_WGSL_UNROLL=0`): a six-state model on the long schedule of interleaved dose lines,
-/// with metrics of every kind (whole-profile and windowed), f32 and f64, every explicit method.
+/// with metrics of every kind (whole-profile and windowed), f32 and f64, every method.
 #[test]
 fn unrolled_loops_change_nothing() {
     let m = common::library_model("transit_oral");
@@ -255,7 +255,7 @@ fn unrolled_loops_change_nothing() {
         let Some(mut gpu) = gpu_backend(model.clone(), p) else {
             continue;
         };
-        for method in [Method::Tsit5, Method::Dopri5, Method::Rk4] {
+        for method in Method::ALL {
             let mut a = common::long_interleaved_arm(&m, method, rtol);
             // Windowed extrema, an average, an AUC over a window, times above two thresholds.
             let more = [

@@ -176,7 +176,7 @@ impl ShaderChecks {
 /// `codegen::unroll_loops`).
 pub const UNROLL_ENV: &str = "VPOP_WGSL_UNROLL";
 
-/// The sizes whose loops an explicit method's kernel has unrolled (`codegen::unroll_loops`):
+/// The sizes whose loops a kernel has unrolled (`codegen::unroll_loops`):
 /// the states, the integrated vector, the quadratures, the outputs, the parameters and the
 /// metrics. A loop over the metrics is unrolled even where its body calls the kernel's
 /// functions: each metric's kind and output are compiled in (`metric_kind`, `metric_output`),
@@ -706,7 +706,9 @@ mod integrate {
         pipelines: HashMap<[u8; 32], (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
         /// The checks compiled into the kernels.
         checks: ShaderChecks,
-        /// Whether the kernels' loops over their sizes are unrolled (`codegen::unroll_loops`).
+        /// Whether the kernels' loops over the model's sizes and the metrics are unrolled
+        /// ([`super::UNROLLED_SIZES`], `codegen::unroll_loops`), so that their per-subject
+        /// arrays are indexed by constants.
         unroll: bool,
         /// Overrides the per-dispatch budgets (steps, stopping points).
         budget_override: Option<(u32, u32)>,
@@ -803,17 +805,6 @@ mod integrate {
         /// unrolled (the default; `VPOP_WGSL_UNROLL=0` keeps them).
         pub fn set_unroll_loops(&mut self, unroll: bool) {
             self.unroll = unroll;
-        }
-
-        /// Whether a kernel of `method` is compiled with its loops over the model's sizes and
-        /// metrics unrolled ([`super::UNROLLED_SIZES`]): an explicit method's (unless kept), so
-        /// that its per-subject arrays are indexed by constants. A Rosenbrock method's keeps
-        /// its loops: its LU factors are indexed by the pivots, at run time, and on llvmpipe
-        /// unrolling the rest took the compile time of a 23-state model's Rodas4 kernel from 21
-        /// to 48 s for a kernel 1.7× faster; unrolling its loops over the metrics alone, from
-        /// 22 to 72 s for a kernel 1.05× faster (docs/gpu.md, "Unrolled loops").
-        fn unrolls(&self, method: crate::solver::Method) -> bool {
-            self.unroll && !method.is_rosenbrock()
         }
 
         pub fn adapter(&self) -> &super::AdapterInfo {
@@ -1259,7 +1250,7 @@ mod integrate {
                 p,
             )
             .map_err(failed)?;
-            let pipeline = self.pipeline(&src, false, self.unrolls(arm.solver.method))?;
+            let pipeline = self.pipeline(&src, false, self.unroll)?;
             let ad = arm_data(arm);
             let z = KernelSizes::new(progs, &arm.metrics);
             let bytes = match p {
@@ -1301,7 +1292,7 @@ mod integrate {
                 )));
             }
             let src = records_source(progs, solver.method, p).map_err(failed)?;
-            let pipeline = self.pipeline(&src, true, self.unrolls(solver.method))?;
+            let pipeline = self.pipeline(&src, true, self.unroll)?;
             let z = KernelSizes::new(progs, &[]);
             let bytes = match p {
                 Precision::F32 => 4,
