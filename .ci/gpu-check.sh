@@ -167,7 +167,8 @@ wgpu_checks() {
     VPOP_WGPU_CHECKS=$c "$BIN/vpop" bench examples/quickstart.toml -n "${VPOP_WGPU_CHECKS_N:-2000000}" \
       --cpu-subjects 2000 --backends wgpu --rtol 2e-4 || return 1
   done
-  # The loops over the model's sizes kept as loops instead of unrolled (the default).
+  # The loops over the model's sizes and the metrics kept as loops instead of unrolled (the
+  # default; docs/gpu.md, "Unrolled loops").
   echo "== VPOP_WGSL_UNROLL=0"
   VPOP_WGSL_UNROLL=0 "$BIN/vpop" bench examples/quickstart.toml -n "${VPOP_WGPU_CHECKS_N:-2000000}" \
     --cpu-subjects 2000 --backends wgpu --rtol 2e-4 || return 1

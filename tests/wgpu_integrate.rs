@@ -194,6 +194,33 @@ fn quadratures_of_some_outputs_agree() {
     }
 }
 
+/// More metrics than the kernels unroll loops of (64): their loops are kept, each metric's kind
+/// and output chosen at run time from the compiled-in tables; the kernel agrees with the CPU
+/// reference in f32 (70 metrics of four kinds, the values at 67 times among them).
+#[test]
+fn more_metrics_than_are_unrolled_agree() {
+    let m = common::library_model("two_cmt_oral");
+    let model = Arc::new(CompiledModel::new(&m));
+    let params = subjects(&m, 16);
+    let Some(mut gpu) = gpu_backend(model.clone(), Precision::F32) else {
+        return;
+    };
+    let mut names = vec!["auc".to_string(), "cmax".into(), "time_above(1)".into()];
+    names.extend((1..=67).map(|t| format!("at({t})")));
+    let a = arm(&m, Method::Tsit5, 1e-6, &names);
+    assert!(a.metrics.len() > vpop::backend::wgpu::codegen::UNROLL_MAX_PASSES as usize);
+    let cpu = run(
+        &mut vpop::backend::cpu::CpuBackend::new(model.clone()),
+        &a,
+        &params,
+    );
+    let gpu_out = run(&mut gpu, &a, &params);
+    assert_eq!(gpu_out.status, cpu.status);
+    let worst = common::worst_difference(&a, &gpu_out, &cpu);
+    println!("wgpu F32, {} metrics: worst {worst:.2e}", a.metrics.len());
+    assert!(worst <= 1e-4, "{worst}");
+}
+
 /// Two runs' status codes, metrics, profiles and step counts are the same, bit for bit.
 fn assert_bit_identical(a: &ChunkOutput, b: &ChunkOutput, what: &str) {
     let bits = |v: &[Vec<f64>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
