@@ -180,16 +180,14 @@ fn quadratures_of_some_outputs_agree() {
         };
         for method in [Method::Tsit5, Method::Rodas4] {
             let a = common::some_outputs_arm(&m, method, rtol);
-            let cpu = run(
-                &mut vpop::backend::cpu::CpuBackend::new(model.clone()),
+            assert_agrees_with_cpu(
+                &mut gpu,
+                &model,
                 &a,
                 &params,
+                tol,
+                &format!("{p:?} {method}"),
             );
-            let gpu_out = run(&mut gpu, &a, &params);
-            assert_eq!(gpu_out.status, cpu.status);
-            let worst = common::worst_difference(&a, &gpu_out, &cpu);
-            println!("wgpu {p:?} {method}: worst {worst:.2e}");
-            assert!(worst <= tol, "{p:?} {method}: {worst}");
         }
     }
 }
@@ -209,16 +207,30 @@ fn more_metrics_than_are_unrolled_agree() {
     names.extend((1..=67).map(|t| format!("at({t})")));
     let a = arm(&m, Method::Tsit5, 1e-6, &names);
     assert!(a.metrics.len() > vpop::backend::wgpu::codegen::UNROLL_MAX_PASSES as usize);
+    let what = format!("F32, {} metrics", a.metrics.len());
+    assert_agrees_with_cpu(&mut gpu, &model, &a, &params, 1e-4, &what);
+}
+
+/// The kernel's status codes are the CPU reference's and its metrics and profiles within `tol`
+/// of them (`common::worst_difference`).
+fn assert_agrees_with_cpu(
+    gpu: &mut dyn Backend,
+    model: &Arc<CompiledModel>,
+    a: &vpop::backend::ArmPlan,
+    params: &[Vec<f64>],
+    tol: f64,
+    what: &str,
+) {
     let cpu = run(
         &mut vpop::backend::cpu::CpuBackend::new(model.clone()),
-        &a,
-        &params,
+        a,
+        params,
     );
-    let gpu_out = run(&mut gpu, &a, &params);
-    assert_eq!(gpu_out.status, cpu.status);
-    let worst = common::worst_difference(&a, &gpu_out, &cpu);
-    println!("wgpu F32, {} metrics: worst {worst:.2e}", a.metrics.len());
-    assert!(worst <= 1e-4, "{worst}");
+    let gpu_out = run(gpu, a, params);
+    assert_eq!(gpu_out.status, cpu.status, "{what}");
+    let worst = common::worst_difference(a, &gpu_out, &cpu);
+    println!("wgpu {what}: worst {worst:.2e}");
+    assert!(worst <= tol, "{what}: {worst}");
 }
 
 /// Two runs' status codes, metrics, profiles and step counts are the same, bit for bit.

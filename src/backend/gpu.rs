@@ -66,6 +66,15 @@ pub struct ArmData {
     pub wants_extrema: bool,
 }
 
+/// Each metric's kind code ([`metric_code`], as in the arm data) and output, as the kernels
+/// compile them in (`metric_kind`, `metric_output`).
+pub fn metric_kinds_and_outputs(metrics: &[MetricSpec]) -> (Vec<usize>, Vec<usize>) {
+    metrics
+        .iter()
+        .map(|x| (metric_code(x.metric.kind).0 as usize, x.output))
+        .unzip()
+}
+
 /// Kind codes shared with the templates, and a metric's threshold or time.
 pub fn metric_code(kind: MetricKind) -> (f64, f64) {
     match kind {

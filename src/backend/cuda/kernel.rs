@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::backend::gpu::{metric_code, Driver, KernelSizes};
+use crate::backend::gpu::{metric_kinds_and_outputs, Driver, KernelSizes};
 use crate::backend::stepgen::{step_code, Lang};
 use crate::backend::Precision;
 use crate::metrics::{quadrature_outputs, MetricSpec};
@@ -69,11 +69,7 @@ fn metric_table(metrics: &[MetricSpec]) -> String {
         "// Kind (0 auc, 1 cmax, 2 tmax, 3 cmin, 4 cavg, 5 ctrough, 6 time above, 7 at) and\n\
          // output of each metric.\n",
     );
-    let kinds: Vec<usize> = metrics
-        .iter()
-        .map(|x| metric_code(x.metric.kind).0 as usize)
-        .collect();
-    let outputs: Vec<usize> = metrics.iter().map(|x| x.output).collect();
+    let (kinds, outputs) = metric_kinds_and_outputs(metrics);
     let quad = quadrature_outputs(metrics);
     let slots: Vec<usize> = outputs
         .iter()

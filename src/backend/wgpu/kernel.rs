@@ -148,19 +148,12 @@ fn source(
     let slot_of: Vec<usize> = (0..z.no)
         .map(|k| crate::metrics::quadrature_slot(&quad, k))
         .collect();
-    let sizes = format!(
-        "{sizes}{}{}",
-        index_function("quad_output", &quad),
-        index_function("output_quad", &slot_of)
-    );
     // Each metric's kind (its code in the arm data) and output.
-    let kinds: Vec<usize> = metrics
-        .iter()
-        .map(|x| crate::backend::gpu::metric_code(x.metric.kind).0 as usize)
-        .collect();
-    let outputs: Vec<usize> = metrics.iter().map(|x| x.output).collect();
+    let (kinds, outputs) = crate::backend::gpu::metric_kinds_and_outputs(metrics);
     let sizes = format!(
-        "{sizes}{}{}",
+        "{sizes}{}{}{}{}",
+        index_function("quad_output", &quad),
+        index_function("output_quad", &slot_of),
         index_function("metric_kind", &kinds),
         index_function("metric_output", &outputs)
     );
