@@ -11,6 +11,9 @@
 
 use super::lower::{Op, Program};
 
+#[cfg(feature = "jit")]
+mod jit;
+
 /// The kind of an executed instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Code {
@@ -124,6 +127,9 @@ pub struct Exec {
     consts: Vec<f64>,
     pre_base: usize,
     base: usize,
+    /// The per-call instructions as native code, where they could be compiled.
+    #[cfg(feature = "jit")]
+    native: Option<std::sync::Arc<jit::Native>>,
 }
 
 fn b2f(b: bool) -> f64 {
@@ -367,11 +373,45 @@ impl Exec {
     /// If an instruction loads a state, parameter or slot beyond `inputs` (a lowering bug: the
     /// model's programs load only what the model declares).
     pub fn new(p: &Program, inputs: Inputs) -> Exec {
+        let mut e = Exec::interpreted(p, inputs);
+        if native_code() {
+            e.compile();
+        }
+        e
+    }
+
+    /// [`Exec::new`] without native code: every call interpreted.
+    pub fn interpreted(p: &Program, inputs: Inputs) -> Exec {
         let mut e = Exec::build(p, inputs).0;
         let (ins, results) = fuse(&e.ins, e.base, &e.results);
         (e.ins, e.results) = (ins, results);
         e
     }
+
+    /// Whether calls run native code (see [`native_code`]).
+    pub fn is_native(&self) -> bool {
+        #[cfg(feature = "jit")]
+        return self.native.is_some();
+        #[cfg(not(feature = "jit"))]
+        false
+    }
+
+    /// Compiles the per-call instructions to native code; where that fails, says why once per
+    /// process and keeps interpreting (the same results, slower).
+    #[cfg(feature = "jit")]
+    fn compile(&mut self) {
+        match jit::compile(self) {
+            Ok(n) => self.native = Some(std::sync::Arc::new(n)),
+            Err(why) => {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    eprintln!("vpop: model programs interpreted on the CPU (no native code: {why})")
+                });
+            }
+        }
+    }
+    #[cfg(not(feature = "jit"))]
+    fn compile(&mut self) {}
 
     /// Compiles single-result programs that read only slots and constants into one
     /// environment, each to be run on its own with [`Exec::run_part`] (in any order, as often as
@@ -587,6 +627,8 @@ impl Exec {
             consts,
             pre_base,
             base,
+            #[cfg(feature = "jit")]
+            native: None,
         };
         (exec, ins_before, at.into_iter().map(|a| a as u32).collect())
     }
@@ -627,6 +669,16 @@ impl Exec {
     /// slots filled in) and writes the results to `out`.
     #[inline]
     pub fn run(&self, env: &mut [f64], out: &mut [f64]) {
+        #[cfg(feature = "jit")]
+        if let Some(n) = &self.native {
+            if env.len() >= self.base && out.len() >= self.results.len() {
+                let e = env.as_ptr();
+                // SAFETY: as in `Exec::call`; the states are `env[1..1 + states]`, within
+                // `env[..base]`.
+                unsafe { (n.f)(e, env[0], e.add(1), out.as_mut_ptr()) };
+                return;
+            }
+        }
         let env = &mut env[..self.base + self.ins.len()];
         step(&self.ins, self.base, env);
         for (o, r) in out.iter_mut().zip(&self.results) {
@@ -637,11 +689,47 @@ impl Exec {
     /// Sets time and states, runs, writes the results.
     #[inline]
     pub fn eval(&self, env: &mut [f64], t: f64, y: &[f64], out: &mut [f64]) {
+        #[cfg(feature = "jit")]
+        if let Some(n) = &self.native {
+            return self.call(n, env, t, y, out);
+        }
         env[0] = t;
         let n = self.inputs.states;
         crate::solver::copy_short(&mut env[1..1 + n], &y[..n]);
         self.run(env, out);
     }
+
+    /// Runs the native code on `env` (parameters set), time `t` and states `y`, results into
+    /// `out`; where `out` is shorter than the results, the interpreter runs instead (it writes
+    /// as many as `out` holds).
+    #[cfg(feature = "jit")]
+    #[inline]
+    fn call(&self, n: &jit::Native, env: &mut [f64], t: f64, y: &[f64], out: &mut [f64]) {
+        let fits = env.len() >= self.base && y.len() >= self.inputs.states;
+        if !fits || out.len() < self.results.len() {
+            env[0] = t;
+            let k = self.inputs.states;
+            crate::solver::copy_short(&mut env[1..1 + k], &y[..k]);
+            let env = &mut env[..self.base + self.ins.len()];
+            step(&self.ins, self.base, env);
+            for (o, r) in out.iter_mut().zip(&self.results) {
+                *o = env[*r as usize];
+            }
+            return;
+        }
+        // SAFETY: the code reads `env[..base]`, `y[..states]` and writes
+        // `out[..results.len()]`, all checked above; `jit::compile` made it from this `Exec`.
+        unsafe { (n.f)(env.as_ptr(), t, y.as_ptr(), out.as_mut_ptr()) }
+    }
+}
+
+/// Whether [`Exec::new`] compiles programs to native code: yes, unless built without the
+/// `jit` feature or `VPOP_CPU_JIT=0` is set (the interpreter then runs every call, with the same
+/// results).
+pub fn native_code() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    cfg!(feature = "jit")
+        && *ON.get_or_init(|| std::env::var("VPOP_CPU_JIT").map_or(true, |v| v.trim() != "0"))
 }
 
 #[cfg(test)]
@@ -896,6 +984,7 @@ mod tests {
                 &p.dosing,
             ] {
                 let e = Exec::new(prog, inputs);
+                assert_eq!(e.is_native(), native_code(), "{name}");
                 let mut env = e.env();
                 let mut regs = Vec::new();
                 for k in 0..20 {
@@ -914,7 +1003,12 @@ mod tests {
                     let mut got = vec![0.0; prog.results.len()];
                     e.set_params(&mut env, &par);
                     e.eval(&mut env, t, &y, &mut got);
-                    for (g, w) in got.iter().zip(&want) {
+                    // Through `run` (time and states in the environment) too.
+                    let mut by_run = vec![0.0; prog.results.len()];
+                    env[0] = t;
+                    env[e.states()].copy_from_slice(&y);
+                    e.run(&mut env, &mut by_run);
+                    for (g, w) in got.iter().chain(&by_run).zip(want.iter().cycle()) {
                         assert!(
                             g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
                             "{name}: {g} vs {w}"
@@ -923,5 +1017,139 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Native code computes what the interpreter computes, bit for bit, for every operation
+    /// (the fused ones included) at zeros of both signs, infinities, NaN, integers, tiny and
+    /// huge values; results that are inputs or constants too. Checked only where the host has
+    /// native code (`is_native`), which every host CI and the developers use does.
+    #[test]
+    fn native_code_matches_the_interpreter_on_every_operation() {
+        use Op::*;
+        let mut ins = vec![Time, State(0), State(1), Param(0), Const(0.75)];
+        let (t, a, b, p, c) = (0, 1, 2, 3, 4);
+        let mut results = vec![t, a, p, c];
+        let push = |ins: &mut Vec<Op>, op: Op| {
+            ins.push(op);
+            ins.len() as u32 - 1
+        };
+        for (x, z) in [(a, b), (a, p), (t, b), (b, c)] {
+            for op in [
+                Add(x, z),
+                Sub(x, z),
+                Mul(x, z),
+                Div(x, z),
+                Pow(x, z),
+                Lt(x, z),
+                Le(x, z),
+                Gt(x, z),
+                Ge(x, z),
+                Eq(x, z),
+                Ne(x, z),
+                And(x, z),
+                Or(x, z),
+                Min(x, z),
+                Max(x, z),
+                Select(x, z, p),
+            ] {
+                results.push(push(&mut ins, op));
+            }
+        }
+        for x in [a, b] {
+            for op in [
+                Neg(x),
+                Not(x),
+                Exp(x),
+                Log(x),
+                Log10(x),
+                Sqrt(x),
+                Abs(x),
+                Sin(x),
+                Cos(x),
+                Tanh(x),
+                Atan(x),
+                Erf(x),
+                Erfc(x),
+                Floor(x),
+                Ceil(x),
+                Powi(x, -3),
+                Powi(x, -1),
+                Powi(x, 0),
+                Powi(x, 2),
+                Powi(x, 7),
+            ] {
+                results.push(push(&mut ins, op));
+            }
+        }
+        // Products read once by a sum or difference: fused.
+        let m1 = push(&mut ins, Mul(a, b));
+        results.push(push(&mut ins, Add(m1, p)));
+        let m2 = push(&mut ins, Mul(a, p));
+        results.push(push(&mut ins, Sub(m2, b)));
+        let m3 = push(&mut ins, Mul(b, t));
+        results.push(push(&mut ins, Sub(c, m3)));
+        let (m4, m5) = (push(&mut ins, Mul(a, b)), push(&mut ins, Mul(p, t)));
+        results.push(push(&mut ins, Add(m4, m5)));
+        let (m6, m7) = (push(&mut ins, Mul(a, t)), push(&mut ins, Mul(b, p)));
+        results.push(push(&mut ins, Sub(m6, m7)));
+        // A value of the parameter alone, read by the per-call instructions.
+        let q = push(&mut ins, Exp(p));
+        results.push(push(&mut ins, Mul(q, a)));
+        let prog = Program {
+            instrs: ins,
+            results,
+            origins: Vec::new(),
+        };
+        let inputs = Inputs {
+            states: 2,
+            params: 1,
+            slots: 0,
+        };
+        let native = Exec::new(&prog, inputs);
+        let plain = Exec::interpreted(&prog, inputs);
+        assert!(!plain.is_native());
+        if !native.is_native() {
+            eprintln!("SKIPPED: no native code on this host");
+            return;
+        }
+        assert!(native.ins.iter().any(|i| i.code == Code::MulMulSub));
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            3.0,
+            -2.5,
+            1e-310,
+            -7.3e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        let (mut en, mut ep) = (native.env(), plain.env());
+        let n = prog.results.len();
+        let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+        let mut checked = 0;
+        for &pv in &values {
+            native.set_params(&mut en, &[pv]);
+            plain.set_params(&mut ep, &[pv]);
+            for &tv in &values {
+                for &y0 in &values {
+                    for &y1 in &values {
+                        native.eval(&mut en, tv, &[y0, y1], &mut got);
+                        plain.eval(&mut ep, tv, &[y0, y1], &mut want);
+                        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                                "result {k} at t {tv} y ({y0}, {y1}) p {pv}: {g} vs {w}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, values.len().pow(4) * n);
     }
 }

@@ -127,7 +127,7 @@ pub fn morris_design(k: usize, r: usize, p: usize, seed: u64) -> Result<Design, 
             "a Morris design needs at least 2 trajectories, not {r}"
         ));
     }
-    if p < 2 || p % 2 != 0 {
+    if p < 2 || !p.is_multiple_of(2) {
         return Err(format!(
             "Morris levels must be even and at least 2, not {p}"
         ));

@@ -59,7 +59,7 @@ fn read_column(
     let mut row = 0u64;
     crate::output::dataset::for_each_column_batch(files, arm, column, &mut |col| {
         for i in 0..col.len() {
-            if row % stride == 0 {
+            if row.is_multiple_of(stride) {
                 take(col, i);
             }
             row += 1;
