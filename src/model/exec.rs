@@ -707,19 +707,27 @@ impl Exec {
     fn call(&self, n: &jit::Native, env: &mut [f64], t: f64, y: &[f64], out: &mut [f64]) {
         let fits = env.len() >= self.base && y.len() >= self.inputs.states;
         if !fits || out.len() < self.results.len() {
-            env[0] = t;
-            let k = self.inputs.states;
-            crate::solver::copy_short(&mut env[1..1 + k], &y[..k]);
-            let env = &mut env[..self.base + self.ins.len()];
-            step(&self.ins, self.base, env);
-            for (o, r) in out.iter_mut().zip(&self.results) {
-                *o = env[*r as usize];
-            }
-            return;
+            return self.interpret(env, t, y, out);
         }
         // SAFETY: the code reads `env[..base]`, `y[..states]` and writes
         // `out[..results.len()]`, all checked above; `jit::compile` made it from this `Exec`.
         unsafe { (n.f)(env.as_ptr(), t, y.as_ptr(), out.as_mut_ptr()) }
+    }
+
+    /// [`Exec::eval`] by the interpreter, where the native code cannot run on these slices;
+    /// kept out of line so that the native call stays small.
+    #[cfg(feature = "jit")]
+    #[cold]
+    #[inline(never)]
+    fn interpret(&self, env: &mut [f64], t: f64, y: &[f64], out: &mut [f64]) {
+        env[0] = t;
+        let k = self.inputs.states;
+        crate::solver::copy_short(&mut env[1..1 + k], &y[..k]);
+        let env = &mut env[..self.base + self.ins.len()];
+        step(&self.ins, self.base, env);
+        for (o, r) in out.iter_mut().zip(&self.results) {
+            *o = env[*r as usize];
+        }
     }
 }
 
