@@ -51,58 +51,38 @@ impl Drop for Native {
 type Unary = extern "C" fn(f64) -> f64;
 type Binary = extern "C" fn(f64, f64) -> f64;
 
-extern "C" fn exp(x: f64) -> f64 {
-    x.exp()
+/// `(symbol, function)` per entry: each an `extern "C"` copy of the function the interpreter
+/// calls for that operation.
+macro_rules! callees {
+    ($($name:literal: |$($x:ident),+| $body:expr),+ $(,)?) => {
+        [$({
+            extern "C" fn f($($x: f64),+) -> f64 {
+                $body
+            }
+            ($name, f as _)
+        }),+]
+    };
 }
-extern "C" fn ln(x: f64) -> f64 {
-    x.ln()
-}
-extern "C" fn log10(x: f64) -> f64 {
-    x.log10()
-}
-extern "C" fn sin(x: f64) -> f64 {
-    x.sin()
-}
-extern "C" fn cos(x: f64) -> f64 {
-    x.cos()
-}
-extern "C" fn tanh(x: f64) -> f64 {
-    x.tanh()
-}
-extern "C" fn atan(x: f64) -> f64 {
-    x.atan()
-}
-extern "C" fn erf(x: f64) -> f64 {
-    libm::erf(x)
-}
-extern "C" fn erfc(x: f64) -> f64 {
-    libm::erfc(x)
-}
-extern "C" fn pow(x: f64, y: f64) -> f64 {
-    x.powf(y)
-}
-extern "C" fn min(x: f64, y: f64) -> f64 {
-    nan_or(x, y, f64::min)
-}
-extern "C" fn max(x: f64, y: f64) -> f64 {
-    nan_or(x, y, f64::max)
-}
+
+const UNARY: [(&str, Unary); 9] = callees![
+    "vpop_exp": |x| x.exp(),
+    "vpop_ln": |x| x.ln(),
+    "vpop_log10": |x| x.log10(),
+    "vpop_sin": |x| x.sin(),
+    "vpop_cos": |x| x.cos(),
+    "vpop_tanh": |x| x.tanh(),
+    "vpop_atan": |x| x.atan(),
+    "vpop_erf": |x| libm::erf(x),
+    "vpop_erfc": |x| libm::erfc(x),
+];
+const BINARY: [(&str, Binary); 3] = callees![
+    "vpop_pow": |x, y| x.powf(y),
+    "vpop_min": |x, y| nan_or(x, y, f64::min),
+    "vpop_max": |x, y| nan_or(x, y, f64::max),
+];
 extern "C" fn powi(x: f64, n: i32) -> f64 {
     x.powi(n)
 }
-
-const UNARY: [(&str, Unary); 9] = [
-    ("vpop_exp", exp),
-    ("vpop_ln", ln),
-    ("vpop_log10", log10),
-    ("vpop_sin", sin),
-    ("vpop_cos", cos),
-    ("vpop_tanh", tanh),
-    ("vpop_atan", atan),
-    ("vpop_erf", erf),
-    ("vpop_erfc", erfc),
-];
-const BINARY: [(&str, Binary); 3] = [("vpop_pow", pow), ("vpop_min", min), ("vpop_max", max)];
 const POWI: &str = "vpop_powi";
 
 /// Which called function an instruction needs: its index in `UNARY`, then `BINARY`, then
