@@ -241,21 +241,14 @@ fn define(module: &mut JITModule, e: &Exec) -> Result<FuncId, String> {
                 Ok(b.inst_results(c)[0])
             };
             let v = match i.code {
-                Code::Add => {
+                Code::Add | Code::Sub | Code::Mul | Code::Div => {
                     let z = op(&mut b, i.b);
-                    b.ins().fadd(x, z)
-                }
-                Code::Sub => {
-                    let z = op(&mut b, i.b);
-                    b.ins().fsub(x, z)
-                }
-                Code::Mul => {
-                    let z = op(&mut b, i.b);
-                    b.ins().fmul(x, z)
-                }
-                Code::Div => {
-                    let z = op(&mut b, i.b);
-                    b.ins().fdiv(x, z)
+                    match i.code {
+                        Code::Add => b.ins().fadd(x, z),
+                        Code::Sub => b.ins().fsub(x, z),
+                        Code::Mul => b.ins().fmul(x, z),
+                        _ => b.ins().fdiv(x, z),
+                    }
                 }
                 Code::Neg => b.ins().fneg(x),
                 Code::Not => cmp(&mut b, FloatCC::Equal, x, zero),
