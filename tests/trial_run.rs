@@ -1467,3 +1467,43 @@ fn every_example_trial_spec_loads() {
     assert!(loaded.len() >= 4, "{loaded:?}");
     println!("{loaded:?}");
 }
+
+/// `vpop bench`'s accuracy reference is a method that can reach its tolerance: an RK4 trial
+/// (fixed step: its own settings at rtol 1e-10 would be the run itself, an error of 0) is
+/// measured against Tsit5, a Rosenbrock23 trial against Rodas4; the others against
+/// themselves.
+#[test]
+fn the_bench_reference_is_a_method_that_reaches_its_tolerance() {
+    use vpop::trial::bench::{run_bench, BenchOptions, Target};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("examples/quickstart.toml");
+    let spec = std::fs::read_to_string(&path).unwrap();
+    for (method, extra, reference) in [
+        ("rk4", "dt = 0.05\n", "tsit5"),
+        ("rosenbrock23", "", "rodas4"),
+        ("dopri5", "", "dopri5"),
+    ] {
+        let text = spec.replace(
+            "method = \"tsit5\"\n",
+            &format!("method = \"{method}\"\n{extra}"),
+        );
+        assert_ne!(text, spec);
+        let trial = vpop::trial::Trial::from_text(&path, &text).unwrap();
+        let opts = BenchOptions {
+            subjects: 32,
+            cpu_subjects: 32,
+            targets: vec![Target::Cpu],
+            ..Default::default()
+        };
+        let rep = run_bench(&trial, &opts, &mut |_| {}).unwrap();
+        assert!(
+            rep.reference
+                .starts_with(&format!("CPU f64, {reference} at rtol 1e-10")),
+            "{method}: {}",
+            rep.reference
+        );
+        let err = rep.rows[0].max_rel_auc_cmax;
+        // A real comparison: the trial's own error at rtol 1e-6 (or dt 0.05), not 0.
+        assert!(err > 1e-12 && err < 1e-4, "{method}: {err}");
+    }
+}

@@ -18,8 +18,9 @@ pub const EXAMPLES: &str = "Examples:
       --cuda-variants 'default;block=256;block=64;maxrreg=64;fast-math'
 
 The CPU reference integrates the first --cpu-subjects subjects of each arm twice: at the trial's
-settings (timed, on all cores) and at --reference-rtol (the accuracy reference). Each GPU backend
-integrates -n subjects per arm; sampling happens before the clock starts.";
+settings (timed, on all cores) and at --reference-rtol (the accuracy reference; with Tsit5
+for an RK4 trial, whose fixed step no tolerance tightens, and Rodas4 for a Rosenbrock23 one).
+Each GPU backend integrates -n subjects per arm; sampling happens before the clock starts.";
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {

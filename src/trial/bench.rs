@@ -16,6 +16,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::CudaTuning;
 use crate::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput, Precision};
 use crate::population::SampledChunk;
+use crate::solver::{Method, SolverOptions};
 
 /// A backend under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +215,25 @@ impl BenchReport {
     }
 }
 
+/// The settings of the accuracy reference: the trial's at `rtol` (atol scaled alike), with a
+/// method that can reach it: RK4 is a fixed-step method, whose tolerance means nothing (its
+/// reference at the same `dt` would be the run itself), so Tsit5 stands in; Rosenbrock23, of
+/// order 2 and 3, would take millions of steps at rtol 1e-10, so Rodas4 (stiff as well) does.
+pub fn reference_solver(s: &SolverOptions, rtol: f64) -> SolverOptions {
+    let mut r = s.clone();
+    r.atol *= rtol / r.rtol;
+    r.rtol = rtol;
+    match r.method {
+        Method::Rk4 => {
+            r.method = Method::Tsit5;
+            r.dt = None;
+        }
+        Method::Rosenbrock23 => r.method = Method::Rodas4,
+        Method::Dopri5 | Method::Tsit5 | Method::Rodas4 => {}
+    }
+    r
+}
+
 /// Runs the benchmark; `progress` receives a line as each backend finishes.
 pub fn run_bench(
     trial: &Trial,
@@ -235,8 +255,7 @@ pub fn run_bench(
         .iter()
         .map(|p| {
             let mut r = p.clone();
-            r.solver.atol *= opts.reference_rtol / r.solver.rtol;
-            r.solver.rtol = opts.reference_rtol;
+            r.solver = reference_solver(&p.solver, opts.reference_rtol);
             r
         })
         .collect();
@@ -379,7 +398,7 @@ pub fn run_bench(
         s,
         format!(
             "CPU f64, {} at rtol {:e}, first {n_ref} subjects of each arm",
-            s.method.name(),
+            reference_solver(s, opts.reference_rtol).method.name(),
             opts.reference_rtol
         ),
         rows,
@@ -430,9 +449,7 @@ fn run_bench_data(
         solver.atol *= rtol / solver.rtol;
         solver.rtol = rtol;
     }
-    let mut tight = solver.clone();
-    tight.atol *= opts.reference_rtol / tight.rtol;
-    tight.rtol = opts.reference_rtol;
+    let tight = reference_solver(&solver, opts.reference_rtol);
     let n_ref = opts.cpu_subjects.min(opts.subjects).max(1) as usize;
     let chunk = opts.chunk.max(n_ref);
     let model = Arc::new(trial.compiled.clone());
@@ -543,7 +560,7 @@ fn run_bench_data(
         format!(
             "CPU f64, {} at rtol {:e}, first {n_ref} virtual subjects; errors are of the \
              outputs on every record",
-            solver.method.name(),
+            tight.method.name(),
             opts.reference_rtol
         ),
         rows,
