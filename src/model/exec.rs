@@ -679,6 +679,12 @@ impl Exec {
                 return;
             }
         }
+        self.run_interpreted(env, out);
+    }
+
+    /// [`Exec::run`] by the interpreter.
+    #[inline]
+    fn run_interpreted(&self, env: &mut [f64], out: &mut [f64]) {
         let env = &mut env[..self.base + self.ins.len()];
         step(&self.ins, self.base, env);
         for (o, r) in out.iter_mut().zip(&self.results) {
@@ -723,11 +729,7 @@ impl Exec {
         env[0] = t;
         let k = self.inputs.states;
         crate::solver::copy_short(&mut env[1..1 + k], &y[..k]);
-        let env = &mut env[..self.base + self.ins.len()];
-        step(&self.ins, self.base, env);
-        for (o, r) in out.iter_mut().zip(&self.results) {
-            *o = env[*r as usize];
-        }
+        self.run_interpreted(env, out);
     }
 }
 
