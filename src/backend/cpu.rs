@@ -27,6 +27,9 @@ pub struct WithQuadrature<M> {
     jac_out: Vec<f64>,
     /// Every output's time derivative.
     scratch: Vec<f64>,
+    /// Where the extended system's Jacobian can be nonzero, for systems large enough to be
+    /// factorised along it.
+    pattern: Option<Vec<bool>>,
 }
 
 impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
@@ -39,7 +42,23 @@ impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
             "quadrature of a missing output"
         );
         let all = quad.iter().copied().eq(0..n_out);
+        let m = n + quad.len();
+        let pattern = match (model.jacobian_pattern(), model.output_jacobian_pattern()) {
+            (Some(pf), Some(pg)) if m >= crate::solver::sparse_lu::MIN_DIM => {
+                // [∂f/∂y 0; ∂g/∂y 0]: nothing depends on the quadrature states.
+                let mut p = vec![false; m * m];
+                for i in 0..n {
+                    p[i * m..i * m + n].copy_from_slice(&pf[i * n..(i + 1) * n]);
+                }
+                for (a, &k) in quad.iter().enumerate() {
+                    p[(n + a) * m..(n + a) * m + n].copy_from_slice(&pg[k * n..(k + 1) * n]);
+                }
+                Some(p)
+            }
+            _ => None,
+        };
         WithQuadrature {
+            pattern,
             model,
             rates: vec![0.0; n],
             n,
@@ -89,6 +108,10 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
             let row = (n + a) * m;
             jac[row..row + n].copy_from_slice(&self.jac_out[k * n..(k + 1) * n]);
         }
+    }
+
+    fn jacobian_pattern(&self) -> Option<&[bool]> {
+        self.pattern.as_deref()
     }
 
     fn dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {

@@ -47,6 +47,10 @@ pub trait OutputEval {
     }
     /// Row-major `n_outputs × y.len()` gradient ∂g_k/∂y_j.
     fn output_jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]);
+    /// Where that gradient can be nonzero (row-major), when known. None: anywhere.
+    fn output_jacobian_pattern(&self) -> Option<&[bool]> {
+        None
+    }
     /// ∂g_k/∂t at fixed states. The default is a central difference, exact for outputs that
     /// do not depend on t explicitly.
     fn output_dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {

@@ -18,6 +18,9 @@ pub struct CompiledModel {
     /// The right-hand side with some of the outputs, per set of outputs asked for (see
     /// [`CompiledModel::rhs_with`]), compiled when first asked for.
     rhs_some: Mutex<Vec<(Vec<usize>, Arc<Exec>)>>,
+    /// Where ∂f/∂y and ∂g/∂y can be nonzero (row-major).
+    jacobian_pattern: Vec<bool>,
+    output_jacobian_pattern: Vec<bool>,
 }
 
 impl Clone for CompiledModel {
@@ -26,6 +29,8 @@ impl Clone for CompiledModel {
             programs: self.programs.clone(),
             exec: self.exec.clone(),
             rhs_some: Mutex::new(self.rhs_some.lock().map(|v| v.clone()).unwrap_or_default()),
+            jacobian_pattern: self.jacobian_pattern.clone(),
+            output_jacobian_pattern: self.output_jacobian_pattern.clone(),
         }
     }
 }
@@ -82,6 +87,8 @@ impl CompiledModel {
             rhs_outputs: Exec::new(&p.rhs.concat(&p.outputs), inputs),
         };
         CompiledModel {
+            jacobian_pattern: programs.jacobian.nonzero_results(),
+            output_jacobian_pattern: programs.output_jacobian.nonzero_results(),
             programs,
             exec,
             rhs_some: Mutex::new(Vec::new()),
@@ -204,6 +211,9 @@ impl OdeSystem for BoundModel<'_> {
     fn dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.m.exec.dfdt.eval(&mut self.envs[DFDT], t, y, out);
     }
+    fn jacobian_pattern(&self) -> Option<&[bool]> {
+        Some(&self.m.jacobian_pattern)
+    }
 }
 
 impl OutputEval for BoundModel<'_> {
@@ -241,6 +251,9 @@ impl OutputEval for BoundModel<'_> {
             .exec
             .output_jacobian
             .eval(&mut self.envs[OUTPUT_JACOBIAN], t, y, jac);
+    }
+    fn output_jacobian_pattern(&self) -> Option<&[bool]> {
+        Some(&self.m.output_jacobian_pattern)
     }
     fn output_dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.m

@@ -243,6 +243,15 @@ impl Program {
         pruned(&self.instrs, &self.origins, &results)
     }
 
+    /// Per result: whether it can be nonzero (false where it is the constant 0: a derivative
+    /// that is zero by the model's structure).
+    pub fn nonzero_results(&self) -> Vec<bool> {
+        self.results
+            .iter()
+            .map(|&r| !matches!(self.instrs[r as usize], Op::Const(c) if c == 0.0))
+            .collect()
+    }
+
     /// Per result: whether it depends on an instruction for which `leaf` holds (through the
     /// instructions that compute it).
     pub fn results_depend_on(&self, leaf: impl Fn(&Op) -> bool) -> Vec<bool> {

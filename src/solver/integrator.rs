@@ -8,6 +8,7 @@
 //! as exp(β·ln‖e_prev‖ − α·ln‖e‖), one logarithm per step). The initial step follows
 //! Hairer, Nørsett & Wanner (Solving ODEs I, §II.4).
 
+use super::sparse_lu::LuPlan;
 use super::tableau_data::*;
 use super::{DenseOutput, Method, OdeSystem, SolverOptions, Stats, Status, StepObserver};
 
@@ -49,11 +50,8 @@ pub struct Integrator {
     err: Vec<f64>,
     dfdt: Vec<f64>,
     jac: Vec<f64>,
-    lu: Vec<f64>,
-    piv: Vec<usize>,
-    /// Where the factors' off-diagonal entries are not zero, for systems larger than the
-    /// constant-size copies of the solve.
-    pattern: LuPattern,
+    /// The factors of W.
+    w: Factors,
     dense: Vec<Vec<f64>>,
     /// ln of the previous accepted step's error norm (at least 1e-4), for the PI controller.
     ln_err_prev: f64,
@@ -86,13 +84,19 @@ impl Integrator {
             } else {
                 Vec::new()
             },
-            lu: if stiff {
-                vec![0.0; dim * dim]
-            } else {
-                Vec::new()
+            w: Factors {
+                lu: if stiff {
+                    vec![0.0; dim * dim]
+                } else {
+                    Vec::new()
+                },
+                piv: vec![0; dim],
+                pattern: LuPattern::default(),
+                plan: None,
+                sparse: false,
+                inv: vec![0.0; dim],
+                x: vec![0.0; dim],
             },
-            piv: vec![0; dim],
-            pattern: LuPattern::default(),
             dense: (0..5).map(|_| v()).collect(),
             ln_err_prev: ln_err_floor(),
             ln_err_floor: ln_err_floor(),
@@ -143,6 +147,9 @@ impl Integrator {
         }
         if self.method == Method::Rk4 {
             return self.integrate_rk4(sys, t0, t1, y, opts, obs, stats);
+        }
+        if self.method.is_rosenbrock() {
+            self.w.adopt(sys.jacobian_pattern(), self.dim);
         }
         let q = match self.method {
             Method::Dopri5 | Method::Tsit5 => 5.0,
@@ -459,18 +466,8 @@ impl Integrator {
         sys.jacobian(t, y, &mut self.jac);
         sys.dfdt(t, y, &mut self.dfdt);
         stats.jac_evals += 1;
-        for i in 0..n {
-            for j in 0..n {
-                let id = if i == j { scale_i } else { 0.0 };
-                self.lu[i * n + j] = id - scale_j * self.jac[i * n + j];
-            }
-        }
         stats.lu_decomps += 1;
-        if !lu_factor(&mut self.lu, &mut self.piv, n) {
-            return false;
-        }
-        self.pattern.find(&self.lu, n);
-        true
+        self.w.factor(&self.jac, n, scale_i, scale_j)
     }
 
     /// Shampine & Reichelt's Rosenbrock 2(3) step (ode23s).
@@ -491,7 +488,7 @@ impl Integrator {
         for j in 0..n {
             self.k[j] = self.f0[j] + h * d * self.dfdt[j];
         }
-        self.pattern.solve(&self.lu, &self.piv, n, &mut self.k[..n]);
+        self.w.solve(n, &mut self.k[..n]);
         // F1 = f(t + h/2, y + h/2 k1)
         for j in 0..n {
             self.tmp[j] = y[j] + 0.5 * h * self.k[j];
@@ -501,8 +498,7 @@ impl Integrator {
         for j in 0..n {
             self.k[n + j] = self.err[j] - self.k[j];
         }
-        self.pattern
-            .solve(&self.lu, &self.piv, n, &mut self.k[n..2 * n]);
+        self.w.solve(n, &mut self.k[n..2 * n]);
         for j in 0..n {
             self.k[n + j] += self.k[j];
             self.y1[j] = y[j] + h * self.k[n + j];
@@ -516,8 +512,7 @@ impl Integrator {
                 - 2.0 * (self.k[j] - self.f0[j])
                 + h * d * self.dfdt[j];
         }
-        self.pattern
-            .solve(&self.lu, &self.piv, n, &mut self.k[2 * n..3 * n]);
+        self.w.solve(n, &mut self.k[2 * n..3 * n]);
         for j in 0..n {
             self.err[j] = h / 6.0 * (self.k[j] - 2.0 * self.k[n + j] + self.k[2 * n + j]);
         }
@@ -560,8 +555,7 @@ impl Integrator {
                 }
                 self.k[s * n + j] = rhs;
             }
-            let ks = &mut self.k[s * n..(s + 1) * n];
-            self.pattern.solve(&self.lu, &self.piv, n, ks);
+            self.w.solve(n, &mut self.k[s * n..(s + 1) * n]);
         }
         // y1 = u_6 + k_6, where u_6 (in y1) = y0 + Σ a_6j k_j.
         for j in 0..n {
@@ -665,6 +659,69 @@ fn lu_solve_n(lu: &[f64], piv: &[usize], n: usize, b: &mut [f64]) {
         }
         // The reciprocal does not wait for s: the rows' divisions overlap instead of chaining.
         b[i] = s * (1.0 / lu[i * n + i]);
+    }
+}
+
+/// The factors of a Rosenbrock method's W: along the plan made from the Jacobian's pattern where
+/// the system gives one and the factors are sparse, densely with partial pivoting otherwise
+/// (and where a pivot of the plan fails its threshold).
+#[derive(Debug, Clone)]
+struct Factors {
+    /// Dense factors (n×n), or the plan's values.
+    lu: Vec<f64>,
+    piv: Vec<usize>,
+    /// Where the dense factors' off-diagonal entries are not zero.
+    pattern: LuPattern,
+    plan: Option<Box<LuPlan>>,
+    /// Whether the current factors are the plan's.
+    sparse: bool,
+    /// The plan's pivots' reciprocals, and scratch for its solves.
+    inv: Vec<f64>,
+    x: Vec<f64>,
+}
+
+impl Factors {
+    /// Takes the plan of the system's Jacobian pattern (made when the pattern changes), or none.
+    fn adopt(&mut self, pattern: Option<&[bool]>, n: usize) {
+        match pattern {
+            Some(p) if n >= super::sparse_lu::MIN_DIM && p.len() == n * n => {
+                if self.plan.as_ref().is_none_or(|q| q.pattern() != p) {
+                    self.plan = Some(Box::new(LuPlan::new(n, p)));
+                }
+            }
+            _ => self.plan = None,
+        }
+    }
+
+    /// Builds W = si·I − sj·J from the dense J and factorises it.
+    fn factor(&mut self, jac: &[f64], n: usize, si: f64, sj: f64) -> bool {
+        if let Some(plan) = self.plan.as_deref().filter(|p| p.is_sparse()) {
+            plan.assemble(jac, si, sj, &mut self.lu);
+            self.sparse = plan.factor(&mut self.lu, &mut self.inv);
+            if self.sparse {
+                return true;
+            }
+        }
+        self.sparse = false;
+        for i in 0..n {
+            for j in 0..n {
+                let id = if i == j { si } else { 0.0 };
+                self.lu[i * n + j] = id - sj * jac[i * n + j];
+            }
+        }
+        if !lu_factor(&mut self.lu, &mut self.piv, n) {
+            return false;
+        }
+        self.pattern.find(&self.lu, n);
+        true
+    }
+
+    /// Solves W x = b in place.
+    fn solve(&mut self, n: usize, b: &mut [f64]) {
+        match self.plan.as_deref() {
+            Some(plan) if self.sparse => plan.solve(&self.lu, &self.inv, b, &mut self.x),
+            _ => self.pattern.solve(&self.lu, &self.piv, n, b),
+        }
     }
 }
 

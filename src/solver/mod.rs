@@ -17,6 +17,12 @@ pub trait OdeSystem {
     fn jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]);
     /// ∂f/∂t.
     fn dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]);
+    /// Where the Jacobian can be nonzero (row-major, `dim × dim`), when that is known (a
+    /// model's symbolic derivatives): large systems are then factorised along it
+    /// ([`sparse_lu`]). None: anywhere.
+    fn jacobian_pattern(&self) -> Option<&[bool]> {
+        None
+    }
 }
 
 /// Integration methods.
@@ -208,6 +214,7 @@ impl StepObserver for NoObserver {
 }
 
 pub mod integrator;
+pub mod sparse_lu;
 pub mod tableau;
 // Coefficients keep the digits of their published sources.
 #[allow(clippy::excessive_precision)]
