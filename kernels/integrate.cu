@@ -65,7 +65,8 @@ struct Sub {
     real dose_v[NS4];
     real rates[NS];
     real y[NY], y1[NY], f0[NY], f1[NY], err[NY], tmp[NY], dense_v[NY], dfdt_v[NY];
-    real lu[NS * NS];
+    // The factors of W (NLU: n² dense, or the entries of the sparse factors).
+    real lu[NLU];
     int piv[NS];
     real gq[NOS];
     real w_si, w_sj;
@@ -138,109 +139,7 @@ struct Sub {
         for (int j = 0; j < NS; j++) { y[j] = y0[j]; rates[j] = 0; }
     }
 
-    // W = si·I − sj·J of the extended system: the model block by LU with partial pivoting, the
-    // AUC rows (J = [G 0]) by substitution in w_solve.
-    // Loops have constant bounds and test the varying ones inside, so that unrolling leaves
-    // compile-time indices only; a pivot row is swapped by a predicated loop over the rows.
-    FI bool w_factor(real t, real si, real sj) {
-        real jm[NS * NS], dm[NS];
-        model_jac(t, y, q, jm);
-        model_dfdt(t, y, q, dm);
-        #pragma unroll
-        for (int j = 0; j < NS; j++) dfdt_v[j] = dm[j];
-#if NA > 0
-        real dg[NO];
-        model_output_jac(t, y, q, gq);
-        model_output_dfdt(t, y, q, dg);
-        #pragma unroll
-        for (int a = 0; a < NA; a++) dfdt_v[NS + a] = dg[quad_output(a)];
-#endif
-        n_jac++;
-        w_si = si;
-        w_sj = sj;
-        #pragma unroll
-        for (int i = 0; i < NS; i++) {
-            #pragma unroll
-            for (int j = 0; j < NS; j++) lu[i * NS + j] = (i == j ? si : (real)0) - sj * jm[i * NS + j];
-        }
-        #pragma unroll
-        for (int k = 0; k < NS; k++) {
-            int p = k;
-            real best = fabs(lu[k * NS + k]);
-            #pragma unroll
-            for (int i = 0; i < NS; i++) {
-                if (i <= k) continue;
-                real v = fabs(lu[i * NS + k]);
-                if (v > best) { best = v; p = i; }
-            }
-            if (best == (real)0 || !isfinite(best)) return false;
-            piv[k] = p;
-            #pragma unroll
-            for (int i = 0; i < NS; i++) {
-                if (i <= k || i != p) continue;
-                #pragma unroll
-                for (int j = 0; j < NS; j++) {
-                    real a = lu[k * NS + j];
-                    lu[k * NS + j] = lu[i * NS + j];
-                    lu[i * NS + j] = a;
-                }
-            }
-            real inv = (real)1 / lu[k * NS + k];
-            #pragma unroll
-            for (int i = 0; i < NS; i++) {
-                if (i <= k) continue;
-                real f = lu[i * NS + k] * inv;
-                lu[i * NS + k] = f;
-                if (f != (real)0) {
-                    #pragma unroll
-                    for (int j = 0; j < NS; j++)
-                        if (j > k) lu[i * NS + j] -= f * lu[k * NS + j];
-                }
-            }
-        }
-        return true;
-    }
-
-    FI void w_solve(real* x) {
-        real b[NA1];
-        #pragma unroll
-        for (int a = 0; a < NA; a++) b[a] = x[NS + a];
-        #pragma unroll
-        for (int k = 0; k < NS; k++) {
-            const int p = piv[k];
-            #pragma unroll
-            for (int i = 0; i < NS; i++) {
-                if (i <= k || i != p) continue;
-                real a = x[k];
-                x[k] = x[i];
-                x[i] = a;
-            }
-        }
-        #pragma unroll
-        for (int i = 1; i < NS; i++) {
-            real s = x[i];
-            #pragma unroll
-            for (int j = 0; j < NS; j++)
-                if (j < i) s -= lu[i * NS + j] * x[j];
-            x[i] = s;
-        }
-        #pragma unroll
-        for (int i = NS - 1; i >= 0; i--) {
-            real s = x[i];
-            #pragma unroll
-            for (int j = 0; j < NS; j++)
-                if (j > i) s -= lu[i * NS + j] * x[j];
-            x[i] = s / lu[i * NS + i];
-        }
-        #pragma unroll
-        for (int a = 0; a < NA; a++) {
-            const int k = quad_output(a);
-            real s = b[a];
-            #pragma unroll
-            for (int j = 0; j < NS; j++) s += w_sj * gq[k * NS + j] * x[j];
-            x[NS + a] = s / w_si;
-        }
-    }
+{{W}}
 
 {{STEP}}
 

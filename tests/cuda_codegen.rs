@@ -492,3 +492,71 @@ fn compiled_kernels_are_kept_between_runs() {
     assert!(entries().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The kernels of a model large enough for the sparse factorisation of W (tests/data/
+/// sparse_qsp.vpm, 14 states: the Rosenbrock methods' `w_factor` and `w_solve` are the plan as
+/// straight-line code) compile for every method and precision, for an arm and for dataset
+/// records, and the f32 ones compute in f32 only. Where ptxas is available, their registers and
+/// local memory are printed, and the f32 kernels keep their state in registers (no stack
+/// frame, no spills), the Rosenbrock ones included.
+#[test]
+fn a_large_sparse_models_kernels_compile_with_nvrtc() {
+    use vpop::backend::cuda::kernel::{integrate_source, records_source};
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    use rayon::prelude::*;
+    let path = format!("{}/tests/data/sparse_qsp.vpm", env!("CARGO_MANIFEST_DIR"));
+    let m = Model::parse("sparse_qsp", &std::fs::read_to_string(path).unwrap()).unwrap();
+    let progs = ModelPrograms::new(&m);
+    let cases: Vec<(Method, Precision, bool)> = Method::ALL
+        .into_iter()
+        .flat_map(|method| {
+            [Precision::F32, Precision::F64]
+                .into_iter()
+                .flat_map(move |p| [false, true].map(|records| (method, p, records)))
+        })
+        .collect();
+    let ptxas = ptxas();
+    type Row = (String, Precision, Option<(u32, u32, u32, u32)>);
+    let rows: Vec<Row> = cases
+        .par_iter()
+        .map(|&(method, p, records)| {
+            let src = if records {
+                records_source(&progs, method, p).unwrap()
+            } else {
+                integrate_source(&progs, method, &every_kind(&m), p).unwrap()
+            };
+            assert!(
+                src.contains("// pivot 13: state"),
+                "{method} {p:?} records {records}: the sparse factorisation"
+            );
+            let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{method} {p:?}: {e}"));
+            assert!(ptx.contains(".entry integrate"), "{method} {p:?}");
+            if p == Precision::F32 {
+                let doubles = ptx.lines().filter(|l| l.contains(".f64")).count();
+                assert_eq!(
+                    doubles, 0,
+                    "{method}: {doubles} double-precision instructions"
+                );
+            }
+            let driver = if records { "-records" } else { "" };
+            let tag = format!("sparse_qsp-{method}-{}{driver}", p.name());
+            let report = ptxas.as_ref().map(|x| ptxas_report(x, &ptx, &tag));
+            (tag, p, report)
+        })
+        .collect();
+    for (tag, _, r) in &rows {
+        if let Some((regs, stack, stores, loads)) = r {
+            println!("{tag:<40} {regs:>9} {stack:>11} {stores:>12} {loads:>11}");
+        }
+    }
+    let local: Vec<&String> = rows
+        .iter()
+        .filter(|(_, p, r)| *p == Precision::F32 && r.is_some_and(|r| r.1 > 0 || r.2 > 0))
+        .map(|(t, ..)| t)
+        .collect();
+    assert!(local.is_empty(), "f32 kernels in local memory: {local:?}");
+}

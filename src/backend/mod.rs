@@ -12,6 +12,7 @@ pub mod hoist;
 pub mod records;
 pub mod stepgen;
 pub mod wgpu;
+pub mod wsparse;
 
 use crate::dosing::Regimen;
 use crate::metrics::MetricSpec;

@@ -13,7 +13,7 @@
 //! models (I/(hγ) minus the Jacobian of mass-balance kinetics: column diagonally dominant) it
 //! holds; where it does not, [`LuPlan::factor`] says so and the caller factorises densely with
 //! partial pivoting instead. The GPU kernels generate the same operations as straight-line code
-//! (see `src/backend/stepgen.rs`).
+//! (`src/backend/wsparse.rs`).
 
 /// Systems of fewer components are factorised densely (the integrator's constant-size copies
 /// cover them, and every library model is one).

@@ -157,10 +157,14 @@ fn source(
             x.column, x.output, m.n_outputs
         ));
     }
+    // W's factorisation, and the programs it is generated with (the Jacobian's structurally
+    // nonzero entries alone where W is factorised sparsely).
+    let (w_code, lu_len) = crate::backend::wsparse::w_functions(m, Lang::Cuda);
+    let m = &*crate::backend::wsparse::kernel_programs(m);
     let z = KernelSizes::new(m, metrics);
     let ny = z.ny();
     let sizes = format!(
-        "#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NA {}\n#define NA1 {}\n\
+        "#define NLU {lu_len}\n#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NA {}\n#define NA1 {}\n\
          #define NY {}\n#define NM {}\n#define NM1 {}\n#define NS4 {}\n#define NOS {}\n\
          #define OBSERVE {}\n",
         z.ns,
@@ -229,6 +233,7 @@ fn source(
         INTEGRATE_CU,
         &[
             ("DRIVER", driver),
+            ("W", &w_code),
             ("REAL", real),
             ("SIZES", &sizes),
             ("TABLEAUS", TABLEAUS_CUH),

@@ -115,6 +115,10 @@ fn source(
             x.column, x.output, m.n_outputs
         ));
     }
+    // W's factorisation, and the programs it is generated with (the Jacobian's structurally
+    // nonzero entries alone where W is factorised sparsely).
+    let (w_code, lu_len) = crate::backend::wsparse::w_functions(m, Lang::Wgsl);
+    let m = &*crate::backend::wsparse::kernel_programs(m);
     let z = KernelSizes::new(m, metrics);
     let ny = z.ny();
     let a = driver.arm_settings();
@@ -198,6 +202,7 @@ fn source(
     codegen::fill(
         &template,
         &[
+            ("W", &codegen::retype(&w_code, p)),
             ("SIZES", &sizes),
             ("SEARCH", &search),
             ("PRECISION", codegen::precision_helpers(p)),
@@ -210,7 +215,7 @@ fn source(
             ("N_NS4", &lit(4 * m.n_states)),
             ("N_NS", &lit(z.ns)),
             ("N_NY", &lit(ny)),
-            ("N_NSS", &lit(z.ns * z.ns)),
+            ("N_NSS", &lit(lu_len)),
             ("N_NOS", &lit(m.n_outputs * z.ns)),
             ("N_NM", &lit(z.nm)),
             ("N_NO", &lit(z.no)),

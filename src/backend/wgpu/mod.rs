@@ -838,7 +838,8 @@ mod integrate {
             } else {
                 src
             };
-            super::check_source(src, self.precision, &self.model.programs, "wgpu kernel")
+            let m = crate::backend::wsparse::kernel_programs(&self.model.programs);
+            super::check_source(src, self.precision, &m, "wgpu kernel")
                 .map_err(BackendError::Failed)?;
             let device = &self.gpu.device;
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);

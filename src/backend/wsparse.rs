@@ -1,0 +1,344 @@
+//! The kernels' factorisation of a Rosenbrock method's W = si·I − sj·J (slot `W` of
+//! `shaders/integrate.wgsl` and `kernels/integrate.cu`).
+//!
+//! Models with fewer than [`MIN_DIM`] states, or whose factors would be more than half full,
+//! get the dense LU with partial pivoting (`shaders/w_dense.wgsl`, `kernels/w_dense.cu`),
+//! as the CPU reference factorises them. Larger sparse ones get the CPU reference's plan
+//! ([`LuPlan`], made from the structure of the model's symbolic Jacobian) as straight-line
+//! code: W assembled from the Jacobian's structurally nonzero entries alone (`model_jac`
+//! computes only those: [`kernel_programs`]), every elimination and substitution an operation
+//! on a fixed entry, so the factors are the plan's entries (fill-in included) in registers or
+//! a short array instead of NS² of them, and no pivot row is searched or swapped. A pivot
+//! below [`PIVOT_THRESHOLD`] of its column makes `w_factor` fail, which rejects the step as a
+//! singular W does: a smaller step makes W = I/(hγ) − J more diagonally dominant. (The CPU
+//! reference factorises such a W densely with row exchanges instead; both reach the tolerance.)
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use super::stepgen::Lang;
+use crate::model::lower::ModelPrograms;
+use crate::solver::sparse_lu::{LuPlan, MIN_DIM, PIVOT_THRESHOLD};
+
+/// The dense factorisation (WGSL), after its header comment.
+pub const W_DENSE_WGSL: &str = include_str!("../../shaders/w_dense.wgsl");
+/// The dense factorisation (CUDA C), after its header comment.
+pub const W_DENSE_CU: &str = include_str!("../../kernels/w_dense.cu");
+
+/// The plan of the model block's W where the kernels factorise it sparsely.
+pub fn plan(m: &ModelPrograms) -> Option<LuPlan> {
+    let n = m.n_states;
+    if n < MIN_DIM {
+        return None;
+    }
+    let plan = LuPlan::new(n, &m.jacobian.nonzero_results());
+    plan.is_sparse().then_some(plan)
+}
+
+/// The programs the kernels are generated from: the model's own, but where W is factorised
+/// sparsely, a Jacobian program with the structurally nonzero results alone (row-major), so
+/// that `model_jac` neither computes nor returns NS² values.
+pub fn kernel_programs(m: &ModelPrograms) -> Cow<'_, ModelPrograms> {
+    if plan(m).is_none() {
+        return Cow::Borrowed(m);
+    }
+    let keep: Vec<usize> = m
+        .jacobian
+        .nonzero_results()
+        .iter()
+        .enumerate()
+        .filter(|(_, nz)| **nz)
+        .map(|(k, _)| k)
+        .collect();
+    let mut p = m.clone();
+    p.jacobian = m.jacobian.keep_results(&keep);
+    Cow::Owned(p)
+}
+
+/// The functions `w_factor` and `w_solve` for `lang`, and the length of the kernel's array
+/// `lu`. `m` is the model's own programs (not [`kernel_programs`]).
+pub fn w_functions(m: &ModelPrograms, lang: Lang) -> (String, usize) {
+    let Some(plan) = plan(m) else {
+        let dense = match lang {
+            Lang::Wgsl => W_DENSE_WGSL,
+            Lang::Cuda => W_DENSE_CU,
+        };
+        let body = dense.split_once("\n\n").map_or(dense, |(_, b)| b);
+        let n = m.n_states.max(1);
+        return (body.trim_end_matches('\n').to_string(), n * n);
+    };
+    (sparse_code(m, &plan, lang), plan.nnz().max(1))
+}
+
+fn sparse_code(m: &ModelPrograms, plan: &LuPlan, lang: Lang) -> String {
+    let n = plan.dim();
+    // Index of each structurally nonzero Jacobian entry among model_jac's results.
+    let nz = m.jacobian.nonzero_results();
+    let mut jm_index = vec![None; n * n];
+    for (r, ij) in nz
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| **z)
+        .map(|(ij, _)| ij)
+        .enumerate()
+    {
+        jm_index[ij] = Some(r);
+    }
+    let n_jm = jm_index.iter().flatten().count().max(1);
+    let cuda = lang == Lang::Cuda;
+    // Member functions of the CUDA per-subject struct are indented one level more.
+    let ind = if cuda { "        " } else { "    " };
+    let lit = |x: f64| -> String {
+        if cuda {
+            format!("(real){x:?}")
+        } else {
+            format!("{x:?}")
+        }
+    };
+    let mut s = String::new();
+    let head = if cuda { "    // " } else { "// " };
+    for line in [
+        "W = si·I − sj·J of the extended system, factorised: the model block along the structure"
+            .to_string(),
+        format!(
+            "of its Jacobian ({} entries of the factors, fill-in included, in place of {}; pivots",
+            plan.nnz(),
+            n * n
+        ),
+        "on the diagonal in the elimination order of src/solver/sparse_lu.rs, each refused below"
+            .into(),
+        format!(
+            "{PIVOT_THRESHOLD} of its column); the AUC rows (J = [G 0]) by substitution in w_solve."
+        ),
+    ] {
+        let _ = writeln!(s, "{head}{line}");
+    }
+    // w_factor: the Jacobian and ∂f/∂t as the dense version gets them.
+    if cuda {
+        let _ = writeln!(s, "    FI bool w_factor(real t, real si, real sj) {{");
+        let _ = writeln!(s, "{ind}real jm[{n_jm}], dm[NS];");
+        let _ = writeln!(s, "{ind}model_jac(t, y, q, jm);");
+        let _ = writeln!(s, "{ind}model_dfdt(t, y, q, dm);");
+        let _ = writeln!(s, "{ind}#pragma unroll");
+        let _ = writeln!(s, "{ind}for (int j = 0; j < NS; j++) dfdt_v[j] = dm[j];");
+        let _ = writeln!(s, "#if NA > 0");
+        let _ = writeln!(s, "{ind}real dg[NO];");
+        let _ = writeln!(s, "{ind}model_output_jac(t, y, q, gq);");
+        let _ = writeln!(s, "{ind}model_output_dfdt(t, y, q, dg);");
+        let _ = writeln!(s, "{ind}#pragma unroll");
+        let _ = writeln!(
+            s,
+            "{ind}for (int a = 0; a < NA; a++) dfdt_v[NS + a] = dg[quad_output(a)];"
+        );
+        let _ = writeln!(s, "#endif");
+    } else {
+        let _ = writeln!(s, "fn w_factor(t: real, si: real, sj: real) -> bool {{");
+        let _ = writeln!(s, "    let ys = model_part(y);");
+        let _ = writeln!(s, "    let jm = model_jac(t, ys, q);");
+        let _ = writeln!(s, "    var dm = model_dfdt(t, ys, q);");
+        let _ = writeln!(
+            s,
+            "    for (var j = 0u; j < NS; j++) {{ dfdt_v[j] = dm[j]; }}"
+        );
+        let _ = writeln!(s, "    if (NA > 0u) {{");
+        let _ = writeln!(s, "        gq = model_output_jac(t, ys, q);");
+        let _ = writeln!(s, "        var dg = model_output_dfdt(t, ys, q);");
+        let _ = writeln!(
+            s,
+            "        for (var a = 0u; a < NA; a++) {{ dfdt_v[NS + a] = dg[quad_output(a)]; }}"
+        );
+        let _ = writeln!(s, "    }}");
+    }
+    let _ = writeln!(s, "{ind}n_jac++;");
+    let _ = writeln!(s, "{ind}w_si = si;");
+    let _ = writeln!(s, "{ind}w_sj = sj;");
+    // Assembly: every slot written (fill-in zero), the Jacobian's entries as the CPU's.
+    let mut value = vec![String::new(); plan.nnz()];
+    let zero = lit(0.0);
+    for v in value.iter_mut() {
+        *v = zero.clone();
+    }
+    for &(ij, slot, on_diag) in plan.entries() {
+        let id = if on_diag { "si" } else { zero.as_str() };
+        value[slot as usize] = match jm_index[ij as usize] {
+            Some(r) => format!("{id} - sj * jm[{r}]"),
+            None => id.to_string(),
+        };
+    }
+    for (slot, v) in value.iter().enumerate() {
+        let _ = writeln!(s, "{ind}lu[{slot}] = {v};");
+    }
+    // Elimination: per pivot, the threshold test, its reciprocal in its place, the
+    // multipliers and their updates.
+    let fin = if cuda { "isfinite" } else { "finite" };
+    for k in 0..n {
+        let d = plan.pivot(k);
+        let below = plan.below(k);
+        let big = below
+            .iter()
+            .map(|e| format!("abs(lu[{}])", e.slot))
+            .reduce(|a, b| format!("max({a}, {b})"))
+            .unwrap_or_else(|| zero.clone());
+        let big = if cuda {
+            big.replace("abs(", "fabs(").replace("max(", "fmax(")
+        } else {
+            big
+        };
+        let abs = if cuda { "fabs" } else { "abs" };
+        let comp = plan.order()[k];
+        let _ = writeln!(s, "{ind}// pivot {k}: state {comp}");
+        let _ = writeln!(
+            s,
+            "{ind}if (!({abs}(lu[{d}]) >= {} * {big}) || lu[{d}] == {zero} || !{fin}(lu[{d}])) {{ return false; }}",
+            lit(PIVOT_THRESHOLD)
+        );
+        let _ = writeln!(s, "{ind}lu[{d}] = {} / lu[{d}];", lit(1.0));
+        for e in below {
+            let _ = writeln!(s, "{ind}lu[{}] = lu[{}] * lu[{d}];", e.slot, e.slot);
+            for &[t, src] in plan.updates(e) {
+                let _ = writeln!(s, "{ind}lu[{t}] = lu[{t}] - lu[{}] * lu[{src}];", e.slot);
+            }
+        }
+    }
+    let _ = writeln!(s, "{ind}return true;");
+    let _ = writeln!(s, "{}}}", if cuda { "    " } else { "" });
+    s.push('\n');
+    // w_solve: the permuted forward and backward substitutions, then the AUC rows.
+    let order = plan.order();
+    let mut fwd = String::new();
+    for k in 0..n {
+        let mut e = if cuda {
+            format!("x[{}]", order[k])
+        } else {
+            format!("b[{}]", order[k])
+        };
+        for &[c, sl] in plan.l_row(k) {
+            let _ = write!(e, " - lu[{sl}] * z{c}");
+        }
+        let decl = if cuda { "const real" } else { "let" };
+        let _ = writeln!(fwd, "{ind}{decl} z{k} = {e};");
+    }
+    let mut bwd = String::new();
+    for k in (0..n).rev() {
+        let mut e = format!("z{k}");
+        for &[c, sl] in plan.u_row(k) {
+            let _ = write!(e, " - lu[{sl}] * u{c}");
+        }
+        let decl = if cuda { "const real" } else { "let" };
+        let _ = writeln!(bwd, "{ind}{decl} u{k} = ({e}) * lu[{}];", plan.pivot(k));
+    }
+    let mut put = String::new();
+    for (k, c) in order.iter().enumerate() {
+        let _ = writeln!(put, "{ind}x[{c}] = u{k};");
+    }
+    if cuda {
+        let _ = writeln!(s, "    FI void w_solve(real* x) {{");
+        let _ = writeln!(s, "{ind}real b[NA1];");
+        let _ = writeln!(s, "{ind}#pragma unroll");
+        let _ = writeln!(s, "{ind}for (int a = 0; a < NA; a++) b[a] = x[NS + a];");
+        s.push_str(&fwd);
+        s.push_str(&bwd);
+        s.push_str(&put);
+        let _ = writeln!(s, "{ind}#pragma unroll");
+        let _ = writeln!(s, "{ind}for (int a = 0; a < NA; a++) {{");
+        let _ = writeln!(s, "{ind}    const int k = quad_output(a);");
+        let _ = writeln!(s, "{ind}    real s = b[a];");
+        let _ = writeln!(s, "{ind}    #pragma unroll");
+        let _ = writeln!(
+            s,
+            "{ind}    for (int j = 0; j < NS; j++) s += w_sj * gq[k * NS + j] * x[j];"
+        );
+        let _ = writeln!(s, "{ind}    x[NS + a] = s / w_si;");
+        let _ = writeln!(s, "{ind}}}");
+        let _ = writeln!(s, "    }}");
+    } else {
+        let _ = writeln!(
+            s,
+            "fn w_solve(b: array<real, {{{{N_NY}}}}>) -> array<real, {{{{N_NY}}}}> {{"
+        );
+        let _ = writeln!(s, "    var x = b;");
+        s.push_str(&fwd);
+        s.push_str(&bwd);
+        s.push_str(&put);
+        let _ = writeln!(s, "    for (var a = 0u; a < NA; a++) {{");
+        let _ = writeln!(s, "        let k = quad_output(a);");
+        let _ = writeln!(s, "        var s = b[NS + a];");
+        let _ = writeln!(
+            s,
+            "        for (var j = 0u; j < NS; j++) {{ s += w_sj * gq[k * NS + j] * x[j]; }}"
+        );
+        let _ = writeln!(s, "        x[NS + a] = s / w_si;");
+        let _ = writeln!(s, "    }}");
+        let _ = writeln!(s, "    return x;");
+        let _ = writeln!(s, "}}");
+    }
+    s.trim_end_matches('\n').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Precision;
+    use crate::metrics::{Metric, MetricSpec};
+    use crate::model::{library, Model};
+    use crate::solver::Method;
+
+    fn programs(name: &str, source: &str) -> ModelPrograms {
+        ModelPrograms::new(&Model::parse(name, source).unwrap())
+    }
+
+    /// A large sparse model's kernels factorise W along its plan: `model_jac` returns the
+    /// structurally nonzero entries alone, `lu` holds the factors' entries, each step of the
+    /// elimination is written out; the WGSL passes naga's validator in both precisions. Library
+    /// models keep the dense factorisation, their kernels' source unchanged.
+    #[test]
+    fn large_sparse_models_get_the_plan_as_code() {
+        let m = programs(
+            "sparse_qsp",
+            include_str!("../../tests/data/sparse_qsp.vpm"),
+        );
+        assert_eq!(m.n_states, 14);
+        let nz = m.jacobian.nonzero_results().iter().filter(|z| **z).count();
+        assert_eq!(nz, 33, "structurally nonzero Jacobian entries");
+        let lu = plan(&m).expect("a sparse plan");
+        assert!(lu.nnz() < 14 * 14 / 2, "{} entries", lu.nnz());
+        let k = kernel_programs(&m);
+        assert_eq!(k.jacobian.results.len(), nz);
+        assert_eq!(k.rhs, m.rhs);
+        let metrics = [
+            MetricSpec::new(0, "cp", Metric::parse("auc").unwrap()),
+            MetricSpec::new(1, "signal", Metric::parse("cmax").unwrap()),
+        ];
+        for method in [Method::Rodas4, Method::Rosenbrock23] {
+            for p in [Precision::F32, Precision::F64] {
+                let w = crate::backend::wgpu::kernel::integrate_source(&m, method, &metrics, p)
+                    .unwrap();
+                assert!(w.contains(&format!(
+                    "var<private> lu: array<{}, {}>;",
+                    p.name(),
+                    lu.nnz()
+                )));
+                assert!(w.contains(&format!("// pivot {}: state", 13)));
+                assert!(
+                    !w.contains("piv[k] = p;"),
+                    "the dense factorisation is gone"
+                );
+                #[cfg(feature = "wgpu")]
+                crate::backend::wgpu::check_source(&w, p, &k, "test kernel").unwrap();
+                let c = crate::backend::cuda::kernel::integrate_source(&m, method, &metrics, p)
+                    .unwrap();
+                assert!(c.contains(&format!("#define NLU {}\n", lu.nnz())));
+                assert!(c.contains("    FI bool w_factor(real t, real si, real sj) {"));
+                assert!(!c.contains("piv[k] = p;"));
+            }
+        }
+        for lm in library::MODELS {
+            let m = programs(lm.name, lm.source);
+            assert!(plan(&m).is_none(), "{}", lm.name);
+            assert!(matches!(kernel_programs(&m), Cow::Borrowed(_)));
+            let (code, len) = w_functions(&m, Lang::Wgsl);
+            assert!(code.starts_with("// W = si·I − sj·J") && code.contains("piv[k] = p;"));
+            assert_eq!(len, m.n_states * m.n_states);
+        }
+    }
+}
