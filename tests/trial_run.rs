@@ -517,6 +517,31 @@ fn check_takes_every_kind_of_file() {
     }
     let dir = tmp("check-kinds");
     std::fs::create_dir_all(&dir).unwrap();
+    // A large model with a Rosenbrock method: how its W is factorised; the quickstart's
+    // (3 states, Tsit5) says nothing of it.
+    let large = dir.join("large.toml");
+    std::fs::write(
+        &large,
+        format!(
+            "[trial]\nname = \"large\"\nsubjects = 10\nseed = 1\n[model]\nfile = {:?}\n\
+             [[arm]]\nname = \"a\"\ndose = {{ amount = 100, into = \"depot\" }}\n\
+             [simulation]\nend = 24\nmethod = \"rodas4\"\n[output]\ndir = \"out\"\n\
+             metrics = [\"cp:auc\"]\n",
+            root.join("tests/data/sparse_qsp.vpm")
+        ),
+    )
+    .unwrap();
+    let (ok, text) = check(&large);
+    assert!(
+        ok && text.contains(
+            "  W           factorised along the Jacobian's structure: 33 of 196 entries can be \
+             nonzero, "
+        ),
+        "{text}"
+    );
+    assert!(!check(&root.join("examples/quickstart.toml"))
+        .1
+        .contains("  W   "));
     let population = std::fs::read_to_string(root.join("populations/adult_healthy.toml")).unwrap();
     let bad = dir.join("population.toml");
     std::fs::write(

@@ -235,8 +235,37 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
         trial.arms[0].plan.solver.atol,
         trial.arms[0].plan.end
     );
+    if trial
+        .arms
+        .iter()
+        .any(|a| a.plan.solver.method.is_rosenbrock())
+    {
+        if let Some(line) = sparse_w_line(&trial.model) {
+            println!("  W           {line}");
+        }
+    }
     println!("  output      {}", trial.output_dir.display());
     Ok(())
+}
+
+/// How the Rosenbrock methods factorise W for a model large enough to do it along the
+/// structure of its Jacobian (9 states or more, factors at most half full), or None.
+fn sparse_w_line(model: &crate::model::Model) -> Option<String> {
+    let programs = crate::model::ModelPrograms::new(model);
+    let plan = crate::backend::wsparse::plan(&programs)?;
+    let n = programs.n_states;
+    let nonzero = programs
+        .jacobian
+        .nonzero_results()
+        .iter()
+        .filter(|z| **z)
+        .count();
+    Some(format!(
+        "factorised along the Jacobian's structure: {nonzero} of {} entries can be nonzero, \
+         {} in the factors",
+        n * n,
+        plan.nnz()
+    ))
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
