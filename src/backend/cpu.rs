@@ -30,6 +30,9 @@ pub struct WithQuadrature<M> {
     /// Where the extended system's Jacobian can be nonzero, for systems large enough to be
     /// factorised along it.
     pattern: Option<Vec<bool>>,
+    /// With a pattern: how many of its entries are in the model block, and where the
+    /// quadrature rows' entries are in the outputs' gradient (`jac_out`).
+    nonzeros: Option<(usize, Vec<u32>)>,
 }
 
 impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
@@ -57,7 +60,18 @@ impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
             }
             _ => None,
         };
+        let nonzeros = pattern.as_ref().map(|p| {
+            let in_model = (0..n).map(|i| p[i * m..i * m + n].iter().filter(|z| **z).count());
+            let quad_nz = quad
+                .iter()
+                .flat_map(|&k| (0..n).map(move |j| k * n + j))
+                .filter(|&kj| model.output_jacobian_pattern().is_some_and(|pg| pg[kj]))
+                .map(|kj| kj as u32)
+                .collect();
+            (in_model.sum(), quad_nz)
+        });
         WithQuadrature {
+            nonzeros,
             pattern,
             model,
             rates: vec![0.0; n],
@@ -112,6 +126,25 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
 
     fn jacobian_pattern(&self) -> Option<&[bool]> {
         self.pattern.as_deref()
+    }
+
+    /// The model block's rows are the model's own nonzeros (the quadrature columns are
+    /// zero), then each quadrature row's: its output's gradient where it can be nonzero.
+    fn jacobian_nonzeros(&mut self, t: f64, y: &[f64], vals: &mut [f64]) -> bool {
+        let n = self.n;
+        let Some((nm, quad_nz)) = &self.nonzeros else {
+            return false;
+        };
+        if !self.model.jacobian_nonzeros(t, &y[..n], &mut vals[..*nm]) {
+            return false;
+        }
+        if !quad_nz.is_empty() {
+            self.model.output_jacobian(t, &y[..n], &mut self.jac_out);
+            for (v, &k) in vals[*nm..].iter_mut().zip(quad_nz) {
+                *v = self.jac_out[k as usize];
+            }
+        }
+        true
     }
 
     fn dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {

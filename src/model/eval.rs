@@ -21,6 +21,9 @@ pub struct CompiledModel {
     /// Where ∂f/∂y and ∂g/∂y can be nonzero (row-major).
     jacobian_pattern: Vec<bool>,
     output_jacobian_pattern: Vec<bool>,
+    /// For a model large enough to be factorised along its Jacobian's structure: the Jacobian
+    /// program with the entries that can be nonzero alone (row-major).
+    jacobian_nonzeros: Option<Exec>,
 }
 
 impl Clone for CompiledModel {
@@ -31,6 +34,7 @@ impl Clone for CompiledModel {
             rhs_some: Mutex::new(self.rhs_some.lock().map(|v| v.clone()).unwrap_or_default()),
             jacobian_pattern: self.jacobian_pattern.clone(),
             output_jacobian_pattern: self.output_jacobian_pattern.clone(),
+            jacobian_nonzeros: self.jacobian_nonzeros.clone(),
         }
     }
 }
@@ -86,8 +90,16 @@ impl CompiledModel {
             dosing: Exec::new(&p.dosing, inputs),
             rhs_outputs: Exec::new(&p.rhs.concat(&p.outputs), inputs),
         };
+        let jacobian_pattern = programs.jacobian.nonzero_results();
+        let jacobian_nonzeros = (p.n_states >= crate::solver::sparse_lu::MIN_DIM).then(|| {
+            let keep: Vec<usize> = (0..jacobian_pattern.len())
+                .filter(|&k| jacobian_pattern[k])
+                .collect();
+            Exec::new(&p.jacobian.keep_results(&keep), inputs)
+        });
         CompiledModel {
-            jacobian_pattern: programs.jacobian.nonzero_results(),
+            jacobian_nonzeros,
+            jacobian_pattern,
             output_jacobian_pattern: programs.output_jacobian.nonzero_results(),
             programs,
             exec,
@@ -133,6 +145,10 @@ impl CompiledModel {
             m: self,
             params: Vec::new(),
             envs: self.exec.all().map(|e| e.env()),
+            nz_env: self
+                .jacobian_nonzeros
+                .as_ref()
+                .map_or_else(Vec::new, |e| e.env()),
             some: None,
         };
         b.set_params(params);
@@ -147,6 +163,8 @@ pub struct BoundModel<'a> {
     params: Vec<f64>,
     /// One environment per program (as [`Execs::all`]), the parameters in place.
     envs: [Vec<f64>; 9],
+    /// The environment of the Jacobian's nonzeros program, where there is one.
+    nz_env: Vec<f64>,
     /// The outputs last asked for with the right-hand side ([`CompiledModel::rhs_with`]), its
     /// program and environment.
     some: Option<(Vec<usize>, Arc<Exec>, Vec<f64>)>,
@@ -171,6 +189,9 @@ impl BoundModel<'_> {
         }
         if let Some((_, e, env)) = &mut self.some {
             e.set_params(env, params);
+        }
+        if let Some(e) = &self.m.jacobian_nonzeros {
+            e.set_params(&mut self.nz_env, params);
         }
     }
     pub fn params(&self) -> &[f64] {
@@ -213,6 +234,15 @@ impl OdeSystem for BoundModel<'_> {
     }
     fn jacobian_pattern(&self) -> Option<&[bool]> {
         Some(&self.m.jacobian_pattern)
+    }
+    fn jacobian_nonzeros(&mut self, t: f64, y: &[f64], vals: &mut [f64]) -> bool {
+        match &self.m.jacobian_nonzeros {
+            Some(e) => {
+                e.eval(&mut self.nz_env, t, y, vals);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -267,6 +297,38 @@ impl OutputEval for BoundModel<'_> {
 mod tests {
     use super::*;
     use crate::model::library;
+
+    /// A model large enough to be factorised along its Jacobian's structure evaluates the
+    /// Jacobian's entries that can be nonzero alone: bit for bit the dense Jacobian's there,
+    /// and the dense Jacobian is zero everywhere else. Small models have no such program.
+    #[test]
+    fn the_jacobians_nonzeros_alone() {
+        let src = include_str!("../../tests/data/sparse_qsp.vpm");
+        let ir = Model::parse("sparse_qsp", src).unwrap();
+        let m = CompiledModel::new(&ir);
+        let n = m.n_states();
+        let p: Vec<f64> = ir.params.iter().map(|q| q.default * 1.1).collect();
+        let mut b = m.bind(&p);
+        let pattern = b.jacobian_pattern().unwrap().to_vec();
+        let y: Vec<f64> = (0..n).map(|j| 0.3 + 0.7 * j as f64).collect();
+        let mut dense = vec![f64::NAN; n * n];
+        b.jacobian(2.0, &y, &mut dense);
+        let mut vals = vec![f64::NAN; pattern.iter().filter(|z| **z).count()];
+        assert!(b.jacobian_nonzeros(2.0, &y, &mut vals));
+        let gathered: Vec<u64> = (0..n * n)
+            .filter(|&k| pattern[k])
+            .map(|k| dense[k].to_bits())
+            .collect();
+        assert_eq!(
+            vals.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            gathered
+        );
+        assert!((0..n * n).all(|k| pattern[k] || dense[k] == 0.0));
+        let lm = library::get("transit_oral").unwrap();
+        let small = CompiledModel::new(&Model::parse(lm.name, lm.source).unwrap());
+        let mut b = small.bind(&[1.0; 4]);
+        assert!(!b.jacobian_nonzeros(0.0, &[1.0; 6], &mut [0.0; 36]));
+    }
 
     /// The right-hand side with some outputs, in any order or none, gives what the right-hand
     /// side and the outputs give apart, bit for bit; a program per set, without the outputs it

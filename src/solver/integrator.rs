@@ -463,11 +463,16 @@ impl Integrator {
         stats: &mut Stats,
     ) -> bool {
         let n = self.dim;
-        sys.jacobian(t, y, &mut self.jac);
+        // Along a sparse plan, the Jacobian's structural nonzeros alone where the system
+        // computes them so.
+        let values = self.w.is_sparse() && sys.jacobian_nonzeros(t, y, &mut self.jac);
+        if !values {
+            sys.jacobian(t, y, &mut self.jac);
+        }
         sys.dfdt(t, y, &mut self.dfdt);
         stats.jac_evals += 1;
         stats.lu_decomps += 1;
-        self.w.factor(&self.jac, n, scale_i, scale_j)
+        self.w.factor(&self.jac, values, n, scale_i, scale_j)
     }
 
     /// Shampine & Reichelt's Rosenbrock 2(3) step (ode23s).
@@ -693,20 +698,35 @@ impl Factors {
         }
     }
 
-    /// Builds W = si·I − sj·J from the dense J and factorises it.
-    fn factor(&mut self, jac: &[f64], n: usize, si: f64, sj: f64) -> bool {
+    /// Whether W is factorised along a sparse plan (where its pivots pass).
+    fn is_sparse(&self) -> bool {
+        self.plan.as_deref().is_some_and(|p| p.is_sparse())
+    }
+
+    /// Builds W = si·I − sj·J from J (dense, or with `values` the plan's pattern's entries
+    /// alone, [`LuPlan::assemble_values`]) and factorises it.
+    fn factor(&mut self, jac: &[f64], values: bool, n: usize, si: f64, sj: f64) -> bool {
         if let Some(plan) = self.plan.as_deref().filter(|p| p.is_sparse()) {
-            plan.assemble(jac, si, sj, &mut self.lu);
+            if values {
+                plan.assemble_values(jac, si, sj, &mut self.lu);
+            } else {
+                plan.assemble(jac, si, sj, &mut self.lu);
+            }
             self.sparse = plan.factor(&mut self.lu, &mut self.inv);
             if self.sparse {
                 return true;
             }
+            if values {
+                plan.dense_from_values(jac, si, sj, &mut self.lu);
+            }
         }
         self.sparse = false;
-        for i in 0..n {
-            for j in 0..n {
-                let id = if i == j { si } else { 0.0 };
-                self.lu[i * n + j] = id - sj * jac[i * n + j];
+        if !values {
+            for i in 0..n {
+                for j in 0..n {
+                    let id = if i == j { si } else { 0.0 };
+                    self.lu[i * n + j] = id - sj * jac[i * n + j];
+                }
             }
         }
         if !lu_factor(&mut self.lu, &mut self.piv, n) {

@@ -23,6 +23,11 @@ pub trait OdeSystem {
     fn jacobian_pattern(&self) -> Option<&[bool]> {
         None
     }
+    /// The Jacobian's entries where [`OdeSystem::jacobian_pattern`] is true, row-major, into
+    /// `vals`: without computing the others. False (nothing written) where the system cannot.
+    fn jacobian_nonzeros(&mut self, _t: f64, _y: &[f64], _vals: &mut [f64]) -> bool {
+        false
+    }
 }
 
 /// Integration methods.

@@ -44,6 +44,9 @@ pub struct LuPlan {
     /// Per structural entry of W (the pattern and the whole diagonal): its row-major index in
     /// the n×n matrix, its slot, and whether it is on the diagonal.
     entries: Vec<(u32, u32, bool)>,
+    /// Per entry: its index among the pattern's entries in row-major order (the values of
+    /// [`LuPlan::assemble_values`]), or `u32::MAX` for a diagonal entry outside the pattern.
+    value_of: Vec<u32>,
     /// Slot of the k-th pivot.
     diag: Vec<u32>,
     /// Column k's entries below its pivot: `lower[col[k]..col[k + 1]]`.
@@ -134,12 +137,15 @@ impl LuPlan {
             }
         }
         let slot = |i: usize, j: usize| slot_of[&(i, j)];
-        let mut entries = Vec::new();
+        let (mut entries, mut value_of) = (Vec::new(), Vec::new());
+        let mut values = 0u32;
         for i in 0..n {
             for j in 0..n {
                 if pattern[i * n + j] || i == j {
                     entries.push(((i * n + j) as u32, slot(pos[i], pos[j]), i == j));
+                    value_of.push(if pattern[i * n + j] { values } else { u32::MAX });
                 }
+                values += u32::from(pattern[i * n + j]);
             }
         }
         let diag = (0..n).map(|k| slot(k, k)).collect();
@@ -176,6 +182,7 @@ impl LuPlan {
             pattern: pattern.to_vec(),
             order,
             entries,
+            value_of,
             diag,
             col,
             lower,
@@ -255,6 +262,34 @@ impl LuPlan {
         for &(ij, s, on_diag) in &self.entries {
             let id = if on_diag { si } else { 0.0 };
             v[s as usize] = id - sj * jac[ij as usize];
+        }
+    }
+
+    /// [`LuPlan::assemble`] from the Jacobian's entries where the pattern is true, in row-major
+    /// order, instead of the dense matrix: the same values.
+    pub fn assemble_values(&self, vals: &[f64], si: f64, sj: f64, v: &mut [f64]) {
+        v[..self.nnz].fill(0.0);
+        for (&(_, s, on_diag), &k) in self.entries.iter().zip(&self.value_of) {
+            let id = if on_diag { si } else { 0.0 };
+            let j = if k == u32::MAX { 0.0 } else { vals[k as usize] };
+            v[s as usize] = id - sj * j;
+        }
+    }
+
+    /// The dense n×n W = si·I − sj·J from the values of [`LuPlan::assemble_values`], as it is
+    /// built from the dense Jacobian.
+    pub fn dense_from_values(&self, vals: &[f64], si: f64, sj: f64, w: &mut [f64]) {
+        let n = self.n;
+        for (i, row) in w[..n * n].chunks_exact_mut(n).enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                let id = if i == j { si } else { 0.0 };
+                *x = id - sj * 0.0;
+            }
+        }
+        for (&(ij, _, on_diag), &k) in self.entries.iter().zip(&self.value_of) {
+            let id = if on_diag { si } else { 0.0 };
+            let j = if k == u32::MAX { 0.0 } else { vals[k as usize] };
+            w[ij as usize] = id - sj * j;
         }
     }
 
@@ -425,6 +460,12 @@ mod tests {
                 let mut v = vec![0.0; plan.nnz()];
                 let mut inv = vec![0.0; n];
                 plan.assemble(&jac, si, sj, &mut v);
+                // From the pattern's entries alone: the same values, bit for bit.
+                let vals: Vec<f64> = (0..n * n).filter(|&k| pattern[k]).map(|k| jac[k]).collect();
+                let mut from_vals = vec![f64::NAN; plan.nnz()];
+                plan.assemble_values(&vals, si, sj, &mut from_vals);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&from_vals), bits(&v), "n {n} kind {kind}");
                 assert!(plan.factor(&mut v, &mut inv), "n {n} kind {kind}");
                 let mut w = vec![0.0; n * n];
                 for i in 0..n {
@@ -433,6 +474,9 @@ mod tests {
                         w[i * n + j] = id - sj * jac[i * n + j];
                     }
                 }
+                let mut w_vals = vec![f64::NAN; n * n];
+                plan.dense_from_values(&vals, si, sj, &mut w_vals);
+                assert_eq!(bits(&w_vals), bits(&w), "n {n} kind {kind}");
                 let b: Vec<f64> = (0..n).map(|_| u() * 10.0).collect();
                 let mut dense = b.clone();
                 let (mut lu, mut piv) = (w.clone(), vec![0; n]);
