@@ -25,6 +25,60 @@ pub const W_DENSE_WGSL: &str = include_str!("../../shaders/w_dense.wgsl");
 /// The dense factorisation (CUDA C), after its header comment.
 pub const W_DENSE_CU: &str = include_str!("../../kernels/w_dense.cu");
 
+/// The dense version's text (after its header comment).
+fn dense(lang: Lang) -> &'static str {
+    let file = match lang {
+        Lang::Wgsl => W_DENSE_WGSL,
+        Lang::Cuda => W_DENSE_CU,
+    };
+    file.split_once("\n\n").map_or(file, |(_, body)| body)
+}
+
+/// The part of the dense version from the line starting with `from` through the line ending
+/// with `to` (the last such `from` where `last`).
+fn dense_part(lang: Lang, from: &str, to: &str, last: bool) -> &'static str {
+    let d = dense(lang);
+    let start = if last { d.rfind(from) } else { d.find(from) };
+    let start = start.unwrap_or_else(|| panic!("the dense W has no `{from}`"));
+    let end = d[start..]
+        .find(to)
+        .map(|e| start + e + to.len())
+        .unwrap_or_else(|| panic!("the dense W has no `{to}` after `{from}`"));
+    &d[start..end]
+}
+
+/// `w_factor` up to W's assembly, as the dense version has it (the Jacobian, ∂f/∂t, the
+/// outputs' gradient for the AUC rows, the scales w_solve reads), with a Jacobian of `n_jm`
+/// values: its structurally nonzero entries.
+fn factor_head(lang: Lang, n_jm: usize) -> String {
+    match lang {
+        Lang::Cuda => dense_part(lang, "    FI bool w_factor", "w_sj = sj;\n", false)
+            .replace("real jm[NS * NS]", &format!("real jm[{n_jm}]")),
+        Lang::Wgsl => dense_part(lang, "fn w_factor", "w_sj = sj;\n", false).to_string(),
+    }
+}
+
+/// `w_solve` before and after the substitutions, as the dense version has it: the AUC rows
+/// are solved after the model block.
+fn solve_head_tail(lang: Lang) -> (&'static str, &'static str) {
+    let (head, tail) = match lang {
+        Lang::Cuda => (
+            ("    FI void w_solve", "b[a] = x[NS + a];\n"),
+            "        #pragma unroll\n        for (int a = 0; a < NA; a++) {",
+        ),
+        Lang::Wgsl => (
+            ("fn w_solve", "var x = b;\n"),
+            "    for (var a = 0u; a < NA; a++) {",
+        ),
+    };
+    let d = dense(lang);
+    let at = d.rfind(tail).expect("the dense W solves the AUC rows");
+    (
+        dense_part(lang, head.0, head.1, false),
+        d[at..].trim_end_matches('\n'),
+    )
+}
+
 /// The plan of the model block's W where the kernels factorise it sparsely.
 pub fn plan(m: &ModelPrograms) -> Option<LuPlan> {
     let n = m.n_states;
@@ -59,13 +113,8 @@ pub fn kernel_programs(m: &ModelPrograms) -> Cow<'_, ModelPrograms> {
 /// `lu`. `m` is the model's own programs (not [`kernel_programs`]).
 pub fn w_functions(m: &ModelPrograms, lang: Lang) -> (String, usize) {
     let Some(plan) = plan(m) else {
-        let dense = match lang {
-            Lang::Wgsl => W_DENSE_WGSL,
-            Lang::Cuda => W_DENSE_CU,
-        };
-        let body = dense.split_once("\n\n").map_or(dense, |(_, b)| b);
         let n = m.n_states.max(1);
-        return (body.trim_end_matches('\n').to_string(), n * n);
+        return (dense(lang).trim_end_matches('\n').to_string(), n * n);
     };
     (sparse_code(m, &plan, lang), plan.nnz().max(1))
 }
@@ -114,44 +163,7 @@ fn sparse_code(m: &ModelPrograms, plan: &LuPlan, lang: Lang) -> String {
         let _ = writeln!(s, "{head}{line}");
     }
     // w_factor: the Jacobian and ∂f/∂t as the dense version gets them.
-    if cuda {
-        let _ = writeln!(s, "    FI bool w_factor(real t, real si, real sj) {{");
-        let _ = writeln!(s, "{ind}real jm[{n_jm}], dm[NS];");
-        let _ = writeln!(s, "{ind}model_jac(t, y, q, jm);");
-        let _ = writeln!(s, "{ind}model_dfdt(t, y, q, dm);");
-        let _ = writeln!(s, "{ind}#pragma unroll");
-        let _ = writeln!(s, "{ind}for (int j = 0; j < NS; j++) dfdt_v[j] = dm[j];");
-        let _ = writeln!(s, "#if NA > 0");
-        let _ = writeln!(s, "{ind}real dg[NO];");
-        let _ = writeln!(s, "{ind}model_output_jac(t, y, q, gq);");
-        let _ = writeln!(s, "{ind}model_output_dfdt(t, y, q, dg);");
-        let _ = writeln!(s, "{ind}#pragma unroll");
-        let _ = writeln!(
-            s,
-            "{ind}for (int a = 0; a < NA; a++) dfdt_v[NS + a] = dg[quad_output(a)];"
-        );
-        let _ = writeln!(s, "#endif");
-    } else {
-        let _ = writeln!(s, "fn w_factor(t: real, si: real, sj: real) -> bool {{");
-        let _ = writeln!(s, "    let ys = model_part(y);");
-        let _ = writeln!(s, "    let jm = model_jac(t, ys, q);");
-        let _ = writeln!(s, "    var dm = model_dfdt(t, ys, q);");
-        let _ = writeln!(
-            s,
-            "    for (var j = 0u; j < NS; j++) {{ dfdt_v[j] = dm[j]; }}"
-        );
-        let _ = writeln!(s, "    if (NA > 0u) {{");
-        let _ = writeln!(s, "        gq = model_output_jac(t, ys, q);");
-        let _ = writeln!(s, "        var dg = model_output_dfdt(t, ys, q);");
-        let _ = writeln!(
-            s,
-            "        for (var a = 0u; a < NA; a++) {{ dfdt_v[NS + a] = dg[quad_output(a)]; }}"
-        );
-        let _ = writeln!(s, "    }}");
-    }
-    let _ = writeln!(s, "{ind}n_jac++;");
-    let _ = writeln!(s, "{ind}w_si = si;");
-    let _ = writeln!(s, "{ind}w_sj = sj;");
+    s.push_str(&factor_head(lang, n_jm));
     // Assembly: every slot written (fill-in zero), the Jacobian's entries as the CPU's.
     let mut value = vec![String::new(); plan.nnz()];
     let zero = lit(0.0);
@@ -231,47 +243,12 @@ fn sparse_code(m: &ModelPrograms, plan: &LuPlan, lang: Lang) -> String {
     for (k, c) in order.iter().enumerate() {
         let _ = writeln!(put, "{ind}x[{c}] = u{k};");
     }
-    if cuda {
-        let _ = writeln!(s, "    FI void w_solve(real* x) {{");
-        let _ = writeln!(s, "{ind}real b[NA1];");
-        let _ = writeln!(s, "{ind}#pragma unroll");
-        let _ = writeln!(s, "{ind}for (int a = 0; a < NA; a++) b[a] = x[NS + a];");
-        s.push_str(&fwd);
-        s.push_str(&bwd);
-        s.push_str(&put);
-        let _ = writeln!(s, "{ind}#pragma unroll");
-        let _ = writeln!(s, "{ind}for (int a = 0; a < NA; a++) {{");
-        let _ = writeln!(s, "{ind}    const int k = quad_output(a);");
-        let _ = writeln!(s, "{ind}    real s = b[a];");
-        let _ = writeln!(s, "{ind}    #pragma unroll");
-        let _ = writeln!(
-            s,
-            "{ind}    for (int j = 0; j < NS; j++) s += w_sj * gq[k * NS + j] * x[j];"
-        );
-        let _ = writeln!(s, "{ind}    x[NS + a] = s / w_si;");
-        let _ = writeln!(s, "{ind}}}");
-        let _ = writeln!(s, "    }}");
-    } else {
-        let _ = writeln!(
-            s,
-            "fn w_solve(b: array<real, {{{{N_NY}}}}>) -> array<real, {{{{N_NY}}}}> {{"
-        );
-        let _ = writeln!(s, "    var x = b;");
-        s.push_str(&fwd);
-        s.push_str(&bwd);
-        s.push_str(&put);
-        let _ = writeln!(s, "    for (var a = 0u; a < NA; a++) {{");
-        let _ = writeln!(s, "        let k = quad_output(a);");
-        let _ = writeln!(s, "        var s = b[NS + a];");
-        let _ = writeln!(
-            s,
-            "        for (var j = 0u; j < NS; j++) {{ s += w_sj * gq[k * NS + j] * x[j]; }}"
-        );
-        let _ = writeln!(s, "        x[NS + a] = s / w_si;");
-        let _ = writeln!(s, "    }}");
-        let _ = writeln!(s, "    return x;");
-        let _ = writeln!(s, "}}");
-    }
+    let (head, tail) = solve_head_tail(lang);
+    s.push_str(head);
+    s.push_str(&fwd);
+    s.push_str(&bwd);
+    s.push_str(&put);
+    s.push_str(tail);
     s.trim_end_matches('\n').to_string()
 }
 
