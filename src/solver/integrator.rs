@@ -918,6 +918,91 @@ impl DenseOutput for StepView<'_> {
 mod tests {
     use super::*;
 
+    /// A 10-component system whose first state has no derivative of its own and a strong
+    /// coupling (y0' = −1000·y1, y1' = 1000·(y0 − y1), a transit chain after them): once the
+    /// transient has passed, Rodas4's steps make W's first pivot 1/(hγ) fail the threshold
+    /// against the coupling, and those factorisations fall back to the dense pivoted LU. With
+    /// the pattern or without it (dense throughout), the end state agrees to round-off.
+    #[test]
+    fn refused_pivots_fall_back_to_the_dense_factorisation() {
+        struct Sys(bool, Vec<bool>);
+        const N: usize = 10;
+        impl OdeSystem for Sys {
+            fn dim(&self) -> usize {
+                N
+            }
+            fn rhs(&mut self, _t: f64, y: &[f64], dy: &mut [f64]) {
+                dy[0] = -1000.0 * y[1];
+                dy[1] = 1000.0 * (y[0] - y[1]);
+                for k in 2..N {
+                    dy[k] = 0.5 * y[k - 1] - 0.5 * y[k];
+                }
+            }
+            fn jacobian(&mut self, _t: f64, _y: &[f64], jac: &mut [f64]) {
+                jac.fill(0.0);
+                jac[1] = -1000.0;
+                jac[N] = 1000.0;
+                jac[N + 1] = -1000.0;
+                for k in 2..N {
+                    jac[k * N + k - 1] = 0.5;
+                    jac[k * N + k] = -0.5;
+                }
+            }
+            fn dfdt(&mut self, _t: f64, _y: &[f64], out: &mut [f64]) {
+                out.fill(0.0);
+            }
+            fn jacobian_pattern(&self) -> Option<&[bool]> {
+                self.0.then_some(&self.1[..])
+            }
+        }
+        let mut pattern = vec![false; N * N];
+        for (ij, p) in pattern.iter_mut().enumerate() {
+            let (i, j) = (ij / N, ij % N);
+            *p = matches!((i, j), (0, 1) | (1, 0) | (1, 1)) || (i >= 2 && (j == i || j + 1 == i));
+        }
+        let opts = SolverOptions {
+            method: Method::Rodas4,
+            rtol: 1e-8,
+            atol: 1e-10,
+            ..SolverOptions::default()
+        };
+        let mut ends = Vec::new();
+        for sparse in [true, false] {
+            let mut it = Integrator::new(Method::Rodas4, N);
+            let mut sys = Sys(sparse, pattern.clone());
+            let mut y = vec![1.0; N];
+            let (mut h, mut stats) = (0.0, Stats::default());
+            let mut refused = 0;
+            let mut t = 0.0;
+            while t < 20.0 {
+                let status = it.integrate(
+                    &mut sys,
+                    t,
+                    t + 1.0,
+                    &mut y,
+                    &mut h,
+                    &opts,
+                    &mut crate::solver::NoObserver,
+                    &mut stats,
+                );
+                assert_eq!(status, Status::Ok);
+                t += 1.0;
+                refused += usize::from(sparse && !it.w.sparse);
+            }
+            assert_eq!(it.w.plan.is_some(), sparse);
+            if sparse {
+                assert!(
+                    refused > 10,
+                    "{refused} segments ended on the dense fallback"
+                );
+            }
+            ends.push(y);
+        }
+        for (a, b) in ends[0].iter().zip(&ends[1]) {
+            assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
     /// A x = b solved through the factorisation, for sizes with a constant-size copy (1–8) and
     /// without (9–30): dense and banded matrices whose first row was swapped with the last, so
     /// that pivoting is needed (a banded one then has a zero on the diagonal); the solution
