@@ -93,9 +93,14 @@ pub fn plan(m: &ModelPrograms) -> Option<LuPlan> {
 /// sparsely, a Jacobian program with the structurally nonzero results alone (row-major), so
 /// that `model_jac` neither computes nor returns NS² values.
 pub fn kernel_programs(m: &ModelPrograms) -> Cow<'_, ModelPrograms> {
-    if plan(m).is_none() {
-        return Cow::Borrowed(m);
+    match plan(m) {
+        Some(_) => Cow::Owned(pruned_jacobian(m)),
+        None => Cow::Borrowed(m),
     }
+}
+
+/// `m` with a Jacobian program of the structurally nonzero results alone.
+fn pruned_jacobian(m: &ModelPrograms) -> ModelPrograms {
     let keep: Vec<usize> = m
         .jacobian
         .nonzero_results()
@@ -106,17 +111,20 @@ pub fn kernel_programs(m: &ModelPrograms) -> Cow<'_, ModelPrograms> {
         .collect();
     let mut p = m.clone();
     p.jacobian = m.jacobian.keep_results(&keep);
-    Cow::Owned(p)
+    p
 }
 
-/// The functions `w_factor` and `w_solve` for `lang`, and the length of the kernel's array
-/// `lu`. `m` is the model's own programs (not [`kernel_programs`]).
-pub fn w_functions(m: &ModelPrograms, lang: Lang) -> (String, usize) {
+/// What a kernel for `lang` is generated with: the programs ([`kernel_programs`]), the
+/// functions `w_factor` and `w_solve`, and the length of the kernel's array `lu`. `m` is the
+/// model's own programs.
+pub fn kernel_w(m: &ModelPrograms, lang: Lang) -> (Cow<'_, ModelPrograms>, String, usize) {
     let Some(plan) = plan(m) else {
         let n = m.n_states.max(1);
-        return (dense(lang).trim_end_matches('\n').to_string(), n * n);
+        let code = dense(lang).trim_end_matches('\n').to_string();
+        return (Cow::Borrowed(m), code, n * n);
     };
-    (sparse_code(m, &plan, lang), plan.nnz().max(1))
+    let code = sparse_code(m, &plan, lang);
+    (Cow::Owned(pruned_jacobian(m)), code, plan.nnz().max(1))
 }
 
 fn sparse_code(m: &ModelPrograms, plan: &LuPlan, lang: Lang) -> String {
@@ -165,11 +173,8 @@ fn sparse_code(m: &ModelPrograms, plan: &LuPlan, lang: Lang) -> String {
     // w_factor: the Jacobian and ∂f/∂t as the dense version gets them.
     s.push_str(&factor_head(lang, n_jm));
     // Assembly: every slot written (fill-in zero), the Jacobian's entries as the CPU's.
-    let mut value = vec![String::new(); plan.nnz()];
     let zero = lit(0.0);
-    for v in value.iter_mut() {
-        *v = zero.clone();
-    }
+    let mut value = vec![zero.clone(); plan.nnz()];
     for &(ij, slot, on_diag) in plan.entries() {
         let id = if on_diag { "si" } else { zero.as_str() };
         value[slot as usize] = match jm_index[ij as usize] {
@@ -313,7 +318,7 @@ mod tests {
             let m = programs(lm.name, lm.source);
             assert!(plan(&m).is_none(), "{}", lm.name);
             assert!(matches!(kernel_programs(&m), Cow::Borrowed(_)));
-            let (code, len) = w_functions(&m, Lang::Wgsl);
+            let (_, code, len) = kernel_w(&m, Lang::Wgsl);
             assert!(code.starts_with("// W = si·I − sj·J") && code.contains("piv[k] = p;"));
             assert_eq!(len, m.n_states * m.n_states);
         }

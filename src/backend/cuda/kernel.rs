@@ -159,8 +159,8 @@ fn source(
     }
     // W's factorisation, and the programs it is generated with (the Jacobian's structurally
     // nonzero entries alone where W is factorised sparsely).
-    let (w_code, lu_len) = crate::backend::wsparse::w_functions(m, Lang::Cuda);
-    let m = &*crate::backend::wsparse::kernel_programs(m);
+    let (programs, w_code, lu_len) = crate::backend::wsparse::kernel_w(m, Lang::Cuda);
+    let m = &*programs;
     let z = KernelSizes::new(m, metrics);
     let ny = z.ny();
     let sizes = format!(
