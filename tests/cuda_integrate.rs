@@ -148,6 +148,27 @@ fn failing_subjects_get_the_same_status_codes() {
     }
 }
 
+/// A W whose sparse factorisation refuses a pivot once the steps are large: the step is
+/// rejected and retried smaller, and the results keep to the tolerance.
+#[test]
+fn refused_pivots_reject_the_step() {
+    let Ok(rs) = runners() else {
+        println!("SKIPPED: {}", runners().unwrap_err());
+        return;
+    };
+    for &r in rs {
+        for (p, rtol, tol) in [(Precision::F32, 1e-6, 1e-4), (Precision::F64, 1e-6, 1e-5)] {
+            println!("{r:?} {p:?}:");
+            common::refused_pivots_reject_the_step(
+                |model| Some(make(r, model, p).unwrap_or_else(|e| panic!("{r:?}: {e}"))),
+                rtol,
+                tol,
+                20.0,
+            );
+        }
+    }
+}
+
 /// Runs `n` subjects of `model` as one chunk on each runner: the subjects `picked` give bit for
 /// bit what they give run alone (status, metrics, profiles).
 fn subjects_equal_themselves_alone(model: &str, n: usize, rtol: f64, picked: &[usize]) {

@@ -141,6 +141,18 @@ fn failing_subjects_get_the_same_status_codes() {
     }
 }
 
+/// A W whose sparse factorisation refuses a pivot once the steps are large: the step is
+/// rejected and retried smaller, and the results keep to the tolerance.
+#[test]
+fn refused_pivots_reject_the_step() {
+    common::refused_pivots_reject_the_step(
+        |model| gpu_backend(model, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        1e-4,
+        20.0,
+    );
+}
+
 #[test]
 fn suspended_and_resumed_subjects_give_the_same_results() {
     let lm = library::get("two_cmt_oral").unwrap();

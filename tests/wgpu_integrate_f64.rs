@@ -87,6 +87,18 @@ fn failing_subjects_get_the_same_status_codes() {
     }
 }
 
+/// A W whose sparse factorisation refuses a pivot once the steps are large: the step is
+/// rejected and retried smaller, and the results keep to the tolerance.
+#[test]
+fn refused_pivots_reject_the_step() {
+    common::refused_pivots_reject_the_step(
+        |model| gpu_backend(model).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        1e-5,
+        20.0,
+    );
+}
+
 #[test]
 fn suspended_and_resumed_subjects_give_the_same_results() {
     let m = common::library_model("two_cmt_oral");

@@ -4,7 +4,8 @@
 //! cascade a chain with a few feedbacks, a QSP network a sparse graph), and which entries can
 //! be nonzero is known from the model's symbolic derivatives before any subject runs. A
 //! [`LuPlan`] is made once from that pattern: an elimination order (minimum degree on the
-//! symmetrised pattern, pivots kept on the diagonal), the fill-in that order causes, and the
+//! symmetrised pattern, pivots kept on the diagonal, a component whose pivot would be W's
+//! identity part alone taken after the others), the fill-in that order causes, and the
 //! list of operations of the numeric factorisation, which then touches structural entries only.
 //!
 //! Pivots stay on the diagonal (no row exchanges, so the structure is fixed); each is checked
@@ -355,12 +356,27 @@ impl LuPlan {
 /// Minimum-degree elimination order of the symmetrised pattern (ties to the lowest index):
 /// the component with the fewest neighbours goes next, and its neighbours become neighbours of
 /// each other (the fill its elimination causes).
+///
+/// Components whose pivot would be W's identity part alone while entries below it are not
+/// (J's diagonal structurally zero, something else depending on the component) go after every
+/// other candidate: such a pivot is 1/(hγ), and fails the threshold test as soon as the step
+/// grows past 10/(γ·|coupling|), whatever the values. Eliminating a neighbour first usually
+/// gives the component a diagonal entry from J (fill in W[i][i] through W[i][v]·W[v][i]), and
+/// for a state that no other depends on (an accumulated amount, an AUC) the column below is
+/// empty and the pivot always passes. The fill is followed on the unsymmetric structure.
 fn min_degree_order(n: usize, pattern: &[bool], words: usize) -> Vec<u32> {
     let mut adj: Vec<Bits> = vec![vec![0; words]; n];
+    // rows[i]: where W[i][·] has J entries (J's diagonal included); cols its transpose.
+    let mut rows: Vec<Bits> = vec![vec![0; words]; n];
+    let mut cols: Vec<Bits> = vec![vec![0; words]; n];
     for i in 0..n {
         for j in 0..n {
             if i != j && (pattern[i * n + j] || pattern[j * n + i]) {
                 set(&mut adj[i], j);
+            }
+            if pattern[i * n + j] {
+                set(&mut rows[i], j);
+                set(&mut cols[j], i);
             }
         }
     }
@@ -371,10 +387,14 @@ fn min_degree_order(n: usize, pattern: &[bool], words: usize) -> Vec<u32> {
     let degree = |a: &Bits, alive: &Bits| -> u32 {
         a.iter().zip(alive).map(|(x, y)| (x & y).count_ones()).sum()
     };
+    // Whether v's pivot may be the identity part alone with entries below it.
+    let exposed = |v: usize, rows: &[Bits], cols: &[Bits], alive: &Bits| {
+        !bit(&rows[v], v) && ones(&cols[v]).filter(|&i| i != v).any(|i| bit(alive, i))
+    };
     let mut order = Vec::with_capacity(n);
     for _ in 0..n {
         let v = ones(&alive)
-            .min_by_key(|&v| (degree(&adj[v], &alive), v))
+            .min_by_key(|&v| (exposed(v, &rows, &cols, &alive), degree(&adj[v], &alive), v))
             .expect("a component left");
         order.push(v as u32);
         alive[v / 64] &= !(1 << (v % 64));
@@ -384,6 +404,17 @@ fn min_degree_order(n: usize, pattern: &[bool], words: usize) -> Vec<u32> {
                 *a |= b;
             }
             adj[u][u / 64] &= !(1 << (u % 64));
+        }
+        // The unsymmetric fill: each remaining row with an entry in column v takes row v's.
+        let right: Bits = rows[v].iter().zip(&alive).map(|(x, y)| x & y).collect();
+        let below: Vec<usize> = ones(&cols[v]).filter(|&i| bit(&alive, i)).collect();
+        for &i in &below {
+            for (a, b) in rows[i].iter_mut().zip(&right) {
+                *a |= b;
+            }
+            for j in ones(&right) {
+                set(&mut cols[j], i);
+            }
         }
     }
     order
@@ -497,6 +528,85 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A state with no derivative of its own that another depends on (y0' = −k·y1,
+    /// y1' = k·(y0 − y1), a transit chain after them) is eliminated after its neighbour, so its
+    /// pivot is not 1/(hγ) alone: W factorises along the plan at any step size, where taking it
+    /// first (the lowest index among the smallest degrees) fails the threshold once
+    /// hγ > 10/k. The same state with a diagonal of its own keeps the plain order, and so does
+    /// one that nothing depends on (an accumulated amount).
+    #[test]
+    fn a_state_without_a_diagonal_goes_after_what_it_is_coupled_to() {
+        const N: usize = 10;
+        let pos = |plan: &LuPlan, c: u32| plan.order().iter().position(|&o| o == c).unwrap();
+        let chain = |i: usize, j: usize| i >= 2 && (j == i || j + 1 == i);
+        for diagonal in [false, true] {
+            let mut pattern = vec![false; N * N];
+            for i in 0..N {
+                for j in 0..N {
+                    pattern[i * N + j] = matches!((i, j), (0, 1) | (1, 0) | (1, 1))
+                        || (diagonal && i == 0 && j == 0)
+                        || chain(i, j);
+                }
+            }
+            let plan = LuPlan::new(N, &pattern);
+            assert_eq!(
+                pos(&plan, 0) > pos(&plan, 1),
+                !diagonal,
+                "{:?}",
+                plan.order()
+            );
+            assert_eq!(plan.order()[0] == 0, diagonal, "{:?}", plan.order());
+            // As sparse as the pattern: no fill-in either way.
+            assert_eq!(plan.nnz(), 20);
+            let k = 1000.0;
+            let mut jac = vec![0.0; N * N];
+            jac[1] = -k;
+            jac[N] = k;
+            jac[N + 1] = -k;
+            for i in 2..N {
+                jac[i * N + i - 1] = 0.5;
+                jac[i * N + i] = -0.5;
+            }
+            // Steps from hγ = 1e-4 to 10: the pivot test fails for the state taken first
+            // with a zero value on J's diagonal (1/(hγ) < 0.1·k) past hγ = 1e-2.
+            for hg in [1e-4, 3e-3, 0.03, 1.0, 10.0] {
+                let (si, sj) = (1.0 / hg, 1.0);
+                let (mut v, mut inv) = (vec![0.0; plan.nnz()], vec![0.0; N]);
+                plan.assemble(&jac, si, sj, &mut v);
+                let passes = plan.factor(&mut v, &mut inv);
+                assert_eq!(passes, !diagonal || 1.0 / hg >= 0.1 * k, "hγ {hg}");
+                if !passes {
+                    continue;
+                }
+                let mut w = vec![0.0; N * N];
+                for (ij, x) in w.iter_mut().enumerate() {
+                    *x = if ij % (N + 1) == 0 { si } else { 0.0 } - sj * jac[ij];
+                }
+                let b: Vec<f64> = (0..N).map(|i| 1.0 + i as f64).collect();
+                let mut x = b.clone();
+                plan.solve(&v, &inv, &mut x, &mut [0.0; N]);
+                for i in 0..N {
+                    let r: f64 = (0..N).map(|j| w[i * N + j] * x[j]).sum::<f64>() - b[i];
+                    assert!(
+                        r.abs() <= 1e-12 * (1.0 + b[i]),
+                        "hγ {hg} row {i}: residual {r}"
+                    );
+                }
+            }
+        }
+        // y0' = y5 (nothing depends on y0, no diagonal): its column below is empty, the pivot
+        // always passes, and it goes first (degree 1, lowest index).
+        let mut pattern = vec![false; N * N];
+        pattern[5] = true;
+        for i in 1..N {
+            pattern[i * N + i] = true;
+            if i > 1 {
+                pattern[i * N + i - 1] = true;
+            }
+        }
+        assert_eq!(LuPlan::new(N, &pattern).order()[0], 0);
     }
 
     /// A pivot below the threshold (here a zero diagonal where a row exchange is needed) and a

@@ -502,6 +502,56 @@ pub fn agreement_model(name: &str) -> Model {
     }
 }
 
+/// Rodas4 on `tests/data/weak_pivot.vpm`, whose W the kernels' sparse factorisation refuses
+/// once the steps are large (a pivot below the threshold fails `w_factor`, rejecting the step):
+/// every subject completes, its AUC and Cmax within `tol` of the CPU reference at rtol 1e-10,
+/// and the kernel rejects more steps than the CPU at the same settings (which factorises such
+/// a W densely instead of rejecting the step), at least `min_refusals` more per subject.
+pub fn refused_pivots_reject_the_step(
+    make: impl FnOnce(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    rtol: f64,
+    tol: f64,
+    min_refusals: f64,
+) {
+    let m = agreement_model("weak_pivot");
+    let model = Arc::new(CompiledModel::new(&m));
+    let Some(mut gpu) = make(model.clone()) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new(model);
+    let n = 16;
+    let params = subjects(&m, n);
+    let metrics = ["auc".to_string(), "cmax".to_string()];
+    let a = arm(&m, Method::Rodas4, rtol, &metrics);
+    let got = run(gpu.as_mut(), &a, &params);
+    let same = run(&mut cpu, &a, &params);
+    let tight = run(&mut cpu, &arm(&m, Method::Rodas4, 1e-10, &metrics), &params);
+    assert!(got.status.iter().all(|s| *s == 0), "{:?}", got.status);
+    for k in 0..a.metrics.len() {
+        let e = max_rel(&got.metrics[k], &tight.metrics[k]);
+        println!(
+            "{}: {e:.2e} from the reference at rtol 1e-10",
+            a.metrics[k].column
+        );
+        assert!(e <= tol, "{}: {e:.3e} > {tol:e}", a.metrics[k].column);
+    }
+    let per = |o: &ChunkOutput| {
+        (
+            o.stats.accepted as f64 / n as f64,
+            o.stats.rejected as f64 / n as f64,
+        )
+    };
+    let (g, c) = (per(&got), per(&same));
+    println!(
+        "steps per subject: kernel {:.1} accepted, {:.1} rejected; CPU {:.1} accepted, {:.1} rejected",
+        g.0, g.1, c.0, c.1
+    );
+    assert!(
+        g.1 >= c.1 + min_refusals,
+        "no refused pivots: {g:?} against the CPU's {c:?}"
+    );
+}
+
 /// The library model a test is named after, parsed.
 pub fn library_model(name: &str) -> Model {
     let lm = library::get(name).unwrap();
