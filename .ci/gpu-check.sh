@@ -32,6 +32,7 @@ checks=(
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
   "run_10M_2arms 120"    # 10 M subjects per arm of the quickstart, lz4 then zstd
   "bench_1e-6 120"       # throughput at rtol 1e-6, with the CPU on every core
+  "large_model 180"      # a stiff 56-state model (Rodas4, sparse W) in f32 and f64 against the CPU
   "peers_gpu 300"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
   "cuda_records 90"      # record programs (NONMEM golden data) on the device
   "cuda_steady_state 90"
@@ -186,6 +187,8 @@ one() {
       --backends cuda-f32,cuda-f64 --rtol 2e-4 --cuda-variants "$variants" ;;
     cuda_tuning) check "$1" "$2" "$BIN/cuda_tuning" --test-threads 1 --nocapture ;;
     bench_1e-6) check "$1" "$2" "${b[@]}" --backends cpu,cuda-f32,cuda-f64 ;;
+    large_model) check "$1" "$2" "$BIN/vpop" bench examples/qsp_large.toml -n 200000 --cpu-subjects 2000 \
+      --backends cpu,cuda-f32,cuda-f64 --count-ops 16 ;;
     cuda_f32) check "$1" "$2" env VPOP_CUDA_PRECISION=f32 "$BIN/cuda_integrate" --test-threads 16 --nocapture ;;
     cuda_f64) check "$1" "$2" env VPOP_CUDA_PRECISION=f64 "$BIN/cuda_integrate" --test-threads 16 --nocapture ;;
     cuda_two_threads) check "$1" "$2" env VPOP_CUDA_DEVICES=0,0 "$BIN/cuda_integrate" --test-threads 16 --nocapture split subjects_land ;;

@@ -233,7 +233,8 @@ fn ros23(lang: Lang) -> String {
         "k2[j] = f1[j] - ROS23_E32 * (k1[j] - err[j]) - 2.0 * (k0[j] - f0[j]) + h * ROS23_D * dfdt_v[j];",
     ));
     s.push_str(&lang.solve("k2"));
-    s.push_str(&lang.for_j("err[j] = h / 6.0 * (k0[j] - 2.0 * k1[j] + k2[j]);"));
+    s.push_str(&lang.let_("h6", "h / 6.0"));
+    s.push_str(&lang.for_j("err[j] = h6 * (k0[j] - 2.0 * k1[j] + k2[j]);"));
     s.push_str("    return true;\n}\n");
     s
 }
@@ -264,7 +265,10 @@ fn rodas4(lang: Lang) -> String {
         }
         for r in 0..st {
             if RODAS4_CC[st][r] != 0.0 {
-                terms.push(format!("RODAS4_CC_{} / h * k{r}[j]", st * 5 + r));
+                // c/h once per stage (the same value in every component), not per component.
+                let name = format!("cch_{}", st * 5 + r);
+                s.push_str(&lang.let_(&name, &format!("RODAS4_CC_{} / h", st * 5 + r)));
+                terms.push(format!("{name} * k{r}[j]"));
             }
         }
         let extra = terms.iter().map(|x| format!(" + {x}")).collect::<String>();
