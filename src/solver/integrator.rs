@@ -538,29 +538,28 @@ impl Integrator {
             return false;
         }
         for s in 0..6 {
+            let mut terms: [(f64, &[f64]); 5] = [(0.0, &[]); 5];
+            let (done, rest) = self.k.split_at_mut(s * n);
+            let ks = &mut rest[..n];
             // Stage point u_s and its derivative.
             if s == 0 {
                 self.tmp.copy_from_slice(&self.f0);
             } else {
-                for j in 0..n {
-                    let mut u = y[j];
-                    for r in 0..s.min(5) {
-                        u += RODAS4_A[s][r] * self.k[r * n + j];
-                    }
-                    self.y1[j] = u;
+                let y1 = &mut self.y1[..n];
+                for (r, kr) in done.chunks_exact(n).enumerate().take(s.min(5)) {
+                    terms[r] = (RODAS4_A[s][r], kr);
                 }
-                let (y1, tmp) = (&self.y1, &mut self.tmp);
-                sys.rhs(t + RODAS4_C[s] * h, y1, tmp);
+                combination(y1, |j| y[j], &terms[..s.min(5)]);
+                sys.rhs(t + RODAS4_C[s] * h, y1, &mut self.tmp);
                 stats.rhs_evals += 1;
             }
-            for j in 0..n {
-                let mut rhs = self.tmp[j] + h * RODAS4_D[s] * self.dfdt[j];
-                for r in 0..s {
-                    rhs += RODAS4_CC[s][r] / h * self.k[r * n + j];
-                }
-                self.k[s * n + j] = rhs;
+            let hd = h * RODAS4_D[s];
+            for (r, kr) in done.chunks_exact(n).enumerate() {
+                terms[r] = (RODAS4_CC[s][r] / h, kr);
             }
-            self.w.solve(n, &mut self.k[s * n..(s + 1) * n]);
+            let (tmp, dfdt) = (&self.tmp[..n], &self.dfdt[..n]);
+            combination(ks, |j| tmp[j] + hd * dfdt[j], &terms[..s]);
+            self.w.solve(n, ks);
         }
         // y1 = u_6 + k_6, where u_6 (in y1) = y0 + Σ a_6j k_j.
         for j in 0..n {
@@ -583,12 +582,43 @@ impl Integrator {
                 }
             }
             Method::Rodas4 => {
-                for j in 0..n {
-                    self.dense[0][j] = (0..5).map(|s| RODAS4_H[0][s] * self.k[s * n + j]).sum();
-                    self.dense[1][j] = (0..5).map(|s| RODAS4_H[1][s] * self.k[s * n + j]).sum();
+                // Σ_s H[row][s]·k_s (from −0, as `Iterator::sum` starts).
+                for row in 0..2 {
+                    let mut terms: [(f64, &[f64]); 5] = [(0.0, &[]); 5];
+                    for (s, ks) in self.k.chunks_exact(n).take(5).enumerate() {
+                        terms[s] = (RODAS4_H[row][s], ks);
+                    }
+                    combination(&mut self.dense[row][..n], |_| -0.0, &terms);
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// out[j] = base(j) + Σ c·k[j] over `terms` in order: component by component for small
+/// systems (one pass, the sum in a register), one term at a time over the whole vector for
+/// larger ones (loops the compiler vectorises). The same additions in the same order either
+/// way, so the same values.
+#[inline(always)]
+fn combination(out: &mut [f64], base: impl Fn(usize) -> f64, terms: &[(f64, &[f64])]) {
+    let n = out.len();
+    if n < super::sparse_lu::MIN_DIM {
+        for (j, o) in out.iter_mut().enumerate() {
+            let mut u = base(j);
+            for &(c, k) in terms {
+                u += c * k[j];
+            }
+            *o = u;
+        }
+    } else {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = base(j);
+        }
+        for &(c, k) in terms {
+            for (o, x) in out.iter_mut().zip(&k[..n]) {
+                *o += c * x;
+            }
         }
     }
 }
