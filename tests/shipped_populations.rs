@@ -1,7 +1,8 @@
 //! The populations that ship in `populations/` against the published figures they encode:
 //! CYP2C19 and CYP2D6 phenotype frequencies by ancestry, CDC 2000 weight- and stature-for-age
-//! percentiles by sex and age, bounds, and finite parameters. The expected values are written
-//! here from the sources, not read from the files.
+//! percentiles by sex and age, Child–Pugh scores and the albumin and liver size of cirrhosis by
+//! class, bounds, and finite parameters. The expected values are written here from the
+//! sources, not read from the files.
 
 use std::path::Path;
 
@@ -514,5 +515,137 @@ fn paediatric_growth_follows_the_cdc_charts() {
                 );
             }
         }
+    }
+}
+
+/// A hepatic function group: label, Child–Pugh score bounds, serum albumin and functional liver
+/// size as (mean, SD) fractions of healthy control values, and the typical unbound intrinsic
+/// clearance as a fraction of normal.
+type HepaticGroup = (&'static str, (f64, f64), (f64, f64), (f64, f64), f64);
+
+#[test]
+fn hepatic_impairment_follows_child_pugh_and_cirrhosis_physiology() {
+    let p = load("hepatic_impairment.toml");
+    let n = 200_000;
+    let mut c = SampledChunk::default();
+    p.sample(13, 0, n, &mut c);
+    check_parameters(&p, &c);
+
+    // Child–Pugh classes (Pugh et al. 1973, Br J Surg 60:646): A 5–6, B 7–9, C 10–15 points;
+    // normal hepatic function scores the minimum, one point on each of the five criteria.
+    // Albumin and functional liver size: Li, Barton & Maurer 2015, CPT Pharmacometrics Syst
+    // Pharmacol 4:e39, physiological changes in cirrhosis by Child–Pugh grade (fractions of
+    // healthy controls ± SD); normal hepatic function is the reference, 1.
+    // Typical unbound clearance: 1/2 (A) and 1/3.5 (B), the inverse of the typical unbound AUC
+    // ratios of Steelandt et al. 2015, Clin Pharmacokinet 54:1245; 1/6 (C) is the file's
+    // illustrative value.
+    let groups: [HepaticGroup; 4] = [
+        ("normal", (5.0, 5.0), (1.0, 0.0), (1.0, 0.0), 1.0),
+        ("mild", (5.0, 6.0), (0.84, 0.15), (0.91, 0.26), 1.0 / 2.0),
+        (
+            "moderate",
+            (7.0, 9.0),
+            (0.69, 0.15),
+            (0.81, 0.26),
+            1.0 / 3.5,
+        ),
+        (
+            "severe",
+            (10.0, 15.0),
+            (0.53, 0.15),
+            (0.64, 0.22),
+            1.0 / 6.0,
+        ),
+    ];
+    // The illustrative drug's unbound fraction in healthy subjects.
+    let fu0 = 0.1;
+    let (hep, cp, alb, liver) = (
+        col(&p, &c, "hepatic"),
+        col(&p, &c, "child_pugh"),
+        col(&p, &c, "alb"),
+        col(&p, &c, "liver"),
+    );
+    let (fu, clint, wt, cl, v2) = (
+        col(&p, &c, "fu"),
+        col(&p, &c, "clint"),
+        col(&p, &c, "wt"),
+        col(&p, &c, "cl"),
+        col(&p, &c, "v2"),
+    );
+    let eta_cl = &c.etas[p.eta_names().iter().position(|e| *e == "eta_cl").unwrap()];
+
+    let mut typical_cl = Vec::new();
+    let mut median_cl = Vec::new();
+    for (label, (lo, hi), (alb_mean, alb_sd), (liver_mean, liver_sd), clint_typ) in groups {
+        let k = code(&p, "hepatic", label);
+        let idx: Vec<usize> = (0..n).filter(|i| hep[*i] == k).collect();
+        let m = idx.len() as f64;
+        // Balanced enrolment (design): within 3 standard errors.
+        let f = m / n as f64;
+        assert!(
+            (f - 0.25).abs() <= 3.0 * (0.25 * 0.75 / n as f64).sqrt(),
+            "{label}: fraction {f}"
+        );
+        // Child–Pugh score: a whole number within the class, each score equally likely (design).
+        let scores = (hi - lo) as usize + 1;
+        let mut count = vec![0usize; scores];
+        for &i in &idx {
+            assert!(
+                cp[i] == cp[i].floor() && cp[i] >= lo && cp[i] <= hi,
+                "{label}: Child–Pugh score {}",
+                cp[i]
+            );
+            count[(cp[i] - lo) as usize] += 1;
+        }
+        let w = 1.0 / scores as f64;
+        for (s, k) in count.iter().enumerate() {
+            let g = *k as f64 / m;
+            assert!(
+                (g - w).abs() <= 3.0 * (w * (1.0 - w) / m).sqrt() + 1e-12,
+                "{label}: score {} in {g} of the class",
+                lo + s as f64
+            );
+        }
+        // Albumin and liver size: class means within 3 standard errors of the published means
+        // (the file truncates its draws at ±2.5 SD, symmetrically, which keeps the mean and
+        // narrows the SD, so the published SD bounds the standard error), and every value
+        // within those bounds.
+        for (what, x, mean, sd) in [
+            ("albumin", alb, alb_mean, alb_sd),
+            ("liver size", liver, liver_mean, liver_sd),
+        ] {
+            let got = idx.iter().map(|i| x[*i]).sum::<f64>() / m;
+            let tol = 3.0 * sd / m.sqrt() + 1e-12;
+            assert!(
+                (got - mean).abs() <= tol,
+                "{label} {what}: mean {got:.4} vs {mean} (tolerance {tol:.4})"
+            );
+            assert!(idx.iter().all(|i| {
+                x[*i] > 0.0 && (x[*i] - mean).abs() <= 2.5 * sd * (1.0 + 1e-12) + 1e-12
+            }));
+        }
+        for &i in &idx {
+            // Unbound fraction by one-site binding to albumin (McNamara & Alcorn 2002).
+            let want_fu = 1.0 / (1.0 + alb[i] * (1.0 - fu0) / fu0);
+            assert!((fu[i] - want_fu).abs() < 1e-12, "fu {} vs {want_fu}", fu[i]);
+            // Unbound intrinsic clearance ∝ liver size, at the typical value for the class mean.
+            let want_clint = liver[i] / liver_mean * clint_typ;
+            assert!((clint[i] - want_clint).abs() < 1e-12 * want_clint.max(1.0));
+            // CL = fu · CLint,u on the healthy typical 5 L/h for 70 kg; peripheral volume ∝ fu.
+            let want_cl =
+                5.0 * (wt[i] / 70.0).powf(0.75) * (fu[i] / fu0) * clint[i] * eta_cl[i].exp();
+            assert!((cl[i] - want_cl).abs() < 1e-12 * want_cl);
+            let want_v2 = 60.0 * (wt[i] / 70.0) * (fu[i] / fu0);
+            assert!((v2[i] - want_v2).abs() < 1e-12 * want_v2);
+        }
+        // Typical clearance: 70 kg, mean albumin and liver size, eta 0.
+        let fu_typ = 1.0 / (1.0 + alb_mean * (1.0 - fu0) / fu0);
+        typical_cl.push((label, 5.0 * fu_typ / fu0 * clint_typ));
+        let mut x: Vec<f64> = idx.iter().map(|i| cl[*i]).collect();
+        median_cl.push((label, quantile(&mut x, 0.5)));
+    }
+    // Clearance falls with the class: normal > A > B > C, typical and sampled medians.
+    for v in [&typical_cl, &median_cl] {
+        assert!(v.windows(2).all(|w| w[0].1 > w[1].1), "{v:?}");
     }
 }

@@ -266,8 +266,20 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
         "\n{} — {} subjects, seed {}",
         pop.name, args.subjects, args.seed
     );
+    // The first column as wide as its longest entry (`hepatic=moderate`).
+    let w = names
+        .iter()
+        .enumerate()
+        .flat_map(|(k, name)| match labels[k] {
+            Some(ls) => ls
+                .iter()
+                .map(|l| name.chars().count() + 1 + l.chars().count())
+                .collect(),
+            None => vec![name.chars().count()],
+        })
+        .fold(12, usize::max);
     println!(
-        "{:<12} {:>11} {:>11} {:>11} {:>11} {:>11}   target",
+        "{:<w$} {:>11} {:>11} {:>11} {:>11} {:>11}   target",
         "column", "mean", "sd", "p5", "median", "p95"
     );
     let mut not_finite = Vec::new();
@@ -281,7 +293,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             for (l, c) in labels.iter().zip(&counts[k]) {
                 let tgt = target.get(l).map(|t| format!("{t:.4}")).unwrap_or_default();
                 println!(
-                    "{:<12} {:>11.4} {:>11} {:>11} {:>11} {:>11}   {tgt}",
+                    "{:<w$} {:>11.4} {:>11} {:>11} {:>11} {:>11}   {tgt}",
                     format!("{name}={l}"),
                     *c as f64 / total.max(1) as f64,
                     "",
@@ -342,7 +354,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             String::new()
         };
         println!(
-            "{:<12} {:>11.4} {:>11.4} {:>11.4} {:>11.4} {:>11.4}   {target}",
+            "{:<w$} {:>11.4} {:>11.4} {:>11.4} {:>11.4} {:>11.4}   {target}",
             name, mean, sd, q[0], q[1], q[2]
         );
     }

@@ -38,6 +38,7 @@ macro_rules! library {
 library!(
     "adult_healthy",
     "renal_impairment",
+    "hepatic_impairment",
     "cyp_phenotypes",
     "paediatric"
 );
