@@ -12,7 +12,7 @@
 use super::lower::{Op, Program};
 
 #[cfg(feature = "jit")]
-mod jit;
+pub(crate) mod jit;
 
 /// The kind of an executed instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

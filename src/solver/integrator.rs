@@ -8,7 +8,7 @@
 //! as exp(β·ln‖e_prev‖ − α·ln‖e‖), one logarithm per step). The initial step follows
 //! Hairer, Nørsett & Wanner (Solving ODEs I, §II.4).
 
-use super::sparse_lu::LuPlan;
+use super::sparse_lu::SharedPlan;
 use super::tableau_data::*;
 use super::{DenseOutput, Method, OdeSystem, SolverOptions, Stats, Status, StepObserver};
 
@@ -707,7 +707,7 @@ struct Factors {
     piv: Vec<usize>,
     /// Where the dense factors' off-diagonal entries are not zero.
     pattern: LuPattern,
-    plan: Option<Box<LuPlan>>,
+    plan: Option<std::sync::Arc<SharedPlan>>,
     /// Whether the current factors are the plan's.
     sparse: bool,
     /// The plan's pivots' reciprocals, and scratch for its solves.
@@ -721,7 +721,7 @@ impl Factors {
         match pattern {
             Some(p) if n >= super::sparse_lu::MIN_DIM && p.len() == n * n => {
                 if self.plan.as_ref().is_none_or(|q| q.pattern() != p) {
-                    self.plan = Some(Box::new(LuPlan::new(n, p)));
+                    self.plan = Some(SharedPlan::get(n, p));
                 }
             }
             _ => self.plan = None,
@@ -734,7 +734,7 @@ impl Factors {
     }
 
     /// Builds W = si·I − sj·J from J (dense, or with `values` the plan's pattern's entries
-    /// alone, [`LuPlan::assemble_values`]) and factorises it.
+    /// alone, [`super::sparse_lu::LuPlan::assemble_values`]) and factorises it.
     fn factor(&mut self, jac: &[f64], values: bool, n: usize, si: f64, sj: f64) -> bool {
         if let Some(plan) = self.plan.as_deref().filter(|p| p.is_sparse()) {
             if values {

@@ -219,6 +219,8 @@ impl StepObserver for NoObserver {
 }
 
 pub mod integrator;
+#[cfg(feature = "jit")]
+pub mod sparse_jit;
 pub mod sparse_lu;
 pub mod tableau;
 // Coefficients keep the digits of their published sources.

@@ -353,6 +353,91 @@ impl LuPlan {
     }
 }
 
+/// A plan shared by every workspace that factorises a W of its pattern (made once per pattern
+/// in a process, not once per thread or subject), with its solve as native code where the
+/// `jit` feature, `VPOP_CPU_JIT` and the host allow: the same operations in the same order as
+/// [`LuPlan::solve`], so the same results.
+#[derive(Debug)]
+pub struct SharedPlan {
+    plan: LuPlan,
+    #[cfg(feature = "jit")]
+    native: Option<super::sparse_jit::NativeSolve>,
+}
+
+impl std::ops::Deref for SharedPlan {
+    type Target = LuPlan;
+
+    fn deref(&self) -> &LuPlan {
+        &self.plan
+    }
+}
+
+impl SharedPlan {
+    /// The plan of `pattern` (n×n), made on first use and kept with the few made last.
+    pub fn get(n: usize, pattern: &[bool]) -> std::sync::Arc<SharedPlan> {
+        use std::sync::{Arc, Mutex};
+        const KEPT: usize = 8;
+        static MADE: Mutex<Vec<Arc<SharedPlan>>> = Mutex::new(Vec::new());
+        // A thread that panicked holding the lock left the list whole (it only pushes and
+        // removes), so its contents stay usable.
+        let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = made
+            .iter()
+            .position(|p| p.dim() == n && p.pattern() == pattern)
+        {
+            let p = made.remove(i);
+            made.push(p.clone());
+            return p;
+        }
+        let p = Arc::new(SharedPlan::new(LuPlan::new(n, pattern)));
+        if made.len() == KEPT {
+            made.remove(0);
+        }
+        made.push(p.clone());
+        p
+    }
+
+    /// `plan` with its solve compiled where it is sparse and native code is on.
+    pub fn new(plan: LuPlan) -> SharedPlan {
+        #[cfg(feature = "jit")]
+        {
+            let native = (plan.is_sparse() && crate::model::exec::native_code())
+                .then(|| super::sparse_jit::NativeSolve::new(&plan))
+                .and_then(|made| match made {
+                    Ok(f) => Some(f),
+                    Err(why) => {
+                        static ONCE: std::sync::Once = std::sync::Once::new();
+                        ONCE.call_once(|| {
+                            eprintln!("vpop: sparse solves interpreted on the CPU ({why})")
+                        });
+                        None
+                    }
+                });
+            SharedPlan { plan, native }
+        }
+        #[cfg(not(feature = "jit"))]
+        SharedPlan { plan }
+    }
+
+    /// Whether the solve runs as native code.
+    pub fn is_native(&self) -> bool {
+        #[cfg(feature = "jit")]
+        return self.native.is_some();
+        #[cfg(not(feature = "jit"))]
+        false
+    }
+
+    /// [`LuPlan::solve`], by the native code where there is some.
+    #[inline]
+    pub fn solve(&self, v: &[f64], inv: &[f64], b: &mut [f64], x: &mut [f64]) {
+        #[cfg(feature = "jit")]
+        if let Some(f) = &self.native {
+            return f.solve(v, inv, b);
+        }
+        self.plan.solve(v, inv, b, x)
+    }
+}
+
 /// Minimum-degree elimination order of the symmetrised pattern (ties to the lowest index):
 /// the component with the fewest neighbours goes next, and its neighbours become neighbours of
 /// each other (the fill its elimination causes).
@@ -515,6 +600,24 @@ mod tests {
                 lu_solve(&lu, &piv, n, &mut dense);
                 let mut sparse = b.clone();
                 plan.solve(&v, &inv, &mut sparse, &mut vec![0.0; n]);
+                // The native solve computes the interpreter's values bit for bit (here and
+                // with zeros of both signs, infinities and NaN in b).
+                let shared = SharedPlan::new(plan.clone());
+                assert_eq!(
+                    shared.is_native(),
+                    cfg!(feature = "jit") && plan.is_sparse() && crate::model::exec::native_code(),
+                    "n {n} kind {kind}"
+                );
+                let mut odd = b.clone();
+                for (i, x) in odd.iter_mut().enumerate() {
+                    *x = [0.0, -0.0, f64::INFINITY, f64::NAN, *x][i % 5];
+                }
+                for rhs in [&b, &odd] {
+                    let (mut native, mut interpreted) = (rhs.clone(), rhs.clone());
+                    shared.solve(&v, &inv, &mut native, &mut vec![0.0; n]);
+                    plan.solve(&v, &inv, &mut interpreted, &mut vec![0.0; n]);
+                    assert_eq!(bits(&native), bits(&interpreted), "n {n} kind {kind}");
+                }
                 for i in 0..n {
                     assert!(
                         (sparse[i] - dense[i]).abs() <= 1e-13 * (1.0 + dense[i].abs()),
@@ -528,6 +631,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A plan is made once per pattern and shared: the same pattern gives the same plan,
+    /// another pattern another.
+    #[test]
+    fn plans_are_shared_by_pattern() {
+        let n = 12;
+        let chain: Vec<bool> = (0..n * n)
+            .map(|k| k / n == k % n || k / n == k % n + 1)
+            .collect();
+        let mut hub = chain.clone();
+        hub[n / 2] = true;
+        let a = SharedPlan::get(n, &chain);
+        let b = SharedPlan::get(n, &chain);
+        let c = SharedPlan::get(n, &hub);
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        assert!(!std::sync::Arc::ptr_eq(&a, &c));
+        assert_eq!(a.pattern(), &chain[..]);
+        assert_eq!(c.pattern(), &hub[..]);
+        assert_eq!(**a, LuPlan::new(n, &chain));
     }
 
     /// A state with no derivative of its own that another depends on (y0' = −k·y1,

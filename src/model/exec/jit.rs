@@ -23,27 +23,33 @@ use super::{nan_or, Code, Exec};
 /// `f(env, t, y, out)`: the results of the per-call instructions into `out`.
 pub(super) type NativeFn = unsafe extern "C" fn(*const f64, f64, *const f64, *mut f64);
 
-/// Compiled code and the memory that holds it (freed when this is dropped).
+/// The memory that holds compiled code, freed when this is dropped: whatever holds a pointer
+/// into it holds this too.
+pub(crate) struct CodeMemory {
+    /// Only kept to be freed; never used after the code is made.
+    module: Mutex<Option<JITModule>>,
+}
+
+impl Drop for CodeMemory {
+    fn drop(&mut self) {
+        let module = self.module.get_mut().ok().and_then(|m| m.take());
+        if let Some(m) = module {
+            // SAFETY: the pointers into this memory went with the value that owns this
+            // `CodeMemory` (each call through them borrowed it).
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// Compiled code and the memory that holds it.
 pub(super) struct Native {
     pub(super) f: NativeFn,
-    /// Only kept to be freed; never used after the function is made.
-    module: Mutex<Option<JITModule>>,
+    _memory: CodeMemory,
 }
 
 impl std::fmt::Debug for Native {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Native")
-    }
-}
-
-impl Drop for Native {
-    fn drop(&mut self) {
-        let module = self.module.get_mut().ok().and_then(|m| m.take());
-        if let Some(m) = module {
-            // SAFETY: `self.f`, the only pointer into this memory, goes with `self`: every
-            // call through it borrowed the `Exec` that owns this `Native`.
-            unsafe { m.free_memory() };
-        }
     }
 }
 
@@ -109,6 +115,17 @@ fn callee(code: Code) -> Option<usize> {
 /// Compiles `e`'s per-call instructions; `Err` with why not (a host Cranelift cannot
 /// target, say), in which case the interpreter runs them.
 pub(super) fn compile(e: &Exec) -> Result<Native, String> {
+    let mut module = new_module()?;
+    let id = define(&mut module, e);
+    let (code, memory) = finish(module, id)?;
+    // SAFETY: the function was defined with `NativeFn`'s signature (`define`).
+    let f = unsafe { std::mem::transmute::<*const u8, NativeFn>(code) };
+    Ok(Native { f, _memory: memory })
+}
+
+/// A module for the host, optimising for speed, where the functions the model language calls
+/// can be imported by name.
+pub(crate) fn new_module() -> Result<JITModule, String> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
         f.set(k, v).map_err(|err| format!("setting {k}: {err}"))
@@ -128,20 +145,28 @@ pub(super) fn compile(e: &Exec) -> Result<Native, String> {
         jb.symbol(name, f as *const u8);
     }
     jb.symbol(POWI, powi as extern "C" fn(f64, i32) -> f64 as *const u8);
-    let mut module = JITModule::new(jb);
-    match define(&mut module, e) {
-        Ok(id) => {
-            module
-                .finalize_definitions()
-                .map_err(|err| err.to_string())?;
-            let code = module.get_finalized_function(id);
-            // SAFETY: the function was defined with `NativeFn`'s signature (`define`).
-            let f = unsafe { std::mem::transmute::<*const u8, NativeFn>(code) };
-            Ok(Native {
-                f,
+    Ok(JITModule::new(jb))
+}
+
+/// The code of the function `id` defined in `module` (or why it could not be defined), and the
+/// memory that holds it.
+pub(crate) fn finish(
+    mut module: JITModule,
+    id: Result<FuncId, String>,
+) -> Result<(*const u8, CodeMemory), String> {
+    let done = id.and_then(|id| {
+        module
+            .finalize_definitions()
+            .map_err(|err| err.to_string())?;
+        Ok(module.get_finalized_function(id))
+    });
+    match done {
+        Ok(code) => Ok((
+            code,
+            CodeMemory {
                 module: Mutex::new(Some(module)),
-            })
-        }
+            },
+        )),
         Err(err) => {
             // SAFETY: nothing from this module was handed out.
             unsafe { module.free_memory() };
