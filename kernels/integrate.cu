@@ -24,9 +24,11 @@ typedef {{REAL}} real;
 #define BIG ((real)3.0e38)
 // Steady states as in src/backend/records.rs: stop when the change still to come is below
 // SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance units)
-// for three intervals, or every state changed by round-off only (SS_ULPS ulps).
+// without shrinking (each at least SS_FLAT of the one before) for three intervals, or every
+// state changed by round-off only (SS_ULPS ulps).
 #define SS_FRACTION ((real)0.01)
 #define SS_NOISE ((real)10)
+#define SS_FLAT ((real)0.999)
 #define SS_ULPS ((real)16)
 #define SS_MAX_CYCLES 100000u
 #define CUT_SHORT 254u
@@ -563,7 +565,7 @@ struct Sub {
         const real rho = fmin(change / ss_prev, (real)0.999999);
         const real remaining = cycle > 0 ? change * rho / ((real)1 - rho) : BIG;
         ss_prev = change;
-        ss_stalled = (change <= SS_NOISE && rho >= (real)0.9) ? ss_stalled + 1 : 0;
+        ss_stalled = (change <= SS_NOISE && rho >= SS_FLAT) ? ss_stalled + 1 : 0;
         return ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || ss_stalled >= 3;
     }
 

@@ -33,9 +33,11 @@
 const BIG: real = 3.0e38;
 // Steady states as in src/backend/records.rs: stop when the change still to come is below
 // SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance
-// units) for three intervals, or every state changed by round-off only (SS_ULPS ulps).
+// units) without shrinking (each at least SS_FLAT of the one before) for three intervals, or
+// every state changed by round-off only (SS_ULPS ulps).
 const SS_FRACTION: real = 0.01;
 const SS_NOISE: real = 10.0;
+const SS_FLAT: real = 0.999;
 const SS_ULPS: real = 16.0;
 const SS_MAX_CYCLES: u32 = 100000u;
 // EPS: the precision's machine epsilon; SNAP: a step that ends within SNAP·span of a stopping
@@ -675,7 +677,7 @@ fn ss_converged(change: real, cycle: u32) -> bool {
     var remaining = BIG;
     if (cycle > 0u) { remaining = change * rho / (1.0 - rho); }
     ss_prev = change;
-    if (change <= SS_NOISE && rho >= 0.9) { ss_stalled++; } else { ss_stalled = 0u; }
+    if (change <= SS_NOISE && rho >= SS_FLAT) { ss_stalled++; } else { ss_stalled = 0u; }
     return ss_still || (cycle >= 2u && remaining <= SS_FRACTION) || ss_stalled >= 3u;
 }
 

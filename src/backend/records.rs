@@ -45,8 +45,16 @@ pub struct RecordsOutcome {
 /// fraction of the solver's tolerance (atol + rtol·|x|).
 const SS_FRACTION: f64 = 0.01;
 /// A change of the state over a whole interval this small (in units of the solver's tolerance)
-/// is the integration's own error: the steady state is reached.
+/// that has stopped shrinking (three intervals in a row, each change at least [`SS_FLAT`] of the
+/// one before) is the integration's own error: the steady state is reached.
 const SS_NOISE: f64 = 10.0;
+/// The ratio of consecutive changes from which they count as not shrinking. A steady state
+/// approached slowly shrinks its changes by a steady ratio close to 1 (0.98 per interval for a
+/// half-life 35 times the interval), and the change still to come is then about 50 times the
+/// last: at the noise level, that is hundreds of tolerance units, so such a change is followed
+/// until the estimate of what remains is small. Ratios from 0.999 on (a half-life over 690
+/// intervals) count as noise.
+const SS_FLAT: f64 = 0.999;
 /// A state that changes over a whole interval by no more than this many units of round-off
 /// (ulps of its value) has stopped changing at the precision's resolution: where the
 /// tolerance is close to round-off (f32 kernels) the changes can settle into a cycle there
@@ -648,8 +656,9 @@ impl Engine for Cpu<'_> {
                     change * rho / (1.0 - rho)
                 };
                 prev_change = change;
-                // At the integration's own noise floor the change stops shrinking.
-                stalled = if change <= SS_NOISE && rho >= 0.9 {
+                // At the integration's own noise floor the change stops shrinking (a slow
+                // approach keeps shrinking it, by a ratio below SS_FLAT).
+                stalled = if change <= SS_NOISE && rho >= SS_FLAT {
                     stalled + 1
                 } else {
                     0
