@@ -9,14 +9,13 @@
 //! for bit (`cargo test --release --lib sparse_lu`). The factorisation stays interpreted:
 //! compiled the same way, it took 20 % less time, too little to show in a trial's time.
 
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlags, UserFuncName, Value};
-use cranelift_codegen::Context;
+use cranelift_codegen::ir::{types, InstBuilder, MemFlags, Value};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{FuncId, Module};
 
 use super::sparse_lu::LuPlan;
-use crate::model::exec::jit::{finish, new_module, CodeMemory};
+use crate::model::exec::jit::{declare, entry_block, finish, new_module, CodeMemory};
 
 /// `f(v, inv, b)`: solves W x = b in place with the factors `v` and the pivots' reciprocals
 /// `inv` of [`LuPlan::factor`].
@@ -85,25 +84,11 @@ fn offset(i: u32) -> i32 {
 
 /// Declares and defines the solve in `module`.
 fn define(module: &mut JITModule, plan: &LuPlan) -> Result<FuncId, String> {
-    let ptr = module.target_config().pointer_type();
-    let mut sig = module.make_signature();
-    for _ in 0..3 {
-        sig.params.push(AbiParam::new(ptr));
-    }
-    let id = module
-        .declare_function("vpop_lu_solve", Linkage::Local, &sig)
-        .map_err(|err| err.to_string())?;
-    let mut ctx: Context = module.make_context();
-    ctx.func.signature = sig;
-    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let (id, mut ctx) = declare(module, "vpop_lu_solve", &[None; 3])?;
     let mut fctx = FunctionBuilderContext::new();
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let block = b.create_block();
-        b.append_block_params_for_function_params(block);
-        b.switch_to_block(block);
-        b.seal_block(block);
-        let args = b.block_params(block).to_vec();
+        let args = entry_block(&mut b);
         let (v, inv, rhs) = (args[0], args[1], args[2]);
         // The factors and reciprocals are not written during the call; b is read first and
         // written last.

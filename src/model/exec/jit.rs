@@ -175,16 +175,43 @@ pub(crate) fn finish(
     }
 }
 
-/// Declares and defines the function in `module`.
-fn define(module: &mut JITModule, e: &Exec) -> Result<FuncId, String> {
+/// Declares a function `name` in `module` taking `params` (`None` for a pointer) and returning
+/// nothing, and makes the context to build it in.
+pub(crate) fn declare(
+    module: &mut JITModule,
+    name: &str,
+    params: &[Option<types::Type>],
+) -> Result<(FuncId, Context), String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
-    for ty in [ptr, types::F64, ptr, ptr] {
-        sig.params.push(AbiParam::new(ty));
+    for ty in params {
+        sig.params.push(AbiParam::new(ty.unwrap_or(ptr)));
     }
     let id = module
-        .declare_function("vpop_program", Linkage::Local, &sig)
+        .declare_function(name, Linkage::Local, &sig)
         .map_err(|err| err.to_string())?;
+    let mut ctx: Context = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    Ok((id, ctx))
+}
+
+/// The entry block of `b`'s function, made current and sealed: the function's parameters.
+pub(crate) fn entry_block(b: &mut FunctionBuilder) -> Vec<Value> {
+    let block = b.create_block();
+    b.append_block_params_for_function_params(block);
+    b.switch_to_block(block);
+    b.seal_block(block);
+    b.block_params(block).to_vec()
+}
+
+/// Declares and defines the function in `module`.
+fn define(module: &mut JITModule, e: &Exec) -> Result<FuncId, String> {
+    let (id, mut ctx) = declare(
+        module,
+        "vpop_program",
+        &[None, Some(types::F64), None, None],
+    )?;
     // The called functions, declared in the module as they are first needed.
     let mut sig1 = module.make_signature();
     sig1.params.push(AbiParam::new(types::F64));
@@ -210,17 +237,10 @@ fn define(module: &mut JITModule, e: &Exec) -> Result<FuncId, String> {
         }
     }
 
-    let mut ctx: Context = module.make_context();
-    ctx.func.signature = sig;
-    ctx.func.name = UserFuncName::user(0, id.as_u32());
     let mut fctx = FunctionBuilderContext::new();
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let block = b.create_block();
-        b.append_block_params_for_function_params(block);
-        b.switch_to_block(block);
-        b.seal_block(block);
-        let args = b.block_params(block).to_vec();
+        let args = entry_block(&mut b);
         let (env, t, y, out) = (args[0], args[1], args[2], args[3]);
         let mut refs: [Option<FuncRef>; 13] = [None; 13];
         for (k, f) in callees.iter().enumerate() {
