@@ -1,13 +1,13 @@
 //! The populations that ship in `populations/` against the published figures they encode:
 //! CYP2C19 and CYP2D6 phenotype frequencies by ancestry, CDC 2000 weight- and stature-for-age
 //! percentiles by sex and age, Child–Pugh scores and the albumin and liver size of cirrhosis by
-//! class, bounds, and finite parameters. The expected values are written here from the
-//! sources, not read from the files.
+//! class, the obesity classes of US adults by sex and lean body weight, bounds, and finite
+//! parameters. The expected values are written here from the sources, not read from the files.
 
 use std::path::Path;
 
 use vpop::model::{library, Model};
-use vpop::population::dist::norm_ppf;
+use vpop::population::dist::{norm_cdf, norm_ppf};
 use vpop::population::{Population, SampledChunk};
 
 fn load(file: &str) -> Population {
@@ -647,5 +647,151 @@ fn hepatic_impairment_follows_child_pugh_and_cirrhosis_physiology() {
     // Clearance falls with the class: normal > A > B > C, typical and sampled medians.
     for v in [&typical_cl, &median_cl] {
         assert!(v.windows(2).all(|w| w[0].1 > w[1].1), "{v:?}");
+    }
+}
+
+#[test]
+fn obese_adults_follow_nhanes_obesity_classes_and_lean_body_weight() {
+    let p = load("obese_adults.toml");
+    let n = 200_000;
+    let mut c = SampledChunk::default();
+    p.sample(17, 0, n, &mut c);
+    check_parameters(&p, &c);
+
+    // NHANES 2017–2018, age-adjusted prevalence among US adults (Hales, Carroll, Fryar & Ogden
+    // 2020, NCHS Data Brief 360): obesity (BMI ≥ 30) 43.0 % of men and 41.9 % of women, severe
+    // obesity (BMI ≥ 40) 6.9 % and 11.5 %. The file's BMI is, per sex, the log-normal through
+    // those two points, truncated to the obese range [30, 70] (70: the top of the BMI range of
+    // the data of Janmahasatian et al. 2005).
+    let (lo, hi) = (30.0f64, 70.0f64);
+    let sexes = [("male", 0.430, 0.069), ("female", 0.419, 0.115)];
+    let (sex, age, height, bmi, wt) = (
+        col(&p, &c, "sex"),
+        col(&p, &c, "age"),
+        col(&p, &c, "height"),
+        col(&p, &c, "bmi"),
+        col(&p, &c, "wt"),
+    );
+    let (class, severe, bsa, lbw, ibw) = (
+        col(&p, &c, "obesity_class"),
+        col(&p, &c, "severe"),
+        col(&p, &c, "bsa"),
+        col(&p, &c, "lbw"),
+        col(&p, &c, "ibw"),
+    );
+    let (cl, v1, q, v2) = (
+        col(&p, &c, "cl"),
+        col(&p, &c, "v1"),
+        col(&p, &c, "q"),
+        col(&p, &c, "v2"),
+    );
+    let eta = |name: &str| &c.etas[p.eta_names().iter().position(|e| *e == name).unwrap()];
+    let (eta_cl, eta_v1) = (eta("eta_cl"), eta("eta_v1"));
+    let female = code(&p, "sex", "female");
+
+    // Reference subject: a man of 70 kg and 1.76 m, whose LBW (Janmahasatian et al. 2005) is
+    // 56.13 kg and whose parameters are adult_healthy's typical values.
+    let lbw_ref = 9270.0 * 70.0 / (6680.0 + 216.0 * 70.0 / (1.76f64 * 1.76));
+    assert!((lbw_ref - 56.127).abs() < 1e-3, "{lbw_ref}");
+
+    for i in 0..n {
+        let f = sex[i] == female;
+        assert!(f || sex[i] == code(&p, "sex", "male"));
+        assert!((18.0..=65.0).contains(&age[i]), "age {}", age[i]);
+        assert!((140.0..=210.0).contains(&height[i]), "height {}", height[i]);
+        assert!((lo..=hi).contains(&bmi[i]), "BMI {}", bmi[i]);
+        let h = height[i] / 100.0;
+        assert!((wt[i] - bmi[i] * h * h).abs() <= 1e-12 * wt[i]);
+        // WHO classes: I 30–34.9, II 35–39.9, III ≥ 40.
+        let want_class = if bmi[i] >= 40.0 {
+            3.0
+        } else if bmi[i] >= 35.0 {
+            2.0
+        } else {
+            1.0
+        };
+        assert_eq!(class[i], want_class, "BMI {}", bmi[i]);
+        assert_eq!(severe[i], (bmi[i] >= 40.0) as u8 as f64);
+        // Mosteller BSA; Janmahasatian LBW; Devine IBW (2.3 kg per inch over 60 inches).
+        assert!((bsa[i] - (height[i] * wt[i] / 3600.0).sqrt()).abs() < 1e-12);
+        let want_lbw = if f {
+            9270.0 * wt[i] / (8780.0 + 244.0 * bmi[i])
+        } else {
+            9270.0 * wt[i] / (6680.0 + 216.0 * bmi[i])
+        };
+        assert!(
+            (lbw[i] - want_lbw).abs() <= 1e-12 * want_lbw,
+            "LBW {} vs {want_lbw}",
+            lbw[i]
+        );
+        assert!(lbw[i] > 0.0 && lbw[i] < wt[i]);
+        let want_ibw = if f { 45.5 } else { 50.0 } + 2.3 * (height[i] / 2.54 - 60.0);
+        assert!((ibw[i] - want_ibw).abs() < 1e-12);
+        // Clearance and central volume ∝ LBW, peripheral volume ∝ total body weight,
+        // intercompartmental clearance as adult_healthy.
+        let want_cl = 5.0 * lbw[i] / lbw_ref * eta_cl[i].exp();
+        assert!((cl[i] - want_cl).abs() <= 1e-12 * want_cl);
+        let want_v1 = 30.0 * lbw[i] / lbw_ref * eta_v1[i].exp();
+        assert!((v1[i] - want_v1).abs() <= 1e-12 * want_v1);
+        let want_q = 2.5 * (wt[i] / 70.0).powf(0.75);
+        assert!((q[i] - want_q).abs() <= 1e-12 * want_q);
+        let want_v2 = 60.0 * wt[i] / 70.0;
+        assert!((v2[i] - want_v2).abs() <= 1e-12 * want_v2);
+    }
+
+    let fem = sex.iter().filter(|s| **s == female).count() as f64 / n as f64;
+    assert!(
+        (fem - 0.5).abs() <= 3.0 * (0.25 / n as f64).sqrt(),
+        "female fraction {fem}"
+    );
+
+    for (label, p30, p40) in sexes {
+        let k = code(&p, "sex", label);
+        let idx: Vec<usize> = (0..n).filter(|i| sex[*i] == k).collect();
+        let m = idx.len() as f64;
+        // The log-normal through the two published points.
+        let (z30, z40) = (norm_ppf(1.0 - p30), norm_ppf(1.0 - p40));
+        let sigma = (40.0f64 / 30.0).ln() / (z40 - z30);
+        let mu = 30.0f64.ln() - sigma * z30;
+        let cdf = |x: f64| norm_cdf((x.ln() - mu) / sigma);
+        let (c_lo, c_hi) = (cdf(lo), cdf(hi));
+        // Class III among the obese: the published share p40 / p30, less the little the
+        // truncation at 70 takes (≤ 0.0015); within 3 standard errors of that.
+        let share3 = (c_hi - cdf(40.0)) / (c_hi - c_lo);
+        assert!(
+            (share3 - p40 / p30).abs() < 0.002,
+            "{label}: {share3} vs {}",
+            p40 / p30
+        );
+        // Class II among the obese: the log-normal's (no split of classes I and II by sex is
+        // published for 2017–2018).
+        let share2 = (cdf(40.0) - cdf(35.0)) / (c_hi - c_lo);
+        for (cls, want) in [(3.0, share3), (2.0, share2), (1.0, 1.0 - share2 - share3)] {
+            let got = idx.iter().filter(|i| class[**i] == cls).count() as f64 / m;
+            let tol = 3.0 * (want * (1.0 - want) / m).sqrt();
+            assert!(
+                (got - want).abs() <= tol,
+                "{label}, class {cls}: {got:.4} vs {want:.4} (tolerance {tol:.4})"
+            );
+        }
+        // BMI P10, P50 and P90 among the obese: the truncated log-normal's quantiles, within 3
+        // standard errors of the sample quantile (plus 1e-5 relative for the file's six-decimal
+        // μ and σ).
+        let mut x: Vec<f64> = idx.iter().map(|i| bmi[*i]).collect();
+        for prob in [0.1, 0.5, 0.9] {
+            let z = norm_ppf(c_lo + prob * (c_hi - c_lo));
+            let want = (mu + sigma * z).exp();
+            let density = (-0.5 * z * z).exp()
+                / (2.0 * std::f64::consts::PI).sqrt()
+                / (sigma * want)
+                / (c_hi - c_lo);
+            let tol = 3.0 * (prob * (1.0 - prob) / m).sqrt() / density + 1e-5 * want;
+            let got = quantile(&mut x, prob);
+            assert!(
+                (got - want).abs() <= tol,
+                "{label}, BMI P{}: {got:.3} vs {want:.3} (tolerance {tol:.3})",
+                prob * 100.0
+            );
+        }
     }
 }

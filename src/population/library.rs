@@ -39,6 +39,7 @@ library!(
     "adult_healthy",
     "renal_impairment",
     "hepatic_impairment",
+    "obese_adults",
     "cyp_phenotypes",
     "paediatric"
 );
