@@ -227,6 +227,7 @@ struct Arm : Sub {
         #pragma unroll
         for (int j = 0; j < NS; j++) x[j] = y[j];
         ss_prev = BIG;
+        ss_prev_rho = (real)-1;
         ss_stalled = 0;
         for (unsigned cycle = 0; cycle < SS_MAX_CYCLES; cycle++) {
             #pragma unroll
@@ -258,7 +259,9 @@ struct Arm : Sub {
                     }
                 }
             }
-            if (ss_converged(ss_take_change(x), cycle)) {
+            const bool done = ss_converged(ss_change(x), cycle);
+            ss_next(x);
+            if (done) {
                 #pragma unroll
                 for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
                 #pragma unroll

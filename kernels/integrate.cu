@@ -29,6 +29,10 @@ typedef {{REAL}} real;
 #define SS_FRACTION ((real)0.01)
 #define SS_NOISE ((real)10)
 #define SS_FLAT ((real)0.999)
+// A slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from SS_JUMP up to
+// SS_FLAT, jumps to the end of the geometric series of its changes (src/backend/records.rs).
+#define SS_STEADY ((real)0.1)
+#define SS_JUMP ((real)0.5)
 #define SS_ULPS ((real)16)
 #define SS_MAX_CYCLES 100000u
 #define CUT_SHORT 254u
@@ -536,15 +540,18 @@ struct Sub {
         }
     }
 
-    // Steady-state iterations (both drivers): the last interval's change, how many intervals it
-    // has sat at the noise floor, and whether every state changed by round-off only.
+    // Steady-state iterations (both drivers): the last interval's change (BIG: none since the
+    // start or a jump) and ratio of changes (−1: none), how many intervals the change has sat
+    // at the noise floor, whether every state changed by round-off only, and the jump chosen.
     real ss_prev;
+    real ss_prev_rho;
     unsigned ss_stalled;
     bool ss_still;
+    real ss_g;
 
     // The largest change of the model states from the iterate x over an interval, in units of
-    // the tolerance (and ss_still); x takes the states.
-    FI real ss_take_change(real* x) {
+    // the tolerance (and ss_still).
+    FI real ss_change(const real* x) {
         real change = 0;
         ss_still = true;
         #pragma unroll
@@ -553,20 +560,48 @@ struct Sub {
             const real d = fabs(y[j] - x[j]);
             change = fmax(change, d / w);
             ss_still = ss_still && d <= SS_ULPS * m->eps * fabs(y[j]);
-            x[j] = y[j];
         }
         return change;
     }
 
+    // ss_change, and x takes the states.
+    FI real ss_take_change(real* x) {
+        const real change = ss_change(x);
+        #pragma unroll
+        for (int j = 0; j < NS; j++) x[j] = y[j];
+        return change;
+    }
+
     // After interval `cycle` (from 0) changed the state by `change`: whether the steady state
-    // is reached (ss_prev and ss_stalled follow). Geometric convergence: the change still to
-    // come is about change·ρ/(1−ρ).
+    // is reached (ss_prev, ss_prev_rho and ss_stalled follow, and ss_g, the jump ss_next
+    // makes). Geometric convergence: the change still to come is about change·ρ/(1−ρ).
     FI bool ss_converged(real change, unsigned cycle) {
+        const bool first = ss_prev >= BIG;
         const real rho = fmin(change / ss_prev, (real)0.999999);
-        const real remaining = cycle > 0 ? change * rho / ((real)1 - rho) : BIG;
+        const real remaining = first ? BIG : change * rho / ((real)1 - rho);
         ss_prev = change;
         ss_stalled = (change <= SS_NOISE && rho >= SS_FLAT) ? ss_stalled + 1 : 0;
-        return ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || ss_stalled >= 3;
+        const bool done = ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || ss_stalled >= 3;
+        const bool steady = fabs(rho - ss_prev_rho) <= SS_STEADY * ((real)1 - rho);
+        ss_prev_rho = first ? (real)-1 : rho;
+        const bool jump = !done && steady && rho >= SS_JUMP && rho < SS_FLAT;
+        ss_g = jump ? rho / ((real)1 - rho) : (real)0;
+        return done;
+    }
+
+    // The next iterate x (the previous one in): the states, or with a jump (ss_g > 0) the
+    // states extrapolated along their last change, y + (y − x)·ss_g, where that changes no
+    // state's sign; a jump taken starts the ratios anew.
+    FI void ss_next(real* x) {
+        bool jump = ss_g > (real)0;
+        #pragma unroll
+        for (int j = 0; j < NS; j++) jump = jump && (y[j] + (y[j] - x[j]) * ss_g) * y[j] >= (real)0;
+        #pragma unroll
+        for (int j = 0; j < NS; j++) x[j] = jump ? y[j] + (y[j] - x[j]) * ss_g : y[j];
+        if (jump) {
+            ss_prev = BIG;
+            ss_prev_rho = (real)-1;
+        }
     }
 
     // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite. OBS

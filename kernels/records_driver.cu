@@ -117,6 +117,7 @@ struct Rec : Sub {
             #pragma unroll
             for (int j = 0; j < NS; j++) ss_x[j] = mode == 1u ? y[j] : (real)0;
             ss_prev = BIG;
+            ss_prev_rho = (real)-1;
             cycle = 0;
             ss_stalled = 0;
             phase = 1;
@@ -130,7 +131,9 @@ struct Rec : Sub {
                 wi++;
             }
             if (!at(t_cur, ii)) return false;
-            if (ss_converged(ss_take_change(ss_x), cycle)) {
+            const bool done = ss_converged(ss_change(ss_x), cycle);
+            ss_next(ss_x);
+            if (done) {
                 settle(mode);
                 return true;
             }

@@ -315,6 +315,7 @@ fn steady_start() -> bool {
     if (ss_phase == 0u) {
         for (var j = 0u; j < NS; j++) { ss_x[j] = y[j]; }
         ss_prev = BIG;
+        ss_prev_rho = -1.0;
         ss_cycle = 0u;
         ss_stalled = 0u;
         ss_phase = 1u;
@@ -337,7 +338,9 @@ fn steady_start() -> bool {
             ss_cc = nx.c;
             ss_ck = nx.k;
         }
-        if (ss_converged(ss_take_change(), ss_cycle)) {
+        let done = ss_converged(ss_change(), ss_cycle);
+        ss_next();
+        if (done) {
             ss_restart();
             h_prop = 0.0;
             ln_err_prev = log_r(STEP_ERR_PREV_MIN);
@@ -557,6 +560,7 @@ fn save_carry() {
         carry[o] = ss_prev;
         carry[o + 1u] = ss_t;
         carry[o + 2u] = ss_ct;
+        carry[o + 3u] = ss_prev_rho;
         let v = sid * CU + CU_ARM;
         carry_u[v] = ss_phase;
         carry_u[v + 1u] = ss_cycle;
@@ -592,6 +596,7 @@ fn load_carry() {
         ss_prev = carry[o];
         ss_t = carry[o + 1u];
         ss_ct = carry[o + 2u];
+        ss_prev_rho = carry[o + 3u];
         let v = sid * CU + CU_ARM;
         ss_phase = carry_u[v];
         ss_cycle = carry_u[v + 1u];

@@ -38,6 +38,10 @@ const BIG: real = 3.0e38;
 const SS_FRACTION: real = 0.01;
 const SS_NOISE: real = 10.0;
 const SS_FLAT: real = 0.999;
+// A slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from SS_JUMP up to
+// SS_FLAT, jumps to the end of the geometric series of its changes (src/backend/records.rs).
+const SS_STEADY: real = 0.1;
+const SS_JUMP: real = 0.5;
 const SS_ULPS: real = 16.0;
 const SS_MAX_CYCLES: u32 = 100000u;
 // EPS: the precision's machine epsilon; SNAP: a step that ends within SNAP·span of a stopping
@@ -647,16 +651,19 @@ fn stop_post(t: real) {
     }
 }
 
-// Steady-state iterations (both drivers): the iterate, the last interval's change, how many
-// intervals it has sat at the noise floor, and whether every state changed by round-off only.
+// Steady-state iterations (both drivers): the iterate, the last interval's change (BIG: none
+// since the start or a jump) and ratio of changes (−1: none), how many intervals the change has
+// sat at the noise floor, whether every state changed by round-off only, and the jump chosen.
 var<private> ss_x: array<real, {{N_NS}}>;
 var<private> ss_prev: real;
+var<private> ss_prev_rho: real;
 var<private> ss_stalled: u32;
 var<private> ss_still: bool;
+var<private> ss_g: real;
 
 // The largest change of the model states from ss_x over an interval, in units of the
-// tolerance (and ss_still); ss_x takes the states.
-fn ss_take_change() -> real {
+// tolerance (and ss_still).
+fn ss_change() -> real {
     var change: real = 0.0;
     ss_still = true;
     for (var j = 0u; j < NS; j++) {
@@ -664,21 +671,52 @@ fn ss_take_change() -> real {
         let d = abs(y[j] - ss_x[j]);
         change = max(change, d / w);
         ss_still = ss_still && d <= SS_ULPS * EPS * abs(y[j]);
-        ss_x[j] = y[j];
     }
     return change;
 }
 
+// ss_change, and ss_x takes the states.
+fn ss_take_change() -> real {
+    let change = ss_change();
+    for (var j = 0u; j < NS; j++) { ss_x[j] = y[j]; }
+    return change;
+}
+
 // After interval `cycle` (from 0) changed the state by `change`: whether the steady state is
-// reached (ss_prev and ss_stalled follow). Geometric convergence: the change still to come is
-// about change·ρ/(1−ρ).
+// reached (ss_prev, ss_prev_rho and ss_stalled follow, and ss_g, the jump ss_next makes).
+// Geometric convergence: the change still to come is about change·ρ/(1−ρ).
 fn ss_converged(change: real, cycle: u32) -> bool {
+    let first = ss_prev >= BIG;
     let rho = min(change / ss_prev, 0.999999);
     var remaining = BIG;
-    if (cycle > 0u) { remaining = change * rho / (1.0 - rho); }
+    if (!first) { remaining = change * rho / (1.0 - rho); }
     ss_prev = change;
     if (change <= SS_NOISE && rho >= SS_FLAT) { ss_stalled++; } else { ss_stalled = 0u; }
-    return ss_still || (cycle >= 2u && remaining <= SS_FRACTION) || ss_stalled >= 3u;
+    let done = ss_still || (cycle >= 2u && remaining <= SS_FRACTION) || ss_stalled >= 3u;
+    let steady = abs(rho - ss_prev_rho) <= SS_STEADY * (1.0 - rho);
+    ss_prev_rho = select(rho, -1.0, first);
+    ss_g = 0.0;
+    if (!done && steady && rho >= SS_JUMP && rho < SS_FLAT) {
+        ss_g = rho / (1.0 - rho);
+    }
+    return done;
+}
+
+// The next iterate ss_x (the previous one in): the states, or with a jump (ss_g > 0) the
+// states extrapolated along their last change, y + (y − ss_x)·ss_g, where that changes no
+// state's sign; a jump taken starts the ratios anew.
+fn ss_next() {
+    var jump = ss_g > 0.0;
+    for (var j = 0u; j < NS; j++) {
+        jump = jump && (y[j] + (y[j] - ss_x[j]) * ss_g) * y[j] >= 0.0;
+    }
+    for (var j = 0u; j < NS; j++) {
+        ss_x[j] = select(y[j], y[j] + (y[j] - ss_x[j]) * ss_g, jump);
+    }
+    if (jump) {
+        ss_prev = BIG;
+        ss_prev_rho = -1.0;
+    }
 }
 
 // Integrates the segment [t0, t1] between stopping points from t_cur (t0, or where a

@@ -144,6 +144,7 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
         cycle = 0u;
         ss_stalled = 0u;
         ss_prev = BIG;
+        ss_prev_rho = -1.0;
         phase = 1u;
         restart();
     }
@@ -155,7 +156,9 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
             wi++;
         }
         if (!advance_to(ii)) { return false; }
-        if (ss_converged(ss_take_change(), cycle)) {
+        let done = ss_converged(ss_change(), cycle);
+        ss_next();
+        if (done) {
             settle(mode);
             return true;
         }
@@ -253,6 +256,7 @@ fn save_carry() {
     carry[o + 4u] = save_t;
     carry[o + 5u] = ss_prev;
     carry[o + 6u] = span_ss;
+    carry[o + 7u] = ss_prev_rho;
     let u = sid * CU;
     carry_u[u] = status;
     carry_u[u + 1u] = n_acc;
@@ -283,6 +287,7 @@ fn load_carry() {
     save_t = carry[o + 4u];
     ss_prev = carry[o + 5u];
     span_ss = carry[o + 6u];
+    ss_prev_rho = carry[o + 7u];
     let u = sid * CU;
     status = carry_u[u];
     n_acc = carry_u[u + 1u];
@@ -308,6 +313,7 @@ fn start_subject() {
     ln_err_prev = log_r(STEP_ERR_PREV_MIN);
     save_t = 0.0;
     ss_prev = BIG;
+    ss_prev_rho = -1.0;
     span_ss = 1.0;
     status = 0u;
     n_acc = 0u;

@@ -55,6 +55,16 @@ const SS_NOISE: f64 = 10.0;
 /// until the estimate of what remains is small. Ratios from 0.999 on (a half-life over 690
 /// intervals) count as noise.
 const SS_FLAT: f64 = 0.999;
+/// A slow approach whose ratio ρ has held steady (two consecutive ratios within this fraction
+/// of 1 − ρ), from [`SS_JUMP`] up to [`SS_FLAT`], is extrapolated: the iterate jumps to where the
+/// geometric series of its changes ends, x + Δx·ρ/(1 − ρ) (Δx the last change), which is the
+/// steady state wherever the slowest mode is all that is left, and the iterations go on from
+/// there (a jump that would change the sign of a state is not taken).
+const SS_STEADY: f64 = 0.1;
+/// The smallest ratio extrapolated: faster approaches take few intervals anyway.
+const SS_JUMP: f64 = 0.5;
+/// The previous change when there is none (since the start or a jump): the kernels' `BIG`.
+const SS_NONE: f64 = 3.0e38;
 /// A state that changes over a whole interval by no more than this many units of round-off
 /// (ulps of its value) has stopped changing at the precision's resolution: where the
 /// tolerance is close to round-off (f32 kernels) the changes can settle into a cycle there
@@ -566,17 +576,39 @@ impl<'m> Cpu<'m> {
     /// The largest change of the model states from `x` (in units of the solver's tolerance),
     /// and whether every state changed by round-off only ([`SS_ULPS`]); `x` takes the new
     /// states.
-    fn take_change(&mut self, x: &mut [f64]) -> (f64, bool) {
+    /// The largest change of the model states from the iterate `x` over an interval, in units
+    /// of the tolerance, and whether every state changed by round-off only.
+    fn change_from(&self, x: &[f64]) -> (f64, bool) {
         let mut change = 0.0f64;
         let mut still = true;
-        for (i, xi) in x.iter_mut().enumerate() {
+        for (i, xi) in x.iter().enumerate() {
             let w = self.solver.atol + self.solver.rtol * self.y[i].abs();
             let d = (self.y[i] - *xi).abs();
             change = change.max(d / w);
             still &= d <= SS_ULPS * f64::EPSILON * self.y[i].abs();
-            *xi = self.y[i];
         }
         (change, still)
+    }
+
+    /// The next iterate: the states, or with `g` > 0 the states extrapolated along their last
+    /// change, y + (y − x)·g, where that changes no state's sign (whether it did).
+    fn advance(&self, x: &mut [f64], g: f64) -> bool {
+        let jumped = |i: usize, xi: f64| self.y[i] + (self.y[i] - xi) * g;
+        let jump = g > 0.0
+            && x.iter()
+                .enumerate()
+                .all(|(i, xi)| jumped(i, *xi) * self.y[i] >= 0.0);
+        for (i, xi) in x.iter_mut().enumerate() {
+            *xi = if jump { jumped(i, *xi) } else { self.y[i] };
+        }
+        jump
+    }
+
+    /// [`Cpu::change_from`], and `x` takes the states.
+    fn take_change(&mut self, x: &mut [f64]) -> (f64, bool) {
+        let r = self.change_from(x);
+        self.advance(x, 0.0);
+        r
     }
 }
 
@@ -636,7 +668,10 @@ impl Engine for Cpu<'_> {
             vec![0.0; n]
         };
         self.isolated(|cpu| {
-            let mut prev_change = f64::INFINITY;
+            // The previous change (SS_NONE: none since the start or a jump) and ratio (−1:
+            // none).
+            let mut prev_change = SS_NONE;
+            let mut prev_rho = -1.0;
             let mut stalled = 0;
             for cycle in 0..SS_MAX_CYCLES {
                 cpu.restart(&x);
@@ -647,11 +682,12 @@ impl Engine for Cpu<'_> {
                     cpu.apply(state, input);
                 }
                 integrate_to(cpu, &mut t, ii)?;
-                let (change, still) = cpu.take_change(&mut x);
+                let (change, still) = cpu.change_from(&x);
                 // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
+                let first = prev_change >= SS_NONE;
                 let rho = (change / prev_change).min(0.999_999);
-                let remaining = if cycle == 0 {
-                    f64::INFINITY
+                let remaining = if first {
+                    SS_NONE
                 } else {
                     change * rho / (1.0 - rho)
                 };
@@ -663,7 +699,15 @@ impl Engine for Cpu<'_> {
                 } else {
                     0
                 };
-                if still || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3 {
+                let done = still || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3;
+                let steady = (rho - prev_rho).abs() <= SS_STEADY * (1.0 - rho);
+                prev_rho = if first { -1.0 } else { rho };
+                let jump = !done && steady && (SS_JUMP..SS_FLAT).contains(&rho);
+                if cpu.advance(&mut x, if jump { rho / (1.0 - rho) } else { 0.0 }) {
+                    prev_change = SS_NONE;
+                    prev_rho = -1.0;
+                }
+                if done {
                     return Ok(());
                 }
             }
