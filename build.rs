@@ -1,6 +1,6 @@
-//! Emits the integration methods' coefficients, from the one table in
-//! `src/solver/tableau_data.rs`, as WGSL constants and a CUDA C header, so that no kernel
-//! retypes a coefficient.
+//! Emits the integration methods' coefficients and the constants of the step-size control and
+//! steady-state iterations, from the one table in `src/solver/tableau_data.rs`, as WGSL
+//! constants and a CUDA C header, so that no kernel retypes one.
 
 use std::fmt::Write as _;
 
@@ -42,7 +42,27 @@ fn constants() -> Vec<(String, f64)> {
     v.push(("STEP_BETA_EXPLICIT".into(), STEP_BETA_EXPLICIT));
     v.push(("STEP_ERR_MIN".into(), STEP_ERR_MIN));
     v.push(("STEP_ERR_PREV_MIN".into(), STEP_ERR_PREV_MIN));
+    for (name, x) in [
+        ("SS_FRACTION", SS_FRACTION),
+        ("SS_NOISE", SS_NOISE),
+        ("SS_FLAT", SS_FLAT),
+        ("SS_STEADY", SS_STEADY),
+        ("SS_JUMP", SS_JUMP),
+        ("SS_NONE", SS_NONE),
+        ("SS_ULPS", SS_ULPS),
+        ("SS_INFUSION_SPAN_MAX", SS_INFUSION_SPAN_MAX),
+    ] {
+        v.push((name.into(), x));
+    }
     v
+}
+
+/// The counts, by name.
+fn counts() -> [(&'static str, u32); 2] {
+    [
+        ("SS_MAX_CYCLES", SS_MAX_CYCLES),
+        ("SS_INFUSION_DOUBLINGS", SS_INFUSION_DOUBLINGS),
+    ]
 }
 
 /// Shortest decimal text that reads back to the same f64, always with a decimal point or an
@@ -71,6 +91,10 @@ fn main() {
         // Abstract-float constants: they take the precision of the expression that uses them.
         let _ = writeln!(wgsl, "const {name} = {};", lit(x));
         let _ = writeln!(cuh, "#define {name} ((real){})", lit(x));
+    }
+    for (name, n) in counts() {
+        let _ = writeln!(wgsl, "const {name}: u32 = {n}u;");
+        let _ = writeln!(cuh, "#define {name} {n}u");
     }
     std::fs::write(format!("{out}/tableaus.wgsl"), wgsl).expect("write tableaus.wgsl");
     std::fs::write(format!("{out}/tableaus.cuh"), cuh).expect("write tableaus.cuh");

@@ -226,7 +226,7 @@ struct Arm : Sub {
         real x[NS];
         #pragma unroll
         for (int j = 0; j < NS; j++) x[j] = y[j];
-        ss_prev = BIG;
+        ss_prev = SS_NONE;
         ss_prev_rho = (real)-1;
         ss_stalled = 0;
         for (unsigned cycle = 0; cycle < SS_MAX_CYCLES; cycle++) {

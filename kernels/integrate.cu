@@ -22,19 +22,12 @@ typedef {{REAL}} real;
 {{TABLEAUS}}
 
 #define BIG ((real)3.0e38)
-// Steady states as in src/backend/records.rs: stop when the change still to come is below
-// SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance units)
-// without shrinking (each at least SS_FLAT of the one before) for three intervals, or every
-// state changed by round-off only (SS_ULPS ulps).
-#define SS_FRACTION ((real)0.01)
-#define SS_NOISE ((real)10)
-#define SS_FLAT ((real)0.999)
-// A slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from SS_JUMP up to
-// SS_FLAT, jumps to the end of the geometric series of its changes (src/backend/records.rs).
-#define SS_STEADY ((real)0.1)
-#define SS_JUMP ((real)0.5)
-#define SS_ULPS ((real)16)
-#define SS_MAX_CYCLES 100000u
+// Steady states as in src/backend/records.rs, with its constants (SS_*, from
+// src/solver/tableau_data.rs): stop when the change still to come is below SS_FRACTION of the
+// tolerance, or the change sits at the noise floor (SS_NOISE tolerance units) without shrinking
+// (each at least SS_FLAT of the one before) for three intervals, or every state changed by
+// round-off only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of
+// 1 − ρ), ρ from SS_JUMP up to SS_FLAT, jumps to the end of the geometric series of its changes.
 #define CUT_SHORT 254u
 #define FI __device__ __forceinline__
 // Attributes of the driver's entry `integrate` (a register cap, launch bounds), set by the
@@ -540,7 +533,7 @@ struct Sub {
         }
     }
 
-    // Steady-state iterations (both drivers): the last interval's change (BIG: none since the
+    // Steady-state iterations (both drivers): the last interval's change (SS_NONE: none since the
     // start or a jump) and ratio of changes (−1: none), how many intervals the change has sat
     // at the noise floor, whether every state changed by round-off only, and the jump chosen.
     real ss_prev;
@@ -576,9 +569,9 @@ struct Sub {
     // is reached (ss_prev, ss_prev_rho and ss_stalled follow, and ss_g, the jump ss_next
     // makes). Geometric convergence: the change still to come is about change·ρ/(1−ρ).
     FI bool ss_converged(real change, unsigned cycle) {
-        const bool first = ss_prev >= BIG;
+        const bool first = ss_prev >= SS_NONE;
         const real rho = fmin(change / ss_prev, (real)0.999999);
-        const real remaining = first ? BIG : change * rho / ((real)1 - rho);
+        const real remaining = first ? SS_NONE : change * rho / ((real)1 - rho);
         ss_prev = change;
         ss_stalled = (change <= SS_NOISE && rho >= SS_FLAT) ? ss_stalled + 1 : 0;
         const bool done = ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || ss_stalled >= 3;
@@ -599,7 +592,7 @@ struct Sub {
         #pragma unroll
         for (int j = 0; j < NS; j++) x[j] = jump ? y[j] + (y[j] - x[j]) * ss_g : y[j];
         if (jump) {
-            ss_prev = BIG;
+            ss_prev = SS_NONE;
             ss_prev_rho = (real)-1;
         }
     }

@@ -16,8 +16,6 @@
 // for steady states (SCRATCH values: the iterate, and the state and inputs put aside), in
 // global memory so that the integration keeps its registers.
 
-#define SS_INFUSION_DOUBLINGS 80u
-#define SS_INFUSION_SPAN_MAX ((real)1e12)
 #define SCRATCH (NY + 2 * NS)
 
 struct Rec : Sub {
@@ -116,7 +114,7 @@ struct Rec : Sub {
             isolate();
             #pragma unroll
             for (int j = 0; j < NS; j++) ss_x[j] = mode == 1u ? y[j] : (real)0;
-            ss_prev = BIG;
+            ss_prev = SS_NONE;
             ss_prev_rho = (real)-1;
             cycle = 0;
             ss_stalled = 0;

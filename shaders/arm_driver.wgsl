@@ -314,7 +314,7 @@ fn steady_start() -> bool {
     let d = ss_dose();
     if (ss_phase == 0u) {
         for (var j = 0u; j < NS; j++) { ss_x[j] = y[j]; }
-        ss_prev = BIG;
+        ss_prev = SS_NONE;
         ss_prev_rho = -1.0;
         ss_cycle = 0u;
         ss_stalled = 0u;

@@ -31,19 +31,12 @@
 
 // Largest finite f32, used as ±infinity in running extremes (in both precisions).
 const BIG: real = 3.0e38;
-// Steady states as in src/backend/records.rs: stop when the change still to come is below
-// SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance
-// units) without shrinking (each at least SS_FLAT of the one before) for three intervals, or
-// every state changed by round-off only (SS_ULPS ulps).
-const SS_FRACTION: real = 0.01;
-const SS_NOISE: real = 10.0;
-const SS_FLAT: real = 0.999;
-// A slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from SS_JUMP up to
-// SS_FLAT, jumps to the end of the geometric series of its changes (src/backend/records.rs).
-const SS_STEADY: real = 0.1;
-const SS_JUMP: real = 0.5;
-const SS_ULPS: real = 16.0;
-const SS_MAX_CYCLES: u32 = 100000u;
+// Steady states as in src/backend/records.rs, with its constants (SS_*, from
+// src/solver/tableau_data.rs): stop when the change still to come is below SS_FRACTION of the
+// tolerance, or the change sits at the noise floor (SS_NOISE tolerance units) without shrinking
+// (each at least SS_FLAT of the one before) for three intervals, or every state changed by
+// round-off only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of
+// 1 − ρ), ρ from SS_JUMP up to SS_FLAT, jumps to the end of the geometric series of its changes.
 // EPS: the precision's machine epsilon; SNAP: a step that ends within SNAP·span of a stopping
 // point is stretched to it. The in-step searches (src/backend/gpu.rs search_settings): the
 // extremum search's fraction of the step and iteration cap, the crossing iteration cap and
@@ -651,7 +644,7 @@ fn stop_post(t: real) {
     }
 }
 
-// Steady-state iterations (both drivers): the iterate, the last interval's change (BIG: none
+// Steady-state iterations (both drivers): the iterate, the last interval's change (SS_NONE: none
 // since the start or a jump) and ratio of changes (−1: none), how many intervals the change has
 // sat at the noise floor, whether every state changed by round-off only, and the jump chosen.
 var<private> ss_x: array<real, {{N_NS}}>;
@@ -686,9 +679,9 @@ fn ss_take_change() -> real {
 // reached (ss_prev, ss_prev_rho and ss_stalled follow, and ss_g, the jump ss_next makes).
 // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
 fn ss_converged(change: real, cycle: u32) -> bool {
-    let first = ss_prev >= BIG;
+    let first = ss_prev >= SS_NONE;
     let rho = min(change / ss_prev, 0.999999);
-    var remaining = BIG;
+    var remaining: real = SS_NONE;
     if (!first) { remaining = change * rho / (1.0 - rho); }
     ss_prev = change;
     if (change <= SS_NOISE && rho >= SS_FLAT) { ss_stalled++; } else { ss_stalled = 0u; }
@@ -714,7 +707,7 @@ fn ss_next() {
         ss_x[j] = select(y[j], y[j] + (y[j] - ss_x[j]) * ss_g, jump);
     }
     if (jump) {
-        ss_prev = BIG;
+        ss_prev = SS_NONE;
         ss_prev_rho = -1.0;
     }
 }

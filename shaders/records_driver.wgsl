@@ -27,8 +27,6 @@ fn accepted_step(t0: real, t1: real, h: real) {}
 // output row, records.
 @group(0) @binding(9) var<storage, read> index: array<u32>;
 
-const SS_INFUSION_DOUBLINGS: u32 = 80u;
-const SS_INFUSION_SPAN_MAX: real = 1e12;
 
 var<private> ip: u32;
 // Next input of the steady-state window.
@@ -143,7 +141,7 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
         for (var j = 0u; j < NS; j++) { ss_x[j] = select(0.0, y[j], mode == 1u); }
         cycle = 0u;
         ss_stalled = 0u;
-        ss_prev = BIG;
+        ss_prev = SS_NONE;
         ss_prev_rho = -1.0;
         phase = 1u;
         restart();
@@ -312,7 +310,7 @@ fn start_subject() {
     h_prop = 0.0;
     ln_err_prev = log_r(STEP_ERR_PREV_MIN);
     save_t = 0.0;
-    ss_prev = BIG;
+    ss_prev = SS_NONE;
     ss_prev_rho = -1.0;
     span_ss = 1.0;
     status = 0u;

@@ -30,6 +30,10 @@ use crate::dosing::nonmem::{Evid, Record, Subject};
 use crate::dosing::StateDosing;
 use crate::metrics::OutputEval;
 use crate::model::{CompiledModel, Model};
+use crate::solver::tableau_data::{
+    SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP, SS_MAX_CYCLES,
+    SS_NOISE, SS_NONE, SS_STEADY, SS_ULPS,
+};
 use crate::solver::{Integrator, NoObserver, SolverOptions, Stats, Status};
 
 /// One subject's simulated records.
@@ -40,38 +44,6 @@ pub struct RecordsOutcome {
     /// `outputs[k][j]`: output k after record j (NaN from a failure on).
     pub outputs: Vec<Vec<f64>>,
 }
-
-/// Steady state: cycles are repeated until the estimated remaining change is below this
-/// fraction of the solver's tolerance (atol + rtol·|x|).
-const SS_FRACTION: f64 = 0.01;
-/// A change of the state over a whole interval this small (in units of the solver's tolerance)
-/// that has stopped shrinking (three intervals in a row, each change at least [`SS_FLAT`] of the
-/// one before) is the integration's own error: the steady state is reached.
-const SS_NOISE: f64 = 10.0;
-/// The ratio of consecutive changes from which they count as not shrinking. A steady state
-/// approached slowly shrinks its changes by a steady ratio close to 1 (0.98 per interval for a
-/// half-life 35 times the interval), and the change still to come is then about 50 times the
-/// last: at the noise level, that is hundreds of tolerance units, so such a change is followed
-/// until the estimate of what remains is small. Ratios from 0.999 on (a half-life over 690
-/// intervals) count as noise.
-const SS_FLAT: f64 = 0.999;
-/// A slow approach whose ratio ρ has held steady (two consecutive ratios within this fraction
-/// of 1 − ρ), from [`SS_JUMP`] up to [`SS_FLAT`], is extrapolated: the iterate jumps to where the
-/// geometric series of its changes ends, x + Δx·ρ/(1 − ρ) (Δx the last change), which is the
-/// steady state wherever the slowest mode is all that is left, and the iterations go on from
-/// there (a jump that would change the sign of a state is not taken).
-const SS_STEADY: f64 = 0.1;
-/// The smallest ratio extrapolated: faster approaches take few intervals anyway.
-const SS_JUMP: f64 = 0.5;
-/// The previous change when there is none (since the start or a jump): the kernels' `BIG`.
-const SS_NONE: f64 = 3.0e38;
-/// A state that changes over a whole interval by no more than this many units of round-off
-/// (ulps of its value) has stopped changing at the precision's resolution: where the
-/// tolerance is close to round-off (f32 kernels) the changes can settle into a cycle there
-/// instead of shrinking.
-const SS_ULPS: f64 = 16.0;
-/// At most this many dosing intervals when looking for a steady state.
-const SS_MAX_CYCLES: usize = 100_000;
 
 /// How the dataset maps onto a model: covariate columns that set parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -673,7 +645,7 @@ impl Engine for Cpu<'_> {
             let mut prev_change = SS_NONE;
             let mut prev_rho = -1.0;
             let mut stalled = 0;
-            for cycle in 0..SS_MAX_CYCLES {
+            for cycle in 0..SS_MAX_CYCLES as usize {
                 cpu.restart(&x);
                 let mut t = 0.0;
                 for &(at, state, input) in window {
@@ -728,7 +700,7 @@ impl Engine for Cpu<'_> {
         let mut x = self.y[..n].to_vec();
         self.isolated(|cpu| {
             let mut span = 1.0;
-            for _ in 0..SS_INFUSION_DOUBLINGS {
+            for _ in 0..SS_INFUSION_DOUBLINGS as usize {
                 cpu.restart(&x);
                 cpu.sys.rates[state] = rate;
                 integrate_to(cpu, &mut 0.0, span)?;
@@ -752,10 +724,6 @@ impl Engine for Cpu<'_> {
         }
     }
 }
-
-/// A steady-state infusion doubles its span at most this many times, up to this span.
-const SS_INFUSION_DOUBLINGS: usize = 80;
-const SS_INFUSION_SPAN_MAX: f64 = 1e12;
 
 /// Simulates one subject's records: `base` holds the model parameters before any covariate
 /// column sets them.

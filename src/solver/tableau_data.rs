@@ -1,5 +1,6 @@
-// The coefficient table of every integration method: the single source for the CPU reference
-// and, through build.rs (which `include!`s this file), for the WGSL and CUDA kernels.
+// The coefficient table of every integration method, with the constants of the step-size
+// control and of the steady-state iterations: the single source for the CPU reference and,
+// through build.rs (which `include!`s this file), for the WGSL and CUDA kernels.
 // Data only: no imports, no code that needs the crate.
 
 /// Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae", J. Comput. Appl. Math.
@@ -237,3 +238,39 @@ pub const STEP_ERR_MIN: f64 = 1e-10;
 /// The controller's memory of the previous error: its value at the start (and after a
 /// reset), and its floor.
 pub const STEP_ERR_PREV_MIN: f64 = 1e-4;
+
+/// Steady state (src/backend/records.rs, and the kernels' copies of its iterations): dosing
+/// intervals are repeated until the estimated remaining change is below this fraction of the
+/// solver's tolerance (atol + rtol·|x|).
+pub const SS_FRACTION: f64 = 0.01;
+/// A change of the state over a whole interval this small (in units of the solver's tolerance)
+/// that has stopped shrinking (three intervals in a row, each change at least [`SS_FLAT`] of the
+/// one before) is the integration's own error: the steady state is reached.
+pub const SS_NOISE: f64 = 10.0;
+/// The ratio of consecutive changes from which they count as not shrinking. A steady state
+/// approached slowly shrinks its changes by a steady ratio close to 1 (0.98 per interval for a
+/// half-life 35 times the interval), and the change still to come is then about 50 times the
+/// last: at the noise level, that is hundreds of tolerance units, so such a change is followed
+/// until the estimate of what remains is small. Ratios from 0.999 on (a half-life over 690
+/// intervals) count as noise.
+pub const SS_FLAT: f64 = 0.999;
+/// A slow approach whose ratio ρ has held steady (two consecutive ratios within this fraction
+/// of 1 − ρ), from [`SS_JUMP`] up to [`SS_FLAT`], is extrapolated: the iterate jumps to where the
+/// geometric series of its changes ends, x + Δx·ρ/(1 − ρ) (Δx the last change), which is the
+/// steady state wherever the slowest mode is all that is left, and the iterations go on from
+/// there (a jump that would change the sign of a state is not taken).
+pub const SS_STEADY: f64 = 0.1;
+/// The smallest ratio extrapolated: faster approaches take few intervals anyway.
+pub const SS_JUMP: f64 = 0.5;
+/// The previous change when there is none (since the start or a jump).
+pub const SS_NONE: f64 = 3.0e38;
+/// A state that changes over a whole interval by no more than this many units of round-off
+/// (ulps of its value) has stopped changing at the precision's resolution: where the
+/// tolerance is close to round-off (f32 kernels) the changes can settle into a cycle there
+/// instead of shrinking.
+pub const SS_ULPS: f64 = 16.0;
+/// At most this many dosing intervals when looking for a steady state.
+pub const SS_MAX_CYCLES: u32 = 100_000;
+/// A steady-state infusion doubles its span at most this many times, up to this span.
+pub const SS_INFUSION_DOUBLINGS: u32 = 80;
+pub const SS_INFUSION_SPAN_MAX: f64 = 1e12;
