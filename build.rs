@@ -48,6 +48,8 @@ fn constants() -> Vec<(String, f64)> {
         ("SS_FLAT", SS_FLAT),
         ("SS_STEADY", SS_STEADY),
         ("SS_JUMP", SS_JUMP),
+        ("SS_JUMP_ABOVE", SS_JUMP_ABOVE),
+        ("SS_JUMP_MAX", SS_JUMP_MAX),
         ("SS_NONE", SS_NONE),
         ("SS_ULPS", SS_ULPS),
         ("SS_INFUSION_SPAN_MAX", SS_INFUSION_SPAN_MAX),
@@ -58,9 +60,10 @@ fn constants() -> Vec<(String, f64)> {
 }
 
 /// The counts, by name.
-fn counts() -> [(&'static str, u32); 2] {
+fn counts() -> [(&'static str, u32); 3] {
     [
         ("SS_MAX_CYCLES", SS_MAX_CYCLES),
+        ("SS_NOISE_CYCLES", SS_NOISE_CYCLES),
         ("SS_INFUSION_DOUBLINGS", SS_INFUSION_DOUBLINGS),
     ]
 }

@@ -226,9 +226,7 @@ struct Arm : Sub {
         real x[NS];
         #pragma unroll
         for (int j = 0; j < NS; j++) x[j] = y[j];
-        ss_prev = SS_NONE;
-        ss_prev_rho = (real)-1;
-        ss_stalled = 0;
+        ss_begin();
         for (unsigned cycle = 0; cycle < SS_MAX_CYCLES; cycle++) {
             #pragma unroll
             for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
@@ -259,7 +257,7 @@ struct Arm : Sub {
                     }
                 }
             }
-            const bool done = ss_converged(ss_change(x), cycle);
+            const bool done = ss_converged(ss_change(x));
             ss_next(x);
             if (done) {
                 #pragma unroll

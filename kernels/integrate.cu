@@ -534,13 +534,21 @@ struct Sub {
     }
 
     // Steady-state iterations (both drivers): the last interval's change (SS_NONE: none since the
-    // start or a jump) and ratio of changes (−1: none), how many intervals the change has sat
-    // at the noise floor, whether every state changed by round-off only, and the jump chosen.
+    // start or a jump) and ratio of changes (−1: none), how many intervals in a row the change
+    // has been at the noise level, whether every state changed by round-off only, and the jump chosen.
     real ss_prev;
     real ss_prev_rho;
     unsigned ss_stalled;
     bool ss_still;
+    bool ss_drift;
     real ss_g;
+
+    // The iterations start anew (no previous change or ratio).
+    FI void ss_begin() {
+        ss_prev = SS_NONE;
+        ss_prev_rho = (real)-1;
+        ss_stalled = 0;
+    }
 
     // The largest change of the model states from the iterate x over an interval, in units of
     // the tolerance (and ss_still).
@@ -565,19 +573,25 @@ struct Sub {
         return change;
     }
 
-    // After interval `cycle` (from 0) changed the state by `change`: whether the steady state
-    // is reached (ss_prev, ss_prev_rho and ss_stalled follow, and ss_g, the jump ss_next
-    // makes). Geometric convergence: the change still to come is about change·ρ/(1−ρ).
-    FI bool ss_converged(real change, unsigned cycle) {
+    // After an interval changed the state by `change`: whether the steady state is reached
+    // (ss_prev, ss_prev_rho and ss_stalled follow, ss_g is the jump ss_next makes, and ss_drift
+    // says two ratios in a row were flat but below SS_JUMP_MAX). As `SsIterations::next` on the
+    // CPU: geometric convergence leaves about change·ρ/(1−ρ) to come, trusted from the third
+    // change since the start or a jump; at the noise floor the change stops shrinking, or
+    // wanders without settling.
+    FI bool ss_converged(real change) {
         const bool first = ss_prev >= SS_NONE;
         const real rho = fmin(change / ss_prev, (real)0.999999);
         const real remaining = first ? SS_NONE : change * rho / ((real)1 - rho);
         ss_prev = change;
-        ss_stalled = (change <= SS_NOISE && rho >= SS_FLAT) ? ss_stalled + 1 : 0;
-        const bool done = ss_still || (cycle >= 2 && remaining <= SS_FRACTION) || ss_stalled >= 3;
+        ss_stalled = change <= SS_NOISE ? ss_stalled + 1 : 0;
+        const bool converged = ss_still || (ss_prev_rho >= (real)0 && remaining <= SS_FRACTION);
+        const bool flat = rho >= SS_FLAT && ss_prev_rho >= SS_FLAT;
+        const bool done = converged || (flat && change <= SS_NOISE) || ss_stalled >= SS_NOISE_CYCLES;
+        ss_drift = !converged && flat && rho < SS_JUMP_MAX;
         const bool steady = fabs(rho - ss_prev_rho) <= SS_STEADY * ((real)1 - rho);
         ss_prev_rho = first ? (real)-1 : rho;
-        const bool jump = !done && steady && rho >= SS_JUMP && rho < SS_FLAT;
+        const bool jump = !done && steady && rho >= SS_JUMP && rho < SS_JUMP_MAX && remaining > SS_JUMP_ABOVE;
         ss_g = jump ? rho / ((real)1 - rho) : (real)0;
         return done;
     }

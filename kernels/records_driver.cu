@@ -114,10 +114,8 @@ struct Rec : Sub {
             isolate();
             #pragma unroll
             for (int j = 0; j < NS; j++) ss_x[j] = mode == 1u ? y[j] : (real)0;
-            ss_prev = SS_NONE;
-            ss_prev_rho = (real)-1;
+            ss_begin();
             cycle = 0;
-            ss_stalled = 0;
             phase = 1;
             restart();
         }
@@ -129,7 +127,7 @@ struct Rec : Sub {
                 wi++;
             }
             if (!at(t_cur, ii)) return false;
-            const bool done = ss_converged(ss_change(ss_x), cycle);
+            const bool done = ss_converged(ss_change(ss_x));
             ss_next(ss_x);
             if (done) {
                 settle(mode);
@@ -140,8 +138,10 @@ struct Rec : Sub {
         }
     }
 
-    // A constant input `rate` into state s to steady state: spans doubling from 1 until a span
-    // changes nothing.
+    // A constant input `rate` into state s to steady state, as `Cpu::steady_infusion`: spans
+    // doubling from 1 (phase 2) until one changes the state by no more than the noise level,
+    // then iterations over that span as over a dosing interval (phase 3), the span doubling
+    // again where a mode is too slow to tell from noise over it.
     FI bool steady_infusion(unsigned s, real rate) {
         if (phase == 0u) {
             isolate();
@@ -155,12 +155,35 @@ struct Rec : Sub {
         }
         for (;;) {
             if (!at(t_cur, span)) return false;
-            if (ss_take_change(ss_x) <= SS_NOISE || ss_still) {
-                settle(1u);
-                return true;
+            if (phase == 2u) {
+                const real change = ss_take_change(ss_x);
+                if (ss_still) {
+                    settle(1u);
+                    return true;
+                }
+                if (change <= SS_NOISE) {
+                    phase = 3;
+                    ss_begin();
+                    cycle = 0;
+                } else {
+                    if (++cycle >= SS_INFUSION_DOUBLINGS) return fail(1u);
+                    span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
+                }
+            } else {
+                const bool done = ss_converged(ss_change(ss_x));
+                ss_next(ss_x);
+                if (ss_drift) {
+                    if (span >= SS_INFUSION_SPAN_MAX) return fail(1u);
+                    span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
+                    ss_begin();
+                    cycle = 0;
+                } else if (done) {
+                    settle(1u);
+                    return true;
+                } else if (++cycle >= SS_MAX_CYCLES) {
+                    return fail(1u);
+                }
             }
-            if (++cycle >= SS_INFUSION_DOUBLINGS) return fail(1u);
-            span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
             restart();
             apply_input(3u, s, rate);
         }

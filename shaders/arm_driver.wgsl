@@ -314,10 +314,8 @@ fn steady_start() -> bool {
     let d = ss_dose();
     if (ss_phase == 0u) {
         for (var j = 0u; j < NS; j++) { ss_x[j] = y[j]; }
-        ss_prev = SS_NONE;
-        ss_prev_rho = -1.0;
+        ss_begin();
         ss_cycle = 0u;
-        ss_stalled = 0u;
         ss_phase = 1u;
         ss_restart();
     }
@@ -338,7 +336,7 @@ fn steady_start() -> bool {
             ss_cc = nx.c;
             ss_ck = nx.k;
         }
-        let done = ss_converged(ss_change(), ss_cycle);
+        let done = ss_converged(ss_change());
         ss_next();
         if (done) {
             ss_restart();

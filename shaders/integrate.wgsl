@@ -645,14 +645,23 @@ fn stop_post(t: real) {
 }
 
 // Steady-state iterations (both drivers): the iterate, the last interval's change (SS_NONE: none
-// since the start or a jump) and ratio of changes (−1: none), how many intervals the change has
-// sat at the noise floor, whether every state changed by round-off only, and the jump chosen.
+// since the start or a jump) and ratio of changes (−1: none), how many intervals in a row the
+// change has been at the noise level, whether every state changed by round-off only, whether
+// the change drifts (ss_converged), and the jump chosen.
 var<private> ss_x: array<real, {{N_NS}}>;
 var<private> ss_prev: real;
 var<private> ss_prev_rho: real;
 var<private> ss_stalled: u32;
 var<private> ss_still: bool;
+var<private> ss_drift: bool;
 var<private> ss_g: real;
+
+// The iterations start anew (no previous change or ratio).
+fn ss_begin() {
+    ss_prev = SS_NONE;
+    ss_prev_rho = -1.0;
+    ss_stalled = 0u;
+}
 
 // The largest change of the model states from ss_x over an interval, in units of the
 // tolerance (and ss_still).
@@ -675,21 +684,27 @@ fn ss_take_change() -> real {
     return change;
 }
 
-// After interval `cycle` (from 0) changed the state by `change`: whether the steady state is
-// reached (ss_prev, ss_prev_rho and ss_stalled follow, and ss_g, the jump ss_next makes).
-// Geometric convergence: the change still to come is about change·ρ/(1−ρ).
-fn ss_converged(change: real, cycle: u32) -> bool {
+// After an interval changed the state by `change`: whether the steady state is reached
+// (ss_prev, ss_prev_rho and ss_stalled follow, ss_g is the jump ss_next makes, and ss_drift says
+// two ratios in a row were flat but below SS_JUMP_MAX). As `SsIterations::next` on the CPU:
+// geometric convergence leaves about change·ρ/(1−ρ) to come, trusted from the third change
+// since the start or a jump; at the noise floor the change stops shrinking, or wanders without
+// settling.
+fn ss_converged(change: real) -> bool {
     let first = ss_prev >= SS_NONE;
     let rho = min(change / ss_prev, 0.999999);
     var remaining: real = SS_NONE;
     if (!first) { remaining = change * rho / (1.0 - rho); }
     ss_prev = change;
-    if (change <= SS_NOISE && rho >= SS_FLAT) { ss_stalled++; } else { ss_stalled = 0u; }
-    let done = ss_still || (cycle >= 2u && remaining <= SS_FRACTION) || ss_stalled >= 3u;
+    if (change <= SS_NOISE) { ss_stalled++; } else { ss_stalled = 0u; }
+    let converged = ss_still || (ss_prev_rho >= 0.0 && remaining <= SS_FRACTION);
+    let flat = rho >= SS_FLAT && ss_prev_rho >= SS_FLAT;
+    let done = converged || (flat && change <= SS_NOISE) || ss_stalled >= SS_NOISE_CYCLES;
+    ss_drift = !converged && flat && rho < SS_JUMP_MAX;
     let steady = abs(rho - ss_prev_rho) <= SS_STEADY * (1.0 - rho);
     ss_prev_rho = select(rho, -1.0, first);
     ss_g = 0.0;
-    if (!done && steady && rho >= SS_JUMP && rho < SS_FLAT) {
+    if (!done && steady && rho >= SS_JUMP && rho < SS_JUMP_MAX && remaining > SS_JUMP_ABOVE) {
         ss_g = rho / (1.0 - rho);
     }
     return done;

@@ -31,7 +31,8 @@ fn accepted_step(t0: real, t1: real, h: real) {}
 var<private> ip: u32;
 // Next input of the steady-state window.
 var<private> wi: u32;
-// 0 running the program, 1 in steady-state cycles, 2 in a steady-state infusion.
+// 0 running the program, 1 in steady-state cycles, 2 and 3 in a steady-state infusion (spans
+// doubling, then fixed).
 var<private> phase: u32;
 var<private> cycle: u32;
 // Parameter set in force.
@@ -140,9 +141,7 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
         isolate();
         for (var j = 0u; j < NS; j++) { ss_x[j] = select(0.0, y[j], mode == 1u); }
         cycle = 0u;
-        ss_stalled = 0u;
-        ss_prev = SS_NONE;
-        ss_prev_rho = -1.0;
+        ss_begin();
         phase = 1u;
         restart();
     }
@@ -154,7 +153,7 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
             wi++;
         }
         if (!advance_to(ii)) { return false; }
-        let done = ss_converged(ss_change(), cycle);
+        let done = ss_converged(ss_change());
         ss_next();
         if (done) {
             settle(mode);
@@ -168,8 +167,10 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
     return false;
 }
 
-// A constant input `rate` into state s to steady state: spans doubling from 1 until a span
-// changes nothing.
+// A constant input `rate` into state s to steady state, as `Cpu::steady_infusion`: spans
+// doubling from 1 (phase 2) until one changes the state by no more than the noise level, then
+// iterations over that span as over a dosing interval (phase 3), the span doubling again where a
+// mode is too slow to tell from noise over it.
 fn steady_infusion(s: u32, rate: real) -> bool {
     if (phase == 0u) {
         isolate();
@@ -182,13 +183,37 @@ fn steady_infusion(s: u32, rate: real) -> bool {
     }
     loop {
         if (!advance_to(span_ss)) { return false; }
-        if (ss_take_change() <= SS_NOISE || ss_still) {
-            settle(1u);
-            return true;
+        if (phase == 2u) {
+            let change = ss_take_change();
+            if (ss_still) {
+                settle(1u);
+                return true;
+            }
+            if (change <= SS_NOISE) {
+                phase = 3u;
+                ss_begin();
+                cycle = 0u;
+            } else {
+                cycle++;
+                if (cycle >= SS_INFUSION_DOUBLINGS) { status = 1u; return false; }
+                span_ss = min(2.0 * span_ss, SS_INFUSION_SPAN_MAX);
+            }
+        } else {
+            let done = ss_converged(ss_change());
+            ss_next();
+            if (ss_drift) {
+                if (span_ss >= SS_INFUSION_SPAN_MAX) { status = 1u; return false; }
+                span_ss = min(2.0 * span_ss, SS_INFUSION_SPAN_MAX);
+                ss_begin();
+                cycle = 0u;
+            } else if (done) {
+                settle(1u);
+                return true;
+            } else {
+                cycle++;
+                if (cycle >= SS_MAX_CYCLES) { status = 1u; return false; }
+            }
         }
-        cycle++;
-        if (cycle >= SS_INFUSION_DOUBLINGS) { status = 1u; return false; }
-        span_ss = min(2.0 * span_ss, SS_INFUSION_SPAN_MAX);
         restart();
         rates[s] = rate;
         if (!next_round()) { return false; }

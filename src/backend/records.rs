@@ -31,8 +31,8 @@ use crate::dosing::StateDosing;
 use crate::metrics::OutputEval;
 use crate::model::{CompiledModel, Model};
 use crate::solver::tableau_data::{
-    SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP, SS_MAX_CYCLES,
-    SS_NOISE, SS_NONE, SS_STEADY, SS_ULPS,
+    SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP, SS_JUMP_ABOVE,
+    SS_JUMP_MAX, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE, SS_STEADY, SS_ULPS,
 };
 use crate::solver::{Integrator, NoObserver, SolverOptions, Stats, Status};
 
@@ -545,9 +545,6 @@ impl<'m> Cpu<'m> {
         self.y[..x.len()].copy_from_slice(x);
     }
 
-    /// The largest change of the model states from `x` (in units of the solver's tolerance),
-    /// and whether every state changed by round-off only ([`SS_ULPS`]); `x` takes the new
-    /// states.
     /// The largest change of the model states from the iterate `x` over an interval, in units
     /// of the tolerance, and whether every state changed by round-off only.
     fn change_from(&self, x: &[f64]) -> (f64, bool) {
@@ -640,12 +637,8 @@ impl Engine for Cpu<'_> {
             vec![0.0; n]
         };
         self.isolated(|cpu| {
-            // The previous change (SS_NONE: none since the start or a jump) and ratio (−1:
-            // none).
-            let mut prev_change = SS_NONE;
-            let mut prev_rho = -1.0;
-            let mut stalled = 0;
-            for cycle in 0..SS_MAX_CYCLES as usize {
+            let mut iterations = SsIterations::new();
+            for _ in 0..SS_MAX_CYCLES as usize {
                 cpu.restart(&x);
                 let mut t = 0.0;
                 for &(at, state, input) in window {
@@ -654,32 +647,7 @@ impl Engine for Cpu<'_> {
                     cpu.apply(state, input);
                 }
                 integrate_to(cpu, &mut t, ii)?;
-                let (change, still) = cpu.change_from(&x);
-                // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
-                let first = prev_change >= SS_NONE;
-                let rho = (change / prev_change).min(0.999_999);
-                let remaining = if first {
-                    SS_NONE
-                } else {
-                    change * rho / (1.0 - rho)
-                };
-                prev_change = change;
-                // At the integration's own noise floor the change stops shrinking (a slow
-                // approach keeps shrinking it, by a ratio below SS_FLAT).
-                stalled = if change <= SS_NOISE && rho >= SS_FLAT {
-                    stalled + 1
-                } else {
-                    0
-                };
-                let done = still || (cycle >= 2 && remaining <= SS_FRACTION) || stalled >= 3;
-                let steady = (rho - prev_rho).abs() <= SS_STEADY * (1.0 - rho);
-                prev_rho = if first { -1.0 } else { rho };
-                let jump = !done && steady && (SS_JUMP..SS_FLAT).contains(&rho);
-                if cpu.advance(&mut x, if jump { rho / (1.0 - rho) } else { 0.0 }) {
-                    prev_change = SS_NONE;
-                    prev_rho = -1.0;
-                }
-                if done {
+                if iterations.next(cpu, &mut x) {
                     return Ok(());
                 }
             }
@@ -699,18 +667,54 @@ impl Engine for Cpu<'_> {
         let n = self.model.n_states();
         let mut x = self.y[..n].to_vec();
         self.isolated(|cpu| {
-            let mut span = 1.0;
-            for _ in 0..SS_INFUSION_DOUBLINGS as usize {
-                cpu.restart(&x);
+            let run = |cpu: &mut Self, x: &[f64], span: f64| {
+                cpu.restart(x);
                 cpu.sys.rates[state] = rate;
-                integrate_to(cpu, &mut 0.0, span)?;
+                integrate_to(cpu, &mut 0.0, span)
+            };
+            // Spans doubling from 1 until one changes the state by no more than the noise
+            // level: the fast modes are settled.
+            let (mut span, mut doublings) = (1.0, 0);
+            loop {
+                run(cpu, &x, span)?;
                 let (change, still) = cpu.take_change(&mut x);
-                if change <= SS_NOISE || still {
+                if still {
                     return Ok(());
                 }
+                if change <= SS_NOISE {
+                    break;
+                }
                 span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
+                doublings += 1;
+                if doublings >= SS_INFUSION_DOUBLINGS {
+                    return Err(Status::MaxSteps);
+                }
             }
-            Err(Status::MaxSteps)
+            // Then iterations over a fixed span (the last) as over a dosing interval: a
+            // mode slower than the span shows in their ratio, and a steady one is extrapolated.
+            let mut iterations = SsIterations::new();
+            let mut cycle = 0;
+            loop {
+                run(cpu, &x, span)?;
+                let done = iterations.next(cpu, &mut x);
+                if iterations.drifting {
+                    // A mode too slow to tell from noise over this span: a span twice as long.
+                    span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
+                    doublings += 1;
+                    if doublings >= SS_INFUSION_DOUBLINGS {
+                        return Err(Status::MaxSteps);
+                    }
+                    iterations = SsIterations::new();
+                    cycle = 0;
+                } else if done {
+                    return Ok(());
+                } else {
+                    cycle += 1;
+                    if cycle >= SS_MAX_CYCLES as usize {
+                        return Err(Status::MaxSteps);
+                    }
+                }
+            }
         })?;
         self.y[..n].copy_from_slice(&x);
         Ok(())
@@ -722,6 +726,68 @@ impl Engine for Cpu<'_> {
         for (k, v) in self.out.iter().enumerate() {
             self.outputs[k][j] = *v;
         }
+    }
+}
+
+/// The iterations toward a steady state over a fixed interval (a dosing interval, or a span of a
+/// constant infusion), as the kernels' `ss_converged` and `ss_next`: the previous change
+/// ([`SS_NONE`]: none since the start or a jump), the previous ratio of changes (−1: none) and
+/// how many intervals in a row the change has been at the noise level ([`SS_NOISE`]).
+struct SsIterations {
+    prev_change: f64,
+    prev_rho: f64,
+    stalled: u32,
+    /// The last two ratios were at least [`SS_FLAT`] and below [`SS_JUMP_MAX`]: a change that
+    /// shrinks too slowly over this interval to tell a slow mode from noise.
+    drifting: bool,
+}
+
+impl SsIterations {
+    fn new() -> SsIterations {
+        SsIterations {
+            prev_change: SS_NONE,
+            prev_rho: -1.0,
+            stalled: 0,
+            drifting: false,
+        }
+    }
+
+    /// After an interval took the states from the iterate `x` to `cpu.y`: `x` takes the next
+    /// iterate (extrapolated where the approach is slow and steady); whether the steady state
+    /// is reached.
+    fn next(&mut self, cpu: &Cpu, x: &mut [f64]) -> bool {
+        let (change, still) = cpu.change_from(x);
+        // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
+        let first = self.prev_change >= SS_NONE;
+        let rho = (change / self.prev_change).min(0.999_999);
+        let remaining = if first {
+            SS_NONE
+        } else {
+            change * rho / (1.0 - rho)
+        };
+        self.prev_change = change;
+        self.stalled = if change <= SS_NOISE {
+            self.stalled + 1
+        } else {
+            0
+        };
+        // The estimate is trusted from the third change since the start or a jump on (a jump
+        // stirs the fast modes, whose decay the change after it shows).
+        let converged = still || (self.prev_rho >= 0.0 && remaining <= SS_FRACTION);
+        // At the integration's own noise floor the change stops shrinking (a slow approach
+        // keeps shrinking it, by ratios below SS_FLAT), or wanders without settling.
+        let flat = rho >= SS_FLAT && self.prev_rho >= SS_FLAT;
+        let done = converged || (flat && change <= SS_NOISE) || self.stalled >= SS_NOISE_CYCLES;
+        self.drifting = !converged && flat && rho < SS_JUMP_MAX;
+        let steady = (rho - self.prev_rho).abs() <= SS_STEADY * (1.0 - rho);
+        self.prev_rho = if first { -1.0 } else { rho };
+        let jump =
+            !done && steady && (SS_JUMP..SS_JUMP_MAX).contains(&rho) && remaining > SS_JUMP_ABOVE;
+        if cpu.advance(x, if jump { rho / (1.0 - rho) } else { 0.0 }) {
+            self.prev_change = SS_NONE;
+            self.prev_rho = -1.0;
+        }
+        done
     }
 }
 

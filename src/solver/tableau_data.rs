@@ -244,24 +244,35 @@ pub const STEP_ERR_PREV_MIN: f64 = 1e-4;
 /// solver's tolerance (atol + rtol·|x|).
 pub const SS_FRACTION: f64 = 0.01;
 /// A change of the state over a whole interval this small (in units of the solver's tolerance)
-/// that has stopped shrinking (three intervals in a row, each change at least [`SS_FLAT`] of the
-/// one before) is the integration's own error: the steady state is reached.
+/// that has stopped shrinking (two ratios of consecutive changes in a row at least [`SS_FLAT`])
+/// is the integration's own error: the steady state is reached.
 pub const SS_NOISE: f64 = 10.0;
+/// A change at the noise level this many intervals in a row ends the iterations even where it
+/// neither settles nor shrinks (the integration's own error can cycle with the step sequence).
+pub const SS_NOISE_CYCLES: u32 = 64;
 /// The ratio of consecutive changes from which they count as not shrinking. A steady state
 /// approached slowly shrinks its changes by a steady ratio close to 1 (0.98 per interval for a
 /// half-life 35 times the interval), and the change still to come is then about 50 times the
 /// last: at the noise level, that is hundreds of tolerance units, so such a change is followed
 /// until the estimate of what remains is small. Ratios from 0.999 on (a half-life over 690
-/// intervals) count as noise.
+/// intervals) count as noise at the noise level; above it a steady state infusion's span
+/// (src/backend/records.rs, `Cpu::steady_infusion`) doubles instead.
 pub const SS_FLAT: f64 = 0.999;
 /// A slow approach whose ratio ρ has held steady (two consecutive ratios within this fraction
-/// of 1 − ρ), from [`SS_JUMP`] up to [`SS_FLAT`], is extrapolated: the iterate jumps to where the
+/// of 1 − ρ), from [`SS_JUMP`] up to [`SS_JUMP_MAX`], is extrapolated: the iterate jumps to where the
 /// geometric series of its changes ends, x + Δx·ρ/(1 − ρ) (Δx the last change), which is the
 /// steady state wherever the slowest mode is all that is left, and the iterations go on from
 /// there (a jump that would change the sign of a state is not taken).
 pub const SS_STEADY: f64 = 0.1;
 /// The smallest ratio extrapolated: faster approaches take few intervals anyway.
 pub const SS_JUMP: f64 = 0.5;
+/// The largest ratio extrapolated (a half-life of 69 000 intervals): two ratios closer to 1
+/// that agree are a change that has stopped shrinking (the ratios are capped at 0.999 999).
+pub const SS_JUMP_MAX: f64 = 0.99999;
+/// A jump is made only where the change still to come is more than this (in units of the
+/// tolerance): smaller changes are within the integration's own error, which varies from one
+/// iterate to the next, and an extrapolation along them lands no closer.
+pub const SS_JUMP_ABOVE: f64 = 1.0;
 /// The previous change when there is none (since the start or a jump).
 pub const SS_NONE: f64 = 3.0e38;
 /// A state that changes over a whole interval by no more than this many units of round-off
