@@ -699,11 +699,10 @@ impl Engine for Cpu<'_> {
                 let done = iterations.next(cpu, &mut x);
                 if iterations.drifting {
                     // A mode too slow to tell from noise over this span: a span twice as long.
-                    span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
-                    doublings += 1;
-                    if doublings >= SS_INFUSION_DOUBLINGS {
+                    if span >= SS_INFUSION_SPAN_MAX {
                         return Err(Status::MaxSteps);
                     }
+                    span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
                     iterations = SsIterations::new();
                     cycle = 0;
                 } else if done {
