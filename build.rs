@@ -50,6 +50,7 @@ fn constants() -> Vec<(String, f64)> {
         ("SS_JUMP", SS_JUMP),
         ("SS_JUMP_ABOVE", SS_JUMP_ABOVE),
         ("SS_JUMP_MAX", SS_JUMP_MAX),
+        ("SS_JUMP_SLOW", SS_JUMP_SLOW),
         ("SS_NONE", SS_NONE),
         ("SS_ULPS", SS_ULPS),
         ("SS_INFUSION_SPAN_MAX", SS_INFUSION_SPAN_MAX),

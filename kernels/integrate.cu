@@ -534,10 +534,12 @@ struct Sub {
     }
 
     // Steady-state iterations (both drivers): the last interval's change (SS_NONE: none since the
-    // start or a jump) and ratio of changes (−1: none), how many intervals in a row the change
-    // has been at the noise level, whether every state changed by round-off only, and the jump chosen.
+    // start or a jump), ratio of changes (−1: none), the last jump's ratio (0: none) and the
+    // latest ratio, how many intervals in a row the change has been at the noise level, whether every state changed by round-off only, and the jump chosen.
     real ss_prev;
     real ss_prev_rho;
+    real ss_rho_jump;
+    real ss_rho;
     unsigned ss_stalled;
     bool ss_still;
     bool ss_drift;
@@ -547,6 +549,7 @@ struct Sub {
     FI void ss_begin() {
         ss_prev = SS_NONE;
         ss_prev_rho = (real)-1;
+        ss_rho_jump = 0;
         ss_stalled = 0;
     }
 
@@ -575,23 +578,28 @@ struct Sub {
 
     // After an interval changed the state by `change`: whether the steady state is reached
     // (ss_prev, ss_prev_rho and ss_stalled follow, ss_g is the jump ss_next makes, and ss_drift
-    // says two ratios in a row were flat but below SS_JUMP_MAX). As `SsIterations::next` on the
-    // CPU: geometric convergence leaves about change·ρ/(1−ρ) to come, trusted from the third
-    // change since the start or a jump; at the noise floor the change stops shrinking, or
-    // wanders without settling.
+    // says two ratios in a row were flat but below SS_JUMP_MAX). As
+    // `SsIterations::next` on the CPU: geometric convergence leaves about change·ρ/(1−ρ) to
+    // come (ρ at least the last jump's, whose mode the modes it stirred can hide), trusted from
+    // the third change since the start or a jump; at the noise floor the change stops
+    // shrinking, or wanders without settling; a steady ratio is a slow mode, extrapolated.
     FI bool ss_converged(real change) {
         const bool first = ss_prev >= SS_NONE;
         const real rho = fmin(change / ss_prev, (real)0.999999);
-        const real remaining = first ? SS_NONE : change * rho / ((real)1 - rho);
+        const real slow = fmax(rho, ss_rho_jump);
+        const real remaining = first ? SS_NONE : change * slow / ((real)1 - slow);
         ss_prev = change;
         ss_stalled = change <= SS_NOISE ? ss_stalled + 1 : 0;
         const bool converged = ss_still || (ss_prev_rho >= (real)0 && remaining <= SS_FRACTION);
         const bool flat = rho >= SS_FLAT && ss_prev_rho >= SS_FLAT;
-        const bool done = converged || (flat && change <= SS_NOISE) || ss_stalled >= SS_NOISE_CYCLES;
-        ss_drift = !converged && flat && rho < SS_JUMP_MAX;
         const bool steady = fabs(rho - ss_prev_rho) <= SS_STEADY * ((real)1 - rho);
+        const bool slow_mode = steady && rho >= SS_JUMP && rho < SS_JUMP_MAX;
+        const bool done = converged || (flat && change <= SS_NOISE && !slow_mode)
+            || ss_stalled >= SS_NOISE_CYCLES;
+        ss_drift = !converged && flat && rho < SS_JUMP_MAX;
         ss_prev_rho = first ? (real)-1 : rho;
-        const bool jump = !done && steady && rho >= SS_JUMP && rho < SS_JUMP_MAX && remaining > SS_JUMP_ABOVE;
+        const bool jump = !done && slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW);
+        ss_rho = rho;
         ss_g = jump ? rho / ((real)1 - rho) : (real)0;
         return done;
     }
@@ -608,6 +616,7 @@ struct Sub {
         if (jump) {
             ss_prev = SS_NONE;
             ss_prev_rho = (real)-1;
+            ss_rho_jump = ss_rho;
         }
     }
 

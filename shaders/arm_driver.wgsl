@@ -559,6 +559,7 @@ fn save_carry() {
         carry[o + 1u] = ss_t;
         carry[o + 2u] = ss_ct;
         carry[o + 3u] = ss_prev_rho;
+        carry[o + 4u] = ss_rho_jump;
         let v = sid * CU + CU_ARM;
         carry_u[v] = ss_phase;
         carry_u[v + 1u] = ss_cycle;
@@ -595,6 +596,7 @@ fn load_carry() {
         ss_t = carry[o + 1u];
         ss_ct = carry[o + 2u];
         ss_prev_rho = carry[o + 3u];
+        ss_rho_jump = carry[o + 4u];
         let v = sid * CU + CU_ARM;
         ss_phase = carry_u[v];
         ss_cycle = carry_u[v + 1u];

@@ -645,12 +645,14 @@ fn stop_post(t: real) {
 }
 
 // Steady-state iterations (both drivers): the iterate, the last interval's change (SS_NONE: none
-// since the start or a jump) and ratio of changes (−1: none), how many intervals in a row the
-// change has been at the noise level, whether every state changed by round-off only, whether
+// since the start or a jump), ratio of changes (−1: none), the last jump's ratio (0: none) and
+// the latest ratio, how many intervals in a row the change has been at the noise level, whether every state changed by round-off only, whether
 // the change drifts (ss_converged), and the jump chosen.
 var<private> ss_x: array<real, {{N_NS}}>;
 var<private> ss_prev: real;
 var<private> ss_prev_rho: real;
+var<private> ss_rho_jump: real;
+var<private> ss_rho: real;
 var<private> ss_stalled: u32;
 var<private> ss_still: bool;
 var<private> ss_drift: bool;
@@ -660,6 +662,7 @@ var<private> ss_g: real;
 fn ss_begin() {
     ss_prev = SS_NONE;
     ss_prev_rho = -1.0;
+    ss_rho_jump = 0.0;
     ss_stalled = 0u;
 }
 
@@ -686,25 +689,30 @@ fn ss_take_change() -> real {
 
 // After an interval changed the state by `change`: whether the steady state is reached
 // (ss_prev, ss_prev_rho and ss_stalled follow, ss_g is the jump ss_next makes, and ss_drift says
-// two ratios in a row were flat but below SS_JUMP_MAX). As `SsIterations::next` on the CPU:
-// geometric convergence leaves about change·ρ/(1−ρ) to come, trusted from the third change
-// since the start or a jump; at the noise floor the change stops shrinking, or wanders without
-// settling.
+// two ratios in a row were flat but below SS_JUMP_MAX). As `SsIterations::next` on
+// the CPU: geometric convergence leaves about change·ρ/(1−ρ) to come (ρ at least the last
+// jump's, whose mode the modes it stirred can hide), trusted from the third change since the
+// start or a jump; at the noise floor the change stops shrinking, or wanders without settling;
+// a steady ratio is a slow mode, extrapolated.
 fn ss_converged(change: real) -> bool {
     let first = ss_prev >= SS_NONE;
     let rho = min(change / ss_prev, 0.999999);
+    let slow = max(rho, ss_rho_jump);
     var remaining: real = SS_NONE;
-    if (!first) { remaining = change * rho / (1.0 - rho); }
+    if (!first) { remaining = change * slow / (1.0 - slow); }
     ss_prev = change;
     if (change <= SS_NOISE) { ss_stalled++; } else { ss_stalled = 0u; }
     let converged = ss_still || (ss_prev_rho >= 0.0 && remaining <= SS_FRACTION);
     let flat = rho >= SS_FLAT && ss_prev_rho >= SS_FLAT;
-    let done = converged || (flat && change <= SS_NOISE) || ss_stalled >= SS_NOISE_CYCLES;
-    ss_drift = !converged && flat && rho < SS_JUMP_MAX;
     let steady = abs(rho - ss_prev_rho) <= SS_STEADY * (1.0 - rho);
+    let slow_mode = steady && rho >= SS_JUMP && rho < SS_JUMP_MAX;
+    let done = converged || (flat && change <= SS_NOISE && !slow_mode)
+        || ss_stalled >= SS_NOISE_CYCLES;
+    ss_drift = !converged && flat && rho < SS_JUMP_MAX;
     ss_prev_rho = select(rho, -1.0, first);
+    ss_rho = rho;
     ss_g = 0.0;
-    if (!done && steady && rho >= SS_JUMP && rho < SS_JUMP_MAX && remaining > SS_JUMP_ABOVE) {
+    if (!done && slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW)) {
         ss_g = rho / (1.0 - rho);
     }
     return done;
@@ -724,6 +732,7 @@ fn ss_next() {
     if (jump) {
         ss_prev = SS_NONE;
         ss_prev_rho = -1.0;
+        ss_rho_jump = ss_rho;
     }
 }
 

@@ -280,6 +280,7 @@ fn save_carry() {
     carry[o + 5u] = ss_prev;
     carry[o + 6u] = span_ss;
     carry[o + 7u] = ss_prev_rho;
+    carry[o + 8u] = ss_rho_jump;
     let u = sid * CU;
     carry_u[u] = status;
     carry_u[u + 1u] = n_acc;
@@ -311,6 +312,7 @@ fn load_carry() {
     ss_prev = carry[o + 5u];
     span_ss = carry[o + 6u];
     ss_prev_rho = carry[o + 7u];
+    ss_rho_jump = carry[o + 8u];
     let u = sid * CU;
     status = carry_u[u];
     n_acc = carry_u[u + 1u];
@@ -337,6 +339,7 @@ fn start_subject() {
     save_t = 0.0;
     ss_prev = SS_NONE;
     ss_prev_rho = -1.0;
+    ss_rho_jump = 0.0;
     span_ss = 1.0;
     status = 0u;
     n_acc = 0u;

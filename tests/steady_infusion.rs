@@ -1,7 +1,9 @@
-//! Steady-state infusions (SS = 1, AMT = 0, RATE > 0, II = 0) that reach their steady state
-//! through a slow mode: the indirect-response model idr1 with a response turning over in 29 or
-//! 2 900 days, against the closed form of its steady state, on the CPU reference, the WGSL
-//! kernels (lavapipe) and the CUDA kernels (emulated on the host).
+//! Steady states reached through a slow mode: the indirect-response model idr1 with a response
+//! turning over in 29 or 2 900 days, under a steady-state infusion (SS = 1, AMT = 0, RATE > 0,
+//! II = 0) against the closed form of its steady state, on the CPU reference, the WGSL kernels
+//! (lavapipe) and the CUDA kernels (emulated on the host); and under boluses every 12 h at
+//! steady state (SS = 1, II = 12) on the CPU reference, against the periodic steady state of
+//! the response's linear equation computed by quadrature.
 
 // Without a GPU backend compiled in, only the CPU test remains.
 #![cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_imports))]
@@ -158,4 +160,70 @@ fn emulated_cuda_f64_reaches_a_slow_responses_steady_state() {
             }
         },
     );
+}
+
+/// The response of idr1 6 h after a bolus of `dose` at steady state every `ii` hours: the
+/// concentration is the one-compartment superposition, and the response's equation is linear,
+/// dr/dt = g(t) − kout·r with g(t) = kin·(1 − imax·c/(ic50 + c)), so its periodic solution is
+/// r(0) = ∫₀^ii e^(−kout·(ii − s)) g(s) ds / (1 − e^(−kout·ii)), integrated here by Simpson's
+/// rule on 200 000 panels.
+fn periodic_response(p: &dyn Fn(&str) -> f64, kout: f64, imax: f64, dose: f64, ii: f64) -> f64 {
+    let (k, v, kin, ic50) = (p("cl") / p("v"), p("v"), p("kin"), p("ic50"));
+    let c = |s: f64| dose / v * (-k * s).exp() / (1.0 - (-k * ii).exp());
+    let g = |s: f64| kin * (1.0 - imax * c(s) / (ic50 + c(s)));
+    let simpson = |a: f64, b: f64, f: &dyn Fn(f64) -> f64| {
+        let n = 200_000;
+        let h = (b - a) / n as f64;
+        let inner: f64 = (1..n)
+            .map(|i| f(a + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 })
+            .sum();
+        (f(a) + f(b) + inner) * h / 3.0
+    };
+    let r0 = simpson(0.0, ii, &|s| (-kout * (ii - s)).exp() * g(s)) / (1.0 - (-kout * ii).exp());
+    (-kout * 6.0).exp() * r0 + simpson(0.0, 6.0, &|s| (-kout * (6.0 - s)).exp() * g(s))
+}
+
+/// Boluses at steady state with a response whose half-life is 580 and 5 800 dosing intervals:
+/// the ratio of its changes from one interval to the next is 0.9988 or 0.99988, which the
+/// iterations follow by extrapolation (they had stopped 90 000 tolerance units short).
+#[test]
+fn boluses_at_steady_state_reach_a_slow_responses_steady_state() {
+    let dir = temp_dir("bolus");
+    let lm = library::get("idr1").unwrap();
+    let ir = Model::parse(lm.name, lm.source).unwrap();
+    let model = CompiledModel::new(&ir);
+    let base: Vec<f64> = ir.params.iter().map(|p| p.default).collect();
+    let get = |name: &str| base[ir.params.iter().position(|p| p.name == name).unwrap()];
+    for kout in [1e-4, 1e-5] {
+        let imax = 0.9;
+        let csv = dir.join(format!("bolus-{kout}.csv"));
+        std::fs::write(
+            &csv,
+            format!(
+                "ID,TIME,EVID,AMT,CMT,SS,II,KOUT,IMAX,MDV\n\
+                 1,0,1,100,1,1,12,{kout},{imax},1\n\
+                 1,6,0,0,1,0,0,{kout},{imax},0\n"
+            ),
+        )
+        .unwrap();
+        let ds = Dataset::load(&csv).unwrap();
+        let binding = RecordBinding::new(&ir, &ds.covariates);
+        let want = periodic_response(&get, kout, imax, 100.0, 12.0);
+        let solver = SolverOptions {
+            method: Method::Rodas4,
+            rtol: 1e-6,
+            atol: 1e-9,
+            ..Default::default()
+        };
+        let out = simulate_records(&model, &base, &binding, &ds.subjects[0], &solver);
+        assert_eq!(out.status, Status::Ok, "kout {kout}");
+        let got = out.outputs[1][1];
+        let err = (got - want).abs() / (solver.atol + solver.rtol * want.abs());
+        println!(
+            "bolus kout {kout}: response {got} vs {want}: {err:.3} tolerances, {} steps",
+            out.stats.accepted
+        );
+        assert!(err <= 2.0, "kout {kout}: {got} vs {want}: {err} tolerances");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -32,7 +32,8 @@ use crate::metrics::OutputEval;
 use crate::model::{CompiledModel, Model};
 use crate::solver::tableau_data::{
     SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP, SS_JUMP_ABOVE,
-    SS_JUMP_MAX, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE, SS_STEADY, SS_ULPS,
+    SS_JUMP_MAX, SS_JUMP_SLOW, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE, SS_STEADY,
+    SS_ULPS,
 };
 use crate::solver::{Integrator, NoObserver, SolverOptions, Stats, Status};
 
@@ -730,15 +731,19 @@ impl Engine for Cpu<'_> {
 
 /// The iterations toward a steady state over a fixed interval (a dosing interval, or a span of a
 /// constant infusion), as the kernels' `ss_converged` and `ss_next`: the previous change
-/// ([`SS_NONE`]: none since the start or a jump), the previous ratio of changes (−1: none) and
-/// how many intervals in a row the change has been at the noise level ([`SS_NOISE`]).
+/// ([`SS_NONE`]: none since the start or a jump), the previous ratio of changes (−1: none),
+/// how many intervals in a row the change has been at the noise level ([`SS_NOISE`]) and the
+/// ratio of the last jump.
 struct SsIterations {
     prev_change: f64,
     prev_rho: f64,
     stalled: u32,
     /// The last two ratios were at least [`SS_FLAT`] and below [`SS_JUMP_MAX`]: a change that
-    /// shrinks too slowly over this interval to tell a slow mode from noise.
+    /// shrinks too slowly over this interval to tell a slow mode from noise, or to extrapolate
+    /// reliably (the integration's own error biases ratios this close to 1).
     drifting: bool,
+    /// The ratio of the last jump (0: none).
+    rho_jump: f64,
 }
 
 impl SsIterations {
@@ -748,6 +753,7 @@ impl SsIterations {
             prev_rho: -1.0,
             stalled: 0,
             drifting: false,
+            rho_jump: 0.0,
         }
     }
 
@@ -759,10 +765,13 @@ impl SsIterations {
         // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
         let first = self.prev_change >= SS_NONE;
         let rho = (change / self.prev_change).min(0.999_999);
+        // After a jump, what is left of the mode it extrapolated shrinks by its ratio: the
+        // faster modes the jump stirred can hide it until they have decayed.
+        let slow = rho.max(self.rho_jump);
         let remaining = if first {
             SS_NONE
         } else {
-            change * rho / (1.0 - rho)
+            change * slow / (1.0 - slow)
         };
         self.prev_change = change;
         self.stalled = if change <= SS_NOISE {
@@ -776,15 +785,20 @@ impl SsIterations {
         // At the integration's own noise floor the change stops shrinking (a slow approach
         // keeps shrinking it, by ratios below SS_FLAT), or wanders without settling.
         let flat = rho >= SS_FLAT && self.prev_rho >= SS_FLAT;
-        let done = converged || (flat && change <= SS_NOISE) || self.stalled >= SS_NOISE_CYCLES;
-        self.drifting = !converged && flat && rho < SS_JUMP_MAX;
+        // A slow mode: a ratio that holds steady (noise makes ratios close to 1 jitter by far
+        // more than a tenth of 1 − ρ).
         let steady = (rho - self.prev_rho).abs() <= SS_STEADY * (1.0 - rho);
+        let slow_mode = steady && (SS_JUMP..SS_JUMP_MAX).contains(&rho);
+        let done = converged
+            || (flat && change <= SS_NOISE && !slow_mode)
+            || self.stalled >= SS_NOISE_CYCLES;
+        self.drifting = !converged && flat && rho < SS_JUMP_MAX;
         self.prev_rho = if first { -1.0 } else { rho };
-        let jump =
-            !done && steady && (SS_JUMP..SS_JUMP_MAX).contains(&rho) && remaining > SS_JUMP_ABOVE;
+        let jump = !done && slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW);
         if cpu.advance(x, if jump { rho / (1.0 - rho) } else { 0.0 }) {
             self.prev_change = SS_NONE;
             self.prev_rho = -1.0;
+            self.rho_jump = rho;
         }
         done
     }

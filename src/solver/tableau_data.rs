@@ -255,7 +255,8 @@ pub const SS_NOISE_CYCLES: u32 = 64;
 /// half-life 35 times the interval), and the change still to come is then about 50 times the
 /// last: at the noise level, that is hundreds of tolerance units, so such a change is followed
 /// until the estimate of what remains is small. Ratios from 0.999 on (a half-life over 690
-/// intervals) count as noise at the noise level; above it a steady state infusion's span
+/// intervals) count as noise at the noise level unless two of them agree as a slow mode's do
+/// ([`SS_STEADY`]; it is then extrapolated); a steady-state infusion's span
 /// (src/backend/records.rs, `Cpu::steady_infusion`) doubles instead.
 pub const SS_FLAT: f64 = 0.999;
 /// A slow approach whose ratio ρ has held steady (two consecutive ratios within this fraction
@@ -269,10 +270,14 @@ pub const SS_JUMP: f64 = 0.5;
 /// The largest ratio extrapolated (a half-life of 69 000 intervals): two ratios closer to 1
 /// that agree are a change that has stopped shrinking (the ratios are capped at 0.999 999).
 pub const SS_JUMP_MAX: f64 = 0.99999;
-/// A jump is made only where the change still to come is more than this (in units of the
-/// tolerance): smaller changes are within the integration's own error, which varies from one
-/// iterate to the next, and an extrapolation along them lands no closer.
+/// Below [`SS_JUMP_SLOW`], a jump is made only where the change still to come is more than
+/// this (in units of the tolerance): smaller changes can be within the integration's own
+/// error, which varies from one iterate to the next, and an extrapolation along them then
+/// lands no closer, while plain iteration shrinks them a hundredfold in a few intervals.
 pub const SS_JUMP_ABOVE: f64 = 1.0;
+/// From this ratio on, plain iteration takes over 40 intervals to shrink the change a
+/// hundredfold, and a jump is made however little is still to come.
+pub const SS_JUMP_SLOW: f64 = 0.9;
 /// The previous change when there is none (since the start or a jump).
 pub const SS_NONE: f64 = 3.0e38;
 /// A state that changes over a whole interval by no more than this many units of round-off

@@ -29,7 +29,7 @@ pub const RECORDS_CARRY_U: usize = 13;
 
 /// Floating-point values the records driver keeps per subject between dispatches.
 pub fn records_carry_f(z: &KernelSizes) -> usize {
-    2 * z.ny() + 3 * z.ns + 8
+    2 * z.ny() + 3 * z.ns + 9
 }
 
 /// Machine epsilon and the end-of-segment snap of each precision (as in the CUDA kernel).
@@ -78,7 +78,7 @@ pub fn arm_source(
 /// a steady-state start keeps its iteration too.
 pub fn arm_carry(z: &KernelSizes, steady_state: bool) -> (usize, usize) {
     if steady_state {
-        (z.carry_f() + z.ns + 4, CARRY_U + 6)
+        (z.carry_f() + z.ns + 5, CARRY_U + 6)
     } else {
         (z.carry_f(), CARRY_U)
     }
