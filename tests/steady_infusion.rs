@@ -132,34 +132,30 @@ fn gpu_agrees(tag: &str, make: &dyn Fn(Arc<CompiledModel>) -> Option<Box<dyn Bac
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A backend, or `None` (SKIPPED) where it cannot run here.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn available<B: Backend + 'static, E: std::fmt::Display>(
+    made: Result<B, E>,
+) -> Option<Box<dyn Backend>> {
+    made.map_err(|e| println!("SKIPPED: {e}"))
+        .ok()
+        .map(|b| Box::new(b) as Box<dyn Backend>)
+}
+
 #[test]
 #[cfg(feature = "wgpu")]
 fn wgpu_f64_reaches_a_slow_responses_steady_state() {
-    gpu_agrees(
-        "wgpu",
-        &|m| match vpop::backend::wgpu::WgpuBackend::new(m, Precision::F64) {
-            Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
-            Err(e) => {
-                println!("SKIPPED: {e}");
-                None
-            }
-        },
-    );
+    gpu_agrees("wgpu", &|m| {
+        available(vpop::backend::wgpu::WgpuBackend::new(m, Precision::F64))
+    });
 }
 
 #[test]
 #[cfg(feature = "cuda")]
 fn emulated_cuda_f64_reaches_a_slow_responses_steady_state() {
-    gpu_agrees(
-        "cuda",
-        &|m| match vpop::backend::cuda::EmulatedCuda::new(m, Precision::F64) {
-            Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
-            Err(e) => {
-                println!("SKIPPED: {e}");
-                None
-            }
-        },
-    );
+    gpu_agrees("cuda", &|m| {
+        available(vpop::backend::cuda::EmulatedCuda::new(m, Precision::F64))
+    });
 }
 
 /// The response of idr1 6 h after a bolus of `dose` at steady state every `ii` hours: the
