@@ -257,8 +257,7 @@ struct Arm : Sub {
                     }
                 }
             }
-            const bool done = ss_converged(ss_change(x));
-            ss_next(x);
+            const bool done = ss_iterate(x);
             if (done) {
                 #pragma unroll
                 for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }

@@ -620,6 +620,14 @@ struct Sub {
         }
     }
 
+    // One iteration after an interval from the iterate x, as `SsIterations::next` on the CPU:
+    // x takes the next iterate; whether the steady state is reached.
+    FI bool ss_iterate(real* x) {
+        const bool done = ss_converged(ss_change(x));
+        ss_next(x);
+        return done;
+    }
+
     // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite. OBS
     // false: the accepted steps are never observed (no observer code in this copy).
     template <bool OBS = true>

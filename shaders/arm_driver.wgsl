@@ -336,8 +336,7 @@ fn steady_start() -> bool {
             ss_cc = nx.c;
             ss_ck = nx.k;
         }
-        let done = ss_converged(ss_change());
-        ss_next();
+        let done = ss_iterate();
         if (done) {
             ss_restart();
             h_prop = 0.0;

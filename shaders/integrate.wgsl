@@ -736,6 +736,14 @@ fn ss_next() {
     }
 }
 
+// One iteration after an interval from the iterate ss_x, as `SsIterations::next` on the CPU:
+// ss_x takes the next iterate; whether the steady state is reached.
+fn ss_iterate() -> bool {
+    let done = ss_converged(ss_change());
+    ss_next();
+    return done;
+}
+
 // Integrates the segment [t0, t1] between stopping points from t_cur (t0, or where a
 // suspended subject stopped); returns a status code (0 ok, 1 max steps, 2 step too small,
 // 3 non-finite) or SUSPEND when this dispatch's step budget is spent.
