@@ -47,6 +47,7 @@ fn constants() -> Vec<(String, f64)> {
         ("SS_NOISE", SS_NOISE),
         ("SS_FLAT", SS_FLAT),
         ("SS_STEADY", SS_STEADY),
+        ("SS_SETTLING", SS_SETTLING),
         ("SS_JUMP", SS_JUMP),
         ("SS_JUMP_ABOVE", SS_JUMP_ABOVE),
         ("SS_JUMP_MAX", SS_JUMP_MAX),

@@ -257,7 +257,7 @@ struct Arm : Sub {
                     }
                 }
             }
-            const bool done = ss_iterate(x);
+            const bool done = ss_iterate(x, false);
             if (done) {
                 #pragma unroll
                 for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }

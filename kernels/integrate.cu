@@ -22,12 +22,13 @@ typedef {{REAL}} real;
 {{TABLEAUS}}
 
 #define BIG ((real)3.0e38)
-// Steady states as in src/backend/records.rs, with its constants (SS_*, from
-// src/solver/tableau_data.rs): stop when the change still to come is below SS_FRACTION of the
-// tolerance, or the change sits at the noise floor (SS_NOISE tolerance units) without shrinking
-// (each at least SS_FLAT of the one before) for three intervals, or every state changed by
-// round-off only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of
-// 1 − ρ), ρ from SS_JUMP up to SS_FLAT, jumps to the end of the geometric series of its changes.
+// Steady states as in src/backend/records.rs (`SsIterations`), with its constants (SS_*, from
+// src/solver/tableau_data.rs, where each rule is told): stop when the change still to come is
+// below SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance
+// units) without shrinking (two ratios of changes at least SS_FLAT that are not a slow mode
+// settling, SS_SETTLING) or for SS_NOISE_CYCLES intervals, or every state changed by round-off
+// only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from
+// SS_JUMP up to SS_JUMP_MAX, jumps to the end of the geometric series of its changes.
 #define CUT_SHORT 254u
 #define FI __device__ __forceinline__
 // Attributes of the driver's entry `integrate` (a register cap, launch bounds), set by the
@@ -542,6 +543,8 @@ struct Sub {
     real ss_rho;
     unsigned ss_stalled;
     bool ss_still;
+    // The last ss_change in units of the tolerance at the iterate x (the ratio's units).
+    real ss_change_at_x;
     bool ss_drift;
     real ss_g;
 
@@ -554,17 +557,22 @@ struct Sub {
     }
 
     // The largest change of the model states from the iterate x over an interval, in units of
-    // the tolerance (and ss_still).
+    // the tolerance at the states (and ss_still, and ss_change_at_x: in units of the tolerance
+    // at x).
     FI real ss_change(const real* x) {
         real change = 0;
+        real at_x = 0;
         ss_still = true;
         #pragma unroll
         for (int j = 0; j < NS; j++) {
             const real w = m->atol + m->rtol * fabs(y[j]);
+            const real wx = m->atol + m->rtol * fabs(x[j]);
             const real d = fabs(y[j] - x[j]);
             change = fmax(change, d / w);
+            at_x = fmax(at_x, d / wx);
             ss_still = ss_still && d <= SS_ULPS * m->eps * fabs(y[j]);
         }
+        ss_change_at_x = at_x;
         return change;
     }
 
@@ -582,10 +590,14 @@ struct Sub {
     // `SsIterations::next` on the CPU: geometric convergence leaves about change·ρ/(1−ρ) to
     // come (ρ at least the last jump's, whose mode the modes it stirred can hide), trusted from
     // the third change since the start or a jump; at the noise floor the change stops
-    // shrinking, or wanders without settling; a steady ratio is a slow mode, extrapolated.
-    FI bool ss_converged(real change) {
+    // shrinking, or wanders without settling; a steady ratio is a slow mode, extrapolated
+    // (ss_rho: the ratio of the jump).
+    FI bool ss_converged(real change, bool lengthens) {
         const bool first = ss_prev >= SS_NONE;
-        const real rho = fmin(change / ss_prev, (real)0.999999);
+        // Both changes in the same units: the tolerance at the states the previous one ended
+        // at (x).
+        const real raw = ss_change_at_x / ss_prev;
+        const real rho = fmin(raw, (real)0.999999);
         const real slow = fmax(rho, ss_rho_jump);
         const real remaining = first ? SS_NONE : change * slow / ((real)1 - slow);
         ss_prev = change;
@@ -594,13 +606,27 @@ struct Sub {
         const bool flat = rho >= SS_FLAT && ss_prev_rho >= SS_FLAT;
         const bool steady = fabs(rho - ss_prev_rho) <= SS_STEADY * ((real)1 - rho);
         const bool slow_mode = steady && rho >= SS_JUMP && rho < SS_JUMP_MAX;
-        const bool done = converged || (flat && change <= SS_NOISE && !slow_mode)
-            || ss_stalled >= SS_NOISE_CYCLES;
-        ss_drift = !converged && flat && rho < SS_JUMP_MAX;
+        const bool settling = fabs(rho - ss_prev_rho) <= SS_SETTLING * ((real)1 - rho)
+            && rho < SS_JUMP_MAX;
+        const bool accurate = change * fabs(rho - ss_prev_rho)
+            <= SS_FRACTION * ((real)1 - rho) * ((real)1 - rho);
+        const bool noise = flat && change <= SS_NOISE && !settling;
+        // A mode the last jump extrapolated, too slow to measure again at the noise level:
+        // steady changes are its, extrapolated again with the jump's ratio.
+        const real left = change * ss_rho_jump / ((real)1 - ss_rho_jump);
+        const bool rejump = noise && ss_rho_jump >= SS_FLAT && raw <= (real)2 - SS_FLAT
+            && left > SS_JUMP_ABOVE;
+        const bool done = converged || (noise && !rejump) || ss_stalled >= SS_NOISE_CYCLES;
+        // Where the interval can be lengthened (lengthens: a steady-state infusion's span), a
+        // slow mode whose jump would amplify the integration's own error by more than the
+        // change sets ss_drift instead of jumping.
+        const bool lengthen = lengthens && slow_mode && rho / ((real)1 - rho) > change;
+        ss_drift = !converged && ((flat && rho < SS_JUMP_MAX) || lengthen);
         ss_prev_rho = first ? (real)-1 : rho;
-        const bool jump = !done && slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW);
-        ss_rho = rho;
-        ss_g = jump ? rho / ((real)1 - rho) : (real)0;
+        const bool jump = !done && !lengthen && (rejump || (slow_mode
+            && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW || accurate)));
+        ss_rho = rejump ? ss_rho_jump : rho;
+        ss_g = jump ? ss_rho / ((real)1 - ss_rho) : (real)0;
         return done;
     }
 
@@ -622,8 +648,8 @@ struct Sub {
 
     // One iteration after an interval from the iterate x, as `SsIterations::next` on the CPU:
     // x takes the next iterate; whether the steady state is reached.
-    FI bool ss_iterate(real* x) {
-        const bool done = ss_converged(ss_change(x));
+    FI bool ss_iterate(real* x, bool lengthens) {
+        const bool done = ss_converged(ss_change(x), lengthens);
         ss_next(x);
         return done;
     }

@@ -127,7 +127,7 @@ struct Rec : Sub {
                 wi++;
             }
             if (!at(t_cur, ii)) return false;
-            const bool done = ss_iterate(ss_x);
+            const bool done = ss_iterate(ss_x, false);
             if (done) {
                 settle(mode);
                 return true;
@@ -169,7 +169,7 @@ struct Rec : Sub {
                     span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
                 }
             } else {
-                const bool done = ss_iterate(ss_x);
+                const bool done = ss_iterate(ss_x, true);
                 if (ss_drift) {
                     if (span >= SS_INFUSION_SPAN_MAX) return fail(1u);
                     span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);

@@ -336,7 +336,7 @@ fn steady_start() -> bool {
             ss_cc = nx.c;
             ss_ck = nx.k;
         }
-        let done = ss_iterate();
+        let done = ss_iterate(false);
         if (done) {
             ss_restart();
             h_prop = 0.0;

@@ -31,12 +31,13 @@
 
 // Largest finite f32, used as ±infinity in running extremes (in both precisions).
 const BIG: real = 3.0e38;
-// Steady states as in src/backend/records.rs, with its constants (SS_*, from
-// src/solver/tableau_data.rs): stop when the change still to come is below SS_FRACTION of the
-// tolerance, or the change sits at the noise floor (SS_NOISE tolerance units) without shrinking
-// (each at least SS_FLAT of the one before) for three intervals, or every state changed by
-// round-off only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of
-// 1 − ρ), ρ from SS_JUMP up to SS_FLAT, jumps to the end of the geometric series of its changes.
+// Steady states as in src/backend/records.rs (`SsIterations`), with its constants (SS_*, from
+// src/solver/tableau_data.rs, where each rule is told): stop when the change still to come is
+// below SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance
+// units) without shrinking (two ratios of changes at least SS_FLAT that are not a slow mode
+// settling, SS_SETTLING) or for SS_NOISE_CYCLES intervals, or every state changed by round-off
+// only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from
+// SS_JUMP up to SS_JUMP_MAX, jumps to the end of the geometric series of its changes.
 // EPS: the precision's machine epsilon; SNAP: a step that ends within SNAP·span of a stopping
 // point is stretched to it. The in-step searches (src/backend/gpu.rs search_settings): the
 // extremum search's fraction of the step and iteration cap, the crossing iteration cap and
@@ -655,6 +656,8 @@ var<private> ss_rho_jump: real;
 var<private> ss_rho: real;
 var<private> ss_stalled: u32;
 var<private> ss_still: bool;
+// The last ss_change in units of the tolerance at the iterate ss_x (the ratio's units).
+var<private> ss_change_at_x: real;
 var<private> ss_drift: bool;
 var<private> ss_g: real;
 
@@ -667,16 +670,21 @@ fn ss_begin() {
 }
 
 // The largest change of the model states from ss_x over an interval, in units of the
-// tolerance (and ss_still).
+// tolerance at the states (and ss_still, and ss_change_at_x: in units of the tolerance at
+// ss_x).
 fn ss_change() -> real {
     var change: real = 0.0;
+    var at_x: real = 0.0;
     ss_still = true;
     for (var j = 0u; j < NS; j++) {
         let w = meta_.atol + meta_.rtol * abs(y[j]);
+        let wx = meta_.atol + meta_.rtol * abs(ss_x[j]);
         let d = abs(y[j] - ss_x[j]);
         change = max(change, d / w);
+        at_x = max(at_x, d / wx);
         ss_still = ss_still && d <= SS_ULPS * EPS * abs(y[j]);
     }
+    ss_change_at_x = at_x;
     return change;
 }
 
@@ -693,10 +701,13 @@ fn ss_take_change() -> real {
 // the CPU: geometric convergence leaves about change·ρ/(1−ρ) to come (ρ at least the last
 // jump's, whose mode the modes it stirred can hide), trusted from the third change since the
 // start or a jump; at the noise floor the change stops shrinking, or wanders without settling;
-// a steady ratio is a slow mode, extrapolated.
-fn ss_converged(change: real) -> bool {
+// a steady ratio is a slow mode, extrapolated (ss_rho: the ratio of the jump).
+fn ss_converged(change: real, lengthens: bool) -> bool {
     let first = ss_prev >= SS_NONE;
-    let rho = min(change / ss_prev, 0.999999);
+    // Both changes in the same units: the tolerance at the states the previous one ended at
+    // (ss_x).
+    let raw = ss_change_at_x / ss_prev;
+    let rho = min(raw, 0.999999);
     let slow = max(rho, ss_rho_jump);
     var remaining: real = SS_NONE;
     if (!first) { remaining = change * slow / (1.0 - slow); }
@@ -706,14 +717,25 @@ fn ss_converged(change: real) -> bool {
     let flat = rho >= SS_FLAT && ss_prev_rho >= SS_FLAT;
     let steady = abs(rho - ss_prev_rho) <= SS_STEADY * (1.0 - rho);
     let slow_mode = steady && rho >= SS_JUMP && rho < SS_JUMP_MAX;
-    let done = converged || (flat && change <= SS_NOISE && !slow_mode)
-        || ss_stalled >= SS_NOISE_CYCLES;
-    ss_drift = !converged && flat && rho < SS_JUMP_MAX;
+    let settling = abs(rho - ss_prev_rho) <= SS_SETTLING * (1.0 - rho) && rho < SS_JUMP_MAX;
+    let accurate = change * abs(rho - ss_prev_rho) <= SS_FRACTION * (1.0 - rho) * (1.0 - rho);
+    let noise = flat && change <= SS_NOISE && !settling;
+    // A mode the last jump extrapolated, too slow to measure again at the noise level: steady
+    // changes are its, extrapolated again with the jump's ratio.
+    let left = change * ss_rho_jump / (1.0 - ss_rho_jump);
+    let rejump = noise && ss_rho_jump >= SS_FLAT && raw <= 2.0 - SS_FLAT && left > SS_JUMP_ABOVE;
+    let done = converged || (noise && !rejump) || ss_stalled >= SS_NOISE_CYCLES;
+    // Where the interval can be lengthened (lengthens: a steady-state infusion's span), a slow
+    // mode whose jump would amplify the integration's own error by more than the change sets
+    // ss_drift instead of jumping.
+    let lengthen = lengthens && slow_mode && rho / (1.0 - rho) > change;
+    ss_drift = !converged && ((flat && rho < SS_JUMP_MAX) || lengthen);
     ss_prev_rho = select(rho, -1.0, first);
-    ss_rho = rho;
+    ss_rho = select(rho, ss_rho_jump, rejump);
     ss_g = 0.0;
-    if (!done && slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW)) {
-        ss_g = rho / (1.0 - rho);
+    if (!done && !lengthen && (rejump
+        || (slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW || accurate)))) {
+        ss_g = ss_rho / (1.0 - ss_rho);
     }
     return done;
 }
@@ -738,8 +760,8 @@ fn ss_next() {
 
 // One iteration after an interval from the iterate ss_x, as `SsIterations::next` on the CPU:
 // ss_x takes the next iterate; whether the steady state is reached.
-fn ss_iterate() -> bool {
-    let done = ss_converged(ss_change());
+fn ss_iterate(lengthens: bool) -> bool {
+    let done = ss_converged(ss_change(), lengthens);
     ss_next();
     return done;
 }

@@ -153,7 +153,7 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
             wi++;
         }
         if (!advance_to(ii)) { return false; }
-        let done = ss_iterate();
+        let done = ss_iterate(false);
         if (done) {
             settle(mode);
             return true;
@@ -198,7 +198,7 @@ fn steady_infusion(s: u32, rate: real) -> bool {
                 span_ss = min(2.0 * span_ss, SS_INFUSION_SPAN_MAX);
             }
         } else {
-            let done = ss_iterate();
+            let done = ss_iterate(true);
             if (ss_drift) {
                 if (span_ss >= SS_INFUSION_SPAN_MAX) { status = 1u; return false; }
                 span_ss = min(2.0 * span_ss, SS_INFUSION_SPAN_MAX);

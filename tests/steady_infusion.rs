@@ -2,7 +2,7 @@
 //! turning over in 29 or 2 900 days, under a steady-state infusion (SS = 1, AMT = 0, RATE > 0,
 //! II = 0) against the closed form of its steady state, on the CPU reference, the WGSL kernels
 //! (lavapipe) and the CUDA kernels (emulated on the host); and under boluses every 12 h at
-//! steady state (SS = 1, II = 12) on the CPU reference, against the periodic steady state of
+//! steady state (SS = 1, II = 12) on the same backends, against the periodic steady state of
 //! the response's linear equation computed by quadrature.
 
 // Without a GPU backend compiled in, only the CPU test remains.
@@ -20,15 +20,43 @@ use vpop::solver::{Method, SolverOptions, Status};
 const RATE: f64 = 10.0;
 
 /// (kout, imax, method, rtol): a small drug effect on a slow response (the fast kinetics settle
-/// long before it shows), and a large one on a response 100 times slower at a loose tolerance.
-const CASES: [(f64, f64, Method, f64); 4] = [
+/// long before it shows), and a large one on a response 100 times slower at a loose tolerance
+/// (with Tsit5 there, a jump at a span of 128 h amplified the integration's own error by 777:
+/// 45 tolerance units off, before the span was lengthened instead).
+const CASES: [(f64, f64, Method, f64); 5] = [
     (1e-3, 1e-4, Method::Tsit5, 1e-6),
     (1e-3, 1e-4, Method::Rodas4, 1e-6),
     (1e-5, 0.9, Method::Rodas4, 1e-4),
+    (1e-5, 0.9, Method::Tsit5, 1e-4),
     (1e-5, 0.9, Method::Rodas4, 1e-6),
 ];
 
+/// (kout, imax, method, rtol) of boluses of 100 every 12 h at steady state: a response whose
+/// half-life is 580 or 5 800 dosing intervals, at loose to tight tolerances (the iterations
+/// had stopped 11 000 tolerance units short at rtol 1e-4, 16 at 1e-8 and 1 100 at 1e-10).
+const BOLUS_CASES: [(f64, f64, Method, f64); 7] = [
+    (1e-4, 0.9, Method::Rodas4, 1e-4),
+    (1e-5, 0.9, Method::Rodas4, 1e-4),
+    (1e-5, 0.9, Method::Tsit5, 1e-4),
+    (1e-4, 0.9, Method::Rodas4, 1e-6),
+    (1e-5, 0.9, Method::Rodas4, 1e-6),
+    (1e-5, 0.9, Method::Rodas4, 1e-8),
+    (1e-5, 0.9, Method::Rodas4, 1e-10),
+];
+
+/// The error allowed, in tolerance units: 2, and at rtol 1e-10 (where about a thousandth of a
+/// tolerance unit of the integrator's own error over an interval is amplified by 1/(1 − ρ) =
+/// 8 300 in the steady state of the slowest response) 50.
+fn allowed(c: &Case) -> f64 {
+    if c.solver.rtol <= 1e-10 {
+        50.0
+    } else {
+        2.0
+    }
+}
+
 struct Case {
+    name: String,
     model: Arc<CompiledModel>,
     ds: Dataset,
     binding: RecordBinding,
@@ -37,18 +65,42 @@ struct Case {
     want: f64,
 }
 
-fn case(dir: &std::path::Path, (kout, imax, method, rtol): (f64, f64, Method, f64)) -> Case {
+/// The infusion cases, then the bolus cases: each a dataset of a steady-state dose at 0 and an
+/// observation (at 0 under the infusion, at 6 h between boluses), and the response wanted.
+fn cases(dir: &std::path::Path) -> Vec<Case> {
+    let infusions = CASES.iter().map(|&spec| (spec, true));
+    let boluses = BOLUS_CASES.iter().map(|&spec| (spec, false));
+    infusions
+        .chain(boluses)
+        .enumerate()
+        .map(|(i, (spec, infusion))| case(dir, i, spec, infusion))
+        .collect()
+}
+
+fn case(
+    dir: &std::path::Path,
+    i: usize,
+    (kout, imax, method, rtol): (f64, f64, Method, f64),
+    infusion: bool,
+) -> Case {
     let lm = library::get("idr1").unwrap();
     let ir = Model::parse(lm.name, lm.source).unwrap();
     let model = Arc::new(CompiledModel::new(&ir));
-    let csv = dir.join(format!("ss-{kout}-{imax}.csv"));
+    let csv = dir.join(format!("ss-{i}.csv"));
+    let records = if infusion {
+        format!(
+            "1,0,1,0,{RATE},1,1,0,{kout},{imax},1\n\
+             1,0,0,0,0,1,0,0,{kout},{imax},0\n"
+        )
+    } else {
+        format!(
+            "1,0,1,100,0,1,1,12,{kout},{imax},1\n\
+             1,6,0,0,0,1,0,0,{kout},{imax},0\n"
+        )
+    };
     std::fs::write(
         &csv,
-        format!(
-            "ID,TIME,EVID,AMT,RATE,CMT,SS,II,KOUT,IMAX,MDV\n\
-             1,0,1,0,{RATE},1,1,0,{kout},{imax},1\n\
-             1,0,0,0,0,1,0,0,{kout},{imax},0\n"
-        ),
+        format!("ID,TIME,EVID,AMT,RATE,CMT,SS,II,KOUT,IMAX,MDV\n{records}"),
     )
     .unwrap();
     let ds = Dataset::load(&csv).unwrap();
@@ -56,16 +108,22 @@ fn case(dir: &std::path::Path, (kout, imax, method, rtol): (f64, f64, Method, f6
     let base: Vec<f64> = ir.params.iter().map(|p| p.default).collect();
     let get = |name: &str| base[ir.params.iter().position(|p| p.name == name).unwrap()];
     let (cl, kin, ic50) = (get("cl"), get("kin"), get("ic50"));
-    // At steady state the concentration is RATE / CL and production balances loss.
-    let css = RATE / cl;
-    let want = kin / kout * (1.0 - imax * css / (ic50 + css));
+    let want = if infusion {
+        // At steady state the concentration is RATE / CL and production balances loss.
+        let css = RATE / cl;
+        kin / kout * (1.0 - imax * css / (ic50 + css))
+    } else {
+        periodic_response(&get, kout, imax, 100.0, 12.0)
+    };
     let solver = SolverOptions {
         method,
         rtol,
         atol: rtol * 1e-3,
         ..Default::default()
     };
+    let what = if infusion { "infusion" } else { "boluses" };
     Case {
+        name: format!("{what}, kout {kout}, imax {imax}, {method:?}, rtol {rtol}"),
         model,
         ds,
         binding,
@@ -87,32 +145,32 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 #[test]
-fn a_steady_state_infusion_reaches_a_slow_responses_steady_state() {
+fn steady_states_reach_a_slow_responses_steady_state() {
     let dir = temp_dir("cpu");
-    for spec in CASES {
-        let c = case(&dir, spec);
+    for c in cases(&dir) {
         let out = simulate_records(&c.model, &c.base, &c.binding, &c.ds.subjects[0], &c.solver);
-        assert_eq!(out.status, Status::Ok, "{spec:?}");
+        assert_eq!(out.status, Status::Ok, "{}", c.name);
         let err = error(&c, out.outputs[1][1]);
         println!(
-            "{spec:?}: response {} vs {}: {err:.3} tolerances",
-            out.outputs[1][1], c.want
+            "{}: response {} vs {}: {err:.3} tolerances, {} steps",
+            c.name, out.outputs[1][1], c.want, out.stats.accepted
         );
-        // A steady state found to the tolerance (it stopped 50 and 15 000 tolerances short).
+        // A steady state found to the tolerance (the infusions stopped 50 and 15 000
+        // tolerances short, the boluses up to 11 000).
         assert!(
-            err <= 2.0,
-            "{spec:?}: {err} tolerances from the steady state"
+            err <= allowed(&c),
+            "{}: {err} tolerances from the steady state",
+            c.name
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The cases in f64 on a GPU backend: within 2 tolerances of the closed form, as on the CPU.
+/// The cases in f64 on a GPU backend: as close to the reference as on the CPU.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_agrees(tag: &str, make: &dyn Fn(Arc<CompiledModel>) -> Option<Box<dyn Backend>>) {
     let dir = temp_dir(tag);
-    for spec in CASES {
-        let c = case(&dir, spec);
+    for c in cases(&dir) {
         let Some(mut b) = make(c.model.clone()) else {
             return;
         };
@@ -124,10 +182,15 @@ fn gpu_agrees(tag: &str, make: &dyn Fn(Arc<CompiledModel>) -> Option<Box<dyn Bac
             &mut |_, _| {},
         );
         let out = b.run_records(&[&program], &c.solver).unwrap();
-        assert_eq!(out[0].status, Status::Ok, "{} {spec:?}", b.info().name);
+        assert_eq!(out[0].status, Status::Ok, "{} {}", b.info().name, c.name);
         let err = error(&c, out[0].outputs[1][1]);
-        println!("{} {spec:?}: {err:.3} tolerances", b.info().name);
-        assert!(err <= 2.0, "{} {spec:?}: {err} tolerances", b.info().name);
+        println!("{} {}: {err:.3} tolerances", b.info().name, c.name);
+        assert!(
+            err <= allowed(&c),
+            "{} {}: {err} tolerances",
+            b.info().name,
+            c.name
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -177,49 +240,4 @@ fn periodic_response(p: &dyn Fn(&str) -> f64, kout: f64, imax: f64, dose: f64, i
     };
     let r0 = simpson(0.0, ii, &|s| (-kout * (ii - s)).exp() * g(s)) / (1.0 - (-kout * ii).exp());
     (-kout * 6.0).exp() * r0 + simpson(0.0, 6.0, &|s| (-kout * (6.0 - s)).exp() * g(s))
-}
-
-/// Boluses at steady state with a response whose half-life is 580 and 5 800 dosing intervals:
-/// the ratio of its changes from one interval to the next is 0.9988 or 0.99988, which the
-/// iterations follow by extrapolation (they had stopped 90 000 tolerance units short).
-#[test]
-fn boluses_at_steady_state_reach_a_slow_responses_steady_state() {
-    let dir = temp_dir("bolus");
-    let lm = library::get("idr1").unwrap();
-    let ir = Model::parse(lm.name, lm.source).unwrap();
-    let model = CompiledModel::new(&ir);
-    let base: Vec<f64> = ir.params.iter().map(|p| p.default).collect();
-    let get = |name: &str| base[ir.params.iter().position(|p| p.name == name).unwrap()];
-    for kout in [1e-4, 1e-5] {
-        let imax = 0.9;
-        let csv = dir.join(format!("bolus-{kout}.csv"));
-        std::fs::write(
-            &csv,
-            format!(
-                "ID,TIME,EVID,AMT,CMT,SS,II,KOUT,IMAX,MDV\n\
-                 1,0,1,100,1,1,12,{kout},{imax},1\n\
-                 1,6,0,0,1,0,0,{kout},{imax},0\n"
-            ),
-        )
-        .unwrap();
-        let ds = Dataset::load(&csv).unwrap();
-        let binding = RecordBinding::new(&ir, &ds.covariates);
-        let want = periodic_response(&get, kout, imax, 100.0, 12.0);
-        let solver = SolverOptions {
-            method: Method::Rodas4,
-            rtol: 1e-6,
-            atol: 1e-9,
-            ..Default::default()
-        };
-        let out = simulate_records(&model, &base, &binding, &ds.subjects[0], &solver);
-        assert_eq!(out.status, Status::Ok, "kout {kout}");
-        let got = out.outputs[1][1];
-        let err = (got - want).abs() / (solver.atol + solver.rtol * want.abs());
-        println!(
-            "bolus kout {kout}: response {got} vs {want}: {err:.3} tolerances, {} steps",
-            out.stats.accepted
-        );
-        assert!(err <= 2.0, "kout {kout}: {got} vs {want}: {err} tolerances");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -32,8 +32,8 @@ use crate::metrics::OutputEval;
 use crate::model::{CompiledModel, Model};
 use crate::solver::tableau_data::{
     SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP, SS_JUMP_ABOVE,
-    SS_JUMP_MAX, SS_JUMP_SLOW, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE, SS_STEADY,
-    SS_ULPS,
+    SS_JUMP_MAX, SS_JUMP_SLOW, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE, SS_SETTLING,
+    SS_STEADY, SS_ULPS,
 };
 use crate::solver::{Integrator, NoObserver, SolverOptions, Stats, Status};
 
@@ -547,17 +547,20 @@ impl<'m> Cpu<'m> {
     }
 
     /// The largest change of the model states from the iterate `x` over an interval, in units
-    /// of the tolerance, and whether every state changed by round-off only.
-    fn change_from(&self, x: &[f64]) -> (f64, bool) {
-        let mut change = 0.0f64;
+    /// of the tolerance at the states (and in units of the tolerance at `x`), and whether
+    /// every state changed by round-off only.
+    fn change_from(&self, x: &[f64]) -> (f64, f64, bool) {
+        let (mut change, mut change_at_x) = (0.0f64, 0.0f64);
         let mut still = true;
         for (i, xi) in x.iter().enumerate() {
             let w = self.solver.atol + self.solver.rtol * self.y[i].abs();
+            let wx = self.solver.atol + self.solver.rtol * xi.abs();
             let d = (self.y[i] - *xi).abs();
             change = change.max(d / w);
+            change_at_x = change_at_x.max(d / wx);
             still &= d <= SS_ULPS * f64::EPSILON * self.y[i].abs();
         }
-        (change, still)
+        (change, change_at_x, still)
     }
 
     /// The next iterate: the states, or with `g` > 0 the states extrapolated along their last
@@ -576,9 +579,9 @@ impl<'m> Cpu<'m> {
 
     /// [`Cpu::change_from`], and `x` takes the states.
     fn take_change(&mut self, x: &mut [f64]) -> (f64, bool) {
-        let r = self.change_from(x);
+        let (change, _, still) = self.change_from(x);
         self.advance(x, 0.0);
-        r
+        (change, still)
     }
 }
 
@@ -638,7 +641,7 @@ impl Engine for Cpu<'_> {
             vec![0.0; n]
         };
         self.isolated(|cpu| {
-            let mut iterations = SsIterations::new();
+            let mut iterations = SsIterations::new(false);
             for _ in 0..SS_MAX_CYCLES as usize {
                 cpu.restart(&x);
                 let mut t = 0.0;
@@ -693,7 +696,7 @@ impl Engine for Cpu<'_> {
             }
             // Then iterations over a fixed span (the last) as over a dosing interval: a
             // mode slower than the span shows in their ratio, and a steady one is extrapolated.
-            let mut iterations = SsIterations::new();
+            let mut iterations = SsIterations::new(true);
             let mut cycle = 0;
             loop {
                 run(cpu, &x, span)?;
@@ -704,7 +707,7 @@ impl Engine for Cpu<'_> {
                         return Err(Status::MaxSteps);
                     }
                     span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
-                    iterations = SsIterations::new();
+                    iterations = SsIterations::new(true);
                     cycle = 0;
                 } else if done {
                     return Ok(());
@@ -744,16 +747,21 @@ struct SsIterations {
     drifting: bool,
     /// The ratio of the last jump (0: none).
     rho_jump: f64,
+    /// The interval can be lengthened (a steady-state infusion's span): a slow mode whose
+    /// jump would amplify the integration's own error (about a tolerance unit per interval)
+    /// by more than the change is not extrapolated but sets `drifting`.
+    lengthens: bool,
 }
 
 impl SsIterations {
-    fn new() -> SsIterations {
+    fn new(lengthens: bool) -> SsIterations {
         SsIterations {
             prev_change: SS_NONE,
             prev_rho: -1.0,
             stalled: 0,
             drifting: false,
             rho_jump: 0.0,
+            lengthens,
         }
     }
 
@@ -761,10 +769,15 @@ impl SsIterations {
     /// iterate (extrapolated where the approach is slow and steady); whether the steady state
     /// is reached.
     fn next(&mut self, cpu: &Cpu, x: &mut [f64]) -> bool {
-        let (change, still) = cpu.change_from(x);
-        // Geometric convergence: the change still to come is about change·ρ/(1−ρ).
+        let (change, change_at_x, still) = cpu.change_from(x);
+        // Geometric convergence: the change still to come is about change·ρ/(1−ρ). The ratio
+        // compares two changes in the same units: the tolerance at `x`, the states the previous
+        // change was measured at (the tolerance follows the states, and where they move by a
+        // fraction comparable to 1 − ρ per interval, as from a start at zero, the ratio of
+        // changes each in its own units is off by as much).
         let first = self.prev_change >= SS_NONE;
-        let rho = (change / self.prev_change).min(0.999_999);
+        let raw = change_at_x / self.prev_change;
+        let rho = raw.min(0.999_999);
         // After a jump, what is left of the mode it extrapolated shrinks by its ratio: the
         // faster modes the jump stirred can hide it until they have decayed.
         let slow = rho.max(self.rho_jump);
@@ -789,16 +802,37 @@ impl SsIterations {
         // more than a tenth of 1 − ρ).
         let steady = (rho - self.prev_rho).abs() <= SS_STEADY * (1.0 - rho);
         let slow_mode = steady && (SS_JUMP..SS_JUMP_MAX).contains(&rho);
-        let done = converged
-            || (flat && change <= SS_NOISE && !slow_mode)
-            || self.stalled >= SS_NOISE_CYCLES;
-        self.drifting = !converged && flat && rho < SS_JUMP_MAX;
+        // Or one still settling: not noise yet.
+        let settling =
+            (rho - self.prev_rho).abs() <= SS_SETTLING * (1.0 - rho) && rho < SS_JUMP_MAX;
+        // A jump lands off its fixed point by about change·Δρ/(1−ρ)² (Δρ: how much the last two
+        // ratios differ); one that lands within the tolerance of the end is worth taking however
+        // little is left (a plain iteration gains a factor ρ per interval).
+        let accurate =
+            change * (rho - self.prev_rho).abs() <= SS_FRACTION * (1.0 - rho) * (1.0 - rho);
+        let noise = flat && change <= SS_NOISE && !settling;
+        // What is left of a mode the last jump extrapolated, 0.999 or slower, shrinks by too
+        // little per interval to be measured again at the noise level, yet can be thousands of
+        // tolerance units: where the changes hold steady (within 1 − SS_FLAT of the last),
+        // they are that mode's, and it is extrapolated again with the jump's ratio.
+        let left = change * self.rho_jump / (1.0 - self.rho_jump);
+        let rejump =
+            noise && self.rho_jump >= SS_FLAT && raw <= 2.0 - SS_FLAT && left > SS_JUMP_ABOVE;
+        let done = converged || (noise && !rejump) || self.stalled >= SS_NOISE_CYCLES;
+        // Over a longer interval the mode shrinks by a smaller ratio, its change outgrows the
+        // integration's error, and a jump amplifies that error less.
+        let lengthen = self.lengthens && slow_mode && rho / (1.0 - rho) > change;
+        self.drifting = !converged && (flat && rho < SS_JUMP_MAX || lengthen);
         self.prev_rho = if first { -1.0 } else { rho };
-        let jump = !done && slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW);
-        if cpu.advance(x, if jump { rho / (1.0 - rho) } else { 0.0 }) {
+        let jump = !done
+            && !lengthen
+            && (rejump
+                || slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW || accurate));
+        let ratio = if rejump { self.rho_jump } else { rho };
+        if cpu.advance(x, if jump { ratio / (1.0 - ratio) } else { 0.0 }) {
             self.prev_change = SS_NONE;
             self.prev_rho = -1.0;
-            self.rho_jump = rho;
+            self.rho_jump = ratio;
         }
         done
     }

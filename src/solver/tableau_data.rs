@@ -265,6 +265,12 @@ pub const SS_FLAT: f64 = 0.999;
 /// steady state wherever the slowest mode is all that is left, and the iterations go on from
 /// there (a jump that would change the sign of a state is not taken).
 pub const SS_STEADY: f64 = 0.1;
+/// Two flat ratios within this many times 1 − ρ of each other (and below [`SS_JUMP_MAX`]) may
+/// be a slow mode still settling (the first ratio after a faster mode has decayed carries what
+/// is left of it): the change is not taken for noise, and the next interval tells. Noise makes
+/// ratios this close to 1 differ by far more; where it does not, the iterations end after
+/// [`SS_NOISE_CYCLES`] intervals at the noise level.
+pub const SS_SETTLING: f64 = 1.0;
 /// The smallest ratio extrapolated: faster approaches take few intervals anyway.
 pub const SS_JUMP: f64 = 0.5;
 /// The largest ratio extrapolated (a half-life of 69 000 intervals): two ratios closer to 1
@@ -273,7 +279,10 @@ pub const SS_JUMP_MAX: f64 = 0.99999;
 /// Below [`SS_JUMP_SLOW`], a jump is made only where the change still to come is more than
 /// this (in units of the tolerance): smaller changes can be within the integration's own
 /// error, which varies from one iterate to the next, and an extrapolation along them then
-/// lands no closer, while plain iteration shrinks them a hundredfold in a few intervals.
+/// lands no closer, while plain iteration shrinks them a hundredfold in a few intervals. A
+/// jump whose two ratios agree so closely that it lands within [`SS_FRACTION`] of its aim
+/// (change·|ρ − ρ′|/(1 − ρ)², what an error ρ − ρ′ in the ratio moves it by) is made all the
+/// same: such agreement is a mode's, not noise's.
 pub const SS_JUMP_ABOVE: f64 = 1.0;
 /// From this ratio on, plain iteration takes over 40 intervals to shrink the change a
 /// hundredfold, and a jump is made however little is still to come.
