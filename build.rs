@@ -51,6 +51,7 @@ fn constants() -> Vec<(String, f64)> {
         ("SS_JUMP", SS_JUMP),
         ("SS_JUMP_ABOVE", SS_JUMP_ABOVE),
         ("SS_JUMP_MAX", SS_JUMP_MAX),
+        ("SS_RATIO_MAX", SS_RATIO_MAX),
         ("SS_JUMP_SLOW", SS_JUMP_SLOW),
         ("SS_NONE", SS_NONE),
         ("SS_ULPS", SS_ULPS),

@@ -597,19 +597,18 @@ struct Sub {
         // Both changes in the same units: the tolerance at the states the previous one ended
         // at (x).
         const real raw = ss_change_at_x / ss_prev;
-        const real rho = fmin(raw, (real)0.999999);
+        const real rho = fmin(raw, SS_RATIO_MAX);
         const real slow = fmax(rho, ss_rho_jump);
         const real remaining = first ? SS_NONE : change * slow / ((real)1 - slow);
         ss_prev = change;
         ss_stalled = change <= SS_NOISE ? ss_stalled + 1 : 0;
         const bool converged = ss_still || (ss_prev_rho >= (real)0 && remaining <= SS_FRACTION);
         const bool flat = rho >= SS_FLAT && ss_prev_rho >= SS_FLAT;
-        const bool steady = fabs(rho - ss_prev_rho) <= SS_STEADY * ((real)1 - rho);
+        const real drho = fabs(rho - ss_prev_rho);
+        const bool steady = drho <= SS_STEADY * ((real)1 - rho);
         const bool slow_mode = steady && rho >= SS_JUMP && rho < SS_JUMP_MAX;
-        const bool settling = fabs(rho - ss_prev_rho) <= SS_SETTLING * ((real)1 - rho)
-            && rho < SS_JUMP_MAX;
-        const bool accurate = change * fabs(rho - ss_prev_rho)
-            <= SS_FRACTION * ((real)1 - rho) * ((real)1 - rho);
+        const bool settling = drho <= SS_SETTLING * ((real)1 - rho) && rho < SS_JUMP_MAX;
+        const bool accurate = change * drho <= SS_FRACTION * ((real)1 - rho) * ((real)1 - rho);
         const bool noise = flat && change <= SS_NOISE && !settling;
         // A mode the last jump extrapolated, too slow to measure again at the noise level:
         // steady changes are its, extrapolated again with the jump's ratio.

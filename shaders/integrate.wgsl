@@ -707,7 +707,7 @@ fn ss_converged(change: real, lengthens: bool) -> bool {
     // Both changes in the same units: the tolerance at the states the previous one ended at
     // (ss_x).
     let raw = ss_change_at_x / ss_prev;
-    let rho = min(raw, 0.999999);
+    let rho = min(raw, SS_RATIO_MAX);
     let slow = max(rho, ss_rho_jump);
     var remaining: real = SS_NONE;
     if (!first) { remaining = change * slow / (1.0 - slow); }
@@ -715,10 +715,11 @@ fn ss_converged(change: real, lengthens: bool) -> bool {
     if (change <= SS_NOISE) { ss_stalled++; } else { ss_stalled = 0u; }
     let converged = ss_still || (ss_prev_rho >= 0.0 && remaining <= SS_FRACTION);
     let flat = rho >= SS_FLAT && ss_prev_rho >= SS_FLAT;
-    let steady = abs(rho - ss_prev_rho) <= SS_STEADY * (1.0 - rho);
+    let drho = abs(rho - ss_prev_rho);
+    let steady = drho <= SS_STEADY * (1.0 - rho);
     let slow_mode = steady && rho >= SS_JUMP && rho < SS_JUMP_MAX;
-    let settling = abs(rho - ss_prev_rho) <= SS_SETTLING * (1.0 - rho) && rho < SS_JUMP_MAX;
-    let accurate = change * abs(rho - ss_prev_rho) <= SS_FRACTION * (1.0 - rho) * (1.0 - rho);
+    let settling = drho <= SS_SETTLING * (1.0 - rho) && rho < SS_JUMP_MAX;
+    let accurate = change * drho <= SS_FRACTION * (1.0 - rho) * (1.0 - rho);
     let noise = flat && change <= SS_NOISE && !settling;
     // A mode the last jump extrapolated, too slow to measure again at the noise level: steady
     // changes are its, extrapolated again with the jump's ratio.

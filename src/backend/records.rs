@@ -32,8 +32,8 @@ use crate::metrics::OutputEval;
 use crate::model::{CompiledModel, Model};
 use crate::solver::tableau_data::{
     SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP, SS_JUMP_ABOVE,
-    SS_JUMP_MAX, SS_JUMP_SLOW, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE, SS_SETTLING,
-    SS_STEADY, SS_ULPS,
+    SS_JUMP_MAX, SS_JUMP_SLOW, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE, SS_RATIO_MAX,
+    SS_SETTLING, SS_STEADY, SS_ULPS,
 };
 use crate::solver::{Integrator, NoObserver, SolverOptions, Stats, Status};
 
@@ -777,7 +777,7 @@ impl SsIterations {
         // changes each in its own units is off by as much).
         let first = self.prev_change >= SS_NONE;
         let raw = change_at_x / self.prev_change;
-        let rho = raw.min(0.999_999);
+        let rho = raw.min(SS_RATIO_MAX);
         // After a jump, what is left of the mode it extrapolated shrinks by its ratio: the
         // faster modes the jump stirred can hide it until they have decayed.
         let slow = rho.max(self.rho_jump);
@@ -800,16 +800,15 @@ impl SsIterations {
         let flat = rho >= SS_FLAT && self.prev_rho >= SS_FLAT;
         // A slow mode: a ratio that holds steady (noise makes ratios close to 1 jitter by far
         // more than a tenth of 1 − ρ).
-        let steady = (rho - self.prev_rho).abs() <= SS_STEADY * (1.0 - rho);
+        let drho = (rho - self.prev_rho).abs();
+        let steady = drho <= SS_STEADY * (1.0 - rho);
         let slow_mode = steady && (SS_JUMP..SS_JUMP_MAX).contains(&rho);
         // Or one still settling: not noise yet.
-        let settling =
-            (rho - self.prev_rho).abs() <= SS_SETTLING * (1.0 - rho) && rho < SS_JUMP_MAX;
+        let settling = drho <= SS_SETTLING * (1.0 - rho) && rho < SS_JUMP_MAX;
         // A jump lands off its fixed point by about change·Δρ/(1−ρ)² (Δρ: how much the last two
         // ratios differ); one that lands within the tolerance of the end is worth taking however
         // little is left (a plain iteration gains a factor ρ per interval).
-        let accurate =
-            change * (rho - self.prev_rho).abs() <= SS_FRACTION * (1.0 - rho) * (1.0 - rho);
+        let accurate = change * drho <= SS_FRACTION * (1.0 - rho) * (1.0 - rho);
         let noise = flat && change <= SS_NOISE && !settling;
         // What is left of a mode the last jump extrapolated, 0.999 or slower, shrinks by too
         // little per interval to be measured again at the noise level, yet can be thousands of

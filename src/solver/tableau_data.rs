@@ -274,8 +274,11 @@ pub const SS_SETTLING: f64 = 1.0;
 /// The smallest ratio extrapolated: faster approaches take few intervals anyway.
 pub const SS_JUMP: f64 = 0.5;
 /// The largest ratio extrapolated (a half-life of 69 000 intervals): two ratios closer to 1
-/// that agree are a change that has stopped shrinking (the ratios are capped at 0.999 999).
+/// that agree are a change that has stopped shrinking (the ratios are capped at
+/// [`SS_RATIO_MAX`]).
 pub const SS_JUMP_MAX: f64 = 0.99999;
+/// Ratios of changes are capped here: a change that grew counts as one that did not shrink.
+pub const SS_RATIO_MAX: f64 = 0.999_999;
 /// Below [`SS_JUMP_SLOW`], a jump is made only where the change still to come is more than
 /// this (in units of the tolerance): smaller changes can be within the integration's own
 /// error, which varies from one iterate to the next, and an extrapolation along them then
