@@ -97,7 +97,19 @@ enum Stmt {
     Dosing(&'static str, String, Span, Expr),
 }
 
-fn parse_stmt(p: &mut Parser<'_>) -> Result<Stmt, Diagnostic> {
+/// The expression of a statement whose header parsed, or a placeholder and the error in `bad`:
+/// the statement still declares its name or equation, so one mistake is reported once, not
+/// again as an unknown name or a missing equation further on.
+fn expr_or_placeholder(p: &mut Parser<'_>, bad: &mut Option<Diagnostic>) -> Expr {
+    p.expr().unwrap_or_else(|e| {
+        *bad = Some(e);
+        Expr::Num(0.0)
+    })
+}
+
+/// One statement. `Err` where even its header did not parse; `Ok` with the error in `bad`
+/// where only its expression or its end did.
+fn parse_stmt(p: &mut Parser<'_>, bad: &mut Option<Diagnostic>) -> Result<Stmt, Diagnostic> {
     let first = p.peek().clone();
     let Tok::Ident(word) = &first.tok else {
         return Err(p.src.error(
@@ -135,7 +147,7 @@ fn parse_stmt(p: &mut Parser<'_>) -> Result<Stmt, Diagnostic> {
             p.bump();
             let (name, span) = p.expect_ident()?;
             p.expect_op("=")?;
-            Stmt::Output(name, span, p.expr()?)
+            Stmt::Output(name, span, expr_or_placeholder(p, bad))
         }
         "d" if p.peek_at(1).tok == Tok::Op("/") => {
             p.bump();
@@ -148,7 +160,7 @@ fn parse_stmt(p: &mut Parser<'_>) -> Result<Stmt, Diagnostic> {
             let (name, span) = p.expect_ident()?;
             p.expect_op(")")?;
             p.expect_op("=")?;
-            Stmt::Ode(name, span, p.expr()?)
+            Stmt::Ode(name, span, expr_or_placeholder(p, bad))
         }
         w @ ("alag" | "f" | "rate" | "dur") if p.peek_at(1).tok == Tok::Op("(") => {
             let kind: &'static str = match w {
@@ -162,7 +174,7 @@ fn parse_stmt(p: &mut Parser<'_>) -> Result<Stmt, Diagnostic> {
             let (name, span) = p.expect_ident()?;
             p.expect_op(")")?;
             p.expect_op("=")?;
-            Stmt::Dosing(kind, name, span, p.expr()?)
+            Stmt::Dosing(kind, name, span, expr_or_placeholder(p, bad))
         }
         _ => {
             let (name, span) = p.expect_ident()?;
@@ -177,16 +189,16 @@ fn parse_stmt(p: &mut Parser<'_>) -> Result<Stmt, Diagnostic> {
                 }
                 p.expect_op(")")?;
                 p.expect_op("=")?;
-                Stmt::Init(name, span, p.expr()?)
+                Stmt::Init(name, span, expr_or_placeholder(p, bad))
             } else {
                 p.expect_op("=")?;
-                Stmt::Derived(name, span, p.expr()?)
+                Stmt::Derived(name, span, expr_or_placeholder(p, bad))
             }
         }
     };
     let t = p.peek().clone();
-    if t.tok != Tok::Newline && t.tok != Tok::Eof {
-        return Err(p.src.error(
+    if bad.is_none() && t.tok != Tok::Newline && t.tok != Tok::Eof {
+        *bad = Some(p.src.error(
             t.span,
             format!(
                 "unexpected {} at the end of the statement",
@@ -241,14 +253,17 @@ impl Model {
             if end {
                 if line.len() > 1 {
                     let mut p = Parser::new(&src, std::mem::take(&mut line));
-                    match parse_stmt(&mut p) {
+                    let mut bad = None;
+                    match parse_stmt(&mut p, &mut bad) {
                         Ok(s) => stmts.push(s),
                         Err(e) => errors.push(e),
                     }
+                    errors.extend(bad);
                 }
                 line.clear();
             }
         }
+        let syntax_errors = !errors.is_empty();
 
         // Declarations and names.
         let mut names: HashMap<String, (Kind, Span)> = HashMap::new();
@@ -478,20 +493,23 @@ impl Model {
                 _ => {}
             }
         }
-        if m.states.is_empty() {
+        // A statement lost or cut short by a syntax error (an open parenthesis takes the next
+        // lines with it) may be the missing declaration or equation: that error is the one to
+        // report.
+        if m.states.is_empty() && !syntax_errors {
             errors.push(src.error(
                 Span::new(text.len(), text.len()),
                 "the model declares no state (`state a, b`)",
             ));
         }
-        if m.outputs.is_empty() {
+        if m.outputs.is_empty() && !syntax_errors {
             errors.push(src.error(
                 Span::new(text.len(), text.len()),
                 "the model declares no output (`output cp = central / v`)",
             ));
         }
         for (i, o) in odes.iter().enumerate() {
-            if o.is_none() {
+            if o.is_none() && !syntax_errors {
                 errors.push(src.error(
                     m.states[i].span,
                     format!(

@@ -240,6 +240,33 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The error for a parenthesis opened at `open` and not closed where the next token is.
+    /// A statement goes on over lines while a parenthesis is open, so a token on a later line
+    /// than the parenthesis is most likely the next statement: the error then points at the
+    /// parenthesis.
+    fn unclosed(&self, open: Span, expected: &str) -> Diagnostic {
+        let p = self.peek();
+        let later_line = self.src.line_col(p.span.start).0 > self.src.line_col(open.start).0;
+        if p.tok == Tok::Eof || p.tok == Tok::Newline {
+            self.src.error(open, "unclosed '('")
+        } else if later_line {
+            let (l, c) = self.src.line_col(p.span.start);
+            self.src.error(
+                open,
+                format!(
+                    "unclosed '(': the statement runs on to {} at line {l}, column {c} \
+                     (a statement continues over lines while a parenthesis is open)",
+                    describe(&p.tok)
+                ),
+            )
+        } else {
+            self.src.error(
+                p.span,
+                format!("expected {expected}, found {}", describe(&p.tok)),
+            )
+        }
+    }
+
     pub fn expect_ident(&mut self) -> Result<(String, Span), Diagnostic> {
         let t = self.bump();
         match t.tok {
@@ -370,7 +397,10 @@ impl<'a> Parser<'a> {
             Tok::Num(v) => Ok(Expr::Num(v)),
             Tok::Op("(") => {
                 let e = self.binary(0, depth + 1)?;
-                self.expect_op(")")?;
+                if !self.is_op(")") {
+                    return Err(self.unclosed(t.span, "')'"));
+                }
+                self.bump();
                 Ok(e)
             }
             Tok::Ident(name) => {
@@ -388,19 +418,7 @@ impl<'a> Parser<'a> {
                         }
                     }
                     if !self.is_op(")") {
-                        let p = self.peek().clone();
-                        return Err(self.src.error(
-                            if p.tok == Tok::Eof || p.tok == Tok::Newline {
-                                open
-                            } else {
-                                p.span
-                            },
-                            if p.tok == Tok::Eof || p.tok == Tok::Newline {
-                                "unclosed '('".to_string()
-                            } else {
-                                format!("expected ',' or ')', found {}", describe(&p.tok))
-                            },
-                        ));
+                        return Err(self.unclosed(open, "',' or ')'"));
                     }
                     self.bump();
                     if name == "if" {
@@ -755,7 +773,10 @@ mod tests {
         let e = parse_expr_str("x", "max(1)").unwrap_err();
         assert!(e.message.contains("takes 2 arguments"));
         let e = parse_expr_str("x", "(1 + 2").unwrap_err();
-        assert!(e.message.contains("expected ')'"), "{e}");
+        assert!(e.message.contains("unclosed '('"), "{e}");
+        assert_eq!((e.line, e.col), (1, 1), "{e}");
+        let e = parse_expr_str("x", "(1 + 2 3)").unwrap_err();
+        assert!(e.message.contains("expected ')', found number 3"), "{e}");
         let e = parse_expr_str("x", "1 $ 2").unwrap_err();
         assert_eq!(e.col, 3);
         assert!(parse_expr_str("x", "1e999").is_err());

@@ -95,8 +95,10 @@ pub struct ArmSection {
 }
 
 /// One dosing line: `{ amount = 100, into = "depot", every = 12, count = 14 }`.
+// `remote = "Self"`: the derived code is an inherent `DoseSpec::deserialize`, called by the
+// trait's implementation below for tables only.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct DoseSpec {
     pub amount: f64,
     /// The receiving state.
@@ -128,6 +130,31 @@ pub struct DoseSpec {
 
 fn one() -> u32 {
     1
+}
+
+impl<'de> Deserialize<'de> for DoseSpec {
+    /// A dosing line is a table. An array in its place is most often `dose = [{ … }, { … }]`
+    /// for `doses`, which serde's own message ("invalid type: map, expected f64", from reading
+    /// the array as the struct's fields in order) would not tell.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Line;
+        impl<'de> serde::de::Visitor<'de> for Line {
+            type Value = DoseSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a dosing line, a table such as { amount = 100, into = \"depot\" }")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<DoseSpec, A::Error> {
+                DoseSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<DoseSpec, A::Error> {
+                Err(serde::de::Error::custom(
+                    "a dosing line is a table { amount = …, into = … }, not an array; \
+                     several dosing lines go in `doses = [{ … }, { … }]`",
+                ))
+            }
+        }
+        d.deserialize_map(Line)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -351,6 +378,35 @@ metrics = ["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.
         let e = parse_spec(&SourceFile::new("q.toml", text)).unwrap_err();
         assert!(e.message.contains("methd"), "{e}");
         assert_eq!((e.line, e.col), (23, 1), "{e}");
+    }
+
+    #[test]
+    fn dosing_lines_in_the_wrong_shape_are_explained() {
+        let several = "dose = [{ amount = 100, into = \"depot\" }, { amount = 50, into = \"depot\", start = 24 }]";
+        let text = QUICKSTART.replacen(
+            "dose = { amount = 100, into = \"depot\", every = 12, count = 14 }",
+            several,
+            1,
+        );
+        let e = parse_spec(&SourceFile::new("q.toml", text)).unwrap_err();
+        assert_eq!((e.line, e.col), (15, 8), "{e}");
+        assert!(e.message.contains("`doses = [{"), "{e}");
+        // The same lines under `doses` parse, and a field of a line is still located.
+        let text = QUICKSTART.replacen(
+            "dose = { amount = 100, into = \"depot\", every = 12, count = 14 }",
+            &several.replacen("dose", "doses", 1),
+            1,
+        );
+        let spec = parse_spec(&SourceFile::new("q.toml", text.clone())).unwrap();
+        let arm = spec.arms.unwrap().get_ref()[0].get_ref().clone();
+        assert_eq!(arm.doses[1].get_ref().start, 24.0);
+        let e =
+            parse_spec(&SourceFile::new("q.toml", text.replacen("start", "at", 1))).unwrap_err();
+        assert_eq!((e.line, e.col), (15, 75), "{e}");
+        assert!(e.message.contains("unknown field `at`"), "{e}");
+        let text = QUICKSTART.replacen("dose = { amount = 200", "dose = 5 #", 1);
+        let e = parse_spec(&SourceFile::new("q.toml", text)).unwrap_err();
+        assert!(e.message.contains("expected a dosing line"), "{e}");
     }
 
     #[test]
