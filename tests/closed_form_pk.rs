@@ -419,17 +419,17 @@ const METRICS: [&str; 9] = [
 
 fn reference(case: &Case, s: &Schedule, metric: &Metric) -> f64 {
     let end = case.end;
-    let win =
-        vpop::metrics::resolve_window(metric.window, end, &s.dose_times, s.last_interval).unwrap();
+    let doses = s.doses_until(end);
+    let win = vpop::metrics::resolve_window(metric.window, end, &doses).unwrap();
     match metric.kind {
         MetricKind::Auc => auc_ref(case, s, win.0, win.1),
         MetricKind::Cavg => auc_ref(case, s, win.0, win.1) / (win.1 - win.0),
         MetricKind::Cmax => max_ref(case, s, win.0, win.1, 1.0).1,
         MetricKind::Tmax => max_ref(case, s, win.0, win.1, 1.0).0,
         MetricKind::Cmin => max_ref(case, s, win.0, win.1, -1.0).1,
-        MetricKind::Ctrough => match s.dose_times.len() {
-            0 | 1 => f64::NAN,
-            _ => conc(case, s, *s.dose_times.last().unwrap()),
+        MetricKind::Ctrough => match doses.trough() {
+            None => f64::NAN,
+            Some(t) => conc(case, s, t),
         },
         MetricKind::TimeAbove(thr) => time_above_ref(case, s, win.0, win.1, thr),
         MetricKind::At(t) => conc(case, s, t),

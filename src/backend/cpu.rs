@@ -193,14 +193,10 @@ pub struct SubjectOutcome {
 pub fn stop_times(schedule: &Schedule, end: f64, metrics: &[MetricSpec]) -> Vec<f64> {
     let mut stops = vec![0.0, end];
     stops.extend(schedule.events.iter().map(|e| e.time));
-    stops.extend(schedule.dose_times.iter().copied());
+    let doses = schedule.doses_until(end);
+    stops.extend(doses.times.iter().copied());
     for s in metrics {
-        if let Some((a, b)) = resolve_window(
-            s.metric.window,
-            end,
-            &schedule.dose_times,
-            schedule.last_interval,
-        ) {
+        if let Some((a, b)) = resolve_window(s.metric.window, end, &doses) {
             stops.push(a);
             stops.push(b);
         }

@@ -141,15 +141,15 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
     }
     let n_lines = line_ends.len();
     data.extend_from_slice(&line_ends);
-    let (dose_times, last_interval) = arm.regimen.nominal_times();
     let end = arm.end;
+    let doses = arm.regimen.doses_until(end);
     let windows: Vec<Option<(f64, f64)>> = arm
         .metrics
         .iter()
-        .map(|s| resolve_window(s.metric.window, end, &dose_times, last_interval))
+        .map(|s| resolve_window(s.metric.window, end, &doses))
         .collect();
     let mut stops = vec![0.0, end];
-    stops.extend(dose_times.iter().copied());
+    stops.extend(doses.times.iter().copied());
     stops.extend(arm.occasions.iter().copied());
     for (a, b) in windows.iter().flatten() {
         stops.push(*a);
@@ -177,11 +177,7 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
         data.extend_from_slice(&arm.occasions);
         data.extend_from_slice(&run_occasions);
     }
-    let trough = if dose_times.len() > 1 {
-        dose_times.last().map_or(-1.0, |t| *t)
-    } else {
-        -1.0
-    };
+    let trough = doses.trough().unwrap_or(-1.0);
     // Output slopes find interior extrema, and thresholds crossed twice inside one step.
     let wants_extrema = arm.metrics.iter().any(|s| {
         matches!(
@@ -705,5 +701,13 @@ mod tests {
         let last = &d.data[d.off_metrics + 18..d.off_metrics + 24];
         assert_eq!(last, &[0.0, 0.0, 1.0, 24.0, 36.0, 0.0]);
         assert!(d.wants_extrema);
+        // Ending at 20 h, the dose at 24 is never given: the trough and the last interval
+        // are those of the dose at 12 (as on the CPU: `Schedule::doses_until`).
+        let mut a = arm();
+        a.end = 20.0;
+        let d = arm_data(&a);
+        assert_eq!(d.trough, 12.0);
+        let last = &d.data[d.off_metrics + 18..d.off_metrics + 24];
+        assert_eq!(last, &[0.0, 0.0, 1.0, 12.0, 20.0, 0.0]);
     }
 }

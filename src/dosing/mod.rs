@@ -116,11 +116,51 @@ pub struct Schedule {
     /// Events sorted by time; events at equal times keep regimen order, and infusion ends come
     /// before starts at the same time so that rates never go transiently negative.
     pub events: Vec<DoseEvent>,
-    /// Nominal administration times (before lag), sorted, deduplicated.
-    pub dose_times: Vec<f64>,
-    /// The dosing interval that follows the last administration (for "last interval" windows),
-    /// if the last dose belongs to a repeated line.
+    /// Every administration's nominal time (before lag), in regimen order, with its line's
+    /// interval when the line repeats; [`Schedule::doses_until`] gives what metrics see.
+    pub administrations: Vec<(f64, Option<f64>)>,
+}
+
+/// The administrations that the metrics of a simulation ending at `end` see.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DoseTimes {
+    /// Nominal administration times (before lag) up to the end, sorted, deduplicated.
+    pub times: Vec<f64>,
+    /// The dosing interval that follows the last of them (for "last interval" windows), if it
+    /// belongs to a repeated line.
     pub last_interval: Option<f64>,
+}
+
+impl DoseTimes {
+    /// The administrations at or before `end`: a dose after the end is never given, so it
+    /// neither makes the last interval nor the trough (a regimen longer than the simulation
+    /// is cut at its end; one at the end itself still has its trough).
+    fn until(administrations: impl Iterator<Item = (f64, Option<f64>)>, end: f64) -> DoseTimes {
+        let mut times = Vec::new();
+        let mut last: Option<(f64, Option<f64>)> = None;
+        for (nominal, interval) in administrations.filter(|(t, _)| *t <= end) {
+            times.push(nominal);
+            if last.is_none_or(|(t, _)| nominal >= t) {
+                last = Some((nominal, interval));
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        times.dedup();
+        DoseTimes {
+            times,
+            last_interval: last.and_then(|(_, i)| i),
+        }
+    }
+
+    /// Time of the last administration, if any.
+    pub fn last(&self) -> Option<f64> {
+        self.times.last().copied()
+    }
+
+    /// The time of the trough (`ctrough`): the last administration, when there are several.
+    pub fn trough(&self) -> Option<f64> {
+        (self.times.len() > 1).then(|| self.last()).flatten()
+    }
 }
 
 /// A regimen that cannot be turned into a schedule.
@@ -237,11 +277,9 @@ impl Regimen {
             }
         }
         sort_events(&mut events);
-        let (dose_times, last_interval) = self.nominal_times();
         Ok(Schedule {
             events,
-            dose_times,
-            last_interval,
+            administrations: self.administrations().collect(),
         })
     }
 
@@ -257,36 +295,29 @@ impl Regimen {
         t
     }
 
-    /// The nominal administration times (sorted, unique; lag not applied) and the dosing
-    /// interval of the last administration when it belongs to a repeated line. The same for
-    /// every subject of an arm.
-    pub fn nominal_times(&self) -> (Vec<f64>, Option<f64>) {
-        let mut dose_times = Vec::new();
-        let mut last: Option<(f64, Option<f64>)> = None;
-        for line in self
-            .lines
+    /// Every administration's nominal time (lag not applied), in regimen order, with its
+    /// line's interval when the line repeats.
+    pub fn administrations(&self) -> impl Iterator<Item = (f64, Option<f64>)> + '_ {
+        self.lines
             .iter()
             .filter(|l| l.administration != Administration::Reset)
-        {
-            for k in 0..line.count {
-                let nominal = line.start + k as f64 * line.interval;
-                dose_times.push(nominal);
+            .flat_map(|line| {
                 let interval = (line.count > 1).then_some(line.interval);
-                if last.is_none_or(|(t, _)| nominal >= t) {
-                    last = Some((nominal, interval));
-                }
-            }
-        }
-        dose_times.sort_by(f64::total_cmp);
-        dose_times.dedup();
-        (dose_times, last.and_then(|(_, i)| i))
+                (0..line.count).map(move |k| (line.start + k as f64 * line.interval, interval))
+            })
+    }
+
+    /// The administrations that the metrics of a simulation ending at `end` see. The same for
+    /// every subject of an arm.
+    pub fn doses_until(&self, end: f64) -> DoseTimes {
+        DoseTimes::until(self.administrations(), end)
     }
 }
 
 impl Schedule {
-    /// Time of the last administration, if any.
-    pub fn last_dose_time(&self) -> Option<f64> {
-        self.dose_times.last().copied()
+    /// The administrations that the metrics of a simulation ending at `end` see.
+    pub fn doses_until(&self, end: f64) -> DoseTimes {
+        DoseTimes::until(self.administrations.iter().copied(), end)
     }
 
     /// Event times (the integration stopping points contributed by dosing), sorted, unique.
@@ -442,8 +473,18 @@ mod tests {
         let times: Vec<f64> = s.events.iter().map(|e| e.time).collect();
         assert_eq!(times, vec![0.5, 12.5, 24.5]);
         assert_eq!(s.events[0].kind, EventKind::Bolus { amount: 160.0 });
-        assert_eq!(s.dose_times, vec![0.0, 12.0, 24.0]);
-        assert_eq!(s.last_interval, Some(12.0));
+        let d = s.doses_until(24.0);
+        assert_eq!(d.times, vec![0.0, 12.0, 24.0]);
+        assert_eq!((d.last_interval, d.trough()), (Some(12.0), Some(24.0)));
+        // Doses after the end are not given: the last is the one before it.
+        let d = s.doses_until(20.0);
+        assert_eq!(d.times, vec![0.0, 12.0]);
+        assert_eq!((d.last_interval, d.trough()), (Some(12.0), Some(12.0)));
+        let d = s.doses_until(11.0);
+        assert_eq!(
+            (d.last(), d.last_interval, d.trough()),
+            (Some(0.0), Some(12.0), None)
+        );
     }
 
     #[test]

@@ -246,22 +246,12 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
         sample_times: &'a [f64],
     ) -> Self {
         let n_out = eval.n_outputs();
+        let doses = schedule.doses_until(end);
         let windows = specs
             .iter()
-            .map(|s| {
-                resolve_window(
-                    s.metric.window,
-                    end,
-                    &schedule.dose_times,
-                    schedule.last_interval,
-                )
-            })
+            .map(|s| resolve_window(s.metric.window, end, &doses))
             .collect();
-        let trough_time = if schedule.dose_times.len() > 1 {
-            schedule.last_dose_time()
-        } else {
-            None
-        };
+        let trough_time = doses.trough();
         let values = specs
             .iter()
             .map(|s| match s.metric.kind {

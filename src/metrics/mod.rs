@@ -267,18 +267,18 @@ pub fn quadrature_slot(quad: &[usize], output: usize) -> usize {
     quad.iter().position(|&k| k == output).unwrap_or(0)
 }
 
-/// Absolute window bounds for a subject, given the simulation end and the schedule's nominal
-/// dose times. Returns `None` when the window is empty.
+/// Absolute window bounds for a subject, given the simulation end and the nominal dose times
+/// up to it ([`crate::dosing::Schedule::doses_until`]). Returns `None` when the window is
+/// empty.
 pub fn resolve_window(
     window: Window,
     end: f64,
-    dose_times: &[f64],
-    last_interval: Option<f64>,
+    doses: &crate::dosing::DoseTimes,
 ) -> Option<(f64, f64)> {
     let (a, b) = match window {
         Window::Whole => (0.0, end),
-        Window::LastInterval => match dose_times.last() {
-            Some(&t) => (t, last_interval.map_or(end, |tau| t + tau)),
+        Window::LastInterval => match doses.last() {
+            Some(t) => (t, doses.last_interval.map_or(end, |tau| t + tau)),
             None => (0.0, end),
         },
         Window::Range(a, b) => (a, b),
@@ -372,25 +372,28 @@ mod tests {
 
     #[test]
     fn windows_resolve_against_the_schedule() {
-        let doses = [0.0, 12.0, 24.0];
+        let doses = |last_interval| crate::dosing::DoseTimes {
+            times: vec![0.0, 12.0, 24.0],
+            last_interval,
+        };
         assert_eq!(
-            resolve_window(Window::Whole, 48.0, &doses, Some(12.0)),
+            resolve_window(Window::Whole, 48.0, &doses(Some(12.0))),
             Some((0.0, 48.0))
         );
         assert_eq!(
-            resolve_window(Window::LastInterval, 48.0, &doses, Some(12.0)),
+            resolve_window(Window::LastInterval, 48.0, &doses(Some(12.0))),
             Some((24.0, 36.0))
         );
         assert_eq!(
-            resolve_window(Window::LastInterval, 30.0, &doses, Some(12.0)),
+            resolve_window(Window::LastInterval, 30.0, &doses(Some(12.0))),
             Some((24.0, 30.0))
         );
         assert_eq!(
-            resolve_window(Window::LastInterval, 48.0, &doses, None),
+            resolve_window(Window::LastInterval, 48.0, &doses(None)),
             Some((24.0, 48.0))
         );
         assert_eq!(
-            resolve_window(Window::Range(50.0, 60.0), 48.0, &doses, None),
+            resolve_window(Window::Range(50.0, 60.0), 48.0, &doses(None)),
             None
         );
     }

@@ -1,0 +1,927 @@
+//! Random regimens against the exact solution. A two-compartment model with first-order
+//! absorption, a lag time and a bioavailability on the depot, under random dose lines (boluses
+//! and infusions by rate or by duration, into the depot or the central compartment, starting
+//! together or apart, infusions overlapping the next dose, doses past the end, resets), with
+//! random windows, thresholds and sampling times: every metric and profile value of every
+//! backend against the closed form of the linear system.
+//!
+//! The reference is independent of vpop's dosing and metric code: the regimen is expanded
+//! here, the states are propagated exactly between events by the matrix exponential of the
+//! system augmented with the infusion rates and the area (scaling and squaring of a Taylor
+//! series), and the metrics are read off that solution (areas from the augmented state,
+//! extrema on a fine grid refined by golden sections, crossings by bisection), following the
+//! semantics of docs/metrics.md.
+
+// Without a GPU backend compiled in, only the CPU test remains.
+#![cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+
+use std::sync::Arc;
+
+use vpop::backend::cpu::CpuBackend;
+use vpop::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput};
+use vpop::dosing::{Administration, DoseLine, Regimen};
+use vpop::metrics::{Metric, MetricSpec};
+use vpop::model::{CompiledModel, Model};
+use vpop::solver::{Method, SolverOptions};
+
+const MODEL: &str = "# two_cmt_oral with a lag time and a bioavailability on the depot
+param ka = 1.2
+param cl = 5.0
+param v1 = 30
+param q = 2.5
+param v2 = 60
+param tlag = 0.6
+param fdep = 0.7
+state depot, central, periph
+alag(depot) = tlag
+f(depot) = fdep
+k10 = cl / v1
+d/dt(depot)   = -ka * depot
+d/dt(central) =  ka * depot - (k10 + q/v1) * central + q/v2 * periph
+d/dt(periph)  =  q/v1 * central - q/v2 * periph
+output cp = central / v1
+";
+
+/// Cases (one arm each) and subjects per case.
+const CASES: usize = 40;
+const SUBJECTS: usize = 4;
+
+/// splitmix64: the cases are the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    /// A value in [lo, hi] on a grid of `step` (dose times people write).
+    fn grid(&mut self, lo: f64, hi: f64, step: f64) -> f64 {
+        lo + ((self.range(0.0, hi - lo) / step).round() * step).min(hi - lo)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+struct Case {
+    arm: ArmPlan,
+    /// `params[p][i]`, in the model's parameter order.
+    params: Vec<Vec<f64>>,
+}
+
+const KA: usize = 0;
+const CL: usize = 1;
+const V1: usize = 2;
+const Q: usize = 3;
+const V2: usize = 4;
+const TLAG: usize = 5;
+const FDEP: usize = 6;
+
+fn make_case(rng: &mut Rng, n_params: usize) -> Case {
+    let n_lines = 1 + rng.below(3);
+    let mut lines: Vec<DoseLine> = Vec::new();
+    for _ in 0..n_lines {
+        let state = rng.below(2);
+        let amount = rng.grid(20.0, 300.0, 10.0);
+        let count = 1 + rng.below(8) as u32;
+        let interval = if count > 1 {
+            rng.grid(2.0, 30.0, 0.5)
+        } else {
+            0.0
+        };
+        // Often at a time another line doses too.
+        let start = match (rng.below(3), lines.first()) {
+            (0, _) => 0.0,
+            (1, Some(l)) => l.start + l.interval * rng.below(l.count as usize) as f64,
+            _ => rng.grid(0.0, 48.0, 0.25),
+        };
+        // Infusions from a quarter of an hour to longer than the interval.
+        let length = rng.range(0.25, 1.5 * interval.max(4.0));
+        let administration = match rng.below(4) {
+            0 => Administration::InfusionDuration(length),
+            1 => Administration::InfusionRate(amount / length),
+            _ => Administration::Bolus,
+        };
+        lines.push(DoseLine {
+            steady_state: false,
+            state,
+            amount,
+            start,
+            interval,
+            count,
+            administration,
+        });
+    }
+    let last = lines
+        .iter()
+        .map(|l| l.start + l.interval * (l.count - 1) as f64)
+        .fold(0.0, f64::max);
+    // The end: past the last dose, or through the regimen (later doses are never given).
+    let end = if rng.below(3) == 0 {
+        rng.grid(6.0, last.max(12.0), 0.5)
+    } else {
+        last + rng.grid(6.0, 48.0, 0.5)
+    };
+    if rng.below(5) == 0 {
+        let mut reset = DoseLine::reset(rng.grid(2.0, end, 0.5));
+        reset.state = 0;
+        lines.push(reset);
+    }
+    let a = rng.grid(0.0, end, 0.5);
+    let b = (a + rng.grid(0.5, 48.0, 0.5)).min(end + 5.0);
+    let a2 = rng.grid(0.0, end, 0.25);
+    let b2 = a2 + rng.grid(0.25, end, 0.25);
+    // A sampling time at a nominal dose time, where the value is the one before the dose.
+    let dose_time = {
+        let l = &lines[rng.below(n_lines)];
+        (l.start + l.interval * rng.below(l.count as usize) as f64).min(end)
+    };
+    let at = if rng.below(2) == 0 {
+        dose_time
+    } else {
+        rng.range(0.0, end)
+    };
+    let mut sample_times: Vec<f64> = (0..4).map(|_| rng.range(0.0, end)).collect();
+    sample_times.extend([dose_time, 0.0, end]);
+    sample_times.sort_by(f64::total_cmp);
+    sample_times.dedup();
+    let metric_names = [
+        "auc".to_string(),
+        "cmax".into(),
+        "tmax".into(),
+        "cmin".into(),
+        "ctrough".into(),
+        "auc_last_interval".into(),
+        "cmax_last_interval".into(),
+        "cmin_last_interval".into(),
+        format!("cavg({a}, {b})"),
+        format!("auc({a2}, {b2})"),
+        format!("cmin({a2}, {b2})"),
+        format!("at({at})"),
+        // The threshold is set per case once the reference's Cmax is known.
+        "time_above(1)".into(),
+    ];
+    let metrics = metric_names
+        .iter()
+        .map(|m| MetricSpec::new(0, "cp", Metric::parse(m).unwrap()))
+        .collect();
+    let typical = [1.2, 5.0, 30.0, 2.5, 60.0, 0.6, 0.7];
+    let mut params = vec![Vec::new(); n_params];
+    for _ in 0..SUBJECTS {
+        for (p, t) in typical.iter().enumerate() {
+            let v = if p == FDEP {
+                rng.range(0.3, 1.0)
+            } else {
+                t * (0.5 * (2.0 * rng.unit() - 1.0)).exp()
+            };
+            params[p].push(v);
+        }
+    }
+    Case {
+        arm: ArmPlan {
+            name: "random".into(),
+            regimen: Regimen { lines },
+            metrics,
+            end,
+            sample_times,
+            solver: SolverOptions::default(),
+            occasions: Vec::new(),
+        },
+        params,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The exact solution.
+
+/// z = (depot, central, periph, infusion rate into depot, into central, ∫cp): dz/dt = M·z.
+const N: usize = 6;
+type Mat = [[f64; N]; N];
+type Vector = [f64; N];
+
+fn mat_mul(a: &Mat, b: &Mat) -> Mat {
+    let mut c = [[0.0; N]; N];
+    for i in 0..N {
+        for k in 0..N {
+            for j in 0..N {
+                c[i][j] += a[i][k] * b[k][j];
+            }
+        }
+    }
+    c
+}
+
+fn mat_vec(a: &Mat, x: &Vector) -> Vector {
+    let mut y = [0.0; N];
+    for i in 0..N {
+        for j in 0..N {
+            y[i] += a[i][j] * x[j];
+        }
+    }
+    y
+}
+
+/// exp(M·h): M·h scaled by 2^-s to a norm ≤ 1/2, a Taylor series to 20 terms, squared s times.
+fn expm(m: &Mat, h: f64) -> Mat {
+    let norm = (0..N)
+        .map(|i| (0..N).map(|j| (m[i][j] * h).abs()).sum::<f64>())
+        .fold(0.0, f64::max);
+    let s = if norm > 0.5 {
+        (norm / 0.5).log2().ceil() as i32
+    } else {
+        0
+    };
+    let scale = h / 2f64.powi(s);
+    let mut a = [[0.0; N]; N];
+    for i in 0..N {
+        for j in 0..N {
+            a[i][j] = m[i][j] * scale;
+        }
+    }
+    let mut e = [[0.0; N]; N];
+    let mut term = [[0.0; N]; N];
+    for i in 0..N {
+        e[i][i] = 1.0;
+        term[i][i] = 1.0;
+    }
+    for k in 1..=20 {
+        term = mat_mul(&term, &a);
+        for row in term.iter_mut() {
+            for x in row.iter_mut() {
+                *x /= k as f64;
+            }
+        }
+        for i in 0..N {
+            for j in 0..N {
+                e[i][j] += term[i][j];
+            }
+        }
+    }
+    for _ in 0..s {
+        e = mat_mul(&e, &e);
+    }
+    e
+}
+
+/// What happens at one time of the expanded regimen.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Reset,
+    Bolus(usize, f64),
+    Rate(usize, f64),
+}
+
+/// A subject's exact solution: the state just after each event time.
+struct Exact {
+    m: Mat,
+    v1: f64,
+    /// (time, state right after every change at that time), sorted; the first at 0.
+    knots: Vec<(f64, Vector)>,
+}
+
+impl Exact {
+    fn new(arm: &ArmPlan, p: &[f64]) -> Exact {
+        let (ka, k10, k12, k21) = (p[KA], p[CL] / p[V1], p[Q] / p[V1], p[Q] / p[V2]);
+        let mut m = [[0.0; N]; N];
+        m[0][0] = -ka;
+        m[0][3] = 1.0;
+        m[1][0] = ka;
+        m[1][1] = -(k10 + k12);
+        m[1][2] = k21;
+        m[1][4] = 1.0;
+        m[2][1] = k12;
+        m[2][2] = -k21;
+        m[5][1] = 1.0 / p[V1];
+        // The regimen, expanded: (time, nominal time, change).
+        let resets: Vec<f64> = arm
+            .regimen
+            .lines
+            .iter()
+            .filter(|l| l.administration == Administration::Reset)
+            .map(|l| l.start)
+            .collect();
+        let mut changes: Vec<(f64, f64, Change)> =
+            resets.iter().map(|r| (*r, *r, Change::Reset)).collect();
+        for l in &arm.regimen.lines {
+            if l.administration == Administration::Reset {
+                continue;
+            }
+            let (lag, f) = if l.state == 0 {
+                (p[TLAG], p[FDEP])
+            } else {
+                (0.0, 1.0)
+            };
+            for k in 0..l.count {
+                let nominal = l.start + l.interval * k as f64;
+                let t = nominal + lag;
+                let amount = l.amount * f;
+                let mut add = |time: f64, c: Change| {
+                    // A reset after the nominal time cancels what the dose had still to give.
+                    if !resets.iter().any(|r| nominal < *r && *r <= time) {
+                        changes.push((time, nominal, c));
+                    }
+                };
+                match l.administration {
+                    Administration::Bolus => add(t, Change::Bolus(l.state, amount)),
+                    Administration::InfusionRate(rate) => {
+                        add(t, Change::Rate(l.state, rate));
+                        add(t + amount / rate, Change::Rate(l.state, -rate));
+                    }
+                    Administration::InfusionDuration(d) => {
+                        add(t, Change::Rate(l.state, amount / d));
+                        add(t + d, Change::Rate(l.state, -amount / d));
+                    }
+                    _ => unreachable!(),
+                }
+            }
+        }
+        // At one time: a reset first (what is given at its time comes after it).
+        changes.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then((!matches!(a.2, Change::Reset)).cmp(&!matches!(b.2, Change::Reset)))
+        });
+        let mut knots: Vec<(f64, Vector)> = vec![(0.0, [0.0; N])];
+        for (t, _, c) in changes {
+            if t > arm.end {
+                break;
+            }
+            let (t0, z0) = *knots.last().unwrap();
+            let mut z = if t > t0 {
+                mat_vec(&expm(&m, t - t0), &z0)
+            } else {
+                z0
+            };
+            match c {
+                Change::Reset => {
+                    let auc = z[5];
+                    z = [0.0; N];
+                    z[5] = auc;
+                }
+                Change::Bolus(s, a) => z[s] += a,
+                Change::Rate(s, r) => z[3 + s] += r,
+            }
+            if t > t0 {
+                knots.push((t, z));
+            } else {
+                knots.last_mut().unwrap().1 = z;
+            }
+        }
+        Exact {
+            m,
+            v1: p[V1],
+            knots,
+        }
+    }
+
+    /// The state at t: the left limit (before what happens at t), or the right limit.
+    fn state(&self, t: f64, right: bool) -> Vector {
+        if t <= 0.0 && !right {
+            return [0.0; N];
+        }
+        let k = self
+            .knots
+            .iter()
+            .rposition(|(tk, _)| if right { *tk <= t } else { *tk < t })
+            .unwrap_or(0);
+        let (tk, z) = self.knots[k];
+        if t > tk {
+            mat_vec(&expm(&self.m, t - tk), &z)
+        } else {
+            z
+        }
+    }
+
+    fn conc(&self, t: f64, right: bool) -> f64 {
+        self.state(t, right)[1] / self.v1
+    }
+
+    fn auc(&self, a: f64, b: f64) -> f64 {
+        self.state(b, false)[5] - self.state(a, false)[5]
+    }
+
+    /// The pieces of [a, b] between knots: the solution is smooth inside each.
+    fn pieces(&self, a: f64, b: f64) -> Vec<(f64, f64)> {
+        let mut p = vec![a, b];
+        p.extend(self.knots.iter().map(|k| k.0).filter(|t| *t > a && *t < b));
+        p.sort_by(f64::total_cmp);
+        p.windows(2).map(|w| (w[0], w[1])).collect()
+    }
+
+    /// `sign` = 1: the maximum of cp over [a⁺, b⁻] and its time; −1: the minimum.
+    fn extremum(&self, a: f64, b: f64, sign: f64) -> (f64, f64) {
+        const GRID: usize = 400;
+        // The grid's local maxima of every piece: (piece start, grid step, index, value).
+        let mut peaks: Vec<(f64, f64, usize, f64)> = Vec::new();
+        for (lo, hi) in self.pieces(a, b) {
+            // Right limit at the piece's start, left limit at its end, stepped exactly.
+            let h = (hi - lo) / GRID as f64;
+            let step = expm(&self.m, h);
+            let mut z = self.state(lo, true);
+            let mut vals = Vec::with_capacity(GRID + 1);
+            for _ in 0..=GRID {
+                vals.push(sign * z[1] / self.v1);
+                z = mat_vec(&step, &z);
+            }
+            for j in 0..=GRID {
+                let left = j == 0 || vals[j - 1] <= vals[j];
+                let right = j == GRID || vals[j + 1] <= vals[j];
+                if left && right {
+                    peaks.push((lo, h, j, vals[j]));
+                }
+            }
+        }
+        let top = peaks.iter().map(|p| p.3).fold(f64::NEG_INFINITY, f64::max);
+        let mut best = (f64::NAN, f64::NEG_INFINITY);
+        // Refine every maximum within reach of the top (peaks of similar heights).
+        for &(lo, h, j, v) in peaks.iter().filter(|p| p.3 >= top - 1e-3 * top.abs()) {
+            let start = self.state(lo, true);
+            let f = |t: f64| sign * mat_vec(&expm(&self.m, t - lo), &start)[1] / self.v1;
+            let (mut x0, mut x1) = (
+                lo + h * j.saturating_sub(1) as f64,
+                lo + h * (j + 1).min(GRID) as f64,
+            );
+            let g = (5f64.sqrt() - 1.0) / 2.0;
+            for _ in 0..80 {
+                let (m1, m2) = (x1 - g * (x1 - x0), x0 + g * (x1 - x0));
+                if f(m1) < f(m2) {
+                    x0 = m1;
+                } else {
+                    x1 = m2;
+                }
+            }
+            let t = 0.5 * (x0 + x1);
+            for (tt, vv) in [(t, f(t)), (lo + h * j as f64, v)] {
+                if vv > best.1 {
+                    best = (tt, vv);
+                }
+            }
+        }
+        (best.0, sign * best.1)
+    }
+
+    /// Time with cp ≥ x in [a, b]: grid sign changes located by bisection.
+    fn time_above(&self, a: f64, b: f64, x: f64) -> f64 {
+        const GRID: usize = 400;
+        let mut total = 0.0;
+        for (lo, hi) in self.pieces(a, b) {
+            let h = (hi - lo) / GRID as f64;
+            let step = expm(&self.m, h);
+            let start = self.state(lo, true);
+            let mut z = start;
+            let f = |t: f64| mat_vec(&expm(&self.m, t - lo), &start)[1] / self.v1 - x;
+            let mut prev = z[1] / self.v1 - x;
+            for j in 1..=GRID {
+                z = mat_vec(&step, &z);
+                let cur = z[1] / self.v1 - x;
+                let (t0, t1) = (lo + h * (j - 1) as f64, lo + h * j as f64);
+                if prev >= 0.0 && cur >= 0.0 {
+                    total += h;
+                } else if (prev >= 0.0) != (cur >= 0.0) {
+                    let (mut x0, mut x1) = (t0, t1);
+                    for _ in 0..100 {
+                        let mid = 0.5 * (x0 + x1);
+                        if (f(mid) >= 0.0) == (prev >= 0.0) {
+                            x0 = mid;
+                        } else {
+                            x1 = mid;
+                        }
+                    }
+                    total += if prev >= 0.0 { x0 - t0 } else { t1 - x0 };
+                }
+                prev = cur;
+            }
+        }
+        total
+    }
+}
+
+/// The window of a metric, as docs/metrics.md defines it: the last interval starts at the
+/// last nominal dose given (at or before the end) and lasts its line's interval, or to the end.
+fn window(arm: &ArmPlan, w: vpop::metrics::Window) -> Option<(f64, f64)> {
+    use vpop::metrics::Window;
+    let end = arm.end;
+    let (a, b) = match w {
+        Window::Whole => (0.0, end),
+        Window::Range(a, b) => (a, b),
+        Window::LastInterval => match last_dose(arm) {
+            Some((t, Some(tau))) => (t, t + tau),
+            Some((t, None)) => (t, end),
+            None => (0.0, end),
+        },
+    };
+    let (a, b) = (a.max(0.0), b.min(end));
+    (a < b).then_some((a, b))
+}
+
+/// The last nominal administration at or before the end, and its line's interval when the line
+/// repeats (the later line where two give a dose at that time).
+fn last_dose(arm: &ArmPlan) -> Option<(f64, Option<f64>)> {
+    let mut last: Option<(f64, Option<f64>)> = None;
+    for l in &arm.regimen.lines {
+        if l.administration == Administration::Reset {
+            continue;
+        }
+        for k in 0..l.count {
+            let t = l.start + l.interval * k as f64;
+            if t <= arm.end && last.is_none_or(|(u, _)| t >= u) {
+                last = Some((t, (l.count > 1).then_some(l.interval)));
+            }
+        }
+    }
+    last
+}
+
+/// Distinct nominal administration times at or before the end.
+fn doses_given(arm: &ArmPlan) -> usize {
+    let mut t: Vec<f64> = arm
+        .regimen
+        .lines
+        .iter()
+        .filter(|l| l.administration != Administration::Reset)
+        .flat_map(|l| (0..l.count).map(move |k| l.start + l.interval * k as f64))
+        .filter(|t| *t <= arm.end)
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t.dedup();
+    t.len()
+}
+
+/// The exact value of metric `k` of `arm` for a subject.
+fn exact_metric(arm: &ArmPlan, k: usize, e: &Exact) -> f64 {
+    use vpop::metrics::MetricKind as K;
+    let metric = arm.metrics[k].metric;
+    if let K::At(t) = metric.kind {
+        return if t <= arm.end {
+            e.conc(t, false)
+        } else {
+            f64::NAN
+        };
+    }
+    if metric.kind == K::Ctrough {
+        return match (doses_given(arm) > 1, last_dose(arm)) {
+            (true, Some((t, _))) => e.conc(t, false),
+            _ => f64::NAN,
+        };
+    }
+    let Some((a, b)) = window(arm, metric.window) else {
+        return f64::NAN;
+    };
+    match metric.kind {
+        K::Auc => e.auc(a, b),
+        K::Cavg => e.auc(a, b) / (b - a),
+        K::Cmax => e.extremum(a, b, 1.0).1,
+        K::Tmax => e.extremum(a, b, 1.0).0,
+        K::Cmin => e.extremum(a, b, -1.0).1,
+        K::TimeAbove(x) => e.time_above(a, b, x),
+        K::Ctrough | K::At(_) => unreachable!(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn model() -> Arc<CompiledModel> {
+    let m = Model::parse("random_regimens.vpm", MODEL).unwrap();
+    Arc::new(CompiledModel::new(&m))
+}
+
+/// A case's exact values, per subject.
+struct Expected {
+    /// `metrics[k][i]`.
+    metrics: Vec<Vec<f64>>,
+    /// `profile[i][j]`: cp of subject i at sampling time j.
+    profile: Vec<Vec<f64>>,
+    /// The largest concentration of any subject: the scale of concentration errors.
+    scale: f64,
+    exact: Vec<Exact>,
+}
+
+/// The cases, with each arm's threshold set at a fraction of its first subject's Cmax, and
+/// their exact values (computed once, in parallel: every backend and method is checked
+/// against the same).
+fn cases(n_params: usize) -> Vec<(Case, Expected)> {
+    use rayon::prelude::*;
+    let mut rng = Rng(20261204);
+    let cases: Vec<Case> = (0..CASES).map(|_| make_case(&mut rng, n_params)).collect();
+    let fractions: Vec<f64> = (0..CASES).map(|_| rng.range(0.2, 0.8)).collect();
+    cases
+        .into_par_iter()
+        .zip(fractions)
+        .map(|(mut c, fraction)| {
+            let exact: Vec<Exact> = (0..SUBJECTS)
+                .map(|i| {
+                    let p: Vec<f64> = c.params.iter().map(|col| col[i]).collect();
+                    Exact::new(&c.arm, &p)
+                })
+                .collect();
+            let cmax: Vec<f64> = exact
+                .iter()
+                .map(|e| e.extremum(0.0, c.arm.end, 1.0).1)
+                .collect();
+            let x = (cmax[0] * fraction * 1e4).round() / 1e4;
+            let last = c.arm.metrics.len() - 1;
+            c.arm.metrics[last] =
+                MetricSpec::new(0, "cp", Metric::parse(&format!("time_above({x})")).unwrap());
+            let metrics = (0..c.arm.metrics.len())
+                .map(|k| exact.iter().map(|e| exact_metric(&c.arm, k, e)).collect())
+                .collect();
+            let profile = exact
+                .iter()
+                .map(|e| {
+                    c.arm
+                        .sample_times
+                        .iter()
+                        .map(|t| e.conc(*t, false))
+                        .collect()
+                })
+                .collect();
+            let expected = Expected {
+                metrics,
+                profile,
+                scale: cmax.iter().copied().fold(0.0, f64::max),
+                exact,
+            };
+            (c, expected)
+        })
+        .collect()
+}
+
+/// Every metric and profile value of `backend` within `tol` of the exact solution: relative to
+/// the case's largest concentration for concentrations and areas (per hour of window), to the
+/// window's length for times.
+fn check(
+    backend: &mut dyn Backend,
+    cases: &[(Case, Expected)],
+    method: Method,
+    rtol: f64,
+    tol: f64,
+) {
+    let mut failures = Vec::new();
+    let mut worst = 0.0f64;
+    for (ci, (case, expected)) in cases.iter().enumerate() {
+        let mut arm = case.arm.clone();
+        arm.solver = SolverOptions {
+            method,
+            rtol,
+            atol: rtol * 1e-4,
+            ..Default::default()
+        };
+        let input = ChunkInput {
+            first_subject: 0,
+            n: SUBJECTS,
+            params: &case.params,
+            amount_scale: None,
+            occasion_params: &[],
+        };
+        let mut out = ChunkOutput::default();
+        backend.run_chunk(&arm, &input, &mut out).unwrap();
+        let scale = expected.scale;
+        for i in 0..SUBJECTS {
+            let ctx = || {
+                format!(
+                    "case {ci} subject {i} ({:?}, end {})",
+                    arm.regimen.lines, arm.end
+                )
+            };
+            if out.status[i] != 0 {
+                failures.push(format!("{}: status {}", ctx(), out.status[i]));
+                continue;
+            }
+            for (k, spec) in arm.metrics.iter().enumerate() {
+                use vpop::metrics::MetricKind as K;
+                let got = out.metrics[k][i];
+                let want = expected.metrics[k][i];
+                let length = window(&arm, spec.metric.window).map_or(1.0, |(a, b)| b - a);
+                let err = match spec.metric.kind {
+                    _ if want.is_nan() || got.is_nan() => {
+                        if want.is_nan() == got.is_nan() {
+                            0.0
+                        } else {
+                            f64::INFINITY
+                        }
+                    }
+                    // Tmax: the exact solution there is the maximum (times of equal peaks
+                    // may differ).
+                    K::Tmax => {
+                        let e = &expected.exact[i];
+                        let at = e.conc(got, true).max(e.conc(got, false));
+                        (at - expected.metrics[1][i]).abs() / scale
+                    }
+                    K::TimeAbove(_) => (got - want).abs() / length,
+                    K::Auc => (got - want).abs() / (scale * length),
+                    _ => (got - want).abs() / scale,
+                };
+                worst = worst.max(err);
+                if err > tol {
+                    failures.push(format!(
+                        "{}: {} = {got:.12e}, exact {want:.12e} (error {err:.2e})",
+                        ctx(),
+                        spec.column
+                    ));
+                }
+            }
+            let n_times = arm.sample_times.len();
+            for (j, t) in arm.sample_times.iter().enumerate() {
+                let got = out.profiles[0][i * n_times + j];
+                let want = expected.profile[i][j];
+                let err = (got - want).abs() / scale;
+                worst = worst.max(err);
+                if err > tol {
+                    failures.push(format!(
+                        "{}: profile at {t} = {got:.12e}, exact {want:.12e} (error {err:.2e})",
+                        ctx()
+                    ));
+                }
+            }
+        }
+    }
+    let info = backend.info();
+    println!(
+        "{} {} {method} rtol {rtol:e}: worst error {worst:.2e} over {CASES} regimens × {SUBJECTS} subjects",
+        info.name,
+        info.precision.name()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of the values off:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// How many cases have each feature: a generator that stopped making one would leave it
+/// untested without failing.
+fn coverage(cases: &[(Case, Expected)]) -> Vec<(&'static str, usize)> {
+    let count = |f: &dyn Fn(&ArmPlan) -> bool| cases.iter().filter(|(c, _)| f(&c.arm)).count();
+    let doses = |a: &ArmPlan| -> Vec<f64> {
+        a.regimen
+            .lines
+            .iter()
+            .filter(|l| l.administration != Administration::Reset)
+            .flat_map(|l| (0..l.count).map(move |k| l.start + l.interval * k as f64))
+            .collect()
+    };
+    let admin = |a: &ArmPlan, f: &dyn Fn(&DoseLine) -> bool| a.regimen.lines.iter().any(f);
+    vec![
+        (
+            "a reset",
+            count(&|a| admin(a, &|l| l.administration == Administration::Reset)),
+        ),
+        (
+            "doses past the end",
+            count(&|a| doses(a).iter().any(|t| *t > a.end)),
+        ),
+        (
+            "two lines dosing at one time",
+            count(&|a| {
+                let mut t = doses(a);
+                let n = t.len();
+                t.sort_by(f64::total_cmp);
+                t.dedup();
+                t.len() < n
+            }),
+        ),
+        (
+            "an infusion by rate",
+            count(&|a| {
+                admin(a, &|l| {
+                    matches!(l.administration, Administration::InfusionRate(_))
+                })
+            }),
+        ),
+        (
+            "an infusion by duration",
+            count(&|a| {
+                admin(a, &|l| {
+                    matches!(l.administration, Administration::InfusionDuration(_))
+                })
+            }),
+        ),
+        (
+            "an infusion longer than its interval",
+            count(&|a| {
+                admin(
+                    a,
+                    &|l| matches!(l.administration, Administration::InfusionDuration(d) if l.count > 1 && d > l.interval),
+                )
+            }),
+        ),
+        (
+            "a line into the depot (lag, F)",
+            count(&|a| {
+                admin(a, &|l| {
+                    l.state == 0 && l.administration != Administration::Reset
+                })
+            }),
+        ),
+        (
+            "a line into the central compartment",
+            count(&|a| admin(a, &|l| l.state == 1)),
+        ),
+    ]
+}
+
+#[test]
+fn cpu_reference_matches_the_exact_solution() {
+    let model = model();
+    let cases = cases(model.n_params());
+    for (what, n) in coverage(&cases) {
+        println!("{n:>3} of {CASES} regimens with {what}");
+        assert!(n >= 3, "only {n} regimens with {what}");
+    }
+    let mut cpu = CpuBackend::new(model);
+    for method in [Method::Tsit5, Method::Dopri5, Method::Rodas4] {
+        check(&mut cpu, &cases, method, 1e-10, 1e-8);
+    }
+}
+
+/// The reference itself: its exponential, its extrema and crossings.
+#[test]
+fn the_exact_solution_is_exact() {
+    // One bolus into the central compartment of a one-compartment system (periph unlinked):
+    // cp = D/V·e^(−k t), its area D/(V k)·(1 − e^(−k t)).
+    let arm = ArmPlan {
+        name: "x".into(),
+        regimen: Regimen {
+            lines: vec![DoseLine {
+                steady_state: false,
+                state: 1,
+                amount: 100.0,
+                start: 2.0,
+                interval: 0.0,
+                count: 1,
+                administration: Administration::Bolus,
+            }],
+        },
+        metrics: Vec::new(),
+        end: 50.0,
+        sample_times: Vec::new(),
+        solver: SolverOptions::default(),
+        occasions: Vec::new(),
+    };
+    let (cl, v) = (3.0, 20.0);
+    let e = Exact::new(&arm, &[1.0, cl, v, 0.0, 60.0, 0.0, 1.0]);
+    let k = cl / v;
+    let c = |t: f64| 100.0 / v * (-k * (t - 2.0)).exp();
+    for t in [2.5, 7.0, 31.0, 50.0] {
+        assert!((e.conc(t, false) / c(t) - 1.0).abs() < 1e-13, "{t}");
+    }
+    assert_eq!(e.conc(2.0, false), 0.0);
+    assert!((e.conc(2.0, true) / c(2.0) - 1.0).abs() < 1e-14);
+    let auc = 100.0 / (v * k) * (1.0 - (-k * 48.0).exp());
+    assert!((e.auc(0.0, 50.0) / auc - 1.0).abs() < 1e-12);
+    let (tmax, cmax) = e.extremum(0.0, 50.0, 1.0);
+    assert_eq!(tmax, 2.0);
+    assert!((cmax / c(2.0) - 1.0).abs() < 1e-14);
+    let (_, cmin) = e.extremum(0.0, 50.0, -1.0);
+    assert_eq!(cmin, 0.0);
+    // cp ≥ 1 from 2 until ln(5)/k later.
+    let above = e.time_above(0.0, 50.0, 1.0);
+    assert!((above - (5f64).ln() / k).abs() < 1e-9, "{above}");
+}
+
+/// f64 as close to the exact solution as the CPU reference; f32 at rtol 1e-6 within 1e-4.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn on_gpu<E: std::fmt::Display>(
+    make: impl Fn(Arc<CompiledModel>, vpop::backend::Precision) -> Result<Box<dyn Backend>, E>,
+) {
+    use vpop::backend::Precision;
+    let model = model();
+    let cases = cases(model.n_params());
+    for (precision, rtol, tol) in [(Precision::F64, 1e-10, 1e-8), (Precision::F32, 1e-6, 1e-4)] {
+        let mut b = match make(model.clone(), precision) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                continue;
+            }
+        };
+        for method in [Method::Tsit5, Method::Rodas4] {
+            check(b.as_mut(), &cases, method, rtol, tol);
+        }
+    }
+}
+
+#[test]
+#[cfg(feature = "wgpu")]
+fn wgpu_matches_the_exact_solution() {
+    on_gpu(|m, p| {
+        vpop::backend::wgpu::WgpuBackend::new(m, p).map(|b| Box::new(b) as Box<dyn Backend>)
+    });
+}
+
+#[test]
+#[cfg(feature = "cuda")]
+fn emulated_cuda_matches_the_exact_solution() {
+    on_gpu(|m, p| {
+        vpop::backend::cuda::EmulatedCuda::new(m, p).map(|b| Box::new(b) as Box<dyn Backend>)
+    });
+}
