@@ -547,6 +547,37 @@ fn check_takes_every_kind_of_file() {
     assert!(!check(&root.join("examples/quickstart.toml"))
         .1
         .contains("  W   "));
+    // A regimen that runs past the end: the doses never given are counted, and `vpop run`
+    // says so too.
+    let quickstart = std::fs::read_to_string(root.join("examples/quickstart.toml")).unwrap();
+    let cut = dir.join("cut.toml");
+    std::fs::write(
+        &cut,
+        quickstart
+            .replace("end = 168", "end = 100")
+            .replace("subjects = 100_000", "subjects = 20")
+            .replace("backend = \"auto\"", "backend = \"cpu\"")
+            .replace("out/quickstart", &dir.join("cut").display().to_string()),
+    )
+    .unwrap();
+    let (ok, text) = check(&cut);
+    for says in [
+        "  arm         100mg_q12h (1 dose line; 5 of its 14 doses come after the end (100) and are not given)",
+        "  arm         200mg_q24h (1 dose line; 2 of its 7 doses come after the end (100) and are not given)",
+    ] {
+        assert!(ok && text.contains(says), "{text}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("run")
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: arm 100mg_q12h: 5 of its 14 doses come after the end (100)"),
+        "{stderr}"
+    );
     let population = std::fs::read_to_string(root.join("populations/adult_healthy.toml")).unwrap();
     let bad = dir.join("population.toml");
     std::fs::write(

@@ -210,15 +210,14 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
         trial.subjects, trial.seed
     );
     for a in &trial.arms {
+        let n = a.plan.regimen.lines.len();
         println!(
-            "  arm         {} ({} dose line{})",
+            "  arm         {} ({n} dose line{}{})",
             a.plan.name,
-            a.plan.regimen.lines.len(),
-            if a.plan.regimen.lines.len() == 1 {
-                ""
-            } else {
-                "s"
-            }
+            if n == 1 { "" } else { "s" },
+            doses_past_the_end(&a.plan)
+                .map(|w| format!("; {w}"))
+                .unwrap_or_default()
         );
     }
     let cols: Vec<&str> = trial.arms[0]
@@ -250,6 +249,23 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
 
 /// How the Rosenbrock methods factorise W for a model large enough to do it along the
 /// structure of its Jacobian (9 states or more, factors at most half full), or None.
+/// Where an arm's regimen runs past the end of the simulation: how many of its doses are
+/// never given (they count for neither the last interval nor the trough, docs/metrics.md).
+fn doses_past_the_end(arm: &crate::backend::ArmPlan) -> Option<String> {
+    let all = arm.regimen.administrations().count();
+    let past = arm
+        .regimen
+        .administrations()
+        .filter(|(t, _)| *t > arm.end)
+        .count();
+    (past > 0).then(|| {
+        format!(
+            "{past} of its {all} doses come after the end ({}) and are not given",
+            arm.end
+        )
+    })
+}
+
 fn sparse_w_line(model: &crate::model::Model) -> Option<String> {
     let programs = crate::model::ModelPrograms::new(model);
     let plan = crate::backend::wsparse::plan(&programs)?;
@@ -296,6 +312,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             .ok()
             .and_then(|v| v.parse().ok()),
     };
+    if !args.quiet {
+        for a in &trial.arms {
+            if let Some(w) = doses_past_the_end(&a.plan) {
+                eprintln!("note: arm {}: {w}", a.plan.name);
+            }
+        }
+    }
     let report = run_trial(&trial, &opts).map_err(anyhow::Error::msg)?;
     eprintln!(
         "backend: {} on {} ({})",
