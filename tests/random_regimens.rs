@@ -1,9 +1,10 @@
 //! Random regimens against the exact solution. A two-compartment model with first-order
 //! absorption, a lag time and a bioavailability on the depot, under random dose lines (boluses
 //! and infusions by rate or by duration, into the depot or the central compartment, starting
-//! together or apart, infusions overlapping the next dose, doses past the end, resets), with
-//! random windows, thresholds and sampling times: every metric and profile value of every
-//! backend against the closed form of the linear system.
+//! together or apart, infusions overlapping the next dose, doses past the end, resets; arms
+//! that start at steady state, arms with occasions, doses per kilogram), with random windows,
+//! thresholds and sampling times: every metric and profile value of every backend against the
+//! closed form of the linear system.
 //!
 //! The reference is independent of vpop's dosing and metric code: the regimen is expanded
 //! here, the states are propagated exactly between events by the matrix exponential of the
@@ -76,6 +77,24 @@ struct Case {
     arm: ArmPlan,
     /// `params[p][i]`, in the model's parameter order.
     params: Vec<Vec<f64>>,
+    /// `occasion_params[k][p][i]`: at the arm's occasion k + 2.
+    occasion_params: Vec<Vec<Vec<f64>>>,
+    /// Per-subject multiplier of the amounts (mg/kg dosing).
+    amount_scale: Option<Vec<f64>>,
+}
+
+impl Case {
+    /// Subject i's parameters at each occasion.
+    fn subject(&self, i: usize) -> Vec<Vec<f64>> {
+        std::iter::once(&self.params)
+            .chain(&self.occasion_params)
+            .map(|occ| occ.iter().map(|col| col[i]).collect())
+            .collect()
+    }
+
+    fn scale(&self, i: usize) -> f64 {
+        self.amount_scale.as_ref().map_or(1.0, |s| s[i])
+    }
 }
 
 const KA: usize = 0;
@@ -120,6 +139,17 @@ fn make_case(rng: &mut Rng, n_params: usize) -> Case {
             count,
             administration,
         });
+    }
+    // One arm in four starts at steady state (its first line), one has occasions, one doses
+    // per kilogram.
+    let variant = rng.below(4);
+    if variant == 1 {
+        let l = &mut lines[0];
+        l.steady_state = true;
+        l.start = 0.0;
+        if l.count == 1 {
+            l.interval = rng.grid(4.0, 24.0, 0.5);
+        }
     }
     let last = lines
         .iter()
@@ -186,6 +216,37 @@ fn make_case(rng: &mut Rng, n_params: usize) -> Case {
             params[p].push(v);
         }
     }
+    // Occasions: every parameter moves by up to ±30 % at each (F anew), the volume too, so
+    // that the concentration itself jumps at an occasion's start.
+    let mut occasions = Vec::new();
+    let mut occasion_params = Vec::new();
+    if variant == 2 {
+        for _ in 0..1 + rng.below(2) {
+            occasions.push(rng.grid(1.0, end - 1.0, 0.5));
+        }
+        occasions.sort_by(f64::total_cmp);
+        occasions.dedup();
+        for _ in &occasions {
+            let occ: Vec<Vec<f64>> = params
+                .iter()
+                .enumerate()
+                .map(|(p, col)| {
+                    col.iter()
+                        .map(|v| {
+                            if p == FDEP {
+                                rng.range(0.3, 1.0)
+                            } else {
+                                v * (0.3 * (2.0 * rng.unit() - 1.0)).exp()
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            occasion_params.push(occ);
+        }
+    }
+    let amount_scale =
+        (variant == 3).then(|| (0..SUBJECTS).map(|_| rng.grid(40.0, 110.0, 0.1)).collect());
     Case {
         arm: ArmPlan {
             name: "random".into(),
@@ -194,9 +255,11 @@ fn make_case(rng: &mut Rng, n_params: usize) -> Case {
             end,
             sample_times,
             solver: SolverOptions::default(),
-            occasions: Vec::new(),
+            occasions,
         },
         params,
+        occasion_params,
+        amount_scale,
     }
 }
 
@@ -275,33 +338,44 @@ fn expm(m: &Mat, h: f64) -> Mat {
 /// What happens at one time of the expanded regimen.
 #[derive(Debug, Clone, Copy)]
 enum Change {
+    /// The parameters of occasion k (0: the first) from then on.
+    Occasion(usize),
     Reset,
     Bolus(usize, f64),
     Rate(usize, f64),
 }
 
+/// The system matrix for one set of parameters.
+fn system(p: &[f64]) -> Mat {
+    let (ka, k10, k12, k21) = (p[KA], p[CL] / p[V1], p[Q] / p[V1], p[Q] / p[V2]);
+    let mut m = [[0.0; N]; N];
+    m[0][0] = -ka;
+    m[0][3] = 1.0;
+    m[1][0] = ka;
+    m[1][1] = -(k10 + k12);
+    m[1][2] = k21;
+    m[1][4] = 1.0;
+    m[2][1] = k12;
+    m[2][2] = -k21;
+    m[5][1] = 1.0 / p[V1];
+    m
+}
+
 /// A subject's exact solution: the state just after each event time.
 struct Exact {
-    m: Mat,
-    v1: f64,
-    /// (time, state right after every change at that time), sorted; the first at 0.
-    knots: Vec<(f64, Vector)>,
+    /// The system matrix and the central volume of each occasion.
+    ms: Vec<(Mat, f64)>,
+    /// (time, state right after every change at that time, occasion from then on), sorted;
+    /// the first at 0.
+    knots: Vec<(f64, Vector, usize)>,
 }
 
 impl Exact {
-    fn new(arm: &ArmPlan, p: &[f64]) -> Exact {
-        let (ka, k10, k12, k21) = (p[KA], p[CL] / p[V1], p[Q] / p[V1], p[Q] / p[V2]);
-        let mut m = [[0.0; N]; N];
-        m[0][0] = -ka;
-        m[0][3] = 1.0;
-        m[1][0] = ka;
-        m[1][1] = -(k10 + k12);
-        m[1][2] = k21;
-        m[1][4] = 1.0;
-        m[2][1] = k12;
-        m[2][2] = -k21;
-        m[5][1] = 1.0 / p[V1];
-        // The regimen, expanded: (time, nominal time, change).
+    /// `p[k]`: the parameters at occasion k (one set without occasions); `scale` multiplies
+    /// every amount.
+    fn new(arm: &ArmPlan, p: &[Vec<f64>], scale: f64) -> Exact {
+        let ms: Vec<(Mat, f64)> = p.iter().map(|q| (system(q), q[V1])).collect();
+        // The regimen, expanded: (time, change).
         let resets: Vec<f64> = arm
             .regimen
             .lines
@@ -309,25 +383,41 @@ impl Exact {
             .filter(|l| l.administration == Administration::Reset)
             .map(|l| l.start)
             .collect();
-        let mut changes: Vec<(f64, f64, Change)> =
-            resets.iter().map(|r| (*r, *r, Change::Reset)).collect();
+        let mut changes: Vec<(f64, Change)> = resets.iter().map(|r| (*r, Change::Reset)).collect();
+        changes.extend(
+            arm.occasions
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (*t, Change::Occasion(k + 1))),
+        );
+        let occasion_of = |t: f64| arm.occasions.iter().take_while(|s| **s <= t).count();
+        // A line at steady state has been given every interval for ever before 0: its doses
+        // from far enough back that what is left of the first is below round-off.
+        let mut first_time = 0.0f64;
         for l in &arm.regimen.lines {
             if l.administration == Administration::Reset {
                 continue;
             }
-            let (lag, f) = if l.state == 0 {
-                (p[TLAG], p[FDEP])
+            let past = if l.steady_state {
+                (6000.0 / l.interval).ceil() as i64
             } else {
-                (0.0, 1.0)
+                0
             };
-            for k in 0..l.count {
+            for k in -past..l.count as i64 {
                 let nominal = l.start + l.interval * k as f64;
+                let q = &p[occasion_of(nominal)];
+                let (lag, f) = if l.state == 0 {
+                    (q[TLAG], q[FDEP])
+                } else {
+                    (0.0, 1.0)
+                };
                 let t = nominal + lag;
-                let amount = l.amount * f;
+                let amount = l.amount * scale * f;
+                first_time = first_time.min(t);
                 let mut add = |time: f64, c: Change| {
                     // A reset after the nominal time cancels what the dose had still to give.
                     if !resets.iter().any(|r| nominal < *r && *r <= time) {
-                        changes.push((time, nominal, c));
+                        changes.push((time, c));
                     }
                 };
                 match l.administration {
@@ -344,23 +434,28 @@ impl Exact {
                 }
             }
         }
-        // At one time: a reset first (what is given at its time comes after it).
-        changes.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then((!matches!(a.2, Change::Reset)).cmp(&!matches!(b.2, Change::Reset)))
-        });
-        let mut knots: Vec<(f64, Vector)> = vec![(0.0, [0.0; N])];
-        for (t, _, c) in changes {
+        // At one time: a new occasion and a reset first (what is given then comes after).
+        let rank = |c: &Change| match c {
+            Change::Occasion(_) => 0,
+            Change::Reset => 1,
+            _ => 2,
+        };
+        changes.sort_by(|a, b| a.0.total_cmp(&b.0).then(rank(&a.1).cmp(&rank(&b.1))));
+        // From before the first dose (the first past one at steady state): the area is read
+        // as differences, so it may start anywhere.
+        let mut knots: Vec<(f64, Vector, usize)> = vec![(first_time - 1.0, [0.0; N], 0)];
+        for (t, c) in changes {
             if t > arm.end {
                 break;
             }
-            let (t0, z0) = *knots.last().unwrap();
+            let (t0, z0, mut occ) = *knots.last().unwrap();
             let mut z = if t > t0 {
-                mat_vec(&expm(&m, t - t0), &z0)
+                mat_vec(&expm(&ms[occ].0, t - t0), &z0)
             } else {
                 z0
             };
             match c {
+                Change::Occasion(k) => occ = k,
                 Change::Reset => {
                     let auc = z[5];
                     z = [0.0; N];
@@ -370,42 +465,37 @@ impl Exact {
                 Change::Rate(s, r) => z[3 + s] += r,
             }
             if t > t0 {
-                knots.push((t, z));
+                knots.push((t, z, occ));
             } else {
-                knots.last_mut().unwrap().1 = z;
+                *knots.last_mut().unwrap() = (t, z, occ);
             }
         }
-        Exact {
-            m,
-            v1: p[V1],
-            knots,
-        }
+        Exact { ms, knots }
     }
 
-    /// The state at t: the left limit (before what happens at t), or the right limit.
-    fn state(&self, t: f64, right: bool) -> Vector {
-        if t <= 0.0 && !right {
-            return [0.0; N];
-        }
+    /// The state at t ≥ 0 and the occasion in force: the left limit (before what happens at
+    /// t), or the right limit.
+    fn state(&self, t: f64, right: bool) -> (Vector, usize) {
         let k = self
             .knots
             .iter()
-            .rposition(|(tk, _)| if right { *tk <= t } else { *tk < t })
-            .unwrap_or(0);
-        let (tk, z) = self.knots[k];
+            .rposition(|(tk, _, _)| if right { *tk <= t } else { *tk < t })
+            .unwrap();
+        let (tk, z, occ) = self.knots[k];
         if t > tk {
-            mat_vec(&expm(&self.m, t - tk), &z)
+            (mat_vec(&expm(&self.ms[occ].0, t - tk), &z), occ)
         } else {
-            z
+            (z, occ)
         }
     }
 
     fn conc(&self, t: f64, right: bool) -> f64 {
-        self.state(t, right)[1] / self.v1
+        let (z, occ) = self.state(t, right);
+        z[1] / self.ms[occ].1
     }
 
     fn auc(&self, a: f64, b: f64) -> f64 {
-        self.state(b, false)[5] - self.state(a, false)[5]
+        self.state(b, false).0[5] - self.state(a, false).0[5]
     }
 
     /// The pieces of [a, b] between knots: the solution is smooth inside each.
@@ -424,11 +514,12 @@ impl Exact {
         for (lo, hi) in self.pieces(a, b) {
             // Right limit at the piece's start, left limit at its end, stepped exactly.
             let h = (hi - lo) / GRID as f64;
-            let step = expm(&self.m, h);
-            let mut z = self.state(lo, true);
+            let (mut z, occ) = self.state(lo, true);
+            let (m, v1) = &self.ms[occ];
+            let step = expm(m, h);
             let mut vals = Vec::with_capacity(GRID + 1);
             for _ in 0..=GRID {
-                vals.push(sign * z[1] / self.v1);
+                vals.push(sign * z[1] / v1);
                 z = mat_vec(&step, &z);
             }
             for j in 0..=GRID {
@@ -443,8 +534,9 @@ impl Exact {
         let mut best = (f64::NAN, f64::NEG_INFINITY);
         // Refine every maximum within reach of the top (peaks of similar heights).
         for &(lo, h, j, v) in peaks.iter().filter(|p| p.3 >= top - 1e-3 * top.abs()) {
-            let start = self.state(lo, true);
-            let f = |t: f64| sign * mat_vec(&expm(&self.m, t - lo), &start)[1] / self.v1;
+            let (start, occ) = self.state(lo, true);
+            let (m, v1) = &self.ms[occ];
+            let f = |t: f64| sign * mat_vec(&expm(m, t - lo), &start)[1] / v1;
             let (mut x0, mut x1) = (
                 lo + h * j.saturating_sub(1) as f64,
                 lo + h * (j + 1).min(GRID) as f64,
@@ -474,14 +566,15 @@ impl Exact {
         let mut total = 0.0;
         for (lo, hi) in self.pieces(a, b) {
             let h = (hi - lo) / GRID as f64;
-            let step = expm(&self.m, h);
-            let start = self.state(lo, true);
+            let (start, occ) = self.state(lo, true);
+            let (m, v1) = &self.ms[occ];
+            let step = expm(m, h);
             let mut z = start;
-            let f = |t: f64| mat_vec(&expm(&self.m, t - lo), &start)[1] / self.v1 - x;
-            let mut prev = z[1] / self.v1 - x;
+            let f = |t: f64| mat_vec(&expm(m, t - lo), &start)[1] / v1 - x;
+            let mut prev = z[1] / v1 - x;
             for j in 1..=GRID {
                 z = mat_vec(&step, &z);
-                let cur = z[1] / self.v1 - x;
+                let cur = z[1] / v1 - x;
                 let (t0, t1) = (lo + h * (j - 1) as f64, lo + h * j as f64);
                 if prev >= 0.0 && cur >= 0.0 {
                     total += h;
@@ -617,10 +710,7 @@ fn cases(n_params: usize) -> Vec<(Case, Expected)> {
         .zip(fractions)
         .map(|(mut c, fraction)| {
             let exact: Vec<Exact> = (0..SUBJECTS)
-                .map(|i| {
-                    let p: Vec<f64> = c.params.iter().map(|col| col[i]).collect();
-                    Exact::new(&c.arm, &p)
-                })
+                .map(|i| Exact::new(&c.arm, &c.subject(i), c.scale(i)))
                 .collect();
             let cmax: Vec<f64> = exact
                 .iter()
@@ -678,8 +768,8 @@ fn check(
             first_subject: 0,
             n: SUBJECTS,
             params: &case.params,
-            amount_scale: None,
-            occasion_params: &[],
+            amount_scale: case.amount_scale.as_deref(),
+            occasion_params: &case.occasion_params,
         };
         let mut out = ChunkOutput::default();
         backend.run_chunk(&arm, &input, &mut out).unwrap();
@@ -826,6 +916,18 @@ fn coverage(cases: &[(Case, Expected)]) -> Vec<(&'static str, usize)> {
             "a line into the central compartment",
             count(&|a| admin(a, &|l| l.state == 1)),
         ),
+        (
+            "a start at steady state",
+            count(&|a| admin(a, &|l| l.steady_state)),
+        ),
+        ("occasions", count(&|a| !a.occasions.is_empty())),
+        (
+            "doses per kilogram",
+            cases
+                .iter()
+                .filter(|(c, _)| c.amount_scale.is_some())
+                .count(),
+        ),
     ]
 }
 
@@ -868,7 +970,7 @@ fn the_exact_solution_is_exact() {
         occasions: Vec::new(),
     };
     let (cl, v) = (3.0, 20.0);
-    let e = Exact::new(&arm, &[1.0, cl, v, 0.0, 60.0, 0.0, 1.0]);
+    let e = Exact::new(&arm, &[vec![1.0, cl, v, 0.0, 60.0, 0.0, 1.0]], 1.0);
     let k = cl / v;
     let c = |t: f64| 100.0 / v * (-k * (t - 2.0)).exp();
     for t in [2.5, 7.0, 31.0, 50.0] {
@@ -886,6 +988,32 @@ fn the_exact_solution_is_exact() {
     // cp ≥ 1 from 2 until ln(5)/k later.
     let above = e.time_above(0.0, 50.0, 1.0);
     assert!((above - (5f64).ln() / k).abs() < 1e-9, "{above}");
+    // The same dose every 12 h at steady state, from 0: the trough before the dose at 0 is
+    // D/V·r/(1 − r) with r = e^(−12 k), the area over an interval D/CL; at 3 mg/kg for 70 kg.
+    let mut ss = arm.clone();
+    ss.regimen.lines[0].steady_state = true;
+    ss.regimen.lines[0].start = 0.0;
+    ss.regimen.lines[0].interval = 12.0;
+    ss.end = 12.0;
+    let e = Exact::new(&ss, &[vec![1.0, cl, v, 0.0, 60.0, 0.0, 1.0]], 0.03 * 70.0);
+    let r = (-12.0 * k).exp();
+    let trough = 210.0 / v * r / (1.0 - r);
+    assert!((e.conc(0.0, false) / trough - 1.0).abs() < 1e-12);
+    assert!((e.conc(0.0, true) / (trough + 210.0 / v) - 1.0).abs() < 1e-12);
+    assert!((e.auc(0.0, 12.0) / (210.0 / cl) - 1.0).abs() < 1e-12);
+    // An occasion at 20 h halves the volume: the concentration doubles there.
+    let mut occ = arm.clone();
+    occ.occasions = vec![20.0];
+    let e = Exact::new(
+        &occ,
+        &[
+            vec![1.0, cl, v, 0.0, 60.0, 0.0, 1.0],
+            vec![1.0, cl, v / 2.0, 0.0, 60.0, 0.0, 1.0],
+        ],
+        1.0,
+    );
+    assert!((e.conc(20.0, false) / c(20.0) - 1.0).abs() < 1e-13);
+    assert!((e.conc(20.0, true) / (2.0 * c(20.0)) - 1.0).abs() < 1e-13);
 }
 
 /// f64 as close to the exact solution as the CPU reference; f32 at rtol 1e-6 within 1e-4.
