@@ -4,7 +4,10 @@
 //! together or apart, infusions overlapping the next dose, doses past the end, resets; arms
 //! that start at steady state, arms with occasions, doses per kilogram), with random windows,
 //! thresholds and sampling times: every metric and profile value of every backend against the
-//! closed form of the linear system.
+//! closed form of the linear system. And 30 random datasets of NONMEM records (boluses and
+//! infusions into either compartment, ADDL, SS = 1 and SS = 2, EVID 3 and 4, observations
+//! before and after a dose's record at its time): every output after every record, on the
+//! CPU reference and the records kernels.
 //!
 //! The reference is independent of vpop's dosing and metric code: the regimen is expanded
 //! here, the states are propagated exactly between events by the matrix exponential of the
@@ -1050,6 +1053,448 @@ fn wgpu_matches_the_exact_solution() {
 #[cfg(feature = "cuda")]
 fn emulated_cuda_matches_the_exact_solution() {
     on_gpu(|m, p| {
+        vpop::backend::cuda::EmulatedCuda::new(m, p).map(|b| Box::new(b) as Box<dyn Backend>)
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// NONMEM records (docs/nonmem.md): random datasets, every output against the exact solution.
+
+/// One record of a random dataset.
+#[derive(Debug, Clone)]
+struct Rec {
+    time: f64,
+    evid: u8,
+    amt: f64,
+    /// 1: the depot (lag, F), 2: central.
+    cmt: usize,
+    rate: f64,
+    ii: f64,
+    addl: u32,
+    ss: u8,
+}
+
+impl Rec {
+    fn observation(time: f64) -> Rec {
+        Rec {
+            time,
+            evid: 0,
+            amt: 0.0,
+            cmt: 2,
+            rate: 0.0,
+            ii: 0.0,
+            addl: 0,
+            ss: 0,
+        }
+    }
+}
+
+/// A random dataset of one subject: doses (boluses and infusions into either compartment,
+/// ADDL, a first dose at steady state, later ones added at steady state), resets (EVID 3 and
+/// 4), observations between them and at dose times, before and after the dose's record.
+fn make_records(rng: &mut Rng) -> Vec<Rec> {
+    let mut recs: Vec<Rec> = Vec::new();
+    let mut t = rng.grid(0.0, 6.0, 0.5);
+    for d in 0..2 + rng.below(4) {
+        let cmt = 1 + rng.below(2);
+        let amt = rng.grid(20.0, 300.0, 10.0);
+        let ii = rng.grid(3.0, 24.0, 0.5);
+        let length = rng.range(0.25, 1.5 * ii);
+        let rate = if rng.below(3) == 0 { amt / length } else { 0.0 };
+        let addl = if rng.below(2) == 0 {
+            rng.below(5) as u32
+        } else {
+            0
+        };
+        // The first dose at steady state (SS = 1); a later central dose that is over within
+        // the interval may add its steady state (SS = 2).
+        let ss = match (d, rng.below(4)) {
+            (0, 0) => 1,
+            (_, 1) if d > 0 && cmt == 2 && (rate == 0.0 || amt / rate < ii) => 2,
+            _ => 0,
+        };
+        let evid = if d > 0 && rng.below(6) == 0 { 4 } else { 1 };
+        let dose = Rec {
+            time: t,
+            evid,
+            amt,
+            cmt,
+            rate,
+            ii: if addl > 0 || ss > 0 { ii } else { 0.0 },
+            addl,
+            ss,
+        };
+        match rng.below(3) {
+            0 => recs.extend([Rec::observation(t), dose]),
+            1 => recs.extend([dose, Rec::observation(t)]),
+            _ => recs.push(dose),
+        }
+        let span = rng.grid(2.0, 40.0, 0.5);
+        for _ in 0..1 + rng.below(4) {
+            recs.push(Rec::observation(t + rng.range(0.0, span)));
+        }
+        if rng.below(6) == 0 {
+            let mut reset = Rec::observation(t + rng.range(0.0, span));
+            reset.evid = 3;
+            recs.push(reset);
+        }
+        t += span;
+    }
+    recs.push(Rec::observation(t + rng.grid(1.0, 24.0, 0.5)));
+    // In time order; records at one time keep their order.
+    recs.sort_by(|a, b| a.time.total_cmp(&b.time));
+    recs
+}
+
+/// The dataset's text, with the subject's parameters as covariate columns.
+fn dataset_csv(recs: &[Rec], p: &[f64]) -> String {
+    let mut s = String::from("ID,TIME,EVID,AMT,CMT,RATE,II,ADDL,SS,KA,CL,V1,Q,V2,TLAG,FDEP\n");
+    for r in recs {
+        s.push_str(&format!(
+            "1,{},{},{},{},{},{},{},{},{}\n",
+            r.time,
+            r.evid,
+            r.amt,
+            r.cmt,
+            r.rate,
+            r.ii,
+            r.addl,
+            r.ss,
+            p.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    s
+}
+
+/// An input still to come: a lagged bolus, an infusion's start or end, or an additional dose
+/// (ADDL) of a record, given at its time.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Input(Change),
+    Dose(usize),
+}
+
+/// The records' exact outputs: the states propagated exactly from event to event, the inputs
+/// due at a record's time first, then the record.
+struct RecordsExact<'a> {
+    m: Mat,
+    p: &'a [f64],
+    recs: &'a [Rec],
+    t: f64,
+    z: Vector,
+    pending: Vec<(f64, Pending)>,
+}
+
+impl RecordsExact<'_> {
+    fn outputs(recs: &[Rec], p: &[f64]) -> Vec<f64> {
+        let mut e = RecordsExact {
+            m: system(p),
+            p,
+            recs,
+            t: recs[0].time,
+            z: [0.0; N],
+            pending: Vec::new(),
+        };
+        let mut out = Vec::new();
+        for (j, r) in recs.iter().enumerate() {
+            e.advance(r.time);
+            match r.evid {
+                3 => e.reset(),
+                1 | 4 => {
+                    if r.evid == 4 || r.ss == 1 {
+                        e.reset();
+                    }
+                    if r.ss > 0 {
+                        e.steady_state(j);
+                    }
+                    e.give(j, r.time);
+                    for k in 1..=r.addl {
+                        e.pending.push((r.time + r.ii * k as f64, Pending::Dose(j)));
+                    }
+                    // A bolus without lag is in the record's own output.
+                    e.advance(r.time);
+                }
+                _ => {}
+            }
+            out.push(e.z[1] / p[V1]);
+        }
+        out
+    }
+
+    /// The amount, time and kind of the inputs of record j's dose given at `nominal`.
+    fn inputs(&self, j: usize, nominal: f64) -> Vec<(f64, Change)> {
+        let r = &self.recs[j];
+        let s = r.cmt - 1;
+        let (lag, f) = if s == 0 {
+            (self.p[TLAG], self.p[FDEP])
+        } else {
+            (0.0, 1.0)
+        };
+        let (t, amount) = (nominal + lag, r.amt * f);
+        if r.rate > 0.0 {
+            vec![
+                (t, Change::Rate(s, r.rate)),
+                (t + amount / r.rate, Change::Rate(s, -r.rate)),
+            ]
+        } else {
+            vec![(t, Change::Bolus(s, amount))]
+        }
+    }
+
+    fn give(&mut self, j: usize, nominal: f64) {
+        for (t, c) in self.inputs(j, nominal) {
+            self.pending.push((t, Pending::Input(c)));
+        }
+    }
+
+    /// Every pending input due at or before `to`, in time order, and the states there.
+    fn advance(&mut self, to: f64) {
+        loop {
+            let next = self
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, (t, _))| *t <= to)
+                .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
+                .map(|(k, _)| k);
+            let Some(k) = next else { break };
+            let (t, what) = self.pending.remove(k);
+            self.propagate(t);
+            match what {
+                Pending::Input(c) => apply(&mut self.z, c),
+                Pending::Dose(j) => self.give(j, t),
+            }
+        }
+        self.propagate(to);
+    }
+
+    fn propagate(&mut self, to: f64) {
+        if to > self.t {
+            self.z = mat_vec(&expm(&self.m, to - self.t), &self.z);
+            self.t = to;
+        }
+    }
+
+    /// Every state to zero; running infusions and lagged doses cancelled, additional doses
+    /// still to come kept.
+    fn reset(&mut self) {
+        self.z = [0.0; N];
+        self.pending.retain(|p| matches!(p.1, Pending::Dose(_)));
+    }
+
+    /// Record j's dose every II for ever before it, added to the state: the doses of 6 000 h
+    /// before, propagated to the record's time; their inputs that reach past it still come.
+    fn steady_state(&mut self, j: usize) {
+        let r = &self.recs[j];
+        let n = (6000.0 / r.ii).ceil() as i64;
+        let mut events: Vec<(f64, Change)> = (1..=n)
+            .rev()
+            .flat_map(|k| self.inputs(j, r.time - r.ii * k as f64))
+            .collect();
+        events.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut z = [0.0; N];
+        let mut t = events[0].0;
+        for &(te, c) in events.iter().filter(|e| e.0 < r.time) {
+            z = mat_vec(&expm(&self.m, te - t), &z);
+            t = te;
+            apply(&mut z, c);
+        }
+        z = mat_vec(&expm(&self.m, r.time - t), &z);
+        for (x, add) in self.z.iter_mut().zip(&z).take(5) {
+            *x += add;
+        }
+        for &(te, c) in events.iter().filter(|e| e.0 >= r.time) {
+            self.pending.push((te, Pending::Input(c)));
+        }
+    }
+}
+
+fn apply(z: &mut Vector, c: Change) {
+    match c {
+        Change::Bolus(s, a) => z[s] += a,
+        Change::Rate(s, r) => z[3 + s] += r,
+        _ => unreachable!(),
+    }
+}
+
+const RECORD_CASES: usize = 30;
+
+/// The random datasets, one subject each: its records, the dataset and the exact outputs.
+fn record_cases() -> Vec<(Vec<Rec>, vpop::dosing::nonmem::Dataset, Vec<f64>)> {
+    let mut rng = Rng(41_202_026);
+    (0..RECORD_CASES)
+        .map(|_| {
+            let recs = make_records(&mut rng);
+            let typical = [1.2, 5.0, 30.0, 2.5, 60.0, 0.6, 0.7];
+            let p: Vec<f64> = typical
+                .iter()
+                .enumerate()
+                .map(|(k, t)| {
+                    if k == FDEP {
+                        rng.grid(0.3, 1.0, 0.01)
+                    } else {
+                        (t * (0.5 * (2.0 * rng.unit() - 1.0)).exp() * 1e4).round() / 1e4
+                    }
+                })
+                .collect();
+            let ds = vpop::dosing::nonmem::Dataset::parse("random.csv", &dataset_csv(&recs, &p))
+                .unwrap_or_else(|e| panic!("{e}\n{}", dataset_csv(&recs, &p)));
+            let exact = RecordsExact::outputs(&recs, &p);
+            (recs, ds, exact)
+        })
+        .collect()
+}
+
+/// Runs record programs with solver options: each program's output after each record.
+type RunRecords<'a> =
+    dyn FnMut(&[vpop::backend::records::Program], &SolverOptions) -> Vec<Vec<f64>> + 'a;
+
+/// Every output after every record within `tol` of the exact value, relative to the
+/// dataset's largest concentration.
+fn check_records(run: &mut RunRecords<'_>, name: &str, method: Method, rtol: f64, tol: f64) {
+    use vpop::backend::records::{record_program, RecordBinding};
+    let m = Model::parse("random_regimens.vpm", MODEL).unwrap();
+    let compiled = model();
+    let base: Vec<f64> = m.params.iter().map(|p| p.default).collect();
+    let cases = record_cases();
+    let programs: Vec<_> = cases
+        .iter()
+        .map(|(_, ds, _)| {
+            let binding = RecordBinding::new(&m, &ds.covariates);
+            record_program(&compiled, &base, &binding, &ds.subjects[0], &mut |_, _| {})
+        })
+        .collect();
+    let solver = SolverOptions {
+        method,
+        rtol,
+        atol: rtol * 1e-4,
+        ..Default::default()
+    };
+    let got = run(&programs, &solver);
+    let mut failures = Vec::new();
+    let mut worst = 0.0f64;
+    for (c, ((recs, _, exact), got)) in cases.iter().zip(&got).enumerate() {
+        let scale = exact.iter().copied().fold(0.0, f64::max);
+        for (j, (g, want)) in got.iter().zip(exact).enumerate() {
+            let err = (g - want).abs() / scale;
+            worst = worst.max(err);
+            if err > tol || err.is_nan() {
+                failures.push(format!(
+                    "dataset {c} record {j} {:?}: {g:.12e}, exact {want:.12e} (error {err:.2e})",
+                    recs[j]
+                ));
+            }
+        }
+    }
+    let records: usize = cases.iter().map(|c| c.0.len()).sum();
+    println!(
+        "{name} {method} rtol {rtol:e}: worst error {worst:.2e} over {RECORD_CASES} datasets, {records} records"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of the outputs off:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn cpu_records_match_the_exact_solution() {
+    let cases = record_cases();
+    let count = |f: &dyn Fn(&Rec) -> bool| cases.iter().filter(|c| c.0.iter().any(f)).count();
+    for (what, n) in [
+        ("SS = 1", count(&|r| r.ss == 1)),
+        ("SS = 2", count(&|r| r.ss == 2)),
+        ("ADDL", count(&|r| r.addl > 0)),
+        ("an infusion", count(&|r| r.rate > 0.0)),
+        ("EVID 3", count(&|r| r.evid == 3)),
+        ("EVID 4", count(&|r| r.evid == 4)),
+        (
+            "a depot dose (lag, F)",
+            count(&|r| r.evid != 0 && r.cmt == 1),
+        ),
+    ] {
+        println!("{n:>3} of {RECORD_CASES} datasets with {what}");
+        assert!(n >= 3, "only {n} datasets with {what}");
+    }
+    let compiled = model();
+    let m = Model::parse("random_regimens.vpm", MODEL).unwrap();
+    let base: Vec<f64> = m.params.iter().map(|p| p.default).collect();
+    for method in [Method::Tsit5, Method::Rodas4] {
+        check_records(
+            &mut |programs, solver| {
+                cases
+                    .iter()
+                    .zip(programs)
+                    .map(|((_, ds, _), _)| {
+                        let binding =
+                            vpop::backend::records::RecordBinding::new(&m, &ds.covariates);
+                        let out = vpop::backend::records::simulate_records(
+                            &compiled,
+                            &base,
+                            &binding,
+                            &ds.subjects[0],
+                            solver,
+                        );
+                        out.outputs[0].clone()
+                    })
+                    .collect()
+            },
+            "cpu f64",
+            method,
+            1e-10,
+            1e-8,
+        );
+    }
+}
+
+/// The datasets on a GPU backend's records kernels: f64 as close to the exact solution as the
+/// CPU reference, f32 at rtol 1e-6 within 1e-4.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn records_on_gpu<E: std::fmt::Display>(
+    make: impl Fn(Arc<CompiledModel>, vpop::backend::Precision) -> Result<Box<dyn Backend>, E>,
+) {
+    use vpop::backend::Precision;
+    for (precision, rtol, tol) in [(Precision::F64, 1e-10, 1e-8), (Precision::F32, 1e-6, 1e-4)] {
+        let mut b = match make(model(), precision) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                continue;
+            }
+        };
+        let name = format!("{} {}", b.info().name, precision.name());
+        for method in [Method::Tsit5, Method::Rodas4] {
+            check_records(
+                &mut |programs, solver| {
+                    let refs: Vec<_> = programs.iter().collect();
+                    let out = b.run_records(&refs, solver).unwrap();
+                    out.into_iter().map(|o| o.outputs[0].clone()).collect()
+                },
+                &name,
+                method,
+                rtol,
+                tol,
+            );
+        }
+    }
+}
+
+#[test]
+#[cfg(feature = "wgpu")]
+fn wgpu_records_match_the_exact_solution() {
+    records_on_gpu(|m, p| {
+        vpop::backend::wgpu::WgpuBackend::new(m, p).map(|b| Box::new(b) as Box<dyn Backend>)
+    });
+}
+
+#[test]
+#[cfg(feature = "cuda")]
+fn emulated_cuda_records_match_the_exact_solution() {
+    records_on_gpu(|m, p| {
         vpop::backend::cuda::EmulatedCuda::new(m, p).map(|b| Box::new(b) as Box<dyn Backend>)
     });
 }
