@@ -229,6 +229,148 @@ mod tests {
     use crate::metrics::Metric;
     use crate::model::{library, Model};
 
+    /// One value a driver's `save_carry` or `load_carry` moves: its buffer (`f` floats, `u`
+    /// counters), its block (0, or 1: the steady-state start's), a loop over a size constant
+    /// or a scalar at an offset, and the variable.
+    #[derive(Debug, PartialEq)]
+    struct Slot {
+        buffer: char,
+        block: u8,
+        size: Result<String, usize>,
+        var: String,
+    }
+
+    /// The slots of function `name` in a driver's source, read line by line.
+    fn carry_slots(src: &str, name: &str) -> Vec<Slot> {
+        let start = src.find(&format!("fn {name}() {{")).unwrap();
+        let body = &src[start..start + src[start..].find("\n}\n").unwrap()];
+        let between = |l: &str, a: &str, b: &str| -> String {
+            let i = l.find(a).unwrap() + a.len();
+            l[i..i + l[i..].find(b).unwrap()].to_string()
+        };
+        let offset = |l: &str, at: &str| -> usize {
+            let rest = &l[l.find(at).unwrap() + at.len()..];
+            match rest.strip_prefix(" + ") {
+                Some(r) => r[..r.find('u').unwrap()].parse().unwrap(),
+                None => 0,
+            }
+        };
+        let (mut f_block, mut u_block) = (0, 0);
+        let mut slots = Vec::new();
+        for l in body.lines().map(str::trim) {
+            if l.starts_with("o = sid * CW + CW_ARM") {
+                f_block = 1;
+            } else if l.starts_with("let v = sid * CU + CU_ARM") {
+                u_block = 1;
+            } else if l.starts_with("for (") && l.contains("carry[o]") {
+                let var = if l.contains("{ carry[o] = ") {
+                    between(l, "{ carry[o] = ", "[")
+                } else {
+                    between(l, "{ ", "[")
+                };
+                slots.push(Slot {
+                    buffer: 'f',
+                    block: f_block,
+                    size: Ok(between(l, "< ", ";")),
+                    var,
+                });
+            } else if let Some(at) = ["carry_u[u", "carry_u[v", "carry[o"]
+                .into_iter()
+                .find(|at| l.contains(at))
+            {
+                let var = if l.starts_with(at) {
+                    between(l, "= ", ";")
+                } else {
+                    l[..l.find(" = ").unwrap()].to_string()
+                };
+                let (buffer, block) = if at == "carry[o" {
+                    ('f', f_block)
+                } else {
+                    ('u', u_block)
+                };
+                slots.push(Slot {
+                    buffer,
+                    block,
+                    size: Err(offset(l, at)),
+                    var,
+                });
+            }
+        }
+        slots
+    }
+
+    /// The WGSL drivers' carry layouts agree with the sizes the host allocates and with each
+    /// other: `load_carry` reads every value where `save_carry` wrote it, scalars at
+    /// consecutive offsets, and each block holds as many values as `arm_carry` and
+    /// `records_carry_f` count (with distinct sizes, so that a slot counted under the wrong
+    /// size constant shows).
+    #[test]
+    fn carry_layouts_match_the_host_sizes() {
+        let z = KernelSizes {
+            ns: 3,
+            np: 4,
+            no: 1,
+            nm: 7,
+            na: 2,
+        };
+        let value = |sym: &str| match sym {
+            "NY" => z.ny(),
+            "NS" => z.ns,
+            "NM" => z.nm,
+            _ => panic!("unknown size {sym}"),
+        };
+        let count = |slots: &[Slot], buffer: char, block: u8| -> usize {
+            let mut next = 0;
+            let mut n = 0;
+            for s in slots
+                .iter()
+                .filter(|s| s.buffer == buffer && s.block == block)
+            {
+                match &s.size {
+                    Ok(sym) => n += value(sym),
+                    Err(k) => {
+                        assert_eq!(*k, next, "{} at offset {k}, expected {next}", s.var);
+                        next += 1;
+                        n += 1;
+                    }
+                }
+            }
+            n
+        };
+        let (arm_f, arm_u) = arm_carry(&z, false);
+        let (ss_f, ss_u) = arm_carry(&z, true);
+        for (src, f, u) in [
+            (
+                ARM_DRIVER_WGSL,
+                vec![arm_f, ss_f - arm_f],
+                vec![arm_u, ss_u - arm_u],
+            ),
+            (
+                RECORDS_DRIVER_WGSL,
+                vec![records_carry_f(&z)],
+                vec![RECORDS_CARRY_U],
+            ),
+        ] {
+            let save = carry_slots(src, "save_carry");
+            let load = carry_slots(src, "load_carry");
+            assert_eq!(save, load, "load_carry reads what save_carry writes");
+            for (block, want) in f.iter().enumerate() {
+                assert_eq!(
+                    count(&save, 'f', block as u8),
+                    *want,
+                    "floats, block {block}"
+                );
+            }
+            for (block, want) in u.iter().enumerate() {
+                assert_eq!(
+                    count(&save, 'u', block as u8),
+                    *want,
+                    "counters, block {block}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn index_functions_are_select_chains() {
         assert_eq!(
