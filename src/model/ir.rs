@@ -130,7 +130,9 @@ fn parse_stmt(p: &mut Parser<'_>, bad: &mut Option<Diagnostic>) -> Result<Stmt, 
             };
             let t = p.bump();
             let Tok::Num(v) = t.tok else {
-                return Err(p.src.error(t.span, "a parameter's default must be a number (derived quantities are `name = expression`)"));
+                // Still declared, so that its uses are not reported too.
+                *bad = Some(p.src.error(t.span, "a parameter's default must be a number (derived quantities are `name = expression`)"));
+                return Ok(Stmt::Param(name, span, 0.0));
             };
             Stmt::Param(name, span, if neg { -v } else { v })
         }
