@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64
-  function_models wgpu_codegen)
+  function_models wgpu_codegen random_regimens)
 
 # name, time limit (s): in order of importance.
 checks=(
@@ -35,6 +35,7 @@ checks=(
   "large_model 180"      # a stiff 56-state model (Rodas4, sparse W) in f32 and f64 against the CPU
   "peers_gpu 300"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
   "cuda_records 90"      # record programs (NONMEM golden data) on the device
+  "random_regimens 150"  # random regimens and datasets against the exact solution: CUDA, Vulkan
   "cuda_steady_state 90"
   "cuda_resets 90"
   "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
@@ -193,6 +194,7 @@ one() {
     cuda_f64) check "$1" "$2" env VPOP_CUDA_PRECISION=f64 "$BIN/cuda_integrate" --test-threads 16 --nocapture ;;
     cuda_two_threads) check "$1" "$2" env VPOP_CUDA_DEVICES=0,0 "$BIN/cuda_integrate" --test-threads 16 --nocapture split subjects_land ;;
     cuda_records) check "$1" "$2" "$BIN/nonmem_golden" --nocapture cuda ;;
+    random_regimens) check "$1" "$2" "$BIN/random_regimens" --nocapture cuda_device wgpu ;;
     cuda_steady_state) check "$1" "$2" "$BIN/steady_state_arm" --nocapture ;;
     cuda_resets) check "$1" "$2" "$BIN/records_arm" --nocapture ;;
     metrics_cost) check "$1" "$2" metrics_cost ;;

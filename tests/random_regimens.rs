@@ -1026,7 +1026,8 @@ fn on_gpu<E: std::fmt::Display>(
 ) {
     use vpop::backend::Precision;
     let model = model();
-    let cases = cases(model.n_params());
+    // The exact values once, and only where a backend runs.
+    let mut cases = None;
     for (precision, rtol, tol) in [(Precision::F64, 1e-10, 1e-8), (Precision::F32, 1e-6, 1e-4)] {
         let mut b = match make(model.clone(), precision) {
             Ok(b) => b,
@@ -1035,8 +1036,9 @@ fn on_gpu<E: std::fmt::Display>(
                 continue;
             }
         };
+        let cases = cases.get_or_insert_with(|| self::cases(model.n_params()));
         for method in [Method::Tsit5, Method::Rodas4] {
-            check(b.as_mut(), &cases, method, rtol, tol);
+            check(b.as_mut(), cases, method, rtol, tol);
         }
     }
 }
@@ -1496,5 +1498,17 @@ fn wgpu_records_match_the_exact_solution() {
 fn emulated_cuda_records_match_the_exact_solution() {
     records_on_gpu(|m, p| {
         vpop::backend::cuda::EmulatedCuda::new(m, p).map(|b| Box::new(b) as Box<dyn Backend>)
+    });
+}
+
+/// On a CUDA device (prints SKIPPED without one): arms and records.
+#[test]
+#[cfg(feature = "cuda")]
+fn cuda_device_matches_the_exact_solution() {
+    on_gpu(|m, p| {
+        vpop::backend::cuda::CudaBackend::new(m, p).map(|b| Box::new(b) as Box<dyn Backend>)
+    });
+    records_on_gpu(|m, p| {
+        vpop::backend::cuda::CudaBackend::new(m, p).map(|b| Box::new(b) as Box<dyn Backend>)
     });
 }
