@@ -7,6 +7,8 @@
 //! reference Cmax/Tmax/crossings are found on the closed form itself — nothing here comes from
 //! the ODE solver.
 
+mod common;
+
 use vpop::backend::cpu::{simulate_subject, SubjectPlan};
 use vpop::dosing::{Administration, DoseLine, EventKind, Regimen, Schedule, StateDosing};
 use vpop::metrics::{Metric, MetricKind, MetricSpec, OutputEval};
@@ -351,20 +353,12 @@ fn max_ref(case: &Case, s: &Schedule, a: f64, b: f64, sign: f64) -> (f64, f64) {
                 k_best = k;
             }
         }
-        let (mut x0, mut x1) = (
+        let t = common::golden_max(
+            f,
             lo + (hi - lo) * (k_best.max(1) - 1) as f64 / n as f64,
             lo + (hi - lo) * (k_best + 1).min(n) as f64 / n as f64,
+            200,
         );
-        let g = (5f64.sqrt() - 1.0) / 2.0;
-        for _ in 0..200 {
-            let (m1, m2) = (x1 - g * (x1 - x0), x0 + g * (x1 - x0));
-            if f(m1) < f(m2) {
-                x0 = m1;
-            } else {
-                x1 = m2;
-            }
-        }
-        let t = 0.5 * (x0 + x1);
         for (tt, v) in [(t, f(t)), (lo, f(lo)), (hi, f(hi))] {
             if v > best.1 {
                 best = (tt, v);
@@ -388,15 +382,7 @@ fn time_above_ref(case: &Case, s: &Schedule, a: f64, b: f64, thr: f64) -> f64 {
             if fa >= 0.0 && fb >= 0.0 {
                 total += t - prev;
             } else if (fa >= 0.0) != (fb >= 0.0) {
-                let (mut x0, mut x1) = (prev, t);
-                for _ in 0..100 {
-                    let m = 0.5 * (x0 + x1);
-                    if (f(m) >= 0.0) == (fa >= 0.0) {
-                        x0 = m;
-                    } else {
-                        x1 = m;
-                    }
-                }
+                let x0 = common::crossing(f, prev, t, fa >= 0.0);
                 total += if fa >= 0.0 { x0 - prev } else { t - x0 };
             }
             prev = t;

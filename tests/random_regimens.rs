@@ -19,6 +19,8 @@
 // Without a GPU backend compiled in, only the CPU test remains.
 #![cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 
+mod common;
+
 use std::sync::Arc;
 
 use vpop::backend::cpu::CpuBackend;
@@ -540,20 +542,12 @@ impl Exact {
             let (start, occ) = self.state(lo, true);
             let (m, v1) = &self.ms[occ];
             let f = |t: f64| sign * mat_vec(&expm(m, t - lo), &start)[1] / v1;
-            let (mut x0, mut x1) = (
+            let t = common::golden_max(
+                f,
                 lo + h * j.saturating_sub(1) as f64,
                 lo + h * (j + 1).min(GRID) as f64,
+                80,
             );
-            let g = (5f64.sqrt() - 1.0) / 2.0;
-            for _ in 0..80 {
-                let (m1, m2) = (x1 - g * (x1 - x0), x0 + g * (x1 - x0));
-                if f(m1) < f(m2) {
-                    x0 = m1;
-                } else {
-                    x1 = m2;
-                }
-            }
-            let t = 0.5 * (x0 + x1);
             for (tt, vv) in [(t, f(t)), (lo + h * j as f64, v)] {
                 if vv > best.1 {
                     best = (tt, vv);
@@ -582,15 +576,7 @@ impl Exact {
                 if prev >= 0.0 && cur >= 0.0 {
                     total += h;
                 } else if (prev >= 0.0) != (cur >= 0.0) {
-                    let (mut x0, mut x1) = (t0, t1);
-                    for _ in 0..100 {
-                        let mid = 0.5 * (x0 + x1);
-                        if (f(mid) >= 0.0) == (prev >= 0.0) {
-                            x0 = mid;
-                        } else {
-                            x1 = mid;
-                        }
-                    }
+                    let x0 = common::crossing(f, t0, t1, prev >= 0.0);
                     total += if prev >= 0.0 { x0 - t0 } else { t1 - x0 };
                 }
                 prev = cur;

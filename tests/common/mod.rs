@@ -608,6 +608,36 @@ macro_rules! agreement_tests {
     };
 }
 
+/// Where `f` changes sign in [x0, x1] (`above` is whether f(x0) ≥ 0), by 100 bisections: the
+/// last point found on x0's side.
+pub fn crossing(f: impl Fn(f64) -> f64, x0: f64, x1: f64, above: bool) -> f64 {
+    let (mut a, mut b) = (x0, x1);
+    for _ in 0..100 {
+        let mid = 0.5 * (a + b);
+        if (f(mid) >= 0.0) == above {
+            a = mid;
+        } else {
+            b = mid;
+        }
+    }
+    a
+}
+
+/// The maximum of a unimodal `f` in [x0, x1] by `iterations` golden sections: its place.
+pub fn golden_max(f: impl Fn(f64) -> f64, x0: f64, x1: f64, iterations: usize) -> f64 {
+    let (mut a, mut b) = (x0, x1);
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    for _ in 0..iterations {
+        let (m1, m2) = (b - g * (b - a), a + g * (b - a));
+        if f(m1) < f(m2) {
+            a = m1;
+        } else {
+            b = m2;
+        }
+    }
+    0.5 * (a + b)
+}
+
 /// The Parquet part files of a run's output directory, in part order.
 pub fn parquet_parts(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut parts: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
