@@ -562,8 +562,8 @@ fn check_takes_every_kind_of_file() {
     .unwrap();
     let (ok, text) = check(&cut);
     for says in [
-        "  arm         100mg_q12h (1 dose line; 5 of its 14 doses come after the end (100) and are not given)",
-        "  arm         200mg_q24h (1 dose line; 2 of its 7 doses come after the end (100) and are not given)",
+        "  arm         100mg_q12h (1 dose line; 5 of the 14 doses come after the end (100) and are not given)",
+        "  arm         200mg_q24h (1 dose line; 2 of the 7 doses come after the end (100) and are not given)",
     ] {
         assert!(ok && text.contains(says), "{text}");
     }
@@ -575,7 +575,7 @@ fn check_takes_every_kind_of_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("note: arm 100mg_q12h: 5 of its 14 doses come after the end (100)"),
+        stderr.contains("note: arm 100mg_q12h: 5 of the 14 doses come after the end (100)"),
         "{stderr}"
     );
     let population = std::fs::read_to_string(root.join("populations/adult_healthy.toml")).unwrap();

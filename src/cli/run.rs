@@ -251,7 +251,7 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
 /// structure of its Jacobian (9 states or more, factors at most half full), or None.
 /// Where an arm's regimen runs past the end of the simulation: how many of its doses are
 /// never given (they count for neither the last interval nor the trough, docs/metrics.md).
-fn doses_past_the_end(arm: &crate::backend::ArmPlan) -> Option<String> {
+pub(crate) fn doses_past_the_end(arm: &crate::backend::ArmPlan) -> Option<String> {
     let all = arm.regimen.administrations().count();
     let past = arm
         .regimen
@@ -260,7 +260,7 @@ fn doses_past_the_end(arm: &crate::backend::ArmPlan) -> Option<String> {
         .count();
     (past > 0).then(|| {
         format!(
-            "{past} of its {all} doses come after the end ({}) and are not given",
+            "{past} of the {all} doses come after the end ({}) and are not given",
             arm.end
         )
     })

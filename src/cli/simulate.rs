@@ -375,6 +375,9 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         solver: solver.clone(),
         occasions: Vec::new(),
     };
+    if let Some(w) = super::run::doses_past_the_end(&arm) {
+        eprintln!("note: {w}");
+    }
     let mut integrator = Integrator::new(
         method,
         model.states.len() + crate::metrics::quadrature_outputs(&specs).len(),
