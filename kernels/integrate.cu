@@ -59,23 +59,30 @@ struct Sub {
     const real* __restrict__ arm;
     real* __restrict__ profiles;
     unsigned sid;
+    // Every array is a local array of its own, declared by SUB_STORAGE (below) where the
+    // kernel makes its Sub, and reached through these pointers: NVVM keeps in registers the
+    // arrays of a local object of up to about 8 KB only, so a Sub holding them all (a 42-state
+    // model's f64 Rodas4 kernel: 8.6 KB) stayed whole in local memory, every access a load or
+    // a store. Apart, each array is small enough, and the pointers fold away once Sub's
+    // scalars are in registers (tests/cuda_codegen.rs checks that no kernel keeps an object in
+    // local memory).
     // The parameters, then what model_prepare computes from them alone.
-    real q[NP1];
+    real* q;
     real subj_scale;
-    real dose_v[NS4];
-    real rates[NS];
-    real y[NY], y1[NY], f0[NY], f1[NY], err[NY], tmp[NY], dense_v[NY], dfdt_v[NY];
+    real* dose_v;
+    real* rates;
+    real *y, *y1, *f0, *f1, *err, *tmp, *dense_v, *dfdt_v;
     // The factors of W (NLU: n² dense, or the entries of the sparse factors).
-    real lu[NLU];
-    int piv[NS];
-    real gq[NOS];
+    real* lu;
+    int* piv;
+    real* gq;
     real w_si, w_sj;
-    real vals[NM1], aux[NM1];
+    real *vals, *aux;
     real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
     // Per output, for the current step: its interior maximum and minimum where a metric
     // needs them (observe).
-    real imax_t[NO], imax_c[NO], imin_t[NO], imin_c[NO];
+    real *imax_t, *imax_c, *imin_t, *imin_c;
 #if HAS_OCCASIONS
     // Parameters switch between occasions (src/backend/gpu.rs, occasion_table): every
     // occasion's parameters, `params[(o * NP + p) * n + i]`; the current occasion (q and dose_v
@@ -739,5 +746,30 @@ struct Sub {
         }
     }
 };
+
+// The storage of a Sub's arrays (see Sub): one local array each, bound to S's pointers, in
+// the kernel that makes S.
+#define SUB_STORAGE(S) \
+    real S##_q[NP1]; S.q = S##_q; \
+    real S##_dose_v[NS4]; S.dose_v = S##_dose_v; \
+    real S##_rates[NS]; S.rates = S##_rates; \
+    real S##_y[NY]; S.y = S##_y; \
+    real S##_y1[NY]; S.y1 = S##_y1; \
+    real S##_f0[NY]; S.f0 = S##_f0; \
+    real S##_f1[NY]; S.f1 = S##_f1; \
+    real S##_err[NY]; S.err = S##_err; \
+    real S##_tmp[NY]; S.tmp = S##_tmp; \
+    real S##_dense_v[NY]; S.dense_v = S##_dense_v; \
+    real S##_dfdt_v[NY]; S.dfdt_v = S##_dfdt_v; \
+    real S##_lu[NLU]; S.lu = S##_lu; \
+    int S##_piv[NS]; S.piv = S##_piv; \
+    real S##_gq[NOS]; S.gq = S##_gq; \
+    real S##_vals[NM1]; S.vals = S##_vals; \
+    real S##_aux[NM1]; S.aux = S##_aux; \
+    real S##_imax_t[NO]; S.imax_t = S##_imax_t; \
+    real S##_imax_c[NO]; S.imax_c = S##_imax_c; \
+    real S##_imin_t[NO]; S.imin_t = S##_imin_t; \
+    real S##_imin_c[NO]; S.imin_c = S##_imin_c; \
+    STAGE_STORAGE(S)
 
 {{DRIVER}}

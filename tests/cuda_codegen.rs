@@ -128,6 +128,10 @@ fn every_integrator_kernel_compiles_with_nvrtc() {
                 ptx.contains(".entry integrate"),
                 "{name} {method} {p:?}: no kernel entry in the PTX"
             );
+            assert!(
+                !ptx.contains("__local_depot"),
+                "{name} {method} {p:?} records {records}: an object kept in local memory"
+            );
             if p == Precision::F32 {
                 let doubles = ptx.lines().filter(|l| l.contains(".f64")).count();
                 assert_eq!(
@@ -559,4 +563,71 @@ fn a_large_sparse_models_kernels_compile_with_nvrtc() {
         .map(|(t, ..)| t)
         .collect();
     assert!(local.is_empty(), "f32 kernels in local memory: {local:?}");
+}
+
+/// A 56-state model's kernels (examples/qsp_large.vpm, W factorised sparsely), for an arm and
+/// for dataset records, keep their arrays out of local memory in either precision, but for
+/// a few small ones indexed by metric or output (at most 512 bytes of PTX `__local_depot`).
+/// NVVM keeps in registers the arrays of a local object of up to about 8 KB only, and none of
+/// an object one of whose arrays is indexed by a value it cannot fold, so the kernel's arrays
+/// are each a local array of their own (kernels/integrate.cu, SUB_STORAGE). When they were
+/// members of one object, the f64 Rodas4 kernel (two metrics) kept the whole 11 KB object in
+/// local memory and ptxas gave it a 19 304-byte stack frame; with a metric of every kind over
+/// two outputs, so did the Tsit5 kernels: 6 528 bytes (f32) and 12 768 (f64), over which
+/// NVRTC took 59 and 69 s (now 144 and 288 bytes, 3 s). Where ptxas is available, the registers and
+/// local memory of each are printed.
+#[test]
+fn a_56_state_models_kernels_keep_their_arrays_out_of_local_memory() {
+    use vpop::backend::cuda::kernel::{integrate_source, records_source};
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    use rayon::prelude::*;
+    let path = format!("{}/examples/qsp_large.vpm", env!("CARGO_MANIFEST_DIR"));
+    let m = Model::parse("qsp_large", &std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(m.states.len(), 56);
+    let progs = ModelPrograms::new(&m);
+    let cases: Vec<(Method, Precision, bool)> = [Method::Tsit5, Method::Rodas4]
+        .into_iter()
+        .flat_map(|method| {
+            [Precision::F32, Precision::F64]
+                .into_iter()
+                .flat_map(move |p| [false, true].map(|records| (method, p, records)))
+        })
+        .collect();
+    let ptxas = ptxas();
+    type Row = (String, Option<(u32, u32, u32, u32)>);
+    let rows: Vec<Row> = cases
+        .par_iter()
+        .map(|&(method, p, records)| {
+            let src = if records {
+                records_source(&progs, method, p).unwrap()
+            } else {
+                integrate_source(&progs, method, &every_kind(&m), p).unwrap()
+            };
+            let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{method} {p:?}: {e}"));
+            let driver = if records { "-records" } else { "" };
+            let tag = format!("qsp_large-{method}-{}{driver}", p.name());
+            let depot: usize = ptx
+                .lines()
+                .find_map(|l| {
+                    let at = l.find("__local_depot0[")? + "__local_depot0[".len();
+                    l[at..].split(']').next()?.parse().ok()
+                })
+                .unwrap_or(0);
+            assert!(
+                depot <= 512,
+                "{tag}: {depot} bytes of objects in local memory"
+            );
+            let report = ptxas.as_ref().map(|x| ptxas_report(x, &ptx, &tag));
+            (tag, report)
+        })
+        .collect();
+    for (tag, r) in &rows {
+        if let Some((regs, stack, stores, loads)) = r {
+            println!("{tag:<40} {regs:>9} {stack:>11} {stores:>12} {loads:>11}");
+        }
+    }
 }

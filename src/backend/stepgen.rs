@@ -95,7 +95,9 @@ impl Lang {
     fn vector(self, name: &str, ny: usize) -> String {
         match self {
             Lang::Wgsl => format!("var<private> {name}: array<{}, {ny}>;\n", self.real()),
-            Lang::Cuda => format!("    real {name}[NY];\n"),
+            // A pointer member of the kernel's `Sub`, bound to a local array of its own by
+            // STAGE_STORAGE (kernels/integrate.cu, SUB_STORAGE).
+            Lang::Cuda => format!("    real* {name};\n"),
         }
     }
 }
@@ -139,6 +141,16 @@ pub fn step_code(method: Method, lang: Lang, ny: usize) -> StepCode {
     }
     decls.push_str(&lang.vector("dn0", ny));
     decls.push_str(&lang.vector("dn1", ny));
+    if lang == Lang::Cuda {
+        let names = (0..stages(method))
+            .map(|s| format!("k{s}"))
+            .chain(["dn0".to_string(), "dn1".to_string()]);
+        decls.push_str("#define STAGE_STORAGE(S)");
+        for n in names {
+            decls.push_str(&format!(" real S##_{n}[NY]; S.{n} = S##_{n};"));
+        }
+        decls.push('\n');
+    }
     let (q, beta) = match method {
         Method::Rk4 => (4.0, 0.0),
         Method::Dopri5 | Method::Tsit5 => (5.0, STEP_BETA_EXPLICIT),
