@@ -23,26 +23,28 @@ cd "$(dirname "$0")/.."
 tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64
   function_models wgpu_codegen random_regimens)
 
-# name, time limit (s): in order of importance.
+# name, time limit (s): in order of importance. The agreement matrices (cuda_f32, cuda_f64)
+# passed on an H200 on 2026-12-04 (docs/benchmarks.md), so what has changed or not run since
+# comes first; a run takes about 11 s for bench_2e-4, 65 and 103 s for the matrices.
 checks=(
   "bench_2e-4 90"        # CUDA f32/f64 throughput and accuracy at the tolerance of the target
-  "metrics_cost 75"      # the same kernel with fewer metrics: what the in-step searches cost
+  "large_model 120"      # a stiff 56-state model (Rodas4, sparse W) in f32 against the CPU
+  "large_model_f64 120"  # the same in f64, on fewer subjects (docs/gpu.md, "Sparse W for large models")
+  "peers_gpu 300"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
   "cuda_f32 150"         # the f32 agreement matrix, status codes, splits (device only)
-  "cuda_f64 150"         # the f64 agreement matrix
-  "tune 150"             # bench_2e-4 with other block sizes, register caps and fast math
+  "cuda_f64 180"         # the f64 agreement matrix
+  "metrics_cost 75"      # the same kernel with fewer metrics: what the in-step searches cost
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
+  "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
+  "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
+  "host_pipeline 120"    # the host side alone, 10 M subjects, every core
+  "tune 150"             # bench_2e-4 with other block sizes, register caps and fast math
   "run_10M_2arms 120"    # 10 M subjects per arm of the quickstart, lz4 then zstd
   "bench_1e-6 120"       # throughput at rtol 1e-6, with the CPU on every core
-  "large_model 120"      # a stiff 56-state model (Rodas4, sparse W) in f32 against the CPU
-  "large_model_f64 120"  # the same in f64, on fewer subjects (its kernel spills: docs/benchmarks.md)
-  "peers_gpu 300"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
-  "cuda_records 90"      # record programs (NONMEM golden data) on the device
   "random_regimens 240"  # random regimens and datasets against the exact solution: CUDA, Vulkan
+  "cuda_records 90"      # record programs (NONMEM golden data) on the device
   "cuda_steady_state 90"
   "cuda_resets 90"
-  "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
-  "host_pipeline 120"    # the host side alone, 10 M subjects, every core
-  "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
   "wgpu_checks 120"      # the WGSL kernels' speed with and without wgpu's runtime checks, loops kept
   "cuda_tuning 60"       # every tuning agrees with the CPU reference
   "cuda_functions 60"    # sin, cos, tanh, atan, erf, erfc, phi, floor, ceil, … against closed forms
@@ -50,7 +52,7 @@ checks=(
 )
 
 # The tunings the `tune` check compares (vpop bench --cuda-variants).
-variants="default;block=64;block=256;maxrreg=64;maxrreg=80;minblocks=6;opt=-prec-div=false;fast-math;block=256,maxrreg=64,fast-math"
+variants="default;block=64;block=256;maxrreg=64;maxrreg=80;maxrreg=96;maxrreg=128;minblocks=4;minblocks=6;opt=-prec-div=false;fast-math;block=256,maxrreg=64,fast-math"
 
 collect() {
   local dir=$1
