@@ -35,6 +35,7 @@ checks=(
   "cuda_f64 180"         # the f64 agreement matrix
   "metrics_cost 75"      # the same kernel with fewer metrics: what the in-step searches cost
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
+  "trace_calls 90"       # where a backend call's time goes beside its kernels (VPOP_CUDA_TRACE)
   "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
   "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
   "host_pipeline 120"    # the host side alone, 10 M subjects, every core
@@ -210,6 +211,8 @@ one() {
     cuda_resets) check "$1" "$2" "$BIN/records_arm" --nocapture ;;
     metrics_cost) check "$1" "$2" metrics_cost ;;
     run_10M) check "$1" "$2" run_10m 1 lz4 ;;
+    trace_calls) check "$1" "$2" bash -c 'VPOP_CUDA_TRACE=1 "$BIN/vpop" bench examples/quickstart.toml \
+      -n 4000000 --cpu-subjects 2000 --backends cuda-f32,cuda-f64 --rtol 2e-4 && VPOP_CUDA_TRACE=1 run_10m 1 lz4' ;;
     run_10M_2arms) check "$1" "$2" bash -c 'run_10m 2 lz4 && run_10m 2 zstd' ;;
     peers_gpu) check "$1" "$2" peers_gpu ;;
     host_pipeline) check "$1" "$2" env VPOP_BENCH_SUBJECTS=10000000 "$BIN/pipeline_bench" --bench host_end_to_end ;;

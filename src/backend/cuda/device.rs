@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cudarc::driver::{
     sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
@@ -16,7 +16,7 @@ use cudarc::driver::{
 };
 use sha2::{Digest, Sha256};
 
-use super::host::{Host, Job, Launched, Launcher, Real, Written};
+use super::host::{ms, trace, Host, Job, Launched, Launcher, Real, Written};
 use super::CudaTuning;
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::Precision;
@@ -158,6 +158,11 @@ struct Device {
     functions: HashMap<[u8; 32], CudaFunction>,
     /// Threads per block of every launch.
     block: u32,
+    /// For the trace (`VPOP_CUDA_TRACE`) of one call: time spent staging and queueing parts,
+    /// waiting for lanes, and copying results out of the staging buffers.
+    staged: Duration,
+    waited: Duration,
+    took: Duration,
 }
 
 impl Device {
@@ -184,6 +189,9 @@ impl Device {
             name,
             functions: HashMap::new(),
             block: super::DEFAULT_BLOCK,
+            staged: Duration::ZERO,
+            waited: Duration::ZERO,
+            took: Duration::ZERO,
         })
     }
 
@@ -300,7 +308,10 @@ impl Device {
         let Some(fl) = lane.flight.take() else {
             return Ok(None);
         };
+        let t_wait = Instant::now();
         lane.stream.synchronize().map_err(driver)?;
+        self.waited += t_wait.elapsed();
+        let t_take = Instant::now();
         let host = lane
             .down
             .as_ref()
@@ -308,10 +319,9 @@ impl Device {
             .as_slice()
             .map_err(driver)?;
         let lay = &fl.layout;
-        let take =
-            |r: &Range<usize>| -> Vec<T> { bytemuck::pod_collect_to_vec(&host[lay.down(r)]) };
+        let take = |r: &Range<usize>| -> Vec<T> { collect(&host[lay.down(r)]) };
         let written = Written {
-            counters: bytemuck::pod_collect_to_vec(&host[lay.down(&lay.counters)]),
+            counters: collect(&host[lay.down(&lay.counters)]),
             metrics: take(&lay.metrics),
             profiles: if lay.download_end == lay.profiles.end {
                 take(&lay.profiles)
@@ -319,6 +329,7 @@ impl Device {
                 Vec::new()
             },
         };
+        self.took += t_take.elapsed();
         Ok(Some((fl, written)))
     }
 
@@ -340,6 +351,9 @@ impl Device {
         jobs: &[(usize, &Job<'_, T>)],
         ptx: &PtxCache,
     ) -> DeviceRun<T> {
+        self.staged = Duration::ZERO;
+        self.waited = Duration::ZERO;
+        self.took = Duration::ZERO;
         let mut done = Vec::with_capacity(jobs.len());
         let mut events = Vec::with_capacity(jobs.len());
         let mut keep = |fw: Option<(InFlight, Written<T>)>| {
@@ -356,12 +370,34 @@ impl Device {
             let f = self.function(key, code)?;
             let l = k % LANES;
             keep(self.finish(l)?);
+            let t_stage = Instant::now();
             self.enqueue(l, *ix, job, &f)?;
+            self.staged += t_stage.elapsed();
         }
         for l in 0..LANES {
             keep(self.finish(l)?);
         }
+        if trace() {
+            eprintln!(
+                "cuda {}: {} parts: staging and queueing {:.2} ms, waiting {:.2} ms, copying results {:.2} ms",
+                self.name,
+                jobs.len(),
+                ms(self.staged),
+                ms(self.waited),
+                ms(self.took)
+            );
+        }
         Ok((done, span(&events)?))
+    }
+}
+
+/// The values of type T in `bytes` (a region of a staging buffer), copied out. The regions
+/// are aligned (page-locked buffers are page-aligned, regions ALIGN-aligned), so this is one
+/// copy into fresh memory; `bytemuck::pod_collect_to_vec` would zero that memory first.
+fn collect<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    match bytemuck::try_cast_slice::<u8, T>(bytes) {
+        Ok(values) => values.to_vec(),
+        Err(_) => bytemuck::pod_collect_to_vec(bytes),
     }
 }
 
@@ -627,5 +663,26 @@ impl Backend for CudaBackend {
     /// 2^20 subjects per device (three streams of ~350 000 threads each).
     fn preferred_batch(&self) -> usize {
         (1 << 20) * self.host.launcher.devices.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collect;
+
+    /// Values copied out of a staging region are those of its bytes, whether the region is
+    /// aligned for their type or not.
+    #[test]
+    fn results_are_copied_out_whatever_their_alignment() {
+        let values: Vec<f64> = (0..9).map(|i| i as f64 * 0.5 - 1.0).collect();
+        let bytes: &[u8] = bytemuck::cast_slice(&values);
+        let aligned: Vec<f64> = collect(bytes);
+        assert_eq!(aligned, values);
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(bytes);
+        let unaligned: Vec<f64> = collect(&shifted[1..]);
+        assert_eq!(unaligned, values);
+        let words: Vec<u32> = collect(&bytes[..16]);
+        assert_eq!(words, bytemuck::pod_collect_to_vec::<u8, u32>(&bytes[..16]));
     }
 }

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -28,6 +28,20 @@ use crate::solver::SolverOptions;
 
 /// Threads per block of every launch.
 pub(super) const BLOCK: u32 = 128;
+
+/// Whether `VPOP_CUDA_TRACE` asks for the time of each backend call's stages on standard
+/// error (set, and not `0`): what the host prepares, what the launcher takes (the kernels'
+/// span within it) and the unpacking of the results; the devices add their staging copies and
+/// waits. For finding where a call's time goes beside its kernels (docs/gpu.md).
+pub(super) fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("VPOP_CUDA_TRACE").is_some_and(|v| v != "0"))
+}
+
+/// Milliseconds, for the trace.
+pub(super) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
 
 /// The kernel's `struct Meta` (kernels/integrate.cu), for `real` = T.
 #[repr(C)]
@@ -242,6 +256,7 @@ impl<L: Launcher> Host<L> {
         if u32::try_from(n).is_err() {
             return Err(self.failed(format!("a chunk of {n} subjects is too large")));
         }
+        let t_prepare = Instant::now();
         let src = arm_source(
             progs,
             arm.solver.method,
@@ -300,11 +315,26 @@ impl<L: Launcher> Host<L> {
                 profiles_len: (z.no * r.len() * nt).max(1),
             })
             .collect();
+        let prepared = t_prepare.elapsed();
+        let t_launch = Instant::now();
         let done = self.launcher.launch_all(&jobs)?;
+        let launched = t_launch.elapsed();
+        let t_take = Instant::now();
         out.kernel_time += done.kernel_time;
         for (r, w) in parts.iter().zip(&done.parts) {
             take_counters(out, &w.counters, COUNTERS, r.start);
             take_values(out, &w.metrics, &w.profiles, r.len(), r.start, T::to);
+        }
+        if trace() {
+            eprintln!(
+                "{}: {n} subjects in {} parts: prepare {:.2} ms, launch {:.2} ms (kernels {:.2} ms), results {:.2} ms",
+                self.label,
+                parts.len(),
+                ms(prepared),
+                ms(launched),
+                ms(done.kernel_time),
+                ms(t_take.elapsed())
+            );
         }
         Ok(())
     }
