@@ -215,3 +215,32 @@ pub trait Backend: Send {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkOutput;
+
+    /// A reset chunk holds NaN metrics and profiles and zero statuses for exactly its
+    /// subjects, whatever it held before.
+    #[test]
+    fn a_reset_chunk_holds_nothing_but_its_size() {
+        let mut out = ChunkOutput::default();
+        for (n, metrics, times) in [(10, 3, 2), (200_000, 2, 0), (70_000, 1, 3), (5, 2, 0)] {
+            out.reset(n, metrics, 2, times);
+            assert_eq!(out.metrics.len(), metrics);
+            assert!(out
+                .metrics
+                .iter()
+                .all(|m| m.len() == n && m.iter().all(|v| v.is_nan())));
+            assert_eq!(out.status, vec![0; n]);
+            assert_eq!(out.profiles.len(), if times == 0 { 0 } else { 2 });
+            assert!(out
+                .profiles
+                .iter()
+                .all(|p| p.len() == n * times && p.iter().all(|v| v.is_nan())));
+            out.metrics.iter_mut().for_each(|m| m.fill(1.0));
+            out.profiles.iter_mut().for_each(|p| p.fill(1.0));
+            out.status.fill(3);
+        }
+    }
+}
