@@ -497,6 +497,75 @@ fn compiled_kernels_are_kept_between_runs() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// One kernel of [`model_kernels`]: its name, precision, source, PTX and (where ptxas is
+/// available) registers, stack frame, spill stores and loads.
+struct Kernel {
+    tag: String,
+    precision: Precision,
+    src: String,
+    ptx: String,
+    report: Option<(u32, u32, u32, u32)>,
+}
+
+/// The kernels of the model in `file` (under the repository) for `methods` × f32/f64 × an arm
+/// (a metric of every kind) and dataset records, compiled with NVRTC for sm_90 in parallel,
+/// with ptxas's report of each printed where ptxas is available. None without NVRTC (the
+/// caller prints SKIPPED).
+fn model_kernels(
+    name: &str,
+    file: &str,
+    methods: &[vpop::solver::Method],
+) -> Option<(Model, Vec<Kernel>)> {
+    use rayon::prelude::*;
+    use vpop::backend::cuda::kernel::{integrate_source, records_source};
+    if !nvrtc_available() {
+        return None;
+    }
+    let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let m = Model::parse(name, &std::fs::read_to_string(path).unwrap()).unwrap();
+    let progs = ModelPrograms::new(&m);
+    let cases: Vec<_> = methods
+        .iter()
+        .flat_map(|&method| {
+            [Precision::F32, Precision::F64]
+                .into_iter()
+                .flat_map(move |p| [false, true].map(|records| (method, p, records)))
+        })
+        .collect();
+    let ptxas = ptxas();
+    let kernels: Vec<Kernel> = cases
+        .par_iter()
+        .map(|&(method, p, records)| {
+            let src = if records {
+                records_source(&progs, method, p).unwrap()
+            } else {
+                integrate_source(&progs, method, &every_kind(&m), p).unwrap()
+            };
+            let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{method} {p:?}: {e}"));
+            assert!(ptx.contains(".entry integrate"), "{method} {p:?}");
+            let driver = if records { "-records" } else { "" };
+            let tag = format!("{name}-{method}-{}{driver}", p.name());
+            let report = ptxas.as_ref().map(|x| ptxas_report(x, &ptx, &tag));
+            Kernel {
+                tag,
+                precision: p,
+                src,
+                ptx,
+                report,
+            }
+        })
+        .collect();
+    for k in &kernels {
+        if let Some((regs, stack, stores, loads)) = k.report {
+            println!(
+                "{:<40} {regs:>9} {stack:>11} {stores:>12} {loads:>11}",
+                k.tag
+            );
+        }
+    }
+    Some((m, kernels))
+}
+
 /// The kernels of a model large enough for the sparse factorisation of W (tests/data/
 /// sparse_qsp.vpm, 14 states: the Rosenbrock methods' `w_factor` and `w_solve` are the plan as
 /// straight-line code) compile for every method and precision, for an arm and for dataset
@@ -505,62 +574,31 @@ fn compiled_kernels_are_kept_between_runs() {
 /// frame, no spills), the Rosenbrock ones included.
 #[test]
 fn a_large_sparse_models_kernels_compile_with_nvrtc() {
-    use vpop::backend::cuda::kernel::{integrate_source, records_source};
     use vpop::solver::Method;
-    if !nvrtc_available() {
+    let Some((_, kernels)) = model_kernels("sparse_qsp", "tests/data/sparse_qsp.vpm", &Method::ALL)
+    else {
         println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
         return;
-    }
-    use rayon::prelude::*;
-    let path = format!("{}/tests/data/sparse_qsp.vpm", env!("CARGO_MANIFEST_DIR"));
-    let m = Model::parse("sparse_qsp", &std::fs::read_to_string(path).unwrap()).unwrap();
-    let progs = ModelPrograms::new(&m);
-    let cases: Vec<(Method, Precision, bool)> = Method::ALL
-        .into_iter()
-        .flat_map(|method| {
-            [Precision::F32, Precision::F64]
-                .into_iter()
-                .flat_map(move |p| [false, true].map(|records| (method, p, records)))
-        })
-        .collect();
-    let ptxas = ptxas();
-    type Row = (String, Precision, Option<(u32, u32, u32, u32)>);
-    let rows: Vec<Row> = cases
-        .par_iter()
-        .map(|&(method, p, records)| {
-            let src = if records {
-                records_source(&progs, method, p).unwrap()
-            } else {
-                integrate_source(&progs, method, &every_kind(&m), p).unwrap()
-            };
-            assert!(
-                src.contains("// pivot 13: state"),
-                "{method} {p:?} records {records}: the sparse factorisation"
+    };
+    for k in &kernels {
+        assert!(
+            k.src.contains("// pivot 13: state"),
+            "{}: the sparse factorisation",
+            k.tag
+        );
+        if k.precision == Precision::F32 {
+            let doubles = k.ptx.lines().filter(|l| l.contains(".f64")).count();
+            assert_eq!(
+                doubles, 0,
+                "{}: {doubles} double-precision instructions",
+                k.tag
             );
-            let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{method} {p:?}: {e}"));
-            assert!(ptx.contains(".entry integrate"), "{method} {p:?}");
-            if p == Precision::F32 {
-                let doubles = ptx.lines().filter(|l| l.contains(".f64")).count();
-                assert_eq!(
-                    doubles, 0,
-                    "{method}: {doubles} double-precision instructions"
-                );
-            }
-            let driver = if records { "-records" } else { "" };
-            let tag = format!("sparse_qsp-{method}-{}{driver}", p.name());
-            let report = ptxas.as_ref().map(|x| ptxas_report(x, &ptx, &tag));
-            (tag, p, report)
-        })
-        .collect();
-    for (tag, _, r) in &rows {
-        if let Some((regs, stack, stores, loads)) = r {
-            println!("{tag:<40} {regs:>9} {stack:>11} {stores:>12} {loads:>11}");
         }
     }
-    let local: Vec<&String> = rows
+    let local: Vec<&String> = kernels
         .iter()
-        .filter(|(_, p, r)| *p == Precision::F32 && r.is_some_and(|r| r.1 > 0 || r.2 > 0))
-        .map(|(t, ..)| t)
+        .filter(|k| k.precision == Precision::F32 && k.report.is_some_and(|r| r.1 > 0 || r.2 > 0))
+        .map(|k| &k.tag)
         .collect();
     assert!(local.is_empty(), "f32 kernels in local memory: {local:?}");
 }
@@ -574,60 +612,30 @@ fn a_large_sparse_models_kernels_compile_with_nvrtc() {
 /// members of one object, the f64 Rodas4 kernel (two metrics) kept the whole 11 KB object in
 /// local memory and ptxas gave it a 19 304-byte stack frame; with a metric of every kind over
 /// two outputs, so did the Tsit5 kernels: 6 528 bytes (f32) and 12 768 (f64), over which
-/// NVRTC took 59 and 69 s (now 144 and 288 bytes, 3 s). Where ptxas is available, the registers and
-/// local memory of each are printed.
+/// NVRTC took 59 and 69 s (now 144 and 288 bytes, 3 s). Where ptxas is available, the
+/// registers and local memory of each are printed.
 #[test]
 fn a_56_state_models_kernels_keep_their_arrays_out_of_local_memory() {
-    use vpop::backend::cuda::kernel::{integrate_source, records_source};
     use vpop::solver::Method;
-    if !nvrtc_available() {
+    let methods = [Method::Tsit5, Method::Rodas4];
+    let Some((m, kernels)) = model_kernels("qsp_large", "examples/qsp_large.vpm", &methods) else {
         println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
         return;
-    }
-    use rayon::prelude::*;
-    let path = format!("{}/examples/qsp_large.vpm", env!("CARGO_MANIFEST_DIR"));
-    let m = Model::parse("qsp_large", &std::fs::read_to_string(path).unwrap()).unwrap();
+    };
     assert_eq!(m.states.len(), 56);
-    let progs = ModelPrograms::new(&m);
-    let cases: Vec<(Method, Precision, bool)> = [Method::Tsit5, Method::Rodas4]
-        .into_iter()
-        .flat_map(|method| {
-            [Precision::F32, Precision::F64]
-                .into_iter()
-                .flat_map(move |p| [false, true].map(|records| (method, p, records)))
-        })
-        .collect();
-    let ptxas = ptxas();
-    type Row = (String, Option<(u32, u32, u32, u32)>);
-    let rows: Vec<Row> = cases
-        .par_iter()
-        .map(|&(method, p, records)| {
-            let src = if records {
-                records_source(&progs, method, p).unwrap()
-            } else {
-                integrate_source(&progs, method, &every_kind(&m), p).unwrap()
-            };
-            let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{method} {p:?}: {e}"));
-            let driver = if records { "-records" } else { "" };
-            let tag = format!("qsp_large-{method}-{}{driver}", p.name());
-            let depot: usize = ptx
-                .lines()
-                .find_map(|l| {
-                    let at = l.find("__local_depot0[")? + "__local_depot0[".len();
-                    l[at..].split(']').next()?.parse().ok()
-                })
-                .unwrap_or(0);
-            assert!(
-                depot <= 512,
-                "{tag}: {depot} bytes of objects in local memory"
-            );
-            let report = ptxas.as_ref().map(|x| ptxas_report(x, &ptx, &tag));
-            (tag, report)
-        })
-        .collect();
-    for (tag, r) in &rows {
-        if let Some((regs, stack, stores, loads)) = r {
-            println!("{tag:<40} {regs:>9} {stack:>11} {stores:>12} {loads:>11}");
-        }
+    for k in &kernels {
+        let depot: usize = k
+            .ptx
+            .lines()
+            .find_map(|l| {
+                let at = l.find("__local_depot0[")? + "__local_depot0[".len();
+                l[at..].split(']').next()?.parse().ok()
+            })
+            .unwrap_or(0);
+        assert!(
+            depot <= 512,
+            "{}: {depot} bytes of objects in local memory",
+            k.tag
+        );
     }
 }
