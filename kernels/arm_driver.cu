@@ -465,7 +465,7 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= meta.n) return;
     Arm S;
-    SUB_STORAGE(S);
+    SUB_STORAGE
     S.m = &meta;
     S.arm = arm;
     S.profiles = profiles;

@@ -53,36 +53,44 @@ struct Meta {
 
 {{METRICS}}
 
+// Sub's arrays (element type, name, length), the stage and dense-output vectors of the
+// method aside (STAGE_ARRAYS, generated with the step). Sub holds a pointer to each
+// (SUB_POINTER), and SUB_STORAGE, in the kernel that makes a Sub named S, declares each as a
+// local array of its own and points S at it. NVVM keeps in registers the arrays of a local
+// object of up to about 8 KB only, so a Sub holding them all (a 42-state model's f64 Rodas4
+// kernel: 8.6 KB) stayed whole in local memory, every access a load or a store. Apart, each
+// array is small enough, and the pointers fold away once Sub's scalars are in registers
+// (tests/cuda_codegen.rs checks that no library model's kernel keeps an object in local
+// memory). One list for both, so that no pointer is left without its storage.
+#define SUB_ARRAYS(X) \
+    /* The parameters, then what model_prepare computes from them alone. */ \
+    X(real, q, NP1) \
+    X(real, dose_v, NS4) \
+    X(real, rates, NS) \
+    X(real, y, NY) X(real, y1, NY) X(real, f0, NY) X(real, f1, NY) \
+    X(real, err, NY) X(real, tmp, NY) X(real, dense_v, NY) X(real, dfdt_v, NY) \
+    /* The factors of W (NLU: n² dense, or the entries of the sparse factors). */ \
+    X(real, lu, NLU) \
+    X(int, piv, NS) \
+    X(real, gq, NOS) \
+    X(real, vals, NM1) X(real, aux, NM1) \
+    /* Per output, for the current step: its interior maximum and minimum where a metric */ \
+    /* needs them (observe). */ \
+    X(real, imax_t, NO) X(real, imax_c, NO) X(real, imin_t, NO) X(real, imin_c, NO)
+#define SUB_POINTER(type, name, len) type* name;
+#define SUB_BIND(type, name, len) type S##_##name[len]; S.name = S##_##name;
+
 struct Sub {
     // The kernel's parameter itself (__grid_constant__): read in place, never copied.
     const Meta* __restrict__ m;
     const real* __restrict__ arm;
     real* __restrict__ profiles;
     unsigned sid;
-    // Every array is a local array of its own, declared by SUB_STORAGE (below) where the
-    // kernel makes its Sub, and reached through these pointers: NVVM keeps in registers the
-    // arrays of a local object of up to about 8 KB only, so a Sub holding them all (a 42-state
-    // model's f64 Rodas4 kernel: 8.6 KB) stayed whole in local memory, every access a load or
-    // a store. Apart, each array is small enough, and the pointers fold away once Sub's
-    // scalars are in registers (tests/cuda_codegen.rs checks that no kernel keeps an object in
-    // local memory).
-    // The parameters, then what model_prepare computes from them alone.
-    real* q;
+    SUB_ARRAYS(SUB_POINTER)
     real subj_scale;
-    real* dose_v;
-    real* rates;
-    real *y, *y1, *f0, *f1, *err, *tmp, *dense_v, *dfdt_v;
-    // The factors of W (NLU: n² dense, or the entries of the sparse factors).
-    real* lu;
-    int* piv;
-    real* gq;
     real w_si, w_sj;
-    real *vals, *aux;
     real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
-    // Per output, for the current step: its interior maximum and minimum where a metric
-    // needs them (observe).
-    real *imax_t, *imax_c, *imin_t, *imin_c;
 #if HAS_OCCASIONS
     // Parameters switch between occasions (src/backend/gpu.rs, occasion_table): every
     // occasion's parameters, `params[(o * NP + p) * n + i]`; the current occasion (q and dose_v
@@ -747,29 +755,7 @@ struct Sub {
     }
 };
 
-// The storage of a Sub's arrays (see Sub): one local array each, bound to S's pointers, in
-// the kernel that makes S.
-#define SUB_STORAGE(S) \
-    real S##_q[NP1]; S.q = S##_q; \
-    real S##_dose_v[NS4]; S.dose_v = S##_dose_v; \
-    real S##_rates[NS]; S.rates = S##_rates; \
-    real S##_y[NY]; S.y = S##_y; \
-    real S##_y1[NY]; S.y1 = S##_y1; \
-    real S##_f0[NY]; S.f0 = S##_f0; \
-    real S##_f1[NY]; S.f1 = S##_f1; \
-    real S##_err[NY]; S.err = S##_err; \
-    real S##_tmp[NY]; S.tmp = S##_tmp; \
-    real S##_dense_v[NY]; S.dense_v = S##_dense_v; \
-    real S##_dfdt_v[NY]; S.dfdt_v = S##_dfdt_v; \
-    real S##_lu[NLU]; S.lu = S##_lu; \
-    int S##_piv[NS]; S.piv = S##_piv; \
-    real S##_gq[NOS]; S.gq = S##_gq; \
-    real S##_vals[NM1]; S.vals = S##_vals; \
-    real S##_aux[NM1]; S.aux = S##_aux; \
-    real S##_imax_t[NO]; S.imax_t = S##_imax_t; \
-    real S##_imax_c[NO]; S.imax_c = S##_imax_c; \
-    real S##_imin_t[NO]; S.imin_t = S##_imin_t; \
-    real S##_imin_c[NO]; S.imin_c = S##_imin_c; \
-    STAGE_STORAGE(S)
+// The storage of the arrays of the Sub named S (see SUB_ARRAYS), in the kernel that makes it.
+#define SUB_STORAGE SUB_ARRAYS(SUB_BIND) STAGE_ARRAYS(SUB_BIND)
 
 {{DRIVER}}

@@ -245,7 +245,7 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     unsigned* c = counters + (size_t)i * 5;
     const unsigned first = c[0], len = c[1], pset = c[2], row = c[3], rows = c[4];
     Rec S;
-    SUB_STORAGE(S);
+    SUB_STORAGE
     S.m = &meta;
     S.arm = arm;
     S.profiles = profiles;

@@ -91,13 +91,19 @@ impl Lang {
         }
     }
 
-    /// Declaration of one per-subject vector of NY values.
-    fn vector(self, name: &str, ny: usize) -> String {
+    /// Declarations of the per-subject vectors `names`, NY values each: WGSL private arrays;
+    /// in CUDA the list `STAGE_ARRAYS`, whose pointers `Sub` holds and whose storage the kernel
+    /// declares with the rest of Sub's arrays (kernels/integrate.cu, SUB_ARRAYS).
+    fn vectors(self, names: &[String], ny: usize) -> String {
         match self {
-            Lang::Wgsl => format!("var<private> {name}: array<{}, {ny}>;\n", self.real()),
-            // A pointer member of the kernel's `Sub`, bound to a local array of its own by
-            // STAGE_STORAGE (kernels/integrate.cu, SUB_STORAGE).
-            Lang::Cuda => format!("    real* {name};\n"),
+            Lang::Wgsl => names
+                .iter()
+                .map(|n| format!("var<private> {n}: array<{}, {ny}>;\n", self.real()))
+                .collect(),
+            Lang::Cuda => {
+                let list: String = names.iter().map(|n| format!(" X(real, {n}, NY)")).collect();
+                format!("#define STAGE_ARRAYS(X){list}\n    STAGE_ARRAYS(SUB_POINTER)\n")
+            }
         }
     }
 }
@@ -135,22 +141,11 @@ pub fn stages(method: Method) -> usize {
 /// The step, its error estimate and its dense output for `method`, with `ny` values per
 /// vector.
 pub fn step_code(method: Method, lang: Lang, ny: usize) -> StepCode {
-    let mut decls = String::new();
-    for s in 0..stages(method) {
-        decls.push_str(&lang.vector(&format!("k{s}"), ny));
-    }
-    decls.push_str(&lang.vector("dn0", ny));
-    decls.push_str(&lang.vector("dn1", ny));
-    if lang == Lang::Cuda {
-        let names = (0..stages(method))
-            .map(|s| format!("k{s}"))
-            .chain(["dn0".to_string(), "dn1".to_string()]);
-        decls.push_str("#define STAGE_STORAGE(S)");
-        for n in names {
-            decls.push_str(&format!(" real S##_{n}[NY]; S.{n} = S##_{n};"));
-        }
-        decls.push('\n');
-    }
+    let names: Vec<String> = (0..stages(method))
+        .map(|s| format!("k{s}"))
+        .chain(["dn0".to_string(), "dn1".to_string()])
+        .collect();
+    let decls = lang.vectors(&names, ny);
     let (q, beta) = match method {
         Method::Rk4 => (4.0, 0.0),
         Method::Dopri5 | Method::Tsit5 => (5.0, STEP_BETA_EXPLICIT),
