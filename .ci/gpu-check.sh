@@ -21,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64
-  function_models wgpu_codegen random_regimens)
+  function_models wgpu_codegen random_regimens trial_run)
 
 # name, time limit (s): in order of importance. The agreement matrices (cuda_f32, cuda_f64)
 # passed on an H200 on 2026-12-04 (docs/benchmarks.md), so what has changed or not run since
@@ -35,6 +35,8 @@ checks=(
   "cuda_f64 180"         # the f64 agreement matrix
   "metrics_cost 75"      # the same kernel with fewer metrics: what the in-step searches cost
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
+  "run_10M_one_thread 60" # the same with one host thread driving the GPU (the default is two)
+  "cuda_trial_threads 60" # a trial on two host threads writes the parts of one, byte for byte
   "trace_calls 90"       # where a backend call's time goes beside its kernels (VPOP_CUDA_TRACE)
   "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
   "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
@@ -137,14 +139,16 @@ peers_gpu() {
 # (100 mg q12h x 14, the problem of the end-to-end target), 2 both; CODEC is the compression.
 run_10m() {
   local arms=$1 codec=$2 spec=/tmp/q-$1-$2.toml
+  shift 2
   awk -v arms="$arms" '/^\[\[arm\]\]/{n++} /^\[/{skip=(n>arms && /^\[\[arm\]\]/)} !skip' \
     examples/quickstart.toml |
     sed -e "s/^\[output\]$/[output]\ncompression = \"$codec\"/" \
       -e "s/^name = \"2-cmt oral: .*/name = \"2-cmt oral, quickstart: $arms arm(s), $codec\"/" > "$spec"
   sed -i "s|^file = \"populations/|file = \"$PWD/populations/|" "$spec"
   # Default chunks (parts of 65 536 subjects, encoded in parallel), merged into calls of 2^20.
+  # Further arguments go to vpop run (e.g. --integrators 1).
   "$BIN/vpop" run "$spec" --subjects 10000000 --backend cuda \
-    --out "/tmp/q10m-$arms-$codec" --overwrite
+    --out "/tmp/q10m-$arms-$codec" --overwrite "$@"
   local rc=$?
   rm -rf "/tmp/q10m-$arms-$codec"
   return $rc
@@ -211,6 +215,8 @@ one() {
     cuda_resets) check "$1" "$2" "$BIN/records_arm" --nocapture ;;
     metrics_cost) check "$1" "$2" metrics_cost ;;
     run_10M) check "$1" "$2" run_10m 1 lz4 ;;
+    run_10M_one_thread) check "$1" "$2" run_10m 1 lz4 --integrators 1 ;;
+    cuda_trial_threads) check "$1" "$2" "$BIN/trial_run" --nocapture cuda_on_two_host_threads ;;
     trace_calls) check "$1" "$2" bash -c 'VPOP_CUDA_TRACE=1 "$BIN/vpop" bench examples/quickstart.toml \
       -n 4000000 --cpu-subjects 2000 --backends cuda-f32,cuda-f64 --rtol 2e-4 && VPOP_CUDA_TRACE=1 run_10m 1 lz4' ;;
     run_10M_2arms) check "$1" "$2" bash -c 'run_10m 2 lz4 && run_10m 2 zstd' ;;

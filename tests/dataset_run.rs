@@ -103,6 +103,7 @@ fn opts(dir: &Path) -> RunOptions {
         chunk_size: None,
         output_dir: Some(dir.to_path_buf()),
         stop_after_parts: None,
+        integrators: None,
     }
 }
 

@@ -996,6 +996,36 @@ fn the_wgpu_backend_runs_a_trial_like_the_cpu_reference() {
         .collect();
     assert_eq!(kv["vpop.backend"], "wgpu");
     assert_eq!(kv["vpop.precision"], "f32");
+    // Two host threads, each with an instance of the backend on the same device, taking
+    // chunks of 500 as they come: every subject's values, bit for bit.
+    let two_dir = tmp("wgpu-two-threads");
+    let two = run_trial(
+        &t,
+        &RunOptions {
+            chunk_size: Some(500),
+            integrators: Some(2),
+            output_dir: Some(two_dir.clone()),
+            ..gpu_opts.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(two.integrators, 2);
+    assert_eq!(two.parts_written, 5);
+    // Rows keyed by subject and arm (a subject's first row is its first arm's).
+    let keyed = |dir: &Path| {
+        let (ids, vals) = float_columns(dir, &names);
+        let mut seen = std::collections::HashMap::new();
+        let mut rows = std::collections::BTreeMap::new();
+        for (r, id) in ids.iter().enumerate() {
+            let arm = seen.entry(*id).and_modify(|k| *k += 1).or_insert(0usize);
+            let v: Vec<u64> = vals.iter().map(|c| c[r].to_bits()).collect();
+            rows.insert((*id, *arm), v);
+        }
+        rows
+    };
+    let (a, b) = (keyed(&gpu_dir), keyed(&two_dir));
+    assert_eq!(a.len(), 5000);
+    assert!(a == b, "two threads changed some subject's values");
 }
 
 /// A part in which no subject succeeds: the summary still counts every failure (the status
@@ -1477,6 +1507,28 @@ fn chunks_merged_into_one_call_give_every_subject_its_own_row() {
     let (a, b) = (keyed(&merged), keyed(&single));
     assert_eq!(a.len(), 2 * 2500);
     assert!(a == b, "merged calls changed some subject's row");
+    // Two host threads, each with an emulation of its own, take alternate calls of merged
+    // chunks: the same files.
+    let two = tmp("merged-two-threads");
+    let o = RunOptions {
+        chunk_size: Some(700),
+        integrators: Some(2),
+        ..opts(&two)
+    };
+    let r2 = vpop::trial::run::run_trial_on(
+        &t,
+        &o,
+        make().unwrap(),
+        String::new(),
+        std::time::Instant::now(),
+    )
+    .unwrap();
+    assert!(r2.complete);
+    assert_eq!(r2.integrators, 2);
+    assert!(
+        files(&two) == files(&merged),
+        "two integration threads changed the parts"
+    );
     // Profiles too, subject by subject (f16 bits, rows in subject order within each arm).
     let profiles = |dir: &Path| {
         use arrow_array::{Array, FixedSizeListArray, Float16Array, UInt64Array};
@@ -1535,14 +1587,18 @@ fn a_failing_backend_ends_the_run_with_its_error() {
         fn preferred_batch(&self) -> usize {
             self.0
         }
+        fn sibling(&self) -> Option<Result<Box<dyn Backend>, BackendError>> {
+            Some(Ok(Box::new(Failing(self.0))))
+        }
     }
-    for batch in [1, 500] {
+    for (batch, integrators) in [(1, 1), (500, 1), (1, 3), (500, 2)] {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let t = trial();
-            let dir = tmp(&format!("failing-{batch}"));
+            let dir = tmp(&format!("failing-{batch}-{integrators}"));
             let o = RunOptions {
                 chunk_size: Some(50),
+                integrators: Some(integrators),
                 ..opts(&dir)
             };
             let r = vpop::trial::run::run_trial_on(
@@ -1560,6 +1616,183 @@ fn a_failing_backend_ends_the_run_with_its_error() {
         let err = r.unwrap_err();
         assert!(err.contains("fell off the bus"), "{err}");
     }
+}
+
+/// Several host threads, each driving an instance of its own of a backend that prefers
+/// merged calls, take calls as they come; the parts, the manifest's record of them and the
+/// summary are those of one thread, and every thread took calls. A sibling that cannot be
+/// opened is an error when the threads were asked for, and one thread runs otherwise.
+#[test]
+fn several_integration_threads_write_the_files_of_one() {
+    use std::sync::{Arc, Mutex};
+    use vpop::backend::{ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput};
+    type Calls = Arc<Mutex<Vec<std::thread::ThreadId>>>;
+    struct Threaded {
+        cpu: vpop::backend::cpu::CpuBackend,
+        model: Arc<vpop::model::CompiledModel>,
+        calls: Calls,
+        /// Siblings left to open without an error (shared by the instances).
+        siblings: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Backend for Threaded {
+        fn info(&self) -> BackendInfo {
+            self.cpu.info()
+        }
+        fn run_chunk(
+            &mut self,
+            arm: &ArmPlan,
+            input: &ChunkInput<'_>,
+            out: &mut ChunkOutput,
+        ) -> Result<(), BackendError> {
+            self.calls.lock().unwrap().push(std::thread::current().id());
+            // Long enough for the other threads to take the next calls meanwhile.
+            std::thread::sleep(std::time::Duration::from_millis(15));
+            self.cpu.run_chunk(arm, input, out)
+        }
+        fn run_records(
+            &mut self,
+            programs: &[&vpop::backend::records::Program],
+            solver: &vpop::solver::SolverOptions,
+        ) -> Result<Vec<vpop::backend::records::RecordsOutcome>, BackendError> {
+            self.cpu.run_records(programs, solver)
+        }
+        fn preferred_batch(&self) -> usize {
+            300
+        }
+        fn integrators(&self) -> usize {
+            3
+        }
+        fn sibling(&self) -> Option<Result<Box<dyn Backend>, BackendError>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let left = self.siblings.load(SeqCst);
+            if left == 0 {
+                return Some(Err(BackendError::Failed("out of device memory".into())));
+            }
+            self.siblings.store(left - 1, SeqCst);
+            Some(Ok(Box::new(Threaded {
+                cpu: vpop::backend::cpu::CpuBackend::new(self.model.clone()),
+                model: self.model.clone(),
+                calls: self.calls.clone(),
+                siblings: self.siblings.clone(),
+            })))
+        }
+    }
+    let t = trial();
+    let model = Arc::new(t.compiled.clone());
+    let backend = |siblings: usize, calls: &Calls| {
+        Box::new(Threaded {
+            cpu: vpop::backend::cpu::CpuBackend::new(model.clone()),
+            model: model.clone(),
+            calls: calls.clone(),
+            siblings: Arc::new(siblings.into()),
+        })
+    };
+    let run = |name: &str, integrators: Option<usize>, siblings: usize, calls: &Calls| {
+        let dir = tmp(name);
+        let o = RunOptions {
+            chunk_size: Some(100),
+            integrators,
+            ..opts(&dir)
+        };
+        let r = vpop::trial::run::run_trial_on(
+            &t,
+            &o,
+            backend(siblings, calls),
+            String::new(),
+            std::time::Instant::now(),
+        );
+        (r, dir)
+    };
+    let one_calls = Calls::default();
+    let (one, one_dir) = run("threads-one", Some(1), 5, &one_calls);
+    let one = one.unwrap();
+    assert_eq!(one.integrators, 1);
+    let many_calls = Calls::default();
+    let (many, many_dir) = run("threads-three", None, 5, &many_calls);
+    let many = many.unwrap();
+    assert!(one.complete && many.complete);
+    assert_eq!(many.integrators, 3);
+    assert_eq!(one.parts_written, 25);
+    assert!(
+        files(&one_dir) == files(&many_dir),
+        "the threads changed the parts"
+    );
+    let manifest = |d: &Path| {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("_manifest.json")).unwrap())
+                .unwrap();
+        let mut parts = m["parts"].as_array().unwrap().clone();
+        parts.sort_by_key(|p| p["part"].as_u64());
+        parts
+    };
+    assert_eq!(manifest(&one_dir), manifest(&many_dir));
+    assert_eq!(one.arms, many.arms);
+    summary_matches_the_files(&many, &many_dir, 0.5);
+    // Calls of at most three chunks (300 subjects) for 25 chunks.
+    assert!(many.calls >= 9, "{} calls", many.calls);
+    let threads: std::collections::HashSet<_> =
+        many_calls.lock().unwrap().iter().copied().collect();
+    assert_eq!(
+        threads.len(),
+        3,
+        "calls came from {} threads",
+        threads.len()
+    );
+    let threads: std::collections::HashSet<_> = one_calls.lock().unwrap().iter().copied().collect();
+    assert_eq!(threads.len(), 1);
+    // A sibling that fails to open: an error when asked for, one thread fewer by default.
+    let (asked, _) = run("threads-asked", Some(3), 1, &Calls::default());
+    let err = asked.unwrap_err();
+    assert!(
+        err.contains("integration thread 3") && err.contains("out of device memory"),
+        "{err}"
+    );
+    let (fewer, fewer_dir) = run("threads-fewer", None, 1, &Calls::default());
+    let fewer = fewer.unwrap();
+    assert_eq!(fewer.integrators, 2);
+    assert!(files(&fewer_dir) == files(&one_dir));
+    for d in [one_dir, many_dir, fewer_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// The CUDA backend on two host threads (two instances on the same devices, each with its
+/// own streams and buffers, sharing the compiled kernels) writes the parts that one thread
+/// writes, byte for byte. Needs a CUDA device (`SKIPPED` otherwise).
+#[test]
+fn cuda_on_two_host_threads_writes_the_files_of_one() {
+    let t = trial();
+    let run = |name: &str, integrators: usize| {
+        let dir = tmp(name);
+        let o = RunOptions {
+            backend: Some(vpop::trial::resolve::BackendChoice::Cuda),
+            chunk_size: Some(300),
+            integrators: Some(integrators),
+            ..opts(&dir)
+        };
+        run_trial(&t, &o).map(|r| (r, dir))
+    };
+    let (one, one_dir) = match run("cuda-one-thread", 1) {
+        Ok(r) => r,
+        Err(e) if e.contains("not available") => {
+            println!("SKIPPED: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let (two, two_dir) = run("cuda-two-threads", 2).unwrap();
+    assert_eq!((one.integrators, two.integrators), (1, 2));
+    assert!(one.complete && two.complete);
+    assert_eq!(two.parts_written, 9);
+    assert!(
+        files(&one_dir) == files(&two_dir),
+        "two threads changed the parts"
+    );
+    assert_eq!(one.arms, two.arms);
+    println!(
+        "cuda, {} calls on one thread, {} on two ({})",
+        one.calls, two.calls, two.backend.device
+    );
 }
 
 /// Each arm's summary (counted while the parts were written, quantiles by selection) equals

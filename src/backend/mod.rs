@@ -209,6 +209,20 @@ pub trait Backend: Send {
     fn preferred_batch(&self) -> usize {
         1
     }
+    /// Host threads that drive this backend's calls by default, each with an instance of its
+    /// own ([`Backend::sibling`]): one call's host side (packing parameters, staging, copying
+    /// and unpacking results) then runs while another call's kernels keep the device busy. A
+    /// GPU call of a million subjects spends about as long on the host as in its kernels
+    /// (docs/gpu.md, "Where a call's time goes"). One for backends whose calls keep every
+    /// core busy (the CPU reference).
+    fn integrators(&self) -> usize {
+        1
+    }
+    /// Another instance of this backend on the same devices with the same settings, for a
+    /// further host thread; `None` where the backend has none to offer.
+    fn sibling(&self) -> Option<Result<Box<dyn Backend>, BackendError>> {
+        None
+    }
     /// The operations its kernels performed so far, by kind, for a backend that counts them
     /// (the counting build of the emulated CUDA kernel); None for the others.
     fn op_counts(&self) -> Option<cuda::OpCounts> {

@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// Subjects per chunk (memory is bounded by a few chunks).
     #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub chunk_size: Option<usize>,
+    /// Host threads driving the backend, each with an instance of its own: while one
+    /// thread packs a call and unpacks its results, another's kernels run (default: 2 on
+    /// CUDA, 1 elsewhere; the CPU backend always runs one).
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
+    pub integrators: Option<usize>,
     /// Replace the output of a different earlier run in the output directory.
     #[arg(long)]
     pub overwrite: bool,
@@ -311,6 +316,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         stop_after_parts: std::env::var("VPOP_STOP_AFTER_PARTS")
             .ok()
             .and_then(|v| v.parse().ok()),
+        integrators: args.integrators,
     };
     if !args.quiet {
         for a in &trial.arms {
@@ -324,6 +330,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "backend: {} on {} ({})",
         report.backend.name, report.backend.device, report.backend_reason
     );
+    if let Some(n) = args.integrators.filter(|n| *n > report.integrators) {
+        eprintln!(
+            "note: --integrators {n}: the {} backend runs {} host thread{} (each of its calls keeps every core busy)",
+            report.backend.name,
+            report.integrators,
+            if report.integrators == 1 { "" } else { "s" }
+        );
+    }
     let secs = report.wall.as_secs_f64();
     if let Some(d) = &trial.data {
         println!(
@@ -382,17 +396,34 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             String::new()
         },
     );
-    println!(
-        "integration {:.2} s = {:.0} % of wall time (the rest is sampling, encoding and writing not hidden by the pipeline, and the summary)",
-        report.integrate.as_secs_f64(),
-        100.0 * report.integrate.as_secs_f64() / secs.max(1e-9)
-    );
+    if report.integrators > 1 {
+        println!(
+            "integration {:.2} s busy over {} host threads, each with its own {} instance (overlapped with each other, and with sampling, encoding and writing)",
+            report.integrate.as_secs_f64(),
+            report.integrators,
+            report.backend.name
+        );
+    } else {
+        println!(
+            "integration {:.2} s = {:.0} % of wall time (the rest is sampling, encoding and writing not hidden by the pipeline, and the summary)",
+            report.integrate.as_secs_f64(),
+            100.0 * report.integrate.as_secs_f64() / secs.max(1e-9)
+        );
+    }
     if report.calls > 0 {
         let per_call = report.parts_written as f64 / report.calls as f64;
         let kernel = if report.kernel.is_zero() {
             String::new()
         } else {
-            format!("; device kernels {:.2} s", report.kernel.as_secs_f64())
+            format!(
+                "; device kernels {:.2} s{}",
+                report.kernel.as_secs_f64(),
+                if report.integrators > 1 {
+                    " (summed over the host threads: their kernels may overlap)"
+                } else {
+                    ""
+                }
+            )
         };
         println!(
             "backend calls: {} per arm, {per_call:.1} chunks each on average{kernel}",

@@ -437,6 +437,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         summary: Duration::ZERO,
         calls: written,
         kernel: Duration::ZERO,
+        integrators: 1,
         arms: vec![ArmSummary {
             name: trial.arms[0].plan.name.clone(),
             subjects: ran,

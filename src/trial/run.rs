@@ -37,6 +37,9 @@ pub struct RunOptions {
     pub output_dir: Option<PathBuf>,
     /// Stop after this many newly written parts (for tests of resumption).
     pub stop_after_parts: Option<u64>,
+    /// Host threads driving the backend's calls, each with an instance of its own (default:
+    /// the backend's [`Backend::integrators`]; a backend without siblings runs one).
+    pub integrators: Option<usize>,
 }
 
 /// Summary of one metric in one arm.
@@ -85,6 +88,9 @@ pub struct RunReport {
     pub calls: u64,
     /// Of `integrate`, the time the device spent in kernels (zero for the CPU backend).
     pub kernel: Duration,
+    /// Host threads that drove the backend, each with an instance of its own; `integrate`,
+    /// `kernel` and `calls` are summed over them.
+    pub integrators: usize,
     pub arms: Vec<ArmSummary>,
     pub complete: bool,
 }
@@ -409,6 +415,14 @@ pub(crate) struct Sampled {
     pub occasion_params: Vec<Vec<Vec<f64>>>,
 }
 
+/// An integration thread's busy time, its device kernels' time and its calls.
+#[derive(Default)]
+struct Busy {
+    integrate: Duration,
+    kernel: Duration,
+    calls: u64,
+}
+
 /// A chunk with its per-arm results: subjects `range` of each arm's output (the output of the
 /// backend call that integrated this chunk, possibly merged with its neighbours).
 struct Integrated {
@@ -555,7 +569,7 @@ pub fn run_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, String> 
 pub fn run_trial_on(
     trial: &Trial,
     opts: &RunOptions,
-    mut backend: Box<dyn Backend>,
+    backend: Box<dyn Backend>,
     reason: String,
     start: Instant,
 ) -> Result<RunReport, String> {
@@ -622,6 +636,25 @@ pub fn run_trial_on(
     let fit = (PARAM_BUDGET / (chunk * param_bytes(trial))).max(1);
     let per_call = (batch as u64).div_ceil(chunk).min(fit).clamp(1, 256) as usize;
     let mut tally = Tally::new(trial);
+    // Host threads driving the backend: its default, or as asked; each with an instance of
+    // its own.
+    let wanted = opts
+        .integrators
+        .unwrap_or_else(|| backend.integrators())
+        .max(1);
+    let mut backends = vec![backend];
+    while backends.len() < wanted {
+        match backends[0].sibling() {
+            Some(Ok(b)) => backends.push(b),
+            Some(Err(e)) if opts.integrators.is_some() => {
+                return Err(format!("integration thread {}: {e}", backends.len() + 1))
+            }
+            _ => break,
+        }
+    }
+    let n_integrators = backends.len();
+    // Set by an integration thread that fails, so that the others stop too.
+    let stop = std::sync::atomic::AtomicBool::new(false);
     let result: Result<(), String> = std::thread::scope(|s| {
         let (tx_sampled, rx_sampled) = bounded::<Sampled>(per_call + 1);
         let (tx_done, rx_done) = bounded::<Integrated>(2);
@@ -703,83 +736,106 @@ pub fn run_trial_on(
             }
             Ok(n_written)
         });
-        // Stage 2: integration, here on the calling thread (backends need not be Send-shared).
-        let mut failure = None;
-        // The receiver is dropped after the loop: a sampler blocked on a full channel then
-        // stops instead of waiting forever.
-        let rx = rx_sampled;
-        let min_call = per_call.div_ceil(4);
-        while let Ok(first) = rx.recv() {
-            let mut group = vec![first];
-            let mut n: usize = group[0].n;
-            // Chunks already sampled join the call; the call waits for more only while it has
-            // fewer than a quarter of its chunks (at the start, or when sampling falls behind),
-            // so that encoding starts early and the stages overlap.
-            while group.len() < per_call && n < batch {
-                let next = if group.len() < min_call {
-                    rx.recv().ok()
-                } else {
-                    rx.try_recv().ok()
-                };
-                match next {
-                    Some(next) => {
-                        n += next.n;
-                        group.push(next);
+        // Stage 2: integration, by one host thread per backend instance, each taking the
+        // next sampled chunks as its call.
+        let stop = &stop;
+        let amount_per = &amount_per;
+        let integrators: Vec<_> = backends
+            .into_iter()
+            .map(|mut backend| {
+                let rx = rx_sampled.clone();
+                let tx_done = tx_done.clone();
+                s.spawn(move || -> Result<Busy, String> {
+                    let mut busy = Busy::default();
+                    let min_call = per_call.div_ceil(4);
+                    while let Ok(first) = rx.recv() {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let mut group = vec![first];
+                        let mut n: usize = group[0].n;
+                        // Chunks already sampled join the call; the call waits for more only
+                        // while it has fewer than a quarter of its chunks (at the start, or
+                        // when sampling falls behind), so that encoding starts early and the
+                        // stages overlap.
+                        while group.len() < per_call && n < batch {
+                            let next = if group.len() < min_call {
+                                rx.recv().ok()
+                            } else {
+                                rx.try_recv().ok()
+                            };
+                            match next {
+                                Some(next) => {
+                                    n += next.n;
+                                    group.push(next);
+                                }
+                                None => break,
+                            }
+                        }
+                        let merged = (group.len() > 1).then(|| merge(&group, amount_per));
+                        let input_of = merged.as_ref().unwrap_or(&group[0]);
+                        let mut outputs: Vec<Arc<ChunkOutput>> =
+                            Vec::with_capacity(trial.arms.len());
+                        let t0 = Instant::now();
+                        for (a, arm) in trial.arms.iter().enumerate() {
+                            let scale = amount_per[a].map(|c| input_of.covariates[c].as_slice());
+                            let input = ChunkInput {
+                                first_subject: input_of.first,
+                                n: input_of.n,
+                                params: &input_of.params,
+                                amount_scale: scale,
+                                occasion_params: &input_of.occasion_params,
+                            };
+                            let mut out = ChunkOutput::default();
+                            if let Err(e) = backend.run_chunk(&arm.plan, &input, &mut out) {
+                                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Err(e.to_string());
+                            }
+                            busy.kernel += out.kernel_time;
+                            outputs.push(Arc::new(out));
+                        }
+                        busy.integrate += t0.elapsed();
+                        busy.calls += 1;
+                        // Each chunk goes on with its subjects' range of the call's outputs
+                        // (no copy).
+                        let mut at = 0;
+                        for sampled in group {
+                            let range = at..at + sampled.n;
+                            at += sampled.n;
+                            let outputs = outputs.clone();
+                            if tx_done
+                                .send(Integrated {
+                                    sampled,
+                                    outputs,
+                                    range,
+                                })
+                                .is_err()
+                            {
+                                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Ok(busy);
+                            }
+                        }
                     }
-                    None => break,
+                    Ok(busy)
+                })
+            })
+            .collect();
+        // The receivers are dropped when the integrators end: a sampler blocked on a full
+        // channel then stops instead of waiting forever.
+        drop(rx_sampled);
+        drop(tx_done);
+        let mut failure = None;
+        for h in integrators {
+            match h.join() {
+                Ok(Ok(b)) => {
+                    integrate_time += b.integrate;
+                    kernel_time += b.kernel;
+                    calls += b.calls;
                 }
-            }
-            let merged = (group.len() > 1).then(|| merge(&group, &amount_per));
-            let input_of = merged.as_ref().unwrap_or(&group[0]);
-            let mut outputs: Vec<Arc<ChunkOutput>> = Vec::with_capacity(trial.arms.len());
-            let t0 = Instant::now();
-            for (a, arm) in trial.arms.iter().enumerate() {
-                let scale = amount_per[a].map(|c| input_of.covariates[c].as_slice());
-                let input = ChunkInput {
-                    first_subject: input_of.first,
-                    n: input_of.n,
-                    params: &input_of.params,
-                    amount_scale: scale,
-                    occasion_params: &input_of.occasion_params,
-                };
-                let mut out = ChunkOutput::default();
-                if let Err(e) = backend.run_chunk(&arm.plan, &input, &mut out) {
-                    failure = Some(e.to_string());
-                    break;
-                }
-                kernel_time += out.kernel_time;
-                outputs.push(Arc::new(out));
-            }
-            integrate_time += t0.elapsed();
-            calls += 1;
-            if failure.is_some() {
-                break;
-            }
-            // Each chunk goes on with its subjects' range of the call's outputs (no copy).
-            let mut closed = false;
-            let mut at = 0;
-            for sampled in group {
-                let range = at..at + sampled.n;
-                at += sampled.n;
-                let outputs = outputs.clone();
-                if tx_done
-                    .send(Integrated {
-                        sampled,
-                        outputs,
-                        range,
-                    })
-                    .is_err()
-                {
-                    closed = true;
-                    break;
-                }
-            }
-            if closed {
-                break;
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some("an integration thread panicked".to_string())),
             }
         }
-        drop(rx);
-        drop(tx_done);
         sample_time = sampler.join().unwrap_or_default();
         let mut worker_error = None;
         for w in workers {
@@ -831,6 +887,7 @@ pub fn run_trial_on(
         summary: summary_time,
         calls,
         kernel: kernel_time,
+        integrators: n_integrators,
         arms,
         complete,
     })

@@ -97,7 +97,7 @@ impl Layout {
 type DeviceRun<T> = Result<(Vec<(usize, Written<T>)>, Duration), BackendError>;
 
 /// PTX by source key and architecture.
-type PtxCache = HashMap<([u8; 32], &'static str), String>;
+type PtxCache = HashMap<([u8; 32], &'static str), Arc<str>>;
 
 /// A job whose kernel and download are queued on a lane.
 struct InFlight {
@@ -151,6 +151,7 @@ fn staging<'a>(
 
 /// One device, its lanes and the kernels loaded on it.
 struct Device {
+    ordinal: usize,
     ctx: Arc<CudaContext>,
     lanes: Vec<Lane>,
     arch: &'static str,
@@ -183,6 +184,7 @@ impl Device {
             })
             .collect::<Result<_, String>>()?;
         Ok(Device {
+            ordinal,
             ctx,
             lanes,
             arch,
@@ -419,10 +421,11 @@ fn source_key(src: &str) -> [u8; 32] {
     Sha256::digest(src.as_bytes()).into()
 }
 
-/// All devices, and the PTX of every kernel compiled so far, by source and architecture.
+/// All devices, and the PTX of every kernel compiled so far, by source and architecture
+/// (shared with the backend's siblings, so that each source is compiled once).
 pub(super) struct Devices {
     devices: Vec<Device>,
-    ptx: PtxCache,
+    ptx: Arc<std::sync::Mutex<PtxCache>>,
     tuning: CudaTuning,
 }
 
@@ -432,22 +435,35 @@ impl Launcher for Devices {
     }
 
     fn launch_all<T: Real>(&mut self, jobs: &[Job<'_, T>]) -> Result<Launched<T>, BackendError> {
-        // NVRTC compiles each source once per architecture, before the devices start.
-        for d in &self.devices {
-            for j in jobs {
-                if let std::collections::hash_map::Entry::Vacant(v) =
-                    self.ptx.entry((source_key(j.src), d.arch))
-                {
-                    // Kept between runs (docs/gpu.md, "Kernels kept between runs").
-                    let (ptx, _) =
-                        super::cache::compile_ptx(j.src, d.arch, &self.tuning).map_err(failed)?;
-                    v.insert(ptx);
+        // NVRTC compiles each source once per architecture, before the devices start (a
+        // sibling asking for the same source meanwhile waits for it).
+        let mut ptx = PtxCache::new();
+        {
+            let mut compiled = self.ptx.lock().unwrap_or_else(|e| e.into_inner());
+            for d in &self.devices {
+                for j in jobs {
+                    let key = (source_key(j.src), d.arch);
+                    if ptx.contains_key(&key) {
+                        continue;
+                    }
+                    let code = match compiled.get(&key) {
+                        Some(code) => code.clone(),
+                        None => {
+                            // Kept between runs (docs/gpu.md, "Kernels kept between runs").
+                            let (code, _) = super::cache::compile_ptx(j.src, d.arch, &self.tuning)
+                                .map_err(failed)?;
+                            let code: Arc<str> = code.into();
+                            compiled.insert(key, code.clone());
+                            code
+                        }
+                    };
+                    ptx.insert(key, code);
                 }
             }
         }
         // Job k goes to device k mod D, each device driven by a thread of its own.
         let nd = self.devices.len();
-        let ptx = &self.ptx;
+        let ptx = &ptx;
         let per_device: Vec<Vec<(usize, &Job<'_, T>)>> = (0..nd)
             .map(|d| jobs.iter().enumerate().skip(d).step_by(nd).collect())
             .collect();
@@ -563,7 +579,7 @@ impl CudaBackend {
                 precision,
                 launcher: Devices {
                     devices,
-                    ptx: HashMap::new(),
+                    ptx: Arc::new(std::sync::Mutex::new(HashMap::new())),
                     tuning,
                 },
                 label: "cuda",
@@ -574,6 +590,33 @@ impl CudaBackend {
     /// How many devices take a share of each launch.
     pub fn device_count(&self) -> usize {
         self.host.launcher.devices.len()
+    }
+
+    /// Another backend on the same devices, with streams, staging buffers and loaded kernels
+    /// of its own, sharing this one's compiled PTX.
+    fn open_sibling(&self) -> Result<CudaBackend, BackendError> {
+        let l = &self.host.launcher;
+        let devices = l
+            .devices
+            .iter()
+            .map(|d| {
+                let mut s = Device::open(d.ordinal).map_err(failed)?;
+                s.block = d.block;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        Ok(CudaBackend {
+            host: Host {
+                model: self.host.model.clone(),
+                precision: self.host.precision,
+                launcher: Devices {
+                    devices,
+                    ptx: l.ptx.clone(),
+                    tuning: l.tuning.clone(),
+                },
+                label: self.host.label,
+            },
+        })
     }
 }
 
@@ -663,6 +706,17 @@ impl Backend for CudaBackend {
     /// 2^20 subjects per device (three streams of ~350 000 threads each).
     fn preferred_batch(&self) -> usize {
         (1 << 20) * self.host.launcher.devices.len()
+    }
+
+    /// Two: while one host thread packs a call's parameters and unpacks its results, the
+    /// other's kernels run (on the H200, a call of 2^20 quickstart subjects ran its kernels in
+    /// 13 ms of 39 ms, docs/gpu.md).
+    fn integrators(&self) -> usize {
+        2
+    }
+
+    fn sibling(&self) -> Option<Result<Box<dyn Backend>, BackendError>> {
+        Some(self.open_sibling().map(|b| Box::new(b) as Box<dyn Backend>))
     }
 }
 

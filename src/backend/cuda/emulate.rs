@@ -513,6 +513,27 @@ impl Backend for EmulatedCuda {
             .is_some()
             .then(|| self.op_counts())
     }
+    /// Another emulation with the same lanes (a counting build has none: its counts add up in
+    /// one place).
+    fn sibling(&self) -> Option<Result<Box<dyn Backend>, BackendError>> {
+        let l = &self.host.launcher;
+        if l.counting.is_some() {
+            return None;
+        }
+        Some(Ok(Box::new(EmulatedCuda {
+            host: Host {
+                model: self.host.model.clone(),
+                precision: self.host.precision,
+                launcher: Emulator {
+                    compiler: l.compiler.clone(),
+                    dir: l.dir.clone(),
+                    lanes: l.lanes,
+                    counting: None,
+                },
+                label: NAME,
+            },
+        })))
+    }
 }
 
 #[cfg(test)]

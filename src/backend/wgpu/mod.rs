@@ -1323,6 +1323,27 @@ mod integrate {
                 1 << 20
             }
         }
+
+        /// Another instance on the same device and queue, with buffers and pipelines of its
+        /// own and the same settings (one host thread still drives wgpu by default: the gain
+        /// of two has not been measured on a hardware adapter).
+        fn sibling(&self) -> Option<Result<Box<dyn Backend>, BackendError>> {
+            Some(Ok(Box::new(WgpuBackend {
+                gpu: Gpu {
+                    device: self.gpu.device.clone(),
+                    queue: self.gpu.queue.clone(),
+                    info: self.gpu.info.clone(),
+                    shader_f64: self.gpu.shader_f64,
+                },
+                model: self.model.clone(),
+                precision: self.precision,
+                pipelines: HashMap::new(),
+                checks: self.checks,
+                unroll: self.unroll,
+                budget_override: self.budget_override,
+                budget_divisor: self.budget_divisor,
+            })))
+        }
     }
 }
 
