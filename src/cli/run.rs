@@ -436,6 +436,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         report.encoding.as_secs_f64(),
         report.summary.as_secs_f64()
     );
+    println!(
+        "wall time: start-up {:.2} s (backend and output directory), pipeline {:.2} s, summary and manifest {:.2} s",
+        report.startup.as_secs_f64(),
+        report.pipeline.as_secs_f64(),
+        (report.wall.saturating_sub(report.startup + report.pipeline)).as_secs_f64()
+    );
     if let Some(mb) = peak_memory_mb() {
         println!("peak memory {mb:.0} MB");
     }

@@ -438,6 +438,8 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         calls: written,
         kernel: Duration::ZERO,
         integrators: 1,
+        startup: Duration::ZERO,
+        pipeline: Duration::ZERO,
         arms: vec![ArmSummary {
             name: trial.arms[0].plan.name.clone(),
             subjects: ran,

@@ -91,6 +91,12 @@ pub struct RunReport {
     /// Host threads that drove the backend, each with an instance of its own; `integrate`,
     /// `kernel` and `calls` are summed over them.
     pub integrators: usize,
+    /// From the run's start to its pipeline's: choosing and opening the backend (a GPU's
+    /// context), its siblings, and the output directory. Kernels are compiled (or taken from
+    /// the cache) at their first call, within the pipeline.
+    pub startup: Duration,
+    /// The pipeline's wall time: sampling, integration, encoding and writing, overlapped.
+    pub pipeline: Duration,
     pub arms: Vec<ArmSummary>,
     pub complete: bool,
 }
@@ -653,6 +659,8 @@ pub fn run_trial_on(
         }
     }
     let n_integrators = backends.len();
+    let t_pipeline = Instant::now();
+    let startup = t_pipeline.duration_since(start);
     // Set by an integration thread that fails, so that the others stop too.
     let stop = std::sync::atomic::AtomicBool::new(false);
     let result: Result<(), String> = std::thread::scope(|s| {
@@ -860,6 +868,7 @@ pub fn run_trial_on(
             None => Ok(()),
         }
     });
+    let pipeline_time = t_pipeline.elapsed();
     progress.finish_and_clear();
     result?;
     let complete = written + done.len() as u64 == c1 - c0;
@@ -888,6 +897,8 @@ pub fn run_trial_on(
         calls,
         kernel: kernel_time,
         integrators: n_integrators,
+        startup,
+        pipeline: pipeline_time,
         arms,
         complete,
     })
