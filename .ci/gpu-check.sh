@@ -25,19 +25,21 @@ tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgp
 
 # name, time limit (s): in order of importance. The agreement matrices (cuda_f32, cuda_f64)
 # passed on an H200 on 2026-12-04 (docs/benchmarks.md), so what has changed or not run since
-# comes first; a run takes about 11 s for bench_2e-4, 65 and 103 s for the matrices.
+# comes first: the integration threads of `vpop run` (quick), where a call's time goes, the
+# large models' kernels (their layout changed), the matrices on those kernels, then the peers;
+# a run takes about 11 s for bench_2e-4, 65 and 103 s for the matrices.
 checks=(
   "bench_2e-4 90"        # CUDA f32/f64 throughput and accuracy at the tolerance of the target
-  "large_model 120"      # a stiff 56-state model (Rodas4, sparse W) in f32 against the CPU
-  "large_model_f64 120"  # the same in f64, on fewer subjects (docs/gpu.md, "Sparse W for large models")
-  "peers_gpu 300"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
-  "cuda_f32 150"         # the f32 agreement matrix, status codes, splits (device only)
-  "cuda_f64 180"         # the f64 agreement matrix
-  "metrics_cost 75"      # the same kernel with fewer metrics: what the in-step searches cost
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
   "run_10M_one_thread 60" # the same with one host thread driving the GPU (the default is two)
   "cuda_trial_threads 60" # a trial on two host threads writes the parts of one, byte for byte
   "trace_calls 90"       # where a backend call's time goes beside its kernels (VPOP_CUDA_TRACE)
+  "large_model 120"      # a stiff 56-state model (Rodas4, sparse W) in f32 against the CPU
+  "large_model_f64 120"  # the same in f64, on fewer subjects (docs/gpu.md, "Sparse W for large models")
+  "cuda_f32 150"         # the f32 agreement matrix, status codes, splits (device only)
+  "cuda_f64 180"         # the f64 agreement matrix
+  "peers_gpu 300"        # diffrax and torchdiffeq on the GPU, same subjects as vpop
+  "metrics_cost 75"      # the same kernel with fewer metrics: what the in-step searches cost
   "cuda_two_threads 90"  # two host threads driving one GPU (the several-device path)
   "wgpu 120"             # the WGSL kernels through the NVIDIA Vulkan driver
   "host_pipeline 120"    # the host side alone, 10 M subjects, every core
