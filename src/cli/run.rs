@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::output::Shard;
 use crate::trial::resolve::BackendChoice;
-use crate::trial::run::{format_summary, run_trial, RunOptions};
+use crate::trial::run::{format_summary, run_trial, RunOptions, MAX_INTEGRATORS};
 use crate::trial::Trial;
 
 pub const RUN_EXAMPLES: &str = "Examples:
@@ -38,7 +38,7 @@ pub struct RunArgs {
     pub chunk_size: Option<usize>,
     /// Host threads driving the backend, each with an instance of its own: while one
     /// thread packs a call and unpacks its results, another's kernels run (default: 2 on
-    /// CUDA, 1 elsewhere; the CPU backend always runs one).
+    /// CUDA, 1 elsewhere; the CPU backend always runs one; at most 16).
     #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub integrators: Option<usize>,
     /// Replace the output of a different earlier run in the output directory.
@@ -331,11 +331,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         report.backend.name, report.backend.device, report.backend_reason
     );
     if let Some(n) = args.integrators.filter(|n| *n > report.integrators) {
+        let why = if trial.data.is_some() {
+            "a [data] trial's record programs run on one"
+        } else if report.backend.name == "cpu" {
+            "each of its calls keeps every core busy"
+        } else if n > MAX_INTEGRATORS {
+            "at most 16"
+        } else {
+            "it offers no further instance"
+        };
         eprintln!(
-            "note: --integrators {n}: the {} backend runs {} host thread{} (each of its calls keeps every core busy)",
-            report.backend.name,
+            "note: --integrators {n}: {} host thread{} drove the {} backend ({why})",
             report.integrators,
-            if report.integrators == 1 { "" } else { "s" }
+            if report.integrators == 1 { "" } else { "s" },
+            report.backend.name,
         );
     }
     let secs = report.wall.as_secs_f64();

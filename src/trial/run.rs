@@ -38,7 +38,8 @@ pub struct RunOptions {
     /// Stop after this many newly written parts (for tests of resumption).
     pub stop_after_parts: Option<u64>,
     /// Host threads driving the backend's calls, each with an instance of its own (default:
-    /// the backend's [`Backend::integrators`]; a backend without siblings runs one).
+    /// the backend's [`Backend::integrators`]; a backend without siblings runs one; at most
+    /// [`MAX_INTEGRATORS`]).
     pub integrators: Option<usize>,
 }
 
@@ -100,6 +101,9 @@ pub struct RunReport {
     pub arms: Vec<ArmSummary>,
     pub complete: bool,
 }
+
+/// The most host threads that drive a backend ([`RunOptions::integrators`]).
+pub const MAX_INTEGRATORS: usize = 16;
 
 /// Default subjects per chunk: large enough to amortise per-chunk costs, small enough to keep
 /// memory at a few tens of MB.
@@ -647,7 +651,7 @@ pub fn run_trial_on(
     let wanted = opts
         .integrators
         .unwrap_or_else(|| backend.integrators())
-        .max(1);
+        .clamp(1, MAX_INTEGRATORS);
     let mut backends = vec![backend];
     while backends.len() < wanted {
         match backends[0].sibling() {
