@@ -16,7 +16,7 @@ use cudarc::driver::{
 };
 use sha2::{Digest, Sha256};
 
-use super::host::{ms, trace, Host, Job, Launched, Launcher, Real, Written};
+use super::host::{ms, trace, Host, Job, Launcher, Real, Take, Written};
 use super::CudaTuning;
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::Precision;
@@ -93,8 +93,8 @@ impl Layout {
     }
 }
 
-/// What a device's jobs wrote, by job index, and the device's kernel span.
-type DeviceRun<T> = Result<(Vec<(usize, Written<T>)>, Duration), BackendError>;
+/// How many jobs a device ran (their results taken), and its kernels' span.
+type DeviceRun = Result<(usize, Duration), BackendError>;
 
 /// PTX by source key and architecture.
 type PtxCache = HashMap<([u8; 32], &'static str), Arc<str>>;
@@ -301,11 +301,13 @@ impl Device {
         Ok(())
     }
 
-    /// Waits for lane `l`'s job and takes what it wrote.
+    /// Waits for lane `l`'s job and hands what it wrote to `take`, read in place from the
+    /// lane's page-locked download buffer.
     fn finish<T: Real>(
         &mut self,
         l: usize,
-    ) -> Result<Option<(InFlight, Written<T>)>, BackendError> {
+        take: &Take<'_, T>,
+    ) -> Result<Option<InFlight>, BackendError> {
         let lane = &mut self.lanes[l];
         let Some(fl) = lane.flight.take() else {
             return Ok(None);
@@ -321,24 +323,37 @@ impl Device {
             .as_slice()
             .map_err(driver)?;
         let lay = &fl.layout;
-        let take = |r: &Range<usize>| -> Vec<T> { collect(&host[lay.down(r)]) };
-        let written = Written {
-            counters: collect(&host[lay.down(&lay.counters)]),
-            metrics: take(&lay.metrics),
-            profiles: if lay.download_end == lay.profiles.end {
-                take(&lay.profiles)
-            } else {
-                Vec::new()
-            },
+        let profiles = if lay.download_end == lay.profiles.end {
+            &host[lay.down(&lay.profiles)]
+        } else {
+            &[]
         };
+        let (counters, metrics, profiles) = (
+            values::<u32>(&host[lay.down(&lay.counters)]),
+            values::<T>(&host[lay.down(&lay.metrics)]),
+            values::<T>(profiles),
+        );
+        take(
+            fl.job,
+            Written {
+                metrics: &metrics,
+                counters: &counters,
+                profiles: &profiles,
+            },
+        );
         self.took += t_take.elapsed();
-        Ok(Some((fl, written)))
+        Ok(Some(fl))
     }
 
     /// Runs this device's jobs round its lanes; what they wrote, by job index, and the span
     /// from the first kernel's start to the last one's end.
-    fn run<T: Real>(&mut self, jobs: &[(usize, &Job<'_, T>)], ptx: &PtxCache) -> DeviceRun<T> {
-        let result = self.run_lanes(jobs, ptx);
+    fn run<T: Real>(
+        &mut self,
+        jobs: &[(usize, &Job<'_, T>)],
+        ptx: &PtxCache,
+        take: &Take<'_, T>,
+    ) -> DeviceRun {
+        let result = self.run_lanes(jobs, ptx, take);
         if result.is_err() {
             for lane in &mut self.lanes {
                 let _ = lane.stream.synchronize();
@@ -352,15 +367,14 @@ impl Device {
         &mut self,
         jobs: &[(usize, &Job<'_, T>)],
         ptx: &PtxCache,
-    ) -> DeviceRun<T> {
+        take: &Take<'_, T>,
+    ) -> DeviceRun {
         self.staged = Duration::ZERO;
         self.waited = Duration::ZERO;
         self.took = Duration::ZERO;
-        let mut done = Vec::with_capacity(jobs.len());
         let mut events = Vec::with_capacity(jobs.len());
-        let mut keep = |fw: Option<(InFlight, Written<T>)>| {
-            if let Some((fl, w)) = fw {
-                done.push((fl.job, w));
+        let mut keep = |fl: Option<InFlight>| {
+            if let Some(fl) = fl {
                 events.push((fl.start, fl.end));
             }
         };
@@ -371,13 +385,13 @@ impl Device {
                 .ok_or_else(|| failed("a kernel was not compiled"))?;
             let f = self.function(key, code)?;
             let l = k % LANES;
-            keep(self.finish(l)?);
+            keep(self.finish(l, take)?);
             let t_stage = Instant::now();
             self.enqueue(l, *ix, job, &f)?;
             self.staged += t_stage.elapsed();
         }
         for l in 0..LANES {
-            keep(self.finish(l)?);
+            keep(self.finish(l, take)?);
         }
         if trace() {
             eprintln!(
@@ -389,17 +403,17 @@ impl Device {
                 ms(self.took)
             );
         }
-        Ok((done, span(&events)?))
+        Ok((events.len(), span(&events)?))
     }
 }
 
-/// The values of type T in `bytes` (a region of a staging buffer), copied out. The regions
-/// are aligned (page-locked buffers are page-aligned, regions ALIGN-aligned), so this is one
-/// copy into fresh memory; `bytemuck::pod_collect_to_vec` would zero that memory first.
-fn collect<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+/// The values of type T in `bytes` (a region of a staging buffer): read in place, since the
+/// regions are aligned (page-locked buffers are page-aligned, regions ALIGN-aligned); copied
+/// out only where a region is not aligned for T.
+fn values<T: bytemuck::Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
     match bytemuck::try_cast_slice::<u8, T>(bytes) {
-        Ok(values) => values.to_vec(),
-        Err(_) => bytemuck::pod_collect_to_vec(bytes),
+        Ok(values) => std::borrow::Cow::Borrowed(values),
+        Err(_) => std::borrow::Cow::Owned(bytemuck::pod_collect_to_vec(bytes)),
     }
 }
 
@@ -434,7 +448,11 @@ impl Launcher for Devices {
         (self.devices.len() * LANES, MIN_PART)
     }
 
-    fn launch_all<T: Real>(&mut self, jobs: &[Job<'_, T>]) -> Result<Launched<T>, BackendError> {
+    fn launch_all<T: Real>(
+        &mut self,
+        jobs: &[Job<'_, T>],
+        take: &Take<'_, T>,
+    ) -> Result<Duration, BackendError> {
         // NVRTC compiles each source once per architecture, before the devices start (a
         // sibling asking for the same source meanwhile waits for it).
         let mut ptx = PtxCache::new();
@@ -467,15 +485,15 @@ impl Launcher for Devices {
         let per_device: Vec<Vec<(usize, &Job<'_, T>)>> = (0..nd)
             .map(|d| jobs.iter().enumerate().skip(d).step_by(nd).collect())
             .collect();
-        let results: Vec<DeviceRun<T>> = if nd == 1 {
-            vec![self.devices[0].run(&per_device[0], ptx)]
+        let results: Vec<DeviceRun> = if nd == 1 {
+            vec![self.devices[0].run(&per_device[0], ptx, take)]
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = self
                     .devices
                     .iter_mut()
                     .zip(&per_device)
-                    .map(|(dev, mine)| s.spawn(move || dev.run(mine, ptx)))
+                    .map(|(dev, mine)| s.spawn(move || dev.run(mine, ptx, take)))
                     .collect();
                 handles
                     .into_iter()
@@ -486,22 +504,16 @@ impl Launcher for Devices {
                     .collect()
             })
         };
-        let mut parts: Vec<Option<Written<T>>> = (0..jobs.len()).map(|_| None).collect();
-        let mut kernel_time = Duration::ZERO;
+        let (mut kernel_time, mut ran) = (Duration::ZERO, 0);
         for r in results {
             let (done, t) = r?;
             kernel_time = kernel_time.max(t);
-            for (ix, w) in done {
-                parts[ix] = Some(w);
-            }
+            ran += done;
         }
-        Ok(Launched {
-            parts: parts
-                .into_iter()
-                .map(|w| w.ok_or_else(|| failed("a part was not run")))
-                .collect::<Result<_, _>>()?,
-            kernel_time,
-        })
+        if ran != jobs.len() {
+            return Err(failed(format!("{ran} of {} parts were run", jobs.len())));
+        }
+        Ok(kernel_time)
     }
 }
 
@@ -722,21 +734,27 @@ impl Backend for CudaBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::collect;
+    use super::values;
 
-    /// Values copied out of a staging region are those of its bytes, whether the region is
-    /// aligned for their type or not.
+    /// The values of a staging region are those of its bytes, read in place where the region
+    /// is aligned for their type and copied out where it is not.
     #[test]
-    fn results_are_copied_out_whatever_their_alignment() {
-        let values: Vec<f64> = (0..9).map(|i| i as f64 * 0.5 - 1.0).collect();
-        let bytes: &[u8] = bytemuck::cast_slice(&values);
-        let aligned: Vec<f64> = collect(bytes);
-        assert_eq!(aligned, values);
+    fn results_are_read_whatever_their_alignment() {
+        let want: Vec<f64> = (0..9).map(|i| i as f64 * 0.5 - 1.0).collect();
+        let bytes: &[u8] = bytemuck::cast_slice(&want);
+        let aligned = values::<f64>(bytes);
+        assert!(matches!(aligned, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(aligned.as_ref(), &want[..]);
         let mut shifted = vec![0u8; bytes.len() + 1];
         shifted[1..].copy_from_slice(bytes);
-        let unaligned: Vec<f64> = collect(&shifted[1..]);
-        assert_eq!(unaligned, values);
-        let words: Vec<u32> = collect(&bytes[..16]);
-        assert_eq!(words, bytemuck::pod_collect_to_vec::<u8, u32>(&bytes[..16]));
+        let unaligned = values::<f64>(&shifted[1..]);
+        assert!(matches!(unaligned, std::borrow::Cow::Owned(_)));
+        assert_eq!(unaligned.as_ref(), &want[..]);
+        let words = values::<u32>(&bytes[..16]);
+        assert_eq!(
+            words.as_ref(),
+            &bytemuck::pod_collect_to_vec::<u8, u32>(&bytes[..16])[..]
+        );
+        assert!(values::<f32>(&[]).is_empty());
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use super::host::{Host, Job, Launched, Launcher, Meta, Real, Written, BLOCK};
+use super::host::{Host, Job, Launcher, Meta, Real, Take, Written, BLOCK};
 use super::OpCounts;
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::{
@@ -348,7 +348,9 @@ impl<T: Real> Outputs<T> {
 }
 
 impl Emulator {
-    fn launch<T: Real>(&self, job: &Job<'_, T>) -> Result<Written<T>, BackendError> {
+    /// Runs a job; what it wrote: metrics, counters and profiles (empty when the arm samples
+    /// none).
+    fn launch<T: Real>(&self, job: &Job<'_, T>) -> Result<Wrote<T>, BackendError> {
         let loaded = self.entry(job.src, T::PRECISION).map_err(failed)?;
         let f =
             T::emulated(&loaded.entry).ok_or_else(|| failed("a library of the other precision"))?;
@@ -389,29 +391,38 @@ impl Emulator {
         if job.meta.n_times == 0 {
             profiles.clear();
         }
-        Ok(Written {
-            metrics,
-            counters,
-            profiles,
-        })
+        Ok((metrics, counters, profiles))
     }
 }
+
+/// What an emulated launch wrote: metrics, counters, profiles.
+type Wrote<T> = (Vec<T>, Vec<u32>, Vec<T>);
 
 impl Launcher for Emulator {
     fn lanes(&self) -> (usize, usize) {
         (self.lanes, 1)
     }
 
-    fn launch_all<T: Real>(&mut self, jobs: &[Job<'_, T>]) -> Result<Launched<T>, BackendError> {
-        let t0 = std::time::Instant::now();
-        let parts = jobs
-            .iter()
-            .map(|j| self.launch(j))
-            .collect::<Result<_, _>>()?;
-        Ok(Launched {
-            parts,
-            kernel_time: t0.elapsed(),
-        })
+    fn launch_all<T: Real>(
+        &mut self,
+        jobs: &[Job<'_, T>],
+        take: &Take<'_, T>,
+    ) -> Result<std::time::Duration, BackendError> {
+        let mut kernels = std::time::Duration::ZERO;
+        for (ix, j) in jobs.iter().enumerate() {
+            let t0 = std::time::Instant::now();
+            let (metrics, counters, profiles) = self.launch(j)?;
+            kernels += t0.elapsed();
+            take(
+                ix,
+                Written {
+                    metrics: &metrics,
+                    counters: &counters,
+                    profiles: &profiles,
+                },
+            );
+        }
+        Ok(kernels)
     }
 }
 

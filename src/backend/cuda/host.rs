@@ -169,28 +169,31 @@ pub(super) struct Job<'a, T> {
     pub profiles_len: usize,
 }
 
-/// What a job's launch wrote.
-pub(super) struct Written<T> {
-    pub metrics: Vec<T>,
-    pub counters: Vec<u32>,
+/// What a job's launch wrote, where it lies: in a device's page-locked staging buffer (taken
+/// from there with no copy) or in the emulation's vectors.
+pub(super) struct Written<'a, T> {
+    pub metrics: &'a [T],
+    pub counters: &'a [u32],
     /// Empty when the arm samples no profile.
-    pub profiles: Vec<T>,
+    pub profiles: &'a [T],
 }
 
-/// What the jobs of one call wrote, in job order.
-pub(super) struct Launched<T> {
-    pub parts: Vec<Written<T>>,
-    /// From the first kernel's start to the last one's end (transfers before and after
-    /// excluded; on several devices, the longest device).
-    pub kernel_time: Duration,
-}
+/// Takes job `ix`'s results as soon as its launch is done, on whichever thread drives its
+/// device, while other jobs may still run.
+pub(super) type Take<'t, T> = dyn Fn(usize, Written<'_, T>) + Sync + 't;
 
 /// Runs the kernels of jobs somewhere.
 pub(super) trait Launcher {
     /// Lanes (parts run at once: streams × devices), and the smallest part worth a lane.
     fn lanes(&self) -> (usize, usize);
-    /// Runs independent jobs, in any order and possibly at once; results in job order.
-    fn launch_all<T: Real>(&mut self, jobs: &[Job<'_, T>]) -> Result<Launched<T>, BackendError>;
+    /// Runs independent jobs, in any order and possibly at once, handing each job's results to
+    /// `take` exactly once; the kernels' time, from the first kernel's start to the last one's
+    /// end (transfers before and after excluded; on several devices, the longest device).
+    fn launch_all<T: Real>(
+        &mut self,
+        jobs: &[Job<'_, T>],
+        take: &Take<'_, T>,
+    ) -> Result<Duration, BackendError>;
 }
 
 /// Splits `n` subjects into at most `lanes` parts of whole blocks, none smaller than `min`
@@ -317,23 +320,33 @@ impl<L: Launcher> Host<L> {
             .collect();
         let prepared = t_prepare.elapsed();
         let t_launch = Instant::now();
-        let done = self.launcher.launch_all(&jobs)?;
-        let launched = t_launch.elapsed();
-        let t_take = Instant::now();
-        out.kernel_time += done.kernel_time;
-        for (r, w) in parts.iter().zip(&done.parts) {
-            take_counters(out, &w.counters, COUNTERS, r.start);
-            take_values(out, &w.metrics, &w.profiles, r.len(), r.start, T::to);
+        // Each part's results go into the chunk's columns as soon as its launch is done (from
+        // the device's staging buffer, with no copy); parts of several devices take turns.
+        let taking = std::sync::Mutex::new((&mut *out, Duration::ZERO, vec![false; parts.len()]));
+        let kernel_time = self.launcher.launch_all(&jobs, &|ix, w: Written<'_, T>| {
+            let mut guard = taking.lock().unwrap_or_else(|e| e.into_inner());
+            let (o, took, seen) = &mut *guard;
+            let t0 = Instant::now();
+            let r = &parts[ix];
+            take_counters(o, w.counters, COUNTERS, r.start);
+            take_values(o, w.metrics, w.profiles, r.len(), r.start, T::to);
+            seen[ix] = true;
+            *took += t0.elapsed();
+        })?;
+        let (_, took, seen) = taking.into_inner().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&false) {
+            return Err(self.failed("a part's results were not taken"));
         }
+        out.kernel_time += kernel_time;
         if trace() {
             eprintln!(
-                "{}: {n} subjects in {} parts: prepare {:.2} ms, launch {:.2} ms (kernels {:.2} ms), results {:.2} ms",
+                "{}: {n} subjects in {} parts: prepare {:.2} ms, launch {:.2} ms (kernels {:.2} ms; results taken within it {:.2} ms)",
                 self.label,
                 parts.len(),
                 ms(prepared),
-                ms(launched),
-                ms(done.kernel_time),
-                ms(t_take.elapsed())
+                ms(t_launch.elapsed()),
+                ms(kernel_time),
+                ms(took)
             );
         }
         Ok(())
@@ -429,18 +442,25 @@ impl<L: Launcher> Host<L> {
                 profiles_len: (z.ny() + 2 * z.ns) * b.len(),
             })
             .collect();
-        let done = self.launcher.launch_all(&jobs)?;
-        let mut outcomes = Vec::with_capacity(programs.len());
-        for ((b, (data, _, _)), w) in batches.iter().zip(&packed).zip(&done.parts) {
-            outcomes.extend(take_records(
+        let taken: Vec<std::sync::Mutex<Option<Vec<RecordsOutcome>>>> =
+            batches.iter().map(|_| Default::default()).collect();
+        self.launcher.launch_all(&jobs, &|ix, w: Written<'_, T>| {
+            let (b, (data, _, _)) = (&batches[ix], &packed[ix]);
+            let o = take_records(
                 &programs[b.clone()],
                 data,
-                &w.metrics,
-                &w.counters,
+                w.metrics,
+                w.counters,
                 COUNTERS,
                 progs.n_outputs,
                 T::to,
-            ));
+            );
+            *taken[ix].lock().unwrap_or_else(|e| e.into_inner()) = Some(o);
+        })?;
+        let mut outcomes = Vec::with_capacity(programs.len());
+        for t in taken {
+            let o = t.into_inner().unwrap_or_else(|e| e.into_inner());
+            outcomes.extend(o.ok_or_else(|| self.failed("a batch was not run"))?);
         }
         Ok(outcomes)
     }
@@ -459,6 +479,105 @@ fn window_len(op: &Op) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A launcher that writes zeros for every job but `skip`, whose results it never hands
+    /// over (a device thread that lost a part).
+    struct Zeros {
+        skip: Option<usize>,
+    }
+
+    impl Launcher for Zeros {
+        fn lanes(&self) -> (usize, usize) {
+            (3, 1)
+        }
+        fn launch_all<T: Real>(
+            &mut self,
+            jobs: &[Job<'_, T>],
+            take: &Take<'_, T>,
+        ) -> Result<Duration, BackendError> {
+            for (ix, j) in jobs.iter().enumerate().rev() {
+                if Some(ix) == self.skip {
+                    continue;
+                }
+                let counters: Vec<u32> = (0..j.counters_len as u32).collect();
+                let metrics = vec![T::default(); j.metrics_len];
+                take(
+                    ix,
+                    Written {
+                        metrics: &metrics,
+                        counters: &counters,
+                        profiles: &[],
+                    },
+                );
+            }
+            Ok(Duration::from_millis(1))
+        }
+    }
+
+    /// Parts taken in any order land in their subjects' rows; a part whose results are never
+    /// taken fails the call instead of leaving its subjects' rows as they were reset.
+    #[test]
+    fn every_part_is_taken_or_the_call_fails() {
+        use crate::dosing::{Administration, DoseLine, Regimen};
+        let lm = crate::model::library::get("one_cmt_iv").unwrap();
+        let model = crate::model::Model::parse(lm.name, lm.source).unwrap();
+        let model = Arc::new(CompiledModel::new(&model));
+        let arm = ArmPlan {
+            name: "a".into(),
+            regimen: Regimen {
+                lines: vec![DoseLine {
+                    steady_state: false,
+                    state: 0,
+                    amount: 100.0,
+                    start: 0.0,
+                    interval: 12.0,
+                    count: 2,
+                    administration: Administration::Bolus,
+                }],
+            },
+            metrics: vec![crate::metrics::MetricSpec::new(
+                0,
+                "cp",
+                crate::metrics::Metric::parse("auc").unwrap(),
+            )],
+            end: 24.0,
+            sample_times: Vec::new(),
+            solver: SolverOptions::default(),
+            occasions: Vec::new(),
+        };
+        let n = 1000;
+        let params: Vec<Vec<f64>> = (0..model.programs.n_params).map(|_| vec![1.0; n]).collect();
+        let input = ChunkInput {
+            first_subject: 0,
+            n,
+            params: &params,
+            amount_scale: None,
+            occasion_params: &[],
+        };
+        for precision in [Precision::F32, Precision::F64] {
+            let mut host = Host {
+                model: model.clone(),
+                precision,
+                launcher: Zeros { skip: None },
+                label: "test",
+            };
+            let mut out = ChunkOutput::default();
+            host.run_chunk(&arm, &input, &mut out).unwrap();
+            assert_eq!(out.metrics[0], vec![0.0; n]);
+            // Each subject's status is the first of its five counters, 5 i (at most 255).
+            let parts = split(n, (3, 1));
+            assert_eq!(parts.len(), 3);
+            for r in &parts {
+                for i in r.clone() {
+                    let want = (5 * (i - r.start)).min(255) as u8;
+                    assert_eq!(out.status[i], want, "subject {i}");
+                }
+            }
+            host.launcher.skip = Some(1);
+            let err = host.run_chunk(&arm, &input, &mut out).unwrap_err();
+            assert!(err.to_string().contains("not taken"), "{err}");
+        }
+    }
 
     #[test]
     fn parts_cover_every_subject_once_in_whole_blocks() {
