@@ -160,7 +160,7 @@ struct Device {
     /// Threads per block of every launch.
     block: u32,
     /// For the trace (`VPOP_CUDA_TRACE`) of one call: time spent staging and queueing parts,
-    /// waiting for lanes, and copying results out of the staging buffers.
+    /// waiting for lanes, and taking results from the staging buffers.
     staged: Duration,
     waited: Duration,
     took: Duration,
@@ -395,7 +395,7 @@ impl Device {
         }
         if trace() {
             eprintln!(
-                "cuda {}: {} parts: staging and queueing {:.2} ms, waiting {:.2} ms, copying results {:.2} ms",
+                "cuda {}: {} parts: staging and queueing {:.2} ms, waiting {:.2} ms, taking results {:.2} ms",
                 self.name,
                 jobs.len(),
                 ms(self.staged),
