@@ -918,6 +918,23 @@ fn observations_carry_the_residual_error_model() {
 }
 
 /// `subject_id` and the named Float64 columns of a dataset, in file order.
+/// The bits of columns `names` of every row, keyed by subject and arm (within a part, an
+/// arm's rows come before the next arm's, so a subject's k-th row is its k-th arm's).
+fn rows_by_subject(
+    dir: &Path,
+    names: &[&str],
+) -> std::collections::BTreeMap<(u64, usize), Vec<u64>> {
+    let (ids, vals) = float_columns(dir, names);
+    let mut seen = std::collections::HashMap::new();
+    let mut rows = std::collections::BTreeMap::new();
+    for (r, id) in ids.iter().enumerate() {
+        let arm = seen.entry(*id).and_modify(|k| *k += 1).or_insert(0usize);
+        let v: Vec<u64> = vals.iter().map(|c| c[r].to_bits()).collect();
+        rows.insert((*id, *arm), v);
+    }
+    rows
+}
+
 fn float_columns(dir: &Path, names: &[&str]) -> (Vec<u64>, Vec<Vec<f64>>) {
     use arrow_array::{Array, Float64Array, UInt64Array};
     let mut ids = Vec::new();
@@ -1011,19 +1028,10 @@ fn the_wgpu_backend_runs_a_trial_like_the_cpu_reference() {
     .unwrap();
     assert_eq!(two.integrators, 2);
     assert_eq!(two.parts_written, 5);
-    // Rows keyed by subject and arm (a subject's first row is its first arm's).
-    let keyed = |dir: &Path| {
-        let (ids, vals) = float_columns(dir, &names);
-        let mut seen = std::collections::HashMap::new();
-        let mut rows = std::collections::BTreeMap::new();
-        for (r, id) in ids.iter().enumerate() {
-            let arm = seen.entry(*id).and_modify(|k| *k += 1).or_insert(0usize);
-            let v: Vec<u64> = vals.iter().map(|c| c[r].to_bits()).collect();
-            rows.insert((*id, *arm), v);
-        }
-        rows
-    };
-    let (a, b) = (keyed(&gpu_dir), keyed(&two_dir));
+    let (a, b) = (
+        rows_by_subject(&gpu_dir, &names),
+        rows_by_subject(&two_dir, &names),
+    );
     assert_eq!(a.len(), 5000);
     assert!(a == b, "two threads changed some subject's values");
 }
@@ -1492,19 +1500,10 @@ fn chunks_merged_into_one_call_give_every_subject_its_own_row() {
     let single = tmp("single");
     run(make().unwrap(), &single, 2500);
     let cols = ["cp_auc", "cp_cmax", "cp_ctrough", "cp_time_above_1", "cl"];
-    // Rows keyed by subject and arm (within a part, an arm's rows come before the next arm's).
-    let keyed = |dir: &Path| {
-        let (ids, vals) = float_columns(dir, &cols);
-        let mut seen = std::collections::HashMap::new();
-        let mut rows = std::collections::BTreeMap::new();
-        for (r, id) in ids.iter().enumerate() {
-            let arm = seen.entry(*id).and_modify(|k| *k += 1).or_insert(0usize);
-            let v: Vec<u64> = vals.iter().map(|c| c[r].to_bits()).collect();
-            rows.insert((*id, *arm), v);
-        }
-        rows
-    };
-    let (a, b) = (keyed(&merged), keyed(&single));
+    let (a, b) = (
+        rows_by_subject(&merged, &cols),
+        rows_by_subject(&single, &cols),
+    );
     assert_eq!(a.len(), 2 * 2500);
     assert!(a == b, "merged calls changed some subject's row");
     // Two host threads, each with an emulation of its own, take alternate calls of merged
