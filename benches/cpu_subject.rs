@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vpop::backend::cpu::simulate_arm_subject;
 use vpop::backend::ArmPlan;
-use vpop::dosing::{Administration, DoseLine, Regimen};
+use vpop::dosing::{DoseLine, Regimen};
 use vpop::metrics::{Metric, MetricSpec};
 use vpop::model::{library, CompiledModel, Model};
 use vpop::solver::{Integrator, Method, OdeSystem, SolverOptions};
@@ -33,15 +33,7 @@ fn subject(c: &mut Criterion) {
         let arm = ArmPlan {
             name: "a".into(),
             regimen: Regimen {
-                lines: vec![DoseLine {
-                    steady_state: false,
-                    state: 0,
-                    amount: 100.0,
-                    start: 0.0,
-                    interval: 12.0,
-                    count: 14,
-                    administration: Administration::Bolus,
-                }],
+                lines: vec![DoseLine::boluses(0, 100.0, 12.0, 14)],
             },
             metrics: metrics.clone(),
             end: 168.0,

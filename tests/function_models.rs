@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use vpop::backend::cpu::CpuBackend;
 use vpop::backend::{ArmPlan, Backend, Precision};
-use vpop::dosing::{Administration, DoseLine, Regimen};
+use vpop::dosing::{DoseLine, Regimen};
 use vpop::metrics::{Metric, MetricSpec};
 use vpop::model::{CompiledModel, Model};
 use vpop::solver::{Method, SolverOptions};
@@ -312,15 +312,7 @@ fn circadian_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec
         TIMES.iter().map(|t| (0, "c", format!("at({t})"))).collect();
     metrics.push((0, "c", "auc".into()));
     let regimen = Regimen {
-        lines: vec![DoseLine {
-            state: 0,
-            amount: DOSE,
-            start: 0.0,
-            interval: II,
-            count: 3,
-            administration: Administration::Bolus,
-            steady_state: false,
-        }],
+        lines: vec![DoseLine::boluses(0, DOSE, II, 3)],
     };
     let subjects = circadian_subjects();
     let params = columns(&subjects);
@@ -523,15 +515,7 @@ fn probit_peak_is_phi_of_the_concentration_peak(
     let subjects = probit_subjects();
     let params = columns(&subjects);
     let regimen = Regimen {
-        lines: vec![DoseLine {
-            state: 0,
-            amount: 200.0,
-            start: 0.0,
-            interval: 24.0,
-            count: 7,
-            administration: Administration::Bolus,
-            steady_state: false,
-        }],
+        lines: vec![DoseLine::boluses(0, 200.0, 24.0, 7)],
     };
     for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-8), (Precision::F32, 1e-6, 1e-4)] {
         let Some(mut b) = new(model.clone(), p) else {

@@ -2,7 +2,7 @@
 //! equations, hand-computed right-hand sides, and agreement of every method on every model.
 
 use vpop::backend::cpu::{simulate_subject, SubjectPlan};
-use vpop::dosing::{Administration, DoseLine, Regimen};
+use vpop::dosing::{DoseLine, Regimen};
 use vpop::metrics::{Metric, MetricSpec};
 use vpop::model::{library, CompiledModel, Model};
 use vpop::solver::{Integrator, Method, OdeSystem, SolverOptions, Status};
@@ -197,15 +197,7 @@ fn every_method_agrees_on_every_library_model() {
         let params = defaults(&m);
         // A dose into the first state (the depot or the central compartment), repeated.
         let regimen = Regimen {
-            lines: vec![DoseLine {
-                steady_state: false,
-                state: 0,
-                amount: 100.0,
-                start: 0.0,
-                interval: 12.0,
-                count: 4,
-                administration: Administration::Bolus,
-            }],
+            lines: vec![DoseLine::boluses(0, 100.0, 12.0, 4)],
         };
         let mut b = c.bind(&params);
         let schedule = regimen.schedule(1.0, &b.state_dosing()).unwrap();

@@ -341,6 +341,19 @@ pub fn sort_events(events: &mut [DoseEvent]) {
 }
 
 impl DoseLine {
+    /// `count` boluses of `amount` into `state`, one every `interval` from time 0.
+    pub fn boluses(state: usize, amount: f64, interval: f64, count: u32) -> DoseLine {
+        DoseLine {
+            state,
+            amount,
+            start: 0.0,
+            interval,
+            count,
+            administration: Administration::Bolus,
+            steady_state: false,
+        }
+    }
+
     /// A reset at `at` (NONMEM's EVID 3): every state back to its initial value, what earlier
     /// doses still had to give cancelled.
     pub fn reset(at: f64) -> DoseLine {

@@ -43,15 +43,7 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
         name: "a".into(),
         regimen: Regimen {
             lines: vec![
-                DoseLine {
-                    steady_state: false,
-                    state: 0,
-                    amount: 100.0,
-                    start: 0.0,
-                    interval: 12.0,
-                    count: 4,
-                    administration: Administration::Bolus,
-                },
+                DoseLine::boluses(0, 100.0, 12.0, 4),
                 DoseLine {
                     steady_state: false,
                     state: 0,

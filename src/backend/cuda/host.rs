@@ -518,22 +518,14 @@ mod tests {
     /// taken fails the call instead of leaving its subjects' rows as they were reset.
     #[test]
     fn every_part_is_taken_or_the_call_fails() {
-        use crate::dosing::{Administration, DoseLine, Regimen};
+        use crate::dosing::{DoseLine, Regimen};
         let lm = crate::model::library::get("one_cmt_iv").unwrap();
         let model = crate::model::Model::parse(lm.name, lm.source).unwrap();
         let model = Arc::new(CompiledModel::new(&model));
         let arm = ArmPlan {
             name: "a".into(),
             regimen: Regimen {
-                lines: vec![DoseLine {
-                    steady_state: false,
-                    state: 0,
-                    amount: 100.0,
-                    start: 0.0,
-                    interval: 12.0,
-                    count: 2,
-                    administration: Administration::Bolus,
-                }],
+                lines: vec![DoseLine::boluses(0, 100.0, 12.0, 2)],
             },
             metrics: vec![crate::metrics::MetricSpec::new(
                 0,
