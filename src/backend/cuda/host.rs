@@ -222,6 +222,29 @@ impl<L: Launcher> Host<L> {
         BackendError::Failed(format!("{}: {m}", self.label))
     }
 
+    /// Runs `jobs` on the launcher, `each` taking job `ix`'s results as they arrive; what
+    /// `each` returned for every job, in job order, and the kernels' time. A job whose results
+    /// were never handed over fails the call (its subjects' rows would otherwise keep what
+    /// they were reset to).
+    fn launch_each<T: Real, R: Send>(
+        &mut self,
+        jobs: &[Job<'_, T>],
+        each: impl Fn(usize, Written<'_, T>) -> R + Sync,
+    ) -> Result<(Vec<R>, Duration), BackendError> {
+        let slots: Vec<std::sync::Mutex<Option<R>>> =
+            jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let kernel_time = self.launcher.launch_all(jobs, &|ix, w: Written<'_, T>| {
+            let r = each(ix, w);
+            *slots[ix].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        })?;
+        let taken = slots
+            .into_iter()
+            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect::<Option<Vec<R>>>()
+            .ok_or_else(|| self.failed("a part's results were not taken"))?;
+        Ok((taken, kernel_time))
+    }
+
     pub fn run_chunk(
         &mut self,
         arm: &ArmPlan,
@@ -322,21 +345,16 @@ impl<L: Launcher> Host<L> {
         let t_launch = Instant::now();
         // Each part's results go into the chunk's columns as soon as its launch is done (from
         // the device's staging buffer, with no copy); parts of several devices take turns.
-        let taking = std::sync::Mutex::new((&mut *out, Duration::ZERO, vec![false; parts.len()]));
-        let kernel_time = self.launcher.launch_all(&jobs, &|ix, w: Written<'_, T>| {
-            let mut guard = taking.lock().unwrap_or_else(|e| e.into_inner());
-            let (o, took, seen) = &mut *guard;
+        let taking = std::sync::Mutex::new(&mut *out);
+        let (took, kernel_time) = self.launch_each(&jobs, |ix, w| {
+            let mut o = taking.lock().unwrap_or_else(|e| e.into_inner());
             let t0 = Instant::now();
             let r = &parts[ix];
-            take_counters(o, w.counters, COUNTERS, r.start);
-            take_values(o, w.metrics, w.profiles, r.len(), r.start, T::to);
-            seen[ix] = true;
-            *took += t0.elapsed();
+            take_counters(&mut o, w.counters, COUNTERS, r.start);
+            take_values(&mut o, w.metrics, w.profiles, r.len(), r.start, T::to);
+            t0.elapsed()
         })?;
-        let (_, took, seen) = taking.into_inner().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(&false) {
-            return Err(self.failed("a part's results were not taken"));
-        }
+        let took: Duration = took.into_iter().sum();
         out.kernel_time += kernel_time;
         if trace() {
             eprintln!(
@@ -442,27 +460,20 @@ impl<L: Launcher> Host<L> {
                 profiles_len: (z.ny() + 2 * z.ns) * b.len(),
             })
             .collect();
-        let taken: Vec<std::sync::Mutex<Option<Vec<RecordsOutcome>>>> =
-            batches.iter().map(|_| Default::default()).collect();
-        self.launcher.launch_all(&jobs, &|ix, w: Written<'_, T>| {
+        let n_outputs = progs.n_outputs;
+        let (taken, _) = self.launch_each(&jobs, |ix, w| {
             let (b, (data, _, _)) = (&batches[ix], &packed[ix]);
-            let o = take_records(
+            take_records(
                 &programs[b.clone()],
                 data,
                 w.metrics,
                 w.counters,
                 COUNTERS,
-                progs.n_outputs,
+                n_outputs,
                 T::to,
-            );
-            *taken[ix].lock().unwrap_or_else(|e| e.into_inner()) = Some(o);
+            )
         })?;
-        let mut outcomes = Vec::with_capacity(programs.len());
-        for t in taken {
-            let o = t.into_inner().unwrap_or_else(|e| e.into_inner());
-            outcomes.extend(o.ok_or_else(|| self.failed("a batch was not run"))?);
-        }
-        Ok(outcomes)
+        Ok(taken.into_iter().flatten().collect())
     }
 }
 
