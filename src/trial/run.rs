@@ -433,6 +433,98 @@ struct Busy {
     calls: u64,
 }
 
+/// How an integration thread groups sampled chunks into backend calls: at most `per_call`
+/// chunks, and no more once the call holds `batch` subjects.
+#[derive(Clone, Copy)]
+struct Calls {
+    per_call: usize,
+    batch: usize,
+}
+
+/// One integration thread: takes the next sampled chunks as a call on `backend`, every arm,
+/// and sends each chunk on with its range of the call's outputs, until the sampler is done,
+/// the encoders are gone, or another thread failed (`stop`, which a failure here sets).
+fn integrate_calls(
+    trial: &Trial,
+    backend: &mut dyn Backend,
+    calls: Calls,
+    amount_per: &[Option<usize>],
+    rx: &crossbeam_channel::Receiver<Sampled>,
+    tx_done: &crossbeam_channel::Sender<Integrated>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Busy, String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Calls { per_call, batch } = calls;
+    let mut busy = Busy::default();
+    let min_call = per_call.div_ceil(4);
+    while let Ok(first) = rx.recv() {
+        if stop.load(Relaxed) {
+            break;
+        }
+        let mut group = vec![first];
+        let mut n: usize = group[0].n;
+        // Chunks already sampled join the call; the call waits for more only while it has
+        // fewer than a quarter of its chunks (at the start, or when sampling falls behind), so
+        // that encoding starts early and the stages overlap.
+        while group.len() < per_call && n < batch {
+            let next = if group.len() < min_call {
+                rx.recv().ok()
+            } else {
+                rx.try_recv().ok()
+            };
+            match next {
+                Some(next) => {
+                    n += next.n;
+                    group.push(next);
+                }
+                None => break,
+            }
+        }
+        let merged = (group.len() > 1).then(|| merge(&group, amount_per));
+        let input_of = merged.as_ref().unwrap_or(&group[0]);
+        let mut outputs: Vec<Arc<ChunkOutput>> = Vec::with_capacity(trial.arms.len());
+        let t0 = Instant::now();
+        for (a, arm) in trial.arms.iter().enumerate() {
+            let scale = amount_per[a].map(|c| input_of.covariates[c].as_slice());
+            let input = ChunkInput {
+                first_subject: input_of.first,
+                n: input_of.n,
+                params: &input_of.params,
+                amount_scale: scale,
+                occasion_params: &input_of.occasion_params,
+            };
+            let mut out = ChunkOutput::default();
+            if let Err(e) = backend.run_chunk(&arm.plan, &input, &mut out) {
+                stop.store(true, Relaxed);
+                return Err(e.to_string());
+            }
+            busy.kernel += out.kernel_time;
+            outputs.push(Arc::new(out));
+        }
+        busy.integrate += t0.elapsed();
+        busy.calls += 1;
+        // Each chunk goes on with its subjects' range of the call's outputs (no copy).
+        let mut at = 0;
+        for sampled in group {
+            let range = at..at + sampled.n;
+            at += sampled.n;
+            let outputs = outputs.clone();
+            if tx_done
+                .send(Integrated {
+                    sampled,
+                    outputs,
+                    range,
+                })
+                .is_err()
+            {
+                stop.store(true, Relaxed);
+                return Ok(busy);
+            }
+        }
+    }
+    Ok(busy)
+}
+
 /// A chunk with its per-arm results: subjects `range` of each arm's output (the output of the
 /// backend call that integrated this chunk, possibly merged with its neighbours).
 struct Integrated {
@@ -757,78 +849,17 @@ pub fn run_trial_on(
             .map(|mut backend| {
                 let rx = rx_sampled.clone();
                 let tx_done = tx_done.clone();
-                s.spawn(move || -> Result<Busy, String> {
-                    let mut busy = Busy::default();
-                    let min_call = per_call.div_ceil(4);
-                    while let Ok(first) = rx.recv() {
-                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            break;
-                        }
-                        let mut group = vec![first];
-                        let mut n: usize = group[0].n;
-                        // Chunks already sampled join the call; the call waits for more only
-                        // while it has fewer than a quarter of its chunks (at the start, or
-                        // when sampling falls behind), so that encoding starts early and the
-                        // stages overlap.
-                        while group.len() < per_call && n < batch {
-                            let next = if group.len() < min_call {
-                                rx.recv().ok()
-                            } else {
-                                rx.try_recv().ok()
-                            };
-                            match next {
-                                Some(next) => {
-                                    n += next.n;
-                                    group.push(next);
-                                }
-                                None => break,
-                            }
-                        }
-                        let merged = (group.len() > 1).then(|| merge(&group, amount_per));
-                        let input_of = merged.as_ref().unwrap_or(&group[0]);
-                        let mut outputs: Vec<Arc<ChunkOutput>> =
-                            Vec::with_capacity(trial.arms.len());
-                        let t0 = Instant::now();
-                        for (a, arm) in trial.arms.iter().enumerate() {
-                            let scale = amount_per[a].map(|c| input_of.covariates[c].as_slice());
-                            let input = ChunkInput {
-                                first_subject: input_of.first,
-                                n: input_of.n,
-                                params: &input_of.params,
-                                amount_scale: scale,
-                                occasion_params: &input_of.occasion_params,
-                            };
-                            let mut out = ChunkOutput::default();
-                            if let Err(e) = backend.run_chunk(&arm.plan, &input, &mut out) {
-                                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                                return Err(e.to_string());
-                            }
-                            busy.kernel += out.kernel_time;
-                            outputs.push(Arc::new(out));
-                        }
-                        busy.integrate += t0.elapsed();
-                        busy.calls += 1;
-                        // Each chunk goes on with its subjects' range of the call's outputs
-                        // (no copy).
-                        let mut at = 0;
-                        for sampled in group {
-                            let range = at..at + sampled.n;
-                            at += sampled.n;
-                            let outputs = outputs.clone();
-                            if tx_done
-                                .send(Integrated {
-                                    sampled,
-                                    outputs,
-                                    range,
-                                })
-                                .is_err()
-                            {
-                                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                                return Ok(busy);
-                            }
-                        }
-                    }
-                    Ok(busy)
+                let calls = Calls { per_call, batch };
+                s.spawn(move || {
+                    integrate_calls(
+                        trial,
+                        backend.as_mut(),
+                        calls,
+                        amount_per,
+                        &rx,
+                        &tx_done,
+                        stop,
+                    )
                 })
             })
             .collect();
