@@ -25,11 +25,13 @@ tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgp
 
 # name, time limit (s): in order of importance. The agreement matrices (cuda_f32, cuda_f64)
 # passed on an H200 on 2026-12-04 (docs/benchmarks.md), so what has changed or not run since
-# comes first: the integration threads of `vpop run` (quick), where a call's time goes, the
+# comes first: the subject order (the throughput with and without it), the integration
+# threads of `vpop run` (quick), where a call's time goes, the
 # large models' kernels (their layout changed), the matrices on those kernels, then the peers;
 # a run takes about 11 s for bench_2e-4, 65 and 103 s for the matrices.
 checks=(
   "bench_2e-4 90"        # CUDA f32/f64 throughput and accuracy at the tolerance of the target
+  "order 120"            # the same, subjects ordered by their fitted cost (default) against as sampled
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
   "run_10M_one_thread 60" # the same with one host thread driving the GPU (the default is two)
   "cuda_trial_threads 60" # a trial on two host threads writes the parts of one, byte for byte
@@ -200,6 +202,7 @@ one() {
     # With the kernel's operations counted on the host (needs a C++ compiler there): the
     # FLOP rate of each CUDA row.
     bench_2e-4) check "$1" "$2" "${b[@]}" --backends cuda-f32,cuda-f64 --rtol 2e-4 --count-ops 1024 ;;
+    order) check "$1" "$2" "${b[@]}" --backends cuda-f32,cuda-f64 --rtol 2e-4 --cuda-variants "default;order=natural" ;;
     tune) check "$1" "$2" "$BIN/vpop" bench examples/quickstart.toml -n 4000000 --cpu-subjects 20000 \
       --backends cuda-f32,cuda-f64 --rtol 2e-4 --cuda-variants "$variants" ;;
     cuda_tuning) check "$1" "$2" "$BIN/cuda_tuning" --test-threads 1 --nocapture ;;

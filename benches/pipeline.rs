@@ -4,7 +4,9 @@
 //! - one chunk of 4 096 quickstart subjects (both arms) on each available backend, in
 //!   subject-arms/s (wgpu only on a hardware adapter; CUDA where a device exists);
 //! - `vpop run` of 1 M quickstart subjects (VPOP_BENCH_SUBJECTS) through a backend that
-//!   integrates nothing: the subjects/s the host side sustains on all cores.
+//!   integrates nothing: the subjects/s the host side sustains on all cores;
+//! - what ordering a GPU call's 2^20 subjects by their fitted cost adds on the host: the
+//!   order itself, parameters packed and results taken in it against in sampling order.
 //!
 //! cargo bench --bench pipeline
 
@@ -370,5 +372,83 @@ fn host_end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, host, profiles, backends, host_end_to_end);
+/// The host's part of handing a CUDA call's 2^20 quickstart subjects to threads in the order of
+/// their fitted cost (`vpop::backend::order`): making the order, and packing parameters and
+/// taking six f32 metrics in it, against the same in sampling order.
+fn subject_order(c: &mut Criterion) {
+    use vpop::backend::gpu::{pack_params, take_values, Rows};
+    use vpop::backend::order::{Plan, SubjectOrder};
+    let trial = quickstart();
+    let n = 1 << 20;
+    let (p, _) = params(&trial, n);
+    let input = ChunkInput {
+        first_subject: 0,
+        n,
+        params: &p,
+        amount_scale: None,
+        occasion_params: &[],
+    };
+    let arm = &trial.arms[0].plan;
+    // Steps growing with ka (the model's first parameter), as in the quickstart.
+    let order = SubjectOrder::new();
+    let samples: Vec<(u32, u32)> = (0..4096u32)
+        .map(|i| (i, (150.0 * p[0][i as usize].powf(0.7)) as u32))
+        .collect();
+    order.learn(&arm.name, &input, &samples);
+    let Plan::Ordered(ordered) = order.plan(&arm.name, &input, 0..n) else {
+        panic!("no order learnt");
+    };
+    // Three parts, as a call of 2^20 subjects on one device.
+    let per = n.div_ceil(3);
+    let parts = |by_cost: bool| -> Vec<Rows> {
+        (0..3)
+            .map(|k| k * per..((k + 1) * per).min(n))
+            .map(|r| match by_cost {
+                true => Rows::List(ordered[r].to_vec()),
+                false => Rows::Range(r),
+            })
+            .collect()
+    };
+    let mut group = c.benchmark_group("subject_order");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("order 2^20 subjects by fitted cost", |b| {
+        b.iter(|| order.plan(&arm.name, &input, 0..n))
+    });
+    let nm = arm.metrics.len();
+    for by_cost in [false, true] {
+        let label = if by_cost { "ordered" } else { "as sampled" };
+        let rows = parts(by_cost);
+        group.bench_function(format!("pack f32 parameters, {label}"), |b| {
+            b.iter(|| {
+                rows.iter()
+                    .map(|r| pack_params(&input, arm, p.len(), r, |v| v as f32))
+                    .collect::<Vec<_>>()
+            })
+        });
+        let metrics: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|r| (0..nm * r.len()).map(|v| v as f32).collect())
+            .collect();
+        let mut out = ChunkOutput::default();
+        out.reset(n, nm, 1, 0);
+        group.bench_function(format!("take six f32 metrics, {label}"), |b| {
+            b.iter(|| {
+                for (r, m) in rows.iter().zip(&metrics) {
+                    take_values(&mut out, m, &[], r, f64::from);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    host,
+    profiles,
+    backends,
+    host_end_to_end,
+    subject_order
+);
 criterion_main!(benches);

@@ -250,6 +250,51 @@ fn a_chunk_split_across_lanes_equals_one_launch() {
     }
 }
 
+/// Subjects handed to threads the costliest first (as learnt from a first call) give what
+/// they give in the order they were sampled in, bit for bit, in f32 and f64, with profiles.
+#[cfg(feature = "cuda")]
+#[test]
+fn subjects_in_any_order_give_the_same_results() {
+    use vpop::backend::cuda::EmulatedCuda;
+    let m = common::library_model("two_cmt_oral");
+    let model = Arc::new(CompiledModel::new(&m));
+    let params = subjects(&m, 3000);
+    let a = arm(
+        &m,
+        Method::Tsit5,
+        1e-5,
+        &["auc".into(), "cmax".into(), "tmax".into()],
+    );
+    for p in [Precision::F32, Precision::F64] {
+        let (ordered, natural) = match (
+            EmulatedCuda::new(model.clone(), p),
+            EmulatedCuda::new(model.clone(), p),
+        ) {
+            (Ok(o), Ok(n)) => (o.with_lanes(3), n.with_lanes(3).in_natural_order()),
+            (Err(e), _) | (_, Err(e)) => {
+                println!("SKIPPED: {e}");
+                return;
+            }
+        };
+        let (mut ordered, mut natural) = (ordered, natural);
+        // The first call learns the costs; the second is ordered by them.
+        let first = run(&mut ordered, &a, &params);
+        let second = run(&mut ordered, &a, &params);
+        let want = run(&mut natural, &a, &params);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for got in [&first, &second] {
+            assert_eq!(got.status, want.status);
+            assert_eq!(got.stats, want.stats);
+            for (x, y) in got.metrics.iter().zip(&want.metrics) {
+                assert_eq!(bits(x), bits(y), "{p:?} metrics");
+            }
+            for (x, y) in got.profiles.iter().zip(&want.profiles) {
+                assert_eq!(bits(x), bits(y), "{p:?} profiles");
+            }
+        }
+    }
+}
+
 /// Arm `a` on every runner in precision `p` gives the CPU reference's `cpu`: the same statuses,
 /// and every metric and profile bit for bit in emulated f64, within 1e-9 in f64 on a device and
 /// 1e-4 in f32.

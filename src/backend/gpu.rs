@@ -211,17 +211,63 @@ pub fn occasion_table(ad: &ArmData, n_metrics: usize) -> usize {
     ad.off_metrics + n_metrics * SPEC_STRIDE
 }
 
-/// Parameters of subjects `range` as the kernels read them, `[(o * np + p) * len + i]` for
-/// occasion o of the arm (0 the first: `input.params`; then `input.occasion_params`), in the
-/// kernel's type. At least one value.
+/// The subjects of a chunk that one launch integrates, thread by thread: a range of them, or
+/// subjects in an order of their own (`crate::backend::order`), thread j integrating subject
+/// `list[j]`. A subject's results do not depend on which thread integrates it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rows {
+    Range(std::ops::Range<usize>),
+    List(Vec<u32>),
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        match self {
+            Rows::Range(r) => r.len(),
+            Rows::List(l) => l.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The subject thread `j` integrates.
+    pub fn at(&self, j: usize) -> usize {
+        match self {
+            Rows::Range(r) => r.start + j,
+            Rows::List(l) => l[j] as usize,
+        }
+    }
+
+    /// `col`'s values of these subjects, thread by thread, into `d`.
+    fn gather<T>(&self, col: &[f64], d: &mut [T], of: impl Fn(f64) -> T) {
+        match self {
+            Rows::Range(r) => {
+                for (d, v) in d.iter_mut().zip(&col[r.clone()]) {
+                    *d = of(*v);
+                }
+            }
+            Rows::List(l) => {
+                for (d, &i) in d.iter_mut().zip(l) {
+                    *d = of(col[i as usize]);
+                }
+            }
+        }
+    }
+}
+
+/// Parameters of subjects `rows` as the kernels read them, `[(o * np + p) * len + j]` for
+/// occasion o of the arm (0 the first: `input.params`; then `input.occasion_params`) and
+/// thread j, in the kernel's type. At least one value.
 pub fn pack_params<T: Copy + Default>(
     input: &ChunkInput<'_>,
     arm: &ArmPlan,
     np: usize,
-    range: std::ops::Range<usize>,
+    rows: &Rows,
     of: impl Fn(f64) -> T,
 ) -> Vec<T> {
-    let len = range.len();
+    let len = rows.len();
     let sets = std::iter::once(input.params).chain(
         input.occasion_params[..arm.occasions.len()]
             .iter()
@@ -230,13 +276,28 @@ pub fn pack_params<T: Copy + Default>(
     let mut params = vec![T::default(); (param_sets(arm) * np * len).max(1)];
     for (o, set) in sets.enumerate() {
         for (p, col) in set.iter().enumerate().take(np) {
-            let d = &mut params[(o * np + p) * len..(o * np + p + 1) * len];
-            for (d, v) in d.iter_mut().zip(&col[range.clone()]) {
-                *d = of(*v);
-            }
+            rows.gather(
+                col,
+                &mut params[(o * np + p) * len..(o * np + p + 1) * len],
+                &of,
+            );
         }
     }
     params
+}
+
+/// Dose scaling of subjects `rows`, thread by thread, in the kernel's type (1 without one).
+pub fn pack_scale<T: Copy + Default>(
+    input: &ChunkInput<'_>,
+    rows: &Rows,
+    of: impl Fn(f64) -> T,
+) -> Vec<T> {
+    let mut scale = vec![T::default(); rows.len()];
+    match input.amount_scale {
+        Some(s) => rows.gather(s, &mut scale, of),
+        None => scale.fill(of(1.0)),
+    }
+    scale
 }
 
 /// Parameter sets per subject the kernels read for an arm: one per occasion.
@@ -300,27 +361,44 @@ pub fn prepare_chunk(
 }
 
 /// Per-subject counters as the kernels write them: status, accepted steps, rejected steps,
-/// right-hand-side evaluations, Jacobians (one LU each).
-pub fn take_counters(out: &mut ChunkOutput, counters: &[u32], stride: usize, s0: usize) {
+/// right-hand-side evaluations, Jacobians (one LU each); thread j's are subject `rows.at(j)`'s.
+pub fn take_counters(out: &mut ChunkOutput, counters: &[u32], stride: usize, rows: &Rows) {
     use rayon::prelude::*;
     // Blocks of subjects in parallel: a GPU call of a million subjects has five million
     // counters, a few milliseconds for one thread.
     const BLOCK: usize = 1 << 14;
-    let n = counters.len() / stride;
-    let sums = out.status[s0..s0 + n]
-        .par_chunks_mut(BLOCK)
-        .zip(counters.par_chunks(BLOCK * stride))
-        .map(|(status, counters)| {
-            let mut sum = [0u64; 4];
-            for (st, c) in status.iter_mut().zip(counters.chunks_exact(stride)) {
-                *st = c[0].min(255) as u8;
-                for (s, v) in sum.iter_mut().zip(&c[1..5]) {
-                    *s += u64::from(*v);
-                }
+    let sum_of = |counters: &[u32]| {
+        let mut sum = [0u64; 4];
+        for c in counters.chunks_exact(stride) {
+            for (s, v) in sum.iter_mut().zip(&c[1..5]) {
+                *s += u64::from(*v);
             }
-            sum
-        })
-        .reduce(|| [0; 4], |a, b| std::array::from_fn(|k| a[k] + b[k]));
+        }
+        sum
+    };
+    let status = |c: &[u32]| c[0].min(255) as u8;
+    let n = rows.len();
+    let sums = match rows {
+        Rows::Range(r) => out.status[r.clone()]
+            .par_chunks_mut(BLOCK)
+            .zip(counters[..n * stride].par_chunks(BLOCK * stride))
+            .map(|(st, counters)| {
+                for (st, c) in st.iter_mut().zip(counters.chunks_exact(stride)) {
+                    *st = status(c);
+                }
+                sum_of(counters)
+            })
+            .reduce(|| [0; 4], |a, b| std::array::from_fn(|k| a[k] + b[k])),
+        Rows::List(l) => {
+            for (&i, c) in l.iter().zip(counters.chunks_exact(stride)) {
+                out.status[i as usize] = status(c);
+            }
+            counters[..n * stride]
+                .par_chunks(BLOCK * stride)
+                .map(sum_of)
+                .reduce(|| [0; 4], |a, b| std::array::from_fn(|k| a[k] + b[k]))
+        }
+    };
     out.stats.accepted += sums[0];
     out.stats.rejected += sums[1];
     out.stats.rhs_evals += sums[2];
@@ -328,22 +406,32 @@ pub fn take_counters(out: &mut ChunkOutput, counters: &[u32], stride: usize, s0:
     out.stats.lu_decomps += sums[3];
 }
 
-/// Metrics (`[m * n + i]`) and profiles (`[(k * n + i) * n_times + j]`) of `n` subjects as the
-/// kernels write them, into `out` from subject `s0` on.
+/// Metrics (`[m * n + j]`) and profiles (`[(k * n + j) * n_times + s]`) of the `n` threads of
+/// `rows` as the kernels write them, into the rows of their subjects in `out`.
 pub fn take_values<T: Copy + Sync>(
     out: &mut ChunkOutput,
     metrics: &[T],
     profiles: &[T],
-    n: usize,
-    s0: usize,
+    rows: &Rows,
     to_f64: impl Fn(T) -> f64 + Sync,
 ) {
     use rayon::prelude::*;
+    let n = rows.len();
     // Column by column in parallel: for a GPU call of a million subjects this is tens of
     // millions of values, which one thread would take longer to convert than the kernel ran.
     out.metrics.par_iter_mut().enumerate().for_each(|(m, col)| {
-        for (d, v) in col[s0..s0 + n].iter_mut().zip(&metrics[m * n..(m + 1) * n]) {
-            *d = to_f64(*v);
+        let from = &metrics[m * n..(m + 1) * n];
+        match rows {
+            Rows::Range(r) => {
+                for (d, v) in col[r.clone()].iter_mut().zip(from) {
+                    *d = to_f64(*v);
+                }
+            }
+            Rows::List(l) => {
+                for (&i, v) in l.iter().zip(from) {
+                    col[i as usize] = to_f64(*v);
+                }
+            }
         }
     });
     let n_times = out
@@ -354,12 +442,12 @@ pub fn take_values<T: Copy + Sync>(
         .par_iter_mut()
         .enumerate()
         .for_each(|(k, col)| {
-            let (a, b) = ((k * n) * n_times, (k * n + n) * n_times);
-            for (d, v) in col[s0 * n_times..(s0 + n) * n_times]
-                .iter_mut()
-                .zip(&profiles[a..b])
-            {
-                *d = to_f64(*v);
+            for j in 0..n {
+                let i = rows.at(j);
+                let from = &profiles[(k * n + j) * n_times..(k * n + j + 1) * n_times];
+                for (d, v) in col[i * n_times..(i + 1) * n_times].iter_mut().zip(from) {
+                    *d = to_f64(*v);
+                }
             }
         });
 }
@@ -616,28 +704,81 @@ mod tests {
             let counters: Vec<u32> = (0..n * stride)
                 .map(|i| (i as u32).wrapping_mul(2_654_435_761) % 300)
                 .collect();
-            let mut out = ChunkOutput::default();
-            out.reset(s0 + n + 4, 1, 1, 0);
-            out.stats.accepted = 11;
-            take_counters(&mut out, &counters, stride, s0);
-            let mut want = crate::solver::Stats {
-                accepted: 11,
-                ..Default::default()
-            };
-            for (i, c) in counters.chunks_exact(stride).enumerate() {
-                assert_eq!(out.status[s0 + i], c[0].min(255) as u8, "subject {i}");
-                want.accepted += u64::from(c[1]);
-                want.rejected += u64::from(c[2]);
-                want.rhs_evals += u64::from(c[3]);
-                want.jac_evals += u64::from(c[4]);
-                want.lu_decomps += u64::from(c[4]);
+            // The threads' subjects in order, and scrambled (thread j: subject s0 + 7j mod n).
+            let scrambled = Rows::List((0..n).map(|j| (s0 + (7 * j) % n.max(1)) as u32).collect());
+            assert!(n % 7 != 0 || n == 0, "7 j mod n must cover every subject");
+            for rows in [Rows::Range(s0..s0 + n), scrambled] {
+                let mut out = ChunkOutput::default();
+                out.reset(s0 + n + 4, 1, 1, 0);
+                out.stats.accepted = 11;
+                take_counters(&mut out, &counters, stride, &rows);
+                let mut want = crate::solver::Stats {
+                    accepted: 11,
+                    ..Default::default()
+                };
+                for (j, c) in counters.chunks_exact(stride).enumerate() {
+                    let i = rows.at(j);
+                    assert_eq!(out.status[i], c[0].min(255) as u8, "thread {j}");
+                    want.accepted += u64::from(c[1]);
+                    want.rejected += u64::from(c[2]);
+                    want.rhs_evals += u64::from(c[3]);
+                    want.jac_evals += u64::from(c[4]);
+                    want.lu_decomps += u64::from(c[4]);
+                }
+                assert_eq!(out.stats, want);
+                assert!(out.status[..s0]
+                    .iter()
+                    .chain(&out.status[s0 + n..])
+                    .all(|s| *s == 0));
             }
-            assert_eq!(out.stats, want);
-            assert!(out.status[..s0]
-                .iter()
-                .chain(&out.status[s0 + n..])
-                .all(|s| *s == 0));
         }
+    }
+
+    /// Values of threads that integrate subjects in an order of their own land in their
+    /// subjects' rows, metrics and profiles alike, and parameters are packed in that order.
+    #[test]
+    fn values_follow_the_threads_subjects() {
+        let (n, nm, no, nt) = (50usize, 2usize, 2usize, 3usize);
+        let list: Vec<u32> = (0..n as u32).map(|j| (j * 13 + 5) % n as u32).collect();
+        let rows = Rows::List(list.clone());
+        let metrics: Vec<f64> = (0..nm * n).map(|v| v as f64).collect();
+        let profiles: Vec<f64> = (0..no * n * nt).map(|v| v as f64).collect();
+        let mut out = ChunkOutput::default();
+        out.reset(n, nm, no, nt);
+        take_values(&mut out, &metrics, &profiles, &rows, |v| v);
+        for (j, &i) in list.iter().enumerate() {
+            let i = i as usize;
+            for m in 0..nm {
+                assert_eq!(out.metrics[m][i], metrics[m * n + j]);
+            }
+            for k in 0..no {
+                for s in 0..nt {
+                    assert_eq!(out.profiles[k][i * nt + s], profiles[(k * n + j) * nt + s]);
+                }
+            }
+        }
+        let cols: Vec<Vec<f64>> = (0..3)
+            .map(|p| (0..n).map(|i| (100 * p + i) as f64).collect())
+            .collect();
+        let scale: Vec<f64> = (0..n).map(|i| i as f64 / 2.0).collect();
+        let input = ChunkInput {
+            first_subject: 0,
+            n,
+            params: &cols,
+            amount_scale: Some(&scale),
+            occasion_params: &[],
+        };
+        let a = arm();
+        let packed = pack_params(&input, &a, 3, &rows, |v| v);
+        let scales = pack_scale(&input, &rows, |v| v);
+        for (j, &i) in list.iter().enumerate() {
+            for p in 0..3 {
+                assert_eq!(packed[p * n + j], cols[p][i as usize]);
+            }
+            assert_eq!(scales[j], scale[i as usize]);
+        }
+        let natural = pack_params(&input, &a, 3, &Rows::Range(10..20), |v| v);
+        assert_eq!(&natural[..10], &cols[0][10..20]);
     }
 
     fn arm() -> ArmPlan {

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod gpu;
 pub mod hoist;
+pub mod order;
 pub mod records;
 pub mod stepgen;
 pub mod wgpu;

@@ -57,7 +57,8 @@ pub struct BenchArgs {
     pub count_ops: usize,
     /// Run each CUDA backend once per tuning, separated by semicolons, each a comma-separated
     /// list of block=N (threads per block, default 128), maxrreg=N (NVRTC --maxrregcount),
-    /// fast-math (NVRTC --use_fast_math), opt=-OPTION (any NVRTC option) or default, e.g.
+    /// fast-math (NVRTC --use_fast_math), opt=-OPTION (any NVRTC option), order=natural
+    /// (subjects to threads as sampled, not the costliest first) or default, e.g.
     /// "default;block=256;block=64,maxrreg=64;fast-math". Without it, CUDA runs with the
     /// tuning in VPOP_CUDA_TUNING (the default where unset).
     #[arg(long, value_name = "TUNINGS")]

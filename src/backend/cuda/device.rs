@@ -580,6 +580,8 @@ impl CudaBackend {
         for d in &mut devices {
             d.block = tuning.block;
         }
+        let order =
+            (!tuning.natural_order).then(|| Arc::new(crate::backend::order::SubjectOrder::new()));
         Ok(CudaBackend {
             host: Host {
                 model,
@@ -590,6 +592,7 @@ impl CudaBackend {
                     tuning,
                 },
                 label: "cuda",
+                order,
             },
         })
     }
@@ -622,6 +625,7 @@ impl CudaBackend {
                     tuning: l.tuning.clone(),
                 },
                 label: self.host.label,
+                order: self.host.order.clone(),
             },
         })
     }

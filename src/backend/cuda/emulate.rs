@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use super::host::{Host, Job, Launcher, Meta, Real, Take, Written, BLOCK};
 use super::OpCounts;
+use crate::backend::order::SubjectOrder;
 use crate::backend::records::{Program, RecordsOutcome};
 use crate::backend::{
     ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
@@ -451,6 +452,7 @@ impl EmulatedCuda {
                     counting: None,
                 },
                 label: NAME,
+                order: Some(Arc::new(SubjectOrder::new())),
             },
         })
     }
@@ -481,6 +483,13 @@ impl EmulatedCuda {
     /// and devices split it (for tests that results do not depend on the split).
     pub fn with_lanes(mut self, lanes: usize) -> EmulatedCuda {
         self.host.launcher.lanes = lanes.max(1);
+        self
+    }
+
+    /// Subjects handed to threads in the order they were sampled in, as with the tuning
+    /// `order=natural` on a device (for tests that results do not depend on the order).
+    pub fn in_natural_order(mut self) -> EmulatedCuda {
+        self.host.order = None;
         self
     }
 }
@@ -542,6 +551,7 @@ impl Backend for EmulatedCuda {
                     counting: None,
                 },
                 label: NAME,
+                order: self.host.order.clone(),
             },
         })))
     }

@@ -18,9 +18,12 @@ use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
 use super::kernel::{arm_source, records_source, COUNTERS};
 use crate::backend::gpu::{
-    arm_data, pack_params, prepare_chunk, records_data, take_counters, take_records, take_values,
-    Driver, KernelSizes, RecordsData, INDEX_STRIDE,
+    arm_data, pack_params, pack_scale, prepare_chunk, records_data, take_counters, take_records,
+    take_values, Driver, KernelSizes, RecordsData, Rows, INDEX_STRIDE,
 };
+#[cfg(test)]
+use crate::backend::order::WINDOW;
+use crate::backend::order::{Plan, SubjectOrder, SAMPLES_PER_CALL};
 use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
 use crate::model::CompiledModel;
@@ -215,7 +218,16 @@ pub(super) struct Host<L> {
     pub launcher: L,
     /// Prefix of error messages.
     pub label: &'static str,
+    /// The order subjects are handed to threads in (shared with the siblings); `None`: the
+    /// order they were sampled in.
+    pub order: Option<Arc<SubjectOrder>>,
 }
+
+/// The first call of an arm, with nothing learnt of its subjects' costs, integrates its first
+/// [`PILOT`] subjects in sampling order, learns from them, and orders the rest: when it has at
+/// least [`PILOT_CALL`] subjects (a smaller call is integrated as sampled, and learnt from).
+pub(super) const PILOT: usize = 4096;
+pub(super) const PILOT_CALL: usize = 16 * PILOT;
 
 impl<L: Launcher> Host<L> {
     pub fn failed(&self, m: impl std::fmt::Display) -> BackendError {
@@ -308,66 +320,157 @@ impl<L: Launcher> Host<L> {
             trough: T::of(ad.trough),
             ..Meta::new(n, &arm.solver)
         };
-        // Each part's parameters (`[(o * np + p) * len + i]`, o the occasion) and dose
-        // scaling, packed in parallel.
-        let parts = split(n, self.launcher.lanes());
+        let lanes = self.launcher.lanes();
+        let prepared = t_prepare.elapsed();
+        // Rounds of launches: the subjects in the order learnt for the arm; or, with nothing
+        // learnt yet, a pilot of the first subjects in sampling order, then the rest ordered.
+        let mut start = 0;
+        let mut piloted = false;
+        while start < n {
+            let t_plan = Instant::now();
+            let plan = match &self.order {
+                Some(o) => o.plan(&arm.name, input, start..n),
+                None => Plan::Natural,
+            };
+            let (end, what, parts) = match plan {
+                Plan::Ordered(order) => {
+                    let parts = split(order.len(), lanes)
+                        .into_iter()
+                        .map(|r| Rows::List(order[r].to_vec()))
+                        .collect();
+                    (n, "ordered", parts)
+                }
+                plan => {
+                    let pilot = plan == Plan::Unknown && !piloted && n - start >= PILOT_CALL;
+                    piloted |= pilot;
+                    let end = if pilot { start + PILOT } else { n };
+                    let parts: Vec<Rows> = split(end - start, lanes)
+                        .into_iter()
+                        .map(|r| Rows::Range(start + r.start..start + r.end))
+                        .collect();
+                    (end, if pilot { "pilot" } else { "as sampled" }, parts)
+                }
+            };
+            let planned = t_plan.elapsed();
+            let samples = self.launch_rows(
+                &src,
+                meta,
+                &arm_v,
+                (z.nm, z.no, nt),
+                arm,
+                input,
+                &parts,
+                out,
+            )?;
+            let t_learn = Instant::now();
+            if let Some(o) = &self.order {
+                o.learn(&arm.name, input, &samples);
+            }
+            if trace() {
+                eprintln!(
+                    "{}: {} subjects {what}: plan {:.2} ms, learn {:.2} ms ({} samples)",
+                    self.label,
+                    end - start,
+                    ms(planned + if start == 0 { prepared } else { Duration::ZERO }),
+                    ms(t_learn.elapsed()),
+                    samples.len()
+                );
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// One round of launches, a part per lane: packs each part's parameters and dose scaling
+    /// (in parallel), launches, and takes each part's results into its subjects' rows as soon
+    /// as its launch is done (from the device's staging buffer, with no copy; parts of several
+    /// devices take turns). With a subject order, samples of the parts' step counts for it:
+    /// `(subject, accepted + rejected steps)`.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_rows<T: Real>(
+        &mut self,
+        src: &str,
+        meta: Meta<T>,
+        arm_v: &[T],
+        (nm, no, nt): (usize, usize, usize),
+        arm: &ArmPlan,
+        input: &ChunkInput<'_>,
+        parts: &[Rows],
+        out: &mut ChunkOutput,
+    ) -> Result<Vec<(u32, u32)>, BackendError> {
+        let t_pack = Instant::now();
+        let np = self.model.programs.n_params;
         let packed: Vec<(Vec<T>, Vec<T>)> = parts
             .par_iter()
             .map(|r| {
-                let params = pack_params(input, arm, z.np, r.clone(), T::of);
-                let scale: Vec<T> = r
-                    .clone()
-                    .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[i])))
-                    .collect();
-                (params, scale)
+                (
+                    pack_params(input, arm, np, r, T::of),
+                    pack_scale(input, r, T::of),
+                )
             })
             .collect();
         let jobs: Vec<Job<'_, T>> = parts
             .iter()
             .zip(&packed)
             .map(|(r, (params, scale))| Job {
-                src: &src,
+                src,
                 n: r.len(),
                 params,
                 scale,
-                arm: &arm_v,
+                arm: arm_v,
                 meta: Meta {
                     n: r.len() as u32,
                     ..meta
                 },
-                metrics_len: (z.nm * r.len()).max(1),
+                metrics_len: (nm * r.len()).max(1),
                 counters_len: COUNTERS * r.len(),
                 counters_in: None,
-                profiles_len: (z.no * r.len() * nt).max(1),
+                profiles_len: (no * r.len() * nt).max(1),
             })
             .collect();
-        let prepared = t_prepare.elapsed();
+        let packing = t_pack.elapsed();
         let t_launch = Instant::now();
-        // Each part's results go into the chunk's columns as soon as its launch is done (from
-        // the device's staging buffer, with no copy); parts of several devices take turns.
+        let total: usize = parts.iter().map(Rows::len).sum();
+        // Every stride-th thread's steps, for the subject order (none without one).
+        let stride = self
+            .order
+            .as_ref()
+            .map(|_| total.div_ceil(SAMPLES_PER_CALL).max(1));
         let taking = std::sync::Mutex::new(&mut *out);
         let (took, kernel_time) = self.launch_each(&jobs, |ix, w| {
             let mut o = taking.lock().unwrap_or_else(|e| e.into_inner());
             let t0 = Instant::now();
             let r = &parts[ix];
-            take_counters(&mut o, w.counters, COUNTERS, r.start);
-            take_values(&mut o, w.metrics, w.profiles, r.len(), r.start, T::to);
-            t0.elapsed()
+            take_counters(&mut o, w.counters, COUNTERS, r);
+            take_values(&mut o, w.metrics, w.profiles, r, T::to);
+            let samples: Vec<(u32, u32)> = (0..stride.map_or(0, |_| r.len()))
+                .step_by(stride.unwrap_or(1))
+                .map(|j| {
+                    let c = &w.counters[j * COUNTERS..(j + 1) * COUNTERS];
+                    (r.at(j) as u32, c[1].saturating_add(c[2]))
+                })
+                .collect();
+            (t0.elapsed(), samples)
         })?;
-        let took: Duration = took.into_iter().sum();
+        let mut taken = Duration::ZERO;
+        let mut samples = Vec::new();
+        for (t, s) in took {
+            taken += t;
+            samples.extend(s);
+        }
         out.kernel_time += kernel_time;
         if trace() {
             eprintln!(
-                "{}: {n} subjects in {} parts: prepare {:.2} ms, launch {:.2} ms (kernels {:.2} ms; results taken within it {:.2} ms)",
+                "{}: {total} subjects in {} parts: pack {:.2} ms, launch {:.2} ms (kernels {:.2} ms; results taken within it {:.2} ms)",
                 self.label,
                 parts.len(),
-                ms(prepared),
+                ms(packing),
                 ms(t_launch.elapsed()),
                 ms(kernel_time),
-                ms(took)
+                ms(taken)
             );
         }
-        Ok(())
+        Ok(samples)
     }
 }
 
@@ -491,6 +594,31 @@ fn window_len(op: &Op) -> usize {
 mod tests {
     use super::*;
 
+    fn one_cmt_iv() -> crate::model::Model {
+        let lm = crate::model::library::get("one_cmt_iv").unwrap();
+        crate::model::Model::parse(lm.name, lm.source).unwrap()
+    }
+
+    /// Two boluses, the AUC of the first output.
+    fn auc_arm() -> ArmPlan {
+        use crate::dosing::{DoseLine, Regimen};
+        ArmPlan {
+            name: "a".into(),
+            regimen: Regimen {
+                lines: vec![DoseLine::boluses(0, 100.0, 12.0, 2)],
+            },
+            metrics: vec![crate::metrics::MetricSpec::new(
+                0,
+                "cp",
+                crate::metrics::Metric::parse("auc").unwrap(),
+            )],
+            end: 24.0,
+            sample_times: Vec::new(),
+            solver: SolverOptions::default(),
+            occasions: Vec::new(),
+        }
+    }
+
     /// A launcher that writes zeros for every job but `skip`, whose results it never hands
     /// over (a device thread that lost a part).
     struct Zeros {
@@ -529,25 +657,8 @@ mod tests {
     /// taken fails the call instead of leaving its subjects' rows as they were reset.
     #[test]
     fn every_part_is_taken_or_the_call_fails() {
-        use crate::dosing::{DoseLine, Regimen};
-        let lm = crate::model::library::get("one_cmt_iv").unwrap();
-        let model = crate::model::Model::parse(lm.name, lm.source).unwrap();
-        let model = Arc::new(CompiledModel::new(&model));
-        let arm = ArmPlan {
-            name: "a".into(),
-            regimen: Regimen {
-                lines: vec![DoseLine::boluses(0, 100.0, 12.0, 2)],
-            },
-            metrics: vec![crate::metrics::MetricSpec::new(
-                0,
-                "cp",
-                crate::metrics::Metric::parse("auc").unwrap(),
-            )],
-            end: 24.0,
-            sample_times: Vec::new(),
-            solver: SolverOptions::default(),
-            occasions: Vec::new(),
-        };
+        let model = Arc::new(CompiledModel::new(&one_cmt_iv()));
+        let arm = auc_arm();
         let n = 1000;
         let params: Vec<Vec<f64>> = (0..model.programs.n_params).map(|_| vec![1.0; n]).collect();
         let input = ChunkInput {
@@ -563,6 +674,7 @@ mod tests {
                 precision,
                 launcher: Zeros { skip: None },
                 label: "test",
+                order: None,
             };
             let mut out = ChunkOutput::default();
             host.run_chunk(&arm, &input, &mut out).unwrap();
@@ -580,6 +692,119 @@ mod tests {
             let err = host.run_chunk(&arm, &input, &mut out).unwrap_err();
             assert!(err.to_string().contains("not taken"), "{err}");
         }
+    }
+
+    /// A launcher that reads each thread's subject from parameter 1 (the subject's index) and
+    /// reports a cost that grows with parameter 0 as its steps; it writes the index as the
+    /// first metric and records the subjects of every job of every call.
+    struct Costs {
+        calls: Vec<Vec<Vec<u32>>>,
+    }
+
+    impl Launcher for Costs {
+        fn lanes(&self) -> (usize, usize) {
+            (3, 1)
+        }
+        fn launch_all<T: Real>(
+            &mut self,
+            jobs: &[Job<'_, T>],
+            take: &Take<'_, T>,
+        ) -> Result<Duration, BackendError> {
+            let mut call = Vec::new();
+            for (ix, j) in jobs.iter().enumerate() {
+                let (cost, id) = (&j.params[..j.n], &j.params[j.n..2 * j.n]);
+                let ids: Vec<u32> = id.iter().map(|v| v.to() as u32).collect();
+                let mut counters = vec![0u32; j.counters_len];
+                for (t, c) in cost.iter().enumerate() {
+                    counters[t * COUNTERS + 1] = (100.0 * c.to().sqrt()) as u32;
+                    counters[t * COUNTERS + 2] = 3;
+                }
+                let mut metrics = vec![T::default(); j.metrics_len];
+                metrics[..j.n].copy_from_slice(id);
+                take(
+                    ix,
+                    Written {
+                        metrics: &metrics,
+                        counters: &counters,
+                        profiles: &[],
+                    },
+                );
+                call.push(ids);
+            }
+            self.calls.push(call);
+            Ok(Duration::from_millis(1))
+        }
+    }
+
+    /// The first large call of an arm integrates a pilot of its first subjects as sampled, then
+    /// the rest ordered, window by window the costliest first, in a part per lane; later calls
+    /// are ordered whole. Every subject is integrated once and its results land in its own row.
+    #[test]
+    fn subjects_are_ordered_by_the_cost_learnt_from_earlier_ones() {
+        let model = Arc::new(CompiledModel::new(&one_cmt_iv()));
+        let n = PILOT_CALL + 1000;
+        // A cost driver spread over two decades, in a scrambled order.
+        let cost: Vec<f64> = (0..n)
+            .map(|i| 10f64.powf(((i as u64 * 2_654_435_761) % 1000) as f64 / 500.0))
+            .collect();
+        let id: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let params = vec![cost.clone(), id];
+        let input = ChunkInput {
+            first_subject: 0,
+            n,
+            params: &params,
+            amount_scale: None,
+            occasion_params: &[],
+        };
+        let arm = auc_arm();
+        let mut host = Host {
+            model,
+            precision: Precision::F64,
+            launcher: Costs { calls: Vec::new() },
+            label: "test",
+            order: Some(Arc::new(SubjectOrder::new())),
+        };
+        let mut out = ChunkOutput::default();
+        for call in 0..2 {
+            host.run_chunk(&arm, &input, &mut out).unwrap();
+            let rows: Vec<f64> = (0..n).map(|i| i as f64).collect();
+            assert_eq!(out.metrics[0], rows, "call {call}: rows");
+            // Steps: 100 sqrt(cost) accepted and 3 rejected per subject.
+            let steps: u64 = cost.iter().map(|c| (100.0 * c.sqrt()) as u64 + 3).sum();
+            assert_eq!(out.stats.accepted + out.stats.rejected, steps);
+        }
+        let calls = &host.launcher.calls;
+        assert_eq!(calls.len(), 3, "pilot, the rest of call 1, call 2");
+        let pilot: Vec<u32> = calls[0].concat();
+        assert_eq!(pilot, (0..PILOT as u32).collect::<Vec<_>>());
+        for (c, want) in [(1, PILOT..n), (2, 0..n)] {
+            let jobs = &calls[c];
+            assert_eq!(jobs.len(), 3, "one part per lane");
+            let all: Vec<u32> = jobs.concat();
+            for (w, window) in all.chunks(WINDOW).enumerate() {
+                let first = (want.start + w * WINDOW) as u32;
+                let mut seen = window.to_vec();
+                seen.sort_unstable();
+                assert_eq!(
+                    seen,
+                    (first..first + window.len() as u32).collect::<Vec<_>>()
+                );
+                // Costliest first within each window, up to a bucket's width.
+                for p in window.windows(2) {
+                    let (a, b) = (cost[p[0] as usize], cost[p[1] as usize]);
+                    assert!(b <= a * 1.01, "call {c}: cost {b} after {a}");
+                }
+                assert!(cost[window[0] as usize] > 80.0);
+                assert!(cost[window[window.len() - 1] as usize] < 1.2);
+            }
+        }
+        // Without an order, subjects go as sampled.
+        host.order = None;
+        host.launcher.calls.clear();
+        host.run_chunk(&arm, &input, &mut out).unwrap();
+        let calls = &host.launcher.calls;
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].concat(), (0..n as u32).collect::<Vec<_>>());
     }
 
     #[test]

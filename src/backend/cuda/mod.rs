@@ -116,6 +116,10 @@ pub struct CudaTuning {
     pub fast_math: bool,
     /// Further NVRTC options, as given (e.g. `-ftz=true`, `-prec-div=false`).
     pub options: Vec<String>,
+    /// `order=natural`: threads take subjects in the order they were sampled in, instead of
+    /// the costliest first as learnt from earlier calls (`crate::backend::order`). Results are
+    /// the same either way; only the time differs.
+    pub natural_order: bool,
 }
 
 /// Threads per block of the default tuning.
@@ -129,6 +133,7 @@ impl Default for CudaTuning {
             min_blocks: None,
             fast_math: false,
             options: Vec::new(),
+            natural_order: false,
         }
     }
 }
@@ -138,7 +143,8 @@ impl CudaTuning {
     pub const ENV: &'static str = "VPOP_CUDA_TUNING";
 
     /// Parses `key=value` items separated by commas: `block=N`, `maxrreg=N`, `minblocks=N`,
-    /// `fast-math`, `opt=-NVRTC-OPTION` (repeatable); `default` or nothing is the default.
+    /// `fast-math`, `opt=-NVRTC-OPTION` (repeatable), `order=natural` or `order=cost` (the
+    /// default); `default` or nothing is the default.
     pub fn parse(s: &str) -> Result<CudaTuning, String> {
         let mut t = CudaTuning::default();
         let number = |key: &str, v: &str, lo: u32, hi: u32| -> Result<u32, String> {
@@ -165,6 +171,11 @@ impl CudaTuning {
                 ("maxrreg", Some(v)) => t.maxrregcount = Some(number("maxrreg", v, 16, 255)?),
                 ("minblocks", Some(v)) => t.min_blocks = Some(number("minblocks", v, 1, 32)?),
                 ("fast-math", None) => t.fast_math = true,
+                ("order", Some("natural")) => t.natural_order = true,
+                ("order", Some("cost")) => t.natural_order = false,
+                ("order", _) => {
+                    return Err(format!("'{item}': expected order=natural or order=cost"))
+                }
                 ("opt", Some(v)) if v.starts_with('-') && !v.contains(char::is_whitespace) => {
                     t.options.push(v.to_string())
                 }
@@ -176,7 +187,7 @@ impl CudaTuning {
                 _ => {
                     return Err(format!(
                         "'{item}': expected block=N, maxrreg=N, minblocks=N, fast-math, \
-                         opt=-OPTION or default"
+                         opt=-OPTION, order=natural or default"
                     ))
                 }
             }
@@ -229,6 +240,9 @@ impl CudaTuning {
             items.push("fast-math".to_string());
         }
         items.extend(self.options.iter().map(|o| format!("opt={o}")));
+        if self.natural_order {
+            items.push("order=natural".to_string());
+        }
         if items.is_empty() {
             "default".to_string()
         } else {
@@ -328,7 +342,8 @@ mod tests {
     fn tunings_parse_and_print_back() {
         assert_eq!(CudaTuning::parse("").unwrap(), CudaTuning::default());
         assert_eq!(CudaTuning::parse("default").unwrap().label(), "default");
-        let t = CudaTuning::parse(" block=256 , maxrreg=64,fast-math,opt=-ftz=true ").unwrap();
+        let t = CudaTuning::parse(" block=256 , maxrreg=64,fast-math,opt=-ftz=true,order=natural ")
+            .unwrap();
         assert_eq!(
             t,
             CudaTuning {
@@ -337,9 +352,13 @@ mod tests {
                 min_blocks: None,
                 fast_math: true,
                 options: vec!["-ftz=true".into()],
+                natural_order: true,
             }
         );
-        assert_eq!(t.label(), "block=256,maxrreg=64,fast-math,opt=-ftz=true");
+        assert_eq!(
+            t.label(),
+            "block=256,maxrreg=64,fast-math,opt=-ftz=true,order=natural"
+        );
         assert_eq!(CudaTuning::parse(&t.label()).unwrap(), t);
         let t = CudaTuning::parse("block=64,minblocks=8").unwrap();
         assert_eq!(t.label(), "block=64,minblocks=8");
@@ -347,6 +366,7 @@ mod tests {
         assert_eq!(CudaTuning::default().launch_bounds(), "");
         // The default block size, named, is the default.
         assert_eq!(CudaTuning::parse("block=128").unwrap().label(), "default");
+        assert_eq!(CudaTuning::parse("order=cost").unwrap().label(), "default");
     }
 
     #[test]
@@ -362,6 +382,7 @@ mod tests {
             ("minblocks=0", "from 1 to 32"),
             ("maxrreg=64,minblocks=2", "give one of them"),
             ("fast-math=1", "expected block=N"),
+            ("order=random", "order=natural or order=cost"),
         ] {
             let e = CudaTuning::parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -511,8 +511,8 @@ mod integrate {
     };
     use super::{Gpu, Real, ShaderChecks};
     use crate::backend::gpu::{
-        pack_params, param_sets, prepare_chunk, records_data, steady_state_admin, take_counters,
-        take_records, take_values, Driver, INSTR_STRIDE,
+        pack_params, pack_scale, param_sets, prepare_chunk, records_data, steady_state_admin,
+        take_counters, take_records, take_values, Driver, Rows, INSTR_STRIDE,
     };
     use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
@@ -1120,10 +1120,9 @@ mod integrate {
         ) -> Result<(), BackendError> {
             let device = &self.gpu.device;
             let nt = ad.n_times;
-            let params = pack_params(input, arm, z.np, s0..s0 + n, T::of);
-            let scale: Vec<T> = (0..n)
-                .map(|i| T::of(input.amount_scale.map_or(1.0, |s| s[s0 + i])))
-                .collect();
+            let rows = Rows::Range(s0..s0 + n);
+            let params = pack_params(input, arm, z.np, &rows, T::of);
+            let scale: Vec<T> = pack_scale(input, &rows, T::of);
             let init = |label: &str, bytes: &[u8]| {
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
@@ -1195,13 +1194,13 @@ mod integrate {
             };
             out.kernel_time += t0.elapsed();
             let metrics: Vec<T> = self.gpu.read(&b_metrics)?;
-            take_counters(out, &counters, cu, s0);
+            take_counters(out, &counters, cu, &rows);
             let prof: Vec<T> = if nt > 0 {
                 self.gpu.read(&b_prof)?
             } else {
                 Vec::new()
             };
-            take_values(out, &metrics, &prof, n, s0, T::to);
+            take_values(out, &metrics, &prof, &rows, T::to);
             Ok(())
         }
     }
