@@ -514,6 +514,7 @@ mod integrate {
         pack_params, pack_scale, param_sets, prepare_chunk, records_data, steady_state_admin,
         take_counters, take_records, take_values, Driver, Rows, INSTR_STRIDE,
     };
+    use crate::backend::order::{Plan, SubjectOrder, SAMPLES_PER_CALL};
     use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
         ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
@@ -612,15 +613,15 @@ mod integrate {
         model: &CompiledModel,
         arm: &ArmPlan,
         input: &ChunkInput<'_>,
-        s0: usize,
-        n: usize,
+        rows: &crate::backend::gpu::Rows,
     ) -> usize {
         let Some(line) = arm.regimen.lines.iter().find(|l| l.steady_state) else {
             return 0;
         };
         let mut p = vec![0.0; input.params.len()];
-        (s0..s0 + n)
-            .map(|i| {
+        (0..rows.len())
+            .map(|j| {
+                let i = rows.at(j);
                 for (k, col) in input.params.iter().enumerate() {
                     p[k] = col[i];
                 }
@@ -715,6 +716,9 @@ mod integrate {
         /// The software adapter's budgets are divided by this: doubled each time a dispatch
         /// ran past the adapter's loop limit (see [`WgpuBackend::cut_budget`]).
         budget_divisor: u32,
+        /// The order subjects are handed to invocations in (`crate::backend::order`, shared
+        /// with the siblings); `None`: as sampled.
+        order: Option<Arc<SubjectOrder>>,
     }
 
     fn failed(m: impl std::fmt::Display) -> BackendError {
@@ -758,7 +762,15 @@ mod integrate {
                 unroll,
                 budget_override: None,
                 budget_divisor: 1,
+                order: Some(Arc::new(SubjectOrder::new())),
             })
+        }
+
+        /// Subjects handed to invocations in the order they were sampled in (for tests that
+        /// results do not depend on the order).
+        pub fn in_natural_order(mut self) -> WgpuBackend {
+            self.order = None;
+            self
         }
 
         /// The budgets of a batch: the override, or the estimate divided by the divisor.
@@ -1114,15 +1126,14 @@ mod integrate {
             ad: &crate::backend::gpu::ArmData,
             z: &KernelSizes,
             input: &ChunkInput<'_>,
-            s0: usize,
-            n: usize,
+            rows: &Rows,
             out: &mut ChunkOutput,
-        ) -> Result<(), BackendError> {
+        ) -> Result<Vec<(u32, u32)>, BackendError> {
             let device = &self.gpu.device;
             let nt = ad.n_times;
-            let rows = Rows::Range(s0..s0 + n);
-            let params = pack_params(input, arm, z.np, &rows, T::of);
-            let scale: Vec<T> = pack_scale(input, &rows, T::of);
+            let n = rows.len();
+            let params = pack_params(input, arm, z.np, rows, T::of);
+            let scale: Vec<T> = pack_scale(input, rows, T::of);
             let init = |label: &str, bytes: &[u8]| {
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
@@ -1152,7 +1163,7 @@ mod integrate {
             let b_prof = rw("profiles", z.no * n * nt, real);
             let software = self.gpu.info.device_type == "Cpu";
             let reach = match (software, ss) {
-                (true, Some(_)) => steady_state_reach(&self.model, arm, input, s0, n),
+                (true, Some(_)) => steady_state_reach(&self.model, arm, input, rows),
                 _ => 0,
             };
             let estimate = budgets(software, s.method, z, ad, arm, reach);
@@ -1188,20 +1199,32 @@ mod integrate {
                     None => break counters,
                     Some(i) => self.cut_budget(
                         (step_budget, stop_budget),
-                        format!("subject {}", input.first_subject + (s0 + i) as u64),
+                        format!("subject {}", input.first_subject + rows.at(i) as u64),
                     )?,
                 }
             };
             out.kernel_time += t0.elapsed();
             let metrics: Vec<T> = self.gpu.read(&b_metrics)?;
-            take_counters(out, &counters, cu, &rows);
+            take_counters(out, &counters, cu, rows);
             let prof: Vec<T> = if nt > 0 {
                 self.gpu.read(&b_prof)?
             } else {
                 Vec::new()
             };
-            take_values(out, &metrics, &prof, &rows, T::to);
-            Ok(())
+            take_values(out, &metrics, &prof, rows, T::to);
+            // Every stride-th invocation's steps, for the subject order.
+            let stride = n.div_ceil(SAMPLES_PER_CALL).max(1);
+            let samples = match self.order {
+                Some(_) => (0..n)
+                    .step_by(stride)
+                    .map(|j| {
+                        let c = &counters[j * cu..(j + 1) * cu];
+                        (rows.at(j) as u32, c[1].saturating_add(c[2]))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            Ok(samples)
         }
     }
 
@@ -1258,16 +1281,31 @@ mod integrate {
                 Precision::F64 => 8,
             };
             let batch = self.batch_size(&z, param_sets(arm), ad.n_times, bytes);
+            // Batch by batch: in the order learnt for the arm (planned, for the rest of the
+            // call, at the first batch that has one), else as sampled; each batch learnt from.
+            let mut ordered: Option<(usize, Vec<u32>)> = None;
             let mut s0 = 0;
             while s0 < n {
                 let len = batch.min(n - s0);
-                match p {
+                if let (None, Some(o)) = (&ordered, &self.order) {
+                    if let Plan::Ordered(v) = o.plan(&arm.name, input, s0..n) {
+                        ordered = Some((s0, v));
+                    }
+                }
+                let rows = match &ordered {
+                    Some((from, v)) => Rows::List(v[s0 - from..s0 - from + len].to_vec()),
+                    None => Rows::Range(s0..s0 + len),
+                };
+                let samples = match p {
                     Precision::F32 => {
-                        self.run_batch::<f32>(&pipeline, arm, &ad, &z, input, s0, len, out)?
+                        self.run_batch::<f32>(&pipeline, arm, &ad, &z, input, &rows, out)?
                     }
                     Precision::F64 => {
-                        self.run_batch::<f64>(&pipeline, arm, &ad, &z, input, s0, len, out)?
+                        self.run_batch::<f64>(&pipeline, arm, &ad, &z, input, &rows, out)?
                     }
+                };
+                if let Some(o) = &self.order {
+                    o.learn(&arm.name, input, &samples);
                 }
                 s0 += len;
             }
@@ -1341,6 +1379,7 @@ mod integrate {
                 unroll: self.unroll,
                 budget_override: self.budget_override,
                 budget_divisor: self.budget_divisor,
+                order: self.order.clone(),
             })))
         }
     }
