@@ -59,7 +59,7 @@ checks=(
 )
 
 # The tunings the `tune` check compares (vpop bench --cuda-variants).
-variants="default;block=64;block=256;maxrreg=64;maxrreg=80;maxrreg=96;maxrreg=128;minblocks=4;minblocks=6;opt=-prec-div=false;fast-math;block=256,maxrreg=64,fast-math"
+variants="default;block=64;block=256;maxrreg=64;maxrreg=80;maxrreg=96;maxrreg=128;minblocks=3;minblocks=4;minblocks=6;opt=-prec-div=false;fast-math;block=256,maxrreg=64,fast-math"
 
 collect() {
   local dir=$1
