@@ -238,15 +238,7 @@ fn a_chunk_split_across_lanes_equals_one_launch() {
                 }
             }
         }
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(outs[0].status, outs[1].status);
-        assert_eq!(outs[0].stats, outs[1].stats);
-        for (x, y) in outs[0].metrics.iter().zip(&outs[1].metrics) {
-            assert_eq!(bits(x), bits(y), "{p:?} metrics");
-        }
-        for (x, y) in outs[0].profiles.iter().zip(&outs[1].profiles) {
-            assert_eq!(bits(x), bits(y), "{p:?} profiles");
-        }
+        common::assert_same_bits(&outs[1], &outs[0], &format!("{p:?}, three lanes"));
     }
 }
 
@@ -277,21 +269,13 @@ fn subjects_in_any_order_give_the_same_results() {
             }
         };
         let (mut ordered, mut natural) = (ordered, natural);
-        // The first call learns the costs; the second is ordered by them.
-        let first = run(&mut ordered, &a, &params);
-        let second = run(&mut ordered, &a, &params);
-        let want = run(&mut natural, &a, &params);
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for got in [&first, &second] {
-            assert_eq!(got.status, want.status);
-            assert_eq!(got.stats, want.stats);
-            for (x, y) in got.metrics.iter().zip(&want.metrics) {
-                assert_eq!(bits(x), bits(y), "{p:?} metrics");
-            }
-            for (x, y) in got.profiles.iter().zip(&want.profiles) {
-                assert_eq!(bits(x), bits(y), "{p:?} profiles");
-            }
-        }
+        common::subjects_in_any_order_give_the_same_results(
+            &mut ordered,
+            &mut natural,
+            &a,
+            &params,
+            &format!("{p:?}"),
+        );
     }
 }
 

@@ -169,21 +169,13 @@ fn subjects_in_any_order_give_the_same_results() {
     let mut natural = natural.in_natural_order();
     let params = subjects(&m, 300);
     let a = arm(&m, Method::Tsit5, 1e-5, &["auc".into(), "cmax".into()]);
-    // The first call learns the costs; the second is ordered by them.
-    let first = run(&mut ordered, &a, &params);
-    let second = run(&mut ordered, &a, &params);
-    let want = run(&mut natural, &a, &params);
-    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    for got in [&first, &second] {
-        assert_eq!(got.status, want.status);
-        assert_eq!(got.stats, want.stats);
-        for (x, y) in got.metrics.iter().zip(&want.metrics) {
-            assert_eq!(bits(x), bits(y), "metrics");
-        }
-        for (x, y) in got.profiles.iter().zip(&want.profiles) {
-            assert_eq!(bits(x), bits(y), "profiles");
-        }
-    }
+    common::subjects_in_any_order_give_the_same_results(
+        &mut ordered,
+        &mut natural,
+        &a,
+        &params,
+        "wgpu f32",
+    );
 }
 
 #[test]

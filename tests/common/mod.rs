@@ -303,6 +303,35 @@ pub fn run(b: &mut dyn Backend, arm: &ArmPlan, params: &[Vec<f64>]) -> ChunkOutp
     out
 }
 
+/// `got` equals `want` bit for bit: statuses, work counted, every metric and profile.
+pub fn assert_same_bits(got: &ChunkOutput, want: &ChunkOutput, what: &str) {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(got.status, want.status, "{what}: status");
+    assert_eq!(got.stats, want.stats, "{what}: work");
+    for (x, y) in got.metrics.iter().zip(&want.metrics) {
+        assert_eq!(bits(x), bits(y), "{what}: metrics");
+    }
+    for (x, y) in got.profiles.iter().zip(&want.profiles) {
+        assert_eq!(bits(x), bits(y), "{what}: profiles");
+    }
+}
+
+/// A backend that hands subjects to threads in the order of their cost (learnt in a first
+/// call, ordered in a second) gives what `natural` gives with subjects as sampled, bit for bit.
+pub fn subjects_in_any_order_give_the_same_results(
+    ordered: &mut dyn Backend,
+    natural: &mut dyn Backend,
+    arm: &ArmPlan,
+    params: &[Vec<f64>],
+    what: &str,
+) {
+    let first = run(ordered, arm, params);
+    let second = run(ordered, arm, params);
+    let want = run(natural, arm, params);
+    assert_same_bits(&first, &want, &format!("{what}, first call"));
+    assert_same_bits(&second, &want, &format!("{what}, ordered call"));
+}
+
 /// Largest difference between GPU and CPU values relative to `|cpu| + floor`, where the floor
 /// is 1e-6 of the column's largest magnitude (values that are zero up to round-off).
 pub fn max_rel(gpu: &[f64], cpu: &[f64]) -> f64 {
