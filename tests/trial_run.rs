@@ -1755,6 +1755,34 @@ fn several_integration_threads_write_the_files_of_one() {
     }
 }
 
+/// A backend that offers no further instance (the CPU reference, whose calls keep every core
+/// busy) runs on one host thread however many are asked for, and the report says why; asked
+/// for none, it says nothing.
+#[test]
+fn a_backend_without_siblings_runs_on_one_host_thread_and_says_why() {
+    let t = trial();
+    let (asked_dir, default_dir) = (tmp("one-thread-asked"), tmp("one-thread-default"));
+    let asked = run_trial(
+        &t,
+        &RunOptions {
+            integrators: Some(3),
+            ..opts(&asked_dir)
+        },
+    )
+    .unwrap();
+    assert_eq!(asked.backend.name, "cpu");
+    assert_eq!(asked.integrators, 1);
+    assert_eq!(
+        asked.fewer_integrators.as_deref(),
+        Some("each of its calls keeps every core busy")
+    );
+    let default = run_trial(&t, &opts(&default_dir)).unwrap();
+    assert_eq!((default.integrators, default.fewer_integrators), (1, None));
+    for d in [asked_dir, default_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// The CUDA backend on two host threads (two instances on the same devices, each with its
 /// own streams and buffers, sharing the compiled kernels) writes the parts that one thread
 /// writes, byte for byte. Needs a CUDA device (`SKIPPED` otherwise).

@@ -494,6 +494,10 @@ pub fn simulate_arm_subject_occasions(
 }
 
 impl super::Backend for CpuBackend {
+    /// One host thread: each call already keeps every core busy.
+    fn no_sibling(&self) -> &'static str {
+        "each of its calls keeps every core busy"
+    }
     fn info(&self) -> super::BackendInfo {
         super::BackendInfo {
             name: "cpu",

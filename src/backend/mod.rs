@@ -224,6 +224,11 @@ pub trait Backend: Send {
     fn sibling(&self) -> Option<Result<Box<dyn Backend>, BackendError>> {
         None
     }
+    /// Why [`Backend::sibling`] offers no further instance, for a run that asked for more
+    /// host threads than it got.
+    fn no_sibling(&self) -> &'static str {
+        "it offers no further instance"
+    }
     /// The operations its kernels performed so far, by kind, for a backend that counts them
     /// (the counting build of the emulated CUDA kernel); None for the others.
     fn op_counts(&self) -> Option<cuda::OpCounts> {

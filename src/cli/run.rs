@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::output::Shard;
 use crate::trial::resolve::BackendChoice;
-use crate::trial::run::{format_summary, run_trial, RunOptions, MAX_INTEGRATORS};
+use crate::trial::run::{format_summary, run_trial, RunOptions};
 use crate::trial::Trial;
 
 pub const RUN_EXAMPLES: &str = "Examples:
@@ -330,16 +330,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "backend: {} on {} ({})",
         report.backend.name, report.backend.device, report.backend_reason
     );
-    if let Some(n) = args.integrators.filter(|n| *n > report.integrators) {
-        let why = if trial.data.is_some() {
-            "a [data] trial's record programs run on one"
-        } else if report.backend.name == "cpu" {
-            "each of its calls keeps every core busy"
-        } else if n > MAX_INTEGRATORS {
-            "at most 16"
-        } else {
-            "it offers no further instance"
-        };
+    if let (Some(n), Some(why)) = (args.integrators, &report.fewer_integrators) {
         eprintln!(
             "note: --integrators {n}: {} host thread{} drove the {} backend ({why})",
             report.integrators,

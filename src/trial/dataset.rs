@@ -438,6 +438,10 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         calls: written,
         kernel: Duration::ZERO,
         integrators: 1,
+        fewer_integrators: opts
+            .integrators
+            .filter(|n| *n > 1)
+            .map(|_| "a [data] trial's record programs run on one".to_string()),
         startup: Duration::ZERO,
         pipeline: Duration::ZERO,
         arms: vec![ArmSummary {

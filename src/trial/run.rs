@@ -92,6 +92,9 @@ pub struct RunReport {
     /// Host threads that drove the backend, each with an instance of its own; `integrate`,
     /// `kernel` and `calls` are summed over them.
     pub integrators: usize,
+    /// Why fewer host threads drove the backend than were asked for (`None` when as many did,
+    /// or none were asked for).
+    pub fewer_integrators: Option<String>,
     /// From the run's start to its pipeline's: choosing and opening the backend (a GPU's
     /// context), its siblings, and the output directory. Kernels are compiled (or taken from
     /// the cache) at their first call, within the pipeline.
@@ -745,13 +748,23 @@ pub fn run_trial_on(
         .unwrap_or_else(|| backend.integrators())
         .clamp(1, MAX_INTEGRATORS);
     let mut backends = vec![backend];
+    let mut fewer_integrators = opts
+        .integrators
+        .filter(|n| *n > MAX_INTEGRATORS)
+        .map(|_| format!("at most {MAX_INTEGRATORS}"));
     while backends.len() < wanted {
         match backends[0].sibling() {
             Some(Ok(b)) => backends.push(b),
             Some(Err(e)) if opts.integrators.is_some() => {
                 return Err(format!("integration thread {}: {e}", backends.len() + 1))
             }
-            _ => break,
+            Some(Err(_)) => break,
+            None => {
+                if opts.integrators.is_some() {
+                    fewer_integrators = Some(backends[0].no_sibling().to_string());
+                }
+                break;
+            }
         }
     }
     let n_integrators = backends.len();
@@ -932,6 +945,7 @@ pub fn run_trial_on(
         calls,
         kernel: kernel_time,
         integrators: n_integrators,
+        fewer_integrators,
         startup,
         pipeline: pipeline_time,
         arms,

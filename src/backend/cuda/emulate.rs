@@ -533,6 +533,9 @@ impl Backend for EmulatedCuda {
             .is_some()
             .then(|| self.op_counts())
     }
+    fn no_sibling(&self) -> &'static str {
+        "a counting build counts in one place"
+    }
     /// Another emulation with the same lanes (a counting build has none: its counts add up in
     /// one place).
     fn sibling(&self) -> Option<Result<Box<dyn Backend>, BackendError>> {
