@@ -159,6 +159,8 @@ struct Device {
     functions: HashMap<[u8; 32], CudaFunction>,
     /// Threads per block of every launch.
     block: u32,
+    /// Which backend instance (host thread of `vpop run`) drives it, for the trace.
+    instance: usize,
     /// For the trace (`VPOP_CUDA_TRACE`) of one call: time spent staging and queueing parts,
     /// waiting for lanes, and taking results from the staging buffers.
     staged: Duration,
@@ -191,6 +193,7 @@ impl Device {
             name,
             functions: HashMap::new(),
             block: super::DEFAULT_BLOCK,
+            instance: 0,
             staged: Duration::ZERO,
             waited: Duration::ZERO,
             took: Duration::ZERO,
@@ -395,7 +398,8 @@ impl Device {
         }
         if trace() {
             eprintln!(
-                "cuda {}: {} parts: staging and queueing {:.2} ms, waiting {:.2} ms, taking results {:.2} ms",
+                "cuda#{} {}: {} parts: staging and queueing {:.2} ms, waiting {:.2} ms, taking results {:.2} ms",
+                self.instance,
                 self.name,
                 jobs.len(),
                 ms(self.staged),
@@ -593,6 +597,8 @@ impl CudaBackend {
                 },
                 label: "cuda",
                 order,
+                instance: 0,
+                instances: Arc::new(1.into()),
             },
         })
     }
@@ -606,12 +612,14 @@ impl CudaBackend {
     /// of its own, sharing this one's compiled PTX.
     fn open_sibling(&self) -> Result<CudaBackend, BackendError> {
         let l = &self.host.launcher;
+        let instance = self.host.next_instance();
         let devices = l
             .devices
             .iter()
             .map(|d| {
                 let mut s = Device::open(d.ordinal).map_err(failed)?;
                 s.block = d.block;
+                s.instance = instance;
                 Ok(s)
             })
             .collect::<Result<Vec<_>, BackendError>>()?;
@@ -626,6 +634,8 @@ impl CudaBackend {
                 },
                 label: self.host.label,
                 order: self.host.order.clone(),
+                instance,
+                instances: self.host.instances.clone(),
             },
         })
     }

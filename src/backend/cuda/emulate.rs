@@ -453,6 +453,8 @@ impl EmulatedCuda {
                 },
                 label: NAME,
                 order: Some(Arc::new(SubjectOrder::new())),
+                instance: 0,
+                instances: Arc::new(1.into()),
             },
         })
     }
@@ -555,6 +557,8 @@ impl Backend for EmulatedCuda {
                 },
                 label: NAME,
                 order: self.host.order.clone(),
+                instance: self.host.next_instance(),
+                instances: self.host.instances.clone(),
             },
         })))
     }

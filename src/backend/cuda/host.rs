@@ -221,6 +221,10 @@ pub(super) struct Host<L> {
     /// The order subjects are handed to threads in (shared with the siblings); `None`: the
     /// order they were sampled in.
     pub order: Option<Arc<SubjectOrder>>,
+    /// Which instance this is (0 the first; siblings count on), for the trace, and how many
+    /// this one and its siblings have opened.
+    pub instance: usize,
+    pub instances: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The first call of an arm, with nothing learnt of its subjects' costs, integrates its first
@@ -232,6 +236,12 @@ pub(super) const PILOT_CALL: usize = 16 * PILOT;
 impl<L: Launcher> Host<L> {
     pub fn failed(&self, m: impl std::fmt::Display) -> BackendError {
         BackendError::Failed(format!("{}: {m}", self.label))
+    }
+
+    /// The number of a sibling about to be opened.
+    pub fn next_instance(&self) -> usize {
+        self.instances
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `jobs` on the launcher, `each` taking job `ix`'s results as they arrive; what
@@ -368,8 +378,9 @@ impl<L: Launcher> Host<L> {
             }
             if trace() {
                 eprintln!(
-                    "{}: {} subjects {what}: plan {:.2} ms, learn {:.2} ms ({} samples)",
+                    "{}#{}: {} subjects {what}: plan {:.2} ms, learn {:.2} ms ({} samples)",
                     self.label,
+                    self.instance,
                     end - start,
                     ms(planned + if start == 0 { prepared } else { Duration::ZERO }),
                     ms(t_learn.elapsed()),
@@ -461,8 +472,9 @@ impl<L: Launcher> Host<L> {
         out.kernel_time += kernel_time;
         if trace() {
             eprintln!(
-                "{}: {total} subjects in {} parts: pack {:.2} ms, launch {:.2} ms (kernels {:.2} ms; results taken within it {:.2} ms)",
+                "{}#{}: {total} subjects in {} parts: pack {:.2} ms, launch {:.2} ms (kernels {:.2} ms; results taken within it {:.2} ms)",
                 self.label,
+                self.instance,
                 parts.len(),
                 ms(packing),
                 ms(t_launch.elapsed()),
@@ -675,6 +687,8 @@ mod tests {
                 launcher: Zeros { skip: None },
                 label: "test",
                 order: None,
+                instance: 0,
+                instances: Arc::new(1.into()),
             };
             let mut out = ChunkOutput::default();
             host.run_chunk(&arm, &input, &mut out).unwrap();
@@ -763,6 +777,8 @@ mod tests {
             launcher: Costs { calls: Vec::new() },
             label: "test",
             order: Some(Arc::new(SubjectOrder::new())),
+            instance: 0,
+            instances: Arc::new(1.into()),
         };
         let mut out = ChunkOutput::default();
         for call in 0..2 {
