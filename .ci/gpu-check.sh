@@ -34,6 +34,7 @@ checks=(
   "order 120"            # the same, subjects ordered by their fitted cost (default) against as sampled
   "run_10M 60"           # vpop run end to end: 10 M subjects, the target's one arm, defaults
   "run_10M_one_thread 60" # the same with one host thread driving the GPU (the default is two)
+  "run_10M_natural_order 60" # run_10M with subjects to threads as sampled (order=natural)
   "cuda_trial_threads 60" # a trial on two host threads writes the parts of one, byte for byte
   "trace_calls 90"       # where a backend call's time goes beside its kernels (VPOP_CUDA_TRACE)
   "large_model 120"      # a stiff 56-state model (Rodas4, sparse W) in f32 against the CPU
@@ -221,6 +222,7 @@ one() {
     metrics_cost) check "$1" "$2" metrics_cost ;;
     run_10M) check "$1" "$2" run_10m 1 lz4 ;;
     run_10M_one_thread) check "$1" "$2" run_10m 1 lz4 --integrators 1 ;;
+    run_10M_natural_order) check "$1" "$2" env VPOP_CUDA_TUNING=order=natural bash -c 'run_10m 1 lz4' ;;
     cuda_trial_threads) check "$1" "$2" "$BIN/trial_run" --nocapture cuda_on_two_host_threads ;;
     trace_calls) check "$1" "$2" bash -c 'VPOP_CUDA_TRACE=1 "$BIN/vpop" bench examples/quickstart.toml \
       -n 4000000 --cpu-subjects 2000 --backends cuda-f32,cuda-f64 --rtol 2e-4 && VPOP_CUDA_TRACE=1 run_10m 1 lz4' ;;
