@@ -198,6 +198,25 @@ pub fn unroll_from_env() -> Result<bool, String> {
     }
 }
 
+/// The environment variable that chooses the order subjects are handed to invocations in:
+/// `cost` (the default: the costliest first, as learnt from earlier calls) or `natural` (as
+/// sampled). Results are the same either way.
+pub const ORDER_ENV: &str = "VPOP_WGPU_ORDER";
+
+/// Whether [`ORDER_ENV`] asks for subjects in the order of their cost.
+pub fn order_from_env() -> Result<bool, String> {
+    match std::env::var(ORDER_ENV) {
+        Err(_) => Ok(true),
+        Ok(v) => match v.trim() {
+            "" | "cost" | "default" => Ok(true),
+            "natural" => Ok(false),
+            other => Err(format!(
+                "{ORDER_ENV}={other:?}: expected cost (the default) or natural"
+            )),
+        },
+    }
+}
+
 /// A scalar type the WGSL kernels are built for.
 #[cfg(feature = "wgpu")]
 pub(crate) trait Real: bytemuck::Pod + Default + Send + Sync + 'static {
@@ -753,6 +772,9 @@ mod integrate {
             }
             let checks = ShaderChecks::from_env().map_err(failed)?;
             let unroll = super::unroll_from_env().map_err(failed)?;
+            let order = super::order_from_env()
+                .map_err(failed)?
+                .then(|| Arc::new(SubjectOrder::new()));
             Ok(WgpuBackend {
                 gpu,
                 model,
@@ -762,7 +784,7 @@ mod integrate {
                 unroll,
                 budget_override: None,
                 budget_divisor: 1,
-                order: Some(Arc::new(SubjectOrder::new())),
+                order,
             })
         }
 
