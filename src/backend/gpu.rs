@@ -406,6 +406,18 @@ pub fn take_counters(out: &mut ChunkOutput, counters: &[u32], stride: usize, row
     out.stats.lu_decomps += sums[3];
 }
 
+/// Every `every`-th thread's subject and steps (accepted plus rejected, from the counters as
+/// [`take_counters`] reads them), for the subject order (`crate::backend::order`).
+pub fn step_samples(counters: &[u32], stride: usize, rows: &Rows, every: usize) -> Vec<(u32, u32)> {
+    (0..rows.len())
+        .step_by(every.max(1))
+        .map(|j| {
+            let c = &counters[j * stride..(j + 1) * stride];
+            (rows.at(j) as u32, c[1].saturating_add(c[2]))
+        })
+        .collect()
+}
+
 /// Metrics (`[m * n + j]`) and profiles (`[(k * n + j) * n_times + s]`) of the `n` threads of
 /// `rows` as the kernels write them, into the rows of their subjects in `out`.
 pub fn take_values<T: Copy + Sync>(
@@ -726,6 +738,13 @@ mod tests {
                     want.lu_decomps += u64::from(c[4]);
                 }
                 assert_eq!(out.stats, want);
+                // Every third thread's subject and steps, for the subject order.
+                let samples = step_samples(&counters, stride, &rows, 3);
+                assert_eq!(samples.len(), n.div_ceil(3));
+                for (k, &(i, steps)) in samples.iter().enumerate() {
+                    let c = &counters[3 * k * stride..];
+                    assert_eq!((i as usize, steps), (rows.at(3 * k), c[1] + c[2]));
+                }
                 assert!(out.status[..s0]
                     .iter()
                     .chain(&out.status[s0 + n..])

@@ -131,6 +131,11 @@ pub struct SubjectOrder {
 /// Samples a call keeps for the fit, at most (about).
 pub const SAMPLES_PER_CALL: usize = 8192;
 
+/// Every how many threads of a call of `n` subjects one is sampled for the fit.
+pub fn sample_every(n: usize) -> usize {
+    n.div_ceil(SAMPLES_PER_CALL).max(1)
+}
+
 impl SubjectOrder {
     pub fn new() -> SubjectOrder {
         SubjectOrder::default()

@@ -18,12 +18,12 @@ use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
 use super::kernel::{arm_source, records_source, COUNTERS};
 use crate::backend::gpu::{
-    arm_data, pack_params, pack_scale, prepare_chunk, records_data, take_counters, take_records,
-    take_values, Driver, KernelSizes, RecordsData, Rows, INDEX_STRIDE,
+    arm_data, pack_params, pack_scale, prepare_chunk, records_data, step_samples, take_counters,
+    take_records, take_values, Driver, KernelSizes, RecordsData, Rows, INDEX_STRIDE,
 };
 #[cfg(test)]
 use crate::backend::order::WINDOW;
-use crate::backend::order::{Plan, SubjectOrder, SAMPLES_PER_CALL};
+use crate::backend::order::{sample_every, Plan, SubjectOrder};
 use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
 use crate::model::CompiledModel;
@@ -442,11 +442,8 @@ impl<L: Launcher> Host<L> {
         let packing = t_pack.elapsed();
         let t_launch = Instant::now();
         let total: usize = parts.iter().map(Rows::len).sum();
-        // Every stride-th thread's steps, for the subject order (none without one).
-        let stride = self
-            .order
-            .as_ref()
-            .map(|_| total.div_ceil(SAMPLES_PER_CALL).max(1));
+        // Some threads' steps, for the subject order (none without one).
+        let every = self.order.as_ref().map(|_| sample_every(total));
         let taking = std::sync::Mutex::new(&mut *out);
         let (took, kernel_time) = self.launch_each(&jobs, |ix, w| {
             let mut o = taking.lock().unwrap_or_else(|e| e.into_inner());
@@ -454,13 +451,7 @@ impl<L: Launcher> Host<L> {
             let r = &parts[ix];
             take_counters(&mut o, w.counters, COUNTERS, r);
             take_values(&mut o, w.metrics, w.profiles, r, T::to);
-            let samples: Vec<(u32, u32)> = (0..stride.map_or(0, |_| r.len()))
-                .step_by(stride.unwrap_or(1))
-                .map(|j| {
-                    let c = &w.counters[j * COUNTERS..(j + 1) * COUNTERS];
-                    (r.at(j) as u32, c[1].saturating_add(c[2]))
-                })
-                .collect();
+            let samples = every.map_or_else(Vec::new, |e| step_samples(w.counters, COUNTERS, r, e));
             (t0.elapsed(), samples)
         })?;
         let mut taken = Duration::ZERO;

@@ -184,18 +184,23 @@ pub const UNROLL_ENV: &str = "VPOP_WGSL_UNROLL";
 #[cfg(feature = "wgpu")]
 const UNROLLED_SIZES: [&str; 6] = ["NS", "NY", "NA", "NO", "NP", "NM"];
 
-/// Whether `VPOP_WGSL_UNROLL` asks for unrolled loops (unset: yes).
-pub fn unroll_from_env() -> Result<bool, String> {
-    match std::env::var(UNROLL_ENV) {
+/// A switch read from the environment variable `name`: true unset, empty, `default` or `on`;
+/// false for `off`; otherwise an error that says what was `expected`.
+fn env_switch(name: &str, on: &str, off: &str, expected: &str) -> Result<bool, String> {
+    match std::env::var(name) {
         Err(_) => Ok(true),
         Ok(v) => match v.trim() {
-            "" | "1" | "default" => Ok(true),
-            "0" => Ok(false),
-            other => Err(format!(
-                "{UNROLL_ENV}={other:?}: expected 1 (unroll) or 0 (keep the loops)"
-            )),
+            "" | "default" => Ok(true),
+            v if v == on => Ok(true),
+            v if v == off => Ok(false),
+            other => Err(format!("{name}={other:?}: expected {expected}")),
         },
     }
+}
+
+/// Whether `VPOP_WGSL_UNROLL` asks for unrolled loops (unset: yes).
+pub fn unroll_from_env() -> Result<bool, String> {
+    env_switch(UNROLL_ENV, "1", "0", "1 (unroll) or 0 (keep the loops)")
 }
 
 /// The environment variable that chooses the order subjects are handed to invocations in:
@@ -205,16 +210,12 @@ pub const ORDER_ENV: &str = "VPOP_WGPU_ORDER";
 
 /// Whether [`ORDER_ENV`] asks for subjects in the order of their cost.
 pub fn order_from_env() -> Result<bool, String> {
-    match std::env::var(ORDER_ENV) {
-        Err(_) => Ok(true),
-        Ok(v) => match v.trim() {
-            "" | "cost" | "default" => Ok(true),
-            "natural" => Ok(false),
-            other => Err(format!(
-                "{ORDER_ENV}={other:?}: expected cost (the default) or natural"
-            )),
-        },
-    }
+    env_switch(
+        ORDER_ENV,
+        "cost",
+        "natural",
+        "cost (the default) or natural",
+    )
 }
 
 /// A scalar type the WGSL kernels are built for.
@@ -531,9 +532,9 @@ mod integrate {
     use super::{Gpu, Real, ShaderChecks};
     use crate::backend::gpu::{
         pack_params, pack_scale, param_sets, prepare_chunk, records_data, steady_state_admin,
-        take_counters, take_records, take_values, Driver, Rows, INSTR_STRIDE,
+        step_samples, take_counters, take_records, take_values, Driver, Rows, INSTR_STRIDE,
     };
-    use crate::backend::order::{Plan, SubjectOrder, SAMPLES_PER_CALL};
+    use crate::backend::order::{sample_every, Plan, SubjectOrder};
     use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
         ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
@@ -1234,19 +1235,11 @@ mod integrate {
                 Vec::new()
             };
             take_values(out, &metrics, &prof, rows, T::to);
-            // Every stride-th invocation's steps, for the subject order.
-            let stride = n.div_ceil(SAMPLES_PER_CALL).max(1);
-            let samples = match self.order {
-                Some(_) => (0..n)
-                    .step_by(stride)
-                    .map(|j| {
-                        let c = &counters[j * cu..(j + 1) * cu];
-                        (rows.at(j) as u32, c[1].saturating_add(c[2]))
-                    })
-                    .collect(),
+            // Some invocations' steps, for the subject order.
+            Ok(match self.order {
+                Some(_) => step_samples(&counters, cu, rows, sample_every(n)),
                 None => Vec::new(),
-            };
-            Ok(samples)
+            })
         }
     }
 
