@@ -6,7 +6,8 @@
 //! - `vpop run` of 1 M quickstart subjects (VPOP_BENCH_SUBJECTS) through a backend that
 //!   integrates nothing: the subjects/s the host side sustains on all cores;
 //! - what ordering a GPU call's 2^20 subjects by their fitted cost adds on the host: the
-//!   order itself, parameters packed and results taken in it against in sampling order.
+//!   order itself, parameters packed and results taken in it against in sampling order;
+//! - the summary's quantile tally of one metric column as the encoders take it, in values/s.
 //!
 //! cargo bench --bench pipeline
 
@@ -443,12 +444,42 @@ fn subject_order(c: &mut Criterion) {
     group.finish();
 }
 
+/// The summary's tally of a metric column (its median, 5th and 95th percentiles kept exact
+/// while the parts are written): 2^20 log-normal values, as a metric of subjects in random
+/// order, in batches of 65 536 as the encoders hand them over.
+fn summary_tally(c: &mut Criterion) {
+    use rand::{RngExt, SeedableRng};
+    use vpop::trial::quantile::StreamedQuantiles;
+    let n = 1 << 20;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let xs: Vec<f64> = (0..n)
+        .map(|_| {
+            let z: f64 = rng.sample(rand_distr::StandardNormal);
+            (6.0 + 0.4 * z).exp()
+        })
+        .collect();
+    let mut group = c.benchmark_group("summary_tally");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("2^20 values of one metric, median, 5th and 95th", |b| {
+        b.iter(|| {
+            let mut t = StreamedQuantiles::new(&[0.5, 0.05, 0.95]);
+            for batch in xs.chunks(65536) {
+                t.add(batch);
+            }
+            t.quantiles().expect("kept values hold the quantiles")
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     host,
     profiles,
     backends,
     host_end_to_end,
-    subject_order
+    subject_order,
+    summary_tally
 );
 criterion_main!(benches);

@@ -12,6 +12,7 @@ use arrow_array::{
     ArrayRef, DictionaryArray, FixedSizeListArray, Float64Array, RecordBatch, StringArray,
     UInt16Array, UInt64Array, UInt8Array,
 };
+use arrow_buffer::{BooleanBuffer, NullBuffer};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
 use crate::backend::OutputView;
@@ -176,8 +177,7 @@ impl RowLayout {
             cols.push(Arc::new(Float64Array::from(values[..n].to_vec())));
         }
         for values in out.metrics.iter().take(self.metrics.len()) {
-            let col: Float64Array = values.iter().map(|v| v.is_finite().then_some(*v)).collect();
-            cols.push(Arc::new(col));
+            cols.push(Arc::new(finite_or_null(values)));
         }
         let status_keys = UInt8Array::from(
             out.status
@@ -228,11 +228,36 @@ impl RowLayout {
     }
 }
 
+/// A metric column: the values, with a null where one is not finite (a failed subject, an
+/// undefined metric). The values are copied whole and the validity packed 64 at a time; a
+/// column with every value finite has no validity at all.
+fn finite_or_null(values: &[f64]) -> Float64Array {
+    let nulls = values.iter().any(|v| !v.is_finite()).then(|| {
+        NullBuffer::new(BooleanBuffer::collect_bool(values.len(), |i| {
+            values[i].is_finite()
+        }))
+    });
+    Float64Array::new(values.to_vec().into(), nulls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::ChunkOutput;
     use arrow_array::Array;
+
+    #[test]
+    fn non_finite_metrics_are_null_and_a_finite_column_has_no_validity() {
+        let col = finite_or_null(&[1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0]);
+        let valid: Vec<bool> = (0..col.len()).map(|i| col.is_valid(i)).collect();
+        assert_eq!(valid, [true, false, false, false, true]);
+        assert_eq!(col.value(0), 1.0);
+        assert!(col.value(4) == 0.0 && col.value(4).is_sign_negative());
+        let col = finite_or_null(&[3.0, 4.0]);
+        assert!(col.nulls().is_none());
+        assert_eq!(col.values().as_ref(), [3.0, 4.0]);
+        assert!(finite_or_null(&[]).is_empty());
+    }
 
     #[test]
     fn encodes_every_column_kind() {

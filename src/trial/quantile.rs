@@ -4,14 +4,15 @@
 //! bits of the keys that share the prefix found so far, for every wanted rank at once, until the
 //! remaining candidates fit in a buffer (2^20 keys). Memory stays at a few histograms and
 //! buffers whatever the number of values; a column is read twice for most data, at most five
-//! times, and once fewer when the first pass was tallied as the values were written
-//! ([`TopCounts`]). A pass over values split into parts (a dataset's files) runs the parts in
+//! times. A pass over values split into parts (a dataset's files) runs the parts in
 //! parallel and merges their counts. Quantiles interpolate linearly between
 //! order statistics (type 7, as numpy's default, pandas, polars and DuckDB's `quantile_cont`).
 //!
 //! Values that stream past in random order (a trial's subjects) usually need no pass at all:
 //! [`StreamedQuantiles`] keeps the values near each wanted position as they go by, and falls
-//! back to the passes only when those miss.
+//! back to the passes only when those miss. It takes no part of the passes' work while the
+//! values stream past (an earlier design counted the first pass's histogram there too), so
+//! that the common case, windows that hold the quantiles, costs the least.
 
 /// Order-preserving key of a finite f64.
 fn key(x: f64) -> u64 {
@@ -41,7 +42,7 @@ pub fn order_statistics<F>(stream: F, ranks: &[u64]) -> (u64, Vec<f64>)
 where
     F: FnMut(&mut dyn FnMut(&[f64])),
 {
-    let (count, _, values) = select(None, sequential(stream), |_| ranks.to_vec());
+    let (count, _, values) = select(sequential(stream), |_| ranks.to_vec());
     (count, values)
 }
 
@@ -140,11 +141,10 @@ where
 }
 
 /// The selection's first pass: counts of the keys' top 16 bits (sign, exponent and four
-/// mantissa bits: buckets 1/16 of an octave wide). It can be taken while the values stream past
-/// elsewhere (each part's values as it is written) and merged, which saves a pass over them.
-/// Kept sparsely, 16 counters per exponent that occurs, so a tally per column is small.
+/// mantissa bits: buckets 1/16 of an octave wide). Counts of parts of the values merge. Kept
+/// sparsely, 16 counters per exponent that occurs, so that a part's counts are small.
 #[derive(Debug, Clone)]
-pub struct TopCounts {
+struct TopCounts {
     blocks: Vec<Option<Box<[u64; 16]>>>,
 }
 
@@ -158,7 +158,7 @@ impl Default for TopCounts {
 
 impl TopCounts {
     /// Counts the non-NaN values of `xs`.
-    pub fn add(&mut self, xs: &[f64]) {
+    fn add(&mut self, xs: &[f64]) {
         for &x in xs {
             if !x.is_nan() {
                 let b = (key(x) >> 48) as usize;
@@ -167,8 +167,8 @@ impl TopCounts {
         }
     }
 
-    /// Adds another tally's counts.
-    pub fn merge(&mut self, other: &TopCounts) {
+    /// Adds another part's counts.
+    fn merge(&mut self, other: &TopCounts) {
         for (mine, theirs) in self.blocks.iter_mut().zip(&other.blocks) {
             if let Some(t) = theirs {
                 let m = mine.get_or_insert_with(|| Box::new([0; 16]));
@@ -177,15 +177,6 @@ impl TopCounts {
                 }
             }
         }
-    }
-
-    /// How many values were counted.
-    pub fn count(&self) -> u64 {
-        self.blocks
-            .iter()
-            .flatten()
-            .map(|b| b.iter().sum::<u64>())
-            .sum()
     }
 
     fn dense(&self) -> Vec<u64> {
@@ -199,26 +190,19 @@ impl TopCounts {
     }
 }
 
-/// The selection: the first pass (unless `first` gives it) counts the top 16 bits of every key
+/// The selection: the first pass counts the top 16 bits of every key
 /// (which also counts the values, so that `ranks_for(count)` can name the ranks); each later
 /// pass serves every distinct prefix the pending ranks have reached, histogramming its next 16
 /// bits or, when at most [`COLLECT_LIMIT`] candidates share it, collecting and sorting them.
 /// Typically two passes; `pass` runs one, given its empty accumulator. Returns the count, the
 /// ranks and their values.
-fn select<P>(
-    first: Option<&TopCounts>,
-    mut pass: P,
-    ranks_for: impl FnOnce(u64) -> Vec<u64>,
-) -> (u64, Vec<u64>, Vec<f64>)
+fn select<P>(mut pass: P, ranks_for: impl FnOnce(u64) -> Vec<u64>) -> (u64, Vec<u64>, Vec<f64>)
 where
     P: FnMut(Acc) -> Acc,
 {
-    let top = match first {
-        Some(t) => t.dense(),
-        None => match pass(Acc::Top(TopCounts::default())) {
-            Acc::Top(t) => t.dense(),
-            Acc::Pass(_) => unreachable!("a first pass counts"),
-        },
+    let top = match pass(Acc::Top(TopCounts::default())) {
+        Acc::Top(t) => t.dense(),
+        Acc::Pass(_) => unreachable!("a first pass counts"),
     };
     let count: u64 = top.iter().sum();
     let ranks = ranks_for(count);
@@ -325,17 +309,16 @@ pub fn quantiles<F>(stream: F, probs: &[f64]) -> (u64, Vec<f64>)
 where
     F: FnMut(&mut dyn FnMut(&[f64])),
 {
-    quantiles_of(None, sequential(stream), probs)
+    quantiles_of(sequential(stream), probs)
 }
 
-/// [`quantiles`] of values split into `parts`, each a stream of its own, whose first pass,
-/// `first`, was taken as they streamed past: the parts must yield the same values. The later
-/// passes run the parts in parallel.
-pub fn quantiles_after<S>(first: &TopCounts, parts: &[S], probs: &[f64]) -> (u64, Vec<f64>)
+/// [`quantiles`] of values split into `parts`, each a stream of its own that yields the same
+/// values on every call; each pass runs the parts in parallel.
+pub fn quantiles_in_parts<S>(parts: &[S], probs: &[f64]) -> (u64, Vec<f64>)
 where
     S: Fn(&mut dyn FnMut(&[f64])) + Sync,
 {
-    quantiles_of(Some(first), parallel(parts), probs)
+    quantiles_of(parallel(parts), probs)
 }
 
 /// The 0-based ranks of the order statistics on either side of each probability's position
@@ -370,11 +353,11 @@ fn type7_interpolate(n: u64, probs: &[f64], stats: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-fn quantiles_of<P>(first: Option<&TopCounts>, pass: P, probs: &[f64]) -> (u64, Vec<f64>)
+fn quantiles_of<P>(pass: P, probs: &[f64]) -> (u64, Vec<f64>)
 where
     P: FnMut(Acc) -> Acc,
 {
-    let (n, _, stats) = select(first, pass, |n| {
+    let (n, _, stats) = select(pass, |n| {
         type7_ranks(n, probs)
             .iter()
             .flat_map(|&(lo, hi, _)| [lo, hi])
@@ -394,7 +377,7 @@ where
 /// of a sample quantile's rank, √(p(1 − p)·n)), so memory grows as √n. At the end the order
 /// statistics are read from the windows when their ranks fall inside them, which is certain
 /// for data that arrive in random order, as subjects do; otherwise (data sorted by the metric,
-/// say) the window is given up and [`quantiles_after`] reads the values again: the result is
+/// say) the window is given up and [`quantiles_in_parts`] reads the values again: the result is
 /// exact either way (a quantile that is a zero may come back as +0 where the passes would say
 /// −0).
 /// Tallies of disjoint parts of the values merge (their windows intersect).
@@ -402,7 +385,6 @@ where
 pub struct StreamedQuantiles {
     probs: Vec<f64>,
     n: u64,
-    top: TopCounts,
     /// Every value, while there are fewer than [`WARM_KEYS`] (one window for all the
     /// probabilities); then `None`, and each probability has its window.
     warm: Option<Kept>,
@@ -440,6 +422,9 @@ const WINDOW_KEYS: usize = 1 << 11;
 /// A narrowed window keeps the values within this many standard errors of the wanted rank.
 const WINDOW_SIGMAS: f64 = 8.0;
 
+/// Values are counted into a window this many at a time.
+const BLOCK: usize = 16;
+
 impl Kept {
     fn everything() -> Kept {
         Kept {
@@ -456,48 +441,51 @@ impl Kept {
     fn add(&mut self, xs: &[f64]) {
         let (lo, hi) = (self.lo, self.hi);
         // Counting without branches (the place of a value relative to the window is
-        // unpredictable), then keeping the few in the window.
-        let (mut below, mut at_lo, mut at_hi, mut inside) = (0u64, 0u64, 0u64, 0u64);
+        // unpredictable), then keeping the values in the window. Four counts of values below
+        // or at a bound give the window's counts (a NaN is in none of them).
+        let (mut lt_lo, mut le_lo, mut lt_hi, mut le_hi) = (0u64, 0u64, 0u64, 0u64);
         for &x in xs {
-            below += u64::from(x < lo);
-            at_lo += u64::from(x == lo);
-            at_hi += u64::from(x == hi);
-            inside += u64::from((x > lo) & (x < hi));
+            lt_lo += u64::from(x < lo);
+            le_lo += u64::from(x <= lo);
+            lt_hi += u64::from(x < hi);
+            le_hi += u64::from(x <= hi);
         }
-        self.below += below;
-        self.at_lo += at_lo;
-        if lo != hi {
-            self.at_hi += at_hi;
+        self.below += lt_lo;
+        self.at_lo += le_lo - lt_lo;
+        if lo == hi {
+            return;
         }
+        self.at_hi += le_hi - lt_hi;
+        let inside = lt_hi - le_lo;
         if inside == 0 {
             return;
         }
-        if inside * 16 < xs.len() as u64 {
-            // A narrowed window holds few of the values: one branch, taken that rarely, is
-            // predicted well. The test is one unsigned comparison of order-preserving keys
-            // (−0 taken as +0, as the comparisons above take it; a NaN's key is beyond ±∞).
-            let from = key(lo).wrapping_add(1);
-            let width = key(hi).saturating_sub(key(lo)).saturating_sub(1);
-            self.values.reserve(inside as usize);
-            for &x in xs {
-                let x = x + 0.0;
-                if key(x).wrapping_sub(from) < width {
-                    self.values.push(x);
+        self.values.reserve(inside as usize);
+        // Block by block: a block without a value inside is passed over (once a window is
+        // narrowed most are, so the branch is predicted well); the values of another are
+        // copied with the length advanced for those inside (a branch per value would be
+        // mispredicted on `x > lo` for half the values of a median's window before it is
+        // narrowed). −0 is kept as +0.
+        let mut keep = |b: &[f64]| {
+            let mut any = false;
+            for &x in b {
+                any |= (x > lo) & (x < hi);
+            }
+            if any {
+                let mut kept = [0.0; BLOCK];
+                let mut m = 0;
+                for (&x, _) in b.iter().zip(0..BLOCK) {
+                    kept[m] = x + 0.0;
+                    m += usize::from((x > lo) & (x < hi));
                 }
+                self.values.extend_from_slice(&kept[..m]);
             }
-            return;
+        };
+        let (blocks, rest) = xs.as_chunks::<BLOCK>();
+        for b in blocks {
+            keep(b);
         }
-        // Each value written past the end, the length advanced if it is in the window (a
-        // branch would be mispredicted on `x > lo` for half the values of a median's window).
-        for block in xs.chunks(4096) {
-            let mut m = self.values.len();
-            self.values.resize(m + block.len(), 0.0);
-            for &x in block {
-                self.values[m] = x + 0.0;
-                m += usize::from((x > lo) & (x < hi));
-            }
-            self.values.truncate(m);
-        }
+        keep(rest);
     }
 
     /// How many values the window holds.
@@ -578,7 +566,6 @@ impl StreamedQuantiles {
         StreamedQuantiles {
             probs: probs.to_vec(),
             n: 0,
-            top: TopCounts::default(),
             warm: Some(Kept::everything()),
             windows: Vec::new(),
         }
@@ -594,7 +581,6 @@ impl StreamedQuantiles {
     }
 
     fn add_piece(&mut self, xs: &[f64]) {
-        self.top.add(xs);
         self.n += xs.iter().filter(|x| !x.is_nan()).count() as u64;
         match &mut self.warm {
             Some(k) => k.add(xs),
@@ -646,7 +632,6 @@ impl StreamedQuantiles {
     /// Adds the tally of other values (the same probabilities).
     pub fn merge(&mut self, other: &StreamedQuantiles) {
         assert_eq!(self.probs, other.probs, "tallies of the same quantiles");
-        self.top.merge(&other.top);
         self.n += other.n;
         if let (Some(a), Some(b)) = (&mut self.warm, &other.warm) {
             a.below += b.below;
@@ -683,14 +668,14 @@ impl StreamedQuantiles {
         self.n
     }
 
-    /// The quantiles by the selection's later passes over the values, streamed again as
-    /// `parts` (see [`quantiles_after`]), after the first pass tallied here: for when
-    /// [`Self::quantiles`] says the kept values miss them.
+    /// The quantiles by the selection's passes over the values, streamed again as `parts`
+    /// (see [`quantiles_in_parts`]): for when [`Self::quantiles`] says the kept values miss
+    /// them.
     pub fn passes_over<S>(&self, parts: &[S]) -> (u64, Vec<f64>)
     where
         S: Fn(&mut dyn FnMut(&[f64])) + Sync,
     {
-        quantiles_after(&self.top, parts, &self.probs)
+        quantiles_in_parts(parts, &self.probs)
     }
 
     /// The quantiles, if every order statistic they need is in a window; `None` if the values
@@ -856,13 +841,11 @@ mod tests {
             &probs,
         );
         // The same through parts read in parallel, whose histograms and candidates merge.
-        let mut first = TopCounts::default();
-        first.add(&data);
         let parts: Vec<_> = data
             .chunks(300_001)
             .map(|part| move |f: &mut dyn FnMut(&[f64])| part.chunks(65_536).for_each(&mut *f))
             .collect();
-        let (n_par, q_par) = quantiles_after(&first, &parts, &probs);
+        let (n_par, q_par) = quantiles_in_parts(&parts, &probs);
         data.sort_by(f64::total_cmp);
         assert_eq!(n, data.len() as u64);
         assert_eq!(n_par, n);
@@ -872,10 +855,11 @@ mod tests {
         }
     }
 
-    /// A first pass tallied part by part and merged gives the same quantiles as the selection's
-    /// own, with one pass fewer.
+    /// Parts streamed in parallel, their counts merged part by part, give the same quantiles
+    /// as one stream of the same values, each part read once per pass; the first pass's counts
+    /// of parts merge into the counts of the whole.
     #[test]
-    fn a_merged_first_pass_saves_a_pass() {
+    fn parts_in_parallel_give_the_quantiles_of_one_stream() {
         let mut rng = SmallRng::seed_from_u64(5);
         let data: Vec<f64> = (0..500_000)
             .map(|i| match i % 3 {
@@ -884,16 +868,19 @@ mod tests {
                 _ => f64::NAN,
             })
             .collect();
-        let mut first = TopCounts::default();
+        let mut whole = TopCounts::default();
+        whole.add(&data);
+        let mut merged = TopCounts::default();
         for part in data.chunks(100_000) {
             let mut t = TopCounts::default();
             for batch in part.chunks(4_099) {
                 t.add(batch);
             }
-            first.merge(&t);
+            merged.merge(&t);
         }
+        assert_eq!(merged.dense(), whole.dense());
         assert_eq!(
-            first.count(),
+            whole.dense().iter().sum::<u64>(),
             data.iter().filter(|x| !x.is_nan()).count() as u64
         );
         let probs = [0.05, 0.5, 0.95];
@@ -905,7 +892,6 @@ mod tests {
             },
             &probs,
         );
-        // The same values as parts streamed in parallel (each part read once per pass).
         use std::sync::atomic::{AtomicUsize, Ordering};
         let reads = AtomicUsize::new(0);
         let parts: Vec<_> = data
@@ -918,9 +904,8 @@ mod tests {
                 }
             })
             .collect();
-        let after = quantiles_after(&first, &parts, &probs);
-        assert_eq!(own, after);
-        assert_eq!(reads.load(Ordering::Relaxed), (passes - 1) * parts.len());
+        assert_eq!(quantiles_in_parts(&parts, &probs), own);
+        assert_eq!(reads.load(Ordering::Relaxed), passes * parts.len());
     }
 
     /// Exact quantiles of values streamed in `batch`-sized pieces through tallies of `parts`

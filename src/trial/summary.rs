@@ -2,11 +2,10 @@
 //! subjects, failures and target attainment, over the parts of a shard.
 //!
 //! Everything is tallied while the parts are written ([`Tally`]: subjects, failures, target
-//! hits, and each metric's quantile tally: the selection's first pass and the values around
-//! each quantile's position, see [`StreamedQuantiles`]); parts written by an earlier, resumed
-//! run are read back for the same tally. A metric column whose kept values do not hold its
-//! quantiles (values that did not arrive in random order) is read back from the parts for the
-//! selection's later passes. Memory grows as the square root of the number of subjects.
+//! hits, and each metric's quantile tally: the values around each quantile's position, see
+//! [`StreamedQuantiles`]); parts written by an earlier, resumed run are read back for the same
+//! tally. A metric column whose kept values do not hold its quantiles (values that did not
+//! arrive in random order) is read back from the parts for the selection's passes. Memory grows as the square root of the number of subjects.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -270,8 +269,9 @@ pub fn summarize(
     Ok(out)
 }
 
-/// The quantiles of one arm's metric column by the selection's later passes over its parts
-/// (each part file a stream of its own, read in parallel), after the first pass `streamed`.
+/// The quantiles of one arm's metric column by the selection's passes over its parts (each
+/// part file a stream of its own, read in parallel), for when the values kept by `streamed`
+/// miss them.
 fn read_back(
     files: &[PathBuf],
     arm: usize,
