@@ -162,12 +162,13 @@ fn draws_depend_only_on_seed_and_subject() {
         pool.install(|| p.sample(7, 0, n, &mut c));
         assert!(c == reference, "{threads} threads");
     }
-    // Chunk sizes and shard-like splits.
-    for chunk in [1usize, 1000, 65536] {
+    // Chunk sizes and shard-like splits, into one chunk reused as a run reuses its buffers
+    // (grown, shrunk, and holding other subjects' values before each call).
+    let mut c = SampledChunk::default();
+    for chunk in [1usize, 1000, 65536, 999] {
         let mut first = 0;
         while first < n {
             let m = chunk.min(n - first);
-            let mut c = SampledChunk::default();
             p.sample(7, first as u64, m, &mut c);
             for i in 0..m {
                 assert_eq!(
@@ -454,6 +455,9 @@ occasion = true
         two.occasions[0].etas[0][..],
         c.occasions[0].etas[0][1000..1010]
     );
+    // The same into the chunk that held the 400 000 subjects' three occasions.
+    p.sample_occasions(5, 1000, 10, 2, &mut c);
+    assert!(c == two, "a reused chunk");
     // A subject-level population is unchanged by the occasion machinery.
     assert!(adult().iov_eta_indices().is_empty());
 
