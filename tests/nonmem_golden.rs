@@ -348,6 +348,97 @@ fn cuda_records_split_across_lanes_equal_one_launch() {
     }
 }
 
+/// Outcomes equal subject by subject, to the bit.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn assert_same_outcomes(a: &[RecordsOutcome], b: &[RecordsOutcome], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.status, y.status, "{what}: subject {i}");
+        assert_eq!(x.stats, y.stats, "{what}: subject {i}");
+        for (u, v) in x.outputs.iter().zip(&y.outputs) {
+            let same =
+                u.len() == v.len() && u.iter().zip(v).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{what}: subject {i}: {u:?} vs {v:?}");
+        }
+    }
+}
+
+/// Record programs handed to threads in the order of their cost (the second call, after the
+/// first has been learnt from) give, subject by subject, what they give as given: the golden
+/// scenarios ten times over, with their parameters scaled so that their costs differ.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn in_any_order(
+    ordered: &mut dyn Backend,
+    natural: &mut dyn Backend,
+    programs: &[Program],
+    what: &str,
+) {
+    let refs: Vec<&Program> = programs.iter().collect();
+    let solver = SolverOptions {
+        method: Method::Tsit5,
+        rtol: 1e-5,
+        atol: 1e-5,
+        ..Default::default()
+    };
+    let want = natural.run_records(&refs, &solver).unwrap();
+    let first = ordered.run_records(&refs, &solver).unwrap();
+    let second = ordered.run_records(&refs, &solver).unwrap();
+    assert_same_outcomes(&first, &want, &format!("{what}, first call"));
+    assert_same_outcomes(&second, &want, &format!("{what}, ordered call"));
+}
+
+/// The golden scenarios' programs ten times, the k-th copy's parameters scaled by 1.1^k.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn varied_programs(g: &Golden) -> Vec<Program> {
+    let base = programs(g);
+    (0..10)
+        .flat_map(|k| {
+            base.iter().map(move |p| {
+                let mut p = p.clone();
+                for set in &mut p.params {
+                    for v in set.iter_mut() {
+                        *v *= 1.1f64.powi(k);
+                    }
+                }
+                p
+            })
+        })
+        .collect()
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_record_programs_in_any_order_give_the_same_outcomes() {
+    let Some(g) = golden() else { return };
+    let model = Arc::new(g.model.clone());
+    let programs = varied_programs(&g);
+    for precision in [Precision::F32, Precision::F64] {
+        let make = || vpop::backend::cuda::EmulatedCuda::new(model.clone(), precision);
+        match (make(), make()) {
+            (Ok(a), Ok(b)) => in_any_order(
+                &mut a.with_lanes(3),
+                &mut b.with_lanes(3).in_natural_order(),
+                &programs,
+                &format!("emulated CUDA {}", precision.name()),
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                println!("SKIPPED: {e}");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_record_programs_in_any_order_give_the_same_outcomes() {
+    let Some(g) = golden() else { return };
+    let programs = varied_programs(&g);
+    if let (Some(mut a), Some(b)) = (wgpu(Precision::F32), wgpu(Precision::F32)) {
+        in_any_order(&mut a, &mut b.in_natural_order(), &programs, "wgpu f32");
+    }
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_matches_nonmem() {

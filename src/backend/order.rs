@@ -17,7 +17,8 @@
 //! are nearly as alike as those of a call ordered whole (16 384 subjects of the case above
 //! ordered by ka: 97.6 % of lane-steps busy in windows of 4 096, 97.8 % ordered whole), while
 //! packing the parameters and taking the results stay within a window's memory. The order decides which thread integrates which subject and nothing
-//! else: every subject's results are the same in any order.
+//! else: every subject's results are the same in any order. Record programs (a `[data]`
+//! trial's subjects) are ordered the same way ([`records_in_order`]).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -25,7 +26,8 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::backend::ChunkInput;
+use crate::backend::records::{Program, RecordsOutcome};
+use crate::backend::{BackendError, ChunkInput};
 
 /// Features at most: the parameters whose logarithms vary most in the first samples.
 const MAX_FEATURES: usize = 24;
@@ -127,6 +129,12 @@ fn log_abs(v: f64) -> f64 {
 pub struct SubjectOrder {
     arms: Mutex<HashMap<String, ArmFit>>,
 }
+
+/// The first call of an arm, with nothing learnt of its subjects' costs, integrates its first
+/// [`PILOT`] subjects in sampling order, learns from them, and orders the rest: when it has at
+/// least [`PILOT_CALL`] subjects (a smaller call is integrated as sampled, and learnt from).
+pub const PILOT: usize = 4096;
+pub const PILOT_CALL: usize = 16 * PILOT;
 
 /// Samples a call keeps for the fit, at most (about).
 pub const SAMPLES_PER_CALL: usize = 8192;
@@ -324,6 +332,82 @@ fn costliest_first(keys: &[f64], first: usize, out: &mut [u32]) {
     }
 }
 
+/// The name record programs are learnt under (no arm's name starts with a NUL).
+const RECORDS: &str = "\0records";
+
+/// Runs record programs (a `[data]` trial's subjects) through `run`, which integrates the
+/// programs it is given and returns their outcomes in the same order, in the order of their
+/// fitted cost: as an arm's subjects are ordered, with the features of a program its first
+/// parameter set and its number of operations (doses, observations, resets: a program's
+/// stopping points), learnt from the steps of every program integrated so far. With nothing
+/// learnt, a call of at least [`PILOT_CALL`] programs runs its first [`PILOT`] as given (a
+/// pilot) and orders the rest; a smaller one runs as given. The outcomes come back in the
+/// programs' order whatever the order they were integrated in.
+pub fn records_in_order(
+    order: &SubjectOrder,
+    programs: &[&Program],
+    mut run: impl FnMut(&[&Program]) -> Result<Vec<RecordsOutcome>, BackendError>,
+) -> Result<Vec<RecordsOutcome>, BackendError> {
+    let n = programs.len();
+    let np = programs
+        .iter()
+        .map(|p| p.params.first().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut cols = vec![vec![1.0; n]; np + 1];
+    for (i, p) in programs.iter().enumerate() {
+        for (j, &v) in p.params.first().into_iter().flatten().enumerate() {
+            cols[j][i] = v;
+        }
+        cols[np][i] = p.ops.len() as f64;
+    }
+    let input = ChunkInput {
+        first_subject: 0,
+        n,
+        params: &cols,
+        amount_scale: None,
+        occasion_params: &[],
+    };
+    let mut outcomes: Vec<Option<RecordsOutcome>> = vec![None; n];
+    let mut start = 0;
+    while start < n {
+        let rows: Vec<u32> = match order.plan(RECORDS, &input, start..n) {
+            Plan::Ordered(rows) => rows,
+            Plan::Unknown if start == 0 && n >= PILOT_CALL => (0..PILOT as u32).collect(),
+            _ => (start as u32..n as u32).collect(),
+        };
+        let subset: Vec<&Program> = rows.iter().map(|&i| programs[i as usize]).collect();
+        let done = run(&subset)?;
+        if done.len() != rows.len() {
+            return Err(BackendError::Failed(format!(
+                "{} outcomes for {} record programs",
+                done.len(),
+                rows.len()
+            )));
+        }
+        let every = sample_every(rows.len());
+        let samples: Vec<(u32, u32)> = rows
+            .iter()
+            .zip(&done)
+            .step_by(every)
+            .map(|(&i, o)| {
+                let steps = o.stats.accepted + o.stats.rejected;
+                (i, steps.min(u64::from(u32::MAX)) as u32)
+            })
+            .collect();
+        order.learn(RECORDS, &input, &samples);
+        let taken = rows.len();
+        for (i, o) in rows.into_iter().zip(done) {
+            outcomes[i as usize] = Some(o);
+        }
+        start += taken;
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| BackendError::Failed("a record program was not run".into())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +556,71 @@ mod tests {
             let fit = beta[0] + beta[1] * x1 + beta[2] * x2;
             assert!((fit - y).abs() < 1e-5, "{beta:?}");
         }
+    }
+
+    /// Record programs: a first call of at least PILOT_CALL runs a pilot as given, then the
+    /// rest costliest first window by window; a later call is ordered whole; every outcome
+    /// comes back in its program's place; a small first call runs as given.
+    #[test]
+    fn record_programs_run_in_the_order_of_their_cost_and_come_back_in_theirs() {
+        use crate::solver::{Stats, Status};
+        let programs = |n: usize, seed: u64| -> Vec<Program> {
+            uniform(seed, n)
+                .into_iter()
+                .map(|u| Program {
+                    ops: Vec::new(),
+                    params: vec![vec![0.1 + 10.0 * u, 3.0]],
+                    n_records: 1,
+                })
+                .collect()
+        };
+        // Steps grow with the first parameter; each outcome carries its program's.
+        let outcome = |p: &Program| RecordsOutcome {
+            status: Status::Ok,
+            stats: Stats {
+                accepted: (20.0 * p.params[0][0].powf(0.7)) as u64,
+                ..Default::default()
+            },
+            outputs: vec![vec![p.params[0][0]]],
+        };
+        let order = SubjectOrder::new();
+        for (call, n) in [(0, PILOT_CALL + 1000), (1, 3 * WINDOW)] {
+            let owned = programs(n, 17 + call);
+            let refs: Vec<&Program> = owned.iter().collect();
+            let mut runs: Vec<Vec<f64>> = Vec::new();
+            let out = records_in_order(&order, &refs, |ps| {
+                runs.push(ps.iter().map(|p| p.params[0][0]).collect());
+                Ok(ps.iter().map(|p| outcome(p)).collect())
+            })
+            .unwrap();
+            let back: Vec<f64> = out.iter().map(|o| o.outputs[0][0]).collect();
+            let given: Vec<f64> = owned.iter().map(|p| p.params[0][0]).collect();
+            assert_eq!(back, given, "call {call}: outcomes in the programs' order");
+            let ordered = if call == 0 {
+                assert_eq!(runs.len(), 2, "a pilot, then the rest");
+                assert_eq!(runs[0], given[..PILOT]);
+                &runs[1]
+            } else {
+                assert_eq!(runs.len(), 1);
+                &runs[0]
+            };
+            for w in ordered.chunks(WINDOW) {
+                // Costliest first, up to the counting sort's buckets.
+                let falls = w.windows(2).filter(|p| p[1] > p[0] * 1.02).count();
+                assert!(falls == 0, "call {call}: {falls} rises in a window");
+            }
+        }
+        // A small first call of programs learnt under no fit yet runs as given.
+        let fresh = SubjectOrder::new();
+        let owned = programs(1000, 5);
+        let refs: Vec<&Program> = owned.iter().collect();
+        let mut runs = 0;
+        records_in_order(&fresh, &refs, |ps| {
+            runs += 1;
+            assert!(ps.iter().zip(&owned).all(|(a, b)| std::ptr::eq(*a, b)));
+            Ok(ps.iter().map(|p| outcome(p)).collect())
+        })
+        .unwrap();
+        assert_eq!(runs, 1);
     }
 }

@@ -23,7 +23,9 @@ use crate::backend::gpu::{
 };
 #[cfg(test)]
 use crate::backend::order::WINDOW;
-use crate::backend::order::{sample_every, Plan, SubjectOrder};
+use crate::backend::order::{
+    records_in_order, sample_every, Plan, SubjectOrder, PILOT, PILOT_CALL,
+};
 use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
 use crate::model::CompiledModel;
@@ -226,12 +228,6 @@ pub(super) struct Host<L> {
     pub instance: usize,
     pub instances: Arc<std::sync::atomic::AtomicUsize>,
 }
-
-/// The first call of an arm, with nothing learnt of its subjects' costs, integrates its first
-/// [`PILOT`] subjects in sampling order, learns from them, and orders the rest: when it has at
-/// least [`PILOT_CALL`] subjects (a smaller call is integrated as sampled, and learnt from).
-pub(super) const PILOT: usize = 4096;
-pub(super) const PILOT_CALL: usize = 16 * PILOT;
 
 impl<L: Launcher> Host<L> {
     pub fn failed(&self, m: impl std::fmt::Display) -> BackendError {
@@ -494,6 +490,19 @@ impl<L: Launcher> Host<L> {
                 solver.rtol
             )));
         }
+        // In the order of the programs' cost (`order=natural`: as given).
+        match self.order.clone() {
+            Some(o) => records_in_order(&o, programs, |p| self.records_batched(p, solver)),
+            None => self.records_batched(programs, solver),
+        }
+    }
+
+    /// Record programs integrated in batches, their outcomes in the programs' order.
+    fn records_batched(
+        &mut self,
+        programs: &[&Program],
+        solver: &SolverOptions,
+    ) -> Result<Vec<RecordsOutcome>, BackendError> {
         // Batches that keep every offset and integer exact: at most 2^20 subjects and 2^22
         // instructions, records and parameter sets each (a subject larger than that gets a
         // batch of its own), and no more subjects than a lane's share.

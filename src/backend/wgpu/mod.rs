@@ -534,7 +534,7 @@ mod integrate {
         pack_params, pack_scale, param_sets, prepare_chunk, records_data, steady_state_admin,
         step_samples, take_counters, take_records, take_values, Driver, Rows, INSTR_STRIDE,
     };
-    use crate::backend::order::{sample_every, Plan, SubjectOrder};
+    use crate::backend::order::{records_in_order, sample_every, Plan, SubjectOrder};
     use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
         ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
@@ -1351,19 +1351,27 @@ mod integrate {
                 Precision::F32 => 4,
                 Precision::F64 => 8,
             };
-            let mut outcomes = Vec::with_capacity(programs.len());
-            for batch in self.records_batches(programs, &z, bytes) {
-                let part = match p {
-                    Precision::F32 => {
-                        self.run_records_batch::<f32>(&pipeline, batch, &z, solver)?
-                    }
-                    Precision::F64 => {
-                        self.run_records_batch::<f64>(&pipeline, batch, &z, solver)?
-                    }
-                };
-                outcomes.extend(part);
+            let order = self.order.clone();
+            let mut run = |programs: &[&Program]| {
+                let mut outcomes = Vec::with_capacity(programs.len());
+                for batch in self.records_batches(programs, &z, bytes) {
+                    let part = match p {
+                        Precision::F32 => {
+                            self.run_records_batch::<f32>(&pipeline, batch, &z, solver)?
+                        }
+                        Precision::F64 => {
+                            self.run_records_batch::<f64>(&pipeline, batch, &z, solver)?
+                        }
+                    };
+                    outcomes.extend(part);
+                }
+                Ok(outcomes)
+            };
+            // In the order of the programs' cost (`VPOP_WGPU_ORDER=natural`: as given).
+            match order {
+                Some(o) => records_in_order(&o, programs, run),
+                None => run(programs),
             }
-            Ok(outcomes)
         }
 
         /// 2^20 subjects on a hardware adapter; chunk by chunk on a software one (no gain
