@@ -53,6 +53,17 @@ pub enum Plan {
     Ordered(Vec<u32>),
 }
 
+/// What a backend integrates next of a call's remaining subjects (see [`SubjectOrder::round`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Round {
+    /// The rest of the call in this order (absolute indices), the costliest of each window
+    /// first.
+    Ordered(Vec<u32>),
+    /// These subjects as sampled: a pilot to learn from (the call goes on with more rounds),
+    /// or the rest of the call.
+    AsSampled { rows: Range<usize>, pilot: bool },
+}
+
 /// What was learnt of one arm's costs: the normal equations of the least-squares fit of
 /// ln(1 + steps) to [1, ln|p_c| for c in `cols`, ln(scale) where `scale`].
 #[derive(Debug, Clone)]
@@ -226,6 +237,32 @@ impl SubjectOrder {
     }
 }
 
+impl SubjectOrder {
+    /// The next round of a call whose subjects `range` of `input` remain for arm `arm`: the
+    /// rest ordered when there is a fit; with nothing learnt yet, a pilot of [`PILOT`] subjects
+    /// as sampled when `may_pilot` (no pilot in this call yet) and at least [`PILOT_CALL`]
+    /// remain; else the rest as sampled.
+    pub fn round(
+        &self,
+        arm: &str,
+        input: &ChunkInput<'_>,
+        range: Range<usize>,
+        may_pilot: bool,
+    ) -> Round {
+        match self.plan(arm, input, range.clone()) {
+            Plan::Ordered(rows) => Round::Ordered(rows),
+            Plan::Unknown if may_pilot && range.len() >= PILOT_CALL => Round::AsSampled {
+                rows: range.start..range.start + PILOT,
+                pilot: true,
+            },
+            _ => Round::AsSampled {
+                rows: range,
+                pilot: false,
+            },
+        }
+    }
+}
+
 /// A fit for the features of `input` that vary among the samples' subjects.
 fn new_fit(input: &ChunkInput<'_>, samples: &[(u32, u32)]) -> ArmFit {
     let spread = |v: &dyn Fn(usize) -> f64| {
@@ -371,10 +408,9 @@ pub fn records_in_order(
     let mut outcomes: Vec<Option<RecordsOutcome>> = vec![None; n];
     let mut start = 0;
     while start < n {
-        let rows: Vec<u32> = match order.plan(RECORDS, &input, start..n) {
-            Plan::Ordered(rows) => rows,
-            Plan::Unknown if start == 0 && n >= PILOT_CALL => (0..PILOT as u32).collect(),
-            _ => (start as u32..n as u32).collect(),
+        let rows: Vec<u32> = match order.round(RECORDS, &input, start..n, start == 0) {
+            Round::Ordered(rows) => rows,
+            Round::AsSampled { rows, .. } => (rows.start as u32..rows.end as u32).collect(),
         };
         let subset: Vec<&Program> = rows.iter().map(|&i| programs[i as usize]).collect();
         let done = run(&subset)?;

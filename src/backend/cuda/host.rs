@@ -23,9 +23,7 @@ use crate::backend::gpu::{
 };
 #[cfg(test)]
 use crate::backend::order::WINDOW;
-use crate::backend::order::{
-    records_in_order, sample_every, Plan, SubjectOrder, PILOT, PILOT_CALL,
-};
+use crate::backend::order::{records_in_order, sample_every, Round, SubjectOrder};
 use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
 use crate::model::CompiledModel;
@@ -334,27 +332,28 @@ impl<L: Launcher> Host<L> {
         let mut piloted = false;
         while start < n {
             let t_plan = Instant::now();
-            let plan = match &self.order {
-                Some(o) => o.plan(&arm.name, input, start..n),
-                None => Plan::Natural,
+            let round = match &self.order {
+                Some(o) => o.round(&arm.name, input, start..n, !piloted),
+                None => Round::AsSampled {
+                    rows: start..n,
+                    pilot: false,
+                },
             };
-            let (end, what, parts) = match plan {
-                Plan::Ordered(order) => {
+            let (end, what, parts) = match round {
+                Round::Ordered(order) => {
                     let parts = split(order.len(), lanes)
                         .into_iter()
                         .map(|r| Rows::List(order[r].to_vec()))
                         .collect();
                     (n, "ordered", parts)
                 }
-                plan => {
-                    let pilot = plan == Plan::Unknown && !piloted && n - start >= PILOT_CALL;
+                Round::AsSampled { rows, pilot } => {
                     piloted |= pilot;
-                    let end = if pilot { start + PILOT } else { n };
-                    let parts: Vec<Rows> = split(end - start, lanes)
+                    let parts: Vec<Rows> = split(rows.len(), lanes)
                         .into_iter()
-                        .map(|r| Rows::Range(start + r.start..start + r.end))
+                        .map(|r| Rows::Range(rows.start + r.start..rows.start + r.end))
                         .collect();
-                    (end, if pilot { "pilot" } else { "as sampled" }, parts)
+                    (rows.end, if pilot { "pilot" } else { "as sampled" }, parts)
                 }
             };
             let planned = t_plan.elapsed();
@@ -605,6 +604,7 @@ fn window_len(op: &Op) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::order::{PILOT, PILOT_CALL};
 
     fn one_cmt_iv() -> crate::model::Model {
         let lm = crate::model::library::get("one_cmt_iv").unwrap();
