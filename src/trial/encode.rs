@@ -6,11 +6,10 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{Float16Builder, Float32Builder};
 use arrow_array::types::{UInt16Type, UInt8Type};
 use arrow_array::{
-    ArrayRef, DictionaryArray, FixedSizeListArray, Float64Array, RecordBatch, StringArray,
-    UInt16Array, UInt64Array, UInt8Array,
+    ArrayRef, DictionaryArray, FixedSizeListArray, Float16Array, Float32Array, Float64Array,
+    RecordBatch, StringArray, UInt16Array, UInt64Array, UInt8Array,
 };
 use arrow_buffer::{BooleanBuffer, NullBuffer};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
@@ -206,18 +205,14 @@ impl RowLayout {
                 "{field} is not a list column"
             )));
         };
+        // Converted whole, with the validity packed (none where every value is finite).
+        let nulls = finite(values);
         let items: ArrayRef = if self.profile_f16 {
-            let mut b = Float16Builder::with_capacity(values.len());
-            for v in values {
-                b.append_option(v.is_finite().then(|| half::f16::from_f64(*v)));
-            }
-            Arc::new(b.finish())
+            let v: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f64(x)).collect();
+            Arc::new(Float16Array::new(v.into(), nulls))
         } else {
-            let mut b = Float32Builder::with_capacity(values.len());
-            for v in values {
-                b.append_option(v.is_finite().then_some(*v as f32));
-            }
-            Arc::new(b.finish())
+            let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+            Arc::new(Float32Array::new(v.into(), nulls))
         };
         Ok(Arc::new(FixedSizeListArray::try_new(
             item.clone(),
@@ -232,12 +227,16 @@ impl RowLayout {
 /// undefined metric). The values are copied whole and the validity packed 64 at a time; a
 /// column with every value finite has no validity at all.
 fn finite_or_null(values: &[f64]) -> Float64Array {
-    let nulls = values.iter().any(|v| !v.is_finite()).then(|| {
+    Float64Array::new(values.to_vec().into(), finite(values))
+}
+
+/// The validity of values that are null where not finite: `None` where all are finite.
+fn finite(values: &[f64]) -> Option<NullBuffer> {
+    values.iter().any(|v| !v.is_finite()).then(|| {
         NullBuffer::new(BooleanBuffer::collect_bool(values.len(), |i| {
             values[i].is_finite()
         }))
-    });
-    Float64Array::new(values.to_vec().into(), nulls)
+    })
 }
 
 #[cfg(test)]
@@ -307,5 +306,55 @@ mod tests {
             .downcast_ref::<UInt64Array>()
             .unwrap();
         assert_eq!(ids.values().to_vec(), vec![10, 11]);
+        let profile = b
+            .column_by_name("cp_profile")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .unwrap()
+            .values()
+            .clone();
+        let items = profile.as_any().downcast_ref::<Float16Array>().unwrap();
+        let valid: Vec<bool> = (0..items.len()).map(|i| items.is_valid(i)).collect();
+        assert_eq!(valid, [true, true, true, false]);
+        assert_eq!(items.value(2), half::f16::from_f64(2.0));
+    }
+
+    /// Profile items in f32: non-finite values null; out of f32's range, infinite but valid
+    /// (as converting the value gives); all finite, no validity.
+    #[test]
+    fn f32_profile_items_are_null_where_not_finite() {
+        let layout = |n_times| {
+            RowLayout::new(Columns {
+                arms: vec!["a".into()],
+                profile_outputs: vec!["cp".into()],
+                n_times,
+                ..Default::default()
+            })
+        };
+        let items = |lay: &RowLayout, values: Vec<f64>| {
+            let out = ChunkOutput {
+                metrics: vec![],
+                status: vec![0; values.len() / 2],
+                profiles: vec![values],
+                ..Default::default()
+            };
+            let b = lay.encode(0, 0, &[], &[], &out.view_all(), &[]).unwrap();
+            let col = b.column_by_name("cp_profile").unwrap().clone();
+            let list = col.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+            list.values()
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap()
+                .clone()
+        };
+        let lay = layout(2);
+        let got = items(&lay, vec![1.5, f64::NAN, 1e300, f64::NEG_INFINITY]);
+        let valid: Vec<bool> = (0..got.len()).map(|i| got.is_valid(i)).collect();
+        assert_eq!(valid, [true, false, true, false]);
+        assert_eq!((got.value(0), got.value(2)), (1.5, f32::INFINITY));
+        let got = items(&lay, vec![1.0, 2.0]);
+        assert!(got.nulls().is_none());
+        assert_eq!(got.values().as_ref(), [1.0f32, 2.0]);
     }
 }
