@@ -338,14 +338,7 @@ fn cuda_records_split_across_lanes_equal_one_launch() {
         }
     }
     assert_eq!(runs[0].len(), programs.len());
-    for (i, (one, split)) in runs[0].iter().zip(&runs[1]).enumerate() {
-        assert_eq!(one.status, split.status, "subject {i}");
-        assert_eq!(one.stats, split.stats, "subject {i}");
-        for (a, b) in one.outputs.iter().zip(&split.outputs) {
-            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same && a.len() == b.len(), "subject {i}: {a:?} vs {b:?}");
-        }
-    }
+    assert_same_outcomes(&runs[1], &runs[0], "four lanes against one");
 }
 
 /// Outcomes equal subject by subject, to the bit.
