@@ -178,6 +178,27 @@ fn subjects_in_any_order_give_the_same_results() {
     );
 }
 
+/// A first call large enough for a pilot (its first subjects as sampled, learnt from, then
+/// the rest the costliest first) gives what the subjects give as sampled, bit for bit.
+#[test]
+fn a_piloted_first_call_gives_the_same_results() {
+    let lm = library::get("two_cmt_oral").unwrap();
+    let m = Model::parse(lm.name, lm.source).unwrap();
+    let model = Arc::new(CompiledModel::new(&m));
+    let (Some(mut ordered), Some(natural)) = (
+        gpu_backend(model.clone(), Precision::F32),
+        gpu_backend(model, Precision::F32),
+    ) else {
+        return;
+    };
+    let mut natural = natural.in_natural_order();
+    let params = subjects(&m, vpop::backend::order::PILOT_CALL + 1000);
+    let a = arm(&m, Method::Tsit5, 1e-4, &["auc".into(), "cmax".into()]);
+    let got = run(&mut ordered, &a, &params);
+    let want = run(&mut natural, &a, &params);
+    common::assert_same_bits(&got, &want, "wgpu f32, a piloted first call");
+}
+
 #[test]
 fn suspended_and_resumed_subjects_give_the_same_results() {
     let lm = library::get("two_cmt_oral").unwrap();

@@ -534,7 +534,7 @@ mod integrate {
         pack_params, pack_scale, param_sets, prepare_chunk, records_data, steady_state_admin,
         step_samples, take_counters, take_records, take_values, Driver, Rows, INSTR_STRIDE,
     };
-    use crate::backend::order::{records_in_order, sample_every, Plan, SubjectOrder};
+    use crate::backend::order::{records_in_order, sample_every, Round, SubjectOrder};
     use crate::backend::records::{Op, Program, RecordsOutcome};
     use crate::backend::{
         ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput, Precision,
@@ -1298,13 +1298,19 @@ mod integrate {
             let batch = self.batch_size(&z, param_sets(arm), ad.n_times, bytes);
             // Batch by batch: in the order learnt for the arm (planned, for the rest of the
             // call, at the first batch that has one), else as sampled; each batch learnt from.
+            // With nothing learnt, a large enough call's first batch is a pilot, as on CUDA.
             let mut ordered: Option<(usize, Vec<u32>)> = None;
+            let mut piloted = false;
             let mut s0 = 0;
             while s0 < n {
-                let len = batch.min(n - s0);
+                let mut len = batch.min(n - s0);
                 if let (None, Some(o)) = (&ordered, &self.order) {
-                    if let Plan::Ordered(v) = o.plan(&arm.name, input, s0..n) {
-                        ordered = Some((s0, v));
+                    match o.round(&arm.name, input, s0..n, !piloted) {
+                        Round::Ordered(v) => ordered = Some((s0, v)),
+                        Round::AsSampled { rows, pilot } => {
+                            piloted |= pilot;
+                            len = len.min(rows.len());
+                        }
                     }
                 }
                 let rows = match &ordered {
