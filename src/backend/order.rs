@@ -369,7 +369,8 @@ fn costliest_first(keys: &[f64], first: usize, out: &mut [u32]) {
     }
 }
 
-/// The name record programs are learnt under (no arm's name starts with a NUL).
+/// The name record programs are learnt under, beside the arms' (an arm of this name would
+/// share their fit, which changes the order subjects are integrated in and no result).
 const RECORDS: &str = "\0records";
 
 /// Runs record programs (a `[data]` trial's subjects) through `run`, which integrates the
