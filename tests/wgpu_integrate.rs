@@ -153,20 +153,28 @@ fn refused_pivots_reject_the_step() {
     );
 }
 
+/// two_cmt_oral, and two f32 backends for it: one handing subjects to invocations in the order
+/// of their cost (the default), one as sampled; `None` (SKIPPED) without an adapter.
+fn ordered_and_natural() -> Option<(
+    Model,
+    vpop::backend::wgpu::WgpuBackend,
+    vpop::backend::wgpu::WgpuBackend,
+)> {
+    let lm = library::get("two_cmt_oral").unwrap();
+    let m = Model::parse(lm.name, lm.source).unwrap();
+    let model = Arc::new(CompiledModel::new(&m));
+    let ordered = gpu_backend(model.clone(), Precision::F32)?;
+    let natural = gpu_backend(model, Precision::F32)?.in_natural_order();
+    Some((m, ordered, natural))
+}
+
 /// Subjects handed to invocations the costliest first (as learnt from a first call) give what
 /// they give in the order they were sampled in, bit for bit, with profiles.
 #[test]
 fn subjects_in_any_order_give_the_same_results() {
-    let lm = library::get("two_cmt_oral").unwrap();
-    let m = Model::parse(lm.name, lm.source).unwrap();
-    let model = Arc::new(CompiledModel::new(&m));
-    let (Some(mut ordered), Some(natural)) = (
-        gpu_backend(model.clone(), Precision::F32),
-        gpu_backend(model, Precision::F32),
-    ) else {
+    let Some((m, mut ordered, mut natural)) = ordered_and_natural() else {
         return;
     };
-    let mut natural = natural.in_natural_order();
     let params = subjects(&m, 300);
     let a = arm(&m, Method::Tsit5, 1e-5, &["auc".into(), "cmax".into()]);
     common::subjects_in_any_order_give_the_same_results(
@@ -182,16 +190,9 @@ fn subjects_in_any_order_give_the_same_results() {
 /// the rest the costliest first) gives what the subjects give as sampled, bit for bit.
 #[test]
 fn a_piloted_first_call_gives_the_same_results() {
-    let lm = library::get("two_cmt_oral").unwrap();
-    let m = Model::parse(lm.name, lm.source).unwrap();
-    let model = Arc::new(CompiledModel::new(&m));
-    let (Some(mut ordered), Some(natural)) = (
-        gpu_backend(model.clone(), Precision::F32),
-        gpu_backend(model, Precision::F32),
-    ) else {
+    let Some((m, mut ordered, mut natural)) = ordered_and_natural() else {
         return;
     };
-    let mut natural = natural.in_natural_order();
     let params = subjects(&m, vpop::backend::order::PILOT_CALL + 1000);
     let a = arm(&m, Method::Tsit5, 1e-4, &["auc".into(), "cmax".into()]);
     let got = run(&mut ordered, &a, &params);
