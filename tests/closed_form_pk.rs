@@ -233,6 +233,19 @@ fn cases() -> Vec<Case> {
         dosing: vec![StateDosing::default(); 3],
         end: 168.0,
     });
+    let (m, imp) = one_cmt(false);
+    // The last dose at the end itself: the trough is the value at the end and the last
+    // interval the one that closes at it, [36, 48].
+    v.push(Case {
+        name: "1cmt iv bolus q12h x5, the last at the end",
+        model: m,
+        impulse: imp,
+        regimen: Regimen {
+            lines: vec![line(1, 100.0, 12.0, 5, Administration::Bolus)],
+        },
+        dosing: vec![StateDosing::default(); 2],
+        end: 48.0,
+    });
     v
 }
 

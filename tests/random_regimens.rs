@@ -587,26 +587,28 @@ impl Exact {
 }
 
 /// The window of a metric, as docs/metrics.md defines it: the last interval starts at the
-/// last nominal dose given (at or before the end) and lasts its line's interval, or to the end.
+/// last nominal dose given before the end and lasts its line's interval, or to the end; a dose
+/// at the end itself closes it.
 fn window(arm: &ArmPlan, w: vpop::metrics::Window) -> Option<(f64, f64)> {
     use vpop::metrics::Window;
     let end = arm.end;
     let (a, b) = match w {
         Window::Whole => (0.0, end),
         Window::Range(a, b) => (a, b),
-        Window::LastInterval => match last_dose(arm) {
-            Some((t, Some(tau))) => (t, t + tau),
-            Some((t, None)) => (t, end),
-            None => (0.0, end),
+        Window::LastInterval => match (last_dose(arm, end), last_dose(arm, f64::INFINITY)) {
+            (Some((t, _)), Some((u, _))) if u == end => (t, end),
+            (Some((t, Some(tau))), _) => (t, t + tau),
+            (Some((t, None)), _) => (t, end),
+            (None, _) => (0.0, end),
         },
     };
     let (a, b) = (a.max(0.0), b.min(end));
     (a < b).then_some((a, b))
 }
 
-/// The last nominal administration at or before the end, and its line's interval when the line
-/// repeats (the later line where two give a dose at that time).
-fn last_dose(arm: &ArmPlan) -> Option<(f64, Option<f64>)> {
+/// The last nominal administration before `before` and at or before the end, and its line's
+/// interval when the line repeats (the later line where two give a dose at that time).
+fn last_dose(arm: &ArmPlan, before: f64) -> Option<(f64, Option<f64>)> {
     let mut last: Option<(f64, Option<f64>)> = None;
     for l in &arm.regimen.lines {
         if l.administration == Administration::Reset {
@@ -614,7 +616,7 @@ fn last_dose(arm: &ArmPlan) -> Option<(f64, Option<f64>)> {
         }
         for k in 0..l.count {
             let t = l.start + l.interval * k as f64;
-            if t <= arm.end && last.is_none_or(|(u, _)| t >= u) {
+            if t <= arm.end && t < before && last.is_none_or(|(u, _)| t >= u) {
                 last = Some((t, (l.count > 1).then_some(l.interval)));
             }
         }
@@ -649,7 +651,7 @@ fn exact_metric(arm: &ArmPlan, k: usize, e: &Exact) -> f64 {
         };
     }
     if metric.kind == K::Ctrough {
-        return match (doses_given(arm) > 1, last_dose(arm)) {
+        return match (doses_given(arm) > 1, last_dose(arm, f64::INFINITY)) {
             (true, Some((t, _))) => e.conc(t, false),
             _ => f64::NAN,
         };

@@ -277,8 +277,11 @@ pub fn resolve_window(
 ) -> Option<(f64, f64)> {
     let (a, b) = match window {
         Window::Whole => (0.0, end),
-        Window::LastInterval => match doses.last() {
-            Some(t) => (t, doses.last_interval.map_or(end, |tau| t + tau)),
+        // A dose at the end itself opens no interval inside the simulation: the last interval
+        // is then the one that closes at it.
+        Window::LastInterval => match doses.times.iter().rev().find(|&&t| t < end) {
+            Some(&t) if doses.last() == Some(end) => (t, end),
+            Some(&t) => (t, doses.last_interval.map_or(end, |tau| t + tau)),
             None => (0.0, end),
         },
         Window::Range(a, b) => (a, b),
@@ -395,6 +398,23 @@ mod tests {
         assert_eq!(
             resolve_window(Window::Range(50.0, 60.0), 48.0, &doses(None)),
             None
+        );
+        // A dose at the end: the last interval is the one that closes at it.
+        assert_eq!(
+            resolve_window(Window::LastInterval, 24.0, &doses(Some(12.0))),
+            Some((12.0, 24.0))
+        );
+        let at_end = |times: Vec<f64>| crate::dosing::DoseTimes {
+            times,
+            last_interval: None,
+        };
+        assert_eq!(
+            resolve_window(Window::LastInterval, 20.0, &at_end(vec![0.0, 5.0, 20.0])),
+            Some((5.0, 20.0))
+        );
+        assert_eq!(
+            resolve_window(Window::LastInterval, 20.0, &at_end(vec![20.0])),
+            Some((0.0, 20.0))
         );
     }
 
