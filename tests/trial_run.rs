@@ -1460,6 +1460,70 @@ fn parts_are_compressed_as_the_spec_says() {
 /// A backend that prefers large calls (the CUDA kernels, here emulated on the host) gets
 /// consecutive chunks merged into one call; every subject's row is what it is when its chunk
 /// is the only one in the call, bit for bit, and the parts are those of the chunking.
+/// Every row's covariates and parameters, in both arms and every part, are the ones sampling
+/// the population alone gives the subject (categorical covariates as their labels).
+#[test]
+fn rows_carry_the_sampled_covariates_and_parameters() {
+    use arrow_array::{cast::AsArray, types::UInt16Type, Array};
+    let t = trial();
+    let pop = t.population.as_ref().unwrap();
+    let mut c = vpop::population::SampledChunk::default();
+    pop.sample(t.seed, 0, t.subjects as usize, &mut c);
+    let dir = tmp("sampled-columns");
+    run_trial(&t, &opts(&dir)).unwrap();
+    let param_names = pop.parameter_names();
+    let mut rows = 0;
+    for (name, _) in files(&dir) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(dir.join(name)).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let ids = b.column_by_name("subject_id").unwrap();
+            let ids = ids.as_primitive::<arrow_array::types::UInt64Type>();
+            let mut checked = 0;
+            for (k, cov) in pop.covariate_names().into_iter().enumerate() {
+                let col = b.column_by_name(cov).unwrap();
+                for (r, &id) in ids.values().iter().enumerate() {
+                    let want = c.covariates[k][id as usize];
+                    match pop.covariate_labels(k) {
+                        Some(labels) => {
+                            let d = col.as_dictionary::<UInt16Type>();
+                            let v = d.values().as_string::<i32>();
+                            let key = d.keys().value(r) as usize;
+                            assert_eq!(v.value(key), labels[want as usize], "{cov} of {id}");
+                        }
+                        None => {
+                            let got = col.as_primitive::<arrow_array::types::Float64Type>();
+                            assert_eq!(got.value(r).to_bits(), want.to_bits(), "{cov} of {id}");
+                        }
+                    }
+                }
+                checked += 1;
+            }
+            for field in b.schema().fields() {
+                let Some(j) = param_names.iter().position(|p| p == field.name()) else {
+                    continue;
+                };
+                let col = b.column_by_name(field.name()).unwrap();
+                let got = col.as_primitive::<arrow_array::types::Float64Type>();
+                assert_eq!(got.null_count(), 0);
+                for (r, &id) in ids.values().iter().enumerate() {
+                    let want = c.parameters[j][id as usize];
+                    assert_eq!(got.value(r).to_bits(), want.to_bits(), "{field} of {id}");
+                }
+                checked += 1;
+            }
+            assert!(checked >= 9, "{checked} columns checked");
+            rows += b.num_rows();
+        }
+    }
+    assert_eq!(rows, 2 * 2500);
+}
+
 #[cfg(feature = "cuda")]
 #[test]
 fn chunks_merged_into_one_call_give_every_subject_its_own_row() {

@@ -135,14 +135,55 @@ impl RowLayout {
         }
     }
 
-    /// One arm's rows of a chunk. `covariates[c][i]`, `parameters[p][i]` for subject i of the
-    /// chunk; categorical covariates hold their integer codes.
+    /// The columns of a chunk's `n` subjects that every arm's rows share, built once for all
+    /// arms ([`RowLayout::encode`]): covariates, then the parameters written. `covariates[c][i]`,
+    /// `parameters[p][i]` for subject i of the chunk; categorical covariates hold their integer
+    /// codes. Numeric columns become Arrow's without a copy.
+    pub fn subject_columns(
+        &self,
+        covariates: Vec<Vec<f64>>,
+        parameters: Vec<Vec<f64>>,
+        n: usize,
+    ) -> Result<Vec<ArrayRef>, ArrowError> {
+        let numeric = |v: Vec<f64>| -> ArrayRef {
+            let len = v.len().min(n);
+            Arc::new(Float64Array::new(v.into(), None).slice(0, len))
+        };
+        let mut covariates = covariates.into_iter();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.covariates.len());
+        for spec in &self.covariates {
+            let values = covariates.next().unwrap_or_default();
+            match &spec.labels {
+                Some(labels) => {
+                    let keys: UInt16Array = values
+                        .iter()
+                        .take(n)
+                        .map(|&x| (x >= 0.0 && (x as usize) < labels.len()).then_some(x as u16))
+                        .collect();
+                    let dict = Arc::new(StringArray::from(labels.clone()));
+                    cols.push(Arc::new(DictionaryArray::<UInt16Type>::try_new(
+                        keys, dict,
+                    )?));
+                }
+                None => cols.push(numeric(values)),
+            }
+        }
+        cols.extend(
+            parameters
+                .into_iter()
+                .take(self.parameters.len())
+                .map(numeric),
+        );
+        Ok(cols)
+    }
+
+    /// One arm's rows of a chunk: `subject` holds the columns its arms share
+    /// ([`RowLayout::subject_columns`]).
     pub fn encode(
         &self,
         arm: usize,
         first_subject: u64,
-        covariates: &[Vec<f64>],
-        parameters: &[Vec<f64>],
+        subject: &[ArrayRef],
         out: &OutputView<'_>,
         observations: &[Vec<f64>],
     ) -> Result<RecordBatch, ArrowError> {
@@ -156,25 +197,7 @@ impl RowLayout {
         cols.push(Arc::new(DictionaryArray::<UInt16Type>::try_new(
             arm_keys, arm_values,
         )?));
-        for (c, spec) in self.covariates.iter().enumerate() {
-            let values = covariates.get(c).map(|v| &v[..n]).unwrap_or(&[]);
-            match &spec.labels {
-                Some(labels) => {
-                    let keys: UInt16Array = values
-                        .iter()
-                        .map(|&x| (x >= 0.0 && (x as usize) < labels.len()).then_some(x as u16))
-                        .collect();
-                    let dict = Arc::new(StringArray::from(labels.clone()));
-                    cols.push(Arc::new(DictionaryArray::<UInt16Type>::try_new(
-                        keys, dict,
-                    )?));
-                }
-                None => cols.push(Arc::new(Float64Array::from(values.to_vec()))),
-            }
-        }
-        for values in parameters.iter().take(self.parameters.len()) {
-            cols.push(Arc::new(Float64Array::from(values[..n].to_vec())));
-        }
+        cols.extend(subject.iter().cloned());
         for values in out.metrics.iter().take(self.metrics.len()) {
             cols.push(Arc::new(finite_or_null(values)));
         }
@@ -285,15 +308,15 @@ mod tests {
             profiles: vec![vec![0.0, 1.0, 2.0, f64::NAN]],
             ..Default::default()
         };
-        let b = layout
-            .encode(
-                1,
-                10,
-                &[vec![70.0, 80.0], vec![1.0, 0.0]],
-                &[vec![5.0, 6.0]],
-                &out.view_all(),
-                &[],
+        let subject = layout
+            .subject_columns(
+                vec![vec![70.0, 80.0], vec![1.0, 0.0]],
+                vec![vec![5.0, 6.0]],
+                2,
             )
+            .unwrap();
+        let b = layout
+            .encode(1, 10, &subject, &out.view_all(), &[])
             .unwrap();
         assert_eq!(b.num_rows(), 2);
         assert_eq!(b.schema().field(b.num_columns() - 1).name(), "cp_profile");
@@ -339,7 +362,7 @@ mod tests {
                 profiles: vec![values],
                 ..Default::default()
             };
-            let b = lay.encode(0, 0, &[], &[], &out.view_all(), &[]).unwrap();
+            let b = lay.encode(0, 0, &[], &out.view_all(), &[]).unwrap();
             let col = b.column_by_name("cp_profile").unwrap().clone();
             let list = col.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
             list.values()

@@ -809,12 +809,17 @@ pub fn run_trial_on(
                     let mut tally = Tally::new(trial);
                     for done in rx_done {
                         let t0 = Instant::now();
-                        let sm = &done.sampled;
-                        let params_out: Vec<Vec<f64>> = if layout.parameters.is_empty() {
-                            Vec::new()
-                        } else {
-                            sm.params.clone()
+                        let mut done = done;
+                        let sm = &mut done.sampled;
+                        // Shared by the arms' batches, and handed over without a copy.
+                        let params_out = match layout.parameters.is_empty() {
+                            true => Vec::new(),
+                            false => std::mem::take(&mut sm.params),
                         };
+                        let subject = layout
+                            .subject_columns(std::mem::take(&mut sm.covariates), params_out, sm.n)
+                            .map_err(|e| e.to_string())?;
+                        let sm = &done.sampled;
                         let batches: Vec<RecordBatch> = done
                             .outputs
                             .iter()
@@ -823,7 +828,7 @@ pub fn run_trial_on(
                                 let nt = trial.arms[a].plan.sample_times.len();
                                 let out = out.view(done.range.clone(), nt);
                                 let obs = observations(trial, a, sm.first, &out);
-                                layout.encode(a, sm.first, &sm.covariates, &params_out, &out, &obs)
+                                layout.encode(a, sm.first, &subject, &out, &obs)
                             })
                             .collect::<Result<_, _>>()
                             .map_err(|e| e.to_string())?;
