@@ -20,7 +20,7 @@ enum Command {
     /// PNG charts of a run's output: metric distributions by arm, profile percentile bands.
     #[command(after_help = cli::report::EXAMPLES)]
     Report(cli::report::ReportArgs),
-    /// Check a trial spec (or a population, sensitivity or simulate file) without running it.
+    /// Check a trial spec (or a population, sensitivity, simulate or model file) without running it.
     Check(cli::run::CheckArgs),
     /// Sample a population's covariates and parameters: to Parquet, or summarised.
     #[command(after_help = cli::sample::EXAMPLES)]

@@ -686,6 +686,92 @@ fn simulation_files_run_and_reach_the_steady_state_identity() {
     assert!((auc_tau / 25.0 - 1.0).abs() < 0.01, "{auc_tau}");
 }
 
+/// `vpop simulate` refuses what it would otherwise ignore or misread: flags beside a simulation
+/// file, a dose per a covariate, a metric column asked for twice, a window past the end; a
+/// fine `--times` range ends at its last time, not past it (where the value would be NaN).
+#[test]
+fn vpop_simulate_refuses_what_it_would_ignore() {
+    let vpop = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("simulate")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/one_subject.toml");
+    let bolus = "amount=100,into=central";
+    for (args, fragment) in [
+        (
+            vec![file, "--end", "48", "-p", "cl=1"],
+            "leave out --param, --end",
+        ),
+        (
+            vec!["one_cmt_iv", "--dose", "amount=1,into=central,per=wt"],
+            "a dose per a covariate",
+        ),
+        (
+            vec!["one_cmt_iv", "--dose", bolus, "--metrics", "cmax,cp:cmax"],
+            "metric column 'cp_cmax' is requested twice",
+        ),
+        (
+            vec!["one_cmt_iv", "--dose", bolus, "--metrics", "auc(0,100)"],
+            "the window (0, 100) ends after the end of the simulation (24)",
+        ),
+    ] {
+        let (ok, text) = vpop(&args);
+        assert!(!ok && text.contains(fragment), "{args:?}: {text}");
+    }
+    // A dosing declaration refused with these parameters, at its place in the model file; a
+    // modelled dose into a state with both rate() and dur() (a dataset's RATE picks one).
+    let dir = std::env::temp_dir().join(format!("vpop-simulate-refuses-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lag = dir.join("lag.vpm");
+    std::fs::write(
+        &lag,
+        "param k = 1\nstate a\nalag(a) = -2 * k\nd/dt(a) = -k * a\noutput c = a\n",
+    )
+    .unwrap();
+    let both = dir.join("both.vpm");
+    std::fs::write(
+        &both,
+        "state a\nrate(a) = 5\ndur(a) = 5\nd/dt(a) = -a\noutput c = a\n",
+    )
+    .unwrap();
+    let (lag, both) = (lag.display().to_string(), both.display().to_string());
+    for (args, fragment) in [
+        (
+            vec![lag.as_str(), "--dose", "amount=1,into=a"],
+            "lag.vpm:3:6: alag(a) is -2 with these parameters",
+        ),
+        (
+            vec![both.as_str(), "--dose", "amount=1,into=a,modelled=true"],
+            "declares both rate(a) and dur(a)",
+        ),
+    ] {
+        let (ok, text) = vpop(&args);
+        assert!(!ok && text.contains(fragment), "{args:?}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, text) = vpop(&["one_cmt_iv", "--dose", bolus, "--times", "0:24:1e-5"]);
+    assert!(ok, "{text}");
+    let last: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // 100 / v · exp(−cl / v · 24) with the model's cl = 5, v = 50 (`vpop models one_cmt_iv`).
+    let want = 100.0 / 50.0 * (-5.0f64 / 50.0 * 24.0).exp();
+    assert!(
+        last[0] == 24.0 && (last[1] / want - 1.0).abs() < 1e-6,
+        "{last:?} vs {want}"
+    );
+}
+
 /// A threshold just below Cmax is crossed twice within a few steps, often within one: the time
 /// above it comes from both crossings located on the dense output around the interior maximum.
 #[test]

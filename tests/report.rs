@@ -77,9 +77,18 @@ profile = {{ every = 4, from = 0, to = 72 }}
     );
     let text = String::from_utf8_lossy(&rep.stdout);
     for name in ["metrics.png", "profiles.png"] {
-        let p = out.join("report").join(name);
+        let p = out.join("_report").join(name);
         assert!(text.contains(name), "{text}");
         assert!(is_png(&p), "{} is not a PNG", p.display());
+    }
+    // Beside the parts, only what dataset readers pass over (names from `_` or `.`), so that
+    // `pyarrow.dataset.dataset(out)` still reads the run after a report.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            name.ends_with(".parquet") || name.starts_with('_') || name.starts_with('.'),
+            "{name} in the run directory"
+        );
     }
     // Sampling a large run: every 4th subject of 600.
     let rep = vpop()

@@ -234,7 +234,25 @@ fn bad_specs_are_located() {
             "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\noutputs = [\"cp_cmax\"]\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
             ":5:12: no metric column 'cp_cmax'",
         ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"cl\"\nrange = [1, 2, 3]\n",
+            ":7:9: range must be [low, high]",
+        ),
+        (
+            "[sensitivity]\ntrial = \"nope.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":2:9: trial: no file",
+        ),
     ];
+    // An output directory that is a file (`out` is relative to the working directory).
+    let out_file = format!(
+        "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\nout = {:?}\n\
+         [[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+        dir.join("trial.toml").display().to_string()
+    );
+    let cases: Vec<(&str, &str)> = cases
+        .into_iter()
+        .chain([(out_file.as_str(), ":5:7: out: ")])
+        .collect();
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.join(format!("s{i}.toml"));
         std::fs::write(&p, text).unwrap();

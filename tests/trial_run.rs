@@ -442,6 +442,36 @@ fn bad_specs_are_located_errors() {
         ),
         (
             "profile = { every = 12,",
+            "profile = { every = 1e-5,",
+            32,
+            "every = 0.00001 from 0 to 48 gives 4800001 times, more than 1000000",
+        ),
+        (
+            "\"time_above(1.0)\"",
+            "\"time_above(1.0)\", \"auc(0, 100)\", \"at(60)\"",
+            30,
+            "the window (0, 100) ends after the end of the simulation (48)",
+        ),
+        (
+            "\"time_above(1.0)\"",
+            "\"time_above(1.0)\", \"at(60)\"",
+            30,
+            "at(60) is after the end of the simulation (48)",
+        ),
+        (
+            "every = 12, count = 4 }",
+            "every = 12, count = 4000000000 }",
+            15,
+            "count must be at most 10000000",
+        ),
+        (
+            "above = 0.5",
+            "above = nan",
+            33,
+            "a target's bounds must be numbers, not nan",
+        ),
+        (
+            "profile = { every = 12,",
             "profile = { times = [1, 500],",
             32,
             "sampling times must lie in [0, end]",
@@ -485,6 +515,22 @@ fn bad_specs_are_located_errors() {
         assert!(err.contains(&format!("spec.toml:{line}:")), "{to}: {err}");
         assert!(err.contains(fragment), "{to}: {err}");
     }
+}
+
+/// A population parameter the model does not have is sampled for nobody: the trial loads (a
+/// built-in population serves other models for its covariates) with a note located at the
+/// spec's population.
+#[test]
+fn population_parameters_the_model_lacks_are_noted() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec.toml");
+    assert!(trial().unused_population_parameters.is_none());
+    let t = Trial::from_text(&root, &SPEC.replace("two_cmt_oral", "one_cmt_oral")).unwrap();
+    let note = t.unused_population_parameters.unwrap();
+    assert!(note.contains("spec.toml:11:8:"), "{note}");
+    assert!(
+        note.contains("does not have, which no subject uses: v1, q, v2"),
+        "{note}"
+    );
 }
 
 /// `vpop check` checks every kind of file vpop reads, told apart by its top-level keys: a
@@ -578,6 +624,14 @@ fn check_takes_every_kind_of_file() {
         stderr.contains("note: arm 100mg_q12h: 5 of the 14 doses come after the end (100)"),
         "{stderr}"
     );
+    // A model file: parsed and compiled; its errors located.
+    let (ok, text) = check(&root.join("examples/probit_ae.vpm"));
+    assert!(ok && text.contains("ok (a model file)"), "{text}");
+    assert!(text.contains("  outputs     cp, p_ae"), "{text}");
+    let bad = dir.join("bad.vpm");
+    std::fs::write(&bad, "state a\nd/dt(a) = -k * a\noutput c = a\n").unwrap();
+    let (ok, text) = check(&bad);
+    assert!(!ok && text.contains("bad.vpm:2:"), "{text}");
     let population = std::fs::read_to_string(root.join("populations/adult_healthy.toml")).unwrap();
     let bad = dir.join("population.toml");
     std::fs::write(
@@ -672,6 +726,27 @@ fn zero_counts_on_the_command_line_are_refused() {
 }
 
 /// An output path that is a file, not a directory, is refused with a message that says so.
+/// A manifest that cannot be read is named as such, not taken for another run's.
+#[test]
+fn an_unreadable_manifest_is_named() {
+    let mut t = trial();
+    t.subjects = 50;
+    let dir = tmp("bad-manifest");
+    run_trial(&t, &opts(&dir)).unwrap();
+    std::fs::write(dir.join("_manifest.json"), "{garbage").unwrap();
+    let e = run_trial(&t, &opts(&dir)).unwrap_err();
+    assert!(
+        e.contains("_manifest.json: the run's manifest cannot be read"),
+        "{e}"
+    );
+    assert!(e.contains("--overwrite"), "{e}");
+    let o = RunOptions {
+        overwrite: true,
+        ..opts(&dir)
+    };
+    assert!(run_trial(&t, &o).unwrap().complete);
+}
+
 #[test]
 fn an_output_path_that_is_a_file_is_refused() {
     let file = tmp("a-file");
@@ -1060,6 +1135,13 @@ fn a_run_where_every_subject_fails_counts_every_failure() {
     assert_eq!(resumed.arms[0].failures, rep.arms[0].failures);
     let text = vpop::trial::run::format_summary(&resumed, None);
     assert!(text.contains("20 failed (step_too_small 20;"), "{text}");
+    // No chart of metrics no subject has: a clear error, not a blank image.
+    let e = vpop::trial::report::report(&dir.join("out"), &dir.join("charts"), 100).unwrap_err();
+    assert!(
+        e.contains("no subject has a value of any metric (c_auc)"),
+        "{e}"
+    );
+    assert!(!dir.join("charts/metrics.png").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -88,6 +88,28 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let path = &args.spec;
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    // A model file: parsed and compiled as a trial would.
+    if path.extension().is_some_and(|e| e == "vpm") {
+        let m = crate::model::Model::parse(&path.display().to_string(), &text)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _ = crate::model::CompiledModel::new(&m);
+        let names = |v: Vec<&str>| v.join(", ");
+        println!("{}: ok (a model file)", path.display());
+        println!("  model       {}", m.name);
+        println!(
+            "  states      {}",
+            names(m.states.iter().map(|s| s.name.as_str()).collect())
+        );
+        println!(
+            "  parameters  {}",
+            names(m.params.iter().map(|p| p.name.as_str()).collect())
+        );
+        println!(
+            "  outputs     {}",
+            names(m.outputs.iter().map(|o| o.name.as_str()).collect())
+        );
+        return Ok(());
+    }
     match file_kind(&text) {
         FileKind::Trial => check_trial(args),
         FileKind::Population => {
@@ -151,6 +173,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
 fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
     let trial = Trial::load(&args.spec)?;
     println!("{}: ok", args.spec.display());
+    if let Some(w) = &trial.unused_population_parameters {
+        println!("  note        {w}");
+    }
     println!("  trial       {}", trial.name);
     // "1 covariate", "2 covariates".
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
@@ -220,7 +245,7 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             "  arm         {} ({n} dose line{}{})",
             a.plan.name,
             if n == 1 { "" } else { "s" },
-            doses_past_the_end(&a.plan)
+            note_doses_after(a.doses_after_end, a.plan.end)
                 .map(|w| format!("; {w}"))
                 .unwrap_or_default()
         );
@@ -256,19 +281,14 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
 /// structure of its Jacobian (9 states or more, factors at most half full), or None.
 /// Where an arm's regimen runs past the end of the simulation: how many of its doses are
 /// never given (they count for neither the last interval nor the trough, docs/metrics.md).
-pub(crate) fn doses_past_the_end(arm: &crate::backend::ArmPlan) -> Option<String> {
-    let all = arm.regimen.administrations().count();
-    let past = arm
-        .regimen
-        .administrations()
-        .filter(|(t, _)| *t > arm.end)
-        .count();
-    (past > 0).then(|| {
-        format!(
-            "{past} of the {all} doses come after the end ({}) and are not given",
-            arm.end
-        )
-    })
+pub(crate) fn doses_past_the_end(regimen: &crate::dosing::Regimen, end: f64) -> Option<String> {
+    note_doses_after(regimen.doses_after(end), end)
+}
+
+/// The note for `(after, all)` doses of a regimen after the end.
+pub(crate) fn note_doses_after((past, all): (u64, u64), end: f64) -> Option<String> {
+    (past > 0)
+        .then(|| format!("{past} of the {all} doses come after the end ({end}) and are not given"))
 }
 
 fn sparse_w_line(model: &crate::model::Model) -> Option<String> {
@@ -319,8 +339,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         integrators: args.integrators,
     };
     if !args.quiet {
+        if let Some(w) = &trial.unused_population_parameters {
+            eprintln!("note: {w}");
+        }
         for a in &trial.arms {
-            if let Some(w) = doses_past_the_end(&a.plan) {
+            if let Some(w) = note_doses_after(a.doses_after_end, a.plan.end) {
                 eprintln!("note: arm {}: {w}", a.plan.name);
             }
         }

@@ -353,9 +353,21 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         };
+        // No finite value: no statistic.
+        let (sd, q) = if n == 0 {
+            (f64::NAN, vec![f64::NAN; 3])
+        } else {
+            (sd, q)
+        };
+        let v = |x: f64| crate::output::table_value(x, 4);
         println!(
-            "{:<w$} {:>11.4} {:>11.4} {:>11.4} {:>11.4} {:>11.4}   {target}",
-            name, mean, sd, q[0], q[1], q[2]
+            "{:<w$} {:>11} {:>11} {:>11} {:>11} {:>11}   {target}",
+            name,
+            v(mean),
+            v(sd),
+            v(q[0]),
+            v(q[1]),
+            v(q[2])
         );
     }
     for line in &not_finite {

@@ -20,6 +20,9 @@ pub const EXAMPLES: &str = "Examples:
   vpop simulate one_cmt_oral --data examples/nm_dataset.csv --id 2
   vpop simulate one_cmt_oral --data records.csv --out predictions.csv";
 
+/// The metrics `vpop simulate` prints unless told otherwise.
+const DEFAULT_METRICS: &str = "auc,cmax,tmax,cmin_last_interval,ctrough";
+
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
     /// A built-in model name (see `vpop models`), a model file (.vpm), or a simulation file
@@ -50,7 +53,7 @@ pub struct SimulateArgs {
     #[arg(
         long,
         value_delimiter = ';',
-        default_value = "auc,cmax,tmax,cmin_last_interval,ctrough"
+        default_value = DEFAULT_METRICS
     )]
     pub metrics: Vec<String>,
     /// Print the outputs at these times: a list `0,1,2.5` or a range `from:to:step`.
@@ -67,6 +70,10 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "CSV")]
     pub out: Option<std::path::PathBuf>,
 }
+
+/// Why a dose `per` a covariate is refused here.
+const PER_REFUSED: &str = "a dose per a covariate (`per`) needs a population's covariate: \
+                           give the amount itself here, or run a trial spec";
 
 /// Splits a metric list on commas that are not inside parentheses.
 fn split_metrics(items: &[String]) -> Vec<String> {
@@ -103,11 +110,8 @@ pub fn parse_times(text: &str) -> anyhow::Result<Vec<f64>> {
             b.trim().parse().map_err(|_| bad())?,
             s.trim().parse().map_err(|_| bad())?,
         );
-        if !(s > 0.0 && b >= a && (b - a) / s <= 1e7) {
-            return Err(bad());
-        }
-        let n = ((b - a) / s + 1e-9).floor() as usize;
-        (0..=n).map(|i| a + i as f64 * s).collect()
+        crate::trial::resolve::time_grid(a, b, s, 10_000_001, "the step")
+            .map_err(|e| anyhow::anyhow!("times '{text}': {e}"))?
     } else {
         text.split(',')
             .map(|x| x.trim().parse::<f64>().map_err(|_| bad()))
@@ -194,6 +198,8 @@ pub(crate) fn args_from_file(
             for d in &f.doses {
                 if let Err(e) = dose_line(&m, d.get_ref()) {
                     errors.push(src.error(span_of(d), e));
+                } else if d.get_ref().per.is_some() {
+                    errors.push(src.error(span_of(d), PER_REFUSED));
                 }
             }
             let all: Vec<usize> = (0..m.outputs.len()).collect();
@@ -203,6 +209,7 @@ pub(crate) fn args_from_file(
                     .map_err(|e| format!("{e:#}"))
                     .and_then(|r| {
                         r.outputs(&m, &all)
+                            .and_then(|_| r.metric.within(*f.end.get_ref()))
                             .map_err(|e| format!("metric '{}': {e}", name.get_ref()))
                     });
                 if let Err(e) = checked {
@@ -221,8 +228,13 @@ pub(crate) fn args_from_file(
         errors.push(src.error(span_of(&f.end), "end must be a positive number (hours)"));
     }
     if let Some(m) = &f.method {
-        if let Err(e) = Method::parse(m.get_ref()) {
-            errors.push(src.error(span_of(m), e));
+        match Method::parse(m.get_ref()) {
+            Err(e) => errors.push(src.error(span_of(m), e)),
+            Ok(Method::Rk4) if f.dt.is_none() => errors.push(src.error(
+                span_of(m),
+                "rk4 is a fixed-step method: give its step, dt = …",
+            )),
+            Ok(_) => {}
         }
     }
     for (v, rule) in [
@@ -261,7 +273,7 @@ pub(crate) fn args_from_file(
                 let names: Vec<&str> = m.iter().map(|n| n.get_ref().as_str()).collect();
                 vec![names.join(",")]
             })
-            .unwrap_or_else(|| vec!["auc,cmax,tmax,cmin_last_interval,ctrough".into()]),
+            .unwrap_or_else(|| vec![DEFAULT_METRICS.into()]),
         times: f.times.map(|t| t.into_inner()),
         data: None,
         id: None,
@@ -272,6 +284,32 @@ pub(crate) fn args_from_file(
 
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     if args.model.ends_with(".toml") {
+        // The file gives every setting: a flag beside it would be ignored, so it is refused.
+        let given: Vec<&str> = [
+            ("--param", !args.params.is_empty()),
+            ("--dose", !args.doses.is_empty()),
+            ("--end", args.end != 24.0),
+            ("--method", args.method != "tsit5"),
+            ("--rtol", args.rtol != 1e-8),
+            ("--atol", args.atol != 1e-12),
+            ("--dt", args.dt.is_some()),
+            ("--metrics", args.metrics != [DEFAULT_METRICS]),
+            ("--times", args.times.is_some()),
+            ("--data", args.data.is_some()),
+            ("--id", args.id.is_some()),
+            ("--out", args.out.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, on)| on.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            bail!(
+                "{}: a simulation file gives the model, doses and settings; leave out {} (or \
+                 set them in the file)",
+                args.model,
+                given.join(", ")
+            );
+        }
         let (file_args, doses) = args_from_file(&args.model)?;
         return simulate(&file_args, doses);
     }
@@ -330,6 +368,9 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     if !(args.end.is_finite() && args.end > 0.0) {
         bail!("--end must be a positive number");
     }
+    if doses.iter().any(|d| d.per.is_some()) {
+        bail!("--dose: {PER_REFUSED}");
+    }
     let mut regimen = Regimen::default();
     for spec in &doses {
         regimen.lines.push(
@@ -340,16 +381,21 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     let mut specs = Vec::new();
     for name in split_metrics(&args.metrics) {
         let request = MetricRequest::parse(&name)?;
+        request
+            .metric
+            .within(args.end)
+            .map_err(|e| anyhow::anyhow!("metric '{name}': {e}"))?;
         let all: Vec<usize> = (0..model.outputs.len()).collect();
         let of = request
             .outputs(&model, &all)
             .map_err(|e| anyhow::anyhow!("metric '{name}': {e}"))?;
         for k in of {
             let spec = MetricSpec::new(k, &model.outputs[k].name, request.metric);
-            // `auc,cp:auc` asks for cp_auc once.
-            if specs.iter().all(|s: &MetricSpec| s.column != spec.column) {
-                specs.push(spec);
+            // As in a trial spec (docs/metrics.md).
+            if specs.iter().any(|s: &MetricSpec| s.column == spec.column) {
+                bail!("metric column '{}' is requested twice", spec.column);
             }
+            specs.push(spec);
         }
     }
     let times = args
@@ -363,6 +409,41 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         .validate(model.states.len())
         .map_err(|e| anyhow::anyhow!("dosing: {e}"))?;
     let dosing: Vec<StateDosing> = compiled.bind(&params).state_dosing();
+    // A declaration whose value is refused, at its place in the model file.
+    for line in &regimen.lines {
+        let (Some(d), Some(decl)) = (dosing.get(line.state), model.dosing.get(line.state)) else {
+            continue;
+        };
+        let state = &model.states[line.state].name;
+        let bad = [
+            ("alag", Some(d.lag), 0, "a finite number ≥ 0"),
+            ("f", Some(d.bioavailability), 1, "a finite number ≥ 0"),
+            ("rate", d.rate, 2, "a finite number > 0"),
+            ("dur", d.duration, 3, "a finite number > 0"),
+        ]
+        .into_iter()
+        .filter(|&(kind, ..)| {
+            matches!(kind, "alag" | "f")
+                || line.administration == crate::dosing::Administration::Modelled
+        })
+        .find(|&(kind, v, _, _)| {
+            v.is_some_and(|v| match kind {
+                "alag" | "f" => !(v.is_finite() && v >= 0.0),
+                _ => !(v.is_finite() && v > 0.0),
+            })
+        });
+        if let Some((kind, Some(v), at, want)) = bad {
+            if let Some(span) = decl.spans[at] {
+                bail!(
+                    "{}",
+                    model.source.error(
+                        span,
+                        format!("{kind}({state}) is {v} with these parameters; it must be {want}")
+                    )
+                );
+            }
+        }
+    }
     regimen
         .schedule(1.0, &dosing)
         .map_err(|e| anyhow::anyhow!("dosing: {e}"))?;
@@ -375,9 +456,14 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         solver: solver.clone(),
         occasions: Vec::new(),
     };
-    if let Some(w) = super::run::doses_past_the_end(&arm) {
+    if let Some(w) = super::run::doses_past_the_end(&arm.regimen, arm.end) {
         eprintln!("note: {w}");
     }
+    // Doses after the end are never given: not carried.
+    let arm = ArmPlan {
+        regimen: arm.regimen.until(arm.end),
+        ..arm
+    };
     let mut integrator = Integrator::new(
         method,
         model.states.len() + crate::metrics::quadrature_outputs(&specs).len(),

@@ -66,6 +66,9 @@ pub struct Regimen {
     pub lines: Vec<DoseLine>,
 }
 
+/// The most doses of one line (as a dataset's ADDL + 1 is bounded).
+pub const MAX_COUNT: u32 = 10_000_000;
+
 /// Per-subject dosing modifiers, one entry per model state.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StateDosing {
@@ -192,6 +195,9 @@ impl Regimen {
             if l.count == 0 {
                 return err("count must be at least 1");
             }
+            if l.count > MAX_COUNT {
+                return err(&format!("count must be at most {MAX_COUNT}"));
+            }
             if l.count > 1 && !(l.interval.is_finite() && l.interval > 0.0) {
                 return err("repeated doses need an interval > 0");
             }
@@ -281,6 +287,59 @@ impl Regimen {
             events,
             administrations: self.administrations().collect(),
         })
+    }
+
+    /// The regimen as a simulation ending at `end` gives it: each line's doses after the end
+    /// (never given, so they change nothing) dropped, its first one kept whatever its time.
+    pub fn until(&self, end: f64) -> Regimen {
+        let lines = self
+            .lines
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                if l.count > 1 {
+                    // The last dose at or before the end: near the quotient, then settled by
+                    // the schedule's own test (start + k · interval ≤ end).
+                    let last = ((end - l.start) / l.interval).floor();
+                    let near = if last.is_finite() && last >= 0.0 {
+                        last.min(f64::from(l.count - 1)) as u32
+                    } else {
+                        0
+                    };
+                    let mut k = near.saturating_sub(1);
+                    while k + 1 < l.count && l.start + (k + 1) as f64 * l.interval <= end {
+                        k += 1;
+                    }
+                    while k > 0 && l.start + k as f64 * l.interval > end {
+                        k -= 1;
+                    }
+                    l.count = k + 1;
+                }
+                l
+            })
+            .collect();
+        Regimen { lines }
+    }
+
+    /// How many of the regimen's administrations (resets aside) come after `end`, of how
+    /// many: `(after, all)`.
+    pub fn doses_after(&self, end: f64) -> (u64, u64) {
+        let cut = self.until(end);
+        let given = |r: &Regimen| {
+            r.lines
+                .iter()
+                .filter(|l| l.administration != Administration::Reset)
+                .map(|l| u64::from(l.count))
+                .sum::<u64>()
+        };
+        let (all, kept) = (given(self), given(&cut));
+        // A line wholly after the end keeps its first dose in `until`.
+        let first_after = cut
+            .lines
+            .iter()
+            .filter(|l| l.administration != Administration::Reset && l.start > end)
+            .count() as u64;
+        (all - kept + first_after, all)
     }
 
     /// The times of the regimen's resets, sorted.
@@ -470,6 +529,47 @@ mod tests {
             count: 3,
             administration: admin,
         }
+    }
+
+    #[test]
+    fn doses_after_the_end_are_dropped_and_a_huge_count_is_refused() {
+        let line = |start, interval, count| DoseLine {
+            start,
+            ..DoseLine::boluses(0, 1.0, interval, count)
+        };
+        let r = Regimen {
+            lines: vec![
+                line(0.0, 12.0, 14),
+                line(0.0, 0.1, 4_000_000_000),
+                line(30.0, 12.0, 5),
+                line(0.0, 12.0, 3),
+                DoseLine::reset(50.0),
+            ],
+        };
+        let cut = r.until(24.0);
+        let counts: Vec<u32> = cut.lines.iter().map(|l| l.count).collect();
+        // 0, 12, 24 | 0.1 steps to 24 (241 doses, 0.1 · 240 rounds to 24 exactly) | after the
+        // end: its first dose kept | all three given | a reset after the end, kept.
+        assert_eq!(counts, [3, 241, 1, 3, 1]);
+        for (a, b) in r.lines.iter().zip(&cut.lines) {
+            let given = |l: &DoseLine| {
+                (0..l.count.min(1000))
+                    .map(|k| l.start + k as f64 * l.interval)
+                    .filter(|t| *t <= 24.0)
+                    .count()
+            };
+            assert_eq!(given(a), given(b));
+        }
+        // 11 + (4e9 − 241) + 5 doses after 24 of 14 + 4e9 + 5 + 3 (the reset is no dose).
+        assert_eq!(
+            r.doses_after(24.0),
+            (11 + 4_000_000_000 - 241 + 5, 14 + 4_000_000_000 + 5 + 3)
+        );
+        let mut big = r.clone();
+        big.lines.truncate(1);
+        big.lines[0].count = MAX_COUNT + 1;
+        let e = big.validate(1).unwrap_err();
+        assert!(e.0.contains("at most 10000000"), "{}", e.0);
     }
 
     #[test]

@@ -87,6 +87,8 @@ impl Dataset {
 
     /// Parses a dataset; every error names the file, line and column.
     pub fn parse(name: &str, text: &str) -> Result<Dataset, Diagnostic> {
+        // A byte-order mark, as spreadsheets write in UTF-8 CSV, is not part of the header.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let src = SourceFile::new(name, text);
         let mut offset = 0;
         let mut header: Option<Vec<String>> = None;
@@ -387,6 +389,9 @@ mod tests {
         assert_eq!(r[1].line, 5);
         assert!(d.subjects[1].records[0].covariates[0].is_nan());
         assert_eq!(d.subjects[1].records[0].rate, 10.0);
+        // The same file saved with a byte-order mark.
+        let bom = Dataset::parse("d.csv", &format!("\u{feff}{text}")).unwrap();
+        assert_eq!(format!("{bom:?}"), format!("{d:?}"));
     }
 
     #[test]

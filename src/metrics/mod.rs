@@ -79,6 +79,20 @@ fn fmt_num(x: f64) -> String {
 }
 
 impl Metric {
+    /// Refuses a window that ends, or a time that falls, after a simulation's `end`: what lies
+    /// beyond it is never simulated (the window would be cut at the end, the value missing).
+    pub fn within(&self, end: f64) -> Result<(), String> {
+        match (self.kind, self.window) {
+            (MetricKind::At(t), _) if t > end => Err(format!(
+                "at({t}) is after the end of the simulation ({end})"
+            )),
+            (_, Window::Range(a, b)) if b > end => Err(format!(
+                "the window ({a}, {b}) ends after the end of the simulation ({end})"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses names like `auc`, `auc_last_interval`, `cmax(0, 24)`, `time_above(1.0)`, `at(24)`.
     pub fn parse(text: &str) -> Result<Metric, MetricParseError> {
         let t = text.trim();

@@ -227,6 +227,8 @@ impl Model {
     /// Parses and validates a model file. `file_name` locates diagnostics; the model's name is
     /// the file stem.
     pub fn parse(file_name: &str, text: &str) -> Result<Model, ModelError> {
+        // A byte-order mark, as some editors on Windows write, is not part of the text.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let src = SourceFile::new(file_name, text);
         let mut errors: Vec<Diagnostic> = Vec::new();
         let stem = std::path::Path::new(file_name)

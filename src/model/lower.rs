@@ -630,6 +630,8 @@ impl Builder {
                         let down = self.push(Op::Floor(x));
                         Op::Select(negative, up, down)
                     }
+                    // The simplification of 0 · floor(a / 0) to 0 below would make it a.
+                    Func::Mod if self.konst(y) == Some(0.0) => return self.c(f64::NAN),
                     Func::Mod => {
                         // a − b·floor(a / b): the quotient of a value of time is exact, as
                         // floor(t / 24) is (the division's own rules).
@@ -1229,6 +1231,20 @@ mod tests {
             assert!(p.outputs.instrs.iter().any(|op| matches!(op, Op::Mul(..))));
             assert!(p.rhs.instrs.iter().any(|op| matches!(op, Op::Mul(..))));
         }
+    }
+
+    /// `mod(a, 0)` is NaN, by a constant divisor or a parameter's value of 0, though a product
+    /// with the constant 0 simplifies to 0.
+    #[test]
+    fn a_remainder_by_zero_is_nan() {
+        let text = "param z = 0\nstate a\nd/dt(a) = -a\n\
+                    output m = mod(t, 0) + a\noutput p = mod(t, z) + a\noutput q = 0 * a\n";
+        let m = crate::model::Model::parse("m.vpm", text).unwrap();
+        let p = ModelPrograms::new(&m);
+        let (mut regs, mut out) = (Vec::new(), vec![0.0; 3]);
+        p.outputs.run(1.0, &[0.5], &[0.0], &[], &mut regs, &mut out);
+        assert!(out[0].is_nan() && out[1].is_nan(), "{out:?}");
+        assert_eq!(out[2], 0.0);
     }
 
     #[test]

@@ -174,7 +174,9 @@ impl DatasetWriter {
         let mut done = Vec::new();
         if manifest_path.exists() {
             let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
-            let old: Option<Manifest> = serde_json::from_str(&text).ok();
+            let parsed: Result<Manifest, _> = serde_json::from_str(&text);
+            let unreadable = parsed.as_ref().err().map(|e| e.to_string());
+            let old = parsed.ok();
             match old {
                 Some(m) if m.identity == identity && m.columns == columns && !overwrite => {
                     // A part counts as done only if its bytes hash to what was recorded.
@@ -191,6 +193,15 @@ impl DatasetWriter {
                     for p in old_parts {
                         let _ = std::fs::remove_file(dir.join(&p.file));
                     }
+                }
+                None => {
+                    return Err(OutputError::Invalid(format!(
+                        "{}: the run's manifest cannot be read ({}), so its parts cannot be \
+                         trusted; pass --overwrite to write the run anew, or choose another \
+                         output directory",
+                        manifest_path.display(),
+                        unreadable.unwrap_or_default()
+                    )))
                 }
                 _ => {
                     return Err(OutputError::Invalid(format!(

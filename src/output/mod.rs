@@ -10,3 +10,26 @@ pub use dataset::{DatasetWriter, Manifest, PartEntry, RunIdentity, Shard};
 pub mod plot;
 
 pub use parquet_io::{writer_properties, AtomicFile, Codec, OutputError, DEFAULT_ZSTD_LEVEL};
+
+/// A value for a printed table: `decimals` places, or in scientific notation from 1e9 up (so
+/// that 1e300 does not print as 301 digits); NaN and infinities as Rust writes them.
+pub fn table_value(x: f64, decimals: usize) -> String {
+    if x.is_finite() && x.abs() >= 1e9 {
+        format!("{x:.decimals$e}")
+    } else {
+        format!("{x:.decimals$}")
+    }
+}
+
+#[cfg(test)]
+mod table_value_tests {
+    #[test]
+    fn large_values_are_scientific() {
+        use super::table_value;
+        assert_eq!(table_value(12.345678, 4), "12.3457");
+        assert_eq!(table_value(-999_999_999.0, 1), "-999999999.0");
+        assert_eq!(table_value(1e300, 4), "1.0000e300");
+        assert_eq!(table_value(f64::NAN, 4), "NaN");
+        assert_eq!(table_value(f64::NEG_INFINITY, 4), "-inf");
+    }
+}

@@ -71,7 +71,7 @@ struct Section {
     #[serde(default)]
     interference: Option<Spanned<usize>>,
     #[serde(default)]
-    out: Option<String>,
+    out: Option<Spanned<String>>,
     /// Virtual subjects per design point when a factor acts on the population.
     #[serde(default)]
     subjects: Option<Spanned<usize>>,
@@ -90,7 +90,7 @@ struct FactorSpec {
     #[serde(default)]
     typical: Option<Spanned<String>>,
     #[serde(default)]
-    range: Option<Spanned<[f64; 2]>>,
+    range: Option<Spanned<Vec<f64>>>,
     #[serde(default)]
     scale: Option<Spanned<String>>,
     #[serde(default)]
@@ -226,6 +226,12 @@ impl Analysis {
         let s = &f.sensitivity;
         let base = path.parent().unwrap_or(Path::new("."));
         let trial_path = base.join(s.trial.get_ref());
+        if !trial_path.is_file() {
+            return Err(invalid(src.error(
+                at(s.trial.span()),
+                format!("trial: no file {}", trial_path.display()),
+            )));
+        }
         let trial = Trial::load(&trial_path).map_err(|e| e.to_string())?;
         if trial.data.is_some() {
             return Err(format!(
@@ -301,7 +307,11 @@ impl Analysis {
                 )));
             }
             let transform = if let Some(r) = &fsp.range {
-                let [a, b] = *r.get_ref();
+                let (a, b) = match r.get_ref()[..] {
+                    [a, b] => (a, b),
+                    // Refused below, as any range that is not [low, high].
+                    _ => (f64::NAN, f64::NAN),
+                };
                 let log = match &fsp.scale {
                     None => false,
                     Some(sc) => match sc.get_ref().as_str() {
@@ -439,7 +449,13 @@ impl Analysis {
             }
         };
         // Relative to the working directory, like a trial's output directory.
-        let out = PathBuf::from(s.out.as_deref().unwrap_or("out/sensitivity"));
+        let out = PathBuf::from(s.out.as_ref().map_or("out/sensitivity", |o| o.get_ref()));
+        if let (Some(o), true) = (&s.out, out.exists() && !out.is_dir()) {
+            return Err(invalid(src.error(
+                at(o.span()),
+                format!("out: {} is a file, not a directory", out.display()),
+            )));
+        }
         let any_typical = factors.iter().any(|f| f.typical);
         let subjects = match &s.subjects {
             Some(n) if *n.get_ref() >= 1 => *n.get_ref(),

@@ -21,6 +21,16 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
         (None, None, true) => Administration::Modelled,
         _ => return Err("give at most one of rate, duration and modelled = true".into()),
     };
+    if administration == Administration::Modelled {
+        let decl = &model.dosing[state];
+        if decl.rate.is_some() && decl.duration.is_some() {
+            return Err(format!(
+                "the model declares both rate({0}) and dur({0}): a dataset's RATE (−1 or −2) \
+                 chooses between them, but a modelled dose here cannot; declare only one",
+                d.into
+            ));
+        }
+    }
     if d.count > 1 && d.every.is_none() {
         return Err(format!("{} doses need an interval: add every = …", d.count));
     }

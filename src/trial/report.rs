@@ -18,6 +18,8 @@ use crate::output::plot::{band_panels, hist_panels, BandPanel, HistPanel};
 pub struct ReportFiles {
     pub files: Vec<PathBuf>,
     pub subjects_per_arm: Vec<u64>,
+    /// Metric columns not drawn: no subject has a value of them.
+    pub empty: Vec<String>,
 }
 
 /// The manifests of a dataset directory (one per shard).
@@ -202,6 +204,7 @@ fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, S
     Ok(ReportFiles {
         files: vec![p],
         subjects_per_arm: vec![subjects],
+        empty: Vec::new(),
     })
 }
 
@@ -238,12 +241,19 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut written = Vec::new();
     let mut panels = Vec::new();
+    let mut empty: Vec<&str> = Vec::new();
     for col in &metric_cols {
         let mut groups = Vec::new();
         for (a, name) in arms.iter().enumerate() {
             let mut v = Vec::new();
             read_column(&files, a, col, stride, |arr, i| v.push(f64_at(arr, i)))?;
             groups.push((name.clone(), v));
+        }
+        // A metric no subject has a value of (every subject failed, or the metric is undefined
+        // for the regimen) has nothing to draw.
+        if groups.iter().all(|g| g.1.iter().all(|v| !v.is_finite())) {
+            empty.push(col.as_str());
+            continue;
         }
         let n: usize = groups.first().map_or(0, |g| g.1.len());
         panels.push(HistPanel {
@@ -308,6 +318,14 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
         band_panels(&p, &bands)?;
         written.push(p);
     }
+    if written.is_empty() && !empty.is_empty() {
+        return Err(format!(
+            "{}: no subject has a value of any metric ({}): did every subject fail? (the \
+             run's summary counts them by status)",
+            dir.display(),
+            empty.join(", ")
+        ));
+    }
     if written.is_empty() {
         return Err(format!(
             "{}: no metric or profile columns to plot",
@@ -317,5 +335,6 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
     Ok(ReportFiles {
         files: written,
         subjects_per_arm: vec![subjects; arms.len()],
+        empty: empty.into_iter().map(String::from).collect(),
     })
 }

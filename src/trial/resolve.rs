@@ -69,6 +69,9 @@ pub struct Arm {
     pub plan: ArmPlan,
     /// Per dose line: the population covariate that scales its amount (mg/kg dosing).
     pub amount_per: Option<usize>,
+    /// The spec's doses after the end, never given (and not carried in `plan`), of all its
+    /// doses: `(after, all)`.
+    pub doses_after_end: (u64, u64),
 }
 
 /// Probability-of-target-attainment definition.
@@ -83,6 +86,9 @@ pub struct Target {
 
 /// A fully checked trial.
 pub struct Trial {
+    /// A note, located at the spec's population: parameters the population samples that the
+    /// model does not have.
+    pub unused_population_parameters: Option<String>,
     pub spec_path: PathBuf,
     pub spec_text: String,
     pub name: String,
@@ -290,6 +296,39 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             params[i] = ParamSource::Population(j);
         }
     }
+    // A population parameter the model does not have would be sampled and never used (a
+    // misspelt name, or a population written for another model).
+    let unused: Vec<&str> = pop_params
+        .iter()
+        .filter(|n| model.param_index(n).is_none())
+        .map(String::as_str)
+        .collect();
+    // Not an error: a built-in population written for one model also serves another for its
+    // covariates; `vpop check` and `vpop run` say so.
+    let unused_population_parameters = match (unused.is_empty(), &spec.population) {
+        (false, Some(section)) => {
+            let at = section.library.as_ref().or(section.file.as_ref());
+            let names: Vec<&str> = model.params.iter().map(|p| p.name.as_str()).collect();
+            let what = if unused.len() == 1 {
+                "a parameter"
+            } else {
+                "parameters"
+            };
+            let text = format!(
+                "the population samples {what} the model '{}' does not have, which no subject \
+                 uses: {} (the model's parameters: {}; a population's [parameters] take the \
+                 model's names)",
+                model.name,
+                unused.join(", "),
+                names.join(", ")
+            );
+            Some(
+                src.error(at.map(span_of).unwrap_or_default(), text)
+                    .to_string(),
+            )
+        }
+        _ => None,
+    };
     for (name, value) in &spec.model.params {
         match model.param_index(name) {
             Some(i) if matches!(params[i], ParamSource::Population(_)) => errors.push(src.error(
@@ -415,6 +454,15 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 continue;
             }
         };
+        // Against an end the spec gives (a missing or bad one has its own error).
+        let given = spec.simulation.end.is_some() && end.is_finite() && end > 0.0;
+        if let Err(e) = request
+            .metric
+            .within(if given { end } else { f64::INFINITY })
+        {
+            errors.push(src.error(span_of(m), format!("metric '{}': {e}", m.get_ref())));
+            continue;
+        }
         let of = match request.outputs(&model, &outputs) {
             Ok(of) => of,
             Err(e) => {
@@ -450,14 +498,9 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         sample_times = p.times.clone();
         if let Some(step) = p.every {
             let (from, to) = (p.from.unwrap_or(0.0), p.to.unwrap_or(end));
-            if step > 0.0 && to >= from && (to - from) / step <= 1e6 {
-                let n = ((to - from) / step + 1e-9).floor() as usize;
-                sample_times.extend((0..=n).map(|i| from + i as f64 * step));
-            } else {
-                errors.push(src.error(
-                    span_of(ps),
-                    "[output.profile]: every must be > 0 and from ≤ to",
-                ));
+            match time_grid(from, to, step, MAX_PROFILE_TIMES, "every") {
+                Ok(t) => sample_times.extend(t),
+                Err(e) => errors.push(src.error(span_of(ps), format!("[output.profile]: {e}"))),
             }
         }
         if sample_times
@@ -559,6 +602,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 occasions: Vec::new(),
             },
             amount_per: None,
+            doses_after_end: (0, 0),
         });
     }
     let mut names = std::collections::HashSet::new();
@@ -640,10 +684,14 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 occasions = t[1..].to_vec();
             }
         }
+        let doses_after_end = regimen.doses_after(end);
         arms.push(Arm {
+            doses_after_end,
             plan: ArmPlan {
                 name: a.name.get_ref().clone(),
-                regimen,
+                // Doses after the end are never given: not carried (a count of millions
+                // would otherwise be every subject's schedule).
+                regimen: regimen.until(end),
                 metrics: metric_specs.clone(),
                 end,
                 sample_times: sample_times.clone(),
@@ -694,6 +742,10 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             }
             (Some(_), None, None) => {
                 errors.push(src.error(span_of(t), "a target needs `above = …` and/or `below = …`"));
+                None
+            }
+            (Some(_), above, below) if above.into_iter().chain(below).any(|x| x.is_nan()) => {
+                errors.push(src.error(span_of(t), "a target's bounds must be numbers, not nan"));
                 None
             }
             (Some(_), Some(lo), Some(hi)) if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) => {
@@ -767,6 +819,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         observations,
         target,
         data,
+        unused_population_parameters,
     })
 }
 
@@ -865,4 +918,36 @@ fn resolve_data(
 /// Output directories are relative to the working directory (where the user runs vpop).
 fn resolve_output_dir(_spec: &Path, dir: &str) -> PathBuf {
     PathBuf::from(dir)
+}
+
+/// The most sampling times a trial's profile grid (`every`) may have.
+pub const MAX_PROFILE_TIMES: usize = 1_000_000;
+
+/// The times `from`, `from + step`, … up to `to` (the last one within rounding of `to` is
+/// `to` itself, never past it), at most `max` of them.
+pub fn time_grid(
+    from: f64,
+    to: f64,
+    step: f64,
+    max: usize,
+    step_name: &str,
+) -> Result<Vec<f64>, String> {
+    if !(step.is_finite() && step > 0.0) {
+        return Err(format!("{step_name} must be > 0, not {step}"));
+    }
+    if !(from.is_finite() && to.is_finite() && from <= to) {
+        return Err(format!(
+            "the grid runs from {from} to {to}: from must be ≤ to"
+        ));
+    }
+    let n = ((to - from) / step + 1e-9).floor();
+    if n + 1.0 > max as f64 {
+        return Err(format!(
+            "{step_name} = {step} from {from} to {to} gives {} times, more than {max}",
+            n + 1.0
+        ));
+    }
+    Ok((0..=n as usize)
+        .map(|i| (from + i as f64 * step).min(to))
+        .collect())
 }

@@ -988,8 +988,11 @@ pub fn format_summary(report: &RunReport, target: Option<&super::resolve::Target
         for m in &arm.metrics {
             let _ = writeln!(
                 s,
-                "  {:<28} {:>14.6} {:>14.6} {:>14.6}",
-                m.column, m.median, m.p5, m.p95
+                "  {:<28} {:>14} {:>14} {:>14}",
+                m.column,
+                crate::output::table_value(m.median, 6),
+                crate::output::table_value(m.p5, 6),
+                crate::output::table_value(m.p95, 6)
             );
         }
         if let (Some(p), Some(t)) = (arm.target_attainment, target) {
