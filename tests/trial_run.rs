@@ -1555,15 +1555,8 @@ fn rows_carry_the_sampled_covariates_and_parameters() {
     run_trial(&t, &opts(&dir)).unwrap();
     let param_names = pop.parameter_names();
     let mut rows = 0;
-    for (name, _) in files(&dir) {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(dir.join(name)).unwrap(),
-        )
-        .unwrap()
-        .build()
-        .unwrap();
-        for b in reader {
-            let b = b.unwrap();
+    for arm in 0..2 {
+        for b in common::arm_batches(&dir, arm) {
             let ids = b.column_by_name("subject_id").unwrap();
             let ids = ids.as_primitive::<arrow_array::types::UInt64Type>();
             let mut checked = 0;
