@@ -720,6 +720,20 @@ fn vpop_simulate_refuses_what_it_would_ignore() {
             vec!["one_cmt_iv", "--dose", bolus, "--metrics", "auc(0,100)"],
             "the window (0, 100) ends after the end of the simulation (24)",
         ),
+        (
+            vec!["one_cmt_iv", "--dose", bolus, "--id", "7"],
+            "--id and --out go with --data",
+        ),
+        (
+            vec![
+                "one_cmt_oral",
+                "--data",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/nm_dataset.csv"),
+                "--end",
+                "1",
+            ],
+            "leave out --end",
+        ),
     ] {
         let (ok, text) = vpop(&args);
         assert!(!ok && text.contains(fragment), "{args:?}: {text}");

@@ -120,6 +120,16 @@ fn unsupported_records_are_refused_with_their_line() {
             "ID,TIME,EVID,AMT,CMT\n1,0,1,100,3\n",
             "regimen.csv:2:1: CMT 3 but the model has 2 states",
         ),
+        // Doses NONMEM gives before a reset at their time, which cancels them: a record
+        // before the reset, and an additional dose due at the reset's time.
+        (
+            "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,12,1,100,1\n1,12,3,.,.\n",
+            "regimen.csv:3:1: a dose due at TIME 12, before the reset on line 4",
+        ),
+        (
+            "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,1\n1,12,3,.,.,.,.\n",
+            "regimen.csv:2:1: a dose due at TIME 12, before the reset on line 3",
+        ),
     ];
     for (i, (records, want)) in cases.iter().enumerate() {
         std::fs::write(dir.join("regimen.csv"), records).unwrap();

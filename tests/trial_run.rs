@@ -465,6 +465,12 @@ fn bad_specs_are_located_errors() {
             "count must be at most 10000000",
         ),
         (
+            "amount = 200, into = \"depot\"",
+            "amount = 2, per = \"sex\", into = \"depot\"",
+            19,
+            "'sex' is categorical; a dose scales with a numeric covariate",
+        ),
+        (
             "above = 0.5",
             "above = nan",
             33,

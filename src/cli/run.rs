@@ -362,15 +362,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     let secs = report.wall.as_secs_f64();
+    // A resumed run did not simulate the resumed parts' subjects: no rate of them.
+    let rate = |n: u64, unit: &str| match report.parts_resumed {
+        0 => format!(" ({:.0} {unit})", n as f64 / secs.max(1e-9)),
+        _ => String::new(),
+    };
     if let Some(d) = &trial.data {
         println!(
-            "{}: {} subjects ({} dataset subjects × {} replicates) in {:.2} s ({:.0} subjects/s); {} written{}",
+            "{}: {} subjects ({} dataset subjects × {} replicates) in {:.2} s{}; {} written{}",
             trial.name,
             report.subjects,
             d.dataset.subjects.len(),
             d.replicates,
             secs,
-            report.subjects as f64 / secs.max(1e-9),
+            rate(report.subjects, "subjects/s"),
             parts(report.parts_written),
             if report.parts_resumed > 0 {
                 format!(", {} resumed", report.parts_resumed)
@@ -405,13 +410,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: {} subjects × {} arm{} in {:.2} s ({:.0} subject-arms/s); {} written{}",
+        "{}: {} subjects × {} arm{} in {:.2} s{}; {} written{}",
         trial.name,
         report.subjects,
         trial.arms.len(),
         if trial.arms.len() == 1 { "" } else { "s" },
         secs,
-        (report.subjects * trial.arms.len() as u64) as f64 / secs.max(1e-9),
+        rate(report.subjects * trial.arms.len() as u64, "subject-arms/s"),
         parts(report.parts_written),
         if report.parts_resumed > 0 {
             format!(", {} resumed", report.parts_resumed)

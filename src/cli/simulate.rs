@@ -363,7 +363,24 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         if !doses.is_empty() {
             bail!("--data gives the doses: leave out --dose");
         }
+        let ignored: Vec<&str> = [
+            ("--end", args.end != 24.0),
+            ("--metrics", args.metrics != [DEFAULT_METRICS]),
+            ("--times", args.times.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, on)| on.then_some(flag))
+        .collect();
+        if !ignored.is_empty() {
+            bail!(
+                "--data prints the outputs on the dataset's records, to its last one: leave out {}",
+                ignored.join(", ")
+            );
+        }
         return simulate_dataset(args, &model, &compiled, &params, data, &solver);
+    }
+    if args.id.is_some() || args.out.is_some() {
+        bail!("--id and --out go with --data (a dataset's subjects, its rows as CSV)");
     }
     if !(args.end.is_finite() && args.end > 0.0) {
         bail!("--end must be a positive number");

@@ -197,6 +197,12 @@ impl Dataset {
                     _ => Evid::ResetDose,
                 },
             };
+            // MDV = 1 on a record that is not a dose: no observation (NM-TRAN's EVID 2).
+            let missing_dv = whole(cols.mdv, "MDV", 0.0, 1.0)? == 1.0;
+            let evid = match evid {
+                Evid::Observation if missing_dv => Evid::Other,
+                e => e,
+            };
             let cmt = whole(cols.cmt, "CMT", -1e9, 1e9)? as i64;
             let ss = whole(cols.ss, "SS", 0.0, 2.0)? as u8;
             let ii = num(cols.ii, "II")?.unwrap_or(0.0);
@@ -320,6 +326,7 @@ struct Cols {
     addl: Option<usize>,
     rate: Option<usize>,
     dv: Option<usize>,
+    mdv: Option<usize>,
 }
 
 impl Cols {
@@ -337,6 +344,7 @@ impl Cols {
             addl: at("addl"),
             rate: at("rate"),
             dv: at("dv"),
+            mdv: at("mdv"),
         }
     }
 }
@@ -390,6 +398,26 @@ mod tests {
         assert!(d.subjects[1].records[0].covariates[0].is_nan());
         assert_eq!(d.subjects[1].records[0].rate, 10.0);
         // The same file saved with a byte-order mark.
+        // MDV = 1 on a record that is not a dose: an other-type event (EVID 2), with or without
+        // an EVID column; on a dose it changes nothing.
+        let mdv = Dataset::parse(
+            "m.csv",
+            "ID,TIME,AMT,CMT,MDV\n1,0,100,1,1\n1,1,.,1,1\n1,2,.,1,0\n1,3,.,1,.\n",
+        )
+        .unwrap();
+        let evids: Vec<Evid> = mdv.subjects[0].records.iter().map(|r| r.evid).collect();
+        assert_eq!(
+            evids,
+            [
+                Evid::Dose,
+                Evid::Other,
+                Evid::Observation,
+                Evid::Observation
+            ]
+        );
+        let mdv = Dataset::parse("m.csv", "ID,TIME,EVID,MDV\n1,1,0,1\n").unwrap();
+        assert_eq!(mdv.subjects[0].records[0].evid, Evid::Other);
+        assert!(Dataset::parse("m.csv", "ID,TIME,MDV\n1,1,2\n").is_err());
         let bom = Dataset::parse("d.csv", &format!("\u{feff}{text}")).unwrap();
         assert_eq!(format!("{bom:?}"), format!("{d:?}"));
     }

@@ -57,8 +57,8 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
 /// `rate(state)`, RATE −2 with `dur(state)` declared in the model); a steady-state dose
 /// (SS = 1) at time 0 makes its line start the arm at steady state. Observation and
 /// other-type records are ignored (the trial's metrics and profile settings apply). Other
-/// steady-state doses, resets and columns that would set model parameters over time are
-/// refused with the record's line: they need a `[data]` trial (or `vpop simulate --data`).
+/// steady-state doses, doses that a reset at their time cancels, and columns that would set
+/// model parameters over time are refused with the record's line: they need a `[data]` trial (or `vpop simulate --data`).
 pub fn record_lines(
     model: &Model,
     ds: &crate::dosing::nonmem::Dataset,
@@ -181,6 +181,31 @@ pub fn record_lines(
         .all(|l| l.administration == Administration::Reset)
     {
         return Err(at(1, "the records hold no dose (EVID 1)".into()));
+    }
+    // A dose due at a reset's time that NONMEM gives before the reset (a record before it at
+    // that time, or an additional dose, which comes before the records at its time), so that
+    // the reset cancels it: an arm's lines give doses at a reset's time after it, so refused.
+    let resets: Vec<(f64, usize)> = subject
+        .records
+        .iter()
+        .filter(|r| matches!(r.evid, Evid::Reset | Evid::ResetDose))
+        .map(|r| (r.time, r.line))
+        .collect();
+    for r in subject.records.iter().filter(|r| r.evid == Evid::Dose) {
+        let before = |&(t, line): &(f64, usize)| {
+            (t == r.time && line > r.line)
+                || (1..=r.addl).any(|k| r.time + f64::from(k) * r.ii == t)
+        };
+        if let Some((t, line)) = resets.iter().find(|x| before(x)) {
+            return Err(at(
+                r.line,
+                format!(
+                    "a dose due at TIME {t}, before the reset on line {line} at that time, which \
+                     cancels it (NONMEM's order); in an arm's regimen doses at a reset's time come \
+                     after it: leave the dose out, or use a [data] trial or `vpop simulate --data`"
+                ),
+            ));
+        }
     }
     crate::dosing::Regimen {
         lines: lines.clone(),

@@ -638,7 +638,19 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 Err(e) => errors.push(src.error(span_of(d), e)),
             }
             if let Some(per) = &d.get_ref().per {
+                let categorical = |j: usize| {
+                    population
+                        .as_ref()
+                        .is_some_and(|p| p.covariate_labels(j).is_some())
+                };
                 match covariates.iter().position(|c| c == per) {
+                    Some(j) if categorical(j) => errors.push(src.error(
+                        span_of(d),
+                        format!(
+                            "`per = \"{per}\"`: '{per}' is categorical; a dose scales with a \
+                             numeric covariate (mg/kg: per = \"wt\")"
+                        ),
+                    )),
                     Some(j) if amount_per.is_none_or(|k| k == j) => amount_per = Some(j),
                     Some(_) => errors.push(src.error(
                         span_of(d),
