@@ -282,26 +282,31 @@ pub(crate) fn args_from_file(
     Ok((d, f.doses.into_iter().map(|d| d.into_inner()).collect()))
 }
 
+/// The flags given other than at their defaults.
+fn flags_given(args: &SimulateArgs) -> Vec<&'static str> {
+    [
+        ("--param", !args.params.is_empty()),
+        ("--dose", !args.doses.is_empty()),
+        ("--end", args.end != 24.0),
+        ("--method", args.method != "tsit5"),
+        ("--rtol", args.rtol != 1e-8),
+        ("--atol", args.atol != 1e-12),
+        ("--dt", args.dt.is_some()),
+        ("--metrics", args.metrics != [DEFAULT_METRICS]),
+        ("--times", args.times.is_some()),
+        ("--data", args.data.is_some()),
+        ("--id", args.id.is_some()),
+        ("--out", args.out.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, on)| on.then_some(flag))
+    .collect()
+}
+
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     if args.model.ends_with(".toml") {
         // The file gives every setting: a flag beside it would be ignored, so it is refused.
-        let given: Vec<&str> = [
-            ("--param", !args.params.is_empty()),
-            ("--dose", !args.doses.is_empty()),
-            ("--end", args.end != 24.0),
-            ("--method", args.method != "tsit5"),
-            ("--rtol", args.rtol != 1e-8),
-            ("--atol", args.atol != 1e-12),
-            ("--dt", args.dt.is_some()),
-            ("--metrics", args.metrics != [DEFAULT_METRICS]),
-            ("--times", args.times.is_some()),
-            ("--data", args.data.is_some()),
-            ("--id", args.id.is_some()),
-            ("--out", args.out.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(flag, on)| on.then_some(flag))
-        .collect();
+        let given = flags_given(args);
         if !given.is_empty() {
             bail!(
                 "{}: a simulation file gives the model, doses and settings; leave out {} (or \
@@ -363,14 +368,10 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         if !doses.is_empty() {
             bail!("--data gives the doses: leave out --dose");
         }
-        let ignored: Vec<&str> = [
-            ("--end", args.end != 24.0),
-            ("--metrics", args.metrics != [DEFAULT_METRICS]),
-            ("--times", args.times.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(flag, on)| on.then_some(flag))
-        .collect();
+        let ignored: Vec<&str> = flags_given(args)
+            .into_iter()
+            .filter(|f| ["--end", "--metrics", "--times"].contains(f))
+            .collect();
         if !ignored.is_empty() {
             bail!(
                 "--data prints the outputs on the dataset's records, to its last one: leave out {}",
