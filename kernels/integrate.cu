@@ -371,8 +371,9 @@ struct Sub {
             x = (a * gb - b * ga) / (gb - ga);
             if (!isfinite(x) || x <= a || x >= b) x = (real)0.5 * (a + b);
             real gx = output_at(x, k) - thr;
-            if (gx == (real)0 || (b - a) < tol) break;
-            if ((gx > (real)0) == (gb > (real)0)) {
+            if ((b - a) < tol) break;
+            // The boundary of c >= thr, not any zero of c - thr (a plateau at thr is above it).
+            if ((gx >= (real)0) == (gb >= (real)0)) {
                 b = x; gb = gx;
                 if (side == -1) ga *= (real)0.5;
                 side = -1;
@@ -394,6 +395,13 @@ struct Sub {
             #pragma unroll
             for (int j = 0; j < NS; j++) s += gj[k * NS + j] * f[j];
             d[k] = s;
+        }
+        // Outputs that depend on time directly: ∂g/∂t.
+        if (OUTPUTS_USE_TIME) {
+            real dg[NO];
+            model_output_dfdt(t, v, q, dg);
+            #pragma unroll
+            for (int k = 0; k < NO; k++) d[k] += dg[k];
         }
     }
 
@@ -439,6 +447,10 @@ struct Sub {
             spec(mi, kind, k, win, a, b, x);
             if (!win || t0 < a || t1 > b) continue;
             if (kind == 1u || kind == 2u) {
+                // A new maximum where the output ends the step flat (a plateau) may have been
+                // reached inside the step: Tmax is the first time it is.
+                if (kind == 2u && !output_affine(k) && dc1[k] == (real)0 && c0[k] < c1[k] && c1[k] > aux[mi])
+                    update_extreme(mi, kind, crossing(k, c1[k], t0, t1, c0[k] - c1[k], (real)0, c0[k], c1[k]), c1[k]);
                 update_extreme(mi, kind, t1, c1[k]);
                 if (dc0[k] > (real)0 && dc1[k] < (real)0) {
                     if (!(ifound[k] & 1u)) {

@@ -450,8 +450,9 @@ fn crossing(k: u32, thr: real, a0: real, b0: real, g0: real, g1: real, ca: real,
         x = (a * gb - b * ga) / (gb - ga);
         if (!finite(x) || x <= a || x >= b) { x = 0.5 * (a + b); }
         let gx = output_at(x, k) - thr;
-        if (gx == 0.0 || (b - a) < tol) { break; }
-        if ((gx > 0.0) == (gb > 0.0)) {
+        if ((b - a) < tol) { break; }
+        // The boundary of c >= thr, not any zero of c - thr (a plateau at thr is above it).
+        if ((gx >= 0.0) == (gb >= 0.0)) {
             b = x;
             gb = gx;
             if (side == -1) { ga *= 0.5; }
@@ -466,7 +467,8 @@ fn crossing(k: u32, thr: real, a0: real, b0: real, g0: real, g1: real, ca: real,
     return x;
 }
 
-// d output / dt at the ends of the step: ∇g · f.
+// d output / dt at the ends of the step: ∇g · f, plus ∂g/∂t where outputs depend on time
+// directly.
 fn output_slopes(t: real, v: array<real, {{N_NY}}>, f: array<real, {{N_NY}}>) -> array<real, {{N_NO}}> {
     var gj = model_output_jac(t, model_part(v), q);
     var d: array<real, {{N_NO}}>;
@@ -474,6 +476,10 @@ fn output_slopes(t: real, v: array<real, {{N_NY}}>, f: array<real, {{N_NY}}>) ->
         var s: real = 0.0;
         for (var j = 0u; j < NS; j++) { s += gj[k * NS + j] * f[j]; }
         d[k] = s;
+    }
+    if (OUTPUTS_USE_TIME) {
+        var dg = model_output_dfdt(t, model_part(v), q);
+        for (var k = 0u; k < NO; k++) { d[k] += dg[k]; }
     }
     return d;
 }
@@ -551,6 +557,11 @@ fn observe() {
         if (s.win && !(t0 < s.a || t1 > s.b)) {
             let k = s.k;
             if (s.kind == 1u || s.kind == 2u) {
+                // A new maximum where the output ends the step flat (a plateau) may have been
+                // reached inside the step: Tmax is the first time it is.
+                if (s.kind == 2u && !output_affine(k) && dc1[k] == 0.0 && c0[k] < c1[k] && c1[k] > aux[m]) {
+                    update_extreme(m, s.kind, crossing(k, c1[k], t0, t1, c0[k] - c1[k], 0.0, c0[k], c1[k]), c1[k]);
+                }
                 update_extreme(m, s.kind, t1, c1[k]);
                 if (dc0[k] > 0.0 && dc1[k] < 0.0) { update_extreme(m, s.kind, imax_t[k], imax_c[k]); }
             } else if (s.kind == 3u) {

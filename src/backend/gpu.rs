@@ -574,6 +574,12 @@ pub fn affine_condition(m: &crate::model::ModelPrograms) -> String {
     }
 }
 
+/// Whether some output depends on time directly (`ModelPrograms::time_outputs`): then the
+/// kernels add ∂g/∂t (`model_output_dfdt`) to the outputs' slopes at a step's ends.
+pub fn outputs_use_time(m: &crate::model::ModelPrograms) -> bool {
+    m.time_outputs.iter().any(|&u| u)
+}
+
 /// Values per instruction of a record program as the kernels read it, and per subject in the
 /// records kernels' index.
 pub const INSTR_STRIDE: usize = 4;

@@ -408,7 +408,7 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
             .outputs(&model, &all)
             .map_err(|e| anyhow::anyhow!("metric '{name}': {e}"))?;
         for k in of {
-            let spec = MetricSpec::new(k, &model.outputs[k].name, request.metric);
+            let spec = MetricSpec::of_model(k, &model, request.metric);
             // As in a trial spec (docs/metrics.md).
             if specs.iter().any(|s: &MetricSpec| s.column == spec.column) {
                 bail!("metric column '{}' is requested twice", spec.column);

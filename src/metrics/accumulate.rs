@@ -45,6 +45,11 @@ pub trait OutputEval {
     fn output_is_affine(&self, _k: usize) -> bool {
         false
     }
+    /// Whether output k depends on time directly, so that its slope has a ∂g/∂t term. The
+    /// default, true, is always safe.
+    fn output_uses_time(&self, _k: usize) -> bool {
+        true
+    }
     /// Row-major `n_outputs × y.len()` gradient ∂g_k/∂y_j.
     fn output_jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]);
     /// Where that gradient can be nonzero (row-major), when known. None: anywhere.
@@ -215,6 +220,8 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     next_sample: usize,
     profile: Vec<f64>,
     wants_extrema: bool,
+    /// Whether some output depends on time directly ([`OutputEval::output_uses_time`]).
+    uses_time: bool,
     /// Per output: follows the dense output's polynomial on a step ([`OutputEval::output_is_affine`]).
     affine: Vec<bool>,
     // scratch
@@ -269,6 +276,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             )
         });
         let affine = (0..n_out).map(|k| eval.output_is_affine(k)).collect();
+        let uses_time = (0..n_out).any(|k| eval.output_uses_time(k));
         let quad = super::quadrature_outputs(specs);
         // Each area metric's quadrature state.
         let slot = specs
@@ -287,6 +295,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             next_sample: 0,
             profile: vec![f64::NAN; n_out * sample_times.len()],
             wants_extrema,
+            uses_time,
             affine,
             c0: vec![0.0; n_out],
             c1: vec![0.0; n_out],
@@ -536,10 +545,12 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
                 x = 0.5 * (a + b);
             }
             let gx = self.output_at(step, x, k) - thr;
-            if gx == 0.0 || (b - a) < tol {
+            if (b - a) < tol {
                 break;
             }
-            if (gx > 0.0) == (gb > 0.0) {
+            // The boundary of c ≥ thr (what time above a threshold counts), not any zero of
+            // c − thr: an output on a plateau at thr is above it from the plateau's start.
+            if (gx >= 0.0) == (gb >= 0.0) {
                 b = x;
                 gb = gx;
                 if side == -1 {
@@ -635,7 +646,8 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
         }
 
         if self.wants_extrema {
-            // Time derivatives of the outputs at both ends: ∇g · f.
+            // Time derivatives of the outputs at both ends: ∇g · f, plus ∂g/∂t for outputs
+            // that depend on time directly.
             let ends = [
                 (t0, step.y0(), step.f0(), &mut self.dc0),
                 (t1, step.y1(), step.f1(), &mut self.dc1),
@@ -644,6 +656,12 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
                 self.eval.output_jacobian(t, &y[..n], &mut self.jac);
                 for (dck, row) in dc.iter_mut().zip(self.jac.chunks_exact(n)) {
                     *dck = row.iter().zip(&f[..n]).map(|(a, b)| a * b).sum();
+                }
+                if self.uses_time {
+                    self.eval.output_dfdt(t, &y[..n], &mut self.cbuf);
+                    for (dck, g) in dc.iter_mut().zip(&self.cbuf) {
+                        *dck += g;
+                    }
                 }
             }
         }
@@ -664,6 +682,19 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
             let (c0, c1) = (self.c0[k], self.c1[k]);
             match spec.metric.kind {
                 MetricKind::Cmax | MetricKind::Tmax => {
+                    // A new maximum at the step's end where the output is flat (a plateau: a
+                    // step of the states, a cap by min()) may have been reached inside the
+                    // step: Tmax is the first time it is.
+                    let best = self.aux[i];
+                    if spec.metric.kind == MetricKind::Tmax
+                        && !self.affine[k]
+                        && self.dc1[k] == 0.0
+                        && c0 < c1
+                        && (c1 > best || best.is_nan())
+                    {
+                        let tr = self.crossing(step, k, c1, t0, t1, c0 - c1, 0.0);
+                        self.update_extreme(i, tr, c1);
+                    }
                     self.update_extreme(i, t1, c1);
                     if self.dc0[k] > 0.0 && self.dc1[k] < 0.0 {
                         let (tm, cm) = match self.interior_max[k] {

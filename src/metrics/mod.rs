@@ -248,6 +248,11 @@ pub struct MetricSpec {
     pub output: usize,
     pub metric: Metric,
     pub column: String,
+    /// The output's integral is carried beside the states (as an area metric's is), so that
+    /// the step sizes follow the output as well as the states: set for the extremes and the
+    /// time above a threshold of an output that depends on time directly, whose shape inside
+    /// a step the states' error control does not see.
+    pub follow: bool,
 }
 
 impl MetricSpec {
@@ -256,18 +261,31 @@ impl MetricSpec {
             output,
             metric,
             column: format!("{output_name}_{}", metric.suffix()),
+            follow: false,
         }
+    }
+
+    /// The metric of output `output` of `model`, following the output where it depends on
+    /// time directly ([`MetricSpec::follow`]).
+    pub fn of_model(output: usize, model: &crate::model::Model, metric: Metric) -> Self {
+        let mut s = MetricSpec::new(output, &model.outputs[output].name, metric);
+        s.follow = matches!(
+            metric.kind,
+            MetricKind::Cmax | MetricKind::Tmax | MetricKind::Cmin | MetricKind::TimeAbove(_)
+        ) && model.output_uses_time(output);
+        s
     }
 }
 
 /// The outputs whose area a quadrature state integrates alongside the model (d AUC/dt =
-/// output): those of an `auc` or `cavg` metric, each once, in increasing order. Quadrature `a`
+/// output): those of an `auc` or `cavg` metric and those a metric follows
+/// ([`MetricSpec::follow`]), each once, in increasing order. Quadrature `a`
 /// integrates output `quadrature_outputs(specs)[a]`; an output no such metric reads gets none,
 /// so its values never take part in step-size control.
 pub fn quadrature_outputs(specs: &[MetricSpec]) -> Vec<usize> {
     let mut outputs: Vec<usize> = specs
         .iter()
-        .filter(|s| matches!(s.metric.kind, MetricKind::Auc | MetricKind::Cavg))
+        .filter(|s| s.follow || matches!(s.metric.kind, MetricKind::Auc | MetricKind::Cavg))
         .map(|s| s.output)
         .collect();
     outputs.sort_unstable();

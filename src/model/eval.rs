@@ -276,6 +276,9 @@ impl OutputEval for BoundModel<'_> {
     fn output_is_affine(&self, k: usize) -> bool {
         self.m.programs.affine_outputs[k]
     }
+    fn output_uses_time(&self, k: usize) -> bool {
+        self.m.programs.time_outputs[k]
+    }
     fn output_jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]) {
         self.m
             .exec

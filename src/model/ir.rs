@@ -554,6 +554,31 @@ impl Model {
         self.outputs.iter().position(|s| s.name == name)
     }
 
+    /// Whether output k depends on time directly: `t` in its expression or in a derived
+    /// quantity it reads.
+    pub fn output_uses_time(&self, k: usize) -> bool {
+        // Whether e reads t, given which derived quantities do.
+        fn uses(e: &Expr, timed: &[bool]) -> bool {
+            match e {
+                Expr::Num(_) => false,
+                Expr::Var(Var::Time) => true,
+                Expr::Var(Var::Derived(i)) => timed.get(*i).copied().unwrap_or(false),
+                Expr::Var(_) => false,
+                Expr::Unary(_, a) => uses(a, timed),
+                Expr::Binary(_, a, b) => uses(a, timed) || uses(b, timed),
+                Expr::Call(_, args) => args.iter().any(|a| uses(a, timed)),
+                Expr::If(c, a, b) => uses(c, timed) || uses(a, timed) || uses(b, timed),
+            }
+        }
+        // Derived quantities read only those before them.
+        let mut timed = Vec::with_capacity(self.derived.len());
+        for d in &self.derived {
+            let u = uses(&d.expr, &timed);
+            timed.push(u);
+        }
+        self.outputs.get(k).is_some_and(|o| uses(&o.expr, &timed))
+    }
+
     /// [`Model::output_index`], or the message "the model has no output 'x' (outputs: …)".
     pub fn output_named(&self, name: &str) -> Result<usize, String> {
         self.output_index(name).ok_or_else(|| {

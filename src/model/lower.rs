@@ -925,6 +925,9 @@ pub struct ModelPrograms {
     /// not depending on time explicitly. On a step, such an output is the same polynomial in
     /// (t − t0)/h as the dense output of the states (degree 4 at most for every method).
     pub affine_outputs: Vec<bool>,
+    /// Per output: whether it depends on time directly (`t` in its expression or in a derived
+    /// quantity it reads), so that its slope has a ∂g/∂t term ([`Self::output_dfdt`]).
+    pub time_outputs: Vec<bool>,
     /// The model's statements the programs' instructions come from (`Program::origins`):
     /// derived quantities, right-hand sides, outputs, initial values and dosing declarations.
     pub statements: Vec<Statement>,
@@ -1137,6 +1140,7 @@ impl ModelPrograms {
             .collect();
         ModelPrograms {
             affine_outputs,
+            time_outputs: explicit_time,
             n_states: n,
             n_params: m.params.len(),
             n_outputs: m.outputs.len(),

@@ -471,7 +471,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             }
         };
         for k in of {
-            let s = MetricSpec::new(k, &model.outputs[k].name, request.metric);
+            let s = MetricSpec::of_model(k, &model, request.metric);
             if !seen.insert(s.column.clone()) {
                 errors.push(src.error(
                     span_of(m),

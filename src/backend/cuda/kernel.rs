@@ -99,8 +99,11 @@ fn metric_table(metrics: &[MetricSpec]) -> String {
 fn affine_table(m: &ModelPrograms) -> String {
     format!(
         "// Outputs affine in the states: searched on their quartic.\n\
-         FI constexpr bool output_affine(unsigned k) {{ return {}; }}\n",
-        crate::backend::gpu::affine_condition(m)
+         FI constexpr bool output_affine(unsigned k) {{ return {}; }}\n\
+         // Outputs that depend on time directly: a ∂g/∂t term in their slopes.\n\
+         constexpr bool OUTPUTS_USE_TIME = {};\n",
+        crate::backend::gpu::affine_condition(m),
+        crate::backend::gpu::outputs_use_time(m)
     )
 }
 

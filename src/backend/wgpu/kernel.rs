@@ -186,11 +186,14 @@ fn source(
         code: codegen::retype(&step.code, p),
     };
     // Outputs affine in the states are searched on their quartic.
+    // Outputs that depend on time directly have a ∂g/∂t term in their slopes.
     let search = format!(
         "{search}\nconst QUARTIC_ITERS: u32 = {}u;\n\
-         fn output_affine(k: u32) -> bool {{ return {}; }}",
+         fn output_affine(k: u32) -> bool {{ return {}; }}\n\
+         const OUTPUTS_USE_TIME: bool = {};",
         crate::metrics::accumulate::QUARTIC_ITERS,
-        crate::backend::gpu::affine_condition(m)
+        crate::backend::gpu::affine_condition(m),
+        crate::backend::gpu::outputs_use_time(m)
     );
     // The quartic's constants: doubles (as the CPU reference's), rounded to real.
     let search = crate::metrics::accumulate::QUARTIC_CONSTANTS
