@@ -106,3 +106,82 @@ profile = {{ every = 4, from = 0, to = 72 }}
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a vpop run's output directory"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Charts show the subjects whose integration succeeded (a failed subject's profile stops where
+/// its integration did, so pooling it would change the band's subjects from time to time), only
+/// the run's metric columns (not a covariate named like one), and every arm in its own colour.
+#[test]
+fn charts_draw_the_metrics_of_the_subjects_that_succeeded() {
+    use vpop::trial::{run_trial, RunOptions, Trial};
+    let dir = std::env::temp_dir().join(format!("vpop-report-ok-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pop.toml"),
+        "[population]\nname = \"p\"\n\
+         [covariates.cp_baseline]\ndist = \"normal\"\nmean = 1\nsd = 0.1\n\
+         [covariates.cp_assay]\nlevels = { lcms = 0.5, elisa = 0.5 }\n\
+         [parameters]\nka = \"1.2 * exp(eta_ka)\"\ncl = \"5 * exp(eta_cl)\"\n\
+         [[omega]]\netas = [\"eta_ka\", \"eta_cl\"]\ncv = [0.8, 0.3]\n",
+    )
+    .unwrap();
+    let arms: String = (1..=6)
+        .map(|i| {
+            format!(
+                "[[arm]]\nname = \"d{i}\"\ndose = {{ amount = {}, into = \"depot\", every = 12, count = 4 }}\n",
+                50 * i
+            )
+        })
+        .collect();
+    let spec = format!(
+        "[trial]\nname = \"r\"\nsubjects = 400\nseed = 7\n[model]\nlibrary = \"two_cmt_oral\"\n\
+         [population]\nfile = \"pop.toml\"\n{arms}\
+         [simulation]\nend = 48\nbackend = \"cpu\"\nmax_steps = 120\n\
+         [output]\ndir = \"out\"\nmetrics = [\"auc\", \"cmax\"]\n\
+         profile = {{ times = [0.5, 1, 2, 4, 12, 24, 47.5, 48] }}\n"
+    );
+    let trial = Trial::from_text(&dir.join("spec.toml"), &spec).unwrap();
+    let rep = run_trial(
+        &trial,
+        &RunOptions {
+            quiet: true,
+            output_dir: Some(dir.join("out")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ok: Vec<u64> = rep.arms.iter().map(|a| a.subjects - a.failed).collect();
+    assert!(
+        ok.iter().all(|&n| n > 0 && n < 400),
+        "the cap on steps should fail some subjects of every arm, not all: {ok:?}"
+    );
+    let r = vpop::trial::report::report(&dir.join("out"), &dir.join("charts"), 1_000_000).unwrap();
+    let drawn = if ok.iter().all(|&n| n == ok[0]) {
+        format!("{} subjects per arm", ok[0])
+    } else {
+        let by_arm = ok.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        format!("{} subjects by arm", by_arm.join(" / "))
+    };
+    assert_eq!(
+        r.titles,
+        [
+            format!("cp_auc: {drawn}"),
+            format!("cp_cmax: {drawn}"),
+            format!("cp: {drawn}"),
+        ]
+    );
+    assert!(r.empty.is_empty(), "{:?}", r.empty);
+    // Six arms, six colours; and beyond the palette's ten, still no two alike.
+    for n in [6, 12, 30] {
+        let mut c: Vec<_> = (0..n)
+            .map(|i| {
+                let c = vpop::output::plot::series_color(i, n);
+                (c.0, c.1, c.2)
+            })
+            .collect();
+        c.sort();
+        c.dedup();
+        assert_eq!(c.len(), n);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

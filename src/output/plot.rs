@@ -109,12 +109,30 @@ pub struct BarPanel {
     pub bars: Vec<Vec<(String, f64, f64)>>,
 }
 
-const SERIES: [RGBColor; 4] = [
+/// The colours of up to ten series: Tableau 10 (Tableau's default categorical palette, as
+/// matplotlib's `tab10` gives it).
+const SERIES: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
+
+/// The colour of series `i` of `n`: [`SERIES`] up to ten, beyond that hues spread evenly
+/// around the colour wheel, so that no two series of a chart share a colour.
+pub fn series_color(i: usize, n: usize) -> RGBColor {
+    if n <= SERIES.len() {
+        return SERIES[i % SERIES.len()];
+    }
+    let c = HSLColor(i as f64 / n as f64, 0.7, 0.42).to_backend_color();
+    RGBColor(c.rgb.0, c.rgb.1, c.rgb.2)
+}
 
 /// Grouped bar charts with error bars, one panel per [`BarPanel`], stacked vertically.
 pub fn bar_panels(path: &Path, panels: &[BarPanel]) -> Result<(), String> {
@@ -156,7 +174,7 @@ pub fn bar_panels(path: &Path, panels: &[BarPanel]) -> Result<(), String> {
         let width = 0.8 / ns as f64;
         for (c, bars) in panel.bars.iter().enumerate() {
             for (s, (label, v, ci)) in bars.iter().enumerate() {
-                let color = SERIES[s % SERIES.len()];
+                let color = series_color(s, ns);
                 let x0 = c as f64 + 0.1 + s as f64 * width;
                 let x1 = x0 + width * 0.9;
                 let bar = Rectangle::new([(x0, 0.0), (x1, *v)], color.filled());
@@ -298,7 +316,7 @@ pub fn hist_panels(path: &Path, panels: &[HistPanel], bins: usize) -> Result<(),
                 .map_err(|e| err(&e))?;
         }
         for (g, h) in dens.iter().enumerate() {
-            let color = SERIES[g % SERIES.len()];
+            let color = series_color(g, dens.len());
             let mut pts = vec![(lo, 0.0)];
             for (b, d) in h.iter().enumerate() {
                 pts.push((lo + b as f64 * w, *d));
@@ -362,7 +380,7 @@ pub fn band_panels(path: &Path, panels: &[BandPanel]) -> Result<(), String> {
                 .map_err(|e| err(&e))?;
         }
         for (g, (label, lo, mid, hi)) in panel.groups.iter().enumerate() {
-            let color = SERIES[g % SERIES.len()];
+            let color = series_color(g, panel.groups.len());
             let mut poly: Vec<(f64, f64)> =
                 panel.x.iter().copied().zip(hi.iter().copied()).collect();
             poly.extend(panel.x.iter().copied().zip(lo.iter().copied()).rev());

@@ -231,7 +231,7 @@ impl RowLayout {
         // Converted whole, with the validity packed (none where every value is finite).
         let nulls = finite(values);
         let items: ArrayRef = if self.profile_f16 {
-            let v: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f64(x)).collect();
+            let v: Vec<half::f16> = values.iter().map(|&x| f16_nearest(x)).collect();
             Arc::new(Float16Array::new(v.into(), nulls))
         } else {
             let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
@@ -244,6 +244,27 @@ impl RowLayout {
             None,
         )?))
     }
+}
+
+/// `x` rounded once to the nearest half-precision value (ties to even). `half`'s own
+/// conversion from f64 goes through f32 (or drops the low bits of the significand first), which
+/// rounds twice: 1692.5000036 became 1692, not 1693. Here x is first rounded to f32 *to odd*
+/// (toward zero, the last bit set where inexact), which keeps enough of x for the rounding to
+/// f16 to be the one rounding of x itself (S. Boldo, G. Melquiond, "Emulation of FMA and
+/// correctly rounded sums: proved algorithms using rounding to odd", IEEE Trans. Computers
+/// 57(4), 2008: rounding to odd with p + 2 bits or more, then to p bits, is correct rounding).
+pub fn f16_nearest(x: f64) -> half::f16 {
+    let r = x as f32;
+    if !r.is_finite() || f64::from(r) == x {
+        return half::f16::from_f32(r);
+    }
+    // Toward zero: one step back where rounding to nearest went past x.
+    let bits = if f64::from(r).abs() > x.abs() {
+        r.to_bits() - 1
+    } else {
+        r.to_bits()
+    };
+    half::f16::from_f32(f32::from_bits(bits | 1))
 }
 
 /// A metric column: the values, with a null where one is not finite (a failed subject, an
@@ -267,6 +288,56 @@ mod tests {
     use super::*;
     use crate::backend::ChunkOutput;
     use arrow_array::Array;
+
+    #[test]
+    fn half_floats_are_rounded_once() {
+        // Values that rounding through f32 first gets wrong.
+        assert_eq!(f16_nearest(1692.5000036).to_f64(), 1693.0);
+        assert_eq!(f16_nearest(0.39636230415).to_f64(), 0.396240234375);
+        assert_eq!(f16_nearest(-1692.5000036).to_f64(), -1693.0);
+        // Ties to even, overflow, tiny values, signed zeros.
+        assert_eq!(f16_nearest(1692.5).to_f64(), 1692.0);
+        assert_eq!(f16_nearest(1693.5).to_f64(), 1694.0);
+        assert_eq!(f16_nearest(1e6).to_f64(), f64::INFINITY);
+        assert_eq!(f16_nearest(1e-300).to_bits(), 0);
+        assert_eq!(f16_nearest(-1e-300).to_bits(), 0x8000);
+        assert!(f16_nearest(f64::NAN).is_nan());
+        // Against the definition: x lies on the chosen value's side of the midpoint to each
+        // neighbour (exact in f64), or on it with an even choice; over the whole f16 range,
+        // with values next to the midpoints.
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            state = crate::population::rng::splitmix64(state);
+            state
+        };
+        let f16_at = |bits: u16| half::f16::from_bits(bits).to_f64();
+        for _ in 0..200_000 {
+            let r = next();
+            let bits = (r % 0x7bff) as u16;
+            let (a, b) = (f16_at(bits), f16_at(bits + 1));
+            let mid = 0.5 * (a + b);
+            let x = match r >> 62 {
+                0 => mid,
+                1 => f64::from_bits(mid.to_bits() + 1 + (r >> 40) % 8),
+                2 => f64::from_bits(mid.to_bits() - 1 - (r >> 40) % 8),
+                _ => a + (b - a) * ((r >> 11) as f64 / (1u64 << 53) as f64),
+            };
+            for x in [x, -x] {
+                let c = f16_nearest(x).to_f64();
+                let (lo, hi) = (a.copysign(x), b.copysign(x));
+                let want = if x.abs() < mid {
+                    lo
+                } else if x.abs() > mid {
+                    hi
+                } else if bits.is_multiple_of(2) {
+                    lo
+                } else {
+                    hi
+                };
+                assert_eq!(c, want, "{x:e}: {c} against {want}");
+            }
+        }
+    }
 
     #[test]
     fn non_finite_metrics_are_null_and_a_finite_column_has_no_validity() {

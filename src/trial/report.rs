@@ -17,8 +17,11 @@ use crate::output::plot::{band_panels, hist_panels, BandPanel, HistPanel};
 #[derive(Debug, Clone)]
 pub struct ReportFiles {
     pub files: Vec<PathBuf>,
+    /// The charts' titles, in the order drawn (each says how many subjects it shows).
+    pub titles: Vec<String>,
     pub subjects_per_arm: Vec<u64>,
-    /// Metric columns not drawn: no subject has a value of them.
+    /// Metric and profile columns not drawn: no subject whose integration succeeded has a
+    /// value of them.
     pub empty: Vec<String>,
 }
 
@@ -68,6 +71,44 @@ fn read_column(
         }
         Ok(())
     })
+}
+
+/// Whether each row of one arm (every `stride`-th) has status `ok`: charts draw those
+/// subjects only, as the run's summary counts them (a failed subject's profile stops where its
+/// integration did).
+fn rows_ok(files: &[PathBuf], arm: usize, stride: u64) -> Result<Vec<bool>, String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::UInt8Type;
+    let mut ok = Vec::new();
+    read_column(files, arm, "status", stride, |a, i| {
+        let name = if let Some(d) = a.as_dictionary_opt::<UInt8Type>() {
+            let k = d.keys().value(i) as usize;
+            d.values()
+                .as_string_opt::<i32>()
+                .map(|v| v.value(k) == "ok")
+        } else {
+            a.as_string_opt::<i32>().map(|v| v.value(i) == "ok")
+        };
+        ok.push(name.unwrap_or(true));
+    })?;
+    Ok(ok)
+}
+
+/// "N subjects per arm", or "N1 / N2 subjects by arm" where the arms differ.
+fn subjects_drawn(counts: &[usize]) -> String {
+    match counts {
+        [first, rest @ ..] if rest.iter().all(|c| c == first) => {
+            format!("{first} subjects per arm")
+        }
+        _ => format!(
+            "{} subjects by arm",
+            counts
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ),
+    }
 }
 
 fn f64_at(a: &dyn Array, i: usize) -> f64 {
@@ -140,10 +181,14 @@ fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, S
         Ok(v)
     };
     let time = read_f64("TIME")?;
+    let ok = rows_ok(&files, 0, 1)?;
     let evid = int("EVID")?;
     let replicate = int("replicate")?;
     let dv = read_f64("DV")?;
-    let obs_rows: Vec<usize> = (0..time.len()).filter(|i| evid[*i] == 0).collect();
+    // The records of subjects whose integration failed are left out, as from the summary.
+    let obs_rows: Vec<usize> = (0..time.len())
+        .filter(|i| evid[*i] == 0 && ok.get(*i).copied().unwrap_or(true))
+        .collect();
     let mut times: Vec<f64> = obs_rows.iter().map(|i| time[*i]).collect();
     times.sort_by(f64::total_cmp);
     times.dedup();
@@ -203,6 +248,7 @@ fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, S
     band_panels(&p, &panels)?;
     Ok(ReportFiles {
         files: vec![p],
+        titles: panels.iter().map(|p| p.title.clone()).collect(),
         subjects_per_arm: vec![subjects],
         empty: Vec::new(),
     })
@@ -224,15 +270,29 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
         .ok_or("the manifest has no vpop.model_source")?;
     let model = crate::model::Model::parse("model", source).map_err(|e| e.to_string())?;
     let outputs: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
-    let metric_cols: Vec<&String> = first
-        .columns
-        .iter()
-        .filter(|c| {
-            outputs.iter().any(|o| c.starts_with(&format!("{o}_")))
-                && !c.ends_with("_profile")
-                && !c.ends_with("_obs")
-        })
-        .collect();
+    // The metric columns the run wrote (`vpop.metrics`); in a run recorded without that list,
+    // the columns named `<output>_…` before `status` that are not a parameter (the metrics come
+    // last before it, but a covariate may be named like one).
+    let metric_cols: Vec<String> = match prov.get("vpop.metrics") {
+        Some(list) => list
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect(),
+        None => first
+            .columns
+            .iter()
+            .take_while(|c| *c != "status")
+            .filter(|c| {
+                outputs.iter().any(|o| c.starts_with(&format!("{o}_")))
+                    && model.param_index(c).is_none()
+            })
+            .cloned()
+            .collect(),
+    };
+    let oks: Vec<Vec<bool>> = (0..arms.len())
+        .map(|a| rows_ok(&files, a, stride))
+        .collect::<Result<_, _>>()?;
     let sampled = if stride > 1 {
         format!(" (every {stride}th subject)")
     } else {
@@ -241,23 +301,33 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut written = Vec::new();
     let mut panels = Vec::new();
-    let mut empty: Vec<&str> = Vec::new();
+    let mut empty: Vec<String> = Vec::new();
     for col in &metric_cols {
         let mut groups = Vec::new();
         for (a, name) in arms.iter().enumerate() {
             let mut v = Vec::new();
-            read_column(&files, a, col, stride, |arr, i| v.push(f64_at(arr, i)))?;
+            let mut row = 0;
+            read_column(&files, a, col, stride, |arr, i| {
+                if oks[a].get(row).copied().unwrap_or(true) {
+                    v.push(f64_at(arr, i));
+                }
+                row += 1;
+            })?;
             groups.push((name.clone(), v));
         }
         // A metric no subject has a value of (every subject failed, or the metric is undefined
         // for the regimen) has nothing to draw.
         if groups.iter().all(|g| g.1.iter().all(|v| !v.is_finite())) {
-            empty.push(col.as_str());
+            empty.push(col.clone());
             continue;
         }
-        let n: usize = groups.first().map_or(0, |g| g.1.len());
+        // The subjects drawn: those with a value (a metric may be undefined for some).
+        let counts: Vec<usize> = groups
+            .iter()
+            .map(|g| g.1.iter().filter(|v| v.is_finite()).count())
+            .collect();
         panels.push(HistPanel {
-            title: format!("{col}: {n} subjects per arm{sampled}"),
+            title: format!("{col}: {}{sampled}", subjects_drawn(&counts)),
             groups,
         });
     }
@@ -278,13 +348,18 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
         }
         let nt = times.len();
         let mut groups = Vec::new();
+        let mut counts = Vec::new();
         for (a, name) in arms.iter().enumerate() {
             let mut by_time: Vec<Vec<f64>> = vec![Vec::new(); nt];
+            let (mut row, mut drawn) = (0, 0usize);
             read_column(&files, a, &col, stride, |arr, i| {
+                let ok = oks[a].get(row).copied().unwrap_or(true);
+                row += 1;
                 if let Some(l) = arr.as_any().downcast_ref::<FixedSizeListArray>() {
-                    if l.is_null(i) {
+                    if l.is_null(i) || !ok {
                         return;
                     }
+                    drawn += 1;
                     let items = l.value(i);
                     for (j, slot) in by_time.iter_mut().enumerate().take(items.len()) {
                         let v = f64_at(items.as_ref(), j);
@@ -304,9 +379,15 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
                 hi.push(percentile(v, 0.95));
             }
             groups.push((name.clone(), lo, mid, hi));
+            counts.push(drawn);
+        }
+        // No subject with a value at any time (every subject failed): nothing to draw.
+        if groups.iter().all(|g| g.2.iter().all(|v| !v.is_finite())) {
+            empty.push(col);
+            continue;
         }
         bands.push(BandPanel {
-            title: format!("{o}{sampled}"),
+            title: format!("{o}: {}{sampled}", subjects_drawn(&counts)),
             x_label: "time".into(),
             x: times.clone(),
             groups,
@@ -320,8 +401,8 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
     }
     if written.is_empty() && !empty.is_empty() {
         return Err(format!(
-            "{}: no subject has a value of any metric ({}): did every subject fail? (the \
-             run's summary counts them by status)",
+            "{}: no subject has a value to draw ({}): did every subject fail? (the run's \
+             summary counts them by status)",
             dir.display(),
             empty.join(", ")
         ));
@@ -334,7 +415,12 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
     }
     Ok(ReportFiles {
         files: written,
+        titles: panels
+            .iter()
+            .map(|p| p.title.clone())
+            .chain(bands.iter().map(|b| b.title.clone()))
+            .collect(),
         subjects_per_arm: vec![subjects; arms.len()],
-        empty: empty.into_iter().map(String::from).collect(),
+        empty,
     })
 }

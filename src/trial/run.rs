@@ -315,6 +315,14 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
     p.insert("vpop.method".into(), solver.method.name().into());
     p.insert("vpop.rtol".into(), solver.rtol.to_string());
     p.insert("vpop.atol".into(), solver.atol.to_string());
+    // The metric columns (`vpop report` draws these; a covariate may be named like one).
+    let metrics: Vec<&str> = trial.arms[0]
+        .plan
+        .metrics
+        .iter()
+        .map(|m| m.column.as_str())
+        .collect();
+    p.insert("vpop.metrics".into(), metrics.join(","));
     if !trial.arms[0].plan.sample_times.is_empty() {
         let t: Vec<String> = trial.arms[0]
             .plan
