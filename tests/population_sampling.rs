@@ -213,9 +213,71 @@ correlation = [[1, 0.3], [0.3, 1]]
 fn bad_files_are_located_errors() {
     assert!(Population::parse("ok.toml", GOOD).is_ok());
     for (from, to, line, fragment) in [
-        ("correlation = [[1, 0.3], [0.3, 1]]", "correlation = [[1, 0.99], [-0.99, 1]]", 15, "not symmetric"),
-        ("correlation = [[1, 0.3], [0.3, 1]]", "correlation = [[1, 1.5], [1.5, 1]]", 15, "every entry in [−1, 1]"),
-        ("variance = [0.09, 0.04]", "covariance = [[0.09, 0.2], [0.2, 0.04]]", 15, "positive semi-definite"),
+        // OMEGA errors at the key that gives the matrix, in the terms it is given in.
+        (
+            "correlation = [[1, 0.3], [0.3, 1]]",
+            "correlation = [[1, 0.99], [-0.99, 1]]",
+            18,
+            "correlation matrix is not symmetric: entry (2, 1) = -0.99 but (1, 2) = 0.99",
+        ),
+        ("correlation = [[1, 0.3], [0.3, 1]]", "correlation = [[1, 1.5], [1.5, 1]]", 18, "every entry in [−1, 1]"),
+        (
+            "variance = [0.09, 0.04]\ncorrelation = [[1, 0.3], [0.3, 1]]",
+            "covariance = [[0.09, 0.2], [0.2, 0.04]]",
+            17,
+            "positive semi-definite",
+        ),
+        ("variance = [0.09, 0.04]", "covariance = [[0.09, 0.02], [0.02, 0.04]]", 18, "correlation = [[…]] goes with variance"),
+        ("variance = [0.09, 0.04]", "cv = [-0.3, 0.2]", 17, "cv -0.3 of 'eta_cl' must be a finite number ≥ 0"),
+        ("variance = [0.09, 0.04]", "variance = [inf, 0.04]", 17, "variance inf of 'eta_cl' is not a finite number"),
+        ("variance = [0.09, 0.04]", "variance = [0.09, -0.04]", 17, "variance -0.04 of 'eta_v' must be ≥ 0"),
+        // Covariates, etas, parameters and labels each have a name of their own.
+        (
+            "[covariates.wt]",
+            "[covariates.male]\ndist = \"normal\"\nmean = 0\nsd = 1\n\n[covariates.wt]",
+            5,
+            "label 'male' of 'sex' has the name of a covariate",
+        ),
+        ("cl = \"2 * (wt", "female = \"1\"\ncl = \"2 * (wt", 5, "label 'female' of 'sex' has the name of a parameter"),
+        ("\"eta_v\"]", "\"male\"]", 5, "label 'male' of 'sex' has the name of an eta"),
+        ("cl = \"2 * (wt", "wt = \"1\"\ncl = \"2 * (wt", 13, "parameter 'wt' has the name of a covariate"),
+        ("cl = \"2 * (wt", "eta_v = \"1\"\ncl = \"2 * (wt", 13, "parameter 'eta_v' has the name of an eta"),
+        ("\"eta_v\"]", "\"wt\"]", 16, "eta 'wt' has the name of a covariate"),
+        ("\"eta_v\"]", "\"eta_cl\"]", 16, "eta 'eta_cl' is declared twice"),
+        ("cl = \"2 * (wt", "subject_id = \"1\"\ncl = \"2 * (wt", 13, "'subject_id' is the output's subject column"),
+        // Numbers that leave a distribution nothing, or are not numbers.
+        ("mean = \"if(sex == female, 65, 80)\"", "mean = nan", 9, "mean must be a finite number, got NaN"),
+        ("sd = 10", "sd = inf", 10, "sd must be a finite number > 0, got inf"),
+        ("sd = 10", "sd = 10\nlo = -inf", 11, "lo must be a finite number, got -inf"),
+        (
+            "dist = \"normal\"\nmean = \"if(sex == female, 65, 80)\"\nsd = 10",
+            "dist = \"lognormal\"\nmedian = 70\ncv = 0.2\nhi = -1",
+            11,
+            "hi (-1) leaves a log-normal nothing",
+        ),
+        (
+            "dist = \"normal\"\nmean = \"if(sex == female, 65, 80)\"\nsd = 10",
+            "dist = \"lognormal\"\nmedian = 70\nmu = 4\nsigma = 0.2",
+            10,
+            "a log-normal takes median and cv, or mu and sigma, not both (given: median, mu, sigma)",
+        ),
+        ("male = 0.5, female = 0.5", "male = nan, female = 0.5", 5, "frequency of 'male' must be a finite number ≥ 0, got NaN"),
+        ("male = 0.5, female = 0.5", "male = -1, female = 2", 5, "frequency of 'male' must be a finite number ≥ 0, got -1"),
+        // Keys that the kind of draw does not take.
+        ("sd = 10", "sd = 10\nsigma = 5", 11, "`sigma` does not apply to a normal, which takes `mean`, `sd`, `lo`, `hi`"),
+        (
+            "dist = \"normal\"\nmean = \"if(sex == female, 65, 80)\"\nsd = 10",
+            "dist = \"uniform\"\nlo = 50\nhi = 90\nmean = 3",
+            11,
+            "`mean` does not apply to a uniform, which takes `lo`, `hi`",
+        ),
+        (
+            "dist = \"normal\"\nmean = \"if(sex == female, 65, 80)\"\nsd = 10",
+            "expr = \"70\"\nlo = 5",
+            9,
+            "`lo` does not apply to a derived covariate (`expr`), which takes `expr`",
+        ),
+        ("male = 0.5, female = 0.5 }", "male = 0.5, female = 0.5 }\nhi = 0", 6, "`hi` does not apply to a categorical, which takes `levels`"),
         (
             "mean = \"if(sex == female, 65, 80)\"\nsd = 10",
             "mean = \"if(sex == female, 65, 80) + ht\"\nsd = 10\n\n[covariates.ht]\ndist = \"normal\"\nmean = \"wt\"\nsd = 1",
@@ -773,4 +835,160 @@ fn built_in_populations_are_sampled_by_name() {
     for p in vpop::population::library::POPULATIONS {
         assert!(list.contains(p.name), "{list}");
     }
+}
+
+/// Arguments given by expressions that leave a subject no distribution make that subject's
+/// covariate NaN, and nothing else: a uniform whose hi ≤ lo (not the interval swapped), a
+/// categorical whose frequencies are negative or do not sum to 1 (not clamped and
+/// renormalised), an empirical table whose bounds miss the subject's values or cross (not the
+/// bound itself, nor a panic). Every other subject and covariate draws, bit for bit, what a
+/// population with valid arguments draws where they agree.
+#[test]
+fn per_subject_arguments_without_a_distribution_give_nan() {
+    let text = r#"
+[population]
+name = "nan"
+
+[covariates.anc]
+levels = { eu = 0.5, jp = 0.5 }
+
+[covariates.u]
+dist = "uniform"
+lo = 0
+hi = 1
+
+[covariates.y]
+dist = "uniform"
+lo = "u"
+hi = "0.5"
+
+[covariates.g]
+levels = { a = "if(anc == eu, 0.2, 0.3)", b = "if(anc == eu, 0.9, 0.7)" }
+
+[covariates.h]
+levels = { a = "if(anc == eu, -0.2, 0.3)", b = "if(anc == eu, 1.2, 0.7)" }
+
+[covariates.e]
+dist = "empirical"
+by = "u"
+x = [0, 1]
+quantiles = [0.1, 0.9]
+values = [[0, 1], [2, 3]]
+lo = "if(u < 0.25, 100, if(u < 0.5, 0.5 + u, 2))"
+hi = "if(u < 0.5, 200, 1)"
+
+[covariates.after]
+dist = "normal"
+mean = 0
+sd = 1
+"#;
+    // The same population where every argument is valid for every subject.
+    let valid = text
+        .replace("hi = \"0.5\"", "hi = \"u + 0.5\"")
+        .replace("0.9, 0.7", "0.8, 0.7")
+        .replace("-0.2, 0.3", "0.2, 0.3")
+        .replace("1.2, 0.7", "0.8, 0.7")
+        .replace("if(u < 0.25, 100, if(u < 0.5, 0.5 + u, 2))", "0.5 + u")
+        .replace("if(u < 0.5, 200, 1)", "200");
+    let p = Population::parse("nan.toml", text).unwrap();
+    let q = Population::parse("valid.toml", &valid).unwrap();
+    let n = 20_000;
+    let (mut c, mut d) = (SampledChunk::default(), SampledChunk::default());
+    p.sample(5, 0, n, &mut c);
+    q.sample(5, 0, n, &mut d);
+    let (anc, u) = (col(&p, &c, "anc"), col(&p, &c, "u"));
+    let (y, g, h, e) = (
+        col(&p, &c, "y"),
+        col(&p, &c, "g"),
+        col(&p, &c, "h"),
+        col(&p, &c, "e"),
+    );
+    let mut jp_a = 0;
+    for i in 0..n {
+        let eu = anc[i] == 0.0;
+        assert_eq!(y[i].is_nan(), u[i] >= 0.5, "y {} at u {}", y[i], u[i]);
+        if !y[i].is_nan() {
+            assert!(y[i] >= u[i] && y[i] <= 0.5, "y {} at u {}", y[i], u[i]);
+        }
+        // g sums to 1.1 and h has a negative frequency for eu: no category.
+        assert_eq!(g[i].is_nan(), eu);
+        assert_eq!(h[i].is_nan(), eu);
+        jp_a += (!eu && g[i] == 0.0) as usize;
+        // e: lo above the table (u < 0.25) or lo ≥ hi (u ≥ 0.5, where 2 > 1).
+        assert_eq!(
+            e[i].is_nan(),
+            u[i] < 0.25 || u[i] >= 0.5,
+            "e {} at u {}",
+            e[i],
+            u[i]
+        );
+        // Where its arguments are the same and valid, each covariate is what the valid
+        // population draws; the covariate after them is the same for every subject.
+        for name in ["u", "g", "h", "e", "after"] {
+            let (a, b) = (col(&p, &c, name)[i], col(&q, &d, name)[i]);
+            if name == "after" || !a.is_nan() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{name} of subject {i}");
+            }
+        }
+    }
+    // The valid frequencies still hold: P(a | jp) = 0.3.
+    let jp = anc.iter().filter(|a| **a == 1.0).count() as f64;
+    let share = jp_a as f64 / jp;
+    assert!((share - 0.3).abs() < 3.0 * (0.21 / jp).sqrt(), "{share}");
+}
+
+/// `vpop sample -o`: a subject without a category is null in the categorical's column (not the
+/// first label), and the summary counts such subjects apart from the frequencies.
+#[test]
+fn a_subject_without_a_category_is_null_in_the_file() {
+    use arrow_array::Array;
+    let dir = std::env::temp_dir().join(format!("vpop-sample-null-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pop, file) = (dir.join("pop.toml"), dir.join("out.parquet"));
+    std::fs::write(
+        &pop,
+        "[population]\nname = \"c\"\n[covariates.anc]\nlevels = { eu = 0.5, jp = 0.5 }\n\
+         [covariates.g]\nlevels = { a = \"if(anc == eu, 0.2, 0.3)\", b = \"if(anc == eu, 0.9, 0.7)\" }\n",
+    )
+    .unwrap();
+    let n = 2000;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("sample")
+        .arg(&pop)
+        .args(["-n", &n.to_string(), "--summary", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let (mut nulls, mut eu) = (0, 0);
+    for b in reader {
+        let b = b.unwrap();
+        nulls += b.column_by_name("g").unwrap().null_count();
+        let anc = b.column_by_name("anc").unwrap();
+        let anc = anc
+            .as_any()
+            .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::UInt16Type>>()
+            .unwrap();
+        let labels = anc
+            .values()
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        eu += anc
+            .keys()
+            .iter()
+            .filter(|k| k.map(|k| labels.value(k as usize)) == Some("eu"))
+            .count();
+    }
+    assert_eq!(nulls, eu);
+    let note = format!("note: g: {eu} of {n} subjects have no category");
+    assert!(text.contains(&note), "{note}\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -242,6 +242,24 @@ fn bad_specs_are_located() {
             "[sensitivity]\ntrial = \"nope.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
             ":2:9: trial: no file",
         ),
+        // `scale` shapes a range only.
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"cl\"\nnormal = { mean = 5, sd = 1 }\nscale = \"log\"\n",
+            ":8:9: factor 'cl': scale applies to a range",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"cl\"\nlognormal = { median = 5, cv = 0.3 }\nscale = \"linear\"\n",
+            ":8:9: factor 'cl': scale applies to a range",
+        ),
+        // Virtual subjects need the trial's population; a statistic needs virtual subjects.
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\nsubjects = 20\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":5:12: subjects: the trial has no [population]",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\nstatistic = \"mean\"\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":5:13: statistic applies where design points run virtual subjects",
+        ),
     ];
     // An output directory that is a file (`out` is relative to the working directory).
     let out_file = format!(
@@ -360,5 +378,79 @@ scale = "log"
         e.contains(":6:11: the model has no parameter 'nope'"),
         "{e}"
     );
+    // A typical-value factor multiplies: one that can reach 0 or below is refused.
+    for (factor, want) in [
+        (
+            "range = [-0.5, 2]",
+            ":7:9: factor 'cl' multiplies the population's value",
+        ),
+        (
+            "range = [0, 2]",
+            ":7:9: factor 'cl' multiplies the population's value",
+        ),
+        (
+            "normal = { mean = 1, sd = 0.2 }",
+            ":7:10: factor 'cl' multiplies the population's value",
+        ),
+    ] {
+        std::fs::write(
+            dir.join("bad.toml"),
+            format!("[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n[[factor]]\ntypical = \"cl\"\n{factor}\n"),
+        )
+        .unwrap();
+        let e = match Analysis::load(&dir.join("bad.toml")) {
+            Ok(_) => panic!("{factor}: loaded"),
+            Err(e) => e,
+        };
+        assert!(e.contains(want), "{factor}: {e}");
+    }
+    // `subjects` without typical-value factors runs the population too: every design point
+    // runs the same virtual subjects (their sampled parameters, the factor's set), where
+    // without it a design point is one run at the model's values.
+    for (subjects, population) in [
+        ("", false),
+        ("subjects = 1\n", true),
+        ("subjects = 3\n", true),
+    ] {
+        std::fs::write(
+            dir.join("plain.toml"),
+            format!("[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n{subjects}[[factor]]\nname = \"ka\"\nrange = [0.5, 2]\n"),
+        )
+        .unwrap();
+        let a = Analysis::load(&dir.join("plain.toml")).unwrap();
+        assert_eq!(a.population, population, "{subjects}");
+        let d = a.design().unwrap();
+        let params = a.parameters(&d);
+        let names: Vec<&str> = a
+            .trial
+            .model
+            .params
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let (ka, cl) = (
+            names.iter().position(|n| *n == "ka").unwrap(),
+            names.iter().position(|n| *n == "cl").unwrap(),
+        );
+        let pop = a.trial.population.as_ref().unwrap();
+        let mut chunk = vpop::population::SampledChunk::default();
+        pop.sample(11, 0, a.subjects, &mut chunk);
+        let sampled_cl = &chunk.parameters[pop
+            .parameter_names()
+            .iter()
+            .position(|n| *n == "cl")
+            .unwrap()];
+        assert_eq!(params[cl].len(), d.rows * a.subjects);
+        for (e, (got_cl, got_ka)) in params[cl].iter().zip(&params[ka]).enumerate() {
+            let want_cl = if population {
+                sampled_cl[e % a.subjects]
+            } else {
+                a.trial.model.params[cl].default
+            };
+            assert_eq!(*got_cl, want_cl, "{subjects}evaluation {e}");
+            let want_ka = a.factors[0].transform.apply(d.row(e / a.subjects)[0]);
+            assert_eq!(*got_ka, want_ka);
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

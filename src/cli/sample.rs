@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 
 use crate::output::{writer_properties, AtomicFile, Codec};
-use crate::population::{Population, SampledChunk};
+use crate::population::{category_code, Population, SampledChunk, SUBJECT_COLUMN};
 use crate::trial::quantile::StreamedQuantiles;
 
 #[derive(clap::Args, Debug)]
@@ -102,7 +102,23 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     let cov = pop.covariate_names();
     let occasions = args.occasions as usize;
     let values = value_columns(&pop, occasions);
-    let mut fields = vec![Field::new("subject_id", DataType::UInt64, false)];
+    // The population's names are its own (checked where it is read), but an occasion's suffix
+    // may make one column's name another's.
+    let mut seen = std::collections::HashSet::from([SUBJECT_COLUMN]);
+    for n in cov
+        .iter()
+        .copied()
+        .chain(values.iter().map(|(n, _)| n.as_str()))
+    {
+        if !seen.insert(n) {
+            anyhow::bail!(
+                "{}: with --occasions {occasions}, column '{n}' would be written twice (a \
+                 name ending in _occK is taken by the per-occasion columns)",
+                args.population.display()
+            );
+        }
+    }
+    let mut fields = vec![Field::new(SUBJECT_COLUMN, DataType::UInt64, false)];
     for (c, name) in cov.iter().enumerate() {
         let dt = if pop.covariate_labels(c).is_some() {
             DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8))
@@ -163,7 +179,10 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             for (c, col) in chunk.covariates.iter().enumerate() {
                 match pop.covariate_labels(c) {
                     Some(labels) => {
-                        let keys: UInt16Array = col.iter().map(|x| Some(*x as u16)).collect();
+                        let keys: UInt16Array = col
+                            .iter()
+                            .map(|x| category_code(*x, labels.len()))
+                            .collect();
                         cols.push(Arc::new(DictionaryArray::try_new(
                             keys,
                             Arc::new(StringArray::from(labels.to_vec())),
@@ -249,8 +268,12 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
     for_each_chunk(&mut |chunk| {
         for k in 0..names.len() {
             let xs = column(&values, n_cov, chunk, k);
-            if labels[k].is_some() {
-                xs.iter().for_each(|x| counts[k][*x as usize] += 1);
+            if let Some(l) = labels[k] {
+                for x in xs {
+                    if let Some(code) = category_code(*x, l.len()) {
+                        counts[k][code as usize] += 1;
+                    }
+                }
                 continue;
             }
             let (s, s2, n) = &mut moments[k];
@@ -286,6 +309,13 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
     for (k, name) in names.iter().enumerate() {
         if let Some(labels) = labels[k] {
             let total: u64 = counts[k].iter().sum();
+            if total < args.subjects {
+                not_finite.push(format!(
+                    "{name}: {} of {} subjects have no category (left out of its frequencies)",
+                    args.subjects - total,
+                    args.subjects
+                ));
+            }
             let target = pop
                 .covariate_target(k)
                 .and_then(|t| t.freq.clone())

@@ -177,7 +177,9 @@ pub fn bar_panels(path: &Path, panels: &[BarPanel]) -> Result<(), String> {
                 let color = series_color(s, ns);
                 let x0 = c as f64 + 0.1 + s as f64 * width;
                 let x1 = x0 + width * 0.9;
-                let bar = Rectangle::new([(x0, 0.0), (x1, *v)], color.filled());
+                // An undefined value (NaN) draws no bar.
+                let top = if v.is_finite() { *v } else { 0.0 };
+                let bar = Rectangle::new([(x0, 0.0), (x1, top)], color.filled());
                 let series = chart
                     .draw_series(std::iter::once(bar))
                     .map_err(|e| err(&e))?;
@@ -186,7 +188,7 @@ pub fn bar_panels(path: &Path, panels: &[BarPanel]) -> Result<(), String> {
                         Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
                     });
                 }
-                if ci.is_finite() {
+                if ci.is_finite() && v.is_finite() {
                     let xm = 0.5 * (x0 + x1);
                     let whisker = PathElement::new(vec![(xm, v - ci), (xm, v + ci)], BLACK);
                     chart

@@ -63,9 +63,9 @@ struct CovariateSpec {
     #[serde(default)]
     by: Option<Spanned<Value>>,
     #[serde(default)]
-    x: Option<Vec<f64>>,
+    x: Option<Spanned<Vec<f64>>>,
     #[serde(default)]
-    quantiles: Option<Vec<f64>>,
+    quantiles: Option<Spanned<Vec<f64>>>,
     #[serde(default)]
     values: Option<Spanned<Vec<Vec<f64>>>>,
     /// A derived covariate.
@@ -102,13 +102,13 @@ pub struct Target {
 struct OmegaSpec {
     etas: Spanned<Vec<String>>,
     #[serde(default)]
-    variance: Option<Vec<f64>>,
+    variance: Option<Spanned<Vec<f64>>>,
     #[serde(default)]
-    cv: Option<Vec<f64>>,
+    cv: Option<Spanned<Vec<f64>>>,
     #[serde(default)]
-    correlation: Option<Vec<Vec<f64>>>,
+    correlation: Option<Spanned<Vec<Vec<f64>>>>,
     #[serde(default)]
-    covariance: Option<Vec<Vec<f64>>>,
+    covariance: Option<Spanned<Vec<Vec<f64>>>>,
     /// Inter-occasion variability: one independent draw per occasion.
     #[serde(default)]
     occasion: bool,
@@ -778,10 +778,13 @@ fn draw(
     ev: &dyn Fn(usize) -> f64,
     rng: &mut rand::rngs::SmallRng,
 ) -> f64 {
+    // A subject whose bounds leave no interval (hi ≤ lo, or NaN) has no value; a draw that
+    // would have been made is still made where it always was, so that the subject's later
+    // covariates are what they were.
     match &cov.draw {
         Draw::Normal { .. } => {
             let (m, s) = (ev(0), ev(1));
-            if s > 0.0 {
+            if s > 0.0 && lo < hi {
                 m + s * truncated_std_normal(rng, (lo - m) / s, (hi - m) / s)
             } else {
                 f64::NAN
@@ -789,7 +792,7 @@ fn draw(
         }
         Draw::LogNormal { .. } => {
             let (m, s) = (ev(0), ev(1));
-            if s > 0.0 {
+            if s > 0.0 && lo < hi {
                 let (a, b) = parts.log_bounds.unwrap_or_else(|| log_bounds(lo, hi));
                 (m + s * truncated_std_normal(rng, (a - m) / s, (b - m) / s)).exp()
             } else {
@@ -799,15 +802,28 @@ fn draw(
         Draw::Uniform { .. } => {
             let (a, b) = (ev(0).max(lo), ev(1).min(hi));
             let u: f64 = rng.random();
-            a + u * (b - a)
+            if a < b {
+                a + u * (b - a)
+            } else {
+                f64::NAN
+            }
         }
         Draw::Categorical { freqs } => {
-            // Two passes over the (few) frequencies: no allocation per subject.
+            // Two passes over the (few) frequencies: no allocation per subject. A subject whose
+            // frequencies are not a distribution (one negative or NaN, or a sum away from 1) has
+            // no category.
             let mut total = 0.0;
+            let mut valid = true;
             for k in 0..freqs.len() {
-                total += ev(k).max(0.0);
+                let f = ev(k);
+                valid &= f >= 0.0;
+                total += f.max(0.0);
             }
             let u: f64 = rng.random::<f64>() * total;
+            let sums_to_one = (total - 1.0).abs() <= FREQUENCY_SUM_TOLERANCE;
+            if !valid || !sums_to_one {
+                return f64::NAN;
+            }
             let mut acc = 0.0;
             let mut code = freqs.len().saturating_sub(1);
             for k in 0..freqs.len() {
@@ -846,6 +862,13 @@ fn draw(
                 },
             );
             let u: f64 = rng.random();
+            // No interval, or one that misses the subject's table (whose values lie between
+            // its first and last quantiles').
+            let (least, most) = (qv[0], qv[qv.len() - 1]);
+            let interval = lo < hi;
+            if !interval || lo > most || hi < least {
+                return f64::NAN;
+            }
             interp(quantiles, &qv, ulo + u * (uhi - ulo).max(0.0)).clamp(lo, hi)
         }
         Draw::Derived(_) => ev(0),
@@ -917,6 +940,132 @@ impl Builder<'_> {
         }
     }
 
+    /// Every covariate, eta, parameter and category label has a name of its own: they are names
+    /// in expressions (a label is a constant there) and columns of the output, beside
+    /// [`SUBJECT_COLUMN`]. A clash is an error at the later declaration (a label's: at its
+    /// table). Categoricals may share labels (with one code: checked where codes are given).
+    fn check_names_unique(&mut self, spec: &FileSpec, specs: &[(String, Span, CovariateSpec)]) {
+        let src = self.src;
+        let mut kinds: HashMap<&str, &'static str> = HashMap::new();
+        let article = |kind: &str| format!("{} {kind}", if kind == "eta" { "an" } else { "a" });
+        let clash = |name: &str, kind: &str, other: &str| {
+            format!(
+                "{kind} '{name}' has the name of {}: every covariate, eta, parameter and \
+                 category label needs a name of its own",
+                article(other)
+            )
+        };
+        let reserved = |name: &str, kind: &str| {
+            format!("{kind} '{name}': '{SUBJECT_COLUMN}' is the output's subject column")
+        };
+        for (name, span, _) in specs {
+            if name == SUBJECT_COLUMN {
+                self.errors
+                    .push(src.error(*span, reserved(name, "covariate")));
+            }
+            kinds.insert(name, "covariate");
+        }
+        for o in &spec.omega {
+            let list = &o.get_ref().etas;
+            for e in list.get_ref() {
+                let at = eta_span(src, sp(list), e);
+                match kinds.get(e.as_str()) {
+                    Some(&"eta") => self
+                        .errors
+                        .push(src.error(at, format!("eta '{e}' is declared twice"))),
+                    Some(other) => self.errors.push(src.error(at, clash(e, "eta", other))),
+                    None if e == SUBJECT_COLUMN => {
+                        self.errors.push(src.error(at, reserved(e, "eta")))
+                    }
+                    None => {
+                        kinds.insert(e, "eta");
+                    }
+                }
+            }
+        }
+        for (name, v) in &spec.parameters {
+            let at = find_key_span(src, "parameters", name).max_by(sp(v));
+            match kinds.get(name.as_str()) {
+                Some(other) => self
+                    .errors
+                    .push(src.error(at, clash(name, "parameter", other))),
+                None if name == SUBJECT_COLUMN => {
+                    self.errors.push(src.error(at, reserved(name, "parameter")))
+                }
+                None => {
+                    kinds.insert(name, "parameter");
+                }
+            }
+        }
+        for (name, _, c) in specs {
+            let Some(levels) = &c.levels else { continue };
+            for label in levels.get_ref().keys() {
+                if let Some(other) = kinds.get(label.as_str()) {
+                    self.errors.push(src.error(
+                        sp(levels),
+                        format!(
+                            "label '{label}' of '{name}' has the name of {}: a label is a \
+                             constant in every expression, so it needs a name of its own",
+                            article(other)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Refuses keys that the covariate's kind of draw does not take, naming those it does.
+    fn check_keys_apply(&mut self, name: &str, span: Span, c: &CovariateSpec) {
+        let kind = c.dist.as_ref().map(|d| d.get_ref().as_str());
+        let (what, takes): (&str, &[&str]) = match (kind, c.expr.is_some(), c.levels.is_some()) {
+            (None, true, false) => ("a derived covariate (`expr`)", &["expr"]),
+            (None | Some("categorical"), false, true) => ("a categorical", &["levels"]),
+            (Some("normal"), false, false) => ("a normal", &["mean", "sd", "lo", "hi"]),
+            (Some("lognormal"), false, false) => {
+                ("a log-normal", &["median", "cv", "mu", "sigma", "lo", "hi"])
+            }
+            (Some("uniform"), false, false) => ("a uniform", &["lo", "hi"]),
+            (Some("empirical"), false, false) => (
+                "an empirical table",
+                &["by", "x", "quantiles", "values", "lo", "hi"],
+            ),
+            // Refused as a whole where the draw is read.
+            _ => return,
+        };
+        let value = |v: &Option<Spanned<Value>>| v.as_ref().map(sp);
+        let given: [(&str, Option<Span>); 14] = [
+            ("mean", value(&c.mean)),
+            ("sd", value(&c.sd)),
+            ("median", value(&c.median)),
+            ("cv", value(&c.cv)),
+            ("mu", value(&c.mu)),
+            ("sigma", value(&c.sigma)),
+            ("lo", value(&c.lo)),
+            ("hi", value(&c.hi)),
+            ("by", value(&c.by)),
+            ("x", c.x.as_ref().map(sp)),
+            ("quantiles", c.quantiles.as_ref().map(sp)),
+            ("values", c.values.as_ref().map(sp)),
+            ("levels", c.levels.as_ref().map(sp)),
+            ("expr", c.expr.as_ref().map(sp)),
+        ];
+        for (key, at) in given {
+            if let (Some(at), false) = (at, takes.contains(&key)) {
+                self.errors.push(self.src.error(
+                    at.max_by(span),
+                    format!(
+                        "covariate '{name}': `{key}` does not apply to {what}, which takes {}",
+                        takes
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+
     fn build(mut self, spec: FileSpec, src: &SourceFile) -> Result<Population, PopulationError> {
         // Covariate specs with their table spans.
         let mut specs: Vec<(String, Span, CovariateSpec)> = Vec::new();
@@ -956,14 +1105,15 @@ impl Builder<'_> {
                 self.errors.push(src.error(*span, msg));
             }
         }
-        for n in &eta_names {
-            if let Err(msg) = crate::model::parse::check_population_name(n) {
-                // The name as an element of an `etas = [...]` list.
-                let at = src.text.find(&format!("\"{n}\"")).map_or(0, |i| i + 1);
-                self.errors
-                    .push(src.error(Span::new(at, at + n.len()), msg));
+        for o in &spec.omega {
+            let list = &o.get_ref().etas;
+            for n in list.get_ref() {
+                if let Err(msg) = crate::model::parse::check_population_name(n) {
+                    self.errors.push(src.error(eta_span(src, sp(list), n), msg));
+                }
             }
         }
+        self.check_names_unique(&spec, &specs);
         // Dependencies → order. Names a covariate's expressions use:
         let deps_of = |c: &CovariateSpec| -> Vec<String> {
             let mut names = Vec::new();
@@ -1097,6 +1247,16 @@ impl Builder<'_> {
                 })
             };
             let kind = c.dist.as_ref().map(|d| d.get_ref().as_str());
+            self.check_keys_apply(name, *span, c);
+            for (v, what) in [
+                (&c.mean, "mean"),
+                (&c.mu, "mu"),
+                (&c.lo, "lo"),
+                (&c.hi, "hi"),
+                (&c.by, "by"),
+            ] {
+                check_finite(&mut self, v, what);
+            }
             let draw = match (kind, &c.expr, &c.levels) {
                 (None, Some(e), None) => {
                     let v = Spanned::new(e.span(), Value::Expr(e.get_ref().clone()));
@@ -1106,20 +1266,24 @@ impl Builder<'_> {
                     let mut freqs = Vec::new();
                     let mut constant_sum = Some(0.0);
                     for (label, f) in levels.get_ref() {
+                        let number = match f {
+                            toml::Value::Float(x) => Some(*x),
+                            toml::Value::Integer(x) => Some(*x as f64),
+                            _ => None,
+                        };
                         match f {
-                            toml::Value::Float(x) => {
+                            toml::Value::Float(_) | toml::Value::Integer(_) => {
+                                let x = number.unwrap_or(f64::NAN);
                                 constant_sum = constant_sum.map(|s| s + x);
-                                if *x < 0.0 {
+                                if !x.is_finite() || x < 0.0 {
                                     self.errors.push(src.error(
                                         sp(levels),
-                                        format!("frequency of '{label}' is negative"),
+                                        format!(
+                                            "frequency of '{label}' must be a finite number ≥ 0, got {x}"
+                                        ),
                                     ));
                                 }
-                                freqs.push(lower_expr(&Expr::Num(*x)));
-                            }
-                            toml::Value::Integer(x) => {
-                                constant_sum = constant_sum.map(|s| s + *x as f64);
-                                freqs.push(lower_expr(&Expr::Num(*x as f64)));
+                                freqs.push(lower_expr(&Expr::Num(x)));
                             }
                             toml::Value::String(s) => {
                                 constant_sum = None;
@@ -1137,8 +1301,8 @@ impl Builder<'_> {
                             )),
                         }
                     }
-                    if let Some(s) = constant_sum {
-                        if (s - 1.0).abs() > 1e-6 {
+                    if let Some(s) = constant_sum.filter(|s| s.is_finite()) {
+                        if (s - 1.0).abs() > FREQUENCY_SUM_TOLERANCE {
                             self.errors.push(src.error(
                                 sp(levels),
                                 format!("the frequencies of '{name}' sum to {s}, not 1"),
@@ -1156,7 +1320,34 @@ impl Builder<'_> {
                     mean.zip(sd).map(|(mean, sd)| Draw::Normal { mean, sd })
                 }
                 (Some("lognormal"), None, None) => {
-                    if c.median.is_some() || c.cv.is_some() {
+                    let by_median = c.median.is_some() || c.cv.is_some();
+                    if by_median && (c.mu.is_some() || c.sigma.is_some()) {
+                        let given: Vec<&str> = [
+                            (&c.median, "median"),
+                            (&c.cv, "cv"),
+                            (&c.mu, "mu"),
+                            (&c.sigma, "sigma"),
+                        ]
+                        .iter()
+                        .filter(|(v, _)| v.is_some())
+                        .map(|(_, k)| *k)
+                        .collect();
+                        let at = [&c.mu, &c.sigma]
+                            .into_iter()
+                            .flatten()
+                            .map(sp)
+                            .next()
+                            .unwrap_or(*span);
+                        self.errors.push(src.error(
+                            at,
+                            format!(
+                                "covariate '{name}': a log-normal takes median and cv, or mu and \
+                                 sigma, not both (given: {})",
+                                given.join(", ")
+                            ),
+                        ));
+                        None
+                    } else if by_median {
                         check_positive(&mut self, &c.cv, "cv");
                         check_positive(&mut self, &c.median, "median");
                         let (median, cv) = (
@@ -1186,15 +1377,50 @@ impl Builder<'_> {
                     let by = prog(&mut self, &c.by, "by");
                     match (&c.x, &c.quantiles, &c.values) {
                         (Some(x), Some(q), Some(v)) => {
-                            let ok_x = x.windows(2).all(|w| w[0] < w[1]) && !x.is_empty();
+                            let (x, q) = (x.get_ref(), q.get_ref());
+                            let ok_x = x.windows(2).all(|w| w[0] < w[1])
+                                && !x.is_empty()
+                                && x.iter().all(|a| a.is_finite());
                             let ok_q = q.windows(2).all(|w| w[0] < w[1])
+                                && !q.is_empty()
                                 && q.iter().all(|p| (0.0..=1.0).contains(p));
                             let ok_v = v.get_ref().len() == x.len()
                                 && v.get_ref().iter().all(|r| {
-                                    r.len() == q.len() && r.windows(2).all(|w| w[0] <= w[1])
+                                    r.len() == q.len()
+                                        && r.windows(2).all(|w| w[0] <= w[1])
+                                        && r.iter().all(|a| a.is_finite())
                                 });
+                            // The values any subject's quantile function takes lie between
+                            // the table's least and greatest values.
+                            let least = v
+                                .get_ref()
+                                .iter()
+                                .filter_map(|r| r.first())
+                                .fold(f64::INFINITY, |a, b| a.min(*b));
+                            let most = v
+                                .get_ref()
+                                .iter()
+                                .filter_map(|r| r.last())
+                                .fold(f64::NEG_INFINITY, |a, b| a.max(*b));
+                            let outside =
+                                [(&c.lo, "lo"), (&c.hi, "hi")]
+                                    .into_iter()
+                                    .find_map(|(b, key)| {
+                                        match b.as_ref().map(|b| (b, b.get_ref())) {
+                                            Some((b, Value::Num(bound)))
+                                                if (key == "lo" && *bound > most)
+                                                    || (key == "hi" && *bound < least) =>
+                                            {
+                                                Some((b, key, *bound))
+                                            }
+                                            _ => None,
+                                        }
+                                    });
                             if !(ok_x && ok_q && ok_v) {
-                                self.errors.push(src.error(sp(v), format!("covariate '{name}': an empirical table needs increasing x, increasing quantile levels in [0, 1], and one non-decreasing row of values per x")));
+                                self.errors.push(src.error(sp(v), format!("covariate '{name}': an empirical table needs finite, increasing x, increasing quantile levels in [0, 1], and one finite, non-decreasing row of values per x")));
+                                None
+                            } else if let Some((b, key, bound)) = outside {
+                                self.errors.push(src.error(sp(b), format!("covariate '{name}': {key} ({bound}) leaves nothing of the table, whose values lie within [{least}, {most}]")));
                                 None
                             } else {
                                 by.map(|by| Draw::Empirical {
@@ -1223,6 +1449,19 @@ impl Builder<'_> {
                     None
                 }
             };
+            if let (Some("lognormal"), Some(h)) = (kind, &c.hi) {
+                if let Value::Num(b) = h.get_ref() {
+                    if *b <= 0.0 {
+                        self.errors.push(src.error(
+                            sp(h),
+                            format!(
+                                "covariate '{name}': hi ({b}) leaves a log-normal nothing: its \
+                                 values are > 0"
+                            ),
+                        ));
+                    }
+                }
+            }
             if let (Some(l), Some(h)) = (&c.lo, &c.hi) {
                 if let (Value::Num(a), Value::Num(b)) = (l.get_ref(), h.get_ref()) {
                     if a.partial_cmp(b) != Some(std::cmp::Ordering::Less) {
@@ -1253,22 +1492,41 @@ impl Builder<'_> {
 
         // OMEGA blocks.
         let mut blocks = Vec::new();
-        let mut seen_etas = std::collections::HashSet::new();
         for o in &spec.omega {
             let span = sp(o);
             let om = o.get_ref();
             let names = om.etas.get_ref();
             let n = names.len();
-            for e in names {
-                if !seen_etas.insert(e.clone()) || cov_names.contains(e) {
-                    self.errors
-                        .push(src.error(sp(&om.etas), format!("eta '{e}' is declared twice")));
-                }
-            }
+            // Where the matrix is given: its errors point there.
+            let mut at: Span;
             let var: Option<Vec<f64>> = match (&om.variance, &om.cv, &om.covariance) {
-                (Some(v), None, None) => Some(v.clone()),
-                (None, Some(cv), None) => Some(cv.iter().map(|c| (1.0 + c * c).ln()).collect()),
-                (None, None, Some(_)) => None,
+                (Some(v), None, None) => {
+                    at = sp(v);
+                    Some(v.get_ref().clone())
+                }
+                (None, Some(cv), None) => {
+                    at = sp(cv);
+                    if let Some((c, e)) = cv
+                        .get_ref()
+                        .iter()
+                        .zip(names)
+                        .find(|(c, _)| !(**c >= 0.0 && c.is_finite()))
+                    {
+                        self.errors.push(
+                            src.error(at, format!("cv {c} of '{e}' must be a finite number ≥ 0")),
+                        );
+                        continue;
+                    }
+                    Some(cv.get_ref().iter().map(|c| (1.0 + c * c).ln()).collect())
+                }
+                (None, None, Some(c)) => {
+                    at = sp(c);
+                    if let Some(r) = &om.correlation {
+                        self.errors.push(src.error(sp(r), "correlation = [[…]] goes with variance = […] or cv = […]; a covariance matrix holds its correlations"));
+                        continue;
+                    }
+                    None
+                }
                 _ => {
                     self.errors.push(src.error(span, "an [[omega]] block needs exactly one of variance = […], cv = […] or covariance = [[…]]"));
                     continue;
@@ -1278,33 +1536,51 @@ impl Builder<'_> {
                 (Some(v), _) => {
                     if v.len() != n {
                         self.errors
-                            .push(src.error(span, format!("{} etas but {} variances", n, v.len())));
+                            .push(src.error(at, format!("{} etas but {} variances", n, v.len())));
                         continue;
                     }
-                    if let Some(c) = v.iter().find(|x| !x.is_finite() || **x < 0.0) {
-                        self.errors.push(src.error(
-                            span,
-                            format!("variance {c} must be ≥ 0 (a negative or missing SD/CV?)"),
-                        ));
-                        continue;
-                    }
-                    let corr = om.correlation.clone().unwrap_or_else(|| {
-                        (0..n)
-                            .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
-                            .collect()
-                    });
-                    if corr.len() != n || corr.iter().any(|r| r.len() != n) {
-                        self.errors.push(
-                            src.error(span, format!("the correlation matrix must be {n}×{n}")),
-                        );
-                        continue;
-                    }
-                    if let Some((i, _)) = corr
+                    if let Some((c, e)) = v
                         .iter()
-                        .enumerate()
-                        .find(|(i, r)| r[*i] != 1.0 || r.iter().any(|x| x.abs() > 1.0))
+                        .zip(names)
+                        .find(|(x, _)| !x.is_finite() || **x < 0.0)
                     {
-                        self.errors.push(src.error(span, format!("correlation row {}: the diagonal must be 1 and every entry in [−1, 1]", i + 1)));
+                        let msg = if c.is_finite() {
+                            format!("variance {c} of '{e}' must be ≥ 0")
+                        } else {
+                            format!("variance {c} of '{e}' is not a finite number")
+                        };
+                        self.errors.push(src.error(at, msg));
+                        continue;
+                    }
+                    let corr = match &om.correlation {
+                        Some(c) => {
+                            at = sp(c);
+                            c.get_ref().clone()
+                        }
+                        None => (0..n)
+                            .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+                            .collect(),
+                    };
+                    if corr.len() != n || corr.iter().any(|r| r.len() != n) {
+                        self.errors
+                            .push(src.error(at, format!("the correlation matrix must be {n}×{n}")));
+                        continue;
+                    }
+                    if let Some((i, _)) = corr.iter().enumerate().find(|(i, r)| {
+                        r[*i] != 1.0 || r.iter().any(|x| x.is_nan() || x.abs() > 1.0)
+                    }) {
+                        self.errors.push(src.error(at, format!("correlation row {}: the diagonal must be 1 and every entry in [−1, 1]", i + 1)));
+                        continue;
+                    }
+                    // Asymmetry named in the correlations given, not the covariances made of them.
+                    if let Some((i, j)) = (0..n)
+                        .flat_map(|i| (0..i).map(move |j| (i, j)))
+                        .find(|&(i, j)| corr[i][j] != corr[j][i])
+                    {
+                        self.errors.push(src.error(at, format!(
+                            "the correlation matrix is not symmetric: entry ({}, {}) = {} but ({}, {}) = {}",
+                            i + 1, j + 1, corr[i][j], j + 1, i + 1, corr[j][i]
+                        )));
                         continue;
                     }
                     let sd: Vec<f64> = v.iter().map(|x| x.sqrt()).collect();
@@ -1313,10 +1589,15 @@ impl Builder<'_> {
                         .collect()
                 }
                 (None, Some(c)) => {
+                    let c = c.get_ref();
                     if c.len() != n || c.iter().any(|r| r.len() != n) {
-                        self.errors.push(
-                            src.error(span, format!("the covariance matrix must be {n}×{n}")),
-                        );
+                        self.errors
+                            .push(src.error(at, format!("the covariance matrix must be {n}×{n}")));
+                        continue;
+                    }
+                    if let Some(x) = c.iter().flatten().find(|x| !x.is_finite()) {
+                        self.errors
+                            .push(src.error(at, format!("covariance {x} is not a finite number")));
                         continue;
                     }
                     c.concat()
@@ -1338,7 +1619,7 @@ impl Builder<'_> {
                 }
                 Err(msg) => self
                     .errors
-                    .push(src.error(span, format!("OMEGA block {:?}: {msg}", names))),
+                    .push(src.error(at, format!("OMEGA block {:?}: {msg}", names))),
             }
         }
 
@@ -1514,15 +1795,60 @@ fn compose_sigma(p: &Program) -> Program {
     q
 }
 
+/// A number given for `what` is finite and > 0 (expressions are checked subject by subject).
 fn check_positive(b: &mut Builder<'_>, v: &Option<Spanned<Value>>, what: &str) {
     if let Some(v) = v {
         if let Value::Num(x) = v.get_ref() {
-            if x.is_nan() || *x <= 0.0 {
+            if x.is_infinite() && *x > 0.0 {
+                b.errors.push(b.src.error(
+                    sp(v),
+                    format!("{what} must be a finite number > 0, got {x}"),
+                ));
+            } else if x.is_nan() || *x <= 0.0 {
                 b.errors
                     .push(b.src.error(sp(v), format!("{what} must be > 0, got {x}")));
             }
         }
     }
+}
+
+/// A number given for `what` is finite (NaN and infinities are refused; a bound that is not
+/// wanted is left out).
+fn check_finite(b: &mut Builder<'_>, v: &Option<Spanned<Value>>, what: &str) {
+    if let Some(v) = v {
+        if let Value::Num(x) = v.get_ref() {
+            if !x.is_finite() {
+                b.errors.push(
+                    b.src
+                        .error(sp(v), format!("{what} must be a finite number, got {x}")),
+                );
+            }
+        }
+    }
+}
+
+/// How far a categorical's frequencies may sum from 1 (constant ones are refused beyond it; a
+/// subject whose frequencies, given by expressions, do is NaN).
+const FREQUENCY_SUM_TOLERANCE: f64 = 1e-6;
+
+/// The code of a categorical covariate's value among `labels` levels as written to Arrow
+/// dictionary keys: none (null) for a subject without a category (NaN).
+pub fn category_code(x: f64, labels: usize) -> Option<u16> {
+    (x >= 0.0 && (x as usize) < labels).then_some(x as u16)
+}
+
+/// The name of the column that numbers the subjects in sampled populations and trial outputs.
+pub const SUBJECT_COLUMN: &str = "subject_id";
+
+/// The location of eta `name` in the `etas = [...]` list at `list`.
+fn eta_span(src: &SourceFile, list: Span, name: &str) -> Span {
+    let quoted = format!("\"{name}\"");
+    let at = src
+        .text
+        .get(list.start..list.end)
+        .and_then(|t| t.find(&quoted))
+        .map_or(list.start, |i| list.start + i + 1);
+    Span::new(at, at + name.len())
 }
 
 /// The location of `name = …` inside `[section]` (or anywhere when section is empty), for errors

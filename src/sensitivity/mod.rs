@@ -278,11 +278,27 @@ fn sd1(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
 }
 
+/// Whether `y` does not vary: its standard deviation is zero, or below what rounding leaves
+/// in equal values (1e-12 of their magnitude). Variance-based indices are shares of the
+/// variance, so for such an output they are 0/0: NaN, as SALib computes them.
+pub fn is_constant(y: &[f64]) -> bool {
+    var(y).sqrt() <= 1e-12 * mean(y).abs()
+}
+
+/// Indices of a constant output: every value NaN (see [`is_constant`]).
+fn undefined(k: usize, names: &[&'static str]) -> Indices {
+    Indices {
+        values: (0..k)
+            .map(|_| names.iter().map(|n| (*n, f64::NAN, f64::NAN)).collect())
+            .collect(),
+    }
+}
+
 fn first_order(a: &[f64], ab: &[f64], b: &[f64]) -> f64 {
     let y: Vec<f64> = a.iter().chain(b).copied().collect();
     let v = var(&y);
     if v == 0.0 {
-        return 0.0;
+        return f64::NAN;
     }
     let s: f64 = (0..a.len()).map(|i| b[i] * (ab[i] - a[i])).sum::<f64>() / a.len() as f64;
     s / v
@@ -292,7 +308,7 @@ fn total_order(a: &[f64], ab: &[f64], b: &[f64]) -> f64 {
     let y: Vec<f64> = a.iter().chain(b).copied().collect();
     let v = var(&y);
     if v == 0.0 {
-        return 0.0;
+        return f64::NAN;
     }
     let s: f64 = (0..a.len())
         .map(|i| (a[i] - ab[i]) * (a[i] - ab[i]))
@@ -326,6 +342,9 @@ pub fn sobol_indices(
 ) -> Result<Indices, String> {
     let (k, n) = (d.k, d.n);
     check_outputs(y, n * (k + 2))?;
+    if is_constant(y) {
+        return Ok(undefined(k, &["S1", "ST"]));
+    }
     let mu = mean(y);
     let sd = var(y).sqrt();
     let ys: Vec<f64> = y
@@ -427,11 +446,11 @@ fn spectrum(y: &[f64]) -> Vec<f64> {
 }
 
 fn efast_orders(y: &[f64], m: usize, omega: usize) -> (f64, f64) {
+    if is_constant(y) {
+        return (f64::NAN, f64::NAN);
+    }
     let sp = spectrum(y);
     let v = 2.0 * sp.iter().sum::<f64>();
-    if v == 0.0 {
-        return (0.0, 0.0);
-    }
     let d1 = 2.0 * (1..=m).filter_map(|p| sp.get(p * omega - 1)).sum::<f64>();
     let dt = 2.0 * sp[..(omega / 2).min(sp.len())].iter().sum::<f64>();
     (d1 / v, 1.0 - dt / v)
@@ -448,6 +467,9 @@ pub fn efast_indices(
 ) -> Result<Indices, String> {
     let (k, n, m) = (d.k, d.n, d.param);
     check_outputs(y, n * k)?;
+    if is_constant(y) {
+        return Ok(undefined(k, &["S1", "ST"]));
+    }
     let omega = (n - 1) / (2 * m);
     let z = z_of(conf);
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -570,6 +592,35 @@ mod tests {
                 assert!(b.iter().all(|v| (0.0..=1.0).contains(v)));
             }
         }
+    }
+
+    /// An output that is the same at every design point has no variance to share out: S1 and
+    /// ST are 0/0 (NaN) for Sobol and eFAST alike, also where the spectrum of the constant
+    /// holds rounding noise, and for values equal but for rounding; Morris effects are 0.
+    #[test]
+    fn a_constant_output_has_undefined_indices() {
+        for (d, name) in [
+            (sobol_design(2, 64, 1).unwrap(), "sobol"),
+            (efast_design(2, 200, 4, 1).unwrap(), "efast"),
+        ] {
+            for y in [
+                vec![10.0; d.rows],
+                (0..d.rows)
+                    .map(|i| 0.1 * 3.0 + if i % 2 == 0 { 0.0 } else { 1e-16 })
+                    .collect(),
+            ] {
+                let idx = indices(&d, &y, 20, 0.95, 1).unwrap();
+                for (j, v) in idx.values.iter().enumerate() {
+                    for (index, value, conf) in v {
+                        assert!(value.is_nan(), "{name} {index}[{j}] = {value}");
+                        assert!(conf.is_nan(), "{name} {index}[{j}] ± {conf}");
+                    }
+                }
+            }
+        }
+        let d = morris_design(2, 10, 4, 1).unwrap();
+        let idx = indices(&d, &vec![10.0; d.rows], 20, 0.95, 1).unwrap();
+        assert!(idx.values.iter().flatten().all(|(_, v, _)| *v == 0.0));
     }
 
     #[test]

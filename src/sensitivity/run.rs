@@ -23,7 +23,8 @@
 //! factor given as `typical = "cl"` instead acts on the population: it multiplies the sampled
 //! value of population parameter `cl` of `subjects` virtual subjects (the same subjects at every
 //! design point), and the analysed output is a statistic (`statistic`: median by default) of
-//! their metric.
+//! their metric. `subjects` alone runs the population the same way, model-level factors set
+//! for every subject.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -205,7 +206,10 @@ pub struct Analysis {
     pub levels: usize,
     pub interference: usize,
     pub out: PathBuf,
-    /// Virtual subjects per design point (1 without typical-value factors).
+    /// Whether design points run virtual subjects of the trial's population (typical-value
+    /// factors, or `subjects` given) rather than one run at the model's values.
+    pub population: bool,
+    /// Virtual subjects per design point (1 without the population).
     pub subjects: usize,
     pub statistic: Statistic,
 }
@@ -306,6 +310,15 @@ impl Analysis {
                     format!("factor '{pname}' needs exactly one of range, normal, lognormal"),
                 )));
             }
+            if let (Some(sc), None) = (&fsp.scale, &fsp.range) {
+                return Err(invalid(src.error(
+                    at(sc.span()),
+                    format!(
+                        "factor '{pname}': scale applies to a range (uniform or log-uniform); a \
+                         normal or log-normal factor is drawn on its own scale"
+                    ),
+                )));
+            }
             let transform = if let Some(r) = &fsp.range {
                 let (a, b) = match r.get_ref()[..] {
                     [a, b] => (a, b),
@@ -361,6 +374,28 @@ impl Analysis {
                 }
                 Transform::Lognormal(v.median, (1.0 + v.cv * v.cv).ln().sqrt())
             };
+            // A typical-value factor multiplies a parameter: a multiplier ≤ 0 makes it zero or
+            // negative. (A normal factor's draws reach 7.03 SD either side: see `apply`.)
+            let least = match transform {
+                Transform::Uniform(a, _) => a,
+                Transform::Normal(..) => transform.apply(0.0),
+                Transform::LogUniform(..) | Transform::Lognormal(..) => f64::INFINITY,
+            };
+            if typical && least <= 0.0 {
+                let span = fsp
+                    .range
+                    .as_ref()
+                    .map(|r| r.span())
+                    .or(fsp.normal.as_ref().map(|n| n.span()))
+                    .unwrap_or(fs.span());
+                return Err(invalid(src.error(
+                    at(span),
+                    format!(
+                        "factor '{pname}' multiplies the population's value, so it must stay \
+                         above 0; it reaches {least} (a range from above 0, or a log-normal)"
+                    ),
+                )));
+            }
             if method == Method::Morris && !transform.bounded() {
                 return Err(invalid(src.error(
                     at(fs.span()),
@@ -456,15 +491,33 @@ impl Analysis {
                 format!("out: {} is a file, not a directory", out.display()),
             )));
         }
+        // Design points run virtual subjects of the trial's population with typical-value
+        // factors, or when `subjects` asks for them; else one run at the model's values.
         let any_typical = factors.iter().any(|f| f.typical);
+        let population = any_typical || s.subjects.is_some();
         let subjects = match &s.subjects {
-            Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
-            Some(n) => return Err(invalid(src.error(at(n.span()), "subjects must be ≥ 1"))),
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(invalid(src.error(at(n.span()), "subjects must be ≥ 1")))
+            }
+            Some(n) if trial.population.is_none() => {
+                return Err(invalid(src.error(
+                    at(n.span()),
+                    "subjects: the trial has no [population] to draw virtual subjects from",
+                )))
+            }
+            Some(n) => *n.get_ref(),
             None if any_typical => 100,
             None => 1,
         };
         let statistic = match &s.statistic {
             None => Statistic::Quantile(0.5),
+            Some(st) if !population => {
+                return Err(invalid(src.error(
+                    at(st.span()),
+                    "statistic applies where design points run virtual subjects of the \
+                     population: give `subjects = N` or a typical-value factor",
+                )))
+            }
             Some(st) => Statistic::parse(st.get_ref()).ok_or_else(|| {
                 invalid(src.error(
                     at(st.span()),
@@ -477,6 +530,7 @@ impl Analysis {
         };
         let a = Analysis {
             subjects,
+            population,
             statistic,
             method,
             factors,
@@ -507,15 +561,13 @@ impl Analysis {
     }
 
     /// Every model parameter for every evaluation: design row r's subject i is evaluation
-    /// `r · subjects + i` (`params[p][evaluation]`). With typical-value factors the same
-    /// `subjects` virtual subjects (subjects 0 … subjects − 1 of the trial's seed) are used at
-    /// every design point, their sampled parameters scaled by the factors.
+    /// `r · subjects + i` (`params[p][evaluation]`). With the population the same `subjects`
+    /// virtual subjects (subjects 0 … subjects − 1 of the trial's seed) are used at every
+    /// design point, their sampled parameters scaled by the typical-value factors and set by
+    /// the others; without it, the population's parameters take the model's defaults.
     pub fn parameters(&self, d: &Design) -> Vec<Vec<f64>> {
         let m = self.subjects;
-        let sampled: Option<Vec<Vec<f64>>> = match (
-            &self.trial.population,
-            m > 1 || self.factors.iter().any(|f| f.typical),
-        ) {
+        let sampled: Option<Vec<Vec<f64>>> = match (&self.trial.population, self.population) {
             (Some(pop), true) => {
                 let mut chunk = crate::population::SampledChunk::default();
                 pop.sample(self.trial.seed, 0, m, &mut chunk);
@@ -820,6 +872,19 @@ pub fn format_report(a: &Analysis, rep: &Report) -> String {
                 let _ = write!(s, " {cell:>22}");
             }
             let _ = writeln!(s);
+        }
+        if r.indices
+            .values
+            .iter()
+            .flatten()
+            .all(|(_, v, _)| v.is_nan())
+        {
+            let _ = writeln!(
+                s,
+                "  {} is the same at every design point: with no variance to share out, its \
+                 indices are undefined (NaN)",
+                r.output
+            );
         }
     }
     let _ = write!(

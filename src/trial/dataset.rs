@@ -315,7 +315,9 @@ fn encode(
             let per_row = row_subject.iter().map(|k| values[*k]);
             match pop.covariate_labels(ci) {
                 Some(labels) => {
-                    let keys: UInt16Array = per_row.map(|x| Some(x as u16)).collect();
+                    let keys: UInt16Array = per_row
+                        .map(|x| crate::population::category_code(x, labels.len()))
+                        .collect();
                     cols.push(Arc::new(
                         DictionaryArray::try_new(
                             keys,

@@ -158,7 +158,7 @@ impl RowLayout {
                     let keys: UInt16Array = values
                         .iter()
                         .take(n)
-                        .map(|&x| (x >= 0.0 && (x as usize) < labels.len()).then_some(x as u16))
+                        .map(|&x| crate::population::category_code(x, labels.len()))
                         .collect();
                     let dict = Arc::new(StringArray::from(labels.clone()));
                     cols.push(Arc::new(DictionaryArray::<UInt16Type>::try_new(
