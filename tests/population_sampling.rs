@@ -231,6 +231,13 @@ fn bad_files_are_located_errors() {
         ("variance = [0.09, 0.04]", "cv = [-0.3, 0.2]", 17, "cv -0.3 of 'eta_cl' must be a finite number ≥ 0"),
         ("variance = [0.09, 0.04]", "variance = [inf, 0.04]", 17, "variance inf of 'eta_cl' is not a finite number"),
         ("variance = [0.09, 0.04]", "variance = [0.09, -0.04]", 17, "variance -0.04 of 'eta_v' must be ≥ 0"),
+        // One multiplicative residual error.
+        (
+            "correlation = [[1, 0.3], [0.3, 1]]",
+            "correlation = [[1, 0.3], [0.3, 1]]\n\n[residual]\ncp = { exponential = 0.2, proportional = 0.5 }",
+            21,
+            "give `exponential` or `proportional`, not both",
+        ),
         // Covariates, etas, parameters and labels each have a name of their own.
         (
             "[covariates.wt]",

@@ -2072,3 +2072,46 @@ fn the_bench_reference_is_a_method_that_reaches_its_tolerance() {
         assert!(err > 1e-12 && err < 1e-4, "{method}: {err}");
     }
 }
+
+/// Readers select columns by name: a covariate written beside the model's parameters may not
+/// be named like one of them (nor like a metric), which a population for another model can be.
+#[test]
+fn two_columns_of_one_name_are_refused() {
+    let dir = tmp("same-name");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pop.toml"),
+        "[population]\nname = \"p\"\n[covariates.v]\ndist = \"normal\"\nmean = 30\nsd = 3\n\
+         [covariates.cp_auc]\ndist = \"normal\"\nmean = 1\nsd = 0.1\n",
+    )
+    .unwrap();
+    let spec = |parameters: bool| {
+        format!(
+            "[trial]\nname = \"n\"\nsubjects = 10\nseed = 1\n[model]\nlibrary = \"one_cmt_oral\"\n\
+             [population]\nfile = \"pop.toml\"\n\
+             [[arm]]\nname = \"a\"\ndose = {{ amount = 1, into = \"depot\" }}\n\
+             [simulation]\nend = 24\n[output]\ndir = \"out\"\nmetrics = [\"cmax\"{}]\nparameters = {parameters}\n",
+            if parameters { "" } else { ", \"auc\"" }
+        )
+    };
+    let e = Trial::from_text(&dir.join("spec.toml"), &spec(true))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("spec.toml:8:8: ")
+            && e.contains("two columns named 'v' (a covariate of the population and a parameter of the model)"),
+        "{e}"
+    );
+    let e = Trial::from_text(&dir.join("spec.toml"), &spec(false))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(
+            "two columns named 'cp_auc' (a covariate of the population and a metric column)"
+        ),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

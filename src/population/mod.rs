@@ -1651,6 +1651,16 @@ impl Builder<'_> {
                     format!("residual error of '{output}': standard deviations must be ≥ 0"),
                 ));
             }
+            // Both would scale the prediction: the model has one multiplicative error.
+            if rr.exponential.is_some() && rr.proportional.is_some() {
+                self.errors.push(src.error(
+                    sp(r),
+                    format!(
+                        "residual error of '{output}': give `exponential` or `proportional`, \
+                         not both (either may go with `additive`)"
+                    ),
+                ));
+            }
             residual.push((output.clone(), m));
         }
         if !self.errors.is_empty() {

@@ -805,6 +805,73 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
     }
 
+    // Every column of the output has a name of its own (readers select columns by name): a
+    // covariate written beside the parameters may not be named like one, nor like a metric.
+    if spec.data.is_none() {
+        let mut columns: Vec<(String, &str)> = vec![
+            ("subject_id".into(), "a column of every run"),
+            ("arm".into(), "a column of every run"),
+            ("status".into(), "a column of every run"),
+        ];
+        if let (Some(p), true) = (&population, spec.output.covariates) {
+            columns.extend(
+                p.covariate_names()
+                    .iter()
+                    .map(|n| (n.to_string(), "a covariate of the population")),
+            );
+        }
+        if spec.output.parameters {
+            columns.extend(
+                model
+                    .params
+                    .iter()
+                    .map(|p| (p.name.clone(), "a parameter of the model")),
+            );
+        }
+        columns.extend(
+            metric_specs
+                .iter()
+                .map(|m| (m.column.clone(), "a metric column")),
+        );
+        if !sample_times.is_empty() {
+            columns.extend(
+                model
+                    .outputs
+                    .iter()
+                    .map(|o| (format!("{}_profile", o.name), "a profile column")),
+            );
+        }
+        columns.extend(observations.iter().map(|(k, _)| {
+            (
+                format!("{}_obs", model.outputs[*k].name),
+                "an observation column",
+            )
+        }));
+        let at = spec
+            .population
+            .as_ref()
+            .and_then(|s| s.library.as_ref().or(s.file.as_ref()))
+            .map(span_of)
+            .unwrap_or_default();
+        let mut seen = std::collections::HashMap::new();
+        for (name, what) in &columns {
+            if let Some(first) = seen.insert(name.as_str(), *what) {
+                errors.push(src.error(
+                    at,
+                    format!(
+                        "the output would have two columns named '{name}' ({first} and {what}): \
+                         rename one{}",
+                        if spec.output.covariates && spec.output.parameters {
+                            ", or write only one of [output] covariates and parameters"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+
     if !errors.is_empty() {
         return Err(TrialError::Invalid(errors));
     }
