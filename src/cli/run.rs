@@ -41,7 +41,8 @@ pub struct RunArgs {
     /// CUDA, 1 elsewhere; the CPU backend always runs one; at most 16).
     #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub integrators: Option<usize>,
-    /// Replace the output of a different earlier run in the output directory.
+    /// Replace the output of a different earlier run in the output directory: every manifest
+    /// and part file of vpop's there is removed first, except another shard's of this same run.
     #[arg(long)]
     pub overwrite: bool,
     /// No progress bar.
@@ -361,6 +362,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             report.backend.name,
         );
     }
+    if let (Some(shard), 0) = (shard, report.subjects) {
+        // More shards than chunks: some have nothing to do, which is not an empty summary.
+        println!(
+            "{}: shard {} holds no subjects (the run has fewer chunks than shards); nothing to \
+             simulate, and its manifest records it complete",
+            trial.name,
+            shard.label()
+        );
+        println!("\noutput: {}", report.dir.display());
+        return Ok(());
+    }
     let secs = report.wall.as_secs_f64();
     // A resumed run did not simulate the resumed parts' subjects: no rate of them.
     let rate = |n: u64, unit: &str| match report.parts_resumed {
@@ -369,11 +381,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     if let Some(d) = &trial.data {
         println!(
-            "{}: {} subjects ({} dataset subjects × {} replicates) in {:.2} s{}; {} written{}",
+            "{}: {} subjects ({} dataset subjects × {} replicates{}) in {:.2} s{}; {} written{}",
             trial.name,
             report.subjects,
             d.dataset.subjects.len(),
             d.replicates,
+            match shard.filter(|s| *s != Shard::WHOLE) {
+                Some(s) => format!(", {} in all; shard {}", trial.subjects, s.label()),
+                None => String::new(),
+            },
             secs,
             rate(report.subjects, "subjects/s"),
             parts(report.parts_written),

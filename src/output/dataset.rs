@@ -1,11 +1,15 @@
 //! A Parquet dataset directory: `part-NNNNN.parquet` files and a JSON manifest, written so that
 //! a killed run leaves no partial file and a rerun resumes where it stopped.
 //!
-//! Every part is written under a temporary name and renamed; the manifest is rewritten
-//! atomically after each part. Reopening a directory whose manifest describes the same run
-//! (same identity: spec hash, seed, subjects, chunk size, shard) skips the parts already there;
-//! any other manifest is an error unless the caller asks to overwrite. Parquet files carry no
-//! wall-clock time, so a resumed dataset is byte-identical to an uninterrupted one.
+//! Every part is written under a temporary name tagged with its shard and renamed; the
+//! manifest is rewritten atomically after each part. Shards of one run share a directory, and
+//! nothing else does: opening it, every manifest there must describe the same run (identity:
+//! spec and input files' hash, seed, subjects, chunk size; the same columns, backend and
+//! precision), and the parts already recorded by any of them are skipped; any other manifest,
+//! or a part no manifest of the run accounts for, is an error unless the caller asks to
+//! overwrite. Only file names of vpop's own pattern, inside the directory, are ever read from a
+//! manifest or removed. Parquet files carry no wall-clock time, so a resumed dataset is
+//! byte-identical to an uninterrupted one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::{writer_properties, AtomicFile, Codec, OutputError};
 
-/// What makes two runs the same run.
+/// What makes two runs the same run (with the shard, which of its parts a manifest holds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunIdentity {
     pub spec_hash: String,
@@ -67,6 +71,8 @@ pub struct DatasetWriter {
     metadata: Vec<(String, String)>,
     schema: SchemaRef,
     codec: Codec,
+    /// Tags this shard's temporary part files ([`shard_tag`]).
+    tag: String,
 }
 
 /// The manifest file name of a shard (`_manifest.json` when unsharded).
@@ -74,12 +80,288 @@ pub fn manifest_name(shard: &str) -> String {
     if shard == "1/1" {
         "_manifest.json".to_string()
     } else {
-        format!("_manifest-shard-{}.json", shard.replace('/', "-of-"))
+        format!("_manifest-shard-{}.json", shard_tag(shard))
     }
+}
+
+/// A shard's label in file names: `k-of-N` (`1-of-1` unsharded).
+fn shard_tag(shard: &str) -> String {
+    shard.replace('/', "-of-")
+}
+
+/// The shard whose manifest a file name is, if it is one of vpop's manifest names exactly as
+/// [`manifest_name`] writes them.
+pub fn manifest_shard(name: &str) -> Option<Shard> {
+    if name == "_manifest.json" {
+        return Some(Shard::WHOLE);
+    }
+    let tag = name
+        .strip_prefix("_manifest-shard-")?
+        .strip_suffix(".json")?;
+    let (k, n) = tag.split_once("-of-")?;
+    let s = Shard::parse(&format!("{k}/{n}")).ok()?;
+    (s != Shard::WHOLE && manifest_name(&s.label()) == name).then_some(s)
 }
 
 pub fn part_name(part: u64) -> String {
     format!("part-{part:05}.parquet")
+}
+
+/// The number of a part file name, if it is one exactly as [`part_name`] writes them.
+pub fn part_number(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    (part_name(n) == name).then_some(n)
+}
+
+/// Reads a manifest and checks what it says about its files: every part a file of the
+/// directory named as [`part_name`] names it, one of its run's chunks in its shard. A manifest
+/// that names anything else (another directory's file, a path) is not vpop's, or was edited,
+/// and none of its files are read or removed.
+pub fn read_manifest(path: &Path) -> Result<Manifest, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: cannot be read ({e})", path.display()))?;
+    m.check()
+        .map_err(|e| format!("{}: is not vpop's or was edited: {e}", path.display()))?;
+    Ok(m)
+}
+
+/// An error of [`std::fs::remove_file`] other than the file being gone already.
+fn not_found(e: std::io::Error) -> std::io::Result<()> {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// A refused directory: the first reason, and how many more there are.
+fn refusal(why: &str, reasons: usize) -> OutputError {
+    OutputError::Invalid(match reasons {
+        0 | 1 => why.to_string(),
+        n => format!(
+            "{why} (and {} more manifest{} of the directory disagree)",
+            n - 1,
+            if n == 2 { "" } else { "s" }
+        ),
+    })
+}
+
+/// The output path is a directory, or nothing yet: not a file, nor a link to nothing.
+fn check_output_path(dir: &Path) -> Result<(), OutputError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(md) if md.file_type().is_symlink() && !dir.exists() => {
+            Err(OutputError::Invalid(format!(
+                "{} is a symbolic link to {}, which does not exist: create that directory, or \
+                 choose another output directory",
+                dir.display(),
+                std::fs::read_link(dir)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "a path that cannot be read".into())
+            )))
+        }
+        _ if dir.exists() && !dir.is_dir() => Err(OutputError::Invalid(format!(
+            "{} is a file, not a directory: choose an output directory",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Removes the temporary files a killed writer of this shard left: its manifest's
+/// (`.<manifest>.PID.tmp`), its parts' (`.part-NNNNN.parquet.<k-of-N>.PID.tmp`), and, as
+/// versions that did not tag parts named them, `.part-NNNNN.parquet.PID.tmp` of its own chunks.
+/// Nothing else: other shards may be writing beside this one (on other machines, whose
+/// process ids say nothing here), and other files are not vpop's.
+fn remove_own_temporaries(
+    dir: &Path,
+    shard: &str,
+    chunks: std::ops::Range<u64>,
+) -> Result<(), OutputError> {
+    let manifest = manifest_name(shard);
+    let tag = shard_tag(shard);
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let ours = |name: &str| -> bool {
+        let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            return false;
+        };
+        if let Some(pid) = inner
+            .strip_prefix(manifest.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+        {
+            return number(pid);
+        }
+        let Some(dot) = inner.find(".parquet.") else {
+            return false;
+        };
+        let (part, rest) = (
+            &inner[..dot + ".parquet".len()],
+            &inner[dot + ".parquet.".len()..],
+        );
+        let Some(c) = part_number(part) else {
+            return false;
+        };
+        match rest.split_once('.') {
+            Some((t, pid)) => t == tag && number(pid),
+            None => number(rest) && chunks.contains(&c),
+        }
+    };
+    let entries = std::fs::read_dir(dir).map_err(|cause| OutputError::Io {
+        path: dir.to_path_buf(),
+        cause,
+    })?;
+    for entry in entries.flatten() {
+        if ours(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// vpop's files in a dataset directory: manifests (read and checked) and part files.
+struct Found {
+    manifests: Vec<(PathBuf, Shard, Result<Manifest, String>)>,
+    parts: Vec<(u64, PathBuf)>,
+}
+
+impl Found {
+    fn scan(dir: &Path) -> Result<Found, OutputError> {
+        let entries = std::fs::read_dir(dir).map_err(|cause| OutputError::Io {
+            path: dir.to_path_buf(),
+            cause,
+        })?;
+        let mut found = Found {
+            manifests: Vec::new(),
+            parts: Vec::new(),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(c) = part_number(&name) {
+                found.parts.push((c, entry.path()));
+            } else if let Some(s) = manifest_shard(&name) {
+                let path = entry.path();
+                let m = match std::fs::read_to_string(&path) {
+                    // Removed meanwhile (by a shard that overwrites another run's).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => Err(format!("cannot be read ({e})")),
+                    Ok(text) => match serde_json::from_str::<Manifest>(&text) {
+                        Err(e) => Err(format!("cannot be read ({e})")),
+                        Ok(m) => match m.check() {
+                            Err(e) => Err(format!("is not vpop's or was edited ({e})")),
+                            Ok(()) if m.identity.shard != s.label() => Err(format!(
+                                "is not vpop's or was edited (it records shard {})",
+                                m.identity.shard
+                            )),
+                            Ok(()) => Ok(m),
+                        },
+                    },
+                };
+                found.manifests.push((path, s, m));
+            }
+        }
+        found.manifests.sort_by(|a, b| a.0.cmp(&b.0));
+        found.parts.sort();
+        Ok(found)
+    }
+}
+
+impl Manifest {
+    /// Checks the parts a manifest records against its run: each named as [`part_name`] names
+    /// it (a plain file name in the directory), one of the chunks of its shard, holding that
+    /// chunk's subjects.
+    fn check(&self) -> Result<(), String> {
+        let id = &self.identity;
+        let shard = Shard::parse(&id.shard)?;
+        if id.chunk_size == 0 {
+            return Err("it records a chunk size of 0".into());
+        }
+        let n_chunks = id.subjects.div_ceil(id.chunk_size);
+        let (c0, c1) = shard.chunk_range(n_chunks);
+        for p in &self.parts {
+            if part_number(&p.file) != Some(p.part) {
+                return Err(format!(
+                    "it names the file '{}' for part {}, which is written '{}'",
+                    p.file,
+                    p.part,
+                    part_name(p.part)
+                ));
+            }
+            let first = p.part.saturating_mul(id.chunk_size);
+            if !(c0..c1).contains(&p.part)
+                || p.first_subject != first
+                || p.subjects != (id.subjects - first).min(id.chunk_size)
+            {
+                return Err(format!(
+                    "its part {} is not one of the chunks of shard {}",
+                    p.part, id.shard
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why the parts `other` (read from `path`) records cannot stand beside this run's
+    /// (`None`: the same run, another shard of it or this shard's earlier attempt).
+    fn conflict(&self, dir: &Path, path: &Path, other: &Manifest) -> Option<String> {
+        let (a, b) = (&self.identity, &other.identity);
+        let mut theirs = Vec::new();
+        let mut ours = Vec::new();
+        if a.spec_hash != b.spec_hash {
+            theirs.push(
+                "another trial spec or other input files (model, population, dataset, \
+                 records)"
+                    .to_string(),
+            );
+        }
+        if a.seed != b.seed {
+            theirs.push(format!("seed {}", b.seed));
+            ours.push(format!("seed {}", a.seed));
+        }
+        if a.subjects != b.subjects {
+            theirs.push(format!("{} subjects", b.subjects));
+            ours.push(format!("{} subjects", a.subjects));
+        }
+        if a.chunk_size != b.chunk_size {
+            theirs.push(format!("chunk size {}", b.chunk_size));
+            ours.push(format!("chunk size {}", a.chunk_size));
+        }
+        if theirs.is_empty() && self.columns != other.columns {
+            theirs.push("other columns".to_string());
+            ours.push("this run's columns".to_string());
+        }
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        if !theirs.is_empty() {
+            let ours = match ours.is_empty() {
+                true => String::new(),
+                false => format!(" (this run: {})", ours.join(", ")),
+            };
+            return Some(format!(
+                "{} holds the output of a different run: {file} records {}{ours}; choose \
+                 another output directory, or pass --overwrite to remove that run's manifests \
+                 and parts",
+                dir.display(),
+                theirs.join(", "),
+            ));
+        }
+        let producer = |m: &Manifest| {
+            let get = |k: &str| m.provenance.get(k).map_or("?", String::as_str).to_string();
+            (get("vpop.backend"), get("vpop.precision"))
+        };
+        let ((b0, p0), (b1, p1)) = (producer(other), producer(self));
+        if (&b0, &p0) != (&b1, &p1) {
+            return Some(format!(
+                "{}: the parts {file} records were computed by the {b0} backend in {p0}, and \
+                 this run by the {b1} backend in {p1}: their rows would differ in one dataset; \
+                 run it with --backend {b0} to resume it as it began, or pass --overwrite to \
+                 compute it anew",
+                dir.display()
+            ));
+        }
+        None
+    }
 }
 
 /// A recorded part if it is on disk with the recorded size and hash: BLAKE3, or SHA-256 in
@@ -138,7 +420,14 @@ impl<W: std::io::Write> std::io::Write for Hashing<W> {
 
 impl DatasetWriter {
     /// Opens (creating if needed) a dataset directory for a run. Returns the writer and the
-    /// parts already complete from an earlier attempt of the same run.
+    /// parts already complete from an earlier attempt of the same run, its own or another
+    /// shard's (whose manifest records them with their hash).
+    ///
+    /// Every manifest in the directory must describe this same run (spec and input files, seed,
+    /// subject count, chunk size, columns) computed by the same backend in the same precision,
+    /// and every part file must belong to one of them; anything else is refused. With
+    /// `overwrite`, what is refused is removed first: every manifest and part file of vpop's
+    /// except another shard's of this same run (which may be running beside this one).
     pub fn open(
         dir: &Path,
         identity: RunIdentity,
@@ -155,90 +444,152 @@ impl DatasetWriter {
                 cause,
             }
         };
-        if dir.exists() && !dir.is_dir() {
-            return Err(OutputError::Invalid(format!(
-                "{} is a file, not a directory: choose an output directory",
-                dir.display()
-            )));
-        }
+        check_output_path(dir)?;
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let manifest_path = dir.join(manifest_name(&identity.shard));
-        // Temporary files of a killed run are garbage.
-        for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(entry.path());
-            }
+        let shard = Shard::parse(&identity.shard).map_err(OutputError::Invalid)?;
+        if identity.chunk_size == 0 {
+            return Err(OutputError::Invalid(
+                "the chunk size must be at least 1".into(),
+            ));
         }
+        let n_chunks = identity.subjects.div_ceil(identity.chunk_size);
+        let (c0, c1) = shard.chunk_range(n_chunks);
+        let tag = shard_tag(&identity.shard);
+        remove_own_temporaries(dir, &identity.shard, c0..c1)?;
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let mut done = Vec::new();
-        if manifest_path.exists() {
-            let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
-            let parsed: Result<Manifest, _> = serde_json::from_str(&text);
-            let unreadable = parsed.as_ref().err().map(|e| e.to_string());
-            let old = parsed.ok();
-            match old {
-                Some(m) if m.identity == identity && m.columns == columns && !overwrite => {
-                    // A part counts as done only if its bytes hash to what was recorded.
-                    use rayon::prelude::*;
-                    let kept: Vec<Option<PartEntry>> = m
-                        .parts
-                        .into_par_iter()
-                        .map(|p| verified(dir, p))
-                        .collect();
-                    done.extend(kept.into_iter().flatten());
-                }
-                _ if overwrite => {
-                    let old_parts = old.map(|m| m.parts).unwrap_or_default();
-                    for p in old_parts {
-                        let _ = std::fs::remove_file(dir.join(&p.file));
-                    }
-                }
-                None => {
-                    return Err(OutputError::Invalid(format!(
-                        "{}: the run's manifest cannot be read ({}), so its parts cannot be \
-                         trusted; pass --overwrite to write the run anew, or choose another \
-                         output directory",
-                        manifest_path.display(),
-                        unreadable.unwrap_or_default()
-                    )))
-                }
-                _ => {
-                    return Err(OutputError::Invalid(format!(
-                        "{} holds the output of a different run (another spec, seed, subject count, chunk size or shard); \
-                         choose another output directory or pass --overwrite",
-                        dir.display()
-                    )))
-                }
-            }
-        } else if !overwrite && identity.shard == "1/1" {
-            // Parts without a manifest of ours: refuse to mix runs (shards share a directory).
-            let foreign = std::fs::read_dir(dir)
-                .map_err(io(dir))?
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("part-"));
-            if foreign {
-                return Err(OutputError::Invalid(format!(
-                    "{} already holds parts of another run; pass --overwrite",
-                    dir.display()
-                )));
-            }
-        }
         // The shard is in the manifest, not in the parts: a part is the same file whichever
         // shard wrote it.
         let metadata: Vec<(String, String)> = provenance
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             engine: format!("vpop {}", env!("CARGO_PKG_VERSION")),
             identity,
             status: "running".into(),
             arms,
             columns,
             provenance,
-            parts: done.clone(),
+            parts: Vec::new(),
         };
+        let manifest_path = dir.join(manifest_name(&manifest.identity.shard));
+        let found = Found::scan(dir)?;
+        // Manifests of this same run (this shard's own included), and the others.
+        let mut same: Vec<(PathBuf, Shard, Manifest)> = Vec::new();
+        let mut refused: Vec<(PathBuf, String)> = Vec::new();
+        for (path, s, m) in found.manifests {
+            match m {
+                Ok(m) => match manifest.conflict(dir, &path, &m) {
+                    None => same.push((path, s, m)),
+                    Some(why) => refused.push((path, why)),
+                },
+                Err(why) => {
+                    let whose = if path == manifest_path {
+                        "the run's"
+                    } else {
+                        "a"
+                    };
+                    let why = format!(
+                        "{}: {whose} manifest {why}, so the parts it records cannot be trusted; \
+                         pass --overwrite to write the run anew (it removes that manifest and \
+                         the part files), or choose another output directory",
+                        path.display()
+                    );
+                    refused.push((path, why))
+                }
+            }
+        }
+        // A part belongs to the run if it lies in the chunks of one of its manifests: recorded,
+        // or on its way to being recorded (a shard renames a part, then records it).
+        let belongs = |c: u64| {
+            same.iter().any(|(_, s, _)| {
+                let (a, b) = s.chunk_range(n_chunks);
+                a <= c && c < b
+            })
+        };
+        let stray: Vec<&PathBuf> = found
+            .parts
+            .iter()
+            .filter(|(c, _)| !belongs(*c))
+            .map(|(_, p)| p)
+            .collect();
+        let mut done = Vec::new();
+        if overwrite {
+            for (path, _) in &refused {
+                std::fs::remove_file(path)
+                    .or_else(not_found)
+                    .map_err(io(path))?;
+            }
+            // Parts in another shard's chunks of this same run are that shard's (the same
+            // bytes this one would write); every other part goes.
+            let others: Vec<(u64, u64)> = same
+                .iter()
+                .filter(|(p, _, _)| *p != manifest_path)
+                .map(|(_, s, _)| s.chunk_range(n_chunks))
+                .collect();
+            for (c, path) in &found.parts {
+                if !others.iter().any(|&(a, b)| a <= *c && *c < b) {
+                    std::fs::remove_file(path)
+                        .or_else(not_found)
+                        .map_err(io(path))?;
+                }
+            }
+        } else {
+            if let Some((_, why)) = refused.first() {
+                return Err(refusal(why, refused.len()));
+            }
+            if !stray.is_empty() {
+                return Err(OutputError::Invalid(format!(
+                    "{} holds part files that no manifest of this run accounts for ({}{}): they \
+                     are another run's, whose manifest is gone; pass --overwrite to remove them, \
+                     or choose another output directory",
+                    dir.display(),
+                    stray[0].file_name().unwrap_or_default().to_string_lossy(),
+                    match stray.len() {
+                        1 => String::new(),
+                        n => format!(" and {} more", n - 1),
+                    }
+                )));
+            }
+            // A part counts as done only if its bytes hash to what a manifest of this run
+            // recorded (this shard's own first, then the others').
+            same.sort_by_key(|(p, _, _)| *p != manifest_path);
+            let mut recorded: BTreeMap<u64, (PartEntry, usize)> = BTreeMap::new();
+            for (i, (_, _, m)) in same.iter().enumerate() {
+                for p in &m.parts {
+                    if (c0..c1).contains(&p.part) && !recorded.contains_key(&p.part) {
+                        recorded.insert(p.part, (p.clone(), i));
+                    }
+                }
+            }
+            use rayon::prelude::*;
+            let kept: Vec<(PartEntry, usize)> = recorded
+                .into_values()
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .filter_map(|(p, i)| verified(dir, p).map(|p| (p, i)))
+                .collect();
+            // The manifest names every device that computed its parts.
+            let mut devices: Vec<&str> = Vec::new();
+            for i in kept.iter().map(|(_, i)| *i) {
+                if let Some(d) = same[i].2.provenance.get("vpop.device") {
+                    if !devices.contains(&d.as_str()) {
+                        devices.push(d);
+                    }
+                }
+            }
+            if let Some(d) = manifest.provenance.get("vpop.device").cloned() {
+                if !devices.is_empty() && devices.iter().any(|o| **o != d) {
+                    if !devices.contains(&d.as_str()) {
+                        devices.push(&d);
+                    }
+                    let all = devices.join("; ");
+                    manifest.provenance.insert("vpop.device".into(), all);
+                }
+            }
+            done.extend(kept.into_iter().map(|(p, _)| p));
+        }
+        manifest.parts = done.clone();
         let mut w = DatasetWriter {
             dir: dir.to_path_buf(),
             manifest_path,
@@ -246,8 +597,19 @@ impl DatasetWriter {
             metadata,
             schema,
             codec,
+            tag,
         };
         w.save_manifest()?;
+        // Shards started together may each have looked before the other wrote its manifest:
+        // look again now that this one's is there, so that of two different runs at least one
+        // stops before writing a part.
+        for (path, _, m) in Found::scan(dir)?.manifests {
+            if let Ok(m) = m {
+                if let Some(why) = w.manifest.conflict(dir, &path, &m) {
+                    return Err(refusal(&why, 1));
+                }
+            }
+        }
         Ok((w, done))
     }
 
@@ -290,6 +652,7 @@ impl DatasetWriter {
             metadata: self.metadata.clone(),
             schema: self.schema.clone(),
             codec: self.codec,
+            tag: self.tag.clone(),
         }
     }
 
@@ -318,6 +681,7 @@ pub struct PartWriter {
     metadata: Vec<(String, String)>,
     schema: SchemaRef,
     codec: Codec,
+    tag: String,
 }
 
 impl PartWriter {
@@ -331,7 +695,7 @@ impl PartWriter {
     ) -> Result<PartEntry, OutputError> {
         let name = part_name(part);
         let path = self.dir.join(&name);
-        let mut tmp = AtomicFile::create(&path)?;
+        let mut tmp = AtomicFile::create_tagged(&path, &self.tag)?;
         let props = writer_properties(&self.schema, self.metadata.clone(), usize::MAX, self.codec);
         // Hashed below the buffer, in updates of up to 1 MiB (BLAKE3 hashes several of its
         // 1 KiB chunks at once only in large updates).
@@ -446,14 +810,18 @@ impl Shard {
         let (k, n) = s
             .split_once('/')
             .ok_or_else(|| format!("shard '{s}': expected k/N, e.g. 3/16"))?;
-        let (k, n): (u64, u64) = (
-            k.trim()
+        let number = |x: &str, what: &str| -> Result<u64, String> {
+            use std::num::IntErrorKind::PosOverflow;
+            x.trim()
                 .parse()
-                .map_err(|_| format!("shard '{s}': k is not a whole number"))?,
-            n.trim()
-                .parse()
-                .map_err(|_| format!("shard '{s}': N is not a whole number"))?,
-        );
+                .map_err(|e: std::num::ParseIntError| match e.kind() {
+                    PosOverflow => {
+                        format!("shard '{s}': {what} is too large (at most {})", u64::MAX)
+                    }
+                    _ => format!("shard '{s}': {what} is not a whole number"),
+                })
+        };
+        let (k, n) = (number(k, "k")?, number(n, "N")?);
         if n == 0 || k == 0 || k > n {
             return Err(format!("shard '{s}': need 1 ≤ k ≤ N"));
         }
@@ -497,5 +865,39 @@ mod tests {
                 && Shard::parse("x").is_err()
         );
         assert_eq!(Shard::parse("3/16").unwrap(), Shard { k: 3, n: 16 });
+        let e = Shard::parse("1/99999999999999999999").unwrap_err();
+        assert!(e.contains("N is too large"), "{e}");
+        assert!(Shard::parse("1/x")
+            .unwrap_err()
+            .contains("not a whole number"));
+    }
+
+    #[test]
+    fn only_vpop_names_are_parts_and_manifests() {
+        assert_eq!(part_number("part-00042.parquet"), Some(42));
+        assert_eq!(part_number("part-123456.parquet"), Some(123_456));
+        for name in [
+            "part-42.parquet",
+            "part-0004a.parquet",
+            "../part-00001.parquet",
+            "part-00001.parquet.tmp",
+            "part--0001.parquet",
+        ] {
+            assert_eq!(part_number(name), None, "{name}");
+        }
+        assert_eq!(manifest_shard("_manifest.json"), Some(Shard::WHOLE));
+        assert_eq!(
+            manifest_shard("_manifest-shard-2-of-3.json"),
+            Some(Shard { k: 2, n: 3 })
+        );
+        for name in [
+            "_manifest-shard-1-of-1.json",
+            "_manifest-shard-4-of-3.json",
+            "_manifest-shard-02-of-3.json",
+            "_manifest.json.bak",
+            "_manifest-x.json",
+        ] {
+            assert_eq!(manifest_shard(name), None, "{name}");
+        }
     }
 }

@@ -12,6 +12,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 pub enum OutputError {
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: io::Error },
+    #[error("cannot write a file in {dir}: {cause}")]
+    CannotWrite { dir: PathBuf, cause: io::Error },
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
@@ -175,15 +177,31 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
+    /// Writes under `.NAME.PID.tmp` beside `dest`.
     pub fn create(dest: impl AsRef<Path>) -> Result<AtomicFile, OutputError> {
-        let dest = dest.as_ref().to_path_buf();
+        Self::create_as(dest.as_ref(), &std::process::id().to_string())
+    }
+
+    /// Writes under `.NAME.TAG.PID.tmp` beside `dest`: a writer that tags its temporary files
+    /// (a shard of a dataset) can tell them from those of other writers in the same directory.
+    pub fn create_tagged(dest: impl AsRef<Path>, tag: &str) -> Result<AtomicFile, OutputError> {
+        Self::create_as(dest.as_ref(), &format!("{tag}.{}", std::process::id()))
+    }
+
+    fn create_as(dest: &Path, suffix: &str) -> Result<AtomicFile, OutputError> {
+        let dest = dest.to_path_buf();
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let file = File::create(&tmp).map_err(|cause| OutputError::Io {
-            path: tmp.clone(),
+        let tmp = dest.with_file_name(format!(".{name}.{suffix}.tmp"));
+        // A file that cannot be created is the directory's problem (read-only, no space, no
+        // permission): name the directory, not the temporary file.
+        let file = File::create(&tmp).map_err(|cause| OutputError::CannotWrite {
+            dir: match dest.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
             cause,
         })?;
         Ok(AtomicFile {

@@ -34,15 +34,13 @@ fn manifests(dir: &Path) -> Result<Vec<Manifest>, String> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("_manifest") && n.ends_with(".json"))
+                .is_some_and(|n| crate::output::dataset::manifest_shard(n).is_some())
         })
         .collect();
     names.sort();
     for p in names {
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let m: Manifest =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-        out.push(m);
+        // Checked: a manifest names only part files of this directory.
+        out.push(crate::output::dataset::read_manifest(&p)?);
     }
     if out.is_empty() {
         return Err(format!(
@@ -135,17 +133,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The part files of every manifest (each part once) and the subjects they hold.
 fn part_files(dir: &Path, ms: &[Manifest]) -> (Vec<PathBuf>, u64) {
-    let mut parts: Vec<(u64, String)> = ms
+    // A part recorded by two manifests (an unsharded run that resumed its shards' parts)
+    // counts once.
+    let parts: std::collections::BTreeMap<u64, (&str, u64)> = ms
         .iter()
-        .flat_map(|m| m.parts.iter().map(|p| (p.part, p.file.clone())))
+        .flat_map(|m| {
+            m.parts
+                .iter()
+                .map(|p| (p.part, (p.file.as_str(), p.subjects)))
+        })
         .collect();
-    parts.sort();
-    parts.dedup();
-    let subjects = ms
-        .iter()
-        .flat_map(|m| m.parts.iter().map(|p| p.subjects))
-        .sum();
-    (parts.iter().map(|(_, f)| dir.join(f)).collect(), subjects)
+    let subjects = parts.values().map(|(_, n)| n).sum();
+    (parts.values().map(|(f, _)| dir.join(f)).collect(), subjects)
 }
 
 /// A `[data]` run's visual predictive check, `vpc.png`: for every model output, the 5th, 50th

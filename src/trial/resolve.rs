@@ -113,6 +113,10 @@ pub struct Trial {
     pub target: Option<Target>,
     /// A dataset's subjects and records instead of arms (one placeholder arm in `arms`).
     pub data: Option<DataDesign>,
+    /// BLAKE3 (hex) of each file the trial reads besides its spec, model and population (a
+    /// `[data]` dataset, arms' `records`), in the order read: part of the run's identity, so
+    /// that a changed file is not taken for the run it was.
+    pub input_hashes: Vec<String>,
 }
 
 /// Errors while loading a trial: located diagnostics, or a file that cannot be read.
@@ -346,8 +350,9 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     }
 
     // A dataset instead of arms.
+    let mut input_hashes = Vec::new();
     let data = spec.data.as_ref().and_then(|d| {
-        let r = resolve_data(src, path, d, &model, population.as_ref());
+        let r = resolve_data(src, path, d, &model, population.as_ref(), &mut input_hashes);
         r.map_err(|mut e| errors.append(&mut e)).ok()
     });
 
@@ -625,7 +630,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
         if let Some(rec) = &a.records {
             let file = resolve_path(path, rec.get_ref());
-            match crate::dosing::nonmem::Dataset::load(&file)
+            match load_dataset(&file, &mut input_hashes)
                 .and_then(|ds| super::regimen::record_lines(&model, &ds))
             {
                 Ok(lines) => regimen.lines.extend(lines),
@@ -899,7 +904,24 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         target,
         data,
         unused_population_parameters,
+        input_hashes,
     })
+}
+
+/// Reads and parses a NONMEM-format file, noting the BLAKE3 of the bytes parsed.
+fn load_dataset(
+    file: &Path,
+    hashes: &mut Vec<String>,
+) -> Result<crate::dosing::nonmem::Dataset, crate::diag::Diagnostic> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|e| crate::diag::Diagnostic {
+        file: name.clone(),
+        line: 1,
+        col: 1,
+        message: format!("cannot read the dataset: {e}"),
+    })?;
+    hashes.push(blake3::hash(text.as_bytes()).to_hex().to_string());
+    crate::dosing::nonmem::Dataset::parse(&name, &text)
 }
 
 /// The `[data]` section: the dataset, how its columns bind to the model and the population,
@@ -910,11 +932,11 @@ fn resolve_data(
     d: &toml::Spanned<super::spec::DataSection>,
     model: &Model,
     population: Option<&Population>,
+    input_hashes: &mut Vec<String>,
 ) -> Result<DataDesign, Vec<crate::diag::Diagnostic>> {
-    use crate::dosing::nonmem::Dataset;
     let sec = d.get_ref();
     let file = resolve_path(path, sec.file.get_ref());
-    let dataset = Dataset::load(&file)
+    let dataset = load_dataset(&file, input_hashes)
         .map_err(|e| vec![src.error(span_of(&sec.file), format!("dataset: {e}"))])?;
     let mut errors = Vec::new();
     if dataset.subjects.is_empty() {

@@ -378,6 +378,8 @@ pub(crate) fn run_plan(
     }
 }
 
+/// The hash of what a run reads: its spec, model and population, and the files it names
+/// (dataset, records).
 pub(crate) fn spec_hash(trial: &Trial) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -385,6 +387,11 @@ pub(crate) fn spec_hash(trial: &Trial) -> String {
     h.update(trial.model.source.text.as_bytes());
     if let Some(p) = &trial.population {
         h.update(p.source_text().as_bytes());
+    }
+    // The files the trial reads (dataset, records): a trial without any hashes as before.
+    for input in &trial.input_hashes {
+        h.update(b"\0input\0");
+        h.update(input.as_bytes());
     }
     format!("sha256:{:x}", h.finalize())
 }

@@ -1,0 +1,563 @@
+//! One output directory, many writers: the shards of a run share it, and nothing else does.
+//! Manifests of other runs (another spec, input file, seed, subject count, chunk size, backend
+//! or precision) are refused, part files no manifest of the run accounts for are refused,
+//! `--overwrite` removes every manifest and part of vpop's (and nothing else), a manifest that
+//! names files outside the directory is refused and none of its files touched, and shards
+//! started together leave each other's temporary files alone.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+mod common;
+
+use vpop::output::Shard;
+use vpop::trial::{run_trial, RunOptions, Trial};
+
+fn spec(subjects: u64, seed: u64) -> String {
+    format!(
+        r#"
+[trial]
+name = "shared directory"
+subjects = {subjects}
+seed = {seed}
+
+[model]
+library = "one_cmt_oral"
+
+[population]
+file = "{pop}"
+
+[[arm]]
+name = "daily"
+dose = {{ amount = 100, into = "depot", every = 24, count = 2 }}
+
+[simulation]
+end = 48
+rtol = 1e-5
+atol = 1e-7
+chunk_size = 100
+backend = "cpu"
+
+[output]
+dir = "unused"
+metrics = ["auc", "cmax"]
+"#,
+        pop = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("populations/adult_healthy.toml")
+            .display()
+    )
+}
+
+fn trial(subjects: u64, seed: u64) -> Trial {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Trial::from_text(&root.join("spec.toml"), &spec(subjects, seed)).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vpop-outdir-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn opts(dir: &Path) -> RunOptions {
+    RunOptions {
+        quiet: true,
+        output_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+fn shard(dir: &Path, k: u64, n: u64) -> RunOptions {
+    RunOptions {
+        shard: Some(Shard { k, n }),
+        ..opts(dir)
+    }
+}
+
+fn overwrite(o: RunOptions) -> RunOptions {
+    RunOptions {
+        overwrite: true,
+        ..o
+    }
+}
+
+/// Every file of a directory with its bytes, by name.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The part files only.
+fn parts(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    contents(dir)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("part-") && n.ends_with(".parquet"))
+        .collect()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    contents(dir).into_iter().map(|(n, _)| n).collect()
+}
+
+#[test]
+fn shards_of_different_runs_never_share_a_directory() {
+    let t = trial(400, 99);
+    let whole = tmp("whole");
+    run_trial(&t, &opts(&whole)).unwrap();
+
+    // Shard 1/2 of one run, then shards of runs that differ in one thing each.
+    let dir = tmp("mixed");
+    run_trial(&t, &shard(&dir, 1, 2)).unwrap();
+    let before = contents(&dir);
+    let mut other_chunk = trial(400, 99);
+    other_chunk.chunk_size = Some(50);
+    for (other, n, what) in [
+        (trial(400, 7), 2, "seed 99"),
+        (trial(800, 99), 2, "400 subjects"),
+        (trial(800, 7), 3, "400 subjects"),
+        (other_chunk, 2, "chunk size 100"),
+    ] {
+        let e = run_trial(&other, &shard(&dir, 2, n)).unwrap_err();
+        assert!(e.contains("different run") && e.contains(what), "{e}");
+        assert!(e.contains("--overwrite"), "{e}");
+        assert_eq!(
+            contents(&dir),
+            before,
+            "a refused shard changed the directory"
+        );
+    }
+
+    // A shard of another run into the directory of a complete unsharded run.
+    let complete = tmp("complete");
+    run_trial(&t, &opts(&complete)).unwrap();
+    let before = contents(&complete);
+    let e = run_trial(&trial(400, 7), &shard(&complete, 1, 2)).unwrap_err();
+    assert!(
+        e.contains("different run") && e.contains("_manifest.json"),
+        "{e}"
+    );
+    assert_eq!(contents(&complete), before);
+
+    // The same run unsharded over its complete shards: their parts are its own.
+    let sharded = tmp("sharded");
+    for k in 1..=2 {
+        run_trial(&t, &shard(&sharded, k, 2)).unwrap();
+    }
+    let r = run_trial(&t, &opts(&sharded)).unwrap();
+    assert!(r.complete);
+    assert_eq!((r.parts_resumed, r.parts_written), (4, 0));
+    assert!(parts(&sharded) == parts(&whole));
+    assert_eq!(r.arms, run_trial(&t, &opts(&whole)).unwrap().arms);
+    // And a shard of it beside the unsharded run's manifest resumes from that.
+    let r = run_trial(&t, &shard(&whole, 2, 4)).unwrap();
+    assert_eq!((r.parts_resumed, r.parts_written), (1, 0));
+}
+
+#[test]
+fn overwrite_removes_every_manifest_and_part_of_vpop_and_nothing_else() {
+    let small = trial(400, 99);
+    let fresh = tmp("fresh");
+    run_trial(&small, &opts(&fresh)).unwrap();
+    let others = [
+        "notes.txt",
+        ".editor-swap.tmp",
+        "part-1.csv",
+        "_manifest.json.bak",
+        "part-00001.parquet.orig",
+    ];
+    for damage in ["truncated", "deleted"] {
+        let dir = tmp(damage);
+        run_trial(&trial(1200, 99), &opts(&dir)).unwrap();
+        for f in others {
+            std::fs::write(dir.join(f), "not vpop's").unwrap();
+        }
+        let manifest = dir.join("_manifest.json");
+        match damage {
+            "truncated" => std::fs::write(&manifest, "").unwrap(),
+            _ => std::fs::remove_file(&manifest).unwrap(),
+        }
+        let e = run_trial(&small, &opts(&dir)).unwrap_err();
+        let why = match damage {
+            "truncated" => "the run's manifest cannot be read",
+            _ => "part files that no manifest of this run accounts for",
+        };
+        assert!(e.contains(why) && e.contains("--overwrite"), "{e}");
+        let r = run_trial(&small, &overwrite(opts(&dir))).unwrap();
+        assert!(r.complete);
+        assert!(
+            parts(&dir) == parts(&fresh),
+            "old parts left beside the new"
+        );
+        for f in others {
+            assert!(dir.join(f).exists(), "{f} removed");
+        }
+    }
+
+    // After the shards of another run: their manifests and parts go too.
+    let dir = tmp("after-shards");
+    for k in 1..=3 {
+        run_trial(&trial(1200, 7), &shard(&dir, k, 3)).unwrap();
+    }
+    run_trial(&small, &overwrite(opts(&dir))).unwrap();
+    let mut want: Vec<String> = (0..4).map(|c| format!("part-{c:05}.parquet")).collect();
+    want.insert(0, "_manifest.json".into());
+    assert_eq!(names(&dir), want);
+    assert!(parts(&dir) == parts(&fresh));
+
+    // Another shard of the same run may be running: its manifest and chunks are kept.
+    let dir = tmp("sibling");
+    run_trial(&small, &shard(&dir, 2, 2)).unwrap();
+    let sibling = contents(&dir);
+    run_trial(&small, &overwrite(shard(&dir, 1, 2))).unwrap();
+    for f in &sibling {
+        assert!(contents(&dir).contains(f), "{} changed", f.0);
+    }
+    assert!(parts(&dir) == parts(&fresh));
+}
+
+/// A manifest that names a file outside its directory (or any name that is not a part's) is
+/// not vpop's: refused, and with --overwrite removed without touching what it names.
+#[test]
+fn a_manifest_naming_other_files_is_refused_and_they_are_left_alone() {
+    let t = trial(400, 99);
+    let root = tmp("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    let victim = root.join("victim.txt");
+    let absolute = root.join("absolute.txt");
+    for (name, target) in [("relative", "../victim.txt"), ("absolute", "")] {
+        let dir = root.join(name);
+        run_trial(&t, &opts(&dir)).unwrap();
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::write(&absolute, "precious").unwrap();
+        let path = dir.join("_manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let target = match target {
+            "" => absolute.display().to_string(),
+            t => t.to_string(),
+        };
+        m["parts"][0]["file"] = target.clone().into();
+        m["identity"]["seed"] = 1.into();
+        std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        for o in [opts(&dir), shard(&dir, 1, 2)] {
+            let e = run_trial(&t, &o).unwrap_err();
+            assert!(
+                e.contains("is not vpop's or was edited") && e.contains(&target),
+                "{e}"
+            );
+        }
+        // `vpop report` reads no file such a manifest names either.
+        let e = vpop::trial::report::report(&dir, &dir.join("_report"), 1000).unwrap_err();
+        assert!(e.contains("is not vpop's or was edited"), "{e}");
+        let r = run_trial(&t, &overwrite(opts(&dir))).unwrap();
+        assert!(r.complete && r.parts_written == 4);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&absolute).unwrap(), "precious");
+    }
+}
+
+/// The files a trial reads besides its spec, model and population (a `[data]` dataset, an
+/// arm's records) are part of its run: changed, the run is another.
+#[test]
+fn a_changed_input_file_is_another_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tmp("inputs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = "ID,TIME,EVID,AMT,CMT,DV\n1,0,1,100,1,.\n1,2,0,.,1,.\n2,0,1,100,1,.\n2,4,0,.,1,.\n";
+    let data_spec = format!(
+        r#"
+[trial]
+name = "data"
+seed = 3
+
+[model]
+library = "one_cmt_iv"
+
+[population]
+file = "{pop}"
+
+[data]
+file = "data.csv"
+replicates = 50
+
+[simulation]
+chunk_size = 20
+backend = "cpu"
+
+[output]
+dir = "unused"
+"#,
+        pop = root.join("populations/adult_healthy.toml").display()
+    );
+    let records_spec = spec(200, 5).replace(
+        r#"dose = { amount = 100, into = "depot", every = 24, count = 2 }"#,
+        r#"records = "regimen.csv""#,
+    );
+    let regimen = "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,24,1,100,1\n";
+    for (spec, file, text, changed) in [
+        (
+            data_spec,
+            "data.csv",
+            data,
+            data.replace("1,0,1,100", "1,0,1,300"),
+        ),
+        (
+            records_spec,
+            "regimen.csv",
+            regimen,
+            regimen.replace("1,24,1,100", "1,24,1,300"),
+        ),
+    ] {
+        let out = dir.join(format!("out-{file}"));
+        std::fs::write(dir.join(file), text).unwrap();
+        let load = || Trial::from_text(&dir.join("spec.toml"), &spec).unwrap();
+        let r = run_trial(&load(), &opts(&out)).unwrap();
+        assert!(r.complete, "{file}");
+        std::fs::write(dir.join(file), &changed).unwrap();
+        let e = run_trial(&load(), &opts(&out)).unwrap_err();
+        assert!(
+            e.contains("different run") && e.contains("input files"),
+            "{file}: {e}"
+        );
+        let e = run_trial(&load(), &shard(&out, 2, 2)).unwrap_err();
+        assert!(e.contains("different run"), "{file}: {e}");
+        // As it was, the run is the one it was and resumes whole.
+        std::fs::write(dir.join(file), text).unwrap();
+        let r = run_trial(&load(), &opts(&out)).unwrap();
+        assert!(r.complete && r.parts_written == 0, "{file}");
+    }
+}
+
+/// A shard of a `[data]` trial reports its own subjects, not the whole trial's.
+#[test]
+fn a_data_shard_counts_its_own_subjects() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tmp("data-shard");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("data.csv"),
+        "ID,TIME,EVID,AMT,CMT,DV\n1,0,1,100,1,.\n1,2,0,.,1,.\n",
+    )
+    .unwrap();
+    let spec = format!(
+        "[trial]\nname = \"d\"\nseed = 1\n[model]\nlibrary = \"one_cmt_iv\"\n[population]\nfile = \"{}\"\n[data]\nfile = \"data.csv\"\nreplicates = 100\n[simulation]\nchunk_size = 10\nbackend = \"cpu\"\n[output]\ndir = \"unused\"\n",
+        root.join("populations/adult_healthy.toml").display()
+    );
+    let t = Trial::from_text(&dir.join("spec.toml"), &spec).unwrap();
+    let r = run_trial(&t, &shard(&dir.join("out"), 1, 4)).unwrap();
+    assert_eq!(r.subjects, 20);
+    assert_eq!(r.arms[0].subjects, 20);
+}
+
+/// A backend computing in another precision (here a stand-in that reports itself as wgpu in
+/// f32 around the CPU reference).
+struct OtherBackend(vpop::backend::cpu::CpuBackend);
+
+impl vpop::backend::Backend for OtherBackend {
+    fn info(&self) -> vpop::backend::BackendInfo {
+        vpop::backend::BackendInfo {
+            name: "wgpu",
+            device: "a stand-in".into(),
+            precision: vpop::backend::Precision::F32,
+        }
+    }
+    fn run_chunk(
+        &mut self,
+        arm: &vpop::backend::ArmPlan,
+        input: &vpop::backend::ChunkInput<'_>,
+        out: &mut vpop::backend::ChunkOutput,
+    ) -> Result<(), vpop::backend::BackendError> {
+        self.0.run_chunk(arm, input, out)
+    }
+    fn run_records(
+        &mut self,
+        programs: &[&vpop::backend::records::Program],
+        solver: &vpop::solver::SolverOptions,
+    ) -> Result<Vec<vpop::backend::records::RecordsOutcome>, vpop::backend::BackendError> {
+        self.0.run_records(programs, solver)
+    }
+}
+
+#[test]
+fn a_run_resumes_only_on_the_backend_and_precision_it_began_with() {
+    let t = trial(400, 99);
+    let dir = tmp("backends");
+    let other = || {
+        Box::new(OtherBackend(vpop::backend::cpu::CpuBackend::new(
+            std::sync::Arc::new(t.compiled.clone()),
+        ))) as Box<dyn vpop::backend::Backend>
+    };
+    let on_other = |o: &RunOptions| {
+        vpop::trial::run::run_trial_on(&t, o, other(), String::new(), std::time::Instant::now())
+    };
+    let stopped = RunOptions {
+        stop_after_parts: Some(2),
+        ..opts(&dir)
+    };
+    assert!(!on_other(&stopped).unwrap().complete);
+    let before = contents(&dir);
+    for o in [opts(&dir), shard(&dir, 2, 2)] {
+        let e = run_trial(&t, &o).unwrap_err();
+        assert!(
+            e.contains("wgpu backend in f32")
+                && e.contains("cpu backend in f64")
+                && e.contains("--overwrite"),
+            "{e}"
+        );
+    }
+    assert_eq!(contents(&dir), before);
+    // On the backend it began with, it resumes, and its manifest says so.
+    let r = on_other(&opts(&dir)).unwrap();
+    assert!(r.complete && r.parts_resumed == 2 && r.parts_written == 2);
+    let m: vpop::output::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("_manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m.provenance["vpop.backend"], "wgpu");
+    assert_eq!(m.provenance["vpop.precision"], "f32");
+    // --overwrite computes it anew on the CPU.
+    let r = run_trial(&t, &overwrite(opts(&dir))).unwrap();
+    assert!(r.complete && r.parts_resumed == 0);
+}
+
+/// A shard removes the temporary files a killed attempt of its own left, and no others: not
+/// another shard's (which may be writing beside it), not a user's.
+#[test]
+fn a_shard_removes_only_its_own_temporary_files() {
+    let t = trial(400, 99);
+    let dir = tmp("temporaries");
+    std::fs::create_dir_all(&dir).unwrap();
+    let theirs = [
+        ".part-00002.parquet.2-of-2.4242.tmp",
+        "._manifest-shard-2-of-2.json.4242.tmp",
+        ".part-00000.parquet.1-of-1.4242.tmp",
+        ".part-00003.parquet.4242.tmp",
+        ".editor-swap.tmp",
+        ".notes.tmp",
+    ];
+    let ours = [
+        ".part-00001.parquet.1-of-2.77.tmp",
+        "._manifest-shard-1-of-2.json.77.tmp",
+        // As versions that did not tag parts named them, of this shard's chunks.
+        ".part-00000.parquet.77.tmp",
+    ];
+    for f in theirs.iter().chain(&ours) {
+        std::fs::write(dir.join(f), "half").unwrap();
+    }
+    assert!(run_trial(&t, &shard(&dir, 1, 2)).unwrap().complete);
+    for f in theirs {
+        assert!(dir.join(f).exists(), "{f} removed");
+    }
+    for f in ours {
+        assert!(!dir.join(f).exists(), "{f} kept");
+    }
+}
+
+/// Shards started together into one directory, as a job array starts them, each a process of
+/// its own: every one completes, and their parts are the unsharded run's.
+#[test]
+fn shards_started_together_leave_each_other_alone() {
+    let dir = tmp("together");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec_path = dir.join("spec.toml");
+    std::fs::write(&spec_path, spec(3000, 99)).unwrap();
+    let run = |out: &Path, shard: Option<&str>| -> Child {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vpop"));
+        c.arg("run")
+            .arg(&spec_path)
+            .args(["--backend", "cpu", "--quiet", "--chunk-size", "50", "--out"])
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(s) = shard {
+            c.args(["--shard", s]);
+        }
+        c.spawn().unwrap()
+    };
+    let check = |c: Child, what: &str| {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let whole = dir.join("whole");
+    check(run(&whole, None), "unsharded");
+    for attempt in 0..4 {
+        let out = dir.join(format!("out-{attempt}"));
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join(".editor-swap.tmp"), "mine").unwrap();
+        let first = run(&out, Some("1/3"));
+        // The others start while the first is writing its parts.
+        let t0 = std::time::Instant::now();
+        while common::parquet_parts(&out).is_empty()
+            && t0.elapsed() < std::time::Duration::from_secs(60)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let second = run(&out, Some("2/3"));
+        let third = run(&out, Some("3/3"));
+        check(first, "shard 1/3");
+        check(second, "shard 2/3");
+        check(third, "shard 3/3");
+        assert!(parts(&out) == parts(&whole), "attempt {attempt}");
+        assert!(out.join(".editor-swap.tmp").exists());
+        for k in 1..=3 {
+            let m: vpop::output::Manifest = serde_json::from_str(
+                &std::fs::read_to_string(out.join(format!("_manifest-shard-{k}-of-3.json")))
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(m.status, "complete");
+        }
+    }
+}
+
+#[test]
+fn output_paths_that_cannot_hold_a_dataset_are_named() {
+    let dir = tmp("paths");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("link");
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(dir.join("nowhere"), &link).unwrap();
+        let e = run_trial(&trial(100, 1), &opts(&link)).unwrap_err();
+        assert!(
+            e.contains("symbolic link") && e.contains("does not exist"),
+            "{e}"
+        );
+    }
+    // A shard with no chunks says so instead of summarising nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("run")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml"))
+        .args([
+            "--subjects",
+            "10",
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--shard",
+            "3/4",
+            "--out",
+        ])
+        .arg(dir.join("empty-shard"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("holds no subjects"),
+        "{text}"
+    );
+    assert!(!text.contains("NaN"), "{text}");
+}
