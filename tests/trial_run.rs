@@ -396,6 +396,37 @@ fn bad_specs_are_located_errors() {
             30,
             "'cp time_above' is not an output name",
         ),
+        (
+            "dose = { amount = 200, into = \"depot\", every = 24, count = 2 }",
+            "doses = [{ amount = 200, into = \"depot\" },\n { amount = 3, per = \"wt\", into = \"depot\", start = 24 }]",
+            19,
+            "a `per` scales every dose of its arm: give this line the same `per`",
+        ),
+        (
+            "dose = { amount = 100, into = \"depot\", every = 12, count = 4 }",
+            "dose = { amount = 100, into = \"depot\", modelled = true }",
+            15,
+            "the model declares neither rate(depot) nor dur(depot)",
+        ),
+        (
+            "dose = { amount = 100, into = \"depot\", every = 12, count = 4 }",
+            "dose = { amount = 100, into = \"depot\", every = -3 }",
+            15,
+            "every = -3: the dosing interval must be a number > 0",
+        ),
+        ("name = \"low\"", "name = \" \"", 14, "an arm needs a name"),
+        (
+            "profile = { every = 12, precision = \"f16\" }",
+            "profile = { from = 12, precision = \"f16\" }",
+            32,
+            "from and to bound a grid of times `every` apart",
+        ),
+        (
+            "profile = { every = 12, precision = \"f16\" }",
+            "profile = {}",
+            32,
+            "give its times = […] or a grid every = …",
+        ),
         ("subjects = 2500", "subjects = -3", 4, ""),
         ("rtol = 1e-5", "rtol = 0", 24, "rtol must be in (0, 1)"),
         (

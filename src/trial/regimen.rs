@@ -30,6 +30,18 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
                 d.into
             ));
         }
+        if decl.rate.is_none() && decl.duration.is_none() {
+            return Err(format!(
+                "modelled = true: the model declares neither rate({0}) nor dur({0}), which a \
+                 modelled infusion takes its rate or duration from",
+                d.into
+            ));
+        }
+    }
+    if let Some(e) = d.every.filter(|e| !(e.is_finite() && *e > 0.0)) {
+        return Err(format!(
+            "every = {e}: the dosing interval must be a number > 0"
+        ));
     }
     if d.count > 1 && d.every.is_none() {
         return Err(format!("{} doses need an interval: add every = …", d.count));

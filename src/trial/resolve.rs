@@ -501,6 +501,17 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     if let Some(ps) = &spec.output.profile {
         let p = ps.get_ref();
         sample_times = p.times.clone();
+        if p.every.is_none() && (p.from.is_some() || p.to.is_some()) {
+            errors.push(src.error(
+                span_of(ps),
+                "[output.profile]: from and to bound a grid of times `every` apart: add every = …",
+            ));
+        } else if p.every.is_none() && p.times.is_empty() {
+            errors.push(src.error(
+                span_of(ps),
+                "[output.profile]: give its times = […] or a grid every = … (from, to)",
+            ));
+        }
         if let Some(step) = p.every {
             let (from, to) = (p.from.unwrap_or(0.0), p.to.unwrap_or(end));
             match time_grid(from, to, step, MAX_PROFILE_TIMES, "every") {
@@ -619,6 +630,9 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 format!("arm name '{}' is used twice", a.name.get_ref()),
             ));
         }
+        if a.name.get_ref().trim().is_empty() {
+            errors.push(src.error(span_of(&a.name), "an arm needs a name (the arm column)"));
+        }
         let mut regimen = Regimen::default();
         let mut amount_per = None;
         let doses: Vec<_> = a.dose.iter().chain(&a.doses).collect();
@@ -666,6 +680,28 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                         format!("`per = \"{per}\"`: the population has no covariate '{per}'"),
                     )),
                 }
+            }
+        }
+        // The scale is the arm's: it multiplies every dose of the arm (the backends take one
+        // per subject and arm), so a line without `per`, or records, would be scaled too.
+        if amount_per.is_some() {
+            let a_dose = "a `per` scales every dose of its arm";
+            for d in a.dose.iter().chain(&a.doses) {
+                if d.get_ref().per.is_none() {
+                    errors.push(src.error(
+                        span_of(d),
+                        format!(
+                            "{a_dose}: give this line the same `per`, or dose it in an arm of \
+                             its own"
+                        ),
+                    ));
+                }
+            }
+            if let Some(rec) = &a.records {
+                errors.push(src.error(
+                    span_of(rec),
+                    format!("{a_dose}, records' doses too: records go in an arm without `per`"),
+                ));
             }
         }
         if let Some(resets) = &a.resets {
