@@ -241,11 +241,21 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
         trial.subjects, trial.seed
     );
     for a in &trial.arms {
-        let n = a.plan.regimen.lines.len();
+        let lines = &a.plan.regimen.lines;
+        let resets = lines
+            .iter()
+            .filter(|l| l.administration == crate::dosing::Administration::Reset)
+            .count();
+        let n = lines.len() - resets;
         println!(
-            "  arm         {} ({n} dose line{}{})",
+            "  arm         {} ({n} dose line{}{}{})",
             a.plan.name,
             if n == 1 { "" } else { "s" },
+            match resets {
+                0 => String::new(),
+                1 => ", 1 reset".to_string(),
+                r => format!(", {r} resets"),
+            },
             note_doses_after(a.doses_after_end, a.plan.end)
                 .map(|w| format!("; {w}"))
                 .unwrap_or_default()
