@@ -283,6 +283,12 @@ fn bad_dataset_trials_are_located_errors() {
     );
     let e = setup("metrics", &with_metrics).1.err().unwrap();
     assert!(e.contains("metrics"), "{e}");
+    let with_end = SPEC.replace("[simulation]", "[simulation]\nend = 12");
+    let e = setup("end", &with_end).1.err().unwrap();
+    assert!(
+        e.contains("a [data] trial runs to its dataset's last record: remove `end`"),
+        "{e}"
+    );
     let with_subjects = SPEC.replace("seed = 11", "seed = 11\nsubjects = 5");
     let e = setup("subjects", &with_subjects).1.err().unwrap();
     assert!(e.contains("replicates"), "{e}");

@@ -358,6 +358,13 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
 
     // Simulation.
     let end = match (&spec.simulation.end, &data) {
+        (Some(e), _) if spec.data.is_some() => {
+            errors.push(src.error(
+                span_of(e),
+                "a [data] trial runs to its dataset's last record: remove `end`",
+            ));
+            data.as_ref().map_or(1.0, |d| d.end)
+        }
         (Some(e), _) => {
             let end = *e.get_ref();
             if !(end.is_finite() && end > 0.0) {
