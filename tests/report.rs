@@ -138,6 +138,7 @@ fn charts_draw_the_metrics_of_the_subjects_that_succeeded() {
          [population]\nfile = \"pop.toml\"\n{arms}\
          [simulation]\nend = 48\nbackend = \"cpu\"\nmax_steps = 120\n\
          [output]\ndir = \"out\"\nmetrics = [\"auc\", \"cmax\"]\n\
+         target = {{ metric = \"cp_cmax\", above = 1.0 }}\n\
          profile = {{ times = [0.5, 1, 2, 4, 12, 24, 47.5, 48] }}\n"
     );
     let trial = Trial::from_text(&dir.join("spec.toml"), &spec).unwrap();
@@ -155,6 +156,14 @@ fn charts_draw_the_metrics_of_the_subjects_that_succeeded() {
         ok.iter().all(|&n| n > 0 && n < 400),
         "the cap on steps should fail some subjects of every arm, not all: {ok:?}"
     );
+    // The summary's target attainment says what it is over.
+    let text = vpop::trial::run::format_summary(&rep, trial.target.as_ref());
+    for n in &ok {
+        assert!(
+            text.contains(&format!(" of the {n} subjects with a value of cp_cmax")),
+            "{text}"
+        );
+    }
     let r = vpop::trial::report::report(&dir.join("out"), &dir.join("charts"), 1_000_000).unwrap();
     let drawn = if ok.iter().all(|&n| n == ok[0]) {
         format!("{} subjects per arm", ok[0])

@@ -454,6 +454,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
             failures: failures.into_iter().collect(),
             metrics: Vec::new(),
             target_attainment: None,
+            target_subjects: 0,
         }],
         complete,
     })

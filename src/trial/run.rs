@@ -64,6 +64,8 @@ pub struct ArmSummary {
     pub metrics: Vec<MetricSummary>,
     /// Probability of target attainment among successful subjects.
     pub target_attainment: Option<f64>,
+    /// The subjects that probability is over: those with a value of the target's metric.
+    pub target_subjects: u64,
 }
 
 /// What a run did.
@@ -1017,9 +1019,18 @@ pub fn format_summary(report: &RunReport, target: Option<&super::resolve::Target
                 (None, Some(b)) => format!("{} < {b}", t.column),
                 (None, None) => t.column.clone(),
             };
+            // Over the subjects with a value of the metric: say so where some have none.
+            let over = if arm.target_subjects < arm.subjects {
+                format!(
+                    " of the {} subjects with a value of {}",
+                    arm.target_subjects, t.column
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "  probability of target attainment ({cond}): {:.1} %",
+                "  probability of target attainment ({cond}): {:.1} %{over}",
                 100.0 * p
             );
         }

@@ -264,6 +264,7 @@ pub fn summarize(
                     t.target_hit as f64 / t.target_n as f64
                 }
             }),
+            target_subjects: t.target_n,
         });
     }
     Ok(out)
