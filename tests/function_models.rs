@@ -460,14 +460,9 @@ fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
     new: impl Fn(Arc<CompiledModel>, Precision) -> Result<B, E>,
 ) {
     for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-8), (Precision::F32, 1e-6, 1e-4)] {
+        let mut backend = common::or_skipped(&new);
         for method in [Method::Tsit5, Method::Rodas4] {
-            let mut make = |m: Arc<CompiledModel>| match new(m, p) {
-                Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
-                Err(e) => {
-                    println!("SKIPPED: {e}");
-                    None
-                }
-            };
+            let mut make = |m: Arc<CompiledModel>| backend(m, p);
             if let Some([c, e, l, f]) = check(&mut make, method, rtol, tol) {
                 println!(
                     "{name} {p:?} {method:?}: circadian {c:.2e}, pendulum {e:.2e}, \
@@ -560,21 +555,6 @@ fn probit_peak_is_phi_of_the_concentration_peak(
     }
 }
 
-/// A maker of `new`'s backends for [`probit_peak_is_phi_of_the_concentration_peak`]: None,
-/// with why (SKIPPED), where one cannot be built.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn or_skipped<B: Backend + 'static, E: std::fmt::Display>(
-    new: impl Fn(Arc<CompiledModel>, Precision) -> Result<B, E>,
-) -> impl FnMut(Arc<CompiledModel>, Precision) -> Option<Box<dyn Backend>> {
-    move |m, p| match new(m, p) {
-        Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
-        Err(e) => {
-            println!("SKIPPED: {e}");
-            None
-        }
-    }
-}
-
 #[test]
 fn cpu_probit_peak_is_phi_of_the_concentration_peak() {
     probit_peak_is_phi_of_the_concentration_peak("cpu", &mut |m, p| {
@@ -588,7 +568,7 @@ fn emulated_cuda_probit_peak_is_phi_of_the_concentration_peak() {
     use vpop::backend::cuda::EmulatedCuda;
     probit_peak_is_phi_of_the_concentration_peak(
         "cuda-emulated",
-        &mut or_skipped(EmulatedCuda::new),
+        &mut common::or_skipped(EmulatedCuda::new),
     );
 }
 
@@ -597,14 +577,14 @@ fn emulated_cuda_probit_peak_is_phi_of_the_concentration_peak() {
 #[test]
 fn cuda_probit_peak_is_phi_of_the_concentration_peak() {
     use vpop::backend::cuda::CudaBackend;
-    probit_peak_is_phi_of_the_concentration_peak("cuda", &mut or_skipped(CudaBackend::new));
+    probit_peak_is_phi_of_the_concentration_peak("cuda", &mut common::or_skipped(CudaBackend::new));
 }
 
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_probit_peak_is_phi_of_the_concentration_peak() {
     use vpop::backend::wgpu::WgpuBackend;
-    probit_peak_is_phi_of_the_concentration_peak("wgpu", &mut or_skipped(WgpuBackend::new));
+    probit_peak_is_phi_of_the_concentration_peak("wgpu", &mut common::or_skipped(WgpuBackend::new));
 }
 
 /// On a CUDA device (SKIPPED without one; `.ci/gpu-check.sh`'s `cuda_functions` check).

@@ -279,14 +279,9 @@ fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
     new: impl Fn(Arc<CompiledModel>, Precision) -> Result<B, E>,
 ) {
     for (p, tol) in [(Precision::F64, 1e-7), (Precision::F32, 1e-3)] {
+        let mut backend = common::or_skipped(&new);
         for method in [Method::Tsit5, Method::Rodas4] {
-            let mut make = |m: Arc<CompiledModel>| match new(m, p) {
-                Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
-                Err(e) => {
-                    println!("SKIPPED: {e}");
-                    None
-                }
-            };
+            let mut make = |m: Arc<CompiledModel>| backend(m, p);
             if let Some(e) = check(&mut make, p, method, tol) {
                 println!("{name} {p:?} {method:?}: worst {e:.2e}");
             }

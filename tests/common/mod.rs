@@ -714,3 +714,17 @@ pub fn mutate_bytes(src: &str, ops: &[(usize, u8, u8)]) -> String {
     }
     String::from_utf8_lossy(&b).into_owned()
 }
+
+/// A maker of `new`'s backends for a precision: None, with why (SKIPPED), where one cannot be
+/// built (no adapter, no CUDA driver).
+pub fn or_skipped<B: Backend + 'static, E: std::fmt::Display>(
+    new: impl Fn(Arc<CompiledModel>, vpop::backend::Precision) -> Result<B, E>,
+) -> impl FnMut(Arc<CompiledModel>, vpop::backend::Precision) -> Option<Box<dyn Backend>> {
+    move |m, p| match new(m, p) {
+        Ok(b) => Some(Box::new(b) as Box<dyn Backend>),
+        Err(e) => {
+            println!("SKIPPED: {e}");
+            None
+        }
+    }
+}
