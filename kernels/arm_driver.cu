@@ -86,7 +86,10 @@ struct Arm : Sub {
         const real* a = arm + i * 5;
         const unsigned s = (unsigned)a[1];
         const real amt = a[2];
-        const unsigned ak = (unsigned)a[3];
+        // The kind (0 bolus, 1 at a rate, 2 over a duration, 3 modelled, 4 reset), 8 added
+        // where the subject's dose scale multiplies the amount (`per`).
+        const unsigned ak8 = (unsigned)a[3];
+        const unsigned ak = ak8 & 7u;
         const real v = a[4];
         state = s;
         kind = 3u;
@@ -102,7 +105,7 @@ struct Arm : Sub {
                 dur_m = dv[4 * j + 3];
             }
         if (!(isfinite(l) && l >= (real)0) || !(isfinite(f) && f >= (real)0)) return;
-        const real amount = amt * subj_scale * f;
+        const real amount = amt * ((ak8 & 8u) ? subj_scale : (real)1) * f;
         if (!(isfinite(amount) && amount >= (real)0)) return;
         lag = l;
         if (ak == 0u) { value = amount; kind = 0u; return; }

@@ -113,7 +113,10 @@ fn admin_dose_v(i: u32, dv: array<real, {{N_NS4}}>) -> Dose {
     let o = i * 5u;
     let s = u32(arm[o + 1u]);
     let amt = arm[o + 2u];
-    let kind = u32(arm[o + 3u]);
+    // The kind (0 bolus, 1 at a rate, 2 over a duration, 3 modelled, 4 reset), 8 added where
+    // the subject's dose scale multiplies the amount (`per`).
+    let kind8 = u32(arm[o + 3u]);
+    let kind = kind8 & 7u;
     let v = arm[o + 4u];
     if (kind == 4u) { return Dose(0.0, 0.0, 0.0, 0u, 4u); }
     var d = Dose(0.0, 0.0, 0.0, s, 3u);
@@ -122,7 +125,7 @@ fn admin_dose_v(i: u32, dv: array<real, {{N_NS4}}>) -> Dose {
     let rate_m = dv[4u * s + 2u];
     let dur_m = dv[4u * s + 3u];
     if (!(finite(lag) && lag >= 0.0) || !(finite(f) && f >= 0.0)) { return d; }
-    let amount = amt * subj_scale * f;
+    let amount = amt * select(1.0, subj_scale, (kind8 & 8u) != 0u) * f;
     if (!(finite(amount) && amount >= 0.0)) { return d; }
     d.lag = lag;
     if (kind == 0u) {

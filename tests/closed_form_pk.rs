@@ -135,6 +135,7 @@ fn line(
 ) -> DoseLine {
     DoseLine {
         steady_state: false,
+        scaled: true,
         state,
         amount,
         start: 0.0,

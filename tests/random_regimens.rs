@@ -143,6 +143,7 @@ fn make_case(rng: &mut Rng, n_params: usize) -> Case {
             interval,
             count,
             administration,
+            scaled: true,
         });
     }
     // One arm in four starts at steady state (its first line), one has occasions, one doses
@@ -252,6 +253,15 @@ fn make_case(rng: &mut Rng, n_params: usize) -> Case {
     }
     let amount_scale =
         (variant == 3).then(|| (0..SUBJECTS).map(|_| rng.grid(40.0, 110.0, 0.1)).collect());
+    // Doses per kilogram beside fixed ones: the first line one kind, the others the other.
+    if variant == 3 {
+        let first = rng.below(2) == 0;
+        for (j, l) in lines.iter_mut().enumerate() {
+            if l.administration != Administration::Reset {
+                l.scaled = (j == 0) == first;
+            }
+        }
+    }
     Case {
         arm: ArmPlan {
             name: "random".into(),
@@ -417,7 +427,7 @@ impl Exact {
                     (0.0, 1.0)
                 };
                 let t = nominal + lag;
-                let amount = l.amount * scale * f;
+                let amount = l.amount * if l.scaled { scale } else { 1.0 } * f;
                 first_time = first_time.min(t);
                 let mut add = |time: f64, c: Change| {
                     // A reset after the nominal time cancels what the dose had still to give.
@@ -919,6 +929,15 @@ fn coverage(cases: &[(Case, Expected)]) -> Vec<(&'static str, usize)> {
                 .filter(|(c, _)| c.amount_scale.is_some())
                 .count(),
         ),
+        (
+            "doses per kilogram beside fixed doses",
+            count(&|a| {
+                admin(a, &|l| l.scaled)
+                    && admin(a, &|l| {
+                        !l.scaled && l.administration != Administration::Reset
+                    })
+            }),
+        ),
     ]
 }
 
@@ -946,6 +965,7 @@ fn the_exact_solution_is_exact() {
         regimen: Regimen {
             lines: vec![DoseLine {
                 steady_state: false,
+                scaled: true,
                 state: 1,
                 amount: 100.0,
                 start: 2.0,

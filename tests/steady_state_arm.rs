@@ -41,6 +41,7 @@ fn arm(administration: Administration, metrics: &[&str]) -> ArmPlan {
                 count: 1,
                 administration,
                 steady_state: true,
+                scaled: true,
             }],
         },
         metrics: metrics

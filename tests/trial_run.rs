@@ -398,9 +398,9 @@ fn bad_specs_are_located_errors() {
         ),
         (
             "dose = { amount = 200, into = \"depot\", every = 24, count = 2 }",
-            "doses = [{ amount = 200, into = \"depot\" },\n { amount = 3, per = \"wt\", into = \"depot\", start = 24 }]",
-            19,
-            "a `per` scales every dose of its arm: give this line the same `per`",
+            "doses = [{ amount = 2, per = \"wt\", into = \"depot\" },\n { amount = 60, per = \"bsa\", into = \"depot\", start = 24 }]",
+            20,
+            "all dose lines of an arm must use the same `per` covariate",
         ),
         (
             "dose = { amount = 100, into = \"depot\", every = 12, count = 4 }",
@@ -2145,4 +2145,82 @@ fn two_columns_of_one_name_are_refused() {
         "{e}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fixed loading dose beside per-kilogram maintenance doses in one arm: only the lines with
+/// `per` are multiplied by the subject's weight. For a linear model the area to infinity is
+/// the dose over the clearance, so each subject's AUC times its clearance is the amount it
+/// received: 100 + 3 × 1.5 × wt in the mixed arm, 3 × 1.5 × wt in the per-kilogram arm. On
+/// the CPU reference, and on the WGSL kernels in f64 where an adapter has it.
+#[test]
+fn fixed_and_per_kilogram_doses_share_an_arm() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = |backend: &str| {
+        format!(
+            r#"
+[trial]
+name = "loading dose"
+subjects = 200
+seed = 5
+
+[model]
+library = "two_cmt_iv"
+
+[population]
+file = "populations/adult_healthy.toml"
+
+[[arm]]
+name = "mixed"
+doses = [{{ amount = 100, into = "central" }},
+         {{ amount = 1.5, per = "wt", into = "central", start = 24, every = 24, count = 3 }}]
+
+[[arm]]
+name = "per_kg"
+dose = {{ amount = 1.5, per = "wt", into = "central", start = 24, every = 24, count = 3 }}
+
+[simulation]
+end = 1500
+rtol = 1e-10
+atol = 1e-12
+{backend}
+
+[output]
+dir = "unused"
+metrics = ["auc"]
+parameters = true
+"#
+        )
+    };
+    let check = |dir: &Path, what: &str| {
+        let (ids, cols) = float_columns(dir, &["cp_auc", "cl", "wt"]);
+        assert_eq!(ids.len(), 400, "{what}");
+        let mut seen = std::collections::HashMap::new();
+        for (r, id) in ids.iter().enumerate() {
+            // Rows of a subject come arm by arm, in the spec's order.
+            let arm = *seen.entry(*id).and_modify(|k| *k += 1).or_insert(0usize);
+            let (auc, cl, wt) = (cols[0][r], cols[1][r], cols[2][r]);
+            let given = 3.0 * 1.5 * wt + if arm == 0 { 100.0 } else { 0.0 };
+            let err = (auc * cl / given - 1.0).abs();
+            assert!(
+                err < 1e-7,
+                "{what}: subject {id} arm {arm}: {auc} × {cl} vs {given}"
+            );
+        }
+    };
+    let cpu = tmp("per-line-cpu");
+    let t = Trial::from_text(&root.join("spec.toml"), &spec("")).unwrap();
+    run_trial(&t, &opts(&cpu)).unwrap();
+    check(&cpu, "cpu");
+    let _ = std::fs::remove_dir_all(&cpu);
+    let text = spec("backend = \"wgpu\"\nprecision = \"f64\"");
+    let t = Trial::from_text(&root.join("spec.toml"), &text).unwrap();
+    let gpu = tmp("per-line-wgpu");
+    match run_trial(&t, &opts(&gpu)) {
+        Ok(_) => check(&gpu, "wgpu f64"),
+        Err(e) if e.contains("not available") || e.contains("SHADER_F64") => {
+            println!("SKIPPED: {e}")
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let _ = std::fs::remove_dir_all(&gpu);
 }

@@ -114,10 +114,17 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
             Administration::Modelled => (3.0, 0.0),
             Administration::Reset => (4.0, 0.0),
         };
+        // A dose the subject's scale multiplies (`per`) has 8 added to its kind.
+        let kind = if line.scaled && line.administration != Administration::Reset {
+            kind + 8.0
+        } else {
+            kind
+        };
         let continues = last.is_some_and(|(prev, prev_last)| {
             prev.state == line.state
                 && prev.amount == line.amount
                 && prev.administration == line.administration
+                && prev.scaled == line.scaled
                 && line.start >= prev_last
         });
         for k in 0..line.count {
@@ -812,6 +819,7 @@ mod tests {
             regimen: Regimen {
                 lines: vec![DoseLine {
                     steady_state: false,
+                    scaled: false,
                     state: 1,
                     amount: 100.0,
                     start: 0.0,
@@ -836,6 +844,7 @@ mod tests {
         use crate::dosing::{Administration, DoseLine, Regimen};
         let line = |state, amount, start, count, administration| DoseLine {
             steady_state: false,
+            scaled: false,
             state,
             amount,
             start,
@@ -869,6 +878,7 @@ mod tests {
     fn runs_are_cut_at_occasions_and_their_table_follows_the_specs() {
         let line = |amount, start, count| DoseLine {
             steady_state: false,
+            scaled: false,
             state: 0,
             amount,
             start,

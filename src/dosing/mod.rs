@@ -47,6 +47,10 @@ pub struct DoseLine {
     /// than the interval) still to come. The line must start at 0 (the arm starts at steady
     /// state), and a regimen has at most one such line.
     pub steady_state: bool,
+    /// The amount is per unit of the subject's dose scale (the arm's `per` covariate, e.g.
+    /// mg/kg): the scale multiplies it. A line without it gives `amount` as it is, whatever the
+    /// subject's scale, so a fixed loading dose and per-kilogram maintenance doses share an arm.
+    pub scaled: bool,
 }
 
 /// A dose resolved for a subject: the amount after scaling and bioavailability, the lag, and
@@ -228,8 +232,8 @@ impl Regimen {
         Ok(())
     }
 
-    /// The subject's schedule. `amount_scale` multiplies every amount (e.g. body weight for
-    /// mg/kg dosing); `dosing` holds the subject's lag, bioavailability and modelled
+    /// The subject's schedule. `amount_scale` multiplies the amounts of the `scaled` lines (e.g.
+    /// body weight for mg/kg dosing); `dosing` holds the subject's lag, bioavailability and modelled
     /// rate/duration per state. Fails for a non-finite or negative per-subject value, which the
     /// caller reports as a failed subject rather than aborting the batch.
     pub fn schedule(
@@ -400,7 +404,8 @@ pub fn sort_events(events: &mut [DoseEvent]) {
 }
 
 impl DoseLine {
-    /// `count` boluses of `amount` into `state`, one every `interval` from time 0.
+    /// `count` boluses of `amount` into `state`, one every `interval` from time 0, scaled by
+    /// the subject's dose scale (1 where the arm has none).
     pub fn boluses(state: usize, amount: f64, interval: f64, count: u32) -> DoseLine {
         DoseLine {
             state,
@@ -410,6 +415,7 @@ impl DoseLine {
             count,
             administration: Administration::Bolus,
             steady_state: false,
+            scaled: true,
         }
     }
 
@@ -424,11 +430,13 @@ impl DoseLine {
             count: 1,
             administration: Administration::Reset,
             steady_state: false,
+            scaled: false,
         }
     }
 
-    /// This line's dose for a subject: `amount_scale` multiplies the amount, `d` holds the
-    /// subject's lag, bioavailability and modelled rate/duration for the receiving state.
+    /// This line's dose for a subject: `amount_scale` multiplies the amount of a `scaled` line,
+    /// `d` holds the subject's lag, bioavailability and modelled rate/duration for the
+    /// receiving state.
     pub fn resolve(&self, amount_scale: f64, d: &StateDosing) -> Result<ResolvedDose, DosingError> {
         if !(d.lag.is_finite() && d.lag >= 0.0) {
             return Err(DosingError(format!(
@@ -442,7 +450,7 @@ impl DoseLine {
                 "bioavailability {f} is not a finite number ≥ 0"
             )));
         }
-        let amount = self.amount * amount_scale * f;
+        let amount = self.amount * if self.scaled { amount_scale } else { 1.0 } * f;
         if !(amount.is_finite() && amount >= 0.0) {
             return Err(DosingError(format!(
                 "dose amount {amount} is not a finite number ≥ 0"
@@ -522,6 +530,7 @@ mod tests {
     fn line(admin: Administration) -> DoseLine {
         DoseLine {
             steady_state: false,
+            scaled: true,
             state: 0,
             amount: 100.0,
             start: 0.0,

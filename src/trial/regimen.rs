@@ -54,6 +54,7 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
         interval: d.every.unwrap_or(0.0),
         count: d.count,
         administration,
+        scaled: d.per.is_some(),
     };
     crate::dosing::Regimen {
         lines: vec![line.clone()],
@@ -186,6 +187,7 @@ pub fn record_lines(
             },
             count: r.addl + 1,
             administration,
+            scaled: false,
         });
     }
     if lines

@@ -689,28 +689,6 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 }
             }
         }
-        // The scale is the arm's: it multiplies every dose of the arm (the backends take one
-        // per subject and arm), so a line without `per`, or records, would be scaled too.
-        if amount_per.is_some() {
-            let a_dose = "a `per` scales every dose of its arm";
-            for d in a.dose.iter().chain(&a.doses) {
-                if d.get_ref().per.is_none() {
-                    errors.push(src.error(
-                        span_of(d),
-                        format!(
-                            "{a_dose}: give this line the same `per`, or dose it in an arm of \
-                             its own"
-                        ),
-                    ));
-                }
-            }
-            if let Some(rec) = &a.records {
-                errors.push(src.error(
-                    span_of(rec),
-                    format!("{a_dose}, records' doses too: records go in an arm without `per`"),
-                ));
-            }
-        }
         if let Some(resets) = &a.resets {
             let t = resets.get_ref();
             if t.iter().any(|x| !(x.is_finite() && *x > 0.0)) {

@@ -46,6 +46,7 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
                 DoseLine::boluses(0, 100.0, 12.0, 4),
                 DoseLine {
                     steady_state: false,
+                    scaled: true,
                     state: 0,
                     amount: 50.0,
                     start: 6.0,
@@ -92,6 +93,7 @@ fn line(
 ) -> DoseLine {
     DoseLine {
         steady_state: false,
+        scaled: true,
         state,
         amount,
         start,
