@@ -6,17 +6,24 @@
     // Loops have constant bounds and test the varying ones inside, so that unrolling leaves
     // compile-time indices only; a pivot row is swapped by a predicated loop over the rows.
     FI bool w_factor(real t, real si, real sj) {
+        // A derivative that is not finite at this point (a power below 1 of a state at 0) is
+        // taken as 0: W is then an approximation, which the step's error control judges.
         real jm[NS * NS], dm[NS];
         model_jac(t, y, q, jm);
         model_dfdt(t, y, q, dm);
         #pragma unroll
-        for (int j = 0; j < NS; j++) dfdt_v[j] = dm[j];
+        for (int j = 0; j < NS; j++) dfdt_v[j] = isfinite(dm[j]) ? dm[j] : (real)0;
 #if NA > 0
         real dg[NO];
         model_output_jac(t, y, q, gq);
         model_output_dfdt(t, y, q, dg);
         #pragma unroll
-        for (int a = 0; a < NA; a++) dfdt_v[NS + a] = dg[quad_output(a)];
+        for (int k = 0; k < NOS; k++) if (!isfinite(gq[k])) gq[k] = 0;
+        #pragma unroll
+        for (int a = 0; a < NA; a++) {
+            const real d = dg[quad_output(a)];
+            dfdt_v[NS + a] = isfinite(d) ? d : (real)0;
+        }
 #endif
         n_jac++;
         w_si = si;
@@ -24,7 +31,10 @@
         #pragma unroll
         for (int i = 0; i < NS; i++) {
             #pragma unroll
-            for (int j = 0; j < NS; j++) lu[i * NS + j] = (i == j ? si : (real)0) - sj * jm[i * NS + j];
+            for (int j = 0; j < NS; j++) {
+                const real e = jm[i * NS + j];
+                lu[i * NS + j] = (i == j ? si : (real)0) - sj * (isfinite(e) ? e : (real)0);
+            }
         }
         #pragma unroll
         for (int k = 0; k < NS; k++) {

@@ -8,6 +8,11 @@ fn finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
+// x where it is finite, else 0.
+fn finite_or_0(x: f32) -> f32 {
+    return select(0.0, x, finite(x));
+}
+
 fn is_nan(x: f32) -> bool {
     let b = bitcast<u32>(x);
     return (b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u;

@@ -25,6 +25,11 @@ fn finite(x: f64) -> bool {
     return (b & 0x7f800000u) != 0x7f800000u;
 }
 
+// x where it is finite, else 0.
+fn finite_or_0(x: f64) -> f64 {
+    return select(0.0, x, finite(x));
+}
+
 fn nan() -> f64 {
     return f64(bitcast<f32>(0x7fc00000u));
 }

@@ -5,20 +5,23 @@
 // pivoting; the AUC rows (J = [G 0]) are solved by substitution in w_solve.
 fn w_factor(t: real, si: real, sj: real) -> bool {
     let ys = model_part(y);
+    // A derivative that is not finite at this point (a power below 1 of a state at 0) is taken
+    // as 0: W is then an approximation, which the step's error control judges.
     var jm = model_jac(t, ys, q);
     var dm = model_dfdt(t, ys, q);
-    for (var j = 0u; j < NS; j++) { dfdt_v[j] = dm[j]; }
+    for (var j = 0u; j < NS; j++) { dfdt_v[j] = finite_or_0(dm[j]); }
     if (NA > 0u) {
         gq = model_output_jac(t, ys, q);
+        for (var k = 0u; k < NO * NS; k++) { gq[k] = finite_or_0(gq[k]); }
         var dg = model_output_dfdt(t, ys, q);
-        for (var a = 0u; a < NA; a++) { dfdt_v[NS + a] = dg[quad_output(a)]; }
+        for (var a = 0u; a < NA; a++) { dfdt_v[NS + a] = finite_or_0(dg[quad_output(a)]); }
     }
     n_jac++;
     w_si = si;
     w_sj = sj;
     for (var i = 0u; i < NS; i++) {
         for (var j = 0u; j < NS; j++) {
-            lu[i * NS + j] = select(0.0, si, i == j) - sj * jm[i * NS + j];
+            lu[i * NS + j] = select(0.0, si, i == j) - sj * finite_or_0(jm[i * NS + j]);
         }
     }
     for (var k = 0u; k < NS; k++) {

@@ -14,7 +14,9 @@
 //!   distribution functions, `phi`) and a state decaying as y' = −k·tanh(y) (so
 //!   sinh(y) = sinh(y0)·e^(−kt), and the Rosenbrock methods' Jacobian holds 1 − tanh²), seen
 //!   through `erf`, `erfc`, `atan`, `floor` and `ceil`, and time through `mod` and `trunc`
-//!   of negative and positive values; the AUC of Φ by ∫Φ(u) du = uΦ(u) + φ(u).
+//!   of negative and positive values; the AUC of Φ by ∫Φ(u) du = uΦ(u) + φ(u);
+//! - a fractional power of a concentration that starts at 0, c^g with g < 1 (its Jacobian is
+//!   infinite at t = 0): ∫c^g against Gauss–Legendre quadrature of the closed form of c.
 //!
 //! The CPU f64 reference with every adaptive method; the WGSL kernels (lavapipe in CI) and
 //! the CUDA kernels (emulated on the host, and on a device where there is one) in f64 and f32.
@@ -90,6 +92,23 @@ output ecy = erfc(y / 2)
 output ay = atan(3 * y)
 output steps = 1 + floor(t / 2) + ceil(t / 3 - 0.4)
 output wrap = mod(t - 3.7, 2.5) + trunc(1.2 - t / 3)
+";
+
+/// A power below 1 of a state that starts at 0 (a Hill coefficient below 1): the right-hand
+/// side is finite everywhere, but at t = 0 the Jacobian's ∂(c^g)/∂central and the AUC row's
+/// gradient are infinite, which the Rosenbrock methods take as 0 for that step.
+const FRACTIONAL: &str = "\
+param ka = 1
+param cl = 3
+param v = 30
+param g = 0.8
+state depot, central, x
+c = central / v
+d/dt(depot) = -ka * depot
+d/dt(central) = ka * depot - cl / v * central
+d/dt(x) = c^g
+output h = c^g
+output xo = x
 ";
 
 const DOSE: f64 = 5.0;
@@ -306,6 +325,78 @@ fn plan(
     }
 }
 
+const FRACTIONAL_END: f64 = 24.0;
+
+/// Subjects of the fractional-power model: (ka, cl, v, g).
+fn fractional_subjects() -> Vec<[f64; 4]> {
+    vec![
+        [1.0, 3.0, 30.0, 0.8],
+        [0.6, 2.0, 25.0, 0.5],
+        [1.8, 4.0, 40.0, 0.95],
+        [1.2, 3.5, 20.0, 0.3],
+    ]
+}
+
+/// ∫₀ᵀ f by 5-point Gauss–Legendre on intervals graded geometrically towards 0 (where the
+/// integrand behaves as t^g) and uniform beyond 1.
+fn integral(f: impl Fn(f64) -> f64, end: f64) -> f64 {
+    const X: [f64; 5] = [
+        -0.906_179_845_938_664,
+        -0.538_469_310_105_683_1,
+        0.0,
+        0.538_469_310_105_683_1,
+        0.906_179_845_938_664,
+    ];
+    const W: [f64; 5] = [
+        0.236_926_885_056_189_1,
+        0.478_628_670_499_366_5,
+        0.568_888_888_888_888_9,
+        0.478_628_670_499_366_5,
+        0.236_926_885_056_189_1,
+    ];
+    let mut edges: Vec<f64> = (0..=80).map(|k| 0.7f64.powi(80 - k)).collect();
+    edges.insert(0, 0.0);
+    edges.extend((1..=((end - 1.0) * 40.0) as usize).map(|k| 1.0 + k as f64 / 40.0));
+    edges
+        .windows(2)
+        .map(|e| {
+            let (m, r) = (0.5 * (e[0] + e[1]), 0.5 * (e[1] - e[0]));
+            r * X.iter().zip(W).map(|(x, w)| w * f(m + r * x)).sum::<f64>()
+        })
+        .sum()
+}
+
+/// The fractional-power arm: 100 into the depot at 0; the AUC of h = c^g and x at the end
+/// (both ∫c^g), and h at two times, against the one-compartment closed form of c.
+fn fractional_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let metrics: Vec<(usize, &str, String)> = vec![
+        (0, "h", "auc".into()),
+        (1, "xo", format!("at({FRACTIONAL_END})")),
+        (0, "h", "at(0.5)".into()),
+        (0, "h", "at(10)".into()),
+    ];
+    let subjects = fractional_subjects();
+    let params = columns(&subjects);
+    let want = subjects
+        .iter()
+        .map(|&[ka, cl, v, g]| {
+            let k = cl / v;
+            let c = |t: f64| 100.0 * ka / (v * (ka - k)) * ((-k * t).exp() - (-ka * t).exp());
+            let h = |t: f64| c(t).powf(g);
+            let area = integral(h, FRACTIONAL_END);
+            vec![area, area, h(0.5), h(10.0)]
+        })
+        .collect();
+    let regimen = Regimen {
+        lines: vec![vpop::dosing::DoseLine::boluses(0, 100.0, 0.0, 1)],
+    };
+    (
+        plan(&metrics, regimen, FRACTIONAL_END, method, rtol),
+        params,
+        want,
+    )
+}
+
 /// The circadian arm: `at(t)` at [`TIMES`] and the AUC, with the closed form of each.
 fn circadian_case(method: Method, rtol: f64) -> (ArmPlan, Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let mut metrics: Vec<(usize, &str, String)> =
@@ -380,12 +471,13 @@ fn worst(got: &[Vec<f64>], want: &[Vec<f64>], floor: f64) -> f64 {
     e
 }
 
-fn models() -> [CompiledModel; 4] {
+fn models() -> [CompiledModel; 5] {
     [
         ("circadian.vpm", CIRCADIAN),
         ("pendulum.vpm", PENDULUM),
         ("logistic.vpm", LOGISTIC),
         ("special.vpm", SPECIAL),
+        ("fractional.vpm", FRACTIONAL),
     ]
     .map(|(name, text)| CompiledModel::new(&Model::parse(name, text).unwrap()))
 }
@@ -406,16 +498,16 @@ fn one_arm(
     Some(e)
 }
 
-/// The four models on one backend (`make` builds it for a model) at `rtol`: every metric
+/// The five models on one backend (`make` builds it for a model) at `rtol`: every metric
 /// within `tol` of its closed form. Returns the worst errors (circadian, pendulum, logistic,
-/// special functions).
+/// special functions, fractional power).
 fn check(
     make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
     method: Method,
     rtol: f64,
     tol: f64,
-) -> Option<[f64; 4]> {
-    let [c, p, l, f] = models();
+) -> Option<[f64; 5]> {
+    let [c, p, l, f, h] = models();
     let e_c = one_arm(make, c, "circadian", circadian_case(method, rtol), tol)?;
     let mut b = make(Arc::new(p))?;
     let mut e_p = 0.0f64;
@@ -427,7 +519,8 @@ fn check(
     }
     let e_l = one_arm(make, l, "logistic", logistic_case(method, rtol), tol)?;
     let e_f = one_arm(make, f, "special", special_case(method, rtol), tol)?;
-    Some([e_c, e_p, e_l, e_f])
+    let e_h = one_arm(make, h, "fractional", fractional_case(method, rtol), tol)?;
+    Some([e_c, e_p, e_l, e_f, e_h])
 }
 
 #[test]
@@ -445,14 +538,15 @@ fn cpu_reference_matches_the_closed_forms() {
         };
         let mut make =
             |m: Arc<CompiledModel>| Some(Box::new(CpuBackend::new(m)) as Box<dyn Backend>);
-        let [c, p, l, f] = check(&mut make, method, rtol, tol).unwrap();
+        let [c, p, l, f, h] = check(&mut make, method, rtol, tol).unwrap();
         println!(
-            "cpu {method:?}: circadian {c:.2e}, pendulum {p:.2e}, logistic {l:.2e}, special {f:.2e}"
+            "cpu {method:?}: circadian {c:.2e}, pendulum {p:.2e}, logistic {l:.2e}, special \
+             {f:.2e}, fractional power {h:.2e}"
         );
     }
 }
 
-/// The four models on a GPU backend in f64 (rtol 1e-10, within 1e-8) and f32 (rtol 1e-6, within
+/// The five models on a GPU backend in f64 (rtol 1e-10, within 1e-8) and f32 (rtol 1e-6, within
 /// 1e-4), with Tsit5 and Rodas4; `new` builds the backend, or says why it cannot.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
@@ -463,10 +557,10 @@ fn gpu_matches_the_closed_forms<B: Backend + 'static, E: std::fmt::Display>(
         let mut backend = common::or_skipped(&new);
         for method in [Method::Tsit5, Method::Rodas4] {
             let mut make = |m: Arc<CompiledModel>| backend(m, p);
-            if let Some([c, e, l, f]) = check(&mut make, method, rtol, tol) {
+            if let Some([c, e, l, f, h]) = check(&mut make, method, rtol, tol) {
                 println!(
                     "{name} {p:?} {method:?}: circadian {c:.2e}, pendulum {e:.2e}, \
-                     logistic {l:.2e}, special {f:.2e}"
+                     logistic {l:.2e}, special {f:.2e}, fractional power {h:.2e}"
                 );
             }
         }

@@ -470,6 +470,14 @@ impl Integrator {
             sys.jacobian(t, y, &mut self.jac);
         }
         sys.dfdt(t, y, &mut self.dfdt);
+        // A derivative that is not finite at this point (a power below 1 of a state at 0) is
+        // taken as 0: W is then an approximation, which the step's error control judges. (The
+        // GPU kernels do the same.)
+        for v in self.jac.iter_mut().chain(self.dfdt.iter_mut()) {
+            if !v.is_finite() {
+                *v = 0.0;
+            }
+        }
         stats.jac_evals += 1;
         stats.lu_decomps += 1;
         self.w.factor(&self.jac, values, n, scale_i, scale_j)
