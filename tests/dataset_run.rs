@@ -292,18 +292,39 @@ fn bad_dataset_trials_are_located_errors() {
     let with_subjects = SPEC.replace("seed = 11", "seed = 11\nsubjects = 5");
     let e = setup("subjects", &with_subjects).1.err().unwrap();
     assert!(e.contains("replicates"), "{e}");
-    // A sex code the population does not have, with the dataset line.
+    // A sex code the population does not have, at its field (line 2, column 16), with the
+    // column's name; on a later record too, whose value takes over from the first.
     let (dir, _) = setup("code", SPEC);
-    std::fs::write(
-        dir.join("data.csv"),
-        DATA.replace("1,0,1,100,1,52,1,.", "1,0,1,100,1,52,2,."),
-    )
-    .unwrap();
-    let e = match Trial::from_text(&dir.join("spec.toml"), SPEC) {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("sex code 2 accepted"),
-    };
-    assert!(e.contains("data.csv:2") && e.contains("sex"), "{e}");
+    for (from, to, at) in [
+        (
+            "1,0,1,100,1,52,1,.",
+            "1,0,1,100,1,52,2,.",
+            "data.csv:2:16: column SEX: 2",
+        ),
+        (
+            "1,12,1,100,1,70,.,.",
+            "1,12,1,100,1,70,7,.",
+            "data.csv:5:17: column SEX: 7",
+        ),
+        (
+            "3,4,0,.,1,.,.,.",
+            "3,4,0,.,1,.,0.5,.",
+            "data.csv:11:13: column SEX: 0.5",
+        ),
+    ] {
+        std::fs::write(dir.join("data.csv"), DATA.replace(from, to)).unwrap();
+        let e = match Trial::from_text(&dir.join("spec.toml"), SPEC) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{to}: accepted"),
+        };
+        assert!(
+            e.contains(&format!(
+                "{at} is not a code of the population's categorical covariate 'sex' (its \
+                 codes: 0 male, 1 female)"
+            )),
+            "{e}"
+        );
+    }
     // A compartment the model does not have.
     std::fs::write(
         dir.join("data.csv"),

@@ -533,6 +533,38 @@ fn bad_specs_are_located_errors() {
         ),
         (
             "parameters = true",
+            "parameters = true\ncompression = \"Brotli\"",
+            32,
+            "unknown compression 'Brotli': expected one of \"zstd\", \"lz4\", \"snappy\", \"none\"",
+        ),
+        (
+            "chunk_size = 700",
+            "chunk_size = 700\nprecision = \"f128\"",
+            27,
+            "unknown precision 'f128': expected \"f32\" or \"f64\"",
+        ),
+        (
+            "precision = \"f16\"",
+            "precision = \"f8\"",
+            32,
+            "unknown profile precision 'f8': expected \"f32\" or \"f16\"",
+        ),
+        // Metrics that name no output apply to those `outputs` lists: none with `[]`.
+        (
+            "parameters = true",
+            "parameters = true\noutputs = []",
+            32,
+            "`outputs = []` leaves metrics 'auc', 'cmax', 'ctrough', 'time_above(1.0)' without \
+             a column",
+        ),
+        (
+            "metrics = [\"auc\", \"cmax\", \"ctrough\", \"time_above(1.0)\"]",
+            "metrics = [\"cp:auc\", \"cmax\", \"cp:ctrough\"]\noutputs = []",
+            31,
+            "`outputs = []` leaves metric 'cmax' without a column",
+        ),
+        (
+            "parameters = true",
             "parameters = true\ncompression = \"lz4\"\ncompression_level = 3",
             33,
             "a compression level is for zstd, not lz4",
@@ -552,6 +584,123 @@ fn bad_specs_are_located_errors() {
         assert!(err.contains(&format!("spec.toml:{line}:")), "{to}: {err}");
         assert!(err.contains(fragment), "{to}: {err}");
     }
+}
+
+/// `precision`, `compression` and a profile's `precision` are read in any case, as `method`
+/// and `backend` are.
+#[test]
+fn names_of_choices_are_case_insensitive() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec.toml");
+    let text = SPEC
+        .replace(
+            "method = \"tsit5\"",
+            "method = \"TSIT5\"\nbackend = \"CPU\"",
+        )
+        .replace("chunk_size = 700", "chunk_size = 700\nprecision = \"F64\"")
+        .replace("precision = \"f16\"", "precision = \"F16\"")
+        .replace(
+            "parameters = true",
+            "parameters = true\ncompression = \"ZSTD\"",
+        );
+    let t = Trial::from_text(&root, &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.precision, vpop::backend::Precision::F64);
+    assert_eq!(t.backend, vpop::trial::resolve::BackendChoice::Cpu);
+    assert_eq!(
+        t.codec,
+        vpop::output::Codec::Zstd(vpop::output::DEFAULT_ZSTD_LEVEL)
+    );
+    assert!(t.profile_f16);
+    assert_eq!(t.arms[0].plan.solver.method, vpop::solver::Method::Tsit5);
+}
+
+/// `outputs = []` is refused only where it leaves a metric without a column: beside metrics
+/// that each name their output, or in a run of profiles only, it is no error.
+#[test]
+fn empty_outputs_are_allowed_where_no_metric_needs_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec.toml");
+    let metrics = "metrics = [\"auc\", \"cmax\", \"ctrough\", \"time_above(1.0)\"]";
+    let named = SPEC.replace(
+        metrics,
+        "metrics = [\"cp:auc\", \"cp:ctrough\"]\noutputs = []",
+    );
+    let t = Trial::from_text(&root, &named).unwrap_or_else(|e| panic!("{e}"));
+    let cols: Vec<&str> = t.arms[0]
+        .plan
+        .metrics
+        .iter()
+        .map(|m| m.column.as_str())
+        .collect();
+    assert_eq!(cols, ["cp_auc", "cp_ctrough"]);
+    let profiles_only = SPEC
+        .replace(metrics, "outputs = []")
+        .replace("target = { metric = \"cp_ctrough\", above = 0.5 }", "");
+    let t = Trial::from_text(&root, &profiles_only).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.arms[0].plan.metrics.is_empty());
+    assert!(!t.arms[0].plan.sample_times.is_empty());
+}
+
+/// Occasions and resets at or after the end have no effect; like doses after the end they
+/// are counted, and `vpop check` and `vpop run` say so.
+#[test]
+fn occasions_and_resets_after_the_end_are_noted() {
+    let dir = tmp("after-end");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[trial]\nname = \"after end\"\nsubjects = 3\nseed = 1\n[model]\n\
+             library = \"one_cmt_iv\"\n[[arm]]\nname = \"a\"\n\
+             dose = {{ amount = 100, into = \"central\", every = 12, count = 4 }}\n\
+             occasions = [0, 24, 48, 60]\nresets = [24, 48, 100]\n\
+             [[arm]]\nname = \"b\"\ndose = {{ amount = 100, into = \"central\" }}\n\
+             occasions = [0, 24]\nresets = [24]\n\
+             [simulation]\nend = 48\nbackend = \"cpu\"\n\
+             [output]\ndir = {:?}\nmetrics = [\"auc\"]\n",
+            dir.join("out")
+        ),
+    )
+    .unwrap();
+    let t = Trial::load(&spec).unwrap();
+    assert_eq!(t.arms[0].occasions_after_end, (2, 4));
+    assert_eq!(t.arms[0].resets_after_end, (2, 3));
+    assert_eq!(t.arms[1].occasions_after_end, (0, 2));
+    assert_eq!(t.arms[1].resets_after_end, (0, 1));
+    let vpop = |cmd: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg(cmd)
+            .arg(&spec)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stdout}{stderr}");
+        (stdout, stderr)
+    };
+    let (stdout, _) = vpop("check");
+    let occasions = "2 of its 4 occasions start at or after the end (48): no time of the \
+                     simulation falls in them";
+    let resets = "2 of its 3 resets come at or after the end (48) and change nothing";
+    assert!(
+        stdout.contains(&format!(
+            "  arm         a (1 dose line, 3 resets; {occasions}; {resets})"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  arm         b (1 dose line, 1 reset)\n"),
+        "{stdout}"
+    );
+    let (_, stderr) = vpop("run");
+    assert!(
+        stderr.contains(&format!("note: arm a: {occasions}\n")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("note: arm a: {resets}\n")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("note: arm b"), "{stderr}");
 }
 
 /// A population parameter the model does not have is sampled for nobody: the trial loads (a

@@ -28,6 +28,13 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// `f32` or `f64`, in any case (as method and backend names are).
+    pub fn parse(s: &str) -> Option<Precision> {
+        [Precision::F32, Precision::F64]
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",

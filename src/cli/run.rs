@@ -256,9 +256,10 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
                 1 => ", 1 reset".to_string(),
                 r => format!(", {r} resets"),
             },
-            note_doses_after(a.doses_after_end, a.plan.end)
+            notes_after_end(a)
+                .iter()
                 .map(|w| format!("; {w}"))
-                .unwrap_or_default()
+                .collect::<String>()
         );
     }
     let cols: Vec<&str> = trial.arms[0]
@@ -267,7 +268,14 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| m.column.as_str())
         .collect();
-    println!("  metrics     {}", cols.join(", "));
+    println!(
+        "  metrics     {}",
+        if cols.is_empty() {
+            "none".to_string()
+        } else {
+            cols.join(", ")
+        }
+    );
     println!(
         "  solver      {} rtol {:e} atol {:e}, end {}",
         trial.arms[0].plan.solver.method,
@@ -288,8 +296,6 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How the Rosenbrock methods factorise W for a model large enough to do it along the
-/// structure of its Jacobian (9 states or more, factors at most half full), or None.
 /// Where an arm's regimen runs past the end of the simulation: how many of its doses are
 /// never given (they count for neither the last interval nor the trough, docs/metrics.md).
 pub(crate) fn doses_past_the_end(regimen: &crate::dosing::Regimen, end: f64) -> Option<String> {
@@ -302,6 +308,50 @@ pub(crate) fn note_doses_after((past, all): (u64, u64), end: f64) -> Option<Stri
         .then(|| format!("{past} of the {all} doses come after the end ({end}) and are not given"))
 }
 
+/// What of an arm comes at or after the end of the simulation: doses never given, occasions
+/// in which no time falls, resets that change nothing.
+fn notes_after_end(a: &crate::trial::resolve::Arm) -> Vec<String> {
+    let end = a.plan.end;
+    let of = |(after, all): (usize, usize), one: &str, many: &str| match (after, all) {
+        (0, _) => None,
+        (1, 1) => Some(format!("its {one}")),
+        (1, _) => Some(format!("1 of its {all} {many}")),
+        (n, m) if n == m => Some(format!("its {m} {many}")),
+        (n, m) => Some(format!("{n} of its {m} {many}")),
+    };
+    let mut notes: Vec<String> = note_doses_after(a.doses_after_end, end)
+        .into_iter()
+        .collect();
+    if let Some(o) = of(a.occasions_after_end, "occasion", "occasions") {
+        let starts = if a.occasions_after_end.0 == 1 {
+            "starts"
+        } else {
+            "start"
+        };
+        notes.push(format!(
+            "{o} {starts} at or after the end ({end}): no time of the simulation falls in {}",
+            if a.occasions_after_end.0 == 1 {
+                "it"
+            } else {
+                "them"
+            }
+        ));
+    }
+    if let Some(r) = of(a.resets_after_end, "reset", "resets") {
+        let (come, change) = if a.resets_after_end.0 == 1 {
+            ("comes", "changes")
+        } else {
+            ("come", "change")
+        };
+        notes.push(format!(
+            "{r} {come} at or after the end ({end}) and {change} nothing"
+        ));
+    }
+    notes
+}
+
+/// How the Rosenbrock methods factorise W for a model large enough to do it along the
+/// structure of its Jacobian (9 states or more, factors at most half full), or None.
 fn sparse_w_line(model: &crate::model::Model) -> Option<String> {
     let programs = crate::model::ModelPrograms::new(model);
     let plan = crate::backend::wsparse::plan(&programs)?;
@@ -354,7 +404,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             eprintln!("note: {w}");
         }
         for a in &trial.arms {
-            if let Some(w) = note_doses_after(a.doses_after_end, a.plan.end) {
+            for w in notes_after_end(a) {
                 eprintln!("note: arm {}: {w}", a.plan.name);
             }
         }

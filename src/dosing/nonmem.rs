@@ -47,6 +47,8 @@ pub struct Record {
     /// that errors found against the model point at them.
     pub cmt_col: usize,
     pub rate_col: usize,
+    /// 1-based columns of this record's covariate fields, in [`Dataset::covariates`] order.
+    pub covariate_cols: Vec<usize>,
     /// 0-based position among the dataset's records (for output rows).
     pub row: usize,
 }
@@ -262,6 +264,10 @@ impl Dataset {
                 line: i + 1,
                 cmt_col: src.line_col(at(cols.cmt).start).1,
                 rate_col: src.line_col(at(cols.rate).start).1,
+                covariate_cols: covariate_cols
+                    .iter()
+                    .map(|&k| src.line_col(fields[k].1.start).1)
+                    .collect(),
                 row: rows,
             };
             rows += 1;

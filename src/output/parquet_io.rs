@@ -54,9 +54,12 @@ impl Codec {
         Codec::None,
     ];
 
-    /// A codec by its name (as `[output] compression` gives it), zstd at its default level.
+    /// A codec by its name in any case (as `[output] compression` gives it), zstd at its
+    /// default level.
     pub fn parse(s: &str) -> Option<Codec> {
-        Codec::ALL.into_iter().find(|c| c.name() == s)
+        Codec::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
     }
 
     /// The same codec at `level`: zstd only, at a level zstd accepts.

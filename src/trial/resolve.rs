@@ -72,6 +72,12 @@ pub struct Arm {
     /// The spec's doses after the end, never given (and not carried in `plan`), of all its
     /// doses: `(after, all)`.
     pub doses_after_end: (u64, u64),
+    /// The arm's occasions that start at or after the end, in which no time of the simulation
+    /// falls, of all its occasions (the first, at 0, included): `(after, all)`.
+    pub occasions_after_end: (usize, usize),
+    /// The arm's resets (`resets`, and EVID 3 or 4 in its `records`) at or after the end,
+    /// which change nothing the output shows, of all its resets: `(after, all)`.
+    pub resets_after_end: (usize, usize),
 }
 
 /// Probability-of-target-attainment definition.
@@ -428,24 +434,25 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         ));
         BackendChoice::Auto
     });
-    let precision = match spec
-        .simulation
-        .precision
-        .as_ref()
-        .map(|p| (p, p.get_ref().as_str()))
-    {
-        None | Some((_, "f32")) => Precision::F32,
-        Some((_, "f64")) => Precision::F64,
-        Some((p, _)) => {
-            errors.push(src.error(span_of(p), "precision must be f32 or f64"));
+    let precision = match &spec.simulation.precision {
+        None => Precision::F32,
+        Some(p) => Precision::parse(p.get_ref()).unwrap_or_else(|| {
+            errors.push(src.error(
+                span_of(p),
+                format!(
+                    "unknown precision '{}': expected \"f32\" or \"f64\"",
+                    p.get_ref()
+                ),
+            ));
             Precision::F32
-        }
+        }),
     };
 
     // Metrics × outputs.
     let outputs: Vec<usize> = match &spec.output.outputs {
         None => (0..model.outputs.len()).collect(),
         Some(names) => names
+            .get_ref()
             .iter()
             .filter_map(|n| {
                 model
@@ -457,6 +464,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     };
     // Each metric of every output above, or of the one output it names (`effect:cmax`).
     let mut metric_specs = Vec::new();
+    let mut without_column = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for m in &spec.output.metrics {
         let request = match MetricRequest::parse(m.get_ref()) {
@@ -482,6 +490,11 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 continue;
             }
         };
+        // A metric left without a column (`outputs = []`) is refused below, not dropped.
+        if of.is_empty() {
+            without_column.push(m.get_ref().as_str());
+            continue;
+        }
         for k in of {
             let s = MetricSpec::of_model(k, &model, request.metric);
             if !seen.insert(s.column.clone()) {
@@ -492,6 +505,28 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 continue;
             }
             metric_specs.push(s);
+        }
+    }
+
+    // Only an empty `outputs` leaves a metric without its output (a name it lists that the
+    // model lacks has its own error).
+    if let (Some(o), Some(first)) = (&spec.output.outputs, without_column.first()) {
+        if o.get_ref().is_empty() {
+            let names: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
+            errors.push(src.error(
+                span_of(o),
+                format!(
+                    "`outputs = []` leaves {} without a column: the metrics that name no output \
+                     apply to those `outputs` lists; list some (the model's: {}), name each \
+                     metric's output ('{}:{first}'), or remove `outputs` (every output)",
+                    match without_column.len() {
+                        1 => format!("metric '{first}'"),
+                        _ => format!("metrics '{}'", without_column.join("', '")),
+                    },
+                    names.join(", "),
+                    names[0],
+                ),
+            ));
         }
     }
 
@@ -537,12 +572,21 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
         sample_times.sort_by(f64::total_cmp);
         sample_times.dedup();
-        match p.precision.as_ref().map(|s| (s, s.get_ref().as_str())) {
-            None | Some((_, "f32")) => {}
-            Some((_, "f16")) => profile_f16 = true,
-            Some((s, _)) => {
-                errors.push(src.error(span_of(s), "profile precision must be f32 or f16"))
-            }
+        match p
+            .precision
+            .as_ref()
+            .map(|s| (s, s.get_ref().to_ascii_lowercase()))
+        {
+            None => {}
+            Some((_, s)) if s == "f32" => {}
+            Some((_, s)) if s == "f16" => profile_f16 = true,
+            Some((s, _)) => errors.push(src.error(
+                span_of(s),
+                format!(
+                    "unknown profile precision '{}': expected \"f32\" or \"f16\"",
+                    s.get_ref()
+                ),
+            )),
         }
     }
 
@@ -600,7 +644,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     }
     if let (Some(d), Some(dd)) = (&spec.data, &data) {
         for (what, bad) in [
-            ("metrics", !metric_specs.is_empty()),
+            ("metrics", !spec.output.metrics.is_empty()),
             ("profile", !sample_times.is_empty()),
             ("target", spec.output.target.is_some()),
         ] {
@@ -626,6 +670,8 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             },
             amount_per: None,
             doses_after_end: (0, 0),
+            occasions_after_end: (0, 0),
+            resets_after_end: (0, 0),
         });
     }
     let mut names = std::collections::HashSet::new();
@@ -708,6 +754,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             ));
         }
         let mut occasions = Vec::new();
+        let mut occasions_after_end = (0, 1);
         if let Some(occ) = &a.occasions {
             let t = occ.get_ref();
             let increasing = t.windows(2).all(|w| w[0] < w[1]);
@@ -720,11 +767,16 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 errors.push(src.error(span_of(occ), format!("occasions: at most {MAX_OCCASIONS}")));
             } else {
                 occasions = t[1..].to_vec();
+                occasions_after_end = (t.iter().filter(|x| **x >= end).count(), t.len());
             }
         }
         let doses_after_end = regimen.doses_after(end);
+        let resets = regimen.reset_times();
+        let resets_after_end = (resets.iter().filter(|x| **x >= end).count(), resets.len());
         arms.push(Arm {
             doses_after_end,
+            occasions_after_end,
+            resets_after_end,
             plan: ArmPlan {
                 name: a.name.get_ref().clone(),
                 // Doses after the end are never given: not carried (a count of millions
@@ -773,7 +825,11 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                     format!(
                         "target metric '{}' is not among the metric columns ({})",
                         tg.metric,
-                        cols.join(", ")
+                        if cols.is_empty() {
+                            "[output] metrics gives none".to_string()
+                        } else {
+                            cols.join(", ")
+                        }
                     ),
                 ));
                 None
@@ -984,7 +1040,8 @@ fn resolve_data(
             break;
         }
     }
-    // Population covariates the dataset provides: the subject's first non-missing value.
+    // Population covariates the dataset provides: the subject's first non-missing value, then
+    // each later one from its record on.
     let mut given = Vec::new();
     if let Some(pop) = population {
         for (c, name) in pop.covariate_names().iter().enumerate() {
@@ -995,26 +1052,32 @@ fn resolve_data(
             else {
                 continue;
             };
-            let labels = pop.covariate_labels(c);
-            for s in &dataset.subjects {
-                let first = s.records.iter().find(|r| !r.covariates[col].is_nan());
-                if let (Some(labels), Some(r)) = (labels, first) {
+            // Every record's value, not only the first: later ones take over from it (last
+            // observation carried forward).
+            if let Some(labels) = pop.covariate_labels(c) {
+                let bad = dataset.subjects.iter().flat_map(|s| &s.records).find(|r| {
                     let v = r.covariates[col];
-                    if v.fract() != 0.0 || v < 0.0 || v >= labels.len() as f64 {
-                        errors.push(src.error(
-                            span_of(&sec.file),
-                            format!(
-                                "{}:{}: {} = {v} is not a code of the population's categorical \
-                                 covariate '{name}' (0 … {}: {})",
-                                dataset.name,
-                                r.line,
-                                dataset.covariates[col],
-                                labels.len() - 1,
-                                labels.join(", ")
-                            ),
-                        ));
-                        break;
-                    }
+                    !v.is_nan() && (v.fract() != 0.0 || v < 0.0 || v >= labels.len() as f64)
+                });
+                if let Some(r) = bad {
+                    errors.push(src.error(
+                        span_of(&sec.file),
+                        format!(
+                            "{}:{}:{}: column {}: {} is not a code of the population's \
+                             categorical covariate '{name}' (its codes: {})",
+                            dataset.name,
+                            r.line,
+                            r.covariate_cols[col],
+                            dataset.covariates[col].to_ascii_uppercase(),
+                            r.covariates[col],
+                            labels
+                                .iter()
+                                .enumerate()
+                                .map(|(k, l)| format!("{k} {l}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
                 }
             }
             given.push((c, col));

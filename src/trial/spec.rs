@@ -205,7 +205,7 @@ pub struct OutputSection {
     pub metrics: Vec<Spanned<String>>,
     /// Which model outputs the metrics apply to (default: all).
     #[serde(default)]
-    pub outputs: Option<Vec<Spanned<String>>>,
+    pub outputs: Option<Spanned<Vec<Spanned<String>>>>,
     /// Write the sampled parameters too.
     #[serde(default)]
     pub parameters: bool,
