@@ -325,6 +325,44 @@ fn bad_dataset_trials_are_located_errors() {
             "{e}"
         );
     }
+    // An output or a parameter named like a column of the dataset's rows: located at the
+    // model, before anything runs (the part would have held two columns of one name, and an
+    // output named `status` stopped the writer).
+    let model = |extra: &str| {
+        format!(
+            "param cl = 5\nparam v = 50\n{extra}\nstate central\n\
+             d/dt(central) = -cl / v * central\noutput cp = central / v\n"
+        )
+    };
+    let clash = SPEC.replace("library = \"one_cmt_iv\"", "file = \"clash.vpm\"");
+    for (extra, want) in [
+        (
+            "output TIME = central",
+            "'TIME' (a column of every dataset run and an output of the model): rename one",
+        ),
+        (
+            "output status = central",
+            "'status' (an output of the model and a column of every dataset run): rename one",
+        ),
+        (
+            "param EVID = 1",
+            "'EVID' (a column of every dataset run and a parameter of the model): rename one, or \
+             leave the parameters out ([output] parameters = false)",
+        ),
+    ] {
+        std::fs::write(dir.join("data.csv"), DATA).unwrap();
+        std::fs::write(dir.join("clash.vpm"), model(extra)).unwrap();
+        let e = match Trial::from_text(&dir.join("spec.toml"), &clash) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{extra}: accepted"),
+        };
+        assert!(
+            e.contains(&format!(
+                "spec.toml:7:8: the output would have two columns named {want}"
+            )),
+            "{e}"
+        );
+    }
     // A compartment the model does not have.
     std::fs::write(
         dir.join("data.csv"),

@@ -2373,3 +2373,24 @@ parameters = true
     }
     let _ = std::fs::remove_dir_all(&gpu);
 }
+
+/// A trial whose times f32 kernels would hold too coarsely says so (`vpop check`, and
+/// `vpop run` on an f32 GPU backend): a profile every 0.05 h to 20 000 h, where f32 resolves
+/// time to about 1.2e-3 h. The test trial's times (to 48 h, 12 h apart) are not noted.
+#[test]
+fn times_too_fine_for_f32_are_noted() {
+    assert!(trial().f32_time_note().is_none());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let long = SPEC.replace("end = 48", "end = 20000").replace(
+        "profile = { every = 12,",
+        "profile = { every = 0.05, from = 19990,",
+    );
+    assert_ne!(long, SPEC);
+    let t = Trial::from_text(&root.join("spec.toml"), &long).unwrap();
+    let note = t.f32_time_note().expect("no note");
+    assert!(
+        note.contains("f32 kernels resolve time to about 1.2e-3 at 20000")
+            && note.contains("closest two times of this trial (0.05)"),
+        "{note}"
+    );
+}

@@ -233,6 +233,7 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             trial.arms[0].plan.solver.atol,
             d.end
         );
+        f32_time_line(&trial);
         println!("  output      {}", trial.output_dir.display());
         return Ok(());
     }
@@ -292,8 +293,18 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             println!("  W           {line}");
         }
     }
+    f32_time_line(&trial);
     println!("  output      {}", trial.output_dir.display());
     Ok(())
+}
+
+/// `vpop check`'s note where a GPU backend in f32 would hold the trial's times too coarsely.
+fn f32_time_line(trial: &crate::trial::Trial) {
+    let f32_gpu =
+        trial.precision == crate::backend::Precision::F32 && trial.backend != BackendChoice::Cpu;
+    if let Some(w) = trial.f32_time_note().filter(|_| f32_gpu) {
+        println!("  note        on a GPU backend: {w}");
+    }
 }
 
 /// Where an arm's regimen runs past the end of the simulation: how many of its doses are
@@ -414,6 +425,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "backend: {} on {} ({})",
         report.backend.name, report.backend.device, report.backend_reason
     );
+    if report.backend.precision == crate::backend::Precision::F32 {
+        if let Some(w) = trial.f32_time_note() {
+            eprintln!("note: {w}");
+        }
+    }
     if let (Some(n), Some(why)) = (args.integrators, &report.fewer_integrators) {
         eprintln!(
             "note: --integrators {n}: {} host thread{} drove the {} backend ({why})",

@@ -33,45 +33,81 @@ use super::run::{
 /// Virtual subjects per part by default: dataset subjects often have tens of records each.
 const DEFAULT_CHUNK: usize = 4096;
 
-/// The Arrow schema of a dataset run's rows.
-fn schema(trial: &Trial) -> SchemaRef {
+/// The columns of a dataset run's rows, in order: name, Arrow type, nullable, and what the
+/// column is (for the message where two would share a name). The schema is built from it, and
+/// trial resolution checks its names before anything runs.
+pub(crate) fn data_columns(
+    model: &crate::model::Model,
+    population: Option<&crate::population::Population>,
+    covariates: bool,
+    parameters: bool,
+    observations: &[usize],
+) -> Vec<(String, DataType, bool, &'static str)> {
     let dict = |v: DataType| DataType::Dictionary(Box::new(v), Box::new(DataType::Utf8));
-    let mut fields = vec![
-        Field::new("subject_id", DataType::UInt64, false),
-        Field::new("replicate", DataType::UInt32, false),
-        Field::new("ID", dict(DataType::UInt32), false),
-        Field::new("TIME", DataType::Float64, false),
-        Field::new("EVID", DataType::UInt8, false),
-        Field::new("CMT", DataType::Float64, true),
-        Field::new("AMT", DataType::Float64, true),
-        Field::new("DV", DataType::Float64, true),
+    let fixed = "a column of every dataset run";
+    let mut cols: Vec<(String, DataType, bool, &'static str)> = vec![
+        ("subject_id".into(), DataType::UInt64, false, fixed),
+        ("replicate".into(), DataType::UInt32, false, fixed),
+        ("ID".into(), dict(DataType::UInt32), false, fixed),
+        ("TIME".into(), DataType::Float64, false, fixed),
+        ("EVID".into(), DataType::UInt8, false, fixed),
+        ("CMT".into(), DataType::Float64, true, fixed),
+        ("AMT".into(), DataType::Float64, true, fixed),
+        ("DV".into(), DataType::Float64, true, fixed),
     ];
-    for o in &trial.model.outputs {
-        fields.push(Field::new(&o.name, DataType::Float64, true));
-    }
-    for (k, _) in &trial.observations {
-        fields.push(Field::new(
-            format!("{}_obs", trial.model.outputs[*k].name),
+    for o in &model.outputs {
+        cols.push((
+            o.name.clone(),
             DataType::Float64,
             true,
+            "an output of the model",
         ));
     }
-    if let (Some(pop), true) = (&trial.population, trial.write_covariates) {
+    for k in observations {
+        cols.push((
+            format!("{}_obs", model.outputs[*k].name),
+            DataType::Float64,
+            true,
+            "an observation column",
+        ));
+    }
+    if let (Some(pop), true) = (population, covariates) {
         for (c, name) in pop.covariate_names().iter().enumerate() {
             let dt = if pop.covariate_labels(c).is_some() {
                 dict(DataType::UInt16)
             } else {
                 DataType::Float64
             };
-            fields.push(Field::new(*name, dt, true));
+            cols.push((name.to_string(), dt, true, "a covariate of the population"));
         }
     }
-    if trial.write_parameters {
-        for p in &trial.model.params {
-            fields.push(Field::new(&p.name, DataType::Float64, true));
+    if parameters {
+        for p in &model.params {
+            cols.push((
+                p.name.clone(),
+                DataType::Float64,
+                true,
+                "a parameter of the model",
+            ));
         }
     }
-    fields.push(Field::new("status", dict(DataType::UInt8), false));
+    cols.push(("status".into(), dict(DataType::UInt8), false, fixed));
+    cols
+}
+
+/// The Arrow schema of a dataset run's rows.
+fn schema(trial: &Trial) -> SchemaRef {
+    let observations: Vec<usize> = trial.observations.iter().map(|(k, _)| *k).collect();
+    let fields: Vec<Field> = data_columns(
+        &trial.model,
+        trial.population.as_ref(),
+        trial.write_covariates,
+        trial.write_parameters,
+        &observations,
+    )
+    .into_iter()
+    .map(|(name, dt, nullable, _)| Field::new(name, dt, nullable))
+    .collect();
     Arc::new(Schema::new(fields))
 }
 

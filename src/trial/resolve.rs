@@ -159,6 +159,61 @@ fn resolve_path(spec_path: &Path, p: &str) -> PathBuf {
 }
 
 impl Trial {
+    /// Where f32 kernels would hold this trial's times too coarsely: they resolve time t to
+    /// about t·6e-8 (half an f32 ulp), and a value changing at rate λ is off by about λ times
+    /// that. Said when that resolution at the trial's last time is more than 1e-4 of the
+    /// closest two of its times (doses, samples, occasions, records), the accuracy the f32
+    /// kernels aim at (docs/gpu.md, "Precision").
+    pub fn f32_time_note(&self) -> Option<String> {
+        let mut last = 0.0f64;
+        let mut closest = f64::INFINITY;
+        let mut spaced = |times: &mut Vec<f64>| {
+            times.retain(|t| t.is_finite());
+            times.sort_by(f64::total_cmp);
+            times.dedup();
+            for w in times.windows(2) {
+                closest = closest.min(w[1] - w[0]);
+            }
+            if let Some(t) = times.last() {
+                last = last.max(t.abs());
+            }
+        };
+        match &self.data {
+            Some(d) => {
+                for s in &d.dataset.subjects {
+                    spaced(&mut s.records.iter().map(|r| r.time).collect());
+                }
+            }
+            None => {
+                for a in &self.arms {
+                    let p = &a.plan;
+                    let mut times = vec![0.0, p.end];
+                    times.extend(&p.sample_times);
+                    times.extend(&p.occasions);
+                    for l in &p.regimen.lines {
+                        times.push(l.start);
+                        if l.count > 1 {
+                            times.push(l.start + l.interval);
+                            times.push(l.start + l.interval * (l.count - 1) as f64);
+                        }
+                    }
+                    spaced(&mut times);
+                }
+            }
+        }
+        let resolution = last * f64::from(f32::EPSILON) / 2.0;
+        (closest.is_finite() && resolution > 1e-4 * closest).then(|| {
+            format!(
+                "f32 kernels resolve time to about {resolution:.1e} at {last}, {:.1e} of the \
+                 closest two times of this trial ({closest}): values that change quickly may be \
+                 off by more than 1e-4; precision = \"f64\" or backend = \"cpu\" hold time \
+                 exactly (docs/gpu.md, \"Precision\")",
+                resolution / closest,
+                closest = (closest * 1e9).round() / 1e9,
+            )
+        })
+    }
+
     /// Reads, parses and checks a trial spec file.
     pub fn load(path: &Path) -> Result<Trial, TrialError> {
         let text = std::fs::read_to_string(path).map_err(|cause| TrialError::Io {
@@ -888,8 +943,21 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     }
 
     // Every column of the output has a name of its own (readers select columns by name): a
-    // covariate written beside the parameters may not be named like one, nor like a metric.
-    if spec.data.is_none() {
+    // covariate written beside the parameters may not be named like one, nor like a metric;
+    // in a dataset run, no output or parameter like a column of the dataset's rows.
+    let columns: Vec<(String, &str)> = if spec.data.is_some() {
+        let obs: Vec<usize> = observations.iter().map(|(k, _)| *k).collect();
+        super::dataset::data_columns(
+            &model,
+            population.as_ref(),
+            spec.output.covariates,
+            spec.output.parameters,
+            &obs,
+        )
+        .into_iter()
+        .map(|(name, _, _, what)| (name, what))
+        .collect()
+    } else {
         let mut columns: Vec<(String, &str)> = vec![
             ("subject_id".into(), "a column of every run"),
             ("arm".into(), "a column of every run"),
@@ -929,25 +997,44 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 "an observation column",
             )
         }));
-        let at = spec
+        columns
+    };
+    {
+        // Located at the population where a covariate clashes, else at the model.
+        let population_at = spec
             .population
             .as_ref()
             .and_then(|s| s.library.as_ref().or(s.file.as_ref()))
-            .map(span_of)
-            .unwrap_or_default();
+            .map(span_of);
+        let model_at = spec
+            .model
+            .library
+            .as_ref()
+            .or(spec.model.file.as_ref())
+            .map(span_of);
+        let covariate = "a covariate of the population";
+        let parameter = "a parameter of the model";
         let mut seen = std::collections::HashMap::new();
         for (name, what) in &columns {
             if let Some(first) = seen.insert(name.as_str(), *what) {
+                let pair = [first, *what];
+                let at = if pair.contains(&covariate) {
+                    population_at.or(model_at)
+                } else {
+                    model_at.or(population_at)
+                };
+                let hint = if pair.contains(&covariate) && pair.contains(&parameter) {
+                    ", or write only one of [output] covariates and parameters"
+                } else if pair.contains(&parameter) {
+                    ", or leave the parameters out ([output] parameters = false)"
+                } else {
+                    ""
+                };
                 errors.push(src.error(
-                    at,
+                    at.unwrap_or_default(),
                     format!(
                         "the output would have two columns named '{name}' ({first} and {what}): \
-                         rename one{}",
-                        if spec.output.covariates && spec.output.parameters {
-                            ", or write only one of [output] covariates and parameters"
-                        } else {
-                            ""
-                        }
+                         rename one{hint}"
                     ),
                 ));
             }
