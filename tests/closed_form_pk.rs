@@ -688,8 +688,9 @@ fn simulation_files_run_and_reach_the_steady_state_identity() {
 }
 
 /// `vpop simulate` refuses what it would otherwise ignore or misread: flags beside a simulation
-/// file, a dose per a covariate, a metric column asked for twice, a window past the end; a
-/// fine `--times` range ends at its last time, not past it (where the value would be NaN).
+/// file, a dose per a covariate, a metric column asked for twice, a window or sampling times
+/// past the end, a key given twice in a dose; a fine `--times` range ends at its last time, not
+/// past it (where the value would be NaN).
 #[test]
 fn vpop_simulate_refuses_what_it_would_ignore() {
     let vpop = |args: &[&str]| {
@@ -724,6 +725,26 @@ fn vpop_simulate_refuses_what_it_would_ignore() {
         (
             vec!["one_cmt_iv", "--dose", bolus, "--id", "7"],
             "--id and --out go with --data",
+        ),
+        (
+            vec![
+                "one_cmt_iv",
+                "--dose",
+                bolus,
+                "--end",
+                "24",
+                "--times",
+                "12,30",
+            ],
+            "--times: 30 is after the end of the simulation (24)",
+        ),
+        (
+            vec!["one_cmt_iv", "--dose", bolus, "--times", "0:36:12"],
+            "--times: 36 is after the end of the simulation (24)",
+        ),
+        (
+            vec!["one_cmt_iv", "--dose", "amount=100,amount=200,into=central"],
+            "the key 'amount' is given twice",
         ),
         (
             vec![

@@ -536,6 +536,59 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
         n += 1;
     }
     assert_eq!(n, 8);
+    // The same records as R's write.csv(na = ".") writes them, header and character columns
+    // quoted (C a character column): the same rows; the row whose C is "C" is a comment.
+    let quoted = dir.join("quoted.csv");
+    std::fs::write(
+        &quoted,
+        "\"C\",\"ID\",\"TIME\",\"EVID\",\"AMT\",\"RATE\",\"CMT\"\n\
+         \".\",\"1\",0,1,100,.,1\n\".\",\"1\",1,0,.,.,1\n\".\",\"1\",6,0,.,.,1\n\
+         \"C\",\"1\",7,1,999,.,1\n\".\",\"1\",12,1,\"100\",20,1\n\".\",\"1\",14,0,.,.,1\n\
+         \".\",\"1\",24,0,.,.,1\n\".\",\"1\",30,4,50,.,1\n\".\",\"1\",32,0,.,.,1\n",
+    )
+    .unwrap();
+    let pred_quoted = dir.join("pred_quoted.csv");
+    let out = vpop(&[
+        "simulate".as_ref(),
+        "one_cmt_iv".as_ref(),
+        "--data".as_ref(),
+        quoted.as_os_str(),
+        "--out".as_ref(),
+        pred_quoted.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&pred_quoted).unwrap(), text);
+    // Refused, with nothing on stdout: a dataset whose every record is a comment, an amount on
+    // an observation record (a mistyped EVID would drop the dose), an infusion of nothing.
+    for (records, want) in [
+        (
+            "C,ID,TIME,AMT,CMT\nC,1,0,100,1\nC,1,1,.,1\n",
+            "d.csv:1:1: the dataset has no records: all 2 rows after the header are comments",
+        ),
+        (
+            "ID,TIME,EVID,AMT,CMT\n1,0,0,100,1\n1,5,0,.,1\n",
+            "d.csv:2:7: AMT is 100 on a record that gives no dose (EVID 0)",
+        ),
+        (
+            "ID,TIME,AMT,CMT,RATE\n1,0,0,1,10\n1,5,.,1,.\n",
+            "d.csv:2:9: RATE is 10 on a dose with AMT 0 and SS 0",
+        ),
+    ] {
+        std::fs::write(&data, records).unwrap();
+        let out = vpop(&[
+            "simulate".as_ref(),
+            "one_cmt_iv".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{want}\n{err}");
+        assert!(out.stdout.is_empty());
+    }
     // A compartment the model lacks: line 5, the CMT field at column 15; nothing on stdout.
     std::fs::write(
         &data,

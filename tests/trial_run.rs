@@ -884,6 +884,19 @@ fn check_takes_every_kind_of_file() {
     ] {
         assert!(text.contains(line), "{line}\n{text}");
     }
+    // Sampling times after the end, where nothing is simulated (as at(t) and a trial's profile).
+    std::fs::write(
+        &simulate,
+        "model = \"two_cmt_oral\"\nend = 24\ntimes = \"0:36:12\"\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&simulate);
+    assert!(
+        !ok && text.contains(
+            "one_subject.toml:3:9: times '0:36:12': 36 is after the end of the simulation (24)"
+        ),
+        "{text}"
+    );
 }
 
 /// Counts on the command line are at least 1: a run of no subjects, or chunks of none, is

@@ -31,8 +31,8 @@ pub struct SimulateArgs {
     /// Parameter override, NAME=VALUE (repeatable).
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
-    /// A dosing line as comma-separated keys: amount, into, every, count, start, rate, duration,
-    /// modelled, steady_state (repeatable).
+    /// A dosing line as comma-separated keys, each at most once: amount, into, every, count,
+    /// start, rate, duration, modelled, steady_state (repeatable).
     #[arg(short = 'd', long = "dose", value_name = "KEY=VALUE,...")]
     pub doses: Vec<String>,
     /// End of the simulation.
@@ -56,7 +56,8 @@ pub struct SimulateArgs {
         default_value = DEFAULT_METRICS
     )]
     pub metrics: Vec<String>,
-    /// Print the outputs at these times: a list `0,1,2.5` or a range `from:to:step`.
+    /// Print the outputs at these times: a list `0,1,2.5` or a range `from:to:step`, within
+    /// [0, --end].
     #[arg(long)]
     pub times: Option<String>,
     /// A NONMEM-format dataset (CSV: ID, TIME, EVID, AMT, CMT, SS, II, ADDL, RATE, covariates):
@@ -124,6 +125,17 @@ pub fn parse_times(text: &str) -> anyhow::Result<Vec<f64>> {
     Ok(t)
 }
 
+/// Refuses sampling times after the simulation's end: nothing is simulated there (the values
+/// would be NaN), as a trial's `[output.profile]` and `at(t)` refuse them.
+fn times_within(times: &[f64], end: f64) -> Result<(), String> {
+    match times.last() {
+        Some(&last) if last > end => {
+            Err(format!("{last} is after the end of the simulation ({end})"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A one-subject simulation given as a small TOML file instead of flags:
 ///
 /// ```toml
@@ -133,7 +145,7 @@ pub fn parse_times(text: &str) -> anyhow::Result<Vec<f64>> {
 /// end = 168
 /// method = "tsit5"                  # optional; rtol, atol, dt too
 /// metrics = ["auc", "cmax", "tmax"] # optional
-/// times = "0:168:6"                 # optional profile
+/// times = "0:168:6"                 # optional profile, within [0, end]
 /// ```
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -220,7 +232,15 @@ pub(crate) fn args_from_file(
         Err(e) => errors.push(src.error(span_of(&f.model), format!("{e:#}"))),
     }
     if let Some(t) = &f.times {
-        if let Err(e) = parse_times(t.get_ref()) {
+        let within = parse_times(t.get_ref()).and_then(|times| {
+            times_within(&times, *f.end.get_ref()).map_err(|e| {
+                anyhow::anyhow!(
+                    "times '{}': {e}: sampling times must lie in [0, end]",
+                    t.get_ref()
+                )
+            })
+        });
+        if let Err(e) = within {
             errors.push(src.error(span_of(t), format!("{e:#}")));
         }
     }
@@ -422,6 +442,8 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         .map(parse_times)
         .transpose()?
         .unwrap_or_default();
+    times_within(&times, args.end)
+        .map_err(|e| anyhow::anyhow!("--times: {e}: give times in [0, --end], or a later --end"))?;
 
     regimen
         .validate(model.states.len())

@@ -3,8 +3,10 @@
 //! Column names are case-insensitive. `ID` and `TIME` are required; `EVID`, `AMT`, `CMT`,
 //! `SS`, `II`, `ADDL`, `RATE`, `DV` and `MDV` have their NONMEM meaning; every other column is a
 //! covariate (time-varying: each record carries its value, carried forward to later times).
-//! `.` and empty fields are missing values. Blank lines, lines starting with `#` or `@`, and
-//! rows whose `C` column holds anything but `.`, `0` or nothing are comments.
+//! `.` and empty fields are missing values. Fields may be double-quoted (RFC 4180, as R's
+//! `write.csv` writes character columns). Blank lines, lines starting with `#` or `@`, and
+//! rows whose `C` column holds anything but `.`, `0` or nothing are comments; a dataset must
+//! keep at least one record. An amount or rate on a record that gives no dose is refused.
 //!
 //! This module reads and checks records; [`crate::backend::records`] gives them their meaning.
 
@@ -99,6 +101,9 @@ impl Dataset {
         let mut covariates: Vec<String> = Vec::new();
         let mut subjects: Vec<Subject> = Vec::new();
         let mut rows = 0;
+        // Rows taken as comments by their C column, for the message when nothing else is left.
+        let mut commented = 0;
+        let mut header_line = 0;
         for (i, raw) in text.split('\n').enumerate() {
             let line_start = offset;
             offset += raw.len() + 1;
@@ -107,11 +112,12 @@ impl Dataset {
             if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('@') {
                 continue;
             }
-            let fields = split_fields(line, line_start);
+            let fields = split_fields(line, line_start)
+                .map_err(|(at, why)| src.error(Span::new(line_start + at, line_start + at), why))?;
             let Some(names) = &header else {
                 let names: Vec<String> = fields
                     .iter()
-                    .map(|(s, _)| s.trim().trim_matches('"').to_ascii_lowercase())
+                    .map(|(s, _)| s.trim().to_ascii_lowercase())
                     .collect();
                 for (k, n) in names.iter().enumerate() {
                     if names[..k].contains(n) {
@@ -132,6 +138,7 @@ impl Dataset {
                     }
                 }
                 header = Some(names);
+                header_line = line_start;
                 continue;
             };
             if fields.len() != names.len() {
@@ -147,6 +154,7 @@ impl Dataset {
             if let Some(c) = cols.c {
                 let v = fields[c].0.trim();
                 if !(v.is_empty() || v == "." || v == "0") {
+                    commented += 1;
                     continue;
                 }
             }
@@ -188,16 +196,17 @@ impl Dataset {
                     }
                     Ok(v)
                 };
-            let evid = match num(cols.evid, "EVID")? {
+            let written_evid = match num(cols.evid, "EVID")? {
+                None => None,
+                Some(_) => Some(whole(cols.evid, "EVID", 0.0, 4.0)? as u8),
+            };
+            let evid = match written_evid {
                 None if amt != 0.0 || num(cols.rate, "RATE")?.unwrap_or(0.0) != 0.0 => Evid::Dose,
-                None => Evid::Observation,
-                Some(_) => match whole(cols.evid, "EVID", 0.0, 4.0)? as u8 {
-                    0 => Evid::Observation,
-                    1 => Evid::Dose,
-                    2 => Evid::Other,
-                    3 => Evid::Reset,
-                    _ => Evid::ResetDose,
-                },
+                None | Some(0) => Evid::Observation,
+                Some(1) => Evid::Dose,
+                Some(2) => Evid::Other,
+                Some(3) => Evid::Reset,
+                Some(_) => Evid::ResetDose,
             };
             // MDV = 1 on a record that is not a dose: no observation (NM-TRAN's EVID 2).
             let missing_dv = whole(cols.mdv, "MDV", 0.0, 1.0)? == 1.0;
@@ -214,6 +223,24 @@ impl Dataset {
             if ii < 0.0 {
                 return Err(src.error(at(cols.ii), "II must not be negative"));
             }
+            // An amount or a rate on a record that gives no dose would be dropped without a
+            // word (a mistyped EVID loses a dose): refused, as NM-TRAN does. Without an EVID
+            // column such a record is a dose, so this names the EVID as written.
+            if !dosing {
+                let evid = written_evid.unwrap_or(0);
+                for (k, what, v) in [(cols.amt, "AMT", amt), (cols.rate, "RATE", rate)] {
+                    if v != 0.0 {
+                        return Err(src.error(
+                            at(k),
+                            format!(
+                                "{what} is {v} on a record that gives no dose (EVID {evid}): \
+                                 make it a dose (EVID 1, or 4 to reset first) or leave {what} \
+                                 0 or '.'"
+                            ),
+                        ));
+                    }
+                }
+            }
             if dosing {
                 if cmt <= 0 {
                     return Err(src.error(
@@ -228,6 +255,16 @@ impl Dataset {
                     return Err(src.error(
                         at(cols.rate),
                         "RATE must be ≥ 0, or -1 (modelled rate) or -2 (modelled duration)",
+                    ));
+                }
+                // An infusion of nothing (a steady-state infusion, AMT 0 with RATE > 0, needs SS).
+                if amt == 0.0 && rate != 0.0 && ss == 0 {
+                    return Err(src.error(
+                        at(cols.rate),
+                        format!(
+                            "RATE is {rate} on a dose with AMT 0 and SS 0, which gives nothing: \
+                             give the amount in AMT, or SS = 1 for a steady-state infusion at RATE"
+                        ),
                     ));
                 }
                 if addl > 0 && ii <= 0.0 {
@@ -304,6 +341,20 @@ impl Dataset {
         if header.is_none() {
             return Err(src.error(Span::default(), "the dataset has no header row"));
         }
+        if rows == 0 {
+            let at = Span::new(header_line, header_line);
+            return Err(src.error(
+                at,
+                if commented > 0 {
+                    format!(
+                        "the dataset has no records: all {commented} rows after the header are \
+                         comments (a C column other than '.', '0' or empty)"
+                    )
+                } else {
+                    "the dataset has no records after the header".to_string()
+                },
+            ));
+        }
         Ok(Dataset {
             name: name.to_string(),
             covariates,
@@ -355,29 +406,51 @@ impl Cols {
     }
 }
 
-/// Splits a line on commas (fields may be double-quoted) with each field's span.
-fn split_fields(line: &str, base: usize) -> Vec<(String, Span)> {
+/// Splits a line on commas into fields with their spans (`base` is the line's offset in the
+/// file). A field may be double-quoted as in RFC 4180, as R's `write.csv` and spreadsheets
+/// write character columns: the quotes are removed, a doubled quote inside stands for one, and
+/// commas inside are part of the field. The span covers the field as written, quotes included.
+/// A quoted field must close on its line (no record spans lines) and be followed by its comma;
+/// a quote inside an unquoted field is kept as it is.
+fn split_fields(line: &str, base: usize) -> Result<Vec<(String, Span)>, (usize, &'static str)> {
     let mut out = Vec::new();
     let mut start = 0;
-    let mut quoted = false;
-    for (i, ch) in line.char_indices() {
-        match ch {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                out.push((
-                    line[start..i].to_string(),
-                    Span::new(base + start, base + i),
-                ));
-                start = i + 1;
+    loop {
+        let rest = &line[start..];
+        let lead = rest.len() - rest.trim_start().len();
+        let (value, end) = if rest[lead..].starts_with('"') {
+            let open = start + lead;
+            let mut value = String::new();
+            let mut chars = line[open + 1..].char_indices();
+            let close = loop {
+                match chars.next() {
+                    None => return Err((open, "this quoted field is not closed on its line")),
+                    Some((i, '"')) => {
+                        if line[open + 1 + i + 1..].starts_with('"') {
+                            value.push('"');
+                            chars.next();
+                        } else {
+                            break open + 1 + i + 1;
+                        }
+                    }
+                    Some((_, ch)) => value.push(ch),
+                }
+            };
+            let after = line[close..].find(',').map_or(line.len(), |k| close + k);
+            if !line[close..after].trim().is_empty() {
+                return Err((close, "text after a quoted field's closing quote"));
             }
-            _ => {}
+            (value, after)
+        } else {
+            let end = rest.find(',').map_or(line.len(), |k| start + k);
+            (line[start..end].to_string(), end)
+        };
+        out.push((value, Span::new(base + start, base + end)));
+        if end == line.len() {
+            return Ok(out);
         }
+        start = end + 1;
     }
-    out.push((
-        line[start..].to_string(),
-        Span::new(base + start, base + line.len()),
-    ));
-    out
 }
 
 #[cfg(test)]
@@ -428,6 +501,52 @@ mod tests {
         assert_eq!(format!("{bom:?}"), format!("{d:?}"));
     }
 
+    /// A dataset as R's `write.csv(na = ".")` writes it: header and character columns quoted.
+    #[test]
+    fn quoted_fields_are_read_as_rfc_4180_defines_them() {
+        let text = "\"C\",\"ID\",\"TIME\",\"AMT\",\"CMT\",\"DV\",\"SITE\"\n\
+                    \".\",\"1\",0,\"100\",1,.,7\n\
+                    \".\",\"1\",1,.,2,2.1, \"8\" \n\
+                    \"C\",1,8,.,2,9.9,7\n\
+                    \"0\",\"a \"\"b\"\", c\",2,.,2,,\n";
+        let d = Dataset::parse("r.csv", text).unwrap();
+        assert_eq!(d.covariates, vec!["site"]);
+        assert_eq!(d.rows, 3);
+        let r = &d.subjects[0].records;
+        assert_eq!((r[0].evid, r[0].amt, r[0].cmt), (Evid::Dose, 100.0, 1));
+        assert_eq!((r[1].dv, r[1].covariates[0]), (Some(2.1), 8.0));
+        // A doubled quote is one quote; a comma inside quotes belongs to the field.
+        assert_eq!(d.subjects[1].id, "a \"b\", c");
+        // Columns still count characters of the line as written.
+        let e = Dataset::parse("r.csv", "\"ID\",\"TIME\",\"AMT\"\n\"1\",\"0\",\"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r.csv:2:9: AMT: 'x' is not a number"), "{e}");
+    }
+
+    /// What a dataset may still hold on records that give no dose, and steady-state infusions.
+    #[test]
+    fn zero_amounts_off_doses_and_steady_state_infusions_are_accepted() {
+        let text = "ID,TIME,EVID,AMT,CMT,RATE,SS,MDV\n\
+                    1,0,1,0,1,10,1,0\n\
+                    1,1,0,0,1,0,0,0\n\
+                    1,2,2,.,1,.,.,1\n\
+                    1,3,3,0,.,0,0,1\n\
+                    1,4,0,.,1,.,.,1\n";
+        let d = Dataset::parse("d.csv", text).unwrap();
+        let evids: Vec<Evid> = d.subjects[0].records.iter().map(|r| r.evid).collect();
+        assert_eq!(
+            evids,
+            [
+                Evid::Dose,
+                Evid::Observation,
+                Evid::Other,
+                Evid::Reset,
+                Evid::Other
+            ]
+        );
+    }
+
     #[test]
     fn bad_records_are_located() {
         let cases = [
@@ -459,6 +578,59 @@ mod tests {
             (
                 "ID,TIME,X\n1,0\n",
                 "d.csv:2:1: 2 fields, the header has 3 columns",
+            ),
+            // An amount or a rate on a record that gives no dose (a mistyped EVID).
+            (
+                "ID,TIME,EVID,AMT,CMT\n1,0,0,100,1\n",
+                "d.csv:2:7: AMT is 100 on a record that gives no dose (EVID 0): make it a dose",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT\n1,0,2,100,1\n",
+                "d.csv:2:7: AMT is 100 on a record that gives no dose (EVID 2)",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT\n1,0,3,-5,1\n",
+                "d.csv:2:7: AMT is -5 on a record that gives no dose (EVID 3)",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT,MDV\n1,0,0,100,1,1\n",
+                "d.csv:2:7: AMT is 100 on a record that gives no dose (EVID 0)",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT,RATE\n1,0,0,.,1,10\n",
+                "d.csv:2:11: RATE is 10 on a record that gives no dose (EVID 0)",
+            ),
+            // An infusion of nothing: RATE with AMT 0 and no steady state.
+            (
+                "ID,TIME,AMT,CMT,RATE\n1,0,0,1,10\n",
+                "d.csv:2:9: RATE is 10 on a dose with AMT 0 and SS 0, which gives nothing",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT,RATE\n1,0,1,.,1,-2\n",
+                "d.csv:2:11: RATE is -2 on a dose with AMT 0 and SS 0",
+            ),
+            // Quoting: an unclosed quote, text after a closing quote, a quoted number that is
+            // not one (located at the field, its quote).
+            (
+                "ID,TIME,AMT\n1,0,\"100\n",
+                "d.csv:2:5: this quoted field is not closed on its line",
+            ),
+            (
+                "ID,TIME,AMT\n1,0,\"100\"x,\n",
+                "d.csv:2:10: text after a quoted field's closing quote",
+            ),
+            (
+                "\"ID\",\"TIME\",\"AMT\"\n\"1\",\"0\",\"1,5\"\n",
+                "d.csv:2:9: AMT: '1,5' is not a number",
+            ),
+            // No records: every row a comment, or none after the header.
+            (
+                "C,ID,TIME\nC,1,0\n\"C\",1,1\n",
+                "d.csv:1:1: the dataset has no records: all 2 rows after the header are comments",
+            ),
+            (
+                "# a comment\nID,TIME\n\n",
+                "d.csv:2:1: the dataset has no records after the header",
             ),
         ];
         for (text, want) in cases {

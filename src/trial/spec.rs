@@ -289,6 +289,12 @@ pub fn parse_dose_arg(text: &str) -> Result<DoseSpec, String> {
             .split_once('=')
             .ok_or_else(|| format!("'{part}' is not key=value"))?;
         let (k, v) = (k.trim(), v.trim());
+        // Silently keeping the last of two values would hide a typo.
+        if table.contains_key(k) {
+            return Err(format!(
+                "dose '{text}': the key '{k}' is given twice (each key at most once per dose)"
+            ));
+        }
         let value = if let Ok(i) = v.parse::<i64>() {
             toml::Value::Integer(i)
         } else if let Ok(x) = v.parse::<f64>() {
@@ -419,5 +425,7 @@ metrics = ["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.
         assert_eq!(d.duration, Some(0.5));
         assert!(parse_dose_arg("amount=5,into=central,colour=red").is_err());
         assert!(parse_dose_arg("amount").is_err());
+        let twice = parse_dose_arg("amount=100,amount=200,into=central").unwrap_err();
+        assert!(twice.contains("the key 'amount' is given twice"), "{twice}");
     }
 }
