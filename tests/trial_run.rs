@@ -2329,7 +2329,7 @@ seed = 5
 library = "two_cmt_iv"
 
 [population]
-file = "populations/adult_healthy.toml"
+library = "adult_healthy"
 
 [[arm]]
 name = "mixed"
@@ -2369,6 +2369,22 @@ parameters = true
             );
         }
     };
+    // `vpop check` says which lines are per kilogram.
+    let dir = tmp("per-line-check");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("spec.toml"), spec("")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("check")
+        .arg(dir.join("spec.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("  arm         mixed (2 dose lines, 1 per wt)\n")
+            && stdout.contains("  arm         per_kg (1 dose line, all per wt)\n"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     let cpu = tmp("per-line-cpu");
     let t = Trial::from_text(&root.join("spec.toml"), &spec("")).unwrap();
     run_trial(&t, &opts(&cpu)).unwrap();

@@ -248,8 +248,17 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             .filter(|l| l.administration == crate::dosing::Administration::Reset)
             .count();
         let n = lines.len() - resets;
+        // Which lines the subject's covariate scales (`per`), where not all or none of them.
+        let scaled = lines.iter().filter(|l| l.scaled).count();
+        let per = match (a.amount_per, &trial.population) {
+            (Some(c), Some(p)) if scaled < n => {
+                format!(", {scaled} per {}", p.covariate_names()[c])
+            }
+            (Some(c), Some(p)) => format!(", all per {}", p.covariate_names()[c]),
+            _ => String::new(),
+        };
         println!(
-            "  arm         {} ({n} dose line{}{}{})",
+            "  arm         {} ({n} dose line{}{per}{}{})",
             a.plan.name,
             if n == 1 { "" } else { "s" },
             match resets {
