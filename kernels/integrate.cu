@@ -722,7 +722,8 @@ struct Sub {
             const real scale_t = fmax(fabs(t), span);
             const real h_min = fmax(m->h_min_rel * scale_t, (real)4 * m->eps * fabs(t));
             real step = fmin(h_prop, m->h_max);
-            const bool last = t + step >= t1 - (m->snap * span + (real)4 * m->eps * fabs(t1));
+            const real snap_to = t1 - (m->snap * span + (real)4 * m->eps * fabs(t1));
+            const bool last = t + step >= snap_to;
             if (last) step = t1 - t;
             if (step < h_min) return saw_non_finite ? 3u : 2u;
             bool ok = do_step(t, step);
@@ -734,6 +735,10 @@ struct Sub {
                 if (!all_finite(f1)) {
                     saw_non_finite = true;
                     h_prop = step * STEP_FAC_MIN;
+                    if (last && t + h_prop >= snap_to) {
+                        if (snap_to <= t) return 3u;
+                        h_prop = (real)0.5 * (snap_to - t);
+                    }
                     n_rej++;
                     rejected_last = true;
                     continue;
@@ -762,6 +767,15 @@ struct Sub {
                 rejected_last = true;
                 real fac = e < BIG ? fmin(fmax(STEP_SAFETY * exp(-alpha * log(e)), STEP_FAC_MIN), (real)1) : STEP_FAC_MIN;
                 h_prop = step * fac;
+                // A rejected step stretched to the stopping point, and a proposal that would be
+                // stretched back to it (where t's resolution makes the stretch wide: f32 at
+                // large t): a step ending before the stretch instead, half the way to it, so
+                // that the step does shrink; where the stretch is all that is left, the
+                // step cannot shrink.
+                if (last && t + h_prop >= snap_to) {
+                    if (snap_to <= t) return saw_non_finite ? 3u : 2u;
+                    h_prop = (real)0.5 * (snap_to - t);
+                }
             }
         }
     }

@@ -854,7 +854,8 @@ fn integrate(t0: real, t1: real) -> u32 {
         // A step must also move t: at least a few ulps of t.
         let h_min = max(meta_.h_min_rel * scale_t, 4.0 * EPS * abs(t));
         var step = min(h_prop, meta_.h_max);
-        let last = t + step >= t1 - (SNAP * span + 4.0 * EPS * abs(t1));
+        let snap_to = t1 - (SNAP * span + 4.0 * EPS * abs(t1));
+        let last = t + step >= snap_to;
         if (last) { step = t1 - t; }
         if (step < h_min) { return select(2u, 3u, saw_non_finite); }
         let ok = do_step(t, step);
@@ -868,6 +869,10 @@ fn integrate(t0: real, t1: real) -> u32 {
             if (!all_finite(f1)) {
                 saw_non_finite = true;
                 h_prop = step * STEP_FAC_MIN;
+                if (last && t + h_prop >= snap_to) {
+                    if (snap_to <= t) { return 3u; }
+                    h_prop = 0.5 * (snap_to - t);
+                }
                 n_rej++;
                 rejected_last = true;
                 continue;
@@ -893,6 +898,14 @@ fn integrate(t0: real, t1: real) -> u32 {
             var fac: real = STEP_FAC_MIN;
             if (e < BIG) { fac = clamp(STEP_SAFETY * exp_r(-alpha * log_r(e)), STEP_FAC_MIN, 1.0); }
             h_prop = step * fac;
+            // A rejected step stretched to the stopping point, and a proposal that would be
+            // stretched back to it (where t's resolution makes the stretch wide: f32 at large
+            // t): a step ending before the stretch instead, half the way to it, so that the
+            // step does shrink; where the stretch is all that is left, the step cannot shrink.
+            if (last && t + h_prop >= snap_to) {
+                if (snap_to <= t) { return select(2u, 3u, saw_non_finite); }
+                h_prop = 0.5 * (snap_to - t);
+            }
         }
     }
     return CUT_SHORT;
