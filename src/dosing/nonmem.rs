@@ -3,7 +3,7 @@
 //! Column names are case-insensitive. `ID` and `TIME` are required; `EVID`, `AMT`, `CMT`,
 //! `SS`, `II`, `ADDL`, `RATE`, `DV` and `MDV` have their NONMEM meaning; every other column is a
 //! covariate (time-varying: each record carries its value, carried forward to later times).
-//! `.` and empty fields are missing values. Fields may be double-quoted (RFC 4180, as R's
+//! `.`, `NA` and empty fields are missing values. Fields may be double-quoted (RFC 4180, as R's
 //! `write.csv` writes character columns). Blank lines, lines starting with `#` or `@`, and
 //! rows whose `C` column holds anything but `.`, `0` or nothing are comments; a dataset must
 //! keep at least one record. An amount or rate on a record that gives no dose is refused.
@@ -153,7 +153,7 @@ impl Dataset {
             }
             if let Some(c) = cols.c {
                 let v = fields[c].0.trim();
-                if !(v.is_empty() || v == "." || v == "0") {
+                if !(missing(v) || v == "0") {
                     commented += 1;
                     continue;
                 }
@@ -162,7 +162,7 @@ impl Dataset {
                 let Some(k) = k else { return Ok(None) };
                 let (s, span) = &fields[k];
                 let s = s.trim();
-                if s.is_empty() || s == "." {
+                if missing(s) {
                     return Ok(None);
                 }
                 s.parse::<f64>()
@@ -178,7 +178,7 @@ impl Dataset {
             let at =
                 |k: Option<usize>| k.map_or(Span::new(line_start, line_start), |k| fields[k].1);
             let id_field = fields[cols.id.unwrap_or(0)].0.trim().to_string();
-            if id_field.is_empty() || id_field == "." {
+            if missing(&id_field) {
                 return Err(src.error(at(cols.id), "missing ID"));
             }
             let Some(time) = num(cols.time, "TIME")? else {
@@ -406,6 +406,11 @@ impl Cols {
     }
 }
 
+/// A missing value: an empty field, `.` (NONMEM's), or `NA` (R's, as `write.csv` writes it).
+fn missing(s: &str) -> bool {
+    s.is_empty() || s == "." || s == "NA"
+}
+
 /// Splits a line on commas into fields with their spans (`base` is the line's offset in the
 /// file). A field may be double-quoted as in RFC 4180, as R's `write.csv` and spreadsheets
 /// write character columns: the quotes are removed, a doubled quote inside stands for one, and
@@ -522,6 +527,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("r.csv:2:9: AMT: 'x' is not a number"), "{e}");
+    }
+
+    /// A dataset as R's `write.csv` writes it by default: missing values as `NA`, in the C
+    /// column too; the same records as with `.`.
+    #[test]
+    fn r_missing_values_are_missing() {
+        let dots = "\"C\",\"ID\",\"TIME\",\"AMT\",\"CMT\",\"DV\",\"WT\"\n\
+                    .,\"1\",0,100,1,.,70\n\
+                    .,\"1\",1,.,2,2.1,.\n\
+                    \"C\",\"1\",2,.,2,9.9,.\n";
+        let nas = "\"C\",\"ID\",\"TIME\",\"AMT\",\"CMT\",\"DV\",\"WT\"\n\
+                   NA,\"1\",0,100,1,NA,70\n\
+                   NA,\"1\",1,NA,2,2.1,NA\n\
+                   \"C\",\"1\",2,NA,2,9.9,NA\n";
+        let (a, b) = (
+            Dataset::parse("d.csv", dots).unwrap(),
+            Dataset::parse("d.csv", nas).unwrap(),
+        );
+        assert_eq!(b.rows, 2);
+        // The same records but for where their fields stand on the line.
+        let values = |d: &Dataset| -> Vec<String> {
+            d.subjects[0]
+                .records
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {:?} {} {} {:?} {:?}",
+                        r.time, r.evid, r.amt, r.cmt, r.dv, r.covariates
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(values(&a), values(&b));
+        assert!(b.subjects[0].records[1].covariates[0].is_nan());
     }
 
     /// What a dataset may still hold on records that give no dose, and steady-state infusions.
