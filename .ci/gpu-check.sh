@@ -37,7 +37,7 @@ checks=(
   "run_10M_natural_order 60" # run_10M with subjects to threads as sampled (order=natural)
   "cuda_trial_threads 60" # a trial on two host threads writes the parts of one, byte for byte
   "cuda_shapes 60"       # outputs that read t, plateaus: slopes with dg/dt, plateaus' Tmax (new)
-  "cuda_late_times 30"   # f32 steps near a stopping point at 1e5 h shrink (new)
+  "cuda_late_times 30"   # f32 at 1e5 h: steps the size t moves by, records an ulp apart, no loop
   "trace_calls 90"       # where a backend call's time goes beside its kernels (VPOP_CUDA_TRACE)
   "large_model 120"      # a stiff 56-state model (Rodas4, sparse W) in f32 against the CPU
   "large_model_f64 120"  # the same in f64, on fewer subjects (docs/gpu.md, "Sparse W for large models")
@@ -235,7 +235,7 @@ one() {
     wgpu_checks) check "$1" "$2" wgpu_checks ;;
     cuda_functions) check "$1" "$2" "$BIN/function_models" --nocapture --skip emulated cuda_kernels cuda_probit ;;
     cuda_shapes) check "$1" "$2" "$BIN/output_shapes" --nocapture --skip emulated cuda_kernels ;;
-    cuda_late_times) check "$1" "$2" "$BIN/late_times" --nocapture --skip emulated cuda_kernels ;;
+    cuda_late_times) check "$1" "$2" "$BIN/late_times" --nocapture --skip emulated cuda_kernels cuda_records ;;
     wgpu_functions) check "$1" "$2" "$BIN/wgpu_codegen" --test-threads 4 --nocapture accurate ;;
     *) echo "unknown check $1" >> "$OUT/summary.txt" ;;
   esac

@@ -243,7 +243,7 @@ struct Arm : Sub {
                 const bool more = next_window_input(lag, dur, value, kind, reach, ct, cc, ck, dv, bolus);
                 const real te = more ? ct : SS_II;
                 // The one integrator call of the steady-state iterations.
-                if (te - t > fmax((real)1e-13, (real)8 * m->eps) * fmax(fabs(te), (real)1)) {
+                if (te - t > (real)1e-13 * fmax(fabs(te), (real)1)) {
                     const unsigned st = integrate<false>(t, te);
                     if (st != 0u) { status = st; return false; }
                 }

@@ -8,7 +8,7 @@
 // Kinds: additions and subtractions, multiplications, divisions, fused multiply-adds (two
 // floating-point operations each), square roots, transcendental functions (exp, log, log10,
 // pow, tanh, atan, erf, erfc), comparisons (including fmin and fmax), and the rest (negations,
-// fabs, ceil, floor, finiteness tests). Conversions are not operations.
+// fabs, ceil, floor, nextafter, finiteness tests). Conversions are not operations.
 
 enum VpopOp { VPOP_ADD, VPOP_MUL, VPOP_DIV, VPOP_FMA, VPOP_SQRT, VPOP_TRANSC, VPOP_CMP, VPOP_OTHER, VPOP_KINDS };
 static thread_local unsigned long long vpop_ops[VPOP_KINDS];
@@ -122,6 +122,7 @@ VPOP_MATH1(floor, VPOP_OTHER)
 VPOP_MATH2(pow, VPOP_TRANSC)
 VPOP_MATH2(fmin, VPOP_CMP)
 VPOP_MATH2(fmax, VPOP_CMP)
+VPOP_MATH2(nextafter, VPOP_OTHER)
 #undef VPOP_MATH2
 
 template <typename T>

@@ -46,6 +46,7 @@ VPOP_MATH1(erfc, __builtin_erfcf, __builtin_erfc)
 VPOP_MATH2(pow, __builtin_powf, __builtin_pow)
 VPOP_MATH2(fmin, __builtin_fminf, __builtin_fmin)
 VPOP_MATH2(fmax, __builtin_fmaxf, __builtin_fmax)
+VPOP_MATH2(nextafter, __builtin_nextafterf, __builtin_nextafter)
 static inline float fma(float x, float y, float z) { return __builtin_fmaf(x, y, z); }
 static inline double fma(double x, double y, double z) { return __builtin_fma(x, y, z); }
 

@@ -38,6 +38,9 @@ typedef {{REAL}} real;
 #endif
 
 FI real clampr(real x, real a, real b) { return fmin(fmax(x, a), b); }
+// x where it is finite, else 0 (a derivative that is not finite at a point, as the WGSL
+// kernels' finite_or_0 and the CPU reference take it).
+FI real finite_or_0(real x) { return isfinite(x) ? x : (real)0; }
 #define clamp clampr
 
 struct Meta {
@@ -680,6 +683,24 @@ struct Sub {
         return done;
     }
 
+    // The step that t ≥ 0 takes when h > 0 is added to it: where t + h rounds (f32 at large t),
+    // the states advance by the rounded step, so that they stay at the time t says. Rounded
+    // down, never up: a step rounded up to the one just rejected would be rejected forever.
+    FI real step_taken(real t, real h) {
+        const real t_new = t + h;
+        return t_new - t > h ? nextafter(t_new, (real)0) - t : t_new - t;
+    }
+
+    // After a rejected step that was stretched to the stopping point, where the next proposal
+    // would be stretched back to it too (t's resolution makes the stretch wide: f32 at large
+    // t): a step ending before the stretch instead, half the way to it, so that the step does
+    // shrink. False where no step ends before the stretch (t + the half rounds into it): the
+    // step cannot shrink.
+    FI bool shrink_before_stretch(real t, real snap_to) {
+        h_prop = (real)0.5 * (snap_to - t);
+        return h_prop > (real)0 && t + h_prop < snap_to;
+    }
+
     // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite. OBS
     // false: the accepted steps are never observed (no observer code in this copy).
     template <bool OBS = true>
@@ -720,12 +741,13 @@ struct Sub {
         for (;;) {
             if (n_acc + n_rej >= m->max_steps) return 1u;
             const real scale_t = fmax(fabs(t), span);
-            const real h_min = fmax(m->h_min_rel * scale_t, (real)4 * m->eps * fabs(t));
+            const real h_min = fmax(m->h_min_rel * scale_t, (real)2 * m->eps * fabs(t));
             real step = fmin(h_prop, m->h_max);
-            const real snap_to = t1 - (m->snap * span + (real)4 * m->eps * fabs(t1));
+            const real snap_to = t1 - (m->snap * span + (real)2 * m->eps * fabs(t1));
             const bool last = t + step >= snap_to;
-            if (last) step = t1 - t;
-            if (step < h_min) return saw_non_finite ? 3u : 2u;
+            step = last ? t1 - t : step_taken(t, step);
+            // The last step may be shorter: it ends at t1 exactly (a stopping point an ulp away).
+            if (step < h_min && !last) return saw_non_finite ? 3u : 2u;
             bool ok = do_step(t, step);
             real e = ok ? error_norm() : BIG;
             if (e >= BIG) saw_non_finite = true;
@@ -735,10 +757,7 @@ struct Sub {
                 if (!all_finite(f1)) {
                     saw_non_finite = true;
                     h_prop = step * STEP_FAC_MIN;
-                    if (last && t + h_prop >= snap_to) {
-                        if (snap_to <= t) return 3u;
-                        h_prop = (real)0.5 * (snap_to - t);
-                    }
+                    if (last && t + h_prop >= snap_to && !shrink_before_stretch(t, snap_to)) return 3u;
                     n_rej++;
                     rejected_last = true;
                     continue;
@@ -767,15 +786,8 @@ struct Sub {
                 rejected_last = true;
                 real fac = e < BIG ? fmin(fmax(STEP_SAFETY * exp(-alpha * log(e)), STEP_FAC_MIN), (real)1) : STEP_FAC_MIN;
                 h_prop = step * fac;
-                // A rejected step stretched to the stopping point, and a proposal that would be
-                // stretched back to it (where t's resolution makes the stretch wide: f32 at
-                // large t): a step ending before the stretch instead, half the way to it, so
-                // that the step does shrink; where the stretch is all that is left, the
-                // step cannot shrink.
-                if (last && t + h_prop >= snap_to) {
-                    if (snap_to <= t) return saw_non_finite ? 3u : 2u;
-                    h_prop = (real)0.5 * (snap_to - t);
-                }
+                if (last && t + h_prop >= snap_to && !shrink_before_stretch(t, snap_to))
+                    return saw_non_finite ? 3u : 2u;
             }
         }
     }

@@ -12,17 +12,17 @@
         model_jac(t, y, q, jm);
         model_dfdt(t, y, q, dm);
         #pragma unroll
-        for (int j = 0; j < NS; j++) dfdt_v[j] = isfinite(dm[j]) ? dm[j] : (real)0;
+        for (int j = 0; j < NS; j++) dfdt_v[j] = finite_or_0(dm[j]);
 #if NA > 0
         real dg[NO];
         model_output_jac(t, y, q, gq);
         model_output_dfdt(t, y, q, dg);
         #pragma unroll
-        for (int k = 0; k < NOS; k++) if (!isfinite(gq[k])) gq[k] = 0;
+        for (int k = 0; k < NOS; k++) gq[k] = finite_or_0(gq[k]);
         #pragma unroll
         for (int a = 0; a < NA; a++) {
             const real d = dg[quad_output(a)];
-            dfdt_v[NS + a] = isfinite(d) ? d : (real)0;
+            dfdt_v[NS + a] = finite_or_0(d);
         }
 #endif
         n_jac++;
@@ -33,7 +33,7 @@
             #pragma unroll
             for (int j = 0; j < NS; j++) {
                 const real e = jm[i * NS + j];
-                lu[i * NS + j] = (i == j ? si : (real)0) - sj * (isfinite(e) ? e : (real)0);
+                lu[i * NS + j] = (i == j ? si : (real)0) - sj * finite_or_0(e);
             }
         }
         #pragma unroll

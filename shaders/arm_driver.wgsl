@@ -291,7 +291,7 @@ fn ss_restart() {
 // Integrates the interval from ss_t to te; false when suspended or failed.
 fn ss_advance(te: real) -> bool {
     if (ss_busy == 0u) {
-        if (te - ss_t <= max(1e-13, 8.0 * EPS) * max(abs(te), 1.0)) {
+        if (te - ss_t <= 1e-13 * max(abs(te), 1.0)) {
             ss_t = max(ss_t, te);
             if (!all_finite(y)) { status = 3u; return false; }
             return true;

@@ -800,6 +800,16 @@ fn loops_intact() -> bool {
     return v == select(4u, 13u, meta_.n == 0u);
 }
 
+// After a rejected step that was stretched to the stopping point, where the next proposal
+// would be stretched back to it too (t's resolution makes the stretch wide: f32 at large t):
+// a step ending before the stretch instead, half the way to it, so that the step does shrink.
+// False where no step ends before the stretch (t + the half rounds into it): the step cannot
+// shrink.
+fn shrink_before_stretch(t: real, snap_to: real) -> bool {
+    h_prop = 0.5 * (snap_to - t);
+    return h_prop > 0.0 && t + h_prop < snap_to;
+}
+
 fn integrate(t0: real, t1: real) -> u32 {
     if (t1 <= t0) { return 0u; }
     f0 = sys_rhs(t_cur, y);
@@ -851,13 +861,16 @@ fn integrate(t0: real, t1: real) -> u32 {
         }
         if (steps_left > 0u) { steps_left--; }
         let scale_t = max(abs(t), span);
-        // A step must also move t: at least a few ulps of t.
-        let h_min = max(meta_.h_min_rel * scale_t, 4.0 * EPS * abs(t));
+        // A step must also move t: at least two ulps of t (a last step ends at t1 exactly).
+        let h_min = max(meta_.h_min_rel * scale_t, 2.0 * EPS * abs(t));
         var step = min(h_prop, meta_.h_max);
-        let snap_to = t1 - (SNAP * span + 4.0 * EPS * abs(t1));
+        let snap_to = t1 - (SNAP * span + 2.0 * EPS * abs(t1));
         let last = t + step >= snap_to;
-        if (last) { step = t1 - t; }
-        if (step < h_min) { return select(2u, 3u, saw_non_finite); }
+        // The step is what t moves by: where t + step rounds (f32 at large t), the states
+        // advance by the rounded step, so that they stay at the time t says.
+        if (last) { step = t1 - t; } else { step = step_taken(t, step); }
+        // The last step may be shorter: it ends at t1 exactly (a stopping point an ulp away).
+        if (step < h_min && !last) { return select(2u, 3u, saw_non_finite); }
         let ok = do_step(t, step);
         var e = BIG;
         if (ok) { e = error_norm(); }
@@ -869,10 +882,7 @@ fn integrate(t0: real, t1: real) -> u32 {
             if (!all_finite(f1)) {
                 saw_non_finite = true;
                 h_prop = step * STEP_FAC_MIN;
-                if (last && t + h_prop >= snap_to) {
-                    if (snap_to <= t) { return 3u; }
-                    h_prop = 0.5 * (snap_to - t);
-                }
+                if (last && t + h_prop >= snap_to && !shrink_before_stretch(t, snap_to)) { return 3u; }
                 n_rej++;
                 rejected_last = true;
                 continue;
@@ -898,13 +908,8 @@ fn integrate(t0: real, t1: real) -> u32 {
             var fac: real = STEP_FAC_MIN;
             if (e < BIG) { fac = clamp(STEP_SAFETY * exp_r(-alpha * log_r(e)), STEP_FAC_MIN, 1.0); }
             h_prop = step * fac;
-            // A rejected step stretched to the stopping point, and a proposal that would be
-            // stretched back to it (where t's resolution makes the stretch wide: f32 at large
-            // t): a step ending before the stretch instead, half the way to it, so that the
-            // step does shrink; where the stretch is all that is left, the step cannot shrink.
-            if (last && t + h_prop >= snap_to) {
-                if (snap_to <= t) { return select(2u, 3u, saw_non_finite); }
-                h_prop = 0.5 * (snap_to - t);
+            if (last && t + h_prop >= snap_to && !shrink_before_stretch(t, snap_to)) {
+                return select(2u, 3u, saw_non_finite);
             }
         }
     }

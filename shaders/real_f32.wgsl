@@ -13,6 +13,18 @@ fn finite_or_0(x: f32) -> f32 {
     return select(0.0, x, finite(x));
 }
 
+// The step that t ≥ 0 takes when h > 0 is added to it: where t + h rounds (large t), the
+// states advance by the rounded step, so that they stay at the time t says. h rounded down to
+// a multiple of the ulp of t + h, so that t + the result is exact: never up, since a step
+// rounded up to the one just rejected would be rejected forever. Not from (t + h) − t, which
+// shader compilers may fold to h.
+fn step_taken(t: f32, h: f32) -> f32 {
+    let e = bitcast<u32>(t + h) & 0x7f800000u;
+    if (e <= 0x0b800000u) { return h; }
+    let q = bitcast<f32>(e - 0x0b800000u);
+    return floor(h / q) * q;
+}
+
 fn is_nan(x: f32) -> bool {
     let b = bitcast<u32>(x);
     return (b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u;

@@ -178,7 +178,6 @@ fn sparse_code(m: &ModelPrograms, plan: &LuPlan, lang: Lang) -> String {
     for &(ij, slot, on_diag) in plan.entries() {
         let id = if on_diag { "si" } else { zero.as_str() };
         value[slot as usize] = match jm_index[ij as usize] {
-            Some(r) if cuda => format!("{id} - sj * (isfinite(jm[{r}]) ? jm[{r}] : {zero})"),
             Some(r) => format!("{id} - sj * finite_or_0(jm[{r}])"),
             None => id.to_string(),
         };

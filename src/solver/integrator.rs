@@ -179,10 +179,20 @@ impl Integrator {
             let h_min = opts.h_min_rel * t.abs().max(span) + f64::MIN_POSITIVE;
             let mut step = h.min(opts.h_max);
             let last = t + step >= t1 - 1e-12 * span.max(t1.abs() * f64::EPSILON);
-            if last {
-                step = t1 - t;
-            }
-            if step < h_min {
+            // The step is what t moves by (as in the kernels, where f32 rounds t + step at
+            // large t): the states advance by the step t takes, rounded down, never up (a step
+            // rounded up to the one just rejected would be rejected forever).
+            step = if last {
+                t1 - t
+            } else {
+                let t_new = t + step;
+                if t_new - t > step {
+                    t_new.next_down() - t
+                } else {
+                    t_new - t
+                }
+            };
+            if step < h_min && !last {
                 return if saw_non_finite {
                     Status::NonFinite
                 } else {
