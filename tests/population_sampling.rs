@@ -1057,3 +1057,34 @@ fn a_subject_without_a_category_is_null_in_the_file() {
     assert!(text.contains(&note), "{note}\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The example file at the top of docs/populations.md is complete: it parses, every subject
+/// gets a finite creatinine clearance, and its age target (the truncated normal's mean and SD,
+/// rounded) is the closed form's.
+#[test]
+fn the_documented_example_population_is_complete() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/populations.md"))
+            .unwrap();
+    let start = doc.find("```toml\n[population]").unwrap() + "```toml\n".len();
+    let text = &doc[start..start + doc[start..].find("```").unwrap()];
+    let p = Population::parse("populations.md", text).unwrap_or_else(|e| panic!("{e}"));
+    let age = p
+        .covariate_names()
+        .iter()
+        .position(|n| *n == "age")
+        .unwrap();
+    let t = p.covariate_target(age).unwrap();
+    let (mean, var) = truncated_normal_moments(40.0, 12.0, 18.0, 80.0);
+    assert!((t.mean.unwrap() - mean).abs() < 0.005, "{t:?} vs {mean}");
+    assert!(
+        (t.sd.unwrap() - var.sqrt()).abs() < 0.005,
+        "{t:?} vs {}",
+        var.sqrt()
+    );
+    let mut c = SampledChunk::default();
+    p.sample(1, 0, 1000, &mut c);
+    assert!(col(&p, &c, "crcl")
+        .iter()
+        .all(|x| x.is_finite() && *x > 0.0));
+}
