@@ -672,6 +672,64 @@ hi = 5
     assert!(at_bounds < 5, "{at_bounds} draws at the bounds");
 }
 
+/// Bounds on an empirical table keep its point masses: a draw below the first quantile level
+/// takes the first value, above the last the last (10 % each here), and a flat stretch of tied
+/// values holds its levels' share. Bounds that exclude nothing draw exactly what no bounds
+/// draw; a binding bound keeps, renormalised, the masses of the values it keeps (frequencies
+/// within 6 standard errors).
+#[test]
+fn empirical_bounds_keep_the_point_masses_of_tails_and_ties() {
+    let table = |name: &str, levels: &str, row: &str, bounds: &str| {
+        format!(
+            "[covariates.{name}]\ndist = \"empirical\"\nby = \"age\"\nx = [0, 1]\n\
+             quantiles = {levels}\nvalues = [{row}, {row}]\n{bounds}\n"
+        )
+    };
+    let (q, v) = ("[0.1, 0.5, 0.9]", "[10, 20, 30]");
+    let (qt, vt) = ("[0.1, 0.4, 0.6, 0.9]", "[10, 20, 20, 30]");
+    let head =
+        "[population]\nname = \"emp\"\n[covariates.age]\ndist = \"uniform\"\nlo = 0\nhi = 1\n";
+    let free = format!("{head}{}", table("x", q, v, ""));
+    let n = 200_000;
+    let draw = |text: &str, name: &str| -> Vec<f64> {
+        let p = Population::parse("emp.toml", text).unwrap();
+        let mut c = SampledChunk::default();
+        p.sample(1, 0, n, &mut c);
+        col(&p, &c, name).to_vec()
+    };
+    let free_x = draw(&free, "x");
+    for bounds in ["lo = 0\nhi = 1000", "lo = 10\nhi = 30", "lo = -1e300"] {
+        let text = format!("{head}{}", table("x", q, v, bounds));
+        assert_eq!(draw(&text, "x"), free_x, "{bounds}");
+    }
+    let share = |x: &[f64], value: f64| x.iter().filter(|v| **v == value).count() as f64 / n as f64;
+    let close = |what: &str, got: f64, want: f64| {
+        let se = (want * (1.0 - want) / n as f64).sqrt();
+        assert!((got - want).abs() < 6.0 * se, "{what}: {got} vs {want}");
+    };
+    close("P(x = 10)", share(&free_x, 10.0), 0.1);
+    close("P(x = 30)", share(&free_x, 30.0), 0.1);
+    let text = format!(
+        "{head}{}{}{}",
+        table("lo25", q, v, "lo = 25"),
+        table("hi20", qt, vt, "hi = 20"),
+        table("lo20", qt, vt, "lo = 20")
+    );
+    let (lo25, hi20, lo20) = (
+        draw(&text, "lo25"),
+        draw(&text, "hi20"),
+        draw(&text, "lo20"),
+    );
+    assert!(lo25.iter().all(|x| (25.0..=30.0).contains(x)));
+    close("P(lo25 = 30)", share(&lo25, 30.0), 0.1 / 0.3);
+    assert!(hi20.iter().all(|x| (10.0..=20.0).contains(x)));
+    close("P(hi20 = 20)", share(&hi20, 20.0), 0.2 / 0.6);
+    close("P(hi20 = 10)", share(&hi20, 10.0), 0.1 / 0.6);
+    assert!(lo20.iter().all(|x| (20.0..=30.0).contains(x)));
+    close("P(lo20 = 20)", share(&lo20, 20.0), 0.2 / 0.6);
+    close("P(lo20 = 30)", share(&lo20, 30.0), 0.1 / 0.6);
+}
+
 /// `vpop sample POP` without a file prints the summary; a covariate whose bounds, given by
 /// expressions, leave some subjects no interval is NaN for them, and the summary says how many
 /// and leaves them out of the statistics.
@@ -998,4 +1056,35 @@ fn a_subject_without_a_category_is_null_in_the_file() {
     let note = format!("note: g: {eu} of {n} subjects have no category");
     assert!(text.contains(&note), "{note}\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The example file at the top of docs/populations.md is complete: it parses, every subject
+/// gets a finite creatinine clearance, and its age target (the truncated normal's mean and SD,
+/// rounded) is the closed form's.
+#[test]
+fn the_documented_example_population_is_complete() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/populations.md"))
+            .unwrap();
+    let start = doc.find("```toml\n[population]").unwrap() + "```toml\n".len();
+    let text = &doc[start..start + doc[start..].find("```").unwrap()];
+    let p = Population::parse("populations.md", text).unwrap_or_else(|e| panic!("{e}"));
+    let age = p
+        .covariate_names()
+        .iter()
+        .position(|n| *n == "age")
+        .unwrap();
+    let t = p.covariate_target(age).unwrap();
+    let (mean, var) = truncated_normal_moments(40.0, 12.0, 18.0, 80.0);
+    assert!((t.mean.unwrap() - mean).abs() < 0.005, "{t:?} vs {mean}");
+    assert!(
+        (t.sd.unwrap() - var.sqrt()).abs() < 0.005,
+        "{t:?} vs {}",
+        var.sqrt()
+    );
+    let mut c = SampledChunk::default();
+    p.sample(1, 0, 1000, &mut c);
+    assert!(col(&p, &c, "crcl")
+        .iter()
+        .all(|x| x.is_finite() && *x > 0.0));
 }

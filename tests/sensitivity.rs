@@ -454,3 +454,170 @@ scale = "log"
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A dose per kilogram (`per = "wt"`) scales with each virtual subject's weight in an analysis,
+/// as in a trial. One-compartment IV bolus: a subject's AUC to a long end is its dose over its
+/// clearance, so each design point's mean AUC over its subjects is mean((5·wt + 100) / CL) for
+/// an arm of 5 mg/kg and a fixed 100 mg (the `per` line scaled, the other not), with the
+/// subjects' sampled weights and the design point's clearances (a typical-value factor's or a
+/// model-level one's). Design points without the population have no weight to scale by: an arm
+/// with a `per` line is refused there, at the spec's place.
+#[test]
+fn doses_per_kilogram_scale_with_each_virtual_subjects_weight() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use vpop::sensitivity::run::{run, Analysis};
+    let dir = temp_dir("gsa-per");
+    std::fs::write(
+        dir.join("pop.toml"),
+        r#"
+[population]
+name = "by_weight"
+
+[covariates.wt]
+dist = "lognormal"
+median = 70
+cv = 0.25
+
+[parameters]
+cl = "5 * (wt / 70)^0.75 * exp(eta_cl)"
+v = "50 * wt / 70"
+
+[[omega]]
+etas = ["eta_cl"]
+variance = [0.09]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("trial.toml"),
+        r#"
+[trial]
+name = "mg/kg"
+subjects = 1
+seed = 5
+
+[model]
+library = "one_cmt_iv"
+
+[population]
+file = "pop.toml"
+
+[[arm]]
+name = "per_kg"
+doses = [{ amount = 5, per = "wt", into = "central" },
+         { amount = 100, into = "central", start = 24 }]
+
+[[arm]]
+name = "fixed"
+dose = { amount = 100, into = "central" }
+
+[simulation]
+end = 3000
+method = "tsit5"
+rtol = 1e-9
+atol = 1e-12
+backend = "cpu"
+
+[output]
+dir = "out"
+metrics = ["auc"]
+"#,
+    )
+    .unwrap();
+    let factors = [
+        "subjects = 7\n[[factor]]\ntypical = \"cl\"\nrange = [0.5, 2.0]\nscale = \"log\"\n\
+         [[factor]]\nname = \"v\"\nrange = [30.0, 60.0]\n",
+        "subjects = 3\n[[factor]]\nname = \"cl\"\nrange = [2.0, 8.0]\n",
+    ];
+    for (k, factors) in factors.iter().enumerate() {
+        let out = dir.join(format!("out{k}"));
+        let path = dir.join(format!("gsa{k}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n\
+                 statistic = \"mean\"\nbootstrap = 4\nout = {:?}\n{factors}",
+                out.display().to_string()
+            ),
+        )
+        .unwrap();
+        let a = Analysis::load(&path).unwrap();
+        let rep = run(&a, None).unwrap();
+        assert_eq!(rep.results.len(), 2);
+        let d = a.design().unwrap();
+        let m = a.subjects;
+        let params = a.parameters(&d);
+        let cl = a.trial.model.param_index("cl").unwrap();
+        let pop = a.trial.population.as_ref().unwrap();
+        let mut chunk = vpop::population::SampledChunk::default();
+        pop.sample(5, 0, m, &mut chunk);
+        let wt = &chunk.covariates[0];
+        assert!(wt.iter().all(|w| (20.0..200.0).contains(w)), "{wt:?}");
+        let file = std::fs::File::open(out.join("evaluations.parquet")).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let column = |name: &str| -> Vec<f64> {
+            let c = batch
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("{name}"));
+            let c = c
+                .as_any()
+                .downcast_ref::<arrow_array::Float64Array>()
+                .unwrap();
+            c.values().to_vec()
+        };
+        let (per_kg, fixed) = (column("per_kg.cp_auc"), column("fixed.cp_auc"));
+        assert_eq!(per_kg.len(), d.rows);
+        for r in 0..d.rows {
+            let mean = |dose: &dyn Fn(f64) -> f64| {
+                (0..m)
+                    .map(|i| dose(wt[i]) / params[cl][r * m + i])
+                    .sum::<f64>()
+                    / m as f64
+            };
+            let (want_per, want_fixed) = (mean(&|w| 5.0 * w + 100.0), mean(&|_| 100.0));
+            assert!(
+                (per_kg[r] / want_per - 1.0).abs() < 1e-6,
+                "spec {k}, row {r}: mean AUC {} vs (5·wt + 100)/CL {want_per}",
+                per_kg[r]
+            );
+            assert!(
+                (fixed[r] / want_fixed - 1.0).abs() < 1e-6,
+                "spec {k}, row {r}: {} vs {want_fixed}",
+                fixed[r]
+            );
+        }
+    }
+    // Without `subjects` (one run at the model's values), a `per` line has no weight.
+    let base = "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n";
+    let factor = "[[factor]]\nname = \"cl\"\nrange = [2.0, 8.0]\n";
+    for (arms, want) in [
+        (
+            "",
+            Some(":2:9: arm 'per_kg' doses per unit of covariate 'wt'"),
+        ),
+        (
+            "arms = [\"fixed\", \"per_kg\"]\n",
+            Some(":5:18: arm 'per_kg' doses per unit"),
+        ),
+        ("arms = [\"fixed\"]\n", None),
+    ] {
+        let path = dir.join("one_run.toml");
+        std::fs::write(&path, format!("{base}{arms}{factor}")).unwrap();
+        match (Analysis::load(&path), want) {
+            (Err(e), Some(want)) => {
+                assert!(e.contains(want), "{arms}: {e} does not contain {want}");
+                assert!(e.contains("subjects = N"), "{e}");
+            }
+            (Ok(_), None) => {}
+            (Err(e), None) => panic!("{arms}: {e}"),
+            (Ok(_), Some(_)) => panic!("{arms}: loaded"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

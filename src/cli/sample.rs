@@ -217,6 +217,55 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Count, mean and sum of squared deviations from the mean of a column's finite values, tallied
+/// chunk by chunk: each chunk's by two passes over it (the mean summed about the chunk's first
+/// value, so that an offset common to all values adds no rounding), merged into the running
+/// ones by Chan,
+/// Golub & LeVeque's formula ("Algorithms for computing the sample variance: analysis and
+/// recommendations", Am Stat 1983;37:242). Unlike Σx² − n·mean², it keeps the spread of values
+/// far from zero (N(1e8, 1)) to full precision.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moments {
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    fn add(&mut self, xs: &[f64]) {
+        let finite = || xs.iter().copied().filter(|x| x.is_finite());
+        let Some(x0) = finite().next() else {
+            return;
+        };
+        let n = finite().count() as u64;
+        let mean = x0 + finite().map(|x| x - x0).sum::<f64>() / n as f64;
+        let m2: f64 = finite().map(|x| (x - mean) * (x - mean)).sum();
+        let total = self.n + n;
+        let delta = mean - self.mean;
+        let w = n as f64 / total as f64;
+        self.mean += delta * w;
+        self.m2 += m2 + delta * delta * self.n as f64 * w;
+        self.n = total;
+    }
+
+    fn mean(&self) -> f64 {
+        if self.n == 0 {
+            f64::NAN
+        } else {
+            self.mean
+        }
+    }
+
+    /// The sample standard deviation (n − 1); 0 for one value, NaN for none.
+    fn sd(&self) -> f64 {
+        match self.n {
+            0 => f64::NAN,
+            1 => 0.0,
+            n => (self.m2 / (n - 1) as f64).sqrt(),
+        }
+    }
+}
+
 /// Mean, SD, 5/50/95th percentiles per column, beside the file's targets. Resamples the same
 /// subjects chunk by chunk (draws depend only on seed and subject index), so memory stays
 /// bounded: one pass tallies every column (the quantiles from the values kept near their
@@ -263,7 +312,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
         .iter()
         .map(|l| vec![0; l.map_or(0, |l| l.len())])
         .collect();
-    let mut moments = vec![(0.0f64, 0.0f64, 0u64); names.len()];
+    let mut moments = vec![Moments::default(); names.len()];
     let mut tallies = vec![StreamedQuantiles::new(&PROBS); names.len()];
     for_each_chunk(&mut |chunk| {
         for k in 0..names.len() {
@@ -276,12 +325,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            let (s, s2, n) = &mut moments[k];
-            for x in xs.iter().filter(|x| x.is_finite()) {
-                *s += x;
-                *s2 += x * x;
-                *n += 1;
-            }
+            moments[k].add(xs);
             tallies[k].add(xs);
         }
     });
@@ -334,7 +378,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             }
             continue;
         }
-        let (s, s2, n) = moments[k];
+        let n = moments[k].n;
         if n < args.subjects {
             not_finite.push(format!(
                 "{name}: {} of {} subjects are NaN or infinite (left out of its statistics)",
@@ -342,10 +386,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
                 args.subjects
             ));
         }
-        let mean = if n == 0 { f64::NAN } else { s / n as f64 };
-        let sd = ((s2 / n.max(1) as f64 - mean * mean) * n as f64 / (n.max(2) - 1) as f64)
-            .max(0.0)
-            .sqrt();
+        let (mean, sd) = (moments[k].mean(), moments[k].sd());
         let (_, q) = tallies[k].quantiles().unwrap_or_else(|| {
             let resample = |f: &mut dyn FnMut(&[f64])| {
                 for_each_chunk(&mut |chunk| f(column(&values, n_cov, chunk, k)))
@@ -384,11 +425,7 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
             String::new()
         };
         // No finite value: no statistic.
-        let (sd, q) = if n == 0 {
-            (f64::NAN, vec![f64::NAN; 3])
-        } else {
-            (sd, q)
-        };
+        let q = if n == 0 { vec![f64::NAN; 3] } else { q };
         let v = |x: f64| crate::output::table_value(x, 4);
         println!(
             "{:<w$} {:>11} {:>11} {:>11} {:>11} {:>11}   {target}",
@@ -405,4 +442,58 @@ fn print_summary(pop: &Population, args: &SampleArgs) -> anyhow::Result<()> {
     }
     let _ = std::io::Write::flush(&mut std::io::stdout()).context("stdout");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Moments;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+
+    /// Two passes over all the values (the mean summed about the first): the reference.
+    fn two_pass(xs: &[f64]) -> (f64, f64) {
+        let mean = xs[0] + xs.iter().map(|x| x - xs[0]).sum::<f64>() / xs.len() as f64;
+        let ss: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
+        (mean, (ss / (xs.len() - 1) as f64).sqrt())
+    }
+
+    /// Values with a tiny spread next to their mean (N(1e8, 1), a uniform on [1e6, 1e6 + 1]),
+    /// tallied in uneven chunks with non-finite values among them: the streamed mean and SD
+    /// equal two passes over the finite values.
+    #[test]
+    fn the_streamed_sd_keeps_a_small_spread_far_from_zero() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(8);
+        let normal = Normal::new(1e8, 1.0).unwrap();
+        let big: Vec<f64> = (0..300_000).map(|_| normal.sample(&mut rng)).collect();
+        let uniform: Vec<f64> = (0..300_000)
+            .map(|i| 1e6 + (i as f64 * 0.618_033_988_749_895).fract())
+            .collect();
+        for xs in [big, uniform] {
+            let mut with_nan = xs.clone();
+            with_nan.extend([f64::NAN, f64::INFINITY]);
+            with_nan.rotate_right(1000);
+            let mut m = Moments::default();
+            let mut at = 0;
+            for len in [1, 7, 65_536, 100_000].into_iter().cycle() {
+                let end = (at + len).min(with_nan.len());
+                m.add(&with_nan[at..end]);
+                at = end;
+                if at == with_nan.len() {
+                    break;
+                }
+            }
+            let (mean, sd) = two_pass(&xs);
+            assert_eq!(m.n, xs.len() as u64);
+            assert!((m.sd() / sd - 1.0).abs() < 1e-9, "sd {} vs {sd}", m.sd());
+            assert!(
+                (m.mean() - mean).abs() <= 1e-15 * mean,
+                "mean {} vs {mean}",
+                m.mean()
+            );
+        }
+        let mut one = Moments::default();
+        one.add(&[5.0, f64::NAN]);
+        assert_eq!((one.mean(), one.sd()), (5.0, 0.0));
+        assert!(Moments::default().mean().is_nan() && Moments::default().sd().is_nan());
+    }
 }

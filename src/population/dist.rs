@@ -184,25 +184,52 @@ pub fn interp(x: &[f64], y: &[f64], at: f64) -> f64 {
     y[i] + w * (y[i + 1] - y[i])
 }
 
-/// The inverse of [`interp`] for non-decreasing `y`: the first `x` where the interpolant
-/// reaches `v` (clamped to the ends of `x`).
-pub fn interp_inverse(x: &[f64], y: &[f64], v: f64) -> f64 {
-    if v.is_nan() || x.is_empty() {
+/// For the quantile function Q that [`interp`] makes of non-decreasing `values` at `levels`
+/// (held at the first value below the first level and at the last above the last level: the
+/// tails' point masses), the least level u in [0, 1] with Q(u) ≥ `v`: a draw Q(U), U uniform,
+/// is at least `v` exactly when U ≥ u. 0 where every value is at least `v` (the lower tail
+/// included); on a flat stretch of values equal to `v`, its first level; 1 where no value
+/// reaches `v`.
+pub fn level_at_least(levels: &[f64], values: &[f64], v: f64) -> f64 {
+    if v.is_nan() || values.is_empty() {
         return f64::NAN;
     }
-    if v <= y[0] {
-        return x[0];
+    let last = values.len() - 1;
+    if v <= values[0] {
+        return 0.0;
     }
-    let last = y.len() - 1;
-    if v >= y[last] {
-        return x[last];
+    if v > values[last] {
+        return 1.0;
     }
-    let i = y.partition_point(|w| *w < v).max(1) - 1;
-    let dy = y[i + 1] - y[i];
-    if dy <= 0.0 {
-        return x[i + 1];
+    // values[i] < v ≤ values[i + 1].
+    let i = values.partition_point(|w| *w < v) - 1;
+    if v == values[i + 1] {
+        return levels[i + 1];
     }
-    x[i] + (v - y[i]) / dy * (x[i + 1] - x[i])
+    levels[i] + (v - values[i]) / (values[i + 1] - values[i]) * (levels[i + 1] - levels[i])
+}
+
+/// For the quantile function Q of [`level_at_least`], the greatest level u in [0, 1] with
+/// Q(u) ≤ `v`: a draw Q(U) is at most `v` exactly when U ≤ u. 1 where every value is at most
+/// `v` (the upper tail included); on a flat stretch of values equal to `v`, its last level; 0
+/// where no value is as small as `v`.
+pub fn level_at_most(levels: &[f64], values: &[f64], v: f64) -> f64 {
+    if v.is_nan() || values.is_empty() {
+        return f64::NAN;
+    }
+    let last = values.len() - 1;
+    if v >= values[last] {
+        return 1.0;
+    }
+    if v < values[0] {
+        return 0.0;
+    }
+    // values[j] ≤ v < values[j + 1].
+    let j = values.partition_point(|w| *w <= v) - 1;
+    if v == values[j] {
+        return levels[j];
+    }
+    levels[j] + (v - values[j]) / (values[j + 1] - values[j]) * (levels[j + 1] - levels[j])
 }
 
 #[cfg(test)]
@@ -214,11 +241,90 @@ mod tests {
     #[test]
     fn interpolation_inverts() {
         let (x, y) = ([0.0, 0.5, 1.0], [10.0, 20.0, 20.0 + 1e-12]);
-        for v in [10.0, 12.5, 15.0, 19.0, 20.0] {
-            assert!((interp(&x, &y, interp_inverse(&x, &y, v)) - v).abs() < 1e-12);
+        for v in [12.5, 15.0, 19.0, 20.0] {
+            for u in [level_at_least(&x, &y, v), level_at_most(&x, &y, v)] {
+                assert!((interp(&x, &y, u) - v).abs() < 1e-12, "{v}: {u}");
+            }
         }
-        assert_eq!(interp_inverse(&x, &y, 5.0), 0.0);
-        assert_eq!(interp_inverse(&x, &y, 30.0), 1.0);
+        assert_eq!(level_at_least(&x, &y, 5.0), 0.0);
+        assert_eq!(level_at_most(&x, &y, 30.0), 1.0);
+    }
+
+    /// The probability that a draw Q(U), U uniform on [0, 1], of the quantile function
+    /// (`levels`, `values`) truncated to [lo, hi] equals `x`: the share of the levels between
+    /// those of the bounds at which Q is `x`, from Q's own values (held beyond the first and
+    /// last levels) by exact integration of the indicator over its linear pieces.
+    fn truncated_mass(levels: &[f64], values: &[f64], lo: f64, hi: f64, x: f64) -> f64 {
+        let (a, b) = (
+            level_at_least(levels, values, lo),
+            level_at_most(levels, values, hi),
+        );
+        // Q = x on [0, first level] (x the first value), on [last level, 1] (the last) and on
+        // every piece between equal values.
+        let mut knots = vec![0.0];
+        knots.extend_from_slice(levels);
+        knots.push(1.0);
+        let mut at = values.to_vec();
+        at.insert(0, values[0]);
+        at.push(values[values.len() - 1]);
+        let mut mass = 0.0;
+        for k in 0..knots.len() - 1 {
+            if at[k] == x && at[k + 1] == x {
+                mass += (knots[k + 1].min(b) - knots[k].max(a)).max(0.0);
+            }
+        }
+        mass / (b - a)
+    }
+
+    /// Bounds on an empirical table keep the point masses at its tails and at tied values:
+    /// bounds that exclude nothing leave every level, a bound on a tied value keeps the whole
+    /// stretch, and a binding bound renormalises what it keeps (the probabilities exact, from
+    /// the levels of the bounds).
+    #[test]
+    fn bounds_keep_the_tails_and_ties_of_an_empirical_table() {
+        let (q, v) = ([0.1, 0.5, 0.9], [10.0, 20.0, 30.0]);
+        // Bounds that exclude nothing: all of [0, 1], tails of 10 % at 10 and at 30.
+        for (lo, hi) in [
+            (f64::NEG_INFINITY, f64::INFINITY),
+            (0.0, 1000.0),
+            (10.0, 30.0),
+        ] {
+            assert_eq!(level_at_least(&q, &v, lo), 0.0, "lo {lo}");
+            assert_eq!(level_at_most(&q, &v, hi), 1.0, "hi {hi}");
+            assert!((truncated_mass(&q, &v, lo, hi, 10.0) - 0.1).abs() < 1e-15);
+            assert!((truncated_mass(&q, &v, lo, hi, 30.0) - 0.1).abs() < 1e-15);
+        }
+        // X | X ≥ 25: levels [0.7, 1], P(X = 30) = 0.1 / 0.3.
+        assert!((level_at_least(&q, &v, 25.0) - 0.7).abs() < 1e-15);
+        assert!((truncated_mass(&q, &v, 25.0, f64::INFINITY, 30.0) - 1.0 / 3.0).abs() < 1e-15);
+        // X | X ≤ 15: levels [0, 0.3], P(X = 10) = 0.1 / 0.3.
+        assert!((level_at_most(&q, &v, 15.0) - 0.3).abs() < 1e-15);
+        assert!((truncated_mass(&q, &v, f64::NEG_INFINITY, 15.0, 10.0) - 1.0 / 3.0).abs() < 1e-15);
+        // A bound at the least or greatest value keeps that value's tail only.
+        assert_eq!(level_at_most(&q, &v, 10.0), 0.1);
+        assert!((truncated_mass(&q, &v, f64::NEG_INFINITY, 10.0, 10.0) - 1.0).abs() < 1e-15);
+        assert_eq!(level_at_least(&q, &v, 30.0), 0.9);
+        assert!((truncated_mass(&q, &v, 30.0, f64::INFINITY, 30.0) - 1.0).abs() < 1e-15);
+        // Tied values 20 over levels 0.4–0.6: a bound at 20 keeps the whole stretch.
+        let (q, v) = ([0.1, 0.4, 0.6, 0.9], [10.0, 20.0, 20.0, 30.0]);
+        assert_eq!(level_at_most(&q, &v, 20.0), 0.6);
+        assert_eq!(level_at_least(&q, &v, 20.0), 0.4);
+        let hi20 = |x| truncated_mass(&q, &v, f64::NEG_INFINITY, 20.0, x);
+        assert!((hi20(20.0) - 0.2 / 0.6).abs() < 1e-15);
+        assert!((hi20(10.0) - 0.1 / 0.6).abs() < 1e-15);
+        let lo20 = |x| truncated_mass(&q, &v, 20.0, f64::INFINITY, x);
+        assert!((lo20(20.0) - 0.2 / 0.6).abs() < 1e-15);
+        assert!((lo20(30.0) - 0.1 / 0.6).abs() < 1e-15);
+        // Ties at the ends of the table: the stretch and the tail beyond it together.
+        let (q, v) = ([0.1, 0.3, 0.7, 0.9], [10.0, 10.0, 30.0, 30.0]);
+        assert_eq!(level_at_most(&q, &v, 10.0), 0.3);
+        assert_eq!(level_at_least(&q, &v, 30.0), 0.7);
+        assert_eq!(level_at_least(&q, &v, 10.0), 0.0);
+        assert_eq!(level_at_most(&q, &v, 30.0), 1.0);
+        // Outside the table: nothing left (the sampler refuses the bound).
+        assert_eq!(level_at_least(&q, &v, 31.0), 1.0);
+        assert_eq!(level_at_most(&q, &v, 9.0), 0.0);
+        assert!(level_at_least(&q, &v, f64::NAN).is_nan());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use toml::Spanned;
 use crate::diag::{Diagnostic, SourceFile, Span};
 use crate::model::exec::{Exec, Part};
 use crate::model::{lower_expr, parse_expr, resolve, Expr, Program, Var};
-use dist::{cholesky_psd, interp, interp_inverse, truncated_std_normal};
+use dist::{cholesky_psd, interp, level_at_least, level_at_most, truncated_std_normal};
 use rng::{subject_rng, Stream};
 
 /// A number or an expression string.
@@ -846,20 +846,14 @@ fn draw(
             let qv: Vec<f64> = (0..quantiles.len())
                 .map(|q| interp(x, &values.iter().map(|r| r[q]).collect::<Vec<_>>(), at))
                 .collect();
-            // Truncation to [lo, hi]: u uniform between the quantile levels of the bounds
-            // (the inverse of the interpolated quantile function), so the distribution is
-            // truncated rather than piled up at the bounds.
+            // Truncation to [lo, hi]: u uniform between the least level at which the
+            // interpolated quantile function reaches lo and the greatest at which it is at
+            // most hi (its point masses at the tails and at tied values kept), so the
+            // distribution is truncated rather than piled up at the bounds, and bounds that
+            // exclude nothing change nothing.
             let (ulo, uhi) = (
-                if lo > f64::NEG_INFINITY {
-                    interp_inverse(quantiles, &qv, lo)
-                } else {
-                    0.0
-                },
-                if hi < f64::INFINITY {
-                    interp_inverse(quantiles, &qv, hi)
-                } else {
-                    1.0
-                },
+                level_at_least(quantiles, &qv, lo),
+                level_at_most(quantiles, &qv, hi),
             );
             let u: f64 = rng.random();
             // No interval, or one that misses the subject's table (whose values lie between

@@ -24,7 +24,8 @@
 //! value of population parameter `cl` of `subjects` virtual subjects (the same subjects at every
 //! design point), and the analysed output is a statistic (`statistic`: median by default) of
 //! their metric. `subjects` alone runs the population the same way, model-level factors set
-//! for every subject.
+//! for every subject. Dose lines per unit of a covariate (`per = "wt"`) scale with each virtual
+//! subject's value, as in a trial; design points without the population refuse them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use super::{efast_design, indices, morris_design, sobol_design, Design, Indices,
 use crate::backend::{ChunkInput, ChunkOutput};
 use crate::diag::{Diagnostic, SourceFile, Span};
 use crate::population::dist::norm_ppf;
+use crate::population::SampledChunk;
 use crate::trial::resolve::{BackendChoice, ParamSource};
 use crate::trial::run::select_backend;
 use crate::trial::Trial;
@@ -509,6 +511,20 @@ impl Analysis {
             None if any_typical => 100,
             None => 1,
         };
+        // A dose line per unit of a covariate (`per = "wt"`: mg/kg) scales with each virtual
+        // subject's covariate; a design point without the population has none to scale by.
+        if !population {
+            for &(arm, _) in &outputs {
+                if let Some(why) = dose_per_covariate(&trial, arm) {
+                    let named = s
+                        .arms
+                        .as_ref()
+                        .and_then(|l| l.iter().find(|n| n.get_ref() == &trial.arms[arm].plan.name));
+                    let span = named.map_or(s.trial.span(), |n| n.span());
+                    return Err(invalid(src.error(at(span), why)));
+                }
+            }
+        }
         let statistic = match &s.statistic {
             None => Statistic::Quantile(0.5),
             Some(st) if !population => {
@@ -566,23 +582,33 @@ impl Analysis {
     /// design point, their sampled parameters scaled by the typical-value factors and set by
     /// the others; without it, the population's parameters take the model's defaults.
     pub fn parameters(&self, d: &Design) -> Vec<Vec<f64>> {
-        let m = self.subjects;
-        let sampled: Option<Vec<Vec<f64>>> = match (&self.trial.population, self.population) {
+        self.parameters_of(d, self.virtual_subjects().as_ref())
+    }
+
+    /// The virtual subjects of every design point, subjects 0 … subjects − 1 of the trial's
+    /// seed; none where design points run no population.
+    fn virtual_subjects(&self) -> Option<SampledChunk> {
+        match (&self.trial.population, self.population) {
             (Some(pop), true) => {
-                let mut chunk = crate::population::SampledChunk::default();
-                pop.sample(self.trial.seed, 0, m, &mut chunk);
-                Some(chunk.parameters)
+                let mut chunk = SampledChunk::default();
+                pop.sample(self.trial.seed, 0, self.subjects, &mut chunk);
+                Some(chunk)
             }
             _ => None,
-        };
+        }
+    }
+
+    /// [`Analysis::parameters`] with the virtual subjects already sampled.
+    fn parameters_of(&self, d: &Design, sampled: Option<&SampledChunk>) -> Vec<Vec<f64>> {
+        let m = self.subjects;
         let base: Vec<Vec<f64>> = self
             .trial
             .params
             .iter()
             .zip(&self.trial.model.params)
-            .map(|(src, p)| match (src, &sampled) {
+            .map(|(src, p)| match (src, sampled) {
                 (ParamSource::Fixed(v), _) => vec![*v; m],
-                (ParamSource::Population(j), Some(s)) => s[*j].clone(),
+                (ParamSource::Population(j), Some(s)) => s.parameters[*j].clone(),
                 (ParamSource::Population(_), None) => vec![p.default; m],
             })
             .collect();
@@ -605,6 +631,22 @@ impl Analysis {
     }
 }
 
+/// Why arm `arm` cannot run without virtual subjects: a dose line per unit of a covariate
+/// (mg/kg), which only a sampled subject has.
+fn dose_per_covariate(trial: &Trial, arm: usize) -> Option<String> {
+    let c = trial.arms[arm].amount_per?;
+    let cov = trial
+        .population
+        .as_ref()
+        .map_or(String::new(), |p| p.covariate_names()[c].to_string());
+    Some(format!(
+        "arm '{}' doses per unit of covariate '{cov}' (`per = \"{cov}\"`), which only virtual \
+         subjects of the population have: give `subjects = N` to run N of them at every \
+         design point",
+        trial.arms[arm].plan.name
+    ))
+}
+
 /// The indices of one output.
 #[derive(Debug, Clone)]
 pub struct OutputIndices {
@@ -625,7 +667,8 @@ pub struct Report {
 /// `indices.parquet` and `evaluations.parquet` (factor values and outputs per row).
 pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, String> {
     let d = a.design()?;
-    let params = a.parameters(&d);
+    let sampled = a.virtual_subjects();
+    let params = a.parameters_of(&d, sampled.as_ref());
     let choice = backend.unwrap_or(a.trial.backend);
     let (mut b, reason) = select_backend(&a.trial, choice)?;
     let info = b.info();
@@ -644,17 +687,36 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
                 plan.name
             ));
         }
+        if let (None, Some(why)) = (&sampled, dose_per_covariate(&a.trial, arm)) {
+            return Err(why);
+        }
         let total = d.rows * a.subjects;
         let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(total); plan.metrics.len()];
         let mut s0 = 0;
         while s0 < total {
             let n = chunk.min(total - s0);
             let slice: Vec<Vec<f64>> = params.iter().map(|c| c[s0..s0 + n].to_vec()).collect();
+            // The evaluations' covariates, as a trial's chunk carries them for its doses
+            // (evaluation e is virtual subject e mod `subjects`): the one that scales the
+            // arm's `per` dose lines, the others left empty (backends read none).
+            let per = a.trial.arms[arm].amount_per;
+            let covariates: Vec<Vec<f64>> = sampled.as_ref().map_or(Vec::new(), |s| {
+                let tiled = |col: &Vec<f64>| (s0..s0 + n).map(|e| col[e % a.subjects]).collect();
+                let cols = s.covariates.iter().enumerate();
+                cols.map(|(c, col)| {
+                    if per == Some(c) {
+                        tiled(col)
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect()
+            });
             let input = ChunkInput {
                 first_subject: s0 as u64,
                 n,
                 params: &slice,
-                amount_scale: None,
+                amount_scale: a.trial.arms[arm].amount_scale(&covariates),
                 occasion_params: &[],
             };
             let mut out = ChunkOutput::default();

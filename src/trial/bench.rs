@@ -268,12 +268,11 @@ pub fn run_bench(
         let mut outs = Vec::new();
         let mut wall = Duration::ZERO;
         for (a, plan) in plans.iter().enumerate() {
-            let scale = trial.arms[a].amount_per.map(|c| s.covariates[c].as_slice());
             let input = ChunkInput {
                 first_subject: s.first,
                 n: s.n,
                 params: &s.params,
-                amount_scale: scale,
+                amount_scale: trial.arms[a].amount_scale(&s.covariates),
                 occasion_params: &s.occasion_params,
             };
             let mut out = ChunkOutput::default();

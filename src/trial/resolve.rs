@@ -80,6 +80,15 @@ pub struct Arm {
     pub resets_after_end: (usize, usize),
 }
 
+impl Arm {
+    /// The per-subject scale of the `per` dose lines' amounts (mg/kg: the subject's weight) for
+    /// a chunk whose covariates are `covariates` (`covariates[c][i]`, the population's order);
+    /// none where the arm doses no line per unit of a covariate.
+    pub fn amount_scale<'a>(&self, covariates: &'a [Vec<f64>]) -> Option<&'a [f64]> {
+        self.amount_per.map(|c| covariates[c].as_slice())
+    }
+}
+
 /// Probability-of-target-attainment definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {

@@ -504,13 +504,12 @@ fn integrate_calls(
         let input_of = merged.as_ref().unwrap_or(&group[0]);
         let mut outputs: Vec<Arc<ChunkOutput>> = Vec::with_capacity(trial.arms.len());
         let t0 = Instant::now();
-        for (a, arm) in trial.arms.iter().enumerate() {
-            let scale = amount_per[a].map(|c| input_of.covariates[c].as_slice());
+        for arm in &trial.arms {
             let input = ChunkInput {
                 first_subject: input_of.first,
                 n: input_of.n,
                 params: &input_of.params,
-                amount_scale: scale,
+                amount_scale: arm.amount_scale(&input_of.covariates),
                 occasion_params: &input_of.occasion_params,
             };
             let mut out = ChunkOutput::default();
