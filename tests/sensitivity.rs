@@ -606,13 +606,22 @@ metrics = ["auc"]
             Some(":5:18: arm 'per_kg' doses per unit"),
         ),
         ("arms = [\"fixed\"]\n", None),
+        // An arm or an output named twice.
+        (
+            "arms = [\"fixed\", \"fixed\"]\n",
+            Some(":5:18: 'fixed' is named twice"),
+        ),
+        (
+            "arms = [\"fixed\"]\noutputs = [\"cp_auc\", \"cp_auc\"]\n",
+            Some(":6:22: 'cp_auc' is named twice"),
+        ),
     ] {
         let path = dir.join("one_run.toml");
         std::fs::write(&path, format!("{base}{arms}{factor}")).unwrap();
         match (Analysis::load(&path), want) {
             (Err(e), Some(want)) => {
                 assert!(e.contains(want), "{arms}: {e} does not contain {want}");
-                assert!(e.contains("subjects = N"), "{e}");
+                assert!(e.contains("subjects = N") || e.contains("twice"), "{e}");
             }
             (Ok(_), None) => {}
             (Err(e), None) => panic!("{arms}: {e}"),

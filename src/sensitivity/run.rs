@@ -433,6 +433,16 @@ impl Analysis {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        // An arm or an output named twice would be analysed twice.
+        for list in [&s.arms, &s.outputs].into_iter().flatten() {
+            for (k, n) in list.iter().enumerate() {
+                if list[..k].iter().any(|o| o.get_ref() == n.get_ref()) {
+                    return Err(invalid(
+                        src.error(at(n.span()), format!("'{}' is named twice", n.get_ref())),
+                    ));
+                }
+            }
+        }
         let mut outputs = Vec::new();
         for &a in &arms {
             let cols: Vec<&str> = trial.arms[a]
@@ -582,7 +592,8 @@ impl Analysis {
     /// design point, their sampled parameters scaled by the typical-value factors and set by
     /// the others; without it, the population's parameters take the model's defaults.
     pub fn parameters(&self, d: &Design) -> Vec<Vec<f64>> {
-        self.parameters_of(d, self.virtual_subjects().as_ref())
+        let base = self.base_parameters(self.virtual_subjects().as_ref());
+        self.parameters_of(d, &base, 0..d.rows * self.subjects)
     }
 
     /// The virtual subjects of every design point, subjects 0 … subjects − 1 of the trial's
@@ -598,11 +609,10 @@ impl Analysis {
         }
     }
 
-    /// [`Analysis::parameters`] with the virtual subjects already sampled.
-    fn parameters_of(&self, d: &Design, sampled: Option<&SampledChunk>) -> Vec<Vec<f64>> {
+    /// Every model parameter of the virtual subjects before the factors (`base[p][i]`).
+    fn base_parameters(&self, sampled: Option<&SampledChunk>) -> Vec<Vec<f64>> {
         let m = self.subjects;
-        let base: Vec<Vec<f64>> = self
-            .trial
+        self.trial
             .params
             .iter()
             .zip(&self.trial.model.params)
@@ -611,14 +621,24 @@ impl Analysis {
                 (ParamSource::Population(j), Some(s)) => s.parameters[*j].clone(),
                 (ParamSource::Population(_), None) => vec![p.default; m],
             })
-            .collect();
-        let n = d.rows * m;
+            .collect()
+    }
+
+    /// [`Analysis::parameters`] of the evaluations in `range` only (`params[p][e - start]`),
+    /// from the virtual subjects' [`Analysis::base_parameters`]: a run holds one chunk's.
+    fn parameters_of(
+        &self,
+        d: &Design,
+        base: &[Vec<f64>],
+        range: std::ops::Range<usize>,
+    ) -> Vec<Vec<f64>> {
+        let m = self.subjects;
         let mut params: Vec<Vec<f64>> = base
             .iter()
-            .map(|b| (0..n).map(|e| b[e % m]).collect())
+            .map(|b| range.clone().map(|e| b[e % m]).collect())
             .collect();
         for (j, f) in self.factors.iter().enumerate() {
-            for (e, v) in params[f.param].iter_mut().enumerate() {
+            for (e, v) in range.clone().zip(params[f.param].iter_mut()) {
                 let x = f.transform.apply(d.x[(e / m) * d.k + j]);
                 if f.typical {
                     *v *= x;
@@ -668,15 +688,20 @@ pub struct Report {
 pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, String> {
     let d = a.design()?;
     let sampled = a.virtual_subjects();
-    let params = a.parameters_of(&d, sampled.as_ref());
+    let base = a.base_parameters(sampled.as_ref());
     let choice = backend.unwrap_or(a.trial.backend);
     let (mut b, reason) = select_backend(&a.trial, choice)?;
     let info = b.info();
     let chunk = a.trial.chunk_size.unwrap_or(65_536).max(1);
     let mut values: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    // Each analysed arm once, in the order first named.
     let arms: Vec<usize> = {
-        let mut v: Vec<usize> = a.outputs.iter().map(|o| o.0).collect();
-        v.dedup();
+        let mut v: Vec<usize> = Vec::new();
+        for &(arm, _) in &a.outputs {
+            if !v.contains(&arm) {
+                v.push(arm);
+            }
+        }
         v
     };
     for &arm in &arms {
@@ -691,11 +716,18 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
             return Err(why);
         }
         let total = d.rows * a.subjects;
-        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(total); plan.metrics.len()];
+        // The analysed metrics' values of every evaluation (the others are not kept).
+        let analysed: Vec<bool> = (0..plan.metrics.len())
+            .map(|m| a.outputs.contains(&(arm, m)))
+            .collect();
+        let mut cols: Vec<Vec<f64>> = analysed
+            .iter()
+            .map(|&k| Vec::with_capacity(if k { total } else { 0 }))
+            .collect();
         let mut s0 = 0;
         while s0 < total {
             let n = chunk.min(total - s0);
-            let slice: Vec<Vec<f64>> = params.iter().map(|c| c[s0..s0 + n].to_vec()).collect();
+            let slice = a.parameters_of(&d, &base, s0..s0 + n);
             // The evaluations' covariates, as a trial's chunk carries them for its doses
             // (evaluation e is virtual subject e mod `subjects`): the one that scales the
             // arm's `per` dose lines, the others left empty (backends read none).
@@ -723,7 +755,9 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
             b.run_chunk(plan, &input, &mut out)
                 .map_err(|e| e.to_string())?;
             for (m, col) in cols.iter_mut().enumerate() {
-                col.extend_from_slice(&out.metrics[m]);
+                if analysed[m] {
+                    col.extend_from_slice(&out.metrics[m]);
+                }
             }
             s0 += n;
         }
