@@ -668,7 +668,7 @@ fn occasions_and_resets_after_the_end_are_noted() {
     assert_eq!(t.arms[1].resets_after_end, (0, 1));
     let vpop = |cmd: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .arg(cmd)
+            .args(cmd.split(' '))
             .arg(&spec)
             .output()
             .unwrap();
@@ -691,16 +691,19 @@ fn occasions_and_resets_after_the_end_are_noted() {
         stdout.contains("  arm         b (1 dose line, 1 reset)\n"),
         "{stdout}"
     );
-    let (_, stderr) = vpop("run");
-    assert!(
-        stderr.contains(&format!("note: arm a: {occasions}\n")),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("note: arm a: {resets}\n")),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("note: arm b"), "{stderr}");
+    // The notes are about the trial, not progress: `--quiet` (no progress bar) keeps them.
+    for quiet in [false, true] {
+        let (_, stderr) = vpop(if quiet { "run --quiet" } else { "run" });
+        assert!(
+            stderr.contains(&format!("note: arm a: {occasions}\n")),
+            "quiet {quiet}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("note: arm a: {resets}\n")),
+            "quiet {quiet}: {stderr}"
+        );
+        assert!(!stderr.contains("note: arm b"), "quiet {quiet}: {stderr}");
+    }
 }
 
 /// A population parameter the model does not have is sampled for nobody: the trial loads (a

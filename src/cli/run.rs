@@ -45,7 +45,7 @@ pub struct RunArgs {
     /// and part file of vpop's there is removed first, except another shard's of this same run.
     #[arg(long)]
     pub overwrite: bool,
-    /// No progress bar.
+    /// No progress bar (notes about the trial still print, to stderr).
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -419,14 +419,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok()),
         integrators: args.integrators,
     };
-    if !args.quiet {
-        if let Some(w) = &trial.unused_population_parameters {
-            eprintln!("note: {w}");
-        }
-        for a in &trial.arms {
-            for w in notes_after_end(a) {
-                eprintln!("note: arm {}: {w}", a.plan.name);
-            }
+    // Notes about the trial itself print under --quiet too: it silences progress only.
+    if let Some(w) = &trial.unused_population_parameters {
+        eprintln!("note: {w}");
+    }
+    for a in &trial.arms {
+        for w in notes_after_end(a) {
+            eprintln!("note: arm {}: {w}", a.plan.name);
         }
     }
     let report = run_trial(&trial, &opts).map_err(anyhow::Error::msg)?;
