@@ -907,6 +907,89 @@ fn vpop_simulate_gives_the_time_above_in_the_last_interval() {
     assert_eq!(got, value("cp_time_above_1_48_60 "), "{text}");
 }
 
+/// A simulation file takes an arm's `dose` beside `doses`, and `times` as an array (as a
+/// trial's profile) or as the string `--times` takes: the same run either way, its profile
+/// the closed form (one_cmt_iv: 100 at 0, 50 at 12; the value at 12 is the one before the
+/// dose there).
+#[test]
+fn a_simulation_file_takes_a_dose_and_an_array_of_times() {
+    let dir = std::env::temp_dir().join(format!("vpop-simulation-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |name: &str, text: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("simulate")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let body = "model = \"one_cmt_iv\"\ndose = { amount = 100, into = \"central\" }\n\
+                doses = [{ amount = 50, into = \"central\", start = 12 }]\nend = 24\n\
+                rtol = 1e-10\nmetrics = [\"auc\"]\n";
+    let (ok, array) = run("array.toml", &format!("{body}times = [18, 6, 12]\n"));
+    assert!(ok, "{array}");
+    let (ok, string) = run("string.toml", &format!("{body}times = \"6,12,18\"\n"));
+    assert!(ok, "{string}");
+    assert_eq!(array, string);
+    let c = |t: f64| {
+        let mut c = 2.0 * (-0.1 * t).exp();
+        if t > 12.0 {
+            c += (-0.1 * (t - 12.0)).exp();
+        }
+        c
+    };
+    let rows: Vec<Vec<f64>> = array
+        .lines()
+        .rev()
+        .take(3)
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
+        .collect();
+    for r in &rows {
+        assert!((r[1] - c(r[0])).abs() < 1e-8 * c(r[0]), "{r:?}\n{array}");
+    }
+    assert_eq!(
+        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
+        [18.0, 12.0, 6.0]
+    );
+    // The same rules as elsewhere, at their place in the file.
+    for (name, text, says) in [
+        (
+            "late.toml",
+            format!("{body}times = [6, 30]\n"),
+            "late.toml:7:9: times [6, 30]: 30 is after the end of the simulation (24)",
+        ),
+        (
+            "word.toml",
+            format!("{body}times = [6, \"a\"]\n"),
+            "word.toml:7:13: invalid type: string \"a\", expected f64",
+        ),
+        (
+            "gut.toml",
+            body.replace(
+                "dose = { amount = 100, into = \"central\" }",
+                "dose = { amount = 100, into = \"gut\" }",
+            ),
+            "gut.toml:2:8: dose into 'gut', which is not a state",
+        ),
+        (
+            "array_dose.toml",
+            body.replace(
+                "dose = { amount = 100, into = \"central\" }",
+                "dose = [{ amount = 100, into = \"central\" }]",
+            ),
+            "several dosing lines go in `doses = [{ … }, { … }]`",
+        ),
+    ] {
+        let (ok, out) = run(name, &text);
+        assert!(!ok && out.contains(says), "{name}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A threshold just below Cmax is crossed twice within a few steps, often within one: the time
 /// above it comes from both crossings located on the dense output around the interior maximum.
 #[test]
