@@ -830,6 +830,57 @@ fn check_takes_every_kind_of_file() {
     .unwrap();
     let (ok, text) = check(&bad);
     assert!(!ok && text.contains("population.toml:22:"), "{text}");
+    // A population file of a header and [[omega]] alone (as `vpop sample` reads it) is one by
+    // its keys; `vpop run` says what it is.
+    let omega_only = dir.join("omega_only.toml");
+    std::fs::write(
+        &omega_only,
+        "[population]\nname = \"x\"\n[[omega]]\netas = [\"e1\"]\nvariance = [0.1]\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&omega_only);
+    assert!(ok && text.contains("ok (a population file)"), "{text}");
+    assert!(text.contains("  covariates  none\n"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("run")
+        .arg(&omega_only)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(
+                "note: its top-level keys (population, omega) make it a population file, not a \
+                 trial spec: `vpop sample "
+            ),
+        "{stderr}"
+    );
+    // Keys of two kinds: read as the kind with more of them, and its errors say so and why.
+    let mixed = dir.join("mixed.toml");
+    std::fs::write(
+        &mixed,
+        format!("{quickstart}\n[[omega]]\netas = [\"e1\"]\nvariance = [0.1]\n"),
+    )
+    .unwrap();
+    let (ok, text) = check(&mixed);
+    assert!(!ok && text.contains("unknown field `omega`"), "{text}");
+    assert!(
+        text.contains(
+            "note: read as a trial spec for its top-level keys trial, model, population, arm, \
+             simulation, output; it also has omega of a population file"
+        ),
+        "{text}"
+    );
+    // No key that tells: read as a trial spec, and the note lists each kind's keys.
+    let untold = dir.join("untold.toml");
+    std::fs::write(&untold, "[population]\n").unwrap();
+    let (ok, text) = check(&untold);
+    assert!(
+        !ok && text.contains(
+            "note: read as a trial spec, as no top-level key tells which kind of file it is"
+        ) && text.contains("a population file: [population] name/description"),
+        "{text}"
+    );
     let sensitivity = std::fs::read_to_string(root.join("examples/sensitivity.toml")).unwrap();
     let bad = dir.join("sensitivity.toml");
     std::fs::write(
