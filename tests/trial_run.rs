@@ -354,6 +354,32 @@ fn bad_specs_are_located_errors() {
             15,
             "not a state of the model",
         ),
+        // Errors of a section as a whole are located at it (or at the key to remove), not at
+        // the file's start.
+        (
+            "library = \"two_cmt_oral\"",
+            "library = \"two_cmt_oral\"\nfile = \"two_cmt_oral.vpm\"",
+            8,
+            "[model] takes either `library` (a built-in model) or `file` (a model file), not both",
+        ),
+        (
+            "library = \"two_cmt_oral\"",
+            "",
+            7,
+            "[model] needs `library = \"NAME\"` (a built-in model) or `file = \"PATH\"`",
+        ),
+        (
+            "file = \"populations/adult_healthy.toml\"",
+            "",
+            10,
+            "[population] needs `library = \"NAME\"`",
+        ),
+        (
+            "end = 48\n",
+            "",
+            21,
+            "[simulation] needs `end = …`: the end of the simulation, in the model's time unit",
+        ),
         (
             "\"time_above(1.0)\"",
             "\"time_abov(1.0)\"",
