@@ -119,10 +119,10 @@ pub struct Trial {
     pub target: Option<Target>,
     /// A dataset's subjects and records instead of arms (one placeholder arm in `arms`).
     pub data: Option<DataDesign>,
-    /// BLAKE3 (hex) of each file the trial reads besides its spec, model and population (a
-    /// `[data]` dataset, arms' `records`), in the order read: part of the run's identity, so
+    /// Each file the trial reads besides its spec, model and population (a `[data]` dataset,
+    /// arms' `records`), with its BLAKE3, in the order read: part of the run's identity, so
     /// that a changed file is not taken for the run it was.
-    pub input_hashes: Vec<String>,
+    pub input_hashes: Vec<crate::output::InputHash>,
 }
 
 /// Errors while loading a trial: located diagnostics, or a file that cannot be read.
@@ -761,7 +761,8 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
         if let Some(rec) = &a.records {
             let file = resolve_path(path, rec.get_ref());
-            match load_dataset(&file, &mut input_hashes)
+            let what = format!("records of arm {}", a.name.get_ref());
+            match load_dataset(&file, what, &mut input_hashes)
                 .and_then(|ds| super::regimen::record_lines(&model, &ds))
             {
                 Ok(lines) => regimen.lines.extend(lines),
@@ -1076,9 +1077,12 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
 }
 
 /// Reads and parses a NONMEM-format file, noting the BLAKE3 of the bytes parsed.
+/// Reads a dataset (`what` it is to the trial: `dataset`, `records of arm NAME`) and records
+/// its hash.
 fn load_dataset(
     file: &Path,
-    hashes: &mut Vec<String>,
+    what: String,
+    hashes: &mut Vec<crate::output::InputHash>,
 ) -> Result<crate::dosing::nonmem::Dataset, crate::diag::Diagnostic> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|e| crate::diag::Diagnostic {
@@ -1087,7 +1091,7 @@ fn load_dataset(
         col: 1,
         message: format!("cannot read the dataset: {e}"),
     })?;
-    hashes.push(blake3::hash(text.as_bytes()).to_hex().to_string());
+    hashes.push(crate::output::InputHash::of_text(what, name.clone(), &text));
     crate::dosing::nonmem::Dataset::parse(&name, &text)
 }
 
@@ -1099,11 +1103,11 @@ fn resolve_data(
     d: &toml::Spanned<super::spec::DataSection>,
     model: &Model,
     population: Option<&Population>,
-    input_hashes: &mut Vec<String>,
+    input_hashes: &mut Vec<crate::output::InputHash>,
 ) -> Result<DataDesign, Vec<crate::diag::Diagnostic>> {
     let sec = d.get_ref();
     let file = resolve_path(path, sec.file.get_ref());
-    let dataset = load_dataset(&file, input_hashes)
+    let dataset = load_dataset(&file, "dataset".into(), input_hashes)
         .map_err(|e| vec![src.error(span_of(&sec.file), format!("dataset: {e}"))])?;
     let mut errors = Vec::new();
     if dataset.subjects.is_empty() {
