@@ -661,10 +661,12 @@ fn simulate_dataset(
             bound.join(", ")
         );
     }
+    // The dataset's columns in NONMEM's capitals, the outputs as the model declares them:
+    // the columns `vpop run` writes for a `[data]` trial.
     let mut csv = String::from("ID,TIME,EVID");
     for o in &model.outputs {
         csv.push(',');
-        csv.push_str(&o.name.to_ascii_uppercase());
+        csv.push_str(&o.name);
     }
     csv.push('\n');
     print!("{:>8} {:>12} {:>5}", "ID", "TIME", "EVID");
