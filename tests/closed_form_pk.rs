@@ -405,7 +405,7 @@ fn time_above_ref(case: &Case, s: &Schedule, a: f64, b: f64, thr: f64) -> f64 {
     total
 }
 
-const METRICS: [&str; 9] = [
+const METRICS: [&str; 10] = [
     "auc",
     "cmax",
     "tmax",
@@ -414,6 +414,7 @@ const METRICS: [&str; 9] = [
     "cmin_last_interval",
     "cavg(0, 24)",
     "time_above(1.0)",
+    "time_above_last_interval(1.0)",
     "at(5)",
 ];
 
@@ -806,6 +807,187 @@ fn vpop_simulate_refuses_what_it_would_ignore() {
         last[0] == 24.0 && (last[1] / want - 1.0).abs() < 1e-6,
         "{last:?} vs {want}"
     );
+}
+
+/// `time_above_last_interval(x)` of repeated IV boluses into one compartment: in the last
+/// interval [t_n, t_n + τ] the concentration falls from C0 = (D/V)·Σ_j exp(−k·j·τ) as
+/// C0·exp(−k·(t − t_n)), so it is at or above x for ln(C0/x)/k, clamped to [0, τ]. Thresholds
+/// crossed inside the interval, above its peak and below its trough; the last interval is the
+/// last dose's, whatever the doses before it (a regimen whose last dose falls before the end,
+/// and one whose last interval is cut by the end).
+#[test]
+fn time_above_in_the_last_interval_is_the_closed_form() {
+    let (model, impulse) = one_cmt(false);
+    let (cl, v) = (2.0, 25.0);
+    let k: f64 = cl / v;
+    for (every, count, end) in [(12.0, 5, 72.0), (8.0, 4, 40.0), (24.0, 3, 60.0)] {
+        let case = Case {
+            name: "1cmt iv bolus",
+            model: model.clone(),
+            impulse: impulse.clone(),
+            regimen: Regimen {
+                lines: vec![line(1, 100.0, every, count, Administration::Bolus)],
+            },
+            dosing: vec![StateDosing::default(); 2],
+            end,
+        };
+        let last = every * (count - 1) as f64;
+        let tau = f64::min(every, end - last);
+        let c0: f64 = (0..count)
+            .map(|j| 100.0 / v * (-k * every * j as f64).exp())
+            .sum();
+        let trough = c0 * (-k * tau).exp();
+        let thresholds = [
+            0.5 * trough,
+            trough * (c0 / trough).sqrt(),
+            0.9 * c0,
+            2.0 * c0,
+        ];
+        let specs: Vec<MetricSpec> = thresholds
+            .iter()
+            .map(|x| {
+                let m = Metric::parse(&format!("time_above_last_interval({x})")).unwrap();
+                MetricSpec::new(0, "cp", m)
+            })
+            .collect();
+        for method in [Method::Tsit5, Method::Dopri5, Method::Rodas4] {
+            let opts = SolverOptions {
+                method,
+                rtol: 1e-10,
+                atol: 1e-14,
+                ..Default::default()
+            };
+            let (got, _, status) = simulate(&case, &specs, &opts);
+            assert_eq!(status, Status::Ok);
+            for (x, g) in thresholds.iter().zip(&got) {
+                let want = ((c0 / x).ln() / k).clamp(0.0, tau);
+                assert!(
+                    (g - want).abs() <= 1e-7 * tau,
+                    "q{every}h x{count}, end {end}, {method}: time above {x} in the last \
+                     interval = {g}, closed form {want}"
+                );
+            }
+        }
+    }
+}
+
+/// `vpop simulate` names the metric's column as a trial does and gives the closed form: the
+/// built-in one_cmt_iv (cl 5, v 50), 100 every 12 h five times, end 72; in the last interval
+/// [48, 60] cp falls from C0 = 2·Σ_j exp(−1.2 j), above 1 for ln(C0)/0.1.
+#[test]
+fn vpop_simulate_gives_the_time_above_in_the_last_interval() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .args([
+            "simulate",
+            "one_cmt_iv",
+            "--dose",
+            "amount=100,into=central,every=12,count=5",
+            "--end",
+            "72",
+            "--rtol",
+            "1e-10",
+            "--metrics",
+            "time_above_last_interval(1),time_above(1, 48, 60)",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let value = |column: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(column)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let c0: f64 = (0..5).map(|j| 2.0 * (-1.2 * j as f64).exp()).sum();
+    let want = c0.ln() / 0.1;
+    let got = value("cp_time_above_1_last_interval ");
+    assert!(
+        (got - want).abs() < 1e-6,
+        "{got} vs closed form {want}\n{text}"
+    );
+    assert_eq!(got, value("cp_time_above_1_48_60 "), "{text}");
+}
+
+/// A simulation file takes an arm's `dose` beside `doses`, and `times` as an array (as a
+/// trial's profile) or as the string `--times` takes: the same run either way, its profile
+/// the closed form (one_cmt_iv: 100 at 0, 50 at 12; the value at 12 is the one before the
+/// dose there).
+#[test]
+fn a_simulation_file_takes_a_dose_and_an_array_of_times() {
+    let dir = std::env::temp_dir().join(format!("vpop-simulation-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |name: &str, text: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("simulate")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let body = "model = \"one_cmt_iv\"\ndose = { amount = 100, into = \"central\" }\n\
+                doses = [{ amount = 50, into = \"central\", start = 12 }]\nend = 24\n\
+                rtol = 1e-10\nmetrics = [\"auc\"]\n";
+    let (ok, array) = run("array.toml", &format!("{body}times = [18, 6, 12]\n"));
+    assert!(ok, "{array}");
+    let (ok, string) = run("string.toml", &format!("{body}times = \"6,12,18\"\n"));
+    assert!(ok, "{string}");
+    assert_eq!(array, string);
+    let c = |t: f64| {
+        let mut c = 2.0 * (-0.1 * t).exp();
+        if t > 12.0 {
+            c += (-0.1 * (t - 12.0)).exp();
+        }
+        c
+    };
+    let rows: Vec<Vec<f64>> = array
+        .lines()
+        .rev()
+        .take(3)
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
+        .collect();
+    for r in &rows {
+        assert!((r[1] - c(r[0])).abs() < 1e-8 * c(r[0]), "{r:?}\n{array}");
+    }
+    assert_eq!(
+        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
+        [18.0, 12.0, 6.0]
+    );
+    // The same rules as elsewhere, at their place in the file.
+    for (name, text, says) in [
+        (
+            "late.toml",
+            format!("{body}times = [6, 30]\n"),
+            "late.toml:7:9: times [6, 30]: 30 is after the end of the simulation (24)",
+        ),
+        (
+            "word.toml",
+            format!("{body}times = [6, \"a\"]\n"),
+            "word.toml:7:13: invalid type: string \"a\", expected f64",
+        ),
+        (
+            "gut.toml",
+            body.replace(
+                "dose = { amount = 100, into = \"central\" }",
+                "dose = { amount = 100, into = \"gut\" }",
+            ),
+            "gut.toml:2:8: dose into 'gut', which is not a state",
+        ),
+        (
+            "array_dose.toml",
+            body.replace(
+                "dose = { amount = 100, into = \"central\" }",
+                "dose = [{ amount = 100, into = \"central\" }]",
+            ),
+            "several dosing lines go in `doses = [{ … }, { … }]`",
+        ),
+    ] {
+        let (ok, out) = run(name, &text);
+        assert!(!ok && out.contains(says), "{name}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A threshold just below Cmax is crossed twice within a few steps, often within one: the time

@@ -473,8 +473,8 @@ fn bench_runs_a_dataset_trial_on_every_backend() {
 
 /// `vpop simulate MODEL --data CSV --out CSV`: a bolus, a zero-order infusion (RATE) and an
 /// EVID 4 reset-and-dose, every record's cp against the closed form of the one-compartment
-/// model with its default parameters (CL 5, V 50); a CMT the model lacks is refused at its
-/// field before anything is printed.
+/// model with its default parameters (CL 5, V 50), in a column named as the model names the
+/// output; a CMT the model lacks is refused at its field before anything is printed.
 #[test]
 fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
     let dir = tmp("simulate-data");
@@ -522,7 +522,9 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
     };
     let text = std::fs::read_to_string(&pred).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("ID,TIME,EVID,CP"));
+    // The dataset's columns in NONMEM's capitals, the output as the model declares it (as
+    // `vpop run` writes a `[data]` trial's rows).
+    assert_eq!(lines.next(), Some("ID,TIME,EVID,cp"));
     let mut n = 0;
     for l in lines {
         let f: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();

@@ -304,16 +304,18 @@ dir = "unused"
         r#"records = "regimen.csv""#,
     );
     let regimen = "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,24,1,100,1\n";
-    for (spec, file, text, changed) in [
+    for (spec, file, what, text, changed) in [
         (
             data_spec,
             "data.csv",
+            "dataset",
             data,
             data.replace("1,0,1,100", "1,0,1,300"),
         ),
         (
             records_spec,
             "regimen.csv",
+            "records of arm daily",
             regimen,
             regimen.replace("1,24,1,100", "1,24,1,300"),
         ),
@@ -324,18 +326,89 @@ dir = "unused"
         let r = run_trial(&load(), &opts(&out)).unwrap();
         assert!(r.complete, "{file}");
         std::fs::write(dir.join(file), &changed).unwrap();
+        // The refusal names the input that differs, and only it.
         let e = run_trial(&load(), &opts(&out)).unwrap_err();
+        let named = format!(
+            "_manifest.json records another {what} ({}); choose",
+            dir.join(file).display()
+        );
         assert!(
-            e.contains("different run") && e.contains("input files"),
+            e.contains("different run") && e.contains(&named),
             "{file}: {e}"
         );
         let e = run_trial(&load(), &shard(&out, 2, 2)).unwrap_err();
-        assert!(e.contains("different run"), "{file}: {e}");
+        assert!(
+            e.contains("different run") && e.contains(&named),
+            "{file}: {e}"
+        );
+        // A manifest written before inputs were recorded apart: its provenance shows the spec,
+        // model and population the same, so a dataset or records file differs.
+        let manifest = out.join("_manifest.json");
+        let recorded = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(&manifest, without_inputs(&recorded)).unwrap();
+        let e = run_trial(&load(), &opts(&out)).unwrap_err();
+        assert!(
+            e.contains("records other input files (a dataset or records file)"),
+            "{file}: {e}"
+        );
+        std::fs::write(&manifest, &recorded).unwrap();
         // As it was, the run is the one it was and resumes whole.
         std::fs::write(dir.join(file), text).unwrap();
         let r = run_trial(&load(), &opts(&out)).unwrap();
         assert!(r.complete && r.parts_written == 0, "{file}");
     }
+}
+
+/// A manifest as versions before per-input hashes wrote it: no `identity.inputs`.
+fn without_inputs(manifest: &str) -> String {
+    let mut m: serde_json::Value = serde_json::from_str(manifest).unwrap();
+    let removed = m["identity"].as_object_mut().unwrap().remove("inputs");
+    assert!(removed.is_some(), "{manifest}");
+    serde_json::to_string_pretty(&m).unwrap()
+}
+
+/// A run refused over a changed model file names the model (and not the spec, which is the
+/// same); so does one whose manifest predates per-input hashes, from the provenance's model
+/// source. The same model file, resumed, is the same run.
+#[test]
+fn a_changed_model_file_is_named() {
+    let dir = tmp("model-file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("pk.vpm");
+    let source =
+        "param k = 0.1\nstate central\nd/dt(central) = -k * central\noutput cp = central\n";
+    std::fs::write(&model, source).unwrap();
+    let spec = spec(200, 5)
+        .replace("library = \"one_cmt_oral\"", "file = \"pk.vpm\"")
+        .replace("into = \"depot\"", "into = \"central\"");
+    let load = || Trial::from_text(&dir.join("spec.toml"), &spec).unwrap();
+    let out = dir.join("out");
+    assert!(run_trial(&load(), &opts(&out)).unwrap().complete);
+    std::fs::write(&model, source.replace("0.1", "0.2")).unwrap();
+    let e = run_trial(&load(), &opts(&out)).unwrap_err();
+    assert!(
+        e.contains(&format!(
+            "_manifest.json records another model ({}); choose",
+            model.display()
+        )),
+        "{e}"
+    );
+    let manifest = out.join("_manifest.json");
+    let recorded = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, without_inputs(&recorded)).unwrap();
+    let e = run_trial(&load(), &opts(&out)).unwrap_err();
+    assert!(
+        e.contains("_manifest.json records another model; choose"),
+        "{e}"
+    );
+    std::fs::write(&manifest, &recorded).unwrap();
+    std::fs::write(&model, source).unwrap();
+    let r = run_trial(&load(), &opts(&out)).unwrap();
+    assert!(r.complete && r.parts_written == 0);
+    // A manifest without per-input hashes still describes the same run.
+    std::fs::write(&manifest, without_inputs(&recorded)).unwrap();
+    let r = run_trial(&load(), &opts(&out)).unwrap();
+    assert!(r.complete && r.parts_written == 0);
 }
 
 /// A shard of a `[data]` trial reports its own subjects, not the whole trial's.

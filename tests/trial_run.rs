@@ -354,6 +354,32 @@ fn bad_specs_are_located_errors() {
             15,
             "not a state of the model",
         ),
+        // Errors of a section as a whole are located at it (or at the key to remove), not at
+        // the file's start.
+        (
+            "library = \"two_cmt_oral\"",
+            "library = \"two_cmt_oral\"\nfile = \"two_cmt_oral.vpm\"",
+            8,
+            "[model] takes either `library` (a built-in model) or `file` (a model file), not both",
+        ),
+        (
+            "library = \"two_cmt_oral\"",
+            "",
+            7,
+            "[model] needs `library = \"NAME\"` (a built-in model) or `file = \"PATH\"`",
+        ),
+        (
+            "file = \"populations/adult_healthy.toml\"",
+            "",
+            10,
+            "[population] needs `library = \"NAME\"`",
+        ),
+        (
+            "end = 48\n",
+            "",
+            21,
+            "[simulation] needs `end = …`: the end of the simulation, in the model's time unit",
+        ),
         (
             "\"time_above(1.0)\"",
             "\"time_abov(1.0)\"",
@@ -668,7 +694,7 @@ fn occasions_and_resets_after_the_end_are_noted() {
     assert_eq!(t.arms[1].resets_after_end, (0, 1));
     let vpop = |cmd: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .arg(cmd)
+            .args(cmd.split(' '))
             .arg(&spec)
             .output()
             .unwrap();
@@ -691,16 +717,19 @@ fn occasions_and_resets_after_the_end_are_noted() {
         stdout.contains("  arm         b (1 dose line, 1 reset)\n"),
         "{stdout}"
     );
-    let (_, stderr) = vpop("run");
-    assert!(
-        stderr.contains(&format!("note: arm a: {occasions}\n")),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("note: arm a: {resets}\n")),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("note: arm b"), "{stderr}");
+    // The notes are about the trial, not progress: `--quiet` (no progress bar) keeps them.
+    for quiet in [false, true] {
+        let (_, stderr) = vpop(if quiet { "run --quiet" } else { "run" });
+        assert!(
+            stderr.contains(&format!("note: arm a: {occasions}\n")),
+            "quiet {quiet}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("note: arm a: {resets}\n")),
+            "quiet {quiet}: {stderr}"
+        );
+        assert!(!stderr.contains("note: arm b"), "quiet {quiet}: {stderr}");
+    }
 }
 
 /// A population parameter the model does not have is sampled for nobody: the trial loads (a
@@ -827,6 +856,57 @@ fn check_takes_every_kind_of_file() {
     .unwrap();
     let (ok, text) = check(&bad);
     assert!(!ok && text.contains("population.toml:22:"), "{text}");
+    // A population file of a header and [[omega]] alone (as `vpop sample` reads it) is one by
+    // its keys; `vpop run` says what it is.
+    let omega_only = dir.join("omega_only.toml");
+    std::fs::write(
+        &omega_only,
+        "[population]\nname = \"x\"\n[[omega]]\netas = [\"e1\"]\nvariance = [0.1]\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&omega_only);
+    assert!(ok && text.contains("ok (a population file)"), "{text}");
+    assert!(text.contains("  covariates  none\n"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("run")
+        .arg(&omega_only)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(
+                "note: its top-level keys (population, omega) make it a population file, not a \
+                 trial spec: `vpop sample "
+            ),
+        "{stderr}"
+    );
+    // Keys of two kinds: read as the kind with more of them, and its errors say so and why.
+    let mixed = dir.join("mixed.toml");
+    std::fs::write(
+        &mixed,
+        format!("{quickstart}\n[[omega]]\netas = [\"e1\"]\nvariance = [0.1]\n"),
+    )
+    .unwrap();
+    let (ok, text) = check(&mixed);
+    assert!(!ok && text.contains("unknown field `omega`"), "{text}");
+    assert!(
+        text.contains(
+            "note: read as a trial spec for its top-level keys trial, model, population, arm, \
+             simulation, output; it also has omega of a population file"
+        ),
+        "{text}"
+    );
+    // No key that tells: read as a trial spec, and the note lists each kind's keys.
+    let untold = dir.join("untold.toml");
+    std::fs::write(&untold, "[population]\n").unwrap();
+    let (ok, text) = check(&untold);
+    assert!(
+        !ok && text.contains(
+            "note: read as a trial spec, as no top-level key tells which kind of file it is"
+        ) && text.contains("a population file: [population] name/description"),
+        "{text}"
+    );
     let sensitivity = std::fs::read_to_string(root.join("examples/sensitivity.toml")).unwrap();
     let bad = dir.join("sensitivity.toml");
     std::fs::write(

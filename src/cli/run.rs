@@ -45,15 +45,15 @@ pub struct RunArgs {
     /// and part file of vpop's there is removed first, except another shard's of this same run.
     #[arg(long)]
     pub overwrite: bool,
-    /// No progress bar.
+    /// No progress bar (notes about the trial still print, to stderr).
     #[arg(long, short)]
     pub quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// The file (TOML): a trial spec, or a population file, a sensitivity spec or a
-    /// `vpop simulate` file, recognised by their top-level keys.
+    /// The file: a trial spec, a population file, a sensitivity spec or a `vpop simulate`
+    /// file (TOML, told apart by their top-level keys), or a model file (.vpm).
     pub spec: PathBuf,
 }
 
@@ -66,23 +66,154 @@ enum FileKind {
     Simulate,
 }
 
-/// What a file is, from its top-level keys; a trial spec where they do not tell (its loader
-/// then reports what is wrong, located).
-fn file_kind(text: &str) -> FileKind {
-    let Ok(table) = text.parse::<toml::Table>() else {
-        return FileKind::Trial;
-    };
-    if table.contains_key("sensitivity") {
-        FileKind::Sensitivity
-    } else if table.contains_key("covariates")
-        || (table.contains_key("parameters") && !table.contains_key("model"))
-    {
-        FileKind::Population
-    } else if table.get("model").is_some_and(toml::Value::is_str) {
-        FileKind::Simulate
-    } else {
-        FileKind::Trial
+impl FileKind {
+    const ALL: [FileKind; 4] = [
+        FileKind::Trial,
+        FileKind::Population,
+        FileKind::Sensitivity,
+        FileKind::Simulate,
+    ];
+
+    /// "a trial spec", for messages.
+    fn name(self) -> &'static str {
+        match self {
+            FileKind::Trial => "a trial spec",
+            FileKind::Population => "a population file",
+            FileKind::Sensitivity => "a sensitivity spec",
+            FileKind::Simulate => "a `vpop simulate` file",
+        }
     }
+
+    /// The top-level keys that make a file of this kind, for messages.
+    fn keys(self) -> &'static str {
+        match self {
+            FileKind::Trial => {
+                "[trial], [model] library/file, [population] library/file, [[arm]], [data], \
+                 [simulation], [output]"
+            }
+            FileKind::Population => {
+                "[population] name/description, [covariates], [parameters], [[omega]], [residual]"
+            }
+            FileKind::Sensitivity => "[sensitivity], [[factor]]",
+            FileKind::Simulate => {
+                "model = \"…\", params, dose, doses, end, method, rtol, atol, dt, metrics, times"
+            }
+        }
+    }
+}
+
+/// What a TOML file is taken for, from its top-level keys, and why.
+#[derive(Debug, Clone, PartialEq)]
+struct Detection {
+    kind: FileKind,
+    /// The keys of each kind of file that the file has (kinds without any left out).
+    evidence: Vec<(FileKind, Vec<String>)>,
+}
+
+impl Detection {
+    /// Several kinds' keys, or none: the kind taken is a guess, and its loader's errors are
+    /// read with that in mind.
+    fn ambiguous(&self) -> bool {
+        self.evidence.len() != 1
+    }
+
+    /// Why the file was read as [`Detection::kind`], for an error of its loader.
+    fn explain(&self) -> String {
+        let listed = |keys: &[String]| keys.join(", ");
+        match self.evidence.as_slice() {
+            [] => format!(
+                "note: read as {}, as no top-level key tells which kind of file it is ({}: {}; {}: \
+                 {}; {}: {}; {}: {})",
+                self.kind.name(),
+                FileKind::Trial.name(),
+                FileKind::Trial.keys(),
+                FileKind::Population.name(),
+                FileKind::Population.keys(),
+                FileKind::Sensitivity.name(),
+                FileKind::Sensitivity.keys(),
+                FileKind::Simulate.name(),
+                FileKind::Simulate.keys(),
+            ),
+            ev => {
+                let own = ev
+                    .iter()
+                    .find(|(k, _)| *k == self.kind)
+                    .map_or_else(String::new, |(_, keys)| listed(keys));
+                let others: Vec<String> = ev
+                    .iter()
+                    .filter(|(k, _)| *k != self.kind)
+                    .map(|(k, keys)| format!("{} of {}", listed(keys), k.name()))
+                    .collect();
+                format!(
+                    "note: read as {} for its top-level keys {own}; it also has {}: a file is one \
+                     kind or the other",
+                    self.kind.name(),
+                    others.join(" and ")
+                )
+            }
+        }
+    }
+}
+
+/// What a file is, from its top-level keys: each key that only one kind of file has counts for
+/// that kind (`[population]` by its own keys: `name` in a population file, `library` or `file`
+/// in a trial spec; `model` by its type: a string in a `vpop simulate` file, a table in a trial
+/// spec), and the kind with the most wins. A file whose keys do not tell is taken for a trial
+/// spec (its loader then reports what is wrong, located), and so is one that does not parse.
+fn file_kind(text: &str) -> Detection {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        // Its syntax error needs no guess explained: as if it had a trial spec's keys.
+        return Detection {
+            kind: FileKind::Trial,
+            evidence: vec![(FileKind::Trial, Vec::new())],
+        };
+    };
+    let mut evidence: Vec<(FileKind, Vec<String>)> = Vec::new();
+    let mut count =
+        |kind: FileKind, key: String| match evidence.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, keys)) => keys.push(key),
+            None => evidence.push((kind, vec![key])),
+        };
+    for (key, value) in &table {
+        let kind = match (key.as_str(), value) {
+            ("trial" | "arm" | "data" | "simulation" | "output", _) => Some(FileKind::Trial),
+            ("covariates" | "parameters" | "omega" | "residual", _) => Some(FileKind::Population),
+            ("sensitivity" | "factor", _) => Some(FileKind::Sensitivity),
+            ("model", toml::Value::String(_)) => Some(FileKind::Simulate),
+            ("model", toml::Value::Table(_)) => Some(FileKind::Trial),
+            (
+                "params" | "dose" | "doses" | "end" | "method" | "rtol" | "atol" | "dt" | "metrics"
+                | "times",
+                _,
+            ) => Some(FileKind::Simulate),
+            ("population", toml::Value::Table(t)) => {
+                let has = |k: &[&str]| k.iter().any(|k| t.contains_key(*k));
+                if has(&["library", "file"]) && !has(&["name", "description"]) {
+                    Some(FileKind::Trial)
+                } else if has(&["name", "description"]) && !has(&["library", "file"]) {
+                    Some(FileKind::Population)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            count(kind, key.clone());
+        }
+    }
+    // The most keys; on a tie, the first in FileKind::ALL.
+    let kind = FileKind::ALL
+        .into_iter()
+        .max_by_key(|k| {
+            let n = evidence
+                .iter()
+                .find(|(e, _)| e == k)
+                .map_or(0, |(_, keys)| keys.len());
+            (n, std::cmp::Reverse(*k as u8))
+        })
+        .unwrap_or(FileKind::Trial);
+    Detection { kind, evidence }
 }
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
@@ -111,64 +242,81 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    match file_kind(&text) {
+    let detected = file_kind(&text);
+    let checked = match detected.kind {
         FileKind::Trial => check_trial(args),
-        FileKind::Population => {
-            let p = crate::population::Population::load(path)?;
-            println!("{}: ok (a population file)", path.display());
-            println!("  population  {}", p.name);
-            println!("  covariates  {}", p.covariate_names().join(", "));
-            println!("  parameters  {}", p.parameter_names().join(", "));
-            let residual: Vec<&str> = p
-                .residual_models()
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect();
-            if !residual.is_empty() {
-                println!("  residual    {}", residual.join(", "));
-            }
-            Ok(())
-        }
-        FileKind::Sensitivity => {
-            let a = crate::sensitivity::run::Analysis::load(path).map_err(anyhow::Error::msg)?;
-            println!(
-                "{}: ok (a sensitivity spec: vpop sensitivity)",
-                path.display()
-            );
-            println!("  trial       {}", a.trial.name);
-            println!(
-                "  method      {}, {} samples, seed {}",
-                a.method.name(),
-                a.samples,
-                a.seed
-            );
-            let factors: Vec<&str> = a.factors.iter().map(|f| f.name.as_str()).collect();
-            println!("  factors     {}", factors.join(", "));
-            let outputs: Vec<String> = a
-                .outputs
-                .iter()
-                .map(|&(arm, m)| {
-                    let plan = &a.trial.arms[arm].plan;
-                    format!("{}/{}", plan.name, plan.metrics[m].column)
-                })
-                .collect();
-            println!("  outputs     {}", outputs.join(", "));
-            println!("  output      {}", a.out.display());
-            Ok(())
-        }
-        FileKind::Simulate => {
-            let file = path.display().to_string();
-            let (sim, _) = super::simulate::args_from_file(&file)?;
-            let model = super::load_model(&sim.model)?;
-            println!("{file}: ok (a one-subject simulation: vpop simulate {file})");
-            println!("  model       {}", model.name);
-            println!(
-                "  solver      {} rtol {:e} atol {:e}, end {}",
-                sim.method, sim.rtol, sim.atol, sim.end
-            );
-            Ok(())
-        }
+        FileKind::Population => check_population(path),
+        FileKind::Sensitivity => check_sensitivity(path),
+        FileKind::Simulate => check_simulation(path),
+    };
+    // A file with keys of several kinds (or of none) was read as one of them on a guess:
+    // its errors say which, and why.
+    checked.map_err(|e| match detected.ambiguous() {
+        true => anyhow::anyhow!("{e:#}\n{}", detected.explain()),
+        false => e,
+    })
+}
+
+fn check_population(path: &std::path::Path) -> anyhow::Result<()> {
+    let p = crate::population::Population::load(path)?;
+    println!("{}: ok (a population file)", path.display());
+    println!("  population  {}", p.name);
+    let listed = |names: Vec<&str>| match names.is_empty() {
+        true => "none".to_string(),
+        false => names.join(", "),
+    };
+    println!("  covariates  {}", listed(p.covariate_names()));
+    println!("  parameters  {}", listed(p.parameter_names()));
+    let residual: Vec<&str> = p
+        .residual_models()
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !residual.is_empty() {
+        println!("  residual    {}", residual.join(", "));
     }
+    Ok(())
+}
+
+fn check_sensitivity(path: &std::path::Path) -> anyhow::Result<()> {
+    let a = crate::sensitivity::run::Analysis::load(path).map_err(anyhow::Error::msg)?;
+    println!(
+        "{}: ok (a sensitivity spec: vpop sensitivity)",
+        path.display()
+    );
+    println!("  trial       {}", a.trial.name);
+    println!(
+        "  method      {}, {} samples, seed {}",
+        a.method.name(),
+        a.samples,
+        a.seed
+    );
+    let factors: Vec<&str> = a.factors.iter().map(|f| f.name.as_str()).collect();
+    println!("  factors     {}", factors.join(", "));
+    let outputs: Vec<String> = a
+        .outputs
+        .iter()
+        .map(|&(arm, m)| {
+            let plan = &a.trial.arms[arm].plan;
+            format!("{}/{}", plan.name, plan.metrics[m].column)
+        })
+        .collect();
+    println!("  outputs     {}", outputs.join(", "));
+    println!("  output      {}", a.out.display());
+    Ok(())
+}
+
+fn check_simulation(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = path.display().to_string();
+    let (sim, _) = super::simulate::args_from_file(&file)?;
+    let model = super::load_model(&sim.model)?;
+    println!("{file}: ok (a one-subject simulation: vpop simulate {file})");
+    println!("  model       {}", model.name);
+    println!(
+        "  solver      {} rtol {:e} atol {:e}, end {}",
+        sim.method, sim.rtol, sim.atol, sim.end
+    );
+    Ok(())
 }
 
 fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
@@ -390,8 +538,33 @@ fn sparse_w_line(model: &crate::model::Model) -> Option<String> {
     ))
 }
 
+/// A trial spec's load error, with what the file is instead where its keys tell another
+/// kind of file (a population file given to `vpop run`).
+fn not_a_trial(path: &std::path::Path, e: crate::trial::resolve::TrialError) -> anyhow::Error {
+    let detected = std::fs::read_to_string(path).map(|t| file_kind(&t));
+    let command = match detected {
+        Ok(d) if !d.ambiguous() => match d.kind {
+            FileKind::Trial => None,
+            FileKind::Population => Some((d, "vpop sample")),
+            FileKind::Sensitivity => Some((d, "vpop sensitivity")),
+            FileKind::Simulate => Some((d, "vpop simulate")),
+        },
+        _ => None,
+    };
+    match command {
+        Some((d, command)) => anyhow::anyhow!(
+            "{e}\nnote: its top-level keys ({}) make it {}, not a trial spec: `{command} {}` \
+             reads it",
+            d.evidence[0].1.join(", "),
+            d.kind.name(),
+            path.display()
+        ),
+        None => e.into(),
+    }
+}
+
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let trial = Trial::load(&args.spec)?;
+    let trial = Trial::load(&args.spec).map_err(|e| not_a_trial(&args.spec, e))?;
     let shard = args
         .shard
         .as_deref()
@@ -419,14 +592,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok()),
         integrators: args.integrators,
     };
-    if !args.quiet {
-        if let Some(w) = &trial.unused_population_parameters {
-            eprintln!("note: {w}");
-        }
-        for a in &trial.arms {
-            for w in notes_after_end(a) {
-                eprintln!("note: arm {}: {w}", a.plan.name);
-            }
+    // Notes about the trial itself print under --quiet too: it silences progress only.
+    if let Some(w) = &trial.unused_population_parameters {
+        eprintln!("note: {w}");
+    }
+    for a in &trial.arms {
+        for w in notes_after_end(a) {
+            eprintln!("note: arm {}: {w}", a.plan.name);
         }
     }
     let report = run_trial(&trial, &opts).map_err(anyhow::Error::msg)?;

@@ -136,16 +136,17 @@ fn times_within(times: &[f64], end: f64) -> Result<(), String> {
     }
 }
 
-/// A one-subject simulation given as a small TOML file instead of flags:
+/// A one-subject simulation given as a small TOML file instead of flags (docs/trial-spec.md,
+/// "One subject: vpop simulate FILE"):
 ///
 /// ```toml
 /// model = "two_cmt_oral"            # or a .vpm file, relative to this file
 /// params = { cl = 4.0 }
-/// doses = [{ amount = 100, into = "depot", every = 12, count = 14 }]
+/// dose = { amount = 100, into = "depot", every = 12, count = 14 }   # and/or doses = [{…}, …]
 /// end = 168
 /// method = "tsit5"                  # optional; rtol, atol, dt too
 /// metrics = ["auc", "cmax", "tmax"] # optional
-/// times = "0:168:6"                 # optional profile, within [0, end]
+/// times = [0, 1, 2, 4, 8]           # optional profile, within [0, end]; or "0:168:6"
 /// ```
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +154,9 @@ struct SimulationFile {
     model: Spanned<String>,
     #[serde(default)]
     params: Option<Spanned<std::collections::BTreeMap<String, f64>>>,
+    /// One dosing line (as an arm's `dose`); it comes before `doses`.
+    #[serde(default)]
+    dose: Option<Spanned<crate::trial::spec::DoseSpec>>,
     #[serde(default)]
     doses: Vec<Spanned<crate::trial::spec::DoseSpec>>,
     end: Spanned<f64>,
@@ -167,7 +171,83 @@ struct SimulationFile {
     #[serde(default)]
     metrics: Option<Vec<Spanned<String>>>,
     #[serde(default)]
-    times: Option<Spanned<String>>,
+    times: Option<Spanned<SampleTimes>>,
+}
+
+/// A simulation file's `times`: an array of times, as a trial's `[output.profile] times`, or
+/// a string as `--times` takes it (`"0,1,2.5"`, `"0:24:0.5"`).
+#[derive(Debug, Clone, PartialEq)]
+enum SampleTimes {
+    List(Vec<f64>),
+    Text(String),
+}
+
+impl SampleTimes {
+    /// The times, sorted (the errors of [`parse_times`]).
+    fn times(&self) -> anyhow::Result<Vec<f64>> {
+        match self {
+            SampleTimes::Text(t) => parse_times(t),
+            SampleTimes::List(v) => {
+                if v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                    bail!("times must be finite and ≥ 0");
+                }
+                let mut v = v.clone();
+                v.sort_by(f64::total_cmp);
+                Ok(v)
+            }
+        }
+    }
+
+    /// As written, for messages.
+    fn written(&self) -> String {
+        match self {
+            SampleTimes::Text(t) => format!("'{t}'"),
+            SampleTimes::List(v) => {
+                let v: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+                format!("[{}]", v.join(", "))
+            }
+        }
+    }
+
+    /// As `--times` takes them: the list's numbers print back exactly (shortest round trip).
+    fn as_flag(&self) -> String {
+        match self {
+            SampleTimes::Text(t) => t.clone(),
+            SampleTimes::List(v) => {
+                let v: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+                v.join(",")
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SampleTimes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Times;
+        impl<'de> serde::de::Visitor<'de> for Times {
+            type Value = SampleTimes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "sampling times: an array such as [0, 1, 2.5], or a string \"0,1,2.5\" or \
+                     \"from:to:step\"",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SampleTimes, E> {
+                Ok(SampleTimes::Text(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SampleTimes, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = seq.next_element::<f64>()? {
+                    v.push(x);
+                }
+                Ok(SampleTimes::List(v))
+            }
+        }
+        d.deserialize_any(Times)
+    }
 }
 
 /// Reads a simulation file into the equivalent command-line arguments. Everything is checked
@@ -207,7 +287,7 @@ pub(crate) fn args_from_file(
                     ));
                 }
             }
-            for d in &f.doses {
+            for d in f.dose.iter().chain(&f.doses) {
                 if let Err(e) = dose_line(&m, d.get_ref()) {
                     errors.push(src.error(span_of(d), e));
                 } else if d.get_ref().per.is_some() {
@@ -232,11 +312,11 @@ pub(crate) fn args_from_file(
         Err(e) => errors.push(src.error(span_of(&f.model), format!("{e:#}"))),
     }
     if let Some(t) = &f.times {
-        let within = parse_times(t.get_ref()).and_then(|times| {
+        let within = t.get_ref().times().and_then(|times| {
             times_within(&times, *f.end.get_ref()).map_err(|e| {
                 anyhow::anyhow!(
-                    "times '{}': {e}: sampling times must lie in [0, end]",
-                    t.get_ref()
+                    "times {}: {e}: sampling times must lie in [0, end]",
+                    t.get_ref().written()
                 )
             })
         });
@@ -245,7 +325,10 @@ pub(crate) fn args_from_file(
         }
     }
     if !(f.end.get_ref().is_finite() && *f.end.get_ref() > 0.0) {
-        errors.push(src.error(span_of(&f.end), "end must be a positive number (hours)"));
+        errors.push(src.error(
+            span_of(&f.end),
+            "end must be a positive number (in the model's time unit)",
+        ));
     }
     if let Some(m) = &f.method {
         match Method::parse(m.get_ref()) {
@@ -294,12 +377,13 @@ pub(crate) fn args_from_file(
                 vec![names.join(",")]
             })
             .unwrap_or_else(|| vec![DEFAULT_METRICS.into()]),
-        times: f.times.map(|t| t.into_inner()),
+        times: f.times.map(|t| t.get_ref().as_flag()),
         data: None,
         id: None,
         out: None,
     };
-    Ok((d, f.doses.into_iter().map(|d| d.into_inner()).collect()))
+    let doses = f.dose.into_iter().chain(f.doses);
+    Ok((d, doses.map(|d| d.into_inner()).collect()))
 }
 
 /// The flags given other than at their defaults.
@@ -577,10 +661,12 @@ fn simulate_dataset(
             bound.join(", ")
         );
     }
+    // The dataset's columns in NONMEM's capitals, the outputs as the model declares them:
+    // the columns `vpop run` writes for a `[data]` trial.
     let mut csv = String::from("ID,TIME,EVID");
     for o in &model.outputs {
         csv.push(',');
-        csv.push_str(&o.name.to_ascii_uppercase());
+        csv.push_str(&o.name);
     }
     csv.push('\n');
     print!("{:>8} {:>12} {:>5}", "ID", "TIME", "EVID");

@@ -69,8 +69,8 @@ impl std::error::Error for MetricParseError {}
 
 /// The metric names understood by [`Metric::parse`], for help texts and error messages.
 pub const METRIC_SYNTAX: &str = "auc, cmax, tmax, cmin, cavg (each optionally with _last_interval \
-or a window (from, to), e.g. auc(0, 24)), ctrough, time_above(threshold), \
-time_above(threshold, from, to), at(time)";
+or a window (from, to), e.g. auc(0, 24)), ctrough, time_above(threshold) (also \
+time_above_last_interval(threshold) and time_above(threshold, from, to)), at(time)";
 
 fn fmt_num(x: f64) -> String {
     // Column names must be plain identifiers: 1.5 → 1p5, -2 → m2, 1e-3 → 0p001.
@@ -93,7 +93,8 @@ impl Metric {
         }
     }
 
-    /// Parses names like `auc`, `auc_last_interval`, `cmax(0, 24)`, `time_above(1.0)`, `at(24)`.
+    /// Parses names like `auc`, `auc_last_interval`, `cmax(0, 24)`, `time_above(1.0)`,
+    /// `time_above_last_interval(1.0)`, `at(24)`.
     pub fn parse(text: &str) -> Result<Metric, MetricParseError> {
         let t = text.trim();
         let err = |m: &str| {
@@ -101,6 +102,16 @@ impl Metric {
         };
         let (head, args) = match t.find('(') {
             Some(i) => {
+                // `cmax(0, 24)_last_interval`: the window's name goes before the arguments.
+                if let Some((call, after)) = t.rsplit_once(')') {
+                    if ["_last_interval", "_tau"].contains(&after.trim()) {
+                        let (name, args) = call.split_at(i);
+                        return Err(err(&format!(
+                            "the window's name goes before the arguments: {name}{}{args})",
+                            after.trim()
+                        )));
+                    }
+                }
                 let inner = t[i + 1..]
                     .strip_suffix(')')
                     .ok_or_else(|| err("missing ')'"))?;
@@ -140,17 +151,23 @@ impl Metric {
                     window,
                 })
             }
-            "time_above" if window == Window::Whole => {
-                return match args.as_slice() {
-                    [thr] => Ok(Metric {
+            // The threshold comes first: `time_above(x)`, `time_above_last_interval(x)`,
+            // `time_above(x, a, b)`.
+            "time_above" => {
+                return match (args.as_slice(), window) {
+                    ([thr], _) => Ok(Metric {
                         kind: MetricKind::TimeAbove(*thr),
                         window,
                     }),
-                    [thr, rest @ ..] => Ok(Metric {
+                    ([thr, rest @ ..], Window::Whole) => Ok(Metric {
                         kind: MetricKind::TimeAbove(*thr),
                         window: windowed(rest, window)?,
                     }),
-                    [] => Err(err("time_above needs a threshold")),
+                    ([], _) => Err(err("time_above needs a threshold")),
+                    (_, _) => Err(err(
+                        "time_above_last_interval takes the threshold only; a window of its \
+                         own is time_above(threshold, from, to)",
+                    )),
                 }
             }
             "at" if window == Window::Whole => {
@@ -170,7 +187,8 @@ impl Metric {
         })
     }
 
-    /// The column-name suffix: `auc`, `auc_last_interval`, `auc_0_24`, `time_above_1`, `at_24`.
+    /// The column-name suffix: `auc`, `auc_last_interval`, `auc_0_24`, `time_above_1`,
+    /// `time_above_1_last_interval`, `at_24` (the window after the metric and its threshold).
     pub fn suffix(&self) -> String {
         let base = match self.kind {
             MetricKind::Auc => "auc".to_string(),
@@ -361,6 +379,43 @@ mod tests {
             "time_above_0p5_0_24"
         );
         assert_eq!(Metric::parse("at(1.5)").unwrap().kind, MetricKind::At(1.5));
+    }
+
+    /// `time_above` takes the last interval as the other windowed metrics do: the window's
+    /// spelling after the name, its column suffix after the threshold.
+    #[test]
+    fn time_above_has_a_last_interval_form() {
+        let m = Metric::parse("time_above_last_interval(0.5)").unwrap();
+        assert_eq!(
+            (m.kind, m.window),
+            (MetricKind::TimeAbove(0.5), Window::LastInterval)
+        );
+        assert_eq!(m.suffix(), "time_above_0p5_last_interval");
+        let r = MetricRequest::parse("effect:time_above_last_interval(50)").unwrap();
+        assert_eq!(
+            (r.output.as_deref(), r.metric.suffix().as_str()),
+            (Some("effect"), "time_above_50_last_interval")
+        );
+        for bad in [
+            "time_above_last_interval",
+            "time_above_last_interval()",
+            "time_above_last_interval(1, 0, 24)",
+            "time_above(1)_last_interval",
+        ] {
+            assert!(Metric::parse(bad).is_err(), "{bad}");
+        }
+        let e = Metric::parse("time_above(1)_last_interval")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("goes before the arguments: time_above_last_interval(1)"),
+            "{e}"
+        );
+        let e = Metric::parse("time_above_last_interval(1, 0, 24)")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("time_above(threshold, from, to)"), "{e}");
+        assert!(e.contains("time_above_last_interval(threshold)"), "{e}");
     }
 
     #[test]

@@ -25,12 +25,80 @@ use super::{writer_properties, AtomicFile, Codec, OutputError};
 /// What makes two runs the same run (with the shard, which of its parts a manifest holds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunIdentity {
+    /// One hash of every input together (spec, model, population, datasets, records).
     pub spec_hash: String,
     pub seed: u64,
     pub subjects: u64,
     pub chunk_size: u64,
     /// `k/N` (1-based) or `1/1`.
     pub shard: String,
+    /// Each input's own hash, so that a run refused for other inputs is told which differ
+    /// (`spec_hash` decides; manifests written before these were recorded have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputHash>,
+}
+
+/// One file a run reads, by what it is to the run, with its BLAKE3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputHash {
+    /// What the file is to the run: `trial spec`, `model`, `population`, `dataset`,
+    /// `records of arm NAME`.
+    pub input: String,
+    /// Its path as the run read it (a built-in model's or population's name).
+    pub file: String,
+    /// BLAKE3 of its text (hex).
+    pub blake3: String,
+}
+
+impl InputHash {
+    pub fn of_text(input: impl Into<String>, file: impl Into<String>, text: &str) -> Self {
+        InputHash {
+            input: input.into(),
+            file: file.into(),
+            blake3: blake3::hash(text.as_bytes()).to_hex().to_string(),
+        }
+    }
+}
+
+/// Which inputs of `ours` differ from `theirs`, said for a message: `another model (m.vpm)`,
+/// and inputs only one of the runs reads. `None` where either records no inputs (a manifest
+/// from before they were recorded).
+fn differing_inputs(ours: &[InputHash], theirs: &[InputHash]) -> Option<Vec<String>> {
+    if ours.is_empty() || theirs.is_empty() {
+        return None;
+    }
+    let mut said = Vec::new();
+    for t in theirs {
+        match ours.iter().find(|o| o.input == t.input) {
+            Some(o) if o.blake3 != t.blake3 => said.push(if o.file == t.file {
+                format!("another {} ({})", t.input, t.file)
+            } else {
+                format!("another {} ({}; this run: {})", t.input, t.file, o.file)
+            }),
+            Some(_) => {}
+            None => said.push(format!("a {} ({}) this run does not read", t.input, t.file)),
+        }
+    }
+    for o in ours {
+        if !theirs.iter().any(|t| t.input == o.input) {
+            said.push(format!("no {} (this run reads {})", o.input, o.file));
+        }
+    }
+    Some(said)
+}
+
+/// For manifests without [`RunIdentity::inputs`]: which of the spec, model and population
+/// their provenance (which holds their text) shows to differ.
+fn differing_sources(ours: &Manifest, theirs: &Manifest) -> Vec<String> {
+    [
+        ("vpop.trial_spec", "trial spec"),
+        ("vpop.model_source", "model"),
+        ("vpop.population_source", "population"),
+    ]
+    .into_iter()
+    .filter(|(key, _)| ours.provenance.get(*key) != theirs.provenance.get(*key))
+    .map(|(_, what)| format!("another {what}"))
+    .collect()
 }
 
 /// One written part.
@@ -310,11 +378,26 @@ impl Manifest {
         let mut theirs = Vec::new();
         let mut ours = Vec::new();
         if a.spec_hash != b.spec_hash {
-            theirs.push(
-                "another trial spec or other input files (model, population, dataset, \
-                 records)"
-                    .to_string(),
-            );
+            match differing_inputs(&a.inputs, &b.inputs) {
+                Some(said) if !said.is_empty() => theirs.extend(said),
+                _ => {
+                    // An older manifest: its provenance still tells the spec, model and
+                    // population apart; what else differs is a dataset or records file.
+                    let said = differing_sources(self, other);
+                    let more = a.inputs.iter().any(|i| {
+                        !["trial spec", "model", "population"].contains(&i.input.as_str())
+                    });
+                    theirs.push(match (said.is_empty(), more) {
+                        (true, _) => "other input files (a dataset or records file)".to_string(),
+                        (false, false) => said.join(", "),
+                        (false, true) => format!(
+                            "{} (its dataset or records files are not recorded apart: they may \
+                             differ too)",
+                            said.join(", ")
+                        ),
+                    });
+                }
+            }
         }
         if a.seed != b.seed {
             theirs.push(format!("seed {}", b.seed));

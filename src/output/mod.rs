@@ -6,7 +6,7 @@
 pub mod dataset;
 pub mod parquet_io;
 
-pub use dataset::{DatasetWriter, Manifest, PartEntry, RunIdentity, Shard};
+pub use dataset::{DatasetWriter, InputHash, Manifest, PartEntry, RunIdentity, Shard};
 pub mod plot;
 
 pub use parquet_io::{writer_properties, AtomicFile, Codec, OutputError, DEFAULT_ZSTD_LEVEL};

@@ -128,10 +128,10 @@ pub struct Trial {
     pub target: Option<Target>,
     /// A dataset's subjects and records instead of arms (one placeholder arm in `arms`).
     pub data: Option<DataDesign>,
-    /// BLAKE3 (hex) of each file the trial reads besides its spec, model and population (a
-    /// `[data]` dataset, arms' `records`), in the order read: part of the run's identity, so
+    /// Each file the trial reads besides its spec, model and population (a `[data]` dataset,
+    /// arms' `records`), with its BLAKE3, in the order read: part of the run's identity, so
     /// that a changed file is not taken for the run it was.
-    pub input_hashes: Vec<String>,
+    pub input_hashes: Vec<crate::output::InputHash>,
 }
 
 /// Errors while loading a trial: located diagnostics, or a file that cannot be read.
@@ -244,7 +244,8 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     let mut errors: Vec<Diagnostic> = Vec::new();
 
     // Model.
-    let model = match (&spec.model.library, &spec.model.file) {
+    let model_section = spec.model.get_ref();
+    let model = match (&model_section.library, &model_section.file) {
         (Some(name), None) => match library::get(name.get_ref()) {
             Some(m) => Model::parse(m.name, m.source).map_err(|e| {
                 vec![src.error(
@@ -276,9 +277,13 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 )]),
             }
         }
-        _ => Err(vec![src.error(
-            Default::default(),
-            "[model] needs exactly one of `library = \"name\"` or `file = \"path\"`",
+        (Some(name), Some(_)) => Err(vec![src.error(
+            span_of(name),
+            "[model] takes either `library` (a built-in model) or `file` (a model file), not both",
+        )]),
+        (None, None) => Err(vec![src.error(
+            span_of(&spec.model),
+            "[model] needs `library = \"NAME\"` (a built-in model) or `file = \"PATH\"` (a model file)",
         )]),
     };
     let model = match model {
@@ -291,7 +296,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
 
     // Population.
     let population = match &spec.population {
-        Some(p) => match (&p.library, &p.file) {
+        Some(section) => match (&section.get_ref().library, &section.get_ref().file) {
             (Some(name), None) => match population_library::get(name.get_ref()) {
                 Some(lp) => match Population::parse(&lp.file_name(), lp.source) {
                     Ok(pop) => Some(pop),
@@ -346,7 +351,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             }
             (None, None) => {
                 errors.push(src.error(
-                    Default::default(),
+                    span_of(section),
                     "[population] needs `library = \"NAME\"` (a built-in population) or `file = \"PATH\"`",
                 ));
                 return Err(TrialError::Invalid(errors));
@@ -381,6 +386,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     // covariates; `vpop check` and `vpop run` say so.
     let unused_population_parameters = match (unused.is_empty(), &spec.population) {
         (false, Some(section)) => {
+            let section = section.get_ref();
             let at = section.library.as_ref().or(section.file.as_ref());
             let names: Vec<&str> = model.params.iter().map(|p| p.name.as_str()).collect();
             let what = if unused.len() == 1 {
@@ -403,7 +409,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
         _ => None,
     };
-    for (name, value) in &spec.model.params {
+    for (name, value) in &model_section.params {
         match model.param_index(name) {
             Some(i) if matches!(params[i], ParamSource::Population(_)) => errors.push(src.error(
                 span_of(value),
@@ -427,7 +433,8 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     });
 
     // Simulation.
-    let end = match (&spec.simulation.end, &data) {
+    let sim = spec.simulation.get_ref();
+    let end = match (&sim.end, &data) {
         (Some(e), _) if spec.data.is_some() => {
             errors.push(src.error(
                 span_of(e),
@@ -446,11 +453,13 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         // The dataset failed to load: its errors say why.
         (None, None) if spec.data.is_some() => 1.0,
         (None, None) => {
-            errors.push(src.error(Default::default(), "[simulation] needs `end = …` (hours)"));
+            errors.push(src.error(
+                span_of(&spec.simulation),
+                "[simulation] needs `end = …`: the end of the simulation, in the model's time unit",
+            ));
             1.0
         }
     };
-    let sim = &spec.simulation;
     let method = Method::parse(sim.method.get_ref()).unwrap_or_else(|e| {
         errors.push(src.error(span_of(&sim.method), e));
         Method::Tsit5
@@ -491,14 +500,14 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             .map_or(SolverOptions::default().max_steps, |m| *m.get_ref()),
         ..Default::default()
     };
-    let backend = BackendChoice::parse(spec.simulation.backend.get_ref()).unwrap_or_else(|| {
+    let backend = BackendChoice::parse(sim.backend.get_ref()).unwrap_or_else(|| {
         errors.push(src.error(
-            span_of(&spec.simulation.backend),
+            span_of(&sim.backend),
             "backend must be auto, cpu, wgpu or cuda",
         ));
         BackendChoice::Auto
     });
-    let precision = match &spec.simulation.precision {
+    let precision = match &sim.precision {
         None => Precision::F32,
         Some(p) => Precision::parse(p.get_ref()).unwrap_or_else(|| {
             errors.push(src.error(
@@ -539,7 +548,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             }
         };
         // Against an end the spec gives (a missing or bad one has its own error).
-        let given = spec.simulation.end.is_some() && end.is_finite() && end > 0.0;
+        let given = sim.end.is_some() && end.is_finite() && end > 0.0;
         if let Err(e) = request
             .metric
             .within(if given { end } else { f64::INFINITY })
@@ -761,7 +770,8 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
         if let Some(rec) = &a.records {
             let file = resolve_path(path, rec.get_ref());
-            match load_dataset(&file, &mut input_hashes)
+            let what = format!("records of arm {}", a.name.get_ref());
+            match load_dataset(&file, what, &mut input_hashes)
                 .and_then(|ds| super::regimen::record_lines(&model, &ds))
             {
                 Ok(lines) => regimen.lines.extend(lines),
@@ -921,12 +931,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             }),
         }
     });
-    if let Some(c) = spec
-        .simulation
-        .chunk_size
-        .as_ref()
-        .filter(|c| *c.get_ref() == 0)
-    {
+    if let Some(c) = sim.chunk_size.as_ref().filter(|c| *c.get_ref() == 0) {
         errors.push(src.error(span_of(c), "chunk_size must be at least 1"));
     }
 
@@ -1013,13 +1018,12 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         let population_at = spec
             .population
             .as_ref()
-            .and_then(|s| s.library.as_ref().or(s.file.as_ref()))
+            .and_then(|s| s.get_ref().library.as_ref().or(s.get_ref().file.as_ref()))
             .map(span_of);
-        let model_at = spec
-            .model
+        let model_at = model_section
             .library
             .as_ref()
-            .or(spec.model.file.as_ref())
+            .or(model_section.file.as_ref())
             .map(span_of);
         let covariate = "a covariate of the population";
         let parameter = "a parameter of the model";
@@ -1067,7 +1071,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         arms,
         backend,
         precision,
-        chunk_size: spec.simulation.chunk_size.as_ref().map(|c| *c.get_ref()),
+        chunk_size: sim.chunk_size.as_ref().map(|c| *c.get_ref()),
         output_dir: resolve_output_dir(path, spec.output.dir.get_ref()),
         write_parameters: spec.output.parameters,
         write_covariates: spec.output.covariates,
@@ -1082,9 +1086,12 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
 }
 
 /// Reads and parses a NONMEM-format file, noting the BLAKE3 of the bytes parsed.
+/// Reads a dataset (`what` it is to the trial: `dataset`, `records of arm NAME`) and records
+/// its hash.
 fn load_dataset(
     file: &Path,
-    hashes: &mut Vec<String>,
+    what: String,
+    hashes: &mut Vec<crate::output::InputHash>,
 ) -> Result<crate::dosing::nonmem::Dataset, crate::diag::Diagnostic> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|e| crate::diag::Diagnostic {
@@ -1093,7 +1100,7 @@ fn load_dataset(
         col: 1,
         message: format!("cannot read the dataset: {e}"),
     })?;
-    hashes.push(blake3::hash(text.as_bytes()).to_hex().to_string());
+    hashes.push(crate::output::InputHash::of_text(what, name.clone(), &text));
     crate::dosing::nonmem::Dataset::parse(&name, &text)
 }
 
@@ -1105,11 +1112,11 @@ fn resolve_data(
     d: &toml::Spanned<super::spec::DataSection>,
     model: &Model,
     population: Option<&Population>,
-    input_hashes: &mut Vec<String>,
+    input_hashes: &mut Vec<crate::output::InputHash>,
 ) -> Result<DataDesign, Vec<crate::diag::Diagnostic>> {
     let sec = d.get_ref();
     let file = resolve_path(path, sec.file.get_ref());
-    let dataset = load_dataset(&file, input_hashes)
+    let dataset = load_dataset(&file, "dataset".into(), input_hashes)
         .map_err(|e| vec![src.error(span_of(&sec.file), format!("dataset: {e}"))])?;
     let mut errors = Vec::new();
     if dataset.subjects.is_empty() {

@@ -376,8 +376,36 @@ pub(crate) fn run_plan(
             subjects,
             chunk_size: chunk,
             shard: shard.label(),
+            inputs: inputs(trial),
         },
     }
+}
+
+/// Every file a run reads, each with its hash: the spec, the model, the population, and the
+/// datasets and records files.
+fn inputs(trial: &Trial) -> Vec<crate::output::InputHash> {
+    use crate::output::InputHash;
+    let mut v = vec![
+        InputHash::of_text(
+            "trial spec",
+            trial.spec_path.display().to_string(),
+            &trial.spec_text,
+        ),
+        InputHash::of_text(
+            "model",
+            trial.model.source.name.clone(),
+            &trial.model.source.text,
+        ),
+    ];
+    if let Some(p) = &trial.population {
+        v.push(InputHash::of_text(
+            "population",
+            p.file_name(),
+            p.source_text(),
+        ));
+    }
+    v.extend(trial.input_hashes.iter().cloned());
+    v
 }
 
 /// The hash of what a run reads: its spec, model and population, and the files it names
@@ -393,7 +421,7 @@ pub(crate) fn spec_hash(trial: &Trial) -> String {
     // The files the trial reads (dataset, records): a trial without any hashes as before.
     for input in &trial.input_hashes {
         h.update(b"\0input\0");
-        h.update(input.as_bytes());
+        h.update(input.blake3.as_bytes());
     }
     format!("sha256:{:x}", h.finalize())
 }

@@ -13,15 +13,17 @@ use crate::diag::{Diagnostic, SourceFile, Span};
 #[serde(deny_unknown_fields)]
 pub struct TrialSpecFile {
     pub trial: TrialSection,
-    pub model: ModelSection,
+    /// Spanned (as `population` and `simulation`): an error of the section as a whole is
+    /// located at its header.
+    pub model: Spanned<ModelSection>,
     #[serde(default)]
-    pub population: Option<PopulationSection>,
+    pub population: Option<Spanned<PopulationSection>>,
     #[serde(rename = "arm", default)]
     pub arms: Option<Spanned<Vec<Spanned<ArmSection>>>>,
     /// A NONMEM-format dataset whose subjects and records replace the arms.
     #[serde(default)]
     pub data: Option<Spanned<DataSection>>,
-    pub simulation: SimulationSection,
+    pub simulation: Spanned<SimulationSection>,
     pub output: OutputSection,
 }
 
@@ -370,7 +372,10 @@ metrics = ["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.
             (d.amount, d.every, d.count, d.into.as_str()),
             (200.0, Some(24.0), 7, "depot")
         );
-        assert_eq!(*spec.simulation.end.unwrap().get_ref(), 168.0);
+        assert_eq!(
+            *spec.simulation.get_ref().end.clone().unwrap().get_ref(),
+            168.0
+        );
         assert_eq!(spec.output.metrics.len(), 6);
     }
 
