@@ -140,12 +140,12 @@ pub mod check {
             Err("atol must be a positive number")
         }
     }
-    /// A positive, finite step (hours).
+    /// A positive, finite step (in the model's time unit).
     pub fn dt(x: f64) -> Result<(), &'static str> {
         if x > 0.0 && x.is_finite() {
             Ok(())
         } else {
-            Err("dt must be a positive number (hours)")
+            Err("dt must be a positive number (in the model's time unit)")
         }
     }
 }
