@@ -311,6 +311,14 @@ fn bad_files_are_located_errors() {
             "expressions read it as the constant π",
         ),
         ("male = 0.5, female", "t = 0.5, female", 5, "label of 'sex': 't' cannot be a name here"),
+        // A target's frequencies name the categorical's levels.
+        (
+            "male = 0.5, female = 0.5 }",
+            "male = 0.5, female = 0.5 }\ntarget = { freq = { male = 0.5, Female = 0.5 } }",
+            6,
+            "covariate 'sex': target `freq` names 'Female', not among its levels (male, female)",
+        ),
+        ("sd = 10", "sd = 10\ntarget = { freq = { a = 1 } }", 11, "a target's `freq` is for a categorical"),
     ] {
         let text = GOOD.replace(from, to);
         assert_ne!(text, GOOD, "{from}");

@@ -73,7 +73,7 @@ struct CovariateSpec {
     expr: Option<Spanned<String>>,
     /// Published targets for `vpop sample --summary`.
     #[serde(default)]
-    target: Option<Target>,
+    target: Option<Spanned<Target>>,
     #[serde(default)]
     source: Option<String>,
 }
@@ -1060,6 +1060,40 @@ impl Builder<'_> {
         }
     }
 
+    /// A target's `freq` names levels of a categorical only.
+    fn check_target(&mut self, name: &str, c: &CovariateSpec) {
+        let Some(t) = &c.target else { return };
+        let Some(freq) = &t.get_ref().freq else {
+            return;
+        };
+        let levels: Vec<&str> = c.levels.as_ref().map_or(Vec::new(), |l| {
+            l.get_ref().keys().map(String::as_str).collect()
+        });
+        let wrong: Vec<&str> = freq
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !levels.contains(k))
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        let why = if c.levels.is_none() {
+            "a target's `freq` is for a categorical".to_string()
+        } else {
+            format!(
+                "target `freq` names {}, not among its levels ({})",
+                wrong
+                    .iter()
+                    .map(|w| format!("'{w}'"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                levels.join(", ")
+            )
+        };
+        self.errors
+            .push(self.src.error(sp(t), format!("covariate '{name}': {why}")));
+    }
+
     fn build(mut self, spec: FileSpec, src: &SourceFile) -> Result<Population, PopulationError> {
         // Covariate specs with their table spans.
         let mut specs: Vec<(String, Span, CovariateSpec)> = Vec::new();
@@ -1242,6 +1276,7 @@ impl Builder<'_> {
             };
             let kind = c.dist.as_ref().map(|d| d.get_ref().as_str());
             self.check_keys_apply(name, *span, c);
+            self.check_target(name, c);
             for (v, what) in [
                 (&c.mean, "mean"),
                 (&c.mu, "mu"),
@@ -1478,7 +1513,7 @@ impl Builder<'_> {
                         .levels
                         .as_ref()
                         .map(|l| l.get_ref().keys().cloned().collect()),
-                    target: c.target.clone(),
+                    target: c.target.as_ref().map(|t| t.get_ref().clone()),
                     source: c.source.clone(),
                 });
             }
