@@ -151,10 +151,26 @@ struct Arm : Sub {
         dur = kind == 1u ? en - st : (real)0;
     }
 
+    // When the dose j intervals before 0 arrives, for the lag `lag`: lag = n·SS_II + r with
+    // the phase r in [0, SS_II) (one within round-off of SS_II is 0 of the next interval), and
+    // the arrival r + (n − j)·SS_II (src/backend/records.rs `arrival`: lag − j·SS_II would put
+    // two doses in one interval where the lag is a whole number of intervals not exact in binary).
+    FI real ss_arrival(real lag, unsigned j) {
+        real n = floor(lag / SS_II);
+        real r = lag - n * SS_II;
+        if (r < (real)0) {
+            r = (real)0;
+        } else if (SS_II - r <= SS_ULPS * m->eps * fmax(lag, SS_II)) {
+            n = n + (real)1;
+            r = (real)0;
+        }
+        return r + (n - (real)j) * SS_II;
+    }
+
     // The times of the dose j intervals before 0 (tail event n_admin + j − 1), from 0 on, for
     // the steady-state dose's lag, duration and kind (ss_dose; kind 2: nothing after 0).
     FI void tail_times(unsigned j, real lag, real dur, real& start, real& end_, unsigned& kind) {
-        const real a = lag - (real)j * SS_II;
+        const real a = ss_arrival(lag, j);
         start = a;
         end_ = a + dur;
         if (kind == 0u && !(a >= (real)0)) kind = 2u;
@@ -189,7 +205,7 @@ struct Arm : Sub {
         real bt = 0;
         unsigned bc = 0, bk = 0;
         for (unsigned j = 0; j <= reach; j++) {
-            const real a = lag - (real)j * SS_II;
+            const real a = ss_arrival(lag, j);
             for (unsigned w = 0; w < 2; w++) {
                 real t;
                 unsigned c;
@@ -243,7 +259,7 @@ struct Arm : Sub {
                 const bool more = next_window_input(lag, dur, value, kind, reach, ct, cc, ck, dv, bolus);
                 const real te = more ? ct : SS_II;
                 // The one integrator call of the steady-state iterations.
-                if (te - t > (real)1e-13 * fmax(fabs(te), (real)1)) {
+                if (te - t > SAME_TIME * fmax(fabs(te), (real)1)) {
                     const unsigned st = integrate<false>(t, te);
                     if (st != 0u) { status = st; return false; }
                 }

@@ -741,9 +741,9 @@ struct Sub {
         for (;;) {
             if (n_acc + n_rej >= m->max_steps) return 1u;
             const real scale_t = fmax(fabs(t), span);
-            const real h_min = fmax(m->h_min_rel * scale_t, (real)2 * m->eps * fabs(t));
+            const real h_min = fmax(m->h_min_rel * scale_t, STEP_ULPS * m->eps * fabs(t));
             real step = fmin(h_prop, m->h_max);
-            const real snap_to = t1 - (m->snap * span + (real)2 * m->eps * fabs(t1));
+            const real snap_to = t1 - (m->snap * span + STEP_ULPS * m->eps * fabs(t1));
             const bool last = t + step >= snap_to;
             step = last ? t1 - t : step_taken(t, step);
             // The last step may be shorter: it ends at t1 exactly (a stopping point an ulp away).

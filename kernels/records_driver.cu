@@ -45,7 +45,7 @@ struct Rec : Sub {
     FI bool at(real t0, real t1) {
         if (t1 <= t_cur) return true;
         t_cur = t0;
-        if (t1 - t0 <= (real)1e-13 * fmax(fabs(t1), (real)1)) {
+        if (t1 - t0 <= SAME_TIME * fmax(fabs(t1), (real)1)) {
             t_cur = fmax(t0, t1);
             return true;
         }

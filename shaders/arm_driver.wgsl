@@ -202,11 +202,27 @@ fn ss_reach(d: Event) -> u32 {
     return u32(ceil((d.start + dur) / SS_II)) + 1u;
 }
 
+// When the dose j intervals before 0 arrives, for the lag `lag`: lag = n·SS_II + r with the
+// phase r in [0, SS_II) (one within round-off of SS_II is 0 of the next interval), and the
+// arrival r + (n − j)·SS_II (src/backend/records.rs `arrival`: lag − j·SS_II would put two
+// doses in one interval where the lag is a whole number of intervals not exact in binary).
+fn ss_arrival(lag: real, j: u32) -> real {
+    var n = floor(lag / SS_II);
+    var r = lag - n * SS_II;
+    if (r < 0.0) {
+        r = 0.0;
+    } else if (SS_II - r <= SS_ULPS * EPS * max(lag, SS_II)) {
+        n = n + 1.0;
+        r = 0.0;
+    }
+    return r + (n - real(j)) * SS_II;
+}
+
 // The dose j intervals before 0, from 0 on.
 fn tail_event(j: u32) -> Event {
     var ev = ss_dose();
-    let a = ev.start - real(j) * SS_II;
-    ev.end_ = ev.end_ - real(j) * SS_II;
+    let a = ss_arrival(ev.start, j);
+    ev.end_ = a + (ev.end_ - ev.start);
     ev.start = a;
     if (ev.kind == 0u && !(a >= 0.0)) { ev.kind = 2u; }
     if (ev.kind == 1u) {
@@ -245,7 +261,7 @@ fn next_window_input(d: Event) -> WindowInput {
     if (d.kind == 1u) { dur = d.end_ - d.start; }
     let reach = ss_reach(d);
     for (var j = 0u; j <= reach; j++) {
-        let a = d.start - real(j) * SS_II;
+        let a = ss_arrival(d.start, j);
         for (var w = 0u; w < 2u; w++) {
             var t: real = 0.0;
             var c = 1u;
@@ -291,7 +307,7 @@ fn ss_restart() {
 // Integrates the interval from ss_t to te; false when suspended or failed.
 fn ss_advance(te: real) -> bool {
     if (ss_busy == 0u) {
-        if (te - ss_t <= 1e-13 * max(abs(te), 1.0)) {
+        if (te - ss_t <= SAME_TIME * max(abs(te), 1.0)) {
             ss_t = max(ss_t, te);
             if (!all_finite(y)) { status = 3u; return false; }
             return true;

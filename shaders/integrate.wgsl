@@ -862,9 +862,9 @@ fn integrate(t0: real, t1: real) -> u32 {
         if (steps_left > 0u) { steps_left--; }
         let scale_t = max(abs(t), span);
         // A step must also move t: at least two ulps of t (a last step ends at t1 exactly).
-        let h_min = max(meta_.h_min_rel * scale_t, 2.0 * EPS * abs(t));
+        let h_min = max(meta_.h_min_rel * scale_t, STEP_ULPS * EPS * abs(t));
         var step = min(h_prop, meta_.h_max);
-        let snap_to = t1 - (SNAP * span + 2.0 * EPS * abs(t1));
+        let snap_to = t1 - (SNAP * span + STEP_ULPS * EPS * abs(t1));
         let last = t + step >= snap_to;
         // The step is what t moves by: where t + step rounds (f32 at large t), the states
         // advance by the rounded step, so that they stay at the time t says.

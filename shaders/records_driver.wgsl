@@ -55,7 +55,7 @@ fn load_params() {
 fn advance_from(t0: real, t1: real) -> bool {
     if (busy == 0u) {
         t_cur = t0;
-        if (t1 - t0 <= 1e-13 * max(abs(t1), 1.0)) {
+        if (t1 - t0 <= SAME_TIME * max(abs(t1), 1.0)) {
             t_cur = max(t0, t1);
         } else {
             t_prev = t0;

@@ -630,3 +630,57 @@ metrics = ["auc"]
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn doses_after_the_end_are_noted_as_by_vpop_run() {
+    let dir = temp_dir("after-end");
+    std::fs::write(
+        dir.join("trial.toml"),
+        r#"
+[trial]
+name = "past the end"
+subjects = 1
+seed = 1
+
+[model]
+library = "one_cmt_iv"
+
+[[arm]]
+name = "daily"
+dose = { amount = 100, into = "central", every = 24, count = 10 }
+
+[[arm]]
+name = "once"
+dose = { amount = 100, into = "central" }
+
+[simulation]
+end = 100
+backend = "cpu"
+
+[output]
+dir = "out"
+metrics = ["auc"]
+"#,
+    )
+    .unwrap();
+    for (arms, noted) in [("", true), ("arms = [\"once\"]\n", false)] {
+        std::fs::write(
+            dir.join("gsa.toml"),
+            format!(
+                "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"morris\"\nsamples = 4\n\
+                 {arms}out = \"gsa\"\n\n[[factor]]\nname = \"cl\"\nrange = [1.0, 4.0]\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .args(["sensitivity", "gsa.toml"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let note = "note: arm daily: 5 of the 10 doses come after the end (100) and are not given";
+        assert_eq!(err.contains(note), noted, "{arms}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -305,3 +305,81 @@ fn work_counters_are_pinned() {
     }
     insta::assert_snapshot!(lines.join("\n"));
 }
+
+/// A dose into a target-mediated model whose binding is fast against the dosing interval: the
+/// step after each dose spans the binding transient, where the Rodas4 interpolant alone could
+/// be off by 100 % (even negative) while the step's end was right. The values read inside steps
+/// (at times, the minimum, the time above a threshold) must match scipy's Radau at rtol 1e-12
+/// (tests/data/tmdd_reference.py) to well within the absolute tolerance.
+#[test]
+fn rosenbrock_values_inside_steps_follow_a_fast_binding_transient() {
+    let times = [0.5, 24.5, 24.9, 26.5, 48.5, 72.5, 73.0, 95.0];
+    let reference = [
+        1.117874198152058e-06,
+        6.450085378294441e-07,
+        6.471950387140475e-07,
+        6.559548710343762e-07,
+        4.724826954840631e-07,
+        3.83418106651842e-07,
+        3.847811477800498e-07,
+        4.4963287661931766e-07,
+    ];
+    let cmin = 3.82060920258033e-07;
+    let atol = 1e-9;
+    for method in ["rodas4", "rosenbrock23"] {
+        let list: Vec<String> = times.iter().map(|t| t.to_string()).collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .args([
+                "simulate",
+                "tmdd_full",
+                "-p",
+                "kon=1000",
+                "--dose",
+                "amount=30,into=central,every=24,count=4",
+                "--end",
+                "96",
+                "--method",
+                method,
+                "--rtol",
+                "1e-6",
+                "--atol",
+                "1e-9",
+                "--metrics",
+                "rfree:cmin,rfree:time_above(3e-7)",
+                "--times",
+                &list.join(","),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("status ok"), "{text}");
+        let value = |column: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(column)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let got = value("rfree_cmin");
+        assert!(
+            (got - cmin).abs() < 0.05 * atol,
+            "{method} cmin {got} vs {cmin}"
+        );
+        // rfree stays above 3.82e-7 throughout.
+        assert_eq!(value("rfree_time_above_0p0000003"), 96.0, "{method}");
+        for (t, want) in times.iter().zip(reference) {
+            let row = text
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|w| w.len() == 3 && w[0].parse::<f64>().ok() == Some(*t))
+                .unwrap_or_else(|| panic!("no row at {t}:\n{text}"));
+            let got: f64 = row[2].parse().unwrap();
+            assert!(
+                (got - want).abs() < 0.05 * atol,
+                "{method}: rfree({t}) = {got} vs {want}"
+            );
+        }
+    }
+}

@@ -218,7 +218,50 @@ fn records_with_ss_start_the_arm_at_steady_state() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
+/// An oral dose at steady state whose lag is a whole number of dosing intervals that are not
+/// exact in binary (9.6 h = 8 × 1.2 h; 6.0 h = 5 × 1.2 h; 0.5 h = 10 × 0.05 h): one dose per
+/// interval, as for any other lag (the doses 7 and 8 intervals back once both fell inside one
+/// interval, an ulp from either end, and the steady state was doubled). AUC over an interval is
+/// D/CL; the concentration at 0.6 h, the sum over the dose train of the one-dose profile.
+#[test]
+fn a_lag_of_whole_intervals_gives_one_dose_per_interval() {
+    let c = CompiledModel::new(&Model::parse("oral_lag.vpm", ORAL_LAG).unwrap());
+    let (ka, cl, v) = (1.2, 5.0, 50.0);
+    let k = cl / v;
+    for (ii, lag) in [(1.2, 9.6), (1.2, 9.5), (1.2, 9.7), (1.2, 6.0), (0.05, 0.5)] {
+        let mut a = arm(Administration::Bolus, &["auc", "at(0.6)"]);
+        a.regimen.lines[0].interval = ii;
+        a.end = ii;
+        a.metrics[1] = MetricSpec::new(
+            0,
+            "cp",
+            Metric::parse(&format!("at({})", ii / 2.0)).unwrap(),
+        );
+        let mut integ = Integrator::new(a.solver.method, 2);
+        let out = simulate_arm_subject(&c, &[ka, cl, v, lag], 1.0, &a, &mut integ);
+        assert_eq!(out.status, Status::Ok);
+        close(
+            out.metrics[0],
+            DOSE / cl,
+            1e-8,
+            &format!("AUC, ii {ii} lag {lag}"),
+        );
+        // The doses given j intervals before the one at 0 (j ≥ 0) arrive at lag − j·ii.
+        let t = ii / 2.0;
+        let want: f64 = (0..200_000)
+            .map(|j| t - (lag - j as f64 * ii))
+            .filter(|s| *s > 0.0)
+            .map(|s| DOSE * ka / (v * (ka - k)) * ((-k * s).exp() - (-ka * s).exp()))
+            .sum();
+        close(
+            out.metrics[1],
+            want,
+            1e-8,
+            &format!("C({t}), ii {ii} lag {lag}"),
+        );
+    }
+}
+
 const ORAL_LAG: &str = "
 param ka = 1.2
 param cl = 5
@@ -250,6 +293,14 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
         let mut a = arm(Administration::Bolus, &metrics);
         a.regimen.lines[0].count = 2;
         a.end = 2.0 * II;
+        arms.push(a.clone());
+        // Every 1.2 h: subject 2's lag (9.6 h) is 8 intervals, not exact in binary.
+        a.regimen.lines[0].interval = 1.2;
+        a.end = 2.4;
+        a.metrics = ["auc", "cmax", "cmin", "at(0.6)"]
+            .iter()
+            .map(|x| MetricSpec::new(0, "cp", Metric::parse(x).unwrap()))
+            .collect();
         arms.push(a);
     } else {
         for admin in [
@@ -272,7 +323,7 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
             (0..n).map(|i| 0.8 + 0.2 * i as f64).collect(),
             (0..n).map(|i| 3.0 + i as f64).collect(),
             vec![50.0; n],
-            (0..n).map(|i| 2.0 + 3.0 * i as f64).collect(),
+            vec![2.0, 5.0, 9.6, 11.0, 14.0, 17.0],
         ]
     } else {
         vec![(0..n).map(|i| 3.0 + i as f64).collect(), vec![V; n]]

@@ -31,9 +31,9 @@ use crate::dosing::StateDosing;
 use crate::metrics::OutputEval;
 use crate::model::{CompiledModel, Model};
 use crate::solver::tableau_data::{
-    SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP, SS_JUMP_ABOVE,
-    SS_JUMP_MAX, SS_JUMP_SLOW, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE, SS_RATIO_MAX,
-    SS_SETTLING, SS_STEADY, SS_ULPS,
+    SAME_TIME, SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP,
+    SS_JUMP_ABOVE, SS_JUMP_MAX, SS_JUMP_SLOW, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE,
+    SS_RATIO_MAX, SS_SETTLING, SS_STEADY, SS_ULPS,
 };
 use crate::solver::{Integrator, NoObserver, SolverOptions, Stats, Status};
 
@@ -195,8 +195,10 @@ impl Dose {
             let rate = d.rate.ok_or(Status::NonFinite)?;
             (rate, amount / rate)
         } else if r.rate == -2.0 {
-            let dur = d.duration.ok_or(Status::NonFinite)?;
-            (if dur > 0.0 { amount / dur } else { 0.0 }, dur)
+            // A modelled duration must be > 0, as a dose line's is (a subject whose `dur` is
+            // 0 is flagged, not given the dose as a bolus).
+            let dur = d.duration.filter(|&x| x > 0.0).ok_or(Status::NonFinite)?;
+            (amount / dur, dur)
         } else {
             (0.0, 0.0)
         };
@@ -236,8 +238,7 @@ impl Dose {
         let mut tail = Vec::new();
         for j in 0..=reach {
             // The dose j intervals before the window's start.
-            let t0 = -(j as f64) * ii;
-            let a = t0 + self.lag;
+            let a = arrival(self.lag, ii, j, f64::EPSILON);
             if self.duration > 0.0 {
                 let b = a + self.duration;
                 if b > 0.0 && a < ii {
@@ -250,7 +251,7 @@ impl Dose {
                 window.push((a, self.state, Input::Bolus(self.amount)));
             }
             // The dose j + 1 intervals before the dose time.
-            let a = a - ii;
+            let a = arrival(self.lag, ii, j + 1, f64::EPSILON);
             if self.duration > 0.0 {
                 let b = a + self.duration;
                 if b > 0.0 {
@@ -269,6 +270,25 @@ impl Dose {
         });
         (window, tail)
     }
+}
+
+/// When the dose given `j` intervals `ii` before a time arrives, relative to that time, for a
+/// lag `lag ≥ 0`: `r + (n − j)·ii` where `lag = n·ii + r` with the phase `r` in [0, ii), and a
+/// phase within round-off (`SS_ULPS` units of `eps`) of `ii` taken as 0 of the next interval.
+/// Written so (not `lag − j·ii`) because a lag that is a whole number of intervals not exact in
+/// binary (9.6 h at 1.2 h) would otherwise put the doses j = 7 and 8 both inside one interval
+/// [0, ii), one an ulp before its end and one an ulp after its start. The kernels'
+/// `ss_arrival` (kernels/arm_driver.cu, shaders/arm_driver.wgsl) is this function.
+pub(crate) fn arrival(lag: f64, ii: f64, j: usize, eps: f64) -> f64 {
+    let mut n = (lag / ii).floor();
+    let mut r = lag - n * ii;
+    if r < 0.0 {
+        r = 0.0;
+    } else if ii - r <= SS_ULPS * eps * lag.max(ii) {
+        n += 1.0;
+        r = 0.0;
+    }
+    r + (n - j as f64) * ii
 }
 
 /// What the record semantics ask of the integration: the CPU f64 reference integrates as it
@@ -298,7 +318,7 @@ trait Engine {
 /// Times that differ by round-off only (an infusion end computed as start + AMT/RATE next to
 /// a record time) are the same time.
 fn same_time(t: f64, t1: f64) -> bool {
-    t1 > t && t1 - t <= 1e-13 * t1.abs().max(1.0)
+    t1 > t && t1 - t <= SAME_TIME * t1.abs().max(1.0)
 }
 
 fn integrate_to<E: Engine>(e: &mut E, t: &mut f64, t1: f64) -> Result<(), Status> {

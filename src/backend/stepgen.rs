@@ -283,7 +283,19 @@ fn rodas4(lang: Lang) -> String {
         s.push_str(&lang.solve(&format!("k{st}")));
     }
     // y1 = u_6 + k_6 where u_6 (in y1) = y0 + Σ a_6j k_j.
-    s.push_str(&lang.for_j("y1[j] = y1[j] + k5[j]; err[j] = k5[j];"));
+    s.push_str(&lang.for_j("y1[j] = y1[j] + k5[j];"));
+    // The dense output's error at the midpoint (src/solver/integrator.rs `rodas4_step`): its
+    // defect there filtered by W⁻¹; the step's error is the larger of it and k_6, component by
+    // component (a non-finite one taken).
+    s.push_str("    prepare_dense(h);\n");
+    s.push_str(&lang.for_j("err[j] = 0.5 * (y[j] + y1[j]) + (0.25 * dn0[j] + 0.125 * dn1[j]);"));
+    s.push_str(&lang.rhs("t + 0.5 * h", "err", "tmp"));
+    s.push_str(&lang.for_j("tmp[j] = (y1[j] - y[j] + 0.25 * dn1[j]) / h - tmp[j];"));
+    s.push_str(&lang.solve("tmp"));
+    s.push_str(&lang.for_j(match lang {
+        Lang::Wgsl => "err[j] = select(tmp[j], k5[j], abs(tmp[j]) <= abs(k5[j]));",
+        Lang::Cuda => "err[j] = fabs(tmp[j]) <= fabs(k5[j]) ? k5[j] : tmp[j];",
+    }));
     s.push_str("    return true;\n}\n");
     s
 }

@@ -84,23 +84,53 @@ impl FileKind {
         }
     }
 
-    /// The top-level keys that make a file of this kind, for messages.
-    fn keys(self) -> &'static str {
-        match self {
-            FileKind::Trial => {
-                "[trial], [model] library/file, [population] library/file, [[arm]], [data], \
-                 [simulation], [output]"
-            }
-            FileKind::Population => {
-                "[population] name/description, [covariates], [parameters], [[omega]], [residual]"
-            }
-            FileKind::Sensitivity => "[sensitivity], [[factor]]",
-            FileKind::Simulate => {
-                "model = \"…\", params, dose, doses, end, method, rtol, atol, dt, metrics, times"
-            }
-        }
+    /// The top-level keys that make a file of this kind, for messages: those of
+    /// [`KIND_KEYS`] (tables and arrays of tables bracketed as written), and `model` and
+    /// `[population]`, which tell by their contents.
+    fn keys(self) -> String {
+        let own = KIND_KEYS
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or(&[][..], |(_, keys)| keys);
+        let mut v: Vec<String> = match self {
+            FileKind::Trial => vec![
+                "[model] library/file".into(),
+                "[population] library/file".into(),
+            ],
+            FileKind::Population => vec!["[population] name/description".into()],
+            FileKind::Sensitivity => Vec::new(),
+            FileKind::Simulate => vec!["model = \"…\"".into()],
+        };
+        v.extend(own.iter().map(|k| match self {
+            FileKind::Simulate => (*k).to_string(),
+            _ if ARRAY_KEYS.contains(k) => format!("[[{k}]]"),
+            _ => format!("[{k}]"),
+        }));
+        v.join(", ")
     }
 }
+
+/// The top-level keys that tell a file's kind by their name alone.
+const KIND_KEYS: [(FileKind, &[&str]); 4] = [
+    (
+        FileKind::Trial,
+        &["trial", "arm", "data", "simulation", "output"],
+    ),
+    (
+        FileKind::Population,
+        &["covariates", "parameters", "omega", "residual"],
+    ),
+    (FileKind::Sensitivity, &["sensitivity", "factor"]),
+    (
+        FileKind::Simulate,
+        &[
+            "params", "dose", "doses", "end", "method", "rtol", "atol", "dt", "metrics", "times",
+        ],
+    ),
+];
+
+/// Keys of [`KIND_KEYS`] written as arrays of tables.
+const ARRAY_KEYS: [&str; 3] = ["arm", "omega", "factor"];
 
 /// What a TOML file is taken for, from its top-level keys, and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,17 +205,14 @@ fn file_kind(text: &str) -> Detection {
             None => evidence.push((kind, vec![key])),
         };
     for (key, value) in &table {
+        let by_name = KIND_KEYS
+            .iter()
+            .find(|(_, keys)| keys.contains(&key.as_str()))
+            .map(|(k, _)| *k);
         let kind = match (key.as_str(), value) {
-            ("trial" | "arm" | "data" | "simulation" | "output", _) => Some(FileKind::Trial),
-            ("covariates" | "parameters" | "omega" | "residual", _) => Some(FileKind::Population),
-            ("sensitivity" | "factor", _) => Some(FileKind::Sensitivity),
+            _ if by_name.is_some() => by_name,
             ("model", toml::Value::String(_)) => Some(FileKind::Simulate),
             ("model", toml::Value::Table(_)) => Some(FileKind::Trial),
-            (
-                "params" | "dose" | "doses" | "end" | "method" | "rtol" | "atol" | "dt" | "metrics"
-                | "times",
-                _,
-            ) => Some(FileKind::Simulate),
             ("population", toml::Value::Table(t)) => {
                 let has = |k: &[&str]| k.iter().any(|k| t.contains_key(*k));
                 if has(&["library", "file"]) && !has(&["name", "description"]) {
@@ -478,7 +505,7 @@ pub(crate) fn note_doses_after((past, all): (u64, u64), end: f64) -> Option<Stri
 
 /// What of an arm comes at or after the end of the simulation: doses never given, occasions
 /// in which no time falls, resets that change nothing.
-fn notes_after_end(a: &crate::trial::resolve::Arm) -> Vec<String> {
+pub(crate) fn notes_after_end(a: &crate::trial::resolve::Arm) -> Vec<String> {
     let end = a.plan.end;
     let of = |(after, all): (usize, usize), one: &str, many: &str| match (after, all) {
         (0, _) => None,

@@ -32,6 +32,14 @@ pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("unknown backend '{b}' (auto, cpu, wgpu, cuda)"))?,
         ),
     };
+    // The analysed arms' doses, occasions and resets after the end, as `vpop run` notes them.
+    for (i, arm) in a.trial.arms.iter().enumerate() {
+        if a.outputs.iter().any(|&(j, _)| j == i) {
+            for w in super::run::notes_after_end(arm) {
+                eprintln!("note: arm {}: {w}", arm.plan.name);
+            }
+        }
+    }
     let report = run_analysis(&a, backend).map_err(anyhow::Error::msg)?;
     println!("{}", format_report(&a, &report));
     for f in &report.files {

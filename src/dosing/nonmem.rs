@@ -104,6 +104,7 @@ impl Dataset {
         // Rows taken as comments by their C column, for the message when nothing else is left.
         let mut commented = 0;
         let mut header_line = 0;
+        let mut errors: Vec<Diagnostic> = Vec::new();
         for (i, raw) in text.split('\n').enumerate() {
             let line_start = offset;
             offset += raw.len() + 1;
@@ -142,7 +143,7 @@ impl Dataset {
                 continue;
             };
             if fields.len() != names.len() {
-                return Err(src.error(
+                errors.push(src.error(
                     Span::new(line_start, line_start),
                     format!(
                         "{} fields, the header has {} columns",
@@ -150,6 +151,7 @@ impl Dataset {
                         names.len()
                     ),
                 ));
+                continue;
             }
             if let Some(c) = cols.c {
                 let v = fields[c].0.trim();
@@ -158,185 +160,198 @@ impl Dataset {
                     continue;
                 }
             }
-            let num = |k: Option<usize>, what: &str| -> Result<Option<f64>, Diagnostic> {
-                let Some(k) = k else { return Ok(None) };
-                let (s, span) = &fields[k];
-                let s = s.trim();
-                if missing(s) {
-                    return Ok(None);
-                }
-                s.parse::<f64>()
-                    .map(Some)
-                    .map_err(|_| src.error(*span, format!("{what}: '{s}' is not a number")))
-                    .and_then(|v| match v {
-                        Some(x) if !x.is_finite() => {
-                            Err(src.error(*span, format!("{what}: '{s}' is not finite")))
-                        }
-                        v => Ok(v),
-                    })
-            };
-            let at =
-                |k: Option<usize>| k.map_or(Span::new(line_start, line_start), |k| fields[k].1);
-            let id_field = fields[cols.id.unwrap_or(0)].0.trim().to_string();
-            if missing(&id_field) {
-                return Err(src.error(at(cols.id), "missing ID"));
-            }
-            let Some(time) = num(cols.time, "TIME")? else {
-                return Err(src.error(at(cols.time), "missing TIME"));
-            };
-            let amt = num(cols.amt, "AMT")?.unwrap_or(0.0);
-            let whole =
-                |k: Option<usize>, what: &str, lo: f64, hi: f64| -> Result<f64, Diagnostic> {
-                    let v = num(k, what)?.unwrap_or(0.0);
-                    if v.fract() != 0.0 || v < lo || v > hi {
-                        return Err(src.error(
-                            at(k),
-                            format!("{what} must be a whole number in [{lo}, {hi}], got {v}"),
-                        ));
+            // Each row's error is kept and the rows after it read on, so that one reading
+            // reports every bad row (up to MAX_ERRORS).
+            let mut row = || -> Result<(), Diagnostic> {
+                let num = |k: Option<usize>, what: &str| -> Result<Option<f64>, Diagnostic> {
+                    let Some(k) = k else { return Ok(None) };
+                    let (s, span) = &fields[k];
+                    let s = s.trim();
+                    if missing(s) {
+                        return Ok(None);
                     }
-                    Ok(v)
+                    s.parse::<f64>()
+                        .map(Some)
+                        .map_err(|_| src.error(*span, format!("{what}: '{s}' is not a number")))
+                        .and_then(|v| match v {
+                            Some(x) if !x.is_finite() => {
+                                Err(src.error(*span, format!("{what}: '{s}' is not finite")))
+                            }
+                            v => Ok(v),
+                        })
                 };
-            let written_evid = match num(cols.evid, "EVID")? {
-                None => None,
-                Some(_) => Some(whole(cols.evid, "EVID", 0.0, 4.0)? as u8),
-            };
-            let evid = match written_evid {
-                None if amt != 0.0 || num(cols.rate, "RATE")?.unwrap_or(0.0) != 0.0 => Evid::Dose,
-                None | Some(0) => Evid::Observation,
-                Some(1) => Evid::Dose,
-                Some(2) => Evid::Other,
-                Some(3) => Evid::Reset,
-                Some(_) => Evid::ResetDose,
-            };
-            // MDV = 1 on a record that is not a dose: no observation (NM-TRAN's EVID 2).
-            let missing_dv = whole(cols.mdv, "MDV", 0.0, 1.0)? == 1.0;
-            let evid = match evid {
-                Evid::Observation if missing_dv => Evid::Other,
-                e => e,
-            };
-            let cmt = whole(cols.cmt, "CMT", -1e9, 1e9)? as i64;
-            let ss = whole(cols.ss, "SS", 0.0, 2.0)? as u8;
-            let ii = num(cols.ii, "II")?.unwrap_or(0.0);
-            let addl = whole(cols.addl, "ADDL", 0.0, 1e7)? as u32;
-            let rate = num(cols.rate, "RATE")?.unwrap_or(0.0);
-            let dosing = matches!(evid, Evid::Dose | Evid::ResetDose);
-            if ii < 0.0 {
-                return Err(src.error(at(cols.ii), "II must not be negative"));
-            }
-            // An amount or a rate on a record that gives no dose would be dropped without a
-            // word (a mistyped EVID loses a dose): refused, as NM-TRAN does. Without an EVID
-            // column such a record is a dose, so this names the EVID as written.
-            if !dosing {
-                let evid = written_evid.unwrap_or(0);
-                for (k, what, v) in [(cols.amt, "AMT", amt), (cols.rate, "RATE", rate)] {
-                    if v != 0.0 {
+                let at =
+                    |k: Option<usize>| k.map_or(Span::new(line_start, line_start), |k| fields[k].1);
+                let id_field = fields[cols.id.unwrap_or(0)].0.trim().to_string();
+                if missing(&id_field) {
+                    return Err(src.error(at(cols.id), "missing ID"));
+                }
+                let Some(time) = num(cols.time, "TIME")? else {
+                    return Err(src.error(at(cols.time), "missing TIME"));
+                };
+                let amt = num(cols.amt, "AMT")?.unwrap_or(0.0);
+                let whole =
+                    |k: Option<usize>, what: &str, lo: f64, hi: f64| -> Result<f64, Diagnostic> {
+                        let v = num(k, what)?.unwrap_or(0.0);
+                        if v.fract() != 0.0 || v < lo || v > hi {
+                            return Err(src.error(
+                                at(k),
+                                format!("{what} must be a whole number in [{lo}, {hi}], got {v}"),
+                            ));
+                        }
+                        Ok(v)
+                    };
+                let written_evid = match num(cols.evid, "EVID")? {
+                    None => None,
+                    Some(_) => Some(whole(cols.evid, "EVID", 0.0, 4.0)? as u8),
+                };
+                let evid = match written_evid {
+                    None if amt != 0.0 || num(cols.rate, "RATE")?.unwrap_or(0.0) != 0.0 => {
+                        Evid::Dose
+                    }
+                    None | Some(0) => Evid::Observation,
+                    Some(1) => Evid::Dose,
+                    Some(2) => Evid::Other,
+                    Some(3) => Evid::Reset,
+                    Some(_) => Evid::ResetDose,
+                };
+                // MDV = 1 on a record that is not a dose: no observation (NM-TRAN's EVID 2).
+                let missing_dv = whole(cols.mdv, "MDV", 0.0, 1.0)? == 1.0;
+                let evid = match evid {
+                    Evid::Observation if missing_dv => Evid::Other,
+                    e => e,
+                };
+                let cmt = whole(cols.cmt, "CMT", -1e9, 1e9)? as i64;
+                let ss = whole(cols.ss, "SS", 0.0, 2.0)? as u8;
+                let ii = num(cols.ii, "II")?.unwrap_or(0.0);
+                let addl = whole(cols.addl, "ADDL", 0.0, 1e7)? as u32;
+                let rate = num(cols.rate, "RATE")?.unwrap_or(0.0);
+                let dosing = matches!(evid, Evid::Dose | Evid::ResetDose);
+                if ii < 0.0 {
+                    return Err(src.error(at(cols.ii), "II must not be negative"));
+                }
+                // An amount or a rate on a record that gives no dose would be dropped without a
+                // word (a mistyped EVID loses a dose): refused, as NM-TRAN does. Without an EVID
+                // column such a record is a dose, so this names the EVID as written.
+                if !dosing {
+                    let evid = written_evid.unwrap_or(0);
+                    for (k, what, v) in [(cols.amt, "AMT", amt), (cols.rate, "RATE", rate)] {
+                        if v != 0.0 {
+                            return Err(src.error(
+                                at(k),
+                                format!(
+                                    "{what} is {v} on a record that gives no dose (EVID {evid}): \
+                                     make it a dose (EVID 1, or 4 to reset first) or leave {what} \
+                                     0 or '.'"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if dosing {
+                    if cmt <= 0 {
                         return Err(src.error(
-                            at(k),
+                            at(cols.cmt),
+                            "a dose record needs a compartment number CMT ≥ 1 (turning compartments off is not supported)",
+                        ));
+                    }
+                    if amt < 0.0 {
+                        return Err(src.error(at(cols.amt), "AMT must not be negative"));
+                    }
+                    if rate < 0.0 && rate != -1.0 && rate != -2.0 {
+                        return Err(src.error(
+                            at(cols.rate),
+                            "RATE must be ≥ 0, or -1 (modelled rate) or -2 (modelled duration)",
+                        ));
+                    }
+                    // An infusion of nothing (a steady-state infusion, AMT 0 with RATE > 0, needs SS).
+                    if amt == 0.0 && rate != 0.0 && ss == 0 {
+                        return Err(src.error(
+                            at(cols.rate),
                             format!(
-                                "{what} is {v} on a record that gives no dose (EVID {evid}): \
-                                 make it a dose (EVID 1, or 4 to reset first) or leave {what} \
-                                 0 or '.'"
+                                "RATE is {rate} on a dose with AMT 0 and SS 0, which gives nothing: \
+                                 give the amount in AMT, or SS = 1 for a steady-state infusion at RATE"
                             ),
                         ));
                     }
+                    if addl > 0 && ii <= 0.0 {
+                        return Err(src.error(at(cols.addl), "ADDL needs an interval II > 0"));
+                    }
+                    if ss > 0 && ii <= 0.0 && !(amt == 0.0 && rate > 0.0) {
+                        return Err(src.error(
+                            at(cols.ss),
+                            "a steady-state dose needs II > 0 (or AMT = 0 with RATE > 0 for a steady-state infusion)",
+                        ));
+                    }
+                    if ss == 2 && ii <= 0.0 {
+                        return Err(src.error(
+                            at(cols.ss),
+                            "SS = 2 needs II > 0 (a steady-state infusion takes SS = 1)",
+                        ));
+                    }
                 }
-            }
-            if dosing {
-                if cmt <= 0 {
-                    return Err(src.error(
-                        at(cols.cmt),
-                        "a dose record needs a compartment number CMT ≥ 1 (turning compartments off is not supported)",
-                    ));
+                let mut cov = Vec::with_capacity(covariate_cols.len());
+                for (&k, name) in covariate_cols.iter().zip(&covariates) {
+                    cov.push(num(Some(k), &name.to_ascii_uppercase())?.unwrap_or(f64::NAN));
                 }
-                if amt < 0.0 {
-                    return Err(src.error(at(cols.amt), "AMT must not be negative"));
+                let record = Record {
+                    time,
+                    evid,
+                    amt,
+                    cmt,
+                    ss,
+                    ii,
+                    addl,
+                    rate,
+                    dv: num(cols.dv, "DV")?,
+                    covariates: cov,
+                    line: i + 1,
+                    cmt_col: src.line_col(at(cols.cmt).start).1,
+                    rate_col: src.line_col(at(cols.rate).start).1,
+                    covariate_cols: covariate_cols
+                        .iter()
+                        .map(|&k| src.line_col(fields[k].1.start).1)
+                        .collect(),
+                    row: rows,
+                };
+                rows += 1;
+                match subjects.last_mut() {
+                    Some(s) if s.id == id_field => {
+                        let prev = s.records.last().map_or(f64::NEG_INFINITY, |r| r.time);
+                        if time < prev {
+                            return Err(src.error(
+                                at(cols.time),
+                                format!(
+                                    "TIME {time} is before the previous record's ({prev}) of subject {}",
+                                    s.id
+                                ),
+                            ));
+                        }
+                        s.records.push(record);
+                    }
+                    _ => {
+                        if subjects.iter().any(|s| s.id == id_field) {
+                            return Err(src.error(
+                                at(cols.id),
+                                format!(
+                                    "the records of subject {id_field} are not contiguous (sort the dataset by ID, then TIME)"
+                                ),
+                            ));
+                        }
+                        subjects.push(Subject {
+                            id: id_field,
+                            records: vec![record],
+                        });
+                    }
                 }
-                if rate < 0.0 && rate != -1.0 && rate != -2.0 {
-                    return Err(src.error(
-                        at(cols.rate),
-                        "RATE must be ≥ 0, or -1 (modelled rate) or -2 (modelled duration)",
-                    ));
-                }
-                // An infusion of nothing (a steady-state infusion, AMT 0 with RATE > 0, needs SS).
-                if amt == 0.0 && rate != 0.0 && ss == 0 {
-                    return Err(src.error(
-                        at(cols.rate),
-                        format!(
-                            "RATE is {rate} on a dose with AMT 0 and SS 0, which gives nothing: \
-                             give the amount in AMT, or SS = 1 for a steady-state infusion at RATE"
-                        ),
-                    ));
-                }
-                if addl > 0 && ii <= 0.0 {
-                    return Err(src.error(at(cols.addl), "ADDL needs an interval II > 0"));
-                }
-                if ss > 0 && ii <= 0.0 && !(amt == 0.0 && rate > 0.0) {
-                    return Err(src.error(
-                        at(cols.ss),
-                        "a steady-state dose needs II > 0 (or AMT = 0 with RATE > 0 for a steady-state infusion)",
-                    ));
-                }
-                if ss == 2 && ii <= 0.0 {
-                    return Err(src.error(
-                        at(cols.ss),
-                        "SS = 2 needs II > 0 (a steady-state infusion takes SS = 1)",
-                    ));
-                }
-            }
-            let mut cov = Vec::with_capacity(covariate_cols.len());
-            for (&k, name) in covariate_cols.iter().zip(&covariates) {
-                cov.push(num(Some(k), &name.to_ascii_uppercase())?.unwrap_or(f64::NAN));
-            }
-            let record = Record {
-                time,
-                evid,
-                amt,
-                cmt,
-                ss,
-                ii,
-                addl,
-                rate,
-                dv: num(cols.dv, "DV")?,
-                covariates: cov,
-                line: i + 1,
-                cmt_col: src.line_col(at(cols.cmt).start).1,
-                rate_col: src.line_col(at(cols.rate).start).1,
-                covariate_cols: covariate_cols
-                    .iter()
-                    .map(|&k| src.line_col(fields[k].1.start).1)
-                    .collect(),
-                row: rows,
+                Ok(())
             };
-            rows += 1;
-            match subjects.last_mut() {
-                Some(s) if s.id == id_field => {
-                    let prev = s.records.last().map_or(f64::NEG_INFINITY, |r| r.time);
-                    if time < prev {
-                        return Err(src.error(
-                            at(cols.time),
-                            format!(
-                                "TIME {time} is before the previous record's ({prev}) of subject {}",
-                                s.id
-                            ),
-                        ));
-                    }
-                    s.records.push(record);
-                }
-                _ => {
-                    if subjects.iter().any(|s| s.id == id_field) {
-                        return Err(src.error(
-                            at(cols.id),
-                            format!(
-                                "the records of subject {id_field} are not contiguous (sort the dataset by ID, then TIME)"
-                            ),
-                        ));
-                    }
-                    subjects.push(Subject {
-                        id: id_field,
-                        records: vec![record],
-                    });
-                }
+            if let Err(e) = row() {
+                errors.push(e);
             }
+        }
+        if !errors.is_empty() {
+            return Err(combined(errors));
         }
         if header.is_none() {
             return Err(src.error(Span::default(), "the dataset has no header row"));
@@ -407,6 +422,32 @@ impl Cols {
 }
 
 /// A missing value: an empty field, `.` (NONMEM's), or `NA` (R's, as `write.csv` writes it).
+/// The most bad rows one reading of a dataset lists.
+const MAX_ERRORS: usize = 20;
+
+/// The errors of a dataset's rows as one: the first located as itself, the others (at most
+/// [`MAX_ERRORS`] in all) listed after it, one per line, with how many more there were.
+fn combined(mut errors: Vec<Diagnostic>) -> Diagnostic {
+    let more = errors.len().saturating_sub(MAX_ERRORS);
+    let rest: Vec<String> = errors
+        .iter()
+        .skip(1)
+        .take(MAX_ERRORS - 1)
+        .map(|e| e.to_string())
+        .collect();
+    let mut first = errors.swap_remove(0);
+    for r in &rest {
+        first.message.push('\n');
+        first.message.push_str(r);
+    }
+    if more > 0 {
+        first
+            .message
+            .push_str(&format!("\n… and {more} more rows with errors"));
+    }
+    first
+}
+
 fn missing(s: &str) -> bool {
     s.is_empty() || s == "." || s == "NA"
 }
@@ -584,6 +625,25 @@ mod tests {
                 Evid::Other
             ]
         );
+    }
+
+    #[test]
+    fn every_bad_row_is_reported_at_once() {
+        let text = "ID,TIME,AMT\n1,0,x\n1,1,5,9\n1,2,10\n1,y,1\n";
+        let e = Dataset::parse("d.csv", text).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "d.csv:2:5: AMT: 'x' is not a number\nd.csv:3:1: 4 fields, the header has 3 \
+             columns\nd.csv:4:1: a dose record needs a compartment number CMT ≥ 1 (turning \
+             compartments off is not supported)\nd.csv:5:3: TIME: 'y' is not a number"
+        );
+        // At most MAX_ERRORS rows listed, with how many more.
+        let many: String = (0..30).map(|i| format!("1,{i},x\n")).collect();
+        let e = Dataset::parse("d.csv", &format!("ID,TIME,AMT\n{many}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e.lines().count(), MAX_ERRORS + 1, "{e}");
+        assert!(e.ends_with("… and 10 more rows with errors"), "{e}");
     }
 
     #[test]

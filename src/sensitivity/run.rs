@@ -728,27 +728,17 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
         while s0 < total {
             let n = chunk.min(total - s0);
             let slice = a.parameters_of(&d, &base, s0..s0 + n);
-            // The evaluations' covariates, as a trial's chunk carries them for its doses
-            // (evaluation e is virtual subject e mod `subjects`): the one that scales the
-            // arm's `per` dose lines, the others left empty (backends read none).
-            let per = a.trial.arms[arm].amount_per;
-            let covariates: Vec<Vec<f64>> = sampled.as_ref().map_or(Vec::new(), |s| {
-                let tiled = |col: &Vec<f64>| (s0..s0 + n).map(|e| col[e % a.subjects]).collect();
-                let cols = s.covariates.iter().enumerate();
-                cols.map(|(c, col)| {
-                    if per == Some(c) {
-                        tiled(col)
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect()
+            // The covariate that scales the arm's `per` dose lines, for each evaluation
+            // (evaluation e is virtual subject e mod `subjects`).
+            let scale: Option<Vec<f64>> = a.trial.arms[arm].amount_per.and_then(|c| {
+                let col = &sampled.as_ref()?.covariates[c];
+                Some((s0..s0 + n).map(|e| col[e % a.subjects]).collect())
             });
             let input = ChunkInput {
                 first_subject: s0 as u64,
                 n,
                 params: &slice,
-                amount_scale: a.trial.arms[arm].amount_scale(&covariates),
+                amount_scale: scale.as_deref(),
                 occasion_params: &[],
             };
             let mut out = ChunkOutput::default();

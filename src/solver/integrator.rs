@@ -176,9 +176,13 @@ impl Integrator {
             if stats.accepted + stats.rejected >= opts.max_steps {
                 return Status::MaxSteps;
             }
-            let h_min = opts.h_min_rel * t.abs().max(span) + f64::MIN_POSITIVE;
+            // The kernels' rule (kernels/integrate.cu): at least STEP_ULPS of t's round-off,
+            // and a step within the snap and STEP_ULPS of t1 ends at t1.
+            let h_min = (opts.h_min_rel * t.abs().max(span))
+                .max(STEP_ULPS * f64::EPSILON * t.abs())
+                .max(f64::MIN_POSITIVE);
             let mut step = h.min(opts.h_max);
-            let last = t + step >= t1 - 1e-12 * span.max(t1.abs() * f64::EPSILON);
+            let last = t + step >= t1 - (SNAP_F64 * span + STEP_ULPS * f64::EPSILON * t1.abs());
             // The step is what t moves by (as in the kernels, where f32 rounds t + step at
             // large t): the states advance by the step t takes, rounded down, never up (a step
             // rounded up to the one just rejected would be rejected forever).
@@ -582,7 +586,27 @@ impl Integrator {
         // y1 = u_6 + k_6, where u_6 (in y1) = y0 + Σ a_6j k_j.
         for j in 0..n {
             self.y1[j] += self.k[5 * n + j];
-            self.err[j] = self.k[5 * n + j];
+        }
+        // The dense output's error at the step's midpoint: its defect there,
+        // δ = u'(½) − f(t + h/2, u(½)), filtered by W⁻¹ (the interpolant's error itself in
+        // stiff components, where a fast transient inside the step leaves the interpolant
+        // wrong while the step's end is right; small in the others). The step's error is
+        // the larger of this and the embedded estimate k_6, component by component.
+        self.prepare_dense(h);
+        for j in 0..n {
+            let (d0, d1) = (self.dense[0][j], self.dense[1][j]);
+            self.err[j] = 0.5 * (y[j] + self.y1[j]) + (0.25 * d0 + 0.125 * d1);
+        }
+        sys.rhs(t + 0.5 * h, &self.err[..n], &mut self.tmp[..n]);
+        stats.rhs_evals += 1;
+        for j in 0..n {
+            let slope = (self.y1[j] - y[j] + 0.25 * self.dense[1][j]) / h;
+            self.tmp[j] = slope - self.tmp[j];
+        }
+        self.w.solve(n, &mut self.tmp[..n]);
+        for j in 0..n {
+            let (k6, dense) = (self.k[5 * n + j], self.tmp[j]);
+            self.err[j] = if dense.abs() <= k6.abs() { k6 } else { dense };
         }
         true
     }

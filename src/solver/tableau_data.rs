@@ -238,6 +238,18 @@ pub const STEP_ERR_MIN: f64 = 1e-10;
 /// The controller's memory of the previous error: its value at the start (and after a
 /// reset), and its floor.
 pub const STEP_ERR_PREV_MIN: f64 = 1e-4;
+/// A step must move t by at least this many units of t's round-off (machine epsilon · |t|),
+/// and a step that would end within this many of a stopping point (beyond the snap below)
+/// ends there: the CPU reference and both kernels take this one rule.
+pub const STEP_ULPS: f64 = 2.0;
+/// A step that would end within this fraction of its segment's span of the segment's end
+/// ends there, in f64 (the CPU reference and the f64 kernels) and in f32.
+pub const SNAP_F64: f64 = 1e-12;
+pub const SNAP_F32: f64 = 1e-6;
+/// Event times closer than this fraction of the later one's magnitude (at least 1) are one
+/// time: an infusion's end computed as start + AMT/RATE next to a record at that time, in the
+/// records drivers and the steady-state loops of the CPU reference and of both kernels.
+pub const SAME_TIME: f64 = 1e-13;
 
 /// Steady state (src/backend/records.rs, and the kernels' copies of its iterations): dosing
 /// intervals are repeated until the estimated remaining change is below this fraction of the

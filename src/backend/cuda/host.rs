@@ -119,7 +119,7 @@ pub(super) trait Real:
 impl Real for f32 {
     const PRECISION: Precision = Precision::F32;
     const EPS: f64 = f32::EPSILON as f64;
-    const SNAP: f64 = 1e-6;
+    const SNAP: f64 = crate::solver::tableau_data::SNAP_F32;
     fn of(x: f64) -> f32 {
         x as f32
     }
@@ -137,7 +137,7 @@ impl Real for f32 {
 impl Real for f64 {
     const PRECISION: Precision = Precision::F64;
     const EPS: f64 = f64::EPSILON;
-    const SNAP: f64 = 1e-12;
+    const SNAP: f64 = crate::solver::tableau_data::SNAP_F64;
     fn of(x: f64) -> f64 {
         x
     }

@@ -35,8 +35,11 @@ pub fn records_carry_f(z: &KernelSizes) -> usize {
 /// Machine epsilon and the end-of-segment snap of each precision (as in the CUDA kernel).
 fn eps_snap(p: Precision) -> (f64, f64) {
     match p {
-        Precision::F32 => (f64::from(f32::EPSILON), 1e-6),
-        Precision::F64 => (f64::EPSILON, 1e-12),
+        Precision::F32 => (
+            f64::from(f32::EPSILON),
+            crate::solver::tableau_data::SNAP_F32,
+        ),
+        Precision::F64 => (f64::EPSILON, crate::solver::tableau_data::SNAP_F64),
     }
 }
 

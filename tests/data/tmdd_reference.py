@@ -1,0 +1,28 @@
+"""Reference free target (rfree) of the library's tmdd_full model with kon = 1000 (binding
+fast against the dosing interval), 30 into central every 24 h x 4, for the Rosenbrock tests
+of tests/solver_reference.rs: values at times, and the least value (right after the last dose).
+
+Made with:  python3 tests/data/tmdd_reference.py
+(scipy's Radau IIA at rtol 1e-12 and atol 1e-20, dose to dose; the minimum refined with a
+bounded scalar search on the dense output.)
+"""
+import numpy as np
+from scipy.integrate import solve_ivp
+from scipy.optimize import minimize_scalar
+cl, v, kon, koff, kint, ksyn, kdeg = 0.02, 3.0, 1000.0, 0.01, 0.05, 0.01, 0.1
+def f(t, y):
+    c = y[0] / v; b = kon * c * y[1] - koff * y[2]
+    return [-cl / v * y[0] - b * v, ksyn - kdeg * y[1] - b, b - kint * y[2]]
+segs = []; y = np.array([0, 0.1, 0.])
+for i in range(4):
+    y[0] += 30
+    s = solve_ivp(f, [24 * i, 24 * i + 24], y, method='Radau', rtol=1e-12, atol=1e-20, dense_output=True)
+    segs.append(s.sol); y = s.y[:, -1].copy()
+R = lambda t: segs[min(int(t // 24), 3)](t)[1]
+for t in [0.5, 24.5, 24.9, 26.5, 48.5, 72.5, 73.0, 95.0]:
+    print(t, repr(R(t)))
+g = np.concatenate([np.linspace(24 * i + 1e-9, 24 * i + 24, 200001) for i in range(4)])
+vals = np.array([R(t) for t in g[::20]])
+k = vals.argmin(); t0 = g[::20][k]
+r = minimize_scalar(R, bounds=(max(t0 - 0.01, 0), min(t0 + 0.01, 96)), method='bounded', options={'xatol': 1e-12})
+print('cmin', repr(r.fun), 'at', r.x)
