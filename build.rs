@@ -43,6 +43,7 @@ fn constants() -> Vec<(String, f64)> {
     v.push(("STEP_ERR_MIN".into(), STEP_ERR_MIN));
     v.push(("STEP_ERR_PREV_MIN".into(), STEP_ERR_PREV_MIN));
     v.push(("STEP_ULPS".into(), STEP_ULPS));
+    v.push(("STEP_START".into(), STEP_START));
     v.push(("SAME_TIME".into(), SAME_TIME));
     for (name, x) in [
         ("SS_FRACTION", SS_FRACTION),

@@ -732,10 +732,11 @@ struct Sub {
             return 0u;
         }
         const real alpha = (real)1 / Q_ORDER - (real)0.75 * BETA;
-        // A starting step below what t resolves (states at rest long after t = 0, e.g. after a
-        // reset) is raised to the smallest step allowed there, with a margin.
+        // A starting step below the least step (states at rest long after t = 0, e.g. after a
+        // reset; a tiny atol against a fast component) is raised to STEP_START least steps.
         if (!(h_prop > (real)0 && isfinite(h_prop)))
-            h_prop = m->dt > (real)0 ? m->dt : fmax(initial_step(t0), (real)8 * m->eps * fabs(t0));
+            h_prop = m->dt > (real)0 ? m->dt
+                : fmax(initial_step(t0), STEP_START * fmax(m->h_min_rel * fmax(fabs(t0), span), STEP_ULPS * m->eps * fabs(t0)));
         real t = t0;
         bool rejected_last = false, saw_non_finite = false;
         for (;;) {

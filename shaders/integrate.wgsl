@@ -846,9 +846,13 @@ fn integrate(t0: real, t1: real) -> u32 {
     }
     let alpha = 1.0 / Q_ORDER - 0.75 * BETA;
     if (!(h_prop > 0.0 && finite(h_prop))) {
-        // A starting step below what t resolves (states at rest long after t = 0, e.g.
-        // after a reset) is raised to the smallest step allowed there, with a margin.
-        if (meta_.dt > 0.0) { h_prop = meta_.dt; } else { h_prop = max(initial_step(t0), 8.0 * EPS * abs(t0)); }
+        // A starting step below the least step (states at rest long after t = 0, e.g. after
+        // a reset; a tiny atol against a fast component) is raised to STEP_START least steps.
+        if (meta_.dt > 0.0) {
+            h_prop = meta_.dt;
+        } else {
+            h_prop = max(initial_step(t0), STEP_START * max(meta_.h_min_rel * max(abs(t0), span), STEP_ULPS * EPS * abs(t0)));
+        }
     }
     var t = t_cur;
     var rejected_last = false;

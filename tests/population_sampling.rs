@@ -849,7 +849,7 @@ fn the_sample_command_writes_the_subjects_and_summarises_them() {
         let want: Vec<String> = [mean, sd, type7(&sorted, 0.05), type7(&sorted, 0.5)]
             .iter()
             .chain(&[type7(&sorted, 0.95)])
-            .map(|v| format!("{v:.4}"))
+            .map(|v| vpop::output::table_value(*v, 4))
             .collect();
         let line = text
             .lines()

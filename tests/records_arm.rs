@@ -105,6 +105,10 @@ fn unsupported_records_are_refused_with_their_line() {
             "regimen.csv:2:1: in an arm's regimen a steady-state dose is SS = 1 at TIME 0",
         ),
         (
+            "ID,TIME,EVID,AMT,CMT,SS,II\n1,0,1,100,1,1,12\n1,0,1,50,2,1,24\n",
+            "regimen.csv:3:1: a second steady-state dose (SS = 1)",
+        ),
+        (
             "ID,TIME,EVID,AMT,CMT\n1,0,3,.,.\n1,0,1,100,1\n",
             "regimen.csv:2:1: a reset (EVID 3/4) in an arm's regimen comes after the arm's start",
         ),

@@ -383,3 +383,53 @@ fn rosenbrock_values_inside_steps_follow_a_fast_binding_transient() {
         }
     }
 }
+
+/// A tiny atol against a fast binding component made the starting-step estimate (1e-14 h)
+/// smaller than the least step allowed (1e-14 of the span), and the subject failed before any
+/// step was tried: the first step is now at least ten least steps. The result matches scipy's
+/// Radau at rtol 1e-12 (tests/data/tmdd_reference.py) within the tolerance.
+#[test]
+fn a_tiny_atol_does_not_stop_the_first_step() {
+    let (cp10, auc) = (9.164779947829127, 95.28305921370884);
+    for (method, rel) in [("rodas4", 1e-6), ("rosenbrock23", 1e-6), ("tsit5", 1e-6)] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .args([
+                "simulate",
+                "tmdd_full",
+                "-p",
+                "kon=1e4",
+                "--dose",
+                "amount=30,into=central",
+                "--end",
+                "10",
+                "--method",
+                method,
+                "--rtol",
+                "1e-6",
+                "--atol",
+                "1e-16",
+                "--metrics",
+                "cp:at(10),cp:auc",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("status ok"), "{method}: {text}");
+        let value = |column: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(column)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        for (column, want) in [("cp_at_10", cp10), ("cp_auc", auc)] {
+            let got = value(column);
+            assert!(
+                (got - want).abs() <= rel * want,
+                "{method} {column}: {got} vs {want}"
+            );
+        }
+    }
+}

@@ -145,9 +145,16 @@ impl DoseTimes {
     fn until(administrations: impl Iterator<Item = (f64, Option<f64>)>, end: f64) -> DoseTimes {
         let mut times = Vec::new();
         let mut last: Option<(f64, Option<f64>)> = None;
+        // Of administrations at the same last time, the interval is a repeated line's (a
+        // single dose has none), of several the shortest, whatever the order of the lines.
+        let shorter = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => a < b,
+            (Some(_), None) => true,
+            _ => false,
+        };
         for (nominal, interval) in administrations.filter(|(t, _)| *t <= end) {
             times.push(nominal);
-            if last.is_none_or(|(t, _)| nominal >= t) {
+            if last.is_none_or(|(t, i)| nominal > t || (nominal == t && shorter(interval, i))) {
                 last = Some((nominal, interval));
             }
         }
@@ -607,6 +614,38 @@ mod tests {
             (d.last(), d.last_interval, d.trough()),
             (Some(0.0), Some(12.0), None)
         );
+    }
+
+    /// A single dose at the time of a repeated line's last one, a line every 12 h and one
+    /// every 8 h ending together: the last interval is the repeated line's, the shortest,
+    /// whatever the order the lines are written in.
+    #[test]
+    fn the_last_interval_does_not_depend_on_the_order_of_the_lines() {
+        let q12 = DoseLine {
+            count: 4,
+            ..line(Administration::Bolus)
+        };
+        let extra = DoseLine {
+            start: 36.0,
+            count: 1,
+            ..line(Administration::Bolus)
+        };
+        let q8 = DoseLine {
+            start: 12.0,
+            interval: 8.0,
+            count: 4,
+            ..line(Administration::Bolus)
+        };
+        for (lines, want) in [
+            (vec![q12.clone(), extra.clone()], Some(12.0)),
+            (vec![extra.clone(), q12.clone()], Some(12.0)),
+            (vec![q12.clone(), q8.clone()], Some(8.0)),
+            (vec![q8.clone(), q12.clone()], Some(8.0)),
+            (vec![extra.clone()], None),
+        ] {
+            let d = Regimen { lines }.doses_until(60.0);
+            assert_eq!((d.last(), d.last_interval), (Some(36.0), want));
+        }
     }
 
     #[test]

@@ -165,9 +165,13 @@ impl Integrator {
         let alpha = 1.0 / q - 0.75 * beta;
         let span = t1 - t0;
         if !(*h > 0.0 && h.is_finite()) {
-            *h = opts
-                .dt
-                .unwrap_or_else(|| self.initial_step(sys, t0, y, q, opts, stats));
+            // At least STEP_START least steps (as in the kernels, kernels/integrate.cu).
+            *h = opts.dt.unwrap_or_else(|| {
+                let least =
+                    (opts.h_min_rel * t0.abs().max(span)).max(STEP_ULPS * f64::EPSILON * t0.abs());
+                self.initial_step(sys, t0, y, q, opts, stats)
+                    .max(STEP_START * least)
+            });
         }
         let mut t = t0;
         let mut rejected_last = false;

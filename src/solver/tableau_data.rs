@@ -242,6 +242,10 @@ pub const STEP_ERR_PREV_MIN: f64 = 1e-4;
 /// and a step that would end within this many of a stopping point (beyond the snap below)
 /// ends there: the CPU reference and both kernels take this one rule.
 pub const STEP_ULPS: f64 = 2.0;
+/// A first step (from the starting-step estimate, which can be far below what a tolerance
+/// allows where atol is tiny against a fast component) is at least this many least steps, so
+/// that a rejection or two can still shrink it.
+pub const STEP_START: f64 = 10.0;
 /// A step that would end within this fraction of its segment's span of the segment's end
 /// ends there, in f64 (the CPU reference and the f64 kernels) and in f32.
 pub const SNAP_F64: f64 = 1e-12;

@@ -133,6 +133,12 @@ pub fn record_lines(
                 "in an arm's regimen a steady-state dose is SS = 1 at TIME 0 with II > 0 (the arm starts at steady state); other steady-state records need a [data] trial or `vpop simulate --data`".into(),
             ));
         }
+        if steady_state && lines.iter().any(|l: &DoseLine| l.steady_state) {
+            return Err(at(
+                r.line,
+                "a second steady-state dose (SS = 1): an arm starts at the steady state of one dose; several need a [data] trial or `vpop simulate --data`".into(),
+            ));
+        }
         let state = r.cmt as usize - 1;
         let Some(st) = model.states.get(state) else {
             return Err(at(

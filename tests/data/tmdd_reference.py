@@ -26,3 +26,12 @@ vals = np.array([R(t) for t in g[::20]])
 k = vals.argmin(); t0 = g[::20][k]
 r = minimize_scalar(R, bounds=(max(t0 - 0.01, 0), min(t0 + 0.01, 96)), method='bounded', options={'xatol': 1e-12})
 print('cmin', repr(r.fun), 'at', r.x)
+
+# One 30 dose into central with kon = 1e4, to t = 10 (tests/solver_reference.rs, the first
+# step with a tiny atol): cp(10) and AUC(0-10) of cp.
+kon = 1e4
+def g(t, y):
+    c = y[0] / v; b = kon * c * y[1] - koff * y[2]
+    return [-cl / v * y[0] - b * v, ksyn - kdeg * y[1] - b, b - kint * y[2], c]
+s = solve_ivp(g, [0, 10], [30, 0.1, 0, 0], method='Radau', rtol=1e-12, atol=1e-20)
+print('kon 1e4: cp(10)', repr(s.y[0, -1] / v), 'auc', repr(s.y[3, -1]))
