@@ -615,3 +615,32 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Every dose record the model cannot take is reported at once, each at its line and column
+/// (compartments past the model's, modelled rates and durations it does not declare).
+#[test]
+fn every_record_the_model_cannot_take_is_reported() {
+    let dir = std::env::temp_dir().join(format!("vpop-bad-records-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("d.csv"),
+        "ID,TIME,EVID,AMT,CMT,RATE\n1,0,1,100,9,0\n1,1,1,100,1,-1\n1,2,0,.,1,.\n2,0,1,100,1,-2\n2,1,1,100,5,0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .args(["simulate", "one_cmt_iv", "--data", "d.csv"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "d.csv:2:11: CMT 9 but the model has 1 compartment (state)",
+        "d.csv:3:13: RATE = -1 needs a modelled rate",
+        "d.csv:5:13: RATE = -2 needs a modelled duration",
+        "d.csv:6:11: CMT 5 but the model has 1 compartment (state)",
+    ] {
+        assert!(err.contains(want), "{want}:\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -384,6 +384,71 @@ fn rosenbrock_values_inside_steps_follow_a_fast_binding_transient() {
     }
 }
 
+/// A fast response (idr1 with kout = 1e5) driven by an infusion: Rodas4's interpolant error
+/// inside each step is antisymmetric about its midpoint (zero there, ±48 tolerance units at a
+/// quarter of the step before the dense output was checked at ¼ and ¾). Values inside steps
+/// against scipy's Radau at rtol 1e-12 (tests/data/tmdd_reference.py), in tolerance units.
+#[test]
+fn rosenbrock_values_inside_steps_follow_an_infused_fast_response() {
+    let reference = [
+        (1.005298317, 9.905831188798526e-05),
+        (1.013738238, 9.759655738843564e-05),
+        (1.022122163, 9.619241004694959e-05),
+        (1.035622479, 9.402590258452555e-05),
+        (1.092367086, 8.602225810003463e-05),
+        (1.621016942, 5.083049251191431e-05),
+    ];
+    let (rtol, atol) = (1e-6, 1e-9);
+    for method in ["rodas4", "rosenbrock23"] {
+        let list: Vec<String> = reference.iter().map(|(t, _)| t.to_string()).collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .args([
+                "simulate",
+                "idr1",
+                "-p",
+                "kout=1e5",
+                "--dose",
+                "amount=100,into=central,start=1,duration=1",
+                "--end",
+                "4",
+                "--method",
+                method,
+                "--rtol",
+                "1e-6",
+                "--atol",
+                "1e-9",
+                "--metrics",
+                "response:cmin",
+                "--times",
+                &list.join(","),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("status ok"), "{text}");
+        // The profile's rows, in the order of the times given (printed to 4 decimals).
+        let rows: Vec<f64> = text
+            .lines()
+            .skip_while(|l| l.split_whitespace().next() != Some("time"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+            .collect();
+        assert_eq!(rows.len(), reference.len(), "{text}");
+        for ((t, want), got) in reference.into_iter().zip(rows) {
+            let units = (got - want).abs() / (rtol * want.abs() + atol);
+            assert!(
+                units < 3.0,
+                "{method}: response({t}) = {got} vs {want} ({units:.1} units)"
+            );
+        }
+    }
+}
+
 /// A tiny atol against a fast binding component made the starting-step estimate (1e-14 h)
 /// smaller than the least step allowed (1e-14 of the span), and the subject failed before any
 /// step was tried: the first step is now at least ten least steps. The result matches scipy's

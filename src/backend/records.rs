@@ -81,23 +81,24 @@ impl RecordBinding {
 }
 
 /// Checks a subject's dose records against the model (compartment numbers, modelled rates and
-/// durations declared); returns (line, column, message) of the first problem.
+/// durations declared); returns (line, column, message) of each record's problem, in order.
 pub fn check_subject(
     ir: &Model,
     model: &CompiledModel,
     base: &[f64],
     binding: &RecordBinding,
     subject: &Subject,
-) -> Result<(), (usize, usize, String)> {
+) -> Vec<(usize, usize, String)> {
     let n = model.n_states();
     let mut params = base.to_vec();
+    let mut problems = Vec::new();
     for r in &subject.records {
         set_params(&mut params, binding, r);
         if !matches!(r.evid, Evid::Dose | Evid::ResetDose) {
             continue;
         }
         if r.cmt as usize > n {
-            return Err((
+            problems.push((
                 r.line,
                 r.cmt_col,
                 format!(
@@ -110,11 +111,12 @@ pub fn check_subject(
                     }
                 ),
             ));
+            continue;
         }
         let d = model.bind(&params).state_dosing()[r.cmt as usize - 1];
         let state = &ir.states[r.cmt as usize - 1].name;
         if r.rate == -1.0 && d.rate.is_none() {
-            return Err((
+            problems.push((
                 r.line,
                 r.rate_col,
                 format!(
@@ -123,7 +125,7 @@ pub fn check_subject(
             ));
         }
         if r.rate == -2.0 && d.duration.is_none() {
-            return Err((
+            problems.push((
                 r.line,
                 r.rate_col,
                 format!(
@@ -132,7 +134,7 @@ pub fn check_subject(
             ));
         }
     }
-    Ok(())
+    problems
 }
 
 fn set_params(params: &mut [f64], binding: &RecordBinding, r: &Record) {

@@ -284,18 +284,28 @@ fn rodas4(lang: Lang) -> String {
     }
     // y1 = u_6 + k_6 where u_6 (in y1) = y0 + Σ a_6j k_j.
     s.push_str(&lang.for_j("y1[j] = y1[j] + k5[j];"));
-    // The dense output's error at the midpoint (src/solver/integrator.rs `rodas4_step`): its
-    // defect there filtered by W⁻¹; the step's error is the larger of it and k_6, component by
-    // component (a non-finite one taken).
+    // The dense output's error at θ = ¼ and ¾ (src/solver/integrator.rs `rodas4_step`): its
+    // defect there filtered by W⁻¹; the step's error is the largest of these and k_6,
+    // component by component (a non-finite one taken). f1 (computed afresh once a step is
+    // accepted) holds u(θ).
     s.push_str("    prepare_dense(h);\n");
-    s.push_str(&lang.for_j("err[j] = 0.5 * (y[j] + y1[j]) + (0.25 * dn0[j] + 0.125 * dn1[j]);"));
-    s.push_str(&lang.rhs("t + 0.5 * h", "err", "tmp"));
-    s.push_str(&lang.for_j("tmp[j] = (y1[j] - y[j] + 0.25 * dn1[j]) / h - tmp[j];"));
-    s.push_str(&lang.solve("tmp"));
-    s.push_str(&lang.for_j(match lang {
-        Lang::Wgsl => "err[j] = select(tmp[j], k5[j], abs(tmp[j]) <= abs(k5[j]));",
-        Lang::Cuda => "err[j] = fabs(tmp[j]) <= fabs(k5[j]) ? k5[j] : tmp[j];",
-    }));
+    s.push_str(&lang.for_j("err[j] = k5[j];"));
+    for p in &RODAS4_DENSE_CHECK {
+        let [a, b, c, d] = p.u.map(|x| format!("{x:?}"));
+        s.push_str(&lang.for_j(&format!(
+            "f1[j] = ({a} * y[j] + {b} * y1[j]) + ({c} * dn0[j] + {d} * dn1[j]);"
+        )));
+        s.push_str(&lang.rhs(&format!("t + {:?} * h", p.theta), "f1", "tmp"));
+        let [e, f] = p.du.map(|x| format!("{x:?}"));
+        s.push_str(&lang.for_j(&format!(
+            "tmp[j] = (y1[j] - y[j] + ({e} * dn0[j] + {f} * dn1[j])) / h - tmp[j];"
+        )));
+        s.push_str(&lang.solve("tmp"));
+        s.push_str(&lang.for_j(match lang {
+            Lang::Wgsl => "err[j] = select(tmp[j], err[j], abs(tmp[j]) <= abs(err[j]));",
+            Lang::Cuda => "err[j] = fabs(tmp[j]) <= fabs(err[j]) ? err[j] : tmp[j];",
+        }));
+    }
     s.push_str("    return true;\n}\n");
     s
 }

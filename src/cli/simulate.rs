@@ -649,10 +649,23 @@ fn simulate_dataset(
         None => ds.subjects.iter().collect(),
     };
     let binding = RecordBinding::new(model, &ds.covariates);
-    // Every subject's doses against the model before anything is printed.
-    for s in &subjects {
-        check_subject(model, compiled, params, &binding, s)
-            .map_err(|(line, col, m)| anyhow::anyhow!("{}:{line}:{col}: {m}", ds.name))?;
+    // Every subject's doses against the model before anything is printed: each bad record
+    // (up to MAX_ERRORS of them listed).
+    let problems: Vec<String> = subjects
+        .iter()
+        .flat_map(|s| check_subject(model, compiled, params, &binding, s))
+        .map(|(line, col, m)| format!("{}:{line}:{col}: {m}", ds.name))
+        .collect();
+    if !problems.is_empty() {
+        let max = crate::dosing::nonmem::MAX_ERRORS;
+        let mut text = problems[..problems.len().min(max)].join("\n");
+        if problems.len() > max {
+            text.push_str(&format!(
+                "\n… and {} more rows with errors",
+                problems.len() - max
+            ));
+        }
+        anyhow::bail!(text);
     }
     let bound = binding.bound(&ds.covariates);
     if !bound.is_empty() {

@@ -423,7 +423,7 @@ impl Cols {
 
 /// A missing value: an empty field, `.` (NONMEM's), or `NA` (R's, as `write.csv` writes it).
 /// The most bad rows one reading of a dataset lists.
-const MAX_ERRORS: usize = 20;
+pub const MAX_ERRORS: usize = 20;
 
 /// The errors of a dataset's rows as one: the first located as itself, the others (at most
 /// [`MAX_ERRORS`] in all) listed after it, one per line, with how many more there were.

@@ -591,26 +591,34 @@ impl Integrator {
         for j in 0..n {
             self.y1[j] += self.k[5 * n + j];
         }
-        // The dense output's error at the step's midpoint: its defect there,
-        // δ = u'(½) − f(t + h/2, u(½)), filtered by W⁻¹ (the interpolant's error itself in
+        // The dense output's error inside the step, at θ = ¼ and ¾: its defect there,
+        // δ = u′(θ)/h − f(t + θh, u(θ)), filtered by W⁻¹ (the interpolant's error itself in
         // stiff components, where a fast transient inside the step leaves the interpolant
-        // wrong while the step's end is right; small in the others). The step's error is
-        // the larger of this and the embedded estimate k_6, component by component.
+        // wrong while the step's end is right; small in the others). Two points, as one at
+        // the midpoint misses an error antisymmetric about it. The step's error is the
+        // largest of these and the embedded estimate k_6, component by component (a
+        // non-finite one taken). f1, computed afresh once a step is accepted, holds u(θ).
         self.prepare_dense(h);
         for j in 0..n {
-            let (d0, d1) = (self.dense[0][j], self.dense[1][j]);
-            self.err[j] = 0.5 * (y[j] + self.y1[j]) + (0.25 * d0 + 0.125 * d1);
+            self.err[j] = self.k[5 * n + j];
         }
-        sys.rhs(t + 0.5 * h, &self.err[..n], &mut self.tmp[..n]);
-        stats.rhs_evals += 1;
-        for j in 0..n {
-            let slope = (self.y1[j] - y[j] + 0.25 * self.dense[1][j]) / h;
-            self.tmp[j] = slope - self.tmp[j];
-        }
-        self.w.solve(n, &mut self.tmp[..n]);
-        for j in 0..n {
-            let (k6, dense) = (self.k[5 * n + j], self.tmp[j]);
-            self.err[j] = if dense.abs() <= k6.abs() { k6 } else { dense };
+        for p in &RODAS4_DENSE_CHECK {
+            for j in 0..n {
+                let (d0, d1) = (self.dense[0][j], self.dense[1][j]);
+                self.f1[j] = (p.u[0] * y[j] + p.u[1] * self.y1[j]) + (p.u[2] * d0 + p.u[3] * d1);
+            }
+            sys.rhs(t + p.theta * h, &self.f1[..n], &mut self.tmp[..n]);
+            stats.rhs_evals += 1;
+            for j in 0..n {
+                let (d0, d1) = (self.dense[0][j], self.dense[1][j]);
+                let slope = (self.y1[j] - y[j] + (p.du[0] * d0 + p.du[1] * d1)) / h;
+                self.tmp[j] = slope - self.tmp[j];
+            }
+            self.w.solve(n, &mut self.tmp[..n]);
+            for j in 0..n {
+                let (e, dense) = (self.err[j], self.tmp[j]);
+                self.err[j] = if dense.abs() <= e.abs() { e } else { dense };
+            }
         }
         true
     }

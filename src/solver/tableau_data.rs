@@ -227,6 +227,30 @@ pub const RODAS4_H: [[f64; 5]; 2] = [
     ],
 ];
 
+/// A point inside a Rodas4 step where its dense output is checked: θ, the interpolant
+/// u(θ) = u[0]·y0 + u[1]·y1 + u[2]·d0 + u[3]·d1 (d0, d1 the two vectors of [`RODAS4_H`]), and
+/// its derivative in θ, y1 − y0 + du[0]·d0 + du[1]·d1. Of u(θ) = (1 − θ)·y0 + θ·(y1 + (1 − θ)·
+/// (d0 + θ·d1)).
+pub struct DensePoint {
+    pub theta: f64,
+    pub u: [f64; 4],
+    pub du: [f64; 2],
+}
+
+/// Rodas4's dense-output check at θ = ¼ and ¾ (every coefficient exact in binary).
+pub const RODAS4_DENSE_CHECK: [DensePoint; 2] = [
+    DensePoint {
+        theta: 0.25,
+        u: [0.75, 0.25, 0.1875, 0.046875],
+        du: [0.5, 0.3125],
+    },
+    DensePoint {
+        theta: 0.75,
+        u: [0.25, 0.75, 0.1875, 0.140625],
+        du: [-0.5, -0.1875],
+    },
+];
+
 /// Step-size controller: safety factor and limits on the step-size ratio.
 pub const STEP_SAFETY: f64 = 0.9;
 pub const STEP_FAC_MIN: f64 = 0.2;

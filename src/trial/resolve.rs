@@ -1132,16 +1132,30 @@ fn resolve_data(
     // Compartments and modelled rates/durations of every dose record, against the model.
     let compiled = CompiledModel::new(model);
     let defaults: Vec<f64> = model.params.iter().map(|p| p.default).collect();
-    for s in &dataset.subjects {
-        if let Err((line, col, msg)) =
+    // Each bad record, up to MAX_ERRORS of them.
+    let problems: Vec<_> = dataset
+        .subjects
+        .iter()
+        .flat_map(|s| {
             crate::backend::records::check_subject(model, &compiled, &defaults, &binding, s)
-        {
-            errors.push(src.error(
-                span_of(&sec.file),
-                format!("{}:{line}:{col}: {msg}", dataset.name),
-            ));
-            break;
-        }
+        })
+        .collect();
+    let max = crate::dosing::nonmem::MAX_ERRORS;
+    for (line, col, msg) in problems.iter().take(max) {
+        errors.push(src.error(
+            span_of(&sec.file),
+            format!("{}:{line}:{col}: {msg}", dataset.name),
+        ));
+    }
+    if problems.len() > max {
+        errors.push(src.error(
+            span_of(&sec.file),
+            format!(
+                "{}: … and {} more rows with errors",
+                dataset.name,
+                problems.len() - max
+            ),
+        ));
     }
     // Population covariates the dataset provides: the subject's first non-missing value, then
     // each later one from its record on.

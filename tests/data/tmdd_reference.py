@@ -35,3 +35,19 @@ def g(t, y):
     return [-cl / v * y[0] - b * v, ksyn - kdeg * y[1] - b, b - kint * y[2], c]
 s = solve_ivp(g, [0, 10], [30, 0.1, 0, 0], method='Radau', rtol=1e-12, atol=1e-20)
 print('kon 1e4: cp(10)', repr(s.y[0, -1] / v), 'auc', repr(s.y[3, -1]))
+
+# The library's idr1 with kout = 1e5 (a fast response), 100 infused over 1 to 2 h, to t = 4
+# (tests/solver_reference.rs): the response at times inside the infusion.
+cl, v, kin, kout, imax, ic50 = 5.0, 50.0, 10.0, 1e5, 0.9, 1.0
+def h(t, u, rate):
+    c = u[0] / v
+    return [rate - cl / v * u[0], kin * (1 - imax * c / (ic50 + c)) - kout * u[1]]
+def hj(t, u, rate):
+    c = u[0] / v
+    return [[-cl / v, 0], [-kin * imax * ic50 / (ic50 + c) ** 2 / v, -kout]]
+segs = []; y = [0, kin / kout]
+for (a, b, rate) in [(0, 1, 0), (1, 2, 100.0), (2, 4, 0)]:
+    s = solve_ivp(h, (a, b), y, method='Radau', rtol=1e-12, atol=1e-20, args=(rate,), jac=hj, dense_output=True)
+    segs.append((a, b, s.sol)); y = s.y[:, -1]
+for t in [1.005298317, 1.013738238, 1.022122163, 1.035622479, 1.092367086, 1.621016942]:
+    print('idr1', t, repr([s(t)[1] for a, b, s in segs if a < t <= b][0]))
