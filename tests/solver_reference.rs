@@ -306,6 +306,23 @@ fn work_counters_are_pinned() {
     insta::assert_snapshot!(lines.join("\n"));
 }
 
+/// `vpop simulate ARGS`: its output, which must say the subject succeeded.
+fn simulate(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("simulate")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("status ok"), "{args:?}: {text}");
+    text
+}
+
 /// A dose into a target-mediated model whose binding is fast against the dosing interval: the
 /// step after each dose spans the binding transient, where the Rodas4 interpolant alone could
 /// be off by 100 % (even negative) while the step's end was right. The values read inside steps
@@ -328,36 +345,25 @@ fn rosenbrock_values_inside_steps_follow_a_fast_binding_transient() {
     let atol = 1e-9;
     for method in ["rodas4", "rosenbrock23"] {
         let list: Vec<String> = times.iter().map(|t| t.to_string()).collect();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .args([
-                "simulate",
-                "tmdd_full",
-                "-p",
-                "kon=1000",
-                "--dose",
-                "amount=30,into=central,every=24,count=4",
-                "--end",
-                "96",
-                "--method",
-                method,
-                "--rtol",
-                "1e-6",
-                "--atol",
-                "1e-9",
-                "--metrics",
-                "rfree:cmin,rfree:time_above(3e-7)",
-                "--times",
-                &list.join(","),
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("status ok"), "{text}");
+        let text = simulate(&[
+            "tmdd_full",
+            "-p",
+            "kon=1000",
+            "--dose",
+            "amount=30,into=central,every=24,count=4",
+            "--end",
+            "96",
+            "--method",
+            method,
+            "--rtol",
+            "1e-6",
+            "--atol",
+            "1e-9",
+            "--metrics",
+            "rfree:cmin,rfree:time_above(3e-7)",
+            "--times",
+            &list.join(","),
+        ]);
         let value = |column: &str| -> f64 {
             let line = text.lines().find(|l| l.starts_with(column)).unwrap();
             line.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -401,36 +407,25 @@ fn rosenbrock_values_inside_steps_follow_an_infused_fast_response() {
     let (rtol, atol) = (1e-6, 1e-9);
     for method in ["rodas4", "rosenbrock23"] {
         let list: Vec<String> = reference.iter().map(|(t, _)| t.to_string()).collect();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .args([
-                "simulate",
-                "idr1",
-                "-p",
-                "kout=1e5",
-                "--dose",
-                "amount=100,into=central,start=1,duration=1",
-                "--end",
-                "4",
-                "--method",
-                method,
-                "--rtol",
-                "1e-6",
-                "--atol",
-                "1e-9",
-                "--metrics",
-                "response:cmin",
-                "--times",
-                &list.join(","),
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("status ok"), "{text}");
+        let text = simulate(&[
+            "idr1",
+            "-p",
+            "kout=1e5",
+            "--dose",
+            "amount=100,into=central,start=1,duration=1",
+            "--end",
+            "4",
+            "--method",
+            method,
+            "--rtol",
+            "1e-6",
+            "--atol",
+            "1e-9",
+            "--metrics",
+            "response:cmin",
+            "--times",
+            &list.join(","),
+        ]);
         // The profile's rows, in the order of the times given (printed to 4 decimals).
         let rows: Vec<f64> = text
             .lines()
@@ -457,34 +452,23 @@ fn rosenbrock_values_inside_steps_follow_an_infused_fast_response() {
 fn a_tiny_atol_does_not_stop_the_first_step() {
     let (cp10, auc) = (9.164779947829127, 95.28305921370884);
     for (method, rel) in [("rodas4", 1e-6), ("rosenbrock23", 1e-6), ("tsit5", 1e-6)] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .args([
-                "simulate",
-                "tmdd_full",
-                "-p",
-                "kon=1e4",
-                "--dose",
-                "amount=30,into=central",
-                "--end",
-                "10",
-                "--method",
-                method,
-                "--rtol",
-                "1e-6",
-                "--atol",
-                "1e-16",
-                "--metrics",
-                "cp:at(10),cp:auc",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("status ok"), "{method}: {text}");
+        let text = simulate(&[
+            "tmdd_full",
+            "-p",
+            "kon=1e4",
+            "--dose",
+            "amount=30,into=central",
+            "--end",
+            "10",
+            "--method",
+            method,
+            "--rtol",
+            "1e-6",
+            "--atol",
+            "1e-16",
+            "--metrics",
+            "cp:at(10),cp:auc",
+        ]);
         let value = |column: &str| -> f64 {
             let line = text.lines().find(|l| l.starts_with(column)).unwrap();
             line.split_whitespace().nth(1).unwrap().parse().unwrap()
