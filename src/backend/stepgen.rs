@@ -290,22 +290,43 @@ fn rodas4(lang: Lang) -> String {
     // accepted) holds u(θ).
     s.push_str("    prepare_dense(h);\n");
     s.push_str(&lang.for_j("err[j] = k5[j];"));
-    for p in &RODAS4_DENSE_CHECK {
-        let [a, b, c, d] = p.u.map(|x| format!("{x:?}"));
-        s.push_str(&lang.for_j(&format!(
-            "f1[j] = ({a} * y[j] + {b} * y1[j]) + ({c} * dn0[j] + {d} * dn1[j]);"
-        )));
-        s.push_str(&lang.rhs(&format!("t + {:?} * h", p.theta), "f1", "tmp"));
-        let [e, f] = p.du.map(|x| format!("{x:?}"));
-        s.push_str(&lang.for_j(&format!(
-            "tmp[j] = (y1[j] - y[j] + ({e} * dn0[j] + {f} * dn1[j])) / h - tmp[j];"
-        )));
-        s.push_str(&lang.solve("tmp"));
-        s.push_str(&lang.for_j(match lang {
-            Lang::Wgsl => "err[j] = select(tmp[j], err[j], abs(tmp[j]) <= abs(err[j]));",
-            Lang::Cuda => "err[j] = fabs(tmp[j]) <= fabs(err[j]) ? err[j] : tmp[j];",
-        }));
+    // One loop over the points, not unrolled: one copy of the right-hand side's code, and
+    // fewer registers held across it (the f64 kernels of 5–6 states are at the limit).
+    let [p0, p1] = &RODAS4_DENSE_CHECK;
+    let pick = |a: f64, b: f64| format!("(q == 0 ? (real){a:?} : (real){b:?})");
+    let pick_wgsl = |a: f64, b: f64| format!("select({b:?}, {a:?}, q == 0u)");
+    let c = |a: f64, b: f64| match lang {
+        Lang::Cuda => pick(a, b),
+        Lang::Wgsl => pick_wgsl(a, b),
+    };
+    s.push_str(match lang {
+        Lang::Cuda => "    #pragma unroll 1\n    for (int q = 0; q < 2; q++) {\n",
+        Lang::Wgsl => "    for (var q = 0u; q < 2u; q++) {\n",
+    });
+    for (name, a, b) in [
+        ("ck_th", p0.theta, p1.theta),
+        ("ck_u0", p0.u[0], p1.u[0]),
+        ("ck_u1", p0.u[1], p1.u[1]),
+        ("ck_u2", p0.u[2], p1.u[2]),
+        ("ck_u3", p0.u[3], p1.u[3]),
+        ("ck_d0", p0.du[0], p1.du[0]),
+        ("ck_d1", p0.du[1], p1.du[1]),
+    ] {
+        s.push_str(&lang.let_(name, &c(a, b)));
     }
+    s.push_str(
+        &lang.for_j("f1[j] = (ck_u0 * y[j] + ck_u1 * y1[j]) + (ck_u2 * dn0[j] + ck_u3 * dn1[j]);"),
+    );
+    s.push_str(&lang.rhs("t + ck_th * h", "f1", "tmp"));
+    s.push_str(
+        &lang.for_j("tmp[j] = (y1[j] - y[j] + (ck_d0 * dn0[j] + ck_d1 * dn1[j])) / h - tmp[j];"),
+    );
+    s.push_str(&lang.solve("tmp"));
+    s.push_str(&lang.for_j(match lang {
+        Lang::Wgsl => "err[j] = select(tmp[j], err[j], abs(tmp[j]) <= abs(err[j]));",
+        Lang::Cuda => "err[j] = fabs(tmp[j]) <= fabs(err[j]) ? err[j] : tmp[j];",
+    }));
+    s.push_str("    }\n");
     s.push_str("    return true;\n}\n");
     s
 }
