@@ -294,7 +294,7 @@ fn rodas4(lang: Lang) -> String {
     // fewer registers held across it (the f64 kernels of 5–6 states are at the limit).
     let [p0, p1] = &RODAS4_DENSE_CHECK;
     let pick = |a: f64, b: f64| format!("(q == 0 ? (real){a:?} : (real){b:?})");
-    let pick_wgsl = |a: f64, b: f64| format!("select({b:?}, {a:?}, q == 0u)");
+    let pick_wgsl = |a: f64, b: f64| format!("select(real({b:?}), real({a:?}), q == 0u)");
     let c = |a: f64, b: f64| match lang {
         Lang::Cuda => pick(a, b),
         Lang::Wgsl => pick_wgsl(a, b),
