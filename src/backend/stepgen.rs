@@ -288,7 +288,7 @@ fn rodas4(lang: Lang) -> String {
     // defect there filtered by W⁻¹; the step's error is the largest of these and k_6,
     // component by component (a non-finite one taken). f1 (computed afresh once a step is
     // accepted) holds u(θ).
-    s.push_str("    prepare_dense(h);\n");
+    s.push_str("    rodas4_dense();\n");
     s.push_str(&lang.for_j("err[j] = k5[j];"));
     // One loop over the points, not unrolled: one copy of the right-hand side's code, and
     // fewer registers held across it (the f64 kernels of 5–6 states are at the limit).
@@ -342,18 +342,9 @@ fn prepare_dense(method: Method, lang: Lang) -> String {
             s.push_str(&lang.for_j(&format!("dn0[j] = h * ({sum});")));
         }
         Method::Rodas4 => {
-            for row in 0..2 {
-                let terms: Vec<(String, f64, String)> = (0..5)
-                    .map(|r| {
-                        (
-                            format!("RODAS4_H_{}", row * 5 + r),
-                            RODAS4_H[row][r],
-                            format!("k{r}"),
-                        )
-                    })
-                    .collect();
-                let sum = combo(&terms).unwrap_or_else(|| "0.0".into());
-                s.push_str(&lang.for_j(&format!("dn{row}[j] = {sum};")));
+            // The step prepared it (`rodas4_dense`, for its own check), from the stages alone.
+            if lang == Lang::Cuda {
+                s.push_str("    (void)h;\n");
             }
         }
         _ => {
@@ -361,6 +352,31 @@ fn prepare_dense(method: Method, lang: Lang) -> String {
                 s.push_str("    (void)h;\n");
             }
         }
+    }
+    s.push_str("}\n");
+    if method == Method::Rodas4 {
+        s.push_str(&rodas4_dense(lang));
+    }
+    s
+}
+
+/// `rodas4_dense()`: Rodas4's dense-output vectors Σ_s H[row][s]·k_s, which do not depend on
+/// the step's length: computed once per step, by the step (its dense-output check reads them),
+/// and kept for the observer once the step is accepted.
+fn rodas4_dense(lang: Lang) -> String {
+    let mut s = lang.head("rodas4_dense", &[], "void");
+    for row in 0..2 {
+        let terms: Vec<(String, f64, String)> = (0..5)
+            .map(|r| {
+                (
+                    format!("RODAS4_H_{}", row * 5 + r),
+                    RODAS4_H[row][r],
+                    format!("k{r}"),
+                )
+            })
+            .collect();
+        let sum = combo(&terms).unwrap_or_else(|| "0.0".into());
+        s.push_str(&lang.for_j(&format!("dn{row}[j] = {sum};")));
     }
     s.push_str("}\n");
     s
