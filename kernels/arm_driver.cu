@@ -115,10 +115,12 @@ struct Arm : Sub {
         else if (!isnan(rate_m)) { rate = rate_m; d = amount / rate_m; }
         else if (!isnan(dur_m) && dur_m > (real)0) { rate = amount / dur_m; d = dur_m; }
         else return;
-        if (!(isfinite(rate) && rate > (real)0 && isfinite(d) && d >= (real)0)) return;
+        // An amount of 0 over a duration (rate 0) gives nothing, as a bolus of 0 does.
+        const bool nothing = rate == (real)0 && amount == (real)0;
+        if (!(isfinite(rate) && (rate > (real)0 || nothing) && isfinite(d) && d >= (real)0)) return;
         value = rate;
-        dur = d;
-        kind = d > (real)0 ? 1u : 2u;
+        dur = nothing ? (real)0 : d;
+        kind = dur > (real)0 ? 1u : 2u;
     }
 
     // Administration i for this subject: its start (nominal time + lag) and end (start +

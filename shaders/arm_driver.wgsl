@@ -150,10 +150,12 @@ fn admin_dose_v(i: u32, dv: array<real, {{N_NS4}}>) -> Dose {
     } else {
         return d;
     }
-    if (!(finite(rate) && rate > 0.0 && finite(dur) && dur >= 0.0)) { return d; }
+    // An amount of 0 over a duration (rate 0) gives nothing, as a bolus of 0 does.
+    let nothing = rate == 0.0 && amount == 0.0;
+    if (!(finite(rate) && (rate > 0.0 || nothing) && finite(dur) && dur >= 0.0)) { return d; }
     d.value = rate;
-    d.dur = dur;
-    d.kind = select(2u, 1u, dur > 0.0);
+    d.dur = select(dur, 0.0, nothing);
+    d.kind = select(2u, 1u, d.dur > 0.0);
     return d;
 }
 

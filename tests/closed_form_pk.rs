@@ -1022,3 +1022,16 @@ fn time_above_a_threshold_near_the_peak_matches_the_closed_form() {
         }
     }
 }
+
+/// Zero doses over a duration (a placebo line of amount 0, a bioavailability of 0) give
+/// nothing on the CPU reference, every method, against the closed form of the other doses.
+#[test]
+fn zero_doses_over_a_duration_give_nothing() {
+    common::zero_doses_give_nothing(
+        &mut |m| {
+            Some(Box::new(vpop::backend::cpu::CpuBackend::new(m)) as Box<dyn vpop::backend::Backend>)
+        },
+        1e-8,
+        1e-6,
+    );
+}

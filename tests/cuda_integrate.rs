@@ -456,3 +456,23 @@ fn a_slow_infusion_outlasting_a_fast_one_keeps_its_rate() {
         assert!(worst <= 1e-9, "{worst}");
     }
 }
+
+/// Zero doses over a duration give nothing in the CUDA kernels, in f32 and f64, as on the
+/// CPU reference.
+#[test]
+fn zero_doses_over_a_duration_give_nothing() {
+    match runners() {
+        Err(why) => println!("SKIPPED: {why}"),
+        Ok(rs) => {
+            for &r in rs {
+                for (p, rtol, tol) in [(Precision::F32, 1e-6, 1e-4), (Precision::F64, 1e-8, 1e-6)] {
+                    common::zero_doses_give_nothing(
+                        &mut |m| Some(make(r, m, p).unwrap_or_else(|e| panic!("{r:?}: {e}"))),
+                        rtol,
+                        tol,
+                    );
+                }
+            }
+        }
+    }
+}

@@ -491,3 +491,13 @@ fn occasions_switch_parameters() {
         }
     }
 }
+
+/// Zero doses over a duration give nothing in the f32 kernels, as on the CPU reference.
+#[test]
+fn zero_doses_over_a_duration_give_nothing() {
+    common::zero_doses_give_nothing(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        1e-4,
+    );
+}

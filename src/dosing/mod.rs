@@ -464,7 +464,14 @@ impl DoseLine {
             )));
         }
         let infusion = |rate: f64, duration: f64| -> Result<ResolvedDose, DosingError> {
-            if !(rate.is_finite() && rate > 0.0 && duration.is_finite() && duration >= 0.0) {
+            // An amount of 0 (a placebo, a bioavailability of 0) over a duration: a rate of 0,
+            // nothing given, as a bolus of 0 gives nothing.
+            let nothing = rate == 0.0 && amount == 0.0;
+            if !(rate.is_finite()
+                && (rate > 0.0 || nothing)
+                && duration.is_finite()
+                && duration >= 0.0)
+            {
                 return Err(DosingError(format!(
                     "infusion with rate {rate} and duration {duration} is not valid"
                 )));
@@ -473,7 +480,7 @@ impl DoseLine {
                 amount,
                 lag: d.lag,
                 rate,
-                duration,
+                duration: if nothing { 0.0 } else { duration },
                 bolus: false,
             })
         };

@@ -733,3 +733,89 @@ pub fn or_skipped<B: Backend + 'static, E: std::fmt::Display>(
         }
     }
 }
+
+/// A one-compartment model whose infusions into `central` take their bioavailability `fc` and
+/// their modelled duration `tinf` from the subject.
+pub const ZERO_DOSE_MODEL: &str = "
+param cl = 5
+param v = 40
+param fc = 1
+param tinf = 2
+state central
+f(central) = fc
+dur(central) = tinf
+d/dt(central) = -cl / v * central
+output cp = central / v
+";
+
+/// Zero doses given over a duration (a placebo line of amount 0; a bioavailability of 0) give
+/// nothing, as boluses of 0 do: every subject `ok`, and the AUC and Cmax to 72 h those of the
+/// other doses alone, in closed form, within `tol` (relative) at `rtol`, on the backend `make`
+/// builds.
+pub fn zero_doses_give_nothing(
+    make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    rtol: f64,
+    tol: f64,
+) {
+    let m = Model::parse("zero_dose", ZERO_DOSE_MODEL).unwrap();
+    let Some(mut b) = make(Arc::new(CompiledModel::new(&m))) else {
+        return;
+    };
+    // (cl, v, fc, tinf) of three subjects: the full dose, none of it, and a fifth of it.
+    let subjects = [
+        (5.0, 40.0, 1.0, 2.0),
+        (4.0, 30.0, 0.0, 3.0),
+        (6.0, 50.0, 0.2, 1.5),
+    ];
+    let params: Vec<Vec<f64>> = (0..4)
+        .map(|p| subjects.iter().map(|s| [s.0, s.1, s.2, s.3][p]).collect())
+        .collect();
+    for method in Method::ALL {
+        let mut a = arm(&m, method, rtol, &["auc".into(), "cmax".into()]);
+        // A placebo of 0 over 3 h every 12 h, 100 over the modelled duration at 24 h, 50 over
+        // 1 h at 30 h.
+        a.regimen = Regimen {
+            lines: vec![
+                line(0, 0.0, 0.0, 12.0, 2, Administration::InfusionDuration(3.0)),
+                line(0, 100.0, 24.0, 0.0, 1, Administration::Modelled),
+                line(0, 50.0, 30.0, 0.0, 1, Administration::InfusionDuration(1.0)),
+            ],
+        };
+        a.sample_times = vec![1.0, 25.0];
+        let out = run(b.as_mut(), &a, &params);
+        for (i, &(cl, v, fc, d)) in subjects.iter().enumerate() {
+            assert_eq!(out.status[i], 0, "{method} subject {i}");
+            // Infusions (start, amount, duration) of the amount given, and their closed form.
+            let doses = [(24.0, 100.0 * fc, d), (30.0, 50.0 * fc, 1.0)];
+            let k = cl / v;
+            let amount_at = |t: f64| -> f64 {
+                doses
+                    .iter()
+                    .map(|&(t0, amt, dur)| {
+                        let rate = amt / dur;
+                        let s = (t - t0).clamp(0.0, dur);
+                        rate / k * (1.0 - (-k * s).exp()) * (-k * (t - t0 - s)).exp()
+                    })
+                    .sum()
+            };
+            let given: f64 = doses.iter().map(|x| x.1).sum();
+            let auc = (given - amount_at(72.0)) / cl;
+            // The concentration rises while an infusion runs and falls after: its peak is at
+            // the end of one.
+            let cmax = amount_at(24.0 + d).max(amount_at(31.0)) / v;
+            let (got_auc, got_cmax) = (out.metrics[0][i], out.metrics[1][i]);
+            let close = |g: f64, w: f64| (g - w).abs() <= tol * w.max(1e-300);
+            assert!(
+                close(got_auc, auc),
+                "{method} subject {i}: AUC {got_auc} vs {auc}"
+            );
+            assert!(
+                close(got_cmax, cmax),
+                "{method} subject {i}: Cmax {got_cmax} vs {cmax}"
+            );
+            if fc == 0.0 {
+                assert_eq!((got_auc, got_cmax), (0.0, 0.0), "{method}");
+            }
+        }
+    }
+}
