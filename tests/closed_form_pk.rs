@@ -1035,3 +1035,53 @@ fn zero_doses_over_a_duration_give_nothing() {
         1e-6,
     );
 }
+
+/// A sampling grid of 0.1 h from 0.1 h reaches the dose times 24 h and 48 h themselves (not
+/// 24.000000000000004, after the dose): their values are the troughs before the doses, below
+/// the values 0.1 h earlier, as at 12 h and 36 h.
+#[test]
+fn a_decimal_grid_falls_on_the_dose_times() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .args([
+            "simulate",
+            "one_cmt_iv",
+            "--dose",
+            "amount=100,into=central,every=12,count=5",
+            "--end",
+            "60",
+            "--times",
+            "0.1:48:0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |t: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(t))
+            .unwrap_or_else(|| panic!("no time {t} in:\n{text}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    for (before, at) in [
+        ("11.9000", "12.0000"),
+        ("23.9000", "24.0000"),
+        ("35.9000", "36.0000"),
+        ("47.9000", "48.0000"),
+    ] {
+        assert!(
+            value(at) < value(before),
+            "{at}: {} after {}",
+            value(at),
+            value(before)
+        );
+    }
+    let grid = vpop::trial::resolve::time_grid(0.1, 48.0, 0.1, 1000, "every").unwrap();
+    assert_eq!(grid[239], 24.0);
+    assert_eq!(grid[479], 48.0);
+    assert_eq!(grid[2], 0.3);
+}

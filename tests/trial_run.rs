@@ -738,14 +738,49 @@ fn occasions_and_resets_after_the_end_are_noted() {
 #[test]
 fn population_parameters_the_model_lacks_are_noted() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec.toml");
-    assert!(trial().unused_population_parameters.is_none());
+    assert!(trial().population_notes.is_empty());
     let t = Trial::from_text(&root, &SPEC.replace("two_cmt_oral", "one_cmt_oral")).unwrap();
-    let note = t.unused_population_parameters.unwrap();
+    assert_eq!(t.population_notes.len(), 1, "{:?}", t.population_notes);
+    let note = &t.population_notes[0];
     assert!(note.contains("spec.toml:11:8:"), "{note}");
     assert!(
         note.contains("does not have, which no subject uses: v1, q, v2"),
         "{note}"
     );
+}
+
+/// A population covariate named as a model parameter that the population's [parameters] do
+/// not set feeds nothing (covariates reach the model through [parameters]): a note located at
+/// the spec's population names it; none where [parameters] or the spec sets the parameter.
+#[test]
+fn covariates_named_as_unset_model_parameters_are_noted() {
+    let dir = tmp("shadowed");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("m.vpm"),
+        "param wt = 70\nparam cl = 5\nstate central\nd/dt(central) = -cl / (wt / 7) * central\n\
+         output cp = central / (wt / 7)\n",
+    )
+    .unwrap();
+    let spec = "[trial]\nname = \"w\"\nsubjects = 20\nseed = 1\n[model]\nfile = \"m.vpm\"\nPARAMS\
+                [population]\nlibrary = \"adult_healthy\"\n\
+                [[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"central\" }\n\
+                [simulation]\nend = 1\n[output]\ndir = \"out\"\nmetrics = [\"auc\"]\n";
+    let t = Trial::from_text(&dir.join("spec.toml"), &spec.replace("PARAMS", "")).unwrap();
+    let notes = t.population_notes.join("\n");
+    assert!(notes.contains("spec.toml:8:11:"), "{notes}");
+    assert!(
+        notes.contains("covariate wt (the model's default 70) has the name of a model parameter"),
+        "{notes}"
+    );
+    let set = spec.replace("PARAMS", "params = { wt = 80 }\n");
+    let t = Trial::from_text(&dir.join("spec.toml"), &set).unwrap();
+    assert!(
+        !t.population_notes.join("").contains("covariate wt"),
+        "{:?}",
+        t.population_notes
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `vpop check` checks every kind of file vpop reads, told apart by its top-level keys: a

@@ -349,7 +349,7 @@ fn check_simulation(path: &std::path::Path) -> anyhow::Result<()> {
 fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
     let trial = Trial::load(&args.spec)?;
     println!("{}: ok", args.spec.display());
-    if let Some(w) = &trial.unused_population_parameters {
+    for w in &trial.population_notes {
         println!("  note        {w}");
     }
     println!("  trial       {}", trial.name);
@@ -620,7 +620,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         integrators: args.integrators,
     };
     // Notes about the trial itself print under --quiet too: it silences progress only.
-    if let Some(w) = &trial.unused_population_parameters {
+    for w in &trial.population_notes {
         eprintln!("note: {w}");
     }
     for a in &trial.arms {

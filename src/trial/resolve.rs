@@ -101,9 +101,9 @@ pub struct Target {
 
 /// A fully checked trial.
 pub struct Trial {
-    /// A note, located at the spec's population: parameters the population samples that the
-    /// model does not have.
-    pub unused_population_parameters: Option<String>,
+    /// Notes, located at the spec's population: parameters the population samples that the
+    /// model does not have; covariates named as model parameters that nothing sets.
+    pub population_notes: Vec<String>,
     pub spec_path: PathBuf,
     pub spec_text: String,
     pub name: String,
@@ -384,6 +384,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         .collect();
     // Not an error: a built-in population written for one model also serves another for its
     // covariates; `vpop check` and `vpop run` say so.
+    let mut population_notes = Vec::new();
     let unused_population_parameters = match (unused.is_empty(), &spec.population) {
         (false, Some(section)) => {
             let section = section.get_ref();
@@ -422,6 +423,47 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 span_of(value),
                 format!("the model has no parameter '{name}'"),
             )),
+        }
+    }
+    population_notes.extend(unused_population_parameters);
+    // A covariate named as a model parameter that neither the population's [parameters] nor
+    // the spec sets: covariates reach the model only through [parameters], so every subject
+    // takes the model's default (as NONMEM or mrgsolve would not: there a covariate feeds the
+    // parameter of its name).
+    if let (Some(pop), Some(section)) = (&population, &spec.population) {
+        let shadowed: Vec<String> = pop
+            .covariate_names()
+            .iter()
+            .filter_map(|c| {
+                let i = model.param_index(c)?;
+                let set = !matches!(params[i], ParamSource::Fixed(_))
+                    || model_section.params.contains_key(*c);
+                (!set).then(|| format!("{c} (the model's default {})", model.params[i].default))
+            })
+            .collect();
+        if !shadowed.is_empty() {
+            let section = section.get_ref();
+            let at = section.library.as_ref().or(section.file.as_ref());
+            let first = shadowed[0]
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let (what, have, them) = if shadowed.len() == 1 {
+                ("covariate", "has the name of a model parameter", "it")
+            } else {
+                ("covariates", "have the names of model parameters", "them")
+            };
+            let text = format!(
+                "the population's {what} {} {have} that its [parameters] do not set: every \
+                 subject takes the model's default, not the covariate (covariates reach the \
+                 model through [parameters]: set {them} there, e.g. {first} = \"{first}\")",
+                shadowed.join(", "),
+            );
+            population_notes.push(
+                src.error(at.map(span_of).unwrap_or_default(), text)
+                    .to_string(),
+            );
         }
     }
 
@@ -1080,7 +1122,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         observations,
         target,
         data,
-        unused_population_parameters,
+        population_notes,
         input_hashes,
     })
 }
@@ -1250,6 +1292,18 @@ pub fn time_grid(
         ));
     }
     Ok((0..=n as usize)
-        .map(|i| (from + i as f64 * step).min(to))
+        .map(|i| decimal_snap(from + i as f64 * step).min(to))
         .collect())
+}
+
+/// `t` as the nearest number of 12 significant digits where only round-off separates them
+/// (a few units of the last place): a grid of 0.1 h reaches 24 h, not 24.000000000000004, so
+/// a grid time meant to fall on a dose time does (and reads the value before the dose).
+fn decimal_snap(t: f64) -> f64 {
+    let snapped: f64 = format!("{t:.11e}").parse().unwrap_or(t);
+    if (snapped - t).abs() <= 8.0 * f64::EPSILON * t.abs() {
+        snapped
+    } else {
+        t
+    }
 }
