@@ -134,6 +134,17 @@ struct Arm : Sub {
         else if (kind != 3u) {
             start = nominal + lag;
             if (kind != 0u) end_ = start + dur;
+            if (kind == 1u) {
+                // The rate whose rounded span delivers the amount value·dur (late in a long
+                // trial, in f32, a short infusion's span can differ from its duration by a large
+                // fraction of it); a span rounded to 0 is a bolus of it (src/dosing
+                // ResolvedDose::given_at).
+                const real span = end_ - start;
+                if (span != dur) {
+                    if (span > (real)0) value = value * dur / span;
+                    else { value = value * dur; kind = 0u; end_ = 0; }
+                }
+            }
         }
     }
 

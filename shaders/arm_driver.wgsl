@@ -171,6 +171,21 @@ fn admin_event(i: u32) -> Event {
     } else if (d.kind != 3u) {
         ev.start = nominal + d.lag;
         if (d.kind != 0u) { ev.end_ = ev.start + d.dur; }
+        if (d.kind == 1u) {
+            // The rate whose rounded span delivers the amount value·dur (late in a long trial,
+            // in f32, a short infusion's span can differ from its duration by a large fraction
+            // of it); a span rounded to 0 is a bolus of it (src/dosing ResolvedDose::given_at).
+            let span = ev.end_ - ev.start;
+            if (span != d.dur) {
+                if (span > 0.0) {
+                    ev.value = d.value * d.dur / span;
+                } else {
+                    ev.value = d.value * d.dur;
+                    ev.kind = 0u;
+                    ev.end_ = 0.0;
+                }
+            }
+        }
     }
     return ev;
 }

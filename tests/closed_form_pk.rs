@@ -1085,3 +1085,14 @@ fn a_decimal_grid_falls_on_the_dose_times() {
     assert_eq!(grid[479], 48.0);
     assert_eq!(grid[2], 0.3);
 }
+
+/// A short infusion late in a long trial delivers its amount on the CPU reference.
+#[test]
+fn a_late_short_infusion_delivers_its_amount() {
+    common::a_late_short_infusion_delivers_its_amount(
+        &mut |m| {
+            Some(Box::new(vpop::backend::cpu::CpuBackend::new(m)) as Box<dyn vpop::backend::Backend>)
+        },
+        1e-6,
+    );
+}

@@ -476,3 +476,22 @@ fn zero_doses_over_a_duration_give_nothing() {
         }
     }
 }
+
+/// A short infusion late in a long trial delivers its amount in the CUDA kernels (f32 rounds
+/// its end by 3 % of its duration).
+#[test]
+fn a_late_short_infusion_delivers_its_amount() {
+    match runners() {
+        Err(why) => println!("SKIPPED: {why}"),
+        Ok(rs) => {
+            for &r in rs {
+                for (p, tol) in [(Precision::F32, 2e-4), (Precision::F64, 1e-6)] {
+                    common::a_late_short_infusion_delivers_its_amount(
+                        &mut |m| Some(make(r, m, p).unwrap_or_else(|e| panic!("{r:?}: {e}"))),
+                        tol,
+                    );
+                }
+            }
+        }
+    }
+}

@@ -2538,3 +2538,40 @@ fn times_too_fine_for_f32_are_noted() {
         "{note}"
     );
 }
+
+/// A windowed metric late in a long run, which f32 kernels read as the difference of two
+/// readings of a running total, is noted with the error to expect (about 2.4e-7 · b/(b − a):
+/// 1.5e-4 measured over [8 700, 8 712]); the test trial's (a window of 12 h ending at 48 h)
+/// and a whole-run AUC are not; an infusion's duration counts among the closest times.
+#[test]
+fn windowed_metrics_late_in_a_long_run_are_noted_for_f32() {
+    assert!(trial().f32_window_note().is_none());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let year = SPEC
+        .replace("end = 48", "end = 8760")
+        .replace("every = 12, count = 4", "every = 12, count = 730")
+        .replace(
+            "metrics = [\"auc\",",
+            "metrics = [\"auc(8700, 8712)\", \"auc\",",
+        );
+    let t = Trial::from_text(&root.join("spec.toml"), &year).unwrap();
+    let note = t.f32_window_note().expect("no note");
+    assert!(
+        note.contains("cp_auc_8700_8712 over [8700, 8712]")
+            && note.contains("relative errors of about 2e-4"),
+        "{note}"
+    );
+    let whole = year.replace("\"auc(8700, 8712)\", ", "");
+    let t = Trial::from_text(&root.join("spec.toml"), &whole).unwrap();
+    assert!(t.f32_window_note().is_none(), "{:?}", t.f32_window_note());
+    let infusion = SPEC.replace(
+        "every = 24, count = 2 }",
+        "every = 24, count = 2, duration = 0.001 }",
+    );
+    let t = Trial::from_text(&root.join("spec.toml"), &infusion).unwrap();
+    let note = t.f32_time_note().expect("no note");
+    assert!(
+        note.contains("closest two times of this trial (0.001)"),
+        "{note}"
+    );
+}

@@ -501,3 +501,13 @@ fn zero_doses_over_a_duration_give_nothing() {
         1e-4,
     );
 }
+
+/// A short infusion late in a long trial delivers its amount in the f32 kernels, though f32
+/// rounds its end by 3 % of its duration.
+#[test]
+fn a_late_short_infusion_delivers_its_amount() {
+    common::a_late_short_infusion_delivers_its_amount(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        2e-4,
+    );
+}

@@ -425,6 +425,8 @@ pub fn simulate_arm_subject_occasions(
         let Ok(dose) = line.resolve(amount_scale, &bound.state_dosing()[line.state]) else {
             return fail(Status::NonFinite);
         };
+        // As given at 0 (an infusion's span as its lag and duration round), as the kernels'.
+        let dose = dose.given_at(0.0).1;
         let start = crate::backend::records::steady_state_start(
             model,
             params,

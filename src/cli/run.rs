@@ -486,7 +486,13 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
 fn f32_time_line(trial: &crate::trial::Trial) {
     let f32_gpu =
         trial.precision == crate::backend::Precision::F32 && trial.backend != BackendChoice::Cpu;
-    if let Some(w) = trial.f32_time_note().filter(|_| f32_gpu) {
+    if !f32_gpu {
+        return;
+    }
+    for w in [trial.f32_time_note(), trial.f32_window_note()]
+        .into_iter()
+        .flatten()
+    {
         println!("  note        on a GPU backend: {w}");
     }
 }
@@ -634,7 +640,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         report.backend.name, report.backend.device, report.backend_reason
     );
     if report.backend.precision == crate::backend::Precision::F32 {
-        if let Some(w) = trial.f32_time_note() {
+        for w in [trial.f32_time_note(), trial.f32_window_note()]
+            .into_iter()
+            .flatten()
+        {
             eprintln!("note: {w}");
         }
     }

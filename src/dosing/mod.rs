@@ -64,6 +64,34 @@ pub struct ResolvedDose {
     pub bolus: bool,
 }
 
+impl ResolvedDose {
+    /// The dose as given at `nominal`: starting at `nominal + lag`, an infusion ending at
+    /// `start + duration` as that sum rounds. Its rate is the one whose rounded span delivers
+    /// the amount `rate · duration` (late in a long trial, in f32, the span of a short infusion
+    /// can differ from its duration by a large fraction of it); one whose span rounds to 0 is a
+    /// bolus of that amount. The kernels' `admin_event` computes the same. Returns the start
+    /// and the dose as given.
+    pub fn given_at(&self, nominal: f64) -> (f64, ResolvedDose) {
+        let start = nominal + self.lag;
+        let mut d = *self;
+        if !self.bolus && self.duration > 0.0 {
+            let span = (start + self.duration) - start;
+            if span != self.duration {
+                if span > 0.0 {
+                    d.rate = self.rate * self.duration / span;
+                    d.duration = span;
+                } else {
+                    d.amount = self.rate * self.duration;
+                    d.rate = 0.0;
+                    d.duration = 0.0;
+                    d.bolus = true;
+                }
+            }
+        }
+        (start, d)
+    }
+}
+
 /// An arm's regimen: several dose lines (e.g. a loading dose then maintenance).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Regimen {
@@ -514,8 +542,7 @@ fn dose_events(
     d: &StateDosing,
     events: &mut Vec<DoseEvent>,
 ) -> Result<(), DosingError> {
-    let r = line.resolve(amount_scale, d)?;
-    let t = nominal + r.lag;
+    let (t, r) = line.resolve(amount_scale, d)?.given_at(nominal);
     if r.bolus {
         events.push(DoseEvent {
             time: t,

@@ -819,3 +819,55 @@ pub fn zero_doses_give_nothing(
         }
     }
 }
+
+/// A short infusion late in a long trial (100 over 0.0123 h from 8 700 h, whose end f32 rounds
+/// by 3 % of its duration) delivers its amount: the AUC over [8 700, 8 760] and the Cmax of
+/// one_cmt_iv (cl 5, v 50), given by its duration and by its rate, within `tol` (relative)
+/// of the closed form on the backend `make` builds (f32 had delivered 103.2).
+pub fn a_late_short_infusion_delivers_its_amount(
+    make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    tol: f64,
+) {
+    let m = library_model("one_cmt_iv");
+    let Some(mut b) = make(Arc::new(CompiledModel::new(&m))) else {
+        return;
+    };
+    let (cl, v, amount, dur, start) = (5.0, 50.0, 100.0, 0.0123, 8700.0);
+    let k = cl / v;
+    let params: Vec<Vec<f64>> = m
+        .params
+        .iter()
+        .map(|p| vec![if p.name == "cl" { cl } else { v }])
+        .collect();
+    assert!(m.params.iter().all(|p| p.name == "cl" || p.name == "v"));
+    let peak = amount / dur / k * (1.0 - (-k * dur).exp());
+    let auc = (amount - peak * (-k * (8760.0 - start - dur)).exp()) / k / v;
+    let cmax = peak / v;
+    for admin in [
+        Administration::InfusionDuration(dur),
+        Administration::InfusionRate(amount / dur),
+    ] {
+        let mut a = arm(
+            &m,
+            Method::Tsit5,
+            1e-6,
+            &["auc(8700, 8760)".into(), "cmax".into()],
+        );
+        a.regimen = Regimen {
+            lines: vec![line(0, amount, start, 0.0, 1, admin)],
+        };
+        a.end = 8760.0;
+        a.sample_times = vec![8701.0];
+        let out = run(b.as_mut(), &a, &params);
+        assert_eq!(out.status[0], 0, "{admin:?}");
+        let (got_auc, got_cmax) = (out.metrics[0][0], out.metrics[1][0]);
+        assert!(
+            (got_auc / auc - 1.0).abs() <= tol,
+            "{admin:?}: AUC {got_auc} vs {auc}"
+        );
+        assert!(
+            (got_cmax / cmax - 1.0).abs() <= tol,
+            "{admin:?}: Cmax {got_cmax} vs {cmax}"
+        );
+    }
+}
