@@ -1096,3 +1096,171 @@ fn the_documented_example_population_is_complete() {
         .iter()
         .all(|x| x.is_finite() && *x > 0.0));
 }
+
+/// The error of a population whose `[parameters]` table (from line 13) is `params`, with the
+/// categorical `sex` (its `levels` on line 5), `wt`, and etas `eta_cl`, `eta_v`.
+fn located(params: &str, levels: &str) -> String {
+    let text = format!(
+        "[population]\nname = \"loc\"\n\n[covariates.sex]\nlevels = {levels}\n\n\
+         [covariates.wt]\ndist = \"normal\"\nmean = 70\nsd = 10\n\n[parameters]\n{params}\n\n\
+         [[omega]]\netas = [\"eta_cl\", \"eta_v\"]\nvariance = [0.1, 0.1]\n"
+    );
+    match Population::parse("pop.toml", &text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// An error inside an expression written as any form of TOML string is located at the
+/// character of the file it is about: escapes, literal strings, the newline after a multi-line
+/// string's opening delimiter and line-ending backslashes all taken into account.
+#[test]
+fn errors_inside_every_form_of_toml_string_are_located_in_the_file() {
+    const LEVELS: &str = "{ male = 0.5, female = 0.5 }";
+    for (params, want) in [
+        // Basic strings (line 13 is the first parameter's), with escapes before the name.
+        (
+            "v = \"20 * (wt/70) \\t* exp(eta_v) * vv\"",
+            "pop.toml:13:36: unknown name 'vv'",
+        ),
+        (
+            "v = \"20 * (wt/70)\\u0020* exp(eta_v) * vv\"",
+            "pop.toml:13:39: unknown name 'vv'",
+        ),
+        (
+            "v = \"20 * if(wt > 70, 1, 2) * \\\"vv\\\"\"",
+            "pop.toml:13:31: unexpected character '\\\"'",
+        ),
+        (
+            "v = \"20 * if(\\u0077t > 70, 1, 2) * vv\"",
+            "pop.toml:13:36: unknown name 'vv'",
+        ),
+        // An escape decoding to a character the language refuses: located at its backslash.
+        (
+            "v = \"20 * (wt/70) * \\u00e9\"",
+            "pop.toml:13:21: unexpected character 'é'",
+        ),
+        // Literal strings (a backslash is itself there).
+        (
+            "v = '20 * (wt/70) * exp(eta_v) * vv'",
+            "pop.toml:13:34: unknown name 'vv'",
+        ),
+        (
+            "cl = 1\nv = '20 * (wt/70) * exp(eta_v) \\ vv'",
+            "pop.toml:14:32: unexpected character '\\\\'",
+        ),
+        // Multi-line basic strings: the first newline is trimmed; a line-ending backslash
+        // joins lines.
+        (
+            "cl = \"\"\"\n  3 * (wt / 70)^0.75\n    * exp(eta_cll)\"\"\"",
+            "pop.toml:15:11: unknown name 'eta_cll'",
+        ),
+        (
+            "cl = \"\"\"\n  3 * (wt / 70)^0.75 \\\n   \n    * exp(eta_cl) * \\t vv\"\"\"",
+            "pop.toml:16:24: unknown name 'vv'",
+        ),
+        (
+            "cl = \"\"\"3 * (wt / 70)^0.75 \\\n    * exp(eta_cl) * (\"\"\"",
+            "pop.toml:14:22: expected a value, found end of input",
+        ),
+        (
+            "cl = \"\"\"\n  3 * (wt / 70)^0.75\n    * exp(eta_cl) + )\"\"\"",
+            "pop.toml:15:21: expected a value, found ')'",
+        ),
+        // Multi-line literal strings.
+        (
+            "v = '''\n20 * (wt/70)\n  * exp(eta_v) * vv'''",
+            "pop.toml:15:18: unknown name 'vv'",
+        ),
+        (
+            "v = '''20 * (wt/70) * exp(eta_v) * vv'''",
+            "pop.toml:13:36: unknown name 'vv'",
+        ),
+        // Windows line endings.
+        (
+            "cl = \"\"\"\r\n  3 * (wt / 70)^0.75\r\n    * exp(eta_cll)\"\"\"",
+            "pop.toml:15:11: unknown name 'eta_cll'",
+        ),
+    ] {
+        let err = located(params, LEVELS);
+        assert!(err.contains(want), "{params}\nwant {want}\ngot  {err}");
+    }
+    // A categorical's frequencies, given by expressions in any form of string.
+    for (levels, want) in [
+        (
+            "{ male = \"if(1 > 0, 0.5, zz)\", female = 0.5 }",
+            "pop.toml:5:35: unknown name 'zz'",
+        ),
+        (
+            "{ male = 'if(1 > 0, 0.5, zz)', female = 0.5 }",
+            "pop.toml:5:35: unknown name 'zz'",
+        ),
+        (
+            "{ male = \"if(1\\t> 0, 0.5, zz)\", female = 0.5 }",
+            "pop.toml:5:36: unknown name 'zz'",
+        ),
+        (
+            "{ male = 0.5, female = '''0.5 * zz''' }",
+            "pop.toml:5:42: unknown name 'zz'",
+        ),
+    ] {
+        let err = located("cl = 1", levels);
+        assert!(err.contains(want), "{levels}\nwant {want}\ngot  {err}");
+    }
+}
+
+/// Category labels are constants in expressions, written as names there; covariates and etas
+/// are names in expressions too. A label that cannot be written as a name, or any of them named
+/// as a function, is an error located at the name.
+#[test]
+fn labels_and_names_that_expressions_cannot_use_are_located_errors() {
+    const PARAMS: &str = "cl = \"exp(eta_cl)\"";
+    for (levels, want) in [
+        (
+            "{ \"u m\" = 0.5, female = 0.5 }",
+            "pop.toml:5:12: label of 'sex': 'u m' is not a valid name",
+        ),
+        (
+            "{ male = 0.5, 1um = 0.5 }",
+            "pop.toml:5:24: label of 'sex': '1um' is not a valid name",
+        ),
+        (
+            "{ male = 0.5, log = 0.5 }",
+            "pop.toml:5:24: label of 'sex': 'log' cannot be a name here: it is the name of a function",
+        ),
+        (
+            "{ exp = 0.5, female = 0.5 }",
+            "pop.toml:5:12: label of 'sex': 'exp' cannot be a name here: it is the name of a function",
+        ),
+        (
+            "{ male = 0.5, 'if' = 0.5 }",
+            "pop.toml:5:24: label of 'sex': 'if' cannot be a name here",
+        ),
+    ] {
+        let err = located(PARAMS, levels);
+        assert!(err.contains(want), "{levels}\nwant {want}\ngot  {err}");
+    }
+    // A covariate or an eta named as a function.
+    let ok = "[population]\nname = \"n\"\n\n[covariates.wt]\ndist = \"normal\"\nmean = 70\nsd = 10\n\n\
+              [parameters]\ncl = \"wt * exp(eta_cl)\"\n\n[[omega]]\netas = [\"eta_cl\"]\nvariance = [0.1]\n";
+    assert!(Population::parse("pop.toml", ok).is_ok());
+    for (from, to, want) in [
+        (
+            "[covariates.wt]",
+            "[covariates.log]",
+            "pop.toml:4:1: covariate 'log' cannot be a name here: it is the name of a function",
+        ),
+        (
+            "etas = [\"eta_cl\"]\nvariance = [0.1]",
+            "etas = [\"eta_cl\", 'sqrt']\nvariance = [0.1, 0.1]",
+            "pop.toml:13:20: eta 'sqrt' cannot be a name here: it is the name of a function",
+        ),
+    ] {
+        let text = ok.replace(from, to);
+        let err = match Population::parse("pop.toml", &text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{to}\nwant {want}\ngot  {err}");
+    }
+}

@@ -23,7 +23,7 @@ use toml::Spanned;
 
 use crate::diag::{Diagnostic, SourceFile, Span};
 use crate::model::exec::{Exec, Part};
-use crate::model::{lower_expr, parse_expr, resolve, Expr, Program, Var};
+use crate::model::{lower_expr, resolve, Expr, Program, Var};
 use dist::{cholesky_psd, interp, level_at_least, level_at_most, truncated_std_normal};
 use rng::{subject_rng, Stream};
 
@@ -56,9 +56,10 @@ struct CovariateSpec {
     lo: Option<Spanned<Value>>,
     #[serde(default)]
     hi: Option<Spanned<Value>>,
-    /// Categorical: label → frequency (number or expression), in file order.
+    /// Categorical: label → frequency (number or expression), in file order, each label and
+    /// frequency with its location.
     #[serde(default)]
-    levels: Option<Spanned<toml::Table>>,
+    levels: Option<Spanned<Levels>>,
     /// Empirical quantile table: the covariate it is indexed by.
     #[serde(default)]
     by: Option<Spanned<Value>>,
@@ -77,6 +78,9 @@ struct CovariateSpec {
     #[serde(default)]
     source: Option<String>,
 }
+
+/// A categorical's levels: label → frequency, in file order.
+type Levels = indexmap::IndexMap<Spanned<String>, Spanned<toml::Value>>;
 
 /// Published summary values a covariate should reproduce.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -900,7 +904,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     /// Parses an expression given as a TOML number or string at `span`, resolving names with
-    /// `lookup`. Strings are parsed in place so that errors point into the file.
+    /// `lookup`. Errors point into the file (see [`Builder::parse_str`]).
     fn expr(&mut self, v: &Spanned<Value>, lookup: &dyn Fn(&str) -> Option<Var>) -> Option<Expr> {
         let span = sp(v);
         let mut e = match v.get_ref() {
@@ -916,19 +920,25 @@ impl Builder<'_> {
         }
     }
 
+    /// Parses the expression `s`, the TOML string written at `span` of the file (in any of the
+    /// four forms, with escapes and line-ending backslashes): the names of the expression, and
+    /// a syntax error, are located at the characters of the file they were decoded from. (Were
+    /// the file's text at `span` not to decode to `s`, everything is located at `span`.)
     fn parse_str(&mut self, s: &str, span: Span) -> Option<Expr> {
-        let inner = Span::new(span.start + 1, span.end.saturating_sub(1));
-        let in_place = self.src.text.get(inner.start..inner.end) == Some(s);
-        let r = if in_place {
-            parse_expr(self.src, inner)
-        } else {
-            crate::model::parse_expr_str(&self.src.name, s)
-                .map_err(|d| self.src.error(span, d.message))
+        let map = match decode_toml_string(&self.src.text, span) {
+            Some((decoded, map)) if decoded == s => map,
+            _ => vec![span.start; s.len() + 1],
         };
-        match r {
-            Ok(e) => Some(e),
+        let at = |offset: usize| map.get(offset).copied().unwrap_or(span.start);
+        match crate::model::parse_expr_str(&self.src.name, s) {
+            Ok(mut e) => {
+                relocate_names(&mut e, &at);
+                Some(e)
+            }
             Err(d) => {
-                self.errors.push(d);
+                let offset = at(offset_of_line_col(s, d.line, d.col));
+                self.errors
+                    .push(self.src.error(Span::new(offset, offset), d.message));
                 None
             }
         }
@@ -993,10 +1003,11 @@ impl Builder<'_> {
         }
         for (name, _, c) in specs {
             let Some(levels) = &c.levels else { continue };
-            for label in levels.get_ref().keys() {
+            for key in levels.get_ref().keys() {
+                let label = key.get_ref();
                 if let Some(other) = kinds.get(label.as_str()) {
                     self.errors.push(src.error(
-                        sp(levels),
+                        sp(key).max_by(sp(levels)),
                         format!(
                             "label '{label}' of '{name}' has the name of {}: a label is a \
                              constant in every expression, so it needs a name of its own",
@@ -1067,7 +1078,7 @@ impl Builder<'_> {
             return;
         };
         let levels: Vec<&str> = c.levels.as_ref().map_or(Vec::new(), |l| {
-            l.get_ref().keys().map(String::as_str).collect()
+            l.get_ref().keys().map(|k| k.get_ref().as_str()).collect()
         });
         let wrong: Vec<&str> = freq
             .keys()
@@ -1108,14 +1119,15 @@ impl Builder<'_> {
         let mut labels: HashMap<String, (f64, Span)> = HashMap::new();
         for (name, span, c) in &specs {
             if let Some(levels) = &c.levels {
-                for (k, label) in levels.get_ref().keys().enumerate() {
-                    if let Err(msg) = crate::model::parse::check_not_value_name(label) {
+                for (k, key) in levels.get_ref().keys().enumerate() {
+                    let (label, at) = (key.get_ref(), sp(key).max_by(sp(levels)));
+                    if let Err(msg) = check_label(label) {
                         self.errors
-                            .push(src.error(sp(levels), format!("label of '{name}': {msg}")));
+                            .push(src.error(at, format!("label of '{name}': {msg}")));
                     }
                     if let Some((code, _)) = labels.get(label) {
                         if *code != k as f64 {
-                            self.errors.push(src.error(*span, format!("label '{label}' of '{name}' has a different code in another categorical covariate")));
+                            self.errors.push(src.error(at, format!("label '{label}' of '{name}' has a different code in another categorical covariate")));
                         }
                     }
                     labels.insert(label.clone(), (k as f64, *span));
@@ -1129,14 +1141,15 @@ impl Builder<'_> {
             .collect();
         let cov_names: Vec<String> = specs.iter().map(|(n, _, _)| n.clone()).collect();
         for (n, span, _) in &specs {
-            if let Err(msg) = crate::model::parse::check_population_name(n) {
-                self.errors.push(src.error(*span, msg));
+            if let Err(msg) = check_expression_name(n) {
+                self.errors
+                    .push(src.error(*span, format!("covariate {msg}")));
             }
         }
         for o in &spec.omega {
             let list = &o.get_ref().etas;
             for n in list.get_ref() {
-                if let Err(msg) = crate::model::parse::check_population_name(n) {
+                if let Err(msg) = check_expression_name(n).map_err(|m| format!("eta {m}")) {
                     self.errors.push(src.error(eta_span(src, sp(list), n), msg));
                 }
             }
@@ -1166,7 +1179,7 @@ impl Builder<'_> {
             }
             if let Some(levels) = &c.levels {
                 for v in levels.get_ref().values() {
-                    if let toml::Value::String(s) = v {
+                    if let toml::Value::String(s) = v.get_ref() {
                         if let Ok(e) = crate::model::parse_expr_str("", s) {
                             names.extend(e.free_names().into_iter().map(|(n, _)| n));
                         }
@@ -1294,19 +1307,22 @@ impl Builder<'_> {
                 (None | Some("categorical"), None, Some(levels)) => {
                     let mut freqs = Vec::new();
                     let mut constant_sum = Some(0.0);
-                    for (label, f) in levels.get_ref() {
-                        let number = match f {
+                    for (key, f) in levels.get_ref() {
+                        let label = key.get_ref();
+                        // The frequency's own location (its label's, or the table's, if none).
+                        let at = sp(f).max_by(sp(key).max_by(sp(levels)));
+                        let number = match f.get_ref() {
                             toml::Value::Float(x) => Some(*x),
                             toml::Value::Integer(x) => Some(*x as f64),
                             _ => None,
                         };
-                        match f {
+                        match f.get_ref() {
                             toml::Value::Float(_) | toml::Value::Integer(_) => {
                                 let x = number.unwrap_or(f64::NAN);
                                 constant_sum = constant_sum.map(|s| s + x);
                                 if !x.is_finite() || x < 0.0 {
                                     self.errors.push(src.error(
-                                        sp(levels),
+                                        at,
                                         format!(
                                             "frequency of '{label}' must be a finite number ≥ 0, got {x}"
                                         ),
@@ -1316,16 +1332,13 @@ impl Builder<'_> {
                             }
                             toml::Value::String(s) => {
                                 constant_sum = None;
-                                let v = Spanned::new(
-                                    sp(levels).start..sp(levels).end,
-                                    Value::Expr(s.clone()),
-                                );
+                                let v = Spanned::new(at.start..at.end, Value::Expr(s.clone()));
                                 if let Some(e) = self.expr(&v, &lookup) {
                                     freqs.push(lower_with_labels(&e, &v, src, &labels));
                                 }
                             }
                             _ => self.errors.push(src.error(
-                                sp(levels),
+                                at,
                                 format!("frequency of '{label}' must be a number or an expression"),
                             )),
                         }
@@ -1512,7 +1525,7 @@ impl Builder<'_> {
                     labels: c
                         .levels
                         .as_ref()
-                        .map(|l| l.get_ref().keys().cloned().collect()),
+                        .map(|l| l.get_ref().keys().map(|k| k.get_ref().clone()).collect()),
                     target: c.target.as_ref().map(|t| t.get_ref().clone()),
                     source: c.source.clone(),
                 });
@@ -1879,15 +1892,153 @@ pub fn category_code(x: f64, labels: usize) -> Option<u16> {
 /// The name of the column that numbers the subjects in sampled populations and trial outputs.
 pub const SUBJECT_COLUMN: &str = "subject_id";
 
-/// The location of eta `name` in the `etas = [...]` list at `list`.
+/// The location of eta `name` in the `etas = [...]` list at `list` (written as a basic or a
+/// literal string).
 fn eta_span(src: &SourceFile, list: Span, name: &str) -> Span {
-    let quoted = format!("\"{name}\"");
-    let at = src
-        .text
-        .get(list.start..list.end)
-        .and_then(|t| t.find(&quoted))
+    let text = src.text.get(list.start..list.end);
+    let at = ['"', '\'']
+        .iter()
+        .find_map(|q| text.and_then(|t| t.find(&format!("{q}{name}{q}"))))
         .map_or(list.start, |i| list.start + i + 1);
     Span::new(at, at + name.len())
+}
+
+/// The functions expressions call by name (and `if`).
+fn is_function_name(name: &str) -> bool {
+    name == "if" || crate::model::Func::from_name(name).is_some()
+}
+
+/// Checks the name of a covariate or an eta, a name in expressions: the name rules of
+/// [`crate::model::parse::check_population_name`], and not the name of a function, which
+/// `name(…)` would call while `name` alone would read the quantity.
+fn check_expression_name(name: &str) -> Result<(), String> {
+    crate::model::parse::check_population_name(name)?;
+    if is_function_name(name) {
+        return Err(format!(
+            "'{name}' cannot be a name here: it is the name of a function in expressions"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a category label: a constant in every expression, so written as a name there.
+fn check_label(label: &str) -> Result<(), String> {
+    check_expression_name(label)
+        .map_err(|m| format!("{m} (a label is a constant in expressions, written as a name)"))
+}
+
+/// Decodes the TOML string written at `span` of `text` (basic, literal, multi-line basic or
+/// multi-line literal): its value, and for each of its bytes, then its end, the offset in `text`
+/// of the character it comes from (an escape's bytes: its backslash). The newline right after a
+/// multi-line string's opening delimiter is not part of the value, nor is a line-ending
+/// backslash with the whitespace and newlines after it. `None` where `span` is not a string.
+fn decode_toml_string(text: &str, span: Span) -> Option<(String, Vec<usize>)> {
+    let raw = text.get(span.start..span.end)?;
+    let (delim, escapes, multi_line) = if raw.starts_with("\"\"\"") {
+        ("\"\"\"", true, true)
+    } else if raw.starts_with("'''") {
+        ("'''", false, true)
+    } else if raw.starts_with('"') {
+        ("\"", true, false)
+    } else if raw.starts_with('\'') {
+        ("'", false, false)
+    } else {
+        return None;
+    };
+    if raw.len() < 2 * delim.len() || !raw.ends_with(delim) {
+        return None;
+    }
+    let end = raw.len() - delim.len();
+    let mut i = delim.len();
+    if multi_line {
+        let body = raw.get(i..end)?;
+        i += if body.starts_with('\n') {
+            1
+        } else if body.starts_with("\r\n") {
+            2
+        } else {
+            0
+        };
+    }
+    let mut value = String::new();
+    let mut map = Vec::new();
+    while i < end {
+        let c = raw.get(i..end)?.chars().next()?;
+        if c != '\\' || !escapes {
+            map.extend((0..c.len_utf8()).map(|k| span.start + i + k));
+            value.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        let rest = raw.get(i + 1..end)?;
+        let hex = |digits: usize| -> Option<char> {
+            let h = rest.get(1..1 + digits)?;
+            if !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            char::from_u32(u32::from_str_radix(h, 16).ok()?)
+        };
+        let (decoded, len) = match rest.chars().next()? {
+            'b' => ('\u{8}', 2),
+            'e' => ('\u{1b}', 2),
+            'f' => ('\u{c}', 2),
+            'n' => ('\n', 2),
+            'r' => ('\r', 2),
+            't' => ('\t', 2),
+            '\\' => ('\\', 2),
+            '"' => ('"', 2),
+            'x' => (hex(2)?, 4),
+            'u' => (hex(4)?, 6),
+            'U' => (hex(8)?, 10),
+            ' ' | '\t' | '\r' | '\n' if multi_line => {
+                // A line-ending backslash: the whitespace and newlines after it go too.
+                let kept = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+                i += 1 + rest.len() - kept.len();
+                continue;
+            }
+            _ => return None,
+        };
+        map.extend((0..decoded.len_utf8()).map(|_| span.start + i));
+        value.push(decoded);
+        i += len;
+    }
+    map.push(span.start + end);
+    Some((value, map))
+}
+
+/// The byte offset in `text` of 1-based `line` and `col` (columns counting characters).
+fn offset_of_line_col(text: &str, line: usize, col: usize) -> usize {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let rest = text.get(start..).unwrap_or("");
+    start
+        + rest
+            .char_indices()
+            .nth(col.saturating_sub(1))
+            .map_or(rest.len(), |(i, _)| i)
+}
+
+/// Moves the location of every name in `e` from an offset in the expression's text to `at` it.
+fn relocate_names(e: &mut Expr, at: &dyn Fn(usize) -> usize) {
+    match e {
+        Expr::Num(_) => {}
+        Expr::Var(Var::Name { span, .. }) => *span = Span::new(at(span.start), at(span.end)),
+        Expr::Var(_) => {}
+        Expr::Unary(_, a) => relocate_names(a, at),
+        Expr::Binary(_, a, b) => {
+            relocate_names(a, at);
+            relocate_names(b, at);
+        }
+        Expr::Call(_, args) => args.iter_mut().for_each(|a| relocate_names(a, at)),
+        Expr::If(c, a, b) => {
+            relocate_names(c, at);
+            relocate_names(a, at);
+            relocate_names(b, at);
+        }
+    }
 }
 
 /// The location of `name = …` inside `[section]` (or anywhere when section is empty), for errors
@@ -1917,6 +2068,50 @@ fn find_key_span(src: &SourceFile, section: &str, name: &str) -> Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `decode_toml_string` decodes every form of TOML string as the toml crate does, and maps
+    /// each character that is not an escape to itself in the file.
+    #[test]
+    fn toml_strings_decode_with_their_locations() {
+        #[derive(Deserialize)]
+        struct One {
+            k: Spanned<String>,
+        }
+        for raw in [
+            r#""a b""#,
+            r#""""#,
+            r#""x\t\"y\\ \u00e9\U0001F600 \x41 \e\b\f\n\r é""#,
+            r"'a \t b'",
+            "''",
+            "'''\na\nb'''",
+            "'''\r\na\r\nb'' '''",
+            "'''a''''",
+            "\"\"\"\n  a \\\n  \n   b\\t\"\"\"",
+            "\"\"\"\r\n  a \\  \r\n\r\n   b\r\nc\"\"\"\"\"",
+            "\"\"\"a\\\n\"\"\"",
+            "\"\"\"\"\"\"",
+        ] {
+            let text = format!("k = {raw}\n");
+            let one: One = toml::from_str(&text).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            let (value, map) = decode_toml_string(&text, sp(&one.k))
+                .unwrap_or_else(|| panic!("{raw}: not decoded"));
+            assert_eq!(&value, one.k.get_ref(), "{raw}");
+            assert_eq!(map.len(), value.len() + 1, "{raw}");
+            for (i, c) in value.char_indices() {
+                let at = &text[map[i]..];
+                assert!(
+                    at.starts_with(c) || at.starts_with('\\'),
+                    "{raw}: {c:?} at {i}"
+                );
+            }
+            // The end: the closing delimiter.
+            let close = &raw[raw.len() - 1..];
+            assert!(text[map[value.len()]..].starts_with(close), "{raw}");
+        }
+        let text = "k = 1";
+        assert_eq!(decode_toml_string(text, Span::new(4, 5)), None);
+        assert_eq!(decode_toml_string(text, Span::new(4, 9)), None);
+    }
 
     #[test]
     fn the_adult_population_loads_and_samples() {
