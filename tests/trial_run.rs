@@ -417,6 +417,12 @@ fn bad_specs_are_located_errors() {
             "metric column 'cp_cmax' is requested twice",
         ),
         (
+            "parameters = true",
+            "parameters = true\noutputs = [\"cp\", \"cp\"]",
+            32,
+            "output 'cp' is listed twice",
+        ),
+        (
             "\"time_above(1.0)\"",
             "\"cp time_above:(1.0)\"",
             30,

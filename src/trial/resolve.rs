@@ -618,16 +618,21 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     // Metrics × outputs.
     let outputs: Vec<usize> = match &spec.output.outputs {
         None => (0..model.outputs.len()).collect(),
-        Some(names) => names
-            .get_ref()
-            .iter()
-            .filter_map(|n| {
-                model
-                    .output_named(n.get_ref())
-                    .map_err(|e| errors.push(src.error(span_of(n), e)))
-                    .ok()
-            })
-            .collect(),
+        Some(names) => {
+            let mut listed: Vec<usize> = Vec::new();
+            for n in names.get_ref() {
+                match model.output_named(n.get_ref()) {
+                    // Listed twice: every metric's column would be requested twice.
+                    Ok(k) if listed.contains(&k) => errors.push(src.error(
+                        span_of(n),
+                        format!("output '{}' is listed twice", n.get_ref()),
+                    )),
+                    Ok(k) => listed.push(k),
+                    Err(e) => errors.push(src.error(span_of(n), e)),
+                }
+            }
+            listed
+        }
     };
     // Each metric of every output above, or of the one output it names (`effect:cmax`).
     let mut metric_specs = Vec::new();
