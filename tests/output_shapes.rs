@@ -310,3 +310,54 @@ fn wgpu_kernels_match_the_closed_forms() {
     use vpop::backend::wgpu::WgpuBackend;
     gpu_matches_the_closed_forms("wgpu", WgpuBackend::new);
 }
+
+/// Profiles in f16 hold values up to 65 504: a finite value beyond that would be written as
+/// infinite, which is neither the value nor the null of a value that is not finite. The run
+/// stops with an error that names the column, subject and time and says what to do, and the
+/// same trial in f32 writes the value.
+#[test]
+fn f16_profiles_refuse_finite_values_beyond_its_range() {
+    let dir = std::env::temp_dir().join(format!("vpop-f16-range-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // 5e6 / 50 · exp(−0.1 · t): 1e5 at 0, 90 484 at 1, 36 788 at 10.
+    let spec = |precision: &str| {
+        format!(
+            "[trial]\nname = \"f16 range\"\nsubjects = 2\nseed = 1\n\
+             [model]\nlibrary = \"one_cmt_iv\"\n\
+             [[arm]]\nname = \"big\"\ndose = {{ amount = 5e6, into = \"central\" }}\n\
+             [simulation]\nend = 100\nbackend = \"cpu\"\n\
+             [output]\ndir = \"{}\"\nmetrics = [\"cmax\"]\n\
+             profile = {{ times = [10, 1, 50], precision = \"{precision}\" }}\n",
+            dir.join(precision).display()
+        )
+    };
+    let run = |precision: &str| {
+        let path = dir.join(format!("{precision}.toml"));
+        std::fs::write(&path, spec(precision)).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("run")
+            .arg(&path)
+            .arg("--quiet")
+            .output()
+            .unwrap()
+    };
+    let f16 = run("f16");
+    let err = String::from_utf8_lossy(&f16.stderr);
+    assert!(!f16.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "cp_profile of subject 0 in arm 'big' is 9.048374e4 at its sampling time 1 of 3"
+        ) && err.contains("65504")
+            && err.contains("precision = \"f32\""),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let f32 = run("f32");
+    assert!(
+        f32.status.success(),
+        "{}",
+        String::from_utf8_lossy(&f32.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

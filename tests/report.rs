@@ -194,3 +194,121 @@ fn charts_draw_the_metrics_of_the_subjects_that_succeeded() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A run that has not finished (stopped after its first part, as a killed run is; or one shard
+/// of two) is refused with what is missing, unless `--partial` asks for its charts, which then
+/// come with a warning of how much of the run they show. Resumed to its end, the same
+/// directory reports as before.
+#[test]
+fn a_run_that_has_not_finished_is_refused_or_drawn_as_partial() {
+    let dir = std::env::temp_dir().join(format!("vpop-report-partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out");
+    let spec = dir.join("trial.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[trial]\nname = \"partial\"\nsubjects = 300\nseed = 3\n\
+             [model]\nlibrary = \"one_cmt_oral\"\n\
+             [population]\nfile = \"{pop}\"\n\
+             [[arm]]\nname = \"a\"\ndose = {{ amount = 100, into = \"depot\", every = 24, count = 2 }}\n\
+             [simulation]\nend = 48\nbackend = \"cpu\"\nchunk_size = 100\n\
+             [output]\ndir = \"{out}\"\nmetrics = [\"auc\", \"cmax\"]\n\
+             profile = {{ every = 6 }}\n",
+            pop = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("populations/adult_healthy.toml")
+                .display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    // Stopped after its first part: the manifest says "running".
+    let run = vpop()
+        .arg("run")
+        .arg(&spec)
+        .arg("--quiet")
+        .env("VPOP_STOP_AFTER_PARTS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let manifest = std::fs::read_to_string(out.join("_manifest.json")).unwrap();
+    assert!(manifest.contains("\"running\""), "{manifest}");
+
+    let rep = vpop().arg("report").arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&rep.stderr);
+    assert!(!rep.status.success(), "{err}");
+    assert!(
+        err.contains("the run has not finished")
+            && err.contains("_manifest.json says \"running\"")
+            && err.contains("1 of its 3 parts are there (100 of 300 subjects per arm)")
+            && err.contains("--partial"),
+        "{err}"
+    );
+    assert!(!out.join("_report").exists(), "nothing drawn");
+
+    let rep = vpop()
+        .arg("report")
+        .arg(&out)
+        .arg("--partial")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&rep.stderr);
+    assert!(rep.status.success(), "{err}");
+    assert!(
+        err.contains("WARNING: PARTIAL RUN")
+            && err.contains("The charts show 100 of the trial's 300 subjects per arm"),
+        "{err}"
+    );
+    // Beside the finished run's charts, not in their place.
+    for name in ["metrics.png", "profiles.png"] {
+        assert!(is_png(&out.join("_report-partial").join(name)), "{name}");
+    }
+    assert!(!out.join("_report").exists());
+
+    // Resumed to its end: a report as of any finished run, without a warning.
+    let run = vpop()
+        .arg("run")
+        .arg(&spec)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rep = vpop().arg("report").arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&rep.stderr);
+    assert!(rep.status.success(), "{err}");
+    assert!(!err.contains("PARTIAL"), "{err}");
+    assert!(is_png(&out.join("_report").join("metrics.png")));
+
+    // One shard of two, finished: its manifest is complete, the run is not.
+    let sharded = dir.join("sharded");
+    let run = vpop()
+        .arg("run")
+        .arg(&spec)
+        .args(["--quiet", "--shard", "1/2", "--out"])
+        .arg(&sharded)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rep = vpop().arg("report").arg(&sharded).output().unwrap();
+    let err = String::from_utf8_lossy(&rep.stderr);
+    assert!(!rep.status.success(), "{err}");
+    assert!(
+        err.contains("no manifest of shard 2/2")
+            && err.contains("1 of its 3 parts are there (100 of 300 subjects per arm)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

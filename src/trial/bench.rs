@@ -118,10 +118,22 @@ pub struct BenchRow {
     pub failed: u64,
     /// Subjects whose status differs from the CPU reference's at the same settings.
     pub status_mismatches: u64,
-    /// Largest relative difference of AUC and Cmax columns from the tight reference.
+    /// Subject-arms of the comparison (the first `cpu_subjects` of each arm) whose errors were
+    /// measured: both the backend and the tight reference integrated them.
+    pub compared: u64,
+    /// Subject-arms of the comparison not compared because the tight reference failed on them
+    /// (`max_steps` at its tolerance, for one): their errors are unknown.
+    pub not_compared_reference_failed: u64,
+    /// Subject-arms of the comparison not compared because the backend failed on them (and
+    /// the reference did not).
+    pub not_compared_backend_failed: u64,
+    /// Largest relative difference of AUC and Cmax columns from the tight reference; NaN (null
+    /// in JSON, `n/a` in the text) where none was measured: no subject-arm compared, or no
+    /// AUC or Cmax column.
     pub max_rel_auc_cmax: f64,
     /// Largest difference of any metric but Tmax from the tight reference, relative to
-    /// `|reference| + 1e-6 · max |column|`.
+    /// `|reference| + 1e-6 · max |column|`; NaN (null in JSON, `n/a`) where no subject-arm
+    /// was compared.
     pub max_rel_metrics: f64,
     /// Mean accepted + rejected steps per subject-arm.
     pub steps_per_subject: f64,
@@ -474,8 +486,11 @@ fn run_bench_data(
             kernel_seconds: None,
             failed: got.iter().filter(|o| o.status as u8 != 0).count() as u64,
             status_mismatches: 0,
-            max_rel_auc_cmax: 0.0,
-            max_rel_metrics: 0.0,
+            compared: 0,
+            not_compared_reference_failed: 0,
+            not_compared_backend_failed: 0,
+            max_rel_auc_cmax: f64::NAN,
+            max_rel_metrics: f64::NAN,
             steps_per_subject: 0.0,
             rhs_per_subject: 0.0,
         };
@@ -486,27 +501,35 @@ fn run_bench_data(
         }
         row.steps_per_subject = steps as f64 / got.len().max(1) as f64;
         row.rhs_per_subject = rhs as f64 / got.len().max(1) as f64;
+        // Which subjects are compared: those both the backend and the reference integrated.
+        let mut tally = Tally::default();
+        let ok: Vec<bool> = got
+            .iter()
+            .zip(&reference)
+            .map(|(g, r)| tally.subject(g.status as u8, r.status as u8))
+            .collect();
+        for (i, g) in got.iter().enumerate() {
+            if same.get(i).is_some_and(|s| g.status != s.status) {
+                row.status_mismatches += 1;
+            }
+        }
+        let mut max = None;
         let n_out = trial.compiled.n_outputs();
         for k in 0..n_out {
             let scale = reference
                 .iter()
                 .flat_map(|r| r.outputs[k].iter())
+                .filter(|v| v.is_finite())
                 .map(|v| v.abs())
                 .fold(0.0, f64::max);
-            for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
-                if g.status != same[i].status {
-                    row.status_mismatches += u64::from(k == 0);
-                }
-                if g.status as u8 != 0 || r.status as u8 != 0 {
-                    continue;
-                }
+            for ((g, r), _) in got.iter().zip(&reference).zip(&ok).filter(|(_, ok)| **ok) {
                 for (gv, rv) in g.outputs[k].iter().zip(&r.outputs[k]) {
-                    let d = (gv - rv).abs();
-                    let floored = d / (rv.abs() + 1e-6 * scale).max(f64::MIN_POSITIVE);
-                    row.max_rel_metrics = max_nan(row.max_rel_metrics, floored);
+                    max = max_err(max, floored_error(*gv, *rv, scale));
                 }
             }
         }
+        tally.fill(&mut row);
+        row.max_rel_metrics = max.unwrap_or(f64::NAN);
         row.max_rel_auc_cmax = row.max_rel_metrics;
         row
     };
@@ -664,8 +687,42 @@ impl TargetRun {
     }
 }
 
+/// Which subject-arms of a comparison were compared, and why the others were not.
+#[derive(Debug, Default)]
+struct Tally {
+    compared: u64,
+    reference_failed: u64,
+    backend_failed: u64,
+}
+
+impl Tally {
+    /// Counts one subject-arm by the backend's and the reference's status codes (0: ok);
+    /// whether its errors can be measured. One the reference failed on counts as that, whatever
+    /// the backend did.
+    fn subject(&mut self, got: u8, reference: u8) -> bool {
+        if reference != 0 {
+            self.reference_failed += 1;
+            false
+        } else if got != 0 {
+            self.backend_failed += 1;
+            false
+        } else {
+            self.compared += 1;
+            true
+        }
+    }
+
+    fn fill(&self, row: &mut BenchRow) {
+        row.compared = self.compared;
+        row.not_compared_reference_failed = self.reference_failed;
+        row.not_compared_backend_failed = self.backend_failed;
+    }
+}
+
 /// A row from the first `n` subjects of each arm, against the CPU at the same settings and
-/// the tight reference.
+/// the tight reference. Only subject-arms that both the backend and the reference integrated
+/// are compared; the row counts them, and the others by why not. The errors are NaN where
+/// nothing was measured, never 0.
 #[allow(clippy::too_many_arguments)]
 fn compare(
     label: &str,
@@ -686,8 +743,11 @@ fn compare(
         kernel_seconds: kernel.map(|k| k.as_secs_f64()),
         failed: 0,
         status_mismatches: 0,
-        max_rel_auc_cmax: 0.0,
-        max_rel_metrics: 0.0,
+        compared: 0,
+        not_compared_reference_failed: 0,
+        not_compared_backend_failed: 0,
+        max_rel_auc_cmax: f64::NAN,
+        max_rel_metrics: f64::NAN,
         steps_per_subject: 0.0,
         rhs_per_subject: 0.0,
     };
@@ -699,55 +759,111 @@ fn compare(
     let count = got.iter().map(|g| g.status.len()).sum::<usize>().max(1) as f64;
     row.steps_per_subject = steps as f64 / count;
     row.rhs_per_subject = rhs as f64 / count;
+    let mut tally = Tally::default();
+    let (mut auc_cmax, mut metrics) = (None, None);
     for (a, plan) in plans.iter().enumerate() {
         let (g, s, r) = (&got[a], &same[a], &reference[a]);
         row.failed += g.status[..n].iter().filter(|x| **x != 0).count() as u64;
         row.status_mismatches += (0..n).filter(|&i| g.status[i] != s.status[i]).count() as u64;
+        let ok: Vec<usize> = (0..n)
+            .filter(|&i| tally.subject(g.status[i], r.status[i]))
+            .collect();
         for (k, spec) in plan.metrics.iter().enumerate() {
             let col = &spec.column;
             if col.ends_with("_tmax") {
                 continue;
             }
             let (gv, rv) = (&g.metrics[k][..n], &r.metrics[k][..n]);
-            let ok = |i: usize| g.status[i] == 0 && r.status[i] == 0;
-            let scale = rv.iter().map(|v| v.abs()).fold(0.0, f64::max);
-            for i in (0..n).filter(|&i| ok(i)) {
-                let d = (gv[i] - rv[i]).abs();
-                let floored = d / (rv[i].abs() + 1e-6 * scale).max(f64::MIN_POSITIVE);
-                row.max_rel_metrics = max_nan(row.max_rel_metrics, floored);
+            let scale = rv
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(|v| v.abs())
+                .fold(0.0, f64::max);
+            for &i in &ok {
+                metrics = max_err(metrics, floored_error(gv[i], rv[i], scale));
                 if col.ends_with("_auc") || col.ends_with("_cmax") {
-                    let rel = d / rv[i].abs().max(f64::MIN_POSITIVE);
-                    row.max_rel_auc_cmax = max_nan(row.max_rel_auc_cmax, rel);
+                    auc_cmax = max_err(auc_cmax, floored_error(gv[i], rv[i], 0.0));
                 }
             }
         }
     }
+    tally.fill(&mut row);
+    row.max_rel_auc_cmax = auc_cmax.unwrap_or(f64::NAN);
+    row.max_rel_metrics = metrics.unwrap_or(f64::NAN);
     row
 }
 
-/// The larger of two values; NaN (a metric missing on one side only) counts as infinite.
-fn max_nan(a: f64, b: f64) -> f64 {
-    if b.is_nan() {
-        f64::INFINITY
-    } else {
-        a.max(b)
+/// `|got − reference|` relative to `|reference| + 1e-6 · scale`: 0 where both are the same
+/// value (an undefined metric on both sides among them), NaN where one side only is undefined.
+fn floored_error(got: f64, reference: f64, scale: f64) -> f64 {
+    if got == reference || (got.is_nan() && reference.is_nan()) {
+        return 0.0;
     }
+    (got - reference).abs() / (reference.abs() + 1e-6 * scale).max(f64::MIN_POSITIVE)
+}
+
+/// The larger of the largest error so far (`None`: none measured yet) and `b`; NaN (a metric
+/// missing on one side only) counts as infinite.
+fn max_err(a: Option<f64>, b: f64) -> Option<f64> {
+    let b = if b.is_nan() { f64::INFINITY } else { b };
+    Some(a.map_or(b, |a| a.max(b)))
+}
+
+/// An error figure as the text prints it: `n/a` where none was measured, `inf` where a metric
+/// is defined on one side only.
+fn error_text(e: f64) -> String {
+    if e.is_nan() {
+        "n/a".into()
+    } else if e.is_infinite() {
+        "inf".into()
+    } else {
+        format!("{e:.2e}")
+    }
+}
+
+/// What a row's comparison covered, where it did not cover every subject-arm: `compared on 3
+/// of 4 subject-arms (the reference failed on 1)`; empty where it did.
+fn coverage_text(r: &BenchRow) -> String {
+    let (refs, own) = (
+        r.not_compared_reference_failed,
+        r.not_compared_backend_failed,
+    );
+    if refs == 0 && own == 0 {
+        return String::new();
+    }
+    let mut why = Vec::new();
+    if refs > 0 {
+        why.push(format!("the reference failed on {refs}"));
+    }
+    if own > 0 {
+        why.push(format!("this backend on {own}"));
+    }
+    format!(
+        "compared on {} of {} subject-arms ({})",
+        r.compared,
+        r.compared + refs + own,
+        why.join(", ")
+    )
 }
 
 fn format_row(r: &BenchRow) -> String {
     let kernel = r
         .kernel_subjects_per_s()
         .map_or("-".to_string(), |k| format!("{k:.3e}"));
+    let coverage = match coverage_text(r) {
+        c if c.is_empty() => c,
+        c => format!(", {c}"),
+    };
     format!(
         "{}: {} subject-arms in {:.3} s: {:.3e} subjects/s (kernel only: {kernel}), {} failed, \
-         max rel. error AUC/Cmax {:.2e}, all metrics but Tmax {:.2e}",
+         max rel. error AUC/Cmax {}, all metrics but Tmax {}{coverage}",
         r.backend,
         r.subjects,
         r.seconds,
         r.subjects_per_s(),
         r.failed,
-        r.max_rel_auc_cmax,
-        r.max_rel_metrics
+        error_text(r.max_rel_auc_cmax),
+        error_text(r.max_rel_metrics)
     )
 }
 
@@ -779,7 +895,7 @@ pub fn format_report(rep: &BenchReport) -> String {
         .fold(16, usize::max);
     let _ = writeln!(
         s,
-        "{:<w$} {:>12} {:>10} {:>12} {:>14} {:>9} {:>7} {:>10} {:>10}  device",
+        "{:<w$} {:>12} {:>10} {:>12} {:>14} {:>9} {:>7} {:>13} {:>10} {:>10}  device",
         "backend",
         "subject-arms",
         "seconds",
@@ -787,6 +903,7 @@ pub fn format_report(rep: &BenchReport) -> String {
         "kernel subj/s",
         "x CPU",
         "failed",
+        "compared",
         "AUC/Cmax",
         "all"
     );
@@ -797,9 +914,14 @@ pub fn format_report(rep: &BenchReport) -> String {
         let kernel = r
             .kernel_subjects_per_s()
             .map_or("-".to_string(), |k| format!("{k:.3e}"));
+        let compared = format!(
+            "{}/{}",
+            r.compared,
+            r.compared + r.not_compared_reference_failed + r.not_compared_backend_failed
+        );
         let _ = writeln!(
             s,
-            "{:<w$} {:>12} {:>10.3} {:>12.3e} {:>14} {:>9} {:>7} {:>10.2e} {:>10.2e}  {}",
+            "{:<w$} {:>12} {:>10.3} {:>12.3e} {:>14} {:>9} {:>7} {:>13} {:>10} {:>10}  {}",
             r.backend,
             r.subjects,
             r.seconds,
@@ -807,13 +929,36 @@ pub fn format_report(rep: &BenchReport) -> String {
             kernel,
             ratio,
             r.failed,
-            r.max_rel_auc_cmax,
-            r.max_rel_metrics,
+            compared,
+            error_text(r.max_rel_auc_cmax),
+            error_text(r.max_rel_metrics),
             r.device
         );
     }
     for k in &rep.skipped {
         let _ = writeln!(s, "{:<w$} not run: {}", k.backend, k.reason);
+    }
+    // The reference is the same for every row: where it failed, no row's error is known for
+    // those subject-arms.
+    if let Some(r) = rep
+        .rows
+        .iter()
+        .filter(|r| r.not_compared_reference_failed > 0)
+        .max_by_key(|r| r.not_compared_reference_failed)
+    {
+        let of = r.compared + r.not_compared_reference_failed + r.not_compared_backend_failed;
+        let _ = writeln!(
+            s,
+            "note: the accuracy reference failed on {} of the {of} subject-arms of the comparison \
+             (its status was not ok at its tolerance): their errors are unknown{}; a looser \
+             --reference-rtol, or a larger `max_steps` in [simulation], may let it finish",
+            r.not_compared_reference_failed,
+            if r.not_compared_reference_failed == of {
+                ", and no error could be measured (n/a)"
+            } else {
+                ""
+            }
+        );
     }
     let _ = writeln!(
         s,
@@ -847,14 +992,19 @@ pub fn format_report(rep: &BenchReport) -> String {
     let _ = if rep.records {
         write!(
             s,
-            "AUC/Cmax and all: largest error of the outputs on every record against the \
-             reference, relative to |reference| + 1e-6·max|output|."
+            "compared: subject-arms compared against the reference, of those in the \
+             comparison (others failed there, on the reference or this backend); AUC/Cmax and \
+             all: largest error of the outputs on every record against the reference, relative \
+             to |reference| + 1e-6·max|output| (n/a: nothing compared)."
         )
     } else {
         write!(
             s,
-            "AUC/Cmax: largest relative error of AUC and Cmax columns against the reference; \
-             all: of every metric but Tmax, relative to |reference| + 1e-6·max|column|."
+            "compared: subject-arms compared against the reference, of those in the \
+             comparison (others failed there, on the reference or this backend); AUC/Cmax: \
+             largest relative error of AUC and Cmax columns against the reference; all: of every \
+             metric but Tmax, relative to |reference| + 1e-6·max|column| (n/a: nothing \
+             compared, or no such column)."
         )
     };
     s
@@ -882,5 +1032,95 @@ mod tests {
             Some(Target::CudaEmulated(Precision::F32))
         );
         assert_eq!(Target::parse("tpu"), None);
+    }
+
+    /// A trial whose tight reference fails on every subject (the step cap is enough for rtol
+    /// 1e-6, about 900 steps, not for 1e-10, about 5 400): nothing is compared, and no error
+    /// figure is given, rather than an error of 0.
+    #[test]
+    fn no_error_is_reported_where_the_reference_failed() {
+        let spec = "[trial]\nname = \"ref fails\"\nsubjects = 4\nseed = 1\n\
+            [model]\nlibrary = \"one_cmt_oral\"\nparams = { ka = 1.0, cl = 5.0, v = 50.0 }\n\
+            [[arm]]\nname = \"q12h\"\n\
+            dose = { amount = 100, into = \"depot\", every = 12, count = 20 }\n\
+            [simulation]\nend = 240\nrtol = 1e-6\natol = 1e-9\nbackend = \"cpu\"\n\
+            max_steps = 2000\n\
+            [output]\ndir = \"out\"\nmetrics = [\"auc\", \"cmax\", \"ctrough\"]\n";
+        let path = std::env::temp_dir().join("vpop-bench-ref-fails.toml");
+        let trial = Trial::from_text(&path, spec).unwrap();
+        let opts = BenchOptions {
+            subjects: 4,
+            cpu_subjects: 4,
+            targets: vec![Target::Cpu],
+            ..Default::default()
+        };
+        let mut lines = Vec::new();
+        let rep = run_bench(&trial, &opts, &mut |l| lines.push(l.to_string())).unwrap();
+        let row = &rep.rows[0];
+        assert_eq!(row.failed, 0, "the trial's own settings succeed");
+        assert_eq!(
+            (
+                row.compared,
+                row.not_compared_reference_failed,
+                row.not_compared_backend_failed
+            ),
+            (0, 4, 0)
+        );
+        assert!(row.max_rel_auc_cmax.is_nan() && row.max_rel_metrics.is_nan());
+        let line = lines.last().unwrap();
+        assert!(
+            line.contains("AUC/Cmax n/a, all metrics but Tmax n/a")
+                && line.contains("compared on 0 of 4 subject-arms (the reference failed on 4)"),
+            "{line}"
+        );
+        let text = format_report(&rep);
+        assert!(!text.contains("0.00e0"), "{text}");
+        assert!(text.contains("0/4"), "{text}");
+        assert!(
+            text.contains("note: the accuracy reference failed on 4 of the 4 subject-arms"),
+            "{text}"
+        );
+        // JSON: the counts, and null for the errors.
+        let json = serde_json::to_value(&rep).unwrap();
+        let r = &json["rows"][0];
+        assert_eq!(r["compared"], 0);
+        assert_eq!(r["not_compared_reference_failed"], 4);
+        assert!(r["max_rel_auc_cmax"].is_null() && r["max_rel_metrics"].is_null());
+
+        // Without the cap every subject is compared, and the error is a real one.
+        let trial = Trial::from_text(&path, &spec.replace("max_steps = 2000\n", "")).unwrap();
+        let rep = run_bench(&trial, &opts, &mut |_| {}).unwrap();
+        let row = &rep.rows[0];
+        assert_eq!((row.compared, row.not_compared_reference_failed), (4, 0));
+        assert!(row.max_rel_auc_cmax > 0.0 && row.max_rel_auc_cmax < 1e-4);
+        let text = format_report(&rep);
+        assert!(text.contains("4/4") && !text.contains("note:"), "{text}");
+        assert!(!format_row(row).contains("compared on"));
+    }
+
+    /// Which subject-arms are compared, and the errors of those only: a metric undefined on
+    /// both sides agrees, on one side only it is infinitely off.
+    #[test]
+    fn comparisons_count_their_subjects_and_measure_only_those() {
+        let mut t = Tally::default();
+        let ok: Vec<bool> = [(0, 0), (0, 1), (2, 0), (3, 3), (0, 0)]
+            .into_iter()
+            .map(|(g, r)| t.subject(g, r))
+            .collect();
+        assert_eq!(ok, [true, false, false, false, true]);
+        assert_eq!(
+            (t.compared, t.reference_failed, t.backend_failed),
+            (2, 2, 1)
+        );
+        assert_eq!(floored_error(f64::NAN, f64::NAN, 1.0), 0.0);
+        assert_eq!(floored_error(f64::INFINITY, f64::INFINITY, 1.0), 0.0);
+        assert!(floored_error(1.0, f64::NAN, 1.0).is_nan());
+        assert_eq!(floored_error(1.5, 1.0, 0.0), 0.5);
+        assert_eq!(max_err(None, f64::NAN), Some(f64::INFINITY));
+        assert_eq!(max_err(Some(1e-3), 1e-5), Some(1e-3));
+        assert_eq!(max_err(None, 0.0), Some(0.0));
+        assert_eq!(error_text(f64::NAN), "n/a");
+        assert_eq!(error_text(f64::INFINITY), "inf");
+        assert_eq!(error_text(2.5e-6), "2.50e-6");
     }
 }

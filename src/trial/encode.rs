@@ -211,27 +211,82 @@ impl RowLayout {
             status_keys,
             Arc::new(StringArray::from(STATUS_LABELS.to_vec())),
         )?));
-        for (k, name) in self.profile_outputs.iter().enumerate() {
-            cols.push(self.list_column(&format!("{name}_profile"), out.profiles[k])?);
-        }
-        for (k, name) in self.observations.iter().enumerate() {
-            cols.push(self.list_column(&format!("{name}_obs"), &observations[k])?);
+        let lists = self
+            .profile_outputs
+            .iter()
+            .zip(&out.profiles)
+            .map(|(name, v)| (format!("{name}_profile"), *v))
+            .chain(
+                self.observations
+                    .iter()
+                    .zip(observations)
+                    .map(|(name, v)| (format!("{name}_obs"), v.as_slice())),
+            );
+        for (field, values) in lists {
+            cols.push(self.list_column(&field, values).map_err(|i| match i {
+                ListError::Arrow(e) => e,
+                ListError::F16Overflow(i) => {
+                    self.f16_overflow(&field, arm, first_subject, i, values[i])
+                }
+            })?);
         }
         RecordBatch::try_new(self.schema.clone(), cols)
     }
 
-    /// A fixed-size-list column (f32 or f16 items; non-finite values become nulls).
-    fn list_column(&self, field: &str, values: &[f64]) -> Result<ArrayRef, ArrowError> {
+    /// The error of a finite value beyond f16's range, `values[i]` of a list column: f16 would
+    /// hold it as infinite, which is neither the value nor the null that stands for a value
+    /// that is not finite, so the run stops rather than write it.
+    fn f16_overflow(
+        &self,
+        field: &str,
+        arm: usize,
+        first_subject: u64,
+        i: usize,
+        value: f64,
+    ) -> ArrowError {
+        let nt = self.n_times.max(1);
+        ArrowError::InvalidArgumentError(format!(
+            "{field} of subject {} in arm '{}' is {value:.6e} at its sampling time {} of {nt}, \
+             beyond the largest value profiles in f16 hold ({F16_MAX}): f16 would make it \
+             infinite, so nothing more is written. Write the profiles in f32 (`profile = {{ ..., \
+             precision = \"f32\" }}` in [output]; values up to 3.4e38, about 7 significant \
+             digits) or give the output in larger units, and run again with --overwrite",
+            first_subject + (i / nt) as u64,
+            self.arms.get(arm).map_or("?", |a| a.as_str()),
+            i % nt + 1,
+        ))
+    }
+
+    /// A fixed-size-list column (f32 or f16 items; non-finite values become nulls). A finite
+    /// value beyond f16's range is refused in f16 ([`ListError::F16Overflow`]); in f32, one
+    /// beyond f32's range (3.4e38) is written as infinite.
+    fn list_column(&self, field: &str, values: &[f64]) -> Result<ArrayRef, ListError> {
         let idx = self.schema.index_of(field)?;
         let DataType::FixedSizeList(item, size) = self.schema.field(idx).data_type() else {
-            return Err(ArrowError::SchemaError(format!(
+            return Err(ListError::Arrow(ArrowError::SchemaError(format!(
                 "{field} is not a list column"
-            )));
+            ))));
         };
         // Converted whole, with the validity packed (none where every value is finite).
         let nulls = finite(values);
         let items: ArrayRef = if self.profile_f16 {
-            let v: Vec<half::f16> = values.iter().map(|&x| f16_nearest(x)).collect();
+            let mut overflow = false;
+            let v: Vec<half::f16> = values
+                .iter()
+                .map(|&x| {
+                    let h = f16_nearest(x);
+                    overflow |= h.is_infinite() & x.is_finite();
+                    h
+                })
+                .collect();
+            if overflow {
+                let i = v
+                    .iter()
+                    .zip(values)
+                    .position(|(h, x)| h.is_infinite() && x.is_finite())
+                    .unwrap_or(0);
+                return Err(ListError::F16Overflow(i));
+            }
             Arc::new(Float16Array::new(v.into(), nulls))
         } else {
             let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
@@ -243,6 +298,23 @@ impl RowLayout {
             items,
             None,
         )?))
+    }
+}
+
+/// The largest finite f16 value.
+pub const F16_MAX: f64 = 65504.0;
+
+/// Why a list column was not built.
+#[derive(Debug)]
+enum ListError {
+    Arrow(ArrowError),
+    /// The values' index of the first finite value beyond f16's range.
+    F16Overflow(usize),
+}
+
+impl From<ArrowError> for ListError {
+    fn from(e: ArrowError) -> Self {
+        ListError::Arrow(e)
     }
 }
 
@@ -412,6 +484,71 @@ mod tests {
         let valid: Vec<bool> = (0..items.len()).map(|i| items.is_valid(i)).collect();
         assert_eq!(valid, [true, true, true, false]);
         assert_eq!(items.value(2), half::f16::from_f64(2.0));
+    }
+
+    /// Profile (and observation) items in f16: a finite value beyond f16's range would be
+    /// written as infinite, neither the value nor the null of a value that is not finite; the
+    /// batch is refused, with the column, subject, arm and sampling time. Values that round to
+    /// f16's largest are written, non-finite ones are null as before.
+    #[test]
+    fn f16_items_beyond_its_range_are_refused() {
+        let layout = RowLayout::new(Columns {
+            arms: vec!["low".into(), "high".into()],
+            profile_outputs: vec!["cp".into()],
+            n_times: 3,
+            profile_f16: true,
+            observations: vec!["cp".into()],
+            ..Default::default()
+        });
+        let encode = |profile: Vec<f64>, obs: Vec<f64>| {
+            let out = ChunkOutput {
+                metrics: vec![],
+                status: vec![0; profile.len() / 3],
+                profiles: vec![profile],
+                ..Default::default()
+            };
+            layout.encode(1, 40, &[], &out.view_all(), &[obs])
+        };
+        // At the edge: 65 519 rounds to 65 504; NaN and ±inf are null.
+        let fine = vec![
+            F16_MAX,
+            -65519.0,
+            f64::NAN,
+            1.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let b = encode(fine.clone(), fine.clone()).unwrap();
+        for col in ["cp_profile", "cp_obs"] {
+            let list = b.column_by_name(col).unwrap();
+            let list = list.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+            let items = list.values();
+            let items = items.as_any().downcast_ref::<Float16Array>().unwrap();
+            let valid: Vec<bool> = (0..items.len()).map(|i| items.is_valid(i)).collect();
+            assert_eq!(valid, [true, true, false, true, false, false], "{col}");
+            assert_eq!(items.value(0).to_f64(), F16_MAX);
+            assert_eq!(items.value(1).to_f64(), -F16_MAX);
+        }
+        // 65 520 rounds to infinity in f16: refused, where it is.
+        let e = encode(vec![1.0, 2.0, 3.0, 4.0, 65520.0, 6.0], fine.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "cp_profile of subject 41 in arm 'high' is 6.552000e4 at its sampling time 2 of 3"
+            ) && e.contains("65504")
+                && e.contains("precision = \"f32\""),
+            "{e}"
+        );
+        let e = encode(fine, vec![-9.0e4, 0.0, 0.0, 0.0, 0.0, 0.0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "cp_obs of subject 40 in arm 'high' is -9.000000e4 at its sampling time 1 of 3"
+            ),
+            "{e}"
+        );
     }
 
     /// Profile items in f32: non-finite values null; out of f32's range, infinite but valid
