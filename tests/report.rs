@@ -269,6 +269,14 @@ fn a_run_that_has_not_finished_is_refused_or_drawn_as_partial() {
         assert!(is_png(&out.join("_report-partial").join(name)), "{name}");
     }
     assert!(!out.join("_report").exists());
+    // Each chart's title says so.
+    let charts = dir.join("titled");
+    let r = vpop::trial::report::report_titled(&out, &charts, 1000, " (PARTIAL RUN)").unwrap();
+    assert!(
+        !r.titles.is_empty() && r.titles.iter().all(|t| t.ends_with(" (PARTIAL RUN)")),
+        "{:?}",
+        r.titles
+    );
 
     // Resumed to its end: a report as of any finished run, without a warning.
     let run = vpop()

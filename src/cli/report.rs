@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::output::dataset::{manifest_shard, read_manifest, Manifest, Shard};
-use crate::trial::report::report;
+use crate::trial::report::report_titled;
 
 pub const EXAMPLES: &str = "Examples:
   vpop report out/quickstart                    # writes out/quickstart/_report/*.png
@@ -168,7 +168,12 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         }
         eprintln!("{}", partial_warning(&args.dir, c));
     }
-    let r = report(&args.dir, &out, args.max_subjects).map_err(anyhow::Error::msg)?;
+    let note = if partial.is_some() {
+        " (PARTIAL RUN)"
+    } else {
+        ""
+    };
+    let r = report_titled(&args.dir, &out, args.max_subjects, note).map_err(anyhow::Error::msg)?;
     for f in &r.files {
         println!("wrote {}", f.display());
     }

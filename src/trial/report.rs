@@ -151,7 +151,7 @@ fn part_files(dir: &Path, ms: &[Manifest]) -> (Vec<PathBuf>, u64) {
 /// and 95th percentiles of the simulated values over all replicates at each observation time
 /// of the dataset (with residual error when the run wrote `<output>_obs`), and the dataset's
 /// observed DV at those times.
-fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, String> {
+fn data_report(dir: &Path, out: &Path, ms: &[Manifest], note: &str) -> Result<ReportFiles, String> {
     let first = &ms[0];
     let (files, subjects) = part_files(dir, ms);
     let source = first
@@ -227,7 +227,7 @@ fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, S
         }
         panels.push(BandPanel {
             title: format!(
-                "{}: {} simulated subjects{}",
+                "{}: {} simulated subjects{}{note}",
                 o.name,
                 subjects,
                 if with_error {
@@ -255,10 +255,21 @@ fn data_report(dir: &Path, out: &Path, ms: &[Manifest]) -> Result<ReportFiles, S
 
 /// Writes `metrics.png` and, when the run wrote profiles, `profiles.png` into `out`.
 pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, String> {
+    report_titled(dir, out, max_subjects, "")
+}
+
+/// [`report`] with `note` after every chart's title (" — PARTIAL RUN" for the charts of a run
+/// that has not finished).
+pub fn report_titled(
+    dir: &Path,
+    out: &Path,
+    max_subjects: u64,
+    note: &str,
+) -> Result<ReportFiles, String> {
     let ms = manifests(dir)?;
     let first = &ms[0];
     if first.provenance.contains_key("vpop.dataset") {
-        return data_report(dir, out, &ms);
+        return data_report(dir, out, &ms, note);
     }
     let arms = first.arms.clone();
     let (files, subjects) = part_files(dir, &ms);
@@ -326,7 +337,7 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
             .map(|g| g.1.iter().filter(|v| v.is_finite()).count())
             .collect();
         panels.push(HistPanel {
-            title: format!("{col}: {}{sampled}", subjects_drawn(&counts)),
+            title: format!("{col}: {}{sampled}{note}", subjects_drawn(&counts)),
             groups,
         });
     }
@@ -386,7 +397,7 @@ pub fn report(dir: &Path, out: &Path, max_subjects: u64) -> Result<ReportFiles, 
             continue;
         }
         bands.push(BandPanel {
-            title: format!("{o}: {}{sampled}", subjects_drawn(&counts)),
+            title: format!("{o}: {}{sampled}{note}", subjects_drawn(&counts)),
             x_label: "time".into(),
             x: times.clone(),
             groups,
