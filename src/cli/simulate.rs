@@ -657,15 +657,7 @@ fn simulate_dataset(
         .map(|(line, col, m)| format!("{}:{line}:{col}: {m}", ds.name))
         .collect();
     if !problems.is_empty() {
-        let max = crate::dosing::nonmem::MAX_ERRORS;
-        let mut text = problems[..problems.len().min(max)].join("\n");
-        if problems.len() > max {
-            text.push_str(&format!(
-                "\n… and {} more rows with errors",
-                problems.len() - max
-            ));
-        }
-        anyhow::bail!(text);
+        anyhow::bail!(crate::dosing::nonmem::first_errors(problems).join("\n"));
     }
     let bound = binding.bound(&ds.covariates);
     if !bound.is_empty() {

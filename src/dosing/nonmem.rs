@@ -425,25 +425,25 @@ impl Cols {
 /// The most bad rows one reading of a dataset lists.
 pub const MAX_ERRORS: usize = 20;
 
+/// The first [`MAX_ERRORS`] of a dataset's row errors, then a line with how many more there
+/// were.
+pub fn first_errors(errors: Vec<String>) -> Vec<String> {
+    let more = errors.len().saturating_sub(MAX_ERRORS);
+    let mut listed: Vec<String> = errors.into_iter().take(MAX_ERRORS).collect();
+    if more > 0 {
+        listed.push(format!("… and {more} more rows with errors"));
+    }
+    listed
+}
+
 /// The errors of a dataset's rows as one: the first located as itself, the others (at most
 /// [`MAX_ERRORS`] in all) listed after it, one per line, with how many more there were.
 fn combined(mut errors: Vec<Diagnostic>) -> Diagnostic {
-    let more = errors.len().saturating_sub(MAX_ERRORS);
-    let rest: Vec<String> = errors
-        .iter()
-        .skip(1)
-        .take(MAX_ERRORS - 1)
-        .map(|e| e.to_string())
-        .collect();
+    let rest: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     let mut first = errors.swap_remove(0);
-    for r in &rest {
+    for r in first_errors(rest).iter().skip(1) {
         first.message.push('\n');
         first.message.push_str(r);
-    }
-    if more > 0 {
-        first
-            .message
-            .push_str(&format!("\n… and {more} more rows with errors"));
     }
     first
 }

@@ -1232,29 +1232,22 @@ fn resolve_data(
     let compiled = CompiledModel::new(model);
     let defaults: Vec<f64> = model.params.iter().map(|p| p.default).collect();
     // Each bad record, up to MAX_ERRORS of them.
-    let problems: Vec<_> = dataset
+    let problems: Vec<String> = dataset
         .subjects
         .iter()
         .flat_map(|s| {
             crate::backend::records::check_subject(model, &compiled, &defaults, &binding, s)
         })
+        .map(|(line, col, msg)| format!("{}:{line}:{col}: {msg}", dataset.name))
         .collect();
-    let max = crate::dosing::nonmem::MAX_ERRORS;
-    for (line, col, msg) in problems.iter().take(max) {
-        errors.push(src.error(
-            span_of(&sec.file),
-            format!("{}:{line}:{col}: {msg}", dataset.name),
-        ));
-    }
-    if problems.len() > max {
-        errors.push(src.error(
-            span_of(&sec.file),
-            format!(
-                "{}: … and {} more rows with errors",
-                dataset.name,
-                problems.len() - max
-            ),
-        ));
+    for p in crate::dosing::nonmem::first_errors(problems) {
+        // The last line says how many more (without a location of its own).
+        let text = if p.starts_with('…') {
+            format!("{}: {p}", dataset.name)
+        } else {
+            p
+        };
+        errors.push(src.error(span_of(&sec.file), text));
     }
     // Population covariates the dataset provides: the subject's first non-missing value, then
     // each later one from its record on.
