@@ -1096,3 +1096,14 @@ fn a_late_short_infusion_delivers_its_amount() {
         1e-6,
     );
 }
+
+/// A short infusion late in a dataset delivers its amount on the CPU reference.
+#[test]
+fn a_late_short_infusion_record_delivers_its_amount() {
+    common::a_late_short_infusion_record_delivers_its_amount(
+        &mut |m| {
+            Some(Box::new(vpop::backend::cpu::CpuBackend::new(m)) as Box<dyn vpop::backend::Backend>)
+        },
+        1e-6,
+    );
+}

@@ -495,3 +495,21 @@ fn a_late_short_infusion_delivers_its_amount() {
         }
     }
 }
+
+/// A short infusion late in a dataset delivers its amount in the CUDA records kernels.
+#[test]
+fn a_late_short_infusion_record_delivers_its_amount() {
+    match runners() {
+        Err(why) => println!("SKIPPED: {why}"),
+        Ok(rs) => {
+            for &r in rs {
+                for (p, tol) in [(Precision::F32, 2e-4), (Precision::F64, 1e-6)] {
+                    common::a_late_short_infusion_record_delivers_its_amount(
+                        &mut |m| Some(make(r, m, p).unwrap_or_else(|e| panic!("{r:?}: {e}"))),
+                        tol,
+                    );
+                }
+            }
+        }
+    }
+}

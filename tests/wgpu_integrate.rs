@@ -511,3 +511,12 @@ fn a_late_short_infusion_delivers_its_amount() {
         2e-4,
     );
 }
+
+/// A short infusion late in a dataset delivers its amount in the f32 records kernel.
+#[test]
+fn a_late_short_infusion_record_delivers_its_amount() {
+    common::a_late_short_infusion_record_delivers_its_amount(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        2e-4,
+    );
+}

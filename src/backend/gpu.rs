@@ -607,18 +607,51 @@ pub struct RecordsData {
 }
 
 /// Packs programs for the records kernels; an error when one does not fit the kernels' u32
-/// offsets or their values' exact integers.
-pub fn records_data(programs: &[&Program], np: usize) -> Result<RecordsData, String> {
+/// offsets or their values' exact integers. `time` rounds a time as the kernels hold it (f32
+/// or f64): an infusion's rate is the one whose rounded span delivers its amount, as the arm
+/// kernels' `admin_event` makes it.
+pub fn records_data(
+    programs: &[&Program],
+    np: usize,
+    time: &dyn Fn(f64) -> f64,
+) -> Result<RecordsData, String> {
     use crate::backend::records::{Input, Op};
     let mut d = RecordsData::default();
     let (mut sets, mut instrs) = (0usize, 0usize);
     for prog in programs {
         let first = instrs;
+        // The time of the program's inputs, and its infusions running: (where their rate is
+        // in `d.prog`, state, rate, start).
+        let mut now = 0.0;
+        let mut running: Vec<(usize, usize, f64, f64)> = Vec::new();
         let input = |(at, s, i): &(f64, usize, Input)| match i {
             Input::Bolus(a) => [2.0, *s as f64, *a, *at],
             Input::Rate(r) => [3.0, *s as f64, *r, *at],
         };
         for op in &prog.ops {
+            match op {
+                Op::Start(t) | Op::Advance(_, t) => now = *t,
+                Op::Reset => running.clear(),
+                Op::Apply(s, Input::Rate(r)) if *r > 0.0 => {
+                    running.push((d.prog.len() + 2, *s, *r, now));
+                }
+                Op::Apply(s, Input::Rate(r)) => {
+                    // Its end: the rate of both ends scaled by span / rounded span.
+                    let same = |x: &(usize, usize, f64, f64)| x.1 == *s && x.2 == -*r;
+                    if let Some(k) = running.iter().position(same) {
+                        let (at, _, rate, start) = running.remove(k);
+                        let (span, held) = (now - start, time(now) - time(start));
+                        if held != span && held > 0.0 {
+                            let conserved = rate * span / held;
+                            d.prog[at] = conserved;
+                            d.prog.extend_from_slice(&[3.0, *s as f64, -conserved, 0.0]);
+                            instrs += 1;
+                            continue;
+                        }
+                    }
+                }
+                _ => {}
+            }
             let w = match op {
                 Op::Start(t) => [0.0, *t, 0.0, 0.0],
                 Op::Advance(t0, t1) => [1.0, *t0, *t1, 0.0],

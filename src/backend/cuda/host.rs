@@ -550,7 +550,7 @@ impl<L: Launcher> Host<L> {
         let packed: Vec<Packed<T>> = batches
             .par_iter()
             .map(|b| {
-                let data = records_data(&programs[b.clone()], z.np)?;
+                let data = records_data(&programs[b.clone()], z.np, &|t| T::of(t).to())?;
                 let (params, prog) = (cast(&data.params), cast(&data.prog));
                 Ok((data, params, prog))
             })
