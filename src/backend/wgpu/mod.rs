@@ -1060,8 +1060,7 @@ mod integrate {
         ) -> Result<Vec<RecordsOutcome>, BackendError> {
             let device = &self.gpu.device;
             let n = programs.len();
-            let data =
-                records_data(programs, z.np, &|t| T::of(t).to()).map_err(failed)?;
+            let data = records_data(programs, z.np, &|t| T::of(t).to()).map_err(failed)?;
             let init = |label: &str, bytes: &[u8]| {
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
