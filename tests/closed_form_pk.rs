@@ -618,22 +618,11 @@ fn a_failing_subject_is_flagged_and_yields_nan() {
     assert!(got.iter().all(|v| v.is_nan()));
 }
 
-/// The command a new user runs: `vpop simulate` on the library's two_cmt_oral model prints AUC,
-/// Cmax and Tmax equal to the closed form.
-#[test]
-fn vpop_simulate_on_the_library_model_matches_the_closed_form() {
-    let case = &cases()[6];
+/// What `vpop simulate ARGS` prints; it must succeed.
+fn vpop_simulate(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-        .args([
-            "simulate",
-            "two_cmt_oral",
-            "--dose",
-            "amount=100,into=depot,every=12,count=14",
-            "--end",
-            "168",
-            "--metrics",
-            "auc,cmax,tmax,ctrough",
-        ])
+        .arg("simulate")
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -641,7 +630,23 @@ fn vpop_simulate_on_the_library_model_matches_the_closed_form() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The command a new user runs: `vpop simulate` on the library's two_cmt_oral model prints AUC,
+/// Cmax and Tmax equal to the closed form.
+#[test]
+fn vpop_simulate_on_the_library_model_matches_the_closed_form() {
+    let case = &cases()[6];
+    let text = vpop_simulate(&[
+        "two_cmt_oral",
+        "--dose",
+        "amount=100,into=depot,every=12,count=14",
+        "--end",
+        "168",
+        "--metrics",
+        "auc,cmax,tmax,ctrough",
+    ]);
     let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
     for (column, metric) in [
         ("cp_auc", "auc"),
@@ -666,19 +671,10 @@ fn vpop_simulate_on_the_library_model_matches_the_closed_form() {
 /// interval equals dose / CL (a property of linear kinetics).
 #[test]
 fn simulation_files_run_and_reach_the_steady_state_identity() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-        .args([
-            "simulate",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/one_subject.toml"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = vpop_simulate(&[concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/one_subject.toml"
+    )]);
     let line = text
         .lines()
         .find(|l| l.starts_with("cp_auc_last_interval"))
@@ -1041,25 +1037,15 @@ fn zero_doses_over_a_duration_give_nothing() {
 /// the values 0.1 h earlier, as at 12 h and 36 h.
 #[test]
 fn a_decimal_grid_falls_on_the_dose_times() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-        .args([
-            "simulate",
-            "one_cmt_iv",
-            "--dose",
-            "amount=100,into=central,every=12,count=5",
-            "--end",
-            "60",
-            "--times",
-            "0.1:48:0.1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = vpop_simulate(&[
+        "one_cmt_iv",
+        "--dose",
+        "amount=100,into=central,every=12,count=5",
+        "--end",
+        "60",
+        "--times",
+        "0.1:48:0.1",
+    ]);
     let value = |t: &str| -> f64 {
         let line = text
             .lines()

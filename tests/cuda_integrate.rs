@@ -457,59 +457,56 @@ fn a_slow_infusion_outlasting_a_fast_one_keeps_its_rate() {
     }
 }
 
-/// Zero doses over a duration give nothing in the CUDA kernels, in f32 and f64, as on the
-/// CPU reference.
-#[test]
-fn zero_doses_over_a_duration_give_nothing() {
+/// `check(maker, pick)` on every runner in both precisions: `maker` builds that runner's
+/// backends, `pick(for_f32, for_f64)` the value of the precision; SKIPPED where no runner is
+/// available.
+fn each_kernel_maker(
+    mut check: impl FnMut(
+        &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+        fn(f64, f64) -> f64,
+    ),
+) {
     match runners() {
         Err(why) => println!("SKIPPED: {why}"),
         Ok(rs) => {
             for &r in rs {
-                for (p, rtol, tol) in [(Precision::F32, 1e-6, 1e-4), (Precision::F64, 1e-8, 1e-6)] {
-                    common::zero_doses_give_nothing(
+                for p in [Precision::F32, Precision::F64] {
+                    let pick: fn(f64, f64) -> f64 = match p {
+                        Precision::F32 => |a, _| a,
+                        Precision::F64 => |_, b| b,
+                    };
+                    check(
                         &mut |m| Some(make(r, m, p).unwrap_or_else(|e| panic!("{r:?}: {e}"))),
-                        rtol,
-                        tol,
+                        pick,
                     );
                 }
             }
         }
     }
+}
+
+/// Zero doses over a duration give nothing in the CUDA kernels, in f32 and f64, as on the
+/// CPU reference.
+#[test]
+fn zero_doses_over_a_duration_give_nothing() {
+    each_kernel_maker(|make, pick| {
+        common::zero_doses_give_nothing(make, pick(1e-6, 1e-8), pick(1e-4, 1e-6))
+    });
 }
 
 /// A short infusion late in a long trial delivers its amount in the CUDA kernels (f32 rounds
 /// its end by 3 % of its duration).
 #[test]
 fn a_late_short_infusion_delivers_its_amount() {
-    match runners() {
-        Err(why) => println!("SKIPPED: {why}"),
-        Ok(rs) => {
-            for &r in rs {
-                for (p, tol) in [(Precision::F32, 2e-4), (Precision::F64, 1e-6)] {
-                    common::a_late_short_infusion_delivers_its_amount(
-                        &mut |m| Some(make(r, m, p).unwrap_or_else(|e| panic!("{r:?}: {e}"))),
-                        tol,
-                    );
-                }
-            }
-        }
-    }
+    each_kernel_maker(|make, pick| {
+        common::a_late_short_infusion_delivers_its_amount(make, pick(2e-4, 1e-6))
+    });
 }
 
 /// A short infusion late in a dataset delivers its amount in the CUDA records kernels.
 #[test]
 fn a_late_short_infusion_record_delivers_its_amount() {
-    match runners() {
-        Err(why) => println!("SKIPPED: {why}"),
-        Ok(rs) => {
-            for &r in rs {
-                for (p, tol) in [(Precision::F32, 2e-4), (Precision::F64, 1e-6)] {
-                    common::a_late_short_infusion_record_delivers_its_amount(
-                        &mut |m| Some(make(r, m, p).unwrap_or_else(|e| panic!("{r:?}: {e}"))),
-                        tol,
-                    );
-                }
-            }
-        }
-    }
+    each_kernel_maker(|make, pick| {
+        common::a_late_short_infusion_record_delivers_its_amount(make, pick(2e-4, 1e-6))
+    });
 }
