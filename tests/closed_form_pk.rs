@@ -1070,6 +1070,14 @@ fn a_decimal_grid_falls_on_the_dose_times() {
     assert_eq!(grid[239], 24.0);
     assert_eq!(grid[479], 48.0);
     assert_eq!(grid[2], 0.3);
+    // No time past the last on the grid, and no two grid times snapped into one.
+    let to = |from: f64, to: f64, step: f64| {
+        vpop::trial::resolve::time_grid(from, to, step, 1000, "every").unwrap()
+    };
+    assert_eq!(to(0.0, 2.999999999, 1.0), [0.0, 1.0, 2.0]);
+    assert_eq!(to(0.0, 48.0, 0.1).len(), 481);
+    let fine = to(1e6, 1e6 + 1e-8, 1e-9);
+    assert!(fine.windows(2).all(|w| w[0] < w[1]), "{fine:?}");
 }
 
 /// A short infusion late in a long trial delivers its amount on the CPU reference.

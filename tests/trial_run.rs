@@ -786,6 +786,22 @@ fn covariates_named_as_unset_model_parameters_are_noted() {
         "{:?}",
         t.population_notes
     );
+    // A dataset's column WT sets wt record by record: no note; without that column, a note.
+    let data = "[trial]\nname = \"w\"\nseed = 1\n[model]\nfile = \"m.vpm\"\n\
+                [population]\nlibrary = \"adult_healthy\"\n[data]\nfile = \"d.csv\"\n\
+                [simulation]\nbackend = \"cpu\"\n[output]\ndir = \"out\"\n";
+    for (columns, noted) in [(",WT", false), ("", true)] {
+        let wt = if noted { "" } else { ",60" };
+        let none = if noted { "" } else { ",." };
+        std::fs::write(
+            dir.join("d.csv"),
+            format!("ID,TIME,EVID,AMT,CMT{columns}\n1,0,1,1,1{wt}\n1,1,0,.,1{none}\n"),
+        )
+        .unwrap();
+        let t = Trial::from_text(&dir.join("spec.toml"), data).unwrap();
+        let notes = t.population_notes.join("");
+        assert_eq!(notes.contains("covariate wt"), noted, "{columns}: {notes}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -648,6 +648,15 @@ pub fn records_data(
                             instrs += 1;
                             continue;
                         }
+                        // Shorter than the kernels hold time: a bolus of its amount at its
+                        // start, and its end nothing (a bolus of 0), as in the arm kernels.
+                        if held <= 0.0 && span > 0.0 {
+                            d.prog[at - 2] = 2.0;
+                            d.prog[at] = rate * span;
+                            d.prog.extend_from_slice(&[2.0, *s as f64, 0.0, 0.0]);
+                            instrs += 1;
+                            continue;
+                        }
                     }
                 }
                 _ => {}

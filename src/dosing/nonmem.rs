@@ -268,10 +268,20 @@ impl Dataset {
                     if amt == 0.0 && rate != 0.0 && ss == 0 {
                         return Err(src.error(
                             at(cols.rate),
-                            format!(
-                                "RATE is {rate} on a dose with AMT 0 and SS 0, which gives nothing: \
-                                 give the amount in AMT, or SS = 1 for a steady-state infusion at RATE"
-                            ),
+                            if rate > 0.0 {
+                                format!(
+                                    "RATE is {rate} on a dose with AMT 0 and SS 0, which gives \
+                                     nothing: give the amount in AMT, or SS = 1 for a \
+                                     steady-state infusion at RATE"
+                                )
+                            } else {
+                                format!(
+                                    "RATE is {rate} (a modelled {}) on a dose with AMT 0, which \
+                                     gives nothing: give the amount in AMT (a steady-state \
+                                     infusion, SS = 1 with AMT 0, takes its RATE > 0)",
+                                    if rate == -1.0 { "rate" } else { "duration" }
+                                )
+                            },
                         ));
                     }
                     if addl > 0 && ii <= 0.0 {
@@ -706,7 +716,7 @@ mod tests {
             ),
             (
                 "ID,TIME,EVID,AMT,CMT,RATE\n1,0,1,.,1,-2\n",
-                "d.csv:2:11: RATE is -2 on a dose with AMT 0 and SS 0",
+                "d.csv:2:11: RATE is -2 (a modelled duration) on a dose with AMT 0, which gives nothing: give the amount in AMT",
             ),
             // Quoting: an unclosed quote, text after a closing quote, a quoted number that is
             // not one (located at the field, its quote).

@@ -192,6 +192,13 @@ impl Trial {
             Some(d) => {
                 for s in &d.dataset.subjects {
                     spaced(&mut s.records.iter().map(|r| r.time).collect());
+                    // An infusion record's duration at its RATE.
+                    durations.extend(
+                        s.records
+                            .iter()
+                            .filter(|r| r.rate > 0.0 && r.amt > 0.0)
+                            .map(|r| r.amt / r.rate),
+                    );
                 }
             }
             None => {
@@ -200,6 +207,12 @@ impl Trial {
                     let mut times = vec![0.0, p.end];
                     times.extend(&p.sample_times);
                     times.extend(&p.occasions);
+                    // A window's bounds (a window shorter than what f32 holds is empty).
+                    for m in &p.metrics {
+                        if let Window::Range(a, b) = m.metric.window {
+                            times.extend([a, b.min(p.end)]);
+                        }
+                    }
                     for l in &p.regimen.lines {
                         times.push(l.start);
                         if l.count > 1 {
@@ -269,9 +282,11 @@ impl Trial {
         let (error, column, a, b) = worst.filter(|w| w.0 > 1e-5)?;
         Some(format!(
             "f32 kernels read {column} over [{a}, {b}] as the difference of two readings of a \
-             running total from 0: expect relative errors of about {error:.0e} in it (and in \
-             other windowed metrics late in the run); precision = \"f64\" or backend = \
-             \"cpu\" hold them to the tolerance (docs/gpu.md, \"Precision\")"
+             running total from 0: expect relative errors of about {error:.0e} in it where \
+             the output's level is steady over the run, more where it was far higher earlier \
+             (a loading dose), and the like in other windowed metrics late in the run; \
+             precision = \"f64\" or backend = \"cpu\" hold them to the tolerance \
+             (docs/gpu.md, \"Precision\")"
         ))
     }
 
@@ -478,18 +493,31 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
     }
     population_notes.extend(unused_population_parameters);
+    // A dataset instead of arms.
+    let mut input_hashes = Vec::new();
+    let data = spec.data.as_ref().and_then(|d| {
+        let r = resolve_data(src, path, d, &model, population.as_ref(), &mut input_hashes);
+        r.map_err(|mut e| errors.append(&mut e)).ok()
+    });
     // A covariate named as a model parameter that neither the population's [parameters] nor
     // the spec sets: covariates reach the model only through [parameters], so every subject
     // takes the model's default (as NONMEM or mrgsolve would not: there a covariate feeds the
-    // parameter of its name).
+    // parameter of its name). Not where a dataset's column of that name sets it.
     if let (Some(pop), Some(section)) = (&population, &spec.population) {
         let shadowed: Vec<String> = pop
             .covariate_names()
             .iter()
             .filter_map(|c| {
                 let i = model.param_index(c)?;
+                let column = data.as_ref().is_some_and(|d| {
+                    d.dataset
+                        .covariates
+                        .iter()
+                        .any(|k| k.eq_ignore_ascii_case(c))
+                });
                 let set = !matches!(params[i], ParamSource::Fixed(_))
-                    || model_section.params.contains_key(*c);
+                    || model_section.params.contains_key(*c)
+                    || column;
                 (!set).then(|| format!("{c} (the model's default {})", model.params[i].default))
             })
             .collect();
@@ -518,13 +546,6 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             );
         }
     }
-
-    // A dataset instead of arms.
-    let mut input_hashes = Vec::new();
-    let data = spec.data.as_ref().and_then(|d| {
-        let r = resolve_data(src, path, d, &model, population.as_ref(), &mut input_hashes);
-        r.map_err(|mut e| errors.append(&mut e)).ok()
-    });
 
     // Simulation.
     let sim = spec.simulation.get_ref();
@@ -1334,7 +1355,8 @@ pub fn time_grid(
             "the grid runs from {from} to {to}: from must be ≤ to"
         ));
     }
-    let n = ((to - from) / step + 1e-9).floor();
+    // The quotient's round-off (48 / 0.1 = 479.99999999999994) is not a time short of `to`.
+    let n = ((to - from) / step * (1.0 + 8.0 * f64::EPSILON)).floor();
     if n + 1.0 > max as f64 {
         return Err(format!(
             "{step_name} = {step} from {from} to {to} gives {} times, more than {max}",
@@ -1342,16 +1364,18 @@ pub fn time_grid(
         ));
     }
     Ok((0..=n as usize)
-        .map(|i| decimal_snap(from + i as f64 * step).min(to))
+        .map(|i| decimal_snap(from + i as f64 * step, step).min(to))
         .collect())
 }
 
 /// `t` as the nearest number of 12 significant digits where only round-off separates them
-/// (a few units of the last place): a grid of 0.1 h reaches 24 h, not 24.000000000000004, so
-/// a grid time meant to fall on a dose time does (and reads the value before the dose).
-fn decimal_snap(t: f64) -> f64 {
+/// (a few units of the last place, and far less than the grid's `step`): a grid of 0.1 h
+/// reaches 24 h, not 24.000000000000004, so a grid time meant to fall on a dose time does
+/// (and reads the value before the dose).
+fn decimal_snap(t: f64, step: f64) -> f64 {
     let snapped: f64 = format!("{t:.11e}").parse().unwrap_or(t);
-    if (snapped - t).abs() <= 8.0 * f64::EPSILON * t.abs() {
+    let d = (snapped - t).abs();
+    if d <= 8.0 * f64::EPSILON * t.abs() && d <= 1e-6 * step {
         snapped
     } else {
         t
