@@ -641,19 +641,22 @@ pub fn records_data(
                     if let Some(k) = running.iter().position(same) {
                         let (at, _, rate, start) = running.remove(k);
                         let (span, held) = (now - start, time(now) - time(start));
-                        if held != span && held > 0.0 {
-                            let conserved = rate * span / held;
-                            d.prog[at] = conserved;
-                            d.prog.extend_from_slice(&[3.0, *s as f64, -conserved, 0.0]);
-                            instrs += 1;
-                            continue;
-                        }
-                        // Shorter than the kernels hold time: a bolus of its amount at its
-                        // start, and its end nothing (a bolus of 0), as in the arm kernels.
-                        if held <= 0.0 && span > 0.0 {
-                            d.prog[at - 2] = 2.0;
-                            d.prog[at] = rate * span;
-                            d.prog.extend_from_slice(&[2.0, *s as f64, 0.0, 0.0]);
+                        let end = match crate::dosing::rate_over_span(rate, span, held) {
+                            Ok(r) if r == rate => None,
+                            Ok(r) => {
+                                d.prog[at] = r;
+                                Some([3.0, *s as f64, -r, 0.0])
+                            }
+                            // Shorter than the kernels hold time: a bolus of its amount at its
+                            // start, and its end nothing (a bolus of 0).
+                            Err(amount) => {
+                                d.prog[at - 2] = 2.0;
+                                d.prog[at] = amount;
+                                Some([2.0, *s as f64, 0.0, 0.0])
+                            }
+                        };
+                        if let Some(w) = end {
+                            d.prog.extend_from_slice(&w);
                             instrs += 1;
                             continue;
                         }

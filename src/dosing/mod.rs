@@ -64,24 +64,37 @@ pub struct ResolvedDose {
     pub bolus: bool,
 }
 
+/// An infusion of `rate` for `duration` whose start and end, as rounded, are `span` apart: the
+/// rate whose span delivers the amount `rate · duration` (late in a long trial, in f32, the span
+/// of a short infusion can differ from its duration by a large fraction of it), or, where the
+/// span rounds to 0, a bolus of that amount (`Err`). `Ok(rate)` where the span is the duration.
+/// The arm kernels' `admin_event` computes the same.
+pub fn rate_over_span(rate: f64, duration: f64, span: f64) -> Result<f64, f64> {
+    if span == duration {
+        Ok(rate)
+    } else if span > 0.0 {
+        Ok(rate * duration / span)
+    } else {
+        Err(rate * duration)
+    }
+}
+
 impl ResolvedDose {
     /// The dose as given at `nominal`: starting at `nominal + lag`, an infusion ending at
-    /// `start + duration` as that sum rounds. Its rate is the one whose rounded span delivers
-    /// the amount `rate · duration` (late in a long trial, in f32, the span of a short infusion
-    /// can differ from its duration by a large fraction of it); one whose span rounds to 0 is a
-    /// bolus of that amount. The kernels' `admin_event` computes the same. Returns the start
-    /// and the dose as given.
+    /// `start + duration` as that sum rounds, at the rate of [`rate_over_span`]. Returns the
+    /// start and the dose as given.
     pub fn given_at(&self, nominal: f64) -> (f64, ResolvedDose) {
         let start = nominal + self.lag;
         let mut d = *self;
         if !self.bolus && self.duration > 0.0 {
             let span = (start + self.duration) - start;
-            if span != self.duration {
-                if span > 0.0 {
-                    d.rate = self.rate * self.duration / span;
+            match rate_over_span(self.rate, self.duration, span) {
+                Ok(rate) => {
+                    d.rate = rate;
                     d.duration = span;
-                } else {
-                    d.amount = self.rate * self.duration;
+                }
+                Err(amount) => {
+                    d.amount = amount;
                     d.rate = 0.0;
                     d.duration = 0.0;
                     d.bolus = true;
