@@ -76,7 +76,9 @@ struct Meta {
     X(real, lu, NLU) \
     X(int, piv, NS) \
     X(real, gq, NOS) \
-    X(real, vals, NM1) X(real, aux, NM1) \
+    X(real, vals, NM1) X(real, aux, NM1) X(real, aux_lo, NM1) \
+    /* The AUC quadratures' running totals up to the last stopping point (sized). */ \
+    X(real, qbase, NA1) \
     /* Per output, for the current step: its interior maximum and minimum where a metric */ \
     /* needs them (observe). */ \
     X(real, imax_t, NO) X(real, imax_c, NO) X(real, imin_t, NO) X(real, imin_c, NO)
@@ -161,11 +163,21 @@ struct Sub {
 
 {{STEP}}
 
+    // Component j of v as the step control measures its size: a model state as it is, an AUC
+    // quadrature (restarted from 0 at each stopping point, stop_pre) from its running total
+    // qbase, as the CPU reference's scale_base (src/solver/integrator.rs).
+    FI real sized(const real* v, int j) {
+#if NA > 0
+        if (j >= NS) return qbase[j - NS] + v[j];
+#endif
+        return v[j];
+    }
+
     FI real error_norm() {
         real s = 0;
         #pragma unroll
         for (int j = 0; j < NY; j++) {
-            real sc = m->atol + m->rtol * fmax(fabs(y[j]), fabs(y1[j]));
+            real sc = m->atol + m->rtol * fmax(fabs(sized(y, j)), fabs(sized(y1, j)));
             real r = err[j] / sc;
             s += r * r;
         }
@@ -179,8 +191,9 @@ struct Sub {
         real d0 = 0, d1 = 0;
         #pragma unroll
         for (int j = 0; j < NY; j++) {
-            real sc = m->atol + m->rtol * fabs(y[j]);
-            d0 += (y[j] / sc) * (y[j] / sc);
+            const real v = sized(y, j);
+            real sc = m->atol + m->rtol * fabs(v);
+            d0 += (v / sc) * (v / sc);
             d1 += (f0[j] / sc) * (f0[j] / sc);
         }
         d0 = sqrt(d0 / (real)NY);
@@ -192,7 +205,7 @@ struct Sub {
         real d2 = 0;
         #pragma unroll
         for (int j = 0; j < NY; j++) {
-            real sc = m->atol + m->rtol * fabs(y[j]);
+            real sc = m->atol + m->rtol * fabs(sized(y, j));
             real r = (f1[j] - f0[j]) / sc;
             d2 += r * r;
         }
@@ -536,17 +549,34 @@ struct Sub {
             } else if (kind == 7u) {
                 if (x == (real)0 && t == (real)0) vals[mi] = cv;
             } else if (kind == 0u || kind == 4u) {
+                // aux sums the areas of the segments between stops inside the window (the
+                // quadrature holds the area since the previous stop).
+                // aux_lo collects what each addition rounds off (compensated summation, as
+                // the CPU reference).
                 if (win) {
-                    real auc = y[NS + metric_quad(mi)];
-                    if (t == a) aux[mi] = auc;
-                    if (t == b) {
-                        real area = auc - aux[mi];
-                        vals[mi] = kind == 4u ? area / (b - a) : area;
+                    if (t == a) { aux[mi] = 0; aux_lo[mi] = 0; }
+                    else if (a < t && t <= b) {
+                        const real s = aux[mi] + y[NS + metric_quad(mi)];
+                        const real bb = s - aux[mi];
+                        aux_lo[mi] += (aux[mi] - (s - bb)) + (y[NS + metric_quad(mi)] - bb);
+                        aux[mi] = s;
+                        if (t == b) {
+                            const real area = aux[mi] + aux_lo[mi];
+                            vals[mi] = kind == 4u ? area / (b - a) : area;
+                        }
                     }
                 }
             } else if (kind >= 1u && kind <= 3u) {
                 if (win && a < t && t <= b) update_extreme(mi, kind, t, cv);
             }
+        }
+        // The quadratures start again from 0, their totals kept for the step control (sized):
+        // in f32 a value as small as the area since the last stop loses nothing to a large
+        // running total (src/backend/cpu.rs alike).
+        #pragma unroll
+        for (int qa = 0; qa < NA; qa++) {
+            qbase[qa] += y[NS + qa];
+            y[NS + qa] = 0;
         }
     }
 

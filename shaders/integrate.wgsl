@@ -108,6 +108,9 @@ var<private> w_si: real;
 var<private> w_sj: real;
 var<private> vals: array<real, {{N_NM}}>;
 var<private> aux: array<real, {{N_NM}}>;
+var<private> aux_lo: array<real, {{N_NM}}>;
+// The AUC quadratures' running totals up to the last stopping point (size_base).
+var<private> qbase: array<real, {{N_NA}}>;
 var<private> st_t0: real;
 var<private> st_t1: real;
 var<private> st_h: real;
@@ -194,10 +197,26 @@ fn initial_states() {
 
 {{STEP}}
 
+// x, in a form the shader compiler cannot see through: compilers simplify (a + b) − a to b
+// (Mesa's NIR does, for operations not marked exact, and WGSL has no way to mark them), which
+// would take the round-off out of a compensated sum. Every invocation has meta_.n ≥ 1.
+fn opaque(x: real) -> real {
+    return select(x, 0.0, meta_.n == 0u);
+}
+
+// What component j's size is measured from in the step control: 0 for a model state, the
+// running total of an AUC quadrature (restarted from 0 at each stopping point, stop_pre), as
+// the CPU reference's scale_base (src/solver/integrator.rs).
+fn size_base(j: u32) -> real {
+    if (j >= NS) { return qbase[j - NS]; }
+    return 0.0;
+}
+
 fn error_norm() -> real {
     var s: real = 0.0;
     for (var j = 0u; j < NY; j++) {
-        let sc = meta_.atol + meta_.rtol * max(abs(y[j]), abs(y1[j]));
+        let b = size_base(j);
+        let sc = meta_.atol + meta_.rtol * max(abs(b + y[j]), abs(b + y1[j]));
         let r = err[j] / sc;
         s += r * r;
     }
@@ -211,8 +230,9 @@ fn initial_step(t0: real) -> real {
     var d0: real = 0.0;
     var d1: real = 0.0;
     for (var j = 0u; j < NY; j++) {
-        let sc = meta_.atol + meta_.rtol * abs(y[j]);
-        d0 += (y[j] / sc) * (y[j] / sc);
+        let v = size_base(j) + y[j];
+        let sc = meta_.atol + meta_.rtol * abs(v);
+        d0 += (v / sc) * (v / sc);
         d1 += (f0[j] / sc) * (f0[j] / sc);
     }
     d0 = sqrt(d0 / real(NY));
@@ -223,7 +243,7 @@ fn initial_step(t0: real) -> real {
     f1 = sys_rhs(t0 + h0, tmp);
     var d2: real = 0.0;
     for (var j = 0u; j < NY; j++) {
-        let sc = meta_.atol + meta_.rtol * abs(y[j]);
+        let sc = meta_.atol + meta_.rtol * abs(size_base(j) + y[j]);
         let r = (f1[j] - f0[j]) / sc;
         d2 += r * r;
     }
@@ -630,17 +650,37 @@ fn stop_pre(t: real) {
         } else if (s.kind == 7u) {
             if (s.x == 0.0 && t == 0.0) { vals[m] = cv; }
         } else if (s.kind == 0u || s.kind == 4u) {
+            // aux sums the areas of the segments between stops inside the window (the
+            // quadrature holds the area since the previous stop).
+            // aux_lo collects what each addition rounds off (compensated summation, as the
+            // CPU reference).
             if (s.win) {
-                let auc = y[NS + output_quad(s.k)];
-                if (t == s.a) { aux[m] = auc; }
-                if (t == s.b) {
-                    let area = auc - aux[m];
-                    vals[m] = select(area, area / (s.b - s.a), s.kind == 4u);
+                if (t == s.a) {
+                    aux[m] = 0.0;
+                    aux_lo[m] = 0.0;
+                } else if (s.a < t && t <= s.b) {
+                    let v = y[NS + output_quad(s.k)];
+                    let sum = aux[m] + v;
+                    let so = opaque(sum);
+                    let bb = so - aux[m];
+                    aux_lo[m] += (aux[m] - (so - bb)) + (v - bb);
+                    aux[m] = sum;
+                    if (t == s.b) {
+                        let area = aux[m] + aux_lo[m];
+                        vals[m] = select(area, area / (s.b - s.a), s.kind == 4u);
+                    }
                 }
             }
         } else if (s.kind >= 1u && s.kind <= 3u) {
             if (s.win && s.a < t && t <= s.b) { update_extreme(m, s.kind, t, cv); }
         }
+    }
+    // The quadratures start again from 0, their totals kept for the step control (size_base):
+    // in f32 a value as small as the area since the last stop loses nothing to a large running
+    // total (src/backend/cpu.rs alike).
+    for (var a = 0u; a < NA; a++) {
+        qbase[a] += y[NS + a];
+        y[NS + a] = 0.0;
     }
 }
 

@@ -1091,6 +1091,18 @@ fn a_late_short_infusion_delivers_its_amount() {
     );
 }
 
+/// Windowed areas late in a year-long run are the closed form's on the CPU reference.
+#[test]
+fn late_windows_keep_their_digits() {
+    common::late_windows_keep_their_digits(
+        &mut |m| {
+            Some(Box::new(vpop::backend::cpu::CpuBackend::new(m)) as Box<dyn vpop::backend::Backend>)
+        },
+        1e-10,
+        1e-8,
+    );
+}
+
 /// A short infusion late in a dataset delivers its amount on the CPU reference.
 #[test]
 fn a_late_short_infusion_record_delivers_its_amount() {

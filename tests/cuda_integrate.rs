@@ -503,6 +503,14 @@ fn a_late_short_infusion_delivers_its_amount() {
     });
 }
 
+/// Windowed areas late in a year-long run keep their digits in the CUDA kernels.
+#[test]
+fn late_windows_keep_their_digits() {
+    each_kernel_maker(|make, pick| {
+        common::late_windows_keep_their_digits(make, pick(1e-6, 1e-10), pick(5e-6, 1e-8))
+    });
+}
+
 /// A short infusion late in a dataset delivers its amount in the CUDA records kernels.
 #[test]
 fn a_late_short_infusion_record_delivers_its_amount() {

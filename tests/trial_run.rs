@@ -2561,10 +2561,11 @@ fn times_too_fine_for_f32_are_noted() {
     );
 }
 
-/// A windowed metric late in a long run, which f32 kernels read as the difference of two
-/// readings of a running total, is noted with the error to expect (about 2.4e-7 · b/(b − a):
-/// 1.5e-4 measured over [8 700, 8 712]); the test trial's (a window of 12 h ending at 48 h)
-/// and a whole-run AUC are not; an infusion's duration counts among the closest times.
+/// A time above over a window late in a long run, whose crossings f32 kernels place to the
+/// time resolution there, is noted with the error to expect (about 2.4e-7 · b/(b − a): 1.3e-4
+/// measured over the last interval of a year); areas over windows, the test trial's metrics
+/// and a whole-run time above are not; an infusion's duration counts among the closest
+/// times.
 #[test]
 fn windowed_metrics_late_in_a_long_run_are_noted_for_f32() {
     assert!(trial().f32_window_note().is_none());
@@ -2576,16 +2577,22 @@ fn windowed_metrics_late_in_a_long_run_are_noted_for_f32() {
             "metrics = [\"auc\",",
             "metrics = [\"auc(8700, 8712)\", \"auc\",",
         );
+    // Areas over windows are sums of the areas between stops: no note.
     let t = Trial::from_text(&root.join("spec.toml"), &year).unwrap();
+    assert!(t.f32_window_note().is_none(), "{:?}", t.f32_window_note());
+    // A time above over the last interval of the year places its crossings to f32's time
+    // resolution at 8760.
+    let above = year.replace(
+        "\"time_above(1.0)\"",
+        "\"time_above(1.0)\", \"time_above_last_interval(1.0)\"",
+    );
+    let t = Trial::from_text(&root.join("spec.toml"), &above).unwrap();
     let note = t.f32_window_note().expect("no note");
     assert!(
-        note.contains("cp_auc_8700_8712 over [8700, 8712]")
+        note.contains("cp_time_above_1_last_interval over [8748, 8760]")
             && note.contains("relative errors of about 2e-4"),
         "{note}"
     );
-    let whole = year.replace("\"auc(8700, 8712)\", ", "");
-    let t = Trial::from_text(&root.join("spec.toml"), &whole).unwrap();
-    assert!(t.f32_window_note().is_none(), "{:?}", t.f32_window_note());
     let infusion = SPEC.replace(
         "every = 24, count = 2 }",
         "every = 24, count = 2, duration = 0.001 }",

@@ -512,6 +512,16 @@ fn a_late_short_infusion_delivers_its_amount() {
     );
 }
 
+/// Windowed areas late in a year-long run keep their digits in the f32 kernel.
+#[test]
+fn late_windows_keep_their_digits() {
+    common::late_windows_keep_their_digits(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        5e-6,
+    );
+}
+
 /// A short infusion late in a dataset delivers its amount in the f32 records kernel.
 #[test]
 fn a_late_short_infusion_record_delivers_its_amount() {

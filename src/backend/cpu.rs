@@ -305,6 +305,13 @@ where
                 }
             }
             acc.at_stop_pre(ts, &y);
+            // The AUC quadratures start again from 0, their totals kept as the scale bases of
+            // the step control: a value integrated in f32 stays as small as the area since the
+            // last stop, and loses nothing to a large running total (the kernels alike).
+            for (b, v) in integrator.scale_base_mut()[n..].iter_mut().zip(&mut y[n..]) {
+                *b += *v;
+                *v = 0.0;
+            }
             while next_occasion < occasions.len() && occasions[next_occasion] <= ts {
                 if let Some(rebind) = rebind.as_mut() {
                     let (m, e, y_init) = rebind(next_occasion);

@@ -9,6 +9,14 @@ use super::{resolve_window, MetricKind, MetricSpec};
 use crate::dosing::Schedule;
 use crate::solver::{DenseOutput, StepObserver};
 
+/// `a + b` and what it rounds off, exactly (Knuth's TwoSum; the kernels' stop_pre does the
+/// same operations).
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
 /// Evaluates a model's outputs and their gradient with respect to the model states.
 pub trait OutputEval {
     fn n_outputs(&self) -> usize;
@@ -215,7 +223,10 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     windows: Vec<Option<(f64, f64)>>,
     trough_time: Option<f64>,
     values: Vec<f64>,
+    /// Per spec: the running maximum of a Tmax; an area metric's sum of its window's segments.
     aux: Vec<f64>,
+    /// Per area spec: the round-off of `aux`'s sum so far (compensated summation).
+    aux_lo: Vec<f64>,
     sample_times: &'a [f64],
     next_sample: usize,
     profile: Vec<f64>,
@@ -291,6 +302,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             trough_time,
             values,
             aux: vec![f64::NAN; specs.len()],
+            aux_lo: vec![0.0; specs.len()],
             sample_times,
             next_sample: 0,
             profile: vec![f64::NAN; n_out * sample_times.len()],
@@ -315,13 +327,15 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
         self.c0.len()
     }
 
-    /// Before the events at stopping point `t` (left limit). `y` is the integrated vector.
     /// Evaluates the outputs with `eval` from now on (parameters that change between
     /// occasions); call it at a stop, between [`Self::at_stop_pre`] and [`Self::at_stop_post`].
     pub fn set_outputs(&mut self, eval: E) {
         self.eval = eval;
     }
 
+    /// Before the events at stopping point `t` (left limit). `y` is the integrated vector,
+    /// whose quadratures hold the areas since the previous stopping point: the caller restarts
+    /// them from 0 after this call.
     pub fn at_stop_pre(&mut self, t: f64, y: &[f64]) {
         let n = self.n_states;
         self.eval.outputs(t, &y[..n], &mut self.c0);
@@ -344,18 +358,27 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
                 MetricKind::Ctrough if self.trough_time == Some(t) => self.values[i] = c,
                 MetricKind::At(ta) if ta == 0.0 && t == 0.0 => self.values[i] = c,
                 MetricKind::Auc | MetricKind::Cavg => {
+                    // `aux` sums the areas of the segments between stops inside the window
+                    // (the quadrature holds the area since the previous stop), `aux_lo`
+                    // collects what each addition rounds off (compensated summation): a year
+                    // of q12h doses is some 1 500 additions, whose round-off in f32 would
+                    // otherwise reach 1e-5 of the whole.
                     if let Some((a, b)) = self.windows[i] {
-                        let auc = y[n + self.slot[i]];
                         if t == a {
-                            self.aux[i] = auc;
-                        }
-                        if t == b {
-                            let area = auc - self.aux[i];
-                            self.values[i] = if s.metric.kind == MetricKind::Cavg {
-                                area / (b - a)
-                            } else {
-                                area
-                            };
+                            self.aux[i] = 0.0;
+                            self.aux_lo[i] = 0.0;
+                        } else if a < t && t <= b {
+                            let (sum, lo) = two_sum(self.aux[i], y[n + self.slot[i]]);
+                            self.aux[i] = sum;
+                            self.aux_lo[i] += lo;
+                            if t == b {
+                                let area = self.aux[i] + self.aux_lo[i];
+                                self.values[i] = if s.metric.kind == MetricKind::Cavg {
+                                    area / (b - a)
+                                } else {
+                                    area
+                                };
+                            }
                         }
                     }
                 }

@@ -53,6 +53,11 @@ pub struct Integrator {
     /// The factors of W.
     w: Factors,
     dense: Vec<Vec<f64>>,
+    /// Per component: what its size is measured from in the error norm and the starting step
+    /// (`scale_base[j] + y[j]`). Zero for the model states; an AUC quadrature that its caller
+    /// restarts from 0 at each stopping point keeps its running total here, so that the step
+    /// control sees the whole area while the integrated value stays small.
+    scale_base: Vec<f64>,
     /// ln of the previous accepted step's error norm (at least 1e-4), for the PI controller.
     ln_err_prev: f64,
     /// [`ln_err_floor`], computed once.
@@ -98,6 +103,7 @@ impl Integrator {
                 x: vec![0.0; dim],
             },
             dense: (0..5).map(|_| v()).collect(),
+            scale_base: v(),
             ln_err_prev: ln_err_floor(),
             ln_err_floor: ln_err_floor(),
         }
@@ -120,6 +126,12 @@ impl Integrator {
     /// workspace integrated before (threads take subjects in no fixed order).
     pub fn reset(&mut self) {
         self.ln_err_prev = self.ln_err_floor;
+        self.scale_base.fill(0.0);
+    }
+
+    /// The components' scale bases (see the field `scale_base`), zero after [`Self::reset`].
+    pub fn scale_base_mut(&mut self) -> &mut [f64] {
+        &mut self.scale_base
     }
 
     /// Integrates one segment [t0, t1] between stopping points (see the module docs of
@@ -363,11 +375,16 @@ impl Integrator {
     ) -> f64 {
         let n = self.dim as f64;
         let sc = |v: f64| opts.atol + opts.rtol * v.abs();
-        let d0 = (y.iter().map(|v| (v / sc(*v)).powi(2)).sum::<f64>() / n).sqrt();
-        let d1 = (y
-            .iter()
-            .zip(&self.f0)
-            .map(|(v, f)| (f / sc(*v)).powi(2))
+        // Each component's size from its scale base.
+        let base = &self.scale_base;
+        let size = |j: usize| base[j] + y[j];
+        let d0 = ((0..self.dim)
+            .map(|j| (size(j) / sc(size(j))).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        let d1 = ((0..self.dim)
+            .map(|j| (self.f0[j] / sc(size(j))).powi(2))
             .sum::<f64>()
             / n)
             .sqrt();
@@ -381,10 +398,8 @@ impl Integrator {
         }
         sys.rhs(t0 + h0, &self.tmp, &mut self.f1);
         stats.rhs_evals += 1;
-        let d2 = (y
-            .iter()
-            .zip(self.f1.iter().zip(&self.f0))
-            .map(|(v, (a, b))| ((a - b) / sc(*v)).powi(2))
+        let d2 = ((0..self.dim)
+            .map(|j| ((self.f1[j] - self.f0[j]) / sc(size(j))).powi(2))
             .sum::<f64>()
             / n)
             .sqrt()
@@ -410,9 +425,10 @@ impl Integrator {
     #[inline(always)]
     fn error_norm_n(&self, n: usize, y: &[f64], opts: &SolverOptions) -> f64 {
         let (y, y1, err) = (&y[..n], &self.y1[..n], &self.err[..n]);
+        let base = &self.scale_base[..n];
         let mut s = 0.0;
         for j in 0..n {
-            let sc = opts.atol + opts.rtol * y[j].abs().max(y1[j].abs());
+            let sc = opts.atol + opts.rtol * (base[j] + y[j]).abs().max((base[j] + y1[j]).abs());
             s += (err[j] / sc).powi(2);
         }
         // A multiplication by 1/n, as the GPU kernels do (a division there is several

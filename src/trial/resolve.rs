@@ -250,25 +250,23 @@ impl Trial {
         })
     }
 
-    /// Where f32 kernels would lose digits in a windowed metric (an AUC, average or time above
-    /// a threshold over a window late in the run, e.g. the last interval of a year): its value
-    /// is the difference of two readings of a running total (the output's integral from 0, or
-    /// the time above from 0), whose rounding is relative to the total, so its relative error
-    /// grows with b / (b − a). About 2.4e-7 · b / (b − a) (measured: 1.5e-4 for an AUC over
-    /// [8 700, 8 712], 4.9e-5 over the last interval of a year of doses every 12 h): a note
-    /// for the worst metric where that passes 1e-5. `None` for a `[data]` trial (its
-    /// metrics are records).
+    /// Where f32 kernels would lose digits in a time above a threshold over a window late in
+    /// the run (e.g. the last interval of a year): its crossings are placed to f32's time
+    /// resolution there, about 6e-8 · b, so its relative error is about 2.4e-7 · b / (b − a)
+    /// where the output is above for much of the window, more where it is above for a short
+    /// part only (measured: 1.3e-4 over the last interval of a year of doses every 12 h): a
+    /// note for the worst metric where that passes 1e-5. Areas and averages over windows are
+    /// sums of the areas between stopping points, which keep their digits at any time. `None`
+    /// for a `[data]` trial (its metrics are records).
     pub fn f32_window_note(&self) -> Option<String> {
         let mut worst: Option<(f64, String, f64, f64)> = None;
         for arm in &self.arms {
             let p = &arm.plan;
             let doses = p.regimen.doses_until(p.end);
             for m in &p.metrics {
-                let totalled = matches!(
-                    m.metric.kind,
-                    MetricKind::Auc | MetricKind::Cavg | MetricKind::TimeAbove(_)
-                );
-                if !totalled || m.metric.window == Window::Whole {
+                if !matches!(m.metric.kind, MetricKind::TimeAbove(_))
+                    || m.metric.window == Window::Whole
+                {
                     continue;
                 }
                 if let Some((a, b)) = resolve_window(m.metric.window, p.end, &doses) {
@@ -281,12 +279,12 @@ impl Trial {
         }
         let (error, column, a, b) = worst.filter(|w| w.0 > 1e-5)?;
         Some(format!(
-            "f32 kernels read {column} over [{a}, {b}] as the difference of two readings of a \
-             running total from 0: expect relative errors of about {error:.0e} in it where \
-             the output's level is steady over the run, more where it was far higher earlier \
-             (a loading dose), and the like in other windowed metrics late in the run; \
-             precision = \"f64\" or backend = \"cpu\" hold them to the tolerance \
-             (docs/gpu.md, \"Precision\")"
+            "f32 kernels place the threshold crossings of {column} over [{a}, {b}] to f32's \
+             time resolution there (about {:.0e}): expect relative errors of about {error:.0e} \
+             in it, more where the output is above the threshold for a short part of the \
+             window only; precision = \"f64\" or backend = \"cpu\" hold it to the tolerance \
+             (docs/gpu.md, \"Precision\")",
+            b * f64::from(f32::EPSILON) / 2.0
         ))
     }
 

@@ -224,6 +224,7 @@ fn source(
             ("N_NSS", &lit(lu_len)),
             ("N_NOS", &lit(m.n_outputs * z.ns)),
             ("N_NM", &lit(z.nm)),
+            ("N_NA", &lit(z.na)),
             ("N_NO", &lit(z.no)),
         ],
     )
@@ -323,6 +324,7 @@ mod tests {
             "NY" => z.ny(),
             "NS" => z.ns,
             "NM" => z.nm,
+            "NA" => z.na,
             _ => panic!("unknown size {sym}"),
         };
         let count = |slots: &[Slot], buffer: char, block: u8| -> usize {
