@@ -330,6 +330,125 @@ fn bad_files_are_located_errors() {
     }
 }
 
+/// A constant written as a string (an expression that reads no covariate, eta or label) is
+/// the same for every subject, so it is checked where it is read, exactly as the number it
+/// gives: the same error, at the string's place, where the number's would be.
+#[test]
+fn constants_written_as_strings_are_checked_as_numbers() {
+    let wt = "dist = \"normal\"\nmean = \"if(sex == female, 65, 80)\"\nsd = 10";
+    for (from, to, at, fragment) in [
+        ("sd = 10", "sd = \"12 - 13\"", "10:6", "sd must be > 0, got -1"),
+        ("sd = 10", "sd = '0 * 5'", "10:6", "sd must be > 0, got 0"),
+        ("sd = 10", "sd = \"1 / 0\"", "10:6", "sd must be a finite number > 0, got inf"),
+        (
+            "mean = \"if(sex == female, 65, 80)\"",
+            "mean = \"0 / 0\"",
+            "9:8",
+            "mean must be a finite number, got NaN",
+        ),
+        (
+            "sd = 10",
+            "sd = 10\nlo = \"120\"\nhi = 100",
+            "12:6",
+            "covariate 'wt': hi (100) must be above lo (120)",
+        ),
+        (
+            "sd = 10",
+            "sd = 10\nlo = 1\nhi = \"2 - 3\"",
+            "12:6",
+            "covariate 'wt': hi (-1) must be above lo (1)",
+        ),
+        (
+            wt,
+            "dist = \"uniform\"\nlo = \"2 * pi\"\nhi = 5",
+            "10:6",
+            "hi (5) must be above lo (6.28",
+        ),
+        (
+            wt,
+            "dist = \"lognormal\"\nmedian = 70\ncv = \"0.1 - 0.3\"",
+            "10:6",
+            "cv must be > 0, got -0.19999999999999998",
+        ),
+        (
+            wt,
+            "dist = \"lognormal\"\nmedian = \"-70\"\ncv = 0.2",
+            "9:10",
+            "median must be > 0, got -70",
+        ),
+        (
+            wt,
+            "dist = \"lognormal\"\nmu = 4\nsigma = \"-(0.2)\"",
+            "10:9",
+            "sigma must be > 0, got -0.2",
+        ),
+        (
+            wt,
+            "dist = \"lognormal\"\nmedian = 70\ncv = 0.2\nhi = \"-1\"",
+            "11:6",
+            "hi (-1) leaves a log-normal nothing",
+        ),
+        (
+            wt,
+            "dist = \"empirical\"\nby = 1\nx = [0, 1]\nquantiles = [0.1, 0.9]\nvalues = [[1, 2], [3, 4]]\nlo = \"10 * 10\"",
+            "13:6",
+            "lo (100) leaves nothing of the table",
+        ),
+        (
+            "male = 0.5, female = 0.5",
+            "male = \"0.5\", female = \"0.7\"",
+            "5:10",
+            "the frequencies of 'sex' sum to 1.2, not 1",
+        ),
+        (
+            "male = 0.5, female = 0.5",
+            "male = 0.5, female = \"0.2 + 0.1\"",
+            "5:10",
+            "the frequencies of 'sex' sum to 0.8, not 1",
+        ),
+        (
+            "male = 0.5, female = 0.5",
+            "male = \"-0.5\", female = 1.5",
+            "5:19",
+            "frequency of 'male' must be a finite number ≥ 0, got -0.5",
+        ),
+    ] {
+        let text = GOOD.replace(from, to);
+        assert_ne!(text, GOOD, "{from}");
+        let err = match Population::parse("pop.toml", &text) {
+            Ok(_) => panic!("{to}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(&format!("pop.toml:{at}: ")) && err.contains(fragment),
+            "{to}: {err}"
+        );
+    }
+    // Valid constants written as strings draw exactly what the numbers draw.
+    let as_strings = GOOD
+        .replace(
+            "male = 0.5, female = 0.5",
+            "male = \"1 / 2\", female = \"0.5\"",
+        )
+        .replace("sd = 10", "sd = \"5 * 2\"\nlo = \"40\"\nhi = '2 * 60'");
+    let as_numbers = GOOD.replace("sd = 10", "sd = 10\nlo = 40\nhi = 120");
+    let (p, q) = (
+        Population::parse("s.toml", &as_strings).unwrap(),
+        Population::parse("n.toml", &as_numbers).unwrap(),
+    );
+    let (mut c, mut d) = (SampledChunk::default(), SampledChunk::default());
+    p.sample(3, 0, 2000, &mut c);
+    q.sample(3, 0, 2000, &mut d);
+    for name in ["sex", "wt"] {
+        let (a, b) = (col(&p, &c, name), col(&q, &d, name));
+        assert!(a.iter().all(|v| v.is_finite()), "{name}");
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn normal_quantile_function_inverts_the_cdf() {
     for p in [1e-300, 1e-12, 0.001, 0.3, 0.5, 0.77, 0.999999] {

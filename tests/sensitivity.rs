@@ -48,6 +48,26 @@ fn assert_close(what: &str, ours: &[f64], theirs: &serde_json::Value) {
     }
 }
 
+/// Half-widths from two resamplings of the same kind (2 000 resamples each): within 10 % of
+/// each other, where a different scheme is off by factors. (On the Morris grid every
+/// elementary effect of Ishigami's x2 has the same size, so its μ* has a half-width of
+/// rounding only.)
+fn assert_resampled(what: &str, ours: &[f64], theirs: &serde_json::Value) {
+    let theirs: Vec<f64> = theirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(ours.len(), theirs.len(), "{what}");
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!(
+            (a - b).abs() <= 0.1 * b.abs() + 1e-12,
+            "{what}: vpop {a} vs SALib {b}"
+        );
+    }
+}
+
 #[test]
 fn indices_equal_salibs_on_the_same_design_and_outputs() {
     if !common::python_imports("SALib, numpy") {
@@ -75,9 +95,12 @@ fn indices_equal_salibs_on_the_same_design_and_outputs() {
     let ed = efast_design(k, 1001, m, 7).unwrap();
     let ey = outputs(&ed);
     write_column(&dir.join("efast_y.csv"), &ey);
+    // Enough resamples that two resamplings of the same kind agree on a half-width to a few
+    // per cent.
+    let resamples = 2000;
     std::fs::write(
         dir.join("meta.json"),
-        format!("{{\"k\": {k}, \"levels\": {p}, \"M\": {m}}}"),
+        format!("{{\"k\": {k}, \"levels\": {p}, \"M\": {m}, \"resamples\": {resamples}}}"),
     )
     .unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/salib_check.py");
@@ -95,16 +118,30 @@ fn indices_equal_salibs_on_the_same_design_and_outputs() {
     let pick = |idx: &vpop::sensitivity::Indices, i: usize| -> Vec<f64> {
         idx.values.iter().map(|f| f[i].1).collect()
     };
-    let s = sobol_indices(&sd, &sy, 10, 0.95, 1).unwrap();
+    let conf = |idx: &vpop::sensitivity::Indices, i: usize| -> Vec<f64> {
+        idx.values.iter().map(|f| f[i].2).collect()
+    };
+    let s = sobol_indices(&sd, &sy, resamples, 0.95, 1).unwrap();
     assert_close("sobol S1", &pick(&s, 0), &json["sobol"]["S1"]);
     assert_close("sobol ST", &pick(&s, 1), &json["sobol"]["ST"]);
-    let mo = morris_indices(&md, &my, 10, 0.95, 1).unwrap();
+    let mo = morris_indices(&md, &my, resamples, 0.95, 1).unwrap();
     assert_close("morris mu", &pick(&mo, 0), &json["morris"]["mu"]);
     assert_close("morris mu_star", &pick(&mo, 1), &json["morris"]["mu_star"]);
     assert_close("morris sigma", &pick(&mo, 2), &json["morris"]["sigma"]);
-    let e = efast_indices(&ed, &ey, 10, 0.95, 1).unwrap();
+    let e = efast_indices(&ed, &ey, resamples, 0.95, 1).unwrap();
     assert_close("efast S1", &pick(&e, 0), &json["efast"]["S1"]);
     assert_close("efast ST", &pick(&e, 1), &json["efast"]["ST"]);
+    // The confidence half-widths come from the same resampling schemes as SALib's, with other
+    // random draws: they agree to the resampling's own noise.
+    assert_resampled("sobol S1_conf", &conf(&s, 0), &json["sobol"]["S1_conf"]);
+    assert_resampled("sobol ST_conf", &conf(&s, 1), &json["sobol"]["ST_conf"]);
+    assert_resampled(
+        "morris mu_star_conf",
+        &conf(&mo, 1),
+        &json["morris"]["mu_star_conf"],
+    );
+    assert_resampled("efast S1_conf", &conf(&e, 0), &json["efast"]["S1_conf"]);
+    assert_resampled("efast ST_conf", &conf(&e, 1), &json["efast"]["ST_conf"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -259,6 +296,32 @@ fn bad_specs_are_located() {
         (
             "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\nstatistic = \"mean\"\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
             ":5:13: statistic applies where design points run virtual subjects",
+        ),
+        // An empty list leaves nothing to analyse.
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\noutputs = []\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":5:11: outputs = []: nothing to analyse",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\narms = []\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":5:8: arms = []: nothing to analyse",
+        ),
+        // A design's errors at the key they are about.
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"morris\"\nsamples = 10\nlevels = 3\n[[factor]]\nname = \"cl\"\nrange = [1, 10]\n",
+            ":5:10: Morris levels must be even and at least 2, not 3",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"morris\"\nlevels = 4\nsamples = 1\n[[factor]]\nname = \"cl\"\nrange = [1, 10]\n",
+            ":5:11: a Morris design needs at least 2 trajectories",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"efast\"\ninterference = 6\nsamples = 100\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":5:11: eFAST needs more than 4·M² = 144 points per factor (M = 6), not 100",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"efast\"\nsamples = 100\ninterference = 0\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":5:16: interference must be ≥ 1",
         ),
     ];
     // An output directory that is a file (`out` is relative to the working directory).
@@ -682,5 +745,314 @@ metrics = ["auc"]
         let note = "note: arm daily: 5 of the 10 doses come after the end (100) and are not given";
         assert_eq!(err.contains(note), noted, "{arms}: {err}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// More factors than a Sobol' design takes: the error is at the first factor beyond them.
+#[test]
+fn too_many_sobol_factors_are_located_at_the_first_one_beyond() {
+    use vpop::sensitivity::run::Analysis;
+    use vpop::sensitivity::SOBOL_MAX_FACTORS;
+    let dir = temp_dir("gsa-factors");
+    let k = SOBOL_MAX_FACTORS + 2;
+    let params: String = (0..k).map(|i| format!("param p{i} = 1\n")).collect();
+    std::fs::write(
+        dir.join("many.vpm"),
+        format!("{params}state a\nd/dt(a) = -p0 * a\noutput c = a\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("trial.toml"),
+        "[trial]\nname = \"t\"\nsubjects = 1\nseed = 1\n[model]\nfile = \"many.vpm\"\n\
+         [[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"a\" }\n[simulation]\nend = 1\n\
+         [output]\ndir = \"out\"\nmetrics = [\"auc\"]\n",
+    )
+    .unwrap();
+    let factors: String = (0..k)
+        .map(|i| format!("[[factor]]\nname = \"p{i}\"\nrange = [1, 2]\n"))
+        .collect();
+    std::fs::write(
+        dir.join("gsa.toml"),
+        format!(
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n{factors}"
+        ),
+    )
+    .unwrap();
+    let e = match Analysis::load(&dir.join("gsa.toml")) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e,
+    };
+    // Four lines of header, then three lines per factor: factor 129 (index 128) is on line
+    // 5 + 3·128.
+    let line = 5 + 3 * SOBOL_MAX_FACTORS;
+    assert!(
+        e.contains(&format!(
+            ":{line}:1: Sobol designs take 1 to {SOBOL_MAX_FACTORS} factors, not {k}"
+        )),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The effect's parameters do not act on the concentration, so its AUC is the same at every
+/// design point, 100/5·(1 − e^(−0.1·24)), but for the adaptive solver's error: the effect's
+/// quadrature steers the step sizes, which move it by about 1e-9 of its value at rtol 1e-6.
+/// That spread lies within the solver's tolerance, so it is not shared out among the factors
+/// (Sobol and eFAST: NaN; Morris: effects 0), and the table says why; the effect's own AUC,
+/// which the factors do move, is analysed.
+#[test]
+fn an_output_that_varies_only_within_the_solver_tolerance_is_not_apportioned() {
+    use vpop::sensitivity::run::{format_report, run, Analysis};
+    use vpop::sensitivity::Variation;
+    let dir = temp_dir("gsa-noise");
+    std::fs::write(
+        dir.join("pm.vpm"),
+        "param cl = 5\nparam v = 50\nparam e0 = 10\nparam emax = 100\nparam ec50 = 1\n\
+         param hill = 2\nstate central\nc = central / v\nd/dt(central) = -cl * c\n\
+         output cp = c\noutput effect = e0 + emax * c^hill / (ec50^hill + c^hill)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("trial.toml"),
+        "[trial]\nname = \"pkpd\"\nsubjects = 1\nseed = 1\n[model]\nfile = \"pm.vpm\"\n\
+         [[arm]]\nname = \"bolus\"\ndose = { amount = 100, into = \"central\" }\n\
+         [simulation]\nend = 24\nmethod = \"tsit5\"\nbackend = \"cpu\"\n\
+         [output]\ndir = \"out\"\nmetrics = [\"auc\", \"cmax\"]\n",
+    )
+    .unwrap();
+    let exact = 100.0 / 5.0 * (1.0 - (-0.1f64 * 24.0).exp());
+    for (method, samples) in [("sobol", 64), ("efast", 257), ("morris", 10)] {
+        std::fs::write(
+            dir.join("gsa.toml"),
+            format!(
+                "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"{method}\"\nsamples = {samples}\n\
+                 bootstrap = 20\nout = {:?}\noutputs = [\"cp_auc\", \"effect_auc\"]\n\
+                 [[factor]]\nname = \"emax\"\nrange = [50, 150]\n\
+                 [[factor]]\nname = \"ec50\"\nrange = [0.05, 2]\n\
+                 [[factor]]\nname = \"hill\"\nrange = [1, 8]\n",
+                dir.join(format!("out-{method}")).display().to_string()
+            ),
+        )
+        .unwrap();
+        let a = Analysis::load(&dir.join("gsa.toml")).unwrap();
+        let rep = run(&a, None).unwrap();
+        let (cp, effect) = (&rep.results[0], &rep.results[1]);
+        assert_eq!(cp.output, "cp_auc");
+        match cp.variation {
+            Variation::WithinTolerance {
+                relative_sd,
+                resolution,
+            } => {
+                assert_eq!(resolution, 1e-6, "{method}: the trial's default rtol");
+                assert!(
+                    relative_sd > 1e-12 && relative_sd < 1e-7,
+                    "{method}: {relative_sd}"
+                );
+            }
+            other => panic!("{method}: cp_auc {other:?}"),
+        }
+        for (index, value, _) in cp.indices.values.iter().flatten() {
+            if method == "morris" {
+                assert_eq!(*value, 0.0, "{method} {index}");
+            } else {
+                assert!(value.is_nan(), "{method} {index} = {value}");
+            }
+        }
+        assert_eq!(effect.variation, Variation::Resolved, "{method}");
+        assert!(effect
+            .indices
+            .values
+            .iter()
+            .flatten()
+            .any(|(_, v, _)| *v > 0.1));
+        let table = format_report(&a, &rep);
+        assert!(
+            table.contains("cp_auc varies only within the solver's tolerance"),
+            "{table}"
+        );
+        // The runs themselves are right to the tolerance.
+        let file = std::fs::File::open(a.out.join("evaluations.parquet")).unwrap();
+        let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let col = batch
+            .column_by_name("cp_auc")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap()
+            .clone();
+        assert!(col.values().iter().all(|v| (v / exact - 1.0).abs() < 1e-6));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A trough is the value before the last of several doses: a single-dose arm has none, so the
+/// default outputs leave its `ctrough` out (with a note) and analyse the rest, while an arm of
+/// several doses keeps it; naming it for the single-dose arm is an error at the name.
+#[test]
+fn default_outputs_leave_out_metrics_undefined_by_construction() {
+    use vpop::sensitivity::run::{run, Analysis};
+    let dir = temp_dir("gsa-trough");
+    std::fs::write(
+        dir.join("trial.toml"),
+        "[trial]\nname = \"t\"\nsubjects = 1\nseed = 1\n[model]\nlibrary = \"one_cmt_iv\"\n\
+         [[arm]]\nname = \"single\"\ndose = { amount = 100, into = \"central\" }\n\
+         [[arm]]\nname = \"daily\"\ndose = { amount = 100, into = \"central\", every = 24, count = 3 }\n\
+         [simulation]\nend = 72\nbackend = \"cpu\"\n\
+         [output]\ndir = \"out\"\nmetrics = [\"auc\", \"cmax\", \"tmax\", \"ctrough\"]\n",
+    )
+    .unwrap();
+    let spec = |extra: &str| {
+        let p = dir.join("gsa.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n\
+                 bootstrap = 4\nout = {:?}\n{extra}[[factor]]\nname = \"cl\"\nrange = [2, 8]\n",
+                dir.join("out").display().to_string()
+            ),
+        )
+        .unwrap();
+        Analysis::load(&p)
+    };
+    let a = spec("").unwrap();
+    let columns: Vec<String> = a
+        .outputs
+        .iter()
+        .map(|&(arm, m)| {
+            let plan = &a.trial.arms[arm].plan;
+            format!("{}/{}", plan.name, plan.metrics[m].column)
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "single/cp_auc",
+            "single/cp_cmax",
+            "daily/cp_auc",
+            "daily/cp_cmax",
+            "daily/cp_ctrough"
+        ]
+    );
+    assert_eq!(a.notes.len(), 1, "{:?}", a.notes);
+    assert!(
+        a.notes[0].contains("arm 'single'") && a.notes[0].contains("cp_ctrough"),
+        "{}",
+        a.notes[0]
+    );
+    let rep = run(&a, None).unwrap();
+    assert_eq!(rep.results.len(), 5);
+    // Named, the trough of the single dose is an error at its name (line 7, after `out`).
+    let e = match spec("outputs = [\"cp_auc\", \"cp_ctrough\"]\n") {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e,
+    };
+    assert!(
+        e.contains(":7:22: 'cp_ctrough' is undefined for every run of arm 'single'"),
+        "{e}"
+    );
+    assert!(e.contains("or the arm out of `arms`"), "{e}");
+    let a = spec("arms = [\"daily\"]\noutputs = [\"cp_ctrough\"]\n").unwrap();
+    assert_eq!(a.outputs.len(), 1);
+    assert!(a.notes.is_empty());
+    // Nothing left to analyse at all.
+    let e = match spec("arms = [\"single\"]\noutputs = [\"cp_ctrough\"]\n") {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e,
+    };
+    assert!(e.contains(":8:12: 'cp_ctrough' is undefined"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An analysis that stops because an output has no finite value at some design points still
+/// writes every evaluation, so that the failing points can be found, and the error says
+/// where. y = a·√p with p from −1 to 1: its AUC to t = 1 is √p·(1 − e⁻¹) where p ≥ 0 and
+/// undefined (null) where p < 0.
+#[test]
+fn an_analysis_stopped_by_undefined_outputs_still_writes_its_evaluations() {
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use vpop::sensitivity::run::{run, Analysis};
+    let dir = temp_dir("gsa-nan");
+    std::fs::write(
+        dir.join("root.vpm"),
+        "param p = 1\nstate a\nd/dt(a) = -a\noutput y = a * sqrt(p)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("trial.toml"),
+        "[trial]\nname = \"t\"\nsubjects = 1\nseed = 1\n[model]\nfile = \"root.vpm\"\n\
+         [[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"a\" }\n[simulation]\nend = 1\n\
+         rtol = 1e-9\natol = 1e-12\nbackend = \"cpu\"\n\
+         [output]\ndir = \"out\"\nmetrics = [\"auc\"]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    std::fs::write(
+        dir.join("gsa.toml"),
+        format!(
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n\
+             out = {:?}\n[[factor]]\nname = \"p\"\nrange = [-1, 1]\n",
+            out.display().to_string()
+        ),
+    )
+    .unwrap();
+    let a = Analysis::load(&dir.join("gsa.toml")).unwrap();
+    let e = match run(&a, None) {
+        Ok(_) => panic!("ran"),
+        Err(e) => e,
+    };
+    let file = out.join("evaluations.parquet");
+    assert!(e.contains("a y_auc: "), "{e}");
+    assert!(e.contains("model evaluations gave no finite value"), "{e}");
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(!out.join("indices.parquet").exists());
+    let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap()
+            .clone()
+    };
+    let (p, y) = (column("p"), column("y_auc"));
+    assert_eq!(p.len(), 16 * 3);
+    let mut missing = 0;
+    for i in 0..p.len() {
+        if p.value(i) < 0.0 {
+            assert!(
+                y.is_null(i),
+                "row {i}: p {} gave {}",
+                p.value(i),
+                y.value(i)
+            );
+            missing += 1;
+        } else {
+            let want = p.value(i).sqrt() * (1.0 - (-1.0f64).exp());
+            assert!(
+                (y.value(i) - want).abs() < 1e-7,
+                "row {i}: {} vs {want}",
+                y.value(i)
+            );
+        }
+    }
+    assert!(missing > 0);
+    assert!(
+        e.contains(&format!("{missing} of 48 model evaluations")),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

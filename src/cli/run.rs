@@ -329,6 +329,9 @@ fn check_sensitivity(path: &std::path::Path) -> anyhow::Result<()> {
         })
         .collect();
     println!("  outputs     {}", outputs.join(", "));
+    for w in &a.notes {
+        println!("  note        {w}");
+    }
     println!("  output      {}", a.out.display());
     Ok(())
 }

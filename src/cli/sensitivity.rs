@@ -32,6 +32,9 @@ pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("unknown backend '{b}' (auto, cpu, wgpu, cuda)"))?,
         ),
     };
+    for w in &a.notes {
+        eprintln!("note: {w}");
+    }
     // The analysed arms' doses, occasions and resets after the end, as `vpop run` notes them.
     for (i, arm) in a.trial.arms.iter().enumerate() {
         if a.outputs.iter().any(|&(j, _)| j == i) {

@@ -1311,14 +1311,16 @@ impl Builder<'_> {
                         let label = key.get_ref();
                         // The frequency's own location (its label's, or the table's, if none).
                         let at = sp(f).max_by(sp(key).max_by(sp(levels)));
+                        // A string that reads nothing is as constant as a number, and checked
+                        // as one.
                         let number = match f.get_ref() {
                             toml::Value::Float(x) => Some(*x),
                             toml::Value::Integer(x) => Some(*x as f64),
+                            toml::Value::String(s) => constant_value(&Value::Expr(s.clone())),
                             _ => None,
                         };
-                        match f.get_ref() {
-                            toml::Value::Float(_) | toml::Value::Integer(_) => {
-                                let x = number.unwrap_or(f64::NAN);
+                        match (f.get_ref(), number) {
+                            (_, Some(x)) => {
                                 constant_sum = constant_sum.map(|s| s + x);
                                 if !x.is_finite() || x < 0.0 {
                                     self.errors.push(src.error(
@@ -1330,7 +1332,7 @@ impl Builder<'_> {
                                 }
                                 freqs.push(lower_expr(&Expr::Num(x)));
                             }
-                            toml::Value::String(s) => {
+                            (toml::Value::String(s), None) => {
                                 constant_sum = None;
                                 let v = Spanned::new(at.start..at.end, Value::Expr(s.clone()));
                                 if let Some(e) = self.expr(&v, &lookup) {
@@ -1448,12 +1450,12 @@ impl Builder<'_> {
                                 [(&c.lo, "lo"), (&c.hi, "hi")]
                                     .into_iter()
                                     .find_map(|(b, key)| {
-                                        match b.as_ref().map(|b| (b, b.get_ref())) {
-                                            Some((b, Value::Num(bound)))
-                                                if (key == "lo" && *bound > most)
-                                                    || (key == "hi" && *bound < least) =>
+                                        match b.as_ref().map(|b| (b, constant_value(b.get_ref()))) {
+                                            Some((b, Some(bound)))
+                                                if (key == "lo" && bound > most)
+                                                    || (key == "hi" && bound < least) =>
                                             {
-                                                Some((b, key, *bound))
+                                                Some((b, key, bound))
                                             }
                                             _ => None,
                                         }
@@ -1492,8 +1494,8 @@ impl Builder<'_> {
                 }
             };
             if let (Some("lognormal"), Some(h)) = (kind, &c.hi) {
-                if let Value::Num(b) = h.get_ref() {
-                    if *b <= 0.0 {
+                if let Some(b) = constant_value(h.get_ref()) {
+                    if b <= 0.0 {
                         self.errors.push(src.error(
                             sp(h),
                             format!(
@@ -1505,8 +1507,10 @@ impl Builder<'_> {
                 }
             }
             if let (Some(l), Some(h)) = (&c.lo, &c.hi) {
-                if let (Value::Num(a), Value::Num(b)) = (l.get_ref(), h.get_ref()) {
-                    if a.partial_cmp(b) != Some(std::cmp::Ordering::Less) {
+                if let (Some(a), Some(b)) =
+                    (constant_value(l.get_ref()), constant_value(h.get_ref()))
+                {
+                    if a.partial_cmp(&b) != Some(std::cmp::Ordering::Less) {
                         self.errors.push(src.error(
                             sp(h),
                             format!("covariate '{name}': hi ({b}) must be above lo ({a})"),
@@ -1847,16 +1851,32 @@ fn compose_sigma(p: &Program) -> Program {
     q
 }
 
-/// A number given for `what` is finite and > 0 (expressions are checked subject by subject).
+/// The value of a number, or of an expression that reads nothing (no covariate, eta or label:
+/// `"12 - 13"`, `"2 * pi"`), which is the same for every subject and so checked where it is
+/// read, as a number is; `None` for an expression that reads something (checked subject by
+/// subject) or does not parse (an error where it is compiled).
+fn constant_value(v: &Value) -> Option<f64> {
+    let s = match v {
+        Value::Num(x) => return Some(*x),
+        Value::Expr(s) => s,
+    };
+    let e = crate::model::parse_expr_str("", s).ok()?;
+    let mut reads = false;
+    e.visit(&mut |n| reads |= matches!(n, Expr::Var(_)));
+    (!reads).then(|| e.eval(&|_| f64::NAN))
+}
+
+/// A constant given for `what` ([`constant_value`]) is finite and > 0 (expressions that read
+/// something are checked subject by subject).
 fn check_positive(b: &mut Builder<'_>, v: &Option<Spanned<Value>>, what: &str) {
     if let Some(v) = v {
-        if let Value::Num(x) = v.get_ref() {
-            if x.is_infinite() && *x > 0.0 {
+        if let Some(x) = constant_value(v.get_ref()) {
+            if x.is_infinite() && x > 0.0 {
                 b.errors.push(b.src.error(
                     sp(v),
                     format!("{what} must be a finite number > 0, got {x}"),
                 ));
-            } else if x.is_nan() || *x <= 0.0 {
+            } else if x.is_nan() || x <= 0.0 {
                 b.errors
                     .push(b.src.error(sp(v), format!("{what} must be > 0, got {x}")));
             }
@@ -1864,11 +1884,11 @@ fn check_positive(b: &mut Builder<'_>, v: &Option<Spanned<Value>>, what: &str) {
     }
 }
 
-/// A number given for `what` is finite (NaN and infinities are refused; a bound that is not
-/// wanted is left out).
+/// A constant given for `what` ([`constant_value`]) is finite (NaN and infinities are refused;
+/// a bound that is not wanted is left out).
 fn check_finite(b: &mut Builder<'_>, v: &Option<Spanned<Value>>, what: &str) {
     if let Some(v) = v {
-        if let Value::Num(x) = v.get_ref() {
+        if let Some(x) = constant_value(v.get_ref()) {
             if !x.is_finite() {
                 b.errors.push(
                     b.src

@@ -9,10 +9,15 @@
 //!   standardised by their mean and standard deviation and divided by the variance of the A
 //!   and B rows; bootstrap confidence intervals z·sd of the resampled estimates.
 //! - Morris (1991) with Campolongo et al.'s (2007) μ*: elementary effects (y(x_i high) −
-//!   y(x_i low)) / Δ with Δ = p / (2(p − 1)) in unit-cube units; μ, μ*, σ (n − 1).
+//!   y(x_i low)) / Δ with Δ = p / (2(p − 1)) in unit-cube units; μ, μ*, σ (n − 1); a bootstrap
+//!   confidence interval of μ*.
 //! - eFAST (Saltelli, Tarantola & Chan, 1999): for each factor a block of N points on a search
 //!   curve where it oscillates at ω = ⌊(N − 1)/(2M)⌋ and the others at low frequencies; first
-//!   order from the power at the first M harmonics of ω, total from the power below ω/2.
+//!   order from the power at the first M harmonics of ω, total from the power below ω/2;
+//!   confidence intervals from the indices of contiguous half-curves, as SALib 1.6 draws them.
+//!
+//! The confidence intervals resample as SALib does, so they agree with SALib's up to the
+//! resampling's own noise (the random draws differ).
 //!
 //! This module knows nothing about models: [`run`] maps a design onto model parameters and
 //! evaluates it through the trial backends.
@@ -67,6 +72,23 @@ impl Design {
     }
 }
 
+/// Why a design cannot be made, by the setting it is about (so that a spec can point at it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DesignError {
+    /// The number of factors.
+    #[error("{0}")]
+    Factors(String),
+    /// The design's size: base samples, trajectories or points per factor.
+    #[error("{0}")]
+    Samples(String),
+    /// Morris grid levels.
+    #[error("{0}")]
+    Levels(String),
+    /// The eFAST interference factor M.
+    #[error("{0}")]
+    Interference(String),
+}
+
 /// Largest Sobol' sequence length and dimension of the scrambled generator.
 pub const SOBOL_MAX_N: usize = 1 << 16;
 pub const SOBOL_MAX_FACTORS: usize = 128;
@@ -74,16 +96,16 @@ pub const SOBOL_MAX_FACTORS: usize = 128;
 /// Saltelli's scheme: for each of `n` Owen-scrambled Sobol' points in 2k dimensions (A from
 /// the first k, B from the last k), the rows A, AB₁ … AB_k (A with column j from B), B:
 /// `n · (k + 2)` rows.
-pub fn sobol_design(k: usize, n: usize, seed: u64) -> Result<Design, String> {
+pub fn sobol_design(k: usize, n: usize, seed: u64) -> Result<Design, DesignError> {
     if k == 0 || k > SOBOL_MAX_FACTORS {
-        return Err(format!(
+        return Err(DesignError::Factors(format!(
             "Sobol designs take 1 to {SOBOL_MAX_FACTORS} factors, not {k}"
-        ));
+        )));
     }
     if !(2..=SOBOL_MAX_N).contains(&n) {
-        return Err(format!(
+        return Err(DesignError::Samples(format!(
             "Sobol designs take 2 to {SOBOL_MAX_N} base samples, not {n}"
-        ));
+        )));
     }
     let seed = (seed ^ (seed >> 32)) as u32;
     let rows = n * (k + 2);
@@ -118,19 +140,21 @@ pub fn sobol_design(k: usize, n: usize, seed: u64) -> Result<Design, String> {
 
 /// Morris trajectories: `r` trajectories of k + 1 points on a grid of `p` levels (p even),
 /// each moving one factor by Δ = p / (2(p − 1)) at a time, in random order.
-pub fn morris_design(k: usize, r: usize, p: usize, seed: u64) -> Result<Design, String> {
+pub fn morris_design(k: usize, r: usize, p: usize, seed: u64) -> Result<Design, DesignError> {
     if k == 0 {
-        return Err("a Morris design needs at least one factor".into());
+        return Err(DesignError::Factors(
+            "a Morris design needs at least one factor".into(),
+        ));
     }
     if r < 2 {
-        return Err(format!(
+        return Err(DesignError::Samples(format!(
             "a Morris design needs at least 2 trajectories, not {r}"
-        ));
+        )));
     }
     if p < 2 || !p.is_multiple_of(2) {
-        return Err(format!(
+        return Err(DesignError::Levels(format!(
             "Morris levels must be even and at least 2, not {p}"
-        ));
+        )));
     }
     let delta = morris_delta(p);
     let step = 1.0 / (p - 1) as f64;
@@ -198,15 +222,24 @@ fn efast_omegas(k: usize, n: usize, m: usize) -> (usize, Vec<usize>) {
 
 /// eFAST: k blocks of `n` points; in block i factor i runs at frequency ω₀, the others at the
 /// complementary frequencies, each block with a random phase shift.
-pub fn efast_design(k: usize, n: usize, m: usize, seed: u64) -> Result<Design, String> {
+pub fn efast_design(k: usize, n: usize, m: usize, seed: u64) -> Result<Design, DesignError> {
     if k == 0 {
-        return Err("an eFAST design needs at least one factor".into());
+        return Err(DesignError::Factors(
+            "an eFAST design needs at least one factor".into(),
+        ));
     }
-    if m == 0 || n <= 4 * m * m {
-        return Err(format!(
+    if m == 0 {
+        return Err(DesignError::Interference(
+            "the eFAST interference factor M must be at least 1".into(),
+        ));
+    }
+    // Too few points for M: reported as a matter of the points (`samples`), the setting that
+    // is usually sized to M.
+    if n <= 4 * m * m {
+        return Err(DesignError::Samples(format!(
             "eFAST needs more than 4·M² = {} points per factor (M = {m}), not {n}",
             4 * m * m
-        ));
+        )));
     }
     let (omega0, others) = efast_omegas(k, n, m);
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -278,11 +311,60 @@ fn sd1(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
 }
 
+/// The magnitude of `y`'s values, mean |y|: the scale of rounding, and of a solver's error
+/// (relative to each value, so an output of either sign is measured by its values, not by
+/// their mean).
+fn magnitude(y: &[f64]) -> f64 {
+    y.iter().map(|v| v.abs()).sum::<f64>() / y.len() as f64
+}
+
 /// Whether `y` does not vary: its standard deviation is zero, or below what rounding leaves
 /// in equal values (1e-12 of their magnitude). Variance-based indices are shares of the
 /// variance, so for such an output they are 0/0: NaN, as SALib computes them.
 pub fn is_constant(y: &[f64]) -> bool {
-    var(y).sqrt() <= 1e-12 * mean(y).abs()
+    var(y).sqrt() <= 1e-12 * magnitude(y)
+}
+
+/// How many times the evaluations' relative resolution an output's standard deviation must
+/// exceed (relative to its magnitude) for its indices to be estimated.
+///
+/// An adaptive solver keeps each step's error within rtol of the solution, so an output that
+/// does not depend on the factors still moves from one design point to the next by up to
+/// about rtol·|y| (step sizes follow whatever else is integrated alongside); the
+/// variance-based indices would then share out that error as if it were a response. Ten
+/// times the resolution bounds the error's part of any output that is analysed to about
+/// 1/10² = 1 % of its variance, below the indices' usual bootstrap half-widths, while a
+/// response whose standard deviation exceeds 0.001 % of the output (at the default rtol of
+/// 1e-6) is still analysed. A weaker response may be real, but it cannot be told from the
+/// solver's error at that tolerance: a smaller rtol resolves it.
+pub const RESOLVED_SPREAD: f64 = 10.0;
+
+/// How an output varies across a design.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Variation {
+    /// More than the evaluations resolve: its indices are estimated.
+    Resolved,
+    /// Not at all (up to rounding, [`is_constant`]).
+    Constant,
+    /// Only within the evaluations' resolution: its standard deviation, `relative_sd` of its
+    /// magnitude, is at most [`RESOLVED_SPREAD`] times `resolution` (the solver's rtol).
+    WithinTolerance { relative_sd: f64, resolution: f64 },
+}
+
+/// How `y` varies, given the relative resolution of the evaluations that gave it (the
+/// solver's relative tolerance; 0 where they are exact but for rounding). `y` is finite.
+pub fn variation(y: &[f64], resolution: f64) -> Variation {
+    let (sd, scale) = (var(y).sqrt(), magnitude(y));
+    if is_constant(y) {
+        Variation::Constant
+    } else if sd <= RESOLVED_SPREAD * resolution * scale {
+        Variation::WithinTolerance {
+            relative_sd: sd / scale,
+            resolution,
+        }
+    } else {
+        Variation::Resolved
+    }
 }
 
 /// Indices of a constant output: every value NaN (see [`is_constant`]).
@@ -456,8 +538,12 @@ fn efast_orders(y: &[f64], m: usize, omega: usize) -> (f64, f64) {
     (d1 / v, 1.0 - dt / v)
 }
 
-/// eFAST first-order (S1) and total (ST) indices with bootstrap confidence half-widths (each
-/// resample takes half of the block's points with replacement, as SALib does).
+/// eFAST first-order (S1) and total (ST) indices with confidence half-widths from SALib's
+/// resampling of the search curve: each resample is the block's points from a uniformly drawn
+/// start, ⌈N/2⌉ of them in the curve's order (wrapping around its end), and its indices are
+/// estimated as a block's are, at the frequency ⌊(⌈N/2⌉ − 1)/(2M)⌋. Points drawn one by one
+/// would lose the order that the spectrum reads the factors' frequencies from, and with it
+/// any estimate of the indices.
 pub fn efast_indices(
     d: &Design,
     y: &[f64],
@@ -478,14 +564,15 @@ pub fn efast_indices(
         let block = &y[i * n..(i + 1) * n];
         let (s1, st) = efast_orders(block, m, omega);
         let half = n.div_ceil(2);
+        // ⌈N/2⌉ > 2M² (the design has N > 4M²), so the window's frequency is at least M.
+        let w = (half - 1) / (2 * m);
         let (mut r1, mut rt) = (Vec::new(), Vec::new());
+        let mut window = Vec::with_capacity(half);
         for _ in 0..resamples {
-            let rs: Vec<f64> = (0..half).map(|_| block[rng.random_range(0..n)]).collect();
-            let w = (half - 1) / (2 * m);
-            if w == 0 {
-                continue;
-            }
-            let (a, b) = efast_orders(&rs, m, w);
+            let start = rng.random_range(0..n);
+            window.clear();
+            window.extend((start..start + half).map(|s| block[s % n]));
+            let (a, b) = efast_orders(&window, m, w);
             r1.push(a);
             rt.push(b);
         }
@@ -495,6 +582,31 @@ pub fn efast_indices(
         ]);
     }
     Ok(Indices { values })
+}
+
+/// The indices of output `y` of design `d` with how it varies ([`variation`], at the relative
+/// `resolution` of the evaluations). An output that does not vary beyond the resolution has
+/// no response to share out: its Sobol and eFAST indices are NaN (0/0), as a constant output's
+/// are, and its Morris indices those of the constant output (every elementary effect 0).
+pub fn analyse(
+    d: &Design,
+    y: &[f64],
+    resolution: f64,
+    resamples: usize,
+    conf: f64,
+    seed: u64,
+) -> Result<(Indices, Variation), String> {
+    check_outputs(y, d.rows)?;
+    let v = variation(y, resolution);
+    let idx = match (v, d.method) {
+        (Variation::Resolved, _) => indices(d, y, resamples, conf, seed)?,
+        (_, Method::Morris) => {
+            let level = vec![mean(y); y.len()];
+            morris_indices(d, &level, resamples, conf, seed)?
+        }
+        _ => undefined(d.k, &["S1", "ST"]),
+    };
+    Ok((idx, v))
 }
 
 /// The indices of a design's outputs by its method.
@@ -623,12 +735,131 @@ mod tests {
         assert!(idx.values.iter().flatten().all(|(_, v, _)| *v == 0.0));
     }
 
+    /// An adaptive solver's error moves an output that no factor acts on by up to about rtol
+    /// of its value from one design point to the next. Within ten times the tolerance the
+    /// output has no response to share out; beyond it, the same output is analysed. The rule
+    /// scales with the tolerance: at a resolution of 0 (exact evaluations) the same small
+    /// spread is analysed.
     #[test]
-    fn bad_designs_are_refused() {
-        assert!(sobol_design(0, 16, 1).is_err());
-        assert!(sobol_design(3, 1 << 17, 1).is_err());
-        assert!(morris_design(3, 10, 3, 1).is_err());
-        assert!(efast_design(3, 64, 4, 1).is_err());
+    fn an_output_within_the_solver_tolerance_has_no_indices() {
+        let rtol = 1e-6;
+        for d in [
+            sobol_design(3, 256, 1).unwrap(),
+            efast_design(3, 257, 4, 1).unwrap(),
+            morris_design(3, 20, 4, 1).unwrap(),
+        ] {
+            let name = d.method.name();
+            // 18.19 plus an Ishigami response scaled to a standard deviation of `rel` of it.
+            let r = outputs(&d);
+            let (mr, sr) = (mean(&r), var(&r).sqrt());
+            let y_at = |rel: f64| -> Vec<f64> {
+                r.iter()
+                    .map(|v| 18.19 * (1.0 + rel * (v - mr) / sr))
+                    .collect()
+            };
+            let noise = y_at(3e-9);
+            let (idx, v) = analyse(&d, &noise, rtol, 50, 0.95, 1).unwrap();
+            match v {
+                Variation::WithinTolerance {
+                    relative_sd,
+                    resolution,
+                } => {
+                    assert!((1e-9..1e-8).contains(&relative_sd), "{name} {relative_sd}");
+                    assert_eq!(resolution, rtol);
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            for (index, value, _) in idx.values.iter().flatten() {
+                match d.method {
+                    Method::Morris => assert_eq!(*value, 0.0, "{name} {index}"),
+                    _ => assert!(value.is_nan(), "{name} {index} = {value}"),
+                }
+            }
+            // Just inside and well beyond 10·rtol; and the noise itself with exact outputs.
+            let inside = y_at(0.9 * RESOLVED_SPREAD * rtol);
+            assert!(matches!(
+                analyse(&d, &inside, rtol, 50, 0.95, 1).unwrap().1,
+                Variation::WithinTolerance { .. }
+            ));
+            for (y, resolution) in [(y_at(1e-4), rtol), (noise.clone(), 0.0)] {
+                let (idx, v) = analyse(&d, &y, resolution, 50, 0.95, 1).unwrap();
+                assert_eq!(v, Variation::Resolved, "{name}");
+                // (Compared as text, where NaN half-widths are equal.)
+                let direct = indices(&d, &y, 50, 0.95, 1).unwrap();
+                assert_eq!(format!("{idx:?}"), format!("{direct:?}"), "{name}");
+                assert!(idx.values.iter().flatten().all(|(_, v, _)| v.is_finite()));
+            }
+            // A constant output stays constant, whatever the tolerance.
+            let flat = vec![18.19; d.rows];
+            assert_eq!(
+                analyse(&d, &flat, rtol, 50, 0.95, 1).unwrap().1,
+                Variation::Constant
+            );
+        }
+    }
+
+    /// eFAST's confidence intervals resample contiguous half-curves from a uniformly drawn
+    /// start (SALib 1.6): with many resamples their half-width is z times the standard
+    /// deviation of the indices over all N windows, computed here window by window.
+    #[test]
+    fn efast_confidence_is_the_spread_over_half_curve_windows() {
+        let (n, m) = (1001, 4);
+        let d = efast_design(3, n, m, 7).unwrap();
+        let y = outputs(&d);
+        let idx = efast_indices(&d, &y, 4000, 0.95, 5).unwrap();
+        let z = z_of(0.95);
+        let half = n.div_ceil(2);
+        let w = (half - 1) / (2 * m);
+        for j in 0..3 {
+            let block = &y[j * n..(j + 1) * n];
+            let (s1, st): (Vec<f64>, Vec<f64>) = (0..n)
+                .map(|start| {
+                    let window: Vec<f64> = (0..half).map(|i| block[(start + i) % n]).collect();
+                    efast_orders(&window, m, w)
+                })
+                .unzip();
+            let sd = |v: &[f64]| var(v).sqrt();
+            for (k, all) in [(0, &s1), (1, &st)] {
+                let (got, want) = (idx.values[j][k].2, z * sd(all));
+                assert!(
+                    (got / want - 1.0).abs() < 0.1,
+                    "factor {j} {}: half-width {got} vs {want} over every window",
+                    idx.values[j][k].0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_designs_are_refused_by_the_setting_they_are_about() {
+        assert!(matches!(
+            sobol_design(0, 16, 1),
+            Err(DesignError::Factors(_))
+        ));
+        assert!(matches!(
+            sobol_design(SOBOL_MAX_FACTORS + 1, 16, 1),
+            Err(DesignError::Factors(_))
+        ));
+        assert!(matches!(
+            sobol_design(3, 1 << 17, 1),
+            Err(DesignError::Samples(_))
+        ));
+        assert!(matches!(
+            morris_design(3, 10, 3, 1),
+            Err(DesignError::Levels(_))
+        ));
+        assert!(matches!(
+            morris_design(3, 1, 4, 1),
+            Err(DesignError::Samples(_))
+        ));
+        assert!(matches!(
+            efast_design(3, 64, 4, 1),
+            Err(DesignError::Samples(_))
+        ));
+        assert!(matches!(
+            efast_design(3, 64, 0, 1),
+            Err(DesignError::Interference(_))
+        ));
         let d = sobol_design(2, 8, 1).unwrap();
         let mut y = vec![1.0; d.rows];
         y[3] = f64::NAN;

@@ -8,7 +8,8 @@
 //! method = "sobol"                 # sobol | morris | efast
 //! samples = 4096                   # Sobol: base samples N (N·(k+2) runs); Morris: trajectories;
 //!                                  # eFAST: points per factor
-//! outputs = ["cp_auc", "cp_cmax"]  # metric columns (default: all but Tmax)
+//! outputs = ["cp_auc", "cp_cmax"]  # metric columns (default: all but Tmax and those no run
+//!                                  # of an arm defines, such as a single dose's ctrough)
 //! out = "out/gsa"
 //!
 //! [[factor]]
@@ -36,8 +37,11 @@ use arrow_schema::{DataType, Field, Schema};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{efast_design, indices, morris_design, sobol_design, Design, Indices, Method};
-use crate::backend::{ChunkInput, ChunkOutput};
+use super::{
+    analyse, efast_design, morris_design, sobol_design, Design, DesignError, Indices, Method,
+    Variation, RESOLVED_SPREAD,
+};
+use crate::backend::{ArmPlan, ChunkInput, ChunkOutput, Precision};
 use crate::diag::{Diagnostic, SourceFile, Span};
 use crate::population::dist::norm_ppf;
 use crate::population::SampledChunk;
@@ -62,9 +66,9 @@ struct Section {
     #[serde(default)]
     seed: Option<u64>,
     #[serde(default)]
-    outputs: Option<Vec<Spanned<String>>>,
+    outputs: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
-    arms: Option<Vec<Spanned<String>>>,
+    arms: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     bootstrap: Option<usize>,
     #[serde(default)]
@@ -214,6 +218,9 @@ pub struct Analysis {
     /// Virtual subjects per design point (1 without the population).
     pub subjects: usize,
     pub statistic: Statistic,
+    /// What the spec leaves out or sets that its author should know (metrics left out of the
+    /// default outputs, and why).
+    pub notes: Vec<String>,
 }
 
 fn invalid(d: Diagnostic) -> String {
@@ -415,9 +422,29 @@ impl Analysis {
                 typical,
             });
         }
+        // An empty list leaves nothing to analyse: an error where it is written, as an unknown
+        // name in it is.
+        for (list, what) in [(&s.arms, "arm"), (&s.outputs, "metric column")] {
+            if let Some(l) = list.as_ref().filter(|l| l.get_ref().is_empty()) {
+                let key = if what == "arm" { "arms" } else { "outputs" };
+                return Err(invalid(src.error(
+                    at(l.span()),
+                    format!(
+                        "{key} = []: nothing to analyse; name at least one {what}, or leave \
+                         `{key}` out for {}",
+                        if what == "arm" {
+                            "every arm of the trial"
+                        } else {
+                            "every metric but Tmax"
+                        }
+                    ),
+                )));
+            }
+        }
         let arms: Vec<usize> = match &s.arms {
             None => (0..trial.arms.len()).collect(),
             Some(names) => names
+                .get_ref()
                 .iter()
                 .map(|n| {
                     trial
@@ -435,6 +462,7 @@ impl Analysis {
         };
         // An arm or an output named twice would be analysed twice.
         for list in [&s.arms, &s.outputs].into_iter().flatten() {
+            let list = list.get_ref();
             for (k, n) in list.iter().enumerate() {
                 if list[..k].iter().any(|o| o.get_ref() == n.get_ref()) {
                     return Err(invalid(
@@ -444,22 +472,35 @@ impl Analysis {
             }
         }
         let mut outputs = Vec::new();
+        let mut notes = Vec::new();
         for &a in &arms {
-            let cols: Vec<&str> = trial.arms[a]
-                .plan
-                .metrics
-                .iter()
-                .map(|m| m.column.as_str())
-                .collect();
+            let plan = &trial.arms[a].plan;
+            let cols: Vec<&str> = plan.metrics.iter().map(|m| m.column.as_str()).collect();
             match &s.outputs {
-                None => outputs.extend(
-                    cols.iter()
-                        .enumerate()
-                        .filter(|(_, c)| !c.ends_with("_tmax"))
-                        .map(|(m, _)| (a, m)),
-                ),
+                None => {
+                    // Every run would leave a metric undefined by construction without a
+                    // value, and the analysis would stop after running them all.
+                    let mut left_out = Vec::new();
+                    for (m, c) in cols.iter().enumerate() {
+                        if c.ends_with("_tmax") {
+                            continue;
+                        }
+                        match undefined_by_construction(plan, m) {
+                            None => outputs.push((a, m)),
+                            Some(why) => left_out.push(format!("{c} ({why})")),
+                        }
+                    }
+                    if !left_out.is_empty() {
+                        notes.push(format!(
+                            "arm '{}': the default outputs leave out {}: undefined for every \
+                             run of the arm",
+                            plan.name,
+                            left_out.join(", ")
+                        ));
+                    }
+                }
                 Some(list) => {
-                    for o in list {
+                    for o in list.get_ref() {
                         let m = cols.iter().position(|c| c == o.get_ref()).ok_or_else(|| {
                             invalid(src.error(
                                 at(o.span()),
@@ -470,10 +511,41 @@ impl Analysis {
                                 ),
                             ))
                         })?;
+                        if let Some(why) = undefined_by_construction(plan, m) {
+                            return Err(invalid(src.error(
+                                at(o.span()),
+                                format!(
+                                    "'{}' is undefined for every run of arm '{}': {why}; \
+                                     leave it out of `outputs`{}",
+                                    o.get_ref(),
+                                    plan.name,
+                                    if arms.len() > 1 {
+                                        ", or the arm out of `arms`"
+                                    } else {
+                                        ""
+                                    }
+                                ),
+                            )));
+                        }
                         outputs.push((a, m));
                     }
                 }
             }
+        }
+        if outputs.is_empty() {
+            // Only where the defaults left every metric out (an empty list is refused above).
+            return Err(invalid(src.error(
+                at(s.trial.span()),
+                format!(
+                    "nothing to analyse: the trial's metrics are Tmax or undefined for every \
+                     run of the analysed arms{}",
+                    if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", notes.join("; "))
+                    }
+                ),
+            )));
         }
         let positive = |v: &Option<Spanned<usize>>, default: usize, what: &str| {
             v.as_ref().map_or(Ok(default), |x| {
@@ -526,10 +598,11 @@ impl Analysis {
         if !population {
             for &(arm, _) in &outputs {
                 if let Some(why) = dose_per_covariate(&trial, arm) {
-                    let named = s
-                        .arms
-                        .as_ref()
-                        .and_then(|l| l.iter().find(|n| n.get_ref() == &trial.arms[arm].plan.name));
+                    let named = s.arms.as_ref().and_then(|l| {
+                        l.get_ref()
+                            .iter()
+                            .find(|n| n.get_ref() == &trial.arms[arm].plan.name)
+                    });
                     let span = named.map_or(s.trial.span(), |n| n.span());
                     return Err(invalid(src.error(at(span), why)));
                 }
@@ -568,16 +641,37 @@ impl Analysis {
             levels: positive(&s.levels, 4, "levels")?,
             interference: positive(&s.interference, 4, "interference")?,
             out,
+            notes,
             trial,
         };
-        // The design's own checks (sizes, levels) with the spec's location.
-        a.design()
-            .map_err(|e| invalid(src.error(at(s.samples.span()), e)))?;
+        // The design's own checks, each at the key it is about (a default setting that a
+        // check refuses cannot be: it points at `samples` then).
+        if let Err(e) = a.unit_design() {
+            let span = match &e {
+                DesignError::Samples(_) => s.samples.span(),
+                DesignError::Levels(_) => s.levels.as_ref().map_or(s.samples.span(), |l| l.span()),
+                DesignError::Interference(_) => s
+                    .interference
+                    .as_ref()
+                    .map_or(s.samples.span(), |m| m.span()),
+                // Too many factors: the first one beyond what the design takes.
+                DesignError::Factors(_) => f
+                    .factor
+                    .get(super::SOBOL_MAX_FACTORS)
+                    .or(f.factor.last())
+                    .map_or(s.method.span(), |x| x.span()),
+            };
+            return Err(invalid(src.error(at(span), e.to_string())));
+        }
         Ok(a)
     }
 
     /// The design in the unit hypercube.
     pub fn design(&self) -> Result<Design, String> {
+        self.unit_design().map_err(|e| e.to_string())
+    }
+
+    fn unit_design(&self) -> Result<Design, DesignError> {
         let k = self.factors.len();
         match self.method {
             Method::Sobol => sobol_design(k, self.samples, self.seed),
@@ -667,12 +761,61 @@ fn dose_per_covariate(trial: &Trial, arm: usize) -> Option<String> {
     ))
 }
 
+/// Why metric `m` of `plan` has no value in any run of the arm, whatever the parameters: a
+/// trough with fewer than two doses before the end (`ctrough` is the value just before the
+/// last of several), or a window that the simulation leaves empty.
+fn undefined_by_construction(plan: &ArmPlan, m: usize) -> Option<String> {
+    use crate::metrics::{resolve_window, MetricKind};
+    let doses = plan.regimen.doses_until(plan.end);
+    let metric = plan.metrics[m].metric;
+    match metric.kind {
+        MetricKind::Ctrough if doses.trough().is_none() => Some(format!(
+            "a trough is the value before the last of several doses, and the arm gives {} by \
+             the end",
+            match doses.times.len() {
+                0 => "none".to_string(),
+                1 => "one".to_string(),
+                n => n.to_string(),
+            }
+        )),
+        MetricKind::Auc
+        | MetricKind::Cavg
+        | MetricKind::Cmax
+        | MetricKind::Tmax
+        | MetricKind::Cmin
+            if resolve_window(metric.window, plan.end, &doses).is_none() =>
+        {
+            Some("its window holds no time of the simulation".to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The relative resolution of an arm's metrics on a backend: the relative tolerance of an
+/// adaptive solver, and no finer than the precision the backend computes in (f32 kernels).
+/// A fixed-step method's error does not change with anything that leaves the solution
+/// unchanged, so it adds nothing to an output's spread.
+fn resolution(plan: &ArmPlan, precision: Precision) -> f64 {
+    let solver = if plan.solver.method.is_adaptive() {
+        plan.solver.rtol
+    } else {
+        0.0
+    };
+    match precision {
+        Precision::F32 => solver.max(f64::from(f32::EPSILON)),
+        Precision::F64 => solver,
+    }
+}
+
 /// The indices of one output.
 #[derive(Debug, Clone)]
 pub struct OutputIndices {
     pub arm: String,
     pub output: String,
     pub indices: Indices,
+    /// How the output varies across the design; indices are estimated only where it varies
+    /// beyond what the evaluations resolve.
+    pub variation: Variation,
 }
 
 /// What an analysis produced.
@@ -694,6 +837,8 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
     let info = b.info();
     let chunk = a.trial.chunk_size.unwrap_or(65_536).max(1);
     let mut values: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    // Per analysed arm, how many of its runs ended with each solver status.
+    let mut status: BTreeMap<usize, BTreeMap<u8, u64>> = BTreeMap::new();
     // Each analysed arm once, in the order first named.
     let arms: Vec<usize> = {
         let mut v: Vec<usize> = Vec::new();
@@ -744,6 +889,10 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
             let mut out = ChunkOutput::default();
             b.run_chunk(plan, &input, &mut out)
                 .map_err(|e| e.to_string())?;
+            let counts = status.entry(arm).or_default();
+            for &st in &out.status[..n] {
+                *counts.entry(st).or_default() += 1;
+            }
             for (m, col) in cols.iter_mut().enumerate() {
                 if analysed[m] {
                     col.extend_from_slice(&out.metrics[m]);
@@ -766,22 +915,41 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
         }
     }
     let mut results = Vec::new();
+    let mut failed = Vec::new();
     for &(arm, m) in &a.outputs {
         let y = &values[&(arm, m)];
         let plan = &a.trial.arms[arm].plan;
-        let idx = indices(&d, y, a.bootstrap, a.confidence, a.seed ^ 0x5eed)
-            .map_err(|e| format!("{} {}: {e}", plan.name, plan.metrics[m].column))?;
-        results.push(OutputIndices {
-            arm: plan.name.clone(),
-            output: plan.metrics[m].column.clone(),
-            indices: idx,
-        });
+        let res = resolution(plan, info.precision);
+        match analyse(&d, y, res, a.bootstrap, a.confidence, a.seed ^ 0x5eed) {
+            Ok((idx, variation)) => results.push(OutputIndices {
+                arm: plan.name.clone(),
+                output: plan.metrics[m].column.clone(),
+                indices: idx,
+                variation,
+            }),
+            Err(e) => failed.push(format!(
+                "{} {}: {e} ({})",
+                plan.name,
+                plan.metrics[m].column,
+                describe_status(status.get(&arm).unwrap_or(&BTreeMap::new()))
+            )),
+        }
     }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let meta = provenance(a, info.name, &info.device, &reason);
+    let f2 = a.out.join("evaluations.parquet");
+    if !failed.is_empty() {
+        // The runs are what tells why a value is missing: keep them.
+        write_batch(&f2, &evaluations_batch(a, &d, &values)?, &meta)?;
+        return Err(format!(
+            "{}\nno indices were estimated; every design point's factor values and outputs \
+             (null where not finite) are in {}",
+            failed.join("\n"),
+            f2.display()
+        ));
+    }
     let f1 = a.out.join("indices.parquet");
     write_batch(&f1, &indices_batch(a, &results)?, &meta)?;
-    let f2 = a.out.join("evaluations.parquet");
     write_batch(&f2, &evaluations_batch(a, &d, &values)?, &meta)?;
     let f3 = a.out.join("indices.png");
     crate::output::plot::bar_panels(&f3, &panels(a, &results))?;
@@ -791,6 +959,32 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
         results,
         files: vec![f1, f2, f3],
     })
+}
+
+/// How an arm's runs ended, for an error about its missing values: whether the integrations
+/// failed or the metric itself is undefined where they did not.
+fn describe_status(counts: &BTreeMap<u8, u64>) -> String {
+    let runs: u64 = counts.values().sum();
+    let ok = counts
+        .get(&(crate::solver::Status::Ok as u8))
+        .copied()
+        .unwrap_or(0);
+    if ok == runs {
+        return format!("every one of the arm's {runs} runs integrated with status ok");
+    }
+    let failed: Vec<String> = counts
+        .iter()
+        .filter(|(st, _)| **st != crate::solver::Status::Ok as u8)
+        .map(|(st, n)| {
+            let name = crate::solver::Status::from_code(*st).map_or("unknown", |s| s.name());
+            format!("{n} {name}")
+        })
+        .collect();
+    format!(
+        "of the arm's {runs} runs, {} failed to integrate: {}",
+        runs - ok,
+        failed.join(", ")
+    )
 }
 
 /// One chart panel per output: per factor, S1 and ST (Sobol, eFAST) or μ* and σ (Morris).
@@ -907,7 +1101,9 @@ fn evaluations_batch(
             plan.metrics[*m].column.clone()
         };
         fields.push(Field::new(name, DataType::Float64, true));
-        cols.push(Arc::new(Float64Array::from(y.clone())));
+        // Undefined values are null, as in a trial's metric columns.
+        let y: Vec<Option<f64>> = y.iter().map(|v| v.is_finite().then_some(*v)).collect();
+        cols.push(Arc::new(Float64Array::from(y)));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| e.to_string())
 }
@@ -924,6 +1120,31 @@ fn write_batch(path: &Path, batch: &RecordBatch, meta: &[(String, String)]) -> R
     drop(f);
     tmp.commit_path().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// What the table says under an output that does not vary beyond what the runs resolve.
+fn variation_note(method: Method, output: &str, v: Variation) -> Option<String> {
+    let indices = if method == Method::Morris {
+        "its elementary effects are 0"
+    } else {
+        "its indices are undefined (NaN)"
+    };
+    match v {
+        Variation::Resolved => None,
+        Variation::Constant => Some(format!(
+            "{output} is the same at every design point: with no variance to share out, \
+             {indices}"
+        )),
+        Variation::WithinTolerance {
+            relative_sd,
+            resolution,
+        } => Some(format!(
+            "{output} varies only within the solver's tolerance: its standard deviation over \
+             the design, {relative_sd:.1e} of its magnitude, is within {RESOLVED_SPREAD} × rtol \
+             (rtol {resolution:e}), the spread that the solver's error alone can leave, so \
+             {indices}; a smaller rtol in the trial spec would resolve a weaker response"
+        )),
+    }
 }
 
 /// The indices as a console table.
@@ -959,24 +1180,14 @@ pub fn format_report(a: &Analysis, rep: &Report) -> String {
             }
             let _ = writeln!(s);
         }
-        if r.indices
-            .values
-            .iter()
-            .flatten()
-            .all(|(_, v, _)| v.is_nan())
-        {
-            let _ = writeln!(
-                s,
-                "  {} is the same at every design point: with no variance to share out, its \
-                 indices are undefined (NaN)",
-                r.output
-            );
+        if let Some(note) = variation_note(a.method, &r.output, r.variation) {
+            let _ = writeln!(s, "  {note}");
         }
     }
-    let _ = write!(
-        s,
-        "\n± : {:.0} % bootstrap confidence half-width.",
-        100.0 * a.confidence
-    );
+    let how = match a.method {
+        Method::Efast => "confidence half-width from half search curves, indicative only",
+        Method::Sobol | Method::Morris => "bootstrap confidence half-width",
+    };
+    let _ = write!(s, "\n± : {:.0} % {how}.", 100.0 * a.confidence);
     s
 }
