@@ -121,7 +121,9 @@ struct Sub {
     }
 
     // The model extended with infusion inputs and an AUC state for each output an area
-    // metric reads (quad_output; NA of them, none in the records kernel).
+    // metric reads (quad_output; NA of them, none in the records kernel). An output that is not
+    // finite adds nothing to its quadrature: its metrics are undefined (observe), the states
+    // and the other outputs' metrics go on (the CPU reference's WithQuadrature alike).
     FI void sys_rhs(real t, const real* v, real* out) {
         real f[NS];
         model_rhs(t, v, q, f);
@@ -131,7 +133,7 @@ struct Sub {
         real g[NO];
         model_outputs(t, v, q, g);
         #pragma unroll
-        for (int a = 0; a < NA; a++) out[NS + a] = g[quad_output(a)];
+        for (int a = 0; a < NA; a++) out[NS + a] = finite_or_0(g[quad_output(a)]);
 #endif
         n_rhs++;
     }
@@ -462,6 +464,15 @@ struct Sub {
             real a, b, x;
             spec(mi, kind, k, win, a, b, x);
             if (!win || t0 < a || t1 > b) continue;
+            // An output that is not finite at a step in the window leaves its extremes, areas
+            // and times above undefined: NaN in each running value, which no later comparison
+            // or sum undoes (as the CPU reference's MetricAccumulator).
+            if (!(isfinite(c0[k]) && isfinite(c1[k])) && (kind <= 4u || kind == 6u)) {
+                vals[mi] = nan("");
+                aux[mi] = nan("");
+                aux_lo[mi] = nan("");
+                continue;
+            }
             if (kind == 1u || kind == 2u) {
                 // A new maximum where the output ends the step flat (a plateau) may have been
                 // reached inside the step: Tmax is the first time it is.

@@ -17,8 +17,14 @@
         real dg[NO];
         model_output_jac(t, y, q, gq);
         model_output_dfdt(t, y, q, dg);
+        // An output that is not finite here adds nothing to its quadrature (sys_rhs), so
+        // neither does its row of J nor its ∂/∂t (the CPU reference's WithQuadrature alike).
+        real gv[NO];
+        model_outputs(t, y, q, gv);
         #pragma unroll
-        for (int k = 0; k < NOS; k++) gq[k] = finite_or_0(gq[k]);
+        for (int k = 0; k < NOS; k++) gq[k] = isfinite(gv[k / NS]) ? finite_or_0(gq[k]) : (real)0;
+        #pragma unroll
+        for (int k = 0; k < NO; k++) dg[k] = isfinite(gv[k]) ? dg[k] : (real)0;
         #pragma unroll
         for (int a = 0; a < NA; a++) {
             const real d = dg[quad_output(a)];

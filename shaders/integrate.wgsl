@@ -159,7 +159,9 @@ fn model_part(v: array<real, {{N_NY}}>) -> array<real, {{N_NS}}> {
 }
 
 // The model extended with infusion inputs and an AUC state for each output an area metric
-// reads (quad_output; NA of them, none in the records kernel).
+// reads (quad_output; NA of them, none in the records kernel). An output that is not finite
+// adds nothing to its quadrature: its metrics are undefined (observe), the states and the other
+// outputs' metrics go on (the CPU reference's WithQuadrature alike).
 fn sys_rhs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NY}}> {
     let ys = model_part(v);
     var f = model_rhs(t, ys, q);
@@ -167,7 +169,7 @@ fn sys_rhs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NY}}> {
     for (var j = 0u; j < NS; j++) { out[j] = f[j] + rates[j]; }
     if (NA > 0u) {
         var g = model_outputs(t, ys, q);
-        for (var a = 0u; a < NA; a++) { out[NS + a] = g[quad_output(a)]; }
+        for (var a = 0u; a < NA; a++) { out[NS + a] = finite_or_0(g[quad_output(a)]); }
     }
     n_rhs++;
     return out;
@@ -275,7 +277,17 @@ fn spec(m: u32) -> Spec {
     return Spec(metric_kind(m), metric_output(m), arm[o + 2u] != 0.0, arm[o + 3u], arm[o + 4u], arm[o + 5u]);
 }
 
+// Whether metric m (of kind `kind`) has seen its output not finite in its window (observe):
+// NaN in its running value (the running maximum of a Tmax, the compensation of an area), tested
+// by its bits, since WGSL lets compilers assume that comparisons never meet a NaN.
+fn undefined_metric(m: u32, kind: u32) -> bool {
+    if (kind == 2u) { return is_nan(aux[m]); }
+    if (kind == 0u || kind == 4u) { return is_nan(aux_lo[m]); }
+    return is_nan(vals[m]);
+}
+
 fn update_extreme(m: u32, kind: u32, t: real, c: real) {
+    if (undefined_metric(m, kind)) { return; }
     if (kind == 1u) {
         if (c > vals[m]) { vals[m] = c; }
     } else if (kind == 2u) {
@@ -576,6 +588,16 @@ fn observe() {
         let s = spec(m);
         if (s.win && !(t0 < s.a || t1 > s.b)) {
             let k = s.k;
+            // An output that is not finite at a step in the window leaves its extremes, areas
+            // and times above undefined (as the CPU reference's MetricAccumulator).
+            if (s.kind <= 4u || s.kind == 6u) {
+                if (!(finite(c0[k]) && finite(c1[k]))) {
+                    vals[m] = nan();
+                    aux[m] = nan();
+                    aux_lo[m] = nan();
+                }
+                if (undefined_metric(m, s.kind)) { continue; }
+            }
             if (s.kind == 1u || s.kind == 2u) {
                 // A new maximum where the output ends the step flat (a plateau) may have been
                 // reached inside the step: Tmax is the first time it is.
@@ -663,11 +685,14 @@ fn stop_pre(t: real) {
                     let sum = aux[m] + v;
                     let so = opaque(sum);
                     let bb = so - aux[m];
+                    let undefined = undefined_metric(m, s.kind);
                     aux_lo[m] += (aux[m] - (so - bb)) + (v - bb);
                     aux[m] = sum;
+                    if (undefined) { aux_lo[m] = nan(); }
                     if (t == s.b) {
                         let area = aux[m] + aux_lo[m];
                         vals[m] = select(area, area / (s.b - s.a), s.kind == 4u);
+                        if (undefined) { vals[m] = nan(); }
                     }
                 }
             }

@@ -12,8 +12,12 @@ fn w_factor(t: real, si: real, sj: real) -> bool {
     for (var j = 0u; j < NS; j++) { dfdt_v[j] = finite_or_0(dm[j]); }
     if (NA > 0u) {
         gq = model_output_jac(t, ys, q);
-        for (var k = 0u; k < NO * NS; k++) { gq[k] = finite_or_0(gq[k]); }
+        // An output that is not finite here adds nothing to its quadrature (sys_rhs), so
+        // neither does its row of J nor its ∂/∂t (the CPU reference's WithQuadrature alike).
+        let gv = model_outputs(t, ys, q);
+        for (var k = 0u; k < NO * NS; k++) { gq[k] = select(0.0, finite_or_0(gq[k]), finite(gv[k / NS])); }
         var dg = model_output_dfdt(t, ys, q);
+        for (var k = 0u; k < NO; k++) { dg[k] = select(0.0, dg[k], finite(gv[k])); }
         for (var a = 0u; a < NA; a++) { dfdt_v[NS + a] = finite_or_0(dg[quad_output(a)]); }
     }
     n_jac++;

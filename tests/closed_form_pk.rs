@@ -1091,6 +1091,19 @@ fn a_late_short_infusion_delivers_its_amount() {
     );
 }
 
+/// An output that is not finite leaves its own metrics undefined, the subject `ok` and the
+/// other outputs' metrics right.
+#[test]
+fn non_finite_outputs_leave_their_metrics_undefined() {
+    common::non_finite_outputs_leave_their_metrics_undefined(
+        &mut |m| {
+            Some(Box::new(vpop::backend::cpu::CpuBackend::new(m)) as Box<dyn vpop::backend::Backend>)
+        },
+        1e-10,
+        1e-8,
+    );
+}
+
 /// Windowed areas late in a year-long run are the closed form's on the CPU reference.
 #[test]
 fn late_windows_keep_their_digits() {

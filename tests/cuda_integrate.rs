@@ -503,6 +503,19 @@ fn a_late_short_infusion_delivers_its_amount() {
     });
 }
 
+/// An output that is not finite leaves its own metrics undefined, the subject `ok` and the
+/// other outputs' metrics right.
+#[test]
+fn non_finite_outputs_leave_their_metrics_undefined() {
+    each_kernel_maker(|make, pick| {
+        common::non_finite_outputs_leave_their_metrics_undefined(
+            make,
+            pick(1e-6, 1e-10),
+            pick(1e-4, 1e-8),
+        )
+    });
+}
+
 /// Windowed areas late in a year-long run keep their digits in the CUDA kernels.
 #[test]
 fn late_windows_keep_their_digits() {

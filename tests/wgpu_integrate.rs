@@ -512,6 +512,17 @@ fn a_late_short_infusion_delivers_its_amount() {
     );
 }
 
+/// An output that is not finite leaves its own metrics undefined, the subject `ok` and the
+/// other outputs' metrics right.
+#[test]
+fn non_finite_outputs_leave_their_metrics_undefined() {
+    common::non_finite_outputs_leave_their_metrics_undefined(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        1e-4,
+    );
+}
+
 /// Windowed areas late in a year-long run keep their digits in the f32 kernel.
 #[test]
 fn late_windows_keep_their_digits() {

@@ -27,6 +27,8 @@ pub struct WithQuadrature<M> {
     jac_out: Vec<f64>,
     /// Every output's time derivative.
     scratch: Vec<f64>,
+    /// Every output's value where the Jacobian is taken (with quadratures).
+    values: Vec<f64>,
     /// Where the extended system's Jacobian can be nonzero, for systems large enough to be
     /// factorised along it.
     pattern: Option<Vec<bool>>,
@@ -81,7 +83,25 @@ impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
             jac_model: vec![0.0; n * n],
             jac_out: vec![0.0; n_out * n],
             scratch: vec![0.0; if all || quad.is_empty() { 0 } else { n_out }],
+            values: vec![0.0; if quad.is_empty() { 0 } else { n_out }],
             quad,
+        }
+    }
+}
+
+impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
+    /// The outputs' values at (t, y), and a zero gradient (`jac_out`) for each that is not
+    /// finite: its quadrature takes nothing from it (`rhs`), so neither does its row of the
+    /// Jacobian (the kernels' w_factor alike). A gradient that is finite where the value is
+    /// not (sqrt(−1) + a) would otherwise give the quadrature stages of a Rosenbrock step a
+    /// slope its derivative never has, and the step control steps too small to go on.
+    fn drop_non_finite_outputs(&mut self, t: f64, y: &[f64]) {
+        let n = self.n;
+        self.model.outputs(t, y, &mut self.values);
+        for (k, v) in self.values.iter().enumerate() {
+            if !v.is_finite() {
+                self.jac_out[k * n..(k + 1) * n].fill(0.0);
+            }
         }
     }
 }
@@ -100,6 +120,14 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         } else {
             self.model.rhs_and_some_outputs(t, &y[..n], &self.quad, dy);
         }
+        // An output that is not finite adds nothing to its quadrature (the metrics of the
+        // output are undefined: MetricAccumulator sees it at the step's ends), so that the
+        // states' integration, and the other outputs' metrics, go on.
+        for d in &mut dy[n..] {
+            if !d.is_finite() {
+                *d = 0.0;
+            }
+        }
         // Most of the time nothing is infused: leave the derivatives alone then.
         if self.rates.iter().any(|r| *r != 0.0) {
             for (d, r) in dy[..n].iter_mut().zip(&self.rates) {
@@ -113,6 +141,7 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         self.model.jacobian(t, &y[..n], &mut self.jac_model);
         if !self.quad.is_empty() {
             self.model.output_jacobian(t, &y[..n], &mut self.jac_out);
+            self.drop_non_finite_outputs(t, &y[..n]);
         }
         jac.fill(0.0);
         for i in 0..n {
@@ -132,15 +161,18 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     /// zero), then each quadrature row's: its output's gradient where it can be nonzero.
     fn jacobian_nonzeros(&mut self, t: f64, y: &[f64], vals: &mut [f64]) -> bool {
         let n = self.n;
-        let Some((nm, quad_nz)) = &self.nonzeros else {
+        let Some((nm, has_quad)) = self.nonzeros.as_ref().map(|(nm, q)| (*nm, !q.is_empty()))
+        else {
             return false;
         };
-        if !self.model.jacobian_nonzeros(t, &y[..n], &mut vals[..*nm]) {
+        if !self.model.jacobian_nonzeros(t, &y[..n], &mut vals[..nm]) {
             return false;
         }
-        if !quad_nz.is_empty() {
+        if has_quad {
             self.model.output_jacobian(t, &y[..n], &mut self.jac_out);
-            for (v, &k) in vals[*nm..].iter_mut().zip(quad_nz) {
+            self.drop_non_finite_outputs(t, &y[..n]);
+            let quad_nz = self.nonzeros.as_ref().map_or(&[][..], |(_, q)| &q[..]);
+            for (v, &k) in vals[nm..].iter_mut().zip(quad_nz) {
                 *v = self.jac_out[k as usize];
             }
         }
@@ -158,6 +190,14 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
             self.model.output_dfdt(t, &y[..n], g);
             for (d, &k) in out_auc.iter_mut().zip(&self.quad) {
                 *d = g[k];
+            }
+        }
+        if !self.quad.is_empty() {
+            self.model.outputs(t, &y[..n], &mut self.values);
+            for (d, &k) in out_auc.iter_mut().zip(&self.quad) {
+                if !self.values[k].is_finite() {
+                    *d = 0.0;
+                }
             }
         }
     }

@@ -301,7 +301,17 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             windows,
             trough_time,
             values,
-            aux: vec![f64::NAN; specs.len()],
+            // The running maximum of a Tmax starts below every value (NaN is none).
+            aux: specs
+                .iter()
+                .map(|s| {
+                    if s.metric.kind == MetricKind::Tmax {
+                        f64::NEG_INFINITY
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect(),
             aux_lo: vec![0.0; specs.len()],
             sample_times,
             next_sample: 0,
@@ -426,7 +436,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
                 } else {
                     self.values[i]
                 };
-                if c > best || best.is_nan() {
+                if c > best {
                     if self.specs[i].metric.kind == MetricKind::Tmax {
                         self.aux[i] = c;
                         self.values[i] = t;
@@ -703,6 +713,25 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
             }
             let k = spec.output;
             let (c0, c1) = (self.c0[k], self.c1[k]);
+            // An output that is not finite at a step in the window leaves its extremes, areas
+            // and times above undefined: NaN in each running value, which no later comparison
+            // or sum undoes (as the kernels' observe).
+            if !(c0.is_finite() && c1.is_finite())
+                && matches!(
+                    spec.metric.kind,
+                    MetricKind::Auc
+                        | MetricKind::Cavg
+                        | MetricKind::Cmax
+                        | MetricKind::Tmax
+                        | MetricKind::Cmin
+                        | MetricKind::TimeAbove(_)
+                )
+            {
+                self.values[i] = f64::NAN;
+                self.aux[i] = f64::NAN;
+                self.aux_lo[i] = f64::NAN;
+                continue;
+            }
             match spec.metric.kind {
                 MetricKind::Cmax | MetricKind::Tmax => {
                     // A new maximum at the step's end where the output is flat (a plateau: a
@@ -713,7 +742,7 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
                         && !self.affine[k]
                         && self.dc1[k] == 0.0
                         && c0 < c1
-                        && (c1 > best || best.is_nan())
+                        && c1 > best
                     {
                         let tr = self.crossing(step, k, c1, t0, t1, c0 - c1, 0.0);
                         self.update_extreme(i, tr, c1);

@@ -748,6 +748,72 @@ d/dt(central) = -cl / v * central
 output cp = central / v
 ";
 
+/// A model with outputs that are not finite where k = 0: infinite (`inv`), NaN (`nan_out`),
+/// and infinite while reading t (`inv_t`, whose cmin gives it a quadrature to follow).
+pub const NON_FINITE_MODEL: &str = "
+param k = 2
+state a
+a(0) = 1
+d/dt(a) = -a
+output cp = a
+output inv = a / k
+output nan_out = sqrt(k - 1) + a
+output inv_t = a / k + min(t, 0)
+";
+
+/// An output that is not finite leaves its own extremes, areas and times above undefined and
+/// nothing else: the subject's status stays `ok` and the finite output's metrics are the
+/// closed form's (once, the quadrature of the infinite output failed the whole subject as
+/// `non_finite`, and a NaN output's time above and Tmax differed between the CPU and the
+/// kernels). With k = 2 every output is finite and its metrics are the closed form's.
+pub fn non_finite_outputs_leave_their_metrics_undefined(
+    make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    rtol: f64,
+    tol: f64,
+) {
+    let m = Model::parse("non_finite", NON_FINITE_MODEL).unwrap();
+    let Some(mut b) = make(Arc::new(CompiledModel::new(&m))) else {
+        return;
+    };
+    let params = vec![vec![0.0, 2.0]];
+    let metrics = ["auc", "cmax", "tmax", "cmin", "time_above(0.5)"];
+    let n_out = m.outputs.len();
+    for method in [Method::Tsit5, Method::Rodas4] {
+        let mut a = arm(&m, method, rtol, &metrics.map(String::from));
+        a.regimen = Regimen { lines: vec![] };
+        a.end = 4.0;
+        a.sample_times = vec![];
+        let out = run(b.as_mut(), &a, &params);
+        let e4 = (-4.0f64).exp();
+        // a = e^−t from 1: area, peak, its time, trough, time above 0.5; of a/2 the same with
+        // half the values (above 0.5 until ln 1 = 0: none); of 1 + a the values shifted by 1.
+        let of_a = [1.0 - e4, 1.0, 0.0, e4, 2f64.ln()];
+        let half = [(1.0 - e4) / 2.0, 0.5, 0.0, e4 / 2.0, 0.0];
+        let plus_one = [4.0 + 1.0 - e4, 2.0, 0.0, 1.0 + e4, 4.0];
+        for (i, k) in [(0, 0.0), (1, 2.0)] {
+            assert_eq!(out.status[i], 0, "{method} k = {k}");
+            for (mi, name) in metrics.iter().enumerate() {
+                for (o, want) in [of_a, half, plus_one, half].iter().enumerate() {
+                    let got = out.metrics[mi * n_out + o][i];
+                    let output = &m.outputs[o].name;
+                    if o > 0 && k == 0.0 {
+                        assert!(
+                            got.is_nan(),
+                            "{method} k = 0: {output} {name} = {got}, not undefined"
+                        );
+                    } else {
+                        let w = want[mi];
+                        assert!(
+                            (got - w).abs() <= tol * w.abs().max(1.0),
+                            "{method} k = {k}: {output} {name} {got} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Zero doses given over a duration (a placebo line of amount 0; a bioavailability of 0) give
 /// nothing, as boluses of 0 do: every subject `ok`, and the AUC and Cmax to 72 h those of the
 /// other doses alone, in closed form, within `tol` (relative) at `rtol`, on the backend `make`
