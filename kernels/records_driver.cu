@@ -243,7 +243,7 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= meta.n) return;
     unsigned* c = counters + (size_t)i * 5;
-    const unsigned first = c[0], len = c[1], pset = c[2], row = c[3], rows = c[4];
+    const unsigned first = c[0], len = c[1], pset = c[2], row = c[3];
     Rec S;
     SUB_STORAGE
     S.m = &meta;
@@ -254,11 +254,9 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     S.ss_x = profiles + (size_t)i * SCRATCH;
     S.save_y = S.ss_x + NS;
     S.save_rates = S.save_y + NY;
+    // The outputs of records a failed subject never reaches stay NaN: the host fills the
+    // buffer so, as for the WGSL records kernel (which cannot loop over a subject's records).
     real* out = metrics_out + (size_t)row * NO;
-    for (unsigned j = 0; j < rows; j++) {
-        #pragma unroll
-        for (int k = 0; k < NO; k++) out[(size_t)j * NO + k] = nan("");
-    }
     #pragma unroll
     for (int j = 0; j < NY; j++) S.y[j] = 0;
     #pragma unroll

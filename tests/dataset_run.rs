@@ -432,6 +432,71 @@ fn the_wgpu_records_kernel_matches_the_closed_form() {
     }
 }
 
+/// A subject with more records than a software adapter lets a kernel loop run (65 535
+/// iterations on lavapipe) on the WGSL records kernel in f32: every record within 1e-4 of the
+/// CPU reference (SKIPPED without an adapter). A dose every 12 h (ADDL 10), then 65 600
+/// observation records at 82 times, 800 at each (the same outputs, few integration steps).
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_subject_with_more_records_than_a_kernel_loop_runs_on_wgpu() {
+    use std::sync::Arc;
+    use vpop::backend::records::{record_program, simulate_records, Program, RecordBinding};
+    use vpop::backend::{Backend, Precision};
+    use vpop::model::{CompiledModel, Model};
+    use vpop::solver::{Method, SolverOptions, Status};
+    let ir = Model::parse(
+        "m.vpm",
+        "param ka = 1\nparam cl = 2\nparam v = 10\nstate depot, central\n\
+         d/dt(depot) = -ka * depot\nd/dt(central) = ka * depot - cl / v * central\n\
+         output cp = central / v\n",
+    )
+    .unwrap();
+    let model = CompiledModel::new(&ir);
+    let mut text = String::from("ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,10\n");
+    for i in 1..=65_600 {
+        text.push_str(&format!("1,{},0,.,2,.,.\n", (i - 1) / 800 + 1));
+    }
+    let ds = vpop::dosing::nonmem::Dataset::parse("d.csv", &text).unwrap();
+    let subject = &ds.subjects[0];
+    assert!(subject.records.len() > 65_536);
+    let binding = RecordBinding::new(&ir, &ds.covariates);
+    let base: Vec<f64> = ir.params.iter().map(|p| p.default).collect();
+    let solver = SolverOptions {
+        method: Method::Tsit5,
+        rtol: 1e-6,
+        atol: 1e-9,
+        ..Default::default()
+    };
+    let cpu = simulate_records(&model, &base, &binding, subject, &solver);
+    assert_eq!(cpu.status, Status::Ok);
+    let program = record_program(&model, &base, &binding, subject, &mut |_, _| {});
+    let mut gpu = match vpop::backend::wgpu::WgpuBackend::new(Arc::new(model), Precision::F32) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let refs: Vec<&Program> = vec![&program];
+    let got = gpu.run_records(&refs, &solver).unwrap();
+    assert_eq!(got[0].status, Status::Ok);
+    let scale = cpu.outputs[0].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = got[0].outputs[0]
+        .iter()
+        .zip(&cpu.outputs[0])
+        .map(|(g, c)| (g - c).abs() / scale)
+        .fold(0.0f64, f64::max);
+    assert_eq!(got[0].outputs[0].len(), subject.records.len());
+    assert!(
+        got[0].outputs[0].iter().all(|v| v.is_finite()) && worst <= 1e-4,
+        "largest difference {worst:e} of the largest value"
+    );
+    println!(
+        "wgpu f32: {} records, largest difference from the CPU {worst:.2e} of the largest value",
+        subject.records.len()
+    );
+}
+
 /// `vpop bench` on a dataset trial: the record programs on the CPU and on wgpu (SKIPPED
 /// without an adapter), the outputs on every record against the tight CPU reference.
 #[test]
@@ -565,7 +630,8 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
     );
     assert_eq!(std::fs::read_to_string(&pred_quoted).unwrap(), text);
     // Refused, with nothing on stdout: a dataset whose every record is a comment, an amount on
-    // an observation record (a mistyped EVID would drop the dose), an infusion of nothing.
+    // an observation record (a mistyped EVID would drop the dose), infusions of nothing, a
+    // compartment turned off.
     for (records, want) in [
         (
             "C,ID,TIME,AMT,CMT\nC,1,0,100,1\nC,1,1,.,1\n",
@@ -578,6 +644,18 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
         (
             "ID,TIME,AMT,CMT,RATE\n1,0,0,1,10\n1,5,.,1,.\n",
             "d.csv:2:9: RATE is 10 on a dose with AMT 0 and SS 0",
+        ),
+        // A steady-state dose of nothing (AMT 0 with II > 0), which with SS = 1 would also
+        // have wiped out the bolus before it.
+        (
+            "ID,TIME,EVID,AMT,CMT,SS,II,RATE\n1,0,1,100,1,0,0,0\n1,6,1,0,1,1,12,10\n\
+             1,7,0,.,1,.,.,.\n",
+            "d.csv:3:13: II is 12 on a steady-state dose (SS 1) with AMT 0 and RATE 10",
+        ),
+        // A negative CMT turns a compartment off in NONMEM, on an other-type event too.
+        (
+            "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,1,2,.,-1\n1,2,0,.,1\n",
+            "d.csv:3:9: CMT -1 turns compartment 1 off, which is not supported",
         ),
     ] {
         std::fs::write(&data, records).unwrap();
@@ -616,15 +694,73 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
     );
 }
 
-/// Every dose record the model cannot take is reported at once, each at its line and column
-/// (compartments past the model's, modelled rates and durations it does not declare).
+/// `vpop simulate --out` quotes an ID that holds a comma or a quote (read from a quoted field)
+/// as RFC 4180 does, so that the file has one field per column and reads back with the same
+/// IDs: the output of observation records, read back as a dataset, gives the same file.
+#[test]
+fn vpop_simulate_out_quotes_ids_and_reads_back() {
+    let dir = tmp("simulate-quoted-ids");
+    let vpop = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("simulate")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A dose: the output's rows, quoted where the ID needs it.
+    std::fs::write(
+        dir.join("dose.csv"),
+        "ID,TIME,AMT,CMT\n\"A, site 2\",0,100,1\n\"A, site 2\",1,.,1\n",
+    )
+    .unwrap();
+    vpop(&["one_cmt_iv", "--data", "dose.csv", "--out", "dose_out.csv"]);
+    let text = std::fs::read_to_string(dir.join("dose_out.csv")).unwrap();
+    let cp1 = 100.0 / 50.0 * (-0.1f64).exp();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..2], ["ID,TIME,EVID,cp", "\"A, site 2\",0,1,2"]);
+    let last: f64 = lines[2]
+        .strip_prefix("\"A, site 2\",1,0,")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((last - cp1).abs() <= 1e-6 * cp1, "{}", lines[2]);
+    // Observation records of subjects whose IDs hold commas, quotes and a leading '#': read
+    // back, the same subjects, times and values.
+    std::fs::write(
+        dir.join("obs.csv"),
+        "ID,TIME,EVID\n\"A, site 2\",0,0\n\"A, site 2\",1,0\n\"say \"\"hi\"\", 3\",0,0\n\"#4\",2,2\n",
+    )
+    .unwrap();
+    vpop(&["one_cmt_iv", "--data", "obs.csv", "--out", "obs_out.csv"]);
+    let first = std::fs::read_to_string(dir.join("obs_out.csv")).unwrap();
+    assert!(
+        first.contains("\n\"say \"\"hi\"\", 3\",0,0,0\n\"#4\",2,2,0\n"),
+        "{first}"
+    );
+    vpop(&["one_cmt_iv", "--data", "obs_out.csv", "--out", "again.csv"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("again.csv")).unwrap(),
+        first
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every record the model cannot take is reported at once, each at its line and column
+/// (compartments past the model's, on any record; modelled rates and durations it does not
+/// declare).
 #[test]
 fn every_record_the_model_cannot_take_is_reported() {
     let dir = std::env::temp_dir().join(format!("vpop-bad-records-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("d.csv"),
-        "ID,TIME,EVID,AMT,CMT,RATE\n1,0,1,100,9,0\n1,1,1,100,1,-1\n1,2,0,.,1,.\n2,0,1,100,1,-2\n2,1,1,100,5,0\n",
+        "ID,TIME,EVID,AMT,CMT,RATE\n1,0,1,100,9,0\n1,1,1,100,1,-1\n1,2,0,.,1,.\n2,0,1,100,1,-2\n2,1,1,100,5,0\n2,2,0,.,3,.\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
@@ -639,6 +775,8 @@ fn every_record_the_model_cannot_take_is_reported() {
         "d.csv:3:13: RATE = -1 needs a modelled rate",
         "d.csv:5:13: RATE = -2 needs a modelled duration",
         "d.csv:6:11: CMT 5 but the model has 1 compartment (state)",
+        // On an observation record too.
+        "d.csv:7:9: CMT 3 but the model has 1 compartment (state)",
     ] {
         assert!(err.contains(want), "{want}:\n{err}");
     }

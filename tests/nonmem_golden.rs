@@ -437,3 +437,269 @@ fn wgpu_record_programs_in_any_order_give_the_same_outcomes() {
 fn cuda_matches_nonmem() {
     println!("SKIPPED: built without the `cuda` feature");
 }
+
+/// A dataset's subjects simulated on every backend, each with the relative tolerance its
+/// precision allows: the CPU reference directly and as programs (rtol 1e-10), and the programs
+/// on the WGSL and the emulated CUDA records kernels in f64 (rtol 1e-10) and f32 (rtol 1e-6);
+/// SKIPPED where a backend is absent.
+fn on_every_backend(model: &str, data: &str) -> Vec<(String, f64, Vec<RecordsOutcome>)> {
+    let ir = Model::parse("m.vpm", model).unwrap();
+    let model = CompiledModel::new(&ir);
+    let ds = Dataset::parse("d.csv", data).unwrap();
+    let binding = RecordBinding::new(&ir, &ds.covariates);
+    let base: Vec<f64> = ir.params.iter().map(|p| p.default).collect();
+    for s in &ds.subjects {
+        assert!(check_subject(&ir, &model, &base, &binding, s).is_empty());
+    }
+    let solver = |rtol: f64| SolverOptions {
+        method: Method::Tsit5,
+        rtol,
+        atol: rtol * 1e-2,
+        ..Default::default()
+    };
+    let programs: Vec<Program> = ds
+        .subjects
+        .iter()
+        .map(|s| record_program(&model, &base, &binding, s, &mut |_, _| {}))
+        .collect();
+    let refs: Vec<&Program> = programs.iter().collect();
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
+    let mut runs = vec![
+        (
+            "cpu records".to_string(),
+            1e-8,
+            ds.subjects
+                .iter()
+                .map(|s| simulate_records(&model, &base, &binding, s, &solver(1e-10)))
+                .collect(),
+        ),
+        (
+            "cpu programs".to_string(),
+            1e-8,
+            refs.iter()
+                .map(|p| run_program(&model, p, &solver(1e-10)))
+                .collect(),
+        ),
+    ];
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    for (precision, rtol, tol) in [(Precision::F64, 1e-10, 1e-8), (Precision::F32, 1e-6, 1e-4)] {
+        let model = Arc::new(model.clone());
+        #[cfg_attr(not(all(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
+        let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+        #[cfg(feature = "wgpu")]
+        match vpop::backend::wgpu::WgpuBackend::new(model.clone(), precision) {
+            Ok(b) => backends.push(Box::new(b)),
+            Err(e) => println!("SKIPPED: {e}"),
+        }
+        #[cfg(feature = "cuda")]
+        match vpop::backend::cuda::EmulatedCuda::new(model.clone(), precision) {
+            Ok(b) => backends.push(Box::new(b)),
+            Err(e) => println!("SKIPPED: {e}"),
+        }
+        for mut b in backends {
+            let name = format!("{} {}", b.info().name, precision.name());
+            runs.push((name, tol, b.run_records(&refs, &solver(rtol)).unwrap()));
+        }
+    }
+    runs
+}
+
+/// Every backend's output `k` on the records with a closed form (`want[subject][record]`,
+/// `None` where there is none) within its tolerance of it, relative to the largest value.
+fn check_closed_form(
+    runs: &[(String, f64, Vec<RecordsOutcome>)],
+    k: usize,
+    want: &[Vec<Option<f64>>],
+) {
+    let scale = want
+        .iter()
+        .flatten()
+        .flatten()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    for (name, tol, outcomes) in runs {
+        let mut worst = 0.0f64;
+        for (i, (got, want)) in outcomes.iter().zip(want).enumerate() {
+            assert_eq!(got.status, Status::Ok, "{name}: subject {i}");
+            for (j, w) in want.iter().enumerate() {
+                let Some(w) = w else { continue };
+                let g = got.outputs[k][j];
+                let err = (g - w).abs() / scale;
+                worst = worst.max(err);
+                assert!(err <= *tol, "{name}: subject {i}, record {j}: {g} vs {w}");
+            }
+        }
+        println!(
+            "{name}: largest difference from the closed form {worst:.2e} of the largest value"
+        );
+    }
+}
+
+const ONE_CMT_IV: &str = "
+param cl = 2
+param v = 10
+state central
+d/dt(central) = -cl / v * central
+output cp = central / v
+";
+
+/// SS = 1 cancels the additional doses earlier records still had to give (NONMEM's SS help:
+/// "infusions in progress or pending additional doses are cancelled"), and keeps its own; a
+/// reset (EVID 3) and SS = 2 keep them. 100 every 12 h from 0 (ADDL 5: doses to 60), then at
+/// 30 h: SS = 1 of 100 every 24 h with ADDL 1 (subject 1), a reset (2), SS = 2 of 100 every
+/// 24 h (3). One-compartment IV bolus, k = CL/V = 0.2 /h, on every backend against the sum of
+/// the doses' exponentials.
+#[test]
+fn steady_state_cancels_pending_additional_doses_on_every_backend() {
+    let data = "ID,TIME,EVID,AMT,CMT,SS,II,ADDL
+1,0,1,100,1,0,12,5
+1,25,0,.,1,.,.,.
+1,30,1,100,1,1,24,1
+1,31,0,.,1,.,.,.
+1,37,0,.,1,.,.,.
+1,50,0,.,1,.,.,.
+1,56,0,.,1,.,.,.
+1,62,0,.,1,.,.,.
+2,0,1,100,1,0,12,5
+2,25,0,.,1,.,.,.
+2,30,3,.,.,.,.,.
+2,31,0,.,1,.,.,.
+2,37,0,.,1,.,.,.
+2,50,0,.,1,.,.,.
+3,0,1,100,1,0,12,5
+3,25,0,.,1,.,.,.
+3,30,1,100,1,2,24,0
+3,31,0,.,1,.,.,.
+3,37,0,.,1,.,.,.
+3,50,0,.,1,.,.,.
+";
+    let (k, v) = (0.2f64, 10.0f64);
+    // The concentration at t of boluses of 100 at `doses`, and of the steady state of 100
+    // every 24 h whose last dose is at 30 (when `ss`).
+    let cp = |t: f64, doses: &[f64], ss: bool| -> f64 {
+        let mut c: f64 = doses
+            .iter()
+            .filter(|&&d| d <= t)
+            .map(|d| 100.0 / v * (-k * (t - d)).exp())
+            .sum();
+        if ss && t >= 30.0 {
+            c += 100.0 / v * (-k * (t - 30.0)).exp() / (1.0 - (-24.0 * k).exp());
+        }
+        c
+    };
+    let before = [0.0, 12.0, 24.0];
+    let all = [0.0, 12.0, 24.0, 36.0, 48.0, 60.0];
+    let ds = Dataset::parse("d.csv", data).unwrap();
+    let want: Vec<Vec<Option<f64>>> = ds
+        .subjects
+        .iter()
+        .map(|s| {
+            s.records
+                .iter()
+                .map(|r| {
+                    let t = r.time;
+                    Some(match (s.id.as_str(), t < 30.0) {
+                        (_, true) => cp(t, &before, false),
+                        // Only the steady state and its own additional dose at 54.
+                        ("1", false) => cp(t, &[54.0], true),
+                        // The reset empties the body; the doses at 36, 48 and 60 still come.
+                        ("2", false) => cp(t, &[36.0, 48.0, 60.0], false),
+                        _ => cp(t, &all, true),
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let runs = on_every_backend(ONE_CMT_IV, data);
+    check_closed_form(&runs, 0, &want);
+}
+
+const LAGGED_ORAL: &str = "
+param ka = 1
+param cl = 2
+param v = 10
+param lagt = 0
+state depot, central
+d/dt(depot) = -ka * depot
+d/dt(central) = ka * depot - cl / v * central
+alag(depot) = lagt
+output cp = central / v
+";
+
+/// The lag in force at a dose record applies to its additional doses (NONMEM's dose help: "the
+/// value of ALAGn in effect at time T applies to the dose and to all subsequent additional
+/// doses"), however it changes after the record: 100 into the depot at 0 with lag 2 and one
+/// additional dose 12 h later (arriving at 14, not at 20 with the lag of 8 set at 6 h), then a
+/// dose record at 16 that takes the lag of 8 (arriving at 24). One-compartment oral model
+/// (ka 1 /h, k 0.2 /h, V 10) on every backend against the closed form of its doses.
+#[test]
+fn additional_doses_keep_the_lag_of_their_record_on_every_backend() {
+    let data = "ID,TIME,EVID,AMT,CMT,II,ADDL,LAGT
+1,0,1,100,1,12,1,2
+1,3,0,.,2,.,.,.
+1,6,2,.,1,.,.,8
+1,13,0,.,2,.,.,.
+1,15,0,.,2,.,.,.
+1,16,1,100,1,.,.,.
+1,21,0,.,2,.,.,.
+1,25,0,.,2,.,.,.
+";
+    let (ka, k, v) = (1.0f64, 0.2f64, 10.0f64);
+    let cp = |t: f64| -> f64 {
+        [2.0, 14.0, 24.0]
+            .iter()
+            .filter(|&&a| a <= t)
+            .map(|a| {
+                let s = t - a;
+                100.0 * ka / (ka - k) * ((-k * s).exp() - (-ka * s).exp()) / v
+            })
+            .sum()
+    };
+    let ds = Dataset::parse("d.csv", data).unwrap();
+    let want: Vec<Vec<Option<f64>>> = vec![ds.subjects[0]
+        .records
+        .iter()
+        .map(|r| Some(cp(r.time)))
+        .collect()];
+    let runs = on_every_backend(LAGGED_ORAL, data);
+    check_closed_form(&runs, 0, &want);
+}
+
+/// A subject that fails at a record has NaN outputs from that record on, on every backend (the
+/// kernels write only the records they reach; the buffer starts as NaN), and the subject after
+/// it its own values: a modelled duration of 0 at the second dose (RATE −2) fails the first.
+#[test]
+fn records_after_a_failure_are_nan_on_every_backend() {
+    let model = "
+param cl = 2
+param v = 10
+param tinf = 1
+state central
+d/dt(central) = -cl / v * central
+dur(central) = tinf
+output cp = central / v
+";
+    let data = "ID,TIME,EVID,AMT,CMT,RATE,TINF
+1,0,1,100,1,0,.
+1,1,0,.,1,.,.
+1,2,1,100,1,-2,0
+1,3,0,.,1,.,.
+1,4,0,.,1,.,.
+2,0,1,100,1,0,.
+2,1,0,.,1,.,.
+2,4,0,.,1,.,.
+";
+    let cp = |t: f64| 10.0 * (-0.2 * t).exp();
+    for (name, tol, outcomes) in on_every_backend(model, data) {
+        assert_eq!(outcomes[0].status, Status::NonFinite, "{name}");
+        let got = &outcomes[0].outputs[0];
+        for (j, t) in [0.0, 1.0].iter().enumerate() {
+            assert!((got[j] - cp(*t)).abs() <= tol * 10.0, "{name}: {got:?}");
+        }
+        assert!(got[2..].iter().all(|v| v.is_nan()), "{name}: {got:?}");
+        assert_eq!(outcomes[1].status, Status::Ok, "{name}");
+        for (j, t) in [0.0, 1.0, 4.0].iter().enumerate() {
+            let g = outcomes[1].outputs[0][j];
+            assert!((g - cp(*t)).abs() <= tol * 10.0, "{name}: {g} at {t}");
+        }
+    }
+}

@@ -1217,6 +1217,10 @@ impl RecordsExact<'_> {
                     if r.evid == 4 || r.ss == 1 {
                         e.reset();
                     }
+                    // SS = 1 cancels the additional doses still to come as well.
+                    if r.ss == 1 {
+                        e.pending.retain(|p| !matches!(p.1, Pending::Dose(_)));
+                    }
                     if r.ss > 0 {
                         e.steady_state(j);
                     }

@@ -124,6 +124,17 @@ fn unsupported_records_are_refused_with_their_line() {
             "ID,TIME,EVID,AMT,CMT\n1,0,1,100,3\n",
             "regimen.csv:2:1: CMT 3 but the model has 2 states",
         ),
+        // On a record that gives no dose too.
+        (
+            "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,4,0,.,3\n",
+            "regimen.csv:3:1: CMT 3 but the model has 2 states",
+        ),
+        // A dose that the steady-state dose after it at TIME 0 zeroes, with its additional
+        // doses.
+        (
+            "ID,TIME,EVID,AMT,CMT,SS,II,ADDL\n1,0,1,100,1,0,12,3\n1,0,1,50,2,1,24,0\n",
+            "regimen.csv:2:1: a dose before the steady-state dose (SS = 1) on line 3",
+        ),
         // Doses NONMEM gives before a reset at their time, which cancels them: a record
         // before the reset, and an additional dose due at the reset's time.
         (

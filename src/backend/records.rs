@@ -8,20 +8,23 @@
 //! - The outputs reported on a record are those after the record is processed (a reset record
 //!   reports the reset state; a dose record reports the state after a bolus without lag).
 //! - EVID 3 resets: every state back to its initial value, running infusions and pending
-//!   lagged doses cancelled. EVID 4 resets, then doses.
+//!   lagged doses cancelled (additional doses of earlier records still to come are kept).
+//!   EVID 4 resets, then doses.
 //! - A dose of AMT into CMT: bioavailability F = `f(state)` scales the amount, the lag
 //!   `alag(state)` delays it. RATE > 0 infuses AMT·F at RATE (F changes the duration); RATE −1
 //!   takes the rate from `rate(state)` (duration AMT·F/rate), RATE −2 the duration from
 //!   `dur(state)` (rate AMT·F/dur). Lag, F, rate and duration are evaluated with the parameters
-//!   in force at the dose record.
+//!   in force at the dose record; an additional dose keeps its record's lag, and takes F, rate
+//!   and duration in force when it is given.
 //! - Covariate columns named like model parameters set those parameters from their record on
 //!   (last observation carried forward); a missing value (`.`) keeps the previous one.
-//! - SS = 1: reset, then the state at the dose time is the steady state of the dose repeated
-//!   every II forever before it (found by repeating the dosing interval until the state stops
-//!   changing: any model, linear or not); infusions and lagged doses of those earlier doses
-//!   that are still running or due after the record's time continue. SS = 2: the same steady
-//!   state, computed from a zero state, is added to the current state (superposition: exact for
-//!   linear models). A steady-state infusion (SS = 1, AMT = 0, RATE > 0, II = 0) sets the state
+//! - SS = 1: reset, and the additional doses earlier records still had to give cancelled; then
+//!   the state at the dose time is the steady state of the dose repeated every II forever
+//!   before it (found by repeating the dosing interval until the state stops changing: any
+//!   model, linear or not); infusions and lagged doses of those repeated doses that are still
+//!   running or due after the record's time continue. SS = 2: the same steady state, computed
+//!   from a zero state, is added to the current state (superposition: exact for linear
+//!   models). A steady-state infusion (SS = 1, AMT = 0, RATE > 0, II = 0) sets the state
 //!   to the steady state of that constant input; the record itself gives AMT = 0, so the input
 //!   stops there (as in NONMEM).
 
@@ -80,8 +83,9 @@ impl RecordBinding {
     }
 }
 
-/// Checks a subject's dose records against the model (compartment numbers, modelled rates and
-/// durations declared); returns (line, column, message) of each record's problem, in order.
+/// Checks a subject's records against the model (compartment numbers on every record, modelled
+/// rates and durations on dose records); returns (line, column, message) of each record's
+/// problem, in order.
 pub fn check_subject(
     ir: &Model,
     model: &CompiledModel,
@@ -94,10 +98,10 @@ pub fn check_subject(
     let mut problems = Vec::new();
     for r in &subject.records {
         set_params(&mut params, binding, r);
-        if !matches!(r.evid, Evid::Dose | Evid::ResetDose) {
-            continue;
-        }
-        if r.cmt as usize > n {
+        // A record that gives no dose reads no compartment (every output is reported), but a
+        // number past the model's is a compartment it does not have: a dataset written for
+        // another model, whose doses would go elsewhere too.
+        if r.cmt > n as i64 {
             problems.push((
                 r.line,
                 r.cmt_col,
@@ -111,6 +115,9 @@ pub fn check_subject(
                     }
                 ),
             ));
+            continue;
+        }
+        if !matches!(r.evid, Evid::Dose | Evid::ResetDose) {
             continue;
         }
         let d = model.bind(&params).state_dosing()[r.cmt as usize - 1];
@@ -412,14 +419,25 @@ impl<'m, E: Engine> Sim<'m, E> {
         integrate_to(&mut self.engine, &mut self.t, t1)
     }
 
-    /// Gives a dose record's dose at `t` (SS handled), or an implicit additional dose.
-    fn dose(&mut self, r: &Record, ss: u8) -> Result<(), Status> {
+    /// The lag of a dose of record `r` given now: the one its additional doses keep.
+    fn lag(&self, r: &Record) -> f64 {
+        self.dosing[r.cmt as usize - 1].lag
+    }
+
+    /// Gives a dose record's dose at `t` (SS handled), or an implicit additional dose, whose
+    /// `lag` is the one in force at its record (NONMEM: "the value of ALAGn in effect at time
+    /// T applies to the dose and to all subsequent additional doses").
+    fn dose(&mut self, r: &Record, ss: u8, lag: Option<f64>) -> Result<(), Status> {
         let state = r.cmt as usize - 1;
         if ss > 0 && r.ii == 0.0 {
             // A steady-state infusion: AMT 0, RATE > 0.
             return self.engine.steady_infusion(state, r.rate);
         }
-        let dose = Dose::resolve(r, &self.dosing[state])?;
+        let mut dosing = self.dosing[state];
+        if let Some(lag) = lag {
+            dosing.lag = lag;
+        }
+        let dose = Dose::resolve(r, &dosing)?;
         if ss > 0 {
             let (window, tail) = dose.steady_state_inputs(r.ii);
             self.engine.steady_state(ss, r.ii, &window)?;
@@ -470,19 +488,19 @@ fn run_records<E: Engine>(
         set_params(&mut params, binding, r);
     }
     let mut sim = Sim::new(model, params, engine);
-    // Implicit additional doses: (time, record index), processed before the dataset's records
-    // at the same time.
-    let mut implicit: Vec<(f64, usize)> = Vec::new();
+    // Implicit additional doses: (time, record index, the record's lag), processed before the
+    // dataset's records at the same time.
+    let mut implicit: Vec<(f64, usize, f64)> = Vec::new();
     let mut next_implicit = 0;
     let mut status = Status::Ok;
     'records: for (j, r) in subject.records.iter().enumerate() {
         // Implicit doses due up to this record's time.
         implicit[next_implicit..].sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         while next_implicit < implicit.len() && implicit[next_implicit].0 <= r.time {
-            let (t, k) = implicit[next_implicit];
+            let (t, k, lag) = implicit[next_implicit];
             next_implicit += 1;
             let src = &subject.records[k];
-            let step = sim.advance(t).and_then(|_| sim.dose(src, 0));
+            let step = sim.advance(t).and_then(|_| sim.dose(src, 0, Some(lag)));
             if let Err(e) = step {
                 status = e;
                 break 'records;
@@ -503,10 +521,17 @@ fn run_records<E: Engine>(
                 if r.evid == Evid::ResetDose || r.ss == 1 {
                     sim.reset();
                 }
-                for k in 1..=r.addl {
-                    implicit.push((r.time + f64::from(k) * r.ii, j));
+                // SS = 1 also cancels the additional doses earlier records still had to give
+                // (NONMEM: "infusions in progress or pending additional doses are cancelled");
+                // a reset (EVID 3 or 4) alone keeps them.
+                if r.ss == 1 {
+                    implicit.truncate(next_implicit);
                 }
-                sim.dose(r, r.ss)
+                let lag = sim.lag(r);
+                for k in 1..=r.addl {
+                    implicit.push((r.time + f64::from(k) * r.ii, j, lag));
+                }
+                sim.dose(r, r.ss, None)
             }
         };
         // Inputs due now (a bolus without lag) count for this record's outputs.

@@ -694,7 +694,10 @@ fn simulate_dataset(
                 crate::dosing::nonmem::Evid::ResetDose => 4,
             };
             print!("{:>8} {:>12.4} {evid:>5}", s.id, r.time);
-            csv.push_str(&format!("{},{},{evid}", s.id, r.time));
+            // An ID read from a quoted field can hold a comma or a quote: quoted again, so
+            // that the file reads back as written.
+            let id = crate::dosing::nonmem::csv_field(&s.id);
+            csv.push_str(&format!("{id},{},{evid}", r.time));
             for col in &out.outputs {
                 print!(" {:>20.10e}", col[j]);
                 csv.push_str(&format!(",{}", col[j]));

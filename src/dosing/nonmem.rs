@@ -6,7 +6,9 @@
 //! `.`, `NA` and empty fields are missing values. Fields may be double-quoted (RFC 4180, as R's
 //! `write.csv` writes character columns). Blank lines, lines starting with `#` or `@`, and
 //! rows whose `C` column holds anything but `.`, `0` or nothing are comments; a dataset must
-//! keep at least one record. An amount or rate on a record that gives no dose is refused.
+//! keep at least one record. An amount or rate on a record that gives no dose is refused, as
+//! are a negative CMT (NONMEM's way to turn a compartment off) and a steady-state dose of
+//! nothing (AMT 0 other than a steady-state infusion).
 //!
 //! This module reads and checks records; [`crate::backend::records`] gives them their meaning.
 
@@ -248,6 +250,19 @@ impl Dataset {
                         }
                     }
                 }
+                // NONMEM turns compartment |CMT| off on a record with a negative CMT; no
+                // backend can, and taking the record as it stands would leave the compartment on
+                // without a word.
+                if cmt < 0 && !dosing {
+                    return Err(src.error(
+                        at(cols.cmt),
+                        format!(
+                            "CMT {cmt} turns compartment {} off, which is not supported: leave \
+                             CMT 0 or '.' on this record, or give the compartment it observes",
+                            -cmt
+                        ),
+                    ));
+                }
                 if dosing {
                     if cmt <= 0 {
                         return Err(src.error(
@@ -264,8 +279,34 @@ impl Dataset {
                             "RATE must be ≥ 0, or -1 (modelled rate) or -2 (modelled duration)",
                         ));
                     }
+                    // A steady-state dose of nothing: AMT 0 goes with SS only as a steady-state
+                    // infusion (RATE > 0, II 0), as NONMEM's table of steady-state doses has it.
+                    // Taken as it stands it would give nothing, and with SS = 1 its reset would
+                    // wipe out the doses before it.
+                    if amt == 0.0 && ss > 0 && rate >= 0.0 && !(rate > 0.0 && ii == 0.0) {
+                        return Err(if rate > 0.0 {
+                            src.error(
+                                at(cols.ii),
+                                format!(
+                                    "II is {ii} on a steady-state dose (SS {ss}) with AMT 0 and \
+                                     RATE {rate}, which gives nothing: give the amount of each \
+                                     dose in AMT, or II 0 with SS = 1 for a steady-state \
+                                     infusion at RATE"
+                                ),
+                            )
+                        } else {
+                            src.error(
+                                at(cols.amt),
+                                format!(
+                                    "AMT is 0 on a steady-state dose (SS {ss}), which gives \
+                                     nothing: give the amount of each dose in AMT (a \
+                                     steady-state infusion takes AMT 0, RATE > 0 and II 0)"
+                                ),
+                            )
+                        });
+                    }
                     // An infusion of nothing (a steady-state infusion, AMT 0 with RATE > 0, needs SS).
-                    if amt == 0.0 && rate != 0.0 && ss == 0 {
+                    if amt == 0.0 && rate != 0.0 && (ss == 0 || rate < 0.0) {
                         return Err(src.error(
                             at(cols.rate),
                             if rate > 0.0 {
@@ -462,6 +503,18 @@ fn missing(s: &str) -> bool {
     s.is_empty() || s == "." || s == "NA"
 }
 
+/// A field as a CSV file holds it (RFC 4180), read back by [`Dataset::parse`] as the same text:
+/// quoted, with each quote doubled, when it holds a comma, a quote or a line break, or starts
+/// with `#` or `@` (a line starting so is a comment); as it is otherwise.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    let quoted = s.contains([',', '"', '\r', '\n']) || s.starts_with(['#', '@']);
+    if quoted {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
 /// Splits a line on commas into fields with their spans (`base` is the line's offset in the
 /// file). A field may be double-quoted as in RFC 4180, as R's `write.csv` and spreadsheets
 /// write character columns: the quotes are removed, a doubled quote inside stands for one, and
@@ -637,6 +690,40 @@ mod tests {
         );
     }
 
+    /// What `csv_field` writes reads back as the same text, alone and as a subject's ID.
+    #[test]
+    fn written_fields_read_back_as_written() {
+        let texts = [
+            "A, site 2",
+            "a \"b\", c",
+            "\"",
+            "\"\"",
+            ",",
+            "#3",
+            "@x",
+            "x#",
+            "plain",
+            "",
+        ];
+        for t in texts {
+            let line = format!("{},{}", csv_field(t), csv_field(t));
+            let fields = split_fields(&line, 0).unwrap();
+            let read: Vec<&str> = fields.iter().map(|(s, _)| s.as_str()).collect();
+            assert_eq!(read, [t, t], "{line}");
+        }
+        assert_eq!(csv_field("A, site 2"), "\"A, site 2\"");
+        assert_eq!(csv_field("a \"b\""), "\"a \"\"b\"\"\"");
+        assert_eq!(csv_field("12"), "12");
+        let ids = &texts[..texts.len() - 1];
+        let text: String = ids
+            .iter()
+            .map(|id| format!("{},0\n", csv_field(id)))
+            .collect();
+        let d = Dataset::parse("w.csv", &format!("ID,TIME\n{text}")).unwrap();
+        let read: Vec<&str> = d.subjects.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(read, ids);
+    }
+
     #[test]
     fn every_bad_row_is_reported_at_once() {
         let text = "ID,TIME,AMT\n1,0,x\n1,1,5,9\n1,2,10\n1,y,1\n";
@@ -717,6 +804,42 @@ mod tests {
             (
                 "ID,TIME,EVID,AMT,CMT,RATE\n1,0,1,.,1,-2\n",
                 "d.csv:2:11: RATE is -2 (a modelled duration) on a dose with AMT 0, which gives nothing: give the amount in AMT",
+            ),
+            // A steady-state dose of nothing: AMT 0 is a steady-state infusion only with RATE
+            // > 0 and II 0 (NONMEM's table of steady-state doses).
+            (
+                "ID,TIME,EVID,AMT,CMT,SS,II,RATE\n1,6,1,0,1,1,12,10\n",
+                "d.csv:2:13: II is 12 on a steady-state dose (SS 1) with AMT 0 and RATE 10, \
+                 which gives nothing",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT,SS,II,RATE\n1,0,1,0,1,2,12,10\n",
+                "d.csv:2:13: II is 12 on a steady-state dose (SS 2) with AMT 0 and RATE 10",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT,SS,II,RATE\n1,0,1,0,1,1,12,0\n",
+                "d.csv:2:7: AMT is 0 on a steady-state dose (SS 1), which gives nothing",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT,SS,II,RATE\n1,0,1,.,1,1,12,-2\n",
+                "d.csv:2:16: RATE is -2 (a modelled duration) on a dose with AMT 0",
+            ),
+            // A negative CMT turns a compartment off in NONMEM, on any record.
+            (
+                "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,1,2,.,-1\n",
+                "d.csv:3:9: CMT -1 turns compartment 1 off, which is not supported",
+            ),
+            (
+                "ID,TIME,EVID,CMT\n1,1,0,-2\n",
+                "d.csv:2:7: CMT -2 turns compartment 2 off",
+            ),
+            (
+                "ID,TIME,EVID,CMT\n1,1,3,-1\n",
+                "d.csv:2:7: CMT -1 turns compartment 1 off",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT\n1,0,1,100,-1\n",
+                "d.csv:2:11: a dose record needs a compartment number CMT ≥ 1",
             ),
             // Quoting: an unclosed quote, text after a closing quote, a quoted number that is
             // not one (located at the field, its quote).

@@ -70,8 +70,9 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
 /// `rate(state)`, RATE −2 with `dur(state)` declared in the model); a steady-state dose
 /// (SS = 1) at time 0 makes its line start the arm at steady state. Observation and
 /// other-type records are ignored (the trial's metrics and profile settings apply). Other
-/// steady-state doses, doses that a reset at their time cancels, and columns that would set
-/// model parameters over time are refused with the record's line: they need a `[data]` trial (or `vpop simulate --data`).
+/// steady-state doses, doses that a reset or the steady-state dose at their time cancels, and
+/// columns that would set model parameters over time are refused with the record's line: they
+/// need a `[data]` trial (or `vpop simulate --data`).
 pub fn record_lines(
     model: &Model,
     ds: &crate::dosing::nonmem::Dataset,
@@ -109,6 +110,18 @@ pub fn record_lines(
                     ),
                 ));
             }
+        }
+        // Records that give no dose are ignored here, but a compartment the model lacks is
+        // refused on them too, as in a [data] trial.
+        if r.cmt > model.states.len() as i64 {
+            return Err(at(
+                r.line,
+                format!(
+                    "CMT {} but the model has {} states",
+                    r.cmt,
+                    model.states.len()
+                ),
+            ));
         }
         match r.evid {
             Evid::Observation | Evid::Other => continue,
@@ -201,6 +214,30 @@ pub fn record_lines(
         .all(|l| l.administration == Administration::Reset)
     {
         return Err(at(1, "the records hold no dose (EVID 1)".into()));
+    }
+    // A dose before the steady-state dose (both at TIME 0): SS = 1 zeroes what it gave and
+    // cancels its additional doses (NONMEM), where the arm would give them on top of the
+    // steady state.
+    if let Some(ss) = subject
+        .records
+        .iter()
+        .find(|r| r.evid == Evid::Dose && r.ss == 1)
+    {
+        if let Some(r) = subject
+            .records
+            .iter()
+            .find(|r| r.evid == Evid::Dose && r.line < ss.line)
+        {
+            return Err(at(
+                r.line,
+                format!(
+                    "a dose before the steady-state dose (SS = 1) on line {}, which zeroes it and \
+                     cancels its additional doses (NONMEM's order): leave the dose out, or use a \
+                     [data] trial or `vpop simulate --data`",
+                    ss.line
+                ),
+            ));
+        }
     }
     // A dose due at a reset's time that NONMEM gives before the reset (a record before it at
     // that time, or an additional dose, which comes before the records at its time), so that

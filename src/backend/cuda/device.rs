@@ -43,8 +43,8 @@ fn driver(e: cudarc::driver::DriverError) -> BackendError {
 
 /// Where a job's buffers lie in its lane's device buffer, in bytes:
 /// `[params | scale | arm | counters | metrics | profiles]`. The upload covers `params` to the
-/// end of `counters` (the records kernel's index, or zeros); metrics and profiles are zeroed on
-/// the device; the download covers `counters` to the end of `metrics`, or of `profiles` when
+/// end of `counters` (the records kernel's index, or zeros), and of `metrics` where they start
+/// as NaN; what follows is zeroed on the device; the download covers `counters` to the end of `metrics`, or of `profiles` when
 /// the arm samples profiles.
 struct Layout {
     params: Range<usize>,
@@ -236,9 +236,10 @@ impl Device {
         } = &mut self.lanes[l];
         // Counters that start at zero are zeroed on the device with the outputs, not
         // uploaded: a fifth of a subject's bytes less to fill on the host and to send.
-        let up_len = match job.counters_in {
-            Some(_) => layout.counters.end,
-            None => layout.arm.end,
+        let up_len = match (job.metrics_nan, job.counters_in) {
+            (true, _) => layout.metrics.end,
+            (false, Some(_)) => layout.counters.end,
+            (false, None) => layout.arm.end,
         };
         let host = staging(&ctx, up, up_len, true)?;
         host[layout.params.clone()].copy_from_slice(bytemuck::cast_slice(job.params));
@@ -250,6 +251,16 @@ impl Device {
             counters[..c.len()].copy_from_slice(c);
             counters[c.len()..].fill(0);
         }
+        if job.metrics_nan {
+            if job.counters_in.is_none() {
+                host[layout.counters.clone()].fill(0);
+            }
+            let nan = T::of(f64::NAN);
+            let nan = bytemuck::bytes_of(&nan);
+            for v in host[layout.metrics.clone()].chunks_exact_mut(nan.len()) {
+                v.copy_from_slice(nan);
+            }
+        }
         if buf.as_ref().is_none_or(|b| b.len() < layout.profiles.end) {
             let cap = layout.profiles.end + layout.profiles.end / 8;
             // SAFETY: uninitialised device memory; the upload and the zeroing below write
@@ -260,9 +271,10 @@ impl Device {
         stream
             .memcpy_htod(&host[..up_len], &mut dev.slice_mut(..up_len))
             .map_err(driver)?;
-        let zeroed = match job.counters_in {
-            Some(_) => layout.metrics.start,
-            None => layout.counters.start,
+        let zeroed = match (job.metrics_nan, job.counters_in) {
+            (true, _) => layout.metrics.end,
+            (false, Some(_)) => layout.metrics.start,
+            (false, None) => layout.counters.start,
         };
         stream
             .memset_zeros(&mut dev.slice_mut(zeroed..layout.profiles.end))

@@ -356,7 +356,12 @@ impl Emulator {
         let f =
             T::emulated(&loaded.entry).ok_or_else(|| failed("a library of the other precision"))?;
         let n = u32::try_from(job.n).map_err(|_| failed("too many subjects for one launch"))?;
-        let mut metrics = vec![T::default(); job.metrics_len];
+        let first = if job.metrics_nan {
+            T::of(f64::NAN)
+        } else {
+            T::default()
+        };
+        let mut metrics = vec![first; job.metrics_len];
         let mut counters = match job.counters_in {
             Some(c) => c.to_vec(),
             None => vec![0u32; job.counters_len],

@@ -165,6 +165,9 @@ pub(super) struct Job<'a, T> {
     pub meta: Meta<T>,
     /// Lengths of the buffers the kernel writes (each at least 1).
     pub metrics_len: usize,
+    /// `metrics` starts as NaN (else zeros): the records kernel writes only the records a
+    /// subject reaches, and those after a failure keep NaN.
+    pub metrics_nan: bool,
     pub counters_len: usize,
     /// What the counters buffer holds before the launch (zeros when `None`): the records
     /// kernel reads each subject's index there.
@@ -430,6 +433,7 @@ impl<L: Launcher> Host<L> {
                 },
                 metrics_len: (nm * r.len()).max(1),
                 counters_len: COUNTERS * r.len(),
+                metrics_nan: false,
                 counters_in: None,
                 profiles_len: (no * r.len() * nt).max(1),
             })
@@ -569,6 +573,7 @@ impl<L: Launcher> Host<L> {
                 meta: Meta::<T>::new(b.len(), solver),
                 metrics_len: (z.no * data.rows).max(1),
                 counters_len: COUNTERS * b.len(),
+                metrics_nan: true,
                 counters_in: Some(&data.index),
                 // Steady-state scratch (kernels/records_driver.cu SCRATCH).
                 profiles_len: (z.ny() + 2 * z.ns) * b.len(),

@@ -680,9 +680,8 @@ mod integrate {
             })
             .max()
             .unwrap_or(0);
-        let rows = programs.iter().map(|p| p.n_records).max().unwrap_or(0);
         let per_round = 4 * window + 12 * (ny + ns) + z.np + no + 32;
-        let fixed_cost = rows * no + 8 * (ny + ns) + z.np + 64;
+        let fixed_cost = 8 * (ny + ns) + z.np + 64;
         let avail = SOFTWARE_LOOP_ITERATIONS.saturating_sub(fixed_cost).max(1);
         let rounds = (avail / 4 / per_round).clamp(1, 64);
         let steps = ((avail - (rounds * per_round).min(avail)) / per_step).max(1);
@@ -1083,7 +1082,14 @@ mod integrate {
             };
             let b_carry = rw("carry", records_carry_f(z) * n, real);
             let b_carry_u = rw("carry_u", RECORDS_CARRY_U * n, 4);
-            let b_out = rw("outputs", z.no * data.rows, real);
+            // Every record's outputs start as NaN, what a failed subject's records after its
+            // failure keep (the kernel writes only the records it reaches).
+            let nan = vec![T::of(f64::NAN); (z.no * data.rows).max(1)];
+            let b_out = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("outputs"),
+                contents: bytemuck::cast_slice(&nan),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            });
             let software = self.gpu.info.device_type == "Cpu";
             let estimate = records_budgets(software, solver.method, z, programs);
             let s = solver;
