@@ -514,7 +514,8 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     S.dosing_of(S.q, S.dose_v);
     S.initial_states();
     #pragma unroll
-    for (int a = 0; a < NA; a++) { S.y[NS + a] = 0; S.qbase[a] = 0; }
+    S.qbase = metrics_out;
+    for (int a = 0; a < NA; a++) { S.y[NS + a] = 0; metrics_out[(size_t)a * meta.n + i] = 0; }
     #pragma unroll
     for (unsigned mi = 0; mi < NM; mi++) {
         unsigned kind, k;

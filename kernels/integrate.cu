@@ -76,9 +76,7 @@ struct Meta {
     X(real, lu, NLU) \
     X(int, piv, NS) \
     X(real, gq, NOS) \
-    X(real, vals, NM1) X(real, aux, NM1) X(real, aux_lo, NM1) \
-    /* The AUC quadratures' running totals up to the last stopping point (sized). */ \
-    X(real, qbase, NA1) \
+    X(real, vals, NM1) X(real, aux, NM1) \
     /* Per output, for the current step: its interior maximum and minimum where a metric */ \
     /* needs them (observe). */ \
     X(real, imax_t, NO) X(real, imax_c, NO) X(real, imin_t, NO) X(real, imin_c, NO)
@@ -91,6 +89,11 @@ struct Sub {
     const real* __restrict__ arm;
     real* __restrict__ profiles;
     unsigned sid;
+    // The AUC quadratures' running totals up to the last stopping point (sized), quadrature a
+    // at qbase[a * n + sid]: the arm kernel's metrics buffer, whose slots are free until the
+    // metrics are written at the end (there are no more quadratures than metrics). In global
+    // memory, since registers kept for them pushed large models' f64 kernels into local memory.
+    real* qbase;
     SUB_ARRAYS(SUB_POINTER)
     real subj_scale;
     real w_si, w_sj;
@@ -170,7 +173,7 @@ struct Sub {
     // qbase, as the CPU reference's scale_base (src/solver/integrator.rs).
     FI real sized(const real* v, int j) {
 #if NA > 0
-        if (j >= NS) return qbase[j - NS] + v[j];
+        if (j >= NS) return qbase[(size_t)(j - NS) * m->n + sid] + v[j];
 #endif
         return v[j];
     }
@@ -470,7 +473,6 @@ struct Sub {
             if (!(isfinite(c0[k]) && isfinite(c1[k])) && (kind <= 4u || kind == 6u)) {
                 vals[mi] = nan("");
                 aux[mi] = nan("");
-                aux_lo[mi] = nan("");
                 continue;
             }
             if (kind == 1u || kind == 2u) {
@@ -562,17 +564,18 @@ struct Sub {
             } else if (kind == 0u || kind == 4u) {
                 // aux sums the areas of the segments between stops inside the window (the
                 // quadrature holds the area since the previous stop).
-                // aux_lo collects what each addition rounds off (compensated summation, as
-                // the CPU reference).
+                // vals collects what each addition rounds off until b (compensated summation,
+                // as the CPU reference's aux_lo; a register array of its own pushed large
+                // models' f64 kernels into local memory).
                 if (win) {
-                    if (t == a) { aux[mi] = 0; aux_lo[mi] = 0; }
+                    if (t == a) { aux[mi] = 0; vals[mi] = 0; }
                     else if (a < t && t <= b) {
                         const real s = aux[mi] + y[NS + metric_quad(mi)];
                         const real bb = s - aux[mi];
-                        aux_lo[mi] += (aux[mi] - (s - bb)) + (y[NS + metric_quad(mi)] - bb);
+                        vals[mi] += (aux[mi] - (s - bb)) + (y[NS + metric_quad(mi)] - bb);
                         aux[mi] = s;
                         if (t == b) {
-                            const real area = aux[mi] + aux_lo[mi];
+                            const real area = aux[mi] + vals[mi];
                             vals[mi] = kind == 4u ? area / (b - a) : area;
                         }
                     }
@@ -586,7 +589,7 @@ struct Sub {
         // running total (src/backend/cpu.rs alike).
         #pragma unroll
         for (int qa = 0; qa < NA; qa++) {
-            qbase[qa] += y[NS + qa];
+            qbase[(size_t)qa * m->n + sid] += y[NS + qa];
             y[NS + qa] = 0;
         }
     }

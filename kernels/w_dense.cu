@@ -8,6 +8,20 @@
     FI bool w_factor(real t, real si, real sj) {
         // A derivative that is not finite at this point (a power below 1 of a state at 0) is
         // taken as 0: W is then an approximation, which the step's error control judges.
+#if NA > 0
+        // Which quadratures' outputs are not finite here, found before J so that the outputs'
+        // values are not kept alongside it.
+        unsigned bad[(NA + 31) / 32];
+        {
+            real gv[NO];
+            model_outputs(t, y, q, gv);
+            #pragma unroll
+            for (int w = 0; w < (NA + 31) / 32; w++) bad[w] = 0;
+            #pragma unroll
+            for (int a = 0; a < NA; a++)
+                if (!isfinite(gv[quad_output(a)])) bad[a / 32] |= 1u << (a % 32);
+        }
+#endif
         real jm[NS * NS], dm[NS];
         model_jac(t, y, q, jm);
         model_dfdt(t, y, q, dm);
@@ -17,14 +31,18 @@
         real dg[NO];
         model_output_jac(t, y, q, gq);
         model_output_dfdt(t, y, q, dg);
+        #pragma unroll
+        for (int k = 0; k < NOS; k++) gq[k] = finite_or_0(gq[k]);
         // An output that is not finite here adds nothing to its quadrature (sys_rhs), so
         // neither does its row of J nor its ∂/∂t (the CPU reference's WithQuadrature alike).
-        real gv[NO];
-        model_outputs(t, y, q, gv);
         #pragma unroll
-        for (int k = 0; k < NOS; k++) gq[k] = isfinite(gv[k / NS]) ? finite_or_0(gq[k]) : (real)0;
-        #pragma unroll
-        for (int k = 0; k < NO; k++) dg[k] = isfinite(gv[k]) ? dg[k] : (real)0;
+        for (int a = 0; a < NA; a++) {
+            if (bad[a / 32] & (1u << (a % 32))) {
+                dg[quad_output(a)] = 0;
+                #pragma unroll
+                for (int j = 0; j < NS; j++) gq[quad_output(a) * NS + j] = 0;
+            }
+        }
         #pragma unroll
         for (int a = 0; a < NA; a++) {
             const real d = dg[quad_output(a)];

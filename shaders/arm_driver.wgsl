@@ -574,7 +574,6 @@ fn save_carry() {
     for (var j = 0u; j < NS; j++) { carry[o] = rates[j]; o++; }
     for (var m = 0u; m < NM; m++) { carry[o] = vals[m]; o++; }
     for (var m = 0u; m < NM; m++) { carry[o] = aux[m]; o++; }
-    for (var m = 0u; m < NM; m++) { carry[o] = aux_lo[m]; o++; }
     for (var a = 0u; a < NA; a++) { carry[o] = qbase[a]; o++; }
     carry[o] = t_prev;
     carry[o + 1u] = h_prop;
@@ -613,7 +612,6 @@ fn load_carry() {
     for (var j = 0u; j < NS; j++) { rates[j] = carry[o]; o++; }
     for (var m = 0u; m < NM; m++) { vals[m] = carry[o]; o++; }
     for (var m = 0u; m < NM; m++) { aux[m] = carry[o]; o++; }
-    for (var m = 0u; m < NM; m++) { aux_lo[m] = carry[o]; o++; }
     for (var a = 0u; a < NA; a++) { qbase[a] = carry[o]; o++; }
     t_prev = carry[o];
     h_prop = carry[o + 1u];

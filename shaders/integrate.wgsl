@@ -108,7 +108,6 @@ var<private> w_si: real;
 var<private> w_sj: real;
 var<private> vals: array<real, {{N_NM}}>;
 var<private> aux: array<real, {{N_NM}}>;
-var<private> aux_lo: array<real, {{N_NM}}>;
 // The AUC quadratures' running totals up to the last stopping point (size_base).
 var<private> qbase: array<real, {{N_NA}}>;
 var<private> st_t0: real;
@@ -278,11 +277,10 @@ fn spec(m: u32) -> Spec {
 }
 
 // Whether metric m (of kind `kind`) has seen its output not finite in its window (observe):
-// NaN in its running value (the running maximum of a Tmax, the compensation of an area), tested
-// by its bits, since WGSL lets compilers assume that comparisons never meet a NaN.
+// NaN in its running value (the running maximum of a Tmax, the sum of an area), tested by its
+// bits, since WGSL lets compilers assume that comparisons never meet a NaN.
 fn undefined_metric(m: u32, kind: u32) -> bool {
-    if (kind == 2u) { return is_nan(aux[m]); }
-    if (kind == 0u || kind == 4u) { return is_nan(aux_lo[m]); }
+    if (kind == 2u || kind == 0u || kind == 4u) { return is_nan(aux[m]); }
     return is_nan(vals[m]);
 }
 
@@ -594,7 +592,6 @@ fn observe() {
                 if (!(finite(c0[k]) && finite(c1[k]))) {
                     vals[m] = nan();
                     aux[m] = nan();
-                    aux_lo[m] = nan();
                 }
                 if (undefined_metric(m, s.kind)) { continue; }
             }
@@ -674,23 +671,23 @@ fn stop_pre(t: real) {
         } else if (s.kind == 0u || s.kind == 4u) {
             // aux sums the areas of the segments between stops inside the window (the
             // quadrature holds the area since the previous stop).
-            // aux_lo collects what each addition rounds off (compensated summation, as the
-            // CPU reference).
+            // vals collects what each addition rounds off until b (compensated summation, as
+            // the CPU reference's aux_lo).
             if (s.win) {
                 if (t == s.a) {
                     aux[m] = 0.0;
-                    aux_lo[m] = 0.0;
+                    vals[m] = 0.0;
                 } else if (s.a < t && t <= s.b) {
                     let v = y[NS + output_quad(s.k)];
+                    let undefined = undefined_metric(m, s.kind);
                     let sum = aux[m] + v;
                     let so = opaque(sum);
                     let bb = so - aux[m];
-                    let undefined = undefined_metric(m, s.kind);
-                    aux_lo[m] += (aux[m] - (so - bb)) + (v - bb);
+                    vals[m] += (aux[m] - (so - bb)) + (v - bb);
                     aux[m] = sum;
-                    if (undefined) { aux_lo[m] = nan(); }
+                    if (undefined) { aux[m] = nan(); }
                     if (t == s.b) {
-                        let area = aux[m] + aux_lo[m];
+                        let area = aux[m] + vals[m];
                         vals[m] = select(area, area / (s.b - s.a), s.kind == 4u);
                         if (undefined) { vals[m] = nan(); }
                     }

@@ -40,7 +40,7 @@ impl KernelSizes {
     }
     /// Floating-point values carried per subject between segments.
     pub fn carry_f(&self) -> usize {
-        self.ny() + self.ns + 3 * self.nm + self.na + 4
+        self.ny() + self.ns + 2 * self.nm + self.na + 4
     }
 }
 
