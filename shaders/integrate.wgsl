@@ -226,8 +226,17 @@ fn error_norm() -> real {
     return e;
 }
 
-// Hairer, Nørsett & Wanner's starting step.
-fn initial_step(t0: real) -> real {
+// A time four to eight ulps before t: the left limit of a segment's end t, where the stages
+// of its last step that fall on the end evaluate the system (a model reading t may jump at a
+// stopping point; the jump belongs to the next segment). Four ulps, as `left_of` on the CPU
+// (src/solver/mod.rs): Vulkan allows f32 division 2.5 ulps of error, and t / 24 must still
+// fall short of 1. By arithmetic, since f64 has no bit casts in WGSL.
+fn left_of(t: real) -> real {
+    return t - max(4.0 * abs(t) * EPS, 1e-30);
+}
+
+// Hairer, Nørsett & Wanner's starting step; tl: the left limit of the segment's end.
+fn initial_step(t0: real, tl: real) -> real {
     var d0: real = 0.0;
     var d1: real = 0.0;
     for (var j = 0u; j < NY; j++) {
@@ -241,7 +250,7 @@ fn initial_step(t0: real) -> real {
     var h0: real = 1e-6;
     if (!(d0 < 1e-5 || d1 < 1e-5)) { h0 = 0.01 * d0 / d1; }
     for (var j = 0u; j < NY; j++) { tmp[j] = y[j] + h0 * f0[j]; }
-    f1 = sys_rhs(t0 + h0, tmp);
+    f1 = sys_rhs(min(t0 + h0, tl), tmp);
     var d2: real = 0.0;
     for (var j = 0u; j < NY; j++) {
         let sc = meta_.atol + meta_.rtol * abs(size_base(j) + y[j]);
@@ -893,7 +902,7 @@ fn integrate(t0: real, t1: real) -> u32 {
             var t_new = t0 + real(i + 1u) * dt;
             if (i + 1u == n_steps) { t_new = t1; }
             let h = t_new - t;
-            do_step(t, h);
+            do_step(t, h, left_of(t1));
             if (!all_finite(y1) || !all_finite(f1)) { return 3u; }
             n_acc++;
             accepted_step(t, t_new, h);
@@ -913,7 +922,7 @@ fn integrate(t0: real, t1: real) -> u32 {
         if (meta_.dt > 0.0) {
             h_prop = meta_.dt;
         } else {
-            h_prop = max(initial_step(t0), STEP_START * max(meta_.h_min_rel * max(abs(t0), span), STEP_ULPS * EPS * abs(t0)));
+            h_prop = max(initial_step(t0, left_of(t1)), STEP_START * max(meta_.h_min_rel * max(abs(t0), span), STEP_ULPS * EPS * abs(t0)));
         }
     }
     var t = t_cur;
@@ -937,14 +946,14 @@ fn integrate(t0: real, t1: real) -> u32 {
         if (last) { step = t1 - t; } else { step = step_taken(t, step); }
         // The last step may be shorter: it ends at t1 exactly (a stopping point an ulp away).
         if (step < h_min && !last) { return select(2u, 3u, saw_non_finite); }
-        let ok = do_step(t, step);
+        let ok = do_step(t, step, left_of(t1));
         var e = BIG;
         if (ok) { e = error_norm(); }
         if (e >= BIG) { saw_non_finite = true; }
         if (e <= 1.0) {
             var t_new = t + step;
             if (last) { t_new = t1; }
-            if (NEEDS_F1) { f1 = sys_rhs(t_new, y1); }
+            if (NEEDS_F1) { f1 = sys_rhs(min(t_new, left_of(t1)), y1); }
             if (!all_finite(f1)) {
                 saw_non_finite = true;
                 h_prop = step * STEP_FAC_MIN;

@@ -1126,3 +1126,15 @@ fn a_late_short_infusion_record_delivers_its_amount() {
         1e-6,
     );
 }
+
+/// A jump at a stopping point belongs to the segment after it on the CPU reference.
+#[test]
+fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {
+    common::a_jump_at_a_stopping_point_belongs_to_the_next_segment(
+        &mut |m| {
+            Some(Box::new(vpop::backend::cpu::CpuBackend::new(m)) as Box<dyn vpop::backend::Backend>)
+        },
+        1e-10,
+        1e-8,
+    );
+}

@@ -531,3 +531,15 @@ fn a_late_short_infusion_record_delivers_its_amount() {
         common::a_late_short_infusion_record_delivers_its_amount(make, pick(2e-4, 1e-6))
     });
 }
+
+/// A jump at a stopping point belongs to the segment after it in the CUDA kernels.
+#[test]
+fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {
+    each_kernel_maker(|make, pick| {
+        common::a_jump_at_a_stopping_point_belongs_to_the_next_segment(
+            make,
+            pick(1e-6, 1e-10),
+            pick(1e-4, 1e-8),
+        )
+    });
+}

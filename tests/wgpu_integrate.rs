@@ -541,3 +541,13 @@ fn a_late_short_infusion_record_delivers_its_amount() {
         2e-4,
     );
 }
+
+/// A jump at a stopping point belongs to the segment after it in the f32 kernel.
+#[test]
+fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {
+    common::a_jump_at_a_stopping_point_belongs_to_the_next_segment(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        1e-4,
+    );
+}

@@ -29,6 +29,9 @@ pub struct WithQuadrature<M> {
     scratch: Vec<f64>,
     /// Every output's value where the Jacobian is taken (with quadratures).
     values: Vec<f64>,
+    /// The (t, y) that `values` were taken at, so that ∂f/∂t at the same point (a
+    /// Rosenbrock step takes both there) reuses them: t, then y.
+    values_at: Vec<f64>,
     /// Where the extended system's Jacobian can be nonzero, for systems large enough to be
     /// factorised along it.
     pattern: Option<Vec<bool>>,
@@ -84,6 +87,7 @@ impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
             jac_out: vec![0.0; n_out * n],
             scratch: vec![0.0; if all || quad.is_empty() { 0 } else { n_out }],
             values: vec![0.0; if quad.is_empty() { 0 } else { n_out }],
+            values_at: Vec::with_capacity(n + 1),
             quad,
         }
     }
@@ -97,11 +101,30 @@ impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
     /// slope its derivative never has, and the step control steps too small to go on.
     fn drop_non_finite_outputs(&mut self, t: f64, y: &[f64]) {
         let n = self.n;
-        self.model.outputs(t, y, &mut self.values);
+        self.outputs_at(t, y);
         for (k, v) in self.values.iter().enumerate() {
             if !v.is_finite() {
                 self.jac_out[k * n..(k + 1) * n].fill(0.0);
             }
+        }
+    }
+}
+
+impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
+    /// `values` = the outputs at (t, y): evaluated unless they were taken at the very same
+    /// point (bit for bit) since the last right-hand side.
+    fn outputs_at(&mut self, t: f64, y: &[f64]) {
+        let same = self.values_at.len() == y.len() + 1
+            && self.values_at[0].to_bits() == t.to_bits()
+            && self.values_at[1..]
+                .iter()
+                .zip(y)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same {
+            self.model.outputs(t, y, &mut self.values);
+            self.values_at.clear();
+            self.values_at.push(t);
+            self.values_at.extend_from_slice(y);
         }
     }
 }
@@ -113,6 +136,10 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
 
     fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
         let n = self.n;
+        // The outputs kept from a Jacobian serve only the ∂f/∂t taken next at the same point,
+        // never across a change of the model's parameters (a later occasion), which comes
+        // before a segment's first evaluation.
+        self.values_at.clear();
         if self.quad.is_empty() {
             self.model.rhs(t, &y[..n], &mut dy[..n]);
         } else if self.all {
@@ -193,7 +220,8 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
             }
         }
         if !self.quad.is_empty() {
-            self.model.outputs(t, &y[..n], &mut self.values);
+            // Taken already where the Jacobian was, at the same point.
+            self.outputs_at(t, &y[..n]);
             for (d, &k) in out_auc.iter_mut().zip(&self.quad) {
                 if !self.values[k].is_finite() {
                     *d = 0.0;

@@ -46,10 +46,12 @@ impl Lang {
         }
     }
 
+    /// The system at time `t` of the step, at most `tl`: the left limit of the segment's end,
+    /// which the stages of its last step that fall on the end take (`crate::solver::left_of`).
     fn rhs(self, t: &str, src: &str, dst: &str) -> String {
         match self {
-            Lang::Wgsl => format!("    {dst} = sys_rhs({t}, {src});\n"),
-            Lang::Cuda => format!("    sys_rhs({t}, {src}, {dst});\n"),
+            Lang::Wgsl => format!("    {dst} = sys_rhs(min({t}, tl), {src});\n"),
+            Lang::Cuda => format!("    sys_rhs(fmin({t}, tl), {src}, {dst});\n"),
         }
     }
 
@@ -123,8 +125,8 @@ fn combo(terms: &[(String, f64, String)]) -> Option<String> {
 pub struct StepCode {
     /// Declarations of the stage and dense-output vectors.
     pub decls: String,
-    /// Constants (`Q_ORDER`, `BETA`, `FIXED_STEP`, `NEEDS_F1`) and the functions `do_step(t, h)
-    /// -> bool`, `prepare_dense(h)` and `dense_into(ts)` (writes `dense_v`).
+    /// Constants (`Q_ORDER`, `BETA`, `FIXED_STEP`, `NEEDS_F1`) and the functions `do_step(t, h, tl)
+    /// -> bool` (tl: the left limit of the segment's end), `prepare_dense(h)` and `dense_into(ts)` (writes `dense_v`).
     pub code: String,
 }
 
@@ -182,7 +184,7 @@ pub fn step_code(method: Method, lang: Lang, ny: usize) -> StepCode {
 }
 
 fn explicit(lang: Lang, p: &str, a: &[[f64; 6]; 7], e: &[f64; 7]) -> String {
-    let mut s = lang.head("do_step", &["t", "h"], "bool");
+    let mut s = lang.head("do_step", &["t", "h", "tl"], "bool");
     s.push_str(&lang.copy("k0", "f0"));
     for st in 1..7 {
         let terms: Vec<(String, f64, String)> = (0..st)
@@ -206,7 +208,7 @@ fn explicit(lang: Lang, p: &str, a: &[[f64; 6]; 7], e: &[f64; 7]) -> String {
 }
 
 fn rk4(lang: Lang) -> String {
-    let mut s = lang.head("do_step", &["t", "h"], "bool");
+    let mut s = lang.head("do_step", &["t", "h", "tl"], "bool");
     s.push_str(&lang.copy("k0", "f0"));
     for st in 1..4 {
         s.push_str(&lang.for_j(&format!("tmp[j] = y[j] + h * RK4_C_{st} * k{}[j];", st - 1)));
@@ -222,7 +224,7 @@ fn rk4(lang: Lang) -> String {
 }
 
 fn ros23(lang: Lang) -> String {
-    let mut s = lang.head("do_step", &["t", "h"], "bool");
+    let mut s = lang.head("do_step", &["t", "h", "tl"], "bool");
     s.push_str("    if (!w_factor(t, 1.0, h * ROS23_D)) { return false; }\n");
     // k1 = W⁻¹ (F0 + h d T)
     s.push_str(&lang.for_j("k0[j] = f0[j] + h * ROS23_D * dfdt_v[j];"));
@@ -247,7 +249,7 @@ fn ros23(lang: Lang) -> String {
 }
 
 fn rodas4(lang: Lang) -> String {
-    let mut s = lang.head("do_step", &["t", "h"], "bool");
+    let mut s = lang.head("do_step", &["t", "h", "tl"], "bool");
     s.push_str("    if (!w_factor(t, 1.0 / (h * RODAS4_GAMMA), 1.0)) { return false; }\n");
     for st in 0..6 {
         if st == 0 {

@@ -62,6 +62,9 @@ pub struct Integrator {
     ln_err_prev: f64,
     /// [`ln_err_floor`], computed once.
     ln_err_floor: f64,
+    /// The latest time the system is evaluated at in the current segment: the left limit of
+    /// its end ([`super::left_of`]).
+    t_left: f64,
 }
 
 impl Integrator {
@@ -106,6 +109,7 @@ impl Integrator {
             scale_base: v(),
             ln_err_prev: ln_err_floor(),
             ln_err_floor: ln_err_floor(),
+            t_left: f64::INFINITY,
         }
     }
 
@@ -152,6 +156,7 @@ impl Integrator {
         if t1 <= t0 {
             return Status::Ok;
         }
+        self.t_left = super::left_of(t1);
         sys.rhs(t0, y, &mut self.f0);
         stats.rhs_evals += 1;
         if !all_finite(y) || !all_finite(&self.f0) {
@@ -247,7 +252,7 @@ impl Integrator {
                 // Accept.
                 let t_new = if last { t1 } else { t + step };
                 if self.method == Method::Rodas4 {
-                    sys.rhs(t_new, &self.y1, &mut self.f1);
+                    sys.rhs(t_new.min(self.t_left), &self.y1, &mut self.f1);
                     stats.rhs_evals += 1;
                 }
                 if !all_finite(&self.f1) {
@@ -337,12 +342,12 @@ impl Integrator {
                     self.tmp[j] = y[j] + h * RK4_C[s] * self.k[(s - 1) * n + j];
                 }
                 let (ks, tmp) = (&mut self.k[s * n..(s + 1) * n], &self.tmp);
-                sys.rhs(t + RK4_C[s] * h, tmp, ks);
+                sys.rhs((t + RK4_C[s] * h).min(self.t_left), tmp, ks);
             }
             for j in 0..n {
                 self.y1[j] = y[j] + h * (0..4).map(|s| RK4_B[s] * self.k[s * n + j]).sum::<f64>();
             }
-            sys.rhs(t_new, &self.y1, &mut self.f1);
+            sys.rhs(t_new.min(self.t_left), &self.y1, &mut self.f1);
             stats.rhs_evals += 4;
             if !all_finite(&self.y1) || !all_finite(&self.f1) {
                 return Status::NonFinite;
@@ -396,7 +401,7 @@ impl Integrator {
         for j in 0..self.dim {
             self.tmp[j] = y[j] + h0 * self.f0[j];
         }
-        sys.rhs(t0 + h0, &self.tmp, &mut self.f1);
+        sys.rhs((t0 + h0).min(self.t_left), &self.tmp, &mut self.f1);
         stats.rhs_evals += 1;
         let d2 = ((0..self.dim)
             .map(|j| ((self.f1[j] - self.f0[j]) / sc(size(j))).powi(2))
@@ -458,6 +463,7 @@ impl Integrator {
         e: &[f64; 7],
     ) {
         let y = &y[..n];
+        let t_left = self.t_left;
         let k = &mut self.k[..7 * n];
         let tmp = &mut self.tmp[..n];
         k[..n].copy_from_slice(&self.f0[..n]);
@@ -473,7 +479,7 @@ impl Integrator {
             for (v, yj) in tmp.iter_mut().zip(y) {
                 *v = yj + h * *v;
             }
-            sys.rhs(t + c[s] * h, tmp, &mut rest[..n]);
+            sys.rhs((t + c[s] * h).min(t_left), tmp, &mut rest[..n]);
         }
         self.y1[..n].copy_from_slice(tmp);
         self.f1[..n].copy_from_slice(&k[6 * n..]);
@@ -543,8 +549,9 @@ impl Integrator {
         for j in 0..n {
             self.tmp[j] = y[j] + 0.5 * h * self.k[j];
         }
-        sys.rhs(t + 0.5 * h, &self.tmp, &mut self.err); // F1 kept in `err` until needed
-                                                        // k2 = W⁻¹ (F1 − k1) + k1
+        // F1 kept in `err` until needed.
+        sys.rhs((t + 0.5 * h).min(self.t_left), &self.tmp, &mut self.err);
+        // k2 = W⁻¹ (F1 − k1) + k1
         for j in 0..n {
             self.k[n + j] = self.err[j] - self.k[j];
         }
@@ -553,7 +560,7 @@ impl Integrator {
             self.k[n + j] += self.k[j];
             self.y1[j] = y[j] + h * self.k[n + j];
         }
-        sys.rhs(t + h, &self.y1, &mut self.f1);
+        sys.rhs((t + h).min(self.t_left), &self.y1, &mut self.f1);
         stats.rhs_evals += 2;
         // k3 = W⁻¹ (F2 − e32 (k2 − F1) − 2 (k1 − F0) + h d T)
         for j in 0..n {
@@ -595,7 +602,7 @@ impl Integrator {
                     terms[r] = (RODAS4_A[s][r], kr);
                 }
                 combination(y1, |j| y[j], &terms[..s.min(5)]);
-                sys.rhs(t + RODAS4_C[s] * h, y1, &mut self.tmp);
+                sys.rhs((t + RODAS4_C[s] * h).min(self.t_left), y1, &mut self.tmp);
                 stats.rhs_evals += 1;
             }
             let hd = h * RODAS4_D[s];
@@ -626,7 +633,11 @@ impl Integrator {
                 let (d0, d1) = (self.dense[0][j], self.dense[1][j]);
                 self.f1[j] = (p.u[0] * y[j] + p.u[1] * self.y1[j]) + (p.u[2] * d0 + p.u[3] * d1);
             }
-            sys.rhs(t + p.theta * h, &self.f1[..n], &mut self.tmp[..n]);
+            sys.rhs(
+                (t + p.theta * h).min(self.t_left),
+                &self.f1[..n],
+                &mut self.tmp[..n],
+            );
             stats.rhs_evals += 1;
             for j in 0..n {
                 let (d0, d1) = (self.dense[0][j], self.dense[1][j]);

@@ -229,6 +229,22 @@ pub mod tableau_data;
 
 pub use integrator::{lu_factor, lu_solve, Integrator};
 
+/// The least offset [`left_of`] takes, where |t|·ε is smaller (t near 0).
+pub const LEFT_OF_TINY: f64 = 1e-30;
+
+/// A time four to eight ulps before `t`: where the stages of a segment's last step that fall
+/// on its end evaluate the system. A segment [t0, t1) ends at a stopping point, where a model
+/// that reads `t` may jump (`floor(t / 24)` at 24); the step that ends there integrates the
+/// left limit, as every step before it does, and the jump belongs to the next segment. Four
+/// ulps, not one: a GPU's f32 division may be 2.5 ulps off under Vulkan, and `t / 24` must
+/// still fall short of 1. The kernels compute the same value (`left_of` in
+/// kernels/integrate.cu and shaders/integrate.wgsl): 4·|t|·ε is exact (ε a power of two), so
+/// contraction into a fused multiply-add changes nothing.
+#[inline]
+pub fn left_of(t: f64) -> f64 {
+    t - (4.0 * t.abs() * f64::EPSILON).max(LEFT_OF_TINY)
+}
+
 /// `dst.copy_from_slice(src)` for the short vectors of a model's state: a loop of constant
 /// length for up to eight values (a call to `memcpy` costs more than the copy there).
 #[inline(always)]
