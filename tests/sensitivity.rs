@@ -3,8 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use arrow_array::{Float64Array, RecordBatch};
+use vpop::sensitivity::run::Analysis;
 use vpop::sensitivity::{
     efast_design, efast_indices, morris_design, morris_indices, sobol_design, sobol_indices, Design,
 };
@@ -30,6 +32,60 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// `text` written to `dir/name`; its path.
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A sensitivity spec of the `trial.toml` beside it by `method` with `samples`, then `rest`
+/// (further settings of `[sensitivity]`, and the factors).
+fn spec_text(method: &str, samples: usize, rest: &str) -> String {
+    format!(
+        "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"{method}\"\nsamples = {samples}\n{rest}"
+    )
+}
+
+/// [`spec_text`] written to `dir/name` and loaded.
+fn spec(
+    dir: &Path,
+    name: &str,
+    method: &str,
+    samples: usize,
+    rest: &str,
+) -> Result<Analysis, String> {
+    Analysis::load(&write(dir, name, &spec_text(method, samples, rest)))
+}
+
+/// The `out = ...` line of a spec that writes to `dir` (quoted as TOML reads it).
+fn out_line(dir: &Path) -> String {
+    format!("out = {:?}\n", dir.display().to_string())
+}
+
+/// The (only) record batch of a Parquet file.
+fn read_batch(path: &Path) -> RecordBatch {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+}
+
+/// A column of f64 values of a batch.
+fn column(batch: &RecordBatch, name: &str) -> Float64Array {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap()
+        .clone()
 }
 
 fn assert_close(what: &str, ours: &[f64], theirs: &serde_json::Value) {
@@ -150,10 +206,11 @@ fn indices_equal_salibs_on_the_same_design_and_outputs() {
 /// backend) and writes its Parquet files.
 #[test]
 fn a_pk_analysis_through_the_pipeline_finds_the_analytic_answer() {
-    use vpop::sensitivity::run::{run, Analysis};
+    use vpop::sensitivity::run::run;
     let dir = temp_dir("gsa");
-    std::fs::write(
-        dir.join("trial.toml"),
+    write(
+        &dir,
+        "trial.toml",
         r#"
 [trial]
 name = "1-cmt IV bolus"
@@ -178,19 +235,12 @@ backend = "cpu"
 dir = "out"
 metrics = ["auc", "cmax"]
 "#,
-    )
-    .unwrap();
+    );
     for (method, samples) in [("sobol", 256), ("efast", 257), ("morris", 20)] {
-        let spec = format!(
-            r#"
-[sensitivity]
-trial = "trial.toml"
-method = "{method}"
-samples = {samples}
-seed = 3
+        let rest = format!(
+            r#"seed = 3
 bootstrap = 50
-out = "{out}"
-
+{out}
 [[factor]]
 name = "cl"
 range = [1.0, 4.0]
@@ -200,11 +250,9 @@ name = "v"
 range = [10.0, 50.0]
 scale = "log"
 "#,
-            out = dir.join(format!("gsa-{method}")).display()
+            out = out_line(&dir.join(format!("gsa-{method}")))
         );
-        let path = dir.join(format!("{method}.toml"));
-        std::fs::write(&path, spec).unwrap();
-        let a = Analysis::load(&path).unwrap();
+        let a = spec(&dir, &format!("{method}.toml"), method, samples, &rest).unwrap();
         let rep = run(&a, None).unwrap();
         assert_eq!(rep.results.len(), 2, "{method}");
         for f in &rep.files {
@@ -237,15 +285,14 @@ scale = "log"
 
 #[test]
 fn bad_specs_are_located() {
-    use vpop::sensitivity::run::Analysis;
     let dir = temp_dir("gsa-bad");
-    std::fs::write(
-        dir.join("trial.toml"),
+    write(
+        &dir,
+        "trial.toml",
         "[trial]\nname = \"t\"\nsubjects = 1\nseed = 1\n[model]\nlibrary = \"one_cmt_iv\"\n\
          [[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"central\" }\n[simulation]\nend = 24\n\
          [output]\ndir = \"out\"\nmetrics = [\"auc\"]\n",
-    )
-    .unwrap();
+    );
     let cases = [
         (
             "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"kk\"\nrange = [1, 2]\n",
@@ -335,9 +382,7 @@ fn bad_specs_are_located() {
         .chain([(out_file.as_str(), ":5:7: out: ")])
         .collect();
     for (i, (text, want)) in cases.iter().enumerate() {
-        let p = dir.join(format!("s{i}.toml"));
-        std::fs::write(&p, text).unwrap();
-        let e = match Analysis::load(&p) {
+        let e = match Analysis::load(&write(&dir, &format!("s{i}.toml"), text)) {
             Ok(_) => panic!("case {i} loaded"),
             Err(e) => e,
         };
@@ -351,12 +396,13 @@ fn bad_specs_are_located() {
 /// AUC after one dose is dose/CL, so the median AUC depends on the typical clearance alone.
 #[test]
 fn typical_value_factors_act_on_the_sampled_population() {
-    use vpop::sensitivity::run::{run, Analysis};
+    use vpop::sensitivity::run::run;
     let dir = temp_dir("gsa-pop");
     let pop = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("populations/adult_healthy.toml");
-    std::fs::write(
-        dir.join("trial.toml"),
-        format!(
+    write(
+        &dir,
+        "trial.toml",
+        &format!(
             r#"
 [trial]
 name = "population GSA"
@@ -385,20 +431,11 @@ metrics = ["auc", "cmax"]
 "#,
             pop.display()
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("gsa.toml"),
-        format!(
-            r#"
-[sensitivity]
-trial = "trial.toml"
-method = "sobol"
-samples = 64
-subjects = 40
+    );
+    let rest = format!(
+        r#"subjects = 40
 statistic = "median"
-out = "{}"
-
+{}
 [[factor]]
 typical = "cl"
 range = [0.5, 2.0]
@@ -409,11 +446,9 @@ typical = "ka"
 range = [0.5, 2.0]
 scale = "log"
 "#,
-            dir.join("out").display()
-        ),
-    )
-    .unwrap();
-    let a = Analysis::load(&dir.join("gsa.toml")).unwrap();
+        out_line(&dir.join("out"))
+    );
+    let a = spec(&dir, "gsa.toml", "sobol", 64, &rest).unwrap();
     assert_eq!(a.subjects, 40);
     let rep = run(&a, None).unwrap();
     assert_eq!(rep.evaluations, 64 * 4 * 40);
@@ -428,12 +463,13 @@ scale = "log"
     // Cmax depends on absorption too.
     assert!(rep.results[1].indices.values[1][1].1 > 0.01);
     // A typical-value factor needs a population parameter.
-    std::fs::write(
-        dir.join("bad.toml"),
-        "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n[[factor]]\ntypical = \"nope\"\nrange = [1, 2]\n",
-    )
-    .unwrap();
-    let e = match Analysis::load(&dir.join("bad.toml")) {
+    let e = match spec(
+        &dir,
+        "bad.toml",
+        "sobol",
+        16,
+        "[[factor]]\ntypical = \"nope\"\nrange = [1, 2]\n",
+    ) {
         Ok(_) => panic!("loaded"),
         Err(e) => e,
     };
@@ -456,12 +492,8 @@ scale = "log"
             ":7:10: factor 'cl' multiplies the population's value",
         ),
     ] {
-        std::fs::write(
-            dir.join("bad.toml"),
-            format!("[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n[[factor]]\ntypical = \"cl\"\n{factor}\n"),
-        )
-        .unwrap();
-        let e = match Analysis::load(&dir.join("bad.toml")) {
+        let rest = format!("[[factor]]\ntypical = \"cl\"\n{factor}\n");
+        let e = match spec(&dir, "bad.toml", "sobol", 16, &rest) {
             Ok(_) => panic!("{factor}: loaded"),
             Err(e) => e,
         };
@@ -475,12 +507,8 @@ scale = "log"
         ("subjects = 1\n", true),
         ("subjects = 3\n", true),
     ] {
-        std::fs::write(
-            dir.join("plain.toml"),
-            format!("[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n{subjects}[[factor]]\nname = \"ka\"\nrange = [0.5, 2]\n"),
-        )
-        .unwrap();
-        let a = Analysis::load(&dir.join("plain.toml")).unwrap();
+        let rest = format!("{subjects}[[factor]]\nname = \"ka\"\nrange = [0.5, 2]\n");
+        let a = spec(&dir, "plain.toml", "sobol", 16, &rest).unwrap();
         assert_eq!(a.population, population, "{subjects}");
         let d = a.design().unwrap();
         let params = a.parameters(&d);
@@ -527,11 +555,11 @@ scale = "log"
 /// with a `per` line is refused there, at the spec's place.
 #[test]
 fn doses_per_kilogram_scale_with_each_virtual_subjects_weight() {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use vpop::sensitivity::run::{run, Analysis};
+    use vpop::sensitivity::run::run;
     let dir = temp_dir("gsa-per");
-    std::fs::write(
-        dir.join("pop.toml"),
+    write(
+        &dir,
+        "pop.toml",
         r#"
 [population]
 name = "by_weight"
@@ -549,10 +577,10 @@ v = "50 * wt / 70"
 etas = ["eta_cl"]
 variance = [0.09]
 "#,
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("trial.toml"),
+    );
+    write(
+        &dir,
+        "trial.toml",
         r#"
 [trial]
 name = "mg/kg"
@@ -585,8 +613,7 @@ backend = "cpu"
 dir = "out"
 metrics = ["auc"]
 "#,
-    )
-    .unwrap();
+    );
     let factors = [
         "subjects = 7\n[[factor]]\ntypical = \"cl\"\nrange = [0.5, 2.0]\nscale = \"log\"\n\
          [[factor]]\nname = \"v\"\nrange = [30.0, 60.0]\n",
@@ -594,17 +621,11 @@ metrics = ["auc"]
     ];
     for (k, factors) in factors.iter().enumerate() {
         let out = dir.join(format!("out{k}"));
-        let path = dir.join(format!("gsa{k}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n\
-                 statistic = \"mean\"\nbootstrap = 4\nout = {:?}\n{factors}",
-                out.display().to_string()
-            ),
-        )
-        .unwrap();
-        let a = Analysis::load(&path).unwrap();
+        let rest = format!(
+            "statistic = \"mean\"\nbootstrap = 4\n{}{factors}",
+            out_line(&out)
+        );
+        let a = spec(&dir, &format!("gsa{k}.toml"), "sobol", 16, &rest).unwrap();
         let rep = run(&a, None).unwrap();
         assert_eq!(rep.results.len(), 2);
         let d = a.design().unwrap();
@@ -616,25 +637,11 @@ metrics = ["auc"]
         pop.sample(5, 0, m, &mut chunk);
         let wt = &chunk.covariates[0];
         assert!(wt.iter().all(|w| (20.0..200.0).contains(w)), "{wt:?}");
-        let file = std::fs::File::open(out.join("evaluations.parquet")).unwrap();
-        let batch = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        let column = |name: &str| -> Vec<f64> {
-            let c = batch
-                .column_by_name(name)
-                .unwrap_or_else(|| panic!("{name}"));
-            let c = c
-                .as_any()
-                .downcast_ref::<arrow_array::Float64Array>()
-                .unwrap();
-            c.values().to_vec()
-        };
-        let (per_kg, fixed) = (column("per_kg.cp_auc"), column("fixed.cp_auc"));
+        let batch = read_batch(&out.join("evaluations.parquet"));
+        let (per_kg, fixed) = (
+            column(&batch, "per_kg.cp_auc").values().to_vec(),
+            column(&batch, "fixed.cp_auc").values().to_vec(),
+        );
         assert_eq!(per_kg.len(), d.rows);
         for r in 0..d.rows {
             let mean = |dose: &dyn Fn(f64) -> f64| {
@@ -657,7 +664,6 @@ metrics = ["auc"]
         }
     }
     // Without `subjects` (one run at the model's values), a `per` line has no weight.
-    let base = "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n";
     let factor = "[[factor]]\nname = \"cl\"\nrange = [2.0, 8.0]\n";
     for (arms, want) in [
         (
@@ -679,9 +685,16 @@ metrics = ["auc"]
             Some(":6:22: 'cp_auc' is named twice"),
         ),
     ] {
-        let path = dir.join("one_run.toml");
-        std::fs::write(&path, format!("{base}{arms}{factor}")).unwrap();
-        match (Analysis::load(&path), want) {
+        match (
+            spec(
+                &dir,
+                "one_run.toml",
+                "sobol",
+                16,
+                &format!("{arms}{factor}"),
+            ),
+            want,
+        ) {
             (Err(e), Some(want)) => {
                 assert!(e.contains(want), "{arms}: {e} does not contain {want}");
                 assert!(e.contains("subjects = N") || e.contains("twice"), "{e}");
@@ -697,8 +710,9 @@ metrics = ["auc"]
 #[test]
 fn doses_after_the_end_are_noted_as_by_vpop_run() {
     let dir = temp_dir("after-end");
-    std::fs::write(
-        dir.join("trial.toml"),
+    write(
+        &dir,
+        "trial.toml",
         r#"
 [trial]
 name = "past the end"
@@ -724,17 +738,11 @@ backend = "cpu"
 dir = "out"
 metrics = ["auc"]
 "#,
-    )
-    .unwrap();
+    );
     for (arms, noted) in [("", true), ("arms = [\"once\"]\n", false)] {
-        std::fs::write(
-            dir.join("gsa.toml"),
-            format!(
-                "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"morris\"\nsamples = 4\n\
-                 {arms}out = \"gsa\"\n\n[[factor]]\nname = \"cl\"\nrange = [1.0, 4.0]\n"
-            ),
-        )
-        .unwrap();
+        let rest =
+            format!("{arms}out = \"gsa\"\n\n[[factor]]\nname = \"cl\"\nrange = [1.0, 4.0]\n");
+        write(&dir, "gsa.toml", &spec_text("morris", 4, &rest));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
             .args(["sensitivity", "gsa.toml"])
             .current_dir(&dir)
@@ -751,34 +759,26 @@ metrics = ["auc"]
 /// More factors than a Sobol' design takes: the error is at the first factor beyond them.
 #[test]
 fn too_many_sobol_factors_are_located_at_the_first_one_beyond() {
-    use vpop::sensitivity::run::Analysis;
     use vpop::sensitivity::SOBOL_MAX_FACTORS;
     let dir = temp_dir("gsa-factors");
     let k = SOBOL_MAX_FACTORS + 2;
     let params: String = (0..k).map(|i| format!("param p{i} = 1\n")).collect();
-    std::fs::write(
-        dir.join("many.vpm"),
-        format!("{params}state a\nd/dt(a) = -p0 * a\noutput c = a\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("trial.toml"),
+    write(
+        &dir,
+        "many.vpm",
+        &format!("{params}state a\nd/dt(a) = -p0 * a\noutput c = a\n"),
+    );
+    write(
+        &dir,
+        "trial.toml",
         "[trial]\nname = \"t\"\nsubjects = 1\nseed = 1\n[model]\nfile = \"many.vpm\"\n\
          [[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"a\" }\n[simulation]\nend = 1\n\
          [output]\ndir = \"out\"\nmetrics = [\"auc\"]\n",
-    )
-    .unwrap();
+    );
     let factors: String = (0..k)
         .map(|i| format!("[[factor]]\nname = \"p{i}\"\nrange = [1, 2]\n"))
         .collect();
-    std::fs::write(
-        dir.join("gsa.toml"),
-        format!(
-            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n{factors}"
-        ),
-    )
-    .unwrap();
-    let e = match Analysis::load(&dir.join("gsa.toml")) {
+    let e = match spec(&dir, "gsa.toml", "sobol", 16, &factors) {
         Ok(_) => panic!("loaded"),
         Err(e) => e,
     };
@@ -794,6 +794,17 @@ fn too_many_sobol_factors_are_located_at_the_first_one_beyond() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A one-compartment bolus with an Emax effect of its concentration.
+const PKPD_MODEL: &str = "param cl = 5\nparam v = 50\nparam e0 = 10\nparam emax = 100\n\
+    param ec50 = 1\nparam hill = 2\nstate central\nc = central / v\nd/dt(central) = -cl * c\n\
+    output cp = c\noutput effect = e0 + emax * c^hill / (ec50^hill + c^hill)\n";
+
+/// Factors on the effect's parameters of [`PKPD_MODEL`] only: the concentration does not
+/// depend on them.
+const PKPD_FACTORS: &str = "[[factor]]\nname = \"emax\"\nrange = [50, 150]\n\
+    [[factor]]\nname = \"ec50\"\nrange = [0.05, 2]\n\
+    [[factor]]\nname = \"hill\"\nrange = [1, 8]\n";
+
 /// The effect's parameters do not act on the concentration, so its AUC is the same at every
 /// design point, 100/5·(1 − e^(−0.1·24)), but for the adaptive solver's error: the effect's
 /// quadrature steers the step sizes, which move it by about 1e-9 of its value at rtol 1e-6.
@@ -802,39 +813,25 @@ fn too_many_sobol_factors_are_located_at_the_first_one_beyond() {
 /// which the factors do move, is analysed.
 #[test]
 fn an_output_that_varies_only_within_the_solver_tolerance_is_not_apportioned() {
-    use vpop::sensitivity::run::{format_report, run, Analysis};
+    use vpop::sensitivity::run::{format_report, run};
     use vpop::sensitivity::Variation;
     let dir = temp_dir("gsa-noise");
-    std::fs::write(
-        dir.join("pm.vpm"),
-        "param cl = 5\nparam v = 50\nparam e0 = 10\nparam emax = 100\nparam ec50 = 1\n\
-         param hill = 2\nstate central\nc = central / v\nd/dt(central) = -cl * c\n\
-         output cp = c\noutput effect = e0 + emax * c^hill / (ec50^hill + c^hill)\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("trial.toml"),
+    write(&dir, "pm.vpm", PKPD_MODEL);
+    write(
+        &dir,
+        "trial.toml",
         "[trial]\nname = \"pkpd\"\nsubjects = 1\nseed = 1\n[model]\nfile = \"pm.vpm\"\n\
          [[arm]]\nname = \"bolus\"\ndose = { amount = 100, into = \"central\" }\n\
          [simulation]\nend = 24\nmethod = \"tsit5\"\nbackend = \"cpu\"\n\
          [output]\ndir = \"out\"\nmetrics = [\"auc\", \"cmax\"]\n",
-    )
-    .unwrap();
+    );
     let exact = 100.0 / 5.0 * (1.0 - (-0.1f64 * 24.0).exp());
     for (method, samples) in [("sobol", 64), ("efast", 257), ("morris", 10)] {
-        std::fs::write(
-            dir.join("gsa.toml"),
-            format!(
-                "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"{method}\"\nsamples = {samples}\n\
-                 bootstrap = 20\nout = {:?}\noutputs = [\"cp_auc\", \"effect_auc\"]\n\
-                 [[factor]]\nname = \"emax\"\nrange = [50, 150]\n\
-                 [[factor]]\nname = \"ec50\"\nrange = [0.05, 2]\n\
-                 [[factor]]\nname = \"hill\"\nrange = [1, 8]\n",
-                dir.join(format!("out-{method}")).display().to_string()
-            ),
-        )
-        .unwrap();
-        let a = Analysis::load(&dir.join("gsa.toml")).unwrap();
+        let rest = format!(
+            "bootstrap = 20\n{}outputs = [\"cp_auc\", \"effect_auc\"]\n{PKPD_FACTORS}",
+            out_line(&dir.join(format!("out-{method}")))
+        );
+        let a = spec(&dir, "gsa.toml", method, samples, &rest).unwrap();
         let rep = run(&a, None).unwrap();
         let (cp, effect) = (&rep.results[0], &rep.results[1]);
         assert_eq!(cp.output, "cp_auc");
@@ -843,7 +840,11 @@ fn an_output_that_varies_only_within_the_solver_tolerance_is_not_apportioned() {
                 relative_sd,
                 resolution,
             } => {
-                assert_eq!(resolution, 1e-6, "{method}: the trial's default rtol");
+                assert_eq!(
+                    (resolution.relative, resolution.absolute),
+                    (1e-6, 1e-9),
+                    "{method}: the trial's default rtol and atol"
+                );
                 assert!(
                     relative_sd > 1e-12 && relative_sd < 1e-7,
                     "{method}: {relative_sd}"
@@ -871,21 +872,7 @@ fn an_output_that_varies_only_within_the_solver_tolerance_is_not_apportioned() {
             "{table}"
         );
         // The runs themselves are right to the tolerance.
-        let file = std::fs::File::open(a.out.join("evaluations.parquet")).unwrap();
-        let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        let col = batch
-            .column_by_name("cp_auc")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::Float64Array>()
-            .unwrap()
-            .clone();
+        let col = column(&read_batch(&a.out.join("evaluations.parquet")), "cp_auc");
         assert!(col.values().iter().all(|v| (v / exact - 1.0).abs() < 1e-6));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -896,29 +883,22 @@ fn an_output_that_varies_only_within_the_solver_tolerance_is_not_apportioned() {
 /// several doses keeps it; naming it for the single-dose arm is an error at the name.
 #[test]
 fn default_outputs_leave_out_metrics_undefined_by_construction() {
-    use vpop::sensitivity::run::{run, Analysis};
+    use vpop::sensitivity::run::run;
     let dir = temp_dir("gsa-trough");
-    std::fs::write(
-        dir.join("trial.toml"),
+    write(
+        &dir,
+        "trial.toml",
         "[trial]\nname = \"t\"\nsubjects = 1\nseed = 1\n[model]\nlibrary = \"one_cmt_iv\"\n\
          [[arm]]\nname = \"single\"\ndose = { amount = 100, into = \"central\" }\n\
          [[arm]]\nname = \"daily\"\ndose = { amount = 100, into = \"central\", every = 24, count = 3 }\n\
          [simulation]\nend = 72\nbackend = \"cpu\"\n\
          [output]\ndir = \"out\"\nmetrics = [\"auc\", \"cmax\", \"tmax\", \"ctrough\"]\n",
-    )
-    .unwrap();
+    );
+    let out = out_line(&dir.join("out"));
     let spec = |extra: &str| {
-        let p = dir.join("gsa.toml");
-        std::fs::write(
-            &p,
-            format!(
-                "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n\
-                 bootstrap = 4\nout = {:?}\n{extra}[[factor]]\nname = \"cl\"\nrange = [2, 8]\n",
-                dir.join("out").display().to_string()
-            ),
-        )
-        .unwrap();
-        Analysis::load(&p)
+        let rest =
+            format!("bootstrap = 4\n{out}{extra}[[factor]]\nname = \"cl\"\nrange = [2, 8]\n");
+        spec(&dir, "gsa.toml", "sobol", 16, &rest)
     };
     let a = spec("").unwrap();
     let columns: Vec<String> = a
@@ -972,38 +952,40 @@ fn default_outputs_leave_out_metrics_undefined_by_construction() {
 /// An analysis that stops because an output has no finite value at some design points still
 /// writes every evaluation, so that the failing points can be found, and the error says
 /// where. y = a·√p with p from −1 to 1: its AUC to t = 1 is √p·(1 − e⁻¹) where p ≥ 0 and
-/// undefined (null) where p < 0.
+/// undefined (null) where p < 0. The indices and chart of an earlier analysis in the same
+/// directory (p from 0.5 to 1, where every value is defined) do not stay beside the new
+/// evaluations, which they were not estimated from.
 #[test]
 fn an_analysis_stopped_by_undefined_outputs_still_writes_its_evaluations() {
     use arrow_array::Array;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use vpop::sensitivity::run::{run, Analysis};
+    use vpop::sensitivity::run::run;
     let dir = temp_dir("gsa-nan");
-    std::fs::write(
-        dir.join("root.vpm"),
+    write(
+        &dir,
+        "root.vpm",
         "param p = 1\nstate a\nd/dt(a) = -a\noutput y = a * sqrt(p)\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("trial.toml"),
+    );
+    write(
+        &dir,
+        "trial.toml",
         "[trial]\nname = \"t\"\nsubjects = 1\nseed = 1\n[model]\nfile = \"root.vpm\"\n\
          [[arm]]\nname = \"a\"\ndose = { amount = 1, into = \"a\" }\n[simulation]\nend = 1\n\
          rtol = 1e-9\natol = 1e-12\nbackend = \"cpu\"\n\
          [output]\ndir = \"out\"\nmetrics = [\"auc\"]\n",
-    )
-    .unwrap();
+    );
     let out = dir.join("out");
-    std::fs::write(
-        dir.join("gsa.toml"),
-        format!(
-            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 16\n\
-             out = {:?}\n[[factor]]\nname = \"p\"\nrange = [-1, 1]\n",
-            out.display().to_string()
-        ),
-    )
-    .unwrap();
-    let a = Analysis::load(&dir.join("gsa.toml")).unwrap();
-    let e = match run(&a, None) {
+    let analysis = |range: &str| {
+        let rest = format!(
+            "{}[[factor]]\nname = \"p\"\nrange = {range}\n",
+            out_line(&out)
+        );
+        spec(&dir, "gsa.toml", "sobol", 16, &rest).unwrap()
+    };
+    let (indices, chart) = (out.join("indices.parquet"), out.join("indices.png"));
+    let earlier = run(&analysis("[0.5, 1]"), None).unwrap();
+    assert!(earlier.files.contains(&indices) && indices.exists());
+    assert!(earlier.files.contains(&chart) && chart.exists());
+    let e = match run(&analysis("[-1, 1]"), None) {
         Ok(_) => panic!("ran"),
         Err(e) => e,
     };
@@ -1011,24 +993,10 @@ fn an_analysis_stopped_by_undefined_outputs_still_writes_its_evaluations() {
     assert!(e.contains("a y_auc: "), "{e}");
     assert!(e.contains("model evaluations gave no finite value"), "{e}");
     assert!(e.contains(&file.display().to_string()), "{e}");
-    assert!(!out.join("indices.parquet").exists());
-    let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
-        .unwrap()
-        .build()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::Float64Array>()
-            .unwrap()
-            .clone()
-    };
-    let (p, y) = (column("p"), column("y_auc"));
+    assert!(!indices.exists(), "the earlier analysis's indices stayed");
+    assert!(!chart.exists(), "the earlier analysis's chart stayed");
+    let batch = read_batch(&file);
+    let (p, y) = (column(&batch, "p"), column(&batch, "y_auc"));
     assert_eq!(p.len(), 16 * 3);
     let mut missing = 0;
     for i in 0..p.len() {
@@ -1054,5 +1022,93 @@ fn an_analysis_stopped_by_undefined_outputs_still_writes_its_evaluations() {
         e.contains(&format!("{missing} of 48 model evaluations")),
         "{e}"
     );
+    // Only this analysis's files are left: the evaluations, and no temporary file.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["evaluations.parquet"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The solver holds each quantity to atol + rtol·|y|, so an output whose values lie near
+/// atol is resolved to about atol, not to rtol of its size. `rest` decays from 10 at rate 1
+/// to 3.8e-10 at t = 24 (below atol = 1e-9): its minimum moves with the step sizes that the
+/// effect's quadrature chooses, by far more than rtol of it but far less than atol, and is
+/// not apportioned. `small`, the effect scaled to a magnitude of about 1e-6, responds to the
+/// factors with a spread far beyond 10·atol, and is.
+#[test]
+fn an_output_near_zero_is_measured_against_atol() {
+    use vpop::sensitivity::run::{format_report, run};
+    use vpop::sensitivity::Variation;
+    let dir = temp_dir("gsa-atol");
+    write(
+        &dir,
+        "pm.vpm",
+        &format!(
+            "{PKPD_MODEL}param kb = 1\nstate b\nd/dt(b) = -kb * b\noutput rest = b\n\
+             output small = 1e-9 * (e0 + emax * c^hill / (ec50^hill + c^hill))\n"
+        ),
+    );
+    write(
+        &dir,
+        "trial.toml",
+        "[trial]\nname = \"pkpd\"\nsubjects = 1\nseed = 1\n[model]\nfile = \"pm.vpm\"\n\
+         [[arm]]\nname = \"bolus\"\ndoses = [{ amount = 100, into = \"central\" }, \
+         { amount = 10, into = \"b\" }]\n\
+         [simulation]\nend = 24\nmethod = \"tsit5\"\nrtol = 1e-6\natol = 1e-9\nbackend = \"cpu\"\n\
+         [output]\ndir = \"out\"\nmetrics = [\"effect:auc\", \"small:auc\", \"rest:cmin\"]\n",
+    );
+    let rest = format!(
+        "bootstrap = 20\n{}outputs = [\"effect_auc\", \"small_auc\", \"rest_cmin\"]\n\
+         {PKPD_FACTORS}",
+        out_line(&dir.join("out"))
+    );
+    let a = spec(&dir, "gsa.toml", "sobol", 64, &rest).unwrap();
+    let rep = run(&a, None).unwrap();
+    let by_name = |name: &str| rep.results.iter().find(|r| r.output == name).unwrap();
+    let (effect, small, least) = (
+        by_name("effect_auc"),
+        by_name("small_auc"),
+        by_name("rest_cmin"),
+    );
+    // The minimum is the value at the end, off the exact 10·e^(−24) by the solver's error.
+    let y = column(&read_batch(&a.out.join("evaluations.parquet")), "rest_cmin");
+    let exact = 10.0 * (-24.0f64).exp();
+    let n = y.len() as f64;
+    let mean = y.values().iter().sum::<f64>() / n;
+    let sd = (y.values().iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    assert!(
+        y.values().iter().all(|v| (v - exact).abs() < 1e-9),
+        "{:?}",
+        y.values()
+    );
+    assert!(
+        sd > 10.0 * 1e-6 * mean && sd < 1e-9,
+        "rest_cmin must spread beyond 10·rtol of its values and within atol: sd {sd:e}, mean {mean:e}"
+    );
+    assert!(
+        matches!(least.variation, Variation::WithinTolerance { .. }),
+        "{:?}",
+        least.variation
+    );
+    for (index, value, _) in least.indices.values.iter().flatten() {
+        assert!(value.is_nan(), "rest_cmin {index} = {value}");
+    }
+    let table = format_report(&a, &rep);
+    assert!(
+        table.contains("rest_cmin varies only within the solver's tolerance"),
+        "{table}"
+    );
+    for r in [effect, small] {
+        assert_eq!(r.variation, Variation::Resolved, "{}", r.output);
+        assert!(
+            r.indices.values.iter().flatten().any(|(_, v, _)| *v > 0.1),
+            "{}: {:?}",
+            r.output,
+            r.indices
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

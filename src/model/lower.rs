@@ -1254,8 +1254,11 @@ mod tests {
     #[test]
     fn divisions_by_parameters_become_multiplications_by_reciprocals() {
         let text = "param v = 30\nparam k = 0.5\nstate a, b\n\
-                    d/dt(a) = -k * a / v + b / a\nd/dt(b) = a / 3 - b / 4 + a / 1e-310\n\
+                    d/dt(a) = -k * a / v + b / a\nd/dt(b) = a / 3 - b / 4 + a / (1e-300 * 1e-10)\n\
                     output c = a / v\na(0) = 1 / v\n";
+        // A subnormal divisor, folded from a product (a literal must be a normal number).
+        let tiny = 1e-300 * 1e-10;
+        assert!(tiny > 0.0 && tiny < f64::MIN_POSITIVE);
         let m = crate::model::Model::parse("r.vpm", text).unwrap();
         let p = ModelPrograms::new(&m);
         let divisions = |prog: &Program| -> Vec<(Op, Op)> {
@@ -1269,13 +1272,13 @@ mod tests {
                 .collect()
         };
         // In the right-hand side, 1/v (a value of the parameters, computed once per subject),
-        // b / a (a state) and a / 1e-310 (whose reciprocal would overflow) stay divisions;
+        // b / a (a state) and a / tiny (whose reciprocal would overflow) stay divisions;
         // a / 3 and b / 4 become products with 1/3 and 1/4.
         let rhs = divisions(&p.rhs);
         assert_eq!(rhs.len(), 3, "{:?}", p.rhs.instrs);
         assert!(rhs.contains(&(Op::Const(1.0), Op::Param(0))));
         assert!(rhs.contains(&(Op::State(1), Op::State(0))));
-        assert!(rhs.contains(&(Op::State(0), Op::Const(1e-310))));
+        assert!(rhs.contains(&(Op::State(0), Op::Const(tiny))));
         assert!(p.rhs.instrs.contains(&Op::Const(1.0 / 3.0)));
         assert!(p.rhs.instrs.contains(&Op::Const(0.25)));
         // The output and its gradient: 1/v alone.
@@ -1285,7 +1288,7 @@ mod tests {
             [(Op::Const(1.0), Op::Param(0))]
         );
         // At each evaluation: (−k)·a, its product with 1/v, b/a, their sum; a·(1/3), b·¼,
-        // a/1e-310, the difference and the sum (−k once per subject). The output: a·(1/v).
+        // a/tiny, the difference and the sum (−k once per subject). The output: a·(1/v).
         assert_eq!(p.rhs.per_evaluation(), (9, 0));
         assert_eq!(p.outputs.per_evaluation(), (1, 0));
         // Initial values run once per subject: unchanged.
@@ -1298,7 +1301,7 @@ mod tests {
         p.rhs.run(0.0, &y, &q, &[], &mut regs, &mut out);
         let want = [
             -0.5 * 0.7 / 30.0 + 1.3 / 0.7,
-            0.7 / 3.0 - 1.3 / 4.0 + 0.7 / 1e-310,
+            0.7 / 3.0 - 1.3 / 4.0 + 0.7 / tiny,
         ];
         for (o, w) in out.iter().zip(want) {
             assert!(

@@ -6,8 +6,16 @@
 use super::expr::{BinOp, Expr, Func, UnOp, Var};
 use crate::diag::{Diagnostic, SourceFile, Span};
 
-/// Deepest expression nesting accepted.
-const MAX_DEPTH: usize = 128;
+/// Deepest expression nesting accepted (docs/model-language.md): each pair of parentheses,
+/// function call, unary operator and exponent opens a level. A binary operator's right
+/// operand stays on its level (the parser's recursion there is bounded by the precedences),
+/// so the recursion, and the depth of the tree it builds above each chain of binary
+/// operators, is bounded by a multiple of this.
+pub const MAX_NESTING: usize = 64;
+/// Deepest expression tree accepted: a chain of binary operators (`a + b + c …`) builds a tree
+/// as deep as it is long, and the passes over the tree recurse along it, so its depth is
+/// bounded for them (docs/model-language.md): about 2 000 terms in one expression.
+pub const MAX_TREE_DEPTH: usize = 2048;
 /// Longest identifier accepted.
 pub const MAX_IDENT: usize = 64;
 
@@ -81,7 +89,29 @@ pub fn lex(src: &SourceFile, range: Span) -> Result<Vec<Token>, Diagnostic> {
                     .parse()
                     .map_err(|_| src.error(span, format!("'{s}' is not a number")))?;
                 if !v.is_finite() {
-                    return Err(src.error(span, format!("number '{s}' is out of range")));
+                    return Err(src.error(
+                        span,
+                        format!(
+                            "number '{s}' is out of range: beyond the largest f64 ({:e})",
+                            f64::MAX
+                        ),
+                    ));
+                }
+                // A nonzero literal that would read as 0 or as a subnormal (which keeps only
+                // some of its digits) is refused as one too large is: 0 is written as 0.
+                if v < f64::MIN_POSITIVE
+                    && s.bytes()
+                        .take_while(|b| !matches!(b, b'e' | b'E'))
+                        .any(|b| matches!(b, b'1'..=b'9'))
+                {
+                    return Err(src.error(
+                        span,
+                        format!(
+                            "number '{s}' is below the smallest normal f64 ({:e}): write 0 \
+                             for zero, or the quantity in other units",
+                            f64::MIN_POSITIVE
+                        ),
+                    ));
                 }
                 out.push(Token {
                     tok: Tok::Num(v),
@@ -201,11 +231,18 @@ pub struct Parser<'a> {
     pub src: &'a SourceFile,
     pub toks: Vec<Token>,
     pub pos: usize,
+    /// The depth of the tree the last parsing function returned (a leaf: 1).
+    tree: usize,
 }
 
 impl<'a> Parser<'a> {
     pub fn new(src: &'a SourceFile, toks: Vec<Token>) -> Self {
-        Parser { src, toks, pos: 0 }
+        Parser {
+            src,
+            toks,
+            pos: 0,
+            tree: 0,
+        }
     }
 
     pub fn peek(&self) -> &Token {
@@ -283,13 +320,26 @@ impl<'a> Parser<'a> {
         self.binary(0, 0)
     }
 
-    fn binary(&mut self, min_prec: u8, depth: usize) -> Result<Expr, Diagnostic> {
-        if depth > MAX_DEPTH {
-            return Err(self
-                .src
-                .error(self.peek().span, "expression is nested too deeply"));
+    /// The level inside one at `depth` that the token at `at` opens (a parenthesis, a unary
+    /// operator, `^`); an error there beyond [`MAX_NESTING`].
+    fn open_level(&self, depth: usize, at: Span) -> Result<usize, Diagnostic> {
+        if depth >= MAX_NESTING {
+            return Err(self.src.error(
+                at,
+                format!(
+                    "expression is nested more than {MAX_NESTING} levels deep (each pair of \
+                     parentheses, function call, unary operator and exponent opens a level)"
+                ),
+            ));
         }
-        let mut lhs = self.unary(depth + 1)?;
+        Ok(depth + 1)
+    }
+
+    /// A chain of binary operators of precedence `min_prec` and above at nesting level
+    /// `depth`.
+    fn binary(&mut self, min_prec: u8, depth: usize) -> Result<Expr, Diagnostic> {
+        let mut lhs = self.unary(depth)?;
+        let mut tree = self.tree;
         loop {
             let (op, prec, right_assoc) = match &self.peek().tok {
                 Tok::Op("||") => (BinOp::Or, 1, false),
@@ -305,17 +355,22 @@ impl<'a> Parser<'a> {
                 Tok::Op("*") => (BinOp::Mul, 5, false),
                 Tok::Op("/") => (BinOp::Div, 5, false),
                 Tok::Op("^") => (BinOp::Pow, 7, true),
-                _ => return Ok(lhs),
+                _ => {
+                    self.tree = tree;
+                    return Ok(lhs);
+                }
             };
             if prec < min_prec {
+                self.tree = tree;
                 return Ok(lhs);
             }
             let op_span = self.bump().span;
             let rhs = if op == BinOp::Pow {
                 // `^` binds tighter than unary minus on its left but accepts one on its right.
-                self.unary_pow_rhs(depth + 1)?
+                self.unary_pow_rhs(self.open_level(depth, op_span)?)?
             } else {
-                self.binary(if right_assoc { prec } else { prec + 1 }, depth + 1)?
+                // The precedence rises with each such call, which bounds their recursion.
+                self.binary(if right_assoc { prec } else { prec + 1 }, depth)?
             };
             if prec == 3
                 && matches!(
@@ -328,75 +383,75 @@ impl<'a> Parser<'a> {
                     "comparisons cannot be chained: use && between them",
                 ));
             }
-            let _ = op_span;
+            tree = self.deeper(tree.max(self.tree), op_span)?;
             lhs = Expr::Binary(op, Box::new(lhs), Box::new(rhs));
         }
     }
 
-    fn unary_pow_rhs(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
-        if depth > MAX_DEPTH {
-            return Err(self
-                .src
-                .error(self.peek().span, "expression is nested too deeply"));
+    /// The depth of a node above subtrees at most `below` deep, the node's operator at `at`;
+    /// an error there beyond [`MAX_TREE_DEPTH`] (before the tree grows deeper than its passes
+    /// can follow, and its drop too).
+    fn deeper(&self, below: usize, at: Span) -> Result<usize, Diagnostic> {
+        if below >= MAX_TREE_DEPTH {
+            return Err(self.src.error(
+                at,
+                format!(
+                    "expression is too long: its tree would be more than {MAX_TREE_DEPTH} \
+                     operations deep (a chain of binary operators is as deep as it is long); \
+                     split it into derived quantities (NAME = EXPR) and add those"
+                ),
+            ));
         }
+        Ok(below + 1)
+    }
+
+    /// An exponent (the operand right of `^`), at nesting level `depth`.
+    fn unary_pow_rhs(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
         if self.is_op("-") {
-            self.bump();
-            let e = self.unary_pow_rhs(depth + 1)?;
+            let op = self.bump().span;
+            let e = self.unary_pow_rhs(self.open_level(depth, op)?)?;
+            self.tree = self.deeper(self.tree, op)?;
             return Ok(Expr::Unary(UnOp::Neg, Box::new(e)));
         }
-        let base = self.primary(depth + 1)?;
-        if self.is_op("^") {
-            self.bump();
-            let e = self.unary_pow_rhs(depth + 1)?;
-            return Ok(Expr::Binary(BinOp::Pow, Box::new(base), Box::new(e)));
-        }
-        Ok(base)
+        self.binary_from_primary(depth)
     }
 
     fn unary(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
-        if depth > MAX_DEPTH {
-            return Err(self
-                .src
-                .error(self.peek().span, "expression is nested too deeply"));
-        }
-        if self.is_op("-") || self.is_op("!") {
-            let neg = self.is_op("-");
-            self.bump();
+        if self.is_op("-") || self.is_op("!") || self.is_op("+") {
+            let op = self.bump();
+            let inner = self.open_level(depth, op.span)?;
             // Unary binds looser than ^: -x^2 = -(x^2).
-            let e = self.binary(6, depth + 1)?;
-            return Ok(Expr::Unary(
-                if neg { UnOp::Neg } else { UnOp::Not },
-                Box::new(e),
-            ));
-        }
-        if self.is_op("+") {
-            self.bump();
-            return self.binary(6, depth + 1);
+            let e = self.binary(6, inner)?;
+            self.tree = self.deeper(self.tree, op.span)?;
+            return Ok(match op.tok {
+                Tok::Op("-") => Expr::Unary(UnOp::Neg, Box::new(e)),
+                Tok::Op("!") => Expr::Unary(UnOp::Not, Box::new(e)),
+                _ => e,
+            });
         }
         self.binary_from_primary(depth)
     }
 
     fn binary_from_primary(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
-        let base = self.primary(depth + 1)?;
+        let base = self.primary(depth)?;
         if self.is_op("^") {
-            self.bump();
-            let e = self.unary_pow_rhs(depth + 1)?;
+            let base_tree = self.tree;
+            let op = self.bump().span;
+            let e = self.unary_pow_rhs(self.open_level(depth, op)?)?;
+            self.tree = self.deeper(base_tree.max(self.tree), op)?;
             return Ok(Expr::Binary(BinOp::Pow, Box::new(base), Box::new(e)));
         }
         Ok(base)
     }
 
     fn primary(&mut self, depth: usize) -> Result<Expr, Diagnostic> {
-        if depth > MAX_DEPTH {
-            return Err(self
-                .src
-                .error(self.peek().span, "expression is nested too deeply"));
-        }
         let t = self.bump();
+        // A leaf unless a parenthesis or call below says otherwise.
+        self.tree = 1;
         match t.tok {
             Tok::Num(v) => Ok(Expr::Num(v)),
             Tok::Op("(") => {
-                let e = self.binary(0, depth + 1)?;
+                let e = self.binary(0, self.open_level(depth, t.span)?)?;
                 if !self.is_op(")") {
                     return Err(self.unclosed(t.span, "')'"));
                 }
@@ -406,10 +461,13 @@ impl<'a> Parser<'a> {
             Tok::Ident(name) => {
                 if self.is_op("(") {
                     let open = self.bump().span;
+                    let inner = self.open_level(depth, open)?;
                     let mut args = Vec::new();
+                    let mut below = 0;
                     if !self.is_op(")") {
                         loop {
-                            args.push(self.binary(0, depth + 1)?);
+                            args.push(self.binary(0, inner)?);
+                            below = below.max(self.tree);
                             if self.is_op(",") {
                                 self.bump();
                                 continue;
@@ -421,6 +479,7 @@ impl<'a> Parser<'a> {
                         return Err(self.unclosed(open, "',' or ')'"));
                     }
                     self.bump();
+                    self.tree = self.deeper(below, t.span)?;
                     if name == "if" {
                         if args.len() != 3 {
                             return Err(self.src.error(
@@ -781,9 +840,8 @@ mod tests {
         assert_eq!(e.col, 3);
         assert!(parse_expr_str("x", "1e999").is_err());
         let deep = "(".repeat(10_000) + "1" + &")".repeat(10_000);
-        assert!(parse_expr_str("x", &deep)
-            .unwrap_err()
-            .message
-            .contains("deeply"));
+        let e = parse_expr_str("x", &deep).unwrap_err();
+        assert!(e.message.contains("nested more than 64 levels deep"), "{e}");
+        assert_eq!((e.line, e.col), (1, 65), "{e}");
     }
 }

@@ -325,19 +325,43 @@ pub fn is_constant(y: &[f64]) -> bool {
     var(y).sqrt() <= 1e-12 * magnitude(y)
 }
 
-/// How many times the evaluations' relative resolution an output's standard deviation must
-/// exceed (relative to its magnitude) for its indices to be estimated.
+/// How many times the evaluations' resolution ([`Resolution::of`] the output's magnitude) an
+/// output's standard deviation must exceed for its indices to be estimated.
 ///
-/// An adaptive solver keeps each step's error within rtol of the solution, so an output that
-/// does not depend on the factors still moves from one design point to the next by up to
-/// about rtol·|y| (step sizes follow whatever else is integrated alongside); the
+/// An adaptive solver keeps each step's error within atol + rtol·|y| of the solution, so an
+/// output that does not depend on the factors still moves from one design point to the next
+/// by up to about that much (step sizes follow whatever else is integrated alongside); the
 /// variance-based indices would then share out that error as if it were a response. Ten
 /// times the resolution bounds the error's part of any output that is analysed to about
 /// 1/10² = 1 % of its variance, below the indices' usual bootstrap half-widths, while a
 /// response whose standard deviation exceeds 0.001 % of the output (at the default rtol of
-/// 1e-6) is still analysed. A weaker response may be real, but it cannot be told from the
-/// solver's error at that tolerance: a smaller rtol resolves it.
+/// 1e-6, for an output well above atol) is still analysed. A weaker response may be real, but
+/// it cannot be told from the solver's error at that tolerance: smaller tolerances resolve it.
 pub const RESOLVED_SPREAD: f64 = 10.0;
+
+/// How finely the evaluations resolve a value y: to about `absolute + relative·|y|`, as the
+/// adaptive solvers' error norm weighs each component (atol + rtol·|y|). Zero for exact
+/// evaluations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resolution {
+    /// The relative tolerance (no finer than the precision the evaluations compute in).
+    pub relative: f64,
+    /// The absolute tolerance.
+    pub absolute: f64,
+}
+
+impl Resolution {
+    /// Exact evaluations (but for rounding).
+    pub const EXACT: Resolution = Resolution {
+        relative: 0.0,
+        absolute: 0.0,
+    };
+
+    /// The resolution of a value of size `magnitude`.
+    pub fn of(self, magnitude: f64) -> f64 {
+        self.absolute + self.relative * magnitude
+    }
+}
 
 /// How an output varies across a design.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -347,17 +371,21 @@ pub enum Variation {
     /// Not at all (up to rounding, [`is_constant`]).
     Constant,
     /// Only within the evaluations' resolution: its standard deviation, `relative_sd` of its
-    /// magnitude, is at most [`RESOLVED_SPREAD`] times `resolution` (the solver's rtol).
-    WithinTolerance { relative_sd: f64, resolution: f64 },
+    /// magnitude (the mean of |y|), is at most [`RESOLVED_SPREAD`] times the `resolution` of
+    /// that magnitude.
+    WithinTolerance {
+        relative_sd: f64,
+        resolution: Resolution,
+    },
 }
 
-/// How `y` varies, given the relative resolution of the evaluations that gave it (the
-/// solver's relative tolerance; 0 where they are exact but for rounding). `y` is finite.
-pub fn variation(y: &[f64], resolution: f64) -> Variation {
+/// How `y` varies, given the resolution of the evaluations that gave it (the solver's
+/// tolerances; [`Resolution::EXACT`] where they are exact but for rounding). `y` is finite.
+pub fn variation(y: &[f64], resolution: Resolution) -> Variation {
     let (sd, scale) = (var(y).sqrt(), magnitude(y));
     if is_constant(y) {
         Variation::Constant
-    } else if sd <= RESOLVED_SPREAD * resolution * scale {
+    } else if sd <= RESOLVED_SPREAD * resolution.of(scale) {
         Variation::WithinTolerance {
             relative_sd: sd / scale,
             resolution,
@@ -584,14 +612,14 @@ pub fn efast_indices(
     Ok(Indices { values })
 }
 
-/// The indices of output `y` of design `d` with how it varies ([`variation`], at the relative
+/// The indices of output `y` of design `d` with how it varies ([`variation`], at the
 /// `resolution` of the evaluations). An output that does not vary beyond the resolution has
 /// no response to share out: its Sobol and eFAST indices are NaN (0/0), as a constant output's
 /// are, and its Morris indices those of the constant output (every elementary effect 0).
 pub fn analyse(
     d: &Design,
     y: &[f64],
-    resolution: f64,
+    resolution: Resolution,
     resamples: usize,
     conf: f64,
     seed: u64,
@@ -735,14 +763,19 @@ mod tests {
         assert!(idx.values.iter().flatten().all(|(_, v, _)| *v == 0.0));
     }
 
-    /// An adaptive solver's error moves an output that no factor acts on by up to about rtol
-    /// of its value from one design point to the next. Within ten times the tolerance the
-    /// output has no response to share out; beyond it, the same output is analysed. The rule
-    /// scales with the tolerance: at a resolution of 0 (exact evaluations) the same small
-    /// spread is analysed.
+    /// An adaptive solver's error moves an output y that no factor acts on by up to about
+    /// atol + rtol·|y| from one design point to the next. Within ten times the
+    /// tolerance the output has no response to share out; beyond it, the same output is
+    /// analysed. The rule scales with the tolerances: at a resolution of 0 (exact evaluations)
+    /// the same small spread is analysed, and near 0, where atol dominates, a spread far
+    /// beyond rtol of the values is still within it.
     #[test]
     fn an_output_within_the_solver_tolerance_has_no_indices() {
         let rtol = 1e-6;
+        let tol = Resolution {
+            relative: rtol,
+            absolute: 1e-9,
+        };
         for d in [
             sobol_design(3, 256, 1).unwrap(),
             efast_design(3, 257, 4, 1).unwrap(),
@@ -758,14 +791,14 @@ mod tests {
                     .collect()
             };
             let noise = y_at(3e-9);
-            let (idx, v) = analyse(&d, &noise, rtol, 50, 0.95, 1).unwrap();
+            let (idx, v) = analyse(&d, &noise, tol, 50, 0.95, 1).unwrap();
             match v {
                 Variation::WithinTolerance {
                     relative_sd,
                     resolution,
                 } => {
                     assert!((1e-9..1e-8).contains(&relative_sd), "{name} {relative_sd}");
-                    assert_eq!(resolution, rtol);
+                    assert_eq!(resolution, tol);
                 }
                 other => panic!("{name}: {other:?}"),
             }
@@ -778,10 +811,10 @@ mod tests {
             // Just inside and well beyond 10·rtol; and the noise itself with exact outputs.
             let inside = y_at(0.9 * RESOLVED_SPREAD * rtol);
             assert!(matches!(
-                analyse(&d, &inside, rtol, 50, 0.95, 1).unwrap().1,
+                analyse(&d, &inside, tol, 50, 0.95, 1).unwrap().1,
                 Variation::WithinTolerance { .. }
             ));
-            for (y, resolution) in [(y_at(1e-4), rtol), (noise.clone(), 0.0)] {
+            for (y, resolution) in [(y_at(1e-4), tol), (noise.clone(), Resolution::EXACT)] {
                 let (idx, v) = analyse(&d, &y, resolution, 50, 0.95, 1).unwrap();
                 assert_eq!(v, Variation::Resolved, "{name}");
                 // (Compared as text, where NaN half-widths are equal.)
@@ -789,10 +822,37 @@ mod tests {
                 assert_eq!(format!("{idx:?}"), format!("{direct:?}"), "{name}");
                 assert!(idx.values.iter().flatten().all(|(_, v, _)| v.is_finite()));
             }
+            // Values of about 1e-10 (below atol) spread by 30 % of them: within 10·atol, and
+            // analysed only where the solver resolved them better (no atol); values of about
+            // 1e-7 spread so lie beyond 10·atol and are analysed.
+            let near_zero = |size: f64| -> Vec<f64> {
+                r.iter()
+                    .map(|v| size * (1.0 + 0.3 * (v - mr) / sr))
+                    .collect()
+            };
+            let without_atol = Resolution {
+                relative: rtol,
+                absolute: 0.0,
+            };
+            for (size, resolution, within) in [
+                (1e-10, tol, true),
+                (1e-10, without_atol, false),
+                (1e-7, tol, false),
+            ] {
+                let v = analyse(&d, &near_zero(size), resolution, 50, 0.95, 1)
+                    .unwrap()
+                    .1;
+                assert_eq!(
+                    matches!(v, Variation::WithinTolerance { .. }),
+                    within,
+                    "{name}: {size:e} at {resolution:?}: {v:?}"
+                );
+                assert_eq!(within, v != Variation::Resolved, "{name}: {v:?}");
+            }
             // A constant output stays constant, whatever the tolerance.
             let flat = vec![18.19; d.rows];
             assert_eq!(
-                analyse(&d, &flat, rtol, 50, 0.95, 1).unwrap().1,
+                analyse(&d, &flat, tol, 50, 0.95, 1).unwrap().1,
                 Variation::Constant
             );
         }

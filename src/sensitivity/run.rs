@@ -39,7 +39,7 @@ use toml::Spanned;
 
 use super::{
     analyse, efast_design, morris_design, sobol_design, Design, DesignError, Indices, Method,
-    Variation, RESOLVED_SPREAD,
+    Resolution, Variation, RESOLVED_SPREAD,
 };
 use crate::backend::{ArmPlan, ChunkInput, ChunkOutput, Precision};
 use crate::diag::{Diagnostic, SourceFile, Span};
@@ -791,18 +791,24 @@ fn undefined_by_construction(plan: &ArmPlan, m: usize) -> Option<String> {
     }
 }
 
-/// The relative resolution of an arm's metrics on a backend: the relative tolerance of an
-/// adaptive solver, and no finer than the precision the backend computes in (f32 kernels).
-/// A fixed-step method's error does not change with anything that leaves the solution
-/// unchanged, so it adds nothing to an output's spread.
-fn resolution(plan: &ArmPlan, precision: Precision) -> f64 {
+/// The resolution of an arm's metrics on a backend: an adaptive solver's tolerances, which
+/// hold each component to atol + rtol·|y|, the relative one no finer than the precision the
+/// backend computes in (f32 kernels). A fixed-step method's error does not change with
+/// anything that leaves the solution unchanged, so it adds nothing to an output's spread.
+fn resolution(plan: &ArmPlan, precision: Precision) -> Resolution {
     let solver = if plan.solver.method.is_adaptive() {
-        plan.solver.rtol
+        Resolution {
+            relative: plan.solver.rtol,
+            absolute: plan.solver.atol,
+        }
     } else {
-        0.0
+        Resolution::EXACT
     };
     match precision {
-        Precision::F32 => solver.max(f64::from(f32::EPSILON)),
+        Precision::F32 => Resolution {
+            relative: solver.relative.max(f64::from(f32::EPSILON)),
+            ..solver
+        },
         Precision::F64 => solver,
     }
 }
@@ -937,10 +943,29 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
     }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let meta = provenance(a, info.name, &info.device, &reason);
-    let f2 = a.out.join("evaluations.parquet");
+    let (f1, f2, f3) = (
+        a.out.join("indices.parquet"),
+        a.out.join("evaluations.parquet"),
+        a.out.join("indices.png"),
+    );
+    // Indices and their chart belong to the evaluations beside them. An earlier analysis's
+    // go before this one's evaluations replace its own, and this one's follow them: at every
+    // moment, indices in the directory were estimated from the evaluations there, and an
+    // analysis that stops leaves its evaluations without any.
+    for f in [&f1, &f3] {
+        match std::fs::remove_file(f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "{}: cannot remove the indices of an earlier analysis: {e}",
+                    f.display()
+                ))
+            }
+            _ => {}
+        }
+    }
+    // The runs are what tells why a value is missing: they are written in any case.
+    write_batch(&f2, &evaluations_batch(a, &d, &values)?, &meta)?;
     if !failed.is_empty() {
-        // The runs are what tells why a value is missing: keep them.
-        write_batch(&f2, &evaluations_batch(a, &d, &values)?, &meta)?;
         return Err(format!(
             "{}\nno indices were estimated; every design point's factor values and outputs \
              (null where not finite) are in {}",
@@ -948,10 +973,7 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
             f2.display()
         ));
     }
-    let f1 = a.out.join("indices.parquet");
     write_batch(&f1, &indices_batch(a, &results)?, &meta)?;
-    write_batch(&f2, &evaluations_batch(a, &d, &values)?, &meta)?;
-    let f3 = a.out.join("indices.png");
     crate::output::plot::bar_panels(&f3, &panels(a, &results))?;
     Ok(Report {
         backend: format!("backend {} ({}; {reason})", info.name, info.device),
@@ -1140,9 +1162,11 @@ fn variation_note(method: Method, output: &str, v: Variation) -> Option<String> 
             resolution,
         } => Some(format!(
             "{output} varies only within the solver's tolerance: its standard deviation over \
-             the design, {relative_sd:.1e} of its magnitude, is within {RESOLVED_SPREAD} × rtol \
-             (rtol {resolution:e}), the spread that the solver's error alone can leave, so \
-             {indices}; a smaller rtol in the trial spec would resolve a weaker response"
+             the design, {relative_sd:.1e} of its magnitude (the mean of |{output}|), is within \
+             {RESOLVED_SPREAD} × (rtol × magnitude + atol) (rtol {:e}, atol {:e}), the spread \
+             that the solver's error alone can leave, so {indices}; smaller tolerances in the \
+             trial spec would resolve a weaker response",
+            resolution.relative, resolution.absolute
         )),
     }
 }
