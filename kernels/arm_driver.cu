@@ -50,9 +50,30 @@ struct Arm : Sub {
                      unsigned& kind) {
         if (!run_open(l)) return false;
         real dv[NS4];
-        dose_of(run_occ(l), dv);
+        admin_dosing(b, run_occ(l), dv);
         admin_dose_v(b, dv, lag, dur, value, state, kind);
         return true;
+    }
+
+    // Administration i's dosing values in occasion o (its own): o's, but for the lag of the
+    // occasion o' its kind names where the line keeps the lag of the occasion it starts in
+    // (16·(o' + 1) added; src/backend/gpu.rs, arm_data).
+    FI void admin_dosing(unsigned i, unsigned o, real* dv) {
+        const unsigned lo = (unsigned)arm[i * 5 + 3] >> 4;
+        const unsigned s = (unsigned)arm[i * 5 + 1];
+        real lag = 0;
+        if (lo > 0u) {
+            dose_of(lo - 1u, dv);
+            #pragma unroll
+            for (int j = 0; j < NS; j++)
+                if ((unsigned)j == s) lag = dv[4 * j];
+        }
+        dose_of(o, dv);
+        if (lo > 0u) {
+            #pragma unroll
+            for (int j = 0; j < NS; j++)
+                if ((unsigned)j == s) dv[4 * j] = lag;
+        }
     }
 
     // At a stopping point ts: the occasions that start by then begin (the CPU reference switches
@@ -72,7 +93,7 @@ struct Arm : Sub {
     FI void admin_dose(unsigned i, real& lag, real& dur, real& value, unsigned& state, unsigned& kind) {
 #if HAS_OCCASIONS
         real dv[NS4];
-        dose_of(occasion_of(arm[i * 5]), dv);
+        admin_dosing(i, occasion_of(arm[i * 5]), dv);
         admin_dose_v(i, dv, lag, dur, value, state, kind);
 #else
         admin_dose_v(i, dose_v, lag, dur, value, state, kind);
@@ -87,7 +108,8 @@ struct Arm : Sub {
         const unsigned s = (unsigned)a[1];
         const real amt = a[2];
         // The kind (0 bolus, 1 at a rate, 2 over a duration, 3 modelled, 4 reset), 8 added
-        // where the subject's dose scale multiplies the amount (`per`).
+        // where the subject's dose scale multiplies the amount (`per`), and 16·(o' + 1) where
+        // the lag is occasion o''s (admin_dosing).
         const unsigned ak8 = (unsigned)a[3];
         const unsigned ak = ak8 & 7u;
         const real v = a[4];
@@ -546,7 +568,7 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
         if (b >= e) continue;
         real dv[NS4], lag, dur, val;
         unsigned s, kind;
-        S.dose_of(S.run_occ(l), dv);
+        S.admin_dosing(b, S.run_occ(l), dv);
         S.admin_dose_v(b, dv, lag, dur, val, s, kind);
         if (kind == 3u) S.status = 3u;
     }

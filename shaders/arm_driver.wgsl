@@ -88,8 +88,22 @@ fn dosing_of(p: array<real, {{N_NQ}}>) -> array<real, {{N_NS4}}> {
 }
 
 fn admin_dose(i: u32) -> Dose {
-    if (HAS_OCCASIONS) { return admin_dose_v(i, dose_of(occasion_of(arm[i * 5u]))); }
+    if (HAS_OCCASIONS) { return admin_dose_v(i, admin_dosing(i, occasion_of(arm[i * 5u]))); }
     return admin_dose_v(i, dose_v);
+}
+
+// Administration i's dosing values in occasion o (its own): o's, but for the lag of the occasion
+// o' its kind names where the line keeps the lag of the occasion it starts in (16·(o' + 1)
+// added; src/backend/gpu.rs, arm_data).
+fn admin_dosing(i: u32, o: u32) -> array<real, {{N_NS4}}> {
+    var dv = dose_of(o);
+    let lo = u32(arm[i * 5u + 3u]) >> 4u;
+    if (lo > 0u) {
+        let s = u32(arm[i * 5u + 1u]);
+        let lag = dose_of(lo - 1u)[4u * s];
+        dv[4u * s] = lag;
+    }
+    return dv;
 }
 
 // Whether run l can have an input after t_prev: not one of a later occasion (its doses start
@@ -103,7 +117,7 @@ fn run_open(l: u32) -> bool {
 
 // Run l's dose (admin_dose of its first administration b), with its occasion's dosing values.
 fn run_dose(l: u32, b: u32) -> Dose {
-    if (HAS_OCCASIONS) { return admin_dose_v(b, dose_of(run_occ(l))); }
+    if (HAS_OCCASIONS) { return admin_dose_v(b, admin_dosing(b, run_occ(l))); }
     return admin_dose_v(b, dose_v);
 }
 
@@ -114,7 +128,8 @@ fn admin_dose_v(i: u32, dv: array<real, {{N_NS4}}>) -> Dose {
     let s = u32(arm[o + 1u]);
     let amt = arm[o + 2u];
     // The kind (0 bolus, 1 at a rate, 2 over a duration, 3 modelled, 4 reset), 8 added where
-    // the subject's dose scale multiplies the amount (`per`).
+    // the subject's dose scale multiplies the amount (`per`), and 16·(o' + 1) where the lag is
+    // occasion o''s (admin_dosing).
     let kind8 = u32(arm[o + 3u]);
     let kind = kind8 & 7u;
     let v = arm[o + 4u];

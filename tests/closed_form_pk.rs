@@ -136,6 +136,7 @@ fn line(
     DoseLine {
         steady_state: false,
         scaled: true,
+        keeps_lag: false,
         state,
         amount,
         start: 0.0,

@@ -587,18 +587,20 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
     };
     let text = std::fs::read_to_string(&pred).unwrap();
     let mut lines = text.lines();
-    // The dataset's columns in NONMEM's capitals, the output as the model declares it (as
+    // The records' columns in NONMEM's capitals, the output as the model declares it (as
     // `vpop run` writes a `[data]` trial's rows).
-    assert_eq!(lines.next(), Some("ID,TIME,EVID,cp"));
+    assert_eq!(
+        lines.next(),
+        Some("ID,TIME,EVID,CMT,AMT,RATE,SS,II,ADDL,DV,cp")
+    );
     let mut n = 0;
     for l in lines {
-        let f: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();
-        let want = amount(f[1]) / v;
+        let f: Vec<&str> = l.split(',').collect();
+        let (t, cp): (f64, f64) = (f[1].parse().unwrap(), f[10].parse().unwrap());
+        let want = amount(t) / v;
         assert!(
-            (f[3] - want).abs() <= 1e-6 * want,
-            "t {}: cp {} vs closed form {want}",
-            f[1],
-            f[3]
+            (cp - want).abs() <= 1e-6 * want,
+            "t {t}: cp {cp} vs closed form {want}"
         );
         n += 1;
     }
@@ -723,9 +725,15 @@ fn vpop_simulate_out_quotes_ids_and_reads_back() {
     let text = std::fs::read_to_string(dir.join("dose_out.csv")).unwrap();
     let cp1 = 100.0 / 50.0 * (-0.1f64).exp();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[..2], ["ID,TIME,EVID,cp", "\"A, site 2\",0,1,2"]);
+    assert_eq!(
+        lines[..2],
+        [
+            "ID,TIME,EVID,CMT,AMT,RATE,SS,II,ADDL,DV,cp",
+            "\"A, site 2\",0,1,1,100,0,0,0,0,.,2"
+        ]
+    );
     let last: f64 = lines[2]
-        .strip_prefix("\"A, site 2\",1,0,")
+        .strip_prefix("\"A, site 2\",1,0,1,.,.,.,.,.,.,")
         .unwrap()
         .parse()
         .unwrap();
@@ -740,13 +748,231 @@ fn vpop_simulate_out_quotes_ids_and_reads_back() {
     vpop(&["one_cmt_iv", "--data", "obs.csv", "--out", "obs_out.csv"]);
     let first = std::fs::read_to_string(dir.join("obs_out.csv")).unwrap();
     assert!(
-        first.contains("\n\"say \"\"hi\"\", 3\",0,0,0\n\"#4\",2,2,0\n"),
+        first.contains("\n\"say \"\"hi\"\", 3\",0,0,.,.,.,.,.,.,.,0\n\"#4\",2,2,.,.,.,.,.,.,.,0\n"),
         "{first}"
     );
     vpop(&["one_cmt_iv", "--data", "obs_out.csv", "--out", "again.csv"]);
     assert_eq!(
         std::fs::read_to_string(dir.join("again.csv")).unwrap(),
         first
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `vpop simulate` in `dir` with `args`: its output, success or not.
+fn simulate_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("simulate")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// `vpop simulate --out` writes a dataset: read back, it gives the same records and the same
+/// predictions, the file again. Boluses with ADDL, an infusion (RATE), a clearance set from
+/// 36 h by a covariate column on an other-type record (MDV 1), an EVID 4 reset-and-dose, DV
+/// values, and a steady-state dose (SS = 1); every prediction against the closed form of the
+/// one-compartment IV model (CL 5, then 10 from 36 h for subject 1; V 50).
+#[test]
+fn vpop_simulate_out_reads_back_as_the_same_dataset() {
+    let dir = tmp("simulate-round-trip");
+    std::fs::write(
+        dir.join("d.csv"),
+        "ID,TIME,EVID,AMT,CMT,RATE,II,ADDL,SS,CL,DV,MDV
+1,0,1,100,1,.,12,2,0,.,.,0
+1,6,0,.,1,.,.,.,.,.,1.5,0
+1,30,1,60,1,20,.,0,0,.,.,0
+1,31,0,.,1,.,.,.,.,.,.,0
+1,36,2,.,.,.,.,.,.,10,.,1
+1,40,0,.,1,.,.,.,.,.,2.2,0
+1,48,4,50,1,.,.,.,.,.,.,0
+1,50,0,.,1,.,.,.,.,.,.,1
+2,0,1,100,1,0,24,0,1,.,.,0
+2,5,0,.,1,.,.,.,.,.,.,0
+",
+    )
+    .unwrap();
+    let ok = |args: &[&str]| -> String {
+        let out = simulate_in(&dir, args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    ok(&["one_cmt_iv", "--data", "d.csv", "--out", "first.csv"]);
+    // The output's column, read back as a covariate, gives way to the output.
+    let note = ok(&["one_cmt_iv", "--data", "first.csv", "--out", "again.csv"]);
+    assert!(
+        note.contains(
+            "note: --out leaves out the dataset's column CP: the output 'cp' takes its name"
+        ),
+        "{note}"
+    );
+    let first = std::fs::read_to_string(dir.join("first.csv")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("again.csv")).unwrap(),
+        first
+    );
+    let v = 50.0f64;
+    let (k1, k2) = (5.0 / v, 10.0 / v);
+    // Subject 1: boluses of 100 at 0, 12 and 24, 60 at 20/h from 30 (3 h), all with k1 until
+    // 36, then k2; the reset at 48 leaves the bolus of 50 alone.
+    let one = |t: f64| -> f64 {
+        if t >= 48.0 {
+            return 50.0 * (-k2 * (t - 48.0)).exp() / v;
+        }
+        let at = |t: f64| -> f64 {
+            let mut a: f64 = [0.0, 12.0, 24.0]
+                .iter()
+                .filter(|d| **d <= t)
+                .map(|d| 100.0 * (-k1 * (t - d)).exp())
+                .sum();
+            if t > 30.0 {
+                let on = (t - 30.0).min(3.0);
+                a += 20.0 / k1 * (1.0 - (-k1 * on).exp()) * (-k1 * (t - 30.0 - on)).exp();
+            }
+            a
+        };
+        if t <= 36.0 {
+            at(t) / v
+        } else {
+            at(36.0) * (-k2 * (t - 36.0)).exp() / v
+        }
+    };
+    // Subject 2: the steady state of 100 every 24 h, its dose at 0 given.
+    let two = |t: f64| 100.0 * (-k1 * t).exp() / (1.0 - (-24.0 * k1).exp()) / v;
+    let mut lines = first.lines();
+    assert_eq!(
+        lines.next(),
+        Some("ID,TIME,EVID,CMT,AMT,RATE,SS,II,ADDL,DV,cp,CL")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let written: Vec<String> = rows
+        .iter()
+        .map(|f| [&f[..10], &f[11..]].concat().join(","))
+        .collect();
+    // The records as read (MDV 1 on a record that is no dose: EVID 2), their missing values '.'.
+    assert_eq!(
+        written,
+        [
+            "1,0,1,1,100,0,0,12,2,.,.",
+            "1,6,0,1,.,.,.,.,.,1.5,.",
+            "1,30,1,1,60,20,0,0,0,.,.",
+            "1,31,0,1,.,.,.,.,.,.,.",
+            "1,36,2,.,.,.,.,.,.,.,10",
+            "1,40,0,1,.,.,.,.,.,2.2,.",
+            "1,48,4,1,50,0,0,0,0,.,.",
+            "1,50,2,1,.,.,.,.,.,.,.",
+            "2,0,1,1,100,0,1,24,0,.,.",
+            "2,5,0,1,.,.,.,.,.,.,.",
+        ]
+    );
+    for f in &rows {
+        let (t, cp): (f64, f64) = (f[1].parse().unwrap(), f[10].parse().unwrap());
+        let want = if f[0] == "1" { one(t) } else { two(t) };
+        assert!(
+            (cp - want).abs() <= 1e-6 * want,
+            "ID {} t {t}: cp {cp} vs closed form {want}",
+            f[0]
+        );
+    }
+    // An output named like one of the records' columns would be read back as it: refused with
+    // --out, simulated without.
+    std::fs::write(
+        dir.join("dv.vpm"),
+        "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
+         output Dv = central / v\n",
+    )
+    .unwrap();
+    ok(&["dv.vpm", "--data", "d.csv"]);
+    let out = simulate_in(&dir, &["dv.vpm", "--data", "d.csv", "--out", "dv.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--out: the model's output 'Dv' has the name of the column DV"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// NONMEM's IDs are numbers: `1`, `1.0` and `01` name one subject, whose records are simulated
+/// together (the dose at 0 counts at 1 and 2 h) and written with its ID as first written;
+/// `--id 1.00` selects it; the same number again after another subject is a located error.
+#[test]
+fn ids_that_are_the_same_number_are_one_subject() {
+    let dir = tmp("numeric-ids");
+    std::fs::write(
+        dir.join("d.csv"),
+        "ID,TIME,AMT,CMT\n1,0,100,1\n1.0,1,.,1\n01,2,.,1\n2,0,50,1\n2.00,3,.,1\nA,0,.,1\n",
+    )
+    .unwrap();
+    let out = simulate_in(&dir, &["one_cmt_iv", "--data", "d.csv", "--out", "all.csv"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cp = |dose: f64, t: f64| dose / 50.0 * (-0.1 * t).exp();
+    let check = |file: &str, want: &[(&str, f64, f64)]| {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect())
+            .collect();
+        assert_eq!(rows.len(), want.len(), "{text}");
+        for (f, (id, t, c)) in rows.iter().zip(want) {
+            let (time, got): (f64, f64) = (f[1].parse().unwrap(), f[10].parse().unwrap());
+            assert_eq!((f[0], time), (*id, *t), "{text}");
+            assert!(
+                (got - c).abs() <= 1e-6 * c.max(1e-300),
+                "{id} at {t}: {got} vs {c}"
+            );
+        }
+    };
+    check(
+        "all.csv",
+        &[
+            ("1", 0.0, cp(100.0, 0.0)),
+            ("1", 1.0, cp(100.0, 1.0)),
+            ("1", 2.0, cp(100.0, 2.0)),
+            ("2", 0.0, cp(50.0, 0.0)),
+            ("2", 3.0, cp(50.0, 3.0)),
+            ("A", 0.0, 0.0),
+        ],
+    );
+    let out = simulate_in(
+        &dir,
+        &[
+            "one_cmt_iv",
+            "--data",
+            "d.csv",
+            "--id",
+            "1.00",
+            "--out",
+            "one.csv",
+        ],
+    );
+    assert!(out.status.success());
+    check(
+        "one.csv",
+        &[
+            ("1", 0.0, cp(100.0, 0.0)),
+            ("1", 1.0, cp(100.0, 1.0)),
+            ("1", 2.0, cp(100.0, 2.0)),
+        ],
+    );
+    std::fs::write(
+        dir.join("d.csv"),
+        "ID,TIME,AMT,CMT\n1,0,100,1\n2,0,50,1\n1.0,1,.,1\n",
+    )
+    .unwrap();
+    let out = simulate_in(&dir, &["one_cmt_iv", "--data", "d.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("d.csv:4:1: the records of subject 1.0 (first written 1) are not contiguous"),
+        "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

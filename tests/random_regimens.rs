@@ -144,6 +144,7 @@ fn make_case(rng: &mut Rng, n_params: usize) -> Case {
             count,
             administration,
             scaled: true,
+            keeps_lag: false,
         });
     }
     // One arm in four starts at steady state (its first line), one has occasions, one doses
@@ -966,6 +967,7 @@ fn the_exact_solution_is_exact() {
             lines: vec![DoseLine {
                 steady_state: false,
                 scaled: true,
+                keeps_lag: false,
                 state: 1,
                 amount: 100.0,
                 start: 2.0,

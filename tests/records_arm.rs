@@ -3,7 +3,10 @@
 //! refused with their line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use vpop::backend::{Backend, Precision};
+use vpop::model::CompiledModel;
 use vpop::trial::{run_trial, RunOptions, Trial};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -80,7 +83,22 @@ fn a_records_arm_equals_the_same_doses_written_as_lines() {
         let path = dir.join(format!("trial-{backend}.toml"));
         std::fs::write(&path, spec(&dir, backend)).unwrap();
         let trial = Trial::load(&path).unwrap();
-        assert_eq!(trial.arms[0].plan.regimen, trial.arms[1].plan.regimen);
+        // The same lines, but that a record's keep the lag of the occasion it starts in (which
+        // changes nothing in an arm of one occasion).
+        let records: Vec<vpop::dosing::DoseLine> = trial.arms[0]
+            .plan
+            .regimen
+            .lines
+            .iter()
+            .map(|l| {
+                assert!(l.keeps_lag);
+                vpop::dosing::DoseLine {
+                    keeps_lag: false,
+                    ..l.clone()
+                }
+            })
+            .collect();
+        assert_eq!(records, trial.arms[1].plan.regimen.lines);
         let rep = run_trial(
             &trial,
             &RunOptions {
@@ -347,7 +365,7 @@ output c = x
 #[test]
 fn a_reset_restores_the_initial_state_of_the_occasion_in_force() {
     use std::sync::Arc;
-    use vpop::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput, Precision};
+    use vpop::backend::{ArmPlan, ChunkInput, ChunkOutput, Precision};
     use vpop::dosing::{DoseLine, Regimen};
     use vpop::metrics::{Metric, MetricSpec};
     use vpop::model::{CompiledModel, Model};
@@ -417,27 +435,7 @@ fn a_reset_restores_the_initial_state_of_the_occasion_in_force() {
             auc,
         ]
     };
-    let runs: Vec<(Box<dyn Backend>, f64)> = {
-        #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
-        let mut v: Vec<(Box<dyn Backend>, f64)> = vec![(
-            Box::new(vpop::backend::cpu::CpuBackend::new(model.clone())),
-            1e-9,
-        )];
-        for (p, tol) in [(Precision::F64, 1e-9), (Precision::F32, 1e-4)] {
-            #[cfg(feature = "cuda")]
-            match vpop::backend::cuda::EmulatedCuda::new(model.clone(), p) {
-                Ok(b) => v.push((Box::new(b), tol)),
-                Err(e) => println!("SKIPPED: {e}"),
-            }
-            #[cfg(feature = "wgpu")]
-            match vpop::backend::wgpu::WgpuBackend::new(model.clone(), p) {
-                Ok(b) => v.push((Box::new(b), tol)),
-                Err(e) => println!("SKIPPED: {e}"),
-            }
-            let _ = (p, tol);
-        }
-        v
-    };
+    let runs = every_backend(&model, 1e-9, 1e-4);
     for (mut b, tol) in runs {
         let mut a = arm.clone();
         let f64_run = b.info().precision == Precision::F64;
@@ -468,4 +466,182 @@ fn a_reset_restores_the_initial_state_of_the_occasion_in_force() {
             b.info().precision
         );
     }
+}
+
+const LAG_AND_F: &str = "
+param ka = 1
+param cl = 2
+param v = 10
+param lagt = 1
+param bio = 1
+state depot
+state central
+alag(depot) = lagt
+f(depot) = bio
+d/dt(depot) = -ka * depot
+d/dt(central) = ka * depot - cl / v * central
+output cp = central / v
+";
+
+/// In an arm with occasions, a record's additional doses keep the lag in force at their
+/// record, as NONMEM gives them ("the value of ALAGn in effect at time T applies to the dose
+/// and to all subsequent additional doses"), and take the bioavailability of the occasion they
+/// are given in; a later record has its own occasion's lag. 100 into the depot every 12 h from
+/// 0 (ADDL 3) and 50 at 30 h, occasions from 0 and 20 h, the lag and F changing between them
+/// (subject 1: lag 1 then 5 h, F 1 then 0.5; subject 2: lag 3 then 0.5 h, F 0.8 then 1):
+/// the doses at 24 and 36 h arrive 1 h (3 h) after, the record at 30 h 5 h (0.5 h) after.
+/// Every backend against the closed form of the one-compartment oral model.
+#[test]
+fn additional_doses_in_an_arm_with_occasions_keep_their_records_lag() {
+    use std::sync::Arc;
+    use vpop::backend::{ArmPlan, ChunkInput, ChunkOutput, Precision};
+    use vpop::dosing::nonmem::Dataset;
+    use vpop::metrics::{Metric, MetricSpec};
+    use vpop::model::{CompiledModel, Model};
+    use vpop::solver::{Method, SolverOptions};
+    let ir = Model::parse("lag_and_f.vpm", LAG_AND_F).unwrap();
+    let model = Arc::new(CompiledModel::new(&ir));
+    let ds = Dataset::parse(
+        "regimen.csv",
+        "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,3\n1,30,1,50,1,.,.\n",
+    )
+    .unwrap();
+    let lines = vpop::trial::regimen::record_lines(&ir, &ds).unwrap();
+    let times = [
+        2.0, 13.5, 24.5, 25.5, 27.0, 30.2, 31.0, 36.6, 37.5, 40.0, 47.0,
+    ];
+    let mut metrics: Vec<String> = times.iter().map(|t| format!("at({t})")).collect();
+    metrics.push("auc".into());
+    let end = 48.0;
+    let arm = ArmPlan {
+        name: "records with occasions".into(),
+        regimen: vpop::dosing::Regimen { lines },
+        metrics: metrics
+            .iter()
+            .map(|m| MetricSpec::new(0, "cp", Metric::parse(m).unwrap()))
+            .collect(),
+        end,
+        sample_times: Vec::new(),
+        solver: SolverOptions::default(),
+        occasions: vec![20.0],
+    };
+    // (lag, F) in the two occasions; ka, CL and V do not change.
+    let occ = [[(1.0, 1.0), (5.0, 0.5)], [(3.0, 0.8), (0.5, 1.0)]];
+    let (ka, k, v) = (1.0f64, 0.2f64, 10.0f64);
+    let columns = |o: usize| -> Vec<Vec<f64>> {
+        vec![
+            vec![ka; 2],
+            vec![k * v; 2],
+            vec![v; 2],
+            occ.iter().map(|s| s[o].0).collect(),
+            occ.iter().map(|s| s[o].1).collect(),
+        ]
+    };
+    let params = columns(0);
+    let later = vec![columns(1)];
+    let input = ChunkInput {
+        first_subject: 0,
+        n: 2,
+        params: &params,
+        amount_scale: None,
+        occasion_params: &later,
+    };
+    // The doses as (amount given, arrival): the record at 0 and its additional doses with the
+    // first occasion's lag, each with the F of its own occasion; the record at 30 with the
+    // second occasion's lag and F.
+    let doses = |s: &[(f64, f64); 2]| -> Vec<(f64, f64)> {
+        let [(lag1, f1), (lag2, f2)] = *s;
+        vec![
+            (100.0 * f1, lag1),
+            (100.0 * f1, 12.0 + lag1),
+            (100.0 * f2, 24.0 + lag1),
+            (100.0 * f2, 36.0 + lag1),
+            (50.0 * f2, 30.0 + lag2),
+        ]
+    };
+    let c = ka / (v * (ka - k));
+    let cp = |ds: &[(f64, f64)], t: f64| -> f64 {
+        ds.iter()
+            .filter(|(_, a)| *a <= t)
+            .map(|(amt, a)| amt * c * ((-k * (t - a)).exp() - (-ka * (t - a)).exp()))
+            .sum()
+    };
+    let auc = |ds: &[(f64, f64)]| -> f64 {
+        ds.iter()
+            .filter(|(_, a)| *a <= end)
+            .map(|(amt, a)| {
+                let s = end - a;
+                amt * c * ((1.0 - (-k * s).exp()) / k - (1.0 - (-ka * s).exp()) / ka)
+            })
+            .sum()
+    };
+    let want = |s: &[(f64, f64); 2]| -> Vec<f64> {
+        let d = doses(s);
+        let mut w: Vec<f64> = times.iter().map(|t| cp(&d, *t)).collect();
+        w.push(auc(&d));
+        w
+    };
+    let runs = every_backend(&model, 1e-8, 1e-4);
+    for (mut b, tol) in runs {
+        let mut a = arm.clone();
+        let f64_run = b.info().precision == Precision::F64;
+        a.solver.method = Method::Tsit5;
+        a.solver.rtol = if f64_run { 1e-10 } else { 1e-6 };
+        a.solver.atol = a.solver.rtol * 1e-2;
+        let mut out = ChunkOutput::default();
+        b.run_chunk(&a, &input, &mut out).unwrap();
+        let mut worst = 0.0f64;
+        for (i, s) in occ.iter().enumerate() {
+            assert_eq!(out.status[i], 0);
+            let w = want(s);
+            let scale = w[..times.len()].iter().fold(0.0f64, |m, x| m.max(*x));
+            for (m, w) in w.iter().enumerate() {
+                let g = out.metrics[m][i];
+                // Concentrations relative to the largest, the area relative to itself.
+                let err = (g - w).abs() / if m < times.len() { scale } else { w.abs() };
+                worst = worst.max(err);
+                assert!(
+                    err <= tol,
+                    "{} {:?} subject {i} {}: {g} vs {w}",
+                    b.info().name,
+                    b.info().precision,
+                    metrics[m]
+                );
+            }
+        }
+        println!(
+            "{} {:?}: worst {worst:.2e}",
+            b.info().name,
+            b.info().precision
+        );
+    }
+}
+
+/// The CPU reference, emulated CUDA and wgpu in f64 and f32 on `model`, each with the
+/// tolerance its results are held to (`f64_tol` for the f64 backends, `f32_tol` for f32); a
+/// backend that cannot be made says `SKIPPED` and is left out.
+fn every_backend(
+    model: &Arc<CompiledModel>,
+    f64_tol: f64,
+    f32_tol: f64,
+) -> Vec<(Box<dyn Backend>, f64)> {
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
+    let mut v: Vec<(Box<dyn Backend>, f64)> = vec![(
+        Box::new(vpop::backend::cpu::CpuBackend::new(model.clone())),
+        f64_tol,
+    )];
+    for (p, tol) in [(Precision::F64, f64_tol), (Precision::F32, f32_tol)] {
+        #[cfg(feature = "cuda")]
+        match vpop::backend::cuda::EmulatedCuda::new(model.clone(), p) {
+            Ok(b) => v.push((Box::new(b), tol)),
+            Err(e) => println!("SKIPPED: {e}"),
+        }
+        #[cfg(feature = "wgpu")]
+        match vpop::backend::wgpu::WgpuBackend::new(model.clone(), p) {
+            Ok(b) => v.push((Box::new(b), tol)),
+            Err(e) => println!("SKIPPED: {e}"),
+        }
+        let _ = (p, tol);
+    }
+    v
 }

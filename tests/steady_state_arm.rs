@@ -42,6 +42,7 @@ fn arm(administration: Administration, metrics: &[&str]) -> ArmPlan {
                 administration,
                 steady_state: true,
                 scaled: true,
+                keeps_lag: false,
             }],
         },
         metrics: metrics

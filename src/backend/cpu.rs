@@ -458,7 +458,8 @@ pub fn simulate_arm_subject(
 
 /// [`simulate_arm_subject`] for an arm with occasions: `later[k]` holds the parameters of
 /// occasion k + 2 (at least as many as `arm.occasions`). Doses take the lag, bioavailability
-/// and modelled rate of the occasion their nominal time falls in.
+/// and modelled rate of the occasion their nominal time falls in, but for the lag of a line
+/// that keeps the one of the occasion it starts in (`DoseLine::keeps_lag`).
 pub fn simulate_arm_subject_occasions(
     model: &crate::model::CompiledModel,
     params: &[f64],

@@ -101,11 +101,16 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
     // that goes on where the previous one stopped (the same dose given later, as a dataset's
     // dose records are) continues its run.
     // With occasions, a run is also of one occasion (the one the nominal times fall in: its
-    // lag, bioavailability and modelled rate hold for the whole run).
+    // lag, bioavailability and modelled rate hold for the whole run), and of one lag: a line
+    // that keeps the lag of the occasion it starts in (`DoseLine::keeps_lag`, a dataset
+    // record's additional doses) has that occasion o' in its administrations' kind where it is
+    // not theirs, 16·(o' + 1) added.
     let mut line_ends: Vec<f64> = Vec::new();
     let mut run_occasions: Vec<f64> = Vec::new();
     let occasion_of = |t: f64| arm.occasions.iter().take_while(|s| **s <= t).count();
     let mut last: Option<(&crate::dosing::DoseLine, f64)> = None;
+    // The kind of the administration before, as written.
+    let mut last_kind: Option<f64> = None;
     for line in &arm.regimen.lines {
         let (kind, value) = match line.administration {
             Administration::Bolus => (0.0, 0.0),
@@ -127,20 +132,32 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
                 && prev.scaled == line.scaled
                 && line.start >= prev_last
         });
+        let lag_occasion = occasion_of(line.start);
         for k in 0..line.count {
             let nominal = line.start + k as f64 * line.interval;
+            let occasion = occasion_of(nominal);
+            let kind = if line.keeps_lag
+                && line.administration != Administration::Reset
+                && lag_occasion != occasion
+            {
+                kind + 16.0 * (lag_occasion + 1) as f64
+            } else {
+                kind
+            };
             data.extend_from_slice(&[nominal, line.state as f64, line.amount, kind, value]);
             n_admin += 1;
-            let occasion = occasion_of(nominal) as f64;
+            let occasion = occasion as f64;
+            let same_run = (k > 0 || continues)
+                && run_occasions.last() == Some(&occasion)
+                && last_kind == Some(kind);
             match line_ends.last_mut() {
-                Some(end) if (k > 0 || continues) && run_occasions.last() == Some(&occasion) => {
-                    *end = n_admin as f64
-                }
+                Some(end) if same_run => *end = n_admin as f64,
                 _ => {
                     line_ends.push(n_admin as f64);
                     run_occasions.push(occasion);
                 }
             }
+            last_kind = Some(kind);
         }
         if line.count > 0 {
             last = Some((line, line.start + (line.count - 1) as f64 * line.interval));
@@ -865,6 +882,7 @@ mod tests {
                 lines: vec![DoseLine {
                     steady_state: false,
                     scaled: false,
+                    keeps_lag: false,
                     state: 1,
                     amount: 100.0,
                     start: 0.0,
@@ -890,6 +908,7 @@ mod tests {
         let line = |state, amount, start, count, administration| DoseLine {
             steady_state: false,
             scaled: false,
+            keeps_lag: false,
             state,
             amount,
             start,
@@ -924,6 +943,7 @@ mod tests {
         let line = |amount, start, count| DoseLine {
             steady_state: false,
             scaled: false,
+            keeps_lag: false,
             state: 0,
             amount,
             start,
@@ -949,6 +969,19 @@ mod tests {
         let t = occasion_table(&d, a.metrics.len());
         assert_eq!(t, d.off_metrics + 4 * SPEC_STRIDE);
         assert_eq!(&d.data[t..], &[3.0, 20.0, 36.0, 100.0, 0.0, 1.0, 2.0]);
+        // Lines that keep the lag of the occasion they start in: the doses at 24 and 36 have
+        // occasion 0's (16 added to their kind), each a run of its own; the record at 48 has
+        // its own occasion's, a run apart from the dose at 36 of the same occasion.
+        for l in &mut a.regimen.lines {
+            l.keeps_lag = true;
+        }
+        let d = arm_data(&a);
+        assert_eq!((d.n_admin, d.n_lines), (5, 4));
+        let kinds: Vec<f64> = (0..5).map(|i| d.data[i * 5 + 3]).collect();
+        assert_eq!(kinds, [0.0, 0.0, 16.0, 16.0, 0.0]);
+        assert_eq!(&d.data[25..29], &[2.0, 3.0, 4.0, 5.0]);
+        let t = occasion_table(&d, a.metrics.len());
+        assert_eq!(&d.data[t + 4..], &[0.0, 1.0, 2.0, 2.0]);
         // Without occasions the arm data end with the specs.
         let plain = arm_data(&arm());
         assert_eq!(plain.n_occ, 0);

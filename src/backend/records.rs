@@ -176,6 +176,79 @@ struct Pending {
     kind: Input,
 }
 
+impl Pending {
+    /// The order inputs are applied in: time, then class, then creation.
+    fn order(&self, o: &Pending) -> std::cmp::Ordering {
+        self.time
+            .total_cmp(&o.time)
+            .then(self.class.cmp(&o.class))
+            .then(self.seq.cmp(&o.seq))
+    }
+}
+
+// The queue of pending inputs is a min-heap in that order (`seq` makes every key distinct).
+impl PartialEq for Pending {
+    fn eq(&self, o: &Pending) -> bool {
+        self.order(o).is_eq()
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Pending) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, o: &Pending) -> std::cmp::Ordering {
+        o.order(self)
+    }
+}
+
+/// The additional doses (ADDL) of one dose record still to come: the k-th, for k from `next`
+/// to the record's ADDL, is due at the record's time + k·II. The queue of these streams is a
+/// min-heap by the time of each one's next dose, then by record, so that the doses of a record
+/// with ADDL 10⁶ are made one at a time, when due, not all at once and sorted again at every
+/// record.
+#[derive(Debug, Clone, Copy)]
+struct Additional {
+    time: f64,
+    record: usize,
+    next: u32,
+    /// The lag in force at the record, which every one of its additional doses keeps.
+    lag: f64,
+}
+
+impl Additional {
+    fn order(&self, o: &Additional) -> std::cmp::Ordering {
+        self.time
+            .total_cmp(&o.time)
+            .then(self.record.cmp(&o.record))
+    }
+}
+
+impl PartialEq for Additional {
+    fn eq(&self, o: &Additional) -> bool {
+        self.order(o).is_eq()
+    }
+}
+
+impl Eq for Additional {}
+
+impl PartialOrd for Additional {
+    fn partial_cmp(&self, o: &Additional) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Additional {
+    fn cmp(&self, o: &Additional) -> std::cmp::Ordering {
+        o.order(self)
+    }
+}
+
 fn input_class(kind: Input) -> u8 {
     match kind {
         Input::Rate(r) if r < 0.0 => 0,
@@ -352,7 +425,8 @@ struct Sim<'m, E> {
     dosing: Vec<StateDosing>,
     engine: E,
     t: f64,
-    pending: Vec<Pending>,
+    /// Inputs not yet applied, the next one on top.
+    pending: std::collections::BinaryHeap<Pending>,
     seq: u64,
 }
 
@@ -366,7 +440,7 @@ impl<'m, E: Engine> Sim<'m, E> {
             params,
             engine,
             t: f64::NEG_INFINITY,
-            pending: Vec::new(),
+            pending: std::collections::BinaryHeap::new(),
             seq: 0,
         }
     }
@@ -390,19 +464,11 @@ impl<'m, E: Engine> Sim<'m, E> {
 
     /// The next pending input due at or before `t`, removed from the queue.
     fn next_due(&mut self, t: f64) -> Option<Pending> {
-        let i = self
-            .pending
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.time <= t)
-            .min_by(|(_, a), (_, b)| {
-                a.time
-                    .total_cmp(&b.time)
-                    .then(a.class.cmp(&b.class))
-                    .then(a.seq.cmp(&b.seq))
-            })
-            .map(|(i, _)| i)?;
-        Some(self.pending.swap_remove(i))
+        if self.pending.peek()?.time <= t {
+            self.pending.pop()
+        } else {
+            None
+        }
     }
 
     /// Integrates to `t1`, applying every pending input due up to and including `t1`.
@@ -488,19 +554,27 @@ fn run_records<E: Engine>(
         set_params(&mut params, binding, r);
     }
     let mut sim = Sim::new(model, params, engine);
-    // Implicit additional doses: (time, record index, the record's lag), processed before the
-    // dataset's records at the same time.
-    let mut implicit: Vec<(f64, usize, f64)> = Vec::new();
-    let mut next_implicit = 0;
+    // Implicit additional doses, processed before the dataset's records at the same time (of
+    // several at one time, in the order of their records).
+    let mut implicit: std::collections::BinaryHeap<Additional> =
+        std::collections::BinaryHeap::new();
     let mut status = Status::Ok;
     'records: for (j, r) in subject.records.iter().enumerate() {
         // Implicit doses due up to this record's time.
-        implicit[next_implicit..].sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        while next_implicit < implicit.len() && implicit[next_implicit].0 <= r.time {
-            let (t, k, lag) = implicit[next_implicit];
-            next_implicit += 1;
-            let src = &subject.records[k];
-            let step = sim.advance(t).and_then(|_| sim.dose(src, 0, Some(lag)));
+        while let Some(a) = implicit.peek().copied().filter(|a| a.time <= r.time) {
+            implicit.pop();
+            let src = &subject.records[a.record];
+            if a.next < src.addl {
+                let next = a.next + 1;
+                implicit.push(Additional {
+                    time: src.time + f64::from(next) * src.ii,
+                    next,
+                    ..a
+                });
+            }
+            let step = sim
+                .advance(a.time)
+                .and_then(|_| sim.dose(src, 0, Some(a.lag)));
             if let Err(e) = step {
                 status = e;
                 break 'records;
@@ -525,11 +599,15 @@ fn run_records<E: Engine>(
                 // (NONMEM: "infusions in progress or pending additional doses are cancelled");
                 // a reset (EVID 3 or 4) alone keeps them.
                 if r.ss == 1 {
-                    implicit.truncate(next_implicit);
+                    implicit.clear();
                 }
-                let lag = sim.lag(r);
-                for k in 1..=r.addl {
-                    implicit.push((r.time + f64::from(k) * r.ii, j, lag));
+                if r.addl > 0 {
+                    implicit.push(Additional {
+                        time: r.time + r.ii,
+                        record: j,
+                        next: 1,
+                        lag: sim.lag(r),
+                    });
                 }
                 sim.dose(r, r.ss, None)
             }

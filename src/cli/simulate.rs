@@ -666,14 +666,12 @@ fn simulate_dataset(
             bound.join(", ")
         );
     }
-    // The dataset's columns in NONMEM's capitals, the outputs as the model declares them:
-    // the columns `vpop run` writes for a `[data]` trial.
-    let mut csv = String::from("ID,TIME,EVID");
-    for o in &model.outputs {
-        csv.push(',');
-        csv.push_str(&o.name);
-    }
-    csv.push('\n');
+    // The rows as a dataset, with --out.
+    let columns = match &args.out {
+        Some(_) => Some(OutColumns::new(model, &ds, &binding)?),
+        None => None,
+    };
+    let mut csv = columns.as_ref().map(OutColumns::header).unwrap_or_default();
     print!("{:>8} {:>12} {:>5}", "ID", "TIME", "EVID");
     for o in &model.outputs {
         print!(" {:>20}", o.name);
@@ -694,16 +692,13 @@ fn simulate_dataset(
                 crate::dosing::nonmem::Evid::ResetDose => 4,
             };
             print!("{:>8} {:>12.4} {evid:>5}", s.id, r.time);
-            // An ID read from a quoted field can hold a comma or a quote: quoted again, so
-            // that the file reads back as written.
-            let id = crate::dosing::nonmem::csv_field(&s.id);
-            csv.push_str(&format!("{id},{},{evid}", r.time));
             for col in &out.outputs {
                 print!(" {:>20.10e}", col[j]);
-                csv.push_str(&format!(",{}", col[j]));
             }
             println!();
-            csv.push('\n');
+            if let Some(c) = &columns {
+                c.row(&mut csv, &s.id, r, evid, &out.outputs, j);
+            }
         }
     }
     if let Some(path) = &args.out {
@@ -714,6 +709,134 @@ fn simulate_dataset(
         bail!("the integration failed for subjects {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The columns `--out` writes, a dataset that reads back as the records simulated: the
+/// records' columns in NONMEM's capitals (`ID`, `TIME`, `EVID`, `CMT`, `AMT`, `RATE`, `SS`,
+/// `II`, `ADDL`, `DV`), every output named as the model declares it (`cp`, as `vpop run` names
+/// a `[data]` trial's columns), then the dataset's covariate columns. Read back, the outputs
+/// are covariate columns that set nothing; a covariate column that an output takes the name of
+/// is left out (said on stderr), unless it sets a model parameter (an error).
+struct OutColumns {
+    /// The dataset's covariate columns written, by index.
+    covariates: Vec<usize>,
+    header: Vec<String>,
+}
+
+/// The records' columns `--out` writes, in order.
+const OUT_RECORD_COLUMNS: [&str; 10] = [
+    "ID", "TIME", "EVID", "CMT", "AMT", "RATE", "SS", "II", "ADDL", "DV",
+];
+
+impl OutColumns {
+    fn new(
+        model: &crate::model::Model,
+        ds: &crate::dosing::nonmem::Dataset,
+        binding: &crate::backend::records::RecordBinding,
+    ) -> anyhow::Result<OutColumns> {
+        let mut header: Vec<String> = OUT_RECORD_COLUMNS.iter().map(|c| c.to_string()).collect();
+        for o in &model.outputs {
+            // Column names are read case-insensitively: an output named like one of the
+            // records' columns (or MDV, C), or like another output but for case, would be read
+            // back as that column.
+            let lower = o.name.to_ascii_lowercase();
+            if let Some(c) = header
+                .iter()
+                .chain(&["MDV".to_string(), "C".to_string()])
+                .find(|c| c.to_ascii_lowercase() == lower)
+            {
+                bail!(
+                    "--out: the model's output '{}' has the name of the column {c} (column names \
+                     are read case-insensitively), which the file cannot hold twice: rename the \
+                     output",
+                    o.name
+                );
+            }
+            header.push(o.name.clone());
+        }
+        let mut covariates = Vec::new();
+        for (c, name) in ds.covariates.iter().enumerate() {
+            let Some(o) = model
+                .outputs
+                .iter()
+                .find(|o| o.name.to_ascii_lowercase() == *name)
+            else {
+                covariates.push(c);
+                header.push(name.to_ascii_uppercase());
+                continue;
+            };
+            if binding.param_of_covariate[c].is_some() {
+                bail!(
+                    "--out: the dataset's column {} sets a model parameter and the model's \
+                     output '{}' has its name: the file cannot hold both",
+                    name.to_ascii_uppercase(),
+                    o.name
+                );
+            }
+            eprintln!(
+                "note: --out leaves out the dataset's column {}: the output '{}' takes its name",
+                name.to_ascii_uppercase(),
+                o.name
+            );
+        }
+        Ok(OutColumns { covariates, header })
+    }
+
+    fn header(&self) -> String {
+        let mut h = self.header.join(",");
+        h.push('\n');
+        h
+    }
+
+    /// Record `r` of subject `id` with its outputs `outputs[k][j]`. A missing value, and an
+    /// output that is not a finite number (a failed subject's), are written `.`.
+    fn row(
+        &self,
+        csv: &mut String,
+        id: &str,
+        r: &crate::dosing::nonmem::Record,
+        evid: u8,
+        outputs: &[Vec<f64>],
+        j: usize,
+    ) {
+        use std::fmt::Write;
+        let num = |x: f64| {
+            if x.is_finite() {
+                x.to_string()
+            } else {
+                ".".to_string()
+            }
+        };
+        // An ID read from a quoted field can hold a comma or a quote: quoted again, so that
+        // the file reads back as written.
+        let id = crate::dosing::nonmem::csv_field(id);
+        let cmt = if r.cmt == 0 {
+            ".".to_string()
+        } else {
+            r.cmt.to_string()
+        };
+        // The items of a dose on records that give none are not written (they read as 0).
+        let dose = matches!(evid, 1 | 4);
+        let of_dose = |x: String| if dose { x } else { ".".to_string() };
+        let _ = write!(
+            csv,
+            "{id},{},{evid},{cmt},{},{},{},{},{},{}",
+            r.time,
+            of_dose(r.amt.to_string()),
+            of_dose(r.rate.to_string()),
+            of_dose(r.ss.to_string()),
+            of_dose(r.ii.to_string()),
+            of_dose(r.addl.to_string()),
+            r.dv.map_or(".".to_string(), num),
+        );
+        for col in outputs {
+            let _ = write!(csv, ",{}", num(col[j]));
+        }
+        for &c in &self.covariates {
+            let _ = write!(csv, ",{}", num(r.covariates[c]));
+        }
+        csv.push('\n');
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,13 @@ pub struct DoseLine {
     /// mg/kg): the scale multiplies it. A line without it gives `amount` as it is, whatever the
     /// subject's scale, so a fixed loading dose and per-kilogram maintenance doses share an arm.
     pub scaled: bool,
+    /// In an arm with occasions, every dose of the line has the lag of the occasion the line
+    /// starts in, as a dataset record's additional doses keep the lag in force at their record
+    /// (NONMEM: "the value of ALAGn in effect at time T applies to the dose and to all
+    /// subsequent additional doses"); their bioavailability and modelled rate or duration are
+    /// still those of their own occasion. Without it (a spec's dose line), each dose takes all
+    /// of them from the occasion its nominal time falls in.
+    pub keeps_lag: bool,
 }
 
 /// A dose resolved for a subject: the amount after scaling and bioavailability, the lag, and
@@ -295,7 +302,9 @@ impl Regimen {
     /// The schedule of a subject whose dosing parameters change between occasions:
     /// `starts[k]` is the start time of occasion k + 2 (the first occasion starts at 0) and
     /// `dosing[k]` holds occasion k + 1's lag, bioavailability, rate and duration per state. A
-    /// dose takes the values of the occasion its nominal time falls in.
+    /// dose takes the values of the occasion its nominal time falls in, but for the lag of a
+    /// line that keeps it ([`DoseLine::keeps_lag`]): the one of the occasion the line starts
+    /// in.
     pub fn schedule_occasions(
         &self,
         amount_scale: f64,
@@ -316,12 +325,18 @@ impl Regimen {
                     continue;
                 }
                 let from = events.len();
-                let occasion = starts.iter().take_while(|s| **s <= nominal).count();
-                let d = dosing
-                    .get(occasion.min(dosing.len().saturating_sub(1)))
-                    .and_then(|d| d.get(line.state))
-                    .copied()
-                    .unwrap_or_default();
+                let of_occasion_at = |t: f64| {
+                    let occasion = starts.iter().take_while(|s| **s <= t).count();
+                    dosing
+                        .get(occasion.min(dosing.len().saturating_sub(1)))
+                        .and_then(|d| d.get(line.state))
+                        .copied()
+                        .unwrap_or_default()
+                };
+                let mut d = of_occasion_at(nominal);
+                if line.keeps_lag && k > 0 {
+                    d.lag = of_occasion_at(line.start).lag;
+                }
                 dose_events(line, nominal, amount_scale, &d, &mut events)?;
                 // A reset after the dose cancels what the dose still had to give from then on.
                 let mut k = from;
@@ -464,6 +479,7 @@ impl DoseLine {
             administration: Administration::Bolus,
             steady_state: false,
             scaled: true,
+            keeps_lag: false,
         }
     }
 
@@ -479,6 +495,7 @@ impl DoseLine {
             administration: Administration::Reset,
             steady_state: false,
             scaled: false,
+            keeps_lag: false,
         }
     }
 
@@ -585,6 +602,7 @@ mod tests {
         DoseLine {
             steady_state: false,
             scaled: true,
+            keeps_lag: false,
             state: 0,
             amount: 100.0,
             start: 0.0,

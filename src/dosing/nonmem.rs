@@ -3,7 +3,8 @@
 //! Column names are case-insensitive. `ID` and `TIME` are required; `EVID`, `AMT`, `CMT`,
 //! `SS`, `II`, `ADDL`, `RATE`, `DV` and `MDV` have their NONMEM meaning; every other column is a
 //! covariate (time-varying: each record carries its value, carried forward to later times).
-//! `.`, `NA` and empty fields are missing values. Fields may be double-quoted (RFC 4180, as R's
+//! IDs are numbers where they read as finite numbers (`1`, `1.0` and `01` are one subject, as
+//! in NONMEM), text otherwise. `.`, `NA` and empty fields are missing values. Fields may be double-quoted (RFC 4180, as R's
 //! `write.csv` writes character columns). Blank lines, lines starting with `#` or `@`, and
 //! rows whose `C` column holds anything but `.`, `0` or nothing are comments; a dataset must
 //! keep at least one record. An amount or rate on a record that gives no dose is refused, as
@@ -60,6 +61,7 @@ pub struct Record {
 /// The records of one subject, in dataset order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subject {
+    /// The ID as its first record writes it.
     pub id: String,
     pub records: Vec<Record>,
 }
@@ -107,6 +109,9 @@ impl Dataset {
         let mut commented = 0;
         let mut header_line = 0;
         let mut errors: Vec<Diagnostic> = Vec::new();
+        // Subjects met so far, by ID as compared, with the ID as first written; the last one's.
+        let mut seen: std::collections::HashMap<IdKey, String> = std::collections::HashMap::new();
+        let mut last_key: Option<IdKey> = None;
         for (i, raw) in text.split('\n').enumerate() {
             let line_start = offset;
             offset += raw.len() + 1;
@@ -366,8 +371,9 @@ impl Dataset {
                     row: rows,
                 };
                 rows += 1;
+                let key = IdKey::of(&id_field);
                 match subjects.last_mut() {
-                    Some(s) if s.id == id_field => {
+                    Some(s) if last_key.as_ref() == Some(&key) => {
                         let prev = s.records.last().map_or(f64::NEG_INFINITY, |r| r.time);
                         if time < prev {
                             return Err(src.error(
@@ -381,14 +387,21 @@ impl Dataset {
                         s.records.push(record);
                     }
                     _ => {
-                        if subjects.iter().any(|s| s.id == id_field) {
+                        if let Some(first) = seen.get(&key) {
+                            let same = if *first == id_field {
+                                String::new()
+                            } else {
+                                format!(" (first written {first})")
+                            };
                             return Err(src.error(
                                 at(cols.id),
                                 format!(
-                                    "the records of subject {id_field} are not contiguous (sort the dataset by ID, then TIME)"
+                                    "the records of subject {id_field}{same} are not contiguous (sort the dataset by ID, then TIME)"
                                 ),
                             ));
                         }
+                        seen.insert(key.clone(), id_field.clone());
+                        last_key = Some(key);
                         subjects.push(Subject {
                             id: id_field,
                             records: vec![record],
@@ -429,9 +442,29 @@ impl Dataset {
         })
     }
 
-    /// The subject with this ID.
+    /// The subject with this ID, as records are grouped by it (`1.0` finds subject `1`).
     pub fn subject(&self, id: &str) -> Option<&Subject> {
-        self.subjects.iter().find(|s| s.id == id)
+        let key = IdKey::of(id.trim());
+        self.subjects.iter().find(|s| IdKey::of(&s.id) == key)
+    }
+}
+
+/// A subject's ID as records are grouped by it: NONMEM's IDs are numbers, so an ID that reads
+/// as a finite number is that number (`1`, `1.0`, `01` and `1e0` are one subject); any other ID
+/// is its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum IdKey {
+    /// The bits of the number, −0 as 0.
+    Number(u64),
+    Text(String),
+}
+
+impl IdKey {
+    fn of(id: &str) -> IdKey {
+        match id.parse::<f64>() {
+            Ok(x) if x.is_finite() => IdKey::Number(if x == 0.0 { 0 } else { x.to_bits() }),
+            _ => IdKey::Text(id.to_string()),
+        }
     }
 }
 
@@ -722,6 +755,45 @@ mod tests {
         let d = Dataset::parse("w.csv", &format!("ID,TIME\n{text}")).unwrap();
         let read: Vec<&str> = d.subjects.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(read, ids);
+    }
+
+    /// IDs that read as the same finite number are one subject, named as first written; text
+    /// IDs, and IDs that read as no finite number, are compared as text.
+    #[test]
+    fn ids_that_are_the_same_number_are_one_subject() {
+        let d = Dataset::parse(
+            "d.csv",
+            "ID,TIME\n1,0\n1.0,1\n01,2\n1e0,3\n-0,0\n0,1\nA,0\na,0\nNaN,0\nnan,0\n2,0\n",
+        )
+        .unwrap();
+        let subjects: Vec<(&str, usize)> = d
+            .subjects
+            .iter()
+            .map(|s| (s.id.as_str(), s.records.len()))
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                ("1", 4),
+                ("-0", 2),
+                ("A", 1),
+                ("a", 1),
+                ("NaN", 1),
+                ("nan", 1),
+                ("2", 1)
+            ]
+        );
+        assert_eq!(d.subject("1.000").map(|s| s.id.as_str()), Some("1"));
+        assert_eq!(d.subject(" 02 ").map(|s| s.id.as_str()), Some("2"));
+        assert!(d.subject("1.5").is_none());
+        let e = Dataset::parse("d.csv", "ID,TIME\n1,0\n2,0\n1.0,1\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "d.csv:4:1: the records of subject 1.0 (first written 1) are not contiguous (sort \
+             the dataset by ID, then TIME)"
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
         count: d.count,
         administration,
         scaled: d.per.is_some(),
+        keeps_lag: false,
     };
     crate::dosing::Regimen {
         lines: vec![line.clone()],
@@ -152,17 +153,10 @@ pub fn record_lines(
                 "a second steady-state dose (SS = 1): an arm starts at the steady state of one dose; several need a [data] trial or `vpop simulate --data`".into(),
             ));
         }
+        // A dose record's CMT is at least 1 (the dataset's check) and at most the model's
+        // states (above).
         let state = r.cmt as usize - 1;
-        let Some(st) = model.states.get(state) else {
-            return Err(at(
-                r.line,
-                format!(
-                    "CMT {} but the model has {} states",
-                    r.cmt,
-                    model.states.len()
-                ),
-            ));
-        };
+        let st = &model.states[state];
         let decl = model.dosing.get(state);
         let administration = if r.rate > 0.0 {
             Administration::InfusionRate(r.rate)
@@ -207,6 +201,9 @@ pub fn record_lines(
             count: r.addl + 1,
             administration,
             scaled: false,
+            // Its additional doses keep the lag in force at the record (NONMEM), where an
+            // arm's occasions change it.
+            keeps_lag: true,
         });
     }
     if lines

@@ -47,6 +47,7 @@ pub fn arm(m: &Model, method: Method, rtol: f64, metrics: &[String]) -> ArmPlan 
                 DoseLine {
                     steady_state: false,
                     scaled: true,
+                    keeps_lag: false,
                     state: 0,
                     amount: 50.0,
                     start: 6.0,
@@ -94,6 +95,7 @@ fn line(
     DoseLine {
         steady_state: false,
         scaled: true,
+        keeps_lag: false,
         state,
         amount,
         start,
