@@ -163,6 +163,11 @@ fn unsupported_records_are_refused_with_their_line() {
             "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,1\n1,12,3,.,.,.,.\n",
             "regimen.csv:2:1: a dose due at TIME 12, before the reset on line 3",
         ),
+        // The 500 000th of a million additional doses.
+        (
+            "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,0.5,1000000\n1,250000,3,.,.,.,.\n",
+            "regimen.csv:2:1: a dose due at TIME 250000, before the reset on line 3",
+        ),
     ];
     for (i, (records, want)) in cases.iter().enumerate() {
         std::fs::write(dir.join("regimen.csv"), records).unwrap();

@@ -2568,7 +2568,7 @@ fn times_too_fine_for_f32_are_noted() {
 /// times.
 #[test]
 fn windowed_metrics_late_in_a_long_run_are_noted_for_f32() {
-    assert!(trial().f32_window_note().is_none());
+    assert!(trial().f32_time_above_note().is_none());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let year = SPEC
         .replace("end = 48", "end = 8760")
@@ -2579,7 +2579,11 @@ fn windowed_metrics_late_in_a_long_run_are_noted_for_f32() {
         );
     // Areas over windows are sums of the areas between stops: no note.
     let t = Trial::from_text(&root.join("spec.toml"), &year).unwrap();
-    assert!(t.f32_window_note().is_none(), "{:?}", t.f32_window_note());
+    assert!(
+        t.f32_time_above_note().is_none(),
+        "{:?}",
+        t.f32_time_above_note()
+    );
     // A time above over the last interval of the year places its crossings to f32's time
     // resolution at 8760.
     let above = year.replace(
@@ -2587,7 +2591,7 @@ fn windowed_metrics_late_in_a_long_run_are_noted_for_f32() {
         "\"time_above(1.0)\", \"time_above_last_interval(1.0)\"",
     );
     let t = Trial::from_text(&root.join("spec.toml"), &above).unwrap();
-    let note = t.f32_window_note().expect("no note");
+    let note = t.f32_time_above_note().expect("no note");
     assert!(
         note.contains("cp_time_above_1_last_interval over [8748, 8760]")
             && note.contains("relative errors of about 2e-4"),

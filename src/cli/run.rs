@@ -492,7 +492,7 @@ fn f32_time_line(trial: &crate::trial::Trial) {
     if !f32_gpu {
         return;
     }
-    for w in [trial.f32_time_note(), trial.f32_window_note()]
+    for w in [trial.f32_time_note(), trial.f32_time_above_note()]
         .into_iter()
         .flatten()
     {
@@ -643,7 +643,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         report.backend.name, report.backend.device, report.backend_reason
     );
     if report.backend.precision == crate::backend::Precision::F32 {
-        for w in [trial.f32_time_note(), trial.f32_window_note()]
+        for w in [trial.f32_time_note(), trial.f32_time_above_note()]
             .into_iter()
             .flatten()
         {

@@ -246,9 +246,19 @@ pub fn record_lines(
         .map(|r| (r.time, r.line))
         .collect();
     for r in subject.records.iter().filter(|r| r.evid == Evid::Dose) {
+        // Whether one of the record's additional doses, due at TIME + k·II, falls on t: the
+        // k nearest (t − TIME) / II and its neighbours, as rounding may have it (not every
+        // k, which a record with ADDL 1e6 would make slow).
+        let additional_at = |t: f64| {
+            let k = ((t - r.time) / r.ii).round();
+            r.ii > 0.0
+                && k.is_finite()
+                && [k - 1.0, k, k + 1.0]
+                    .iter()
+                    .any(|&k| k >= 1.0 && k <= f64::from(r.addl) && r.time + k * r.ii == t)
+        };
         let before = |&(t, line): &(f64, usize)| {
-            (t == r.time && line > r.line)
-                || (1..=r.addl).any(|k| r.time + f64::from(k) * r.ii == t)
+            (t == r.time && line > r.line) || (r.addl > 0 && additional_at(t))
         };
         if let Some((t, line)) = resets.iter().find(|x| before(x)) {
             return Err(at(

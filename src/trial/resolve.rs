@@ -258,7 +258,7 @@ impl Trial {
     /// note for the worst metric where that passes 1e-5. Areas and averages over windows are
     /// sums of the areas between stopping points, which keep their digits at any time. `None`
     /// for a `[data]` trial (its metrics are records).
-    pub fn f32_window_note(&self) -> Option<String> {
+    pub fn f32_time_above_note(&self) -> Option<String> {
         let mut worst: Option<(f64, String, f64, f64)> = None;
         for arm in &self.arms {
             let p = &arm.plan;
