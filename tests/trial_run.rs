@@ -2212,11 +2212,16 @@ fn several_integration_threads_write_the_files_of_one() {
     let threads: std::collections::HashSet<_> = one_calls.lock().unwrap().iter().copied().collect();
     assert_eq!(threads.len(), 1);
     // A sibling that fails to open: an error when asked for, one thread fewer by default.
-    let (asked, _) = run("threads-asked", Some(3), 1, &Calls::default());
+    let (asked, asked_dir) = run("threads-asked", Some(3), 1, &Calls::default());
     let err = asked.unwrap_err();
     assert!(
         err.contains("integration thread 3") && err.contains("out of device memory"),
         "{err}"
+    );
+    // Found before anything is written: no manifest of a run that never started.
+    assert!(
+        !asked_dir.join("_manifest.json").exists(),
+        "a run that could not start its threads left a manifest"
     );
     let (fewer, fewer_dir) = run("threads-fewer", None, 1, &Calls::default());
     let fewer = fewer.unwrap();

@@ -176,37 +176,6 @@ struct Pending {
     kind: Input,
 }
 
-impl Pending {
-    /// The order inputs are applied in: time, then class, then creation.
-    fn order(&self, o: &Pending) -> std::cmp::Ordering {
-        self.time
-            .total_cmp(&o.time)
-            .then(self.class.cmp(&o.class))
-            .then(self.seq.cmp(&o.seq))
-    }
-}
-
-// The queue of pending inputs is a min-heap in that order (`seq` makes every key distinct).
-impl PartialEq for Pending {
-    fn eq(&self, o: &Pending) -> bool {
-        self.order(o).is_eq()
-    }
-}
-
-impl Eq for Pending {}
-
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Pending) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-impl Ord for Pending {
-    fn cmp(&self, o: &Pending) -> std::cmp::Ordering {
-        o.order(self)
-    }
-}
-
 /// The additional doses (ADDL) of one dose record still to come: the k-th, for k from `next`
 /// to the record's ADDL, is due at the record's time + k·II. The queue of these streams is a
 /// min-heap by the time of each one's next dose, then by record, so that the doses of a record
@@ -221,7 +190,23 @@ struct Additional {
     lag: f64,
 }
 
-impl Additional {
+/// What a queue holds in [`Earliest`]: an order of its items (every two distinct).
+trait QueueOrder {
+    fn order(&self, o: &Self) -> std::cmp::Ordering;
+}
+
+/// The order inputs are applied in: time, then class, then creation.
+impl QueueOrder for Pending {
+    fn order(&self, o: &Pending) -> std::cmp::Ordering {
+        self.time
+            .total_cmp(&o.time)
+            .then(self.class.cmp(&o.class))
+            .then(self.seq.cmp(&o.seq))
+    }
+}
+
+/// The order additional doses are made in: time, then record.
+impl QueueOrder for Additional {
     fn order(&self, o: &Additional) -> std::cmp::Ordering {
         self.time
             .total_cmp(&o.time)
@@ -229,23 +214,27 @@ impl Additional {
     }
 }
 
-impl PartialEq for Additional {
-    fn eq(&self, o: &Additional) -> bool {
-        self.order(o).is_eq()
+/// An item of a `BinaryHeap` that is a min-heap in its [`QueueOrder`]: the earliest on top.
+#[derive(Debug, Clone, Copy)]
+struct Earliest<T>(T);
+
+impl<T: QueueOrder> PartialEq for Earliest<T> {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.order(&o.0).is_eq()
     }
 }
 
-impl Eq for Additional {}
+impl<T: QueueOrder> Eq for Earliest<T> {}
 
-impl PartialOrd for Additional {
-    fn partial_cmp(&self, o: &Additional) -> Option<std::cmp::Ordering> {
+impl<T: QueueOrder> PartialOrd for Earliest<T> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
     }
 }
 
-impl Ord for Additional {
-    fn cmp(&self, o: &Additional) -> std::cmp::Ordering {
-        o.order(self)
+impl<T: QueueOrder> Ord for Earliest<T> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.order(&self.0)
     }
 }
 
@@ -426,7 +415,7 @@ struct Sim<'m, E> {
     engine: E,
     t: f64,
     /// Inputs not yet applied, the next one on top.
-    pending: std::collections::BinaryHeap<Pending>,
+    pending: std::collections::BinaryHeap<Earliest<Pending>>,
     seq: u64,
 }
 
@@ -453,19 +442,19 @@ impl<'m, E: Engine> Sim<'m, E> {
 
     fn push(&mut self, time: f64, state: usize, kind: Input) {
         self.seq += 1;
-        self.pending.push(Pending {
+        self.pending.push(Earliest(Pending {
             time,
             class: input_class(kind),
             seq: self.seq,
             state,
             kind,
-        });
+        }));
     }
 
     /// The next pending input due at or before `t`, removed from the queue.
     fn next_due(&mut self, t: f64) -> Option<Pending> {
-        if self.pending.peek()?.time <= t {
-            self.pending.pop()
+        if self.pending.peek()?.0.time <= t {
+            self.pending.pop().map(|Earliest(p)| p)
         } else {
             None
         }
@@ -556,21 +545,21 @@ fn run_records<E: Engine>(
     let mut sim = Sim::new(model, params, engine);
     // Implicit additional doses, processed before the dataset's records at the same time (of
     // several at one time, in the order of their records).
-    let mut implicit: std::collections::BinaryHeap<Additional> =
+    let mut implicit: std::collections::BinaryHeap<Earliest<Additional>> =
         std::collections::BinaryHeap::new();
     let mut status = Status::Ok;
     'records: for (j, r) in subject.records.iter().enumerate() {
         // Implicit doses due up to this record's time.
-        while let Some(a) = implicit.peek().copied().filter(|a| a.time <= r.time) {
+        while let Some(Earliest(a)) = implicit.peek().copied().filter(|a| a.0.time <= r.time) {
             implicit.pop();
             let src = &subject.records[a.record];
             if a.next < src.addl {
                 let next = a.next + 1;
-                implicit.push(Additional {
+                implicit.push(Earliest(Additional {
                     time: src.time + f64::from(next) * src.ii,
                     next,
                     ..a
-                });
+                }));
             }
             let step = sim
                 .advance(a.time)
@@ -602,12 +591,12 @@ fn run_records<E: Engine>(
                     implicit.clear();
                 }
                 if r.addl > 0 {
-                    implicit.push(Additional {
+                    implicit.push(Earliest(Additional {
                         time: r.time + r.ii,
                         record: j,
                         next: 1,
                         lag: sim.lag(r),
-                    });
+                    }));
                 }
                 sim.dose(r, r.ss, None)
             }

@@ -338,14 +338,14 @@ impl Regimen {
                     d.lag = of_occasion_at(line.start).lag;
                 }
                 dose_events(line, nominal, amount_scale, &d, &mut events)?;
-                // A reset after the dose cancels what the dose still had to give from then on.
-                let mut k = from;
-                while k < events.len() {
-                    if resets.iter().any(|r| nominal < *r && *r <= events[k].time) {
-                        events.remove(k);
-                    } else {
-                        k += 1;
-                    }
+                // The first reset after the dose (`resets` is sorted) cancels what the dose
+                // still had to give from then on.
+                if let Some(&reset) = resets.get(resets.partition_point(|r| *r <= nominal)) {
+                    let mut i = 0;
+                    events.retain(|e| {
+                        i += 1;
+                        i <= from || e.time < reset
+                    });
                 }
             }
         }

@@ -62,9 +62,6 @@ pub struct Integrator {
     ln_err_prev: f64,
     /// [`ln_err_floor`], computed once.
     ln_err_floor: f64,
-    /// The latest time the system is evaluated at in the current segment: the left limit of
-    /// its end ([`super::left_of`]).
-    t_left: f64,
 }
 
 impl Integrator {
@@ -109,7 +106,6 @@ impl Integrator {
             scale_base: v(),
             ln_err_prev: ln_err_floor(),
             ln_err_floor: ln_err_floor(),
-            t_left: f64::INFINITY,
         }
     }
 
@@ -156,12 +152,16 @@ impl Integrator {
         if t1 <= t0 {
             return Status::Ok;
         }
-        self.t_left = super::left_of(t1);
         sys.rhs(t0, y, &mut self.f0);
         stats.rhs_evals += 1;
         if !all_finite(y) || !all_finite(&self.f0) {
             return Status::NonFinite;
         }
+        // Every later evaluation of the segment is at most the left limit of its end.
+        let sys = &mut LeftLimited {
+            sys,
+            t_left: super::left_of(t1),
+        };
         if self.method == Method::Rk4 {
             return self.integrate_rk4(sys, t0, t1, y, opts, obs, stats);
         }
@@ -252,7 +252,7 @@ impl Integrator {
                 // Accept.
                 let t_new = if last { t1 } else { t + step };
                 if self.method == Method::Rodas4 {
-                    sys.rhs(t_new.min(self.t_left), &self.y1, &mut self.f1);
+                    sys.rhs(t_new, &self.y1, &mut self.f1);
                     stats.rhs_evals += 1;
                 }
                 if !all_finite(&self.f1) {
@@ -342,12 +342,12 @@ impl Integrator {
                     self.tmp[j] = y[j] + h * RK4_C[s] * self.k[(s - 1) * n + j];
                 }
                 let (ks, tmp) = (&mut self.k[s * n..(s + 1) * n], &self.tmp);
-                sys.rhs((t + RK4_C[s] * h).min(self.t_left), tmp, ks);
+                sys.rhs(t + RK4_C[s] * h, tmp, ks);
             }
             for j in 0..n {
                 self.y1[j] = y[j] + h * (0..4).map(|s| RK4_B[s] * self.k[s * n + j]).sum::<f64>();
             }
-            sys.rhs(t_new.min(self.t_left), &self.y1, &mut self.f1);
+            sys.rhs(t_new, &self.y1, &mut self.f1);
             stats.rhs_evals += 4;
             if !all_finite(&self.y1) || !all_finite(&self.f1) {
                 return Status::NonFinite;
@@ -401,7 +401,7 @@ impl Integrator {
         for j in 0..self.dim {
             self.tmp[j] = y[j] + h0 * self.f0[j];
         }
-        sys.rhs((t0 + h0).min(self.t_left), &self.tmp, &mut self.f1);
+        sys.rhs(t0 + h0, &self.tmp, &mut self.f1);
         stats.rhs_evals += 1;
         let d2 = ((0..self.dim)
             .map(|j| ((self.f1[j] - self.f0[j]) / sc(size(j))).powi(2))
@@ -463,7 +463,6 @@ impl Integrator {
         e: &[f64; 7],
     ) {
         let y = &y[..n];
-        let t_left = self.t_left;
         let k = &mut self.k[..7 * n];
         let tmp = &mut self.tmp[..n];
         k[..n].copy_from_slice(&self.f0[..n]);
@@ -479,7 +478,7 @@ impl Integrator {
             for (v, yj) in tmp.iter_mut().zip(y) {
                 *v = yj + h * *v;
             }
-            sys.rhs((t + c[s] * h).min(t_left), tmp, &mut rest[..n]);
+            sys.rhs(t + c[s] * h, tmp, &mut rest[..n]);
         }
         self.y1[..n].copy_from_slice(tmp);
         self.f1[..n].copy_from_slice(&k[6 * n..]);
@@ -550,7 +549,7 @@ impl Integrator {
             self.tmp[j] = y[j] + 0.5 * h * self.k[j];
         }
         // F1 kept in `err` until needed.
-        sys.rhs((t + 0.5 * h).min(self.t_left), &self.tmp, &mut self.err);
+        sys.rhs(t + 0.5 * h, &self.tmp, &mut self.err);
         // k2 = W⁻¹ (F1 − k1) + k1
         for j in 0..n {
             self.k[n + j] = self.err[j] - self.k[j];
@@ -560,7 +559,7 @@ impl Integrator {
             self.k[n + j] += self.k[j];
             self.y1[j] = y[j] + h * self.k[n + j];
         }
-        sys.rhs((t + h).min(self.t_left), &self.y1, &mut self.f1);
+        sys.rhs(t + h, &self.y1, &mut self.f1);
         stats.rhs_evals += 2;
         // k3 = W⁻¹ (F2 − e32 (k2 − F1) − 2 (k1 − F0) + h d T)
         for j in 0..n {
@@ -602,7 +601,7 @@ impl Integrator {
                     terms[r] = (RODAS4_A[s][r], kr);
                 }
                 combination(y1, |j| y[j], &terms[..s.min(5)]);
-                sys.rhs((t + RODAS4_C[s] * h).min(self.t_left), y1, &mut self.tmp);
+                sys.rhs(t + RODAS4_C[s] * h, y1, &mut self.tmp);
                 stats.rhs_evals += 1;
             }
             let hd = h * RODAS4_D[s];
@@ -633,11 +632,7 @@ impl Integrator {
                 let (d0, d1) = (self.dense[0][j], self.dense[1][j]);
                 self.f1[j] = (p.u[0] * y[j] + p.u[1] * self.y1[j]) + (p.u[2] * d0 + p.u[3] * d1);
             }
-            sys.rhs(
-                (t + p.theta * h).min(self.t_left),
-                &self.f1[..n],
-                &mut self.tmp[..n],
-            );
+            sys.rhs(t + p.theta * h, &self.f1[..n], &mut self.tmp[..n]);
             stats.rhs_evals += 1;
             for j in 0..n {
                 let (d0, d1) = (self.dense[0][j], self.dense[1][j]);
@@ -1025,6 +1020,42 @@ impl DenseOutput for StepView<'_> {
         if th == 1.0 {
             out.copy_from_slice(y1);
         }
+    }
+}
+
+/// The system as a segment's steps see it: the right-hand side is evaluated at no time later
+/// than `t_left`, the left limit of the segment's end ([`super::left_of`]), so that a jump at a
+/// stopping point belongs to the next segment (as in the kernels' `do_step`, whose stages
+/// take `min(t, tl)`). The Jacobian and ∂f/∂t are taken at a step's start, inside the segment.
+struct LeftLimited<'a, S: ?Sized> {
+    sys: &'a mut S,
+    t_left: f64,
+}
+
+impl<S: OdeSystem + ?Sized> OdeSystem for LeftLimited<'_, S> {
+    #[inline(always)]
+    fn dim(&self) -> usize {
+        self.sys.dim()
+    }
+    #[inline(always)]
+    fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
+        self.sys.rhs(t.min(self.t_left), y, dy)
+    }
+    #[inline(always)]
+    fn jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]) {
+        self.sys.jacobian(t, y, jac)
+    }
+    #[inline(always)]
+    fn dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        self.sys.dfdt(t, y, out)
+    }
+    #[inline(always)]
+    fn jacobian_pattern(&self) -> Option<&[bool]> {
+        self.sys.jacobian_pattern()
+    }
+    #[inline(always)]
+    fn jacobian_nonzeros(&mut self, t: f64, y: &[f64], vals: &mut [f64]) -> bool {
+        self.sys.jacobian_nonzeros(t, y, vals)
     }
 }
 

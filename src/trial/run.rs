@@ -738,6 +738,34 @@ pub fn run_trial_on(
     let n_chunks = subjects.div_ceil(chunk);
     let layout = layout(trial);
     let arm_names: Vec<String> = trial.arms.iter().map(|a| a.plan.name.clone()).collect();
+    // Host threads driving the backend: its default, or as asked; each with an instance of
+    // its own, made before anything is written (a run that cannot make them leaves no
+    // manifest).
+    let wanted = opts
+        .integrators
+        .unwrap_or_else(|| backend.integrators())
+        .clamp(1, MAX_INTEGRATORS);
+    let mut backends = vec![backend];
+    let mut fewer_integrators = opts
+        .integrators
+        .filter(|n| *n > MAX_INTEGRATORS)
+        .map(|_| format!("at most {MAX_INTEGRATORS}"));
+    while backends.len() < wanted {
+        match backends[0].sibling() {
+            Some(Ok(b)) => backends.push(b),
+            Some(Err(e)) if opts.integrators.is_some() => {
+                return Err(format!("integration thread {}: {e}", backends.len() + 1))
+            }
+            Some(Err(_)) => break,
+            None => {
+                if opts.integrators.is_some() {
+                    fewer_integrators = Some(backends[0].no_sibling().to_string());
+                }
+                break;
+            }
+        }
+    }
+    let n_integrators = backends.len();
     let (mut writer, done) = DatasetWriter::open(
         &dir,
         identity,
@@ -781,37 +809,10 @@ pub fn run_trial_on(
     let amount_per: Vec<Option<usize>> = trial.arms.iter().map(|a| a.amount_per).collect();
     // Consecutive chunks are merged into calls of up to the backend's preferred size; the
     // sampler runs that many chunks ahead.
-    let batch = backend.preferred_batch().max(1);
+    let batch = backends[0].preferred_batch().max(1);
     let fit = (PARAM_BUDGET / (chunk * param_bytes(trial))).max(1);
     let per_call = (batch as u64).div_ceil(chunk).min(fit).clamp(1, 256) as usize;
     let mut tally = Tally::new(trial);
-    // Host threads driving the backend: its default, or as asked; each with an instance of
-    // its own.
-    let wanted = opts
-        .integrators
-        .unwrap_or_else(|| backend.integrators())
-        .clamp(1, MAX_INTEGRATORS);
-    let mut backends = vec![backend];
-    let mut fewer_integrators = opts
-        .integrators
-        .filter(|n| *n > MAX_INTEGRATORS)
-        .map(|_| format!("at most {MAX_INTEGRATORS}"));
-    while backends.len() < wanted {
-        match backends[0].sibling() {
-            Some(Ok(b)) => backends.push(b),
-            Some(Err(e)) if opts.integrators.is_some() => {
-                return Err(format!("integration thread {}: {e}", backends.len() + 1))
-            }
-            Some(Err(_)) => break,
-            None => {
-                if opts.integrators.is_some() {
-                    fewer_integrators = Some(backends[0].no_sibling().to_string());
-                }
-                break;
-            }
-        }
-    }
-    let n_integrators = backends.len();
     let t_pipeline = Instant::now();
     let startup = t_pipeline.duration_since(start);
     // Set by an integration thread that fails, so that the others stop too.
