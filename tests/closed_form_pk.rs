@@ -962,7 +962,7 @@ fn a_simulation_file_takes_a_dose_and_an_array_of_times() {
         (
             "word.toml",
             format!("{body}times = [6, \"a\"]\n"),
-            "word.toml:7:13: invalid type: string \"a\", expected f64",
+            "word.toml:7:13: invalid type: string \"a\", expected a number",
         ),
         (
             "gut.toml",

@@ -319,6 +319,15 @@ fn bad_files_are_located_errors() {
             "covariate 'sex': target `freq` names 'Female', not among its levels (male, female)",
         ),
         ("sd = 10", "sd = 10\ntarget = { freq = { a = 1 } }", 11, "a target's `freq` is for a categorical"),
+        // A value that is neither a number nor an expression says what is expected.
+        (
+            "cl = \"2 * (wt / 70)^0.75 * exp(eta_cl)\"",
+            "cl = { typical = 2, omega = 0.3 }",
+            13,
+            "invalid type: map, expected a number or an expression in quotes, such as 30 or",
+        ),
+        ("sd = 10", "sd = true", 10, "expected a number or an expression in quotes"),
+        ("variance = [0.09, 0.04]", "variance = [0.09, \"a\"]", 17, "expected a number"),
     ] {
         let text = GOOD.replace(from, to);
         assert_ne!(text, GOOD, "{from}");
@@ -1382,4 +1391,21 @@ fn labels_and_names_that_expressions_cannot_use_are_located_errors() {
         };
         assert!(err.contains(want), "{to}\nwant {want}\ngot  {err}");
     }
+}
+
+/// The `[population]` table may be left out: the population is then named after its file,
+/// and samples exactly as it does with the table.
+#[test]
+fn a_file_without_its_header_is_named_after_the_file() {
+    let bare = GOOD.replace("[population]\nname = \"t\"\n", "");
+    assert_ne!(bare, GOOD);
+    let named = Population::parse("t.toml", GOOD).unwrap();
+    let unnamed = Population::parse("dir/my_population.toml", &bare).unwrap();
+    assert_eq!(named.name, "t");
+    assert_eq!(unnamed.name, "my_population");
+    let (mut a, mut b) = (SampledChunk::default(), SampledChunk::default());
+    named.sample(11, 0, 500, &mut a);
+    unnamed.sample(11, 0, 500, &mut b);
+    assert_eq!(a.parameters, b.parameters);
+    assert_eq!(a.covariates, b.covariates);
 }

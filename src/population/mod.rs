@@ -28,11 +28,40 @@ use dist::{cholesky_psd, interp, level_at_least, level_at_most, truncated_std_no
 use rng::{subject_rng, Stream};
 
 /// A number or an expression string.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 enum Value {
     Num(f64),
     Expr(String),
+}
+
+/// What a file that holds neither is told (a table such as `{ typical = 1.5, omega = 0.3 }`
+/// included): what is expected, with an example.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a number or an expression in quotes, such as 30 or \"30 * (wt / 70) * \
+                     exp(eta_v1)\" (the variability of an eta is given in an [[omega]] block)",
+                )
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<Value, E> {
+                Ok(Value::Num(x))
+            }
+            fn visit_i64<E>(self, x: i64) -> Result<Value, E> {
+                Ok(Value::Num(x as f64))
+            }
+            fn visit_u64<E>(self, x: u64) -> Result<Value, E> {
+                Ok(Value::Num(x as f64))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+                Ok(Value::Expr(s.to_string()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,7 +169,9 @@ struct Header {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSpec {
-    population: Header,
+    /// Optional: the name is then the file's own (its stem).
+    #[serde(default)]
+    population: Option<Header>,
     #[serde(default)]
     covariates: indexmap::IndexMap<String, Spanned<CovariateSpec>>,
     #[serde(default)]
@@ -402,7 +433,7 @@ impl Population {
                 .span()
                 .map(|r| Span::new(r.start, r.end))
                 .unwrap_or_default();
-            src.error(span, e.message().trim().to_string())
+            src.error(span, crate::trial::spec::toml_message(&e))
         })?;
         Builder {
             src: &src,
@@ -1729,9 +1760,16 @@ impl Builder<'_> {
         let param_varies = depends_on_slots(&param_program, &iov_slots);
         let nc_slots = covariates.len() + eta_names.len();
         let (cov_exec, cov_parts) = compile_covariates(&covariates, nc_slots);
+        let header = spec.population.unwrap_or_else(|| Header {
+            name: Path::new(&src.name)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            description: String::new(),
+        });
         Ok(Population {
-            name: spec.population.name,
-            description: spec.population.description,
+            name: header.name,
+            description: header.description,
             source: src.clone(),
             cov_exec,
             cov_parts,

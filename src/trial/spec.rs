@@ -279,7 +279,27 @@ pub fn toml_error(src: &SourceFile, e: &toml::de::Error) -> Diagnostic {
         .span()
         .map(|r| Span::new(r.start, r.end))
         .unwrap_or_default();
-    src.error(span, e.message().trim().to_string())
+    src.error(span, toml_message(e))
+}
+
+/// A toml deserialisation error's message, with Rust's names of number types in words
+/// (`expected f64` is `expected a number`).
+pub fn toml_message(e: &toml::de::Error) -> String {
+    let mut m = e.message().trim().to_string();
+    for (rust, words) in [
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected u64", "expected a whole number ≥ 0"),
+        ("expected u32", "expected a whole number ≥ 0"),
+        ("expected usize", "expected a whole number ≥ 0"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+    ] {
+        if let Some(rest) = m.strip_suffix(rust) {
+            m = format!("{rest}{words}");
+        }
+    }
+    m
 }
 
 /// Parses a dose given on the command line as `key=value` pairs separated by commas, e.g.
@@ -316,12 +336,33 @@ pub fn parse_dose_arg(text: &str) -> Result<DoseSpec, String> {
         }
     }
     DoseSpec::deserialize(toml::Value::Table(table))
-        .map_err(|e| format!("dose '{text}': {}", e.message()))
+        .map_err(|e| format!("dose '{text}': {}", toml_message(&e)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Type errors name what is expected in words, not as Rust's number types.
+    #[test]
+    fn type_errors_say_what_is_expected_in_words() {
+        let err = |t: &str| parse_dose_arg(t).unwrap_err();
+        assert_eq!(
+            err("amount=abc,into=depot"),
+            "dose 'amount=abc,into=depot': invalid type: string \"abc\", expected a number"
+        );
+        assert_eq!(
+            err("amount=1,into=depot,count=-1"),
+            "dose 'amount=1,into=depot,count=-1': invalid value: integer `-1`, expected a whole \
+             number ≥ 0"
+        );
+        let src = SourceFile::new("s.toml", "[trial]\nsubjects = -3\n");
+        let d = parse_spec(&src).unwrap_err().to_string();
+        assert!(
+            d.contains("s.toml:2:12") && d.ends_with("expected a whole number ≥ 0"),
+            "{d}"
+        );
+    }
 
     const QUICKSTART: &str = r#"
 [trial]
