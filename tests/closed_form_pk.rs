@@ -619,35 +619,23 @@ fn a_failing_subject_is_flagged_and_yields_nan() {
     assert!(got.iter().all(|v| v.is_nan()));
 }
 
-/// What `vpop simulate ARGS` prints; it must succeed.
-fn vpop_simulate(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-        .arg("simulate")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The command a new user runs: `vpop simulate` on the library's two_cmt_oral model prints AUC,
 /// Cmax and Tmax equal to the closed form.
 #[test]
 fn vpop_simulate_on_the_library_model_matches_the_closed_form() {
     let case = &cases()[6];
-    let text = vpop_simulate(&[
-        "two_cmt_oral",
-        "--dose",
-        "amount=100,into=depot,every=12,count=14",
-        "--end",
-        "168",
-        "--metrics",
-        "auc,cmax,tmax,ctrough",
-    ]);
+    let text = common::simulate_ok(
+        None,
+        &[
+            "two_cmt_oral",
+            "--dose",
+            "amount=100,into=depot,every=12,count=14",
+            "--end",
+            "168",
+            "--metrics",
+            "auc,cmax,tmax,ctrough",
+        ],
+    );
     let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
     for (column, metric) in [
         ("cp_auc", "auc"),
@@ -672,10 +660,13 @@ fn vpop_simulate_on_the_library_model_matches_the_closed_form() {
 /// interval equals dose / CL (a property of linear kinetics).
 #[test]
 fn simulation_files_run_and_reach_the_steady_state_identity() {
-    let text = vpop_simulate(&[concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/one_subject.toml"
-    )]);
+    let text = common::simulate_ok(
+        None,
+        &[concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/one_subject.toml"
+        )],
+    );
     let line = text
         .lines()
         .find(|l| l.starts_with("cp_auc_last_interval"))
@@ -691,16 +682,7 @@ fn simulation_files_run_and_reach_the_steady_state_identity() {
 /// past it (where the value would be NaN).
 #[test]
 fn vpop_simulate_refuses_what_it_would_ignore() {
-    let vpop = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .arg("simulate")
-            .args(args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let vpop = |args: &[&str]| common::simulate_text(args);
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/one_subject.toml");
     let bolus = "amount=100,into=central";
     for (args, fragment) in [
@@ -873,9 +855,9 @@ fn time_above_in_the_last_interval_is_the_closed_form() {
 /// [48, 60] cp falls from C0 = 2·Σ_j exp(−1.2 j), above 1 for ln(C0)/0.1.
 #[test]
 fn vpop_simulate_gives_the_time_above_in_the_last_interval() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-        .args([
-            "simulate",
+    let out = common::simulate_in(
+        None,
+        &[
             "one_cmt_iv",
             "--dose",
             "amount=100,into=central,every=12,count=5",
@@ -885,9 +867,8 @@ fn vpop_simulate_gives_the_time_above_in_the_last_interval() {
             "1e-10",
             "--metrics",
             "time_above_last_interval(1),time_above(1, 48, 60)",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     let value = |column: &str| -> f64 {
@@ -915,14 +896,7 @@ fn a_simulation_file_takes_a_dose_and_an_array_of_times() {
     let run = |name: &str, text: &str| {
         let file = dir.join(name);
         std::fs::write(&file, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .arg("simulate")
-            .arg(&file)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
+        common::simulate_text(&[&file])
     };
     let body = "model = \"one_cmt_iv\"\ndose = { amount = 100, into = \"central\" }\n\
                 doses = [{ amount = 50, into = \"central\", start = 12 }]\nend = 24\n\
@@ -1038,15 +1012,18 @@ fn zero_doses_over_a_duration_give_nothing() {
 /// the values 0.1 h earlier, as at 12 h and 36 h.
 #[test]
 fn a_decimal_grid_falls_on_the_dose_times() {
-    let text = vpop_simulate(&[
-        "one_cmt_iv",
-        "--dose",
-        "amount=100,into=central,every=12,count=5",
-        "--end",
-        "60",
-        "--times",
-        "0.1:48:0.1",
-    ]);
+    let text = common::simulate_ok(
+        None,
+        &[
+            "one_cmt_iv",
+            "--dose",
+            "amount=100,into=central,every=12,count=5",
+            "--end",
+            "60",
+            "--times",
+            "0.1:48:0.1",
+        ],
+    );
     let value = |t: &str| -> f64 {
         let line = text
             .lines()

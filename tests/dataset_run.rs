@@ -551,14 +551,8 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
     )
     .unwrap();
     let pred = dir.join("pred.csv");
-    let vpop = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let vpop = |args: &[&std::ffi::OsStr]| common::simulate_in(None, args);
     let out = vpop(&[
-        "simulate".as_ref(),
         "one_cmt_iv".as_ref(),
         "--data".as_ref(),
         data.as_os_str(),
@@ -618,7 +612,6 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
     .unwrap();
     let pred_quoted = dir.join("pred_quoted.csv");
     let out = vpop(&[
-        "simulate".as_ref(),
         "one_cmt_iv".as_ref(),
         "--data".as_ref(),
         quoted.as_os_str(),
@@ -661,12 +654,7 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
         ),
     ] {
         std::fs::write(&data, records).unwrap();
-        let out = vpop(&[
-            "simulate".as_ref(),
-            "one_cmt_iv".as_ref(),
-            "--data".as_ref(),
-            data.as_os_str(),
-        ]);
+        let out = vpop(&["one_cmt_iv".as_ref(), "--data".as_ref(), data.as_os_str()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(want), "{want}\n{err}");
         assert!(out.stdout.is_empty());
@@ -677,12 +665,7 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
         "ID,TIME,EVID,AMT,RATE,CMT\n1,0,1,100,.,1\n1,1,0,.,.,1\n1,6,0,.,.,1\n1,12,1,100,20,2\n",
     )
     .unwrap();
-    let out = vpop(&[
-        "simulate".as_ref(),
-        "one_cmt_iv".as_ref(),
-        "--data".as_ref(),
-        data.as_os_str(),
-    ]);
+    let out = vpop(&["one_cmt_iv".as_ref(), "--data".as_ref(), data.as_os_str()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -703,17 +686,7 @@ fn vpop_simulate_runs_a_dataset_and_locates_its_errors() {
 fn vpop_simulate_out_quotes_ids_and_reads_back() {
     let dir = tmp("simulate-quoted-ids");
     let vpop = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-            .arg("simulate")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::simulate_ok(Some(&dir), args);
     };
     // A dose: the output's rows, quoted where the ID needs it.
     std::fs::write(
@@ -759,16 +732,6 @@ fn vpop_simulate_out_quotes_ids_and_reads_back() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `vpop simulate` in `dir` with `args`: its output, success or not.
-fn simulate_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-        .arg("simulate")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
 /// `vpop simulate --out` writes a dataset: read back, it gives the same records and the same
 /// predictions, the file again. Boluses with ADDL, an infusion (RATE), a clearance set from
 /// 36 h by a covariate column on an other-type record (MDV 1), an EVID 4 reset-and-dose, DV
@@ -794,7 +757,7 @@ fn vpop_simulate_out_reads_back_as_the_same_dataset() {
     )
     .unwrap();
     let ok = |args: &[&str]| -> String {
-        let out = simulate_in(&dir, args);
+        let out = common::simulate_in(Some(&dir), args);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{err}");
         err
@@ -885,7 +848,10 @@ fn vpop_simulate_out_reads_back_as_the_same_dataset() {
     )
     .unwrap();
     ok(&["dv.vpm", "--data", "d.csv"]);
-    let out = simulate_in(&dir, &["dv.vpm", "--data", "d.csv", "--out", "dv.csv"]);
+    let out = common::simulate_in(
+        Some(&dir),
+        &["dv.vpm", "--data", "d.csv", "--out", "dv.csv"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -906,7 +872,10 @@ fn ids_that_are_the_same_number_are_one_subject() {
         "ID,TIME,AMT,CMT\n1,0,100,1\n1.0,1,.,1\n01,2,.,1\n2,0,50,1\n2.00,3,.,1\nA,0,.,1\n",
     )
     .unwrap();
-    let out = simulate_in(&dir, &["one_cmt_iv", "--data", "d.csv", "--out", "all.csv"]);
+    let out = common::simulate_in(
+        Some(&dir),
+        &["one_cmt_iv", "--data", "d.csv", "--out", "all.csv"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -941,8 +910,8 @@ fn ids_that_are_the_same_number_are_one_subject() {
             ("A", 0.0, 0.0),
         ],
     );
-    let out = simulate_in(
-        &dir,
+    let out = common::simulate_in(
+        Some(&dir),
         &[
             "one_cmt_iv",
             "--data",
@@ -967,7 +936,7 @@ fn ids_that_are_the_same_number_are_one_subject() {
         "ID,TIME,AMT,CMT\n1,0,100,1\n2,0,50,1\n1.0,1,.,1\n",
     )
     .unwrap();
-    let out = simulate_in(&dir, &["one_cmt_iv", "--data", "d.csv"]);
+    let out = common::simulate_in(Some(&dir), &["one_cmt_iv", "--data", "d.csv"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -989,11 +958,7 @@ fn every_record_the_model_cannot_take_is_reported() {
         "ID,TIME,EVID,AMT,CMT,RATE\n1,0,1,100,9,0\n1,1,1,100,1,-1\n1,2,0,.,1,.\n2,0,1,100,1,-2\n2,1,1,100,5,0\n2,2,0,.,3,.\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
-        .args(["simulate", "one_cmt_iv", "--data", "d.csv"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = common::simulate_in(Some(&dir), &["one_cmt_iv", "--data", "d.csv"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [

@@ -1162,3 +1162,35 @@ pub fn a_late_short_infusion_record_delivers_its_amount(
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `vpop simulate ARGS`, run in `dir` (where given): its output, whether it succeeded or not.
+pub fn simulate_in(
+    dir: Option<&std::path::Path>,
+    args: &[impl AsRef<std::ffi::OsStr>],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"));
+    cmd.arg("simulate").args(args);
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    cmd.output().expect("vpop simulate could not be started")
+}
+
+/// What `vpop simulate ARGS` prints on stdout, where it must succeed.
+pub fn simulate_ok(dir: Option<&std::path::Path>, args: &[impl AsRef<std::ffi::OsStr>]) -> String {
+    let out = simulate_in(dir, args);
+    assert!(
+        out.status.success(),
+        "vpop simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("vpop simulate printed text that is not UTF-8")
+}
+
+/// `vpop simulate ARGS`: whether it succeeded, and stdout followed by stderr.
+pub fn simulate_text(args: &[impl AsRef<std::ffi::OsStr>]) -> (bool, String) {
+    let out = simulate_in(None, args);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
