@@ -229,3 +229,89 @@ proptest! {
         }
     }
 }
+
+/// The statements where a model's right-hand side jumps with the states, as `vpop check`,
+/// `run` and `simulate` note them: a threshold on a concentration (in a right-hand side or a
+/// derived quantity), `floor` of a state; not a smooth switch, a jump in time alone, a step
+/// that selects between two forms of one value (tmdd_qss's root), nor any library model.
+#[test]
+fn jumps_of_the_right_hand_side_with_the_states_are_found_and_located() {
+    let head = "param cl = 2.8\nparam v = 35\nparam mic = 2\nparam kmax = 0.5\n\
+                state central, bact\nbact(0) = 1e6\ncp = central / v\n\
+                d/dt(central) = -cl / v * central\n";
+    let jumps = |body: &str| -> Vec<String> {
+        let m = Model::parse("j.vpm", &format!("{head}{body}output b = bact\n")).unwrap();
+        let c = vpop::model::CompiledModel::new(&m);
+        c.programs
+            .rhs_jumps_with_states(&m.defaults())
+            .iter()
+            .map(|s| format!("{} {}:{}:{}", s.what, s.file, s.line, s.col))
+            .collect()
+    };
+    assert_eq!(
+        jumps("d/dt(bact) = 0.05 * bact - if(cp > mic, kmax, 0) * bact\n"),
+        ["d/dt(bact) j.vpm:9:6"]
+    );
+    assert_eq!(
+        jumps("kill = kmax * (cp >= mic)\nd/dt(bact) = 0.05 * bact - kill * bact\n"),
+        ["kill = … j.vpm:9:1"]
+    );
+    assert_eq!(
+        jumps("d/dt(bact) = -0.1 * floor(central / 7)\n"),
+        ["d/dt(bact) j.vpm:9:6"]
+    );
+    for smooth in [
+        "d/dt(bact) = 0.05 * bact - kmax * cp^4 / (mic^4 + cp^4) * bact\n",
+        "d/dt(bact) = 0.05 * bact - if(t > 30, kmax, 0) * bact\n",
+        "d/dt(bact) = 0.05 * bact - if(mic > 1, kmax, 0) * bact\n",
+        "d/dt(bact) = -abs(cp - mic) - max(cp, mic)\n",
+    ] {
+        assert_eq!(jumps(smooth), Vec::<String>::new(), "{smooth}");
+    }
+    for entry in library::MODELS {
+        let m = Model::parse(entry.name, entry.source).unwrap();
+        let c = vpop::model::CompiledModel::new(&m);
+        assert!(
+            c.programs.rhs_jumps_with_states(&m.defaults()).is_empty(),
+            "{}",
+            entry.name
+        );
+    }
+    // tmdd_qss reads a comparison of the states, which changes nothing.
+    let qss = library::get("tmdd_qss").unwrap();
+    let m = Model::parse(qss.name, qss.source).unwrap();
+    assert!(vpop::model::CompiledModel::new(&m)
+        .programs
+        .rhs
+        .steps_of_states()
+        .contains(&true));
+}
+
+/// `vpop check` of a model whose right-hand side jumps says where, and where to read more.
+#[test]
+fn vpop_check_notes_a_right_hand_side_that_jumps() {
+    let dir = std::env::temp_dir().join(format!("vpop-jump-note-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kill.vpm");
+    std::fs::write(
+        &file,
+        "param cl = 2.8\nparam v = 35\nstate central, bact\nbact(0) = 1e6\n\
+         d/dt(central) = -cl / v * central\nd/dt(bact) = -if(central / v > 2, 0.5, 0) * bact\n\
+         output cp = central / v\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("note        the right-hand side jumps where values of the states cross a bound (`d/dt(bact)` at ")
+            && text.contains("kill.vpm:6:6)")
+            && text.contains("docs/model-language.md, \"Jumps\""),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

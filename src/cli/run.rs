@@ -251,7 +251,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     if path.extension().is_some_and(|e| e == "vpm") {
         let m = crate::model::Model::parse(&path.display().to_string(), &text)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let _ = crate::model::CompiledModel::new(&m);
+        let compiled = crate::model::CompiledModel::new(&m);
         let names = |v: Vec<&str>| v.join(", ");
         println!("{}: ok (a model file)", path.display());
         println!("  model       {}", m.name);
@@ -267,6 +267,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
             "  outputs     {}",
             names(m.outputs.iter().map(|o| o.name.as_str()).collect())
         );
+        if let Some(w) = compiled.programs.rhs_jump_note(&m.defaults()) {
+            println!("  note        {w}");
+        }
         return Ok(());
     }
     let detected = file_kind(&text);
@@ -342,6 +345,12 @@ fn check_simulation(path: &std::path::Path) -> anyhow::Result<()> {
     let model = super::load_model(&sim.model)?;
     println!("{file}: ok (a one-subject simulation: vpop simulate {file})");
     println!("  model       {}", model.name);
+    if let Some(w) = crate::model::CompiledModel::new(&model)
+        .programs
+        .rhs_jump_note(&model.defaults())
+    {
+        println!("  note        {w}");
+    }
     println!(
         "  solver      {} rtol {:e} atol {:e}, end {}",
         sim.method, sim.rtol, sim.atol, sim.end
@@ -371,6 +380,13 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(w) = trial
+        .compiled
+        .programs
+        .rhs_jump_note(&trial.model.defaults())
+    {
+        println!("  note        {w}");
+    }
     match &trial.population {
         Some(p) => println!(
             "  population  {} ({}, parameters: {})",
@@ -630,6 +646,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     // Notes about the trial itself print under --quiet too: it silences progress only.
     for w in &trial.population_notes {
+        eprintln!("note: {w}");
+    }
+    if let Some(w) = trial
+        .compiled
+        .programs
+        .rhs_jump_note(&trial.model.defaults())
+    {
         eprintln!("note: {w}");
     }
     for a in &trial.arms {

@@ -433,7 +433,10 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> anyhow::Result<()> {
     let model = super::load_model(&args.model)?;
     let compiled = CompiledModel::new(&model);
-    let mut params: Vec<f64> = model.params.iter().map(|p| p.default).collect();
+    if let Some(w) = compiled.programs.rhs_jump_note(&model.defaults()) {
+        eprintln!("note: {w}");
+    }
+    let mut params: Vec<f64> = model.defaults();
     for kv in &args.params {
         let (k, v) = kv
             .split_once('=')

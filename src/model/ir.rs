@@ -224,6 +224,11 @@ fn uses(e: &Expr) -> (bool, bool, Vec<usize>) {
 }
 
 impl Model {
+    /// The parameters' default values, in declaration order.
+    pub fn defaults(&self) -> Vec<f64> {
+        self.params.iter().map(|p| p.default).collect()
+    }
+
     /// Parses and validates a model file. `file_name` locates diagnostics; the model's name is
     /// the file stem.
     pub fn parse(file_name: &str, text: &str) -> Result<Model, ModelError> {

@@ -255,39 +255,51 @@ impl Program {
     /// Per result: whether it depends on an instruction for which `leaf` holds (through the
     /// instructions that compute it).
     pub fn results_depend_on(&self, leaf: impl Fn(&Op) -> bool) -> Vec<bool> {
-        let mut dep = vec![false; self.instrs.len()];
-        for (i, op) in self.instrs.iter().enumerate() {
-            dep[i] = leaf(op) || op.args().any(|a| dep[a as usize]);
-        }
-        self.results.iter().map(|&r| dep[r as usize]).collect()
+        self.results_depend_on_instr(|i| leaf(&self.instrs[i]))
     }
 
-    /// Per result: whether it reads a step function (`floor`, `ceil`, a comparison, a logical
-    /// operation) of a value that depends on the states. Such a result jumps where that value
+    /// Per instruction: whether it is a step function (`floor`, `ceil`, a comparison, a
+    /// logical operation) of a value that depends on the states: it jumps where that value
     /// crosses a whole number or a bound, and its derivative is 0 in between.
-    pub fn results_step_with_states(&self) -> Vec<bool> {
+    pub fn steps_of_states(&self) -> Vec<bool> {
         use Op::*;
-        let n = self.instrs.len();
-        let (mut moving, mut stepped) = (vec![false; n], vec![false; n]);
+        let mut moving = vec![false; self.instrs.len()];
+        let mut steps = vec![false; self.instrs.len()];
         for (i, op) in self.instrs.iter().enumerate() {
             moving[i] = matches!(op, State(_)) || op.args().any(|a| moving[a as usize]);
-            let step = matches!(
-                op,
-                Floor(_)
-                    | Ceil(_)
-                    | Lt(..)
-                    | Le(..)
-                    | Gt(..)
-                    | Ge(..)
-                    | Eq(..)
-                    | Ne(..)
-                    | Not(_)
-                    | And(..)
-                    | Or(..)
-            );
-            stepped[i] = (step && moving[i]) || op.args().any(|a| stepped[a as usize]);
+            steps[i] = moving[i]
+                && matches!(
+                    op,
+                    Floor(_)
+                        | Ceil(_)
+                        | Lt(..)
+                        | Le(..)
+                        | Gt(..)
+                        | Ge(..)
+                        | Eq(..)
+                        | Ne(..)
+                        | Not(_)
+                        | And(..)
+                        | Or(..)
+                );
         }
-        self.results.iter().map(|&r| stepped[r as usize]).collect()
+        steps
+    }
+
+    /// Per result: whether it reads a step function of a value that depends on the states
+    /// ([`Program::steps_of_states`]).
+    pub fn results_step_with_states(&self) -> Vec<bool> {
+        let steps = self.steps_of_states();
+        self.results_depend_on_instr(|i| steps[i])
+    }
+
+    /// Per result: whether it depends on an instruction for which `leaf(index)` holds.
+    fn results_depend_on_instr(&self, leaf: impl Fn(usize) -> bool) -> Vec<bool> {
+        let mut dep = vec![false; self.instrs.len()];
+        for (i, op) in self.instrs.iter().enumerate() {
+            dep[i] = leaf(i) || op.args().any(|a| dep[a as usize]);
+        }
+        self.results.iter().map(|&r| dep[r as usize]).collect()
     }
 
     /// The statement instruction `i` comes from, if any.
@@ -931,6 +943,149 @@ pub struct ModelPrograms {
     /// The model's statements the programs' instructions come from (`Program::origins`):
     /// derived quantities, right-hand sides, outputs, initial values and dosing declarations.
     pub statements: Vec<Statement>,
+}
+
+impl ModelPrograms {
+    /// The statements where the right-hand side jumps with the states, each once, in the
+    /// order of the file: a step function of values of the states
+    /// ([`Program::steps_of_states`]) across whose change the right-hand side changes by more
+    /// than round-off. Such a change is looked for numerically, with the parameters `params`:
+    /// between pairs of points (states spread over six decades, time over [0, 1000]) where
+    /// the step function differs, bisected to neighbours, where the right-hand side is then
+    /// compared. A step that selects between two forms of one value (`if(b >= 0, …, …)` for
+    /// the two forms of a root) is no jump. The adaptive methods cross a jump by shortening
+    /// their steps, but their error estimates see it only in part (docs/model-language.md,
+    /// "Jumps").
+    pub fn rhs_jumps_with_states(&self, params: &[f64]) -> Vec<&Statement> {
+        let prog = &self.rhs;
+        let steps = prog.steps_of_states();
+        if !steps.contains(&true) || params.len() != self.n_params {
+            return Vec::new();
+        }
+        let n = self.n_states;
+        let eval = |t: f64, y: &[f64], regs: &mut Vec<f64>| {
+            regs.clear();
+            for op in &prog.instrs {
+                let v = apply(op, regs, t, y, params, &[]);
+                regs.push(v);
+            }
+        };
+        // A fixed sequence of points (splitmix64), the same for every call.
+        let mut state = 0x005e_ed0f_u64;
+        let mut uniform = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d4_9bb1_3311_49eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        const POINTS: usize = 64;
+        let points: Vec<(f64, Vec<f64>)> = (0..POINTS)
+            .map(|_| {
+                let t = 1000.0 * uniform();
+                let y = (0..n).map(|_| 10f64.powf(6.0 * uniform() - 3.0)).collect();
+                (t, y)
+            })
+            .collect();
+        let values: Vec<Vec<f64>> = points
+            .iter()
+            .map(|(t, y)| {
+                let mut regs = Vec::new();
+                eval(*t, y, &mut regs);
+                regs
+            })
+            .collect();
+        let (mut regs_a, mut regs_b) = (Vec::new(), Vec::new());
+        // Per instruction: a jump found; the changes bisected without finding one (a step
+        // that changes nothing after 8 of them is taken for one that never does).
+        let mut found = vec![false; prog.instrs.len()];
+        let mut tries = vec![0u8; prog.instrs.len()];
+        let results =
+            |regs: &[f64]| -> Vec<f64> { prog.results.iter().map(|&r| regs[r as usize]).collect() };
+        for i in 0..POINTS {
+            for j in i + 1..POINTS {
+                let (ta, ya) = &points[i];
+                let (tb, yb) = &points[j];
+                let (va, vb) = (&values[i], &values[j]);
+                let Some(k) = (0..prog.instrs.len()).find(|&k| {
+                    steps[k] && !found[k] && tries[k] < 8 && va[k] != vb[k] && !va[k].is_nan()
+                }) else {
+                    continue;
+                };
+                tries[k] += 1;
+                // Bisect the segment to neighbouring points on either side of k's change.
+                let (mut lo, mut hi) = (0.0f64, 1.0f64);
+                let at = |s: f64, y: &mut Vec<f64>| {
+                    y.clear();
+                    y.extend(ya.iter().zip(yb).map(|(a, b)| a + s * (b - a)));
+                    ta + s * (tb - ta)
+                };
+                let (mut y_lo, mut y_hi) = (ya.clone(), yb.clone());
+                let (mut t_lo, mut t_hi) = (*ta, *tb);
+                let mut y_mid = Vec::with_capacity(n);
+                let mut regs = Vec::new();
+                for _ in 0..80 {
+                    let mid = 0.5 * (lo + hi);
+                    if mid <= lo || mid >= hi {
+                        break;
+                    }
+                    let t = at(mid, &mut y_mid);
+                    eval(t, &y_mid, &mut regs);
+                    if regs[k] == va[k] {
+                        lo = mid;
+                        t_lo = t;
+                        std::mem::swap(&mut y_lo, &mut y_mid);
+                    } else {
+                        hi = mid;
+                        t_hi = t;
+                        std::mem::swap(&mut y_hi, &mut y_mid);
+                    }
+                }
+                eval(t_lo, &y_lo, &mut regs_a);
+                let f_lo = results(&regs_a);
+                eval(t_hi, &y_hi, &mut regs_b);
+                let f_hi = results(&regs_b);
+                let jumps = f_lo.iter().zip(&f_hi).any(|(a, b)| {
+                    a.is_finite()
+                        && b.is_finite()
+                        && (a - b).abs() > 1e-6 * (a.abs() + b.abs()) + f64::MIN_POSITIVE
+                });
+                if jumps {
+                    found[k] = true;
+                }
+            }
+        }
+        let mut at: Vec<u32> = (0..prog.instrs.len())
+            .filter(|&k| found[k])
+            .filter_map(|k| prog.origin(k))
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        at.iter()
+            .filter_map(|&o| self.statements.get(o as usize))
+            .collect()
+    }
+
+    /// The note for a model whose right-hand side jumps with the states
+    /// ([`Self::rhs_jumps_with_states`] with the parameters `params`); `None` where it does
+    /// not.
+    pub fn rhs_jump_note(&self, params: &[f64]) -> Option<String> {
+        let at = self.rhs_jumps_with_states(params);
+        let first = at.first()?;
+        let more = match at.len() {
+            1 => String::new(),
+            2 => " and 1 more statement".to_string(),
+            n => format!(" and {} more statements", n - 1),
+        };
+        Some(format!(
+            "the right-hand side jumps where values of the states cross a bound (`{}` at \
+             {}:{}:{}{more}): the adaptive methods shorten their steps across each jump, but \
+             their error estimates see a jump only in part, so errors there can be well above \
+             rtol, and a tighter rtol does not bring them down; a smooth switch such as \
+             c^n / (c50^n + c^n) keeps to the tolerance (docs/model-language.md, \"Jumps\")",
+            first.what, first.file, first.line, first.col
+        ))
+    }
 }
 
 impl Program {

@@ -1249,7 +1249,7 @@ fn resolve_data(
     let binding = crate::backend::records::RecordBinding::new(model, &dataset.covariates);
     // Compartments and modelled rates/durations of every dose record, against the model.
     let compiled = CompiledModel::new(model);
-    let defaults: Vec<f64> = model.params.iter().map(|p| p.default).collect();
+    let defaults: Vec<f64> = model.defaults();
     // Each bad record, up to MAX_ERRORS of them.
     let problems: Vec<String> = dataset
         .subjects
