@@ -328,6 +328,7 @@ fn bad_files_are_located_errors() {
         ),
         ("sd = 10", "sd = true", 10, "expected a number or an expression in quotes"),
         ("variance = [0.09, 0.04]", "variance = [0.09, \"a\"]", 17, "expected a number"),
+        ("[[omega]]", "[omega]", 15, "[omega] is one table, where a list of them is read: write [[omega]]"),
     ] {
         let text = GOOD.replace(from, to);
         assert_ne!(text, GOOD, "{from}");

@@ -428,13 +428,8 @@ impl Population {
 
     pub fn parse(file_name: &str, text: &str) -> Result<Population, PopulationError> {
         let src = SourceFile::new(file_name, text);
-        let spec: FileSpec = toml::from_str(text).map_err(|e| {
-            let span = e
-                .span()
-                .map(|r| Span::new(r.start, r.end))
-                .unwrap_or_default();
-            src.error(span, crate::trial::spec::toml_message(&e))
-        })?;
+        let spec: FileSpec =
+            toml::from_str(text).map_err(|e| crate::trial::spec::toml_error(&src, &e))?;
         Builder {
             src: &src,
             errors: Vec::new(),

@@ -279,7 +279,23 @@ pub fn toml_error(src: &SourceFile, e: &toml::de::Error) -> Diagnostic {
         .span()
         .map(|r| Span::new(r.start, r.end))
         .unwrap_or_default();
-    src.error(span, toml_message(e))
+    let mut message = toml_message(e);
+    // `[arm]` where `[[arm]]` was meant: one table given where a list of them is read.
+    if message == "invalid type: map, expected a sequence" {
+        let at = src.text.get(span.start..).unwrap_or("");
+        let header = at
+            .strip_prefix('[')
+            .filter(|rest| !rest.starts_with('['))
+            .and_then(|rest| rest.split_once(']'))
+            .map(|(name, _)| name.trim());
+        if let Some(name) = header {
+            message = format!(
+                "[{name}] is one table, where a list of them is read: write [[{name}]], once \
+                 before each entry"
+            );
+        }
+    }
+    src.error(span, message)
 }
 
 /// A toml deserialisation error's message, with Rust's names of number types in words
