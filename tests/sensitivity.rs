@@ -319,6 +319,10 @@ fn bad_specs_are_located() {
             ":5:12: no metric column 'cp_cmax'",
         ),
         (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\narms = [\"b\"]\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
+            ":5:9: the trial has no arm 'b' (its arms: a)",
+        ),
+        (
             "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\n[[factor]]\nname = \"cl\"\nrange = [1, 2, 3]\n",
             ":7:9: range must be [low, high]",
         ),

@@ -134,10 +134,18 @@ impl Dataset {
                 }
                 cols = Cols::find(&names);
                 if cols.id.is_none() || cols.time.is_none() {
-                    return Err(src.error(
-                        Span::new(line_start, line_start),
-                        "the header needs an ID and a TIME column",
-                    ));
+                    // A file separated by something else reads as one column.
+                    let other = [(';', "semicolons"), ('\t', "tabs"), ('|', "bars")]
+                        .into_iter()
+                        .find(|(c, _)| fields.len() == 1 && line.contains(*c));
+                    let why = match other {
+                        Some((_, by)) => format!(
+                            "the header needs an ID and a TIME column (columns are separated by \
+                             commas, and this header by {by})"
+                        ),
+                        None => "the header needs an ID and a TIME column".to_string(),
+                    };
+                    return Err(src.error(Span::new(line_start, line_start), why));
                 }
                 for (k, n) in names.iter().enumerate() {
                     if !KNOWN.contains(&n.as_str()) && n != "c" {
@@ -825,6 +833,11 @@ mod tests {
             (
                 "ID,AMT\n1,0\n",
                 "d.csv:1:1: the header needs an ID and a TIME column",
+            ),
+            (
+                "ID;TIME;AMT\n1;0;1\n",
+                "d.csv:1:1: the header needs an ID and a TIME column (columns are separated by \
+                 commas, and this header by semicolons)",
             ),
             ("ID,TIME\n1,2\n1,1\n", "d.csv:3:3: TIME 1 is before"),
             (

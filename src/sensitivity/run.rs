@@ -454,7 +454,16 @@ impl Analysis {
                         .ok_or_else(|| {
                             invalid(src.error(
                                 at(n.span()),
-                                format!("the trial has no arm '{}'", n.get_ref()),
+                                format!(
+                                    "the trial has no arm '{}' (its arms: {})",
+                                    n.get_ref(),
+                                    trial
+                                        .arms
+                                        .iter()
+                                        .map(|a| a.plan.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
                             ))
                         })
                 })
