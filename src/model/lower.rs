@@ -950,9 +950,8 @@ impl ModelPrograms {
     /// order of the file: a step function of values of the states
     /// ([`Program::steps_of_states`]) across whose change the right-hand side changes by more
     /// than round-off. Such a change is looked for numerically, with the parameters `params`:
-    /// between pairs of points (states spread over six decades, time over [0, 1000]) where
-    /// the step function differs, bisected to neighbours, where the right-hand side is then
-    /// compared. A step that selects between two forms of one value (`if(b >= 0, …, …)` for
+    /// between pairs of points (states from 1e-5 to 1e5, time from 0 to 1000) where the step
+    /// function differs, bisected to neighbours, where the right-hand side is then compared. A step that selects between two forms of one value (`if(b >= 0, …, …)` for
     /// the two forms of a root) is no jump. The adaptive methods cross a jump by shortening
     /// their steps, but their error estimates see it only in part (docs/model-language.md,
     /// "Jumps").
@@ -983,7 +982,7 @@ impl ModelPrograms {
         let points: Vec<(f64, Vec<f64>)> = (0..POINTS)
             .map(|_| {
                 let t = 1000.0 * uniform();
-                let y = (0..n).map(|_| 10f64.powf(6.0 * uniform() - 3.0)).collect();
+                let y = (0..n).map(|_| 10f64.powf(10.0 * uniform() - 5.0)).collect();
                 (t, y)
             })
             .collect();
