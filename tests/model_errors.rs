@@ -315,3 +315,41 @@ fn vpop_check_notes_a_right_hand_side_that_jumps() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An area metric (auc, cavg) of an output that jumps with the states is noted, by its
+/// column; an area of a smooth output, or another metric of the jumping one, is not.
+#[test]
+fn areas_of_outputs_that_jump_with_the_states_are_noted() {
+    use vpop::metrics::{MetricRequest, MetricSpec};
+    let m = Model::parse(
+        "ind.vpm",
+        "param ka = 1.5\nparam cl = 2.8\nparam v = 35\nstate depot, central\n\
+         d/dt(depot) = -ka * depot\nd/dt(central) = ka * depot - cl / v * central\n\
+         c = central / v\noutput cp = c\noutput above = c > 2\noutput day = floor(t / 24)\n",
+    )
+    .unwrap();
+    let c = vpop::model::CompiledModel::new(&m);
+    assert_eq!(
+        c.programs.outputs_jumping_with_states(&m.defaults()),
+        [false, true, false]
+    );
+    let note = |metrics: &[(usize, &str)]| {
+        let specs: Vec<MetricSpec> = metrics
+            .iter()
+            .map(|(k, name)| {
+                MetricSpec::of_model(*k, &m, MetricRequest::parse(name).unwrap().metric)
+            })
+            .collect();
+        vpop::trial::resolve::area_jump_note(&c.programs, &m.defaults(), &specs)
+    };
+    let n = note(&[(0, "auc"), (1, "auc"), (1, "cavg(0, 24)"), (2, "auc")]).unwrap();
+    assert!(
+        n.starts_with("above_auc, above_cavg_0_24 are the area of an output that jumps"),
+        "{n}"
+    );
+    assert!(n.contains("docs/model-language.md, \"Jumps\""), "{n}");
+    assert_eq!(
+        note(&[(0, "auc"), (1, "cmax"), (1, "time_above(0.5)")]),
+        None
+    );
+}

@@ -380,11 +380,7 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let Some(w) = trial
-        .compiled
-        .programs
-        .rhs_jump_note(&trial.model.defaults())
-    {
+    for w in trial.jump_notes() {
         println!("  note        {w}");
     }
     match &trial.population {
@@ -648,11 +644,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     for w in &trial.population_notes {
         eprintln!("note: {w}");
     }
-    if let Some(w) = trial
-        .compiled
-        .programs
-        .rhs_jump_note(&trial.model.defaults())
-    {
+    for w in trial.jump_notes() {
         eprintln!("note: {w}");
     }
     for a in &trial.arms {

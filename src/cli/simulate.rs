@@ -433,6 +433,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> anyhow::Result<()> {
     let model = super::load_model(&args.model)?;
     let compiled = CompiledModel::new(&model);
+    // Where the model jumps with the states (docs/model-language.md, "Jumps").
     if let Some(w) = compiled.programs.rhs_jump_note(&model.defaults()) {
         eprintln!("note: {w}");
     }
@@ -522,6 +523,11 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
             }
             specs.push(spec);
         }
+    }
+    if let Some(w) =
+        crate::trial::resolve::area_jump_note(&compiled.programs, &model.defaults(), &specs)
+    {
+        eprintln!("note: {w}");
     }
     let times = args
         .times

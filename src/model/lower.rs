@@ -945,23 +945,25 @@ pub struct ModelPrograms {
     pub statements: Vec<Statement>,
 }
 
-impl ModelPrograms {
-    /// The statements where the right-hand side jumps with the states, each once, in the
-    /// order of the file: a step function of values of the states
-    /// ([`Program::steps_of_states`]) across whose change the right-hand side changes by more
-    /// than round-off. Such a change is looked for numerically, with the parameters `params`:
-    /// between pairs of points (states from 1e-5 to 1e5, time from 0 to 1000) where the step
-    /// function differs, bisected to neighbours, where the right-hand side is then compared. A step that selects between two forms of one value (`if(b >= 0, …, …)` for
-    /// the two forms of a root) is no jump. The adaptive methods cross a jump by shortening
-    /// their steps, but their error estimates see it only in part (docs/model-language.md,
-    /// "Jumps").
-    pub fn rhs_jumps_with_states(&self, params: &[f64]) -> Vec<&Statement> {
-        let prog = &self.rhs;
+impl Program {
+    /// Where the program jumps with the states: per instruction, whether it is a step function
+    /// of values of the states ([`Program::steps_of_states`]) across whose change a result
+    /// changes by more than round-off; per result, whether it changes so. Such a change is
+    /// looked for numerically, with the parameters `params`: between pairs of points (states
+    /// from 1e-5 to 1e5, time from 0 to 1000) where the step function differs, bisected to
+    /// neighbours, where the results are then compared. A step that selects between two forms
+    /// of one value (`if(b >= 0, …, …)` for the two forms of a root) is no jump.
+    pub fn jumps_with_states(&self, n_states: usize, params: &[f64]) -> (Vec<bool>, Vec<bool>) {
+        let prog = self;
         let steps = prog.steps_of_states();
-        if !steps.contains(&true) || params.len() != self.n_params {
-            return Vec::new();
+        let (mut found, mut jumping) = (
+            vec![false; prog.instrs.len()],
+            vec![false; prog.results.len()],
+        );
+        if !steps.contains(&true) {
+            return (found, jumping);
         }
-        let n = self.n_states;
+        let n = n_states;
         let eval = |t: f64, y: &[f64], regs: &mut Vec<f64>| {
             regs.clear();
             for op in &prog.instrs {
@@ -997,7 +999,6 @@ impl ModelPrograms {
         let (mut regs_a, mut regs_b) = (Vec::new(), Vec::new());
         // Per instruction: a jump found; the changes bisected without finding one (a step
         // that changes nothing after 8 of them is taken for one that never does).
-        let mut found = vec![false; prog.instrs.len()];
         let mut tries = vec![0u8; prog.instrs.len()];
         let results =
             |regs: &[f64]| -> Vec<f64> { prog.results.iter().map(|&r| regs[r as usize]).collect() };
@@ -1044,25 +1045,49 @@ impl ModelPrograms {
                 let f_lo = results(&regs_a);
                 eval(t_hi, &y_hi, &mut regs_b);
                 let f_hi = results(&regs_b);
-                let jumps = f_lo.iter().zip(&f_hi).any(|(a, b)| {
-                    a.is_finite()
+                for (r, (a, b)) in f_lo.iter().zip(&f_hi).enumerate() {
+                    if a.is_finite()
                         && b.is_finite()
                         && (a - b).abs() > 1e-6 * (a.abs() + b.abs()) + f64::MIN_POSITIVE
-                });
-                if jumps {
-                    found[k] = true;
+                    {
+                        found[k] = true;
+                        jumping[r] = true;
+                    }
                 }
             }
         }
-        let mut at: Vec<u32> = (0..prog.instrs.len())
+        (found, jumping)
+    }
+}
+
+impl ModelPrograms {
+    /// The statements where the right-hand side jumps with the states, each once, in the
+    /// order of the file ([`Program::jumps_with_states`] with the parameters `params`). The
+    /// adaptive methods cross a jump by shortening their steps, but their error estimates see
+    /// it only in part (docs/model-language.md, "Jumps").
+    pub fn rhs_jumps_with_states(&self, params: &[f64]) -> Vec<&Statement> {
+        if params.len() != self.n_params {
+            return Vec::new();
+        }
+        let (found, _) = self.rhs.jumps_with_states(self.n_states, params);
+        let mut at: Vec<u32> = (0..found.len())
             .filter(|&k| found[k])
-            .filter_map(|k| prog.origin(k))
+            .filter_map(|k| self.rhs.origin(k))
             .collect();
         at.sort_unstable();
         at.dedup();
         at.iter()
             .filter_map(|&o| self.statements.get(o as usize))
             .collect()
+    }
+
+    /// Per output: whether it jumps with the states ([`Program::jumps_with_states`] with the
+    /// parameters `params`).
+    pub fn outputs_jumping_with_states(&self, params: &[f64]) -> Vec<bool> {
+        if params.len() != self.n_params {
+            return vec![false; self.n_outputs];
+        }
+        self.outputs.jumps_with_states(self.n_states, params).1
     }
 
     /// The note for a model whose right-hand side jumps with the states

@@ -288,6 +288,20 @@ impl Trial {
         ))
     }
 
+    /// Notes where the model jumps with the states (docs/model-language.md, "Jumps"): its
+    /// right-hand side, and the areas of outputs that do ([`area_jump_note`]), with the
+    /// model's default parameters.
+    pub fn jump_notes(&self) -> Vec<String> {
+        let defaults = self.model.defaults();
+        let programs = &self.compiled.programs;
+        let metrics: Vec<&MetricSpec> = self.arms.iter().flat_map(|a| &a.plan.metrics).collect();
+        programs
+            .rhs_jump_note(&defaults)
+            .into_iter()
+            .chain(area_jump_note(programs, &defaults, metrics))
+            .collect()
+    }
+
     /// Reads, parses and checks a trial spec file.
     pub fn load(path: &Path) -> Result<Trial, TrialError> {
         let text = std::fs::read_to_string(path).map_err(|cause| TrialError::Io {
@@ -303,6 +317,42 @@ impl Trial {
         let spec = parse_spec(&src)?;
         resolve(path, &src, spec)
     }
+}
+
+/// The note for area metrics (`auc`, `cavg`) of outputs that jump with the states (an
+/// indicator such as `cp > 2`, `floor(cp)`), with the parameters `params`: such an area is
+/// integrated across each jump by shortening the steps, with errors above rtol, and f32 GPU
+/// kernels can fail as `step_too_small` there. `None` where no such metric is asked for.
+pub fn area_jump_note<'a>(
+    programs: &crate::model::ModelPrograms,
+    params: &[f64],
+    metrics: impl IntoIterator<Item = &'a MetricSpec>,
+) -> Option<String> {
+    let areas: Vec<&MetricSpec> = metrics
+        .into_iter()
+        .filter(|m| matches!(m.metric.kind, MetricKind::Auc | MetricKind::Cavg))
+        .collect();
+    if areas.is_empty() {
+        return None;
+    }
+    let jumping = programs.outputs_jumping_with_states(params);
+    let mut columns: Vec<&str> = areas
+        .iter()
+        .filter(|m| jumping.get(m.output) == Some(&true))
+        .map(|m| m.column.as_str())
+        .collect();
+    columns.dedup();
+    if columns.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} {} the area of an output that jumps with the states: the steps are shortened \
+         across each jump, with errors above rtol, and f32 GPU kernels can stop there with \
+         step_too_small; time_above(level) measures the time an output spends above a level, \
+         with each crossing located on the dense output (docs/model-language.md, \"Jumps\")",
+        columns.join(", "),
+        if columns.len() == 1 { "is" } else { "are" }
+    ))
 }
 
 fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, TrialError> {
