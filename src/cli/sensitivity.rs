@@ -35,6 +35,11 @@ pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
     for w in &a.notes {
         eprintln!("note: {w}");
     }
+    // Where the model jumps with the states, as `vpop run` notes it: an output's noise from
+    // the jumps would be apportioned among the factors.
+    for w in a.trial.jump_notes() {
+        eprintln!("note: {w}");
+    }
     // The analysed arms' doses, occasions and resets after the end, as `vpop run` notes them.
     for (i, arm) in a.trial.arms.iter().enumerate() {
         if a.outputs.iter().any(|&(j, _)| j == i) {
