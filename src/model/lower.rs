@@ -964,22 +964,13 @@ impl Program {
             return (found, jumping);
         }
         let n = n_states;
-        let eval = |t: f64, y: &[f64], regs: &mut Vec<f64>| {
-            regs.clear();
-            for op in &prog.instrs {
-                let v = apply(op, regs, t, y, params, &[]);
-                regs.push(v);
-            }
-        };
-        // A fixed sequence of points (splitmix64), the same for every call.
-        let mut state = 0x005e_ed0f_u64;
-        let mut uniform = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d4_9bb1_3311_49eb);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        };
+        // Every register's value (the results are read from them).
+        let eval =
+            |t: f64, y: &[f64], regs: &mut Vec<f64>| prog.run(t, y, params, &[], regs, &mut []);
+        // A fixed sequence of points, the same for every call.
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(0x005e_ed0f);
+        let mut uniform = move || rng.random::<f64>();
         const POINTS: usize = 64;
         let points: Vec<(f64, Vec<f64>)> = (0..POINTS)
             .map(|_| {
