@@ -425,7 +425,7 @@ fn subject_order(c: &mut Criterion) {
         group.bench_function(format!("pack f32 parameters, {label}"), |b| {
             b.iter(|| {
                 rows.iter()
-                    .map(|r| pack_params(&input, arm, p.len(), r, |v| v as f32))
+                    .map(|r| pack_params(&input, arm, p.len(), r, &[], |v| v as f32))
                     .collect::<Vec<_>>()
             })
         });

@@ -406,12 +406,34 @@ struct Arm : Sub {
         }
     }
 
+#if OWN_STOPS
+    // The first of the subject's own stopping points after t (where the model jumps in time at
+    // times that move with its parameters; src/backend/gpu.rs, own_stops), BIG past the last:
+    // after every occasion's parameters, their count, then the times in order.
+    FI real own_stop_after(real t) {
+#if HAS_OCCASIONS
+        const size_t base = (size_t)(1u + n_occ()) * NP;
+#else
+        const size_t base = NP;
+#endif
+        const unsigned c = (unsigned)__ldg(&params[base * m->n + sid]);
+        for (unsigned k = 0; k < c; k++) {
+            const real v = __ldg(&params[(base + 1u + k) * m->n + sid]);
+            if (v > t) return v;
+        }
+        return BIG;
+    }
+#endif
+
     FI void run_stops() {
         const unsigned nl = m->n_lines;
         for (;;) {
             if (t_prev >= m->end_time) return;
             while (fs < m->n_fixed && arm[m->off_fixed + fs] <= t_prev) fs++;
             real ts = fs < m->n_fixed ? arm[m->off_fixed + fs] : BIG;
+#if OWN_STOPS
+            ts = fmin(ts, own_stop_after(t_prev));
+#endif
             // The next stop: the earliest start (bolus, infusion, reset) or infusion end after
             // t_prev, line by line.
 #if HAS_OCCASIONS
@@ -528,8 +550,10 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     for (int p = 0; p < NP; p++) S.q[p] = __ldg(&params[(size_t)p * meta.n + i]);
     model_prepare(S.q);
     S.subj_scale = scale[i];
-#if HAS_OCCASIONS
+#if HAS_OCCASIONS || OWN_STOPS
     S.params = params;
+#endif
+#if HAS_OCCASIONS
     S.occ = 0;
     S.occ_live = 0;
 #endif

@@ -99,12 +99,15 @@ struct Sub {
     real w_si, w_sj;
     real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
-#if HAS_OCCASIONS
-    // Parameters switch between occasions (src/backend/gpu.rs, occasion_table): every
-    // occasion's parameters, `params[(o * NP + p) * n + i]`; the current occasion (q and dose_v
-    // are its own); runs of administrations of earlier occasions than occ_live have nothing
-    // left to give.
+#if HAS_OCCASIONS || OWN_STOPS
+    // Every occasion's parameters, `params[(o * NP + p) * n + i]`, then (OWN_STOPS) the
+    // subject's own stopping points (src/backend/gpu.rs, pack_params).
     const real* __restrict__ params;
+#endif
+#if HAS_OCCASIONS
+    // Parameters switch between occasions (src/backend/gpu.rs, occasion_table): the current
+    // occasion (q and dose_v are its own); runs of administrations of earlier occasions than
+    // occ_live have nothing left to give.
     unsigned occ, occ_live;
 
     // Occasion o's parameters, then what model_prepare computes from them.

@@ -492,6 +492,21 @@ fn apply_event(a: u32, ts: real) {
     }
 }
 
+// The first of the subject's own stopping points after t (OWN_STOPS: where the model jumps in
+// time at times that move with its parameters; src/backend/gpu.rs, own_stops), BIG past the
+// last: after every occasion's parameters, their count, then the times in order.
+fn own_stop_after(t: real) -> real {
+    var sets = 1u;
+    if (HAS_OCCASIONS) { sets = 1u + n_occ(); }
+    let base = sets * NP;
+    let c = u32(params[base * meta_.n + sid]);
+    for (var k = 0u; k < c; k++) {
+        let v = params[(base + 1u + k) * meta_.n + sid];
+        if (v > t) { return v; }
+    }
+    return BIG;
+}
+
 // Stopping points from the last one processed to the end, within this dispatch's budget.
 fn run_stops() {
     let nl = n_lines();
@@ -500,6 +515,7 @@ fn run_stops() {
         while (fs < meta_.n_fixed && arm[meta_.off_fixed + fs] <= t_prev) { fs++; }
         var ts = BIG;
         if (fs < meta_.n_fixed) { ts = arm[meta_.off_fixed + fs]; }
+        if (OWN_STOPS) { ts = min(ts, own_stop_after(t_prev)); }
         // The next stop: the earliest start (bolus, infusion, reset) or infusion end after
         // t_prev, line by line.
         var live = occ;

@@ -447,6 +447,7 @@ fn simulate(
     let schedule = case.regimen.schedule(1.0, &case.dosing).unwrap();
     let plan = SubjectPlan {
         occasions: &[],
+        jumps: &[],
         schedule: &schedule,
         end: case.end,
         metrics: specs,
@@ -550,6 +551,7 @@ fn rk4_auc_error_falls_sixteenfold_when_the_step_halves() {
         };
         let plan = SubjectPlan {
             occasions: &[],
+            jumps: &[],
             schedule: &schedule,
             end: case.end,
             metrics: &spec,
@@ -587,6 +589,7 @@ fn profile_samples_match_the_closed_form() {
     };
     let plan = SubjectPlan {
         occasions: &[],
+        jumps: &[],
         schedule: &schedule,
         end: case.end,
         metrics: &[],
@@ -1103,6 +1106,22 @@ fn a_late_short_infusion_record_delivers_its_amount() {
         },
         1e-6,
     );
+}
+
+/// Jumps in time between the stopping points become stopping points on the CPU reference, at
+/// three tolerances (with --nocapture, the table of docs/model-language.md, "Jumps").
+#[test]
+fn jumps_in_time_are_stopping_points() {
+    for (rtol, tol) in [(1e-6, 1e-5), (1e-8, 1e-7), (1e-10, 1e-8)] {
+        common::jumps_in_time_are_stopping_points(
+            &mut |m| {
+                Some(Box::new(vpop::backend::cpu::CpuBackend::new(m))
+                    as Box<dyn vpop::backend::Backend>)
+            },
+            rtol,
+            tol,
+        );
+    }
 }
 
 /// A jump at a stopping point belongs to the segment after it on the CPU reference.

@@ -1,6 +1,8 @@
 //! Generated CUDA C for every library model and both precisions compiles with NVRTC for sm_90
 //! (no GPU needed; CI installs the NVRTC wheel and puts it on the library path).
 
+mod common;
+
 use vpop::backend::cuda::{compile_ptx, model_eval_source, nvrtc_available};
 use vpop::backend::Precision;
 use vpop::model::{library, Model, ModelPrograms};
@@ -648,4 +650,52 @@ fn a_56_state_models_kernels_keep_their_arrays_out_of_local_memory() {
             k.tag
         );
     }
+}
+
+/// The arm kernels of a model whose jumps in time move with its parameters (each subject's
+/// own stopping points, `OWN_STOPS`) compile with NVRTC, with and without occasions, in f32
+/// and f64, and keep nothing in local memory.
+#[test]
+fn own_stop_kernels_compile_with_nvrtc() {
+    use vpop::backend::cuda::kernel::arm_source;
+    use vpop::backend::gpu::Driver;
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    let m = Model::parse("switch", common::TIME_SWITCH_MODEL).unwrap();
+    let progs = ModelPrograms::new(&m);
+    for occasions in [false, true] {
+        for p in [Precision::F32, Precision::F64] {
+            for method in [Method::Tsit5, Method::Rodas4] {
+                let driver = Driver::Arm {
+                    ss: None,
+                    resets: false,
+                    occasions,
+                };
+                let src = arm_source(&progs, method, &every_kind(&m), driver, p).unwrap();
+                assert!(src.contains("#define OWN_STOPS 1"));
+                let what = format!("{method} {p:?} occasions {occasions}");
+                let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert!(ptx.contains(".entry integrate"), "{what}");
+                assert_eq!(local_depot_bytes(&ptx), 0, "{what}: local memory");
+            }
+        }
+    }
+    // A model without such jumps: none compiled in.
+    let m = common::library_model("two_cmt_oral");
+    let src = arm_source(
+        &ModelPrograms::new(&m),
+        Method::Tsit5,
+        &every_kind(&m),
+        Driver::Arm {
+            ss: None,
+            resets: false,
+            occasions: false,
+        },
+        Precision::F32,
+    )
+    .unwrap();
+    assert!(src.contains("#define OWN_STOPS 0"));
 }

@@ -532,6 +532,14 @@ fn a_late_short_infusion_record_delivers_its_amount() {
     });
 }
 
+/// Jumps in time between the stopping points become stopping points in the CUDA kernels.
+#[test]
+fn jumps_in_time_are_stopping_points() {
+    each_kernel_maker(|make, pick| {
+        common::jumps_in_time_are_stopping_points(make, pick(1e-6, 1e-10), pick(1e-4, 1e-8))
+    });
+}
+
 /// A jump at a stopping point belongs to the segment after it in the CUDA kernels.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

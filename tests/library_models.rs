@@ -30,6 +30,7 @@ fn simulate(
 ) -> vpop::backend::cpu::SubjectOutcome {
     let plan = SubjectPlan {
         occasions: &[],
+        jumps: &[],
         schedule,
         end,
         metrics,

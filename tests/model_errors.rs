@@ -316,6 +316,45 @@ fn vpop_check_notes_a_right_hand_side_that_jumps() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `vpop check` notes a step in time that is not located (a step of a curve in t); a
+/// threshold on t itself, on a parameter, or the light of `mod(t - 8, 24) < 12` become
+/// stopping points and get no note.
+#[test]
+fn vpop_check_notes_steps_in_time_that_are_not_stopping_points() {
+    let dir = std::env::temp_dir().join(format!("vpop-time-note-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |name: &str, body: &str| -> String {
+        let file = dir.join(name);
+        let text =
+            format!("param k = 0.1\nparam tstart = 12\nstate a\na(0) = 1\n{body}\noutput cp = a\n");
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let text = check("wave.vpm", "d/dt(a) = -if(sin(t) > 0, k, 0) * a");
+    assert!(
+        text.contains(
+            "note        a step in time whose argument is not a straight line in t (`d/dt(a)` at "
+        ) && text.contains("wave.vpm:5:6)"),
+        "{text}"
+    );
+    for body in [
+        "d/dt(a) = -if(t > 30, k, 0) * a",
+        "d/dt(a) = -if(t > tstart, k, 0) * a",
+        "d/dt(a) = -if(mod(t - 8, 24) < 12, k, 0) * a",
+    ] {
+        let text = check("fixed.vpm", body);
+        assert!(!text.contains("  note "), "{body}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An area metric (auc, cavg) of an output that jumps with the states is noted, by its
 /// column; an area of a smooth output, or another metric of the jumping one, is not.
 #[test]

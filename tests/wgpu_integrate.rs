@@ -542,6 +542,16 @@ fn a_late_short_infusion_record_delivers_its_amount() {
     );
 }
 
+/// Jumps in time between the stopping points become stopping points in the f32 kernel.
+#[test]
+fn jumps_in_time_are_stopping_points() {
+    common::jumps_in_time_are_stopping_points(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        1e-4,
+    );
+}
+
 /// A jump at a stopping point belongs to the segment after it in the f32 kernel.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

@@ -133,3 +133,13 @@ fn a_slow_infusion_outlasting_a_fast_one_keeps_its_rate() {
     println!("wgpu f64: worst {worst:.2e}");
     assert!(worst <= 1e-9, "{worst}");
 }
+
+/// Jumps in time between the stopping points become stopping points in the f64 kernel.
+#[test]
+fn jumps_in_time_are_stopping_points() {
+    common::jumps_in_time_are_stopping_points(
+        &mut |m| gpu_backend(m).map(|b| Box::new(b) as Box<dyn vpop::backend::Backend>),
+        1e-10,
+        1e-8,
+    );
+}

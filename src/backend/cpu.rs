@@ -243,6 +243,9 @@ pub struct SubjectPlan<'a> {
     /// Start times of the second, third, … occasion (sorted; empty: one occasion). At each,
     /// [`simulate_subject_occasions`] rebinds the model to the next occasion's parameters.
     pub occasions: &'a [f64],
+    /// Where the model jumps in time, as stopping points
+    /// (`ModelPrograms::jump_stops`; empty: none).
+    pub jumps: &'a [f64],
 }
 
 /// The result of one subject.
@@ -257,9 +260,15 @@ pub struct SubjectOutcome {
 }
 
 /// The stopping points of a subject: 0, every event time, nominal dose times, metric window
-/// edges and the end; sorted and unique, within [0, end].
-pub fn stop_times(schedule: &Schedule, end: f64, metrics: &[MetricSpec]) -> Vec<f64> {
+/// edges, the model's jumps in time (`jumps`) and the end; sorted and unique, within [0, end].
+pub fn stop_times(
+    schedule: &Schedule,
+    end: f64,
+    metrics: &[MetricSpec],
+    jumps: &[f64],
+) -> Vec<f64> {
     let mut stops = vec![0.0, end];
+    stops.extend_from_slice(jumps);
     stops.extend(schedule.events.iter().map(|e| e.time));
     let doses = schedule.doses_until(end);
     stops.extend(doses.times.iter().copied());
@@ -349,7 +358,7 @@ where
     let mut next_occasion = 0;
     // What a reset restores: `init`, then the initial state of the occasion in force.
     let mut reset_to = std::borrow::Cow::Borrowed(init);
-    let mut stops = stop_times(plan.schedule, plan.end, plan.metrics);
+    let mut stops = stop_times(plan.schedule, plan.end, plan.metrics, plan.jumps);
     if !occasions.is_empty() {
         stops.extend(occasions.iter().filter(|t| (0.0..=plan.end).contains(*t)));
         stops.sort_by(f64::total_cmp);
@@ -532,6 +541,23 @@ pub fn simulate_arm_subject_occasions(
         }
         crate::dosing::sort_events(&mut schedule.events);
     }
+    // The model's jumps in time, with the subject's parameters of each occasion.
+    let jumps = if model.programs.time_jumps.is_empty() {
+        Ok(Vec::new())
+    } else {
+        model.programs.subject_jump_stops(
+            params,
+            later,
+            occasions,
+            arm.end,
+            crate::model::jumps::Which::All,
+            super::Precision::F64,
+            &super::gpu::shared_stops(arm),
+        )
+    };
+    let Ok(jumps) = jumps else {
+        return fail(Status::MaxSteps);
+    };
     let plan = SubjectPlan {
         schedule: &schedule,
         end: arm.end,
@@ -539,6 +565,7 @@ pub fn simulate_arm_subject_occasions(
         sample_times: &arm.sample_times,
         solver: &arm.solver,
         occasions,
+        jumps: &jumps,
     };
     // A reset restores the model's initial state (never the steady state of the start), with
     // the parameters of the occasion in force.

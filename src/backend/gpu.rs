@@ -91,8 +91,9 @@ pub fn metric_code(kind: MetricKind) -> (f64, f64) {
 
 /// Packs an arm: administrations expanded from the dose lines (per-subject lag, F and modelled
 /// rates are applied in the kernel), the stopping points every subject shares (0, the end,
-/// nominal dose times, metric window edges), the sample times and the metric specs.
-pub fn arm_data(arm: &ArmPlan) -> ArmData {
+/// nominal dose times, metric window edges, the model's jumps in time `jumps`: [`arm_jumps`]),
+/// the sample times and the metric specs.
+pub fn arm_data(arm: &ArmPlan, jumps: &[f64]) -> ArmData {
     let mut data = Vec::new();
     let mut n_admin = 0;
     // Where each run of administrations ends. Within a dose line they are due in order (same
@@ -172,14 +173,8 @@ pub fn arm_data(arm: &ArmPlan) -> ArmData {
         .iter()
         .map(|s| resolve_window(s.metric.window, end, &doses))
         .collect();
-    let mut stops = vec![0.0, end];
-    stops.extend(doses.times.iter().copied());
-    stops.extend(arm.occasions.iter().copied());
-    for (a, b) in windows.iter().flatten() {
-        stops.push(*a);
-        stops.push(*b);
-    }
-    stops.retain(|t| (0.0..=end).contains(t));
+    let mut stops = shared_stops(arm);
+    stops.extend_from_slice(jumps);
     stops.sort_by(f64::total_cmp);
     stops.dedup();
     let off_fixed = data.len();
@@ -283,21 +278,26 @@ impl Rows {
 
 /// Parameters of subjects `rows` as the kernels read them, `[(o * np + p) * len + j]` for
 /// occasion o of the arm (0 the first: `input.params`; then `input.occasion_params`) and
-/// thread j, in the kernel's type. At least one value.
+/// thread j, in the kernel's type; then, where `own` has them ([`own_stops`], by subject of
+/// the chunk), each subject's own stopping points: their count at
+/// `[sets * np * len + j]`, stop k at `[(sets * np + 1 + k) * len + j]`. At least one value.
 pub fn pack_params<T: Copy + Default>(
     input: &ChunkInput<'_>,
     arm: &ArmPlan,
     np: usize,
     rows: &Rows,
+    own: &[Vec<f64>],
     of: impl Fn(f64) -> T,
 ) -> Vec<T> {
     let len = rows.len();
+    let own_cols = own_columns(own, rows);
+    let base = param_sets(arm) * np;
     let sets = std::iter::once(input.params).chain(
         input.occasion_params[..arm.occasions.len()]
             .iter()
             .map(|o| o.as_slice()),
     );
-    let mut params = vec![T::default(); (param_sets(arm) * np * len).max(1)];
+    let mut params = vec![T::default(); ((base + own_cols) * len).max(1)];
     for (o, set) in sets.enumerate() {
         for (p, col) in set.iter().enumerate().take(np) {
             rows.gather(
@@ -307,7 +307,66 @@ pub fn pack_params<T: Copy + Default>(
             );
         }
     }
+    if own_cols > 0 {
+        for j in 0..len {
+            let stops = &own[rows.at(j)];
+            params[base * len + j] = of(stops.len() as f64);
+            for (k, v) in stops.iter().enumerate() {
+                params[(base + 1 + k) * len + j] = of(*v);
+            }
+        }
+    }
     params
+}
+
+/// The columns [`pack_params`] gives the own stopping points of subjects `rows`: none without
+/// them, else their count and the most any of them has.
+pub fn own_columns(own: &[Vec<f64>], rows: &Rows) -> usize {
+    if own.is_empty() {
+        return 0;
+    }
+    1 + (0..rows.len())
+        .map(|j| own[rows.at(j)].len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Each subject's own stopping points in an arm, in `precision`, by subject of the chunk:
+/// where the model jumps in time at times that move with the parameters
+/// (`ModelPrograms::subject_jump_stops`, with each occasion's parameters; the shared stops
+/// [`shared_stops`] cover some). Empty where the model has no such jumps: its arm kernels are
+/// built without them (`OWN_STOPS`). The CPU reference stops at the same times.
+pub fn own_stops(
+    progs: &ModelPrograms,
+    arm: &ArmPlan,
+    input: &ChunkInput<'_>,
+    precision: super::Precision,
+) -> Result<Vec<Vec<f64>>, String> {
+    use rayon::prelude::*;
+    if progs.time_jumps.on_params().is_empty() {
+        return Ok(Vec::new());
+    }
+    let shared = shared_stops(arm);
+    let n_later = arm.occasions.len().min(input.occasion_params.len());
+    (0..input.n)
+        .into_par_iter()
+        .map(|i| {
+            let p: Vec<f64> = input.params.iter().map(|c| c[i]).collect();
+            let later: Vec<Vec<f64>> = input.occasion_params[..n_later]
+                .iter()
+                .map(|o| o.iter().map(|c| c[i]).collect())
+                .collect();
+            progs.subject_jump_stops(
+                &p,
+                &later,
+                &arm.occasions[..n_later],
+                arm.end,
+                crate::model::jumps::Which::Moving,
+                precision,
+                &shared,
+            )
+        })
+        .collect()
 }
 
 /// Dose scaling of subjects `rows`, thread by thread, in the kernel's type (1 without one).
@@ -322,6 +381,50 @@ pub fn pack_scale<T: Copy + Default>(
         None => scale.fill(of(1.0)),
     }
     scale
+}
+
+/// The stopping points every subject of an arm shares but for the model's jumps in time: 0,
+/// the end, nominal dose times, occasion starts and metric window edges; sorted and unique,
+/// within [0, end].
+pub fn shared_stops(arm: &ArmPlan) -> Vec<f64> {
+    let end = arm.end;
+    let doses = arm.regimen.doses_until(end);
+    let mut stops = vec![0.0, end];
+    stops.extend(doses.times.iter().copied());
+    stops.extend(arm.occasions.iter().copied());
+    for s in &arm.metrics {
+        if let Some((a, b)) = resolve_window(s.metric.window, end, &doses) {
+            stops.push(a);
+            stops.push(b);
+        }
+    }
+    stops.retain(|t| (0.0..=end).contains(t));
+    stops.sort_by(f64::total_cmp);
+    stops.dedup();
+    stops
+}
+
+/// Where the model jumps in time within an arm, as stopping points in `precision`: those that
+/// do not move with the parameters, which every subject of the arm shares
+/// (`ModelPrograms::jump_stops`; the CPU reference stops at the same ones).
+pub fn arm_jumps(
+    progs: &crate::model::ModelPrograms,
+    arm: &ArmPlan,
+    precision: super::Precision,
+) -> Result<Vec<f64>, String> {
+    if progs.time_jumps.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Constant jumps alone: the parameters' values do not matter.
+    let params = vec![0.0; progs.n_params];
+    progs.jump_stops(
+        &params,
+        0.0,
+        arm.end,
+        crate::model::jumps::Which::Constant,
+        precision,
+        &shared_stops(arm),
+    )
 }
 
 /// Parameter sets per subject the kernels read for an arm: one per occasion.
@@ -863,7 +966,7 @@ mod tests {
             occasion_params: &[],
         };
         let a = arm();
-        let packed = pack_params(&input, &a, 3, &rows, |v| v);
+        let packed = pack_params(&input, &a, 3, &rows, &[], |v| v);
         let scales = pack_scale(&input, &rows, |v| v);
         for (j, &i) in list.iter().enumerate() {
             for p in 0..3 {
@@ -871,7 +974,7 @@ mod tests {
             }
             assert_eq!(scales[j], scale[i as usize]);
         }
-        let natural = pack_params(&input, &a, 3, &Rows::Range(10..20), |v| v);
+        let natural = pack_params(&input, &a, 3, &Rows::Range(10..20), &[], |v| v);
         assert_eq!(&natural[..10], &cols[0][10..20]);
     }
 
@@ -931,7 +1034,7 @@ mod tests {
                 line(0, 200.0, 84.0, 2, Administration::InfusionRate(50.0)),
             ],
         };
-        let d = arm_data(&a);
+        let d = arm_data(&a, &[]);
         assert_eq!(d.n_admin, 9);
         assert_eq!(d.n_lines, 4);
         assert_eq!(&d.data[45..49], &[5.0, 6.0, 7.0, 9.0]);
@@ -958,7 +1061,7 @@ mod tests {
             lines: vec![line(100.0, 0.0, 4), line(100.0, 48.0, 1)],
         };
         a.occasions = vec![20.0, 36.0, 100.0];
-        let d = arm_data(&a);
+        let d = arm_data(&a, &[]);
         assert_eq!((d.n_admin, d.n_lines, d.n_occ), (5, 3, 3));
         assert_eq!(&d.data[25..28], &[2.0, 3.0, 5.0]);
         // The occasions' starts within the arm are stopping points.
@@ -975,7 +1078,7 @@ mod tests {
         for l in &mut a.regimen.lines {
             l.keeps_lag = true;
         }
-        let d = arm_data(&a);
+        let d = arm_data(&a, &[]);
         assert_eq!((d.n_admin, d.n_lines), (5, 4));
         let kinds: Vec<f64> = (0..5).map(|i| d.data[i * 5 + 3]).collect();
         assert_eq!(kinds, [0.0, 0.0, 16.0, 16.0, 0.0]);
@@ -983,14 +1086,14 @@ mod tests {
         let t = occasion_table(&d, a.metrics.len());
         assert_eq!(&d.data[t + 4..], &[0.0, 1.0, 2.0, 2.0]);
         // Without occasions the arm data end with the specs.
-        let plain = arm_data(&arm());
+        let plain = arm_data(&arm(), &[]);
         assert_eq!(plain.n_occ, 0);
         assert_eq!(occasion_table(&plain, 4), plain.data.len());
     }
 
     #[test]
     fn arm_packing_lists_administrations_stops_and_specs() {
-        let d = arm_data(&arm());
+        let d = arm_data(&arm(), &[]);
         assert_eq!(d.n_admin, 3);
         assert_eq!(&d.data[..5], &[0.0, 1.0, 100.0, 2.0, 1.0]);
         // One dose line: its administrations end at index 3.
@@ -1012,7 +1115,7 @@ mod tests {
         // are those of the dose at 12 (as on the CPU: `Schedule::doses_until`).
         let mut a = arm();
         a.end = 20.0;
-        let d = arm_data(&a);
+        let d = arm_data(&a, &[]);
         assert_eq!(d.trough, 12.0);
         let last = &d.data[d.off_metrics + 18..d.off_metrics + 24];
         assert_eq!(last, &[0.0, 0.0, 1.0, 12.0, 20.0, 0.0]);

@@ -468,8 +468,31 @@ impl<'m, E: Engine> Sim<'m, E> {
         }
         while let Some(p) = self.next_due(t1) {
             let to = p.time.max(self.t);
-            integrate_to(&mut self.engine, &mut self.t, to)?;
+            self.integrate_until(to)?;
             self.engine.apply(p.state, p.kind);
+        }
+        self.integrate_until(t1)
+    }
+
+    /// Integrates to `t1`, stopping on the way where the model jumps in time with the
+    /// parameters in force (`ModelPrograms::jump_stops`; those that move with the parameters
+    /// too, since each subject's records are resolved on the host for every backend).
+    fn integrate_until(&mut self, t1: f64) -> Result<(), Status> {
+        let programs = &self.model.programs;
+        if t1 > self.t && !programs.time_jumps.is_empty() {
+            let stops = programs
+                .jump_stops(
+                    &self.params,
+                    self.t,
+                    t1,
+                    crate::model::jumps::Which::All,
+                    crate::backend::Precision::F64,
+                    &[],
+                )
+                .map_err(|_| Status::MaxSteps)?;
+            for s in stops {
+                integrate_to(&mut self.engine, &mut self.t, s)?;
+            }
         }
         integrate_to(&mut self.engine, &mut self.t, t1)
     }

@@ -267,7 +267,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
             "  outputs     {}",
             names(m.outputs.iter().map(|o| o.name.as_str()).collect())
         );
-        if let Some(w) = compiled.programs.rhs_jump_note(&m.defaults()) {
+        for w in compiled.programs.jump_notes(&m.defaults()) {
             println!("  note        {w}");
         }
         return Ok(());
@@ -345,9 +345,9 @@ fn check_simulation(path: &std::path::Path) -> anyhow::Result<()> {
     let model = super::load_model(&sim.model)?;
     println!("{file}: ok (a one-subject simulation: vpop simulate {file})");
     println!("  model       {}", model.name);
-    if let Some(w) = crate::model::CompiledModel::new(&model)
+    for w in crate::model::CompiledModel::new(&model)
         .programs
-        .rhs_jump_note(&model.defaults())
+        .jump_notes(&model.defaults())
     {
         println!("  note        {w}");
     }

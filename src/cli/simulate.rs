@@ -433,8 +433,9 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> anyhow::Result<()> {
     let model = super::load_model(&args.model)?;
     let compiled = CompiledModel::new(&model);
-    // Where the model jumps with the states (docs/model-language.md, "Jumps").
-    if let Some(w) = compiled.programs.rhs_jump_note(&model.defaults()) {
+    // Where the model jumps with the states, or in time without stopping
+    // (docs/model-language.md, "Jumps").
+    for w in compiled.programs.jump_notes(&model.defaults()) {
         eprintln!("note: {w}");
     }
     let mut params: Vec<f64> = model.defaults();

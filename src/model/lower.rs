@@ -302,6 +302,12 @@ impl Program {
         self.results.iter().map(|&r| dep[r as usize]).collect()
     }
 
+    /// The program computing the values of registers `regs` (its results, in that order):
+    /// the instructions they need alone, renumbered.
+    pub fn keep_registers(&self, regs: &[Reg]) -> Program {
+        pruned(&self.instrs, &self.origins, regs)
+    }
+
     /// The statement instruction `i` comes from, if any.
     pub fn origin(&self, i: usize) -> Option<u32> {
         self.origins.get(i).copied().filter(|o| *o != NO_ORIGIN)
@@ -943,6 +949,9 @@ pub struct ModelPrograms {
     /// The model's statements the programs' instructions come from (`Program::origins`):
     /// derived quantities, right-hand sides, outputs, initial values and dosing declarations.
     pub statements: Vec<Statement>,
+    /// The steps in time of the right-hand side and the outputs: where the model jumps at
+    /// times known before the integration (stopping points; `super::jumps`).
+    pub time_jumps: super::jumps::TimeJumps,
 }
 
 impl Program {
@@ -1308,7 +1317,9 @@ impl ModelPrograms {
                 !explicit_time[k] && !steps[k] && !varying_slope[k * n..(k + 1) * n].contains(&true)
             })
             .collect();
+        let time_jumps = super::jumps::TimeJumps::new(&rhs, &outputs);
         ModelPrograms {
+            time_jumps,
             affine_outputs,
             time_outputs: explicit_time,
             n_states: n,

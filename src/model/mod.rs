@@ -5,6 +5,7 @@ pub mod eval;
 pub mod exec;
 pub mod expr;
 pub mod ir;
+pub mod jumps;
 pub mod library;
 pub mod lower;
 pub mod parse;

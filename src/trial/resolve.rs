@@ -288,15 +288,16 @@ impl Trial {
         ))
     }
 
-    /// Notes where the model jumps with the states (docs/model-language.md, "Jumps"): its
-    /// right-hand side, and the areas of outputs that do ([`area_jump_note`]), with the
-    /// model's default parameters.
+    /// Notes where the model jumps (docs/model-language.md, "Jumps"): its right-hand side
+    /// with the states, its steps in time that are not stopping points
+    /// (`ModelPrograms::jump_notes`), and the areas of outputs that jump with the states
+    /// ([`area_jump_note`]), with the model's default parameters.
     pub fn jump_notes(&self) -> Vec<String> {
         let defaults = self.model.defaults();
         let programs = &self.compiled.programs;
         let metrics: Vec<&MetricSpec> = self.arms.iter().flat_map(|a| &a.plan.metrics).collect();
         programs
-            .rhs_jump_note(&defaults)
+            .jump_notes(&defaults)
             .into_iter()
             .chain(area_jump_note(programs, &defaults, metrics))
             .collect()
@@ -1222,10 +1223,25 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         }
     }
 
+    let compiled = CompiledModel::new(&model);
+    // The model's jumps in time become stopping points of every subject: not more than a
+    // run can stop at.
+    if let Err(e) = compiled.programs.jump_stops(
+        &model.defaults(),
+        0.0,
+        end,
+        crate::model::jumps::Which::Constant,
+        crate::backend::Precision::F64,
+        &[],
+    ) {
+        errors.push(src.error(
+            span_of(&spec.simulation),
+            format!("{e} (docs/model-language.md, \"Jumps\")"),
+        ));
+    }
     if !errors.is_empty() {
         return Err(TrialError::Invalid(errors));
     }
-    let compiled = CompiledModel::new(&model);
     Ok(Trial {
         spec_path: path.to_path_buf(),
         spec_text: src.text.clone(),

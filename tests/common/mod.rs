@@ -903,6 +903,145 @@ pub fn a_jump_at_a_stopping_point_belongs_to_the_next_segment(
     }
 }
 
+/// A model that jumps in time between its stopping points: its elimination rate steps up
+/// at `tswitch` (a parameter: each subject's own time; no dose or window there), and a light on from 08:00 to 20:00 each day
+/// (`mod(t - 8, 24) < 12`) drives the production of a response.
+pub const TIME_SWITCH_MODEL: &str = "
+param k1 = 0.05
+param k2 = 0.2
+param tswitch = 30
+param kin = 3
+param kout = 0.4
+state a, r
+a(0) = 10
+d/dt(a) = -if(t > tswitch, k2, k1) * a
+d/dt(r) = if(mod(t - 8, 24) < 12, kin, 0) - kout * r
+output cp = a
+output resp = r
+";
+
+/// The closed forms of [`TIME_SWITCH_MODEL`] with its default parameters but `ts` for
+/// `tswitch`, over [0, `end`]: per output, the AUC, Cmax and Cmin.
+pub fn time_switch_closed_form(end: f64, ts: f64) -> [[f64; 3]; 2] {
+    let (k1, k2, kin, kout): (f64, f64, f64, f64) = (0.05, 0.2, 3.0, 0.4);
+    // a: 10 e^(−k1 t) to ts, then e^(−k2 (t − ts)) from there.
+    let a_ts = 10.0 * (-k1 * ts).exp();
+    let a_end = a_ts * (-k2 * (end - ts)).exp();
+    let auc_a = 10.0 * (1.0 - (-k1 * ts).exp()) / k1 + a_ts * (1.0 - (-k2 * (end - ts)).exp()) / k2;
+    // r: piece by piece between the light's switches, from r(0) = 0.
+    let mut edges = vec![0.0];
+    let mut d = 8.0;
+    while d < end {
+        edges.push(d);
+        if d + 12.0 < end {
+            edges.push(d + 12.0);
+        }
+        d += 24.0;
+    }
+    edges.push(end);
+    let (mut r, mut auc_r, mut r_max, mut r_min) = (0.0f64, 0.0, 0.0f64, 0.0f64);
+    for w in edges.windows(2) {
+        let (s, e) = (w[0], w[1]);
+        let on = (s - 8.0).rem_euclid(24.0) < 12.0;
+        let target = if on { kin / kout } else { 0.0 };
+        let x = (-kout * (e - s)).exp();
+        auc_r += target * (e - s) + (r - target) * (1.0 - x) / kout;
+        r = target + (r - target) * x;
+        r_max = r_max.max(r);
+        r_min = r_min.min(r);
+    }
+    [[auc_a, 10.0, a_end], [auc_r, r_max, r_min]]
+}
+
+/// Jumps in time between the stopping points become stopping points, those that move with
+/// the parameters each subject's own: the AUC, Cmax and Cmin of [`TIME_SWITCH_MODEL`] follow
+/// their closed forms within `tol` (relative) at `rtol` on every method, for subjects that
+/// switch at 30, 41.5 and 12 h (12: before the light's first jump). Before, the step control
+/// crossed each jump by shortening its steps, and the error estimate saw each jump only in
+/// part.
+pub fn jumps_in_time_are_stopping_points(
+    make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    rtol: f64,
+    tol: f64,
+) {
+    let m = Model::parse("switch", TIME_SWITCH_MODEL).unwrap();
+    let Some(mut b) = make(Arc::new(CompiledModel::new(&m))) else {
+        return;
+    };
+    let switches = [30.0, 41.5, 12.0];
+    let ts_index = m.param_index("tswitch").unwrap();
+    let params: Vec<Vec<f64>> = m
+        .defaults()
+        .into_iter()
+        .enumerate()
+        .map(|(k, p)| {
+            if k == ts_index {
+                switches.to_vec()
+            } else {
+                vec![p; switches.len()]
+            }
+        })
+        .collect();
+    let metrics = ["auc", "cmax", "cmin"];
+    let end = 71.0;
+    let n_out = m.outputs.len();
+    // Every method's results first (with --nocapture, the table of docs/model-language.md,
+    // "Jumps"), then the checks.
+    let outs: Vec<(Method, ChunkOutput)> = Method::ALL
+        .into_iter()
+        .map(|method| {
+            let mut a = arm(&m, method, rtol, &metrics.map(String::from));
+            a.regimen = Regimen { lines: vec![] };
+            a.end = end;
+            a.sample_times = vec![];
+            let out = run(b.as_mut(), &a, &params);
+            let mut worst = 0.0f64;
+            for (i, &ts) in switches.iter().enumerate() {
+                let want = time_switch_closed_form(end, ts);
+                for (o, w) in want.iter().enumerate() {
+                    for (mi, w) in w.iter().enumerate() {
+                        let e = (out.metrics[mi * n_out + o][i] - w).abs() / w.abs().max(1.0);
+                        worst = if e.is_nan() {
+                            f64::INFINITY
+                        } else {
+                            worst.max(e)
+                        };
+                    }
+                }
+            }
+            println!(
+                "{method} rtol {rtol:e}: largest error {worst:.1e}, steps {} + {}",
+                out.stats.accepted, out.stats.rejected
+            );
+            (method, out)
+        })
+        .collect();
+    for (method, out) in outs {
+        // Rosenbrock23 advances with its second-order solution: its global error is a few
+        // hundred times the tolerance.
+        let tol = if method == Method::Rosenbrock23 {
+            tol.max(1e-6).max(100.0 * rtol)
+        } else {
+            tol
+        };
+        for (i, &ts) in switches.iter().enumerate() {
+            assert_eq!(out.status[i], 0, "{method}: status");
+            let want = time_switch_closed_form(end, ts);
+            for (mi, name) in metrics.iter().enumerate() {
+                for (o, w) in want.iter().enumerate() {
+                    let (got, w) = (out.metrics[mi * n_out + o][i], w[mi]);
+                    assert!(
+                        (got - w).abs() <= tol * w.abs().max(1.0),
+                        "{method}, tswitch {ts}: {} {name} {got} vs {w} ({:.1e})",
+                        m.outputs[o].name,
+                        (got - w).abs() / w.abs().max(1.0)
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Zero doses given over a duration (a placebo line of amount 0; a bioavailability of 0) give
 /// nothing, as boluses of 0 do: every subject `ok`, and the AUC and Cmax to 72 h those of the
 /// other doses alone, in closed form, within `tol` (relative) at `rtol`, on the backend `make`

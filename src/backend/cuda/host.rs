@@ -310,7 +310,11 @@ impl<L: Launcher> Host<L> {
             T::PRECISION,
         )
         .map_err(|e| self.failed(e))?;
-        let ad = arm_data(arm);
+        let jumps =
+            crate::backend::gpu::arm_jumps(progs, arm, T::PRECISION).map_err(|e| self.failed(e))?;
+        let ad = arm_data(arm, &jumps);
+        let own = crate::backend::gpu::own_stops(progs, arm, input, T::PRECISION)
+            .map_err(|e| self.failed(e))?;
         let z = KernelSizes::new(progs, &arm.metrics);
         let nt = ad.n_times;
         let arm_v: Vec<T> = ad.data.iter().map(|v| T::of(*v)).collect();
@@ -367,6 +371,7 @@ impl<L: Launcher> Host<L> {
                 (z.nm, z.no, nt),
                 arm,
                 input,
+                &own,
                 &parts,
                 out,
             )?;
@@ -404,6 +409,7 @@ impl<L: Launcher> Host<L> {
         (nm, no, nt): (usize, usize, usize),
         arm: &ArmPlan,
         input: &ChunkInput<'_>,
+        own: &[Vec<f64>],
         parts: &[Rows],
         out: &mut ChunkOutput,
     ) -> Result<Vec<(u32, u32)>, BackendError> {
@@ -413,7 +419,7 @@ impl<L: Launcher> Host<L> {
             .par_iter()
             .map(|r| {
                 (
-                    pack_params(input, arm, np, r, T::of),
+                    pack_params(input, arm, np, r, own, T::of),
                     pack_scale(input, r, T::of),
                 )
             })

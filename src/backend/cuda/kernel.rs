@@ -154,6 +154,8 @@ fn source(
     p: Precision,
 ) -> Result<String, String> {
     let records = driver == Driver::Records;
+    // Stopping points of each subject's own: jumps in time that move with the parameters.
+    let own_stops = !records && !m.time_jumps.on_params().is_empty();
     if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
         return Err(format!(
             "metric {} reads output {} of a model with {}",
@@ -193,7 +195,7 @@ fn source(
          #define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n#define QUARTIC_ITERS {}\n\
          #define ROOT_RTOL {:e}\n#define SS_START {}\n#define SS_ADMIN {}u\n\
          #define SS_II ((real){:e})\n#define HAS_RESETS {}\n#define HAS_OCCASIONS {}\n\
-         #define RATE_CANCEL ((real){:e})\n",
+         #define OWN_STOPS {}\n#define RATE_CANCEL ((real){:e})\n",
         s.extremum_cgold,
         s.extremum_xtol,
         s.extremum_iters,
@@ -205,6 +207,7 @@ fn source(
         a.ss_ii,
         u8::from(a.resets),
         u8::from(a.occasions),
+        u8::from(own_stops),
         p.rate_cancel()
     );
     // The quartic's constants: doubles (as the CPU reference's), rounded to real where used.

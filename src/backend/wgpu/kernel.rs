@@ -125,6 +125,8 @@ fn source(
     let z = KernelSizes::new(m, metrics);
     let ny = z.ny();
     let a = driver.arm_settings();
+    // Stopping points of each subject's own: jumps in time that move with the parameters.
+    let own_stops = driver != Driver::Records && !m.time_jumps.on_params().is_empty();
     let (driver, (cw, cu)) = match driver {
         Driver::Records => (RECORDS_DRIVER_WGSL, (records_carry_f(&z), RECORDS_CARRY_U)),
         Driver::Arm { ss, .. } => (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some())),
@@ -135,7 +137,7 @@ fn source(
          const NM: u32 = {}u;\nconst CW: u32 = {cw}u;\nconst CU: u32 = {cu}u;\n\
          const CW_ARM: u32 = {}u;\nconst CU_ARM: u32 = {CARRY_U}u;\nconst SS_START: bool = {};\n\
          const SS_ADMIN: u32 = {}u;\nconst SS_II: {} = {};\nconst HAS_RESETS: bool = {};\n\
-         const HAS_OCCASIONS: bool = {};\n",
+         const HAS_OCCASIONS: bool = {};\nconst OWN_STOPS: bool = {own_stops};\n",
         z.ns,
         z.np,
         z.no,

@@ -922,10 +922,16 @@ mod integrate {
         }
 
         /// Subjects per dispatch within the adapter's buffer limits.
-        fn batch_size(&self, z: &KernelSizes, sets: usize, n_times: usize, bytes: u64) -> usize {
+        fn batch_size(
+            &self,
+            z: &KernelSizes,
+            param_columns: usize,
+            n_times: usize,
+            bytes: u64,
+        ) -> usize {
             let max_binding = self.max_binding();
             let (cw, cu) = arm_carry(z, true);
-            let widest = [sets * z.np, 1, cw, cu, z.nm, z.no * n_times]
+            let widest = [param_columns, 1, cw, cu, z.nm, z.no * n_times]
                 .into_iter()
                 .max()
                 .unwrap_or(1) as u64;
@@ -1155,13 +1161,14 @@ mod integrate {
             ad: &crate::backend::gpu::ArmData,
             z: &KernelSizes,
             input: &ChunkInput<'_>,
+            own: &[Vec<f64>],
             rows: &Rows,
             out: &mut ChunkOutput,
         ) -> Result<Vec<(u32, u32)>, BackendError> {
             let device = &self.gpu.device;
             let nt = ad.n_times;
             let n = rows.len();
-            let params = pack_params(input, arm, z.np, rows, T::of);
+            let params = pack_params(input, arm, z.np, rows, own, T::of);
             let scale: Vec<T> = pack_scale(input, rows, T::of);
             let init = |label: &str, bytes: &[u8]| {
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -1295,13 +1302,17 @@ mod integrate {
             )
             .map_err(failed)?;
             let pipeline = self.pipeline(&src, false, self.unroll)?;
-            let ad = arm_data(arm);
+            let jumps = crate::backend::gpu::arm_jumps(progs, arm, p).map_err(failed)?;
+            let ad = arm_data(arm, &jumps);
+            let own = crate::backend::gpu::own_stops(progs, arm, input, p).map_err(failed)?;
             let z = KernelSizes::new(progs, &arm.metrics);
             let bytes = match p {
                 Precision::F32 => 4,
                 Precision::F64 => 8,
             };
-            let batch = self.batch_size(&z, param_sets(arm), ad.n_times, bytes);
+            let columns =
+                param_sets(arm) * z.np + crate::backend::gpu::own_columns(&own, &Rows::Range(0..n));
+            let batch = self.batch_size(&z, columns, ad.n_times, bytes);
             // Batch by batch: in the order learnt for the arm (planned, for the rest of the
             // call, at the first batch that has one), else as sampled; each batch learnt from.
             // With nothing learnt, a large enough call's first batch is a pilot, as on CUDA.
@@ -1325,10 +1336,10 @@ mod integrate {
                 };
                 let samples = match p {
                     Precision::F32 => {
-                        self.run_batch::<f32>(&pipeline, arm, &ad, &z, input, &rows, out)?
+                        self.run_batch::<f32>(&pipeline, arm, &ad, &z, input, &own, &rows, out)?
                     }
                     Precision::F64 => {
-                        self.run_batch::<f64>(&pipeline, arm, &ad, &z, input, &rows, out)?
+                        self.run_batch::<f64>(&pipeline, arm, &ad, &z, input, &own, &rows, out)?
                     }
                 };
                 if let Some(o) = &self.order {
