@@ -272,8 +272,19 @@ pub fn stop_times(
     stops.extend(schedule.events.iter().map(|e| e.time));
     let doses = schedule.doses_until(end);
     stops.extend(doses.times.iter().copied());
+    with_window_edges(stops, metrics, end, &doses)
+}
+
+/// `stops` with the edges of the metrics' windows (resolved against `doses`), kept within
+/// [0, end], sorted and unique.
+pub fn with_window_edges(
+    mut stops: Vec<f64>,
+    metrics: &[MetricSpec],
+    end: f64,
+    doses: &crate::dosing::DoseTimes,
+) -> Vec<f64> {
     for s in metrics {
-        if let Some((a, b)) = resolve_window(s.metric.window, end, &doses) {
+        if let Some((a, b)) = resolve_window(s.metric.window, end, doses) {
             stops.push(a);
             stops.push(b);
         }

@@ -392,16 +392,7 @@ pub fn shared_stops(arm: &ArmPlan) -> Vec<f64> {
     let mut stops = vec![0.0, end];
     stops.extend(doses.times.iter().copied());
     stops.extend(arm.occasions.iter().copied());
-    for s in &arm.metrics {
-        if let Some((a, b)) = resolve_window(s.metric.window, end, &doses) {
-            stops.push(a);
-            stops.push(b);
-        }
-    }
-    stops.retain(|t| (0.0..=end).contains(t));
-    stops.sort_by(f64::total_cmp);
-    stops.dedup();
-    stops
+    super::cpu::with_window_edges(stops, &arm.metrics, end, &doses)
 }
 
 /// Where the model jumps in time within an arm, as stopping points in `precision`: those that

@@ -75,24 +75,6 @@ fn same(x: f64, y: f64) -> bool {
     x == y || (x.is_nan() && y.is_nan())
 }
 
-fn is_step(op: &Op) -> bool {
-    use Op::*;
-    matches!(
-        op,
-        Floor(_)
-            | Ceil(_)
-            | Lt(..)
-            | Le(..)
-            | Gt(..)
-            | Ge(..)
-            | Eq(..)
-            | Ne(..)
-            | Not(_)
-            | And(..)
-            | Or(..)
-    )
-}
-
 /// How a value depends on `t`, the steps in time held at their values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Degree {
@@ -115,7 +97,7 @@ impl TimeJumps {
             timed[i] = matches!(op, Time) || any(&timed);
             stated[i] = matches!(op, State(_) | Slot(_)) || any(&stated);
             param[i] = matches!(op, Param(_)) || any(&param);
-            time_step[i] = is_step(op) && timed[i] && !stated[i];
+            time_step[i] = op.is_step() && timed[i] && !stated[i];
             let d = |r: Reg| degree[r as usize];
             degree[i] = if !timed[i] || time_step[i] {
                 Degree::Constant

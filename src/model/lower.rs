@@ -122,6 +122,27 @@ fn key(op: &Op) -> Key {
 }
 
 impl Op {
+    /// Whether this instruction is a step function (`floor`, `ceil`, a comparison, a logical
+    /// operation): constant between the places where its argument crosses a whole number or
+    /// a bound.
+    pub fn is_step(&self) -> bool {
+        use Op::*;
+        matches!(
+            self,
+            Floor(_)
+                | Ceil(_)
+                | Lt(..)
+                | Le(..)
+                | Gt(..)
+                | Ge(..)
+                | Eq(..)
+                | Ne(..)
+                | Not(_)
+                | And(..)
+                | Or(..)
+        )
+    }
+
     /// Whether this instruction's value depends on parameters and constants alone, given
     /// which earlier values do (`alone`, by register).
     pub fn on_parameters_alone(&self, alone: &[bool]) -> bool {
@@ -267,21 +288,7 @@ impl Program {
         let mut steps = vec![false; self.instrs.len()];
         for (i, op) in self.instrs.iter().enumerate() {
             moving[i] = matches!(op, State(_)) || op.args().any(|a| moving[a as usize]);
-            steps[i] = moving[i]
-                && matches!(
-                    op,
-                    Floor(_)
-                        | Ceil(_)
-                        | Lt(..)
-                        | Le(..)
-                        | Gt(..)
-                        | Ge(..)
-                        | Eq(..)
-                        | Ne(..)
-                        | Not(_)
-                        | And(..)
-                        | Or(..)
-                );
+            steps[i] = moving[i] && op.is_step();
         }
         steps
     }
