@@ -343,7 +343,7 @@ pub fn own_stops(
     precision: super::Precision,
 ) -> Result<Vec<Vec<f64>>, String> {
     use rayon::prelude::*;
-    if progs.time_jumps.on_params().is_empty() {
+    if !progs.time_jumps.moves_with_params() {
         return Ok(Vec::new());
     }
     let shared = shared_stops(arm);

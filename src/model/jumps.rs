@@ -208,6 +208,12 @@ impl TimeJumps {
         self.steps.is_empty()
     }
 
+    /// Whether some of its steps in time move with the parameters: each subject has jumps of
+    /// its own (the GPU arm kernels are built to read them, `OWN_STOPS`).
+    pub fn moves_with_params(&self) -> bool {
+        self.steps.iter().any(|s| s.on_params)
+    }
+
     /// Statements whose steps in time move with the parameters (each once, in the order of
     /// the file).
     pub fn on_params(&self) -> Vec<u32> {
@@ -487,20 +493,14 @@ impl ModelPrograms {
     /// jumps with the states ([`ModelPrograms::rhs_jump_note`]), and its steps in time that are
     /// not located, so not stopping points (docs/model-language.md, "Jumps").
     pub fn jump_notes(&self, params: &[f64]) -> Vec<String> {
-        let at = |origins: &[u32]| -> Option<String> {
-            let first = self.statements.get(*origins.first()? as usize)?;
-            let more = match origins.len() {
-                1 => String::new(),
-                2 => " and 1 more statement".to_string(),
-                n => format!(" and {} more statements", n - 1),
-            };
-            Some(format!(
-                "`{}` at {}:{}:{}{more}",
-                first.what, first.file, first.line, first.col
-            ))
-        };
         let mut notes: Vec<String> = self.rhs_jump_note(params).into_iter().collect();
-        if let Some(at) = at(&self.time_jumps.not_affine) {
+        let not_affine: Vec<&super::lower::Statement> = self
+            .time_jumps
+            .not_affine
+            .iter()
+            .filter_map(|&o| self.statements.get(o as usize))
+            .collect();
+        if let Some(at) = super::lower::located(&not_affine) {
             notes.push(format!(
                 "a step in time whose argument is not a straight line in t ({at}) is crossed by \
                  the step control, not stopped at: its jumps are not located, and errors there \

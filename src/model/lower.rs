@@ -1101,22 +1101,30 @@ impl ModelPrograms {
     /// ([`Self::rhs_jumps_with_states`] with the parameters `params`); `None` where it does
     /// not.
     pub fn rhs_jump_note(&self, params: &[f64]) -> Option<String> {
-        let at = self.rhs_jumps_with_states(params);
-        let first = at.first()?;
-        let more = match at.len() {
-            1 => String::new(),
-            2 => " and 1 more statement".to_string(),
-            n => format!(" and {} more statements", n - 1),
-        };
+        let at = located(&self.rhs_jumps_with_states(params))?;
         Some(format!(
-            "the right-hand side jumps where values of the states cross a bound (`{}` at \
-             {}:{}:{}{more}): the adaptive methods shorten their steps across each jump, but \
-             their error estimates see a jump only in part, so errors there can be well above \
-             rtol, and a tighter rtol does not bring them down; a smooth switch such as \
-             c^n / (c50^n + c^n) keeps to the tolerance (docs/model-language.md, \"Jumps\")",
-            first.what, first.file, first.line, first.col
+            "the right-hand side jumps where values of the states cross a bound ({at}): the \
+             adaptive methods shorten their steps across each jump, but their error estimates \
+             see a jump only in part, so errors there can be well above rtol, and a tighter \
+             rtol does not bring them down; a smooth switch such as c^n / (c50^n + c^n) keeps \
+             to the tolerance (docs/model-language.md, \"Jumps\")"
         ))
     }
+}
+
+/// "`what` at file:line:col" of the first statement, with how many more there are (" and 2
+/// more statements"); `None` for none. For notes that name where a model does something.
+pub fn located(statements: &[&Statement]) -> Option<String> {
+    let first = statements.first()?;
+    let more = match statements.len() {
+        1 => String::new(),
+        2 => " and 1 more statement".to_string(),
+        n => format!(" and {} more statements", n - 1),
+    };
+    Some(format!(
+        "`{}` at {}:{}:{}{more}",
+        first.what, first.file, first.line, first.col
+    ))
 }
 
 impl Program {

@@ -155,7 +155,7 @@ fn source(
 ) -> Result<String, String> {
     let records = driver == Driver::Records;
     // Stopping points of each subject's own: jumps in time that move with the parameters.
-    let own_stops = !records && !m.time_jumps.on_params().is_empty();
+    let own_stops = !records && m.time_jumps.moves_with_params();
     if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
         return Err(format!(
             "metric {} reads output {} of a model with {}",

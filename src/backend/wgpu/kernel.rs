@@ -126,7 +126,7 @@ fn source(
     let ny = z.ny();
     let a = driver.arm_settings();
     // Stopping points of each subject's own: jumps in time that move with the parameters.
-    let own_stops = driver != Driver::Records && !m.time_jumps.on_params().is_empty();
+    let own_stops = driver != Driver::Records && m.time_jumps.moves_with_params();
     let (driver, (cw, cu)) = match driver {
         Driver::Records => (RECORDS_DRIVER_WGSL, (records_carry_f(&z), RECORDS_CARRY_U)),
         Driver::Arm { ss, .. } => (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some())),
