@@ -194,11 +194,14 @@ struct Sub {
         return e;
     }
 
-    // A time four to eight ulps before t: the left limit of a segment's end t, where the
-    // stages of its last step that fall on the end evaluate the system (a model reading t may
-    // jump at a stopping point; the jump belongs to the next segment). As `left_of` on the CPU
-    // (src/solver/mod.rs): 4·|t|·ε is exact, so a fused multiply-add changes nothing.
-    FI real left_of(real t) { return t - fmax((real)4 * fabs(t) * m->eps, (real)1e-30); }
+    // The latest time at which the steps of a segment [t0, t1) evaluate the system: four to
+    // eight ulps before t1 (a model reading t may jump at a stopping point; the jump belongs
+    // to the next segment), and not before t0 (a segment a few ulps long starts on the new
+    // side of a jump at its start). As `left_limit` on the CPU (src/solver/mod.rs): 4·|t1|·ε
+    // is exact, so a fused multiply-add changes nothing.
+    FI real left_limit(real t0, real t1) {
+        return fmax(t1 - fmax((real)4 * fabs(t1) * m->eps, (real)1e-30), t0);
+    }
 
     // Hairer, Nørsett & Wanner's starting step; tl: the left limit of the segment's end.
     FI real initial_step(real t0, real tl) {
@@ -762,6 +765,7 @@ struct Sub {
         sys_rhs(t0, y, f0);
         if (!all_finite(y) || !all_finite(f0)) return 3u;
         const real span = t1 - t0;
+        const real tl = left_limit(t0, t1);
         if (FIXED_STEP) {
             const real dt = m->dt;
             if (!(dt > (real)0 && isfinite(dt))) return 2u;
@@ -771,7 +775,7 @@ struct Sub {
                 real t = t0 + (real)i * dt;
                 real t_new = (i + 1 == n_steps) ? t1 : t0 + (real)(i + 1) * dt;
                 real h = t_new - t;
-                do_step(t, h, left_of(t1));
+                do_step(t, h, tl);
                 if (!all_finite(y1) || !all_finite(f1)) return 3u;
                 n_acc++;
                 if (OBSERVE && OBS) {
@@ -789,7 +793,7 @@ struct Sub {
         // reset; a tiny atol against a fast component) is raised to STEP_START least steps.
         if (!(h_prop > (real)0 && isfinite(h_prop)))
             h_prop = m->dt > (real)0 ? m->dt
-                : fmax(initial_step(t0, left_of(t1)), STEP_START * fmax(m->h_min_rel * fmax(fabs(t0), span), STEP_ULPS * m->eps * fabs(t0)));
+                : fmax(initial_step(t0, tl), STEP_START * fmax(m->h_min_rel * fmax(fabs(t0), span), STEP_ULPS * m->eps * fabs(t0)));
         real t = t0;
         bool rejected_last = false, saw_non_finite = false;
         for (;;) {
@@ -802,12 +806,12 @@ struct Sub {
             step = last ? t1 - t : step_taken(t, step);
             // The last step may be shorter: it ends at t1 exactly (a stopping point an ulp away).
             if (step < h_min && !last) return saw_non_finite ? 3u : 2u;
-            bool ok = do_step(t, step, left_of(t1));
+            bool ok = do_step(t, step, tl);
             real e = ok ? error_norm() : BIG;
             if (e >= BIG) saw_non_finite = true;
             if (e <= (real)1) {
                 real t_new = last ? t1 : t + step;
-                if (NEEDS_F1) sys_rhs(fmin(t_new, left_of(t1)), y1, f1);
+                if (NEEDS_F1) sys_rhs(fmin(t_new, tl), y1, f1);
                 if (!all_finite(f1)) {
                     saw_non_finite = true;
                     h_prop = step * STEP_FAC_MIN;

@@ -226,13 +226,14 @@ fn error_norm() -> real {
     return e;
 }
 
-// A time four to eight ulps before t: the left limit of a segment's end t, where the stages
-// of its last step that fall on the end evaluate the system (a model reading t may jump at a
-// stopping point; the jump belongs to the next segment). Four ulps, as `left_of` on the CPU
-// (src/solver/mod.rs): Vulkan allows f32 division 2.5 ulps of error, and t / 24 must still
-// fall short of 1. By arithmetic, since f64 has no bit casts in WGSL.
-fn left_of(t: real) -> real {
-    return t - max(4.0 * abs(t) * EPS, 1e-30);
+// The latest time at which the steps of a segment [t0, t1) evaluate the system: four to
+// eight ulps before t1 (a model reading t may jump at a stopping point; the jump belongs to
+// the next segment), and not before t0 (a segment a few ulps long starts on the new side of a
+// jump at its start). Four ulps, as `left_limit` on the CPU (src/solver/mod.rs): Vulkan allows
+// f32 division 2.5 ulps of error, and t / 24 must still fall short of 1. By arithmetic, since
+// f64 has no bit casts in WGSL.
+fn left_limit(t0: real, t1: real) -> real {
+    return max(t1 - max(4.0 * abs(t1) * EPS, 1e-30), t0);
 }
 
 // Hairer, Nørsett & Wanner's starting step; tl: the left limit of the segment's end.
@@ -886,6 +887,7 @@ fn integrate(t0: real, t1: real) -> u32 {
     f0 = sys_rhs(t_cur, y);
     if (!all_finite(y) || !all_finite(f0)) { return 3u; }
     let span = t1 - t0;
+    let tl = left_limit(t0, t1);
     if (FIXED_STEP) {
         let dt = meta_.dt;
         if (!(dt > 0.0 && finite(dt))) { return 2u; }
@@ -902,7 +904,7 @@ fn integrate(t0: real, t1: real) -> u32 {
             var t_new = t0 + real(i + 1u) * dt;
             if (i + 1u == n_steps) { t_new = t1; }
             let h = t_new - t;
-            do_step(t, h, left_of(t1));
+            do_step(t, h, tl);
             if (!all_finite(y1) || !all_finite(f1)) { return 3u; }
             n_acc++;
             accepted_step(t, t_new, h);
@@ -922,7 +924,7 @@ fn integrate(t0: real, t1: real) -> u32 {
         if (meta_.dt > 0.0) {
             h_prop = meta_.dt;
         } else {
-            h_prop = max(initial_step(t0, left_of(t1)), STEP_START * max(meta_.h_min_rel * max(abs(t0), span), STEP_ULPS * EPS * abs(t0)));
+            h_prop = max(initial_step(t0, tl), STEP_START * max(meta_.h_min_rel * max(abs(t0), span), STEP_ULPS * EPS * abs(t0)));
         }
     }
     var t = t_cur;
@@ -946,14 +948,14 @@ fn integrate(t0: real, t1: real) -> u32 {
         if (last) { step = t1 - t; } else { step = step_taken(t, step); }
         // The last step may be shorter: it ends at t1 exactly (a stopping point an ulp away).
         if (step < h_min && !last) { return select(2u, 3u, saw_non_finite); }
-        let ok = do_step(t, step, left_of(t1));
+        let ok = do_step(t, step, tl);
         var e = BIG;
         if (ok) { e = error_norm(); }
         if (e >= BIG) { saw_non_finite = true; }
         if (e <= 1.0) {
             var t_new = t + step;
             if (last) { t_new = t1; }
-            if (NEEDS_F1) { f1 = sys_rhs(min(t_new, left_of(t1)), y1); }
+            if (NEEDS_F1) { f1 = sys_rhs(min(t_new, tl), y1); }
             if (!all_finite(f1)) {
                 saw_non_finite = true;
                 h_prop = step * STEP_FAC_MIN;

@@ -1124,6 +1124,19 @@ fn jumps_in_time_are_stopping_points() {
     }
 }
 
+/// A segment a few units in the last place long after a jump starts on the new side on the
+/// CPU reference.
+#[test]
+fn a_segment_ulps_long_starts_on_the_new_side() {
+    common::a_segment_ulps_long_starts_on_the_new_side(
+        &mut |m| {
+            Some(Box::new(vpop::backend::cpu::CpuBackend::new(m)) as Box<dyn vpop::backend::Backend>)
+        },
+        1e-10,
+        1e-8,
+    );
+}
+
 /// A jump at a stopping point belongs to the segment after it on the CPU reference.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

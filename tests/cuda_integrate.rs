@@ -540,6 +540,19 @@ fn jumps_in_time_are_stopping_points() {
     });
 }
 
+/// A segment a few units in the last place long after a jump starts on the new side in the
+/// CUDA kernels.
+#[test]
+fn a_segment_ulps_long_starts_on_the_new_side() {
+    each_kernel_maker(|make, pick| {
+        common::a_segment_ulps_long_starts_on_the_new_side(
+            make,
+            pick(1e-6, 1e-10),
+            pick(1e-4, 1e-8),
+        )
+    });
+}
+
 /// A jump at a stopping point belongs to the segment after it in the CUDA kernels.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

@@ -829,6 +829,18 @@ fn check_takes_every_kind_of_file() {
         ("populations/adult_healthy.toml", "ok (a population file)"),
         ("examples/sensitivity.toml", "factors     ka, cl, v1, q, v2"),
         ("examples/one_subject.toml", "ok (a one-subject simulation"),
+        // Where the model steps in time: every subject's meals and days, and its own
+        // induction time (60 h with the model's values, at a meal's start).
+        (
+            "examples/induction.toml",
+            "  jumps       in time, stopping points of the integration: 20 shared by every \
+             subject, at t = 12, 13, 24, 36, 37, 48, 60, 61, … 157; each subject's own from its \
+             parameters (`d/dt(central)` at ",
+        ),
+        (
+            "examples/induction.toml",
+            "induction.vpm:13:6; at t = 60 with the model's values)\n",
+        ),
         (
             "examples/qsp_large.toml",
             "  W           factorised along the Jacobian's structure: 117 of 3136 entries can be \
@@ -837,6 +849,10 @@ fn check_takes_every_kind_of_file() {
     ] {
         let (ok, text) = check(&root.join(file));
         assert!(ok && text.contains(says), "{file}: {text}");
+        // A model without steps in time has no such line.
+        if file != "examples/induction.toml" {
+            assert!(!text.contains("  jumps "), "{file}: {text}");
+        }
     }
     let dir = tmp("check-kinds");
     std::fs::create_dir_all(&dir).unwrap();

@@ -552,6 +552,17 @@ fn jumps_in_time_are_stopping_points() {
     );
 }
 
+/// A segment a few units in the last place long after a jump starts on the new side in the
+/// f32 kernel.
+#[test]
+fn a_segment_ulps_long_starts_on_the_new_side() {
+    common::a_segment_ulps_long_starts_on_the_new_side(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        1e-4,
+    );
+}
+
 /// A jump at a stopping point belongs to the segment after it in the f32 kernel.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

@@ -134,6 +134,17 @@ fn a_slow_infusion_outlasting_a_fast_one_keeps_its_rate() {
     assert!(worst <= 1e-9, "{worst}");
 }
 
+/// A segment a few units in the last place long after a jump starts on the new side in the
+/// f64 kernel.
+#[test]
+fn a_segment_ulps_long_starts_on_the_new_side() {
+    common::a_segment_ulps_long_starts_on_the_new_side(
+        &mut |m| gpu_backend(m).map(|b| Box::new(b) as Box<dyn vpop::backend::Backend>),
+        1e-10,
+        1e-8,
+    );
+}
+
 /// Jumps in time between the stopping points become stopping points in the f64 kernel.
 #[test]
 fn jumps_in_time_are_stopping_points() {

@@ -47,7 +47,7 @@ impl Lang {
     }
 
     /// The system at time `t` of the step, at most `tl`: the left limit of the segment's end,
-    /// which the stages of its last step that fall on the end take (`crate::solver::left_of`).
+    /// which the stages of its last step that fall on the end take (`crate::solver::left_limit`).
     fn rhs(self, t: &str, src: &str, dst: &str) -> String {
         match self {
             Lang::Wgsl => format!("    {dst} = sys_rhs(min({t}, tl), {src});\n"),

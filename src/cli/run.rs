@@ -423,6 +423,13 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             trial.arms[0].plan.solver.atol,
             d.end
         );
+        if let Some(line) = trial
+            .compiled
+            .programs
+            .jump_summary(&trial.model.defaults(), d.end)
+        {
+            println!("  jumps       {line}");
+        }
         f32_time_line(&trial);
         println!("  output      {}", trial.output_dir.display());
         return Ok(());
@@ -483,6 +490,14 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
         trial.arms[0].plan.solver.atol,
         trial.arms[0].plan.end
     );
+    let end = trial.arms.iter().map(|a| a.plan.end).fold(0.0, f64::max);
+    if let Some(line) = trial
+        .compiled
+        .programs
+        .jump_summary(&trial.model.defaults(), end)
+    {
+        println!("  jumps       {line}");
+    }
     if trial
         .arms
         .iter()

@@ -160,7 +160,7 @@ impl Integrator {
         // Every later evaluation of the segment is at most the left limit of its end.
         let sys = &mut LeftLimited {
             sys,
-            t_left: super::left_of(t1),
+            t_left: super::left_limit(t0, t1),
         };
         if self.method == Method::Rk4 {
             return self.integrate_rk4(sys, t0, t1, y, opts, obs, stats);
@@ -1024,7 +1024,7 @@ impl DenseOutput for StepView<'_> {
 }
 
 /// The system as a segment's steps see it: the right-hand side is evaluated at no time later
-/// than `t_left`, the left limit of the segment's end ([`super::left_of`]), so that a jump at a
+/// than `t_left`, the left limit of the segment's end ([`super::left_limit`]), so that a jump at a
 /// stopping point belongs to the next segment (as in the kernels' `do_step`, whose stages
 /// take `min(t, tl)`). The Jacobian and ∂f/∂t are taken at a step's start, inside the segment.
 struct LeftLimited<'a, S: ?Sized> {

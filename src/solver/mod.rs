@@ -229,20 +229,23 @@ pub mod tableau_data;
 
 pub use integrator::{lu_factor, lu_solve, Integrator};
 
-/// The least offset [`left_of`] takes, where |t|·ε is smaller (t near 0).
+/// The least offset [`left_limit`] takes, where |t1|·ε is smaller (t1 near 0).
 pub const LEFT_OF_TINY: f64 = 1e-30;
 
-/// A time four to eight ulps before `t`: where the stages of a segment's last step that fall
-/// on its end evaluate the system. A segment [t0, t1) ends at a stopping point, where a model
-/// that reads `t` may jump (`floor(t / 24)` at 24); the step that ends there integrates the
-/// left limit, as every step before it does, and the jump belongs to the next segment. Four
-/// ulps, not one: a GPU's f32 division may be 2.5 ulps off under Vulkan, and `t / 24` must
-/// still fall short of 1. The kernels compute the same value (`left_of` in
-/// kernels/integrate.cu and shaders/integrate.wgsl): 4·|t|·ε is exact (ε a power of two), so
-/// contraction into a fused multiply-add changes nothing.
+/// The latest time at which the steps of a segment [t0, t1) evaluate the system: four to
+/// eight ulps before `t1`, and not before `t0`. A segment ends at a stopping point, where a
+/// model that reads `t` may jump (`floor(t / 24)` at 24); the step that ends there integrates
+/// the left limit, as every step before it does, and the jump belongs to the next segment.
+/// Four ulps, not one: a GPU's f32 division may be 2.5 ulps off under Vulkan, and `t / 24`
+/// must still fall short of 1. Not before `t0`: a segment a few ulps long (a dose lagged to
+/// just before a jump's stop) starts on the new side of a jump at or before its start, where
+/// its first evaluation is; stages before its start would see the old side, disagree with it,
+/// and no step could make the error estimate small. The kernels compute the same value
+/// (`left_limit` in kernels/integrate.cu and shaders/integrate.wgsl): 4·|t1|·ε is exact (ε a
+/// power of two), so contraction into a fused multiply-add changes nothing.
 #[inline]
-pub fn left_of(t: f64) -> f64 {
-    t - (4.0 * t.abs() * f64::EPSILON).max(LEFT_OF_TINY)
+pub fn left_limit(t0: f64, t1: f64) -> f64 {
+    (t1 - (4.0 * t1.abs() * f64::EPSILON).max(LEFT_OF_TINY)).max(t0)
 }
 
 /// `dst.copy_from_slice(src)` for the short vectors of a model's state: a loop of constant

@@ -1042,6 +1042,105 @@ pub fn jumps_in_time_are_stopping_points(
     }
 }
 
+/// A model stepping in time at 30 h, into which a subject's dose arrives after its own lag
+/// `tlag`: a stopping point of the subject's own, which can fall a unit in the last place
+/// before the jump's stop (shared by the arm, `t > 30` moving with no parameter). `b` starts
+/// to grow at the jump, from 0: its absolute tolerance alone bounds its error there (as an
+/// output's AUC whose output switches on).
+pub const LAGGED_SWITCH_MODEL: &str = "
+param k1 = 0.05
+param k2 = 0.2
+param tlag = 30
+state a, b
+a(0) = 10
+alag(a) = tlag
+d/dt(a) = -if(t > 30, k2, k1) * a
+d/dt(b) = if(t > 30, 1, 0)
+output cp = a
+output on = b
+";
+
+/// A segment a few units in the last place long, between a subject's lagged dose just after
+/// the jump of `t > 30` and the jump's stop two units after it, starts on the new side of the
+/// jump, as its steps' stages do ([`vpop::solver::left_limit`]): the AUC and Cmax of both
+/// outputs of [`LAGGED_SWITCH_MODEL`] with a bolus of 5 at 0 follow their closed forms within `tol`
+/// (relative) at `rtol` on every method, for lags one and two units after 30 in f64 and in
+/// f32, and half an hour before. Before, the stages of such a segment fell four or more units
+/// before its end, before its start and on the old side, disagreed with its first evaluation
+/// by 1 in `b`'s derivative, and f32 kernels failed the subject (`step_too_small`: an error
+/// estimate of a few atol over a step of two units that no shorter step could make smaller,
+/// where `b` is 0).
+pub fn a_segment_ulps_long_starts_on_the_new_side(
+    make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    rtol: f64,
+    tol: f64,
+) {
+    let m = Model::parse("lagged_switch", LAGGED_SWITCH_MODEL).unwrap();
+    let Some(mut b) = make(Arc::new(CompiledModel::new(&m))) else {
+        return;
+    };
+    let (k1, k2, dose, end) = (0.05f64, 0.2f64, 5.0, 48.0);
+    let up32 = |n: u32| (0..n).fold(30f32, |x, _| x.next_up()) as f64;
+    let up64 = |n: u32| (0..n).fold(30f64, |x, _| x.next_up());
+    let lags = [up64(1), up64(2), up32(1), up32(2), up32(3), 29.5];
+    // a: 10 e^(−k1 t) to 30, e^(−k2 (t − 30)) after, and the dose at the lag; piece by piece.
+    // b: t − 30 after 30. Per output, the AUC and Cmax.
+    let closed = |lag: f64| -> [[f64; 2]; 2] {
+        let mut edges = [0.0, 30.0, lag, end];
+        edges.sort_by(f64::total_cmp);
+        let (mut a, mut auc, mut cmax) = (10.0f64, 0.0, 10.0f64);
+        for w in edges.windows(2) {
+            if w[0] == lag {
+                a += dose;
+                cmax = cmax.max(a);
+            }
+            let r = if w[0] >= 30.0 && w[1] > 30.0 { k2 } else { k1 };
+            let x = (-r * (w[1] - w[0])).exp();
+            auc += a * (1.0 - x) / r;
+            a *= x;
+        }
+        let b = end - 30.0;
+        [[auc, cmax], [b * b / 2.0, b]]
+    };
+    let mut params = m
+        .defaults()
+        .into_iter()
+        .map(|p| vec![p; lags.len()])
+        .collect::<Vec<_>>();
+    params[m.param_index("tlag").unwrap()] = lags.to_vec();
+    let metrics = ["auc", "cmax"];
+    for method in Method::ALL {
+        let mut a = arm(&m, method, rtol, &metrics.map(String::from));
+        a.regimen = Regimen {
+            lines: vec![DoseLine::boluses(0, dose, 0.0, 1)],
+        };
+        a.end = end;
+        a.sample_times = vec![];
+        let out = run(b.as_mut(), &a, &params);
+        // Rosenbrock23 advances with its second-order solution: its global error is a few
+        // hundred times the tolerance.
+        let tol = if method == Method::Rosenbrock23 {
+            tol.max(1e-6).max(100.0 * rtol)
+        } else {
+            tol
+        };
+        for (i, &lag) in lags.iter().enumerate() {
+            assert_eq!(out.status[i], 0, "{method}, lag {lag:e}: status");
+            for (o, want) in closed(lag).iter().enumerate() {
+                for (mi, name) in metrics.iter().enumerate() {
+                    let (got, w) = (out.metrics[mi * 2 + o][i], want[mi]);
+                    assert!(
+                        (got - w).abs() <= tol * w.abs().max(1.0),
+                        "{method}, lag {lag:e}: {} {name} {got} vs {w} ({:.1e})",
+                        m.outputs[o].name,
+                        (got - w).abs() / w.abs().max(1.0)
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Zero doses given over a duration (a placebo line of amount 0; a bioavailability of 0) give
 /// nothing, as boluses of 0 do: every subject `ok`, and the AUC and Cmax to 72 h those of the
 /// other doses alone, in closed form, within `tol` (relative) at `rtol`, on the backend `make`
