@@ -978,8 +978,9 @@ fn every_record_the_model_cannot_take_is_reported() {
 /// parameter a dataset column sets (each subject's records are resolved on the host): a
 /// clearance that steps up after `tswitch` follows its closed form on every record, on the
 /// CPU reference and in the wgpu f64 records kernel (SKIPPED without an adapter), within
-/// 5e-8 at rtol 1e-8 (largest error 7e-9). Before, the step control crossed the jump, and the
-/// records after it were up to 5e-7 off.
+/// 5e-8 at rtol 1e-8 (largest error 7e-9), and in the wgpu f32 one within 1e-5 at rtol 1e-6.
+/// Before, the step control crossed the jump, and the records after it were up to 5e-7 off
+/// (f64).
 #[test]
 fn records_stop_where_the_model_jumps_in_time() {
     use vpop::backend::records::{record_program, simulate_records, RecordBinding};
@@ -1052,6 +1053,33 @@ fn records_stop_where_the_model_jumps_in_time() {
         for (o, ts) in got.iter().zip([20.0, 41.5]) {
             assert_eq!(o.status, Status::Ok);
             check("wgpu f64", &o.outputs, ts);
+        }
+        // f32 at rtol 1e-6: within 1e-5 (largest error 2.3e-6, 2 steps rejected per subject).
+        // With the f64 stops alone, rounded to the nearest f32 (20 + 3 f64 units rounds to
+        // 20, before the jump), the step control crossed the jump: 5.3e-5, 14 rejected.
+        let mut gpu = vpop::backend::wgpu::WgpuBackend::new(
+            Arc::new(CompiledModel::new(&ir)),
+            Precision::F32,
+        )
+        .unwrap();
+        let loose = SolverOptions {
+            rtol: 1e-6,
+            atol: 1e-9,
+            ..solver
+        };
+        let got = gpu.run_records(&refs, &loose).unwrap();
+        for (o, ts) in got.iter().zip([20.0, 41.5]) {
+            assert_eq!(o.status, Status::Ok);
+            let worst = times
+                .iter()
+                .enumerate()
+                .map(|(j, t)| (o.outputs[0][j] - exact(ts, *t)).abs() / exact(ts, *t))
+                .fold(0.0, f64::max);
+            println!(
+                "wgpu f32: tswitch {ts}: {worst:.2e}, steps {} + {}",
+                o.stats.accepted, o.stats.rejected
+            );
+            assert!(worst <= 1e-5, "wgpu f32: tswitch {ts}: {worst:.2e}");
         }
     }
 }

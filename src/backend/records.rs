@@ -481,14 +481,7 @@ impl<'m, E: Engine> Sim<'m, E> {
         let programs = &self.model.programs;
         if t1 > self.t && !programs.time_jumps.is_empty() {
             let stops = programs
-                .jump_stops(
-                    &self.params,
-                    self.t,
-                    t1,
-                    crate::model::jumps::Which::All,
-                    crate::backend::Precision::F64,
-                    &[],
-                )
+                .record_jump_stops(&self.params, self.t, t1)
                 .map_err(|_| Status::MaxSteps)?;
             for s in stops {
                 integrate_to(&mut self.engine, &mut self.t, s)?;

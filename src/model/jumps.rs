@@ -454,29 +454,55 @@ impl ModelPrograms {
         precision: Precision,
         others: &[f64],
     ) -> Result<Vec<f64>, String> {
-        let held = |x: f64| match precision {
-            Precision::F64 => x,
-            Precision::F32 => f64::from(x as f32),
-        };
-        let covered = |flip: f64, stop: f64| {
-            let from = others.partition_point(|&s| held(s) < flip);
-            others.get(from).is_some_and(|&s| held(s) <= stop) || (flip..=stop).contains(&held(hi))
-        };
         if !jump_stops_on() {
             return Ok(Vec::new());
         }
-        // A jump at or before the stop of the one before it (`t >= 60` and `t > 60`, an ulp
-        // apart) is covered by that stop too.
-        let mut v: Vec<f64> = Vec::new();
-        for t in self.time_jumps.jumps(params, lo, hi, which)? {
-            let stop = stop_after(t, precision);
-            let after_last = v.last().is_none_or(|&last| held(last) < t);
-            if stop > lo && stop < hi && after_last && !covered(t, stop) {
-                v.push(stop);
-            }
+        let jumps = self.time_jumps.jumps(params, lo, hi, which)?;
+        Ok(stops_of(&jumps, lo, hi, precision, others))
+    }
+
+    /// The stopping points of a dataset subject's record program between `lo` and `hi` for
+    /// the jumps in time with the parameters `params` ([`ModelPrograms::jump_stops`]), for
+    /// either precision, since one program runs in both: each jump's f64 stop, and its f32
+    /// stop (rounded up to f32, two f32 units after). An f32 kernel rounds the f64 stop to the
+    /// nearest f32, which can be before the jump; the segment from there to the f32 stop, a
+    /// few f32 units long, is evaluated at its start ([`crate::solver::left_limit`]), and the
+    /// jump counts from the f32 stop. In f64, the segment from the f64 stop to the f32 one is
+    /// on the new side throughout.
+    pub fn record_jump_stops(&self, params: &[f64], lo: f64, hi: f64) -> Result<Vec<f64>, String> {
+        if !jump_stops_on() {
+            return Ok(Vec::new());
         }
+        let jumps = self.time_jumps.jumps(params, lo, hi, Which::All)?;
+        let mut v = stops_of(&jumps, lo, hi, Precision::F64, &[]);
+        v.extend(stops_of(&jumps, lo, hi, Precision::F32, &[]));
+        v.sort_by(f64::total_cmp);
+        v.dedup();
         Ok(v)
     }
+}
+
+/// The stops of `jumps` (sorted) in `precision` inside (lo, hi), those covered by `others` or
+/// `hi` left out ([`ModelPrograms::jump_stops`]). A jump at or before the stop of the one
+/// before it (`t >= 60` and `t > 60`, an ulp apart) is covered by that stop too.
+fn stops_of(jumps: &[f64], lo: f64, hi: f64, precision: Precision, others: &[f64]) -> Vec<f64> {
+    let held = |x: f64| match precision {
+        Precision::F64 => x,
+        Precision::F32 => f64::from(x as f32),
+    };
+    let covered = |flip: f64, stop: f64| {
+        let from = others.partition_point(|&s| held(s) < flip);
+        others.get(from).is_some_and(|&s| held(s) <= stop) || (flip..=stop).contains(&held(hi))
+    };
+    let mut v: Vec<f64> = Vec::new();
+    for &t in jumps {
+        let stop = stop_after(t, precision);
+        let after_last = v.last().is_none_or(|&last| held(last) < t);
+        if stop > lo && stop < hi && after_last && !covered(t, stop) {
+            v.push(stop);
+        }
+    }
+    v
 }
 
 impl ModelPrograms {
@@ -714,6 +740,13 @@ mod tests {
             tj.jumps(&[60.0], 0.0, 100.0, Which::Constant).unwrap(),
             vec![12.0, 24.0, 36.0, 48.0, 60.0, 72.0, 84.0, 96.0]
         );
+        // A record program runs in either precision: it stops for both.
+        let mut both: Vec<f64> = [36.0, 40.0, 48.0]
+            .into_iter()
+            .flat_map(|t| [stop_after(t, Precision::F64), stop_after(t, Precision::F32)])
+            .collect();
+        both.sort_by(f64::total_cmp);
+        assert_eq!(m.record_jump_stops(&[40.0], 30.0, 50.0).unwrap(), both);
         // One stop for the two: the first one's covers the second.
         for p in [Precision::F64, Precision::F32] {
             let stops = m
