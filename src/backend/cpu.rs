@@ -488,6 +488,30 @@ pub fn simulate_arm_subject_occasions(
     arm: &super::ArmPlan,
     integrator: &mut Integrator,
 ) -> SubjectOutcome {
+    let shared = arm_shared_stops(model, arm);
+    simulate_arm_subject_sharing(model, params, later, amount_scale, arm, &shared, integrator)
+}
+
+/// The stopping points an arm's subjects share that cover a jump in time
+/// ([`super::gpu::shared_stops`]), once per arm; none where the model has no jumps in time.
+fn arm_shared_stops(model: &crate::model::CompiledModel, arm: &super::ArmPlan) -> Vec<f64> {
+    if model.programs.time_jumps.is_empty() {
+        Vec::new()
+    } else {
+        super::gpu::shared_stops(arm)
+    }
+}
+
+/// [`simulate_arm_subject_occasions`] with the arm's [`arm_shared_stops`] given.
+fn simulate_arm_subject_sharing(
+    model: &crate::model::CompiledModel,
+    params: &[f64],
+    later: &[Vec<f64>],
+    amount_scale: f64,
+    arm: &super::ArmPlan,
+    shared: &[f64],
+    integrator: &mut Integrator,
+) -> SubjectOutcome {
     let mut bound = model.bind(params);
     let n_out = model.n_outputs();
     let fail = |status| SubjectOutcome {
@@ -563,7 +587,7 @@ pub fn simulate_arm_subject_occasions(
             arm.end,
             crate::model::jumps::Which::All,
             super::Precision::F64,
-            &super::gpu::shared_stops(arm),
+            shared,
         )
     };
     let Ok(jumps) = jumps else {
@@ -646,6 +670,7 @@ impl super::Backend for CpuBackend {
         out.reset(n, arm.metrics.len(), n_out, arm.sample_times.len());
         let method = arm.solver.method;
         let dim = n_states + crate::metrics::quadrature_outputs(&arm.metrics).len();
+        let shared = arm_shared_stops(m, arm);
         let results: Vec<SubjectOutcome> = (0..n)
             .into_par_iter()
             .map_init(
@@ -666,7 +691,7 @@ impl super::Backend for CpuBackend {
                             l[k] = col[i];
                         }
                     }
-                    simulate_arm_subject_occasions(m, p, later, scale, arm, integ)
+                    simulate_arm_subject_sharing(m, p, later, scale, arm, &shared, integ)
                 },
             )
             .collect();
