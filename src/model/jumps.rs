@@ -282,22 +282,22 @@ impl TimeJumps {
                     // On its bound right at the jump of another step (`t >= tind` where
                     // `mod(t, 24) >= 12` jumps, tind = 60): the jump is at that time or just
                     // after it, searched for from the piece before. That other jump's stop
-                    // covers it; found here, a subject's own jumps list it too.
+                    // covers it; found here, a subject's own jumps list it too. On its bound
+                    // at `lo` (`t > tind` with tind = 0): the jump just after it, if any.
                     let on_bound = match c.bound {
                         Bound::Zero => g0 == 0.0,
                         Bound::Integers => g0 == g0.round(),
                     };
-                    if i > 0 && on_bound {
-                        let reach = (p0 - bounds[i - 1]).min(p1 - p0);
-                        if let Some(t) = self.locate(
-                            step.reg,
-                            p0,
-                            bounds[i - 1],
-                            p1,
-                            reach,
-                            &mut eval,
-                            &mut regs,
-                        ) {
+                    if on_bound {
+                        let from = bounds[i.saturating_sub(1)];
+                        let reach = if i > 0 {
+                            (p0 - from).min(p1 - p0)
+                        } else {
+                            p1 - p0
+                        };
+                        if let Some(t) =
+                            self.locate(step.reg, p0, from, p1, reach, &mut eval, &mut regs)
+                        {
                             new.push(t);
                         }
                     }
@@ -677,11 +677,13 @@ mod tests {
             jumps("d/dt(a) = floor(t / 24)", &[], 100.0),
             vec![24.0, 48.0, 72.0, 96.0]
         );
-        // ceil(t / 24) takes its new value just after each multiple.
+        // ceil(t / 24) takes its new value just after each multiple (0 too: where t / 24
+        // no longer rounds to 0).
         let c = jumps("d/dt(a) = ceil(t / 24)", &[], 100.0);
         assert_eq!(
             c,
             vec![
+                first_of_ceil_24(),
                 24f64.next_up(),
                 48f64.next_up(),
                 72f64.next_up(),
@@ -704,6 +706,36 @@ mod tests {
         // An interval: two comparisons.
         let on = jumps("d/dt(a) = if(t >= 10 && t < 20.5, 1, 0)", &[], 100.0);
         assert_eq!(on, vec![10.0, 20.5]);
+    }
+
+    #[test]
+    fn a_jump_just_after_the_start_is_found() {
+        // `t > tind` with tind = 0 jumps at the first time after 0; `t >= tind` at 0 itself,
+        // which is no jump inside the span; `ceil(t / 24)` jumps just after 0 and after 24.
+        let m = model("param tind = 0\nd/dt(a) = if(t > tind, 1, 0) + if(t >= tind, 1, 0)");
+        assert_eq!(
+            m.time_jumps.jumps(&[0.0], 0.0, 100.0, Which::All).unwrap(),
+            vec![f64::from_bits(1)]
+        );
+        assert_eq!(
+            m.time_jumps
+                .jumps(&[12.0], 12.0, 100.0, Which::All)
+                .unwrap(),
+            vec![12f64.next_up()]
+        );
+        assert_eq!(
+            jumps("d/dt(a) = ceil(t / 24)", &[], 30.0),
+            vec![first_of_ceil_24(), 24f64.next_up()]
+        );
+    }
+
+    /// The first time after 0 at which ceil(t / 24) is 1: t / 24 rounds to 0 for the first
+    /// few subnormals.
+    fn first_of_ceil_24() -> f64 {
+        (1..64u64)
+            .map(f64::from_bits)
+            .find(|t| (t / 24.0).ceil() == 1.0)
+            .unwrap()
     }
 
     #[test]
