@@ -482,3 +482,35 @@ fn a_tiny_atol_does_not_stop_the_first_step() {
         }
     }
 }
+
+/// `vpop simulate` of a model that steps in time says where the subject's integration stops
+/// for it: examples/induction.vpm's meals (12 to 13 h each day), days, and this subject's
+/// induction at 50 h; a model without steps in time says nothing of it.
+#[test]
+fn simulate_lists_the_subjects_jumps_in_time() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/induction.vpm");
+    let text = simulate(&[
+        model,
+        "-p",
+        "tind=50",
+        "--dose",
+        "amount=100,into=depot",
+        "--end",
+        "168",
+    ]);
+    assert!(
+        text.contains(
+            "\njumps in time, stopping points of the integration: 21, at t = 12, 13, 24, 36, 37, \
+             48, 50, 60, … 157\n"
+        ),
+        "{text}"
+    );
+    let text = simulate(&[
+        "two_cmt_oral",
+        "--dose",
+        "amount=100,into=depot",
+        "--end",
+        "24",
+    ]);
+    assert!(!text.contains("jumps in time"), "{text}");
+}

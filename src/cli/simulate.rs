@@ -614,6 +614,9 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         out.stats.rejected,
         out.stats.rhs_evals
     );
+    if let Some(line) = compiled.programs.subject_jump_summary(&params, arm.end) {
+        println!("jumps in time, stopping points of the integration: {line}");
+    }
     println!();
     println!("{:<32} {:>20}", "metric", "value");
     for (s, v) in specs.iter().zip(&out.metrics) {

@@ -548,26 +548,13 @@ impl ModelPrograms {
         if self.time_jumps.is_empty() {
             return None;
         }
-        const SHOWN: usize = 8;
-        // Jumps an ulp apart (`t >= 60` and `t > 60`) are shown once.
-        let times = |v: &[f64]| -> String {
-            let mut s: Vec<String> = v.iter().map(|&t| short_time(t)).collect();
-            s.dedup();
-            if s.len() > SHOWN {
-                let last = s.pop().unwrap_or_default();
-                s.truncate(SHOWN);
-                s.push(format!("… {last}"));
-            }
-            s.join(", ")
-        };
         let found = |which| self.time_jumps.jumps(params, 0.0, end, which);
         let mut parts = Vec::new();
         match found(Which::Constant) {
-            Ok(v) if !v.is_empty() => parts.push(format!(
-                "{} shared by every subject, at t = {}",
-                v.len(),
-                times(&v)
-            )),
+            Ok(v) if !v.is_empty() => {
+                let (n, times) = shown_times(&v);
+                parts.push(format!("{n} shared by every subject, at t = {times}"))
+            }
             Ok(_) => {}
             Err(e) => parts.push(e),
         }
@@ -587,7 +574,7 @@ impl ModelPrograms {
                 Ok(v) => format!(
                     "each subject's own from its parameters ({at}; at t = {} with the model's \
                      values)",
-                    times(&v)
+                    shown_times(&v).1
                 ),
                 Err(e) => e,
             });
@@ -599,6 +586,23 @@ impl ModelPrograms {
             "in time, stopping points of the integration: {}",
             parts.join("; ")
         ))
+    }
+
+    /// `vpop simulate`'s account of one subject's jumps in time over (0, `end`) with its
+    /// parameters `params`: how many, and the first of them. `None` for a model without
+    /// located steps in time.
+    pub fn subject_jump_summary(&self, params: &[f64], end: f64) -> Option<String> {
+        if self.time_jumps.is_empty() {
+            return None;
+        }
+        Some(match self.time_jumps.jumps(params, 0.0, end, Which::All) {
+            Ok(v) if v.is_empty() => format!("none before t = {}", short_time(end)),
+            Ok(v) => {
+                let (n, times) = shown_times(&v);
+                format!("{n}, at t = {times}")
+            }
+            Err(e) => e,
+        })
     }
 
     /// The notes on the model's jumps, with the parameters `params`: where its right-hand side
@@ -622,6 +626,21 @@ impl ModelPrograms {
         }
         notes
     }
+}
+
+/// Jump times for people: how many, and the first eight and the last, those an ulp apart
+/// (`t >= 60` and `t > 60`) as one.
+fn shown_times(v: &[f64]) -> (usize, String) {
+    const SHOWN: usize = 8;
+    let mut s: Vec<String> = v.iter().map(|&t| short_time(t)).collect();
+    s.dedup();
+    let n = s.len();
+    if s.len() > SHOWN {
+        let last = s.pop().unwrap_or_default();
+        s.truncate(SHOWN);
+        s.push(format!("… {last}"));
+    }
+    (n, s.join(", "))
 }
 
 /// A jump's time for people: to a millionth (`t > 30` jumps an ulp after 30, shown as 30),
@@ -786,6 +805,15 @@ mod tests {
                 .unwrap();
             assert_eq!(stops, vec![stop_after(60.0, p)], "{p:?}");
         }
+        // `vpop simulate`'s line: the subject's own, all together.
+        assert_eq!(
+            m.subject_jump_summary(&[60.0], 100.0).unwrap(),
+            "8, at t = 12, 24, 36, 48, 60, 72, 84, 96"
+        );
+        assert_eq!(
+            m.subject_jump_summary(&[60.0], 10.0).unwrap(),
+            "none before t = 10"
+        );
         // `vpop check`'s line says where.
         assert_eq!(
             m.jump_summary(&[60.0], 100.0).unwrap(),
