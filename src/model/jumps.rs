@@ -289,12 +289,10 @@ impl TimeJumps {
                         Bound::Integers => g0 == g0.round(),
                     };
                     if on_bound {
+                        // Such a jump is within a few ulps of p0: a search that reaches no
+                        // further costs two evaluations where there is none.
                         let from = bounds[i.saturating_sub(1)];
-                        let reach = if i > 0 {
-                            (p0 - from).min(p1 - p0)
-                        } else {
-                            p1 - p0
-                        };
+                        let reach = (1e-12 * p0.abs().max(1.0)).min(p1 - p0);
                         if let Some(t) =
                             self.locate(step.reg, p0, from, p1, reach, &mut eval, &mut regs)
                         {
