@@ -423,13 +423,7 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             trial.arms[0].plan.solver.atol,
             d.end
         );
-        if let Some(line) = trial
-            .compiled
-            .programs
-            .jump_summary(&trial.model.defaults(), d.end)
-        {
-            println!("  jumps       {line}");
-        }
+        jumps_line(&trial, d.end);
         f32_time_line(&trial);
         println!("  output      {}", trial.output_dir.display());
         return Ok(());
@@ -490,14 +484,10 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
         trial.arms[0].plan.solver.atol,
         trial.arms[0].plan.end
     );
-    let end = trial.arms.iter().map(|a| a.plan.end).fold(0.0, f64::max);
-    if let Some(line) = trial
-        .compiled
-        .programs
-        .jump_summary(&trial.model.defaults(), end)
-    {
-        println!("  jumps       {line}");
-    }
+    jumps_line(
+        &trial,
+        trial.arms.iter().map(|a| a.plan.end).fold(0.0, f64::max),
+    );
     if trial
         .arms
         .iter()
@@ -510,6 +500,14 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
     f32_time_line(&trial);
     println!("  output      {}", trial.output_dir.display());
     Ok(())
+}
+
+/// `vpop check`'s line on where the trial's model steps in time over (0, `end`), if it does.
+fn jumps_line(trial: &Trial, end: f64) {
+    let programs = &trial.compiled.programs;
+    if let Some(line) = programs.jump_summary(&trial.model.defaults(), end) {
+        println!("  jumps       {line}");
+    }
 }
 
 /// `vpop check`'s note where a GPU backend in f32 would hold the trial's times too coarsely.
