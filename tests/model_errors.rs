@@ -379,7 +379,12 @@ fn areas_of_outputs_that_jump_with_the_states_are_noted() {
                 MetricSpec::of_model(*k, &m, MetricRequest::parse(name).unwrap().metric)
             })
             .collect();
-        vpop::trial::resolve::area_jump_note(&c.programs, &m.defaults(), &specs)
+        vpop::trial::resolve::area_jump_note(
+            &c.programs,
+            &m.defaults(),
+            &specs,
+            vpop::solver::Events::Cross,
+        )
     };
     let n = note(&[(0, "auc"), (1, "auc"), (1, "cavg(0, 24)"), (2, "auc")]).unwrap();
     assert!(

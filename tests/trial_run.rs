@@ -263,9 +263,11 @@ fn summaries_and_output_columns() {
         "vpop.method",
         "vpop.rtol",
         "vpop.atol",
+        "vpop.events",
     ] {
         assert!(kv.contains_key(key), "missing {key}");
     }
+    assert_eq!(kv["vpop.events"], "cross");
     assert_eq!(kv["vpop.seed"], "99");
     let names: Vec<String> = meta
         .schema_descr()

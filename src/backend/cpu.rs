@@ -184,6 +184,18 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         self.pattern.as_deref()
     }
 
+    fn switches(&self) -> usize {
+        self.model.switches()
+    }
+
+    fn switch_values(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        self.model.switch_values(t, &y[..self.n], out)
+    }
+
+    fn set_modes(&mut self, modes: Option<&[f64]>) {
+        self.model.set_modes(modes)
+    }
+
     /// The model block's rows are the model's own nonzeros (the quadrature columns are
     /// zero), then each quadrature row's: its output's gradient where it can be nonzero.
     fn jacobian_nonzeros(&mut self, t: f64, y: &[f64], vals: &mut [f64]) -> bool {

@@ -267,7 +267,10 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
             "  outputs     {}",
             names(m.outputs.iter().map(|o| o.name.as_str()).collect())
         );
-        for w in compiled.programs.jump_notes(&m.defaults()) {
+        for w in compiled
+            .programs
+            .jump_notes(&m.defaults(), crate::solver::Events::Cross)
+        {
             println!("  note        {w}");
         }
         return Ok(());
@@ -339,6 +342,14 @@ fn check_sensitivity(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `vpop check`'s word on `events` where it is not the default.
+fn events_shown(events: crate::solver::Events) -> &'static str {
+    match events {
+        crate::solver::Events::Cross => "",
+        crate::solver::Events::Locate => ", jumps with the states located (events = \"locate\")",
+    }
+}
+
 fn check_simulation(path: &std::path::Path) -> anyhow::Result<()> {
     let file = path.display().to_string();
     let (sim, _) = super::simulate::args_from_file(&file)?;
@@ -347,13 +358,20 @@ fn check_simulation(path: &std::path::Path) -> anyhow::Result<()> {
     println!("  model       {}", model.name);
     for w in crate::model::CompiledModel::new(&model)
         .programs
-        .jump_notes(&model.defaults())
+        .jump_notes(
+            &model.defaults(),
+            crate::solver::Events::parse(&sim.events).unwrap_or_default(),
+        )
     {
         println!("  note        {w}");
     }
     println!(
-        "  solver      {} rtol {:e} atol {:e}, end {}",
-        sim.method, sim.rtol, sim.atol, sim.end
+        "  solver      {} rtol {:e} atol {:e}{}, end {}",
+        sim.method,
+        sim.rtol,
+        sim.atol,
+        events_shown(crate::solver::Events::parse(&sim.events).unwrap_or_default()),
+        sim.end
     );
     Ok(())
 }
@@ -417,10 +435,11 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             }
         }
         println!(
-            "  solver      {} rtol {:e} atol {:e}, records to t = {}",
+            "  solver      {} rtol {:e} atol {:e}{}, records to t = {}",
             trial.arms[0].plan.solver.method,
             trial.arms[0].plan.solver.rtol,
             trial.arms[0].plan.solver.atol,
+            events_shown(trial.events()),
             d.end
         );
         jumps_line(&trial, d.end);
@@ -478,10 +497,11 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "  solver      {} rtol {:e} atol {:e}, end {}",
+        "  solver      {} rtol {:e} atol {:e}{}, end {}",
         trial.arms[0].plan.solver.method,
         trial.arms[0].plan.solver.rtol,
         trial.arms[0].plan.solver.atol,
+        events_shown(trial.events()),
         trial.arms[0].plan.end
     );
     jumps_line(
@@ -640,6 +660,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--backend {b}: expected auto, cpu, wgpu or cuda"))
         })
         .transpose()?;
+    if let Some(b @ (BackendChoice::Wgpu | BackendChoice::Cuda)) = backend {
+        if trial.events() == crate::solver::Events::Locate {
+            anyhow::bail!(
+                "--backend {}: the spec sets events = \"locate\", which runs on the CPU \
+                 reference (--backend cpu or auto)",
+                if b == BackendChoice::Wgpu {
+                    "wgpu"
+                } else {
+                    "cuda"
+                }
+            );
+        }
+    }
     let opts = RunOptions {
         shard,
         quiet: args.quiet,

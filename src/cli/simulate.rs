@@ -8,7 +8,7 @@ use crate::backend::ArmPlan;
 use crate::dosing::{Regimen, StateDosing};
 use crate::metrics::{MetricRequest, MetricSpec};
 use crate::model::CompiledModel;
-use crate::solver::{check, Integrator, Method, SolverOptions, Status};
+use crate::solver::{check, Events, Integrator, Method, SolverOptions, Status};
 use crate::trial::{dose_line, spec::parse_dose_arg};
 
 pub const EXAMPLES: &str = "Examples:
@@ -19,6 +19,10 @@ pub const EXAMPLES: &str = "Examples:
   vpop simulate examples/one_subject.toml
   vpop simulate one_cmt_oral --data examples/nm_dataset.csv --id 2
   vpop simulate one_cmt_oral --data records.csv --out predictions.csv";
+
+/// What `events` takes.
+pub const EVENTS_CHOICES: &str = "events is `cross` (the steps shorten across a jump with the \
+     states) or `locate` (each jump located, and a step ends there)";
 
 /// The metrics `vpop simulate` prints unless told otherwise.
 const DEFAULT_METRICS: &str = "auc,cmax,tmax,cmin_last_interval,ctrough";
@@ -48,6 +52,11 @@ pub struct SimulateArgs {
     /// Step size (required for rk4).
     #[arg(long)]
     pub dt: Option<f64>,
+    /// At a jump of the right-hand side with the states (`if(cp > 2, …)`): `cross` it by
+    /// shortening the steps, or `locate` where it happens and end a step there
+    /// (docs/model-language.md, "Jumps").
+    #[arg(long, default_value = "cross")]
+    pub events: String,
     /// Metrics, comma-separated (e.g. auc,cmax,tmax,ctrough,auc_last_interval,time_above(1)),
     /// each of every output, or of one output named before a colon (effect:time_above(50)).
     #[arg(
@@ -144,7 +153,7 @@ fn times_within(times: &[f64], end: f64) -> Result<(), String> {
 /// params = { cl = 4.0 }
 /// dose = { amount = 100, into = "depot", every = 12, count = 14 }   # and/or doses = [{…}, …]
 /// end = 168
-/// method = "tsit5"                  # optional; rtol, atol, dt too
+/// method = "tsit5"                  # optional; rtol, atol, dt, events too
 /// metrics = ["auc", "cmax", "tmax"] # optional
 /// times = [0, 1, 2, 4, 8]           # optional profile, within [0, end]; or "0:168:6"
 /// ```
@@ -168,6 +177,8 @@ struct SimulationFile {
     atol: Option<Spanned<f64>>,
     #[serde(default)]
     dt: Option<Spanned<f64>>,
+    #[serde(default)]
+    events: Option<Spanned<String>>,
     #[serde(default)]
     metrics: Option<Vec<Spanned<String>>>,
     #[serde(default)]
@@ -340,6 +351,11 @@ pub(crate) fn args_from_file(
             Ok(_) => {}
         }
     }
+    if let Some(e) = &f.events {
+        if Events::parse(e.get_ref()).is_none() {
+            errors.push(src.error(span_of(e), EVENTS_CHOICES));
+        }
+    }
     for (v, rule) in [
         (&f.rtol, check::rtol as fn(f64) -> Result<(), &'static str>),
         (&f.atol, check::atol),
@@ -370,6 +386,7 @@ pub(crate) fn args_from_file(
         rtol: f.rtol.map_or(1e-8, |r| *r.get_ref()),
         atol: f.atol.map_or(1e-12, |a| *a.get_ref()),
         dt: f.dt.map(|d| *d.get_ref()),
+        events: f.events.map_or_else(|| "cross".into(), |e| e.into_inner()),
         metrics: f
             .metrics
             .map(|m| {
@@ -396,6 +413,7 @@ fn flags_given(args: &SimulateArgs) -> Vec<&'static str> {
         ("--rtol", args.rtol != 1e-8),
         ("--atol", args.atol != 1e-12),
         ("--dt", args.dt.is_some()),
+        ("--events", args.events != "cross"),
         ("--metrics", args.metrics != [DEFAULT_METRICS]),
         ("--times", args.times.is_some()),
         ("--data", args.data.is_some()),
@@ -435,7 +453,9 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     let compiled = CompiledModel::new(&model);
     // Where the model jumps with the states, or in time without stopping
     // (docs/model-language.md, "Jumps").
-    for w in compiled.programs.jump_notes(&model.defaults()) {
+    let events = Events::parse(&args.events)
+        .ok_or_else(|| anyhow::anyhow!("--events '{}': {EVENTS_CHOICES}", args.events))?;
+    for w in compiled.programs.jump_notes(&model.defaults(), events) {
         eprintln!("note: {w}");
     }
     let mut params: Vec<f64> = model.defaults();
@@ -471,6 +491,7 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         rtol: args.rtol,
         atol: args.atol,
         dt: args.dt,
+        events,
         ..Default::default()
     };
     if let Some(data) = &args.data {
@@ -525,9 +546,12 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
             specs.push(spec);
         }
     }
-    if let Some(w) =
-        crate::trial::resolve::area_jump_note(&compiled.programs, &model.defaults(), &specs)
-    {
+    if let Some(w) = crate::trial::resolve::area_jump_note(
+        &compiled.programs,
+        &model.defaults(),
+        &specs,
+        solver.events,
+    ) {
         eprintln!("note: {w}");
     }
     let times = args

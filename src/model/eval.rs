@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use super::exec::{Exec, Inputs};
 use super::ir::Model;
 use super::lower::ModelPrograms;
+use super::switches::Switches;
 use crate::dosing::StateDosing;
 use crate::metrics::OutputEval;
 use crate::solver::OdeSystem;
@@ -24,6 +25,11 @@ pub struct CompiledModel {
     /// For a model large enough to be factorised along its Jacobian's structure: the Jacobian
     /// program with the entries that can be nonzero alone (row-major).
     jacobian_nonzeros: Option<Exec>,
+    /// The switches of the states ([`Switches`]): the programs above that the integration
+    /// evaluates read them from their modes where these are set ([`BoundModel::set_modes`]).
+    switches: Switches,
+    /// The switches' live values.
+    switch_values: Exec,
 }
 
 impl Clone for CompiledModel {
@@ -35,6 +41,8 @@ impl Clone for CompiledModel {
             jacobian_pattern: self.jacobian_pattern.clone(),
             output_jacobian_pattern: self.output_jacobian_pattern.clone(),
             jacobian_nonzeros: self.jacobian_nonzeros.clone(),
+            switches: self.switches.clone(),
+            switch_values: self.switch_values.clone(),
         }
     }
 }
@@ -74,29 +82,38 @@ impl CompiledModel {
     pub fn new(model: &Model) -> CompiledModel {
         let programs = ModelPrograms::new(model);
         let p = &programs;
+        let defaults: Vec<f64> = model.params.iter().map(|q| q.default).collect();
+        let switches = Switches::find(p, &defaults);
         let inputs = Inputs {
             states: p.n_states,
             params: p.n_params,
             slots: 0,
         };
+        // What the integration evaluates reads the switches from their modes where set.
+        let modal = Inputs {
+            slots: switches.slots(),
+            ..inputs
+        };
+        let m = |prog: &super::lower::Program| Exec::new(&switches.modal(prog), modal);
         let exec = Execs {
-            rhs: Exec::new(&p.rhs, inputs),
-            jacobian: Exec::new(&p.jacobian, inputs),
-            dfdt: Exec::new(&p.dfdt, inputs),
+            rhs: m(&p.rhs),
+            jacobian: m(&p.jacobian),
+            dfdt: m(&p.dfdt),
             outputs: Exec::new(&p.outputs, inputs),
-            output_jacobian: Exec::new(&p.output_jacobian, inputs),
-            output_dfdt: Exec::new(&p.output_dfdt, inputs),
+            output_jacobian: m(&p.output_jacobian),
+            output_dfdt: m(&p.output_dfdt),
             init: Exec::new(&p.init, inputs),
             dosing: Exec::new(&p.dosing, inputs),
-            rhs_outputs: Exec::new(&p.rhs.concat(&p.outputs), inputs),
+            rhs_outputs: m(&p.rhs.concat(&p.outputs)),
         };
         let jacobian_pattern = programs.jacobian.nonzero_results();
         let jacobian_nonzeros = (p.n_states >= crate::solver::sparse_lu::MIN_DIM).then(|| {
             let keep: Vec<usize> = (0..jacobian_pattern.len())
                 .filter(|&k| jacobian_pattern[k])
                 .collect();
-            Exec::new(&p.jacobian.keep_results(&keep), inputs)
+            m(&p.jacobian.keep_results(&keep))
         });
+        let switch_values = Exec::new(&switches.values, inputs);
         CompiledModel {
             jacobian_nonzeros,
             jacobian_pattern,
@@ -104,7 +121,14 @@ impl CompiledModel {
             programs,
             exec,
             rhs_some: Mutex::new(Vec::new()),
+            switches,
+            switch_values,
         }
+    }
+
+    /// How many switches of the states the model has ([`Switches`]).
+    pub fn n_switches(&self) -> usize {
+        self.switches.len()
     }
 
     /// The right-hand side, then outputs `which` (in that order), as one program: what an
@@ -119,10 +143,12 @@ impl CompiledModel {
         let inputs = Inputs {
             states: p.n_states,
             params: p.n_params,
-            slots: 0,
+            slots: self.switches.slots(),
         };
         let e = Arc::new(Exec::new(
-            &p.rhs.concat(&p.outputs.keep_results(which)),
+            &self
+                .switches
+                .modal(&p.rhs.concat(&p.outputs.keep_results(which))),
             inputs,
         ));
         cache.push((which.to_vec(), e.clone()));
@@ -150,6 +176,8 @@ impl CompiledModel {
                 .as_ref()
                 .map_or_else(Vec::new, |e| e.env()),
             some: None,
+            switch_env: self.switch_values.env(),
+            modes: None,
         };
         b.set_params(params);
         b
@@ -168,6 +196,10 @@ pub struct BoundModel<'a> {
     /// The outputs last asked for with the right-hand side ([`CompiledModel::rhs_with`]), its
     /// program and environment.
     some: Option<(Vec<usize>, Arc<Exec>, Vec<f64>)>,
+    /// The environment of the switches' live values.
+    switch_env: Vec<f64>,
+    /// The switches' modes where set ([`BoundModel::set_modes`]).
+    modes: Option<Vec<f64>>,
 }
 
 const RHS: usize = 0;
@@ -192,6 +224,40 @@ impl BoundModel<'_> {
         }
         if let Some(e) = &self.m.jacobian_nonzeros {
             e.set_params(&mut self.nz_env, params);
+        }
+        self.m
+            .switch_values
+            .set_params(&mut self.switch_env, params);
+    }
+
+    /// Holds the switches at `modes` in every program the integration evaluates (`None`:
+    /// each evaluated where it is read).
+    pub fn set_modes(&mut self, modes: Option<&[f64]>) {
+        let k = self.m.switches.len();
+        if k == 0 {
+            return;
+        }
+        self.modes = modes.map(|m| m.to_vec());
+        let write = |e: &Exec, env: &mut Vec<f64>| {
+            let s = e.slots();
+            if s.len() == k + 1 {
+                match modes {
+                    Some(m) => {
+                        env[s.start..s.start + k].copy_from_slice(&m[..k]);
+                        env[s.start + k] = 1.0;
+                    }
+                    None => env[s.start + k] = 0.0,
+                }
+            }
+        };
+        for (e, env) in self.m.exec.all().iter().zip(&mut self.envs) {
+            write(e, env);
+        }
+        if let Some((_, e, env)) = &mut self.some {
+            write(e, env);
+        }
+        if let Some(e) = &self.m.jacobian_nonzeros {
+            write(e, &mut self.nz_env);
         }
     }
     pub fn params(&self) -> &[f64] {
@@ -244,6 +310,15 @@ impl OdeSystem for BoundModel<'_> {
             None => false,
         }
     }
+    fn switches(&self) -> usize {
+        self.m.switches.len()
+    }
+    fn switch_values(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        self.m.switch_values.eval(&mut self.switch_env, t, y, out);
+    }
+    fn set_modes(&mut self, modes: Option<&[f64]>) {
+        BoundModel::set_modes(self, modes);
+    }
 }
 
 impl OutputEval for BoundModel<'_> {
@@ -268,6 +343,8 @@ impl OutputEval for BoundModel<'_> {
             let mut env = e.env();
             e.set_params(&mut env, &self.params);
             self.some = Some((which.to_vec(), e, env));
+            let modes = self.modes.take();
+            self.set_modes(modes.as_deref());
         }
         if let Some((_, e, env)) = &mut self.some {
             e.eval(env, t, y, dy);

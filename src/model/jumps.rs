@@ -606,8 +606,13 @@ impl ModelPrograms {
     /// The notes on the model's jumps, with the parameters `params`: where its right-hand side
     /// jumps with the states ([`ModelPrograms::rhs_jump_note`]), and its steps in time that are
     /// not located, so not stopping points (docs/model-language.md, "Jumps").
-    pub fn jump_notes(&self, params: &[f64]) -> Vec<String> {
-        let mut notes: Vec<String> = self.rhs_jump_note(params).into_iter().collect();
+    /// With `events` = locate, the right-hand side's jumps with the states are located, and
+    /// get no note.
+    pub fn jump_notes(&self, params: &[f64], events: crate::solver::Events) -> Vec<String> {
+        let mut notes: Vec<String> = match events {
+            crate::solver::Events::Cross => self.rhs_jump_note(params).into_iter().collect(),
+            crate::solver::Events::Locate => Vec::new(),
+        };
         let not_affine: Vec<&super::lower::Statement> = self
             .time_jumps
             .not_affine

@@ -72,12 +72,12 @@ pub enum Op {
 
 /// Hashable identity of an instruction (constants by their bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Key {
+pub(crate) enum Key {
     Const(u64),
     Op(u8, u32, u32, u32),
 }
 
-fn key(op: &Op) -> Key {
+pub(crate) fn key(op: &Op) -> Key {
     use Op::*;
     let k = |tag: u8, a: u32, b: u32, c: u32| Key::Op(tag, a, b, c);
     match *op {
@@ -194,7 +194,7 @@ impl Op {
         v.into_iter().flatten()
     }
 
-    fn map_args(&self, f: impl Fn(Reg) -> Reg) -> Op {
+    pub(crate) fn map_args(&self, f: impl Fn(Reg) -> Reg) -> Op {
         use Op::*;
         match *self {
             Neg(a) => Neg(f(a)),
@@ -1106,8 +1106,9 @@ impl ModelPrograms {
             "the right-hand side jumps where values of the states cross a bound ({at}): the \
              adaptive methods shorten their steps across each jump, but their error estimates \
              see a jump only in part, so errors there can be well above rtol, and a tighter \
-             rtol does not bring them down; a smooth switch such as c^n / (c50^n + c^n) keeps \
-             to the tolerance (docs/model-language.md, \"Jumps\")"
+             rtol does not bring them down; events = \"locate\" (the CPU reference) ends a step \
+             at each jump and keeps to the tolerance, as does a smooth switch such as \
+             c^n / (c50^n + c^n) (docs/model-language.md, \"Jumps\")"
         ))
     }
 }

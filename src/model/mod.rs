@@ -9,6 +9,7 @@ pub mod jumps;
 pub mod library;
 pub mod lower;
 pub mod parse;
+pub mod switches;
 
 pub use eval::{BoundModel, CompiledModel};
 pub use expr::{BinOp, Expr, Func, UnOp, Var};

@@ -1064,6 +1064,7 @@ fn provenance(a: &Analysis, backend: &str, device: &str, reason: &str) -> Vec<(S
         ("vpop.method".into(), s.method.name().into()),
         ("vpop.rtol".into(), s.rtol.to_string()),
         ("vpop.atol".into(), s.atol.to_string()),
+        ("vpop.events".into(), s.events.name().into()),
         (
             "vpop.factors".into(),
             a.factors

@@ -10,7 +10,16 @@
 
 use super::sparse_lu::SharedPlan;
 use super::tableau_data::*;
-use super::{DenseOutput, Method, OdeSystem, SolverOptions, Stats, Status, StepObserver};
+use super::{DenseOutput, Events, Method, OdeSystem, SolverOptions, Stats, Status, StepObserver};
+
+/// Changes of the switches located in one integration call before they are no longer held
+/// (a model that slides along a switch, changing it at every step, is then integrated with
+/// its switches evaluated, as with `events = "cross"`).
+const MAX_EVENTS: u32 = 1000;
+
+/// Interior points of an accepted step, besides its end, where the switches are compared
+/// with their modes (a change and its reversal inside one step shows only there).
+const EVENT_PROBES: [f64; 3] = [0.25, 0.5, 0.75];
 
 /// Evaluates `$body` with `$n` bound to `$dim`, in a copy where it is a constant for systems of
 /// up to 8 components (most PK models with their AUC states), so that the compiler unrolls and
@@ -62,6 +71,13 @@ pub struct Integrator {
     ln_err_prev: f64,
     /// [`ln_err_floor`], computed once.
     ln_err_floor: f64,
+    /// The switches' modes, where they are held (`events = "locate"`).
+    modes: Vec<f64>,
+    /// The switches' values just past a located change.
+    past: Vec<f64>,
+    /// Scratch: switch values, a state on the dense output.
+    probe: Vec<f64>,
+    y_probe: Vec<f64>,
 }
 
 impl Integrator {
@@ -106,6 +122,10 @@ impl Integrator {
             scale_base: v(),
             ln_err_prev: ln_err_floor(),
             ln_err_floor: ln_err_floor(),
+            modes: Vec::new(),
+            past: Vec::new(),
+            probe: Vec::new(),
+            y_probe: v(),
         }
     }
 
@@ -152,6 +172,41 @@ impl Integrator {
         if t1 <= t0 {
             return Status::Ok;
         }
+        // Switches held at their values over each step, each change located and made a step's
+        // end (`events = "locate"`; the adaptive methods).
+        let held = if opts.events == Events::Locate && self.method != Method::Rk4 {
+            sys.switches()
+        } else {
+            0
+        };
+        if held == 0 {
+            return self.integrate_held(sys, t0, t1, y, h, opts, obs, stats, false);
+        }
+        self.modes.resize(held, 0.0);
+        self.past.resize(held, 0.0);
+        self.probe.resize(held, 0.0);
+        sys.switch_values(t0, y, &mut self.modes);
+        sys.set_modes(Some(&self.modes));
+        let status = self.integrate_held(sys, t0, t1, y, h, opts, obs, stats, true);
+        sys.set_modes(None);
+        status
+    }
+
+    /// [`Integrator::integrate`], with the switches held at [`Integrator::modes`] where
+    /// `held`.
+    #[allow(clippy::too_many_arguments)]
+    fn integrate_held<S: OdeSystem + ?Sized, O: StepObserver + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t0: f64,
+        t1: f64,
+        y: &mut [f64],
+        h: &mut f64,
+        opts: &SolverOptions,
+        obs: &mut O,
+        stats: &mut Stats,
+        mut held: bool,
+    ) -> Status {
         sys.rhs(t0, y, &mut self.f0);
         stats.rhs_evals += 1;
         if !all_finite(y) || !all_finite(&self.f0) {
@@ -193,6 +248,9 @@ impl Integrator {
         let mut t = t0;
         let mut rejected_last = false;
         let mut saw_non_finite = false;
+        // A step retaken to end at a located change of the switches; the changes located.
+        let mut retaken = false;
+        let mut events = 0u32;
         loop {
             if stats.accepted + stats.rejected >= opts.max_steps {
                 return Status::MaxSteps;
@@ -260,13 +318,46 @@ impl Integrator {
                     *h = step * STEP_FAC_MIN;
                     stats.rejected += 1;
                     rejected_last = true;
+                    retaken = false;
                     continue;
                 }
-                stats.accepted += 1;
                 // Rodas4's step prepared its dense output (for its own check).
                 if self.method != Method::Rodas4 {
                     self.prepare_dense(step);
                 }
+                // A switch that changes inside the step: the step is taken again to end just
+                // past the change (located on its dense output), and the switches take their
+                // new values there. A step retaken so ends at the change.
+                let mut flip = std::mem::take(&mut retaken);
+                if held && !flip {
+                    if let Some(past) = self.locate_change(sys, t, t_new, step, y) {
+                        events += 1;
+                        if past < t_new && past - t >= h_min {
+                            stats.rejected += 1;
+                            *h = past - t;
+                            retaken = true;
+                            continue;
+                        }
+                        if past < t_new {
+                            // At the step's start: the switches change there.
+                            stats.rejected += 1;
+                            self.modes.copy_from_slice(&self.past);
+                            sys.set_modes(Some(&self.modes));
+                            sys.rhs(t, y, &mut self.f0);
+                            stats.rhs_evals += 1;
+                            if events >= MAX_EVENTS {
+                                held = false;
+                                sys.set_modes(None);
+                                sys.rhs(t, y, &mut self.f0);
+                                stats.rhs_evals += 1;
+                            }
+                            continue;
+                        }
+                        // At its end.
+                        flip = true;
+                    }
+                }
+                stats.accepted += 1;
                 let view = StepView {
                     it: self,
                     t0: t,
@@ -294,9 +385,21 @@ impl Integrator {
                 if last {
                     return Status::Ok;
                 }
+                if flip && held {
+                    if events >= MAX_EVENTS {
+                        held = false;
+                        sys.set_modes(None);
+                    } else {
+                        self.modes.copy_from_slice(&self.past);
+                        sys.set_modes(Some(&self.modes));
+                    }
+                    sys.rhs(t, y, &mut self.f0);
+                    stats.rhs_evals += 1;
+                }
             } else {
                 stats.rejected += 1;
                 rejected_last = true;
+                retaken = false;
                 let fac = if e.is_finite() {
                     (STEP_SAFETY * (-alpha * e.ln()).exp()).clamp(STEP_FAC_MIN, 1.0)
                 } else {
@@ -305,6 +408,78 @@ impl Integrator {
                 *h = step * fac;
             }
         }
+    }
+
+    /// Where a held switch changes inside the accepted step from `t` to `t_new` (states `y`
+    /// to [`Integrator::y1`], its dense output prepared): `None` where none does (compared at
+    /// [`EVENT_PROBES`] and the end); else the first time found at which one has changed,
+    /// bisected on the dense output to the neighbouring floating-point time before which none
+    /// has, with the switches' values there in [`Integrator::past`].
+    fn locate_change<S: OdeSystem + ?Sized>(
+        &mut self,
+        sys: &mut S,
+        t: f64,
+        t_new: f64,
+        step: f64,
+        y: &[f64],
+    ) -> Option<f64> {
+        let changed = |v: &[f64], modes: &[f64]| {
+            v.iter()
+                .zip(modes)
+                .any(|(a, b)| a != b && !(a.is_nan() && b.is_nan()))
+        };
+        let mut probe = std::mem::take(&mut self.probe);
+        let mut past = std::mem::take(&mut self.past);
+        let mut yp = std::mem::take(&mut self.y_probe);
+        let view = StepView {
+            it: self,
+            t0: t,
+            t1: t_new,
+            h: step,
+            y0: y,
+        };
+        let mut found = None;
+        let mut lo = t;
+        for (i, theta) in EVENT_PROBES.iter().chain(&[1.0]).enumerate() {
+            let at = if i == EVENT_PROBES.len() {
+                t_new
+            } else {
+                t + theta * step
+            };
+            if i == EVENT_PROBES.len() {
+                sys.switch_values(at, &self.y1, &mut probe);
+            } else {
+                view.eval(at, &mut yp);
+                sys.switch_values(at, &yp, &mut probe);
+            }
+            if changed(&probe, &self.modes) {
+                found = Some(at);
+                past.copy_from_slice(&probe);
+                break;
+            }
+            lo = at;
+        }
+        if let Some(mut hi) = found {
+            loop {
+                let mid = lo + 0.5 * (hi - lo);
+                if mid <= lo || mid >= hi {
+                    break;
+                }
+                view.eval(mid, &mut yp);
+                sys.switch_values(mid, &yp, &mut probe);
+                if changed(&probe, &self.modes) {
+                    hi = mid;
+                    past.copy_from_slice(&probe);
+                } else {
+                    lo = mid;
+                }
+            }
+            found = Some(hi);
+        }
+        self.probe = probe;
+        self.past = past;
+        self.y_probe = yp;
+        found
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1056,6 +1231,15 @@ impl<S: OdeSystem + ?Sized> OdeSystem for LeftLimited<'_, S> {
     #[inline(always)]
     fn jacobian_nonzeros(&mut self, t: f64, y: &[f64], vals: &mut [f64]) -> bool {
         self.sys.jacobian_nonzeros(t, y, vals)
+    }
+    fn switches(&self) -> usize {
+        self.sys.switches()
+    }
+    fn switch_values(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        self.sys.switch_values(t.min(self.t_left), y, out)
+    }
+    fn set_modes(&mut self, modes: Option<&[f64]>) {
+        self.sys.set_modes(modes)
     }
 }
 

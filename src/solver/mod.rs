@@ -28,6 +28,45 @@ pub trait OdeSystem {
     fn jacobian_nonzeros(&mut self, _t: f64, _y: &[f64], _vals: &mut [f64]) -> bool {
         false
     }
+    /// How many switches the system has: step functions of the states across which it
+    /// jumps, which it can hold at a value over a step ([`OdeSystem::set_modes`]) and
+    /// evaluate apart ([`OdeSystem::switch_values`]) so that the integration locates where
+    /// they change (`events = "locate"`). 0: none.
+    fn switches(&self) -> usize {
+        0
+    }
+    /// The switches' values at (t, y), evaluated.
+    fn switch_values(&mut self, _t: f64, _y: &[f64], _out: &mut [f64]) {}
+    /// Holds the switches at `modes` in every later evaluation; `None`: evaluates them.
+    fn set_modes(&mut self, _modes: Option<&[f64]>) {}
+}
+
+/// What the adaptive methods do at a jump of the right-hand side with the states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Events {
+    /// Cross it by shortening their steps until the step that holds it passes the error test.
+    #[default]
+    Cross,
+    /// Hold each switch at its value over a step, locate where it changes on the step's dense
+    /// output, and end the step there (the CPU reference).
+    Locate,
+}
+
+impl Events {
+    pub fn name(self) -> &'static str {
+        match self {
+            Events::Cross => "cross",
+            Events::Locate => "locate",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Events> {
+        match s {
+            "cross" => Some(Events::Cross),
+            "locate" => Some(Events::Locate),
+            _ => None,
+        }
+    }
 }
 
 /// Integration methods.
@@ -166,6 +205,8 @@ pub struct SolverOptions {
     pub h_min_rel: f64,
     /// Largest step allowed (`f64::INFINITY` for none).
     pub h_max: f64,
+    /// At a jump with the states: cross it, or locate it ([`Events`]).
+    pub events: Events,
 }
 
 impl Default for SolverOptions {
@@ -178,6 +219,7 @@ impl Default for SolverOptions {
             max_steps: 1_000_000,
             h_min_rel: 1e-14,
             h_max: f64::INFINITY,
+            events: Events::Cross,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::dosing::{Administration, Regimen};
 use crate::metrics::{resolve_window, MetricKind, MetricRequest, MetricSpec, Window};
 use crate::model::{library, CompiledModel, Model};
 use crate::population::{library as population_library, Population};
-use crate::solver::{check, Method, SolverOptions};
+use crate::solver::{check, Events, Method, SolverOptions};
 
 use super::dose_line;
 use super::spec::{parse_spec, span_of, TrialSpecFile};
@@ -297,10 +297,17 @@ impl Trial {
         let programs = &self.compiled.programs;
         let metrics: Vec<&MetricSpec> = self.arms.iter().flat_map(|a| &a.plan.metrics).collect();
         programs
-            .jump_notes(&defaults)
+            .jump_notes(&defaults, self.events())
             .into_iter()
-            .chain(area_jump_note(programs, &defaults, metrics))
+            .chain(area_jump_note(programs, &defaults, metrics, self.events()))
             .collect()
+    }
+
+    /// What the integration does at a jump with the states (`[simulation] events`).
+    pub fn events(&self) -> Events {
+        self.arms
+            .first()
+            .map_or(Events::Cross, |a| a.plan.solver.events)
     }
 
     /// Reads, parses and checks a trial spec file.
@@ -328,7 +335,12 @@ pub fn area_jump_note<'a>(
     programs: &crate::model::ModelPrograms,
     params: &[f64],
     metrics: impl IntoIterator<Item = &'a MetricSpec>,
+    events: Events,
 ) -> Option<String> {
+    // Located, such a jump ends a step: the area keeps to the tolerance.
+    if events == Events::Locate {
+        return None;
+    }
     let areas: Vec<&MetricSpec> = metrics
         .into_iter()
         .filter(|m| matches!(m.metric.kind, MetricKind::Auc | MetricKind::Cavg))
@@ -653,11 +665,19 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     if let Some(m) = sim.max_steps.as_ref().filter(|m| *m.get_ref() == 0) {
         errors.push(src.error(span_of(m), "max_steps must be at least 1"));
     }
+    let events = match &sim.events {
+        None => Events::Cross,
+        Some(e) => Events::parse(e.get_ref()).unwrap_or_else(|| {
+            errors.push(src.error(span_of(e), crate::cli::simulate::EVENTS_CHOICES));
+            Events::Cross
+        }),
+    };
     let solver = SolverOptions {
         method,
         rtol,
         atol,
         dt,
+        events,
         max_steps: sim
             .max_steps
             .as_ref()
@@ -671,6 +691,18 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         ));
         BackendChoice::Auto
     });
+    if let (Some(e), BackendChoice::Wgpu | BackendChoice::Cuda) = (&sim.events, backend) {
+        if events == Events::Locate {
+            errors.push(src.error(
+                span_of(e),
+                format!(
+                    "events = \"locate\" runs on the CPU reference: set backend = \"cpu\" (or \
+                     \"auto\"), or events = \"cross\" for backend = \"{}\"",
+                    sim.backend.get_ref()
+                ),
+            ));
+        }
+    }
     let precision = match &sim.precision {
         None => Precision::F32,
         Some(p) => Precision::parse(p.get_ref()).unwrap_or_else(|| {

@@ -176,6 +176,10 @@ pub fn select_backend(
         BackendChoice::Wgpu => wgpu_backend(model.clone(), trial.precision)
             .map(|(b, name)| (b, format!("requested (adapter {name})")))
             .map_err(|e| format!("backend 'wgpu' is not available: {e}")),
+        BackendChoice::Auto if trial.events() == crate::solver::Events::Locate => Ok((
+            cpu(),
+            "auto: events = \"locate\" runs on the CPU reference, on all cores".into(),
+        )),
         BackendChoice::Auto => {
             let no_cuda = match cuda_backend(model.clone(), trial.precision) {
                 Ok((b, name)) => return Ok((b, format!("auto: CUDA device {name} found"))),
@@ -317,6 +321,7 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
     p.insert("vpop.method".into(), solver.method.name().into());
     p.insert("vpop.rtol".into(), solver.rtol.to_string());
     p.insert("vpop.atol".into(), solver.atol.to_string());
+    p.insert("vpop.events".into(), solver.events.name().into());
     // The metric columns (`vpop report` draws these; a covariate may be named like one).
     let metrics: Vec<&str> = trial.arms[0]
         .plan

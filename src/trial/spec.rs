@@ -176,6 +176,10 @@ pub struct SimulationSection {
     pub dt: Option<Spanned<f64>>,
     #[serde(default)]
     pub max_steps: Option<Spanned<u64>>,
+    /// At a jump of the right-hand side with the states: `cross` (default) or `locate`
+    /// (the CPU reference).
+    #[serde(default)]
+    pub events: Option<Spanned<String>>,
     #[serde(default = "default_backend")]
     pub backend: Spanned<String>,
     /// `f32` or `f64` for GPU backends (the CPU reference is always f64).

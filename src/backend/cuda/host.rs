@@ -493,6 +493,7 @@ impl<L: Launcher> Host<L> {
         if programs.is_empty() {
             return Ok(Vec::new());
         }
+        crate::backend::gpu::refuse_on_gpu(solver).map_err(|e| self.failed(e))?;
         if self.precision == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
             return Err(self.failed(format!(
                 "rtol {} is below what f32 resolves; use precision = \"f64\"",

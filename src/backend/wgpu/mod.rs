@@ -1358,6 +1358,7 @@ mod integrate {
             if programs.is_empty() {
                 return Ok(Vec::new());
             }
+            crate::backend::gpu::refuse_on_gpu(solver).map_err(failed)?;
             let model = self.model.clone();
             let progs = &model.programs;
             let p = self.precision;

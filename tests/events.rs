@@ -1,0 +1,311 @@
+//! Event location (`events = "locate"`) on the CPU reference, against an exact solution: a
+//! bacterial count killed while the concentration of a one-compartment oral model is above a
+//! threshold, `d/dt(bact) = 0.05 * bact - if(cp > 2, 0.5, 0) * bact`. Its exact solution is
+//! log₁₀ bact(t) = 6 + (0.05·t − 0.5·T(t)) / ln 10, T(t) the time cp has spent above 2 up to t,
+//! from the crossings of the closed-form cp (bisected to the last floating-point time).
+
+mod common;
+
+use std::sync::Arc;
+
+use vpop::backend::cpu::CpuBackend;
+use vpop::backend::ArmPlan;
+use vpop::dosing::{DoseLine, Regimen};
+use vpop::metrics::{Metric, MetricSpec};
+use vpop::model::{CompiledModel, Model};
+use vpop::solver::{Events, Method, SolverOptions};
+
+const KILL_MODEL: &str = "\
+param ka = 1.5
+param cl = 2.8
+param v = 35
+state depot, central, bact
+bact(0) = 1e6
+cp = central / v
+d/dt(depot) = -ka * depot
+d/dt(central) = ka * depot - cl / v * central
+d/dt(bact) = 0.05 * bact - if(cp > 2, 0.5, 0) * bact
+output conc = cp
+output lb = log10(bact)
+output above = cp > 2
+";
+
+const DOSE: f64 = 100.0;
+const EVERY: f64 = 12.0;
+const COUNT: u32 = 14;
+const END: f64 = 168.0;
+const SAMPLES: [f64; 4] = [5.0, 30.5, 84.0, 167.0];
+
+/// (ka, cl, v) of the subjects: cp crosses 2 twice in most dosing intervals.
+const SUBJECTS: [[f64; 3]; 4] = [
+    [1.5, 2.8, 35.0],
+    [0.8, 4.0, 30.0],
+    [2.5, 2.0, 45.0],
+    [0.3, 3.1, 28.0],
+];
+
+fn cp(s: &[f64; 3], t: f64) -> f64 {
+    let [ka, cl, v] = *s;
+    let k = cl / v;
+    (0..COUNT)
+        .map(|i| i as f64 * EVERY)
+        .filter(|&td| td <= t)
+        .map(|td| DOSE * ka / (v * (ka - k)) * ((-k * (t - td)).exp() - (-ka * (t - td)).exp()))
+        .sum()
+}
+
+/// The exact log₁₀ bact at the sample times, its minimum over [0, END], and T(END).
+fn exact(s: &[f64; 3]) -> (Vec<f64>, f64, f64) {
+    // Where cp − 2 changes sign, on a grid of 0.005 h and bisected.
+    let g = |t: f64| cp(s, t) - 2.0;
+    let mut crossings = Vec::new();
+    let n = (END / 0.005) as usize;
+    for i in 0..n {
+        let (a, b) = (i as f64 * 0.005, (i + 1) as f64 * 0.005);
+        if (g(a) > 0.0) != (g(b) > 0.0) {
+            crossings.push(common::crossing(g, a, b, g(a) >= 0.0));
+        }
+    }
+    // T(t): the time above 2 up to t.
+    let above_until = |t: f64| {
+        let mut total = 0.0;
+        let mut from = 0.0;
+        let mut above = g(0.0) > 0.0;
+        for &c in crossings.iter().filter(|&&c| c < t) {
+            if above {
+                total += c - from;
+            }
+            from = c;
+            above = !above;
+        }
+        if above {
+            total += t - from;
+        }
+        total
+    };
+    let lb = |t: f64| 6.0 + (0.05 * t - 0.5 * above_until(t)) / std::f64::consts::LN_10;
+    let min = crossings
+        .iter()
+        .copied()
+        .chain([0.0, END])
+        .map(lb)
+        .fold(f64::INFINITY, f64::min);
+    (
+        SAMPLES.iter().map(|&t| lb(t)).collect(),
+        min,
+        above_until(END),
+    )
+}
+
+fn arm(m: &Model, method: Method, rtol: f64, events: Events, area: bool) -> ArmPlan {
+    let metric =
+        |o: usize, name: &str| MetricSpec::new(o, &m.outputs[o].name, Metric::parse(name).unwrap());
+    ArmPlan {
+        name: "a".into(),
+        regimen: Regimen {
+            lines: vec![DoseLine::boluses(0, DOSE, EVERY, COUNT)],
+        },
+        metrics: [metric(1, "cmin")]
+            .into_iter()
+            .chain(area.then(|| metric(2, "auc")))
+            .collect(),
+        end: END,
+        sample_times: SAMPLES.to_vec(),
+        solver: SolverOptions {
+            method,
+            rtol,
+            atol: 1e-30,
+            events,
+            ..Default::default()
+        },
+        occasions: Vec::new(),
+    }
+}
+
+/// The largest error of the subjects' log₁₀ bact (samples and minimum, relative to the larger
+/// of the value and 1) and, with `area`, of the area of `above`, the time above 2 (relative to
+/// END); infinite where a subject failed. And the steps taken, accepted and rejected.
+fn worst(method: Method, rtol: f64, events: Events, area: bool) -> (f64, u64, u64) {
+    let m = Model::parse("kill", KILL_MODEL).unwrap();
+    let mut b = CpuBackend::new(Arc::new(CompiledModel::new(&m)));
+    let params: Vec<Vec<f64>> = (0..3)
+        .map(|p| SUBJECTS.iter().map(|s| s[p]).collect())
+        .collect();
+    let out = common::run(&mut b, &arm(&m, method, rtol, events, area), &params);
+    let n_t = SAMPLES.len();
+    let mut worst = 0.0f64;
+    for (i, s) in SUBJECTS.iter().enumerate() {
+        if out.status[i] != 0 {
+            // Crossing the switch, the area of `above` (0 until the first crossing) can stop
+            // the subject with step_too_small at atol 1e-30.
+            assert_eq!(
+                events,
+                Events::Cross,
+                "{method} {rtol:e}: subject {i} failed"
+            );
+            worst = f64::INFINITY;
+            continue;
+        }
+        let (at, min, above) = exact(s);
+        let rel = |got: f64, want: f64, scale: f64| (got - want).abs() / scale;
+        for (j, want) in at.iter().enumerate() {
+            // Output lb (index 1) at sample j.
+            let got = out.profiles[1][i * n_t + j];
+            worst = worst.max(rel(got, *want, want.abs().max(1.0)));
+        }
+        worst = worst.max(rel(out.metrics[0][i], min, min.abs().max(1.0)));
+        if area {
+            worst = worst.max(rel(out.metrics[1][i], above, END));
+        }
+    }
+    (worst, out.stats.accepted, out.stats.rejected)
+}
+
+/// With the switch located, the errors follow rtol, where crossing it leaves errors that a
+/// tighter rtol does not bring down (printed with --nocapture: the table of
+/// docs/model-language.md, "Jumps").
+#[test]
+fn a_located_switch_keeps_the_errors_to_the_tolerance() {
+    let mut failures = Vec::new();
+    for method in [Method::Tsit5, Method::Dopri5, Method::Rodas4] {
+        for rtol in [1e-6, 1e-8, 1e-10] {
+            let (cross, ca, cr) = worst(method, rtol, Events::Cross, false);
+            let (cross_area, _, _) = worst(method, rtol, Events::Cross, true);
+            let (locate, la, lr) = worst(method, rtol, Events::Locate, false);
+            let (locate_area, _, _) = worst(method, rtol, Events::Locate, true);
+            println!(
+                "{method} rtol {rtol:e}: cross {cross:.1e} ({ca} + {cr} steps), with the area \
+                 {cross_area:.1e}; locate {locate:.1e} ({la} + {lr} steps), with the area \
+                 {locate_area:.1e}"
+            );
+            if locate.max(locate_area) > 20.0 * rtol {
+                failures.push(format!(
+                    "{method} rtol {rtol:e}: located, error {locate:.1e} (with the area \
+                     {locate_area:.1e})"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A fresh directory of this test process.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("vpop-events-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `vpop simulate --events locate` integrates the jump located, without the note that
+/// `cross` prints; an unknown value is refused.
+#[test]
+fn simulate_takes_events() {
+    let dir = scratch("simulate");
+    let model = dir.join("kill.vpm");
+    std::fs::write(&model, KILL_MODEL).unwrap();
+    let m = model.to_str().unwrap();
+    let args = |events: &'static str| {
+        [
+            m,
+            "--dose",
+            "amount=100,into=depot,every=12,count=14",
+            "--end",
+            "168",
+            "--atol",
+            "1e-30",
+            "--metrics",
+            "lb:cmin",
+            "--events",
+            events,
+        ]
+    };
+    let (ok, cross) = common::simulate_text(&args("cross"));
+    assert!(ok, "{cross}");
+    assert!(
+        cross.contains("the right-hand side jumps where values of the states cross a bound")
+            && cross.contains("events = \"locate\""),
+        "{cross}"
+    );
+    let (ok, located) = common::simulate_text(&args("locate"));
+    assert!(ok, "{located}");
+    assert!(!located.contains("note:"), "{located}");
+    // The first subject's exact minimum (at the default ka, cl, v).
+    let (_, min, _) = exact(&SUBJECTS[0]);
+    let got: f64 = located
+        .lines()
+        .find_map(|l| l.strip_prefix("lb_cmin"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{located}"));
+    assert!((got - min).abs() <= 1e-8 * min.abs(), "{got} against {min}");
+    let (ok, bad) = common::simulate_text(&args("find"));
+    assert!(
+        !ok && bad.contains("--events 'find': events is `cross`"),
+        "{bad}"
+    );
+}
+
+/// A spec's `events = "locate"` goes to the CPU reference (`auto`), is refused beside a GPU
+/// backend with its place in the file, and an unknown value is refused.
+#[test]
+fn a_spec_takes_events() {
+    let dir = scratch("spec");
+    std::fs::write(dir.join("kill.vpm"), KILL_MODEL).unwrap();
+    let spec = |extra: &str| {
+        format!(
+            "[trial]\nname = \"kill\"\nsubjects = 4\nseed = 1\n\n[model]\nfile = \"kill.vpm\"\n\n\
+             [[arm]]\nname = \"a\"\ndose = {{ amount = 100, into = \"depot\", every = 12, \
+             count = 14 }}\n\n[simulation]\nend = 168\n{extra}\n[output]\ndir = \"out\"\n"
+        )
+    };
+    let path = dir.join("kill.toml");
+    let load = |extra: &str| vpop::trial::resolve::Trial::from_text(&path, &spec(extra));
+    let t = load("events = \"locate\"\n").unwrap();
+    assert_eq!(t.events(), Events::Locate);
+    assert!(t.jump_notes().is_empty(), "{:?}", t.jump_notes());
+    assert_eq!(load("").unwrap().events(), Events::Cross);
+    assert_eq!(load("").unwrap().jump_notes().len(), 1);
+    let (_, why) = vpop::trial::run::select_backend(&t, t.backend).unwrap();
+    assert!(
+        why.contains("events = \"locate\" runs on the CPU reference"),
+        "{why}"
+    );
+    let e = load("events = \"locate\"\nbackend = \"cuda\"\n")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("kill.toml:15:10: events = \"locate\" runs on the CPU reference"),
+        "{e}"
+    );
+    let e = load("events = \"sometimes\"\n").err().unwrap().to_string();
+    assert!(e.contains("kill.toml:15:10: events is `cross`"), "{e}");
+}
+
+/// The GPU kernels refuse an arm that asks for `events = "locate"`.
+#[cfg(feature = "cuda")]
+#[test]
+fn gpu_kernels_refuse_located_events() {
+    use vpop::backend::Backend;
+    let m = Model::parse("kill", KILL_MODEL).unwrap();
+    let mut gpu = vpop::backend::cuda::EmulatedCuda::new(
+        Arc::new(CompiledModel::new(&m)),
+        vpop::backend::Precision::F64,
+    )
+    .unwrap();
+    let params: Vec<Vec<f64>> = (0..3).map(|p| vec![SUBJECTS[0][p]]).collect();
+    let input = vpop::backend::ChunkInput {
+        first_subject: 0,
+        n: 1,
+        params: &params,
+        amount_scale: None,
+        occasion_params: &[],
+    };
+    let mut out = vpop::backend::ChunkOutput::default();
+    let a = arm(&m, Method::Tsit5, 1e-8, Events::Locate, false);
+    let e = gpu.run_chunk(&a, &input, &mut out).unwrap_err().to_string();
+    assert!(
+        e.contains("events = \"locate\" runs on the CPU reference"),
+        "{e}"
+    );
+}
