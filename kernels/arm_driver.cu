@@ -549,6 +549,9 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     #pragma unroll
     for (int p = 0; p < NP; p++) S.q[p] = __ldg(&params[(size_t)p * meta.n + i]);
     model_prepare(S.q);
+#if NSW > 0
+    S.q[MODE_BASE + NSW] = (real)0;
+#endif
     S.subj_scale = scale[i];
 #if HAS_OCCASIONS || OWN_STOPS
     S.params = params;

@@ -144,7 +144,18 @@ struct Sub {
         n_rhs++;
     }
 
-    FI void outs(real t, const real* v, real* c) { model_outputs(t, v, q, c); }
+    // The outputs, for the metrics: with the switches evaluated, not held at their modes (as
+    // the CPU reference's outputs; the quadratures in sys_rhs read the modes).
+    FI void outs(real t, const real* v, real* c) {
+#if NSW > 0
+        const real held = q[MODE_BASE + NSW];
+        q[MODE_BASE + NSW] = (real)0;
+        model_outputs(t, v, q, c);
+        q[MODE_BASE + NSW] = held;
+#else
+        model_outputs(t, v, q, c);
+#endif
+    }
 
     // The dosing values (lag, bioavailability, modelled rate and duration per state) of
     // parameters qo: the model's dosing declarations at t = 0 with no amounts.
@@ -757,10 +768,94 @@ struct Sub {
         return h_prop > (real)0 && t + h_prop < snap_to;
     }
 
+#if NSW > 0
+    // Event location (events = "locate"), as the CPU reference's (src/solver/integrator.rs,
+    // locate_change): the switches of the states (model_switches) are held at their modes,
+    // q[MODE_BASE + k], while q[MODE_BASE + NSW] is 1.
+    FI void hold_modes(const real* sw) {
+        #pragma unroll
+        for (int k = 0; k < NSW; k++) q[MODE_BASE + k] = sw[k];
+        q[MODE_BASE + NSW] = (real)1;
+    }
+
+    FI bool switches_changed(const real* sw) {
+        bool c = false;
+        #pragma unroll
+        for (int k = 0; k < NSW; k++) {
+            const real md = q[MODE_BASE + k];
+            c = c || (sw[k] != md && !(isnan(sw[k]) && isnan(md)));
+        }
+        return c;
+    }
+
+    // Whether a held switch changes inside the accepted step from t to t_new (its dense output
+    // prepared, st_t0 and st_h set): compared at a quarter, half and three quarters of the step
+    // and at its end; the first point found changed is bisected on the dense output to the
+    // neighbouring times before and after the change, the time after it into at, the switches'
+    // values there into past. tl: the left limit of the segment's end.
+    FI bool locate_change(real t, real t_new, real step, real tl, real& at, real* past) {
+        real sw[NSW];
+        real lo = t, hi = t_new;
+        bool found = false;
+        for (int i = 0; i < 4 && !found; i++) {
+            const real x = i == 3 ? t_new : t + (real)(0.25 * (i + 1)) * step;
+            if (i == 3) {
+                model_switches(fmin(x, tl), y1, q, sw);
+            } else {
+                dense_into(x);
+                model_switches(fmin(x, tl), dense_v, q, sw);
+            }
+            if (switches_changed(sw)) {
+                found = true;
+                hi = x;
+                #pragma unroll
+                for (int k = 0; k < NSW; k++) past[k] = sw[k];
+            } else {
+                lo = x;
+            }
+        }
+        if (!found) return false;
+        for (;;) {
+            const real mid = lo + (real)0.5 * (hi - lo);
+            if (mid <= lo || mid >= hi) break;
+            dense_into(mid);
+            model_switches(fmin(mid, tl), dense_v, q, sw);
+            if (switches_changed(sw)) {
+                hi = mid;
+                #pragma unroll
+                for (int k = 0; k < NSW; k++) past[k] = sw[k];
+            } else {
+                lo = mid;
+            }
+        }
+        at = hi;
+        return true;
+    }
+#endif
+
     // Integrates [t0, t1]; returns 0 ok, 1 max steps, 2 step too small, 3 non-finite. OBS
-    // false: the accepted steps are never observed (no observer code in this copy).
+    // false: the accepted steps are never observed (no observer code in this copy). With
+    // switches (NSW > 0, an adaptive method), they are held at their values at t0 and the
+    // changes located (integrate_held).
     template <bool OBS = true>
     FI unsigned integrate(real t0, real t1) {
+#if NSW > 0
+        if (t1 <= t0) return 0u;
+        if (FIXED_STEP) return integrate_held<OBS>(t0, t1, false);
+        real sw[NSW];
+        model_switches(t0, y, q, sw);
+        hold_modes(sw);
+        const unsigned st = integrate_held<OBS>(t0, t1, true);
+        q[MODE_BASE + NSW] = (real)0;
+        return st;
+#else
+        return integrate_held<OBS>(t0, t1, false);
+#endif
+    }
+
+    template <bool OBS = true>
+    FI unsigned integrate_held(real t0, real t1, bool held) {
+        (void)held;
         if (t1 <= t0) return 0u;
         sys_rhs(t0, y, f0);
         if (!all_finite(y) || !all_finite(f0)) return 3u;
@@ -796,6 +891,13 @@ struct Sub {
                 : fmax(initial_step(t0, tl), STEP_START * fmax(m->h_min_rel * fmax(fabs(t0), span), STEP_ULPS * m->eps * fabs(t0)));
         real t = t0;
         bool rejected_last = false, saw_non_finite = false;
+#if NSW > 0
+        // A step retaken to end at a located change of the switches; the changes located; the
+        // switches' values just after the change.
+        bool retaken = false;
+        unsigned events = 0u;
+        real past[NSW];
+#endif
         for (;;) {
             if (n_acc + n_rej >= m->max_steps) return 1u;
             const real scale_t = fmax(fabs(t), span);
@@ -818,8 +920,46 @@ struct Sub {
                     if (last && t + h_prop >= snap_to && !shrink_before_stretch(t, snap_to)) return 3u;
                     n_rej++;
                     rejected_last = true;
+#if NSW > 0
+                    retaken = false;
+#endif
                     continue;
                 }
+#if NSW > 0
+                // A switch that changes inside the step: the step is taken again to end just
+                // after the change, and the switches take their new values there. A step
+                // retaken so ends at the change.
+                bool flip = retaken;
+                retaken = false;
+                if (held && !flip) {
+                    st_t0 = t; st_t1 = t_new; st_h = step;
+                    prepare_dense(step);
+                    real at;
+                    if (locate_change(t, t_new, step, tl, at, past)) {
+                        events++;
+                        if (at < t_new && at - t >= h_min) {
+                            n_rej++;
+                            h_prop = at - t;
+                            retaken = true;
+                            continue;
+                        }
+                        if (at < t_new) {
+                            // At the step's start: the switches change there.
+                            n_rej++;
+                            hold_modes(past);
+                            sys_rhs(fmin(t, tl), y, f0);
+                            if (events >= MAX_EVENTS) {
+                                held = false;
+                                q[MODE_BASE + NSW] = (real)0;
+                                sys_rhs(fmin(t, tl), y, f0);
+                            }
+                            continue;
+                        }
+                        // At its end.
+                        flip = true;
+                    }
+                }
+#endif
                 n_acc++;
                 if (OBSERVE && OBS) {
                     prepare_dense(step);
@@ -839,9 +979,23 @@ struct Sub {
                 if (!last) h_prop = step * fac;
                 t = t_new;
                 if (last) return 0u;
+#if NSW > 0
+                if (flip && held) {
+                    if (events >= MAX_EVENTS) {
+                        held = false;
+                        q[MODE_BASE + NSW] = (real)0;
+                    } else {
+                        hold_modes(past);
+                    }
+                    sys_rhs(fmin(t, tl), y, f0);
+                }
+#endif
             } else {
                 n_rej++;
                 rejected_last = true;
+#if NSW > 0
+                retaken = false;
+#endif
                 real fac = e < BIG ? fmin(fmax(STEP_SAFETY * exp(-alpha * log(e)), STEP_FAC_MIN), (real)1) : STEP_FAC_MIN;
                 h_prop = step * fac;
                 if (last && t + h_prop >= snap_to && !shrink_before_stretch(t, snap_to))

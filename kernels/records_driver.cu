@@ -33,6 +33,9 @@ struct Rec : Sub {
         #pragma unroll
         for (int p = 0; p < NP; p++) q[p] = psets[(size_t)k * NP + p];
         model_prepare(q);
+#if NSW > 0
+        q[MODE_BASE + NSW] = (real)0;
+#endif
     }
 
     FI bool fail(unsigned st) {

@@ -699,3 +699,46 @@ fn own_stop_kernels_compile_with_nvrtc() {
     .unwrap();
     assert!(src.contains("#define OWN_STOPS 0"));
 }
+
+/// The kernels that locate the changes of a model's switches (`events = "locate"`), arm and
+/// records, compile with NVRTC in f32 and f64 and keep nothing in local memory; without
+/// switches to locate, none is compiled in.
+#[test]
+fn located_event_kernels_compile_with_nvrtc() {
+    use vpop::backend::cuda::kernel::{arm_source_located, records_source_located};
+    use vpop::backend::gpu::Driver;
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    let m = Model::parse("kill", common::KILL_MODEL).unwrap();
+    let compiled = vpop::model::CompiledModel::new(&m);
+    let (progs, sw) = (&compiled.programs, Some(compiled.switches()));
+    assert_eq!(compiled.n_switches(), 1);
+    for p in [Precision::F32, Precision::F64] {
+        for method in [Method::Tsit5, Method::Rodas4] {
+            let driver = Driver::Arm {
+                ss: None,
+                resets: false,
+                occasions: false,
+            };
+            let arm = arm_source_located(progs, method, &every_kind(&m), driver, p, sw).unwrap();
+            let records = records_source_located(progs, method, p, sw).unwrap();
+            for (what, src) in [("arm", arm), ("records", records)] {
+                assert!(src.contains("#define NSW 1"), "{what}");
+                let what = format!("{what} {method} {p:?}");
+                let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert!(ptx.contains(".entry integrate"), "{what}");
+                assert_eq!(local_depot_bytes(&ptx), 0, "{what}: local memory");
+            }
+        }
+    }
+    let driver = Driver::Arm {
+        ss: None,
+        resets: false,
+        occasions: false,
+    };
+    let src = arm_source_located(progs, Method::Tsit5, &[], driver, Precision::F32, None).unwrap();
+    assert!(src.contains("#define NSW 0"));
+}

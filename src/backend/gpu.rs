@@ -444,22 +444,23 @@ pub fn has_resets(arm: &ArmPlan) -> bool {
         .any(|l| l.administration == Administration::Reset)
 }
 
-/// Checks a chunk against the model and the kernel's precision, and sizes `out` for it.
-/// `precision_hint` completes the message when the tolerance is too tight for f32.
-/// Why a GPU kernel refuses these solver settings: `events = "locate"` runs on the CPU
-/// reference alone (the kernels cross a jump with the states by shortening their steps).
-pub fn refuse_on_gpu(solver: &crate::solver::SolverOptions) -> Result<(), String> {
+/// Why the WGSL kernels refuse these solver settings: `events = "locate"` runs on the CPU
+/// reference and the CUDA kernels (the WGSL kernels cross a jump with the states by
+/// shortening their steps).
+pub fn refuse_on_wgpu(solver: &crate::solver::SolverOptions) -> Result<(), String> {
     if solver.events == crate::solver::Events::Locate {
         return Err(
-            "events = \"locate\" runs on the CPU reference (backend = \"cpu\"); the \
-                    GPU kernels cross a jump with the states by shortening their steps \
-                    (events = \"cross\")"
+            "events = \"locate\" runs on the CPU reference and on CUDA (backend = \"cpu\" or \
+             \"cuda\"); the WGSL kernels cross a jump with the states by shortening their \
+             steps (events = \"cross\")"
                 .into(),
         );
     }
     Ok(())
 }
 
+/// Checks a chunk against the model and the kernel's precision, and sizes `out` for it.
+/// `precision_hint` completes the message when the tolerance is too tight for f32.
 pub fn prepare_chunk(
     progs: &ModelPrograms,
     arm: &ArmPlan,
@@ -477,7 +478,6 @@ pub fn prepare_chunk(
         ));
     }
     input.check_occasions(arm, progs.n_params)?;
-    refuse_on_gpu(&arm.solver)?;
     if f32_kernel && arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
         return Err(format!(
             "rtol {} is below what f32 resolves; {precision_hint}",

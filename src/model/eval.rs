@@ -131,6 +131,11 @@ impl CompiledModel {
         self.switches.len()
     }
 
+    /// The switches of the states ([`Switches`]).
+    pub fn switches(&self) -> &Switches {
+        &self.switches
+    }
+
     /// The right-hand side, then outputs `which` (in that order), as one program: what an
     /// integration with AUC quadratures for those outputs evaluates at every stage. Compiled
     /// once per set; the outputs no quadrature needs are not computed.

@@ -1,8 +1,8 @@
 //! Switches: the step functions of the states (`cp > 2`, `floor(x)`) across which a model's
-//! right-hand side or outputs jump. With `events = "locate"` the CPU reference holds each at
-//! its value over an integration step (its mode), so that the step's error estimate sees a
-//! smooth system, and ends a step where a switch's live value changes, located on the step's
-//! dense output (docs/model-language.md, "Jumps").
+//! right-hand side or outputs jump. With `events = "locate"` the CPU reference and the CUDA
+//! kernels hold each at its value over an integration step (its mode), so that the step's
+//! error estimate sees a smooth system, and end a step where a switch's live value changes,
+//! located on the step's dense output (docs/model-language.md, "Jumps").
 
 use std::collections::HashMap;
 

@@ -10,12 +10,9 @@
 
 use super::sparse_lu::SharedPlan;
 use super::tableau_data::*;
-use super::{DenseOutput, Events, Method, OdeSystem, SolverOptions, Stats, Status, StepObserver};
-
-/// Changes of the switches located in one integration call before they are no longer held
-/// (a model that slides along a switch, changing it at every step, is then integrated with
-/// its switches evaluated, as with `events = "cross"`).
-const MAX_EVENTS: u32 = 1000;
+use super::{
+    DenseOutput, Events, Method, OdeSystem, SolverOptions, Stats, Status, StepObserver, MAX_EVENTS,
+};
 
 /// Interior points of an accepted step, besides its end, where the switches are compared
 /// with their modes (a change and its reversal inside one step shows only there).

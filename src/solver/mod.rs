@@ -41,6 +41,11 @@ pub trait OdeSystem {
     fn set_modes(&mut self, _modes: Option<&[f64]>) {}
 }
 
+/// Changes of the switches located in one integration call before they are no longer held
+/// (a model that slides along a switch, changing it at every step, is then integrated with
+/// its switches evaluated, as with `events = "cross"`); the kernels' alike.
+pub const MAX_EVENTS: u32 = 1000;
+
 /// What the adaptive methods do at a jump of the right-hand side with the states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,7 +54,7 @@ pub enum Events {
     #[default]
     Cross,
     /// Hold each switch at its value over a step, locate where it changes on the step's dense
-    /// output, and end the step there (the CPU reference).
+    /// output, and end the step there (the CPU reference and the CUDA kernels).
     Locate,
 }
 

@@ -691,15 +691,12 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         ));
         BackendChoice::Auto
     });
-    if let (Some(e), BackendChoice::Wgpu | BackendChoice::Cuda) = (&sim.events, backend) {
+    if let (Some(e), BackendChoice::Wgpu) = (&sim.events, backend) {
         if events == Events::Locate {
             errors.push(src.error(
                 span_of(e),
-                format!(
-                    "events = \"locate\" runs on the CPU reference: set backend = \"cpu\" (or \
-                     \"auto\"), or events = \"cross\" for backend = \"{}\"",
-                    sim.backend.get_ref()
-                ),
+                "events = \"locate\" runs on the CPU reference and on CUDA: set backend = \
+                 \"cpu\", \"cuda\" or \"auto\", or events = \"cross\" for backend = \"wgpu\"",
             ));
         }
     }

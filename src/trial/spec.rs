@@ -177,7 +177,7 @@ pub struct SimulationSection {
     #[serde(default)]
     pub max_steps: Option<Spanned<u64>>,
     /// At a jump of the right-hand side with the states: `cross` (default) or `locate`
-    /// (the CPU reference).
+    /// (the CPU reference and CUDA).
     #[serde(default)]
     pub events: Option<Spanned<String>>,
     #[serde(default = "default_backend")]

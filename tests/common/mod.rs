@@ -1432,3 +1432,20 @@ pub fn simulate_text(args: &[impl AsRef<std::ffi::OsStr>]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
+
+/// A bacterial count killed while the concentration of a one-compartment oral model is above
+/// a threshold: a right-hand side that jumps with the states (tests/events.rs).
+pub const KILL_MODEL: &str = "\
+param ka = 1.5
+param cl = 2.8
+param v = 35
+state depot, central, bact
+bact(0) = 1e6
+cp = central / v
+d/dt(depot) = -ka * depot
+d/dt(central) = ka * depot - cl / v * central
+d/dt(bact) = 0.05 * bact - if(cp > 2, 0.5, 0) * bact
+output conc = cp
+output lb = log10(bact)
+output above = cp > 2
+";

@@ -79,7 +79,8 @@ fn expr_named(op: &Op, p: Precision, r: &dyn Fn(u32) -> String) -> String {
         Op::Time => "t".into(),
         Op::State(i) => format!("y[{i}]"),
         Op::Param(i) => format!("q[{i}]"),
-        Op::Slot(i) => format!("s[{i}]"),
+        // A switch's mode (`crate::model::switches`), kept after the prepared values in q.
+        Op::Slot(i) => format!("q[MODE_BASE + {i}]"),
         Op::Neg(a) => format!("-{}", r(a)),
         Op::Not(a) => b(format!("{} == (real)0", r(a))),
         Op::Add(a, c) => format!("{} + {}", r(a), r(c)),

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
-use super::kernel::{arm_source, records_source, COUNTERS};
+use super::kernel::{arm_source_located, records_source_located, COUNTERS};
 use crate::backend::gpu::{
     arm_data, pack_params, pack_scale, prepare_chunk, records_data, step_samples, take_counters,
     take_records, take_values, Driver, KernelSizes, RecordsData, Rows, INDEX_STRIDE,
@@ -28,6 +28,14 @@ use crate::backend::records::{Op, Program, RecordsOutcome};
 use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
 use crate::model::CompiledModel;
 use crate::solver::SolverOptions;
+
+/// The model's switches where the solver locates their changes (`events = "locate"`).
+fn located<'a>(
+    model: &'a CompiledModel,
+    solver: &SolverOptions,
+) -> Option<&'a crate::model::switches::Switches> {
+    (solver.events == crate::solver::Events::Locate).then(|| model.switches())
+}
 
 /// Threads per block of every launch.
 pub(super) const BLOCK: u32 = 128;
@@ -302,12 +310,13 @@ impl<L: Launcher> Host<L> {
             return Err(self.failed(format!("a chunk of {n} subjects is too large")));
         }
         let t_prepare = Instant::now();
-        let src = arm_source(
+        let src = arm_source_located(
             progs,
             arm.solver.method,
             &arm.metrics,
             Driver::of_arm(arm),
             T::PRECISION,
+            located(&self.model, &arm.solver),
         )
         .map_err(|e| self.failed(e))?;
         let jumps =
@@ -493,7 +502,6 @@ impl<L: Launcher> Host<L> {
         if programs.is_empty() {
             return Ok(Vec::new());
         }
-        crate::backend::gpu::refuse_on_gpu(solver).map_err(|e| self.failed(e))?;
         if self.precision == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
             return Err(self.failed(format!(
                 "rtol {} is below what f32 resolves; use precision = \"f64\"",
@@ -555,7 +563,13 @@ impl<L: Launcher> Host<L> {
     ) -> Result<Vec<RecordsOutcome>, BackendError> {
         let progs = &self.model.programs;
         let z = KernelSizes::new(progs, &[]);
-        let src = records_source(progs, solver.method, T::PRECISION).map_err(|e| self.failed(e))?;
+        let src = records_source_located(
+            progs,
+            solver.method,
+            T::PRECISION,
+            located(&self.model, solver),
+        )
+        .map_err(|e| self.failed(e))?;
         let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|x| T::of(*x)).collect() };
         type Packed<T> = (RecordsData, Vec<T>, Vec<T>);
         let packed: Vec<Packed<T>> = batches

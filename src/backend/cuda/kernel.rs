@@ -7,6 +7,7 @@ use crate::backend::gpu::{metric_kinds_and_outputs, Driver, KernelSizes};
 use crate::backend::stepgen::{step_code, Lang};
 use crate::backend::Precision;
 use crate::metrics::{quadrature_outputs, MetricSpec};
+use crate::model::switches::Switches;
 use crate::model::ModelPrograms;
 use crate::solver::tableau::TABLEAUS_CUH;
 use crate::solver::Method;
@@ -125,6 +126,7 @@ pub fn integrate_source(
             occasions: false,
         },
         p,
+        None,
     )
 }
 
@@ -137,13 +139,51 @@ pub fn arm_source(
     driver: Driver,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, metrics, driver, p)
+    source(m, method, metrics, driver, p, None)
+}
+
+/// [`arm_source`] locating the changes of `switches` (`events = "locate"`; none where
+/// `None` or empty).
+pub fn arm_source_located(
+    m: &ModelPrograms,
+    method: Method,
+    metrics: &[MetricSpec],
+    driver: Driver,
+    p: Precision,
+    switches: Option<&Switches>,
+) -> Result<String, String> {
+    source(m, method, metrics, driver, p, switches)
 }
 
 /// The full CUDA C source of the records kernel `integrate` (a dataset subject's record
 /// program, see `crate::backend::records::Program`), in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, &[], Driver::Records, p)
+    source(m, method, &[], Driver::Records, p, None)
+}
+
+/// [`records_source`] locating the changes of `switches`, as [`arm_source_located`].
+pub fn records_source_located(
+    m: &ModelPrograms,
+    method: Method,
+    p: Precision,
+    switches: Option<&Switches>,
+) -> Result<String, String> {
+    source(m, method, &[], Driver::Records, p, switches)
+}
+
+/// `m` with every program the integration evaluates reading `sw`'s switches from their modes
+/// (`Switches::modal`), the outputs included: the kernels' `outs` evaluates them with the
+/// modes let go, for the metrics, as the CPU reference's outputs.
+fn modal_programs(m: &ModelPrograms, sw: &Switches) -> ModelPrograms {
+    ModelPrograms {
+        rhs: sw.modal(&m.rhs),
+        jacobian: sw.modal(&m.jacobian),
+        dfdt: sw.modal(&m.dfdt),
+        outputs: sw.modal(&m.outputs),
+        output_jacobian: sw.modal(&m.output_jacobian),
+        output_dfdt: sw.modal(&m.output_dfdt),
+        ..m.clone()
+    }
 }
 
 fn source(
@@ -152,7 +192,17 @@ fn source(
     metrics: &[MetricSpec],
     driver: Driver,
     p: Precision,
+    switches: Option<&Switches>,
 ) -> Result<String, String> {
+    let switches = switches.filter(|s| !s.is_empty() && method != Method::Rk4);
+    let modal;
+    let m = match switches {
+        Some(sw) => {
+            modal = modal_programs(m, sw);
+            &modal
+        }
+        None => m,
+    };
     let records = driver == Driver::Records;
     // Stopping points of each subject's own: jumps in time that move with the parameters.
     let own_stops = !records && m.time_jumps.moves_with_params();
@@ -168,14 +218,17 @@ fn source(
     let m = &*programs;
     let z = KernelSizes::new(m, metrics);
     let ny = z.ny();
+    // The parameters, then the values model_prepare computes from them, then the switches'
+    // modes and whether they are held.
+    let q_len = crate::backend::hoist::q_len(m);
+    let n_sw = switches.map_or(0, |s| s.len());
     let sizes = format!(
         "#define NLU {lu_len}\n#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NA {}\n#define NA1 {}\n\
          #define NY {}\n#define NM {}\n#define NM1 {}\n#define NS4 {}\n#define NOS {}\n\
-         #define OBSERVE {}\n",
+         #define OBSERVE {}\n#define NSW {n_sw}\n#define MODE_BASE {q_len}\n#define MAX_EVENTS {}u\n",
         z.ns,
         z.np,
-        // The parameters, then the values model_prepare computes from them.
-        crate::backend::hoist::q_len(m).max(1),
+        (q_len + if n_sw > 0 { n_sw + 1 } else { 0 }).max(1),
         z.no,
         z.na,
         z.na.max(1),
@@ -185,6 +238,7 @@ fn source(
         (4 * m.n_states).max(1),
         (z.no * z.ns).max(1),
         u8::from(!records),
+        crate::solver::MAX_EVENTS,
     );
     let step = step_code(method, Lang::Cuda, ny);
     let real = super::codegen::real_type(p);
@@ -243,7 +297,17 @@ fn source(
             ("REAL", real),
             ("SIZES", &sizes),
             ("TABLEAUS", TABLEAUS_CUH),
-            ("MODEL", &codegen::model_functions(m, p)),
+            (
+                "MODEL",
+                &match switches {
+                    Some(sw) => format!(
+                        "{}\n{}",
+                        codegen::model_functions(m, p),
+                        codegen::function("model_switches", &sw.values, p)
+                    ),
+                    None => codegen::model_functions(m, p),
+                },
+            ),
             (
                 "METRICS",
                 &format!("{}{}", metric_table(metrics), affine_table(m)),

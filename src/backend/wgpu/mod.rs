@@ -1288,6 +1288,7 @@ mod integrate {
             let hint = "use rtol ≥ 1e-7, or precision = \"f64\" (on an adapter with f64 in `vpop \
                         devices`, or backend = \"cpu\")";
             let f32_kernel = self.precision == Precision::F32;
+            crate::backend::gpu::refuse_on_wgpu(&arm.solver).map_err(failed)?;
             prepare_chunk(progs, arm, input, f32_kernel, hint, out).map_err(failed)?;
             if n == 0 {
                 return Ok(());
@@ -1358,7 +1359,7 @@ mod integrate {
             if programs.is_empty() {
                 return Ok(Vec::new());
             }
-            crate::backend::gpu::refuse_on_gpu(solver).map_err(failed)?;
+            crate::backend::gpu::refuse_on_wgpu(solver).map_err(failed)?;
             let model = self.model.clone();
             let progs = &model.programs;
             let p = self.precision;
