@@ -362,3 +362,77 @@ fn wgpu_refuses_located_events() {
         "{e}"
     );
 }
+
+/// A dataset's records locate the switch as an arm does: the CPU reference's record
+/// simulation against the exact solution, and the CUDA records kernel (on a device, else
+/// emulated) against the CPU's, in f64.
+#[test]
+fn records_locate_the_switch() {
+    use vpop::backend::records::{record_program, simulate_records, Program, RecordBinding};
+    use vpop::solver::Status;
+    let m = Model::parse("kill", KILL_MODEL).unwrap();
+    let model = CompiledModel::new(&m);
+    let mut text = String::from("ID,TIME,EVID,AMT,CMT,II,ADDL,KA,CL,V\n");
+    for (id, [ka, cl, v]) in SUBJECTS.iter().enumerate() {
+        text.push_str(&format!(
+            "{},0,1,{DOSE},1,{EVERY},{},{ka},{cl},{v}\n",
+            id + 1,
+            COUNT - 1
+        ));
+        for t in SAMPLES {
+            text.push_str(&format!("{},{t},0,.,1,0,0,{ka},{cl},{v}\n", id + 1));
+        }
+    }
+    let ds = vpop::dosing::nonmem::Dataset::parse("d.csv", &text).unwrap();
+    let binding = RecordBinding::new(&m, &ds.covariates);
+    let base = m.defaults();
+    let solver = SolverOptions {
+        method: Method::Tsit5,
+        rtol: 1e-10,
+        atol: 1e-30,
+        events: Events::Locate,
+        ..Default::default()
+    };
+    let mut programs: Vec<Program> = Vec::new();
+    let mut cpu = Vec::new();
+    for (s, subject) in ds.subjects.iter().zip(&SUBJECTS) {
+        let out = simulate_records(&model, &base, &binding, s, &solver);
+        assert_eq!(out.status, Status::Ok);
+        let (want, _, _) = exact(subject);
+        for (j, w) in want.iter().enumerate() {
+            // Output lb after observation record j (the dose record first).
+            let got = out.outputs[1][j + 1];
+            assert!(
+                (got - w).abs() <= 2e-9 * w.abs().max(1.0),
+                "{got} against {w}"
+            );
+        }
+        cpu.push(out);
+        programs.push(record_program(&model, &base, &binding, s, &mut |_, _| {}));
+    }
+    #[cfg(not(feature = "cuda"))]
+    println!("SKIPPED: built without the cuda feature");
+    #[cfg(feature = "cuda")]
+    {
+        use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
+        use vpop::backend::{Backend, Precision};
+        let model = Arc::new(model);
+        let mut gpu: Box<dyn Backend> = match CudaBackend::new(model.clone(), Precision::F64) {
+            Ok(b) => Box::new(b),
+            Err(_) => match EmulatedCuda::new(model.clone(), Precision::F64) {
+                Ok(b) => Box::new(b),
+                Err(e) => {
+                    println!("SKIPPED: no CUDA device and no host emulation ({e})");
+                    return;
+                }
+            },
+        };
+        let refs: Vec<&Program> = programs.iter().collect();
+        let got = gpu.run_records(&refs, &solver).unwrap();
+        for (g, c) in got.iter().zip(&cpu) {
+            assert_eq!(g.status, Status::Ok);
+            let diff = common::max_rel(&g.outputs[1], &c.outputs[1]);
+            assert!(diff <= 1e-9, "{diff:.1e}");
+        }
+    }
+}

@@ -848,6 +848,11 @@ fn check_takes_every_kind_of_file() {
             "  W           factorised along the Jacobian's structure: 117 of 3136 entries can be \
              nonzero, 127 in the factors",
         ),
+        (
+            "examples/threshold_kill.toml",
+            "  solver      tsit5 rtol 1e-6 atol 1e-9, jumps with the states located \
+             (events = \"locate\"), end 168",
+        ),
     ] {
         let (ok, text) = check(&root.join(file));
         assert!(ok && text.contains(says), "{file}: {text}");
