@@ -365,6 +365,12 @@ pub(crate) fn arrival(lag: f64, ii: f64, j: usize, eps: f64) -> f64 {
 /// What the record semantics ask of the integration: the CPU f64 reference integrates as it
 /// goes; [`Recorder`] writes the same requests down as a [`Program`] for the GPU kernels.
 trait Engine {
+    /// Whether the integration runs in f64 alone (the CPU reference): it stops at a jump in
+    /// time's f64 stop only, where a record program, which runs in either precision, stops at
+    /// both precisions' ([`crate::model::ModelPrograms::record_jump_stops`]).
+    fn f64_alone(&self) -> bool {
+        false
+    }
     /// The parameters in force from now on.
     fn set_params(&mut self, params: &[f64]);
     /// Every state back to its initial value (with the parameters in force), no inputs, the
@@ -480,9 +486,19 @@ impl<'m, E: Engine> Sim<'m, E> {
     fn integrate_until(&mut self, t1: f64) -> Result<(), Status> {
         let programs = &self.model.programs;
         if t1 > self.t && !programs.time_jumps.is_empty() {
-            let stops = programs
-                .record_jump_stops(&self.params, self.t, t1)
-                .map_err(|_| Status::MaxSteps)?;
+            let stops = if self.engine.f64_alone() {
+                programs.jump_stops(
+                    &self.params,
+                    self.t,
+                    t1,
+                    crate::model::jumps::Which::All,
+                    crate::backend::Precision::F64,
+                    &[],
+                )
+            } else {
+                programs.record_jump_stops(&self.params, self.t, t1)
+            }
+            .map_err(|_| Status::MaxSteps)?;
             for s in stops {
                 integrate_to(&mut self.engine, &mut self.t, s)?;
             }
@@ -716,6 +732,9 @@ impl<'m> Cpu<'m> {
 }
 
 impl Engine for Cpu<'_> {
+    fn f64_alone(&self) -> bool {
+        true
+    }
     fn set_params(&mut self, params: &[f64]) {
         self.sys.model = self.model.bind(params);
     }
