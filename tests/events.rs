@@ -436,3 +436,97 @@ fn records_locate_the_switch() {
         }
     }
 }
+
+/// A step in time whose argument is not a straight line in t (`sin(2 * pi * (t - 8) / 24) >
+/// 0`, the light of `TIME_SWITCH_MODEL` written with a sine) is not a stopping point; with
+/// `events = "locate"` it is held as a switch and its changes located, so the response keeps
+/// to the tolerance against the closed form, as `mod(t - 8, 24) < 12` does as stopping
+/// points. On the CPU reference, and on CUDA (emulated where there is no device) within 1e-9
+/// of it in f64.
+#[test]
+fn a_step_in_time_off_a_straight_line_is_located() {
+    let src = common::TIME_SWITCH_MODEL.replace(
+        "if(mod(t - 8, 24) < 12, kin, 0)",
+        "if(sin(2 * pi * (t - 8) / 24) > 0, kin, 0)",
+    );
+    assert_ne!(src, common::TIME_SWITCH_MODEL);
+    let m = Model::parse("sine", &src).unwrap();
+    let model = Arc::new(CompiledModel::new(&m));
+    assert!(!model.programs.time_jumps.not_affine.is_empty());
+    assert_eq!(model.n_switches(), 1);
+    let switches = [30.0, 41.5, 12.0];
+    let ts = m.param_index("tswitch").unwrap();
+    let params: Vec<Vec<f64>> = m
+        .defaults()
+        .into_iter()
+        .enumerate()
+        .map(|(k, p)| {
+            if k == ts {
+                switches.to_vec()
+            } else {
+                vec![p; 3]
+            }
+        })
+        .collect();
+    let end = 71.0;
+    let plan = |events: Events, rtol: f64| {
+        let mut a = common::arm(
+            &m,
+            Method::Tsit5,
+            rtol,
+            &["auc", "cmax", "cmin"].map(String::from),
+        );
+        a.regimen = Regimen { lines: vec![] };
+        a.end = end;
+        a.sample_times = vec![];
+        a.solver.events = events;
+        a
+    };
+    let worst = |out: &vpop::backend::ChunkOutput| {
+        let mut w = 0.0f64;
+        for (i, &s) in switches.iter().enumerate() {
+            let want = common::time_switch_closed_form(end, s);
+            for (o, w3) in want.iter().enumerate() {
+                for (mi, x) in w3.iter().enumerate() {
+                    let e = (out.metrics[mi * 2 + o][i] - x).abs() / x.abs().max(1.0);
+                    w = if e.is_nan() { f64::INFINITY } else { w.max(e) };
+                }
+            }
+        }
+        w
+    };
+    let mut cpu = CpuBackend::new(model.clone());
+    for rtol in [1e-6, 1e-8] {
+        let cross = common::run(&mut cpu, &plan(Events::Cross, rtol), &params);
+        let located = common::run(&mut cpu, &plan(Events::Locate, rtol), &params);
+        let (c, l) = (worst(&cross), worst(&located));
+        println!(
+            "rtol {rtol:e}: cross {c:.1e} ({} + {} steps), locate {l:.1e} ({} + {} steps)",
+            cross.stats.accepted,
+            cross.stats.rejected,
+            located.stats.accepted,
+            located.stats.rejected
+        );
+        assert!(l <= 20.0 * rtol, "rtol {rtol:e}: located {l:.1e}");
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
+        use vpop::backend::{Backend, Precision};
+        let mut gpu: Box<dyn Backend> = match CudaBackend::new(model.clone(), Precision::F64) {
+            Ok(b) => Box::new(b),
+            Err(_) => match EmulatedCuda::new(model.clone(), Precision::F64) {
+                Ok(b) => Box::new(b),
+                Err(e) => {
+                    println!("SKIPPED: no CUDA device and no host emulation ({e})");
+                    return;
+                }
+            },
+        };
+        let a = plan(Events::Locate, 1e-10);
+        let want = common::run(&mut cpu, &a, &params);
+        let got = common::run(gpu.as_mut(), &a, &params);
+        let diff = common::worst_difference(&a, &got, &want);
+        assert!(diff <= 1e-9, "{diff:.1e}");
+    }
+}

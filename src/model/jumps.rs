@@ -69,6 +69,10 @@ pub struct TimeJumps {
     /// argument is not affine in `t` between the jumps of the steps inside it: its jumps are
     /// not located (each once, in the order of the file).
     pub not_affine: Vec<u32>,
+    /// Those steps themselves: their instructions in the right-hand side's program followed
+    /// by the outputs' (`rhs.concat(outputs)`), which `events = "locate"` holds as switches
+    /// (`super::switches`).
+    pub not_affine_steps: Vec<Reg>,
 }
 
 fn same(x: f64, y: f64) -> bool {
@@ -120,6 +124,7 @@ impl TimeJumps {
         let mut kept: Vec<Reg> = Vec::new();
         let mut steps: Vec<(usize, Vec<Crossing>)> = Vec::new();
         let mut not_affine: Vec<u32> = Vec::new();
+        let mut not_affine_steps: Vec<Reg> = Vec::new();
         for (i, op) in p.instrs.iter().enumerate() {
             if !time_step[i] {
                 continue;
@@ -156,6 +161,7 @@ impl TimeJumps {
                 if let Some(o) = p.origin(i) {
                     not_affine.push(o);
                 }
+                not_affine_steps.push(i as Reg);
                 continue;
             }
             if crossings.is_empty() {
@@ -170,6 +176,7 @@ impl TimeJumps {
         if steps.is_empty() {
             return TimeJumps {
                 not_affine,
+                not_affine_steps,
                 ..TimeJumps::default()
             };
         }
@@ -200,6 +207,7 @@ impl TimeJumps {
             prog,
             steps,
             not_affine,
+            not_affine_steps,
         }
     }
 
@@ -606,8 +614,8 @@ impl ModelPrograms {
     /// The notes on the model's jumps, with the parameters `params`: where its right-hand side
     /// jumps with the states ([`ModelPrograms::rhs_jump_note`]), and its steps in time that are
     /// not located, so not stopping points (docs/model-language.md, "Jumps").
-    /// With `events` = locate, the right-hand side's jumps with the states are located, and
-    /// get no note.
+    /// With `events` = locate, the right-hand side's jumps with the states and the steps in
+    /// time off a straight line are located, and get no note.
     pub fn jump_notes(&self, params: &[f64], events: crate::solver::Events) -> Vec<String> {
         let mut notes: Vec<String> = match events {
             crate::solver::Events::Cross => self.rhs_jump_note(params).into_iter().collect(),
@@ -619,12 +627,14 @@ impl ModelPrograms {
             .iter()
             .filter_map(|&o| self.statements.get(o as usize))
             .collect();
-        if let Some(at) = super::lower::located(&not_affine) {
+        let located = events == crate::solver::Events::Locate;
+        if let Some(at) = super::lower::located(&not_affine).filter(|_| !located) {
             notes.push(format!(
                 "a step in time whose argument is not a straight line in t ({at}) is crossed by \
                  the step control, not stopped at: its jumps are not located, and errors there \
                  can be above rtol; a threshold on t itself (t > 30, mod(t, 24) < 12) is a \
-                 stopping point (docs/model-language.md, \"Jumps\")"
+                 stopping point, and events = \"locate\" (the CPU reference and CUDA) locates \
+                 its jumps (docs/model-language.md, \"Jumps\")"
             ));
         }
         notes

@@ -26,7 +26,9 @@ impl Interner {
 }
 
 /// A model's switches: the comparisons, `floor`s and `ceil`s of values of the states across
-/// whose change the right-hand side or an output jumps ([`Program::jumps_with_states`]).
+/// whose change the right-hand side or an output jumps ([`Program::jumps_with_states`]), and
+/// the steps in time whose jumps are not stopping points (`sin(2 * pi * t / 24) > 0`:
+/// `TimeJumps::not_affine_steps`).
 #[derive(Debug, Clone, Default)]
 pub struct Switches {
     /// The switches' live values at (t, y), one result each, in switch order.
@@ -42,9 +44,11 @@ impl Switches {
     /// None for a model without steps of the states.
     pub fn find(progs: &ModelPrograms, params: &[f64]) -> Switches {
         let mut sw = Switches::default();
+        let not_affine = &progs.time_jumps.not_affine_steps;
         if params.len() != progs.n_params
             || !(progs.rhs.steps_of_states().contains(&true)
-                || progs.outputs.steps_of_states().contains(&true))
+                || progs.outputs.steps_of_states().contains(&true)
+                || !not_affine.is_empty())
         {
             return sw;
         }
@@ -58,7 +62,9 @@ impl Switches {
                 both.instrs[i],
                 Op::Lt(..) | Op::Le(..) | Op::Gt(..) | Op::Ge(..) | Op::Floor(_) | Op::Ceil(_)
             );
-            if *found && located && !sw.ids.contains(&ids[i]) {
+            // A step in time whose jumps are not located as stopping points (`sin(t) > 0`).
+            let in_time = not_affine.contains(&(i as Reg));
+            if (*found || in_time) && located && !sw.ids.contains(&ids[i]) {
                 sw.ids.push(ids[i]);
                 regs.push(i as Reg);
             }
