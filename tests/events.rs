@@ -280,22 +280,10 @@ fn a_spec_takes_events() {
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_locates_as_the_cpu_reference() {
-    use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
-    use vpop::backend::{Backend, Precision};
+    use vpop::backend::Precision;
     let m = Model::parse("kill", KILL_MODEL).unwrap();
     let model = Arc::new(CompiledModel::new(&m));
-    let make = |p: Precision| -> Option<Box<dyn Backend>> {
-        if let Ok(b) = CudaBackend::new(model.clone(), p) {
-            return Some(Box::new(b));
-        }
-        match EmulatedCuda::new(model.clone(), p) {
-            Ok(b) => Some(Box::new(b)),
-            Err(e) => {
-                println!("SKIPPED: no CUDA device and no host emulation ({e})");
-                None
-            }
-        }
-    };
+    let make = |p: Precision| cuda_or_emulated(&model, p);
     let mut cpu = CpuBackend::new(model.clone());
     let mut failures = Vec::new();
     for (p, rtol, same) in [(Precision::F64, 1e-10, 1e-9), (Precision::F32, 1e-6, 1e-4)] {
@@ -414,18 +402,9 @@ fn records_locate_the_switch() {
     println!("SKIPPED: built without the cuda feature");
     #[cfg(feature = "cuda")]
     {
-        use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
-        use vpop::backend::{Backend, Precision};
         let model = Arc::new(model);
-        let mut gpu: Box<dyn Backend> = match CudaBackend::new(model.clone(), Precision::F64) {
-            Ok(b) => Box::new(b),
-            Err(_) => match EmulatedCuda::new(model.clone(), Precision::F64) {
-                Ok(b) => Box::new(b),
-                Err(e) => {
-                    println!("SKIPPED: no CUDA device and no host emulation ({e})");
-                    return;
-                }
-            },
+        let Some(mut gpu) = cuda_or_emulated(&model, vpop::backend::Precision::F64) else {
+            return;
         };
         let refs: Vec<&Program> = programs.iter().collect();
         let got = gpu.run_records(&refs, &solver).unwrap();
@@ -511,22 +490,33 @@ fn a_step_in_time_off_a_straight_line_is_located() {
     }
     #[cfg(feature = "cuda")]
     {
-        use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
-        use vpop::backend::{Backend, Precision};
-        let mut gpu: Box<dyn Backend> = match CudaBackend::new(model.clone(), Precision::F64) {
-            Ok(b) => Box::new(b),
-            Err(_) => match EmulatedCuda::new(model.clone(), Precision::F64) {
-                Ok(b) => Box::new(b),
-                Err(e) => {
-                    println!("SKIPPED: no CUDA device and no host emulation ({e})");
-                    return;
-                }
-            },
+        let Some(mut gpu) = cuda_or_emulated(&model, vpop::backend::Precision::F64) else {
+            return;
         };
         let a = plan(Events::Locate, 1e-10);
         let want = common::run(&mut cpu, &a, &params);
         let got = common::run(gpu.as_mut(), &a, &params);
         let diff = common::worst_difference(&a, &got, &want);
         assert!(diff <= 1e-9, "{diff:.1e}");
+    }
+}
+
+/// The CUDA backend on a device, else the host emulation of its kernels; `None` (with a
+/// `SKIPPED` line) where there is neither.
+#[cfg(feature = "cuda")]
+fn cuda_or_emulated(
+    model: &Arc<CompiledModel>,
+    p: vpop::backend::Precision,
+) -> Option<Box<dyn vpop::backend::Backend>> {
+    use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
+    if let Ok(b) = CudaBackend::new(model.clone(), p) {
+        return Some(Box::new(b));
+    }
+    match EmulatedCuda::new(model.clone(), p) {
+        Ok(b) => Some(Box::new(b)),
+        Err(e) => {
+            println!("SKIPPED: no CUDA device and no host emulation ({e})");
+            None
+        }
     }
 }
