@@ -606,6 +606,7 @@ fn save_carry() {
     for (var m = 0u; m < NM; m++) { carry[o] = vals[m]; o++; }
     for (var m = 0u; m < NM; m++) { carry[o] = aux[m]; o++; }
     for (var a = 0u; a < NA; a++) { carry[o] = qbase[a]; o++; }
+    for (var k = 0u; k < NSW; k++) { carry[o] = sw_keep[k]; o++; }
     carry[o] = t_prev;
     carry[o + 1u] = h_prop;
     carry[o + 2u] = ln_err_prev;
@@ -619,6 +620,8 @@ fn save_carry() {
     carry_u[u + 5u] = next_sample;
     carry_u[u + 6u] = fs;
     carry_u[u + 7u] = step_i;
+    carry_u[u + 8u] = sw_phase;
+    carry_u[u + 9u] = sw_events;
     if (SS_START) {
         o = sid * CW + CW_ARM;
         for (var k = 0u; k < NS; k++) { carry[o] = ss_x[k]; o++; }
@@ -644,6 +647,7 @@ fn load_carry() {
     for (var m = 0u; m < NM; m++) { vals[m] = carry[o]; o++; }
     for (var m = 0u; m < NM; m++) { aux[m] = carry[o]; o++; }
     for (var a = 0u; a < NA; a++) { qbase[a] = carry[o]; o++; }
+    for (var k = 0u; k < NSW; k++) { sw_keep[k] = carry[o]; o++; }
     t_prev = carry[o];
     h_prop = carry[o + 1u];
     ln_err_prev = carry[o + 2u];
@@ -657,6 +661,8 @@ fn load_carry() {
     next_sample = carry_u[u + 5u];
     fs = carry_u[u + 6u];
     step_i = carry_u[u + 7u];
+    sw_phase = carry_u[u + 8u];
+    sw_events = carry_u[u + 9u];
     if (SS_START) {
         o = sid * CW + CW_ARM;
         for (var k = 0u; k < NS; k++) { ss_x[k] = carry[o]; o++; }
@@ -690,6 +696,8 @@ fn start_subject() {
     t_prev = -1.0;
     t_cur = -1.0;
     step_i = 0u;
+    sw_phase = 0u;
+    sw_events = 0u;
     h_prop = 0.0;
     ln_err_prev = log_r(STEP_ERR_PREV_MIN);
     status = 0u;

@@ -23,8 +23,9 @@
 // accepted step.
 //
 // `q` holds a subject's parameters (NP) and, after them, what the generated `model_prepare`
-// computes from them alone (N_NQ in all): wherever the parameters are loaded, model_prepare
-// follows.
+// computes from them alone: wherever the parameters are loaded, model_prepare follows. With
+// switches located (NSW > 0, events = "locate"), their modes follow from MODE_BASE, then
+// whether they are held (N_NQ in all).
 
 {{SIZES}}
 {{TABLEAUS}}
@@ -140,6 +141,15 @@ var<private> imin_c: array<real, {{N_NO}}>;
 var<private> ifound: array<u32, {{N_NO}}>;
 // Per output: the step's quartic (an affine output), once made.
 var<private> quart: array<array<real, 5>, {{N_NO}}>;
+// Event location (NSW > 0): whether an integration is under way with its switches held (1),
+// let go after MAX_EVENTS changes (2), or none is (0); the changes it located; the modes of a
+// suspended one (the drivers carry these three); the switches' values just after a located
+// change, and its time.
+var<private> sw_phase: u32;
+var<private> sw_events: u32;
+var<private> sw_keep: array<real, {{N_NSW}}>;
+var<private> sw_past: array<real, {{N_NSW}}>;
+var<private> sw_at: real;
 
 {{STAGES}}
 
@@ -174,7 +184,14 @@ fn sys_rhs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NY}}> {
     return out;
 }
 
+// The outputs, for the metrics: with the switches evaluated, not held at their modes (as the
+// CPU reference's outputs; the quadratures in sys_rhs read the modes).
 fn outs(t: real, v: array<real, {{N_NY}}>) -> array<real, {{N_NO}}> {
+    if (NSW > 0u) {
+        var live = q;
+        live[MODE_BASE + NSW] = 0.0;
+        return model_outputs(t, model_part(v), live);
+    }
     return model_outputs(t, model_part(v), q);
 }
 
@@ -882,7 +899,100 @@ fn shrink_before_stretch(t: real, snap_to: real) -> bool {
     return h_prop > 0.0 && t + h_prop < snap_to;
 }
 
+// Event location (events = "locate"), as the CPU reference's (src/solver/integrator.rs,
+// locate_change) and the CUDA kernel's: the switches of the states (model_switches) are held
+// at their modes, q[MODE_BASE + k], while q[MODE_BASE + NSW] is 1.
+fn hold_modes(sw: array<real, {{N_NSW}}>) {
+    for (var k = 0u; k < NSW; k++) { q[MODE_BASE + k] = sw[k]; }
+    q[MODE_BASE + NSW] = 1.0;
+}
+
+// Whether a switch's value differs from its mode (NaN the same as NaN, by its bits).
+fn switches_changed(sw: array<real, {{N_NSW}}>) -> bool {
+    var c = false;
+    for (var k = 0u; k < NSW; k++) {
+        let md = q[MODE_BASE + k];
+        let nan_a = is_nan(sw[k]);
+        let nan_b = is_nan(md);
+        c = c || select(sw[k] != md, nan_a != nan_b, nan_a || nan_b);
+    }
+    return c;
+}
+
+// Whether a held switch changes inside the accepted step from t to t_new (its dense output
+// prepared, st_t0 and st_h set): compared at a quarter, half and three quarters of the step and
+// at its end; the first point found changed is bisected on the dense output to the neighbouring
+// times before and after the change, the time after it into sw_at, the switches' values there
+// into sw_past. tl: the left limit of the segment's end.
+fn locate_change(t: real, t_new: real, step: real, tl: real) -> bool {
+    var lo = t;
+    var hi = t_new;
+    var found = false;
+    for (var i = 0u; i < 4u && !found; i++) {
+        var x = t_new;
+        var sw: array<real, {{N_NSW}}>;
+        if (i == 3u) {
+            sw = model_switches(min(x, tl), model_part(y1), q);
+        } else {
+            x = t + (0.25 * real(i + 1u)) * step;
+            dense_into(x);
+            sw = model_switches(min(x, tl), model_part(dense_v), q);
+        }
+        if (switches_changed(sw)) {
+            found = true;
+            hi = x;
+            sw_past = sw;
+        } else {
+            lo = x;
+        }
+    }
+    if (!found) { return false; }
+    loop {
+        let mid = lo + 0.5 * (hi - lo);
+        if (mid <= lo || mid >= hi) { break; }
+        dense_into(mid);
+        let sw = model_switches(min(mid, tl), model_part(dense_v), q);
+        if (switches_changed(sw)) {
+            hi = mid;
+            sw_past = sw;
+        } else {
+            lo = mid;
+        }
+    }
+    sw_at = hi;
+    return true;
+}
+
+// Integrates [t0, t1] as integrate_held. With switches (NSW > 0, an adaptive method), they are
+// held at their values at t0, or at the modes a suspended integration kept, and their changes
+// located.
 fn integrate(t0: real, t1: real) -> u32 {
+    if (NSW == 0u || t1 <= t0) { return integrate_held(t0, t1); }
+    if (sw_phase == 0u) {
+        sw_events = 0u;
+        hold_modes(model_switches(t0, model_part(y), q));
+        sw_phase = 1u;
+    } else {
+        for (var k = 0u; k < NSW; k++) { q[MODE_BASE + k] = sw_keep[k]; }
+        q[MODE_BASE + NSW] = select(real(0), real(1), sw_phase == 1u);
+    }
+    let st = integrate_held(t0, t1);
+    if (st == SUSPEND) {
+        for (var k = 0u; k < NSW; k++) { sw_keep[k] = q[MODE_BASE + k]; }
+    } else {
+        sw_phase = 0u;
+    }
+    q[MODE_BASE + NSW] = 0.0;
+    return st;
+}
+
+// Lets the switches go for the rest of an integration (MAX_EVENTS changes located).
+fn let_switches_go() {
+    sw_phase = 2u;
+    q[MODE_BASE + NSW] = 0.0;
+}
+
+fn integrate_held(t0: real, t1: real) -> u32 {
     if (t1 <= t0) { return 0u; }
     f0 = sys_rhs(t_cur, y);
     if (!all_finite(y) || !all_finite(f0)) { return 3u; }
@@ -930,9 +1040,12 @@ fn integrate(t0: real, t1: real) -> u32 {
     var t = t_cur;
     var rejected_last = false;
     var saw_non_finite = false;
+    // A step retaken to end at a located change of the switches (never suspended before it is
+    // taken: sw_past is not carried).
+    var retaken = false;
     loop {
         if (n_acc + n_rej >= meta_.max_steps) { return 1u; }
-        if (steps_left == 0u && !rejected_last) {
+        if (steps_left == 0u && !rejected_last && !retaken) {
             t_cur = t;
             return SUSPEND;
         }
@@ -962,7 +1075,38 @@ fn integrate(t0: real, t1: real) -> u32 {
                 if (last && t + h_prop >= snap_to && !shrink_before_stretch(t, snap_to)) { return 3u; }
                 n_rej++;
                 rejected_last = true;
+                retaken = false;
                 continue;
+            }
+            // A switch that changes inside the step: the step is taken again to end just after
+            // the change, and the switches take their new values there. A step retaken so ends
+            // at the change.
+            var flip = retaken;
+            retaken = false;
+            if (NSW > 0u && sw_phase == 1u && !flip) {
+                st_t0 = t;
+                st_t1 = t_new;
+                st_h = step;
+                prepare_dense(step);
+                if (locate_change(t, t_new, step, tl)) {
+                    sw_events++;
+                    if (sw_at < t_new && sw_at - t >= h_min) {
+                        n_rej++;
+                        h_prop = sw_at - t;
+                        retaken = true;
+                        continue;
+                    }
+                    if (sw_at < t_new) {
+                        // At the step's start: the switches change there.
+                        n_rej++;
+                        hold_modes(sw_past);
+                        if (sw_events >= MAX_EVENTS) { let_switches_go(); }
+                        f0 = sys_rhs(min(t, tl), y);
+                        continue;
+                    }
+                    // At its end.
+                    flip = true;
+                }
             }
             n_acc++;
             accepted_step(t, t_new, step);
@@ -979,9 +1123,14 @@ fn integrate(t0: real, t1: real) -> u32 {
             if (!last) { h_prop = step * fac; }
             t = t_new;
             if (last) { return 0u; }
+            if (NSW > 0u && flip && sw_phase == 1u) {
+                if (sw_events >= MAX_EVENTS) { let_switches_go(); } else { hold_modes(sw_past); }
+                f0 = sys_rhs(min(t, tl), y);
+            }
         } else {
             n_rej++;
             rejected_last = true;
+            retaken = false;
             var fac: real = STEP_FAC_MIN;
             if (e < BIG) { fac = clamp(STEP_SAFETY * exp_r(-alpha * log_r(e)), STEP_FAC_MIN, 1.0); }
             h_prop = step * fac;

@@ -270,6 +270,7 @@ fn save_carry() {
     for (var j = 0u; j < NS; j++) { carry[o] = rates[j]; o++; }
     for (var j = 0u; j < NS; j++) { carry[o] = save_rates[j]; o++; }
     for (var j = 0u; j < NS; j++) { carry[o] = ss_x[j]; o++; }
+    for (var k = 0u; k < NSW; k++) { carry[o] = sw_keep[k]; o++; }
     carry[o] = t_prev;
     carry[o + 1u] = t_cur;
     carry[o + 2u] = h_prop;
@@ -293,6 +294,8 @@ fn save_carry() {
     carry_u[u + 10u] = pk;
     carry_u[u + 11u] = busy;
     carry_u[u + 12u] = step_i;
+    carry_u[u + 13u] = sw_phase;
+    carry_u[u + 14u] = sw_events;
 }
 
 fn load_carry() {
@@ -302,6 +305,7 @@ fn load_carry() {
     for (var j = 0u; j < NS; j++) { rates[j] = carry[o]; o++; }
     for (var j = 0u; j < NS; j++) { save_rates[j] = carry[o]; o++; }
     for (var j = 0u; j < NS; j++) { ss_x[j] = carry[o]; o++; }
+    for (var k = 0u; k < NSW; k++) { sw_keep[k] = carry[o]; o++; }
     t_prev = carry[o];
     t_cur = carry[o + 1u];
     h_prop = carry[o + 2u];
@@ -325,6 +329,8 @@ fn load_carry() {
     pk = carry_u[u + 10u];
     busy = carry_u[u + 11u];
     step_i = carry_u[u + 12u];
+    sw_phase = carry_u[u + 13u];
+    sw_events = carry_u[u + 14u];
 }
 
 fn start_subject() {
@@ -352,6 +358,8 @@ fn start_subject() {
     pk = 0u;
     busy = 0u;
     step_i = 0u;
+    sw_phase = 0u;
+    sw_events = 0u;
     // The outputs of records a failed subject never reaches stay NaN: the host fills the
     // buffer so, as no loop over a subject's records (65 535 iterations at most on software
     // adapters, outside any dispatch budget) need do it here.

@@ -236,8 +236,8 @@ fn simulate_takes_events() {
     );
 }
 
-/// A spec's `events = "locate"` goes to CUDA or the CPU reference (`auto`), is refused beside
-/// the wgpu backend with its place in the file, and an unknown value is refused.
+/// A spec's `events = "locate"` runs on every backend (`auto` as for `cross`, `wgpu` beside
+/// it), and an unknown value is refused with its place in the file.
 #[test]
 fn a_spec_takes_events() {
     let dir = scratch("spec");
@@ -256,19 +256,12 @@ fn a_spec_takes_events() {
     assert!(t.jump_notes().is_empty(), "{:?}", t.jump_notes());
     assert_eq!(load("").unwrap().events(), Events::Cross);
     assert_eq!(load("").unwrap().jump_notes().len(), 1);
+    // auto chooses as for `cross`.
     let (_, why) = vpop::trial::run::select_backend(&t, t.backend).unwrap();
-    assert!(
-        why.contains("events = \"locate\" runs on the CPU reference"),
-        "{why}"
-    );
-    let e = load("events = \"locate\"\nbackend = \"wgpu\"\n")
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("kill.toml:15:10: events = \"locate\" runs on the CPU reference and on CUDA"),
-        "{e}"
-    );
+    let (_, crossed) = vpop::trial::run::select_backend(&load("").unwrap(), t.backend).unwrap();
+    assert_eq!(why, crossed);
+    let t = load("events = \"locate\"\nbackend = \"wgpu\"\n").unwrap();
+    assert_eq!(t.events(), Events::Locate);
     let e = load("events = \"sometimes\"\n").err().unwrap().to_string();
     assert!(e.contains("kill.toml:15:10: events is `cross`"), "{e}");
 }
@@ -318,37 +311,119 @@ fn cuda_locates_as_the_cpu_reference() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// The WGSL kernels refuse an arm that asks for `events = "locate"`.
+/// The located WGSL kernels (arm, with every driver feature, and records; Tsit5, DOPRI5 and
+/// Rodas4; f32 and f64) pass naga's validation, and the kernels of a model without switches or
+/// of RK4 have none of the location code.
 #[cfg(feature = "wgpu")]
 #[test]
-fn wgpu_refuses_located_events() {
-    use vpop::backend::{Backend, Precision};
+fn located_wgsl_kernels_validate() {
+    use vpop::backend::gpu::{located_switches, Driver};
+    use vpop::backend::wgpu::kernel::{arm_source_located, records_source_located};
+    use vpop::backend::Precision;
     let m = Model::parse("kill", KILL_MODEL).unwrap();
-    let mut gpu = match vpop::backend::wgpu::WgpuBackend::new(
-        Arc::new(CompiledModel::new(&m)),
-        Precision::F32,
-    ) {
-        Ok(b) => b,
-        Err(e) => {
-            println!("SKIPPED: {e}");
-            return;
+    let model = CompiledModel::new(&m);
+    let a = arm(&m, Method::Tsit5, 1e-6, Events::Locate, true);
+    let driver = Driver::Arm {
+        ss: Some((0, 12.0)),
+        resets: true,
+        occasions: true,
+    };
+    for p in [Precision::F32, Precision::F64] {
+        let caps = match p {
+            Precision::F32 => naga::valid::Capabilities::empty(),
+            Precision::F64 => naga::valid::Capabilities::FLOAT64,
+        };
+        for method in [Method::Tsit5, Method::Dopri5, Method::Rodas4, Method::Rk4] {
+            let solver = SolverOptions {
+                method,
+                events: Events::Locate,
+                ..Default::default()
+            };
+            let sw = located_switches(&model, &solver);
+            assert_eq!(sw.is_some(), method.is_adaptive());
+            let progs = &model.programs;
+            for src in [
+                arm_source_located(progs, method, &a.metrics, driver, p, sw).unwrap(),
+                records_source_located(progs, method, p, sw).unwrap(),
+            ] {
+                let module = naga::front::wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("{method} {p:?}:\n{}", e.emit_to_string(&src)));
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{method} {p:?}:\n{}", e.emit_to_string(&src)));
+                let nsw = if method.is_adaptive() { 1 } else { 0 };
+                assert!(
+                    src.contains(&format!("const NSW: u32 = {nsw}u;")),
+                    "{method}"
+                );
+            }
         }
-    };
-    let params = params();
-    let input = vpop::backend::ChunkInput {
-        first_subject: 0,
-        n: SUBJECTS.len(),
-        params: &params,
-        amount_scale: None,
-        occasion_params: &[],
-    };
-    let mut out = vpop::backend::ChunkOutput::default();
-    let a = arm(&m, Method::Tsit5, 1e-6, Events::Locate, false);
-    let e = gpu.run_chunk(&a, &input, &mut out).unwrap_err().to_string();
-    assert!(
-        e.contains("events = \"locate\" runs on the CPU reference and on CUDA"),
-        "{e}"
-    );
+    }
+}
+
+/// The WGSL kernels locate as the CPU reference does, on an adapter (lavapipe in CI): every
+/// subject's results within 1e-4 of the CPU's in f32 at rtol 1e-6 and within 1e-9 in f64 at
+/// rtol 1e-10 (where the adapter has f64), with the same steps as the CPU's to a few; and the
+/// same results, bit for bit, when every dispatch suspends the subjects after a step or a few
+/// (the modes of an integration under way go through the carry buffers).
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_locates_as_the_cpu_reference() {
+    use vpop::backend::Precision;
+    let m = Model::parse("kill", KILL_MODEL).unwrap();
+    let model = Arc::new(CompiledModel::new(&m));
+    let mut cpu = CpuBackend::new(model.clone());
+    let mut failures = Vec::new();
+    for (p, rtol, same) in [(Precision::F32, 1e-6, 1e-4), (Precision::F64, 1e-10, 1e-9)] {
+        let mut gpu = match vpop::backend::wgpu::WgpuBackend::new(model.clone(), p) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("SKIPPED: {} {e}", p.name());
+                continue;
+            }
+        };
+        for method in [Method::Tsit5, Method::Dopri5, Method::Rodas4] {
+            let a = arm(&m, method, rtol, Events::Locate, true);
+            let want = common::run(&mut cpu, &a, &params());
+            let got = common::run(&mut gpu, &a, &params());
+            let diff = common::worst_difference(&a, &got, &want);
+            println!(
+                "wgpu {} {method} rtol {rtol:e}: against the CPU {diff:.1e}, against the exact \
+                 solution {:.1e} (CPU {:.1e}); steps {} + {} (CPU {} + {})",
+                p.name(),
+                errors(&got, true),
+                errors(&want, true),
+                got.stats.accepted,
+                got.stats.rejected,
+                want.stats.accepted,
+                want.stats.rejected
+            );
+            if diff.is_nan() || diff > same || got.status.iter().any(|s| *s != 0) {
+                failures.push(format!(
+                    "{} {method}: {diff:.1e} {:?}",
+                    p.name(),
+                    got.status
+                ));
+            }
+            for budget in [(1, 1), (7, 3)] {
+                gpu.set_dispatch_budget(Some(budget));
+                let suspended = common::run(&mut gpu, &a, &params());
+                gpu.set_dispatch_budget(None);
+                if suspended.metrics != got.metrics
+                    || suspended.profiles != got.profiles
+                    || suspended.status != got.status
+                    || suspended.stats.accepted != got.stats.accepted
+                {
+                    failures.push(format!(
+                        "{} {method}: budget {budget:?} changes the results ({:.1e})",
+                        p.name(),
+                        common::worst_difference(&a, &suspended, &got)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// A dataset's records locate the switch as an arm does: the CPU reference's record
@@ -414,14 +489,46 @@ fn records_locate_the_switch() {
             assert!(diff <= 1e-9, "{diff:.1e}");
         }
     }
+    // The WGSL records kernel on an adapter: in f64 within 1e-9 of the CPU's, in f32 (at rtol
+    // 1e-6) within 1e-4 of the CPU's at that rtol.
+    #[cfg(feature = "wgpu")]
+    for (p, rtol, same) in [
+        (vpop::backend::Precision::F64, 1e-10, 1e-9),
+        (vpop::backend::Precision::F32, 1e-6, 1e-4),
+    ] {
+        let model = Arc::new(CompiledModel::new(&m));
+        let mut gpu = match vpop::backend::wgpu::WgpuBackend::new(model.clone(), p) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("SKIPPED: {} {e}", p.name());
+                continue;
+            }
+        };
+        let solver = SolverOptions { rtol, ..solver };
+        let refs: Vec<&Program> = programs.iter().collect();
+        let got = vpop::backend::Backend::run_records(&mut gpu, &refs, &solver).unwrap();
+        for (g, s) in got.iter().zip(&ds.subjects) {
+            let c = simulate_records(&model, &base, &binding, s, &solver);
+            assert_eq!(g.status, Status::Ok);
+            let diff = common::max_rel(&g.outputs[1], &c.outputs[1]);
+            println!("wgpu {} records: {diff:.1e} against the CPU", p.name());
+            assert!(diff <= same, "{} {diff:.1e}", p.name());
+        }
+        // Suspended after every step or stopping point: the same results.
+        gpu.set_dispatch_budget(Some((1, 1)));
+        let suspended = vpop::backend::Backend::run_records(&mut gpu, &refs, &solver).unwrap();
+        for (a, b) in suspended.iter().zip(&got) {
+            assert_eq!(a.outputs, b.outputs, "{}", p.name());
+        }
+    }
 }
 
 /// A step in time whose argument is not a straight line in t (`sin(2 * pi * (t - 8) / 24) >
 /// 0`, the light of `TIME_SWITCH_MODEL` written with a sine) is not a stopping point; with
 /// `events = "locate"` it is held as a switch and its changes located, so the response keeps
 /// to the tolerance against the closed form, as `mod(t - 8, 24) < 12` does as stopping
-/// points. On the CPU reference, and on CUDA (emulated where there is no device) within 1e-9
-/// of it in f64.
+/// points. On the CPU reference, and on CUDA (emulated where there is no device) and the WGSL
+/// kernels within 1e-9 of it in f64.
 #[test]
 fn a_step_in_time_off_a_straight_line_is_located() {
     let src = common::TIME_SWITCH_MODEL.replace(
@@ -498,6 +605,114 @@ fn a_step_in_time_off_a_straight_line_is_located() {
         let got = common::run(gpu.as_mut(), &a, &params);
         let diff = common::worst_difference(&a, &got, &want);
         assert!(diff <= 1e-9, "{diff:.1e}");
+    }
+    // And on the WGSL kernels, where the adapter has f64.
+    #[cfg(feature = "wgpu")]
+    match vpop::backend::wgpu::WgpuBackend::new(model.clone(), vpop::backend::Precision::F64) {
+        Err(e) => println!("SKIPPED: wgpu f64 {e}"),
+        Ok(mut gpu) => {
+            let a = plan(Events::Locate, 1e-10);
+            let want = common::run(&mut cpu, &a, &params);
+            let got = common::run(&mut gpu, &a, &params);
+            let diff = common::worst_difference(&a, &got, &want);
+            println!("wgpu f64 rtol 1e-10: {diff:.1e} against the CPU");
+            assert!(diff <= 1e-9, "{diff:.1e}");
+        }
+    }
+}
+
+/// The kill model's switch driving a response that settles (`d/dt(resp) = if(cp > 2, 1, 0) -
+/// 0.1 * resp`), for arms that start at steady state.
+const RESPONSE_MODEL: &str = "\
+param ka = 1.5
+param cl = 2.8
+param v = 35
+state depot, central, resp
+cp = central / v
+d/dt(depot) = -ka * depot
+d/dt(central) = ka * depot - cl / v * central
+d/dt(resp) = if(cp > 2, 1, 0) - 0.1 * resp
+output conc = cp
+output r = resp
+output above = cp > 2
+";
+
+/// An arm that starts at steady state locates its switch in the steady-state iterations too:
+/// on the CPU reference, the response and the time above 2 keep to the tolerance (rtol 1e-6
+/// against rtol 1e-10, both located); the GPU kernels (CUDA, emulated where there is no
+/// device; WGSL on an adapter, also suspended after every step) agree with the CPU as for
+/// an arm without it.
+#[test]
+fn a_steady_state_start_locates() {
+    let m = Model::parse("response", RESPONSE_MODEL).unwrap();
+    let model = Arc::new(CompiledModel::new(&m));
+    let plan = |rtol: f64| {
+        let mut a = common::arm(
+            &m,
+            Method::Tsit5,
+            rtol,
+            &["cmin", "auc", "time_above(2)"].map(String::from),
+        );
+        let mut line = DoseLine::boluses(0, DOSE, EVERY, COUNT);
+        line.steady_state = true;
+        a.regimen = Regimen { lines: vec![line] };
+        a.end = END;
+        a.solver.atol = 1e-12;
+        a.solver.events = Events::Locate;
+        a
+    };
+    let mut cpu = CpuBackend::new(model.clone());
+    let reference = common::run(&mut cpu, &plan(1e-10), &params());
+    let loose = common::run(&mut cpu, &plan(1e-6), &params());
+    assert!(
+        reference.status.iter().all(|s| *s == 0),
+        "{:?}",
+        reference.status
+    );
+    let diff = common::worst_difference(&plan(1e-6), &loose, &reference);
+    println!("CPU rtol 1e-6 against rtol 1e-10: {diff:.1e}");
+    assert!(diff <= 2e-5, "{diff:.1e}");
+    #[allow(unused_mut)]
+    let mut backends: Vec<(String, Box<dyn vpop::backend::Backend>, f64, f64)> = Vec::new();
+    #[cfg(feature = "cuda")]
+    for (p, rtol, same) in [
+        (vpop::backend::Precision::F64, 1e-10, 1e-9),
+        (vpop::backend::Precision::F32, 1e-6, 1e-4),
+    ] {
+        if let Some(b) = cuda_or_emulated(&model, p) {
+            backends.push((format!("cuda {}", p.name()), b, rtol, same));
+        }
+    }
+    #[cfg(feature = "wgpu")]
+    for (p, rtol, same) in [
+        (vpop::backend::Precision::F64, 1e-10, 1e-9),
+        (vpop::backend::Precision::F32, 1e-6, 1e-4),
+    ] {
+        match vpop::backend::wgpu::WgpuBackend::new(model.clone(), p) {
+            Ok(mut b) => {
+                // Every dispatch suspends the subjects after a step: the modes go through the
+                // carry buffers beside the steady-state iteration's.
+                let a = plan(rtol);
+                let whole = common::run(&mut b, &a, &params());
+                b.set_dispatch_budget(Some((1, 1)));
+                let suspended = common::run(&mut b, &a, &params());
+                assert_eq!(whole.metrics, suspended.metrics, "wgpu {}", p.name());
+                backends.push((format!("wgpu {}", p.name()), Box::new(b), rtol, same));
+            }
+            Err(e) => println!("SKIPPED: wgpu {} {e}", p.name()),
+        }
+    }
+    for (name, mut b, rtol, same) in backends {
+        let a = plan(rtol);
+        let want = common::run(&mut cpu, &a, &params());
+        let got = common::run(b.as_mut(), &a, &params());
+        let diff = common::worst_difference(&a, &got, &want);
+        println!("{name} rtol {rtol:e}: {diff:.1e} against the CPU");
+        assert!(
+            diff <= same && got.status.iter().all(|s| *s == 0),
+            "{name}: {diff:.1e} {:?}",
+            got.status
+        );
     }
 }
 

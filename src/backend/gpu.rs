@@ -444,19 +444,41 @@ pub fn has_resets(arm: &ArmPlan) -> bool {
         .any(|l| l.administration == Administration::Reset)
 }
 
-/// Why the WGSL kernels refuse these solver settings: `events = "locate"` runs on the CPU
-/// reference and the CUDA kernels (the WGSL kernels cross a jump with the states by
-/// shortening their steps).
-pub fn refuse_on_wgpu(solver: &crate::solver::SolverOptions) -> Result<(), String> {
-    if solver.events == crate::solver::Events::Locate {
-        return Err(
-            "events = \"locate\" runs on the CPU reference and on CUDA (backend = \"cpu\" or \
-             \"cuda\"); the WGSL kernels cross a jump with the states by shortening their \
-             steps (events = \"cross\")"
-                .into(),
-        );
+/// The switches whose changes a kernel locates (`events = "locate"`, see
+/// [`crate::model::switches`]): the model's, with an adaptive method; `None` where there are
+/// none to locate (`events = "cross"`, a model without switches, RK4's fixed steps).
+pub fn located_switches<'a>(
+    model: &'a crate::model::CompiledModel,
+    solver: &crate::solver::SolverOptions,
+) -> Option<&'a crate::model::switches::Switches> {
+    kernel_switches(
+        (solver.events == crate::solver::Events::Locate).then(|| model.switches()),
+        solver.method,
+    )
+}
+
+/// `switches` as a kernel for `method` locates them: none where empty or where `method` has
+/// fixed steps.
+pub fn kernel_switches(
+    switches: Option<&crate::model::switches::Switches>,
+    method: crate::solver::Method,
+) -> Option<&crate::model::switches::Switches> {
+    switches.filter(|s| !s.is_empty() && method.is_adaptive())
+}
+
+/// `m` with every program the integration evaluates reading `sw`'s switches from their modes
+/// (`Switches::modal`), the outputs included: the kernels' `outs` evaluates them with the
+/// modes let go, for the metrics, as the CPU reference's outputs.
+pub fn modal_programs(m: &ModelPrograms, sw: &crate::model::switches::Switches) -> ModelPrograms {
+    ModelPrograms {
+        rhs: sw.modal(&m.rhs),
+        jacobian: sw.modal(&m.jacobian),
+        dfdt: sw.modal(&m.dfdt),
+        outputs: sw.modal(&m.outputs),
+        output_jacobian: sw.modal(&m.output_jacobian),
+        output_dfdt: sw.modal(&m.output_dfdt),
+        ..m.clone()
     }
-    Ok(())
 }
 
 /// Checks a chunk against the model and the kernel's precision, and sizes `out` for it.

@@ -660,12 +660,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--backend {b}: expected auto, cpu, wgpu or cuda"))
         })
         .transpose()?;
-    if backend == Some(BackendChoice::Wgpu) && trial.events() == crate::solver::Events::Locate {
-        anyhow::bail!(
-            "--backend wgpu: the spec sets events = \"locate\", which runs on the CPU reference \
-             and on CUDA (--backend cpu, cuda or auto)"
-        );
-    }
     let opts = RunOptions {
         shard,
         quiet: args.quiet,

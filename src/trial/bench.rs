@@ -326,7 +326,7 @@ pub fn run_bench(
             }
             continue;
         }
-        let Some(mut b) = open_target(&run, &model, trial.events(), progress, &mut skipped) else {
+        let Some(mut b) = open_target(&run, &model, progress, &mut skipped) else {
             continue;
         };
         let info = b.info();
@@ -544,7 +544,7 @@ fn run_bench_data(
             }
             continue;
         }
-        let Some(mut b) = open_target(&run, &model, trial.events(), progress, &mut skipped) else {
+        let Some(mut b) = open_target(&run, &model, progress, &mut skipped) else {
             continue;
         };
         let info = b.info();
@@ -623,17 +623,11 @@ fn emulated_cuda(
 fn open_target(
     run: &TargetRun,
     model: &Arc<crate::model::CompiledModel>,
-    events: crate::solver::Events,
     progress: &mut dyn FnMut(&str),
     skipped: &mut Vec<Skipped>,
 ) -> Option<Box<dyn Backend>> {
     let made = match run.target {
         Target::Cpu => return None,
-        // The WGSL kernels do not locate a jump with the states (`events = "locate"`).
-        Target::Wgpu(_) if events == crate::solver::Events::Locate => Err(
-            "the spec sets events = \"locate\", which runs on the CPU reference and on CUDA"
-                .to_string(),
-        ),
         Target::Wgpu(p) => wgpu_backend(model.clone(), p),
         Target::Cuda(p) => cuda_backend_tuned(model.clone(), p, run.tuning.as_ref()),
         Target::CudaEmulated(p) => emulated_cuda(model.clone(), p, false),

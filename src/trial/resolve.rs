@@ -691,15 +691,6 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         ));
         BackendChoice::Auto
     });
-    if let (Some(e), BackendChoice::Wgpu) = (&sim.events, backend) {
-        if events == Events::Locate {
-            errors.push(src.error(
-                span_of(e),
-                "events = \"locate\" runs on the CPU reference and on CUDA: set backend = \
-                 \"cpu\", \"cuda\" or \"auto\", or events = \"cross\" for backend = \"wgpu\"",
-            ));
-        }
-    }
     let precision = match &sim.precision {
         None => Precision::F32,
         Some(p) => Precision::parse(p.get_ref()).unwrap_or_else(|| {

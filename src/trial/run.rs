@@ -176,18 +176,6 @@ pub fn select_backend(
         BackendChoice::Wgpu => wgpu_backend(model.clone(), trial.precision)
             .map(|(b, name)| (b, format!("requested (adapter {name})")))
             .map_err(|e| format!("backend 'wgpu' is not available: {e}")),
-        BackendChoice::Auto if trial.events() == crate::solver::Events::Locate => {
-            match cuda_backend(model.clone(), trial.precision) {
-                Ok((b, name)) => Ok((b, format!("auto: CUDA device {name} found"))),
-                Err(e) => Ok((
-                    cpu(),
-                    format!(
-                        "auto: no CUDA ({e}); events = \"locate\" runs on the CPU reference and \
-                         on CUDA, not on wgpu, so the CPU f64 reference runs on all cores"
-                    ),
-                )),
-            }
-        }
         BackendChoice::Auto => {
             let no_cuda = match cuda_backend(model.clone(), trial.precision) {
                 Ok((b, name)) => return Ok((b, format!("auto: CUDA device {name} found"))),

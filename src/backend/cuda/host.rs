@@ -29,14 +29,6 @@ use crate::backend::{ArmPlan, BackendError, ChunkInput, ChunkOutput, Precision};
 use crate::model::CompiledModel;
 use crate::solver::SolverOptions;
 
-/// The model's switches where the solver locates their changes (`events = "locate"`).
-fn located<'a>(
-    model: &'a CompiledModel,
-    solver: &SolverOptions,
-) -> Option<&'a crate::model::switches::Switches> {
-    (solver.events == crate::solver::Events::Locate).then(|| model.switches())
-}
-
 /// Threads per block of every launch.
 pub(super) const BLOCK: u32 = 128;
 
@@ -316,7 +308,7 @@ impl<L: Launcher> Host<L> {
             &arm.metrics,
             Driver::of_arm(arm),
             T::PRECISION,
-            located(&self.model, &arm.solver),
+            crate::backend::gpu::located_switches(&self.model, &arm.solver),
         )
         .map_err(|e| self.failed(e))?;
         let jumps =
@@ -567,7 +559,7 @@ impl<L: Launcher> Host<L> {
             progs,
             solver.method,
             T::PRECISION,
-            located(&self.model, solver),
+            crate::backend::gpu::located_switches(&self.model, solver),
         )
         .map_err(|e| self.failed(e))?;
         let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|x| T::of(*x)).collect() };

@@ -171,21 +171,6 @@ pub fn records_source_located(
     source(m, method, &[], Driver::Records, p, switches)
 }
 
-/// `m` with every program the integration evaluates reading `sw`'s switches from their modes
-/// (`Switches::modal`), the outputs included: the kernels' `outs` evaluates them with the
-/// modes let go, for the metrics, as the CPU reference's outputs.
-fn modal_programs(m: &ModelPrograms, sw: &Switches) -> ModelPrograms {
-    ModelPrograms {
-        rhs: sw.modal(&m.rhs),
-        jacobian: sw.modal(&m.jacobian),
-        dfdt: sw.modal(&m.dfdt),
-        outputs: sw.modal(&m.outputs),
-        output_jacobian: sw.modal(&m.output_jacobian),
-        output_dfdt: sw.modal(&m.output_dfdt),
-        ..m.clone()
-    }
-}
-
 fn source(
     m: &ModelPrograms,
     method: Method,
@@ -194,11 +179,11 @@ fn source(
     p: Precision,
     switches: Option<&Switches>,
 ) -> Result<String, String> {
-    let switches = switches.filter(|s| !s.is_empty() && method != Method::Rk4);
+    let switches = crate::backend::gpu::kernel_switches(switches, method);
     let modal;
     let m = match switches {
         Some(sw) => {
-            modal = modal_programs(m, sw);
+            modal = crate::backend::gpu::modal_programs(m, sw);
             &modal
         }
         None => m,

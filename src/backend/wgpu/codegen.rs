@@ -126,7 +126,8 @@ fn expr_named(op: &Op, p: Precision, r: &dyn Fn(u32) -> String) -> String {
         Op::Time => "t".into(),
         Op::State(i) => format!("y[{i}]"),
         Op::Param(i) => format!("q[{i}]"),
-        Op::Slot(i) => format!("s[{i}]"),
+        // A switch's mode (`crate::model::switches`), kept after the prepared values in q.
+        Op::Slot(i) => format!("q[MODE_BASE + {i}]"),
         Op::Neg(a) => format!("-{}", r(a)),
         Op::Not(a) => b(format!("{} == {t}(0)", r(a))),
         Op::Add(a, c) => format!("{} + {}", r(a), r(c)),
@@ -281,8 +282,15 @@ fn programs(m: &ModelPrograms) -> [(&'static str, &Program, &'static str); 8] {
 /// `model_dfdt`, `model_outputs`, `model_output_jac`, `model_output_dfdt`, `model_init`,
 /// `model_dosing` (lag, F, rate, dur per state).
 pub fn model_functions(m: &ModelPrograms, p: Precision) -> String {
+    model_functions_q(m, p, 0)
+}
+
+/// [`model_functions`] with `extra` values in `q` after the prepared ones (the switches'
+/// modes and whether they are held, `crate::model::switches`), which every function's `q`
+/// then has room for.
+pub fn model_functions_q(m: &ModelPrograms, p: Precision, extra: usize) -> String {
     let h = hoisted(m);
-    let (ns, nq) = (m.n_states, m.n_params + h.slots);
+    let (ns, nq) = (m.n_states, m.n_params + h.slots + extra);
     let reads = |name: &str| match name {
         "model_rhs" => Some(&h.rhs),
         "model_jac" => Some(&h.jacobian),

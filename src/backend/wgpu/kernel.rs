@@ -9,6 +9,7 @@ pub use crate::backend::gpu::{arm_data, ArmData, KernelSizes};
 use crate::backend::stepgen::{step_code, Lang, StepCode};
 use crate::backend::Precision;
 use crate::metrics::{quadrature_outputs, MetricSpec};
+use crate::model::switches::Switches;
 use crate::model::ModelPrograms;
 use crate::solver::tableau::TABLEAUS_WGSL;
 use crate::solver::Method;
@@ -22,14 +23,16 @@ pub const ARM_DRIVER_WGSL: &str = include_str!("../../../shaders/arm_driver.wgsl
 /// Its driver through a dataset subject's record program.
 pub const RECORDS_DRIVER_WGSL: &str = include_str!("../../../shaders/records_driver.wgsl");
 
-/// Counters kept per subject between dispatches by the arm driver.
-pub const CARRY_U: usize = 8;
+/// Counters kept per subject between dispatches by the arm driver (the last two: an
+/// integration's switches held, let go or none under way, and the changes it located).
+pub const CARRY_U: usize = 10;
 /// … and by the records driver.
-pub const RECORDS_CARRY_U: usize = 13;
+pub const RECORDS_CARRY_U: usize = 15;
 
-/// Floating-point values the records driver keeps per subject between dispatches.
-pub fn records_carry_f(z: &KernelSizes) -> usize {
-    2 * z.ny() + 3 * z.ns + 9
+/// Floating-point values the records driver keeps per subject between dispatches, with `nsw`
+/// switches located (their modes, in an integration a dispatch suspended).
+pub fn records_carry_f(z: &KernelSizes, nsw: usize) -> usize {
+    2 * z.ny() + 3 * z.ns + nsw + 9
 }
 
 /// Machine epsilon and the end-of-segment snap of each precision (as in the CUDA kernel).
@@ -62,6 +65,7 @@ pub fn integrate_source(
             occasions: false,
         },
         p,
+        None,
     )
 }
 
@@ -74,23 +78,47 @@ pub fn arm_source(
     driver: Driver,
     p: Precision,
 ) -> Result<String, String> {
-    source(m, method, metrics, driver, p)
+    source(m, method, metrics, driver, p, None)
 }
 
-/// Floating-point values and counters the arm driver keeps per subject between dispatches;
-/// a steady-state start keeps its iteration too.
-pub fn arm_carry(z: &KernelSizes, steady_state: bool) -> (usize, usize) {
+/// [`arm_source`] locating the changes of `switches` (`events = "locate"`; none where `None`,
+/// empty, or the method has fixed steps: `crate::backend::gpu::kernel_switches`).
+pub fn arm_source_located(
+    m: &ModelPrograms,
+    method: Method,
+    metrics: &[MetricSpec],
+    driver: Driver,
+    p: Precision,
+    switches: Option<&Switches>,
+) -> Result<String, String> {
+    source(m, method, metrics, driver, p, switches)
+}
+
+/// Floating-point values and counters the arm driver keeps per subject between dispatches,
+/// with `nsw` switches located (their modes, in an integration a dispatch suspended); a
+/// steady-state start keeps its iteration too.
+pub fn arm_carry(z: &KernelSizes, steady_state: bool, nsw: usize) -> (usize, usize) {
     if steady_state {
-        (z.carry_f() + z.ns + 5, CARRY_U + 6)
+        (z.carry_f() + nsw + z.ns + 5, CARRY_U + 6)
     } else {
-        (z.carry_f(), CARRY_U)
+        (z.carry_f() + nsw, CARRY_U)
     }
 }
 
 /// The full WGSL source of the records kernel (a dataset subject's record program, see
 /// `crate::backend::records::Program`) in precision `p`.
 pub fn records_source(m: &ModelPrograms, method: Method, p: Precision) -> Result<String, String> {
-    source(m, method, &[], Driver::Records, p)
+    source(m, method, &[], Driver::Records, p, None)
+}
+
+/// [`records_source`] locating the changes of `switches`, as [`arm_source_located`].
+pub fn records_source_located(
+    m: &ModelPrograms,
+    method: Method,
+    p: Precision,
+    switches: Option<&Switches>,
+) -> Result<String, String> {
+    source(m, method, &[], Driver::Records, p, switches)
 }
 
 /// `fn {name}(i: u32) -> u32` returning `values[i]` (0 past the end), as a chain of selects.
@@ -111,6 +139,7 @@ fn source(
     metrics: &[MetricSpec],
     driver: Driver,
     p: Precision,
+    switches: Option<&Switches>,
 ) -> Result<String, String> {
     if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
         return Err(format!(
@@ -118,6 +147,17 @@ fn source(
             x.column, x.output, m.n_outputs
         ));
     }
+    // Switches located: the integration's programs read them from their modes.
+    let switches = crate::backend::gpu::kernel_switches(switches, method);
+    let modal;
+    let m = match switches {
+        Some(sw) => {
+            modal = crate::backend::gpu::modal_programs(m, sw);
+            &modal
+        }
+        None => m,
+    };
+    let nsw = switches.map_or(0, |s| s.len());
     // W's factorisation, and the programs it is generated with (the Jacobian's structurally
     // nonzero entries alone where W is factorised sparsely).
     let (programs, w_code, lu_len) = crate::backend::wsparse::kernel_w(m, Lang::Wgsl);
@@ -128,29 +168,40 @@ fn source(
     // Stopping points of each subject's own: jumps in time that move with the parameters.
     let own_stops = driver != Driver::Records && m.time_jumps.moves_with_params();
     let (driver, (cw, cu)) = match driver {
-        Driver::Records => (RECORDS_DRIVER_WGSL, (records_carry_f(&z), RECORDS_CARRY_U)),
-        Driver::Arm { ss, .. } => (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some())),
+        Driver::Records => (
+            RECORDS_DRIVER_WGSL,
+            (records_carry_f(&z, nsw), RECORDS_CARRY_U),
+        ),
+        Driver::Arm { ss, .. } => (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some(), nsw)),
     };
+    // The parameters, then what model_prepare computes from them; with switches, their modes
+    // and whether they are held (MODE_BASE: the first; 0 where there are none, so that the
+    // code that reads them, never run, indexes within q).
+    let q_len = crate::backend::hoist::q_len(m);
+    let (mode_base, q_extra) = if nsw > 0 { (q_len, nsw + 1) } else { (0, 0) };
     let sizes = format!(
         "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NA: u32 = {}u;\n\
          const NY: u32 = {}u;\n\
          const NM: u32 = {}u;\nconst CW: u32 = {cw}u;\nconst CU: u32 = {cu}u;\n\
          const CW_ARM: u32 = {}u;\nconst CU_ARM: u32 = {CARRY_U}u;\nconst SS_START: bool = {};\n\
          const SS_ADMIN: u32 = {}u;\nconst SS_II: {} = {};\nconst HAS_RESETS: bool = {};\n\
-         const HAS_OCCASIONS: bool = {};\nconst OWN_STOPS: bool = {own_stops};\n",
+         const HAS_OCCASIONS: bool = {};\nconst OWN_STOPS: bool = {own_stops};\n\
+         const NSW: u32 = {nsw}u;\nconst MODE_BASE: u32 = {mode_base}u;\n\
+         const MAX_EVENTS: u32 = {}u;\n",
         z.ns,
         z.np,
         z.no,
         z.na,
         ny,
         z.nm,
-        z.carry_f(),
+        arm_carry(&z, false, nsw).0,
         a.ss_start,
         a.ss_admin,
         codegen::scalar(p),
         codegen::literal(a.ss_ii, p),
         a.resets,
         a.occasions,
+        crate::solver::MAX_EVENTS,
     );
     // The output each AUC quadrature integrates, and the quadrature of an output that has one.
     let quad = quadrature_outputs(metrics);
@@ -167,7 +218,18 @@ fn source(
         index_function("metric_output", &outputs)
     );
     let step = step_code(method, Lang::Wgsl, ny);
-    let funcs = codegen::model_functions(m, p);
+    let funcs = codegen::model_functions_q(m, p, q_extra);
+    // The switches' values (a stub where there are none: WGSL has no conditional compilation).
+    let funcs = format!(
+        "{funcs}\n{}",
+        codegen::function(
+            "model_switches",
+            switches.map_or(&crate::model::Program::default(), |s| &s.values),
+            m.n_states,
+            q_len + q_extra,
+            p
+        )
+    );
     let lit = |v: usize| v.max(1).to_string();
     let s = crate::backend::gpu::search_settings(p);
     let (eps, snap) = eps_snap(p);
@@ -219,7 +281,8 @@ fn source(
             ("STAGES", &step.decls),
             ("STEP", &step.code),
             // The parameters, then what model_prepare computes from them.
-            ("N_NQ", &lit(crate::backend::hoist::q_len(m))),
+            ("N_NQ", &lit(q_len + q_extra)),
+            ("N_NSW", &lit(nsw)),
             ("N_NS4", &lit(4 * m.n_states)),
             ("N_NS", &lit(z.ns)),
             ("N_NY", &lit(ny)),
@@ -322,7 +385,10 @@ mod tests {
             nm: 7,
             na: 2,
         };
+        // Switches located, a size of their own too.
+        let nsw = 5;
         let value = |sym: &str| match sym {
+            "NSW" => nsw,
             "NY" => z.ny(),
             "NS" => z.ns,
             "NM" => z.nm,
@@ -347,8 +413,8 @@ mod tests {
             }
             n
         };
-        let (arm_f, arm_u) = arm_carry(&z, false);
-        let (ss_f, ss_u) = arm_carry(&z, true);
+        let (arm_f, arm_u) = arm_carry(&z, false, nsw);
+        let (ss_f, ss_u) = arm_carry(&z, true, nsw);
         for (src, f, u) in [
             (
                 ARM_DRIVER_WGSL,
@@ -357,7 +423,7 @@ mod tests {
             ),
             (
                 RECORDS_DRIVER_WGSL,
-                vec![records_carry_f(&z)],
+                vec![records_carry_f(&z, nsw)],
                 vec![RECORDS_CARRY_U],
             ),
         ] {

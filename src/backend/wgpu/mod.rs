@@ -526,13 +526,14 @@ mod integrate {
     use wgpu::util::DeviceExt;
 
     use super::kernel::{
-        arm_carry, arm_data, arm_source, records_carry_f, records_source, KernelSizes,
-        RECORDS_CARRY_U,
+        arm_carry, arm_data, arm_source_located, records_carry_f, records_source_located,
+        KernelSizes, RECORDS_CARRY_U,
     };
     use super::{Gpu, Real, ShaderChecks};
     use crate::backend::gpu::{
-        pack_params, pack_scale, param_sets, prepare_chunk, records_data, steady_state_admin,
-        step_samples, take_counters, take_records, take_values, Driver, Rows, INSTR_STRIDE,
+        located_switches, pack_params, pack_scale, param_sets, prepare_chunk, records_data,
+        steady_state_admin, step_samples, take_counters, take_records, take_values, Driver, Rows,
+        INSTR_STRIDE,
     };
     use crate::backend::order::{records_in_order, sample_every, Round, SubjectOrder};
     use crate::backend::records::{Op, Program, RecordsOutcome};
@@ -928,9 +929,10 @@ mod integrate {
             param_columns: usize,
             n_times: usize,
             bytes: u64,
+            nsw: usize,
         ) -> usize {
             let max_binding = self.max_binding();
-            let (cw, cu) = arm_carry(z, true);
+            let (cw, cu) = arm_carry(z, true, nsw);
             let widest = [param_columns, 1, cw, cu, z.nm, z.no * n_times]
                 .into_iter()
                 .max()
@@ -1017,10 +1019,11 @@ mod integrate {
             programs: &'p [&'p Program],
             z: &KernelSizes,
             bytes: u64,
+            nsw: usize,
         ) -> Vec<&'p [&'p Program]> {
             let max_values = (self.max_binding() / bytes) as usize;
-            let per_subject =
-                (records_carry_f(z) * bytes as usize).max(RECORDS_CARRY_U * 4) / bytes as usize;
+            let per_subject = (records_carry_f(z, nsw) * bytes as usize).max(RECORDS_CARRY_U * 4)
+                / bytes as usize;
             let (mut batches, mut start) = (Vec::new(), 0);
             let (mut prog, mut params, mut rows) = (0usize, 0usize, 0usize);
             for (i, p) in programs.iter().enumerate() {
@@ -1086,7 +1089,8 @@ mod integrate {
                     mapped_at_creation: false,
                 })
             };
-            let b_carry = rw("carry", records_carry_f(z) * n, real);
+            let nsw = located_switches(&self.model, solver).map_or(0, |s| s.len());
+            let b_carry = rw("carry", records_carry_f(z, nsw) * n, real);
             let b_carry_u = rw("carry_u", RECORDS_CARRY_U * n, 4);
             // Every record's outputs start as NaN, what a failed subject's records after its
             // failure keep (the kernel writes only the records it reaches).
@@ -1192,7 +1196,8 @@ mod integrate {
             };
             let s = &arm.solver;
             let ss = steady_state_admin(arm);
-            let (cw, cu) = arm_carry(z, ss.is_some());
+            let nsw = located_switches(&self.model, s).map_or(0, |s| s.len());
+            let (cw, cu) = arm_carry(z, ss.is_some(), nsw);
             let b_carry = rw("carry", cw * n, real);
             let b_carry_u = rw("carry_u", cu * n, 4);
             let b_metrics = rw("metrics", z.nm * n, real);
@@ -1288,18 +1293,19 @@ mod integrate {
             let hint = "use rtol ≥ 1e-7, or precision = \"f64\" (on an adapter with f64 in `vpop \
                         devices`, or backend = \"cpu\")";
             let f32_kernel = self.precision == Precision::F32;
-            crate::backend::gpu::refuse_on_wgpu(&arm.solver).map_err(failed)?;
             prepare_chunk(progs, arm, input, f32_kernel, hint, out).map_err(failed)?;
             if n == 0 {
                 return Ok(());
             }
             let p = self.precision;
-            let src = arm_source(
+            let switches = located_switches(&model, &arm.solver);
+            let src = arm_source_located(
                 progs,
                 arm.solver.method,
                 &arm.metrics,
                 Driver::of_arm(arm),
                 p,
+                switches,
             )
             .map_err(failed)?;
             let pipeline = self.pipeline(&src, false, self.unroll)?;
@@ -1313,7 +1319,8 @@ mod integrate {
             };
             let columns =
                 param_sets(arm) * z.np + crate::backend::gpu::own_columns(&own, &Rows::Range(0..n));
-            let batch = self.batch_size(&z, columns, ad.n_times, bytes);
+            let nsw = switches.map_or(0, |s| s.len());
+            let batch = self.batch_size(&z, columns, ad.n_times, bytes, nsw);
             // Batch by batch: in the order learnt for the arm (planned, for the rest of the
             // call, at the first batch that has one), else as sampled; each batch learnt from.
             // With nothing learnt, a large enough call's first batch is a pilot, as on CUDA.
@@ -1359,7 +1366,6 @@ mod integrate {
             if programs.is_empty() {
                 return Ok(Vec::new());
             }
-            crate::backend::gpu::refuse_on_wgpu(solver).map_err(failed)?;
             let model = self.model.clone();
             let progs = &model.programs;
             let p = self.precision;
@@ -1369,7 +1375,9 @@ mod integrate {
                     solver.rtol
                 )));
             }
-            let src = records_source(progs, solver.method, p).map_err(failed)?;
+            let switches = located_switches(&model, solver);
+            let nsw = switches.map_or(0, |s| s.len());
+            let src = records_source_located(progs, solver.method, p, switches).map_err(failed)?;
             let pipeline = self.pipeline(&src, true, self.unroll)?;
             let z = KernelSizes::new(progs, &[]);
             let bytes = match p {
@@ -1379,7 +1387,7 @@ mod integrate {
             let order = self.order.clone();
             let mut run = |programs: &[&Program]| {
                 let mut outcomes = Vec::with_capacity(programs.len());
-                for batch in self.records_batches(programs, &z, bytes) {
+                for batch in self.records_batches(programs, &z, bytes, nsw) {
                     let part = match p {
                         Precision::F32 => {
                             self.run_records_batch::<f32>(&pipeline, batch, &z, solver)?
