@@ -966,8 +966,9 @@ impl Program {
     /// of values of the states ([`Program::steps_of_states`]) across whose change a result
     /// changes by more than round-off; per result, whether it changes so. Such a change is
     /// looked for numerically, with the parameters `params`: between pairs of points (states
-    /// from 1e-5 to 1e5, time from 0 to 1000) where the step function differs, bisected to
-    /// neighbours, where the results are then compared. A step that selects between two forms
+    /// of magnitudes from 1e-5 to 1e5, positive at 64 points, of either sign at 32 more; time
+    /// from 0 to 1000) where the step function differs, bisected to neighbours, where the
+    /// results are then compared. A step that selects between two forms
     /// of one value (`if(b >= 0, …, …)` for the two forms of a root) is no jump.
     pub fn jumps_with_states(&self, n_states: usize, params: &[f64]) -> (Vec<bool>, Vec<bool>) {
         let prog = self;
@@ -987,11 +988,23 @@ impl Program {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0x005e_ed0f);
         let mut uniform = move || rng.random::<f64>();
-        const POINTS: usize = 64;
+        // Positive states first (amounts, concentrations), then states of either sign (a
+        // deviation from a baseline, `if(x < 0, …)`).
+        const POSITIVE: usize = 64;
+        const POINTS: usize = POSITIVE + 32;
         let points: Vec<(f64, Vec<f64>)> = (0..POINTS)
-            .map(|_| {
+            .map(|i| {
                 let t = 1000.0 * uniform();
-                let y = (0..n).map(|_| 10f64.powf(10.0 * uniform() - 5.0)).collect();
+                let y = (0..n)
+                    .map(|_| {
+                        let v = 10f64.powf(10.0 * uniform() - 5.0);
+                        if i >= POSITIVE && uniform() < 0.5 {
+                            -v
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
                 (t, y)
             })
             .collect();

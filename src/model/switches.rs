@@ -40,8 +40,10 @@ pub struct Switches {
 
 impl Switches {
     /// The switches of the right-hand side and the outputs, found with the parameters
-    /// `params` (the model's defaults: which steps jump is a matter of the model's form).
-    /// None for a model without steps of the states.
+    /// `params` (the model's defaults: which steps jump is a matter of the model's form) and
+    /// with each of them that is 0 set to 1 (a jump whose size or threshold is a parameter 0
+    /// by default: `if(cp > 2, kmax, 0)` with kmax = 0, `if(x < x0, …)` with x0 = 0). None for
+    /// a model without steps of the states.
     pub fn find(progs: &ModelPrograms, params: &[f64]) -> Switches {
         let mut sw = Switches::default();
         let not_affine = &progs.time_jumps.not_affine_steps;
@@ -54,8 +56,19 @@ impl Switches {
         }
         let both = progs.rhs.concat(&progs.outputs);
         let ids = sw.interner.ids(&both);
-        let (in_rhs, _) = progs.rhs.jumps_with_states(progs.n_states, params);
-        let (in_outputs, _) = progs.outputs.jumps_with_states(progs.n_states, params);
+        let ones: Vec<f64> = params
+            .iter()
+            .map(|&p| if p == 0.0 { 1.0 } else { p })
+            .collect();
+        let search = |prog: &Program| {
+            let (mut found, _) = prog.jumps_with_states(progs.n_states, params);
+            if ones != params {
+                let (more, _) = prog.jumps_with_states(progs.n_states, &ones);
+                found.iter_mut().zip(more).for_each(|(f, m)| *f |= m);
+            }
+            found
+        };
+        let (in_rhs, in_outputs) = (search(&progs.rhs), search(&progs.outputs));
         let mut regs: Vec<Reg> = Vec::new();
         for (i, found) in in_rhs.iter().chain(&in_outputs).enumerate() {
             let located = matches!(
@@ -191,6 +204,25 @@ output whole = floor(cp)
         let mut o = [0.0; 3];
         outs.run(1.0, &y, &params, &[0.0, 7.0, 1.0], &mut regs, &mut o);
         assert_eq!(o[1..], [0.0, 7.0]);
+    }
+
+    /// A jump whose size is a parameter 0 by default, and a threshold that only states of
+    /// either sign cross, are switches too.
+    #[test]
+    fn switches_are_found_beyond_the_defaults() {
+        let (progs, params) = programs(&KILL.replace("param emax = 0.5", "param emax = 0"));
+        assert_eq!(Switches::find(&progs, &params).len(), 2);
+        // Without the outputs' steps, the right-hand side's alone.
+        let (progs, params) = programs(
+            "param k = 1\nstate x, a\nx(0) = 1\na(0) = 0\nd/dt(x) = -k * x - 1\n\
+             d/dt(a) = if(x < 0, 1, 0)\noutput c = a\n",
+        );
+        assert_eq!(Switches::find(&progs, &params).len(), 1);
+        let (progs, params) = programs(
+            "param k = 1\nparam x0 = 0\nstate x, a\nx(0) = 1\na(0) = 0\n\
+             d/dt(x) = -k * x - 1\nd/dt(a) = if(x < x0, 1, 0)\noutput c = a\n",
+        );
+        assert_eq!(Switches::find(&progs, &params).len(), 1);
     }
 
     /// A step that selects between two forms of one value is no switch, nor is a model
