@@ -192,6 +192,10 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         self.model.switch_values(t, &y[..self.n], out)
     }
 
+    fn switch_reach(&self) -> usize {
+        self.model.switch_reach()
+    }
+
     fn set_modes(&mut self, modes: Option<&[f64]>) {
         self.model.set_modes(modes)
     }

@@ -321,6 +321,9 @@ impl OdeSystem for BoundModel<'_> {
     fn switch_values(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.m.switch_values.eval(&mut self.switch_env, t, y, out);
     }
+    fn switch_reach(&self) -> usize {
+        self.m.switches.reach()
+    }
     fn set_modes(&mut self, modes: Option<&[f64]>) {
         BoundModel::set_modes(self, modes);
     }

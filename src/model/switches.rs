@@ -35,6 +35,8 @@ pub struct Switches {
     pub values: Program,
     /// Each switch's structural identity in `interner`.
     ids: Vec<u32>,
+    /// One past the last state the switches read (0: none, a step in time alone).
+    reach: usize,
     interner: Interner,
 }
 
@@ -83,7 +85,23 @@ impl Switches {
             }
         }
         sw.values = both.keep_registers(&regs);
+        sw.reach = sw
+            .values
+            .instrs
+            .iter()
+            .filter_map(|op| match op {
+                Op::State(i) => Some(*i as usize + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         sw
+    }
+
+    /// One past the last state the switches read: the components of the states a located
+    /// change is looked for on (0 where they read none, steps in time alone).
+    pub fn reach(&self) -> usize {
+        self.reach
     }
 
     pub fn len(&self) -> usize {
@@ -181,6 +199,8 @@ output whole = floor(cp)
         let (progs, params) = programs(KILL);
         let sw = Switches::find(&progs, &params);
         assert_eq!(sw.len(), 2, "{:?}", sw.values);
+        // Both read cp, of the first state alone.
+        assert_eq!(sw.reach(), 1);
         let y = [100.0, 1e5];
         let mut regs = Vec::new();
         let mut v = [0.0; 2];

@@ -435,6 +435,9 @@ impl Integrator {
             h: step,
             y0: y,
         };
+        // Only the components the switches read are interpolated (those after them keep
+        // whatever they held: the switches do not read them).
+        let reach = sys.switch_reach().min(yp.len());
         let mut found = None;
         let mut lo = t;
         for (i, theta) in EVENT_PROBES.iter().chain(&[1.0]).enumerate() {
@@ -446,7 +449,7 @@ impl Integrator {
             if i == EVENT_PROBES.len() {
                 sys.switch_values(at, &self.y1, &mut probe);
             } else {
-                view.eval(at, &mut yp);
+                view.eval(at, &mut yp[..reach]);
                 sys.switch_values(at, &yp, &mut probe);
             }
             if changed(&probe, &self.modes) {
@@ -462,7 +465,7 @@ impl Integrator {
                 if mid <= lo || mid >= hi {
                     break;
                 }
-                view.eval(mid, &mut yp);
+                view.eval(mid, &mut yp[..reach]);
                 sys.switch_values(mid, &yp, &mut probe);
                 if changed(&probe, &self.modes) {
                     hi = mid;
@@ -1190,7 +1193,8 @@ impl DenseOutput for StepView<'_> {
             }
         }
         if th == 1.0 {
-            out.copy_from_slice(y1);
+            let n = out.len();
+            out.copy_from_slice(&y1[..n]);
         }
     }
 }
@@ -1234,6 +1238,9 @@ impl<S: OdeSystem + ?Sized> OdeSystem for LeftLimited<'_, S> {
     }
     fn switch_values(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.sys.switch_values(t.min(self.t_left), y, out)
+    }
+    fn switch_reach(&self) -> usize {
+        self.sys.switch_reach()
     }
     fn set_modes(&mut self, modes: Option<&[f64]>) {
         self.sys.set_modes(modes)

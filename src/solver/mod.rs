@@ -37,6 +37,11 @@ pub trait OdeSystem {
     }
     /// The switches' values at (t, y), evaluated.
     fn switch_values(&mut self, _t: f64, _y: &[f64], _out: &mut [f64]) {}
+    /// How many of the first components of y the switches read (the rest need not be
+    /// interpolated to evaluate them): all of them unless the system knows better.
+    fn switch_reach(&self) -> usize {
+        self.dim()
+    }
     /// Holds the switches at `modes` in every later evaluation; `None`: evaluates them.
     fn set_modes(&mut self, _modes: Option<&[f64]>) {}
 }
