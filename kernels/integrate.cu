@@ -789,7 +789,7 @@ struct Sub {
     }
 
     // Whether a held switch changes inside the accepted step from t to t_new (its dense output
-    // prepared, st_t0 and st_h set): compared at a quarter, half and three quarters of the step
+    // prepared, st_t0 and st_h set): compared at the fractions EVENT_PROBE(i) of the step (a quarter, half and three quarters)
     // and at its end; the first point found changed is bisected on the dense output to the
     // neighbouring times before and after the change, the time after it into at, the switches'
     // values there into past. tl: the left limit of the segment's end.
@@ -797,9 +797,9 @@ struct Sub {
         real sw[NSW];
         real lo = t, hi = t_new;
         bool found = false;
-        for (int i = 0; i < 4 && !found; i++) {
-            const real x = i == 3 ? t_new : t + (real)(0.25 * (i + 1)) * step;
-            if (i == 3) {
+        for (int i = 0; i <= N_PROBES && !found; i++) {
+            const real x = i == N_PROBES ? t_new : t + (real)EVENT_PROBE(i) * step;
+            if (i == N_PROBES) {
                 model_switches(fmin(x, tl), y1, q, sw);
             } else {
                 dense_into(x);

@@ -920,7 +920,7 @@ fn switches_changed(sw: array<real, {{N_NSW}}>) -> bool {
 }
 
 // Whether a held switch changes inside the accepted step from t to t_new (its dense output
-// prepared, st_t0 and st_h set): compared at a quarter, half and three quarters of the step and
+// prepared, st_t0 and st_h set): compared at the fractions event_probe(i) of the step (a quarter, half and three quarters) and
 // at its end; the first point found changed is bisected on the dense output to the neighbouring
 // times before and after the change, the time after it into sw_at, the switches' values there
 // into sw_past. tl: the left limit of the segment's end.
@@ -928,13 +928,13 @@ fn locate_change(t: real, t_new: real, step: real, tl: real) -> bool {
     var lo = t;
     var hi = t_new;
     var found = false;
-    for (var i = 0u; i < 4u && !found; i++) {
+    for (var i = 0u; i <= N_PROBES && !found; i++) {
         var x = t_new;
         var sw: array<real, {{N_NSW}}>;
-        if (i == 3u) {
+        if (i == N_PROBES) {
             sw = model_switches(min(x, tl), model_part(y1), q);
         } else {
-            x = t + (0.25 * real(i + 1u)) * step;
+            x = t + event_probe(i) * step;
             dense_into(x);
             sw = model_switches(min(x, tl), model_part(dense_v), q);
         }

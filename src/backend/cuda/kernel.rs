@@ -9,6 +9,7 @@ use crate::backend::Precision;
 use crate::metrics::{quadrature_outputs, MetricSpec};
 use crate::model::switches::Switches;
 use crate::model::ModelPrograms;
+use crate::solver::integrator::EVENT_PROBES;
 use crate::solver::tableau::TABLEAUS_CUH;
 use crate::solver::Method;
 
@@ -210,7 +211,8 @@ fn source(
     let sizes = format!(
         "#define NLU {lu_len}\n#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NA {}\n#define NA1 {}\n\
          #define NY {}\n#define NM {}\n#define NM1 {}\n#define NS4 {}\n#define NOS {}\n\
-         #define OBSERVE {}\n#define NSW {n_sw}\n#define MODE_BASE {q_len}\n#define MAX_EVENTS {}u\n",
+         #define OBSERVE {}\n#define NSW {n_sw}\n#define MODE_BASE {q_len}\n#define MAX_EVENTS {}u\n\
+         #define N_PROBES {}\n#define EVENT_PROBE(i) ({})\n",
         z.ns,
         z.np,
         (q_len + if n_sw > 0 { n_sw + 1 } else { 0 }).max(1),
@@ -224,6 +226,13 @@ fn source(
         (z.no * z.ns).max(1),
         u8::from(!records),
         crate::solver::MAX_EVENTS,
+        EVENT_PROBES.len(),
+        // The fractions of a step where the switches are compared (doubles, as the CPU's).
+        EVENT_PROBES
+            .iter()
+            .enumerate()
+            .rev()
+            .fold(String::from("0.0"), |acc, (i, v)| format!("(i) == {i} ? {v:?} : {acc}")),
     );
     let step = step_code(method, Lang::Cuda, ny);
     let real = super::codegen::real_type(p);

@@ -254,10 +254,20 @@ fn source(
     };
     // Outputs affine in the states are searched on their quartic.
     // Outputs that depend on time directly have a ∂g/∂t term in their slopes.
+    // The fractions of a step where located switches are compared (the CPU's EVENT_PROBES).
+    let probes = crate::solver::integrator::EVENT_PROBES
+        .iter()
+        .enumerate()
+        .rev()
+        .fold(codegen::literal(0.0, p), |acc, (i, v)| {
+            format!("select({acc}, {}, i == {i}u)", codegen::literal(*v, p))
+        });
     let search = format!(
-        "{search}\nconst QUARTIC_ITERS: u32 = {}u;\n\
+        "{search}\nconst N_PROBES: u32 = {}u;\nfn event_probe(i: u32) -> real {{ return {probes}; }}\n\
+         const QUARTIC_ITERS: u32 = {}u;\n\
          fn output_affine(k: u32) -> bool {{ return {}; }}\n\
          const OUTPUTS_USE_TIME: bool = {};",
+        crate::solver::integrator::EVENT_PROBES.len(),
         crate::metrics::accumulate::QUARTIC_ITERS,
         crate::backend::gpu::affine_condition(m),
         crate::backend::gpu::outputs_use_time(m)
