@@ -21,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64
-  function_models wgpu_codegen random_regimens trial_run output_shapes late_times)
+  function_models wgpu_codegen random_regimens trial_run output_shapes late_times events)
 
 # name, time limit (s): in order of importance. The agreement matrices (cuda_f32, cuda_f64)
 # passed on an H200 on 2026-12-04 (docs/benchmarks.md), so what has changed or not run since
@@ -38,6 +38,7 @@ checks=(
   "cuda_trial_threads 60" # a trial on two host threads writes the parts of one, byte for byte
   "cuda_shapes 60"       # outputs that read t, plateaus: slopes with dg/dt, plateaus' Tmax (new)
   "cuda_late_times 30"   # f32 at 1e5 h: steps the size t moves by, records an ulp apart, no loop
+  "events 90"            # located switches (events = "locate"): CUDA and Vulkan against the CPU (new)
   "trace_calls 90"       # where a backend call's time goes beside its kernels (VPOP_CUDA_TRACE)
   "large_model 120"      # a stiff 56-state model (Rodas4, sparse W) in f32 against the CPU
   "large_model_f64 120"  # the same in f64, on fewer subjects (docs/gpu.md, "Sparse W for large models")
@@ -237,6 +238,7 @@ one() {
     cuda_shapes) check "$1" "$2" "$BIN/output_shapes" --nocapture --skip emulated cuda_kernels ;;
     cuda_late_times) check "$1" "$2" "$BIN/late_times" --nocapture --skip emulated cuda_kernels cuda_records ;;
     wgpu_functions) check "$1" "$2" "$BIN/wgpu_codegen" --test-threads 4 --nocapture accurate ;;
+    events) check "$1" "$2" "$BIN/events" --nocapture ;;
     *) echo "unknown check $1" >> "$OUT/summary.txt" ;;
   esac
 }
