@@ -266,6 +266,35 @@ fn a_spec_takes_events() {
     assert!(e.contains("kill.toml:15:10: events is `cross`"), "{e}");
 }
 
+/// A GPU backend's results `got` for arm `a` against the CPU's `want` (printed, with both
+/// against the exact solution and the steps taken): a failure in `failures` where they differ
+/// by more than `same`, or where a subject failed.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn judge(
+    name: &str,
+    a: &ArmPlan,
+    got: &vpop::backend::ChunkOutput,
+    want: &vpop::backend::ChunkOutput,
+    same: f64,
+    failures: &mut Vec<String>,
+) {
+    let diff = common::worst_difference(a, got, want);
+    println!(
+        "{name} rtol {:e}: against the CPU {diff:.1e}, against the exact solution {:.1e} (CPU \
+         {:.1e}); steps {} + {} (CPU {} + {})",
+        a.solver.rtol,
+        errors(got, true),
+        errors(want, true),
+        got.stats.accepted,
+        got.stats.rejected,
+        want.stats.accepted,
+        want.stats.rejected
+    );
+    if diff.is_nan() || diff > same || got.status.iter().any(|s| *s != 0) {
+        failures.push(format!("{name}: {diff:.1e} {:?}", got.status));
+    }
+}
+
 /// The CUDA kernels locate as the CPU reference does (on a device, else through the host
 /// emulation): every subject's results within 1e-9 of the CPU's in f64 at rtol 1e-10 and
 /// within 1e-4 in f32 at rtol 1e-6 (the agreement of docs/gpu.md), and against the exact
@@ -287,25 +316,14 @@ fn cuda_locates_as_the_cpu_reference() {
             let a = arm(&m, method, rtol, Events::Locate, true);
             let want = common::run(&mut cpu, &a, &params());
             let got = common::run(gpu.as_mut(), &a, &params());
-            let diff = common::worst_difference(&a, &got, &want);
-            let exact = errors(&got, true);
-            println!(
-                "{} {method} rtol {rtol:e}: against the CPU {diff:.1e}, against the exact \
-                 solution {exact:.1e} (CPU {:.1e}); steps {} + {} (CPU {} + {})",
-                p.name(),
-                errors(&want, true),
-                got.stats.accepted,
-                got.stats.rejected,
-                want.stats.accepted,
-                want.stats.rejected
+            judge(
+                &format!("{} {method}", p.name()),
+                &a,
+                &got,
+                &want,
+                same,
+                &mut failures,
             );
-            if diff.is_nan() || diff > same || got.status.iter().any(|s| *s != 0) {
-                failures.push(format!(
-                    "{} {method}: {diff:.1e} {:?}",
-                    p.name(),
-                    got.status
-                ));
-            }
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -386,25 +404,8 @@ fn wgpu_locates_as_the_cpu_reference() {
             let a = arm(&m, method, rtol, Events::Locate, true);
             let want = common::run(&mut cpu, &a, &params());
             let got = common::run(&mut gpu, &a, &params());
-            let diff = common::worst_difference(&a, &got, &want);
-            println!(
-                "wgpu {} {method} rtol {rtol:e}: against the CPU {diff:.1e}, against the exact \
-                 solution {:.1e} (CPU {:.1e}); steps {} + {} (CPU {} + {})",
-                p.name(),
-                errors(&got, true),
-                errors(&want, true),
-                got.stats.accepted,
-                got.stats.rejected,
-                want.stats.accepted,
-                want.stats.rejected
-            );
-            if diff.is_nan() || diff > same || got.status.iter().any(|s| *s != 0) {
-                failures.push(format!(
-                    "{} {method}: {diff:.1e} {:?}",
-                    p.name(),
-                    got.status
-                ));
-            }
+            let name = format!("wgpu {} {method}", p.name());
+            judge(&name, &a, &got, &want, same, &mut failures);
             for budget in [(1, 1), (7, 3)] {
                 gpu.set_dispatch_budget(Some(budget));
                 let suspended = common::run(&mut gpu, &a, &params());
