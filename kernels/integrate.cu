@@ -789,10 +789,11 @@ struct Sub {
     }
 
     // Whether a held switch changes inside the accepted step from t to t_new (its dense output
-    // prepared, st_t0 and st_h set): compared at the fractions EVENT_PROBE(i) of the step (a quarter, half and three quarters)
-    // and at its end; the first point found changed is bisected on the dense output to the
-    // neighbouring times before and after the change, the time after it into at, the switches'
-    // values there into past. tl: the left limit of the segment's end.
+    // prepared, st_t0 and st_h set): compared at the fractions EVENT_PROBE(i) of the step (a
+    // quarter, half and three quarters) and at its end, on the dense output's first SW_REACH
+    // components (those the switches read); the first point found changed is bisected on the
+    // dense output to the neighbouring times before and after the change, the time after it
+    // into at, the switches' values there into past. tl: the left limit of the segment's end.
     FI bool locate_change(real t, real t_new, real step, real tl, real& at, real* past) {
         real sw[NSW];
         real lo = t, hi = t_new;
@@ -802,7 +803,7 @@ struct Sub {
             if (i == N_PROBES) {
                 model_switches(fmin(x, tl), y1, q, sw);
             } else {
-                dense_into(x);
+                dense_reach(x);
                 model_switches(fmin(x, tl), dense_v, q, sw);
             }
             if (switches_changed(sw)) {
@@ -818,7 +819,7 @@ struct Sub {
         for (;;) {
             const real mid = lo + (real)0.5 * (hi - lo);
             if (mid <= lo || mid >= hi) break;
-            dense_into(mid);
+            dense_reach(mid);
             model_switches(fmin(mid, tl), dense_v, q, sw);
             if (switches_changed(sw)) {
                 hi = mid;

@@ -920,10 +920,11 @@ fn switches_changed(sw: array<real, {{N_NSW}}>) -> bool {
 }
 
 // Whether a held switch changes inside the accepted step from t to t_new (its dense output
-// prepared, st_t0 and st_h set): compared at the fractions event_probe(i) of the step (a quarter, half and three quarters) and
-// at its end; the first point found changed is bisected on the dense output to the neighbouring
-// times before and after the change, the time after it into sw_at, the switches' values there
-// into sw_past. tl: the left limit of the segment's end.
+// prepared, st_t0 and st_h set): compared at the fractions event_probe(i) of the step (a
+// quarter, half and three quarters) and at its end, on the dense output's first SW_REACH
+// components (those the switches read); the first point found changed is bisected on the dense
+// output to the neighbouring times before and after the change, the time after it into sw_at,
+// the switches' values there into sw_past. tl: the left limit of the segment's end.
 fn locate_change(t: real, t_new: real, step: real, tl: real) -> bool {
     var lo = t;
     var hi = t_new;
@@ -935,7 +936,7 @@ fn locate_change(t: real, t_new: real, step: real, tl: real) -> bool {
             sw = model_switches(min(x, tl), model_part(y1), q);
         } else {
             x = t + event_probe(i) * step;
-            dense_into(x);
+            dense_reach(x);
             sw = model_switches(min(x, tl), model_part(dense_v), q);
         }
         if (switches_changed(sw)) {
@@ -950,7 +951,7 @@ fn locate_change(t: real, t_new: real, step: real, tl: real) -> bool {
     loop {
         let mid = lo + 0.5 * (hi - lo);
         if (mid <= lo || mid >= hi) { break; }
-        dense_into(mid);
+        dense_reach(mid);
         let sw = model_switches(min(mid, tl), model_part(dense_v), q);
         if (switches_changed(sw)) {
             hi = mid;

@@ -177,9 +177,14 @@ pub fn step_code(method: Method, lang: Lang, ny: usize) -> StepCode {
     };
     let prep = prepare_dense(method, lang);
     let dense = dense(method, lang);
+    // The same over the first SW_REACH components alone: those the located switches read
+    // (`crate::model::switches::Switches::reach`), where a change is looked for.
+    let reach = dense
+        .replace("dense_into(", "dense_reach(")
+        .replace("j < NY;", "j < SW_REACH;");
     StepCode {
         decls,
-        code: format!("{consts}\n{body}\n{prep}\n{dense}"),
+        code: format!("{consts}\n{body}\n{prep}\n{dense}\n{reach}"),
     }
 }
 

@@ -187,7 +187,7 @@ fn source(
          const SS_ADMIN: u32 = {}u;\nconst SS_II: {} = {};\nconst HAS_RESETS: bool = {};\n\
          const HAS_OCCASIONS: bool = {};\nconst OWN_STOPS: bool = {own_stops};\n\
          const NSW: u32 = {nsw}u;\nconst MODE_BASE: u32 = {mode_base}u;\n\
-         const MAX_EVENTS: u32 = {}u;\n",
+         const MAX_EVENTS: u32 = {}u;\nconst SW_REACH: u32 = {}u;\n",
         z.ns,
         z.np,
         z.no,
@@ -202,6 +202,8 @@ fn source(
         a.resets,
         a.occasions,
         crate::solver::MAX_EVENTS,
+        // The states the switches read: the dense output's components a change is looked for on.
+        switches.map_or(0, |s| s.reach()),
     );
     // The output each AUC quadrature integrates, and the quadrature of an output that has one.
     let quad = quadrature_outputs(metrics);
