@@ -816,21 +816,85 @@ struct Sub {
             }
         }
         if (!found) return false;
+        // Narrowed by the Illinois method on the argument of the switch that changed (its
+        // sign changes where the switch does), as the CPU reference's: points kept inside the
+        // bracket, a bisection where the argument is not finite or keeps its sign across it
+        // and after SLOW_STEPS steps in a row that did not halve it. The arrays are indexed by
+        // constants alone (pick), so that they stay in registers.
+        real a_lo[NSW], a_hi[NSW], a_x[NSW];
+        dense_reach(lo);
+        model_switch_args(fmin(lo, tl), dense_v, q, a_lo);
+        dense_reach(hi);
+        model_switch_args(fmin(hi, tl), dense_v, q, a_hi);
+        int k = first_changed(past);
+        real fa = pick(a_lo, k), fb = pick(a_hi, k);
+        // 1: hi moved last, -1: lo did (Illinois halves the value kept twice).
+        int side = 0;
+        unsigned slow = 0u;
+        bool bisect = false;
         for (;;) {
             const real mid = lo + (real)0.5 * (hi - lo);
             if (mid <= lo || mid >= hi) break;
-            dense_reach(mid);
-            model_switches(fmin(mid, tl), dense_v, q, sw);
-            if (switches_changed(sw)) {
-                hi = mid;
-                #pragma unroll
-                for (int k = 0; k < NSW; k++) past[k] = sw[k];
-            } else {
-                lo = mid;
+            const real width = hi - lo;
+            real x = mid;
+            if (!bisect && isfinite(fa) && isfinite(fb) && fa * fb < (real)0) {
+                const real s = lo + (hi - lo) * (fa / (fa - fb));
+                if (s > lo && s < hi) x = s;
             }
+            dense_reach(x);
+            model_switches(fmin(x, tl), dense_v, q, sw);
+            model_switch_args(fmin(x, tl), dense_v, q, a_x);
+            const int j = first_changed(sw);
+            if (j >= 0) {
+                hi = x;
+                #pragma unroll
+                for (int i = 0; i < NSW; i++) {
+                    past[i] = sw[i];
+                    a_hi[i] = a_x[i];
+                }
+                if (j != k) {
+                    // Another switch changes before: its argument from here on.
+                    k = j;
+                    fa = pick(a_lo, k);
+                    fb = pick(a_hi, k);
+                    side = 0;
+                } else {
+                    fb = pick(a_hi, k);
+                    if (side == 1) fa *= (real)0.5;
+                    side = 1;
+                }
+            } else {
+                lo = x;
+                #pragma unroll
+                for (int i = 0; i < NSW; i++) a_lo[i] = a_x[i];
+                fa = pick(a_lo, k);
+                if (side == -1) fb *= (real)0.5;
+                side = -1;
+            }
+            slow = hi - lo > (real)0.5 * width ? slow + 1u : 0u;
+            bisect = slow >= SLOW_STEPS;
         }
         at = hi;
         return true;
+    }
+
+    // The first switch whose value sw differs from its mode; -1 where none does.
+    FI int first_changed(const real* sw) {
+        int k = -1;
+        #pragma unroll
+        for (int j = NSW - 1; j >= 0; j--) {
+            const real md = q[MODE_BASE + j];
+            if (sw[j] != md && !(isnan(sw[j]) && isnan(md))) k = j;
+        }
+        return k;
+    }
+
+    // a[k], read with constant indices.
+    FI static real pick(const real* a, int k) {
+        real v = (real)0;
+        #pragma unroll
+        for (int j = 0; j < NSW; j++) v = j == k ? a[j] : v;
+        return v;
     }
 #endif
 

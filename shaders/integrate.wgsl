@@ -907,16 +907,21 @@ fn hold_modes(sw: array<real, {{N_NSW}}>) {
     q[MODE_BASE + NSW] = 1.0;
 }
 
-// Whether a switch's value differs from its mode (NaN the same as NaN, by its bits).
-fn switches_changed(sw: array<real, {{N_NSW}}>) -> bool {
-    var c = false;
+// The first switch whose value differs from its mode (NaN the same as NaN, by its bits); NSW
+// where none does.
+fn first_changed(sw: array<real, {{N_NSW}}>) -> u32 {
+    var first = NSW;
     for (var k = 0u; k < NSW; k++) {
         let md = q[MODE_BASE + k];
         let nan_a = is_nan(sw[k]);
         let nan_b = is_nan(md);
-        c = c || select(sw[k] != md, nan_a != nan_b, nan_a || nan_b);
+        if (first == NSW && select(sw[k] != md, nan_a != nan_b, nan_a || nan_b)) { first = k; }
     }
-    return c;
+    return first;
+}
+
+fn switches_changed(sw: array<real, {{N_NSW}}>) -> bool {
+    return first_changed(sw) < NSW;
 }
 
 // Whether a held switch changes inside the accepted step from t to t_new (its dense output
@@ -948,17 +953,58 @@ fn locate_change(t: real, t_new: real, step: real, tl: real) -> bool {
         }
     }
     if (!found) { return false; }
+    // Narrowed by the Illinois method on the argument of the switch that changed (its sign
+    // changes where the switch does), as the CPU reference's: points kept inside the bracket, a
+    // bisection where the argument is not finite or keeps its sign across it and after SLOW_STEPS
+    // steps in a row that did not halve it.
+    dense_reach(lo);
+    var a_lo = model_switch_args(min(lo, tl), model_part(dense_v), q);
+    dense_reach(hi);
+    var a_hi = model_switch_args(min(hi, tl), model_part(dense_v), q);
+    var k = first_changed(sw_past);
+    var fa = a_lo[k];
+    var fb = a_hi[k];
+    // 1: hi moved last, 2: lo did (Illinois halves the value kept twice).
+    var side = 0u;
+    var slow = 0u;
+    var bisect = false;
     loop {
         let mid = lo + 0.5 * (hi - lo);
         if (mid <= lo || mid >= hi) { break; }
-        dense_reach(mid);
-        let sw = model_switches(min(mid, tl), model_part(dense_v), q);
-        if (switches_changed(sw)) {
-            hi = mid;
-            sw_past = sw;
-        } else {
-            lo = mid;
+        let width = hi - lo;
+        var x = mid;
+        if (!bisect && finite(fa) && finite(fb) && fa * fb < 0.0) {
+            let s = lo + (hi - lo) * (fa / (fa - fb));
+            if (s > lo && s < hi) { x = s; }
         }
+        dense_reach(x);
+        let sw = model_switches(min(x, tl), model_part(dense_v), q);
+        let a_x = model_switch_args(min(x, tl), model_part(dense_v), q);
+        let j = first_changed(sw);
+        if (j < NSW) {
+            hi = x;
+            sw_past = sw;
+            a_hi = a_x;
+            if (j != k) {
+                // Another switch changes before: its argument from here on.
+                k = j;
+                fa = a_lo[k];
+                fb = a_hi[k];
+                side = 0u;
+            } else {
+                fb = a_hi[k];
+                if (side == 1u) { fa *= 0.5; }
+                side = 1u;
+            }
+        } else {
+            lo = x;
+            a_lo = a_x;
+            fa = a_lo[k];
+            if (side == 2u) { fb *= 0.5; }
+            side = 2u;
+        }
+        slow = select(0u, slow + 1u, hi - lo > 0.5 * width);
+        bisect = slow >= SLOW_STEPS;
     }
     sw_at = hi;
     return true;

@@ -196,6 +196,10 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         self.model.switch_reach()
     }
 
+    fn switch_args(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        self.model.switch_args(t, &y[..self.n], out)
+    }
+
     fn set_modes(&mut self, modes: Option<&[f64]>) {
         self.model.set_modes(modes)
     }

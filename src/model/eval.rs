@@ -30,6 +30,8 @@ pub struct CompiledModel {
     switches: Switches,
     /// The switches' live values.
     switch_values: Exec,
+    /// The switches' arguments ([`Switches::args`]).
+    switch_args: Exec,
 }
 
 impl Clone for CompiledModel {
@@ -43,6 +45,7 @@ impl Clone for CompiledModel {
             jacobian_nonzeros: self.jacobian_nonzeros.clone(),
             switches: self.switches.clone(),
             switch_values: self.switch_values.clone(),
+            switch_args: self.switch_args.clone(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl CompiledModel {
             m(&p.jacobian.keep_results(&keep))
         });
         let switch_values = Exec::new(&switches.values, inputs);
+        let switch_args = Exec::new(&switches.args, inputs);
         CompiledModel {
             jacobian_nonzeros,
             jacobian_pattern,
@@ -123,6 +127,7 @@ impl CompiledModel {
             rhs_some: Mutex::new(Vec::new()),
             switches,
             switch_values,
+            switch_args,
         }
     }
 
@@ -182,6 +187,7 @@ impl CompiledModel {
                 .map_or_else(Vec::new, |e| e.env()),
             some: None,
             switch_env: self.switch_values.env(),
+            args_env: self.switch_args.env(),
             modes: None,
         };
         b.set_params(params);
@@ -201,8 +207,9 @@ pub struct BoundModel<'a> {
     /// The outputs last asked for with the right-hand side ([`CompiledModel::rhs_with`]), its
     /// program and environment.
     some: Option<(Vec<usize>, Arc<Exec>, Vec<f64>)>,
-    /// The environment of the switches' live values.
+    /// The environment of the switches' live values, and of their arguments.
     switch_env: Vec<f64>,
+    args_env: Vec<f64>,
     /// The switches' modes where set ([`BoundModel::set_modes`]).
     modes: Option<Vec<f64>>,
 }
@@ -233,6 +240,7 @@ impl BoundModel<'_> {
         self.m
             .switch_values
             .set_params(&mut self.switch_env, params);
+        self.m.switch_args.set_params(&mut self.args_env, params);
     }
 
     /// Holds the switches at `modes` in every program the integration evaluates (`None`:
@@ -320,6 +328,9 @@ impl OdeSystem for BoundModel<'_> {
     }
     fn switch_values(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.m.switch_values.eval(&mut self.switch_env, t, y, out);
+    }
+    fn switch_args(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        self.m.switch_args.eval(&mut self.args_env, t, y, out);
     }
     fn switch_reach(&self) -> usize {
         self.m.switches.reach()

@@ -33,6 +33,10 @@ impl Interner {
 pub struct Switches {
     /// The switches' live values at (t, y), one result each, in switch order.
     pub values: Program,
+    /// Each switch's argument at (t, y), continuous where the switch changes: `a - b` of a
+    /// comparison of a and b, which changes sign where it does (a root-finder's guide to the
+    /// change); NaN for a `floor` or `ceil`, whose changes are bisected.
+    pub args: Program,
     /// Each switch's structural identity in `interner`.
     ids: Vec<u32>,
     /// One past the last state the switches read (0: none, a step in time alone).
@@ -85,6 +89,23 @@ impl Switches {
             }
         }
         sw.values = both.keep_registers(&regs);
+        let mut ext = both.clone();
+        let arg_regs: Vec<Reg> = regs
+            .iter()
+            .map(|&r| {
+                let op = match ext.instrs[r as usize] {
+                    Op::Lt(a, b) | Op::Le(a, b) | Op::Gt(a, b) | Op::Ge(a, b) => Op::Sub(a, b),
+                    _ => Op::Const(f64::NAN),
+                };
+                let origin = ext.origins.get(r as usize).copied();
+                ext.instrs.push(op);
+                if let Some(o) = origin {
+                    ext.origins.push(o);
+                }
+                (ext.instrs.len() - 1) as Reg
+            })
+            .collect();
+        sw.args = ext.keep_registers(&arg_regs);
         sw.reach = sw
             .values
             .instrs
@@ -206,6 +227,11 @@ output whole = floor(cp)
         let mut v = [0.0; 2];
         sw.values.run(1.0, &y, &params, &[], &mut regs, &mut v);
         assert_eq!(v, [1.0, 2.0]); // cp = 100 / 35
+                                   // The arguments: cp - 2 of the comparison, none (NaN) of the floor.
+        let mut a = [0.0; 2];
+        sw.args.run(1.0, &y, &params, &[], &mut regs, &mut a);
+        assert_eq!(a[0], 100.0 / 35.0 - 2.0);
+        assert!(a[1].is_nan());
         let rhs = sw.modal(&progs.rhs);
         let mut live = [0.0; 2];
         progs.rhs.run(1.0, &y, &params, &[], &mut regs, &mut live);

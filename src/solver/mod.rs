@@ -37,6 +37,11 @@ pub trait OdeSystem {
     }
     /// The switches' values at (t, y), evaluated.
     fn switch_values(&mut self, _t: f64, _y: &[f64], _out: &mut [f64]) {}
+    /// The switches' arguments at (t, y): continuous values whose sign changes where the
+    /// switches do (NaN where there is none; the change is then bisected).
+    fn switch_args(&mut self, _t: f64, _y: &[f64], out: &mut [f64]) {
+        out.fill(f64::NAN);
+    }
     /// How many of the first components of y the switches read (the rest need not be
     /// interpolated to evaluate them): all of them unless the system knows better.
     fn switch_reach(&self) -> usize {

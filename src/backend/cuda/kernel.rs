@@ -212,7 +212,8 @@ fn source(
         "#define NLU {lu_len}\n#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NA {}\n#define NA1 {}\n\
          #define NY {}\n#define NM {}\n#define NM1 {}\n#define NS4 {}\n#define NOS {}\n\
          #define OBSERVE {}\n#define NSW {n_sw}\n#define MODE_BASE {q_len}\n#define MAX_EVENTS {}u\n\
-         #define N_PROBES {}\n#define EVENT_PROBE(i) ({})\n#define SW_REACH {}\n",
+         #define N_PROBES {}\n#define EVENT_PROBE(i) ({})\n#define SW_REACH {}\n\
+         #define SLOW_STEPS {}u\n",
         z.ns,
         z.np,
         (q_len + if n_sw > 0 { n_sw + 1 } else { 0 }).max(1),
@@ -235,6 +236,7 @@ fn source(
             .fold(String::from("0.0"), |acc, (i, v)| format!("(i) == {i} ? {v:?} : {acc}")),
         // The states the switches read: the dense output's components a change is looked for on.
         switches.map_or(0, |s| s.reach()),
+        crate::solver::integrator::SLOW_STEPS,
     );
     let step = step_code(method, Lang::Cuda, ny);
     let real = super::codegen::real_type(p);
@@ -297,9 +299,10 @@ fn source(
                 "MODEL",
                 &match switches {
                     Some(sw) => format!(
-                        "{}\n{}",
+                        "{}\n{}\n{}",
                         codegen::model_functions(m, p),
-                        codegen::function("model_switches", &sw.values, p)
+                        codegen::function("model_switches", &sw.values, p),
+                        codegen::function("model_switch_args", &sw.args, p)
                     ),
                     None => codegen::model_functions(m, p),
                 },

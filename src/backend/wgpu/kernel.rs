@@ -187,7 +187,8 @@ fn source(
          const SS_ADMIN: u32 = {}u;\nconst SS_II: {} = {};\nconst HAS_RESETS: bool = {};\n\
          const HAS_OCCASIONS: bool = {};\nconst OWN_STOPS: bool = {own_stops};\n\
          const NSW: u32 = {nsw}u;\nconst MODE_BASE: u32 = {mode_base}u;\n\
-         const MAX_EVENTS: u32 = {}u;\nconst SW_REACH: u32 = {}u;\n",
+         const MAX_EVENTS: u32 = {}u;\nconst SW_REACH: u32 = {}u;\n\
+         const SLOW_STEPS: u32 = {}u;\n",
         z.ns,
         z.np,
         z.no,
@@ -204,6 +205,7 @@ fn source(
         crate::solver::MAX_EVENTS,
         // The states the switches read: the dense output's components a change is looked for on.
         switches.map_or(0, |s| s.reach()),
+        crate::solver::integrator::SLOW_STEPS,
     );
     // The output each AUC quadrature integrates, and the quadrature of an output that has one.
     let quad = quadrature_outputs(metrics);
@@ -222,11 +224,19 @@ fn source(
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions_q(m, p, q_extra);
     // The switches' values (a stub where there are none: WGSL has no conditional compilation).
+    let none = crate::model::Program::default();
     let funcs = format!(
-        "{funcs}\n{}",
+        "{funcs}\n{}\n{}",
         codegen::function(
             "model_switches",
-            switches.map_or(&crate::model::Program::default(), |s| &s.values),
+            switches.map_or(&none, |s| &s.values),
+            m.n_states,
+            q_len + q_extra,
+            p
+        ),
+        codegen::function(
+            "model_switch_args",
+            switches.map_or(&none, |s| &s.args),
             m.n_states,
             q_len + q_extra,
             p
