@@ -227,7 +227,8 @@ output whole = floor(cp)
         let mut v = [0.0; 2];
         sw.values.run(1.0, &y, &params, &[], &mut regs, &mut v);
         assert_eq!(v, [1.0, 2.0]); // cp = 100 / 35
-                                   // The arguments: cp - 2 of the comparison, none (NaN) of the floor.
+
+        // The arguments: cp - 2 of the comparison, none (NaN) of the floor.
         let mut a = [0.0; 2];
         sw.args.run(1.0, &y, &params, &[], &mut regs, &mut a);
         assert_eq!(a[0], 100.0 / 35.0 - 2.0);

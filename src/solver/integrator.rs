@@ -17,10 +17,11 @@ use super::{
 /// Interior points of an accepted step, besides its end, where the switches are compared
 /// with their modes (a change and its reversal inside one step shows only there); the
 /// kernels' alike (`N_PROBES`, `EVENT_PROBE(i)` in CUDA, `event_probe(i)` in WGSL).
-/// A located change's narrowing bisects after this many steps in a row that did not halve
-/// its bracket (`locate_change`; the kernels' alike).
-pub const SLOW_STEPS: u32 = 3;
 pub const EVENT_PROBES: [f64; 3] = [0.25, 0.5, 0.75];
+
+/// A located change's narrowing bisects after this many steps in a row that did not halve
+/// its bracket (`locate_change`; the kernels' alike, `SLOW_STEPS`).
+pub const SLOW_STEPS: u32 = 3;
 
 /// Evaluates `$body` with `$n` bound to `$dim`, in a copy where it is a constant for systems of
 /// up to 8 components (most PK models with their AUC states), so that the compiler unrolls and
