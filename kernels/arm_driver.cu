@@ -281,6 +281,10 @@ struct Arm : Sub {
         #pragma unroll
         for (int j = 0; j < NS; j++) x[j] = y[j];
         ss_begin();
+        // The model's time in the iterations is that of the interval before 0.
+#if TIME_SHIFT
+        q[T_SLOT] = -SS_II;
+#endif
         for (unsigned cycle = 0; cycle < SS_MAX_CYCLES; cycle++) {
             #pragma unroll
             for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }
@@ -319,6 +323,9 @@ struct Arm : Sub {
                 for (int a = 0; a < NA; a++) y[NS + a] = 0;
                 h_prop = 0;
                 ln_err_prev = log(STEP_ERR_PREV_MIN);
+#if TIME_SHIFT
+                q[T_SLOT] = (real)0;
+#endif
                 return true;
             }
         }
@@ -551,6 +558,9 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     model_prepare(S.q);
 #if NSW > 0
     S.q[MODE_BASE + NSW] = (real)0;
+#endif
+#if TIME_SHIFT
+    S.q[T_SLOT] = (real)0;
 #endif
     S.subj_scale = scale[i];
 #if HAS_OCCASIONS || OWN_STOPS

@@ -99,6 +99,9 @@ struct Rec : Sub {
     // Back from the scratch rounds: the model states set to (mode 1) or increased by (mode 2)
     // ss_x.
     FI void settle(unsigned mode) {
+#if TIME_SHIFT
+        q[T_SLOT] = (real)0;
+#endif
         #pragma unroll
         for (int j = 0; j < NY; j++) y[j] = save_y[j];
         #pragma unroll
@@ -121,6 +124,11 @@ struct Rec : Sub {
             cycle = 0;
             phase = 1;
             restart();
+            // The model's time in the rounds is that of the interval before the dose (save_t,
+            // the time of the start before the instruction).
+#if TIME_SHIFT
+            q[T_SLOT] = save_t - ii;
+#endif
         }
         for (;;) {
             while (wi < n) {
@@ -140,11 +148,11 @@ struct Rec : Sub {
         }
     }
 
-    // A constant input `rate` into state s to steady state, as `Cpu::steady_infusion`: spans
-    // doubling from 1 (phase 2) until one changes the state by no more than the noise level,
-    // then iterations over that span as over a dosing interval (phase 3), the span doubling
-    // again where a mode is too slow to tell from noise over it.
-    FI bool steady_infusion(unsigned s, real rate) {
+    // A constant input `rate` into state s to steady state at time at_t, as
+    // `Cpu::steady_infusion`: spans doubling from 1 (phase 2) until one changes the state by no
+    // more than the noise level, then iterations over that span as over a dosing interval
+    // (phase 3), the span doubling again where a mode is too slow to tell from noise over it.
+    FI bool steady_infusion(unsigned s, real rate, real at_t) {
         if (phase == 0u) {
             isolate();
             #pragma unroll
@@ -156,6 +164,10 @@ struct Rec : Sub {
             apply_input(3u, s, rate);
         }
         for (;;) {
+            // The span ends, to the model, at the instruction's time.
+#if TIME_SHIFT
+            q[T_SLOT] = at_t - span;
+#endif
             if (!at(t_cur, span)) return false;
             if (phase == 2u) {
                 const real change = ss_take_change(ss_x);
@@ -218,7 +230,7 @@ struct Rec : Sub {
                 if (!steady_state(in + 4, (unsigned)a, b, (unsigned)c)) return status == 0u;
                 ip += (unsigned)c;
             } else if (op == 8u) {
-                if (!steady_infusion((unsigned)a, b)) return status == 0u;
+                if (!steady_infusion((unsigned)a, b, c)) return status == 0u;
             } else {
                 return fail((unsigned)a);
             }
@@ -269,6 +281,9 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     S.ln_err_prev = log(STEP_ERR_PREV_MIN);
     S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;
     S.load_params(0);
+#if TIME_SHIFT
+    S.q[T_SLOT] = (real)0;
+#endif
     S.run(arm + (size_t)first * 4, len, out);
     c[0] = S.status; c[1] = S.n_acc; c[2] = S.n_rej; c[3] = S.n_rhs; c[4] = S.n_jac;
 }

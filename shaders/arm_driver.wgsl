@@ -360,9 +360,11 @@ fn ss_advance(te: real) -> bool {
     return true;
 }
 
-// The state at 0; false while suspended (or failed, status set).
+// The state at 0; false while suspended (or failed, status set). The model's time in the
+// iterations is that of the interval before 0 (q[T_SLOT] = −SS_II; set again on resuming).
 fn steady_start() -> bool {
     let d = ss_dose();
+    if (TIME_SHIFT) { q[T_SLOT] = -SS_II; }
     if (ss_phase == 0u) {
         for (var j = 0u; j < NS; j++) { ss_x[j] = y[j]; }
         ss_begin();
@@ -396,6 +398,7 @@ fn steady_start() -> bool {
             t_cur = -1.0;
             step_i = 0u;
             ss_phase = 2u;
+            if (TIME_SHIFT) { q[T_SLOT] = 0.0; }
             return true;
         }
         ss_cycle++;

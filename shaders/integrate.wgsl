@@ -25,7 +25,10 @@
 // `q` holds a subject's parameters (NP) and, after them, what the generated `model_prepare`
 // computes from them alone: wherever the parameters are loaded, model_prepare follows. With
 // switches located (NSW > 0, events = "locate"), their modes follow from MODE_BASE, then
-// whether they are held (N_NQ in all).
+// whether they are held; then, where the model reads its time and the kernel finds steady
+// states (TIME_SHIFT), q[T_SLOT]: what the model's time is ahead of the integration's (N_NQ in
+// all). A steady state's iterations integrate an interval from 0 that is, to the model, the
+// one before the dose (the CPU reference's `WithQuadrature::t_shift`).
 
 {{SIZES}}
 {{TABLEAUS}}
@@ -903,6 +906,8 @@ fn shrink_before_stretch(t: real, snap_to: real) -> bool {
 // locate_change) and the CUDA kernel's: the switches of the states (model_switches) are held
 // at their modes, q[MODE_BASE + k], while q[MODE_BASE + NSW] is 1.
 fn hold_modes(sw: array<real, {{N_NSW}}>) {
+    // (q[MODE_BASE] may be the time shift where there are no switches.)
+    if (NSW == 0u) { return; }
     for (var k = 0u; k < NSW; k++) { q[MODE_BASE + k] = sw[k]; }
     q[MODE_BASE + NSW] = 1.0;
 }
@@ -1035,6 +1040,7 @@ fn integrate(t0: real, t1: real) -> u32 {
 
 // Lets the switches go for the rest of an integration (MAX_EVENTS changes located).
 fn let_switches_go() {
+    if (NSW == 0u) { return; }
     sw_phase = 2u;
     q[MODE_BASE + NSW] = 0.0;
 }

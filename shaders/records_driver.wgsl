@@ -15,8 +15,8 @@
 //   5 params      parameter set a of the subject
 //   6 output      record a's outputs at time b
 //   7 steady      mode a (1 set, 2 add), interval b; the c next instructions are the
-//                 window's inputs
-//   8 infusion    steady state of a constant input b into state a
+//                 window's inputs (a start, 0, gives the dose's time first)
+//   8 infusion    steady state of a constant input b into state a (at time c)
 //   9 fail        status a
 
 // Accepted steps are not observed: records report outputs at their times only (so this
@@ -116,6 +116,7 @@ fn isolate() {
 
 // Back from the scratch cycles: the model states set to (mode 1) or increased by (mode 2) ss_x.
 fn settle(mode: u32) {
+    if (TIME_SHIFT) { q[T_SLOT] = 0.0; }
     y = save_y;
     rates = save_rates;
     t_cur = save_t;
@@ -136,6 +137,8 @@ fn next_round() -> bool {
 }
 
 // Instruction `at` (mode, interval, window length): true when the steady state is reached.
+// The model's time in the cycles is that of the interval before the dose (save_t, the time
+// the start before the instruction set): q[T_SLOT] = save_t − ii, set again on resuming.
 fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
     if (phase == 0u) {
         isolate();
@@ -145,6 +148,7 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
         phase = 1u;
         restart();
     }
+    if (TIME_SHIFT) { q[T_SLOT] = save_t - ii; }
     loop {
         while (wi < n_window) {
             let o = (at + 1u + wi) * 4u;
@@ -166,11 +170,11 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
     return false;
 }
 
-// A constant input `rate` into state s to steady state, as `Cpu::steady_infusion`: spans
-// doubling from 1 (phase 2) until one changes the state by no more than the noise level, then
-// iterations over that span as over a dosing interval (phase 3), the span doubling again where a
-// mode is too slow to tell from noise over it.
-fn steady_infusion(s: u32, rate: real) -> bool {
+// A constant input `rate` into state s to steady state at time at_t, as `Cpu::steady_infusion`:
+// spans doubling from 1 (phase 2) until one changes the state by no more than the noise level,
+// then iterations over that span as over a dosing interval (phase 3), the span doubling again
+// where a mode is too slow to tell from noise over it.
+fn steady_infusion(s: u32, rate: real, at_t: real) -> bool {
     if (phase == 0u) {
         isolate();
         for (var j = 0u; j < NS; j++) { ss_x[j] = y[j]; }
@@ -181,6 +185,8 @@ fn steady_infusion(s: u32, rate: real) -> bool {
         rates[s] = rate;
     }
     loop {
+        // The span ends, to the model, at the instruction's time.
+        if (TIME_SHIFT) { q[T_SLOT] = at_t - span_ss; }
         if (!advance_to(span_ss)) { return false; }
         if (phase == 2u) {
             let change = ss_take_change();
@@ -254,7 +260,7 @@ fn run_program() {
             if (!steady_state(base + ip, u32(a), b, u32(c))) { return; }
             ip += u32(c);
         } else if (op == 8u) {
-            if (!steady_infusion(u32(a), b)) { return; }
+            if (!steady_infusion(u32(a), b, c)) { return; }
         } else {
             status = u32(a);
             return;

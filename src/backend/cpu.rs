@@ -17,6 +17,10 @@ pub struct WithQuadrature<M> {
     pub model: M,
     /// Current zero-order input rate into each model state.
     pub rates: Vec<f64>,
+    /// What the model's own time is ahead of the integration's (0 but in a steady state's
+    /// iterations, which integrate an interval from 0 that ends at the dose's time:
+    /// `crate::backend::records`): every evaluation of the model reads `t + t_shift`.
+    pub t_shift: f64,
     n: usize,
     n_out: usize,
     /// The output each quadrature state integrates.
@@ -80,6 +84,7 @@ impl<M: OdeSystem + OutputEval> WithQuadrature<M> {
             pattern,
             model,
             rates: vec![0.0; n],
+            t_shift: 0.0,
             n,
             n_out,
             all,
@@ -135,6 +140,7 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     }
 
     fn rhs(&mut self, t: f64, y: &[f64], dy: &mut [f64]) {
+        let t = t + self.t_shift;
         let n = self.n;
         // The outputs kept from a Jacobian serve only the ∂f/∂t taken next at the same point,
         // never across a change of the model's parameters (a later occasion), which comes
@@ -164,6 +170,7 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     }
 
     fn jacobian(&mut self, t: f64, y: &[f64], jac: &mut [f64]) {
+        let t = t + self.t_shift;
         let (n, m) = (self.n, self.dim());
         self.model.jacobian(t, &y[..n], &mut self.jac_model);
         if !self.quad.is_empty() {
@@ -189,6 +196,7 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     }
 
     fn switch_values(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        let t = t + self.t_shift;
         self.model.switch_values(t, &y[..self.n], out)
     }
 
@@ -197,6 +205,7 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     }
 
     fn switch_args(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        let t = t + self.t_shift;
         self.model.switch_args(t, &y[..self.n], out)
     }
 
@@ -207,6 +216,7 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     /// The model block's rows are the model's own nonzeros (the quadrature columns are
     /// zero), then each quadrature row's: its output's gradient where it can be nonzero.
     fn jacobian_nonzeros(&mut self, t: f64, y: &[f64], vals: &mut [f64]) -> bool {
+        let t = t + self.t_shift;
         let n = self.n;
         let Some((nm, has_quad)) = self.nonzeros.as_ref().map(|(nm, q)| (*nm, !q.is_empty()))
         else {
@@ -227,6 +237,7 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
     }
 
     fn dfdt(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
+        let t = t + self.t_shift;
         let n = self.n;
         let (out_model, out_auc) = out.split_at_mut(n);
         self.model.dfdt(t, &y[..n], out_model);

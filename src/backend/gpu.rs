@@ -466,6 +466,106 @@ pub fn kernel_switches(
     switches.filter(|s| !s.is_empty() && method.is_adaptive())
 }
 
+/// Whether any program a kernel evaluates reads the model's time itself (`t`).
+pub fn reads_time(m: &ModelPrograms, sw: Option<&crate::model::switches::Switches>) -> bool {
+    let has = |p: &crate::model::Program| {
+        p.instrs
+            .iter()
+            .any(|op| matches!(op, crate::model::Op::Time))
+    };
+    [
+        &m.rhs,
+        &m.jacobian,
+        &m.dfdt,
+        &m.outputs,
+        &m.output_jacobian,
+        &m.output_dfdt,
+    ]
+    .into_iter()
+    .chain(sw.into_iter().flat_map(|s| [&s.values, &s.args]))
+    .any(has)
+}
+
+/// `p` reading the model's time as `t + q[MODE_BASE + slot]` (`crate::model::Op::Slot(slot)`): the time
+/// shift of a steady state's iterations, which integrate an interval from 0 that is, to the
+/// model, the one before the dose (the CPU reference's `WithQuadrature::t_shift`). The sum is
+/// the CPU's, so that f64 kernels keep its bits.
+pub fn time_shifted(p: &crate::model::Program, slot: u32) -> crate::model::Program {
+    if !p
+        .instrs
+        .iter()
+        .any(|op| matches!(op, crate::model::Op::Time))
+    {
+        return p.clone();
+    }
+    let with_origins = p.origins.len() == p.instrs.len();
+    let mut out = crate::model::Program::default();
+    let mut map: Vec<u32> = Vec::with_capacity(p.instrs.len());
+    for (i, op) in p.instrs.iter().enumerate() {
+        let mut push = |op: crate::model::Op| {
+            out.instrs.push(op);
+            if with_origins {
+                out.origins.push(p.origins[i]);
+            }
+            (out.instrs.len() - 1) as u32
+        };
+        let r = if matches!(op, crate::model::Op::Time) {
+            let t = push(crate::model::Op::Time);
+            let shift = push(crate::model::Op::Slot(slot));
+            push(crate::model::Op::Add(t, shift))
+        } else {
+            push(op.map_args(|a| map[a as usize]))
+        };
+        map.push(r);
+    }
+    out.results = p.results.iter().map(|r| map[*r as usize]).collect();
+    out
+}
+
+/// `m` with every program a kernel evaluates reading the time shifted ([`time_shifted`]).
+pub fn time_shifted_programs(m: &ModelPrograms, slot: u32) -> ModelPrograms {
+    ModelPrograms {
+        rhs: time_shifted(&m.rhs, slot),
+        jacobian: time_shifted(&m.jacobian, slot),
+        dfdt: time_shifted(&m.dfdt, slot),
+        outputs: time_shifted(&m.outputs, slot),
+        output_jacobian: time_shifted(&m.output_jacobian, slot),
+        output_dfdt: time_shifted(&m.output_dfdt, slot),
+        ..m.clone()
+    }
+}
+
+/// Where a kernel keeps, after the parameters and what `model_prepare` computes from them
+/// (`q_len` values), its further values of `q`: the switches' modes and whether they are held
+/// (`nsw` + 1 with switches), then the time shift of steady states where the kernel needs one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QSlots {
+    /// The first further value (MODE_BASE); 0 where there are none, so that code that reads
+    /// them, never run, indexes within q.
+    pub base: usize,
+    /// How many further values.
+    pub extra: usize,
+    /// The time shift's slot from `base` (`Op::Slot`), where there is one.
+    pub time: Option<u32>,
+}
+
+impl QSlots {
+    pub fn new(q_len: usize, nsw: usize, time_shift: bool) -> QSlots {
+        let modes = if nsw > 0 { nsw + 1 } else { 0 };
+        let extra = modes + usize::from(time_shift);
+        QSlots {
+            base: if extra > 0 { q_len } else { 0 },
+            extra,
+            time: time_shift.then_some(modes as u32),
+        }
+    }
+
+    /// The time shift's index in q (0 where there is none: never written then).
+    pub fn time_index(&self) -> usize {
+        self.time.map_or(0, |k| self.base + k as usize)
+    }
+}
+
 /// `m` with every program the integration evaluates reading `sw`'s switches from their modes
 /// (`Switches::modal`), the outputs included: the kernels' `outs` evaluates them with the
 /// modes let go, for the metrics, as the CPU reference's outputs.
@@ -819,16 +919,19 @@ pub fn records_data(
                 Op::Reset => [4.0, 0.0, 0.0, 0.0],
                 Op::Params(k) => [5.0, *k as f64, 0.0, 0.0],
                 Op::Output(j, t) => [6.0, *j as f64, *t, 0.0],
-                Op::SteadyState(mode, ii, window) => {
+                Op::SteadyState(mode, t, ii, window) => {
+                    // The time first (a start): the steady state's iterations are, to the
+                    // model, the interval before it.
+                    d.prog.extend_from_slice(&[0.0, *t, 0.0, 0.0]);
                     d.prog
                         .extend_from_slice(&[7.0, f64::from(*mode), *ii, window.len() as f64]);
                     for w in window {
                         d.prog.extend_from_slice(&input(w));
                     }
-                    instrs += 1 + window.len();
+                    instrs += 2 + window.len();
                     continue;
                 }
-                Op::SteadyInfusion(s, rate) => [8.0, *s as f64, *rate, 0.0],
+                Op::SteadyInfusion(s, t, rate) => [8.0, *s as f64, *rate, *t],
                 Op::Fail(st) => [9.0, f64::from(*st as u8), 0.0, 0.0],
             };
             d.prog.extend_from_slice(&w);

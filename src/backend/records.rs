@@ -384,10 +384,19 @@ trait Engine {
     fn apply(&mut self, state: usize, input: Input);
     /// The model states become (`mode` 1) or are increased by (`mode` 2) the steady state of
     /// the inputs `window` repeated every `ii`, found from the current model states (mode 1)
-    /// or from zero (mode 2). Time, inputs and other states are left as they are.
-    fn steady_state(&mut self, mode: u8, ii: f64, window: &[TimedInput]) -> Result<(), Status>;
-    /// The model states become the steady state of a constant input `rate` into `state`.
-    fn steady_infusion(&mut self, state: usize, rate: f64) -> Result<(), Status>;
+    /// or from zero (mode 2), at time `t` (the model's time in the iterations runs over the
+    /// interval before it, from `t − ii` to `t`). Time, inputs and other states are left as
+    /// they are.
+    fn steady_state(
+        &mut self,
+        mode: u8,
+        t: f64,
+        ii: f64,
+        window: &[TimedInput],
+    ) -> Result<(), Status>;
+    /// The model states become the steady state at time `t` of a constant input `rate` into
+    /// `state` (the model's time in each span of the iterations ends at `t`).
+    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status>;
     /// The outputs after record `j`, at time `t`.
     fn output(&mut self, j: usize, t: f64);
 }
@@ -518,7 +527,7 @@ impl<'m, E: Engine> Sim<'m, E> {
         let state = r.cmt as usize - 1;
         if ss > 0 && r.ii == 0.0 {
             // A steady-state infusion: AMT 0, RATE > 0.
-            return self.engine.steady_infusion(state, r.rate);
+            return self.engine.steady_infusion(state, self.t, r.rate);
         }
         let mut dosing = self.dosing[state];
         if let Some(lag) = lag {
@@ -527,7 +536,7 @@ impl<'m, E: Engine> Sim<'m, E> {
         let dose = Dose::resolve(r, &dosing)?;
         if ss > 0 {
             let (window, tail) = dose.steady_state_inputs(r.ii);
-            self.engine.steady_state(ss, r.ii, &window)?;
+            self.engine.steady_state(ss, self.t, r.ii, &window)?;
             for (at, state, kind) in tail {
                 if at <= 0.0 {
                     if let Input::Rate(_) = kind {
@@ -681,6 +690,7 @@ impl<'m> Cpu<'m> {
         let y = self.y.clone();
         let r = f(self);
         self.sys.rates = rates;
+        self.sys.t_shift = 0.0;
         self.y = y;
         r
     }
@@ -782,7 +792,13 @@ impl Engine for Cpu<'_> {
         }
     }
 
-    fn steady_state(&mut self, mode: u8, ii: f64, window: &[TimedInput]) -> Result<(), Status> {
+    fn steady_state(
+        &mut self,
+        mode: u8,
+        t: f64,
+        ii: f64,
+        window: &[TimedInput],
+    ) -> Result<(), Status> {
         let n = self.model.n_states();
         let mut x = if mode == 1 {
             self.y[..n].to_vec()
@@ -790,6 +806,8 @@ impl Engine for Cpu<'_> {
             vec![0.0; n]
         };
         self.isolated(|cpu| {
+            // Each interval from 0 to ii is, to the model, the one from t − ii to t.
+            cpu.sys.t_shift = t - ii;
             let mut iterations = SsIterations::new(false);
             for _ in 0..SS_MAX_CYCLES as usize {
                 cpu.restart(&x);
@@ -816,13 +834,15 @@ impl Engine for Cpu<'_> {
         Ok(())
     }
 
-    fn steady_infusion(&mut self, state: usize, rate: f64) -> Result<(), Status> {
+    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status> {
         let n = self.model.n_states();
         let mut x = self.y[..n].to_vec();
         self.isolated(|cpu| {
             let run = |cpu: &mut Self, x: &[f64], span: f64| {
                 cpu.restart(x);
                 cpu.sys.rates[state] = rate;
+                // The span from 0 is, to the model, the one that ends at t.
+                cpu.sys.t_shift = t - span;
                 integrate_to(cpu, &mut 0.0, span)
             };
             // Spans doubling from 1 until one changes the state by no more than the noise
@@ -1032,10 +1052,10 @@ pub enum Op {
     Params(usize),
     /// Record j's outputs, at time t.
     Output(usize, f64),
-    /// See the engine's `steady_state`: mode, interval, inputs of one interval.
-    SteadyState(u8, f64, Vec<TimedInput>),
-    /// A constant input into a state to steady state.
-    SteadyInfusion(usize, f64),
+    /// See the engine's `steady_state`: mode, time, interval, inputs of one interval.
+    SteadyState(u8, f64, f64, Vec<TimedInput>),
+    /// A constant input into a state to steady state: state, time, rate.
+    SteadyInfusion(usize, f64, f64),
     /// The subject fails here with this status.
     Fail(Status),
 }
@@ -1080,14 +1100,20 @@ impl Engine for Recorder {
     fn apply(&mut self, state: usize, input: Input) {
         self.program.ops.push(Op::Apply(state, input));
     }
-    fn steady_state(&mut self, mode: u8, ii: f64, window: &[TimedInput]) -> Result<(), Status> {
+    fn steady_state(
+        &mut self,
+        mode: u8,
+        t: f64,
+        ii: f64,
+        window: &[TimedInput],
+    ) -> Result<(), Status> {
         self.program
             .ops
-            .push(Op::SteadyState(mode, ii, window.to_vec()));
+            .push(Op::SteadyState(mode, t, ii, window.to_vec()));
         Ok(())
     }
-    fn steady_infusion(&mut self, state: usize, rate: f64) -> Result<(), Status> {
-        self.program.ops.push(Op::SteadyInfusion(state, rate));
+    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status> {
+        self.program.ops.push(Op::SteadyInfusion(state, t, rate));
         Ok(())
     }
     fn output(&mut self, j: usize, t: f64) {
@@ -1145,8 +1171,8 @@ pub fn run_program(
                 cpu.output(*j, *t);
                 Ok(())
             }
-            Op::SteadyState(mode, ii, window) => cpu.steady_state(*mode, *ii, window),
-            Op::SteadyInfusion(s, rate) => cpu.steady_infusion(*s, *rate),
+            Op::SteadyState(mode, t, ii, window) => cpu.steady_state(*mode, *t, *ii, window),
+            Op::SteadyInfusion(s, t, rate) => cpu.steady_infusion(*s, *t, *rate),
             Op::Fail(st) => Err(*st),
         };
         if let Err(st) = r {
@@ -1186,6 +1212,7 @@ pub fn steady_state_start(
     let mut cpu = Cpu::new(model, solver, 0);
     cpu.set_params(params);
     cpu.reset();
-    cpu.steady_state(1, ii, &window)?;
+    // The doses before the arm's start at 0: the model's time runs from −ii to 0.
+    cpu.steady_state(1, 0.0, ii, &window)?;
     Ok((cpu.y[..model.n_states()].to_vec(), tail, cpu.stats))
 }

@@ -612,9 +612,10 @@ impl<L: Launcher> Host<L> {
 // The records kernel reads its index where it writes its counters.
 const _: () = assert!(INDEX_STRIDE == COUNTERS);
 
+/// The instructions an op takes beyond its own: a steady state's start (its time) and window.
 fn window_len(op: &Op) -> usize {
     match op {
-        Op::SteadyState(_, _, w) => w.len(),
+        Op::SteadyState(_, _, _, w) => 1 + w.len(),
         _ => 0,
     }
 }

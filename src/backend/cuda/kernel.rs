@@ -190,6 +190,24 @@ fn source(
         None => m,
     };
     let records = driver == Driver::Records;
+    // A steady state's iterations (an arm's steady-state start, a record's SS) shift the time
+    // the model reads, where it reads it: its programs read `t + q[T_SLOT]`.
+    let n_sw = switches.map_or(0, |s| s.len());
+    let time_shift =
+        (records || driver.arm_settings().ss_start) && crate::backend::gpu::reads_time(m, switches);
+    let time_slot = crate::backend::gpu::QSlots::new(0, n_sw, time_shift).time;
+    let shifted;
+    let m = match time_slot {
+        Some(k) => {
+            shifted = crate::backend::gpu::time_shifted_programs(m, k);
+            &shifted
+        }
+        None => m,
+    };
+    let shift = |prog: &crate::model::Program| match time_slot {
+        Some(k) => crate::backend::gpu::time_shifted(prog, k),
+        None => prog.clone(),
+    };
     // Stopping points of each subject's own: jumps in time that move with the parameters.
     let own_stops = !records && m.time_jumps.moves_with_params();
     if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
@@ -205,18 +223,18 @@ fn source(
     let z = KernelSizes::new(m, metrics);
     let ny = z.ny();
     // The parameters, then the values model_prepare computes from them, then the switches'
-    // modes and whether they are held.
+    // modes and whether they are held, then the time shift.
     let q_len = crate::backend::hoist::q_len(m);
-    let n_sw = switches.map_or(0, |s| s.len());
+    let slots = crate::backend::gpu::QSlots::new(q_len, n_sw, time_shift);
     let sizes = format!(
         "#define NLU {lu_len}\n#define NS {}\n#define NP {}\n#define NP1 {}\n#define NO {}\n#define NA {}\n#define NA1 {}\n\
          #define NY {}\n#define NM {}\n#define NM1 {}\n#define NS4 {}\n#define NOS {}\n\
          #define OBSERVE {}\n#define NSW {n_sw}\n#define MODE_BASE {q_len}\n#define MAX_EVENTS {}u\n\
          #define N_PROBES {}\n#define EVENT_PROBE(i) ({})\n#define SW_REACH {}\n\
-         #define SLOW_STEPS {}u\n",
+         #define SLOW_STEPS {}u\n#define TIME_SHIFT {}\n#define T_SLOT {}\n",
         z.ns,
         z.np,
-        (q_len + if n_sw > 0 { n_sw + 1 } else { 0 }).max(1),
+        (q_len + slots.extra).max(1),
         z.no,
         z.na,
         z.na.max(1),
@@ -237,6 +255,8 @@ fn source(
         // The states the switches read: the dense output's components a change is looked for on.
         switches.map_or(0, |s| s.reach()),
         crate::solver::integrator::SLOW_STEPS,
+        u8::from(time_shift),
+        slots.time_index(),
     );
     let step = step_code(method, Lang::Cuda, ny);
     let real = super::codegen::real_type(p);
@@ -301,8 +321,8 @@ fn source(
                     Some(sw) => format!(
                         "{}\n{}\n{}",
                         codegen::model_functions(m, p),
-                        codegen::function("model_switches", &sw.values, p),
-                        codegen::function("model_switch_args", &sw.args, p)
+                        codegen::function("model_switches", &shift(&sw.values), p),
+                        codegen::function("model_switch_args", &shift(&sw.args), p)
                     ),
                     None => codegen::model_functions(m, p),
                 },

@@ -158,6 +158,23 @@ fn source(
         None => m,
     };
     let nsw = switches.map_or(0, |s| s.len());
+    // A steady state's iterations (an arm's steady-state start, a record's SS) shift the time
+    // the model reads, where it reads it: its programs read `t + q[T_SLOT]`.
+    let time_shift = (driver == Driver::Records || driver.arm_settings().ss_start)
+        && crate::backend::gpu::reads_time(m, switches);
+    let time_slot = crate::backend::gpu::QSlots::new(0, nsw, time_shift).time;
+    let shifted;
+    let m = match time_slot {
+        Some(k) => {
+            shifted = crate::backend::gpu::time_shifted_programs(m, k);
+            &shifted
+        }
+        None => m,
+    };
+    let shift = |prog: &crate::model::Program| match time_slot {
+        Some(k) => crate::backend::gpu::time_shifted(prog, k),
+        None => prog.clone(),
+    };
     // W's factorisation, and the programs it is generated with (the Jacobian's structurally
     // nonzero entries alone where W is factorised sparsely).
     let (programs, w_code, lu_len) = crate::backend::wsparse::kernel_w(m, Lang::Wgsl);
@@ -175,10 +192,11 @@ fn source(
         Driver::Arm { ss, .. } => (ARM_DRIVER_WGSL, arm_carry(&z, ss.is_some(), nsw)),
     };
     // The parameters, then what model_prepare computes from them; with switches, their modes
-    // and whether they are held (MODE_BASE: the first; 0 where there are none, so that the
-    // code that reads them, never run, indexes within q).
+    // and whether they are held, then the time shift (MODE_BASE: the first of these; 0 where
+    // there are none, so that the code that reads them, never run, indexes within q).
     let q_len = crate::backend::hoist::q_len(m);
-    let (mode_base, q_extra) = if nsw > 0 { (q_len, nsw + 1) } else { (0, 0) };
+    let slots = crate::backend::gpu::QSlots::new(q_len, nsw, time_shift);
+    let (mode_base, q_extra) = (slots.base, slots.extra);
     let sizes = format!(
         "const NS: u32 = {}u;\nconst NP: u32 = {}u;\nconst NO: u32 = {}u;\nconst NA: u32 = {}u;\n\
          const NY: u32 = {}u;\n\
@@ -188,7 +206,8 @@ fn source(
          const HAS_OCCASIONS: bool = {};\nconst OWN_STOPS: bool = {own_stops};\n\
          const NSW: u32 = {nsw}u;\nconst MODE_BASE: u32 = {mode_base}u;\n\
          const MAX_EVENTS: u32 = {}u;\nconst SW_REACH: u32 = {}u;\n\
-         const SLOW_STEPS: u32 = {}u;\n",
+         const SLOW_STEPS: u32 = {}u;\nconst TIME_SHIFT: bool = {time_shift};\n\
+         const T_SLOT: u32 = {}u;\n",
         z.ns,
         z.np,
         z.no,
@@ -206,6 +225,7 @@ fn source(
         // The states the switches read: the dense output's components a change is looked for on.
         switches.map_or(0, |s| s.reach()),
         crate::solver::integrator::SLOW_STEPS,
+        slots.time_index(),
     );
     // The output each AUC quadrature integrates, and the quadrature of an output that has one.
     let quad = quadrature_outputs(metrics);
@@ -229,14 +249,14 @@ fn source(
         "{funcs}\n{}\n{}",
         codegen::function(
             "model_switches",
-            switches.map_or(&none, |s| &s.values),
+            &switches.map_or(none.clone(), |s| shift(&s.values)),
             m.n_states,
             q_len + q_extra,
             p
         ),
         codegen::function(
             "model_switch_args",
-            switches.map_or(&none, |s| &s.args),
+            &switches.map_or(none, |s| shift(&s.args)),
             m.n_states,
             q_len + q_extra,
             p

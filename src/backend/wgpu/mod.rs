@@ -676,7 +676,7 @@ mod integrate {
             .iter()
             .flat_map(|p| &p.ops)
             .map(|op| match op {
-                Op::SteadyState(_, _, w) => w.len(),
+                Op::SteadyState(_, _, _, w) => w.len(),
                 _ => 0,
             })
             .max()
@@ -1031,7 +1031,8 @@ mod integrate {
                     .ops
                     .iter()
                     .map(|op| match op {
-                        Op::SteadyState(_, _, w) => 1 + w.len(),
+                        // A start (the time), the instruction and its window.
+                        Op::SteadyState(_, _, _, w) => 2 + w.len(),
                         _ => 1,
                     })
                     .sum();
