@@ -335,3 +335,50 @@ fn wgpu_kernels_shift_the_time_of_steady_states() {
         }
     }
 }
+
+/// `vpop check` and `vpop run` note a steady state of a model that reads its time (an arm
+/// that starts at steady state, an SS record of a `[data]` dataset), and nothing for a model
+/// that does not read it.
+#[test]
+fn a_steady_state_of_a_model_that_reads_its_time_is_noted() {
+    use vpop::trial::Trial;
+    let dir = temp_dir("note");
+    std::fs::write(dir.join("forced.vpm"), MODEL).unwrap();
+    std::fs::write(
+        dir.join("plain.vpm"),
+        "param k = 0.2\nstate c\nd/dt(c) = -k * c\noutput cp = c\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("records.csv"), RECORDS).unwrap();
+    let arm = "[[arm]]\nname = \"daily\"\n\
+               dose = { amount = 100, into = \"c\", every = 24, count = 2, steady_state = true }\n\
+               [simulation]\nend = 48\n[output]\ndir = \"out\"\nmetrics = [\"auc\"]\n";
+    let data = "[data]\nfile = \"records.csv\"\n[simulation]\n[output]\ndir = \"out\"\n";
+    let spec = |model: &str, design: &str| {
+        // A [data] trial's subjects are its dataset's.
+        let n = if design.contains("[[arm]]") {
+            "subjects = 2\n"
+        } else {
+            ""
+        };
+        format!("[trial]\nname = \"ss\"\n{n}seed = 1\n[model]\nfile = \"{model}\"\n{design}")
+    };
+    let note = |model: &str, design: &str| {
+        let t = Trial::from_text(&dir.join("spec.toml"), &spec(model, design)).unwrap();
+        t.jump_notes().join("\n")
+    };
+    let notes = note("forced.vpm", arm);
+    assert!(
+        notes.contains("the model reads its time t and arm \"daily\" starts at steady state"),
+        "{notes}"
+    );
+    let notes = note("forced.vpm", data);
+    assert!(
+        notes.contains("the model reads its time t and the dataset's SS = 1 record at TIME 30"),
+        "{notes}"
+    );
+    for (model, design) in [("plain.vpm", arm), ("plain.vpm", data)] {
+        assert!(!note(model, design).contains("reads its time"), "{model}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -300,7 +300,44 @@ impl Trial {
             .jump_notes(&defaults, self.events())
             .into_iter()
             .chain(area_jump_note(programs, &defaults, metrics, self.events()))
+            .chain(self.steady_state_time_note())
             .collect()
+    }
+
+    /// The note for steady states of a model that reads its time `t`: the doses before the
+    /// steady state see the times before it, which is the steady state itself only where
+    /// the model's change with time repeats every dosing interval (docs/nonmem.md, "Steady
+    /// states of models that read their time"). `None` without such a steady state.
+    pub fn steady_state_time_note(&self) -> Option<String> {
+        if !crate::backend::gpu::reads_time(&self.compiled.programs, None) {
+            return None;
+        }
+        let where_ = match &self.data {
+            Some(d) => d
+                .dataset
+                .subjects
+                .iter()
+                .flat_map(|s| &s.records)
+                .find(|r| r.ss > 0)
+                .map(|r| format!("the dataset's SS = {} record at TIME {}", r.ss, r.time))?,
+            None => {
+                let (arm, line) = self.arms.iter().find_map(|a| {
+                    let l = a.plan.regimen.lines.iter().find(|l| l.steady_state)?;
+                    Some((a, l))
+                })?;
+                format!(
+                    "arm {:?} starts at steady state (a dose every {})",
+                    arm.plan.name, line.interval
+                )
+            }
+        };
+        Some(format!(
+            "the model reads its time t and {where_}: the earlier doses see the times of the \
+             interval before the steady-state dose, repeated, which is the steady state itself \
+             where the model's change with time repeats every dosing interval (a 24-hour cycle \
+             and a dose every 24 h) and an approximation where it does not (docs/nonmem.md, \
+             \"Steady states of models that read their time\")"
+        ))
     }
 
     /// What the integration does at a jump with the states (`[simulation] events`).
