@@ -3,8 +3,8 @@
 //! of a model with a 24-hour cycle starts from the cycle's phase at T, and the model's time in
 //! an arm's steady-state start runs up to 0. On the CPU reference against closed forms of a
 //! one-compartment model with an input that follows a cosine over the day, or grows
-//! exponentially; on the WGSL kernels (lavapipe) and the CUDA kernels (emulated on the host)
-//! against the CPU reference.
+//! exponentially; on the WGSL kernels (lavapipe) and the CUDA kernels (on a device, else
+//! emulated on the host) against the CPU reference.
 
 // Without a GPU backend compiled in, only the CPU tests remain.
 #![cfg_attr(
@@ -293,18 +293,25 @@ fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
     gave
 }
 
+/// On a CUDA device where there is one, else through the host emulation of the kernels.
 #[cfg(feature = "cuda")]
 #[test]
-fn emulated_cuda_kernels_shift_the_time_of_steady_states() {
-    use vpop::backend::cuda::EmulatedCuda;
+fn cuda_kernels_shift_the_time_of_steady_states() {
+    use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
     use vpop::backend::Precision;
     for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-9), (Precision::F32, 1e-6, 1e-4)] {
-        match EmulatedCuda::new(Arc::new(model().1), p) {
-            Ok(mut b) => {
-                gpu_agrees(&mut b, rtol, tol);
-            }
-            Err(e) => println!("SKIPPED: {e}"),
-        }
+        let model = Arc::new(model().1);
+        let mut b: Box<dyn Backend> = match CudaBackend::new(model.clone(), p) {
+            Ok(b) => Box::new(b),
+            Err(_) => match EmulatedCuda::new(model, p) {
+                Ok(b) => Box::new(b),
+                Err(e) => {
+                    println!("SKIPPED: no CUDA device and no host emulation ({e})");
+                    return;
+                }
+            },
+        };
+        gpu_agrees(b.as_mut(), rtol, tol);
     }
 }
 
