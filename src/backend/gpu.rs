@@ -535,6 +535,51 @@ pub fn time_shifted_programs(m: &ModelPrograms, slot: u32) -> ModelPrograms {
     }
 }
 
+/// The programs a kernel's model functions are generated from: the model's, with the switches
+/// it locates read from their modes ([`modal_programs`]) and, in a kernel that finds steady
+/// states (`driver`: a records kernel, or an arm's steady-state start) of a model that reads
+/// its time, that time shifted ([`time_shifted`]).
+pub struct KernelPrograms<'a> {
+    pub programs: std::borrow::Cow<'a, ModelPrograms>,
+    /// The located switches' values and arguments (`model_switches`, `model_switch_args`).
+    pub switches: Option<(crate::model::Program, crate::model::Program)>,
+    /// How many switches are located.
+    pub nsw: usize,
+    /// Whether the programs read `t + q[T_SLOT]` ([`QSlots`]).
+    pub time_shift: bool,
+}
+
+impl<'a> KernelPrograms<'a> {
+    pub fn new(
+        m: &'a ModelPrograms,
+        switches: Option<&crate::model::switches::Switches>,
+        driver: Driver,
+    ) -> KernelPrograms<'a> {
+        use std::borrow::Cow;
+        let nsw = switches.map_or(0, |s| s.len());
+        let steady = driver == Driver::Records || driver.arm_settings().ss_start;
+        let time_shift = steady && reads_time(m, switches);
+        let slot = QSlots::new(0, nsw, time_shift).time;
+        let shift = |p: &crate::model::Program| match slot {
+            Some(k) => time_shifted(p, k),
+            None => p.clone(),
+        };
+        let mut programs = match switches {
+            Some(sw) => Cow::Owned(modal_programs(m, sw)),
+            None => Cow::Borrowed(m),
+        };
+        if let Some(k) = slot {
+            programs = Cow::Owned(time_shifted_programs(&programs, k));
+        }
+        KernelPrograms {
+            programs,
+            switches: switches.map(|sw| (shift(&sw.values), shift(&sw.args))),
+            nsw,
+            time_shift,
+        }
+    }
+}
+
 /// Where a kernel keeps, after the parameters and what `model_prepare` computes from them
 /// (`q_len` values), its further values of `q`: the switches' modes and whether they are held
 /// (`nsw` + 1 with switches), then the time shift of steady states where the kernel needs one.

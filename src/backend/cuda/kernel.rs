@@ -180,34 +180,13 @@ fn source(
     p: Precision,
     switches: Option<&Switches>,
 ) -> Result<String, String> {
+    // Switches located: the integration's programs read them from their modes; a steady
+    // state's iterations (an arm's steady-state start, a record's SS) shift the time the model
+    // reads, where it reads it: its programs read `t + q[T_SLOT]`.
     let switches = crate::backend::gpu::kernel_switches(switches, method);
-    let modal;
-    let m = match switches {
-        Some(sw) => {
-            modal = crate::backend::gpu::modal_programs(m, sw);
-            &modal
-        }
-        None => m,
-    };
+    let kp = crate::backend::gpu::KernelPrograms::new(m, switches, driver);
+    let (m, n_sw, time_shift) = (&*kp.programs, kp.nsw, kp.time_shift);
     let records = driver == Driver::Records;
-    // A steady state's iterations (an arm's steady-state start, a record's SS) shift the time
-    // the model reads, where it reads it: its programs read `t + q[T_SLOT]`.
-    let n_sw = switches.map_or(0, |s| s.len());
-    let time_shift =
-        (records || driver.arm_settings().ss_start) && crate::backend::gpu::reads_time(m, switches);
-    let time_slot = crate::backend::gpu::QSlots::new(0, n_sw, time_shift).time;
-    let shifted;
-    let m = match time_slot {
-        Some(k) => {
-            shifted = crate::backend::gpu::time_shifted_programs(m, k);
-            &shifted
-        }
-        None => m,
-    };
-    let shift = |prog: &crate::model::Program| match time_slot {
-        Some(k) => crate::backend::gpu::time_shifted(prog, k),
-        None => prog.clone(),
-    };
     // Stopping points of each subject's own: jumps in time that move with the parameters.
     let own_stops = !records && m.time_jumps.moves_with_params();
     if let Some(x) = metrics.iter().find(|x| x.output >= m.n_outputs.max(1)) {
@@ -317,12 +296,12 @@ fn source(
             ("TABLEAUS", TABLEAUS_CUH),
             (
                 "MODEL",
-                &match switches {
-                    Some(sw) => format!(
+                &match &kp.switches {
+                    Some((values, args)) => format!(
                         "{}\n{}\n{}",
                         codegen::model_functions(m, p),
-                        codegen::function("model_switches", &shift(&sw.values), p),
-                        codegen::function("model_switch_args", &shift(&sw.args), p)
+                        codegen::function("model_switches", values, p),
+                        codegen::function("model_switch_args", args, p)
                     ),
                     None => codegen::model_functions(m, p),
                 },

@@ -147,34 +147,12 @@ fn source(
             x.column, x.output, m.n_outputs
         ));
     }
-    // Switches located: the integration's programs read them from their modes.
+    // Switches located: the integration's programs read them from their modes; a steady
+    // state's iterations (an arm's steady-state start, a record's SS) shift the time the model
+    // reads, where it reads it: its programs read `t + q[T_SLOT]`.
     let switches = crate::backend::gpu::kernel_switches(switches, method);
-    let modal;
-    let m = match switches {
-        Some(sw) => {
-            modal = crate::backend::gpu::modal_programs(m, sw);
-            &modal
-        }
-        None => m,
-    };
-    let nsw = switches.map_or(0, |s| s.len());
-    // A steady state's iterations (an arm's steady-state start, a record's SS) shift the time
-    // the model reads, where it reads it: its programs read `t + q[T_SLOT]`.
-    let time_shift = (driver == Driver::Records || driver.arm_settings().ss_start)
-        && crate::backend::gpu::reads_time(m, switches);
-    let time_slot = crate::backend::gpu::QSlots::new(0, nsw, time_shift).time;
-    let shifted;
-    let m = match time_slot {
-        Some(k) => {
-            shifted = crate::backend::gpu::time_shifted_programs(m, k);
-            &shifted
-        }
-        None => m,
-    };
-    let shift = |prog: &crate::model::Program| match time_slot {
-        Some(k) => crate::backend::gpu::time_shifted(prog, k),
-        None => prog.clone(),
-    };
+    let kp = crate::backend::gpu::KernelPrograms::new(m, switches, driver);
+    let (m, nsw, time_shift) = (&*kp.programs, kp.nsw, kp.time_shift);
     // W's factorisation, and the programs it is generated with (the Jacobian's structurally
     // nonzero entries alone where W is factorised sparsely).
     let (programs, w_code, lu_len) = crate::backend::wsparse::kernel_w(m, Lang::Wgsl);
@@ -249,14 +227,14 @@ fn source(
         "{funcs}\n{}\n{}",
         codegen::function(
             "model_switches",
-            &switches.map_or(none.clone(), |s| shift(&s.values)),
+            kp.switches.as_ref().map_or(&none, |s| &s.0),
             m.n_states,
             q_len + q_extra,
             p
         ),
         codegen::function(
             "model_switch_args",
-            &switches.map_or(none, |s| shift(&s.args)),
+            kp.switches.as_ref().map_or(&none, |s| &s.1),
             m.n_states,
             q_len + q_extra,
             p
