@@ -819,15 +819,19 @@ struct Sub {
         // Narrowed by the Illinois method on the argument of the switch that changed (its
         // sign changes where the switch does), as the CPU reference's: points kept inside the
         // bracket, a bisection where the argument is not finite or keeps its sign across it
-        // and after SLOW_STEPS steps in a row that did not halve it. The arrays are indexed by
-        // constants alone (pick), so that they stay in registers.
-        real a_lo[NSW], a_hi[NSW], a_x[NSW];
-        dense_reach(lo);
-        model_switch_args(fmin(lo, tl), dense_v, q, a_lo);
-        dense_reach(hi);
-        model_switch_args(fmin(hi, tl), dense_v, q, a_hi);
+        // and after SLOW_STEPS steps in a row that did not halve it. Only that switch's
+        // arguments at the bracket's ends are kept (fa, fb; read with constant indices alone,
+        // pick, so that the arguments stay in registers): where another switch is found to
+        // change first, its argument at lo is evaluated there again, the same value the CPU
+        // reference keeps for it, rather than every switch's argument kept at both ends.
+        real a_x[NSW];
         int k = first_changed(past);
-        real fa = pick(a_lo, k), fb = pick(a_hi, k);
+        dense_reach(lo);
+        model_switch_args(fmin(lo, tl), dense_v, q, a_x);
+        real fa = pick(a_x, k);
+        dense_reach(hi);
+        model_switch_args(fmin(hi, tl), dense_v, q, a_x);
+        real fb = pick(a_x, k);
         // 1: hi moved last, -1: lo did (Illinois halves the value kept twice).
         int side = 0;
         unsigned slow = 0u;
@@ -848,26 +852,23 @@ struct Sub {
             if (j >= 0) {
                 hi = x;
                 #pragma unroll
-                for (int i = 0; i < NSW; i++) {
-                    past[i] = sw[i];
-                    a_hi[i] = a_x[i];
-                }
+                for (int i = 0; i < NSW; i++) past[i] = sw[i];
                 if (j != k) {
                     // Another switch changes before: its argument from here on.
                     k = j;
-                    fa = pick(a_lo, k);
-                    fb = pick(a_hi, k);
+                    fb = pick(a_x, k);
+                    dense_reach(lo);
+                    model_switch_args(fmin(lo, tl), dense_v, q, a_x);
+                    fa = pick(a_x, k);
                     side = 0;
                 } else {
-                    fb = pick(a_hi, k);
+                    fb = pick(a_x, k);
                     if (side == 1) fa *= (real)0.5;
                     side = 1;
                 }
             } else {
                 lo = x;
-                #pragma unroll
-                for (int i = 0; i < NSW; i++) a_lo[i] = a_x[i];
-                fa = pick(a_lo, k);
+                fa = pick(a_x, k);
                 if (side == -1) fb *= (real)0.5;
                 side = -1;
             }

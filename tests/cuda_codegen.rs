@@ -742,3 +742,66 @@ fn located_event_kernels_compile_with_nvrtc() {
     let src = arm_source_located(progs, Method::Tsit5, &[], driver, Precision::F32, None).unwrap();
     assert!(src.contains("#define NSW 0"));
 }
+
+/// Located kernels of a model with 1 to 16 switches (thresholds of one state, `c > th_i`),
+/// Tsit5 with AUC and Cmax: every one compiles with NVRTC and keeps nothing in local memory in
+/// its PTX; where ptxas is at hand, its registers and spills are printed, and up to 8 switches
+/// neither precision spills (ptxas sm_90 on the CPU machine, 2026-12-06: registers f32 82, 92,
+/// 105, 141 and f64 150, 164, 190, 254 for 1, 4, 8 and 16 switches, f64 spilling 8 / 8 bytes
+/// at 16; docs/gpu.md, "Event location").
+#[test]
+fn located_kernels_with_many_switches_keep_to_registers() {
+    use vpop::backend::cuda::kernel::arm_source_located;
+    use vpop::backend::gpu::Driver;
+    use vpop::metrics::{Metric, MetricSpec};
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    let ptxas = ptxas();
+    for n in [1usize, 4, 8, 16] {
+        let mut src = String::from("param k = 0.1\n");
+        for i in 1..=n {
+            src += &format!("param th{i} = {i}\n");
+        }
+        src += "state c\nd/dt(c) = -k * c - 0.01 * (0";
+        for i in 1..=n {
+            src += &format!(" + (c > th{i})");
+        }
+        src += ") * c\noutput cp = c\n";
+        let m = Model::parse("switches", &src).unwrap();
+        let c = vpop::model::CompiledModel::new(&m);
+        assert_eq!(c.n_switches(), n);
+        let metrics: Vec<MetricSpec> = ["auc", "cmax"]
+            .iter()
+            .map(|x| MetricSpec::new(0, "cp", Metric::parse(x).unwrap()))
+            .collect();
+        let driver = Driver::Arm {
+            ss: None,
+            resets: false,
+            occasions: false,
+        };
+        for p in [Precision::F32, Precision::F64] {
+            let src = arm_source_located(
+                &c.programs,
+                Method::Tsit5,
+                &metrics,
+                driver,
+                p,
+                Some(c.switches()),
+            )
+            .unwrap();
+            let what = format!("{n} switches {p:?}");
+            let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(local_depot_bytes(&ptx), 0, "{what}: local memory");
+            if let Some(x) = &ptxas {
+                let (r, st, ss, sl) = ptxas_report(x, &ptx, &format!("switches-{n}-{p:?}"));
+                println!("{what}: {r} registers, stack frame {st} bytes, spills {ss} / {sl} bytes");
+                if n <= 8 {
+                    assert_eq!((st, ss, sl), (0, 0, 0), "{what}: spills");
+                }
+            }
+        }
+    }
+}

@@ -736,3 +736,93 @@ fn cuda_or_emulated(
         }
     }
 }
+
+/// Two switches of one state a hundredth apart (`c > 2`, `c > 2.01`, the first declared first):
+/// a falling concentration crosses the second before the first, so that a step holding both
+/// changes narrows first on the first switch's argument and then finds the second changing
+/// before it. The emulated f64 CUDA kernel gives the CPU reference's metrics bit for bit, and
+/// the WGSL kernels agree within 1e-9 (f64) and 1e-4 (f32).
+#[test]
+fn a_switch_changing_before_the_one_narrowed_on_takes_over() {
+    const TWO: &str = "
+param k = 0.3
+param th1 = 2
+param th2 = 2.01
+state c
+d/dt(c) = -k * c - 0.05 * ((c > th1) + (c > th2)) * c
+output cp = c
+output high = (c > th1) + (c > th2)
+";
+    let m = Model::parse("two", TWO).unwrap();
+    let model = Arc::new(CompiledModel::new(&m));
+    assert_eq!(model.n_switches(), 2);
+    let metric =
+        |o: usize, name: &str| MetricSpec::new(o, &m.outputs[o].name, Metric::parse(name).unwrap());
+    let a = ArmPlan {
+        name: "a".into(),
+        regimen: Regimen {
+            lines: vec![DoseLine::boluses(0, 10.0, 24.0, 4)],
+        },
+        metrics: vec![
+            metric(0, "auc"),
+            metric(0, "cmin"),
+            metric(1, "auc"),
+            metric(0, "at(30)"),
+        ],
+        end: 96.0,
+        sample_times: Vec::new(),
+        solver: SolverOptions {
+            method: Method::Tsit5,
+            rtol: 1e-10,
+            atol: 1e-12,
+            events: Events::Locate,
+            ..Default::default()
+        },
+        occasions: Vec::new(),
+    };
+    let params: Vec<Vec<f64>> = vec![vec![0.1, 0.2, 0.3, 0.5], vec![2.0; 4], vec![2.01; 4]];
+    let want = common::run(&mut CpuBackend::new(model.clone()), &a, &params);
+    assert!(want.status.iter().all(|s| *s == 0));
+    // The time above both thresholds: (ln(10/2.01)) / (k + 0.1) of the first dose's decline,
+    // as a check that the located changes are those of the model.
+    let k = 0.1;
+    let first = (10.0f64 / 2.01).ln() / (k + 0.1);
+    assert!(
+        want.metrics[2][0] > 2.0 * first * 0.999,
+        "{}",
+        want.metrics[2][0]
+    );
+    #[cfg(feature = "cuda")]
+    {
+        use vpop::backend::cuda::EmulatedCuda;
+        use vpop::backend::Precision;
+        match EmulatedCuda::new(model.clone(), Precision::F64) {
+            Ok(mut b) => {
+                let got = common::run(&mut b, &a, &params);
+                common::assert_same_bits(&got, &want, "emulated CUDA f64");
+            }
+            Err(e) => println!("SKIPPED: {e}"),
+        }
+    }
+    #[cfg(feature = "wgpu")]
+    {
+        use vpop::backend::wgpu::WgpuBackend;
+        use vpop::backend::Precision;
+        for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-9), (Precision::F32, 1e-6, 1e-4)] {
+            let mut a = a.clone();
+            a.solver.rtol = rtol;
+            a.solver.atol = rtol * 1e-2;
+            let want = common::run(&mut CpuBackend::new(model.clone()), &a, &params);
+            match WgpuBackend::new(model.clone(), p) {
+                Ok(mut b) => {
+                    let got = common::run(&mut b, &a, &params);
+                    let diff = common::worst_difference(&a, &got, &want);
+                    println!("wgpu {p:?}: {diff:.1e} against the CPU");
+                    assert!(diff <= tol, "wgpu {p:?}: {diff}");
+                    assert!(got.status.iter().all(|s| *s == 0));
+                }
+                Err(e) => println!("SKIPPED: {e}"),
+            }
+        }
+    }
+}
