@@ -466,13 +466,15 @@ pub fn kernel_switches(
     switches.filter(|s| !s.is_empty() && method.is_adaptive())
 }
 
+/// Whether program `p` reads the model's time itself (`t`).
+fn program_reads_time(p: &crate::model::Program) -> bool {
+    p.instrs
+        .iter()
+        .any(|op| matches!(op, crate::model::Op::Time))
+}
+
 /// Whether any program a kernel evaluates reads the model's time itself (`t`).
 pub fn reads_time(m: &ModelPrograms, sw: Option<&crate::model::switches::Switches>) -> bool {
-    let has = |p: &crate::model::Program| {
-        p.instrs
-            .iter()
-            .any(|op| matches!(op, crate::model::Op::Time))
-    };
     [
         &m.rhs,
         &m.jacobian,
@@ -483,19 +485,15 @@ pub fn reads_time(m: &ModelPrograms, sw: Option<&crate::model::switches::Switche
     ]
     .into_iter()
     .chain(sw.into_iter().flat_map(|s| [&s.values, &s.args]))
-    .any(has)
+    .any(program_reads_time)
 }
 
-/// `p` reading the model's time as `t + q[MODE_BASE + slot]` (`crate::model::Op::Slot(slot)`): the time
+/// `p` reading the model's time as `t + q[MODE_BASE + slot]` (`Op::Slot(slot)`): the time
 /// shift of a steady state's iterations, which integrate an interval from 0 that is, to the
 /// model, the one before the dose (the CPU reference's `WithQuadrature::t_shift`). The sum is
 /// the CPU's, so that f64 kernels keep its bits.
 pub fn time_shifted(p: &crate::model::Program, slot: u32) -> crate::model::Program {
-    if !p
-        .instrs
-        .iter()
-        .any(|op| matches!(op, crate::model::Op::Time))
-    {
+    if !program_reads_time(p) {
         return p.clone();
     }
     let with_origins = p.origins.len() == p.instrs.len();
