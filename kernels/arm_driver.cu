@@ -172,9 +172,11 @@ struct Arm : Sub {
 
 #if SS_START
     // The arm starts at steady state (src/dosing DoseLine::steady_state): administration
-    // SS_ADMIN (nominal time 0) repeated every SS_II forever before 0. The doses of that
-    // line before 0 are administrations too ("tail" events: j = 1 … n_tail intervals before
-    // 0), of which only the inputs after 0 count; an infusion running at 0 starts at 0.
+    // SS_ADMIN (nominal time s in [0, SS_II), the line's first dose) repeated every SS_II
+    // forever before. As its start s + lag is taken for the lag of a dose at 0, the doses of
+    // that line before s are administrations too ("tail" events: j = 1 … n_tail intervals
+    // before SS_ADMIN), of which only the inputs after 0 count; an infusion running at 0
+    // starts at 0.
     unsigned n_tail;
 
     // The steady-state dose: its lag (start), duration, bolus amount or rate, state, and
@@ -341,7 +343,7 @@ struct Arm : Sub {
 #if HAS_RESETS
         real n0 = a < m->n_admin ? arm[a * 5] : (real)0;
 #if SS_START
-        if (a >= m->n_admin) n0 = -(real)(a - m->n_admin + 1) * SS_II;
+        if (a >= m->n_admin) n0 = arm[SS_ADMIN * 5] - (real)(a - m->n_admin + 1) * SS_II;
 #endif
         for (unsigned l = 0; l < m->n_lines; l++) {
             unsigned b, e;

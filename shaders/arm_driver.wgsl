@@ -206,11 +206,12 @@ fn admin_event(i: u32) -> Event {
 }
 
 // A steady-state start (SS_START; src/dosing DoseLine::steady_state): administration SS_ADMIN
-// (nominal time 0) repeated every SS_II forever before 0. The state at 0 is found by the CPU
-// reference's iterations (src/backend/records.rs), within the dispatch budget (a subject can be
-// suspended inside them); the doses of that line before 0 are events too ("tail" events: the
-// dose j = 1 … n_tail intervals before 0), of which only the inputs after 0 count, an infusion
-// running at 0 starting at 0.
+// (nominal time s in [0, SS_II), the line's first dose) repeated every SS_II forever before.
+// The state at 0 is found by the CPU reference's iterations (src/backend/records.rs), within
+// the dispatch budget (a subject can be suspended inside them), its start s + lag taken for the
+// lag of a dose at 0; the doses of that line before s are events too ("tail" events: the dose
+// j = 1 … n_tail intervals before SS_ADMIN), of which only the inputs after 0 count, an
+// infusion running at 0 starting at 0.
 // 0 not started, 1 iterating, 2 done (or no steady-state start).
 var<private> ss_phase: u32;
 var<private> ss_cycle: u32;
@@ -416,7 +417,9 @@ fn steady_start() -> bool {
 // Resets (HAS_RESETS): an event of a dose given before a reset, due at or after it, is
 // cancelled (src/dosing Administration::Reset).
 fn nominal_of(a: u32) -> real {
-    if (SS_START && a >= meta_.n_admin) { return -real(a - meta_.n_admin + 1u) * SS_II; }
+    if (SS_START && a >= meta_.n_admin) {
+        return arm[SS_ADMIN * 5u] - real(a - meta_.n_admin + 1u) * SS_II;
+    }
     return arm[a * 5u];
 }
 

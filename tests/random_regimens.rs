@@ -153,10 +153,12 @@ fn make_case(rng: &mut Rng, n_params: usize) -> Case {
     if variant == 1 {
         let l = &mut lines[0];
         l.steady_state = true;
-        l.start = 0.0;
         if l.count == 1 {
             l.interval = rng.grid(4.0, 24.0, 0.5);
         }
+        // Its start within its first interval (at 0 in a third of them): the doses before it,
+        // every interval back, give the state at 0.
+        l.start %= l.interval;
     }
     let last = lines
         .iter()
@@ -421,7 +423,9 @@ impl Exact {
             };
             for k in -past..l.count as i64 {
                 let nominal = l.start + l.interval * k as f64;
-                let q = &p[occasion_of(nominal)];
+                // The doses before a steady-state line's first take its dosing values, as an
+                // SS = 1 record's implied doses take those in force at the record.
+                let q = &p[occasion_of(nominal.max(l.start))];
                 let (lag, f) = if l.state == 0 {
                     (q[TLAG], q[FDEP])
                 } else {
@@ -921,6 +925,10 @@ fn coverage(cases: &[(Case, Expected)]) -> Vec<(&'static str, usize)> {
         (
             "a start at steady state",
             count(&|a| admin(a, &|l| l.steady_state)),
+        ),
+        (
+            "a steady-state line starting after 0",
+            count(&|a| admin(a, &|l| l.steady_state && l.start > 0.0)),
         ),
         ("occasions", count(&|a| !a.occasions.is_empty())),
         (

@@ -1,7 +1,8 @@
 //! Arms that start at steady state (`steady_state = true` on a dose line, or SS = 1 at time 0
 //! in an arm's records): on the CPU reference against closed forms of a one-compartment IV
 //! model (a bolus, and an infusion longer than the dosing interval whose previous infusion is
-//! still running at the start); on the WGSL kernels (lavapipe) and the CUDA kernels (emulated
+//! still running at the start; lines whose first dose comes after 0; a reset cancelling what
+//! the doses before 0 still had to give); on the WGSL kernels (lavapipe) and the CUDA kernels (emulated
 //! on the host) against the CPU reference, with an oral dose whose lag is longer than the
 //! interval too, and resumed from any dispatch budget.
 
@@ -189,6 +190,107 @@ fn a_reset_after_a_steady_state_start_empties_the_body() {
     close(m[5], auc, 1e-8, "AUC(18, 36)");
 }
 
+/// A steady-state line whose first dose comes after 0 (at 5 h, every 12 h): the arm starts
+/// from the steady state of the doses at −7, −19, … h, so from 0 to 5 h the concentration is
+/// that of a dose 7 to 12 h old, and the dose at 5 h continues the same periodic profile. A
+/// bolus (closed form), and an 18-hour infusion, of which the one started at −7 h still runs
+/// at 0 (superposition of every earlier infusion).
+#[test]
+fn a_steady_state_line_may_start_after_0() {
+    let (k, s) = (CL / V, 5.0);
+    let r = (-k * II).exp();
+    let mut a = arm(
+        Administration::Bolus,
+        &[
+            "at(0)",
+            "at(3)",
+            "auc(0, 5)",
+            "auc(5, 17)",
+            "cmax",
+            "at(20)",
+            "ctrough",
+        ],
+    );
+    a.regimen.lines[0].start = s;
+    a.regimen.lines[0].count = 3;
+    a.end = 3.0 * II;
+    let m = simulate(&a);
+    // A dose `age` hours old, at steady state.
+    let c = |age: f64| DOSE / V * (-k * age).exp() / (1.0 - r);
+    close(m[0], c(II - s), 1e-8, "C(0)");
+    close(m[1], c(II - s + 3.0), 1e-8, "C(3)");
+    let auc = DOSE / (V * k * (1.0 - r)) * ((-k * (II - s)).exp() - (-k * II).exp());
+    close(m[2], auc, 1e-8, "AUC(0, 5)");
+    close(
+        m[3],
+        DOSE / CL,
+        1e-8,
+        "AUC over the interval from the first dose",
+    );
+    close(m[4], c(0.0), 1e-8, "Cmax");
+    close(m[5], c(20.0 - 17.0), 1e-8, "C(20)");
+    // The trough before the last dose (29 h).
+    close(m[6], c(II), 1e-8, "Ctrough");
+
+    let dur = 18.0;
+    let mut a = arm(
+        Administration::InfusionDuration(dur),
+        &["at(0)", "at(3)", "at(9)", "auc(5, 17)", "at(30)"],
+    );
+    a.regimen.lines[0].start = s;
+    a.regimen.lines[0].count = 3;
+    a.end = 3.0 * II;
+    let m = simulate(&a);
+    let c = |t: f64| {
+        (0..4000)
+            .map(|j| infusion(dur, s + 2.0 * II - (j as f64) * II, t))
+            .sum::<f64>()
+    };
+    for (i, t) in [0.0, 3.0, 9.0].into_iter().enumerate() {
+        close(m[i], c(t), 1e-8, &format!("infusion C({t})"));
+    }
+    close(m[3], DOSE / CL, 1e-8, "infusion AUC over the interval");
+    close(m[4], c(30.0), 1e-8, "infusion C(30)");
+}
+
+/// A reset cancels what the infusions given before a steady-state start still had to give: 40-
+/// hour infusions every 12 h from steady state, a reset at 18 h, then a dose at 24 h. The
+/// infusion started at −12 h ran until 28 h; after the reset its end must not take its rate off
+/// the infusion started at 24 h. The same with the line starting at 5 h.
+#[test]
+fn a_reset_cancels_the_infusions_given_before_a_steady_state_start() {
+    let dur = 40.0;
+    for s in [0.0, 5.0] {
+        let mut a = arm(
+            Administration::InfusionDuration(dur),
+            &["at(20)", "at(30)", "at(36)"],
+        );
+        a.regimen.lines[0].start = s;
+        a.regimen.lines[0].count = 3;
+        a.regimen.lines.push(DoseLine::reset(18.0));
+        a.end = 3.0 * II;
+        let m = simulate(&a);
+        // After the reset only the dose at s + 24 h is left.
+        let last = s + 2.0 * II;
+        let want = |t: f64| infusion(dur, last, t);
+        let what = |t: f64| format!("C({t}), line from {s}");
+        close(m[0], want(20.0), 1e-8, &what(20.0));
+        close(m[1], want(30.0), 1e-8, &what(30.0));
+        close(m[2], want(36.0), 1e-8, &what(36.0));
+    }
+}
+
+/// A steady-state line starts within its first interval: one at or after `every` is refused.
+#[test]
+fn a_steady_state_line_starting_after_its_interval_is_refused() {
+    let mut a = arm(Administration::Bolus, &["auc"]);
+    a.regimen.lines[0].start = II;
+    let e = a.regimen.validate(1).unwrap_err();
+    assert!(e.to_string().contains("start < every"), "{e}");
+    a.regimen.lines[0].start = II - 0.5;
+    a.regimen.validate(1).unwrap();
+}
+
 /// A steady-state line in an arm's records (SS = 1 at time 0) is the same arm as the line.
 #[test]
 fn records_with_ss_start_the_arm_at_steady_state() {
@@ -302,6 +404,12 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
             .iter()
             .map(|x| MetricSpec::new(0, "cp", Metric::parse(x).unwrap()))
             .collect();
+        arms.push(a.clone());
+        // The lines starting after 0 (at 5 h and at 0.5 h).
+        a.regimen.lines[0].start = 0.5;
+        arms.push(a);
+        let mut a = arms[0].clone();
+        a.regimen.lines[0].start = 5.0;
         arms.push(a);
     } else {
         for admin in [
@@ -317,6 +425,16 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
         let mut a = arms[1].clone();
         a.regimen.lines.push(DoseLine::reset(18.0));
         arms.push(a);
+        // 40-hour infusions: the reset cancels the end of the one started at −12 h.
+        let mut a = arms[2].clone();
+        a.regimen.lines[0].administration = Administration::InfusionDuration(40.0);
+        arms.push(a);
+        // The lines starting at 5 h (the doses before it at −7, −19, … h).
+        for i in 0..arms.len() {
+            let mut a = arms[i].clone();
+            a.regimen.lines[0].start = 5.0;
+            arms.push(a);
+        }
     }
     let n = 6;
     let params: Vec<Vec<f64>> = if oral {
@@ -356,9 +474,10 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
             }
         }
         println!(
-            "{} {:?}{}: worst {worst:.2e}",
+            "{} {:?} from {}{}: worst {worst:.2e}",
             b.info().name,
             a.regimen.lines[0].administration,
+            a.regimen.lines[0].start,
             if a.regimen.lines.len() > 1 {
                 ", reset"
             } else {

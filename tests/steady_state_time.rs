@@ -1,7 +1,7 @@
 //! Steady states of models that read their time (`t`): the doses repeated forever before the
 //! dose's time T see the model's time of the interval before T, so a steady-state dose at T
 //! of a model with a 24-hour cycle starts from the cycle's phase at T, and the model's time in
-//! an arm's steady-state start runs up to 0. On the CPU reference against closed forms of a
+//! an arm's steady-state start runs up to 0 (with the line's first dose at 0 or later). On the CPU reference against closed forms of a
 //! one-compartment model with an input that follows a cosine over the day, or grows
 //! exponentially; on the WGSL kernels (lavapipe) and the CUDA kernels (on a device, else
 //! emulated on the host) against the CPU reference.
@@ -142,6 +142,46 @@ fn an_arms_steady_state_sees_the_time_before_0() {
     close(out.metrics[1], want, 1e-8, "cp(5)");
 }
 
+/// The same two inputs with the line's first dose at 5 h (the doses before it at −7, −19, …
+/// h for a 12-hour interval, −19, −43, … for a 24-hour one). Under the cycle, cp(t) is
+/// cycle(t) plus D e^(−k·age)/(1 − r), the age of the last dose being t − s + ii before the
+/// dose at s and t − s after it; under the growing input, x(0) = (D e^(−k(ii − s)) + e (1 −
+/// e^(−(k+b) ii))/(k + b))/(1 − r), then cp(t) = x(0) e^(−kt) + e (e^(bt) − e^(−kt))/(k + b)
+/// until s.
+#[test]
+fn an_arm_whose_steady_state_line_starts_after_0_sees_its_doses_times() {
+    let (_, c) = model();
+    let s = 5.0;
+    let mut a = arm(24.0, &["at(0)", "at(3)", "at(8)", "at(20)"]);
+    a.regimen.lines[0].start = s;
+    let mut integ = Integrator::new(a.solver.method, 1);
+    let out = simulate_arm_subject(&c, &params(A, 0.0), 1.0, &a, &mut integ);
+    assert_eq!(out.status, Status::Ok);
+    let r = (-K * 24.0).exp();
+    for (m, t) in [0.0, 3.0, 8.0, 20.0].iter().enumerate() {
+        let age = if *t < s { t - s + 24.0 } else { t - s };
+        let want = cycle(*t) + DOSE * (-K * age).exp() / (1.0 - r);
+        close(out.metrics[m], want, 1e-8, &format!("cycle: cp({t})"));
+    }
+    let (ii, e) = (12.0, 2.0);
+    let mut a = arm(ii, &["at(0)", "at(3)"]);
+    a.regimen.lines[0].start = s;
+    let out = simulate_arm_subject(&c, &params(0.0, e), 1.0, &a, &mut integ);
+    assert_eq!(out.status, Status::Ok);
+    let r = (-K * ii).exp();
+    let x0 =
+        (DOSE * (-K * (ii - s)).exp() + e * (1.0 - (-(K + B) * ii).exp()) / (K + B)) / (1.0 - r);
+    for (m, t) in [0.0, 3.0].iter().enumerate() {
+        let want = x0 * (-K * t).exp() + e * ((B * t).exp() - (-K * t).exp()) / (K + B);
+        close(
+            out.metrics[m],
+            want,
+            1e-8,
+            &format!("growing input: cp({t})"),
+        );
+    }
+}
+
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vpop-ss-time-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -256,8 +296,14 @@ fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
     let _ = std::fs::remove_dir_all(&r._dir);
     // Arms, two subjects each.
     let model = r.model.clone();
-    for (ii, a, e) in [(24.0, A, 0.0), (12.0, 0.0, 2.0)] {
-        let mut plan = arm(ii, &["auc", "cmax", "cmin", "at(0)", "at(5)"]);
+    for (ii, a, e, start) in [
+        (24.0, A, 0.0, 0.0),
+        (12.0, 0.0, 2.0, 0.0),
+        (24.0, A, 0.0, 5.0),
+        (12.0, 0.0, 2.0, 5.0),
+    ] {
+        let mut plan = arm(ii, &["auc", "cmax", "cmin", "at(0)", "at(5)", "at(3)"]);
+        plan.regimen.lines[0].start = start;
         plan.solver = solver(rtol);
         let p = [params(a, e), params(0.8 * a, 1.5 * e)];
         let cols: Vec<Vec<f64>> = (0..p[0].len()).map(|k| vec![p[0][k], p[1][k]]).collect();
@@ -287,7 +333,7 @@ fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
                 );
             }
         }
-        println!("{name} arm every {ii} h: worst {worst:.2e}");
+        println!("{name} arm every {ii} h from {start}: worst {worst:.2e}");
         gave.extend(gpu.metrics);
     }
     gave

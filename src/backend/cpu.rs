@@ -573,16 +573,21 @@ fn simulate_arm_subject_sharing(
     // inputs of the earlier doses that reach past 0.
     let mut ss_stats = Stats::default();
     if let Some(line) = arm.regimen.lines.iter().find(|l| l.steady_state) {
-        let Ok(dose) = line.resolve(amount_scale, &bound.state_dosing()[line.state]) else {
+        // The dosing values of the occasion the line's first dose falls in, as its own.
+        let occasion = occasions.iter().take_while(|o| **o <= line.start).count();
+        let dosing = match occasion {
+            0 => bound.state_dosing(),
+            k => model.bind(&later[k - 1]).state_dosing(),
+        };
+        let Ok(dose) = line.resolve(amount_scale, &dosing[line.state]) else {
             return fail(Status::NonFinite);
         };
-        // As given at 0 (an infusion's span as its lag and duration round), as the kernels'.
-        let dose = dose.given_at(0.0).1;
         let start = crate::backend::records::steady_state_start(
             model,
             params,
             line.state,
             &dose,
+            line.start,
             line.interval,
             &arm.solver,
         );
@@ -592,8 +597,14 @@ fn simulate_arm_subject_sharing(
         };
         y0 = x;
         ss_stats = stats;
+        // A reset cancels what those doses, all given before 0, still had to give from then
+        // on (as a dose line's, `Regimen::schedule_occasions`).
+        let first_reset = arm.regimen.reset_times().first().copied();
         for (at, state, input) in tail {
             use crate::backend::records::Input;
+            if first_reset.is_some_and(|r| at >= r) {
+                continue;
+            }
             let kind = match input {
                 Input::Bolus(amount) => EventKind::Bolus { amount },
                 Input::Rate(rate) if rate > 0.0 => EventKind::InfusionStart { rate },

@@ -424,7 +424,8 @@ pub fn param_sets(arm: &ArmPlan) -> usize {
 }
 
 /// The arm's steady-state line, if any, as the kernels see it: the index of its first
-/// administration in [`arm_data`]'s order (nominal time 0) and its interval.
+/// administration in [`arm_data`]'s order (nominal time the line's start, within its first
+/// interval) and its interval.
 pub fn steady_state_admin(arm: &ArmPlan) -> Option<(usize, f64)> {
     let mut first = 0;
     for line in &arm.regimen.lines {

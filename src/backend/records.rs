@@ -1189,22 +1189,28 @@ pub fn run_program(
 
 /// The steady state an arm starts from when a dose line is at steady state
 /// ([`crate::dosing::DoseLine::steady_state`]): from the model's initial state (`params`
-/// bound), the steady state of `dose` into `state` repeated every `ii` forever, found by the
-/// same iterations as SS = 1 on a record. Returns the model states at the dose time, the
-/// inputs of the earlier doses still due at or after it (relative times ≥ 0; an infusion
-/// already running counts from 0) and the work it took.
+/// bound), the state at 0 of `dose` into `state` given at `at` (0 ≤ `at` < `ii`, the line's
+/// first dose) and every `ii` before it forever, found by the same iterations as SS = 1 on a
+/// record. Returns the model states at 0 (before any input due at 0), the inputs of the doses
+/// before `at` still due at or after 0 (times ≥ 0; an infusion already running counts from 0)
+/// and the work it took.
 pub fn steady_state_start(
     model: &CompiledModel,
     params: &[f64],
     state: usize,
     dose: &crate::dosing::ResolvedDose,
+    at: f64,
     ii: f64,
     solver: &SolverOptions,
 ) -> Result<(Vec<f64>, Vec<TimedInput>, Stats), Status> {
+    // As given at `at` (an infusion's span as its start and duration round), as the kernels'
+    // administration: the doses every `ii` before `at` are those of a dose at 0 whose lag
+    // runs from 0 to the start, `at + lag`.
+    let (start, dose) = dose.given_at(at);
     let d = Dose {
         state,
         amount: dose.amount,
-        lag: dose.lag,
+        lag: start,
         rate: if dose.bolus { 0.0 } else { dose.rate },
         duration: if dose.bolus { 0.0 } else { dose.duration },
     };

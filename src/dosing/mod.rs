@@ -41,11 +41,12 @@ pub struct DoseLine {
     pub interval: f64,
     pub count: u32,
     pub administration: Administration,
-    /// The first dose is given at steady state (NONMEM's SS = 1): at `start` the state is the
-    /// steady state of this line's dose repeated every `interval` forever before it, with the
-    /// inputs of those earlier doses that reach past `start` (a long infusion, a lag longer
-    /// than the interval) still to come. The line must start at 0 (the arm starts at steady
-    /// state), and a regimen has at most one such line.
+    /// The arm starts at steady state: this line's dose has been given every `interval`
+    /// forever before its first dose at `start`, so the state at 0 is the steady state of
+    /// those earlier doses (at `start − interval`, `start − 2·interval`, …; NONMEM's SS = 1
+    /// where the line starts at 0), with their inputs that reach past 0 (a long infusion, a
+    /// lag longer than the gap) still to come. The line starts within its first interval
+    /// (0 ≤ `start` < `interval`), and a regimen has at most one such line.
     pub steady_state: bool,
     /// The amount is per unit of the subject's dose scale (the arm's `per` covariate, e.g.
     /// mg/kg): the scale multiplies it. A line without it gives `amount` as it is, whatever the
@@ -267,8 +268,12 @@ impl Regimen {
                 if !(l.interval.is_finite() && l.interval > 0.0) {
                     return err("a steady-state line needs an interval > 0 (every = …)");
                 }
-                if l.start != 0.0 {
-                    return err("a steady-state line starts at 0: the arm starts at steady state");
+                if l.start >= l.interval {
+                    return err(
+                        "a steady-state line starts within its first interval (start < every): \
+                         the arm starts at 0 from the steady state of the doses given every \
+                         `every` before `start`",
+                    );
                 }
                 if self.lines[..i].iter().any(|o| o.steady_state) {
                     return err("only one dose line can be at steady state");

@@ -650,7 +650,7 @@ mod integrate {
                 let d = model.bind(&p).state_dosing()[line.state];
                 line.resolve(scale, &d).map_or(1, |r| {
                     let dur = if r.bolus { 0.0 } else { r.duration };
-                    ((r.lag + dur) / line.interval).ceil().min(1e6) as usize + 1
+                    ((line.start + r.lag + dur) / line.interval).ceil().min(1e6) as usize + 1
                 })
             })
             .max()
