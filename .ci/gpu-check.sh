@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 tests=(cuda_integrate cuda_tuning nonmem_golden steady_state_arm records_arm wgpu_integrate wgpu_integrate_f64
   function_models wgpu_codegen random_regimens trial_run output_shapes late_times events
-  steady_state_time)
+  steady_state_time steady_state_jumps)
 
 # name, time limit (s): in order of importance. The agreement matrices (cuda_f32, cuda_f64)
 # passed on an H200 on 2026-12-04 (docs/benchmarks.md), so what has changed or not run since
@@ -57,6 +57,7 @@ checks=(
   "cuda_records 90"      # record programs (NONMEM golden data) on the device
   "cuda_steady_state 90"
   "cuda_ss_time 60"      # steady states of a model that reads its time: CUDA and Vulkan against the CPU (new)
+  "cuda_ss_jumps 60"     # steady states that stop at the model's jumps in time: CUDA and Vulkan against the CPU (new)
   "cuda_resets 90"
   "wgpu_checks 120"      # the WGSL kernels' speed with and without wgpu's runtime checks, loops kept
   "cuda_tuning 60"       # every tuning agrees with the CPU reference
@@ -225,6 +226,7 @@ one() {
     cuda_steady_state) check "$1" "$2" "$BIN/steady_state_arm" --nocapture ;;
     cuda_resets) check "$1" "$2" "$BIN/records_arm" --nocapture ;;
     cuda_ss_time) check "$1" "$2" "$BIN/steady_state_time" --nocapture ;;
+    cuda_ss_jumps) check "$1" "$2" "$BIN/steady_state_jumps" --nocapture ;;
     metrics_cost) check "$1" "$2" metrics_cost ;;
     run_10M) check "$1" "$2" run_10m 1 lz4 ;;
     run_10M_one_thread) check "$1" "$2" run_10m 1 lz4 --integrators 1 ;;

@@ -297,8 +297,18 @@ struct Arm : Sub {
             for (;;) {
                 real dv = 0;
                 bool bolus = false;
-                const bool more = next_window_input(lag, dur, value, kind, reach, ct, cc, ck, dv, bolus);
-                const real te = more ? ct : SS_II;
+                // The next input (the cursor moves once it is applied), or the model's next
+                // jump in time before it (NEXT_SS_STOP: src/backend/gpu.rs ss_window_stops),
+                // a stopping point of its own.
+                real nt = ct;
+                unsigned nc = cc, nk = ck;
+                const bool more = next_window_input(lag, dur, value, kind, reach, nt, nc, nk, dv, bolus);
+                real te = more ? nt : SS_II;
+                bool jump = false;
+#if N_SS_STOPS
+                const real js = NEXT_SS_STOP(t);
+                if (js < te) { te = js; jump = true; }
+#endif
                 // The one integrator call of the steady-state iterations.
                 if (te - t > SAME_TIME * fmax(fabs(te), (real)1)) {
                     const unsigned st = integrate<false>(t, te);
@@ -306,7 +316,9 @@ struct Arm : Sub {
                 }
                 t = fmax(t, te);
                 if (!all_finite(y)) { status = 3u; return false; }
+                if (jump) continue;
                 if (!more) break;
+                ct = nt; cc = nc; ck = nk;
                 #pragma unroll
                 for (int j = 0; j < NS; j++) {
                     if ((unsigned)j != s) continue;

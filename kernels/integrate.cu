@@ -208,10 +208,18 @@ struct Sub {
     // The latest time at which the steps of a segment [t0, t1) evaluate the system: four to
     // eight ulps before t1 (a model reading t may jump at a stopping point; the jump belongs
     // to the next segment), and not before t0 (a segment a few ulps long starts on the new
-    // side of a jump at its start). As `left_limit` on the CPU (src/solver/mod.rs): 4·|t1|·ε
-    // is exact, so a fused multiply-add changes nothing.
+    // side of a jump at its start). As `left_limit_shifted` on the CPU (src/solver/mod.rs):
+    // 4·|t1|·ε is exact, so a fused multiply-add changes nothing; where the model's time is
+    // shifted (TIME_SHIFT: a steady state's interval), ulps of the larger of t1 and the
+    // model's time t1 + q[T_SLOT], so that the model's time there is before a jump whose
+    // stop t1 is.
     FI real left_limit(real t0, real t1) {
-        return fmax(t1 - fmax((real)4 * fabs(t1) * m->eps, (real)1e-30), t0);
+#if TIME_SHIFT
+        const real scale = fmax(fabs(t1), fabs(t1 + q[T_SLOT]));
+#else
+        const real scale = fabs(t1);
+#endif
+        return fmax(t1 - fmax((real)4 * scale * m->eps, (real)1e-30), t0);
     }
 
     // Hairer, Nørsett & Wanner's starting step; tl: the left limit of the segment's end.

@@ -378,7 +378,15 @@ fn steady_start() -> bool {
             let nx = next_window_input(d);
             var te = SS_II;
             if (nx.found) { te = nx.t; }
+            // The model's next jump in time before the input (next_ss_stop: src/backend/gpu.rs
+            // ss_window_stops), a stopping point of its own; found again from ss_t on resuming.
+            var jump = false;
+            if (N_SS_STOPS > 0u) {
+                let js = next_ss_stop(ss_t);
+                if (js < te) { te = js; jump = true; }
+            }
             if (!ss_advance(te)) { return false; }
+            if (jump) { continue; }
             if (!nx.found) { break; }
             if (nx.c == 1u && d.kind == 0u) {
                 y[d.state] += nx.dv;

@@ -251,9 +251,13 @@ fn error_norm() -> real {
 // the next segment), and not before t0 (a segment a few ulps long starts on the new side of a
 // jump at its start). Four ulps, as `left_limit` on the CPU (src/solver/mod.rs): Vulkan allows
 // f32 division 2.5 ulps of error, and t / 24 must still fall short of 1. By arithmetic, since
-// f64 has no bit casts in WGSL.
+// f64 has no bit casts in WGSL. Where the model's time is shifted (TIME_SHIFT: a steady
+// state's interval), ulps of the larger of t1 and the model's time t1 + q[T_SLOT]
+// (`left_limit_shifted`), so that the model's time there is before a jump whose stop t1 is.
 fn left_limit(t0: real, t1: real) -> real {
-    return max(t1 - max(4.0 * abs(t1) * EPS, 1e-30), t0);
+    var scale = abs(t1);
+    if (TIME_SHIFT) { scale = max(scale, abs(t1 + q[T_SLOT])); }
+    return max(t1 - max(4.0 * scale * EPS, 1e-30), t0);
 }
 
 // Hairer, Nørsett & Wanner's starting step; tl: the left limit of the segment's end.

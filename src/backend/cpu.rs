@@ -213,6 +213,10 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         self.model.set_modes(modes)
     }
 
+    fn time_shift(&self) -> f64 {
+        self.t_shift
+    }
+
     /// The model block's rows are the model's own nonzeros (the quadrature columns are
     /// zero), then each quadrature row's: its output's gradient where it can be nonzero.
     fn jacobian_nonzeros(&mut self, t: f64, y: &[f64], vals: &mut [f64]) -> bool {

@@ -437,6 +437,34 @@ pub fn steady_state_admin(arm: &ArmPlan) -> Option<(usize, f64)> {
     None
 }
 
+/// At most this many jumps in time inside an arm's steady-state interval are stopping points
+/// of the arm kernels' iterations (compiled into them); beyond, the kernels cross them with
+/// the step control, where the CPU reference still stops at every one.
+pub const MAX_SS_STOPS: usize = 256;
+
+/// The stopping points of an arm kernel's steady-state iterations (`a`: its steady-state
+/// start, over the interval before 0): the model's jumps in time that do not move with the
+/// parameters, in the interval's local time from 0 to the dosing interval, in the kernel's
+/// precision `p` ([`crate::model::ModelPrograms::shifted_jump_stops`]), sorted; none past
+/// [`MAX_SS_STOPS`]. The CPU reference stops at the same ones (and at those that move with
+/// the parameters, which the kernels cross).
+pub fn ss_window_stops(
+    m: &crate::model::ModelPrograms,
+    a: &ArmSettings,
+    p: super::Precision,
+) -> Vec<f64> {
+    if !a.ss_start || m.time_jumps.is_empty() {
+        return Vec::new();
+    }
+    // Constant jumps alone: the parameters' values do not matter.
+    let params = vec![0.0; m.n_params];
+    let which = crate::model::jumps::Which::Constant;
+    match m.shifted_jump_stops(&params, -a.ss_ii, a.ss_ii, which, &[p]) {
+        Ok(v) if v.len() <= MAX_SS_STOPS => v,
+        _ => Vec::new(),
+    }
+}
+
 /// Whether the arm has resets (the kernels then cancel what earlier doses still had to give).
 pub fn has_resets(arm: &ArmPlan) -> bool {
     arm.regimen

@@ -362,6 +362,40 @@ pub(crate) fn arrival(lag: f64, ii: f64, j: usize, eps: f64) -> f64 {
     r + (n - j as f64) * ii
 }
 
+/// `window`, the inputs of one interval of a steady state at `t` (local times from 0 to
+/// `ii`, standing for the model's times from `t − ii`), with the model's jumps in time inside
+/// that interval as stopping points of their own: inputs of nothing (a rate of 0 added to the
+/// first state) at their local stops in each of `precisions`
+/// ([`crate::model::ModelPrograms::shifted_jump_stops`]), after the inputs at the same time.
+/// The iterations then stop at the jumps as the integration does elsewhere, on every backend,
+/// instead of crossing them with the step control (which took thousands of rejected steps,
+/// or failed with Rodas4 at rtol 1e-10, for a light switched on and off every day).
+pub(crate) fn window_with_jump_stops(
+    model: &CompiledModel,
+    params: &[f64],
+    window: &[TimedInput],
+    t: f64,
+    ii: f64,
+    which: crate::model::jumps::Which,
+    precisions: &[super::Precision],
+) -> Result<Vec<TimedInput>, Status> {
+    let stops = model
+        .programs
+        .shifted_jump_stops(params, t - ii, ii, which, precisions)
+        .map_err(|_| Status::MaxSteps)?;
+    let mut w = window.to_vec();
+    if !stops.is_empty() {
+        w.extend(stops.into_iter().map(|s| (s, 0, Input::Rate(0.0))));
+        // Applied in time order, rate decreases first, then in order of creation (a stable
+        // sort keeps it), as `Dose::steady_state_inputs` orders them.
+        w.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(input_class(a.2).cmp(&input_class(b.2)))
+        });
+    }
+    Ok(w)
+}
+
 /// What the record semantics ask of the integration: the CPU f64 reference integrates as it
 /// goes; [`Recorder`] writes the same requests down as a [`Program`] for the GPU kernels.
 trait Engine {
@@ -536,6 +570,23 @@ impl<'m, E: Engine> Sim<'m, E> {
         let dose = Dose::resolve(r, &dosing)?;
         if ss > 0 {
             let (window, tail) = dose.steady_state_inputs(r.ii);
+            // The jumps in time as stops: in f64 on the CPU reference, in both precisions
+            // in a record program, which runs in either.
+            use super::Precision::{F32, F64};
+            let precisions: &[super::Precision] = if self.engine.f64_alone() {
+                &[F64]
+            } else {
+                &[F64, F32]
+            };
+            let window = window_with_jump_stops(
+                self.model,
+                &self.params,
+                &window,
+                self.t,
+                r.ii,
+                crate::model::jumps::Which::All,
+                precisions,
+            )?;
             self.engine.steady_state(ss, self.t, r.ii, &window)?;
             for (at, state, kind) in tail {
                 if at <= 0.0 {
@@ -655,6 +706,8 @@ fn run_records<E: Engine>(
 /// The CPU f64 reference: integrates as the semantics ask.
 struct Cpu<'m> {
     model: &'m CompiledModel,
+    /// The parameters in force.
+    params: Vec<f64>,
     sys: WithQuadrature<crate::model::BoundModel<'m>>,
     integrator: Integrator,
     solver: SolverOptions,
@@ -673,6 +726,7 @@ impl<'m> Cpu<'m> {
         Cpu {
             model,
             sys: WithQuadrature::new(model.bind(&params), Vec::new()),
+            params,
             integrator: Integrator::new(solver.method, dim),
             solver: solver.clone(),
             y: vec![0.0; dim],
@@ -747,6 +801,8 @@ impl Engine for Cpu<'_> {
     }
     fn set_params(&mut self, params: &[f64]) {
         self.sys.model = self.model.bind(params);
+        self.params.clear();
+        self.params.extend_from_slice(params);
     }
 
     fn reset(&mut self) {
@@ -841,9 +897,25 @@ impl Engine for Cpu<'_> {
             let run = |cpu: &mut Self, x: &[f64], span: f64| {
                 cpu.restart(x);
                 cpu.sys.rates[state] = rate;
-                // The span from 0 is, to the model, the one that ends at t.
+                // The span from 0 is, to the model, the one that ends at t; it stops where
+                // the model jumps in time.
                 cpu.sys.t_shift = t - span;
-                integrate_to(cpu, &mut 0.0, span)
+                let stops = cpu
+                    .model
+                    .programs
+                    .shifted_jump_stops(
+                        &cpu.params,
+                        t - span,
+                        span,
+                        crate::model::jumps::Which::All,
+                        &[super::Precision::F64],
+                    )
+                    .map_err(|_| Status::MaxSteps)?;
+                let mut at = 0.0;
+                for s in stops {
+                    integrate_to(cpu, &mut at, s)?;
+                }
+                integrate_to(cpu, &mut at, span)
             };
             // Spans doubling from 1 until one changes the state by no more than the noise
             // level: the fast modes are settled.
@@ -1215,6 +1287,15 @@ pub fn steady_state_start(
         duration: if dose.bolus { 0.0 } else { dose.duration },
     };
     let (window, tail) = d.steady_state_inputs(ii);
+    let window = window_with_jump_stops(
+        model,
+        params,
+        &window,
+        0.0,
+        ii,
+        crate::model::jumps::Which::All,
+        &[super::Precision::F64],
+    )?;
     let mut cpu = Cpu::new(model, solver, 0);
     cpu.set_params(params);
     cpu.reset();

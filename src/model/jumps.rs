@@ -488,6 +488,65 @@ impl ModelPrograms {
     }
 }
 
+impl ModelPrograms {
+    /// The stopping points of the jumps in time, with the parameters `params`, inside an
+    /// interval of local time (0, `len`) that stands for the model's times from `shift` on:
+    /// the local time τ is the model's `τ + shift` as the sum rounds (a steady state's
+    /// iterations over the interval before a dose: the CPU reference's
+    /// `WithQuadrature::t_shift`, the kernels' `t + q[T_SLOT]`). For each jump of the steps
+    /// `which` picks and each precision of `precisions`, the first local time at which the
+    /// model's time, summed in that precision, is at or after the jump's stop there
+    /// ([`stop_after`]); the step that ends there evaluates the model at its left limit on
+    /// the model time's scale (`crate::solver::left_limit_shifted`), before the jump. Sorted,
+    /// unique, as f64 values (of f32 numbers for f32).
+    pub fn shifted_jump_stops(
+        &self,
+        params: &[f64],
+        shift: f64,
+        len: f64,
+        which: Which,
+        precisions: &[Precision],
+    ) -> Result<Vec<f64>, String> {
+        if !jump_stops_on() || self.time_jumps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jumps = self.time_jumps.jumps(params, shift, shift + len, which)?;
+        let mut v = Vec::new();
+        for &j in &jumps {
+            for &p in precisions {
+                let stop = stop_after(j, p);
+                let tau = match p {
+                    Precision::F64 => {
+                        let mut tau = stop - shift;
+                        while tau + shift < stop {
+                            tau = tau.next_up();
+                        }
+                        while tau.next_down() + shift >= stop {
+                            tau = tau.next_down();
+                        }
+                        (tau > 0.0 && tau < len).then_some(tau)
+                    }
+                    Precision::F32 => {
+                        let (stop, shift, len) = (stop as f32, shift as f32, len as f32);
+                        let mut tau = stop - shift;
+                        while tau + shift < stop {
+                            tau = tau.next_up();
+                        }
+                        while tau.next_down() + shift >= stop {
+                            tau = tau.next_down();
+                        }
+                        (tau > 0.0 && tau < len).then_some(f64::from(tau))
+                    }
+                };
+                v.extend(tau);
+            }
+        }
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        Ok(v)
+    }
+}
+
 /// The stops of `jumps` (sorted) in `precision` inside (lo, hi), those covered by `others` or
 /// `hi` left out ([`ModelPrograms::jump_stops`]). A jump at or before the stop of the one
 /// before it (`t >= 60` and `t > 60`, an ulp apart) is covered by that stop too.

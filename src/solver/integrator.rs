@@ -221,10 +221,8 @@ impl Integrator {
             return Status::NonFinite;
         }
         // Every later evaluation of the segment is at most the left limit of its end.
-        let sys = &mut LeftLimited {
-            sys,
-            t_left: super::left_limit(t0, t1),
-        };
+        let t_left = super::left_limit_shifted(t0, t1, sys.time_shift());
+        let sys = &mut LeftLimited { sys, t_left };
         if self.method == Method::Rk4 {
             return self.integrate_rk4(sys, t0, t1, y, opts, obs, stats);
         }
@@ -1309,6 +1307,9 @@ impl<S: OdeSystem + ?Sized> OdeSystem for LeftLimited<'_, S> {
     }
     fn set_modes(&mut self, modes: Option<&[f64]>) {
         self.sys.set_modes(modes)
+    }
+    fn time_shift(&self) -> f64 {
+        self.sys.time_shift()
     }
 }
 

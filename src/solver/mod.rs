@@ -49,6 +49,12 @@ pub trait OdeSystem {
     }
     /// Holds the switches at `modes` in every later evaluation; `None`: evaluates them.
     fn set_modes(&mut self, _modes: Option<&[f64]>) {}
+    /// What the system adds to the integration's time before it evaluates itself (the
+    /// interval of a steady state's iterations, integrated from 0, is to the model the one
+    /// before the dose): the left limit of a segment's end is taken on that time's scale too.
+    fn time_shift(&self) -> f64 {
+        0.0
+    }
 }
 
 /// Changes of the switches located in one integration call before they are no longer held
@@ -302,7 +308,19 @@ pub const LEFT_OF_TINY: f64 = 1e-30;
 /// power of two), so contraction into a fused multiply-add changes nothing.
 #[inline]
 pub fn left_limit(t0: f64, t1: f64) -> f64 {
-    (t1 - (4.0 * t1.abs() * f64::EPSILON).max(LEFT_OF_TINY)).max(t0)
+    left_limit_shifted(t0, t1, 0.0)
+}
+
+/// [`left_limit`] for a system that evaluates itself at `t + shift`
+/// ([`OdeSystem::time_shift`]): four to eight ulps of the larger of `t1` and `t1 + shift`
+/// before `t1`, so that the model's time there is on the old side of a jump whose stop the
+/// end is, where the model's time has the coarser ulps (a steady state's interval of 0 to 24
+/// h standing for the one from 976 to 1000 h). The same as [`left_limit`] where `shift` is 0;
+/// the kernels' `left_limit` takes `q[T_SLOT]` alike.
+#[inline]
+pub fn left_limit_shifted(t0: f64, t1: f64, shift: f64) -> f64 {
+    let scale = t1.abs().max((t1 + shift).abs());
+    (t1 - (4.0 * scale * f64::EPSILON).max(LEFT_OF_TINY)).max(t0)
 }
 
 /// `dst.copy_from_slice(src)` for the short vectors of a model's state: a loop of constant

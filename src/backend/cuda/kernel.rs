@@ -237,6 +237,19 @@ fn source(
         u8::from(time_shift),
         slots.time_index(),
     );
+    // The jumps in time inside an arm's steady-state interval: the first stop after t, BIG
+    // past the last.
+    let ss_stops = crate::backend::gpu::ss_window_stops(m, &driver.arm_settings(), p);
+    let next_ss_stop = ss_stops.iter().rev().fold(String::from("BIG"), |acc, x| {
+        let x = super::codegen::literal(*x, p);
+        format!("((t) < {x} ? {x} : {acc})")
+    });
+    let sizes = format!(
+        "{sizes}#define N_SS_STOPS {}
+#define NEXT_SS_STOP(t) ({next_ss_stop})
+",
+        ss_stops.len()
+    );
     let step = step_code(method, Lang::Cuda, ny);
     let real = super::codegen::real_type(p);
     let s = crate::backend::gpu::search_settings(p);

@@ -219,6 +219,22 @@ fn source(
         index_function("metric_kind", &kinds),
         index_function("metric_output", &outputs)
     );
+    // The jumps in time inside an arm's steady-state interval: the first stop after t, BIG
+    // past the last.
+    let ss_stops = crate::backend::gpu::ss_window_stops(m, &a, p);
+    let next_ss_stop: String = ss_stops
+        .iter()
+        .map(|x| {
+            let x = codegen::literal(*x, p);
+            format!("    if (t < {x}) {{ return {x}; }}\n")
+        })
+        .collect();
+    let sizes = format!(
+        "{sizes}const N_SS_STOPS: u32 = {}u;\nfn next_ss_stop(t: {real}) -> {real} {{\n\
+         {next_ss_stop}    return BIG;\n}}\n",
+        ss_stops.len(),
+        real = codegen::scalar(p)
+    );
     let step = step_code(method, Lang::Wgsl, ny);
     let funcs = codegen::model_functions_q(m, p, q_extra);
     // The switches' values (a stub where there are none: WGSL has no conditional compilation).
