@@ -805,3 +805,43 @@ fn located_kernels_with_many_switches_keep_to_registers() {
         }
     }
 }
+
+/// The kernel of an arm that starts at steady state, for a model that jumps in time (a light
+/// switched on and off every day), holds the jumps inside the interval before 0 as stops of
+/// its iterations (NEXT_SS_STOP) and compiles with NVRTC in both precisions, with Tsit5 and
+/// Rodas4; a model without jumps in time holds none.
+#[test]
+fn steady_state_start_kernels_with_jumps_in_time_compile_with_nvrtc() {
+    use vpop::backend::cuda::kernel::arm_source;
+    use vpop::backend::gpu::Driver;
+    use vpop::solver::Method;
+    if !nvrtc_available() {
+        println!("SKIPPED: NVRTC (libnvrtc.so) is not on the library path");
+        return;
+    }
+    let light = "param k = 0.1\nparam kin = 3\nparam kout = 0.4\nstate c, r\n\
+                 d/dt(c) = -k * c\nd/dt(r) = if(mod(t - 8, 24) < 12, kin, 0) - kout * r\n\
+                 output cp = c\noutput resp = r\n";
+    let lm = library::get("one_cmt_iv").unwrap();
+    for (name, source, stops) in [("light", light, 2), (lm.name, lm.source, 0)] {
+        let m = Model::parse(name, source).unwrap();
+        let progs = ModelPrograms::new(&m);
+        let driver = Driver::Arm {
+            ss: Some((0, 24.0)),
+            resets: false,
+            occasions: false,
+        };
+        for p in [Precision::F32, Precision::F64] {
+            for method in [Method::Tsit5, Method::Rodas4] {
+                let src = arm_source(&progs, method, &every_kind(&m), driver, p).unwrap();
+                assert!(
+                    src.contains(&format!("#define N_SS_STOPS {stops}\n")),
+                    "{name} {p:?}"
+                );
+                let ptx = compile_ptx(&src, "sm_90")
+                    .unwrap_or_else(|e| panic!("{name} {p:?} {method:?}: {e}"));
+                assert!(ptx.contains(".entry integrate"), "{name} {p:?}");
+            }
+        }
+    }
+}
