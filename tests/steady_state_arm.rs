@@ -565,3 +565,88 @@ fn wgpu_steady_state_start_resumes_exactly() {
     assert_eq!(whole.stats.rejected, pieces.stats.rejected);
     assert!(pieces.stats.rhs_evals > whole.stats.rhs_evals);
 }
+
+/// The doses before a steady-state line's first take that dose's dosing values: a line from
+/// 5 h every 12 h in an arm whose second occasion, from 3 h, lengthens the lag from 2 to 4 h.
+/// The doses at 5 and 17 h take the lag of their occasion (4 h), and so do those at −7, −19,
+/// … h, as an SS = 1 record's implied doses take the values in force at the record: every
+/// dose arrives at 9 + 12k h. The concentration is the sum of the one-dose profiles over that
+/// train (CPU reference, within 1e-8), and the kernels agree with the CPU reference.
+#[test]
+fn a_steady_state_line_gives_its_earlier_doses_its_own_dosing_values() {
+    use vpop::backend::cpu::simulate_arm_subject_occasions;
+    let c = CompiledModel::new(&Model::parse("oral_lag.vpm", ORAL_LAG).unwrap());
+    let (ka, cl, v) = (1.2, 5.0, 50.0);
+    let k = cl / v;
+    let ts = [0.0, 4.0, 10.0, 20.0];
+    let mut a = arm(
+        Administration::Bolus,
+        &["at(0)", "at(4)", "at(10)", "at(20)"],
+    );
+    a.regimen.lines[0].start = 5.0;
+    a.regimen.lines[0].count = 2;
+    a.occasions = vec![3.0];
+    a.end = 24.0;
+    let mut integ = Integrator::new(a.solver.method, 2);
+    let later = vec![vec![ka, cl, v, 4.0]];
+    let out = simulate_arm_subject_occasions(&c, &[ka, cl, v, 2.0], &later, 1.0, &a, &mut integ);
+    assert_eq!(out.status, Status::Ok);
+    for (m, t) in ts.iter().enumerate() {
+        let want: f64 = (-20_000..=1)
+            .map(|j| t - (9.0 + 12.0 * j as f64))
+            .filter(|s| *s > 0.0)
+            .map(|s| DOSE * ka / (v * (ka - k)) * ((-k * s).exp() - (-ka * s).exp()))
+            .sum();
+        close(out.metrics[m], want, 1e-8, &format!("C({t})"));
+    }
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    {
+        let params = vec![vec![ka; 2], vec![cl; 2], vec![v; 2], vec![2.0, 1.0]];
+        let occ = vec![vec![vec![ka; 2], vec![cl; 2], vec![v; 2], vec![4.0, 11.0]]];
+        let input = ChunkInput {
+            first_subject: 0,
+            n: 2,
+            params: &params,
+            amount_scale: None,
+            occasion_params: &occ,
+        };
+        let model = Arc::new(c.clone());
+        let mut cpu = ChunkOutput::default();
+        CpuBackend::new(model.clone())
+            .run_chunk(&a, &input, &mut cpu)
+            .unwrap();
+        close(
+            cpu.metrics[2][0],
+            out.metrics[2],
+            1e-14,
+            "the chunk's C(10)",
+        );
+        let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+        #[cfg(feature = "cuda")]
+        if let Ok(b) =
+            vpop::backend::cuda::EmulatedCuda::new(model.clone(), vpop::backend::Precision::F64)
+        {
+            backends.push(Box::new(b));
+        }
+        #[cfg(feature = "wgpu")]
+        match vpop::backend::wgpu::WgpuBackend::new(model.clone(), vpop::backend::Precision::F64) {
+            Ok(b) => backends.push(Box::new(b)),
+            Err(e) => println!("SKIPPED: {e}"),
+        }
+        for b in &mut backends {
+            let mut gpu = ChunkOutput::default();
+            b.run_chunk(&a, &input, &mut gpu).unwrap();
+            for (m, t) in ts.iter().enumerate() {
+                for i in 0..2 {
+                    assert_eq!(gpu.status[i], 0);
+                    close(
+                        gpu.metrics[m][i],
+                        cpu.metrics[m][i],
+                        1e-9,
+                        &format!("{} C({t}) subject {i}", b.info().name),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -551,15 +551,7 @@ pub fn time_shifted(p: &crate::model::Program, slot: u32) -> crate::model::Progr
 
 /// `m` with every program a kernel evaluates reading the time shifted ([`time_shifted`]).
 pub fn time_shifted_programs(m: &ModelPrograms, slot: u32) -> ModelPrograms {
-    ModelPrograms {
-        rhs: time_shifted(&m.rhs, slot),
-        jacobian: time_shifted(&m.jacobian, slot),
-        dfdt: time_shifted(&m.dfdt, slot),
-        outputs: time_shifted(&m.outputs, slot),
-        output_jacobian: time_shifted(&m.output_jacobian, slot),
-        output_dfdt: time_shifted(&m.output_dfdt, slot),
-        ..m.clone()
-    }
+    m.map_integrated(|p| time_shifted(p, slot))
 }
 
 /// The programs a kernel's model functions are generated from: the model's, with the switches
@@ -642,15 +634,7 @@ impl QSlots {
 /// (`Switches::modal`), the outputs included: the kernels' `outs` evaluates them with the
 /// modes let go, for the metrics, as the CPU reference's outputs.
 pub fn modal_programs(m: &ModelPrograms, sw: &crate::model::switches::Switches) -> ModelPrograms {
-    ModelPrograms {
-        rhs: sw.modal(&m.rhs),
-        jacobian: sw.modal(&m.jacobian),
-        dfdt: sw.modal(&m.dfdt),
-        outputs: sw.modal(&m.outputs),
-        output_jacobian: sw.modal(&m.output_jacobian),
-        output_dfdt: sw.modal(&m.output_dfdt),
-        ..m.clone()
-    }
+    m.map_integrated(|p| sw.modal(p))
 }
 
 /// Checks a chunk against the model and the kernel's precision, and sizes `out` for it.

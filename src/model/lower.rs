@@ -1237,6 +1237,21 @@ fn lower_all(b: &mut Builder, exprs: &[(&Expr, u32)], derived: &[Reg]) -> Vec<Re
 }
 
 impl ModelPrograms {
+    /// The same model with `f` applied to each program the integration evaluates: the
+    /// right-hand side, the outputs and their derivatives in the states and in time (not the
+    /// initial states nor the dosing declarations, which no integration step reads).
+    pub fn map_integrated(&self, f: impl Fn(&Program) -> Program) -> ModelPrograms {
+        ModelPrograms {
+            rhs: f(&self.rhs),
+            jacobian: f(&self.jacobian),
+            dfdt: f(&self.dfdt),
+            outputs: f(&self.outputs),
+            output_jacobian: f(&self.output_jacobian),
+            output_dfdt: f(&self.output_dfdt),
+            ..self.clone()
+        }
+    }
+
     pub fn new(m: &Model) -> ModelPrograms {
         let n = m.states.len();
         // Statements: derived quantities, right-hand sides, outputs, then initial values and

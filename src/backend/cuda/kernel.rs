@@ -245,9 +245,7 @@ fn source(
         format!("((t) < {x} ? {x} : {acc})")
     });
     let sizes = format!(
-        "{sizes}#define N_SS_STOPS {}
-#define NEXT_SS_STOP(t) ({next_ss_stop})
-",
+        "{sizes}#define N_SS_STOPS {}\n#define NEXT_SS_STOP(t) ({next_ss_stop})\n",
         ss_stops.len()
     );
     let step = step_code(method, Lang::Cuda, ny);
