@@ -245,6 +245,15 @@ fn input_class(kind: Input) -> u8 {
     }
 }
 
+/// Inputs in the order they are applied: by time, rate decreases first, then in order of
+/// creation (a stable sort keeps it).
+fn sort_inputs(inputs: &mut [TimedInput]) {
+    inputs.sort_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then(input_class(a.2).cmp(&input_class(b.2)))
+    });
+}
+
 /// A dose resolved against the model: into `state`, `amount` after F, after `lag`, as a bolus
 /// (`duration` 0) or an infusion at `rate` for `duration`.
 #[derive(Debug, Clone, Copy)]
@@ -333,12 +342,7 @@ impl Dose {
                 tail.push((a, self.state, Input::Bolus(self.amount)));
             }
         }
-        // Applied in time order, rate decreases first, then in order of creation (a stable
-        // sort keeps creation order).
-        window.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(input_class(a.2).cmp(&input_class(b.2)))
-        });
+        sort_inputs(&mut window);
         (window, tail)
     }
 }
@@ -386,12 +390,7 @@ pub(crate) fn window_with_jump_stops(
     let mut w = window.to_vec();
     if !stops.is_empty() {
         w.extend(stops.into_iter().map(|s| (s, 0, Input::Rate(0.0))));
-        // Applied in time order, rate decreases first, then in order of creation (a stable
-        // sort keeps it), as `Dose::steady_state_inputs` orders them.
-        w.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(input_class(a.2).cmp(&input_class(b.2)))
-        });
+        sort_inputs(&mut w);
     }
     Ok(w)
 }
