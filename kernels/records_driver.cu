@@ -148,11 +148,13 @@ struct Rec : Sub {
         }
     }
 
-    // A constant input `rate` into state s to steady state at time at_t, as
-    // `Cpu::steady_infusion`: spans doubling from 1 (phase 2) until one changes the state by no
-    // more than the noise level, then iterations over that span as over a dosing interval
-    // (phase 3), the span doubling again where a mode is too slow to tell from noise over it.
-    FI bool steady_infusion(unsigned s, real rate, real at_t) {
+    // A constant input `rate` into state s to steady state at the time of the start before
+    // the instruction, as `Cpu::steady_infusion`: spans doubling from 1 (phase 2) until one
+    // changes the state by no more than the noise level, then iterations over that span as
+    // over a dosing interval (phase 3), the span doubling again where a mode is too slow to
+    // tell from noise over it. Each span stops at the model's jumps in time inside it: the n
+    // instructions `w` list them as (span, local time), ordered by span.
+    FI bool steady_infusion(const real* w, unsigned s, real rate, unsigned n) {
         if (phase == 0u) {
             isolate();
             #pragma unroll
@@ -166,8 +168,13 @@ struct Rec : Sub {
         for (;;) {
             // The span ends, to the model, at the instruction's time.
 #if TIME_SHIFT
-            q[T_SLOT] = at_t - span;
+            q[T_SLOT] = save_t - span;
 #endif
+            while (wi < n && w[4 * wi] < span) wi++;
+            while (wi < n && w[4 * wi] == span) {
+                if (!at(t_cur, w[4 * wi + 1])) return false;
+                wi++;
+            }
             if (!at(t_cur, span)) return false;
             if (phase == 2u) {
                 const real change = ss_take_change(ss_x);
@@ -230,7 +237,8 @@ struct Rec : Sub {
                 if (!steady_state(in + 4, (unsigned)a, b, (unsigned)c)) return status == 0u;
                 ip += (unsigned)c;
             } else if (op == 8u) {
-                if (!steady_infusion((unsigned)a, b, c)) return status == 0u;
+                if (!steady_infusion(in + 4, (unsigned)a, b, (unsigned)c)) return status == 0u;
+                ip += (unsigned)c;
             } else {
                 return fail((unsigned)a);
             }

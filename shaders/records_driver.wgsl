@@ -16,7 +16,9 @@
 //   6 output      record a's outputs at time b
 //   7 steady      mode a (1 set, 2 add), interval b; the c next instructions are the
 //                 window's inputs (a start, 0, gives the dose's time first)
-//   8 infusion    steady state of a constant input b into state a (at time c)
+//   8 infusion    steady state of a constant input b into state a; the c next instructions
+//                 are the stops of the model's jumps in time in its spans, [span, local
+//                 time], ordered by span (a start, 0, gives the infusion's time first)
 //   9 fail        status a
 
 // Accepted steps are not observed: records report outputs at their times only (so this
@@ -170,11 +172,13 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
     return false;
 }
 
-// A constant input `rate` into state s to steady state at time at_t, as `Cpu::steady_infusion`:
-// spans doubling from 1 (phase 2) until one changes the state by no more than the noise level,
-// then iterations over that span as over a dosing interval (phase 3), the span doubling again
-// where a mode is too slow to tell from noise over it.
-fn steady_infusion(s: u32, rate: real, at_t: real) -> bool {
+// Instruction `at` (state, rate, stops): a constant input `rate` into state s to steady state
+// at the time of the start before it, as `Cpu::steady_infusion`: spans doubling from 1 (phase
+// 2) until one changes the state by no more than the noise level, then iterations over that
+// span as over a dosing interval (phase 3), the span doubling again where a mode is too slow
+// to tell from noise over it. Each span stops at the model's jumps in time inside it, listed
+// after the instruction.
+fn steady_infusion(at: u32, s: u32, rate: real, n_stops: u32) -> bool {
     if (phase == 0u) {
         isolate();
         for (var j = 0u; j < NS; j++) { ss_x[j] = y[j]; }
@@ -186,7 +190,12 @@ fn steady_infusion(s: u32, rate: real, at_t: real) -> bool {
     }
     loop {
         // The span ends, to the model, at the instruction's time.
-        if (TIME_SHIFT) { q[T_SLOT] = at_t - span_ss; }
+        if (TIME_SHIFT) { q[T_SLOT] = save_t - span_ss; }
+        while (wi < n_stops && arm[(at + 1u + wi) * 4u] < span_ss) { wi++; }
+        while (wi < n_stops && arm[(at + 1u + wi) * 4u] == span_ss) {
+            if (!advance_to(arm[(at + 1u + wi) * 4u + 1u])) { return false; }
+            wi++;
+        }
         if (!advance_to(span_ss)) { return false; }
         if (phase == 2u) {
             let change = ss_take_change();
@@ -260,7 +269,8 @@ fn run_program() {
             if (!steady_state(base + ip, u32(a), b, u32(c))) { return; }
             ip += u32(c);
         } else if (op == 8u) {
-            if (!steady_infusion(u32(a), b, c)) { return; }
+            if (!steady_infusion(base + ip, u32(a), b, u32(c))) { return; }
+            ip += u32(c);
         } else {
             status = u32(a);
             return;

@@ -188,21 +188,32 @@ fn an_arms_steady_state_stops_at_the_jumps_before_0() {
     }
 }
 
+/// A directory of its own for each call (the tests run in parallel and remove theirs).
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vpop-ss-jumps-{tag}-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vpop-ss-jumps-{tag}-{}-{k}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
+/// The dataset subjects: the time of their steady state, its interval (0: a steady-state
+/// infusion, at [`RATE`]).
+const SUBJECTS: [(f64, f64); 4] = [(30.0, 24.0), (30.3, 24.0), (1000.0, 12.0), (30.0, 0.0)];
+
+/// A steady-state infusion's rate.
+const RATE: f64 = 5.0;
+
 /// Dataset subjects with a bolus at steady state every 24 h given at 30 h, at 30.3 h, and every
-/// 12 h at 1000 h (the interval's local times far finer than the model's), each observed then
-/// and 5, 17 and 27 h later.
+/// 12 h at 1000 h (the interval's local times far finer than the model's), and an infusion at
+/// steady state from 30 h, each observed then and 5, 17 and 27 h later.
 fn records_csv() -> String {
-    let mut s = String::from("ID,TIME,EVID,AMT,CMT,SS,II,MDV\n");
-    for (id, t, ii) in [(1, 30.0, 24.0), (2, 30.3, 24.0), (3, 1000.0, 12.0)] {
-        s += &format!("{id},0,2,0,1,0,0,1\n{id},{t},1,{DOSE},1,1,{ii},1\n");
+    let mut s = String::from("ID,TIME,EVID,AMT,RATE,CMT,SS,II,MDV\n");
+    for (id, (t, ii)) in (1..).zip(SUBJECTS) {
+        let (amt, rate) = if ii > 0.0 { (DOSE, 0.0) } else { (0.0, RATE) };
+        s += &format!("{id},0,2,0,0,1,0,0,1\n{id},{t},1,{amt},{rate},1,1,{ii},1\n");
         for dt in [0.0, 5.0, 17.0, 27.0] {
-            s += &format!("{id},{},0,0,1,0,0,0\n", t + dt);
+            s += &format!("{id},{},0,0,0,1,0,0,0\n", t + dt);
         }
     }
     s
@@ -234,7 +245,9 @@ fn records() -> Records {
 /// time (a dose every 24 h; every 12 h at 1 000 h, where the interval repeated is the one
 /// before the dose, its own 12 hours of the cycle: the closed form is then the periodic
 /// solution only where the 12 hours before the dose hold the cycle's, which the test does not
-/// ask there, so that subject checks the drug alone).
+/// ask there, so that subject checks the drug alone). So does a steady-state infusion's, whose
+/// spans, ending at the record's time, stop at the jumps inside them; the drug is then at
+/// rate / k, and falls from there (the record gives no amount: the input stops there).
 #[test]
 fn a_steady_state_record_stops_at_the_jumps_before_it() {
     let r = records();
@@ -253,18 +266,86 @@ fn a_steady_state_record_stops_at_the_jumps_before_it() {
             );
             let what = format!("{method:?} rtol {rtol:e} subject {}", i + 1);
             assert_eq!(out.status, Status::Ok, "{what}");
-            let (t0, ii): (f64, f64) = [(30.0, 24.0), (30.3, 24.0), (1000.0, 12.0)][i];
+            let (t0, ii) = SUBJECTS[i];
             for (j, dt) in [0.0, 5.0, 17.0, 27.0].iter().enumerate() {
                 let t = t0 + dt;
-                // The drug: a bolus every ii at steady state, its last at t0 (and none after).
-                let cp = DOSE * (-0.1 * dt).exp() / (1.0 - (-0.1 * ii).exp());
+                // The drug: a bolus every ii at steady state, its last at t0 (and none after);
+                // or an infusion at steady state until t0.
+                let cp = if ii > 0.0 {
+                    DOSE * (-0.1 * dt).exp() / (1.0 - (-0.1 * ii).exp())
+                } else {
+                    RATE / 0.1 * (-0.1 * dt).exp()
+                };
                 close(out.outputs[0][j + 2], cp, tol, &format!("{what}: cp({t})"));
-                if ii == 24.0 {
+                if ii != 12.0 {
                     let resp = out.outputs[1][j + 2];
                     close(resp, light(t), tol, &format!("{what}: r({t})"));
                 }
             }
         }
+    }
+    let _ = std::fs::remove_dir_all(&r._dir);
+}
+
+/// A record program lists the stops of a steady-state infusion's spans for the kernels: each
+/// span (1, 2, 4, … hours, ending at 30 h) holds the light's switches at 20 h and 8 h of every
+/// day inside it, at their local times (a jump at model time τ is local τ − (30 − span)), in
+/// both precisions, ordered by span; as many spans as fit [`SS_INFUSION_MAX_STOPS`].
+#[test]
+fn a_record_program_lists_the_stops_of_a_steady_state_infusions_spans() {
+    use vpop::backend::records::{Op, SS_INFUSION_MAX_STOPS};
+    let r = records();
+    let program = record_program(
+        &r.model,
+        &PARAMS,
+        &r.binding,
+        &r.ds.subjects[3],
+        &mut |_, _| {},
+    );
+    let stops = program
+        .ops
+        .iter()
+        .find_map(|op| match op {
+            Op::SteadyInfusion(0, t, rate, stops) if *t == 30.0 && *rate == RATE => {
+                Some(stops.clone())
+            }
+            _ => None,
+        })
+        .expect("the steady-state infusion");
+    assert!(!stops.is_empty() && stops.len() <= SS_INFUSION_MAX_STOPS);
+    assert!(
+        stops.windows(2).all(|w| w[0].0 <= w[1].0),
+        "ordered by span"
+    );
+    let last = stops.last().unwrap().0;
+    assert!(last >= 512.0, "spans listed up to {last} h only");
+    let mut span = 1.0;
+    while span <= last {
+        // The switches inside (30 − span, 30), as local times.
+        let mut want: Vec<f64> = (-100..2)
+            .flat_map(|d| [8.0 + 24.0 * f64::from(d), 20.0 + 24.0 * f64::from(d)])
+            .filter(|&j| j > 30.0 - span && j < 30.0)
+            .map(|j| j - (30.0 - span))
+            .collect();
+        want.sort_by(f64::total_cmp);
+        let got: Vec<f64> = stops.iter().filter(|s| s.0 == span).map(|s| s.1).collect();
+        // Each switch's f64 stop and f32 stop (which may be the same number), in order.
+        assert!(
+            got.len() >= want.len() && got.len() <= 2 * want.len(),
+            "span {span}: {got:?} for {want:?}"
+        );
+        for w in &want {
+            assert!(
+                got.iter().any(|g| (g - w).abs() <= 1e-9 * span),
+                "span {span}: no stop at {w} in {got:?}"
+            );
+            assert!(
+                got.iter()
+                    .any(|&g| g as f32 == *w as f32 || (g - w).abs() <= 1e-5 * span),
+                "span {span}: no f32 stop at {w}"
+            );
+        }
+        span *= 2.0;
     }
     let _ = std::fs::remove_dir_all(&r._dir);
 }

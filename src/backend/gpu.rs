@@ -984,10 +984,21 @@ pub fn records_data(
                     for w in window {
                         d.prog.extend_from_slice(&input(w));
                     }
-                    instrs += 2 + window.len();
+                    instrs += op.kernel_instructions();
                     continue;
                 }
-                Op::SteadyInfusion(s, t, rate) => [8.0, *s as f64, *rate, *t],
+                Op::SteadyInfusion(s, t, rate, stops) => {
+                    // The time first, as above: each span ends, to the model, there. Then
+                    // the stops of the jumps in time in the spans, (span, local time).
+                    d.prog.extend_from_slice(&[0.0, *t, 0.0, 0.0]);
+                    d.prog
+                        .extend_from_slice(&[8.0, *s as f64, *rate, stops.len() as f64]);
+                    for (span, at) in stops {
+                        d.prog.extend_from_slice(&[*span, *at, 0.0, 0.0]);
+                    }
+                    instrs += op.kernel_instructions();
+                    continue;
+                }
                 Op::Fail(st) => [9.0, f64::from(*st as u8), 0.0, 0.0],
             };
             d.prog.extend_from_slice(&w);

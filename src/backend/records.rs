@@ -395,6 +395,68 @@ pub(crate) fn window_with_jump_stops(
     Ok(w)
 }
 
+/// The most stops of the model's jumps in time a record program lists for one steady-state
+/// infusion, its spans and both precisions together ([`infusion_stops`]). The kernels cross
+/// the jumps of the spans past them with the step control, as every backend did before
+/// infusions stopped at them; only jumps that repeat (a daily light) and spans of many of their
+/// periods come near it.
+pub const SS_INFUSION_MAX_STOPS: usize = 512;
+
+/// The spans of a steady-state infusion's iterations, in the order they may be taken: doubling
+/// from 1 up to [`SS_INFUSION_SPAN_MAX`] (`Cpu::steady_infusion`, the kernels' op 8).
+fn infusion_spans() -> impl Iterator<Item = f64> {
+    std::iter::successors(Some(1.0), |&s: &f64| {
+        (s < SS_INFUSION_SPAN_MAX).then(|| (2.0 * s).min(SS_INFUSION_SPAN_MAX))
+    })
+}
+
+/// The stops of the model's jumps in time inside one span of a steady-state infusion at `t`:
+/// local times from 0 to `span`, standing for the model's times from `t − span` on, in each of
+/// `precisions` ([`crate::model::ModelPrograms::shifted_jump_stops`]).
+fn infusion_span_stops(
+    model: &CompiledModel,
+    params: &[f64],
+    t: f64,
+    span: f64,
+    precisions: &[super::Precision],
+) -> Result<Vec<f64>, Status> {
+    model
+        .programs
+        .shifted_jump_stops(
+            params,
+            t - span,
+            span,
+            crate::model::jumps::Which::All,
+            precisions,
+        )
+        .map_err(|_| Status::MaxSteps)
+}
+
+/// A record program's list of the stops of a steady-state infusion at `t`, for the kernels,
+/// which cannot search the jumps themselves: (span, local stop) for every span of
+/// [`infusion_spans`] in turn, as long as they total at most [`SS_INFUSION_MAX_STOPS`] (the
+/// spans past the last listed have none: their jumps are crossed).
+pub(crate) fn infusion_stops(
+    model: &CompiledModel,
+    params: &[f64],
+    t: f64,
+    precisions: &[super::Precision],
+) -> Vec<(f64, f64)> {
+    let mut v = Vec::new();
+    if model.programs.time_jumps.is_empty() {
+        return v;
+    }
+    for span in infusion_spans() {
+        match infusion_span_stops(model, params, t, span, precisions) {
+            Ok(s) if v.len() + s.len() <= SS_INFUSION_MAX_STOPS => {
+                v.extend(s.into_iter().map(|x| (span, x)));
+            }
+            _ => break,
+        }
+    }
+    v
+}
+
 /// What the record semantics ask of the integration: the CPU f64 reference integrates as it
 /// goes; [`Recorder`] writes the same requests down as a [`Program`] for the GPU kernels.
 trait Engine {
@@ -428,8 +490,16 @@ trait Engine {
         window: &[TimedInput],
     ) -> Result<(), Status>;
     /// The model states become the steady state at time `t` of a constant input `rate` into
-    /// `state` (the model's time in each span of the iterations ends at `t`).
-    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status>;
+    /// `state` (the model's time in each span of the iterations ends at `t`). `stops` lists
+    /// the stops of the model's jumps in time in the spans for an engine that runs in either
+    /// precision ([`infusion_stops`]); the CPU reference finds its own, in f64, span by span.
+    fn steady_infusion(
+        &mut self,
+        state: usize,
+        t: f64,
+        rate: f64,
+        stops: &[(f64, f64)],
+    ) -> Result<(), Status>;
     /// The outputs after record `j`, at time `t`.
     fn output(&mut self, j: usize, t: f64);
 }
@@ -559,8 +629,15 @@ impl<'m, E: Engine> Sim<'m, E> {
     fn dose(&mut self, r: &Record, ss: u8, lag: Option<f64>) -> Result<(), Status> {
         let state = r.cmt as usize - 1;
         if ss > 0 && r.ii == 0.0 {
-            // A steady-state infusion: AMT 0, RATE > 0.
-            return self.engine.steady_infusion(state, self.t, r.rate);
+            // A steady-state infusion: AMT 0, RATE > 0. Its spans stop at the jumps in time
+            // (the CPU reference finds them itself; a record program lists them).
+            let stops = if self.engine.f64_alone() {
+                Vec::new()
+            } else {
+                use super::Precision::{F32, F64};
+                infusion_stops(self.model, &self.params, self.t, &[F64, F32])
+            };
+            return self.engine.steady_infusion(state, self.t, r.rate, &stops);
         }
         let mut dosing = self.dosing[state];
         if let Some(lag) = lag {
@@ -889,29 +966,33 @@ impl Engine for Cpu<'_> {
         Ok(())
     }
 
-    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status> {
+    fn steady_infusion(
+        &mut self,
+        state: usize,
+        t: f64,
+        rate: f64,
+        _stops: &[(f64, f64)],
+    ) -> Result<(), Status> {
         let n = self.model.n_states();
         let mut x = self.y[..n].to_vec();
         self.isolated(|cpu| {
-            let run = |cpu: &mut Self, x: &[f64], span: f64| {
+            // The stops of the span last taken (rounds over one span follow each other).
+            let mut stops: (f64, Vec<f64>) = (f64::NAN, Vec::new());
+            let mut run = |cpu: &mut Self, x: &[f64], span: f64| {
                 cpu.restart(x);
                 cpu.sys.rates[state] = rate;
                 // The span from 0 is, to the model, the one that ends at t; it stops where
                 // the model jumps in time.
                 cpu.sys.t_shift = t - span;
-                let stops = cpu
-                    .model
-                    .programs
-                    .shifted_jump_stops(
-                        &cpu.params,
-                        t - span,
+                if stops.0 != span {
+                    let f64_only = [super::Precision::F64];
+                    stops = (
                         span,
-                        crate::model::jumps::Which::All,
-                        &[super::Precision::F64],
-                    )
-                    .map_err(|_| Status::MaxSteps)?;
+                        infusion_span_stops(cpu.model, &cpu.params, t, span, &f64_only)?,
+                    );
+                }
                 let mut at = 0.0;
-                for s in stops {
+                for &s in &stops.1 {
                     integrate_to(cpu, &mut at, s)?;
                 }
                 integrate_to(cpu, &mut at, span)
@@ -1125,10 +1206,24 @@ pub enum Op {
     Output(usize, f64),
     /// See the engine's `steady_state`: mode, time, interval, inputs of one interval.
     SteadyState(u8, f64, f64, Vec<TimedInput>),
-    /// A constant input into a state to steady state: state, time, rate.
-    SteadyInfusion(usize, f64, f64),
+    /// A constant input into a state to steady state: state, time, rate, and the stops of the
+    /// model's jumps in time in its spans, (span, local time) ([`infusion_stops`]).
+    SteadyInfusion(usize, f64, f64, Vec<(f64, f64)>),
     /// The subject fails here with this status.
     Fail(Status),
+}
+
+impl Op {
+    /// The instructions the kernels' encoding of this op takes (src/backend/gpu.rs): a steady
+    /// state's start (its time), the instruction itself, and its window's inputs or its
+    /// infusion's stops.
+    pub fn kernel_instructions(&self) -> usize {
+        match self {
+            Op::SteadyState(_, _, _, w) => 2 + w.len(),
+            Op::SteadyInfusion(_, _, _, stops) => 2 + stops.len(),
+            _ => 1,
+        }
+    }
 }
 
 /// One subject's records as the integration steps they ask for, with every event time,
@@ -1183,8 +1278,16 @@ impl Engine for Recorder {
             .push(Op::SteadyState(mode, t, ii, window.to_vec()));
         Ok(())
     }
-    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status> {
-        self.program.ops.push(Op::SteadyInfusion(state, t, rate));
+    fn steady_infusion(
+        &mut self,
+        state: usize,
+        t: f64,
+        rate: f64,
+        stops: &[(f64, f64)],
+    ) -> Result<(), Status> {
+        self.program
+            .ops
+            .push(Op::SteadyInfusion(state, t, rate, stops.to_vec()));
         Ok(())
     }
     fn output(&mut self, j: usize, t: f64) {
@@ -1243,7 +1346,7 @@ pub fn run_program(
                 Ok(())
             }
             Op::SteadyState(mode, t, ii, window) => cpu.steady_state(*mode, *t, *ii, window),
-            Op::SteadyInfusion(s, t, rate) => cpu.steady_infusion(*s, *t, *rate),
+            Op::SteadyInfusion(s, t, rate, stops) => cpu.steady_infusion(*s, *t, *rate, stops),
             Op::Fail(st) => Err(*st),
         };
         if let Err(st) = r {

@@ -525,7 +525,7 @@ impl<L: Launcher> Host<L> {
             let (mut instrs, mut rows, mut sets) = (0usize, 0usize, 0usize);
             while end < programs.len() && end - start < share {
                 let p = programs[end];
-                let i = p.ops.len() + p.ops.iter().map(window_len).sum::<usize>();
+                let i: usize = p.ops.iter().map(Op::kernel_instructions).sum();
                 if end > start
                     && (instrs + i > 1 << 22
                         || rows + p.n_records > 1 << 22
@@ -611,14 +611,6 @@ impl<L: Launcher> Host<L> {
 
 // The records kernel reads its index where it writes its counters.
 const _: () = assert!(INDEX_STRIDE == COUNTERS);
-
-/// The instructions an op takes beyond its own: a steady state's start (its time) and window.
-fn window_len(op: &Op) -> usize {
-    match op {
-        Op::SteadyState(_, _, _, w) => 1 + w.len(),
-        _ => 0,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -675,10 +675,7 @@ mod integrate {
         let window = programs
             .iter()
             .flat_map(|p| &p.ops)
-            .map(|op| match op {
-                Op::SteadyState(_, _, _, w) => w.len(),
-                _ => 0,
-            })
+            .map(|op| op.kernel_instructions().saturating_sub(2))
             .max()
             .unwrap_or(0);
         let per_round = 4 * window + 12 * (ny + ns) + z.np + no + 32;
@@ -1027,15 +1024,7 @@ mod integrate {
             let (mut batches, mut start) = (Vec::new(), 0);
             let (mut prog, mut params, mut rows) = (0usize, 0usize, 0usize);
             for (i, p) in programs.iter().enumerate() {
-                let instrs: usize = p
-                    .ops
-                    .iter()
-                    .map(|op| match op {
-                        // A start (the time), the instruction and its window.
-                        Op::SteadyState(_, _, _, w) => 2 + w.len(),
-                        _ => 1,
-                    })
-                    .sum();
+                let instrs: usize = p.ops.iter().map(Op::kernel_instructions).sum();
                 let (dp, dq, dr) = (
                     instrs * INSTR_STRIDE,
                     p.params.len() * z.np,
