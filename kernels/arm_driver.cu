@@ -309,6 +309,11 @@ struct Arm : Sub {
                 const real js = NEXT_SS_STOP(t);
                 if (js < te) { te = js; jump = true; }
 #endif
+#if OWN_STOPS
+                // And the subject's own, where the jumps move with its parameters.
+                const real os = own_ss_stop_after(t);
+                if (os < te) { te = os; jump = true; }
+#endif
                 // The one integrator call of the steady-state iterations.
                 if (te - t > SAME_TIME * fmax(fabs(te), (real)1)) {
                     const unsigned st = integrate<false>(t, te);
@@ -430,20 +435,28 @@ struct Arm : Sub {
 #if OWN_STOPS
     // The first of the subject's own stopping points after t (where the model jumps in time at
     // times that move with its parameters; src/backend/gpu.rs, own_stops), BIG past the last:
-    // after every occasion's parameters, their count, then the times in order.
-    FI real own_stop_after(real t) {
+    // after every occasion's parameters, their count, then the times in order (`list` 0);
+    // then those of a steady-state start's iterations, in the local time of the interval
+    // before 0, the same way (`list` 1).
+    FI real own_stop_after(real t, unsigned list = 0u) {
 #if HAS_OCCASIONS
-        const size_t base = (size_t)(1u + n_occ()) * NP;
+        size_t base = (size_t)(1u + n_occ()) * NP;
 #else
-        const size_t base = NP;
+        size_t base = NP;
 #endif
-        const unsigned c = (unsigned)__ldg(&params[base * m->n + sid]);
+        unsigned c = (unsigned)__ldg(&params[base * m->n + sid]);
+        if (list == 1u) {
+            base += 1u + c;
+            c = (unsigned)__ldg(&params[base * m->n + sid]);
+        }
         for (unsigned k = 0; k < c; k++) {
             const real v = __ldg(&params[(base + 1u + k) * m->n + sid]);
             if (v > t) return v;
         }
         return BIG;
     }
+
+    FI real own_ss_stop_after(real t) { return own_stop_after(t, 1u); }
 #endif
 
     FI void run_stops() {

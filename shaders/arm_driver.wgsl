@@ -385,6 +385,11 @@ fn steady_start() -> bool {
                 let js = next_ss_stop(ss_t);
                 if (js < te) { te = js; jump = true; }
             }
+            // And the subject's own, where the jumps move with its parameters.
+            if (OWN_STOPS) {
+                let os = own_stop_in(1u, ss_t);
+                if (os < te) { te = os; jump = true; }
+            }
             if (!ss_advance(te)) { return false; }
             if (jump) { continue; }
             if (!nx.found) { break; }
@@ -508,17 +513,27 @@ fn apply_event(a: u32, ts: real) {
 
 // The first of the subject's own stopping points after t (OWN_STOPS: where the model jumps in
 // time at times that move with its parameters; src/backend/gpu.rs, own_stops), BIG past the
-// last: after every occasion's parameters, their count, then the times in order.
-fn own_stop_after(t: real) -> real {
+// last: after every occasion's parameters, their count, then the times in order (`list` 0);
+// then those of a steady-state start's iterations, in the local time of the interval before
+// 0, the same way (`list` 1).
+fn own_stop_in(list: u32, t: real) -> real {
     var sets = 1u;
     if (HAS_OCCASIONS) { sets = 1u + n_occ(); }
-    let base = sets * NP;
-    let c = u32(params[base * meta_.n + sid]);
+    var base = sets * NP;
+    var c = u32(params[base * meta_.n + sid]);
+    if (list == 1u) {
+        base += 1u + c;
+        c = u32(params[base * meta_.n + sid]);
+    }
     for (var k = 0u; k < c; k++) {
         let v = params[(base + 1u + k) * meta_.n + sid];
         if (v > t) { return v; }
     }
     return BIG;
+}
+
+fn own_stop_after(t: real) -> real {
+    return own_stop_in(0u, t);
 }
 
 // Stopping points from the last one processed to the end, within this dispatch's budget.

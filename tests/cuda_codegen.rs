@@ -653,8 +653,9 @@ fn a_56_state_models_kernels_keep_their_arrays_out_of_local_memory() {
 }
 
 /// The arm kernels of a model whose jumps in time move with its parameters (each subject's
-/// own stopping points, `OWN_STOPS`) compile with NVRTC, with and without occasions, in f32
-/// and f64, and keep nothing in local memory.
+/// own stopping points, `OWN_STOPS`) compile with NVRTC, with and without occasions, with and
+/// without a steady-state start (whose iterations stop at the subject's own too), in f32 and
+/// f64, and keep nothing in local memory.
 #[test]
 fn own_stop_kernels_compile_with_nvrtc() {
     use vpop::backend::cuda::kernel::arm_source;
@@ -666,17 +667,17 @@ fn own_stop_kernels_compile_with_nvrtc() {
     }
     let m = Model::parse("switch", common::TIME_SWITCH_MODEL).unwrap();
     let progs = ModelPrograms::new(&m);
-    for occasions in [false, true] {
+    for (occasions, ss) in [(false, None), (true, None), (false, Some((0, 24.0)))] {
         for p in [Precision::F32, Precision::F64] {
             for method in [Method::Tsit5, Method::Rodas4] {
                 let driver = Driver::Arm {
-                    ss: None,
+                    ss,
                     resets: false,
                     occasions,
                 };
                 let src = arm_source(&progs, method, &every_kind(&m), driver, p).unwrap();
                 assert!(src.contains("#define OWN_STOPS 1"));
-                let what = format!("{method} {p:?} occasions {occasions}");
+                let what = format!("{method} {p:?} occasions {occasions} ss {ss:?}");
                 let ptx = compile_ptx(&src, "sm_90").unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert!(ptx.contains(".entry integrate"), "{what}");
                 assert_eq!(local_depot_bytes(&ptx), 0, "{what}: local memory");

@@ -14,6 +14,8 @@
     allow(unused_imports, dead_code)
 )]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,6 +37,20 @@ param kout = 0.4
 state c, r
 d/dt(c) = -k * c
 d/dt(r) = if(mod(t - 8, 24) < 12, kin, 0) - kout * r
+output cp = c
+output resp = r
+";
+
+/// The same with the light switched on at a time of each subject's own (`won`, 8 above): its
+/// jumps move with the parameters.
+const MOVING: &str = "
+param k = 0.1
+param kin = 3
+param kout = 0.4
+param won = 8
+state c, r
+d/dt(c) = -k * c
+d/dt(r) = if(mod(t - won, 24) < 12, kin, 0) - kout * r
 output cp = c
 output resp = r
 ";
@@ -189,6 +205,39 @@ fn an_arms_steady_state_stops_at_the_jumps_before_0() {
 }
 
 /// A directory of its own for each call (the tests run in parallel and remove theirs).
+/// Where the light is switched on at `won` instead of 8 (the model [`MOVING`]), the response
+/// is the same cycle shifted, on the CPU reference too: its iterations stop at each subject's
+/// jumps.
+#[test]
+fn an_arms_steady_state_stops_at_jumps_that_move_with_the_parameters() {
+    let c = CompiledModel::new(&Model::parse("moving.vpm", MOVING).unwrap());
+    for (method, rtol, tol) in [
+        (Method::Tsit5, 1e-6, 2e-6),
+        (Method::Tsit5, 1e-10, 1e-9),
+        (Method::Rodas4, 1e-10, 1e-9),
+    ] {
+        for won in [8.0, 6.5, 13.25] {
+            for start in [0.0, 5.0] {
+                let mut a = arm(24.0, start, &["at(0)", "at(3)", "at(11)", "auc(0, 24)"]);
+                a.solver = solver(method, rtol);
+                let mut integ = Integrator::new(method, 2);
+                let p = [0.1, KIN, KOUT, won];
+                let out = simulate_arm_subject(&c, &p, 1.0, &a, &mut integ);
+                let what = format!("{method:?} rtol {rtol:e} on at {won} from {start}");
+                assert_eq!(out.status, Status::Ok, "{what}");
+                let shift = won - 8.0;
+                for (m, t) in [0.0, 3.0, 11.0].iter().enumerate() {
+                    let want = light(t - shift);
+                    close(out.metrics[m], want, tol, &format!("{what}: r({t})"));
+                }
+                let auc = light_auc(-shift, 24.0 - shift);
+                close(out.metrics[3], auc, tol, &format!("{what}: AUC"));
+                assert!(out.stats.rejected < 200, "{what}: {}", out.stats.rejected);
+            }
+        }
+    }
+}
+
 fn temp_dir(tag: &str) -> PathBuf {
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let k = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -384,6 +433,23 @@ fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
     }
     println!("{name} records: worst {worst:.2e}");
     let _ = std::fs::remove_dir_all(&r._dir);
+    let p = [PARAMS.to_vec(), vec![0.2, 2.0, 0.3]];
+    gave.extend(arms_agree(b, &r.model, &p, rtol, tol));
+    gave
+}
+
+/// The arms every 24 and 12 h from 0 and 5 h on the backend `b` of `model`, for two subjects
+/// of parameters `p`, against the CPU reference; what the backend gave, in order.
+fn arms_agree(
+    b: &mut dyn Backend,
+    model: &Arc<CompiledModel>,
+    p: &[Vec<f64>; 2],
+    rtol: f64,
+    tol: f64,
+) -> Vec<Vec<f64>> {
+    let name = b.info().name;
+    let s = solver(Method::Tsit5, rtol);
+    let mut gave = Vec::new();
     for (ii, start) in [(24.0, 0.0), (24.0, 5.0), (12.0, 0.0), (12.0, 5.0)] {
         let mut plan = arm(
             ii,
@@ -391,8 +457,7 @@ fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
             &["at(0)", "at(3)", "at(12)", "auc", "cmax", "cmin"],
         );
         plan.solver = s.clone();
-        let p = [PARAMS.to_vec(), vec![0.2, 2.0, 0.3]];
-        let cols: Vec<Vec<f64>> = (0..3).map(|k| vec![p[0][k], p[1][k]]).collect();
+        let cols: Vec<Vec<f64>> = (0..p[0].len()).map(|k| vec![p[0][k], p[1][k]]).collect();
         let input = ChunkInput {
             first_subject: 0,
             n: 2,
@@ -401,7 +466,7 @@ fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
             occasion_params: &[],
         };
         let (mut cpu, mut gpu) = (ChunkOutput::default(), ChunkOutput::default());
-        CpuBackend::new(r.model.clone())
+        CpuBackend::new(model.clone())
             .run_chunk(&plan, &input, &mut cpu)
             .unwrap();
         b.run_chunk(&plan, &input, &mut gpu).unwrap();
@@ -425,25 +490,28 @@ fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
     gave
 }
 
-/// On a CUDA device where there is one, else through the host emulation of the kernels.
+/// Two subjects of [`MOVING`], their light switched on at 6.5 h and at 13.25 h.
+fn moving() -> (Arc<CompiledModel>, [Vec<f64>; 2]) {
+    let c = CompiledModel::new(&Model::parse("moving.vpm", MOVING).unwrap());
+    let p = [vec![0.1, KIN, KOUT, 6.5], vec![0.2, 2.0, 0.3, 13.25]];
+    (Arc::new(c), p)
+}
+
+/// On a CUDA device where there is one, else through the host emulation of the kernels: the
+/// model's jumps, and those that move with the parameters (each subject's own stops).
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_kernels_stop_at_the_jumps_of_steady_states() {
-    use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
     use vpop::backend::Precision;
     for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-9), (Precision::F32, 1e-6, 1e-4)] {
-        let model = Arc::new(model().1);
-        let mut b: Box<dyn Backend> = match CudaBackend::new(model.clone(), p) {
-            Ok(b) => Box::new(b),
-            Err(_) => match EmulatedCuda::new(model, p) {
-                Ok(b) => Box::new(b),
-                Err(e) => {
-                    println!("SKIPPED: no CUDA device and no host emulation ({e})");
-                    return;
-                }
-            },
+        let Some(mut b) = common::cuda_or_emulated(Arc::new(model().1), p) else {
+            return;
         };
         gpu_agrees(b.as_mut(), rtol, tol);
+        let (model, params) = moving();
+        let mut b = common::cuda_or_emulated(model.clone(), p).unwrap();
+        println!("moving:");
+        arms_agree(b.as_mut(), &model, &params, rtol, tol);
     }
 }
 
@@ -461,7 +529,17 @@ fn wgpu_kernels_stop_at_the_jumps_of_steady_states() {
                 let pieces = gpu_agrees(&mut b, rtol, tol);
                 assert_eq!(whole, pieces, "{p:?}: suspended runs differ");
             }
-            Err(e) => println!("SKIPPED: {e}"),
+            Err(e) => {
+                println!("SKIPPED: {e}");
+                return;
+            }
         }
+        let (model, params) = moving();
+        let mut b = WgpuBackend::new(model.clone(), p).unwrap();
+        println!("moving:");
+        let whole = arms_agree(&mut b, &model, &params, rtol, tol);
+        b.set_dispatch_budget(Some((1, 1)));
+        let pieces = arms_agree(&mut b, &model, &params, rtol, tol);
+        assert_eq!(whole, pieces, "{p:?}: suspended runs differ (moving jumps)");
     }
 }

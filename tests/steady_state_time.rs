@@ -12,6 +12,8 @@
     allow(unused_imports, dead_code)
 )]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -343,19 +345,10 @@ fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_kernels_shift_the_time_of_steady_states() {
-    use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
     use vpop::backend::Precision;
     for (p, rtol, tol) in [(Precision::F64, 1e-10, 1e-9), (Precision::F32, 1e-6, 1e-4)] {
-        let model = Arc::new(model().1);
-        let mut b: Box<dyn Backend> = match CudaBackend::new(model.clone(), p) {
-            Ok(b) => Box::new(b),
-            Err(_) => match EmulatedCuda::new(model, p) {
-                Ok(b) => Box::new(b),
-                Err(e) => {
-                    println!("SKIPPED: no CUDA device and no host emulation ({e})");
-                    return;
-                }
-            },
+        let Some(mut b) = common::cuda_or_emulated(Arc::new(model().1), p) else {
+            return;
         };
         gpu_agrees(b.as_mut(), rtol, tol);
     }

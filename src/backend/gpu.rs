@@ -286,7 +286,7 @@ pub fn pack_params<T: Copy + Default>(
     arm: &ArmPlan,
     np: usize,
     rows: &Rows,
-    own: &[Vec<f64>],
+    own: &[OwnStops],
     of: impl Fn(f64) -> T,
 ) -> Vec<T> {
     let len = rows.len();
@@ -309,10 +309,14 @@ pub fn pack_params<T: Copy + Default>(
     }
     if own_cols > 0 {
         for j in 0..len {
-            let stops = &own[rows.at(j)];
-            params[base * len + j] = of(stops.len() as f64);
-            for (k, v) in stops.iter().enumerate() {
-                params[(base + 1 + k) * len + j] = of(*v);
+            let own = &own[rows.at(j)];
+            let mut col = base;
+            for list in [&own.arm, &own.ss] {
+                params[col * len + j] = of(list.len() as f64);
+                for (k, v) in list.iter().enumerate() {
+                    params[(col + 1 + k) * len + j] = of(*v);
+                }
+                col += 1 + list.len();
             }
         }
     }
@@ -320,34 +324,51 @@ pub fn pack_params<T: Copy + Default>(
 }
 
 /// The columns [`pack_params`] gives the own stopping points of subjects `rows`: none without
-/// them, else their count and the most any of them has.
-pub fn own_columns(own: &[Vec<f64>], rows: &Rows) -> usize {
+/// them, else as many as the subject with the most needs (each list's count, then its times).
+pub fn own_columns(own: &[OwnStops], rows: &Rows) -> usize {
     if own.is_empty() {
         return 0;
     }
-    1 + (0..rows.len())
-        .map(|j| own[rows.at(j)].len())
+    (0..rows.len())
+        .map(|j| {
+            let o = &own[rows.at(j)];
+            2 + o.arm.len() + o.ss.len()
+        })
         .max()
-        .unwrap_or(0)
+        .unwrap_or(2)
+}
+
+/// A subject's own stopping points in an arm, where the model jumps in time at times that move
+/// with the parameters ([`own_stops`]), packed after its parameters ([`pack_params`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OwnStops {
+    /// In the arm, from 0 to its end.
+    pub arm: Vec<f64>,
+    /// In a steady-state start's iterations: local times of the interval before 0, with the
+    /// parameters of the first occasion ([`ss_window_stops`] has those of the jumps that do
+    /// not move); none past [`MAX_SS_STOPS`].
+    pub ss: Vec<f64>,
 }
 
 /// Each subject's own stopping points in an arm, in `precision`, by subject of the chunk:
 /// where the model jumps in time at times that move with the parameters
 /// (`ModelPrograms::subject_jump_stops`, with each occasion's parameters; the shared stops
-/// [`shared_stops`] cover some). Empty where the model has no such jumps: its arm kernels are
-/// built without them (`OWN_STOPS`). The CPU reference stops at the same times.
+/// [`shared_stops`] cover some), and inside the interval before 0 of a steady-state start.
+/// Empty where the model has no such jumps: its arm kernels are built without them
+/// (`OWN_STOPS`). The CPU reference stops at the same times.
 pub fn own_stops(
     progs: &ModelPrograms,
     arm: &ArmPlan,
     input: &ChunkInput<'_>,
     precision: super::Precision,
-) -> Result<Vec<Vec<f64>>, String> {
+) -> Result<Vec<OwnStops>, String> {
     use rayon::prelude::*;
     if !progs.time_jumps.moves_with_params() {
         return Ok(Vec::new());
     }
     let shared = shared_stops(arm);
     let n_later = arm.occasions.len().min(input.occasion_params.len());
+    let ss_ii = steady_state_admin(arm).map(|(_, ii)| ii);
     (0..input.n)
         .into_par_iter()
         .map(|i| {
@@ -356,15 +377,24 @@ pub fn own_stops(
                 .iter()
                 .map(|o| o.iter().map(|c| c[i]).collect())
                 .collect();
-            progs.subject_jump_stops(
+            let which = crate::model::jumps::Which::Moving;
+            let arm = progs.subject_jump_stops(
                 &p,
                 &later,
                 &arm.occasions[..n_later],
                 arm.end,
-                crate::model::jumps::Which::Moving,
+                which,
                 precision,
                 &shared,
-            )
+            )?;
+            let ss = match ss_ii {
+                Some(ii) => match progs.shifted_jump_stops(&p, -ii, ii, which, &[precision]) {
+                    Ok(v) if v.len() <= MAX_SS_STOPS => v,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            Ok(OwnStops { arm, ss })
         })
         .collect()
 }
@@ -438,16 +468,17 @@ pub fn steady_state_admin(arm: &ArmPlan) -> Option<(usize, f64)> {
 }
 
 /// At most this many jumps in time inside an arm's steady-state interval are stopping points
-/// of the arm kernels' iterations (compiled into them); beyond, the kernels cross them with
-/// the step control, where the CPU reference still stops at every one.
+/// of the arm kernels' iterations (compiled into them, or a subject's own for jumps that move
+/// with the parameters); beyond, the kernels cross them with the step control, where the CPU
+/// reference still stops at every one.
 pub const MAX_SS_STOPS: usize = 256;
 
 /// The stopping points of an arm kernel's steady-state iterations (`a`: its steady-state
 /// start, over the interval before 0): the model's jumps in time that do not move with the
 /// parameters, in the interval's local time from 0 to the dosing interval, in the kernel's
 /// precision `p` ([`crate::model::ModelPrograms::shifted_jump_stops`]), sorted; none past
-/// [`MAX_SS_STOPS`]. The CPU reference stops at the same ones (and at those that move with
-/// the parameters, which the kernels cross).
+/// [`MAX_SS_STOPS`]. The CPU reference stops at the same ones (those that move with the
+/// parameters are each subject's own: [`OwnStops::ss`]).
 pub fn ss_window_stops(
     m: &crate::model::ModelPrograms,
     a: &ArmSettings,

@@ -1449,3 +1449,23 @@ output conc = cp
 output lb = log10(bact)
 output above = cp > 2
 ";
+
+/// The CUDA backend of `model` in precision `p` on a device where there is one, else the host
+/// emulation of its kernels; `None`, with a `SKIPPED` line, where neither can be built.
+#[cfg(feature = "cuda")]
+pub fn cuda_or_emulated(
+    model: Arc<CompiledModel>,
+    p: vpop::backend::Precision,
+) -> Option<Box<dyn Backend>> {
+    use vpop::backend::cuda::{CudaBackend, EmulatedCuda};
+    match CudaBackend::new(model.clone(), p) {
+        Ok(b) => Some(Box::new(b)),
+        Err(_) => match EmulatedCuda::new(model, p) {
+            Ok(b) => Some(Box::new(b)),
+            Err(e) => {
+                println!("SKIPPED: no CUDA device and no host emulation ({e})");
+                None
+            }
+        },
+    }
+}

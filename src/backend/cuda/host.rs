@@ -410,7 +410,7 @@ impl<L: Launcher> Host<L> {
         (nm, no, nt): (usize, usize, usize),
         arm: &ArmPlan,
         input: &ChunkInput<'_>,
-        own: &[Vec<f64>],
+        own: &[crate::backend::gpu::OwnStops],
         parts: &[Rows],
         out: &mut ChunkOutput,
     ) -> Result<Vec<(u32, u32)>, BackendError> {

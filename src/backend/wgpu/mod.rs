@@ -1155,7 +1155,7 @@ mod integrate {
             ad: &crate::backend::gpu::ArmData,
             z: &KernelSizes,
             input: &ChunkInput<'_>,
-            own: &[Vec<f64>],
+            own: &[crate::backend::gpu::OwnStops],
             rows: &Rows,
             out: &mut ChunkOutput,
         ) -> Result<Vec<(u32, u32)>, BackendError> {
