@@ -601,12 +601,13 @@ fn simulate_arm_subject_sharing(
         };
         y0 = x;
         ss_stats = stats;
-        // A reset cancels what those doses, all given before 0, still had to give from then
-        // on (as a dose line's, `Regimen::schedule_occasions`).
-        let first_reset = arm.regimen.reset_times().first().copied();
+        // A reset cancels what those doses, the last of them at the line's start less its
+        // interval, still had to give from then on (as a dose line's).
+        let resets = arm.regimen.reset_times();
+        let cut = crate::dosing::cancelling_reset(&resets, line.start - line.interval);
         for (at, state, input) in tail {
             use crate::backend::records::Input;
-            if first_reset.is_some_and(|r| at >= r) {
+            if cut.is_some_and(|r| at >= r) {
                 continue;
             }
             let kind = match input {

@@ -238,6 +238,17 @@ impl fmt::Display for DosingError {
 
 impl std::error::Error for DosingError {}
 
+/// The reset that cancels what a dose of nominal time `nominal` still has to give from then
+/// on: the first of `resets` (sorted) after it. A dose line's doses
+/// (`Regimen::schedule_occasions`) and the doses before a steady-state start (the CPU
+/// reference's `simulate_arm_subject`) follow this one rule; the kernels apply it as their
+/// `cut`.
+pub fn cancelling_reset(resets: &[f64], nominal: f64) -> Option<f64> {
+    resets
+        .get(resets.partition_point(|r| *r <= nominal))
+        .copied()
+}
+
 impl Regimen {
     /// Checks the parts of a regimen that do not depend on the subject.
     pub fn validate(&self, n_states: usize) -> Result<(), DosingError> {
@@ -343,9 +354,7 @@ impl Regimen {
                     d.lag = of_occasion_at(line.start).lag;
                 }
                 dose_events(line, nominal, amount_scale, &d, &mut events)?;
-                // The first reset after the dose (`resets` is sorted) cancels what the dose
-                // still had to give from then on.
-                if let Some(&reset) = resets.get(resets.partition_point(|r| *r <= nominal)) {
+                if let Some(reset) = cancelling_reset(&resets, nominal) {
                     let mut i = 0;
                     events.retain(|e| {
                         i += 1;
