@@ -511,34 +511,35 @@ impl ModelPrograms {
             return Ok(Vec::new());
         }
         let jumps = self.time_jumps.jumps(params, shift, shift + len, which)?;
+        /// The first τ with τ + shift ≥ stop in the arithmetic of `T`, if inside (0, len).
+        fn first_local<T>(stop: T, shift: T, len: T, up: fn(T) -> T, down: fn(T) -> T) -> Option<T>
+        where
+            T: Copy + PartialOrd + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T>,
+        {
+            let mut tau = stop - shift;
+            while tau + shift < stop {
+                tau = up(tau);
+            }
+            while down(tau) + shift >= stop {
+                tau = down(tau);
+            }
+            (tau > T::default() && tau < len).then_some(tau)
+        }
         let mut v = Vec::new();
         for &j in &jumps {
             for &p in precisions {
                 let stop = stop_after(j, p);
-                let tau = match p {
-                    Precision::F64 => {
-                        let mut tau = stop - shift;
-                        while tau + shift < stop {
-                            tau = tau.next_up();
-                        }
-                        while tau.next_down() + shift >= stop {
-                            tau = tau.next_down();
-                        }
-                        (tau > 0.0 && tau < len).then_some(tau)
-                    }
-                    Precision::F32 => {
-                        let (stop, shift, len) = (stop as f32, shift as f32, len as f32);
-                        let mut tau = stop - shift;
-                        while tau + shift < stop {
-                            tau = tau.next_up();
-                        }
-                        while tau.next_down() + shift >= stop {
-                            tau = tau.next_down();
-                        }
-                        (tau > 0.0 && tau < len).then_some(f64::from(tau))
-                    }
-                };
-                v.extend(tau);
+                v.extend(match p {
+                    Precision::F64 => first_local(stop, shift, len, f64::next_up, f64::next_down),
+                    Precision::F32 => first_local(
+                        stop as f32,
+                        shift as f32,
+                        len as f32,
+                        f32::next_up,
+                        f32::next_down,
+                    )
+                    .map(f64::from),
+                });
             }
         }
         v.sort_by(f64::total_cmp);
