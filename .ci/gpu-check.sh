@@ -57,7 +57,7 @@ checks=(
   "cuda_records 90"      # record programs (NONMEM golden data) on the device
   "cuda_steady_state 90"
   "cuda_ss_time 60"      # steady states of a model that reads its time: CUDA and Vulkan against the CPU (new)
-  "cuda_ss_jumps 60"     # steady states that stop at the model's jumps in time: CUDA and Vulkan against the CPU (new)
+  "cuda_ss_jumps 60"     # steady states (arm starts, SS records, SS infusions) that stop at the jumps in time, constant and moving with the parameters: CUDA and Vulkan against the CPU (new)
   "cuda_resets 90"
   "wgpu_checks 120"      # the WGSL kernels' speed with and without wgpu's runtime checks, loops kept
   "cuda_tuning 60"       # every tuning agrees with the CPU reference
