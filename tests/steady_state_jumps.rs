@@ -399,6 +399,76 @@ fn a_record_program_lists_the_stops_of_a_steady_state_infusions_spans() {
     let _ = std::fs::remove_dir_all(&r._dir);
 }
 
+/// A light switched every 15 minutes: a steady-state infusion's spans hold more stops than a
+/// record program lists ([`SS_INFUSION_MAX_STOPS`]), so the kernels cross the jumps of the
+/// longer spans with the step control, where the CPU reference stops at every one. The batch
+/// completes: the subject either agrees with the CPU reference or is flagged (out of steps, or
+/// a step too small: what these crossings cost), never a wrong number.
+fn flicker_gpu(b: &mut dyn Backend, model: &CompiledModel, rtol: f64, tol: f64) {
+    use vpop::backend::records::{Op, SS_INFUSION_MAX_STOPS};
+    let dir = temp_dir("flicker");
+    let csv = dir.join("flicker.csv");
+    let mut text = String::from("ID,TIME,EVID,AMT,RATE,CMT,SS,II,MDV\n");
+    text += &format!("1,0,2,0,0,1,0,0,1\n1,30,1,0,{RATE},1,1,0,1\n1,30,0,0,0,1,0,0,0\n");
+    text += "1,31.1,0,0,0,1,0,0,0\n";
+    std::fs::write(&csv, text).unwrap();
+    let ds = Dataset::load(&csv).unwrap();
+    let m = Model::parse(
+        "flicker.vpm",
+        &MODEL.replace("mod(t - 8, 24) < 12", "mod(t, 0.5) < 0.25"),
+    )
+    .unwrap();
+    let binding = RecordBinding::new(&m, &ds.covariates);
+    let program = record_program(model, &PARAMS, &binding, &ds.subjects[0], &mut |_, _| {});
+    let listed = program
+        .ops
+        .iter()
+        .find_map(|op| match op {
+            Op::SteadyInfusion(_, _, _, stops) => Some(stops.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let last = listed.last().unwrap().0;
+    assert!(
+        listed.len() <= SS_INFUSION_MAX_STOPS && last < 128.0,
+        "{last}"
+    );
+    println!(
+        "flicker: {} stops listed, spans up to {last} h",
+        listed.len()
+    );
+    let s = solver(Method::Tsit5, rtol);
+    let want = simulate_records(model, &PARAMS, &binding, &ds.subjects[0], &s);
+    assert_eq!(want.status, Status::Ok);
+    let got = b.run_records(&[&program], &s).unwrap();
+    println!("{} flicker: {:?}", b.info().name, got[0].status);
+    if matches!(got[0].status, Status::MaxSteps | Status::StepTooSmall) {
+        assert!(got[0].outputs[0][2].is_nan(), "a flagged subject's outputs");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    assert_eq!(got[0].status, Status::Ok, "{}", b.info().name);
+    for o in 0..2 {
+        for j in 2..4 {
+            let (g, c) = (got[0].outputs[o][j], want.outputs[o][j]);
+            assert!(
+                (g - c).abs() <= tol * c.abs(),
+                "{} output {o} record {j}: {g} vs {c}",
+                b.info().name
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// [`MODEL`] with the light switched every 15 minutes.
+fn flicker_model() -> Arc<CompiledModel> {
+    let src = MODEL.replace("mod(t - 8, 24) < 12", "mod(t, 0.5) < 0.25");
+    Arc::new(CompiledModel::new(
+        &Model::parse("flicker.vpm", &src).unwrap(),
+    ))
+}
+
 /// The kernels against the CPU reference at the same settings: the arms from 0 and from 5 h,
 /// every 24 h and every 12 h; the records. What the backend gave, in order.
 fn gpu_agrees(b: &mut dyn Backend, rtol: f64, tol: f64) -> Vec<Vec<f64>> {
@@ -512,6 +582,9 @@ fn cuda_kernels_stop_at_the_jumps_of_steady_states() {
         let mut b = common::cuda_or_emulated(model.clone(), p).unwrap();
         println!("moving:");
         arms_agree(b.as_mut(), &model, &params, rtol, tol);
+        let model = flicker_model();
+        let mut b = common::cuda_or_emulated(model.clone(), p).unwrap();
+        flicker_gpu(b.as_mut(), &model, rtol, 1e3 * tol);
     }
 }
 
@@ -541,5 +614,8 @@ fn wgpu_kernels_stop_at_the_jumps_of_steady_states() {
         b.set_dispatch_budget(Some((1, 1)));
         let pieces = arms_agree(&mut b, &model, &params, rtol, tol);
         assert_eq!(whole, pieces, "{p:?}: suspended runs differ (moving jumps)");
+        let model = flicker_model();
+        let mut b = WgpuBackend::new(model.clone(), p).unwrap();
+        flicker_gpu(&mut b, &model, rtol, 1e3 * tol);
     }
 }
