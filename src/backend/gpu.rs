@@ -388,10 +388,7 @@ pub fn own_stops(
                 &shared,
             )?;
             let ss = match ss_ii {
-                Some(ii) => match progs.shifted_jump_stops(&p, -ii, ii, which, &[precision]) {
-                    Ok(v) if v.len() <= MAX_SS_STOPS => v,
-                    _ => Vec::new(),
-                },
+                Some(ii) => ss_interval_stops(progs, &p, ii, which, precision),
                 None => Vec::new(),
             };
             Ok(OwnStops { arm, ss })
@@ -489,8 +486,20 @@ pub fn ss_window_stops(
     }
     // Constant jumps alone: the parameters' values do not matter.
     let params = vec![0.0; m.n_params];
-    let which = crate::model::jumps::Which::Constant;
-    match m.shifted_jump_stops(&params, -a.ss_ii, a.ss_ii, which, &[p]) {
+    ss_interval_stops(m, &params, a.ss_ii, crate::model::jumps::Which::Constant, p)
+}
+
+/// The stops of the jumps `which` picks, with the parameters `params`, inside the interval
+/// before 0 of a steady-state start with dosing interval `ii`, in its local time, in
+/// precision `p`; none where there are more than [`MAX_SS_STOPS`] (the kernels cross them).
+fn ss_interval_stops(
+    m: &ModelPrograms,
+    params: &[f64],
+    ii: f64,
+    which: crate::model::jumps::Which,
+    p: super::Precision,
+) -> Vec<f64> {
+    match m.shifted_jump_stops(params, -ii, ii, which, &[p]) {
         Ok(v) if v.len() <= MAX_SS_STOPS => v,
         _ => Vec::new(),
     }

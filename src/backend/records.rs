@@ -402,11 +402,17 @@ pub(crate) fn window_with_jump_stops(
 /// periods come near it.
 pub const SS_INFUSION_MAX_STOPS: usize = 512;
 
+/// The span a steady-state infusion's iterations take after `span`: twice as long, up to
+/// [`SS_INFUSION_SPAN_MAX`] (`Cpu::steady_infusion`, the kernels' op 8).
+fn next_infusion_span(span: f64) -> f64 {
+    (2.0 * span).min(SS_INFUSION_SPAN_MAX)
+}
+
 /// The spans of a steady-state infusion's iterations, in the order they may be taken: doubling
-/// from 1 up to [`SS_INFUSION_SPAN_MAX`] (`Cpu::steady_infusion`, the kernels' op 8).
+/// from 1 up to [`SS_INFUSION_SPAN_MAX`].
 fn infusion_spans() -> impl Iterator<Item = f64> {
     std::iter::successors(Some(1.0), |&s: &f64| {
-        (s < SS_INFUSION_SPAN_MAX).then(|| (2.0 * s).min(SS_INFUSION_SPAN_MAX))
+        (s < SS_INFUSION_SPAN_MAX).then(|| next_infusion_span(s))
     })
 }
 
@@ -1009,7 +1015,7 @@ impl Engine for Cpu<'_> {
                 if change <= SS_NOISE {
                     break;
                 }
-                span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
+                span = next_infusion_span(span);
                 doublings += 1;
                 if doublings >= SS_INFUSION_DOUBLINGS {
                     return Err(Status::MaxSteps);
@@ -1027,7 +1033,7 @@ impl Engine for Cpu<'_> {
                     if span >= SS_INFUSION_SPAN_MAX {
                         return Err(Status::MaxSteps);
                     }
-                    span = (2.0 * span).min(SS_INFUSION_SPAN_MAX);
+                    span = next_infusion_span(span);
                     iterations = SsIterations::new(true);
                     cycle = 0;
                 } else if done {
