@@ -113,8 +113,9 @@ struct Rec : Sub {
         phase = 0;
     }
 
-    // The window's inputs `w` (n of them) repeated every ii to steady state; false while the
-    // machine waits (or failed), true when the steady state is reached.
+    // The window's inputs `w` (n of them, with the stops of the model's jumps in time in the
+    // interval among them: [1, 0, 0, local time]) repeated every ii to steady state; false
+    // while the machine waits (or failed), true when the steady state is reached.
     FI bool steady_state(const real* w, unsigned mode, real ii, unsigned n) {
         if (phase == 0u) {
             isolate();
@@ -134,7 +135,8 @@ struct Rec : Sub {
             while (wi < n) {
                 const real* in = w + 4 * wi;
                 if (!at(t_cur, fmax(in[3], t_cur))) return false;
-                apply_input((unsigned)in[0], (unsigned)in[1], in[2]);
+                const unsigned kind = (unsigned)in[0];
+                if (kind != 1u) apply_input(kind, (unsigned)in[1], in[2]);
                 wi++;
             }
             if (!at(t_cur, ii)) return false;

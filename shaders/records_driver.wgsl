@@ -15,7 +15,9 @@
 //   5 params      parameter set a of the subject
 //   6 output      record a's outputs at time b
 //   7 steady      mode a (1 set, 2 add), interval b; the c next instructions are the
-//                 window's inputs (a start, 0, gives the dose's time first)
+//                 window's inputs (2, 3) and the stops of the model's jumps in time in the
+//                 interval ([1, 0, 0, local time]), in the order of their times (a start,
+//                 0, gives the dose's time first)
 //   8 infusion    steady state of a constant input b into state a; the c next instructions
 //                 are the stops of the model's jumps in time in its spans, [span, local
 //                 time], ordered by span (a start, 0, gives the infusion's time first)
@@ -155,7 +157,8 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
         while (wi < n_window) {
             let o = (at + 1u + wi) * 4u;
             if (!advance_to(max(arm[o + 3u], t_cur))) { return false; }
-            apply_input(u32(arm[o]), u32(arm[o + 1u]), arm[o + 2u]);
+            let kind = u32(arm[o]);
+            if (kind != 1u) { apply_input(kind, u32(arm[o + 1u]), arm[o + 2u]); }
             wi++;
         }
         if (!advance_to(ii)) { return false; }

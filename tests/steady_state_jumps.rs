@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use vpop::backend::cpu::{simulate_arm_subject, CpuBackend};
-use vpop::backend::records::{record_program, simulate_records, Program, RecordBinding};
+use vpop::backend::records::{record_program, simulate_records, Input, Program, RecordBinding};
 use vpop::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput};
 use vpop::dosing::nonmem::Dataset;
 use vpop::dosing::{Administration, DoseLine, Regimen};
@@ -331,6 +331,67 @@ fn a_steady_state_record_stops_at_the_jumps_before_it() {
                     close(resp, light(t), tol, &format!("{what}: r({t})"));
                 }
             }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&r._dir);
+}
+
+/// A record program lists the stops of an SS = 1 dose's interval for the kernels beside its
+/// window's inputs: the light's switches at 8 h and 20 h of every day inside (t − ii, t), at
+/// their local times, in both precisions, sorted; the window holds the dose's inputs alone.
+#[test]
+fn a_record_program_lists_the_stops_of_a_steady_state_doses_interval() {
+    use vpop::backend::records::Op;
+    let r = records();
+    for (k, &(t0, ii)) in SUBJECTS.iter().enumerate().filter(|(_, s)| s.1 > 0.0) {
+        let program = record_program(
+            &r.model,
+            &PARAMS,
+            &r.binding,
+            &r.ds.subjects[k],
+            &mut |_, _| {},
+        );
+        let (window, stops) = program
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                Op::SteadyState(1, t, i, window, stops) if *t == t0 && *i == ii => {
+                    Some((window.clone(), stops.clone()))
+                }
+                _ => None,
+            })
+            .expect("the steady state");
+        assert!(
+            window.iter().all(|w| w.1 == 0 && w.2 != Input::Rate(0.0)),
+            "subject {k}: the dose's inputs alone: {window:?}"
+        );
+        let want: Vec<f64> = (-1..50)
+            .flat_map(|d| [8.0 + 24.0 * f64::from(d), 20.0 + 24.0 * f64::from(d)])
+            .filter(|&j| j > t0 - ii && j < t0)
+            .map(|j| j - (t0 - ii))
+            .collect();
+        assert!(!want.is_empty());
+        assert!(
+            stops.windows(2).all(|w| w[0] < w[1]),
+            "subject {k}: sorted, unique: {stops:?}"
+        );
+        assert!(stops.iter().all(|&s| s > 0.0 && s < ii));
+        assert!(
+            stops.len() >= want.len() && stops.len() <= 2 * want.len(),
+            "subject {k}: {stops:?} for {want:?}"
+        );
+        for w in &want {
+            // Its f64 stop, two units after the switch as the sum rounds, and its f32 stop.
+            assert!(
+                stops.iter().any(|&g| g > *w && g - w <= 1e-12 * t0),
+                "subject {k}: no f64 stop at {w} in {stops:?}"
+            );
+            assert!(
+                stops
+                    .iter()
+                    .any(|&g| g >= *w && f64::from(g as f32) == g && g - w <= 1e-5 * t0),
+                "subject {k}: no f32 stop at {w} in {stops:?}"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&r._dir);

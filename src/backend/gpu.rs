@@ -1015,14 +1015,24 @@ pub fn records_data(
                 Op::Reset => [4.0, 0.0, 0.0, 0.0],
                 Op::Params(k) => [5.0, *k as f64, 0.0, 0.0],
                 Op::Output(j, t) => [6.0, *j as f64, *t, 0.0],
-                Op::SteadyState(mode, t, ii, window) => {
+                Op::SteadyState(mode, t, ii, window, stops) => {
                     // The time first (a start): the steady state's iterations are, to the
-                    // model, the interval before it.
+                    // model, the interval before it. Then the window's inputs and the stops
+                    // of the jumps in time in the order of their times, a stop ([1, 0, 0,
+                    // local time]) after the inputs at its time.
+                    let n = window.len() + stops.len();
                     d.prog.extend_from_slice(&[0.0, *t, 0.0, 0.0]);
                     d.prog
-                        .extend_from_slice(&[7.0, f64::from(*mode), *ii, window.len() as f64]);
+                        .extend_from_slice(&[7.0, f64::from(*mode), *ii, n as f64]);
+                    let mut stops = stops.iter().peekable();
                     for w in window {
+                        while let Some(&s) = stops.next_if(|&&s| s < w.0) {
+                            d.prog.extend_from_slice(&[1.0, 0.0, 0.0, s]);
+                        }
                         d.prog.extend_from_slice(&input(w));
+                    }
+                    for &s in stops {
+                        d.prog.extend_from_slice(&[1.0, 0.0, 0.0, s]);
                     }
                     instrs += op.kernel_instructions();
                     continue;

@@ -366,33 +366,29 @@ pub(crate) fn arrival(lag: f64, ii: f64, j: usize, eps: f64) -> f64 {
     r + (n - j as f64) * ii
 }
 
-/// `window`, the inputs of one interval of a steady state at `t` (local times from 0 to
-/// `ii`, standing for the model's times from `t − ii`), with the model's jumps in time inside
-/// that interval as stopping points of their own: inputs of nothing (a rate of 0 added to the
-/// first state) at their local stops in each of `precisions`
-/// ([`crate::model::ModelPrograms::shifted_jump_stops`]), after the inputs at the same time.
-/// The iterations then stop at the jumps as the integration does elsewhere, on every backend,
-/// instead of crossing them with the step control (which took thousands of rejected steps,
-/// or failed with Rodas4 at rtol 1e-10, for a light switched on and off every day).
-pub(crate) fn window_with_jump_stops(
+/// The stops of the model's jumps in time inside the interval of a steady state at `t`:
+/// local times from 0 to `ii`, standing for the model's times from `t − ii` on, in each of
+/// `precisions` ([`crate::model::ModelPrograms::shifted_jump_stops`]). The iterations stop
+/// there as the integration does elsewhere, on every backend, instead of crossing the jumps
+/// with the step control (which took thousands of rejected steps, or failed with Rodas4 at
+/// rtol 1e-10, for a light switched on and off every day).
+fn steady_state_stops(
     model: &CompiledModel,
     params: &[f64],
-    window: &[TimedInput],
     t: f64,
     ii: f64,
-    which: crate::model::jumps::Which,
     precisions: &[super::Precision],
-) -> Result<Vec<TimedInput>, Status> {
-    let stops = model
+) -> Result<Vec<f64>, Status> {
+    model
         .programs
-        .shifted_jump_stops(params, t - ii, ii, which, precisions)
-        .map_err(|_| Status::MaxSteps)?;
-    let mut w = window.to_vec();
-    if !stops.is_empty() {
-        w.extend(stops.into_iter().map(|s| (s, 0, Input::Rate(0.0))));
-        sort_inputs(&mut w);
-    }
-    Ok(w)
+        .shifted_jump_stops(
+            params,
+            t - ii,
+            ii,
+            crate::model::jumps::Which::All,
+            precisions,
+        )
+        .map_err(|_| Status::MaxSteps)
 }
 
 /// The most stops of the model's jumps in time a record program lists for one steady-state
@@ -466,12 +462,10 @@ pub(crate) fn infusion_stops(
 /// What the record semantics ask of the integration: the CPU f64 reference integrates as it
 /// goes; [`Recorder`] writes the same requests down as a [`Program`] for the GPU kernels.
 trait Engine {
-    /// Whether the integration runs in f64 alone (the CPU reference): it stops at a jump in
-    /// time's f64 stop only, where a record program, which runs in either precision, stops at
-    /// both precisions' ([`crate::model::ModelPrograms::record_jump_stops`]).
-    fn f64_alone(&self) -> bool {
-        false
-    }
+    /// The precisions whose stops of the model's jumps in time the integration stops at: f64
+    /// alone on the CPU reference; both in a record program, which runs in either
+    /// ([`crate::model::ModelPrograms::record_jump_stops`]).
+    fn precisions(&self) -> &'static [super::Precision];
     /// The parameters in force from now on.
     fn set_params(&mut self, params: &[f64]);
     /// Every state back to its initial value (with the parameters in force), no inputs, the
@@ -486,8 +480,9 @@ trait Engine {
     /// The model states become (`mode` 1) or are increased by (`mode` 2) the steady state of
     /// the inputs `window` repeated every `ii`, found from the current model states (mode 1)
     /// or from zero (mode 2), at time `t` (the model's time in the iterations runs over the
-    /// interval before it, from `t − ii` to `t`). Time, inputs and other states are left as
-    /// they are.
+    /// interval before it, from `t − ii` to `t`), stopping at the model's jumps in time in the
+    /// interval ([`steady_state_stops`], in the engine's precisions). Time, inputs and other
+    /// states are left as they are.
     fn steady_state(
         &mut self,
         mode: u8,
@@ -496,16 +491,10 @@ trait Engine {
         window: &[TimedInput],
     ) -> Result<(), Status>;
     /// The model states become the steady state at time `t` of a constant input `rate` into
-    /// `state` (the model's time in each span of the iterations ends at `t`). `stops` lists
-    /// the stops of the model's jumps in time in the spans for an engine that runs in either
-    /// precision ([`infusion_stops`]); the CPU reference finds its own, in f64, span by span.
-    fn steady_infusion(
-        &mut self,
-        state: usize,
-        t: f64,
-        rate: f64,
-        stops: &[(f64, f64)],
-    ) -> Result<(), Status>;
+    /// `state` (the model's time in each span of the iterations ends at `t`), stopping at the
+    /// model's jumps in time in each span: the CPU reference finds them span by span, in f64;
+    /// a record program lists them, in both precisions ([`infusion_stops`]).
+    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status>;
     /// The outputs after record `j`, at time `t`.
     fn output(&mut self, j: usize, t: f64);
 }
@@ -604,19 +593,9 @@ impl<'m, E: Engine> Sim<'m, E> {
     fn integrate_until(&mut self, t1: f64) -> Result<(), Status> {
         let programs = &self.model.programs;
         if t1 > self.t && !programs.time_jumps.is_empty() {
-            let stops = if self.engine.f64_alone() {
-                programs.jump_stops(
-                    &self.params,
-                    self.t,
-                    t1,
-                    crate::model::jumps::Which::All,
-                    crate::backend::Precision::F64,
-                    &[],
-                )
-            } else {
-                programs.record_jump_stops(&self.params, self.t, t1)
-            }
-            .map_err(|_| Status::MaxSteps)?;
+            let stops = programs
+                .record_jump_stops(&self.params, self.t, t1, self.engine.precisions())
+                .map_err(|_| Status::MaxSteps)?;
             for s in stops {
                 integrate_to(&mut self.engine, &mut self.t, s)?;
             }
@@ -635,15 +614,8 @@ impl<'m, E: Engine> Sim<'m, E> {
     fn dose(&mut self, r: &Record, ss: u8, lag: Option<f64>) -> Result<(), Status> {
         let state = r.cmt as usize - 1;
         if ss > 0 && r.ii == 0.0 {
-            // A steady-state infusion: AMT 0, RATE > 0. Its spans stop at the jumps in time
-            // (the CPU reference finds them itself; a record program lists them).
-            let stops = if self.engine.f64_alone() {
-                Vec::new()
-            } else {
-                use super::Precision::{F32, F64};
-                infusion_stops(self.model, &self.params, self.t, &[F64, F32])
-            };
-            return self.engine.steady_infusion(state, self.t, r.rate, &stops);
+            // A steady-state infusion: AMT 0, RATE > 0.
+            return self.engine.steady_infusion(state, self.t, r.rate);
         }
         let mut dosing = self.dosing[state];
         if let Some(lag) = lag {
@@ -652,23 +624,6 @@ impl<'m, E: Engine> Sim<'m, E> {
         let dose = Dose::resolve(r, &dosing)?;
         if ss > 0 {
             let (window, tail) = dose.steady_state_inputs(r.ii);
-            // The jumps in time as stops: in f64 on the CPU reference, in both precisions
-            // in a record program, which runs in either.
-            use super::Precision::{F32, F64};
-            let precisions: &[super::Precision] = if self.engine.f64_alone() {
-                &[F64]
-            } else {
-                &[F64, F32]
-            };
-            let window = window_with_jump_stops(
-                self.model,
-                &self.params,
-                &window,
-                self.t,
-                r.ii,
-                crate::model::jumps::Which::All,
-                precisions,
-            )?;
             self.engine.steady_state(ss, self.t, r.ii, &window)?;
             for (at, state, kind) in tail {
                 if at <= 0.0 {
@@ -878,8 +833,8 @@ impl<'m> Cpu<'m> {
 }
 
 impl Engine for Cpu<'_> {
-    fn f64_alone(&self) -> bool {
-        true
+    fn precisions(&self) -> &'static [super::Precision] {
+        &[super::Precision::F64]
     }
     fn set_params(&mut self, params: &[f64]) {
         self.sys.model = self.model.bind(params);
@@ -943,6 +898,7 @@ impl Engine for Cpu<'_> {
         } else {
             vec![0.0; n]
         };
+        let stops = steady_state_stops(self.model, &self.params, t, ii, self.precisions())?;
         self.isolated(|cpu| {
             // Each interval from 0 to ii is, to the model, the one from t − ii to t.
             cpu.sys.t_shift = t - ii;
@@ -950,10 +906,19 @@ impl Engine for Cpu<'_> {
             for _ in 0..SS_MAX_CYCLES as usize {
                 cpu.restart(&x);
                 let mut t = 0.0;
+                // The inputs and the stops in the order of their times, a stop after the
+                // inputs at its time.
+                let mut stops = stops.iter().peekable();
                 for &(at, state, input) in window {
+                    while let Some(&s) = stops.next_if(|&&s| s < at) {
+                        integrate_to(cpu, &mut t, s)?;
+                    }
                     let to = at.max(t);
                     integrate_to(cpu, &mut t, to)?;
                     cpu.apply(state, input);
+                }
+                for &s in stops {
+                    integrate_to(cpu, &mut t, s)?;
                 }
                 integrate_to(cpu, &mut t, ii)?;
                 if iterations.next(cpu, &mut x) {
@@ -972,13 +937,7 @@ impl Engine for Cpu<'_> {
         Ok(())
     }
 
-    fn steady_infusion(
-        &mut self,
-        state: usize,
-        t: f64,
-        rate: f64,
-        _stops: &[(f64, f64)],
-    ) -> Result<(), Status> {
+    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status> {
         let n = self.model.n_states();
         let mut x = self.y[..n].to_vec();
         self.isolated(|cpu| {
@@ -991,10 +950,10 @@ impl Engine for Cpu<'_> {
                 // the model jumps in time.
                 cpu.sys.t_shift = t - span;
                 if stops.0 != span {
-                    let f64_only = [super::Precision::F64];
+                    let p = cpu.precisions();
                     stops = (
                         span,
-                        infusion_span_stops(cpu.model, &cpu.params, t, span, &f64_only)?,
+                        infusion_span_stops(cpu.model, &cpu.params, t, span, p)?,
                     );
                 }
                 let mut at = 0.0;
@@ -1210,8 +1169,10 @@ pub enum Op {
     Params(usize),
     /// Record j's outputs, at time t.
     Output(usize, f64),
-    /// See the engine's `steady_state`: mode, time, interval, inputs of one interval.
-    SteadyState(u8, f64, f64, Vec<TimedInput>),
+    /// See the engine's `steady_state`: mode, time, interval, inputs of one interval, and the
+    /// stops of the model's jumps in time in the interval, local times in both precisions
+    /// ([`steady_state_stops`]).
+    SteadyState(u8, f64, f64, Vec<TimedInput>, Vec<f64>),
     /// A constant input into a state to steady state: state, time, rate, and the stops of the
     /// model's jumps in time in its spans, (span, local time) ([`infusion_stops`]).
     SteadyInfusion(usize, f64, f64, Vec<(f64, f64)>),
@@ -1221,11 +1182,11 @@ pub enum Op {
 
 impl Op {
     /// The instructions the kernels' encoding of this op takes (src/backend/gpu.rs): a steady
-    /// state's start (its time), the instruction itself, and its window's inputs or its
-    /// infusion's stops.
+    /// state's start (its time), the instruction itself, and its window's inputs and stops or
+    /// its infusion's stops.
     pub fn kernel_instructions(&self) -> usize {
         match self {
-            Op::SteadyState(_, _, _, w) => 2 + w.len(),
+            Op::SteadyState(_, _, _, w, stops) => 2 + w.len() + stops.len(),
             Op::SteadyInfusion(_, _, _, stops) => 2 + stops.len(),
             _ => 1,
         }
@@ -1245,12 +1206,24 @@ pub struct Program {
     pub n_records: usize,
 }
 
-/// Writes the semantics' requests down.
-struct Recorder {
+/// Writes the semantics' requests down, with the stops of the model's jumps in time its
+/// steady states need (for both precisions: a program runs in either).
+struct Recorder<'m> {
+    model: &'m CompiledModel,
     program: Program,
 }
 
-impl Engine for Recorder {
+impl Recorder<'_> {
+    /// The parameters in force.
+    fn params(&self) -> &[f64] {
+        self.program.params.last().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl Engine for Recorder<'_> {
+    fn precisions(&self) -> &'static [super::Precision] {
+        &[super::Precision::F64, super::Precision::F32]
+    }
     fn set_params(&mut self, params: &[f64]) {
         let k = self.program.params.len();
         self.program.params.push(params.to_vec());
@@ -1279,21 +1252,17 @@ impl Engine for Recorder {
         ii: f64,
         window: &[TimedInput],
     ) -> Result<(), Status> {
+        let stops = steady_state_stops(self.model, self.params(), t, ii, self.precisions())?;
         self.program
             .ops
-            .push(Op::SteadyState(mode, t, ii, window.to_vec()));
+            .push(Op::SteadyState(mode, t, ii, window.to_vec(), stops));
         Ok(())
     }
-    fn steady_infusion(
-        &mut self,
-        state: usize,
-        t: f64,
-        rate: f64,
-        stops: &[(f64, f64)],
-    ) -> Result<(), Status> {
+    fn steady_infusion(&mut self, state: usize, t: f64, rate: f64) -> Result<(), Status> {
+        let stops = infusion_stops(self.model, self.params(), t, self.precisions());
         self.program
             .ops
-            .push(Op::SteadyInfusion(state, t, rate, stops.to_vec()));
+            .push(Op::SteadyInfusion(state, t, rate, stops));
         Ok(())
     }
     fn output(&mut self, j: usize, t: f64) {
@@ -1310,6 +1279,7 @@ pub fn record_program(
     update: &mut dyn FnMut(&Record, &mut [f64]),
 ) -> Program {
     let rec = Recorder {
+        model,
         program: Program {
             n_records: subject.records.len(),
             ..Program::default()
@@ -1351,8 +1321,9 @@ pub fn run_program(
                 cpu.output(*j, *t);
                 Ok(())
             }
-            Op::SteadyState(mode, t, ii, window) => cpu.steady_state(*mode, *t, *ii, window),
-            Op::SteadyInfusion(s, t, rate, stops) => cpu.steady_infusion(*s, *t, *rate, stops),
+            // The CPU reference finds the listed stops itself, in f64.
+            Op::SteadyState(mode, t, ii, window, _) => cpu.steady_state(*mode, *t, *ii, window),
+            Op::SteadyInfusion(s, t, rate, _) => cpu.steady_infusion(*s, *t, *rate),
             Op::Fail(st) => Err(*st),
         };
         if let Err(st) = r {
@@ -1395,15 +1366,6 @@ pub fn steady_state_start(
         duration: if dose.bolus { 0.0 } else { dose.duration },
     };
     let (window, tail) = d.steady_state_inputs(ii);
-    let window = window_with_jump_stops(
-        model,
-        params,
-        &window,
-        0.0,
-        ii,
-        crate::model::jumps::Which::All,
-        &[super::Precision::F64],
-    )?;
     let mut cpu = Cpu::new(model, solver, 0);
     cpu.set_params(params);
     cpu.reset();

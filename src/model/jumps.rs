@@ -467,21 +467,30 @@ impl ModelPrograms {
         Ok(stops_of(&jumps, lo, hi, precision, others))
     }
 
-    /// The stopping points of a dataset subject's record program between `lo` and `hi` for
-    /// the jumps in time with the parameters `params` ([`ModelPrograms::jump_stops`]), for
-    /// either precision, since one program runs in both: each jump's f64 stop, and its f32
-    /// stop (rounded up to f32, two f32 units after). An f32 kernel rounds the f64 stop to the
-    /// nearest f32, which can be before the jump; the segment from there to the f32 stop, a
-    /// few f32 units long, is evaluated at its start ([`crate::solver::left_limit`]), and the
-    /// jump counts from the f32 stop. In f64, the segment from the f64 stop to the f32 one is
-    /// on the new side throughout.
-    pub fn record_jump_stops(&self, params: &[f64], lo: f64, hi: f64) -> Result<Vec<f64>, String> {
+    /// The stopping points of a dataset subject's records between `lo` and `hi` for the jumps
+    /// in time with the parameters `params` ([`ModelPrograms::jump_stops`]), in each of
+    /// `precisions`: f64 alone on the CPU reference; f64 and f32 in a record program, since
+    /// one program runs in both: each jump's f64 stop, and its f32 stop (rounded up to f32,
+    /// two f32 units after). An f32 kernel rounds the f64 stop to the nearest f32, which can be
+    /// before the jump; the segment from there to the f32 stop, a few f32 units long, is
+    /// evaluated at its start ([`crate::solver::left_limit`]), and the jump counts from the
+    /// f32 stop. In f64, the segment from the f64 stop to the f32 one is on the new side
+    /// throughout.
+    pub fn record_jump_stops(
+        &self,
+        params: &[f64],
+        lo: f64,
+        hi: f64,
+        precisions: &[Precision],
+    ) -> Result<Vec<f64>, String> {
         if !jump_stops_on() {
             return Ok(Vec::new());
         }
         let jumps = self.time_jumps.jumps(params, lo, hi, Which::All)?;
-        let mut v = stops_of(&jumps, lo, hi, Precision::F64, &[]);
-        v.extend(stops_of(&jumps, lo, hi, Precision::F32, &[]));
+        let mut v = Vec::new();
+        for &p in precisions {
+            v.extend(stops_of(&jumps, lo, hi, p, &[]));
+        }
         v.sort_by(f64::total_cmp);
         v.dedup();
         Ok(v)
@@ -870,7 +879,11 @@ mod tests {
             .flat_map(|t| [stop_after(t, Precision::F64), stop_after(t, Precision::F32)])
             .collect();
         both.sort_by(f64::total_cmp);
-        assert_eq!(m.record_jump_stops(&[40.0], 30.0, 50.0).unwrap(), both);
+        assert_eq!(
+            m.record_jump_stops(&[40.0], 30.0, 50.0, &[Precision::F64, Precision::F32])
+                .unwrap(),
+            both
+        );
         // One stop for the two: the first one's covers the second.
         for p in [Precision::F64, Precision::F32] {
             let stops = m
