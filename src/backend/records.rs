@@ -366,25 +366,27 @@ pub(crate) fn arrival(lag: f64, ii: f64, j: usize, eps: f64) -> f64 {
     r + (n - j as f64) * ii
 }
 
-/// The stops of the model's jumps in time inside the interval of a steady state at `t`:
-/// local times from 0 to `ii`, standing for the model's times from `t − ii` on, in each of
-/// `precisions` ([`crate::model::ModelPrograms::shifted_jump_stops`]). The iterations stop
-/// there as the integration does elsewhere, on every backend, instead of crossing the jumps
-/// with the step control (which took thousands of rejected steps, or failed with Rodas4 at
-/// rtol 1e-10, for a light switched on and off every day).
-fn steady_state_stops(
+/// The stops of the model's jumps in time inside the span of length `len` that ends at `t`,
+/// which a steady state's iterations repeat (the interval before an SS dose, a span of a
+/// steady-state infusion): local times from 0 to `len`, standing for the model's times from
+/// `t − len` on, in each of `precisions`
+/// ([`crate::model::ModelPrograms::shifted_jump_stops`]). The iterations stop there as the
+/// integration does elsewhere, on every backend, instead of crossing the jumps with the step
+/// control (which took thousands of rejected steps, or failed with Rodas4 at rtol 1e-10, for
+/// a light switched on and off every day).
+fn stops_before(
     model: &CompiledModel,
     params: &[f64],
     t: f64,
-    ii: f64,
+    len: f64,
     precisions: &[super::Precision],
 ) -> Result<Vec<f64>, Status> {
     model
         .programs
         .shifted_jump_stops(
             params,
-            t - ii,
-            ii,
+            t - len,
+            len,
             crate::model::jumps::Which::All,
             precisions,
         )
@@ -412,28 +414,6 @@ fn infusion_spans() -> impl Iterator<Item = f64> {
     })
 }
 
-/// The stops of the model's jumps in time inside one span of a steady-state infusion at `t`:
-/// local times from 0 to `span`, standing for the model's times from `t − span` on, in each of
-/// `precisions` ([`crate::model::ModelPrograms::shifted_jump_stops`]).
-fn infusion_span_stops(
-    model: &CompiledModel,
-    params: &[f64],
-    t: f64,
-    span: f64,
-    precisions: &[super::Precision],
-) -> Result<Vec<f64>, Status> {
-    model
-        .programs
-        .shifted_jump_stops(
-            params,
-            t - span,
-            span,
-            crate::model::jumps::Which::All,
-            precisions,
-        )
-        .map_err(|_| Status::MaxSteps)
-}
-
 /// A record program's list of the stops of a steady-state infusion at `t`, for the kernels,
 /// which cannot search the jumps themselves: (span, local stop) for every span of
 /// [`infusion_spans`] in turn, as long as they total at most [`SS_INFUSION_MAX_STOPS`] (the
@@ -449,7 +429,7 @@ pub(crate) fn infusion_stops(
         return v;
     }
     for span in infusion_spans() {
-        match infusion_span_stops(model, params, t, span, precisions) {
+        match stops_before(model, params, t, span, precisions) {
             Ok(s) if v.len() + s.len() <= SS_INFUSION_MAX_STOPS => {
                 v.extend(s.into_iter().map(|x| (span, x)));
             }
@@ -481,7 +461,7 @@ trait Engine {
     /// the inputs `window` repeated every `ii`, found from the current model states (mode 1)
     /// or from zero (mode 2), at time `t` (the model's time in the iterations runs over the
     /// interval before it, from `t − ii` to `t`), stopping at the model's jumps in time in the
-    /// interval ([`steady_state_stops`], in the engine's precisions). Time, inputs and other
+    /// interval ([`stops_before`], in the engine's precisions). Time, inputs and other
     /// states are left as they are.
     fn steady_state(
         &mut self,
@@ -898,7 +878,7 @@ impl Engine for Cpu<'_> {
         } else {
             vec![0.0; n]
         };
-        let stops = steady_state_stops(self.model, &self.params, t, ii, self.precisions())?;
+        let stops = stops_before(self.model, &self.params, t, ii, self.precisions())?;
         self.isolated(|cpu| {
             // Each interval from 0 to ii is, to the model, the one from t − ii to t.
             cpu.sys.t_shift = t - ii;
@@ -951,10 +931,7 @@ impl Engine for Cpu<'_> {
                 cpu.sys.t_shift = t - span;
                 if stops.0 != span {
                     let p = cpu.precisions();
-                    stops = (
-                        span,
-                        infusion_span_stops(cpu.model, &cpu.params, t, span, p)?,
-                    );
+                    stops = (span, stops_before(cpu.model, &cpu.params, t, span, p)?);
                 }
                 let mut at = 0.0;
                 for &s in &stops.1 {
@@ -1171,7 +1148,7 @@ pub enum Op {
     Output(usize, f64),
     /// See the engine's `steady_state`: mode, time, interval, inputs of one interval, and the
     /// stops of the model's jumps in time in the interval, local times in both precisions
-    /// ([`steady_state_stops`]).
+    /// ([`stops_before`]).
     SteadyState(u8, f64, f64, Vec<TimedInput>, Vec<f64>),
     /// A constant input into a state to steady state: state, time, rate, and the stops of the
     /// model's jumps in time in its spans, (span, local time) ([`infusion_stops`]).
@@ -1252,7 +1229,7 @@ impl Engine for Recorder<'_> {
         ii: f64,
         window: &[TimedInput],
     ) -> Result<(), Status> {
-        let stops = steady_state_stops(self.model, self.params(), t, ii, self.precisions())?;
+        let stops = stops_before(self.model, self.params(), t, ii, self.precisions())?;
         self.program
             .ops
             .push(Op::SteadyState(mode, t, ii, window.to_vec(), stops));
