@@ -9,6 +9,8 @@
 // Without a GPU backend compiled in, only the CPU tests remain.
 #![cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_imports))]
 
+mod common;
+
 use std::sync::Arc;
 
 use vpop::backend::cpu::{simulate_arm_subject, CpuBackend};
@@ -447,32 +449,11 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
     } else {
         vec![(0..n).map(|i| 3.0 + i as f64).collect(), vec![V; n]]
     };
-    let input = ChunkInput {
-        first_subject: 0,
-        n,
-        params: &params,
-        amount_scale: None,
-        occasion_params: &[],
-    };
     let model = Arc::new(model.clone());
     for mut a in arms {
         a.solver.rtol = rtol;
         a.solver.atol = rtol * 1e-2;
-        let (mut cpu, mut gpu) = (ChunkOutput::default(), ChunkOutput::default());
-        CpuBackend::new(model.clone())
-            .run_chunk(&a, &input, &mut cpu)
-            .unwrap();
-        b.run_chunk(&a, &input, &mut gpu).unwrap();
-        let mut worst = 0.0f64;
-        for (m, spec) in a.metrics.iter().enumerate() {
-            for i in 0..n {
-                assert_eq!(gpu.status[i], 0, "{}", spec.column);
-                let (g, c) = (gpu.metrics[m][i], cpu.metrics[m][i]);
-                let rel = (g - c).abs() / c.abs().max(f64::MIN_POSITIVE);
-                worst = worst.max(rel);
-                assert!(rel <= tol, "{} subject {i}: {g} vs {c}", spec.column);
-            }
-        }
+        let (_, worst) = common::metrics_agree_with_cpu(b, &model, &a, &params, tol, "");
         println!(
             "{} {:?} from {}{}: worst {worst:.2e}",
             b.info().name,

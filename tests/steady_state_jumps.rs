@@ -19,9 +19,9 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vpop::backend::cpu::{simulate_arm_subject, CpuBackend};
+use vpop::backend::cpu::simulate_arm_subject;
 use vpop::backend::records::{record_program, simulate_records, Input, Program, RecordBinding};
-use vpop::backend::{ArmPlan, Backend, ChunkInput, ChunkOutput};
+use vpop::backend::{ArmPlan, Backend};
 use vpop::dosing::nonmem::Dataset;
 use vpop::dosing::{Administration, DoseLine, Regimen};
 use vpop::metrics::{Metric, MetricSpec};
@@ -589,32 +589,8 @@ fn arms_agree(
         );
         plan.solver = s.clone();
         let cols: Vec<Vec<f64>> = (0..p[0].len()).map(|k| vec![p[0][k], p[1][k]]).collect();
-        let input = ChunkInput {
-            first_subject: 0,
-            n: 2,
-            params: &cols,
-            amount_scale: None,
-            occasion_params: &[],
-        };
-        let (mut cpu, mut gpu) = (ChunkOutput::default(), ChunkOutput::default());
-        CpuBackend::new(model.clone())
-            .run_chunk(&plan, &input, &mut cpu)
-            .unwrap();
-        b.run_chunk(&plan, &input, &mut gpu).unwrap();
-        let mut worst = 0.0f64;
-        for (m, spec) in plan.metrics.iter().enumerate() {
-            for i in 0..2 {
-                assert_eq!(gpu.status[i], 0, "{name} {}", spec.column);
-                let (g, c) = (gpu.metrics[m][i], cpu.metrics[m][i]);
-                let rel = (g - c).abs() / c.abs();
-                worst = worst.max(rel);
-                assert!(
-                    rel <= tol,
-                    "{name} every {ii} h from {start}: {} subject {i}: {g} vs {c}",
-                    spec.column
-                );
-            }
-        }
+        let what = format!("every {ii} h from {start}");
+        let (gpu, worst) = common::metrics_agree_with_cpu(b, model, &plan, &cols, tol, &what);
         println!("{name} arm every {ii} h from {start}: worst {worst:.2e}");
         gave.extend(gpu.metrics);
     }

@@ -307,6 +307,38 @@ pub fn run(b: &mut dyn Backend, arm: &ArmPlan, params: &[Vec<f64>]) -> ChunkOutp
     out
 }
 
+/// `arm` on the backend `b` and on the CPU reference for the subjects of `params` (one
+/// column per parameter): every subject succeeds on `b`, and each metric is within `tol` of
+/// the CPU's, relative (`what` names the case in a failure). What `b` gave, and the largest
+/// relative difference.
+pub fn metrics_agree_with_cpu(
+    b: &mut dyn Backend,
+    model: &Arc<CompiledModel>,
+    arm: &ArmPlan,
+    params: &[Vec<f64>],
+    tol: f64,
+    what: &str,
+) -> (ChunkOutput, f64) {
+    let cpu = run(&mut CpuBackend::new(model.clone()), arm, params);
+    let gpu = run(b, arm, params);
+    let name = b.info().name;
+    let mut worst = 0.0f64;
+    for (m, spec) in arm.metrics.iter().enumerate() {
+        for (i, status) in gpu.status.iter().enumerate() {
+            assert_eq!(*status, 0, "{name} {what}: {} subject {i}", spec.column);
+            let (g, c) = (gpu.metrics[m][i], cpu.metrics[m][i]);
+            let rel = (g - c).abs() / c.abs().max(f64::MIN_POSITIVE);
+            worst = worst.max(rel);
+            assert!(
+                rel <= tol,
+                "{name} {what}: {} subject {i}: {g} vs {c}",
+                spec.column
+            );
+        }
+    }
+    (gpu, worst)
+}
+
 /// `got` equals `want` bit for bit: statuses, work counted, every metric and profile.
 pub fn assert_same_bits(got: &ChunkOutput, want: &ChunkOutput, what: &str) {
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
