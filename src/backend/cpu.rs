@@ -209,6 +209,12 @@ impl<M: OdeSystem + OutputEval> OdeSystem for WithQuadrature<M> {
         self.model.switch_args(t, &y[..self.n], out)
     }
 
+    fn switch_values_and_args(&mut self, t: f64, y: &[f64], values: &mut [f64], args: &mut [f64]) {
+        let t = t + self.t_shift;
+        self.model
+            .switch_values_and_args(t, &y[..self.n], values, args)
+    }
+
     fn set_modes(&mut self, modes: Option<&[f64]>) {
         self.model.set_modes(modes)
     }

@@ -32,6 +32,9 @@ pub struct CompiledModel {
     switch_values: Exec,
     /// The switches' arguments ([`Switches::args`]).
     switch_args: Exec,
+    /// The values, then the arguments, in one program (a located change's narrowing reads
+    /// both at every point).
+    switch_both: Exec,
 }
 
 impl Clone for CompiledModel {
@@ -46,6 +49,7 @@ impl Clone for CompiledModel {
             switches: self.switches.clone(),
             switch_values: self.switch_values.clone(),
             switch_args: self.switch_args.clone(),
+            switch_both: self.switch_both.clone(),
         }
     }
 }
@@ -118,6 +122,7 @@ impl CompiledModel {
         });
         let switch_values = Exec::new(&switches.values, inputs);
         let switch_args = Exec::new(&switches.args, inputs);
+        let switch_both = Exec::new(&switches.values.concat(&switches.args), inputs);
         CompiledModel {
             jacobian_nonzeros,
             jacobian_pattern,
@@ -128,6 +133,7 @@ impl CompiledModel {
             switches,
             switch_values,
             switch_args,
+            switch_both,
         }
     }
 
@@ -188,6 +194,8 @@ impl CompiledModel {
             some: None,
             switch_env: self.switch_values.env(),
             args_env: self.switch_args.env(),
+            both_env: self.switch_both.env(),
+            both_out: vec![0.0; 2 * self.switches.len()],
             modes: None,
         };
         b.set_params(params);
@@ -210,6 +218,9 @@ pub struct BoundModel<'a> {
     /// The environment of the switches' live values, and of their arguments.
     switch_env: Vec<f64>,
     args_env: Vec<f64>,
+    /// The environment of the values and arguments together, and their results.
+    both_env: Vec<f64>,
+    both_out: Vec<f64>,
     /// The switches' modes where set ([`BoundModel::set_modes`]).
     modes: Option<Vec<f64>>,
 }
@@ -241,6 +252,7 @@ impl BoundModel<'_> {
             .switch_values
             .set_params(&mut self.switch_env, params);
         self.m.switch_args.set_params(&mut self.args_env, params);
+        self.m.switch_both.set_params(&mut self.both_env, params);
     }
 
     /// Holds the switches at `modes` in every program the integration evaluates (`None`:
@@ -331,6 +343,14 @@ impl OdeSystem for BoundModel<'_> {
     }
     fn switch_args(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.m.switch_args.eval(&mut self.args_env, t, y, out);
+    }
+    fn switch_values_and_args(&mut self, t: f64, y: &[f64], values: &mut [f64], args: &mut [f64]) {
+        let k = self.m.switches.len();
+        self.m
+            .switch_both
+            .eval(&mut self.both_env, t, y, &mut self.both_out);
+        values[..k].copy_from_slice(&self.both_out[..k]);
+        args[..k].copy_from_slice(&self.both_out[k..2 * k]);
     }
     fn switch_reach(&self) -> usize {
         self.m.switches.reach()

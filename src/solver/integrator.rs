@@ -501,8 +501,7 @@ impl Integrator {
                     }
                 }
                 view.eval(x, &mut yp[..reach]);
-                sys.switch_values(x, &yp, &mut probe);
-                sys.switch_args(x, &yp, &mut a_x);
+                sys.switch_values_and_args(x, &yp, &mut probe, &mut a_x);
                 match first_changed(&probe, &self.modes) {
                     Some(j) => {
                         hi = x;
@@ -1304,6 +1303,10 @@ impl<S: OdeSystem + ?Sized> OdeSystem for LeftLimited<'_, S> {
     }
     fn switch_args(&mut self, t: f64, y: &[f64], out: &mut [f64]) {
         self.sys.switch_args(t.min(self.t_left), y, out)
+    }
+    fn switch_values_and_args(&mut self, t: f64, y: &[f64], values: &mut [f64], args: &mut [f64]) {
+        self.sys
+            .switch_values_and_args(t.min(self.t_left), y, values, args)
     }
     fn set_modes(&mut self, modes: Option<&[f64]>) {
         self.sys.set_modes(modes)

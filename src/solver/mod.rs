@@ -42,6 +42,13 @@ pub trait OdeSystem {
     fn switch_args(&mut self, _t: f64, _y: &[f64], out: &mut [f64]) {
         out.fill(f64::NAN);
     }
+    /// [`OdeSystem::switch_values`] and [`OdeSystem::switch_args`] at one point (what a
+    /// located change's narrowing reads): the same values, in one evaluation where the system
+    /// can.
+    fn switch_values_and_args(&mut self, t: f64, y: &[f64], values: &mut [f64], args: &mut [f64]) {
+        self.switch_values(t, y, values);
+        self.switch_args(t, y, args);
+    }
     /// How many of the first components of y the switches read (the rest need not be
     /// interpolated to evaluate them): all of them unless the system knows better.
     fn switch_reach(&self) -> usize {
