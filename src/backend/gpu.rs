@@ -1024,15 +1024,11 @@ pub fn records_data(
                     d.prog.extend_from_slice(&[0.0, *t, 0.0, 0.0]);
                     d.prog
                         .extend_from_slice(&[7.0, f64::from(*mode), *ii, n as f64]);
-                    let mut stops = stops.iter().peekable();
-                    for w in window {
-                        while let Some(&s) = stops.next_if(|&&s| s < w.0) {
-                            d.prog.extend_from_slice(&[1.0, 0.0, 0.0, s]);
-                        }
-                        d.prog.extend_from_slice(&input(w));
-                    }
-                    for &s in stops {
-                        d.prog.extend_from_slice(&[1.0, 0.0, 0.0, s]);
+                    for item in super::records::inputs_and_stops(window, stops) {
+                        d.prog.extend_from_slice(&match item {
+                            super::records::Timed::Input(w) => input(w),
+                            super::records::Timed::Stop(s) => [1.0, 0.0, 0.0, s],
+                        });
                     }
                     instrs += op.kernel_instructions();
                     continue;

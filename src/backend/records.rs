@@ -393,6 +393,29 @@ fn stops_before(
         .map_err(|_| Status::MaxSteps)
 }
 
+/// One thing at a local time of a steady state's interval: an input of the window, or a stop
+/// of the model's jumps in time.
+pub(crate) enum Timed<'a> {
+    Input(&'a TimedInput),
+    Stop(f64),
+}
+
+/// A steady state's `window` (sorted) and its `stops` (sorted, [`stops_before`]) in the order
+/// of their times, a stop after the inputs at its time: the order the CPU reference integrates
+/// them in and the kernels' encoding lists them in.
+pub(crate) fn inputs_and_stops<'a>(
+    window: &'a [TimedInput],
+    stops: &'a [f64],
+) -> impl Iterator<Item = Timed<'a>> + 'a {
+    let mut inputs = window.iter().peekable();
+    let mut stops = stops.iter().copied().peekable();
+    std::iter::from_fn(move || match (inputs.peek(), stops.peek()) {
+        (Some(w), Some(&s)) if s < w.0 => stops.next().map(Timed::Stop),
+        (Some(_), _) => inputs.next().map(Timed::Input),
+        (None, _) => stops.next().map(Timed::Stop),
+    })
+}
+
 /// The most stops of the model's jumps in time a record program lists for one steady-state
 /// infusion, its spans and both precisions together ([`infusion_stops`]). The kernels cross
 /// the jumps of the spans past them with the step control, as every backend did before
@@ -886,19 +909,15 @@ impl Engine for Cpu<'_> {
             for _ in 0..SS_MAX_CYCLES as usize {
                 cpu.restart(&x);
                 let mut t = 0.0;
-                // The inputs and the stops in the order of their times, a stop after the
-                // inputs at its time.
-                let mut stops = stops.iter().peekable();
-                for &(at, state, input) in window {
-                    while let Some(&s) = stops.next_if(|&&s| s < at) {
-                        integrate_to(cpu, &mut t, s)?;
+                for item in inputs_and_stops(window, &stops) {
+                    match item {
+                        Timed::Input(&(at, state, input)) => {
+                            let to = at.max(t);
+                            integrate_to(cpu, &mut t, to)?;
+                            cpu.apply(state, input);
+                        }
+                        Timed::Stop(s) => integrate_to(cpu, &mut t, s)?,
                     }
-                    let to = at.max(t);
-                    integrate_to(cpu, &mut t, to)?;
-                    cpu.apply(state, input);
-                }
-                for &s in stops {
-                    integrate_to(cpu, &mut t, s)?;
                 }
                 integrate_to(cpu, &mut t, ii)?;
                 if iterations.next(cpu, &mut x) {
