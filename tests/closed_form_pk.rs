@@ -707,7 +707,7 @@ fn vpop_simulate_refuses_what_it_would_ignore() {
         ),
         (
             vec!["one_cmt_iv", "--dose", bolus, "--id", "7"],
-            "--id and --out go with --data",
+            "--id, --out and --covariates go with --data",
         ),
         (
             vec![

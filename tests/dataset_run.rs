@@ -160,8 +160,10 @@ fn read(dir: &Path) -> Rows {
 }
 
 /// Every record's cp against the closed form of a one-compartment IV bolus with the written
-/// parameters, within `rel`.
-fn check_closed_form(r: &Rows, rel: f64) {
+/// parameters, within `rel`. Subject 1's weight, 70 kg on its record at 12 h, holds from
+/// `from`: 6 h, the time of the record before it (next observation carried backward, the
+/// default), or 12 h (`covariates = "locf"`).
+fn check_closed_form(r: &Rows, rel: f64, from: f64) {
     let cp = &r.cols["cp"];
     let (cl, v, wt) = (&r.cols["cl"], &r.cols["v"], &r.cols["wt"]);
     let mut last_dose: std::collections::HashMap<u64, Vec<(f64, f64, bool)>> = Default::default();
@@ -193,9 +195,11 @@ fn check_closed_form(r: &Rows, rel: f64) {
             .map(|(td, a, _)| a / v * (-(cl / v) * (t_rec - td)).exp())
             .sum();
         if id == 0 && t_rec >= 12.0 {
-            // From 12 h the weight is 70 kg instead of 52: clearance × (70/52)^0.75.
+            // From `from` the weight is 70 kg instead of 52: clearance × (70/52)^0.75. The
+            // records before 12 h are at 0, 1 and 6 h, none after `from`.
             let cl2 = cl * (70.0f64 / 52.0).powf(0.75);
-            let a12 = 100.0 * (-(cl / v) * 12.0).exp() + 100.0;
+            let a_from = 100.0 * (-(cl / v) * from).exp();
+            let a12 = a_from * (-(cl2 / v) * (12.0 - from)).exp() + 100.0;
             want = a12 / v * (-(cl2 / v) * (t_rec - 12.0)).exp();
         }
         let got = cp[i].unwrap();
@@ -218,7 +222,7 @@ fn every_record_of_every_replicate_matches_the_closed_form() {
     let r = read(&out);
     // 5 + 3 + 4 records per replicate.
     assert_eq!(r.subject.len(), 40 * 12);
-    check_closed_form(&r, 1e-8);
+    check_closed_form(&r, 1e-8, 6.0);
     let (cp, obs) = (&r.cols["cp"], &r.cols["cp_obs"]);
     let (mut z, mut z2, mut nobs) = (0.0, 0.0, 0);
     for i in 0..r.subject.len() {
@@ -424,12 +428,48 @@ fn the_wgpu_records_kernel_matches_the_closed_form() {
         assert_eq!(report.backend.precision.name(), precision);
         let r = read(&out);
         assert_eq!(r.subject.len(), 40 * 12);
-        check_closed_form(&r, rel);
+        check_closed_form(&r, rel, 6.0);
         println!(
             "wgpu {precision}: {} records within {rel:e} of the closed form",
             r.subject.len()
         );
     }
+}
+
+/// `covariates = "locf"`: a weight given on a record holds from that record on, on the CPU
+/// reference and on the wgpu records kernel (f64; SKIPPED without an adapter); a rule other
+/// than nocb or locf is a located error.
+#[test]
+fn last_observation_carried_forward_changes_the_weight_at_its_record() {
+    let spec = SPEC.replace("replicates = 40", "replicates = 40\ncovariates = \"locf\"");
+    let (dir, t) = setup("locf", &spec);
+    let t = t.unwrap();
+    let out = dir.join("out");
+    run_trial(&t, &opts(&out)).unwrap();
+    check_closed_form(&read(&out), 1e-8, 12.0);
+    #[cfg(feature = "wgpu")]
+    {
+        let spec = spec.replace("rtol = 1e-10", "rtol = 1e-10\nprecision = \"f64\"");
+        let (dir, t) = setup("locf-wgpu", &spec);
+        let out = dir.join("out");
+        let gpu = RunOptions {
+            backend: Some(vpop::trial::resolve::BackendChoice::Wgpu),
+            ..opts(&out)
+        };
+        match run_trial(&t.unwrap(), &gpu) {
+            Ok(_) => check_closed_form(&read(&out), 1e-8, 12.0),
+            Err(e) if e.contains("not available") => println!("SKIPPED: {e}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let bad = SPEC.replace("replicates = 40", "replicates = 40\ncovariates = \"carry\"");
+    let Err(err) = setup("locf-bad", &bad).1 else {
+        panic!("covariates = \"carry\" accepted");
+    };
+    assert!(
+        err.contains("spec.toml:15:14") && err.contains("expected \"nocb\""),
+        "{err}"
+    );
 }
 
 /// A subject with more records than a software adapter lets a kernel loop run (65 535
@@ -733,10 +773,12 @@ fn vpop_simulate_out_quotes_ids_and_reads_back() {
 }
 
 /// `vpop simulate --out` writes a dataset: read back, it gives the same records and the same
-/// predictions, the file again. Boluses with ADDL, an infusion (RATE), a clearance set from
-/// 36 h by a covariate column on an other-type record (MDV 1), an EVID 4 reset-and-dose, DV
+/// predictions, the file again. Boluses with ADDL, an infusion (RATE), a clearance set by a
+/// covariate column on an other-type record (MDV 1) at 36 h, an EVID 4 reset-and-dose, DV
 /// values, and a steady-state dose (SS = 1); every prediction against the closed form of the
-/// one-compartment IV model (CL 5, then 10 from 36 h for subject 1; V 50).
+/// one-compartment IV model (CL 5, then 10 for subject 1; V 50). The clearance of 10 holds
+/// from 31 h, the record before (next observation carried backward, the default, during the
+/// infusion), or from 36 h with `--covariates locf`.
 #[test]
 fn vpop_simulate_out_reads_back_as_the_same_dataset() {
     let dir = tmp("simulate-round-trip");
@@ -779,8 +821,8 @@ fn vpop_simulate_out_reads_back_as_the_same_dataset() {
     let v = 50.0f64;
     let (k1, k2) = (5.0 / v, 10.0 / v);
     // Subject 1: boluses of 100 at 0, 12 and 24, 60 at 20/h from 30 (3 h), all with k1 until
-    // 36, then k2; the reset at 48 leaves the bolus of 50 alone.
-    let one = |t: f64| -> f64 {
+    // `from`, then k2; the reset at 48 leaves the bolus of 50 alone.
+    let one = |t: f64, from: f64| -> f64 {
         if t >= 48.0 {
             return 50.0 * (-k2 * (t - 48.0)).exp() / v;
         }
@@ -796,11 +838,14 @@ fn vpop_simulate_out_reads_back_as_the_same_dataset() {
             }
             a
         };
-        if t <= 36.0 {
-            at(t) / v
-        } else {
-            at(36.0) * (-k2 * (t - 36.0)).exp() / v
+        if t <= from {
+            return at(t) / v;
         }
+        // What was in by `from`, and the rest of the infusion (until 33 h), with k2.
+        let on = (t - from).min((33.0 - from).max(0.0));
+        (at(from) * (-k2 * (t - from)).exp()
+            + 20.0 / k2 * (1.0 - (-k2 * on).exp()) * (-k2 * (t - from - on)).exp())
+            / v
     };
     // Subject 2: the steady state of 100 every 24 h, its dose at 0 given.
     let two = |t: f64| 100.0 * (-k1 * t).exp() / (1.0 - (-24.0 * k1).exp()) / v;
@@ -830,15 +875,32 @@ fn vpop_simulate_out_reads_back_as_the_same_dataset() {
             "2,5,0,1,.,.,.,.,.,.,.",
         ]
     );
-    for f in &rows {
-        let (t, cp): (f64, f64) = (f[1].parse().unwrap(), f[10].parse().unwrap());
-        let want = if f[0] == "1" { one(t) } else { two(t) };
-        assert!(
-            (cp - want).abs() <= 1e-6 * want,
-            "ID {} t {t}: cp {cp} vs closed form {want}",
-            f[0]
-        );
-    }
+    let check = |text: &str, from: f64| {
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split(',').collect();
+            let (t, cp): (f64, f64) = (f[1].parse().unwrap(), f[10].parse().unwrap());
+            let want = if f[0] == "1" { one(t, from) } else { two(t) };
+            assert!(
+                (cp - want).abs() <= 1e-6 * want,
+                "ID {} t {t} (CL 10 from {from}): cp {cp} vs closed form {want}",
+                f[0]
+            );
+        }
+    };
+    check(&first, 31.0);
+    ok(&[
+        "one_cmt_iv",
+        "--data",
+        "d.csv",
+        "--covariates",
+        "locf",
+        "--out",
+        "locf.csv",
+    ]);
+    check(
+        &std::fs::read_to_string(dir.join("locf.csv")).unwrap(),
+        36.0,
+    );
     // An output named like one of the records' columns would be read back as it: refused with
     // --out, simulated without.
     std::fs::write(

@@ -16,8 +16,12 @@
 //!   `dur(state)` (rate AMT·F/dur). Lag, F, rate and duration are evaluated with the parameters
 //!   in force at the dose record; an additional dose keeps its record's lag, and takes F, rate
 //!   and duration in force when it is given.
-//! - Covariate columns named like model parameters set those parameters from their record on
-//!   (last observation carried forward); a missing value (`.`) keeps the previous one.
+//! - Covariate columns named like model parameters set those parameters: by default (NONMEM's
+//!   rule, next observation carried backward) a record's values hold over the interval that
+//!   ends at it, from the previous record's time on, and for its own outputs and doses; with
+//!   [`Carry::Forward`] (last observation carried forward) from the record on. A missing value
+//!   (`.`) keeps the one in force. Implicit additional doses take F, rate and duration in
+//!   force when they are given: the next record's under NOCB.
 //! - SS = 1: reset, and the additional doses earlier records still had to give cancelled; then
 //!   the state at the dose time is the steady state of the dose repeated every II forever
 //!   before it (found by repeating the dosing interval until the state stops changing: any
@@ -29,7 +33,7 @@
 //!   stops there (as in NONMEM).
 
 use crate::backend::cpu::WithQuadrature;
-use crate::dosing::nonmem::{Evid, Record, Subject};
+use crate::dosing::nonmem::{Carry, Evid, Record, Subject};
 use crate::dosing::StateDosing;
 use crate::metrics::OutputEval;
 use crate::model::{CompiledModel, Model};
@@ -49,11 +53,14 @@ pub struct RecordsOutcome {
     pub outputs: Vec<Vec<f64>>,
 }
 
-/// How the dataset maps onto a model: covariate columns that set parameters.
+/// How the dataset maps onto a model: covariate columns that set parameters, and which
+/// record's values hold between records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordBinding {
     /// Per dataset covariate column: the model parameter it sets, if any.
     pub param_of_covariate: Vec<Option<usize>>,
+    /// NONMEM's next observation carried backward unless set otherwise.
+    pub carry: Carry,
 }
 
 impl RecordBinding {
@@ -69,7 +76,13 @@ impl RecordBinding {
                 .iter()
                 .map(|c| names.iter().position(|n| n == &c.to_ascii_lowercase()))
                 .collect(),
+            carry: Carry::default(),
         }
+    }
+
+    /// The same binding with `carry` between records.
+    pub fn carrying(self, carry: Carry) -> RecordBinding {
+        RecordBinding { carry, ..self }
     }
 
     /// The names of the covariate columns that set parameters.
@@ -681,6 +694,11 @@ fn run_records<E: Engine>(
         std::collections::BinaryHeap::new();
     let mut status = Status::Ok;
     'records: for (j, r) in subject.records.iter().enumerate() {
+        // Next observation carried backward: this record's values hold from the time of the
+        // record before it (its implicit doses included); its outputs were taken already.
+        if binding.carry == Carry::Backward {
+            sim.params_from_record(binding, r, update);
+        }
         // Implicit doses due up to this record's time.
         while let Some(Earliest(a)) = implicit.peek().copied().filter(|a| a.0.time <= r.time) {
             implicit.pop();
@@ -705,7 +723,9 @@ fn run_records<E: Engine>(
             status = e;
             break;
         }
-        sim.params_from_record(binding, r, update);
+        if binding.carry == Carry::Forward {
+            sim.params_from_record(binding, r, update);
+        }
         let step = match r.evid {
             Evid::Observation | Evid::Other => Ok(()),
             Evid::Reset => {

@@ -434,6 +434,16 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
                 println!("  covariates  from the dataset: {}", given.join(", "));
             }
         }
+        if !bound.is_empty() || !d.given.is_empty() {
+            use crate::dosing::nonmem::Carry;
+            println!(
+                "  carried     {}",
+                match d.binding.carry {
+                    Carry::Backward => "nocb: a record's values hold from the record before it",
+                    Carry::Forward => "locf: a record's values hold from the record on",
+                }
+            );
+        }
         println!(
             "  solver      {} rtol {:e} atol {:e}{}, records to t = {}",
             trial.arms[0].plan.solver.method,

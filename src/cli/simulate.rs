@@ -76,6 +76,11 @@ pub struct SimulateArgs {
     /// With --data: only this subject (ID).
     #[arg(long)]
     pub id: Option<String>,
+    /// With --data: which record's covariate values hold between two records' times: `nocb`
+    /// (the later record's, as in NONMEM) or `locf` (the earlier record's).
+    #[arg(long, value_name = "RULE", default_value = "nocb",
+          value_parser = clap::builder::PossibleValuesParser::new(crate::dosing::nonmem::Carry::NAMES))]
+    pub covariates: String,
     /// With --data: also write the rows as CSV to this file.
     #[arg(long, value_name = "CSV")]
     pub out: Option<std::path::PathBuf>,
@@ -397,6 +402,7 @@ pub(crate) fn args_from_file(
         times: f.times.map(|t| t.get_ref().as_flag()),
         data: None,
         id: None,
+        covariates: "nocb".into(),
         out: None,
     };
     let doses = f.dose.into_iter().chain(f.doses);
@@ -418,6 +424,7 @@ fn flags_given(args: &SimulateArgs) -> Vec<&'static str> {
         ("--times", args.times.is_some()),
         ("--data", args.data.is_some()),
         ("--id", args.id.is_some()),
+        ("--covariates", args.covariates != "nocb"),
         ("--out", args.out.is_some()),
     ]
     .into_iter()
@@ -510,8 +517,11 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         }
         return simulate_dataset(args, &model, &compiled, &params, data, &solver);
     }
-    if args.id.is_some() || args.out.is_some() {
-        bail!("--id and --out go with --data (a dataset's subjects, its rows as CSV)");
+    if args.id.is_some() || args.out.is_some() || args.covariates != "nocb" {
+        bail!(
+            "--id, --out and --covariates go with --data (a dataset's subjects, its rows as \
+             CSV, its covariates between records)"
+        );
     }
     if !(args.end.is_finite() && args.end > 0.0) {
         bail!("--end must be a positive number");
@@ -685,7 +695,8 @@ fn simulate_dataset(
             .with_context(|| format!("{}: no subject with ID {id}", ds.name))?],
         None => ds.subjects.iter().collect(),
     };
-    let binding = RecordBinding::new(model, &ds.covariates);
+    let carry = crate::dosing::nonmem::Carry::parse(&args.covariates).unwrap_or_default();
+    let binding = RecordBinding::new(model, &ds.covariates).carrying(carry);
     // Every subject's doses against the model before anything is printed: each bad record
     // (up to MAX_ERRORS of them listed).
     let problems: Vec<String> = subjects

@@ -2,7 +2,8 @@
 //!
 //! Column names are case-insensitive. `ID` and `TIME` are required; `EVID`, `AMT`, `CMT`,
 //! `SS`, `II`, `ADDL`, `RATE`, `DV` and `MDV` have their NONMEM meaning; every other column is a
-//! covariate (time-varying: each record carries its value, carried forward to later times).
+//! covariate (time-varying: each record carries its value; between two records' times the
+//! later record's value holds, as in NONMEM, or the earlier one's: [`Carry`]).
 //! IDs are numbers where they read as finite numbers (`1`, `1.0` and `01` are one subject, as
 //! in NONMEM), text otherwise. `.`, `NA` and empty fields are missing values. Fields may be double-quoted (RFC 4180, as R's
 //! `write.csv` writes character columns). Blank lines, lines starting with `#` or `@`, and
@@ -14,6 +15,39 @@
 //! This module reads and checks records; [`crate::backend::records`] gives them their meaning.
 
 use crate::diag::{Diagnostic, SourceFile, Span};
+
+/// Which record's covariate values hold between two records' times. A record's own outputs
+/// and doses always take its own values; a missing value keeps the one in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Carry {
+    /// Next observation carried backward (NOCB), NONMEM's rule: over (t(j−1), t(j)] record
+    /// j's values hold, so a change takes effect right after the record before it.
+    #[default]
+    Backward,
+    /// Last observation carried forward (LOCF): record j−1's values hold until t(j), so a
+    /// change takes effect at its own record.
+    Forward,
+}
+
+impl Carry {
+    /// The spellings a spec or a command line uses.
+    pub const NAMES: [&'static str; 2] = ["nocb", "locf"];
+
+    pub fn parse(name: &str) -> Option<Carry> {
+        match name.to_ascii_lowercase().as_str() {
+            "nocb" => Some(Carry::Backward),
+            "locf" => Some(Carry::Forward),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Carry::Backward => "nocb",
+            Carry::Forward => "locf",
+        }
+    }
+}
 
 /// NONMEM event identifiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -208,8 +208,8 @@ pub(crate) fn chunk_programs(
                     &mut |_, _| {},
                 );
             };
-            // Covariates given by the dataset change from record to record (last observation
-            // carried forward): derived covariates and the population's parameters follow.
+            // Covariates given by the dataset change from record to record (`data.binding`'s
+            // carry): derived covariates and the population's parameters follow.
             let mut slots: Vec<f64> = scratch
                 .covariates
                 .iter()

@@ -1369,7 +1369,23 @@ fn resolve_data(
             errors.push(src.error(span_of(r), "replicates must be at least 1"));
         }
     }
-    let binding = crate::backend::records::RecordBinding::new(model, &dataset.covariates);
+    use crate::dosing::nonmem::Carry;
+    let carry = match &sec.covariates {
+        None => Carry::default(),
+        Some(c) => Carry::parse(c.get_ref()).unwrap_or_else(|| {
+            errors.push(src.error(
+                span_of(c),
+                format!(
+                    "covariates = '{}': expected \"nocb\" (next observation carried backward, \
+                     NONMEM's rule) or \"locf\" (last observation carried forward)",
+                    c.get_ref()
+                ),
+            ));
+            Carry::default()
+        }),
+    };
+    let binding =
+        crate::backend::records::RecordBinding::new(model, &dataset.covariates).carrying(carry);
     // Compartments and modelled rates/durations of every dose record, against the model.
     let compiled = CompiledModel::new(model);
     let defaults: Vec<f64> = model.defaults();
@@ -1392,7 +1408,7 @@ fn resolve_data(
         errors.push(src.error(span_of(&sec.file), text));
     }
     // Population covariates the dataset provides: the subject's first non-missing value, then
-    // each later one from its record on.
+    // each later one from its record on (or from the record before it: `carry`).
     let mut given = Vec::new();
     if let Some(pop) = population {
         for (c, name) in pop.covariate_names().iter().enumerate() {
@@ -1403,8 +1419,7 @@ fn resolve_data(
             else {
                 continue;
             };
-            // Every record's value, not only the first: later ones take over from it (last
-            // observation carried forward).
+            // Every record's value, not only the first: later ones take over from it.
             if let Some(labels) = pop.covariate_labels(c) {
                 let bad = dataset.subjects.iter().flat_map(|s| &s.records).find(|r| {
                     let v = r.covariates[col];

@@ -45,6 +45,10 @@ pub struct DataSection {
     /// Virtual subjects per dataset subject (each with its own draws), default 1.
     #[serde(default)]
     pub replicates: Option<Spanned<u64>>,
+    /// Which record's covariate values hold between two records' times: `nocb` (default, the
+    /// later record's, as in NONMEM) or `locf` (the earlier record's).
+    #[serde(default)]
+    pub covariates: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
