@@ -1145,3 +1145,134 @@ fn records_stop_where_the_model_jumps_in_time() {
         }
     }
 }
+
+/// A reset may take time back (a crossover's second period from 0 again): every record
+/// against the closed form of a one-compartment IV model, on the CPU reference and as record
+/// programs on the wgpu and CUDA records kernels in f64 (CUDA emulated on the host where
+/// there is no device; SKIPPED where neither can be built), and through `vpop simulate`.
+/// Subject 1: 100 at 0 and 12 (ADDL 1), then at TIME 0 a reset-and-dose of 50 with CL 10
+/// given on it (from then on). Subject 2: an infusion of 100 at 10/h from 10 h, a reset at
+/// TIME 5 that ends it, then 40 at 7 h.
+#[test]
+fn a_reset_may_take_time_back() {
+    use vpop::backend::records::{record_program, simulate_records, Program, RecordBinding};
+    use vpop::backend::Backend;
+    use vpop::model::{CompiledModel, Model};
+    use vpop::solver::{Method, SolverOptions, Status};
+    let text = "ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,CL\n\
+        1,0,1,100,.,1,12,1,.\n1,1,0,.,.,1,.,.,.\n1,18,0,.,.,1,.,.,.\n\
+        1,0,4,50,.,1,.,.,10\n1,2,0,.,.,1,.,.,.\n1,8,0,.,.,1,.,.,.\n\
+        2,0,2,.,.,1,.,.,.\n2,10,1,100,10,1,.,.,.\n2,15,0,.,.,1,.,.,.\n\
+        2,5,3,.,.,1,.,.,.\n2,6,0,.,.,1,.,.,.\n2,7,1,40,.,1,.,.,.\n2,9,0,.,.,1,.,.,.\n";
+    let v = 50.0f64;
+    let (k1, k2) = (5.0 / v, 10.0 / v);
+    let want: [&[f64]; 2] = [
+        &[
+            100.0 / v,
+            100.0 * (-k1).exp() / v,
+            (100.0 * (-k1 * 18.0).exp() + 100.0 * (-k1 * 6.0).exp()) / v,
+            50.0 / v,
+            50.0 * (-k2 * 2.0).exp() / v,
+            50.0 * (-k2 * 8.0).exp() / v,
+        ],
+        &[
+            0.0,
+            0.0,
+            10.0 / k1 * (1.0 - (-k1 * 5.0).exp()) / v,
+            0.0,
+            0.0,
+            40.0 / v,
+            40.0 * (-k1 * 2.0).exp() / v,
+        ],
+    ];
+    let check = |what: &str, s: usize, got: &[f64]| {
+        assert_eq!(got.len(), want[s].len(), "{what}");
+        for (j, (g, w)) in got.iter().zip(want[s]).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-8 * w + 1e-14,
+                "{what}: subject {}, record {j}: {g} vs {w}",
+                s + 1
+            );
+        }
+    };
+    let ir = Model::parse(
+        "m.vpm",
+        "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
+         output cp = central / v\n",
+    )
+    .unwrap();
+    let model = std::sync::Arc::new(CompiledModel::new(&ir));
+    let ds = vpop::dosing::nonmem::Dataset::parse("d.csv", text).unwrap();
+    let binding = RecordBinding::new(&ir, &ds.covariates);
+    let base = ir.defaults();
+    let solver = SolverOptions {
+        method: Method::Tsit5,
+        rtol: 1e-10,
+        atol: 1e-14,
+        ..Default::default()
+    };
+    let mut programs = Vec::new();
+    for (s, subject) in ds.subjects.iter().enumerate() {
+        let cpu = simulate_records(&model, &base, &binding, subject, &solver);
+        assert_eq!(cpu.status, Status::Ok);
+        check("cpu", s, &cpu.outputs[0]);
+        programs.push(record_program(
+            &model,
+            &base,
+            &binding,
+            subject,
+            &mut |_, _| {},
+        ));
+    }
+    let refs: Vec<&Program> = programs.iter().collect();
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
+    let mut backends: Vec<(&str, Box<dyn Backend>)> = Vec::new();
+    #[cfg(feature = "wgpu")]
+    match vpop::backend::wgpu::WgpuBackend::new(model.clone(), vpop::backend::Precision::F64) {
+        Ok(b) => backends.push(("wgpu f64", Box::new(b))),
+        Err(e) => println!("SKIPPED: wgpu: {e}"),
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(b) = common::cuda_or_emulated(model.clone(), vpop::backend::Precision::F64) {
+        backends.push(("cuda f64", b));
+    }
+    if backends.is_empty() {
+        println!("SKIPPED: built without the wgpu and cuda features (the CPU reference ran)");
+    }
+    for (what, mut b) in backends {
+        let got = b.run_records(&refs, &solver).unwrap();
+        for (s, o) in got.iter().enumerate() {
+            assert_eq!(o.status, Status::Ok, "{what}");
+            check(what, s, &o.outputs[0]);
+        }
+        println!("{what}: every record within 1e-8 of the closed form");
+    }
+    // The command line: the same records, the same closed form.
+    let dir = tmp("time-back");
+    std::fs::write(dir.join("d.csv"), text).unwrap();
+    std::fs::write(
+        dir.join("m.vpm"),
+        "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
+         output cp = central / v\n",
+    )
+    .unwrap();
+    let out = common::simulate_in(
+        Some(&dir),
+        &[
+            "m.vpm", "--data", "d.csv", "--rtol", "1e-10", "--atol", "1e-14", "--out", "p.csv",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(dir.join("p.csv")).unwrap();
+    let mut cp: [Vec<f64>; 2] = Default::default();
+    for l in written.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        cp[f[0].parse::<usize>().unwrap() - 1].push(f[10].parse().unwrap());
+    }
+    check("vpop simulate", 0, &cp[0]);
+    check("vpop simulate", 1, &cp[1]);
+}

@@ -163,6 +163,11 @@ fn unsupported_records_are_refused_with_their_line() {
             "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,1\n1,12,3,.,.,.,.\n",
             "regimen.csv:2:1: a dose due at TIME 12, before the reset on line 3",
         ),
+        // A reset that takes time back (a [data] trial runs it).
+        (
+            "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,24,0,.,1\n1,0,4,50,1\n",
+            "regimen.csv:4:1: TIME goes back from 24 to 0 at this reset: an arm's regimen runs forward in time",
+        ),
         // The 500 000th of a million additional doses.
         (
             "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,0.5,1000000\n1,250000,3,.,.,.,.\n",

@@ -9,7 +9,8 @@
 //!   reports the reset state; a dose record reports the state after a bolus without lag).
 //! - EVID 3 resets: every state back to its initial value, running infusions and pending
 //!   lagged doses cancelled (additional doses of earlier records still to come are kept).
-//!   EVID 4 resets, then doses.
+//!   EVID 4 resets, then doses. A reset may take time back (the dataset refuses it while
+//!   additional doses are still to come): the records after it run from its time.
 //! - A dose of AMT into CMT: bioavailability F = `f(state)` scales the amount, the lag
 //!   `alag(state)` delays it. RATE > 0 infuses AMT·F at RATE (F changes the duration); RATE −1
 //!   takes the rate from `rate(state)` (duration AMT·F/rate), RATE −2 the duration from
@@ -569,6 +570,12 @@ impl<'m, E: Engine> Sim<'m, E> {
         self.pending.clear();
     }
 
+    /// Time back to `t`, before a reset: the engine starts again there.
+    fn go_back(&mut self, t: f64) {
+        self.t = t;
+        self.engine.start(t);
+    }
+
     fn push(&mut self, time: f64, state: usize, kind: Input) {
         self.seq += 1;
         self.pending.push(Earliest(Pending {
@@ -719,7 +726,12 @@ fn run_records<E: Engine>(
                 break 'records;
             }
         }
-        if let Err(e) = sim.advance(r.time) {
+        if r.time < sim.t {
+            // A reset that takes time back (the dataset's check: no additional dose is still
+            // to come); the reset itself follows.
+            debug_assert!(matches!(r.evid, Evid::Reset | Evid::ResetDose) && implicit.is_empty());
+            sim.go_back(r.time);
+        } else if let Err(e) = sim.advance(r.time) {
             status = e;
             break;
         }

@@ -4,6 +4,8 @@
 //! `SS`, `II`, `ADDL`, `RATE`, `DV` and `MDV` have their NONMEM meaning; every other column is a
 //! covariate (time-varying: each record carries its value; between two records' times the
 //! later record's value holds, as in NONMEM, or the earlier one's: [`Carry`]).
+//! TIME does not decrease within a subject, except at a reset (EVID 3 or 4), which may take it
+//! back (a crossover's second period starting at 0 again).
 //! IDs are numbers where they read as finite numbers (`1`, `1.0` and `01` are one subject, as
 //! in NONMEM), text otherwise. `.`, `NA` and empty fields are missing values. Fields may be double-quoted (RFC 4180, as R's
 //! `write.csv` writes character columns). Blank lines, lines starting with `#` or `@`, and
@@ -98,6 +100,34 @@ pub struct Subject {
     /// The ID as its first record writes it.
     pub id: String,
     pub records: Vec<Record>,
+}
+
+/// Of a subject's records so far, the line of a dose whose additional doses are still to come
+/// after `now` (the time the records have reached), and the time of its last: an SS = 1 dose
+/// cancels those of the doses before it, and a reset that took time back began anew (with
+/// none pending: the parser's check).
+fn additional_doses_after(records: &[Record], now: f64) -> Option<(usize, f64)> {
+    let mut pending: Option<(usize, f64)> = None;
+    let mut prev = f64::NEG_INFINITY;
+    for r in records {
+        if r.time < prev {
+            pending = None;
+        }
+        prev = r.time;
+        if !matches!(r.evid, Evid::Dose | Evid::ResetDose) {
+            continue;
+        }
+        if r.ss == 1 {
+            pending = None;
+        }
+        if r.addl > 0 {
+            let last = r.time + f64::from(r.addl) * r.ii;
+            if pending.is_none_or(|(_, t)| last > t) {
+                pending = Some((r.line, last));
+            }
+        }
+    }
+    pending.filter(|&(_, last)| last > now)
 }
 
 /// A parsed dataset.
@@ -417,14 +447,31 @@ impl Dataset {
                 match subjects.last_mut() {
                     Some(s) if last_key.as_ref() == Some(&key) => {
                         let prev = s.records.last().map_or(f64::NEG_INFINITY, |r| r.time);
-                        if time < prev {
+                        // Time may go back at a reset (NONMEM: "the time may be any number"
+                        // on reset and reset-and-dose records), when no additional dose of
+                        // an earlier record is still to come.
+                        if time < prev && !matches!(evid, Evid::Reset | Evid::ResetDose) {
                             return Err(src.error(
                                 at(cols.time),
                                 format!(
-                                    "TIME {time} is before the previous record's ({prev}) of subject {}",
+                                    "TIME {time} is before the previous record's ({prev}) of subject {}; \
+                                     time may go back only at a reset (EVID 3 or 4)",
                                     s.id
                                 ),
                             ));
+                        }
+                        if time < prev {
+                            if let Some((line, last)) = additional_doses_after(&s.records, prev) {
+                                return Err(src.error(
+                                    at(cols.time),
+                                    format!(
+                                        "TIME goes back from {prev} to {time} at this reset while \
+                                         additional doses of line {line} are still to come (the \
+                                         last at {last}): end their ADDL before the reset, or \
+                                         give them as records"
+                                    ),
+                                ));
+                            }
                         }
                         s.records.push(record);
                     }
@@ -640,6 +687,44 @@ fn split_fields(line: &str, base: usize) -> Result<Vec<(String, Span)>, (usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_goes_back_only_at_a_reset_with_no_additional_dose_to_come() {
+        // A crossover: the second period's reset-and-dose (EVID 4) and a reset (EVID 3) at
+        // earlier times; the first period's additional doses end at 12, before the reset.
+        let ok = "ID,TIME,EVID,AMT,CMT,II,ADDL,SS\n\
+                  1,0,1,100,1,12,1,0\n1,18,0,.,1,.,.,.\n1,0,4,50,1,.,.,.\n1,8,0,.,1,.,.,.\n\
+                  1,2,3,.,1,.,.,.\n1,3,0,.,1,.,.,.\n";
+        let d = Dataset::parse("d.csv", ok).unwrap();
+        let times: Vec<f64> = d.subjects[0].records.iter().map(|r| r.time).collect();
+        assert_eq!(times, [0.0, 18.0, 0.0, 8.0, 2.0, 3.0]);
+        // Back at an observation.
+        let e = Dataset::parse(
+            "d.csv",
+            "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,5,0,.,1\n1,4,0,.,1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("d.csv:4:3: TIME 4 is before the previous record's (5) of subject 1; time may go back only at a reset (EVID 3 or 4)"),
+            "{e}"
+        );
+        // Back at a reset while doses every 12 h until 36 are still to come.
+        let pending =
+            "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,3\n1,20,0,.,1,.,.\n1,0,4,50,1,.,.\n";
+        let e = Dataset::parse("d.csv", pending).unwrap_err().to_string();
+        assert!(
+            e.contains("d.csv:4:3: TIME goes back from 20 to 0 at this reset while additional doses of line 2 are still to come (the last at 36)"),
+            "{e}"
+        );
+        // An SS = 1 dose cancels them; a reset that took time back began anew.
+        for text in [
+            "ID,TIME,EVID,AMT,CMT,II,ADDL,SS\n1,0,1,100,1,12,3,0\n1,20,1,50,1,12,0,1\n1,0,4,50,1,.,.,.\n",
+            "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,3\n1,40,0,.,1,.,.\n1,0,3,.,1,.,.\n1,5,0,.,1,.,.\n1,1,3,.,1,.,.\n",
+        ] {
+            Dataset::parse("d.csv", text).unwrap();
+        }
+    }
 
     #[test]
     fn reads_records_case_insensitively_with_missing_values_and_comments() {

@@ -100,7 +100,18 @@ pub fn record_lines(
         .map(|p| p.name.to_ascii_lowercase())
         .collect();
     let mut lines = Vec::new();
+    let mut prev = f64::NEG_INFINITY;
     for r in &subject.records {
+        if r.time < prev {
+            return Err(at(
+                r.line,
+                format!(
+                    "TIME goes back from {prev} to {} at this reset: an arm's regimen runs forward in time; a reset that takes time back needs a [data] trial or `vpop simulate --data`",
+                    r.time
+                ),
+            ));
+        }
+        prev = r.time;
         for (c, name) in ds.covariates.iter().enumerate() {
             if params.contains(name) && !r.covariates[c].is_nan() {
                 return Err(at(
