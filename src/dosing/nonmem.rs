@@ -4,6 +4,8 @@
 //! `SS`, `II`, `ADDL`, `RATE`, `DV` and `MDV` have their NONMEM meaning; every other column is a
 //! covariate (time-varying: each record carries its value; between two records' times the
 //! later record's value holds, as in NONMEM, or the earlier one's: [`Carry`]).
+//! Columns without a name (R's row names, written by `write.csv` as the first column under
+//! `""`, or a trailing comma) are not read.
 //! TIME does not decrease within a subject, except at a reset (EVID 3 or 4), which may take it
 //! back (a crossover's second period starting at 0 again).
 //! IDs are numbers where they read as finite numbers (`1`, `1.0` and `01` are one subject, as
@@ -192,7 +194,7 @@ impl Dataset {
                     .map(|(s, _)| s.trim().to_ascii_lowercase())
                     .collect();
                 for (k, n) in names.iter().enumerate() {
-                    if names[..k].contains(n) {
+                    if !n.is_empty() && names[..k].contains(n) {
                         return Err(src.error(fields[k].1, format!("column '{n}' appears twice")));
                     }
                 }
@@ -212,7 +214,8 @@ impl Dataset {
                     return Err(src.error(Span::new(line_start, line_start), why));
                 }
                 for (k, n) in names.iter().enumerate() {
-                    if !KNOWN.contains(&n.as_str()) && n != "c" {
+                    // A column without a name (R's row names, a trailing comma) is not read.
+                    if !KNOWN.contains(&n.as_str()) && n != "c" && !n.is_empty() {
                         covariate_cols.push(k);
                         covariates.push(n.clone());
                     }
@@ -687,6 +690,21 @@ fn split_fields(line: &str, base: usize) -> Result<Vec<(String, Span)>, (usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_without_a_name_are_not_read() {
+        // R's write.csv: row names first under "", every character field quoted; and a
+        // trailing comma.
+        let d = Dataset::parse(
+            "d.csv",
+            "\"\",\"ID\",\"TIME\",\"EVID\",\"AMT\",\"CMT\",\"WT\",\n\
+             \"1\",1,0,1,100,1,70,\n\"2\",1,1,0,NA,1,72,\n",
+        )
+        .unwrap();
+        assert_eq!(d.covariates, vec!["wt"]);
+        let r = &d.subjects[0].records;
+        assert_eq!((r[1].time, r[1].covariates[0]), (1.0, 72.0));
+    }
 
     #[test]
     fn time_goes_back_only_at_a_reset_with_no_additional_dose_to_come() {
