@@ -1146,63 +1146,18 @@ fn records_stop_where_the_model_jumps_in_time() {
     }
 }
 
-/// A reset may take time back (a crossover's second period from 0 again): every record
-/// against the closed form of a one-compartment IV model, on the CPU reference and as record
-/// programs on the wgpu and CUDA records kernels in f64 (CUDA emulated on the host where
-/// there is no device; SKIPPED where neither can be built), and through `vpop simulate`.
-/// Subject 1: 100 at 0 and 12 (ADDL 1), then at TIME 0 a reset-and-dose of 50 with CL 10
-/// given on it (from then on). Subject 2: an infusion of 100 at 10/h from 10 h, a reset at
-/// TIME 5 that ends it, then 40 at 7 h.
-#[test]
-fn a_reset_may_take_time_back() {
+/// A dataset's records on the model `ir` (source text), at rtol 1e-10 in f64: on the CPU
+/// reference, and as record programs on the wgpu and CUDA records kernels (CUDA emulated on
+/// the host where there is no device; SKIPPED where neither can be built). `check(what,
+/// subject, outputs)` judges each subject's first output on every record.
+fn records_on_every_backend(ir: &str, data: &str, check: &dyn Fn(&str, usize, &[f64])) {
     use vpop::backend::records::{record_program, simulate_records, Program, RecordBinding};
     use vpop::backend::Backend;
     use vpop::model::{CompiledModel, Model};
     use vpop::solver::{Method, SolverOptions, Status};
-    let text = "ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,CL\n\
-        1,0,1,100,.,1,12,1,.\n1,1,0,.,.,1,.,.,.\n1,18,0,.,.,1,.,.,.\n\
-        1,0,4,50,.,1,.,.,10\n1,2,0,.,.,1,.,.,.\n1,8,0,.,.,1,.,.,.\n\
-        2,0,2,.,.,1,.,.,.\n2,10,1,100,10,1,.,.,.\n2,15,0,.,.,1,.,.,.\n\
-        2,5,3,.,.,1,.,.,.\n2,6,0,.,.,1,.,.,.\n2,7,1,40,.,1,.,.,.\n2,9,0,.,.,1,.,.,.\n";
-    let v = 50.0f64;
-    let (k1, k2) = (5.0 / v, 10.0 / v);
-    let want: [&[f64]; 2] = [
-        &[
-            100.0 / v,
-            100.0 * (-k1).exp() / v,
-            (100.0 * (-k1 * 18.0).exp() + 100.0 * (-k1 * 6.0).exp()) / v,
-            50.0 / v,
-            50.0 * (-k2 * 2.0).exp() / v,
-            50.0 * (-k2 * 8.0).exp() / v,
-        ],
-        &[
-            0.0,
-            0.0,
-            10.0 / k1 * (1.0 - (-k1 * 5.0).exp()) / v,
-            0.0,
-            0.0,
-            40.0 / v,
-            40.0 * (-k1 * 2.0).exp() / v,
-        ],
-    ];
-    let check = |what: &str, s: usize, got: &[f64]| {
-        assert_eq!(got.len(), want[s].len(), "{what}");
-        for (j, (g, w)) in got.iter().zip(want[s]).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-8 * w + 1e-14,
-                "{what}: subject {}, record {j}: {g} vs {w}",
-                s + 1
-            );
-        }
-    };
-    let ir = Model::parse(
-        "m.vpm",
-        "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
-         output cp = central / v\n",
-    )
-    .unwrap();
+    let ir = Model::parse("m.vpm", ir).unwrap();
     let model = std::sync::Arc::new(CompiledModel::new(&ir));
-    let ds = vpop::dosing::nonmem::Dataset::parse("d.csv", text).unwrap();
+    let ds = vpop::dosing::nonmem::Dataset::parse("d.csv", data).unwrap();
     let binding = RecordBinding::new(&ir, &ds.covariates);
     let base = ir.defaults();
     let solver = SolverOptions {
@@ -1245,17 +1200,62 @@ fn a_reset_may_take_time_back() {
             assert_eq!(o.status, Status::Ok, "{what}");
             check(what, s, &o.outputs[0]);
         }
-        println!("{what}: every record within 1e-8 of the closed form");
+        println!("{what}: every record as the closed form has it");
     }
+}
+
+/// A reset may take time back (a crossover's second period from 0 again): every record
+/// against the closed form of a one-compartment IV model, on the CPU reference and as record
+/// programs on the wgpu and CUDA records kernels in f64 (CUDA emulated on the host where
+/// there is no device; SKIPPED where neither can be built), and through `vpop simulate`.
+/// Subject 1: 100 at 0 and 12 (ADDL 1), then at TIME 0 a reset-and-dose of 50 with CL 10
+/// given on it (from then on). Subject 2: an infusion of 100 at 10/h from 10 h, a reset at
+/// TIME 5 that ends it, then 40 at 7 h.
+#[test]
+fn a_reset_may_take_time_back() {
+    let text = "ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,CL\n\
+        1,0,1,100,.,1,12,1,.\n1,1,0,.,.,1,.,.,.\n1,18,0,.,.,1,.,.,.\n\
+        1,0,4,50,.,1,.,.,10\n1,2,0,.,.,1,.,.,.\n1,8,0,.,.,1,.,.,.\n\
+        2,0,2,.,.,1,.,.,.\n2,10,1,100,10,1,.,.,.\n2,15,0,.,.,1,.,.,.\n\
+        2,5,3,.,.,1,.,.,.\n2,6,0,.,.,1,.,.,.\n2,7,1,40,.,1,.,.,.\n2,9,0,.,.,1,.,.,.\n";
+    let v = 50.0f64;
+    let (k1, k2) = (5.0 / v, 10.0 / v);
+    let want: [&[f64]; 2] = [
+        &[
+            100.0 / v,
+            100.0 * (-k1).exp() / v,
+            (100.0 * (-k1 * 18.0).exp() + 100.0 * (-k1 * 6.0).exp()) / v,
+            50.0 / v,
+            50.0 * (-k2 * 2.0).exp() / v,
+            50.0 * (-k2 * 8.0).exp() / v,
+        ],
+        &[
+            0.0,
+            0.0,
+            10.0 / k1 * (1.0 - (-k1 * 5.0).exp()) / v,
+            0.0,
+            0.0,
+            40.0 / v,
+            40.0 * (-k1 * 2.0).exp() / v,
+        ],
+    ];
+    let check = |what: &str, s: usize, got: &[f64]| {
+        assert_eq!(got.len(), want[s].len(), "{what}");
+        for (j, (g, w)) in got.iter().zip(want[s]).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-8 * w + 1e-14,
+                "{what}: subject {}, record {j}: {g} vs {w}",
+                s + 1
+            );
+        }
+    };
+    let ir = "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
+              output cp = central / v\n";
+    records_on_every_backend(ir, text, &check);
     // The command line: the same records, the same closed form.
     let dir = tmp("time-back");
     std::fs::write(dir.join("d.csv"), text).unwrap();
-    std::fs::write(
-        dir.join("m.vpm"),
-        "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
-         output cp = central / v\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("m.vpm"), ir).unwrap();
     let out = common::simulate_in(
         Some(&dir),
         &[
@@ -1275,4 +1275,94 @@ fn a_reset_may_take_time_back() {
     }
     check("vpop simulate", 0, &cp[0]);
     check("vpop simulate", 1, &cp[1]);
+}
+
+/// A lagged dose takes the bioavailability (and with it an infusion's duration) in force when
+/// it enters, after its lag, as NONMEM does ("the value of the bioavailability parameter in
+/// effect at the time the dose is actually introduced"): F drops from 1 to 0.5 on a record at
+/// 1 h, so under the default rule it holds from 0 h on; the lag is 2 h. Subject 1: a bolus of
+/// 100 at 0 enters at 2 h as 50. Subject 2: an infusion of 100 at 20/h at 0 enters at 2 h as
+/// 50, for 2.5 h. Under `locf` F changes at 1 h, still before the doses enter. Every record
+/// against the closed form on every backend (see `records_on_every_backend`).
+#[test]
+fn a_lagged_dose_takes_the_bioavailability_in_force_when_it_enters() {
+    let ir = "param cl = 5\nparam v = 50\nparam fbio = 1\nparam lagc = 2\nstate central\n\
+              d/dt(central) = -cl / v * central\nf(central) = fbio\nalag(central) = lagc\n\
+              output cp = central / v\n";
+    let text = "ID,TIME,EVID,AMT,RATE,CMT,FBIO\n\
+        1,0,1,100,.,1,1\n1,1,2,.,.,1,0.5\n1,3,0,.,.,1,.\n\
+        2,0,1,100,20,1,1\n2,1,2,.,.,1,0.5\n2,3,0,.,.,1,.\n2,6,0,.,.,1,.\n";
+    let (v, k) = (50.0f64, 0.1f64);
+    // The infusion: 50 at 20/h from 2 h to 4.5 h.
+    let infusion = |t: f64| -> f64 {
+        let on = (t - 2.0).clamp(0.0, 2.5);
+        20.0 / k * (1.0 - (-k * on).exp()) * (-k * (t - 2.0 - on)).exp() / v
+    };
+    let want: [&[f64]; 2] = [
+        &[0.0, 0.0, 50.0 * (-k).exp() / v],
+        &[0.0, 0.0, infusion(3.0), infusion(6.0)],
+    ];
+    let check = |what: &str, s: usize, got: &[f64]| {
+        assert_eq!(got.len(), want[s].len(), "{what}");
+        for (j, (g, w)) in got.iter().zip(want[s]).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-8 * w + 1e-14,
+                "{what}: subject {}, record {j}: {g} vs {w}",
+                s + 1
+            );
+        }
+    };
+    records_on_every_backend(ir, text, &check);
+}
+
+/// A parameter a dataset column has set keeps that value when covariates the dataset gives
+/// change later and the population's parameters are re-evaluated with them: here CL = 10 from
+/// the record at 2 h (from 0 h, under the default rule) holds over the clearance a weight of
+/// 140 kg on the record at 4 h would give (5·2^0.75). The CPU reference, with the update a
+/// `[data]` trial makes (the population's clearance from the weight).
+#[test]
+fn a_clearance_the_dataset_sets_holds_over_the_populations() {
+    use vpop::backend::records::{simulate_records_with, RecordBinding};
+    use vpop::model::{CompiledModel, Model};
+    use vpop::solver::{Method, SolverOptions, Status};
+    let ir = Model::parse(
+        "m.vpm",
+        "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
+         output cp = central / v\n",
+    )
+    .unwrap();
+    let model = CompiledModel::new(&ir);
+    let ds = vpop::dosing::nonmem::Dataset::parse(
+        "d.csv",
+        "ID,TIME,EVID,AMT,CMT,WT,CL\n1,0,1,100,1,70,.\n1,2,0,.,1,.,10\n1,4,0,.,1,140,.\n\
+         1,6,0,.,1,.,.\n",
+    )
+    .unwrap();
+    let binding = RecordBinding::new(&ir, &ds.covariates);
+    let wt = ds.covariates.iter().position(|c| c == "wt").unwrap();
+    let solver = SolverOptions {
+        method: Method::Tsit5,
+        rtol: 1e-10,
+        atol: 1e-14,
+        ..Default::default()
+    };
+    let mut update = |r: &vpop::dosing::nonmem::Record, p: &mut [f64]| {
+        let w = r.covariates[wt];
+        if !w.is_nan() {
+            p[0] = 5.0 * (w / 70.0).powf(0.75);
+        }
+    };
+    let out = simulate_records_with(
+        &model,
+        &ir.defaults(),
+        &binding,
+        &ds.subjects[0],
+        &solver,
+        &mut update,
+    );
+    assert_eq!(out.status, Status::Ok);
+    for (t, got) in [0.0f64, 2.0, 4.0, 6.0].iter().zip(&out.outputs[0]) {
+        let want = 2.0 * (-0.2 * t).exp();
+        assert!((got - want).abs() <= 1e-8 * want, "t {t}: {got} vs {want}");
+    }
 }

@@ -14,9 +14,9 @@
 //! - A dose of AMT into CMT: bioavailability F = `f(state)` scales the amount, the lag
 //!   `alag(state)` delays it. RATE > 0 infuses AMT·F at RATE (F changes the duration); RATE −1
 //!   takes the rate from `rate(state)` (duration AMT·F/rate), RATE −2 the duration from
-//!   `dur(state)` (rate AMT·F/dur). Lag, F, rate and duration are evaluated with the parameters
-//!   in force at the dose record; an additional dose keeps its record's lag, and takes F, rate
-//!   and duration in force when it is given.
+//!   `dur(state)` (rate AMT·F/dur). The lag is evaluated with the parameters in force at the
+//!   dose record (an additional dose keeps its record's lag); F, rate and duration with those
+//!   in force when the dose enters, after its lag.
 //! - Covariate columns named like model parameters set those parameters: by default (NONMEM's
 //!   rule, next observation carried backward) a record's values hold over the interval that
 //!   ends at it, from the previous record's time on, and for its own outputs and doses; with
@@ -109,9 +109,10 @@ pub fn check_subject(
 ) -> Vec<(usize, usize, String)> {
     let n = model.n_states();
     let mut params = base.to_vec();
+    let mut set = vec![None; params.len()];
     let mut problems = Vec::new();
     for r in &subject.records {
-        set_params(&mut params, binding, r);
+        set_params(&mut params, binding, r, &mut set);
         // A record that gives no dose reads no compartment (every output is reported), but a
         // number past the model's is a compartment it does not have: a dataset written for
         // another model, whose doses would go elsewhere too.
@@ -158,13 +159,21 @@ pub fn check_subject(
     problems
 }
 
-fn set_params(params: &mut [f64], binding: &RecordBinding, r: &Record) {
+/// Sets the parameters the dataset's columns give: `set[p]` keeps the last value a column
+/// gave parameter p (a missing value keeps it), which holds over any other value of p (the
+/// population's, re-evaluated with covariates the dataset gives).
+fn set_params(params: &mut [f64], binding: &RecordBinding, r: &Record, set: &mut [Option<f64>]) {
     for (c, p) in binding.param_of_covariate.iter().enumerate() {
         if let Some(p) = *p {
             let v = r.covariates[c];
             if !v.is_nan() {
-                params[p] = v;
+                set[p] = Some(v);
             }
+        }
+    }
+    for (p, v) in set.iter().enumerate() {
+        if let Some(v) = *v {
+            params[p] = v;
         }
     }
 }
@@ -187,7 +196,21 @@ struct Pending {
     class: u8,
     seq: u64,
     state: usize,
-    kind: Input,
+    kind: Due,
+}
+
+/// What a pending change is: an input, or a lagged dose that is resolved when it enters.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Input(Input),
+    /// A dose record's AMT and RATE, whose F, rate and duration are those in force when it
+    /// enters after its lag (NONMEM: the bioavailability "in effect at the time the dose is
+    /// actually introduced", the duration "at the dose event time (or lagged time, if the dose
+    /// is lagged)").
+    Lagged {
+        amt: f64,
+        rate: f64,
+    },
 }
 
 /// The additional doses (ADDL) of one dose record still to come: the k-th, for k from `next`
@@ -281,14 +304,20 @@ struct Dose {
 
 impl Dose {
     fn resolve(r: &Record, d: &StateDosing) -> Result<Dose, Status> {
-        let state = r.cmt as usize - 1;
-        let amount = r.amt * d.bioavailability;
-        let (rate, duration) = if r.rate > 0.0 {
-            (r.rate, amount / r.rate)
-        } else if r.rate == -1.0 {
+        Dose::resolve_amount(r.cmt as usize - 1, r.amt, r.rate, d)
+    }
+
+    /// A dose of `amt` into `state` with a record's RATE `rate` (0: a bolus; > 0: that rate;
+    /// −1, −2: the modelled rate or duration).
+    fn resolve_amount(state: usize, amt: f64, rate: f64, d: &StateDosing) -> Result<Dose, Status> {
+        let r = (amt, rate);
+        let amount = r.0 * d.bioavailability;
+        let (rate, duration) = if r.1 > 0.0 {
+            (r.1, amount / r.1)
+        } else if r.1 == -1.0 {
             let rate = d.rate.ok_or(Status::NonFinite)?;
             (rate, amount / rate)
-        } else if r.rate == -2.0 {
+        } else if r.1 == -2.0 {
             // A modelled duration must be > 0, as a dose line's is (a subject whose `dur` is
             // 0 is flagged, not given the dose as a bolus).
             let dur = d.duration.filter(|&x| x > 0.0).ok_or(Status::NonFinite)?;
@@ -541,6 +570,8 @@ fn integrate_to<E: Engine>(e: &mut E, t: &mut f64, t1: f64) -> Result<(), Status
 struct Sim<'m, E> {
     model: &'m CompiledModel,
     params: Vec<f64>,
+    /// The last value the dataset's columns gave each parameter ([`set_params`]).
+    set_by_data: Vec<Option<f64>>,
     dosing: Vec<StateDosing>,
     engine: E,
     t: f64,
@@ -555,6 +586,7 @@ impl<'m, E: Engine> Sim<'m, E> {
         engine.reset();
         Sim {
             model,
+            set_by_data: vec![None; params.len()],
             dosing: model.bind(&params).state_dosing(),
             params,
             engine,
@@ -577,10 +609,14 @@ impl<'m, E: Engine> Sim<'m, E> {
     }
 
     fn push(&mut self, time: f64, state: usize, kind: Input) {
+        self.push_due(time, state, input_class(kind), Due::Input(kind));
+    }
+
+    fn push_due(&mut self, time: f64, state: usize, class: u8, kind: Due) {
         self.seq += 1;
         self.pending.push(Earliest(Pending {
             time,
-            class: input_class(kind),
+            class,
             seq: self.seq,
             state,
             kind,
@@ -605,7 +641,25 @@ impl<'m, E: Engine> Sim<'m, E> {
         while let Some(p) = self.next_due(t1) {
             let to = p.time.max(self.t);
             self.integrate_until(to)?;
-            self.engine.apply(p.state, p.kind);
+            match p.kind {
+                Due::Input(kind) => self.engine.apply(p.state, kind),
+                Due::Lagged { amt, rate } => {
+                    // Resolved with what is in force now; its start in its place in the
+                    // order, its end (an infusion's) queued.
+                    let dosing = StateDosing {
+                        lag: 0.0,
+                        ..self.dosing[p.state]
+                    };
+                    let dose = Dose::resolve_amount(p.state, amt, rate, &dosing)?;
+                    for (at, state, kind) in dose.inputs(p.time) {
+                        if at <= p.time {
+                            self.engine.apply(state, kind);
+                        } else {
+                            self.push(at, state, kind);
+                        }
+                    }
+                }
+            }
         }
         self.integrate_until(t1)
     }
@@ -658,8 +712,23 @@ impl<'m, E: Engine> Sim<'m, E> {
                 self.push(self.t + at, state, kind);
             }
         }
-        for (at, state, kind) in dose.inputs(self.t) {
-            self.push(at, state, kind);
+        if dose.lag > 0.0 {
+            // F, rate and duration when it enters (a bolus and an infusion's start are in the
+            // same class of the order).
+            let due = Due::Lagged {
+                amt: r.amt,
+                rate: r.rate,
+            };
+            self.push_due(
+                self.t + dose.lag,
+                state,
+                input_class(Input::Bolus(0.0)),
+                due,
+            );
+        } else {
+            for (at, state, kind) in dose.inputs(self.t) {
+                self.push(at, state, kind);
+            }
         }
         Ok(())
     }
@@ -672,7 +741,7 @@ impl<'m, E: Engine> Sim<'m, E> {
     ) {
         let before = self.params.clone();
         update(r, &mut self.params);
-        set_params(&mut self.params, binding, r);
+        set_params(&mut self.params, binding, r, &mut self.set_by_data);
         if self.params != before {
             self.engine.set_params(&self.params);
             self.dosing = self.model.bind(&self.params).state_dosing();
@@ -690,11 +759,13 @@ fn run_records<E: Engine>(
     update: &mut dyn FnMut(&Record, &mut [f64]),
 ) -> (E, Status) {
     let mut params = base.to_vec();
+    let mut set_by_data = vec![None; params.len()];
     if let Some(r) = subject.records.first() {
         update(r, &mut params);
-        set_params(&mut params, binding, r);
+        set_params(&mut params, binding, r, &mut set_by_data);
     }
     let mut sim = Sim::new(model, params, engine);
+    sim.set_by_data = set_by_data;
     // Implicit additional doses, processed before the dataset's records at the same time (of
     // several at one time, in the order of their records).
     let mut implicit: std::collections::BinaryHeap<Earliest<Additional>> =

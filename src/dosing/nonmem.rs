@@ -452,31 +452,31 @@ impl Dataset {
                         let prev = s.records.last().map_or(f64::NEG_INFINITY, |r| r.time);
                         // Time may go back at a reset (NONMEM: "the time may be any number"
                         // on reset and reset-and-dose records), when no additional dose of
-                        // an earlier record is still to come.
-                        if time < prev && !matches!(evid, Evid::Reset | Evid::ResetDose) {
-                            return Err(src.error(
-                                at(cols.time),
+                        // an earlier record is still to come. A record refused for its time
+                        // is kept all the same, so that the records after it are judged
+                        // against it and not reported for its error again.
+                        let refused = if time >= prev {
+                            None
+                        } else if !matches!(evid, Evid::Reset | Evid::ResetDose) {
+                            Some(format!(
+                                "TIME {time} is before the previous record's ({prev}) of subject {}; \
+                                 time may go back only at a reset (EVID 3 or 4)",
+                                s.id
+                            ))
+                        } else {
+                            additional_doses_after(&s.records, prev).map(|(line, last)| {
                                 format!(
-                                    "TIME {time} is before the previous record's ({prev}) of subject {}; \
-                                     time may go back only at a reset (EVID 3 or 4)",
-                                    s.id
-                                ),
-                            ));
-                        }
-                        if time < prev {
-                            if let Some((line, last)) = additional_doses_after(&s.records, prev) {
-                                return Err(src.error(
-                                    at(cols.time),
-                                    format!(
-                                        "TIME goes back from {prev} to {time} at this reset while \
-                                         additional doses of line {line} are still to come (the \
-                                         last at {last}): end their ADDL before the reset, or \
-                                         give them as records"
-                                    ),
-                                ));
-                            }
-                        }
+                                    "TIME goes back from {prev} to {time} at this reset while \
+                                     additional doses of line {line} are still to come (the \
+                                     last at {last}): end their ADDL before the reset, or \
+                                     give them as records"
+                                )
+                            })
+                        };
                         s.records.push(record);
+                        if let Some(why) = refused {
+                            return Err(src.error(at(cols.time), why));
+                        }
                     }
                     _ => {
                         if let Some(first) = seen.get(&key) {
@@ -727,14 +727,16 @@ mod tests {
             e.contains("d.csv:4:3: TIME 4 is before the previous record's (5) of subject 1; time may go back only at a reset (EVID 3 or 4)"),
             "{e}"
         );
-        // Back at a reset while doses every 12 h until 36 are still to come.
-        let pending =
-            "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,3\n1,20,0,.,1,.,.\n1,0,4,50,1,.,.\n";
+        // Back at a reset while doses every 12 h until 36 are still to come; the records
+        // after it, in order from its time, are not reported.
+        let pending = "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,12,3\n1,20,0,.,1,.,.\n\
+                       1,0,4,50,1,.,.\n1,5,0,.,1,.,.\n1,10,0,.,1,.,.\n";
         let e = Dataset::parse("d.csv", pending).unwrap_err().to_string();
         assert!(
             e.contains("d.csv:4:3: TIME goes back from 20 to 0 at this reset while additional doses of line 2 are still to come (the last at 36)"),
             "{e}"
         );
+        assert_eq!(e.matches("TIME").count(), 1, "{e}");
         // An SS = 1 dose cancels them; a reset that took time back began anew.
         for text in [
             "ID,TIME,EVID,AMT,CMT,II,ADDL,SS\n1,0,1,100,1,12,3,0\n1,20,1,50,1,12,0,1\n1,0,4,50,1,.,.,.\n",
