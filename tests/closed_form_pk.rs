@@ -706,6 +706,10 @@ fn vpop_simulate_refuses_what_it_would_ignore() {
             "the window (0, 100) ends after the end of the simulation (24)",
         ),
         (
+            vec!["one_cmt_iv", "--dose", bolus, "-p", "cl=nan"],
+            "--param 'cl=nan': 'nan' is not a finite number",
+        ),
+        (
             vec!["one_cmt_iv", "--dose", bolus, "--id", "7"],
             "--id, --out and --covariates go with --data",
         ),

@@ -255,6 +255,7 @@ fn bad_files_are_located_errors() {
         // Numbers that leave a distribution nothing, or are not numbers.
         ("mean = \"if(sex == female, 65, 80)\"", "mean = nan", 9, "mean must be a finite number, got NaN"),
         ("sd = 10", "sd = inf", 10, "sd must be a finite number > 0, got inf"),
+        ("cl = \"2 * (wt", "k = nan\ncl = \"2 * (wt", 13, "parameter 'k' must be a finite number, got NaN"),
         ("sd = 10", "sd = 10\nlo = -inf", 11, "lo must be a finite number, got -inf"),
         (
             "dist = \"normal\"\nmean = \"if(sex == female, 65, 80)\"\nsd = 10",

@@ -462,6 +462,18 @@ fn bad_specs_are_located_errors() {
             "give its times = […] or a grid every = …",
         ),
         ("subjects = 2500", "subjects = -3", 4, ""),
+        (
+            "library = \"two_cmt_oral\"",
+            "library = \"two_cmt_oral\"\nparams = { q = inf }",
+            9,
+            "parameter 'q' must be a finite number, got inf",
+        ),
+        (
+            "subjects = 2500",
+            "subjects = 9223372036854775807",
+            4,
+            "subjects in chunks of 700 make 13176245766935395 parts, and a run writes at most 1000000",
+        ),
         ("rtol = 1e-5", "rtol = 0", 24, "rtol must be in (0, 1)"),
         (
             "dir = \"unused\"",
@@ -1082,6 +1094,21 @@ fn zero_counts_on_the_command_line_are_refused() {
             "{args:?}: {err}"
         );
     }
+    // A count of subjects beyond any machine (a typo of some zeros) is refused before the run
+    // lists its parts, and nothing is written.
+    let dir = tmp("too-many-parts");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+        .args(["run", spec, "--subjects", "100000000000000", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("make 1525878907 parts, and a run writes at most 1000000"),
+        "{err}"
+    );
+    assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none());
 }
 
 /// An output path that is a file, not a directory, is refused with a message that says so.

@@ -290,7 +290,13 @@ pub(crate) fn args_from_file(
     let mut errors = Vec::new();
     match super::load_model(&model) {
         Ok(m) => {
-            for (k, _) in f.params.iter().flat_map(|p| p.get_ref()) {
+            for (k, v) in f.params.iter().flat_map(|p| p.get_ref()) {
+                if !v.is_finite() {
+                    errors.push(src.error(
+                        span_of(f.params.as_ref().unwrap()),
+                        format!("parameter '{k}' must be a finite number, got {v}"),
+                    ));
+                }
                 if m.param_index(k).is_none() {
                     let names: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
                     errors.push(src.error(
@@ -480,8 +486,10 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         })?;
         params[i] = v
             .trim()
-            .parse()
-            .with_context(|| format!("--param '{kv}': '{}' is not a number", v.trim()))?;
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .with_context(|| format!("--param '{kv}': '{}' is not a finite number", v.trim()))?;
     }
     let method = Method::parse(&args.method).map_err(anyhow::Error::msg)?;
     if method == Method::Rk4 && args.dt.is_none() {

@@ -1015,6 +1015,14 @@ impl Builder<'_> {
         }
         for (name, v) in &spec.parameters {
             let at = find_key_span(src, "parameters", name).max_by(sp(v));
+            if let Value::Num(x) = v.get_ref() {
+                if !x.is_finite() {
+                    self.errors.push(src.error(
+                        sp(v),
+                        format!("parameter '{name}' must be a finite number, got {x}"),
+                    ));
+                }
+            }
             match kinds.get(name.as_str()) {
                 Some(other) => self
                     .errors

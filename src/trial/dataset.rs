@@ -31,7 +31,7 @@ use super::run::{
 };
 
 /// Virtual subjects per part by default: dataset subjects often have tens of records each.
-const DEFAULT_CHUNK: usize = 4096;
+pub(crate) const DEFAULT_CHUNK: usize = 4096;
 
 /// The columns of a dataset run's rows, in order: name, Arrow type, nullable, and what the
 /// column is (for the message where two would share a name). The schema is built from it, and
@@ -410,7 +410,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         c1,
         dir,
         identity,
-    } = run_plan(trial, opts, subjects, DEFAULT_CHUNK);
+    } = run_plan(trial, opts, subjects, DEFAULT_CHUNK)?;
     let schema = schema(trial);
     let mut prov = provenance(trial, &info);
     prov.insert("vpop.dataset".into(), data.dataset.name.clone());

@@ -577,6 +577,13 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     };
     for (name, value) in &model_section.params {
         match model.param_index(name) {
+            Some(_) if !value.get_ref().is_finite() => errors.push(src.error(
+                span_of(value),
+                format!(
+                    "parameter '{name}' must be a finite number, got {}",
+                    value.get_ref()
+                ),
+            )),
             Some(i) if matches!(params[i], ParamSource::Population(_)) => errors.push(src.error(
                 span_of(value),
                 format!(
@@ -1107,7 +1114,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             ));
             1
         }
-        (None, Some(d)) => d.dataset.subjects.len() as u64 * d.replicates,
+        (None, Some(d)) => (d.dataset.subjects.len() as u64).saturating_mul(d.replicates),
         (None, None) if spec.data.is_some() => 1,
         (None, None) => {
             errors.push(src.error(Default::default(), "[trial] needs `subjects = …` (per arm)"));
@@ -1159,6 +1166,24 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
     });
     if let Some(c) = sim.chunk_size.as_ref().filter(|c| *c.get_ref() == 0) {
         errors.push(src.error(span_of(c), "chunk_size must be at least 1"));
+    }
+    // Too many parts for a run, at the spec's chunk size or the largest default one (a run
+    // checks again with the chunk it takes).
+    let chunk = sim.chunk_size.as_ref().map_or(
+        if data.is_some() {
+            super::dataset::DEFAULT_CHUNK
+        } else {
+            super::run::DEFAULT_CHUNK
+        },
+        |c| *c.get_ref(),
+    );
+    if let Some(e) = super::run::too_many_parts(subjects, chunk as u64) {
+        let at = match (&spec.trial.subjects, &spec.data) {
+            (Some(s), _) => span_of(s),
+            (None, Some(d)) => d.get_ref().replicates.as_ref().map_or(span_of(d), span_of),
+            (None, None) => Default::default(),
+        };
+        errors.push(src.error(at, e));
     }
 
     let mut observations = Vec::new();

@@ -114,6 +114,23 @@ pub const MAX_INTEGRATORS: usize = 16;
 /// memory at a few tens of MB.
 pub const DEFAULT_CHUNK: usize = 65_536;
 
+/// The most parts (chunks) one run writes: a million files in one folder, 6.6e10 subjects at
+/// the default chunk. A run lists its parts before it starts, so a subject count far beyond
+/// any machine (a typo of a few zeros) is refused rather than exhausting memory.
+pub const MAX_PARTS: u64 = 1_000_000;
+
+/// Why `subjects` in chunks of `chunk` make too many parts, if they do.
+pub fn too_many_parts(subjects: u64, chunk: u64) -> Option<String> {
+    let parts = subjects.div_ceil(chunk.max(1));
+    (parts > MAX_PARTS).then(|| {
+        format!(
+            "{subjects} subjects in chunks of {chunk} make {parts} parts, and a run writes at most \
+             {MAX_PARTS}: lower the subjects, or raise the chunk size ([simulation] chunk_size, \
+             --chunk-size)"
+        )
+    })
+}
+
 /// Bytes of sampled parameters one chunk, or one backend call of merged chunks, may hold.
 /// Each subject carries the parameters of every occasion of the trial's arms, so with many
 /// occasions (up to a thousand) chunks and calls are made smaller to keep memory bounded.
@@ -355,15 +372,18 @@ pub(crate) fn run_plan(
     opts: &RunOptions,
     subjects: u64,
     default_chunk: usize,
-) -> RunPlan {
+) -> Result<RunPlan, String> {
     let chunk = opts
         .chunk_size
         .or(trial.chunk_size)
         .unwrap_or(default_chunk)
         .max(1) as u64;
+    if let Some(e) = too_many_parts(subjects, chunk) {
+        return Err(e);
+    }
     let shard = opts.shard.unwrap_or(Shard::WHOLE);
     let (c0, c1) = shard.chunk_range(subjects.div_ceil(chunk));
-    RunPlan {
+    Ok(RunPlan {
         chunk,
         c0,
         c1,
@@ -379,7 +399,7 @@ pub(crate) fn run_plan(
             shard: shard.label(),
             inputs: inputs(trial),
         },
-    }
+    })
 }
 
 /// Every file a run reads, each with its hash: the spec, the model, the population, and the
@@ -734,7 +754,7 @@ pub fn run_trial_on(
         c1,
         dir,
         identity,
-    } = run_plan(trial, opts, subjects, default_chunk(trial));
+    } = run_plan(trial, opts, subjects, default_chunk(trial))?;
     let shard = opts.shard.unwrap_or(Shard::WHOLE);
     let n_chunks = subjects.div_ceil(chunk);
     let layout = layout(trial);
@@ -877,7 +897,12 @@ pub fn run_trial_on(
                                 layout.encode(a, sm.first, &subject, &out, &obs)
                             })
                             .collect::<Result<_, _>>()
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| match e {
+                                // The encoder's own refusals (a profile value beyond f16)
+                                // say what they mean without Arrow's prefix.
+                                arrow_schema::ArrowError::InvalidArgumentError(m) => m,
+                                e => e.to_string(),
+                            })?;
                         let entry = part_writer
                             .write(sm.part, sm.first, sm.n as u64, &batches)
                             .map_err(|e| e.to_string())?;

@@ -288,6 +288,27 @@ pub fn toml_error(src: &SourceFile, e: &toml::de::Error) -> Diagnostic {
         .map(|r| Span::new(r.start, r.end))
         .unwrap_or_default();
     let mut message = toml_message(e);
+    // A date or time (TOML reads it as a table of its own) where something else is read.
+    let at = src.text.get(span.start..).unwrap_or("");
+    let date = at.len() >= 10
+        && at.as_bytes()[..10].iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let time = at.len() >= 8
+        && at.as_bytes()[..8].iter().enumerate().all(|(i, b)| {
+            if i == 2 || i == 5 {
+                *b == b':'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if (date || time) && message.starts_with("invalid type: map") {
+        message = message.replacen("invalid type: map", "invalid type: a date or time", 1);
+    }
     // `[arm]` where `[[arm]]` was meant: one table given where a list of them is read.
     if message == "invalid type: map, expected a sequence" {
         let at = src.text.get(span.start..).unwrap_or("");
@@ -310,6 +331,12 @@ pub fn toml_error(src: &SourceFile, e: &toml::de::Error) -> Diagnostic {
 /// (`expected f64` is `expected a number`).
 pub fn toml_message(e: &toml::de::Error) -> String {
     let mut m = e.message().trim().to_string();
+    // A whole number beyond 64 bits, which serde names by the type it was read as.
+    if let Some(rest) = m.strip_prefix("invalid type: integer `") {
+        if let Some((n, expected)) = rest.split_once("` as i128, ") {
+            m = format!("{n} is too large a number, {expected}");
+        }
+    }
     for (rust, words) in [
         ("expected f64", "expected a number"),
         ("expected f32", "expected a number"),
@@ -386,6 +413,26 @@ mod tests {
             d.contains("s.toml:2:12") && d.ends_with("expected a whole number ≥ 0"),
             "{d}"
         );
+        // Beyond 64 bits, and a date, in words.
+        for (text, want) in [
+            (
+                "[trial]\nsubjects = 99999999999999999999\n",
+                "s.toml:2:12: 99999999999999999999 is too large a number, expected a whole number ≥ 0",
+            ),
+            (
+                "[trial]\nname = \"x\"\nsubjects = 3\nseed = 1\n[simulation]\nend = 1979-05-27\n",
+                "s.toml:6:7: invalid type: a date or time, expected a number",
+            ),
+            (
+                "[trial]\nname = \"x\"\nsubjects = 3\nseed = 1\n[simulation]\nend = 07:32:00\n",
+                "s.toml:6:7: invalid type: a date or time, expected a number",
+            ),
+        ] {
+            let d = parse_spec(&SourceFile::new("s.toml", text))
+                .unwrap_err()
+                .to_string();
+            assert!(d.contains(want), "{d}");
+        }
     }
 
     const QUICKSTART: &str = r#"
