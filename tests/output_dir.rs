@@ -203,16 +203,26 @@ fn overwrite_removes_every_manifest_and_part_of_vpop_and_nothing_else() {
         }
     }
 
-    // After the shards of another run: their manifests and parts go too.
+    // After the shards of another run: their manifests and parts go too, and the charts
+    // `vpop report` drew of it in its default folders.
     let dir = tmp("after-shards");
     for k in 1..=3 {
         run_trial(&trial(1200, 7), &shard(&dir, k, 3)).unwrap();
+    }
+    for folder in ["_report", "_report-partial"] {
+        std::fs::create_dir_all(dir.join(folder)).unwrap();
+        std::fs::write(dir.join(folder).join("cp_auc.png"), "a chart").unwrap();
     }
     run_trial(&small, &overwrite(opts(&dir))).unwrap();
     let mut want: Vec<String> = (0..4).map(|c| format!("part-{c:05}.parquet")).collect();
     want.insert(0, "_manifest.json".into());
     assert_eq!(names(&dir), want);
     assert!(parts(&dir) == parts(&fresh));
+    // The same run again: nothing of another run, its charts stay.
+    std::fs::create_dir_all(dir.join("_report")).unwrap();
+    std::fs::write(dir.join("_report").join("cp_auc.png"), "a chart").unwrap();
+    run_trial(&small, &overwrite(opts(&dir))).unwrap();
+    assert!(dir.join("_report").join("cp_auc.png").exists());
 
     // Another shard of the same run may be running: its manifest and chunks are kept.
     let dir = tmp("sibling");

@@ -2663,3 +2663,34 @@ fn windowed_metrics_late_in_a_long_run_are_noted_for_f32() {
         "{note}"
     );
 }
+
+/// A metric no subject of an arm can have (the trough of a single dose) is a note before the
+/// run, and a target on it is reported as undefined, not as "NaN %".
+#[test]
+fn a_metric_no_subject_can_have_is_a_note_and_its_target_undefined() {
+    let dir = tmp("single-dose-trough");
+    let spec = format!(
+        "[trial]\nname = \"one dose\"\nsubjects = 20\nseed = 1\n[model]\nlibrary = \"one_cmt_iv\"\n\
+         [[arm]]\nname = \"single\"\ndose = {{ amount = 100, into = \"central\" }}\n\
+         [simulation]\nend = 24\nbackend = \"cpu\"\n[output]\ndir = \"{}\"\n\
+         metrics = [\"auc\", \"ctrough\"]\ntarget = {{ metric = \"cp_ctrough\", above = 1.0 }}\n",
+        dir.display()
+    );
+    let t = Trial::from_text(&dir.join("spec.toml"), &spec).unwrap();
+    assert_eq!(
+        t.metric_notes(),
+        [
+            "arm 'single': no subject will have a value of cp_ctrough: a trough is the value \
+          before the last of several doses, and the arm gives one by the end"
+        ]
+    );
+    let report = run_trial(&t, &opts(&dir)).unwrap();
+    let summary = vpop::trial::run::format_summary(&report, t.target.as_ref());
+    assert!(
+        summary.contains(
+            "probability of target attainment (cp_ctrough > 1): undefined, no subject has a \
+             value of cp_ctrough"
+        ) && !summary.contains("NaN %"),
+        "{summary}"
+    );
+}

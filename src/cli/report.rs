@@ -147,9 +147,10 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let partial = completeness(&args.dir).filter(|c| !c.is_complete());
     // The charts of a partial run go beside the finished run's, not in their place, under a
     // name that says what they are (dataset readers pass over it too).
+    let [finished, unfinished] = crate::output::dataset::REPORT_DIRS;
     let default_out = match partial {
-        Some(_) => "_report-partial",
-        None => "_report",
+        Some(_) => unfinished,
+        None => finished,
     };
     let out = args
         .out

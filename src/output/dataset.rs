@@ -8,7 +8,7 @@
 //! precision), and the parts already recorded by any of them are skipped; any other manifest,
 //! or a part no manifest of the run accounts for, is an error unless the caller asks to
 //! overwrite. Only file names of vpop's own pattern, inside the directory, are ever read from a
-//! manifest or removed. Parquet files carry no wall-clock time, so a resumed dataset is
+//! manifest or removed (and, with another run's files, its report folders). Parquet files carry no wall-clock time, so a resumed dataset is
 //! byte-identical to an uninterrupted one.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{writer_properties, AtomicFile, Codec, OutputError};
+
+/// The folders `vpop report` draws a run's charts in by default (the second for a run not
+/// finished): an overwrite that removes another run removes its charts too.
+pub const REPORT_DIRS: [&str; 2] = ["_report", "_report-partial"];
 
 /// What makes two runs the same run (with the shard, which of its parts a manifest holds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -602,6 +606,15 @@ impl DatasetWriter {
                 std::fs::remove_file(path)
                     .or_else(not_found)
                     .map_err(io(path))?;
+            }
+            // The charts `vpop report` drew of another run in its default folders go with it.
+            if !refused.is_empty() || !stray.is_empty() {
+                for name in REPORT_DIRS {
+                    let path = dir.join(name);
+                    std::fs::remove_dir_all(&path)
+                        .or_else(not_found)
+                        .map_err(io(&path))?;
+                }
             }
             // Parts in another shard's chunks of this same run are that shard's (the same
             // bytes this one would write); every other part goes.

@@ -494,7 +494,7 @@ impl Analysis {
                         if c.ends_with("_tmax") {
                             continue;
                         }
-                        match undefined_by_construction(plan, m) {
+                        match crate::trial::resolve::undefined_by_construction(plan, m) {
                             None => outputs.push((a, m)),
                             Some(why) => left_out.push(format!("{c} ({why})")),
                         }
@@ -520,7 +520,8 @@ impl Analysis {
                                 ),
                             ))
                         })?;
-                        if let Some(why) = undefined_by_construction(plan, m) {
+                        if let Some(why) = crate::trial::resolve::undefined_by_construction(plan, m)
+                        {
                             return Err(invalid(src.error(
                                 at(o.span()),
                                 format!(
@@ -768,36 +769,6 @@ fn dose_per_covariate(trial: &Trial, arm: usize) -> Option<String> {
          design point",
         trial.arms[arm].plan.name
     ))
-}
-
-/// Why metric `m` of `plan` has no value in any run of the arm, whatever the parameters: a
-/// trough with fewer than two doses before the end (`ctrough` is the value just before the
-/// last of several), or a window that the simulation leaves empty.
-fn undefined_by_construction(plan: &ArmPlan, m: usize) -> Option<String> {
-    use crate::metrics::{resolve_window, MetricKind};
-    let doses = plan.regimen.doses_until(plan.end);
-    let metric = plan.metrics[m].metric;
-    match metric.kind {
-        MetricKind::Ctrough if doses.trough().is_none() => Some(format!(
-            "a trough is the value before the last of several doses, and the arm gives {} by \
-             the end",
-            match doses.times.len() {
-                0 => "none".to_string(),
-                1 => "one".to_string(),
-                n => n.to_string(),
-            }
-        )),
-        MetricKind::Auc
-        | MetricKind::Cavg
-        | MetricKind::Cmax
-        | MetricKind::Tmax
-        | MetricKind::Cmin
-            if resolve_window(metric.window, plan.end, &doses).is_none() =>
-        {
-            Some("its window holds no time of the simulation".to_string())
-        }
-        _ => None,
-    }
 }
 
 /// The resolution of an arm's metrics on a backend: an adaptive solver's tolerances, which

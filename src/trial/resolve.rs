@@ -304,6 +304,25 @@ impl Trial {
             .collect()
     }
 
+    /// Notes for metrics that no subject of an arm can have, whatever its parameters: a
+    /// trough of an arm with one dose, a window the simulation leaves empty.
+    pub fn metric_notes(&self) -> Vec<String> {
+        self.arms
+            .iter()
+            .flat_map(|a| {
+                let plan = &a.plan;
+                (0..plan.metrics.len()).filter_map(move |m| {
+                    undefined_by_construction(plan, m).map(|why| {
+                        format!(
+                            "arm '{}': no subject will have a value of {}: {why}",
+                            plan.name, plan.metrics[m].column
+                        )
+                    })
+                })
+            })
+            .collect()
+    }
+
     /// The note for steady states of a model that reads its time `t`: the doses before the
     /// steady state see the times before it, which is the steady state itself only where
     /// the model's change with time repeats every dosing interval (docs/nonmem.md, "Steady
@@ -1540,5 +1559,38 @@ fn decimal_snap(t: f64, step: f64) -> f64 {
         snapped
     } else {
         t
+    }
+}
+
+/// Why metric `m` of `plan` has no value in any run of the arm, whatever the parameters: a
+/// trough with fewer than two doses before the end (`ctrough` is the value just before the
+/// last of several), or a window that the simulation leaves empty.
+pub(crate) fn undefined_by_construction(
+    plan: &crate::backend::ArmPlan,
+    m: usize,
+) -> Option<String> {
+    use crate::metrics::{resolve_window, MetricKind};
+    let doses = plan.regimen.doses_until(plan.end);
+    let metric = plan.metrics[m].metric;
+    match metric.kind {
+        MetricKind::Ctrough if doses.trough().is_none() => Some(format!(
+            "a trough is the value before the last of several doses, and the arm gives {} by \
+             the end",
+            match doses.times.len() {
+                0 => "none".to_string(),
+                1 => "one".to_string(),
+                n => n.to_string(),
+            }
+        )),
+        MetricKind::Auc
+        | MetricKind::Cavg
+        | MetricKind::Cmax
+        | MetricKind::Tmax
+        | MetricKind::Cmin
+            if resolve_window(metric.window, plan.end, &doses).is_none() =>
+        {
+            Some("its window holds no time of the simulation".to_string())
+        }
+        _ => None,
     }
 }

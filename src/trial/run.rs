@@ -1073,6 +1073,15 @@ pub fn format_summary(report: &RunReport, target: Option<&super::resolve::Target
                 (None, Some(b)) => format!("{} < {b}", t.column),
                 (None, None) => t.column.clone(),
             };
+            if arm.target_subjects == 0 {
+                let _ = writeln!(
+                    s,
+                    "  probability of target attainment ({cond}): undefined, no subject has a \
+                     value of {}",
+                    t.column
+                );
+                continue;
+            }
             // Over the subjects with a value of the metric: say so where some have none.
             let over = if arm.target_subjects < arm.subjects {
                 format!(
