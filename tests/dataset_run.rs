@@ -1366,3 +1366,35 @@ fn a_clearance_the_dataset_sets_holds_over_the_populations() {
         assert!((got - want).abs() <= 1e-8 * want, "t {t}: {got} vs {want}");
     }
 }
+
+/// Additional doses that fall on a record's time in exact arithmetic are given before it, as
+/// doses at its time are, though TIME + k·II misses it by round-off in binary (a dose at 0.1 h
+/// every 0.1 h: 0.1 + 2·0.1 is 0.30000000000000004, the record's 0.3 is 0.29999999999999999;
+/// the observation at 0.3 h came before that dose). Every record against the sum of the
+/// doses up to its time on every backend (see `records_on_every_backend`).
+#[test]
+fn additional_doses_on_a_records_time_come_before_it_despite_round_off() {
+    let ir = "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
+              output cp = central / v\n";
+    let times = [0.1, 0.3, 0.7, 2.3, 2.4];
+    let mut text = String::from("ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0.1,1,100,1,0.1,30\n");
+    for t in &times[1..] {
+        text.push_str(&format!("1,{t},0,.,1,.,.\n"));
+    }
+    // Doses at m/10 h for m = 1..=31, those up to each record's time (in tenths) counted.
+    let want: Vec<f64> = times
+        .iter()
+        .map(|&t: &f64| {
+            let tenths = (t * 10.0).round() as i32;
+            (1..=tenths.min(31))
+                .map(|m| 2.0 * (-0.1 * (t - f64::from(m) / 10.0)).exp())
+                .sum()
+        })
+        .collect();
+    let check = |what: &str, _: usize, got: &[f64]| {
+        for ((t, g), w) in times.iter().zip(got).zip(&want) {
+            assert!((g - w).abs() <= 1e-8 * w, "{what}: t {t}: {g} vs {w}");
+        }
+    };
+    records_on_every_backend(ir, &text, &check);
+}

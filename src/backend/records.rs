@@ -623,9 +623,13 @@ impl<'m, E: Engine> Sim<'m, E> {
         }));
     }
 
-    /// The next pending input due at or before `t`, removed from the queue.
+    /// The next pending input due at or before `t` (or at `t` but for round-off:
+    /// [`same_time`]: an additional dose at TIME + k·II, a lagged dose or an infusion's end that
+    /// falls on a record's time in exact arithmetic is due at the record, before it), removed
+    /// from the queue.
     fn next_due(&mut self, t: f64) -> Option<Pending> {
-        if self.pending.peek()?.0.time <= t {
+        let due = self.pending.peek()?.0.time;
+        if due <= t || same_time(t, due) {
             self.pending.pop().map(|Earliest(p)| p)
         } else {
             None
@@ -639,7 +643,7 @@ impl<'m, E: Engine> Sim<'m, E> {
             self.engine.start(t1);
         }
         while let Some(p) = self.next_due(t1) {
-            let to = p.time.max(self.t);
+            let to = p.time.min(t1).max(self.t);
             self.integrate_until(to)?;
             match p.kind {
                 Due::Input(kind) => self.engine.apply(p.state, kind),
@@ -778,7 +782,11 @@ fn run_records<E: Engine>(
             sim.params_from_record(binding, r, update);
         }
         // Implicit doses due up to this record's time.
-        while let Some(Earliest(a)) = implicit.peek().copied().filter(|a| a.0.time <= r.time) {
+        while let Some(Earliest(a)) = implicit
+            .peek()
+            .copied()
+            .filter(|a| a.0.time <= r.time || same_time(r.time, a.0.time))
+        {
             implicit.pop();
             let src = &subject.records[a.record];
             if a.next < src.addl {
@@ -790,7 +798,7 @@ fn run_records<E: Engine>(
                 }));
             }
             let step = sim
-                .advance(a.time)
+                .advance(a.time.min(r.time))
                 .and_then(|_| sim.dose(src, 0, Some(a.lag)));
             if let Err(e) = step {
                 status = e;
