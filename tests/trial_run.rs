@@ -2665,7 +2665,8 @@ fn windowed_metrics_late_in_a_long_run_are_noted_for_f32() {
 }
 
 /// A metric no subject of an arm can have (the trough of a single dose) is a note before the
-/// run, and a target on it is reported as undefined, not as "NaN %".
+/// run, and a target on it is reported as undefined, not as "NaN %"; so is a fixed step
+/// longer than the time between two doses.
 #[test]
 fn a_metric_no_subject_can_have_is_a_note_and_its_target_undefined() {
     let dir = tmp("single-dose-trough");
@@ -2678,10 +2679,27 @@ fn a_metric_no_subject_can_have_is_a_note_and_its_target_undefined() {
     );
     let t = Trial::from_text(&dir.join("spec.toml"), &spec).unwrap();
     assert_eq!(
-        t.metric_notes(),
+        t.design_notes(),
         [
             "arm 'single': no subject will have a value of cp_ctrough: a trough is the value \
           before the last of several doses, and the arm gives one by the end"
+        ]
+    );
+    // A fixed step longer than the dosing interval is a note too.
+    let rk4 = spec
+        .replace(
+            "into = \"central\" }",
+            "into = \"central\", every = 12, count = 2 }",
+        )
+        .replace("end = 24", "end = 24\nmethod = \"rk4\"\ndt = 30");
+    let notes = Trial::from_text(&dir.join("spec.toml"), &rk4)
+        .unwrap()
+        .design_notes();
+    assert_eq!(
+        notes,
+        [
+            "arm 'single': the fixed step dt = 30 is longer than the 12 between two of its doses, \
+          so each such interval is integrated in one step: take dt a small fraction of it"
         ]
     );
     let report = run_trial(&t, &opts(&dir)).unwrap();

@@ -398,7 +398,7 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for w in trial.jump_notes().into_iter().chain(trial.metric_notes()) {
+    for w in trial.jump_notes().into_iter().chain(trial.design_notes()) {
         println!("  note        {w}");
     }
     match &trial.population {
@@ -687,7 +687,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     for w in &trial.population_notes {
         eprintln!("note: {w}");
     }
-    for w in trial.jump_notes().into_iter().chain(trial.metric_notes()) {
+    for w in trial.jump_notes().into_iter().chain(trial.design_notes()) {
         eprintln!("note: {w}");
     }
     for a in &trial.arms {

@@ -304,23 +304,39 @@ impl Trial {
             .collect()
     }
 
-    /// Notes for metrics that no subject of an arm can have, whatever its parameters: a
-    /// trough of an arm with one dose, a window the simulation leaves empty.
-    pub fn metric_notes(&self) -> Vec<String> {
-        self.arms
-            .iter()
-            .flat_map(|a| {
-                let plan = &a.plan;
-                (0..plan.metrics.len()).filter_map(move |m| {
-                    undefined_by_construction(plan, m).map(|why| {
-                        format!(
-                            "arm '{}': no subject will have a value of {}: {why}",
-                            plan.name, plan.metrics[m].column
-                        )
-                    })
-                })
-            })
-            .collect()
+    /// Notes on an arm's design: metrics that no subject can have, whatever its parameters (a
+    /// trough of an arm with one dose, a window the simulation leaves empty), and a fixed step
+    /// longer than the time between two of its doses (each such interval is then one step).
+    pub fn design_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for a in &self.arms {
+            let plan = &a.plan;
+            for (m, spec) in plan.metrics.iter().enumerate() {
+                if let Some(why) = undefined_by_construction(plan, m) {
+                    notes.push(format!(
+                        "arm '{}': no subject will have a value of {}: {why}",
+                        plan.name, spec.column
+                    ));
+                }
+            }
+            let Some(dt) = plan.solver.dt.filter(|_| !plan.solver.method.is_adaptive()) else {
+                continue;
+            };
+            let times = plan.regimen.doses_until(plan.end).times;
+            let gap = times
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .fold(f64::INFINITY, f64::min);
+            if dt > gap {
+                notes.push(format!(
+                    "arm '{}': the fixed step dt = {dt} is longer than the {gap} between two of \
+                     its doses, so each such interval is integrated in one step: take dt a small \
+                     fraction of it",
+                    plan.name
+                ));
+            }
+        }
+        notes
     }
 
     /// The note for steady states of a model that reads its time `t`: the doses before the
