@@ -21,8 +21,9 @@
 //!   rule, next observation carried backward) a record's values hold over the interval that
 //!   ends at it, from the previous record's time on, and for its own outputs and doses; with
 //!   [`Carry::Forward`] (last observation carried forward) from the record on. A missing value
-//!   (`.`) keeps the one in force. Implicit additional doses take F, rate and duration in
-//!   force when they are given: the next record's under NOCB.
+//!   (`.`) keeps the one in force. Doses, implicit additional ones included, take F, rate and
+//!   duration in force when they enter: the next record's under NOCB. A value a column has
+//!   set holds over the population's, re-evaluated when covariates the dataset gives change.
 //! - SS = 1: reset, and the additional doses earlier records still had to give cancelled; then
 //!   the state at the dose time is the steady state of the dose repeated every II forever
 //!   before it (found by repeating the dosing interval until the state stops changing: any
@@ -310,14 +311,13 @@ impl Dose {
     /// A dose of `amt` into `state` with a record's RATE `rate` (0: a bolus; > 0: that rate;
     /// −1, −2: the modelled rate or duration).
     fn resolve_amount(state: usize, amt: f64, rate: f64, d: &StateDosing) -> Result<Dose, Status> {
-        let r = (amt, rate);
-        let amount = r.0 * d.bioavailability;
-        let (rate, duration) = if r.1 > 0.0 {
-            (r.1, amount / r.1)
-        } else if r.1 == -1.0 {
+        let amount = amt * d.bioavailability;
+        let (rate, duration) = if rate > 0.0 {
+            (rate, amount / rate)
+        } else if rate == -1.0 {
             let rate = d.rate.ok_or(Status::NonFinite)?;
             (rate, amount / rate)
-        } else if r.1 == -2.0 {
+        } else if rate == -2.0 {
             // A modelled duration must be > 0, as a dose line's is (a subject whose `dur` is
             // 0 is flagged, not given the dose as a bolus).
             let dur = d.duration.filter(|&x| x > 0.0).ok_or(Status::NonFinite)?;
