@@ -437,10 +437,11 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
         if !bound.is_empty() || !d.given.is_empty() {
             use crate::dosing::nonmem::Carry;
             println!(
-                "  carried     {}",
+                "  carried     {}: a record's values hold from {}",
+                d.binding.carry.name(),
                 match d.binding.carry {
-                    Carry::Backward => "nocb: a record's values hold from the record before it",
-                    Carry::Forward => "locf: a record's values hold from the record on",
+                    Carry::Backward => "the record before it",
+                    Carry::Forward => "the record on",
                 }
             );
         }
