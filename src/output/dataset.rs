@@ -8,8 +8,8 @@
 //! precision), and the parts already recorded by any of them are skipped; any other manifest,
 //! or a part no manifest of the run accounts for, is an error unless the caller asks to
 //! overwrite. Only file names of vpop's own pattern, inside the directory, are ever read from a
-//! manifest or removed (and, with another run's files, its report folders). Parquet files carry no wall-clock time, so a resumed dataset is
-//! byte-identical to an uninterrupted one.
+//! manifest or removed (and, with another run's files, its report folders). Parquet files
+//! carry no wall-clock time, so a resumed dataset is byte-identical to an uninterrupted one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
