@@ -1,9 +1,10 @@
 //! One output directory, many writers: the shards of a run share it, and nothing else does.
 //! Manifests of other runs (another spec, input file, seed, subject count, chunk size, backend
-//! or precision) are refused, part files no manifest of the run accounts for are refused,
-//! `--overwrite` removes every manifest and part of vpop's (and nothing else), a manifest that
-//! names files outside the directory is refused and none of its files touched, and shards
-//! started together leave each other's temporary files alone.
+//! or precision, or another revision of the rules that made the values) are refused, part files
+//! no manifest of the run accounts for are refused, `--overwrite` removes every manifest and
+//! part of vpop's (and nothing else), a manifest that names files outside the directory is
+//! refused and none of its files touched, and shards started together leave each other's
+//! temporary files alone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -510,6 +511,68 @@ fn a_run_resumes_only_on_the_backend_and_precision_it_began_with() {
     // --overwrite computes it anew on the CPU.
     let r = run_trial(&t, &overwrite(opts(&dir))).unwrap();
     assert!(r.complete && r.parts_resumed == 0);
+}
+
+/// A run begun by a build whose rules give other values (another `vpop.results_revision`, or
+/// none: a version from before it was recorded) is not resumed: its rows and this build's
+/// would differ in one dataset. With the revision it began with, it resumes.
+#[test]
+fn a_run_resumes_only_under_the_rules_it_began_with() {
+    let t = trial(400, 7);
+    let dir = tmp("revision");
+    let stopped = RunOptions {
+        stop_after_parts: Some(2),
+        ..opts(&dir)
+    };
+    assert!(!run_trial(&t, &stopped).unwrap().complete);
+    let manifest = dir.join("_manifest.json");
+    let recorded = std::fs::read_to_string(&manifest).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&recorded).unwrap();
+    let ours = vpop::trial::run::RESULTS_REVISION.to_string();
+    assert_eq!(m["provenance"]["vpop.results_revision"], ours.as_str());
+    let with = |revision: Option<&str>| {
+        let mut m = m.clone();
+        let p = m["provenance"].as_object_mut().unwrap();
+        match revision {
+            Some(r) => p.insert("vpop.results_revision".into(), r.into()),
+            None => p.remove("vpop.results_revision"),
+        };
+        serde_json::to_string_pretty(&m).unwrap()
+    };
+    for (revision, said) in [
+        (Some("0"), "with results revision 0,".to_string()),
+        (
+            None,
+            "with no results revision (an earlier version),".to_string(),
+        ),
+    ] {
+        std::fs::write(&manifest, with(revision)).unwrap();
+        let before = contents(&dir);
+        for o in [opts(&dir), shard(&dir, 2, 2)] {
+            let e = run_trial(&t, &o).unwrap_err();
+            assert!(
+                e.contains(&said)
+                    && e.contains(&format!("(results revision {ours})"))
+                    && e.contains("--overwrite"),
+                "{e}"
+            );
+        }
+        assert_eq!(contents(&dir), before);
+    }
+    std::fs::write(&manifest, &recorded).unwrap();
+    let r = run_trial(&t, &opts(&dir)).unwrap();
+    assert!(r.complete && r.parts_resumed == 2 && r.parts_written > 0);
+    // Every part says which rules made its values.
+    let part = std::fs::File::open(dir.join("part-00003.parquet")).unwrap();
+    let meta = parquet::file::reader::SerializedFileReader::new(part).unwrap();
+    use parquet::file::reader::FileReader;
+    let kv = meta
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap();
+    let got = kv.iter().find(|k| k.key == "vpop.results_revision");
+    assert_eq!(got.and_then(|k| k.value.as_deref()), Some(ours.as_str()));
 }
 
 /// A shard removes the temporary files a killed attempt of its own left, and no others: not

@@ -252,6 +252,7 @@ fn summaries_and_output_columns() {
         .collect();
     for key in [
         "vpop.engine",
+        "vpop.results_revision",
         "vpop.model_hash",
         "vpop.model_source",
         "vpop.population_hash",

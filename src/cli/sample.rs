@@ -136,6 +136,10 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             "vpop.engine".to_string(),
             format!("vpop {}", env!("CARGO_PKG_VERSION")),
         ),
+        (
+            "vpop.results_revision".to_string(),
+            crate::trial::run::RESULTS_REVISION.to_string(),
+        ),
         ("vpop.population".to_string(), pop.name.clone()),
         (
             "vpop.population_file".to_string(),

@@ -433,6 +433,22 @@ impl Manifest {
                 theirs.join(", "),
             ));
         }
+        let revision = |m: &Manifest| m.provenance.get("vpop.results_revision").cloned();
+        if revision(other) != revision(self) {
+            let engine = other.engine.as_str();
+            let said = match revision(other) {
+                Some(r) => format!("results revision {r}"),
+                None => "no results revision (an earlier version)".to_string(),
+            };
+            return Some(format!(
+                "{}: the parts {file} records were computed by {engine} with {said}, and this \
+                 build's rules give other values for the same inputs (results revision {}): \
+                 their rows would differ in one dataset; resume it with the build that began \
+                 it, or pass --overwrite to compute it anew",
+                dir.display(),
+                revision(self).unwrap_or_default(),
+            ));
+        }
         let producer = |m: &Manifest| {
             let get = |k: &str| m.provenance.get(k).map_or("?", String::as_str).to_string();
             (get("vpop.backend"), get("vpop.precision"))

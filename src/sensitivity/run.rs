@@ -1018,6 +1018,10 @@ fn provenance(a: &Analysis, backend: &str, device: &str, reason: &str) -> Vec<(S
             "vpop.engine".into(),
             format!("vpop {}", env!("CARGO_PKG_VERSION")),
         ),
+        (
+            "vpop.results_revision".into(),
+            crate::trial::run::RESULTS_REVISION.to_string(),
+        ),
         ("vpop.sensitivity.method".into(), a.method.name().into()),
         ("vpop.sensitivity.samples".into(), a.samples.to_string()),
         ("vpop.sensitivity.subjects".into(), a.subjects.to_string()),

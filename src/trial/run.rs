@@ -305,6 +305,12 @@ pub(crate) fn wgpu_backend(
     Err("this build of vpop has no wgpu support (cargo feature `wgpu`)".into())
 }
 
+/// The revision of the rules that decide a run's numbers from its inputs (dosing and record
+/// semantics, metric definitions, sampling, the solvers' step control), raised with every change
+/// that makes the same inputs give other values. Recorded as `vpop.results_revision`: a run is
+/// resumed only by a build of the same revision, so one dataset never mixes two rules.
+pub const RESULTS_REVISION: u32 = 1;
+
 /// Provenance key-value metadata (deterministic: no times, no thread counts).
 pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
@@ -313,6 +319,7 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
         "vpop.engine".into(),
         format!("vpop {}", env!("CARGO_PKG_VERSION")),
     );
+    p.insert("vpop.results_revision".into(), RESULTS_REVISION.to_string());
     p.insert("vpop.trial_name".into(), trial.name.clone());
     p.insert("vpop.trial_spec".into(), trial.spec_text.clone());
     p.insert("vpop.model".into(), trial.model.name.clone());
