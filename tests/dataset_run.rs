@@ -1282,8 +1282,10 @@ fn a_reset_may_take_time_back() {
 /// effect at the time the dose is actually introduced"): F drops from 1 to 0.5 on a record at
 /// 1 h, so under the default rule it holds from 0 h on; the lag is 2 h. Subject 1: a bolus of
 /// 100 at 0 enters at 2 h as 50. Subject 2: an infusion of 100 at 20/h at 0 enters at 2 h as
-/// 50, for 2.5 h. Under `locf` F changes at 1 h, still before the doses enter. Every record
-/// against the closed form on every backend (see `records_on_every_backend`).
+/// 50, for 2.5 h. Subject 3: as subject 1, with an F of −1 on the dose's record, which no
+/// dose takes (the dose enters with 0.5), so the subject does not fail. Under `locf` F changes
+/// at 1 h, still before the doses enter. Every record against the closed form on every backend
+/// (see `records_on_every_backend`).
 #[test]
 fn a_lagged_dose_takes_the_bioavailability_in_force_when_it_enters() {
     let ir = "param cl = 5\nparam v = 50\nparam fbio = 1\nparam lagc = 2\nstate central\n\
@@ -1291,16 +1293,18 @@ fn a_lagged_dose_takes_the_bioavailability_in_force_when_it_enters() {
               output cp = central / v\n";
     let text = "ID,TIME,EVID,AMT,RATE,CMT,FBIO\n\
         1,0,1,100,.,1,1\n1,1,2,.,.,1,0.5\n1,3,0,.,.,1,.\n\
-        2,0,1,100,20,1,1\n2,1,2,.,.,1,0.5\n2,3,0,.,.,1,.\n2,6,0,.,.,1,.\n";
+        2,0,1,100,20,1,1\n2,1,2,.,.,1,0.5\n2,3,0,.,.,1,.\n2,6,0,.,.,1,.\n\
+        3,0,1,100,.,1,-1\n3,1,2,.,.,1,0.5\n3,3,0,.,.,1,.\n";
     let (v, k) = (50.0f64, 0.1f64);
     // The infusion: 50 at 20/h from 2 h to 4.5 h.
     let infusion = |t: f64| -> f64 {
         let on = (t - 2.0).clamp(0.0, 2.5);
         20.0 / k * (1.0 - (-k * on).exp()) * (-k * (t - 2.0 - on)).exp() / v
     };
-    let want: [&[f64]; 2] = [
+    let want: [&[f64]; 3] = [
         &[0.0, 0.0, 50.0 * (-k).exp() / v],
         &[0.0, 0.0, infusion(3.0), infusion(6.0)],
+        &[0.0, 0.0, 50.0 * (-k).exp() / v],
     ];
     let check = |what: &str, s: usize, got: &[f64]| {
         assert_eq!(got.len(), want[s].len(), "{what}");

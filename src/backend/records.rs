@@ -702,6 +702,21 @@ impl<'m, E: Engine> Sim<'m, E> {
         if let Some(lag) = lag {
             dosing.lag = lag;
         }
+        if ss == 0 && dosing.lag.is_finite() && dosing.lag > 0.0 {
+            // F, rate and duration when it enters, and only then checked (a bolus and an
+            // infusion's start are in the same class of the order).
+            let due = Due::Lagged {
+                amt: r.amt,
+                rate: r.rate,
+            };
+            self.push_due(
+                self.t + dosing.lag,
+                state,
+                input_class(Input::Bolus(0.0)),
+                due,
+            );
+            return Ok(());
+        }
         let dose = Dose::resolve(r, &dosing)?;
         if ss > 0 {
             let (window, tail) = dose.steady_state_inputs(r.ii);
@@ -717,8 +732,7 @@ impl<'m, E: Engine> Sim<'m, E> {
             }
         }
         if dose.lag > 0.0 {
-            // F, rate and duration when it enters (a bolus and an infusion's start are in the
-            // same class of the order).
+            // A steady state's own dose after its lag (as above).
             let due = Due::Lagged {
                 amt: r.amt,
                 rate: r.rate,
