@@ -1,6 +1,6 @@
 //! The `vpop` command line.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use vpop::cli;
 
 /// vpop — in-silico clinical trials: sample virtual patients, simulate a PK/PD model for each of
@@ -56,7 +56,12 @@ fn main() {
     }
     quiet_vulkan_loader();
     vpop::tune_allocator();
-    let args = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Simulate(a), Some(("simulate", m))) = (&mut args.command, matches.subcommand())
+    {
+        a.given = cli::simulate::SimulateArgs::given_in(m);
+    }
     let result = match &args.command {
         Command::Run(a) => cli::run::run(a),
         Command::Check(a) => cli::run::check(a),

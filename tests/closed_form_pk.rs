@@ -680,7 +680,7 @@ fn simulation_files_run_and_reach_the_steady_state_identity() {
 }
 
 /// `vpop simulate` refuses what it would otherwise ignore or misread: flags beside a simulation
-/// file, a dose per a covariate, a metric column asked for twice, a window or sampling times
+/// file (at their defaults too), a dose per a covariate, a metric column asked for twice, a window or sampling times
 /// past the end, a key given twice in a dose; a fine `--times` range ends at its last time, not
 /// past it (where the value would be NaN).
 #[test]
@@ -692,6 +692,17 @@ fn vpop_simulate_refuses_what_it_would_ignore() {
         (
             vec![file, "--end", "48", "-p", "cl=1"],
             "leave out --param, --end",
+        ),
+        // At their default values too: given, they would be ignored all the same.
+        (
+            vec![
+                file, "--end", "24", "--method", "tsit5", "--rtol", "1e-8", "--events", "cross",
+            ],
+            "leave out --end, --method, --rtol, --events (or",
+        ),
+        (
+            vec!["one_cmt_iv", "--dose", bolus, "--covariates", "nocb"],
+            "--id, --out and --covariates go with --data",
         ),
         (
             vec!["one_cmt_iv", "--dose", "amount=1,into=central,per=wt"],

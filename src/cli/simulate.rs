@@ -84,6 +84,24 @@ pub struct SimulateArgs {
     /// With --data: also write the rows as CSV to this file.
     #[arg(long, value_name = "CSV")]
     pub out: Option<std::path::PathBuf>,
+    /// The flags given on the command line (`--end`, …), at their defaults or not: set by
+    /// [`SimulateArgs::given_in`]. Empty for a simulation file's settings.
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+impl SimulateArgs {
+    /// The flags `matches` (this subcommand's) holds from the command line, as `--long`
+    /// names, in the order of the arguments' declaration.
+    pub fn given_in(matches: &clap::ArgMatches) -> Vec<String> {
+        use clap::{parser::ValueSource, Args};
+        SimulateArgs::augment_args(clap::Command::new("simulate"))
+            .get_arguments()
+            .filter(|a| a.get_long().is_some())
+            .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect()
+    }
 }
 
 /// Why a dose `per` a covariate is refused here.
@@ -410,32 +428,15 @@ pub(crate) fn args_from_file(
         id: None,
         covariates: "nocb".into(),
         out: None,
+        given: Vec::new(),
     };
     let doses = f.dose.into_iter().chain(f.doses);
     Ok((d, doses.map(|d| d.into_inner()).collect()))
 }
 
-/// The flags given other than at their defaults.
-fn flags_given(args: &SimulateArgs) -> Vec<&'static str> {
-    [
-        ("--param", !args.params.is_empty()),
-        ("--dose", !args.doses.is_empty()),
-        ("--end", args.end != 24.0),
-        ("--method", args.method != "tsit5"),
-        ("--rtol", args.rtol != 1e-8),
-        ("--atol", args.atol != 1e-12),
-        ("--dt", args.dt.is_some()),
-        ("--events", args.events != "cross"),
-        ("--metrics", args.metrics != [DEFAULT_METRICS]),
-        ("--times", args.times.is_some()),
-        ("--data", args.data.is_some()),
-        ("--id", args.id.is_some()),
-        ("--covariates", args.covariates != "nocb"),
-        ("--out", args.out.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(flag, on)| on.then_some(flag))
-    .collect()
+/// The flags given on the command line.
+fn flags_given(args: &SimulateArgs) -> Vec<&str> {
+    args.given.iter().map(String::as_str).collect()
 }
 
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
@@ -525,7 +526,10 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         }
         return simulate_dataset(args, &model, &compiled, &params, data, &solver);
     }
-    if args.id.is_some() || args.out.is_some() || args.covariates != "nocb" {
+    if flags_given(args)
+        .iter()
+        .any(|f| ["--id", "--out", "--covariates"].contains(f))
+    {
         bail!(
             "--id, --out and --covariates go with --data (a dataset's subjects, its rows as \
              CSV, its covariates between records)"
