@@ -78,6 +78,7 @@ impl SourceFile {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Diagnostic {
     pub file: String,
+    /// 1-based; 0 for the file as a whole (one that cannot be read).
     pub line: usize,
     pub col: usize,
     pub message: String,
@@ -85,6 +86,10 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Line 0: about the file as a whole (one that cannot be read), no place in it.
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",

@@ -20,7 +20,8 @@ enum Command {
     /// PNG charts of a run's output: metric distributions by arm, profile percentile bands.
     #[command(after_help = cli::report::EXAMPLES)]
     Report(cli::report::ReportArgs),
-    /// Check a trial spec (or a population, sensitivity, simulate or model file) without running it.
+    /// Check a trial spec (or a population, sensitivity, simulate or model file, or a dataset)
+    /// without running it.
     Check(cli::run::CheckArgs),
     /// Sample a population's covariates and parameters: to Parquet, or summarised.
     #[command(after_help = cli::sample::EXAMPLES)]
@@ -61,6 +62,10 @@ fn main() {
     if let (Command::Simulate(a), Some(("simulate", m))) = (&mut args.command, matches.subcommand())
     {
         a.given = cli::simulate::SimulateArgs::given_in(m);
+    }
+    if let Err(e) = vpop::model::exec::check_cpu_jit_env() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
     let result = match &args.command {
         Command::Run(a) => cli::run::run(a),

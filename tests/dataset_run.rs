@@ -286,7 +286,24 @@ fn bad_dataset_trials_are_located_errors() {
         "parameters = true\nmetrics = [\"auc\"]",
     );
     let e = setup("metrics", &with_metrics).1.err().unwrap();
-    assert!(e.contains("metrics"), "{e}");
+    // At the metric, not at [data].
+    let line = SPEC.lines().position(|l| l == "parameters = true").unwrap() + 2;
+    assert!(
+        e.contains(&format!(
+            "spec.toml:{line}:12: [output] metrics: a [data] trial"
+        )),
+        "{e}"
+    );
+    // A dataset that is not there: the file, without a place in it.
+    let e = setup("missing", &SPEC.replace("data.csv", "nope.csv"))
+        .1
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("dataset: ") && e.contains("nope.csv: cannot read the dataset: "),
+        "{e}"
+    );
+    assert!(!e.contains("nope.csv:1:1"), "{e}");
     let with_end = SPEC.replace("[simulation]", "[simulation]\nend = 12");
     let e = setup("end", &with_end).1.err().unwrap();
     assert!(
@@ -392,6 +409,30 @@ fn bad_dataset_trials_are_located_errors() {
     assert!(
         e.contains("data.csv:3:10: RATE = -1 needs a modelled rate"),
         "{e}"
+    );
+}
+
+/// A covariate the dataset gives that the population computes from others (`wt` from `bmi`
+/// and `height`): a note says those keep their draws. A drawn one (the POP's `wt`) has none.
+#[test]
+fn a_given_covariate_the_population_derives_is_a_note() {
+    let derived = POP.replace(
+        "[covariates.wt]\ndist = \"lognormal\"\nmedian = 70\ncv = 0.2\n",
+        "[covariates.bmi]\ndist = \"lognormal\"\nmedian = 24\ncv = 0.1\n\n\
+         [covariates.height]\ndist = \"normal\"\nmean = 170\nsd = 8\n\n\
+         [covariates.wt]\nexpr = \"bmi * (height / 100)^2\"\n",
+    );
+    assert_ne!(derived, POP);
+    let (dir, t) = setup("derived-note", SPEC);
+    assert!(t.unwrap().design_notes().is_empty());
+    std::fs::write(dir.join("pop.toml"), derived).unwrap();
+    let t = Trial::from_text(&dir.join("spec.toml"), SPEC).unwrap();
+    assert_eq!(
+        t.design_notes(),
+        [
+            "the dataset gives wt, which the population computes from bmi, height: those keep \
+          their draws, so in the written rows they need not agree with the dataset's wt"
+        ]
     );
 }
 

@@ -974,6 +974,75 @@ fn check_takes_every_kind_of_file() {
             ),
         "{stderr}"
     );
+    // Every command that reads one kind of file says what a file of another kind is, and which
+    // command reads it.
+    let vpop = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let quickstart_file = root.join("examples/quickstart.toml");
+    let model_file = root.join("examples/induction.vpm");
+    let dataset_file = root.join("examples/nm_dataset.csv");
+    let simulate_file = root.join("examples/one_subject.toml");
+    for (command, file, note) in [
+        (
+            "sensitivity",
+            &quickstart_file,
+            "make it a trial spec, not a sensitivity spec: `vpop run ",
+        ),
+        (
+            "sample",
+            &quickstart_file,
+            "make it a trial spec, not a population file: `vpop run ",
+        ),
+        (
+            "simulate",
+            &quickstart_file,
+            "make it a trial spec, not a `vpop simulate` file: `vpop run ",
+        ),
+        (
+            "bench",
+            &simulate_file,
+            "make it a `vpop simulate` file, not a trial spec: `vpop simulate ",
+        ),
+        (
+            "run",
+            &model_file,
+            "note: it is a model file (.vpm), not a trial spec: `vpop simulate ",
+        ),
+        (
+            "simulate",
+            &dataset_file,
+            "note: it is a dataset (CSV), not a `vpop simulate` file",
+        ),
+    ] {
+        let (ok, text) = vpop(&[command.as_ref(), file.as_os_str()]);
+        assert!(
+            !ok && text.contains(note),
+            "vpop {command} {}: {text}",
+            file.display()
+        );
+    }
+    // A dataset: read as `vpop simulate --data` reads it, its errors located.
+    let (ok, text) = check(&dataset_file);
+    assert!(
+        ok && text.contains("ok (a NONMEM-format dataset)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  subjects    3 (20 records: 4 doses, 15 observations, 1 other)"),
+        "{text}"
+    );
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "ID,TIME,EVID,AMT,CMT\n1,0,1,100,1\n1,-2,0,.,1\n").unwrap();
+    let (ok, text) = check(&bad);
+    assert!(!ok && text.contains("bad.csv:3:3:"), "{text}");
     // Keys of two kinds: read as the kind with more of them, and its errors say so and why.
     let mixed = dir.join("mixed.toml");
     std::fs::write(

@@ -698,7 +698,7 @@ pub fn prepare_chunk(
     input.check_occasions(arm, progs.n_params)?;
     if f32_kernel && arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
         return Err(format!(
-            "rtol {} is below what f32 resolves; {precision_hint}",
+            "rtol {:e} is below what f32 resolves; {precision_hint}",
             arm.solver.rtol
         ));
     }

@@ -66,7 +66,8 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let trial = Trial::load(&args.spec)?;
+    let trial = Trial::load(&args.spec)
+        .map_err(|e| super::run::other_kind(&args.spec, super::run::FileKind::Trial, e))?;
     let mut targets = Vec::new();
     for name in args.backends.split(',').filter(|s| !s.trim().is_empty()) {
         let t = Target::parse(name).with_context(|| {

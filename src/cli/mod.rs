@@ -26,8 +26,14 @@ pub fn load_model(name_or_path: &str) -> anyhow::Result<Model> {
     if path.exists() {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return Model::parse(&path.display().to_string(), &text)
-            .map_err(|e| anyhow::anyhow!("{e}"));
+        let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
+        return Model::parse(&path.display().to_string(), &text).map_err(|e| {
+            let e = anyhow::anyhow!("{e}");
+            match ext.eq_ignore_ascii_case("csv") {
+                true => run::other_kind(path, run::FileKind::Simulate, e),
+                false => e,
+            }
+        });
     }
     let known: Vec<&str> = library::names().collect();
     anyhow::bail!(
@@ -41,7 +47,8 @@ pub fn load_model(name_or_path: &str) -> anyhow::Result<Model> {
 pub fn load_population(name_or_path: &Path) -> anyhow::Result<crate::population::Population> {
     use crate::population::{library as populations, Population};
     if name_or_path.exists() {
-        return Ok(Population::load(name_or_path)?);
+        return Population::load(name_or_path)
+            .map_err(|e| run::other_kind(name_or_path, run::FileKind::Population, e));
     }
     if let Some(p) = name_or_path.to_str().and_then(populations::get) {
         return Ok(Population::parse(&p.file_name(), p.source)?);

@@ -53,13 +53,14 @@ pub struct RunArgs {
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
     /// The file: a trial spec, a population file, a sensitivity spec or a `vpop simulate`
-    /// file (TOML, told apart by their top-level keys), or a model file (.vpm).
+    /// file (TOML, told apart by their top-level keys), a model file (.vpm), or a NONMEM-format
+    /// dataset (.csv).
     pub spec: PathBuf,
 }
 
 /// The kinds of TOML file vpop reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FileKind {
+pub(crate) enum FileKind {
     Trial,
     Population,
     Sensitivity,
@@ -75,12 +76,22 @@ impl FileKind {
     ];
 
     /// "a trial spec", for messages.
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             FileKind::Trial => "a trial spec",
             FileKind::Population => "a population file",
             FileKind::Sensitivity => "a sensitivity spec",
             FileKind::Simulate => "a `vpop simulate` file",
+        }
+    }
+
+    /// The command that reads a file of this kind.
+    fn command(self) -> &'static str {
+        match self {
+            FileKind::Trial => "vpop run",
+            FileKind::Population => "vpop sample",
+            FileKind::Sensitivity => "vpop sensitivity",
+            FileKind::Simulate => "vpop simulate",
         }
     }
 
@@ -124,7 +135,8 @@ const KIND_KEYS: [(FileKind, &[&str]); 4] = [
     (
         FileKind::Simulate,
         &[
-            "params", "dose", "doses", "end", "method", "rtol", "atol", "dt", "metrics", "times",
+            "params", "dose", "doses", "end", "method", "rtol", "atol", "dt", "events", "metrics",
+            "times",
         ],
     ),
 ];
@@ -275,6 +287,12 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        return check_dataset(path);
+    }
     let detected = file_kind(&text);
     let checked = match detected.kind {
         FileKind::Trial => check_trial(args),
@@ -288,6 +306,47 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
         true => anyhow::anyhow!("{e:#}\n{}", detected.explain()),
         false => e,
     })
+}
+
+/// A NONMEM-format dataset, read as `vpop simulate --data` and a `[data]` trial read it (what
+/// depends on a model, its compartments and parameter columns, is checked with one).
+fn check_dataset(path: &std::path::Path) -> anyhow::Result<()> {
+    use crate::dosing::nonmem::{Dataset, Evid};
+    let d = Dataset::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let records = d.subjects.iter().flat_map(|s| &s.records);
+    let count = |f: &dyn Fn(&crate::dosing::nonmem::Record) -> bool| {
+        records.clone().filter(|r| f(r)).count()
+    };
+    let doses = count(&|r| matches!(r.evid, Evid::Dose | Evid::ResetDose));
+    let observations = count(&|r| matches!(r.evid, Evid::Observation));
+    let (lo, hi) = records
+        .clone()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r.time), hi.max(r.time))
+        });
+    println!("{}: ok (a NONMEM-format dataset)", path.display());
+    println!(
+        "  subjects    {} ({} records: {doses} doses, {observations} observations, {} other)",
+        d.subjects.len(),
+        d.rows,
+        d.rows - doses - observations
+    );
+    if lo <= hi {
+        println!("  times       {lo} to {hi}");
+    }
+    println!(
+        "  covariates  {}",
+        match d.covariates.is_empty() {
+            true => "none".to_string(),
+            false => d.covariates.join(", "),
+        }
+    );
+    println!(
+        "  note        compartments and parameter columns are checked against a model: `vpop \
+         simulate MODEL --data {}`, or a trial spec's [data]",
+        path.display()
+    );
+    Ok(())
 }
 
 fn check_population(path: &std::path::Path) -> anyhow::Result<()> {
@@ -630,33 +689,50 @@ fn sparse_w_line(model: &crate::model::Model) -> Option<String> {
     ))
 }
 
-/// A trial spec's load error, with what the file is instead where its keys tell another
-/// kind of file (a population file given to `vpop run`).
-fn not_a_trial(path: &std::path::Path, e: crate::trial::resolve::TrialError) -> anyhow::Error {
-    let detected = std::fs::read_to_string(path).map(|t| file_kind(&t));
-    let command = match detected {
-        Ok(d) if !d.ambiguous() => match d.kind {
-            FileKind::Trial => None,
-            FileKind::Population => Some((d, "vpop sample")),
-            FileKind::Sensitivity => Some((d, "vpop sensitivity")),
-            FileKind::Simulate => Some((d, "vpop simulate")),
-        },
-        _ => None,
+/// A load error of a file read as `expected`, with what the file is instead where that can be
+/// told: a model file (.vpm), a dataset (.csv), or a TOML file whose top-level keys make it
+/// another kind (a population file given to `vpop run`).
+pub(crate) fn other_kind(
+    path: &std::path::Path,
+    expected: FileKind,
+    e: impl Into<anyhow::Error>,
+) -> anyhow::Error {
+    let e = e.into();
+    let shown = path.display();
+    let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
+    let note = if ext.eq_ignore_ascii_case("vpm") {
+        Some(format!(
+            "it is a model file (.vpm), not {}: `vpop simulate {shown}` simulates it, and a \
+             trial spec names it in [model] file = \"…\"",
+            expected.name()
+        ))
+    } else if ext.eq_ignore_ascii_case("csv") {
+        Some(format!(
+            "it is a dataset (CSV), not {}: `vpop simulate MODEL --data {shown}` simulates its \
+             records, `vpop check {shown}` checks it, and a trial spec names it in [data] \
+             file = \"…\"",
+            expected.name()
+        ))
+    } else {
+        match std::fs::read_to_string(path).map(|t| file_kind(&t)) {
+            Ok(d) if !d.ambiguous() && d.kind != expected => Some(format!(
+                "its top-level keys ({}) make it {}, not {}: `{} {shown}` reads it",
+                d.evidence[0].1.join(", "),
+                d.kind.name(),
+                expected.name(),
+                d.kind.command(),
+            )),
+            _ => None,
+        }
     };
-    match command {
-        Some((d, command)) => anyhow::anyhow!(
-            "{e}\nnote: its top-level keys ({}) make it {}, not a trial spec: `{command} {}` \
-             reads it",
-            d.evidence[0].1.join(", "),
-            d.kind.name(),
-            path.display()
-        ),
-        None => e.into(),
+    match note {
+        Some(note) => anyhow::anyhow!("{e:#}\nnote: {note}"),
+        None => e,
     }
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let trial = Trial::load(&args.spec).map_err(|e| not_a_trial(&args.spec, e))?;
+    let trial = Trial::load(&args.spec).map_err(|e| other_kind(&args.spec, FileKind::Trial, e))?;
     let shard = args
         .shard
         .as_deref()

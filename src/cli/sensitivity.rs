@@ -24,7 +24,13 @@ pub struct SensitivityArgs {
 }
 
 pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
-    let a = Analysis::load(&args.spec).map_err(anyhow::Error::msg)?;
+    let a = Analysis::load(&args.spec).map_err(|e| {
+        super::run::other_kind(
+            &args.spec,
+            super::run::FileKind::Sensitivity,
+            anyhow::Error::msg(e),
+        )
+    })?;
     let backend = match &args.backend {
         None => None,
         Some(b) => Some(

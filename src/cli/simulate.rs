@@ -182,6 +182,9 @@ fn times_within(times: &[f64], end: f64) -> Result<(), String> {
 /// ```
 #[derive(serde::Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "a simulation file: model, params, dose or doses, end, method, rtol, atol, dt, events, metrics, times"
+)]
 struct SimulationFile {
     model: Spanned<String>,
     #[serde(default)]
@@ -451,7 +454,13 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
                 given.join(", ")
             );
         }
-        let (file_args, doses) = args_from_file(&args.model)?;
+        let (file_args, doses) = args_from_file(&args.model).map_err(|e| {
+            super::run::other_kind(
+                std::path::Path::new(&args.model),
+                super::run::FileKind::Simulate,
+                e,
+            )
+        })?;
         return simulate(&file_args, doses);
     }
     let doses = args
@@ -496,7 +505,12 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     if method == Method::Rk4 && args.dt.is_none() {
         bail!("rk4 is a fixed-step method: give --dt");
     }
-    let flag = |e: &str, x: f64| anyhow::anyhow!("--{e}, got {x}");
+    // 1e-9 as written, not as 0.000000001.
+    let readable = |x: f64| match x != 0.0 && !(1e-3..1e6).contains(&x.abs()) {
+        true => format!("{x:e}"),
+        false => format!("{x}"),
+    };
+    let flag = |e: &str, x: f64| anyhow::anyhow!("--{e}, got {}", readable(x));
     check::rtol(args.rtol).map_err(|e| flag(e, args.rtol))?;
     check::atol(args.atol).map_err(|e| flag(e, args.atol))?;
     if let Some(dt) = args.dt {

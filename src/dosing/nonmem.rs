@@ -152,8 +152,8 @@ impl Dataset {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Diagnostic {
             file: name.clone(),
-            line: 1,
-            col: 1,
+            line: 0,
+            col: 0,
             message: format!("cannot read the dataset: {e}"),
         })?;
         Dataset::parse(&name, &text)

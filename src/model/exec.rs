@@ -739,7 +739,22 @@ impl Exec {
 pub fn native_code() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     cfg!(feature = "jit")
-        && *ON.get_or_init(|| std::env::var("VPOP_CPU_JIT").map_or(true, |v| v.trim() != "0"))
+        && *ON.get_or_init(|| std::env::var(CPU_JIT_ENV).map_or(true, |v| v.trim() != "0"))
+}
+
+/// The variable that turns native code off (`0`).
+pub const CPU_JIT_ENV: &str = "VPOP_CPU_JIT";
+
+/// Refuses a value of `VPOP_CPU_JIT` other than `0`, `1` or empty, which would otherwise mean
+/// native code without a word.
+pub fn check_cpu_jit_env() -> Result<(), String> {
+    match std::env::var(CPU_JIT_ENV) {
+        Ok(v) if !["", "0", "1"].contains(&v.trim()) => Err(format!(
+            "{CPU_JIT_ENV}={v:?}: expected 0 (the model's programs interpreted) or 1 (compiled to \
+             native code, the default)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -702,7 +702,7 @@ impl ModelPrograms {
                 "a step in time whose argument is not a straight line in t ({at}) is crossed by \
                  the step control, not stopped at: its jumps are not located, and errors there \
                  can be above rtol; a threshold on t itself (t > 30, mod(t, 24) < 12) is a \
-                 stopping point, and events = \"locate\" (the CPU reference and CUDA) locates \
+                 stopping point, and events = \"locate\" (every backend) locates \
                  its jumps (docs/model-language.md, \"Jumps\")"
             ));
         }

@@ -1119,7 +1119,7 @@ impl ModelPrograms {
             "the right-hand side jumps where values of the states cross a bound ({at}): the \
              adaptive methods shorten their steps across each jump, but their error estimates \
              see a jump only in part, so errors there can be well above rtol, and a tighter \
-             rtol does not bring them down; events = \"locate\" (the CPU reference and CUDA) ends a step \
+             rtol does not bring them down; events = \"locate\" (every backend) ends a step \
              at each jump and keeps to the tolerance, as does a smooth switch such as \
              c^n / (c50^n + c^n) (docs/model-language.md, \"Jumps\")"
         ))

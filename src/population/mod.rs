@@ -66,6 +66,9 @@ impl<'de> Deserialize<'de> for Value {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "a covariate table: dist with its parameters, levels, expr or an empirical table"
+)]
 struct CovariateSpec {
     #[serde(default)]
     dist: Option<Spanned<String>>,
@@ -114,6 +117,9 @@ type Levels = indexmap::IndexMap<Spanned<String>, Spanned<toml::Value>>;
 /// Published summary values a covariate should reproduce.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "a target table such as { mean = 70, sd = 12 } or { freq = { male = 0.5, female = 0.5 } }"
+)]
 pub struct Target {
     #[serde(default)]
     pub mean: Option<f64>,
@@ -132,6 +138,7 @@ pub struct Target {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "an [[omega]] table: etas, with variance, cv, correlation or covariance")]
 struct OmegaSpec {
     etas: Spanned<Vec<String>>,
     #[serde(default)]
@@ -149,6 +156,7 @@ struct OmegaSpec {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a residual model such as { proportional = 0.1 } or { additive = 0.05 }")]
 struct ResidualSpec {
     #[serde(default)]
     additive: Option<f64>,
@@ -160,6 +168,7 @@ struct ResidualSpec {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "the [population] table: name, description")]
 struct Header {
     name: String,
     #[serde(default)]
@@ -168,6 +177,9 @@ struct Header {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "a population file: [population], [covariates.NAME], [parameters], [[omega]], [residual]"
+)]
 struct FileSpec {
     /// Optional: the name is then the file's own (its stem).
     #[serde(default)]
@@ -524,6 +536,27 @@ impl Population {
         let n = e.slots().len();
         env[e.slots()].copy_from_slice(&slots[..n]);
         e.run(env, params);
+    }
+
+    /// The covariates a derived covariate `c` (an expression of others) is computed from, in
+    /// their order; empty for a drawn one. Where `c` is given rather than computed (a dataset's
+    /// column), these keep their draws.
+    pub fn derived_from(&self, c: usize) -> Vec<usize> {
+        let nc = self.covariates.len();
+        let Some(Draw::Derived(p)) = self.covariates.get(c).map(|cov| &cov.draw) else {
+            return Vec::new();
+        };
+        let mut from: Vec<usize> = p
+            .instrs
+            .iter()
+            .filter_map(|op| match op {
+                crate::model::Op::Slot(s) if (*s as usize) < nc => Some(*s as usize),
+                _ => None,
+            })
+            .collect();
+        from.sort_unstable();
+        from.dedup();
+        from
     }
 
     /// Indices (into [`Population::eta_names`]) of the inter-occasion etas.

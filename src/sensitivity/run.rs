@@ -51,6 +51,7 @@ use crate::trial::Trial;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a sensitivity file: a [sensitivity] table and [[factor]] tables")]
 struct SpecFile {
     sensitivity: Section,
     #[serde(default)]
@@ -59,6 +60,7 @@ struct SpecFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "the [sensitivity] table: trial, method, samples, seed, outputs, …")]
 struct Section {
     trial: Spanned<String>,
     method: Spanned<String>,
@@ -89,6 +91,9 @@ struct Section {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "a [[factor]] table: name or typical, with range (and scale), normal or lognormal"
+)]
 struct FactorSpec {
     /// A model parameter set to the factor's value.
     #[serde(default)]
@@ -108,6 +113,7 @@ struct FactorSpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a normal distribution such as { mean = 1, sd = 0.1 }")]
 struct NormalSpec {
     mean: f64,
     sd: f64,
@@ -115,6 +121,7 @@ struct NormalSpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a log-normal distribution such as { median = 1, cv = 0.3 }")]
 struct LognormalSpec {
     median: f64,
     cv: f64,

@@ -37,6 +37,8 @@ pub struct RowLayout {
     pub metrics: Vec<String>,
     pub profile_outputs: Vec<String>,
     pub n_times: usize,
+    /// The sampling times (for messages; empty where not known).
+    pub times: Vec<f64>,
     pub profile_f16: bool,
     /// Outputs with simulated observations (`<output>_obs`).
     pub observations: Vec<String>,
@@ -55,6 +57,8 @@ pub struct Columns {
     pub metrics: Vec<String>,
     pub profile_outputs: Vec<String>,
     pub n_times: usize,
+    /// The sampling times, `n_times` of them, for messages (may be left empty).
+    pub times: Vec<f64>,
     pub profile_f16: bool,
     pub observations: Vec<String>,
 }
@@ -68,6 +72,7 @@ impl RowLayout {
             metrics,
             profile_outputs,
             n_times,
+            times,
             profile_f16,
             observations,
         } = columns;
@@ -130,6 +135,7 @@ impl RowLayout {
                 profile_outputs
             },
             n_times,
+            times,
             profile_f16,
             observations,
         }
@@ -226,34 +232,48 @@ impl RowLayout {
             cols.push(self.list_column(&field, values).map_err(|i| match i {
                 ListError::Arrow(e) => e,
                 ListError::F16Overflow(i) => {
-                    self.f16_overflow(&field, arm, first_subject, i, values[i])
+                    self.f16_overflow(&field, arm, first_subject, values, i)
                 }
             })?);
         }
         RecordBatch::try_new(self.schema.clone(), cols)
     }
 
-    /// The error of a finite value beyond f16's range, `values[i]` of a list column: f16 would
-    /// hold it as infinite, which is neither the value nor the null that stands for a value
-    /// that is not finite, so the run stops rather than write it.
+    /// The error of a finite value beyond f16's range, `values[i]` of a list column (with how
+    /// many more the column has in this batch): f16 would hold it as infinite, which is neither
+    /// the value nor the null that stands for a value that is not finite, so the run stops
+    /// rather than write it.
     fn f16_overflow(
         &self,
         field: &str,
         arm: usize,
         first_subject: u64,
+        values: &[f64],
         i: usize,
-        value: f64,
     ) -> ArrowError {
+        let value = values[i];
         let nt = self.n_times.max(1);
+        let k = i % nt;
+        let at = match self.times.get(k) {
+            Some(t) => format!("at t = {t} (sampling time {} of {nt})", k + 1),
+            None => format!("at its sampling time {} of {nt}", k + 1),
+        };
+        let beyond = values
+            .iter()
+            .filter(|&&v| v.is_finite() && f16_nearest(v).is_infinite())
+            .count();
+        let more = match beyond {
+            0 | 1 => String::new(),
+            n => format!(" (one of {n} such values of this arm's rows in this part)"),
+        };
         ArrowError::InvalidArgumentError(format!(
-            "{field} of subject {} in arm '{}' is {value:.6e} at its sampling time {} of {nt}, \
-             beyond the largest value profiles in f16 hold ({F16_MAX}): f16 would make it \
-             infinite, so nothing more is written. Write the profiles in f32 (`profile = {{ ..., \
-             precision = \"f32\" }}` in [output]; values up to 3.4e38, about 7 significant \
-             digits) or give the output in larger units, and run again with --overwrite",
+            "{field} of subject {} in arm '{}' is {value:.6e} {at}, beyond the largest value \
+             profiles in f16 hold ({F16_MAX}){more}: f16 would make it infinite, so nothing \
+             more is written. Write the profiles in f32 (`profile = {{ ..., precision = \
+             \"f32\" }}` in [output]; values up to 3.4e38, about 7 significant digits) or give \
+             the output in larger units, and run again with --overwrite",
             first_subject + (i / nt) as u64,
             self.arms.get(arm).map_or("?", |a| a.as_str()),
-            i % nt + 1,
         ))
     }
 
@@ -442,6 +462,7 @@ mod tests {
             metrics: vec!["cp_auc".into()],
             profile_outputs: vec!["cp".into()],
             n_times: 2,
+            times: Vec::new(),
             profile_f16: true,
             observations: vec![],
         });
@@ -496,6 +517,7 @@ mod tests {
             arms: vec!["low".into(), "high".into()],
             profile_outputs: vec!["cp".into()],
             n_times: 3,
+            times: vec![0.0, 12.0, 24.0],
             profile_f16: true,
             observations: vec!["cp".into()],
             ..Default::default()
@@ -535,17 +557,20 @@ mod tests {
             .to_string();
         assert!(
             e.contains(
-                "cp_profile of subject 41 in arm 'high' is 6.552000e4 at its sampling time 2 of 3"
+                "cp_profile of subject 41 in arm 'high' is 6.552000e4 at t = 12 (sampling time 2 of \
+                 3), beyond the largest value profiles in f16 hold (65504): f16"
             ) && e.contains("65504")
                 && e.contains("precision = \"f32\""),
             "{e}"
         );
-        let e = encode(fine, vec![-9.0e4, 0.0, 0.0, 0.0, 0.0, 0.0])
+        let e = encode(fine, vec![-9.0e4, 0.0, 0.0, 0.0, 1e5, 7e4])
             .unwrap_err()
             .to_string();
         assert!(
             e.contains(
-                "cp_obs of subject 40 in arm 'high' is -9.000000e4 at its sampling time 1 of 3"
+                "cp_obs of subject 40 in arm 'high' is -9.000000e4 at t = 0 (sampling time 1 of \
+                 3), beyond the largest value profiles in f16 hold (65504) (one of 3 such values \
+                 of this arm's rows in this part): f16"
             ),
             "{e}"
         );

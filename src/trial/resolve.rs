@@ -309,6 +309,22 @@ impl Trial {
     /// longer than the time between two of its doses (each such interval is then one step).
     pub fn design_notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
+        if let (Some(data), Some(pop)) = (&self.data, &self.population) {
+            let names = pop.covariate_names();
+            for &(c, _) in &data.given {
+                let from: Vec<&str> = pop.derived_from(c).iter().map(|&f| names[f]).collect();
+                if !from.is_empty() {
+                    notes.push(format!(
+                        "the dataset gives {}, which the population computes from {}: those \
+                         keep their draws, so in the written rows they need not agree with the \
+                         dataset's {}",
+                        names[c],
+                        from.join(", "),
+                        names[c]
+                    ));
+                }
+            }
+        }
         for a in &self.arms {
             let plan = &a.plan;
             for (m, spec) in plan.metrics.iter().enumerate() {
@@ -984,14 +1000,23 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         _ => {}
     }
     if let (Some(d), Some(dd)) = (&spec.data, &data) {
-        for (what, bad) in [
-            ("metrics", !spec.output.metrics.is_empty()),
-            ("profile", !sample_times.is_empty()),
-            ("target", spec.output.target.is_some()),
+        let o = &spec.output;
+        for (what, bad, at) in [
+            (
+                "metrics",
+                !o.metrics.is_empty(),
+                o.metrics.first().map(span_of),
+            ),
+            (
+                "profile",
+                !sample_times.is_empty(),
+                o.profile.as_ref().map(span_of),
+            ),
+            ("target", o.target.is_some(), o.target.as_ref().map(span_of)),
         ] {
             if bad {
                 errors.push(src.error(
-                    span_of(d),
+                    at.unwrap_or_else(|| span_of(d)),
                     format!(
                         "[output] {what}: a [data] trial writes the model's outputs on every \
                          record of the dataset, not arm metrics or profiles"
@@ -1397,8 +1422,8 @@ fn load_dataset(
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|e| crate::diag::Diagnostic {
         file: name.clone(),
-        line: 1,
-        col: 1,
+        line: 0,
+        col: 0,
         message: format!("cannot read the dataset: {e}"),
     })?;
     hashes.push(crate::output::InputHash::of_text(what, name.clone(), &text));

@@ -481,6 +481,7 @@ pub fn layout(trial: &Trial) -> RowLayout {
         metrics: arm.metrics.iter().map(|m| m.column.clone()).collect(),
         profile_outputs: trial.model.outputs.iter().map(|o| o.name.clone()).collect(),
         n_times: arm.sample_times.len(),
+        times: arm.sample_times.clone(),
         profile_f16: trial.profile_f16,
         observations: trial
             .observations

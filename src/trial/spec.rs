@@ -11,6 +11,9 @@ use crate::diag::{Diagnostic, SourceFile, Span};
 /// A whole trial spec, as deserialised.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "a trial spec: [trial], [model], [population] or [data], [[arm]], [simulation] and [output] tables"
+)]
 pub struct TrialSpecFile {
     pub trial: TrialSection,
     /// Spanned (as `population` and `simulation`): an error of the section as a whole is
@@ -29,6 +32,7 @@ pub struct TrialSpecFile {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "the [trial] table: name, seed, subjects")]
 pub struct TrialSection {
     pub name: String,
     /// Subjects per arm (with `[data]`: the dataset's subjects × replicates instead).
@@ -39,6 +43,7 @@ pub struct TrialSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "the [data] table: file, replicates, covariates")]
 pub struct DataSection {
     /// A NONMEM-format CSV dataset, relative to the spec file.
     pub file: Spanned<String>,
@@ -53,6 +58,7 @@ pub struct DataSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "the [model] table: library = \"NAME\" or file = \"PATH\", and params")]
 pub struct ModelSection {
     /// A built-in model name (`vpop models` lists them).
     #[serde(default)]
@@ -67,6 +73,7 @@ pub struct ModelSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "the [population] table: library = \"NAME\" or file = \"PATH\"")]
 pub struct PopulationSection {
     /// A built-in population name (`vpop populations` lists them).
     #[serde(default)]
@@ -79,6 +86,7 @@ pub struct PopulationSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "an [[arm]] table: name, dose or doses (or records), occasions, resets")]
 pub struct ArmSection {
     pub name: Spanned<String>,
     /// One dosing line.
@@ -165,6 +173,7 @@ impl<'de> Deserialize<'de> for DoseSpec {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "the [simulation] table: end, method, rtol, atol, dt, backend, …")]
 pub struct SimulationSection {
     /// Required for arms; with `[data]` the records' last time is the end.
     #[serde(default)]
@@ -181,7 +190,7 @@ pub struct SimulationSection {
     #[serde(default)]
     pub max_steps: Option<Spanned<u64>>,
     /// At a jump of the right-hand side with the states: `cross` (default) or `locate`
-    /// (the CPU reference and CUDA).
+    /// (every backend).
     #[serde(default)]
     pub events: Option<Spanned<String>>,
     #[serde(default = "default_backend")]
@@ -209,6 +218,7 @@ fn default_backend() -> Spanned<String> {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "the [output] table: dir, metrics, profile, target, …")]
 pub struct OutputSection {
     pub dir: Spanned<String>,
     #[serde(default)]
@@ -245,6 +255,7 @@ fn yes() -> bool {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a profile table such as { every = 1 } or { times = [0, 1, 2] }")]
 pub struct ProfileSpec {
     /// Explicit sampling times, or `every` with `from`/`to`.
     #[serde(default)]
@@ -262,6 +273,7 @@ pub struct ProfileSpec {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a target table such as { metric = \"cp_ctrough\", above = 1.0 }")]
 pub struct TargetSpec {
     pub metric: String,
     #[serde(default)]

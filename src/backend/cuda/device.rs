@@ -537,6 +537,20 @@ impl Launcher for Devices {
     }
 }
 
+/// Whether the CUDA driver and NVRTC libraries can be loaded (the backend is unavailable
+/// without either).
+fn libraries() -> Result<(), BackendError> {
+    let unavailable = |m: &str| Err(BackendError::Unavailable("cuda", m.into()));
+    // SAFETY: probes for the shared library without calling into it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return unavailable("no CUDA driver (libcuda) on the library path");
+    }
+    if !super::nvrtc_available() {
+        return unavailable("no NVRTC (libnvrtc) on the library path");
+    }
+    Ok(())
+}
+
 /// The CUDA backend on every device of the machine.
 pub struct CudaBackend {
     host: Host<Devices>,
@@ -549,7 +563,12 @@ impl CudaBackend {
         model: Arc<CompiledModel>,
         precision: Precision,
     ) -> Result<CudaBackend, BackendError> {
-        let tuning = CudaTuning::from_env().map_err(BackendError::Failed)?;
+        // Without a driver or NVRTC the backend is unavailable whatever the tuning says (so
+        // `backend = "auto"` goes on to the others): that first.
+        let tuning = CudaTuning::from_env().map_err(|e| match libraries() {
+            Err(unavailable) => unavailable,
+            Ok(()) => BackendError::Failed(e),
+        })?;
         CudaBackend::tuned(model, precision, tuning)
     }
 
@@ -559,18 +578,8 @@ impl CudaBackend {
         precision: Precision,
         tuning: CudaTuning,
     ) -> Result<CudaBackend, BackendError> {
+        libraries()?;
         let unavailable = |m: String| BackendError::Unavailable("cuda", m);
-        // SAFETY: probes for the shared library without calling into it.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(unavailable(
-                "no CUDA driver (libcuda) on the library path".into(),
-            ));
-        }
-        if !super::nvrtc_available() {
-            return Err(unavailable(
-                "no NVRTC (libnvrtc) on the library path".into(),
-            ));
-        }
         let listed = match std::env::var("VPOP_CUDA_DEVICES") {
             Ok(v) if !v.trim().is_empty() => Some(
                 v.split(',')

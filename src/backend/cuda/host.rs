@@ -496,7 +496,7 @@ impl<L: Launcher> Host<L> {
         }
         if self.precision == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
             return Err(self.failed(format!(
-                "rtol {} is below what f32 resolves; use precision = \"f64\"",
+                "rtol {:e} is below what f32 resolves; use precision = \"f64\"",
                 solver.rtol
             )));
         }

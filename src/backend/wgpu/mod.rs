@@ -1361,7 +1361,7 @@ mod integrate {
             let p = self.precision;
             if p == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
                 return Err(failed(format!(
-                    "rtol {} is below what f32 resolves; use rtol ≥ 1e-7, or precision = \"f64\"",
+                    "rtol {:e} is below what f32 resolves; use rtol ≥ 1e-7, or precision = \"f64\"",
                     solver.rtol
                 )));
             }
