@@ -270,6 +270,9 @@ fn summaries_and_output_columns() {
     }
     assert_eq!(kv["vpop.events"], "cross");
     assert_eq!(kv["vpop.seed"], "99");
+    // The categorical covariates' levels in the population file's order (a part's dictionary
+    // holds them in the order they occur).
+    assert_eq!(kv["vpop.levels"], r#"{"sex":["male","female"]}"#);
     let names: Vec<String> = meta
         .schema_descr()
         .root_schema()

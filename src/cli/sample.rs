@@ -131,7 +131,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         fields.push(Field::new(n, DataType::Float64, true));
     }
     let schema = Arc::new(Schema::new(fields));
-    let meta = vec![
+    let mut meta = vec![
         (
             "vpop.engine".to_string(),
             format!("vpop {}", env!("CARGO_PKG_VERSION")),
@@ -153,6 +153,9 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         ("vpop.seed".to_string(), args.seed.to_string()),
         ("vpop.occasions".to_string(), occasions.to_string()),
     ];
+    if let Some(levels) = pop.levels_json() {
+        meta.push(("vpop.levels".to_string(), levels));
+    }
     let mut writer = match &args.output {
         Some(path) => {
             let mut f = AtomicFile::create(path)?;

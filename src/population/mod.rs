@@ -538,6 +538,19 @@ impl Population {
         e.run(env, params);
     }
 
+    /// The levels of each categorical covariate in their declared order (their codes 0, 1, …),
+    /// as a JSON object `{"sex": ["male", "female"]}`; `None` without categorical covariates.
+    /// Parquet's dictionaries hold a part's levels in the order they first occur in it, so
+    /// outputs record this for readers that order or complete their categories.
+    pub fn levels_json(&self) -> Option<String> {
+        let levels: serde_json::Map<String, serde_json::Value> = self
+            .covariates
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), serde_json::json!(c.labels.as_ref()?))))
+            .collect();
+        (!levels.is_empty()).then(|| serde_json::Value::Object(levels).to_string())
+    }
+
     /// The covariates a derived covariate `c` (an expression of others) is computed from, in
     /// their order; empty for a drawn one. Where `c` is given rather than computed (a dataset's
     /// column), these keep their draws.

@@ -333,6 +333,9 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
             "vpop.population_source".into(),
             pop.source_text().to_string(),
         );
+        if let Some(levels) = pop.levels_json().filter(|_| trial.write_covariates) {
+            p.insert("vpop.levels".into(), levels);
+        }
     }
     p.insert("vpop.seed".into(), trial.seed.to_string());
     p.insert("vpop.backend".into(), backend.name.into());
