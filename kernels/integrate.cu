@@ -98,6 +98,11 @@ struct Sub {
     real subj_scale;
     real w_si, w_sj;
     real st_t0, st_t1, st_h, h_prop, ln_err_prev, t_prev;
+    // The left limit of the current segment's end (set before each observed step), and of the
+    // last observed step its end and latest evaluation time: outputs read at a step's end, or
+    // at a sample or a stop there, are the left limit, before a jump in time at the stop (a
+    // window [a, b] sees the output up to b-; the CPU reference's MetricAccumulator alike).
+    real st_tl, seg_t1, seg_te;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
 #if HAS_OCCASIONS || OWN_STOPS
     // Every occasion's parameters, `params[(o * NP + p) * n + i]`, then (OWN_STOPS) the
@@ -278,7 +283,7 @@ struct Sub {
     FI real output_at(real t, unsigned k) {
         real c[NO];
         dense_into(t);
-        outs(t, dense_v, c);
+        outs(fmin(t, fmin(st_t1, st_tl)), dense_v, c);
         return c[k];
     }
 
@@ -464,16 +469,18 @@ struct Sub {
     }
 
     FI void observe() {
-        const real t0 = st_t0, t1 = st_t1;
+        const real t0 = st_t0, t1 = st_t1, te = fmin(t1, st_tl);
+        seg_t1 = t1;
+        seg_te = te;
         real c0[NO], c1[NO], dc0[NO], dc1[NO], c[NO];
         outs(t0, y, c0);
-        outs(t1, y1, c1);
+        outs(te, y1, c1);
         const real* times = arm + m->off_times;
         while (next_sample < m->n_times && __ldg(&times[next_sample]) <= t1) {
             real ts = __ldg(&times[next_sample]);
             if (ts > t0) {
                 dense_into(ts);
-                outs(ts, dense_v, c);
+                outs(fmin(ts, te), dense_v, c);
                 write_profile(next_sample, c);
             }
             next_sample++;
@@ -482,7 +489,7 @@ struct Sub {
         for (int k = 0; k < NO; k++) { dc0[k] = 0; dc1[k] = 0; }
         if (m->wants_extrema) {
             output_slopes(t0, y, f0, dc0);
-            output_slopes(t1, y1, f1, dc1);
+            output_slopes(te, y1, f1, dc1);
         }
         // Per output, for this step: interior maximum refined (1), minimum (2). An extremum
         // search is called once per metric that needs it (the refined extremum is shared);
@@ -575,7 +582,7 @@ struct Sub {
 
     FI void stop_pre(real t) {
         real c[NO];
-        outs(t, y, c);
+        outs(seg_t1 == t && seg_te <= t ? seg_te : t, y, c);
         if (t == (real)0)
             while (next_sample < m->n_times && arm[m->off_times + next_sample] <= (real)0) {
                 write_profile(next_sample, c);
@@ -949,7 +956,7 @@ struct Sub {
                 n_acc++;
                 if (OBSERVE && OBS) {
                     prepare_dense(h);
-                    st_t0 = t; st_t1 = t_new; st_h = h;
+                    st_t0 = t; st_t1 = t_new; st_h = h; st_tl = tl;
                     observe();
                 }
                 #pragma unroll
@@ -1037,7 +1044,7 @@ struct Sub {
                 n_acc++;
                 if (OBSERVE && OBS) {
                     prepare_dense(step);
-                    st_t0 = t; st_t1 = t_new; st_h = step;
+                    st_t0 = t; st_t1 = t_new; st_h = step; st_tl = tl;
                     observe();
                 }
                 #pragma unroll

@@ -117,6 +117,13 @@ var<private> qbase: array<real, {{N_NA}}>;
 var<private> st_t0: real;
 var<private> st_t1: real;
 var<private> st_h: real;
+// The left limit of the current segment's end (set before each accepted step), and of the last
+// observed step its end and latest evaluation time: outputs read at a step's end, or at a
+// sample or a stop there, are the left limit, before a jump in time at the stop (a window
+// [a, b] sees the output up to b-; the CPU reference's MetricAccumulator alike).
+var<private> st_tl: real;
+var<private> seg_t1: real;
+var<private> seg_te: real;
 var<private> h_prop: real;
 var<private> ln_err_prev: real;
 var<private> t_prev: real;
@@ -332,7 +339,7 @@ fn update_extreme(m: u32, kind: u32, t: real, c: real) {
 
 fn output_at(t: real, k: u32) -> real {
     dense_into(t);
-    var c = outs(t, dense_v);
+    var c = outs(min(t, min(st_t1, st_tl)), dense_v);
     return c[k];
 }
 
@@ -558,14 +565,17 @@ fn write_profile(j: u32, c: array<real, {{N_NO}}>) {
 fn observe() {
     let t0 = st_t0;
     let t1 = st_t1;
+    let te = min(t1, st_tl);
+    seg_t1 = t1;
+    seg_te = te;
     var c0 = outs(t0, y);
-    var c1 = outs(t1, y1);
+    var c1 = outs(te, y1);
     let base = meta_.off_times;
     while (next_sample < meta_.n_times && arm[base + next_sample] <= t1) {
         let ts = arm[base + next_sample];
         if (ts > t0) {
             dense_into(ts);
-            write_profile(next_sample, outs(ts, dense_v));
+            write_profile(next_sample, outs(min(ts, te), dense_v));
         }
         next_sample++;
     }
@@ -573,7 +583,7 @@ fn observe() {
     var dc1: array<real, {{N_NO}}>;
     if (meta_.wants_extrema != 0u) {
         dc0 = output_slopes(t0, y, f0);
-        dc1 = output_slopes(t1, y1, f1);
+        dc1 = output_slopes(te, y1, f1);
     }
     // Which interior extrema the metrics need, per output: maximum (1), minimum (2).
     var want: array<u32, {{N_NO}}>;
@@ -688,7 +698,7 @@ fn observe() {
 
 // Before the events of a stopping point (left limit).
 fn stop_pre(t: real) {
-    var c = outs(t, y);
+    var c = outs(select(t, seg_te, seg_t1 == t && seg_te <= t), y);
     if (t == 0.0) {
         while (next_sample < meta_.n_times && arm[meta_.off_times + next_sample] <= 0.0) {
             write_profile(next_sample, c);
@@ -1074,6 +1084,7 @@ fn integrate_held(t0: real, t1: real) -> u32 {
             do_step(t, h, tl);
             if (!all_finite(y1) || !all_finite(f1)) { return 3u; }
             n_acc++;
+            st_tl = tl;
             accepted_step(t, t_new, h);
             y = y1;
             f0 = f1;
@@ -1166,6 +1177,7 @@ fn integrate_held(t0: real, t1: real) -> u32 {
                 }
             }
             n_acc++;
+            st_tl = tl;
             accepted_step(t, t_new, step);
             y = y1;
             f0 = f1;

@@ -249,6 +249,12 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     /// Per output: its quartic on the current step, once made (affine outputs).
     quartics: Vec<Option<Quartic>>,
     interior_min: Vec<Option<(f64, f64)>>,
+    /// The current step's latest evaluation time ([`DenseOutput::t_left`], at most its end):
+    /// outputs read at its end, or at a sample there, are the left limit, before a jump in time
+    /// at a stop (a window [a, b] sees the output up to b⁻).
+    te: f64,
+    /// The last step's end and its `te`, for the values before the events at that stop.
+    last_end: Option<(f64, f64)>,
 }
 
 impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
@@ -330,6 +336,8 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             interior_max: vec![None; n_out],
             quartics: vec![None; n_out],
             interior_min: vec![None; n_out],
+            te: f64::INFINITY,
+            last_end: None,
         }
     }
 
@@ -348,7 +356,12 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
     /// them from 0 after this call.
     pub fn at_stop_pre(&mut self, t: f64, y: &[f64]) {
         let n = self.n_states;
-        self.eval.outputs(t, &y[..n], &mut self.c0);
+        // The left limit where a step ended here (the time the segment's last evaluation had).
+        let te = match self.last_end {
+            Some((t1, te)) if t1 == t => te,
+            _ => t,
+        };
+        self.eval.outputs(te, &y[..n], &mut self.c0);
         if t == 0.0 {
             // Samples at time 0 see the initial state.
             while self.next_sample < self.sample_times.len()
@@ -454,7 +467,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
     fn output_at(&mut self, step: &dyn DenseOutput, t: f64, k: usize) -> f64 {
         step.eval(t, &mut self.ybuf);
         self.eval
-            .outputs(t, &self.ybuf[..self.n_states], &mut self.cbuf);
+            .outputs(t.min(self.te), &self.ybuf[..self.n_states], &mut self.cbuf);
         self.cbuf[k]
     }
 
@@ -659,10 +672,13 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
 impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
     fn on_step(&mut self, step: &dyn DenseOutput) {
         let (t0, t1) = (step.t0(), step.t1());
+        let te = step.t_left().min(t1);
+        self.te = te;
+        self.last_end = Some((t1, te));
         let n = self.n_states;
         let n_out = self.n_out();
         self.eval.outputs(t0, &step.y0()[..n], &mut self.c0);
-        self.eval.outputs(t1, &step.y1()[..n], &mut self.c1);
+        self.eval.outputs(te, &step.y1()[..n], &mut self.c1);
 
         // Profile samples in (t0, t1].
         let nt = self.sample_times.len();
@@ -670,7 +686,8 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
             let ts = self.sample_times[self.next_sample];
             if ts > t0 {
                 step.eval(ts, &mut self.ybuf);
-                self.eval.outputs(ts, &self.ybuf[..n], &mut self.cbuf);
+                self.eval
+                    .outputs(ts.min(te), &self.ybuf[..n], &mut self.cbuf);
                 for k in 0..n_out {
                     self.profile[k * nt + self.next_sample] = self.cbuf[k];
                 }
@@ -683,7 +700,7 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
             // that depend on time directly.
             let ends = [
                 (t0, step.y0(), step.f0(), &mut self.dc0),
-                (t1, step.y1(), step.f1(), &mut self.dc1),
+                (te, step.y1(), step.f1(), &mut self.dc1),
             ];
             for (t, y, f, dc) in ends {
                 self.eval.output_jacobian(t, &y[..n], &mut self.jac);
@@ -810,7 +827,8 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
                 }
                 MetricKind::At(ta) if ta > t0 && ta <= t1 => {
                     step.eval(ta, &mut self.ybuf);
-                    self.eval.outputs(ta, &self.ybuf[..n], &mut self.cbuf);
+                    self.eval
+                        .outputs(ta.min(te), &self.ybuf[..n], &mut self.cbuf);
                     self.values[i] = self.cbuf[k];
                 }
                 _ => {}

@@ -224,7 +224,7 @@ impl Integrator {
         let t_left = super::left_limit_shifted(t0, t1, sys.time_shift());
         let sys = &mut LeftLimited { sys, t_left };
         if self.method == Method::Rk4 {
-            return self.integrate_rk4(sys, t0, t1, y, opts, obs, stats);
+            return self.integrate_rk4(sys, t0, t1, y, opts, obs, stats, t_left);
         }
         if self.method.is_rosenbrock() {
             self.w.adopt(sys.jacobian_pattern(), self.dim);
@@ -370,6 +370,7 @@ impl Integrator {
                     t1: t_new,
                     h: step,
                     y0: y,
+                    t_left,
                 };
                 obs.on_step(&view);
                 super::copy_short(y, &self.y1);
@@ -450,6 +451,9 @@ impl Integrator {
             t1: t_new,
             h: step,
             y0: y,
+            // Not observed: the switches are evaluated at their own times (at most the left
+            // limit, by `sys`).
+            t_left: t_new,
         };
         // Only the components the switches read are interpolated (those after them keep
         // whatever they held: the switches do not read them).
@@ -551,6 +555,7 @@ impl Integrator {
         opts: &SolverOptions,
         obs: &mut O,
         stats: &mut Stats,
+        t_left: f64,
     ) -> Status {
         let Some(dt) = opts.dt.filter(|d| *d > 0.0 && d.is_finite()) else {
             return Status::StepTooSmall;
@@ -593,6 +598,7 @@ impl Integrator {
                 t1: t_new,
                 h,
                 y0: y,
+                t_left,
             };
             obs.on_step(&view);
             super::copy_short(y, &self.y1);
@@ -1175,9 +1181,14 @@ struct StepView<'a> {
     t1: f64,
     h: f64,
     y0: &'a [f64],
+    /// The left limit of the segment's end.
+    t_left: f64,
 }
 
 impl DenseOutput for StepView<'_> {
+    fn t_left(&self) -> f64 {
+        self.t_left
+    }
     fn t0(&self) -> f64 {
         self.t0
     }

@@ -274,6 +274,12 @@ pub trait DenseOutput {
     fn f1(&self) -> &[f64];
     /// The interpolated solution at `t` in [t0, t1].
     fn eval(&self, t: f64, out: &mut [f64]);
+    /// The latest time at which the step's segment evaluates the model: the left limit of the
+    /// segment's end ([`left_limit`]) where the step ends the segment, so that the model's
+    /// outputs read there are before a jump at the stop, as the right-hand side was.
+    fn t_left(&self) -> f64 {
+        self.t1()
+    }
 }
 
 /// Receives every accepted step, in order.

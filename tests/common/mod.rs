@@ -861,7 +861,8 @@ output day = floor(t / 24)
 
 /// A jump at a stopping point belongs to the segment after it: with the window edges 24 and
 /// 48 as stopping points, the day number's area over [0, 24] is 0, over [24, 48] 24 and to 60 h
-/// 48, and the state whose elimination steps up each day follows its closed form, on every
+/// 48, its largest value over [0, 24] is 0 (at 0) and over [24, 48] 1, its value at 48 h is 1
+/// (the left limit), and the state whose elimination steps up each day follows its closed form, on every
 /// method, within `tol` (relative) at `rtol`. The stages of the step that ends at a stopping
 /// point had evaluated the model after the jump: the area's error then shrank only with the
 /// step, whose scale is atol where the area is still 0, and the subject failed as
@@ -877,7 +878,16 @@ pub fn a_jump_at_a_stopping_point_belongs_to_the_next_segment(
     };
     let k = 0.02;
     let params = vec![vec![k]];
-    let metrics = ["auc", "auc(0, 24)", "auc(24, 48)", "cmin(0, 24)"];
+    let metrics = [
+        "auc",
+        "auc(0, 24)",
+        "auc(24, 48)",
+        "cmin(0, 24)",
+        "cmax(0, 24)",
+        "tmax(0, 24)",
+        "cmax(24, 48)",
+        "at(48)",
+    ];
     // a(t) = e^(−k ∫ (1 + day)): e^(−k t) to 24, then e^(−24 k − 2 k (t − 24)), then with 3 k.
     let a_at = |t: f64| -> f64 {
         let (d1, d2) = (t.min(24.0), (t.min(48.0) - 24.0).max(0.0));
@@ -914,6 +924,12 @@ pub fn a_jump_at_a_stopping_point_belongs_to_the_next_segment(
             [area(0.0, 24.0), 0.0],
             [area(24.0, 48.0), 24.0],
             [a_at(24.0), 0.0],
+            // The day number is 0 up to 24⁻ and 1 up to 48⁻: a window's extremes and a value
+            // at a time are the left limit at its end, as its area is.
+            [1.0, 0.0],
+            [0.0, 0.0],
+            [a_at(24.0), 1.0],
+            [a_at(48.0), 1.0],
         ];
         // Rosenbrock23 advances with its second-order solution: its global error is a few
         // hundred times the tolerance (closed_form_pk's `rosenbrock23_matches_closed_forms`).

@@ -62,6 +62,24 @@ fn cast_literals(code: &str) -> String {
     out
 }
 
+/// `values[mi]` as a balanced tree of conditionals on `mi` (0 without values, the last value
+/// past the end): its depth grows as log2 of the values, for hundreds of metrics or outputs.
+fn index_tree(values: &[usize], first: usize) -> String {
+    match values.len() {
+        0 => "0u".to_string(),
+        1 => format!("{}u", values[0]),
+        n => {
+            let mid = n / 2;
+            format!(
+                "(mi < {}u ? {} : {})",
+                first + mid,
+                index_tree(&values[..mid], first),
+                index_tree(&values[mid..], first + mid)
+            )
+        }
+    }
+}
+
 /// `metric_kind(mi)` and `metric_output(mi)`: each metric's kind code (as in the arm data) and
 /// output; `quad_output(a)`: the output AUC quadrature `a` integrates
 /// ([`quadrature_outputs`]); `metric_quad(mi)`: the quadrature an area metric reads; all as
@@ -87,11 +105,11 @@ fn metric_table(metrics: &[MetricSpec]) -> String {
         ("quad_output", quad),
         ("metric_quad", slots),
     ] {
-        let _ = write!(s, "FI constexpr unsigned {name}(unsigned mi) {{ return ");
-        for (i, v) in values.iter().enumerate() {
-            let _ = write!(s, "mi == {i}u ? {v}u : ");
-        }
-        s.push_str("0u; }\n");
+        let _ = writeln!(
+            s,
+            "FI constexpr unsigned {name}(unsigned mi) {{ return {}; }}",
+            index_tree(&values, 0)
+        );
     }
     s
 }
@@ -343,12 +361,8 @@ mod tests {
             MetricSpec::new(0, "cp", Metric::parse("time_above(2)").unwrap()),
         ];
         let t = metric_table(&metrics);
-        assert!(
-            t.contains("metric_kind(unsigned mi) { return mi == 0u ? 2u : mi == 1u ? 6u : 0u; }")
-        );
-        assert!(
-            t.contains("metric_output(unsigned mi) { return mi == 0u ? 1u : mi == 1u ? 0u : 0u; }")
-        );
+        assert!(t.contains("metric_kind(unsigned mi) { return (mi < 1u ? 2u : 6u); }"));
+        assert!(t.contains("metric_output(unsigned mi) { return (mi < 1u ? 1u : 0u); }"));
         assert!(metric_table(&[]).contains("metric_kind(unsigned mi) { return 0u; }"));
         // No area metric: no quadrature.
         assert!(t.contains("quad_output(unsigned mi) { return 0u; }"));
@@ -360,12 +374,10 @@ mod tests {
             MetricSpec::new(2, "c", Metric::parse("auc_last_interval").unwrap()),
         ];
         let t = metric_table(&metrics);
-        assert!(
-            t.contains("quad_output(unsigned mi) { return mi == 0u ? 1u : mi == 1u ? 2u : 0u; }")
-        );
+        assert!(t.contains("quad_output(unsigned mi) { return (mi < 1u ? 1u : 2u); }"));
         assert!(t.contains(
-            "metric_quad(unsigned mi) { return mi == 0u ? 1u : mi == 1u ? 0u : mi == 2u ? 0u : \
-             mi == 3u ? 1u : 0u; }"
+            "metric_quad(unsigned mi) { return (mi < 2u ? (mi < 1u ? 1u : 0u) : (mi < 3u ? 0u : \
+             1u)); }"
         ));
     }
 

@@ -121,16 +121,30 @@ pub fn records_source_located(
     source(m, method, &[], Driver::Records, p, switches)
 }
 
-/// `fn {name}(i: u32) -> u32` returning `values[i]` (0 past the end), as a chain of selects.
+/// `fn {name}(i: u32) -> u32` returning `values[i]` (0 without values), as a balanced tree of
+/// selects on `i` (the last value past the end): its depth grows as log2 of the values, so
+/// that hundreds of metrics or outputs stay within the WGSL parser's nesting limit (a chain
+/// of 192 selects exceeded it).
 fn index_function(name: &str, values: &[usize]) -> String {
-    let body = values
-        .iter()
-        .enumerate()
-        .rev()
-        .fold("0u".to_string(), |acc, (i, v)| {
-            format!("select({acc}, {v}u, i == {i}u)")
-        });
-    format!("fn {name}(i: u32) -> u32 {{ return {body}; }}\n")
+    fn tree(values: &[usize], first: usize) -> String {
+        match values.len() {
+            0 => "0u".to_string(),
+            1 => format!("{}u", values[0]),
+            n => {
+                let mid = n / 2;
+                format!(
+                    "select({}, {}, i >= {}u)",
+                    tree(&values[..mid], first),
+                    tree(&values[mid..], first + mid),
+                    first + mid
+                )
+            }
+        }
+    }
+    format!(
+        "fn {name}(i: u32) -> u32 {{ return {}; }}\n",
+        tree(values, 0)
+    )
 }
 
 fn source(
@@ -484,15 +498,66 @@ mod tests {
     }
 
     #[test]
-    fn index_functions_are_select_chains() {
+    fn index_functions_are_select_trees() {
         assert_eq!(
             index_function("f", &[4, 7]),
-            "fn f(i: u32) -> u32 { return select(select(0u, 7u, i == 1u), 4u, i == 0u); }\n"
+            "fn f(i: u32) -> u32 { return select(4u, 7u, i >= 1u); }\n"
         );
+        assert_eq!(
+            index_function("f", &[4, 7, 9]),
+            "fn f(i: u32) -> u32 { return select(4u, select(7u, 9u, i >= 2u), i >= 1u); }\n"
+        );
+        // Every value at its index, and nested no deeper than log2 of their count: 1 000
+        // metrics are 10 selects deep.
+        let values: Vec<usize> = (0..1000).map(|i| (i * 7) % 13).collect();
+        let f = index_function("f", &values);
+        let (mut depth, mut deepest) = (0i32, 0i32);
+        for c in f.chars() {
+            depth += match c {
+                '(' => 1,
+                ')' => -1,
+                _ => 0,
+            };
+            deepest = deepest.max(depth);
+        }
+        assert!(deepest <= 12, "{deepest}");
+        let body = f.split("return ").nth(1).unwrap().trim_end_matches("; }\n");
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(eval_select(body, i), *v, "{i}");
+        }
         assert_eq!(
             index_function("f", &[]),
             "fn f(i: u32) -> u32 { return 0u; }\n"
         );
+    }
+
+    /// Evaluates an index function's body (`select(a, b, i >= m)` trees of literals) at `i`.
+    fn eval_select(e: &str, i: usize) -> usize {
+        let e = e.trim();
+        let Some(inner) = e.strip_prefix("select(").and_then(|x| x.strip_suffix(')')) else {
+            return e.trim_end_matches('u').parse().unwrap();
+        };
+        // The three arguments, split at the commas outside nested parentheses.
+        let (mut depth, mut parts, mut start) = (0, Vec::new(), 0);
+        for (j, c) in inner.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(&inner[start..j]);
+                    start = j + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&inner[start..]);
+        let m: usize = parts[2]
+            .trim()
+            .trim_start_matches("i >= ")
+            .trim_end_matches('u')
+            .parse()
+            .unwrap();
+        eval_select(if i >= m { parts[1] } else { parts[0] }, i)
     }
 
     fn has_lines(src: &str, lines: &[&str]) -> bool {
@@ -518,7 +583,7 @@ mod tests {
         assert!(src.contains("const NA: u32 = 1u;"));
         assert!(src.contains(&format!("const NY: u32 = {}u;", ns + 1)));
         assert!(src.contains(&format!(
-            "fn quad_output(i: u32) -> u32 {{ return select(0u, {effect}u, i == 0u); }}"
+            "fn quad_output(i: u32) -> u32 {{ return {effect}u; }}"
         )));
         let src = records_source(&progs, Method::Rodas4, Precision::F64).unwrap();
         assert!(src.contains("const NA: u32 = 0u;"));
@@ -527,11 +592,11 @@ mod tests {
         assert!(has_lines(
             &integrate_source(&progs, Method::Tsit5, &metrics, Precision::F32).unwrap(),
             &[
-                "fn metric_kind(i: u32) -> u32 { return select(select(select(0u, 6u, i == 2u), \
-                 0u, i == 1u), 1u, i == 0u); }",
+                "fn metric_kind(i: u32) -> u32 { return select(1u, select(0u, 6u, i >= 2u), i >= \
+                 1u); }",
                 &format!(
-                    "fn metric_output(i: u32) -> u32 {{ return select(select(select(0u, 0u, i == \
-                     2u), {effect}u, i == 1u), 0u, i == 0u); }}"
+                    "fn metric_output(i: u32) -> u32 {{ return select(0u, select({effect}u, 0u, i \
+                     >= 2u), i >= 1u); }}"
                 ),
             ]
         ));
