@@ -553,6 +553,18 @@ fn a_segment_ulps_long_starts_on_the_new_side() {
     });
 }
 
+/// 240 metric columns agree with the CPU reference in the CUDA kernels.
+#[test]
+fn many_metrics_of_many_outputs_agree_with_cpu() {
+    each_kernel_maker(|make, pick| {
+        common::many_metrics_of_many_outputs_agree_with_cpu(
+            make,
+            pick(1e-6, 1e-10),
+            pick(1e-4, 1e-8),
+        )
+    });
+}
+
 /// A jump at a stopping point belongs to the segment after it in the CUDA kernels.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

@@ -563,6 +563,45 @@ fn a_segment_ulps_long_starts_on_the_new_side() {
     );
 }
 
+/// The kernel of 200 outputs with 8 metrics each (1 600 metric columns) validates, in both
+/// precisions: its tables of metrics and outputs nest as log2 of their size (a chain of 192
+/// selects exceeded naga's parser nesting limit).
+#[test]
+fn kernels_of_hundreds_of_metrics_and_outputs_validate() {
+    use vpop::metrics::{Metric, MetricSpec};
+    let m = common::many_outputs_model(200);
+    let progs = ModelPrograms::new(&m);
+    let kinds = [
+        "auc",
+        "cmax",
+        "tmax",
+        "cmin",
+        "ctrough",
+        "cavg",
+        "auc_last_interval",
+        "time_above(1)",
+    ];
+    let metrics: Vec<MetricSpec> = (0..200)
+        .flat_map(|k| kinds.map(|x| MetricSpec::new(k, "o", Metric::parse(x).unwrap())))
+        .collect();
+    for p in [Precision::F32, Precision::F64] {
+        let src = integrate_source(&progs, Method::Tsit5, &metrics, p).unwrap();
+        if let Err(e) = validate(&src, p) {
+            panic!("{p:?}: {e}");
+        }
+    }
+}
+
+/// 240 metric columns agree with the CPU reference in the f32 kernel.
+#[test]
+fn many_metrics_of_many_outputs_agree_with_cpu() {
+    common::many_metrics_of_many_outputs_agree_with_cpu(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        1e-4,
+    );
+}
+
 /// A jump at a stopping point belongs to the segment after it in the f32 kernel.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

@@ -1517,3 +1517,43 @@ pub fn cuda_or_emulated(
         },
     }
 }
+
+/// A model of one state and `n` outputs (`o0` … : the state over 10, 20, …).
+pub fn many_outputs_model(n: usize) -> Model {
+    let mut src = String::from("param k = 0.1\nstate a\nd/dt(a) = -k * a\n");
+    for i in 0..n {
+        src.push_str(&format!("output o{i} = a / {}\n", 10 * (i + 1)));
+    }
+    Model::parse("many", &src).unwrap()
+}
+
+/// Eight metrics of every output of a 30-output model (240 metric columns, more than the
+/// nesting a chain of selects per column reaches in a kernel's tables) agree with the CPU
+/// reference within `tol` at `rtol` (Tsit5).
+pub fn many_metrics_of_many_outputs_agree_with_cpu(
+    make: &mut dyn FnMut(Arc<CompiledModel>) -> Option<Box<dyn Backend>>,
+    rtol: f64,
+    tol: f64,
+) {
+    let m = many_outputs_model(30);
+    let model = Arc::new(CompiledModel::new(&m));
+    let Some(mut b) = make(model.clone()) else {
+        return;
+    };
+    let metrics: Vec<String> = [
+        "auc",
+        "cmax",
+        "tmax",
+        "cmin",
+        "ctrough",
+        "cavg",
+        "auc_last_interval",
+        "time_above(0.1)",
+    ]
+    .map(String::from)
+    .to_vec();
+    let a = arm(&m, Method::Tsit5, rtol, &metrics);
+    assert_eq!(a.metrics.len(), 240);
+    let params = subjects(&m, 3);
+    metrics_agree_with_cpu(b.as_mut(), &model, &a, &params, tol, "240 metrics");
+}
