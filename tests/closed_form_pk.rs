@@ -774,8 +774,46 @@ fn vpop_simulate_refuses_what_it_would_ignore() {
         "state a\nrate(a) = 5\ndur(a) = 5\nd/dt(a) = -a\noutput c = a\n",
     )
     .unwrap();
+    // A declared rate that is NaN is said so, where it is declared (NaN had read as none).
+    let nan_rate = dir.join("nan_rate.vpm");
+    std::fs::write(
+        &nan_rate,
+        "param r = 1\nstate a\nrate(a) = sqrt(r - 2)\nd/dt(a) = -a\noutput c = a\n",
+    )
+    .unwrap();
+    // A simulation file is checked as the run would check it: jumps in time too many to stop
+    // at are refused by `vpop check` too.
+    let jumpy = dir.join("jumpy.vpm");
+    std::fs::write(
+        &jumpy,
+        "state a\nd/dt(a) = -a * (1 + 0.0001 * floor(1000 * t))\noutput c = a\n",
+    )
+    .unwrap();
+    let jumpy_file = dir.join("jumpy.toml");
+    std::fs::write(
+        &jumpy_file,
+        "model = \"jumpy.vpm\"\ndose = { amount = 1, into = \"a\" }\nend = 1008\n",
+    )
+    .unwrap();
+    for command in ["check", "simulate"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .args([command.as_ref(), jumpy_file.as_os_str()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && text.contains("jump more than 100000 times between 0 and 1008"),
+            "vpop {command}: {text}"
+        );
+    }
+    let nan_rate = nan_rate.display().to_string();
     let (lag, both) = (lag.display().to_string(), both.display().to_string());
     for (args, fragment) in [
+        (
+            vec![nan_rate.as_str(), "--dose", "amount=1,into=a,modelled=true"],
+            "nan_rate.vpm:3:6: rate(a) is NaN with these parameters",
+        ),
         (
             vec![lag.as_str(), "--dose", "amount=1,into=a"],
             "lag.vpm:3:6: alag(a) is -2 with these parameters",

@@ -411,17 +411,11 @@ fn events_shown(events: crate::solver::Events) -> &'static str {
 
 fn check_simulation(path: &std::path::Path) -> anyhow::Result<()> {
     let file = path.display().to_string();
-    let (sim, _) = super::simulate::args_from_file(&file)?;
+    let (sim, notes) = super::simulate::check_file(&file)?;
     let model = super::load_model(&sim.model)?;
     println!("{file}: ok (a one-subject simulation: vpop simulate {file})");
     println!("  model       {}", model.name);
-    for w in crate::model::CompiledModel::new(&model)
-        .programs
-        .jump_notes(
-            &model.defaults(),
-            crate::solver::Events::parse(&sim.events).unwrap_or_default(),
-        )
-    {
+    for w in notes {
         println!("  note        {w}");
     }
     println!(

@@ -461,17 +461,37 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
                 e,
             )
         })?;
-        return simulate(&file_args, doses);
+        return simulate(&file_args, doses, false).map(|_| ());
     }
     let doses = args
         .doses
         .iter()
         .map(|d| parse_dose_arg(d).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    simulate(args, doses)
+    simulate(args, doses, false).map(|_| ())
 }
 
-fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> anyhow::Result<()> {
+/// Checks a simulation file as `vpop simulate FILE` would before the subject runs (model,
+/// doses, metrics, times, dosing declarations, jumps in time), without running it.
+/// The file's settings and the notes the run would print.
+pub fn check_file(file: &str) -> anyhow::Result<(SimulateArgs, Vec<String>)> {
+    let (file_args, doses) = args_from_file(file)?;
+    let notes = simulate(&file_args, doses, true)?;
+    Ok((file_args, notes))
+}
+
+/// Simulates one subject; with `dry`, only checks everything the run would and returns the
+/// notes it would print, before it runs.
+fn simulate(
+    args: &SimulateArgs,
+    doses: Vec<crate::trial::spec::DoseSpec>,
+    dry: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let mut note = |w: String| match dry {
+        true => notes.push(w),
+        false => eprintln!("note: {w}"),
+    };
     let model = super::load_model(&args.model)?;
     let compiled = CompiledModel::new(&model);
     // Where the model jumps with the states, or in time without stopping
@@ -479,7 +499,7 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     let events = Events::parse(&args.events)
         .ok_or_else(|| anyhow::anyhow!("--events '{}': {EVENTS_CHOICES}", args.events))?;
     for w in compiled.programs.jump_notes(&model.defaults(), events) {
-        eprintln!("note: {w}");
+        note(w);
     }
     let mut params: Vec<f64> = model.defaults();
     for kv in &args.params {
@@ -538,7 +558,7 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
                 ignored.join(", ")
             );
         }
-        return simulate_dataset(args, &model, &compiled, &params, data, &solver);
+        return simulate_dataset(args, &model, &compiled, &params, data, &solver).map(|_| notes);
     }
     if flags_given(args)
         .iter()
@@ -588,7 +608,7 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         &specs,
         solver.events,
     ) {
-        eprintln!("note: {w}");
+        note(w);
     }
     let times = args
         .times
@@ -609,11 +629,14 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
             continue;
         };
         let state = &model.states[line.state].name;
+        // A declared rate or duration that is NaN reads as none declared (the model's NaN
+        // stands for "not declared"): its value is said as NaN, at its declaration.
+        let declared = |v: Option<f64>, at: usize| v.or(decl.spans[at].map(|_| f64::NAN));
         let bad = [
             ("alag", Some(d.lag), 0, "a finite number ≥ 0"),
             ("f", Some(d.bioavailability), 1, "a finite number ≥ 0"),
-            ("rate", d.rate, 2, "a finite number > 0"),
-            ("dur", d.duration, 3, "a finite number > 0"),
+            ("rate", declared(d.rate, 2), 2, "a finite number > 0"),
+            ("dur", declared(d.duration, 3), 3, "a finite number > 0"),
         ]
         .into_iter()
         .filter(|&(kind, ..)| {
@@ -651,13 +674,26 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
         occasions: Vec::new(),
     };
     if let Some(w) = super::run::doses_past_the_end(&arm.regimen, arm.end) {
-        eprintln!("note: {w}");
+        note(w);
     }
     // Doses after the end are never given: not carried.
     let arm = ArmPlan {
         regimen: arm.regimen.until(arm.end),
         ..arm
     };
+    // The model's jumps in time are the subject's stopping points: not more than it can stop
+    // at (as a trial spec's check).
+    if let Err(e) =
+        compiled
+            .programs
+            .time_jumps
+            .jumps(&params, 0.0, arm.end, crate::model::jumps::Which::All)
+    {
+        bail!("{e} (docs/model-language.md, \"Jumps\")");
+    }
+    if dry {
+        return Ok(notes);
+    }
     let mut integrator = Integrator::new(
         method,
         model.states.len() + crate::metrics::quadrature_outputs(&specs).len(),
@@ -700,7 +736,7 @@ fn simulate(args: &SimulateArgs, doses: Vec<crate::trial::spec::DoseSpec>) -> an
     if out.status != Status::Ok {
         bail!("the integration failed: {}", out.status.name());
     }
-    Ok(())
+    Ok(Vec::new())
 }
 
 /// Simulates the records of a NONMEM-format dataset and prints the outputs on every record.
