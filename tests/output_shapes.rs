@@ -347,7 +347,7 @@ fn f16_profiles_refuse_finite_values_beyond_its_range() {
     assert!(!f16.status.success(), "{err}");
     assert!(
         err.contains(
-            "cp_profile of subject 0 in arm 'big' is 9.048374e4 at its sampling time 1 of 3"
+            "cp_profile of subject 0 in arm 'big' is 9.048374e4 at t = 1 (sampling time 1 of 3)"
         ) && err.contains("65504")
             && err.contains("precision = \"f32\""),
         "{err}"
