@@ -102,7 +102,9 @@ struct Sub {
     // last observed step its end and latest evaluation time: outputs read at a step's end, or
     // at a sample or a stop there, are the left limit, before a jump in time at the stop (a
     // window [a, b] sees the output up to b-; the CPU reference's MetricAccumulator alike).
-    real st_tl, seg_t1, seg_te;
+    // seg_t0: the start of the current segment (the last stopping point), Tmax's tie
+    // (tmax_moves).
+    real st_tl, seg_t0, seg_t1, seg_te;
     unsigned status, n_acc, n_rej, n_rhs, n_jac, next_sample, fs;
 #if HAS_OCCASIONS || OWN_STOPS
     // Every occasion's parameters, `params[(o * NP + p) * n + i]`, then (OWN_STOPS) the
@@ -270,11 +272,18 @@ struct Sub {
         x = __ldg(&s[5]);
     }
 
+    // Whether output value c moves Tmax metric mi (as the CPU reference's tmax_moves): any
+    // higher value within the segment of its time, one higher by more than rtol relative in a
+    // later segment (peaks equal to within what the solver resolves keep the first one's time).
+    FI bool tmax_moves(unsigned mi, real c) const {
+        return c > aux[mi] && (vals[mi] >= seg_t0 || c - aux[mi] > m->rtol * fabs(aux[mi]));
+    }
+
     FI void update_extreme(unsigned mi, unsigned kind, real t, real c) {
         if (kind == 1u) {
             if (c > vals[mi]) vals[mi] = c;
         } else if (kind == 2u) {
-            if (c > aux[mi]) { aux[mi] = c; vals[mi] = t; }
+            if (tmax_moves(mi, c)) { aux[mi] = c; vals[mi] = t; }
         } else if (kind == 3u) {
             if (c < vals[mi]) vals[mi] = c;
         }
@@ -515,10 +524,11 @@ struct Sub {
             }
             if (kind == 1u || kind == 2u) {
                 // A new maximum where the output ends the step flat (a plateau) may have been
-                // reached inside the step: Tmax is the first time it is.
-                if (kind == 2u && !output_affine(k) && dc1[k] == (real)0 && c0[k] < c1[k] && c1[k] > aux[mi])
+                // reached inside the step: Tmax is the first time it is. In time order (a Tmax
+                // keeps the first of maxima within its tie): the plateau's start or the interior
+                // maximum, then the step's end.
+                if (kind == 2u && !output_affine(k) && dc1[k] == (real)0 && c0[k] < c1[k] && tmax_moves(mi, c1[k]))
                     update_extreme(mi, kind, crossing(k, c1[k], t0, t1, c0[k] - c1[k], (real)0, c0[k], c1[k]), c1[k]);
-                update_extreme(mi, kind, t1, c1[k]);
                 if (dc0[k] > (real)0 && dc1[k] < (real)0) {
                     if (!(ifound[k] & 1u)) {
                         refine_extremum(k, true, c0[k], c1[k], imax_t[k], imax_c[k]);
@@ -526,6 +536,7 @@ struct Sub {
                     }
                     update_extreme(mi, kind, imax_t[k], imax_c[k]);
                 }
+                update_extreme(mi, kind, t1, c1[k]);
             } else if (kind == 3u) {
                 update_extreme(mi, kind, t1, c1[k]);
                 if (dc0[k] < (real)0 && dc1[k] > (real)0) {
@@ -633,6 +644,8 @@ struct Sub {
     }
 
     FI void stop_post(real t) {
+        // The right limit begins the next segment.
+        seg_t0 = t;
         if (!m->wants_extrema) return;
         real c[NO];
         outs(t, y, c);
@@ -938,6 +951,7 @@ struct Sub {
     FI unsigned integrate_held(real t0, real t1, bool held) {
         (void)held;
         if (t1 <= t0) return 0u;
+        seg_t0 = t0;
         sys_rhs(t0, y, f0);
         if (!all_finite(y) || !all_finite(f0)) return 3u;
         const real span = t1 - t0;

@@ -289,7 +289,7 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     S.t_cur = 0;
     S.h_prop = 0;
     S.ln_err_prev = log(STEP_ERR_PREV_MIN);
-    S.seg_t1 = -1; S.seg_te = -1; S.st_tl = 0;
+    S.seg_t0 = -1; S.seg_t1 = -1; S.seg_te = -1; S.st_tl = 0;
     S.status = 0; S.n_acc = 0; S.n_rej = 0; S.n_rhs = 0; S.n_jac = 0; S.next_sample = 0; S.fs = 0;
     S.load_params(0);
 #if TIME_SHIFT

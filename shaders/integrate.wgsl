@@ -122,6 +122,8 @@ var<private> st_h: real;
 // sample or a stop there, are the left limit, before a jump in time at the stop (a window
 // [a, b] sees the output up to b-; the CPU reference's MetricAccumulator alike).
 var<private> st_tl: real;
+// The start of the current segment (the last stopping point): Tmax's tie (tmax_moves).
+var<private> seg_t0: real;
 var<private> seg_t1: real;
 var<private> seg_te: real;
 var<private> h_prop: real;
@@ -325,13 +327,20 @@ fn undefined_metric(m: u32, kind: u32) -> bool {
     return is_nan(vals[m]);
 }
 
+// Whether output value c moves Tmax metric m (as the CPU reference's tmax_moves): any higher
+// value within the segment of its time, one higher by more than rtol relative in a later
+// segment (peaks equal to within what the solver resolves keep the first one's time).
+fn tmax_moves(m: u32, c: real) -> bool {
+    return c > aux[m] && (vals[m] >= seg_t0 || c - aux[m] > meta_.rtol * abs(aux[m]));
+}
+
 fn update_extreme(m: u32, kind: u32, t: real, c: real) {
     if (undefined_metric(m, kind)) { return; }
     if (kind == 1u) {
         if (c > vals[m]) { vals[m] = c; }
     } else if (kind == 2u) {
         // aux holds the running maximum, the value is its time.
-        if (c > aux[m]) { aux[m] = c; vals[m] = t; }
+        if (tmax_moves(m, c)) { aux[m] = c; vals[m] = t; }
     } else if (kind == 3u) {
         if (c < vals[m]) { vals[m] = c; }
     }
@@ -641,12 +650,14 @@ fn observe() {
             }
             if (s.kind == 1u || s.kind == 2u) {
                 // A new maximum where the output ends the step flat (a plateau) may have been
-                // reached inside the step: Tmax is the first time it is.
-                if (s.kind == 2u && !output_affine(k) && dc1[k] == 0.0 && c0[k] < c1[k] && c1[k] > aux[m]) {
+                // reached inside the step: Tmax is the first time it is. In time order (a Tmax
+                // keeps the first of maxima within its tie): the plateau's start or the interior
+                // maximum, then the step's end.
+                if (s.kind == 2u && !output_affine(k) && dc1[k] == 0.0 && c0[k] < c1[k] && tmax_moves(m, c1[k])) {
                     update_extreme(m, s.kind, crossing(k, c1[k], t0, t1, c0[k] - c1[k], 0.0, c0[k], c1[k]), c1[k]);
                 }
-                update_extreme(m, s.kind, t1, c1[k]);
                 if (dc0[k] > 0.0 && dc1[k] < 0.0) { update_extreme(m, s.kind, imax_t[k], imax_c[k]); }
+                update_extreme(m, s.kind, t1, c1[k]);
             } else if (s.kind == 3u) {
                 update_extreme(m, s.kind, t1, c1[k]);
                 if (dc0[k] < 0.0 && dc1[k] > 0.0) { update_extreme(m, s.kind, imin_t[k], imin_c[k]); }
@@ -752,6 +763,8 @@ fn stop_pre(t: real) {
 
 // After the events of a stopping point (right limit).
 fn stop_post(t: real) {
+    // The right limit begins the next segment.
+    seg_t0 = t;
     if (meta_.wants_extrema == 0u) { return; }
     var c = outs(t, y);
     for (var m = 0u; m < NM; m++) {
@@ -1061,6 +1074,7 @@ fn let_switches_go() {
 
 fn integrate_held(t0: real, t1: real) -> u32 {
     if (t1 <= t0) { return 0u; }
+    seg_t0 = t0;
     f0 = sys_rhs(t_cur, y);
     if (!all_finite(y) || !all_finite(f0)) { return 3u; }
     let span = t1 - t0;

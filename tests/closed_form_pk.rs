@@ -1190,6 +1190,18 @@ fn a_segment_ulps_long_starts_on_the_new_side() {
     );
 }
 
+/// Tmax keeps the first of maxima within rtol on the CPU reference.
+#[test]
+fn tmax_keeps_the_first_of_maxima_within_rtol() {
+    common::tmax_keeps_the_first_of_maxima_within_rtol(
+        &mut |m| {
+            Some(Box::new(vpop::backend::cpu::CpuBackend::new(m)) as Box<dyn vpop::backend::Backend>)
+        },
+        1e-10,
+        1e-4,
+    );
+}
+
 /// A jump at a stopping point belongs to the segment after it on the CPU reference.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

@@ -565,6 +565,18 @@ fn many_metrics_of_many_outputs_agree_with_cpu() {
     });
 }
 
+/// Tmax keeps the first of maxima within rtol in the CUDA kernels.
+#[test]
+fn tmax_keeps_the_first_of_maxima_within_rtol() {
+    each_kernel_maker(|make, pick| {
+        common::tmax_keeps_the_first_of_maxima_within_rtol(
+            make,
+            pick(1e-6, 1e-10),
+            pick(0.05, 1e-4),
+        )
+    });
+}
+
 /// A jump at a stopping point belongs to the segment after it in the CUDA kernels.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

@@ -602,6 +602,16 @@ fn many_metrics_of_many_outputs_agree_with_cpu() {
     );
 }
 
+/// Tmax keeps the first of maxima within rtol in the f32 kernel.
+#[test]
+fn tmax_keeps_the_first_of_maxima_within_rtol() {
+    common::tmax_keeps_the_first_of_maxima_within_rtol(
+        &mut |m| gpu_backend(m, Precision::F32).map(|b| Box::new(b) as Box<dyn Backend>),
+        1e-6,
+        0.05,
+    );
+}
+
 /// A jump at a stopping point belongs to the segment after it in the f32 kernel.
 #[test]
 fn a_jump_at_a_stopping_point_belongs_to_the_next_segment() {

@@ -389,6 +389,7 @@ where
         plan.schedule,
         plan.end,
         plan.sample_times,
+        plan.solver.rtol,
     );
     integrator.fit(sys.dim());
     integrator.reset();

@@ -255,12 +255,29 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     te: f64,
     /// The last step's end and its `te`, for the values before the events at that stop.
     last_end: Option<(f64, f64)>,
+    /// How much a later maximum must exceed the running one, relative to it, to move Tmax
+    /// ([`tmax_moves`]): the run's rtol.
+    tie: f64,
+    /// The start of the current segment (the last stopping point; −∞ before the first).
+    seg_start: f64,
+}
+
+/// Whether output value `c` at a time in the segment that began at `seg_start` moves a Tmax
+/// that is at `tmax` with the value `best`. Within one segment, any higher value does (a peak
+/// approached step by step is located to round-off). A maximum in a later segment moves it
+/// only where it exceeds `best` by more than `tie` relative: peaks between stopping points
+/// that are equal to within what the solver resolves (every interval's peak at steady state)
+/// keep the first one's time, not the one the solver's round-off made largest; the value at
+/// Tmax is then within `tie` of Cmax. The CPU reference and both kernels apply the same rule.
+pub fn tmax_moves(c: f64, best: f64, tmax: f64, seg_start: f64, tie: f64) -> bool {
+    c > best && (tmax >= seg_start || best == f64::NEG_INFINITY || c - best > tie * best.abs())
 }
 
 impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
     /// `n_states` counts the model states; the integrated vector continues with the AUC
     /// states of [`super::quadrature_outputs`] of `specs`. `sample_times` must be sorted; profile values are stored time-major per
-    /// output (`profile[k * n_times + i]`).
+    /// output (`profile[k * n_times + i]`). `rtol` is the run's relative tolerance, the
+    /// tie of Tmax ([`tmax_moves`]).
     pub fn new(
         eval: E,
         specs: &'a [MetricSpec],
@@ -268,6 +285,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
         schedule: &Schedule,
         end: f64,
         sample_times: &'a [f64],
+        rtol: f64,
     ) -> Self {
         let n_out = eval.n_outputs();
         let doses = schedule.doses_until(end);
@@ -336,6 +354,8 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             interior_max: vec![None; n_out],
             quartics: vec![None; n_out],
             interior_min: vec![None; n_out],
+            tie: rtol,
+            seg_start: f64::NEG_INFINITY,
             te: f64::INFINITY,
             last_end: None,
         }
@@ -419,6 +439,8 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
 
     /// After the events at stopping point `t` (right limit).
     pub fn at_stop_post(&mut self, t: f64, y: &[f64]) {
+        // The right limit begins the next segment.
+        self.seg_start = t;
         if !self.wants_extrema {
             return;
         }
@@ -449,13 +471,13 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
                 } else {
                     self.values[i]
                 };
-                if c > best {
-                    if self.specs[i].metric.kind == MetricKind::Tmax {
+                if self.specs[i].metric.kind == MetricKind::Tmax {
+                    if tmax_moves(c, best, self.values[i], self.seg_start, self.tie) {
                         self.aux[i] = c;
                         self.values[i] = t;
-                    } else {
-                        self.values[i] = c;
                     }
+                } else if c > best {
+                    self.values[i] = c;
                 }
             }
             MetricKind::Cmin if c < self.values[i] => self.values[i] = c,
@@ -754,17 +776,18 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
                     // A new maximum at the step's end where the output is flat (a plateau: a
                     // step of the states, a cap by min()) may have been reached inside the
                     // step: Tmax is the first time it is.
+                    // In time order (a Tmax keeps the first of maxima within its tie): the
+                    // plateau's start or the interior maximum, then the step's end.
                     let best = self.aux[i];
                     if spec.metric.kind == MetricKind::Tmax
                         && !self.affine[k]
                         && self.dc1[k] == 0.0
                         && c0 < c1
-                        && c1 > best
+                        && tmax_moves(c1, best, self.values[i], self.seg_start, self.tie)
                     {
                         let tr = self.crossing(step, k, c1, t0, t1, c0 - c1, 0.0);
                         self.update_extreme(i, tr, c1);
                     }
-                    self.update_extreme(i, t1, c1);
                     if self.dc0[k] > 0.0 && self.dc1[k] < 0.0 {
                         let (tm, cm) = match self.interior_max[k] {
                             Some(v) => v,
@@ -776,6 +799,7 @@ impl<E: OutputEval> StepObserver for MetricAccumulator<'_, E> {
                         };
                         self.update_extreme(i, tm, cm);
                     }
+                    self.update_extreme(i, t1, c1);
                 }
                 MetricKind::Cmin => {
                     self.update_extreme(i, t1, c1);
@@ -958,7 +982,8 @@ mod tests {
         let specs = [MetricSpec::new(0, "c", Metric::parse("cmax").unwrap())];
         let schedule = Schedule::default();
         let count = Cell::new(0);
-        let mut acc = MetricAccumulator::new(Identity(&count), &specs, 1, &schedule, 100.0, &[]);
+        let mut acc =
+            MetricAccumulator::new(Identity(&count), &specs, 1, &schedule, 100.0, &[], 1e-6);
         let (tm, cm) = bateman_peak();
         let curvature = 40.0 * (1.69 * (-1.3 * tm).exp() - 0.0289 * (-0.17 * tm).exp());
         let mut most = 0;
