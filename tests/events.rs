@@ -253,9 +253,9 @@ fn a_spec_takes_events() {
     let load = |extra: &str| vpop::trial::resolve::Trial::from_text(&path, &spec(extra));
     let t = load("events = \"locate\"\n").unwrap();
     assert_eq!(t.events(), Events::Locate);
-    assert!(t.jump_notes().is_empty(), "{:?}", t.jump_notes());
+    assert!(t.model_notes().is_empty(), "{:?}", t.model_notes());
     assert_eq!(load("").unwrap().events(), Events::Cross);
-    assert_eq!(load("").unwrap().jump_notes().len(), 1);
+    assert_eq!(load("").unwrap().model_notes().len(), 1);
     // auto chooses as for `cross`.
     let (_, why) = vpop::trial::run::select_backend(&t, t.backend).unwrap();
     let (_, crossed) = vpop::trial::run::select_backend(&load("").unwrap(), t.backend).unwrap();

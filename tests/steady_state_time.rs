@@ -387,7 +387,7 @@ fn a_steady_state_of_a_model_that_reads_its_time_is_noted() {
     };
     let note = |model: &str, design: &str| {
         let t = Trial::from_text(&dir.join("spec.toml"), &spec(model, design)).unwrap();
-        t.jump_notes().join("\n")
+        t.model_notes().join("\n")
     };
     let notes = note("forced.vpm", arm);
     assert!(

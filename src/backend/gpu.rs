@@ -66,6 +66,30 @@ pub struct ArmData {
     pub wants_extrema: bool,
 }
 
+/// `values[i]` as a kernel expression: a balanced tree of two-way choices on the index, log2
+/// deep (1 000 values: 10 levels), so that hundreds of metrics or outputs stay within what the
+/// compilers nest. `choice(lo, hi, m)` writes the choice between `lo` (indices below `m`) and
+/// `hi`; the values are unsigned literals (`7u`): 0 without values, the last one past the end.
+pub fn index_tree(values: &[usize], choice: &dyn Fn(&str, &str, usize) -> String) -> String {
+    fn tree(
+        values: &[usize],
+        first: usize,
+        choice: &dyn Fn(&str, &str, usize) -> String,
+    ) -> String {
+        match values.len() {
+            0 => "0u".to_string(),
+            1 => format!("{}u", values[0]),
+            n => {
+                let mid = n / 2;
+                let lo = tree(&values[..mid], first, choice);
+                let hi = tree(&values[mid..], first + mid, choice);
+                choice(&lo, &hi, first + mid)
+            }
+        }
+    }
+    tree(values, 0, choice)
+}
+
 /// Each metric's kind code ([`metric_code`], as in the arm data) and output, as the kernels
 /// compile them in (`metric_kind`, `metric_output`).
 pub fn metric_kinds_and_outputs(metrics: &[MetricSpec]) -> (Vec<usize>, Vec<usize>) {

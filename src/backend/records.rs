@@ -703,18 +703,8 @@ impl<'m, E: Engine> Sim<'m, E> {
             dosing.lag = lag;
         }
         if ss == 0 && dosing.lag.is_finite() && dosing.lag > 0.0 {
-            // F, rate and duration when it enters, and only then checked (a bolus and an
-            // infusion's start are in the same class of the order).
-            let due = Due::Lagged {
-                amt: r.amt,
-                rate: r.rate,
-            };
-            self.push_due(
-                self.t + dosing.lag,
-                state,
-                input_class(Input::Bolus(0.0)),
-                due,
-            );
+            // F, rate and duration when it enters, and only then checked.
+            self.push_lagged(r, state, dosing.lag);
             return Ok(());
         }
         let dose = Dose::resolve(r, &dosing)?;
@@ -733,22 +723,24 @@ impl<'m, E: Engine> Sim<'m, E> {
         }
         if dose.lag > 0.0 {
             // A steady state's own dose after its lag (as above).
-            let due = Due::Lagged {
-                amt: r.amt,
-                rate: r.rate,
-            };
-            self.push_due(
-                self.t + dose.lag,
-                state,
-                input_class(Input::Bolus(0.0)),
-                due,
-            );
+            self.push_lagged(r, state, dose.lag);
         } else {
             for (at, state, kind) in dose.inputs(self.t) {
                 self.push(at, state, kind);
             }
         }
         Ok(())
+    }
+
+    /// Record `r`'s dose into `state`, due `lag` after now: its F, rate and duration are
+    /// those in force when it enters (a bolus and an infusion's start are in the same class of
+    /// the order).
+    fn push_lagged(&mut self, r: &Record, state: usize, lag: f64) {
+        let due = Due::Lagged {
+            amt: r.amt,
+            rate: r.rate,
+        };
+        self.push_due(self.t + lag, state, input_class(Input::Bolus(0.0)), due);
     }
 
     fn params_from_record(

@@ -281,7 +281,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
         );
         for w in compiled
             .programs
-            .jump_notes(&m.defaults(), crate::solver::Events::Cross)
+            .notes(&m.defaults(), crate::solver::Events::Cross)
         {
             println!("  note        {w}");
         }
@@ -451,7 +451,7 @@ fn check_trial(args: &CheckArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for w in trial.jump_notes().into_iter().chain(trial.design_notes()) {
+    for w in trial.model_notes().into_iter().chain(trial.design_notes()) {
         println!("  note        {w}");
     }
     match &trial.population {
@@ -758,7 +758,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     for w in &trial.population_notes {
         eprintln!("note: {w}");
     }
-    for w in trial.jump_notes().into_iter().chain(trial.design_notes()) {
+    for w in trial.model_notes().into_iter().chain(trial.design_notes()) {
         eprintln!("note: {w}");
     }
     for a in &trial.arms {

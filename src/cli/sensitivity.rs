@@ -43,7 +43,7 @@ pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
     }
     // Where the model jumps with the states, as `vpop run` notes it: an output's noise from
     // the jumps would be apportioned among the factors.
-    for w in a.trial.jump_notes() {
+    for w in a.trial.model_notes() {
         eprintln!("note: {w}");
     }
     // The analysed arms' doses, occasions and resets after the end, as `vpop run` notes them.

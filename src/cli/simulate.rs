@@ -498,7 +498,7 @@ fn simulate(
     // (docs/model-language.md, "Jumps").
     let events = Events::parse(&args.events)
         .ok_or_else(|| anyhow::anyhow!("--events '{}': {EVENTS_CHOICES}", args.events))?;
-    for w in compiled.programs.jump_notes(&model.defaults(), events) {
+    for w in compiled.programs.notes(&model.defaults(), events) {
         note(w);
     }
     let mut params: Vec<f64> = model.defaults();

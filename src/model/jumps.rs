@@ -680,16 +680,17 @@ impl ModelPrograms {
         })
     }
 
-    /// The notes on the model's jumps, with the parameters `params`: where its right-hand side
-    /// jumps with the states ([`ModelPrograms::rhs_jump_note`]), and its steps in time that are
-    /// not located, so not stopping points (docs/model-language.md, "Jumps").
+    /// The notes on the model, with the parameters `params`: its constants that fold to a
+    /// value that is not finite ([`ModelPrograms::non_finite_constant_note`]), where its
+    /// right-hand side jumps with the states ([`ModelPrograms::rhs_jump_note`]), and its steps
+    /// in time that are not located, so not stopping points (docs/model-language.md, "Jumps").
     /// With `events` = locate, the right-hand side's jumps with the states and the steps in
     /// time off a straight line are located, and get no note.
-    pub fn jump_notes(&self, params: &[f64], events: crate::solver::Events) -> Vec<String> {
-        let mut notes: Vec<String> = match events {
-            crate::solver::Events::Cross => self.rhs_jump_note(params).into_iter().collect(),
-            crate::solver::Events::Locate => Vec::new(),
-        };
+    pub fn notes(&self, params: &[f64], events: crate::solver::Events) -> Vec<String> {
+        let mut notes: Vec<String> = self.non_finite_constant_note().into_iter().collect();
+        if events == crate::solver::Events::Cross {
+            notes.extend(self.rhs_jump_note(params));
+        }
         let not_affine: Vec<&super::lower::Statement> = self
             .time_jumps
             .not_affine

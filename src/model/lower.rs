@@ -441,6 +441,9 @@ pub struct Builder {
     reciprocals: bool,
     /// Per instruction: its value depends on time, and not on the states or slots.
     timed: Vec<bool>,
+    /// The statements (origins) where operations on finite constants alone folded to a value
+    /// that is not finite (`1 / 0`, `log(0)`, `1e300 * 1e300`), in the order met.
+    pub non_finite_folds: Vec<u32>,
 }
 
 impl Default for Builder {
@@ -453,6 +456,7 @@ impl Default for Builder {
             fixed: Vec::new(),
             reciprocals: false,
             timed: Vec::new(),
+            non_finite_folds: Vec::new(),
         }
     }
 }
@@ -509,6 +513,9 @@ impl Builder {
                 .map(|o| if let Const(v) = o { *v } else { 0.0 })
                 .collect();
             let v = apply(&op, &regs, 0.0, &[], &[], &[]);
+            if !v.is_finite() && op.args().all(|a| k(a).is_some_and(f64::is_finite)) {
+                self.non_finite_folds.push(self.origin);
+            }
             return self.push(Const(v));
         }
         let simplified = match op {
@@ -956,6 +963,9 @@ pub struct ModelPrograms {
     /// The model's statements the programs' instructions come from (`Program::origins`):
     /// derived quantities, right-hand sides, outputs, initial values and dosing declarations.
     pub statements: Vec<Statement>,
+    /// The statements holding operations on finite constants alone whose value is not finite
+    /// (`1 / 0`), each once, in order ([`Self::non_finite_constant_note`]).
+    pub non_finite_constants: Vec<u32>,
     /// The steps in time of the right-hand side and the outputs: where the model jumps at
     /// times known before the integration (stopping points; `super::jumps`).
     pub time_jumps: super::jumps::TimeJumps,
@@ -1312,7 +1322,8 @@ impl ModelPrograms {
 
         // The programs run at every evaluation divide by values of the parameters through
         // reciprocals (Builder::with_reciprocals); initial values and dosing run once.
-        let lower = |exprs: &[(&Expr, u32)], per_evaluation: bool| {
+        let mut non_finite_constants: Vec<u32> = Vec::new();
+        let mut lower = |exprs: &[(&Expr, u32)], per_evaluation: bool| {
             let mut b = if per_evaluation {
                 Builder::with_reciprocals()
             } else {
@@ -1320,6 +1331,7 @@ impl ModelPrograms {
             };
             let d = derived_regs(&mut b, m);
             let rs = lower_all(&mut b, exprs, &d);
+            non_finite_constants.extend(b.non_finite_folds.iter().filter(|&&o| o != NO_ORIGIN));
             b.finish(rs)
         };
         let rhs = lower(&odes, true);
@@ -1349,6 +1361,8 @@ impl ModelPrograms {
 
         let init = lower(&inits, false);
         let dosing = lower(&dose_exprs, false);
+        non_finite_constants.sort_unstable();
+        non_finite_constants.dedup();
         // Outputs affine in the states, with coefficients that do not change with time, and
         // without explicit time.
         let explicit_time = outputs.results_depend_on(|op| matches!(op, Op::Time));
@@ -1378,7 +1392,27 @@ impl ModelPrograms {
             init,
             dosing,
             statements,
+            non_finite_constants,
         }
+    }
+
+    /// The note for a model with operations on finite constants alone whose value is not
+    /// finite (`1 / 0`, `log(0)`, `exp(1000)`): what reads them is NaN or infinite; `None`
+    /// where there are none. A note, not an error: such a part may be meant (an output that is
+    /// NaN where it is undefined) or sit in a branch of `if` that is never taken.
+    pub fn non_finite_constant_note(&self) -> Option<String> {
+        let statements: Vec<&Statement> = self
+            .non_finite_constants
+            .iter()
+            .filter_map(|&o| self.statements.get(o as usize))
+            .collect();
+        let at = located(&statements)?;
+        Some(format!(
+            "{at} computes from constants alone a value that is not finite (such as 1 / 0, \
+             log(0) or exp(1000)): a right-hand side or initial value that reads it makes its \
+             subjects fail as non_finite, and an output that reads it leaves its metrics \
+             undefined"
+        ))
     }
 }
 
@@ -1413,6 +1447,32 @@ mod tests {
         let mut out = [0.0];
         p.eval_slots(&[1.5], &mut regs, &mut out);
         assert_eq!(out[0], 9.0);
+    }
+
+    /// Operations on finite constants alone whose value is not finite are noted at their
+    /// statements (a derived quantity, an output, an initial value), each once; parameters,
+    /// states and time are never constants, and a literal NaN default is none of them.
+    #[test]
+    fn constants_that_are_not_finite_are_noted() {
+        let text = "param k = 0\nstate a\nbad = log(0)\na(0) = exp(1000)\n\
+                    d/dt(a) = -k * a / k + bad * 0 + 1 / k\n\
+                    output c = a + 0 / 0\noutput big = 1e300 * 1e300 * a\noutput e = a / 2\n";
+        let m = crate::model::Model::parse("nf.vpm", text).unwrap();
+        let p = ModelPrograms::new(&m);
+        let what: Vec<&str> = p
+            .non_finite_constants
+            .iter()
+            .map(|&o| p.statements[o as usize].what.as_str())
+            .collect();
+        assert_eq!(what, ["bad = …", "output c", "output big", "a(0) = …"]);
+        let note = p.non_finite_constant_note().unwrap();
+        assert!(
+            note.starts_with("`bad = …` at nf.vpm:3:1 and 3 more statements computes"),
+            "{note}"
+        );
+        let fine = "param k = 0\nstate a\nd/dt(a) = -k * a / k + 1 / k\noutput c = log(a)\n";
+        let m = crate::model::Model::parse("fine.vpm", fine).unwrap();
+        assert_eq!(ModelPrograms::new(&m).non_finite_constant_note(), None);
     }
 
     #[test]

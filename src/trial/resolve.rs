@@ -288,16 +288,16 @@ impl Trial {
         ))
     }
 
-    /// Notes where the model jumps (docs/model-language.md, "Jumps"): its right-hand side
-    /// with the states, its steps in time that are not stopping points
-    /// (`ModelPrograms::jump_notes`), and the areas of outputs that jump with the states
-    /// ([`area_jump_note`]), with the model's default parameters.
-    pub fn jump_notes(&self) -> Vec<String> {
+    /// Notes on the model (`ModelPrograms::notes`): constants that fold to a value that is not
+    /// finite, and where it jumps (docs/model-language.md, "Jumps"): its right-hand side with
+    /// the states, its steps in time that are not stopping points, and the areas of outputs
+    /// that jump with the states ([`area_jump_note`]), with the model's default parameters.
+    pub fn model_notes(&self) -> Vec<String> {
         let defaults = self.model.defaults();
         let programs = &self.compiled.programs;
         let metrics: Vec<&MetricSpec> = self.arms.iter().flat_map(|a| &a.plan.metrics).collect();
         programs
-            .jump_notes(&defaults, self.events())
+            .notes(&defaults, self.events())
             .into_iter()
             .chain(area_jump_note(programs, &defaults, metrics, self.events()))
             .chain(self.steady_state_time_note())

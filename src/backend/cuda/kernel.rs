@@ -62,24 +62,6 @@ fn cast_literals(code: &str) -> String {
     out
 }
 
-/// `values[mi]` as a balanced tree of conditionals on `mi` (0 without values, the last value
-/// past the end): its depth grows as log2 of the values, for hundreds of metrics or outputs.
-fn index_tree(values: &[usize], first: usize) -> String {
-    match values.len() {
-        0 => "0u".to_string(),
-        1 => format!("{}u", values[0]),
-        n => {
-            let mid = n / 2;
-            format!(
-                "(mi < {}u ? {} : {})",
-                first + mid,
-                index_tree(&values[..mid], first),
-                index_tree(&values[mid..], first + mid)
-            )
-        }
-    }
-}
-
 /// `metric_kind(mi)` and `metric_output(mi)`: each metric's kind code (as in the arm data) and
 /// output; `quad_output(a)`: the output AUC quadrature `a` integrates
 /// ([`quadrature_outputs`]); `metric_quad(mi)`: the quadrature an area metric reads; all as
@@ -108,7 +90,9 @@ fn metric_table(metrics: &[MetricSpec]) -> String {
         let _ = writeln!(
             s,
             "FI constexpr unsigned {name}(unsigned mi) {{ return {}; }}",
-            index_tree(&values, 0)
+            crate::backend::gpu::index_tree(&values, &|lo, hi, m| format!(
+                "(mi < {m}u ? {lo} : {hi})"
+            ))
         );
     }
     s

@@ -126,25 +126,10 @@ pub fn records_source_located(
 /// that hundreds of metrics or outputs stay within the WGSL parser's nesting limit (a chain
 /// of 192 selects exceeded it).
 fn index_function(name: &str, values: &[usize]) -> String {
-    fn tree(values: &[usize], first: usize) -> String {
-        match values.len() {
-            0 => "0u".to_string(),
-            1 => format!("{}u", values[0]),
-            n => {
-                let mid = n / 2;
-                format!(
-                    "select({}, {}, i >= {}u)",
-                    tree(&values[..mid], first),
-                    tree(&values[mid..], first + mid),
-                    first + mid
-                )
-            }
-        }
-    }
-    format!(
-        "fn {name}(i: u32) -> u32 {{ return {}; }}\n",
-        tree(values, 0)
-    )
+    let tree = crate::backend::gpu::index_tree(values, &|lo, hi, m| {
+        format!("select({lo}, {hi}, i >= {m}u)")
+    });
+    format!("fn {name}(i: u32) -> u32 {{ return {tree}; }}\n")
 }
 
 fn source(
