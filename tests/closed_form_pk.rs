@@ -906,6 +906,21 @@ fn time_above_in_the_last_interval_is_the_closed_form() {
     }
 }
 
+/// A steady state that does not exist (nothing eliminates the dosed state) fails the subject,
+/// and `vpop simulate` says why beside the status; the same dose with elimination runs.
+#[test]
+fn vpop_simulate_says_when_a_steady_state_does_not_exist() {
+    let dose = "amount=100,into=central,every=12,steady_state=true";
+    let (ok, text) = common::simulate_text(&["one_cmt_iv", "-p", "cl=0", "--dose", dose]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("before any step: the steady state of the steady-state dose was not found"),
+        "{text}"
+    );
+    let (ok, text) = common::simulate_text(&["one_cmt_iv", "--dose", dose, "--end", "12"]);
+    assert!(ok, "{text}");
+}
+
 /// `vpop simulate` names the metric's column as a trial does and gives the closed form: the
 /// built-in one_cmt_iv (cl 5, v 50), 100 every 12 h five times, end 72; in the last interval
 /// [48, 60] cp falls from C0 = 2·Σ_j exp(−1.2 j), above 1 for ln(C0)/0.1.

@@ -634,6 +634,26 @@ fn bad_specs_are_located_errors() {
         assert!(err.contains(&format!("spec.toml:{line}:")), "{to}: {err}");
         assert!(err.contains(fragment), "{to}: {err}");
     }
+    // A dose into a state the model lacks is located at the state's name, in a spec and in a
+    // simulation file.
+    let text = SPEC.replace("into = \"depot\", every = 12", "into = \"gut\", every = 12");
+    let col = text.lines().nth(14).unwrap().find("\"gut\"").unwrap() + 1;
+    let err = Trial::from_text(&root, &text).err().unwrap().to_string();
+    assert!(
+        err.contains(&format!("spec.toml:15:{col}: dose into 'gut'")),
+        "{err}"
+    );
+    let dir = tmp("into");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("one.toml");
+    std::fs::write(
+        &file,
+        "model = \"two_cmt_oral\"\ndoses = [{ amount = 1, into = \"depot\" },\n  { amount = 2, into = \"gut\" }]\nend = 24\n",
+    )
+    .unwrap();
+    let (ok, text) = common::simulate_text(&[file.to_str().unwrap()]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("one.toml:3:24: dose into 'gut'"), "{text}");
 }
 
 /// `precision`, `compression` and a profile's `precision` are read in any case, as `method`

@@ -571,18 +571,10 @@ fn kernels_of_hundreds_of_metrics_and_outputs_validate() {
     use vpop::metrics::{Metric, MetricSpec};
     let m = common::many_outputs_model(200);
     let progs = ModelPrograms::new(&m);
-    let kinds = [
-        "auc",
-        "cmax",
-        "tmax",
-        "cmin",
-        "ctrough",
-        "cavg",
-        "auc_last_interval",
-        "time_above(1)",
-    ];
     let metrics: Vec<MetricSpec> = (0..200)
-        .flat_map(|k| kinds.map(|x| MetricSpec::new(k, "o", Metric::parse(x).unwrap())))
+        .flat_map(|k| {
+            common::EIGHT_METRICS.map(|x| MetricSpec::new(k, "o", Metric::parse(x).unwrap()))
+        })
         .collect();
     for p in [Precision::F32, Precision::F64] {
         let src = integrate_source(&progs, Method::Tsit5, &metrics, p).unwrap();

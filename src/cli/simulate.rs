@@ -332,7 +332,7 @@ pub(crate) fn args_from_file(
             }
             for d in f.dose.iter().chain(&f.doses) {
                 if let Err(e) = dose_line(&m, d.get_ref()) {
-                    errors.push(src.error(span_of(d), e));
+                    errors.push(src.error(e.span(span_of(d)), e.message));
                 } else if d.get_ref().per.is_some() {
                     errors.push(src.error(span_of(d), PER_REFUSED));
                 }
@@ -577,10 +577,13 @@ fn simulate(
     }
     let mut regimen = Regimen::default();
     for spec in &doses {
-        regimen.lines.push(
-            dose_line(&model, spec)
-                .map_err(|e| anyhow::anyhow!("dose into '{}': {e}", spec.into))?,
-        );
+        regimen
+            .lines
+            .push(dose_line(&model, spec).map_err(|e| match e.at {
+                // The message names the state.
+                Some(_) => anyhow::anyhow!("{e}"),
+                None => anyhow::anyhow!("dose into '{}': {e}", spec.into),
+            })?);
     }
     let mut specs = Vec::new();
     for name in split_metrics(&args.metrics) {
@@ -734,6 +737,15 @@ fn simulate(
         }
     }
     if out.status != Status::Ok {
+        if out.stats.accepted == 0 && arm.regimen.lines.iter().any(|l| l.steady_state) {
+            bail!(
+                "the integration failed: {} before any step: the steady state of the \
+                 steady-state dose was not found, and a dosed state that nothing eliminates, \
+                 or a model that grows without bound, has none (docs/nonmem.md, \"How the \
+                 steady state is found\")",
+                out.status.name()
+            );
+        }
         bail!("the integration failed: {}", out.status.name());
     }
     Ok(Vec::new())

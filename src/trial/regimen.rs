@@ -4,15 +4,53 @@ use super::spec::DoseSpec;
 use crate::dosing::{Administration, DoseLine};
 use crate::model::Model;
 
+/// Why a dosing line of the spec cannot be given, and where: at its `into` (a state the model
+/// lacks), or at the whole line (`None`).
+#[derive(Debug)]
+pub struct DoseError {
+    pub message: String,
+    pub at: Option<std::ops::Range<usize>>,
+}
+
+impl std::fmt::Display for DoseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl DoseError {
+    /// Where to report it: its own place, else `line` (the dosing line's).
+    pub fn span(&self, line: crate::diag::Span) -> crate::diag::Span {
+        self.at
+            .as_ref()
+            .map_or(line, |r| crate::diag::Span::new(r.start, r.end))
+    }
+}
+
+impl From<String> for DoseError {
+    fn from(message: String) -> Self {
+        DoseError { message, at: None }
+    }
+}
+
+impl From<&str> for DoseError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
 /// A dosing line of the spec, resolved against the model's states.
-pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
-    let state = model.state_index(&d.into).ok_or_else(|| {
+pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, DoseError> {
+    let state = model.state_index(d.into.get_ref()).ok_or_else(|| {
         let names: Vec<&str> = model.states.iter().map(|s| s.name.as_str()).collect();
-        format!(
-            "dose into '{}', which is not a state of the model (states: {})",
-            d.into,
-            names.join(", ")
-        )
+        DoseError {
+            message: format!(
+                "dose into '{}', which is not a state of the model (states: {})",
+                d.into,
+                names.join(", ")
+            ),
+            at: Some(d.into.span()),
+        }
     })?;
     let administration = match (d.rate, d.duration, d.modelled) {
         (None, None, false) => Administration::Bolus,
@@ -28,23 +66,23 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, String> {
                 "the model declares both rate({0}) and dur({0}): a dataset's RATE (−1 or −2) \
                  chooses between them, but a modelled dose here cannot; declare only one",
                 d.into
-            ));
+            )
+            .into());
         }
         if decl.rate.is_none() && decl.duration.is_none() {
             return Err(format!(
                 "modelled = true: the model declares neither rate({0}) nor dur({0}), which a \
                  modelled infusion takes its rate or duration from",
                 d.into
-            ));
+            )
+            .into());
         }
     }
     if let Some(e) = d.every.filter(|e| !(e.is_finite() && *e > 0.0)) {
-        return Err(format!(
-            "every = {e}: the dosing interval must be a number > 0"
-        ));
+        return Err(format!("every = {e}: the dosing interval must be a number > 0").into());
     }
     if d.count > 1 && d.every.is_none() {
-        return Err(format!("{} doses need an interval: add every = …", d.count));
+        return Err(format!("{} doses need an interval: add every = …", d.count).into());
     }
     let line = DoseLine {
         steady_state: d.steady_state,

@@ -1074,7 +1074,7 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         for d in doses {
             match dose_line(&model, d.get_ref()) {
                 Ok(l) => regimen.lines.push(l),
-                Err(e) => errors.push(src.error(span_of(d), e)),
+                Err(e) => errors.push(src.error(e.span(span_of(d)), e.message)),
             }
             if let Some(per) = &d.get_ref().per {
                 let categorical = |j: usize| {

@@ -115,8 +115,8 @@ pub struct ArmSection {
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct DoseSpec {
     pub amount: f64,
-    /// The receiving state.
-    pub into: String,
+    /// The receiving state (located, for the error of a state the model lacks).
+    pub into: Spanned<String>,
     /// Dosing interval (required when count > 1).
     #[serde(default)]
     pub every: Option<f64>,
@@ -398,7 +398,16 @@ pub fn parse_dose_arg(text: &str) -> Result<DoseSpec, String> {
             table.insert(key.to_string(), toml::Value::Float(x));
         }
     }
-    DoseSpec::deserialize(toml::Value::Table(table))
+    // Read as a TOML document, whose deserializer gives the locations a spec's doses keep.
+    #[derive(Deserialize)]
+    struct Line {
+        d: DoseSpec,
+    }
+    let mut doc = toml::Table::new();
+    doc.insert("d".into(), toml::Value::Table(table));
+    let written = toml::to_string(&doc).map_err(|e| format!("dose '{text}': {e}"))?;
+    toml::from_str::<Line>(&written)
+        .map(|l| l.d)
         .map_err(|e| format!("dose '{text}': {}", toml_message(&e)))
 }
 
@@ -493,7 +502,7 @@ metrics = ["auc", "cmax", "tmax", "ctrough", "auc_last_interval", "time_above(1.
             .get_ref()
             .clone();
         assert_eq!(
-            (d.amount, d.every, d.count, d.into.as_str()),
+            (d.amount, d.every, d.count, d.into.get_ref().as_str()),
             (200.0, Some(24.0), 7, "depot")
         );
         assert_eq!(

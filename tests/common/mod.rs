@@ -1518,6 +1518,19 @@ pub fn cuda_or_emulated(
     }
 }
 
+/// Eight metrics of every kind a kernel accumulates: areas, extremes, a trough, an average,
+/// a last interval's area and a time above a threshold.
+pub const EIGHT_METRICS: [&str; 8] = [
+    "auc",
+    "cmax",
+    "tmax",
+    "cmin",
+    "ctrough",
+    "cavg",
+    "auc_last_interval",
+    "time_above(0.1)",
+];
+
 /// A model of one state and `n` outputs (`o0` … : the state over 10, 20, …).
 pub fn many_outputs_model(n: usize) -> Model {
     let mut src = String::from("param k = 0.1\nstate a\nd/dt(a) = -k * a\n");
@@ -1540,18 +1553,7 @@ pub fn many_metrics_of_many_outputs_agree_with_cpu(
     let Some(mut b) = make(model.clone()) else {
         return;
     };
-    let metrics: Vec<String> = [
-        "auc",
-        "cmax",
-        "tmax",
-        "cmin",
-        "ctrough",
-        "cavg",
-        "auc_last_interval",
-        "time_above(0.1)",
-    ]
-    .map(String::from)
-    .to_vec();
+    let metrics: Vec<String> = EIGHT_METRICS.map(String::from).to_vec();
     let a = arm(&m, Method::Tsit5, rtol, &metrics);
     assert_eq!(a.metrics.len(), 240);
     let params = subjects(&m, 3);
