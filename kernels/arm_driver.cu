@@ -348,7 +348,7 @@ struct Arm : Sub {
                 return true;
             }
         }
-        status = 1u;
+        status = NO_STEADY_STATE;
         return false;
     }
 #endif

@@ -30,6 +30,8 @@ typedef {{REAL}} real;
 // only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from
 // SS_JUMP up to SS_JUMP_MAX, jumps to the end of the geometric series of its changes.
 #define CUT_SHORT 254u
+// A steady-state dose whose steady state was not found (Status::NoSteadyState).
+#define NO_STEADY_STATE 4u
 #define FI __device__ __forceinline__
 // Attributes of the driver's entry `integrate` (a register cap, launch bounds), set by the
 // CUDA backend's tuning (src/backend/cuda/mod.rs, CudaTuning): none by default.

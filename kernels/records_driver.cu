@@ -145,7 +145,7 @@ struct Rec : Sub {
                 settle(mode);
                 return true;
             }
-            if (++cycle >= SS_MAX_CYCLES) return fail(1u);
+            if (++cycle >= SS_MAX_CYCLES) return fail(NO_STEADY_STATE);
             restart();
         }
     }
@@ -189,13 +189,13 @@ struct Rec : Sub {
                     ss_begin();
                     cycle = 0;
                 } else {
-                    if (++cycle >= SS_INFUSION_DOUBLINGS) return fail(1u);
+                    if (++cycle >= SS_INFUSION_DOUBLINGS) return fail(NO_STEADY_STATE);
                     span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
                 }
             } else {
                 const bool done = ss_iterate(ss_x, true);
                 if (ss_drift) {
-                    if (span >= SS_INFUSION_SPAN_MAX) return fail(1u);
+                    if (span >= SS_INFUSION_SPAN_MAX) return fail(NO_STEADY_STATE);
                     span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
                     ss_begin();
                     cycle = 0;
@@ -203,7 +203,7 @@ struct Rec : Sub {
                     settle(1u);
                     return true;
                 } else if (++cycle >= SS_MAX_CYCLES) {
-                    return fail(1u);
+                    return fail(NO_STEADY_STATE);
                 }
             }
             restart();

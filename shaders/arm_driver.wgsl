@@ -416,7 +416,7 @@ fn steady_start() -> bool {
             return true;
         }
         ss_cycle++;
-        if (ss_cycle >= SS_MAX_CYCLES) { status = 1u; return false; }
+        if (ss_cycle >= SS_MAX_CYCLES) { status = NO_STEADY_STATE; return false; }
         ss_restart();
         if (stops_left == 0u) {
             suspended = true;

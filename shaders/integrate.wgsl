@@ -904,6 +904,8 @@ const SUSPEND: u32 = 255u;
 // Returned only if a loop ended in a way the code does not allow (a loop cut short by the
 // shader compiler): reported as a failure rather than a silently wrong result.
 const CUT_SHORT: u32 = 254u;
+// A steady-state dose whose steady state was not found (Status::NoSteadyState).
+const NO_STEADY_STATE: u32 = 4u;
 
 // Whether every loop of this invocation ran its course. A software rasteriser (llvmpipe) counts
 // the loop back edges of an invocation group against one limit and, past it, leaves every

@@ -168,7 +168,7 @@ fn steady_state(at: u32, mode: u32, ii: real, n_window: u32) -> bool {
             return true;
         }
         cycle++;
-        if (cycle >= SS_MAX_CYCLES) { status = 1u; return false; }
+        if (cycle >= SS_MAX_CYCLES) { status = NO_STEADY_STATE; return false; }
         restart();
         if (!next_round()) { return false; }
     }
@@ -212,13 +212,13 @@ fn steady_infusion(at: u32, s: u32, rate: real, n_stops: u32) -> bool {
                 cycle = 0u;
             } else {
                 cycle++;
-                if (cycle >= SS_INFUSION_DOUBLINGS) { status = 1u; return false; }
+                if (cycle >= SS_INFUSION_DOUBLINGS) { status = NO_STEADY_STATE; return false; }
                 span_ss = min(2.0 * span_ss, SS_INFUSION_SPAN_MAX);
             }
         } else {
             let done = ss_iterate(true);
             if (ss_drift) {
-                if (span_ss >= SS_INFUSION_SPAN_MAX) { status = 1u; return false; }
+                if (span_ss >= SS_INFUSION_SPAN_MAX) { status = NO_STEADY_STATE; return false; }
                 span_ss = min(2.0 * span_ss, SS_INFUSION_SPAN_MAX);
                 ss_begin();
                 cycle = 0u;
@@ -227,7 +227,7 @@ fn steady_infusion(at: u32, s: u32, rate: real, n_stops: u32) -> bool {
                 return true;
             } else {
                 cycle++;
-                if (cycle >= SS_MAX_CYCLES) { status = 1u; return false; }
+                if (cycle >= SS_MAX_CYCLES) { status = NO_STEADY_STATE; return false; }
             }
         }
         restart();

@@ -914,11 +914,23 @@ fn vpop_simulate_says_when_a_steady_state_does_not_exist() {
     let (ok, text) = common::simulate_text(&["one_cmt_iv", "-p", "cl=0", "--dose", dose]);
     assert!(!ok, "{text}");
     assert!(
-        text.contains("before any step: the steady state of the steady-state dose was not found"),
+        text.contains("status no_steady_state")
+            && text.contains(
+                "no_steady_state: the steady state of the steady-state dose was not found"
+            ),
         "{text}"
     );
     let (ok, text) = common::simulate_text(&["one_cmt_iv", "--dose", dose, "--end", "12"]);
     assert!(ok, "{text}");
+    // A dose rate above a saturable elimination's capacity: its iterations' steps reach
+    // max_steps first.
+    let oral = "amount=100,into=depot,every=12,steady_state=true";
+    let (ok, text) = common::simulate_text(&["mm_elim_oral", "-p", "vmax=1", "--dose", oral]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("max_steps in the iterations to the steady state"),
+        "{text}"
+    );
 }
 
 /// `vpop simulate` names the metric's column as a trial does and gives the closed form: the

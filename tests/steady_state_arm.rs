@@ -631,3 +631,41 @@ fn a_steady_state_line_gives_its_earlier_doses_its_own_dosing_values() {
         }
     }
 }
+
+/// A steady state that does not exist (nothing eliminates the dosed state: cl = 0) fails its
+/// subject as `no_steady_state` once the iterations reach their limit, and the subject beside
+/// it, with elimination, is unaffected: on the CPU reference, the WGSL kernels (lavapipe) and
+/// the CUDA kernels (emulated), in f64 at rtol 1e-10. (At a loose rtol, and in f32, the
+/// iterations' noise-level stop takes the growing state for a steady state once its growth
+/// per interval is below 10 tolerance units of it: docs/nonmem.md.)
+#[test]
+fn a_steady_state_that_does_not_exist_is_its_own_status() {
+    let (_, c) = model();
+    let c = Arc::new(c);
+    let a = arm(Administration::Bolus, &["auc", "cmax"]);
+    let params = vec![vec![0.0, CL], vec![V, V]];
+    let check = |b: &mut dyn Backend, a: &ArmPlan, what: &str| {
+        let out = common::run(b, a, &params);
+        assert_eq!(
+            out.status,
+            [Status::NoSteadyState as u8, Status::Ok as u8],
+            "{what}"
+        );
+        assert!(
+            out.metrics[0][0].is_nan(),
+            "{what}: a failed subject's metrics"
+        );
+        close(out.metrics[0][1], DOSE / CL, 1e-4, what);
+    };
+    check(&mut CpuBackend::new(c.clone()), &a, "cpu");
+    #[cfg(feature = "wgpu")]
+    match vpop::backend::wgpu::WgpuBackend::new(c.clone(), vpop::backend::Precision::F64) {
+        Ok(mut b) => check(&mut b, &a, "wgpu f64"),
+        Err(e) => println!("SKIPPED: {e}"),
+    }
+    #[cfg(feature = "cuda")]
+    match vpop::backend::cuda::EmulatedCuda::new(c.clone(), vpop::backend::Precision::F64) {
+        Ok(mut b) => check(&mut b, &a, "emulated CUDA f64"),
+        Err(e) => println!("SKIPPED: {e}"),
+    }
+}

@@ -1041,7 +1041,7 @@ impl Engine for Cpu<'_> {
                     return Ok(());
                 }
             }
-            Err(Status::MaxSteps)
+            Err(Status::NoSteadyState)
         })?;
         for (i, xi) in x.iter().enumerate() {
             if mode == 1 {
@@ -1090,7 +1090,7 @@ impl Engine for Cpu<'_> {
                 span = next_infusion_span(span);
                 doublings += 1;
                 if doublings >= SS_INFUSION_DOUBLINGS {
-                    return Err(Status::MaxSteps);
+                    return Err(Status::NoSteadyState);
                 }
             }
             // Then iterations over a fixed span (the last) as over a dosing interval: a
@@ -1103,7 +1103,7 @@ impl Engine for Cpu<'_> {
                 if iterations.drifting {
                     // A mode too slow to tell from noise over this span: a span twice as long.
                     if span >= SS_INFUSION_SPAN_MAX {
-                        return Err(Status::MaxSteps);
+                        return Err(Status::NoSteadyState);
                     }
                     span = next_infusion_span(span);
                     iterations = SsIterations::new(true);
@@ -1113,7 +1113,7 @@ impl Engine for Cpu<'_> {
                 } else {
                     cycle += 1;
                     if cycle >= SS_MAX_CYCLES as usize {
-                        return Err(Status::MaxSteps);
+                        return Err(Status::NoSteadyState);
                     }
                 }
             }

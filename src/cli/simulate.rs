@@ -737,13 +737,24 @@ fn simulate(
         }
     }
     if out.status != Status::Ok {
-        if out.stats.accepted == 0 && arm.regimen.lines.iter().any(|l| l.steady_state) {
+        if out.status == Status::NoSteadyState {
             bail!(
-                "the integration failed: {} before any step: the steady state of the \
-                 steady-state dose was not found, and a dosed state that nothing eliminates, \
-                 or a model that grows without bound, has none (docs/nonmem.md, \"How the \
-                 steady state is found\")",
-                out.status.name()
+                "the integration failed: no_steady_state: the steady state of the steady-state \
+                 dose was not found; a dosed state that nothing eliminates, or a model that \
+                 grows without bound, has none (docs/nonmem.md, \"How the steady state is \
+                 found\")"
+            );
+        }
+        if out.status == Status::MaxSteps
+            && out.stats.accepted == 0
+            && arm.regimen.lines.iter().any(|l| l.steady_state)
+        {
+            bail!(
+                "the integration failed: max_steps in the iterations to the steady state of the \
+                 steady-state dose (their steps count against max_steps): the steady state may \
+                 not exist (a dosed state that nothing eliminates, a dose rate above a \
+                 saturable elimination's capacity), or need more steps (docs/nonmem.md, \"How \
+                 the steady state is found\")"
             );
         }
         bail!("the integration failed: {}", out.status.name());

@@ -166,6 +166,10 @@ pub enum Status {
     MaxSteps = 1,
     StepTooSmall = 2,
     NonFinite = 3,
+    /// A steady-state dose whose steady state was not found: the iterations over its interval
+    /// (or a steady-state infusion's spans) did not converge within their limits. A dosed
+    /// state that nothing eliminates, or a model that grows without bound, has none.
+    NoSteadyState = 4,
 }
 
 impl Status {
@@ -175,6 +179,7 @@ impl Status {
             Status::MaxSteps => "max_steps",
             Status::StepTooSmall => "step_too_small",
             Status::NonFinite => "non_finite",
+            Status::NoSteadyState => "no_steady_state",
         }
     }
     pub fn from_code(c: u8) -> Option<Status> {
@@ -183,6 +188,7 @@ impl Status {
             1 => Status::MaxSteps,
             2 => Status::StepTooSmall,
             3 => Status::NonFinite,
+            4 => Status::NoSteadyState,
             _ => return None,
         })
     }

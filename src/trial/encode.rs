@@ -17,8 +17,14 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use crate::backend::OutputView;
 use crate::solver::Status;
 
-/// Status labels in code order.
-pub const STATUS_LABELS: [&str; 4] = ["ok", "max_steps", "step_too_small", "non_finite"];
+/// Status labels in code order ([`Status::name`] of each code).
+pub const STATUS_LABELS: [&str; 5] = [
+    "ok",
+    "max_steps",
+    "step_too_small",
+    "non_finite",
+    "no_steady_state",
+];
 
 /// A covariate column: numeric, or categorical with labels for its integer codes.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,6 +386,16 @@ mod tests {
     use super::*;
     use crate::backend::ChunkOutput;
     use arrow_array::Array;
+
+    /// The status column's dictionary holds every status's name at its code, and nothing
+    /// past the last code.
+    #[test]
+    fn status_labels_are_the_statuses_names() {
+        for (code, label) in STATUS_LABELS.iter().enumerate() {
+            assert_eq!(Status::from_code(code as u8).unwrap().name(), *label);
+        }
+        assert_eq!(Status::from_code(STATUS_LABELS.len() as u8), None);
+    }
 
     #[test]
     fn half_floats_are_rounded_once() {
