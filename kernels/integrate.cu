@@ -278,7 +278,8 @@ struct Sub {
     // higher value within the segment of its time, one higher by more than rtol relative in a
     // later segment (peaks equal to within what the solver resolves keep the first one's time).
     FI bool tmax_moves(unsigned mi, real c) const {
-        return c > aux[mi] && (vals[mi] >= seg_t0 || c - aux[mi] > m->rtol * fabs(aux[mi]));
+        const real tie = fmax(m->rtol, (real)TMAX_TIE_EPS * m->eps);
+        return c > aux[mi] && (vals[mi] >= seg_t0 || c - aux[mi] > tie * fabs(aux[mi]));
     }
 
     FI void update_extreme(unsigned mi, unsigned kind, real t, real c) {

@@ -331,7 +331,8 @@ fn undefined_metric(m: u32, kind: u32) -> bool {
 // value within the segment of its time, one higher by more than rtol relative in a later
 // segment (peaks equal to within what the solver resolves keep the first one's time).
 fn tmax_moves(m: u32, c: real) -> bool {
-    return c > aux[m] && (vals[m] >= seg_t0 || c - aux[m] > meta_.rtol * abs(aux[m]));
+    let tie = max(meta_.rtol, TMAX_TIE_EPS * EPS);
+    return c > aux[m] && (vals[m] >= seg_t0 || c - aux[m] > tie * abs(aux[m]));
 }
 
 fn update_extreme(m: u32, kind: u32, t: real, c: real) {

@@ -353,7 +353,7 @@ fn constants_written_as_strings_are_checked_as_numbers() {
         ("sd = 10", "sd = \"1 / 0\"", "10:6", "sd must be a finite number > 0, got inf"),
         (
             "mean = \"if(sex == female, 65, 80)\"",
-            "mean = \"0 / 0\"",
+            "mean = \"log(-1)\"",
             "9:8",
             "mean must be a finite number, got NaN",
         ),

@@ -256,10 +256,22 @@ pub struct MetricAccumulator<'a, E: OutputEval> {
     /// The last step's end and its `te`, for the values before the events at that stop.
     last_end: Option<(f64, f64)>,
     /// How much a later maximum must exceed the running one, relative to it, to move Tmax
-    /// ([`tmax_moves`]): the run's rtol.
+    /// ([`tmax_moves`], [`tmax_tie`]).
     tie: f64,
     /// The start of the current segment (the last stopping point; −∞ before the first).
     seg_start: f64,
+}
+
+/// Machine epsilons below which a tie of Tmax is not taken: what the values of peaks in
+/// that precision resolve (in f32, 1.9e-6: at an rtol of 1e-7 or 2e-7 the round-off of f32 peak
+/// values, a few 1e-7, decided between equal peaks again).
+pub const TMAX_TIE_EPS: f64 = 16.0;
+
+/// The relative tie of Tmax ([`tmax_moves`]) of a run at `rtol` in a precision of machine
+/// epsilon `eps`: rtol, or [`TMAX_TIE_EPS`] epsilons where that is more (the kernels apply the
+/// same floor in their own precision).
+pub fn tmax_tie(rtol: f64, eps: f64) -> f64 {
+    rtol.max(TMAX_TIE_EPS * eps)
 }
 
 /// Whether output value `c` at a time in the segment that began at `seg_start` moves a Tmax
@@ -354,7 +366,7 @@ impl<'a, E: OutputEval> MetricAccumulator<'a, E> {
             interior_max: vec![None; n_out],
             quartics: vec![None; n_out],
             interior_min: vec![None; n_out],
-            tie: rtol,
+            tie: tmax_tie(rtol, f64::EPSILON),
             seg_start: f64::NEG_INFINITY,
             te: f64::INFINITY,
             last_end: None,

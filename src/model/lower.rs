@@ -319,6 +319,22 @@ impl Program {
     pub fn origin(&self, i: usize) -> Option<u32> {
         self.origins.get(i).copied().filter(|o| *o != NO_ORIGIN)
     }
+
+    /// The statements of the instructions that take a constant that is not finite (`1 / 0`,
+    /// `log(0)`, `exp(1000)` folded, or `mod(x, 0)`). Constants folded on to a finite value
+    /// (`expit(-1000)` is 0, `atan(1 / 0)` π/2) and branches not taken (`if(1 > 0, 1, 1 / 0)`)
+    /// are gone from the program; a result that is such a constant is its caller's to name.
+    pub fn non_finite_constants(&self) -> Vec<u32> {
+        let bad: Vec<bool> = self
+            .instrs
+            .iter()
+            .map(|op| matches!(op, Op::Const(v) if !v.is_finite()))
+            .collect();
+        (0..self.instrs.len())
+            .filter(|&j| self.instrs[j].args().any(|a| bad[a as usize]))
+            .filter_map(|j| self.origin(j))
+            .collect()
+    }
 }
 
 fn b2f(b: bool) -> f64 {
@@ -441,9 +457,6 @@ pub struct Builder {
     reciprocals: bool,
     /// Per instruction: its value depends on time, and not on the states or slots.
     timed: Vec<bool>,
-    /// The statements (origins) where operations on finite constants alone folded to a value
-    /// that is not finite (`1 / 0`, `log(0)`, `1e300 * 1e300`), in the order met.
-    pub non_finite_folds: Vec<u32>,
 }
 
 impl Default for Builder {
@@ -456,7 +469,6 @@ impl Default for Builder {
             fixed: Vec::new(),
             reciprocals: false,
             timed: Vec::new(),
-            non_finite_folds: Vec::new(),
         }
     }
 }
@@ -503,21 +515,6 @@ impl Builder {
     pub fn push(&mut self, op: Op) -> Reg {
         use Op::*;
         let k = |r: Reg| self.konst(r);
-        // Constant folding.
-        let all_const = op.args().all(|a| k(a).is_some())
-            && !matches!(op, Time | State(_) | Param(_) | Slot(_) | Const(_));
-        if all_const {
-            let regs: Vec<f64> = self
-                .instrs
-                .iter()
-                .map(|o| if let Const(v) = o { *v } else { 0.0 })
-                .collect();
-            let v = apply(&op, &regs, 0.0, &[], &[], &[]);
-            if !v.is_finite() && op.args().all(|a| k(a).is_some_and(f64::is_finite)) {
-                self.non_finite_folds.push(self.origin);
-            }
-            return self.push(Const(v));
-        }
         let simplified = match op {
             Add(a, b) if k(a) == Some(0.0) => Some(b),
             Add(a, b) if k(b) == Some(0.0) => Some(a),
@@ -555,6 +552,19 @@ impl Builder {
         };
         if let Some(r) = simplified {
             return r;
+        }
+        // Constant folding, after the algebra above (`0 * exp(1000)` is 0, as `0 * x` is for
+        // every x).
+        let all_const = op.args().all(|a| k(a).is_some())
+            && !matches!(op, Time | State(_) | Param(_) | Slot(_) | Const(_));
+        if all_const {
+            let regs: Vec<f64> = self
+                .instrs
+                .iter()
+                .map(|o| if let Const(v) = o { *v } else { 0.0 })
+                .collect();
+            let v = apply(&op, &regs, 0.0, &[], &[], &[]);
+            return self.push(Const(v));
         }
         if let Div(a, b) = op {
             // Not when 1/b would overflow or lose bits to underflow.
@@ -1331,8 +1341,18 @@ impl ModelPrograms {
             };
             let d = derived_regs(&mut b, m);
             let rs = lower_all(&mut b, exprs, &d);
-            non_finite_constants.extend(b.non_finite_folds.iter().filter(|&&o| o != NO_ORIGIN));
-            b.finish(rs)
+            let p = b.finish(rs);
+            // The statements that read such a constant, and those whose value it is (a
+            // constant's own origin is the statement that first made it, which may be another).
+            non_finite_constants.extend(p.non_finite_constants());
+            for (r, (_, origin)) in p.results.iter().zip(exprs) {
+                if matches!(p.instrs[*r as usize], Op::Const(v) if !v.is_finite())
+                    && *origin != NO_ORIGIN
+                {
+                    non_finite_constants.push(*origin);
+                }
+            }
+            p
         };
         let rhs = lower(&odes, true);
         let outputs = lower(&outs, true);
@@ -1361,7 +1381,11 @@ impl ModelPrograms {
 
         let init = lower(&inits, false);
         let dosing = lower(&dose_exprs, false);
-        non_finite_constants.sort_unstable();
+        // In the order of the file.
+        non_finite_constants.sort_by_key(|&o| {
+            let s = &statements[o as usize];
+            (s.line, s.col)
+        });
         non_finite_constants.dedup();
         // Outputs affine in the states, with coefficients that do not change with time, and
         // without explicit time.
@@ -1408,10 +1432,9 @@ impl ModelPrograms {
             .collect();
         let at = located(&statements)?;
         Some(format!(
-            "{at} computes from constants alone a value that is not finite (such as 1 / 0, \
-             log(0) or exp(1000)): a right-hand side or initial value that reads it makes its \
-             subjects fail as non_finite, and an output that reads it leaves its metrics \
-             undefined"
+            "{at} reads a constant that is not finite (such as 1 / 0, log(0), exp(1000) or \
+             mod(x, 0)): where a right-hand side or initial value reads it, its subjects \
+             fail as non_finite, and an output that reads it leaves its metrics undefined"
         ))
     }
 }
@@ -1449,14 +1472,18 @@ mod tests {
         assert_eq!(out[0], 9.0);
     }
 
-    /// Operations on finite constants alone whose value is not finite are noted at their
-    /// statements (a derived quantity, an output, an initial value), each once; parameters,
-    /// states and time are never constants, and a literal NaN default is none of them.
+    /// Constants that are not finite are noted at the statements that read them (a
+    /// right-hand side, an output, an initial value), each once, in the file's order; not
+    /// where they fold on to a finite value or sit in a branch not taken, nor where the algebra
+    /// makes 0 of them (`0 * exp(1000)`, `0 / 0`, `x - x`), nor for a division by a parameter.
     #[test]
     fn constants_that_are_not_finite_are_noted() {
         let text = "param k = 0\nstate a\nbad = log(0)\na(0) = exp(1000)\n\
-                    d/dt(a) = -k * a / k + bad * 0 + 1 / k\n\
-                    output c = a + 0 / 0\noutput big = 1e300 * 1e300 * a\noutput e = a / 2\n";
+                    d/dt(a) = -k * a / k + bad * a + 1 / k\n\
+                    output c = a + log(-1)\noutput big = 1e300 * 1e300 * a\noutput e = a / 2\n\
+                    output fine = expit(-1000) + atan(1 / 0) + if(1 > 0, 1, 1 / 0) + 0 / (1 / 0)\n\
+                    output zero = 0 * exp(1000) + 0 / 0 + (1 / 0 - 1 / 0) * a\n\
+                    output m = mod(a, 0)\n";
         let m = crate::model::Model::parse("nf.vpm", text).unwrap();
         let p = ModelPrograms::new(&m);
         let what: Vec<&str> = p
@@ -1464,10 +1491,13 @@ mod tests {
             .iter()
             .map(|&o| p.statements[o as usize].what.as_str())
             .collect();
-        assert_eq!(what, ["bad = …", "output c", "output big", "a(0) = …"]);
+        assert_eq!(
+            what,
+            ["a(0) = …", "d/dt(a)", "output c", "output big", "output m"]
+        );
         let note = p.non_finite_constant_note().unwrap();
         assert!(
-            note.starts_with("`bad = …` at nf.vpm:3:1 and 3 more statements computes"),
+            note.starts_with("`a(0) = …` at nf.vpm:4:1 and 4 more statements reads"),
             "{note}"
         );
         let fine = "param k = 0\nstate a\nd/dt(a) = -k * a / k + 1 / k\noutput c = log(a)\n";

@@ -498,7 +498,8 @@ impl Analysis {
                     // value, and the analysis would stop after running them all.
                     let mut left_out = Vec::new();
                     for (m, c) in cols.iter().enumerate() {
-                        if c.ends_with("_tmax") {
+                        // Every Tmax, over a window too.
+                        if plan.metrics[m].metric.kind == crate::metrics::MetricKind::Tmax {
                             continue;
                         }
                         match crate::trial::resolve::undefined_by_construction(plan, m) {

@@ -259,7 +259,7 @@ fn source(
          #define EXTREMUM_ITERS {}\n#define ROOT_ITERS {}\n#define QUARTIC_ITERS {}\n\
          #define ROOT_RTOL {:e}\n#define SS_START {}\n#define SS_ADMIN {}u\n\
          #define SS_II ((real){:e})\n#define HAS_RESETS {}\n#define HAS_OCCASIONS {}\n\
-         #define OWN_STOPS {}\n#define RATE_CANCEL ((real){:e})\n",
+         #define OWN_STOPS {}\n#define RATE_CANCEL ((real){:e})\n#define TMAX_TIE_EPS {:e}\n",
         s.extremum_cgold,
         s.extremum_xtol,
         s.extremum_iters,
@@ -272,7 +272,8 @@ fn source(
         u8::from(a.resets),
         u8::from(a.occasions),
         u8::from(own_stops),
-        p.rate_cancel()
+        p.rate_cancel(),
+        crate::metrics::accumulate::TMAX_TIE_EPS
     );
     // The quartic's constants: doubles (as the CPU reference's), rounded to real where used.
     let sizes: String = crate::metrics::accumulate::QUARTIC_CONSTANTS

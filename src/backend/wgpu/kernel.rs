@@ -262,7 +262,8 @@ fn source(
         "const EPS: real = {};\nconst SNAP: real = {};\nconst RATE_CANCEL: real = {};\n\
          const EXTREMUM_CGOLD: real = {};\nconst EXTREMUM_XTOL: real = {};\n\
          const EXTREMUM_ITERS: u32 = {}u;\n\
-         const ROOT_ITERS: u32 = {}u;\nconst ROOT_RTOL: real = {};",
+         const ROOT_ITERS: u32 = {}u;\nconst ROOT_RTOL: real = {};\n\
+         const TMAX_TIE_EPS: real = {};",
         codegen::literal(eps, p),
         codegen::literal(snap, p),
         codegen::literal(p.rate_cancel(), p),
@@ -270,7 +271,8 @@ fn source(
         codegen::literal(s.extremum_xtol, p),
         s.extremum_iters,
         s.root_iters,
-        codegen::literal(s.root_rtol, p)
+        codegen::literal(s.root_rtol, p),
+        codegen::literal(crate::metrics::accumulate::TMAX_TIE_EPS, p)
     );
     let template = codegen::retype(&INTEGRATE_WGSL.replace("{{DRIVER}}", driver), p);
     let step = StepCode {
