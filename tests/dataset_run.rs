@@ -1189,13 +1189,24 @@ fn records_stop_where_the_model_jumps_in_time() {
 
 /// A dataset's records on the model `ir` (source text), at rtol 1e-10 in f64: on the CPU
 /// reference, and as record programs on the wgpu and CUDA records kernels (CUDA emulated on
-/// the host where there is no device; SKIPPED where neither can be built). `check(what,
-/// subject, outputs)` judges each subject's first output on every record.
+/// the host where there is no device; SKIPPED where neither can be built). Every subject
+/// succeeds, and `check(what, subject, outputs)` judges each subject's first output on every
+/// record.
 fn records_on_every_backend(ir: &str, data: &str, check: &dyn Fn(&str, usize, &[f64])) {
+    records_on_every_backend_with(ir, data, &|_| vpop::solver::Status::Ok, check);
+}
+
+/// [`records_on_every_backend`] where subject `s` ends with the status `status(s)`.
+fn records_on_every_backend_with(
+    ir: &str,
+    data: &str,
+    status: &dyn Fn(usize) -> vpop::solver::Status,
+    check: &dyn Fn(&str, usize, &[f64]),
+) {
     use vpop::backend::records::{record_program, simulate_records, Program, RecordBinding};
     use vpop::backend::Backend;
     use vpop::model::{CompiledModel, Model};
-    use vpop::solver::{Method, SolverOptions, Status};
+    use vpop::solver::{Method, SolverOptions};
     let ir = Model::parse("m.vpm", ir).unwrap();
     let model = std::sync::Arc::new(CompiledModel::new(&ir));
     let ds = vpop::dosing::nonmem::Dataset::parse("d.csv", data).unwrap();
@@ -1210,7 +1221,7 @@ fn records_on_every_backend(ir: &str, data: &str, check: &dyn Fn(&str, usize, &[
     let mut programs = Vec::new();
     for (s, subject) in ds.subjects.iter().enumerate() {
         let cpu = simulate_records(&model, &base, &binding, subject, &solver);
-        assert_eq!(cpu.status, Status::Ok);
+        assert_eq!(cpu.status, status(s), "cpu: subject {}", s + 1);
         check("cpu", s, &cpu.outputs[0]);
         programs.push(record_program(
             &model,
@@ -1238,7 +1249,7 @@ fn records_on_every_backend(ir: &str, data: &str, check: &dyn Fn(&str, usize, &[
     for (what, mut b) in backends {
         let got = b.run_records(&refs, &solver).unwrap();
         for (s, o) in got.iter().enumerate() {
-            assert_eq!(o.status, Status::Ok, "{what}");
+            assert_eq!(o.status, status(s), "{what}: subject {}", s + 1);
             check(what, s, &o.outputs[0]);
         }
         println!("{what}: every record as the closed form has it");
@@ -1452,65 +1463,20 @@ fn additional_doses_on_a_records_time_come_before_it_despite_round_off() {
 /// device; SKIPPED where neither can be built).
 #[test]
 fn a_steady_state_record_that_has_none_is_its_own_status() {
-    use vpop::backend::records::{record_program, simulate_records, Program, RecordBinding};
-    use vpop::backend::Backend;
-    use vpop::model::{CompiledModel, Model};
-    use vpop::solver::{Method, SolverOptions, Status};
+    use vpop::solver::Status;
     let ir = "param cl = 5\nparam v = 50\nstate central\nd/dt(central) = -cl / v * central\n\
               output cp = central / v\n";
     let data = "ID,TIME,EVID,AMT,RATE,CMT,SS,II,CL\n\
         1,0,1,100,.,1,1,12,0\n1,6,0,.,.,1,.,.,0\n\
         2,0,1,0,10,1,1,0,0\n2,6,0,.,.,1,.,.,0\n\
         3,0,1,100,.,1,1,12,5\n3,6,0,.,.,1,.,.,5\n";
-    let ir = Model::parse("m.vpm", ir).unwrap();
-    let model = std::sync::Arc::new(CompiledModel::new(&ir));
-    let ds = vpop::dosing::nonmem::Dataset::parse("d.csv", data).unwrap();
-    let binding = RecordBinding::new(&ir, &ds.covariates);
-    let base = ir.defaults();
-    let solver = SolverOptions {
-        method: Method::Tsit5,
-        rtol: 1e-10,
-        atol: 1e-14,
-        ..Default::default()
-    };
     let want = [Status::NoSteadyState, Status::NoSteadyState, Status::Ok];
     // Subject 3 at 6 h: the steady state of 100 every 12 h, k = 0.1, six hours on.
-    let r = (-1.2f64).exp();
-    let c6 = 2.0 / (1.0 - r) * (-0.6f64).exp();
-    let mut programs = Vec::new();
-    for (s, subject) in ds.subjects.iter().enumerate() {
-        let cpu = simulate_records(&model, &base, &binding, subject, &solver);
-        assert_eq!(cpu.status, want[s], "cpu: subject {}", s + 1);
-        programs.push(record_program(
-            &model,
-            &base,
-            &binding,
-            subject,
-            &mut |_, _| {},
-        ));
+    let c6 = 2.0 / (1.0 - (-1.2f64).exp()) * (-0.6f64).exp();
+    let check = |what: &str, s: usize, o: &[f64]| {
         if s == 2 {
-            let got = cpu.outputs[0][1];
-            assert!((got - c6).abs() <= 1e-8 * c6, "cpu: {got} vs {c6}");
+            assert!((o[1] - c6).abs() <= 1e-8 * c6, "{what}: {} vs {c6}", o[1]);
         }
-    }
-    let refs: Vec<&Program> = programs.iter().collect();
-    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
-    let mut backends: Vec<(&str, Box<dyn Backend>)> = Vec::new();
-    #[cfg(feature = "wgpu")]
-    match vpop::backend::wgpu::WgpuBackend::new(model.clone(), vpop::backend::Precision::F64) {
-        Ok(b) => backends.push(("wgpu f64", Box::new(b))),
-        Err(e) => println!("SKIPPED: wgpu: {e}"),
-    }
-    #[cfg(feature = "cuda")]
-    if let Some(b) = common::cuda_or_emulated(model.clone(), vpop::backend::Precision::F64) {
-        backends.push(("cuda f64", b));
-    }
-    for (what, mut b) in backends {
-        let got = b.run_records(&refs, &solver).unwrap();
-        for (s, o) in got.iter().enumerate() {
-            assert_eq!(o.status, want[s], "{what}: subject {}", s + 1);
-        }
-        let c = got[2].outputs[0][1];
-        assert!((c - c6).abs() <= 1e-8 * c6, "{what}: {c} vs {c6}");
-    }
+    };
+    records_on_every_backend_with(ir, data, &|s| want[s], &check);
 }
