@@ -1027,7 +1027,7 @@ fn a_simulation_file_takes_a_dose_and_an_array_of_times() {
                 "dose = { amount = 100, into = \"central\" }",
                 "dose = { amount = 100, into = \"gut\" }",
             ),
-            "gut.toml:2:8: dose into 'gut', which is not a state",
+            "gut.toml:2:31: dose into 'gut', which is not a state",
         ),
         (
             "array_dose.toml",

@@ -1143,7 +1143,7 @@ fn check_takes_every_kind_of_file() {
     let (ok, text) = check(&simulate);
     assert!(!ok, "{text}");
     for line in [
-        "one_subject.toml:3:10: dose into 'gut', which is not a state",
+        "one_subject.toml:3:31: dose into 'gut', which is not a state",
         "one_subject.toml:4:19: metric 'conc:cmax': the model has no output 'conc'",
         "one_subject.toml:5:9: times '0:24:-1'",
     ] {
