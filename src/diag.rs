@@ -98,9 +98,64 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The candidate a misspelt `word` most likely meant, if any is close: one equal to it but for
+/// case, or else the nearest within a few edits (insertions, deletions, substitutions and
+/// swaps of neighbours: 1 for words of up to 4 characters, 2 up to 8, 3 beyond), the first of
+/// equally near ones.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let candidates: Vec<&str> = candidates.into_iter().filter(|c| *c != word).collect();
+    if let Some(c) = candidates.iter().find(|c| c.eq_ignore_ascii_case(word)) {
+        return Some(c);
+    }
+    let n = word.chars().count();
+    let most = match n {
+        0 => return None,
+        1..=4 => 1,
+        5..=8 => 2,
+        _ => 3,
+    };
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        // Fewer edits than the longer has characters: `x` is as near to `y` as to anything.
+        .filter(|&(d, c)| d <= most && d < c.chars().count().max(n))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// `; did you mean 'x'?` where [`closest`] finds `x` among `candidates`, or nothing: the tail
+/// of a message that refuses an unknown name.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(word, candidates).map_or(String::new(), |c| format!("; did you mean '{c}'?"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closest_name_is_suggested() {
+        let states = ["depot", "central", "periph"];
+        assert_eq!(closest("dept", states), Some("depot"));
+        assert_eq!(closest("cnetral", states), Some("central"));
+        assert_eq!(closest("Central", states), Some("central"));
+        assert_eq!(closest("liver", states), None);
+        assert_eq!(
+            closest("central", states),
+            None,
+            "the word itself is no suggestion"
+        );
+        assert_eq!(closest("sdd", ["mean", "sd", "lo", "hi"]), Some("sd"));
+        assert_eq!(closest("x", ["y", "z"]), None);
+        assert_eq!(closest("kk", ["k", "v"]), Some("k"));
+        assert_eq!(
+            closest("tsit6", ["dopri5", "tsit5", "rodas4"]),
+            Some("tsit5")
+        );
+        assert_eq!(closest("evry", ["every", "amount"]), Some("every"));
+        // The first of equally near ones.
+        assert_eq!(closest("k2", ["k1", "k3"]), Some("k1"));
+    }
 
     #[test]
     fn line_col_counts_from_one() {

@@ -1411,3 +1411,42 @@ fn a_file_without_its_header_is_named_after_the_file() {
     assert_eq!(a.parameters, b.parameters);
     assert_eq!(a.covariates, b.covariates);
 }
+
+/// A misspelt key of a covariate table is refused with the keys of that covariate's kind of
+/// draw (not every kind's) and the one likely meant; a misspelt name in an expression gets the
+/// covariate, label or eta likely meant.
+#[test]
+fn misspelt_keys_and_names_get_the_one_likely_meant() {
+    let err = |text: &str| match Population::parse("pop.toml", text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    };
+    let e = err("[covariates.wt]\ndist = \"normal\"\nmean = 70\nsdd = 10\n");
+    assert_eq!(
+        e,
+        "pop.toml:4:1: covariate 'wt': unknown key `sdd`; a normal takes `mean`, `sd`, `lo`, \
+         `hi` (and, as every covariate, `dist`, `target`, `source`); did you mean `sd`?"
+    );
+    let e = err("[covariates]\nwt = { dist = \"lognormal\", median = 70, cvv = 0.2 }\n");
+    assert!(
+        e.starts_with("pop.toml:2:41: covariate 'wt': unknown key `cvv`; a log-normal takes")
+            && e.ends_with("did you mean `cv`?"),
+        "{e}"
+    );
+    // A key no kind takes, with a kind the file does not name: every key is listed.
+    let e = err("[covariates.z]\ndist = \"gamma\"\nshape = 2\n");
+    assert!(
+        e.contains("unknown key `shape`; a covariate takes `dist`"),
+        "{e}"
+    );
+    let e = err("[covariates.sex]\nlevels = { male = 0.5, female = 0.5 }\n\
+         [covariates.wt]\ndist = \"normal\"\nmean = \"if(sex == femal, 60, 75)\"\nsd = 10\n\
+         [parameters]\ncl = \"2 * exp(eta_cll) * (wtt / 70)\"\n\
+         [[omega]]\netas = [\"eta_cl\"]\nvariance = [0.1]\n");
+    for want in [
+        "pop.toml:5:19: unknown name 'femal'; did you mean 'female'?",
+        "pop.toml:8:15: unknown name 'eta_cll'; did you mean 'eta_cl'?",
+    ] {
+        assert!(e.contains(want), "want {want}\ngot  {e}");
+    }
+}

@@ -392,6 +392,49 @@ fn bad_specs_are_located_errors() {
             30,
             "unknown metric",
         ),
+        // A misspelt name gets the one likely meant.
+        (
+            "library = \"two_cmt_oral\"",
+            "library = \"two_cmt_orl\"",
+            8,
+            "; did you mean 'two_cmt_oral'?",
+        ),
+        (
+            "into = \"depot\", every = 12",
+            "into = \"dept\", every = 12",
+            15,
+            "(states: depot, central, periph); did you mean 'depot'?",
+        ),
+        (
+            "\"time_above(1.0)\"",
+            "\"time_abov(1.0)\"",
+            30,
+            "unknown metric (did you mean 'time_above'?)",
+        ),
+        (
+            "method = \"tsit5\"",
+            "method = \"tsit4\"",
+            23,
+            "unknown method 'tsit4' (rk4, dopri5, tsit5, rosenbrock23, rodas4); did you mean 'tsit5'?",
+        ),
+        (
+            "metric = \"cp_ctrough\"",
+            "metric = \"cp_trough\"",
+            33,
+            "; did you mean 'cp_ctrough'?",
+        ),
+        (
+            "\"time_above(1.0)\"",
+            "\"time_above(1.0)\", \"c:cmax\"",
+            30,
+            "the model has no output 'c' (outputs: cp); did you mean 'cp'?",
+        ),
+        (
+            "end = 48\n",
+            "end = 48\nrtoll = 1e-6\n",
+            23,
+            "; did you mean `rtol`?",
+        ),
         (
             "method = \"tsit5\"",
             "method = \"euler\"",

@@ -37,8 +37,9 @@ pub fn load_model(name_or_path: &str) -> anyhow::Result<Model> {
     }
     let known: Vec<&str> = library::names().collect();
     anyhow::bail!(
-        "'{name_or_path}' is neither a built-in model nor a model file; built-in models: {}",
-        known.join(", ")
+        "'{name_or_path}' is neither a built-in model nor a model file; built-in models: {}{}",
+        known.join(", "),
+        crate::diag::did_you_mean(name_or_path, known.iter().copied())
     )
 }
 
@@ -54,8 +55,11 @@ pub fn load_population(name_or_path: &Path) -> anyhow::Result<crate::population:
         return Ok(Population::parse(&p.file_name(), p.source)?);
     }
     let known: Vec<&str> = populations::names().collect();
+    let hint = name_or_path.to_str().map_or(String::new(), |n| {
+        crate::diag::did_you_mean(n, known.iter().copied())
+    });
     anyhow::bail!(
-        "'{}' is neither a population file nor a built-in population; built-in populations: {}",
+        "'{}' is neither a population file nor a built-in population; built-in populations: {}{hint}",
         name_or_path.display(),
         known.join(", ")
     )

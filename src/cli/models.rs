@@ -11,7 +11,8 @@ pub struct ModelsArgs {
 pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.name {
         let m = library::get(name).ok_or_else(|| {
-            anyhow::anyhow!("no built-in model '{name}'; `vpop models` lists them")
+            let hint = crate::diag::did_you_mean(name, library::names());
+            anyhow::anyhow!("no built-in model '{name}'; `vpop models` lists them{hint}")
         })?;
         print!("{}", m.source);
         return Ok(());

@@ -323,9 +323,10 @@ pub(crate) fn args_from_file(
                     errors.push(src.error(
                         span_of(f.params.as_ref().unwrap()),
                         format!(
-                            "the model {} has no parameter '{k}' (parameters: {})",
+                            "the model {} has no parameter '{k}' (parameters: {}){}",
                             m.name,
-                            names.join(", ")
+                            names.join(", "),
+                            crate::diag::did_you_mean(k, names.iter().copied())
                         ),
                     ));
                 }
@@ -509,9 +510,10 @@ fn simulate(
         let i = model.param_index(k.trim()).with_context(|| {
             let names: Vec<&str> = model.params.iter().map(|p| p.name.as_str()).collect();
             format!(
-                "--param '{kv}': the model has no parameter '{}' (parameters: {})",
+                "--param '{kv}': the model has no parameter '{}' (parameters: {}){}",
                 k.trim(),
-                names.join(", ")
+                names.join(", "),
+                crate::diag::did_you_mean(k.trim(), names.iter().copied())
             )
         })?;
         params[i] = v

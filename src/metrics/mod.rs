@@ -179,7 +179,21 @@ impl Metric {
                     _ => Err(err("at needs one time ≥ 0")),
                 }
             }
-            _ => return Err(err("unknown metric")),
+            _ => {
+                let names = [
+                    "auc",
+                    "cmax",
+                    "tmax",
+                    "cmin",
+                    "cavg",
+                    "ctrough",
+                    "time_above",
+                    "at",
+                ];
+                let hint = crate::diag::closest(base, names)
+                    .map_or(String::new(), |c| format!(" (did you mean '{c}'?)"));
+                return Err(err(&format!("unknown metric{hint}")));
+            }
         };
         Ok(Metric {
             kind,

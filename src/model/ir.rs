@@ -391,7 +391,18 @@ impl Model {
                         };
                         return src.error(span, why);
                     }
-                    return e;
+                    // The names usable here, in the order they were declared.
+                    let mut known: Vec<(&str, Span)> = names
+                        .iter()
+                        .filter(|(n, _)| lookup_before(limit)(n).is_some())
+                        .map(|(n, (_, sp))| (n.as_str(), *sp))
+                        .collect();
+                    known.sort_by_key(|(_, sp)| sp.start);
+                    let hint = crate::diag::did_you_mean(&name, known.iter().map(|(n, _)| *n));
+                    return Diagnostic {
+                        message: format!("{}{hint}", e.message),
+                        ..e
+                    };
                 }
             }
             e
@@ -410,6 +421,7 @@ impl Model {
                 errors.push(explain(d, &orig, all));
             }
         }
+        let state_names: Vec<String> = m.states.iter().map(|s| s.name.clone()).collect();
         let state_of =
             |name: &str, span: Span, what: &str, errors: &mut Vec<Diagnostic>| -> Option<usize> {
                 match names.get(name).map(|(k, _)| *k) {
@@ -419,7 +431,10 @@ impl Model {
                         None
                     }
                     None => {
-                        errors.push(src.error(span, format!("{what}: unknown state '{name}'")));
+                        let hint =
+                            crate::diag::did_you_mean(name, state_names.iter().map(String::as_str));
+                        errors
+                            .push(src.error(span, format!("{what}: unknown state '{name}'{hint}")));
                         None
                     }
                 }
@@ -589,8 +604,9 @@ impl Model {
         self.output_index(name).ok_or_else(|| {
             let known: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
             format!(
-                "the model has no output '{name}' (outputs: {})",
-                known.join(", ")
+                "the model has no output '{name}' (outputs: {}){}",
+                known.join(", "),
+                crate::diag::did_you_mean(name, known.iter().copied())
             )
         })
     }

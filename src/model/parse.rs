@@ -221,9 +221,13 @@ pub fn check_not_value_name(name: &str) -> Result<(), String> {
 
 /// The functions an expression may call, as error messages list them.
 fn function_list() -> String {
+    function_names().join(", ")
+}
+
+fn function_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = Func::ALL.iter().map(|f| f.name()).collect();
     names.push("if");
-    names.join(", ")
+    names
 }
 
 /// A cursor over tokens with the expression grammar.
@@ -498,7 +502,11 @@ impl<'a> Parser<'a> {
                     let Some(f) = Func::from_name(&name) else {
                         return Err(self.src.error(
                             t.span,
-                            format!("unknown function '{name}' (functions: {})", function_list()),
+                            format!(
+                                "unknown function '{name}' (functions: {}){}",
+                                function_list(),
+                                crate::diag::did_you_mean(&name, function_names())
+                            ),
                         ));
                     };
                     if args.len() != f.arity() {

@@ -111,6 +111,120 @@ struct CovariateSpec {
     source: Option<String>,
 }
 
+/// What a covariate of a kind of draw is called, and the keys of its draw, by its `dist` and
+/// whether it has `expr` or `levels` (`None`: no such kind).
+fn keys_taken(
+    dist: Option<&str>,
+    expr: bool,
+    levels: bool,
+) -> Option<(&'static str, &'static [&'static str])> {
+    Some(match (dist, expr, levels) {
+        (None, true, false) => ("a derived covariate (`expr`)", &["expr"]),
+        (None | Some("categorical"), false, true) => ("a categorical", &["levels"]),
+        (Some("normal"), false, false) => ("a normal", &["mean", "sd", "lo", "hi"]),
+        (Some("lognormal"), false, false) => {
+            ("a log-normal", &["median", "cv", "mu", "sigma", "lo", "hi"])
+        }
+        (Some("uniform"), false, false) => ("a uniform", &["lo", "hi"]),
+        (Some("empirical"), false, false) => (
+            "an empirical table",
+            &["by", "x", "quantiles", "values", "lo", "hi"],
+        ),
+        _ => return None,
+    })
+}
+
+/// The keys of a covariate table ([`CovariateSpec`]'s fields), those of every kind first.
+const COVARIATE_KEYS: [&str; 17] = [
+    "dist",
+    "target",
+    "source",
+    "mean",
+    "sd",
+    "median",
+    "cv",
+    "mu",
+    "sigma",
+    "lo",
+    "hi",
+    "levels",
+    "by",
+    "x",
+    "quantiles",
+    "values",
+    "expr",
+];
+
+/// The first key of a covariate table that no covariate takes, refused with the keys of that
+/// covariate's kind of draw (where it has one) rather than every kind's, and the one likely
+/// meant. `None` where there is none, or the text is not TOML (the typed reading says why).
+fn unknown_covariate_key(src: &SourceFile) -> Option<Diagnostic> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(&src.text).ok()?;
+    fn field<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<&'a DeValue<'i>> {
+        t.iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v.get_ref())
+    }
+    let Some(DeValue::Table(covariates)) = field(doc.get_ref(), "covariates") else {
+        return None;
+    };
+    for (name, c) in covariates.iter() {
+        let DeValue::Table(t) = c.get_ref() else {
+            continue;
+        };
+        let Some((key, _)) = t
+            .iter()
+            .find(|(k, _)| !COVARIATE_KEYS.contains(&k.get_ref().as_ref()))
+        else {
+            continue;
+        };
+        let dist = field(t, "dist").and_then(DeValue::as_str);
+        let kind = keys_taken(
+            dist,
+            field(t, "expr").is_some(),
+            field(t, "levels").is_some(),
+        );
+        let list = |keys: &[&str]| {
+            keys.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (every, own) = COVARIATE_KEYS.split_at(3);
+        let (expected, takes): (Vec<&str>, String) = match kind {
+            Some((what, keys)) => (
+                keys.iter().chain(every).copied().collect(),
+                format!(
+                    "{what} takes {} (and, as every covariate, {})",
+                    list(keys),
+                    list(every)
+                ),
+            ),
+            None => (
+                COVARIATE_KEYS.to_vec(),
+                format!(
+                    "a covariate takes {} and those of its kind: {}",
+                    list(every),
+                    list(own)
+                ),
+            ),
+        };
+        let hint = crate::diag::closest(key.get_ref(), expected.iter().copied())
+            .map_or(String::new(), |k| format!("; did you mean `{k}`?"));
+        let span = key.span();
+        return Some(src.error(
+            Span::new(span.start, span.end),
+            format!(
+                "covariate '{}': unknown key `{}`; {takes}{hint}",
+                name.get_ref(),
+                key.get_ref(),
+            ),
+        ));
+    }
+    None
+}
+
 /// A categorical's levels: label → frequency, in file order.
 type Levels = indexmap::IndexMap<Spanned<String>, Spanned<toml::Value>>;
 
@@ -440,11 +554,16 @@ impl Population {
 
     pub fn parse(file_name: &str, text: &str) -> Result<Population, PopulationError> {
         let src = SourceFile::new(file_name, text);
+        if let Some(d) = unknown_covariate_key(&src) {
+            return Err(PopulationError::Invalid(vec![d]));
+        }
         let spec: FileSpec =
             toml::from_str(text).map_err(|e| crate::trial::spec::toml_error(&src, &e))?;
         Builder {
             src: &src,
             errors: Vec::new(),
+            names: Vec::new(),
+            etas: Vec::new(),
         }
         .build(spec, &src)
     }
@@ -972,6 +1091,10 @@ fn draw_block(b: &Block, rng: &mut impl rand::Rng, slots: &mut [f64]) {
 struct Builder<'a> {
     src: &'a SourceFile,
     errors: Vec<Diagnostic>,
+    /// The names an expression may read (covariates in file order, labels, etas where its
+    /// lookup takes them): what an unknown name is compared with.
+    names: Vec<String>,
+    etas: Vec<String>,
 }
 
 impl Builder<'_> {
@@ -983,10 +1106,21 @@ impl Builder<'_> {
             Value::Num(x) => return Some(Expr::Num(*x)),
             Value::Expr(s) => self.parse_str(s, span)?,
         };
+        let names = e.free_names();
         match resolve(&mut e, self.src, &lookup) {
             Ok(()) => Some(e),
             Err(d) => {
-                self.errors.push(d);
+                // The name it stopped at, and those it may have meant (a covariate later in
+                // the file is one that this one's value can read).
+                let unknown = names.iter().find(|(n, _)| lookup(n).is_none());
+                let etas = self.etas.iter().filter(|e| lookup(e).is_some());
+                let known = self.names.iter().chain(etas).map(String::as_str);
+                let hint =
+                    unknown.map_or(String::new(), |(n, _)| crate::diag::did_you_mean(n, known));
+                self.errors.push(Diagnostic {
+                    message: format!("{}{hint}", d.message),
+                    ..d
+                });
                 None
             }
         }
@@ -1102,20 +1236,9 @@ impl Builder<'_> {
     /// Refuses keys that the covariate's kind of draw does not take, naming those it does.
     fn check_keys_apply(&mut self, name: &str, span: Span, c: &CovariateSpec) {
         let kind = c.dist.as_ref().map(|d| d.get_ref().as_str());
-        let (what, takes): (&str, &[&str]) = match (kind, c.expr.is_some(), c.levels.is_some()) {
-            (None, true, false) => ("a derived covariate (`expr`)", &["expr"]),
-            (None | Some("categorical"), false, true) => ("a categorical", &["levels"]),
-            (Some("normal"), false, false) => ("a normal", &["mean", "sd", "lo", "hi"]),
-            (Some("lognormal"), false, false) => {
-                ("a log-normal", &["median", "cv", "mu", "sigma", "lo", "hi"])
-            }
-            (Some("uniform"), false, false) => ("a uniform", &["lo", "hi"]),
-            (Some("empirical"), false, false) => (
-                "an empirical table",
-                &["by", "x", "quantiles", "values", "lo", "hi"],
-            ),
+        let Some((what, takes)) = keys_taken(kind, c.expr.is_some(), c.levels.is_some()) else {
             // Refused as a whole where the draw is read.
-            _ => return,
+            return;
         };
         let value = |v: &Option<Spanned<Value>>| v.as_ref().map(sp);
         let given: [(&str, Option<Span>); 14] = [
@@ -1220,6 +1343,15 @@ impl Builder<'_> {
             .flat_map(|o| o.get_ref().etas.get_ref().clone())
             .collect();
         let cov_names: Vec<String> = specs.iter().map(|(n, _, _)| n.clone()).collect();
+        let mut label_names: Vec<(&String, Span)> =
+            labels.iter().map(|(l, (_, at))| (l, *at)).collect();
+        label_names.sort_by_key(|(l, at)| (at.start, l.as_str()));
+        self.names = cov_names
+            .iter()
+            .chain(label_names.into_iter().map(|(l, _)| l))
+            .cloned()
+            .collect();
+        self.etas = eta_names.clone();
         for (n, span, _) in &specs {
             if let Err(msg) = check_expression_name(n) {
                 self.errors

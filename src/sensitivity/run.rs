@@ -263,8 +263,9 @@ impl Analysis {
             invalid(src.error(
                 at(s.method.span()),
                 format!(
-                    "unknown method '{}' (sobol, morris, efast)",
-                    s.method.get_ref()
+                    "unknown method '{}' (sobol, morris, efast){}",
+                    s.method.get_ref(),
+                    crate::diag::did_you_mean(s.method.get_ref(), ["sobol", "morris", "efast"])
                 ),
             ))
         })?;
@@ -293,8 +294,9 @@ impl Analysis {
                 return Err(invalid(src.error(
                     at(pname_sp.span()),
                     format!(
-                        "the model has no parameter '{pname}' (parameters: {})",
-                        names.join(", ")
+                        "the model has no parameter '{pname}' (parameters: {}){}",
+                        names.join(", "),
+                        crate::diag::did_you_mean(pname, names.iter().copied())
                     ),
                 )));
             };

@@ -140,7 +140,8 @@ impl Method {
     pub fn parse(s: &str) -> Result<Method, String> {
         Method::from_name(s).ok_or_else(|| {
             let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
-            format!("unknown method '{s}' ({})", names.join(", "))
+            let hint = crate::diag::did_you_mean(s, names.iter().copied());
+            format!("unknown method '{s}' ({}){hint}", names.join(", "))
         })
     }
     pub fn is_adaptive(self) -> bool {

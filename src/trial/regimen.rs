@@ -45,9 +45,10 @@ pub fn dose_line(model: &Model, d: &DoseSpec) -> Result<DoseLine, DoseError> {
         let names: Vec<&str> = model.states.iter().map(|s| s.name.as_str()).collect();
         DoseError {
             message: format!(
-                "dose into '{}', which is not a state of the model (states: {})",
+                "dose into '{}', which is not a state of the model (states: {}){}",
                 d.into,
-                names.join(", ")
+                names.join(", "),
+                crate::diag::did_you_mean(d.into.get_ref(), names.iter().copied())
             ),
             at: Some(d.into.span()),
         }

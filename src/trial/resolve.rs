@@ -474,9 +474,10 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 Err(vec![src.error(
                     span_of(name),
                     format!(
-                        "no built-in model '{}'; built-in models: {}",
+                        "no built-in model '{}'; built-in models: {}{}",
                         name.get_ref(),
-                        known.join(", ")
+                        known.join(", "),
+                        crate::diag::did_you_mean(name.get_ref(), known.iter().copied())
                     ),
                 )])
             }
@@ -529,9 +530,10 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                     errors.push(src.error(
                         span_of(name),
                         format!(
-                            "no built-in population '{}'; built-in populations: {}",
+                            "no built-in population '{}'; built-in populations: {}{}",
                             name.get_ref(),
-                            known.join(", ")
+                            known.join(", "),
+                            crate::diag::did_you_mean(name.get_ref(), known.iter().copied())
                         ),
                     ));
                     return Err(TrialError::Invalid(errors));
@@ -644,7 +646,10 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
             Some(i) => params[i] = ParamSource::Fixed(*value.get_ref()),
             None => errors.push(src.error(
                 span_of(value),
-                format!("the model has no parameter '{name}'"),
+                format!(
+                    "the model has no parameter '{name}'{}",
+                    crate::diag::did_you_mean(name, model.params.iter().map(|p| p.name.as_str()))
+                ),
             )),
         }
     }
@@ -1190,13 +1195,14 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
                 errors.push(src.error(
                     span_of(t),
                     format!(
-                        "target metric '{}' is not among the metric columns ({})",
+                        "target metric '{}' is not among the metric columns ({}){}",
                         tg.metric,
                         if cols.is_empty() {
                             "[output] metrics gives none".to_string()
                         } else {
                             cols.join(", ")
-                        }
+                        },
+                        crate::diag::did_you_mean(&tg.metric, cols.iter().copied())
                     ),
                 ));
                 None

@@ -362,6 +362,17 @@ pub fn toml_message(e: &toml::de::Error) -> String {
             m = format!("{rest}{words}");
         }
     }
+    // `unknown field `evry`, expected one of `amount`, `every`, …`: the one likely meant.
+    let unknown = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| m.strip_prefix(p))
+        .and_then(|rest| rest.split_once('`'));
+    if let Some((word, expected)) = unknown {
+        let candidates = expected.split('`').skip(1).step_by(2);
+        if let Some(c) = crate::diag::closest(word, candidates) {
+            m = format!("{m}; did you mean `{c}`?");
+        }
+    }
     m
 }
 
