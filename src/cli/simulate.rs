@@ -739,24 +739,25 @@ fn simulate(
         }
     }
     if out.status != Status::Ok {
-        if out.status == Status::NoSteadyState {
+        let steady_state_dose = arm.regimen.lines.iter().any(|l| l.steady_state);
+        let why = match out.status {
+            Status::NoSteadyState => Some(
+                "no_steady_state: the steady state of the steady-state dose was not found; a \
+                 dosed state that nothing eliminates, or a model that grows without bound, has \
+                 none",
+            ),
+            Status::MaxSteps if out.stats.accepted == 0 && steady_state_dose => Some(
+                "max_steps in the iterations to the steady state of the steady-state dose \
+                 (their steps count against max_steps): the steady state may not exist (a \
+                 dosed state that nothing eliminates, a dose rate above a saturable \
+                 elimination's capacity), or need more steps",
+            ),
+            _ => None,
+        };
+        if let Some(why) = why {
             bail!(
-                "the integration failed: no_steady_state: the steady state of the steady-state \
-                 dose was not found; a dosed state that nothing eliminates, or a model that \
-                 grows without bound, has none (docs/nonmem.md, \"How the steady state is \
+                "the integration failed: {why} (docs/nonmem.md, \"How the steady state is \
                  found\")"
-            );
-        }
-        if out.status == Status::MaxSteps
-            && out.stats.accepted == 0
-            && arm.regimen.lines.iter().any(|l| l.steady_state)
-        {
-            bail!(
-                "the integration failed: max_steps in the iterations to the steady state of the \
-                 steady-state dose (their steps count against max_steps): the steady state may \
-                 not exist (a dosed state that nothing eliminates, a dose rate above a \
-                 saturable elimination's capacity), or need more steps (docs/nonmem.md, \"How \
-                 the steady state is found\")"
             );
         }
         bail!("the integration failed: {}", out.status.name());

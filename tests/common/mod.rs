@@ -276,14 +276,14 @@ pub fn run_occasions(
     out
 }
 
-/// The largest relative difference (see [`max_rel`]) of any metric but Tmax and of any profile
-/// between two runs of `arm`.
+/// The largest relative difference (see [`max_rel`]) of any metric but Tmax (whole or windowed)
+/// and of any profile between two runs of `arm`.
 pub fn worst_difference(arm: &ArmPlan, gpu: &ChunkOutput, cpu: &ChunkOutput) -> f64 {
     let metrics = arm
         .metrics
         .iter()
         .enumerate()
-        .filter(|(_, s)| !s.column.ends_with("_tmax"))
+        .filter(|(_, s)| s.metric.kind != vpop::metrics::MetricKind::Tmax)
         .map(|(m, _)| max_rel(&gpu.metrics[m], &cpu.metrics[m]));
     let profiles = gpu
         .profiles
@@ -476,7 +476,7 @@ pub fn agrees_with_the_cpu_reference(
         // Worst relative difference from the CPU at the same settings: all but Tmax, Tmax.
         let mut method_worst = (0.0f64, 0.0f64);
         for (k, s) in gpu_arm.metrics.iter().enumerate() {
-            let tmax = s.column.ends_with("_tmax");
+            let tmax = s.metric.kind == vpop::metrics::MetricKind::Tmax;
             for (want, tol) in [(&same, tol.same), (&tight, tol.tight)] {
                 // Tmax sits on a flat maximum: its time is resolved less finely, and never
                 // closer than TMAX_CONDITIONING (round-off alone moves it that much).
