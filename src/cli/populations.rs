@@ -11,7 +11,8 @@ pub struct PopulationsArgs {
 pub fn run(args: &PopulationsArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.name {
         let p = library::get(name).ok_or_else(|| {
-            anyhow::anyhow!("no built-in population '{name}'; `vpop populations` lists them")
+            let hint = crate::diag::did_you_mean(name, library::names());
+            anyhow::anyhow!("no built-in population '{name}'; `vpop populations` lists them{hint}")
         })?;
         print!("{}", p.source);
         return Ok(());

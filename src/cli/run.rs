@@ -737,8 +737,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .backend
         .as_deref()
         .map(|b| {
-            BackendChoice::parse(b)
-                .with_context(|| format!("--backend {b}: expected auto, cpu, wgpu or cuda"))
+            BackendChoice::parse(b).with_context(|| {
+                let hint = crate::diag::did_you_mean(b, ["auto", "cpu", "wgpu", "cuda"]);
+                format!("--backend {b}: expected auto, cpu, wgpu or cuda{hint}")
+            })
         })
         .transpose()?;
     let opts = RunOptions {
