@@ -59,6 +59,7 @@ fn constants() -> Vec<(String, f64)> {
         ("SS_NONE", SS_NONE),
         ("SS_ULPS", SS_ULPS),
         ("SS_INFUSION_SPAN_MAX", SS_INFUSION_SPAN_MAX),
+        ("SS_TRANSLATION", SS_TRANSLATION),
     ] {
         v.push((name.into(), x));
     }
@@ -66,9 +67,10 @@ fn constants() -> Vec<(String, f64)> {
 }
 
 /// The counts, by name.
-fn counts() -> [(&'static str, u32); 3] {
+fn counts() -> [(&'static str, u32); 4] {
     [
         ("SS_MAX_CYCLES", SS_MAX_CYCLES),
+        ("SS_TRANSLATING", SS_TRANSLATING),
         ("SS_NOISE_CYCLES", SS_NOISE_CYCLES),
         ("SS_INFUSION_DOUBLINGS", SS_INFUSION_DOUBLINGS),
     ]

@@ -279,7 +279,7 @@ struct Arm : Sub {
         if (kind == 3u) { status = 3u; return false; }
         const unsigned reach = (unsigned)ceil((lag + dur) / SS_II) + 1;
         n_tail = reach + 1;
-        real x[NS];
+        real x[NS], dprev[NS];
         #pragma unroll
         for (int j = 0; j < NS; j++) x[j] = y[j];
         ss_begin();
@@ -334,7 +334,7 @@ struct Arm : Sub {
                     }
                 }
             }
-            const bool done = ss_iterate(x, false);
+            const bool done = ss_iterate(x, dprev, false);
             if (done) {
                 #pragma unroll
                 for (int j = 0; j < NS; j++) { y[j] = x[j]; rates[j] = 0; }

@@ -26,7 +26,8 @@ typedef {{REAL}} real;
 // src/solver/tableau_data.rs, where each rule is told): stop when the change still to come is
 // below SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance
 // units) without shrinking (two ratios of changes at least SS_FLAT that are not a slow mode
-// settling, SS_SETTLING) or for SS_NOISE_CYCLES intervals, or every state changed by round-off
+// settling, SS_SETTLING) or for SS_NOISE_CYCLES intervals — unless a state moves by the same
+// amount every interval (SS_TRANSLATION, SS_TRANSLATING) — or every state changed by round-off
 // only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from
 // SS_JUMP up to SS_JUMP_MAX, jumps to the end of the geometric series of its changes.
 #define CUT_SHORT 254u
@@ -675,6 +676,11 @@ struct Sub {
     real ss_change_at_x;
     bool ss_drift;
     real ss_g;
+    // How many intervals in a row some state changed by what it changed over the one before
+    // (SS_TRANSLATION), and whether the changes of the interval before are at hand (none since
+    // the start or a jump).
+    unsigned ss_translating;
+    bool ss_have_d;
 
     // The iterations start anew (no previous change or ratio).
     FI void ss_begin() {
@@ -682,6 +688,28 @@ struct Sub {
         ss_prev_rho = (real)-1;
         ss_rho_jump = 0;
         ss_stalled = 0;
+        ss_translating = 0;
+        ss_have_d = false;
+    }
+
+    // After an interval from the iterate x, dprev holding each state's change over the interval
+    // before: whether some state moved by the same amount again (by more than SS_FRACTION of
+    // its tolerance, measured to better than SS_TRANSLATION of it), as `SsIterations::next` on
+    // the CPU; dprev takes this interval's changes.
+    FI void ss_translation(const real* x, real* dprev) {
+        bool translates = false;
+        #pragma unroll
+        for (int j = 0; j < NS; j++) {
+            const real d = y[j] - x[j];
+            const real w = m->atol + m->rtol * fabs(y[j]);
+            translates = translates || (ss_have_d && fabs(d) >= SS_FRACTION * w
+                && (real)2 * SS_ULPS * m->eps * fabs(y[j]) <= SS_TRANSLATION * fabs(d)
+                && fabs(d - dprev[j]) <= SS_TRANSLATION * fabs(d));
+            dprev[j] = d;
+        }
+        ss_have_d = true;
+        ss_translating = !translates ? 0u
+            : ss_translating + 1 < SS_TRANSLATING ? ss_translating + 1 : SS_TRANSLATING;
     }
 
     // The largest change of the model states from the iterate x over an interval, in units of
@@ -743,7 +771,11 @@ struct Sub {
         const real left = change * ss_rho_jump / ((real)1 - ss_rho_jump);
         const bool rejump = noise && ss_rho_jump >= SS_FLAT && raw <= (real)2 - SS_FLAT
             && left > SS_JUMP_ABOVE;
-        const bool done = converged || (noise && !rejump) || ss_stalled >= SS_NOISE_CYCLES;
+        // A state that moves by the same amount every interval has no steady state, however
+        // small that amount is.
+        const bool growing = ss_translating >= SS_TRANSLATING;
+        const bool done = converged
+            || (!growing && ((noise && !rejump) || ss_stalled >= SS_NOISE_CYCLES));
         // Where the interval can be lengthened (lengthens: a steady-state infusion's span), a
         // slow mode whose jump would amplify the integration's own error by more than the
         // change sets ss_drift instead of jumping.
@@ -770,12 +802,15 @@ struct Sub {
             ss_prev = SS_NONE;
             ss_prev_rho = (real)-1;
             ss_rho_jump = ss_rho;
+            ss_have_d = false;
         }
     }
 
-    // One iteration after an interval from the iterate x, as `SsIterations::next` on the CPU:
-    // x takes the next iterate; whether the steady state is reached.
-    FI bool ss_iterate(real* x, bool lengthens) {
+    // One iteration after an interval from the iterate x (dprev: the changes of the interval
+    // before, ss_translation), as `SsIterations::next` on the CPU: x takes the next iterate;
+    // whether the steady state is reached.
+    FI bool ss_iterate(real* x, real* dprev, bool lengthens) {
+        ss_translation(x, dprev);
         const bool done = ss_converged(ss_change(x), lengthens);
         ss_next(x);
         return done;

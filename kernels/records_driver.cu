@@ -13,15 +13,18 @@
 // `counters` comes in holding each subject's index (first instruction, instructions, first
 // parameter set, first output row, records) and goes out holding its counters (status,
 // accepted, rejected, right-hand sides, Jacobians), and `profiles` is each thread's scratch
-// for steady states (SCRATCH values: the iterate, and the state and inputs put aside), in
+// for steady states (SCRATCH values: the iterate, the state and inputs put aside, and the
+// iterations' last changes), in
 // global memory so that the integration keeps its registers.
 
-#define SCRATCH (NY + 2 * NS)
+#define SCRATCH (NY + 3 * NS)
 
 struct Rec : Sub {
     const real* psets;
-    // ss_x: the steady-state iterate; save_y, save_rates: the state and inputs put aside.
+    // ss_x: the steady-state iterate; save_y, save_rates: the state and inputs put aside;
+    // ss_dprev: the iterations' last changes (ss_translation).
     real* ss_x;
+    real* ss_dprev;
     real* save_y;
     real* save_rates;
     real t_cur, save_t, span;
@@ -140,7 +143,7 @@ struct Rec : Sub {
                 wi++;
             }
             if (!at(t_cur, ii)) return false;
-            const bool done = ss_iterate(ss_x, false);
+            const bool done = ss_iterate(ss_x, ss_dprev, false);
             if (done) {
                 settle(mode);
                 return true;
@@ -193,7 +196,7 @@ struct Rec : Sub {
                     span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
                 }
             } else {
-                const bool done = ss_iterate(ss_x, true);
+                const bool done = ss_iterate(ss_x, ss_dprev, true);
                 if (ss_drift) {
                     if (span >= SS_INFUSION_SPAN_MAX) return fail(NO_STEADY_STATE);
                     span = fmin((real)2 * span, SS_INFUSION_SPAN_MAX);
@@ -279,6 +282,7 @@ extern "C" __global__ void VPOP_LAUNCH_BOUNDS integrate(const real* __restrict__
     S.ss_x = profiles + (size_t)i * SCRATCH;
     S.save_y = S.ss_x + NS;
     S.save_rates = S.save_y + NY;
+    S.ss_dprev = S.save_rates + NS;
     // The outputs of records a failed subject never reaches stay NaN: the host fills the
     // buffer so, as for the WGSL records kernel (which cannot loop over a subject's records).
     real* out = metrics_out + (size_t)row * NO;

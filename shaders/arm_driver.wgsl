@@ -654,6 +654,7 @@ fn save_carry() {
     if (SS_START) {
         o = sid * CW + CW_ARM;
         for (var k = 0u; k < NS; k++) { carry[o] = ss_x[k]; o++; }
+        for (var k = 0u; k < NS; k++) { carry[o] = ss_dprev[k]; o++; }
         carry[o] = ss_prev;
         carry[o + 1u] = ss_t;
         carry[o + 2u] = ss_ct;
@@ -666,6 +667,8 @@ fn save_carry() {
         carry_u[v + 3u] = ss_busy;
         carry_u[v + 4u] = ss_cc;
         carry_u[v + 5u] = ss_ck;
+        carry_u[v + 6u] = ss_translating;
+        carry_u[v + 7u] = ss_have_d;
     }
 }
 
@@ -695,6 +698,7 @@ fn load_carry() {
     if (SS_START) {
         o = sid * CW + CW_ARM;
         for (var k = 0u; k < NS; k++) { ss_x[k] = carry[o]; o++; }
+        for (var k = 0u; k < NS; k++) { ss_dprev[k] = carry[o]; o++; }
         ss_prev = carry[o];
         ss_t = carry[o + 1u];
         ss_ct = carry[o + 2u];
@@ -707,6 +711,8 @@ fn load_carry() {
         ss_busy = carry_u[v + 3u];
         ss_cc = carry_u[v + 4u];
         ss_ck = carry_u[v + 5u];
+        ss_translating = carry_u[v + 6u];
+        ss_have_d = carry_u[v + 7u];
     }
 }
 

@@ -39,7 +39,8 @@ const BIG: real = 3.0e38;
 // src/solver/tableau_data.rs, where each rule is told): stop when the change still to come is
 // below SS_FRACTION of the tolerance, or the change sits at the noise floor (SS_NOISE tolerance
 // units) without shrinking (two ratios of changes at least SS_FLAT that are not a slow mode
-// settling, SS_SETTLING) or for SS_NOISE_CYCLES intervals, or every state changed by round-off
+// settling, SS_SETTLING) or for SS_NOISE_CYCLES intervals — unless a state moves by the same
+// amount every interval (SS_TRANSLATION, SS_TRANSLATING) — or every state changed by round-off
 // only (SS_ULPS ulps); a slow approach whose ratio has held steady (SS_STEADY of 1 − ρ), ρ from
 // SS_JUMP up to SS_JUMP_MAX, jumps to the end of the geometric series of its changes.
 // EPS: the precision's machine epsilon; SNAP: a step that ends within SNAP·span of a stopping
@@ -791,6 +792,12 @@ var<private> ss_still: bool;
 var<private> ss_change_at_x: real;
 var<private> ss_drift: bool;
 var<private> ss_g: real;
+// Each state's change over the last interval, how many intervals in a row some state changed
+// by what it changed over the one before (SS_TRANSLATION), and whether ss_dprev holds the
+// changes of the interval before (1u; 0u: none since the start or a jump).
+var<private> ss_dprev: array<real, {{N_NS}}>;
+var<private> ss_translating: u32;
+var<private> ss_have_d: u32;
 
 // The iterations start anew (no previous change or ratio).
 fn ss_begin() {
@@ -798,6 +805,30 @@ fn ss_begin() {
     ss_prev_rho = -1.0;
     ss_rho_jump = 0.0;
     ss_stalled = 0u;
+    ss_translating = 0u;
+    ss_have_d = 0u;
+}
+
+// After an interval from the iterate ss_x: whether some state moved by the same amount as over
+// the interval before (by more than SS_FRACTION of its tolerance, measured to better than
+// SS_TRANSLATION of it), as `SsIterations::next` on the CPU; ss_dprev takes this interval's
+// changes.
+fn ss_translation() {
+    var translates = false;
+    for (var j = 0u; j < NS; j++) {
+        let d = y[j] - ss_x[j];
+        let w = meta_.atol + meta_.rtol * abs(y[j]);
+        translates = translates || (ss_have_d == 1u && abs(d) >= SS_FRACTION * w
+            && 2.0 * SS_ULPS * EPS * abs(y[j]) <= SS_TRANSLATION * abs(d)
+            && abs(d - ss_dprev[j]) <= SS_TRANSLATION * abs(d));
+        ss_dprev[j] = d;
+    }
+    ss_have_d = 1u;
+    if (translates) {
+        ss_translating = min(ss_translating + 1u, SS_TRANSLATING);
+    } else {
+        ss_translating = 0u;
+    }
 }
 
 // The largest change of the model states from ss_x over an interval, in units of the
@@ -856,7 +887,10 @@ fn ss_converged(change: real, lengthens: bool) -> bool {
     // changes are its, extrapolated again with the jump's ratio.
     let left = change * ss_rho_jump / (1.0 - ss_rho_jump);
     let rejump = noise && ss_rho_jump >= SS_FLAT && raw <= 2.0 - SS_FLAT && left > SS_JUMP_ABOVE;
-    let done = converged || (noise && !rejump) || ss_stalled >= SS_NOISE_CYCLES;
+    // A state that moves by the same amount every interval has no steady state, however small
+    // that amount is.
+    let growing = ss_translating >= SS_TRANSLATING;
+    let done = converged || (!growing && ((noise && !rejump) || ss_stalled >= SS_NOISE_CYCLES));
     // Where the interval can be lengthened (lengthens: a steady-state infusion's span), a slow
     // mode whose jump would amplify the integration's own error by more than the change sets
     // ss_drift instead of jumping.
@@ -887,12 +921,14 @@ fn ss_next() {
         ss_prev = SS_NONE;
         ss_prev_rho = -1.0;
         ss_rho_jump = ss_rho;
+        ss_have_d = 0u;
     }
 }
 
 // One iteration after an interval from the iterate ss_x, as `SsIterations::next` on the CPU:
 // ss_x takes the next iterate; whether the steady state is reached.
 fn ss_iterate(lengthens: bool) -> bool {
+    ss_translation();
     let done = ss_converged(ss_change(), lengthens);
     ss_next();
     return done;

@@ -289,6 +289,7 @@ fn save_carry() {
     for (var j = 0u; j < NS; j++) { carry[o] = rates[j]; o++; }
     for (var j = 0u; j < NS; j++) { carry[o] = save_rates[j]; o++; }
     for (var j = 0u; j < NS; j++) { carry[o] = ss_x[j]; o++; }
+    for (var j = 0u; j < NS; j++) { carry[o] = ss_dprev[j]; o++; }
     for (var k = 0u; k < NSW; k++) { carry[o] = sw_keep[k]; o++; }
     carry[o] = t_prev;
     carry[o + 1u] = t_cur;
@@ -315,6 +316,8 @@ fn save_carry() {
     carry_u[u + 12u] = step_i;
     carry_u[u + 13u] = sw_phase;
     carry_u[u + 14u] = sw_events;
+    carry_u[u + 15u] = ss_translating;
+    carry_u[u + 16u] = ss_have_d;
 }
 
 fn load_carry() {
@@ -324,6 +327,7 @@ fn load_carry() {
     for (var j = 0u; j < NS; j++) { rates[j] = carry[o]; o++; }
     for (var j = 0u; j < NS; j++) { save_rates[j] = carry[o]; o++; }
     for (var j = 0u; j < NS; j++) { ss_x[j] = carry[o]; o++; }
+    for (var j = 0u; j < NS; j++) { ss_dprev[j] = carry[o]; o++; }
     for (var k = 0u; k < NSW; k++) { sw_keep[k] = carry[o]; o++; }
     t_prev = carry[o];
     t_cur = carry[o + 1u];
@@ -350,6 +354,8 @@ fn load_carry() {
     step_i = carry_u[u + 12u];
     sw_phase = carry_u[u + 13u];
     sw_events = carry_u[u + 14u];
+    ss_translating = carry_u[u + 15u];
+    ss_have_d = carry_u[u + 16u];
 }
 
 fn start_subject() {

@@ -1193,13 +1193,15 @@ fn records_stop_where_the_model_jumps_in_time() {
 /// succeeds, and `check(what, subject, outputs)` judges each subject's first output on every
 /// record.
 fn records_on_every_backend(ir: &str, data: &str, check: &dyn Fn(&str, usize, &[f64])) {
-    records_on_every_backend_with(ir, data, &|_| vpop::solver::Status::Ok, check);
+    let ok = |_| vpop::solver::Status::Ok;
+    records_on_every_backend_with(ir, data, 1e-10, &ok, check);
 }
 
-/// [`records_on_every_backend`] where subject `s` ends with the status `status(s)`.
+/// [`records_on_every_backend`] at `rtol`, where subject `s` ends with the status `status(s)`.
 fn records_on_every_backend_with(
     ir: &str,
     data: &str,
+    rtol: f64,
     status: &dyn Fn(usize) -> vpop::solver::Status,
     check: &dyn Fn(&str, usize, &[f64]),
 ) {
@@ -1214,7 +1216,7 @@ fn records_on_every_backend_with(
     let base = ir.defaults();
     let solver = SolverOptions {
         method: Method::Tsit5,
-        rtol: 1e-10,
+        rtol,
         atol: 1e-14,
         ..Default::default()
     };
@@ -1459,8 +1461,10 @@ fn additional_doses_on_a_records_time_come_before_it_despite_round_off() {
 /// state: CL 0 on the record) fails its subject as `no_steady_state`, a steady-state bolus
 /// (subject 1) and a steady-state infusion (subject 2, AMT 0, RATE 10, II 0) alike, and the
 /// subject with elimination (3) is unaffected: on the CPU reference and as record programs on
-/// the wgpu and CUDA records kernels in f64 (CUDA emulated on the host where there is no
-/// device; SKIPPED where neither can be built).
+/// the wgpu and CUDA records kernels (CUDA emulated on the host where there is no device;
+/// SKIPPED where neither can be built), in f64 at rtol 1e-10 and 1e-4, where the growth per
+/// interval falls below the noise level within the iterations' limit (f32 cannot tell a
+/// constant growth from a slow approach there: docs/nonmem.md).
 #[test]
 fn a_steady_state_record_that_has_none_is_its_own_status() {
     use vpop::solver::Status;
@@ -1473,10 +1477,13 @@ fn a_steady_state_record_that_has_none_is_its_own_status() {
     let want = [Status::NoSteadyState, Status::NoSteadyState, Status::Ok];
     // Subject 3 at 6 h: the steady state of 100 every 12 h, k = 0.1, six hours on.
     let c6 = 2.0 / (1.0 - (-1.2f64).exp()) * (-0.6f64).exp();
-    let check = |what: &str, s: usize, o: &[f64]| {
-        if s == 2 {
-            assert!((o[1] - c6).abs() <= 1e-8 * c6, "{what}: {} vs {c6}", o[1]);
-        }
-    };
-    records_on_every_backend_with(ir, data, &|s| want[s], &check);
+    for (rtol, within) in [(1e-10, 1e-8), (1e-4, 1e-2)] {
+        let check = |what: &str, s: usize, o: &[f64]| {
+            if s == 2 {
+                let e = (o[1] - c6).abs() / c6;
+                assert!(e <= within, "{what} at rtol {rtol:e}: {} vs {c6}", o[1]);
+            }
+        };
+        records_on_every_backend_with(ir, data, rtol, &|s| want[s], &check);
+    }
 }

@@ -42,7 +42,7 @@ use crate::model::{CompiledModel, Model};
 use crate::solver::tableau_data::{
     SAME_TIME, SS_FLAT, SS_FRACTION, SS_INFUSION_DOUBLINGS, SS_INFUSION_SPAN_MAX, SS_JUMP,
     SS_JUMP_ABOVE, SS_JUMP_MAX, SS_JUMP_SLOW, SS_MAX_CYCLES, SS_NOISE, SS_NOISE_CYCLES, SS_NONE,
-    SS_RATIO_MAX, SS_SETTLING, SS_STEADY, SS_ULPS,
+    SS_RATIO_MAX, SS_SETTLING, SS_STEADY, SS_TRANSLATING, SS_TRANSLATION, SS_ULPS,
 };
 use crate::solver::{Integrator, NoObserver, SolverOptions, Stats, Status};
 
@@ -1022,7 +1022,7 @@ impl Engine for Cpu<'_> {
         self.isolated(|cpu| {
             // Each interval from 0 to ii is, to the model, the one from t − ii to t.
             cpu.sys.t_shift = t - ii;
-            let mut iterations = SsIterations::new(false);
+            let mut iterations = SsIterations::new(false, n);
             for _ in 0..SS_MAX_CYCLES as usize {
                 cpu.restart(&x);
                 let mut t = 0.0;
@@ -1095,7 +1095,7 @@ impl Engine for Cpu<'_> {
             }
             // Then iterations over a fixed span (the last) as over a dosing interval: a
             // mode slower than the span shows in their ratio, and a steady one is extrapolated.
-            let mut iterations = SsIterations::new(true);
+            let mut iterations = SsIterations::new(true, n);
             let mut cycle = 0;
             loop {
                 run(cpu, &x, span)?;
@@ -1106,7 +1106,7 @@ impl Engine for Cpu<'_> {
                         return Err(Status::NoSteadyState);
                     }
                     span = next_infusion_span(span);
-                    iterations = SsIterations::new(true);
+                    iterations = SsIterations::new(true, n);
                     cycle = 0;
                 } else if done {
                     return Ok(());
@@ -1150,11 +1150,18 @@ struct SsIterations {
     /// jump would amplify the integration's own error (about a tolerance unit per interval)
     /// by more than the change is not extrapolated but sets `drifting`.
     lengthens: bool,
+    /// Each state's change over the previous interval (NaN: none since the start or a jump).
+    prev_d: Vec<f64>,
+    /// How many intervals in a row some state changed by what it changed over the one before
+    /// ([`SS_TRANSLATION`]).
+    translating: u32,
 }
 
 impl SsIterations {
-    fn new(lengthens: bool) -> SsIterations {
+    fn new(lengthens: bool, n: usize) -> SsIterations {
         SsIterations {
+            prev_d: vec![f64::NAN; n],
+            translating: 0,
             prev_change: SS_NONE,
             prev_rho: -1.0,
             stalled: 0,
@@ -1169,6 +1176,24 @@ impl SsIterations {
     /// is reached.
     fn next(&mut self, cpu: &Cpu, x: &mut [f64]) -> bool {
         let (change, change_at_x, still) = cpu.change_from(x);
+        // A state that moves by the same amount every interval (by more than SS_FRACTION of its
+        // tolerance, measured to better than SS_TRANSLATION of it) has no steady state.
+        let mut translates = false;
+        for (i, (p, xi)) in self.prev_d.iter_mut().zip(x.iter()).enumerate() {
+            let y = cpu.y[i];
+            let d = y - xi;
+            let w = cpu.solver.atol + cpu.solver.rtol * y.abs();
+            translates |= d.abs() >= SS_FRACTION * w
+                && 2.0 * SS_ULPS * f64::EPSILON * y.abs() <= SS_TRANSLATION * d.abs()
+                && (d - *p).abs() <= SS_TRANSLATION * d.abs();
+            *p = d;
+        }
+        self.translating = if translates {
+            (self.translating + 1).min(SS_TRANSLATING)
+        } else {
+            0
+        };
+        let growing = self.translating >= SS_TRANSLATING;
         // Geometric convergence: the change still to come is about change·ρ/(1−ρ). The ratio
         // compares two changes in the same units: the tolerance at `x`, the states the previous
         // change was measured at (the tolerance follows the states, and where they move by a
@@ -1216,7 +1241,7 @@ impl SsIterations {
         let left = change * self.rho_jump / (1.0 - self.rho_jump);
         let rejump =
             noise && self.rho_jump >= SS_FLAT && raw <= 2.0 - SS_FLAT && left > SS_JUMP_ABOVE;
-        let done = converged || (noise && !rejump) || self.stalled >= SS_NOISE_CYCLES;
+        let done = converged || !growing && (noise && !rejump || self.stalled >= SS_NOISE_CYCLES);
         // Over a longer interval the mode shrinks by a smaller ratio, its change outgrows the
         // integration's error, and a jump amplifies that error less.
         let lengthen = self.lengthens && slow_mode && rho / (1.0 - rho) > change;
@@ -1228,6 +1253,7 @@ impl SsIterations {
                 || slow_mode && (remaining > SS_JUMP_ABOVE || rho >= SS_JUMP_SLOW || accurate));
         let ratio = if rejump { self.rho_jump } else { rho };
         if cpu.advance(x, if jump { ratio / (1.0 - ratio) } else { 0.0 }) {
+            self.prev_d.fill(f64::NAN);
             self.prev_change = SS_NONE;
             self.prev_rho = -1.0;
             self.rho_jump = ratio;

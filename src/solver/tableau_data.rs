@@ -290,6 +290,15 @@ pub const SS_NOISE: f64 = 10.0;
 /// A change at the noise level this many intervals in a row ends the iterations even where it
 /// neither settles nor shrinks (the integration's own error can cycle with the step sequence).
 pub const SS_NOISE_CYCLES: u32 = 64;
+/// A state whose change over an interval is more than [`SS_FRACTION`] of its tolerance and equals its change over
+/// the interval before to this fraction (measured to better than that: 32 ulps of the state
+/// below this fraction of the change) moves by the same amount every interval: it grows
+/// without bound, and has no steady state, however small that amount is against the tolerance
+/// at its size. Where that holds [`SS_TRANSLATING`] intervals in a row, the stops at the noise
+/// level do not end the iterations. (A slow mode shrinks its change by 1 − ρ per interval: it
+/// differs from such a state only for half-lives beyond 690 000 intervals.)
+pub const SS_TRANSLATION: f64 = 1e-6;
+pub const SS_TRANSLATING: u32 = 2;
 /// The ratio of consecutive changes from which they count as not shrinking. A steady state
 /// approached slowly shrinks its changes by a steady ratio close to 1 (0.98 per interval for a
 /// half-life 35 times the interval), and the change still to come is then about 50 times the

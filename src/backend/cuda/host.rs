@@ -589,7 +589,7 @@ impl<L: Launcher> Host<L> {
                 metrics_nan: true,
                 counters_in: Some(&data.index),
                 // Steady-state scratch (kernels/records_driver.cu SCRATCH).
-                profiles_len: (z.ny() + 2 * z.ns) * b.len(),
+                profiles_len: (z.ny() + 3 * z.ns) * b.len(),
             })
             .collect();
         let n_outputs = progs.n_outputs;

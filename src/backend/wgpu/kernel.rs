@@ -27,12 +27,12 @@ pub const RECORDS_DRIVER_WGSL: &str = include_str!("../../../shaders/records_dri
 /// integration's switches held, let go or none under way, and the changes it located).
 pub const CARRY_U: usize = 10;
 /// … and by the records driver.
-pub const RECORDS_CARRY_U: usize = 15;
+pub const RECORDS_CARRY_U: usize = 17;
 
 /// Floating-point values the records driver keeps per subject between dispatches, with `nsw`
 /// switches located (their modes, in an integration a dispatch suspended).
 pub fn records_carry_f(z: &KernelSizes, nsw: usize) -> usize {
-    2 * z.ny() + 3 * z.ns + nsw + 9
+    2 * z.ny() + 4 * z.ns + nsw + 9
 }
 
 /// Machine epsilon and the end-of-segment snap of each precision (as in the CUDA kernel).
@@ -99,7 +99,7 @@ pub fn arm_source_located(
 /// steady-state start keeps its iteration too.
 pub fn arm_carry(z: &KernelSizes, steady_state: bool, nsw: usize) -> (usize, usize) {
     if steady_state {
-        (z.carry_f() + nsw + z.ns + 5, CARRY_U + 6)
+        (z.carry_f() + nsw + 2 * z.ns + 5, CARRY_U + 8)
     } else {
         (z.carry_f() + nsw, CARRY_U)
     }
