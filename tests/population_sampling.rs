@@ -1046,6 +1046,73 @@ fn built_in_populations_are_sampled_by_name() {
 /// renormalised), an empirical table whose bounds miss the subject's values or cross (not the
 /// bound itself, nor a panic). Every other subject and covariate draws, bit for bit, what a
 /// population with valid arguments draws where they agree.
+/// Spreads at the ends of the floats are drawn, not lost: a log-normal CV and an OMEGA CV of
+/// 1e-9 (whose 1 + CV² is 1 in f64) keep their spread, given as a number or an expression; a
+/// uniform between ±1.7e308 (wider than the largest float) stays finite and uniform.
+#[test]
+fn spreads_at_the_ends_of_the_floats_are_drawn() {
+    let text = r#"
+[covariates.wt]
+dist = "normal"
+mean = 70
+sd = 10
+
+[covariates.a]
+dist = "lognormal"
+median = 70
+cv = 1e-9
+
+[covariates.b]
+dist = "lognormal"
+median = 70
+cv = "1e-9 + 0 * wt"
+
+[covariates.c]
+dist = "lognormal"
+median = 70
+cv = "0.3 + 0 * wt"
+
+[covariates.w]
+dist = "uniform"
+lo = -1.7e308
+hi = 1.7e308
+
+[parameters]
+cl = "exp(eta_cl)"
+
+[[omega]]
+etas = ["eta_cl"]
+cv = [1e-9]
+"#;
+    let p = Population::parse("ends.toml", text).unwrap();
+    let n = 40_000;
+    let mut c = SampledChunk::default();
+    p.sample(3, 0, n, &mut c);
+    // The sample SD of ln(x) estimates sigma to 1/sqrt(2n) = 0.35 %.
+    let log_sd = |x: &[f64]| {
+        assert!(x.iter().all(|v| v.is_finite() && *v > 0.0));
+        mean_sd(&x.iter().map(|v| v.ln()).collect::<Vec<_>>()).1
+    };
+    for name in ["a", "b"] {
+        let sd = log_sd(col(&p, &c, name));
+        assert!((sd / 1e-9 - 1.0).abs() < 0.02, "{name}: {sd:e}");
+    }
+    let sd = log_sd(col(&p, &c, "c"));
+    let sigma = (1.0f64 + 0.09).ln().sqrt();
+    assert!((sd / sigma - 1.0).abs() < 0.02, "c: {sd} against {sigma}");
+    let eta = mean_sd(col(&p, &c, "eta_cl")).1;
+    assert!((eta / 1e-9 - 1.0).abs() < 0.02, "eta_cl: {eta:e}");
+    // Uniform: the fraction below each of a few points of the range, within 4 SE.
+    let w = col(&p, &c, "w");
+    assert!(w.iter().all(|v| v.is_finite() && v.abs() <= 1.7e308));
+    for q in [0.1, 0.5, 0.9] {
+        let x = -1.7e308 * (1.0 - q) + 1.7e308 * q;
+        let below = w.iter().filter(|v| **v < x).count() as f64 / n as f64;
+        let se = (q * (1.0 - q) / n as f64).sqrt();
+        assert!((below - q).abs() < 4.0 * se, "{q}: {below}");
+    }
+}
+
 #[test]
 fn per_subject_arguments_without_a_distribution_give_nan() {
     let text = r#"
@@ -1392,6 +1459,43 @@ fn labels_and_names_that_expressions_cannot_use_are_located_errors() {
             Err(e) => e.to_string(),
         };
         assert!(err.contains(want), "{to}\nwant {want}\ngot  {err}");
+    }
+}
+
+/// A categorical compared with a label of another categorical is refused where the label is
+/// written: labels are constants with the code of their position, so the comparison would hold
+/// for whichever level has that position. Its own labels, in either order and with every
+/// comparison, are accepted.
+#[test]
+fn a_categorical_compared_with_another_ones_label_is_a_located_error() {
+    let text = |expr: &str| {
+        format!(
+            "[covariates.g1]\nlevels = {{ a = 0.5, b = 0.3, rm = 0.2 }}\n\n\
+             [covariates.g2]\nlevels = {{ pm = 0.2, im = 0.5, indet = 0.3 }}\n\n\
+             [covariates.x]\nexpr = \"{expr}\"\n"
+        )
+    };
+    for expr in [
+        "if(g2 == im, 1, 0)",
+        "if(pm != g2, 1, 0)",
+        "if(g1 >= b, 1, 0) + if(g2 < indet, 1, 0)",
+        "g1 == g2",
+    ] {
+        if let Err(e) = Population::parse("pop.toml", &text(expr)) {
+            panic!("{expr}: {e}");
+        }
+    }
+    for (expr, col, label, of) in [
+        ("if(g2 == rm, 1, 0)", 18, "rm", "g2"),
+        ("if(b != g2, 1, 0)", 12, "b", "g2"),
+        ("1 + if(g1 > indet, 1, 0)", 21, "indet", "g1"),
+    ] {
+        let err = match Population::parse("pop.toml", &text(expr)) {
+            Ok(_) => panic!("accepted: {expr}"),
+            Err(e) => e.to_string(),
+        };
+        let want = format!("pop.toml:8:{col}: '{label}' is not a level of '{of}' (its levels: ");
+        assert!(err.contains(&want), "{expr}\nwant {want}\ngot  {err}");
     }
 }
 

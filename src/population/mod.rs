@@ -64,7 +64,7 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[serde(
     expecting = "a covariate table: dist with its parameters, levels, expr or an empirical table"
@@ -111,6 +111,30 @@ struct CovariateSpec {
     source: Option<String>,
 }
 
+impl CovariateSpec {
+    /// The keys of the kinds of draw ([`COVARIATE_KEYS`] but those every covariate takes), each
+    /// with its location where this table gives it.
+    fn draw_keys(&self) -> [(&'static str, Option<Span>); 14] {
+        let value = |v: &Option<Spanned<Value>>| v.as_ref().map(sp);
+        [
+            ("mean", value(&self.mean)),
+            ("sd", value(&self.sd)),
+            ("median", value(&self.median)),
+            ("cv", value(&self.cv)),
+            ("mu", value(&self.mu)),
+            ("sigma", value(&self.sigma)),
+            ("lo", value(&self.lo)),
+            ("hi", value(&self.hi)),
+            ("levels", self.levels.as_ref().map(sp)),
+            ("by", value(&self.by)),
+            ("x", self.x.as_ref().map(sp)),
+            ("quantiles", self.quantiles.as_ref().map(sp)),
+            ("values", self.values.as_ref().map(sp)),
+            ("expr", self.expr.as_ref().map(sp)),
+        ]
+    }
+}
+
 /// What a covariate of a kind of draw is called, and the keys of its draw, by its `dist` and
 /// whether it has `expr` or `levels` (`None`: no such kind).
 fn keys_taken(
@@ -134,7 +158,8 @@ fn keys_taken(
     })
 }
 
-/// The keys of a covariate table ([`CovariateSpec`]'s fields), those of every kind first.
+/// The keys of a covariate table ([`CovariateSpec`]'s fields), those of every kind first, then
+/// those of [`CovariateSpec::draw_keys`] (a unit test holds the three lists equal).
 const COVARIATE_KEYS: [&str; 17] = [
     "dist",
     "target",
@@ -564,6 +589,7 @@ impl Population {
             errors: Vec::new(),
             names: Vec::new(),
             etas: Vec::new(),
+            levels: HashMap::new(),
         }
         .build(spec, &src)
     }
@@ -998,7 +1024,13 @@ fn draw(
             let (a, b) = (ev(0).max(lo), ev(1).min(hi));
             let u: f64 = rng.random();
             if a < b {
-                a + u * (b - a)
+                let width = b - a;
+                if width.is_finite() {
+                    a + u * width
+                } else {
+                    // Bounds wider apart than the largest float: each weighted apart.
+                    a * (1.0 - u) + b * u
+                }
             } else {
                 f64::NAN
             }
@@ -1095,6 +1127,9 @@ struct Builder<'a> {
     /// lookup takes them): what an unknown name is compared with.
     names: Vec<String>,
     etas: Vec<String>,
+    /// Each categorical covariate's labels: what a comparison of it with a label is checked
+    /// against.
+    levels: HashMap<String, Vec<String>>,
 }
 
 impl Builder<'_> {
@@ -1106,6 +1141,7 @@ impl Builder<'_> {
             Value::Num(x) => return Some(Expr::Num(*x)),
             Value::Expr(s) => self.parse_str(s, span)?,
         };
+        self.check_label_comparisons(&e);
         let names = e.free_names();
         match resolve(&mut e, self.src, &lookup) {
             Ok(()) => Some(e),
@@ -1124,6 +1160,51 @@ impl Builder<'_> {
                 None
             }
         }
+    }
+
+    /// Refuses a comparison of a categorical covariate with a label that is not one of its
+    /// levels: labels are constants with the code of their position among their own
+    /// categorical's levels, so `cyp2d6 == rm` would hold for whichever level of `cyp2d6` has
+    /// `rm`'s position in another categorical.
+    fn check_label_comparisons(&mut self, e: &Expr) {
+        use crate::model::expr::BinOp;
+        let mut found = Vec::new();
+        e.visit(&mut |e| {
+            let Expr::Binary(
+                BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge,
+                a,
+                b,
+            ) = e
+            else {
+                return;
+            };
+            let (
+                Expr::Var(Var::Name { name: x, span: xs }),
+                Expr::Var(Var::Name { name: y, span: ys }),
+            ) = (a.as_ref(), b.as_ref())
+            else {
+                return;
+            };
+            for ((cov, _), (label, at)) in [((x, xs), (y, ys)), ((y, ys), (x, xs))] {
+                let Some(levels) = self.levels.get(cov) else {
+                    continue;
+                };
+                let is_label = self.levels.values().any(|l| l.contains(label));
+                if is_label && !levels.contains(label) {
+                    found.push(self.src.error(
+                        *at,
+                        format!(
+                            "'{label}' is not a level of '{cov}' (its levels: {}): a label \
+                             compares equal to the level at its own position, whichever \
+                             categorical that is{}",
+                            levels.join(", "),
+                            crate::diag::did_you_mean(label, levels.iter().map(String::as_str))
+                        ),
+                    ));
+                }
+            }
+        });
+        self.errors.extend(found);
     }
 
     /// Parses the expression `s`, the TOML string written at `span` of the file (in any of the
@@ -1240,23 +1321,7 @@ impl Builder<'_> {
             // Refused as a whole where the draw is read.
             return;
         };
-        let value = |v: &Option<Spanned<Value>>| v.as_ref().map(sp);
-        let given: [(&str, Option<Span>); 14] = [
-            ("mean", value(&c.mean)),
-            ("sd", value(&c.sd)),
-            ("median", value(&c.median)),
-            ("cv", value(&c.cv)),
-            ("mu", value(&c.mu)),
-            ("sigma", value(&c.sigma)),
-            ("lo", value(&c.lo)),
-            ("hi", value(&c.hi)),
-            ("by", value(&c.by)),
-            ("x", c.x.as_ref().map(sp)),
-            ("quantiles", c.quantiles.as_ref().map(sp)),
-            ("values", c.values.as_ref().map(sp)),
-            ("levels", c.levels.as_ref().map(sp)),
-            ("expr", c.expr.as_ref().map(sp)),
-        ];
+        let given = c.draw_keys();
         for (key, at) in given {
             if let (Some(at), false) = (at, takes.contains(&key)) {
                 self.errors.push(self.src.error(
@@ -1335,6 +1400,14 @@ impl Builder<'_> {
                     }
                     labels.insert(label.clone(), (k as f64, *span));
                 }
+                self.levels.insert(
+                    name.clone(),
+                    levels
+                        .get_ref()
+                        .keys()
+                        .map(|k| k.get_ref().clone())
+                        .collect(),
+                );
             }
         }
         let eta_names: Vec<String> = spec
@@ -1775,7 +1848,7 @@ impl Builder<'_> {
                         );
                         continue;
                     }
-                    Some(cv.get_ref().iter().map(|c| (1.0 + c * c).ln()).collect())
+                    Some(cv.get_ref().iter().map(|c| ln_1_plus_square(*c)).collect())
                 }
                 (None, None, Some(c)) => {
                     at = sp(c);
@@ -2051,22 +2124,45 @@ fn compose_ln(p: &Program) -> Program {
     q
 }
 
+/// Below it, ln(1 + x) is taken as ln(1 + x) · x / ((1 + x) − 1), which keeps x's digits that
+/// 1 + x rounds away (1 + x is 1 for x below 1.1e-16: a CV of 1e-8 would have no spread).
+const SMALL_SQUARE: f64 = 1e-4;
+
+/// ln(1 + cv²), the log-normal variance of a CV, to full precision however small the CV; the
+/// same bits as ln(1 + cv²) for CVs of 1 % and more.
+fn ln_1_plus_square(cv: f64) -> f64 {
+    let x = cv * cv;
+    if x < SMALL_SQUARE {
+        x.ln_1p()
+    } else {
+        (1.0 + x).ln()
+    }
+}
+
 fn compose_sigma(p: &Program) -> Program {
     use crate::model::Op;
     if let Some(cv) = constant(p) {
-        return lower_expr(&Expr::Num((1.0 + cv * cv).ln().sqrt()));
+        return lower_expr(&Expr::Num(ln_1_plus_square(cv).sqrt()));
     }
     let mut q = p.clone();
     let cv = p.results[0];
-    let base = q.instrs.len() as u32;
+    let b = q.instrs.len() as u32;
     q.instrs.extend([
-        Op::Mul(cv, cv),
-        Op::Const(1.0),
-        Op::Add(base, base + 1),
-        Op::Log(base + 2),
-        Op::Sqrt(base + 3),
+        Op::Mul(cv, cv),                  // b: x = cv²
+        Op::Const(1.0),                   // b + 1
+        Op::Add(b, b + 1),                // b + 2: u = 1 + x
+        Op::Log(b + 2),                   // b + 3: ln(u)
+        Op::Sub(b + 2, b + 1),            // b + 4: u − 1
+        Op::Div(b, b + 4),                // b + 5: x / (u − 1)
+        Op::Mul(b + 3, b + 5),            // b + 6: ln(u) · x / (u − 1)
+        Op::Eq(b + 2, b + 1),             // b + 7: u = 1
+        Op::Select(b + 7, b, b + 6),      // b + 8: x where u = 1
+        Op::Const(SMALL_SQUARE),          // b + 9
+        Op::Lt(b, b + 9),                 // b + 10
+        Op::Select(b + 10, b + 8, b + 3), // b + 11: ln(1 + x)
+        Op::Sqrt(b + 11),                 // b + 12
     ]);
-    q.results = vec![base + 4];
+    q.results = vec![b + 12];
     q
 }
 
@@ -2307,6 +2403,49 @@ fn find_key_span(src: &SourceFile, section: &str, name: &str) -> Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The three lists of a covariate table's keys agree: [`COVARIATE_KEYS`] with the fields
+    /// serde reads (as its own message for an unknown key names them), its tail with
+    /// [`CovariateSpec::draw_keys`], and every kind's keys in [`keys_taken`] are among them.
+    #[test]
+    fn covariate_keys_are_the_fields_read() {
+        let err = toml::from_str::<CovariateSpec>("zzz = 1\n")
+            .unwrap_err()
+            .to_string();
+        let expected = err
+            .split_once("expected one of")
+            .unwrap_or_else(|| panic!("no field list in: {err}"))
+            .1;
+        let mut serde_fields: Vec<&str> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .take_while(|k| !k.contains('\n'))
+            .collect();
+        let mut listed = COVARIATE_KEYS.to_vec();
+        serde_fields.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(serde_fields, listed, "{err}");
+        let draw: Vec<&str> = CovariateSpec::default()
+            .draw_keys()
+            .iter()
+            .map(|(k, at)| {
+                assert!(at.is_none());
+                *k
+            })
+            .collect();
+        assert_eq!(draw, COVARIATE_KEYS[3..]);
+        for dist in [None, Some("normal"), Some("lognormal"), Some("uniform")]
+            .into_iter()
+            .chain(["empirical", "categorical", "weibull"].map(Some))
+        {
+            for (expr, levels) in [(false, false), (true, false), (false, true)] {
+                if let Some((_, keys)) = keys_taken(dist, expr, levels) {
+                    assert!(keys.iter().all(|k| draw.contains(k)), "{dist:?}: {keys:?}");
+                }
+            }
+        }
+    }
 
     /// `decode_toml_string` decodes every form of TOML string as the toml crate does, and maps
     /// each character that is not an escape to itself in the file.
