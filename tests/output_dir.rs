@@ -3,8 +3,8 @@
 //! or precision, or another revision of the rules that made the values) are refused, part files
 //! no manifest of the run accounts for are refused, `--overwrite` removes every manifest and
 //! part of vpop's (and nothing else), a manifest that names files outside the directory is
-//! refused and none of its files touched, and shards started together leave each other's
-//! temporary files alone.
+//! refused and none of its files touched, shards started together leave each other's
+//! temporary files alone, and two runs writing the same shard at once are refused.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -575,6 +575,122 @@ fn a_run_resumes_only_under_the_rules_it_began_with() {
     assert_eq!(got.and_then(|k| k.value.as_deref()), Some(ours.as_str()));
 }
 
+/// A run begun with the stopping points at the model's jumps in time turned off
+/// (`VPOP_JUMP_STOPS=0`, which changes values) records it, and resumes only with them off;
+/// a run begun with them on does not resume with them off.
+#[test]
+fn a_run_resumes_only_with_the_jump_stops_it_began_with() {
+    let dir = tmp("jumpstops");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec_path = dir.join("spec.toml");
+    std::fs::write(&spec_path, spec(400, 7)).unwrap();
+    let t = Trial::from_text(&spec_path, &spec(400, 7)).unwrap();
+    let cli = |out: &Path, stops: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vpop"));
+        c.arg("run")
+            .arg(&spec_path)
+            .args(["--backend", "cpu", "--quiet", "--out"])
+            .arg(out)
+            .env("VPOP_STOP_AFTER_PARTS", "2")
+            .env_remove("VPOP_JUMP_STOPS");
+        if !stops {
+            c.env("VPOP_JUMP_STOPS", "0");
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let off = dir.join("off");
+    let (ok, err) = cli(&off, false);
+    assert!(ok, "{err}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(off.join("_manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["provenance"]["vpop.jump_stops"], "off");
+    assert_ne!(m["status"], "complete");
+    let before = contents(&off);
+    // This process has them on (the tests do not set the variable).
+    assert!(vpop::model::jumps::jump_stops_on());
+    let e = run_trial(&t, &opts(&off)).unwrap_err();
+    assert!(
+        e.contains("were computed without stopping points at the model's jumps in time")
+            && e.contains("resume it as it began (with VPOP_JUMP_STOPS=0)"),
+        "{e}"
+    );
+    assert_eq!(contents(&off), before);
+    let (ok, err) = cli(&off, false);
+    assert!(ok, "{err}");
+    assert!(contents(&off).len() > before.len());
+    // Begun with them on: not resumed with them off, resumed with them on.
+    let on = dir.join("on");
+    let stopped = RunOptions {
+        stop_after_parts: Some(2),
+        ..opts(&on)
+    };
+    assert!(!run_trial(&t, &stopped).unwrap().complete);
+    let before = contents(&on);
+    let (ok, err) = cli(&on, false);
+    assert!(!ok && err.contains("(without VPOP_JUMP_STOPS)"), "{err}");
+    assert_eq!(contents(&on), before);
+    let (ok, err) = cli(&on, true);
+    assert!(ok, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A manifest edited by hand is refused with what differs named: its columns (those it has that
+/// this run has not, and the reverse, or their order), or a hash of all inputs that its
+/// inputs' own hashes do not explain.
+#[test]
+fn an_edited_manifest_is_refused_with_what_differs() {
+    let t = trial(200, 5);
+    let dir = tmp("edited");
+    assert!(run_trial(&t, &opts(&dir)).unwrap().complete);
+    let manifest = dir.join("_manifest.json");
+    let recorded = std::fs::read_to_string(&manifest).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&recorded).unwrap();
+    let columns: Vec<String> = serde_json::from_value(m["columns"].clone()).unwrap();
+    assert!(columns.len() > 3 && columns.contains(&"cp_auc".to_string()));
+    let edited = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut m = m.clone();
+        f(&mut m);
+        std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        let e = run_trial(&t, &opts(&dir)).unwrap_err();
+        std::fs::write(&manifest, &recorded).unwrap();
+        e
+    };
+    let without_auc: Vec<&String> = columns.iter().filter(|c| *c != "cp_auc").collect();
+    let e = edited(&|m| m["columns"] = serde_json::json!(without_auc));
+    assert!(
+        e.contains("records no columns 'cp_auc' (this run: columns 'cp_auc')"),
+        "{e}"
+    );
+    let renamed: Vec<String> = (columns.iter())
+        .map(|c| c.replace("cp_auc", "cp_aucx"))
+        .collect();
+    let e = edited(&|m| m["columns"] = serde_json::json!(renamed));
+    assert!(
+        e.contains("records columns 'cp_aucx' (this run: columns 'cp_auc')"),
+        "{e}"
+    );
+    let mut swapped = columns.clone();
+    swapped.swap(0, 1);
+    let e = edited(&|m| m["columns"] = serde_json::json!(swapped));
+    assert!(
+        e.contains("records the same columns in another order"),
+        "{e}"
+    );
+    let e = edited(&|m| m["identity"]["spec_hash"] = "0".repeat(64).into());
+    assert!(
+        e.contains("records another hash of its inputs (`spec_hash`), though each input"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), recorded);
+    assert_eq!(run_trial(&t, &opts(&dir)).unwrap().parts_written, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A shard removes the temporary files a killed attempt of its own left, and no others: not
 /// another shard's (which may be writing beside it), not a user's.
 #[test]
@@ -667,6 +783,94 @@ fn shards_started_together_leave_each_other_alone() {
             assert_eq!(m.status, "complete");
         }
     }
+}
+
+/// Two different runs of the same shard started into one directory: one writes its parts, the
+/// other is refused before it touches a file (by the first's lock while it writes, or by its
+/// manifest after), however their starts fall; the parts are the winner's alone, and the lock
+/// file goes with the run.
+#[test]
+fn two_runs_started_together_into_one_directory_never_mix() {
+    let dir = tmp("race");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec_of = |seed: u64| {
+        let path = dir.join(format!("spec-{seed}.toml"));
+        std::fs::write(&path, spec(2000, seed)).unwrap();
+        path
+    };
+    let specs = [spec_of(98), spec_of(99)];
+    // A longer run, for the second to start while it writes.
+    let long = dir.join("spec-long.toml");
+    std::fs::write(&long, spec(30_000, 97)).unwrap();
+    let run = |spec: &Path, out: &Path| -> Child {
+        Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("run")
+            .arg(spec)
+            .args(["--backend", "cpu", "--quiet", "--chunk-size", "50", "--out"])
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait = |c: Child| {
+        let out = c.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let alone: Vec<_> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let out = dir.join(format!("alone-{i}"));
+            let (ok, err) = wait(run(s, &out));
+            assert!(ok, "{err}");
+            parts(&out)
+        })
+        .collect();
+    // The second starts while the first writes its parts: the lock refuses it.
+    let out = dir.join("while");
+    std::fs::create_dir_all(&out).unwrap();
+    let first = run(&long, &out);
+    let t0 = std::time::Instant::now();
+    while common::parquet_parts(&out).is_empty()
+        && t0.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let (ok, err) = wait(run(&specs[1], &out));
+    assert!(!ok);
+    assert!(
+        err.contains("another vpop process is writing _manifest.json and its parts there now"),
+        "{err}"
+    );
+    let (ok, err) = wait(first);
+    assert!(ok, "{err}");
+    let (ok, err) = wait(run(&long, &dir.join("long-alone")));
+    assert!(ok, "{err}");
+    assert!(parts(&out) == parts(&dir.join("long-alone")));
+    assert!(
+        !names(&out).iter().any(|n| n.ends_with(".lock")),
+        "{:?}",
+        names(&out)
+    );
+    // Started at the same moment: exactly one writes, and the parts are its own.
+    for attempt in 0..4 {
+        let out = dir.join(format!("together-{attempt}"));
+        let (a, b) = (run(&specs[0], &out), run(&specs[1], &out));
+        let (a, b) = (wait(a), wait(b));
+        assert!(a.0 != b.0, "attempt {attempt}: {} | {}", a.1, b.1);
+        let (winner, loser) = if a.0 { (0, &b.1) } else { (1, &a.1) };
+        assert!(
+            loser.contains("another vpop process is writing")
+                || loser.contains("holds the output of a different run"),
+            "attempt {attempt}: {loser}"
+        );
+        assert!(parts(&out) == alone[winner], "attempt {attempt}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -145,6 +145,87 @@ pub struct DatasetWriter {
     codec: Codec,
     /// Tags this shard's temporary part files ([`shard_tag`]).
     tag: String,
+    /// Held while the writer lives: no other process writes this shard here meanwhile.
+    _lock: ShardLock,
+}
+
+/// An exclusive lock on `.NAME.lock` beside a shard's manifest `NAME`, held while the shard
+/// writes: a second process writing the same shard of the same directory (two runs started
+/// together, or a run started again while it still runs) is refused before it touches a file.
+/// Shards of one run lock their own files, so they still run side by side. The lock is the
+/// operating system's (`flock` on Unix, `LockFileEx` on Windows; on NFS it is taken on the
+/// server where its lock service runs): it goes with the process, however that ends, and a
+/// file system that takes no locks leaves the run unlocked, as before locks were taken. The
+/// file is removed when the writer is dropped.
+struct ShardLock {
+    path: PathBuf,
+    _file: Option<std::fs::File>,
+}
+
+impl ShardLock {
+    fn acquire(dir: &Path, manifest: &str) -> Result<ShardLock, OutputError> {
+        let path = dir.join(format!(".{manifest}.lock"));
+        let io = |cause| OutputError::Io {
+            path: path.clone(),
+            cause,
+        };
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(OutputError::Invalid(format!(
+                        "{}: another vpop process is writing {manifest} and its parts there \
+                         now (it holds {}); wait for it to end, or choose another output \
+                         directory",
+                        dir.display(),
+                        path.display()
+                    )))
+                }
+                // A file system without locks.
+                Err(std::fs::TryLockError::Error(_)) => return Ok(ShardLock { path, _file: None }),
+            }
+            // The holder before may have removed the file as it ended, after this process
+            // opened it: the lock counts only on the file still at the path.
+            if same_file(&file, &path) {
+                return Ok(ShardLock {
+                    path,
+                    _file: Some(file),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for ShardLock {
+    fn drop(&mut self) {
+        // Removed while still held, then released as the file closes.
+        if self._file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether the open `file` is the file now at `path`.
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Whether the open `file` is the file now at `path` (Windows does not remove a file that is
+/// open without sharing its deletion, so it is).
+#[cfg(not(unix))]
+fn same_file(_file: &std::fs::File, _path: &Path) -> bool {
+    true
 }
 
 /// The manifest file name of a shard (`_manifest.json` when unsharded).
@@ -384,7 +465,12 @@ impl Manifest {
         if a.spec_hash != b.spec_hash {
             match differing_inputs(&a.inputs, &b.inputs) {
                 Some(said) if !said.is_empty() => theirs.extend(said),
-                _ => {
+                Some(_) => theirs.push(
+                    "another hash of its inputs (`spec_hash`), though each input it records \
+                     hashes as this run's does (a manifest edited by hand?)"
+                        .to_string(),
+                ),
+                None => {
                     // An older manifest: its provenance still tells the spec, model and
                     // population apart; what else differs is a dataset or records file.
                     let said = differing_sources(self, other);
@@ -416,8 +502,33 @@ impl Manifest {
             ours.push(format!("chunk size {}", a.chunk_size));
         }
         if theirs.is_empty() && self.columns != other.columns {
-            theirs.push("other columns".to_string());
-            ours.push("this run's columns".to_string());
+            let list = |v: &[&String]| {
+                let mut s: Vec<String> = v.iter().take(4).map(|c| format!("'{c}'")).collect();
+                if v.len() > 4 {
+                    s.push(format!("{} more", v.len() - 4));
+                }
+                s.join(", ")
+            };
+            let extra: Vec<&String> = (other.columns.iter())
+                .filter(|c| !self.columns.contains(c))
+                .collect();
+            let missing: Vec<&String> = (self.columns.iter())
+                .filter(|c| !other.columns.contains(c))
+                .collect();
+            match (extra.is_empty(), missing.is_empty()) {
+                (true, true) => theirs.push("the same columns in another order".to_string()),
+                (false, _) => {
+                    theirs.push(format!("columns {}", list(&extra)));
+                    ours.push(match missing.is_empty() {
+                        true => format!("no columns {}", list(&extra)),
+                        false => format!("columns {}", list(&missing)),
+                    });
+                }
+                (true, false) => {
+                    theirs.push(format!("no columns {}", list(&missing)));
+                    ours.push(format!("columns {}", list(&missing)));
+                }
+            }
         }
         let file = path.file_name().unwrap_or_default().to_string_lossy();
         if !theirs.is_empty() {
@@ -447,6 +558,28 @@ impl Manifest {
                  it, or pass --overwrite to compute it anew",
                 dir.display(),
                 revision(self).unwrap_or_default(),
+            ));
+        }
+        let stops = |m: &Manifest| m.provenance.get("vpop.jump_stops").cloned();
+        if stops(other) != stops(self) {
+            let said = |m: &Manifest| match stops(m) {
+                Some(_) => {
+                    "without stopping points at the model's jumps in time \
+                            (VPOP_JUMP_STOPS=0)"
+                }
+                None => "with stopping points at the model's jumps in time",
+            };
+            return Some(format!(
+                "{}: the parts {file} records were computed {}, and this run would compute \
+                 its parts {}: their rows would differ in one dataset; resume it as it \
+                 began{}, or pass --overwrite to compute it anew",
+                dir.display(),
+                said(other),
+                said(self),
+                match stops(other) {
+                    Some(_) => " (with VPOP_JUMP_STOPS=0)",
+                    None => " (without VPOP_JUMP_STOPS)",
+                },
             ));
         }
         let producer = |m: &Manifest| {
@@ -558,6 +691,7 @@ impl DatasetWriter {
         let n_chunks = identity.subjects.div_ceil(identity.chunk_size);
         let (c0, c1) = shard.chunk_range(n_chunks);
         let tag = shard_tag(&identity.shard);
+        let lock = ShardLock::acquire(dir, &manifest_name(&identity.shard))?;
         remove_own_temporaries(dir, &identity.shard, c0..c1)?;
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         // The shard is in the manifest, not in the parts: a part is the same file whichever
@@ -710,6 +844,7 @@ impl DatasetWriter {
             schema,
             codec,
             tag,
+            _lock: lock,
         };
         w.save_manifest()?;
         // Shards started together may each have looked before the other wrote its manifest:

@@ -345,6 +345,10 @@ pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, Stri
     p.insert("vpop.rtol".into(), solver.rtol.to_string());
     p.insert("vpop.atol".into(), solver.atol.to_string());
     p.insert("vpop.events".into(), solver.events.name().into());
+    // Recorded only where turned off, so that parts written as before keep their bytes.
+    if !crate::model::jumps::jump_stops_on() {
+        p.insert("vpop.jump_stops".into(), "off".into());
+    }
     // The metric columns (`vpop report` draws these; a covariate may be named like one).
     let metrics: Vec<&str> = trial.arms[0]
         .plan
