@@ -73,8 +73,8 @@ or a window (from, to), e.g. auc(0, 24)), ctrough, time_above(threshold) (also \
 time_above_last_interval(threshold) and time_above(threshold, from, to)), at(time)";
 
 fn fmt_num(x: f64) -> String {
-    // Column names must be plain identifiers: 1.5 → 1p5, -2 → m2, 1e-3 → 0p001.
-    let s = format!("{x}");
+    // Column names must be plain identifiers: 1.5 → 1p5, -2 → m2, 1e-3 → 0p001; −0 is 0.
+    let s = format!("{}", x + 0.0);
     s.replace('.', "p").replace('-', "m").replace('+', "")
 }
 
@@ -393,6 +393,16 @@ mod tests {
             "time_above_0p5_0_24"
         );
         assert_eq!(Metric::parse("at(1.5)").unwrap().kind, MetricKind::At(1.5));
+        // −0 is 0 in a column's name; a negative threshold keeps its sign.
+        assert_eq!(Metric::parse("at(-0)").unwrap().suffix(), "at_0");
+        assert_eq!(
+            Metric::parse("time_above(-0.0, -0, 24)").unwrap().suffix(),
+            "time_above_0_0_24"
+        );
+        assert_eq!(
+            Metric::parse("time_above(-1.5)").unwrap().suffix(),
+            "time_above_m1p5"
+        );
     }
 
     /// `time_above` takes the last interval as the other windowed metrics do: the window's
