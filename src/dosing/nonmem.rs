@@ -163,6 +163,24 @@ impl Dataset {
     pub fn parse(name: &str, text: &str) -> Result<Dataset, Diagnostic> {
         // A byte-order mark, as spreadsheets write in UTF-8 CSV, is not part of the header.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // Lines ended by a carriage return alone (the "CSV (Macintosh)" of spreadsheets) end
+        // as others do: each lone CR becomes a line feed, one byte for one, so that lines and
+        // columns count as in the file.
+        let unix;
+        let text = if text.contains('\r') {
+            let b = text.as_bytes();
+            let bytes: Vec<u8> = (0..b.len())
+                .map(|i| match b[i] {
+                    b'\r' if b.get(i + 1) != Some(&b'\n') => b'\n',
+                    c => c,
+                })
+                .collect();
+            // An ASCII byte for an ASCII byte: still UTF-8.
+            unix = String::from_utf8(bytes).unwrap_or_else(|_| text.to_string());
+            unix.as_str()
+        } else {
+            text
+        };
         let src = SourceFile::new(name, text);
         let mut offset = 0;
         let mut header: Option<Vec<String>> = None;
@@ -325,6 +343,23 @@ impl Dataset {
                                     "{what} is {v} on a record that gives no dose (EVID {evid}): \
                                      make it a dose (EVID 1, or 4 to reset first) or leave {what} \
                                      0 or '.'"
+                                ),
+                            ));
+                        }
+                    }
+                    // So would the additional doses and the steady state a dose's items ask for.
+                    for (k, what, v) in [(cols.addl, "ADDL", addl), (cols.ss, "SS", ss as u32)] {
+                        if v != 0 {
+                            return Err(src.error(
+                                at(k),
+                                format!(
+                                    "{what} is {v} on a record that gives no dose (EVID {evid}), \
+                                     which gives no {}: make it a dose (EVID 1, or 4 to reset \
+                                     first) or leave {what} 0 or '.'",
+                                    match what {
+                                        "ADDL" => "additional doses",
+                                        _ => "steady state",
+                                    }
                                 ),
                             ));
                         }
@@ -788,6 +823,11 @@ mod tests {
         assert!(Dataset::parse("m.csv", "ID,TIME,MDV\n1,1,2\n").is_err());
         let bom = Dataset::parse("d.csv", &format!("\u{feff}{text}")).unwrap();
         assert_eq!(format!("{bom:?}"), format!("{d:?}"));
+        // Lines ended by CRLF or by CR alone read as those ended by LF.
+        for end in ["\r\n", "\r"] {
+            let other = Dataset::parse("d.csv", &text.replace('\n', end)).unwrap();
+            assert_eq!(format!("{other:?}"), format!("{d:?}"), "{end:?}");
+        }
     }
 
     /// A dataset as R's `write.csv(na = ".")` writes it: header and character columns quoted.
@@ -1019,6 +1059,20 @@ mod tests {
             (
                 "ID,TIME,EVID,AMT,CMT,RATE\n1,0,0,.,1,10\n",
                 "d.csv:2:11: RATE is 10 on a record that gives no dose (EVID 0)",
+            ),
+            // Lines ended by CR alone are lines: the error is located on its line.
+            (
+                "ID,TIME,EVID,AMT,CMT\r1,0,1,100,1\r1,1,0,x,2\r",
+                "d.csv:3:7: AMT: 'x' is not a number",
+            ),
+            // Additional doses or a steady state asked for on a record that gives no dose.
+            (
+                "ID,TIME,EVID,AMT,CMT,II,ADDL\n1,0,1,100,1,.,.\n1,1,0,.,2,12,3\n",
+                "d.csv:3:14: ADDL is 3 on a record that gives no dose (EVID 0), which gives no additional doses",
+            ),
+            (
+                "ID,TIME,EVID,AMT,CMT,SS,II\n1,0,2,.,1,1,12\n",
+                "d.csv:2:11: SS is 1 on a record that gives no dose (EVID 2), which gives no steady state",
             ),
             // An infusion of nothing: RATE with AMT 0 and no steady state.
             (

@@ -229,7 +229,7 @@ pub fn record_lines(
                 return Err(at(
                     r.line,
                     format!(
-                        "RATE = -2 in an arm's regimen needs a model that declares dur({0}) but not rate({0})",
+                        "RATE = -2 in an arm's regimen needs a model that declares dur({0}) but not rate({0}) (an arm's modelled infusion takes the model's rate where it declares both); a [data] trial or `vpop simulate --data` gives either",
                         st.name
                     ),
                 ));
