@@ -846,6 +846,35 @@ fn two_runs_started_together_into_one_directory_never_mix() {
         err.contains("another vpop process is writing _manifest.json and its parts there now"),
         "{err}"
     );
+    // Nor does --overwrite remove it under the run, from any shard.
+    for shard in ["1/1", "1/2"] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vpop"));
+        let o = c
+            .arg("run")
+            .arg(&specs[1])
+            .args([
+                "--backend",
+                "cpu",
+                "--quiet",
+                "--overwrite",
+                "--shard",
+                shard,
+            ])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        // The same shard meets the lock itself; another one meets it when it would remove
+        // the run's files.
+        assert!(
+            !o.status.success()
+                && err.contains("another vpop process is writing _manifest.json")
+                && (shard == "1/1"
+                    || err.contains("--overwrite does not remove a run while it is written")),
+            "{shard}: {err}"
+        );
+    }
     let (ok, err) = wait(first);
     assert!(ok, "{err}");
     let (ok, err) = wait(run(&long, &dir.join("long-alone")));
@@ -869,6 +898,51 @@ fn two_runs_started_together_into_one_directory_never_mix() {
             "attempt {attempt}: {loser}"
         );
         assert!(parts(&out) == alone[winner], "attempt {attempt}");
+    }
+    // The whole of one run and a shard of another, started together (two manifests, not
+    // one lock): at most one writes, its parts its own; one that stops leaves no manifest.
+    for attempt in 0..4 {
+        let out = dir.join(format!("layouts-{attempt}"));
+        let b = Command::new(env!("CARGO_BIN_EXE_vpop"))
+            .arg("run")
+            .arg(&specs[1])
+            .args([
+                "--backend",
+                "cpu",
+                "--quiet",
+                "--chunk-size",
+                "50",
+                "--shard",
+                "1/2",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let a = run(&specs[0], &out);
+        let (a, b) = (wait(a), wait(b));
+        assert!(!(a.0 && b.0), "attempt {attempt}: both wrote");
+        for (ok, err) in [&a, &b] {
+            assert!(
+                *ok || err.contains("holds the output of a different run"),
+                "attempt {attempt}: {err}"
+            );
+        }
+        let manifests: Vec<String> = (names(&out).into_iter())
+            .filter(|n| n.starts_with("_manifest"))
+            .collect();
+        let winner = [a.0, b.0].iter().position(|w| *w);
+        assert_eq!(manifests.len(), winner.map_or(0, |_| 1), "{manifests:?}");
+        let written = parts(&out);
+        match winner {
+            Some(w) => assert!(
+                !written.is_empty() && written.iter().all(|p| alone[w].contains(p)),
+                "attempt {attempt}"
+            ),
+            None => assert!(written.is_empty(), "attempt {attempt}"),
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -146,7 +146,7 @@ pub struct DatasetWriter {
     /// Tags this shard's temporary part files ([`shard_tag`]).
     tag: String,
     /// Held while the writer lives: no other process writes this shard here meanwhile.
-    _lock: ShardLock,
+    _lock: Option<ShardLock>,
 }
 
 /// An exclusive lock on `.NAME.lock` beside a shard's manifest `NAME`, held while the shard
@@ -163,40 +163,55 @@ struct ShardLock {
 }
 
 impl ShardLock {
-    fn acquire(dir: &Path, manifest: &str) -> Result<ShardLock, OutputError> {
+    /// Locks this shard's file, creating it (`mine`), or another shard's or run's, if it has
+    /// one (`None` if not). Refused while another process holds it: `why` says what the
+    /// refusal stops. Where the file can be neither made nor opened (a directory this process
+    /// cannot write, which the steps after say in their own words) or the file system takes
+    /// no locks, the shard goes on without one.
+    fn acquire(
+        dir: &Path,
+        manifest: &str,
+        mine: bool,
+        why: &str,
+    ) -> Result<Option<ShardLock>, OutputError> {
         let path = dir.join(format!(".{manifest}.lock"));
-        let io = |cause| OutputError::Io {
-            path: path.clone(),
-            cause,
-        };
+        let unlocked = |path: PathBuf| Ok(mine.then_some(ShardLock { path, _file: None }));
         loop {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io)?;
+            let opened = match mine {
+                true => std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path),
+                false => Err(std::io::ErrorKind::Unsupported.into()),
+            };
+            // A file left by a killed run of another user, or another run's: read-only will
+            // do, as a lock needs no more.
+            let file = match opened.or_else(|_| std::fs::File::open(&path)) {
+                Ok(f) => f,
+                Err(_) => return unlocked(path),
+            };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(OutputError::Invalid(format!(
                         "{}: another vpop process is writing {manifest} and its parts there \
-                         now (it holds {}); wait for it to end, or choose another output \
+                         now (it holds {}){why}; wait for it to end, or choose another output \
                          directory",
                         dir.display(),
                         path.display()
                     )))
                 }
                 // A file system without locks.
-                Err(std::fs::TryLockError::Error(_)) => return Ok(ShardLock { path, _file: None }),
+                Err(std::fs::TryLockError::Error(_)) => return unlocked(path),
             }
             // The holder before may have removed the file as it ended, after this process
             // opened it: the lock counts only on the file still at the path.
             if same_file(&file, &path) {
-                return Ok(ShardLock {
+                return Ok(Some(ShardLock {
                     path,
                     _file: Some(file),
-                });
+                }));
             }
         }
     }
@@ -691,7 +706,7 @@ impl DatasetWriter {
         let n_chunks = identity.subjects.div_ceil(identity.chunk_size);
         let (c0, c1) = shard.chunk_range(n_chunks);
         let tag = shard_tag(&identity.shard);
-        let lock = ShardLock::acquire(dir, &manifest_name(&identity.shard))?;
+        let lock = ShardLock::acquire(dir, &manifest_name(&identity.shard), true, "")?;
         remove_own_temporaries(dir, &identity.shard, c0..c1)?;
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         // The shard is in the manifest, not in the parts: a part is the same file whichever
@@ -752,6 +767,18 @@ impl DatasetWriter {
             .collect();
         let mut done = Vec::new();
         if overwrite {
+            // Another run's shards still being written are not removed under them: each
+            // manifest's lock is taken (and its file removed with it) first.
+            let mut held = Vec::new();
+            for (path, _) in refused.iter().filter(|(p, _)| *p != manifest_path) {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                held.extend(ShardLock::acquire(
+                    dir,
+                    &name,
+                    false,
+                    ", and --overwrite does not remove a run while it is written",
+                )?);
+            }
             for (path, _) in &refused {
                 std::fs::remove_file(path)
                     .or_else(not_found)
@@ -846,13 +873,18 @@ impl DatasetWriter {
             tag,
             _lock: lock,
         };
+        let existed = w.manifest_path.exists();
         w.save_manifest()?;
         // Shards started together may each have looked before the other wrote its manifest:
         // look again now that this one's is there, so that of two different runs at least one
-        // stops before writing a part.
+        // stops before writing a part. One that stops takes back the manifest it has just
+        // made, which records nothing, so that it does not stand in the other run's way.
         for (path, _, m) in Found::scan(dir)?.manifests {
             if let Ok(m) = m {
                 if let Some(why) = w.manifest.conflict(dir, &path, &m) {
+                    if !existed {
+                        let _ = std::fs::remove_file(&w.manifest_path);
+                    }
                     return Err(refusal(&why, 1));
                 }
             }
