@@ -1047,15 +1047,17 @@ fn built_in_populations_are_sampled_by_name() {
 /// bound itself, nor a panic). Every other subject and covariate draws, bit for bit, what a
 /// population with valid arguments draws where they agree.
 /// Spreads at the ends of the floats are drawn, not lost: a log-normal CV and an OMEGA CV of
-/// 1e-9 (whose 1 + CV² is 1 in f64) keep their spread, given as a number or an expression; a
+/// 1e-9 (whose 1 + CV² is 1 in f64) keep their spread, given as a number or as an expression
+/// of another covariate (evaluated per subject, not folded to a number), and
+/// one of 1e-170 (whose square is 0) gives the median, not NaN; a
 /// uniform between ±1.7e308 (wider than the largest float) stays finite and uniform.
 #[test]
 fn spreads_at_the_ends_of_the_floats_are_drawn() {
     let text = r#"
-[covariates.wt]
-dist = "normal"
-mean = 70
-sd = 10
+[covariates.one]
+dist = "uniform"
+lo = 0.9999999
+hi = 1.0000001
 
 [covariates.a]
 dist = "lognormal"
@@ -1065,12 +1067,27 @@ cv = 1e-9
 [covariates.b]
 dist = "lognormal"
 median = 70
-cv = "1e-9 + 0 * wt"
+cv = "1e-9 * one"
 
 [covariates.c]
 dist = "lognormal"
 median = 70
-cv = "0.3 + 0 * wt"
+cv = "0.3 * one"
+
+[covariates.d]
+dist = "lognormal"
+median = 70
+cv = 1e-170
+
+[covariates.e]
+dist = "lognormal"
+median = 70
+cv = "1e-170 * one"
+
+[covariates.f]
+dist = "lognormal"
+median = 70
+cv = "0.005 * one"
 
 [covariates.w]
 dist = "uniform"
@@ -1100,6 +1117,16 @@ cv = [1e-9]
     let sd = log_sd(col(&p, &c, "c"));
     let sigma = (1.0f64 + 0.09).ln().sqrt();
     assert!((sd / sigma - 1.0).abs() < 0.02, "c: {sd} against {sigma}");
+    // A CV whose square is below the smallest float: a spread of 1e-170 on 70 is below the
+    // floats' resolution, so every value is the median (through exp(ln 70)), not NaN.
+    for name in ["d", "e"] {
+        let x = col(&p, &c, name);
+        let median = 70f64.ln().exp();
+        assert!(x.iter().all(|v| *v == median), "{name}: {:?}", &x[..3]);
+    }
+    let sd = log_sd(col(&p, &c, "f"));
+    let sigma = (1.0f64 + 0.005 * 0.005).ln().sqrt();
+    assert!((sd / sigma - 1.0).abs() < 0.02, "f: {sd} against {sigma}");
     let eta = mean_sd(col(&p, &c, "eta_cl")).1;
     assert!((eta / 1e-9 - 1.0).abs() < 0.02, "eta_cl: {eta:e}");
     // Uniform: the fraction below each of a few points of the range, within 4 SE.

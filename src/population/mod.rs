@@ -2139,30 +2139,47 @@ fn ln_1_plus_square(cv: f64) -> f64 {
     }
 }
 
+/// The log-normal sigma of a CV, √ln(1 + cv²): below 1 %, |cv| · √(ln(1 + x)/x) with x = cv²,
+/// which holds the CV's spread where cv² is below the smallest float (a CV of 1e-170); the
+/// same bits as √ln(1 + cv²) for CVs of 1 % and more.
+fn lognormal_sigma(cv: f64) -> f64 {
+    let x = cv * cv;
+    if x >= SMALL_SQUARE {
+        (1.0 + x).ln().sqrt()
+    } else if x > 0.0 {
+        cv.abs() * (x.ln_1p() / x).sqrt()
+    } else {
+        cv.abs()
+    }
+}
+
+/// [`lognormal_sigma`] of the CV that `p` computes.
 fn compose_sigma(p: &Program) -> Program {
     use crate::model::Op;
     if let Some(cv) = constant(p) {
-        return lower_expr(&Expr::Num(ln_1_plus_square(cv).sqrt()));
+        return lower_expr(&Expr::Num(lognormal_sigma(cv)));
     }
     let mut q = p.clone();
     let cv = p.results[0];
     let b = q.instrs.len() as u32;
     q.instrs.extend([
-        Op::Mul(cv, cv),                  // b: x = cv²
-        Op::Const(1.0),                   // b + 1
-        Op::Add(b, b + 1),                // b + 2: u = 1 + x
-        Op::Log(b + 2),                   // b + 3: ln(u)
-        Op::Sub(b + 2, b + 1),            // b + 4: u − 1
-        Op::Div(b, b + 4),                // b + 5: x / (u − 1)
-        Op::Mul(b + 3, b + 5),            // b + 6: ln(u) · x / (u − 1)
-        Op::Eq(b + 2, b + 1),             // b + 7: u = 1
-        Op::Select(b + 7, b, b + 6),      // b + 8: x where u = 1
-        Op::Const(SMALL_SQUARE),          // b + 9
-        Op::Lt(b, b + 9),                 // b + 10
-        Op::Select(b + 10, b + 8, b + 3), // b + 11: ln(1 + x)
-        Op::Sqrt(b + 11),                 // b + 12
+        Op::Mul(cv, cv),                    // b: x = cv²
+        Op::Const(1.0),                     // b + 1
+        Op::Add(b, b + 1),                  // b + 2: u = 1 + x
+        Op::Log(b + 2),                     // b + 3: ln(u)
+        Op::Sub(b + 2, b + 1),              // b + 4: u − 1
+        Op::Div(b + 3, b + 4),              // b + 5: ln(u) / (u − 1), which is ln(1 + x)/x
+        Op::Eq(b + 2, b + 1),               // b + 6: u = 1
+        Op::Select(b + 6, b + 1, b + 5),    // b + 7: ln(1 + x)/x, 1 where u = 1
+        Op::Abs(cv),                        // b + 8
+        Op::Sqrt(b + 7),                    // b + 9
+        Op::Mul(b + 8, b + 9),              // b + 10: |cv| · √(ln(1 + x)/x)
+        Op::Const(SMALL_SQUARE),            // b + 11
+        Op::Lt(b, b + 11),                  // b + 12: x below it
+        Op::Sqrt(b + 3),                    // b + 13: √ln(u)
+        Op::Select(b + 12, b + 10, b + 13), // b + 14
     ]);
-    q.results = vec![b + 12];
+    q.results = vec![b + 14];
     q
 }
 
