@@ -112,6 +112,39 @@ fn a_bolus_at_steady_state_matches_the_closed_form() {
     close(m[3], DOSE / V * (-k * 5.0).exp() / (1.0 - r), 1e-8, "C(5)");
 }
 
+/// A steady-state dose given alone: its trough is the steady state's (the value before it)
+/// and its last interval its dosing interval, as at steady state every interval is the same:
+/// Ctrough D/V·r/(1 − r) and AUC over the last interval D/CL, though the run goes on to 2·II
+/// (the whole run's AUC adds the decay from the trough over the second interval).
+#[test]
+fn a_steady_state_dose_given_alone_has_its_trough_and_its_interval() {
+    let mut a = arm(
+        Administration::Bolus,
+        &[
+            "ctrough",
+            "auc_last_interval",
+            "cmax_last_interval",
+            "cmin_last_interval",
+            "auc",
+        ],
+    );
+    a.end = 2.0 * II;
+    let m = simulate(&a);
+    let k = CL / V;
+    let r = (-k * II).exp();
+    let trough = DOSE / V * r / (1.0 - r);
+    close(m[0], trough, 1e-8, "Ctrough");
+    close(m[1], DOSE / CL, 1e-8, "AUC over the last interval");
+    close(m[2], DOSE / V / (1.0 - r), 1e-8, "Cmax over it");
+    close(m[3], trough, 1e-8, "Cmin over it");
+    close(
+        m[4],
+        DOSE / CL + trough * (1.0 - r) / k,
+        1e-8,
+        "AUC to 2·II",
+    );
+}
+
 /// A steady state approached slowly (half-lives of 29 and 289 intervals: the state changes by
 /// a ratio of 0.976 and 0.998 from one interval to the next): the iterations follow the change
 /// until what remains of it is small, rather than stopping once it is as small as the
@@ -437,6 +470,11 @@ fn gpu_agrees(b: &mut dyn Backend, model: &CompiledModel, oral: bool, rtol: f64,
             a.regimen.lines[0].start = 5.0;
             arms.push(a);
         }
+        // A steady-state dose given alone, the run going on for a second interval: its
+        // trough and last interval are the steady state's.
+        let mut a = arm(Administration::Bolus, &metrics);
+        a.end = 2.0 * II;
+        arms.push(a);
     }
     let n = 6;
     let params: Vec<Vec<f64>> = if oral {

@@ -173,8 +173,9 @@ pub struct Schedule {
     /// before starts at the same time so that rates never go transiently negative.
     pub events: Vec<DoseEvent>,
     /// Every administration's nominal time (before lag), in regimen order, with its line's
-    /// interval when the line repeats; [`Schedule::doses_until`] gives what metrics see.
-    pub administrations: Vec<(f64, Option<f64>)>,
+    /// interval when the line repeats or starts at steady state, and whether it does;
+    /// [`Schedule::doses_until`] gives what metrics see.
+    pub administrations: Vec<(f64, Option<f64>, bool)>,
 }
 
 /// The administrations that the metrics of a simulation ending at `end` see.
@@ -183,17 +184,24 @@ pub struct DoseTimes {
     /// Nominal administration times (before lag) up to the end, sorted, deduplicated.
     pub times: Vec<f64>,
     /// The dosing interval that follows the last of them (for "last interval" windows), if it
-    /// belongs to a repeated line.
+    /// belongs to a repeated line or a steady-state one.
     pub last_interval: Option<f64>,
+    /// Whether the last of them is a steady-state dose given alone: the value before it is
+    /// the steady state's trough.
+    pub steady_state: bool,
 }
 
 impl DoseTimes {
     /// The administrations at or before `end`: a dose after the end is never given, so it
     /// neither makes the last interval nor the trough (a regimen longer than the simulation
     /// is cut at its end; one at the end itself still has its trough).
-    fn until(administrations: impl Iterator<Item = (f64, Option<f64>)>, end: f64) -> DoseTimes {
+    fn until(
+        administrations: impl Iterator<Item = (f64, Option<f64>, bool)>,
+        end: f64,
+    ) -> DoseTimes {
         let mut times = Vec::new();
         let mut last: Option<(f64, Option<f64>)> = None;
+        let mut steady_state = false;
         // Of administrations at the same last time, the interval is a repeated line's (a
         // single dose has none), of several the shortest, whatever the order of the lines.
         let shorter = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -201,15 +209,17 @@ impl DoseTimes {
             (Some(_), None) => true,
             _ => false,
         };
-        for (nominal, interval) in administrations.filter(|(t, _)| *t <= end) {
+        for (nominal, interval, ss) in administrations.filter(|(t, _, _)| *t <= end) {
             times.push(nominal);
             if last.is_none_or(|(t, i)| nominal > t || (nominal == t && shorter(interval, i))) {
                 last = Some((nominal, interval));
             }
+            steady_state |= ss;
         }
         times.sort_by(f64::total_cmp);
         times.dedup();
         DoseTimes {
+            steady_state: steady_state && times.len() == 1,
             times,
             last_interval: last.and_then(|(_, i)| i),
         }
@@ -220,9 +230,12 @@ impl DoseTimes {
         self.times.last().copied()
     }
 
-    /// The time of the trough (`ctrough`): the last administration, when there are several.
+    /// The time of the trough (`ctrough`): the last administration, when there are several or
+    /// it is a steady-state dose (whose trough is the steady state's).
     pub fn trough(&self) -> Option<f64> {
-        (self.times.len() > 1).then(|| self.last()).flatten()
+        (self.times.len() > 1 || self.steady_state)
+            .then(|| self.last())
+            .flatten()
     }
 }
 
@@ -436,14 +449,22 @@ impl Regimen {
     }
 
     /// Every administration's nominal time (lag not applied), in regimen order, with its
-    /// line's interval when the line repeats.
-    pub fn administrations(&self) -> impl Iterator<Item = (f64, Option<f64>)> + '_ {
+    /// line's interval when the line repeats or starts at steady state (a steady-state dose
+    /// given alone has its interval: the last interval is the dosing interval at steady
+    /// state), and whether the line starts at steady state.
+    pub fn administrations(&self) -> impl Iterator<Item = (f64, Option<f64>, bool)> + '_ {
         self.lines
             .iter()
             .filter(|l| l.administration != Administration::Reset)
             .flat_map(|line| {
-                let interval = (line.count > 1).then_some(line.interval);
-                (0..line.count).map(move |k| (line.start + k as f64 * line.interval, interval))
+                let interval = (line.count > 1 || line.steady_state).then_some(line.interval);
+                (0..line.count).map(move |k| {
+                    (
+                        line.start + k as f64 * line.interval,
+                        interval,
+                        line.steady_state,
+                    )
+                })
             })
     }
 

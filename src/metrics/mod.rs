@@ -489,6 +489,7 @@ mod tests {
         let doses = |last_interval| crate::dosing::DoseTimes {
             times: vec![0.0, 12.0, 24.0],
             last_interval,
+            steady_state: false,
         };
         assert_eq!(
             resolve_window(Window::Whole, 48.0, &doses(Some(12.0))),
@@ -518,6 +519,7 @@ mod tests {
         let at_end = |times: Vec<f64>| crate::dosing::DoseTimes {
             times,
             last_interval: None,
+            steady_state: false,
         };
         assert_eq!(
             resolve_window(Window::LastInterval, 20.0, &at_end(vec![0.0, 5.0, 20.0])),
