@@ -622,7 +622,8 @@ fn window(arm: &ArmPlan, w: vpop::metrics::Window) -> Option<(f64, f64)> {
 }
 
 /// The last nominal administration before `before` and at or before the end, and its line's
-/// interval when the line repeats (the later line where two give a dose at that time).
+/// interval when the line repeats or starts at steady state (the later line where two give a
+/// dose at that time).
 fn last_dose(arm: &ArmPlan, before: f64) -> Option<(f64, Option<f64>)> {
     let mut last: Option<(f64, Option<f64>)> = None;
     for l in &arm.regimen.lines {
@@ -632,7 +633,7 @@ fn last_dose(arm: &ArmPlan, before: f64) -> Option<(f64, Option<f64>)> {
         for k in 0..l.count {
             let t = l.start + l.interval * k as f64;
             if t <= arm.end && t < before && last.is_none_or(|(u, _)| t >= u) {
-                last = Some((t, (l.count > 1).then_some(l.interval)));
+                last = Some((t, (l.count > 1 || l.steady_state).then_some(l.interval)));
             }
         }
     }
@@ -666,7 +667,16 @@ fn exact_metric(arm: &ArmPlan, k: usize, e: &Exact) -> f64 {
         };
     }
     if metric.kind == K::Ctrough {
-        return match (doses_given(arm) > 1, last_dose(arm, f64::INFINITY)) {
+        // Before the last of several doses, or before a steady-state dose given alone (the
+        // steady state's trough).
+        let alone_at_steady_state = doses_given(arm) == 1
+            && arm.regimen.lines.iter().any(|l| {
+                l.steady_state && l.administration != Administration::Reset && l.start <= arm.end
+            });
+        return match (
+            doses_given(arm) > 1 || alone_at_steady_state,
+            last_dose(arm, f64::INFINITY),
+        ) {
             (true, Some((t, _))) => e.conc(t, false),
             _ => f64::NAN,
         };

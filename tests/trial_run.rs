@@ -2818,7 +2818,8 @@ fn a_metric_no_subject_can_have_is_a_note_and_its_target_undefined() {
         t.design_notes(),
         [
             "arm 'single': no subject will have a value of cp_ctrough: a trough is the value \
-          before the last of several doses, and the arm gives one by the end"
+          before the last of several doses (or before a steady-state dose given alone), and the \
+          arm gives one by the end"
         ]
     );
     // A fixed step longer than the dosing interval is a note too.

@@ -1611,7 +1611,8 @@ fn decimal_snap(t: f64, step: f64) -> f64 {
 
 /// Why metric `m` of `plan` has no value in any run of the arm, whatever the parameters: a
 /// trough with fewer than two doses before the end (`ctrough` is the value just before the
-/// last of several), or a window that the simulation leaves empty.
+/// last of several, or before a steady-state dose given alone), or a window that the
+/// simulation leaves empty.
 pub(crate) fn undefined_by_construction(
     plan: &crate::backend::ArmPlan,
     m: usize,
@@ -1621,8 +1622,8 @@ pub(crate) fn undefined_by_construction(
     let metric = plan.metrics[m].metric;
     match metric.kind {
         MetricKind::Ctrough if doses.trough().is_none() => Some(format!(
-            "a trough is the value before the last of several doses, and the arm gives {} by \
-             the end",
+            "a trough is the value before the last of several doses (or before a steady-state \
+             dose given alone), and the arm gives {} by the end",
             match doses.times.len() {
                 0 => "none".to_string(),
                 1 => "one".to_string(),
