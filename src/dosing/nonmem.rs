@@ -167,7 +167,10 @@ impl Dataset {
         // as others do: each lone CR becomes a line feed, one byte for one, so that lines and
         // columns count as in the file.
         let unix;
-        let text = if text.contains('\r') {
+        let lone_cr =
+            |b: &[u8]| (0..b.len()).any(|i| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'));
+        // CRLF lines are split as they stand (their CR is trimmed per line): no copy for them.
+        let text = if lone_cr(text.as_bytes()) {
             let b = text.as_bytes();
             let bytes: Vec<u8> = (0..b.len())
                 .map(|i| match b[i] {
