@@ -227,15 +227,38 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
 /// Count, mean and sum of squared deviations from the mean of a column's finite values, tallied
 /// chunk by chunk: each chunk's by two passes over it (the mean summed about the chunk's first
 /// value, so that an offset common to all values adds no rounding), merged into the running
-/// ones by Chan,
-/// Golub & LeVeque's formula ("Algorithms for computing the sample variance: analysis and
-/// recommendations", Am Stat 1983;37:242). Unlike Σx² − n·mean², it keeps the spread of values
-/// far from zero (N(1e8, 1)) to full precision.
-#[derive(Debug, Clone, Copy, Default)]
+/// ones by Chan, Golub & LeVeque's formula ("Algorithms for computing the sample variance:
+/// analysis and recommendations", Am Stat 1983;37:242). Unlike Σx² − n·mean², it keeps the
+/// spread of values far from zero (N(1e8, 1)) to full precision.
+///
+/// The sums are kept in units of `scale`, a power of two at the largest magnitude seen, so
+/// that values near the ends of the floats (a uniform over ±1.7e308, where x − x₀ and its
+/// square overflow; spreads of 1e-200, whose squares underflow) give a finite mean and SD.
+/// Dividing by a power of two is exact, so values of ordinary size give the same bits.
+#[derive(Debug, Clone, Copy)]
 struct Moments {
     n: u64,
     mean: f64,
     m2: f64,
+    scale: f64,
+}
+
+impl Default for Moments {
+    fn default() -> Self {
+        Moments {
+            n: 0,
+            mean: 0.0,
+            m2: 0.0,
+            scale: 1.0,
+        }
+    }
+}
+
+/// The power of two 2^e with 2^e ≤ |x| < 2^(e+1) (e clamped to the normal exponents), for a
+/// finite non-zero x.
+fn power_of_two_at(x: f64) -> f64 {
+    let e = ((x.to_bits() >> 52) & 0x7ff).clamp(1, 2046);
+    f64::from_bits(e << 52)
 }
 
 impl Moments {
@@ -244,9 +267,23 @@ impl Moments {
         let Some(x0) = finite().next() else {
             return;
         };
+        let largest = finite().fold(0.0f64, |m, x| m.max(x.abs()));
+        if largest > 0.0 {
+            let scale = power_of_two_at(largest);
+            if self.n == 0 {
+                self.scale = scale;
+            } else if scale > self.scale {
+                let r = self.scale / scale;
+                self.mean *= r;
+                self.m2 *= r * r;
+                self.scale = scale;
+            }
+        }
+        let s = self.scale;
         let n = finite().count() as u64;
-        let mean = x0 + finite().map(|x| x - x0).sum::<f64>() / n as f64;
-        let m2: f64 = finite().map(|x| (x - mean) * (x - mean)).sum();
+        let y0 = x0 / s;
+        let mean = y0 + finite().map(|x| x / s - y0).sum::<f64>() / n as f64;
+        let m2: f64 = finite().map(|x| (x / s - mean) * (x / s - mean)).sum();
         let total = self.n + n;
         let delta = mean - self.mean;
         let w = n as f64 / total as f64;
@@ -259,7 +296,7 @@ impl Moments {
         if self.n == 0 {
             f64::NAN
         } else {
-            self.mean
+            self.mean * self.scale
         }
     }
 
@@ -268,7 +305,7 @@ impl Moments {
         match self.n {
             0 => f64::NAN,
             1 => 0.0,
-            n => (self.m2 / (n - 1) as f64).sqrt(),
+            n => (self.m2 / (n - 1) as f64).sqrt() * self.scale,
         }
     }
 }
@@ -499,8 +536,57 @@ mod tests {
             );
         }
         let mut one = Moments::default();
+        one.add(&[]);
+        one.add(&[0.0]);
+        assert_eq!((one.mean(), one.sd()), (0.0, 0.0));
+        let mut one = Moments::default();
         one.add(&[5.0, f64::NAN]);
         assert_eq!((one.mean(), one.sd()), (5.0, 0.0));
         assert!(Moments::default().mean().is_nan() && Moments::default().sd().is_nan());
+    }
+
+    /// Values at the ends of the floats, tallied in chunks whose largest magnitudes grow and
+    /// shrink: a uniform over ±f64::MAX has a finite mean near 0 and the SD MAX/√3 (its
+    /// differences and squares overflow unscaled), and a spread of 1e-200 about 1e-200 (whose
+    /// squares underflow unscaled) keeps its SD. References: the closed forms, and two passes
+    /// over the values divided by a power of two.
+    #[test]
+    fn the_streamed_moments_hold_at_the_ends_of_the_floats() {
+        let n = 200_000;
+        let u = |i: usize| (i as f64 * 0.618_033_988_749_895).fract();
+        let huge: Vec<f64> = (0..n).map(|i| f64::MAX * (2.0 * u(i) - 1.0)).collect();
+        let tiny: Vec<f64> = (0..n).map(|i| 1e-200 * (1.0 + u(i))).collect();
+        let mut mixed: Vec<f64> = (0..n).map(|i| 1e-300 * u(i)).collect();
+        mixed.extend((0..n).map(|i| 1e300 * u(i)));
+        for (xs, k) in [
+            (&huge, 2f64.powi(1000)),
+            (&tiny, 2f64.powi(-600)),
+            (&mixed, 2f64.powi(900)),
+        ] {
+            let mut m = Moments::default();
+            for chunk in xs.chunks(12_345) {
+                m.add(chunk);
+            }
+            let scaled: Vec<f64> = xs.iter().map(|x| x / k).collect();
+            let (mean, sd) = two_pass(&scaled);
+            assert!(m.mean().is_finite() && m.sd().is_finite());
+            assert!(
+                (m.sd() / (sd * k) - 1.0).abs() < 1e-12,
+                "sd {} vs {}",
+                m.sd(),
+                sd * k
+            );
+            assert!(
+                (m.mean() - mean * k).abs() <= 1e-12 * sd * k,
+                "mean {} vs {}",
+                m.mean(),
+                mean * k
+            );
+        }
+        let mut m = Moments::default();
+        m.add(&huge);
+        let sd = f64::MAX / 3f64.sqrt();
+        assert!((m.sd() / sd - 1.0).abs() < 1e-4, "{} vs {sd}", m.sd());
+        assert!(m.mean().abs() < 1e-4 * sd, "{}", m.mean());
     }
 }
