@@ -138,19 +138,20 @@ fn a_chain_beyond_the_documented_tree_depth_is_a_located_error() {
     use vpop::metrics::accumulate::OutputEval;
     const LIMIT: usize = 2048;
     let sum = |n: usize| vec!["a"; n].join(" + ");
+    // LIMIT operators: LIMIT operations deep.
     let text = format!(
         "state a\na(0) = 1\nd/dt(a) = -a\noutput y = {}\n",
-        sum(LIMIT)
+        sum(LIMIT + 1)
     );
     let m = Model::parse("m.vpm", &text).unwrap();
     let compiled = vpop::model::CompiledModel::new(&m);
     let mut bound = compiled.bind(&[]);
     let mut out = [0.0];
     bound.outputs(0.0, &[1.0], &mut out);
-    assert_eq!(out[0], LIMIT as f64);
-    // The LIMIT-th `+` (after term LIMIT − 1, each term 4 columns from column 12).
-    let (line, col, message) = output_error(&sum(LIMIT + 1)).expect("refused");
-    assert_eq!((line, col), (3, 12 + 4 * (LIMIT - 1) + 2), "{message}");
+    assert_eq!(out[0], (LIMIT + 1) as f64);
+    // The (LIMIT + 1)-th `+` (after term LIMIT, each term 4 columns from column 12).
+    let (line, col, message) = output_error(&sum(LIMIT + 2)).expect("refused");
+    assert_eq!((line, col), (3, 12 + 4 * LIMIT + 2), "{message}");
     assert!(
         message.contains("more than 2048 operations deep"),
         "{message}"
@@ -158,7 +159,7 @@ fn a_chain_beyond_the_documented_tree_depth_is_a_located_error() {
     let (_, _, message) = output_error(&sum(100_000)).expect("refused");
     assert!(message.contains("too long"), "{message}");
     // Parentheses alone add nothing to the tree.
-    let wrapped = format!("{}{}{}", "(".repeat(60), sum(LIMIT - 1), ")".repeat(60));
+    let wrapped = format!("{}{}{}", "(".repeat(60), sum(LIMIT + 1), ")".repeat(60));
     assert_eq!(output_error(&wrapped), None);
 }
 
@@ -396,4 +397,31 @@ fn areas_of_outputs_that_jump_with_the_states_are_noted() {
         note(&[(0, "auc"), (1, "cmax"), (1, "time_above(0.5)")]),
         None
     );
+}
+
+/// A chain of derived quantities, each using the one before (`a1 = a0 + x`, the way the docs
+/// split a long sum), is one expression as deep as the chain once inlined; its derivatives for
+/// the Jacobian are taken without recursing along it. 30 000 links compile on a test thread's
+/// small stack (2 MiB; they had overflowed the main thread's 8 MiB from about 30 000), and the
+/// right-hand side and Jacobian are the closed forms: with a0 = x and a_i = a_(i−1) + x, the
+/// last link is 30 000·x, so d/dt(x) = −30 000·x / 1e4 = −3x.
+#[test]
+fn a_long_chain_of_derived_quantities_compiles_on_a_small_stack() {
+    use vpop::model::CompiledModel;
+    use vpop::solver::OdeSystem;
+    const N: usize = 30_000;
+    let mut text = String::from("state x\nx(0) = 2\na0 = x\n");
+    for i in 1..N {
+        text.push_str(&format!("a{i} = a{} + x\n", i - 1));
+    }
+    text.push_str(&format!("d/dt(x) = -a{} / 1e4\noutput c = x\n", N - 1));
+    let m = Model::parse("chain.vpm", &text).unwrap();
+    let compiled = CompiledModel::new(&m);
+    let mut bound = compiled.bind(&[]);
+    let mut dy = [0.0];
+    bound.rhs(0.0, &[2.0], &mut dy);
+    assert!((dy[0] + 6.0).abs() < 1e-9, "{}", dy[0]);
+    let mut jac = [0.0];
+    bound.jacobian(0.0, &[2.0], &mut jac);
+    assert!((jac[0] + 3.0).abs() < 1e-9, "{}", jac[0]);
 }

@@ -713,7 +713,70 @@ impl Builder {
 
     /// Forward derivative of register `r` with respect to `wrt` (a `State(i)` or `Time` leaf);
     /// `memo` caches derivatives (None = identically zero).
+    ///
+    /// The registers `r` depends on are differentiated first, one by one, in the order a
+    /// depth-first walk reaches them, so that each step finds its operands' derivatives in
+    /// `memo`: the stack stays shallow for a chain of any length (`a1 = a0 + x`, `a2 = a1 + x`,
+    /// … inlined into one expression), and the instructions are pushed in the walk's order.
     pub fn diff(&mut self, r: Reg, wrt: Op, memo: &mut HashMap<Reg, Option<Reg>>) -> Option<Reg> {
+        for x in self.diff_order(r, memo) {
+            self.diff_one(x, wrt, memo);
+        }
+        memo.get(&r).copied().flatten()
+    }
+
+    /// The operands whose derivatives `diff_one` takes for `op`, in the order it takes them.
+    fn diff_operands(op: Op) -> ([Reg; 2], usize) {
+        use Op::*;
+        match op {
+            Neg(a)
+            | Powi(a, _)
+            | Exp(a)
+            | Log(a)
+            | Log10(a)
+            | Sqrt(a)
+            | Sin(a)
+            | Cos(a)
+            | Tanh(a)
+            | Atan(a)
+            | Erf(a)
+            | Erfc(a)
+            | Abs(a) => ([a, a], 1),
+            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Min(a, b) | Max(a, b) => ([a, b], 2),
+            // The exponent first: whether it is constant picks the rule.
+            Pow(a, b) => ([b, a], 2),
+            Select(_, a, b) => ([a, b], 2),
+            _ => ([0, 0], 0),
+        }
+    }
+
+    /// The registers not yet in `memo` that `diff_one(r)` would reach, in the order its
+    /// recursion finishes them (operands before the register), found without recursion.
+    fn diff_order(&self, r: Reg, memo: &HashMap<Reg, Option<Reg>>) -> Vec<Reg> {
+        let mut order = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // (register, operands already pushed)
+        let mut stack = vec![(r, false)];
+        while let Some((x, expanded)) = stack.pop() {
+            if expanded {
+                order.push(x);
+                continue;
+            }
+            if memo.contains_key(&x) || !seen.insert(x) {
+                continue;
+            }
+            stack.push((x, true));
+            let (ops, n) = Self::diff_operands(self.instrs[x as usize]);
+            for &o in ops[..n].iter().rev() {
+                stack.push((o, false));
+            }
+        }
+        order
+    }
+
+    /// One step of `diff`: the derivative of `r` from those of its operands (taken
+    /// recursively where `memo` lacks them).
+    fn diff_one(&mut self, r: Reg, wrt: Op, memo: &mut HashMap<Reg, Option<Reg>>) -> Option<Reg> {
         if let Some(d) = memo.get(&r) {
             return *d;
         }
@@ -722,7 +785,7 @@ impl Builder {
         // The derivative's instructions come from where the instruction came from.
         let outer = self.origin;
         self.origin = self.origins[r as usize];
-        let mut d = |b: &mut Builder, x: Reg| b.diff(x, wrt, memo);
+        let mut d = |b: &mut Builder, x: Reg| b.diff_one(x, wrt, memo);
         let zero_or = |b: &mut Builder, x: Option<Reg>| x.unwrap_or_else(|| b.c(0.0));
         let res: Option<Reg> = match op {
             Const(_) | Param(_) | Slot(_) => None,

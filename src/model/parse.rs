@@ -392,11 +392,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The depth of a node above subtrees at most `below` deep, the node's operator at `at`;
-    /// an error there beyond [`MAX_TREE_DEPTH`] (before the tree grows deeper than its passes
-    /// can follow, and its drop too).
+    /// The depth of a node above subtrees at most `below` deep (a leaf is 1 deep), the node's
+    /// operator at `at`; an error there where the node would be more than [`MAX_TREE_DEPTH`]
+    /// operations deep, i.e. its tree more than that plus its leaves (before the tree grows
+    /// deeper than its passes can follow, and its drop too).
     fn deeper(&self, below: usize, at: Span) -> Result<usize, Diagnostic> {
-        if below >= MAX_TREE_DEPTH {
+        if below > MAX_TREE_DEPTH {
             return Err(self.src.error(
                 at,
                 format!(
