@@ -98,6 +98,64 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Why a text file could not be read: the file itself, or a byte in it that is not UTF-8.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Text(Diagnostic),
+}
+
+/// Reads a text file (a model, a spec, a population, a dataset) as every reader takes it:
+/// [`decode_text`].
+pub fn read_text(path: &std::path::Path) -> Result<String, ReadError> {
+    let bytes = std::fs::read(path)?;
+    decode_text(&path.display().to_string(), bytes).map_err(ReadError::Text)
+}
+
+/// A file's bytes as text: UTF-8, where a byte that is not is an error at its line and column
+/// (a file saved as Latin-1 or Windows-1252: `µg`, `°C`); lines ended by a carriage return
+/// alone (old Mac text, a spreadsheet's "CSV (Macintosh)") end as others do, each lone CR
+/// becoming a line feed, one byte for one, so that lines and columns count as in the file.
+pub fn decode_text(name: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let before = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Diagnostic {
+            file: name.to_string(),
+            line,
+            col,
+            message: format!(
+                "byte 0x{:02X} is not UTF-8 text: save the file as UTF-8",
+                bytes[at]
+            ),
+        }
+    })?;
+    Ok(match lone_crs_to_lf(&text) {
+        std::borrow::Cow::Owned(t) => t,
+        std::borrow::Cow::Borrowed(_) => text,
+    })
+}
+
+/// `text` with each carriage return that no line feed follows replaced by a line feed (CRLF
+/// lines are left as they stand): borrowed where there is none.
+pub fn lone_crs_to_lf(text: &str) -> std::borrow::Cow<'_, str> {
+    let b = text.as_bytes();
+    let lone = |i: usize| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n');
+    if !(0..b.len()).any(lone) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let bytes: Vec<u8> = (0..b.len())
+        .map(|i| if lone(i) { b'\n' } else { b[i] })
+        .collect();
+    // An ASCII byte for an ASCII byte: still UTF-8.
+    std::borrow::Cow::Owned(String::from_utf8(bytes).expect("ASCII for ASCII keeps UTF-8"))
+}
+
 /// The candidate a misspelt `word` most likely meant, if any is close: one equal to it but for
 /// case, or else the nearest within a few edits (insertions, deletions, substitutions and
 /// swaps of neighbours: 1 for words of up to 4 characters, 2 up to 8, 3 beyond), the first of
@@ -169,5 +227,28 @@ mod tests {
             s.error(Span::new(3, 4), "boom").to_string(),
             "m.vpm:2:1: boom"
         );
+    }
+
+    /// A byte that is not UTF-8 is an error at its line and column (columns count characters,
+    /// so a multi-byte character before it counts once); lone CRs end lines, one byte for
+    /// one, and CRLF and LF text is returned as it stands.
+    #[test]
+    fn text_is_utf8_with_its_lines_ended_as_in_the_file() {
+        let d =
+            decode_text("m.vpm", b"param k = 1\nstate x # \xc2\xb5g\xff\n".to_vec()).unwrap_err();
+        assert_eq!((d.line, d.col), (2, 13), "{d}");
+        assert_eq!(
+            d.to_string(),
+            "m.vpm:2:13: byte 0xFF is not UTF-8 text: save the file as UTF-8"
+        );
+        let d = decode_text("m.vpm", b"\xe9t\xe9".to_vec()).unwrap_err();
+        assert_eq!((d.line, d.col), (1, 1));
+        assert_eq!(
+            decode_text("m", b"a\rb\r\nc\r".to_vec()).unwrap(),
+            "a\nb\r\nc\n"
+        );
+        for same in ["a\r\nb\r\n", "a\nb\n", ""] {
+            assert_eq!(decode_text("m", same.as_bytes().to_vec()).unwrap(), same);
+        }
     }
 }

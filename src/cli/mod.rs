@@ -24,8 +24,10 @@ pub fn load_model(name_or_path: &str) -> anyhow::Result<Model> {
     }
     let path = Path::new(name_or_path);
     if path.exists() {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = match crate::diag::read_text(path) {
+            Err(crate::diag::ReadError::Text(d)) => anyhow::bail!("{d}"),
+            r => r.with_context(|| format!("reading {}", path.display()))?,
+        };
         let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
         return Model::parse(&path.display().to_string(), &text).map_err(|e| {
             let e = anyhow::anyhow!("{e}");

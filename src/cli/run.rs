@@ -257,8 +257,10 @@ fn file_kind(text: &str) -> Detection {
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let path = &args.spec;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let text = crate::diag::read_text(path).map_err(|e| match e {
+        crate::diag::ReadError::Text(d) => anyhow::anyhow!("{d}"),
+        crate::diag::ReadError::Io(e) => anyhow::anyhow!("{}: cannot read: {e}", path.display()),
+    })?;
     // A model file: parsed and compiled as a trial would.
     if path.extension().is_some_and(|e| e == "vpm") {
         let m = crate::model::Model::parse(&path.display().to_string(), &text)

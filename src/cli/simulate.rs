@@ -294,7 +294,10 @@ pub(crate) fn args_from_file(
     path: &str,
 ) -> anyhow::Result<(SimulateArgs, Vec<crate::trial::spec::DoseSpec>)> {
     use crate::trial::spec::span_of;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let text = match crate::diag::read_text(std::path::Path::new(path)) {
+        Err(crate::diag::ReadError::Text(d)) => anyhow::bail!("{d}"),
+        r => r.with_context(|| format!("reading {path}"))?,
+    };
     let src = crate::diag::SourceFile::new(path, text.as_str());
     let f: SimulationFile = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}", crate::trial::spec::toml_error(&src, &e)))?;

@@ -150,11 +150,14 @@ const KNOWN: [&str; 11] = [
 impl Dataset {
     pub fn load(path: &std::path::Path) -> Result<Dataset, Diagnostic> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Diagnostic {
-            file: name.clone(),
-            line: 0,
-            col: 0,
-            message: format!("cannot read the dataset: {e}"),
+        let text = crate::diag::read_text(path).map_err(|e| match e {
+            crate::diag::ReadError::Text(d) => d,
+            crate::diag::ReadError::Io(e) => Diagnostic {
+                file: name.clone(),
+                line: 0,
+                col: 0,
+                message: format!("cannot read the dataset: {e}"),
+            },
         })?;
         Dataset::parse(&name, &text)
     }
@@ -164,26 +167,8 @@ impl Dataset {
         // A byte-order mark, as spreadsheets write in UTF-8 CSV, is not part of the header.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         // Lines ended by a carriage return alone (the "CSV (Macintosh)" of spreadsheets) end
-        // as others do: each lone CR becomes a line feed, one byte for one, so that lines and
-        // columns count as in the file.
-        let unix;
-        let lone_cr =
-            |b: &[u8]| (0..b.len()).any(|i| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'));
-        // CRLF lines are split as they stand (their CR is trimmed per line): no copy for them.
-        let text = if lone_cr(text.as_bytes()) {
-            let b = text.as_bytes();
-            let bytes: Vec<u8> = (0..b.len())
-                .map(|i| match b[i] {
-                    b'\r' if b.get(i + 1) != Some(&b'\n') => b'\n',
-                    c => c,
-                })
-                .collect();
-            // An ASCII byte for an ASCII byte: still UTF-8.
-            unix = String::from_utf8(bytes).unwrap_or_else(|_| text.to_string());
-            unix.as_str()
-        } else {
-            text
-        };
+        // as others do, one byte for one, so that lines and columns count as in the file.
+        let text = &*crate::diag::lone_crs_to_lf(text);
         let src = SourceFile::new(name, text);
         let mut offset = 0;
         let mut header: Option<Vec<String>> = None;

@@ -312,6 +312,9 @@ impl Model {
                 names.insert(name.to_string(), (kind, span));
                 true
             };
+        // Names whose `state` declaration was refused (already declared, reserved): their
+        // equations and the missing state are that error's consequences, not errors of their own.
+        let mut refused_states = std::collections::HashSet::new();
         // Params and states first: they may be used anywhere.
         for s in &stmts {
             match s {
@@ -333,6 +336,8 @@ impl Model {
                                 span: *sp,
                                 init_span: None,
                             });
+                        } else {
+                            refused_states.insert(n.clone());
                         }
                     }
                 }
@@ -426,6 +431,7 @@ impl Model {
             |name: &str, span: Span, what: &str, errors: &mut Vec<Diagnostic>| -> Option<usize> {
                 match names.get(name).map(|(k, _)| *k) {
                     Some(Kind::State(i)) => Some(i),
+                    _ if refused_states.contains(name) => None,
                     Some(_) => {
                         errors.push(src.error(span, format!("{what}: '{name}' is not a state")));
                         None
@@ -520,7 +526,7 @@ impl Model {
         // A statement lost or cut short by a syntax error (an open parenthesis takes the next
         // lines with it) may be the missing declaration or equation: that error is the one to
         // report.
-        if m.states.is_empty() && !syntax_errors {
+        if m.states.is_empty() && !syntax_errors && refused_states.is_empty() {
             errors.push(src.error(
                 Span::new(text.len(), text.len()),
                 "the model declares no state (`state a, b`)",

@@ -572,8 +572,12 @@ fn sp<T>(v: &Spanned<T>) -> Span {
 
 impl Population {
     pub fn load(path: &Path) -> Result<Population, PopulationError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PopulationError::Io(path.display().to_string(), e.to_string()))?;
+        let text = crate::diag::read_text(path).map_err(|e| match e {
+            crate::diag::ReadError::Text(d) => PopulationError::from(d),
+            crate::diag::ReadError::Io(e) => {
+                PopulationError::Io(path.display().to_string(), e.to_string())
+            }
+        })?;
         Population::parse(&path.display().to_string(), &text)
     }
 

@@ -237,8 +237,10 @@ fn invalid(d: Diagnostic) -> String {
 impl Analysis {
     pub fn load(path: &Path) -> Result<Analysis, String> {
         let name = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+        let text = crate::diag::read_text(path).map_err(|e| match e {
+            crate::diag::ReadError::Text(d) => d.to_string(),
+            crate::diag::ReadError::Io(e) => format!("{name}: cannot read: {e}"),
+        })?;
         let src = SourceFile::new(name, text.as_str());
         let at = |r: std::ops::Range<usize>| Span::new(r.start, r.end);
         let f: SpecFile =

@@ -400,9 +400,12 @@ impl Trial {
 
     /// Reads, parses and checks a trial spec file.
     pub fn load(path: &Path) -> Result<Trial, TrialError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| TrialError::Io {
-            path: path.to_path_buf(),
-            cause,
+        let text = crate::diag::read_text(path).map_err(|e| match e {
+            crate::diag::ReadError::Text(d) => TrialError::from(d),
+            crate::diag::ReadError::Io(cause) => TrialError::Io {
+                path: path.to_path_buf(),
+                cause,
+            },
         })?;
         Trial::from_text(path, &text)
     }
@@ -484,11 +487,12 @@ fn resolve(path: &Path, src: &SourceFile, spec: TrialSpecFile) -> Result<Trial, 
         },
         (None, Some(file)) => {
             let p = resolve_path(path, file.get_ref());
-            match std::fs::read_to_string(&p) {
+            match crate::diag::read_text(&p) {
                 Ok(t) => {
                     Model::parse(&p.display().to_string(), &t).map_err(|e| e.diagnostics().to_vec())
                 }
-                Err(e) => Err(vec![src.error(
+                Err(crate::diag::ReadError::Text(d)) => Err(vec![d]),
+                Err(crate::diag::ReadError::Io(e)) => Err(vec![src.error(
                     span_of(file),
                     format!("cannot read model file {}: {e}", p.display()),
                 )]),
@@ -1426,11 +1430,14 @@ fn load_dataset(
     hashes: &mut Vec<crate::output::InputHash>,
 ) -> Result<crate::dosing::nonmem::Dataset, crate::diag::Diagnostic> {
     let name = file.display().to_string();
-    let text = std::fs::read_to_string(file).map_err(|e| crate::diag::Diagnostic {
-        file: name.clone(),
-        line: 0,
-        col: 0,
-        message: format!("cannot read the dataset: {e}"),
+    let text = crate::diag::read_text(file).map_err(|e| match e {
+        crate::diag::ReadError::Text(d) => d,
+        crate::diag::ReadError::Io(e) => crate::diag::Diagnostic {
+            file: name.clone(),
+            line: 0,
+            col: 0,
+            message: format!("cannot read the dataset: {e}"),
+        },
     })?;
     hashes.push(crate::output::InputHash::of_text(what, name.clone(), &text));
     crate::dosing::nonmem::Dataset::parse(&name, &text)
