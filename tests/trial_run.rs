@@ -2849,3 +2849,63 @@ fn a_metric_no_subject_can_have_is_a_note_and_its_target_undefined() {
         "{summary}"
     );
 }
+
+/// A tolerance the backend's precision does not resolve (rtol below 1e-7 in f32) is refused
+/// before anything is written: no manifest is left that claims a run which cannot be resumed.
+/// The same arm at rtol 1e-7 passes that check and reaches the backend.
+#[test]
+fn a_tolerance_the_precision_does_not_resolve_is_refused_before_anything_is_written() {
+    use vpop::backend::{ArmPlan, Backend, BackendError, BackendInfo, ChunkInput, ChunkOutput};
+    struct F32Only;
+    impl Backend for F32Only {
+        fn info(&self) -> BackendInfo {
+            BackendInfo {
+                name: "f32-only",
+                device: "none".into(),
+                precision: vpop::backend::Precision::F32,
+            }
+        }
+        fn run_chunk(
+            &mut self,
+            _arm: &ArmPlan,
+            _input: &ChunkInput<'_>,
+            _out: &mut ChunkOutput,
+        ) -> Result<(), BackendError> {
+            Err(BackendError::Failed("reached the backend".into()))
+        }
+        fn run_records(
+            &mut self,
+            _programs: &[&vpop::backend::records::Program],
+            _solver: &vpop::solver::SolverOptions,
+        ) -> Result<Vec<vpop::backend::records::RecordsOutcome>, BackendError> {
+            Err(BackendError::Failed("reached the backend".into()))
+        }
+    }
+    for (rtol, refused) in [(1e-8, true), (1e-7, false)] {
+        let mut t = trial();
+        let last = t.arms.len() - 1;
+        t.arms[last].plan.solver.rtol = rtol;
+        let dir = tmp(&format!("f32-refused-{rtol:e}"));
+        let err = vpop::trial::run::run_trial_on(
+            &t,
+            &opts(&dir),
+            Box::new(F32Only),
+            String::new(),
+            std::time::Instant::now(),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        if refused {
+            let arm = &t.arms[last].plan.name;
+            assert!(
+                err.contains(&format!(
+                    "arm '{arm}': rtol 1e-8 is below what f32 resolves"
+                )),
+                "{err}"
+            );
+            assert!(!dir.join("_manifest.json").exists(), "a manifest was left");
+        } else {
+            assert!(err.contains("reached the backend"), "{err}");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! they read (administrations, stopping points, sample times, metric specs).
 
 use crate::backend::records::{Program, RecordsOutcome};
-use crate::backend::{ArmPlan, ChunkInput, ChunkOutput};
+use crate::backend::{ArmPlan, ChunkInput, ChunkOutput, Precision};
 use crate::dosing::Administration;
 use crate::metrics::{quadrature_outputs, resolve_window, MetricKind, MetricSpec};
 use crate::model::ModelPrograms;
@@ -720,12 +720,14 @@ pub fn prepare_chunk(
         ));
     }
     input.check_occasions(arm, progs.n_params)?;
-    if f32_kernel && arm.solver.method.is_adaptive() && arm.solver.rtol < 1e-7 {
-        return Err(format!(
-            "rtol {:e} is below what f32 resolves; {precision_hint}",
-            arm.solver.rtol
-        ));
-    }
+    let precision = if f32_kernel {
+        Precision::F32
+    } else {
+        Precision::F64
+    };
+    precision
+        .check_rtol(&arm.solver)
+        .map_err(|e| format!("{e}; {precision_hint}"))?;
     out.reset(
         n,
         arm.metrics.len(),

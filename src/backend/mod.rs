@@ -52,6 +52,16 @@ impl Precision {
             Precision::F64 => 1e-12,
         }
     }
+
+    /// Refuses a tolerance tighter than this precision resolves: rtol below 1e-7 for an
+    /// adaptive method in f32. Every backend checks it before a call, and a run before it
+    /// writes anything, so a refused run leaves no manifest.
+    pub fn check_rtol(self, solver: &SolverOptions) -> Result<(), String> {
+        if self == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
+            return Err(format!("rtol {:e} is below what f32 resolves", solver.rtol));
+        }
+        Ok(())
+    }
 }
 
 /// What a backend is and where it runs, for logs and provenance.

@@ -27,7 +27,8 @@ use crate::solver::Status;
 
 use super::resolve::{DataDesign, ParamSource, Trial};
 use super::run::{
-    provenance, run_plan, select_backend, ArmSummary, RunOptions, RunPlan, RunReport,
+    check_precision, provenance, run_plan, select_backend, ArmSummary, RunOptions, RunPlan,
+    RunReport,
 };
 
 /// Virtual subjects per part by default: dataset subjects often have tens of records each.
@@ -403,6 +404,7 @@ pub fn run_dataset_trial(trial: &Trial, opts: &RunOptions) -> Result<RunReport, 
         ));
     }
     let info = backend.info();
+    check_precision(trial, &info)?;
     let subjects = trial.subjects;
     let RunPlan {
         chunk,

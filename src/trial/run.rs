@@ -381,6 +381,23 @@ pub(crate) struct RunPlan {
 
 /// The chunking (options, then spec, then `default_chunk`), shard and output directory of a
 /// run of `subjects` subjects.
+/// Refuses, before anything is written, an arm whose tolerance the backend's precision does not
+/// resolve (the backends refuse it at their first call too, which would leave a run that
+/// cannot be resumed).
+pub(crate) fn check_precision(trial: &Trial, info: &BackendInfo) -> Result<(), String> {
+    for arm in &trial.arms {
+        info.precision.check_rtol(&arm.plan.solver).map_err(|e| {
+            format!(
+                "arm '{}': {e} on {} in {}; use rtol ≥ 1e-7, or precision = \"f64\"",
+                arm.plan.name,
+                info.name,
+                info.precision.name()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run_plan(
     trial: &Trial,
     opts: &RunOptions,
@@ -762,6 +779,7 @@ pub fn run_trial_on(
         return Err("a [data] trial runs through run_trial".into());
     }
     let info = backend.info();
+    check_precision(trial, &info)?;
     let subjects = opts.subjects.unwrap_or(trial.subjects);
     let RunPlan {
         chunk,

@@ -494,12 +494,9 @@ impl<L: Launcher> Host<L> {
         if programs.is_empty() {
             return Ok(Vec::new());
         }
-        if self.precision == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
-            return Err(self.failed(format!(
-                "rtol {:e} is below what f32 resolves; use precision = \"f64\"",
-                solver.rtol
-            )));
-        }
+        self.precision
+            .check_rtol(solver)
+            .map_err(|e| self.failed(format!("{e}; use precision = \"f64\"")))?;
         // In the order of the programs' cost (`order=natural`: as given).
         match self.order.clone() {
             Some(o) => records_in_order(&o, programs, |p| self.records_batched(p, solver)),

@@ -1359,12 +1359,8 @@ mod integrate {
             let model = self.model.clone();
             let progs = &model.programs;
             let p = self.precision;
-            if p == Precision::F32 && solver.method.is_adaptive() && solver.rtol < 1e-7 {
-                return Err(failed(format!(
-                    "rtol {:e} is below what f32 resolves; use rtol ≥ 1e-7, or precision = \"f64\"",
-                    solver.rtol
-                )));
-            }
+            p.check_rtol(solver)
+                .map_err(|e| failed(format!("{e}; use rtol ≥ 1e-7, or precision = \"f64\"")))?;
             let switches = located_switches(&model, solver);
             let nsw = switches.map_or(0, |s| s.len());
             let src = records_source_located(progs, solver.method, p, switches).map_err(failed)?;
