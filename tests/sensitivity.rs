@@ -364,7 +364,21 @@ fn bad_specs_are_located() {
         ),
         (
             "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"morris\"\nlevels = 4\nsamples = 1\n[[factor]]\nname = \"cl\"\nrange = [1, 10]\n",
-            ":5:11: a Morris design needs at least 2 trajectories",
+            ":5:11: Morris designs take 2 to 65536 trajectories, not 1",
+        ),
+        // Sizes that would take the machine's memory (a typo of a few zeros) are refused
+        // before the design is made.
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"morris\"\nsamples = 1000000000\n[[factor]]\nname = \"cl\"\nrange = [1, 10]\n",
+            ":4:11: Morris designs take 2 to 65536 trajectories, not 1000000000",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"efast\"\nsamples = 10000000\n[[factor]]\nname = \"cl\"\nrange = [1, 10]\n",
+            ":4:11: eFAST designs take at most 1048576 points per factor, not 10000000",
+        ),
+        (
+            "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"sobol\"\nsamples = 64\nbootstrap = 100000000\n[[factor]]\nname = \"cl\"\nrange = [1, 10]\n",
+            ":5:13: bootstrap takes at most 100000 resamples, not 100000000",
         ),
         (
             "[sensitivity]\ntrial = \"trial.toml\"\nmethod = \"efast\"\ninterference = 6\nsamples = 100\n[[factor]]\nname = \"cl\"\nrange = [1, 2]\n",
@@ -1115,4 +1129,99 @@ fn an_output_near_zero_is_measured_against_atol() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// eFAST needs a distinct complementary frequency for each of the other k − 1 factors: with 6
+/// factors and M = 4, N = 320 is refused at `samples` (factors would share a frequency and a
+/// phase, and take identical values), and at the least N it takes, 321, the indices of an
+/// additive output Σ cᵢ·xᵢ of uniform factors are the analytic cᵢ²/Σc² (S1 = ST).
+#[test]
+fn efast_refuses_designs_whose_factors_share_a_frequency() {
+    let (k, m) = (6, 4);
+    let err = efast_design(k, 320, m, 3).unwrap_err().to_string();
+    assert!(err.contains("at least 4·M²·(k − 1) + 1 = 321"), "{err}");
+    let c = [1.0, 2.0, 3.0, 4.0, 5.0, 1.0];
+    let total: f64 = c.iter().map(|c| c * c).sum();
+    let d = efast_design(k, 321, m, 3).unwrap();
+    let y: Vec<f64> = (0..d.rows)
+        .map(|r| d.row(r).iter().zip(c).map(|(x, c)| c * x).sum())
+        .collect();
+    let idx = efast_indices(&d, &y, 0, 0.95, 1).unwrap();
+    let s1_sum: f64 = idx.values.iter().map(|f| f[0].1).sum();
+    assert!((s1_sum - 1.0).abs() < 0.03, "S1 sum to {s1_sum}");
+    for (i, f) in idx.values.iter().enumerate() {
+        let exact = c[i] * c[i] / total;
+        assert!(
+            (f[0].1 - exact).abs() < 0.02,
+            "S1 of factor {i}: {} vs {exact}",
+            f[0].1
+        );
+        assert!(
+            (f[1].1 - exact).abs() < 0.03,
+            "ST of factor {i}: {} vs {exact}",
+            f[1].1
+        );
+    }
+}
+
+/// Outputs near the ends of the floats are analysed in units of their size: s·(x₁ + 0.5·x₂)
+/// at s = 1e200 and 1e-200 (whose squares overflow and underflow) has the Sobol indices of
+/// s = 1, and Morris effects s·(1, 0.5) with σ 0 (to rounding), finite. Their chart is drawn
+/// (an axis of infinite span had made the chart loop forever), also with values that are not
+/// finite.
+#[test]
+fn outputs_near_the_ends_of_the_floats_are_analysed_in_their_own_units() {
+    use vpop::sensitivity::{analyse, Resolution};
+    let f = |d: &Design, s: f64| -> Vec<f64> {
+        (0..d.rows)
+            .map(|r| s * (d.row(r)[0] + 0.5 * d.row(r)[1]))
+            .collect()
+    };
+    let sd = sobol_design(2, 512, 5).unwrap();
+    let (one, _) = analyse(&sd, &f(&sd, 1.0), Resolution::EXACT, 0, 0.95, 1).unwrap();
+    for s in [1e200, 1e-200, 1e300] {
+        let (idx, _) = analyse(&sd, &f(&sd, s), Resolution::EXACT, 0, 0.95, 1).unwrap();
+        for (a, b) in idx.values.iter().flatten().zip(one.values.iter().flatten()) {
+            assert!((a.1 - b.1).abs() < 1e-12, "s = {s:e}: {} vs {}", a.1, b.1);
+        }
+    }
+    let md = morris_design(2, 20, 4, 5).unwrap();
+    for s in [1e200, 1e-200] {
+        let (idx, _) = analyse(&md, &f(&md, s), Resolution::EXACT, 50, 0.95, 1).unwrap();
+        for (i, effect) in [1.0, 0.5].into_iter().enumerate() {
+            let v = &idx.values[i];
+            for (name, value, _) in &v[..2] {
+                assert!(
+                    (value / (s * effect) - 1.0).abs() < 1e-9,
+                    "{name} at s = {s:e}"
+                );
+            }
+            assert!(v[2].1.is_finite() && v[2].1 <= 1e-9 * s, "sigma {}", v[2].1);
+            assert!(v[1].2.is_finite(), "mu_star's half-width {}", v[1].2);
+        }
+    }
+    let dir = temp_dir("extreme-chart");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.join("indices.png");
+    std::thread::spawn(move || {
+        let panel = |v: f64, c: f64| vpop::output::plot::BarPanel {
+            title: "y".into(),
+            categories: vec!["x1".into(), "x2".into()],
+            bars: vec![
+                vec![("mu_star".into(), v, c), ("sigma".into(), 1.0, f64::NAN)],
+                vec![("mu_star".into(), -v, c), ("sigma".into(), 2.0, f64::NAN)],
+            ],
+        };
+        let panels = [
+            panel(f64::INFINITY, f64::INFINITY),
+            panel(1.7e308, 1e308),
+            panel(f64::NAN, 1.0),
+        ];
+        let _ = tx.send(vpop::output::plot::bar_panels(&path, &panels));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the chart was not drawn within 2 minutes");
+    r.unwrap();
+    assert!(std::fs::metadata(dir.join("indices.png")).unwrap().len() > 1000);
 }

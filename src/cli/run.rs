@@ -711,13 +711,20 @@ pub(crate) fn other_kind(
         ))
     } else {
         match std::fs::read_to_string(path).map(|t| file_kind(&t)) {
-            Ok(d) if !d.ambiguous() && d.kind != expected => Some(format!(
-                "its top-level keys ({}) make it {}, not {}: `{} {shown}` reads it",
-                d.evidence[0].1.join(", "),
-                d.kind.name(),
-                expected.name(),
-                d.kind.command(),
-            )),
+            // A file that does not parse has no keys to tell its kind by.
+            Ok(d)
+                if !d.ambiguous()
+                    && d.kind != expected
+                    && d.evidence.first().is_some_and(|(_, keys)| !keys.is_empty()) =>
+            {
+                Some(format!(
+                    "its top-level keys ({}) make it {}, not {}: `{} {shown}` reads it",
+                    d.evidence[0].1.join(", "),
+                    d.kind.name(),
+                    expected.name(),
+                    d.kind.command(),
+                ))
+            }
             _ => None,
         }
     };

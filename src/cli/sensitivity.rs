@@ -56,6 +56,9 @@ pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
     }
     let report = run_analysis(&a, backend).map_err(anyhow::Error::msg)?;
     println!("{}", format_report(&a, &report));
+    for w in &report.notes {
+        eprintln!("note: {w}");
+    }
     for f in &report.files {
         println!("wrote {}", f.display());
     }

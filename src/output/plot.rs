@@ -146,10 +146,14 @@ pub fn bar_panels(path: &Path, panels: &[BarPanel]) -> Result<(), String> {
                 .iter()
                 .flatten()
                 .map(|(_, v, c)| v + sign * if c.is_finite() { *c } else { 0.0 })
+                // A value that is not finite has no bar (an axis to infinity has no ticks).
+                .filter(|x| x.is_finite())
                 .fold(0.0f64, |a, b| if sign > 0.0 { a.max(b) } else { a.min(b) })
                 * 1.1
         };
-        let (lo, hi) = (reach(-1.0), reach(1.0).max(1e-12));
+        // Within a quarter of the largest float each way, so that the axis's span is finite.
+        let limit = f64::MAX / 4.0;
+        let (lo, hi) = (reach(-1.0).max(-limit), reach(1.0).max(1e-12).min(limit));
         let mut builder = chart_builder(area, &panel.title, text);
         let mut chart = builder
             .build_cartesian_2d(0f64..nc as f64, lo..hi)

@@ -146,9 +146,9 @@ pub fn morris_design(k: usize, r: usize, p: usize, seed: u64) -> Result<Design, 
             "a Morris design needs at least one factor".into(),
         ));
     }
-    if r < 2 {
+    if !(2..=MORRIS_MAX_TRAJECTORIES).contains(&r) {
         return Err(DesignError::Samples(format!(
-            "a Morris design needs at least 2 trajectories, not {r}"
+            "Morris designs take 2 to {MORRIS_MAX_TRAJECTORIES} trajectories, not {r}"
         )));
     }
     if p < 2 || !p.is_multiple_of(2) {
@@ -192,6 +192,15 @@ pub fn morris_design(k: usize, r: usize, p: usize, seed: u64) -> Result<Design, 
     })
 }
 
+/// The most Morris trajectories r a design takes (r·(k + 1) evaluations).
+pub const MORRIS_MAX_TRAJECTORIES: usize = 65_536;
+
+/// The most eFAST points per factor N a design takes (N·k evaluations).
+pub const EFAST_MAX_N: usize = 1 << 20;
+
+/// The most resamples for confidence intervals.
+pub const MAX_RESAMPLES: usize = 100_000;
+
 /// Δ of a Morris grid with `p` levels.
 pub fn morris_delta(p: usize) -> f64 {
     p as f64 / (2.0 * (p as f64 - 1.0))
@@ -233,12 +242,29 @@ pub fn efast_design(k: usize, n: usize, m: usize, seed: u64) -> Result<Design, D
             "the eFAST interference factor M must be at least 1".into(),
         ));
     }
+    if n > EFAST_MAX_N {
+        return Err(DesignError::Samples(format!(
+            "eFAST designs take at most {EFAST_MAX_N} points per factor, not {n}"
+        )));
+    }
     // Too few points for M: reported as a matter of the points (`samples`), the setting that
     // is usually sized to M.
     if n <= 4 * m * m {
         return Err(DesignError::Samples(format!(
             "eFAST needs more than 4·M² = {} points per factor (M = {m}), not {n}",
             4 * m * m
+        )));
+    }
+    // The complementary factors take ⌊⌊(N − 1)/2M⌋/2M⌋ distinct frequencies; with fewer than
+    // k − 1 of them, factors share a frequency and, in a block's one phase, take identical
+    // values: the design no longer samples them independently, and the indices are wrong
+    // (6 additive factors at N = 129, M = 4: S1 summing to 0.62, not 1).
+    let least = 4 * m * m * (k - 1) + 1;
+    if k > 2 && n < least {
+        return Err(DesignError::Samples(format!(
+            "eFAST with {k} factors needs at least 4·M²·(k − 1) + 1 = {least} points per factor \
+             (M = {m}), not {n}: with fewer, factors share a frequency and the design does not \
+             vary them independently"
         )));
     }
     let (omega0, others) = efast_omegas(k, n, m);
@@ -625,16 +651,50 @@ pub fn analyse(
     seed: u64,
 ) -> Result<(Indices, Variation), String> {
     check_outputs(y, d.rows)?;
-    let v = variation(y, resolution);
-    let idx = match (v, d.method) {
-        (Variation::Resolved, _) => indices(d, y, resamples, conf, seed)?,
+    // In units of a power of two at the largest |y|: exact, and the variances and spectra of
+    // outputs near the ends of the floats (1e200, whose squares overflow; 1e-200, whose
+    // squares underflow) are those of values near 1. Sobol and eFAST indices are ratios of
+    // variances, the same in any unit; Morris effects are scaled back.
+    let unit = unit_of(y);
+    let ys: Vec<f64> = y.iter().map(|v| v / unit).collect();
+    let scaled = Resolution {
+        relative: resolution.relative,
+        absolute: resolution.absolute / unit,
+    };
+    let v = match variation(&ys, scaled) {
+        Variation::WithinTolerance { relative_sd, .. } => Variation::WithinTolerance {
+            relative_sd,
+            resolution,
+        },
+        v => v,
+    };
+    let mut idx = match (v, d.method) {
+        (Variation::Resolved, _) => indices(d, &ys, resamples, conf, seed)?,
         (_, Method::Morris) => {
-            let level = vec![mean(y); y.len()];
+            let level = vec![mean(&ys); ys.len()];
             morris_indices(d, &level, resamples, conf, seed)?
         }
         _ => undefined(d.k, &["S1", "ST"]),
     };
+    if d.method == Method::Morris {
+        for (_, value, half) in idx.values.iter_mut().flatten() {
+            *value *= unit;
+            *half *= unit;
+        }
+    }
     Ok((idx, v))
+}
+
+/// A power of two at the largest magnitude of `y`'s values (1 where all are 0): dividing by
+/// it is exact and brings them to [−2, 2].
+fn unit_of(y: &[f64]) -> f64 {
+    let largest = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if largest > 0.0 && largest.is_finite() {
+        let e = ((largest.to_bits() >> 52) & 0x7ff).clamp(1, 2046);
+        f64::from_bits(e << 52)
+    } else {
+        1.0
+    }
 }
 
 /// The indices of a design's outputs by its method.

@@ -72,7 +72,7 @@ struct Section {
     #[serde(default)]
     arms: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
-    bootstrap: Option<usize>,
+    bootstrap: Option<Spanned<usize>>,
     #[serde(default)]
     confidence: Option<Spanned<f64>>,
     #[serde(default)]
@@ -180,6 +180,15 @@ impl Statistic {
             "p95" => Statistic::Quantile(0.95),
             _ => return None,
         })
+    }
+
+    /// The statistic as the spec names it.
+    fn name(self) -> String {
+        match self {
+            Statistic::Mean => "mean".into(),
+            Statistic::Quantile(0.5) => "median".into(),
+            Statistic::Quantile(p) => format!("p{}", (100.0 * p).round()),
+        }
     }
 
     /// Over the finite values; NaN when fewer than half of them are finite.
@@ -658,7 +667,20 @@ impl Analysis {
             samples: *s.samples.get_ref(),
             seed: s.seed.unwrap_or(1),
             outputs,
-            bootstrap: s.bootstrap.unwrap_or(200),
+            bootstrap: match &s.bootstrap {
+                Some(b) if *b.get_ref() > super::MAX_RESAMPLES => {
+                    return Err(invalid(src.error(
+                        at(b.span()),
+                        format!(
+                            "bootstrap takes at most {} resamples, not {}",
+                            super::MAX_RESAMPLES,
+                            b.get_ref()
+                        ),
+                    )))
+                }
+                Some(b) => *b.get_ref(),
+                None => 200,
+            },
             confidence,
             levels: positive(&s.levels, 4, "levels")?,
             interference: positive(&s.interference, 4, "interference")?,
@@ -822,6 +844,9 @@ pub struct Report {
     pub evaluations: u64,
     pub results: Vec<OutputIndices>,
     pub files: Vec<PathBuf>,
+    /// What the indices rest on that the user should know: subjects of design points that
+    /// failed to integrate, whose statistic then comes from the others.
+    pub notes: Vec<String>,
 }
 
 /// Runs the design through the backend and estimates the indices; writes
@@ -933,6 +958,30 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
             )),
         }
     }
+    // Design points whose statistic is over fewer subjects than were run: the failed ones'
+    // values are unknown, so a quantile or mean of the others leans the way they would not.
+    let mut notes = Vec::new();
+    if a.subjects > 1 {
+        for &arm in &arms {
+            let counts = status.get(&arm).cloned().unwrap_or_default();
+            let runs: u64 = counts.values().sum();
+            let ok = counts
+                .get(&(crate::solver::Status::Ok as u8))
+                .copied()
+                .unwrap_or(0);
+            if ok < runs {
+                notes.push(format!(
+                    "arm {}: {}; each design point's {} is over its subjects that integrated \
+                     (a point where fewer than half did has none, and stops the analysis), so \
+                     where failures cluster at some design points their statistic leans away \
+                     from the failed subjects' values",
+                    a.trial.arms[arm].plan.name,
+                    describe_status(&counts),
+                    a.statistic.name(),
+                ));
+            }
+        }
+    }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let meta = provenance(a, info.name, &info.device, &reason);
     let (f1, f2, f3) = (
@@ -972,6 +1021,7 @@ pub fn run(a: &Analysis, backend: Option<BackendChoice>) -> Result<Report, Strin
         evaluations: (d.rows * a.subjects * arms.len()) as u64,
         results,
         files: vec![f1, f2, f3],
+        notes,
     })
 }
 
@@ -1168,6 +1218,16 @@ fn variation_note(method: Method, output: &str, v: Variation) -> Option<String> 
     }
 }
 
+/// A table cell's number: four decimals, or four significant digits in scientific notation
+/// for a Morris effect of a size that fixed decimals would show as 0 or as hundreds of digits.
+fn cell_number(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || (1e-4..1e6).contains(&v.abs()) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
 /// The indices as a console table.
 pub fn format_report(a: &Analysis, rep: &Report) -> String {
     use std::fmt::Write;
@@ -1193,9 +1253,9 @@ pub fn format_report(a: &Analysis, rep: &Report) -> String {
             let _ = write!(s, "  {:<16}", f.name);
             for (_, v, c) in &r.indices.values[j] {
                 let cell = if c.is_nan() {
-                    format!("{v:.4}")
+                    cell_number(*v)
                 } else {
-                    format!("{v:.4} ± {c:.4}")
+                    format!("{} ± {}", cell_number(*v), cell_number(*c))
                 };
                 let _ = write!(s, " {cell:>22}");
             }
@@ -1205,10 +1265,22 @@ pub fn format_report(a: &Analysis, rep: &Report) -> String {
             let _ = writeln!(s, "  {note}");
         }
     }
-    let how = match a.method {
-        Method::Efast => "confidence half-width from half search curves, indicative only",
-        Method::Sobol | Method::Morris => "bootstrap confidence half-width",
+    // The level as set (99.9 %, not a rounded 100 %).
+    let level = format!("{} %", (1e6 * 100.0 * a.confidence).round() / 1e6);
+    let _ = match a.method {
+        _ if a.bootstrap < 2 => write!(
+            s,
+            "\nNo confidence half-widths: bootstrap = {} resamples (at least 2 give them).",
+            a.bootstrap
+        ),
+        Method::Efast => write!(
+            s,
+            "\n± : the spread of the indices between half search curves, scaled as a {level} \
+             interval would be; indicative only, not a confidence interval (docs/sensitivity.md)."
+        ),
+        Method::Sobol | Method::Morris => {
+            write!(s, "\n± : {level} bootstrap confidence half-width.")
+        }
     };
-    let _ = write!(s, "\n± : {:.0} % {how}.", 100.0 * a.confidence);
     s
 }
