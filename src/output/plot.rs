@@ -268,7 +268,8 @@ fn grid<T>(
 }
 
 /// Histograms (density-scaled outlines) of each group, panel by panel, between the 0.5th and
-/// 99.5th percentiles of all groups together.
+/// 99.5th percentiles of all groups together (each panel's title says so): the values beyond
+/// are left out, so that a few extreme subjects do not squeeze the rest into a few bins.
 pub fn hist_panels(path: &Path, panels: &[HistPanel], bins: usize) -> Result<(), String> {
     grid(path, panels, 2, |area, panel, text| {
         let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
@@ -309,7 +310,9 @@ pub fn hist_panels(path: &Path, panels: &[HistPanel], bins: usize) -> Result<(),
             .max(1e-300)
             * 1.1;
         let (corner, top) = legend_corner(&dens, bins, top);
-        let mut builder = chart_builder(area, &panel.title, text);
+        // The axis spans the central 99 % of the values; the title says so.
+        let title = format!("{} (0.5th–99.5th percentile)", panel.title);
+        let mut builder = chart_builder(area, &title, text);
         let mut chart = builder
             .build_cartesian_2d(lo..hi, 0.0..top)
             .map_err(|e| err(&e))?;

@@ -326,7 +326,8 @@ pub fn run_bench(
             }
             continue;
         }
-        let Some(mut b) = open_target(&run, &model, progress, &mut skipped) else {
+        let solvers: Vec<&SolverOptions> = plans.iter().map(|p| &p.solver).collect();
+        let Some(mut b) = open_target(&run, &model, progress, &mut skipped, &solvers) else {
             continue;
         };
         let info = b.info();
@@ -544,7 +545,7 @@ fn run_bench_data(
             }
             continue;
         }
-        let Some(mut b) = open_target(&run, &model, progress, &mut skipped) else {
+        let Some(mut b) = open_target(&run, &model, progress, &mut skipped, &[&solver]) else {
             continue;
         };
         let info = b.info();
@@ -619,18 +620,30 @@ fn emulated_cuda(
     Err("this build of vpop has no CUDA support (cargo feature `cuda`)".into())
 }
 
-/// A GPU target's backend, or `None` with the reason in `skipped` (and in `progress`).
+/// A GPU target's backend, or `None` with the reason in `skipped` (and in `progress`): one
+/// that is not available, or whose precision does not resolve a tolerance of `solvers` (an
+/// f32 backend at rtol below 1e-7, which the others are still run at).
 fn open_target(
     run: &TargetRun,
     model: &Arc<crate::model::CompiledModel>,
     progress: &mut dyn FnMut(&str),
     skipped: &mut Vec<Skipped>,
+    solvers: &[&SolverOptions],
 ) -> Option<Box<dyn Backend>> {
-    let made = match run.target {
+    let precision = match run.target {
         Target::Cpu => return None,
-        Target::Wgpu(p) => wgpu_backend(model.clone(), p),
-        Target::Cuda(p) => cuda_backend_tuned(model.clone(), p, run.tuning.as_ref()),
-        Target::CudaEmulated(p) => emulated_cuda(model.clone(), p, false),
+        Target::Wgpu(p) | Target::Cuda(p) | Target::CudaEmulated(p) => p,
+    };
+    let made = match solvers.iter().find_map(|s| precision.check_rtol(s).err()) {
+        Some(e) => Err(format!(
+            "{e}; an f64 backend, or --rtol 1e-7 or more, runs at this tolerance"
+        )),
+        None => match run.target {
+            Target::Cpu => return None,
+            Target::Wgpu(p) => wgpu_backend(model.clone(), p),
+            Target::Cuda(p) => cuda_backend_tuned(model.clone(), p, run.tuning.as_ref()),
+            Target::CudaEmulated(p) => emulated_cuda(model.clone(), p, false),
+        },
     };
     match made {
         Ok((b, _)) => Some(b),
@@ -769,7 +782,6 @@ fn compare(
             .filter(|&i| tally.subject(g.status[i], r.status[i]))
             .collect();
         for (k, spec) in plan.metrics.iter().enumerate() {
-            let col = &spec.column;
             // Every Tmax (over a window, of the last interval): a time, which a tie within
             // rtol may put on another interval's peak at another tolerance.
             if spec.metric.kind == crate::metrics::MetricKind::Tmax {
@@ -783,7 +795,11 @@ fn compare(
                 .fold(0.0, f64::max);
             for &i in &ok {
                 metrics = max_err(metrics, floored_error(gv[i], rv[i], scale));
-                if col.ends_with("_auc") || col.ends_with("_cmax") {
+                // Every AUC and Cmax, over any window.
+                if matches!(
+                    spec.metric.kind,
+                    crate::metrics::MetricKind::Auc | crate::metrics::MetricKind::Cmax
+                ) {
                     auc_cmax = max_err(auc_cmax, floored_error(gv[i], rv[i], 0.0));
                 }
             }
@@ -1098,6 +1114,51 @@ mod tests {
         let text = format_report(&rep);
         assert!(text.contains("4/4") && !text.contains("note:"), "{text}");
         assert!(!format_row(row).contains("compared on"));
+    }
+
+    /// A backend whose precision does not resolve the tolerance is skipped with the reason,
+    /// and the others still run (the whole bench had stopped at it); AUC and Cmax columns over
+    /// a window (the last interval) count as AUC and Cmax.
+    #[test]
+    fn an_f32_backend_below_its_tolerance_is_skipped_and_windowed_aucs_count() {
+        let spec = "[trial]\nname = \"windows\"\nsubjects = 4\nseed = 1\n\
+            [model]\nlibrary = \"one_cmt_oral\"\nparams = { ka = 1.0, cl = 5.0, v = 50.0 }\n\
+            [[arm]]\nname = \"q12h\"\n\
+            dose = { amount = 100, into = \"depot\", every = 12, count = 4 }\n\
+            [simulation]\nend = 48\nrtol = 1e-6\natol = 1e-9\nbackend = \"cpu\"\n\
+            [output]\ndir = \"out\"\n\
+            metrics = [\"auc_last_interval\", \"cmax_last_interval\", \"ctrough\"]\n";
+        let path = std::env::temp_dir().join("vpop-bench-windows.toml");
+        let trial = Trial::from_text(&path, spec).unwrap();
+        let opts = BenchOptions {
+            subjects: 4,
+            cpu_subjects: 4,
+            rtol: Some(1e-9),
+            targets: vec![
+                Target::Cpu,
+                Target::CudaEmulated(Precision::F32),
+                Target::Wgpu(Precision::F32),
+            ],
+            ..Default::default()
+        };
+        let rep = run_bench(&trial, &opts, &mut |_| {}).unwrap();
+        assert_eq!(rep.rows.len(), 1, "the CPU row");
+        assert_eq!(rep.skipped.len(), 2);
+        for k in &rep.skipped {
+            assert!(
+                k.reason.contains("rtol 1e-9 is below what f32 resolves")
+                    && k.reason.contains("an f64 backend"),
+                "{}: {}",
+                k.backend,
+                k.reason
+            );
+        }
+        let row = &rep.rows[0];
+        assert!(
+            row.max_rel_auc_cmax > 0.0 && row.max_rel_auc_cmax < 1e-6,
+            "{}",
+            row.max_rel_auc_cmax
+        );
     }
 
     /// Which subject-arms are compared, and the errors of those only: a metric undefined on
