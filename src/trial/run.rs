@@ -309,7 +309,7 @@ pub(crate) fn wgpu_backend(
 /// semantics, metric definitions, sampling, the solvers' step control), raised with every change
 /// that makes the same inputs give other values. Recorded as `vpop.results_revision`: a run is
 /// resumed only by a build of the same revision, so one dataset never mixes two rules.
-pub const RESULTS_REVISION: u32 = 3;
+pub const RESULTS_REVISION: u32 = 4;
 
 /// Provenance key-value metadata (deterministic: no times, no thread counts).
 pub fn provenance(trial: &Trial, backend: &BackendInfo) -> BTreeMap<String, String> {
