@@ -122,9 +122,17 @@ pub fn decode_text(name: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
+        // Lines and columns as the text will be read: lone CRs end lines, and a byte-order
+        // mark before the first line takes no column.
         let before = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+        let before = lone_crs_to_lf(before);
         let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let last = before.rsplit('\n').next().unwrap_or("");
+        let last = match line {
+            1 => last.strip_prefix('\u{feff}').unwrap_or(last),
+            _ => last,
+        };
+        let col = last.chars().count() + 1;
         Diagnostic {
             file: name.to_string(),
             line,
@@ -243,6 +251,11 @@ mod tests {
         );
         let d = decode_text("m.vpm", b"\xe9t\xe9".to_vec()).unwrap_err();
         assert_eq!((d.line, d.col), (1, 1));
+        // Lines ended by CR alone count as lines; a byte-order mark takes no column.
+        let d = decode_text("m.csv", b"ID,TIME\r1,0\r2,1 \xb5g\r".to_vec()).unwrap_err();
+        assert_eq!((d.line, d.col), (3, 5), "{d}");
+        let d = decode_text("m.csv", b"\xef\xbb\xbfID\xff".to_vec()).unwrap_err();
+        assert_eq!((d.line, d.col), (1, 3), "{d}");
         assert_eq!(
             decode_text("m", b"a\rb\r\nc\r".to_vec()).unwrap(),
             "a\nb\r\nc\n"

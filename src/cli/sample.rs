@@ -270,7 +270,8 @@ impl Moments {
         let largest = finite().fold(0.0f64, |m, x| m.max(x.abs()));
         if largest > 0.0 {
             let scale = power_of_two_at(largest);
-            if self.n == 0 {
+            // Nothing but zeros so far: any unit holds them exactly.
+            if self.n == 0 || (self.mean == 0.0 && self.m2 == 0.0) {
                 self.scale = scale;
             } else if scale > self.scale {
                 let r = self.scale / scale;
@@ -557,11 +558,15 @@ mod tests {
         let huge: Vec<f64> = (0..n).map(|i| f64::MAX * (2.0 * u(i) - 1.0)).collect();
         let tiny: Vec<f64> = (0..n).map(|i| 1e-200 * (1.0 + u(i))).collect();
         let mut mixed: Vec<f64> = (0..n).map(|i| 1e-300 * u(i)).collect();
+        // A first chunk of zeros, then a spread of 1e-200.
+        let mut zeros_first = vec![0.0; 20_000];
+        zeros_first.extend(tiny.iter().copied());
         mixed.extend((0..n).map(|i| 1e300 * u(i)));
         for (xs, k) in [
             (&huge, 2f64.powi(1000)),
             (&tiny, 2f64.powi(-600)),
             (&mixed, 2f64.powi(900)),
+            (&zeros_first, 2f64.powi(-600)),
         ] {
             let mut m = Moments::default();
             for chunk in xs.chunks(12_345) {

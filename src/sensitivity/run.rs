@@ -1219,9 +1219,12 @@ fn variation_note(method: Method, output: &str, v: Variation) -> Option<String> 
 }
 
 /// A table cell's number: four decimals, or four significant digits in scientific notation
-/// for a Morris effect of a size that fixed decimals would show as 0 or as hundreds of digits.
-fn cell_number(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() || (1e-4..1e6).contains(&v.abs()) {
+/// for a number of a million or more (a Morris effect of a large output, which fixed decimals
+/// would show with hundreds of digits) and, with `small`, for one below 1e-4 (a Morris effect
+/// of a small output, which they would show as 0). Indices (Sobol, eFAST) keep four decimals.
+fn cell_number(v: f64, small: bool) -> String {
+    let a = v.abs();
+    if !v.is_finite() || a == 0.0 || (a < 1e6 && (a >= 1e-4 || !small)) {
         format!("{v:.4}")
     } else {
         format!("{v:.3e}")
@@ -1252,10 +1255,11 @@ pub fn format_report(a: &Analysis, rep: &Report) -> String {
         for (j, f) in a.factors.iter().enumerate() {
             let _ = write!(s, "  {:<16}", f.name);
             for (_, v, c) in &r.indices.values[j] {
+                let small = a.method == Method::Morris;
                 let cell = if c.is_nan() {
-                    cell_number(*v)
+                    cell_number(*v, small)
                 } else {
-                    format!("{} ± {}", cell_number(*v), cell_number(*c))
+                    format!("{} ± {}", cell_number(*v, small), cell_number(*c, small))
                 };
                 let _ = write!(s, " {cell:>22}");
             }

@@ -379,8 +379,6 @@ pub(crate) struct RunPlan {
     pub identity: RunIdentity,
 }
 
-/// The chunking (options, then spec, then `default_chunk`), shard and output directory of a
-/// run of `subjects` subjects.
 /// Refuses, before anything is written, an arm whose tolerance the backend's precision does not
 /// resolve (the backends refuse it at their first call too, which would leave a run that
 /// cannot be resumed).
@@ -398,6 +396,8 @@ pub(crate) fn check_precision(trial: &Trial, info: &BackendInfo) -> Result<(), S
     Ok(())
 }
 
+/// The chunking (options, then spec, then `default_chunk`), shard and output directory of a
+/// run of `subjects` subjects.
 pub(crate) fn run_plan(
     trial: &Trial,
     opts: &RunOptions,
