@@ -254,13 +254,6 @@ impl Default for Moments {
     }
 }
 
-/// The power of two 2^e with 2^e ≤ |x| < 2^(e+1) (e clamped to the normal exponents), for a
-/// finite non-zero x.
-fn power_of_two_at(x: f64) -> f64 {
-    let e = ((x.to_bits() >> 52) & 0x7ff).clamp(1, 2046);
-    f64::from_bits(e << 52)
-}
-
 impl Moments {
     fn add(&mut self, xs: &[f64]) {
         let finite = || xs.iter().copied().filter(|x| x.is_finite());
@@ -269,7 +262,7 @@ impl Moments {
         };
         let largest = finite().fold(0.0f64, |m, x| m.max(x.abs()));
         if largest > 0.0 {
-            let scale = power_of_two_at(largest);
+            let scale = crate::population::dist::power_of_two_at(largest);
             // Nothing but zeros so far: any unit holds them exactly.
             if self.n == 0 || (self.mean == 0.0 && self.m2 == 0.0) {
                 self.scale = scale;

@@ -5,6 +5,15 @@ use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
 /// Φ(x), the standard normal CDF.
+/// The power of two 2^e with 2^e ≤ |x| < 2^(e+1), e clamped to the normal exponents, for a
+/// finite non-zero x: a unit that values near x can be divided by exactly (the summary of
+/// `vpop sample` and sensitivity analyses keep their sums of squares in it, so that values
+/// near the ends of the floats neither overflow nor underflow there).
+pub fn power_of_two_at(x: f64) -> f64 {
+    let e = ((x.to_bits() >> 52) & 0x7ff).clamp(1, 2046);
+    f64::from_bits(e << 52)
+}
+
 pub fn norm_cdf(x: f64) -> f64 {
     0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
 }

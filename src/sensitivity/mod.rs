@@ -690,8 +690,7 @@ pub fn analyse(
 fn unit_of(y: &[f64]) -> f64 {
     let largest = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     if largest > 0.0 && largest.is_finite() {
-        let e = ((largest.to_bits() >> 52) & 0x7ff).clamp(1, 2046);
-        f64::from_bits(e << 52)
+        crate::population::dist::power_of_two_at(largest)
     } else {
         1.0
     }
